@@ -1,0 +1,52 @@
+"""Stage 3, decisions: keep / rewrite / drop per pair, re-selected cheaply from stored scores."""
+
+
+import dagster as dg
+import pandas as pd
+
+from curation_pipeline.assets.metadata import counts_markdown, numbers, table
+from curation_pipeline.assets.scoring import quality_scores
+from curation_pipeline.decisions.dedup import mark_duplicates
+from curation_pipeline.decisions.policy import decide
+from curation_pipeline.partitions import shard_partitions
+from curation_pipeline.resources import PolicyResource, WarehouseResource
+
+
+@dg.asset(
+    partitions_def=shard_partitions,
+    group_name="decisions",
+    deps=[quality_scores],
+    kinds={"parquet"},
+    description="Keep, rewrite or drop for every pair, with the reason naming the signal (AITQE: rewrite "
+    "weak captions of usable images instead of dropping them). Duplicate groups are resolved here, "
+    "within the shard and against earlier shards. No model runs: change thresholds and re-materialize.",
+)
+def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                      policy: PolicyResource) -> dg.MaterializeResult:
+    shard = context.partition_key
+    wh = warehouse.warehouse()
+    scores = wh.read_table("quality_scores", shard)
+    rules = policy.decision_policy()
+    scores = mark_duplicates(scores, wh, shard, rules.quality_column)
+    decisions = decide(scores, rules)
+    for column in ("dup_group", "dup_kind", "dup_of"):
+        if column in scores:
+            decisions[column] = scores[column].to_numpy()
+    path = wh.write_table("caption_decisions", shard, decisions)
+    actions = decisions["action"].value_counts()
+    drops = decisions.loc[decisions["action"].eq("drop"), "reason"].str.split(" ").str[0].value_counts()
+    n = max(len(decisions), 1)
+    return dg.MaterializeResult(metadata={
+        **numbers({
+            "pairs": len(decisions),
+            "keep": int(actions.get("keep", 0)),
+            "rewrite": int(actions.get("rewrite", 0)),
+            "drop": int(actions.get("drop", 0)),
+            "rewrite_share": float(actions.get("rewrite", 0) / n),
+            "drop_share": float(actions.get("drop", 0) / n),
+            "nsfw_review": int(decisions["nsfw_review"].sum()),
+        }),
+        "drop_reasons": dg.MetadataValue.md(counts_markdown(drops, "Drop reasons")),
+        "decisions_preview": table(decisions[["key", "action", "reason", "quality_before"]]),
+        "path": dg.MetadataValue.path(path),
+    })

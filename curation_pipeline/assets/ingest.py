@@ -1,0 +1,56 @@
+"""Stage 1, ingest: raw shards become the ``pairs`` inventory."""
+
+
+import dagster as dg
+import pandas as pd
+
+from curation_pipeline.assets.metadata import counts_markdown, numbers, table
+from curation_pipeline.partitions import shard_partitions
+from curation_pipeline.resources import WarehouseResource
+from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader
+
+raw_shards = dg.AssetSpec(
+    "raw_shards",
+    partitions_def=shard_partitions,
+    group_name="ingest",
+    description="Raw webdataset .tar shards in the configured raw location (one partition per file). "
+    "Registered by the `new_shards_sensor`; not written by the pipeline.",
+    kinds={"webdataset"},
+)
+
+SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
+
+
+@dg.asset(
+    partitions_def=shard_partitions,
+    group_name="ingest",
+    deps=[raw_shards],
+    kinds={"parquet"},
+    description="Inventory of every sample in the shard: key, caption, image size/format/bytes, content "
+    "hashes, decode status and error. Members that are not samples are counted in the `skips` table.",
+)
+def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    shard = context.partition_key
+    wh = warehouse.warehouse()
+    reader = ShardReader(warehouse.raw_url(shard), shard)
+    records = [sample.record for sample in reader]
+    inventory = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
+    skips = pd.DataFrame([{"shard": shard, **vars(s)} for s in reader.skips], columns=SKIP_COLUMNS)
+    wh.write_table("skips", shard, skips)
+    path = wh.write_table("pairs", shard, inventory)
+    status = inventory["decode_status"].value_counts() if len(inventory) else pd.Series(dtype=int)
+    skip_counts = skips["reason"].value_counts()
+    context.log.info(f"{shard}: {len(inventory)} pairs, {len(skips)} skipped members")
+    return dg.MaterializeResult(metadata={
+        **numbers({
+            "pairs": len(inventory),
+            "decoded": int(status.get("ok", 0)),
+            "undecodable": int(len(inventory) - status.get("ok", 0)),
+            "no_caption": int(inventory["caption"].isna().sum()) if len(inventory) else 0,
+            "skipped_members": len(skips),
+        }),
+        "decode_status": dg.MetadataValue.md(counts_markdown(status, "Decode status")),
+        "skips": dg.MetadataValue.md(counts_markdown(skip_counts, "Skipped members by reason")),
+        "skipped_members_preview": table(skips),
+        "path": dg.MetadataValue.path(path),
+    })

@@ -1,0 +1,29 @@
+"""Stage 6, reporting: the DuckDB quality report over all shards (not partitioned)."""
+
+
+import dagster as dg
+
+from curation_pipeline.assets.curation import curated_shards
+from curation_pipeline.assets.metadata import numbers, table
+from curation_pipeline.reporting.report import build_report, report_markdown
+from curation_pipeline.resources import WarehouseResource
+
+
+@dg.asset(
+    group_name="reporting",
+    deps=[curated_shards],
+    kinds={"duckdb"},
+    description="quality.duckdb in the warehouse: views over every per-shard table (pairs, quality_scores, "
+    "decisions, rewrites, final_captions, skips) and report tables (shard_summary, drop_reasons, "
+    "score_distribution, caption_lengths, rewriter_summary, overall). The only writer of that file.",
+)
+def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    report = build_report(warehouse.warehouse())
+    context.log.info(f"report written to {report.db_path}")
+    return dg.MaterializeResult(metadata={
+        **numbers(report.overall),
+        "summary": dg.MetadataValue.md(report_markdown(report)),
+        "shards": table(report.shards),
+        "rewriters": table(report.rewriters),
+        "db_path": dg.MetadataValue.path(report.db_path),
+    })

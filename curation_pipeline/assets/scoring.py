@@ -1,0 +1,58 @@
+"""Stage 2, scoring: every configured scorer's raw columns per pair ("score once, select later")."""
+
+
+import json
+
+import dagster as dg
+import numpy as np
+
+from curation_pipeline.assets.ingest import pairs
+from curation_pipeline.assets.metadata import numbers
+from curation_pipeline.partitions import shard_partitions
+from curation_pipeline.reporting.charts import histogram_png, markdown_image
+from curation_pipeline.resources import PolicyResource, ScoringResource, WarehouseResource
+from curation_pipeline.scoring.run import score_stream
+from curation_pipeline.shards.reader import iter_pair_batches
+
+
+@dg.asset(
+    partitions_def=shard_partitions,
+    group_name="scoring",
+    deps=[pairs],
+    kinds={"parquet", "pytorch"},
+    description="Per-pair quality scores from the active scoring profile (DataComp rules, caption text "
+    "quality, NSFW, OCR text area, image quality, duplicate hashes, and CLIPScore / MLM-Filter metrics "
+    "in model profiles). Stored raw with each scorer's name and version, so thresholds can change "
+    "without re-running models.",
+)
+def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                   scoring: ScoringResource, policy: PolicyResource) -> dg.MaterializeResult:
+    shard = context.partition_key
+    wh = warehouse.warehouse()
+    scorers = scoring.scorers()
+    batches = iter_pair_batches(warehouse.raw_url(shard), shard, batch_size=warehouse.batch_size)
+    scores = score_stream(scorers, batches)
+    versions = {s.name: s.version for s in scorers}
+    path = wh.write_table("quality_scores", shard, scores, metadata={"scorers": json.dumps(versions)})
+    quality = scores.get(policy.quality_column)
+    meta = {}
+    for column in scores.columns:
+        if column in ("width", "height") or scores[column].dtype.kind not in "fi":
+            continue
+        values = scores[column].astype(float)
+        if values.notna().any():
+            meta[f"mean_{column}"] = float(values.mean())
+    errors = {s.name: int(scores[f"{s.name}_error"].notna().sum()) for s in scorers if f"{s.name}_error" in scores}
+    charts = ""
+    if quality is not None and len(scores):
+        charts = markdown_image(histogram_png({policy.quality_column: quality.to_numpy(dtype=float)},
+                                              f"{policy.quality_column} — {shard}", policy.quality_column),
+                                policy.quality_column)
+    return dg.MaterializeResult(metadata={
+        **numbers({"pairs": len(scores), **meta}),
+        **numbers({f"missing_{k}": v for k, v in errors.items()}),
+        "scorers": dg.MetadataValue.json(versions),
+        "quality_histogram": dg.MetadataValue.md(charts or "_no scores_"),
+        "path": dg.MetadataValue.path(path),
+        "nan_share": dg.MetadataValue.float(float(np.mean(quality.isna()))) if quality is not None and len(scores) else dg.MetadataValue.float(0.0),
+    })

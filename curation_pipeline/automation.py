@@ -1,0 +1,84 @@
+"""Jobs, the new-shard sensor and the fill-missing-or-stale schedule.
+
+Both start STOPPED (Dagster's default) so that opening the UI never launches work by
+surprise; turn them on in Automation, or set CURATION_AUTOMATION=on.
+"""
+
+
+import os
+
+import dagster as dg
+
+from curation_pipeline.partitions import shard_partitions
+from curation_pipeline.resources import WarehouseResource
+
+SHARD_ASSETS = dg.AssetSelection.assets("pairs", "quality_scores", "caption_decisions", "rewritten_captions",
+                                        "final_captions", "curated_shards")
+
+curate_shards_job = dg.define_asset_job(
+    "curate_shards", selection=SHARD_ASSETS, partitions_def=shard_partitions,
+    description="Everything for one shard: pairs -> scores -> decisions -> rewrites -> final captions -> curated tar.",
+    tags={"dagster/max_retries": "1"},
+)
+report_job = dg.define_asset_job("quality_report_job", selection=dg.AssetSelection.assets("quality_report"),
+                                 description="Rebuild the DuckDB quality report over all curated shards.")
+
+DEFAULT_STATUS = (dg.DefaultSensorStatus.RUNNING if os.environ.get("CURATION_AUTOMATION") == "on"
+                  else dg.DefaultSensorStatus.STOPPED)
+DEFAULT_SCHEDULE_STATUS = (dg.DefaultScheduleStatus.RUNNING if os.environ.get("CURATION_AUTOMATION") == "on"
+                           else dg.DefaultScheduleStatus.STOPPED)
+
+
+@dg.sensor(job=curate_shards_job, minimum_interval_seconds=60, default_status=DEFAULT_STATUS,
+           description="Registers every new .tar in the raw location as a partition and requests its run. "
+           "Files whose names are not valid keys are reported in the sensor's log, never renamed.")
+def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
+    try:
+        found, rejected = warehouse.list_raw()
+    except FileNotFoundError as exc:
+        return dg.SensorResult(skip_reason=str(exc))
+    for message in rejected:
+        context.log.warning(message)
+    known = set(context.instance.get_dynamic_partitions(shard_partitions.name))
+    new = sorted(set(found) - known)
+    if not new:
+        return dg.SensorResult(skip_reason=f"no new shards ({len(found)} known, {len(rejected)} rejected names)")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=key, run_key=f"shard:{key}") for key in new],
+        dynamic_partitions_requests=[shard_partitions.build_add_request(new)],
+    )
+
+
+def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> dict[str, str]:
+    """Partition -> why it needs a run: never curated, or its raw file changed since."""
+    todo: dict[str, str] = {}
+    for key in instance.get_dynamic_partitions(shard_partitions.name):
+        event = _latest_partition_materialization(instance, key)
+        if event is None:
+            todo[key] = "missing"
+            continue
+        mtime = warehouse.raw_mtime(key)
+        if mtime is None:
+            continue  # raw file gone: nothing to refresh from
+        if mtime > event.timestamp:
+            todo[key] = "stale"
+    return todo
+
+
+def _latest_partition_materialization(instance: dg.DagsterInstance, key: str):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("curated_shards"), asset_partitions=[key]), limit=1)
+    return records.records[0].event_log_entry if records.records else None
+
+
+@dg.schedule(job=curate_shards_job, cron_schedule="0 2 * * *", default_status=DEFAULT_SCHEDULE_STATUS,
+             description="Nightly: runs every registered shard whose curated output is missing or older than its raw file.")
+def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
+    todo = shards_to_refresh(context.instance, warehouse)
+    if not todo:
+        return dg.SkipReason("every registered shard is curated and fresh")
+    stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
+    return [dg.RunRequest(partition_key=key, run_key=f"{key}:{reason}:{stamp}", tags={"curation/reason": reason})
+            for key, reason in sorted(todo.items())]
+
+

@@ -1,0 +1,1 @@
+"""Asset checks (Great Expectations underneath): blocking where publishing bad data would hurt."""

@@ -1,0 +1,88 @@
+"""Checks on each stage's table; the drift check blocks curated shards from being written."""
+
+
+import dagster as dg
+
+from curation_pipeline.assets.ingest import pairs
+from curation_pipeline.assets.metadata import numbers
+from curation_pipeline.assets.rewriting import final_captions
+from curation_pipeline.assets.scoring import quality_scores
+from curation_pipeline.resources import PolicyResource, WarehouseResource
+from curation_pipeline.shards.reader import RECORD_COLUMNS
+from curation_pipeline.validation.drift import check_caption_length_drift
+from curation_pipeline.validation.tables import check_table
+
+SCORE_RANGES = {
+    "text_quality": (0, 100), "clip_score": (0, 2.5), "clip_cosine": (-1, 1), "nsfw_prob": (0, 1),
+    "ocr_area_frac": (0, 1), "iq_brightness": (0, 1), "iq_entropy": (0, 8),
+    "mlm_itm": (0, 100), "mlm_odf": (0, 100), "mlm_ctq": (0, 100), "mlm_su": (0, 100),
+}
+
+
+def _table_check_result(result, description: str) -> dg.AssetCheckResult:
+    meta = result.to_metadata()
+    return dg.AssetCheckResult(
+        passed=bool(result.passed),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description if result.passed else "; ".join(result.failures)[:1000],
+        metadata={**numbers({k: v for k, v in meta.items() if not isinstance(v, str)}),
+                  **{k: dg.MetadataValue.text(v) for k, v in meta.items() if isinstance(v, str)}},
+    )
+
+
+@dg.asset_check(asset=pairs, blocking=True, description="Inventory schema: every column present, keys unique and non-null.")
+def pairs_schema(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    df = warehouse.warehouse().read_table("pairs", context.partition_key)
+    result = check_table(df, required_columns=RECORD_COLUMNS, non_null=["key", "decode_status"], unique=["key"])
+    return _table_check_result(result, f"{len(df)} rows, schema and keys ok")
+
+
+@dg.asset_check(asset=quality_scores, blocking=True,
+                description="Scores: keys unique, each scorer's columns within its range (NaN = unknown is allowed).")
+def scores_in_range(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+                    policy: PolicyResource) -> dg.AssetCheckResult:
+    df = warehouse.warehouse().read_table("quality_scores", context.partition_key)
+    result = check_table(df, required_columns=["shard", "key", policy.quality_column], non_null=["key"],
+                         unique=["key"], ranges={c: r for c, r in SCORE_RANGES.items() if c in df.columns})
+    return _table_check_result(result, f"{len(df)} rows within score ranges")
+
+
+@dg.asset_check(asset=final_captions, blocking=True,
+                description="Final captions: one row per pair, outcome and reason always set, kept pairs have a caption.")
+def final_captions_complete(context: dg.AssetCheckExecutionContext,
+                            warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    wh = warehouse.warehouse()
+    df = wh.read_table("final_captions", context.partition_key)
+    n_pairs = len(wh.read_table("pairs", context.partition_key))
+    kept = df[df["outcome"].ne("dropped")]
+    result = check_table(kept if len(kept) else df, required_columns=["key", "outcome", "reason", "final_caption"],
+                         non_null=["key", "outcome", "reason", "final_caption"], unique=["key"])
+    if len(df) != n_pairs:
+        result.passed = False
+        result.failures.append(f"{len(df)} final rows for {n_pairs} pairs")
+    return _table_check_result(result, f"{len(df)} pairs resolved, {len(kept)} kept with a caption")
+
+
+@dg.asset_check(asset=final_captions, blocking=True,
+                description="Great Expectations caption-length drift: the final captions of the kept pairs "
+                "against the same pairs' original captions (KL on open-tailed quantile bins, mean ratio, quantile bands).")
+def caption_length_drift(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+                         policy: PolicyResource) -> dg.AssetCheckResult:
+    df = warehouse.warehouse().read_table("final_captions", context.partition_key)
+    # same pairs before and after: dropping junk is the filter's doing, not drift from rewriting
+    kept = df[df["outcome"].ne("dropped")]
+    result = check_caption_length_drift(kept["original_caption"], kept["final_caption"], policy.drift_thresholds())
+    meta = result.to_metadata()
+    return dg.AssetCheckResult(
+        passed=bool(result.passed),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=("; ".join(result.failures) if result.failures else
+                     f"caption lengths stable: KL {result.kl:.3f}, mean ratio {result.mean_ratio:.2f}")[:1000],
+        metadata={
+            **numbers({k: v for k, v in meta.items() if not isinstance(v, (str, bool))}),
+            "drift_table": dg.MetadataValue.md(result.to_markdown()),
+        },
+    )
+
+
+ALL_CHECKS = [pairs_schema, scores_in_range, final_captions_complete, caption_length_drift]

@@ -1,0 +1,66 @@
+"""The final caption of every pair, once rewrite attempts are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from curation_pipeline.decisions.policy import DROP, DROPPED, KEEP, KEPT, REWRITE, REWRITTEN, DecisionPolicy
+
+FINAL_COLUMNS = [
+    "shard", "key", "outcome", "reason", "original_caption", "final_caption", "rewritten",
+    "rewriter", "rewriter_version", "quality_column", "quality_before", "quality_final", "decision",
+]
+
+
+def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.DataFrame,
+                     policy: DecisionPolicy) -> pd.DataFrame:
+    """Kept, rewritten or dropped, with the reason; ``captions`` is the original caption by key.
+
+    A rewrite-marked pair takes its last accepted attempt. Without one it follows the
+    fallback: keep the original if it clears ``drop_threshold``, else drop. An
+    accepted rewrite that still scores under ``drop_threshold`` is dropped too.
+    """
+    df = decisions.reset_index(drop=True).copy()
+    df["original_caption"] = df["key"].map(captions)
+    accepted = lineage[lineage["accepted"].astype(bool)] if len(lineage) else lineage
+    best = accepted.sort_values(["key", "attempt"]).groupby("key").tail(1).set_index("key") if len(accepted) else None
+    last = lineage.sort_values(["key", "attempt"]).groupby("key").tail(1).set_index("key") if len(lineage) else None
+
+    def lookup(frame, column):
+        if frame is None:
+            return pd.Series(np.nan, index=df.index, dtype=object)
+        return df["key"].map(frame[column])
+
+    cand = lookup(best, "candidate_caption")
+    after = pd.to_numeric(lookup(best, "score_after"), errors="coerce")
+    rejection = lookup(last, "reason")
+    before = pd.to_numeric(df["quality_before"], errors="coerce")
+
+    is_rewrite = df["action"].eq(REWRITE)
+    got = is_rewrite & cand.notna()
+    good_rewrite = got & (after >= policy.drop_threshold)
+    fallback_ok = is_rewrite & ~got & (policy.fallback == "keep_original") & (before >= policy.drop_threshold)
+
+    outcome = np.select(
+        [df["action"].eq(KEEP), df["action"].eq(DROP), good_rewrite, fallback_ok],
+        [KEPT, DROPPED, REWRITTEN, KEPT], default=DROPPED)
+    reason = np.select(
+        [df["action"].isin([KEEP, DROP]), good_rewrite, fallback_ok, got],
+        [df["reason"],
+         "rewritten: " + df["reason"].astype(str),
+         "rewrite rejected (" + rejection.fillna("not attempted").astype(str) + "); kept original",
+         "caption still weak after rewriting (" + after.round(1).astype(str) + f" < {policy.drop_threshold:g})"],
+        default="caption weak and not rewritten (" + rejection.fillna("no rewrite attempted").astype(str) + ")")
+    final = np.where(outcome == REWRITTEN, cand, np.where(outcome == KEPT, df["original_caption"], None))
+    out = pd.DataFrame({
+        "shard": df["shard"], "key": df["key"], "outcome": outcome, "reason": reason,
+        "original_caption": df["original_caption"], "final_caption": final,
+        "rewritten": outcome == REWRITTEN,
+        "rewriter": np.where(outcome == REWRITTEN, lookup(best, "rewriter"), None),
+        "rewriter_version": np.where(outcome == REWRITTEN, lookup(best, "rewriter_version"), None),
+        "quality_column": df["quality_column"], "quality_before": before,
+        "quality_final": np.where(outcome == REWRITTEN, after, np.where(outcome == KEPT, before, np.nan)),
+        "decision": df["action"],
+    })
+    return out[FINAL_COLUMNS]

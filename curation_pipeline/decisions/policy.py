@@ -1,0 +1,151 @@
+"""Keep, rewrite or drop: AITQE's adaptive answer instead of a plain filter.
+
+Good pairs are kept as they are. A weak caption on a usable image is rewritten,
+because the image is worth keeping. Only what cannot be saved is dropped: an image
+that is missing, broken, too small, unsafe or a duplicate, or a caption that stays
+bad after rewriting. Every decision carries a reason that names the signal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+KEEP, REWRITE, DROP = "keep", "rewrite", "drop"
+KEPT, REWRITTEN, DROPPED = "kept", "rewritten", "dropped"
+
+
+@dataclass
+class DecisionPolicy:
+    """Thresholds and switches; the Dagster resource ``policy`` fills these from config."""
+
+    quality_column: str = "text_quality"
+    keep_threshold: float = 70.0
+    drop_threshold: float = 40.0
+    rewrite: bool = True
+    keep_expression: str | None = None  # extra condition to keep as is, e.g. "mlm_itm >= 66 and mlm_odf >= 20"
+    require_image_rules: bool = True  # DataComp's image rules (min side, aspect) make an image unusable
+    caption_rules_mark_weak: bool = True  # failing DataComp's caption rules sends a caption to rewriting
+    fallback: str = "keep_original"  # when a rewrite is rejected: "keep_original" (if above drop) or "drop"
+    min_improvement: float = 1.0  # a rewrite must raise the quality score by at least this
+    nsfw_drop: float = 0.8
+    nsfw_review: float = 0.2
+    max_text_area: float | None = None  # drop images whose OCR boxes cover more than this share
+    min_sharpness: float | None = None
+    min_brightness: float | None = 0.03
+    max_brightness: float | None = 0.97
+    min_entropy: float | None = 1.0
+    drop_duplicates: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.fallback not in ("keep_original", "drop"):
+            raise ValueError(f"fallback must be 'keep_original' or 'drop', not {self.fallback!r}")
+        if self.drop_threshold > self.keep_threshold:
+            raise ValueError(
+                f"drop_threshold ({self.drop_threshold}) must not exceed keep_threshold ({self.keep_threshold})"
+            )
+
+
+def _flag(df: pd.DataFrame, column: str, predicate) -> pd.Series:
+    """Rows where ``predicate(column)`` holds; False where the column is absent or unknown."""
+    if column not in df.columns:
+        return pd.Series(False, index=df.index)
+    values = df[column]
+    known = values.notna()
+    result = pd.Series(False, index=df.index)
+    result[known] = predicate(values[known]).astype(bool)
+    return result
+
+
+def _image_drop_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
+    """The first reason, in a fixed order, that makes a pair's image unusable."""
+    status = df.get("decode_status", pd.Series("ok", index=df.index)).fillna("missing")
+    checks: list[tuple[str, pd.Series]] = [
+        ("image_missing", status.isin(["missing", "empty"])),
+        ("image_corrupt", status.eq("corrupt")),
+        ("image_too_large", status.eq("too_large")),
+    ]
+    if policy.require_image_rules:
+        checks += [
+            ("image_too_small", _flag(df, "datacomp_min_side_ge200", lambda s: ~s.astype(bool))),
+            ("image_aspect_ratio", _flag(df, "datacomp_aspect_le3", lambda s: ~s.astype(bool))),
+        ]
+    checks.append(("nsfw", _flag(df, "nsfw_prob", lambda s: s >= policy.nsfw_drop)))
+    if policy.max_text_area is not None:
+        checks.append(("text_heavy_image", _flag(df, "ocr_area_frac", lambda s: s > policy.max_text_area)))
+    if policy.min_sharpness is not None:
+        checks.append(("image_blurry", _flag(df, "iq_sharpness", lambda s: s < policy.min_sharpness)))
+    if policy.min_brightness is not None:
+        checks.append(("image_underexposed", _flag(df, "iq_brightness", lambda s: s < policy.min_brightness)))
+    if policy.max_brightness is not None:
+        checks.append(("image_overexposed", _flag(df, "iq_brightness", lambda s: s > policy.max_brightness)))
+    if policy.min_entropy is not None:
+        checks.append(("image_flat", _flag(df, "iq_entropy", lambda s: s < policy.min_entropy)))
+    if policy.drop_duplicates and "dup_keep" in df.columns:
+        kind = df.get("dup_kind", pd.Series(None, index=df.index)).fillna("duplicate")
+        checks.append(("duplicate:" + kind, ~df["dup_keep"].fillna(True).astype(bool)))
+    reasons = pd.Series(None, index=df.index, dtype=object)
+    for label, mask in checks:
+        reasons = reasons.mask(reasons.isna() & mask, label)
+    return reasons
+
+
+CAPTION_RULES = (
+    ("datacomp_english", "not_english"),
+    ("datacomp_words_gt2", "too_few_words"),
+    ("datacomp_chars_gt5", "too_few_chars"),
+)
+
+
+def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
+    """Why a caption is weak (semicolon-joined), or None when it is good enough to keep."""
+    quality = pd.to_numeric(df[policy.quality_column], errors="coerce") if policy.quality_column in df else None
+    if quality is None:
+        raise KeyError(
+            f"decision column {policy.quality_column!r} is not among the scores "
+            f"({', '.join(c for c in df.columns if not c.endswith('_error'))}); "
+            "pick a column the active scoring profile produces"
+        )
+    parts: list[pd.Series] = []
+    rules = df.get("text_quality_rules", pd.Series("", index=df.index)).fillna("")
+    low = quality.isna() | (quality < policy.keep_threshold)
+    label = "low_" + policy.quality_column + "=" + quality.round(1).astype(str)
+    label = label.where(rules.eq(""), label + " (" + rules + ")")
+    parts.append(label.where(low))
+    if policy.caption_rules_mark_weak:
+        for column, name in CAPTION_RULES:
+            parts.append(pd.Series(np.where(_flag(df, column, lambda s: ~s.astype(bool)), name, None), index=df.index))
+    if policy.keep_expression:
+        from curation_pipeline.scoring.selection import select
+
+        passed = select(df, policy.keep_expression)
+        parts.append(pd.Series(np.where(passed, None, f"fails: {policy.keep_expression}"), index=df.index))
+    joined = pd.concat(parts, axis=1).apply(lambda row: "; ".join(v for v in row if isinstance(v, str)), axis=1)
+    return joined.where(joined.ne(""), None)
+
+
+def decide(scores: pd.DataFrame, policy: DecisionPolicy) -> pd.DataFrame:
+    """One decision per pair: ``action`` (keep/rewrite/drop), ``reason`` and the quality used.
+
+    ``scores`` is the quality_scores table (it carries the pairs' decode status).
+    """
+    df = scores.reset_index(drop=True)
+    image_reason = _image_drop_reasons(df, policy)
+    weak = _weak_caption_reasons(df, policy)
+    quality = pd.to_numeric(df[policy.quality_column], errors="coerce")
+    action = np.where(image_reason.notna(), DROP, np.where(weak.isna(), KEEP, REWRITE if policy.rewrite else DROP))
+    reason = np.where(image_reason.notna(), image_reason, np.where(weak.isna(), f"{policy.quality_column}>={policy.keep_threshold:g}", weak))
+    review = _flag(df, "nsfw_prob", lambda s: (s >= policy.nsfw_review) & (s < policy.nsfw_drop))
+    return pd.DataFrame({
+        "shard": df["shard"],
+        "key": df["key"],
+        "action": action,
+        "reason": reason,
+        "quality_column": policy.quality_column,
+        "quality_before": quality,
+        "nsfw_review": review,
+    })

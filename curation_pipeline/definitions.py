@@ -1,0 +1,49 @@
+"""Wires assets, checks, jobs, sensor, schedule and resources into one code location."""
+
+
+import dagster as dg
+
+from curation_pipeline.assets.curation import curated_shards
+from curation_pipeline.assets.decisions import caption_decisions
+from curation_pipeline.assets.ingest import pairs, raw_shards
+from curation_pipeline.assets.reporting import quality_report
+from curation_pipeline.assets.rewriting import final_captions, rewritten_captions
+from curation_pipeline.assets.scoring import quality_scores
+from curation_pipeline.automation import curate_shards_job, fill_missing_shards, new_shards_sensor, report_job
+from curation_pipeline.checks.quality import ALL_CHECKS
+from curation_pipeline.resources import (
+    PolicyResource,
+    RewriterResource,
+    ScoringResource,
+    WarehouseResource,
+    default_path,
+)
+
+ASSETS = [raw_shards, pairs, quality_scores, caption_decisions, rewritten_captions, final_captions,
+          curated_shards, quality_report]
+
+
+def build_resources(raw_root: str | None = None, warehouse_root: str | None = None, **overrides) -> dict:
+    """Resources from environment defaults; tests and the CLI pass explicit roots and overrides."""
+    return {
+        "warehouse": WarehouseResource(
+            raw_root=raw_root or default_path("CURATION_RAW", "data/raw"),
+            root=warehouse_root or default_path("CURATION_WAREHOUSE", "data/warehouse")),
+        "scoring": overrides.get("scoring") or ScoringResource(),
+        "rewriter": overrides.get("rewriter") or RewriterResource(),
+        "policy": overrides.get("policy") or PolicyResource(),
+    }
+
+
+def build_definitions(**kwargs) -> dg.Definitions:
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=ALL_CHECKS,
+        jobs=[curate_shards_job, report_job],
+        sensors=[new_shards_sensor],
+        schedules=[fill_missing_shards],
+        resources=build_resources(**kwargs),
+    )
+
+
+defs = build_definitions()

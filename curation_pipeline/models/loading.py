@@ -1,0 +1,120 @@
+"""Load CLIP-like and vision-language models once, with one clear error when impossible.
+
+A failed ``from_pretrained`` surfaces as many different exceptions (OSError for a
+missing path or an offline hub, ValueError for an unknown architecture, ...). They are
+turned into one ``ModelUnavailableError`` that names the model and says how to supply
+it, because the person reading it is usually configuring a profile, not debugging.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model that cannot be loaded here; the message says how to make it available."""
+
+    def __init__(self, model: str, cause: BaseException | str):
+        self.model = model
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        where = "a local path" if _looks_like_path(model) else "a HuggingFace id"
+        super().__init__(
+            f"Model {model!r} ({where}) could not be loaded: {cause}\n"
+            "To supply it: pass a local directory holding the saved model and processor "
+            "(save_pretrained / huggingface-cli download --local-dir), or pre-fill the "
+            "HuggingFace cache (HF_HOME) on a machine with network access"
+            + (" and keep HF_HUB_OFFLINE=1 here" if offline else "")
+            + "; on a networked machine, unset HF_HUB_OFFLINE to download it."
+        )
+
+
+def _looks_like_path(model: str) -> bool:
+    """Hub ids are ``name`` or ``org/name``; anything else is meant as a local path."""
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or Path(model).exists()
+
+
+def pick_device(preferred: str | None = None) -> str:
+    if preferred:
+        return preferred
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str, preferred: torch.dtype | str | None = None) -> torch.dtype:
+    """Half precision on accelerators (bf16 where supported), fp32 on CPU where half is slow."""
+    if preferred is not None:
+        return getattr(torch, preferred) if isinstance(preferred, str) else preferred
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.startswith("mps"):
+        return torch.float16
+    return torch.float32
+
+
+def _prepare(model: str) -> str:
+    """Expand ``~`` and reject a missing local directory before any hub lookup."""
+    expanded = os.path.expanduser(model)
+    if _looks_like_path(model) and not Path(expanded).is_dir():
+        raise ModelUnavailableError(model, f"no directory at {expanded}")
+    return expanded if Path(expanded).is_dir() else model
+
+
+def _from_pretrained(auto_class, source: str, **kwargs):
+    """SDPA attention where the architecture has it, its default attention otherwise."""
+    try:
+        return auto_class.from_pretrained(source, attn_implementation="sdpa", **kwargs)
+    except ValueError as exc:
+        if "sdpa" not in str(exc).lower():
+            raise
+        return auto_class.from_pretrained(source, **kwargs)
+
+
+def _finish(model, device: str):
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_clip(model: str, device: str | None = None, dtype=None):
+    """A CLIP or SigLIP dual encoder and its processor; the family comes from the config."""
+    from transformers import AutoConfig, AutoModel, AutoProcessor
+
+    source = _prepare(model)
+    device = pick_device(device)
+    try:
+        config = AutoConfig.from_pretrained(source)
+        if not any(family in config.model_type for family in ("clip", "siglip")):
+            raise ValueError(f"model_type {config.model_type!r} is not a CLIP or SigLIP dual encoder")
+        processor = AutoProcessor.from_pretrained(source)
+        loaded = _from_pretrained(AutoModel, source, dtype=pick_dtype(device, dtype))
+    except (OSError, ValueError, KeyError, ImportError, TypeError) as exc:
+        raise ModelUnavailableError(model, exc) from exc
+    return _finish(loaded, device), processor
+
+
+def load_vlm(model: str, device: str | None = None, dtype=None, trust_remote_code: bool = False):
+    """A chat vision-language model (AutoModelForImageTextToText) and its processor.
+
+    ``trust_remote_code`` reaches transformers only when the caller set it for this
+    model: repository code never runs by default.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    source = _prepare(model)
+    device = pick_device(device)
+    remote = {"trust_remote_code": True} if trust_remote_code else {}
+    try:
+        processor = AutoProcessor.from_pretrained(source, **remote)
+        loaded = _from_pretrained(AutoModelForImageTextToText, source, dtype=pick_dtype(device, dtype), **remote)
+    except (OSError, ValueError, KeyError, ImportError, TypeError) as exc:
+        raise ModelUnavailableError(model, exc) from exc
+    if getattr(processor, "chat_template", None) is None:
+        raise ModelUnavailableError(model, "its processor has no chat template")
+    return _finish(loaded, device), processor

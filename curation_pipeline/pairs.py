@@ -1,0 +1,43 @@
+"""The unit everything works on: a batch of image-text pairs from one shard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from PIL import Image
+
+
+@dataclass
+class PairBatch:
+    """Parallel lists, one entry per pair, in shard order.
+
+    ``images`` holds decoded RGB images, or None where the sample has no usable image
+    (missing, corrupt, too large); scorers must return NaN for those, never a guess.
+    ``captions`` holds None where the sample has no caption at all.
+    """
+
+    keys: list[str]
+    captions: list[str | None]
+    images: list[Image.Image | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.images:
+            self.images = [None] * len(self.keys)
+        if not (len(self.keys) == len(self.captions) == len(self.images)):
+            raise ValueError(
+                f"PairBatch lists differ in length: keys={len(self.keys)} "
+                f"captions={len(self.captions)} images={len(self.images)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def chunks(self, size: int) -> Iterator["PairBatch"]:
+        for start in range(0, len(self), size):
+            stop = start + size
+            yield PairBatch(self.keys[start:stop], self.captions[start:stop], self.images[start:stop])
+
+    def with_captions(self, captions: list[str | None]) -> "PairBatch":
+        """The same images with other captions: how rewrites are re-scored."""
+        return PairBatch(list(self.keys), list(captions), list(self.images))

@@ -1,0 +1,37 @@
+"""Small PNG histograms embedded in Markdown, so Dagster's UI shows them inline."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def histogram_png(series: dict[str, np.ndarray], title: str, xlabel: str, bins: int | np.ndarray = 20) -> bytes:
+    """Overlaid histograms (e.g. before/after) as a compact PNG."""
+    fig, ax = plt.subplots(figsize=(4.2, 2.4), dpi=80)
+    values = [np.asarray(v, dtype=float) for v in series.values()]
+    finite = [v[np.isfinite(v)] for v in values]
+    everything = np.concatenate(finite) if any(len(v) for v in finite) else np.array([0.0])
+    edges = np.histogram_bin_edges(everything, bins=bins)
+    for label, v in zip(series.keys(), finite):
+        ax.hist(v, bins=edges, alpha=0.55, label=f"{label} (n={len(v)})")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def markdown_image(png: bytes, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"

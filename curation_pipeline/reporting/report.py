@@ -1,0 +1,198 @@
+"""The DuckDB quality report: views over the warehouse plus summary tables.
+
+The database is rebuilt in a temporary file and renamed into place, so a reader
+(the CLI, a notebook) never meets a half-written report or a writer's lock, and
+shard partitions (which only write Parquet) never contend with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+
+from curation_pipeline.storage.warehouse import TABLES, Warehouse
+
+IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NOT_SCORES = {"shard", "key", "width", "height", "image_bytes", "caption_chars", "n_frames"}
+REPORT_TABLES = ("shard_summary", "drop_reasons", "score_distribution", "caption_lengths", "rewriter_summary", "overall")
+VIEW_NAMES = {"caption_decisions": "decisions", "rewritten_captions": "rewrites"}
+
+
+@dataclass
+class Report:
+    db_path: str
+    overall: dict
+    shards: pd.DataFrame
+    drop_reasons: pd.DataFrame
+    scores: pd.DataFrame
+    lengths: pd.DataFrame
+    rewriters: pd.DataFrame
+
+
+def _quote(name: str) -> str:
+    if not IDENT.fullmatch(name):
+        raise ValueError(f"refusing column name {name!r} in SQL")
+    return f'"{name}"'
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> list[str]:
+    present = []
+    for table in TABLES:
+        if not warehouse.shards(table):
+            continue
+        glob = warehouse.local_path(warehouse.table_glob(table)).replace("'", "''")
+        view = VIEW_NAMES.get(table, table)
+        con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet('{glob}', union_by_name = true)")
+        present.append(view)
+    return present
+
+
+def _score_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    rows = con.execute("DESCRIBE quality_scores").fetchall()
+    numeric = ("DOUBLE", "FLOAT", "INTEGER", "BIGINT", "SMALLINT", "TINYINT", "DECIMAL", "REAL", "HUGEINT")
+    return [name for name, dtype, *_ in rows
+            if name not in NOT_SCORES and IDENT.fullmatch(name) and str(dtype).upper().startswith(numeric)]
+
+
+SHARD_SUMMARY = """
+CREATE TABLE shard_summary AS
+WITH p AS (
+  SELECT shard, count(*) AS pairs_read,
+         count(*) FILTER (WHERE decode_status = 'ok') AS decoded,
+         count(*) FILTER (WHERE caption IS NULL) AS no_caption
+  FROM pairs GROUP BY shard),
+f AS (
+  SELECT shard,
+         count(*) FILTER (WHERE outcome = 'kept') AS kept_as_is,
+         count(*) FILTER (WHERE outcome = 'rewritten') AS rewritten,
+         count(*) FILTER (WHERE outcome = 'dropped') AS dropped,
+         avg(length(coalesce(original_caption, ''))) AS mean_chars_original,
+         avg(length(final_caption)) FILTER (WHERE outcome <> 'dropped') AS mean_chars_final,
+         avg(len(string_split(trim(coalesce(original_caption, '')), ' '))) AS mean_words_original,
+         avg(len(string_split(trim(final_caption), ' '))) FILTER (WHERE outcome <> 'dropped') AS mean_words_final,
+         avg(quality_before) AS mean_quality_before,
+         avg(quality_final) FILTER (WHERE outcome <> 'dropped') AS mean_quality_final
+  FROM final_captions GROUP BY shard),
+r AS (
+  SELECT shard, count(*) AS rewrite_attempts, count(*) FILTER (WHERE accepted) AS rewrites_accepted
+  FROM {rewrites} GROUP BY shard),
+s AS ({skips})
+SELECT p.shard, p.pairs_read, p.decoded, p.no_caption,
+       coalesce(f.kept_as_is, 0) + coalesce(f.rewritten, 0) AS kept,
+       coalesce(f.kept_as_is, 0) AS kept_as_is, coalesce(f.rewritten, 0) AS rewritten,
+       coalesce(f.dropped, 0) AS dropped, coalesce(s.skipped, 0) AS skipped_members,
+       coalesce(r.rewrite_attempts, 0) AS rewrite_attempts, coalesce(r.rewrites_accepted, 0) AS rewrites_accepted,
+       f.mean_quality_before, f.mean_quality_final,
+       f.mean_chars_original, f.mean_chars_final, f.mean_words_original, f.mean_words_final
+FROM p LEFT JOIN f USING (shard) LEFT JOIN r USING (shard) LEFT JOIN s USING (shard)
+ORDER BY p.shard
+"""
+
+
+def build_report(warehouse: Warehouse) -> Report:
+    """Rebuild ``quality.duckdb`` from whatever shards the warehouse holds."""
+    if not warehouse.is_local:
+        raise NotImplementedError("the DuckDB report file is written locally; point the warehouse at a local root")
+    final_path = warehouse.local_path(warehouse.report_db_path)
+    os.makedirs(os.path.dirname(final_path), exist_ok=True)
+    tmp_path = f"{final_path}.tmp-{uuid.uuid4().hex}"
+    con = duckdb.connect(tmp_path)
+    try:
+        views = _create_views(con, warehouse)
+        for needed in ("pairs", "quality_scores", "final_captions"):
+            if needed not in views:
+                raise FileNotFoundError(
+                    f"no {needed} tables under {warehouse.root}: materialize at least one shard before the report"
+                )
+        rewrites = "rewrites" if "rewrites" in views else "(SELECT NULL::VARCHAR AS shard, NULL::BOOLEAN AS accepted WHERE false)"
+        skips = ("SELECT shard, count(*) AS skipped FROM skips GROUP BY shard" if "skips" in views
+                 else "SELECT NULL::VARCHAR AS shard, 0 AS skipped WHERE false")
+        con.execute(SHARD_SUMMARY.format(rewrites=rewrites, skips=skips))
+        con.execute("""
+            CREATE TABLE drop_reasons AS
+            SELECT shard, split_part(reason, ' (', 1) AS reason, count(*) AS pairs
+            FROM final_captions WHERE outcome = 'dropped' GROUP BY ALL ORDER BY shard, pairs DESC, reason""")
+        parts = []
+        for col in _score_columns(con):
+            q = _quote(col)
+            parts.append(f"""SELECT '{col}' AS score, shard, count({q}) AS n, avg({q}) AS mean, min({q}) AS min,
+                quantile_cont({q}, 0.1) AS p10, quantile_cont({q}, 0.5) AS p50, quantile_cont({q}, 0.9) AS p90,
+                max({q}) AS max FROM quality_scores GROUP BY shard""")
+        con.execute("CREATE TABLE score_distribution AS " + (" UNION ALL ".join(parts) if parts else
+                    "SELECT NULL::VARCHAR AS score, NULL::VARCHAR AS shard WHERE false") + " ORDER BY score, shard")
+        con.execute("""
+            CREATE TABLE caption_lengths AS
+            WITH l AS (
+              SELECT shard, 'original' AS stage, len(string_split(trim(coalesce(original_caption, '')), ' ')) AS words
+              FROM final_captions
+              UNION ALL
+              SELECT shard, 'final', len(string_split(trim(final_caption), ' ')) FROM final_captions
+              WHERE outcome <> 'dropped')
+            SELECT shard, stage, count(*) AS n, avg(words) AS mean_words, quantile_cont(words, 0.1) AS p10,
+                   quantile_cont(words, 0.5) AS p50, quantile_cont(words, 0.9) AS p90, max(words) AS max_words
+            FROM l GROUP BY ALL ORDER BY shard, stage DESC""")
+        con.execute(f"""
+            CREATE TABLE rewriter_summary AS
+            SELECT rewriter, count(*) AS attempts, count(*) FILTER (WHERE accepted) AS accepted,
+                   avg(CASE WHEN accepted THEN 1.0 ELSE 0.0 END) AS acceptance_rate,
+                   avg(score_after - score_before) FILTER (WHERE accepted) AS mean_gain,
+                   avg(edit_ratio) FILTER (WHERE accepted) AS mean_edit_ratio,
+                   avg(length_ratio) FILTER (WHERE accepted) AS mean_length_ratio,
+                   avg(semantic_similarity) FILTER (WHERE accepted) AS mean_similarity
+            FROM {"rewrites" if "rewrites" in views else "(SELECT NULL::VARCHAR AS rewriter, NULL::BOOLEAN AS accepted, NULL::DOUBLE AS score_after, NULL::DOUBLE AS score_before, NULL::DOUBLE AS edit_ratio, NULL::DOUBLE AS length_ratio, NULL::DOUBLE AS semantic_similarity WHERE false)"}
+            GROUP BY rewriter ORDER BY rewriter""")
+        con.execute("""
+            CREATE TABLE overall AS
+            SELECT count(*) AS shards, sum(pairs_read) AS pairs_read, sum(decoded) AS decoded, sum(kept) AS kept,
+                   sum(kept_as_is) AS kept_as_is, sum(rewritten) AS rewritten, sum(dropped) AS dropped,
+                   sum(skipped_members) AS skipped_members,
+                   sum(kept)::DOUBLE / nullif(sum(pairs_read), 0) AS keep_rate,
+                   sum(rewritten)::DOUBLE / nullif(sum(pairs_read), 0) AS rewrite_rate,
+                   sum(dropped)::DOUBLE / nullif(sum(pairs_read), 0) AS drop_rate
+            FROM shard_summary""")
+        report = Report(
+            db_path=final_path,
+            overall=con.execute("SELECT * FROM overall").df().iloc[0].to_dict(),
+            shards=con.execute("SELECT * FROM shard_summary").df(),
+            drop_reasons=con.execute("SELECT * FROM drop_reasons").df(),
+            scores=con.execute("SELECT * FROM score_distribution").df(),
+            lengths=con.execute("SELECT * FROM caption_lengths").df(),
+            rewriters=con.execute("SELECT * FROM rewriter_summary").df(),
+        )
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    os.replace(tmp_path, final_path)
+    return report
+
+
+def report_markdown(report: Report) -> str:
+    """What the report asset shows in the UI and ``curate report`` prints."""
+    o = {k: (v.item() if hasattr(v, "item") else v) for k, v in report.overall.items()}
+    lines = [
+        f"**{o['pairs_read']} pairs** in {o['shards']} shards: {o['kept_as_is']} kept as is, "
+        f"{o['rewritten']} rewritten, {o['dropped']} dropped, {o['skipped_members']} members skipped.",
+        "", "### Per shard", "", _md(report.shards[[
+            "shard", "pairs_read", "decoded", "kept_as_is", "rewritten", "dropped", "skipped_members",
+            "mean_quality_before", "mean_quality_final", "mean_words_original", "mean_words_final"]]),
+        "", "### Drop reasons", "",
+        _md(report.drop_reasons.groupby("reason", as_index=False)["pairs"].sum().sort_values("pairs", ascending=False)),
+        "", "### Rewriters", "", _md(report.rewriters),
+        "", f"Query it: `duckdb {report.db_path}` then `SELECT * FROM shard_summary;`",
+    ]
+    return "\n".join(lines)
+
+
+def _md(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "_none_"
+    shown = df.copy()
+    for col in shown.columns:
+        if pd.api.types.is_float_dtype(shown[col]):
+            shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+    return shown.to_markdown(index=False)

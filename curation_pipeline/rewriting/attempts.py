@@ -1,0 +1,75 @@
+"""Rewrite the weak tail, re-score each candidate, and record every attempt as lineage."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.rewriting.base import Rewriter
+from curation_pipeline.rewriting.verify import AcceptanceRules, edit_ratio, judge, length_ratio
+
+LINEAGE_COLUMNS = [
+    "shard", "key", "attempt", "rewriter", "rewriter_version", "prompt_hash",
+    "original_caption", "candidate_caption", "score_column", "score_before", "score_after",
+    "edit_ratio", "length_ratio", "semantic_similarity", "accepted", "reason",
+    "rewriter_output", "rewriter_scores", "run_id", "created_at",
+]
+
+Rescore = Callable[[PairBatch], pd.DataFrame]
+Similarity = Callable[[list[str], list[str]], np.ndarray]
+
+
+def empty_lineage() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in LINEAGE_COLUMNS})
+
+
+def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewriter, rescore: Rescore,
+                    score_column: str, scores_before: dict[str, float], rules: AcceptanceRules,
+                    run_id: str, similarity: Similarity | None = None, attempt: int = 1) -> pd.DataFrame:
+    """One lineage row per pair handed in, accepted or not, with the reason."""
+    rows: list[dict] = []
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for batch in batches:
+        candidates = rewriter.rewrite(batch)
+        if len(candidates) != len(batch):
+            raise RuntimeError(f"{rewriter.ident} returned {len(candidates)} candidates for {len(batch)} pairs")
+        usable = [i for i, c in enumerate(candidates) if c.caption]
+        after = np.full(len(batch), math.nan)
+        if usable:
+            sub = PairBatch([batch.keys[i] for i in usable], [candidates[i].caption for i in usable],
+                            [batch.images[i] for i in usable])
+            rescored = rescore(sub)
+            after[usable] = pd.to_numeric(rescored[score_column], errors="coerce").to_numpy(dtype=float)
+        sims = np.full(len(batch), math.nan)
+        if similarity is not None and usable:
+            pairs = [(batch.captions[i] or "", candidates[i].caption) for i in usable]
+            sims[usable] = similarity([p[0] for p in pairs], [p[1] for p in pairs])
+        for i, (key, original, cand) in enumerate(zip(batch.keys, batch.captions, candidates)):
+            before = float(scores_before.get(key, math.nan))
+            edit = edit_ratio(original, cand.caption) if cand.caption else math.nan
+            length = length_ratio(original, cand.caption) if cand.caption else math.nan
+            if cand.caption:
+                accepted, reason = judge(before, float(after[i]), edit, length, float(sims[i]), rules)
+            else:
+                accepted, reason = False, f"no candidate: {cand.error or 'empty output'}"
+            rows.append({
+                "shard": shard, "key": key, "attempt": attempt,
+                "rewriter": rewriter.name, "rewriter_version": rewriter.version,
+                "prompt_hash": rewriter.prompt_hash,
+                "original_caption": original, "candidate_caption": cand.caption,
+                "score_column": score_column, "score_before": before, "score_after": float(after[i]),
+                "edit_ratio": edit, "length_ratio": length, "semantic_similarity": float(sims[i]),
+                "accepted": bool(accepted), "reason": reason,
+                "rewriter_output": cand.raw, "rewriter_scores": _scores_text(cand.scores),
+                "run_id": run_id, "created_at": now,
+            })
+    return pd.DataFrame(rows, columns=LINEAGE_COLUMNS) if rows else empty_lineage()
+
+
+def _scores_text(scores: dict[str, float]) -> str | None:
+    return ", ".join(f"{k}={v:g}" for k, v in scores.items()) if scores else None

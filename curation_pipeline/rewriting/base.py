@@ -1,0 +1,55 @@
+"""The one interface every caption rewriter implements."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from curation_pipeline.pairs import PairBatch
+
+
+@dataclass
+class RewriteCandidate:
+    """What a rewriter proposed for one pair, before verification.
+
+    ``caption`` is None when the rewriter produced nothing usable; ``error`` then
+    says why. ``raw`` keeps the model's untouched output for lineage. ``scores``
+    carries any scores the rewriter itself emitted (AITQE rates while it rewrites).
+    """
+
+    caption: str | None
+    error: str | None = None
+    raw: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+class Rewriter(ABC):
+    """Proposes a minimally changed caption for each pair of a batch.
+
+    Subclasses set ``name``, ``version``, ``needs_images`` and ``prompt`` (None for
+    rule-based rewriters). ``rewrite`` returns one candidate per pair, in order.
+    """
+
+    name: str = ""
+    version: str = "1"
+    needs_images: bool = False
+    prompt: str | None = None
+
+    @abstractmethod
+    def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
+        raise NotImplementedError
+
+    @property
+    def ident(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def prompt_hash(self) -> str | None:
+        """Recorded with every rewrite so a changed prompt is visible in lineage."""
+        if self.prompt is None:
+            return None
+        return hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()[:16]
+
+    def close(self) -> None:
+        """Release models; called once when the run ends."""

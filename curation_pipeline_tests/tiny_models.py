@@ -1,0 +1,299 @@
+"""Tiny random-weight models with working processors, built entirely offline.
+
+Each builder writes a model directory that loads back through the project's real
+loading code (``from_pretrained`` on a local path), so tests exercise the same path a
+hub checkpoint would. Tokenizers are trained on the spot with the ``tokenizers``
+library: byte-level BPE (lossless, so generated text decodes exactly), with digits
+either split one per token (as Qwen2 and SmolLM do) or whole numbers 0-100 as single
+tokens. Chat templates mirror the families' real ones. Scores from these models are
+meaningless; the code paths are real.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+QWEN2VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}"
+    "{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}"
+    "{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+_CORPUS = [
+    "Text Caption: A black dog is running through the grass in a park.",
+    "Two children play on the beach near the blue water while a man watches.",
+    "A man in a red shirt climbs a rock wall; a woman holds the rope.",
+    "Please rate how well the caption matches the image, its objects and details.",
+    "Reply with one integer score from 0 to 100 on the first line, nothing else.",
+    "Use the whole range of scores. Score: 85/100. The quality of the text is good.",
+    "You are a helpful assistant. user assistant system User Assistant",
+    "grammar vocabulary fluency readability length colour size position shape material",
+    "knowledge identity place event species domain semantic understanding description",
+    "A photo depicts a girl with a white hat and a brown horse on a street in the city.",
+]
+
+
+def _train_tokenizer(special: list[str], *, digit_split: bool, vocab_size: int = 600) -> Tokenizer:
+    """Byte-level BPE; digits split one per token, or whole numbers 0-100 as single tokens."""
+    tok = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if digit_split:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), byte_level]
+        )
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=False), byte_level]
+        )
+    tok.decoder = decoders.ByteLevel()
+    numbers = [] if digit_split else [str(n) for n in range(101)]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS + [" ".join(numbers)], trainer=trainer)
+    if numbers:
+        # Whole-number vocabularies (Llama-3 style): every score 0-100 is one token.
+        tok.add_tokens(numbers)
+    return tok
+
+
+def _wrap(tok: Tokenizer, **special: str) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **special)
+
+
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def make_tiny_clip(directory: str | Path) -> str:
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+
+    _seed()
+    special = ["<|startoftext|>", "<|endoftext|>"]
+    tokenizer = _wrap(
+        _train_tokenizer(special, digit_split=True),
+        bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+    )
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
+                         projection_dim=16, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8, projection_dim=16),
+        projection_dim=16,
+    )
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return _save(CLIPModel(config), CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer), directory)
+
+
+def make_tiny_siglip(directory: str | Path) -> str:
+    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, SiglipProcessor
+
+    _seed()
+    special = ["</s>", "<unk>", "<pad>"]
+    tokenizer = _wrap(
+        _train_tokenizer(special, digit_split=True),
+        eos_token="</s>", unk_token="<unk>", pad_token="<pad>", model_max_length=16,
+    )
+    config = SiglipConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+    )
+    image_processor = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+    return _save(SiglipModel(config), SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer), directory)
+
+
+QWEN2VL_SPECIAL = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+    "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+]
+
+
+def _qwen2vl(directory: str | Path, *, digit_split: bool, hidden: int, layers: int,
+             vision_hidden: int, vision_layers: int, heads: int, image_pixels: int) -> str:
+    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration,
+                              Qwen2VLImageProcessorPil, Qwen2VLProcessor)
+
+    _seed()
+    tokenizer = _wrap(
+        _train_tokenizer(QWEN2VL_SPECIAL, digit_split=digit_split),
+        eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=QWEN2VL_SPECIAL[1:],
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN2VL_SPECIAL}
+    head_dim = hidden // heads
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                             "mrope_section": [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]},
+            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(depth=vision_layers, embed_dim=vision_hidden, hidden_size=hidden,
+                           num_heads=heads, mlp_ratio=2, patch_size=14, spatial_merge_size=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    image_processor = Qwen2VLImageProcessorPil(
+        size={"shortest_edge": image_pixels, "longest_edge": image_pixels},
+    )
+    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                 chat_template=QWEN2VL_CHAT_TEMPLATE)
+    model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    return _save(model, processor, directory)
+
+
+def make_tiny_qwen2vl(directory: str | Path, digit_split: bool = True) -> str:
+    """Qwen2-VL family (M-RoPE); 56x56 images give 4 image tokens after the 2x2 merge.
+
+    transformers 5.x builds Qwen2-VL processors with a video processor, which needs
+    torchvision: without it this raises ImportError (tests skip).
+    """
+    import transformers
+
+    if not transformers.is_torchvision_available():
+        raise ImportError("the Qwen2-VL processor needs torchvision")
+    return _qwen2vl(directory, digit_split=digit_split, hidden=32, layers=2,
+                    vision_hidden=32, vision_layers=1, heads=2, image_pixels=56 * 56)
+
+
+IDEFICS3_SPECIAL = [
+    "<|endoftext|>", "<|im_start|>", "<end_of_utterance>",
+    "<fake_token_around_image>", "<image>", "<global-img>",
+]
+
+
+def make_tiny_idefics3(directory: str | Path) -> str:
+    """Idefics3 / SmolVLM family; one 32x32 tile, 4 image tokens after pixel shuffle."""
+    from transformers import (Idefics3Config, Idefics3ForConditionalGeneration,
+                              Idefics3ImageProcessorPil, Idefics3Processor)
+
+    _seed()
+    row_col = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    tokenizer = _wrap(
+        _train_tokenizer(IDEFICS3_SPECIAL + row_col, digit_split=True),
+        bos_token="<|im_start|>", eos_token="<end_of_utterance>", pad_token="<|endoftext|>",
+        additional_special_tokens=IDEFICS3_SPECIAL[1:] + row_col,
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in IDEFICS3_SPECIAL}
+    config = Idefics3Config(
+        text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32,
+                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<end_of_utterance>"],
+                         pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        image_token_id=ids["<image>"], scale_factor=2,
+    )
+    image_processor = Idefics3ImageProcessorPil(
+        do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32},
+    )
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4,
+                                  chat_template=IDEFICS3_CHAT_TEMPLATE)
+    model = Idefics3ForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = ids["<end_of_utterance>"]
+    return _save(model, processor, directory)
+
+
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<image>\n"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+LLAVA_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
+
+
+def _llava(directory: str | Path, *, digit_split: bool, hidden: int, layers: int, heads: int,
+           vision_hidden: int, vision_layers: int, image_size: int, patch_size: int) -> str:
+    from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    _seed()
+    tokenizer = _wrap(
+        _train_tokenizer(LLAVA_SPECIAL, digit_split=digit_split),
+        eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=LLAVA_SPECIAL[1:],
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAVA_SPECIAL}
+    config = LlavaConfig(
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=hidden,
+                         intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                         num_key_value_heads=heads, max_position_embeddings=4096,
+                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                         pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(model_type="clip_vision_model", hidden_size=vision_hidden,
+                           intermediate_size=2 * vision_hidden, num_hidden_layers=vision_layers,
+                           num_attention_heads=heads, image_size=image_size, patch_size=patch_size,
+                           projection_dim=vision_hidden),
+        image_token_index=ids["<image>"], image_seq_length=(image_size // patch_size) ** 2,
+        vision_feature_layer=-1,
+    )
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                            crop_size={"height": image_size, "width": image_size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=LLAVA_CHAT_TEMPLATE)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    return _save(model, processor, directory)
+
+
+def make_tiny_llava(directory: str | Path, digit_split: bool = True) -> str:
+    """LLaVA family (CLIP vision tower, Qwen2 language model, ChatML template as in
+    LLaVA-OneVision); 32x32 images give 16 image tokens."""
+    return _llava(directory, digit_split=digit_split, hidden=32, layers=2, heads=2,
+                  vision_hidden=32, vision_layers=1, image_size=32, patch_size=8)
+
+
+def make_realistic_vlm(directory: str | Path) -> str:
+    """Benchmark model: LLaVA shape with 224x224 images at patch 14, i.e. 256 image tokens
+    per pair as in real checkpoints, but narrow and shallow enough for two CPU cores."""
+    return _llava(directory, digit_split=True, hidden=256, layers=4, heads=4,
+                  vision_hidden=128, vision_layers=2, image_size=224, patch_size=14)
+
+
+def _save(model, processor, directory: str | Path) -> str:
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)

@@ -1,0 +1,174 @@
+"""Caption length drift on real Flickr8k captions: paraphrases pass, padding and truncation fail."""
+
+import json
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from curation_pipeline.validation import (
+    DriftThresholds,
+    caption_lengths,
+    check_caption_length_drift,
+    reference_partition,
+)
+
+BOILERPLATE = " This photograph was automatically described by a captioning model for a large scale curation dataset."
+
+
+@pytest.fixture(scope="module")
+def captions(flickr_dir) -> pd.DataFrame:
+    """One row per image, one column per reference caption (5 human captions each)."""
+    rows = [json.loads(line) for line in (flickr_dir / "captions.jsonl").read_text().splitlines()]
+    return pd.DataFrame([r["captions"][:5] for r in rows], columns=[f"c{i}" for i in range(5)])
+
+
+def test_caption_lengths_count_none_and_empty_as_zero():
+    lengths = caption_lengths(pd.Series(["  a dog runs ", "", None, np.nan, "x"]))
+    assert lengths.tolist() == [3.0, 0.0, 0.0, 0.0, 1.0]
+    assert caption_lengths(pd.Series(["abc", None]), "chars").tolist() == [3.0, 0.0]
+
+
+def test_boilerplate_is_fifteen_words():
+    assert len(BOILERPLATE.split()) == 15
+
+
+def test_another_human_caption_passes(captions):
+    result = check_caption_length_drift(captions["c0"], captions["c1"])
+    assert result.passed, result.failures
+    assert result.failures == []
+    assert (result.n_original, result.n_final) == (1000, 1000)
+    assert result.mean_original == pytest.approx(12.265)
+    assert result.mean_final == pytest.approx(12.056)
+    assert result.mean_ratio == pytest.approx(12.056 / 12.265)
+    assert 0 < result.kl < 0.02
+    assert result.quantiles_original == {0.1: 7.0, 0.25: 9.0, 0.5: 12.0, 0.75: 14.0, 0.9: 18.0}
+    assert [e["type"] for e in result.expectations] == [
+        "expect_column_kl_divergence_to_be_less_than",
+        "expect_column_mean_to_be_between",
+        "expect_column_quantile_values_to_be_between",
+    ]
+    assert all(e["success"] for e in result.expectations)
+    assert result.expectations[0]["observed_value"] == pytest.approx(result.kl)
+    assert result.expectations[1]["observed_value"] == pytest.approx(12.056)
+
+
+@pytest.mark.parametrize("column", ["c2", "c3", "c4"])
+def test_every_other_human_caption_passes(captions, column):
+    assert check_caption_length_drift(captions["c0"], captions[column]).passed
+
+
+def test_identical_captions_have_zero_kl(captions):
+    result = check_caption_length_drift(captions["c0"], captions["c0"])
+    assert result.passed
+    assert result.kl == pytest.approx(0.0, abs=1e-12)
+    assert result.mean_ratio == 1.0
+    assert result.quantiles_final == result.quantiles_original
+
+
+def test_boilerplate_on_half_the_captions_fails_on_mean_and_kl(captions):
+    final = captions["c0"].copy()
+    final.iloc[::2] = final.iloc[::2] + BOILERPLATE
+    result = check_caption_length_drift(captions["c0"], final)
+    assert not result.passed
+    assert result.mean_final == pytest.approx(12.265 + 7.5)
+    assert result.mean_ratio == pytest.approx(19.765 / 12.265)
+    assert "mean caption length grew 1.61x (12.3 -> 19.8 words), allowed 0.80-1.25x" in result.failures
+    kl_failures = [f for f in result.failures if f.startswith("caption length distribution drifted")]
+    assert kl_failures == [f"caption length distribution drifted: KL divergence {result.kl:.3f} over 10 "
+                           "reference-quantile bins, allowed <= 0.1"]
+    assert result.kl > 0.3
+    assert not result.expectations[0]["success"] and not result.expectations[1]["success"]
+
+
+def test_truncating_to_two_words_fails(captions):
+    final = captions["c0"].str.split().str[:2].str.join(" ")
+    result = check_caption_length_drift(captions["c0"], final)
+    assert not result.passed
+    assert set(result.quantiles_final.values()) == {2.0}
+    assert "mean caption length shrank to 0.16x (12.3 -> 2.0 words), allowed 0.80-1.25x" in result.failures
+    assert result.failures[-1].startswith("caption length quantiles out of band (words): p10 7 -> 2 (allowed 5-9), p25 9 -> 2 (allowed 6.75-11.25), ")
+    assert result.kl > 1.0
+
+
+def test_too_few_rows_passes_with_a_note(captions):
+    result = check_caption_length_drift(captions["c0"][:19], captions["c0"][:19].str.upper() + " extra words here")
+    assert result.passed
+    assert result.note == "too few rows to compare (original 19, final 19; min_rows 20)"
+    assert math.isnan(result.kl)
+    assert result.expectations == []
+    meta = result.to_metadata()
+    assert "drift_kl" not in meta
+    assert meta["drift_note"] == result.note
+
+
+def test_all_none_final_fails_clearly(captions):
+    result = check_caption_length_drift(captions["c0"], pd.Series([None] * 1000))
+    assert not result.passed
+    assert result.failures[0] == "all 1000 final captions are empty or None"
+    assert result.mean_final == 0.0
+    # Every final length falls in the left tail (< 7 words), which holds 5.2% of the reference.
+    assert result.kl == pytest.approx(math.log(1 / 0.052))
+
+
+def test_empty_reference_tail_is_smoothed_so_kl_stays_finite():
+    reference = pd.Series(["a b c d e"] * 60 + ["a b c d e f g"] * 40)
+    partition = reference_partition(caption_lengths(reference), 10)
+    assert partition == {"bins": [-math.inf, 5.0, 7.0, math.inf], "weights": [0.0, 0.6, 0.4]}
+    result = check_caption_length_drift(reference, pd.Series(["a"] * 100))
+    # All mass in the empty left tail, which internal_weight_holdout gave 0.01.
+    assert result.kl == pytest.approx(math.log(1 / 0.01))
+    assert not result.passed
+
+
+def test_quantile_floor_absorbs_small_shifts_on_short_captions():
+    reference = pd.Series(["a b c"] * 30 + ["a b c d"] * 30)
+    final = pd.Series(["a b c d e"] * 30 + ["a b c d"] * 30)
+    loose = check_caption_length_drift(reference, final, DriftThresholds(max_kl=10, mean_ratio_max=2))
+    assert loose.passed, loose.failures
+    strict = check_caption_length_drift(
+        reference, final, DriftThresholds(max_kl=10, mean_ratio_max=2, quantile_abs_floor=0))
+    assert strict.failures == ["caption length quantiles out of band (words): p10 3 -> 4 (allowed 2.25-3.75), "
+                               "p25 3 -> 4 (allowed 2.25-3.75)"]
+
+
+def test_chars_unit(captions):
+    result = check_caption_length_drift(captions["c0"], captions["c1"], DriftThresholds(length_unit="chars"))
+    assert result.passed, result.failures
+    assert result.mean_original == pytest.approx(captions["c0"].str.len().mean())
+    assert result.to_metadata()["drift_length_unit"] == "chars"
+
+
+def test_invalid_unit_rejected():
+    with pytest.raises(ValueError, match="length_unit"):
+        DriftThresholds(length_unit="tokens")
+
+
+def test_metadata_is_flat_python_scalars(captions):
+    meta = check_caption_length_drift(captions["c0"], captions["c1"]).to_metadata()
+    assert all(type(v) in (bool, int, float, str) for v in meta.values())
+    assert meta["drift_passed"] is True
+    assert meta["drift_n_final"] == 1000
+    assert meta["drift_p90_original"] == 18.0
+    assert meta["drift_p90_final"] == 17.0
+    assert "drift_failures" not in meta
+
+
+def test_markdown_table(captions):
+    final = captions["c0"].str.split().str[:2].str.join(" ")
+    md = check_caption_length_drift(captions["c0"], final).to_markdown()
+    assert "| mean (words) | 12.3 | 2 | 9.81-15.33 | no |" in md
+    assert "| p50 (words) | 12 | 2 | 9-15 | no |" in md
+    assert "Caption length drift: **FAILED**" in md
+    md = check_caption_length_drift(captions["c0"], captions["c1"]).to_markdown()
+    assert "| mean (words) | 12.3 | 12.1 | 9.81-15.33 | yes |" in md
+
+
+def test_check_is_fast_after_first_call(captions):
+    check_caption_length_drift(captions["c0"], captions["c1"])
+    start = time.perf_counter()
+    for _ in range(5):
+        check_caption_length_drift(captions["c0"], captions["c2"])
+    assert (time.perf_counter() - start) / 5 < 0.5
