@@ -136,8 +136,8 @@ class PolicyResource(dg.ConfigurableResource):
     """Decision thresholds, rewrite acceptance rules and drift limits."""
 
     quality_column: str = Field(default="text_quality", description="Score that decides keep / rewrite / drop.")
-    keep_threshold: float = Field(default=70.0, description="Keep the caption as is at or above this score.")
-    drop_threshold: float = Field(default=40.0, description="Drop pairs whose final caption scores below this.")
+    keep_threshold: float = Field(default=95.0, description="Keep the caption as is at or above this score (95: any fired text rule sends it to the rewriter).")
+    drop_threshold: float = Field(default=65.0, description="Drop pairs whose final caption scores below this (65: one-word captions and stacked problems).")
     rewrite: bool = Field(default=True, description="False turns the pipeline into a plain filter.")
     keep_expression: str = Field(default="", description='Extra keep condition, e.g. "mlm_itm >= 66 and mlm_odf >= 20".')
     require_image_rules: bool = Field(default=True, description="Drop images failing DataComp's size/aspect rules.")
@@ -156,10 +156,12 @@ class PolicyResource(dg.ConfigurableResource):
     max_brightness: float = Field(default=0.97, description="Drop nearly white images (-1 = off).")
     min_entropy: float = Field(default=1.0, description="Drop flat images (bits; -1 = off).")
     drop_duplicates: bool = Field(default=True, description="Keep one pair per duplicate group.")
-    drift_max_kl: float = Field(default=0.10, description="Caption-length drift: max KL divergence.")
+    drift_max_kl: float = Field(default=0.25, description="Caption-length drift: max KL divergence.")
     drift_mean_ratio_min: float = Field(default=0.8, description="Caption-length drift: min final/original mean.")
     drift_mean_ratio_max: float = Field(default=1.25, description="Caption-length drift: max final/original mean.")
-    drift_quantile_tolerance: float = Field(default=0.25, description="Caption-length drift: relative quantile band.")
+    drift_quantile_tolerance: float = Field(default=0.5, description="Caption-length drift: relative quantile band.")
+    drift_quantile_floor: float = Field(default=3.0, description="Caption-length drift: quantile band never narrower than this many words.")
+    drift_min_rows: int = Field(default=20, description="Caption-length drift: fewer kept pairs pass with a note.")
 
     @staticmethod
     def _opt(value: float) -> float | None:
@@ -185,4 +187,5 @@ class PolicyResource(dg.ConfigurableResource):
     def drift_thresholds(self) -> DriftThresholds:
         return DriftThresholds(max_kl=self.drift_max_kl, mean_ratio_min=self.drift_mean_ratio_min,
                                mean_ratio_max=self.drift_mean_ratio_max,
-                               quantile_tolerance=self.drift_quantile_tolerance)
+                               quantile_tolerance=self.drift_quantile_tolerance,
+                               quantile_abs_floor=self.drift_quantile_floor, min_rows=self.drift_min_rows)

@@ -20,3 +20,35 @@ def flickr_dir() -> Path:
     if not FLICKR.exists():
         pytest.skip(f"evaldata not found at {FLICKR}")
     return FLICKR
+
+
+RAW_SAMPLES = REPO_ROOT / "data" / "raw"
+
+
+def run_pipeline(raw: Path, warehouse: Path, shards: list[str], instance=None, report: bool = True, **resources):
+    """Materialize the per-shard job for each shard, then the report; returns (instance, results)."""
+    import dagster as dg
+
+    from curation_pipeline.definitions import build_definitions
+
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse), **resources)
+    instance = instance or dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("shards", [s for s in shards if not instance.has_dynamic_partition("shards", s)])
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    results = {}
+    for shard in shards:
+        results[shard] = defs.resolve_job_def("curate_shards").execute_in_process(
+            partition_key=shard, instance=instance, raise_on_error=False, run_config=quiet)
+    if report:
+        results["quality_report"] = defs.resolve_job_def("quality_report_job").execute_in_process(
+            instance=instance, raise_on_error=False, run_config=quiet)
+    return instance, results
+
+
+@pytest.fixture(scope="session")
+def curated(tmp_path_factory):
+    """The sample shards 000000 and 000001 through the whole offline pipeline, once per session."""
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    shards = ["sample-000000", "sample-000001"]
+    instance, results = run_pipeline(RAW_SAMPLES, warehouse, shards)
+    return {"warehouse": warehouse, "shards": shards, "instance": instance, "results": results}

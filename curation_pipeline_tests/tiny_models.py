@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 QWEN2VL_CHAT_TEMPLATE = (
@@ -55,7 +55,8 @@ _CORPUS = [
 ]
 
 
-def _train_tokenizer(special: list[str], *, digit_split: bool, vocab_size: int = 600) -> Tokenizer:
+def _train_tokenizer(special: list[str], *, digit_split: bool, vocab_size: int = 600,
+                     corpus: list[str] = ()) -> Tokenizer:
     """Byte-level BPE; digits split one per token, or whole numbers 0-100 as single tokens."""
     tok = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -75,7 +76,7 @@ def _train_tokenizer(special: list[str], *, digit_split: bool, vocab_size: int =
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS + [" ".join(numbers)], trainer=trainer)
+    tok.train_from_iterator(_CORPUS + list(corpus) + [" ".join(numbers)], trainer=trainer)
     if numbers:
         # Whole-number vocabularies (Llama-3 style): every score 0-100 is one token.
         tok.add_tokens(numbers)
@@ -84,6 +85,13 @@ def _train_tokenizer(special: list[str], *, digit_split: bool, vocab_size: int =
 
 def _wrap(tok: Tokenizer, **special: str) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, **special)
+
+
+def _add_markers(tok: Tokenizer, template: str, *markers: str) -> Tokenizer:
+    """Text encoders pool at a marker token (CLIP at end-of-text, SigLIP at </s>)."""
+    tok.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[(m, tok.token_to_id(m)) for m in markers])
+    return tok
 
 
 def _seed() -> None:
@@ -96,7 +104,8 @@ def make_tiny_clip(directory: str | Path) -> str:
     _seed()
     special = ["<|startoftext|>", "<|endoftext|>"]
     tokenizer = _wrap(
-        _train_tokenizer(special, digit_split=True),
+        _add_markers(_train_tokenizer(special, digit_split=True),
+                     "<|startoftext|> $A <|endoftext|>", "<|startoftext|>", "<|endoftext|>"),
         bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
     )
     config = CLIPConfig(
@@ -118,7 +127,7 @@ def make_tiny_siglip(directory: str | Path) -> str:
     _seed()
     special = ["</s>", "<unk>", "<pad>"]
     tokenizer = _wrap(
-        _train_tokenizer(special, digit_split=True),
+        _add_markers(_train_tokenizer(special, digit_split=True), "$A </s>", "</s>"),
         eos_token="</s>", unk_token="<unk>", pad_token="<pad>", model_max_length=16,
     )
     config = SiglipConfig(
@@ -244,12 +253,13 @@ LLAVA_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
 
 
 def _llava(directory: str | Path, *, digit_split: bool, hidden: int, layers: int, heads: int,
-           vision_hidden: int, vision_layers: int, image_size: int, patch_size: int) -> str:
+           vision_hidden: int, vision_layers: int, image_size: int, patch_size: int,
+           vocab_size: int = 600, corpus: list[str] = ()) -> str:
     from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     _seed()
     tokenizer = _wrap(
-        _train_tokenizer(LLAVA_SPECIAL, digit_split=digit_split),
+        _train_tokenizer(LLAVA_SPECIAL, digit_split=digit_split, vocab_size=vocab_size, corpus=corpus),
         eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=LLAVA_SPECIAL[1:],
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAVA_SPECIAL}
@@ -286,9 +296,16 @@ def make_tiny_llava(directory: str | Path, digit_split: bool = True) -> str:
 
 def make_realistic_vlm(directory: str | Path) -> str:
     """Benchmark model: LLaVA shape with 224x224 images at patch 14, i.e. 256 image tokens
-    per pair as in real checkpoints, but narrow and shallow enough for two CPU cores."""
+    per pair as in real checkpoints, but narrow and shallow enough for two CPU cores.
+
+    Its tokenizer is trained on the scorer's prompt wording too, so English text takes
+    about as many tokens as with a real 100k-150k vocabulary (a few per word, not ten).
+    """
+    from curation_pipeline.scoring.mlm_filter import CRITERIA, SCORING_RULES
+
     return _llava(directory, digit_split=True, hidden=256, layers=4, heads=4,
-                  vision_hidden=128, vision_layers=2, image_size=224, patch_size=14)
+                  vision_hidden=256, vision_layers=4, image_size=224, patch_size=14,
+                  vocab_size=4000, corpus=[*CRITERIA.values(), SCORING_RULES] * 3)
 
 
 def _save(model, processor, directory: str | Path) -> str:

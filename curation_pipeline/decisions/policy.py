@@ -23,8 +23,8 @@ class DecisionPolicy:
     """Thresholds and switches; the Dagster resource ``policy`` fills these from config."""
 
     quality_column: str = "text_quality"
-    keep_threshold: float = 70.0
-    drop_threshold: float = 40.0
+    keep_threshold: float = 95.0
+    drop_threshold: float = 65.0
     rewrite: bool = True
     keep_expression: str | None = None  # extra condition to keep as is, e.g. "mlm_itm >= 66 and mlm_odf >= 20"
     require_image_rules: bool = True  # DataComp's image rules (min side, aspect) make an image unusable
@@ -56,9 +56,8 @@ def _flag(df: pd.DataFrame, column: str, predicate) -> pd.Series:
         return pd.Series(False, index=df.index)
     values = df[column]
     known = values.notna()
-    result = pd.Series(False, index=df.index)
-    result[known] = predicate(values[known]).astype(bool)
-    return result
+    hits = predicate(values[known].astype(float if values.dtype.kind in "fiu" else object)).astype(bool)
+    return hits.reindex(df.index, fill_value=False).astype(bool)
 
 
 def _image_drop_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:

@@ -56,7 +56,7 @@ def _score_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     rows = con.execute("DESCRIBE quality_scores").fetchall()
     numeric = ("DOUBLE", "FLOAT", "INTEGER", "BIGINT", "SMALLINT", "TINYINT", "DECIMAL", "REAL", "HUGEINT")
     return [name for name, dtype, *_ in rows
-            if name not in NOT_SCORES and IDENT.fullmatch(name) and str(dtype).upper().startswith(numeric)]
+            if name not in NOT_SCORES and IDENT.fullmatch(name) and str(dtype).upper().split("(")[0] in numeric]
 
 
 SHARD_SUMMARY = """
@@ -148,9 +148,9 @@ def build_report(warehouse: Warehouse) -> Report:
             GROUP BY rewriter ORDER BY rewriter""")
         con.execute("""
             CREATE TABLE overall AS
-            SELECT count(*) AS shards, sum(pairs_read) AS pairs_read, sum(decoded) AS decoded, sum(kept) AS kept,
-                   sum(kept_as_is) AS kept_as_is, sum(rewritten) AS rewritten, sum(dropped) AS dropped,
-                   sum(skipped_members) AS skipped_members,
+            SELECT count(*) AS shards, sum(pairs_read)::BIGINT AS pairs_read, sum(decoded)::BIGINT AS decoded, sum(kept)::BIGINT AS kept,
+                   sum(kept_as_is)::BIGINT AS kept_as_is, sum(rewritten)::BIGINT AS rewritten, sum(dropped)::BIGINT AS dropped,
+                   sum(skipped_members)::BIGINT AS skipped_members,
                    sum(kept)::DOUBLE / nullif(sum(pairs_read), 0) AS keep_rate,
                    sum(rewritten)::DOUBLE / nullif(sum(pairs_read), 0) AS rewrite_rate,
                    sum(dropped)::DOUBLE / nullif(sum(pairs_read), 0) AS drop_rate

@@ -30,7 +30,7 @@ FILENAME_RE = re.compile(
     # Case-sensitive prefixes, so "Uncle Sam_1776" or "dji" in prose stay out.
     r"|\b(?-i:IMG|img|DSC[NF]?|dsc[nf]?|DCIM|PXL|MVIMG|GOPR|DJI|CIMG|PICT|SAM)[_-]?\d{3,}(?:[_-]\d+)*"
     rf"(?:\.{_IMAGE_EXT})?\b"
-    r"|\bP\d{7}\b"
+    rf"|\bP\d{{7}}(?:\.{_IMAGE_EXT})?\b"
     # Anything that ends in an image or video extension (2041.jpg, my-photo.PNG).
     rf"|(?<![\w.-])[\w-]+(?:\.[\w-]+)*\.{_IMAGE_EXT}\b",
     re.IGNORECASE,
@@ -88,7 +88,9 @@ ALLOWED_DOUBLES = frozenset({"had", "that", "very", "bye", "ha", "no", "so"})
 WORD_RE = re.compile(r"[^\W\d_]+")
 # Scripts written without spaces between words (CJK ideographs, kana, Thai, Lao,
 # Khmer, Myanmar): whitespace tokens undercount their words.
-NO_SPACE_SCRIPT_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0eff\u1780-\u17ff\u1000-\u109f]")
+NO_SPACE_SCRIPT_RE = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0eff\u1780-\u17ff\u1000-\u109f]"
+)
 WHITESPACE_RE = re.compile(r"\s+")
 
 # Cheap necessary conditions, checked first so clean captions skip the full patterns.
@@ -97,7 +99,7 @@ _FILENAME_HINT_RE = re.compile(rf"\d|\.{_IMAGE_EXT}\b", re.IGNORECASE)
 
 
 def unescape_html(text: str) -> str:
-    """Decode ``&amp;``-style entities until stable (feeds double-escape: ``&amp;amp;``).
+    """Decode ``&amp;``-style entities until stable: scraped alt text is often escaped twice.
 
     Only well-formed entities with a ``;`` are decoded; html.unescape on the whole
     string would also turn "Terms &notice" into "Terms ¬ice".

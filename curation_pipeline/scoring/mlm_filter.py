@@ -378,7 +378,6 @@ class MlmFilterScorer(Scorer):
         """The tree walk: digits 1..9 as sibling branches in one step, then "0" after "1","0"."""
         rows = first.shape[0]
         digits = torch.tensor(self.score_tokens.ids, device=self.device)
-        cached = state.visible.shape[1]
         ids = digits[1:].expand(rows, -1)
         second = self._step(
             state, ids, state.visible[:, None, :].expand(-1, 9, -1),
@@ -394,6 +393,5 @@ class MlmFilterScorer(Scorer):
             torch.ones((rows, 1, 1), dtype=torch.bool, device=self.device),
             (state.next_pos + 1)[:, None],
         )[:, 0, digits]
-        assert state.cache.get_seq_length() == cached + 10
         second = torch.cat([torch.zeros_like(second[:, :1]), second], dim=1)
         return list(zip(first[:, digits].cpu().numpy(), second.cpu().numpy(), after_ten.cpu().numpy()))

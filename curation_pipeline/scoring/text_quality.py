@@ -36,7 +36,7 @@ PENALTIES: dict[str, float] = {
     "url": 30.0,  # http(s)://, www., bare domains such as example.com
     "boilerplate": 30.0,  # stock-site / credit / UI text: "stock photo", "click to enlarge", ...
     "hashtag_spam": 25.0,  # >= 3 hashtags, or hashtags > 30% of tokens
-    "too_short": 25.0,  # <= 2 words, not counting hashtags, URLs and file names (*)
+    "too_short": 25.0,  # <= 2 words, not counting hashtags, URLs, file names and boilerplate (*)
     "very_short": 15.0,  # <= 1 such word (also fires too_short: 40 in all)
     "repetition": 20.0,  # a word/phrase repeated back to back, or < 50% unique words
     "low_letter_share": 20.0,  # letters < 60% of non-space characters
@@ -70,23 +70,26 @@ def caption_rules(caption: str | None) -> list[str]:
     hashtags = len(HASHTAG_RE.findall(caption)) if "#" in caption else 0
     filename = has_filename(caption)
     url = has_url(caption)
+    boilerplate = BOILERPLATE_RE.search(caption) is not None
     n_words = n_tokens
-    if filename or url or hashtags:
-        n_words = len(HASHTAG_RE.sub(" ", URL_RE.sub(" ", FILENAME_RE.sub(" ", caption))).split())
+    if filename or url or hashtags or boilerplate:
+        # words that carry content: boilerplate, links, file names and tags say nothing about the image
+        stripped = BOILERPLATE_RE.sub(" ", FILENAME_RE.sub(" ", URL_RE.sub(" ", caption)))
+        n_words = len(HASHTAG_RE.sub(" ", stripped).split())
     if not caption.isascii():
         n_words += len(NO_SPACE_SCRIPT_RE.findall(caption)) // 2
     unique_words = len({w.lower() for w in words})
+    low_variety = len(words) >= MIN_WORDS_FOR_UNIQUE_RATIO and unique_words < MIN_UNIQUE_RATIO * len(words)
 
     fired = {
         "no_alpha": letters == 0,
         "filename": filename,
         "url": url,
-        "boilerplate": BOILERPLATE_RE.search(caption) is not None,
+        "boilerplate": boilerplate,
         "hashtag_spam": hashtags >= MIN_HASHTAGS or hashtags > MAX_HASHTAG_SHARE * n_tokens,
         "too_short": n_words <= 2,
         "very_short": n_words <= 1,
-        "repetition": (len(words) >= MIN_WORDS_FOR_UNIQUE_RATIO and unique_words < MIN_UNIQUE_RATIO * len(words))
-        or (unique_words < len(words) and has_repeat_run(caption, words)),
+        "repetition": low_variety or (unique_words < len(words) and has_repeat_run(caption, words)),
         "low_letter_share": letters < MIN_LETTER_SHARE * non_space,
         "html_entity": has_html_entity(caption),
         "all_caps": is_all_caps(caption),
@@ -114,6 +117,9 @@ class CaptionTextQuality(Scorer):
             scores.append(caption_score(fired))
             rules.append(",".join(fired))
         return pd.DataFrame(
-            {"text_quality": pd.Series(scores, dtype="float64"), "text_quality_rules": pd.Series(rules, dtype="object")},
+            {
+                "text_quality": pd.Series(scores, dtype="float64"),
+                "text_quality_rules": pd.Series(rules, dtype="object"),
+            },
             columns=list(self.columns),
         )

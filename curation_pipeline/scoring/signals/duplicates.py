@@ -32,7 +32,7 @@ from scipy.sparse.csgraph import connected_components
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
-from curation_pipeline.scoring.signals.embedding import caption_embeddings
+from curation_pipeline.scoring.signals.embedding import EMBED_DIM, caption_embeddings
 from curation_pipeline.scoring.signals import cpu_threads
 
 PHASH_MAX_DISTANCE = 6
@@ -138,7 +138,7 @@ class DuplicateSignals(Scorer):
             "dup_caption_norm_sha": [caption_norm_sha(c) for c in batch.captions],
             "dup_caption_emb": self._embeddings(batch.captions),
             "dup_error": errors,
-        })
+        }, dtype=object)
 
 
 # --- grouping ---------------------------------------------------------------------------------
@@ -218,8 +218,8 @@ class _Graph:
 
 
 def _stack(embeddings: pd.Series) -> np.ndarray:
-    return np.stack([np.asarray(e, dtype=np.float32) for e in embeddings]) if len(embeddings) else \
-        np.empty((0, 384), np.float32)
+    vectors = [np.asarray(e, dtype=np.float32) for e in embeddings]
+    return np.stack(vectors) if vectors else np.empty((0, EMBED_DIM), np.float32)
 
 
 def _link_phash(graph: _Graph, nodes: pd.DataFrame, n_current: int, phash_max: int,
@@ -284,8 +284,8 @@ def assign_duplicate_groups(
     ``current``'s index, higher is better, NaN lowest) picks the survivor.
 
     Returns, on ``current``'s index: ``dup_group`` (None when the pair has no duplicate;
-    else the key of the kept pair, or ``shard/key`` of the earliest prior pair in the
-    group), ``dup_kind`` (the row's strongest link, see the module doc), ``dup_keep``
+    else the key of the kept pair, or ``shard/key`` of the group's prior pair, the first
+    by that label if several), ``dup_kind`` (the row's strongest link, see the module doc), ``dup_keep``
     (one per group, best quality then smallest key; never when the group holds a prior
     pair, which was kept already) and ``dup_of`` (the group's kept pair; None for the
     kept pair itself and for rows without duplicates).
@@ -293,7 +293,7 @@ def assign_duplicate_groups(
     n = len(current)
     prior = prior if prior is not None else pd.DataFrame(columns=_FINGERPRINTS + ["shard", "key"])
     nodes = pd.concat([current[_FINGERPRINTS].reset_index(drop=True),
-                       prior[_FINGERPRINTS].reset_index(drop=True)], ignore_index=True)
+                       prior[_FINGERPRINTS].reset_index(drop=True)], ignore_index=True).astype(object)
     nodes["pair"] = nodes["dup_image_sha"].str.cat(nodes["dup_caption_norm_sha"], sep="|")
     graph = _Graph(len(nodes))
     graph.link_equal(nodes["dup_image_sha"], "exact_image")
@@ -321,10 +321,11 @@ def _choose_survivors(current: pd.DataFrame, prior: pd.DataFrame, quality: pd.Se
         by_label = np.argsort(labels, kind="stable")
         prior_first = pd.Series(labels[by_label], index=component[n:][by_label]).groupby(level=0).first()
 
-    own = component[:n]
-    survivor = pd.Series(own).map(prior_first).fillna(pd.Series(own).map(best)).to_numpy(dtype=object)
+    own = pd.Series(component[:n])
+    from_prior = own.isin(prior_first.index).to_numpy()
+    survivor = own.map(prior_first).where(from_prior, own.map(best)).to_numpy(dtype=object)
     in_group = graph.rank[:n] > 0
-    keep = ~in_group | ((survivor == keys) & ~pd.Series(own).isin(prior_first.index).to_numpy())
+    keep = ~in_group | (~from_prior & (survivor == keys))
     return pd.DataFrame({
         "dup_group": np.where(in_group, survivor, None),
         "dup_kind": np.array(KINDS, dtype=object)[graph.rank[:n]],

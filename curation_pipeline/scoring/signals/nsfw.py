@@ -53,7 +53,7 @@ class NsfwScorer(Scorer):
             rows = ready[start:start + self.batch_size]
             stacked = np.stack(arrays[start:start + self.batch_size]).astype(np.float32)
             probs[rows] = self._classifier.score_array(stacked)
-        return pd.DataFrame({"nsfw_prob": probs, "nsfw_error": errors})
+        return pd.DataFrame({"nsfw_prob": probs, "nsfw_error": pd.Series(errors, dtype=object)})
 
 
 def nsfw_verdict(prob: pd.Series, drop_at: float = NSFW_DROP_AT,
@@ -62,9 +62,5 @@ def nsfw_verdict(prob: pd.Series, drop_at: float = NSFW_DROP_AT,
     "ok" below, None where the probability is unknown."""
     if not 0.0 <= review_at <= drop_at <= 1.0:
         raise ValueError(f"need 0 <= review_at <= drop_at <= 1, got {review_at}, {drop_at}")
-    verdict = pd.Series(None, index=prob.index, dtype=object)
-    known = prob.notna()
-    verdict[known] = "ok"
-    verdict[known & (prob >= review_at)] = "review"
-    verdict[known & (prob >= drop_at)] = "drop"
-    return verdict
+    verdict = np.select([prob.isna(), prob >= drop_at, prob >= review_at], [None, "drop", "review"], "ok")
+    return pd.Series(verdict, index=prob.index, dtype=object)

@@ -1,0 +1,83 @@
+"""How a caption came to be: the decision, every rewrite attempt, the final caption.
+
+Reads the warehouse's Parquet directly with an in-memory DuckDB connection, so it
+never waits on (or blocks) the report asset's writer. Keys and shards are bound as
+parameters, never pasted into SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+
+from curation_pipeline.shards.keys import validate_key
+from curation_pipeline.storage.warehouse import Warehouse
+
+
+@dataclass
+class CaptionHistory:
+    final: pd.DataFrame  # one row per matching pair
+    attempts: pd.DataFrame  # every rewrite attempt of those pairs, in order
+
+
+def _glob(warehouse: Warehouse, table: str) -> str | None:
+    return warehouse.local_path(warehouse.table_glob(table)) if warehouse.shards(table) else None
+
+
+def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | None = None,
+                    rewritten_only: bool = False) -> CaptionHistory:
+    """Pairs matching ``key`` and/or ``shard`` with their lineage; both None means all."""
+    if shard is not None:
+        validate_key(shard)
+    final_glob, attempts_glob = _glob(warehouse, "final_captions"), _glob(warehouse, "rewritten_captions")
+    if final_glob is None:
+        raise FileNotFoundError(f"no final_captions under {warehouse.root}: run the pipeline first")
+    where = "($key IS NULL OR key = $key) AND ($shard IS NULL OR shard = $shard)"
+    params = {"key": key, "shard": shard}
+    con = duckdb.connect()
+    try:
+        final = con.execute(
+            f"""SELECT f.shard, f.key, f.outcome, f.reason, f.original_caption, f.final_caption, f.rewriter,
+                       f.rewriter_version, f.quality_column, f.quality_before, f.quality_final, f.decision
+                FROM read_parquet($final, union_by_name = true) f
+                WHERE {where} {"AND rewritten" if rewritten_only else ""} ORDER BY shard, key""",
+            {**params, "final": final_glob}).df()
+        if attempts_glob is None:
+            attempts = pd.DataFrame()
+        else:
+            attempts = con.execute(
+                f"""SELECT shard, key, attempt, rewriter, rewriter_version, prompt_hash, original_caption,
+                           candidate_caption, score_before, score_after, edit_ratio, length_ratio,
+                           semantic_similarity, accepted, reason, run_id, created_at
+                    FROM read_parquet($attempts, union_by_name = true)
+                    WHERE {where} ORDER BY shard, key, attempt""",
+                {**params, "attempts": attempts_glob}).df()
+            if rewritten_only:
+                attempts = attempts.merge(final[["shard", "key"]], on=["shard", "key"])
+    finally:
+        con.close()
+    return CaptionHistory(final=final, attempts=attempts)
+
+
+def format_history(history: CaptionHistory, limit: int = 50) -> str:
+    """Readable text for the CLI: per pair, the final outcome then each attempt."""
+    if history.final.empty:
+        return "no matching pairs"
+    lines = []
+    grouped = {k: g for k, g in history.attempts.groupby(["shard", "key"])} if len(history.attempts) else {}
+    for row in history.final.head(limit).itertuples(index=False):
+        lines.append(f"{row.shard}/{row.key}: {row.outcome.upper()} — {row.reason}")
+        lines.append(f"  original: {row.original_caption!r}")
+        lines.append(f"  final:    {row.final_caption!r}")
+        if row.rewriter:
+            lines.append(f"  by:       {row.rewriter} {row.rewriter_version}")
+        for a in grouped.get((row.shard, row.key), pd.DataFrame()).itertuples(index=False):
+            mark = "accepted" if a.accepted else "rejected"
+            lines.append(f"  attempt {a.attempt} [{a.rewriter} {a.rewriter_version}, run {str(a.run_id)[:8]}, "
+                         f"{a.created_at}] {mark}: {a.candidate_caption!r} "
+                         f"(score {a.score_before:.3g} -> {a.score_after:.3g}; {a.reason})")
+    if len(history.final) > limit:
+        lines.append(f"... {len(history.final) - limit} more pairs (use --limit)")
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""Two real partitions through every asset and check, in process, on the bundled shards."""
+
+import json
+import tarfile
+
+import duckdb
+import pandas as pd
+import pytest
+
+from curation_pipeline.sample_data import expected_manifest
+from curation_pipeline.storage.warehouse import Warehouse
+
+
+def test_every_step_and_check_succeeds(curated):
+    for name, result in curated["results"].items():
+        assert result.success, name
+    for shard in curated["shards"]:
+        checks = {c.check_name: c.passed for c in curated["results"][shard].get_asset_check_evaluations()}
+        assert checks == {"pairs_schema": True, "scores_in_range": True, "final_captions_complete": True,
+                          "caption_length_drift": True}
+
+
+def test_pairs_inventory_matches_the_shard(curated):
+    wh = Warehouse(str(curated["warehouse"]))
+    truth = pd.DataFrame(expected_manifest())
+    truth["shard"] = truth["shard"].str.removesuffix(".tar")
+    for shard in curated["shards"]:
+        pairs = wh.read_table("pairs", shard)
+        expected = truth[truth["shard"] == shard]
+        assert sorted(pairs["key"]) == sorted(expected["key"])
+        status = pairs.set_index("key")["decode_status"]
+        for row in expected.itertuples():
+            assert (status[row.key] == "ok") == bool(row.image_ok), row.key
+
+
+def test_broken_samples_are_dropped_with_named_reasons(curated):
+    wh = Warehouse(str(curated["warehouse"]))
+    final = wh.read_table("final_captions", "sample-000001").set_index("key")
+    truth = pd.DataFrame(expected_manifest()).assign(shard=lambda d: d["shard"].str.removesuffix(".tar")).set_index("key")
+    reasons = {kind: final.loc[truth.index[(truth["kind"] == kind) & (truth["shard"] == "sample-000001")], "reason"]
+               for kind in ("corrupt_image", "empty_image", "missing_image")}
+    assert set(reasons["corrupt_image"]) == {"image_corrupt"}
+    assert set(reasons["empty_image"]) == {"image_missing"}
+    assert set(reasons["missing_image"]) == {"image_missing"}
+    tiny = final.loc[truth.index[(truth["kind"] == "tiny_image") & (truth["shard"] == "sample-000001")]]
+    assert tiny.empty or set(tiny["reason"]) == {"image_too_small"}
+
+
+def test_weak_captions_are_rewritten_and_recorded_in_lineage(curated):
+    wh = Warehouse(str(curated["warehouse"]))
+    lineage = wh.read_all("rewritten_captions")
+    final = wh.read_all("final_captions")
+    accepted = lineage[lineage["accepted"]]
+    assert len(accepted) >= 4
+    # every rewritten pair has exactly the accepted attempt's caption, and the attempt improved the score
+    merged = final[final["rewritten"]].merge(
+        accepted[["shard", "key", "candidate_caption", "score_before", "score_after"]], on=["shard", "key"])
+    assert len(merged) == final["rewritten"].sum()
+    assert (merged["final_caption"] == merged["candidate_caption"]).all()
+    assert (merged["score_after"] > merged["score_before"]).all()
+    assert merged["rewriter"].eq("cleaner").all()
+    assert lineage["run_id"].notna().all() and lineage["prompt_hash"].isna().all()
+    # boilerplate is gone from a rewritten caption, the rest kept
+    stock = final[final["original_caption"].str.startswith("Stock Photo - ", na=False)]
+    assert len(stock) and stock["final_caption"].str.contains("Stock", case=False).sum() == 0
+    assert (stock["outcome"] == "rewritten").all()
+
+
+def test_curated_tar_holds_kept_pairs_with_sidecars(curated):
+    wh = Warehouse(str(curated["warehouse"]))
+    for shard in curated["shards"]:
+        final = wh.read_table("final_captions", shard)
+        kept = final[final["outcome"] != "dropped"].set_index("key")
+        with tarfile.open(wh.curated_path(shard)) as tar:
+            names = tar.getnames()
+            sidecars = {n.split(".")[0]: json.loads(tar.extractfile(n).read()) for n in names if n.endswith(".json")}
+            texts = {n.split(".")[0]: tar.extractfile(n).read().decode() for n in names if n.endswith(".txt")}
+        assert set(sidecars) == set(kept.index)
+        for key, meta in sidecars.items():
+            assert meta["source_shard"] == shard
+            assert texts[key] == meta["caption"] == kept.loc[key, "final_caption"]
+            assert meta["original_caption"] == kept.loc[key, "original_caption"]
+            assert meta["rewritten"] == bool(kept.loc[key, "rewritten"])
+            assert "text_quality" in meta["scores"]
+
+
+def test_report_counts_add_up(curated):
+    wh = Warehouse(str(curated["warehouse"]))
+    con = duckdb.connect(wh.report_db_path, read_only=True)
+    summary = con.execute("SELECT * FROM shard_summary ORDER BY shard").df()
+    overall = con.execute("SELECT * FROM overall").df().iloc[0]
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    n_rewrites = con.execute("SELECT count(*) FROM rewrites WHERE accepted").fetchone()[0]
+    con.close()
+    assert list(summary["shard"]) == curated["shards"]
+    assert (summary["kept_as_is"] + summary["rewritten"] + summary["dropped"] == summary["pairs_read"]).all()
+    assert int(overall["pairs_read"]) == 80
+    assert {"pairs", "quality_scores", "decisions", "rewrites", "final_captions"} <= views
+    assert n_rewrites >= int(overall["rewritten"])
+
+
+def test_rerunning_a_partition_replaces_it(curated, tmp_path):
+    from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
+
+    wh = Warehouse(str(curated["warehouse"]))
+    before = wh.read_table("final_captions", "sample-000000")
+    _, results = run_pipeline(RAW_SAMPLES, curated["warehouse"], ["sample-000000"], instance=curated["instance"],
+                              report=False)
+    assert results["sample-000000"].success
+    after = wh.read_table("final_captions", "sample-000000")
+    pd.testing.assert_frame_equal(before, after)
+    leftovers = [p for p in curated["warehouse"].rglob(".tmp-*")]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("table", ["pairs", "quality_scores", "caption_decisions", "final_captions"])
+def test_tables_have_one_row_per_pair(curated, table):
+    wh = Warehouse(str(curated["warehouse"]))
+    for shard in curated["shards"]:
+        df = wh.read_table(table, shard)
+        assert len(df) == 40 and df["key"].is_unique

@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+
+from curation_pipeline.scoring.signals.embedding import EMBED_DIM, caption_embeddings, caption_similarity, load_minilm
+
+
+def test_embeddings_are_unit_float32():
+    vectors = caption_embeddings(["A dog runs on the beach .", "Two children play football ."])
+    assert vectors.shape == (2, EMBED_DIM) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert caption_embeddings([]).shape == (0, EMBED_DIM)
+
+
+def test_paraphrase_is_closer_than_unrelated():
+    original = ["A black dog is running across the grass .", "A man rides a bicycle down a city street ."]
+    paraphrase = ["A dark dog runs through a grassy field .", "A cyclist rides along a street in town ."]
+    unrelated = ["Two women drink coffee in a cafe .", "A plate of pasta with tomato sauce ."]
+    close = caption_similarity(original, paraphrase)
+    far = caption_similarity(original, unrelated)
+    assert close.shape == (2,)
+    assert (close > far + 0.3).all()
+    assert caption_similarity(original, original) == pytest.approx([1.0, 1.0], abs=1e-5)
+
+
+def test_model_is_loaded_once_and_lengths_must_match():
+    assert load_minilm() is load_minilm()
+    with pytest.raises(ValueError):
+        caption_similarity(["a"], ["a", "b"])

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.scoring.signals.image_quality import IQ_BOUNDS, ImageQualityScorer
+
+
+def score(images):
+    return ImageQualityScorer().score(PairBatch([str(i) for i in range(len(images))], [None] * len(images), images))
+
+
+def _width(path) -> int:
+    with Image.open(path) as image:
+        return image.width
+
+
+@pytest.fixture(scope="module")
+def photos(flickr_dir):
+    paths = sorted((flickr_dir / "images").glob("*.jpg"))
+    large = [p for p in paths if _width(p) >= 500][:4]
+    return [Image.open(p).convert("RGB") for p in paths[:8] + large]
+
+
+def test_blurred_copy_is_less_sharp(photos):
+    """A blur of 1% of the image side (2 px on a 200 px thumbnail) fails the bound."""
+    sharp = score(photos)["iq_sharpness"]
+    blurred = score([im.filter(ImageFilter.GaussianBlur(max(im.size) / 100)) for im in photos])["iq_sharpness"]
+    assert (blurred < sharp / 5).all()
+    low = IQ_BOUNDS["iq_sharpness"][0]
+    assert (sharp >= low).all() and (blurred < low).all()
+
+
+def test_sharpness_is_comparable_across_sizes(photos):
+    """Thumbnails of a 500 px photo score close to it; the raw variance would not."""
+    large = [im for im in photos if im.width >= 500]
+    full = score(large)["iq_sharpness"].to_numpy()
+    for factor in (1.3, 2, 3):
+        small = [im.resize((int(im.width / factor), int(im.height / factor)), Image.LANCZOS) for im in large]
+        ratio = score(small)["iq_sharpness"].to_numpy() / full
+        assert np.all((ratio > 0.7) & (ratio < 1.4)), (factor, ratio)
+
+
+def test_black_and_white_frames():
+    out = score([Image.new("RGB", (320, 240), (0, 0, 0)), Image.new("RGB", (320, 240), (255, 255, 255))])
+    black, white = out.iloc[0], out.iloc[1]
+    assert black["iq_brightness"] == 0 and black["iq_dark_frac"] == 1 and black["iq_bright_frac"] == 0
+    assert white["iq_brightness"] == 1 and white["iq_bright_frac"] == 1 and white["iq_dark_frac"] == 0
+    assert (out["iq_entropy"] == 0).all() and (out["iq_sharpness"] == 0).all()
+
+
+def test_real_photos_fall_inside_suggested_bounds(photos):
+    out = score(photos)
+    for column, (low, high) in IQ_BOUNDS.items():
+        assert low is None or (out[column] >= low).all(), column
+        assert high is None or (out[column] <= high).all(), column
+    assert out["iq_error"].isna().all()
+
+
+def test_entropy_of_a_two_level_image_is_one_bit():
+    half = np.zeros((64, 64), dtype=np.uint8)
+    half[:, 32:] = 200
+    assert score([Image.fromarray(half).convert("RGB")])["iq_entropy"].iloc[0] == pytest.approx(1.0)
+
+
+def test_missing_and_degenerate_images():
+    out = score([None, Image.new("RGB", (1000, 2), (90, 90, 90))])
+    scorer = ImageQualityScorer()
+    assert list(out.columns) == list(scorer.columns)
+    assert out.iloc[0][list(scorer.columns[:-1])].isna().all() and out["iq_error"].iloc[0] == "no image"
+    assert np.isnan(out["iq_sharpness"].iloc[1]) and out["iq_brightness"].iloc[1] == pytest.approx(90 / 255)
+    assert "thin" in out["iq_error"].iloc[1]
+
+
+def test_package_exports_resolve_lazily():
+    import curation_pipeline.scoring.signals as signals
+
+    assert signals.ImageQualityScorer is ImageQualityScorer
+    assert signals.cpu_threads() >= 1
+    with pytest.raises(AttributeError):
+        signals.NoSuchScorer  # noqa: B018

@@ -1,0 +1,188 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.scoring import mlm_filter
+from curation_pipeline.scoring.mlm_filter import (
+    MlmFilterScorer, digit_split_expectation, parse_score, whole_number_expectation)
+from curation_pipeline_tests import tiny_models
+
+
+def _digits(**probs):
+    table = np.zeros(10)
+    for digit, p in probs.items():
+        table[int(digit[1:])] = p
+    return table
+
+
+# --- the expectation math on hand-made tables ---
+
+def test_digit_chain_reads_100_not_10():
+    second = np.zeros((10, 10))
+    second[1] = _digits(d0=1.0)
+    assert digit_split_expectation(_digits(d1=1.0), second, _digits(d0=1.0)) == (100.0, 1.0)
+    assert digit_split_expectation(_digits(d1=1.0), second, _digits()) == (10.0, 1.0)
+
+
+def test_digit_chain_mixture_hand_computed():
+    # P1: "8" 0.5, "1" 0.3, "0" 0.2; after "8": "5" 0.5 (else end); after "1": "0" 1.0;
+    # after "10": "0" 0.5 (else end).  P(0)=.2 P(8)=.25 P(85)=.25 P(10)=.15 P(100)=.15
+    second = np.zeros((10, 10))
+    second[8] = _digits(d5=0.5)
+    second[1] = _digits(d0=1.0)
+    value, mass = digit_split_expectation(_digits(d8=0.5, d1=0.3, d0=0.2), second, _digits(d0=0.5))
+    assert mass == pytest.approx(1.0)
+    assert value == pytest.approx(0.25 * 8 + 0.25 * 85 + 0.15 * 10 + 0.15 * 100)
+
+
+def test_invalid_continuations_and_non_digits_reduce_mass():
+    second = np.zeros((10, 10))
+    second[1] = _digits(d0=1.0)
+    # "1","0","7" is not a valid score: that mass is dropped, and 40% of P1 is not a digit.
+    value, mass = digit_split_expectation(_digits(d1=0.6), second, _digits(d7=0.5))
+    assert mass == pytest.approx(0.3) and value == pytest.approx(10.0)
+
+
+def test_whole_number_expectation():
+    probs = np.zeros(101)
+    probs[[100, 50]] = [0.3, 0.1]
+    value, mass = whole_number_expectation(probs)
+    assert mass == pytest.approx(0.4) and value == pytest.approx((30 + 5) / 0.4)
+    assert math.isnan(whole_number_expectation(np.zeros(101))[0])
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("85", 85.0), ("Score: 85", 85.0), ("85/100", 85.0), ("85.", 85.0), (" 100\nbecause", 100.0),
+    ("7,5;", 75.0), ("0", 0.0), ("score=42", 42.0),
+])
+def test_parser_accepts(reply, expected):
+    assert parse_score(reply) == (expected, None)
+
+
+@pytest.mark.parametrize("reply, reason", [
+    ("", "empty"), (None, "empty"), ("101", "out of range"), ("850", "out of range"),
+    ("good", "unparseable"), ("about 85", "unparseable"), ("85 points", "unparseable"),
+])
+def test_parser_rejects_with_reason(reply, reason):
+    value, why = parse_score(reply)
+    assert math.isnan(value) and reason in why
+
+
+def test_prompt_constants_and_hash():
+    assert set(mlm_filter.CRITERIA) == {"itm", "odf", "ctq", "su"}
+    assert len(mlm_filter.prompt_hash) == 12 and "0 to 100" in mlm_filter.SCORING_RULES
+
+
+# --- real tiny models ---
+
+FAMILIES = {
+    "llava": tiny_models.make_tiny_llava,
+    "idefics3": tiny_models.make_tiny_idefics3,
+    "qwen2vl": tiny_models.make_tiny_qwen2vl,
+}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def vlm_dir(request, tmp_path_factory):
+    try:
+        return FAMILIES[request.param](tmp_path_factory.mktemp(request.param))
+    except ImportError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def batch(flickr_dir):
+    paths = sorted((flickr_dir / "images").glob("*.jpg"))[:3]
+    images = [Image.open(p).convert("RGB") for p in paths]
+    captions = ["A black dog runs through the grass.", "Two children play on the beach near the water.",
+                "A man climbs a rock wall."]
+    return PairBatch(["a", "b", "c"], captions, images)
+
+
+def _peaked(scorer, scale=40.0):
+    """Random heads give near-uniform next-token distributions; sharpen them so that any
+    error in cache reuse, positions or masks shows in the scores."""
+    with torch.no_grad():
+        scorer.model.get_output_embeddings().weight.mul_(scale)
+    return scorer
+
+
+def test_shared_prefix_equals_separate_calls(vlm_dir, batch):
+    scorer = _peaked(MlmFilterScorer(vlm_dir, min_mass=0.0, batch_size=2))
+    shared, separate = scorer.score(batch), scorer.score_separate(batch)
+    cols = [f"mlm_{m}" for m in scorer.metrics]
+    assert list(shared.columns) == list(scorer.columns)
+    values = shared[cols].to_numpy()
+    assert np.isfinite(values).all() and values.std() > 0.1
+    np.testing.assert_allclose(values, separate[cols].to_numpy(), atol=1e-3)
+    single = MlmFilterScorer(vlm_dir, min_mass=0.0, batch_size=1)
+    single.model = scorer.model
+    np.testing.assert_allclose(single.score(batch)[cols].to_numpy(), values, atol=1e-3)
+
+
+def _next_digit_probs(model, inputs, appended, digit_ids):
+    """Plain forward pass over the full sequence, no cache: the digit probabilities."""
+    ids = torch.cat([inputs["input_ids"], torch.tensor([appended], dtype=torch.long)], dim=1)
+    full = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids))
+    if "mm_token_type_ids" in full:
+        full["mm_token_type_ids"] = torch.cat(
+            [inputs["mm_token_type_ids"], torch.zeros((1, len(appended)), dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        logits = model(**full).logits[0, -1].float()
+    return logits.softmax(-1)[digit_ids].numpy()
+
+
+def test_logits_reading_matches_hand_computed_expectation(vlm_dir, batch):
+    scorer = _peaked(MlmFilterScorer(vlm_dir, metrics=("itm",), min_mass=0.0))
+    assert scorer.score_tokens.kind == "digits"
+    digits = scorer.score_tokens.ids
+    assert scorer.tokenizer.encode("100", add_special_tokens=False) == [digits[1], digits[0], digits[0]]
+    text = scorer.prefix_text(batch.captions[0]) + scorer.suffix_text("itm")
+    inputs = dict(scorer.processor(text=[text], images=[batch.images[0]], return_tensors="pt"))
+    first = _next_digit_probs(scorer.model, inputs, [], digits)
+    second = np.zeros((10, 10))
+    for d in range(1, 10):
+        second[d] = _next_digit_probs(scorer.model, inputs, [digits[d]], digits)
+    after_ten = _next_digit_probs(scorer.model, inputs, [digits[1], digits[0]], digits)
+    expected, _ = digit_split_expectation(first, second, after_ten)
+    got = scorer.score(PairBatch(["a"], batch.captions[:1], batch.images[:1]))["mlm_itm"][0]
+    assert got == pytest.approx(expected, abs=1e-3)
+
+
+def test_whole_number_tokenizer(tmp_path, batch):
+    path = tiny_models.make_tiny_llava(tmp_path / "whole", digit_split=False)
+    scorer = _peaked(MlmFilterScorer(path, metrics=("itm", "su"), min_mass=0.0))
+    assert scorer.score_tokens.kind == "whole" and len(scorer.score_tokens.ids) == 101
+    shared, separate = scorer.score(batch), scorer.score_separate(batch)
+    np.testing.assert_allclose(shared[["mlm_itm", "mlm_su"]], separate[["mlm_itm", "mlm_su"]], atol=1e-3)
+    assert shared["mlm_itm"].between(0, 100).all()
+
+
+def test_nan_paths(vlm_dir, batch):
+    scorer = MlmFilterScorer(vlm_dir, metrics=("itm", "odf"), name="q")
+    frame = scorer.score(PairBatch(["a", "b", "c"], [batch.captions[0], None, "  "],
+                                   [None, batch.images[1], batch.images[2]]))
+    assert frame[["q_itm", "q_odf"]].isna().all().all()
+    assert frame["q_itm_error"].tolist() == ["no image", "no caption", "no caption"]
+    # A random model spreads its mass over the whole vocabulary: too little on digits to read.
+    low = scorer.score(PairBatch(["a"], batch.captions[:1], batch.images[:1]))
+    assert math.isnan(low["q_itm"][0]) and low["q_itm_error"][0].startswith("low score-token mass")
+
+
+def test_generate_mode_returns_scores_or_reasons(vlm_dir, batch):
+    scorer = MlmFilterScorer(vlm_dir, mode="generate", metrics=("ctq",))
+    frame = scorer.score(batch)
+    for value, error in zip(frame["mlm_ctq"], frame["mlm_ctq_error"]):
+        assert (0 <= value <= 100 and error is None) or (math.isnan(value) and error)
+    assert scorer.version.startswith("1:") and mlm_filter.prompt_hash in scorer.version
+
+
+def test_bad_arguments(vlm_dir):
+    with pytest.raises(ValueError, match="metrics"):
+        MlmFilterScorer(vlm_dir, metrics=("itm", "xyz"))
+    with pytest.raises(ValueError, match="mode"):
+        MlmFilterScorer(vlm_dir, mode="sample")
