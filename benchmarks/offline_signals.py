@@ -4,8 +4,8 @@ Shards are written to a temp dir from real Flickr photos (JPEG bytes as they shi
 first caption, a few re-encoded copies so duplicate grouping has work). Figures:
 
 - decode: pairs/s of ``iter_pair_batches`` alone (read tar, parse, decode to RGB);
-- per scorer: ms per pair, each scorer alone over the same decoded batches (model
-  loading is timed apart, as ``load_s``);
+- per scorer: ms per pair, each scorer alone over the same decoded batches, best of
+  ``--repeats`` passes (model loading is timed apart, as ``scorer_load_s``);
 - grouping: ``assign_duplicate_groups`` per shard, the second against the first;
 - full: pairs/s of reading + decoding + every scorer of the offline profile, and
   ``slowdown`` = decode pairs/s / full pairs/s.
@@ -107,6 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--pairs", type=int, default=200, help="pairs per shard")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="per-scorer passes, the fastest counts (the first pays one-off setup per input shape)")
     parser.add_argument("--image-side", type=int, default=0,
                         help="resize images so the longer side is this (0: as shipped, mostly 200 px)")
     args = parser.parse_args()
@@ -124,7 +126,7 @@ def main() -> None:
         per_scorer = {}
         for scorer in scorers:
             scorer.score(next(batches[0].chunks(4)))  # warm-up: lazy loads, first-call setup
-            seconds = sum(timed(scorer.score, batch)[0] for batch in batches)
+            seconds = min(sum(timed(scorer.score, batch)[0] for batch in batches) for _ in range(args.repeats))
             per_scorer[scorer.name] = 1000 * seconds / n
             print(f"{scorer.ident:24s} {per_scorer[scorer.name]:8.2f} ms/pair")
         signals_ms = sum(per_scorer.values())

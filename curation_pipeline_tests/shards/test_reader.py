@@ -1,0 +1,98 @@
+"""The reader on hostile shards: every bad member is a row with a status or a counted skip."""
+
+import pickle
+
+import pytest
+
+from curation_pipeline.shards.reader import ReaderLimits, ShardReader, iter_pair_batches
+from curation_pipeline_tests.conftest import RAW_SAMPLES
+from curation_pipeline_tests.shards import faults
+
+pytestmark = pytest.mark.faults
+
+
+def read(path, **kwargs):
+    reader = ShardReader(str(path), "s", **kwargs)
+    samples = {s.key: s for s in reader}
+    return reader, samples
+
+
+def test_good_and_broken_members_in_one_shard(tmp_path):
+    path = faults.write_tar(tmp_path / "s.tar", [
+        ("a.jpg", faults.jpeg()), ("a.txt", b"A red square on a table."),
+        ("b.jpg", faults.jpeg()[:200]), ("b.txt", b"truncated jpeg"),
+        ("c.jpg", b""), ("c.txt", b"zero bytes"),
+        ("d.txt", b"caption without image"),
+        ("e.jpg", faults.jpeg()),
+        ("f.jpg", faults.jpeg()), ("f.txt", b"caf\xe9 latte \xff"),
+        ("g.jpg", faults.jpeg()), ("g.txt", b"x" * 1_000_000),
+        ("h.png", faults.bomb_png()), ("h.txt", b"bomb"),
+        ("i.jpg", faults.cmyk_jpeg()), ("i.txt", b"cmyk"),
+        ("j.png", faults.png16()), ("j.txt", b"sixteen bit"),
+        ("k.png", faults.palette_alpha_png()), ("k.txt", b"palette with transparency"),
+        ("l.gif", faults.animated_gif()), ("l.txt", b"animated"),
+        ("m.pyd", pickle.dumps({"boom": 1})), ("m.pickle", pickle.dumps(1)), ("m.pth", b"\x80\x04"),
+        ("m.jpg", faults.jpeg()), ("m.txt", b"with pickle-like neighbours"),
+        ("n.xyz", b"unknown"), ("n.jpg", faults.jpeg()), ("n.txt", b"unknown extension beside"),
+        ("a.jpg", faults.jpeg()), ("a.txt", b"duplicate key later in the shard"),
+    ])
+    reader, samples = read(path)
+    status = {k: s.record["decode_status"] for k, s in samples.items()}
+    assert status == {"a": "ok", "b": "corrupt", "c": "empty", "d": "missing", "e": "ok", "f": "ok", "g": "ok",
+                      "h": "too_large", "i": "ok", "j": "ok", "k": "ok", "l": "ok", "m": "ok", "n": "ok"}
+    assert samples["a"].caption == "A red square on a table."
+    assert samples["e"].caption is None
+    assert samples["f"].caption == "caf\ufffd latte \ufffd" and samples["f"].record["caption_problem"] == "invalid utf-8 replaced"
+    assert len(samples["g"].caption) == ReaderLimits().max_caption_chars
+    assert samples["g"].record["caption_problem"] == "truncated from 1000000 chars"
+    for key in "ijkl":
+        assert samples[key].image.mode == "RGB" and samples[key].image.size == (300, 300)
+    assert samples["l"].record["n_frames"] == 3
+    assert samples["b"].record["decode_error"]
+    reasons = sorted((s.reason, s.member) for s in reader.skips)
+    assert reasons == [("duplicate_key", "a.jpg"), ("unsupported_member", "m.pickle"), ("unsupported_member", "m.pth"),
+                       ("unsupported_member", "m.pyd"), ("unsupported_member", "n.xyz")]
+    assert reader.counts["samples"] == 14
+
+
+def test_pickle_members_are_never_unpickled(tmp_path, monkeypatch):
+    called = []
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: called.append(a))
+    path = faults.write_tar(tmp_path / "s.tar", [("x.pyd", pickle.dumps(1)), ("x.jpg", faults.jpeg()),
+                                                 ("x.txt", b"ok")])
+    _, samples = read(path)
+    assert samples["x"].record["decode_status"] == "ok" and called == []
+
+
+def test_truncated_tar_keeps_the_samples_before_the_cut(tmp_path):
+    members = [(f"{i:03d}.{ext}", data) for i in range(6)
+               for ext, data in (("jpg", faults.jpeg()), ("txt", f"caption {i}".encode()))]
+    path = faults.write_tar(tmp_path / "full.tar", members)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
+    reader, samples = read(cut)
+    assert 2 <= len(samples) < 6
+    reasons = [s.reason for s in reader.skips]
+    assert reasons[-1] == "truncated_tar" and set(reasons) <= {"unreadable_member", "truncated_tar"}
+    assert all(s.caption.startswith("caption") for s in samples.values())
+
+
+def test_empty_and_non_tar_files(tmp_path):
+    empty = tmp_path / "empty.tar"
+    empty.write_bytes(b"")
+    reader, samples = read(empty)
+    assert samples == {} and [s.reason for s in reader.skips] == ["unreadable_tar"]
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"not a tar at all" * 100)
+    reader, samples = read(garbage)
+    assert samples == {} and [s.reason for s in reader.skips] == ["unreadable_tar"]
+
+
+def test_missing_shard_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read(tmp_path / "nope.tar")
+
+
+def test_batches_bound_memory_and_cover_the_shard():
+    sizes = [len(b) for b, _ in iter_pair_batches(str(RAW_SAMPLES / "sample-000000.tar"), "sample-000000", 16)]
+    assert sizes == [16, 16, 8]
