@@ -77,8 +77,7 @@ def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: Wareho
     todo = shards_to_refresh(context.instance, warehouse)
     if not todo:
         return dg.SkipReason("every registered shard is curated and fresh")
-    stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
-    return [dg.RunRequest(partition_key=key, run_key=f"{key}:{reason}:{stamp}", tags={"curation/reason": reason})
+    return [dg.RunRequest(partition_key=key, tags={"curation/reason": reason})
             for key, reason in sorted(todo.items())]
 
 

@@ -5,9 +5,10 @@ Each metric asks the model for an integer 0-100 on the first line of its reply
 
 * ``mode="logits"`` (default): the expected score under the model's own
   distribution, read from logits without sampling. The image and caption come first
-  in every prompt, so they are run once per pair; their KV cache is replicated over
-  the metrics and only each metric's suffix (criterion, rules, assistant turn start)
-  is run on top of it.
+  in every prompt, followed by the scoring rules, which are the same for every
+  metric; all of that is run once per pair, its KV cache is replicated over the
+  metrics, and only each metric's suffix (criterion, assistant turn start) is run on
+  top of it.
 * ``mode="generate"``: greedy decoding of a few tokens and MLM-Filter's tolerant
   first-line parser, for parity checks and models whose logits cannot be read.
 
@@ -51,6 +52,9 @@ from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
 
 CAPTION_LINE = "Text Caption: {caption}"
+# The user turn: caption, blank line, shared rules, then the metric's criterion last,
+# so everything before the criterion is one prefix for all metrics.
+USER_TEXT = "{caption_line}\n\n{rules}\n{criterion}"
 SCORING_RULES = (
     "Give a score from 0 to 100, where 0 is the worst and 100 the best, and use the whole "
     "range. Write the integer score alone on the first line of your reply."
@@ -75,7 +79,7 @@ CRITERIA = {
 }
 METRICS = tuple(CRITERIA)
 prompt_hash = hashlib.sha256(
-    "\x1f".join([CAPTION_LINE, SCORING_RULES, *(f"{k}={v}" for k, v in CRITERIA.items())]).encode()
+    "\x1f".join([USER_TEXT, CAPTION_LINE, SCORING_RULES, *(f"{k}={v}" for k, v in CRITERIA.items())]).encode()
 ).hexdigest()[:12]
 
 _CAPTION_MARK = "\ue000caption\ue000"
@@ -84,8 +88,8 @@ _DIGITS = tuple(str(d) for d in range(10))
 
 
 def metric_prompt(metric: str) -> str:
-    """The text after the caption's blank line: the metric's criterion and the shared rules."""
-    return f"{CRITERIA[metric]} {SCORING_RULES}"
+    """The only per-metric text: its criterion (the rules are in the shared prefix)."""
+    return CRITERIA[metric]
 
 
 # --- reading scores: pure functions over probability tables -------------------------------
@@ -198,9 +202,10 @@ class MlmFilterScorer(Scorer):
 
     def _split_template(self) -> tuple[str, str]:
         """Render the chat template once with markers: the part before the criterion holds the
-        image and caption (the shared prefix); the tail closes the user turn and opens the
-        assistant's."""
-        text = f"{CAPTION_LINE.format(caption=_CAPTION_MARK)}\n\n{_CRITERION_MARK}"
+        image, caption and scoring rules (the shared prefix); the tail closes the user turn and
+        opens the assistant's."""
+        text = USER_TEXT.format(caption_line=CAPTION_LINE.format(caption=_CAPTION_MARK),
+                                rules=SCORING_RULES, criterion=_CRITERION_MARK)
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
         rendered = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         prefix, _, tail = rendered.partition(_CRITERION_MARK)

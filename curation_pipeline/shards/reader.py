@@ -30,7 +30,6 @@ CAPTION_EXTS = ("txt", "caption")
 META_EXTS = ("json",)
 
 DECODE_OK = "ok"
-_DUPLICATE = "\0duplicate"  # placeholder key: members of a repeated key are skipped
 RECORD_COLUMNS = [
     "shard", "key", "caption", "caption_source", "caption_problem", "caption_sha256", "caption_chars",
     "image_ext", "image_bytes", "image_sha256", "image_format", "image_mode", "width", "height", "n_frames",
@@ -74,7 +73,7 @@ class _Members:
     caption: bytes | None = None
     caption_ext: str | None = None
     meta: bytes | None = None
-    extra_images: list[str] = field(default_factory=list)
+    duplicate: bool = False  # a key already read: its members are skipped, counted once
 
 
 def _sha(data: bytes) -> str:
@@ -178,15 +177,15 @@ class ShardReader:
                 continue
             ext = ext.lower()
             if current is None or key != current.key:
-                if current is not None and current.key != _DUPLICATE:
+                if current is not None and not current.duplicate:
                     yield current
                     seen.add(current.key)
                 if key in seen:
                     self._skip("duplicate_key", key=key, member=name, detail="key already read earlier in shard")
-                    current = _Members(key=_DUPLICATE)  # swallow this group's members
+                    current = _Members(key=key, duplicate=True)
                     continue
                 current = _Members(key=key)
-            if current.key == _DUPLICATE:
+            if current.duplicate:
                 continue
             data = member["data"]
             if len(data) > self.limits.max_member_bytes:
@@ -206,7 +205,7 @@ class ShardReader:
                 current.meta = data
             else:
                 self._skip("unsupported_member", key=key, member=name, detail=f".{ext} is never parsed")
-        if current is not None and current.key != _DUPLICATE:
+        if current is not None and not current.duplicate:
             yield current
 
     def _caption(self, group: _Members, meta: dict | None) -> tuple[str | None, str | None, str | None]:

@@ -1,0 +1,48 @@
+"""A rewriter that bloats captions must be stopped by the blocking drift check, before publishing."""
+
+import pytest
+
+import curation_pipeline.resources as resources
+from curation_pipeline.rewriting.base import Rewriter, RewriteCandidate
+from curation_pipeline.resources import PolicyResource, ScoringResource
+from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
+
+PADDING = " photographed in great detail with a wide angle lens on a bright sunny afternoon near the river"
+
+
+class BloatingRewriter(Rewriter):
+    name = "bloater"
+
+    def rewrite(self, batch):
+        return [RewriteCandidate((c or "A photo") + PADDING) for c in batch.captions]
+
+
+@pytest.fixture
+def bloating(monkeypatch):
+    monkeypatch.setattr(resources, "_rewriter", lambda *args: BloatingRewriter())
+
+
+def test_drifted_captions_block_the_curated_shard(tmp_path, bloating):
+    shard = "sample-000002"
+    _, results = run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=False,
+                              scoring=ScoringResource(profile="text"),
+                              policy=PolicyResource(keep_threshold=101, drop_threshold=0))
+    result = results[shard]
+    assert not result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    drift = checks["caption_length_drift"]
+    assert not drift.passed
+    assert "mean caption length grew" in drift.description
+    assert drift.metadata["drift_mean_ratio"].value > 1.25
+    wh = Warehouse(str(tmp_path))
+    final = wh.read_table("final_captions", shard)
+    assert final["rewritten"].sum() >= 8  # the weak captions' rewrites really were accepted...
+    assert not wh.fs.exists(wh.curated_path(shard))  # ...and still nothing was published
+
+
+def test_the_same_shard_passes_with_the_real_cleaner(tmp_path):
+    shard = "sample-000002"
+    _, results = run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=False, scoring=ScoringResource(profile="text"))
+    checks = {c.check_name: c for c in results[shard].get_asset_check_evaluations()}
+    assert checks["caption_length_drift"].passed and results[shard].success

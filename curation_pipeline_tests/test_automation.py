@@ -1,0 +1,64 @@
+"""The sensor registers new shards as partitions; the schedule requests missing and stale ones."""
+
+import os
+import shutil
+import time
+
+import dagster as dg
+
+from curation_pipeline.automation import fill_missing_shards, new_shards_sensor
+from curation_pipeline.resources import ScoringResource, WarehouseResource
+from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
+
+
+def _raw(tmp_path, names):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in names:
+        shutil.copy(RAW_SAMPLES / "sample-000000.tar", raw / name)
+    return raw
+
+
+def test_sensor_adds_new_shards_and_requests_their_runs(tmp_path):
+    raw = _raw(tmp_path, ["a-1.tar", "b_2.tar", "bad name.tar"])
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("shards", ["a-1"])
+    context = dg.build_sensor_context(instance=instance, resources={
+        "warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))})
+    result = new_shards_sensor(context)
+    assert [r.partition_key for r in result.run_requests] == ["b_2"]
+    (request,) = result.dynamic_partitions_requests
+    assert list(request.partition_keys) == ["b_2"]
+    assert request.partitions_def_name == "shards"
+
+
+def test_sensor_skips_when_raw_location_is_missing(tmp_path):
+    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
+        "warehouse": WarehouseResource(raw_root=str(tmp_path / "nowhere"), root=str(tmp_path / "wh"))})
+    result = new_shards_sensor(context)
+    assert not result.run_requests and "does not exist" in result.skip_reason.skip_message
+
+
+def test_schedule_requests_missing_then_stale_partitions(tmp_path):
+    raw = _raw(tmp_path, ["sample-000000.tar", "sample-000001.tar"])
+    warehouse = tmp_path / "wh"
+    with dg.instance_for_test() as instance:
+        _check_schedule(instance, raw, warehouse)
+
+
+def _check_schedule(instance, raw, warehouse):
+    instance.add_dynamic_partitions("shards", ["sample-000000", "sample-000001"])
+    resources = {"warehouse": WarehouseResource(raw_root=str(raw), root=str(warehouse))}
+
+    def requested():
+        context = dg.build_schedule_context(instance=instance, resources=resources)
+        result = fill_missing_shards(context)
+        return {} if isinstance(result, dg.SkipReason) else {r.partition_key: r.tags["curation/reason"] for r in result}
+
+    assert requested() == {"sample-000000": "missing", "sample-000001": "missing"}
+    run_pipeline(raw, warehouse, ["sample-000000"], instance=instance, report=False,
+                 scoring=ScoringResource(profile="text"))
+    assert requested() == {"sample-000001": "missing"}
+    later = time.time() + 60
+    os.utime(raw / "sample-000000.tar", (later, later))
+    assert requested() == {"sample-000000": "stale", "sample-000001": "missing"}
