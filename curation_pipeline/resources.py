@@ -80,6 +80,7 @@ class ScoringResource(dg.ConfigurableResource):
     mlm_model: str = Field(default="", description="Chat VLM id or local path for MLM-Filter metrics (mlm, full).")
     mlm_metrics: list[str] = Field(default=["itm", "odf", "ctq", "su"], description="Subset of itm, odf, ctq, su.")
     mlm_mode: str = Field(default="logits", description="logits (one forward pass) or generate (parity).")
+    mlm_min_mass: float = Field(default=0.05, description="Below this probability on score tokens a metric is NaN.")
     device: str = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
     batch_size: int = Field(default=32, description="Model batch size.")
     trust_remote_code: list[str] = Field(default=[], description="Model ids allowed to run their own code.")
@@ -87,7 +88,8 @@ class ScoringResource(dg.ConfigurableResource):
     def as_profile(self) -> ScoringProfile:
         return ScoringProfile(
             name=self.profile, clip_model=self.clip_model or None, mlm_model=self.mlm_model or None,
-            mlm_metrics=tuple(self.mlm_metrics), mlm_mode=self.mlm_mode, device=self.device or None,
+            mlm_metrics=tuple(self.mlm_metrics), mlm_mode=self.mlm_mode, mlm_min_mass=self.mlm_min_mass,
+            device=self.device or None,
             batch_size=self.batch_size, trust_remote_code=tuple(self.trust_remote_code))
 
     def scorers(self) -> tuple[Scorer, ...]:

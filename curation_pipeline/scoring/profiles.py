@@ -22,6 +22,7 @@ class ScoringProfile:
     mlm_model: str | None = None
     mlm_metrics: tuple[str, ...] = ("itm", "odf", "ctq", "su")
     mlm_mode: str = "logits"
+    mlm_min_mass: float = 0.05
     device: str | None = None
     batch_size: int = 32
     trust_remote_code: tuple[str, ...] = field(default_factory=tuple)
@@ -65,5 +66,6 @@ def build_scorers(profile: ScoringProfile) -> list[Scorer]:
 
         scorers.append(MlmFilterScorer(
             profile.mlm_model, metrics=tuple(profile.mlm_metrics), mode=profile.mlm_mode, device=profile.device,
+            min_mass=profile.mlm_min_mass,
             trust_remote_code=profile.mlm_model in profile.trust_remote_code))
     return scorers

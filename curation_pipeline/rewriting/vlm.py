@@ -1,0 +1,149 @@
+"""Minimal caption rewrites from a chat vision-language model (the scorer's backends).
+
+AITQE's point is that a weak caption on a good image is worth repairing, not
+discarding, and that the repair should change as little as possible. The prompt
+asks for exactly that; whether the model complied is not trusted here but measured
+afterwards (``rewriting.verify``): this module only generates and tidies the text.
+
+Generation is deterministic (greedy, or beam search with ``num_beams > 1``) so a
+re-run with the same model, prompt and settings proposes the same rewrites.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from curation_pipeline.models.loading import load_vlm
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
+
+CAPTION_PLACEHOLDER = "{caption}"
+DEFAULT_PROMPT = (
+    "This image came with the caption below.\n"
+    "Caption: {caption}\n\n"
+    "Edit the caption as little as possible so that it matches the image. Keep everything "
+    "that is right: names, places, numbers, style and language. Correct what is wrong and "
+    "add the main content it leaves out, nothing the image does not show. "
+    "Reply with the edited caption only, on one line."
+)
+NO_CAPTION_PROMPT = (
+    "Write a short factual caption for this image: one sentence naming the main subjects "
+    "and what is happening. Reply with the caption only, on one line."
+)
+
+_LABEL_RE = re.compile(
+    r"^(?:(?:here is|here's)\b[^:]*:\s*)?"
+    r"(?:\**\s*(?:the\s+)?(?:new|edited|corrected|revised|rewritten|improved|updated|final)?\s*caption\s*\**\s*:\s*\**)?",
+    re.IGNORECASE,
+)
+_QUOTES = "\"'`“”‘’«»"
+_SPACE_RE = re.compile(r"\s+")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")  # control bytes, replacement char
+
+
+def clean_output(text: str | None) -> str:
+    """The caption in a model reply: its first paragraph's first line, without a "Caption:"
+    label, wrapping quotes or control characters, whitespace collapsed ("" when nothing is left).
+
+    A line that only announces the answer ("Here is the edited caption:") is skipped.
+    """
+    lines = [line.strip() for line in _CONTROL_RE.sub("", text or "").splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = lines[1:]
+    line = lines[0] if lines else ""
+    line = _LABEL_RE.sub("", line, count=1).strip()
+    while len(line) >= 2 and line[0] in _QUOTES and line[-1] in _QUOTES:
+        line = line[1:-1].strip()
+    if line and line[0] in _QUOTES and line.count(line[0]) == 1:  # cut off before its closing quote
+        line = line[1:]
+    return _SPACE_RE.sub(" ", line).strip()
+
+
+class ChatGenerator:
+    """Batched, left-padded, deterministic generation from a chat VLM and its processor.
+
+    Shared by the rewriters so that prompts are rendered with the model's own chat
+    template (image first, then the instruction), as the scorer does.
+    """
+
+    def __init__(self, model, processor, *, max_new_tokens: int, num_beams: int = 1,
+                 stop_strings: list[str] | None = None):
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1 (1 = greedy), got {num_beams}")
+        self.model, self.processor = model, processor
+        self.tokenizer = processor.tokenizer
+        self.max_new_tokens, self.num_beams, self.stop_strings = max_new_tokens, num_beams, stop_strings
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.image_token = getattr(processor, "image_token", None)
+
+    def without_image_token(self, text: str) -> str:
+        """A caption that contains the image placeholder would break the image-token count."""
+        return text.replace(self.image_token, "") if self.image_token else text
+
+    def render(self, instruction: str) -> str:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    @torch.inference_mode()
+    def generate(self, images: list, instructions: list[str]) -> list[str]:
+        """One decoded reply per (image, instruction), special tokens removed, otherwise untouched."""
+        if not images:
+            return []
+        inputs = self.processor(text=[self.render(t) for t in instructions],
+                                images=[im.convert("RGB") for im in images],
+                                padding=True, padding_side="left", return_tensors="pt")
+        inputs = {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
+                  for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        extra = {"stop_strings": self.stop_strings, "tokenizer": self.tokenizer} if self.stop_strings else {}
+        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
+                                  do_sample=False, **extra)
+        return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+class VlmRewriter(Rewriter):
+    """Asks a chat VLM for the smallest caption edit that makes the caption match its image."""
+
+    name = "vlm"
+    needs_images = True
+
+    def __init__(self, model: str, *, prompt: str | None = None, max_new_tokens: int = 64, num_beams: int = 1,
+                 batch_size: int = 8, device: str | None = None, dtype=None, trust_remote_code: bool = False):
+        prompt = prompt or DEFAULT_PROMPT
+        if CAPTION_PLACEHOLDER not in prompt:
+            raise ValueError(f"the rewrite prompt must contain {CAPTION_PLACEHOLDER} where the caption goes; "
+                             f"got {prompt[:80]!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.prompt, self.batch_size = prompt, batch_size
+        self.version = f"1:{model}:beams={num_beams}:max_new={max_new_tokens}"
+        loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        self.generator = ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, num_beams=num_beams)
+
+    def instruction(self, caption: str | None) -> str:
+        """The user turn for one caption; str.replace, so braces in captions or prompts are literal."""
+        caption = self.generator.without_image_token(caption or "").strip()
+        if not caption:
+            return NO_CAPTION_PROMPT
+        return self.prompt.replace(CAPTION_PLACEHOLDER, caption)
+
+    def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
+        candidates: list[RewriteCandidate | None] = [
+            RewriteCandidate(None, error="no image") if image is None else None for image in batch.images]
+        todo = [i for i, c in enumerate(candidates) if c is None]
+        for start in range(0, len(todo), self.batch_size):
+            rows = todo[start:start + self.batch_size]
+            replies = self.generator.generate([batch.images[i] for i in rows],
+                                              [self.instruction(batch.captions[i]) for i in rows])
+            for i, reply in zip(rows, replies):
+                caption = clean_output(reply)
+                candidates[i] = RewriteCandidate(caption or None, error=None if caption else "empty output",
+                                                 raw=reply)
+        return candidates
+
+    def close(self) -> None:
+        self.generator = None
