@@ -4,11 +4,14 @@ Shards are written to a temp dir from real Flickr photos (JPEG bytes as they shi
 first caption, a few re-encoded copies so duplicate grouping has work). Figures:
 
 - decode: pairs/s of ``iter_pair_batches`` alone (read tar, parse, decode to RGB);
-- per scorer: ms per pair, each scorer alone over the same decoded batches, best of
-  ``--repeats`` passes (model loading is timed apart, as ``scorer_load_s``);
+- per scorer: ms per pair, each scorer alone over the same decoded batches (model
+  loading and a 4-pair warm-up call are timed apart, as ``scorer_load_s``);
 - grouping: ``assign_duplicate_groups`` per shard, the second against the first;
 - full: pairs/s of reading + decoding + every scorer of the offline profile, and
   ``slowdown`` = decode pairs/s / full pairs/s.
+
+Every timed figure is the best of ``--repeats`` passes: on shared cores one pass can
+be 2-3x slower than the next.
 
 Usage: python benchmarks/offline_signals.py [--shards 2] [--pairs 200] [--image-side 0]
 """
@@ -19,7 +22,6 @@ import argparse
 import io
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -108,16 +110,16 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--pairs", type=int, default=200, help="pairs per shard")
     parser.add_argument("--repeats", type=int, default=2,
-                        help="per-scorer passes, the fastest counts (the first pays one-off setup per input shape)")
+                        help="passes per figure, the fastest counts (shared cores make single runs noisy)")
     parser.add_argument("--image-side", type=int, default=0,
                         help="resize images so the longer side is this (0: as shipped, mostly 200 px)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_shards(Path(tmp), args.shards, args.pairs, args.image_side)
-        decode_s, batches = timed(decode_all, paths)
+        batches = decode_all(paths)  # also warms the page cache, as for the full pass
         n = sum(len(b) for b in batches)
-        decode_s, _ = timed(decode_all, paths)  # second pass: page cache warm, like the full pass
+        decode_s = min(timed(decode_all, paths)[0] for _ in range(args.repeats))
         print(f"{n} pairs in {len(paths)} shards, image side {args.image_side or 'as shipped'}, "
               f"{cpu_threads()} cores")
         print(f"decode only            {n / decode_s:8.1f} pairs/s")
@@ -125,20 +127,18 @@ def main() -> None:
         load_s, scorers = timed(build_scorers, ScoringProfile(name="offline"))
         per_scorer = {}
         for scorer in scorers:
-            scorer.score(next(batches[0].chunks(4)))  # warm-up: lazy loads, first-call setup
+            load_s += timed(scorer.score, next(batches[0].chunks(4)))[0]  # lazy loads (MiniLM), first call
             seconds = min(sum(timed(scorer.score, batch)[0] for batch in batches) for _ in range(args.repeats))
             per_scorer[scorer.name] = 1000 * seconds / n
             print(f"{scorer.ident:24s} {per_scorer[scorer.name]:8.2f} ms/pair")
         signals_ms = sum(per_scorer.values())
-        print(f"{'all scorers':24s} {signals_ms:8.2f} ms/pair   (load {load_s:.1f} s)")
+        print(f"{'all scorers':24s} {signals_ms:8.2f} ms/pair   (load + warm-up {load_s:.1f} s)")
 
         dup = next(s for s in scorers if s.name == "dup")
         group_s = grouping_seconds(paths, dup)
         print(f"{'dup grouping':24s} {1000 * group_s / args.pairs:8.3f} ms/pair   ({group_s:.3f} s per shard)")
 
-        start = time.perf_counter()
-        scored = score_all(paths, scorers)
-        full_s = time.perf_counter() - start
+        full_s, scored = min(timed(score_all, paths, scorers) for _ in range(args.repeats))
         for scorer in scorers:
             scorer.close()
 

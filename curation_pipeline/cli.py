@@ -38,6 +38,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
     from tqdm import tqdm
 
     from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.models.loading import ModelUnavailableError
     from curation_pipeline.resources import RewriterResource, ScoringResource, WarehouseResource
 
     found, rejected = WarehouseResource(raw_root=raw, root=warehouse).list_raw()
@@ -49,10 +50,14 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
         raise BadInput(f"no raw shard {', '.join(unknown)} in {raw} (found: {', '.join(sorted(found)) or 'none'})")
     if not selected:
         raise BadInput(f"no .tar shards found in {raw}; generate samples with `curate sample-data` or point --raw elsewhere")
-    defs = build_definitions(
-        raw_root=raw, warehouse_root=warehouse,
-        scoring=ScoringResource(profile=profile, clip_model=clip_model, mlm_model=mlm_model),
-        rewriter=RewriterResource(kind=rewriter, model=rewriter_model))
+    scoring = ScoringResource(profile=profile, clip_model=clip_model, mlm_model=mlm_model)
+    rewriting = RewriterResource(kind=rewriter, model=rewriter_model)
+    try:  # load models here, once: a model that cannot be loaded is bad input, not a failed run
+        scoring.scorers()
+        rewriting.rewriter()
+    except (ValueError, ModelUnavailableError) as exc:
+        raise BadInput(str(exc)) from exc
+    defs = build_definitions(raw_root=raw, warehouse_root=warehouse, scoring=scoring, rewriter=rewriting)
     _dagster_home()
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions("shards", [s for s in selected if not instance.has_dynamic_partition("shards", s)])

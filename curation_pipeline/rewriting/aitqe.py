@@ -236,16 +236,17 @@ class AitqeRewriter(Rewriter):
         self.prompt, self.batch_size, self.max_new_tokens = instruction, batch_size, max_new_tokens
         self.stop_strings = [OVERALL_MARKER] if stop_after_overall else None
         self.version = f"1:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+        self.generator = self.model = self.tokenizer = self._custom_processor = None
+        _prepare(model)  # a missing local directory fails here, once
         try:
             loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=True)
         except ModelUnavailableError as chat_error:
             try:
                 self.model, self.tokenizer = _load_custom(model, device, dtype)
             except ModelUnavailableError as custom_error:
-                raise ModelUnavailableError(model, f"as a chat VLM: {chat_error.__cause__ or chat_error}; "
+                raise ModelUnavailableError(model, f"as a chat VLM: {chat_error.__cause__}; "
                                                    f"as AITQE's custom model: {custom_error.__cause__ or custom_error}"
                                             ) from custom_error
-            self.generator = None
             self._custom_processor = self.model.bind_processor(self.tokenizer, config=self.model.config)
         else:
             self.generator = ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens,
@@ -300,6 +301,4 @@ class AitqeRewriter(Rewriter):
         return replies
 
     def close(self) -> None:
-        self.generator = None
-        self.__dict__.pop("model", None)
-        self.__dict__.pop("_custom_processor", None)
+        self.generator = self.model = self.tokenizer = self._custom_processor = None

@@ -52,13 +52,19 @@ def clean_output(text: str | None) -> str:
     lines = [line.strip() for line in _CONTROL_RE.sub("", text or "").splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].endswith(":"):
         lines = lines[1:]
-    line = lines[0] if lines else ""
-    line = _LABEL_RE.sub("", line, count=1).strip()
+    line, previous = (lines[0] if lines else ""), None
+    while line != previous:  # labels and quotes nest either way: 'Caption: "..."', '"Caption: ..."'
+        previous = line
+        line = _unquote(_LABEL_RE.sub("", line, count=1).strip())
+    return _SPACE_RE.sub(" ", line).strip()
+
+
+def _unquote(line: str) -> str:
     while len(line) >= 2 and line[0] in _QUOTES and line[-1] in _QUOTES:
         line = line[1:-1].strip()
     if line and line[0] in _QUOTES and line.count(line[0]) == 1:  # cut off before its closing quote
-        line = line[1:]
-    return _SPACE_RE.sub(" ", line).strip()
+        line = line[1:].strip()
+    return line
 
 
 class ChatGenerator:

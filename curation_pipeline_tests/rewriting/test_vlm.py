@@ -1,0 +1,86 @@
+import pytest
+from PIL import Image
+
+from curation_pipeline.models.loading import ModelUnavailableError
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.rewriting.vlm import DEFAULT_PROMPT, NO_CAPTION_PROMPT, VlmRewriter, clean_output
+from curation_pipeline_tests import tiny_models
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("A dog on the beach.", "A dog on the beach."),
+    ('Caption: "A dog on the beach."', "A dog on the beach."),
+    ("**Edited caption:** A cat on a mat", "A cat on a mat"),
+    ("Here is the corrected caption: Two kids play.", "Two kids play."),
+    ("Here is the edited caption:\n\nA dog   runs\tfast.\nIt is brown.", "A dog runs fast."),
+    ("“Two kids on the sand”", "Two kids on the sand"),
+    ('"A dog on the', "A dog on the"),  # cut off before the closing quote
+    ('A sign reads "Open" today', 'A sign reads "Open" today'),
+    ("a\x00b\x10c\ufffd", "abc"),
+    ("", ""), ("  \n\n ", ""), (None, ""), ('""', ""),
+])
+def test_clean_output(reply, expected):
+    assert clean_output(reply) == expected
+
+
+def test_prompt_needs_caption_placeholder():
+    with pytest.raises(ValueError, match=r"\{caption\}"):
+        VlmRewriter("/nonexistent/model", prompt="Rewrite the caption.")
+    with pytest.raises(ModelUnavailableError, match="no directory"):
+        VlmRewriter("/nonexistent/model")
+
+
+@pytest.fixture(scope="module", params=["llava", "idefics3"])
+def model_dir(request, tmp_path_factory):
+    make = {"llava": tiny_models.make_tiny_llava, "idefics3": tiny_models.make_tiny_idefics3}[request.param]
+    return make(tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(scope="module")
+def batch(flickr_dir):
+    images = [Image.open(p).convert("RGB") for p in sorted((flickr_dir / "images").glob("*.jpg"))[:3]]
+    return PairBatch(["a", "b", "c"], ["A dog runs.", None, "Two kids <image> play {outside}"], images)
+
+
+def test_generates_cleaned_candidates(model_dir, batch):
+    rewriter = VlmRewriter(model_dir, max_new_tokens=8, batch_size=2)
+    assert rewriter.ident.startswith("vlm@1:") and model_dir in rewriter.version
+    assert rewriter.prompt == DEFAULT_PROMPT and len(rewriter.prompt_hash) == 16
+    candidates = rewriter.rewrite(batch)
+    assert len(candidates) == 3
+    for cand in candidates:
+        assert isinstance(cand.raw, str)
+        assert cand.caption == (clean_output(cand.raw) or None)
+        assert (cand.caption is None) == (cand.error == "empty output")
+    # Left padding: a batch of three gives what batches of two and one give.
+    assert [c.raw for c in VlmRewriter(model_dir, max_new_tokens=8, batch_size=3).rewrite(batch)] == \
+        [c.raw for c in candidates]
+
+
+def test_instructions(model_dir):
+    rewriter = VlmRewriter(model_dir, prompt="Fix: {caption} (keep {braces})", max_new_tokens=2)
+    assert rewriter.instruction(" A dog ") == "Fix: A dog (keep {braces})"
+    assert rewriter.instruction(None) == NO_CAPTION_PROMPT == rewriter.instruction("  ")
+    assert "<image>" not in rewriter.instruction("A <image> dog")
+    assert rewriter.prompt_hash != VlmRewriter(model_dir, max_new_tokens=2).prompt_hash
+
+
+def test_beam_search_is_deterministic(model_dir, batch):
+    rewriter = VlmRewriter(model_dir, max_new_tokens=4, num_beams=2)
+    first = [c.raw for c in rewriter.rewrite(batch)]
+    assert first == [c.raw for c in rewriter.rewrite(batch)]
+
+
+def test_empty_output_and_missing_image(model_dir, batch, monkeypatch):
+    rewriter = VlmRewriter(model_dir, max_new_tokens=2)
+    monkeypatch.setattr(rewriter.generator, "generate", lambda images, texts: ["  \n", '"Caption:"'][:len(images)])
+    candidates = rewriter.rewrite(PairBatch(["a", "b", "c"], ["x", "y", "z"], [batch.images[0], None, batch.images[1]]))
+    assert [(c.caption, c.error, c.raw) for c in candidates] == [
+        (None, "empty output", "  \n"), (None, "no image", None), (None, "empty output", '"Caption:"')]
+
+
+def test_bad_generation_settings(model_dir):
+    with pytest.raises(ValueError, match="num_beams"):
+        VlmRewriter(model_dir, num_beams=0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        VlmRewriter(model_dir, max_new_tokens=0)

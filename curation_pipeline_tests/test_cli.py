@@ -1,0 +1,56 @@
+"""The curate CLI: a real run, lineage look-ups, and exit codes that tell bad input from failure."""
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from curation_pipeline.cli import EXIT_BAD_INPUT, main
+from curation_pipeline_tests.conftest import RAW_SAMPLES
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(RAW_SAMPLES / "sample-000001.tar", raw)
+    return {"raw": str(raw), "wh": str(tmp_path / "wh")}
+
+
+def test_run_then_lineage_and_report(env):
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--profile", "text"])
+    assert result.exit_code == 0, result.output
+    assert "done: 1 shards curated" in result.output and "quality.duckdb" in result.output
+    lineage = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--shard", "sample-000001",
+                                   "--rewritten-only"])
+    assert lineage.exit_code == 0
+    assert "REWRITTEN" in lineage.output and "attempt 1 [cleaner" in lineage.output and "accepted" in lineage.output
+    one = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--key", "000010034"])
+    assert "original: 'Handwritten mathematical notes" in one.output
+    report = runner.invoke(main, ["report", "--warehouse", env["wh"]])
+    assert report.exit_code == 0 and "shard_summary" in report.output and "sample-000001" in report.output
+
+
+def test_bad_input_exits_2(env, tmp_path):
+    runner = CliRunner()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(main, ["run", "--raw", str(empty), "--warehouse", env["wh"]])
+    assert result.exit_code == EXIT_BAD_INPUT and "no .tar shards found" in result.output
+    result = runner.invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--shard", "nope"])
+    assert result.exit_code == EXIT_BAD_INPUT and "no raw shard nope" in result.output
+    result = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--shard", "x"])
+    assert result.exit_code == EXIT_BAD_INPUT
+    result = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--shard", "../etc"])
+    assert result.exit_code == EXIT_BAD_INPUT and "not a valid shard key" in result.output
+    result = runner.invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--profile", "clip"])
+    assert result.exit_code == EXIT_BAD_INPUT and "clip_model" in result.output
+
+
+def test_every_command_explains_itself_with_an_example():
+    runner = CliRunner()
+    for command in ("demo", "run", "lineage", "report", "sample-data"):
+        result = runner.invoke(main, [command, "--help"])
+        assert result.exit_code == 0 and "Example: curate" in result.output
