@@ -1,0 +1,100 @@
+"""Keep / rewrite / drop on concrete score rows, and the final outcome after rewrite attempts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from curation_pipeline.decisions.outcome import resolve_outcomes
+from curation_pipeline.decisions.policy import DecisionPolicy, decide
+from curation_pipeline.rewriting.attempts import empty_lineage
+
+
+def scores(**overrides):
+    base = {
+        "shard": ["s"] * 6,
+        "key": ["good", "weak", "broken", "small", "unsafe", "dup"],
+        "caption": ["A dog on a beach.", "IMG_1.JPG", "x", "A cat.", "A person.", "A dog on a beach."],
+        "decode_status": ["ok", "ok", "corrupt", "ok", "ok", "ok"],
+        "text_quality": [100.0, 0.0, 100.0, 100.0, 100.0, 100.0],
+        "text_quality_rules": ["", "filename", "", "", "", ""],
+        "datacomp_english": pd.array([True, False, True, True, True, True], dtype="boolean"),
+        "datacomp_min_side_ge200": pd.array([True, True, pd.NA, False, True, True], dtype="boolean"),
+        "datacomp_aspect_le3": pd.array([True, True, pd.NA, True, True, True], dtype="boolean"),
+        "nsfw_prob": [0.01, 0.3, np.nan, 0.0, 0.95, 0.01],
+        "dup_keep": [True, True, True, True, True, False],
+        "dup_kind": [None, None, None, None, None, "exact_pair"],
+    }
+    base.update(overrides)
+    return pd.DataFrame(base)
+
+
+def test_each_pair_gets_the_action_and_reason_naming_its_signal():
+    d = decide(scores(), DecisionPolicy()).set_index("key")
+    assert d["action"].to_dict() == {"good": "keep", "weak": "rewrite", "broken": "drop", "small": "drop",
+                                     "unsafe": "drop", "dup": "drop"}
+    assert d.loc["broken", "reason"] == "image_corrupt"
+    assert d.loc["small", "reason"] == "image_too_small"
+    assert d.loc["unsafe", "reason"] == "nsfw"
+    assert d.loc["dup", "reason"] == "duplicate:exact_pair"
+    assert d.loc["weak", "reason"] == "low_text_quality=0.0 (filename); not_english"
+    assert bool(d.loc["weak", "nsfw_review"]) and not bool(d.loc["good", "nsfw_review"])
+
+
+def test_switches_change_decisions_without_rescoring():
+    d = decide(scores(), DecisionPolicy(rewrite=False, require_image_rules=False, drop_duplicates=False)).set_index("key")
+    assert d.loc["weak", "action"] == "drop" and d.loc["small", "action"] == "keep" and d.loc["dup", "action"] == "keep"
+
+
+def test_keep_expression_over_model_columns():
+    s = scores(mlm_itm=[80.0, 90.0, 10.0, 80.0, 80.0, 40.0], mlm_odf=[30.0, 30.0, 0.0, 30.0, 30.0, 30.0])
+    d = decide(s, DecisionPolicy(keep_expression="mlm_itm >= 66 and mlm_odf >= 20", drop_duplicates=False,
+                                 require_image_rules=False, nsfw_drop=1.1)).set_index("key")
+    assert d.loc["dup", "action"] == "rewrite" and "fails: mlm_itm >= 66" in d.loc["dup", "reason"]
+    assert d.loc["good", "action"] == "keep"
+
+
+def test_unknown_quality_column_is_a_clear_error():
+    with pytest.raises(KeyError, match="clip_score"):
+        decide(scores(), DecisionPolicy(quality_column="clip_score"))
+
+
+def test_thresholds_are_validated():
+    with pytest.raises(ValueError):
+        DecisionPolicy(keep_threshold=50, drop_threshold=60)
+    with pytest.raises(ValueError):
+        DecisionPolicy(fallback="maybe")
+
+
+def _lineage(rows):
+    frame = empty_lineage()
+    return pd.concat([frame, pd.DataFrame(rows)], ignore_index=True) if rows else frame
+
+
+def test_outcomes_follow_acceptance_and_fallback():
+    decisions = pd.DataFrame({
+        "shard": "s", "key": ["k", "r_ok", "r_low", "r_rej_keep", "r_rej_drop", "d"],
+        "action": ["keep", "rewrite", "rewrite", "rewrite", "rewrite", "drop"],
+        "reason": ["fine", "weak", "weak", "weak", "weak", "image_corrupt"],
+        "quality_column": "text_quality", "quality_before": [100, 30, 10, 70, 20, 100.0]})
+    captions = pd.Series({"k": "a", "r_ok": "b", "r_low": "c", "r_rej_keep": "d", "r_rej_drop": "e", "d": "f"})
+    lineage = _lineage([
+        {"key": "r_ok", "attempt": 1, "candidate_caption": "B!", "score_after": 90.0, "accepted": True,
+         "rewriter": "cleaner", "rewriter_version": "1", "reason": "improved"},
+        {"key": "r_low", "attempt": 1, "candidate_caption": "C", "score_after": 40.0, "accepted": True,
+         "rewriter": "cleaner", "rewriter_version": "1", "reason": "improved"},
+        {"key": "r_rej_keep", "attempt": 1, "candidate_caption": "D", "score_after": 60.0, "accepted": False,
+         "rewriter": "cleaner", "rewriter_version": "1", "reason": "score did not improve"},
+        {"key": "r_rej_drop", "attempt": 1, "candidate_caption": None, "score_after": np.nan, "accepted": False,
+         "rewriter": "cleaner", "rewriter_version": "1", "reason": "no candidate: no change"},
+    ])
+    out = resolve_outcomes(decisions, captions, lineage, DecisionPolicy(drop_threshold=65)).set_index("key")
+    assert out["outcome"].to_dict() == {"k": "kept", "r_ok": "rewritten", "r_low": "dropped",
+                                        "r_rej_keep": "kept", "r_rej_drop": "dropped", "d": "dropped"}
+    assert out.loc["r_ok", "final_caption"] == "B!" and out.loc["r_ok", "rewriter"] == "cleaner"
+    assert out.loc["r_ok", "quality_final"] == 90.0
+    assert out.loc["r_rej_keep", "final_caption"] == "d"
+    assert "kept original" in out.loc["r_rej_keep", "reason"]
+    assert "still weak after rewriting" in out.loc["r_low", "reason"]
+    assert out.loc["d", "final_caption"] is None
+    dropping = resolve_outcomes(decisions, captions, lineage, DecisionPolicy(drop_threshold=65, fallback="drop"))
+    assert dropping.set_index("key").loc["r_rej_keep", "outcome"] == "dropped"

@@ -1,0 +1,155 @@
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from curation_pipeline.models.loading import ModelUnavailableError
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.rewriting import aitqe
+from curation_pipeline.rewriting.aitqe import DEFAULT_INSTRUCTION, AitqeRewriter, parse_aitqe_output
+from curation_pipeline_tests import tiny_models
+
+NAN = math.nan
+# The reference inference script's example reply with --output_all (abridged explanations).
+FULL = (
+    '{"Recaption": "A man stands in front of a checklist of customer service questions, including '
+    "'Do you take each customer seriously?' and 'Do you qualify customers properly?'\", "
+    '"Overall Score": "2<Overall>", "Overall Explanation": "The caption is vague, and unrelated.", '
+    '"Text Quality Score": 3, "Text Quality Explanation": "Grammatical but vague.", '
+    '"Image-Text Matching Score": 2, "Image-Text Matching Explanation": "Unrelated.", '
+    '"Object Detail Score": 2, "Semantic Understanding Score": 2, '
+    '"Text/Chart Description Score": 2, "Text/Chart Description Explanation": "No text described."}'
+)
+SUBSCORES = {"text_quality": 3.0, "image_text_matching": 2.0, "object_detail": 2.0,
+             "semantic_understanding": 2.0, "text_chart_description": 2.0}
+
+# reply -> (recaption, overall, subscores, error substring or None)
+CASES = {
+    "full JSON": (FULL, FULL[len('{"Recaption": "'):FULL.index('", "Overall')], 2.0, SUBSCORES, None),
+    # Default generation stops at the <Overall> marker: cut off mid-value, no closing brace.
+    "stopped at marker": ('{"Recaption": "A brown dog runs on the beach.", "Overall Score": "3<Overall>',
+                          "A brown dog runs on the beach.", 3.0, {}, None),
+    "reference post-processing": ('{"Recaption": "A brown dog runs on the beach.", "Overall Score": "3<Overall}',
+                                  "A brown dog runs on the beach.", 3.0, {}, None),
+    "cut off mid-score": ('{"Recaption": "A red bus.", "Overall Score": "7', "A red bus.", 7.0, {}, None),
+    "cut off after a comma": ('{"Recaption": "A red bus.", "Overall Score": 7, "Text Qual',
+                              "A red bus.", 7.0, {}, None),
+    "python dict": ("{'Recaption': 'A dog\\'s ball on the grass', 'Overall Score': 8, 'Text Quality Score': '8/10'}",
+                    "A dog's ball on the grass", 8.0, {"text_quality": 8.0}, None),
+    "single quotes, apostrophe unescaped": ("{'recaption': 'A dog's ball', 'overall score': '6'",
+                                            "A dog's ball", 6.0, {}, None),
+    "unquoted keys": ('{Recaption: "Two kids, one in red, play in the sand", Overall Score: 7.5}',
+                      "Two kids, one in red, play in the sand", 7.5, {}, None),
+    "unquoted everything": ("Recaption: A red bus on a city street, at night\nOverall Score: 4/10",
+                            "A red bus on a city street, at night", 4.0, {}, None),
+    "prose and code fence": ('Sure! Here is my evaluation:\n```json\n{"recaption": "A cat on a mat.", '
+                             '"overall": "6/10"}\n```\nHope it helps.', "A cat on a mat.", 6.0, {}, None),
+    "key variant, inner quotes": ('{"Rewritten caption": "A girl sings "Happy Birthday" to her dad", '
+                                  '"Overall Score": 9}', 'A girl sings "Happy Birthday" to her dad', 9.0, {}, None),
+    "escaped quotes": ('{"Recaption": "A sign reads \\"Open\\"", "Overall Score": "8.5"}',
+                       'A sign reads "Open"', 8.5, {}, None),
+    "out of range": ('{"Recaption": "A dog", "Overall Score": 12, "Text Quality Score": 0}', "A dog", NAN,
+                     {"text_quality": NAN}, "overall score out of range 1-10: 12"),
+    "wrong scale": ('{"Recaption": "A dog", "Overall Score": "85/100"}', "A dog", NAN, {}, "not on the 1-10 scale"),
+    "not a number": ('{"Recaption": "A dog", "Overall Score": "eight"}', "A dog", NAN, {}, "not a number"),
+    "recaption cut off": ('{"Recaption": "A man climbs a rock wall while a wo', None, NAN, {}, "recaption cut off"),
+    "empty recaption": ('{"Recaption": "", "Overall Score": 9}', None, 9.0, {}, "empty recaption"),
+    "no recaption": ('{"Overall Score": 9, "Text Quality Score": 9}', None, 9.0, {"text_quality": 9.0},
+                     "no recaption"),
+    "gibberish": ("M\x13 near D rD rD}{", None, NAN, {}, "no recaption; no overall score"),
+    "empty": ("   ", None, NAN, {}, "empty output"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_parser(name):
+    reply, recaption, overall, subscores, error = CASES[name]
+    parsed = parse_aitqe_output(reply)
+    assert parsed.recaption == recaption
+    assert parsed.overall == pytest.approx(overall, nan_ok=True)
+    assert parsed.subscores == pytest.approx(subscores, nan_ok=True)
+    if error is None:
+        assert parsed.error is None
+    else:
+        assert error in parsed.error
+
+
+def test_refuses_without_trust_remote_code():
+    with pytest.raises(ValueError, match=r"'HymanH/AITQE'.*rewriter\.trust_remote_code"):
+        AitqeRewriter("HymanH/AITQE")
+    with pytest.raises(ValueError, match=r"\{caption\}"):
+        AitqeRewriter("HymanH/AITQE", instruction="Evaluate.", trust_remote_code=True)
+
+
+@pytest.fixture(scope="module")
+def images(flickr_dir):
+    return [Image.open(p).convert("RGB") for p in sorted((flickr_dir / "images").glob("*.jpg"))[:2]]
+
+
+def test_chat_backend_random_output_is_recorded_not_raised(tmp_path, images):
+    path = tiny_models.make_tiny_llava(tmp_path / "llava")
+    rewriter = AitqeRewriter(path, max_new_tokens=12, batch_size=1, trust_remote_code=True)
+    assert rewriter.generator.stop_strings == ["<Overall>"] and rewriter.prompt == DEFAULT_INSTRUCTION
+    candidates = rewriter.rewrite(PairBatch(["a", "b", "c"], ["A dog.", None, "x"], [images[0], images[1], None]))
+    for cand in candidates[:2]:
+        parsed = parse_aitqe_output(cand.raw)
+        assert cand.caption == parsed.recaption and cand.scores["aitqe_overall"] == pytest.approx(
+            parsed.overall, nan_ok=True)
+        assert cand.caption is not None or cand.error == parsed.error
+    assert (candidates[2].caption, candidates[2].error) == (None, "no image")
+
+
+class _FakeCustomModel(torch.nn.Module):
+    """Stands in for the released MMForCausalLM: bind_processor + generate over token ids."""
+
+    config = object()
+
+    def __init__(self, reply_ids):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.reply_ids, self.prompts, self.calls = reply_ids, [], []
+
+    def bind_processor(self, tokenizer, config=None):
+        def process(prompt):
+            ref = json.loads(prompt[len("<img_start>"):prompt.index("<img_end>")])
+            assert Image.open(ref["path"]).size == (40, 30) and ref["file_type"] == "I"
+            self.prompts.append(prompt)
+            return {"input_ids": torch.tensor([[5, 6, 7]])}
+        return process
+
+    def generate(self, input_ids, **kwargs):
+        self.calls.append(kwargs)
+        return torch.cat([input_ids, torch.tensor([self.reply_ids])], dim=1)
+
+
+class _FakeTokenizer:
+    replies = {(1,): '{"Recaption": "A brown dog on a beach.", "Overall Score": "3<Overall>'}
+
+    def batch_decode(self, ids, skip_special_tokens=True):
+        return [self.replies[tuple(row.tolist())] for row in ids]
+
+
+def test_custom_backend(monkeypatch):
+    def no_chat(*args, **kwargs):
+        raise ModelUnavailableError("aitqe", "not a chat model")
+
+    fake = _FakeCustomModel([1])
+    monkeypatch.setattr(aitqe, "load_vlm", no_chat)
+    monkeypatch.setattr(aitqe, "_load_custom", lambda model, device, dtype: (fake, _FakeTokenizer()))
+    monkeypatch.setattr(aitqe, "_prepare", lambda model: model)
+    rewriter = AitqeRewriter("HymanH/AITQE", max_new_tokens=99, trust_remote_code=True)
+    image = Image.new("RGB", (40, 30), "red")
+    [cand] = rewriter.rewrite(PairBatch(["k"], ["a dog"], [image]))
+    assert cand.caption == "A brown dog on a beach." and cand.scores == {"aitqe_overall": 3.0}
+    assert fake.prompts[0].endswith("<img_end>\n" + DEFAULT_INSTRUCTION.replace("{caption}", "a dog"))
+    assert fake.calls[0]["max_new_tokens"] == 99 and fake.calls[0]["stop_strings"] == ["<Overall>"]
+    assert fake.calls[0]["do_sample"] is False
+    assert not any(Path(json.loads(p[11:p.index("<img_end>")])["path"]).exists() for p in fake.prompts)
+
+
+def test_neither_backend_loads(tmp_path):
+    with pytest.raises(ModelUnavailableError, match="as a chat VLM.*as AITQE's custom model"):
+        AitqeRewriter(str(tmp_path), trust_remote_code=True)

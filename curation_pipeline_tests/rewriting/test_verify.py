@@ -1,0 +1,62 @@
+import math
+
+import pytest
+
+from curation_pipeline.rewriting.verify import AcceptanceRules, edit_ratio, judge, length_ratio
+from curation_pipeline.scoring.signals.embedding import caption_similarity
+
+
+# (original, candidate) -> (edit ratio, length ratio); edit = 1 - 2 * matched words / total words.
+PAIRS = [
+    ("A dog on the beach", "A dog on the beach", 0.0, 1.0),
+    ("A dog", "A dog on the beach", 1 - 4 / 7, 2.5),  # 2 words kept, 3 added
+    ("A dog on the beach", "A dog", 1 - 4 / 7, 0.4),
+    ("A dog runs", "A cat runs", 1 - 4 / 6, 1.0),  # one word swapped
+    ("IMG_2041.JPG A dog on the beach", "A dog on the beach", 1 - 10 / 11, 5 / 6),  # file name removed
+    ("red car", "blue sky", 1.0, 1.0),
+    ("A  dog\non grass", "A dog on grass", 0.0, 1.0),  # whitespace is not an edit
+    ("a dog", "A dog", 1 - 2 / 4, 1.0),  # case is: a word changed
+    ("", "", 0.0, math.nan),
+    (None, "A dog", 1.0, math.nan),
+    ("A dog", None, 1.0, 0.0),
+]
+
+
+@pytest.mark.parametrize("original, candidate, edit, length", PAIRS)
+def test_minimality_measures(original, candidate, edit, length):
+    assert edit_ratio(original, candidate) == pytest.approx(edit)
+    assert length_ratio(original, candidate) == pytest.approx(length, nan_ok=True)
+
+
+def test_minilm_similarity_on_caption_pairs():
+    originals = ["A dog runs on the beach.", "A dog runs on the beach.", "A dog runs on the beach.",
+                 "Two children play football in a park."]
+    candidates = ["A dog runs on the beach.", "A dog is running along the sand by the sea.",
+                  "Quarterly earnings rose by five percent.", "Kids kick a ball around on the grass."]
+    identical, paraphrase, unrelated, paraphrase2 = caption_similarity(originals, candidates)
+    assert identical == pytest.approx(1.0, abs=1e-5)
+    assert paraphrase > 0.6 and paraphrase2 > 0.5
+    assert unrelated < 0.2 and paraphrase > unrelated + 0.4
+
+
+RULES = AcceptanceRules(min_improvement=5, max_edit_ratio=0.5, min_length_ratio=0.5, max_length_ratio=2.0,
+                        min_similarity=0.7)
+
+
+@pytest.mark.parametrize("before, after, edit, length, sim, accepted, reason", [
+    (60, 90, 0.2, 1.0, 0.9, True, "score improved 60 -> 90"),
+    (math.nan, 10, 0.2, 1.0, 0.9, True, "score improved 0 -> 10"),  # unscored original counts as 0
+    (60, math.nan, 0.2, 1.0, 0.9, False, "rewrite could not be scored"),
+    (60, 64, 0.2, 1.0, 0.9, False, "score did not improve enough (60 -> 64, need +5)"),
+    (60, 90, 0.6, 1.0, 0.9, False, "edit ratio 0.60 > 0.5 (not minimal)"),
+    (60, 90, 0.2, 0.4, 0.9, False, "length ratio 0.40 < 0.5"),
+    (60, 90, 0.2, 2.5, 0.9, False, "length ratio 2.50 > 2"),
+    (60, 90, 0.2, 1.0, 0.5, False, "semantic similarity 0.50 < 0.7 (meaning changed)"),
+    (60, 90, 0.2, math.nan, math.nan, True, "score improved 60 -> 90"),  # unknown bounds do not reject
+])
+def test_judge(before, after, edit, length, sim, accepted, reason):
+    assert judge(before, after, edit, length, sim, RULES) == (accepted, reason)
+
+
+def test_disabled_bounds_accept_any_improvement():
+    assert judge(10, 11, 1.0, 9.0, -1.0, AcceptanceRules())[0]
