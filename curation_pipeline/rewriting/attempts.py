@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.rewriting.base import Rewriter
+from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
 from curation_pipeline.rewriting.verify import AcceptanceRules, edit_ratio, judge, length_ratio
 
 LINEAGE_COLUMNS = [
@@ -35,9 +35,7 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
     rows: list[dict] = []
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for batch in batches:
-        candidates = rewriter.rewrite(batch)
-        if len(candidates) != len(batch):
-            raise RuntimeError(f"{rewriter.ident} returned {len(candidates)} candidates for {len(batch)} pairs")
+        candidates = rewrite_with_retry(rewriter, batch)
         usable = [i for i, c in enumerate(candidates) if c.caption]
         after = np.full(len(batch), math.nan)
         if usable:
@@ -69,6 +67,21 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
                 "run_id": run_id, "created_at": now,
             })
     return pd.DataFrame(rows, columns=LINEAGE_COLUMNS) if rows else empty_lineage()
+
+
+def rewrite_with_retry(rewriter: Rewriter, batch: PairBatch) -> list[RewriteCandidate]:
+    """Rewrite a batch; on failure (an exception, out of memory) halve it down to single pairs,
+    and a pair that still fails gets no candidate, with the reason, instead of stopping the shard."""
+    try:
+        candidates = rewriter.rewrite(batch)
+    except Exception as exc:  # model code raises anything, torch OOM included
+        if len(batch) <= 1:
+            return [RewriteCandidate(None, error=f"rewriter failed: {type(exc).__name__}: {exc}"[:300])]
+        half = max(len(batch) // 2, 1)
+        return [c for part in batch.chunks(half) for c in rewrite_with_retry(rewriter, part)]
+    if len(candidates) != len(batch):
+        raise RuntimeError(f"{rewriter.ident} returned {len(candidates)} candidates for {len(batch)} pairs")
+    return candidates
 
 
 def _scores_text(scores: dict[str, float]) -> str | None:

@@ -176,6 +176,9 @@ class ShardReader:
                 self._skip("no_extension", member=name)
                 continue
             ext = ext.lower()
+            if key.startswith("/") or ".." in key.split("/"):
+                self._skip("unsafe_key", key=key, member=name, detail="absolute path or '..' in the key")
+                continue
             if current is None or key != current.key:
                 if current is not None and not current.duplicate:
                     yield current

@@ -58,9 +58,12 @@ class Warehouse:
     @contextlib.contextmanager
     def atomic_open(self, path: str) -> Iterator[IO[bytes]]:
         """Write to a temporary sibling, then rename: readers never see a partial file."""
-        parent = path.rsplit("/", 1)[0]
+        parent, name = path.rsplit("/", 1)
         self.fs.makedirs(parent, exist_ok=True)
-        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
+        for orphan in self.fs.glob(f"{parent}/.tmp-*-{name}"):  # left by a killed writer of this file
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(orphan)
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{name}"
         try:
             with self.fs.open(tmp, "wb") as handle:
                 yield handle

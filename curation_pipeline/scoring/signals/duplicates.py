@@ -43,6 +43,7 @@ KINDS = (None, "near_caption", "near_image", "exact_image", "exact_pair")  # wea
 _RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 _PHASH_SIZE = 32
 _PHASH_LOW = 8
+_FLAT_STD = 1.0  # grey levels, at 32x32
 _NON_WORD = re.compile(r"[\W_]+")
 _CHUNK_CELLS = 8_000_000  # pairwise work per numpy step: ~64 MB of uint64, bounded memory
 
@@ -68,11 +69,17 @@ def pixel_sha(image: Image.Image) -> str:
     return digest.hexdigest()[:32]
 
 
-def phash(image: Image.Image) -> str:
+def phash(image: Image.Image) -> str | None:
     """64-bit DCT perceptual hash as 16 hex digits, built like ``imagehash.phash``: 32x32
-    luma, the 8x8 lowest DCT frequencies, each bit set where above their median."""
-    gray = image.convert("L").resize((_PHASH_SIZE, _PHASH_SIZE), Image.LANCZOS)
-    low = _DCT @ np.asarray(gray, dtype=np.float64) @ _DCT.T
+    luma, the 8x8 lowest DCT frequencies, each bit set where above their median.
+
+    None for a flat image (luma std under ``_FLAT_STD``): it has no structure to hash,
+    and every flat frame, black or white, would hash alike. Exact hashes still match it.
+    """
+    pixels = np.asarray(image.convert("L").resize((_PHASH_SIZE, _PHASH_SIZE), Image.LANCZOS), dtype=np.float64)
+    if pixels.std() < _FLAT_STD:
+        return None
+    low = _DCT @ pixels @ _DCT.T
     bits = (low > np.median(low)).ravel()
     return f"{int(np.packbits(bits).view('>u8')[0]):016x}"
 
@@ -114,6 +121,7 @@ class DuplicateSignals(Scorer):
             else:
                 try:
                     sha, ph = pixel_sha(image), phash(image)
+                    error = None if ph else "flat image: no perceptual hash"
                 except Exception as exc:  # one odd image must not fail the batch
                     error = f"{type(exc).__name__}: {exc}"[:200]
             shas.append(sha)

@@ -78,6 +78,17 @@ def test_lossless_copy_has_the_same_pixel_hash(shard):
     assert shard["dup_image_sha"][3] == shard["dup_image_sha"][4]
 
 
+def test_flat_frames_have_no_phash_but_exact_copies_still_match(signals):
+    black, white = Image.new("RGB", (64, 48)), Image.new("RGB", (64, 48), (255, 255, 255))
+    frame = signals.score(PairBatch(["a", "b", "c"], ["x", "y", "z"], [black, white, black.copy()]))
+    assert frame["dup_phash"].isna().all()
+    assert frame["dup_error"].str.startswith("flat image").all()
+    frame["key"] = ["a", "b", "c"]
+    out = assign_duplicate_groups(frame, None, pd.Series([0.1, 0.2, 0.3]))
+    assert out["dup_kind"].tolist() == ["exact_image", None, "exact_image"]
+    assert out["dup_keep"].tolist() == [False, True, True]
+
+
 def test_caption_normalisation():
     assert normalise_caption("  A Dog,  running!! ") == "a dog running"
     assert caption_norm_sha("A dog running .") == caption_norm_sha("a DOG -- running")

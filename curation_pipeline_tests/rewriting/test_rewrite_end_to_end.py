@@ -1,0 +1,97 @@
+"""Generation -> re-scoring -> acceptance on real photos with tiny random-weight VLMs.
+
+Random models write random captions; what is tested is that every one of them is
+accepted or rejected exactly as the rules say, and that the lineage row records the
+numbers the decision was made on.
+"""
+
+import math
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.rewriting.aitqe import AitqeRewriter
+from curation_pipeline.rewriting.attempts import LINEAGE_COLUMNS, rewrite_batches
+from curation_pipeline.rewriting.verify import AcceptanceRules, edit_ratio, judge, length_ratio
+from curation_pipeline.rewriting.vlm import VlmRewriter
+from curation_pipeline.scoring.signals.embedding import caption_similarity
+from curation_pipeline.scoring.text_quality import CaptionTextQuality
+from curation_pipeline_tests import tiny_models
+
+WEAK_CAPTIONS = [
+    "IMG_2041.JPG", "dog", "A DOG RUNNING ON THE GRASS", "click to enlarge stock photo of kids",
+    None, "girl girl girl girl girl girl", "www.example.com", "A man climbs a rock wall.",
+]
+# Bounds tight enough that random text fails some of them, loose enough that some pass.
+STRICT = AcceptanceRules(min_improvement=1.0, max_edit_ratio=0.95, min_length_ratio=0.3,
+                         max_length_ratio=6.0, min_similarity=0.05)
+LOOSE = AcceptanceRules(min_improvement=-100.0)
+
+
+@pytest.fixture(scope="module")
+def pairs(flickr_dir):
+    paths = sorted((flickr_dir / "images").glob("*.jpg"))[:len(WEAK_CAPTIONS)]
+    images = [Image.open(p).convert("RGB") for p in paths]
+    return PairBatch([p.stem for p in paths], list(WEAK_CAPTIONS), images)
+
+
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory):
+    return tiny_models.make_tiny_llava(tmp_path_factory.mktemp("llava"))
+
+
+def _run(rewriter, pairs, rules) -> pd.DataFrame:
+    scorer = CaptionTextQuality()
+    before = dict(zip(pairs.keys, scorer.score(pairs)["text_quality"]))
+    return rewrite_batches(pairs.chunks(4), shard="s-000", rewriter=rewriter, rescore=scorer.score,
+                           score_column="text_quality", scores_before=before, rules=rules, run_id="r1",
+                           similarity=caption_similarity)
+
+
+def _assert_rows_follow_rules(lineage: pd.DataFrame, pairs: PairBatch, rules: AcceptanceRules) -> None:
+    assert list(lineage.columns) == LINEAGE_COLUMNS and lineage["key"].tolist() == pairs.keys
+    for row in lineage.itertuples():
+        if row.candidate_caption is None:
+            assert not row.accepted and row.reason.startswith("no candidate: ")
+            continue
+        assert row.score_after == CaptionTextQuality().score(PairBatch(["k"], [row.candidate_caption]))[
+            "text_quality"][0]
+        assert row.edit_ratio == edit_ratio(row.original_caption, row.candidate_caption)
+        assert row.length_ratio == pytest.approx(length_ratio(row.original_caption, row.candidate_caption),
+                                                 nan_ok=True)
+        expected_sim = caption_similarity([row.original_caption or ""], [row.candidate_caption])[0]
+        assert row.semantic_similarity == pytest.approx(expected_sim, abs=1e-4)
+        assert (row.accepted, row.reason) == judge(row.score_before, row.score_after, row.edit_ratio,
+                                                   row.length_ratio, row.semantic_similarity, rules)
+
+
+def test_vlm_rewrites_are_judged_exactly_by_the_rules(llava, pairs):
+    rewriter = VlmRewriter(llava, max_new_tokens=10, batch_size=4)
+    strict, loose = _run(rewriter, pairs, STRICT), _run(rewriter, pairs, LOOSE)
+    _assert_rows_follow_rules(strict, pairs, STRICT)
+    _assert_rows_follow_rules(loose, pairs, LOOSE)
+    assert (strict["prompt_hash"] == rewriter.prompt_hash).all() and (strict["rewriter"] == "vlm").all()
+    assert strict["candidate_caption"].tolist() == loose["candidate_caption"].tolist()  # greedy
+    usable = strict["candidate_caption"].notna()
+    assert usable.sum() >= len(pairs) // 2
+    assert loose.loc[usable, "accepted"].all()
+    assert not strict["accepted"].all()  # random text fails the minimality bounds somewhere
+
+
+def test_rewriter_without_output_gives_rejected_rows(llava, pairs, monkeypatch):
+    rewriter = VlmRewriter(llava, max_new_tokens=2)
+    monkeypatch.setattr(rewriter.generator, "generate", lambda images, texts: ["\n"] * len(images))
+    lineage = _run(rewriter, pairs, LOOSE)
+    assert not lineage["accepted"].any()
+    assert set(lineage["reason"]) == {"no candidate: empty output"}
+    assert lineage["rewriter_output"].eq("\n").all() and lineage["score_after"].map(math.isnan).all()
+
+
+def test_aitqe_random_output_is_rejected_with_its_parse_error(llava, pairs):
+    rewriter = AitqeRewriter(llava, max_new_tokens=8, trust_remote_code=True)
+    lineage = _run(rewriter, pairs, LOOSE)
+    _assert_rows_follow_rules(lineage, pairs, LOOSE)
+    assert lineage["rewriter"].eq("aitqe").all() and lineage["rewriter_scores"].str.contains("aitqe_overall").all()
+    assert lineage.loc[lineage["candidate_caption"].isna(), "reason"].str.contains("no recaption").all()
