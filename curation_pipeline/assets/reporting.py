@@ -5,6 +5,7 @@ import dagster as dg
 
 from curation_pipeline.assets.curation import curated_shards
 from curation_pipeline.assets.metadata import numbers, table
+from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.reporting.report import build_report, report_markdown
 from curation_pipeline.resources import WarehouseResource
 
@@ -20,9 +21,14 @@ from curation_pipeline.resources import WarehouseResource
 def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     report = build_report(warehouse.warehouse())
     context.log.info(f"report written to {report.db_path}")
+    kept = report.quality[report.quality["outcome"].ne("dropped")]
+    chart = markdown_image(histogram_png(
+        {"original (all pairs)": report.quality["quality_before"].to_numpy(dtype=float),
+         "final (kept pairs)": kept["quality_final"].to_numpy(dtype=float)},
+        "caption quality, all shards", "quality score"), "quality before and after")
     return dg.MaterializeResult(metadata={
         **numbers(report.overall),
-        "summary": dg.MetadataValue.md(report_markdown(report)),
+        "summary": dg.MetadataValue.md(report_markdown(report) + "\n\n" + chart),
         "shards": table(report.shards),
         "rewriters": table(report.rewriters),
         "db_path": dg.MetadataValue.path(report.db_path),

@@ -19,7 +19,8 @@ from curation_pipeline.storage.warehouse import TABLES, Warehouse
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NOT_SCORES = {"shard", "key", "width", "height", "image_bytes", "caption_chars", "n_frames"}
-REPORT_TABLES = ("shard_summary", "drop_reasons", "score_distribution", "caption_lengths", "rewriter_summary", "overall")
+REPORT_TABLES = ("shard_summary", "drop_reasons", "score_distribution", "caption_lengths", "rewriter_summary",
+                 "rewrite_distributions", "overall")
 VIEW_NAMES = {"caption_decisions": "decisions", "rewritten_captions": "rewrites"}
 
 
@@ -32,6 +33,8 @@ class Report:
     scores: pd.DataFrame
     lengths: pd.DataFrame
     rewriters: pd.DataFrame
+    rewrite_distributions: pd.DataFrame
+    quality: pd.DataFrame  # per pair: quality before / final and outcome, for the overall charts
 
 
 def _quote(name: str) -> str:
@@ -146,6 +149,19 @@ def build_report(warehouse: Warehouse) -> Report:
                    avg(semantic_similarity) FILTER (WHERE accepted) AS mean_similarity
             FROM {"rewrites" if "rewrites" in views else "(SELECT NULL::VARCHAR AS rewriter, NULL::BOOLEAN AS accepted, NULL::DOUBLE AS score_after, NULL::DOUBLE AS score_before, NULL::DOUBLE AS edit_ratio, NULL::DOUBLE AS length_ratio, NULL::DOUBLE AS semantic_similarity WHERE false)"}
             GROUP BY rewriter ORDER BY rewriter""")
+        con.execute(f"""
+            CREATE TABLE rewrite_distributions AS
+            WITH m AS (
+              UNPIVOT (SELECT rewriter, accepted, score_before, score_after, edit_ratio, length_ratio,
+                              semantic_similarity,
+                              len(string_split(trim(coalesce(original_caption, '')), ' '))::DOUBLE AS words_before,
+                              len(string_split(trim(coalesce(candidate_caption, '')), ' '))::DOUBLE AS words_after
+                       FROM {"rewrites" if "rewrites" in views else "(SELECT NULL::VARCHAR AS rewriter, NULL::BOOLEAN AS accepted, NULL::DOUBLE AS score_before, NULL::DOUBLE AS score_after, NULL::DOUBLE AS edit_ratio, NULL::DOUBLE AS length_ratio, NULL::DOUBLE AS semantic_similarity, NULL::VARCHAR AS original_caption, NULL::VARCHAR AS candidate_caption WHERE false)"})
+              ON score_before, score_after, edit_ratio, length_ratio, semantic_similarity, words_before, words_after
+              INTO NAME measure VALUE value)
+            SELECT rewriter, accepted, measure, count(value) AS n, avg(value) AS mean,
+                   quantile_cont(value, 0.1) AS p10, quantile_cont(value, 0.5) AS p50, quantile_cont(value, 0.9) AS p90
+            FROM m WHERE isfinite(value) GROUP BY ALL ORDER BY rewriter, accepted DESC, measure""")
         con.execute("""
             CREATE TABLE overall AS
             SELECT count(*) AS shards, sum(pairs_read)::BIGINT AS pairs_read, sum(decoded)::BIGINT AS decoded, sum(kept)::BIGINT AS kept,
@@ -163,6 +179,8 @@ def build_report(warehouse: Warehouse) -> Report:
             scores=con.execute("SELECT * FROM score_distribution").df(),
             lengths=con.execute("SELECT * FROM caption_lengths").df(),
             rewriters=con.execute("SELECT * FROM rewriter_summary").df(),
+            rewrite_distributions=con.execute("SELECT * FROM rewrite_distributions").df(),
+            quality=con.execute("SELECT outcome, quality_before, quality_final FROM final_captions").df(),
         )
         con.execute("CHECKPOINT")
     finally:
@@ -183,6 +201,9 @@ def report_markdown(report: Report) -> str:
         "", "### Drop reasons", "",
         _md(report.drop_reasons.groupby("reason", as_index=False)["pairs"].sum().sort_values("pairs", ascending=False)),
         "", "### Rewriters", "", _md(report.rewriters),
+        "", "### Rewrites before / after (accepted)", "",
+        _md(report.rewrite_distributions[report.rewrite_distributions["accepted"].fillna(False).astype(bool)]
+            .drop(columns=["accepted"])),
         "", f"Query it: `duckdb {report.db_path}` then `SELECT * FROM shard_summary;`",
     ]
     return "\n".join(lines)
