@@ -31,6 +31,32 @@ def _quiet() -> dict:
     return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]:
+    """Run each shard's job, then the report; returns what failed."""
+    from tqdm import tqdm
+
+    instance.add_dynamic_partitions("shards", [s for s in selected if not instance.has_dynamic_partition("shards", s)])
+    job = defs.resolve_job_def("curate_shards")
+    failed = []
+    for shard in tqdm(selected, desc="shards", unit="shard"):
+        result = job.execute_in_process(partition_key=shard, instance=instance, raise_on_error=False,
+                                        run_config=_quiet())
+        checks = [c for c in result.get_asset_check_evaluations() if not c.passed]
+        for c in checks:
+            click.echo(f"  {shard}: check {c.check_name} failed: {c.description}", err=True)
+        if not result.success:
+            failed.append(shard)
+            errors = [e.message for e in result.all_events if e.is_failure and e.message]
+            if errors and not checks:
+                click.echo(f"  {shard}: {errors[-1]}", err=True)
+    if report and len(failed) < len(selected):
+        result = defs.resolve_job_def("quality_report_job").execute_in_process(
+            instance=instance, raise_on_error=False, run_config=_quiet())
+        if not result.success:
+            failed.append("quality_report")
+    return failed
+
+
 def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, rewriter: str,
                rewriter_model: str, clip_model: str, mlm_model: str, report: bool) -> int:
     """Register the shards as partitions, materialize each, then the report; returns an exit code."""
@@ -59,26 +85,8 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
         raise BadInput(str(exc)) from exc
     defs = build_definitions(raw_root=raw, warehouse_root=warehouse, scoring=scoring, rewriter=rewriting)
     _dagster_home()
-    instance = dg.DagsterInstance.get()
-    instance.add_dynamic_partitions("shards", [s for s in selected if not instance.has_dynamic_partition("shards", s)])
-    job = defs.resolve_job_def("curate_shards")
-    failed = []
-    for shard in tqdm(selected, desc="shards", unit="shard"):
-        result = job.execute_in_process(partition_key=shard, instance=instance, raise_on_error=False,
-                                        run_config=_quiet())
-        checks = [c for c in result.get_asset_check_evaluations() if not c.passed]
-        for c in checks:
-            click.echo(f"  {shard}: check {c.check_name} failed: {c.description}", err=True)
-        if not result.success:
-            failed.append(shard)
-            errors = [e.message for e in result.all_events if e.is_failure and e.message]
-            if errors and not checks:
-                click.echo(f"  {shard}: {errors[-1]}", err=True)
-    if report and len(failed) < len(selected):
-        result = defs.resolve_job_def("quality_report_job").execute_in_process(
-            instance=instance, raise_on_error=False, run_config=_quiet())
-        if not result.success:
-            failed.append("quality_report")
+    with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
+        failed = _materialize(defs, instance, selected, report)
     from curation_pipeline.storage.warehouse import Warehouse
 
     wh = Warehouse(warehouse)

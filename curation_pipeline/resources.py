@@ -98,8 +98,9 @@ class ScoringResource(dg.ConfigurableResource):
 
 
 @lru_cache(maxsize=4)
-def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams: int,
+def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams: int, batch_size: int,
               device: str, trust_remote_code: bool) -> Rewriter:
+    generation = {"max_new_tokens": max_new_tokens} if max_new_tokens > 0 else {}
     if kind == "cleaner":
         from curation_pipeline.rewriting.cleaner import CaptionCleaner
 
@@ -107,13 +108,13 @@ def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams
     if kind == "vlm":
         from curation_pipeline.rewriting.vlm import VlmRewriter
 
-        return VlmRewriter(model, prompt=prompt or None, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                           device=device or None, trust_remote_code=trust_remote_code)
+        return VlmRewriter(model, prompt=prompt or None, num_beams=num_beams, batch_size=batch_size,
+                           device=device or None, trust_remote_code=trust_remote_code, **generation)
     if kind == "aitqe":
         from curation_pipeline.rewriting.aitqe import AitqeRewriter
 
-        return AitqeRewriter(model, max_new_tokens=max_new_tokens, device=device or None,
-                             trust_remote_code=trust_remote_code)
+        return AitqeRewriter(model, instruction=prompt or None, batch_size=batch_size, device=device or None,
+                             trust_remote_code=trust_remote_code, **generation)
     raise ValueError(f"unknown rewriter kind {kind!r}; choose cleaner, vlm or aitqe")
 
 
@@ -122,15 +123,15 @@ class RewriterResource(dg.ConfigurableResource):
 
     kind: str = Field(default="cleaner", description="cleaner | vlm | aitqe")
     model: str = Field(default="", description="HuggingFace id or local path (vlm, aitqe).")
-    prompt: str = Field(default="", description="Rewrite prompt (vlm); empty uses the built-in minimal-edit prompt.")
-    max_new_tokens: int = Field(default=64, description="Generation budget per caption.")
+    prompt: str = Field(default="", description="Rewrite prompt with a {caption} placeholder (vlm) or AITQE instruction; empty = built-in.")
+    max_new_tokens: int = Field(default=0, description="Generation budget per caption; 0 = the rewriter's default (vlm 64, aitqe 256).")
     num_beams: int = Field(default=1, description="1 = greedy; >1 = beam search.")
     batch_size: int = Field(default=8, description="Captions rewritten together.")
     device: str = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
     trust_remote_code: bool = Field(default=False, description="Allow the model's own code (needed for AITQE).")
 
     def rewriter(self) -> Rewriter:
-        return _rewriter(self.kind, self.model, self.prompt, self.max_new_tokens, self.num_beams,
+        return _rewriter(self.kind, self.model, self.prompt, self.max_new_tokens, self.num_beams, self.batch_size,
                          self.device, self.trust_remote_code)
 
 

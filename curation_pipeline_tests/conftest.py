@@ -52,3 +52,4 @@ def curated(tmp_path_factory):
     shards = ["sample-000000", "sample-000001"]
     instance, results = run_pipeline(RAW_SAMPLES, warehouse, shards)
     return {"warehouse": warehouse, "shards": shards, "instance": instance, "results": results}
+

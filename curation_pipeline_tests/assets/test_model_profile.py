@@ -40,3 +40,34 @@ def test_full_profile_scores_and_selects_with_model_columns(tmp_path, models):
     versions = wh.table_metadata("quality_scores", shard)["scorers"]
     assert models["clip"] in versions and "mlm" in versions
     assert not math.isnan(scores.loc[decoded, "mlm_itm"].mean())
+
+
+def test_vlm_rewriter_partition_records_verified_lineage(tmp_path, models):
+    from curation_pipeline.resources import RewriterResource
+    from curation_pipeline.rewriting.verify import AcceptanceRules, judge
+
+    shard = "sample-000001"
+    rewriter = RewriterResource(kind="vlm", model=models["mlm"], max_new_tokens=12, batch_size=8)
+    policy = PolicyResource(min_similarity=0.2, max_edit_ratio=0.95, drift_max_kl=10, drift_mean_ratio_min=0,
+                            drift_mean_ratio_max=10, drift_quantile_tolerance=10)
+    _, results = run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=True, scoring=ScoringResource(profile="text"),
+                              rewriter=rewriter, policy=policy)
+    assert results[shard].success and results["quality_report"].success
+    wh = Warehouse(str(tmp_path))
+    lineage = wh.read_table("rewritten_captions", shard)
+    decisions = wh.read_table("caption_decisions", shard)
+    assert set(lineage["key"]) == set(decisions.loc[decisions["action"].eq("rewrite"), "key"])
+    assert lineage["rewriter"].eq("vlm").all() and lineage["prompt_hash"].str.len().eq(16).all()
+    assert lineage["rewriter_version"].str.contains(models["mlm"], regex=False).all()
+    rules = AcceptanceRules(min_improvement=1.0, max_edit_ratio=0.95, min_similarity=0.2)
+    for row in lineage.itertuples():
+        if row.candidate_caption is None:
+            assert not row.accepted and row.reason.startswith("no candidate")
+            continue
+        expected = judge(row.score_before, row.score_after, row.edit_ratio, row.length_ratio,
+                         row.semantic_similarity, rules)
+        assert (row.accepted, row.reason) == expected
+    final = wh.read_table("final_captions", shard).set_index("key")
+    for row in lineage[lineage["accepted"]].itertuples():
+        if final.loc[row.key, "outcome"] == "rewritten":
+            assert final.loc[row.key, "final_caption"] == row.candidate_caption

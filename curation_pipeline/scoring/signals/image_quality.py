@@ -54,7 +54,7 @@ def gray_entropy(gray: np.ndarray) -> float:
     """Shannon entropy of the 256-bin histogram in bits: 0 for a flat image, 8 at most."""
     p = np.bincount(gray.ravel(), minlength=256) / gray.size
     p = p[p > 0]
-    return float(-(p * np.log2(p)).sum()) + 0.0
+    return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0: a flat image gives 0.0, not -0.0
 
 
 class ImageQualityScorer(Scorer):

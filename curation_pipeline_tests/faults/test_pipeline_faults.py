@@ -1,0 +1,245 @@
+"""Every bad-input case in one shard through the whole Dagster job: the run succeeds, no good
+pair is lost, and each bad member is a counted, reported skip or a row with its status.
+
+The reader-level behaviour is in ``shards/test_reader.py``; this proves it end to end
+(metadata, Parquet, curated tar, DuckDB report) and covers the cases that are not a
+member: an empty shard, a bad shard name, a missing raw location.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from curation_pipeline.cli import EXIT_BAD_INPUT, main
+from curation_pipeline.automation import new_shards_sensor
+from curation_pipeline.resources import ScoringResource, WarehouseResource
+from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
+
+pytestmark = pytest.mark.faults
+
+EXPECTED_SKIPS = {  # reason -> members, for the hostile shard
+    "unsupported_member": {"pk.pyd", "pk.pickle", "pk.pth", "unk.xyz"},
+    "unsafe_key": {"../evil.jpg", "../evil.txt", "/abs/evil.jpg", "/abs/evil.txt"},
+    "duplicate_key": {"good000000.jpg"},
+    "unreadable_member": {None},  # the member cut in half (webdataset's handler)...
+    "truncated_tar": {None},  # ...and the end of the stream
+}
+EXPECTED_STATUS = {"zero": "empty", "corrupt": "corrupt", "noimg": "missing", "bomb": "too_large",
+                   "nocap": "ok", "latin1": "ok", "huge": "ok", "cmyk": "ok", "png16": "ok", "palette": "ok",
+                   "anim": "ok", "pk": "ok", "unk": "ok"}
+EXPECTED_DROP = {"zero": "image_missing", "noimg": "image_missing", "corrupt": "image_corrupt",
+                 "bomb": "image_too_large"}
+
+
+def curated_members(path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def metadata(result, node: str) -> dict:
+    (event,) = result.asset_materializations_for_node(node)
+    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+
+
+def test_hostile_shard_run_succeeds_and_every_good_pair_is_curated(hostile_run):
+    hostile, _, results = hostile_run
+    for name, result in results.items():
+        assert result.success, name
+    tar = curated_members(hostile.warehouse / "curated" / "hostile.tar")
+    for key, image in hostile.good.items():
+        assert tar[f"{key}.jpg"] == image, key  # original bytes; the later duplicate key did not win
+        assert tar[f"{key}.txt"].decode() == hostile.good_captions[key]
+    # pairs beside bad members, odd image modes and repaired captions are kept too
+    for key in ("latin1", "huge", "pk", "unk", *hostile.odd_modes):
+        assert any(name.startswith(f"{key}.") for name in tar), key
+    assert len(tar["huge.txt"].decode()) <= 10_000
+    assert "\ufffd" in tar["latin1.txt"].decode()
+    # nothing bad was published
+    published = {name.rsplit(".", 1)[0] for name in tar}
+    assert not published & {"zero", "corrupt", "noimg", "bomb", "tail", "../evil", "/abs/evil", "evil"}
+    assert all(not name.startswith(("/", "..")) and "/" not in name for name in tar)
+
+
+def test_hostile_shard_rows_statuses_and_drop_reasons(hostile_run):
+    hostile, _, _ = hostile_run
+    wh = Warehouse(str(hostile.warehouse))
+    pairs = wh.read_table("pairs", "hostile").set_index("key")
+    assert set(pairs.index) == set(hostile.good) | set(EXPECTED_STATUS)  # 'tail' was cut off mid-image
+    assert pairs["decode_status"][list(EXPECTED_STATUS)].to_dict() == EXPECTED_STATUS
+    assert "200000000 pixels" in pairs["decode_error"]["bomb"]  # PIL's own bomb guard names the size
+    assert pairs["image_mode"][list(hostile.odd_modes)].to_dict() == {
+        "cmyk": "CMYK", "png16": "I;16", "palette": "P", "anim": "P"}
+    assert pairs["n_frames"]["anim"] == 3
+    assert pairs["caption_problem"]["latin1"] == "invalid utf-8 replaced"
+    assert pairs["caption_problem"]["huge"] == "truncated from 1000000 chars"
+    assert pd.isna(pairs["caption"]["nocap"])
+    final = wh.read_table("final_captions", "hostile").set_index("key")
+    assert final["reason"][list(EXPECTED_DROP)].to_dict() == EXPECTED_DROP
+    assert final["outcome"]["nocap"] == "dropped" and "no caption" in final["reason"]["nocap"]
+    assert set(final.loc[list(hostile.good), "outcome"]) <= {"kept", "rewritten"}
+
+
+def test_skips_are_counted_in_partition_metadata(hostile_run):
+    _, _, results = hostile_run
+    meta = metadata(results["hostile"], "pairs")
+    n_skips = sum(len(m) for m in EXPECTED_SKIPS.values())
+    assert meta["skipped_members"] == n_skips
+    assert meta["pairs"] == len(EXPECTED_STATUS) + 6
+    assert meta["undecodable"] == 4 and meta["no_caption"] == 1
+    for reason, members in EXPECTED_SKIPS.items():
+        assert f"| {reason} | {len(members)} |" in meta["skips"], reason
+    for status in ("empty", "corrupt", "missing", "too_large"):
+        assert f"| {status} | 1 |" in meta["decode_status"]
+    preview = {(r.data["reason"], r.data["member"]) for r in meta["skipped_members_preview"].records}
+    assert preview == {(reason, m) for reason, ms in EXPECTED_SKIPS.items() for m in ms}
+    assert any("truncated_tar" in (r.data["reason"] or "") and "after" in r.data["detail"]
+               for r in meta["skipped_members_preview"].records)
+
+
+def test_skips_are_in_the_report(hostile_run):
+    hostile, _, _ = hostile_run
+    con = duckdb.connect(str(hostile.warehouse / "quality.duckdb"), read_only=True)
+    try:
+        summary = con.execute("SELECT pairs_read, skipped_members FROM shard_summary WHERE shard = ?",
+                              ["hostile"]).fetchone()
+        skips = con.execute("SELECT reason, member FROM skips WHERE shard = ?", ["hostile"]).fetchall()
+        statuses = dict(con.execute("SELECT decode_status, count(*) FROM pairs WHERE shard = ? GROUP BY ALL",
+                                    ["hostile"]).fetchall())
+        problems = con.execute("SELECT count(*) FROM pairs WHERE shard = ? AND caption_problem IS NOT NULL",
+                               ["hostile"]).fetchone()[0]
+    finally:
+        con.close()
+    n_skips = sum(len(m) for m in EXPECTED_SKIPS.values())
+    assert summary == (len(EXPECTED_STATUS) + 6, n_skips)
+    assert {(r, m) for r, m in skips} == {(reason, m) for reason, ms in EXPECTED_SKIPS.items() for m in ms}
+    assert statuses == {"ok": 6 + 9, "empty": 1, "corrupt": 1, "missing": 1, "too_large": 1}
+    assert problems == 2
+
+
+def test_empty_shards_run_to_an_empty_curated_shard(hostile_run):
+    hostile, _, results = hostile_run
+    wh = Warehouse(str(hostile.warehouse))
+    for shard in ("empty", "zerobytes"):
+        assert results[shard].success, shard
+        assert curated_members(hostile.warehouse / "curated" / f"{shard}.tar") == {}
+        assert wh.read_table("pairs", shard).empty
+        assert metadata(results[shard], "pairs")["pairs"] == 0
+    assert list(wh.read_table("skips", "empty")["reason"]) == []
+    assert list(wh.read_table("skips", "zerobytes")["reason"]) == ["unreadable_tar"]
+    assert metadata(results["zerobytes"], "pairs")["skipped_members"] == 1
+    con = duckdb.connect(str(hostile.warehouse / "quality.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT reason FROM skips WHERE shard = 'zerobytes'").fetchall() == [("unreadable_tar",)]
+    finally:
+        con.close()
+
+
+@pytest.mark.xfail(reason="shard_summary is driven by the pairs rows, so a shard with no pairs (an empty or "
+                   "unreadable tar) is missing from it, skips included; see docs/faults.md", strict=False)
+def test_empty_shards_are_listed_in_the_report_summary(hostile_run):
+    hostile, _, _ = hostile_run
+    con = duckdb.connect(str(hostile.warehouse / "quality.duckdb"), read_only=True)
+    try:
+        rows = dict(con.execute("SELECT shard, skipped_members FROM shard_summary").fetchall())
+    finally:
+        con.close()
+    assert rows.get("empty") == 0 and rows.get("zerobytes") == 1
+
+
+def test_bad_shard_name_is_rejected_by_sensor_and_cli(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(RAW_SAMPLES / "sample-000000.tar", raw / "bad name;rm.tar")
+    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
+        "warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))})
+    result = new_shards_sensor(context)
+    assert not result.run_requests and "1 rejected names" in result.skip_reason.skip_message
+    runner = CliRunner()
+    out = runner.invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh")])
+    assert out.exit_code == EXIT_BAD_INPUT
+    assert "shard file name 'bad name;rm.tar'" in out.output and "characters outside [A-Za-z0-9_-]" in out.output
+    assert "bad_name_rm.tar" in out.output  # the suggested rename
+    out = runner.invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"),
+                               "--shard", "bad name;rm"])
+    assert out.exit_code == EXIT_BAD_INPUT and "no raw shard bad name;rm" in out.output
+    assert not (tmp_path / "wh").exists()
+
+
+def test_missing_raw_location_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    missing = tmp_path / "nowhere"
+    out = CliRunner().invoke(main, ["run", "--raw", str(missing), "--warehouse", str(tmp_path / "wh")])
+    assert out.exit_code == EXIT_BAD_INPUT and f"raw shard location '{missing}' does not exist" in out.output
+    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
+        "warehouse": WarehouseResource(raw_root=str(missing), root=str(tmp_path / "wh"))})
+    result = new_shards_sensor(context)
+    assert not result.run_requests and "does not exist" in result.skip_reason.skip_message
+
+
+def test_registered_shard_that_vanished_or_is_unreadable_fails_clearly(tmp_path):
+    """A partition whose raw file is gone (or is not a file) fails the run, naming the path."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "adir.tar").mkdir()
+    _, results = run_pipeline(raw, tmp_path / "wh", ["gone", "adir"], report=False,
+                              scoring=ScoringResource(profile="text"))
+    for shard, error in (("gone", "FileNotFoundError"), ("adir", "IsADirectoryError")):
+        result = results[shard]
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert failure.step_key == "pairs"
+        text = str(failure.event_specific_data.error)
+        assert error in text and str(raw / f"{shard}.tar") in text
+    assert not (tmp_path / "wh" / "curated").exists()
+
+
+class _FlakyModel:
+    """A model scorer that runs out of memory on batches over 4 pairs and always fails on one pair."""
+
+    def __init__(self, poison: str):
+        from curation_pipeline.scoring.base import Scorer
+
+        class Flaky(Scorer):
+            name, version, columns = "flaky", "1", ("flaky_score",)
+
+            def score(inner, batch):
+                if len(batch) > 4:
+                    raise RuntimeError("CUDA out of memory. Tried to allocate 8.00 GiB")
+                if poison in batch.keys:
+                    raise ValueError(f"cannot embed pair {poison}")
+                return pd.DataFrame({"flaky_score": [50.0] * len(batch)})
+
+        self.scorer = Flaky()
+
+
+def test_model_faults_in_a_real_partition_retry_smaller_and_mark_pairs_missing(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(RAW_SAMPLES / "sample-000000.tar", raw)
+    from curation_pipeline.shards.reader import ShardReader
+
+    all_keys = [s.key for s in ShardReader(str(raw / "sample-000000.tar"), "sample-000000", decode=False)]
+    poison = all_keys[5]
+    flaky = _FlakyModel(poison).scorer
+    original = ScoringResource.scorers
+    monkeypatch.setattr(ScoringResource, "scorers", lambda self: (*original(self), flaky))
+    _, results = run_pipeline(raw, tmp_path / "wh", ["sample-000000"], report=False,
+                              scoring=ScoringResource(profile="text"))
+    result = results["sample-000000"]
+    assert result.success
+    scores = Warehouse(str(tmp_path / "wh")).read_table("quality_scores", "sample-000000").set_index("key")
+    assert scores["flaky_score"].drop(poison).eq(50.0).all()
+    assert pd.isna(scores.loc[poison, "flaky_score"])
+    assert scores.loc[poison, "flaky_error"] == f"ValueError: cannot embed pair {poison}"
+    assert scores["flaky_error"].drop(poison).isna().all()
+    assert metadata(result, "quality_scores")["missing_flaky"] == 1
+    assert metadata(result, "curated_shards")["samples"] > 0
