@@ -141,6 +141,7 @@ class PolicyResource(dg.ConfigurableResource):
     quality_column: str = Field(default="text_quality", description="Score that decides keep / rewrite / drop.")
     keep_threshold: float = Field(default=95.0, description="Keep the caption as is at or above this score (95: any fired text rule sends it to the rewriter).")
     drop_threshold: float = Field(default=65.0, description="Drop pairs whose final caption scores below this (65: one-word captions and stacked problems).")
+    keep_fraction: float = Field(default=-1.0, description="Keep as is only this top fraction by quality_column, ties sampled (-1 = off).")
     rewrite: bool = Field(default=True, description="False turns the pipeline into a plain filter.")
     keep_expression: str = Field(default="", description='Extra keep condition, e.g. "mlm_itm >= 66 and mlm_odf >= 20".')
     require_image_rules: bool = Field(default=True, description="Drop images failing DataComp's size/aspect rules.")
@@ -175,6 +176,7 @@ class PolicyResource(dg.ConfigurableResource):
         return DecisionPolicy(
             quality_column=self.quality_column, keep_threshold=self.keep_threshold,
             drop_threshold=self.drop_threshold, rewrite=self.rewrite, keep_expression=self.keep_expression or None,
+            keep_fraction=o(self.keep_fraction),
             require_image_rules=self.require_image_rules, caption_rules_mark_weak=self.caption_rules_mark_weak,
             fallback=self.fallback, min_improvement=self.min_improvement, nsfw_drop=self.nsfw_drop,
             nsfw_review=self.nsfw_review, max_text_area=o(self.max_text_area), min_sharpness=o(self.min_sharpness),

@@ -27,6 +27,7 @@ class DecisionPolicy:
     drop_threshold: float = 65.0
     rewrite: bool = True
     keep_expression: str | None = None  # extra condition to keep as is, e.g. "mlm_itm >= 66 and mlm_odf >= 20"
+    keep_fraction: float | None = None  # keep as is only the top fraction by quality (MLM-Filter's tie sampling)
     require_image_rules: bool = True  # DataComp's image rules (min side, aspect) make an image unusable
     caption_rules_mark_weak: bool = True  # failing DataComp's caption rules sends a caption to rewriting
     fallback: str = "keep_original"  # when a rewrite is rejected: "keep_original" (if above drop) or "drop"
@@ -123,6 +124,12 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series
 
         passed = select(df, policy.keep_expression)
         parts.append(pd.Series(np.where(passed, None, f"fails: {policy.keep_expression}"), index=df.index))
+    if policy.keep_fraction is not None:
+        from curation_pipeline.scoring.selection import top_fraction
+
+        top = top_fraction(quality, policy.keep_fraction).to_numpy(dtype=bool)
+        parts.append(pd.Series(np.where(top, None, f"outside top {policy.keep_fraction:.0%} by {policy.quality_column}"),
+                               index=df.index))
     joined = pd.concat(parts, axis=1).apply(lambda row: "; ".join(v for v in row if isinstance(v, str)), axis=1)
     return joined.where(joined.ne(""), None)
 

@@ -84,15 +84,17 @@ f AS (
 r AS (
   SELECT shard, count(*) AS rewrite_attempts, count(*) FILTER (WHERE accepted) AS rewrites_accepted
   FROM {rewrites} GROUP BY shard),
-s AS ({skips})
+s AS ({skips}),
+d AS (SELECT shard, count(*) FILTER (WHERE nsfw_review) AS nsfw_review FROM decisions GROUP BY shard)
 SELECT p.shard, p.pairs_read, p.decoded, p.no_caption,
        coalesce(f.kept_as_is, 0) + coalesce(f.rewritten, 0) AS kept,
        coalesce(f.kept_as_is, 0) AS kept_as_is, coalesce(f.rewritten, 0) AS rewritten,
        coalesce(f.dropped, 0) AS dropped, coalesce(s.skipped, 0) AS skipped_members,
+       coalesce(d.nsfw_review, 0) AS nsfw_review,
        coalesce(r.rewrite_attempts, 0) AS rewrite_attempts, coalesce(r.rewrites_accepted, 0) AS rewrites_accepted,
        f.mean_quality_before, f.mean_quality_final,
        f.mean_chars_original, f.mean_chars_final, f.mean_words_original, f.mean_words_final
-FROM p LEFT JOIN f USING (shard) LEFT JOIN r USING (shard) LEFT JOIN s USING (shard)
+FROM p LEFT JOIN f USING (shard) LEFT JOIN r USING (shard) LEFT JOIN s USING (shard) LEFT JOIN d USING (shard)
 ORDER BY p.shard
 """
 
@@ -107,7 +109,7 @@ def build_report(warehouse: Warehouse) -> Report:
     con = duckdb.connect(tmp_path)
     try:
         views = _create_views(con, warehouse)
-        for needed in ("pairs", "quality_scores", "final_captions"):
+        for needed in ("pairs", "quality_scores", "decisions", "final_captions"):
             if needed not in views:
                 raise FileNotFoundError(
                     f"no {needed} tables under {warehouse.root}: materialize at least one shard before the report"
@@ -166,7 +168,7 @@ def build_report(warehouse: Warehouse) -> Report:
             CREATE TABLE overall AS
             SELECT count(*) AS shards, sum(pairs_read)::BIGINT AS pairs_read, sum(decoded)::BIGINT AS decoded, sum(kept)::BIGINT AS kept,
                    sum(kept_as_is)::BIGINT AS kept_as_is, sum(rewritten)::BIGINT AS rewritten, sum(dropped)::BIGINT AS dropped,
-                   sum(skipped_members)::BIGINT AS skipped_members,
+                   sum(skipped_members)::BIGINT AS skipped_members, sum(nsfw_review)::BIGINT AS nsfw_review,
                    sum(kept)::DOUBLE / nullif(sum(pairs_read), 0) AS keep_rate,
                    sum(rewritten)::DOUBLE / nullif(sum(pairs_read), 0) AS rewrite_rate,
                    sum(dropped)::DOUBLE / nullif(sum(pairs_read), 0) AS drop_rate

@@ -190,6 +190,25 @@ def page(server):
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.fixture
+def shots(server, page, request):
+    """The screenshot helper; on a failure, also a screenshot and the HTML of the page as it was."""
+    yield server["shots"]
+    report = getattr(request.node, "rep_call", None)
+    if report is None or report.failed:
+        name = f"failed-{request.node.name}"
+        server["shots"].save(page, name)
+        (server["shots"].folder / f"{name}.html").write_text(page.content())
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call = report
+
+
 def _needs_in_process_config() -> bool:
     from curation_pipeline.definitions import defs
 
@@ -234,8 +253,8 @@ def _metadata_row(page, label: str):
     return page.locator("tr").filter(has=page.get_by_text(label, exact=True)).first
 
 
-def test_graph_materialize_partition_and_read_metadata(server, page):
-    base, instance, shots = server["base"], server["instance"], server["shots"]
+def test_graph_materialize_partition_and_read_metadata(server, page, shots):
+    base, instance = server["base"], server["instance"]
 
     # asset graph grouped by stage, every group expanded
     page.goto(base + "/asset-groups")
@@ -244,6 +263,8 @@ def test_graph_materialize_partition_and_read_metadata(server, page):
     page.keyboard.press("Alt+e")  # "Expand all groups"
     page.get_by_text("rewritten_captions").first.wait_for()
     page.locator("button:has([aria-label='panel_show_right'])").last.click()  # hide the group tree
+    for _ in range(2):
+        page.locator("button:has([aria-label='zoom_out'])").first.click()
     page.wait_for_timeout(1500)
     shots.save(page, "asset-graph", docs=True)
 
@@ -311,10 +332,10 @@ def test_graph_materialize_partition_and_read_metadata(server, page):
     shots.save(page, "checks", docs=True)
 
 
-def test_backfill_all_shards_from_the_ui(server, page):
+def test_backfill_all_shards_from_the_ui(server, page, shots):
     from dagster._core.execution.backfill import BulkActionStatus
 
-    base, instance, shots = server["base"], server["instance"], server["shots"]
+    base, instance = server["base"], server["instance"]
     before = {b.backfill_id for b in instance.get_backfills()}
     dialog = _open_launch_dialog(page, base)
     dialog.get_by_role("button", name="All", exact=True).click()

@@ -98,3 +98,16 @@ def test_outcomes_follow_acceptance_and_fallback():
     assert out.loc["d", "final_caption"] is None
     dropping = resolve_outcomes(decisions, captions, lineage, DecisionPolicy(drop_threshold=65, fallback="drop"))
     assert dropping.set_index("key").loc["r_rej_keep", "outcome"] == "dropped"
+
+
+def test_keep_fraction_keeps_exactly_the_top_share_with_tie_sampling():
+    n = 40
+    s = pd.DataFrame({"shard": "s", "key": [f"k{i}" for i in range(n)], "decode_status": "ok",
+                      "text_quality": [100.0] * 10 + [80.0] * 20 + [50.0] * 10})
+    d = decide(s, DecisionPolicy(keep_fraction=0.5, keep_threshold=0, drop_threshold=0))
+    kept = d[d["action"] == "keep"]
+    assert len(kept) == 20
+    assert set(s.loc[:9, "key"]) <= set(kept["key"])  # all above the cut, 10 of the 20 tied at 80
+    assert (d.loc[d["action"] == "rewrite", "reason"].str.contains("outside top 50% by text_quality")).all()
+    again = decide(s, DecisionPolicy(keep_fraction=0.5, keep_threshold=0, drop_threshold=0))
+    assert again["action"].tolist() == d["action"].tolist()  # seeded: the same ties every time
