@@ -94,8 +94,8 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
     click.echo(f"curated shards: {wh.local_path(wh._join('curated'))}/")
     click.echo(f"quality report: {wh.local_path(wh.report_db_path)}  (curate report --warehouse {warehouse})")
     click.echo(f"lineage:        curate lineage --warehouse {warehouse} --shard {selected[0]}")
-    click.echo(f"web UI:         DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml "
-               "-h 127.0.0.1 -p 3000   then open http://127.0.0.1:3000")
+    click.echo(f"web UI:         make ui   (= DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml "
+               "-h 127.0.0.1 -p 3000), then open http://127.0.0.1:3000")
     if failed:
         click.echo(f"FAILED: {', '.join(failed)}", err=True)
         return EXIT_FAILED

@@ -193,20 +193,12 @@ def page(server):
 @pytest.fixture
 def shots(server, page, request):
     """The screenshot helper; on a failure, also a screenshot and the HTML of the page as it was."""
+    failed_before = request.session.testsfailed
     yield server["shots"]
-    report = getattr(request.node, "rep_call", None)
-    if report is None or report.failed:
+    if request.session.testsfailed > failed_before:
         name = f"failed-{request.node.name}"
         server["shots"].save(page, name)
         (server["shots"].folder / f"{name}.html").write_text(page.content())
-
-
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if report.when == "call":
-        item.rep_call = report
 
 
 def _needs_in_process_config() -> bool:
@@ -217,7 +209,7 @@ def _needs_in_process_config() -> bool:
 
 def _open_launch_dialog(page, base: str):
     page.goto(base + JOB_PATH)
-    page.get_by_role("button", name=re.compile(r"^Materialize all")).first.click()
+    page.get_by_role("button", name="Materialize all").first.click()
     dialog = page.locator(".dagster-dialog").filter(has_text="Partition selection")
     dialog.get_by_text("Partition selection").wait_for()
     return dialog
