@@ -19,6 +19,10 @@ curate_shards_job = dg.define_asset_job(
     "curate_shards", selection=SHARD_ASSETS, partitions_def=shard_partitions,
     description="Everything for one shard: pairs -> scores -> decisions -> rewrites -> final captions -> curated tar.",
     tags={"dagster/max_retries": "1"},
+    # steps of one shard run in the run's own process (a process per step costs ~25 s of start-up each
+    # on small machines); shards still run in parallel as separate runs. Choose `multiprocess` in the
+    # launchpad to spread one shard's steps over processes.
+    config={"execution": {"config": {"in_process": {}}}},
 )
 report_job = dg.define_asset_job("quality_report_job", selection=dg.AssetSelection.assets("quality_report"),
                                  description="Rebuild the DuckDB quality report over all curated shards.")

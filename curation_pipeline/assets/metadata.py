@@ -21,7 +21,7 @@ def numbers(mapping: dict[str, Any]) -> dict[str, dg.MetadataValue]:
         if isinstance(value, int):
             out[key] = dg.MetadataValue.int(value)
         elif isinstance(value, float):
-            out[key] = dg.MetadataValue.float(value)
+            out[key] = dg.MetadataValue.float(round(value, 4))
     return out
 
 

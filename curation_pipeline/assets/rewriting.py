@@ -19,8 +19,8 @@ from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
 from curation_pipeline.scoring.run import score_batch
 from curation_pipeline.shards.reader import iter_pair_batches
 
-LINEAGE_PREVIEW = ["key", "original_caption", "candidate_caption", "score_before", "score_after",
-                   "edit_ratio", "semantic_similarity", "accepted", "reason", "rewriter"]
+LINEAGE_PREVIEW = ["key", "accepted", "original_caption", "candidate_caption", "reason", "score_before",
+                   "score_after", "edit_ratio", "semantic_similarity", "rewriter"]
 
 
 def _needed_columns(policy: PolicyResource) -> set[str]:

@@ -37,8 +37,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 # the community pop-up Dagster shows on a first visit; marking it seen keeps it off the screenshots
 SKIP_COMMUNITY_POPUP = "window.localStorage.setItem('communityNux', '\"1\"')"
 # the default executor starts a process per step (~25 s of imports each on 2 cores); one process is enough
-IN_PROCESS_CONFIG = "execution:\n  config:\n    in_process: {}\n"
-GRAPH_TOP_DOWN = "window.localStorage.setItem('asset-graph-direction', '\"vertical\"')"
 DOCS_PNG_LIMIT = 250_000
 
 pytestmark = [
@@ -181,7 +179,6 @@ def page(server):
             viewport={"width": 1280, "height": 800})
         context.set_default_timeout(60_000)
         context.add_init_script(SKIP_COMMUNITY_POPUP)
-        context.add_init_script(GRAPH_TOP_DOWN)
         yield context.new_page()
     finally:
         if context is not None:
@@ -201,31 +198,12 @@ def shots(server, page, request):
         (server["shots"].folder / f"{name}.html").write_text(page.content())
 
 
-def _needs_in_process_config() -> bool:
-    from curation_pipeline.definitions import defs
-
-    return defs.resolve_job_def("curate_shards").executor_def.name == "multi_or_in_process_executor"
-
-
 def _open_launch_dialog(page, base: str):
     page.goto(base + JOB_PATH)
     page.get_by_role("button", name="Materialize all").first.click()
     dialog = page.locator(".dagster-dialog").filter(has_text="Partition selection")
     dialog.get_by_text("Partition selection").wait_for()
     return dialog
-
-
-def _set_run_config(page, dialog, yaml_text: str) -> None:
-    """Config -> Add config -> the YAML editor (CodeMirror) -> Save config."""
-    if not dialog.get_by_text("Add config").is_visible():
-        dialog.get_by_text("Config", exact=True).click()
-    dialog.get_by_text("Add config").click()
-    editor = page.locator(".CodeMirror").last
-    editor.wait_for()
-    editor.evaluate("(el, text) => el.CodeMirror.setValue(text)", yaml_text)
-    page.get_by_text("No errors").wait_for()
-    page.get_by_role("button", name="Save config").click()
-    page.get_by_role("button", name="Save config").wait_for(state="detached")
 
 
 def _wait_for_run(instance, partition: str, timeout: float = 240.0):
@@ -252,13 +230,13 @@ def test_graph_materialize_partition_and_read_metadata(server, page, shots):
     page.goto(base + "/asset-groups")
     for group in GROUPS:
         page.get_by_text(group, exact=True).first.wait_for()
+    page.set_viewport_size({"width": 1280, "height": 520})  # the pipeline is wide and flat
     page.keyboard.press("Alt+e")  # "Expand all groups"
     page.get_by_text("rewritten_captions").first.wait_for()
     page.locator("button:has([aria-label='panel_show_right'])").last.click()  # hide the group tree
-    for _ in range(2):
-        page.locator("button:has([aria-label='zoom_out'])").first.click()
     page.wait_for_timeout(1500)
     shots.save(page, "asset-graph", docs=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     # sensor and schedule are there (stopped)
     page.goto(base + "/automation")
@@ -268,8 +246,6 @@ def test_graph_materialize_partition_and_read_metadata(server, page, shots):
 
     # materialize one partition through the launch dialog
     dialog = _open_launch_dialog(page, base)
-    if _needs_in_process_config():
-        _set_run_config(page, dialog, IN_PROCESS_CONFIG)
     dialog.get_by_text("Select a partition or create one").click()
     page.keyboard.type(SHARDS[0])
     page.locator(".dagster-popover label").filter(has_text=SHARDS[0]).first.click()
@@ -299,8 +275,8 @@ def test_graph_materialize_partition_and_read_metadata(server, page, shots):
     assert " ".join(pair["original_caption"].split()) in cells
     assert " ".join(pair["candidate_caption"].split()) in cells
     assert "attempts" in page.locator("body").inner_text()
-    table.locator("tr").nth(1).scroll_into_view_if_needed()
-    page.get_by_text("Metadata", exact=True).first.scroll_into_view_if_needed()
+    _metadata_row(page, "acceptance_rate").locator("td").first.evaluate(
+        "el => el.scrollIntoView({block: 'start', inline: 'start'})")
     shots.save(page, "lineage-table", docs=True)
 
     # the caption-length histogram (Markdown metadata, a data-URI PNG) renders as a picture
