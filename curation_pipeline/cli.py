@@ -61,7 +61,6 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
                rewriter_model: str, clip_model: str, mlm_model: str, report: bool) -> int:
     """Register the shards as partitions, materialize each, then the report; returns an exit code."""
     import dagster as dg
-    from tqdm import tqdm
 
     from curation_pipeline.definitions import build_definitions
     from curation_pipeline.models.loading import ModelUnavailableError
@@ -91,7 +90,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
 
     wh = Warehouse(warehouse)
     click.echo("")
-    click.echo(f"curated shards: {wh.local_path(wh._join('curated'))}/")
+    click.echo(f"curated shards: {wh.local_path(wh.curated_dir)}/")
     click.echo(f"quality report: {wh.local_path(wh.report_db_path)}  (curate report --warehouse {warehouse})")
     click.echo(f"lineage:        curate lineage --warehouse {warehouse} --shard {selected[0]}")
     click.echo(f"web UI:         make ui   (= DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml "

@@ -50,7 +50,7 @@ class WarehouseResource(dg.ConfigurableResource):
         found, rejected = {}, []
         for path in sorted(fs.glob(f"{root.rstrip('/')}/*.tar")):
             try:
-                found[shard_key(path)] = fs.unstrip_protocol(path) if fs.protocol not in ("file", ("file", "local")) else path
+                found[shard_key(path)] = fs.unstrip_protocol(path)
             except InvalidShardName as exc:
                 rejected.append(str(exc))
         return found, rejected

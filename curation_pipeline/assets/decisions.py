@@ -2,7 +2,6 @@
 
 
 import dagster as dg
-import pandas as pd
 
 from curation_pipeline.assets.metadata import counts_markdown, numbers, table
 from curation_pipeline.assets.scoring import quality_scores

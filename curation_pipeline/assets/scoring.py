@@ -4,7 +4,6 @@
 import json
 
 import dagster as dg
-import numpy as np
 
 from curation_pipeline.assets.ingest import pairs
 from curation_pipeline.assets.metadata import numbers
@@ -51,8 +50,8 @@ def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     return dg.MaterializeResult(metadata={
         **numbers({"pairs": len(scores), **meta}),
         **numbers({f"missing_{k}": v for k, v in errors.items()}),
+        **numbers({"unknown_quality_share": float(quality.isna().mean()) if quality is not None and len(scores) else 0.0}),
         "scorers": dg.MetadataValue.json(versions),
         "quality_histogram": dg.MetadataValue.md(charts or "_no scores_"),
         "path": dg.MetadataValue.path(path),
-        "nan_share": dg.MetadataValue.float(float(np.mean(quality.isna()))) if quality is not None and len(scores) else dg.MetadataValue.float(0.0),
     })

@@ -299,6 +299,3 @@ class AitqeRewriter(Rewriter):
                 replies.append(self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:],
                                                            skip_special_tokens=True)[0])
         return replies
-
-    def close(self) -> None:
-        self.generator = self.model = self.tokenizer = self._custom_processor = None

@@ -50,6 +50,3 @@ class Rewriter(ABC):
         if self.prompt is None:
             return None
         return hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()[:16]
-
-    def close(self) -> None:
-        """Release models; called once when the run ends."""

@@ -150,6 +150,3 @@ class VlmRewriter(Rewriter):
                 candidates[i] = RewriteCandidate(caption or None, error=None if caption else "empty output",
                                                  raw=reply)
         return candidates
-
-    def close(self) -> None:
-        self.generator = None

@@ -37,6 +37,3 @@ class Scorer(ABC):
     @property
     def ident(self) -> str:
         return f"{self.name}@{self.version}"
-
-    def close(self) -> None:
-        """Release models or sessions; called once when the run ends."""

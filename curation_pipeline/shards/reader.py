@@ -16,7 +16,7 @@ import json
 import tarfile
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import fsspec

@@ -44,6 +44,10 @@ class Warehouse:
     def table_glob(self, table: str) -> str:
         return self._join(table, "*.parquet")
 
+    @property
+    def curated_dir(self) -> str:
+        return self._join("curated")
+
     def curated_path(self, shard: str) -> str:
         return self._join("curated", f"{validate_key(shard)}.tar")
 

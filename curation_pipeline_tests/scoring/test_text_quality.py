@@ -137,13 +137,8 @@ def test_non_english_is_not_penalised():
     assert caption_rules("一只黑色的狗在草地上奔跑") == []
 
 
-def test_throughput_and_no_catastrophic_backtracking(flickr_dir):
-    captions = read_flickr_captions(flickr_dir, lines=200)  # 1,000 captions
-    start = time.perf_counter()
-    for caption in captions * 5:
-        caption_rules(caption)
-    # Measured ~40k captions/s; the floor is loose so a slow CI box does not flake.
-    assert time.perf_counter() - start < 1.0
+def test_no_catastrophic_backtracking():
+    """A ReDoS guard, not a speed target: backtracking regexes take minutes on these strings."""
     start = time.perf_counter()
     for nasty in ("x." * 5000 + "jpg", "ab-" * 5000, "www." + "a." * 3000, "a " * 5000, "#a" * 3000):
         caption_rules(nasty)
