@@ -303,8 +303,8 @@ def make_realistic_vlm(directory: str | Path) -> str:
     """
     from curation_pipeline.scoring.mlm_filter import CRITERIA, SCORING_RULES
 
-    return _llava(directory, digit_split=True, hidden=256, layers=4, heads=4,
-                  vision_hidden=256, vision_layers=4, image_size=224, patch_size=14,
+    return _llava(directory, digit_split=True, hidden=512, layers=6, heads=8,
+                  vision_hidden=512, vision_layers=6, image_size=224, patch_size=14,
                   vocab_size=4000, corpus=[*CRITERIA.values(), SCORING_RULES] * 3)
 
 
