@@ -22,8 +22,8 @@ class CaptionHistory:
     attempts: pd.DataFrame  # every rewrite attempt of those pairs, in order
 
 
-def _glob(warehouse: Warehouse, table: str) -> str | None:
-    return warehouse.local_path(warehouse.table_glob(table)) if warehouse.shards(table) else None
+def _files(warehouse: Warehouse, table: str) -> list[str] | None:
+    return warehouse.table_files(table) or None
 
 
 def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | None = None,
@@ -31,7 +31,7 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
     """Pairs matching ``key`` and/or ``shard`` with their lineage; both None means all."""
     if shard is not None:
         validate_key(shard)
-    final_glob, attempts_glob = _glob(warehouse, "final_captions"), _glob(warehouse, "rewritten_captions")
+    final_glob, attempts_glob = _files(warehouse, "final_captions"), _files(warehouse, "rewritten_captions")
     if final_glob is None:
         raise FileNotFoundError(f"no final_captions under {warehouse.root}: run the pipeline first")
     where = "($key IS NULL OR key = $key) AND ($shard IS NULL OR shard = $shard)"

@@ -47,10 +47,13 @@ def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg
             "decoded": int(status.get("ok", 0)),
             "undecodable": int(len(inventory) - status.get("ok", 0)),
             "no_caption": int(inventory["caption"].isna().sum()) if len(inventory) else 0,
+            "caption_problems": int(inventory["caption_problem"].notna().sum()) if len(inventory) else 0,
             "skipped_members": len(skips),
         }),
         "decode_status": dg.MetadataValue.md(counts_markdown(status, "Decode status")),
         "skips": dg.MetadataValue.md(counts_markdown(skip_counts, "Skipped members by reason")),
+        "caption_problems_by_kind": dg.MetadataValue.md(counts_markdown(
+            inventory["caption_problem"].dropna().str.split(" ").str[0].value_counts(), "Caption repairs")),
         "skipped_members_preview": table(skips),
         "path": dg.MetadataValue.path(path),
     })

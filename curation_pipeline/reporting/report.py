@@ -48,9 +48,10 @@ def _create_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> list[
     for table in TABLES:
         if not warehouse.shards(table):
             continue
-        glob = warehouse.local_path(warehouse.table_glob(table)).replace("'", "''")
+        # explicit file lists (shard keys are validated), never a glob that could meet a temp file
+        files = ", ".join("'" + f.replace("'", "''") + "'" for f in warehouse.table_files(table))
         view = VIEW_NAMES.get(table, table)
-        con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet('{glob}', union_by_name = true)")
+        con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet([{files}], union_by_name = true)")
         present.append(view)
     return present
 
@@ -67,7 +68,8 @@ CREATE TABLE shard_summary AS
 WITH p AS (
   SELECT shard, count(*) AS pairs_read,
          count(*) FILTER (WHERE decode_status = 'ok') AS decoded,
-         count(*) FILTER (WHERE caption IS NULL) AS no_caption
+         count(*) FILTER (WHERE caption IS NULL) AS no_caption,
+         count(*) FILTER (WHERE caption_problem IS NOT NULL) AS caption_problems
   FROM pairs GROUP BY shard),
 f AS (
   SELECT shard,
@@ -86,7 +88,8 @@ r AS (
   FROM {rewrites} GROUP BY shard),
 s AS ({skips}),
 d AS (SELECT shard, count(*) FILTER (WHERE nsfw_review) AS nsfw_review FROM decisions GROUP BY shard)
-SELECT p.shard, p.pairs_read, p.decoded, p.no_caption,
+SELECT shard_list.shard, coalesce(p.pairs_read, 0) AS pairs_read, coalesce(p.decoded, 0) AS decoded,
+       coalesce(p.no_caption, 0) AS no_caption, coalesce(p.caption_problems, 0) AS caption_problems,
        coalesce(f.kept_as_is, 0) + coalesce(f.rewritten, 0) AS kept,
        coalesce(f.kept_as_is, 0) AS kept_as_is, coalesce(f.rewritten, 0) AS rewritten,
        coalesce(f.dropped, 0) AS dropped, coalesce(s.skipped, 0) AS skipped_members,
@@ -94,8 +97,9 @@ SELECT p.shard, p.pairs_read, p.decoded, p.no_caption,
        coalesce(r.rewrite_attempts, 0) AS rewrite_attempts, coalesce(r.rewrites_accepted, 0) AS rewrites_accepted,
        f.mean_quality_before, f.mean_quality_final,
        f.mean_chars_original, f.mean_chars_final, f.mean_words_original, f.mean_words_final
-FROM p LEFT JOIN f USING (shard) LEFT JOIN r USING (shard) LEFT JOIN s USING (shard) LEFT JOIN d USING (shard)
-ORDER BY p.shard
+FROM shard_list LEFT JOIN p USING (shard) LEFT JOIN f USING (shard) LEFT JOIN r USING (shard)
+     LEFT JOIN s USING (shard) LEFT JOIN d USING (shard)
+ORDER BY shard_list.shard
 """
 
 
@@ -117,6 +121,9 @@ def build_report(warehouse: Warehouse) -> Report:
         rewrites = "rewrites" if "rewrites" in views else "(SELECT NULL::VARCHAR AS shard, NULL::BOOLEAN AS accepted WHERE false)"
         skips = ("SELECT shard, count(*) AS skipped FROM skips GROUP BY shard" if "skips" in views
                  else "SELECT NULL::VARCHAR AS shard, 0 AS skipped WHERE false")
+        # every shard with a pairs file, even one with no pairs (an empty or unreadable tar)
+        con.execute("CREATE TEMP TABLE shard_list (shard VARCHAR)")
+        con.executemany("INSERT INTO shard_list VALUES (?)", [[s] for s in warehouse.shards("pairs")])
         con.execute(SHARD_SUMMARY.format(rewrites=rewrites, skips=skips))
         con.execute("""
             CREATE TABLE drop_reasons AS
@@ -169,6 +176,7 @@ def build_report(warehouse: Warehouse) -> Report:
             SELECT count(*) AS shards, sum(pairs_read)::BIGINT AS pairs_read, sum(decoded)::BIGINT AS decoded, sum(kept)::BIGINT AS kept,
                    sum(kept_as_is)::BIGINT AS kept_as_is, sum(rewritten)::BIGINT AS rewritten, sum(dropped)::BIGINT AS dropped,
                    sum(skipped_members)::BIGINT AS skipped_members, sum(nsfw_review)::BIGINT AS nsfw_review,
+                   sum(caption_problems)::BIGINT AS caption_problems,
                    sum(kept)::DOUBLE / nullif(sum(pairs_read), 0) AS keep_rate,
                    sum(rewritten)::DOUBLE / nullif(sum(pairs_read), 0) AS rewrite_rate,
                    sum(dropped)::DOUBLE / nullif(sum(pairs_read), 0) AS drop_rate

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 import warnings
 from collections import Counter
@@ -163,7 +164,8 @@ class ShardReader:
                 self._skip(reason, detail=f"after {read} members: {type(exc).__name__}: {exc}")
 
     def _member_error(self, exc: Exception) -> bool:
-        self._skip("unreadable_member", detail=f"{type(exc).__name__}: {exc}")
+        # webdataset appends " @ <file object at 0x...>": drop it so skips are the same on every run
+        self._skip("unreadable_member", detail=re.sub(r" @ <[^>]*>", "", f"{type(exc).__name__}: {exc}"))
         return True
 
     def _groups(self) -> Iterator[_Members]:

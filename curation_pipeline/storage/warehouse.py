@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation_pipeline.shards.keys import validate_key
+from curation_pipeline.shards.keys import SHARD_KEY_PATTERN, validate_key
 
 TABLES = ("pairs", "quality_scores", "caption_decisions", "rewritten_captions", "final_captions", "skips")
 
@@ -64,10 +64,11 @@ class Warehouse:
         """Write to a temporary sibling, then rename: readers never see a partial file."""
         parent, name = path.rsplit("/", 1)
         self.fs.makedirs(parent, exist_ok=True)
-        for orphan in self.fs.glob(f"{parent}/.tmp-*-{name}"):  # left by a killed writer of this file
+        for orphan in self.fs.glob(f"{parent}/.tmp-*-{name}.partial"):  # left by a killed writer of this file
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(orphan)
-        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{name}"
+        # ".partial", never ".parquet"/".tar": globs that readers and DuckDB use must not see it
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{name}.partial"
         try:
             with self.fs.open(tmp, "wb") as handle:
                 yield handle
@@ -112,8 +113,12 @@ class Warehouse:
         return self.fs.exists(self.table_path(table, shard))
 
     def shards(self, table: str) -> list[str]:
-        pattern = self.table_glob(table)
-        return sorted(p.rsplit("/", 1)[1][: -len(".parquet")] for p in self.fs.glob(pattern))
+        stems = (p.rsplit("/", 1)[1][: -len(".parquet")] for p in self.fs.glob(self.table_glob(table)))
+        return sorted(s for s in stems if SHARD_KEY_PATTERN.fullmatch(s))
+
+    def table_files(self, table: str) -> list[str]:
+        """Paths of a table's shard files (never a writer's temp file), for DuckDB."""
+        return [self.local_path(self.table_path(table, shard)) for shard in self.shards(table)]
 
     def read_all(self, table: str, exclude: str | None = None) -> pd.DataFrame:
         frames = [self.read_table(table, s) for s in self.shards(table) if s != exclude]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -15,7 +17,7 @@ import pytest
 
 from curation_pipeline.reporting.report import build_report
 from curation_pipeline.storage.warehouse import Warehouse
-from curation_pipeline_tests.conftest import RAW_SAMPLES
+from curation_pipeline_tests.conftest import RAW_SAMPLES, REPO_ROOT
 
 pytestmark = pytest.mark.faults
 
@@ -38,76 +40,86 @@ def curate_shards_job():
     return build_definitions().resolve_job_def("curate_shards")
 
 
+def launch(shard: str) -> None:
+    """One run launcher process (as Dagster's run launcher would start): the shard's run with the
+    multiprocess executor, on the persistent instance in $DAGSTER_HOME. Exits 1 if the run failed.
+
+    Runs are launched from separate processes, not threads: ``dg.execute_job`` from several threads
+    of one process deadlocks inside Dagster's logging setup (dagster 1.13).
+    """
+    with dg.DagsterInstance.get() as instance, dg.execute_job(
+            dg.reconstructable(curate_shards_job), instance=instance, tags={"dagster/partition": shard},
+            run_config=RUN_CONFIG, raise_on_error=False) as result:
+        for event in result.all_events:
+            if event.is_failure:
+                print(f"FAILURE {shard}: {event.message}", flush=True)
+        raise SystemExit(0 if result.success else 1)
+
+
 def test_parallel_partitions_while_the_report_is_rebuilt_and_read(tmp_path, monkeypatch):
-    raw, warehouse = tmp_path / "raw", tmp_path / "wh"
+    raw, warehouse, home = tmp_path / "raw", tmp_path / "wh", tmp_path / "home"
     raw.mkdir()
+    home.mkdir()
+    (home / "dagster.yaml").write_text("")
     for shard in SHARDS:
         shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
-    monkeypatch.setenv("CURATION_RAW", str(raw))
-    monkeypatch.setenv("CURATION_WAREHOUSE", str(warehouse))
-    wh = Warehouse(str(warehouse))
-    errors: list[BaseException] = []
-    results: dict[str, dg.ExecutionResult] = {}
-    with dg.instance_for_test() as instance:
+    env = dict(os.environ, CURATION_RAW=str(raw), CURATION_WAREHOUSE=str(warehouse), DAGSTER_HOME=str(home),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions("shards", SHARDS)
+    wh = Warehouse(str(warehouse))
+    errors: list[str] = []
+    stop = threading.Event()
+    reads = {"ok": 0}
 
-        def materialize(shard: str) -> None:
-            try:
-                with dg.execute_job(dg.reconstructable(curate_shards_job), instance=instance,
-                                    tags={"dagster/partition": shard}, run_config=RUN_CONFIG,
-                                    raise_on_error=False) as result:
-                    results[shard] = result
-                    if not result.success:
-                        errors.extend(RuntimeError(e.message) for e in result.all_events if e.is_failure)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        stop = threading.Event()
-        reads = {"ok": 0}
-
-        def read_report() -> None:
-            while not stop.is_set():
-                path = warehouse / "quality.duckdb"
-                if path.exists():
-                    try:
-                        con = duckdb.connect(str(path), read_only=True)
-                        con.execute("SELECT count(*) FROM shard_summary").fetchone()
-                        con.close()
-                        reads["ok"] += 1
-                    except Exception as exc:  # noqa: BLE001
-                        if "No such file" not in str(exc):  # renamed between exists() and connect()
-                            errors.append(exc)
-                time.sleep(0.01)
-
-        workers = [threading.Thread(target=materialize, args=(s,), daemon=True) for s in SHARDS]
-        reader = threading.Thread(target=read_report, daemon=True)
-        start = time.monotonic()
-        builds = 0
-        try:
-            for t in [*workers, reader]:
-                t.start()
-            while any(t.is_alive() for t in workers) and time.monotonic() - start < 300:
+    def read_report() -> None:
+        while not stop.is_set():
+            path = warehouse / "quality.duckdb"
+            if path.exists():
                 try:
-                    build_report(wh)
-                    builds += 1
-                except FileNotFoundError as exc:  # before the first shard's tables exist
-                    if "materialize at least one shard" not in str(exc):
-                        errors.append(exc)
+                    con = duckdb.connect(str(path), read_only=True)
+                    con.execute("SELECT count(*) FROM shard_summary").fetchone()
+                    con.close()
+                    reads["ok"] += 1
                 except Exception as exc:  # noqa: BLE001
-                    errors.append(exc)
-                time.sleep(0.05)
-            for t in workers:
-                t.join(timeout=60)
-            report = build_report(wh)
-        finally:
-            stop.set()
-            reader.join(timeout=10)
-        elapsed = time.monotonic() - start
-        assert not [e for e in errors if "lock" in str(e).lower()], errors
-        assert not errors, errors
-        assert sorted(results) == SHARDS and all(r.success for r in results.values())
-        expected = sum(len(wh.read_table("pairs", s)) for s in SHARDS)
-        assert report.overall["pairs_read"] == expected == 120
-        assert sorted(report.shards["shard"]) == SHARDS
-        assert builds > 0 and reads["ok"] > 0
-        print(f"3 partitions in {elapsed:.0f} s; {builds} report builds, {reads['ok']} reads meanwhile")
+                    if "No such file" not in str(exc):  # renamed between exists() and connect()
+                        errors.append(f"reader: {type(exc).__name__}: {exc}")
+            time.sleep(0.01)
+
+    start = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-c", f"from {__name__} import launch; launch({s!r})"], env=env,
+                              cwd=str(REPO_ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for s in SHARDS]
+    reader = threading.Thread(target=read_report, daemon=True)
+    reader.start()
+    builds = 0
+    try:
+        while any(p.poll() is None for p in procs) and time.monotonic() - start < 400:
+            try:
+                build_report(wh)
+                builds += 1
+            except FileNotFoundError as exc:  # before the first shard's tables exist
+                if "materialize at least one shard" not in str(exc):
+                    errors.append(f"build_report: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"build_report: {type(exc).__name__}: {exc}")
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        reader.join(timeout=10)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    outputs = {s: p.communicate()[0] for s, p in zip(SHARDS, procs)}
+    elapsed = time.monotonic() - start
+    assert not [e for e in [*errors, *outputs.values()] if "lock" in str(e).lower()], (errors, outputs)
+    assert not errors, "\n".join(errors)
+    for shard, p in zip(SHARDS, procs):
+        assert p.returncode == 0, outputs[shard][-3000:]
+    report = build_report(wh)
+    expected = sum(len(wh.read_table("pairs", s)) for s in SHARDS)
+    assert report.overall["pairs_read"] == expected == 120
+    assert sorted(report.shards["shard"]) == SHARDS
+    assert builds > 0 and reads["ok"] > 0
+    print(f"3 partitions in {elapsed:.0f} s; {builds} report builds, {reads['ok']} reads meanwhile")

@@ -8,7 +8,6 @@ member: an empty shard, a bad shard name, a missing raw location.
 
 from __future__ import annotations
 
-import io
 import shutil
 import tarfile
 
@@ -18,8 +17,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from curation_pipeline.cli import EXIT_BAD_INPUT, main
 from curation_pipeline.automation import new_shards_sensor
+from curation_pipeline.cli import EXIT_BAD_INPUT, main
 from curation_pipeline.resources import ScoringResource, WarehouseResource
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
@@ -143,8 +142,6 @@ def test_empty_shards_run_to_an_empty_curated_shard(hostile_run):
         con.close()
 
 
-@pytest.mark.xfail(reason="shard_summary is driven by the pairs rows, so a shard with no pairs (an empty or "
-                   "unreadable tar) is missing from it, skips included; see docs/faults.md", strict=False)
 def test_empty_shards_are_listed_in_the_report_summary(hostile_run):
     hostile, _, _ = hostile_run
     con = duckdb.connect(str(hostile.warehouse / "quality.duckdb"), read_only=True)

@@ -1,0 +1,124 @@
+"""Load benchmark: many Flickr8k shards through the whole offline job in one process.
+
+Builds ``--shards`` webdataset shards of ``--pairs`` real photos each (cycling over the 1,000
+photos with their first caption, keys varied per shard) in a temporary folder, materializes
+every shard partition with the ``offline`` scoring profile in ONE process, and reports pairs/s
+and peak RSS. Then one 10,000-pair shard and one 1,000-pair shard each run in a FRESH
+subprocess, so ``ru_maxrss`` is per shard: their ratio shows that memory is bounded by the
+batch size, not by the shard size (target <= 1.3).
+
+    python benchmarks/load.py                       # 50 shards x 1,000 pairs (long)
+    python benchmarks/load.py --shards 4 --pairs 250  # quick
+
+Last line: ``RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import result_line
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def build_shards(raw: Path, shards: int, pairs: int, prefix: str = "load") -> list[str]:
+    from curation_pipeline_tests.faults import flickr
+
+    raw.mkdir(parents=True, exist_ok=True)
+    names = []
+    for s in range(shards):
+        name = f"{prefix}-{s:06d}"
+        members = flickr.flickr_members(pairs, prefix=f"{s:04d}", start=s * pairs)
+        flickr.write_members(raw / f"{name}.tar", members)
+        names.append(name)
+    return names
+
+
+def peak_rss_mb() -> tuple[float, float]:
+    """ru_maxrss of this process and of its (waited-for) children, in MB (Linux reports KiB)."""
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+
+
+def run(raw: Path, warehouse: Path, shards: list[str], report: bool = True) -> float:
+    from curation_pipeline.resources import ScoringResource
+    from curation_pipeline_tests.conftest import run_pipeline
+
+    start = time.perf_counter()
+    _, results = run_pipeline(raw, warehouse, shards, report=report, scoring=ScoringResource(profile="offline"))
+    elapsed = time.perf_counter() - start
+    failed = [name for name, r in results.items() if not r.success]
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+    return elapsed
+
+
+def single(pairs: int) -> None:
+    """Child mode: one shard of ``pairs`` pairs; prints a JSON line with its peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="load-single-") as tmp:
+        raw = Path(tmp) / "raw"
+        names = build_shards(raw, 1, pairs, prefix="single")
+        elapsed = run(raw, Path(tmp) / "wh", names, report=False)
+    print("SINGLE " + json.dumps({"pairs": pairs, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()[0]}))
+
+
+def single_in_subprocess(pairs: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--single", str(pairs)], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"single-shard run of {pairs} pairs failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    line = next(line for line in out.stdout.splitlines()[::-1] if line.startswith("SINGLE "))
+    return json.loads(line[len("SINGLE "):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", type=int, default=50)
+    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument("--big", type=int, default=10_000, help="pairs in the large single shard")
+    parser.add_argument("--small", type=int, default=1_000, help="pairs in the small single shard")
+    parser.add_argument("--single", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single:
+        single(args.single)
+        return
+    print(f"load benchmark: {args.shards} shards x {args.pairs} pairs, offline profile, "
+          f"{os.cpu_count()} CPUs, one process", flush=True)
+    with tempfile.TemporaryDirectory(prefix="load-bench-") as tmp:
+        raw = Path(tmp) / "raw"
+        t = time.perf_counter()
+        names = build_shards(raw, args.shards, args.pairs)
+        print(f"built {len(names)} shards in {time.perf_counter() - t:.1f} s", flush=True)
+        elapsed = run(raw, Path(tmp) / "wh", names)
+    total = args.shards * args.pairs
+    rss_self, _ = peak_rss_mb()
+    print(f"{total} pairs in {elapsed:.1f} s: {total / elapsed:.1f} pairs/s "
+          f"({elapsed / args.shards:.1f} s per shard, report included); peak RSS {rss_self:.0f} MB", flush=True)
+    small = single_in_subprocess(args.small)
+    print(f"single {args.small}-pair shard: peak RSS {small['peak_rss_mb']:.0f} MB ({small['seconds']:.1f} s)",
+          flush=True)
+    big = single_in_subprocess(args.big)
+    print(f"single {args.big}-pair shard: peak RSS {big['peak_rss_mb']:.0f} MB ({big['seconds']:.1f} s)", flush=True)
+    ratio = big["peak_rss_mb"] / small["peak_rss_mb"]
+    print(f"peak-memory ratio {args.big}/{args.small} pairs: {ratio:.2f} (target <= 1.3)")
+    result_line({
+        "shards": args.shards, "pairs_per_shard": args.pairs, "pairs": total, "seconds": elapsed,
+        "pairs_per_s": total / elapsed, "peak_rss_mb": rss_self,
+        "children_peak_rss_mb": peak_rss_mb()[1],
+        "small_shard_pairs": args.small, "small_shard_peak_rss_mb": small["peak_rss_mb"],
+        "big_shard_pairs": args.big, "big_shard_peak_rss_mb": big["peak_rss_mb"],
+        "peak_rss_ratio_big_small": ratio, "ratio_target": 1.3, "ratio_ok": ratio <= 1.3,
+    })
+
+
+if __name__ == "__main__":
+    main()

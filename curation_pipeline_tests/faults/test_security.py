@@ -1,0 +1,152 @@
+"""Security: no remote code unless enabled per model, no unpickling of shard members, SQL with
+parameters, servers on 127.0.0.1, and nothing from a shard or key writes outside the warehouse.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from curation_pipeline.lineage import caption_history
+from curation_pipeline.models import loading
+from curation_pipeline.shards.keys import InvalidShardName
+from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline_tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.faults
+
+
+class _Fake:
+    chat_template = "{{ messages }}"
+    model_type = "clip"
+
+    def __getattr__(self, name):
+        return lambda *a, **k: self
+
+
+@pytest.fixture
+def from_pretrained_calls(monkeypatch):
+    import transformers
+
+    calls = []
+    for name in ("AutoConfig", "AutoModel", "AutoProcessor", "AutoTokenizer", "AutoModelForImageTextToText",
+                 "AutoModelForCausalLM"):
+        cls = getattr(transformers, name)
+
+        def fake(source, *args, _name=name, **kwargs):
+            calls.append((_name, source, kwargs))
+            return _Fake()
+
+        monkeypatch.setattr(cls, "from_pretrained", staticmethod(fake))
+    return calls
+
+
+def test_trust_remote_code_is_never_passed_unless_enabled(from_pretrained_calls):
+    loading.load_clip("org/clip")
+    loading.load_vlm("org/vlm")
+    assert from_pretrained_calls and all("trust_remote_code" not in kw for *_, kw in from_pretrained_calls)
+    from_pretrained_calls.clear()
+    loading.load_vlm("org/vlm", trust_remote_code=True)
+    assert from_pretrained_calls and all(kw.get("trust_remote_code") is True for *_, kw in from_pretrained_calls)
+
+
+def test_trust_remote_code_is_per_model(monkeypatch):
+    """The MLM scorer gets it only when its own model id is listed; AITQE refuses without it."""
+    from curation_pipeline.scoring import mlm_filter
+    from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_load_vlm(model, **kwargs):
+        seen.append((model, kwargs.get("trust_remote_code", False)))
+        raise Stop
+
+    monkeypatch.setattr(mlm_filter, "load_vlm", fake_load_vlm)
+    for allowed, expected in (((), False), (("org/other",), False), (("org/vlm",), True)):
+        with pytest.raises(Stop):
+            build_scorers(ScoringProfile(name="mlm", mlm_model="org/vlm", trust_remote_code=allowed))
+        assert seen.pop() == ("org/vlm", expected)
+    from curation_pipeline.rewriting.aitqe import AitqeRewriter
+
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        AitqeRewriter("HymanH/AITQE")
+
+
+def test_pickle_members_in_a_shard_are_never_unpickled(hostile_run):
+    hostile, _, results = hostile_run
+    assert results["hostile"].success
+    assert not hostile.marker.exists()  # unpickling any of pk.pyd / pk.pickle / pk.pth would create it
+    skips = Warehouse(str(hostile.warehouse)).read_table("skips", "hostile")
+    assert set(skips.loc[skips["key"].eq("pk"), "member"]) == {"pk.pyd", "pk.pickle", "pk.pth"}
+
+
+def test_sample_keys_never_escape_the_warehouse_or_the_tar(hostile_run):
+    hostile, _, _ = hostile_run
+    root = hostile.warehouse.parent
+    outside = [p for p in root.rglob("*") if "evil" in p.name]
+    assert outside == []
+    assert not Path("/abs/evil.jpg").exists()
+    for curated in (hostile.warehouse / "curated").glob("*.tar"):
+        with tarfile.open(curated) as tar:
+            for name in tar.getnames():
+                assert not name.startswith("/") and ".." not in name.split("/") and "/" not in name, name
+    skips = Warehouse(str(hostile.warehouse)).read_table("skips", "hostile")
+    assert set(skips.loc[skips["reason"].eq("unsafe_key"), "key"]) == {"../evil", "/abs/evil"}
+    everything = {p.resolve() for p in hostile.warehouse.rglob("*")}
+    assert all(str(p).startswith(str(hostile.warehouse.resolve())) for p in everything)
+
+
+@pytest.mark.parametrize("key", ["x' OR '1'='1", "'; DROP TABLE final_captions; --", "%", "*"])
+def test_lineage_lookups_bind_parameters(hostile_run, key):
+    hostile, _, _ = hostile_run
+    wh = Warehouse(str(hostile.warehouse))
+    history = caption_history(wh, key=key)
+    assert history.final.empty and history.attempts.empty
+    assert len(caption_history(wh, key="good000001").final) == 1  # nothing was dropped or altered
+    with pytest.raises(InvalidShardName):
+        caption_history(wh, shard="x' OR '1'='1")
+
+
+@pytest.mark.parametrize("shard", ["../etc", "..", "a/b", "/abs", "x' OR '1'='1", "", "a b"])
+def test_partition_keys_with_path_characters_are_refused_by_the_warehouse(tmp_path, shard):
+    import pandas as pd
+
+    from curation_pipeline.resources import WarehouseResource
+
+    wh = Warehouse(str(tmp_path / "wh"))
+    with pytest.raises(InvalidShardName):
+        wh.write_table("pairs", shard, pd.DataFrame({"key": ["a"]}))
+    with pytest.raises(InvalidShardName):
+        wh.curated_path(shard)
+    with pytest.raises(InvalidShardName):
+        WarehouseResource(raw_root=str(tmp_path), root=str(tmp_path / "wh")).raw_url(shard)
+    assert not any(tmp_path.rglob("*.parquet"))
+
+
+def _texts():
+    files = [REPO_ROOT / "Makefile", REPO_ROOT / "README.md", REPO_ROOT / "workspace.yaml",
+             *sorted((REPO_ROOT / "docs").glob("**/*.md")), *sorted((REPO_ROOT / "curation_pipeline").rglob("*.py")),
+             *sorted((REPO_ROOT / "benchmarks").glob("*.py"))]
+    return [f for f in files if f.exists()]
+
+
+def test_every_server_binds_to_loopback():
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    ui = re.search(r"^ui:.*?(?=^\S|\Z)", makefile, re.DOTALL | re.MULTILINE).group(0)
+    assert "dagster dev" in ui and "-h 127.0.0.1" in ui
+    starts = []
+    for path in _texts():
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for n, line in enumerate(lines, 1):
+            assert "0.0.0.0" not in line, f"{path}:{n}: {line}"
+            if re.search(r"dagster dev\s+-|dagster[-_]webserver\s+-", line):  # a command line, not prose
+                starts.append((path, n, line))
+                command = line + (lines[n] if n < len(lines) else "")  # a string continued on the next line
+                assert re.search(r"(-h|--host)[ =]127\.0\.0\.1", command), f"{path}:{n} starts a server: {line}"
+    assert any(p.name == "Makefile" for p, *_ in starts) and any(p.name == "cli.py" for p, *_ in starts)
