@@ -20,7 +20,7 @@ from curation_pipeline.scoring.run import score_batch
 from curation_pipeline.shards.reader import iter_pair_batches
 
 LINEAGE_PREVIEW = ["key", "accepted", "original_caption", "candidate_caption", "reason", "score_before",
-                   "score_after", "edit_ratio", "semantic_similarity", "rewriter"]
+                   "score_after", "edit_ratio", "semantic_similarity", "rewriter", "run_id"]
 
 
 def _needed_columns(policy: PolicyResource) -> set[str]:

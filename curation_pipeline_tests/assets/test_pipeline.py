@@ -70,6 +70,7 @@ def test_curated_tar_holds_kept_pairs_with_sidecars(curated):
     wh = Warehouse(str(curated["warehouse"]))
     for shard in curated["shards"]:
         final = wh.read_table("final_captions", shard)
+        lineage = wh.read_table("rewritten_captions", shard)
         kept = final[final["outcome"] != "dropped"].set_index("key")
         with tarfile.open(wh.curated_path(shard)) as tar:
             names = tar.getnames()
@@ -82,6 +83,10 @@ def test_curated_tar_holds_kept_pairs_with_sidecars(curated):
             assert meta["original_caption"] == kept.loc[key, "original_caption"]
             assert meta["rewritten"] == bool(kept.loc[key, "rewritten"])
             assert "text_quality" in meta["scores"]
+            if meta["rewritten"]:  # from a curated sample back to its accepted attempt (and its run)
+                attempt = lineage[(lineage["key"] == key) & lineage["accepted"]]
+                assert meta["rewriter"] == attempt["rewriter"].iloc[-1] == "cleaner"
+                assert attempt["run_id"].iloc[-1] and attempt["candidate_caption"].iloc[-1] == meta["caption"]
 
 
 def test_report_counts_add_up(curated):

@@ -9,9 +9,7 @@ from curation_pipeline.scoring.signals.nsfw import NsfwScorer, nsfw_verdict
 
 @pytest.fixture(scope="module")
 def scorer():
-    s = NsfwScorer(batch_size=8)
-    yield s
-    s.close()
+    return NsfwScorer(batch_size=8)
 
 
 @pytest.fixture(scope="module")

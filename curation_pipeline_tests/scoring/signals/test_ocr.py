@@ -32,9 +32,7 @@ def _width(path) -> int:
 
 @pytest.fixture(scope="module")
 def scorer():
-    s = TextInImageScorer()
-    yield s
-    s.close()
+    return TextInImageScorer()
 
 
 @pytest.fixture(scope="module")
