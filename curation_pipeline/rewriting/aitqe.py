@@ -30,7 +30,7 @@ import torch
 from curation_pipeline.models.loading import ModelUnavailableError, _finish, _prepare, load_vlm, pick_device, pick_dtype
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
-from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, ChatGenerator
+from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, ChatGenerator, generate_in_batches
 
 # The checkpoint was trained on this instruction (reference inference script); a
 # fine-tuned model answers reliably only in the format it was trained on.
@@ -259,20 +259,8 @@ class AitqeRewriter(Rewriter):
         return self.prompt.replace(CAPTION_PLACEHOLDER, caption)
 
     def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
-        candidates: list[RewriteCandidate | None] = [
-            RewriteCandidate(None, error="no image") if image is None else None for image in batch.images]
-        todo = [i for i, c in enumerate(candidates) if c is None]
-        for start in range(0, len(todo), self.batch_size):
-            rows = todo[start:start + self.batch_size]
-            images = [batch.images[i] for i in rows]
-            instructions = [self.instruction(batch.captions[i]) for i in rows]
-            if self.generator is not None:
-                replies = self.generator.generate(images, instructions)
-            else:
-                replies = self._generate_custom(images, instructions)
-            for i, reply in zip(rows, replies):
-                candidates[i] = self._candidate(reply)
-        return candidates
+        generate = self.generator.generate if self.generator is not None else self._generate_custom
+        return generate_in_batches(batch, self.batch_size, self.instruction, generate, self._candidate)
 
     @staticmethod
     def _candidate(reply: str) -> RewriteCandidate:

@@ -11,6 +11,8 @@ re-run with the same model, prompt and settings proposes the same rewrites.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import re
 
 import torch
@@ -138,15 +140,25 @@ class VlmRewriter(Rewriter):
         return self.prompt.replace(CAPTION_PLACEHOLDER, caption)
 
     def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
-        candidates: list[RewriteCandidate | None] = [
-            RewriteCandidate(None, error="no image") if image is None else None for image in batch.images]
-        todo = [i for i, c in enumerate(candidates) if c is None]
-        for start in range(0, len(todo), self.batch_size):
-            rows = todo[start:start + self.batch_size]
-            replies = self.generator.generate([batch.images[i] for i in rows],
-                                              [self.instruction(batch.captions[i]) for i in rows])
-            for i, reply in zip(rows, replies):
-                caption = clean_output(reply)
-                candidates[i] = RewriteCandidate(caption or None, error=None if caption else "empty output",
-                                                 raw=reply)
-        return candidates
+        return generate_in_batches(batch, self.batch_size, self.instruction, self.generator.generate,
+                                   self._candidate)
+
+    @staticmethod
+    def _candidate(reply: str) -> RewriteCandidate:
+        caption = clean_output(reply)
+        return RewriteCandidate(caption or None, error=None if caption else "empty output", raw=reply)
+
+
+def generate_in_batches(batch: PairBatch, batch_size: int, instruction: Callable[[str | None], str],
+                        generate: Callable[[list, list[str]], list[str]],
+                        candidate: Callable[[str], RewriteCandidate]) -> list[RewriteCandidate]:
+    """Pairs without an image get no candidate (a VLM must see it); the rest run ``batch_size`` at a time."""
+    candidates: list[RewriteCandidate | None] = [
+        RewriteCandidate(None, error="no image") if image is None else None for image in batch.images]
+    todo = [i for i, c in enumerate(candidates) if c is None]
+    for start in range(0, len(todo), batch_size):
+        rows = todo[start:start + batch_size]
+        replies = generate([batch.images[i] for i in rows], [instruction(batch.captions[i]) for i in rows])
+        for i, reply in zip(rows, replies):
+            candidates[i] = candidate(reply)
+    return candidates
