@@ -55,8 +55,12 @@ def final_captions_complete(context: dg.AssetCheckExecutionContext,
     df = wh.read_table("final_captions", context.partition_key)
     n_pairs = len(wh.read_table("pairs", context.partition_key))
     kept = df[df["outcome"].ne("dropped")]
-    result = check_table(kept if len(kept) else df, required_columns=["key", "outcome", "reason", "final_caption"],
-                         non_null=["key", "outcome", "reason", "final_caption"], unique=["key"])
+    result = check_table(df, required_columns=["key", "outcome", "reason", "final_caption"],
+                         non_null=["key", "outcome", "reason"], unique=["key"])
+    captionless = kept.loc[kept["final_caption"].isna(), "key"].tolist() if "final_caption" in kept else []
+    if captionless:  # a shard may drop everything (all duplicates, say), but nothing kept may lack a caption
+        result.passed = False
+        result.failures.append(f"{len(captionless)} kept pairs without a final caption: {captionless[:5]}")
     if len(df) != n_pairs:
         result.passed = False
         result.failures.append(f"{len(df)} final rows for {n_pairs} pairs")
