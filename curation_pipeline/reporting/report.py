@@ -19,8 +19,6 @@ from curation_pipeline.storage.warehouse import TABLES, Warehouse
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NOT_SCORES = {"shard", "key", "width", "height", "image_bytes", "caption_chars", "n_frames"}
-REPORT_TABLES = ("shard_summary", "drop_reasons", "score_distribution", "caption_lengths", "rewriter_summary",
-                 "rewrite_distributions", "overall")
 VIEW_NAMES = {"caption_decisions": "decisions", "rewritten_captions": "rewrites"}
 
 
