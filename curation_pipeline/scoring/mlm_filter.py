@@ -6,9 +6,10 @@ Each metric asks the model for an integer 0-100 on the first line of its reply
 * ``mode="logits"`` (default): the expected score under the model's own
   distribution, read from logits without sampling. The image and caption come first
   in every prompt, followed by the scoring rules, which are the same for every
-  metric; all of that is run once per pair, its KV cache is replicated over the
-  metrics, and only each metric's suffix (criterion, assistant turn start) is run on
-  top of it.
+  metric; all of that is run once per pair (the prefill), and every metric's suffix
+  (criterion, assistant turn start) with the score's digit walk is run on top of its
+  KV cache as sibling branches of a token tree in ONE more forward pass, so a batch
+  costs two model calls whatever the number of metrics.
 * ``mode="generate"``: greedy decoding of a few tokens and MLM-Filter's tolerant
   first-line parser, for parity checks and models whose logits cannot be read.
 
@@ -26,10 +27,9 @@ and ``P3(.|10)`` after "1","0":
     P(100) = P1(1) * P2(0 | 1) * P3(0 | 10)
 
 ``P(end | x) = 1 - sum of digit probabilities``. The expected score is
-``sum s P(s) / sum P(s)`` and ``sum P(s)`` is the mass on valid scores. That needs two
-forward steps beyond the prompt, on the cached state: the nine digits 1..9 in one
-step (siblings masked from each other with a tree attention mask) and "0" after
-"1","0". It is exact except for one convention: a digit string that no valid score
+``sum s P(s) / sum P(s)`` and ``sum P(s)`` is the mass on valid scores. That needs
+the next-token distributions after ten more tokens, all in the same tree pass: the nine
+digits 1..9 as siblings masked from each other, and "0" under "1". It is exact except for one convention: a digit string that no valid score
 extends ("0", any two digits but "10", "100") is taken as complete, so the little
 mass a model puts on invalid continuations ("05", "855", "1000") counts for that
 prefix instead of being dropped. Tokenizers with one token per number 0-100
@@ -292,22 +292,20 @@ class MlmFilterScorer(Scorer):
 
     @torch.inference_mode()
     def _logits_shared(self, images, prefixes):
-        state, _ = self._prefill(self._inputs(prefixes, images))
-        n_metrics = len(self.metrics)
-        state.cache.batch_repeat_interleave(n_metrics)
-        state.visible = state.visible.repeat_interleave(n_metrics, dim=0)
-        state.next_pos = state.next_pos.repeat_interleave(n_metrics, dim=0)
-        suffixes = [self._suffix_ids[m] for _ in prefixes for m in self.metrics]
-        first = self._append_suffixes(state, suffixes)
-        scored = self._read(state, first)
-        return {m: scored[k::n_metrics] for k, m in enumerate(self.metrics)}
+        """One prefill of the shared prefix, then every metric's suffix and digit tree as
+        sibling branches of one more forward pass: two model calls per batch in all."""
+        state, first = self._prefill(self._inputs(prefixes, images))
+        tree = _Tree.build([self._suffix_ids[m] for m in self.metrics], self.score_tokens)
+        scored = self._read(tree, self._run_tree(state, tree), first)
+        return {m: [row[k] for row in scored] for k, m in enumerate(self.metrics)}
 
     @torch.inference_mode()
     def _logits_separate(self, images, prefixes):
         results = {}
         for m in self.metrics:
             state, first = self._prefill(self._inputs([p + self.suffix_text(m) for p in prefixes], images))
-            results[m] = self._read(state, first)
+            tree = _Tree.build([[]], self.score_tokens)
+            results[m] = [row[0] for row in self._read(tree, self._run_tree(state, tree), first)]
         return results
 
     def _prefill(self, inputs) -> tuple[_State, torch.Tensor]:
@@ -325,78 +323,97 @@ class MlmFilterScorer(Scorer):
         state = _State(out.past_key_values, mask, next_pos.long())
         return state, out.logits[:, -1].float().softmax(-1)
 
-    def _step(self, state: _State, ids: torch.Tensor, cache_visible: torch.Tensor,
-              block_visible: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Append ``ids`` [rows, q] with an explicit 4-D mask and positions; next-token probs [rows, q, V].
+    def _run_tree(self, state: _State, tree: _Tree) -> torch.Tensor | None:
+        """Append ``tree`` to every row's cached prompt in one forward pass; the next-token
+        probabilities of the score tokens at ``tree.keep`` [rows, len(keep), score tokens].
 
-        ``cache_visible`` [rows, q, cached] and ``block_visible`` [rows, q, q] say what each new
-        token attends to, which lets padding and sibling branches share one forward pass.
+        An explicit 4-D mask says what each new token attends to (the row's real cached
+        columns, its ancestors, itself) and explicit positions continue each row's text, which
+        lets padding and sibling branches share the pass. Logits are computed for the read
+        nodes only: with a 150k vocabulary the LM head would otherwise cost as much as the rest.
         """
-        allowed = torch.cat([cache_visible, block_visible], dim=-1)[:, None]
+        if not tree.ids:
+            return None
+        rows = state.visible.shape[0]
+        ids = torch.tensor(tree.ids, device=self.device).expand(rows, -1)
+        ancestors = tree.ancestors.to(self.device)
+        allowed = torch.cat([state.visible[:, None, :].expand(-1, len(tree.ids), -1),
+                             ancestors.expand(rows, -1, -1)], dim=-1)[:, None]
         if self.model.config._attn_implementation == "sdpa":
             mask = allowed
         else:
             mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
             mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        positions = state.next_pos[:, None] + tree.depth.to(self.device)[None]
         if getattr(getattr(self.model, "model", None), "rope_deltas", None) is not None:
             positions = positions[None].expand(3, -1, -1)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=state.cache, use_cache=True)
-        return out.logits.float().softmax(-1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=state.cache,
+                         use_cache=True, logits_to_keep=torch.tensor(tree.keep, device=self.device))
+        return out.logits.float().softmax(-1)[..., self.score_tokens.ids]
 
-    def _append_suffixes(self, state: _State, suffixes: list[list[int]]) -> torch.Tensor:
-        """Run each row's suffix (left-padded to a common length); the next-token probs after it."""
-        width = max(map(len, suffixes))
-        ids = torch.full((len(suffixes), width), self._pad_id, dtype=torch.long)
-        real = torch.zeros((len(suffixes), width), dtype=torch.bool)
-        for row, suffix in enumerate(suffixes):
-            ids[row, width - len(suffix):] = torch.tensor(suffix)
-            real[row, width - len(suffix):] = True
-        ids, real = ids.to(self.device), real.to(self.device)
-        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
-        eye = torch.eye(width, dtype=torch.bool, device=self.device)
-        block = (causal & real[:, None, :]) | eye
-        positions = state.next_pos[:, None] + (real.long().cumsum(-1) - 1).clamp(min=0)
-        probs = self._step(state, ids, state.visible[:, None, :].expand(-1, width, -1), block, positions)
-        state.visible = torch.cat([state.visible, real], dim=-1)
-        state.next_pos = state.next_pos + real.sum(-1)
-        return probs[:, -1]
+    def _read(self, tree: _Tree, probs: torch.Tensor | None, first: torch.Tensor) -> list[list[tuple]]:
+        """Per row, one (score, reason) per branch of ``tree``."""
+        first = first[:, self.score_tokens.ids].cpu().numpy()
+        probs = probs.cpu().numpy() if probs is not None else None
+        column = {node: k for k, node in enumerate(tree.keep)}
 
-    def _read(self, state: _State, first: torch.Tensor) -> list[tuple[float, str | None]]:
-        ids = self.score_tokens.ids
-        if self.score_tokens.kind == "whole":
-            tables = [(p,) for p in first[:, ids].cpu().numpy()]
-            reader = whole_number_expectation
-        else:
-            tables = self._digit_tables(state, first)
-            reader = digit_split_expectation
+        def at(row, node):
+            return first[row] if node < 0 else probs[row, column[node]]
+
         scored = []
-        for table in tables:
-            value, mass = reader(*table)
-            if mass < self.min_mass:
-                scored.append((math.nan, f"low score-token mass ({mass:.3f})"))
-            else:
-                scored.append((value, None))
+        for row in range(first.shape[0]):
+            out = []
+            for last, branches, zero in tree.reads:
+                if self.score_tokens.kind == "whole":
+                    value, mass = whole_number_expectation(at(row, last))
+                else:
+                    second = np.vstack([np.zeros(10), *(at(row, b) for b in branches)])
+                    value, mass = digit_split_expectation(at(row, last), second, at(row, zero))
+                out.append((math.nan, f"low score-token mass ({mass:.3f})") if mass < self.min_mass
+                           else (value, None))
+            scored.append(out)
         return scored
 
-    def _digit_tables(self, state: _State, first: torch.Tensor):
-        """The tree walk: digits 1..9 as sibling branches in one step, then "0" after "1","0"."""
-        rows = first.shape[0]
-        digits = torch.tensor(self.score_tokens.ids, device=self.device)
-        ids = digits[1:].expand(rows, -1)
-        second = self._step(
-            state, ids, state.visible[:, None, :].expand(-1, 9, -1),
-            torch.eye(9, dtype=torch.bool, device=self.device).expand(rows, -1, -1),
-            state.next_pos[:, None].expand(-1, 9),
-        )[:, :, digits]
-        # "0" after the branch "1" (cached column `cached`), siblings 2..9 hidden.
-        branch_one = torch.zeros((rows, 9), dtype=torch.bool, device=self.device)
-        branch_one[:, 0] = True
-        after_ten = self._step(
-            state, digits[0].expand(rows, 1),
-            torch.cat([state.visible, branch_one], dim=-1)[:, None, :],
-            torch.ones((rows, 1, 1), dtype=torch.bool, device=self.device),
-            (state.next_pos + 1)[:, None],
-        )[:, 0, digits]
-        second = torch.cat([torch.zeros_like(second[:, :1]), second], dim=1)
-        return list(zip(first[:, digits].cpu().numpy(), second.cpu().numpy(), after_ten.cpu().numpy()))
+
+@dataclass
+class _Tree:
+    """Tokens appended after the cached prompt, as a tree: each node sees its ancestors and
+    itself, at position ``depth`` past the prompt. One branch per metric suffix; under each,
+    for one-digit-per-token tokenizers, the nine first digits "1".."9" as siblings and "0"
+    under "1" (the walk of ``digit_split_expectation``)."""
+
+    ids: list[int]
+    ancestors: torch.Tensor  # [nodes, nodes] bool, self included
+    depth: torch.Tensor  # [nodes] long
+    reads: list[tuple[int, list[int], int]]  # per branch: (last suffix node or -1 = prompt end, digit nodes, zero)
+    keep: list[int]  # nodes whose next-token distribution is read
+
+    @classmethod
+    def build(cls, suffixes: list[list[int]], tokens: _ScoreTokens) -> _Tree:
+        ids: list[int] = []
+        parents: list[int] = []
+
+        def add(token: int, parent: int) -> int:
+            ids.append(token)
+            parents.append(parent)
+            return len(ids) - 1
+
+        reads = []
+        for suffix in suffixes:
+            last = -1
+            for token in suffix:
+                last = add(token, last)
+            if tokens.kind == "whole":
+                reads.append((last, [], -1))
+                continue
+            branches = [add(tokens.ids[d], last) for d in range(1, 10)]
+            reads.append((last, branches, add(tokens.ids[0], branches[0])))
+        n = len(ids)
+        ancestors = torch.eye(n, dtype=torch.bool)
+        depth = torch.zeros(n, dtype=torch.long)
+        for node, parent in enumerate(parents):
+            if parent >= 0:
+                ancestors[node] |= ancestors[parent]
+                depth[node] = depth[parent] + 1
+        keep = sorted({node for last, branches, zero in reads for node in (last, *branches, zero) if node >= 0})
+        return cls(ids, ancestors, depth, reads, keep)

@@ -77,6 +77,23 @@ def test_prompt_constants_and_hash():
     assert len(mlm_filter.prompt_hash) == 12 and "0 to 100" in mlm_filter.SCORING_RULES
 
 
+def test_token_tree_branches_see_only_their_ancestors():
+    digits = type("T", (), {"kind": "digits", "ids": list(range(100, 110))})()
+    tree = mlm_filter._Tree.build([[5, 6], [7]], digits)
+    assert tree.ids == [5, 6, *range(101, 110), 100, 7, *range(101, 110), 100]
+    (last_a, branches_a, zero_a), (last_b, branches_b, zero_b) = tree.reads
+    assert (last_a, zero_a, last_b) == (1, 11, 12)
+    assert tree.depth[[0, 1, *branches_a, zero_a]].tolist() == [0, 1] + [2] * 9 + [3]
+    assert tree.depth[[last_b, *branches_b, zero_b]].tolist() == [0] + [1] * 9 + [2]
+    # "0" sees both suffix tokens, the branch "1" and itself; not "2".."9" nor the other metric.
+    assert tree.ancestors[zero_a].nonzero().flatten().tolist() == [0, 1, branches_a[0], zero_a]
+    assert not tree.ancestors[branches_a[1], branches_a[0]]
+    assert not tree.ancestors[last_b, :last_b].any() and not tree.ancestors[zero_b, :last_b].any()
+    assert tree.keep == [1, *branches_a, zero_a, last_b, *branches_b, zero_b]
+    whole = type("T", (), {"kind": "whole", "ids": list(range(101))})()
+    assert mlm_filter._Tree.build([[]], whole).ids == []
+
+
 # --- real tiny models ---
 
 FAMILIES = {
