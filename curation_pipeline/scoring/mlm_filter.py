@@ -28,12 +28,13 @@ and ``P3(.|10)`` after "1","0":
 
 ``P(end | x) = 1 - sum of digit probabilities``. The expected score is
 ``sum s P(s) / sum P(s)`` and ``sum P(s)`` is the mass on valid scores. That needs
-the next-token distributions after ten more tokens, all in the same tree pass: the nine
-digits 1..9 as siblings masked from each other, and "0" under "1". It is exact except for one convention: a digit string that no valid score
-extends ("0", any two digits but "10", "100") is taken as complete, so the little
-mass a model puts on invalid continuations ("05", "855", "1000") counts for that
-prefix instead of being dropped. Tokenizers with one token per number 0-100
-(Llama-3 style) need no walk: ``P(s) = P1(token s)``.
+the next-token distributions after ten more tokens, all in the same tree pass: the
+nine digits 1..9 as siblings masked from each other, and "0" under "1". It is exact
+except for one convention: a digit string that no valid score extends ("0", any two
+digits but "10", "100") is taken as complete, so the little mass a model puts on
+invalid continuations ("05", "855", "1000") counts for that prefix instead of being
+dropped. Tokenizers with one token per number 0-100 (Llama-3 style) need no walk:
+``P(s) = P1(token s)``.
 """
 
 from __future__ import annotations
@@ -192,11 +193,12 @@ class MlmFilterScorer(Scorer):
         self.dtype = next(self.model.parameters()).dtype
         self._prefix_template, self._tail = self._split_template()
         self._image_token = getattr(self.processor, "image_token", None)
-        self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
-            else self.tokenizer.eos_token_id
         if mode == "logits":
             self.score_tokens = _ScoreTokens(self.tokenizer)
-            self._suffix_ids = {m: self._suffix_token_ids(m) for m in self.metrics}
+            # The tokens appended after the cached prompt: all metrics (shared prefix), or only
+            # the digit walk (a full prompt per metric).
+            self._shared_tree = _Tree.build([self._suffix_token_ids(m) for m in self.metrics], self.score_tokens)
+            self._walk_tree = _Tree.build([[]], self.score_tokens)
 
     # --- prompts ---
 
@@ -295,7 +297,7 @@ class MlmFilterScorer(Scorer):
         """One prefill of the shared prefix, then every metric's suffix and digit tree as
         sibling branches of one more forward pass: two model calls per batch in all."""
         state, first = self._prefill(self._inputs(prefixes, images))
-        tree = _Tree.build([self._suffix_ids[m] for m in self.metrics], self.score_tokens)
+        tree = self._shared_tree
         scored = self._read(tree, self._run_tree(state, tree), first)
         return {m: [row[k] for row in scored] for k, m in enumerate(self.metrics)}
 
@@ -304,7 +306,7 @@ class MlmFilterScorer(Scorer):
         results = {}
         for m in self.metrics:
             state, first = self._prefill(self._inputs([p + self.suffix_text(m) for p in prefixes], images))
-            tree = _Tree.build([[]], self.score_tokens)
+            tree = self._walk_tree
             results[m] = [row[0] for row in self._read(tree, self._run_tree(state, tree), first)]
         return results
 
