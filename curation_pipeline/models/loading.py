@@ -15,20 +15,28 @@ import torch
 
 
 class ModelUnavailableError(RuntimeError):
-    """A model that cannot be loaded here; the message says how to make it available."""
+    """A model that cannot be loaded here; the message says what went wrong and, when the
+    files are missing, how to supply them."""
 
     def __init__(self, model: str, cause: BaseException | str):
         self.model = model
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         where = "a local path" if _looks_like_path(model) else "a HuggingFace id"
-        super().__init__(
-            f"Model {model!r} ({where}) could not be loaded: {cause}\n"
-            "To supply it: pass a local directory holding the saved model and processor "
-            "(save_pretrained / huggingface-cli download --local-dir), or pre-fill the "
-            "HuggingFace cache (HF_HOME) on a machine with network access"
-            + (" and keep HF_HUB_OFFLINE=1 here" if offline else "")
-            + "; on a networked machine, unset HF_HUB_OFFLINE to download it."
-        )
+        message = f"Model {model!r} ({where}) could not be loaded: {cause}"
+        if _is_missing_files(cause):
+            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+            message += (
+                "\nTo supply it: pass a local directory holding the checkpoint (huggingface-cli download "
+                "--local-dir), or download it into the HuggingFace cache (HF_HOME) on a machine with network access"
+                + (" and keep HF_HUB_OFFLINE=1 here" if offline else "")
+                + "; on a networked machine, unset HF_HUB_OFFLINE to download it.")
+        super().__init__(message)
+
+
+def _is_missing_files(cause: BaseException | str) -> bool:
+    """Only absent files deserve download guidance; a present but unusable model does not."""
+    if isinstance(cause, str):
+        return cause.startswith("no directory")
+    return isinstance(cause, (OSError, FileNotFoundError)) and "does not recognize" not in str(cause)
 
 
 def _looks_like_path(model: str) -> bool:
@@ -57,7 +65,7 @@ def pick_dtype(device: str, preferred: torch.dtype | str | None = None) -> torch
     return torch.float32
 
 
-def _prepare(model: str) -> str:
+def prepare_source(model: str) -> str:
     """Expand ``~`` and reject a missing local directory before any hub lookup."""
     expanded = os.path.expanduser(model)
     if _looks_like_path(model) and not Path(expanded).is_dir():
@@ -75,7 +83,7 @@ def _from_pretrained(auto_class, source: str, **kwargs):
         return auto_class.from_pretrained(source, **kwargs)
 
 
-def _finish(model, device: str):
+def finish(model, device: str):
     model.to(device)
     model.eval()
     model.requires_grad_(False)
@@ -86,7 +94,7 @@ def load_clip(model: str, device: str | None = None, dtype=None):
     """A CLIP or SigLIP dual encoder and its processor; the family comes from the config."""
     from transformers import AutoConfig, AutoModel, AutoProcessor
 
-    source = _prepare(model)
+    source = prepare_source(model)
     device = pick_device(device)
     try:
         config = AutoConfig.from_pretrained(source)
@@ -96,7 +104,7 @@ def load_clip(model: str, device: str | None = None, dtype=None):
         loaded = _from_pretrained(AutoModel, source, dtype=pick_dtype(device, dtype))
     except (OSError, ValueError, KeyError, ImportError, TypeError) as exc:
         raise ModelUnavailableError(model, exc) from exc
-    return _finish(loaded, device), processor
+    return finish(loaded, device), processor
 
 
 def load_vlm(model: str, device: str | None = None, dtype=None, trust_remote_code: bool = False):
@@ -107,7 +115,7 @@ def load_vlm(model: str, device: str | None = None, dtype=None, trust_remote_cod
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    source = _prepare(model)
+    source = prepare_source(model)
     device = pick_device(device)
     remote = {"trust_remote_code": True} if trust_remote_code else {}
     try:
@@ -117,4 +125,4 @@ def load_vlm(model: str, device: str | None = None, dtype=None, trust_remote_cod
         raise ModelUnavailableError(model, exc) from exc
     if getattr(processor, "chat_template", None) is None:
         raise ModelUnavailableError(model, "its processor has no chat template")
-    return _finish(loaded, device), processor
+    return finish(loaded, device), processor

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from curation_pipeline.models.loading import ModelUnavailableError, _finish, _prepare, load_vlm, pick_device, pick_dtype
+from curation_pipeline.models.loading import ModelUnavailableError, finish, prepare_source, load_vlm, pick_device, pick_dtype
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
 from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, ChatGenerator, generate_in_batches
@@ -200,7 +200,7 @@ def _load_custom(model: str, device: str | None, dtype):
     """AITQE's released custom model: AutoModelForCausalLM + AutoTokenizer with its own code."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = _prepare(model)
+    source = prepare_source(model)
     device = pick_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True, padding_side="left",
@@ -211,7 +211,7 @@ def _load_custom(model: str, device: str | None, dtype):
     if not hasattr(loaded, "bind_processor"):
         raise ModelUnavailableError(model, "neither a chat vision-language model nor AITQE's custom model "
                                            "(no bind_processor method)")
-    return _finish(loaded, device), tokenizer
+    return finish(loaded, device), tokenizer
 
 
 class AitqeRewriter(Rewriter):
@@ -237,7 +237,7 @@ class AitqeRewriter(Rewriter):
         self.stop_strings = [OVERALL_MARKER] if stop_after_overall else None
         self.version = f"1:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
         self.generator = self.model = self.tokenizer = self._custom_processor = None
-        _prepare(model)  # a missing local directory fails here, once
+        prepare_source(model)  # a missing local directory fails here, once
         try:
             loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=True)
         except ModelUnavailableError as chat_error:

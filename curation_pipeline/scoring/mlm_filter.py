@@ -1,17 +1,24 @@
-"""MLM-Filter's four quality metrics over transformers-native chat vision-language models.
+"""MLM-Filter's four quality metrics: the released checkpoints, or any chat VLM zero-shot.
 
 Each metric asks the model for an integer 0-100 on the first line of its reply
-(MLM-Filter, arXiv 2403.02677). Two ways to read it:
+(MLM-Filter, arXiv 2403.02677). Two models are served:
 
-* ``mode="logits"`` (default): the expected score under the model's own
-  distribution, read from logits without sampling. The image and caption come first
-  in every prompt, followed by the scoring rules, which are the same for every
-  metric; all of that is run once per pair (the prefill), and every metric's suffix
-  (criterion, assistant turn start) with the score's digit walk is run on top of its
-  KV cache as sibling branches of a token tree in ONE more forward pass, so a batch
-  costs two model calls whatever the number of metrics.
-* ``mode="generate"``: greedy decoding of a few tokens and MLM-Filter's tolerant
-  first-line parser, for parity checks and models whose logits cannot be read.
+* the released MLM-Filter checkpoints (``models/released.py``), asked exactly as the
+  authors' scoring scripts ask them (``mlm_prompts.PROMPT_SETS``: their prompts,
+  conversation format, appended whitespace token and greedy budget);
+* any transformers-native chat VLM, through its processor's chat template and the
+  project's zero-shot paraphrase (``prompt_set="zero_shot"``).
+
+Two columns per metric, read from ONE forward pass in ``mode="logits"`` (default):
+``<name>_<metric>`` is the greedy integer the reference decodes (the paper's
+thresholds, ITM >= 66, ODF >= 20, SU >= 85, are set on it) and
+``<name>_<metric>_expected`` the expected score under the model's distribution.
+The image and caption come first in every prompt, so they are run once per pair
+(the prefill); every metric's suffix with the score's digit walk is run on top of the
+KV cache as sibling branches of a token tree in one more pass. A greedy reply that
+leaves the tree (its first token is not a digit) is decoded by ``generate`` for that
+pair, so the greedy column is exact. ``mode="generate"`` decodes every metric
+(parity checks; no expectation).
 
 Reading the expectation (``digit_split_expectation``). Tokenizers such as Qwen2's
 or SmolLM's write numbers one digit per token, so "100" is three tokens and reading
@@ -27,19 +34,14 @@ and ``P3(.|10)`` after "1","0":
     P(100) = P1(1) * P2(0 | 1) * P3(0 | 10)
 
 ``P(end | x) = 1 - sum of digit probabilities``. The expected score is
-``sum s P(s) / sum P(s)`` and ``sum P(s)`` is the mass on valid scores. That needs
-the next-token distributions after ten more tokens, all in the same tree pass: the
-nine digits 1..9 as siblings masked from each other, and "0" under "1". It is exact
+``sum s P(s) / sum P(s)`` and ``sum P(s)`` is the mass on valid scores. It is exact
 except for one convention: a digit string that no valid score extends ("0", any two
-digits but "10", "100") is taken as complete, so the little mass a model puts on
-invalid continuations ("05", "855", "1000") counts for that prefix instead of being
-dropped. Tokenizers with one token per number 0-100 (Llama-3 style) need no walk:
-``P(s) = P1(token s)``.
+digits but "10", "100") is taken as complete. Tokenizers with one token per number
+0-100 (Llama-3 style) need no walk: ``P(s) = P1(token s)``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -49,48 +51,16 @@ import pandas as pd
 import torch
 
 from curation_pipeline.models.loading import load_vlm
+from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
-
-CAPTION_LINE = "Text Caption: {caption}"
-# The user turn: caption, blank line, shared rules, then the metric's criterion last,
-# so everything before the criterion is one prefix for all metrics.
-USER_TEXT = "{caption_line}\n\n{rules}\n{criterion}"
-SCORING_RULES = (
-    "Give a score from 0 to 100, where 0 is the worst and 100 the best, and use the whole "
-    "range. Write the integer score alone on the first line of your reply."
-)
-CRITERIA = {
-    "itm": (
-        "Judge how well the caption matches the image: does it name the main objects and "
-        "capture the overall theme of the picture?"
-    ),
-    "odf": (
-        "Judge how well the caption describes the details of the objects in the image: are "
-        "their colour, size, position, shape and material stated, and stated correctly?"
-    ),
-    "ctq": (
-        "Judge the caption as a piece of text: its grammar, choice of words, fluency, "
-        "readability, and whether its length suits the image."
-    ),
-    "su": (
-        "Judge how much understanding the caption adds beyond what the pixels show: names "
-        "of people or places, events, species or other knowledge that fits the image."
-    ),
-}
-METRICS = tuple(CRITERIA)
-prompt_hash = hashlib.sha256(
-    "\x1f".join([USER_TEXT, CAPTION_LINE, SCORING_RULES, *(f"{k}={v}" for k, v in CRITERIA.items())]).encode()
-).hexdigest()[:12]
+from curation_pipeline.scoring.mlm_prompts import METRICS, PROMPT_SETS, ZERO_SHOT_CRITERIA, PromptSet
 
 _CAPTION_MARK = "\ue000caption\ue000"
 _CRITERION_MARK = "\ue000criterion\ue000"
 _DIGITS = tuple(str(d) for d in range(10))
-
-
-def metric_prompt(metric: str) -> str:
-    """The only per-metric text: its criterion (the rules are in the shared prefix)."""
-    return CRITERIA[metric]
+# The reference scripts truncate the tokenized prompt (image as one token) to this length.
+REFERENCE_MAX_LEN = 2040
 
 
 # --- reading scores: pure functions over probability tables -------------------------------
@@ -143,6 +113,24 @@ def parse_score(reply: str | None) -> tuple[float, str | None]:
 # --- model plumbing ------------------------------------------------------------------------
 
 
+def parse_reference_score(reply: str | None) -> tuple[float, str | None]:
+    """MLM-Filter's own reading of a greedy reply: the first line, without "," and ";", as an
+    int; anything else is unknown (never 0). Scores outside 0-100 are unknown too."""
+    if reply is None or not reply.strip():
+        return math.nan, "empty reply"
+    line = reply.strip().split("\n")[0].replace(",", "").replace(";", "")
+    try:
+        value = int(line)
+    except ValueError:
+        return math.nan, f"unparseable reply: {line[:40]!r}"
+    if not 0 <= value <= 100:
+        return math.nan, f"score out of range: {value}"
+    return float(value), None
+
+
+# --- model plumbing ------------------------------------------------------------------------
+
+
 @dataclass
 class _State:
     """A batch of sequences in the KV cache: which cached columns each row may attend to,
@@ -153,12 +141,21 @@ class _State:
     next_pos: torch.Tensor  # [rows] long
 
 
+def _strip_space_piece(ids: list[int], tokenizer) -> list[int]:
+    """SentencePiece writes "8" as "▁", "8": the reference appends that "▁" to the prompt,
+    so the score's own tokens are what follows it."""
+    if len(ids) > 1 and tokenizer.convert_ids_to_tokens(ids[0]) in ("▁", " "):
+        return ids[1:]
+    return ids
+
+
 class _ScoreTokens:
     """How numbers 0-100 are tokenized: one token each ("whole") or one per digit ("digits")."""
 
     def __init__(self, tokenizer):
-        encoded = [tokenizer.encode(str(n), add_special_tokens=False) for n in range(101)]
-        digit_ids = [tokenizer.encode(d, add_special_tokens=False) for d in _DIGITS]
+        encoded = [_strip_space_piece(tokenizer.encode(str(n), add_special_tokens=False), tokenizer)
+                   for n in range(101)]
+        digit_ids = encoded[:10]
         if all(len(ids) == 1 for ids in encoded):
             self.kind, self.ids = "whole", [ids[0] for ids in encoded]
         elif all(len(ids) == 1 for ids in digit_ids) and all(
@@ -175,39 +172,108 @@ class _ScoreTokens:
 class MlmFilterScorer(Scorer):
     needs_images = True
 
-    def __init__(self, model: str, *, metrics=METRICS, mode: str = "logits", device: str | None = None,
-                 dtype=None, batch_size: int = 4, max_new_tokens: int = 4, trust_remote_code: bool = False,
-                 min_mass: float = 0.05, name: str = "mlm"):
-        unknown = set(metrics) - set(CRITERIA)
+    def __init__(self, model: str, *, metrics=METRICS, mode: str = "logits", prompt_set: str | None = None,
+                 vision_tower: str | None = None, pad_to_square: bool | None = None, device: str | None = None,
+                 dtype=None, batch_size: int = 4, max_new_tokens: int | None = None,
+                 trust_remote_code: bool = False, min_mass: float = 0.05, name: str = "mlm"):
+        unknown = set(metrics) - set(METRICS)
         if unknown or not metrics:
             raise ValueError(f"metrics must be a non-empty subset of {METRICS}; got {tuple(metrics)}")
         if mode not in ("logits", "generate"):
             raise ValueError(f"mode must be 'logits' or 'generate', got {mode!r}")
+        if prompt_set is not None and prompt_set not in PROMPT_SETS:
+            raise ValueError(f"prompt_set must be one of {sorted(PROMPT_SETS)}, got {prompt_set!r}")
         self.name, self.metrics, self.mode = name, tuple(metrics), mode
-        self.version = f"1:{model}:{mode}:{prompt_hash}"
-        self.columns = tuple(c for m in self.metrics for c in (f"{name}_{m}", f"{name}_{m}_error"))
-        self.batch_size, self.max_new_tokens, self.min_mass = batch_size, max_new_tokens, min_mass
-        self.model, self.processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-        self.tokenizer = self.processor.tokenizer
+        self.batch_size, self.min_mass = batch_size, min_mass
+        self.released: ReleasedModel | None = None
+        layout = released_layout(read_config(model))
+        if layout is not None:
+            self.released = load_released(model, vision_tower=vision_tower, device=device, dtype=dtype)
+            if self.released.family == "aitqe":
+                raise ValueError(f"{model!r} is an AITQE checkpoint: use it as the rewriter (kind aitqe), "
+                                 "not as an MLM-Filter scorer")
+            self.model, self.tokenizer, self.processor = self.released.model, self.released.tokenizer, None
+            self.prompts: PromptSet = PROMPT_SETS[prompt_set or self.released.family]
+            self.pad_to_square = pad_to_square
+        else:
+            if prompt_set not in (None, "zero_shot"):
+                raise ValueError(f"prompt_set {prompt_set!r} needs a released MLM-Filter checkpoint; {model!r} is "
+                                 "a chat VLM: use prompt_set='zero_shot'")
+            self.model, self.processor = load_vlm(model, device=device, dtype=dtype,
+                                                  trust_remote_code=trust_remote_code)
+            self.tokenizer = self.processor.tokenizer
+            self.prompts = PROMPT_SETS["zero_shot"]
+            self._prefix_template, self._tail = self._split_template()
+            self._image_token = getattr(self.processor, "image_token", None)
+        self.max_new_tokens = max_new_tokens or self.prompts.max_new_tokens
+        self.version = f"2:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}"
+        self.prompt_hash = self.prompts.hash
+        self.columns = tuple(c for m in self.metrics
+                             for c in (f"{name}_{m}", f"{name}_{m}_expected", f"{name}_{m}_error"))
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
-        self._prefix_template, self._tail = self._split_template()
-        self._image_token = getattr(self.processor, "image_token", None)
+        self._suppressed = [self.released.image_token_id] if self.released else []
+        if self.released:
+            self._appended = self._appended_token()
+            self._canonical = self._split_released(self._released_ids("A dog runs on the grass."))[1]
         if mode == "logits":
             self.score_tokens = _ScoreTokens(self.tokenizer)
+            suffixes = ([self._canonical[m] for m in self.metrics] if self.released
+                        else [self._suffix_token_ids(m) for m in self.metrics])
             # The tokens appended after the cached prompt: all metrics (shared prefix), or only
             # the digit walk (a full prompt per metric).
-            self._shared_tree = _Tree.build([self._suffix_token_ids(m) for m in self.metrics], self.score_tokens)
+            self._shared_tree = _Tree.build(suffixes, self.score_tokens)
             self._walk_tree = _Tree.build([[]], self.score_tokens)
 
-    # --- prompts ---
+    # --- prompts: released checkpoints ---
+
+    def _appended_token(self) -> int:
+        """The token the reference appends after the prompt, so the score's digits come next."""
+        if self.prompts.append == "sentencepiece":
+            piece = self.tokenizer.convert_tokens_to_ids("▁")
+            if piece is None or piece == self.tokenizer.unk_token_id:
+                raise ValueError("this tokenizer has no SentencePiece '▁' piece for the llava_v1 prompt set")
+            return piece
+        return self.tokenizer(" ")["input_ids"][-1]
+
+    def _released_ids(self, caption: str) -> dict[str, list[int]]:
+        """Each metric's prompt as the reference tokenizes it (LLaVA's ``tokenizer_image_token``:
+        chunks around "<image>" tokenized alone, their BOS dropped but the first's), truncated
+        as the scripts truncate, the image expanded to its placeholders, the whitespace appended."""
+        out = {}
+        for m in self.metrics:
+            chunks = [self.tokenizer(c)["input_ids"] for c in self.prompts.prompt(caption, m).split("<image>")]
+            bos = self.tokenizer.bos_token_id
+            offset = 1 if chunks and chunks[0] and bos is not None and chunks[0][0] == bos else 0
+            ids: list[int] = [chunks[0][0]] if offset else []
+            for k, chunk in enumerate(chunks):
+                if k:
+                    ids.append(-1)
+                ids.extend(chunk[offset:])
+            ids = ids[:REFERENCE_MAX_LEN]
+            expanded: list[int] = []
+            for token in ids:
+                expanded.extend([self.released.image_token_id] * self.released.image_tokens if token == -1
+                                else [token])
+            out[m] = expanded + [self._appended]
+        return out
+
+    def _split_released(self, full: dict[str, list[int]]) -> tuple[list[int], dict[str, list[int]]]:
+        """The tokens all metrics share (image and caption first) and each metric's rest."""
+        seqs = list(full.values())
+        n = min(len(s) for s in seqs)
+        common = next((k for k in range(n) if len({s[k] for s in seqs}) > 1), n)
+        if len(seqs) == 1:  # one metric: keep the last token out, so the prefill reads something
+            common = n - 1
+        return seqs[0][:common], {m: s[common:] for m, s in full.items()}
+
+    # --- prompts: zero-shot chat VLMs ---
 
     def _split_template(self) -> tuple[str, str]:
         """Render the chat template once with markers: the part before the criterion holds the
         image, caption and scoring rules (the shared prefix); the tail closes the user turn and
         opens the assistant's."""
-        text = USER_TEXT.format(caption_line=CAPTION_LINE.format(caption=_CAPTION_MARK),
-                                rules=SCORING_RULES, criterion=_CRITERION_MARK)
+        text = self.prompts.instruction.format(caption=_CAPTION_MARK, criterion=_CRITERION_MARK)
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
         rendered = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         prefix, _, tail = rendered.partition(_CRITERION_MARK)
@@ -222,7 +288,7 @@ class MlmFilterScorer(Scorer):
         return self._prefix_template.replace(_CAPTION_MARK, caption)
 
     def suffix_text(self, metric: str) -> str:
-        return metric_prompt(metric) + self._tail
+        return ZERO_SHOT_CRITERIA[metric] + self._tail
 
     def _suffix_token_ids(self, metric: str) -> list[int]:
         """Suffix tokens as they appear inside the full prompt; the split must fall on a token
@@ -247,6 +313,7 @@ class MlmFilterScorer(Scorer):
     def _score(self, batch: PairBatch, shared: bool) -> pd.DataFrame:
         n = len(batch)
         values = {m: np.full(n, np.nan) for m in self.metrics}
+        expected = {m: np.full(n, np.nan) for m in self.metrics}
         errors: dict[str, list[str | None]] = {m: [None] * n for m in self.metrics}
         valid = []
         for i, (image, caption) in enumerate(zip(batch.images, batch.captions)):
@@ -259,59 +326,126 @@ class MlmFilterScorer(Scorer):
         for start in range(0, len(valid), self.batch_size):
             rows = valid[start:start + self.batch_size]
             images = [batch.images[i].convert("RGB") for i in rows]
-            prefixes = [self.prefix_text(batch.captions[i]) for i in rows]
+            captions = [batch.captions[i] for i in rows]
             if self.mode == "generate":
-                results = self._generate(images, prefixes)
-            elif shared:
-                results = self._logits_shared(images, prefixes)
+                results = self._generate(images, captions)
             else:
-                results = self._logits_separate(images, prefixes)
+                results = self._logits(images, captions, shared)
             for m, scored in results.items():
-                for row, (value, reason) in zip(rows, scored):
-                    values[m][row], errors[m][row] = value, reason
+                for row, (value, mean, reason) in zip(rows, scored):
+                    values[m][row], expected[m][row], errors[m][row] = value, mean, reason
         frame = {}
         for m in self.metrics:
             frame[f"{self.name}_{m}"] = values[m]
+            frame[f"{self.name}_{m}_expected"] = expected[m]
             frame[f"{self.name}_{m}_error"] = pd.Series(errors[m], dtype=object)
         return pd.DataFrame(frame)
 
-    def _inputs(self, texts: list[str], images: list):
+    # --- model inputs ---
+
+    def _chat_inputs(self, texts: list[str], images: list):
         inputs = self.processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
         return {
             k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
             for k, v in inputs.items() if isinstance(v, torch.Tensor)
         }
 
+    def _id_inputs(self, sequences: list[list[int]], images: list):
+        """Left-padded token ids with the reference's pixel values."""
+        width = max(len(s) for s in sequences)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for k, seq in enumerate(sequences):
+            ids[k, width - len(seq):] = torch.tensor(seq)
+            mask[k, width - len(seq):] = 1
+        pixels = self.released.pixel_values(images, pad=self.pad_to_square)
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device),
+                "pixel_values": pixels.to(self.device, self.dtype)}
+
+    def _full_inputs(self, images, captions, metric):
+        if self.released:
+            return self._id_inputs([self._released_ids(c)[metric] for c in captions], images)
+        return self._chat_inputs([self.prefix_text(c) + self.suffix_text(metric) for c in captions], images)
+
+    # --- generation ---
+
     @torch.inference_mode()
-    def _generate(self, images, prefixes) -> dict[str, list[tuple[float, str | None]]]:
+    def _generate(self, images, captions) -> dict[str, list[tuple]]:
         results = {}
         for m in self.metrics:
-            inputs = self._inputs([p + self.suffix_text(m) for p in prefixes], images)
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-            replies = self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-            results[m] = [parse_score(r) for r in replies]
+            results[m] = [(value, math.nan, reason) for value, reason in
+                          map(self._parse, self._greedy_replies(images, captions, m))]
         return results
 
-    @torch.inference_mode()
-    def _logits_shared(self, images, prefixes):
-        """One prefill of the shared prefix, then every metric's suffix and digit tree as
-        sibling branches of one more forward pass: two model calls per batch in all."""
-        state, first = self._prefill(self._inputs(prefixes, images))
-        tree = self._shared_tree
-        scored = self._read(tree, self._run_tree(state, tree), first)
-        return {m: [row[k] for row in scored] for k, m in enumerate(self.metrics)}
+    def _greedy_replies(self, images, captions, metric) -> list[str]:
+        inputs = self._full_inputs(images, captions, metric)
+        extra = {"suppress_tokens": self._suppressed} if self._suppressed else {}
+        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, **extra)
+        return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def _parse(self, reply: str) -> tuple[float, str | None]:
+        return parse_reference_score(reply) if self.released else parse_score(reply)
+
+    # --- logits ---
 
     @torch.inference_mode()
-    def _logits_separate(self, images, prefixes):
-        results = {}
+    def _logits(self, images, captions, shared: bool) -> dict[str, list[tuple]]:
+        """Per metric, per row: (greedy score, expected score, reason)."""
+        n = len(captions)
+        results: dict[str, list] = {m: [None] * n for m in self.metrics}
+        together, alone = list(range(n)), []
+        if self.released and shared:
+            prefixes = {}
+            for k, caption in enumerate(captions):
+                prefix, rest = self._split_released(self._released_ids(caption))
+                if all(rest[m] == self._canonical[m] for m in self.metrics):
+                    prefixes[k] = prefix
+                else:  # truncation or a caption that merges into the criterion: separate prompts
+                    alone.append(k)
+            together = sorted(prefixes)
+        elif not shared:
+            together, alone = [], list(range(n))
+        if together:
+            if self.released:
+                inputs = self._id_inputs([prefixes[k] for k in together], [images[k] for k in together])
+            else:
+                inputs = self._chat_inputs([self.prefix_text(captions[k]) for k in together],
+                                           [images[k] for k in together])
+            state, first = self._prefill(inputs)
+            tree = self._shared_tree
+            read = self._read(tree, self._run_tree(state, tree), first)
+            for j, k in enumerate(together):
+                for b, m in enumerate(self.metrics):
+                    results[m][k] = read[j][b]
         for m in self.metrics:
-            state, first = self._prefill(self._inputs([p + self.suffix_text(m) for p in prefixes], images))
+            if not alone:
+                break
+            state, first = self._prefill(self._full_inputs([images[k] for k in alone], [captions[k] for k in alone], m))
             tree = self._walk_tree
-            results[m] = [row[0] for row in self._read(tree, self._run_tree(state, tree), first)]
-        return results
+            read = self._read(tree, self._run_tree(state, tree), first)
+            for j, k in enumerate(alone):
+                results[m][k] = read[j][0]
+        return self._finish_greedy(results, images, captions)
+
+    def _finish_greedy(self, results, images, captions) -> dict[str, list[tuple]]:
+        """Decode greedy replies that left the tree (first token not a digit) with ``generate``."""
+        out = {}
+        for m in self.metrics:
+            todo = [k for k, r in enumerate(results[m]) if r[0] is None]
+            replies = dict(zip(todo, self._greedy_replies([images[k] for k in todo], [captions[k] for k in todo], m))
+                           ) if todo else {}
+            rows = []
+            for k, (tokens, mean, mass_reason) in enumerate(results[m]):
+                reply = replies[k] if tokens is None else self.tokenizer.decode(tokens, skip_special_tokens=True)
+                value, reason = self._parse(reply)
+                rows.append((value, mean, reason))
+            out[m] = rows
+        return out
 
     def _prefill(self, inputs) -> tuple[_State, torch.Tensor]:
-        """Run a left-padded prompt batch; the model sets its own (possibly multimodal) positions."""
+        """Run a left-padded prompt batch; the model sets its own (possibly multimodal) positions.
+        Returns the state and the last position's full-vocabulary logits."""
         inner = getattr(self.model, "model", None)
         if getattr(inner, "rope_deltas", None) is not None:
             inner.rope_deltas = None
@@ -323,11 +457,11 @@ class MlmFilterScorer(Scorer):
         else:  # 1-D RoPE: the model counted positions over the padded length
             next_pos = torch.full((mask.shape[0],), mask.shape[1], device=mask.device)
         state = _State(out.past_key_values, mask, next_pos.long())
-        return state, out.logits[:, -1].float().softmax(-1)
+        return state, out.logits[:, -1].float()
 
     def _run_tree(self, state: _State, tree: _Tree) -> torch.Tensor | None:
-        """Append ``tree`` to every row's cached prompt in one forward pass; the next-token
-        probabilities of the score tokens at ``tree.keep`` [rows, len(keep), score tokens].
+        """Append ``tree`` to every row's cached prompt in one forward pass; the full-vocabulary
+        logits at ``tree.keep`` [rows, len(keep), vocab].
 
         An explicit 4-D mask says what each new token attends to (the row's real cached
         columns, its ancestors, itself) and explicit positions continue each row's text, which
@@ -351,30 +485,63 @@ class MlmFilterScorer(Scorer):
             positions = positions[None].expand(3, -1, -1)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=state.cache,
                          use_cache=True, logits_to_keep=torch.tensor(tree.keep, device=self.device))
-        return out.logits.float().softmax(-1)[..., self.score_tokens.ids]
+        return out.logits.float()
 
-    def _read(self, tree: _Tree, probs: torch.Tensor | None, first: torch.Tensor) -> list[list[tuple]]:
-        """Per row, one (score, reason) per branch of ``tree``."""
-        first = first[:, self.score_tokens.ids].cpu().numpy()
-        probs = probs.cpu().numpy() if probs is not None else None
+    def _read(self, tree: _Tree, logits: torch.Tensor | None, first: torch.Tensor) -> list[list[tuple]]:
+        """Per row, per branch of ``tree``: (greedy tokens or None when they leave the tree,
+        expected score, reason the expectation is unknown)."""
+        if self._suppressed:
+            first[:, self._suppressed] = -math.inf
+            if logits is not None:
+                logits[..., self._suppressed] = -math.inf
+        ids = self.score_tokens.ids
+        first_probs, first_top = first.softmax(-1)[:, ids].cpu().numpy(), first.argmax(-1).cpu().numpy()
+        probs = logits.softmax(-1)[..., ids].cpu().numpy() if logits is not None else None
+        top = logits.argmax(-1).cpu().numpy() if logits is not None else None
         column = {node: k for k, node in enumerate(tree.keep)}
+        eos = set(self._eos_ids())
 
         def at(row, node):
-            return first[row] if node < 0 else probs[row, column[node]]
+            return (first_probs[row], first_top[row]) if node < 0 else (probs[row, column[node]],
+                                                                      top[row, column[node]])
 
         scored = []
         for row in range(first.shape[0]):
             out = []
             for last, branches, zero in tree.reads:
+                p1, t1 = at(row, last)
                 if self.score_tokens.kind == "whole":
-                    value, mass = whole_number_expectation(at(row, last))
+                    value, mass = whole_number_expectation(p1)
                 else:
-                    second = np.vstack([np.zeros(10), *(at(row, b) for b in branches)])
-                    value, mass = digit_split_expectation(at(row, last), second, at(row, zero))
-                out.append((math.nan, f"low score-token mass ({mass:.3f})") if mass < self.min_mass
-                           else (value, None))
+                    second = np.vstack([np.zeros(10), *(at(row, b)[0] for b in branches)])
+                    value, mass = digit_split_expectation(p1, second, at(row, zero)[0])
+                mean = value if mass >= self.min_mass else math.nan
+                out.append((self._greedy(row, int(t1), branches, zero, at, eos), mean,
+                            None if mass >= self.min_mass else f"low score-token mass ({mass:.3f})"))
             scored.append(out)
         return scored
+
+    def _greedy(self, row, t1, branches, zero, at, eos) -> list[int] | None:
+        """The reference's greedy tokens where the tree holds them: the first token, then (within
+        the budget) the token after a first digit 1..9, and after "1","0"."""
+        tokens = [t1]
+        if self.max_new_tokens == 1 or t1 in eos:
+            return tokens
+        if self.score_tokens.kind != "digits" or t1 not in self.score_tokens.ids[1:]:
+            return None
+        child = branches[self.score_tokens.ids.index(t1) - 1]
+        t2 = int(at(row, child)[1])
+        tokens.append(t2)
+        if self.max_new_tokens >= 3 and t2 not in eos:
+            if child != branches[0] or t2 != self.score_tokens.ids[0]:
+                return None
+            tokens.append(int(at(row, zero)[1]))
+        return tokens
+
+    def _eos_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        return [e for e in eos + [self.tokenizer.eos_token_id] if e is not None]
 
 
 @dataclass

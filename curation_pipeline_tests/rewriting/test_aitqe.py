@@ -139,7 +139,7 @@ def test_custom_backend(monkeypatch):
     fake = _FakeCustomModel([1])
     monkeypatch.setattr(aitqe, "load_vlm", no_chat)
     monkeypatch.setattr(aitqe, "_load_custom", lambda model, device, dtype: (fake, _FakeTokenizer()))
-    monkeypatch.setattr(aitqe, "_prepare", lambda model: model)
+    monkeypatch.setattr(aitqe, "prepare_source", lambda model: model)
     rewriter = AitqeRewriter("HymanH/AITQE", max_new_tokens=99, trust_remote_code=True)
     image = Image.new("RGB", (40, 30), "red")
     [cand] = rewriter.rewrite(PairBatch(["k"], ["a dog"], [image]))

@@ -1,0 +1,305 @@
+"""The papers' released checkpoints on transformers' native LLaVA classes.
+
+The MLM-Filter checkpoints (model types ``llava``, ``llava_llama``, ``llava_qwen``, from
+the author's LLaVA-Unified fork) and AITQE's (``mm``, code only on GitHub, tied to
+transformers 4.41 and flash-attn) ship weights and a tokenizer but no code that current
+transformers can run. All four are the same machine: a vision tower, a two-layer MLP
+projector and a causal LM whose input embeddings get the image features spliced in. So
+their tensors are renamed onto ``LlavaForConditionalGeneration`` here: no
+``trust_remote_code``, no authors' packages, SDPA attention, and ``curate
+convert-model`` can write the result as a standard directory other engines serve.
+
+What the references do, and what is reproduced (the parity tests pin each point):
+- the vision tower is named by the checkpoint (``mm_vision_tower`` or
+  ``vision_model_name_or_path``) and loaded from its own id, or a path the caller gives;
+- features come from ``mm_vision_select_layer`` (-2); CLIP drops its CLS token
+  (``select_feature == "patch"``), SigLIP has none;
+- AITQE's projector has no bias on its second Linear: it becomes a zero bias;
+- AITQE's ``image_newline`` is concatenated as an empty slice by its code: unused;
+- the image placeholder is a token id the text never produces (the first id past the
+  tokenizer, growing the vocabulary by one zero row when it is full).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from curation_pipeline.models.loading import ModelUnavailableError, finish, pick_device, pick_dtype, prepare_source
+
+LAYOUTS = {
+    "llava": ("llama", "llava_v1"),
+    "llava_llama": ("llama", "llama_3"),
+    "llava_qwen": ("qwen2", "qwen_instruct"),
+    "mm": ("qwen2", "aitqe"),
+}
+_TEXT_KEYS_DROPPED = ("architectures", "auto_map", "model_type", "_name_or_path", "transformers_version")
+
+
+class UnknownLayoutError(ModelUnavailableError):
+    pass
+
+
+@dataclass
+class ReleasedModel:
+    """A released checkpoint, loaded: the native model and what its reference feeds it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    image_processor: object
+    layout: str  # a LAYOUTS key
+    family: str  # prompt family: llava_v1, llama_3, qwen_instruct, aitqe
+    image_token_id: int
+    image_tokens: int  # placeholders per image
+    pad_to_square: bool  # the checkpoint's image_aspect_ratio == "pad"
+    source: str
+
+    def pixel_values(self, images: list, pad: bool | None = None) -> torch.Tensor:
+        """The reference's preprocessing; ``pad`` (default: the checkpoint's setting) first
+        pads to a square filled with the processor's mean colour, as LLaVA's ``expand2square``."""
+        pad = self.pad_to_square if pad is None else pad
+        images = [im.convert("RGB") for im in images]
+        if pad:
+            fill = tuple(int(x * 255) for x in self.image_processor.image_mean)
+            images = [expand_to_square(im, fill) for im in images]
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+def expand_to_square(image, fill):
+    from PIL import Image
+
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - width) // 2, 0) if width < height else (0, (side - height) // 2))
+    return canvas
+
+
+def _local_dir(model: str) -> Path:
+    """The checkpoint's files: a local directory, or the hub snapshot (cache first)."""
+    source = prepare_source(model)
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model",
+                                                              "*.txt", "*.tiktoken"]))
+    except Exception as exc:  # noqa: BLE001 - every hub failure becomes one clear error
+        raise ModelUnavailableError(model, exc) from exc
+
+
+def read_config(model: str) -> dict | None:
+    """The checkpoint's raw config.json, or None when it has none (not a released layout)."""
+    try:
+        path = _local_dir(model) / "config.json"
+    except ModelUnavailableError:
+        return None
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def released_layout(config: dict | None) -> str | None:
+    """The released layout a raw config describes, None for a transformers-native model.
+
+    Native ``llava`` configs carry ``vision_config``; the LLaVA-1.5 layout of the same
+    model type carries ``mm_vision_tower`` instead."""
+    if not config:
+        return None
+    kind = config.get("model_type")
+    if kind == "mm" or (kind in LAYOUTS and "mm_vision_tower" in config):
+        return kind
+    if "mm_vision_tower" in config or "vision_model_name_or_path" in config:
+        raise UnknownLayoutError(
+            config.get("_name_or_path", "checkpoint"),
+            f"model_type {kind!r} is not a supported released layout; supported: {', '.join(sorted(LAYOUTS))}")
+    return None
+
+
+def _state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    files = sorted(directory.glob("*.safetensors"))
+    state: dict[str, torch.Tensor] = {}
+    if files:
+        from safetensors.torch import load_file
+
+        for file in files:
+            state.update(load_file(str(file)))
+        return state
+    for file in sorted(directory.glob("*.bin")):
+        if file.name == "training_args.bin":
+            continue
+        state.update(torch.load(file, map_location="cpu", weights_only=True, mmap=True))
+    if not state:
+        raise ModelUnavailableError(str(directory), "no *.safetensors or *.bin weights")
+    return state
+
+
+def _rename(key: str, layout: str) -> str | None:
+    """The native name of a released tensor, None to drop it."""
+    if layout == "mm":
+        for old, new in (("model.model.", "model.language_model."), ("model.lm_head.", "lm_head."),
+                         ("vision_model.", "model.vision_tower."),
+                         ("mm_projector.0.", "model.multi_modal_projector.linear_1."),
+                         ("mm_projector.2.", "model.multi_modal_projector.linear_2.")):
+            if key.startswith(old):
+                return new + key[len(old):]
+        return None  # image_newline: concatenated as an empty slice by the reference
+    for old, new in (("model.mm_projector.0.", "model.multi_modal_projector.linear_1."),
+                     ("model.mm_projector.2.", "model.multi_modal_projector.linear_2."),
+                     ("model.vision_tower.vision_tower.", "model.vision_tower."),
+                     ("model.", "model.language_model."), ("lm_head.", "lm_head.")):
+        if key.startswith(old):
+            return new + key[len(old):]
+    return None
+
+
+def _tower(name: str, vision_tower: str | None):
+    """The vision tower's model class, config and image processor (by its model type)."""
+    from transformers import AutoConfig, AutoImageProcessor, CLIPVisionModel, SiglipVisionModel
+
+    source = prepare_source(vision_tower or name)
+    try:
+        config = AutoConfig.from_pretrained(source)
+        processor = AutoImageProcessor.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(
+            vision_tower or name, f"{exc}\n(the vision tower named by the checkpoint; pass vision_tower= a local "
+            "directory or id of that tower to load it from elsewhere)") from exc
+    kind = config.model_type
+    vision_config = getattr(config, "vision_config", config)
+    if kind.startswith("clip"):
+        return CLIPVisionModel, vision_config, processor, source, True
+    if kind.startswith("siglip") and not kind.startswith("siglip2"):
+        return SiglipVisionModel, vision_config, processor, source, False
+    raise ModelUnavailableError(vision_tower or name, f"vision tower type {kind!r} is not supported (clip, siglip)")
+
+
+def load_released(model: str, *, vision_tower: str | None = None, device: str | None = None, dtype=None,
+                  config: dict | None = None) -> ReleasedModel:
+    """Load a released MLM-Filter or AITQE checkpoint onto ``LlavaForConditionalGeneration``."""
+    from transformers import AutoTokenizer, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, Qwen2Config
+
+    directory = _local_dir(model)
+    raw = config or json.loads((directory / "config.json").read_text())
+    layout = released_layout(raw)
+    if layout is None:
+        raise UnknownLayoutError(model, f"model_type {raw.get('model_type')!r} is not a released layout; "
+                                        f"supported: {', '.join(sorted(LAYOUTS))}")
+    text_type, family = LAYOUTS[layout]
+    tower_name = raw.get("vision_model_name_or_path" if layout == "mm" else "mm_vision_tower")
+    tower_class, vision_config, image_processor, tower_source, is_clip = _tower(tower_name, vision_tower)
+
+    text_raw = {k: v for k, v in raw.items() if k not in _TEXT_KEYS_DROPPED and not k.startswith("mm_")}
+    text_config = (LlamaConfig if text_type == "llama" else Qwen2Config).from_dict(text_raw)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(model, exc) from exc
+    vocab = text_config.vocab_size
+    image_token_id = len(tokenizer)
+    grow = image_token_id >= vocab
+    if grow:
+        text_config.vocab_size = image_token_id + 1
+
+    select = raw.get("mm_vision_select_feature", "patch")
+    drop_cls = is_clip and select == "patch" if layout != "mm" else "siglip" not in str(tower_name).lower()
+    grid = vision_config.image_size // vision_config.patch_size
+    image_tokens = grid * grid
+    native = LlavaConfig(
+        vision_config=vision_config.to_dict() | {"model_type": vision_config.model_type},
+        text_config=text_config.to_dict() | {"model_type": text_type},
+        image_token_index=image_token_id, image_seq_length=image_tokens, projector_hidden_act="gelu",
+        vision_feature_select_strategy="default" if drop_cls else "full",
+        vision_feature_layer=int(raw.get("mm_vision_select_layer", -2)), multimodal_projector_bias=True,
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)))
+
+    device = pick_device(device)
+    dtype = pick_dtype(device, dtype)
+    state = {}
+    for key, tensor in _state_dict(directory).items():
+        new = _rename(key, layout)
+        if new is not None:
+            state[new] = tensor
+    own_tower = any(k.startswith("model.vision_tower.") for k in state)
+    if layout != "mm" and own_tower and not raw.get("unfreeze_mm_vision_tower", False):
+        # the reference builds the tower lazily and loads it from its id, ignoring these
+        state = {k: v for k, v in state.items() if not k.startswith("model.vision_tower.")}
+        own_tower = False
+    if not own_tower:
+        tower = tower_class.from_pretrained(tower_source)
+        state.update({"model.vision_tower." + k: v for k, v in tower.state_dict().items()})
+    bias = "model.multi_modal_projector.linear_2.bias"
+    if bias not in state:
+        state[bias] = torch.zeros(native.text_config.hidden_size)
+    for name in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
+        if grow and name in state:
+            weight = state[name]
+            state[name] = torch.cat([weight, weight.new_zeros(1, weight.shape[1])])
+    if native.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+
+    with torch.device("meta"):
+        loaded = LlavaForConditionalGeneration(native)
+    state = {k: v.to(dtype) for k, v in state.items()}
+    missing, unexpected = loaded.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in missing if not (native.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise ModelUnavailableError(model, f"released {layout!r} layout did not map cleanly: missing {missing[:5]}, "
+                                           f"unexpected {unexpected[:5]}")
+    if native.tie_word_embeddings:
+        loaded.tie_weights()
+    rotary = [m for m in loaded.modules() if hasattr(m, "inv_freq")]
+    for module in rotary:  # buffers are not in the checkpoint: rebuild them off the meta device
+        fresh = type(module)(config=module.config if hasattr(module, "config") else native.text_config)
+        module.inv_freq = fresh.inv_freq
+        if hasattr(module, "original_inv_freq"):
+            module.original_inv_freq = fresh.original_inv_freq
+    _materialize_buffers(loaded, native)
+    loaded.config._attn_implementation = "sdpa"
+    loaded.generation_config.suppress_tokens = [image_token_id]
+    loaded.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+        else tokenizer.eos_token_id
+    finish(loaded, device)
+    return ReleasedModel(loaded, tokenizer, image_processor, layout, family, image_token_id, image_tokens,
+                         raw.get("image_aspect_ratio") == "pad", model)
+
+
+def _materialize_buffers(model, native) -> None:
+    """Non-persistent buffers (position ids) are not in checkpoints; rebuild any left on meta."""
+    for module_name, module in model.named_modules():
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer.is_meta:
+                if name == "position_ids":
+                    module.register_buffer(name, torch.arange(buffer.shape[-1]).expand(buffer.shape), persistent=False)
+                else:
+                    raise RuntimeError(f"buffer {module_name}.{name} has no value after loading")
+
+
+def convert_released(model: str, destination: str | os.PathLike, *, vision_tower: str | None = None) -> Path:
+    """Write a released checkpoint as a standard transformers LLaVA directory (model,
+    tokenizer with the ``<image>`` token, image processor), loadable without this project."""
+    from transformers import LlavaProcessor
+
+    loaded = load_released(model, vision_tower=vision_tower, device="cpu", dtype=torch.float32)
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    tokenizer = loaded.tokenizer
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    if tokenizer.convert_tokens_to_ids("<image>") != loaded.image_token_id:
+        raise RuntimeError("the <image> token did not land on the placeholder id")
+    loaded.model.save_pretrained(destination)
+    processor = LlavaProcessor(image_processor=loaded.image_processor, tokenizer=tokenizer,
+                               patch_size=loaded.model.config.vision_config.patch_size,
+                               vision_feature_select_strategy=loaded.model.config.vision_feature_select_strategy,
+                               num_additional_image_tokens=1 if loaded.model.config.vision_feature_select_strategy
+                               == "default" else 0)
+    processor.save_pretrained(destination)
+    (destination / "released_layout.json").write_text(json.dumps(
+        {"source": model, "layout": loaded.layout, "family": loaded.family,
+         "pad_to_square": loaded.pad_to_square}, indent=2) + "\n")
+    return destination
