@@ -223,3 +223,18 @@ def sample_data(out, shards) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.command("convert-model")
+@click.argument("src")
+@click.argument("dst", type=click.Path(file_okay=False))
+@click.option("--vision-tower", default=None,
+              help="Local directory or id of the vision tower the checkpoint names (mm_vision_tower / "
+                   "vision_model_name_or_path); default: the name in its config.")
+def convert_model(src, dst, vision_tower) -> None:
+    """Write a released MLM-Filter or AITQE checkpoint (SRC: hub id or directory) as a standard
+    transformers LLaVA directory DST, which transformers, vLLM and this project load natively."""
+    from curation_pipeline.models.released import convert_released
+
+    out = convert_released(src, dst, vision_tower=vision_tower)
+    click.echo(f"converted {src} -> {out}")

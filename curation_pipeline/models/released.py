@@ -57,6 +57,7 @@ class ReleasedModel:
     image_tokens: int  # placeholders per image
     pad_to_square: bool  # the checkpoint's image_aspect_ratio == "pad"
     source: str
+    config: dict  # the checkpoint's own config.json
 
     def pixel_values(self, images: list, pad: bool | None = None) -> torch.Tensor:
         """The reference's preprocessing; ``pad`` (default: the checkpoint's setting) first
@@ -266,7 +267,7 @@ def load_released(model: str, *, vision_tower: str | None = None, device: str | 
         else tokenizer.eos_token_id
     finish(loaded, device)
     return ReleasedModel(loaded, tokenizer, image_processor, layout, family, image_token_id, image_tokens,
-                         raw.get("image_aspect_ratio") == "pad", model)
+                         raw.get("image_aspect_ratio") == "pad", model, raw)
 
 
 def _materialize_buffers(model, native) -> None:

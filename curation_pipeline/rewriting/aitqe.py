@@ -8,11 +8,10 @@ the overall score, so the usual output is a dictionary cut off mid-value, e.g.
 JSON either, hence ``parse_aitqe_output``: strict JSON or Python-literal parsing
 first, then a tolerant key-by-key scan.
 
-The checkpoint ships its own modelling code, so it is loaded only when the caller
-explicitly sets ``trust_remote_code``. Two shapes are supported: a transformers-native
-chat VLM (processor with a chat template, batched through ``ChatGenerator``), and the
-released custom model, recognised by its ``bind_processor`` method, whose processor
-reads each image from a file path embedded in the prompt (one pair per call).
+The released checkpoint's modelling code lives only in the authors' GitHub repository
+(tied to transformers 4.41 and flash-attn); ``models/released.py`` maps its ``mm`` layout
+onto native LLaVA classes, so it loads with no ``trust_remote_code``. A transformers-native
+chat VLM fine-tuned on AITQE's format works too (batched through ``ChatGenerator``).
 """
 
 from __future__ import annotations
@@ -21,13 +20,12 @@ import ast
 import json
 import math
 import re
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from curation_pipeline.models.loading import ModelUnavailableError, finish, prepare_source, load_vlm, pick_device, pick_dtype
+from curation_pipeline.models.loading import ModelUnavailableError, load_vlm, prepare_source
+from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
 from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, ChatGenerator, generate_in_batches
@@ -193,25 +191,67 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
     return AitqeOutput(recaption, overall, subscores, "; ".join(errors) or None)
 
 
+# --- the released checkpoint --------------------------------------------------------------
+
+
+class AitqeGenerator:
+    """The released AITQE checkpoint (``mm`` layout, on native LLaVA classes), asked as its
+    reference ``inference.py`` asks it: the image, wrapped by ``<img_start>…<img_end>``, becomes
+    one image slot of ``image_tile_tokens`` placeholders (with any text its ``image_pattern``
+    adds around it), a newline follows the wrap, then the instruction, tokenized with no chat
+    template and no BOS; greedy, ``max_new_tokens`` 384, stopping at ``<Overall>``."""
+
+    def __init__(self, released: ReleasedModel, *, max_new_tokens: int, stop_strings: list[str] | None):
+        self.released, self.max_new_tokens, self.stop_strings = released, max_new_tokens, stop_strings
+        self.tokenizer = released.tokenizer
+        pattern = released.config.get("image_pattern", "<image>")
+        self.before, _, self.after = (pattern.format(0) if "{}" in pattern else pattern).partition("<image>")
+
+    def token_ids(self, instruction: str) -> list[int]:
+        tok = self.tokenizer
+        rest = instruction if self.after.endswith(("\n", " ")) else "\n" + instruction
+        ids = tok(self.before, add_special_tokens=False)["input_ids"] if self.before else []
+        ids += [self.released.image_token_id] * self.released.image_tokens
+        ids += tok(self.after, add_special_tokens=False)["input_ids"] if self.after else []
+        return ids + tok(rest, add_special_tokens=False)["input_ids"]
+
+    @torch.inference_mode()
+    def generate(self, images: list, instructions: list[str]) -> list[str]:
+        sequences = [self.token_ids(text) for text in instructions]
+        width = max(len(s) for s in sequences)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for k, seq in enumerate(sequences):
+            ids[k, width - len(seq):], mask[k, width - len(seq):] = torch.tensor(seq), 1
+        model = self.released.model
+        device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+        extra = {"stop_strings": self.stop_strings, "tokenizer": self.tokenizer} if self.stop_strings else {}
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             pixel_values=self.released.pixel_values(images).to(device, dtype),
+                             max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+                             suppress_tokens=[self.released.image_token_id], **extra)
+        return [text.strip() for text in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+
+
+def load_aitqe(model: str, *, max_new_tokens: int, stop_strings: list[str] | None, device: str | None = None,
+               dtype=None, trust_remote_code: bool = False):
+    """The released AITQE checkpoint, or any chat VLM fine-tuned on AITQE's format."""
+    prepare_source(model)  # a missing local directory fails here, once
+    layout = released_layout(read_config(model))
+    if layout == "mm":
+        return AitqeGenerator(load_released(model, device=device, dtype=dtype), max_new_tokens=max_new_tokens,
+                              stop_strings=stop_strings)
+    if layout is not None:
+        raise ModelUnavailableError(model, f"a released {layout!r} checkpoint is an MLM-Filter scorer, not AITQE")
+    loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    return ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, stop_strings=stop_strings)
+
+
 # --- the rewriter ---------------------------------------------------------------------------
 
-
-def _load_custom(model: str, device: str | None, dtype):
-    """AITQE's released custom model: AutoModelForCausalLM + AutoTokenizer with its own code."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    source = prepare_source(model)
-    device = pick_device(device)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True, padding_side="left",
-                                                  truncation_side="left", use_fast=False)
-        loaded = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True, dtype=pick_dtype(device, dtype))
-    except (OSError, ValueError, KeyError, ImportError, TypeError, AttributeError) as exc:
-        raise ModelUnavailableError(model, exc) from exc
-    if not hasattr(loaded, "bind_processor"):
-        raise ModelUnavailableError(model, "neither a chat vision-language model nor AITQE's custom model "
-                                           "(no bind_processor method)")
-    return finish(loaded, device), tokenizer
+# The reference inference script's generation budget.
+AITQE_MAX_NEW_TOKENS = 384
 
 
 class AitqeRewriter(Rewriter):
@@ -220,14 +260,9 @@ class AitqeRewriter(Rewriter):
     name = "aitqe"
     needs_images = True
 
-    def __init__(self, model: str, *, instruction: str | None = None, max_new_tokens: int = 256,
+    def __init__(self, model: str, *, instruction: str | None = None, max_new_tokens: int = AITQE_MAX_NEW_TOKENS,
                  batch_size: int = 8, stop_after_overall: bool = True, device: str | None = None, dtype=None,
                  trust_remote_code: bool = False):
-        if not trust_remote_code:
-            raise ValueError(
-                f"AITQE model {model!r} runs its own modelling code from the checkpoint; it is loaded only "
-                "when you allow that for it: set rewriter.trust_remote_code: true (and only for a checkpoint "
-                "you trust)")
         instruction = instruction or DEFAULT_INSTRUCTION
         if CAPTION_PLACEHOLDER not in instruction:
             raise ValueError(f"the AITQE instruction must contain {CAPTION_PLACEHOLDER}; got {instruction[:80]!r}")
@@ -235,32 +270,19 @@ class AitqeRewriter(Rewriter):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.prompt, self.batch_size, self.max_new_tokens = instruction, batch_size, max_new_tokens
         self.stop_strings = [OVERALL_MARKER] if stop_after_overall else None
-        self.version = f"1:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
-        self.generator = self.model = self.tokenizer = self._custom_processor = None
-        prepare_source(model)  # a missing local directory fails here, once
-        try:
-            loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=True)
-        except ModelUnavailableError as chat_error:
-            try:
-                self.model, self.tokenizer = _load_custom(model, device, dtype)
-            except ModelUnavailableError as custom_error:
-                raise ModelUnavailableError(model, f"as a chat VLM: {chat_error.__cause__}; "
-                                                   f"as AITQE's custom model: {custom_error.__cause__ or custom_error}"
-                                            ) from custom_error
-            self._custom_processor = self.model.bind_processor(self.tokenizer, config=self.model.config)
-        else:
-            self.generator = ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens,
-                                           stop_strings=self.stop_strings)
+        self.version = f"2:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+        self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,
+                                    device=device, dtype=dtype, trust_remote_code=trust_remote_code)
 
     def instruction(self, caption: str | None) -> str:
         caption = (caption or "").strip()
-        if self.generator is not None:
+        if isinstance(self.generator, ChatGenerator):
             caption = self.generator.without_image_token(caption)
         return self.prompt.replace(CAPTION_PLACEHOLDER, caption)
 
     def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
-        generate = self.generator.generate if self.generator is not None else self._generate_custom
-        return generate_in_batches(batch, self.batch_size, self.instruction, generate, self._candidate)
+        return generate_in_batches(batch, self.batch_size, self.instruction, self.generator.generate,
+                                   self._candidate)
 
     @staticmethod
     def _candidate(reply: str) -> RewriteCandidate:
@@ -268,22 +290,3 @@ class AitqeRewriter(Rewriter):
         scores = {"aitqe_overall": parsed.overall, **{f"aitqe_{k}": v for k, v in parsed.subscores.items()}}
         error = None if parsed.recaption else parsed.error
         return RewriteCandidate(parsed.recaption, error=error, raw=reply, scores=scores)
-
-    @torch.inference_mode()
-    def _generate_custom(self, images: list, instructions: list[str]) -> list[str]:
-        """The released processor reads images from paths inside the prompt, one prompt per call."""
-        replies = []
-        with tempfile.TemporaryDirectory(prefix="aitqe-") as tmp:
-            for n, (image, instruction) in enumerate(zip(images, instructions)):
-                path = Path(tmp) / f"{n}.png"
-                image.convert("RGB").save(path)
-                image_ref = json.dumps({"path": str(path), "source": "localpath", "file_type": "I"})
-                inputs = self._custom_processor(f"<img_start>{image_ref}<img_end>\n{instruction}")
-                device = next(self.model.parameters()).device
-                inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-                extra = {"stop_strings": self.stop_strings, "tokenizer": self.tokenizer} if self.stop_strings else {}
-                out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=1,
-                                          do_sample=False, use_cache=True, **extra)
-                replies.append(self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:],
-                                                           skip_special_tokens=True)[0])
-        return replies

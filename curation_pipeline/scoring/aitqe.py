@@ -1,0 +1,54 @@
+"""AITQE's own verdict as a score: its 1-10 overall rating and its recaption, stored once.
+
+With the AITQE backend the paper decides keep or rewrite by this rating, so it is a
+scorer like any other: the policy can take ``aitqe_overall`` as its quality column and
+a cut-off on the 1-10 scale (the paper publishes none; its examples suggest 6-8). The
+recaption is stored beside it, so the rewriting stage can use it as the candidate
+without asking the model again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.rewriting.aitqe import (AITQE_MAX_NEW_TOKENS, DEFAULT_INSTRUCTION, OVERALL_MARKER,
+                                               load_aitqe, parse_aitqe_output)
+from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, generate_in_batches
+from curation_pipeline.rewriting.base import RewriteCandidate
+from curation_pipeline.scoring.base import Scorer
+
+# AITQE's overall score is on 1-10.
+OVERALL_RANGE = (1.0, 10.0)
+
+
+class AitqeScorer(Scorer):
+    """``aitqe_overall`` (1-10, NaN when the reply has none), ``aitqe_recaption``, ``aitqe_error``."""
+
+    name = "aitqe"
+    needs_images = True
+
+    def __init__(self, model: str, *, batch_size: int = 8, max_new_tokens: int = AITQE_MAX_NEW_TOKENS,
+                 device: str | None = None, dtype=None):
+        self.batch_size = batch_size
+        self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=[OVERALL_MARKER],
+                                    device=device, dtype=dtype)
+        self.version = f"1:{model}:max_new={max_new_tokens}"
+        self.columns = ("aitqe_overall", "aitqe_recaption", "aitqe_error")
+
+    def score(self, batch: PairBatch) -> pd.DataFrame:
+        def instruction(caption):
+            return DEFAULT_INSTRUCTION.replace(CAPTION_PLACEHOLDER, (caption or "").strip())
+
+        def candidate(reply):
+            parsed = parse_aitqe_output(reply)
+            return RewriteCandidate(parsed.recaption, error=parsed.error, raw=reply, scores={"o": parsed.overall})
+
+        results = generate_in_batches(batch, self.batch_size, instruction, self.generator.generate, candidate)
+        overall = [r.scores.get("o", np.nan) if r.scores else np.nan for r in results]
+        return pd.DataFrame({
+            "aitqe_overall": np.array(overall, dtype=float),
+            "aitqe_recaption": pd.Series([r.caption for r in results], dtype=object),
+            "aitqe_error": pd.Series([r.error for r in results], dtype=object),
+        })
