@@ -1,14 +1,10 @@
-import json
 import math
-from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from curation_pipeline.models.loading import ModelUnavailableError
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.rewriting import aitqe
 from curation_pipeline.rewriting.aitqe import DEFAULT_INSTRUCTION, AitqeRewriter, parse_aitqe_output
 from curation_pipeline_tests import tiny_models
 
@@ -77,11 +73,9 @@ def test_parser(name):
         assert error in parsed.error
 
 
-def test_refuses_without_trust_remote_code():
-    with pytest.raises(ValueError, match=r"'HymanH/AITQE'.*rewriter\.trust_remote_code"):
-        AitqeRewriter("HymanH/AITQE")
+def test_instruction_needs_the_caption_placeholder():
     with pytest.raises(ValueError, match=r"\{caption\}"):
-        AitqeRewriter("HymanH/AITQE", instruction="Evaluate.", trust_remote_code=True)
+        AitqeRewriter("HymanH/AITQE", instruction="Evaluate.")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +85,7 @@ def images(flickr_dir):
 
 def test_chat_backend_random_output_is_recorded_not_raised(tmp_path, images):
     path = tiny_models.make_tiny_llava(tmp_path / "llava")
-    rewriter = AitqeRewriter(path, max_new_tokens=12, batch_size=1, trust_remote_code=True)
+    rewriter = AitqeRewriter(path, max_new_tokens=12, batch_size=1)
     assert rewriter.generator.stop_strings == ["<Overall>"] and rewriter.prompt == DEFAULT_INSTRUCTION
     candidates = rewriter.rewrite(PairBatch(["a", "b", "c"], ["A dog.", None, "x"], [images[0], images[1], None]))
     for cand in candidates[:2]:
@@ -102,54 +96,6 @@ def test_chat_backend_random_output_is_recorded_not_raised(tmp_path, images):
     assert (candidates[2].caption, candidates[2].error) == (None, "no image")
 
 
-class _FakeCustomModel(torch.nn.Module):
-    """Stands in for the released MMForCausalLM: bind_processor + generate over token ids."""
-
-    config = object()
-
-    def __init__(self, reply_ids):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.reply_ids, self.prompts, self.calls = reply_ids, [], []
-
-    def bind_processor(self, tokenizer, config=None):
-        def process(prompt):
-            ref = json.loads(prompt[len("<img_start>"):prompt.index("<img_end>")])
-            assert Image.open(ref["path"]).size == (40, 30) and ref["file_type"] == "I"
-            self.prompts.append(prompt)
-            return {"input_ids": torch.tensor([[5, 6, 7]])}
-        return process
-
-    def generate(self, input_ids, **kwargs):
-        self.calls.append(kwargs)
-        return torch.cat([input_ids, torch.tensor([self.reply_ids])], dim=1)
-
-
-class _FakeTokenizer:
-    replies = {(1,): '{"Recaption": "A brown dog on a beach.", "Overall Score": "3<Overall>'}
-
-    def batch_decode(self, ids, skip_special_tokens=True):
-        return [self.replies[tuple(row.tolist())] for row in ids]
-
-
-def test_custom_backend(monkeypatch):
-    def no_chat(*args, **kwargs):
-        raise ModelUnavailableError("aitqe", "not a chat model")
-
-    fake = _FakeCustomModel([1])
-    monkeypatch.setattr(aitqe, "load_vlm", no_chat)
-    monkeypatch.setattr(aitqe, "_load_custom", lambda model, device, dtype: (fake, _FakeTokenizer()))
-    monkeypatch.setattr(aitqe, "prepare_source", lambda model: model)
-    rewriter = AitqeRewriter("HymanH/AITQE", max_new_tokens=99, trust_remote_code=True)
-    image = Image.new("RGB", (40, 30), "red")
-    [cand] = rewriter.rewrite(PairBatch(["k"], ["a dog"], [image]))
-    assert cand.caption == "A brown dog on a beach." and cand.scores == {"aitqe_overall": 3.0}
-    assert fake.prompts[0].endswith("<img_end>\n" + DEFAULT_INSTRUCTION.replace("{caption}", "a dog"))
-    assert fake.calls[0]["max_new_tokens"] == 99 and fake.calls[0]["stop_strings"] == ["<Overall>"]
-    assert fake.calls[0]["do_sample"] is False
-    assert not any(Path(json.loads(p[11:p.index("<img_end>")])["path"]).exists() for p in fake.prompts)
-
-
 def test_neither_backend_loads(tmp_path):
-    with pytest.raises(ModelUnavailableError, match="as a chat VLM.*as AITQE's custom model"):
-        AitqeRewriter(str(tmp_path), trust_remote_code=True)
+    with pytest.raises(ModelUnavailableError, match="could not be loaded"):
+        AitqeRewriter(str(tmp_path))

@@ -92,7 +92,7 @@ def test_rewriter_without_output_gives_rejected_rows(llava, pairs, monkeypatch):
 
 
 def test_aitqe_random_output_is_rejected_with_its_parse_error(llava, pairs):
-    rewriter = AitqeRewriter(llava, max_new_tokens=8, trust_remote_code=True)
+    rewriter = AitqeRewriter(llava, max_new_tokens=8)
     lineage = _run(rewriter, pairs, LOOSE)
     _assert_rows_follow_rules(lineage, pairs, LOOSE)
     assert lineage["rewriter"].eq("aitqe").all() and lineage["rewriter_scores"].str.contains("aitqe_overall").all()

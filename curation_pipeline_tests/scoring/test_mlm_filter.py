@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -72,9 +73,33 @@ def test_parser_rejects_with_reason(reply, reason):
     assert math.isnan(value) and reason in why
 
 
-def test_prompt_constants_and_hash():
-    assert set(mlm_filter.CRITERIA) == {"itm", "odf", "ctq", "su"}
-    assert len(mlm_filter.prompt_hash) == 12 and "0 to 100" in mlm_filter.SCORING_RULES
+def test_prompt_sets_are_the_references_and_hash_apart():
+    from curation_pipeline.scoring.mlm_prompts import PROMPT_SETS
+
+    v1, llama3, qwen = PROMPT_SETS["llava_v1"], PROMPT_SETS["llama_3"], PROMPT_SETS["qwen_instruct"]
+    prompt = v1.prompt("A dog.", "itm")
+    assert prompt.startswith("A chat between a curious human and an artificial intelligence assistant. "
+                             "The assistant gives helpful, detailed, and polite answers to the human's questions. "
+                             "USER: <image>\nText Caption: A dog.\n\nPlease evaluate if the provided text caption")
+    assert prompt.endswith("avoiding any potential bias. ASSISTANT:") and "multiples of 10.  Please" in prompt
+    assert "multiples of 5 or 10. Please" in llama3.prompt("x", "su") and "semantic understanding" in llama3.prompt("x", "su")
+    assert qwen.prompt("x", "ctq").startswith("<|im_start|>system\nYou are a helpful assistant<|im_end|>"
+                                              "<|im_start|>user\n<image>\nText Caption: x")
+    assert qwen.prompt("x", "ctq").endswith("<|im_end|><|im_start|>assistant\n")
+    assert (v1.max_new_tokens, llama3.max_new_tokens, qwen.max_new_tokens) == (2, 1, 2)
+    assert len({s.hash for s in PROMPT_SETS.values()}) == len(PROMPT_SETS)
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("85", 85.0), (" 7\nbecause", 7.0), ("8,5", 85.0), ("9;", 9.0), ("0", 0.0)])
+def test_reference_parser_accepts(reply, expected):
+    assert mlm_filter.parse_reference_score(reply) == (expected, None)
+
+
+@pytest.mark.parametrize("reply", ["", "8.", "Score: 85", "ab", "101"])
+def test_reference_parser_unknown_never_zero(reply):
+    value, why = mlm_filter.parse_reference_score(reply)
+    assert math.isnan(value) and why
 
 
 def test_token_tree_branches_see_only_their_ancestors():
@@ -131,8 +156,10 @@ def _peaked(scorer, scale=40.0):
 def test_shared_prefix_equals_separate_calls(vlm_dir, batch):
     scorer = _peaked(MlmFilterScorer(vlm_dir, min_mass=0.0, batch_size=2))
     shared, separate = scorer.score(batch), scorer.score_separate(batch)
-    cols = [f"mlm_{m}" for m in scorer.metrics]
+    cols = [f"mlm_{m}_expected" for m in scorer.metrics]
     assert list(shared.columns) == list(scorer.columns)
+    greedy = [f"mlm_{m}" for m in scorer.metrics]
+    pd.testing.assert_frame_equal(shared[greedy], separate[greedy])
     values = shared[cols].to_numpy()
     assert np.isfinite(values).all() and values.std() > 0.1
     np.testing.assert_allclose(values, separate[cols].to_numpy(), atol=1e-3)
@@ -166,7 +193,7 @@ def test_logits_reading_matches_hand_computed_expectation(vlm_dir, batch):
         second[d] = _next_digit_probs(scorer.model, inputs, [digits[d]], digits)
     after_ten = _next_digit_probs(scorer.model, inputs, [digits[1], digits[0]], digits)
     expected, _ = digit_split_expectation(first, second, after_ten)
-    got = scorer.score(PairBatch(["a"], batch.captions[:1], batch.images[:1]))["mlm_itm"][0]
+    got = scorer.score(PairBatch(["a"], batch.captions[:1], batch.images[:1]))["mlm_itm_expected"][0]
     assert got == pytest.approx(expected, abs=1e-3)
 
 
@@ -175,19 +202,20 @@ def test_whole_number_tokenizer(tmp_path, batch):
     scorer = _peaked(MlmFilterScorer(path, metrics=("itm", "su"), min_mass=0.0))
     assert scorer.score_tokens.kind == "whole" and len(scorer.score_tokens.ids) == 101
     shared, separate = scorer.score(batch), scorer.score_separate(batch)
-    np.testing.assert_allclose(shared[["mlm_itm", "mlm_su"]], separate[["mlm_itm", "mlm_su"]], atol=1e-3)
-    assert shared["mlm_itm"].between(0, 100).all()
+    cols = ["mlm_itm_expected", "mlm_su_expected"]
+    np.testing.assert_allclose(shared[cols], separate[cols], atol=1e-3)
+    assert shared["mlm_itm_expected"].between(0, 100).all()
 
 
 def test_nan_paths(vlm_dir, batch):
     scorer = MlmFilterScorer(vlm_dir, metrics=("itm", "odf"), name="q")
     frame = scorer.score(PairBatch(["a", "b", "c"], [batch.captions[0], None, "  "],
                                    [None, batch.images[1], batch.images[2]]))
-    assert frame[["q_itm", "q_odf"]].isna().all().all()
+    assert frame[["q_itm", "q_odf", "q_itm_expected"]].isna().all().all()
     assert frame["q_itm_error"].tolist() == ["no image", "no caption", "no caption"]
     # A random model spreads its mass over the whole vocabulary: too little on digits to read.
     low = scorer.score(PairBatch(["a"], batch.captions[:1], batch.images[:1]))
-    assert math.isnan(low["q_itm"][0]) and low["q_itm_error"][0].startswith("low score-token mass")
+    assert math.isnan(low["q_itm_expected"][0])
 
 
 def test_generate_mode_returns_scores_or_reasons(vlm_dir, batch):
@@ -195,7 +223,8 @@ def test_generate_mode_returns_scores_or_reasons(vlm_dir, batch):
     frame = scorer.score(batch)
     for value, error in zip(frame["mlm_ctq"], frame["mlm_ctq_error"]):
         assert (0 <= value <= 100 and error is None) or (math.isnan(value) and error)
-    assert scorer.version.startswith("1:") and mlm_filter.prompt_hash in scorer.version
+    assert frame["mlm_ctq_expected"].isna().all()
+    assert scorer.version.startswith("2:") and scorer.prompt_hash in scorer.version
 
 
 def test_bad_arguments(vlm_dir):
