@@ -9,7 +9,7 @@ import tempfile
 
 import torch
 
-from _common import flickr_batch, result_line, timed
+from _common import add_smoke_flag, flickr_batch, parse_args, result_line, timed
 
 from curation_pipeline.scoring.clip import ClipScorer
 
@@ -40,9 +40,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default=None)
-    args = parser.parse_args()
+    add_smoke_flag(parser, pairs=8, batch_size=4)
+    args = parse_args(parser)
     torch.manual_seed(0)
-    batch = flickr_batch(args.pairs)
+    batch = flickr_batch(args.pairs, smoke=args.smoke)
     with tempfile.TemporaryDirectory() as tmp:
         scorer = ClipScorer(make_clip(tmp), device=args.device, batch_size=args.batch_size)
     scorer.score(batch)  # warm-up

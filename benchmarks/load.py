@@ -10,6 +10,7 @@ batch size, not by the shard size (target <= 1.3).
     python benchmarks/load.py                       # 50 shards x 1,000 pairs (long)
     python benchmarks/load.py --shards 4 --pairs 250  # quick
     python benchmarks/load.py --shards 0            # only the 10,000 vs 1,000 memory ratio
+    python benchmarks/load.py --smoke               # seconds: 1 x 8 pairs, then 16 vs 8 pairs
 
 Last line: ``RESULT {json}``.
 """
@@ -27,19 +28,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import result_line
+from _common import add_smoke_flag, image_rows, parse_args, result_line
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
-def build_shards(raw: Path, shards: int, pairs: int, prefix: str = "load") -> list[str]:
+def build_shards(raw: Path, shards: int, pairs: int, prefix: str = "load", smoke: bool = False) -> list[str]:
     from curation_pipeline_tests.faults import flickr
 
+    rows = tuple((str(path), caption) for path, caption in image_rows(None, smoke))
     raw.mkdir(parents=True, exist_ok=True)
     names = []
     for s in range(shards):
         name = f"{prefix}-{s:06d}"
-        members = flickr.flickr_members(pairs, prefix=f"{s:04d}", start=s * pairs)
+        members = flickr.flickr_members(pairs, prefix=f"{s:04d}", rows=rows, start=s * pairs)
         flickr.write_members(raw / f"{name}.tar", members)
         names.append(name)
     return names
@@ -74,17 +76,18 @@ def run(raw: Path, warehouse: Path, shards: list[str], report: bool = True) -> f
     return elapsed
 
 
-def single(pairs: int) -> None:
+def single(pairs: int, smoke: bool = False) -> None:
     """Child mode: one shard of ``pairs`` pairs; prints a JSON line with its peak RSS."""
     with tempfile.TemporaryDirectory(prefix="load-single-") as tmp:
         raw = Path(tmp) / "raw"
-        names = build_shards(raw, 1, pairs, prefix="single")
+        names = build_shards(raw, 1, pairs, prefix="single", smoke=smoke)
         elapsed = run(raw, Path(tmp) / "wh", names, report=False)
     print("SINGLE " + json.dumps({"pairs": pairs, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}))
 
 
-def single_in_subprocess(pairs: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--single", str(pairs)], capture_output=True, text=True, check=False)
+def single_in_subprocess(pairs: int, smoke: bool = False) -> dict:
+    command = [sys.executable, __file__, "--single", str(pairs)] + (["--smoke"] if smoke else [])
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"single-shard run of {pairs} pairs failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
     line = next(line for line in out.stdout.splitlines()[::-1] if line.startswith("SINGLE "))
@@ -98,9 +101,10 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=10_000, help="pairs in the large single shard")
     parser.add_argument("--small", type=int, default=1_000, help="pairs in the small single shard")
     parser.add_argument("--single", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    add_smoke_flag(parser, shards=1, pairs=8, big=16, small=8)
+    args = parse_args(parser)
     if args.single:
-        single(args.single)
+        single(args.single, args.smoke)
         return
     figures = {}
     if args.shards:
@@ -109,7 +113,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="load-bench-") as tmp:
             raw = Path(tmp) / "raw"
             t = time.perf_counter()
-            names = build_shards(raw, args.shards, args.pairs)
+            names = build_shards(raw, args.shards, args.pairs, smoke=args.smoke)
             print(f"built {len(names)} shards in {time.perf_counter() - t:.1f} s", flush=True)
             elapsed = run(raw, Path(tmp) / "wh", names)
         total = args.shards * args.pairs
@@ -117,10 +121,10 @@ def main() -> None:
                    "pairs_per_s": total / elapsed, "peak_rss_mb": peak_rss_mb()}
         print(f"{total} pairs in {elapsed:.1f} s: {total / elapsed:.1f} pairs/s ({elapsed / args.shards:.1f} s "
               f"per shard, report included); peak RSS {figures['peak_rss_mb']:.0f} MB", flush=True)
-    small = single_in_subprocess(args.small)
+    small = single_in_subprocess(args.small, args.smoke)
     print(f"single {args.small}-pair shard: peak RSS {small['peak_rss_mb']:.0f} MB ({small['seconds']:.1f} s)",
           flush=True)
-    big = single_in_subprocess(args.big)
+    big = single_in_subprocess(args.big, args.smoke)
     print(f"single {args.big}-pair shard: peak RSS {big['peak_rss_mb']:.0f} MB ({big['seconds']:.1f} s)", flush=True)
     ratio = big["peak_rss_mb"] / small["peak_rss_mb"]
     print(f"peak-memory ratio {args.big}/{args.small} pairs: {ratio:.2f} (target <= 1.3)")

@@ -13,20 +13,19 @@ first caption, a few re-encoded copies so duplicate grouping has work). Figures:
 Every timed figure is the best of ``--repeats`` passes: on shared cores one pass can
 be 2-3x slower than the next.
 
-Usage: python benchmarks/offline_signals.py [--shards 2] [--pairs 200] [--image-side 0]
+Usage: python benchmarks/offline_signals.py [--shards 2] [--pairs 200] [--image-side 0] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import webdataset as wds
-from _common import FLICKR, result_line, timed
+from _common import add_smoke_flag, flickr_available, image_rows, parse_args, result_line, timed
 from PIL import Image
 
 from curation_pipeline.pairs import PairBatch
@@ -51,23 +50,23 @@ def _resized(data: bytes, side: int) -> bytes:
     return _jpeg(image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC), 90)
 
 
-def write_shards(folder: Path, n_shards: int, pairs: int, image_side: int) -> list[Path]:
+def write_shards(folder: Path, n_shards: int, pairs: int, image_side: int, smoke: bool = False) -> list[Path]:
     """Every 20th pair is a JPEG q60 re-encode of the pair before it (a near duplicate)."""
-    with open(FLICKR / "captions.jsonl") as handle:
-        rows = [json.loads(line) for line in handle][: n_shards * pairs]
+    rows = image_rows(n_shards * pairs, smoke)
+    source = "flickr8k" if flickr_available() else "generated"
     paths = []
     for s in range(n_shards):
         path = folder / f"shard-{s:05d}.tar"
         with wds.TarWriter(str(path), mtime=0) as sink:
             previous = None
-            for i, row in enumerate(rows[s * pairs:(s + 1) * pairs]):
-                data = (FLICKR / row["image"]).read_bytes()
+            for i, (image, caption) in enumerate(rows[s * pairs:(s + 1) * pairs]):
+                data = image.read_bytes()
                 if image_side:
                     data = _resized(data, image_side)
                 if i % 20 == 19 and previous is not None:
                     data = _jpeg(Image.open(io.BytesIO(previous)), 60)
-                sink.write({"__key__": f"{s:05d}{i:05d}", "jpg": data, "txt": row["captions"][0],
-                            "json": {"source": "flickr8k"}})
+                sink.write({"__key__": f"{s:05d}{i:05d}", "jpg": data, "txt": caption,
+                            "json": {"source": source}})
                 previous = data
         paths.append(path)
     return paths
@@ -113,10 +112,11 @@ def main() -> None:
                         help="passes per figure, the fastest counts (shared cores make single runs noisy)")
     parser.add_argument("--image-side", type=int, default=0,
                         help="resize images so the longer side is this (0: as shipped, mostly 200 px)")
-    args = parser.parse_args()
+    add_smoke_flag(parser, pairs=20, repeats=1)
+    args = parse_args(parser)
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_shards(Path(tmp), args.shards, args.pairs, args.image_side)
+        paths = write_shards(Path(tmp), args.shards, args.pairs, args.image_side, args.smoke)
         batches = decode_all(paths)  # also warms the page cache, as for the full pass
         n = sum(len(b) for b in batches)
         decode_s = min(timed(decode_all, paths)[0] for _ in range(args.repeats))
@@ -139,8 +139,6 @@ def main() -> None:
         print(f"{'dup grouping':24s} {1000 * group_s / args.pairs:8.3f} ms/pair   ({group_s:.3f} s per shard)")
 
         full_s, scored = min(timed(score_all, paths, scorers) for _ in range(args.repeats))
-        for scorer in scorers:
-            scorer.close()
 
     decode_pps, full_pps = n / decode_s, scored / full_s
     print(f"read+decode+signals    {full_pps:8.1f} pairs/s")

@@ -17,7 +17,7 @@ import tempfile
 
 import torch
 
-from _common import flickr_batch, result_line, timed
+from _common import add_smoke_flag, flickr_batch, parse_args, result_line, timed
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.attempts import rewrite_batches
@@ -57,9 +57,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--device", default=None)
-    args = parser.parse_args()
+    add_smoke_flag(parser, pairs=6, rewrite_pairs=2, batch_size=2, max_new_tokens=4)
+    args = parse_args(parser)
     torch.manual_seed(0)
-    batch = flickr_batch(args.pairs)
+    batch = flickr_batch(args.pairs, smoke=args.smoke)
     with tempfile.TemporaryDirectory() as tmp:
         rewriter = VlmRewriter(make_realistic_vlm(tmp), max_new_tokens=args.max_new_tokens,
                                batch_size=args.batch_size, device=args.device)

@@ -1,0 +1,56 @@
+"""Every benchmark script runs end to end in ``--smoke`` mode, as on a fresh clone.
+
+Each script runs as a subprocess with the Flickr photos made unavailable
+(``CURATE_FLICKR_DIR`` points at a folder that does not exist), so the smoke run must fall
+back to images the repository makes itself. Its last stdout line must be ``RESULT {json}``
+carrying the figures the README's performance table quotes. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from curation_pipeline_tests.conftest import REPO_ROOT
+
+BENCHMARKS = REPO_ROOT / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name != "_common.py")
+
+# The RESULT keys behind each figure of README.md's performance table.
+EXPECTED_KEYS = {
+    "mlm_filter_speed.py": {"pairs", "prompt_tokens", "logits_pairs_per_s", "generate_pairs_per_s",
+                            "logits_vs_generate", "separate_pairs_per_s", "shared_vs_separate",
+                            "pipeline_pairs_per_s", "bare_forward_pairs_per_s", "pipeline_vs_bare"},
+    "clip_speed.py": {"pairs", "pipeline_pairs_per_s", "bare_forward_pairs_per_s", "pipeline_vs_bare"},
+    "rewrite_speed.py": {"rewrites_per_s", "partition_pairs", "f0_seconds", "f10_seconds", "f50_seconds",
+                         "f10_rewritten", "f50_rewritten", "f50_cost_ratio"},
+    "offline_signals.py": {"pairs", "decode_pairs_per_s", "ms_per_pair_nsfw", "ms_per_pair_ocr",
+                           "ms_per_pair_dup", "ms_per_pair_image_quality", "ms_per_pair_datacomp",
+                           "ms_per_pair_text_quality", "full_pairs_per_s", "slowdown_vs_decode"},
+    "load.py": {"pairs", "seconds", "pairs_per_s", "peak_rss_mb", "small_shard_peak_rss_mb",
+                "big_shard_peak_rss_mb", "peak_rss_ratio_big_small"},
+}
+# The longest smoke runs (several seconds of model building or three pipeline processes).
+SLOW = {"load.py", "mlm_filter_speed.py"}
+
+
+def test_every_benchmark_has_expected_keys():
+    assert set(SCRIPTS) == set(EXPECTED_KEYS), "add each new benchmark's RESULT keys to EXPECTED_KEYS"
+
+
+@pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s for s in SCRIPTS])
+def test_benchmark_smoke(script, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "GX_ANALYTICS_ENABLED": "false", "CURATE_FLICKR_DIR": str(tmp_path / "no-flickr-here")}
+    out = subprocess.run([sys.executable, str(BENCHMARKS / script), "--smoke"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert out.returncode == 0, f"{script} --smoke exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
+    lines = out.stdout.strip().splitlines()
+    assert lines and lines[-1].startswith("RESULT "), f"last stdout line is not RESULT:\n{out.stdout[-3000:]}"
+    figures = json.loads(lines[-1][len("RESULT "):])
+    missing = EXPECTED_KEYS.get(script, set()) - set(figures)
+    assert not missing, f"{script}: RESULT lacks {sorted(missing)}: {figures}"
