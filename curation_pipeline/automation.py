@@ -24,6 +24,16 @@ curate_shards_job = dg.define_asset_job(
     # launchpad to spread one shard's steps over processes.
     config={"execution": {"config": {"in_process": {}}}},
 )
+RESELECT_ASSETS = dg.AssetSelection.assets("caption_decisions", "rewritten_captions", "final_captions",
+                                           "curated_shards")
+reselect_shards_job = dg.define_asset_job(
+    "reselect_shards", selection=RESELECT_ASSETS, partitions_def=shard_partitions,
+    description="One shard again from its STORED scores (no scoring model runs): decisions -> rewrites -> final "
+    "captions -> curated tar. Run after changing a policy threshold, or after materializing selection_cut "
+    "when keep_fraction is on.",
+    tags={"dagster/max_retries": "1"},
+    config={"execution": {"config": {"in_process": {}}}},
+)
 report_job = dg.define_asset_job("quality_report_job", selection=dg.AssetSelection.assets("quality_report"),
                                  description="Rebuild the DuckDB quality report over all curated shards.")
 

@@ -9,7 +9,14 @@ from curation_pipeline.assets.ingest import pairs, raw_shards
 from curation_pipeline.assets.reporting import quality_report
 from curation_pipeline.assets.rewriting import final_captions, rewritten_captions
 from curation_pipeline.assets.scoring import quality_scores
-from curation_pipeline.automation import curate_shards_job, fill_missing_shards, new_shards_sensor, report_job
+from curation_pipeline.assets.selection import selection_cut
+from curation_pipeline.automation import (
+    curate_shards_job,
+    fill_missing_shards,
+    new_shards_sensor,
+    report_job,
+    reselect_shards_job,
+)
 from curation_pipeline.checks.quality import ALL_CHECKS
 from curation_pipeline.resources import (
     PolicyResource,
@@ -19,7 +26,7 @@ from curation_pipeline.resources import (
     default_path,
 )
 
-ASSETS = [raw_shards, pairs, quality_scores, caption_decisions, rewritten_captions, final_captions,
+ASSETS = [raw_shards, pairs, quality_scores, selection_cut, caption_decisions, rewritten_captions, final_captions,
           curated_shards, quality_report]
 
 
@@ -39,7 +46,7 @@ def build_definitions(**kwargs) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[curate_shards_job, report_job],
+        jobs=[curate_shards_job, reselect_shards_job, report_job],
         sensors=[new_shards_sensor],
         schedules=[fill_missing_shards],
         resources=build_resources(**kwargs),

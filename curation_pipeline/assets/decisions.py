@@ -5,8 +5,10 @@ import dagster as dg
 
 from curation_pipeline.assets.metadata import counts_markdown, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
+from curation_pipeline.assets.selection import selection_cut
+from curation_pipeline.decisions.cut_store import CutUnavailable, cut_for_shard
 from curation_pipeline.decisions.dedup import mark_duplicates
-from curation_pipeline.decisions.policy import decide
+from curation_pipeline.decisions.policy import decide, in_top_fraction
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 
@@ -14,11 +16,12 @@ from curation_pipeline.resources import PolicyResource, WarehouseResource
 @dg.asset(
     partitions_def=shard_partitions,
     group_name="decisions",
-    deps=[quality_scores],
+    deps=[quality_scores, selection_cut],
     kinds={"parquet"},
     description="Keep, rewrite or drop for every pair, with the reason naming the signal (AITQE: rewrite "
     "weak captions of usable images instead of dropping them). Duplicate groups are resolved here, "
-    "within the shard and against earlier shards. No model runs: change thresholds and re-materialize.",
+    "within the shard and against earlier shards. With keep_fraction on, applies the global cut stored by "
+    "selection_cut (materialize that first). No model runs: change thresholds and re-materialize.",
 )
 def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                       policy: PolicyResource) -> dg.MaterializeResult:
@@ -26,8 +29,14 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     wh = warehouse.warehouse()
     scores = wh.read_table("quality_scores", shard)
     rules = policy.decision_policy()
+    cut = None
+    if rules.keep_fraction is not None:
+        try:
+            cut = cut_for_shard(wh, rules.keep_fraction, rules.quality_column, shard, scores)
+        except CutUnavailable as exc:
+            raise dg.Failure(description=str(exc)) from exc
     scores = mark_duplicates(scores, wh, shard, rules.quality_column)
-    decisions = decide(scores, rules)
+    decisions = decide(scores, rules, cut=cut)
     for column in ("dup_group", "dup_kind", "dup_of"):
         if column in scores:
             decisions[column] = scores[column].to_numpy()
@@ -45,6 +54,13 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             "drop_share": float(actions.get("drop", 0) / n),
             "nsfw_review": int(decisions["nsfw_review"].sum()),
         }),
+        **({} if cut is None else numbers({
+            "in_keep_fraction": int(in_top_fraction(scores, rules, cut).sum()),  # inside the global cut
+            "keep_fraction": cut.fraction,
+            "keep_fraction_cut_score": cut.cut_score,
+            "keep_fraction_pool_scored": cut.scored,
+            "keep_fraction_pool_kept": cut.kept,
+        })),
         "drop_reasons": dg.MetadataValue.md(counts_markdown(drops, "Drop reasons")),
         "decisions_preview": table(decisions[["key", "action", "reason", "quality_before"]]),
         "path": dg.MetadataValue.path(path),

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from curation_pipeline.scoring.selection import GlobalCut, in_cut
+
 
 KEEP, REWRITE, DROP = "keep", "rewrite", "drop"
 KEPT, REWRITTEN, DROPPED = "kept", "rewritten", "dropped"
@@ -27,7 +29,7 @@ class DecisionPolicy:
     drop_threshold: float = 65.0
     rewrite: bool = True
     keep_expression: str | None = None  # extra condition to keep as is, e.g. "mlm_itm >= 66 and mlm_odf >= 20"
-    keep_fraction: float | None = None  # keep as is only the top fraction by quality (MLM-Filter's tie sampling)
+    keep_fraction: float | None = None  # keep as is only the global top fraction by quality (one cut over all shards)
     require_image_rules: bool = True  # DataComp's image rules (min side, aspect) make an image unusable
     caption_rules_mark_weak: bool = True  # failing DataComp's caption rules sends a caption to rewriting
     fallback: str = "keep_original"  # when a rewrite is rejected: "keep_original" (if above drop) or "drop"
@@ -49,6 +51,8 @@ class DecisionPolicy:
             raise ValueError(
                 f"drop_threshold ({self.drop_threshold}) must not exceed keep_threshold ({self.keep_threshold})"
             )
+        if self.keep_fraction is not None and not 0.0 <= self.keep_fraction <= 1.0:
+            raise ValueError(f"keep_fraction must be in [0, 1] (or off), not {self.keep_fraction}")
 
 
 def _flag(df: pd.DataFrame, column: str, predicate) -> pd.Series:
@@ -101,7 +105,7 @@ CAPTION_RULES = (
 )
 
 
-def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
+def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.Series:
     """Why a caption is weak (semicolon-joined), or None when it is good enough to keep."""
     quality = pd.to_numeric(df[policy.quality_column], errors="coerce") if policy.quality_column in df else None
     if quality is None:
@@ -125,23 +129,39 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series
         passed = select(df, policy.keep_expression)
         parts.append(pd.Series(np.where(passed, None, f"fails: {policy.keep_expression}"), index=df.index))
     if policy.keep_fraction is not None:
-        from curation_pipeline.scoring.selection import top_fraction
-
-        top = top_fraction(quality, policy.keep_fraction).to_numpy(dtype=bool)
+        top = in_top_fraction(df, policy, cut).to_numpy(dtype=bool)
         parts.append(pd.Series(np.where(top, None, f"outside top {policy.keep_fraction:.0%} by {policy.quality_column}"),
                                index=df.index))
     joined = pd.concat(parts, axis=1).apply(lambda row: "; ".join(v for v in row if isinstance(v, str)), axis=1)
     return joined.where(joined.ne(""), None)
 
 
-def decide(scores: pd.DataFrame, policy: DecisionPolicy) -> pd.DataFrame:
+def in_top_fraction(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None) -> pd.Series:
+    """Pairs inside the global keep_fraction cut (all True when keep_fraction is off).
+
+    The cut is computed once over every shard (``scoring.selection.global_cut``), never
+    per shard: MLM-Filter and DataComp cut the whole pool.
+    """
+    if policy.keep_fraction is None:
+        return pd.Series(True, index=scores.index)
+    if cut is None:
+        raise ValueError(f"keep_fraction={policy.keep_fraction:g} is one cut over all shards: compute it with "
+                         "global_cut over the whole pool and pass it as cut=")
+    if cut.fraction != float(policy.keep_fraction) or cut.quality_column != policy.quality_column:
+        raise ValueError(f"the cut is for keep_fraction={cut.fraction:g} by {cut.quality_column!r}, the policy asks "
+                         f"keep_fraction={policy.keep_fraction:g} by {policy.quality_column!r}")
+    return in_cut(scores, cut)
+
+
+def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.DataFrame:
     """One decision per pair: ``action`` (keep/rewrite/drop), ``reason`` and the quality used.
 
-    ``scores`` is the quality_scores table (it carries the pairs' decode status).
+    ``scores`` is the quality_scores table (it carries the pairs' decode status). ``cut`` is
+    the global keep_fraction cut, required when ``policy.keep_fraction`` is on.
     """
     df = scores.reset_index(drop=True)
     image_reason = _image_drop_reasons(df, policy)
-    weak = _weak_caption_reasons(df, policy)
+    weak = _weak_caption_reasons(df, policy, cut)
     quality = pd.to_numeric(df[policy.quality_column], errors="coerce")
     action = np.where(image_reason.notna(), DROP, np.where(weak.isna(), KEEP, REWRITE if policy.rewrite else DROP))
     reason = np.where(image_reason.notna(), image_reason, np.where(weak.isna(), f"{policy.quality_column}>={policy.keep_threshold:g}", weak))

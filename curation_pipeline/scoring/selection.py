@@ -1,5 +1,8 @@
 """Selection over stored scores: cheap, model-free, re-runnable ("score once, select later").
 
+The keep_fraction cut (MLM-Filter, DataComp) is one global cut over all scored shards,
+computed by a non-partitioned step and applied per shard (``global_cut`` / ``in_cut``).
+
 Threshold expressions are parsed with ``ast`` against a whitelist (comparisons, and /
 or / not, column names, numbers), never evaluated as Python.
 """
@@ -7,8 +10,11 @@ or / not, column names, numbers), never evaluated as Python.
 from __future__ import annotations
 
 import ast
+import hashlib
 import math
 import operator
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -85,26 +91,141 @@ def _token(node: ast.AST, expr: str) -> str:
     return ast.get_source_segment(expr, node) or type(node).__name__
 
 
-def top_fraction(scores: pd.Series, fraction: float, seed: int = 0) -> pd.Series:
-    """MLM-Filter's target fraction: keep the best ``round(N * fraction)`` pairs.
+@dataclass(frozen=True)
+class GlobalCut:
+    """MLM-Filter's / DataComp's target fraction, cut once over the whole pool of scored pairs.
 
-    N counts every pair, NaN included (a NaN is never kept, so fewer may survive when
-    scores are missing). The score at the cut rank is the threshold; pairs above it are
-    kept and the remaining places are drawn among the ties at the cut, seeded, so the
-    result is deterministic and exactly sized.
+    ``kept`` = floor(N * fraction) pairs, N = pairs with a known (non-NaN) score in
+    ``quality_column``. Pairs strictly above ``cut_score`` are kept; among the pairs tied at
+    ``cut_score`` those whose ``(tie_rank, shard, key)`` sorts at or before ``boundary`` are
+    kept, which is exactly ``ties_kept`` of them. ``tie_rank`` is a stable hash of
+    (shard, key), so the choice does not depend on row order, shard order or parallelism,
+    and ties are spread over shards rather than favouring the first names. ``shards`` holds,
+    per shard, how many pairs were scored and kept and a digest of its (key, score) column,
+    so a shard re-scored after the cut is recognised as stale.
     """
+
+    fraction: float
+    quality_column: str
+    scored: int
+    kept: int
+    cut_score: float | None = None
+    above: int = 0
+    ties_at_cut: int = 0
+    ties_kept: int = 0
+    boundary: tuple[int, str, str] | None = None
+    shards: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["boundary"] = (None if self.boundary is None else
+                           {"tie_rank": self.boundary[0], "shard": self.boundary[1], "key": self.boundary[2]})
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GlobalCut":
+        b = data.get("boundary")
+        return cls(
+            fraction=float(data["fraction"]), quality_column=str(data["quality_column"]),
+            scored=int(data["scored"]), kept=int(data["kept"]),
+            cut_score=None if data.get("cut_score") is None else float(data["cut_score"]),
+            above=int(data.get("above", 0)), ties_at_cut=int(data.get("ties_at_cut", 0)),
+            ties_kept=int(data.get("ties_kept", 0)),
+            boundary=None if b is None else (int(b["tie_rank"]), str(b["shard"]), str(b["key"])),
+            shards={str(k): dict(v) for k, v in (data.get("shards") or {}).items()},
+        )
+
+
+def kept_count(scored: int, fraction: float) -> int:
+    """floor(scored * fraction), exact for the decimal the fraction was written as (0.29 * 100 = 29)."""
     if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-    values = pd.to_numeric(scores, errors="coerce")
-    keep = pd.Series(False, index=scores.index)
-    target = min(int(math.floor(len(values) * fraction + 0.5)), int(values.notna().sum()))
+        raise ValueError(f"keep_fraction must be in [0, 1], got {fraction}")
+    return math.floor(Fraction(repr(float(fraction))) * scored)
+
+
+def tie_rank(shards, keys) -> np.ndarray:
+    """A stable 63-bit hash of each (shard, key): the tie-break order at the cut.
+
+    BLAKE2b, not Python's ``hash`` (salted per process) nor pandas' hashing (version-bound).
+    """
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(f"{s}\x00{k}".encode(), digest_size=8).digest(), "big") >> 1
+         for s, k in zip(shards, keys)),
+        dtype=np.int64, count=len(keys))
+
+
+def scores_digest(keys, values) -> str:
+    """Digest of a shard's (key, score) pairs, independent of row order; NaN counts as NaN."""
+    frame = pd.DataFrame({"key": pd.Series(keys, dtype=object).astype(str).to_numpy(),
+                          "value": pd.to_numeric(pd.Series(values), errors="coerce").astype(float).to_numpy()})
+    frame = frame.sort_values("key", kind="mergesort")
+    h = hashlib.sha256()
+    h.update("\x00".join(frame["key"]).encode())
+    h.update(b"\x01")
+    h.update(np.where(np.isnan(frame["value"].to_numpy()), np.nan, frame["value"].to_numpy()).astype("<f8").tobytes())
+    return h.hexdigest()[:32]
+
+
+def _pool(scores: pd.DataFrame, column: str) -> pd.DataFrame:
+    missing = [c for c in ("shard", "key", column) if c not in scores.columns]
+    if missing:
+        raise KeyError(f"scores lack column(s) {', '.join(missing)} needed for the keep_fraction cut")
+    return pd.DataFrame({
+        "shard": scores["shard"].astype(str).to_numpy(),
+        "key": scores["key"].astype(str).to_numpy(),
+        "value": pd.to_numeric(scores[column], errors="coerce").astype(float).to_numpy(),
+    })
+
+
+def global_cut(scores: pd.DataFrame, fraction: float, quality_column: str) -> GlobalCut:
+    """The cut over every scored pair of every shard (``scores``: shard, key, quality column).
+
+    NaN scores are outside N and never kept. The result depends only on the set of
+    (shard, key, score) rows, not on their order.
+    """
+    pool = _pool(scores, quality_column)
+    if pool.duplicated(["shard", "key"]).any():
+        dup = pool.loc[pool.duplicated(["shard", "key"]), ["shard", "key"]].iloc[0]
+        raise ValueError(f"pair ({dup['shard']}, {dup['key']}) appears twice in the scores")
+    scored = pool[pool["value"].notna()].copy()
+    n = len(scored)
+    target = kept_count(n, fraction)
+    per_shard = {}
+    for shard, group in pool.groupby("shard", sort=True):
+        per_shard[str(shard)] = {"scored": int(group["value"].notna().sum()), "kept": 0,
+                                 "digest": scores_digest(group["key"], group["value"])}
     if target == 0:
+        return GlobalCut(fraction=float(fraction), quality_column=quality_column, scored=n, kept=0,
+                         shards=per_shard)
+    scored["rank"] = tie_rank(scored["shard"], scored["key"])
+    scored["neg"] = -scored["value"]
+    ordered = scored.sort_values(["neg", "rank", "shard", "key"], kind="mergesort")
+    last = ordered.iloc[target - 1]
+    cut_score = float(last["value"])
+    above = int((scored["value"] > cut_score).sum())
+    ties = int((scored["value"] == cut_score).sum())
+    for shard, count in ordered.iloc[:target]["shard"].value_counts().items():
+        per_shard[str(shard)]["kept"] = int(count)
+    return GlobalCut(
+        fraction=float(fraction), quality_column=quality_column, scored=n, kept=target,
+        cut_score=cut_score, above=above, ties_at_cut=ties, ties_kept=target - above,
+        boundary=(int(last["rank"]), str(last["shard"]), str(last["key"])), shards=per_shard)
+
+
+def in_cut(scores: pd.DataFrame, cut: GlobalCut) -> pd.Series:
+    """Which rows of ``scores`` (any subset of the pool, e.g. one shard) the cut keeps."""
+    pool = _pool(scores, cut.quality_column)
+    keep = pd.Series(False, index=scores.index)
+    if cut.kept == 0 or cut.cut_score is None or cut.boundary is None:
         return keep
-    cut = values.dropna().sort_values(ascending=False, kind="mergesort").iloc[target - 1]
-    above = values > cut
-    keep[above] = True
-    ties = values.index[values == cut]
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(ties), size=target - int(above.sum()), replace=False)
-    keep[ties[np.sort(chosen)]] = True
+    value = pool["value"].to_numpy()
+    above = value > cut.cut_score
+    tied = value == cut.cut_score
+    if tied.any():
+        b_rank, b_shard, b_key = cut.boundary
+        rank = tie_rank(pool["shard"], pool["key"])
+        shard, key = pool["shard"].to_numpy(), pool["key"].to_numpy()
+        before = (rank < b_rank) | ((rank == b_rank) & ((shard < b_shard) | ((shard == b_shard) & (key <= b_key))))
+        above = above | (tied & before)
+    keep[:] = above
     return keep

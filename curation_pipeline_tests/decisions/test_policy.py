@@ -7,6 +7,7 @@ import pytest
 from curation_pipeline.decisions.outcome import resolve_outcomes
 from curation_pipeline.decisions.policy import DecisionPolicy, decide
 from curation_pipeline.rewriting.attempts import empty_lineage
+from curation_pipeline.scoring.selection import global_cut
 
 
 def scores(**overrides):
@@ -100,14 +101,27 @@ def test_outcomes_follow_acceptance_and_fallback():
     assert dropping.set_index("key").loc["r_rej_keep", "outcome"] == "dropped"
 
 
-def test_keep_fraction_keeps_exactly_the_top_share_with_tie_sampling():
+def test_keep_fraction_applies_the_global_cut_exactly():
     n = 40
     s = pd.DataFrame({"shard": "s", "key": [f"k{i}" for i in range(n)], "decode_status": "ok",
                       "text_quality": [100.0] * 10 + [80.0] * 20 + [50.0] * 10})
-    d = decide(s, DecisionPolicy(keep_fraction=0.5, keep_threshold=0, drop_threshold=0))
+    policy = DecisionPolicy(keep_fraction=0.5, keep_threshold=0, drop_threshold=0)
+    cut = global_cut(s, 0.5, "text_quality")
+    d = decide(s, policy, cut=cut)
     kept = d[d["action"] == "keep"]
     assert len(kept) == 20
     assert set(s.loc[:9, "key"]) <= set(kept["key"])  # all above the cut, 10 of the 20 tied at 80
     assert (d.loc[d["action"] == "rewrite", "reason"].str.contains("outside top 50% by text_quality")).all()
-    again = decide(s, DecisionPolicy(keep_fraction=0.5, keep_threshold=0, drop_threshold=0))
-    assert again["action"].tolist() == d["action"].tolist()  # seeded: the same ties every time
+    again = decide(s.iloc[::-1], policy, cut=cut)
+    assert set(again.loc[again["action"] == "keep", "key"]) == set(kept["key"])  # ties by hash, not row order
+
+
+def test_keep_fraction_needs_the_matching_global_cut():
+    s = pd.DataFrame({"shard": "s", "key": ["a", "b"], "decode_status": "ok", "text_quality": [100.0, 50.0]})
+    with pytest.raises(ValueError, match="one cut over all shards"):
+        decide(s, DecisionPolicy(keep_fraction=0.5))
+    with pytest.raises(ValueError, match="keep_fraction=0.3"):
+        decide(s, DecisionPolicy(keep_fraction=0.5), cut=global_cut(s, 0.3, "text_quality"))
+    with pytest.raises(ValueError, match="keep_fraction must be in"):
+        DecisionPolicy(keep_fraction=2.0)
+    assert decide(s, DecisionPolicy(), cut=None)["action"].tolist() == ["keep", "rewrite"]  # off: no cut needed

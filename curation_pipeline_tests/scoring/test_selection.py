@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curation_pipeline.scoring.selection import SelectionError, select, top_fraction
+from curation_pipeline.scoring.selection import SelectionError, select
 
 
 @pytest.fixture
@@ -41,23 +41,3 @@ def test_rejects_unsafe_or_bad_expressions(scores, expr, fragment):
     with pytest.raises(SelectionError, match="selection") as info:
         select(scores, expr)
     assert fragment in str(info.value)
-
-
-def test_top_fraction_keeps_exact_count_and_samples_ties():
-    values = pd.Series([1, 2, 2, 2, 3, np.nan, 5, 2], index=list("abcdefgh"), dtype=float)
-    kept = top_fraction(values, 0.5, seed=0)
-    assert kept.sum() == 4
-    assert kept[["e", "g"]].all() and not kept[["a", "f"]].any()
-    assert kept[["b", "c", "d", "h"]].sum() == 2
-    assert kept.equals(top_fraction(values, 0.5, seed=0))
-    draws = {tuple(top_fraction(values, 0.5, seed=s)) for s in range(20)}
-    assert len(draws) > 1
-
-
-def test_top_fraction_never_keeps_nan_and_handles_edges():
-    values = pd.Series([np.nan, 1.0, np.nan, 2.0])
-    assert top_fraction(values, 1.0).tolist() == [False, True, False, True]
-    assert not top_fraction(values, 0.0).any()
-    assert top_fraction(values, 0.25).tolist() == [False, False, False, True]
-    with pytest.raises(ValueError):
-        top_fraction(values, 1.5)

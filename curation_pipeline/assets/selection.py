@@ -1,0 +1,60 @@
+"""Stage 3, decisions: the keep_fraction cut, once over every shard's stored scores (not partitioned)."""
+
+
+import math
+
+import dagster as dg
+import pandas as pd
+
+from curation_pipeline.assets.metadata import numbers, table
+from curation_pipeline.assets.scoring import quality_scores
+from curation_pipeline.decisions.cut_store import load_pool_scores, write_cut
+from curation_pipeline.resources import PolicyResource, WarehouseResource
+from curation_pipeline.scoring.selection import global_cut
+
+
+@dg.asset(
+    group_name="decisions",
+    deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
+    kinds={"json"},
+    description="MLM-Filter's / DataComp's target fraction as ONE cut over the whole pool: reads the quality "
+    "column of every shard's stored quality_scores, keeps floor(N * keep_fraction) of the N pairs with a known "
+    "score (ties at the cut chosen by a stable hash of shard and key) and stores the cut for caption_decisions. "
+    "No model runs. With keep_fraction off it records 'off'.",
+)
+def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                  policy: PolicyResource) -> dg.MaterializeResult:
+    wh = warehouse.warehouse()
+    rules = policy.decision_policy()
+    if rules.keep_fraction is None:
+        path = write_cut(wh, None, run_id=context.run_id)
+        return dg.MaterializeResult(metadata={"status": "off", "path": dg.MetadataValue.path(path)})
+    try:
+        scores = load_pool_scores(wh, rules.quality_column)
+    except KeyError as exc:
+        raise dg.Failure(description=str(exc.args[0])) from exc
+    if scores.empty:
+        raise dg.Failure(description="no quality_scores are stored in the warehouse: materialize pairs and "
+                         "quality_scores for the shards first, then selection_cut")
+    cut = global_cut(scores, rules.keep_fraction, rules.quality_column)
+    path = write_cut(wh, cut, run_id=context.run_id)
+    per_shard = pd.DataFrame([{"shard": shard, "scored": info["scored"], "kept": info["kept"]}
+                              for shard, info in sorted(cut.shards.items())])
+    metadata = {
+        "status": "on",
+        "quality_column": cut.quality_column,
+        **numbers({"keep_fraction": cut.fraction, "scored": cut.scored, "kept": cut.kept,
+                   "unscored": len(scores) - cut.scored, "shards": len(cut.shards), "above_cut": cut.above,
+                   "ties_at_cut": cut.ties_at_cut, "ties_kept": cut.ties_kept}),
+        "per_shard": table(per_shard, limit=100),
+        "path": dg.MetadataValue.path(path),
+    }
+    if cut.cut_score is not None:
+        metadata["cut_score"] = (dg.MetadataValue.float(float(cut.cut_score)) if math.isfinite(cut.cut_score)
+                                 else dg.MetadataValue.text(str(cut.cut_score)))
+    if cut.boundary is not None:
+        metadata["tie_boundary"] = dg.MetadataValue.json(
+            {"tie_rank": str(cut.boundary[0]), "shard": cut.boundary[1], "key": cut.boundary[2]})
+    context.log.info(f"keep_fraction cut: {cut.kept} of {cut.scored} scored pairs by {cut.quality_column} "
+                     f"(cut score {cut.cut_score}, {cut.ties_kept} of {cut.ties_at_cut} ties kept)")
+    return dg.MaterializeResult(metadata=metadata)

@@ -1,0 +1,100 @@
+"""The stored keep_fraction cut: computed once over every shard's stored scores, read per shard.
+
+MLM-Filter and DataComp cut a target fraction once over the whole pool, so the cut
+cannot be computed inside a shard's decisions. A non-partitioned step reads the
+quality column of every stored ``quality_scores`` file (three columns, never the
+model), computes the cut (``scoring.selection.global_cut``) and writes it here as a
+small JSON record, atomically. Each shard's decisions then read it and refuse to run
+on a missing or stale cut instead of falling back to a per-shard cut.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from curation_pipeline.scoring.selection import GlobalCut, scores_digest
+from curation_pipeline.storage.warehouse import Warehouse
+
+CUT_ASSET = "selection_cut"
+RECORD_VERSION = 1
+
+
+class CutUnavailable(RuntimeError):
+    """keep_fraction is on but no matching cut is stored: materialize the selection asset first."""
+
+
+def cut_path(warehouse: Warehouse) -> str:
+    return warehouse._join("selection", "keep_fraction_cut.json")
+
+
+def load_pool_scores(warehouse: Warehouse, column: str) -> pd.DataFrame:
+    """shard, key and ``column`` of every shard's stored quality_scores (only those columns are read)."""
+    frames = []
+    for shard in warehouse.shards("quality_scores"):
+        with warehouse.fs.open(warehouse.table_path("quality_scores", shard), "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            names = parquet.schema_arrow.names
+            if column not in names:
+                raise KeyError(
+                    f"quality column {column!r} is not in quality_scores of shard {shard!r} "
+                    f"(columns: {', '.join(n for n in names if not n.endswith('_error'))}); "
+                    "pick a column the scoring profile produces, or re-score that shard")
+            frames.append(parquet.read(columns=["shard", "key", column]).to_pandas())
+    if not frames:
+        return pd.DataFrame({"shard": pd.Series(dtype=object), "key": pd.Series(dtype=object),
+                             column: pd.Series(dtype=float)})
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_cut(warehouse: Warehouse, cut: GlobalCut | None, **provenance) -> str:
+    """Store the cut (``None``: keep_fraction is off) atomically; returns the path."""
+    record = {"version": RECORD_VERSION, "status": "off" if cut is None else "on",
+              "computed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **provenance}
+    if cut is not None:
+        record.update(cut.to_dict())
+    path = cut_path(warehouse)
+    with warehouse.atomic_open(path) as handle:
+        handle.write(json.dumps(record, indent=1, sort_keys=True).encode())
+    return path
+
+
+def read_cut_record(warehouse: Warehouse) -> dict | None:
+    path = cut_path(warehouse)
+    if not warehouse.fs.exists(path):
+        return None
+    with warehouse.fs.open(path, "rb") as handle:
+        return json.loads(handle.read().decode())
+
+
+def cut_for_shard(warehouse: Warehouse, fraction: float, column: str, shard: str,
+                  shard_scores: pd.DataFrame) -> GlobalCut:
+    """The stored cut, checked to be for this fraction and column and for this shard's current scores."""
+    path = cut_path(warehouse)
+    how = (f"Materialize the {CUT_ASSET} asset first (after quality_scores of every shard, with the same "
+           f"policy: keep_fraction={fraction:g}, quality_column={column!r}), then caption_decisions.")
+    record = read_cut_record(warehouse)
+    if record is None:
+        raise CutUnavailable(f"keep_fraction={fraction:g} is one cut over all shards, and no cut is stored yet "
+                             f"({path}). {how}")
+    if record.get("status") != "on":
+        raise CutUnavailable(f"the stored cut ({path}) was recorded with keep_fraction off, but this run asks "
+                             f"keep_fraction={fraction:g}. {how}")
+    cut = GlobalCut.from_dict(record)
+    if cut.fraction != float(fraction) or cut.quality_column != column:
+        raise CutUnavailable(f"the stored cut ({path}) is stale: it was computed for keep_fraction="
+                             f"{cut.fraction:g} by {cut.quality_column!r}, but this run asks keep_fraction="
+                             f"{fraction:g} by {column!r}. {how}")
+    if shard not in cut.shards:
+        raise CutUnavailable(f"shard {shard!r} had no stored quality_scores when the cut was computed "
+                             f"({len(cut.shards)} shards, {record.get('computed_at')}). {how}")
+    if column not in shard_scores.columns:
+        raise CutUnavailable(f"quality_scores of shard {shard!r} no longer has {column!r}: the cut is stale. {how}")
+    digest = scores_digest(shard_scores["key"], shard_scores[column])
+    if digest != cut.shards[shard].get("digest"):
+        raise CutUnavailable(f"quality_scores of shard {shard!r} changed since the cut was computed "
+                             f"({record.get('computed_at')}): the cut is stale. {how}")
+    return cut
