@@ -15,19 +15,26 @@ class PairBatch:
     ``images`` holds decoded RGB images, or None where the sample has no usable image
     (missing, corrupt, too large); scorers must return NaN for those, never a guess.
     ``captions`` holds None where the sample has no caption at all.
+    ``original_sizes`` holds (width, height) of the image before any resizing, as the
+    sample's json records it (img2dataset's ``original_width`` / ``original_height``),
+    or None where the json does not say; the decoded image's size is then all we know.
     """
 
     keys: list[str]
     captions: list[str | None]
     images: list[Image.Image | None] = field(default_factory=list)
+    original_sizes: list[tuple[int, int] | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.images:
             self.images = [None] * len(self.keys)
-        if not (len(self.keys) == len(self.captions) == len(self.images)):
+        if not self.original_sizes:
+            self.original_sizes = [None] * len(self.keys)
+        if not (len(self.keys) == len(self.captions) == len(self.images) == len(self.original_sizes)):
             raise ValueError(
                 f"PairBatch lists differ in length: keys={len(self.keys)} "
-                f"captions={len(self.captions)} images={len(self.images)}"
+                f"captions={len(self.captions)} images={len(self.images)} "
+                f"original_sizes={len(self.original_sizes)}"
             )
 
     def __len__(self) -> int:
@@ -36,8 +43,9 @@ class PairBatch:
     def chunks(self, size: int) -> Iterator["PairBatch"]:
         for start in range(0, len(self), size):
             stop = start + size
-            yield PairBatch(self.keys[start:stop], self.captions[start:stop], self.images[start:stop])
+            yield PairBatch(self.keys[start:stop], self.captions[start:stop], self.images[start:stop],
+                            self.original_sizes[start:stop])
 
     def with_captions(self, captions: list[str | None]) -> "PairBatch":
         """The same images with other captions: how rewrites are re-scored."""
-        return PairBatch(list(self.keys), list(captions), list(self.images))
+        return PairBatch(list(self.keys), list(captions), list(self.images), list(self.original_sizes))

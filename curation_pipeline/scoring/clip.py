@@ -1,7 +1,15 @@
-"""CLIPScore (Hessel et al. 2021) over CLIP and SigLIP dual encoders.
+"""CLIPScore (Hessel et al. 2021) over CLIP and SigLIP / SigLIP2 dual encoders.
 
-``score = 2.5 * max(cos, 0)`` with the "A photo depicts" prefix; the raw cosine is
-stored beside it because DataComp-style selection thresholds the cosine itself.
+``score = 2.5 * max(cos, 0)`` with the "A photo depicts" prefix (switchable); the raw
+cosine is stored beside it because DataComp-style selection thresholds the cosine
+itself. Sigmoid-trained models (SigLIP, SigLIP2) also get their own match probability,
+``sigmoid(exp(logit_scale) * cos + logit_bias)``: what ``SiglipModel`` returns as
+``sigmoid(logits_per_image)``; CLIP has no bias and no calibrated probability, so
+the column exists only for models that have one.
+
+Precision follows the reference (``clipscore.py``): fp32 on CPU, fp16 on a GPU
+(``dtype="auto"``); any other dtype can be asked for. Embeddings are normalised and
+compared in fp32 whatever the model's dtype.
 """
 
 from __future__ import annotations
@@ -10,15 +18,35 @@ import numpy as np
 import pandas as pd
 import torch
 
-from curation_pipeline.models.loading import load_clip
+from curation_pipeline.models.loading import load_clip, pick_device
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
 
 CLIPSCORE_WEIGHT = 2.5
+CLIPSCORE_PREFIX = "A photo depicts"
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+# image-side inputs a processor may return; SigLIP2 NaFlex adds the last two
+IMAGE_INPUTS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
 
 
 def clipscore(cosine: np.ndarray) -> np.ndarray:
     return CLIPSCORE_WEIGHT * np.maximum(cosine, 0.0)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """``auto`` (or None / ""): fp16 on a GPU (cuda, mps), fp32 elsewhere, as clipscore.py runs."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "", "auto"):
+        return torch.float16 if device.startswith(("cuda", "mps")) else torch.float32
+    try:
+        return DTYPES[dtype.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}") from None
 
 
 def _features(output) -> torch.Tensor:
@@ -27,38 +55,71 @@ def _features(output) -> torch.Tensor:
 
 
 class ClipScorer(Scorer):
+    """Columns: ``<name>_score`` (CLIPScore), ``<name>_cosine``, for sigmoid-trained models
+    ``<name>_sigmoid``, and ``<name>_error``.
+
+    ``prefix``: text put before every caption (CLIPScore's "A photo depicts"); None or
+    "" scores the caption alone. ``dtype``: ``auto`` (fp32 on CPU, fp16 on GPU) or a
+    torch dtype / its name. Non-default choices are appended to ``version``.
+    """
+
     needs_images = True
 
-    def __init__(self, model: str, *, device: str | None = None, dtype=None, batch_size: int = 32,
-                 prefix: str | None = "A photo depicts", name: str = "clip"):
+    def __init__(self, model: str, *, device: str | None = None, dtype: str | torch.dtype | None = "auto",
+                 batch_size: int = 32, prefix: str | None = CLIPSCORE_PREFIX, name: str = "clip"):
         self.name = name
-        self.version = f"1:{model}"
-        self.columns = (f"{name}_score", f"{name}_cosine", f"{name}_error")
         self.batch_size = batch_size
-        self.prefix = prefix
-        self.model, self.processor = load_clip(model, device=device, dtype=dtype)
+        self.prefix = prefix.strip() if prefix else None
+        device = pick_device(device)
+        self.dtype = resolve_dtype(dtype, device)
+        self.model, self.processor = load_clip(model, device=device, dtype=self.dtype)
         self.device = next(self.model.parameters()).device
+        # SigLIP's sigmoid loss gives a calibrated match probability; CLIP's softmax does not.
+        self.has_sigmoid = getattr(self.model, "logit_bias", None) is not None
+        self.columns = (f"{name}_score", f"{name}_cosine",
+                        *((f"{name}_sigmoid",) if self.has_sigmoid else ()), f"{name}_error")
+        settings = [] if self.prefix == CLIPSCORE_PREFIX else [f"prefix={self.prefix or 'none'}"]
+        if self.dtype != torch.float32:
+            settings.append(str(self.dtype).removeprefix("torch."))
+        self.version = ":".join([f"2:{model}", *settings])
         # SigLIP was trained on texts padded to the full context; CLIP on the longest in batch.
         self._padding = "max_length" if "siglip" in self.model.config.model_type else True
         self._max_length = self.model.config.text_config.max_position_embeddings
+        # NaFlex (SigLIP2): the processor's class defaults (patch 16, 256 patches) override the
+        # checkpoint's own image-processor settings unless they are passed at call time.
+        image_processor = getattr(self.processor, "image_processor", None)
+        self._image_kwargs = {k: getattr(image_processor, k) for k in ("patch_size", "max_num_patches")
+                              if getattr(image_processor, "max_num_patches", None) is not None
+                              and getattr(image_processor, k, None) is not None}
 
     def _text(self, caption: str) -> str:
         return f"{self.prefix} {caption.strip()}" if self.prefix else caption.strip()
 
     @torch.inference_mode()
-    def cosines(self, images: list, texts: list[str]) -> np.ndarray:
-        """Cosine between L2-normalised image and text embeddings, one per pair."""
+    def embeddings(self, images: list, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised fp32 image and text embeddings, one row per pair."""
         inputs = self.processor(
             text=texts, images=images, return_tensors="pt", padding=self._padding,
-            truncation=True, max_length=self._max_length,
+            truncation=True, max_length=self._max_length, **self._image_kwargs,
         ).to(self.device)
-        dtype = next(self.model.parameters()).dtype
-        image_emb = _features(self.model.get_image_features(pixel_values=inputs["pixel_values"].to(dtype)))
+        image_kwargs = {k: inputs[k] for k in IMAGE_INPUTS if k in inputs}
+        image_kwargs["pixel_values"] = image_kwargs["pixel_values"].to(self.model.dtype)
+        image_emb = _features(self.model.get_image_features(**image_kwargs))
         text_kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
         text_emb = _features(self.model.get_text_features(**text_kwargs))
-        image_emb = torch.nn.functional.normalize(image_emb.float(), dim=-1)
-        text_emb = torch.nn.functional.normalize(text_emb.float(), dim=-1)
+        return (torch.nn.functional.normalize(image_emb.float(), dim=-1),
+                torch.nn.functional.normalize(text_emb.float(), dim=-1))
+
+    def cosines(self, images: list, texts: list[str]) -> np.ndarray:
+        """Cosine between L2-normalised image and text embeddings, one per pair."""
+        image_emb, text_emb = self.embeddings(images, texts)
         return (image_emb * text_emb).sum(-1).cpu().numpy()
+
+    def sigmoid(self, cosine: np.ndarray) -> np.ndarray:
+        """SigLIP's match probability from the cosine: sigmoid(exp(logit_scale) * cos + logit_bias)."""
+        scale = float(self.model.logit_scale.detach().float().exp().item())
+        bias = float(self.model.logit_bias.detach().float().item())
+        return torch.sigmoid(torch.from_numpy(scale * np.asarray(cosine, dtype=np.float64) + bias)).numpy()
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
         cosine = np.full(len(batch), np.nan)
@@ -75,8 +136,8 @@ class ClipScorer(Scorer):
             rows = valid[start:start + self.batch_size]
             cosine[rows] = self.cosines([batch.images[i].convert("RGB") for i in rows],
                                         [self._text(batch.captions[i]) for i in rows])
-        return pd.DataFrame({
-            self.columns[0]: clipscore(cosine),
-            self.columns[1]: cosine,
-            self.columns[2]: pd.Series(errors, dtype=object),
-        })
+        columns = {f"{self.name}_score": clipscore(cosine), f"{self.name}_cosine": cosine}
+        if self.has_sigmoid:
+            columns[f"{self.name}_sigmoid"] = self.sigmoid(cosine)
+        columns[f"{self.name}_error"] = pd.Series(errors, dtype=object)
+        return pd.DataFrame(columns)[list(self.columns)]

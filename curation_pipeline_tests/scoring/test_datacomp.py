@@ -48,7 +48,7 @@ def test_columns_dtypes_and_index(scorer):
                 "datacomp_min_side_ge200", "datacomp_aspect_le3", "datacomp_pass"):
         assert str(df[col].dtype) == "boolean", col
     assert df["datacomp_lang_score"].dtype == "float64"
-    assert scorer.ident == "datacomp@1"
+    assert scorer.ident == "datacomp@2"
     assert scorer.needs_images is True
 
 
@@ -108,7 +108,7 @@ def test_configurable_text_thresholds_and_version():
     row = score_one(scorer, "A brown dog")  # 3 words, 11 chars
     assert bool(row["datacomp_words_gt2"]) is False
     assert bool(row["datacomp_chars_gt5"]) is True
-    assert scorer.ident == "datacomp@1+min_words=3+min_chars=10"
+    assert scorer.ident == "datacomp@2+min_words=3+min_chars=10"
 
 
 @pytest.mark.parametrize(
@@ -196,3 +196,43 @@ def test_empty_batch(scorer):
 def test_invalid_thresholds_raise(kwargs):
     with pytest.raises(ValueError):
         DataCompBasicRules(**kwargs)
+
+
+# --- as DataComp: fastText on the raw caption, image rules on the original size -----------------
+
+
+@pytest.mark.parametrize("caption", ["TWO CHILDREN PLAY ON THE BEACH", "A DOG RUNS ON THE GRASS IN THE PARK",
+                                     "Ein Hund", "A dog runs\non the grass"])
+def test_language_id_sees_the_raw_caption(scorer, caption):
+    """DataComp: ``model.predict(text.replace("\\n", " "))``, no lower-casing, no truncation."""
+    fasttext_model = scorer._detector._get_model(low_memory=True)
+    (label,), (probability,) = fasttext_model.predict(caption.replace("\n", " "), k=1)
+    row = score_one(scorer, caption)
+    assert row["datacomp_lang"] == label.removeprefix("__label__")
+    assert row["datacomp_lang_score"] == pytest.approx(min(float(probability), 1.0), abs=1e-6)
+
+
+def test_upper_case_english_is_not_lower_cased_into_english(scorer):
+    # lower-cased, fastText says "en" (0.95); as written it says "fa": DataComp would not keep it
+    row = score_one(scorer, "TWO CHILDREN PLAY ON THE BEACH", rgb(300, 300))
+    assert row["datacomp_lang"] != "en" and bool(row["datacomp_english"]) is False
+
+
+@pytest.mark.parametrize(
+    "decoded, original, min_side_ok, aspect_ok",
+    [
+        ((100, 100), (640, 480), True, True),  # img2dataset thumbnail of a large image: passes as in DataComp
+        ((640, 480), (150, 600), False, False),  # the json's size decides, not the decoded one
+        ((256, 256), (1000, 250), True, False),  # resized to a square: aspect from the original
+        ((150, 200), None, False, True),  # no size in the json: the decoded image's size
+    ],
+)
+def test_image_rules_use_the_original_size_from_json(scorer, decoded, original, min_side_ok, aspect_ok):
+    row = scorer.score(PairBatch(["k"], [GOOD], [rgb(*decoded)], [original])).iloc[0]
+    assert bool(row["datacomp_min_side_ge200"]) is min_side_ok
+    assert bool(row["datacomp_aspect_le3"]) is aspect_ok
+
+
+def test_original_size_without_an_image_stays_unknown(scorer):
+    df = scorer.score(PairBatch(["k"], [GOOD], [None], [(640, 480)]))
+    assert df["datacomp_min_side_ge200"].isna().all() and df["datacomp_aspect_le3"].isna().all()
