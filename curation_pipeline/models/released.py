@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -58,6 +58,14 @@ class ReleasedModel:
     pad_to_square: bool  # the checkpoint's image_aspect_ratio == "pad"
     source: str
     config: dict  # the checkpoint's own config.json
+    suppressed: list[int] = field(default_factory=list)  # ids the reference model does not have
+
+    @property
+    def repetition_penalty(self) -> float:
+        """From the checkpoint's generation_config.json; the reference applies it, under greedy
+        decoding too, to the generated tokens only (it generates from embeddings, so the prompt's
+        ids are not in the sequence the penalty looks at)."""
+        return float(self.model.generation_config.repetition_penalty or 1.0)
 
     def pixel_values(self, images: list, pad: bool | None = None) -> torch.Tensor:
         """The reference's preprocessing; ``pad`` (default: the checkpoint's setting) first
@@ -152,6 +160,8 @@ def _rename(key: str, layout: str) -> str | None:
         return None  # image_newline: concatenated as an empty slice by the reference
     for old, new in (("model.mm_projector.0.", "model.multi_modal_projector.linear_1."),
                      ("model.mm_projector.2.", "model.multi_modal_projector.linear_2."),
+                     ("model.mm_projector.mlp_projector.0.", "model.multi_modal_projector.linear_1."),
+                     ("model.mm_projector.mlp_projector.2.", "model.multi_modal_projector.linear_2."),
                      ("model.vision_tower.vision_tower.", "model.vision_tower."),
                      ("model.", "model.language_model."), ("lm_head.", "lm_head.")):
         if key.startswith(old):
@@ -209,8 +219,13 @@ def load_released(model: str, *, vision_tower: str | None = None, device: str | 
 
     select = raw.get("mm_vision_select_feature", "patch")
     drop_cls = is_clip and select == "patch" if layout != "mm" else "siglip" not in str(tower_name).lower()
+    projector = raw.get("mm_projector_type", "mlp2x_gelu")
+    if layout == "mm" and projector == "mlp":  # AITQE's Linear-GELU-Linear
+        projector = "mlp2x_gelu"
+    if projector not in ("mlp2x_gelu", "aapool_mlp"):
+        raise UnknownLayoutError(model, f"projector type {projector!r} is not supported (mlp2x_gelu, aapool_mlp)")
     grid = vision_config.image_size // vision_config.patch_size
-    image_tokens = grid * grid
+    image_tokens = int(raw["mm_num_image_tokens"]) if projector == "aapool_mlp" else grid * grid
     native = LlavaConfig(
         vision_config=vision_config.to_dict() | {"model_type": vision_config.model_type},
         text_config=text_config.to_dict() | {"model_type": text_type},
@@ -245,8 +260,11 @@ def load_released(model: str, *, vision_tower: str | None = None, device: str | 
         state.pop("lm_head.weight", None)
 
     with torch.device("meta"):
-        loaded = LlavaForConditionalGeneration(native)
-    state = {k: v.to(dtype) for k, v in state.items()}
+        loaded = LlavaForConditionalGeneration._from_config(native, attn_implementation="sdpa")
+        if projector == "aapool_mlp":
+            loaded.model.multi_modal_projector = PooledProjector(loaded.model.multi_modal_projector, image_tokens)
+    expected = set(loaded.state_dict())
+    state = {_native_key(k, expected): v.to(dtype) for k, v in state.items()}
     missing, unexpected = loaded.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not (native.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
@@ -261,13 +279,47 @@ def load_released(model: str, *, vision_tower: str | None = None, device: str | 
         if hasattr(module, "original_inv_freq"):
             module.original_inv_freq = fresh.original_inv_freq
     _materialize_buffers(loaded, native)
-    loaded.config._attn_implementation = "sdpa"
-    loaded.generation_config.suppress_tokens = [image_token_id]
+    if (directory / "generation_config.json").is_file():
+        from transformers import GenerationConfig
+
+        loaded.generation_config = GenerationConfig.from_pretrained(str(directory))
+    # The reference resizes the embeddings to the tokenizer (LLaVA-Unified's builder), dropping any
+    # padding rows; here they stay, so those ids and the image placeholder are never generated.
+    suppressed = list(range(len(tokenizer), loaded.config.text_config.vocab_size))
+    loaded.generation_config.suppress_tokens = suppressed
     loaded.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
         else tokenizer.eos_token_id
     finish(loaded, device)
     return ReleasedModel(loaded, tokenizer, image_processor, layout, family, image_token_id, image_tokens,
-                         raw.get("image_aspect_ratio") == "pad", model, raw)
+                         raw.get("image_aspect_ratio") == "pad", model, raw, suppressed)
+
+
+def _native_key(key: str, expected: set[str]) -> str:
+    """Vision towers saved by older transformers nest ``vision_model.`` where current ones may not."""
+    if key in expected or ".vision_model." not in key:
+        return key
+    flat = key.replace(".vision_model.", ".", 1)
+    return flat if flat in expected else key
+
+
+class PooledProjector(torch.nn.Module):
+    """LLaVA-Unified's ``aapool_mlp``: the patch grid average-pooled to ``tokens`` cells
+    (``AdaptiveAvgPool2d``), then the same Linear-GELU-Linear as the native projector."""
+
+    def __init__(self, mlp: torch.nn.Module, tokens: int):
+        super().__init__()
+        side = int(round(tokens ** 0.5))
+        if side * side != tokens:
+            raise ValueError(f"mm_num_image_tokens must be a square number, got {tokens}")
+        self.pool = torch.nn.AdaptiveAvgPool2d((side, side))
+        self.linear_1, self.act, self.linear_2 = mlp.linear_1, mlp.act, mlp.linear_2
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = features.shape
+        side = int(round(length ** 0.5))
+        grid = features.transpose(1, 2).reshape(batch, dim, side, side)
+        pooled = self.pool(grid).flatten(2).transpose(1, 2)
+        return self.linear_2(self.act(self.linear_1(pooled)))
 
 
 def _materialize_buffers(model, native) -> None:
@@ -287,6 +339,10 @@ def convert_released(model: str, destination: str | os.PathLike, *, vision_tower
     from transformers import LlavaProcessor
 
     loaded = load_released(model, vision_tower=vision_tower, device="cpu", dtype=torch.float32)
+    if isinstance(loaded.model.model.multi_modal_projector, PooledProjector):
+        raise UnknownLayoutError(model, "its aapool_mlp projector (average-pooled patches) has no native "
+                                        "transformers class, so it cannot be written as a standard LLaVA "
+                                        "directory; load it with this project instead")
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     tokenizer = loaded.tokenizer

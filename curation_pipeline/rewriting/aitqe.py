@@ -208,12 +208,15 @@ class AitqeGenerator:
         self.before, _, self.after = (pattern.format(0) if "{}" in pattern else pattern).partition("<image>")
 
     def token_ids(self, instruction: str) -> list[int]:
+        """As the reference's processor: the pattern's text around one image slot, then a newline
+        it forces after ``<img_end>`` (spaces there dropped), then ``"\\n" + instruction``."""
         tok = self.tokenizer
-        rest = instruction if self.after.endswith(("\n", " ")) else "\n" + instruction
+        after = self.after.lstrip(" ")
+        after = after if after.startswith("\n") else "\n" + after
         ids = tok(self.before, add_special_tokens=False)["input_ids"] if self.before else []
         ids += [self.released.image_token_id] * self.released.image_tokens
-        ids += tok(self.after, add_special_tokens=False)["input_ids"] if self.after else []
-        return ids + tok(rest, add_special_tokens=False)["input_ids"]
+        ids += tok(after, add_special_tokens=False)["input_ids"]
+        return ids + tok("\n" + instruction, add_special_tokens=False)["input_ids"]
 
     @torch.inference_mode()
     def generate(self, images: list, instructions: list[str]) -> list[str]:
@@ -235,12 +238,13 @@ class AitqeGenerator:
 
 
 def load_aitqe(model: str, *, max_new_tokens: int, stop_strings: list[str] | None, device: str | None = None,
-               dtype=None, trust_remote_code: bool = False):
+               dtype=None, trust_remote_code: bool = False, vision_tower: str | None = None):
     """The released AITQE checkpoint, or any chat VLM fine-tuned on AITQE's format."""
     prepare_source(model)  # a missing local directory fails here, once
     layout = released_layout(read_config(model))
     if layout == "mm":
-        return AitqeGenerator(load_released(model, device=device, dtype=dtype), max_new_tokens=max_new_tokens,
+        return AitqeGenerator(load_released(model, vision_tower=vision_tower, device=device, dtype=dtype),
+                              max_new_tokens=max_new_tokens,
                               stop_strings=stop_strings)
     if layout is not None:
         raise ModelUnavailableError(model, f"a released {layout!r} checkpoint is an MLM-Filter scorer, not AITQE")
@@ -262,7 +266,7 @@ class AitqeRewriter(Rewriter):
 
     def __init__(self, model: str, *, instruction: str | None = None, max_new_tokens: int = AITQE_MAX_NEW_TOKENS,
                  batch_size: int = 8, stop_after_overall: bool = True, device: str | None = None, dtype=None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, vision_tower: str | None = None):
         instruction = instruction or DEFAULT_INSTRUCTION
         if CAPTION_PLACEHOLDER not in instruction:
             raise ValueError(f"the AITQE instruction must contain {CAPTION_PLACEHOLDER}; got {instruction[:80]!r}")
@@ -272,7 +276,8 @@ class AitqeRewriter(Rewriter):
         self.stop_strings = [OVERALL_MARKER] if stop_after_overall else None
         self.version = f"2:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,
-                                    device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+                                    device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                    vision_tower=vision_tower)
 
     def instruction(self, caption: str | None) -> str:
         caption = (caption or "").strip()

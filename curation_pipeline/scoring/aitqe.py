@@ -30,10 +30,10 @@ class AitqeScorer(Scorer):
     needs_images = True
 
     def __init__(self, model: str, *, batch_size: int = 8, max_new_tokens: int = AITQE_MAX_NEW_TOKENS,
-                 device: str | None = None, dtype=None):
+                 device: str | None = None, dtype=None, vision_tower: str | None = None):
         self.batch_size = batch_size
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=[OVERALL_MARKER],
-                                    device=device, dtype=dtype)
+                                    device=device, dtype=dtype, vision_tower=vision_tower)
         self.version = f"1:{model}:max_new={max_new_tokens}"
         self.columns = ("aitqe_overall", "aitqe_recaption", "aitqe_error")
 

@@ -194,7 +194,9 @@ class MlmFilterScorer(Scorer):
                                  "not as an MLM-Filter scorer")
             self.model, self.tokenizer, self.processor = self.released.model, self.released.tokenizer, None
             self.prompts: PromptSet = PROMPT_SETS[prompt_set or self.released.family]
-            self.pad_to_square = pad_to_square
+            # MLM_Filter's scoring scripts hand images to the processor as they are, whatever the
+            # checkpoint's image_aspect_ratio says; padding to a square is opt-in.
+            self.pad_to_square = bool(pad_to_square)
         else:
             if prompt_set not in (None, "zero_shot"):
                 raise ValueError(f"prompt_set {prompt_set!r} needs a released MLM-Filter checkpoint; {model!r} is "
@@ -212,7 +214,8 @@ class MlmFilterScorer(Scorer):
                              for c in (f"{name}_{m}", f"{name}_{m}_expected", f"{name}_{m}_error"))
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
-        self._suppressed = [self.released.image_token_id] if self.released else []
+        self._suppressed = self.released.suppressed if self.released else []
+        self._penalty = self.released.repetition_penalty if self.released else 1.0
         if self.released:
             self._appended = self._appended_token()
             self._canonical = self._split_released(self._released_ids("A dog runs on the grass."))[1]
@@ -381,6 +384,11 @@ class MlmFilterScorer(Scorer):
     def _greedy_replies(self, images, captions, metric) -> list[str]:
         inputs = self._full_inputs(images, captions, metric)
         extra = {"suppress_tokens": self._suppressed} if self._suppressed else {}
+        if self.released:
+            from transformers import LogitsProcessorList
+
+            extra.update(repetition_penalty=1.0, logits_processor=LogitsProcessorList(
+                [GeneratedOnlyPenalty(inputs["input_ids"].shape[1], self._penalty)]))
         out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, **extra)
         return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
@@ -475,7 +483,8 @@ class MlmFilterScorer(Scorer):
         ancestors = tree.ancestors.to(self.device)
         allowed = torch.cat([state.visible[:, None, :].expand(-1, len(tree.ids), -1),
                              ancestors.expand(rows, -1, -1)], dim=-1)[:, None]
-        if self.model.config._attn_implementation == "sdpa":
+        text_config = getattr(self.model.config, "text_config", None) or self.model.config
+        if text_config._attn_implementation == "sdpa":
             mask = allowed
         else:
             mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
@@ -495,10 +504,10 @@ class MlmFilterScorer(Scorer):
             if logits is not None:
                 logits[..., self._suppressed] = -math.inf
         ids = self.score_tokens.ids
+        column = {node: k for k, node in enumerate(tree.keep)}
         first_probs, first_top = first.softmax(-1)[:, ids].cpu().numpy(), first.argmax(-1).cpu().numpy()
         probs = logits.softmax(-1)[..., ids].cpu().numpy() if logits is not None else None
-        top = logits.argmax(-1).cpu().numpy() if logits is not None else None
-        column = {node: k for k, node in enumerate(tree.keep)}
+        top = self._penalized(tree, logits, column).argmax(-1).cpu().numpy() if logits is not None else None
         eos = set(self._eos_ids())
 
         def at(row, node):
@@ -521,6 +530,24 @@ class MlmFilterScorer(Scorer):
             scored.append(out)
         return scored
 
+    def _penalized(self, tree: _Tree, logits: torch.Tensor, column: dict) -> torch.Tensor:
+        """The logits greedy decoding sees: the repetition penalty on the digits already written."""
+        if self._penalty == 1.0 or self.score_tokens.kind != "digits":
+            return logits
+        logits = logits.clone()
+        ids = self.score_tokens.ids
+
+        def penalize(node, token):
+            value = logits[:, column[node], token]
+            logits[:, column[node], token] = torch.where(value < 0, value * self._penalty, value / self._penalty)
+
+        for _, branches, zero in tree.reads:
+            for d, node in enumerate(branches, start=1):
+                penalize(node, ids[d])
+            for token in {ids[1], ids[0]}:
+                penalize(zero, token)
+        return logits
+
     def _greedy(self, row, t1, branches, zero, at, eos) -> list[int] | None:
         """The reference's greedy tokens where the tree holds them: the first token, then (within
         the budget) the token after a first digit 1..9, and after "1","0"."""
@@ -542,6 +569,22 @@ class MlmFilterScorer(Scorer):
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         return [e for e in eos + [self.tokenizer.eos_token_id] if e is not None]
+
+
+class GeneratedOnlyPenalty:
+    """transformers' repetition penalty restricted to the tokens generated after ``start``: the
+    reference generates from embeddings, so its penalty never sees the prompt."""
+
+    def __init__(self, start: int, penalty: float):
+        self.start, self.penalty = start, penalty
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        generated = input_ids[:, self.start:]
+        if self.penalty == 1.0 or generated.shape[1] == 0:
+            return scores
+        picked = torch.gather(scores, 1, generated)
+        picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
+        return scores.scatter(1, generated, picked)
 
 
 @dataclass

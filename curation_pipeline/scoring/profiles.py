@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from curation_pipeline.scoring.base import Scorer
 
 PROFILES = ("offline", "text", "clip", "mlm", "full")
+CLIP_DTYPES = ("float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -15,14 +16,24 @@ class ScoringProfile:
     ``text``: only the caption scorers (fastest; no image signals). ``clip`` / ``mlm`` /
     ``full`` add CLIPScore and/or MLM-Filter's metrics from ``clip_model`` /
     ``mlm_model`` (a HuggingFace id or a local directory).
+
+    ``clip_prefix``: put CLIPScore's "A photo depicts" before each caption (the
+    reference does). ``clip_dtype``: ``auto`` (fp32 on CPU, fp16 on GPU, as the
+    reference runs) or ``float32`` / ``float16`` / ``bfloat16``.
     """
 
     name: str = "offline"
     clip_model: str | None = None
+    clip_prefix: bool = True
+    clip_dtype: str = "auto"
     mlm_model: str | None = None
     mlm_metrics: tuple[str, ...] = ("itm", "odf", "ctq", "su")
     mlm_mode: str = "logits"
     mlm_min_mass: float = 0.05
+    mlm_prompt_set: str | None = None  # None: the released checkpoint's own, or zero_shot for chat VLMs
+    mlm_vision_tower: str | None = None  # None: the tower the checkpoint's config names
+    mlm_pad_to_square: bool | None = None  # None: as MLM_Filter's scoring scripts (no padding)
+    aitqe_model: str | None = None  # adds AITQE's overall rating and recaption as scores
     device: str | None = None
     batch_size: int = 32
     trust_remote_code: tuple[str, ...] = field(default_factory=tuple)
@@ -32,6 +43,8 @@ class ScoringProfile:
             raise ValueError(f"unknown scoring profile {self.name!r}; choose one of {', '.join(PROFILES)}")
         if self.name in ("clip", "full") and not self.clip_model:
             raise ValueError(f"profile {self.name!r} needs clip_model (a HuggingFace id or a local path)")
+        if self.clip_dtype.lower() not in ("auto", *CLIP_DTYPES):
+            raise ValueError(f"unknown clip_dtype {self.clip_dtype!r}; choose auto, {', '.join(CLIP_DTYPES)}")
         if self.name in ("mlm", "full") and not self.mlm_model:
             raise ValueError(f"profile {self.name!r} needs mlm_model (a HuggingFace id or a local path)")
 
@@ -58,14 +71,21 @@ def build_scorers(profile: ScoringProfile) -> list[Scorer]:
     if profile.name != "text":
         scorers += signal_scorers()
     if profile.name in ("clip", "full"):
-        from curation_pipeline.scoring.clip import ClipScorer
+        from curation_pipeline.scoring.clip import CLIPSCORE_PREFIX, ClipScorer
 
-        scorers.append(ClipScorer(profile.clip_model, device=profile.device, batch_size=profile.batch_size))
+        scorers.append(ClipScorer(profile.clip_model, device=profile.device, batch_size=profile.batch_size,
+                                  dtype=profile.clip_dtype,
+                                  prefix=CLIPSCORE_PREFIX if profile.clip_prefix else None))
     if profile.name in ("mlm", "full"):
         from curation_pipeline.scoring.mlm_filter import MlmFilterScorer
 
         scorers.append(MlmFilterScorer(
             profile.mlm_model, metrics=tuple(profile.mlm_metrics), mode=profile.mlm_mode, device=profile.device,
-            min_mass=profile.mlm_min_mass,
+            min_mass=profile.mlm_min_mass, batch_size=profile.batch_size, prompt_set=profile.mlm_prompt_set,
+            vision_tower=profile.mlm_vision_tower, pad_to_square=profile.mlm_pad_to_square,
             trust_remote_code=profile.mlm_model in profile.trust_remote_code))
+    if profile.aitqe_model and profile.name != "text":
+        from curation_pipeline.scoring.aitqe import AitqeScorer
+
+        scorers.append(AitqeScorer(profile.aitqe_model, device=profile.device, batch_size=profile.batch_size))
     return scorers

@@ -7,7 +7,7 @@ import pytest
 from curation_pipeline.resources import PolicyResource, ScoringResource
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
-from curation_pipeline_tests.tiny_models import make_tiny_clip, make_tiny_llava
+from curation_pipeline_tests.tiny_models import RELEASED, make_tiny_clip, make_tiny_llava
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,10 @@ def models(tmp_path_factory):
 
 def test_full_profile_scores_and_selects_with_model_columns(tmp_path, models):
     shard = "sample-000002"
-    scoring = ScoringResource(profile="full", clip_model=models["clip"], mlm_model=models["mlm"],
+    # the released MLM-Filter layout (LLaVA-1.5), as a user with the real checkpoint runs it
+    released = str(RELEASED / "mlm-filter-llava-13b-tiny")
+    scoring = ScoringResource(profile="full", clip_model=models["clip"], mlm_model=released,
+                              mlm_vision_tower=str(RELEASED / "clip-vit-tiny-patch8-32"),
                               mlm_metrics=["itm", "odf"], mlm_min_mass=0.0, batch_size=8)
     # selection over the model columns: scores are random, so the expression decides who is rewritten
     policy = PolicyResource(keep_expression="mlm_itm >= 0 and clip_score >= 0", drift_max_kl=10,
@@ -29,7 +32,7 @@ def test_full_profile_scores_and_selects_with_model_columns(tmp_path, models):
     scores = wh.read_table("quality_scores", shard)
     decoded = scores["decode_status"].eq("ok") & scores["caption"].fillna("").str.strip().ne("")
     for column, (low, high) in {"clip_score": (0, 2.5), "clip_cosine": (-1, 1), "mlm_itm": (0, 100),
-                                "mlm_odf": (0, 100)}.items():
+                                "mlm_odf": (0, 100), "mlm_itm_expected": (0, 100)}.items():
         values = scores.loc[decoded, column]
         assert values.notna().all(), column
         assert values.between(low, high).all(), column
@@ -38,7 +41,7 @@ def test_full_profile_scores_and_selects_with_model_columns(tmp_path, models):
     missing = scores[scores["decode_status"].ne("ok")]
     assert missing.empty or (missing["clip_score"].isna().all() and missing["clip_error"].notna().all())
     versions = wh.table_metadata("quality_scores", shard)["scorers"]
-    assert models["clip"] in versions and "mlm" in versions
+    assert models["clip"] in versions and released in versions and "llava_v1" in versions
     assert not math.isnan(scores.loc[decoded, "mlm_itm"].mean())
 
 
