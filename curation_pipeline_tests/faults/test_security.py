@@ -54,7 +54,8 @@ def test_trust_remote_code_is_never_passed_unless_enabled(from_pretrained_calls)
 
 
 def test_trust_remote_code_is_per_model(monkeypatch):
-    """The MLM scorer gets it only when its own model id is listed; AITQE refuses without it."""
+    """The MLM scorer gets it only when its own model id is listed; the released AITQE checkpoint
+    needs none (its layout maps onto native classes)."""
     from curation_pipeline.scoring import mlm_filter
     from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
 
@@ -72,10 +73,12 @@ def test_trust_remote_code_is_per_model(monkeypatch):
         with pytest.raises(Stop):
             build_scorers(ScoringProfile(name="mlm", mlm_model="org/vlm", trust_remote_code=allowed))
         assert seen.pop() == ("org/vlm", expected)
-    from curation_pipeline.rewriting.aitqe import AitqeRewriter
+    from curation_pipeline.rewriting import aitqe
+    from curation_pipeline_tests.tiny_models import RELEASED
 
-    with pytest.raises(ValueError, match="trust_remote_code"):
-        AitqeRewriter("HymanH/AITQE")
+    monkeypatch.setattr(aitqe, "load_vlm", fake_load_vlm)  # a chat-VLM load would be the remote-code path
+    rewriter = aitqe.AitqeRewriter(str(RELEASED / "aitqe-tiny"), vision_tower=str(RELEASED / "siglip-tiny-patch8-32"))
+    assert isinstance(rewriter.generator, aitqe.AitqeGenerator) and not seen
 
 
 def test_pickle_members_in_a_shard_are_never_unpickled(hostile_run):
