@@ -19,10 +19,6 @@ curate_shards_job = dg.define_asset_job(
     "curate_shards", selection=SHARD_ASSETS, partitions_def=shard_partitions,
     description="Everything for one shard: pairs -> scores -> decisions -> rewrites -> final captions -> curated tar.",
     tags={"dagster/max_retries": "1"},
-    # steps of one shard run in the run's own process (a process per step costs ~25 s of start-up each
-    # on small machines); shards still run in parallel as separate runs. Choose `multiprocess` in the
-    # launchpad to spread one shard's steps over processes.
-    config={"execution": {"config": {"in_process": {}}}},
 )
 RESELECT_ASSETS = dg.AssetSelection.assets("caption_decisions", "rewritten_captions", "final_captions",
                                            "curated_shards")
@@ -32,7 +28,6 @@ reselect_shards_job = dg.define_asset_job(
     "captions -> curated tar. Run after changing a policy threshold, or after materializing selection_cut "
     "when keep_fraction is on.",
     tags={"dagster/max_retries": "1"},
-    config={"execution": {"config": {"in_process": {}}}},
 )
 report_job = dg.define_asset_job("quality_report_job", selection=dg.AssetSelection.assets("quality_report"),
                                  description="Rebuild the DuckDB quality report over all curated shards.")
@@ -64,19 +59,58 @@ def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
 
 
 def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> dict[str, str]:
-    """Partition -> why it needs a run: never curated, or its raw file changed since."""
+    """Partition -> why it needs a run: never curated, or its raw file changed since. A partition
+    whose raw file is gone is never requested (``prune_shards`` removes it)."""
     todo: dict[str, str] = {}
     for key in instance.get_dynamic_partitions(shard_partitions.name):
+        mtime = warehouse.raw_mtime(key)
+        if mtime is None:
+            continue  # raw file gone: nothing to curate from
         event = _latest_partition_materialization(instance, key)
         if event is None:
             todo[key] = "missing"
-            continue
-        mtime = warehouse.raw_mtime(key)
-        if mtime is None:
-            continue  # raw file gone: nothing to refresh from
-        if mtime > event.timestamp:
+        elif mtime > event.timestamp:
             todo[key] = "stale"
     return todo
+
+
+@dg.op(description="Adds every valid .tar in the raw location as a shard partition; launches no work.")
+def register_raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
+    found, rejected = warehouse.list_raw()
+    for message in rejected:
+        context.log.warning(message)
+    known = set(context.instance.get_dynamic_partitions(shard_partitions.name))
+    new = sorted(set(found) - known)
+    if new:
+        context.instance.add_dynamic_partitions(shard_partitions.name, new)
+    context.log.info(f"registered {len(new)} new shard(s): {', '.join(new) or 'none'}; "
+                     f"{len(known)} already known, {len(rejected)} file name(s) rejected")
+
+
+@dg.job(description="First run: registers the raw shards as partitions, so the asset pages can offer them. "
+        "Nothing is materialized.")
+def register_shards():
+    register_raw_shards()
+
+
+@dg.op(description="Removes shard partitions whose raw file no longer exists (typos, deleted files).")
+def remove_stale_partitions(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
+    known = context.instance.get_dynamic_partitions(shard_partitions.name)
+    gone = [key for key in known if warehouse.raw_mtime(key) is None]
+    for key in gone:
+        context.instance.delete_dynamic_partition(shard_partitions.name, key)
+    context.log.info(f"removed {len(gone)} partition(s) without a raw file: {', '.join(gone) or 'none'}")
+
+
+@dg.job(description="Removes partitions whose raw file is missing; their stored tables stay in the warehouse.")
+def prune_shards():
+    remove_stale_partitions()
+
+
+# The report follows shard runs by declarative automation, evaluated only while automation is on.
+report_automation = dg.AutomationConditionSensorDefinition(
+    "report_automation", target=dg.AssetSelection.assets("quality_report"), default_status=DEFAULT_STATUS,
+    description="Refreshes quality_report after curated shards change (its eager automation condition).")
 
 
 def _latest_partition_materialization(instance: dg.DagsterInstance, key: str):

@@ -20,10 +20,18 @@ class BadInput(click.ClickException):
     exit_code = EXIT_BAD_INPUT
 
 
+INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
+
+
 def _dagster_home() -> Path:
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / "data" / "dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch(exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():  # the shipped instance settings (run retries on, telemetry off), never overwritten
+        text = INSTANCE_YAML.read_text() if INSTANCE_YAML.is_file() else ""
+        tmp = config.with_name(f".dagster.yaml.{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, config)
     return home
 
 

@@ -14,6 +14,9 @@ from curation_pipeline.automation import (
     curate_shards_job,
     fill_missing_shards,
     new_shards_sensor,
+    prune_shards,
+    register_shards,
+    report_automation,
     report_job,
     reselect_shards_job,
 )
@@ -42,12 +45,19 @@ def build_resources(raw_root: str | None = None, warehouse_root: str | None = No
     }
 
 
+# One executor for every path: the job page, asset backfills and "Materialize all" in the UI. A shard's
+# steps run in its run's own process (a process per step costs seconds of start-up each); shards run in
+# parallel as separate runs, as many at once as dagster.yaml's run queue allows (max_concurrent_runs).
+EXECUTOR = dg.in_process_executor
+
+
 def build_definitions(**kwargs) -> dg.Definitions:
     return dg.Definitions(
+        executor=EXECUTOR,
         assets=ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[curate_shards_job, reselect_shards_job, report_job],
-        sensors=[new_shards_sensor],
+        jobs=[curate_shards_job, reselect_shards_job, report_job, register_shards, prune_shards],
+        sensors=[new_shards_sensor, report_automation],
         schedules=[fill_missing_shards],
         resources=build_resources(**kwargs),
     )

@@ -174,6 +174,7 @@ class PolicyResource(dg.ConfigurableResource):
     drift_mean_ratio_max: float = Field(default=1.25, description="Caption-length drift: max final/original mean.")
     drift_quantile_tolerance: float = Field(default=0.5, description="Caption-length drift: relative quantile band.")
     drift_quantile_floor: float = Field(default=3.0, description="Caption-length drift: quantile band never narrower than this many words.")
+    warn_drop_share: float = Field(default=0.9, description="The kept_share check warns (never blocks) above this dropped share, or when a shard keeps nothing.")
     drift_min_rows: int = Field(default=20, description="Caption-length drift: fewer kept pairs pass with a note.")
 
     @staticmethod

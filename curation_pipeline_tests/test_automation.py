@@ -62,3 +62,49 @@ def _check_schedule(instance, raw, warehouse):
     later = time.time() + 60
     os.utime(raw / "sample-000000.tar", (later, later))
     assert requested() == {"sample-000000": "stale", "sample-000001": "missing"}
+
+
+def test_one_executor_for_asset_backfills_and_the_job_path():
+    from curation_pipeline.definitions import defs
+
+    asset_job = defs.resolve_implicit_global_asset_job_def()
+    assert asset_job.executor_def is defs.resolve_job_def("curate_shards").executor_def
+    assert asset_job.executor_def.name == "in_process"
+
+
+def test_register_shards_fills_a_fresh_instance_without_running_anything(tmp_path):
+    from curation_pipeline.definitions import build_definitions
+
+    raw = _raw(tmp_path, ["sample-000000.tar", "sample-000001.tar", "bad name.tar"])
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"))
+    with dg.instance_for_test() as instance:
+        assert instance.get_dynamic_partitions("shards") == []
+        result = defs.resolve_job_def("register_shards").execute_in_process(instance=instance)
+        assert result.success
+        assert sorted(instance.get_dynamic_partitions("shards")) == ["sample-000000", "sample-000001"]
+        assert instance.get_runs_count() == 1 and not (tmp_path / "wh").exists()
+
+
+def test_missing_raw_file_is_skipped_by_the_schedule_and_pruned(tmp_path):
+    from curation_pipeline.definitions import build_definitions
+
+    raw = _raw(tmp_path, ["sample-000000.tar"])
+    resources = {"warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))}
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("shards", ["sample-000000", "sampel-000000"])  # a typo
+        result = fill_missing_shards(dg.build_schedule_context(instance=instance, resources=resources))
+        assert [r.partition_key for r in result] == ["sample-000000"]
+        assert defs.resolve_job_def("prune_shards").execute_in_process(instance=instance).success
+        assert instance.get_dynamic_partitions("shards") == ["sample-000000"]
+
+
+def test_report_refreshes_by_declarative_automation_only_when_automation_is_on():
+    from curation_pipeline.automation import report_automation
+    from curation_pipeline.definitions import defs
+
+    report = defs.resolve_assets_def("quality_report")
+    assert report.automation_conditions_by_key[dg.AssetKey("quality_report")] is not None
+    expected = (dg.DefaultSensorStatus.RUNNING if os.environ.get("CURATION_AUTOMATION") == "on"
+                else dg.DefaultSensorStatus.STOPPED)
+    assert report_automation.default_status == expected

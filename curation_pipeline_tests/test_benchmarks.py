@@ -25,6 +25,7 @@ EXPECTED_KEYS = {
     "mlm_filter_speed.py": {"pairs", "prompt_tokens", "logits_pairs_per_s", "generate_pairs_per_s",
                             "logits_vs_generate", "separate_pairs_per_s", "shared_vs_separate",
                             "pipeline_pairs_per_s", "bare_forward_pairs_per_s", "pipeline_vs_bare"},
+    "backfill.py": {"shards", "job_s", "backfill_s", "backfill_vs_job", "executor"},
     "clip_speed.py": {"pairs", "pipeline_pairs_per_s", "bare_forward_pairs_per_s", "pipeline_vs_bare"},
     "rewrite_speed.py": {"rewrites_per_s", "partition_pairs", "f0_seconds", "f10_seconds", "f50_seconds",
                          "f10_rewritten", "f50_rewritten", "f50_cost_ratio"},

@@ -14,6 +14,7 @@ from curation_pipeline.resources import WarehouseResource
     group_name="reporting",
     deps=[curated_shards],
     kinds={"duckdb"},
+    automation_condition=dg.AutomationCondition.eager(),
     description="quality.duckdb in the warehouse: views over every per-shard table (pairs, quality_scores, "
     "decisions, rewrites, final_captions, skips) and report tables (shard_summary, drop_reasons, "
     "score_distribution, caption_lengths, rewriter_summary, overall). The only writer of that file.",

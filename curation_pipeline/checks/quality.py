@@ -7,6 +7,7 @@ from curation_pipeline.assets.ingest import pairs
 from curation_pipeline.assets.metadata import numbers
 from curation_pipeline.assets.rewriting import final_captions
 from curation_pipeline.assets.scoring import quality_scores
+from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 from curation_pipeline.shards.reader import RECORD_COLUMNS
 from curation_pipeline.validation.drift import check_caption_length_drift
@@ -32,14 +33,14 @@ def _table_check_result(result, description: str) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=pairs, blocking=True, description="Inventory schema: every column present, keys unique and non-null.")
+@dg.asset_check(asset=pairs, blocking=True, partitions_def=shard_partitions, description="Inventory schema: every column present, keys unique and non-null.")
 def pairs_schema(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     df = warehouse.warehouse().read_table("pairs", context.partition_key)
     result = check_table(df, required_columns=RECORD_COLUMNS, non_null=["key", "decode_status"], unique=["key"])
     return _table_check_result(result, f"{len(df)} rows, schema and keys ok")
 
 
-@dg.asset_check(asset=quality_scores, blocking=True,
+@dg.asset_check(asset=quality_scores, blocking=True, partitions_def=shard_partitions,
                 description="Scores: keys unique, each scorer's columns within its range (NaN = unknown is allowed).")
 def scores_in_range(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                     policy: PolicyResource) -> dg.AssetCheckResult:
@@ -49,7 +50,7 @@ def scores_in_range(context: dg.AssetCheckExecutionContext, warehouse: Warehouse
     return _table_check_result(result, f"{len(df)} rows within score ranges")
 
 
-@dg.asset_check(asset=final_captions, blocking=True,
+@dg.asset_check(asset=final_captions, blocking=True, partitions_def=shard_partitions,
                 description="Final captions: one row per pair, outcome and reason always set, kept pairs have a caption.")
 def final_captions_complete(context: dg.AssetCheckExecutionContext,
                             warehouse: WarehouseResource) -> dg.AssetCheckResult:
@@ -69,7 +70,7 @@ def final_captions_complete(context: dg.AssetCheckExecutionContext,
     return _table_check_result(result, f"{len(df)} pairs resolved, {len(kept)} kept with a caption")
 
 
-@dg.asset_check(asset=final_captions, blocking=True,
+@dg.asset_check(asset=final_captions, blocking=True, partitions_def=shard_partitions,
                 description="Great Expectations caption-length drift: the final captions of the kept pairs "
                 "against the same pairs' original captions (KL on open-tailed quantile bins, mean ratio, quantile bands).")
 def caption_length_drift(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
@@ -91,4 +92,24 @@ def caption_length_drift(context: dg.AssetCheckExecutionContext, warehouse: Ware
     )
 
 
-ALL_CHECKS = [pairs_schema, scores_in_range, final_captions_complete, caption_length_drift]
+@dg.asset_check(asset=final_captions, blocking=False, partitions_def=shard_partitions,
+                description="Warns (never blocks) when a shard keeps nothing, or drops more than "
+                "policy.warn_drop_share of its pairs: a shard of pure duplicates or junk publishes an empty "
+                "or thin tar, which is legitimate but worth a look.")
+def kept_share(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+               policy: PolicyResource) -> dg.AssetCheckResult:
+    df = warehouse.warehouse().read_table("final_captions", context.partition_key)
+    n, kept = len(df), int(df["outcome"].ne("dropped").sum())
+    dropped_share = (n - kept) / n if n else 0.0
+    problems = []
+    if kept == 0:
+        problems.append(f"no pair kept out of {n}")
+    elif dropped_share > policy.warn_drop_share:
+        problems.append(f"{dropped_share:.0%} of {n} pairs dropped (warn above {policy.warn_drop_share:.0%})")
+    return dg.AssetCheckResult(
+        passed=not problems, severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(problems) or f"{kept} of {n} pairs kept",
+        metadata=numbers({"pairs": n, "kept": kept, "dropped_share": dropped_share}))
+
+
+ALL_CHECKS = [pairs_schema, scores_in_range, final_captions_complete, caption_length_drift, kept_share]
