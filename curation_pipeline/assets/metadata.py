@@ -25,26 +25,43 @@ def numbers(mapping: dict[str, Any]) -> dict[str, dg.MetadataValue]:
     return out
 
 
+def _kind(values: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(values):
+        return "bool"
+    if pd.api.types.is_integer_dtype(values):
+        return "int"
+    if pd.api.types.is_float_dtype(values):
+        known = values.dropna()
+        return "int" if len(known) and known.eq(known.round()).all() and values.notna().all() else "float"
+    return "string"
+
+
+def table_metadata(name: str, df: pd.DataFrame) -> dict[str, Any]:
+    """Dagster's standard table metadata: the column schema, every column described (``tables.py``),
+    and the row count."""
+    from curation_pipeline.tables import describe
+
+    columns = [dg.TableColumn(str(c), _kind(df[c]), description=describe(name, str(c)) or "")
+               for c in df.columns]
+    return {"dagster/column_schema": dg.TableSchema(columns=columns),
+            "dagster/row_count": dg.MetadataValue.int(len(df))}
+
+
 def table(df: pd.DataFrame, limit: int = PREVIEW_ROWS) -> dg.MetadataValue:
-    """A UI table of the first ``limit`` rows, every value a plain string/number/bool."""
+    """A UI table of the first ``limit`` rows, every value a plain string/number/bool; missing values
+    stay empty (never 0), and float columns holding whole numbers show as integers."""
     shown = df.head(limit)
-    columns = []
-    for name in shown.columns:
-        kind = "string"
-        if pd.api.types.is_bool_dtype(shown[name]):
-            kind = "bool"
-        elif pd.api.types.is_integer_dtype(shown[name]):
-            kind = "int"
-        elif pd.api.types.is_float_dtype(shown[name]):
-            kind = "float"
-        columns.append(dg.TableColumn(str(name), kind))
+    columns = [dg.TableColumn(str(name), _kind(shown[name])) for name in shown.columns]
+    whole = {str(c.name) for c in columns if c.type == "int"}
     records = []
     for row in shown.itertuples(index=False):
         values = {}
         for col, value in zip(shown.columns, row):
             value = plain(value)
-            if isinstance(value, float):
-                value = round(value, 4)
+            if isinstance(value, float) and value != value:
+                value = None
+            elif isinstance(value, float):
+                value = int(value) if str(col) in whole else round(value, 4)
             elif value is not None and not isinstance(value, (int, bool, str)):
                 value = str(value)
             values[str(col)] = value

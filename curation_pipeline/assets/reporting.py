@@ -6,7 +6,7 @@ import dagster as dg
 from curation_pipeline.assets.curation import curated_shards
 from curation_pipeline.assets.metadata import numbers, table
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
-from curation_pipeline.reporting.report import build_report, report_markdown
+from curation_pipeline.reporting.report import build_report, overall_values, report_markdown
 from curation_pipeline.resources import WarehouseResource
 
 
@@ -28,9 +28,11 @@ def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResour
          "final (kept pairs)": kept["quality_final"].to_numpy(dtype=float)},
         "caption quality, all shards", "quality score"), "quality before and after")
     return dg.MaterializeResult(metadata={
-        **numbers(report.overall),
+        **numbers(overall_values(report)),
         "summary": dg.MetadataValue.md(report_markdown(report) + "\n\n" + chart),
         "shards": table(report.shards),
+        "drop_reasons": table(report.drop_reasons.groupby("reason", as_index=False)["pairs"].sum()
+                              .sort_values("pairs", ascending=False)),
         "rewriters": table(report.rewriters),
         "db_path": dg.MetadataValue.path(report.db_path),
     })

@@ -197,9 +197,20 @@ def build_report(warehouse: Warehouse) -> Report:
     return report
 
 
+def overall_values(report: Report) -> dict:
+    """The overall row as plain Python values; counts as ints (DuckDB sums come back as floats)."""
+    out = {}
+    for key, value in report.overall.items():
+        value = value.item() if hasattr(value, "item") else value
+        if isinstance(value, float) and value.is_integer() and not key.startswith(("mean", "share", "rate")):
+            value = int(value)
+        out[key] = value
+    return out
+
+
 def report_markdown(report: Report) -> str:
     """What the report asset shows in the UI and ``curate report`` prints."""
-    o = {k: (v.item() if hasattr(v, "item") else v) for k, v in report.overall.items()}
+    o = overall_values(report)
     lines = [
         f"**{o['pairs_read']} pairs** in {o['shards']} shards: {o['kept_as_is']} kept as is, "
         f"{o['rewritten']} rewritten, {o['dropped']} dropped, {o['skipped_members']} members skipped.",
