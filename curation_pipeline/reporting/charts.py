@@ -5,15 +5,15 @@ from __future__ import annotations
 import base64
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def histogram_png(series: dict[str, np.ndarray], title: str, xlabel: str, bins: int | np.ndarray = 20) -> bytes:
     """Overlaid histograms (e.g. before/after) as a compact PNG."""
+    import matplotlib  # a third of a second to import: only when a chart is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(4.2, 2.4), dpi=80)
     values = [np.asarray(v, dtype=float) for v in series.values()]
     finite = [v[np.isfinite(v)] for v in values]

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-import great_expectations as gx
-from curation_pipeline.validation import _gx
 
 LENGTH_COLUMN = "caption_length"
 # GX's pandas quantile metric uses this interpolation; the reference uses it too so bands line up.
@@ -152,6 +150,9 @@ def reference_partition(reference: np.ndarray, n_bins: int) -> dict:
 def check_caption_length_drift(original: pd.Series, final: pd.Series,
                                thresholds: DriftThresholds | None = None) -> DriftResult:
     """Compare final caption lengths with the shard's original captions (the caller picks the rows)."""
+    import great_expectations as gx  # seconds to import: only when a check runs
+
+    from curation_pipeline.validation import _gx
     t = thresholds or DriftThresholds()
     unit = t.length_unit
     ref = caption_lengths(original, unit)

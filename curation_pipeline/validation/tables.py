@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-import great_expectations as gx
-from curation_pipeline.validation import _gx
 
 MAX_EXAMPLES = 5
 
@@ -42,6 +40,9 @@ def check_table(df: pd.DataFrame, *, required_columns: Sequence[str], non_null: 
                 unique: Sequence[str] = (), ranges: Mapping[str, tuple[float | None, float | None]] | None = None,
                 key: str | None = None) -> TableCheckResult:
     """Validate ``df`` against its contract; columns that are missing are reported once, not per check."""
+    import great_expectations as gx  # seconds to import: only when a check runs
+
+    from curation_pipeline.validation import _gx
     ranges = ranges or {}
     present = set(df.columns)
     key = key or next(iter(unique), None)
@@ -70,6 +71,7 @@ def check_table(df: pd.DataFrame, *, required_columns: Sequence[str], non_null: 
 
 
 def _sentence(res, key: str | None) -> str:
+    from curation_pipeline.validation import _gx
     config = res.expectation_config
     column = config.kwargs["column"]
     error = _gx.exception_message(res)
@@ -91,6 +93,7 @@ def _sentence(res, key: str | None) -> str:
 
 def _examples(r: dict, key: str | None, column: str) -> str:
     """Offending rows by key when there is one, else by DataFrame index."""
+    from curation_pipeline.validation import _gx
     index = _gx.to_python(r.get("partial_unexpected_index_list") or [])[:MAX_EXAMPLES]
     if key and index and isinstance(index[0], dict):
         return f" ({key}: {[row[key] for row in index]})"
