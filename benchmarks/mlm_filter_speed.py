@@ -19,7 +19,7 @@ import torch
 
 from _common import add_smoke_flag, flickr_batch, parse_args, result_line, timed
 
-from curation_pipeline.scoring.mlm_filter import MlmFilterScorer
+from curation_pipeline.scoring.mlm import MlmFilterScorer
 from curation_pipeline_tests.tiny_models import make_released_llava
 
 

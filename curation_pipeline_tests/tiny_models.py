@@ -305,7 +305,7 @@ def make_realistic_vlm(directory: str | Path) -> str:
     Its tokenizer is trained on the scorer's prompt wording too, so English text takes
     about as many tokens as with a real 100k-150k vocabulary (a few per word, not ten).
     """
-    from curation_pipeline.scoring.mlm_prompts import ZERO_SHOT_CRITERIA, ZERO_SHOT_USER
+    from curation_pipeline.scoring.mlm.prompts import ZERO_SHOT_CRITERIA, ZERO_SHOT_USER
 
     return _llava(directory, digit_split=True, hidden=512, layers=6, heads=8,
                   vision_hidden=640, vision_layers=8, image_size=224, patch_size=14,

@@ -77,7 +77,7 @@ def build_scorers(profile: ScoringProfile) -> list[Scorer]:
                                   dtype=profile.clip_dtype,
                                   prefix=CLIPSCORE_PREFIX if profile.clip_prefix else None))
     if profile.name in ("mlm", "full"):
-        from curation_pipeline.scoring.mlm_filter import MlmFilterScorer
+        from curation_pipeline.scoring.mlm import MlmFilterScorer
 
         scorers.append(MlmFilterScorer(
             profile.mlm_model, metrics=tuple(profile.mlm_metrics), mode=profile.mlm_mode, device=profile.device,

@@ -56,7 +56,7 @@ def test_trust_remote_code_is_never_passed_unless_enabled(from_pretrained_calls)
 def test_trust_remote_code_is_per_model(monkeypatch):
     """The MLM scorer gets it only when its own model id is listed; the released AITQE checkpoint
     needs none (its layout maps onto native classes)."""
-    from curation_pipeline.scoring import mlm_filter
+    from curation_pipeline.scoring.mlm import scorer as mlm_scorer
     from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
 
     seen = []
@@ -68,7 +68,7 @@ def test_trust_remote_code_is_per_model(monkeypatch):
         seen.append((model, kwargs.get("trust_remote_code", False)))
         raise Stop
 
-    monkeypatch.setattr(mlm_filter, "load_vlm", fake_load_vlm)
+    monkeypatch.setattr(mlm_scorer, "load_vlm", fake_load_vlm)
     for allowed, expected in (((), False), (("org/other",), False), (("org/vlm",), True)):
         with pytest.raises(Stop):
             build_scorers(ScoringProfile(name="mlm", mlm_model="org/vlm", trust_remote_code=allowed))

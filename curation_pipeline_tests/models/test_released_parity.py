@@ -21,9 +21,9 @@ from PIL import Image
 from curation_pipeline.models.released import UnknownLayoutError, load_released, released_layout
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.aitqe import AitqeRewriter, parse_aitqe_output
-from curation_pipeline.scoring.mlm_filter import MlmFilterScorer, digit_split_expectation, parse_reference_score, \
-    whole_number_expectation
-from curation_pipeline.scoring.mlm_prompts import METRIC_NAMES
+from curation_pipeline.scoring.mlm import MlmFilterScorer
+from curation_pipeline.scoring.mlm.score import digit_split_expectation, parse_reference_score, whole_number_expectation
+from curation_pipeline.scoring.mlm.prompts import METRIC_NAMES
 from curation_pipeline_tests.tiny_models import RELEASED
 
 GOLDENS = RELEASED / "goldens"

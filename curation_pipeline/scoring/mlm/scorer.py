@@ -4,7 +4,7 @@ Each metric asks the model for an integer 0-100 on the first line of its reply
 (MLM-Filter, arXiv 2403.02677). Two models are served:
 
 * the released MLM-Filter checkpoints (``models/released.py``), asked exactly as the
-  authors' scoring scripts ask them (``mlm_prompts.PROMPT_SETS``: their prompts,
+  authors' scoring scripts ask them (``prompts.PROMPT_SETS``: their prompts,
   conversation format, appended whitespace token and greedy budget);
 * any transformers-native chat VLM, through its processor's chat template and the
   project's zero-shot paraphrase (``prompt_set="zero_shot"``).
@@ -43,8 +43,6 @@ digits but "10", "100") is taken as complete. Tokenizers with one token per numb
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -54,119 +52,15 @@ from curation_pipeline.models.loading import load_vlm
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
-from curation_pipeline.scoring.mlm_prompts import METRICS, PROMPT_SETS, ZERO_SHOT_CRITERIA, PromptSet
+from curation_pipeline.scoring.mlm.prompts import METRICS, PROMPT_SETS, ZERO_SHOT_CRITERIA, PromptSet
+from curation_pipeline.scoring.mlm.score import (GeneratedOnlyPenalty, ScoreTokens, digit_split_expectation,
+                                                 parse_reference_score, parse_score, whole_number_expectation)
+from curation_pipeline.scoring.mlm.tree import TokenTree, TreeState
 
 _CAPTION_MARK = "\ue000caption\ue000"
 _CRITERION_MARK = "\ue000criterion\ue000"
-_DIGITS = tuple(str(d) for d in range(10))
 # The reference scripts truncate the tokenized prompt (image as one token) to this length.
 REFERENCE_MAX_LEN = 2040
-
-
-# --- reading scores: pure functions over probability tables -------------------------------
-
-
-def whole_number_expectation(probs: np.ndarray) -> tuple[float, float]:
-    """Expected score and valid mass from the probabilities of the tokens "0".."100"."""
-    probs = np.asarray(probs, dtype=np.float64)
-    mass = float(probs.sum())
-    if mass <= 0:
-        return math.nan, 0.0
-    return float((np.arange(101) * probs).sum() / mass), mass
-
-
-def digit_split_expectation(first: np.ndarray, second: np.ndarray, after_ten: np.ndarray) -> tuple[float, float]:
-    """Expected score and valid mass for one-digit-per-token tokenizers (module docstring).
-
-    ``first[d]`` = P1(d); ``second[d, e]`` = P2(e | d) (row 0 unused); ``after_ten[e]`` =
-    P3(e | "10"). Probabilities of digit tokens only; "end" is the rest.
-    """
-    first, second, after_ten = (np.asarray(a, dtype=np.float64) for a in (first, second, after_ten))
-    scores = np.zeros(101)
-    scores[0] = first[0]
-    for d in range(1, 10):
-        scores[d] = first[d] * (1.0 - second[d].sum())
-        scores[10 * d:10 * d + 10] = first[d] * second[d]
-    ten = first[1] * second[1, 0]
-    scores[10] = ten * (1.0 - after_ten.sum())
-    scores[100] = ten * after_ten[0]
-    return whole_number_expectation(scores)
-
-
-_SCORE_LINE = re.compile(r"^(?:score\s*[:=]?\s*)?(\d+(?:\.\d*)?)\s*(?:/\s*100)?\s*\.?$", re.IGNORECASE)
-
-
-def parse_score(reply: str | None) -> tuple[float, str | None]:
-    """MLM-Filter's tolerant first-line parser: (score, None) or (NaN, reason), never 0 by default."""
-    if reply is None or not reply.strip():
-        return math.nan, "empty reply"
-    line = reply.strip().splitlines()[0].replace(",", "").replace(";", "").strip()
-    match = _SCORE_LINE.match(line)
-    if match is None:
-        return math.nan, f"unparseable reply: {line[:40]!r}"
-    value = float(match.group(1))
-    if not 0 <= value <= 100:
-        return math.nan, f"score out of range: {value:g}"
-    return value, None
-
-
-# --- model plumbing ------------------------------------------------------------------------
-
-
-def parse_reference_score(reply: str | None) -> tuple[float, str | None]:
-    """MLM-Filter's own reading of a greedy reply: the first line, without "," and ";", as an
-    int; anything else is unknown (never 0). Scores outside 0-100 are unknown too."""
-    if reply is None or not reply.strip():
-        return math.nan, "empty reply"
-    line = reply.strip().split("\n")[0].replace(",", "").replace(";", "")
-    try:
-        value = int(line)
-    except ValueError:
-        return math.nan, f"unparseable reply: {line[:40]!r}"
-    if not 0 <= value <= 100:
-        return math.nan, f"score out of range: {value}"
-    return float(value), None
-
-
-# --- model plumbing ------------------------------------------------------------------------
-
-
-@dataclass
-class _State:
-    """A batch of sequences in the KV cache: which cached columns each row may attend to,
-    and the text position its next token takes."""
-
-    cache: object
-    visible: torch.Tensor  # [rows, cached columns] bool
-    next_pos: torch.Tensor  # [rows] long
-
-
-def _strip_space_piece(ids: list[int], tokenizer) -> list[int]:
-    """SentencePiece writes "8" as "▁", "8": the reference appends that "▁" to the prompt,
-    so the score's own tokens are what follows it."""
-    if len(ids) > 1 and tokenizer.convert_ids_to_tokens(ids[0]) in ("▁", " "):
-        return ids[1:]
-    return ids
-
-
-class _ScoreTokens:
-    """How numbers 0-100 are tokenized: one token each ("whole") or one per digit ("digits")."""
-
-    def __init__(self, tokenizer):
-        encoded = [_strip_space_piece(tokenizer.encode(str(n), add_special_tokens=False), tokenizer)
-                   for n in range(101)]
-        digit_ids = encoded[:10]
-        if all(len(ids) == 1 for ids in encoded):
-            self.kind, self.ids = "whole", [ids[0] for ids in encoded]
-        elif all(len(ids) == 1 for ids in digit_ids) and all(
-            ids == [digit_ids[int(c)][0] for c in str(n)] for n, ids in enumerate(encoded)
-        ):
-            self.kind, self.ids = "digits", [ids[0] for ids in digit_ids]
-        else:
-            raise ValueError(
-                "this tokenizer writes numbers neither one token per digit nor one token per number; "
-                "scores cannot be read from logits: use mode='generate'"
-            )
 
 
 class MlmFilterScorer(Scorer):
@@ -220,13 +114,13 @@ class MlmFilterScorer(Scorer):
             self._appended = self._appended_token()
             self._canonical = self._split_released(self._released_ids("A dog runs on the grass."))[1]
         if mode == "logits":
-            self.score_tokens = _ScoreTokens(self.tokenizer)
+            self.score_tokens = ScoreTokens(self.tokenizer)
             suffixes = ([self._canonical[m] for m in self.metrics] if self.released
                         else [self._suffix_token_ids(m) for m in self.metrics])
             # The tokens appended after the cached prompt: all metrics (shared prefix), or only
             # the digit walk (a full prompt per metric).
-            self._shared_tree = _Tree.build(suffixes, self.score_tokens)
-            self._walk_tree = _Tree.build([[]], self.score_tokens)
+            self._shared_tree = TokenTree.build(suffixes, self.score_tokens)
+            self._walk_tree = TokenTree.build([[]], self.score_tokens)
 
     # --- prompts: released checkpoints ---
 
@@ -451,7 +345,7 @@ class MlmFilterScorer(Scorer):
             out[m] = rows
         return out
 
-    def _prefill(self, inputs) -> tuple[_State, torch.Tensor]:
+    def _prefill(self, inputs) -> tuple[TreeState, torch.Tensor]:
         """Run a left-padded prompt batch; the model sets its own (possibly multimodal) positions.
         Returns the state and the last position's full-vocabulary logits."""
         inner = getattr(self.model, "model", None)
@@ -464,10 +358,10 @@ class MlmFilterScorer(Scorer):
             next_pos = mask.sum(-1) + rope_deltas.view(-1).to(mask.device)
         else:  # 1-D RoPE: the model counted positions over the padded length
             next_pos = torch.full((mask.shape[0],), mask.shape[1], device=mask.device)
-        state = _State(out.past_key_values, mask, next_pos.long())
+        state = TreeState(out.past_key_values, mask, next_pos.long())
         return state, out.logits[:, -1].float()
 
-    def _run_tree(self, state: _State, tree: _Tree) -> torch.Tensor | None:
+    def _run_tree(self, state: TreeState, tree: TokenTree) -> torch.Tensor | None:
         """Append ``tree`` to every row's cached prompt in one forward pass; the full-vocabulary
         logits at ``tree.keep`` [rows, len(keep), vocab].
 
@@ -496,7 +390,7 @@ class MlmFilterScorer(Scorer):
                          use_cache=True, logits_to_keep=torch.tensor(tree.keep, device=self.device))
         return out.logits.float()
 
-    def _read(self, tree: _Tree, logits: torch.Tensor | None, first: torch.Tensor) -> list[list[tuple]]:
+    def _read(self, tree: TokenTree, logits: torch.Tensor | None, first: torch.Tensor) -> list[list[tuple]]:
         """Per row, per branch of ``tree``: (greedy tokens or None when they leave the tree,
         expected score, reason the expectation is unknown)."""
         if self._suppressed:
@@ -530,7 +424,7 @@ class MlmFilterScorer(Scorer):
             scored.append(out)
         return scored
 
-    def _penalized(self, tree: _Tree, logits: torch.Tensor, column: dict) -> torch.Tensor:
+    def _penalized(self, tree: TokenTree, logits: torch.Tensor, column: dict) -> torch.Tensor:
         """The logits greedy decoding sees: the repetition penalty on the digits already written."""
         if self._penalty == 1.0 or self.score_tokens.kind != "digits":
             return logits
@@ -569,63 +463,3 @@ class MlmFilterScorer(Scorer):
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         return [e for e in eos + [self.tokenizer.eos_token_id] if e is not None]
-
-
-class GeneratedOnlyPenalty:
-    """transformers' repetition penalty restricted to the tokens generated after ``start``: the
-    reference generates from embeddings, so its penalty never sees the prompt."""
-
-    def __init__(self, start: int, penalty: float):
-        self.start, self.penalty = start, penalty
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        generated = input_ids[:, self.start:]
-        if self.penalty == 1.0 or generated.shape[1] == 0:
-            return scores
-        picked = torch.gather(scores, 1, generated)
-        picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
-        return scores.scatter(1, generated, picked)
-
-
-@dataclass
-class _Tree:
-    """Tokens appended after the cached prompt, as a tree: each node sees its ancestors and
-    itself, at position ``depth`` past the prompt. One branch per metric suffix; under each,
-    for one-digit-per-token tokenizers, the nine first digits "1".."9" as siblings and "0"
-    under "1" (the walk of ``digit_split_expectation``)."""
-
-    ids: list[int]
-    ancestors: torch.Tensor  # [nodes, nodes] bool, self included
-    depth: torch.Tensor  # [nodes] long
-    reads: list[tuple[int, list[int], int]]  # per branch: (last suffix node or -1 = prompt end, digit nodes, zero)
-    keep: list[int]  # nodes whose next-token distribution is read
-
-    @classmethod
-    def build(cls, suffixes: list[list[int]], tokens: _ScoreTokens) -> _Tree:
-        ids: list[int] = []
-        parents: list[int] = []
-
-        def add(token: int, parent: int) -> int:
-            ids.append(token)
-            parents.append(parent)
-            return len(ids) - 1
-
-        reads = []
-        for suffix in suffixes:
-            last = -1
-            for token in suffix:
-                last = add(token, last)
-            if tokens.kind == "whole":
-                reads.append((last, [], -1))
-                continue
-            branches = [add(tokens.ids[d], last) for d in range(1, 10)]
-            reads.append((last, branches, add(tokens.ids[0], branches[0])))
-        n = len(ids)
-        ancestors = torch.eye(n, dtype=torch.bool)
-        depth = torch.zeros(n, dtype=torch.long)
-        for node, parent in enumerate(parents):
-            if parent >= 0:
-                ancestors[node] |= ancestors[parent]
-                depth[node] = depth[parent] + 1
-        keep = sorted({node for last, branches, zero in reads for node in (last, *branches, zero) if node >= 0})
-        return cls(ids, ancestors, depth, reads, keep)

@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.scoring import mlm_filter
-from curation_pipeline.scoring.mlm_filter import (
-    MlmFilterScorer, digit_split_expectation, parse_score, whole_number_expectation)
+from curation_pipeline.scoring.mlm import MlmFilterScorer
+from curation_pipeline.scoring.mlm.score import (digit_split_expectation, parse_reference_score, parse_score,
+                                                 whole_number_expectation)
+from curation_pipeline.scoring.mlm.tree import TokenTree
 from curation_pipeline_tests import tiny_models
 
 
@@ -74,7 +75,7 @@ def test_parser_rejects_with_reason(reply, reason):
 
 
 def test_prompt_sets_are_the_references_and_hash_apart():
-    from curation_pipeline.scoring.mlm_prompts import PROMPT_SETS
+    from curation_pipeline.scoring.mlm.prompts import PROMPT_SETS
 
     v1, llama3, qwen = PROMPT_SETS["llava_v1"], PROMPT_SETS["llama_3"], PROMPT_SETS["qwen_instruct"]
     prompt = v1.prompt("A dog.", "itm")
@@ -93,18 +94,18 @@ def test_prompt_sets_are_the_references_and_hash_apart():
 @pytest.mark.parametrize("reply, expected", [
     ("85", 85.0), (" 7\nbecause", 7.0), ("8,5", 85.0), ("9;", 9.0), ("0", 0.0)])
 def test_reference_parser_accepts(reply, expected):
-    assert mlm_filter.parse_reference_score(reply) == (expected, None)
+    assert parse_reference_score(reply) == (expected, None)
 
 
 @pytest.mark.parametrize("reply", ["", "8.", "Score: 85", "ab", "101"])
 def test_reference_parser_unknown_never_zero(reply):
-    value, why = mlm_filter.parse_reference_score(reply)
+    value, why = parse_reference_score(reply)
     assert math.isnan(value) and why
 
 
 def test_token_tree_branches_see_only_their_ancestors():
     digits = type("T", (), {"kind": "digits", "ids": list(range(100, 110))})()
-    tree = mlm_filter._Tree.build([[5, 6], [7]], digits)
+    tree = TokenTree.build([[5, 6], [7]], digits)
     assert tree.ids == [5, 6, *range(101, 110), 100, 7, *range(101, 110), 100]
     (last_a, branches_a, zero_a), (last_b, branches_b, zero_b) = tree.reads
     assert (last_a, zero_a, last_b) == (1, 11, 12)
@@ -116,7 +117,7 @@ def test_token_tree_branches_see_only_their_ancestors():
     assert not tree.ancestors[last_b, :last_b].any() and not tree.ancestors[zero_b, :last_b].any()
     assert tree.keep == [1, *branches_a, zero_a, last_b, *branches_b, zero_b]
     whole = type("T", (), {"kind": "whole", "ids": list(range(101))})()
-    assert mlm_filter._Tree.build([[]], whole).ids == []
+    assert TokenTree.build([[]], whole).ids == []
 
 
 # --- real tiny models ---

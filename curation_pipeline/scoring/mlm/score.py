@@ -1,0 +1,115 @@
+"""Reading an MLM-Filter score: expected values over digit probabilities, and the replies' parsers.
+
+Pure functions over probability tables and strings, so the math is tested on hand-made
+numbers (see ``scorer.py`` for where the tables come from).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import torch
+
+def whole_number_expectation(probs: np.ndarray) -> tuple[float, float]:
+    """Expected score and valid mass from the probabilities of the tokens "0".."100"."""
+    probs = np.asarray(probs, dtype=np.float64)
+    mass = float(probs.sum())
+    if mass <= 0:
+        return math.nan, 0.0
+    return float((np.arange(101) * probs).sum() / mass), mass
+
+
+def digit_split_expectation(first: np.ndarray, second: np.ndarray, after_ten: np.ndarray) -> tuple[float, float]:
+    """Expected score and valid mass for one-digit-per-token tokenizers (module docstring).
+
+    ``first[d]`` = P1(d); ``second[d, e]`` = P2(e | d) (row 0 unused); ``after_ten[e]`` =
+    P3(e | "10"). Probabilities of digit tokens only; "end" is the rest.
+    """
+    first, second, after_ten = (np.asarray(a, dtype=np.float64) for a in (first, second, after_ten))
+    scores = np.zeros(101)
+    scores[0] = first[0]
+    for d in range(1, 10):
+        scores[d] = first[d] * (1.0 - second[d].sum())
+        scores[10 * d:10 * d + 10] = first[d] * second[d]
+    ten = first[1] * second[1, 0]
+    scores[10] = ten * (1.0 - after_ten.sum())
+    scores[100] = ten * after_ten[0]
+    return whole_number_expectation(scores)
+
+
+_SCORE_LINE = re.compile(r"^(?:score\s*[:=]?\s*)?(\d+(?:\.\d*)?)\s*(?:/\s*100)?\s*\.?$", re.IGNORECASE)
+
+
+def parse_score(reply: str | None) -> tuple[float, str | None]:
+    """MLM-Filter's tolerant first-line parser: (score, None) or (NaN, reason), never 0 by default."""
+    if reply is None or not reply.strip():
+        return math.nan, "empty reply"
+    line = reply.strip().splitlines()[0].replace(",", "").replace(";", "").strip()
+    match = _SCORE_LINE.match(line)
+    if match is None:
+        return math.nan, f"unparseable reply: {line[:40]!r}"
+    value = float(match.group(1))
+    if not 0 <= value <= 100:
+        return math.nan, f"score out of range: {value:g}"
+    return value, None
+
+
+def parse_reference_score(reply: str | None) -> tuple[float, str | None]:
+    """MLM-Filter's own reading of a greedy reply: the first line, without "," and ";", as an
+    int; anything else is unknown (never 0). Scores outside 0-100 are unknown too."""
+    if reply is None or not reply.strip():
+        return math.nan, "empty reply"
+    line = reply.strip().split("\n")[0].replace(",", "").replace(";", "")
+    try:
+        value = int(line)
+    except ValueError:
+        return math.nan, f"unparseable reply: {line[:40]!r}"
+    if not 0 <= value <= 100:
+        return math.nan, f"score out of range: {value}"
+    return float(value), None
+
+
+def strip_space_piece(ids: list[int], tokenizer) -> list[int]:
+    """SentencePiece writes "8" as "▁", "8": the reference appends that "▁" to the prompt,
+    so the score's own tokens are what follows it."""
+    if len(ids) > 1 and tokenizer.convert_ids_to_tokens(ids[0]) in ("▁", " "):
+        return ids[1:]
+    return ids
+
+
+class ScoreTokens:
+    """How numbers 0-100 are tokenized: one token each ("whole") or one per digit ("digits")."""
+
+    def __init__(self, tokenizer):
+        encoded = [strip_space_piece(tokenizer.encode(str(n), add_special_tokens=False), tokenizer)
+                   for n in range(101)]
+        digit_ids = encoded[:10]
+        if all(len(ids) == 1 for ids in encoded):
+            self.kind, self.ids = "whole", [ids[0] for ids in encoded]
+        elif all(len(ids) == 1 for ids in digit_ids) and all(
+            ids == [digit_ids[int(c)][0] for c in str(n)] for n, ids in enumerate(encoded)
+        ):
+            self.kind, self.ids = "digits", [ids[0] for ids in digit_ids]
+        else:
+            raise ValueError(
+                "this tokenizer writes numbers neither one token per digit nor one token per number; "
+                "scores cannot be read from logits: use mode='generate'"
+            )
+
+
+class GeneratedOnlyPenalty:
+    """transformers' repetition penalty restricted to the tokens generated after ``start``: the
+    reference generates from embeddings, so its penalty never sees the prompt."""
+
+    def __init__(self, start: int, penalty: float):
+        self.start, self.penalty = start, penalty
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        generated = input_ids[:, self.start:]
+        if self.penalty == 1.0 or generated.shape[1] == 0:
+            return scores
+        picked = torch.gather(scores, 1, generated)
+        picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
+        return scores.scatter(1, generated, picked)
