@@ -1,8 +1,10 @@
 """Exact and near duplicates, within a shard and against shards already curated.
 
 Two parts: ``DuplicateSignals`` measures per-pair fingerprints (a scorer like any
-other, stored raw); ``assign_duplicate_groups`` links a shard's fingerprints to
-each other and to the curated prior, and keeps one pair per group.
+other, stored raw); ``duplicate_graph`` links fingerprints. The pipeline links the
+fingerprints of every shard at once and picks each group's survivor by a rule that
+does not depend on shard order (``decisions/dedup.py``); ``assign_duplicate_groups``
+links one shard against a fixed prior (kept for callers that have one).
 
 What counts as a duplicate, from strongest to weakest link:
 
@@ -196,12 +198,22 @@ class _Graph:
         self.n = n_nodes
         self.rank = np.zeros(n_nodes, dtype=np.int8)
         self._edges: list[tuple[np.ndarray, np.ndarray]] = []
+        self._kinds: list[np.ndarray] = []
 
     def link(self, src, dst, kind: str) -> None:
         src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
         self._edges.append((src, dst))
+        self._kinds.append(np.full(len(src), _RANK[kind], dtype=np.int8))
         for nodes in (src, dst):
             np.maximum.at(self.rank, nodes, _RANK[kind])
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(src, dst, kind rank) of every link, self-links dropped."""
+        src = np.concatenate([e[0] for e in self._edges] + [np.empty(0, np.int64)])
+        dst = np.concatenate([e[1] for e in self._edges] + [np.empty(0, np.int64)])
+        kind = np.concatenate(self._kinds + [np.empty(0, np.int8)])
+        keep = src != dst
+        return src[keep], dst[keep], kind[keep]
 
     def link_equal(self, values: pd.Series, kind: str) -> None:
         """Join every node to the first node sharing its (non-null) value."""
@@ -304,16 +316,35 @@ def assign_duplicate_groups(
     n = len(current)
     prior = prior if prior is not None else pd.DataFrame(columns=_FINGERPRINTS + ["shard", "key"])
     nodes = pd.concat([current[_FINGERPRINTS].reset_index(drop=True),
-                       prior[_FINGERPRINTS].reset_index(drop=True)], ignore_index=True).astype(object)
+                       prior[_FINGERPRINTS].reset_index(drop=True)], ignore_index=True)
+    graph = duplicate_graph(nodes, n, phash_max_distance=phash_max_distance,
+                            caption_min_cosine=caption_min_cosine,
+                            near_caption_requires_near_image=near_caption_requires_near_image,
+                            near_caption_phash_max_distance=near_caption_phash_max_distance)
+    return _choose_survivors(current, prior, quality, graph)
+
+
+def duplicate_graph(
+    nodes: pd.DataFrame,
+    n_query: int,
+    *,
+    phash_max_distance: int = PHASH_MAX_DISTANCE,
+    caption_min_cosine: float = CAPTION_MIN_COSINE,
+    near_caption_requires_near_image: bool = True,
+    near_caption_phash_max_distance: int = NEAR_CAPTION_PHASH_MAX_DISTANCE,
+) -> _Graph:
+    """Links between ``nodes`` (the dup_* columns, any index): exact links among all nodes,
+    near links (the costly comparisons) only for the first ``n_query`` nodes against all."""
+    nodes = nodes[_FINGERPRINTS].reset_index(drop=True).astype(object)
     nodes["pair"] = nodes["dup_image_sha"].str.cat(nodes["dup_caption_norm_sha"], sep="|")
     graph = _Graph(len(nodes))
     graph.link_equal(nodes["dup_image_sha"], "exact_image")
     graph.link_equal(nodes["pair"], "exact_pair")
     loose = near_caption_phash_max_distance if near_caption_requires_near_image else None
-    _link_phash(graph, nodes, n, phash_max_distance, loose, caption_min_cosine)
+    _link_phash(graph, nodes, n_query, phash_max_distance, loose, caption_min_cosine)
     if not near_caption_requires_near_image:
-        _link_captions(graph, nodes, n, caption_min_cosine)
-    return _choose_survivors(current, prior, quality, graph)
+        _link_captions(graph, nodes, n_query, caption_min_cosine)
+    return graph
 
 
 def _choose_survivors(current: pd.DataFrame, prior: pd.DataFrame, quality: pd.Series,

@@ -20,18 +20,6 @@ IQ_WORKING_SIDE = 256
 DARK_LEVEL = 10  # luma <= this (of 255) counts as crushed shadow
 BRIGHT_LEVEL = 245  # luma >= this counts as blown highlight
 
-# Suggested keep-bounds (low, high) for decisions. 3 of 1,000 clean Flickr photos fall
-# outside (2 soft, 1 very dark); a Gaussian blur of radius 1% of the side takes sharpness
-# from ~2,000 to ~10-30; a blank or clipped frame fails brightness, clipping and entropy.
-IQ_BOUNDS: dict[str, tuple[float | None, float | None]] = {
-    "iq_sharpness": (100.0, None),
-    "iq_brightness": (0.05, 0.95),
-    "iq_dark_frac": (None, 0.8),
-    "iq_bright_frac": (None, 0.8),
-    "iq_entropy": (3.0, None),
-}
-
-
 def working_gray(image: Image.Image, side: int = IQ_WORKING_SIDE) -> np.ndarray:
     """Luma (ITU-R 601, as PIL's "L") at the working resolution, uint8."""
     gray = image.convert("L")

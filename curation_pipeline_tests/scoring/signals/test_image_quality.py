@@ -3,7 +3,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.scoring.signals.image_quality import IQ_BOUNDS, ImageQualityScorer
+from curation_pipeline.decisions.policy import DecisionPolicy
+from curation_pipeline.scoring.signals.image_quality import ImageQualityScorer
 
 
 def score(images):
@@ -27,7 +28,7 @@ def test_blurred_copy_is_less_sharp(photos):
     sharp = score(photos)["iq_sharpness"]
     blurred = score([im.filter(ImageFilter.GaussianBlur(max(im.size) / 100)) for im in photos])["iq_sharpness"]
     assert (blurred < sharp / 5).all()
-    low = IQ_BOUNDS["iq_sharpness"][0]
+    low = 100.0  # a sharpness bound (policy.min_sharpness) that tells the two apart
     assert (sharp >= low).all() and (blurred < low).all()
 
 
@@ -49,11 +50,11 @@ def test_black_and_white_frames():
     assert (out["iq_entropy"] == 0).all() and (out["iq_sharpness"] == 0).all()
 
 
-def test_real_photos_fall_inside_suggested_bounds(photos):
-    out = score(photos)
-    for column, (low, high) in IQ_BOUNDS.items():
-        assert low is None or (out[column] >= low).all(), column
-        assert high is None or (out[column] <= high).all(), column
+def test_real_photos_pass_the_policy_default_bounds(photos):
+    """The policy holds the only image-quality bounds; clean photos must pass its defaults."""
+    out, policy = score(photos), DecisionPolicy()
+    assert (out["iq_brightness"] >= policy.min_brightness).all() and (out["iq_brightness"] <= policy.max_brightness).all()
+    assert (out["iq_entropy"] >= policy.min_entropy).all()
     assert out["iq_error"].isna().all()
 
 
@@ -72,10 +73,9 @@ def test_missing_and_degenerate_images():
     assert "thin" in out["iq_error"].iloc[1]
 
 
-def test_package_exports_resolve_lazily():
+def test_cpu_threads_counts_the_cores_this_process_may_use():
+    import os
+
     import curation_pipeline.scoring.signals as signals
 
-    assert signals.ImageQualityScorer is ImageQualityScorer
-    assert signals.cpu_threads() >= 1
-    with pytest.raises(AttributeError):
-        signals.NoSuchScorer  # noqa: B018
+    assert signals.cpu_threads() == len(os.sched_getaffinity(0))

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.scoring.signals.nsfw import NsfwScorer, nsfw_verdict
+from curation_pipeline.scoring.signals.nsfw import NsfwScorer
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,3 @@ def test_missing_image_is_nan_with_reason(scorer, photos):
     out = scorer.score(PairBatch(["a", "b", "c"], ["x", None, "y"], [None, photos[0], None]))
     assert out["nsfw_prob"].isna().tolist() == [True, False, True]
     assert out["nsfw_error"].tolist() == ["no image", None, "no image"]
-
-
-def test_verdict_bands():
-    probs = pd.Series([0.05, 0.2, 0.5, 0.8, 0.99, np.nan])
-    assert nsfw_verdict(probs).tolist() == ["ok", "review", "review", "drop", "drop", None]
-    assert nsfw_verdict(probs, drop_at=0.9, review_at=0.6).tolist() == ["ok", "ok", "ok", "review", "drop", None]
-    with pytest.raises(ValueError):
-        nsfw_verdict(probs, drop_at=0.3, review_at=0.5)
