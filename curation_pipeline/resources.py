@@ -9,6 +9,7 @@ run's steps never reload them per batch.
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Optional
 
 import dagster as dg
 from pydantic import Field
@@ -144,60 +145,58 @@ class RewriterResource(dg.ConfigurableResource):
                          self.device, self.trust_remote_code)
 
 
+_P, _A, _D = DecisionPolicy(), AcceptanceRules(), DriftThresholds()  # the domain classes hold every default
+
+
 class PolicyResource(dg.ConfigurableResource):
-    """Decision thresholds, rewrite acceptance rules and drift limits."""
+    """Decision thresholds, rewrite acceptance rules and drift limits. Defaults come from the domain
+    classes (``DecisionPolicy``, ``AcceptanceRules``, ``DriftThresholds``); an empty value means off."""
 
-    quality_column: str = Field(default="text_quality", description="Score that decides keep / rewrite / drop.")
-    keep_threshold: float = Field(default=95.0, description="Keep the caption as is at or above this score (95: any fired text rule sends it to the rewriter).")
-    drop_threshold: float = Field(default=65.0, description="Drop pairs whose final caption scores below this (65: one-word captions and stacked problems).")
-    keep_fraction: float = Field(default=-1.0, description="Keep as is only this top fraction by quality_column, ONE cut over all scored shards (floor(N*f), ties by a stable hash of shard and key); materialize selection_cut with the same value before caption_decisions (-1 = off).")
-    rewrite: bool = Field(default=True, description="False turns the pipeline into a plain filter.")
-    keep_expression: str = Field(default="", description='Extra keep condition, e.g. "mlm_itm >= 66 and mlm_odf >= 20".')
-    require_image_rules: bool = Field(default=True, description="Drop images failing DataComp's size/aspect rules.")
-    caption_rules_mark_weak: bool = Field(default=True, description="Failing DataComp caption rules marks a caption weak.")
-    fallback: str = Field(default="keep_original", description="After a rejected rewrite: keep_original or drop.")
-    min_improvement: float = Field(default=1.0, description="A rewrite must raise the score by this much.")
-    max_edit_ratio: float = Field(default=-1.0, description="Minimality: max share of words changed (-1 = off).")
-    min_length_ratio: float = Field(default=-1.0, description="Minimality: min rewritten/original words (-1 = off).")
-    max_length_ratio: float = Field(default=-1.0, description="Minimality: max rewritten/original words (-1 = off).")
-    min_similarity: float = Field(default=-1.0, description="Minimality: min MiniLM cosine to the original (-1 = off).")
-    nsfw_drop: float = Field(default=0.8, description="Drop at or above this NSFW probability.")
-    nsfw_review: float = Field(default=0.2, description="Report (not drop) from this NSFW probability.")
-    max_text_area: float = Field(default=-1.0, description="Drop images with more OCR text area than this (-1 = off).")
-    min_sharpness: float = Field(default=-1.0, description="Drop images blurrier than this Laplacian variance (-1 = off).")
-    min_brightness: float = Field(default=0.03, description="Drop nearly black images (-1 = off).")
-    max_brightness: float = Field(default=0.97, description="Drop nearly white images (-1 = off).")
-    min_entropy: float = Field(default=1.0, description="Drop flat images (bits; -1 = off).")
-    drop_duplicates: bool = Field(default=True, description="Keep one pair per duplicate group.")
-    drift_max_kl: float = Field(default=0.25, description="Caption-length drift: max KL divergence.")
-    drift_mean_ratio_min: float = Field(default=0.8, description="Caption-length drift: min final/original mean.")
-    drift_mean_ratio_max: float = Field(default=1.25, description="Caption-length drift: max final/original mean.")
-    drift_quantile_tolerance: float = Field(default=0.5, description="Caption-length drift: relative quantile band.")
-    drift_quantile_floor: float = Field(default=3.0, description="Caption-length drift: quantile band never narrower than this many words.")
+    quality_column: str = Field(default=_P.quality_column, description="Score that decides keep / rewrite / drop.")
+    keep_threshold: float = Field(default=_P.keep_threshold, description="Keep the caption as is at or above this score (95: any fired text rule sends it to the rewriter).")
+    drop_threshold: float = Field(default=_P.drop_threshold, description="Drop pairs whose final caption scores below this (65: one-word captions and stacked problems).")
+    keep_fraction: Optional[float] = Field(default=_P.keep_fraction, description="Keep as is only this top fraction by quality_column, ONE cut over all scored shards (floor(N*f), ties by a stable hash of shard and key); materialize selection_cut with the same value before caption_decisions (empty = off).")
+    rewrite: bool = Field(default=_P.rewrite, description="False turns the pipeline into a plain filter.")
+    keep_expression: Optional[str] = Field(default=_P.keep_expression, description='Extra keep condition, e.g. "mlm_itm >= 66 and mlm_odf >= 20" (empty = none).')
+    require_image_rules: bool = Field(default=_P.require_image_rules, description="Drop images failing DataComp's size/aspect rules.")
+    caption_rules_mark_weak: bool = Field(default=_P.caption_rules_mark_weak, description="Failing DataComp caption rules marks a caption weak.")
+    fallback: Literal["keep_original", "drop"] = Field(default=_P.fallback, description="After a rejected rewrite: keep the original caption (if above drop_threshold) or drop the pair.")
+    min_improvement: float = Field(default=_A.min_improvement, description="A rewrite must raise the score by this much.")
+    max_edit_ratio: Optional[float] = Field(default=_A.max_edit_ratio, description="Minimality: max word-level edit ratio of a rewrite (empty = off).")
+    min_length_ratio: Optional[float] = Field(default=_A.min_length_ratio, description="Minimality: min rewritten/original words (empty = off).")
+    max_length_ratio: Optional[float] = Field(default=_A.max_length_ratio, description="Minimality: max rewritten/original words (empty = off).")
+    min_similarity: Optional[float] = Field(default=_A.min_similarity, description="Minimality: min MiniLM cosine to the original (empty = off).")
+    nsfw_drop: float = Field(default=_P.nsfw_drop, description="Drop at or above this NSFW probability.")
+    nsfw_review: float = Field(default=_P.nsfw_review, description="Report (not drop) from this NSFW probability.")
+    max_text_area: Optional[float] = Field(default=_P.max_text_area, description="Drop images with more OCR text area than this share (empty = off).")
+    min_sharpness: Optional[float] = Field(default=_P.min_sharpness, description="Drop images blurrier than this Laplacian variance (empty = off).")
+    min_brightness: Optional[float] = Field(default=_P.min_brightness, description="Drop nearly black images (empty = off).")
+    max_brightness: Optional[float] = Field(default=_P.max_brightness, description="Drop nearly white images (empty = off).")
+    min_entropy: Optional[float] = Field(default=_P.min_entropy, description="Drop flat images (bits; empty = off).")
+    drop_duplicates: bool = Field(default=_P.drop_duplicates, description="Keep one pair per duplicate group.")
+    drift_max_kl: float = Field(default=_D.max_kl, description="Caption-length drift: max KL divergence.")
+    drift_mean_ratio_min: float = Field(default=_D.mean_ratio_min, description="Caption-length drift: min final/original mean.")
+    drift_mean_ratio_max: float = Field(default=_D.mean_ratio_max, description="Caption-length drift: max final/original mean.")
+    drift_quantile_tolerance: float = Field(default=_D.quantile_tolerance, description="Caption-length drift: relative quantile band.")
+    drift_quantile_floor: float = Field(default=_D.quantile_abs_floor, description="Caption-length drift: quantile band never narrower than this many words.")
+    drift_min_rows: int = Field(default=_D.min_rows, description="Caption-length drift: fewer kept pairs pass with a note.")
     warn_drop_share: float = Field(default=0.9, description="The kept_share check warns (never blocks) above this dropped share, or when a shard keeps nothing.")
-    drift_min_rows: int = Field(default=20, description="Caption-length drift: fewer kept pairs pass with a note.")
-
-    @staticmethod
-    def _opt(value: float) -> float | None:
-        return None if value < 0 else value
 
     def decision_policy(self) -> DecisionPolicy:
-        o = self._opt
         return DecisionPolicy(
             quality_column=self.quality_column, keep_threshold=self.keep_threshold,
             drop_threshold=self.drop_threshold, rewrite=self.rewrite, keep_expression=self.keep_expression or None,
-            keep_fraction=o(self.keep_fraction),
+            keep_fraction=self.keep_fraction,
             require_image_rules=self.require_image_rules, caption_rules_mark_weak=self.caption_rules_mark_weak,
             fallback=self.fallback, min_improvement=self.min_improvement, nsfw_drop=self.nsfw_drop,
-            nsfw_review=self.nsfw_review, max_text_area=o(self.max_text_area), min_sharpness=o(self.min_sharpness),
-            min_brightness=o(self.min_brightness), max_brightness=o(self.max_brightness),
-            min_entropy=o(self.min_entropy), drop_duplicates=self.drop_duplicates)
+            nsfw_review=self.nsfw_review, max_text_area=self.max_text_area, min_sharpness=self.min_sharpness,
+            min_brightness=self.min_brightness, max_brightness=self.max_brightness,
+            min_entropy=self.min_entropy, drop_duplicates=self.drop_duplicates)
 
     def acceptance_rules(self) -> AcceptanceRules:
-        o = self._opt
-        return AcceptanceRules(min_improvement=self.min_improvement, max_edit_ratio=o(self.max_edit_ratio),
-                               min_length_ratio=o(self.min_length_ratio), max_length_ratio=o(self.max_length_ratio),
-                               min_similarity=o(self.min_similarity))
+        return AcceptanceRules(min_improvement=self.min_improvement, max_edit_ratio=self.max_edit_ratio,
+                               min_length_ratio=self.min_length_ratio, max_length_ratio=self.max_length_ratio,
+                               min_similarity=self.min_similarity)
 
     def drift_thresholds(self) -> DriftThresholds:
         return DriftThresholds(max_kl=self.drift_max_kl, mean_ratio_min=self.drift_mean_ratio_min,

@@ -32,17 +32,18 @@ class DriftThresholds:
     """Tolerances for the final-vs-original caption length comparison.
 
     ``quantile_abs_floor`` (in ``length_unit``) keeps the band from collapsing on short
-    captions: ±25% of a 4-word quantile is one word, which would flap on a paraphrase.
+    captions: ±50% of a 2-word quantile is one word, which would flap on a paraphrase. These defaults are
+    the pipeline's (``PolicyResource`` reads them).
     ``empty_bin_holdout`` is the probability mass GX's ``internal_weight_holdout`` spreads
     over reference bins with zero weight, so KL stays finite (see ``reference_partition``).
     """
 
-    max_kl: float = 0.10
+    max_kl: float = 0.25
     mean_ratio_min: float = 0.8
     mean_ratio_max: float = 1.25
     quantiles: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
-    quantile_tolerance: float = 0.25
-    quantile_abs_floor: float = 2.0
+    quantile_tolerance: float = 0.5
+    quantile_abs_floor: float = 3.0
     n_bins: int = 10
     length_unit: str = "words"
     min_rows: int = 20

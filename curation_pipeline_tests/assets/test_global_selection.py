@@ -20,7 +20,7 @@ from curation_pipeline_tests.conftest import RAW_SAMPLES
 SHARDS = ["sample-000000", "sample-000001"]
 # everything but the keep_fraction cut is relaxed, so "kept as is" means "inside the cut, image decodable"
 RELAXED = dict(keep_threshold=0.0, drop_threshold=0.0, require_image_rules=False, caption_rules_mark_weak=False,
-               min_brightness=-1.0, max_brightness=-1.0, min_entropy=-1.0, drop_duplicates=False, nsfw_drop=1.01)
+               min_brightness=None, max_brightness=None, min_entropy=None, drop_duplicates=False, nsfw_drop=1.01)
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 

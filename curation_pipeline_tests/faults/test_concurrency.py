@@ -23,11 +23,11 @@ pytestmark = pytest.mark.faults
 
 SHARDS = ["sample-000000", "sample-000001", "sample-000002"]
 RUN_CONFIG = {
-    "execution": {"config": {"multiprocess": {
+    "execution": {"config": {
         "max_concurrent": 2,
         # steps fork from a server that imported the definitions once (a plain spawn per step is slow)
         "start_method": {"forkserver": {"preload_modules": ["curation_pipeline.definitions"]}},
-    }}},
+    }},
     "resources": {"scoring": {"config": {"profile": "text"}}},
     "loggers": {"console": {"config": {"log_level": "WARNING"}}},
 }
@@ -37,7 +37,8 @@ def curate_shards_job():
     """Module level, so ``dg.reconstructable`` can rebuild it in every step process (roots from env)."""
     from curation_pipeline.definitions import build_definitions
 
-    return build_definitions().resolve_job_def("curate_shards")
+    # every step in its own process, the harshest case for writers (the shipped executor is in-process)
+    return build_definitions().resolve_job_def("curate_shards").with_executor_def(dg.multiprocess_executor)
 
 
 def launch(shard: str) -> None:

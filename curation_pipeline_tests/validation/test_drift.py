@@ -14,6 +14,8 @@ from curation_pipeline.validation import (
     reference_partition,
 )
 
+# The tolerances these expectations were written for (tighter than the pipeline's defaults).
+TIGHT = DriftThresholds(max_kl=0.10, quantile_tolerance=0.25, quantile_abs_floor=2.0)
 BOILERPLATE = " This photograph was automatically described by a captioning model for a large scale curation dataset."
 
 
@@ -70,7 +72,7 @@ def test_identical_captions_have_zero_kl(captions):
 def test_boilerplate_on_half_the_captions_fails_on_mean_and_kl(captions):
     final = captions["c0"].copy()
     final.iloc[::2] = final.iloc[::2] + BOILERPLATE
-    result = check_caption_length_drift(captions["c0"], final)
+    result = check_caption_length_drift(captions["c0"], final, TIGHT)
     assert not result.passed
     assert result.mean_final == pytest.approx(12.265 + 7.5)
     assert result.mean_ratio == pytest.approx(19.765 / 12.265)
@@ -84,7 +86,7 @@ def test_boilerplate_on_half_the_captions_fails_on_mean_and_kl(captions):
 
 def test_truncating_to_two_words_fails(captions):
     final = captions["c0"].str.split().str[:2].str.join(" ")
-    result = check_caption_length_drift(captions["c0"], final)
+    result = check_caption_length_drift(captions["c0"], final, TIGHT)
     assert not result.passed
     assert set(result.quantiles_final.values()) == {2.0}
     assert "mean caption length shrank to 0.16x (12.3 -> 2.0 words), allowed 0.80-1.25x" in result.failures
@@ -128,7 +130,7 @@ def test_quantile_floor_absorbs_small_shifts_on_short_captions():
     loose = check_caption_length_drift(reference, final, DriftThresholds(max_kl=10, mean_ratio_max=2))
     assert loose.passed, loose.failures
     strict = check_caption_length_drift(
-        reference, final, DriftThresholds(max_kl=10, mean_ratio_max=2, quantile_abs_floor=0))
+        reference, final, DriftThresholds(max_kl=10, mean_ratio_max=2, quantile_tolerance=0.25, quantile_abs_floor=0))
     assert strict.failures == ["caption length quantiles out of band (words): p10 3 -> 4 (allowed 2.25-3.75), "
                                "p25 3 -> 4 (allowed 2.25-3.75)"]
 
@@ -157,7 +159,7 @@ def test_metadata_is_flat_python_scalars(captions):
 
 def test_markdown_table(captions):
     final = captions["c0"].str.split().str[:2].str.join(" ")
-    md = check_caption_length_drift(captions["c0"], final).to_markdown()
+    md = check_caption_length_drift(captions["c0"], final, TIGHT).to_markdown()
     assert "| mean (words) | 12.3 | 2 | 9.81-15.33 | no |" in md
     assert "| p50 (words) | 12 | 2 | 9-15 | no |" in md
     assert "Caption length drift: **FAILED**" in md
