@@ -31,7 +31,7 @@ from curation_pipeline_tests.conftest import RAW_SAMPLES, REPO_ROOT
 CHROMIUM = Path("/usr/bin/chromium")
 SHARDS = ["sample-000000", "sample-000001"]
 GROUPS = ["ingest", "scoring", "decisions", "rewriting", "curation", "reporting"]
-JOB_PATH = "/locations/curation_pipeline.definitions%3Adefs/jobs/curate_shards"
+JOB_PATH = "/locations/curation_pipeline/jobs/curate_shards"  # workspace.yaml names the location
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # the community pop-up Dagster shows on a first visit; marking it seen keeps it off the screenshots
@@ -198,10 +198,15 @@ def shots(server, page, request):
         (server["shots"].folder / f"{name}.html").write_text(page.content())
 
 
-def _open_launch_dialog(page, base: str):
-    page.goto(base + JOB_PATH)
+def _open_launch_dialog(page, base: str, path: str = JOB_PATH):
+    page.goto(base + path)
     page.get_by_role("button", name="Materialize all").first.click()
+    # selection_cut (the keep_fraction step, not partitioned) has never run on a fresh instance
+    confirm = page.locator(".dagster-dialog").filter(has_text="Are you sure?").get_by_role("button", name="Confirm")
     dialog = page.locator(".dagster-dialog").filter(has_text="Partition selection")
+    confirm.or_(dialog.get_by_text("Partition selection")).first.wait_for()
+    if confirm.is_visible():
+        confirm.click()
     dialog.get_by_text("Partition selection").wait_for()
     return dialog
 
