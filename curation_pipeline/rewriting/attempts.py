@@ -52,7 +52,8 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
             edit = edit_ratio(original, cand.caption) if cand.caption else math.nan
             length = length_ratio(original, cand.caption) if cand.caption else math.nan
             if cand.caption:
-                accepted, reason = judge(before, float(after[i]), edit, length, float(sims[i]), rules)
+                accepted, reason = judge(before, float(after[i]), edit, length, float(sims[i]), rules,
+                                         original=original, candidate=cand.caption)
             else:
                 accepted, reason = False, f"no candidate: {cand.error or 'empty output'}"
             rows.append({

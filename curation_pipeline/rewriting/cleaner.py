@@ -1,13 +1,20 @@
 """The offline, rule-based minimal rewriter.
 
-It repairs only what ``rewriting.patterns`` recognises (the same patterns the
+It repairs only what ``captions.patterns`` recognises (the same patterns the
 ``text_quality`` scorer penalises) and leaves every other character alone: names,
-numbers, language and wording are preserved, so its output is a safe baseline and
-a fallback when no rewriting model is available.
+numbers, language, wording, case and the caption's own punctuation style (" ." in
+Flickr-style captions, " , " between clauses) are preserved, so its output is a safe
+baseline and a fallback when no rewriting model is available.
+
+A removal takes its glue with it and nothing else: the separator that tied the removed
+piece to the caption (" - ", " | ", ": ", ", "), its own end mark, and the brackets
+around it when nothing else was inside. The caption's first letter is upper-cased only
+when a removed prefix ran straight into it ("Stock photo of a dog" -> "A dog"); after a
+separator ("Buy now: a dog") the author's case stands.
 
 ``RewriteCandidate.raw`` holds the comma-separated operations that changed the
 caption, in the order applied (see ``OPERATIONS``), e.g.
-``"unescape_html,remove_boilerplate"``; it is None when nothing changed.
+``"unescape_html,remove_credits"``; it is None when nothing changed.
 """
 
 from __future__ import annotations
@@ -15,28 +22,39 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from curation_pipeline.pairs import PairBatch
-from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
-from curation_pipeline.rewriting.patterns import (
+from curation_pipeline.captions.patterns import (
     BOILERPLATE_RE,
+    CREDIT_RE,
     FILENAME_RE,
-    URL_RE,
+    LABELLED_URL_RE,
     WHITESPACE_RE,
+    ad_spans,
+    bracket_note_spans,
     collapse_repeats,
     is_all_caps,
+    normalize_whitespace,
+    remove_control_chars,
     remove_hashtags,
     unescape_html,
+    unwrap_quotes,
 )
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
 
 _LEADING_JUNK_RE = re.compile(r"^[\s.,;:!?|•·–—/\\-]+")
 _TRAILING_JUNK_RE = re.compile(r"[\s,;:|•·–—/\\-]+$")
 _EMPTY_BRACKETS_RE = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}")
-_SPACE_BEFORE_COMMA_RE = re.compile(r"\s+([,;:])(?=\s|$)")
 # A punctuation mark followed by more standalone marks, as left behind by a removal:
 # "A dog. ." / "Beach - - sunset" / "A dog, , on".
 _PUNCT_RUN_RE = re.compile(r"[,.;:!?|•·–—-](?:\s+[,.;:!?|•·–—-](?=\s|$))+")
 _SENTENCE_START_RE = re.compile(r"(^|[.!?]\s+)([^\W\d_])")
 _ALNUM_RE = re.compile(r"[^\W_]")
+
+# What may tie a removed piece to its neighbours, and what ends a sentence.
+_SEPS = ",;:|•·–—-/\\~+&"
+_TERMS = ".!?…"
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+_TIGHT_AFTER = ".,;:!?…)]}"
 
 
 def _keep_strongest(match: re.Match) -> str:
@@ -45,32 +63,69 @@ def _keep_strongest(match: re.Match) -> str:
 
 
 def _tidy(text: str) -> str:
-    """Close the gaps a removal leaves: empty brackets, orphaned separators, spaces."""
+    """Close the gaps a hashtag removal leaves: empty brackets, orphaned separators, spaces."""
     text = _EMPTY_BRACKETS_RE.sub(" ", text)
     text = WHITESPACE_RE.sub(" ", text).strip()
     text = _PUNCT_RUN_RE.sub(_keep_strongest, text)
-    text = _SPACE_BEFORE_COMMA_RE.sub(r"\1", text)
     text = _LEADING_JUNK_RE.sub("", text)
     return _TRAILING_JUNK_RE.sub("", text)
 
 
-def _remover(pattern: re.Pattern) -> Callable[[str], str]:
+def _starts_upper(text: str) -> bool:
+    first = next((ch for ch in text if ch.isalpha()), "")
+    return first.isupper()
+
+
+def cut_span(text: str, start: int, end: int) -> str:
+    """``text`` without ``text[start:end]`` and the glue that tied it in, joined with one space."""
+    before, after = text[:start], text[end:]
+    b, a = before.rstrip(), after.lstrip()
+    while b and a and b[-1] in _CLOSERS and a[0] == _CLOSERS[b[-1]]:  # the brackets held only the removed piece
+        b, a = b[:-1].rstrip(), a[1:].lstrip()
+    if not b.strip(_SEPS + _TERMS + " "):  # a prefix went
+        rest = a.lstrip(_SEPS + _TERMS + " ")
+        first_word = rest.split(" ", 1)[0]
+        # a word-final prefix with nothing but spaces after it: "Stock photo of a dog", "DSC00123 red car"
+        ran_into = rest == a and not b.strip() and text[end - 1:end].isalnum()
+        if (ran_into and rest[:1].islower() and first_word == first_word.lower()
+                and _starts_upper(text[:end])):
+            rest = rest[0].upper() + rest[1:]
+        return rest
+    if not a.strip(_SEPS + _TERMS + " "):  # a suffix went: keep the caption's own end mark
+        return b.rstrip(_SEPS + " ")
+    if b[-1] in _SEPS and a[0] in _SEPS:  # "A, X, B" -> "A, B"
+        a = a[1:].lstrip()
+    elif b[-1] in _TERMS and a[0] in _TERMS + _SEPS:  # "A. X. B" -> "A. B"
+        a = a.lstrip(_SEPS + _TERMS + " ")
+    elif b[-1] in _SEPS and a[0] in _TERMS:  # "A | X. B" -> "A | B": the mark ended the removed piece
+        a = a.lstrip(_TERMS + " ")
+    if not a:
+        return b.rstrip(_SEPS + " ")
+    return b + a if a[0] in _TIGHT_AFTER else f"{b} {a}"
+
+
+def _cutter(find: Callable[[str], list[tuple[int, int]]]) -> Callable[[str], str]:
+    """An operation that cuts every span ``find`` reports (right to left), until none is left."""
+
     def remove(text: str) -> str:
-        cleaned = pattern.sub(" ", text)
-        while pattern.search(cleaned):  # a removal can join two halves of a new match
-            cleaned = pattern.sub(" ", cleaned)
-        return _tidy(cleaned) if cleaned != text else text
+        for _ in range(32):  # a cut can join the halves of a new match; 32 rounds end any real caption
+            spans = find(text)
+            if not spans:
+                break
+            for start, end in sorted(spans, reverse=True):
+                text = cut_span(text, start, end)
+        return text
 
     return remove
+
+
+def _matches(pattern: re.Pattern) -> Callable[[str], list[tuple[int, int]]]:
+    return lambda text: [m.span() for m in pattern.finditer(text) if m.end() > m.start()]
 
 
 def _remove_hashtags(text: str) -> str:
     cleaned = remove_hashtags(text)
     return _tidy(cleaned) if cleaned != text else text
-
-
-def _fix_whitespace(text: str) -> str:
-    return WHITESPACE_RE.sub(" ", text).strip()
 
 
 def _strip_punctuation(text: str) -> str:
@@ -84,25 +139,21 @@ def _sentence_case(text: str) -> str:
     return _SENTENCE_START_RE.sub(lambda m: m.group(1) + m.group(2).upper(), text.lower())
 
 
-def _capitalize(text: str) -> str:
-    """Upper-case the first letter unless the first word is mixed case (iPhone, eBay)."""
-    first_word = text.split(" ", 1)[0]
-    if text[:1].islower() and first_word == first_word.lower():
-        return text[0].upper() + text[1:]
-    return text
-
-
 OPERATIONS: dict[str, Callable[[str], str]] = {
     "unescape_html": unescape_html,
-    "fix_whitespace": _fix_whitespace,
+    "remove_control_chars": remove_control_chars,
+    "fix_whitespace": normalize_whitespace,
     "strip_punctuation": _strip_punctuation,
-    "remove_urls": _remover(URL_RE),
-    "remove_filenames": _remover(FILENAME_RE),
-    "remove_boilerplate": _remover(BOILERPLATE_RE),
+    "remove_bracket_notes": _cutter(bracket_note_spans),
+    "remove_ads": _cutter(ad_spans),
+    "remove_urls": _cutter(_matches(LABELLED_URL_RE)),
+    "remove_filenames": _cutter(_matches(FILENAME_RE)),
+    "remove_credits": _cutter(_matches(CREDIT_RE)),
+    "remove_boilerplate": _cutter(_matches(BOILERPLATE_RE)),
     "remove_hashtags": _remove_hashtags,
+    "unwrap_quotes": unwrap_quotes,
     "sentence_case": _sentence_case,
     "collapse_repeats": collapse_repeats,
-    "capitalize": _capitalize,
 }
 
 
@@ -121,7 +172,7 @@ class CaptionCleaner(Rewriter):
     """Rule-based minimal caption repair; no model, no images."""
 
     name = "cleaner"
-    version = "1"
+    version = "2"
     needs_images = False
     prompt = None
 

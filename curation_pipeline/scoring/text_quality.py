@@ -4,43 +4,53 @@ Every caption starts at 100 and loses the penalty of each rule it fires (table
 below), clamped to [0, 100]; a missing or blank caption scores 0 with rule
 ``empty``. The rules that fired are stored next to the score, so a low score is
 always explainable and a selection can ignore a rule it disagrees with. The
-patterns live in ``rewriting.patterns`` and are shared with the caption cleaner,
-which repairs exactly what these rules flag.
+patterns live in ``captions.patterns`` and are shared with the caption cleaner,
+which repairs exactly what these rules flag (scoring never imports rewriting).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from curation_pipeline.pairs import PairBatch
-from curation_pipeline.rewriting.patterns import (
+from curation_pipeline.captions.patterns import (
     BOILERPLATE_RE,
-    FILENAME_RE,
     HASHTAG_RE,
     NO_SPACE_SCRIPT_RE,
-    URL_RE,
     WORD_RE,
+    has_ad,
+    has_control_chars,
+    has_credit,
+    has_droppable_hashtags,
     has_filename,
     has_html_entity,
+    has_irregular_whitespace,
     has_repeat_run,
     has_url,
     is_all_caps,
+    is_wrapped_in_quotes,
+    noise_free_words,
 )
+from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
 
 # Rule id -> points subtracted from 100. The order is the order of ``text_quality_rules``.
 PENALTIES: dict[str, float] = {
     "empty": 100.0,  # None, "" or whitespace only: nothing to score
     "no_alpha": 60.0,  # not a single letter ("12345", "!!!")
+    "control_chars": 20.0,  # control characters (NUL too), ANSI escapes, bidi overrides, zero-width characters
     "filename": 40.0,  # a camera/file name: IMG_2041.JPG, DSC00123, 2041.jpg, Screenshot_2020-...
     "url": 30.0,  # http(s)://, www., bare domains such as example.com
-    "boilerplate": 30.0,  # stock-site / credit / UI text: "stock photo", "click to enlarge", ...
-    "hashtag_spam": 25.0,  # >= 3 hashtags, or hashtags > 30% of tokens
-    "too_short": 25.0,  # <= 2 words, not counting hashtags, URLs, file names and boilerplate (*)
+    "boilerplate": 30.0,  # stock-site / UI text: "stock photo", "click to enlarge", ...
+    "advertising": 30.0,  # ads and calls to action: "buy now", "50% off", "free shipping", "click here to ..."
+    "credit": 30.0,  # credits, sources, copyright: "Photo: Jane Doe", "Credit: J. Doe/AP", "(source: ...)", "©"
+    "hashtag_spam": 25.0,  # >= 3 hashtags, hashtags > 30% of tokens, a run of 2+ tags, or a tag ending the caption
+    "too_short": 25.0,  # <= 2 words, not counting hashtags, URLs, file names, boilerplate, ads, credits (*)
     "very_short": 15.0,  # <= 1 such word (also fires too_short: 40 in all)
     "repetition": 20.0,  # a word/phrase repeated back to back, or < 50% unique words
     "low_letter_share": 20.0,  # letters < 60% of non-space characters
     "html_entity": 10.0,  # undecoded &amp; &#39; &quot; ...
+    "wrapped_quotes": 10.0,  # the whole caption inside a quote pair ("A dog runs"), as &quot;...&quot; leaves it
+    "whitespace": 10.0,  # tabs, line breaks, runs of spaces, odd Unicode spaces, spaces at either end
     "all_caps": 10.0,  # >= 6 cased letters, none lower case
     "too_long": 10.0,  # > 77 words (*): past CLIP's 77-token context even at one token per word
 }
@@ -48,7 +58,7 @@ PENALTIES: dict[str, float] = {
 # without spaces (Chinese, Japanese, Thai, ...), so such captions are not "too short".
 
 # Rules that cost little and that a good human caption may fire (e.g. a long dense caption).
-MINOR_RULES = frozenset({"html_entity", "all_caps", "too_long"})
+MINOR_RULES = frozenset({"html_entity", "all_caps", "too_long", "whitespace"})
 
 MAX_WORDS = 77
 MIN_LETTER_SHARE = 0.6
@@ -71,11 +81,12 @@ def caption_rules(caption: str | None) -> list[str]:
     filename = has_filename(caption)
     url = has_url(caption)
     boilerplate = BOILERPLATE_RE.search(caption) is not None
+    advertising = has_ad(caption, words)
+    credit = has_credit(caption, words)
     n_words = n_tokens
-    if filename or url or hashtags or boilerplate:
-        # words that carry content: boilerplate, links, file names and tags say nothing about the image
-        stripped = BOILERPLATE_RE.sub(" ", FILENAME_RE.sub(" ", URL_RE.sub(" ", caption)))
-        n_words = len(HASHTAG_RE.sub(" ", stripped).split())
+    if filename or url or hashtags or boilerplate or advertising or credit:
+        # words that carry content: boilerplate, ads, credits, links, file names and tags say nothing about the image
+        n_words = len(noise_free_words(caption))
     if not caption.isascii():
         n_words += len(NO_SPACE_SCRIPT_RE.findall(caption)) // 2
     unique_words = len({w.lower() for w in words})
@@ -85,13 +96,19 @@ def caption_rules(caption: str | None) -> list[str]:
         "no_alpha": letters == 0,
         "filename": filename,
         "url": url,
+        "control_chars": has_control_chars(caption),
         "boilerplate": boilerplate,
-        "hashtag_spam": hashtags >= MIN_HASHTAGS or hashtags > MAX_HASHTAG_SHARE * n_tokens,
+        "advertising": advertising,
+        "credit": credit,
+        "hashtag_spam": (hashtags >= MIN_HASHTAGS or hashtags > MAX_HASHTAG_SHARE * n_tokens
+                         or (hashtags > 0 and has_droppable_hashtags(caption))),
         "too_short": n_words <= 2,
         "very_short": n_words <= 1,
         "repetition": low_variety or (unique_words < len(words) and has_repeat_run(caption, words)),
         "low_letter_share": letters < MIN_LETTER_SHARE * non_space,
         "html_entity": has_html_entity(caption),
+        "wrapped_quotes": is_wrapped_in_quotes(caption),
+        "whitespace": has_irregular_whitespace(caption),
         "all_caps": is_all_caps(caption),
         "too_long": n_words > MAX_WORDS,
     }
@@ -106,7 +123,7 @@ class CaptionTextQuality(Scorer):
     """Heuristic 0-100 caption score plus the rules that explain it."""
 
     name = "text_quality"
-    version = "1"
+    version = "2"
     needs_images = False
     columns = ("text_quality", "text_quality_rules")
 

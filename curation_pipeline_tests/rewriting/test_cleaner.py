@@ -21,41 +21,83 @@ CASES = {
     "A&nbsp;dog on the&nbsp;grass": ("A dog on the grass", "unescape_html,fix_whitespace"),
     # Whitespace and stray punctuation at the ends.
     "   A dog   on\n\ngrass  ": ("A dog on grass", "fix_whitespace"),
-    "- a dog on grass -": ("A dog on grass", "strip_punctuation,capitalize"),
+    "- a dog on grass -": ("a dog on grass", "strip_punctuation"),  # the author's case stands
     "The streets of a big city ,": ("The streets of a big city", "strip_punctuation"),
     # URLs.
-    "Visit https://example.com/x?y=1 for more": ("Visit for more", "remove_urls"),
-    "Two dogs play in the snow , visit www.dogs.com": ("Two dogs play in the snow, visit", "remove_urls"),
+    "Two dogs play in the snow , visit www.dogs.com": ("Two dogs play in the snow", "remove_ads"),
+    "A dog on the beach https://example.com/dog": ("A dog on the beach", "remove_urls"),
+    "A dog on the beach . Source: https://example.com/a": ("A dog on the beach .", "remove_urls"),
     # File names.
     "IMG_2041.JPG: A dog on the beach": ("A dog on the beach", "remove_filenames"),
     "A dog on the beach (IMG_2041.JPG)": ("A dog on the beach", "remove_filenames"),
-    "DSC00123 red car parked": ("Red car parked", "remove_filenames,capitalize"),
-    "Screen Shot 2020-05-01 at 12.30.00 PM.png a chart": ("A chart", "remove_filenames,capitalize"),
+    "DSC00123 red car parked": ("Red car parked", "remove_filenames"),  # the prefix ran into the caption
+    "Screen Shot 2020-05-01 at 12.30.00 PM.png a chart": ("A chart", "remove_filenames"),
     # Boilerplate and the separators it leaves behind.
-    "A beach at sunset - Photo by John Smith": ("A beach at sunset", "remove_boilerplate"),
+    "A beach at sunset - Photo by John Smith": ("A beach at sunset", "remove_credits"),
     "Beach sunset - stock photo - Alamy": ("Beach sunset", "remove_boilerplate"),
     "Stock Photo - Beach sunset": ("Beach sunset", "remove_boilerplate"),
-    "Royalty free stock photo of a dog on grass": ("A dog on grass", "remove_boilerplate,capitalize"),
+    "Royalty free stock photo of a dog on grass": ("A dog on grass", "remove_boilerplate"),
     "Image may contain: 2 people, people smiling": ("2 people, people smiling", "remove_boilerplate"),
     "A dog. Stock photo.": ("A dog.", "remove_boilerplate"),
     "A dog, stock photo, on the beach": ("A dog, on the beach", "remove_boilerplate"),
     "Click to enlarge | Red sports car": ("Red sports car", "remove_boilerplate"),
-    "Shutterstock: red car on a road": ("Red car on a road", "remove_boilerplate,capitalize"),
-    "Free download beautiful flower wallpaper": ("Beautiful flower wallpaper", "remove_boilerplate,capitalize"),
+    "Shutterstock: red car on a road": ("red car on a road", "remove_boilerplate"),  # after a separator
+    "Free download beautiful flower wallpaper": ("Beautiful flower wallpaper", "remove_boilerplate"),
     # Hashtags: runs and trailing tags go, inline tags keep their word.
     "Sunset at the pier #sunset #beach #love #nofilter": ("Sunset at the pier", "remove_hashtags"),
-    "a walk on the #beach": ("A walk on the beach", "remove_hashtags,capitalize"),
+    "a walk on the #beach": ("a walk on the beach", "remove_hashtags"),
     "A walk on the #beach #sun #sea": ("A walk on the beach", "remove_hashtags"),
     "I love #Paris in spring": ("I love Paris in spring", "remove_hashtags"),
     "#tbt #love A walk on the beach": ("A walk on the beach", "remove_hashtags"),
     "Sunset #nofilter.": ("Sunset.", "remove_hashtags"),
     # Repeats.
-    "a cat cat cat on a mat": ("A cat on a mat", "collapse_repeats,capitalize"),
+    "a cat cat cat on a mat": ("a cat on a mat", "collapse_repeats"),
     "A dog a dog running": ("A dog running", "collapse_repeats"),
-    "the the dog runs": ("The dog runs", "collapse_repeats,capitalize"),
-    # Case.
+    "the the dog runs": ("the dog runs", "collapse_repeats"),
+    # Case: shouting is undone; a lower-case start is the author's and stays.
     "A DOG. A CAT. BOTH ASLEEP": ("A dog. A cat. Both asleep", "sentence_case"),
-    "a man sleeping on a bench": ("A man sleeping on a bench", "capitalize"),
+    # Advertising and calls to action: the whole clause goes, with its separator.
+    "A red dress on a hanger . Buy now and save 20%!": ("A red dress on a hanger .", "remove_ads"),
+    "A red dress on a hanger - Free shipping on all orders": ("A red dress on a hanger", "remove_ads"),
+    "Up to 50% off | A red dress on a hanger": ("A red dress on a hanger", "remove_ads"),
+    "Click here to shop: a red dress on a hanger": ("a red dress on a hanger", "remove_ads"),
+    "A red dress 50% off today only": ("A red dress", "remove_ads"),
+    "A red dress Buy now!": ("A red dress", "remove_ads"),
+    "A red dress, limited time offer, use code SAVE20": ("A red dress", "remove_ads"),
+    "Two dogs play . Only $19.99. Add to cart": ("Two dogs play .", "remove_ads"),
+    # Credits, sources and copyright lines, whole.
+    "A dog on the beach . Credit: Jane Doe/Reuters": ("A dog on the beach .", "remove_credits"),
+    "Photo: Jane Doe. A dog on the beach": ("A dog on the beach", "remove_credits"),
+    "A dog on the beach . Photo: Jane Doe.": ("A dog on the beach .", "remove_credits"),
+    "A dog on the beach | © 2019 Jane Doe. All rights reserved.": ("A dog on the beach", "remove_credits"),
+    "A dog on the beach - Photograph: Jane Doe for The Guardian": ("A dog on the beach", "remove_credits"),
+    "Picture by Jane Doe | Black and white dog on the beach": ("Black and white dog on the beach", "remove_credits"),
+    "A dog on the beach . Jane Doe/Getty Images": ("A dog on the beach .", "remove_credits"),
+    "Image: Jane Kim/AFP | On grass , two dogs play": ("On grass , two dogs play", "remove_credits"),
+    # Bracketed links and source notes go with their brackets.
+    "A dog on the beach (source: http://example.com/a/b)": ("A dog on the beach", "remove_bracket_notes"),
+    "A dog on the beach [via www.example.com/p]": ("A dog on the beach", "remove_bracket_notes"),
+    "(Source: Reuters) a dog on the beach": ("a dog on the beach", "remove_bracket_notes"),
+    "A dog (Photo: Jane Doe/AP) on the beach": ("A dog on the beach", "remove_bracket_notes"),
+    # Control characters, escape sequences, bidi overrides, zero-width characters, NUL.
+    "A d\x00og on the\u200b beach": ("A dog on the beach", "remove_control_chars"),
+    "A \x1b[31mdog\x1b[0m on the beach": ("A dog on the beach", "remove_control_chars"),
+    "\ufeffA dog on the \u202ebeach\u202c": ("A dog on the beach", "remove_control_chars"),
+    "A dog on the be\xadach\x7f": ("A dog on the beach", "remove_control_chars"),
+    # Irregular whitespace alone.
+    "A dog\ton the\nbeach": ("A dog on the beach", "fix_whitespace"),
+    "A dog on the\u00a0beach ": ("A dog on the beach", "fix_whitespace"),
+    # Quote pairs around the whole caption, from decoded entities or not.
+    "&quot;A dog on the beach .&quot;": ("A dog on the beach .", "unescape_html,unwrap_quotes"),
+    "&ldquo;A dog on the beach&rdquo;": ("A dog on the beach", "unescape_html,unwrap_quotes"),
+    '"A sign that says " stop " ."': ('A sign that says " stop " .', "unwrap_quotes"),
+    # Mixed in one caption.
+    "&quot;A dog on the beach .&quot; - Photo: Jane Doe | Buy now!": (
+        "A dog on the beach .", "unescape_html,remove_ads,remove_credits,unwrap_quotes"),
+    "IMG_2041.JPG | A dog\t on the beach (source: http://x.com/a) #dog #sun": (
+        "A dog on the beach", "fix_whitespace,remove_bracket_notes,remove_filenames,remove_hashtags"),
+    "Stock image: A \x1b[1mdog\x1b[0m on the beach . Credit: J. Doe/AP, Free shipping": (
+        "A dog on the beach .", "remove_control_chars,remove_ads,remove_credits,remove_boilerplate"),
 }
 
 
@@ -86,6 +128,14 @@ def test_cleaning_is_idempotent(caption):
         "A nice photo by the lake",
         "A man downloading files at 3 pm",
         "12345",
+        "Photo: two dogs playing in the snow",
+        "A man takes a photo by the river",
+        'A shopping bag labeled " sale " in a crowd',
+        "A crowd at the Black Friday sale",
+        "The source of the river is a spring",
+        "Two men are standing : one has body modifications and the other is wearing a hat .",
+        "A family \U0001F468\u200d\U0001F469\u200d\U0001F467 at the beach",
+        "一只黑色的狗\u3000在草地上奔跑",
     ],
 )
 def test_unrecognised_text_is_left_alone(caption):
@@ -95,7 +145,8 @@ def test_unrecognised_text_is_left_alone(caption):
 @pytest.mark.parametrize(
     "caption",
     ["IMG_2041.JPG", "Screenshot_2020-05-01-12-30-00.png", "#sunset #beach #love", "© 2019 John Smith Photography",
-     "https://example.com"],
+     "https://example.com", "Visit https://example.com/x?y=1 for more", "Buy now! 50% off", "Photo: Jane Doe/Reuters",
+     "(source: http://example.com)", "Click here for more info - Free shipping"],
 )
 def test_nothing_left(caption):
     candidate = clean_one(caption)
@@ -151,7 +202,7 @@ def test_non_english_stays_non_english():
     caption = "Un chien court sur la plage &amp; joue avec un ballon. Photo by Jean Dupont"
     candidate = clean_one(caption)
     assert candidate.caption == "Un chien court sur la plage & joue avec un ballon."
-    assert candidate.raw == "unescape_html,remove_boilerplate"
+    assert candidate.raw == "unescape_html,remove_credits"
     assert detector.detect(candidate.caption, model="lite")[0]["lang"] == "fr"
     german = "Ein schwarzer Hund läuft über die grüne Wiese"
     assert clean_one(german) == RewriteCandidate(caption=None, error="no change")
@@ -161,7 +212,7 @@ def test_non_english_stays_non_english():
 
 def test_rewriter_contract():
     cleaner = CaptionCleaner()
-    assert cleaner.ident == "cleaner@1"
+    assert cleaner.ident == "cleaner@2"
     assert cleaner.needs_images is False
     assert cleaner.prompt is None and cleaner.prompt_hash is None
     batch = PairBatch(["a", "b", "c"], ["Tom &amp; Jerry", None, "A dog on grass"])

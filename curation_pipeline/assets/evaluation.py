@@ -1,0 +1,124 @@
+"""Evaluation, in the UI: agreement of a score with human judgments, and curation against labels.
+
+Thin: both assets call ``curation_pipeline.evaluation`` (what `curate evaluate` runs), write the
+report as JSON under ``<warehouse>/evaluation/`` and show its figures as metadata. Neither runs
+by itself: materialize one from its asset page with its config (the judgment or truth file).
+"""
+
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from curation_pipeline.assets.metadata import numbers, table
+from curation_pipeline.assets.rewriting import final_captions
+from curation_pipeline.assets.scoring import quality_scores
+from curation_pipeline.resources import WarehouseResource
+
+
+class AgreementConfig(dg.Config):
+    judgments: str = Field(default="", description="Judgment file: Flickr8k ExpertAnnotations.txt, "
+                           "CrowdFlowerAnnotations.txt, or a CSV / JSON lines file of image, caption, score.")
+    format: str = Field(default="auto", description="auto | expert | crowdflower | generic")
+    captions: str = Field(default="", description="Flickr8k.token.txt (caption text and references for the "
+                          "Flickr8k formats).")
+    score_column: str = Field(default="text_quality", description="A quality_scores column (clip_score, mlm_itm, "
+                              "...) or ref_minilm (the reference-caption baseline, no warehouse needed).")
+    bootstrap: int = Field(default=1000, description="Bootstrap resamples for the 95% intervals.")
+    keep_reference_candidates: bool = Field(default=False, description="Expert: keep candidates that are their "
+                                            "image's own reference (CLIPScore and SPICE leave them out).")
+
+
+class LabelsConfig(dg.Config):
+    truth: str = Field(default="", description="Truth file (JSON lines: key, label, caption, clean), e.g. from "
+                       "curation_pipeline.evaluation.noise.")
+    from_captions: bool = Field(default=False, description="Run the caption path in process over the truth file's "
+                                "captions instead of reading the warehouse's final_captions.")
+
+
+def _known(mapping: dict) -> dict:
+    return {k: v for k, v in mapping.items() if v is not None and v == v}  # NaN is not a number to plot
+
+
+def _results_table(report: dict) -> pd.DataFrame:
+    rows = []
+    for r in report["results"]:
+        row = {"protocol": r["label"], "rows": r["n"], "pairs": r["n_groups"]}
+        for name in ("kendall_tau_c", "kendall_tau_b", "spearman", "pearson"):
+            row[name] = r[name]["value"]
+            row[f"{name}_ci"] = f"[{r[name]['ci_low']:.3f}, {r[name]['ci_high']:.3f}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dg.asset(
+    group_name="evaluation",
+    deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
+    kinds={"json"},
+    description="Agreement of a score column with human judgments (Flickr8k-Expert, Flickr8k-CrowdFlower or a "
+    "generic file): Kendall tau-c and tau-b, Spearman, Pearson, each with a bootstrap 95% interval. Same as "
+    "`curate evaluate --judgments FILE --score COLUMN`. Set the judgment file in the launchpad.",
+)
+def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
+                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from curation_pipeline.evaluation.judgments import agreement_report, format_agreement
+    from curation_pipeline.evaluation.reports import save_report
+
+    if not config.judgments:
+        raise dg.Failure(description="set config.judgments (the judgment file) in the launchpad")
+    try:
+        report = agreement_report(config.judgments, config.score_column, fmt=config.format,
+                                  captions_file=config.captions or None, warehouse_root=warehouse.root,
+                                  n_boot=config.bootstrap, skip_references=not config.keep_reference_candidates)
+    except (ValueError, FileNotFoundError) as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    path = save_report(report, warehouse_root=warehouse.root,
+                       name=f"agreement-{report['format']}-{config.score_column}.json")
+    context.log.info("\n" + format_agreement(report))
+    first = report["results"][0]
+    return dg.MaterializeResult(metadata={
+        "score_column": config.score_column,
+        "format": report["format"],
+        **numbers(_known({"judged_pairs": report["judged_pairs"], "matched_pairs": report["matched_pairs"],
+                          "kendall_tau_c": first["kendall_tau_c"]["value"],
+                          "kendall_tau_b": first["kendall_tau_b"]["value"],
+                          "spearman": first["spearman"]["value"], "pearson": first["pearson"]["value"]})),
+        "results": table(_results_table(report)),
+        "path": dg.MetadataValue.path(path),
+    })
+
+
+@dg.asset(
+    group_name="evaluation",
+    deps=[dg.AssetDep(final_captions, partition_mapping=dg.AllPartitionMapping())],
+    kinds={"json"},
+    description="Curation decisions scored against per-sample labels (clean / noisy / junk / mismatched): kept, "
+    "rewritten and dropped share per label, noisy caught and exactly-clean shares, edit-ratio quantiles against the "
+    "clean source (edit ratio: 0 = same words, 1 = no word in common), false changes to clean captions. Same as "
+    "`curate evaluate --labels FILE`. Set the truth file in the launchpad.",
+)
+def curation_vs_labels(context: dg.AssetExecutionContext, config: LabelsConfig,
+                       warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from curation_pipeline.evaluation.labels import format_labels_report, labels_report
+    from curation_pipeline.evaluation.reports import save_report
+
+    if not config.truth:
+        raise dg.Failure(description="set config.truth (the truth file) in the launchpad")
+    try:
+        report = labels_report(config.truth, warehouse_root=warehouse.root, from_captions=config.from_captions)
+    except (ValueError, FileNotFoundError) as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    path = save_report(report, warehouse_root=warehouse.root, name="labels.json")
+    context.log.info("\n" + format_labels_report(report))
+    per_label = pd.DataFrame([{"label": k, **v} for k, v in report["labels"].items()])
+    return dg.MaterializeResult(metadata={
+        **numbers(_known({"samples": report["samples"], "unmatched": report["unmatched"], **report["summary"],
+                          "noisy_edit_ratio_p50": report["noisy"]["edit_ratio"]["p50"],
+                          "clean_false_changes": report["clean"]["false_changes"]})),
+        "per_label": table(per_label),
+        "false_changes": table(pd.DataFrame(report["clean"]["false_change_examples"])),
+        "path": dg.MetadataValue.path(path),
+    })
+
+
+EVALUATION_ASSETS = [human_agreement, curation_vs_labels]

@@ -1,0 +1,578 @@
+"""Caption defects as regexes and small functions: the one source of truth for caption noise.
+
+``scoring.text_quality`` uses them to flag a caption and ``rewriting.cleaner`` uses the
+very same ones to repair it, so a caption the cleaner fixed can no longer fire the rule
+that flagged it. (That is also why the rewrite acceptance check in ``rewriting.verify``
+must not use them: it would be blind to exactly what they miss.) Everything is
+precompiled because the scorer must handle tens of thousands of captions per second.
+
+Noise classes, each with a detector here:
+
+* ``URL_RE`` / ``LABELLED_URL_RE``: links, bare domains, and a link's label ("source:",
+  "via", "more at") when one precedes it.
+* ``FILENAME_RE``: camera and screenshot file names.
+* ``BOILERPLATE_RE``: stock-site and page UI text ("stock photo", "click to enlarge").
+* ``CREDIT_RE``: photographer / agency credits, source notes and copyright lines
+  ("Photo: Jane Doe.", "Credit: Jane Doe/Reuters", "© 2019 Jane Doe. All rights reserved").
+* ``AD_TRIGGER_RE`` + ``ad_spans``: advertising and calls to action ("Buy now", "50% off",
+  "free shipping", "click here to ..."); the whole clause around a trigger is the ad.
+* ``bracket_note_spans``: a bracketed group that only holds a link, a source or a credit,
+  e.g. "(source: http://...)", "[via Reuters]"; the brackets go with it.
+* ``CONTROL_RE`` / ``ANSI_RE`` / ``ZW_JOINER_RE``: control characters (NUL included), ANSI
+  escape sequences, bidi overrides and isolates, zero-width characters.
+* ``IRREGULAR_WHITESPACE_RE``: tabs, newlines, runs of spaces, odd Unicode spaces, spaces at the ends.
+* ``unwrap_quotes``: a quote pair around the whole caption (what ``&quot;...&quot;`` leaves).
+* ``ENTITY_RE``, hashtags, repeats, shouting: as before.
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+import re
+
+_IMAGE_EXT = r"(?:jpe?g|png|gif|bmp|tiff?|webp|heic|dng|cr2|nef|mp4|mov)"
+
+# Dotted names (example.com, my.photo.jpg) only start at a token start: starting at
+# every word boundary would make a long dotted or hyphenated token cost O(n^2).
+_URL = (
+    r"(?:\b(?:https?|ftp)://|\bwww\.)(?:[^\s()\[\]{}<>\"]|\([^\s()]*\))+"
+    r"|(?<![\w.-])[\w-]+(?:\.[\w-]+)*\.(?:com|net|org|info|biz|io|ly|co\.uk)\b(?:/(?:[^\s()\[\]{}<>\"]|\([^\s()]*\))*)?"
+)
+URL_RE = re.compile(_URL, re.IGNORECASE)
+# A link with the words that introduce it: removing the link alone leaves "Source:" or "more at".
+LABELLED_URL_RE = re.compile(
+    r"(?:(?<!\w)(?:(?:image\s+|photo\s+)?source|via|from|link|url|website|more(?:\s+(?:info|photos?|details))?"
+    r"(?:\s+(?:at|on|here))?|see|visit|available\s+(?:at|on)|read\s+more(?:\s+(?:at|on))?"
+    r"|(?:shop|buy|order)(?:\s+(?:it|now|online))?\s+(?:at|on)|found\s+(?:at|on))\s*:?\s*)?"
+    rf"(?:{_URL})",
+    re.IGNORECASE,
+)
+
+FILENAME_RE = re.compile(
+    # Phone / desktop screenshots and messenger exports, with their timestamps.
+    r"\b(?:screen[\s_-]?shot|whatsapp[\s_-]image)[\s_-]*\d{4}-?\d{2}-?\d{2}"
+    r"(?:[\s_-]*(?:at)?[\s_-]*\d{1,2}[.:_-]?\d{2}(?:[.:_-]?\d{2})?(?:\s?[ap]m)?)?"
+    rf"(?:\.{_IMAGE_EXT})?\b"
+    # Camera file names, with or without an extension (IMG_2041, DSC00123, P1010123).
+    # Case-sensitive prefixes, so "Uncle Sam_1776" or "dji" in prose stay out.
+    r"|\b(?-i:IMG|img|DSC[NF]?|dsc[nf]?|DCIM|PXL|MVIMG|GOPR|DJI|CIMG|PICT|SAM)[_-]?\d{3,}(?:[_-]\d+)*"
+    rf"(?:\.{_IMAGE_EXT})?\b"
+    rf"|\bP\d{{7}}(?:\.{_IMAGE_EXT})?\b"
+    # Anything that ends in an image or video extension (2041.jpg, my-photo.PNG).
+    rf"|(?<![\w.-])[\w-]+(?:\.[\w-]+)*\.{_IMAGE_EXT}\b",
+    re.IGNORECASE,
+)
+
+# A person's or an agency's name: up to four capitalised words ("Jane Doe", "J. R. Smith",
+# "Getty Images", "@jdoe"). A word that usually starts a caption ("A", "The", "Two", ...)
+# never continues a name, so "Photo: Jane Doe A dog runs" keeps "A dog runs". A word's
+# final period is not part of it ("Photo: Jane Doe. A dog").
+_NAME_STOP = (
+    r"(?:A|An|This|That|These|Those|There|Two|Three|Four|Five|Six|Several|Some|Many|One|Men|Woman|Women|Boy|Boys"
+    r"|Girl|Girls|Dog|Dogs|Child|Children|Kids?|People|Person|Group|Close|View|Photo|Image|Picture|Stock|Click|Buy"
+    r"|Shop|Order|Call|Get|Visit|Book|Save|Use|Only|Now|Free|Sale|Limited|Today|Up|Best|Deal|Learn|Sign|Add"
+    r"|Tap|Download|Subscribe|Check|Don't)(?![\w.'’])"
+)
+_NAME_WORD = r"(?:@\w+|[A-Z]\.|[A-Z][\w'’&-]*(?:\.[A-Za-z][\w'’&-]*)*)"
+_NAME_PARTICLE = r"(?:van|von|de|da|del|der|di|du|la|le|bin|al)(?=[ ]+[A-Z])"
+# Atomic: a name takes all the capitalised words it can, and is no name at all if a lower-case word
+# follows ("Photo: Man stands on a cliff" is a caption, not a credit), unless that word links to
+# more credit ("for The Guardian", "via AP").
+_NAME_REST = rf"(?:[ ]+(?!{_NAME_STOP}|The\b)(?:{_NAME_PARTICLE}|{_NAME_WORD})){{0,3}}"
+_NAME_END = r"(?![ ]+(?!(?:for|via|at|of|from|on|and)[ ]+(?:The[ ]+)?[A-Z@])[a-z])"
+_NAME = rf"(?-i:(?>(?!{_NAME_STOP}|The\b){_NAME_WORD}{_NAME_REST}){_NAME_END})"
+# An organisation may start with "The" ("for The Guardian"); only after "for", "via", "at", "of".
+_ORG = rf"(?-i:(?>(?:The[ ]+)?(?!{_NAME_STOP}|The\b){_NAME_WORD}{_NAME_REST}){_NAME_END})"
+_AGENCIES = (
+    r"(?:AP|AFP|Reuters|Getty(?:\s+Images)?|EPA|PA(?:\s+Images)?|Xinhua|Bloomberg|Shutterstock|Alamy|iStock(?:photo)?"
+    r"|Corbis|Associated\s+Press|NurPhoto|Sipa|REX|Rex\s+Features|ZUMA(?:\s+Press)?|Anadolu|UPI|dpa|Flickr"
+    r"|Wikimedia(?:\s+Commons)?|Unsplash|Pexels|Pixabay|NASA|Magnum(?:\s+Photos)?)"
+)
+# "Jane Doe/Reuters", "Jane Doe | AFP", "Jane Doe for The Guardian", "Jane Doe, Getty Images".
+_CREDITED = (
+    rf"(?:(?-i:Flickr|Instagram|Twitter|YouTube|Facebook)\s+user\s+@?[\w.-]+|{_NAME})"
+    rf"(?:\s*[/|]\s*{_NAME}|\s+(?:for|via|at|of|from|on|and|&)\s+{_ORG}|,\s*(?-i:{_AGENCIES})\b)*"
+)
+_MEDIA = r"(?:photos?|images?|pictures?|photography|footage|vectors?|illustrations?)"
+_STOCK_SITES = (
+    r"(?:shutterstock|alamy|getty\s*images|istock(?:photo)?|dreamstime|depositphotos"
+    r"|123rf|adobe\s+stock|fotolia|bigstock(?:photo)?|pixabay|unsplash|pexels)(?:\.com)?"
+)
+BOILERPLATE_RE = re.compile(
+    r"(?<!\w)(?:"
+    rf"(?:(?:on|via|from|at)\s+)?{_STOCK_SITES}"
+    rf"|royalty[\s-]free(?:\s+stock)?(?:\s+{_MEDIA})?(?:\s+(?:of|for))?"
+    rf"|stock\s+{_MEDIA}(?:\s+(?:of|for))?"
+    r"|free\s+(?:stock\s+)?(?:photos?|images?|pictures?)(?:\s+(?:of|for))?"
+    r"|image\s+may\s+contain"
+    r"|click\s+(?:(?:here|image|photo|picture)\s+)?(?:to|for)\s+(?:enlarge|zoom(?:\s+in)?"
+    r"|view\s+(?:larger|full(?:\s+size)?)|(?:a\s+)?larger(?:\s+(?:image|view|version))?)"
+    r"|(?:view|see)\s+(?:larger|full[\s-]size)(?:\s+(?:image|photo|picture|version))?"
+    r"|no\s+(?:description|caption|alt(?:\s+text)?)\s+(?:available|provided)"
+    r"|(?:image|photo|picture|img)\s*(?:no\.?\s*|#\s*|id\s*:?\s*)?\d{3,}"
+    r"|(?:free\s+)?downloads?(?:\s+(?:free|now|here))?"
+    r"|thumbnails?(?:\s+(?:image|photo|picture))?(?:\s+(?:of|for))?"
+    r")(?!\w)",
+    re.IGNORECASE,
+)
+
+_MEDIA_LABEL = r"(?:photo(?:graph)?|image|picture|pic|foto|video|footage|illustration|artwork|graphic)s?"
+CREDIT_RE = re.compile(
+    r"(?<![\w@])(?:"
+    # Photo: Jane Doe / Photo credit: Jane Doe/AP / Picture by Jane Doe / Image courtesy of NASA
+    rf"{_MEDIA_LABEL}(?:\s+credits?)?\s*(?::|\bby\b|\bcourtesy(?:\s+of)?\b|©|\(c\))\s*{_CREDITED}"
+    # Credit: Jane Doe/Reuters / Credits - Jane Doe / Source: Reuters / Image source: Wikimedia Commons
+    rf"|(?:{_MEDIA_LABEL}\s+)?(?:credits?|sources?|via)\s*(?::|\s-)\s*(?:{_CREDITED})?"
+    rf"|(?:photographer|author|artist|photo\s+editor)\s*:\s*{_CREDITED}"
+    # Photo: courtesy of the artist / Photo courtesy Jane Doe
+    rf"|(?:{_MEDIA_LABEL}\s*:?\s*)?courtesy(?:\s+of)?\s+(?:the\s+(?:artist|photographer|author|owner|family|estate"
+    rf"|museum|gallery|archive)s?\b|{_CREDITED})"
+    # AP Photo/Jane Doe / Reuters/Jane Doe / Jane Doe/AP Photo
+    rf"|(?-i:{_AGENCIES})(?:\s+(?:photos?|images?))?\s*/\s*{_CREDITED}"
+    rf"|{_NAME}\s*/\s*(?-i:{_AGENCIES})\s+(?:photos?|images?)"
+    # - via @jdoe / . via Reuters (at the start of a clause, never "goes via Main Street")
+    rf"|(?:^|(?<=[-–—|•·:]\s)|(?<=[.!?]\s))via\s+{_CREDITED}"
+    # © 2019 Jane Doe. All rights reserved / Copyright (c) 2015-2019 Jane Doe / (c) Jane Doe 2019
+    r"|(?:©|\(c\)|copyright)(?:\s*(?:©|\(c\)))?\s*(?:\d{4}(?:\s*[-–]\s*\d{4})?[\s,]*)?(?:by\s+)?"
+    rf"(?:{_CREDITED})?(?:[\s,]*\d{{4}})?(?:[\s.,;-]*all\s+rights\s+reserved)?"
+    r"|all\s+rights\s+reserved"
+    rf"|courtesy\s+of\s+{_CREDITED}"
+    rf"|(?:photographed|photography)\s+by\s+{_CREDITED}"
+    rf"|(?<=[(\[])\s*via\s+{_CREDITED}"
+    # An agency credit with no label: "Jane Doe/Getty Images", "Jane Doe | AFP"
+    rf"|{_NAME}\s*[/|]\s*(?-i:{_AGENCIES})\b"
+    r")(?!\w)",
+    re.IGNORECASE,
+)
+
+# --- advertising and calls to action --------------------------------------------------
+# A trigger is a phrase a description of a photo does not contain. The ad is the whole
+# clause around it (``ad_spans``), or the tail of a clause that starts with a description.
+_NOT_AFTER_DETERMINER = "".join(
+    rf"(?<!\b{d} )" for d in ("a", "an", "the", "his", "her", "my", "our", "your", "their", "its", "this", "that")
+)
+_AD_TRIGGERS = [
+    r"click\s+(?:here|now|below|(?:on\s+)?(?:the|this)\s+link|(?:the\s+)?(?:image|photo|picture|button)\s+(?:to|for)"
+    r"(?!\s+(?:enlarge|zoom|view|see\s+(?:larger|full)))"
+    r"|to\s+(?:buy|shop|order|see|view|read|learn|download|get|subscribe|visit|watch|find|discover|claim|save|book|"
+    r"check|try|join|sign|start|win))",
+    r"tap\s+(?:here|now|the\s+link|to\s+(?:buy|shop|order|see|view))",
+    rf"{_NOT_AFTER_DETERMINER}(?:buy|shop|order|book|call|subscribe|register|sign\s+up|download|bid|donate|act"
+    r"|apply|join|enrol+|reserve|grab\s+(?:yours|one)|get\s+(?:yours|it|one|them)|claim\s+(?:yours|it)|save|"
+    r"pre-?order)\s+(?:it\s+)?(?:now|today|online|here|instantly)",
+    r"(?:shop|buy|browse)\s+(?:(?:the|this)\s+(?:look|collection|range|sale|print|style|item|outfit)|our\s+\w+)",
+    r"(?:buy|get)\s+(?:\d+|one|two)\s+(?:get\s+(?:\d+|one)(?:\s+(?:free|half\s+price))?|for\s+(?:\d+|one|the\s+price))",
+    r"\bbogo\b",
+    r"(?:order|get|grab|buy|book|reserve|claim)\s+(?:yours|your\s+\w+(?:\s+\w+)?)\s+(?:now|today|here|online)",
+    r"\*+\s*sale\b|\bsale\s*(?:!+|\*+)",
+    r"limited\s+(?:stock|edition\s+prints?|availability|quantities)|(?:only\s+)?\d+\s+left\s+in\s+stock|low\s+stock",
+    r"pin\s+(?:it|this)\s+for\s+later|pin\s+it\s*!|(?:save|pin)\s+(?:it\s+)?(?:to|on)\s+pinterest|tweet\s+this",
+    r"share\s+(?:(?:it|this)\s+)?(?:on|to|via)\s+(?:facebook|twitter|pinterest|instagram|whatsapp|x)\b",
+    r"visit\s+(?:(?:https?://|www\.)[^\s()\[\]{}<>\"]+|[\w-]+\.(?:com|net|org|shop|store)\b[^\s()\[\]{}<>\"]*)",
+    r"add\s+to\s+(?:your\s+)?(?:cart|basket|bag|wish\s*list|favou?rites)",
+    r"(?:(?:up\s+to|an?\s+extra|extra|flat|get|save)\s+)?\d{1,3}(?:[.,]\d+)?\s*%\s*(?:off|discount|sale|savings?"
+    r"|cash\s*back)",
+    r"save\s+(?:up\s+to\s+)?(?:[$€£]\s?\d[\d.,]*|\d{1,3}\s*%)",
+    r"free\s+(?:shipping|delivery|returns?)|(?:fast|express|next[\s-]day|same[\s-]day|worldwide|international)"
+    r"\s+shipping",
+    r"ships?\s+(?:free|worldwide|today|within|in\s+\d)",
+    r"free\s+(?:gift|trial|quote|estimate)s?\b",
+    r"(?:limited|special|exclusive|introductory)\s+(?:time\s+)?(?:offer|deal|discount|promotion|price)s?",
+    r"limited\s+time(?:\s+only)?",
+    r"(?:today|this\s+week(?:end)?|this\s+month|one\s+day|online)\s+only",
+    r"while\s+(?:supplies|stocks?)\s+lasts?",
+    r"(?:don'?t|do\s+not)\s+miss\s+(?:out|this|it)",
+    r"(?:best|great|hot|amazing|unbeatable|exclusive|top)\s+(?:deals?|prices?|offers?|bargains?)",
+    r"(?:lowest|cheapest|wholesale|factory|discount)\s+prices?",
+    r"deals?\s+of\s+the\s+(?:day|week)",
+    # "Summer sale!" / "- Flash sale ends tonight", never "a crowd at the Black Friday sale"
+    r"(?:^|(?<=[.!?|:•·,;\-–—]\s)|(?<=[|•·:]))(?:flash|clearance|mega|huge|big|summer|winter|spring|holiday"
+    r"|black\s+friday|cyber\s+monday|end\s+of\s+season)\s+sale"
+    r"|(?:flash|clearance|mega|huge|big|summer|winter|spring|holiday|black\s+friday|cyber\s+monday)\s+sale"
+    r"(?=\s*(?:!|ends|now|starts|today|on\s+now))",
+    r"sale\s+(?:ends|price|now\s+on|starts)",
+    r"(?:on\s+sale|in\s+stock|available)\s+(?:now|today)",
+    r"(?:promo|coupon|discount|voucher|offer)\s+codes?",
+    r"use\s+(?:the\s+)?code\s+\w+",
+    r"(?:only|just|now|from|was|for\s+only|price)\s*:?\s*[$€£]\s?\d[\d.,]*",
+    r"(?:call|text|contact|email|e-mail|whatsapp|dm|message)\s+(?:us|me)\b",
+    r"visit\s+(?:us\b|(?:our|my)\s+(?:store|shop|website|site|page|blog|booth|showroom|channel|etsy))",
+    r"check\s+out\s+(?:our|my)\s+(?:store|shop|website|site|page|blog|channel|profile|etsy|other)",
+    r"follow\s+us\s+(?:on|@|for)|like\s+us\s+on|subscribe\s+to\s+(?:our|my)\b",
+    r"like\s+and\s+(?:share|subscribe)",
+    r"(?:learn|read|find\s+out|discover|see)\s+more(?=\s*(?:$|[.!:|,\-–—]|(?:at|here|on|about)\b))",
+    r"more\s+info(?:rmation)?(?:\s+(?:at|here|on))?",
+    r"money[\s-]back\s+guarantee",
+    r"satisfaction\s+guaranteed",
+    r"order\s+(?:yours|from\s+us)",
+    r"hurry(?:\s+up)?\s*[!,]",
+    r"(?:new|hot)\s+arrivals?",
+    r"sponsored\s+(?:post|content|ad)",
+]
+AD_TRIGGER_RE = re.compile(r"(?<![\w@#])(?:" + "|".join(_AD_TRIGGERS) + r")(?!\w)", re.IGNORECASE)
+# Where one clause of a caption ends and the next begins: separators with spaces around
+# them, sentence ends, commas, colons, brackets, line breaks.
+SEGMENT_DELIM_RE = re.compile(
+    r"\s+[-–—~]+\s+|\s*[|•·]\s*|(?<=[.!?])\s+|(?<=[.!?][\"”’'])\s+|[,;:](?=\s)\s*|\s*[()\[\]{}]\s*|\s*[\n\t]+\s*"
+)
+# Words that may stand between a description and its ad tail: "Red dress with free shipping".
+_CLOSING_PUNCT_RE = re.compile(r"[.!?…\"”’')\]]+")
+_AD_CONNECTORS = frozenset("with and plus now at for get only just on & + - – — sale special offer hurry new hot free "
+                           "save buy shop order deal deals today big mega".split())
+
+WORD_RE = re.compile(r"[^\W\d_]+")
+
+
+_QUOTED_RE = re.compile(r'"[^"\n]*"|“[^”\n]*”')
+
+
+def _ad_triggers(text: str) -> list[re.Match]:
+    """Trigger matches outside quotes: 'a sign reading " 50% off "' describes a sign."""
+    triggers = list(AD_TRIGGER_RE.finditer(text))
+    if triggers and ('"' in text or "“" in text):
+        quoted = [m.span() for m in _QUOTED_RE.finditer(text)]
+        triggers = [t for t in triggers if not any(s <= t.start() < e for s, e in quoted)]
+    return triggers
+
+
+def ad_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every advertising clause, merged, left to right.
+
+    A clause holding a trigger is removed whole; if it starts with a description
+    ("Red dress 50% off"), only the part from the trigger on (and the connectors just
+    before it) is the ad. Triggers inside quotes are text on a sign, not ads.
+    """
+    triggers = _ad_triggers(text)
+    if not triggers:
+        return []
+    delims = [d.span() for d in SEGMENT_DELIM_RE.finditer(text) if d.end() > d.start()]
+    delim_starts, delim_ends = [d[0] for d in delims], [d[1] for d in delims]
+    tokens = [t.span() for t in re.finditer(r"\S+", text)]
+    token_starts = [t[0] for t in tokens]
+    spans: list[tuple[int, int]] = []
+    for m in triggers:
+        i = bisect.bisect_right(delim_ends, m.start()) - 1
+        seg_start = delim_ends[i] if i >= 0 else 0
+        j = bisect.bisect_left(delim_starts, m.end())
+        seg_end = delim_starts[j] if j < len(delims) else len(text)
+        start = seg_start
+        k = bisect.bisect_left(token_starts, m.start()) - 1
+        for _ in range(64):  # the last description word before the trigger, if the clause has one
+            if k < 0 or tokens[k][0] < seg_start:
+                break
+            word = text[tokens[k][0]:min(tokens[k][1], m.start())]
+            if (WORD_RE.search(word) and word.lower() not in _AD_CONNECTORS) or _CLOSING_PUNCT_RE.fullmatch(word):
+                start = tokens[k][0] + len(word)  # a description, then the ad: only the ad goes
+                break
+            k -= 1
+        spans.append((start, seg_end))
+    spans.sort()
+    merged = [spans[0]]
+    for s, e in spans[1:]:
+        if s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+        else:
+            merged.append((s, e))
+    return merged
+
+
+# Every trigger holds one of these words (lower-cased ``WORD_RE`` words) or a % or currency sign: a
+# caption with none of them skips the trigger regex (most captions, at a fraction of the cost).
+_AD_KEYWORDS = frozenset(
+    "click tap buy shop order book call subscribe register sign download bid donate act apply join enrol enroll "
+    "reserve grab get claim save preorder pre browse bogo add cart basket bag wishlist shipping delivery returns "
+    "ships free limited offer offers deal deals discount discounts promotion promotions only while miss price "
+    "prices sale stock available code codes promo coupon voucher us me visit check follow like more info "
+    "information guarantee guaranteed hurry arrival arrivals sponsored pin pinterest share tweet bargain bargains "
+    "trial quote estimate gift gifts".split()
+)
+_CREDIT_KEYWORDS = frozenset(
+    "photo photos photograph photographs image images picture pictures pic pics foto video footage illustration "
+    "illustrations artwork artworks graphic graphics credit credits source sources via copyright rights courtesy "
+    "photographed photography photographer author artist editor".split()
+)
+
+
+def _lower_words(text: str, words: list[str] | None) -> set[str]:
+    return {w.lower() for w in (WORD_RE.findall(text) if words is None else words)}
+
+
+def has_ad(text: str, words: list[str] | None = None) -> bool:
+    """``words``: the caption's ``WORD_RE`` matches, if the caller already has them."""
+    if not any(ch in text for ch in "%$€£") and _AD_KEYWORDS.isdisjoint(_lower_words(text, words)):
+        return False
+    return AD_TRIGGER_RE.search(text) is not None and bool(_ad_triggers(text))
+
+
+# --- bracketed links, sources and credits ------------------------------------------
+BRACKET_GROUP_RE = re.compile(r"\(([^()]*)\)|\[([^\[\]]*)\]|\{([^{}]*)\}")
+_NOTE_LABEL_RE = re.compile(
+    r"(?:image\s+|photo\s+)?(?:sources?|via|credits?|photo(?:\s+credits?)?|image|picture|pic|foto|courtesy(?:\s+of)?"
+    r"|from|copyright|©|see|more(?:\s+(?:at|info|here))?|link|url|website|read\s+more(?:\s+at)?"
+    r"|full\s+(?:story|article)(?:\s+at)?|photographer)\b\s*(?:by\s+|:\s*|-\s+)?"
+    r"|©\s*",
+    re.IGNORECASE,
+)
+_BARE_NOTE_LABELS = ("source", "sources", "via", "credit", "credits", "photo credit", "photo credits")
+_CREDITED_FULL_RE = re.compile(rf"(?:{_CREDITED})(?:\s*\d{{4}})?\.?", re.IGNORECASE)
+
+
+def _is_note(content: str) -> bool:
+    text = content.strip()
+    if not text:
+        return False
+    had_url = URL_RE.search(text) is not None
+    text = URL_RE.sub(" ", text).strip()
+    label = _NOTE_LABEL_RE.match(text)
+    rest = text[label.end():] if label else text
+    rest = rest.strip(" :;,.-–—/|")
+    if not rest:
+        if had_url:
+            return True
+        return bool(label) and label.group(0).strip(" :-").lower() in _BARE_NOTE_LABELS
+    if had_url or label:
+        return _CREDITED_FULL_RE.fullmatch(rest) is not None
+    return False
+
+
+def bracket_note_spans(text: str) -> list[tuple[int, int]]:
+    """Bracketed groups that hold only a link, a source or a credit: "(source: http://x.y/z)",
+    "[via Reuters]", "(Photo: Jane Doe/AP)". The span includes the brackets."""
+    if not any(ch in text for ch in "([{"):
+        return []
+    return [m.span() for m in BRACKET_GROUP_RE.finditer(text)
+            if _is_note(next(g for g in m.groups() if g is not None))]
+
+
+def has_credit(text: str, words: list[str] | None = None) -> bool:
+    """``words``: the caption's ``WORD_RE`` matches, if the caller already has them."""
+    if not any(ch in text for ch in "©/|(") and _CREDIT_KEYWORDS.isdisjoint(_lower_words(text, words)):
+        return False
+    return CREDIT_RE.search(text) is not None or bool(bracket_note_spans(text))
+
+
+# --- invisible characters and whitespace --------------------------------------------
+# ANSI / VT100 escape sequences: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), 2-char escapes, 8-bit CSI.
+ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])|\x9b[0-?]*[ -/]*[@-~]")
+# C0 controls but tab, LF, VT, FF, CR (those are whitespace); DEL and C1 but NEL; soft hyphen; zero-width space,
+# word joiner and invisible operators; BOM / ZWNBSP; Mongolian vowel separator; bidi embeddings, overrides
+# (U+202A-E) and isolates (U+2066-9); interlinear annotation marks.
+CONTROL_RE = re.compile(
+    "[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u180e\u200b\u2060-\u2064\ufeff"
+    "\u202a-\u202e\u2066-\u2069\ufff9-\ufffb]"
+)
+# Zero-width (non-)joiners are needed inside emoji sequences and some scripts; next to ASCII, or at
+# either end, they are noise.
+ZW_JOINER_RE = re.compile(r"(?:^|(?<=[\x00-\x7f]))[\u200c\u200d]+|[\u200c\u200d]+(?=[\x00-\x7f]|$)")
+WHITESPACE_RE = re.compile(r"\s+")
+# Any whitespace but a plain space (an ideographic space is fine too), two or more spaces, or
+# whitespace at either end.
+IRREGULAR_WHITESPACE_RE = re.compile(r"[^\S \u3000]|  |^\s|\s$")
+
+
+def has_control_chars(text: str) -> bool:
+    if text.isprintable():
+        return False
+    return bool(ANSI_RE.search(text) or CONTROL_RE.search(text) or ZW_JOINER_RE.search(text))
+
+
+def remove_control_chars(text: str) -> str:
+    """ANSI escapes, control characters (NUL too), bidi overrides and stray zero-width characters, gone."""
+    if text.isprintable():
+        return text
+    return ZW_JOINER_RE.sub("", CONTROL_RE.sub("", ANSI_RE.sub("", text)))
+
+
+def has_irregular_whitespace(text: str) -> bool:
+    return IRREGULAR_WHITESPACE_RE.search(text) is not None
+
+
+def normalize_whitespace(text: str) -> str:
+    """Every whitespace run becomes one space (a lone ideographic space stays); ends trimmed."""
+    return WHITESPACE_RE.sub(lambda m: m.group(0) if m.group(0) == "\u3000" else " ", text).strip()
+
+
+# --- quotes around the whole caption ---------------------------------------------------
+_QUOTE_PAIRS = {'"': '"', "“": "”", "„": "“", "«": "»", "»": "«", "‘": "’", "'": "'", "‚": "‘", "「": "」",
+                "『": "』", "”": "”"}
+_WRAPPED_RE = re.compile(r"^\s*([\"“„«»‘'‚「『”])(.+)([\"”“»«’'」』])\s*([.!?]*)\s*$", re.DOTALL)
+_LOOSE_APOSTROPHE_RE = re.compile(r"(?<!\w)['‘’]|['‘’](?!\w)")
+
+
+def _quotes_pair_up(inner: str) -> bool:
+    """Straight double quotes inside ``inner`` open (at a word start) and close (at a word end) in turn:
+    'says " stop "' pairs up; 'Hi" and "bye' (two quoted parts) does not."""
+    opening = True
+    for i, ch in enumerate(inner):
+        if ch != '"':
+            continue
+        before = inner[i - 1] if i else " "
+        after = inner[i + 1] if i + 1 < len(inner) else " "
+        if opening and not (before.isspace() or before in "([{"):
+            return False
+        if not opening and not (after.isspace() or after in ".,;:!?)]}"):
+            return False
+        opening = not opening
+    return opening
+
+
+def unwrap_quotes(text: str) -> str:
+    """The caption without a quote pair around all of it (what ``&quot;...&quot;`` leaves).
+
+    Quotes inside a caption (a sign that says "stop") stay; so do two quoted parts
+    ('"Hi" and "bye"'). An apostrophe inside a word does not count as a quote.
+    """
+    m = _WRAPPED_RE.match(text)
+    if not m:
+        return text
+    opening, inner, closing, tail = m.groups()
+    if _QUOTE_PAIRS.get(opening) != closing:
+        return text
+    if opening in "'‘‚":
+        if _LOOSE_APOSTROPHE_RE.search(inner):
+            return text
+    elif opening == closing == '"':
+        if not _quotes_pair_up(inner):
+            return text
+    elif opening in inner or closing in inner:
+        return text
+    if not any(ch.isalpha() for ch in inner):
+        return text
+    return inner.strip() + tail
+
+
+def is_wrapped_in_quotes(text: str) -> bool:
+    return unwrap_quotes(text) != text
+
+
+# --- hashtags, entities, repeats, case ---------------------------------------------------
+# A hashtag must hold a letter: "#1 fan" is a rank, and "&#39;" an entity.
+_TAG = r"#\w*[^\W\d_]\w*"
+HASHTAG_RE = re.compile(r"(?<![\w#&])#(\w*[^\W\d_]\w*)")
+# Hashtags to drop: a run of two or more anywhere, or a single one ending the caption.
+# Group 1 is the word before (to tell "on the #beach" from "sunset #nofilter"),
+# group 3 the sentence mark after it, which is kept.
+_DROPPED_HASHTAGS_RE = re.compile(
+    rf"(?:(?<=\s)|^)([^\s#]\S*\s+)?({_TAG}(?:[\s,]+{_TAG})+|{_TAG}(?=[.!?]?\s*$))([.!?]?)"
+)
+# A dropped run after one of these words keeps its first word: "a walk on the #beach".
+INLINE_HASHTAG_PRECEDERS = frozenset(
+    "a an the my our your his her their its this that these those on in at of for with to"
+    " from by and or into onto near over under".split()
+)
+
+ENTITY_RE = re.compile(r"&(?:[a-zA-Z][a-zA-Z0-9]{1,31}|#\d{1,7}|#[xX][0-9a-fA-F]{1,6});")
+
+# Alphabetic n-grams (1-4 words) repeated back to back, case-insensitively.
+# The lazy {0,3}? tries the shortest unit first, so "a a a a" is one run of "a".
+REPEAT_RE = re.compile(r"\b([^\W\d_]+(?:\s+[^\W\d_]+){0,3}?)(?:\s+\1\b)+", re.IGNORECASE)
+# Doubled words that are usually meant ("she had had enough", "very very tall"); a
+# capitalised double is a name ("Bora Bora", "New York New York") and is kept too.
+ALLOWED_DOUBLES = frozenset({"had", "that", "very", "bye", "ha", "no", "so"})
+
+# Scripts written without spaces between words (CJK ideographs, kana, Thai, Lao,
+# Khmer, Myanmar): whitespace tokens undercount their words.
+NO_SPACE_SCRIPT_RE = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0eff\u1780-\u17ff\u1000-\u109f]"
+)
+
+# Cheap necessary conditions, checked first so clean captions skip the full patterns.
+_URL_HINT_RE = re.compile(r"://|www\.|\.(?:com|net|org|info|biz|io|ly|co\.uk)\b", re.IGNORECASE)
+_FILENAME_HINT_RE = re.compile(rf"\d|\.{_IMAGE_EXT}\b", re.IGNORECASE)
+
+
+def unescape_html(text: str) -> str:
+    """Decode ``&amp;``-style entities until stable: scraped alt text is often escaped twice.
+
+    Only well-formed entities with a ``;`` are decoded; html.unescape on the whole
+    string would also turn "Terms &notice" into "Terms ¬ice".
+    """
+    while True:
+        decoded = ENTITY_RE.sub(lambda m: html.unescape(m.group(0)), text)
+        if decoded == text:
+            return text
+        text = decoded
+
+
+def has_html_entity(text: str) -> bool:
+    return ENTITY_RE.search(text) is not None and unescape_html(text) != text
+
+
+def _collapse_one(match: re.Match) -> str:
+    phrase, whole = match.group(1), match.group(0)
+    copies = len(WHITESPACE_RE.split(whole)) // len(WHITESPACE_RE.split(phrase))
+    if copies == 2:
+        second = whole[len(phrase):].lstrip()
+        if phrase.lower() in ALLOWED_DOUBLES or (phrase[0].isupper() and second[0].isupper()):
+            return whole
+    return phrase
+
+
+def collapse_repeats(text: str) -> str:
+    """Keep one copy of each back-to-back repeated word or short phrase, until none is left."""
+    while True:
+        collapsed = REPEAT_RE.sub(_collapse_one, text)
+        if collapsed == text:
+            return text
+        text = collapsed
+
+
+def has_repeat_run(text: str, words: list[str] | None = None) -> bool:
+    """``words``: the caption's ``WORD_RE`` matches, if the caller already has them.
+
+    Every repeat REPEAT_RE can find shows up as equal words 1-4 apart in that list,
+    which is much cheaper to test than the regex itself.
+    """
+    low = [w.lower() for w in (WORD_RE.findall(text) if words is None else words)]
+    if len(set(low)) == len(low):
+        return False
+    if not any(a == b for n in range(1, 5) for a, b in zip(low, low[n:])):
+        return False
+    return collapse_repeats(text) != text
+
+
+def has_url(text: str) -> bool:
+    return _URL_HINT_RE.search(text) is not None and URL_RE.search(text) is not None
+
+
+def has_filename(text: str) -> bool:
+    return _FILENAME_HINT_RE.search(text) is not None and FILENAME_RE.search(text) is not None
+
+
+def _drop_hashtags(match: re.Match) -> str:
+    before, tags, mark = match.group(1) or "", match.group(2), match.group(3)
+    if before.strip().lower() in INLINE_HASHTAG_PRECEDERS:
+        return before + HASHTAG_RE.search(tags).group(1) + mark
+    before = before.rstrip()
+    if before.endswith((".", "!", "?")):
+        mark = ""
+    return f"{before}{mark} "
+
+
+def has_droppable_hashtags(text: str) -> bool:
+    """A run of two or more hashtags, or one ending the caption: what ``remove_hashtags`` takes out."""
+    return "#" in text and _DROPPED_HASHTAGS_RE.search(text) is not None
+
+
+def remove_hashtags(text: str) -> str:
+    """Drop hashtag runs and trailing tags; keep the word of a tag used inside a sentence."""
+    return HASHTAG_RE.sub(r"\1", _DROPPED_HASHTAGS_RE.sub(_drop_hashtags, text))
+
+
+def is_all_caps(text: str) -> bool:
+    """Shouting: at least 6 cased letters and none of them lower case."""
+    cased = sum(1 for ch in text if ch.isupper())
+    return cased >= 6 and not any(ch.islower() for ch in text)
+
+
+def noise_free_words(text: str) -> list[str]:
+    """The caption's whitespace tokens once links, file names, boilerplate, credits, bracketed
+    notes, ads and hashtags are taken out: the words that can describe the image."""
+    for start, end in reversed(bracket_note_spans(text)):
+        text = text[:start] + " " + text[end:]
+    for start, end in reversed(ad_spans(text)):
+        text = text[:start] + " " + text[end:]
+    for pattern in (LABELLED_URL_RE, FILENAME_RE, CREDIT_RE, BOILERPLATE_RE):
+        text = pattern.sub(" ", text)
+    return HASHTAG_RE.sub(" ", text).split()

@@ -1,0 +1,365 @@
+"""Human judgments of image-caption pairs: readers, the join with a warehouse's scores, baselines.
+
+Formats (``read_judgments``):
+
+* ``expert``: Flickr8k-Expert, ``ExpertAnnotations.txt`` from the Flickr8k release (Hodosh et al.
+  2013). Tab-separated: image file, caption id (``<image file>#<0-4>``), then three expert
+  scores 1-4 (1: the caption does not describe the image ... 4: it describes it). Caption
+  text comes from ``Flickr8k.token.txt`` (``<image file>#<n>\\t<caption>``), given as
+  ``captions``. Following CLIPScore's and SPICE's protocol, a candidate that is one of its
+  own image's reference captions is left out (``skip_references``).
+* ``crowdflower``: Flickr8k-CrowdFlower, ``CrowdFlowerAnnotations.txt``: image file, caption id,
+  share of "yes" (the caption describes the image), number of yes, number of no. The
+  score is the share of yes.
+* ``generic``: CSV (header row) or JSON lines with ``image``, ``caption`` and ``score``; optional
+  ``key`` and ``shard`` (join on the warehouse's sample key instead of image + caption) and
+  ``references`` (a list of reference captions, for the reference baseline).
+
+Every reader returns one row per judged pair: ``pair`` (an id), ``image``, ``caption``,
+``score`` (the human score; for Expert the mean of the three experts) and, for Expert,
+``ratings`` (the three scores), so either protocol can be evaluated.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tarfile
+from collections import defaultdict
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+FORMATS = ("expert", "crowdflower", "generic")
+# Where a sample's json may name its source image (the judgment files name image files).
+IMAGE_FIELDS = ("image", "image_id", "filename", "file_name", "image_path", "path", "url")
+
+
+def normalize_caption(text) -> str:
+    return " ".join(str(text).split()).lower() if isinstance(text, str) else ""
+
+
+def image_id(value) -> str:
+    """The comparable form of an image reference: the file name without folders or query string."""
+    if not isinstance(value, str) or not value.strip():
+        return ""
+    return PurePosixPath(value.strip().split("?", 1)[0].replace("\\", "/")).name.lower()
+
+
+def read_flickr8k_captions(path: str | Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """``Flickr8k.token.txt``: (caption id -> caption, image file -> its captions)."""
+    by_id: dict[str, str] = {}
+    by_image: dict[str, list[str]] = defaultdict(list)
+    with open(path, encoding="utf-8") as handle:
+        for n, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 2 or "#" not in parts[0]:
+                raise ValueError(f"{path}:{n}: expected '<image file>#<n>\\t<caption>' (Flickr8k.token.txt)")
+            by_id[parts[0]] = parts[1]
+            by_image[parts[0].split("#", 1)[0]].append(parts[1])
+    return by_id, dict(by_image)
+
+
+def sniff_format(path: str | Path) -> str:
+    """``expert``, ``crowdflower`` or ``generic``, from the file's name and first line."""
+    path = Path(path)
+    if path.suffix.lower() in (".csv", ".jsonl", ".json"):
+        return "generic"
+    with open(path, encoding="utf-8") as handle:
+        first = next((line for line in handle if line.strip()), "")
+    parts = first.rstrip("\n").split("\t")
+    if len(parts) == 5 and "#" in parts[1]:
+        try:
+            share, yes, no = float(parts[2]), int(parts[3]), int(parts[4])
+        except ValueError:
+            share, yes, no = -1.0, -1, -1
+        if 0.0 <= share <= 1.0 and "." in parts[2] and yes >= 0 and no >= 0:
+            return "crowdflower"
+        return "expert"
+    return "generic"
+
+
+def _caption_for(caption_id: str, captions: dict[str, str] | None, path, n) -> str:
+    if captions is None:
+        raise ValueError(f"{path} names captions by id ({caption_id}); pass the Flickr8k.token.txt file as captions")
+    try:
+        return captions[caption_id]
+    except KeyError:
+        raise ValueError(f"{path}:{n}: caption id {caption_id!r} is not in the captions file") from None
+
+
+def read_expert(path, captions: dict[str, str] | None, references: dict[str, list[str]] | None = None,
+                skip_references: bool = True) -> pd.DataFrame:
+    rows = []
+    skipped = 0
+    with open(path, encoding="utf-8") as handle:
+        for n, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 5:
+                raise ValueError(f"{path}:{n}: expected 5 tab-separated columns (image, caption id, 3 expert scores)")
+            image, caption_id = parts[0], parts[1]
+            try:
+                ratings = [float(x) for x in parts[2:]]
+            except ValueError:
+                raise ValueError(f"{path}:{n}: expert scores must be numbers 1-4, got {parts[2:]}") from None
+            caption = _caption_for(caption_id, captions, path, n)
+            if skip_references and references is not None and caption in references.get(image, []):
+                skipped += 1
+                continue
+            rows.append({"pair": f"{image}|{caption_id}", "image": image, "caption_id": caption_id,
+                         "caption": caption, "score": float(np.mean(ratings)), "ratings": ratings})
+    df = pd.DataFrame(rows, columns=["pair", "image", "caption_id", "caption", "score", "ratings"])
+    df.attrs["skipped_references"] = skipped
+    return df
+
+
+def read_crowdflower(path, captions: dict[str, str] | None) -> pd.DataFrame:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for n, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 5:
+                raise ValueError(f"{path}:{n}: expected 5 tab-separated columns (image, caption id, share of yes, "
+                                 "yes, no)")
+            image, caption_id = parts[0], parts[1]
+            try:
+                share, yes, no = float(parts[2]), int(parts[3]), int(parts[4])
+            except ValueError:
+                raise ValueError(f"{path}:{n}: expected a share and two counts, got {parts[2:]}") from None
+            rows.append({"pair": f"{image}|{caption_id}", "image": image, "caption_id": caption_id,
+                         "caption": _caption_for(caption_id, captions, path, n), "score": share,
+                         "n_yes": yes, "n_no": no})
+    return pd.DataFrame(rows, columns=["pair", "image", "caption_id", "caption", "score", "n_yes", "n_no"])
+
+
+def read_generic(path) -> pd.DataFrame:
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".csv":
+        records = list(csv.DictReader(io.StringIO(text)))
+    else:
+        stripped = text.lstrip()
+        if stripped.startswith("["):
+            records = json.loads(stripped)
+        else:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    df = pd.DataFrame(records)
+    missing = {"score"} - set(df.columns)
+    if not {"key"} <= set(df.columns) and not {"image", "caption"} <= set(df.columns):
+        missing |= {"image", "caption"}
+    if missing or df.empty:
+        raise ValueError(f"{path}: each record needs image, caption and score (or key and score); missing "
+                         f"{sorted(missing) or 'records'}")
+    df["score"] = pd.to_numeric(df["score"], errors="coerce")
+    for column in ("image", "caption", "key", "shard"):
+        if column not in df:
+            df[column] = None
+    if "references" in df:
+        df["references"] = df["references"].apply(
+            lambda v: json.loads(v) if isinstance(v, str) and v.startswith("[") else v)
+    df["pair"] = [str(i) for i in range(len(df))]
+    return df
+
+
+def read_judgments(path, fmt: str = "auto", captions_file=None, skip_references: bool = True) -> pd.DataFrame:
+    """Judged pairs from a file in one of ``FORMATS`` (``auto`` sniffs it); ``.attrs`` say which."""
+    fmt = sniff_format(path) if fmt == "auto" else fmt
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown judgment format {fmt!r}; choose auto, {', '.join(FORMATS)}")
+    captions = references = None
+    if captions_file:
+        captions, references = read_flickr8k_captions(captions_file)
+    if fmt == "expert":
+        df = read_expert(path, captions, references, skip_references)
+    elif fmt == "crowdflower":
+        df = read_crowdflower(path, captions)
+    else:
+        df = read_generic(path)
+    if references is not None and "references" not in df:
+        # the image's other captions: CLIPScore's references exclude the candidate itself
+        df["references"] = [[r for r in references.get(img, []) if r != cap]
+                            for img, cap in zip(df["image"], df["caption"])]
+    df.attrs.update({"format": fmt, "path": str(path)})
+    if df.empty:
+        raise ValueError(f"{path}: no judged pairs")
+    return df
+
+
+def warehouse_scores(warehouse, column: str) -> pd.DataFrame:
+    """Every scored pair of a warehouse with ``column``: shard, key, caption, image (from the sample's
+    json when it names one, else the key) and ``metric``."""
+    scores = warehouse.read_all("quality_scores")
+    if scores.empty:
+        raise ValueError(f"no quality_scores in the warehouse at {warehouse.root}; run `curate run` on the judged "
+                         "pairs first")
+    if column not in scores:
+        numeric = sorted(c for c in scores.columns if pd.api.types.is_numeric_dtype(scores[c]))
+        raise ValueError(f"score column {column!r} is not in quality_scores; numeric columns: {', '.join(numeric)}")
+    out = scores[["shard", "key", "caption"]].copy()
+    out["metric"] = pd.to_numeric(scores[column], errors="coerce").to_numpy()
+    pairs = warehouse.read_all("pairs")
+    images = {}
+    if not pairs.empty and "meta_json" in pairs:
+        for shard, key, meta in zip(pairs["shard"], pairs["key"], pairs["meta_json"]):
+            if isinstance(meta, str) and meta:
+                try:
+                    record = json.loads(meta)
+                except json.JSONDecodeError:
+                    continue
+                name = next((record[f] for f in IMAGE_FIELDS if isinstance(record.get(f), str)), None)
+                if name:
+                    images[(shard, key)] = name
+    out["image"] = [images.get((s, k), k) for s, k in zip(out["shard"], out["key"])]
+    return out
+
+
+def join_scores(judgments: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """Judgments with the warehouse's ``metric``: on (shard,) key when the judgments carry keys, else on
+    the image file name and the caption (whitespace and case folded). Pairs scored more than once
+    (the same image and caption in two shards) take their mean."""
+    if "key" in judgments and judgments["key"].notna().all():
+        on = ["shard", "key"] if "shard" in judgments and judgments["shard"].notna().all() else ["key"]
+        metric = scores.groupby(on, as_index=False)["metric"].mean()
+        left = judgments.copy()
+        for column in on:
+            left[column] = left[column].astype(str)
+            metric[column] = metric[column].astype(str)
+        joined = left.merge(metric, on=on, how="left")
+    else:
+        left = judgments.assign(_image=judgments["image"].map(image_id), _caption=judgments["caption"].map(normalize_caption))
+        right = scores.assign(_image=scores["image"].map(image_id), _caption=scores["caption"].map(normalize_caption))
+        metric = right.groupby(["_image", "_caption"], as_index=False)["metric"].mean()
+        joined = left.merge(metric, on=["_image", "_caption"], how="left").drop(columns=["_image", "_caption"])
+    joined.attrs.update(judgments.attrs)
+    joined.attrs["matched"] = int(joined["metric"].notna().sum())
+    return joined
+
+
+def reference_minilm_scores(judgments: pd.DataFrame) -> np.ndarray:
+    """The reference-caption baseline: for each candidate, the highest all-MiniLM-L6-v2 cosine to one of
+    its image's reference captions (the candidate itself left out). Text only: it needs no image
+    and no warehouse, so it checks that the harness runs end to end."""
+    from curation_pipeline.scoring.signals.embedding import caption_embeddings
+
+    if "references" not in judgments:
+        raise ValueError("the reference baseline needs reference captions: the Flickr8k captions file "
+                         "(--captions) or a 'references' list per record")
+    refs = [[r for r in (rs if isinstance(rs, list) else []) if normalize_caption(r) != normalize_caption(c)]
+            for rs, c in zip(judgments["references"], judgments["caption"])]
+    texts = sorted({t for rs in refs for t in rs} | set(judgments["caption"].astype(str)))
+    index = {t: i for i, t in enumerate(texts)}
+    vectors = caption_embeddings(texts)
+    out = np.full(len(judgments), np.nan)
+    for row, (caption, rs) in enumerate(zip(judgments["caption"].astype(str), refs)):
+        if rs:
+            out[row] = float(np.max(vectors[[index[r] for r in rs]] @ vectors[index[caption]]))
+    return out
+
+
+def write_judgment_shards(judgments: pd.DataFrame, images_dir: str | Path, out_dir: str | Path,
+                          per_shard: int = 1000, prefix: str = "judged") -> list[Path]:
+    """Webdataset shards of the judged pairs (image bytes, caption, json naming the image), so
+    `curate run` can score them; `curate evaluate` then joins on image and caption."""
+    images_dir, out_dir = Path(images_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unique = judgments.drop_duplicates(["image", "caption"])[["image", "caption"]].reset_index(drop=True)
+    missing = [img for img in unique["image"].unique() if not (images_dir / img).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} judged images are not in {images_dir} (first: {missing[0]})")
+    paths = []
+    for start in range(0, len(unique), per_shard):
+        path = out_dir / f"{prefix}-{start // per_shard:06d}.tar"
+        tmp = path.with_suffix(".tar.tmp")
+        with tarfile.open(tmp, "w") as tar:
+            for i, (image, caption) in enumerate(unique.iloc[start:start + per_shard].itertuples(index=False), start):
+                key = f"{i:07d}"
+                ext = Path(image).suffix.lstrip(".").lower() or "jpg"
+                members = [(f"{key}.{ext}", (images_dir / image).read_bytes()),
+                           (f"{key}.txt", str(caption).encode("utf-8")),
+                           (f"{key}.json", json.dumps({"image": image, "caption": caption}).encode("utf-8"))]
+                for name, data in members:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    info.mtime = 0
+                    tar.addfile(info, io.BytesIO(data))
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+PROTOCOLS = ("mean", "each")
+
+
+def evaluate_agreement(joined: pd.DataFrame, *, protocols=("mean", "each"), n_boot: int = 1000,
+                       seed: int = 0) -> dict:
+    """Correlations of ``metric`` with the human ``score`` (Expert: per protocol). Plain JSON types."""
+    from curation_pipeline.evaluation.agreement import correlations
+
+    fmt = joined.attrs.get("format", "generic")
+    scored = joined[joined["metric"].notna() & joined["score"].notna()]
+    report = {"format": fmt, "path": joined.attrs.get("path"), "judged_pairs": int(len(joined)),
+              "matched_pairs": int(len(scored)), "skipped_references": int(joined.attrs.get("skipped_references", 0)),
+              "results": []}
+    if len(scored) < 3:
+        raise ValueError(f"only {len(scored)} of {len(joined)} judged pairs have a score to compare: do the "
+                         "warehouse's pairs come from these judgments (same image files and captions)?")
+    if fmt == "expert" and "ratings" in scored:
+        for protocol in protocols:
+            if protocol == "mean":
+                result = correlations(scored["score"], scored["metric"], n_boot=n_boot, seed=seed)
+                label = "mean of the 3 expert scores per pair"
+            else:
+                ratings = np.array(scored["ratings"].tolist(), dtype=float)
+                k = ratings.shape[1]
+                result = correlations(ratings.reshape(-1), np.repeat(scored["metric"].to_numpy(), k),
+                                      groups=np.repeat(np.arange(len(scored)), k), n_boot=n_boot, seed=seed)
+                label = "each expert score (CLIPScore's rows)"
+            report["results"].append({"protocol": protocol, "label": label, **result})
+    else:
+        label = "share of yes per pair" if fmt == "crowdflower" else "human score per pair"
+        result = correlations(scored["score"], scored["metric"], n_boot=n_boot, seed=seed)
+        report["results"].append({"protocol": "pair", "label": label, **result})
+    return report
+
+
+BASELINES = ("ref_minilm",)
+
+
+def agreement_report(judgments_path, score: str, *, fmt: str = "auto", captions_file=None,
+                     warehouse_root: str | None = None, n_boot: int = 1000, seed: int = 0,
+                     skip_references: bool = True, protocols=PROTOCOLS) -> dict:
+    """Read the judgments, get the score (a warehouse column, or the ``ref_minilm`` baseline), correlate."""
+    judgments = read_judgments(judgments_path, fmt, captions_file, skip_references)
+    if score in BASELINES:
+        joined = judgments.copy()
+        joined["metric"] = reference_minilm_scores(judgments)
+        joined.attrs.update(judgments.attrs)
+    else:
+        from curation_pipeline.storage.warehouse import Warehouse
+
+        if not warehouse_root:
+            raise ValueError(f"score {score!r} is a warehouse column: give the warehouse (or use --score ref_minilm)")
+        joined = join_scores(judgments, warehouse_scores(Warehouse(warehouse_root), score))
+    report = evaluate_agreement(joined, protocols=protocols, n_boot=n_boot, seed=seed)
+    report["score"] = score
+    report["warehouse"] = None if score in BASELINES else warehouse_root
+    return report
+
+
+def format_agreement(report: dict) -> str:
+    from curation_pipeline.evaluation.agreement import format_correlations
+
+    title = (f"{report['score']} vs {report['format']} judgments ({report['path']}): "
+             f"{report['matched_pairs']} of {report['judged_pairs']} judged pairs scored")
+    if report.get("skipped_references"):
+        title += f"; {report['skipped_references']} candidates that are their image's own reference left out"
+    return format_correlations([(r["label"], r) for r in report["results"]], title)

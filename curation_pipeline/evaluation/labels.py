@@ -1,0 +1,208 @@
+"""Curation decisions scored against per-sample labels (clean / noisy / junk / mismatched).
+
+The truth file is JSON lines, one object per sample, as ``evaluation.noise.write_truth``
+writes it: ``key`` (and optionally ``shard``), ``label``, ``caption`` (the caption as it
+was given to the pipeline) and, for ``noisy``, ``clean`` (the caption before the noise)
+and ``kinds`` (the noise kinds injected).
+
+Measured, per label: the share kept unchanged, rewritten, dropped. For noisy samples:
+* ``caught``: rewritten or dropped (anything but kept as it came);
+* ``exactly_clean``: the final caption equals the clean source, character for character;
+* edit-ratio quantiles of the final caption against the clean source
+  (``rewriting.verify.edit_ratio``: 0.0 = the clean words exactly, 1.0 = no word in common),
+  over the noisy samples that were not dropped.
+For clean samples: every false change (rewritten or dropped), with examples.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from curation_pipeline.evaluation.noise import LABELS
+from curation_pipeline.rewriting.verify import edit_ratio
+
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+def read_truth(path: str | Path) -> pd.DataFrame:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for n, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: not JSON ({exc})") from exc
+            if "key" not in row or row.get("label") not in LABELS:
+                raise ValueError(f"{path}:{n}: each line needs 'key' and a 'label' in {', '.join(LABELS)}")
+            if row["label"] == "noisy" and not isinstance(row.get("clean"), str):
+                raise ValueError(f"{path}:{n}: a noisy sample needs its 'clean' source caption")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no labelled samples")
+    truth = pd.DataFrame(rows)
+    for column in ("clean", "caption", "shard", "split"):
+        if column not in truth:
+            truth[column] = None
+    if "kinds" not in truth:
+        truth["kinds"] = [[] for _ in range(len(truth))]
+    truth["kinds"] = truth["kinds"].apply(lambda v: list(v) if isinstance(v, (list, tuple)) else [])
+    return truth
+
+
+def join_outcomes(truth: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
+    """Truth rows with the pipeline's ``outcome``, ``final_caption`` and ``reason`` (inner join on
+    shard and key where the truth names shards, else on key)."""
+    on = ["shard", "key"] if truth["shard"].notna().all() and "shard" in final else ["key"]
+    cols = list(dict.fromkeys(on + ["outcome", "final_caption", "reason", "original_caption"]))
+    joined = truth.merge(final[cols], on=on, how="inner")
+    if joined.empty:
+        raise ValueError(f"no labelled sample matches a curated pair (joined on {', '.join(on)}): are the truth file "
+                         "and the warehouse from the same shards?")
+    return joined
+
+
+def _share(mask: pd.Series) -> float:
+    return float(mask.mean()) if len(mask) else float("nan")
+
+
+def _examples(df: pd.DataFrame, limit: int, columns: list[str]) -> list[dict]:
+    return [{c: (None if pd.isna(v) else v) if not isinstance(v, list) else v for c, v in row.items()}
+            for row in df[columns].head(limit).to_dict("records")]
+
+
+def evaluate_labels(joined: pd.DataFrame, examples: int = 10) -> dict:
+    """The report (plain JSON types) for truth rows joined with outcomes (``join_outcomes``)."""
+    df = joined.copy()
+    df["final_caption"] = df["final_caption"].where(df["outcome"].ne("dropped"), None)
+    report: dict = {"samples": int(len(df)), "labels": {}}
+    for label in LABELS:
+        part = df[df["label"].eq(label)]
+        dropped = part.loc[part["outcome"].eq("dropped"), "reason"].fillna("").astype(str)
+        report["labels"][label] = {
+            "n": int(len(part)),
+            "kept_unchanged": _share(part["outcome"].eq("kept")),
+            "rewritten": _share(part["outcome"].eq("rewritten")),
+            "dropped": _share(part["outcome"].eq("dropped")),
+            "drop_reasons": {k: int(v) for k, v in dropped.str.split(r" \(|;|:", n=1).str[0].value_counts()
+                             .head(3).items()},
+        }
+    noisy = df[df["label"].eq("noisy")].copy()
+    noisy["caught"] = ~noisy["outcome"].eq("kept")
+    noisy["exactly_clean"] = noisy["final_caption"].eq(noisy["clean"]) & noisy["outcome"].ne("dropped")
+    alive = noisy[noisy["outcome"].ne("dropped")]
+    ratios = np.array([edit_ratio(c, f) for c, f in zip(alive["clean"], alive["final_caption"])], dtype=float)
+    noisy_report = {
+        "n": int(len(noisy)),
+        "caught": _share(noisy["caught"]),
+        "exactly_clean": _share(noisy["exactly_clean"]),
+        "dropped": _share(noisy["outcome"].eq("dropped")),
+        "edit_ratio": {f"p{round(q * 100)}": (float(np.quantile(ratios, q)) if len(ratios) else float("nan"))
+                       for q in QUANTILES},
+        "edit_ratio_mean": float(ratios.mean()) if len(ratios) else float("nan"),
+        "by_kind": {},
+        "not_clean_examples": _examples(noisy[~noisy["exactly_clean"]], examples,
+                                        ["key", "kinds", "caption", "clean", "final_caption", "outcome", "reason"]),
+    }
+    for kind in sorted({k for ks in noisy["kinds"] for k in ks}):
+        having = noisy[noisy["kinds"].apply(lambda ks, k=kind: k in ks)]
+        alone = having[having["kinds"].apply(len).eq(1)]
+        noisy_report["by_kind"][kind] = {
+            "n": int(len(having)), "caught": _share(having["caught"]), "exactly_clean": _share(having["exactly_clean"]),
+            "alone_n": int(len(alone)), "alone_exactly_clean": _share(alone["exactly_clean"]),
+        }
+    report["noisy"] = noisy_report
+    clean = df[df["label"].eq("clean")]
+    changed = clean[~clean["outcome"].eq("kept")]
+    report["clean"] = {
+        "n": int(len(clean)),
+        "kept_unchanged": _share(clean["outcome"].eq("kept")),
+        "false_changes": int(len(changed)),
+        "false_change_examples": _examples(changed, examples, ["key", "caption", "final_caption", "outcome", "reason"]),
+    }
+    junk = df[df["label"].eq("junk")]
+    report["junk"] = {
+        "n": int(len(junk)),
+        "dropped": _share(junk["outcome"].eq("dropped")),
+        "kept_examples": _examples(junk[junk["outcome"].ne("dropped")], examples,
+                                   ["key", "kinds", "caption", "final_caption", "outcome", "reason"]),
+    }
+    mismatched = df[df["label"].eq("mismatched")]
+    report["mismatched"] = {"n": int(len(mismatched)), "dropped": _share(mismatched["outcome"].eq("dropped"))}
+    report["summary"] = {
+        "noisy_caught": noisy_report["caught"],
+        "noisy_exactly_clean": noisy_report["exactly_clean"],
+        "noisy_edit_ratio_p90": noisy_report["edit_ratio"]["p90"],
+        "clean_kept_unchanged": report["clean"]["kept_unchanged"],
+        "junk_dropped": report["junk"]["dropped"],
+        "mismatched_dropped": report["mismatched"]["dropped"],
+    }
+    return report
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value != value else f"{100 * value:.1f}%"
+
+
+def format_labels_report(report: dict) -> str:
+    """A plain-text table of the report, for the terminal."""
+    lines = [f"{report['samples']} labelled samples", "",
+             f"{'label':<12}{'n':>7}{'kept unchanged':>17}{'rewritten':>12}{'dropped':>10}"]
+    for label, row in report["labels"].items():
+        reasons = ", ".join(f"{k} {v}" for k, v in row.get("drop_reasons", {}).items())
+        lines.append(f"{label:<12}{row['n']:>7}{_pct(row['kept_unchanged']):>17}{_pct(row['rewritten']):>12}"
+                     f"{_pct(row['dropped']):>10}" + (f"   drops: {reasons}" if reasons else ""))
+    noisy = report["noisy"]
+    er = noisy["edit_ratio"]
+    lines += ["", f"noisy: caught {_pct(noisy['caught'])}, exactly clean {_pct(noisy['exactly_clean'])}, "
+              f"dropped {_pct(noisy['dropped'])}; edit ratio vs clean source p50 {er['p50']:.3f}, "
+              f"p90 {er['p90']:.3f}, p99 {er['p99']:.3f}"]
+    if noisy["by_kind"]:
+        lines += ["", f"{'noise kind':<18}{'n':>6}{'caught':>9}{'exactly clean':>15}{'alone: n':>10}{'clean':>8}"]
+        for kind, row in noisy["by_kind"].items():
+            lines.append(f"{kind:<18}{row['n']:>6}{_pct(row['caught']):>9}{_pct(row['exactly_clean']):>15}"
+                         f"{row['alone_n']:>10}{_pct(row['alone_exactly_clean']):>8}")
+    clean = report["clean"]
+    lines += ["", f"clean: kept unchanged {_pct(clean['kept_unchanged'])}, false changes {clean['false_changes']}"]
+    for ex in clean["false_change_examples"]:
+        lines.append(f"  {ex['key']}: {ex['caption']!r} -> {ex['final_caption']!r} ({ex['outcome']}: {ex['reason']})")
+    lines.append(f"junk: dropped {_pct(report['junk']['dropped'])}; mismatched: dropped "
+                 f"{_pct(report['mismatched']['dropped'])} (only an image-text score can see a mismatch)")
+    if noisy["not_clean_examples"]:
+        lines += ["", "noisy samples not exactly clean (first few):"]
+        for ex in noisy["not_clean_examples"]:
+            lines.append(f"  {ex['key']} [{','.join(ex['kinds'])}] {ex['caption']!r} -> {ex['final_caption']!r} "
+                         f"(clean {ex['clean']!r}; {ex['outcome']})")
+    return "\n".join(lines)
+
+
+def labels_report(truth_path, *, warehouse_root: str | None = None, from_captions: bool = False,
+                  examples: int = 10) -> dict:
+    """Score the curation against a truth file: the warehouse's final_captions, or (``from_captions``)
+    the pipeline's caption path run in process over the truth file's own captions."""
+    truth = read_truth(truth_path)
+    if from_captions:
+        from curation_pipeline.evaluation.curation import curate_captions
+
+        if truth["caption"].isna().any():
+            raise ValueError(f"{truth_path}: --from-captions needs every sample's 'caption'")
+        final, _ = curate_captions(truth["key"].astype(str).tolist(), truth["caption"].tolist())
+        source = "caption path in process (text scorers, default policy, cleaner)"
+    else:
+        from curation_pipeline.storage.warehouse import Warehouse
+
+        final = Warehouse(str(warehouse_root)).read_all("final_captions")
+        if final.empty:
+            raise ValueError(f"no final_captions in the warehouse at {warehouse_root}; run `curate run` on the "
+                             "labelled shards, or use --from-captions")
+        source = f"final_captions of {warehouse_root}"
+    truth["key"] = truth["key"].astype(str)
+    final = final.assign(key=final["key"].astype(str))
+    report = evaluate_labels(join_outcomes(truth, final), examples=examples)
+    report.update({"truth": str(truth_path), "source": source, "unmatched": int(len(truth) - report["samples"])})
+    return report

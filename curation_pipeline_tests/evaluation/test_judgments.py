@@ -1,0 +1,230 @@
+"""Judgment readers (from the published formats, on small files written here), the warehouse join,
+the reference baseline, `curate evaluate` and the Dagster assets."""
+
+import json
+import tarfile
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from curation_pipeline.cli import main
+from curation_pipeline.evaluation.judgments import (
+    agreement_report,
+    join_scores,
+    read_judgments,
+    reference_minilm_scores,
+    sniff_format,
+    warehouse_scores,
+    write_judgment_shards,
+)
+from curation_pipeline.evaluation.noise import make_labelled, shipped_items, write_truth
+from curation_pipeline.storage.warehouse import Warehouse
+
+# Made-up images and captions in the Flickr8k layouts (not Flickr data). Each judged image has a
+# twin whose captions describe the same scene: the good candidates come from the twin.
+CAPTIONS = {
+    "10_aa.jpg": ["A brown dog runs on the sand .", "A dog running along a beach .", "A dog on the shore .",
+                  "Brown dog at the sea .", "A dog sprints near the waves ."],
+    "11_ab.jpg": ["A brown dog running on a sandy beach .", "A dog races along the shoreline .",
+                  "A dog at the beach .", "The dog runs by the ocean .", "A tan dog on the sand ."],
+    "20_bb.jpg": ["Two children play football in a park .", "Kids kick a ball on grass .",
+                  "Two boys with a soccer ball .", "Children playing in a field .", "A game of football in the park ."],
+    "21_ba.jpg": ["Two kids play soccer on the grass .", "Children chase a football in a park .",
+                  "Boys playing ball outside .", "Two young boys play football .", "Kids with a ball in a field ."],
+    "30_cc.jpg": ["A red car parked on a street .", "A car by the curb .", "A red sedan on a road .",
+                  "A parked red vehicle .", "A small red car in town ."],
+    "31_ca.jpg": ["A red car parked by the road .", "A red automobile on the street .", "A parked car .",
+                  "A little red car .", "A red car next to the sidewalk ."],
+}
+# image, caption id, three expert scores (1: does not describe the image ... 4: describes it)
+EXPERT = [
+    ("10_aa.jpg", "11_ab.jpg#0", 4, 4, 4), ("10_aa.jpg", "11_ab.jpg#2", 3, 4, 3), ("10_aa.jpg", "20_bb.jpg#1", 1, 1, 2),
+    ("10_aa.jpg", "31_ca.jpg#2", 1, 1, 1), ("20_bb.jpg", "21_ba.jpg#0", 4, 4, 3), ("20_bb.jpg", "21_ba.jpg#3", 4, 3, 4),
+    ("20_bb.jpg", "10_aa.jpg#3", 1, 2, 1), ("20_bb.jpg", "30_cc.jpg#0", 1, 1, 1), ("30_cc.jpg", "31_ca.jpg#1", 4, 4, 4),
+    ("30_cc.jpg", "31_ca.jpg#3", 3, 3, 4), ("30_cc.jpg", "11_ab.jpg#1", 1, 1, 1), ("30_cc.jpg", "21_ba.jpg#2", 2, 1, 1),
+]
+# A candidate that is one of its own image's references: left out by default (CLIPScore / SPICE).
+OWN = [("10_aa.jpg", "10_aa.jpg#0", 4, 4, 4)]
+
+
+@pytest.fixture()
+def flickr_files(tmp_path):
+    token = tmp_path / "Flickr8k.token.txt"
+    token.write_text("".join(f"{img}#{i}\t{c}\n" for img, cs in CAPTIONS.items() for i, c in enumerate(cs)))
+    rows = EXPERT + OWN
+    expert = tmp_path / "ExpertAnnotations.txt"
+    expert.write_text("".join("\t".join(map(str, r)) + "\n" for r in rows))
+    crowd = tmp_path / "CrowdFlowerAnnotations.txt"
+    crowd.write_text("".join(f"{img}\t{cid}\t{(s1 - 1) / 3:.6f}\t{s1 - 1}\t{4 - s1}\n" for img, cid, s1, *_ in rows))
+    return {"token": token, "expert": expert, "crowd": crowd}
+
+
+def test_formats_are_sniffed(flickr_files, tmp_path):
+    assert sniff_format(flickr_files["expert"]) == "expert"
+    assert sniff_format(flickr_files["crowd"]) == "crowdflower"
+    (tmp_path / "j.csv").write_text("image,caption,score\n")
+    assert sniff_format(tmp_path / "j.csv") == "generic"
+
+
+def test_expert_reader(flickr_files):
+    df = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])
+    assert df.attrs["format"] == "expert" and df.attrs["skipped_references"] == 1  # SPICE / CLIPScore protocol
+    assert len(df) == len(EXPERT)
+    row = df[df["caption_id"].eq("20_bb.jpg#1")].iloc[0]
+    assert row["caption"] == "Kids kick a ball on grass ." and row["ratings"] == [1.0, 1.0, 2.0]
+    assert row["score"] == pytest.approx(4 / 3)
+    assert row["references"] == CAPTIONS["10_aa.jpg"]  # the judged image's own captions
+    kept = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"], skip_references=False)
+    assert len(kept) == len(EXPERT) + 1
+    assert kept.iloc[-1]["references"] == CAPTIONS["10_aa.jpg"][1:]  # a candidate is never its own reference
+    with pytest.raises(ValueError, match="Flickr8k.token.txt"):
+        read_judgments(flickr_files["expert"])
+
+
+def test_crowdflower_reader(flickr_files):
+    df = read_judgments(flickr_files["crowd"], captions_file=flickr_files["token"])
+    assert df.attrs["format"] == "crowdflower" and len(df) == len(EXPERT) + 1
+    assert df["score"].between(0, 1).all() and {"n_yes", "n_no"} <= set(df.columns)
+
+
+def test_generic_readers(tmp_path):
+    (tmp_path / "j.csv").write_text('image,caption,score\na.jpg,"A dog, running",3\nb.jpg,A cat,1\nc.jpg,A car,2\n')
+    df = read_judgments(tmp_path / "j.csv")
+    assert df["caption"].tolist() == ["A dog, running", "A cat", "A car"] and df["score"].tolist() == [3, 1, 2]
+    lines = [{"key": "k1", "score": 0.5, "references": ["x"]}, {"key": "k2", "score": 1.0, "references": ["y"]}]
+    (tmp_path / "j.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert read_judgments(tmp_path / "j.jsonl")["key"].tolist() == ["k1", "k2"]
+    (tmp_path / "bad.csv").write_text("picture,text\nx,y\n")
+    with pytest.raises(ValueError, match="score"):
+        read_judgments(tmp_path / "bad.csv")
+
+
+def _warehouse(tmp_path, judgments, metric):
+    """A warehouse holding the judged pairs, scored by ``metric``, images named in the sample json."""
+    wh = Warehouse(str(tmp_path / "wh"))
+    unique = judgments.drop_duplicates(["image", "caption"]).reset_index(drop=True)
+    keys = [f"{i:07d}" for i in range(len(unique))]
+    wh.write_table("quality_scores", "judged-000000", pd.DataFrame({
+        "shard": "judged-000000", "key": keys, "caption": unique["caption"],
+        "my_score": [metric(img, cap) for img, cap in zip(unique["image"], unique["caption"])]}))
+    wh.write_table("pairs", "judged-000000", pd.DataFrame({
+        "shard": "judged-000000", "key": keys, "caption": unique["caption"],
+        "meta_json": [json.dumps({"image": f"Flicker8k_Dataset/{img}"}) for img in unique["image"]]}))
+    return wh
+
+
+SOURCE = {c: img for img, cs in CAPTIONS.items() for c in cs}
+
+
+def _right(img, cap):
+    """1 when the caption describes the image's scene (its twin's caption), else 0."""
+    return 1.0 if SOURCE[cap][0] == img[0] else 0.0
+
+
+def test_join_and_agreement_with_a_warehouse_column(flickr_files, tmp_path):
+    judgments = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])
+    wh = _warehouse(tmp_path, judgments, _right)
+    scores = warehouse_scores(wh, "my_score")
+    joined = join_scores(judgments, scores)
+    assert joined.attrs["matched"] == len(judgments)  # matched on image file name + caption, folders ignored
+    report = agreement_report(flickr_files["expert"], "my_score", captions_file=flickr_files["token"],
+                              warehouse_root=wh.root, n_boot=30)
+    assert [r["protocol"] for r in report["results"]] == ["mean", "each"]
+    mean, each = report["results"]
+    assert mean["n"] == len(EXPERT) and each["n"] == 3 * len(EXPERT) and each["n_groups"] == len(EXPERT)
+    assert mean["kendall_tau_c"]["value"] > 0.5 and mean["pearson"]["value"] > 0.8
+    with pytest.raises(ValueError, match="not in quality_scores"):
+        warehouse_scores(wh, "nope")
+    inverted = _warehouse(tmp_path / "inv", judgments, lambda i, c: -_right(i, c))
+    bad = agreement_report(flickr_files["expert"], "my_score", captions_file=flickr_files["token"],
+                           warehouse_root=inverted.root, n_boot=10, protocols=("mean",))
+    assert bad["results"][0]["kendall_tau_c"]["value"] < -0.5
+
+
+def test_reference_baseline_runs_without_a_warehouse(flickr_files):
+    report = agreement_report(flickr_files["expert"], "ref_minilm", captions_file=flickr_files["token"], n_boot=30)
+    tau = report["results"][0]["kendall_tau_c"]["value"]
+    assert report["warehouse"] is None and report["matched_pairs"] == len(EXPERT)
+    assert tau > 0.3  # the right captions are paraphrases of their references
+    judgments = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])
+    scores = reference_minilm_scores(judgments)
+    assert np.isfinite(scores).all() and scores.max() <= 1.0 + 1e-6
+
+
+def test_shards_of_judged_pairs(flickr_files, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for img in CAPTIONS:
+        (images / img).write_bytes(b"\xff\xd8fake-jpeg")
+    judgments = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])
+    paths = write_judgment_shards(judgments, images, tmp_path / "raw", per_shard=5)
+    assert [p.name for p in paths] == ["judged-000000.tar", "judged-000001.tar", "judged-000002.tar"]  # 12 pairs
+    with tarfile.open(paths[0]) as tar:
+        names = tar.getnames()
+        meta = json.loads(tar.extractfile("0000000.json").read())
+    assert names[:3] == ["0000000.jpg", "0000000.txt", "0000000.json"] and meta["image"] in CAPTIONS
+    with pytest.raises(FileNotFoundError):
+        write_judgment_shards(judgments, tmp_path, tmp_path / "raw2")
+
+
+def test_cli_evaluate(flickr_files, tmp_path):
+    runner = CliRunner()
+    judgments = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])
+    wh = _warehouse(tmp_path, judgments, _right)
+    out = tmp_path / "agreement.json"
+    result = runner.invoke(main, ["evaluate", "--judgments", str(flickr_files["expert"]), "--captions",
+                                  str(flickr_files["token"]), "--score", "my_score", "--warehouse", wh.root,
+                                  "--bootstrap", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "kendall_tau_c" in result.output and "each expert score" in result.output
+    saved = json.loads(out.read_text())
+    assert saved["score"] == "my_score" and saved["results"][0]["kendall_tau_c"]["value"] > 0.5
+    default = runner.invoke(main, ["evaluate", "--judgments", str(flickr_files["crowd"]), "--captions",
+                                   str(flickr_files["token"]), "--score", "my_score", "--warehouse", wh.root,
+                                   "--bootstrap", "10"])
+    assert default.exit_code == 0, default.output
+    assert (tmp_path / "wh" / "evaluation" / "agreement-crowdflower-my_score.json").is_file()
+    for args in (["--score", "x"], ["--judgments", str(flickr_files["expert"])],
+                 ["--judgments", str(flickr_files["expert"]), "--score", "my_score", "--warehouse", wh.root]):
+        bad = runner.invoke(main, ["evaluate", *args])
+        assert bad.exit_code == 2, bad.output
+
+
+def test_cli_labels_from_captions(tmp_path):
+    truth = write_truth(make_labelled(shipped_items()), tmp_path / "truth.jsonl")
+    out = tmp_path / "labels.json"
+    result = CliRunner().invoke(main, ["evaluate", "--labels", str(truth), "--from-captions", "--out", str(out),
+                                       "--warehouse", str(tmp_path / "wh")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["summary"]["noisy_caught"] >= 0.95 and "kept unchanged" in result.output
+    missing = CliRunner().invoke(main, ["evaluate", "--labels", str(truth), "--warehouse", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "final_captions" in missing.output
+
+
+def test_assets_show_the_evaluation(flickr_files, tmp_path):
+    from curation_pipeline.assets.evaluation import curation_vs_labels, human_agreement
+    from curation_pipeline.resources import WarehouseResource
+
+    judgments = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])
+    wh = _warehouse(tmp_path, judgments, _right)
+    truth = write_truth(make_labelled(shipped_items()[:60]), tmp_path / "truth.jsonl")
+    resources = {"warehouse": WarehouseResource(raw_root=str(tmp_path), root=wh.root)}
+    config = {"ops": {
+        "human_agreement": {"config": {"judgments": str(flickr_files["expert"]), "captions": str(flickr_files["token"]),
+                                       "score_column": "my_score", "bootstrap": 10}},
+        "curation_vs_labels": {"config": {"truth": str(truth), "from_captions": True}},
+    }}
+    result = dg.materialize([human_agreement, curation_vs_labels], resources=resources, run_config=config,
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert meta["human_agreement"]["kendall_tau_c"].value > 0.5
+    assert meta["curation_vs_labels"]["noisy_caught"].value >= 0.95
+    assert (tmp_path / "wh" / "evaluation" / "labels.json").is_file()
+    unset = dg.materialize([human_agreement], resources=resources, raise_on_error=False,
+                           instance=dg.DagsterInstance.ephemeral())
+    assert not unset.success

@@ -1,0 +1,89 @@
+"""Curation outcomes scored against labels: shares, exactly clean, edit ratios, false changes."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from curation_pipeline.evaluation.labels import evaluate_labels, format_labels_report, join_outcomes
+
+TRUTH = pd.DataFrame([
+    {"key": "c1", "label": "clean", "caption": "A dog runs .", "clean": "A dog runs .", "kinds": []},
+    {"key": "c2", "label": "clean", "caption": "A cat sleeps", "clean": "A cat sleeps", "kinds": []},
+    {"key": "n1", "label": "noisy", "caption": "A dog runs . Buy now", "clean": "A dog runs .", "kinds": ["advertising"]},
+    {"key": "n2", "label": "noisy", "caption": "A cat sleeps #a #b", "clean": "A cat sleeps", "kinds": ["hashtags"]},
+    {"key": "n3", "label": "noisy", "caption": "Photo: J Doe a b c d", "clean": "a b c d", "kinds": ["credit"]},
+    {"key": "n4", "label": "noisy", "caption": "x y z w (src", "clean": "x y z w", "kinds": ["bracketed_source"]},
+    {"key": "j1", "label": "junk", "caption": "IMG_1.JPG", "clean": None, "kinds": ["filename"]},
+    {"key": "m1", "label": "mismatched", "caption": "A boat", "clean": None, "kinds": []},
+]).assign(shard=None)
+FINAL = pd.DataFrame([
+    {"key": "c1", "outcome": "kept", "final_caption": "A dog runs .", "reason": "ok"},
+    {"key": "c2", "outcome": "rewritten", "final_caption": "A cat sleeps.", "reason": "rewritten: x"},
+    {"key": "n1", "outcome": "rewritten", "final_caption": "A dog runs .", "reason": "rewritten: x"},
+    {"key": "n2", "outcome": "kept", "final_caption": "A cat sleeps #a #b", "reason": "rejected"},
+    {"key": "n3", "outcome": "rewritten", "final_caption": "Doe a b c d", "reason": "rewritten: x"},
+    {"key": "n4", "outcome": "dropped", "final_caption": None, "reason": "weak"},
+    {"key": "j1", "outcome": "dropped", "final_caption": None, "reason": "weak"},
+    {"key": "m1", "outcome": "kept", "final_caption": "A boat", "reason": "ok"},
+    {"key": "zz", "outcome": "kept", "final_caption": "not labelled", "reason": "ok"},
+]).assign(original_caption=None)
+
+
+def test_report_figures():
+    report = evaluate_labels(join_outcomes(TRUTH, FINAL))
+    assert report["samples"] == 8
+    assert report["labels"]["clean"] == {"n": 2, "kept_unchanged": 0.5, "rewritten": 0.5, "dropped": 0.0,
+                                         "drop_reasons": {}}
+    assert report["labels"]["junk"]["drop_reasons"] == {"weak": 1}
+    noisy = report["noisy"]
+    assert noisy["n"] == 4 and noisy["caught"] == 0.75 and noisy["exactly_clean"] == 0.25 and noisy["dropped"] == 0.25
+    # edit ratios of the three surviving noisy captions vs their clean source: 0, 1 - 2*3/(3+5), 1 - 2*4/(4+5)
+    ratios = sorted([0.0, 1 - 6 / 8, 1 - 8 / 9])
+    assert noisy["edit_ratio"]["p50"] == pytest.approx(ratios[1])
+    assert noisy["edit_ratio_mean"] == pytest.approx(sum(ratios) / 3)
+    assert noisy["by_kind"]["advertising"]["exactly_clean"] == 1.0 and noisy["by_kind"]["hashtags"]["caught"] == 0.0
+    assert report["clean"]["false_changes"] == 1
+    assert report["clean"]["false_change_examples"][0]["final_caption"] == "A cat sleeps."
+    assert report["junk"]["dropped"] == 1.0 and report["mismatched"]["dropped"] == 0.0
+    assert report["summary"]["clean_kept_unchanged"] == 0.5
+    text = format_labels_report(report)
+    assert "exactly clean 25.0%" in text and "A cat sleeps." in text
+
+
+def test_nothing_matches():
+    with pytest.raises(ValueError, match="no labelled sample matches"):
+        join_outcomes(TRUTH, FINAL.assign(key="other"))
+
+
+def test_a_label_without_samples_is_nan_not_zero():
+    report = evaluate_labels(join_outcomes(TRUTH[TRUTH["label"].ne("junk")], FINAL))
+    assert report["labels"]["junk"]["n"] == 0 and math.isnan(report["junk"]["dropped"])
+
+
+def test_labels_against_a_warehouse(tmp_path):
+    import tarfile
+
+    from curation_pipeline.evaluation.curation import curate_captions
+    from curation_pipeline.evaluation.labels import labels_report, read_truth
+    from curation_pipeline.evaluation.noise import make_labelled, shipped_items, write_labelled_shards
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    samples = make_labelled(shipped_items()[:40])
+    images = tmp_path / "images"
+    images.mkdir()
+    for sample in samples:
+        (images / sample.image).write_bytes(b"\xff\xd8not-really-a-jpeg")
+    paths = write_labelled_shards(samples, images, tmp_path / "raw", tmp_path / "truth.jsonl", per_shard=25)
+    assert [p.name for p in paths] == ["labelled-000000.tar", "labelled-000001.tar"]
+    with tarfile.open(paths[0]) as tar:
+        assert tar.extractfile(f"{samples[0].key}.txt").read().decode() == samples[0].caption
+    truth = read_truth(tmp_path / "truth.jsonl")
+    assert truth["shard"].notna().all() and len(truth) == len(samples)
+    wh = Warehouse(str(tmp_path / "wh"))  # final captions per shard, as the pipeline would store them
+    for shard, part in truth.groupby("shard"):
+        final, _ = curate_captions(part["key"].tolist(), part["caption"].tolist(), shard=shard)
+        wh.write_table("final_captions", shard, final)
+    report = labels_report(tmp_path / "truth.jsonl", warehouse_root=wh.root)
+    assert report["unmatched"] == 0 and report["samples"] == len(samples)
+    assert report["summary"]["noisy_exactly_clean"] >= 0.8 and report["summary"]["clean_kept_unchanged"] == 1.0

@@ -1,0 +1,104 @@
+"""The labelled-noise generator, and the cleaner measured on it with the repository's own captions."""
+
+import random
+from dataclasses import asdict
+
+import pandas as pd
+import pytest
+
+from curation_pipeline.evaluation import noise
+from curation_pipeline.evaluation.curation import curate_captions
+from curation_pipeline.evaluation.labels import evaluate_labels, join_outcomes, read_truth
+from curation_pipeline.evaluation.noise import NOISE_KINDS, inject, make_labelled, shipped_items, split_of, write_truth
+from curation_pipeline.evaluation.shipped_captions import CAPTIONS
+
+# The issue's targets, on the split the rules were not written from.
+TARGETS = {"noisy_caught": 0.95, "noisy_exactly_clean": 0.80, "clean_kept_unchanged": 0.99}
+MAX_P90_EDIT = 0.15
+
+
+def test_every_kind_is_documented():
+    for kind in NOISE_KINDS:
+        assert f"``{kind}``" in noise.__doc__, kind
+
+
+@pytest.mark.parametrize("kind", list(NOISE_KINDS))
+def test_each_kind_changes_the_caption_and_only_adds(kind):
+    rng = random.Random(1)
+    for caption in CAPTIONS[:40]:
+        noisy = inject(caption, [kind], rng)
+        assert noisy != caption
+        # noise is only ever inserted: every character of the caption survives, in order
+        chars = iter(noisy)
+        assert all(ch in chars for ch in caption), (kind, noisy)
+
+
+def test_generation_is_deterministic_and_split_by_image():
+    items = shipped_items()
+    a, b = make_labelled(items, seed=3), make_labelled(items, seed=3)
+    assert [asdict(s) for s in a] == [asdict(s) for s in b]
+    assert [asdict(s) for s in make_labelled(items, seed=4)] != [asdict(s) for s in a]
+    for sample in a:
+        assert sample.split == split_of(sample.image)
+        if sample.label == "mismatched":
+            assert sample.caption_of != sample.image and split_of(sample.caption_of) == sample.split
+        if sample.label == "noisy":
+            assert sample.clean in CAPTIONS and 1 <= len(sample.kinds) <= 3 and sample.caption != sample.clean
+    counts = pd.Series([s.label for s in a]).value_counts()
+    assert set(counts.index) == set(noise.LABELS) and counts["noisy"] > counts["clean"] > counts["junk"]
+    assert {s.split for s in a} == {"dev", "heldout"}
+    assert split_of("images/1000268201_693b08cb0e.jpg") == split_of("images/1000268201_693b08cb0e.jpg")
+
+
+def test_truth_file_round_trip(tmp_path):
+    samples = make_labelled(shipped_items()[:30])
+    truth = read_truth(write_truth(samples, tmp_path / "truth.jsonl"))
+    assert truth["key"].tolist() == [s.key for s in samples]
+    assert truth.loc[truth["label"].eq("noisy"), "kinds"].map(len).min() >= 1
+    (tmp_path / "bad.jsonl").write_text('{"key": "a", "label": "noisy", "caption": "x"}\n')
+    with pytest.raises(ValueError, match="clean"):
+        read_truth(tmp_path / "bad.jsonl")
+
+
+def _measure(items, split, **kwargs):
+    samples = [s for s in make_labelled(items, **kwargs) if s.split == split]
+    truth = pd.DataFrame([asdict(s) for s in samples]).assign(shard=None)
+    final, _ = curate_captions(truth["key"].tolist(), truth["caption"].tolist())
+    return evaluate_labels(join_outcomes(truth, final))
+
+
+@pytest.mark.parametrize("split", ["dev", "heldout"])
+def test_cleaner_meets_the_targets_on_shipped_captions(split):
+    report = _measure(shipped_items(), split, seed=0, shares={"clean": 0.3, "noisy": 0.6, "junk": 0.1})
+    summary = report["summary"]
+    assert report["noisy"]["n"] >= 30 and report["clean"]["n"] >= 10
+    for name, bound in TARGETS.items():
+        assert summary[name] >= bound, (name, summary, report["noisy"]["not_clean_examples"])
+    assert summary["noisy_edit_ratio_p90"] <= MAX_P90_EDIT
+    assert summary["junk_dropped"] == 1.0, report["junk"]["kept_examples"]
+
+
+@pytest.mark.parametrize("kind", list(NOISE_KINDS))
+def test_each_kind_alone_comes_out_exactly_clean(kind):
+    """Every shipped caption with one noise kind goes through score -> decide -> clean -> accept."""
+    rng = random.Random(7)
+    noisy = [inject(c, [kind], rng) for c in CAPTIONS]
+    final, lineage = curate_captions([str(i) for i in range(len(CAPTIONS))], noisy)
+    wrong = [(n, f) for n, f, c in zip(noisy, final["final_caption"], CAPTIONS) if f != c]
+    assert not wrong, wrong[:5]
+    assert final["outcome"].eq("rewritten").all()
+
+
+def test_clean_captions_are_kept_as_written():
+    final, lineage = curate_captions([str(i) for i in range(len(CAPTIONS))], list(CAPTIONS))
+    assert final["outcome"].eq("kept").all() and lineage.empty
+    assert final["final_caption"].tolist() == list(CAPTIONS)
+
+
+def test_flickr_heldout_split_meets_the_targets(flickr_dir):
+    """The same measurement on the real Flickr8k captions, when ../shared is there (the benchmark's figure)."""
+    report = _measure(noise.flickr_items(flickr_dir)[:300], "heldout", captions_per_image=1)
+    summary = report["summary"]
+    for name, bound in TARGETS.items():
+        assert summary[name] >= bound, (name, summary)
+    assert summary["noisy_edit_ratio_p90"] <= MAX_P90_EDIT
