@@ -1,0 +1,165 @@
+"""Decode + score throughput of one shard (the heavy work of ``quality_scores``) on the local
+engine and on a Ray cluster with one and with two model workers, for the offline profile and a
+tiny-CLIP profile (the offline signals plus a random-weight CLIP: ViT 224 px, patch 32), and the
+peak memory of a Ray worker on a small and a big shard.
+
+The cluster is real (``ray start``: a head node and two worker nodes of one CPU each) and runs in
+a private network namespace (root: the script re-runs itself under ``unshare``), so every packet
+stays on loopback. A "worker" is one model actor on one CPU (one intra-op thread); the local
+engine uses every core. Figures per profile: ``<p>_local_pairs_per_s`` (scorers already built),
+``<p>_ray1_pairs_per_s`` / ``<p>_ray2_pairs_per_s`` (wall time of the whole Ray pipeline, actor
+start-up and model loading included), ``<p>_ray1_model_pairs_per_s`` / ``..._ray2_...`` (the
+model stage alone: the sum of each actor's pairs over its seconds in model calls), and the
+ratios the targets name. Worker peak memory: the largest peak RSS of any model actor or decode
+process, for a shard of a quarter of the pairs and for the whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from _common import add_smoke_flag, image_rows, parse_args, result_line
+
+from curation_pipeline.compute.cluster import (
+    LocalRayCluster,
+    enter_private_network,
+    in_private_network,
+    private_network_available,
+    run_in_private_network,
+)
+
+PROFILES = ("offline", "tiny_clip")
+
+
+def write_shard(path: Path, n: int, smoke: bool) -> Path:
+    rows = image_rows(None, smoke=smoke) if not smoke else image_rows(max(n, 8), smoke=True)
+    with tarfile.open(path, "w") as tar:
+        for i in range(n):
+            image, caption = rows[i % len(rows)]
+            key = f"{i:09d}"
+            for ext, data in (("jpg", Path(image).read_bytes()), ("txt", caption.encode()),
+                              ("json", json.dumps({"key": key, "caption": caption}).encode())):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def profile_for(name: str, folder: Path):
+    from curation_pipeline.scoring.profiles import ScoringProfile
+
+    if name == "offline":
+        return ScoringProfile("offline")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from clip_speed import make_clip
+
+    return ScoringProfile("clip", clip_model=make_clip(str(folder / "tiny-clip")))
+
+
+def local_rate(profile, shard: Path, batch_size: int) -> float:
+    from curation_pipeline.scoring.profiles import build_scorers
+    from curation_pipeline.scoring.run import score_stream
+    from curation_pipeline.shards.reader import iter_pair_batches
+
+    scorers = build_scorers(profile)
+    start = time.perf_counter()
+    table = score_stream(scorers, iter_pair_batches(str(shard), shard.stem, batch_size))
+    return len(table) / (time.perf_counter() - start)
+
+
+def ray_run(profile, shard: Path, batch_size: int, workers: int):
+    from curation_pipeline.compute.options import RayOptions
+    from curation_pipeline.compute.ray_data import score_shard
+
+    options = RayOptions(batch_size=batch_size, actors=workers, cpus_per_actor=1, threads_per_actor=1,
+                         decode_cpus=0.5, max_tasks_in_flight=2)
+    start = time.perf_counter()
+    table, _, stats = score_shard(str(shard), shard.stem, profile, options)
+    wall = time.perf_counter() - start
+    return len(table) / wall, stats.model_pairs_per_s, stats
+
+
+def measure(args) -> dict:
+    import ray
+
+    figures: dict = {"pairs": args.pairs, "batch_size": args.batch_size, "cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        folder = Path(tmp)
+        big = write_shard(folder / "bench-big.tar", args.pairs, args.smoke)
+        small = write_shard(folder / "bench-small.tar", max(args.pairs // 4, args.batch_size), args.smoke)
+        profiles = {name: profile_for(name, folder) for name in PROFILES}
+        for name, profile in profiles.items():
+            figures[f"{name}_local_pairs_per_s"] = local_rate(profile, big, args.batch_size)
+        with LocalRayCluster(head_cpus=2, worker_cpus=(1, 1), object_store_mb=512) as cluster:
+            ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+            try:
+                for name, profile in profiles.items():
+                    for workers in (1, 2):
+                        wall, model, stats = ray_run(profile, big, args.batch_size, workers)
+                        figures[f"{name}_ray{workers}_pairs_per_s"] = wall
+                        figures[f"{name}_ray{workers}_model_pairs_per_s"] = model
+                        figures[f"{name}_ray{workers}_nodes"] = len(stats.nodes)
+                    figures[f"{name}_ray1_vs_local"] = figures[f"{name}_ray1_pairs_per_s"] / figures[f"{name}_local_pairs_per_s"]
+                    figures[f"{name}_ray2_vs_ray1_model"] = (figures[f"{name}_ray2_model_pairs_per_s"]
+                                                             / figures[f"{name}_ray1_model_pairs_per_s"])
+                _, _, small_stats = ray_run(profiles["offline"], small, args.batch_size, 2)
+                _, _, big_stats = ray_run(profiles["offline"], big, args.batch_size, 2)
+            finally:
+                ray.shutdown()
+        figures["small_shard_pairs"] = max(args.pairs // 4, args.batch_size)
+        figures["ray_worker_peak_rss_small_mb"] = small_stats.peak_worker_rss_mb
+        figures["ray_worker_peak_rss_big_mb"] = big_stats.peak_worker_rss_mb
+        figures["ray_worker_peak_rss_ratio_big_small"] = big_stats.peak_worker_rss_mb / small_stats.peak_worker_rss_mb
+    figures["targets"] = {
+        "ray1_ge_0.8x_local": {p: figures[f"{p}_ray1_vs_local"] >= 0.8 for p in PROFILES},
+        "ray2_model_ge_1.6x_ray1": {p: figures[f"{p}_ray2_vs_ray1_model"] >= 1.6 for p in PROFILES},
+    }
+    return figures
+
+
+KEYS = ["cores", *[f"{p}_{k}" for p in PROFILES for k in (
+    "local_pairs_per_s", "ray1_pairs_per_s", "ray2_pairs_per_s", "ray1_model_pairs_per_s", "ray2_model_pairs_per_s",
+    "ray1_vs_local", "ray2_vs_ray1_model")], "ray_worker_peak_rss_small_mb", "ray_worker_peak_rss_big_mb",
+    "ray_worker_peak_rss_ratio_big_small", "targets"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=512, help="pairs in the big shard (the small one has a quarter)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    add_smoke_flag(parser, pairs=32, batch_size=8)
+    args = parse_args(parser)
+    if not in_private_network():
+        ok, why = private_network_available()
+        if not ok:  # no Ray cluster may run outside a private namespace: say so, measure nothing
+            print(f"Ray runs need a private network namespace: {why}", file=sys.stderr)
+            result_line({"pairs": args.pairs, "ray": f"skipped: {why}", **{k: None for k in KEYS}})
+            return
+        env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        done = run_in_private_network([sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]],
+                                      timeout=3600, env=env)
+        sys.exit(done.returncode)
+    enter_private_network()
+    try:
+        figures = measure(args)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        sys.stdout.flush()
+        os._exit(1)
+    result_line(figures)
+    sys.stdout.flush()
+    os._exit(0)  # PID 1 of the namespace: the kernel ends the Ray nodes
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""A real multi-node Ray cluster on one machine, inside a private network namespace.
+
+For the tests and the benchmark: ``ray start`` brings up a head node and worker nodes (one
+raylet each, as on separate machines), all bound to 127.0.0.1. Ray announces a node's
+external address to its peers, so the cluster must live where the only network is the
+loopback device: ``run_in_private_network`` re-runs a command under
+``unshare --net --pid --fork --mount-proc --kill-child`` (root), where the only interface
+is ``lo`` and every packet stays on the machine. The command is PID 1 of a fresh PID
+namespace, so when it exits (or is killed) the kernel ends every process it started:
+Ray's daemons never outlive it, and nothing outside is ever signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PRIVATE_ENV = "CURATION_PRIVATE_NETWORK"
+
+
+def private_network_available() -> tuple[bool, str]:
+    """Can this process make a private network namespace (root, ``unshare`` and ``ip``)?"""
+    if not sys.platform.startswith("linux"):
+        return False, "network namespaces need Linux"
+    if os.geteuid() != 0:
+        return False, "network namespaces need root"
+    missing = [tool for tool in ("unshare", "ip") if shutil.which(tool) is None]
+    if missing:
+        return False, f"missing {', '.join(missing)} (util-linux, iproute2)"
+    return True, ""
+
+
+def in_private_network() -> bool:
+    return os.environ.get(PRIVATE_ENV) == "1"
+
+
+def private_network_command(argv: list[str]) -> list[str]:
+    """``argv`` run as PID 1 of new network + PID namespaces (killed with its parent)."""
+    return ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child", *argv]
+
+
+def run_in_private_network(argv: list[str], timeout: float, env: dict | None = None,
+                           **kwargs) -> subprocess.CompletedProcess:
+    env = {**(env or os.environ), PRIVATE_ENV: "1"}
+    return subprocess.run(private_network_command(argv), env=env, timeout=timeout, **kwargs)
+
+
+def enter_private_network() -> list[str]:
+    """Inside the namespace: bring up ``lo``, check it is the only interface, make SIGTERM end
+    PID 1 (which otherwise ignores it). Returns the interfaces seen."""
+    if not in_private_network():
+        raise RuntimeError("not inside a private network namespace (run through run_in_private_network)")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    links = subprocess.run(["ip", "-o", "link", "show"], check=True, capture_output=True, text=True).stdout
+    interfaces = sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines() if line.strip())
+    if interfaces != ["lo"]:
+        raise RuntimeError(f"the private namespace has interfaces {interfaces}, expected only lo")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Nothing but loopback can reach this cluster, so it runs without Ray's token auth. Said
+    # explicitly: left unset, Ray turns it on whenever ~/.ray/auth_token exists, and nodes and
+    # drivers that disagree cannot talk (production clusters: RAY_AUTH_MODE=token, README).
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    return interfaces
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+class LocalRayCluster:
+    """A head node and ``len(worker_cpus)`` worker nodes, started with ``ray start --block``.
+
+    ``head_cpus`` / ``worker_cpus`` are the CPUs each node offers Ray (logical slots; they
+    may exceed the machine's cores). ``env`` is given to every node (the workers inherit it:
+    object-store credentials, offline switches). Only inside a private network namespace.
+    """
+
+    def __init__(self, head_cpus: float = 1, worker_cpus: tuple[float, ...] = (1,), object_store_mb: int = 256,
+                 env: dict | None = None, log_dir: str | None = None):
+        if not in_private_network():
+            raise RuntimeError("a test cluster may only run inside a private network namespace")
+        self.head_cpus, self.worker_cpus = head_cpus, tuple(worker_cpus)
+        self.object_store = str(object_store_mb * 1024 * 1024)
+        self.env = {**(env or os.environ), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+        self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: unix socket paths are limited
+        self.log_dir = Path(log_dir or self.temp_dir)
+        self.port = free_port()
+        self.client_port = free_port()
+        self.processes: list[subprocess.Popen] = []
+
+    @property
+    def address(self) -> str:
+        """The GCS address, for ``ray.init`` on a node of the cluster."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def client_address(self) -> str:
+        """The Ray Client address (as KubeRay's head service exposes it)."""
+        return f"ray://127.0.0.1:{self.client_port}"
+
+    def _ray(self, *args: str, name: str) -> subprocess.Popen:
+        ray = str(Path(sys.executable).with_name("ray"))
+        log = open(self.log_dir / f"{name}.log", "ab")
+        process = subprocess.Popen([ray, "start", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+                                    f"--object-store-memory={self.object_store}", *args],
+                                   env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def start(self, timeout: float = 90) -> "LocalRayCluster":
+        head = self._ray("--head", f"--port={self.port}", f"--ray-client-server-port={self.client_port}",
+                         f"--num-cpus={self.head_cpus}", "--num-gpus=0", "--include-dashboard=false",
+                         f"--temp-dir={self.temp_dir}", name="head")
+        wait_for_port(self.port, timeout, head)
+        # one node at a time: raylets starting together on a busy 2-core machine can miss
+        # their registration deadline; a node that does is started once more
+        for i, cpus in enumerate(self.worker_cpus):
+            for attempt in (1, 2):
+                node = self._ray(f"--address={self.address}", f"--num-cpus={cpus}", "--num-gpus=0",
+                                 name=f"worker-{i}")
+                try:
+                    self.wait_for_nodes(2 + i, timeout, watch=[head, node])
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
+                    self.processes.remove(node)
+        wait_for_port(self.client_port, timeout, head)
+        return self
+
+    def wait_for_nodes(self, count: int, timeout: float, watch: list[subprocess.Popen] | None = None) -> None:
+        import ray
+
+        ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+        try:
+            deadline = time.monotonic() + timeout
+            while len([n for n in ray.nodes() if n["Alive"]]) < count:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{count} Ray nodes did not come up in {timeout:.0f}s")
+                for process in watch or self.processes:
+                    if process.poll() is not None:
+                        raise RuntimeError(f"a ray node exited with {process.returncode}; see {self.log_dir}")
+                time.sleep(0.2)
+        finally:
+            ray.shutdown()
+
+    def stop(self) -> None:
+        """Kill the nodes' process groups (inside the namespace these are only ours)."""
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait(timeout=30)
+        self.processes.clear()
+        # the session files (sockets, spilled objects, worker logs); the nodes' own logs stay only
+        # where the caller asked for them (log_dir)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def __enter__(self) -> "LocalRayCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,90 @@
+"""The knobs of a Ray Data pipeline and what a run reports back (no Ray import here)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How one asset's heavy work is spread over the cluster.
+
+    ``batch_size``: pairs per batch (rows that move together through decode and the model);
+    the Dagster layer passes the local engine's batch size so both engines batch alike.
+    ``actors``: size of the model actor pool (fixed, so every actor is up before work flows);
+    each actor asks Ray for ``cpus_per_actor`` CPUs and ``gpus_per_actor`` GPUs (fractions
+    share a GPU) and loads its models once. ``threads_per_actor``: intra-op threads of the
+    actor's models (0 = its CPUs, rounded up). ``decode_concurrency``: most decode tasks at
+    once (0 = Ray Data decides). ``spread``: SPREAD scheduling, so actors and decode tasks
+    land on different nodes. ``max_tasks_in_flight``: batches queued per actor.
+    """
+
+    batch_size: int = 32
+    actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    threads_per_actor: int = 0
+    decode_concurrency: int = 0
+    decode_cpus: float = 1.0
+    spread: bool = True
+    max_tasks_in_flight: int = 2
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.actors < 1:
+            raise ValueError(f"actors must be >= 1, got {self.actors}")
+        if self.cpus_per_actor < 0 or self.gpus_per_actor < 0 or self.decode_cpus < 0:
+            raise ValueError("CPUs and GPUs per actor or task cannot be negative")
+        if self.max_tasks_in_flight < 1:
+            raise ValueError(f"max_tasks_in_flight must be >= 1, got {self.max_tasks_in_flight}")
+
+    @property
+    def threads(self) -> int:
+        return self.threads_per_actor or max(1, math.ceil(self.cpus_per_actor))
+
+
+@dataclass
+class RayStats:
+    """What the workers said about themselves: where batches ran and how big workers grew."""
+
+    nodes: set[str] = field(default_factory=set)  # node ids that ran any task or actor call
+    workers: set[tuple[str, int]] = field(default_factory=set)  # (node, pid) of the model actors
+    batches: int = 0
+    pairs: int = 0
+    peak_worker_rss_mb: float = 0.0  # largest peak RSS of any decode task or model actor process
+    model_busy_seconds: float = 0.0  # summed time the actors spent in model calls
+    first_start: float | None = None  # wall clock of the first model call's start
+    last_end: float | None = None  # and of the last one's end
+    per_worker: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # worker -> [pairs, busy s]
+
+    @property
+    def model_seconds(self) -> float:
+        """Wall time of the model stage: first model call's start to the last one's end."""
+        return 0.0 if self.first_start is None else self.last_end - self.first_start
+
+    def add_batch(self, node: str, pid: int, rss_mb: float, pairs: int, t0: float, t1: float) -> None:
+        self.nodes.add(node)
+        self.workers.add((node, int(pid)))
+        self.batches += 1
+        self.pairs += int(pairs)
+        self.peak_worker_rss_mb = max(self.peak_worker_rss_mb, float(rss_mb))
+        self.model_busy_seconds += float(t1) - float(t0)
+        done = self.per_worker.setdefault((node, int(pid)), [0.0, 0.0])
+        done[0] += int(pairs)
+        done[1] += float(t1) - float(t0)
+        self.first_start = float(t0) if self.first_start is None else min(self.first_start, float(t0))
+        self.last_end = float(t1) if self.last_end is None else max(self.last_end, float(t1))
+
+    @property
+    def model_pairs_per_s(self) -> float:
+        """The model stage's throughput with every actor busy: the sum of each actor's own rate
+        (pairs over the seconds it spent in model calls), so actor start-up and waiting for
+        input do not count."""
+        return sum(pairs / busy for pairs, busy in self.per_worker.values() if busy > 0)
+
+    def metadata(self) -> dict[str, float | int]:
+        return {"ray_nodes": len(self.nodes), "ray_model_actors": len(self.workers), "ray_batches": self.batches,
+                "ray_peak_worker_rss_mb": round(self.peak_worker_rss_mb, 1),
+                "ray_model_seconds": round(self.model_seconds, 3)}

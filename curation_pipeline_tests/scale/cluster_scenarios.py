@@ -1,0 +1,228 @@
+"""What the Ray tests run INSIDE a private network namespace (``python -m`` this module).
+
+``test_ray_cluster.py`` starts it with ``run_in_private_network``: it is PID 1 of fresh network
+and PID namespaces whose only interface is ``lo``. It starts the servers itself (s3rver, then a
+Ray head and a worker node with ``ray start``), runs the scenario, writes ``result.json`` into
+the output folder and exits; the kernel then ends every process it started. The test asserts
+on ``result.json``. Scenarios:
+
+``e2e``     the whole pipeline on two shards, S3 to S3, on the Ray cluster; its tables and tars
+            are compared with the local run's (``--reference``, a local warehouse).
+``resume``  a Ray-backed run of two shards is killed while the second shard's scoring is on the
+            cluster; the nightly ``fill_missing_shards`` logic then re-runs what is unfinished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+SHARDS = ["sample-000000", "sample-000001"]
+
+
+def _compute(address: str):
+    from curation_pipeline.resources import ComputeResource
+
+    # two model actors, one per node (SPREAD); small batches so both get work on 40-pair shards
+    return ComputeResource(engine="ray", address=address, actors=2, batch_size=0)
+
+
+def _materializations(instance, asset: str) -> list:
+    import dagster as dg
+
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset)), limit=1000)
+    return [r.event_log_entry for r in records.records]
+
+
+def _ray_nodes(instance) -> dict[str, list[int]]:
+    """ray_nodes metadata of every Ray-backed materialization, by asset."""
+    out: dict[str, list[int]] = {}
+    for asset in ("quality_scores", "rewritten_captions"):
+        for entry in _materializations(instance, asset):
+            meta = entry.asset_materialization.metadata
+            if "ray_nodes" in meta:
+                out.setdefault(asset, []).append(int(meta["ray_nodes"].value))
+    return out
+
+
+def _s3_objects(prefix: str) -> list[str]:
+    from curation_pipeline_tests.scale.helpers import fresh_s3fs
+
+    fs = fresh_s3fs()
+    return sorted(fs.find(prefix)) if fs.exists(prefix) else []
+
+
+def e2e(args, server, cluster) -> dict:
+    from curation_pipeline.storage.warehouse import Warehouse
+    from curation_pipeline_tests.conftest import run_pipeline
+    from curation_pipeline_tests.scale.helpers import SECRET, table_differences
+
+    raw, root = f"s3://{server.bucket}/raw", f"s3://{server.bucket}/ray-warehouse"
+    started = time.monotonic()
+    instance, results = run_pipeline(raw, root, SHARDS, compute=_compute(cluster.client_address))
+    seconds = time.monotonic() - started
+    logged = "\n".join(str(e) for run in instance.get_runs() for e in instance.all_logs(run.run_id))
+    ok = all(r.success for r in results.values())
+    return {
+        "success": {name: r.success for name, r in results.items()},
+        "errors": [str(e.event_specific_data.error)[-6000:] if getattr(e.event_specific_data, "error", None)
+                   else e.message for r in results.values() for e in r.all_events if e.is_failure][:4],
+        "ray_nodes": _ray_nodes(instance),
+        "differences": table_differences(Warehouse(args.reference), Warehouse(root), SHARDS) if ok else ["failed"],
+        "temp_objects": [o for o in _s3_objects(f"{server.bucket}/ray-warehouse") if ".tmp-" in o],
+        "report": f"{server.bucket}/ray-warehouse/quality.duckdb" in _s3_objects(f"{server.bucket}/ray-warehouse"),
+        "secret_logged": SECRET in logged,
+        "ray_seconds": round(seconds, 1),
+    }
+
+
+def run_shards(args) -> None:
+    """The run that gets killed: each shard's job in turn, on Ray (a child of the scenario)."""
+    import dagster as dg
+
+    from curation_pipeline.definitions import build_definitions
+
+    defs = build_definitions(raw_root=args.raw, warehouse_root=args.warehouse, compute=_compute(args.address))
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("shards", SHARDS)
+        for shard in SHARDS:
+            defs.resolve_job_def("curate_shards").execute_in_process(
+                partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET)
+
+
+def _step_started(instance, shard: str, step: str) -> bool:
+    import dagster as dg
+
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": shard})):
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START):
+            if entry.step_key == step:
+                return True
+    return False
+
+
+def resume(args, server, cluster) -> dict:
+    import dagster as dg
+
+    from curation_pipeline.automation import shards_to_refresh
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.storage.warehouse import Warehouse
+    from curation_pipeline_tests.scale.helpers import table_differences
+
+    raw, root = f"s3://{server.bucket}/raw", f"s3://{server.bucket}/resume-warehouse"
+    home = Path(args.out) / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()
+    os.environ["DAGSTER_HOME"] = str(home)
+    child = subprocess.Popen([sys.executable, "-m", "curation_pipeline_tests.scale.cluster_scenarios", "run-shards", "--raw", raw, "--warehouse", root,
+                              "--address", cluster.client_address, "--out", args.out],
+                             stdout=open(Path(args.out) / "killed-run.log", "ab"), stderr=subprocess.STDOUT,
+                             # the cluster ends a vanished Ray Client driver's job after this many seconds
+                             env={**os.environ, "RAY_CLIENT_RECONNECT_GRACE_PERIOD": "3"})
+    killed_during = None
+    with dg.DagsterInstance.get() as instance:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and child.poll() is None:
+            if _step_started(instance, SHARDS[1], "quality_scores"):
+                time.sleep(4)  # connected, actors starting or scoring on the cluster
+                killed_during = [s for s in ("quality_scores", "caption_decisions")
+                                 if _step_started(instance, SHARDS[1], s)]
+                child.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.2)
+        child.wait(timeout=60)
+        finished_before = {s: len([e for e in _materializations(instance, "curated_shards")
+                                   if e.dagster_event.partition == s]) for s in SHARDS}
+
+        # re-execution: the fill_missing_shards schedule's own rule picks what to run
+        defs = build_definitions(raw_root=raw, warehouse_root=root, compute=_compute(cluster.client_address))
+        todo = shards_to_refresh(instance, defs.resources["warehouse"])
+        context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
+                                            resources={"warehouse": defs.resources["warehouse"]})
+        requests = defs.resolve_schedule_def("fill_missing_shards").evaluate_tick(context).run_requests or []
+        requested = sorted(r.partition_key for r in requests)
+        if requested != sorted(todo):
+            raise AssertionError(f"the schedule requested {requested}, its rule says {sorted(todo)}")
+        results = {s: defs.resolve_job_def("curate_shards").execute_in_process(
+            partition_key=s, instance=instance, raise_on_error=False, run_config=QUIET).success for s in requested}
+        after = {s: len([e for e in _materializations(instance, "curated_shards") if e.dagster_event.partition == s])
+                 for s in SHARDS}
+        scored = {s: len([e for e in _materializations(instance, "quality_scores") if e.dagster_event.partition == s])
+                  for s in SHARDS}
+        nodes = _ray_nodes(instance)
+    wh = Warehouse(root)
+    duplicates = {}
+    for table in ("pairs", "quality_scores", "caption_decisions", "final_captions"):
+        for shard in SHARDS:
+            if wh.has_table(table, shard):
+                keys = wh.read_table(table, shard)["key"]
+                duplicates[f"{table}/{shard}"] = int(keys.duplicated().sum())
+    return {
+        "killed_during": killed_during,
+        "killed_exit": child.returncode,
+        "curated_before_rerun": finished_before,
+        "requested": requested,
+        "rerun_success": results,
+        "curated_after_rerun": after,
+        "scored": scored,
+        "ray_nodes": nodes,
+        "duplicate_keys": duplicates,
+        "temp_objects": [o for o in _s3_objects(f"{server.bucket}/resume-warehouse") if ".tmp-" in o],
+        # an uninterrupted run: the same scores for both shards and the same everything for the
+        # resumed one (the reference also settled cross-shard duplicates, which re-decides the first)
+        "differences": table_differences(Warehouse(args.reference), wh, SHARDS, ("pairs", "skips", "quality_scores"),
+                                         tars=False) + table_differences(Warehouse(args.reference), wh, SHARDS[1:]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=["e2e", "resume", "both", "run-shards"])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--reference", default="")
+    parser.add_argument("--raw", default="")
+    parser.add_argument("--warehouse", default="")
+    parser.add_argument("--address", default="")
+    args = parser.parse_args()
+    if args.scenario == "run-shards":
+        return run_shards(args)
+
+    from curation_pipeline.compute.cluster import LocalRayCluster, enter_private_network
+    from curation_pipeline_tests.conftest import RAW_SAMPLES
+    from curation_pipeline_tests.scale.helpers import S3Server, fresh_s3fs, upload_shards
+
+    out = Path(args.out)
+    result: dict = {"interfaces": enter_private_network()}
+    try:
+        with S3Server(out) as server:
+            os.environ.update(server.env)  # the driver and every Ray node get the same standard variables
+            upload_shards(fresh_s3fs(), RAW_SAMPLES, f"s3://{server.bucket}/raw", SHARDS)
+            started = time.monotonic()
+            with LocalRayCluster(head_cpus=2, worker_cpus=(2,), log_dir=str(out)) as cluster:
+                result["cluster_seconds"] = round(time.monotonic() - started, 1)
+                import ray
+
+                ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+                result["cluster_nodes"] = len([n for n in ray.nodes() if n["Alive"]])
+                result["node_addresses"] = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
+                ray.shutdown()
+                if args.scenario in ("e2e", "both"):
+                    result["e2e"] = e2e(args, server, cluster)
+                if args.scenario in ("resume", "both"):
+                    result["resume"] = resume(args, server, cluster)
+    except BaseException:
+        result["error"] = traceback.format_exc()
+    (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    sys.stdout.flush()
+    os._exit(0)  # PID 1 of the namespace: the kernel ends everything else now
+
+
+if __name__ == "__main__":
+    main()

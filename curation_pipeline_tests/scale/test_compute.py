@@ -1,0 +1,106 @@
+"""The compute resource and the parts of the Ray path that need no cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from curation_pipeline.compute.options import RayOptions
+from curation_pipeline.resources import ComputeResource
+from curation_pipeline_tests.conftest import RAW_SAMPLES, REPO_ROOT
+
+
+def test_local_is_the_default_and_never_imports_ray():
+    code = """
+import sys
+import dagster as dg
+from curation_pipeline.definitions import build_resources, defs
+import curation_pipeline.assets.scoring, curation_pipeline.assets.rewriting
+compute = build_resources()["compute"]
+with compute.yield_for_execution(dg.build_init_resource_context()) as ready:
+    print(ready.engine, ready.uses_ray, "ray" in sys.modules)
+"""
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["local", "False", "False"]
+
+
+def test_the_environment_selects_ray_and_the_cluster(monkeypatch):
+    from curation_pipeline.definitions import build_resources
+
+    monkeypatch.setenv("CURATION_COMPUTE", "ray")
+    monkeypatch.setenv("CURATION_RAY_ADDRESS", "ray://head.example:10001")
+    compute = build_resources()["compute"]
+    assert compute.uses_ray and compute.ray_address == "ray://head.example:10001" and compute.host == "head.example"
+
+
+def test_an_unknown_engine_is_refused():
+    with pytest.raises(ValueError, match="unknown compute engine"):
+        ComputeResource(engine="spark").uses_ray
+    with pytest.raises(Exception, match="unknown compute engine"):
+        with ComputeResource(engine="spark").yield_for_execution(dg.build_init_resource_context()):
+            pass
+
+
+def test_gpus_batch_size_and_concurrency_are_configuration():
+    compute = ComputeResource(engine="ray", actors=4, gpus_per_actor=0.5, cpus_per_actor=2, rewrite_actors=2,
+                              rewrite_gpus_per_actor=1, decode_concurrency=8)
+    score, rewrite = compute.options("score", 32), compute.options("rewrite", 8)
+    assert (score.actors, score.gpus_per_actor, score.batch_size, score.threads) == (4, 0.5, 32, 2)
+    assert (rewrite.actors, rewrite.gpus_per_actor, rewrite.batch_size) == (2, 1, 8)
+    assert score.decode_concurrency == 8
+    assert ComputeResource(engine="ray", batch_size=16).options("score", 32).batch_size == 16
+    with pytest.raises(ValueError):
+        RayOptions(actors=0)
+
+
+@pytest.mark.parametrize("batch_size", [7, 32])
+def test_the_ray_read_makes_the_local_engines_batches(batch_size):
+    from curation_pipeline.compute.ray_data import read_shard_batches
+    from curation_pipeline.shards.reader import iter_pair_batches
+
+    url = str(RAW_SAMPLES / "sample-000001.tar")
+    local = [(batch.keys, records) for batch, records in iter_pair_batches(url, "sample-000001", batch_size)]
+    rows = [row for table in read_shard_batches(url, "sample-000001", batch_size) for row in table.to_pylist()]
+    assert [r["batch"] for r in rows] == list(range(len(local)))
+    for (keys, records), row in zip(local, rows):
+        remote = [json.loads(text) for text in row["records"]]
+        assert [r["key"] for r in remote] == keys
+        undecoded = [{k: v for k, v in r.items() if k not in DECODE_FIELDS} for r in records]
+        assert remote == undecoded  # the reader's records, decoding left to the decode tasks
+
+    wanted = frozenset(k for keys, _ in local for k in keys[::3])
+    filtered = [row for table in read_shard_batches(url, "sample-000001", batch_size, keys=wanted)
+                for row in table.to_pylist()]
+    expected = [[k for k in keys if k in wanted] for keys, _ in local]
+    assert [[json.loads(t)["key"] for t in row["records"]] for row in filtered] == [e for e in expected if e]
+
+
+DECODE_FIELDS = {"image_format", "image_mode", "width", "height", "n_frames", "decode_status", "decode_error"}
+
+
+@pytest.mark.parametrize("kind,needed", [
+    ("cleaner", {"text_quality"}), ("cleaner", {"text_quality", "nsfw_prob"}), ("cleaner", {"width"}),
+    ("cleaner", {"text_quality", "datacomp_pass"}), ("vlm", {"text_quality"}), ("aitqe", {"text_quality"}),
+])
+def test_the_ray_path_decodes_images_exactly_when_the_local_one_does(kind, needed):
+    from curation_pipeline.assets.rewriting import _rewrite_needs_images
+    from curation_pipeline.rewriting.aitqe import AitqeRewriter
+    from curation_pipeline.rewriting.cleaner import CaptionCleaner
+    from curation_pipeline.rewriting.vlm import VlmRewriter
+    from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
+    from curation_pipeline.scoring.run import INVENTORY_COLUMNS
+
+    scorers = build_scorers(ScoringProfile("offline"))
+    model = {"cleaner": CaptionCleaner, "vlm": VlmRewriter, "aitqe": AitqeRewriter}[kind]
+    rescorers = [s for s in scorers if needed & set(s.columns)]
+    local = model.needs_images or any(s.needs_images for s in rescorers)
+    scores = pd.DataFrame(columns=INVENTORY_COLUMNS + [c for s in scorers for c in s.columns])
+    assert _rewrite_needs_images(kind, needed, scores) == local

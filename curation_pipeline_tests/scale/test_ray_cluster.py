@@ -1,0 +1,73 @@
+"""The pipeline on a real Ray cluster (a head and a worker node, ``ray start``) with a real S3
+server, all inside a private network namespace the test creates (root: ``unshare``), so every
+packet stays on loopback. The scenario itself runs in ``cluster_scenarios`` (PID 1 of the
+namespace); these tests start it once and assert on what it reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from curation_pipeline.compute.cluster import private_network_available, run_in_private_network
+from curation_pipeline_tests.conftest import REPO_ROOT
+from curation_pipeline_tests.scale.helpers import require, s3_available
+
+
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory, curated):
+    ok, why = private_network_available()
+    require(ok, why)
+    ok, why = s3_available()
+    require(ok, why)
+    out = tmp_path_factory.mktemp("ray-cluster")
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO_ROOT)}
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "RAY_ADDRESS"):
+        env.pop(name, None)
+    done = run_in_private_network(
+        [sys.executable, "-m", "curation_pipeline_tests.scale.cluster_scenarios", "both", "--out", str(out),
+         "--reference", str(curated["warehouse"])],
+        timeout=600, env=env, cwd=str(REPO_ROOT), capture_output=True, text=True)
+    result_file = out / "result.json"
+    assert result_file.exists(), f"the scenario wrote no result (exit {done.returncode}):\n{done.stdout[-3000:]}\n" \
+                                 f"{done.stderr[-6000:]}"
+    result = json.loads(result_file.read_text())
+    assert "error" not in result, result["error"]
+    return result
+
+
+@pytest.mark.slow
+def test_the_cluster_lives_in_a_private_loopback_only_network(cluster_run):
+    assert cluster_run["interfaces"] == ["lo"]
+    assert cluster_run["cluster_nodes"] == 2  # a head and a worker node
+    assert cluster_run["node_addresses"] == ["127.0.0.1"]
+
+
+@pytest.mark.slow
+def test_whole_pipeline_from_s3_to_s3_on_ray_equals_the_local_run(cluster_run):
+    e2e = cluster_run["e2e"]
+    assert all(e2e["success"].values()), (e2e["success"], e2e["errors"])
+    assert e2e["differences"] == []  # the same Parquet rows and curated tar bytes as the local run
+    # decoding and scoring ran on both nodes of the cluster
+    assert max(e2e["ray_nodes"]["quality_scores"]) >= 2, e2e["ray_nodes"]
+    assert e2e["ray_nodes"]["rewritten_captions"], e2e["ray_nodes"]
+    assert e2e["report"] and e2e["temp_objects"] == []
+    assert not e2e["secret_logged"]
+
+
+@pytest.mark.slow
+def test_a_killed_ray_run_resumes_only_the_unfinished_partition(cluster_run):
+    resume = cluster_run["resume"]
+    first, second = "sample-000000", "sample-000001"
+    assert resume["killed_exit"] == -9 and resume["killed_during"], resume  # killed while on the cluster
+    assert resume["curated_before_rerun"] == {first: 1, second: 0}
+    assert resume["requested"] == [second]  # only the unfinished partition runs again
+    assert resume["rerun_success"] == {second: True}
+    assert resume["curated_after_rerun"] == {first: 1, second: 1}  # the finished shard was not redone
+    assert resume["scored"][first] == 1
+    assert set(resume["duplicate_keys"].values()) == {0} and len(resume["duplicate_keys"]) == 8
+    assert resume["temp_objects"] == []  # the killed writer's temp objects are gone
+    assert resume["differences"] == []  # and the outcome equals an uninterrupted run
