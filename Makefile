@@ -7,25 +7,32 @@ export TRANSFORMERS_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 
-.PHONY: setup demo test test-fast ui benchmarks clean
+.PHONY: setup setup-scale demo test test-fast ui benchmarks clean
 
 $(BIN)/curate: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU wheel of torch first: an unpinned torch would pull gigabytes of CUDA
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,scale]'
 	touch $(BIN)/curate
 
 setup: $(BIN)/curate
 
+# The S3-compatible server the scale tests start on loopback (s3rver, from npm; needs Node.js).
+S3RVER := $(VENV)/npm/node_modules/.bin/s3rver
+$(S3RVER):
+	npm install --no-save --no-audit --no-fund --prefix $(VENV)/npm s3rver@3.7.1
+
+setup-scale: setup $(S3RVER)
+
 demo: setup
 	$(BIN)/curate demo
 
-test: setup
+test: setup-scale
 	$(BIN)/python -m pytest -q
 
-test-fast: setup
+test-fast: setup-scale
 	$(BIN)/python -m pytest -q -m "not browser and not slow"
 
 ui: setup

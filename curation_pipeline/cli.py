@@ -6,6 +6,7 @@ invalid shard name, an unknown key, a model that cannot be loaded).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -23,15 +24,40 @@ class BadInput(click.ClickException):
 INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 
+@contextlib.contextmanager
+def home_lock(home: Path):
+    """An exclusive lock on DAGSTER_HOME for this process: creating the instance's SQLite storages and
+    registering partitions are not safe to race (three `curate run` started at once on a fresh home
+    stamped two alembic heads, "more than one head", and every later run failed)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (run one `curate run` at a time there)
+        yield
+        return
+    with open(home / ".curate.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _dagster_home() -> Path:
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / "data" / "dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():  # the shipped instance settings (run retries on, telemetry off), never overwritten
-        text = INSTANCE_YAML.read_text() if INSTANCE_YAML.is_file() else ""
-        tmp = config.with_name(f".dagster.yaml.{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, config)
+    with home_lock(home):  # one process at a time sets up a fresh home, the others find it ready
+        config = home / "dagster.yaml"
+        if not config.exists():  # the shipped instance settings (run retries on, telemetry off), never overwritten
+            text = INSTANCE_YAML.read_text() if INSTANCE_YAML.is_file() else ""
+            tmp = config.with_name(f".dagster.yaml.{os.getpid()}")
+            tmp.write_text(text)
+            os.replace(tmp, config)
+        import dagster as dg
+
+        with dg.DagsterInstance.get() as instance:  # creates (and migrates) every storage, serialized
+            instance.get_runs(limit=1)
+            instance.get_dynamic_partitions("shards")
+            instance.all_instigator_state()
     return home
 
 
@@ -43,7 +69,9 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
     """Run each shard's job, then the report; returns what failed."""
     from tqdm import tqdm
 
-    instance.add_dynamic_partitions("shards", [s for s in selected if not instance.has_dynamic_partition("shards", s)])
+    with home_lock(Path(os.environ["DAGSTER_HOME"])):  # concurrent `curate run`s register partitions in turn
+        instance.add_dynamic_partitions("shards", [s for s in selected
+                                                   if not instance.has_dynamic_partition("shards", s)])
     job = defs.resolve_job_def("curate_shards")
     failed = []
     for shard in tqdm(selected, desc="shards", unit="shard"):
@@ -57,6 +85,10 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
             errors = [e.message for e in result.all_events if e.is_failure and e.message]
             if errors and not checks:
                 click.echo(f"  {shard}: {errors[-1]}", err=True)
+    if len(failed) < len(selected):  # cross-shard dedup over the whole pool, whatever order the shards ran in
+        from curation_pipeline.assets.dedup import settle_duplicates
+
+        failed += settle_duplicates(defs, instance, _quiet())
     if report and len(failed) < len(selected):
         result = defs.resolve_job_def("quality_report_job").execute_in_process(
             instance=instance, raise_on_error=False, run_config=_quiet())
@@ -65,14 +97,49 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
     return failed
 
 
+RESOURCE_KEYS = ("scoring", "rewriter", "policy")
+
+
+def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None) -> dict[str, dict]:
+    """Resource settings from a YAML file (``policy: {keep_threshold: 80}``, or Dagster run config's
+    ``resources: {policy: {config: {...}}}``) and ``--set policy.keep_threshold=80`` pairs (later wins).
+    Values are YAML scalars: ``80``, ``true``, ``null`` (off), ``[itm, su]``."""
+    import yaml
+
+    settings: dict[str, dict] = {key: {} for key in RESOURCE_KEYS}
+    if config_file:
+        try:
+            data = yaml.safe_load(Path(config_file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise BadInput(f"cannot read config file {config_file}: {exc}") from exc
+        data = data.get("resources", data) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            raise BadInput(f"config file {config_file} must map resources ({', '.join(RESOURCE_KEYS)}) to settings")
+        for resource, values in data.items():
+            values = values.get("config", values) if isinstance(values, dict) else values
+            if resource not in RESOURCE_KEYS or not isinstance(values, dict):
+                raise BadInput(f"config file {config_file}: {resource!r} is not one of {', '.join(RESOURCE_KEYS)} "
+                               "with a mapping of settings")
+            settings[resource].update(values)
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        resource, dot, key = name.strip().partition(".")
+        if not sep or not dot or resource not in RESOURCE_KEYS or not key:
+            raise BadInput(f"--set {pair!r}: expected RESOURCE.KEY=VALUE with RESOURCE one of {', '.join(RESOURCE_KEYS)}")
+        settings[resource][key] = yaml.safe_load(value) if value.strip() else None
+    return settings
+
+
 def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, rewriter: str,
-               rewriter_model: str, clip_model: str, mlm_model: str, report: bool) -> int:
+               rewriter_model: str, clip_model: str, mlm_model: str, report: bool,
+               settings: dict[str, dict] | None = None) -> int:
     """Register the shards as partitions, materialize each, then the report; returns an exit code."""
     import dagster as dg
+    import pydantic
 
     from curation_pipeline.definitions import build_definitions
     from curation_pipeline.models.loading import ModelUnavailableError
-    from curation_pipeline.resources import RewriterResource, ScoringResource, WarehouseResource
+    from curation_pipeline.resources import PolicyResource, RewriterResource, ScoringResource, WarehouseResource
 
     found, rejected = WarehouseResource(raw_root=raw, root=warehouse).list_raw()
     for message in rejected:
@@ -83,14 +150,26 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
         raise BadInput(f"no raw shard {', '.join(unknown)} in {raw} (found: {', '.join(sorted(found)) or 'none'})")
     if not selected:
         raise BadInput(f"no .tar shards found in {raw}; generate samples with `curate sample-data` or point --raw elsewhere")
-    scoring = ScoringResource(profile=profile, clip_model=clip_model, mlm_model=mlm_model)
-    rewriting = RewriterResource(kind=rewriter, model=rewriter_model)
+    settings = settings or {}
+    for name, cls in (("scoring", ScoringResource), ("rewriter", RewriterResource), ("policy", PolicyResource)):
+        unknown = sorted(set(settings.get(name, {})) - set(cls.model_fields))
+        if unknown:
+            raise BadInput(f"unknown {name} setting {', '.join(unknown)}; known: {', '.join(sorted(cls.model_fields))}")
+    try:
+        scoring = ScoringResource(**{"profile": profile, "clip_model": clip_model, "mlm_model": mlm_model,
+                                     **settings.get("scoring", {})})
+        rewriting = RewriterResource(**{"kind": rewriter, "model": rewriter_model, **settings.get("rewriter", {})})
+        policy = PolicyResource(**settings.get("policy", {}))
+        policy.decision_policy()
+    except (pydantic.ValidationError, dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
+        raise BadInput(f"invalid setting: {exc}") from exc
     try:  # load models here, once: a model that cannot be loaded is bad input, not a failed run
         scoring.scorers()
         rewriting.rewriter()
     except (ValueError, ModelUnavailableError) as exc:
         raise BadInput(str(exc)) from exc
-    defs = build_definitions(raw_root=raw, warehouse_root=warehouse, scoring=scoring, rewriter=rewriting)
+    defs = build_definitions(raw_root=raw, warehouse_root=warehouse, scoring=scoring, rewriter=rewriting,
+                             policy=policy)
     _dagster_home()
     with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
         failed = _materialize(defs, instance, selected, report)
@@ -149,7 +228,14 @@ def demo(warehouse: str) -> None:
 @click.option("--rewriter", default="cleaner", show_default=True, help="cleaner | vlm | aitqe")
 @click.option("--rewriter-model", default="", help="Model id or local path for the vlm/aitqe rewriter.")
 @click.option("--no-report", is_flag=True, help="Skip rebuilding quality.duckdb.")
-def run(raw, warehouse, shards, profile, clip_model, mlm_model, rewriter, rewriter_model, no_report) -> None:
+@click.option("--set", "pairs", multiple=True, metavar="RESOURCE.KEY=VALUE",
+              help="Any setting of the scoring, rewriter or policy resource, e.g. --set policy.keep_threshold=80 "
+                   "(repeatable; VALUE is YAML: 80, true, null = off).")
+@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
+              help="YAML file of settings: {policy: {keep_threshold: 80}, scoring: {...}} or Dagster run config's "
+                   "resources section; --set wins over it.")
+def run(raw, warehouse, shards, profile, clip_model, mlm_model, rewriter, rewriter_model, no_report, pairs,
+        config_file) -> None:
     """Curate the shards in --raw into --warehouse, then rebuild the report.
 
     Example: curate run --raw /data/laion/shards --warehouse /data/curated --profile clip
@@ -157,7 +243,7 @@ def run(raw, warehouse, shards, profile, clip_model, mlm_model, rewriter, rewrit
     """
     try:
         code = run_shards(raw, warehouse, shards, profile, rewriter, rewriter_model, clip_model, mlm_model,
-                          not no_report)
+                          not no_report, load_settings(pairs, config_file))
     except FileNotFoundError as exc:
         raise BadInput(str(exc)) from exc
     except ValueError as exc:
@@ -246,3 +332,116 @@ def convert_model(src, dst, vision_tower) -> None:
 
     out = convert_released(src, dst, vision_tower=vision_tower)
     click.echo(f"converted {src} -> {out}")
+
+
+@main.command("export-uids")
+@WAREHOUSE
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .npy file to write.")
+@click.option("--shard", "shards", multiple=True, help="Only these curated shards (repeatable); default all.")
+def export_uids(warehouse, out, shards) -> None:
+    """Write the uids of every published (curated) sample as DataComp's subset file: a sorted .npy of
+    uid pairs (np.dtype("u8,u8"), the high and low 64 bits of the hex uid), as its resharder.py reads
+    with --subset_file, so the selection can be applied to the original pool. The uid is the source
+    sample's json `uid` (carried in the curated sidecar under `source`).
+
+    Example: curate export-uids --out kept_uids.npy
+    """
+    from curation_pipeline.shards.keys import InvalidShardName, validate_key
+    from curation_pipeline.shards.uids import kept_uids, write_subset
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    wh = Warehouse(warehouse)
+    folder = Path(wh.local_path(wh.curated_dir))
+    try:
+        paths = [folder / f"{validate_key(s)}.tar" for s in shards] if shards else sorted(folder.glob("*.tar"))
+    except InvalidShardName as exc:
+        raise BadInput(str(exc)) from exc
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing or not paths:
+        raise BadInput(f"no curated shard {', '.join(missing) or 'at all'} in {folder}; run `curate run` first")
+    found = kept_uids(paths)
+    array = write_subset(out, found.uids)
+    click.echo(f"{len(array)} uids from {found.samples} curated samples in {found.shards} shards -> {out}")
+    for label, where in (("without a uid in their source json", found.without_uid),
+                         ("with a uid that is not hex", found.bad_uid)):
+        if where:
+            click.echo(f"  {len(where)} samples {label} (not exported), e.g. {', '.join(where[:5])}", err=True)
+
+
+@main.command("evaluate")
+@WAREHOUSE
+@click.option("--judgments", type=click.Path(dir_okay=False), default=None,
+              help="Human judgments: Flickr8k ExpertAnnotations.txt or CrowdFlowerAnnotations.txt, or a CSV / JSON "
+                   "lines file with image, caption, score.")
+@click.option("--score", "score", default=None, help="The score column of quality_scores to compare (clip_score, "
+              "mlm_itm, text_quality, ...), or ref_minilm: the reference-caption MiniLM baseline (no warehouse).")
+@click.option("--format", "fmt", default="auto", show_default=True, type=click.Choice(["auto", "expert",
+              "crowdflower", "generic"]), help="Judgment file format.")
+@click.option("--captions", "captions_file", type=click.Path(dir_okay=False), default=None,
+              help="Flickr8k.token.txt: caption text (and references) for the Flickr8k formats.")
+@click.option("--keep-reference-candidates", is_flag=True,
+              help="Expert: keep candidates that are their image's own reference (CLIPScore and SPICE drop them).")
+@click.option("--protocol", type=click.Choice(["both", "mean", "each"]), default="both", show_default=True,
+              help="Expert: correlate with the mean of the 3 expert scores, with each score as its own row "
+                   "(CLIPScore's published protocol), or both.")
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for the 95% intervals.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--make-shards", type=click.Path(file_okay=False), default=None,
+              help="Instead of evaluating: write the judged pairs as webdataset shards here (needs --images), "
+                   "to score them with `curate run`.")
+@click.option("--images", type=click.Path(file_okay=False), default=None, help="Folder of the judged images.")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="Truth file (JSON lines: key, label clean|noisy|junk|mismatched, caption, clean source): score "
+                   "the warehouse's curation decisions against it.")
+@click.option("--from-captions", is_flag=True,
+              help="With --labels: run the caption path in process on the truth file's captions instead of "
+                   "reading final_captions.")
+@click.option("--examples", default=10, show_default=True, help="With --labels: examples per list.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="JSON report path (default: <warehouse>/evaluation/...).")
+def evaluate(warehouse, judgments, score, fmt, captions_file, keep_reference_candidates, protocol, bootstrap, seed,
+             make_shards, images, labels, from_captions, examples, out) -> None:
+    """Measure: agreement of a score with human judgments, or curation decisions against labels.
+
+    Examples: curate evaluate --judgments ExpertAnnotations.txt --captions Flickr8k.token.txt --score clip_score;
+    curate evaluate --judgments ExpertAnnotations.txt --captions Flickr8k.token.txt --score ref_minilm;
+    curate evaluate --labels truth.jsonl
+    """
+    from curation_pipeline.evaluation.reports import save_report
+
+    if bool(judgments) == bool(labels):
+        raise BadInput("give either --judgments (with --score) or --labels")
+    try:
+        if labels:
+            from curation_pipeline.evaluation.labels import format_labels_report, labels_report
+
+            result = labels_report(labels, warehouse_root=warehouse, from_captions=from_captions, examples=examples)
+            click.echo(format_labels_report(result))
+            name = "labels.json"
+        else:
+            from curation_pipeline.evaluation.judgments import (
+                agreement_report,
+                format_agreement,
+                read_judgments,
+                write_judgment_shards,
+            )
+
+            if make_shards:
+                if not images:
+                    raise BadInput("--make-shards needs --images (the folder of the judged image files)")
+                pairs = read_judgments(judgments, fmt, captions_file, not keep_reference_candidates)
+                for path in write_judgment_shards(pairs, images, make_shards):
+                    click.echo(path)
+                click.echo(f"then: curate run --raw {make_shards} --warehouse <dir> --profile clip --clip-model ...")
+                return
+            if not score:
+                raise BadInput("--judgments needs --score (a quality_scores column, or ref_minilm)")
+            protocols = ("mean", "each") if protocol == "both" else (protocol,)
+            result = agreement_report(judgments, score, fmt=fmt, captions_file=captions_file,
+                                      warehouse_root=warehouse, n_boot=bootstrap, seed=seed,
+                                      skip_references=not keep_reference_candidates, protocols=protocols)
+            click.echo(format_agreement(result))
+            name = f"agreement-{result['format']}-{score}.json"
+    except (ValueError, FileNotFoundError) as exc:
+        raise BadInput(str(exc)) from exc
+    click.echo(f"report: {save_report(result, out, warehouse_root=warehouse, name=name)}")

@@ -1,10 +1,14 @@
 """Wires assets, checks, jobs, sensor, schedule and resources into one code location."""
 
 
+import os
+
 import dagster as dg
 
 from curation_pipeline.assets.curation import curated_shards
 from curation_pipeline.assets.decisions import caption_decisions
+from curation_pipeline.assets.dedup import dedup_index, dedup_index_job, dedup_settle_sensor
+from curation_pipeline.assets.evaluation import EVALUATION_ASSETS
 from curation_pipeline.assets.ingest import pairs, raw_shards
 from curation_pipeline.assets.reporting import quality_report
 from curation_pipeline.assets.rewriting import final_captions, rewritten_captions
@@ -22,6 +26,7 @@ from curation_pipeline.automation import (
 )
 from curation_pipeline.checks.quality import ALL_CHECKS
 from curation_pipeline.resources import (
+    ComputeResource,
     PolicyResource,
     RewriterResource,
     ScoringResource,
@@ -29,7 +34,7 @@ from curation_pipeline.resources import (
     default_path,
 )
 
-ASSETS = [raw_shards, pairs, quality_scores, selection_cut, caption_decisions, rewritten_captions, final_captions,
+ASSETS = [raw_shards, pairs, quality_scores, selection_cut, dedup_index, caption_decisions, rewritten_captions, final_captions,
           curated_shards, quality_report]
 
 
@@ -42,6 +47,9 @@ def build_resources(raw_root: str | None = None, warehouse_root: str | None = No
         "scoring": overrides.get("scoring") or ScoringResource(),
         "rewriter": overrides.get("rewriter") or RewriterResource(),
         "policy": overrides.get("policy") or PolicyResource(),
+        # where decoding, scoring and rewriting run: this process (local) or a Ray cluster (README "Scaling out")
+        "compute": overrides.get("compute") or ComputeResource(
+            engine=os.environ.get("CURATION_COMPUTE") or "local", address=os.environ.get("CURATION_RAY_ADDRESS", "")),
     }
 
 
@@ -54,10 +62,10 @@ EXECUTOR = dg.in_process_executor
 def build_definitions(**kwargs) -> dg.Definitions:
     return dg.Definitions(
         executor=EXECUTOR,
-        assets=ASSETS,
+        assets=[*ASSETS, *EVALUATION_ASSETS],
         asset_checks=ALL_CHECKS,
-        jobs=[curate_shards_job, reselect_shards_job, report_job, register_shards, prune_shards],
-        sensors=[new_shards_sensor, report_automation],
+        jobs=[curate_shards_job, reselect_shards_job, report_job, register_shards, prune_shards, dedup_index_job],
+        sensors=[new_shards_sensor, report_automation, dedup_settle_sensor],
         schedules=[fill_missing_shards],
         resources=build_resources(**kwargs),
     )

@@ -6,12 +6,14 @@ run's steps never reload them per batch.
 """
 
 
+import contextlib
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Optional
 
 import dagster as dg
+from dagster_ray import RayResource
 from pydantic import Field
 
 from curation_pipeline.decisions.policy import DecisionPolicy
@@ -203,3 +205,82 @@ class PolicyResource(dg.ConfigurableResource):
                                mean_ratio_max=self.drift_mean_ratio_max,
                                quantile_tolerance=self.drift_quantile_tolerance,
                                quantile_abs_floor=self.drift_quantile_floor, min_rows=self.drift_min_rows)
+
+
+class ComputeResource(RayResource):
+    """Where the heavy work of ``quality_scores`` and ``rewritten_captions`` runs (decoding, scoring,
+    rewriting). ``local`` (the default): in the Dagster step's process, as always. ``ray``: as Ray
+    Data streaming on the cluster at ``address``, with model actor pools (``curation_pipeline.compute``).
+
+    A dagster-ray ``RayResource``: with ``engine: ray`` the step connects with ``ray.init`` when it
+    starts and disconnects when it ends (dagster-ray's lifecycle); the cluster itself is never
+    created or deleted here (start it with ``ray start`` or KubeRay). With ``engine: local`` Ray is
+    never imported. Both engines write the same rows for the same input.
+    """
+
+    engine: str = Field(default="local", description="local (in the step's process) | ray (Ray Data on the cluster at `address`). Env CURATION_COMPUTE.")
+    address: str = Field(default="", description="Ray cluster: ray://<head>:10001 (Ray Client; e.g. KubeRay's head service), <head-ip>:6379 (from a node of the cluster), or auto. Empty starts a private local Ray. Env CURATION_RAY_ADDRESS.")
+    actors: int = Field(default=1, description="Model actors for scoring (each loads the models once).")
+    cpus_per_actor: float = Field(default=1.0, description="CPUs Ray reserves for each model actor.")
+    gpus_per_actor: float = Field(default=0.0, description="GPUs per scoring actor (fractions share a GPU; 0 = CPU).")
+    threads_per_actor: int = Field(default=0, description="Intra-op threads of an actor's models (0 = its CPUs, rounded up).")
+    rewrite_actors: int = Field(default=0, description="Model actors for rewriting (0 = `actors`).")
+    rewrite_gpus_per_actor: float = Field(default=-1.0, description="GPUs per rewriting actor (-1 = `gpus_per_actor`).")
+    batch_size: int = Field(default=0, description="Pairs per batch on the cluster (0 = the local engine's: warehouse.batch_size for scoring, rewriter.batch_size for rewriting; other values change how pairs are batched).")
+    decode_concurrency: int = Field(default=0, description="Most decode tasks at once (0 = Ray Data decides).")
+    spread: bool = Field(default=True, description="SPREAD scheduling: actors and decode tasks go to different nodes.")
+    max_tasks_in_flight: int = Field(default=2, description="Batches queued per actor.")
+
+    @property
+    def uses_ray(self) -> bool:
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"unknown compute engine {self.engine!r}; choose local or ray")
+        return self.engine == "ray"
+
+    @property
+    def host(self) -> str:
+        rest = self.address.split("://", 1)[-1]
+        return rest.rsplit(":", 1)[0] if rest else "127.0.0.1"
+
+    @property
+    def name(self) -> str:
+        return f"Ray cluster {self.address or '(private local)'}"
+
+    @property
+    def ray_address(self) -> str | None:  # type: ignore[override]
+        return self.address or None
+
+    @property
+    def created(self) -> bool:  # an existing cluster: nothing to create, wait for, or delete
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def get_env_vars_to_inject(self) -> dict[str, str]:
+        """Offline switches follow the driver to the workers; credentials never do (the nodes
+        have their own: environment, profile or instance role)."""
+        forwarded = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM")
+                     if k in os.environ}
+        return {**forwarded, **super().get_env_vars_to_inject()}
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext):
+        if not self.uses_ray:
+            yield self
+            return
+        with super().yield_for_execution(context) as connected:
+            yield connected
+
+    def options(self, stage: str, local_batch_size: int):
+        """RayOptions for ``score`` or ``rewrite``."""
+        from curation_pipeline.compute.options import RayOptions
+
+        rewrite = stage == "rewrite"
+        gpus = self.rewrite_gpus_per_actor if rewrite and self.rewrite_gpus_per_actor >= 0 else self.gpus_per_actor
+        return RayOptions(batch_size=self.batch_size or local_batch_size,
+                          actors=(self.rewrite_actors or self.actors) if rewrite else self.actors,
+                          cpus_per_actor=self.cpus_per_actor, gpus_per_actor=gpus,
+                          threads_per_actor=self.threads_per_actor, decode_concurrency=self.decode_concurrency,
+                          spread=self.spread, max_tasks_in_flight=self.max_tasks_in_flight)

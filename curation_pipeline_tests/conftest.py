@@ -11,22 +11,43 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EVALDATA = REPO_ROOT.parent / "shared" / "evaldata"
+# The shared Flickr8k photos are optional: CURATE_EVALDATA=/nonexistent runs the suite as on a fresh clone.
+EVALDATA = Path(os.environ.get("CURATE_EVALDATA") or REPO_ROOT.parent / "shared" / "evaldata")
 FLICKR = EVALDATA / "flickr8k_1k_small"
+
+
+def photo_root() -> Path:
+    """The Flickr8k folder when it is there, else the set the repository makes (same layout:
+    ``images/*.jpg``, ``captions.jsonl``) from scikit-image's bundled public-domain photos."""
+    if (FLICKR / "captions.jsonl").is_file():
+        return FLICKR
+    import hashlib
+    import tempfile
+
+    from curation_pipeline_tests import photos
+
+    version = hashlib.sha256(Path(photos.__file__).read_bytes()).hexdigest()[:12]
+    return photos.make_photo_set(Path(tempfile.gettempdir()) / f"curation-photo-set-{version}")
 
 
 @pytest.fixture(scope="session")
 def flickr_dir() -> Path:
-    if not FLICKR.exists():
-        pytest.skip(f"evaldata not found at {FLICKR}")
-    return FLICKR
+    """Real photos with human captions: Flickr8k if present, never required (see ``photo_root``)."""
+    return photo_root()
+
+
+@pytest.fixture(scope="session")
+def real_flickr() -> bool:
+    return photo_root() == FLICKR
 
 
 RAW_SAMPLES = REPO_ROOT / "data" / "raw"
 
 
-def run_pipeline(raw: Path, warehouse: Path, shards: list[str], instance=None, report: bool = True, **resources):
-    """Materialize the per-shard job for each shard, then the report; returns (instance, results)."""
+def run_pipeline(raw: Path, warehouse: Path, shards: list[str], instance=None, report: bool = True,
+                 settle: bool = True, **resources):
+    """Materialize the per-shard job for each shard, settle cross-shard dedup (as ``curate run`` does),
+    then the report; returns (instance, results)."""
     import dagster as dg
 
     from curation_pipeline.definitions import build_definitions
@@ -39,6 +60,10 @@ def run_pipeline(raw: Path, warehouse: Path, shards: list[str], instance=None, r
     for shard in shards:
         results[shard] = defs.resolve_job_def("curate_shards").execute_in_process(
             partition_key=shard, instance=instance, raise_on_error=False, run_config=quiet)
+    if settle:  # cross-shard dedup: the index over every shard, then re-select shards decided before it
+        from curation_pipeline.assets.dedup import settle_duplicates
+
+        settle_duplicates(defs, instance, quiet, results)
     if report:
         results["quality_report"] = defs.resolve_job_def("quality_report_job").execute_in_process(
             instance=instance, raise_on_error=False, run_config=quiet)

@@ -34,9 +34,18 @@ EXPECTED_KEYS = {
                            "ms_per_pair_text_quality", "full_pairs_per_s", "slowdown_vs_decode"},
     "load.py": {"pairs", "seconds", "pairs_per_s", "peak_rss_mb", "small_shard_peak_rss_mb",
                 "big_shard_peak_rss_mb", "peak_rss_ratio_big_small"},
+    "cleaner_quality.py": {"source", "samples", "heldout_samples", "noisy_caught", "noisy_exactly_clean",
+                           "noisy_edit_ratio_p90", "clean_kept_unchanged", "junk_dropped", "mismatched_dropped",
+                           "dev_noisy_caught", "dev_noisy_exactly_clean", "targets_met"},
+    "scale.py": {"cores", "offline_local_pairs_per_s", "offline_ray1_pairs_per_s", "offline_ray2_pairs_per_s",
+                 "offline_ray1_model_pairs_per_s", "offline_ray2_model_pairs_per_s", "offline_ray1_vs_local",
+                 "offline_ray2_vs_ray1_model", "tiny_clip_local_pairs_per_s", "tiny_clip_ray1_pairs_per_s",
+                 "tiny_clip_ray2_pairs_per_s", "tiny_clip_ray1_model_pairs_per_s", "tiny_clip_ray2_model_pairs_per_s",
+                 "tiny_clip_ray1_vs_local", "tiny_clip_ray2_vs_ray1_model", "ray_worker_peak_rss_small_mb",
+                 "ray_worker_peak_rss_big_mb", "ray_worker_peak_rss_ratio_big_small", "targets"},
 }
 # The longest smoke runs (several seconds of model building or three pipeline processes).
-SLOW = {"load.py", "mlm_filter_speed.py"}
+SLOW = {"load.py", "mlm_filter_speed.py", "scale.py"}
 
 
 def test_every_benchmark_has_expected_keys():

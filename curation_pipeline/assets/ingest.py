@@ -4,6 +4,7 @@
 import dagster as dg
 import pandas as pd
 
+from curation_pipeline.assets.integrity import FINGERPRINT_KEY
 from curation_pipeline.assets.metadata import counts_markdown, numbers, table
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import WarehouseResource
@@ -32,12 +33,16 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
 def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     shard = context.partition_key
     wh = warehouse.warehouse()
+    for orphan in wh.clean_temp_files():  # of writers killed in an earlier run (crash, full disk)
+        context.log.warning(f"removed orphaned temp file {orphan}")
     reader = ShardReader(warehouse.raw_url(shard), shard)
     records = [sample.record for sample in reader]
     inventory = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
     skips = pd.DataFrame([{"shard": shard, **vars(s)} for s in reader.skips], columns=SKIP_COLUMNS)
     wh.write_table("skips", shard, skips)
-    path = wh.write_table("pairs", shard, inventory)
+    # the fingerprint of what was read: every later step checks the raw file against it
+    fingerprint = reader.fingerprint
+    path = wh.write_table("pairs", shard, inventory, metadata={FINGERPRINT_KEY: fingerprint.to_json()})
     status = inventory["decode_status"].value_counts() if len(inventory) else pd.Series(dtype=int)
     skip_counts = skips["reason"].value_counts()
     context.log.info(f"{shard}: {len(inventory)} pairs, {len(skips)} skipped members")
@@ -49,7 +54,10 @@ def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg
             "no_caption": int(inventory["caption"].isna().sum()) if len(inventory) else 0,
             "caption_problems": int(inventory["caption_problem"].notna().sum()) if len(inventory) else 0,
             "skipped_members": len(skips),
+            "raw_bytes": fingerprint.size,
+            "meta_errors": int(inventory["meta_error"].notna().sum()) if len(inventory) else 0,
         }),
+        "raw_sha256": dg.MetadataValue.text(fingerprint.sha256),
         "decode_status": dg.MetadataValue.md(counts_markdown(status, "Decode status")),
         "skips": dg.MetadataValue.md(counts_markdown(skip_counts, "Skipped members by reason")),
         "caption_problems_by_kind": dg.MetadataValue.md(counts_markdown(

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from curation_pipeline.assets.curation import curated_shards
+from curation_pipeline.assets.failures import shard_failures
 from curation_pipeline.assets.metadata import numbers, table
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.reporting.report import build_report, overall_values, report_markdown
@@ -20,7 +21,8 @@ from curation_pipeline.resources import WarehouseResource
     "score_distribution, caption_lengths, rewriter_summary, overall). The only writer of that file.",
 )
 def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    report = build_report(warehouse.warehouse())
+    failures = shard_failures(context.instance)  # shards whose last run failed are listed with their error
+    report = build_report(warehouse.warehouse(), failures=failures)
     context.log.info(f"report written to {report.db_path}")
     kept = report.quality[report.quality["outcome"].ne("dropped")]
     chart = markdown_image(histogram_png(

@@ -6,10 +6,11 @@ import json
 import dagster as dg
 
 from curation_pipeline.assets.ingest import pairs
+from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.metadata import numbers
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
-from curation_pipeline.resources import PolicyResource, ScoringResource, WarehouseResource
+from curation_pipeline.resources import ComputeResource, PolicyResource, ScoringResource, WarehouseResource
 from curation_pipeline.scoring.run import score_stream
 from curation_pipeline.shards.reader import iter_pair_batches
 
@@ -25,13 +26,25 @@ from curation_pipeline.shards.reader import iter_pair_batches
     "without re-running models.",
 )
 def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                   scoring: ScoringResource, policy: PolicyResource) -> dg.MaterializeResult:
+                   scoring: ScoringResource, policy: PolicyResource, compute: ComputeResource) -> dg.MaterializeResult:
     shard = context.partition_key
     wh = warehouse.warehouse()
-    scorers = scoring.scorers()
-    batches = iter_pair_batches(warehouse.raw_url(shard), shard, batch_size=warehouse.batch_size)
-    scores = score_stream(scorers, batches)
-    versions = {s.name: s.version for s in scorers}
+    expected = raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
+    ray_stats = {}
+    if compute.uses_ray:  # decode + score as Ray Data streaming on the cluster; the same rows as below
+        from curation_pipeline.compute.ray_data import score_shard
+
+        scores, versions, stats = score_shard(warehouse.raw_url(shard), shard, scoring.as_profile(),
+                                              compute.options("score", warehouse.batch_size), expected=expected)
+        ray_stats = stats.metadata()
+        context.log.info(f"{shard}: scored {stats.pairs} pairs in {stats.batches} batches on {len(stats.nodes)} "
+                         f"Ray node(s), {len(stats.workers)} model actor(s)")
+    else:
+        scorers = scoring.scorers()
+        batches = iter_pair_batches(warehouse.raw_url(shard), shard, batch_size=warehouse.batch_size,
+                                    expected=expected)
+        scores = score_stream(scorers, batches)
+        versions = {s.name: s.version for s in scorers}
     path = wh.write_table("quality_scores", shard, scores, metadata={"scorers": json.dumps(versions)})
     quality = scores.get(policy.quality_column)
     meta = {}
@@ -41,7 +54,7 @@ def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         values = scores[column].astype(float)
         if values.notna().any():
             meta[f"mean_{column}"] = float(values.mean())
-    errors = {s.name: int(scores[f"{s.name}_error"].notna().sum()) for s in scorers if f"{s.name}_error" in scores}
+    errors = {name: int(scores[f"{name}_error"].notna().sum()) for name in versions if f"{name}_error" in scores}
     charts = ""
     if quality is not None and len(scores):
         charts = markdown_image(histogram_png({policy.quality_column: quality.to_numpy(dtype=float)},
@@ -51,6 +64,8 @@ def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         **numbers({"pairs": len(scores), **meta}),
         **numbers({f"missing_{k}": v for k, v in errors.items()}),
         **numbers({"unknown_quality_share": float(quality.isna().mean()) if quality is not None and len(scores) else 0.0}),
+        **numbers(ray_stats),
+        "compute": dg.MetadataValue.text(compute.engine),
         "scorers": dg.MetadataValue.json(versions),
         "quality_histogram": dg.MetadataValue.md(charts or "_no scores_"),
         "path": dg.MetadataValue.path(path),

@@ -1,44 +1,363 @@
-"""Duplicate groups within a shard and against earlier shards, keeping the best pair.
+"""Duplicate groups over the whole pool, with a survivor that does not depend on shard order.
 
-"Earlier" means shards whose key sorts before this one and that are already in the
-warehouse: the first occurrence in key order wins whatever order partitions ran in,
-so the result does not depend on scheduling.
+A duplicate group can span shards, so it is resolved over every shard's stored
+fingerprints at once (the ``dedup_index`` asset), never against "the shards that
+happened to finish first". Each group keeps ONE pair, chosen among the members that
+pass the image rules (decodable, size / aspect, NSFW, exposure, ...) and the caption
+rules (a caption that scores at least ``drop_threshold``): the largest usable image
+(width x height), then the best caption (``quality_column``), then (shard, key). A
+125-px thumbnail never displaces its 375x500 original, and the same pool gives the same
+survivors whatever the order or parallelism of shard runs.
+
+The index is stored under ``<warehouse>/dedup/``: ``groups.parquet`` (one row per pair in
+a group), ``links.parquet`` (the links found, so a new shard is compared against the pool
+once, not the whole pool against itself again) and ``index.json`` (which scores file of
+each shard it was built from, and the rules). ``dedup_for_shard`` gives one shard its rows:
+from the stored index when it covers the current pool and rules, else computed the same
+way on the spot (comparing only the shards that changed, and cached under ``dedup/cache/`` for
+the next shard's decisions). Each decision records a digest of its shard's rows, so shards decided
+against an older pool are found (``stale_shards``) and re-selected: once every shard is
+re-selected against the final index, the published set is a function of the pool alone.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curation_pipeline.storage.warehouse import Warehouse
 
 DUP_COLUMNS = ("dup_image_sha", "dup_phash", "dup_caption_norm_sha", "dup_caption_emb")
+RESULT_COLUMNS = ("dup_group", "dup_kind", "dup_keep", "dup_of")
+USABILITY_COLUMNS = ("caption", "decode_status", "width", "height", "datacomp_min_side_ge200", "datacomp_aspect_le3",
+                     "nsfw_prob", "ocr_area_frac", "iq_sharpness", "iq_brightness", "iq_entropy")
+INDEX_ASSET = "dedup_index"
+INDEX_VERSION = 1
+DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
 
 
-def prior_pairs(warehouse: Warehouse, shard: str) -> pd.DataFrame | None:
-    """Pairs of earlier shards that their own decisions kept."""
-    frames = []
-    for other in warehouse.shards("final_captions"):
-        if other >= shard or not warehouse.has_table("quality_scores", other):
+def _dir(wh: Warehouse) -> str:
+    return wh._join("dedup")
+
+
+def index_paths(wh: Warehouse, cache: bool = False) -> dict[str, str]:
+    """The dedup_index asset's files, or (``cache``) the copy decisions keep of what they computed."""
+    folder = f"{_dir(wh)}/cache" if cache else _dir(wh)
+    return {name: f"{folder}/{file}" for name, file in
+            (("groups", "groups.parquet"), ("links", "links.parquet"), ("manifest", "index.json"))}
+
+
+# --- the rules a survivor must pass ------------------------------------------------------------
+
+def rules_digest(policy) -> str:
+    """What decides usability and grouping; an index made under other rules is stale."""
+    from curation_pipeline.scoring.signals import duplicates
+
+    fields = {name: getattr(policy, name) for name in (
+        "quality_column", "drop_threshold", "require_image_rules", "nsfw_drop", "max_text_area", "min_sharpness",
+        "min_brightness", "max_brightness", "min_entropy")}
+    fields.update(version=INDEX_VERSION, phash=duplicates.PHASH_MAX_DISTANCE, cosine=duplicates.CAPTION_MIN_COSINE,
+                  loose=duplicates.NEAR_CAPTION_PHASH_MAX_DISTANCE)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def preference(pool: pd.DataFrame, policy) -> pd.DataFrame:
+    """Per pair: ``usable`` tier (2 = image passes the image rules, +1 = caption passes the caption
+    rules), ``pixels`` and ``quality``: the survivor ranks highest on (tier, pixels, quality)."""
+    from curation_pipeline.decisions.policy import _image_drop_reasons
+
+    df = pool.reset_index(drop=True)
+    image_ok = _image_drop_reasons(df, replace(policy, drop_duplicates=False)).isna().to_numpy()
+    quality = (pd.to_numeric(df[policy.quality_column], errors="coerce") if policy.quality_column in df
+               else pd.Series(np.nan, index=df.index)).astype(float).to_numpy()
+    caption = df["caption"] if "caption" in df else pd.Series(None, index=df.index, dtype=object)
+    caption_ok = caption.fillna("").astype(str).str.strip().ne("").to_numpy() & (quality >= policy.drop_threshold)
+    width = pd.to_numeric(df.get("width"), errors="coerce") if "width" in df else pd.Series(np.nan, index=df.index)
+    height = pd.to_numeric(df.get("height"), errors="coerce") if "height" in df else pd.Series(np.nan, index=df.index)
+    pixels = (width * height).fillna(0).astype(float).to_numpy()
+    return pd.DataFrame({"tier": image_ok.astype(int) * 2 + caption_ok.astype(int), "pixels": pixels,
+                         "quality": np.where(np.isnan(quality), -np.inf, quality)}, index=pool.index)
+
+
+# --- the pool ----------------------------------------------------------------------------------
+
+def scores_identity(wh: Warehouse, shard: str) -> str:
+    """Which quality_scores file a result was computed from (size and modification time)."""
+    info = wh.fs.info(wh.table_path("quality_scores", shard))
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("updated") or ""
+    mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else mtime
+    return f"{info.get('size')}:{mtime}:{info.get('ino', '')}:{info.get('ETag', '')}"
+
+
+def pool_identity(wh: Warehouse) -> dict[str, str]:
+    """Shard -> identity of its stored quality_scores, for every scored shard."""
+    out = {}
+    for shard in wh.shards("quality_scores"):
+        try:
+            out[shard] = scores_identity(wh, shard)
+        except FileNotFoundError:  # replaced between the listing and the stat: picked up next time
             continue
-        final = warehouse.read_table("final_captions", other)
-        kept = set(final.loc[final["outcome"].ne("dropped"), "key"])
-        scores = warehouse.read_table("quality_scores", other)
-        cols = ["shard", "key", *[c for c in DUP_COLUMNS if c in scores.columns]]
-        frames.append(scores.loc[scores["key"].isin(kept), cols])
-    return pd.concat(frames, ignore_index=True) if frames else None
-
-
-def mark_duplicates(scores: pd.DataFrame, warehouse: Warehouse, shard: str, quality_column: str) -> pd.DataFrame:
-    """Add dup_group / dup_kind / dup_keep / dup_of when the profile computed duplicate signals."""
-    if not all(c in scores.columns for c in DUP_COLUMNS[:3]):
-        return scores
-    from curation_pipeline.scoring.signals.duplicates import assign_duplicate_groups
-
-    quality = pd.to_numeric(scores.get(quality_column), errors="coerce") if quality_column in scores else None
-    if quality is None:
-        quality = pd.Series(0.0, index=scores.index)
-    groups = assign_duplicate_groups(scores, prior_pairs(warehouse, shard), quality)
-    out = scores.copy()
-    for column in ("dup_group", "dup_kind", "dup_keep", "dup_of"):
-        out[column] = groups[column].to_numpy()
     return out
+
+
+def load_pool(wh: Warehouse, shards: list[str], quality_column: str) -> pd.DataFrame:
+    """shard, key, the dup_* fingerprints and the usability columns of the given shards (only
+    shards whose scores carry duplicate signals), ordered by (shard, key)."""
+    frames = []
+    wanted = {"shard", "key", *DUP_COLUMNS, *USABILITY_COLUMNS, quality_column}
+    for shard in shards:
+        path = wh.table_path("quality_scores", shard)
+        try:
+            with wh.fs.open(path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                names = parquet.schema_arrow.names
+                if not all(c in names for c in DUP_COLUMNS):
+                    continue
+                frame = parquet.read(columns=[c for c in names if c in wanted]).to_pandas()
+        except FileNotFoundError:
+            continue
+        frame["shard"] = shard
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["shard", "key", *DUP_COLUMNS])
+    pool = pd.concat(frames, ignore_index=True)
+    return pool.sort_values(["shard", "key"], kind="mergesort").reset_index(drop=True)
+
+
+# --- grouping ----------------------------------------------------------------------------------
+
+@dataclass
+class DedupIndex:
+    groups: pd.DataFrame  # shard, key, dup_group, dup_kind, dup_keep, dup_of (pairs in a group only)
+    links: pd.DataFrame  # shard_a, key_a, shard_b, key_b, kind (rank, see duplicates.KINDS)
+    identity: dict[str, str]  # shard -> scores identity the index was built from
+    rules: str
+    computed_at: str = ""
+
+    def for_shard(self, shard: str) -> pd.DataFrame:
+        return self.groups[self.groups["shard"].eq(shard)]
+
+
+def _label(shards: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    return np.char.add(np.char.add(shards.astype(str), "/"), keys.astype(str)) if len(shards) else np.array([], str)
+
+
+def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
+                identity: dict[str, str] | None = None) -> DedupIndex:
+    """Duplicate groups and survivors over ``pool`` (see ``load_pool``).
+
+    With ``previous`` built under the same rules, its links among shards whose scores did not
+    change are reused; only the other shards' pairs are compared against the pool."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from curation_pipeline.scoring.signals.duplicates import KINDS, duplicate_graph
+
+    identity = dict(identity or {})
+    rules = rules_digest(policy)
+    pool = pool.reset_index(drop=True)
+    n = len(pool)
+    shards = pool["shard"].astype(str).to_numpy()
+    keys = pool["key"].astype(str).to_numpy()
+    reuse = previous is not None and previous.rules == rules
+    unchanged = ({s for s, ident in identity.items() if previous.identity.get(s) == ident} if reuse else set())
+    query = ~np.isin(shards, list(unchanged)) if n else np.zeros(0, bool)
+    order = np.argsort(~query, kind="stable")  # query nodes first, for duplicate_graph
+    graph = duplicate_graph(pool.iloc[order], int(query.sum()))
+    src, dst, kind = graph.edges()
+    src, dst = order[src], order[dst]
+    if reuse and len(previous.links):
+        index = pd.Series(np.arange(n), index=pd.MultiIndex.from_arrays([shards, keys]))
+        old = previous.links[previous.links["shard_a"].isin(unchanged) & previous.links["shard_b"].isin(unchanged)]
+        a = index.reindex(pd.MultiIndex.from_arrays([old["shard_a"], old["key_a"]])).to_numpy()
+        b = index.reindex(pd.MultiIndex.from_arrays([old["shard_b"], old["key_b"]])).to_numpy()
+        ok = ~(np.isnan(a) | np.isnan(b))
+        src = np.concatenate([src, a[ok].astype(np.int64)])
+        dst = np.concatenate([dst, b[ok].astype(np.int64)])
+        kind = np.concatenate([kind, old["kind"].to_numpy(dtype=np.int8)[ok]])
+    rank = np.zeros(n, dtype=np.int8)
+    np.maximum.at(rank, src, kind)
+    np.maximum.at(rank, dst, kind)
+    component = connected_components(coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n)),
+                                     directed=False)[1] if n else np.zeros(0, np.int64)
+    pref = preference(pool, policy)
+    # best first: highest tier, most pixels, best caption, then (shard, key) ascending
+    best = np.lexsort((keys, shards, -pref["quality"].to_numpy(), -pref["pixels"].to_numpy(),
+                       -pref["tier"].to_numpy(), component))
+    first = pd.Series(best, index=component[best]).groupby(level=0).first()
+    survivor = first.reindex(component).to_numpy() if n else np.zeros(0, np.int64)
+    grouped = rank > 0
+    rows = np.flatnonzero(grouped)
+    surv = survivor[rows]
+    same = shards[surv] == shards[rows]
+    label = np.where(same, keys[surv], _label(shards[surv], keys[surv])) if len(rows) else np.array([], object)
+    keep = surv == rows
+    groups = pd.DataFrame({
+        "shard": shards[rows], "key": keys[rows],
+        "dup_group": label.astype(object),
+        "dup_kind": np.array(KINDS, dtype=object)[rank[rows]],
+        "dup_keep": keep,
+        "dup_of": np.where(keep, None, label).astype(object),
+    })
+    a_first = (shards[src] < shards[dst]) | ((shards[src] == shards[dst]) & (keys[src] <= keys[dst]))
+    lo, hi = np.where(a_first, src, dst), np.where(a_first, dst, src)
+    links = pd.DataFrame({"shard_a": shards[lo], "key_a": keys[lo], "shard_b": shards[hi], "key_b": keys[hi],
+                          "kind": kind}).sort_values(["shard_a", "key_a", "shard_b", "key_b", "kind"])
+    links = links.drop_duplicates(["shard_a", "key_a", "shard_b", "key_b"], keep="last").reset_index(drop=True)
+    return DedupIndex(groups.reset_index(drop=True), links, identity, rules,
+                      datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def slice_digest(groups: pd.DataFrame) -> str:
+    """Digest of one shard's duplicate rows (order-free): equal digests, equal dedup outcome."""
+    if groups.empty:
+        return "none"
+    rows = groups.sort_values("key", kind="mergesort")
+    text = "\n".join(f"{r.key}\t{r.dup_group}\t{r.dup_kind}\t{bool(r.dup_keep)}" for r in rows.itertuples())
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+# --- storage -----------------------------------------------------------------------------------
+
+def write_index(wh: Warehouse, index: DedupIndex, cache: bool = False, **provenance) -> dict[str, str]:
+    """Store the index atomically: the two tables first, the manifest (which makes them current) last."""
+    paths = index_paths(wh, cache)
+    for name in ("groups", "links"):
+        with wh.atomic_open(paths[name]) as handle:
+            pq.write_table(pa.Table.from_pandas(getattr(index, name), preserve_index=False), handle,
+                           compression="zstd")
+    manifest = {"version": INDEX_VERSION, "rules": index.rules, "identity": index.identity,
+                "computed_at": index.computed_at, "pairs_in_groups": int(len(index.groups)),
+                "links": int(len(index.links)),
+                "groups_digest": _file_digest(index.groups), "links_digest": _file_digest(index.links),
+                "shards": {s: slice_digest(index.for_shard(s)) for s in sorted(index.identity)}, **provenance}
+    with wh.atomic_open(paths["manifest"]) as handle:
+        handle.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
+    return paths
+
+
+def _file_digest(df: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(df.astype(str), index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+
+def read_manifest(wh: Warehouse, cache: bool = False) -> dict | None:
+    path = index_paths(wh, cache)["manifest"]
+    if not wh.fs.exists(path):
+        return None
+    with wh.fs.open(path, "rb") as handle:
+        return json.loads(handle.read().decode())
+
+
+def read_index(wh: Warehouse, cache: bool = False) -> DedupIndex | None:
+    """The stored index, or None if there is none (or its files do not match its manifest)."""
+    manifest = read_manifest(wh, cache)
+    if manifest is None or manifest.get("version") != INDEX_VERSION:
+        return None
+    paths = index_paths(wh, cache)
+    try:
+        tables = {}
+        for name in ("groups", "links"):
+            with wh.fs.open(paths[name], "rb") as handle:
+                tables[name] = pq.read_table(handle).to_pandas()
+    except FileNotFoundError:
+        return None
+    if (_file_digest(tables["groups"]) != manifest.get("groups_digest")
+            or _file_digest(tables["links"]) != manifest.get("links_digest")):
+        return None  # a concurrent writer is between its files: treat as absent
+    return DedupIndex(tables["groups"], tables["links"], manifest["identity"], manifest["rules"],
+                      manifest.get("computed_at", ""))
+
+
+# --- per shard ---------------------------------------------------------------------------------
+
+@dataclass
+class ShardDedup:
+    rows: pd.DataFrame  # this shard's dup_* results, on the scores' index
+    digest: str
+    source: str  # "dedup_index" or why it was computed on the spot
+
+
+def refresh_index(wh: Warehouse, policy, previous: DedupIndex | None = None) -> DedupIndex:
+    """The index of the current pool. Only shards that changed are compared against the pool: the links
+    among the others come from ``previous`` (default: the stored index, or the cache that the previous
+    shard's decisions left as the pool grew, whichever covers more of the current pool)."""
+    identity = pool_identity(wh)  # every scored shard, with duplicate signals or not
+    if previous is None:
+        rules = rules_digest(policy)
+        candidates = [i for i in (read_index(wh), read_index(wh, cache=True)) if i is not None and i.rules == rules]
+        previous = max(candidates, key=lambda i: sum(identity.get(s) == v for s, v in i.identity.items()), default=None)
+    return build_index(load_pool(wh, sorted(identity), policy.quality_column), policy, previous, identity)
+
+
+def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> ShardDedup | None:
+    """dup_group / dup_kind / dup_keep / dup_of for one shard's scores, from the whole pool.
+
+    None when the scores carry no duplicate signals (the ``text`` profile)."""
+    if not all(c in scores.columns for c in DUP_COLUMNS[:3]):
+        return None
+    stored = read_index(wh)
+    identity = pool_identity(wh)
+    fresh = stored is not None and stored.rules == rules_digest(policy) and stored.identity == identity
+    if fresh:
+        index, source = stored, INDEX_ASSET
+    else:
+        index = refresh_index(wh, policy)
+        write_index(wh, index, cache=True)  # a cache for the next shard: the dedup_index asset stays the record
+        source = "computed over the current pool (the stored dedup_index is missing or stale)"
+    mine = index.for_shard(shard).set_index("key")
+    keys = scores["key"].astype(str)
+    rows = pd.DataFrame({
+        "dup_group": keys.map(mine["dup_group"]).astype(object).where(keys.isin(mine.index), None),
+        "dup_kind": keys.map(mine["dup_kind"]).astype(object).where(keys.isin(mine.index), None),
+        "dup_keep": keys.map(mine["dup_keep"]).where(keys.isin(mine.index), True).astype(bool),
+        "dup_of": keys.map(mine["dup_of"]).astype(object).where(keys.isin(mine.index), None),
+    }, index=scores.index)
+    return ShardDedup(rows, slice_digest(index.for_shard(shard)), source)
+
+
+def mark_duplicates(scores: pd.DataFrame, warehouse: Warehouse, shard: str, policy) -> tuple[pd.DataFrame, ShardDedup | None]:
+    """``scores`` with dup_group / dup_kind / dup_keep / dup_of added (when the profile computed
+    duplicate signals), resolved over the whole pool."""
+    result = dedup_for_shard(warehouse, shard, scores, policy)
+    if result is None:
+        return scores, None
+    out = scores.copy()
+    for column in RESULT_COLUMNS:
+        out[column] = result.rows[column].to_numpy()
+    return out, result
+
+
+def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> list[str]:
+    """Shards whose stored decisions used other duplicate rows than the index has for them now
+    (decided against an older pool): re-select them (``reselect_shards``)."""
+    index = read_index(wh) if index is None else index
+    if index is None:
+        return []
+    out = []
+    for shard in wh.shards("caption_decisions"):
+        if shard not in index.identity:
+            continue
+        used = wh.table_metadata("caption_decisions", shard).get(DIGEST_KEY)
+        now = slice_digest(index.for_shard(shard))
+        if used != now and not (used is None and now == "none"):  # no signals, no groups: nothing to redo
+            out.append(shard)
+    return out
+
+
+def pool_has_signals(wh: Warehouse) -> bool:
+    """Whether any stored quality_scores carries duplicate signals (not with the ``text`` profile)."""
+    for shard in wh.shards("quality_scores"):
+        try:
+            with wh.fs.open(wh.table_path("quality_scores", shard), "rb") as handle:
+                if all(c in pq.ParquetFile(handle).schema_arrow.names for c in DUP_COLUMNS):
+                    return True
+        except FileNotFoundError:
+            continue
+    return False

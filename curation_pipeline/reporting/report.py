@@ -2,20 +2,28 @@
 
 The database is rebuilt in a temporary file and renamed into place, so a reader
 (the CLI, a notebook) never meets a half-written report or a writer's lock, and
-shard partitions (which only write Parquet) never contend with it.
+shard partitions (which only write Parquet) never contend with it. A build that fails
+(a full disk, a kill) removes its temp file (and DuckDB's ``.wal``) at once; temp files
+of builders that died are removed by the next build.
+
+Shards whose last run failed are listed in ``shard_summary`` with ``status = 'failed'``
+and the error (``failures`` comes from the Dagster instance: ``assets/failures.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import re
-import uuid
+import shutil
+import tempfile
 from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
 
-from curation_pipeline.storage.warehouse import TABLES, Warehouse
+from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name, writer_alive
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NOT_SCORES = {"shard", "key", "width", "height", "image_bytes", "caption_chars", "n_frames"}
@@ -86,7 +94,8 @@ r AS (
   FROM {rewrites} GROUP BY shard),
 s AS ({skips}),
 d AS (SELECT shard, count(*) FILTER (WHERE nsfw_review) AS nsfw_review FROM decisions GROUP BY shard)
-SELECT shard_list.shard, coalesce(p.pairs_read, 0) AS pairs_read, coalesce(p.decoded, 0) AS decoded,
+SELECT shard_list.shard, coalesce(st.status, 'ok') AS status, st.error,
+       coalesce(p.pairs_read, 0) AS pairs_read, coalesce(p.decoded, 0) AS decoded,
        coalesce(p.no_caption, 0) AS no_caption, coalesce(p.caption_problems, 0) AS caption_problems,
        coalesce(f.kept_as_is, 0) + coalesce(f.rewritten, 0) AS kept,
        coalesce(f.kept_as_is, 0) AS kept_as_is, coalesce(f.rewritten, 0) AS rewritten,
@@ -96,19 +105,67 @@ SELECT shard_list.shard, coalesce(p.pairs_read, 0) AS pairs_read, coalesce(p.dec
        f.mean_quality_before, f.mean_quality_final,
        f.mean_chars_original, f.mean_chars_final, f.mean_words_original, f.mean_words_final
 FROM shard_list LEFT JOIN p USING (shard) LEFT JOIN f USING (shard) LEFT JOIN r USING (shard)
-     LEFT JOIN s USING (shard) LEFT JOIN d USING (shard)
+     LEFT JOIN s USING (shard) LEFT JOIN d USING (shard) LEFT JOIN shard_status st USING (shard)
 ORDER BY shard_list.shard
 """
 
 
-def build_report(warehouse: Warehouse) -> Report:
-    """Rebuild ``quality.duckdb`` from whatever shards the warehouse holds."""
+def remove_report_orphans(final_path: str) -> list[str]:
+    """Temp files (and their ``.wal``) of report builds whose process is gone."""
+    folder, name = os.path.split(final_path)
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), f".tmp-*-{name}.partial*")):
+        base = os.path.basename(path)
+        try:
+            mtime = os.path.getmtime(path)
+        except FileNotFoundError:
+            continue
+        if not writer_alive(base, mtime):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def build_report(warehouse: Warehouse, failures: dict[str, str] | None = None) -> Report:
+    """Rebuild ``quality.duckdb`` from whatever shards the warehouse holds.
+
+    ``failures``: shard -> error of its last run; those shards are listed as failed (with
+    whatever tables an earlier run left), so a failed shard is never silently missing."""
     if not warehouse.is_local:
-        raise NotImplementedError("the DuckDB report file is written locally; point the warehouse at a local root")
+        return _build_remote(warehouse, failures or {})
     final_path = warehouse.local_path(warehouse.report_db_path)
     os.makedirs(os.path.dirname(final_path), exist_ok=True)
-    tmp_path = f"{final_path}.tmp-{uuid.uuid4().hex}"
+    remove_report_orphans(final_path)
+    tmp_path = os.path.join(os.path.dirname(final_path), temp_name(os.path.basename(final_path)))
+    try:
+        report = _build(warehouse, failures or {}, final_path, tmp_path)
+        os.replace(tmp_path, final_path)
+    except BaseException:
+        for leftover in (tmp_path, f"{tmp_path}.wal"):
+            with contextlib.suppress(OSError):
+                os.remove(leftover)
+        raise
+    return report
+
+
+def _build_remote(warehouse: Warehouse, failures: dict[str, str]) -> Report:
+    """Object storage (s3://): DuckDB reads the Parquet tables straight from the bucket through the
+    warehouse's own fsspec filesystem (registered with DuckDB: the same credentials, none in SQL or
+    in the file), builds the database in a local temp file, and uploads it with ``atomic_open``
+    (read back and verified, then one server-side copy: readers see the old report or the new)."""
+    with tempfile.TemporaryDirectory(prefix="quality-report-") as folder:
+        local = os.path.join(folder, "quality.duckdb")
+        report = _build(warehouse, failures, warehouse.local_path(warehouse.report_db_path), local)
+        with open(local, "rb") as src, warehouse.atomic_open(warehouse.report_db_path) as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    return report
+
+
+def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_path: str) -> Report:
     con = duckdb.connect(tmp_path)
+    if not warehouse.is_local:
+        con.register_filesystem(warehouse.fs)  # views read s3:// Parquet through fsspec (s3fs)
     try:
         views = _create_views(con, warehouse)
         for needed in ("pairs", "quality_scores", "decisions", "final_captions"):
@@ -119,9 +176,14 @@ def build_report(warehouse: Warehouse) -> Report:
         rewrites = "rewrites" if "rewrites" in views else "(SELECT NULL::VARCHAR AS shard, NULL::BOOLEAN AS accepted WHERE false)"
         skips = ("SELECT shard, count(*) AS skipped FROM skips GROUP BY shard" if "skips" in views
                  else "SELECT NULL::VARCHAR AS shard, 0 AS skipped WHERE false")
-        # every shard with a pairs file, even one with no pairs (an empty or unreadable tar)
+        # every shard with a pairs file, even one with no pairs (an empty or unreadable tar), and every failed one
         con.execute("CREATE TEMP TABLE shard_list (shard VARCHAR)")
-        con.executemany("INSERT INTO shard_list VALUES (?)", [[s] for s in warehouse.shards("pairs")])
+        con.executemany("INSERT INTO shard_list VALUES (?)",
+                        [[s] for s in sorted(set(warehouse.shards("pairs")) | set(failures))])
+        con.execute("CREATE TEMP TABLE shard_status (shard VARCHAR, status VARCHAR, error VARCHAR)")
+        if failures:
+            con.executemany("INSERT INTO shard_status VALUES (?, 'failed', ?)",
+                            [[s, str(e)[:2000]] for s, e in sorted(failures.items())])
         con.execute(SHARD_SUMMARY.format(rewrites=rewrites, skips=skips))
         con.execute("""
             CREATE TABLE drop_reasons AS
@@ -171,7 +233,8 @@ def build_report(warehouse: Warehouse) -> Report:
             FROM m WHERE isfinite(value) GROUP BY ALL ORDER BY rewriter, accepted DESC, measure""")
         con.execute("""
             CREATE TABLE overall AS
-            SELECT count(*) AS shards, sum(pairs_read)::BIGINT AS pairs_read, sum(decoded)::BIGINT AS decoded, sum(kept)::BIGINT AS kept,
+            SELECT count(*) AS shards, count(*) FILTER (WHERE status = 'failed') AS failed_shards,
+                   sum(pairs_read)::BIGINT AS pairs_read, sum(decoded)::BIGINT AS decoded, sum(kept)::BIGINT AS kept,
                    sum(kept_as_is)::BIGINT AS kept_as_is, sum(rewritten)::BIGINT AS rewritten, sum(dropped)::BIGINT AS dropped,
                    sum(skipped_members)::BIGINT AS skipped_members, sum(nsfw_review)::BIGINT AS nsfw_review,
                    sum(caption_problems)::BIGINT AS caption_problems,
@@ -193,7 +256,6 @@ def build_report(warehouse: Warehouse) -> Report:
         con.execute("CHECKPOINT")
     finally:
         con.close()
-    os.replace(tmp_path, final_path)
     return report
 
 
@@ -217,6 +279,8 @@ def report_markdown(report: Report) -> str:
         "", "### Per shard", "", _md(report.shards[[
             "shard", "pairs_read", "decoded", "kept_as_is", "rewritten", "dropped", "skipped_members",
             "mean_quality_before", "mean_quality_final", "mean_words_original", "mean_words_final"]]),
+        *(["", "### Failed shards", "", _md(report.shards.loc[report.shards["status"].eq("failed"), ["shard", "error"]])]
+          if "status" in report.shards and report.shards["status"].eq("failed").any() else []),
         "", "### Drop reasons", "",
         _md(report.drop_reasons.groupby("reason", as_index=False)["pairs"].sum().sort_values("pairs", ascending=False)),
         "", "### Rewriters", "", _md(report.rewriters),

@@ -57,13 +57,18 @@ def score_batch(scorers: Sequence[Scorer], batch: PairBatch) -> pd.DataFrame:
     return pd.concat(frames, axis=1) if frames else pd.DataFrame(index=range(len(batch)))
 
 
-def score_stream(scorers: Sequence[Scorer], batches: Iterable[tuple[PairBatch, list[dict]]]) -> pd.DataFrame:
-    """Score table: the pairs' identity and decode status, then every scorer's columns."""
-    frames = []
-    for batch, records in batches:
-        inventory = pd.DataFrame.from_records(records)
-        inventory = inventory.reindex(columns=INVENTORY_COLUMNS)
-        frames.append(pd.concat([inventory.reset_index(drop=True), score_batch(scorers, batch)], axis=1))
+def score_records(scorers: Sequence[Scorer], batch: PairBatch, records: list[dict]) -> pd.DataFrame:
+    """One batch's rows of the score table: the pairs' identity and decode status, then every
+    scorer's columns. The local stream and the Ray actors (``curation_pipeline.compute``) both
+    build each batch's rows here, so the two engines write the same table."""
+    inventory = pd.DataFrame.from_records(records)
+    inventory = inventory.reindex(columns=INVENTORY_COLUMNS)
+    return pd.concat([inventory.reset_index(drop=True), score_batch(scorers, batch)], axis=1)
+
+
+def assemble_scores(frames: list[pd.DataFrame], scorers: Sequence[Scorer]) -> pd.DataFrame:
+    """The score table from its batches' rows, in shard order. ``scorers`` need only ``name``
+    and ``columns`` (the Ray path passes their descriptions, not the loaded models)."""
     if not frames:
         cols = INVENTORY_COLUMNS + [c for s in scorers for c in s.columns]
         return pd.DataFrame(columns=cols)
@@ -73,3 +78,8 @@ def score_stream(scorers: Sequence[Scorer], batches: Iterable[tuple[PairBatch, l
         if error_column(s) not in table.columns:
             table[error_column(s)] = None
     return table
+
+
+def score_stream(scorers: Sequence[Scorer], batches: Iterable[tuple[PairBatch, list[dict]]]) -> pd.DataFrame:
+    """Score table: the pairs' identity and decode status, then every scorer's columns."""
+    return assemble_scores([score_records(scorers, batch, records) for batch, records in batches], scorers)

@@ -6,6 +6,15 @@ with a bad image is still a row (with its decode status), and anything that is n
 a sample (an unknown member, a repeated key, a truncated tail) is a counted skip.
 Only image, caption and json members are ever parsed; everything else (``.pyd``,
 ``.pickle``, ``.pth`` ...) is skipped unread.
+
+Limits come from the tar headers, before a byte of the member is read: a member that
+declares more than ``max_member_bytes`` (a multi-GB sparse member stored in 70 KB, say) is
+skipped without expanding it, and symlinks, hard links, FIFOs, devices and directories are
+counted skips. No string a sample carries can fail the shard: json that is not UTF-8, not
+an object, nested too deep, or holds numbers out of range becomes the row's ``meta_error``;
+lone surrogates are replaced and said so; names that are not UTF-8 are skips shown escaped.
+While it streams, the reader hashes every byte, so ``pairs`` can record the shard's
+fingerprint and later steps can prove they read the same file (``shards/fingerprint.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
+import math
 import tarfile
 import warnings
 from collections import Counter
@@ -22,9 +31,11 @@ from typing import Any, Iterator
 
 import fsspec
 from PIL import Image, ImageOps
-from webdataset.tariterators import base_plus_ext, tar_file_iterator
+from webdataset.tariterators import base_plus_ext
 
 from curation_pipeline.pairs import PairBatch
+from curation_pipeline.shards.fingerprint import HashingReader, RawFingerprint, RawShardChanged, describe_change, raw_stat
+from curation_pipeline.shards.text import error_text, has_surrogates, printable_name, replace_surrogates
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 CAPTION_EXTS = ("txt", "caption")
@@ -44,7 +55,15 @@ class ReaderLimits:
 
     max_pixels: int = 100_000_000  # declared width*height; above this is a decompression bomb
     max_caption_chars: int = 10_000  # longer captions are truncated and flagged
-    max_member_bytes: int = 64 * 1024 * 1024
+    max_member_bytes: int = 64 * 1024 * 1024  # as declared in the tar header, checked before reading
+    max_meta_bytes: int = 1024 * 1024  # a json sidecar above this is not parsed (meta_error)
+    max_meta_depth: int = 64  # json nested deeper is not kept (meta_error)
+    max_original_side: int = 1_000_000  # original_width/height above this are not trusted
+
+
+NON_FILE_TYPES = {tarfile.DIRTYPE: "directory", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hard link",
+                  tarfile.FIFOTYPE: "fifo", tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
+                  tarfile.CONTTYPE: "contiguous file"}
 
 
 @dataclass
@@ -80,13 +99,14 @@ class _Members:
     caption: bytes | None = None
     caption_ext: str | None = None
     meta: bytes | None = None
+    meta_name: str | None = None
     duplicate: bool = False  # a key already read: its members are skipped, counted once
 
 
-def original_size(meta: dict | None) -> tuple[int, int] | None:
+def original_size(meta: dict | None, max_side: int = ReaderLimits.max_original_side) -> tuple[int, int] | None:
     """img2dataset's ``original_width`` / ``original_height`` (the size before it resized the
     image; DataComp's metadata carries the same two fields). Both must be positive whole
-    numbers, else None: a partial or malformed record is not half-trusted."""
+    numbers up to ``max_side``, else None: a partial or malformed record is not half-trusted."""
     if not meta:
         return None
     size = []
@@ -94,10 +114,69 @@ def original_size(meta: dict | None) -> tuple[int, int] | None:
         value = meta.get(field)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
-        if not (value > 0 and float(value).is_integer()):  # NaN and inf fail here too
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if not (0 < value <= max_side and float(value).is_integer()):
             return None
         size.append(int(value))
     return size[0], size[1]
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of parsed json (iterative: no recursion on hostile input), capped at limit + 1."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def parse_meta(data: bytes, member: str, limits: ReaderLimits = ReaderLimits()) -> tuple[dict | None, str | None]:
+    """The sample's json as an object, or None with a ``meta_error`` that names the member.
+
+    Never raises: bad UTF-8, syntax errors, non-objects, nesting past ``max_meta_depth``
+    (200,000 levels give RecursionError in the parser), integers over Python's 4,300 digits,
+    NaN / Infinity / overflowing floats. Lone surrogates (``"\\ud800"``) are replaced by
+    U+FFFD: the json is kept and the error says so.
+    """
+    where = f"{printable_name(member)}:"
+    if len(data) > limits.max_meta_bytes:
+        return None, f"{where} json is {len(data):,} bytes, over the {limits.max_meta_bytes:,}-byte limit; not parsed"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"{where} json is not UTF-8 ({exc.reason} at byte {exc.start})"
+    try:
+        meta = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        return None, f"{where} json nested too deeply to parse (limit {limits.max_meta_depth} levels)"
+    except json.JSONDecodeError as exc:
+        return None, f"{where} bad json: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except (ValueError, OverflowError) as exc:
+        return None, f"{where} bad json: {replace_surrogates(str(exc))[:200]}"
+    if not isinstance(meta, dict):
+        return None, f"{where} json is {type(meta).__name__ if meta is not None else 'null'}, not an object"
+    if _depth(meta, limits.max_meta_depth) > limits.max_meta_depth:
+        return None, f"{where} json nested deeper than {limits.max_meta_depth} levels"
+    dumped = json.dumps(meta, ensure_ascii=False, sort_keys=True)
+    if has_surrogates(dumped):
+        return json.loads(replace_surrogates(dumped)), f"{where} lone surrogates in json strings replaced by U+FFFD"
+    return meta, None
 
 
 def _sha(data: bytes) -> str:
@@ -147,10 +226,10 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits()) -> t
             im = ImageOps.exif_transpose(im)
             rgb = _to_rgb(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        info.update(decode_status="too_large", decode_error=str(exc)[:300])
+        info.update(decode_status="too_large", decode_error=error_text(exc).split(": ", 1)[-1])
         return None, info
     except Exception as exc:  # PIL raises many types for bad bytes
-        info.update(decode_status="corrupt", decode_error=f"{type(exc).__name__}: {exc}"[:300])
+        info.update(decode_status="corrupt", decode_error=error_text(exc))
         return None, info
     return rgb, info
 
@@ -160,42 +239,98 @@ class ShardReader:
 
     Grouping follows webdataset's convention (consecutive members sharing a key form
     a sample). A key seen again later is a ``duplicate_key`` skip: the first wins.
+
+    ``expected``: the fingerprint ``pairs`` recorded. When iteration ends, the bytes read
+    must hash to it, else ``RawShardChanged`` (a step that re-reads the raw file must not
+    pair stored rows with another file's images). After a complete iteration
+    ``fingerprint`` holds what was read (size, SHA-256, the stat taken before opening).
     """
 
-    def __init__(self, url: str, shard: str, limits: ReaderLimits = ReaderLimits(), decode: bool = True):
+    def __init__(self, url: str, shard: str, limits: ReaderLimits = ReaderLimits(), decode: bool = True,
+                 expected: RawFingerprint | None = None):
         self.url = url
         self.shard = shard
         self.limits = limits
         self.decode = decode
+        self.expected = expected
         self.skips: list[ShardSkip] = []
         self.counts: Counter[str] = Counter()
+        self.fingerprint: RawFingerprint | None = None
 
     def _skip(self, reason: str, key: str | None = None, member: str | None = None, detail: str = "") -> None:
-        self.skips.append(ShardSkip(reason, key, member, detail[:300]))
+        self.skips.append(ShardSkip(reason, printable_name(key) if key is not None else None,
+                                    printable_name(member) if member is not None else None,
+                                    replace_surrogates(detail)[:300]))
         self.counts[f"skip_{reason}"] += 1
 
-    def _members(self) -> Iterator[dict]:
-        read = 0
-        with fsspec.open(self.url, "rb") as stream:
-            members = tar_file_iterator(stream, handler=self._member_error)
-            try:
-                for member in members:
-                    read += 1
-                    yield member
-            except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-                reason = "truncated_tar" if read else "unreadable_tar"
-                self._skip(reason, detail=f"after {read} members: {type(exc).__name__}: {exc}")
+    def _header_skip(self, info: tarfile.TarInfo) -> bool:
+        """Decide from the header alone, before any data is read; True if the member is skipped."""
+        name = info.name
+        key = base_plus_ext(name)[0] if name else None
+        if not info.isreg():
+            kind = NON_FILE_TYPES.get(info.type, f"type {info.type!r}")
+            target = f" -> {info.linkname}" if info.issym() or info.islnk() else ""
+            self._skip("not_a_file", key=key, member=name, detail=f"{kind}{target}: only regular files are read")
+            return True
+        if has_surrogates(name):
+            self._skip("undecodable_name", member=name, detail="member name is not valid UTF-8")
+            return True
+        if info.size > self.limits.max_member_bytes:
+            sparse = " (sparse)" if info.sparse is not None else ""
+            self._skip("member_too_large", key=key, member=name,
+                       detail=f"header declares {info.size} bytes{sparse}, limit {self.limits.max_member_bytes}; "
+                       "not read")
+            return True
+        return False
 
-    def _member_error(self, exc: Exception) -> bool:
-        # webdataset appends " @ <file object at 0x...>": drop it so skips are the same on every run
-        self._skip("unreadable_member", detail=re.sub(r" @ <[^>]*>", "", f"{type(exc).__name__}: {exc}"))
-        return True
+    def _members(self) -> Iterator[tuple[str, bytes]]:
+        """Regular members as (name, data), streaming: one member in memory at a time."""
+        stat = raw_stat(self.url)  # FileNotFoundError / IsADirectoryError name the path
+        read = 0
+        with fsspec.open(self.url, "rb") as handle:
+            stream = HashingReader(handle)
+            try:
+                tar = tarfile.open(fileobj=stream, mode="r|*")
+            except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+                self._skip("unreadable_tar", detail=f"after 0 members: {error_text(exc)}")
+            else:
+                try:
+                    for info in tar:
+                        read += 1
+                        tar.members = []  # tarfile keeps every header otherwise (memory grows with the shard)
+                        if self._header_skip(info):
+                            continue
+                        try:
+                            data = tar.extractfile(info).read()
+                        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+                            self._skip("unreadable_member", key=base_plus_ext(info.name)[0], member=info.name,
+                                       detail=error_text(exc))
+                            continue
+                        yield info.name, data
+                except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+                    reason = "truncated_tar" if read else "unreadable_tar"
+                    self._skip(reason, detail=f"after {read} members: {error_text(exc)}")
+            stream.drain()
+        self._finish(stat, stream)
+
+    def _finish(self, stat, stream: HashingReader) -> None:
+        """Record what was read; compare it with what ``pairs`` recorded (if given)."""
+        got = RawFingerprint(stream.bytes_read, stream.sha256, stat.mtime, stat.identity)
+        if self.expected is not None:
+            message = describe_change(self.shard, self.url, self.expected, got.size, got.sha256, stat,
+                                      when=" (found while re-reading it)")
+            if message:
+                raise RawShardChanged(message)
+        elif got.size != stat.size or raw_stat(self.url) != stat:
+            raise RawShardChanged(f"raw shard {self.shard!r} ({self.url}) changed while it was being read "
+                                  f"({stat.size:,} bytes before, {got.size:,} read); run the shard again once "
+                                  "the file is complete")
+        self.fingerprint = got
 
     def _groups(self) -> Iterator[_Members]:
         current: _Members | None = None
         seen: set[str] = set()
-        for member in self._members():
-            name = member["fname"]
+        for name, data in self._members():
             key, ext = base_plus_ext(name)
             if key is None:
                 self._skip("no_extension", member=name)
@@ -215,10 +350,6 @@ class ShardReader:
                 current = _Members(key=key)
             if current.duplicate:
                 continue
-            data = member["data"]
-            if len(data) > self.limits.max_member_bytes:
-                self._skip("member_too_large", key=key, member=name, detail=f"{len(data)} bytes")
-                continue
             if ext in IMAGE_EXTS:
                 if current.image is None:
                     current.image, current.image_ext = data, ext
@@ -230,7 +361,7 @@ class ShardReader:
                 else:
                     self._skip("extra_caption", key=key, member=name)
             elif ext in META_EXTS:
-                current.meta = data
+                current.meta, current.meta_name = data, name
             else:
                 self._skip("unsupported_member", key=key, member=name, detail=f".{ext} is never parsed")
         if current is not None and not current.duplicate:
@@ -258,17 +389,11 @@ class ShardReader:
 
     def __iter__(self) -> Iterator[Sample]:
         for group in self._groups():
-            meta = None
-            meta_error = None
+            meta = meta_error = None
             if group.meta is not None:
-                try:
-                    meta = json.loads(group.meta.decode("utf-8"))
-                    if not isinstance(meta, dict):
-                        meta, meta_error = None, "json is not an object"
-                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    meta_error = f"bad json: {exc}"[:200]
+                meta, meta_error = parse_meta(group.meta, group.meta_name or f"{group.key}.json", self.limits)
             caption, caption_source, caption_problem = self._caption(group, meta)
-            original = original_size(meta)
+            original = original_size(meta, self.limits.max_original_side)
             if self.decode:
                 image, info = decode_image(group.image, self.limits)
             else:
@@ -285,7 +410,7 @@ class ShardReader:
                 "image_bytes": len(group.image) if group.image is not None else None,
                 "image_sha256": _sha(group.image) if group.image else None,
                 **info,
-                "meta_json": json.dumps(meta, sort_keys=True, ensure_ascii=False)[:2000] if meta else None,
+                "meta_json": json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta is not None else None,
                 "meta_error": meta_error,
                 "original_width": original[0] if original else None,
                 "original_height": original[1] if original else None,
@@ -295,14 +420,15 @@ class ShardReader:
             yield Sample(group.key, caption, image, record, group.image)
 
 
-def iter_pair_batches(url: str, shard: str, batch_size: int = 64,
-                      limits: ReaderLimits = ReaderLimits()) -> Iterator[tuple[PairBatch, list[dict]]]:
+def iter_pair_batches(url: str, shard: str, batch_size: int = 64, limits: ReaderLimits = ReaderLimits(),
+                      expected: RawFingerprint | None = None) -> Iterator[tuple[PairBatch, list[dict]]]:
     """Decoded batches for scorers: memory is bounded by ``batch_size``, not shard size.
 
     Each batch carries the json's original image sizes (``PairBatch.original_sizes``)
-    for the DataComp image rules."""
+    for the DataComp image rules. With ``expected`` (the fingerprint ``pairs`` recorded),
+    the last batch is followed by ``RawShardChanged`` if the file read was another one."""
     keys, captions, images, sizes, records = [], [], [], [], []
-    for sample in ShardReader(url, shard, limits):
+    for sample in ShardReader(url, shard, limits, expected=expected):
         keys.append(sample.key)
         captions.append(sample.caption)
         images.append(sample.image)

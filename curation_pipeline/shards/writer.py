@@ -2,20 +2,33 @@
 
 Images are copied byte for byte (re-encoding would change the data); the caption
 is the final one; the ``.json`` sidecar says where the pair came from and whether
-its caption was rewritten, so a trainer can audit or undo any rewrite.
+its caption was rewritten, so a trainer can audit or undo any rewrite. The source
+sample's own json (DataComp / img2dataset: uid, url, original width and height, ...)
+travels whole under ``source``, so a selection can be traced back to the original pool.
+
+``verify_curated`` re-reads the written tar before it is renamed into place: a tar
+whose samples are not exactly the kept pairs is never published.
 """
 
 from __future__ import annotations
 
 import json
+import tarfile
+from collections import defaultdict
 from typing import IO, Any, Iterable
 
 from webdataset import TarWriter
 
 from curation_pipeline.shards.reader import IMAGE_EXTS
+from curation_pipeline.shards.text import replace_surrogates
 
 
-def sidecar(row: dict[str, Any], scores: dict[str, Any]) -> dict[str, Any]:
+class CuratedShardInvalid(RuntimeError):
+    """The curated tar just written is not exactly the kept pairs: it is not published."""
+
+
+def sidecar(row: dict[str, Any], scores: dict[str, Any], source: dict[str, Any] | None = None,
+            source_error: str | None = None) -> dict[str, Any]:
     return {
         "key": row["key"],
         "source_shard": row["shard"],
@@ -29,6 +42,8 @@ def sidecar(row: dict[str, Any], scores: dict[str, Any]) -> dict[str, Any]:
         "quality_before": row["quality_before"],
         "quality_final": row["quality_final"],
         "scores": scores,
+        "source": source,  # the raw sample's own json, whole (None if it had none or it was unreadable)
+        **({"source_error": source_error} if source_error else {}),
     }
 
 
@@ -45,8 +60,9 @@ def write_curated(handle: IO[bytes], samples: Iterable[tuple[str, str, bytes, di
             writer.write({
                 "__key__": key,
                 ext: image,
-                "txt": meta["caption"].encode("utf-8"),
-                "json": json.dumps(meta, ensure_ascii=False, sort_keys=True, default=_jsonable).encode("utf-8"),
+                "txt": replace_surrogates(meta["caption"]).encode("utf-8"),
+                "json": replace_surrogates(json.dumps(meta, ensure_ascii=False, sort_keys=True,
+                                                      default=_jsonable)).encode("utf-8"),
             })
             count += 1
     return count
@@ -61,3 +77,37 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and value != value:
         return None
     return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+
+
+def verify_curated(path: str, expected_keys: Iterable[str]) -> int:
+    """Check a written curated tar: exactly the expected keys, each with one image, a UTF-8
+    caption and a json sidecar that parses and names the key; only regular members. Returns
+    the number of samples; raises CuratedShardInvalid naming what is wrong."""
+    expected = set(expected_keys)
+    members: dict[str, dict[str, bytes]] = defaultdict(dict)
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for info in tar:
+                if not info.isreg():
+                    raise CuratedShardInvalid(f"{path}: member {info.name!r} is not a regular file")
+                key, _, ext = info.name.rpartition(".")
+                members[key][ext] = tar.extractfile(info).read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise CuratedShardInvalid(f"{path}: the curated tar does not read back: {type(exc).__name__}: {exc}") from exc
+    missing, extra = sorted(expected - set(members)), sorted(set(members) - expected)
+    if missing or extra:
+        raise CuratedShardInvalid(f"{path}: holds {len(members)} samples, final_captions keeps {len(expected)}; "
+                                  f"missing {missing[:5]}, unexpected {extra[:5]}")
+    for key, parts in members.items():
+        images = [e for e in parts if e in IMAGE_EXTS]
+        if len(images) != 1 or set(parts) != {images[0], "txt", "json"}:
+            raise CuratedShardInvalid(f"{path}: sample {key!r} has members {sorted(parts)}, expected one image, "
+                                      ".txt and .json")
+        try:
+            parts["txt"].decode("utf-8")
+            meta = json.loads(parts["json"].decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CuratedShardInvalid(f"{path}: sample {key!r}: unreadable caption or sidecar: {exc}") from exc
+        if meta.get("key") != key:
+            raise CuratedShardInvalid(f"{path}: sample {key!r}: its sidecar names key {meta.get('key')!r}")
+    return len(members)

@@ -3,14 +3,25 @@
 Every write goes to a temporary name beside the target and is renamed into place,
 so a crash leaves the previous file or none, and re-running a partition replaces
 it. Paths go through fsspec, so the root can be a local folder or object storage.
+
+A temporary name carries its writer's host and process id
+(``.tmp-<host>-<pid>-<uuid>-<name>.partial``): a failed write removes its own temp file at
+once, and the next writer of the same file removes only the orphans of writers that are
+dead (same host, no such process) or, elsewhere, a day old. Two live writers of one file
+never delete each other's temp file; the last rename wins, each file whole.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
+import socket
+import tempfile
+import time
 import uuid
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import fsspec
 import pandas as pd
@@ -20,6 +31,68 @@ import pyarrow.parquet as pq
 from curation_pipeline.shards.keys import SHARD_KEY_PATTERN, validate_key
 
 TABLES = ("pairs", "quality_scores", "caption_decisions", "rewritten_captions", "final_captions", "skips")
+
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+ORPHAN_AGE_S = 24 * 3600  # a temp file of another host (or unknown writer) is an orphan after this
+_TEMP = re.compile(r"^\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{32}-")
+_ERROR_COLUMNS = re.compile(r"(^|_)(error|detail|reason)$")
+
+
+def temp_name(name: str) -> str:
+    """``.tmp-<host>-<pid>-<uuid>-<name>.partial``: never ``.parquet``/``.tar``, so no glob reads it."""
+    return f".tmp-{HOST}-{os.getpid()}-{uuid.uuid4().hex}-{name}.partial"
+
+
+def writer_alive(basename: str, mtime: float | None = None, now: float | None = None) -> bool:
+    """Could the writer of this temp file still be writing it? Unknown writers count as alive
+    until the file is ``ORPHAN_AGE_S`` old."""
+    match = _TEMP.match(basename)
+    if match and match["host"] == HOST:
+        try:
+            os.kill(int(match["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, OverflowError, ValueError):
+            return True
+        return True
+    if mtime is None:
+        return True
+    return (now or time.time()) - mtime < ORPHAN_AGE_S
+
+
+def storable(df: pd.DataFrame) -> pd.DataFrame:
+    """Strings every column can store: lone surrogates replaced (U+FFFD), memory addresses stripped
+    from error texts. Only called when Arrow refused the frame, or for error columns."""
+    from curation_pipeline.shards.text import replace_surrogates, strip_addresses
+
+    out = df.copy()
+    for column in out.columns:
+        if out[column].dtype != object:
+            continue
+        clean = strip_addresses if _ERROR_COLUMNS.search(str(column)) else (lambda v: v)
+        out[column] = out[column].map(lambda v: replace_surrogates(clean(v)) if isinstance(v, str) else v)
+    return out
+
+
+class _Digesting:
+    """A write handle that counts and hashes what goes through it (uploads are read back)."""
+
+    def __init__(self, raw: IO[bytes]):
+        self._raw, self.size, self.sha256 = raw, 0, hashlib.sha256()
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.sha256.update(view)
+        self.size += view.nbytes
+        return self._raw.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._raw, name)
+
+
+# Object stores: no listing cache. A long-lived process (the code server evaluating the sensor) must
+# see shards and tables that other processes write; s3fs would otherwise cache listings for good.
+fsspec.config.conf.setdefault("s3", {}).setdefault("use_listings_cache", False)
 
 
 class Warehouse:
@@ -59,34 +132,100 @@ class Warehouse:
         """Absolute local path, for DuckDB views (remote roots need DuckDB's httpfs)."""
         return os.path.abspath(path) if self.is_local else f"{self.fs.unstrip_protocol(path)}"
 
-    @contextlib.contextmanager
-    def atomic_open(self, path: str) -> Iterator[IO[bytes]]:
-        """Write to a temporary sibling, then rename: readers never see a partial file."""
-        parent, name = path.rsplit("/", 1)
-        self.fs.makedirs(parent, exist_ok=True)
-        for orphan in self.fs.glob(f"{parent}/.tmp-*-{name}.partial"):  # left by a killed writer of this file
+    def remove_orphans(self, parent: str, name: str = "*") -> list[str]:
+        """Temp files in ``parent`` (of ``name``, or of any file) whose writer is dead; returns them."""
+        return self._remove_dead(self.fs.glob(f"{parent}/.tmp-*-{name}.partial"))
+
+    def _remove_dead(self, candidates: list[str]) -> list[str]:
+        removed = []
+        now = time.time()
+        for orphan in candidates:
+            base = orphan.rsplit("/", 1)[-1]
+            try:
+                mtime = self.fs.info(orphan).get("mtime")
+                mtime = float(mtime.timestamp()) if hasattr(mtime, "timestamp") else (float(mtime) if mtime else None)
+            except FileNotFoundError:
+                continue
+            if writer_alive(base, mtime, now):
+                continue
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(orphan)
-        # ".partial", never ".parquet"/".tar": globs that readers and DuckDB use must not see it
-        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{name}.partial"
+                removed.append(orphan)
+        return removed
+
+    def clean_temp_files(self) -> list[str]:
+        """Orphaned temp files anywhere in the warehouse (tables, curated/, selection/, dedup/, dedup/cache/)."""
+        if not self.fs.exists(self._root_path):
+            return []
+        found = []
+        for depth in ("", "*/", "*/*/"):
+            found += self.fs.glob(f"{self._root_path}/{depth}.tmp-*.partial")
+        return self._remove_dead(sorted(set(found)))
+
+    @contextlib.contextmanager
+    def atomic_open(self, path: str, verify: Callable[[str], None] | None = None) -> Iterator[IO[bytes]]:
+        """Write to a temporary sibling, then rename: readers never see a partial file.
+
+        ``verify(temp_path)`` runs on the complete temp file before the rename; if it raises,
+        the temp file is removed and the target is left as it was (nothing is published).
+        """
+        parent, name = path.rsplit("/", 1)
+        self.fs.makedirs(parent, exist_ok=True)
+        self.remove_orphans(parent, name)  # left by a killed writer of this file; live writers' stay
+        tmp = f"{parent}/{temp_name(name)}"
         try:
-            with self.fs.open(tmp, "wb") as handle:
+            with self.fs.open(tmp, "wb") as raw:
+                handle = raw if self.is_local else _Digesting(raw)
                 yield handle
-                if hasattr(handle, "flush"):
-                    handle.flush()
-                if hasattr(handle, "fileno"):
+                if hasattr(raw, "flush"):
+                    raw.flush()
+                if hasattr(raw, "fileno"):
                     with contextlib.suppress(OSError, ValueError, AttributeError):
-                        os.fsync(handle.fileno())
+                        os.fsync(raw.fileno())
+            if not self.is_local:  # object storage: read the upload back before committing it
+                self._verify_upload(tmp, handle, verify)
+            elif verify is not None:
+                verify(self.local_path(tmp))
             self.fs.mv(tmp, path)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.fs.rm(tmp)
             raise
 
+    def _verify_upload(self, tmp: str, written: "_Digesting", verify: Callable[[str], None] | None) -> None:
+        """Object storage (s3://): the temp object must hold exactly the bytes written (size and
+        SHA-256 of a full read-back), and ``verify`` runs on that read-back, a local copy of what
+        was uploaded. Only then does ``atomic_open`` commit (a server-side copy to the final key)."""
+        digest, size = hashlib.sha256(), 0
+        with tempfile.TemporaryDirectory(prefix="upload-check-") as folder:
+            local = os.path.join(folder, tmp.rsplit("/", 1)[-1])
+            with self.fs.open(tmp, "rb") as src, (open(local, "wb") if verify else contextlib.nullcontext()) as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if dst is not None:
+                        dst.write(chunk)
+            if size != written.size or digest.hexdigest() != written.sha256.hexdigest():
+                raise OSError(f"upload of {self.fs.unstrip_protocol(tmp)} reads back as {size} bytes / sha256 "
+                              f"{digest.hexdigest()[:12]}, not the {written.size} bytes / "
+                              f"{written.sha256.hexdigest()[:12]} written; not committed")
+            if verify is not None:
+                verify(local)
+
     def write_table(self, table: str, shard: str, df: pd.DataFrame,
                     metadata: dict[str, str] | None = None) -> str:
         path = self.table_path(table, shard)
-        arrow = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+        df = df.reset_index(drop=True)
+        errors = [c for c in df.columns if df[c].dtype == object and _ERROR_COLUMNS.search(str(c))]
+        if errors:  # error texts must read the same on every run
+            df = df.assign(**storable(df[errors]))
+        try:
+            arrow = pa.Table.from_pandas(df, preserve_index=False)
+        except (UnicodeEncodeError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            if "surrogate" not in str(exc):
+                raise
+            # a string that cannot be UTF-8 (a lone surrogate) must not fail the shard: store U+FFFD
+            arrow = pa.Table.from_pandas(storable(df), preserve_index=False)
         if metadata:
             merged = dict(arrow.schema.metadata or {})
             merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})

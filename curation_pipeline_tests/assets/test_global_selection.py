@@ -135,6 +135,9 @@ def test_kept_set_is_the_global_top_fraction_whatever_the_shard_order(scored, tm
     source, target = Warehouse(str(scored["warehouse"])), Warehouse(str(backward))
     for shard in SHARDS[::-1]:
         target.write_table("quality_scores", shard, source.read_table("quality_scores", shard).iloc[::-1])
+        # pairs as stored (with the raw shard's fingerprint, which every step after pairs verifies)
+        Path(target.table_path("pairs", shard)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source.table_path("pairs", shard), target.table_path("pairs", shard))
     instance = new_instance()
     decide_all(backward, instance, SHARDS[::-1], fraction)
     reverse_cut = read_cut_record(Warehouse(str(backward)))

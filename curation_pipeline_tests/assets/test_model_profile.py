@@ -17,7 +17,7 @@ def models(tmp_path_factory):
 
 
 def test_full_profile_scores_and_selects_with_model_columns(tmp_path, models):
-    shard = "sample-000002"
+    shard = "sample-000001"  # the sample shard with a corrupt, an empty and a missing image
     # the released MLM-Filter layout (LLaVA-1.5), as a user with the real checkpoint runs it
     released = str(RELEASED / "mlm-filter-llava-13b-tiny")
     scoring = ScoringResource(profile="full", clip_model=models["clip"], mlm_model=released,
@@ -39,7 +39,9 @@ def test_full_profile_scores_and_selects_with_model_columns(tmp_path, models):
     assert (scores.loc[decoded, "clip_score"] - 2.5 * scores.loc[decoded, "clip_cosine"].clip(lower=0)).abs().max() < 1e-5
     # pairs without an image get NaN with a reason, never a made-up score
     missing = scores[scores["decode_status"].ne("ok")]
-    assert missing.empty or (missing["clip_score"].isna().all() and missing["clip_error"].notna().all())
+    assert sorted(missing["decode_status"]) == ["corrupt", "empty", "missing"]
+    assert missing["clip_score"].isna().all() and missing["clip_error"].eq("no image").all()
+    assert missing["mlm_itm"].isna().all() and missing["mlm_itm_error"].eq("no image").all()
     versions = wh.table_metadata("quality_scores", shard)["scorers"]
     assert models["clip"] in versions and released in versions and "llava_v1" in versions
     assert not math.isnan(scores.loc[decoded, "mlm_itm"].mean())

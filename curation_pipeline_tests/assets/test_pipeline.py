@@ -17,7 +17,7 @@ def test_every_step_and_check_succeeds(curated):
     for shard in curated["shards"]:
         checks = {c.check_name: c.passed for c in curated["results"][shard].get_asset_check_evaluations()}
         assert checks == {"pairs_schema": True, "scores_in_range": True, "final_captions_complete": True,
-                          "caption_length_drift": True}
+                          "caption_length_drift": True, "kept_share": True}
 
 
 def test_pairs_inventory_matches_the_shard(curated):
@@ -42,8 +42,12 @@ def test_broken_samples_are_dropped_with_named_reasons(curated):
     assert set(reasons["corrupt_image"]) == {"image_corrupt"}
     assert set(reasons["empty_image"]) == {"image_missing"}
     assert set(reasons["missing_image"]) == {"image_missing"}
-    tiny = final.loc[truth.index[(truth["kind"] == "tiny_image") & (truth["shard"] == "sample-000001")]]
-    assert tiny.empty or set(tiny["reason"]) == {"image_too_small"}
+    # the image-rule cases live in sample-000000 (one of each): each is dropped, naming the rule
+    first = wh.read_table("final_captions", "sample-000000").set_index("key")
+    for kind, reason in (("tiny_image", "image_too_small"), ("wide_image", "image_aspect_ratio")):
+        keys = truth.index[(truth["kind"] == kind) & (truth["shard"] == "sample-000000")]
+        assert len(keys) == 1, kind
+        assert first.loc[keys, ["outcome", "reason"]].values.tolist() == [["dropped", reason]], kind
 
 
 def test_weak_captions_are_rewritten_and_recorded_in_lineage(curated):

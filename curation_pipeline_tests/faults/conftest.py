@@ -1,4 +1,5 @@
-"""The hostile shard: every bad-input case in ONE shard, beside good pairs of real photos.
+"""The hostile shard: every bad-input case in ONE shard, beside good pairs of real photos
+(Flickr8k when ``../shared`` is there, else the repository's own set: ``conftest.photo_root``).
 
 Built once per session and run through the whole Dagster job (text profile, for speed);
 ``test_pipeline_faults`` and ``test_security`` read the same run.
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from curation_pipeline_tests.faults import flickr
+from curation_pipeline_tests.faults import builders, flickr
 from curation_pipeline_tests.shards import faults
 
 N_GOOD = 6
@@ -83,7 +84,7 @@ def hostile_members(marker: Path) -> tuple[list[tuple[str, bytes]], dict[str, by
 
 
 @pytest.fixture(scope="session")
-def hostile_raw(tmp_path_factory, flickr_dir) -> Hostile:
+def hostile_raw(tmp_path_factory) -> Hostile:
     root = tmp_path_factory.mktemp("hostile")
     raw = root / "raw"
     raw.mkdir()
@@ -94,14 +95,21 @@ def hostile_raw(tmp_path_factory, flickr_dir) -> Hostile:
     return Hostile(raw=raw, warehouse=root / "warehouse", marker=marker, good=good, good_captions=captions)
 
 
+HOSTILE_SHARDS = ["hostile", "empty", "zerobytes", "badjson", "oddmembers"]
+
+
 @pytest.fixture(scope="session")
 def hostile_run(hostile_raw):
-    """The hostile shard, a valid-but-empty tar and a zero-byte file through the whole job + report."""
+    """The hostile shard, a valid-but-empty tar, a zero-byte file, a shard of json sidecars built to break
+    parsers and writers (``builders.HOSTILE_JSON``) and one of every non-regular member type plus a 2 GB
+    sparse member, through the whole job + report."""
     from curation_pipeline.resources import ScoringResource
     from curation_pipeline_tests.conftest import run_pipeline
 
     faults.write_tar(hostile_raw.raw / "empty.tar", [])
     (hostile_raw.raw / "zerobytes.tar").write_bytes(b"")
-    instance, results = run_pipeline(hostile_raw.raw, hostile_raw.warehouse, ["hostile", "empty", "zerobytes"],
+    builders.write_members(hostile_raw.raw / "badjson.tar", builders.hostile_json_members())
+    builders.write_blocks(hostile_raw.raw / "oddmembers.tar", builders.odd_members_blocks())
+    instance, results = run_pipeline(hostile_raw.raw, hostile_raw.warehouse, HOSTILE_SHARDS,
                                      scoring=ScoringResource(profile="text"))
     return hostile_raw, instance, results

@@ -1,4 +1,7 @@
-"""Real Flickr8k photos as good pairs, and whole shards built from them (tests and benchmarks)."""
+"""Real photos as good pairs, and whole shards built from them (tests and benchmarks).
+
+The photos are Flickr8k's when ``../shared/evaldata`` is there, else the set the repository
+makes from scikit-image's bundled photos (``conftest.photo_root``): never required."""
 
 from __future__ import annotations
 
@@ -10,15 +13,16 @@ from pathlib import Path
 
 from PIL import Image
 
-FLICKR = Path(__file__).resolve().parents[2].parent / "shared" / "evaldata" / "flickr8k_1k_small"
-
 
 @lru_cache(maxsize=1)
 def flickr_rows() -> tuple[tuple[str, str], ...]:
     """(image path, first caption) for every photo, in the file's order."""
-    with open(FLICKR / "captions.jsonl", encoding="utf-8") as handle:
+    from curation_pipeline_tests.conftest import photo_root
+
+    root = photo_root()
+    with open(root / "captions.jsonl", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
-    return tuple((str(FLICKR / r["image"]), r["captions"][0]) for r in rows)
+    return tuple((str(root / r["image"]), r["captions"][0]) for r in rows)
 
 
 @lru_cache(maxsize=1)

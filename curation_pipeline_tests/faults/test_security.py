@@ -4,6 +4,7 @@ parameters, servers on 127.0.0.1, and nothing from a shard or key writes outside
 
 from __future__ import annotations
 
+import os
 import re
 import tarfile
 from pathlib import Path
@@ -153,3 +154,111 @@ def test_every_server_binds_to_loopback():
                 command = line + (lines[n] if n < len(lines) else "")  # a string continued on the next line
                 assert re.search(r"(-h|--host)[ =]127\.0\.0\.1", command), f"{path}:{n} starts a server: {line}"
     assert any(p.name == "Makefile" for p, *_ in starts) and any(p.name == "cli.py" for p, *_ in starts)
+
+
+def _listening(pids: set[int]) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket the given processes hold (from /proc)."""
+    import ipaddress
+
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A = LISTEN
+                continue
+            address, port = local.split(":")
+            raw = bytes.fromhex(address)
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is little-endian
+            found.add((str(ipaddress.ip_address(raw)), int(port, 16)))
+    return found
+
+
+def _tree(marker: bytes) -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.add(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_dagster_dev_as_make_ui_starts_it_listens_on_loopback_only(tmp_path):
+    """Start the Makefile's own `ui` command (on a free port) and read from /proc which addresses its
+    processes (webserver, daemon, code server) actually listen on: loopback only, the UI on 127.0.0.1."""
+    import ipaddress
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    import uuid
+
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = re.search(r"^ui:.*?(?=^\S|\Z)", makefile, re.DOTALL | re.MULTILINE).group(0)
+    command = next(line.strip() for line in recipe.splitlines() if "dagster dev" in line)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = command.replace("$(BIN)", str(Path(sys.executable).parent)).split()
+    argv[argv.index("-p") + 1] = str(port)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    marker = f"CURATION_LOOPBACK_TEST={uuid.uuid4().hex}"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CURATION_RAW": str(tmp_path / "raw"),
+           "CURATION_WAREHOUSE": str(tmp_path / "wh"), "HF_HUB_OFFLINE": "1", "DAGSTER_DISABLE_TELEMETRY": "1",
+           marker.split("=")[0]: marker.split("=")[1]}
+    env.pop("CURATION_AUTOMATION", None)
+    log = (tmp_path / "dev.log").open("wb")
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            assert proc.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "dagster dev did not answer in 150 s"
+            time.sleep(1)
+        time.sleep(3)  # the daemon and the code server finish starting
+        sockets = _listening(_tree(marker.encode()))
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=15)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+    ui = {address for address, p in sockets if p == port}
+    assert ui == {"127.0.0.1"}, sockets
+    assert all(ipaddress.ip_address(address).is_loopback for address, _ in sockets), sockets

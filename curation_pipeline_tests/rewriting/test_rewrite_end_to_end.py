@@ -25,10 +25,12 @@ WEAK_CAPTIONS = [
     None, "girl girl girl girl girl girl", "www.example.com", "A man climbs a rock wall.",
 ]
 # Random text shares no word with the original (edit ratio 1), so the edit bound rejects
-# every improved rewrite; the similarity and length bounds are set to split them.
-MINIMAL = AcceptanceRules(min_improvement=1.0, max_edit_ratio=0.95, min_length_ratio=0.3)
-MEANING = AcceptanceRules(min_improvement=1.0, max_length_ratio=4.0, min_similarity=0.05)
-LOOSE = AcceptanceRules(min_improvement=-100.0)
+# every improved rewrite; the similarity and length bounds are set to split them. Random text
+# is also malformed (stray brackets, lone marks): the independent well-formedness check is off
+# here so the minimality bounds are what decides (it is tested in test_acceptance_check.py).
+MINIMAL = AcceptanceRules(min_improvement=1.0, max_edit_ratio=0.95, min_length_ratio=0.3, check_wellformed=False)
+MEANING = AcceptanceRules(min_improvement=1.0, max_length_ratio=4.0, min_similarity=0.05, check_wellformed=False)
+LOOSE = AcceptanceRules(min_improvement=-100.0, check_wellformed=False)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,8 @@ def _assert_rows_follow_rules(lineage: pd.DataFrame, pairs: PairBatch, rules: Ac
         expected_sim = caption_similarity([row.original_caption or ""], [row.candidate_caption])[0]
         assert row.semantic_similarity == pytest.approx(expected_sim, abs=1e-4)
         assert (row.accepted, row.reason) == judge(row.score_before, row.score_after, row.edit_ratio,
-                                                   row.length_ratio, row.semantic_similarity, rules)
+                                                   row.length_ratio, row.semantic_similarity, rules,
+                                                   original=row.original_caption, candidate=row.candidate_caption)
 
 
 def test_vlm_rewrites_are_judged_exactly_by_the_rules(llava, pairs):
@@ -96,4 +99,21 @@ def test_aitqe_random_output_is_rejected_with_its_parse_error(llava, pairs):
     lineage = _run(rewriter, pairs, LOOSE)
     _assert_rows_follow_rules(lineage, pairs, LOOSE)
     assert lineage["rewriter"].eq("aitqe").all() and lineage["rewriter_scores"].str.contains("aitqe_overall").all()
+    unparsed = lineage["candidate_caption"].isna()
+    assert unparsed.any()  # 8 random tokens never make a {"Recaption": ...} reply
+    assert lineage.loc[unparsed, "reason"].str.contains("no recaption").all()
+
+
+def test_aitqe_replies_become_candidates_or_parse_errors(llava, pairs, monkeypatch):
+    """The same path with replies that are known: a well-formed reply's recaption is the candidate and is
+    judged like any other; a reply without a recaption is a rejected attempt that says so."""
+    rewriter = AitqeRewriter(llava, max_new_tokens=8)
+    good = '{"Recaption": "A little girl climbs the stairs of a wooden playhouse.", "Overall Score": "3<Overall>'
+    monkeypatch.setattr(rewriter.generator, "generate",
+                        lambda images, texts: [good if i % 2 == 0 else "Overall: fine" for i in range(len(images))])
+    lineage = _run(rewriter, pairs, LOOSE)
+    _assert_rows_follow_rules(lineage, pairs, LOOSE)
+    assert lineage["candidate_caption"].tolist() == [
+        "A little girl climbs the stairs of a wooden playhouse." if i % 4 % 2 == 0 else None for i in range(len(pairs))]
     assert lineage.loc[lineage["candidate_caption"].isna(), "reason"].str.contains("no recaption").all()
+    assert lineage.loc[lineage["candidate_caption"].notna(), "accepted"].all()  # LOOSE accepts any candidate

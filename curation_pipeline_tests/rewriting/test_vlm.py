@@ -46,10 +46,25 @@ def test_generates_cleaned_candidates(model_dir, batch):
     rewriter = VlmRewriter(model_dir, max_new_tokens=8, batch_size=2)
     assert rewriter.ident.startswith("vlm@1:") and model_dir in rewriter.version
     assert rewriter.prompt == DEFAULT_PROMPT and len(rewriter.prompt_hash) == 16
+    calls, generate = [], rewriter.generator.generate
+
+    def spy(images, texts):
+        replies = generate(images, texts)
+        calls.append((images, texts, replies))
+        return replies
+
+    rewriter.generator.generate = spy
     candidates = rewriter.rewrite(batch)
-    assert len(candidates) == 3
+    # the model saw each image with its own caption's instruction, in order, two at a time
+    assert [len(images) for images, _, _ in calls] == [2, 1]
+    assert [im for images, _, _ in calls for im in images] == batch.images
+    assert [t for _, texts, _ in calls for t in texts] == [rewriter.instruction(c) for c in batch.captions]
+    assert "A dog runs." in calls[0][1][0] and calls[0][1][1] == NO_CAPTION_PROMPT
+    assert "<image>" not in calls[1][1][0] and "{outside}" in calls[1][1][0]
+    # each candidate is its own reply, cleaned
+    replies = [r for _, _, batch_replies in calls for r in batch_replies]
+    assert [c.raw for c in candidates] == replies and all(isinstance(r, str) for r in replies)
     for cand in candidates:
-        assert isinstance(cand.raw, str)
         assert cand.caption == (clean_output(cand.raw) or None)
         assert (cand.caption is None) == (cand.error == "empty output")
     # Left padding: a batch of three gives what batches of two and one give.
@@ -65,10 +80,20 @@ def test_instructions(model_dir):
     assert rewriter.prompt_hash != VlmRewriter(model_dir, max_new_tokens=2).prompt_hash
 
 
-def test_beam_search_is_deterministic(model_dir, batch):
+def test_beam_search_is_deterministic(model_dir, batch, monkeypatch):
     rewriter = VlmRewriter(model_dir, max_new_tokens=4, num_beams=2)
+    seen, generate = [], rewriter.generator.model.generate
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs.get(k) for k in ("num_beams", "do_sample", "max_new_tokens")})
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(rewriter.generator.model, "generate", spy)
     first = [c.raw for c in rewriter.rewrite(batch)]
     assert first == [c.raw for c in rewriter.rewrite(batch)]
+    # beam search really ran (2 beams, no sampling, the token budget), and it is what the version records
+    assert seen and all(s == {"num_beams": 2, "do_sample": False, "max_new_tokens": 4} for s in seen)
+    assert "beams=2" in rewriter.version and "beams=1" in VlmRewriter(model_dir, max_new_tokens=4).version
 
 
 def test_empty_output_and_missing_image(model_dir, batch, monkeypatch):

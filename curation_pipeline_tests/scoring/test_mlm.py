@@ -219,13 +219,23 @@ def test_nan_paths(vlm_dir, batch):
     assert math.isnan(low["q_itm_expected"][0])
 
 
-def test_generate_mode_returns_scores_or_reasons(vlm_dir, batch):
-    scorer = MlmFilterScorer(vlm_dir, mode="generate", metrics=("ctq",))
-    frame = scorer.score(batch)
-    for value, error in zip(frame["mlm_ctq"], frame["mlm_ctq_error"]):
-        assert (0 <= value <= 100 and error is None) or (math.isnan(value) and error)
-    assert frame["mlm_ctq_expected"].isna().all()
+def test_generate_mode_returns_scores_or_reasons(vlm_dir, batch, monkeypatch):
+    scorer = _peaked(MlmFilterScorer(vlm_dir, mode="generate", metrics=("ctq",), min_mass=0.0))
     assert scorer.version.startswith("2:") and scorer.prompt_hash in scorer.version
+    # generation decodes what logits mode reads greedily from its tree: the same integer (or none) per pair
+    logits = MlmFilterScorer(vlm_dir, metrics=("ctq",), min_mass=0.0)
+    logits.model = scorer.model
+    frame, read = scorer.score(batch), logits.score(batch)
+    np.testing.assert_array_equal(frame["mlm_ctq"].to_numpy(), read["mlm_ctq"].to_numpy())
+    assert frame["mlm_ctq_error"].isna().tolist() == read["mlm_ctq"].notna().tolist()
+    assert frame["mlm_ctq_expected"].isna().all()  # generation has no distribution to average
+    # each reply becomes a score in 0-100 or NaN with the reason, never a guess
+    replies = iter([["85", "none of these", "100"]])
+    monkeypatch.setattr(scorer, "_greedy_replies", lambda images, captions, metric: next(replies))
+    frame = scorer.score(batch)
+    assert frame["mlm_ctq"].tolist()[0::2] == [85.0, 100.0] and math.isnan(frame["mlm_ctq"][1])
+    assert frame["mlm_ctq_error"][0] is None and frame["mlm_ctq_error"][2] is None
+    assert isinstance(frame["mlm_ctq_error"][1], str) and frame["mlm_ctq_error"][1]
 
 
 def test_bad_arguments(vlm_dir):

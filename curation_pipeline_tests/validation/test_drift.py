@@ -1,6 +1,7 @@
-"""Caption length drift on real Flickr8k captions: paraphrases pass, padding and truncation fail."""
+"""Caption length drift on human-style captions (five per photo, written for the repository's own photo
+set, ``curation_pipeline_tests/photos.py``: the same numbers on every machine, no ../shared needed):
+another caption of the same photo passes, padding and truncation fail."""
 
-import json
 import math
 
 import numpy as np
@@ -20,10 +21,11 @@ BOILERPLATE = " This photograph was automatically described by a captioning mode
 
 
 @pytest.fixture(scope="module")
-def captions(flickr_dir) -> pd.DataFrame:
-    """One row per image, one column per reference caption (5 human captions each)."""
-    rows = [json.loads(line) for line in (flickr_dir / "captions.jsonl").read_text().splitlines()]
-    return pd.DataFrame([r["captions"][:5] for r in rows], columns=[f"c{i}" for i in range(5)])
+def captions() -> pd.DataFrame:
+    """1,000 rows (one per photo), one column per caption (5 human-style captions each)."""
+    from curation_pipeline_tests.photos import caption_rows
+
+    return pd.DataFrame(caption_rows(1000), columns=[f"c{i}" for i in range(5)])
 
 
 def test_caption_lengths_count_none_and_empty_as_zero():
@@ -41,11 +43,11 @@ def test_another_human_caption_passes(captions):
     assert result.passed, result.failures
     assert result.failures == []
     assert (result.n_original, result.n_final) == (1000, 1000)
-    assert result.mean_original == pytest.approx(12.265)
-    assert result.mean_final == pytest.approx(12.056)
-    assert result.mean_ratio == pytest.approx(12.056 / 12.265)
+    assert result.mean_original == pytest.approx(10.622)
+    assert result.mean_final == pytest.approx(10.628)
+    assert result.mean_ratio == pytest.approx(10.628 / 10.622)
     assert 0 < result.kl < 0.02
-    assert result.quantiles_original == {0.1: 7.0, 0.25: 9.0, 0.5: 12.0, 0.75: 14.0, 0.9: 18.0}
+    assert result.quantiles_original == {0.1: 8.0, 0.25: 9.0, 0.5: 10.0, 0.75: 12.0, 0.9: 13.0}
     assert [e["type"] for e in result.expectations] == [
         "expect_column_kl_divergence_to_be_less_than",
         "expect_column_mean_to_be_between",
@@ -53,7 +55,7 @@ def test_another_human_caption_passes(captions):
     ]
     assert all(e["success"] for e in result.expectations)
     assert result.expectations[0]["observed_value"] == pytest.approx(result.kl)
-    assert result.expectations[1]["observed_value"] == pytest.approx(12.056)
+    assert result.expectations[1]["observed_value"] == pytest.approx(10.628)
 
 
 @pytest.mark.parametrize("column", ["c2", "c3", "c4"])
@@ -74,11 +76,11 @@ def test_boilerplate_on_half_the_captions_fails_on_mean_and_kl(captions):
     final.iloc[::2] = final.iloc[::2] + BOILERPLATE
     result = check_caption_length_drift(captions["c0"], final, TIGHT)
     assert not result.passed
-    assert result.mean_final == pytest.approx(12.265 + 7.5)
-    assert result.mean_ratio == pytest.approx(19.765 / 12.265)
-    assert "mean caption length grew 1.61x (12.3 -> 19.8 words), allowed 0.80-1.25x" in result.failures
+    assert result.mean_final == pytest.approx(10.622 + 7.5)
+    assert result.mean_ratio == pytest.approx(18.122 / 10.622)
+    assert "mean caption length grew 1.71x (10.6 -> 18.1 words), allowed 0.80-1.25x" in result.failures
     kl_failures = [f for f in result.failures if f.startswith("caption length distribution drifted")]
-    assert kl_failures == [f"caption length distribution drifted: KL divergence {result.kl:.3f} over 10 "
+    assert kl_failures == [f"caption length distribution drifted: KL divergence {result.kl:.3f} over 7 "
                            "reference-quantile bins, allowed <= 0.1"]
     assert result.kl > 0.3
     assert not result.expectations[0]["success"] and not result.expectations[1]["success"]
@@ -89,8 +91,8 @@ def test_truncating_to_two_words_fails(captions):
     result = check_caption_length_drift(captions["c0"], final, TIGHT)
     assert not result.passed
     assert set(result.quantiles_final.values()) == {2.0}
-    assert "mean caption length shrank to 0.16x (12.3 -> 2.0 words), allowed 0.80-1.25x" in result.failures
-    assert result.failures[-1].startswith("caption length quantiles out of band (words): p10 7 -> 2 (allowed 5-9), p25 9 -> 2 (allowed 6.75-11.25), ")
+    assert "mean caption length shrank to 0.19x (10.6 -> 2.0 words), allowed 0.80-1.25x" in result.failures
+    assert result.failures[-1].startswith("caption length quantiles out of band (words): p10 8 -> 2 (allowed 6-10), p25 9 -> 2 (allowed 6.75-11.25), ")
     assert result.kl > 1.0
 
 
@@ -110,8 +112,8 @@ def test_all_none_final_fails_clearly(captions):
     assert not result.passed
     assert result.failures[0] == "all 1000 final captions are empty or None"
     assert result.mean_final == 0.0
-    # Every final length falls in the left tail (< 7 words), which holds 5.2% of the reference.
-    assert result.kl == pytest.approx(math.log(1 / 0.052))
+    # Every final length falls in the left tail (< 8 words), which holds 4.3% of the reference.
+    assert result.kl == pytest.approx(math.log(1 / 0.043))
 
 
 def test_empty_reference_tail_is_smoothed_so_kl_stays_finite():
@@ -152,17 +154,17 @@ def test_metadata_is_flat_python_scalars(captions):
     assert all(type(v) in (bool, int, float, str) for v in meta.values())
     assert meta["drift_passed"] is True
     assert meta["drift_n_final"] == 1000
-    assert meta["drift_p90_original"] == 18.0
-    assert meta["drift_p90_final"] == 17.0
+    assert meta["drift_p90_original"] == 13.0
+    assert meta["drift_p90_final"] == 13.0
     assert "drift_failures" not in meta
 
 
 def test_markdown_table(captions):
     final = captions["c0"].str.split().str[:2].str.join(" ")
     md = check_caption_length_drift(captions["c0"], final, TIGHT).to_markdown()
-    assert "| mean (words) | 12.3 | 2 | 9.81-15.33 | no |" in md
-    assert "| p50 (words) | 12 | 2 | 9-15 | no |" in md
+    assert "| mean (words) | 10.6 | 2 | 8.5-13.28 | no |" in md
+    assert "| p50 (words) | 10 | 2 | 7.5-12.5 | no |" in md
     assert "Caption length drift: **FAILED**" in md
     md = check_caption_length_drift(captions["c0"], captions["c1"]).to_markdown()
-    assert "| mean (words) | 12.3 | 12.1 | 9.81-15.33 | yes |" in md
+    assert "| mean (words) | 10.6 | 10.6 | 8.5-13.28 | yes |" in md
 

@@ -19,5 +19,8 @@ __all__ = ["cpu_threads"]
 
 
 def cpu_threads() -> int:
-    """Cores this process may use: the affinity mask, not the host's count, in containers."""
+    """Cores this process may use: ``CURATION_THREADS`` if set (a Ray actor's CPU share,
+    ``curation_pipeline.compute``), else the affinity mask, not the host's count, in containers."""
+    if os.environ.get("CURATION_THREADS", "").isdigit() and int(os.environ["CURATION_THREADS"]) > 0:
+        return int(os.environ["CURATION_THREADS"])
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,0 +1,159 @@
+"""Stage 3, decisions: the cross-shard duplicate index (not partitioned), and keeping shards in step with it.
+
+Cross-shard dedup must not depend on which shard ran first, so groups and survivors are
+resolved once over every shard's stored fingerprints (``decisions/dedup.py``). Shard runs
+may start in any order and in parallel: each shard's decisions use the stored index when it
+covers the current pool, else compute the same thing on the spot. Afterwards
+``settle_duplicates`` (``curate run``, the tests) or the ``dedup_settle_sensor`` (automation)
+materializes ``dedup_index`` and re-selects every shard that was decided against an older
+pool, so the published set depends on the pool alone.
+"""
+
+
+import hashlib
+import json
+
+import dagster as dg
+import pandas as pd
+
+from curation_pipeline.assets.metadata import numbers, table
+from curation_pipeline.assets.scoring import quality_scores
+from curation_pipeline.decisions.dedup import (
+    INDEX_ASSET,
+    pool_has_signals,
+    pool_identity,
+    read_index,
+    refresh_index,
+    rules_digest,
+    slice_digest,
+    stale_shards,
+    write_index,
+)
+from curation_pipeline.resources import PolicyResource, WarehouseResource
+
+
+@dg.asset(
+    name=INDEX_ASSET,
+    group_name="decisions",
+    deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
+    kinds={"parquet"},
+    description="Duplicate groups over ALL shards (exact pixels, exact pairs, near images by pHash, near captions "
+    "on loosely similar images), each with ONE survivor chosen among the members that pass the image and caption "
+    "rules: the largest usable image, then the best caption, then (shard, key), so the published set does not "
+    "depend on the order or parallelism of shard runs. Reads only fingerprints and rule columns of the stored "
+    "quality_scores (no model runs); a new shard is compared against the pool once. caption_decisions reads it; "
+    "shards decided against an older pool are listed as stale (re-select them: reselect_shards).",
+)
+def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                policy: PolicyResource) -> dg.MaterializeResult:
+    wh = warehouse.warehouse()
+    index = refresh_index(wh, policy.decision_policy())
+    paths = write_index(wh, index, run_id=context.run_id)
+    stale = stale_shards(wh, index)
+    groups = index.groups
+    survivors = groups[groups["dup_keep"]]
+    per_shard = pd.DataFrame([{"shard": s, "in_groups": int(groups["shard"].eq(s).sum()),
+                               "dropped_as_duplicate": int((groups["shard"].eq(s) & ~groups["dup_keep"]).sum()),
+                               "stale": s in stale} for s in sorted(index.identity)])
+    if stale:
+        context.log.info(f"shards decided against an older pool (re-select them): {', '.join(stale)}")
+    return dg.MaterializeResult(metadata={
+        **numbers({"shards": len(index.identity), "pairs_in_groups": len(groups), "groups": len(survivors),
+                   "dropped_as_duplicate": int((~groups["dup_keep"]).sum()), "links": len(index.links),
+                   "stale_shards": len(stale),
+                   "pairs_dropped_for_a_copy_in_another_shard": int(
+                       (~groups["dup_keep"] & groups["dup_of"].astype(str).str.contains("/")).sum())}),
+        "stale": dg.MetadataValue.json(stale),
+        "per_shard": table(per_shard, limit=200),
+        "rules": dg.MetadataValue.text(index.rules),
+        "path": dg.MetadataValue.path(wh.local_path(paths["manifest"]) if wh.is_local else paths["manifest"]),
+    })
+
+
+dedup_index_job = dg.define_asset_job(
+    "dedup_index_job", selection=dg.AssetSelection.assets(INDEX_ASSET),
+    description="Rebuild the cross-shard duplicate index from the stored scores (no model runs).")
+
+
+def _pool_key(identity: dict[str, str], rules: str) -> str:
+    return hashlib.sha256(json.dumps([identity, rules], sort_keys=True).encode()).hexdigest()[:16]
+
+
+ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+          dg.DagsterRunStatus.STARTED]
+
+
+def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
+                    policy: PolicyResource) -> list[dg.RunRequest] | str:
+    """What to run so that every shard's decisions match the duplicate index of the current pool:
+    the index itself when it is stale, else a re-selection of each stale shard. A string says why
+    nothing is requested."""
+    if instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE), limit=1):
+        return "runs in progress: the pool is still changing"
+    wh = warehouse.warehouse()
+    rules = rules_digest(policy.decision_policy())
+    identity = pool_identity(wh)
+    if not identity:
+        return "no scored shards"
+    stored = read_index(wh)
+    if stored is None or stored.identity != identity or stored.rules != rules:
+        return [dg.RunRequest(job_name="dedup_index_job", run_key=f"dedup_index:{_pool_key(identity, rules)}")]
+    stale = stale_shards(wh, stored)
+    if not stale:
+        return f"duplicate index current for {len(identity)} shards; no shard is stale"
+    return [dg.RunRequest(job_name="reselect_shards", partition_key=s,
+                          run_key=f"dedup:{s}:{slice_digest(stored.for_shard(s))}",
+                          tags={"curation/reason": "dedup_index changed"}) for s in stale]
+
+
+def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None,
+                      results: dict | None = None) -> list[str]:
+    """In process: materialize dedup_index, then re-select every stale shard. Returns what failed;
+    fills ``results`` (name -> execution result) if given. Nothing to do for fewer than two shards,
+    or when no shard was scored with duplicate signals."""
+    warehouse: WarehouseResource = defs.resources["warehouse"]
+    wh = warehouse.warehouse()
+    if len(wh.shards("quality_scores")) < 2 or not pool_has_signals(wh):
+        return []
+    run_config = run_config or {}
+    failed = []
+    result = defs.resolve_job_def("dedup_index_job").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=run_config)
+    if results is not None:
+        results[INDEX_ASSET] = result
+    if not result.success:
+        return [INDEX_ASSET]
+    for shard in stale_shards(wh):
+        result = defs.resolve_job_def("reselect_shards").execute_in_process(
+            partition_key=shard, instance=instance, raise_on_error=False, run_config=run_config)
+        if results is not None:
+            results[f"reselect:{shard}"] = result
+        if not result.success:
+            failed.append(shard)
+    return failed
+
+
+def _settle_sensor():
+    import os
+
+    from curation_pipeline.automation import reselect_shards_job
+
+    status = (dg.DefaultSensorStatus.RUNNING if os.environ.get("CURATION_AUTOMATION") == "on"
+              else dg.DefaultSensorStatus.STOPPED)
+
+    @dg.sensor(name="dedup_settle_sensor", jobs=[dedup_index_job, reselect_shards_job], minimum_interval_seconds=60,
+               default_status=status,
+               description="When no run is in progress: rebuilds dedup_index if the pool of scored shards changed, "
+               "then re-selects every shard decided against an older pool, so cross-shard dedup publishes the same "
+               "set whatever order the shard runs took.")
+    def dedup_settle_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource,
+                            policy: PolicyResource):
+        requests = settle_requests(context.instance, warehouse, policy)
+        if isinstance(requests, str):
+            return dg.SkipReason(requests)
+        return requests
+
+    return dedup_settle_sensor
+
+
+dedup_settle_sensor = _settle_sensor()

@@ -1,0 +1,45 @@
+"""Every step after ``pairs`` proves the raw shard is still the file ``pairs`` read.
+
+``pairs`` stores the raw file's fingerprint (size, SHA-256, stat identity) in the schema
+metadata of ``pairs/<shard>.parquet``. ``raw_fingerprint`` below reads it back and checks
+the raw file against it (stat first; a full re-hash only when the stat differs), and a
+step that streams the raw file again passes the fingerprint to the reader, which compares
+the hash of the bytes it read. A changed shard fails the step with a message that names
+the shard and says what changed; ``curated_shards`` verifies before its rename, so nothing
+of a changed shard is ever published.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from curation_pipeline.resources import WarehouseResource
+from curation_pipeline.shards.fingerprint import RawFingerprint, RawShardChanged, verify_unchanged
+from curation_pipeline.storage.warehouse import Warehouse
+
+FINGERPRINT_KEY = "raw_fingerprint"
+
+
+def recorded_fingerprint(wh: Warehouse, shard: str) -> RawFingerprint:
+    """What ``pairs`` recorded for the shard; dg.Failure if pairs is missing or predates fingerprints."""
+    try:
+        meta = wh.table_metadata("pairs", shard)
+    except FileNotFoundError as exc:
+        raise dg.Failure(description=f"pairs of shard {shard!r} is not in the warehouse "
+                         f"({wh.table_path('pairs', shard)}); materialize pairs first") from exc
+    text = meta.get(FINGERPRINT_KEY)
+    if not text:
+        raise dg.Failure(description=f"pairs of shard {shard!r} records no raw-shard fingerprint (written by an "
+                         "older version): re-materialize the shard from pairs")
+    return RawFingerprint.from_json(text)
+
+
+def raw_fingerprint(warehouse: WarehouseResource, shard: str) -> RawFingerprint:
+    """The recorded fingerprint, after checking that the raw file still matches it."""
+    expected = recorded_fingerprint(warehouse.warehouse(), shard)
+    try:
+        verify_unchanged(warehouse.raw_url(shard), shard, expected)
+    except RawShardChanged as exc:
+        raise dg.Failure(description=str(exc), metadata={"shard": shard, "recorded_sha256": expected.sha256,
+                                                         "recorded_bytes": expected.size}) from exc
+    return expected

@@ -1,0 +1,171 @@
+"""A raw shard's fingerprint: recorded when ``pairs`` reads it, verified by every later step.
+
+Every step after ``pairs`` works on data derived from the raw ``.tar`` (and some re-read
+it for images). If the file is replaced, grown or shrunk in between, keys would pair the
+old captions and scores with new images. So ``pairs`` records what it read: the size,
+the SHA-256 of every byte (hashed while streaming, no extra read) and a cheap stat
+identity (mtime; for local files also inode and ctime, which no ``touch`` can restore;
+for object stores the ETag). A later step compares the stat first; if anything differs
+it re-hashes the file, so a ``touch`` alone never fails a run. A step that streams the
+file anyway compares the hash of what it read, which catches a same-size swap even on
+a file system whose stat it cannot trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import IO
+
+import fsspec
+
+CHUNK = 1 << 20
+
+
+class RawShardChanged(RuntimeError):
+    """The raw shard is not the file ``pairs`` read: nothing derived from it may be used."""
+
+
+@dataclass(frozen=True)
+class RawStat:
+    size: int
+    mtime: str  # as the file system reports it (ns for local files); "" if unknown
+    identity: str  # local: "inode:ctime_ns"; object stores: ETag / generation; "" if unknown
+
+    @property
+    def same_file(self) -> str:
+        return self.identity.split(":", 1)[0] if self.identity.count(":") == 1 else self.identity
+
+
+@dataclass(frozen=True)
+class RawFingerprint:
+    size: int
+    sha256: str
+    mtime: str = ""
+    identity: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RawFingerprint":
+        data = json.loads(text)
+        return cls(size=int(data["size"]), sha256=str(data["sha256"]), mtime=str(data.get("mtime", "")),
+                   identity=str(data.get("identity", "")))
+
+    @property
+    def stat(self) -> RawStat:
+        return RawStat(self.size, self.mtime, self.identity)
+
+    def short(self) -> str:
+        return f"{self.size:,} bytes, sha256 {self.sha256[:16]}"
+
+
+def raw_stat(url: str) -> RawStat:
+    """Size and identity without reading the content. Raises FileNotFoundError / IsADirectoryError."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if _is_local(fs):
+        st = os.stat(path)
+        if not os.path.isfile(path):
+            raise IsADirectoryError(f"raw shard {url} is not a regular file")
+        return RawStat(st.st_size, str(st.st_mtime_ns), f"{st.st_ino}:{st.st_ctime_ns}")
+    info = fs.info(path)
+    if info.get("type") == "directory":
+        raise IsADirectoryError(f"raw shard {url} is a directory")
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("updated") or ""
+    identity = info.get("ETag") or info.get("etag") or info.get("generation") or info.get("md5Hash") or ""
+    return RawStat(int(info.get("size") or 0), str(mtime), str(identity).strip('"'))
+
+
+def _is_local(fs) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+class HashingReader:
+    """A read-only file wrapper that hashes every byte read through it (for tarfile's stream mode)."""
+
+    def __init__(self, handle: IO[bytes]):
+        self._handle = handle
+        self._sha = hashlib.sha256()
+        self.bytes_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self._sha.update(data)
+        self.bytes_read += len(data)
+        return data
+
+    def drain(self) -> None:
+        """Read (and hash) whatever tarfile left unread: padding after the end-of-archive blocks."""
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+def hash_file(url: str) -> tuple[int, str]:
+    with fsspec.open(url, "rb") as handle:
+        reader = HashingReader(handle)
+        reader.drain()
+    return reader.bytes_read, reader.sha256
+
+
+def fingerprint(url: str) -> RawFingerprint:
+    """Stat, then hash the whole file; fails if the file changed while it was hashed."""
+    before = raw_stat(url)
+    size, sha = hash_file(url)
+    after = raw_stat(url)
+    if after != before or size != after.size:
+        raise RawShardChanged(f"raw shard {url} changed while it was being read ({before.size:,} -> "
+                              f"{after.size:,} bytes); try again once it is written")
+    return RawFingerprint(size, sha, after.mtime, after.identity)
+
+
+def _size_change(old: int, new: int) -> str:
+    if new > old:
+        return f"grown from {old:,} to {new:,} bytes"
+    return f"shrunk from {old:,} to {new:,} bytes"
+
+
+def describe_change(shard: str, url: str, expected: RawFingerprint, size: int, sha256: str,
+                    stat: RawStat | None = None, when: str = "") -> str | None:
+    """None if ``size``/``sha256`` are what ``pairs`` read; otherwise what changed, in words."""
+    if size == expected.size and sha256 == expected.sha256:
+        return None
+    if size != expected.size:
+        what = _size_change(expected.size, size)
+    else:
+        what = f"same size ({size:,} bytes), different content"
+    if stat is not None and expected.identity and stat.identity:
+        replaced = stat.same_file != expected.stat.same_file
+        what = ("replaced by another file: " if replaced else "modified in place: ") + what
+    return (f"raw shard {shard!r} ({url}) changed since `pairs` read it{when}: {what} "
+            f"(sha256 {expected.sha256[:16]} -> {sha256[:16]}). Nothing of it is published; re-run the "
+            f"shard from `pairs` to curate the new file.")
+
+
+def verify_unchanged(url: str, shard: str, expected: RawFingerprint) -> RawStat:
+    """Raise RawShardChanged unless the file at ``url`` is still the one ``pairs`` read.
+
+    Same stat identity (size, mtime, inode+ctime / ETag): unchanged, nothing is read. Anything
+    else: the file is hashed again and only a different size or content fails.
+    """
+    try:
+        stat = raw_stat(url)
+    except FileNotFoundError as exc:
+        raise RawShardChanged(f"raw shard {shard!r} ({url}) is gone since `pairs` read it "
+                              f"({expected.short()}); nothing of it is published") from exc
+    if stat == expected.stat and expected.identity:
+        return stat
+    if stat.size != expected.size:
+        raise RawShardChanged(describe_change(shard, url, expected, stat.size, "?" * 16, stat))
+    size, sha = hash_file(url)
+    message = describe_change(shard, url, expected, size, sha, stat)
+    if message:
+        raise RawShardChanged(message)
+    return stat
