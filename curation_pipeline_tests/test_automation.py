@@ -108,3 +108,20 @@ def test_report_refreshes_by_declarative_automation_only_when_automation_is_on()
     expected = (dg.DefaultSensorStatus.RUNNING if os.environ.get("CURATION_AUTOMATION") == "on"
                 else dg.DefaultSensorStatus.STOPPED)
     assert report_automation.default_status == expected
+
+
+def test_a_partition_without_its_raw_file_fails_naming_the_file_and_the_shards(tmp_path):
+    from curation_pipeline.definitions import build_definitions
+
+    raw = _raw(tmp_path, ["sample-000000.tar"])
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
+                             scoring=ScoringResource(profile="text"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("shards", ["sampel-000000"])
+        result = defs.resolve_job_def("curate_shards").execute_in_process(
+            partition_key="sampel-000000", instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.message + (failure.step_failure_data.user_failure_data.description
+                                                         if failure.step_failure_data.user_failure_data else "")
+    assert "sampel-000000.tar does not exist" in message and "sample-000000" in message.replace("sampel", "")

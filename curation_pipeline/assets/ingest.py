@@ -32,6 +32,13 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
 )
 def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     shard = context.partition_key
+    if warehouse.raw_mtime(shard) is None:  # a mistyped or deleted partition: say which file, and what exists
+        try:
+            available = ", ".join(sorted(warehouse.list_raw()[0])) or "none"
+        except FileNotFoundError:
+            available = "none (the raw location does not exist)"
+        raise dg.Failure(description=f"raw shard file {warehouse.raw_url(shard)} does not exist; shards in "
+                         f"{warehouse.raw_root}: {available}. Remove stale partitions with the prune_shards job.")
     wh = warehouse.warehouse()
     for orphan in wh.clean_temp_files():  # of writers killed in an earlier run (crash, full disk)
         context.log.warning(f"removed orphaned temp file {orphan}")

@@ -191,12 +191,13 @@ def test_registered_shard_that_vanished_or_is_unreadable_fails_clearly(tmp_path)
     (raw / "adir.tar").mkdir()
     _, results = run_pipeline(raw, tmp_path / "wh", ["gone", "adir"], report=False,
                               scoring=ScoringResource(profile="text"))
-    for shard, error in (("gone", "FileNotFoundError"), ("adir", "IsADirectoryError")):
+    for shard, error in (("gone", "does not exist"), ("adir", "IsADirectoryError")):
         result = results[shard]
         assert not result.success
         failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
         assert failure.step_key == "pairs"
-        text = str(failure.event_specific_data.error)
+        data = failure.event_specific_data
+        text = str(data.error) + (data.user_failure_data.description if data.user_failure_data else "")
         assert error in text and str(raw / f"{shard}.tar") in text
     assert not (tmp_path / "wh" / "curated").exists()
 
