@@ -5,7 +5,7 @@ import dagster as dg
 
 from curation_pipeline.assets.dedup import dedup_index
 from curation_pipeline.assets.integrity import raw_fingerprint
-from curation_pipeline.assets.metadata import counts_markdown, numbers, table
+from curation_pipeline.assets.metadata import counts_markdown, numbers, table, table_metadata
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.assets.selection import selection_cut
 from curation_pipeline.decisions.cut_store import CutUnavailable, cut_for_shard
@@ -52,6 +52,7 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     drops = decisions.loc[decisions["action"].eq("drop"), "reason"].str.split(" ").str[0].value_counts()
     n = max(len(decisions), 1)
     return dg.MaterializeResult(metadata={
+        **table_metadata("caption_decisions", decisions),
         **numbers({
             "pairs": len(decisions),
             "keep": int(actions.get("keep", 0)),

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from curation_pipeline.assets.integrity import FINGERPRINT_KEY
-from curation_pipeline.assets.metadata import counts_markdown, numbers, table
+from curation_pipeline.assets.metadata import counts_markdown, numbers, table, table_metadata
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import WarehouseResource
 from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader
@@ -54,6 +54,7 @@ def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg
     skip_counts = skips["reason"].value_counts()
     context.log.info(f"{shard}: {len(inventory)} pairs, {len(skips)} skipped members")
     return dg.MaterializeResult(metadata={
+        **table_metadata("pairs", inventory),
         **numbers({
             "pairs": len(inventory),
             "decoded": int(status.get("ok", 0)),

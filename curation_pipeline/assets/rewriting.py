@@ -10,7 +10,7 @@ import pandas as pd
 
 from curation_pipeline.assets.decisions import caption_decisions
 from curation_pipeline.assets.integrity import raw_fingerprint
-from curation_pipeline.assets.metadata import numbers, table
+from curation_pipeline.assets.metadata import numbers, table, table_metadata
 from curation_pipeline.decisions.outcome import resolve_outcomes
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.partitions import shard_partitions
@@ -121,6 +121,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
             - lineage.loc[lineage["accepted"].astype(bool), "score_before"].astype(float))
     preview = lineage.sort_values("accepted", ascending=False)[LINEAGE_PREVIEW] if len(lineage) else lineage
     return dg.MaterializeResult(metadata={
+        **table_metadata("rewritten_captions", lineage),
         **numbers({
             "attempts": len(lineage),
             "accepted": accepted,
@@ -163,6 +164,7 @@ def final_captions(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         {"original": _words(final["original_caption"]), "final (kept)": _words(kept["final_caption"])},
         f"caption length — {shard}", "words"), "caption length") if len(final) else "_no pairs_"
     return dg.MaterializeResult(metadata={
+        **table_metadata("final_captions", final),
         **numbers({
             "pairs": len(final),
             "kept_as_is": int(outcomes.get("kept", 0)),

@@ -7,7 +7,7 @@ import dagster as dg
 
 from curation_pipeline.assets.ingest import pairs
 from curation_pipeline.assets.integrity import raw_fingerprint
-from curation_pipeline.assets.metadata import numbers
+from curation_pipeline.assets.metadata import numbers, table_metadata
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.resources import ComputeResource, PolicyResource, ScoringResource, WarehouseResource
@@ -61,6 +61,7 @@ def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResour
                                               f"{policy.quality_column} — {shard}", policy.quality_column),
                                 policy.quality_column)
     return dg.MaterializeResult(metadata={
+        **table_metadata("quality_scores", scores),
         **numbers({"pairs": len(scores), **meta}),
         **numbers({f"missing_{k}": v for k, v in errors.items()}),
         **numbers({"unknown_quality_share": float(quality.isna().mean()) if quality is not None and len(scores) else 0.0}),
