@@ -10,7 +10,7 @@ import pandas as pd
 
 from curation_pipeline.assets.decisions import caption_decisions
 from curation_pipeline.assets.integrity import raw_fingerprint
-from curation_pipeline.assets.metadata import numbers, table, table_metadata
+from curation_pipeline.assets.metadata import PREVIEW_ROWS, numbers, table, table_metadata
 from curation_pipeline.decisions.outcome import resolve_outcomes
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.partitions import shard_partitions
@@ -26,8 +26,8 @@ from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
 from curation_pipeline.scoring.run import score_batch
 from curation_pipeline.shards.reader import iter_pair_batches
 
-LINEAGE_PREVIEW = ["key", "accepted", "original_caption", "candidate_caption", "reason", "score_before",
-                   "score_after", "edit_ratio", "semantic_similarity", "rewriter", "run_id"]
+LINEAGE_PREVIEW = ["key", "accepted", "original_caption", "candidate_caption", "attempted_because", "reason",
+                   "score_before", "score_after", "edit_ratio", "semantic_similarity", "rewriter", "run"]
 
 
 def _needed_columns(policy: PolicyResource) -> set[str]:
@@ -64,6 +64,18 @@ def _rewrite_needs_images(kind: str, needed: set[str], scores: pd.DataFrame) -> 
         raise ValueError(f"unknown rewriter kind {kind!r}; choose cleaner, vlm or aitqe")
     scored = needed & (set(scores.columns) - set(INVENTORY_COLUMNS))
     return model.needs_images or any(c not in CaptionTextQuality.columns for c in scored)
+
+
+def lineage_preview(lineage: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """The rows the UI shows: why each caption was attempted (the decision's reason), the verdict,
+    and a short run id (the full one is in the table)."""
+    if not len(lineage):
+        return pd.DataFrame(columns=LINEAGE_PREVIEW)
+    why = decisions.set_index("key")["reason"]
+    shown = lineage.sort_values("accepted", ascending=False, kind="stable").head(PREVIEW_ROWS).copy()
+    shown["attempted_because"] = shown["key"].map(why)
+    shown["run"] = shown["run_id"].astype(str).str[:8]
+    return shown[LINEAGE_PREVIEW]
 
 
 def _similarity():
@@ -119,7 +131,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     accepted = int(lineage["accepted"].sum()) if len(lineage) else 0
     gain = (lineage.loc[lineage["accepted"].astype(bool), "score_after"].astype(float)
             - lineage.loc[lineage["accepted"].astype(bool), "score_before"].astype(float))
-    preview = lineage.sort_values("accepted", ascending=False)[LINEAGE_PREVIEW] if len(lineage) else lineage
+    preview = lineage_preview(lineage, decisions)
     return dg.MaterializeResult(metadata={
         **table_metadata("rewritten_captions", lineage),
         **numbers({
@@ -131,6 +143,8 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         }),
         **numbers(ray_stats),
         "lineage": table(preview),
+        "lineage_shown": dg.MetadataValue.text(f"first {len(preview)} of {len(lineage)} attempts (accepted first); "
+                                               "all rows: curate lineage, or the rewritten_captions table"),
         "path": dg.MetadataValue.path(path),
     })
 

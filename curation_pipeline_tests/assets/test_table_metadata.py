@@ -18,3 +18,21 @@ def test_every_column_of_every_table_is_described(curated):
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("curated_shards"), asset_partitions=[shard]),
         limit=1).records[0].event_log_entry.asset_materialization.metadata
     assert curated_meta["dagster/row_count"].value == curated_meta["samples"].value
+
+
+def test_lineage_preview_says_why_each_caption_was_attempted(curated):
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    instance, shard = curated["instance"], curated["shards"][0]
+    metadata = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("rewritten_captions"), asset_partitions=[shard]),
+        limit=1).records[0].event_log_entry.asset_materialization.metadata
+    wh = Warehouse(str(curated["warehouse"]))
+    lineage, decisions = wh.read_table("rewritten_captions", shard), wh.read_table("caption_decisions", shard)
+    rows = [r.data for r in metadata["lineage"].value.records]
+    assert rows and len(rows) == min(30, len(lineage))
+    reasons = decisions.set_index("key")["reason"]
+    for row in rows:
+        assert row["attempted_because"] == reasons[row["key"]] and row["attempted_because"]
+        assert len(row["run"]) == 8 and lineage["run_id"].str.startswith(row["run"]).all()
+    assert metadata["lineage_shown"].value.startswith(f"first {len(rows)} of {len(lineage)} attempts")
