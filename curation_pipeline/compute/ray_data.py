@@ -30,7 +30,7 @@ import resource
 import time
 import warnings
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Iterator
 
 import pandas as pd
 import pyarrow as pa

@@ -278,7 +278,7 @@ def load_released(model: str, *, vision_tower: str | None = None, device: str | 
         module.inv_freq = fresh.inv_freq
         if hasattr(module, "original_inv_freq"):
             module.original_inv_freq = fresh.original_inv_freq
-    _materialize_buffers(loaded, native)
+    _materialize_buffers(loaded)
     if (directory / "generation_config.json").is_file():
         from transformers import GenerationConfig
 
@@ -322,7 +322,7 @@ class PooledProjector(torch.nn.Module):
         return self.linear_2(self.act(self.linear_1(pooled)))
 
 
-def _materialize_buffers(model, native) -> None:
+def _materialize_buffers(model) -> None:
     """Non-persistent buffers (position ids) are not in checkpoints; rebuild any left on meta."""
     for module_name, module in model.named_modules():
         for name, buffer in list(module.named_buffers(recurse=False)):
