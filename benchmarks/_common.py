@@ -3,7 +3,7 @@
 Images come from the Flickr8k photos in ``../shared/evaldata/flickr8k_1k_small`` (override
 the folder with ``CURATE_FLICKR_DIR``). With ``--smoke`` and no such folder (a fresh clone),
 the scripts fall back to photos the repository can make itself: crops of the public-domain
-photos bundled in the scikit-image wheel, captioned as in ``curation_pipeline.sample_data``.
+photos bundled in the scikit-image wheel, captioned as in ``curation_pipeline.demo``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _generated_rows(n: int) -> list[tuple[Path, str]]:
     import numpy as np
     from skimage import data
 
-    from curation_pipeline.sample_data import PHOTOS
+    from curation_pipeline.demo import PHOTOS
 
     folder = Path(tempfile.mkdtemp(prefix="bench-images-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)

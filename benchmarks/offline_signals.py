@@ -28,10 +28,10 @@ import webdataset as wds
 from _common import add_smoke_flag, flickr_available, image_rows, parse_args, result_line, timed
 from PIL import Image
 
+from curation_pipeline.decisions.duplicate_groups import assign_duplicate_groups
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
 from curation_pipeline.scoring.signals import cpu_threads
-from curation_pipeline.scoring.signals.duplicates import assign_duplicate_groups
 from curation_pipeline.shards.reader import iter_pair_batches
 
 BATCH = 64

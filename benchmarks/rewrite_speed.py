@@ -45,7 +45,7 @@ def process_partition(batch: PairBatch, fraction: float, rewriter: VlmRewriter, 
                      [batch.images[i] for i in order])
     before = dict(zip(batch.keys, scores["text_quality"]))
     lineage = rewrite_batches(weak.chunks(batch_size), shard="bench", rewriter=rewriter, rescore=text.score,
-                              score_column="text_quality", scores_before=before, rules=RULES, run_id="bench",
+                              quality_column="text_quality", scores_before=before, rules=RULES, run_id="bench",
                               similarity=caption_similarity)
     return len(lineage)
 

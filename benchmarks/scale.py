@@ -1,6 +1,7 @@
 """Decode + score throughput of one shard (the heavy work of ``quality_scores``) on the local
 engine and on a Ray cluster with one and with two model workers, for the offline profile and a
-tiny-CLIP profile (the offline signals plus a random-weight CLIP: ViT 224 px, patch 32), and the
+tiny-CLIP profile (the offline signals plus clip_speed.py's "small" random-weight CLIP: 384
+wide, 6 layers, ViT 224 px, patch 32), and the
 peak memory of a Ray worker on a small and a big shard.
 
 The cluster is real (``ray start``: a head node and two worker nodes of one CPU each) and runs in
@@ -9,9 +10,14 @@ stays on loopback. A "worker" is one model actor on one CPU (one intra-op thread
 engine uses every core. Figures per profile: ``<p>_local_pairs_per_s`` (scorers already built),
 ``<p>_ray1_pairs_per_s`` / ``<p>_ray2_pairs_per_s`` (wall time of the whole Ray pipeline, actor
 start-up and model loading included), ``<p>_ray1_model_pairs_per_s`` / ``..._ray2_...`` (the
-model stage alone: the sum of each actor's pairs over its seconds in model calls), and the
-ratios the targets name. Worker peak memory: the largest peak RSS of any model actor or decode
-process, for a shard of a quarter of the pairs and for the whole.
+model stage alone, measured the same way for both: the shard decoded and materialized first,
+then the actor pool over it; the sum of each actor's pairs over its seconds in model calls),
+``..._pipelined_model_pairs_per_s`` (the same sum inside the streaming run, where decoding
+competes with the actors for the cores), ``..._cores_per_actor`` (CPU seconds over busy seconds
+of the model calls: ~1 when each actor's one thread has a core), ``<p>_load_average`` (the
+machine's 1-minute load when that profile started), and the ratios the targets name. Worker
+peak memory: the largest peak RSS of any model actor or decode process, for a shard of a
+quarter of the pairs and for the whole.
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ def profile_for(name: str, folder: Path):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from clip_speed import make_clip
 
-    return ScoringProfile("clip", clip_model=make_clip(str(folder / "tiny-clip")))
+    # clip_speed's "small" random-weight CLIP (ViT and text 384 wide, 6 layers; 224 px, patch 32)
+    return ScoringProfile("clip", clip_model=make_clip(str(folder / "tiny-clip"), "small"))
 
 
 def local_rate(profile, shard: Path, batch_size: int) -> float:
@@ -75,16 +82,32 @@ def local_rate(profile, shard: Path, batch_size: int) -> float:
     return len(table) / (time.perf_counter() - start)
 
 
-def ray_run(profile, shard: Path, batch_size: int, workers: int):
+def _options(batch_size: int, workers: int):
     from curation_pipeline.compute.options import RayOptions
+
+    # one model actor per worker node, one CPU each: its models get one intra-op thread
+    # (RayOptions.threads = its CPU allotment), so two actors never ask for more than the two cores
+    return RayOptions(batch_size=batch_size, actors=workers, cpus_per_actor=1, threads_per_actor=0,
+                      decode_cpus=0.5, max_tasks_in_flight=2, wait_for_actors_s=600)
+
+
+def ray_run(profile, shard: Path, batch_size: int, workers: int):
+    """The whole Ray pipeline (read -> decode -> actors, streaming), wall time from the driver."""
     from curation_pipeline.compute.ray_data import score_shard
 
-    options = RayOptions(batch_size=batch_size, actors=workers, cpus_per_actor=1, threads_per_actor=1,
-                         decode_cpus=0.5, max_tasks_in_flight=2)
     start = time.perf_counter()
-    table, _, stats = score_shard(str(shard), shard.stem, profile, options)
+    table, _, stats = score_shard(str(shard), shard.stem, profile, _options(batch_size, workers))
     wall = time.perf_counter() - start
     return len(table) / wall, stats.model_pairs_per_s, stats
+
+
+def ray_model_stage(profile, shard: Path, batch_size: int, workers: int):
+    """The model stage alone, measured the same way for 1 and 2 workers: the shard decoded first
+    (materialized), then the actor pool over it; rate = sum over actors of pairs / busy seconds."""
+    from curation_pipeline.compute.ray_data import score_model_stage
+
+    pairs, stats = score_model_stage(str(shard), shard.stem, profile, _options(batch_size, workers))
+    return stats.model_pairs_per_s, stats
 
 
 def measure(args) -> dict:
@@ -96,20 +119,31 @@ def measure(args) -> dict:
         big = write_shard(folder / "bench-big.tar", args.pairs, args.smoke)
         small = write_shard(folder / "bench-small.tar", max(args.pairs // 4, args.batch_size), args.smoke)
         profiles = {name: profile_for(name, folder) for name in PROFILES}
-        for name, profile in profiles.items():
-            figures[f"{name}_local_pairs_per_s"] = local_rate(profile, big, args.batch_size)
         with LocalRayCluster(head_cpus=2, worker_cpus=(1, 1), object_store_mb=512) as cluster:
             ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
             try:
                 for name, profile in profiles.items():
+                    # local right before the same profile's Ray runs (the idle cluster beside it), so
+                    # both see the same load from whatever else the machine runs
+                    figures[f"{name}_local_pairs_per_s"] = local_rate(profile, big, args.batch_size)
+                    figures[f"{name}_load_average"] = os.getloadavg()[0]
                     for workers in (1, 2):
                         wall, model, stats = ray_run(profile, big, args.batch_size, workers)
                         figures[f"{name}_ray{workers}_pairs_per_s"] = wall
-                        figures[f"{name}_ray{workers}_model_pairs_per_s"] = model
+                        figures[f"{name}_ray{workers}_pipelined_model_pairs_per_s"] = model
+                        figures[f"{name}_ray{workers}_pipelined_cores_per_actor"] = stats.model_cores_per_actor
                         figures[f"{name}_ray{workers}_nodes"] = len(stats.nodes)
+                    for workers in (1, 2):
+                        model, stats = ray_model_stage(profile, big, args.batch_size, workers)
+                        figures[f"{name}_ray{workers}_model_pairs_per_s"] = model
+                        figures[f"{name}_ray{workers}_model_cores_per_actor"] = stats.model_cores_per_actor
+                        figures[f"{name}_ray{workers}_model_actors"] = len(stats.workers)
                     figures[f"{name}_ray1_vs_local"] = figures[f"{name}_ray1_pairs_per_s"] / figures[f"{name}_local_pairs_per_s"]
                     figures[f"{name}_ray2_vs_ray1_model"] = (figures[f"{name}_ray2_model_pairs_per_s"]
                                                              / figures[f"{name}_ray1_model_pairs_per_s"])
+                    figures[f"{name}_ray2_vs_ray1_pipelined_model"] = (
+                        figures[f"{name}_ray2_pipelined_model_pairs_per_s"]
+                        / figures[f"{name}_ray1_pipelined_model_pairs_per_s"])
                 _, _, small_stats = ray_run(profiles["offline"], small, args.batch_size, 2)
                 _, _, big_stats = ray_run(profiles["offline"], big, args.batch_size, 2)
             finally:
@@ -127,7 +161,8 @@ def measure(args) -> dict:
 
 KEYS = ["cores", *[f"{p}_{k}" for p in PROFILES for k in (
     "local_pairs_per_s", "ray1_pairs_per_s", "ray2_pairs_per_s", "ray1_model_pairs_per_s", "ray2_model_pairs_per_s",
-    "ray1_vs_local", "ray2_vs_ray1_model")], "ray_worker_peak_rss_small_mb", "ray_worker_peak_rss_big_mb",
+    "ray1_vs_local", "ray2_vs_ray1_model", "ray1_pipelined_model_pairs_per_s", "ray2_pipelined_model_pairs_per_s",
+    "ray2_vs_ray1_pipelined_model", "ray1_model_cores_per_actor", "ray2_model_cores_per_actor", "load_average")], "ray_worker_peak_rss_small_mb", "ray_worker_peak_rss_big_mb",
     "ray_worker_peak_rss_ratio_big_small", "targets"]
 
 

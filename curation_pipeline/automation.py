@@ -6,19 +6,25 @@ surprise; turn them on in Automation, or set CURATION_AUTOMATION=on.
 
 
 import os
+from datetime import datetime, timezone
 
 import dagster as dg
 
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import WarehouseResource
+from curation_pipeline.shards.fingerprint import raw_version
 
-SHARD_ASSETS = dg.AssetSelection.assets("pairs", "quality_scores", "caption_decisions", "rewritten_captions",
-                                        "final_captions", "curated_shards")
+# one retry of a run whose process died (OOM, a killed pod); a step that failed (a missing file, a
+# blocking check) fails the same way again, so it is not retried
+RETRY_CRASHES = {"dagster/max_retries": "1", "dagster/retry_on_asset_or_op_failure": "false"}
+SHARD_KEYS = [dg.AssetKey(name) for name in ("pairs", "quality_scores", "caption_decisions", "rewritten_captions",
+                                             "final_captions", "curated_shards")]
+SHARD_ASSETS = dg.AssetSelection.assets(*SHARD_KEYS)
 
 curate_shards_job = dg.define_asset_job(
-    "curate_shards", selection=SHARD_ASSETS, partitions_def=shard_partitions,
-    description="Everything for one shard: pairs -> scores -> decisions -> rewrites -> final captions -> curated tar.",
-    tags={"dagster/max_retries": "1"},
+    "curate_shards", selection=SHARD_ASSETS | dg.AssetSelection.assets("raw_shards"), partitions_def=shard_partitions,
+    description="Everything for one shard: observe the raw file -> pairs -> scores -> decisions -> rewrites -> final captions -> curated tar.",
+    tags=RETRY_CRASHES,
 )
 RESELECT_ASSETS = dg.AssetSelection.assets("caption_decisions", "rewritten_captions", "final_captions",
                                            "curated_shards")
@@ -27,8 +33,12 @@ reselect_shards_job = dg.define_asset_job(
     description="One shard again from its STORED scores (no scoring model runs): decisions -> rewrites -> final "
     "captions -> curated tar. Run after changing a policy threshold, or after materializing selection_cut "
     "when keep_fraction is on.",
-    tags={"dagster/max_retries": "1"},
+    tags=RETRY_CRASHES,
 )
+observe_raw_job = dg.define_asset_job(
+    "observe_raw_shards", selection=dg.AssetSelection.assets("raw_shards"),
+    description="Records each registered raw shard's SHA-256 as its data version (re-hashing only files whose "
+    "stat changed); a new version marks the shard's assets stale.")
 report_job = dg.define_asset_job("quality_report_job", selection=dg.AssetSelection.assets("quality_report"),
                                  description="Rebuild the DuckDB quality report over all curated shards.")
 
@@ -58,19 +68,29 @@ def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
     )
 
 
-def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> dict[str, str]:
-    """Partition -> why it needs a run: never curated, or its raw file changed since. A partition
-    whose raw file is gone is never requested (``prune_shards`` removes it)."""
+def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource,
+                      repository: dg.RepositoryDefinition) -> dict[str, str]:
+    """Partition -> why it needs a run, by Dagster's own staleness of the shard's assets: "missing",
+    or "stale: <root causes>" (a raw file observed with new content, a changed code_version). A partition whose raw file is gone is never requested (``prune_shards``)."""
+    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+
+    graph = repository.asset_graph
+    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=datetime.now(timezone.utc),
+                                                           last_event_id=None),
+                          instance=instance, asset_graph=graph)
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
     todo: dict[str, str] = {}
     for key in instance.get_dynamic_partitions(shard_partitions.name):
-        mtime = warehouse.raw_mtime(key)
-        if mtime is None:
+        if not warehouse.raw_exists(key):
             continue  # raw file gone: nothing to curate from
-        event = _latest_partition_materialization(instance, key)
-        if event is None:
+        statuses = {asset: resolver.get_status(asset, key) for asset in SHARD_KEYS}
+        if StaleStatus.MISSING in statuses.values():
             todo[key] = "missing"
-        elif mtime > event.timestamp:
-            todo[key] = "stale"
+        elif StaleStatus.STALE in statuses.values():  # Dagster's staleness is per asset, not transitive
+            causes = {f"{c.asset_key.to_user_string()} {c.reason}" for asset, status in statuses.items()
+                      if status == StaleStatus.STALE for c in resolver.get_stale_root_causes(asset, key)}
+            todo[key] = "stale: " + "; ".join(sorted(causes))
     return todo
 
 
@@ -83,6 +103,9 @@ def register_raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseReso
     new = sorted(set(found) - known)
     if new:
         context.instance.add_dynamic_partitions(shard_partitions.name, new)
+    for key in new:  # observed as registered: whatever path materializes pairs later, it records this version
+        context.log_event(dg.AssetObservation(asset_key="raw_shards", partition=key,
+                                              tags={"dagster/data_version": raw_version(found[key])}))
     context.log.info(f"registered {len(new)} new shard(s): {', '.join(new) or 'none'}; "
                      f"{len(known)} already known, {len(rejected)} file name(s) rejected")
 
@@ -96,7 +119,7 @@ def register_shards():
 @dg.op(description="Removes shard partitions whose raw file no longer exists (typos, deleted files).")
 def remove_stale_partitions(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
     known = context.instance.get_dynamic_partitions(shard_partitions.name)
-    gone = [key for key in known if warehouse.raw_mtime(key) is None]
+    gone = [key for key in known if not warehouse.raw_exists(key)]
     for key in gone:
         context.instance.delete_dynamic_partition(shard_partitions.name, key)
     context.log.info(f"removed {len(gone)} partition(s) without a raw file: {', '.join(gone) or 'none'}")
@@ -113,19 +136,20 @@ report_automation = dg.AutomationConditionSensorDefinition(
     description="Refreshes quality_report after curated shards change (its eager automation condition).")
 
 
-def _latest_partition_materialization(instance: dg.DagsterInstance, key: str):
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("curated_shards"), asset_partitions=[key]), limit=1)
-    return records.records[0].event_log_entry if records.records else None
+observe_raw_shards_schedule = dg.ScheduleDefinition(
+    name="observe_raw_shards_nightly", job=observe_raw_job, cron_schedule="30 1 * * *",
+    default_status=DEFAULT_SCHEDULE_STATUS,
+    description="Nightly, before fill_missing_shards: observes the raw shards, so replaced files read as stale.")
 
 
 @dg.schedule(job=curate_shards_job, cron_schedule="0 2 * * *", default_status=DEFAULT_SCHEDULE_STATUS,
-             description="Nightly: runs every registered shard whose curated output is missing or older than its raw file.")
+             description="Nightly: runs every registered shard whose curated output is missing or stale by Dagster's "
+             "data versions (a raw file observed with new content, a changed code_version).")
 def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
-    todo = shards_to_refresh(context.instance, warehouse)
+    todo = shards_to_refresh(context.instance, warehouse, context.repository_def)
     if not todo:
         return dg.SkipReason("every registered shard is curated and fresh")
-    return [dg.RunRequest(partition_key=key, tags={"curation/reason": reason})
+    return [dg.RunRequest(partition_key=key, tags={"curation/reason": reason[:200]})
             for key, reason in sorted(todo.items())]
 
 

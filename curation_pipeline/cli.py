@@ -102,7 +102,7 @@ RESOURCE_KEYS = ("scoring", "rewriter", "policy")
 
 def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None) -> dict[str, dict]:
     """Resource settings from a YAML file (``policy: {keep_threshold: 80}``, or Dagster run config's
-    ``resources: {policy: {config: {...}}}``) and ``--set policy.keep_threshold=80`` pairs (later wins).
+    ``resources: {policy: {config: {...}}}``) and ``--set policy.keep_threshold=80`` / ``--set policy.drift.max_kl=0.3`` pairs (later wins).
     Values are YAML scalars: ``80``, ``true``, ``null`` (off), ``[itm, su]``."""
     import yaml
 
@@ -126,7 +126,13 @@ def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None) -
         resource, dot, key = name.strip().partition(".")
         if not sep or not dot or resource not in RESOURCE_KEYS or not key:
             raise BadInput(f"--set {pair!r}: expected RESOURCE.KEY=VALUE with RESOURCE one of {', '.join(RESOURCE_KEYS)}")
-        settings[resource][key] = yaml.safe_load(value) if value.strip() else None
+        *parents, leaf = key.split(".")  # policy.drift.max_kl: a nested setting
+        target = settings[resource]
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise BadInput(f"--set {pair!r}: {resource}.{part} is a value, not a group of settings")
+        target[leaf] = yaml.safe_load(value) if value.strip() else None
     return settings
 
 
@@ -156,8 +162,10 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
         if unknown:
             raise BadInput(f"unknown {name} setting {', '.join(unknown)}; known: {', '.join(sorted(cls.model_fields))}")
     try:
-        scoring = ScoringResource(**{"profile": profile, "clip_model": clip_model, "mlm_model": mlm_model,
-                                     **settings.get("scoring", {})})
+        scoring_settings = settings.get("scoring", {})
+        models = {"clip": {"model": clip_model}, "mlm": {"model": mlm_model}}
+        scoring = ScoringResource(**{"profile": profile, **scoring_settings,
+                                     **{k: {**v, **scoring_settings.get(k, {})} for k, v in models.items()}})
         rewriting = RewriterResource(**{"kind": rewriter, "model": rewriter_model, **settings.get("rewriter", {})})
         policy = PolicyResource(**settings.get("policy", {}))
         policy.decision_policy()
@@ -189,7 +197,47 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
     return 0
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class FastExitGroup(click.Group):
+    """Exit the ``curate`` process without tearing down the interpreter.
+
+    Why: after a run, freeing torch, Dagster, Great Expectations and the models module by module
+    takes seconds (garbage collection alone is over a second) that nobody waits for. Once the
+    command is done, exit handlers run, output is flushed, and the process ends at once. Only for
+    the real ``curate`` process: called in-process (tests, ``CliRunner``) it exits as click does."""
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except SystemExit as exc:
+            if not _is_curate_process():
+                raise
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if exc.code is not None and not isinstance(exc.code, int):
+                click.echo(exc.code, err=True)
+            _fast_exit(code)
+
+
+def _is_curate_process() -> bool:
+    entry = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+    return Path(entry).name in ("curate", "cli.py") and not os.environ.get("CURATE_SLOW_EXIT")
+
+
+def _fast_exit(code: int) -> None:
+    import atexit
+    import logging
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():  # a local Ray cluster's processes must be stopped
+        ray.shutdown()
+    atexit._run_exitfuncs()  # temp folders, loggers, Dagster's handlers: quick (~30 ms)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+@click.group(cls=FastExitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Curate image-text pairs from webdataset shards: score, rewrite weak captions, keep the rest.
 
@@ -212,7 +260,7 @@ def demo(warehouse: str) -> None:
     """
     raw = "data/raw"
     if not any(Path(raw).glob("*.tar")):
-        from curation_pipeline.sample_data import generate_sample_shards
+        from curation_pipeline.demo import generate_sample_shards
 
         generate_sample_shards(raw)
     sys.exit(run_shards(raw, warehouse, (), "offline", "cleaner", "", "", "", True))
@@ -262,7 +310,7 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
 
     Example: curate lineage --shard sample-000001 --rewritten-only
     """
-    from curation_pipeline.lineage import caption_history, format_history
+    from curation_pipeline.reporting.lineage import caption_history, format_history
     from curation_pipeline.shards.keys import InvalidShardName
     from curation_pipeline.storage.warehouse import Warehouse
 
@@ -284,21 +332,16 @@ def report(warehouse) -> None:
 
     Example: curate report
     """
-    import duckdb
-
+    from curation_pipeline.reporting.report import open_report
     from curation_pipeline.storage.warehouse import Warehouse
 
-    wh = Warehouse(warehouse)
-    path = wh.local_path(wh.report_db_path)
-    if not Path(path).exists():
-        raise BadInput(f"no report at {path}; run `curate demo` or materialize quality_report")
-    con = duckdb.connect(path, read_only=True)
     try:
-        for table in ("overall", "shard_summary", "drop_reasons", "rewriter_summary"):
-            click.echo(f"\n## {table}\n")
-            click.echo(con.execute(f"SELECT * FROM {table}").df().to_string(index=False))
-    finally:
-        con.close()
+        with open_report(Warehouse(warehouse)) as con:  # local, or s3:// (views read Parquet from S3)
+            for table in ("overall", "shard_summary", "drop_reasons", "rewriter_summary"):
+                click.echo(f"\n## {table}\n")
+                click.echo(con.execute(f"SELECT * FROM {table}").df().to_string(index=False))
+    except FileNotFoundError as exc:
+        raise BadInput(f"{exc}; run `curate demo` or materialize quality_report") from exc
 
 
 @main.command("sample-data")
@@ -309,7 +352,7 @@ def sample_data(out, shards) -> None:
 
     Example: curate sample-data --out /tmp/raw --shards 5
     """
-    from curation_pipeline.sample_data import generate_sample_shards
+    from curation_pipeline.demo import generate_sample_shards
 
     for path in generate_sample_shards(out, n_shards=shards):
         click.echo(path)

@@ -10,6 +10,7 @@ from curation_pipeline.assets.decisions import caption_decisions
 from curation_pipeline.assets.dedup import dedup_index, dedup_index_job, dedup_settle_sensor
 from curation_pipeline.assets.evaluation import EVALUATION_ASSETS
 from curation_pipeline.assets.ingest import pairs, raw_shards
+from curation_pipeline.assets.io import WarehouseIOManager
 from curation_pipeline.assets.reporting import quality_report
 from curation_pipeline.assets.rewriting import final_captions, rewritten_captions
 from curation_pipeline.assets.scoring import quality_scores
@@ -18,6 +19,8 @@ from curation_pipeline.automation import (
     curate_shards_job,
     fill_missing_shards,
     new_shards_sensor,
+    observe_raw_job,
+    observe_raw_shards_schedule,
     prune_shards,
     register_shards,
     report_automation,
@@ -31,25 +34,32 @@ from curation_pipeline.resources import (
     RewriterResource,
     ScoringResource,
     WarehouseResource,
-    default_path,
 )
 
 ASSETS = [raw_shards, pairs, quality_scores, selection_cut, dedup_index, caption_decisions, rewritten_captions, final_captions,
           curated_shards, quality_report]
 
 
+def _setting(env: str, default: str):
+    """An environment variable as Dagster reads it (dg.EnvVar: at run start, shown as such in the UI), or
+    a default; relative paths resolve against the working directory when a run starts, not at import."""
+    return dg.EnvVar(env) if os.environ.get(env) else default
+
+
 def build_resources(raw_root: str | None = None, warehouse_root: str | None = None, **overrides) -> dict:
     """Resources from environment defaults; tests and the CLI pass explicit roots and overrides."""
+    warehouse = overrides.get("warehouse") or WarehouseResource(
+        raw_root=raw_root or _setting("CURATION_RAW", "data/raw"),
+        root=warehouse_root or _setting("CURATION_WAREHOUSE", "data/warehouse"))
     return {
-        "warehouse": WarehouseResource(
-            raw_root=raw_root or default_path("CURATION_RAW", "data/raw"),
-            root=warehouse_root or default_path("CURATION_WAREHOUSE", "data/warehouse")),
+        "warehouse": warehouse,
+        "io_manager": WarehouseIOManager(warehouse=warehouse),  # per-shard tables between assets
         "scoring": overrides.get("scoring") or ScoringResource(),
         "rewriter": overrides.get("rewriter") or RewriterResource(),
         "policy": overrides.get("policy") or PolicyResource(),
         # where decoding, scoring and rewriting run: this process (local) or a Ray cluster (README "Scaling out")
         "compute": overrides.get("compute") or ComputeResource(
-            engine=os.environ.get("CURATION_COMPUTE") or "local", address=os.environ.get("CURATION_RAY_ADDRESS", "")),
+            engine=_setting("CURATION_COMPUTE", "local"), address=_setting("CURATION_RAY_ADDRESS", "")),
     }
 
 
@@ -64,9 +74,9 @@ def build_definitions(**kwargs) -> dg.Definitions:
         executor=EXECUTOR,
         assets=[*ASSETS, *EVALUATION_ASSETS],
         asset_checks=ALL_CHECKS,
-        jobs=[curate_shards_job, reselect_shards_job, report_job, register_shards, prune_shards, dedup_index_job],
+        jobs=[curate_shards_job, reselect_shards_job, report_job, observe_raw_job, register_shards, prune_shards, dedup_index_job],
         sensors=[new_shards_sensor, report_automation, dedup_settle_sensor],
-        schedules=[fill_missing_shards],
+        schedules=[observe_raw_shards_schedule, fill_missing_shards],
         resources=build_resources(**kwargs),
     )
 

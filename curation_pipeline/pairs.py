@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from PIL import Image
 
@@ -46,6 +46,24 @@ class PairBatch:
             yield PairBatch(self.keys[start:stop], self.captions[start:stop], self.images[start:stop],
                             self.original_sizes[start:stop])
 
-    def with_captions(self, captions: list[str | None]) -> "PairBatch":
-        """The same images with other captions: how rewrites are re-scored."""
-        return PairBatch(list(self.keys), list(captions), list(self.images), list(self.original_sizes))
+
+R = TypeVar("R")
+
+
+class ContractError(RuntimeError):
+    """A model broke its contract (e.g. returned another number of rows): reported, never split."""
+
+
+def split_on_failure(batch: PairBatch, run: Callable[[PairBatch], R], failed: Callable[[PairBatch, Exception], R],
+                     combine: Callable[[list[R]], R], min_batch: int = 1) -> R:
+    """``run(batch)``; if a model raises (out of memory, one bad pair), halve the batch down to
+    ``min_batch`` pairs and hand what still fails to ``failed``, so one pair never stops a shard."""
+    try:
+        return run(batch)
+    except ContractError:
+        raise
+    except Exception as exc:  # model code raises anything, torch OOM included
+        if len(batch) <= min_batch:
+            return failed(batch, exc)
+        half = max(len(batch) // 2, 1)
+        return combine([split_on_failure(part, run, failed, combine, min_batch) for part in batch.chunks(half)])

@@ -9,12 +9,11 @@ run's steps never reload them per batch.
 import contextlib
 import os
 from functools import lru_cache
-from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import dagster as dg
 from dagster_ray import RayResource
-from pydantic import Field
+from pydantic import ConfigDict, Field, field_validator
 
 from curation_pipeline.decisions.policy import DecisionPolicy
 from curation_pipeline.rewriting.base import Rewriter
@@ -26,16 +25,13 @@ from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline.validation.drift import DriftThresholds
 
 
-def default_path(env: str, relative: str) -> str:
-    return os.environ.get(env) or str(Path.cwd() / relative)
-
-
 class WarehouseResource(dg.ConfigurableResource):
     """Raw shards in, Parquet tables, curated shards and the DuckDB report out (fsspec URLs work)."""
 
     raw_root: str = Field(description="Folder or URL holding raw webdataset .tar shards (env CURATION_RAW).")
     root: str = Field(description="Warehouse root for Parquet tables, curated shards, quality.duckdb (env CURATION_WAREHOUSE).")
     batch_size: int = Field(default=32, description="Pairs decoded and scored together; bounds memory.")
+    inventory_decode: Literal["header", "full"] = Field(default="header", description="pairs reads image headers only (format, size, mode; quality_scores decodes each image once) or decodes fully, so pairs' decode_status also flags truncated images.")
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.root)
@@ -58,16 +54,16 @@ class WarehouseResource(dg.ConfigurableResource):
                 rejected.append(str(exc))
         return found, rejected
 
-    def raw_mtime(self, shard: str) -> float | None:
-        import fsspec
+    def raw_exists(self, shard: str) -> bool:
+        from curation_pipeline.shards.fingerprint import raw_stat
 
-        fs, path = fsspec.core.url_to_fs(self.raw_url(shard))
         try:
-            info = fs.info(path)
+            raw_stat(self.raw_url(shard))
         except FileNotFoundError:
-            return None
-        mtime = info.get("mtime") or info.get("LastModified") or info.get("updated")
-        return float(mtime.timestamp()) if hasattr(mtime, "timestamp") else (float(mtime) if mtime else None)
+            return False
+        except IsADirectoryError:  # there, but not a file: reading it fails and says so
+            return True
+        return True
 
 
 @lru_cache(maxsize=4)
@@ -75,37 +71,73 @@ def _scorers(profile: ScoringProfile) -> tuple[Scorer, ...]:
     return tuple(build_scorers(profile))
 
 
+class _Group(dg.Config):
+    """A nested group of settings; a misspelt key is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+_S = ScoringProfile()  # the domain class holds the scoring defaults
+
+Device = Literal["", "cuda", "mps", "cpu"]  # "" picks automatically
+MlmMetric = Literal["itm", "odf", "ctq", "su"]  # = scoring.mlm.prompts.METRICS (a test holds them equal)
+
+
+class ClipConfig(_Group):
+    """CLIPScore (or SigLIP) in the clip and full profiles."""
+
+    model: str = Field(default="", description="CLIP/SigLIP HuggingFace id or local path (clip, full).")
+    prefix: bool = Field(default=_S.clip_prefix, description='Prefix each caption with "A photo depicts" before CLIPScore (as the reference does); false scores the caption alone.')
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(default=_S.clip_dtype, description="Precision: auto (fp32 on CPU, fp16 on GPU, as the reference runs).")
+
+
+class MlmConfig(_Group):
+    """MLM-Filter's four metrics from a released checkpoint or a chat VLM (mlm and full profiles)."""
+
+    model: str = Field(default="", description="Released MLM-Filter checkpoint (e.g. weizhiwang/mlm-filter-qwen2.5-1.5b-gpt4o) or chat VLM, id or local path.")
+    vision_tower: str = Field(default="", description="Where the checkpoint's vision tower loads from (id or local path); empty = the id its config names.")
+    prompt_set: Literal["", "llava_v1", "llama_3", "qwen_instruct", "zero_shot"] = Field(default="", description="Empty = the checkpoint's own (zero_shot for chat VLMs).")
+    pad_to_square: Optional[bool] = Field(default=None, description="Pad images to a square (LLaVA's expand2square) first; empty = as MLM_Filter's scoring scripts (no padding).")
+    metrics: list[str] = Field(default=list(_S.mlm_metrics), description="Which of the four metrics to score.")
+    mode: Literal["logits", "generate"] = Field(default=_S.mlm_mode, description="logits (one forward pass) or generate (parity with the reference's decoding).")
+    min_mass: float = Field(default=_S.mlm_min_mass, description="Below this probability on score tokens a metric is NaN.")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:  # Dagster config has no list of Literal
+        unknown = sorted(set(value) - set(get_args(MlmMetric)))
+        if unknown or not value:
+            raise ValueError(f"metrics must be a non-empty subset of {', '.join(get_args(MlmMetric))}, "
+                             f"not {', '.join(unknown) or 'empty'}")
+        return value
+
+
 class ScoringResource(dg.ConfigurableResource):
     """Which scorers run. ``offline`` needs no model hub; model profiles name ids or local paths."""
 
-    profile: str = Field(default="offline", description="offline | text | clip | mlm | full")
-    clip_model: str = Field(default="", description="CLIP/SigLIP HuggingFace id or local path (clip, full).")
-    clip_prefix: bool = Field(default=True, description='Prefix each caption with "A photo depicts" before CLIPScore (as the reference does); false scores the caption alone.')
-    clip_dtype: str = Field(default="auto", description="CLIP/SigLIP precision: auto (fp32 on CPU, fp16 on GPU, as the reference runs) | float32 | float16 | bfloat16.")
-    mlm_model: str = Field(default="", description="Released MLM-Filter checkpoint (e.g. weizhiwang/mlm-filter-qwen2.5-1.5b-gpt4o) or chat VLM, id or local path (mlm, full).")
-    mlm_vision_tower: str = Field(default="", description="Where the checkpoint's vision tower loads from (id or local path); empty = the id its config names.")
-    mlm_prompt_set: str = Field(default="", description="llava_v1 | llama_3 | qwen_instruct | zero_shot; empty = the checkpoint's own (zero_shot for chat VLMs).")
-    mlm_pad_to_square: str = Field(default="", description="true | false: pad images to a square (LLaVA's expand2square) first; empty = as MLM_Filter's scoring scripts (no padding).")
+    profile: Literal["offline", "text", "clip", "mlm", "full"] = Field(default=_S.name, description="offline (bundled signals) | text (caption scorers only) | clip | mlm | full (clip + mlm).")
+    clip: ClipConfig = Field(default_factory=ClipConfig, description="CLIPScore model and switches.")
+    mlm: MlmConfig = Field(default_factory=MlmConfig, description="MLM-Filter model and switches.")
     aitqe_model: str = Field(default="", description="AITQE checkpoint (HymanH/AITQE) id or path: adds aitqe_overall (1-10) and aitqe_recaption to the scores (not in the text profile).")
-    mlm_metrics: list[str] = Field(default=["itm", "odf", "ctq", "su"], description="Subset of itm, odf, ctq, su.")
-    mlm_mode: str = Field(default="logits", description="logits (one forward pass) or generate (parity).")
-    mlm_min_mass: float = Field(default=0.05, description="Below this probability on score tokens a metric is NaN.")
-    device: str = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
-    batch_size: int = Field(default=32, description="Model batch size.")
+    device: Device = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
+    batch_size: int = Field(default=_S.batch_size, description="Batch size of every model scorer (CLIP, MLM-Filter, AITQE, NSFW).")
     trust_remote_code: list[str] = Field(default=[], description="Model ids allowed to run their own code.")
+    threads: int = Field(default=0, description="Threads for this run's pools (torch, ONNX Runtime, decode); 0 = the cores / dagster.yaml's run_queue.max_concurrent_runs (env CURATION_THREADS).")
+    prefetch: int = Field(default=2, description="Batches read, decoded and preprocessed ahead of the models in a background thread; 0 = serially.")
 
     def as_profile(self) -> ScoringProfile:
+        clip, mlm = self.clip, self.mlm
         return ScoringProfile(
-            name=self.profile, clip_model=self.clip_model or None, mlm_model=self.mlm_model or None,
-            clip_prefix=self.clip_prefix, clip_dtype=self.clip_dtype or "auto",
-            mlm_metrics=tuple(self.mlm_metrics), mlm_mode=self.mlm_mode, mlm_min_mass=self.mlm_min_mass,
-            mlm_prompt_set=self.mlm_prompt_set or None, mlm_vision_tower=self.mlm_vision_tower or None,
-            mlm_pad_to_square={"": None, "true": True, "false": False}[self.mlm_pad_to_square.strip().lower()],
-            aitqe_model=self.aitqe_model or None, device=self.device or None,
+            name=self.profile, clip_model=clip.model or None, clip_prefix=clip.prefix, clip_dtype=clip.dtype,
+            mlm_model=mlm.model or None, mlm_metrics=tuple(mlm.metrics), mlm_mode=mlm.mode, mlm_min_mass=mlm.min_mass,
+            mlm_prompt_set=mlm.prompt_set or None, mlm_vision_tower=mlm.vision_tower or None,
+            mlm_pad_to_square=mlm.pad_to_square, aitqe_model=self.aitqe_model or None, device=self.device or None,
             batch_size=self.batch_size, trust_remote_code=tuple(self.trust_remote_code))
 
     def scorers(self) -> tuple[Scorer, ...]:
         """Built once per process for a given configuration."""
+        if self.threads > 0:  # read by scoring.signals.cpu_threads before the pools are sized
+            os.environ["CURATION_THREADS"] = str(self.threads)
         return _scorers(self.as_profile())
 
 
@@ -133,13 +165,13 @@ def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams
 class RewriterResource(dg.ConfigurableResource):
     """Who rewrites weak captions: the offline rule-based cleaner, a chat VLM, or AITQE."""
 
-    kind: str = Field(default="cleaner", description="cleaner | vlm | aitqe")
+    kind: Literal["cleaner", "vlm", "aitqe"] = Field(default="cleaner", description="cleaner (offline rules) | vlm (a chat VLM) | aitqe (AITQE's recaption).")
     model: str = Field(default="", description="HuggingFace id or local path (vlm, aitqe).")
     prompt: str = Field(default="", description="Rewrite prompt with a {caption} placeholder (vlm) or AITQE instruction; empty = built-in.")
     max_new_tokens: int = Field(default=0, description="Generation budget per caption; 0 = the rewriter's default (vlm 64, aitqe 384 as its reference).")
     num_beams: int = Field(default=1, description="1 = greedy; >1 = beam search.")
     batch_size: int = Field(default=8, description="Captions rewritten together.")
-    device: str = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
+    device: Device = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
     trust_remote_code: bool = Field(default=False, description="Allow a chat VLM rewriter's own code (never needed for the released AITQE checkpoint).")
 
     def rewriter(self) -> Rewriter:
@@ -150,9 +182,49 @@ class RewriterResource(dg.ConfigurableResource):
 _P, _A, _D = DecisionPolicy(), AcceptanceRules(), DriftThresholds()  # the domain classes hold every default
 
 
+class AcceptanceConfig(_Group):
+    """When a rewritten caption replaces the original (AITQE's minimal rewrite); empty = bound off."""
+
+    min_improvement: float = Field(default=_A.min_improvement, description="A rewrite must raise the score by this much.")
+    max_edit_ratio: Optional[float] = Field(default=_A.max_edit_ratio, description="Max word-level edit ratio of a rewrite (empty = off).")
+    min_length_ratio: Optional[float] = Field(default=_A.min_length_ratio, description="Min rewritten/original words (empty = off).")
+    max_length_ratio: Optional[float] = Field(default=_A.max_length_ratio, description="Max rewritten/original words (empty = off).")
+    min_similarity: Optional[float] = Field(default=_A.min_similarity, description="Min MiniLM cosine to the original (empty = off).")
+
+
+class NsfwConfig(_Group):
+    """Bands on the bundled NSFW classifier's probability."""
+
+    drop: float = Field(default=_P.nsfw_drop, description="Drop at or above this NSFW probability.")
+    review: float = Field(default=_P.nsfw_review, description="Report (not drop) from this NSFW probability.")
+
+
+class ImageQualityConfig(_Group):
+    """Bounds on the image signals that make an image unusable; empty = bound off."""
+
+    require_datacomp_rules: bool = Field(default=_P.require_image_rules, description="Drop images failing DataComp's size/aspect rules.")
+    max_text_area: Optional[float] = Field(default=_P.max_text_area, description="Drop images with more OCR text area than this share (empty = off).")
+    min_sharpness: Optional[float] = Field(default=_P.min_sharpness, description="Drop images blurrier than this Laplacian variance (empty = off).")
+    min_brightness: Optional[float] = Field(default=_P.min_brightness, description="Drop nearly black images (empty = off).")
+    max_brightness: Optional[float] = Field(default=_P.max_brightness, description="Drop nearly white images (empty = off).")
+    min_entropy: Optional[float] = Field(default=_P.min_entropy, description="Drop flat images (bits; empty = off).")
+
+
+class DriftConfig(_Group):
+    """Caption-length drift limits of the blocking check on final captions."""
+
+    max_kl: float = Field(default=_D.max_kl, description="Max KL divergence of final vs original lengths.")
+    mean_ratio_min: float = Field(default=_D.mean_ratio_min, description="Min final/original mean length.")
+    mean_ratio_max: float = Field(default=_D.mean_ratio_max, description="Max final/original mean length.")
+    quantile_tolerance: float = Field(default=_D.quantile_tolerance, description="Relative band around each quantile.")
+    quantile_floor: float = Field(default=_D.quantile_abs_floor, description="The band is never narrower than this many words.")
+    min_rows: int = Field(default=_D.min_rows, description="Fewer kept pairs pass with a note.")
+
+
 class PolicyResource(dg.ConfigurableResource):
-    """Decision thresholds, rewrite acceptance rules and drift limits. Defaults come from the domain
-    classes (``DecisionPolicy``, ``AcceptanceRules``, ``DriftThresholds``); an empty value means off."""
+    """Decision thresholds, with nested acceptance, NSFW, image-quality and drift settings. Every default
+    comes from the domain classes (``DecisionPolicy``, ``AcceptanceRules``, ``DriftThresholds``); an
+    empty value means off. From the CLI: ``--set policy.keep_threshold=80 --set policy.drift.max_kl=0.3``."""
 
     quality_column: str = Field(default=_P.quality_column, description="Score that decides keep / rewrite / drop.")
     keep_threshold: float = Field(default=_P.keep_threshold, description="Keep the caption as is at or above this score (95: any fired text rule sends it to the rewriter).")
@@ -160,51 +232,34 @@ class PolicyResource(dg.ConfigurableResource):
     keep_fraction: Optional[float] = Field(default=_P.keep_fraction, description="Keep as is only this top fraction by quality_column, ONE cut over all scored shards (floor(N*f), ties by a stable hash of shard and key); materialize selection_cut with the same value before caption_decisions (empty = off).")
     rewrite: bool = Field(default=_P.rewrite, description="False turns the pipeline into a plain filter.")
     keep_expression: Optional[str] = Field(default=_P.keep_expression, description='Extra keep condition, e.g. "mlm_itm >= 66 and mlm_odf >= 20" (empty = none).')
-    require_image_rules: bool = Field(default=_P.require_image_rules, description="Drop images failing DataComp's size/aspect rules.")
     caption_rules_mark_weak: bool = Field(default=_P.caption_rules_mark_weak, description="Failing DataComp caption rules marks a caption weak.")
     fallback: Literal["keep_original", "drop"] = Field(default=_P.fallback, description="After a rejected rewrite: keep the original caption (if above drop_threshold) or drop the pair.")
-    min_improvement: float = Field(default=_A.min_improvement, description="A rewrite must raise the score by this much.")
-    max_edit_ratio: Optional[float] = Field(default=_A.max_edit_ratio, description="Minimality: max word-level edit ratio of a rewrite (empty = off).")
-    min_length_ratio: Optional[float] = Field(default=_A.min_length_ratio, description="Minimality: min rewritten/original words (empty = off).")
-    max_length_ratio: Optional[float] = Field(default=_A.max_length_ratio, description="Minimality: max rewritten/original words (empty = off).")
-    min_similarity: Optional[float] = Field(default=_A.min_similarity, description="Minimality: min MiniLM cosine to the original (empty = off).")
-    nsfw_drop: float = Field(default=_P.nsfw_drop, description="Drop at or above this NSFW probability.")
-    nsfw_review: float = Field(default=_P.nsfw_review, description="Report (not drop) from this NSFW probability.")
-    max_text_area: Optional[float] = Field(default=_P.max_text_area, description="Drop images with more OCR text area than this share (empty = off).")
-    min_sharpness: Optional[float] = Field(default=_P.min_sharpness, description="Drop images blurrier than this Laplacian variance (empty = off).")
-    min_brightness: Optional[float] = Field(default=_P.min_brightness, description="Drop nearly black images (empty = off).")
-    max_brightness: Optional[float] = Field(default=_P.max_brightness, description="Drop nearly white images (empty = off).")
-    min_entropy: Optional[float] = Field(default=_P.min_entropy, description="Drop flat images (bits; empty = off).")
     drop_duplicates: bool = Field(default=_P.drop_duplicates, description="Keep one pair per duplicate group.")
-    drift_max_kl: float = Field(default=_D.max_kl, description="Caption-length drift: max KL divergence.")
-    drift_mean_ratio_min: float = Field(default=_D.mean_ratio_min, description="Caption-length drift: min final/original mean.")
-    drift_mean_ratio_max: float = Field(default=_D.mean_ratio_max, description="Caption-length drift: max final/original mean.")
-    drift_quantile_tolerance: float = Field(default=_D.quantile_tolerance, description="Caption-length drift: relative quantile band.")
-    drift_quantile_floor: float = Field(default=_D.quantile_abs_floor, description="Caption-length drift: quantile band never narrower than this many words.")
-    drift_min_rows: int = Field(default=_D.min_rows, description="Caption-length drift: fewer kept pairs pass with a note.")
     warn_drop_share: float = Field(default=0.9, description="The kept_share check warns (never blocks) above this dropped share, or when a shard keeps nothing.")
+    acceptance: AcceptanceConfig = Field(default_factory=AcceptanceConfig, description="When a rewrite is accepted.")
+    nsfw: NsfwConfig = Field(default_factory=NsfwConfig, description="NSFW drop and review bands.")
+    image: ImageQualityConfig = Field(default_factory=ImageQualityConfig, description="Image-quality drop bounds.")
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="Caption-length drift limits.")
 
     def decision_policy(self) -> DecisionPolicy:
+        image = self.image
         return DecisionPolicy(
             quality_column=self.quality_column, keep_threshold=self.keep_threshold,
             drop_threshold=self.drop_threshold, rewrite=self.rewrite, keep_expression=self.keep_expression or None,
-            keep_fraction=self.keep_fraction,
-            require_image_rules=self.require_image_rules, caption_rules_mark_weak=self.caption_rules_mark_weak,
-            fallback=self.fallback, min_improvement=self.min_improvement, nsfw_drop=self.nsfw_drop,
-            nsfw_review=self.nsfw_review, max_text_area=self.max_text_area, min_sharpness=self.min_sharpness,
-            min_brightness=self.min_brightness, max_brightness=self.max_brightness,
-            min_entropy=self.min_entropy, drop_duplicates=self.drop_duplicates)
+            keep_fraction=self.keep_fraction, require_image_rules=image.require_datacomp_rules,
+            caption_rules_mark_weak=self.caption_rules_mark_weak, fallback=self.fallback,
+            min_improvement=self.acceptance.min_improvement, nsfw_drop=self.nsfw.drop, nsfw_review=self.nsfw.review,
+            max_text_area=image.max_text_area, min_sharpness=image.min_sharpness, min_brightness=image.min_brightness,
+            max_brightness=image.max_brightness, min_entropy=image.min_entropy, drop_duplicates=self.drop_duplicates)
 
     def acceptance_rules(self) -> AcceptanceRules:
-        return AcceptanceRules(min_improvement=self.min_improvement, max_edit_ratio=self.max_edit_ratio,
-                               min_length_ratio=self.min_length_ratio, max_length_ratio=self.max_length_ratio,
-                               min_similarity=self.min_similarity)
+        return AcceptanceRules(**self.acceptance.model_dump())
 
     def drift_thresholds(self) -> DriftThresholds:
-        return DriftThresholds(max_kl=self.drift_max_kl, mean_ratio_min=self.drift_mean_ratio_min,
-                               mean_ratio_max=self.drift_mean_ratio_max,
-                               quantile_tolerance=self.drift_quantile_tolerance,
-                               quantile_abs_floor=self.drift_quantile_floor, min_rows=self.drift_min_rows)
+        d = self.drift
+        return DriftThresholds(max_kl=d.max_kl, mean_ratio_min=d.mean_ratio_min, mean_ratio_max=d.mean_ratio_max,
+                               quantile_tolerance=d.quantile_tolerance, quantile_abs_floor=d.quantile_floor,
+                               min_rows=d.min_rows)
 
 
 class ComputeResource(RayResource):
@@ -230,6 +285,7 @@ class ComputeResource(RayResource):
     decode_concurrency: int = Field(default=0, description="Most decode tasks at once (0 = Ray Data decides).")
     spread: bool = Field(default=True, description="SPREAD scheduling: actors and decode tasks go to different nodes.")
     max_tasks_in_flight: int = Field(default=2, description="Batches queued per actor.")
+    wait_for_actors_s: int = Field(default=0, description="Seconds to wait until every model actor has loaded before streaming starts (0 = start at once).")
 
     @property
     def uses_ray(self) -> bool:
@@ -283,4 +339,5 @@ class ComputeResource(RayResource):
                           actors=(self.rewrite_actors or self.actors) if rewrite else self.actors,
                           cpus_per_actor=self.cpus_per_actor, gpus_per_actor=gpus,
                           threads_per_actor=self.threads_per_actor, decode_concurrency=self.decode_concurrency,
-                          spread=self.spread, max_tasks_in_flight=self.max_tasks_in_flight)
+                          spread=self.spread, max_tasks_in_flight=self.max_tasks_in_flight,
+                          wait_for_actors_s=self.wait_for_actors_s)

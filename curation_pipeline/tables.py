@@ -1,7 +1,6 @@
 """What every column of every table means: one place, read by the UI's column schemas and the docs.
 
-Score columns are described by the scorer that writes them (matched by prefix), so a new
-scorer documents its columns here once, with the range a reader should expect.
+Score columns are described where their scorer declares them (``scoring.registry``).
 """
 
 from __future__ import annotations
@@ -26,7 +25,8 @@ TABLES: dict[str, dict[str, str]] = {
         "width": "Decoded image width in pixels.",
         "height": "Decoded image height in pixels.",
         "n_frames": "Frames in the image (animated GIF/WebP have more than one).",
-        "decode_status": "ok, missing, empty, corrupt or too_large: whether the image could be used.",
+        "decode_status": "ok, missing, empty, corrupt or too_large, from the image header (a full decode with "
+                         "warehouse.inventory_decode: full); quality_scores' decode_status is the full decode's.",
         "decode_error": "Why decoding failed (no memory addresses, so runs are comparable), else empty.",
         "meta_json": "The sample's own json sidecar, verbatim (uid, url, original size, ...).",
         "meta_error": "Why the json sidecar could not be read, naming the problem, else empty.",
@@ -40,7 +40,8 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "quality_scores": {
         "caption": "The caption that was scored.",
-        "decode_status": "Copied from pairs: whether the image could be used.",
+        "decode_status": "ok, missing, empty, corrupt or too_large from the full decode scoring made (each image "
+                         "is decoded once, here): what the decisions use.",
         "width": "Copied from pairs: decoded image width.",
         "height": "Copied from pairs: decoded image height.",
         "image_sha256": "Copied from pairs: SHA-256 of the image bytes.",
@@ -64,9 +65,9 @@ TABLES: dict[str, dict[str, str]] = {
         "prompt_hash": "Hash of the prompt the model was given (empty for the rule-based cleaner).",
         "original_caption": "The caption before rewriting.",
         "candidate_caption": "What the rewriter proposed (empty when it proposed nothing usable).",
-        "score_column": "The score used to judge the rewrite (the policy's quality column).",
-        "score_before": "That score for the original caption.",
-        "score_after": "That score for the candidate.",
+        "quality_column": "The score used to judge the rewrite (the policy's quality column).",
+        "quality_before": "That score for the original caption.",
+        "quality_after": "That score for the candidate.",
         "edit_ratio": "Word-level edit distance between original and candidate divided by the longer one's "
                       "word count: 0 = unchanged, 1.0 = every word position differs (a case change counts).",
         "length_ratio": "Candidate words / original words.",
@@ -89,26 +90,9 @@ TABLES: dict[str, dict[str, str]] = {
         "quality_column": "The score column that decided.",
         "quality_before": "That score for the original caption.",
         "quality_final": "That score for the final caption.",
-        "decision": "The caption_decisions action that led here.",
+        "action": "The caption_decisions action (keep, rewrite, drop) that led here.",
     },
 }
-
-# Score columns by the scorer that writes them (longest prefix wins).
-SCORE_PREFIXES = {
-    "datacomp_": "DataComp basic filtering (English by fastText, > 2 words, > 5 chars, shorter side >= 200 px, "
-                 "aspect <= 3).",
-    "text_quality": "Caption text quality, 0-100 (rule-based: noise, length, casing, ...); _rules lists what fired.",
-    "nsfw_": "Yahoo Open NSFW probability, 0-1 (< 0.2 safe, > 0.8 unsafe).",
-    "ocr_": "Text in the image (RapidOCR): box count and share of the image covered.",
-    "iq_": "Image quality signals: sharpness (Laplacian variance), brightness, dark/bright share, entropy (bits).",
-    "dup_": "Duplicate-detection fingerprints: image SHA, perceptual hash, normalised caption, caption embedding.",
-    "clip_": "CLIPScore: clip_score = 2.5 * max(cos, 0) in [0, 2.5]; clip_cosine raw; clip_sigmoid SigLIP's "
-             "probability.",
-    "mlm_": "MLM-Filter metric, 0-100: the greedy integer its reference decodes (_expected: the expected "
-            "score from the same forward pass).",
-    "aitqe_": "AITQE: overall rating 1-10 and its recaption.",
-}
-
 
 def describe(table: str, column: str) -> str | None:
     """The description of a column, or None when nobody documented it."""
@@ -116,9 +100,12 @@ def describe(table: str, column: str) -> str | None:
         return COMMON[column]
     if column in TABLES.get(table, {}):
         return TABLES[table][column]
-    if table == "quality_scores":
+    if table == "quality_scores":  # score columns: as the scorer that writes them declares
+        from curation_pipeline.scoring.registry import score_columns
+
+        declared = score_columns().get(column)
+        if declared is not None:
+            return declared.description
         if column.endswith("_error"):
             return "Why this scorer has no value for the pair (empty when it scored)."
-        prefix = max((p for p in SCORE_PREFIXES if column.startswith(p)), key=len, default=None)
-        return SCORE_PREFIXES[prefix] if prefix else None
     return None

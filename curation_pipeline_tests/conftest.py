@@ -78,3 +78,51 @@ def curated(tmp_path_factory):
     instance, results = run_pipeline(RAW_SAMPLES, warehouse, shards)
     return {"warehouse": warehouse, "shards": shards, "instance": instance, "results": results}
 
+
+def _reencode(image, fmt: str = "JPEG", **options):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def dup_photos(flickr_dir):
+    from PIL import Image
+
+    paths = sorted((flickr_dir / "images").glob("*.jpg"))[:4]
+    return [Image.open(p).convert("RGB") for p in paths]
+
+
+@pytest.fixture(scope="module")
+def dup_signals():
+    from curation_pipeline.scoring.signals.duplicates import DuplicateSignals
+
+    return DuplicateSignals()
+
+
+@pytest.fixture(scope="module")
+def dup_shard(dup_photos, dup_signals):
+    """Duplicate fingerprints of real photos, a re-encoded and a resized copy of the first, a
+    lossless copy of the second with another caption, the third with the first's caption, a
+    missing image: for the signal tests and the grouping tests."""
+    from curation_pipeline.pairs import PairBatch
+
+    a, b, c, _ = dup_photos
+    images = [a, _reencode(a, quality=60), a.resize((a.width // 2, a.height // 2)), b, _reencode(b, "PNG"), c, None]
+    captions = [
+        "A girl climbs the stairs of a wooden playhouse .",
+        "a girl climbs the stairs of a wooden playhouse",
+        "A little girl going into a wooden building .",
+        "Two dogs on the road .",
+        "Two dogs stare at each other in the street !",
+        "A girl climbs the stairs of a wooden playhouse .",
+        None,
+    ]
+    keys = [f"k{i}" for i in range(len(images))]
+    frame = dup_signals.score(PairBatch(keys, captions, images))
+    frame.insert(0, "key", keys)
+    return frame

@@ -39,29 +39,62 @@ def test_sensor_skips_when_raw_location_is_missing(tmp_path):
     assert not result.run_requests and "does not exist" in result.skip_reason.skip_message
 
 
-def test_schedule_requests_missing_then_stale_partitions(tmp_path):
+def test_schedule_requests_missing_then_stale_partitions_by_dagster_data_versions(tmp_path):
+    from curation_pipeline.definitions import build_definitions
+
     raw = _raw(tmp_path, ["sample-000000.tar", "sample-000001.tar"])
     warehouse = tmp_path / "wh"
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse), scoring=ScoringResource(profile="text"))
     with dg.instance_for_test() as instance:
-        _check_schedule(instance, raw, warehouse)
+        instance.add_dynamic_partitions("shards", ["sample-000000", "sample-000001"])
+        context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
+                                            resources={"warehouse": defs.resources["warehouse"]})
+
+        def requested():
+            result = fill_missing_shards(context)
+            return {} if isinstance(result, dg.SkipReason) else {r.partition_key: r.tags["curation/reason"]
+                                                                  for r in result}
+
+        def observe():
+            assert defs.resolve_job_def("observe_raw_shards").execute_in_process(instance=instance).success
+
+        assert requested() == {"sample-000000": "missing", "sample-000001": "missing"}
+        run_pipeline(raw, warehouse, ["sample-000000"], instance=instance, report=False,
+                     scoring=ScoringResource(profile="text"))
+        observe()  # pairs recorded what it read as the observed version: the curated shard is fresh
+        assert requested() == {"sample-000001": "missing"}
+        later = time.time() + 60
+        os.utime(raw / "sample-000000.tar", (later, later))  # a touch changes no byte: still fresh
+        observe()
+        assert requested() == {"sample-000001": "missing"}
+        data = bytearray((raw / "sample-000000.tar").read_bytes())
+        data[-1] ^= 1  # new content (in the end-of-archive padding): a new data version
+        (raw / "sample-000000.tar").write_bytes(bytes(data))
+        assert requested() == {"sample-000001": "missing"}  # not observed yet
+        observe()
+        todo = requested()
+        assert todo["sample-000001"] == "missing"
+        assert todo["sample-000000"].startswith("stale:") and "raw_shards" in todo["sample-000000"]
 
 
-def _check_schedule(instance, raw, warehouse):
-    instance.add_dynamic_partitions("shards", ["sample-000000", "sample-000001"])
-    resources = {"warehouse": WarehouseResource(raw_root=str(raw), root=str(warehouse))}
+def test_a_changed_code_version_marks_curated_partitions_stale(tmp_path):
+    from curation_pipeline.automation import shards_to_refresh
+    from curation_pipeline.definitions import ASSETS, build_definitions
 
-    def requested():
-        context = dg.build_schedule_context(instance=instance, resources=resources)
-        result = fill_missing_shards(context)
-        return {} if isinstance(result, dg.SkipReason) else {r.partition_key: r.tags["curation/reason"] for r in result}
-
-    assert requested() == {"sample-000000": "missing", "sample-000001": "missing"}
-    run_pipeline(raw, warehouse, ["sample-000000"], instance=instance, report=False,
-                 scoring=ScoringResource(profile="text"))
-    assert requested() == {"sample-000001": "missing"}
-    later = time.time() + 60
-    os.utime(raw / "sample-000000.tar", (later, later))
-    assert requested() == {"sample-000000": "stale", "sample-000001": "missing"}
+    raw = _raw(tmp_path, ["sample-000000.tar"])
+    warehouse = tmp_path / "wh"
+    with dg.instance_for_test() as instance:
+        run_pipeline(raw, warehouse, ["sample-000000"], instance=instance, report=False,
+                     scoring=ScoringResource(profile="text"))
+        defs = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse))
+        resource = defs.resources["warehouse"]
+        assert shards_to_refresh(instance, resource, defs.get_repository_def()) == {}
+        bumped = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version="2"))
+                  if a.key == dg.AssetKey("caption_decisions") else a for a in ASSETS]
+        changed = dg.Definitions(assets=bumped, resources=defs.resources)
+        todo = shards_to_refresh(instance, resource, changed.get_repository_def())
+        assert list(todo) == ["sample-000000"] and "caption_decisions" in todo["sample-000000"]
+        assert "code version" in todo["sample-000000"]
 
 
 def test_one_executor_for_asset_backfills_and_the_job_path():
@@ -93,7 +126,8 @@ def test_missing_raw_file_is_skipped_by_the_schedule_and_pruned(tmp_path):
     defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shards", ["sample-000000", "sampel-000000"])  # a typo
-        result = fill_missing_shards(dg.build_schedule_context(instance=instance, resources=resources))
+        result = fill_missing_shards(dg.build_schedule_context(instance=instance, resources=resources,
+                                                               repository_def=defs.get_repository_def()))
         assert [r.partition_key for r in result] == ["sample-000000"]
         assert defs.resolve_job_def("prune_shards").execute_in_process(instance=instance).success
         assert instance.get_dynamic_partitions("shards") == ["sample-000000"]

@@ -26,7 +26,15 @@ EXPECTED_KEYS = {
                             "logits_vs_generate", "separate_pairs_per_s", "shared_vs_separate",
                             "pipeline_pairs_per_s", "bare_forward_pairs_per_s", "pipeline_vs_bare"},
     "backfill.py": {"shards", "job_s", "backfill_s", "backfill_vs_job", "executor"},
-    "clip_speed.py": {"pairs", "pipeline_pairs_per_s", "bare_forward_pairs_per_s", "pipeline_vs_bare"},
+    # --smoke runs the small shape only; a full run adds the same keys for b32 (b32_...)
+    "clip_speed.py": {"pairs", "threads", "prompt", "small_params_m", "small_pipeline_pairs_per_s",
+                      "small_no_prefetch_pairs_per_s", "small_model_only_pairs_per_s", "small_serial_pairs_per_s",
+                      "small_pipeline_vs_model_only", "small_pipeline_vs_serial", "small_serial_ms_per_pair_decode",
+                      "small_serial_ms_per_pair_preprocess", "small_serial_ms_per_pair_forward"},
+    "overhead.py": {"cores", "threads_per_run", "pairs_per_shard", "one_run_s", "one_run_steps_s",
+                    "outside_steps_s", "fixed_per_run_s", "per_shard_s", "per_shard_steps_s",
+                    "per_shard_overhead_s", "per_shard_scoring_s", "per_shard_non_scoring_s", "two_runs_s",
+                    "two_runs_vs_one"},
     "rewrite_speed.py": {"rewrites_per_s", "partition_pairs", "f0_seconds", "f10_seconds", "f50_seconds",
                          "f10_rewritten", "f50_rewritten", "f50_cost_ratio"},
     "offline_signals.py": {"pairs", "decode_pairs_per_s", "ms_per_pair_nsfw", "ms_per_pair_ocr",
@@ -45,7 +53,7 @@ EXPECTED_KEYS = {
                  "ray_worker_peak_rss_big_mb", "ray_worker_peak_rss_ratio_big_small", "targets"},
 }
 # The longest smoke runs (several seconds of model building or three pipeline processes).
-SLOW = {"load.py", "mlm_filter_speed.py", "scale.py"}
+SLOW = {"load.py", "mlm_filter_speed.py", "scale.py", "overhead.py"}
 
 
 def test_every_benchmark_has_expected_keys():

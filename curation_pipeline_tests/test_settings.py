@@ -10,11 +10,39 @@ from curation_pipeline_tests.conftest import RAW_SAMPLES
 def test_set_pairs_are_typed_yaml_and_win_over_the_file(tmp_path):
     config = tmp_path / "settings.yaml"
     config.write_text("resources:\n  policy:\n    config:\n      keep_threshold: 70\n      fallback: drop\n"
-                      "  scoring:\n    mlm_metrics: [itm]\n")
+                      "  scoring:\n    mlm: {metrics: [itm]}\n")
     settings = load_settings(("policy.keep_threshold=80", "policy.keep_fraction=null", "policy.rewrite=false"),
                              str(config))
     assert settings["policy"] == {"keep_threshold": 80, "fallback": "drop", "keep_fraction": None, "rewrite": False}
-    assert settings["scoring"] == {"mlm_metrics": ["itm"]} and settings["rewriter"] == {}
+    assert settings["scoring"] == {"mlm": {"metrics": ["itm"]}} and settings["rewriter"] == {}
+
+
+def test_nested_settings_reach_the_nested_config_and_the_domain_classes(tmp_path):
+    from curation_pipeline.resources import PolicyResource
+
+    config = tmp_path / "settings.yaml"
+    config.write_text("policy:\n  drift: {max_kl: 0.4, min_rows: 5}\n")
+    settings = load_settings(("policy.drift.max_kl=0.3", "policy.nsfw.drop=0.9", "policy.image.min_entropy=null",
+                              "policy.acceptance.max_edit_ratio=0.5"), str(config))
+    assert settings["policy"] == {"drift": {"max_kl": 0.3, "min_rows": 5}, "nsfw": {"drop": 0.9},
+                                  "image": {"min_entropy": None}, "acceptance": {"max_edit_ratio": 0.5}}
+    policy = PolicyResource(**settings["policy"])
+    assert policy.drift_thresholds().max_kl == 0.3 and policy.drift_thresholds().min_rows == 5
+    rules = policy.decision_policy()
+    assert rules.nsfw_drop == 0.9 and rules.min_entropy is None and rules.min_brightness is not None
+    assert policy.acceptance_rules().max_edit_ratio == 0.5
+
+
+def test_every_default_comes_from_the_domain_classes():
+    from curation_pipeline.decisions.policy import DecisionPolicy
+    from curation_pipeline.resources import PolicyResource
+    from curation_pipeline.rewriting.verify import AcceptanceRules
+    from curation_pipeline.validation.drift import DriftThresholds
+
+    policy = PolicyResource()
+    assert policy.decision_policy() == DecisionPolicy()
+    assert policy.acceptance_rules() == AcceptanceRules()
+    assert policy.drift_thresholds() == DriftThresholds()
 
 
 @pytest.mark.parametrize("pair", ["keep_threshold=80", "nowhere.x=1", "policy.=1", "policy.keep_threshold"])
@@ -27,9 +55,24 @@ def test_malformed_set_is_bad_input(pair):
     ("policy.keep_thresold=80", "keep_thresold"),        # a typo names the unknown setting
     ("policy.fallback=maybe", "keep_original"),           # a Literal lists its choices
     ("policy.keep_threshold=high", "keep_threshold"),     # a number that is not one
+    ("policy.drift.max_kll=1", "max_kll"),                # a typo in a nested setting
 ])
 def test_invalid_setting_exits_2_before_any_run(tmp_path, pair, message):
     result = CliRunner().invoke(main, ["run", "--raw", str(RAW_SAMPLES), "--warehouse", str(tmp_path / "wh"),
                                        "--profile", "text", "--set", pair])
     assert result.exit_code == 2, result.output
     assert message in result.output and not (tmp_path / "wh").exists()
+
+
+def test_the_config_choices_are_the_domain_choices():
+    from typing import get_args
+
+    from curation_pipeline.resources import MlmConfig, MlmMetric, ScoringResource
+    from curation_pipeline.scoring.mlm.prompts import METRICS, PROMPT_SETS
+    from curation_pipeline.scoring.profiles import PROFILES, ScoringProfile
+
+    assert set(get_args(MlmMetric)) == set(METRICS)
+    assert set(get_args(MlmConfig.model_fields["prompt_set"].annotation)) - {""} == set(PROMPT_SETS)
+    assert get_args(ScoringResource.model_fields["profile"].annotation) == PROFILES
+    profile = ScoringResource().as_profile()
+    assert profile == ScoringProfile()

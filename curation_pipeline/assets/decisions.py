@@ -2,23 +2,28 @@
 
 
 import dagster as dg
+import pandas as pd
 
 from curation_pipeline.assets.dedup import dedup_index
 from curation_pipeline.assets.integrity import raw_fingerprint
-from curation_pipeline.assets.metadata import counts_markdown, numbers, table, table_metadata
-from curation_pipeline.assets.scoring import quality_scores
+from curation_pipeline.assets.io import FILE_METADATA
+from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.selection import selection_cut
 from curation_pipeline.decisions.cut_store import CutUnavailable, cut_for_shard
 from curation_pipeline.decisions.dedup import DIGEST_KEY, mark_duplicates
 from curation_pipeline.decisions.policy import decide, in_top_fraction
 from curation_pipeline.partitions import shard_partitions
+from curation_pipeline.reporting.markdown import counts_markdown
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 
 @dg.asset(
     partitions_def=shard_partitions,
     group_name="decisions",
-    deps=[quality_scores, selection_cut, dedup_index],
+    owners=OWNERS,
+    tags={"stage": "decisions"},
+    code_version="1",  # bump when the same inputs give different output
+    deps=[selection_cut, dedup_index],  # cross-shard inputs; quality_scores is this shard's table
     kinds={"parquet"},
     description="Keep, rewrite or drop for every pair, with the reason naming the signal (AITQE: rewrite "
     "weak captions of usable images instead of dropping them). Duplicate groups are resolved over the whole "
@@ -26,12 +31,12 @@ from curation_pipeline.resources import PolicyResource, WarehouseResource
     "the order of shard runs. With keep_fraction on, applies the global cut stored by "
     "selection_cut (materialize that first). No model runs: change thresholds and re-materialize.",
 )
-def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                      policy: PolicyResource) -> dg.MaterializeResult:
+def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, policy: PolicyResource,
+                      quality_scores: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     shard = context.partition_key
     wh = warehouse.warehouse()
     raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
-    scores = wh.read_table("quality_scores", shard)
+    scores = quality_scores
     rules = policy.decision_policy()
     cut = None
     if rules.keep_fraction is not None:
@@ -41,25 +46,21 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             raise dg.Failure(description=str(exc)) from exc
     scores, dedup = mark_duplicates(scores, wh, shard, rules)  # over the whole pool, order-free
     decisions = decide(scores, rules, cut=cut)
-    for column in ("dup_group", "dup_kind", "dup_of"):
-        if column in scores:
-            decisions[column] = scores[column].to_numpy()
     if dedup is not None:
         context.log.info(f"{shard}: duplicate groups from {dedup.source}")
-    path = wh.write_table("caption_decisions", shard, decisions,
-                          metadata={DIGEST_KEY: dedup.digest} if dedup is not None else None)
+    if dedup is not None:  # which pool-wide duplicate groups these decisions used
+        decisions.attrs[FILE_METADATA] = {DIGEST_KEY: dedup.digest}
     actions = decisions["action"].value_counts()
     drops = decisions.loc[decisions["action"].eq("drop"), "reason"].str.split(" ").str[0].value_counts()
-    n = max(len(decisions), 1)
-    return dg.MaterializeResult(metadata={
-        **table_metadata("caption_decisions", decisions),
+    n = len(decisions)  # an empty shard has no shares: left empty, not 0
+    return dg.Output(decisions, metadata={
         **numbers({
             "pairs": len(decisions),
             "keep": int(actions.get("keep", 0)),
             "rewrite": int(actions.get("rewrite", 0)),
             "drop": int(actions.get("drop", 0)),
-            "rewrite_share": float(actions.get("rewrite", 0) / n),
-            "drop_share": float(actions.get("drop", 0) / n),
+            "rewrite_share": actions.get("rewrite", 0) / n if n else None,
+            "drop_share": actions.get("drop", 0) / n if n else None,
             "nsfw_review": int(decisions["nsfw_review"].sum()),
         }),
         **({} if cut is None else numbers({
@@ -75,5 +76,4 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             "dedup_source": dg.MetadataValue.text(dedup.source)}),
         "drop_reasons": dg.MetadataValue.md(counts_markdown(drops, "Drop reasons")),
         "decisions_preview": table(decisions[["key", "action", "reason", "quality_before"]]),
-        "path": dg.MetadataValue.path(path),
     })

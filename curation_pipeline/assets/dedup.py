@@ -16,7 +16,7 @@ import json
 import dagster as dg
 import pandas as pd
 
-from curation_pipeline.assets.metadata import numbers, table
+from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.decisions.dedup import (
     INDEX_ASSET,
@@ -35,6 +35,9 @@ from curation_pipeline.resources import PolicyResource, WarehouseResource
 @dg.asset(
     name=INDEX_ASSET,
     group_name="decisions",
+    owners=OWNERS,
+    tags={"stage": "decisions"},
+    code_version="1",  # bump when the same inputs give different output
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"parquet"},
     description="Duplicate groups over ALL shards (exact pixels, exact pairs, near images by pHash, near captions "

@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from curation_pipeline.assets.metadata import numbers, table
+from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.rewriting import final_captions
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.resources import WarehouseResource
@@ -53,6 +53,9 @@ def _results_table(report: dict) -> pd.DataFrame:
 
 @dg.asset(
     group_name="evaluation",
+    owners=OWNERS,
+    tags={"stage": "evaluation"},
+    code_version="1",  # bump when the same inputs give different output
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Agreement of a score column with human judgments (Flickr8k-Expert, Flickr8k-CrowdFlower or a "
@@ -90,6 +93,9 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
 
 @dg.asset(
     group_name="evaluation",
+    owners=OWNERS,
+    tags={"stage": "evaluation"},
+    code_version="1",  # bump when the same inputs give different output
     deps=[dg.AssetDep(final_captions, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Curation decisions scored against per-sample labels (clean / noisy / junk / mismatched): kept, "

@@ -1,23 +1,45 @@
 """Stage 1, ingest: raw shards become the ``pairs`` inventory."""
 
 
+import contextlib
+
 import dagster as dg
 import pandas as pd
 
 from curation_pipeline.assets.integrity import FINGERPRINT_KEY
-from curation_pipeline.assets.metadata import counts_markdown, numbers, table, table_metadata
+from curation_pipeline.assets.io import FILE_METADATA
+from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.partitions import shard_partitions
-from curation_pipeline.resources import WarehouseResource
+from curation_pipeline.reporting.markdown import counts_markdown
+from curation_pipeline.resources import ComputeResource, WarehouseResource
+from curation_pipeline.shards.fingerprint import RawFingerprint, raw_version
 from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader
 
-raw_shards = dg.AssetSpec(
-    "raw_shards",
+@dg.observable_source_asset(
     partitions_def=shard_partitions,
     group_name="ingest",
-    description="Raw webdataset .tar shards in the configured raw location (one partition per file). "
-    "Registered by the `new_shards_sensor`; not written by the pipeline.",
-    kinds={"webdataset"},
+    description="Raw webdataset .tar shards in the configured raw location (one partition per file), "
+    "registered by `register_shards` or the `new_shards_sensor`; not written by the pipeline. Observing "
+    "records each file's SHA-256 as its data version, so a replaced file marks its partitions stale.",
+    tags={"stage": "ingest", "dagster/kind/webdataset": ""},
 )
+def raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> dg.DataVersionsByPartition:
+    versions: dict[str, dg.DataVersion] = {}
+    # in a shard's run: that shard, first, so pairs records the version it derives from
+    shards = ([context.partition_key] if context.has_partition_key
+              else context.instance.get_dynamic_partitions(shard_partitions.name))
+    for shard in shards:
+        known = None
+        with contextlib.suppress(FileNotFoundError, KeyError, ValueError):  # pairs not yet run for it
+            known = RawFingerprint.from_json(warehouse.warehouse().table_metadata("pairs", shard)[FINGERPRINT_KEY])
+        try:
+            versions[shard] = dg.DataVersion(raw_version(warehouse.raw_url(shard), known))
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:  # pairs fails on it, naming it
+            context.log.warning(f"{shard}: raw file {warehouse.raw_url(shard)} cannot be observed "
+                                f"({type(exc).__name__}); prune_shards removes partitions whose file is gone")
+    context.log.info(f"observed {len(versions)} raw shard(s)")
+    return dg.DataVersionsByPartition(versions)
+
 
 SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
 
@@ -25,14 +47,18 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
 @dg.asset(
     partitions_def=shard_partitions,
     group_name="ingest",
+    owners=OWNERS,
+    tags={"stage": "ingest"},
+    code_version="1",  # bump when the same inputs give different output
     deps=[raw_shards],
     kinds={"parquet"},
     description="Inventory of every sample in the shard: key, caption, image size/format/bytes, content "
     "hashes, decode status and error. Members that are not samples are counted in the `skips` table.",
 )
-def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+          compute: ComputeResource) -> dg.Output[pd.DataFrame]:
     shard = context.partition_key
-    if warehouse.raw_mtime(shard) is None:  # a mistyped or deleted partition: say which file, and what exists
+    if not warehouse.raw_exists(shard):  # a mistyped or deleted partition: say which file, and what exists
         try:
             available = ", ".join(sorted(warehouse.list_raw()[0])) or "none"
         except FileNotFoundError:
@@ -42,19 +68,27 @@ def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg
     wh = warehouse.warehouse()
     for orphan in wh.clean_temp_files():  # of writers killed in an earlier run (crash, full disk)
         context.log.warning(f"removed orphaned temp file {orphan}")
-    reader = ShardReader(warehouse.raw_url(shard), shard)
-    records = [sample.record for sample in reader]
-    inventory = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
-    skips = pd.DataFrame([{"shard": shard, **vars(s)} for s in reader.skips], columns=SKIP_COLUMNS)
+    full = warehouse.inventory_decode == "full"  # else image headers only: quality_scores decodes once
+    ray_stats = {}
+    if compute.uses_ray:  # the same rows, skips and fingerprint, made on the cluster
+        from curation_pipeline.compute.ray_data import pairs_inventory
+
+        made = pairs_inventory(warehouse.raw_url(shard), shard, compute.options("score", warehouse.batch_size),
+                               full_decode=full)
+        inventory, skipped, fingerprint = made.inventory, made.skips, made.fingerprint
+        ray_stats = made.stats.metadata()
+    else:
+        reader = ShardReader(warehouse.raw_url(shard), shard, decode=True if full else "header")
+        inventory = pd.DataFrame.from_records([sample.record for sample in reader], columns=RECORD_COLUMNS)
+        skipped, fingerprint = reader.skips, reader.fingerprint
+    skips = pd.DataFrame([{"shard": shard, **vars(s)} for s in skipped], columns=SKIP_COLUMNS)
     wh.write_table("skips", shard, skips)
     # the fingerprint of what was read: every later step checks the raw file against it
-    fingerprint = reader.fingerprint
-    path = wh.write_table("pairs", shard, inventory, metadata={FINGERPRINT_KEY: fingerprint.to_json()})
+    inventory.attrs[FILE_METADATA] = {FINGERPRINT_KEY: fingerprint.to_json()}
     status = inventory["decode_status"].value_counts() if len(inventory) else pd.Series(dtype=int)
     skip_counts = skips["reason"].value_counts()
     context.log.info(f"{shard}: {len(inventory)} pairs, {len(skips)} skipped members")
-    return dg.MaterializeResult(metadata={
-        **table_metadata("pairs", inventory),
+    return dg.Output(inventory, metadata={
         **numbers({
             "pairs": len(inventory),
             "decoded": int(status.get("ok", 0)),
@@ -65,11 +99,13 @@ def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg
             "raw_bytes": fingerprint.size,
             "meta_errors": int(inventory["meta_error"].notna().sum()) if len(inventory) else 0,
         }),
+        **numbers(ray_stats),
+        "compute": dg.MetadataValue.text(compute.engine),
+        "image_decode": dg.MetadataValue.text("full" if full else "header (quality_scores decodes each image)"),
         "raw_sha256": dg.MetadataValue.text(fingerprint.sha256),
         "decode_status": dg.MetadataValue.md(counts_markdown(status, "Decode status")),
         "skips": dg.MetadataValue.md(counts_markdown(skip_counts, "Skipped members by reason")),
         "caption_problems_by_kind": dg.MetadataValue.md(counts_markdown(
             inventory["caption_problem"].dropna().str.split(" ").str[0].value_counts(), "Caption repairs")),
         "skipped_members_preview": table(skips),
-        "path": dg.MetadataValue.path(path),
     })

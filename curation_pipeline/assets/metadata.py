@@ -8,6 +8,9 @@ import pandas as pd
 
 from curation_pipeline.values import plain
 
+# who answers for the pipeline's assets (shown and filterable in the Catalog)
+OWNERS = ["team:curation"]
+
 PREVIEW_ROWS = 30
 
 
@@ -67,10 +70,3 @@ def table(df: pd.DataFrame, limit: int = PREVIEW_ROWS) -> dg.MetadataValue:
             values[str(col)] = value
         records.append(dg.TableRecord(values))
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
-
-
-def counts_markdown(counts: pd.Series, title: str) -> str:
-    if counts.empty:
-        return f"**{title}**: none"
-    body = "\n".join(f"| {k} | {int(v)} |" for k, v in counts.items())
-    return f"**{title}**\n\n| value | pairs |\n|---|---|\n{body}"

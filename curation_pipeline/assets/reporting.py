@@ -5,7 +5,7 @@ import dagster as dg
 
 from curation_pipeline.assets.curation import curated_shards
 from curation_pipeline.assets.failures import shard_failures
-from curation_pipeline.assets.metadata import numbers, table
+from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.reporting.report import build_report, overall_values, report_markdown
 from curation_pipeline.resources import WarehouseResource
@@ -13,11 +13,14 @@ from curation_pipeline.resources import WarehouseResource
 
 @dg.asset(
     group_name="reporting",
+    owners=OWNERS,
+    tags={"stage": "reporting"},
+    code_version="1",  # bump when the same inputs give different output
     deps=[curated_shards],
     kinds={"duckdb"},
     automation_condition=dg.AutomationCondition.eager(),
     description="quality.duckdb in the warehouse: views over every per-shard table (pairs, quality_scores, "
-    "decisions, rewrites, final_captions, skips) and report tables (shard_summary, drop_reasons, "
+    "caption_decisions, rewritten_captions, final_captions, skips) and report tables (shard_summary, drop_reasons, "
     "score_distribution, caption_lengths, rewriter_summary, overall). The only writer of that file.",
 )
 def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:

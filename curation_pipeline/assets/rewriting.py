@@ -1,20 +1,20 @@
 """Stage 4, rewriting: weak captions of usable images are rewritten, verified, and resolved."""
 
 
-import re
 from typing import Iterator
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from curation_pipeline.assets.decisions import caption_decisions
 from curation_pipeline.assets.integrity import raw_fingerprint
-from curation_pipeline.assets.metadata import PREVIEW_ROWS, numbers, table, table_metadata
+from curation_pipeline.assets.io import columns
+from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, table
 from curation_pipeline.decisions.outcome import resolve_outcomes
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
+from curation_pipeline.reporting.lineage import lineage_preview
 from curation_pipeline.resources import (
     ComputeResource,
     PolicyResource,
@@ -24,15 +24,12 @@ from curation_pipeline.resources import (
 )
 from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
 from curation_pipeline.scoring.run import score_batch
+from curation_pipeline.scoring.selection import columns_used
 from curation_pipeline.shards.reader import iter_pair_batches
-
-LINEAGE_PREVIEW = ["key", "accepted", "original_caption", "candidate_caption", "attempted_because", "reason",
-                   "score_before", "score_after", "edit_ratio", "semantic_similarity", "rewriter", "run"]
 
 
 def _needed_columns(policy: PolicyResource) -> set[str]:
-    names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", policy.keep_expression or ""))
-    return {policy.quality_column} | (names - {"and", "or", "not", "True", "False"})
+    return {policy.quality_column} | columns_used(policy.keep_expression)
 
 
 def _target_batches(targets: pd.DataFrame, wh_url: str, shard: str, with_images: bool,
@@ -63,19 +60,7 @@ def _rewrite_needs_images(kind: str, needed: set[str], scores: pd.DataFrame) -> 
     if model is None:
         raise ValueError(f"unknown rewriter kind {kind!r}; choose cleaner, vlm or aitqe")
     scored = needed & (set(scores.columns) - set(INVENTORY_COLUMNS))
-    return model.needs_images or any(c not in CaptionTextQuality.columns for c in scored)
-
-
-def lineage_preview(lineage: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
-    """The rows the UI shows: why each caption was attempted (the decision's reason), the verdict,
-    and a short run id (the full one is in the table)."""
-    if not len(lineage):
-        return pd.DataFrame(columns=LINEAGE_PREVIEW)
-    why = decisions.set_index("key")["reason"]
-    shown = lineage.sort_values("accepted", ascending=False, kind="stable").head(PREVIEW_ROWS).copy()
-    shown["attempted_because"] = shown["key"].map(why)
-    shown["run"] = shown["run_id"].astype(str).str[:8]
-    return shown[LINEAGE_PREVIEW]
+    return model.needs_images or any(c not in {o.name for o in CaptionTextQuality.outputs} for c in scored)
 
 
 def _similarity():
@@ -87,20 +72,21 @@ def _similarity():
 @dg.asset(
     partitions_def=shard_partitions,
     group_name="rewriting",
-    deps=[caption_decisions],
+    owners=OWNERS,
+    tags={"stage": "rewriting"},
+    code_version="1",  # bump when the same inputs give different output
+    ins={"caption_decisions": dg.AssetIn(), "quality_scores": columns("key", "caption")},
     kinds={"parquet"},
     description="Lineage of every rewrite attempt: original and candidate caption, rewriter and version, "
     "prompt hash, score before/after, edit ratio, length ratio, semantic similarity, accepted or not and "
     "why, run id and time. Only pairs decided `rewrite` are attempted.",
 )
 def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scoring: ScoringResource,
-                       rewriter: RewriterResource, policy: PolicyResource,
-                       compute: ComputeResource) -> dg.MaterializeResult:
+                       rewriter: RewriterResource, policy: PolicyResource, compute: ComputeResource,
+                       caption_decisions: pd.DataFrame, quality_scores: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     shard = context.partition_key
-    wh = warehouse.warehouse()
     expected = raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
-    decisions = wh.read_table("caption_decisions", shard)
-    scores = wh.read_table("quality_scores", shard)
+    decisions, scores = caption_decisions, quality_scores
     targets = decisions.loc[decisions["action"].eq("rewrite"), ["key", "quality_before"]].merge(
         scores[["key", "caption"]], on="key", how="left")
     ray_stats = {}
@@ -113,7 +99,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         lineage, stats = rewrite_shard(
             warehouse.raw_url(shard), shard, targets, with_images=_rewrite_needs_images(rewriter.kind, needed, scores),
             rewriter=rewriter.model_dump(), profile=scoring.as_profile(), needed=needed,
-            score_column=policy.quality_column, rules=policy.acceptance_rules(), run_id=context.run_id,
+            quality_column=policy.quality_column, rules=policy.acceptance_rules(), run_id=context.run_id,
             options=compute.options("rewrite", rewriter.batch_size), expected=expected)
         ray_stats = stats.metadata()
     else:
@@ -124,28 +110,25 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         lineage = rewrite_batches(
             _target_batches(targets, warehouse.raw_url(shard), shard, with_images, rewriter.batch_size, expected),
             shard=shard, rewriter=model, rescore=lambda b: score_batch(rescorers, b),
-            score_column=policy.quality_column,
+            quality_column=policy.quality_column,
             scores_before=dict(zip(targets["key"], targets["quality_before"].astype(float))),
             rules=policy.acceptance_rules(), run_id=context.run_id, similarity=_similarity())
-    path = wh.write_table("rewritten_captions", shard, lineage)
     accepted = int(lineage["accepted"].sum()) if len(lineage) else 0
-    gain = (lineage.loc[lineage["accepted"].astype(bool), "score_after"].astype(float)
-            - lineage.loc[lineage["accepted"].astype(bool), "score_before"].astype(float))
-    preview = lineage_preview(lineage, decisions)
-    return dg.MaterializeResult(metadata={
-        **table_metadata("rewritten_captions", lineage),
+    gain = (lineage.loc[lineage["accepted"].astype(bool), "quality_after"].astype(float)
+            - lineage.loc[lineage["accepted"].astype(bool), "quality_before"].astype(float))
+    preview = lineage_preview(lineage, decisions, PREVIEW_ROWS)
+    return dg.Output(lineage, metadata={
         **numbers({
             "attempts": len(lineage),
             "accepted": accepted,
             "rejected": len(lineage) - accepted,
-            "acceptance_rate": accepted / len(lineage) if len(lineage) else 0.0,
-            "mean_score_gain": float(gain.mean()) if len(gain) else 0.0,
+            "acceptance_rate": accepted / len(lineage) if len(lineage) else None,  # no attempts: no rate (empty, not 0)
+            "mean_score_gain": float(gain.mean()) if len(gain) else None,
         }),
         **numbers(ray_stats),
         "lineage": table(preview),
         "lineage_shown": dg.MetadataValue.text(f"first {len(preview)} of {len(lineage)} attempts (accepted first); "
                                                "all rows: curate lineage, or the rewritten_captions table"),
-        "path": dg.MetadataValue.path(path),
     })
 
 
@@ -156,40 +139,38 @@ def _words(captions: pd.Series) -> np.ndarray:
 @dg.asset(
     partitions_def=shard_partitions,
     group_name="rewriting",
-    deps=[rewritten_captions],
+    owners=OWNERS,
+    tags={"stage": "rewriting"},
+    code_version="1",  # bump when the same inputs give different output
+    ins={"caption_decisions": dg.AssetIn(), "pairs": columns("key", "caption"), "rewritten_captions": dg.AssetIn()},
     kinds={"parquet"},
     description="The final caption of every pair: kept as is, rewritten (the accepted attempt) or dropped, "
     "with the reason. The blocking caption-length drift check runs on this before anything is published.",
 )
-def final_captions(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                   policy: PolicyResource) -> dg.MaterializeResult:
+def final_captions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, policy: PolicyResource,
+                   caption_decisions: pd.DataFrame, pairs: pd.DataFrame,
+                   rewritten_captions: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     shard = context.partition_key
-    wh = warehouse.warehouse()
     raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
-    decisions = wh.read_table("caption_decisions", shard)
-    captions = wh.read_table("pairs", shard).set_index("key")["caption"]
-    lineage = wh.read_table("rewritten_captions", shard)
-    final = resolve_outcomes(decisions, captions, lineage, policy.decision_policy())
-    path = wh.write_table("final_captions", shard, final)
+    final = resolve_outcomes(caption_decisions, pairs.set_index("key")["caption"], rewritten_captions,
+                             policy.decision_policy())
     outcomes = final["outcome"].value_counts()
-    n = max(len(final), 1)
+    n = len(final)  # an empty shard has no rates: left empty, not 0
     kept = final[final["outcome"].ne("dropped")]
     chart = markdown_image(histogram_png(
         {"original": _words(final["original_caption"]), "final (kept)": _words(kept["final_caption"])},
         f"caption length — {shard}", "words"), "caption length") if len(final) else "_no pairs_"
-    return dg.MaterializeResult(metadata={
-        **table_metadata("final_captions", final),
+    return dg.Output(final, metadata={
         **numbers({
             "pairs": len(final),
             "kept_as_is": int(outcomes.get("kept", 0)),
             "rewritten": int(outcomes.get("rewritten", 0)),
             "dropped": int(outcomes.get("dropped", 0)),
-            "rewrite_rate": outcomes.get("rewritten", 0) / n,
-            "drop_rate": outcomes.get("dropped", 0) / n,
-            "mean_quality_final": float(pd.to_numeric(kept["quality_final"], errors="coerce").mean()) if len(kept) else 0.0,
+            "rewrite_rate": outcomes.get("rewritten", 0) / n if n else None,
+            "drop_rate": outcomes.get("dropped", 0) / n if n else None,
+            "mean_quality_final": float(pd.to_numeric(kept["quality_final"], errors="coerce").mean()) if len(kept) else None,
         }),
         "caption_length_histogram": dg.MetadataValue.md(chart),
         "rewritten_preview": table(final.loc[final["rewritten"], ["key", "original_caption", "final_caption",
                                                                    "quality_before", "quality_final", "reason"]]),
-        "path": dg.MetadataValue.path(path),
     })

@@ -4,10 +4,12 @@
 import json
 
 import dagster as dg
+import pandas as pd
 
 from curation_pipeline.assets.ingest import pairs
 from curation_pipeline.assets.integrity import raw_fingerprint
-from curation_pipeline.assets.metadata import numbers, table_metadata
+from curation_pipeline.assets.io import FILE_METADATA
+from curation_pipeline.assets.metadata import OWNERS, numbers
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.resources import ComputeResource, PolicyResource, ScoringResource, WarehouseResource
@@ -18,6 +20,9 @@ from curation_pipeline.shards.reader import iter_pair_batches
 @dg.asset(
     partitions_def=shard_partitions,
     group_name="scoring",
+    owners=OWNERS,
+    tags={"stage": "scoring"},
+    code_version="1",  # bump when the same inputs give different output
     deps=[pairs],
     kinds={"parquet", "pytorch"},
     description="Per-pair quality scores from the active scoring profile (DataComp rules, caption text "
@@ -26,9 +31,8 @@ from curation_pipeline.shards.reader import iter_pair_batches
     "without re-running models.",
 )
 def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                   scoring: ScoringResource, policy: PolicyResource, compute: ComputeResource) -> dg.MaterializeResult:
+                   scoring: ScoringResource, policy: PolicyResource, compute: ComputeResource) -> dg.Output[pd.DataFrame]:
     shard = context.partition_key
-    wh = warehouse.warehouse()
     expected = raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
     ray_stats = {}
     if compute.uses_ray:  # decode + score as Ray Data streaming on the cluster; the same rows as below
@@ -43,9 +47,9 @@ def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         scorers = scoring.scorers()
         batches = iter_pair_batches(warehouse.raw_url(shard), shard, batch_size=warehouse.batch_size,
                                     expected=expected)
-        scores = score_stream(scorers, batches)
+        scores = score_stream(scorers, batches, prefetch_depth=scoring.prefetch)
         versions = {s.name: s.version for s in scorers}
-    path = wh.write_table("quality_scores", shard, scores, metadata={"scorers": json.dumps(versions)})
+    scores.attrs[FILE_METADATA] = {"scorers": json.dumps(versions)}  # which scorer versions wrote these rows
     quality = scores.get(policy.quality_column)
     meta = {}
     for column in scores.columns:
@@ -60,14 +64,12 @@ def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         charts = markdown_image(histogram_png({policy.quality_column: quality.to_numpy(dtype=float)},
                                               f"{policy.quality_column} — {shard}", policy.quality_column),
                                 policy.quality_column)
-    return dg.MaterializeResult(metadata={
-        **table_metadata("quality_scores", scores),
+    return dg.Output(scores, metadata={
         **numbers({"pairs": len(scores), **meta}),
         **numbers({f"missing_{k}": v for k, v in errors.items()}),
-        **numbers({"unknown_quality_share": float(quality.isna().mean()) if quality is not None and len(scores) else 0.0}),
+        **numbers({"unknown_quality_share": float(quality.isna().mean()) if quality is not None and len(scores) else None}),
         **numbers(ray_stats),
         "compute": dg.MetadataValue.text(compute.engine),
         "scorers": dg.MetadataValue.json(versions),
         "quality_histogram": dg.MetadataValue.md(charts or "_no scores_"),
-        "path": dg.MetadataValue.path(path),
     })

@@ -6,7 +6,7 @@ import math
 import dagster as dg
 import pandas as pd
 
-from curation_pipeline.assets.metadata import numbers, table
+from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.decisions.cut_store import load_pool_scores, write_cut
 from curation_pipeline.resources import PolicyResource, WarehouseResource
@@ -15,6 +15,9 @@ from curation_pipeline.scoring.selection import global_cut
 
 @dg.asset(
     group_name="decisions",
+    owners=OWNERS,
+    tags={"stage": "decisions"},
+    code_version="1",  # bump when the same inputs give different output
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="MLM-Filter's / DataComp's target fraction as ONE cut over the whole pool: reads the quality "

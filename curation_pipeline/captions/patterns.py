@@ -227,7 +227,7 @@ WORD_RE = re.compile(r"[^\W\d_]+")
 _QUOTED_RE = re.compile(r'"[^"\n]*"|“[^”\n]*”')
 
 
-def _ad_triggers(text: str) -> list[re.Match]:
+def ad_triggers(text: str) -> list[re.Match]:
     """Trigger matches outside quotes: 'a sign reading " 50% off "' describes a sign."""
     triggers = list(AD_TRIGGER_RE.finditer(text))
     if triggers and ('"' in text or "“" in text):
@@ -243,7 +243,7 @@ def ad_spans(text: str) -> list[tuple[int, int]]:
     ("Red dress 50% off"), only the part from the trigger on (and the connectors just
     before it) is the ad. Triggers inside quotes are text on a sign, not ads.
     """
-    triggers = _ad_triggers(text)
+    triggers = ad_triggers(text)
     if not triggers:
         return []
     delims = [d.span() for d in SEGMENT_DELIM_RE.finditer(text) if d.end() > d.start()]
@@ -302,7 +302,7 @@ def has_ad(text: str, words: list[str] | None = None) -> bool:
     """``words``: the caption's ``WORD_RE`` matches, if the caller already has them."""
     if not any(ch in text for ch in "%$€£") and _AD_KEYWORDS.isdisjoint(_lower_words(text, words)):
         return False
-    return AD_TRIGGER_RE.search(text) is not None and bool(_ad_triggers(text))
+    return AD_TRIGGER_RE.search(text) is not None and bool(ad_triggers(text))
 
 
 # --- bracketed links, sources and credits ------------------------------------------

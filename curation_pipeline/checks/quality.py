@@ -9,17 +9,11 @@ from curation_pipeline.assets.rewriting import final_captions
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import PolicyResource, WarehouseResource
+from curation_pipeline.scoring.registry import score_ranges
 from curation_pipeline.shards.reader import RECORD_COLUMNS
 from curation_pipeline.validation.drift import check_caption_length_drift
 from curation_pipeline.validation.tables import check_table
 
-SCORE_RANGES = {
-    "text_quality": (0, 100), "clip_score": (0, 2.5), "clip_cosine": (-1, 1), "clip_sigmoid": (0, 1),
-    "nsfw_prob": (0, 1),
-    "ocr_area_frac": (0, 1), "iq_brightness": (0, 1), "iq_entropy": (0, 8),
-    **{f"mlm_{m}{kind}": (0, 100) for m in ("itm", "odf", "ctq", "su") for kind in ("", "_expected")},
-    "aitqe_overall": (1, 10),
-}
 
 
 def _table_check_result(result, description: str) -> dg.AssetCheckResult:
@@ -46,7 +40,7 @@ def scores_in_range(context: dg.AssetCheckExecutionContext, warehouse: Warehouse
                     policy: PolicyResource) -> dg.AssetCheckResult:
     df = warehouse.warehouse().read_table("quality_scores", context.partition_key)
     result = check_table(df, required_columns=["shard", "key", policy.quality_column], non_null=["key"],
-                         unique=["key"], ranges={c: r for c, r in SCORE_RANGES.items() if c in df.columns})
+                         unique=["key"], ranges={c: r for c, r in score_ranges().items() if c in df.columns})
     return _table_check_result(result, f"{len(df)} rows within score ranges")
 
 

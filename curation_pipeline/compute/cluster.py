@@ -152,9 +152,20 @@ class LocalRayCluster:
     def wait_for_nodes(self, count: int, timeout: float, watch: list[subprocess.Popen] | None = None) -> None:
         import ray
 
-        ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+        deadline = time.monotonic() + timeout
+        while True:  # the GCS port opens before the head's raylet registers: on a busy machine,
+            try:     # ray.init finds no node to attach to for a while
+                ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+                break
+            except ConnectionError:
+                ray.shutdown()
+                if time.monotonic() > deadline:
+                    raise
+                for process in watch or self.processes:
+                    if process.poll() is not None:
+                        raise RuntimeError(f"a ray node exited with {process.returncode}; see {self.log_dir}")
+                time.sleep(1)
         try:
-            deadline = time.monotonic() + timeout
             while len([n for n in ray.nodes() if n["Alive"]]) < count:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{count} Ray nodes did not come up in {timeout:.0f}s")

@@ -12,7 +12,8 @@ class RayOptions:
 
     ``batch_size``: pairs per batch (rows that move together through decode and the model);
     the Dagster layer passes the local engine's batch size so both engines batch alike.
-    ``actors``: size of the model actor pool (fixed, so every actor is up before work flows);
+    ``actors``: size of the model actor pool (fixed; ``wait_for_actors_s`` > 0 holds the stage
+    until every actor has loaded its models, so the first one up does not take every batch);
     each actor asks Ray for ``cpus_per_actor`` CPUs and ``gpus_per_actor`` GPUs (fractions
     share a GPU) and loads its models once. ``threads_per_actor``: intra-op threads of the
     actor's models (0 = its CPUs, rounded up). ``decode_concurrency``: most decode tasks at
@@ -29,6 +30,7 @@ class RayOptions:
     decode_cpus: float = 1.0
     spread: bool = True
     max_tasks_in_flight: int = 2
+    wait_for_actors_s: int = 0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -55,6 +57,7 @@ class RayStats:
     pairs: int = 0
     peak_worker_rss_mb: float = 0.0  # largest peak RSS of any decode task or model actor process
     model_busy_seconds: float = 0.0  # summed time the actors spent in model calls
+    model_cpu_seconds: float = 0.0  # summed CPU time of the actor processes during those calls
     first_start: float | None = None  # wall clock of the first model call's start
     last_end: float | None = None  # and of the last one's end
     per_worker: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # worker -> [pairs, busy s]
@@ -64,13 +67,15 @@ class RayStats:
         """Wall time of the model stage: first model call's start to the last one's end."""
         return 0.0 if self.first_start is None else self.last_end - self.first_start
 
-    def add_batch(self, node: str, pid: int, rss_mb: float, pairs: int, t0: float, t1: float) -> None:
+    def add_batch(self, node: str, pid: int, rss_mb: float, pairs: int, t0: float, t1: float,
+                  cpu_s: float = 0.0) -> None:
         self.nodes.add(node)
         self.workers.add((node, int(pid)))
         self.batches += 1
         self.pairs += int(pairs)
         self.peak_worker_rss_mb = max(self.peak_worker_rss_mb, float(rss_mb))
         self.model_busy_seconds += float(t1) - float(t0)
+        self.model_cpu_seconds += float(cpu_s)
         done = self.per_worker.setdefault((node, int(pid)), [0.0, 0.0])
         done[0] += int(pairs)
         done[1] += float(t1) - float(t0)
@@ -83,6 +88,13 @@ class RayStats:
         (pairs over the seconds it spent in model calls), so actor start-up and waiting for
         input do not count."""
         return sum(pairs / busy for pairs, busy in self.per_worker.values() if busy > 0)
+
+    @property
+    def model_cores_per_actor(self) -> float:
+        """CPU seconds over busy seconds of the model calls: about ``threads`` when an actor's
+        threads each have a core, above it when something else in the actor runs threads, below
+        it when the actors share too few cores."""
+        return self.model_cpu_seconds / self.model_busy_seconds if self.model_busy_seconds > 0 else 0.0
 
     def metadata(self) -> dict[str, float | int]:
         return {"ray_nodes": len(self.nodes), "ray_model_actors": len(self.workers), "ray_batches": self.batches,

@@ -1,5 +1,9 @@
 """Ray Data pipelines for the heavy work of ``quality_scores`` and ``rewritten_captions``.
 
+``pairs_inventory`` builds the ``pairs`` table the same way (read task -> decode tasks, no
+actors): the reader's records with the decode status each image gets, its skips and the
+fingerprint of the bytes read, in shard order.
+
 The stream, per shard::
 
     ShardDatasource   one read task streams the tar with the shard reader (no decoding);
@@ -29,6 +33,7 @@ import pickle
 import resource
 import time
 import warnings
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Iterator
 
@@ -40,7 +45,8 @@ from ray.data.datasource import Datasource, ReadTask
 
 from curation_pipeline.compute.options import RayOptions, RayStats
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.shards.reader import ReaderLimits, Sample, ShardReader, decode_image
+from curation_pipeline.shards.fingerprint import RawFingerprint
+from curation_pipeline.shards.reader import ReaderLimits, Sample, ShardReader, ShardSkip, decode_image
 
 
 READ_CPUS = 0.5  # the read task streams one tar (I/O and hashing); decode and the models take the CPUs
@@ -54,12 +60,15 @@ def _peak_rss_mb() -> float:
 
 
 def _node_id() -> str:
-    return ray.get_runtime_context().get_node_id()
+    """The Ray node this runs on ("" outside Ray, e.g. a unit test calling a stage function)."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def limit_threads(threads: int) -> None:
-    """Size every model runtime of this actor to its CPU share, before any model loads:
-    the bundled ONNX / OpenCV signals read ``CURATION_THREADS``; torch is told directly."""
+    """Size every model runtime of this actor to its CPU share (``RayOptions.threads``: its
+    ``cpus_per_actor``, rounded up), before any model loads, so actors sharing a node never ask
+    for more threads than it has cores: the bundled ONNX Runtime sessions read
+    ``CURATION_THREADS``; torch, OpenCV and the BLAS pools are told directly."""
     os.environ["CURATION_THREADS"] = str(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
@@ -73,6 +82,12 @@ def limit_threads(threads: int) -> None:
 
         cv2.setNumThreads(threads)
     except ImportError:  # pragma: no cover
+        pass
+    try:  # BLAS pools (numpy's OpenBLAS, torch's MKL) were sized when the worker process started
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (sentence-transformers)
         pass
 
 
@@ -168,14 +183,123 @@ def _images(row: dict) -> list:
             for data, w, h in zip(row["pixels"], row["widths"], row["heights"])]
 
 
-def _result(row: dict, frame: pd.DataFrame, pairs: int, t0: float, t1: float, **extra) -> dict:
+def _result(row: dict, frame: pd.DataFrame, pairs: int, t0: float, t1: float, cpu_s: float = 0.0, **extra) -> dict:
     return {"batch": int(row["batch"]), "frame": pickle.dumps(frame, protocol=5), "node": _node_id(),
             "pid": os.getpid(), "rss_mb": max(_peak_rss_mb(), float(row.get("decode_rss_mb") or 0.0)),
-            "pairs": pairs, "t0": t0, "t1": t1, "decode_node": row.get("decode_node") or "", **extra}
+            "pairs": pairs, "t0": t0, "t1": t1, "cpu_s": cpu_s, "decode_node": row.get("decode_node") or "",
+            **extra}
 
 
 def _results(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows)
+
+
+# --- the pairs inventory ---------------------------------------------------------------------
+
+TRAILER = -1  # the read task's last row: the reader's skips and fingerprint, after every batch
+
+
+def read_inventory_batches(url: str, shard: str, batch_size: int,
+                           limits: ReaderLimits = ReaderLimits()) -> Iterator[pa.Table]:
+    """``read_shard_batches`` for ``pairs``: every sample (undecoded) in batches of ``batch_size``,
+    then one trailer row (batch ``TRAILER``) holding the reader's skips and the fingerprint of the
+    bytes it read, which are only known once the whole tar has streamed."""
+    reader = ShardReader(url, shard, limits, decode=False)
+    batch, records, images = 0, [], []
+    for sample in reader:
+        records.append(json.dumps(sample.record))
+        images.append(sample.image_data)
+        if len(records) == batch_size:
+            yield _batch_row(batch, records, images)
+            batch, records, images = batch + 1, [], []
+    if records:
+        yield _batch_row(batch, records, images)
+    trailer = {"skips": [vars(s) for s in reader.skips], "fingerprint": reader.fingerprint.to_json()}
+    yield _batch_row(TRAILER, [json.dumps(trailer)], [])
+
+
+class InventoryDatasource(ShardDatasource):
+    def get_name(self) -> str:
+        return "ReadShardInventory"
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context=None) -> list[ReadTask]:
+        url, shard, size, limits = self.url, self.shard, self.batch_size, self.limits
+        metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=[url], exec_stats=None)
+        return [ReadTask(lambda: read_inventory_batches(url, shard, size, limits), metadata)]
+
+
+def inventory_batches(table: pa.Table, limits: ReaderLimits = ReaderLimits(), full: bool = False) -> pa.Table:
+    """Decode each sample's image as the reader does and keep only its record (the decode
+    status, size and mode join it, as ``ShardReader(decode=True)`` makes them); the pixels stay
+    here. The trailer row passes through."""
+    batches, out = table.column("batch").to_pylist(), []
+    for batch, texts, datas in zip(batches, table.column("records").to_pylist(), table.column("images").to_pylist()):
+        if batch == TRAILER:
+            out.append(texts)
+            continue
+        records = []
+        for text, data in zip(texts, datas):
+            record = json.loads(text)
+            record.update(decode_image(data, limits, full=full)[1])
+            records.append(json.dumps(record))
+        out.append(records)
+    n = table.num_rows
+    return pa.table({
+        "batch": pa.array(batches, pa.int64()),
+        "records": pa.array(out, pa.list_(pa.string())),
+        "node": pa.array([_node_id()] * n, pa.string()),
+        "rss_mb": pa.array([_peak_rss_mb()] * n, pa.float64()),
+    })
+
+
+@dataclass
+class PairsInventory:
+    """What ``pairs`` writes, made on the cluster: the inventory (``RECORD_COLUMNS``, shard
+    order), the reader's skips, the fingerprint of the bytes read, and where the work ran."""
+
+    inventory: pd.DataFrame
+    skips: list[ShardSkip]
+    fingerprint: RawFingerprint
+    stats: RayStats
+
+
+def pairs_inventory(url: str, shard: str, options: RayOptions, limits: ReaderLimits = ReaderLimits(),
+                    full_decode: bool = False) -> PairsInventory:
+    """``pairs`` on the cluster: the same rows, skips and fingerprint as ``ShardReader(url, shard)``
+    iterated locally. One read task streams the tar; decode tasks (``options.decode_cpus`` each,
+    at most ``options.decode_concurrency``) decode batches of ``options.batch_size`` samples."""
+    return _on_cluster(_pairs_inventory, url, shard, options, limits, full_decode)
+
+
+def _pairs_inventory(url: str, shard: str, options: RayOptions, limits: ReaderLimits,
+                     full_decode: bool) -> PairsInventory:
+    from curation_pipeline.shards.reader import RECORD_COLUMNS
+
+    with _data_context(options):
+        ds = ray.data.read_datasource(InventoryDatasource(url, shard, options.batch_size, None, None, limits),
+                                      num_cpus=READ_CPUS, override_num_blocks=1)
+        ds = ds.map_batches(inventory_batches, fn_kwargs={"limits": limits, "full": full_decode}, batch_size=None,
+                            batch_format="pyarrow", num_cpus=options.decode_cpus,
+                            concurrency=options.decode_concurrency or None, max_retries=3, **_spread(options))
+        rows = [r for block in ds.iter_batches(batch_format="pandas", batch_size=None)
+                for r in block.to_dict("records")]
+    trailers = [r for r in rows if r["batch"] == TRAILER]
+    rows = sorted((r for r in rows if r["batch"] != TRAILER), key=lambda r: r["batch"])
+    if len(trailers) != 1 or [r["batch"] for r in rows] != list(range(len(rows))):
+        raise RuntimeError(f"{shard}: batches {[r['batch'] for r in rows]} and {len(trailers)} trailers came back")
+    stats = RayStats()
+    for r in rows + trailers:
+        if r["node"]:
+            stats.nodes.add(r["node"])
+        stats.peak_worker_rss_mb = max(stats.peak_worker_rss_mb, float(r["rss_mb"]))
+    stats.batches = len(rows)
+    records = [json.loads(text) for r in rows for text in r["records"]]
+    stats.pairs = len(records)
+    trailer = json.loads(list(trailers[0]["records"])[0])
+    return PairsInventory(inventory=pd.DataFrame.from_records(records, columns=RECORD_COLUMNS),
+                          skips=[ShardSkip(**s) for s in trailer["skips"]],
+                          fingerprint=RawFingerprint.from_json(trailer["fingerprint"]), stats=stats)
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -199,9 +323,10 @@ class ScoreActor:
             samples = [Sample(r["key"], r["caption"], None, r) for r in records]
             pairs = PairBatch([s.key for s in samples], [s.caption for s in samples], _images(row),
                               [s.original_size for s in samples])
-            t0 = time.time()
+            t0, c0 = time.time(), time.process_time()
             frame = score_records(self.scorers, pairs, records)
-            out.append(_result(row, frame, len(pairs), t0, time.time(), scorers=self.described))
+            out.append(_result(row, frame, len(pairs), t0, time.time(), time.process_time() - c0,
+                               scorers=self.described))
         return _results(out)
 
 
@@ -215,7 +340,7 @@ class RewriteActor:
     """Loads the rewriter, the re-scorers and the similarity model once; each call rewrites whole
     batches with ``rewrite_batches``, as the local engine does."""
 
-    def __init__(self, rewriter: dict, profile, needed: list[str], score_column: str, rules, run_id: str,
+    def __init__(self, rewriter: dict, profile, needed: list[str], quality_column: str, rules, run_id: str,
                  shard: str, scores_before: dict[str, float], threads: int):
         limit_threads(threads)
         from curation_pipeline.resources import RewriterResource
@@ -230,7 +355,7 @@ class RewriteActor:
         scorers = cheap if needed <= {c for s in cheap for c in s.columns} else build_scorers(profile)
         self.rescorers = [s for s in scorers if needed & set(s.columns)]
         self.similarity = caption_similarity
-        self.score_column, self.rules, self.run_id, self.shard = score_column, rules, run_id, shard
+        self.quality_column, self.rules, self.run_id, self.shard = quality_column, rules, run_id, shard
         self.scores_before = scores_before
 
     def __call__(self, block: pa.Table) -> pa.Table:
@@ -245,24 +370,27 @@ class RewriteActor:
                 pairs = PairBatch(keys, captions, _images(row))
             else:
                 pairs = PairBatch(keys, captions)
-            t0 = time.time()
+            t0, c0 = time.time(), time.process_time()
             frame = rewrite_batches([pairs], shard=self.shard, rewriter=self.model,
                                     rescore=lambda b: score_batch(self.rescorers, b),
-                                    score_column=self.score_column, scores_before=self.scores_before,
+                                    quality_column=self.quality_column, scores_before=self.scores_before,
                                     rules=self.rules, run_id=self.run_id, similarity=self.similarity)
-            out.append(_result(row, frame, len(pairs), t0, time.time()))
+            out.append(_result(row, frame, len(pairs), t0, time.time(), time.process_time() - c0))
         return _results(out)
 
 
 # --- the driver side -------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _data_context() -> Iterator[None]:
+def _data_context(options: RayOptions | None = None) -> Iterator[None]:
     """For the datasets made inside: blocks leave each stage in the order they entered, and
     every row (= one batch) is its own block, so batches spread over the actors even for a
     small shard (Ray Data would otherwise pack rows into 128 MiB blocks). Restored after."""
     ctx = ray.data.DataContext.get_current()
     saved = ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars
+    saved_wait = ctx.wait_for_min_actors_s
+    if options is not None and options.wait_for_actors_s > 0:  # the pool starts whole (see RayOptions)
+        ctx.wait_for_min_actors_s = options.wait_for_actors_s
     # progress bars would land in the Dagster step's log as carriage-return noise; the step records
     # the run's figures (nodes, actors, batches, model seconds) as metadata instead
     ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars = True, 1, False
@@ -270,6 +398,7 @@ def _data_context() -> Iterator[None]:
         yield
     finally:
         ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars = saved
+        ctx.wait_for_min_actors_s = saved_wait
 
 
 def _spread(options: RayOptions) -> dict:
@@ -304,7 +433,7 @@ def _collect(ds) -> tuple[list[dict], RayStats]:
         raise RuntimeError(f"a batch came back twice: {batches}")
     stats = RayStats()
     for r in rows:
-        stats.add_batch(r["node"], r["pid"], r["rss_mb"], r["pairs"], r["t0"], r["t1"])
+        stats.add_batch(r["node"], r["pid"], r["rss_mb"], r["pairs"], r["t0"], r["t1"], r.get("cpu_s", 0.0))
         if r["decode_node"]:
             stats.nodes.add(r["decode_node"])
     return rows, stats
@@ -328,13 +457,13 @@ def score_shard(url: str, shard: str, profile, options: RayOptions, expected=Non
 
 
 def rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: bool, rewriter: dict,
-                  profile, needed: set[str], score_column: str, rules, run_id: str, options: RayOptions,
+                  profile, needed: set[str], quality_column: str, rules, run_id: str, options: RayOptions,
                   expected=None, limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, RayStats]:
     """``rewritten_captions`` on the cluster: the lineage table (as ``rewrite_batches`` builds it
     locally, one row per target) and stats. ``targets`` has key, quality_before and caption;
     ``options.batch_size`` is the rewriter's batch size, as the local engine batches."""
     return _on_cluster(_rewrite_shard, url, shard, targets, with_images=with_images, rewriter=rewriter,
-                       profile=profile, needed=needed, score_column=score_column, rules=rules, run_id=run_id,
+                       profile=profile, needed=needed, quality_column=quality_column, rules=rules, run_id=run_id,
                        options=options, expected=expected, limits=limits)
 
 
@@ -342,7 +471,7 @@ def _score_shard(url: str, shard: str, profile, options: RayOptions, expected=No
                  limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, dict[str, str], RayStats]:
     from curation_pipeline.scoring.run import assemble_scores
 
-    with _data_context():
+    with _data_context(options):
         ds = ray.data.read_datasource(ShardDatasource(url, shard, options.batch_size, expected, None, limits),
                                       num_cpus=READ_CPUS, override_num_blocks=1)
         ds = _actors(_decoded(ds, options, limits), ScoreActor, {"profile": profile, "threads": options.threads},
@@ -362,15 +491,15 @@ def _score_shard(url: str, shard: str, profile, options: RayOptions, expected=No
 
 
 def _rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: bool, rewriter: dict,
-                   profile, needed: set[str], score_column: str, rules, run_id: str, options: RayOptions,
+                   profile, needed: set[str], quality_column: str, rules, run_id: str, options: RayOptions,
                    expected=None, limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, RayStats]:
     from curation_pipeline.rewriting.attempts import LINEAGE_COLUMNS, empty_lineage
 
     scores_before = dict(zip(targets["key"], targets["quality_before"].astype(float)))
-    kwargs = {"rewriter": rewriter, "profile": profile, "needed": sorted(needed), "score_column": score_column,
+    kwargs = {"rewriter": rewriter, "profile": profile, "needed": sorted(needed), "quality_column": quality_column,
               "rules": rules, "run_id": run_id, "shard": shard, "scores_before": scores_before,
               "threads": options.threads}
-    with _data_context():
+    with _data_context(options):
         if with_images:  # the shard's batches, filtered to the targets, decoded on the cluster
             ds = ray.data.read_datasource(ShardDatasource(url, shard, options.batch_size, expected,
                                                           frozenset(targets["key"]), limits),
@@ -391,3 +520,19 @@ def _rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: 
     if len(lineage) != len(targets):
         raise RuntimeError(f"{shard}: {len(lineage)} lineage rows for {len(targets)} pairs to rewrite")
     return lineage, stats
+
+
+def score_model_stage(url: str, shard: str, profile, options: RayOptions,
+                      limits: ReaderLimits = ReaderLimits()) -> tuple[int, RayStats]:
+    """The model stage of ``score_shard`` alone, for benchmarks: the shard is read and decoded
+    first (its batches materialized in the object store), then the actor pool scores them, so
+    decoding does not compete with the actors for cores. Returns (pairs scored, stats); the
+    stats' ``model_pairs_per_s`` is the stage's rate with every actor busy. Run from a driver on
+    a node of the cluster."""
+    with _data_context(options):
+        decoded = _decoded(ray.data.read_datasource(ShardDatasource(url, shard, options.batch_size, None, None, limits),
+                                                    num_cpus=READ_CPUS, override_num_blocks=1),
+                           options, limits).materialize()
+        rows, stats = _collect(_actors(decoded, ScoreActor, {"profile": profile, "threads": options.threads},
+                                       options))
+    return sum(int(r["pairs"]) for r in rows), stats

@@ -28,7 +28,7 @@ class CutUnavailable(RuntimeError):
 
 
 def cut_path(warehouse: Warehouse) -> str:
-    return warehouse._join("selection", "keep_fraction_cut.json")
+    return warehouse.join("selection", "keep_fraction_cut.json")
 
 
 def load_pool_scores(warehouse: Warehouse, column: str) -> pd.DataFrame:

@@ -32,19 +32,28 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation_pipeline.scoring.registry import bounds, columns_of
 from curation_pipeline.storage.warehouse import Warehouse
 
-DUP_COLUMNS = ("dup_image_sha", "dup_phash", "dup_caption_norm_sha", "dup_caption_emb")
 RESULT_COLUMNS = ("dup_group", "dup_kind", "dup_keep", "dup_of")
-USABILITY_COLUMNS = ("caption", "decode_status", "width", "height", "datacomp_min_side_ge200", "datacomp_aspect_le3",
-                     "nsfw_prob", "ocr_area_frac", "iq_sharpness", "iq_brightness", "iq_entropy")
 INDEX_ASSET = "dedup_index"
 INDEX_VERSION = 1
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
 
 
+def dup_columns() -> tuple[str, ...]:
+    """The fingerprints the duplicate scorer declares (what groups are built from)."""
+    return tuple(c for c in columns_of("dup") if not c.endswith("_error"))
+
+
+def usability_columns() -> tuple[str, ...]:
+    """What decides which copy of a group is usable: the inventory and every declared drop bound."""
+    return ("caption", "decode_status", "width", "height",
+            *dict.fromkeys(b.column for b in bounds() if b.effect == "drop"))
+
+
 def _dir(wh: Warehouse) -> str:
-    return wh._join("dedup")
+    return wh.join("dedup")
 
 
 def index_paths(wh: Warehouse, cache: bool = False) -> dict[str, str]:
@@ -58,23 +67,27 @@ def index_paths(wh: Warehouse, cache: bool = False) -> dict[str, str]:
 
 def rules_digest(policy) -> str:
     """What decides usability and grouping; an index made under other rules is stale."""
-    from curation_pipeline.scoring.signals import duplicates
+    from curation_pipeline.decisions.duplicate_groups import (
+        CAPTION_MIN_COSINE,
+        NEAR_CAPTION_PHASH_MAX_DISTANCE,
+        PHASH_MAX_DISTANCE,
+    )
 
     fields = {name: getattr(policy, name) for name in (
         "quality_column", "drop_threshold", "require_image_rules", "nsfw_drop", "max_text_area", "min_sharpness",
         "min_brightness", "max_brightness", "min_entropy")}
-    fields.update(version=INDEX_VERSION, phash=duplicates.PHASH_MAX_DISTANCE, cosine=duplicates.CAPTION_MIN_COSINE,
-                  loose=duplicates.NEAR_CAPTION_PHASH_MAX_DISTANCE)
+    fields.update(version=INDEX_VERSION, phash=PHASH_MAX_DISTANCE, cosine=CAPTION_MIN_COSINE,
+                  loose=NEAR_CAPTION_PHASH_MAX_DISTANCE)
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def preference(pool: pd.DataFrame, policy) -> pd.DataFrame:
     """Per pair: ``usable`` tier (2 = image passes the image rules, +1 = caption passes the caption
     rules), ``pixels`` and ``quality``: the survivor ranks highest on (tier, pixels, quality)."""
-    from curation_pipeline.decisions.policy import _image_drop_reasons
+    from curation_pipeline.decisions.policy import image_drop_reasons
 
     df = pool.reset_index(drop=True)
-    image_ok = _image_drop_reasons(df, replace(policy, drop_duplicates=False)).isna().to_numpy()
+    image_ok = image_drop_reasons(df, replace(policy, drop_duplicates=False)).isna().to_numpy()
     quality = (pd.to_numeric(df[policy.quality_column], errors="coerce") if policy.quality_column in df
                else pd.Series(np.nan, index=df.index)).astype(float).to_numpy()
     caption = df["caption"] if "caption" in df else pd.Series(None, index=df.index, dtype=object)
@@ -111,14 +124,14 @@ def load_pool(wh: Warehouse, shards: list[str], quality_column: str) -> pd.DataF
     """shard, key, the dup_* fingerprints and the usability columns of the given shards (only
     shards whose scores carry duplicate signals), ordered by (shard, key)."""
     frames = []
-    wanted = {"shard", "key", *DUP_COLUMNS, *USABILITY_COLUMNS, quality_column}
+    wanted = {"shard", "key", *dup_columns(), *usability_columns(), quality_column}
     for shard in shards:
         path = wh.table_path("quality_scores", shard)
         try:
             with wh.fs.open(path, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
                 names = parquet.schema_arrow.names
-                if not all(c in names for c in DUP_COLUMNS):
+                if not all(c in names for c in dup_columns()):
                     continue
                 frame = parquet.read(columns=[c for c in names if c in wanted]).to_pandas()
         except FileNotFoundError:
@@ -126,7 +139,7 @@ def load_pool(wh: Warehouse, shards: list[str], quality_column: str) -> pd.DataF
         frame["shard"] = shard
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["shard", "key", *DUP_COLUMNS])
+        return pd.DataFrame(columns=["shard", "key", *dup_columns()])
     pool = pd.concat(frames, ignore_index=True)
     return pool.sort_values(["shard", "key"], kind="mergesort").reset_index(drop=True)
 
@@ -136,7 +149,7 @@ def load_pool(wh: Warehouse, shards: list[str], quality_column: str) -> pd.DataF
 @dataclass
 class DedupIndex:
     groups: pd.DataFrame  # shard, key, dup_group, dup_kind, dup_keep, dup_of (pairs in a group only)
-    links: pd.DataFrame  # shard_a, key_a, shard_b, key_b, kind (rank, see duplicates.KINDS)
+    links: pd.DataFrame  # shard_a, key_a, shard_b, key_b, kind (rank, see duplicate_groups.KINDS)
     identity: dict[str, str]  # shard -> scores identity the index was built from
     rules: str
     computed_at: str = ""
@@ -158,7 +171,7 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from curation_pipeline.scoring.signals.duplicates import KINDS, duplicate_graph
+    from curation_pipeline.decisions.duplicate_groups import KINDS, duplicate_graph
 
     identity = dict(identity or {})
     rules = rules_digest(policy)
@@ -300,7 +313,7 @@ def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> 
     """dup_group / dup_kind / dup_keep / dup_of for one shard's scores, from the whole pool.
 
     None when the scores carry no duplicate signals (the ``text`` profile)."""
-    if not all(c in scores.columns for c in DUP_COLUMNS[:3]):
+    if not all(c in scores.columns for c in dup_columns()[:3]):
         return None
     stored = read_index(wh)
     identity = pool_identity(wh)
@@ -356,7 +369,7 @@ def pool_has_signals(wh: Warehouse) -> bool:
     for shard in wh.shards("quality_scores"):
         try:
             with wh.fs.open(wh.table_path("quality_scores", shard), "rb") as handle:
-                if all(c in pq.ParquetFile(handle).schema_arrow.names for c in DUP_COLUMNS):
+                if all(c in pq.ParquetFile(handle).schema_arrow.names for c in dup_columns()):
                     return True
         except FileNotFoundError:
             continue

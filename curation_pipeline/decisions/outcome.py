@@ -9,7 +9,7 @@ from curation_pipeline.decisions.policy import DROP, DROPPED, KEEP, KEPT, REWRIT
 
 FINAL_COLUMNS = [
     "shard", "key", "outcome", "reason", "original_caption", "final_caption", "rewritten",
-    "rewriter", "rewriter_version", "quality_column", "quality_before", "quality_final", "decision",
+    "rewriter", "rewriter_version", "quality_column", "quality_before", "quality_final", "action",
 ]
 
 
@@ -33,7 +33,7 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
         return df["key"].map(frame[column])
 
     cand = lookup(best, "candidate_caption")
-    after = pd.to_numeric(lookup(best, "score_after"), errors="coerce")
+    after = pd.to_numeric(lookup(best, "quality_after"), errors="coerce")
     rejection = lookup(last, "reason")
     before = pd.to_numeric(df["quality_before"], errors="coerce")
 
@@ -61,6 +61,6 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
         "rewriter_version": np.where(outcome == REWRITTEN, lookup(best, "rewriter_version"), None),
         "quality_column": df["quality_column"], "quality_before": before,
         "quality_final": np.where(outcome == REWRITTEN, after, np.where(outcome == KEPT, before, np.nan)),
-        "decision": df["action"],
+        "action": df["action"],
     })
     return out[FINAL_COLUMNS]

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from curation_pipeline.scoring.columns import OPERATORS, Bound
+from curation_pipeline.scoring.registry import bounds
 from curation_pipeline.scoring.selection import GlobalCut, in_cut
 
 
 KEEP, REWRITE, DROP = "keep", "rewrite", "drop"
+DUPLICATE_COLUMNS = ("dup_group", "dup_kind", "dup_of")  # set on the scores by dedup, kept in the decisions
 KEPT, REWRITTEN, DROPPED = "kept", "rewritten", "dropped"
 
 
@@ -65,7 +68,7 @@ def _flag(df: pd.DataFrame, column: str, predicate) -> pd.Series:
     return hits.reindex(df.index, fill_value=False).astype(bool)
 
 
-def _image_drop_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
+def image_drop_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
     """The first reason, in a fixed order, that makes a pair's image unusable."""
     status = df.get("decode_status", pd.Series("ok", index=df.index)).fillna("missing")
     checks: list[tuple[str, pd.Series]] = [
@@ -73,22 +76,7 @@ def _image_drop_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
         ("image_corrupt", status.eq("corrupt")),
         ("image_too_large", status.eq("too_large")),
     ]
-    if policy.require_image_rules:
-        checks += [
-            ("image_too_small", _flag(df, "datacomp_min_side_ge200", lambda s: ~s.astype(bool))),
-            ("image_aspect_ratio", _flag(df, "datacomp_aspect_le3", lambda s: ~s.astype(bool))),
-        ]
-    checks.append(("nsfw", _flag(df, "nsfw_prob", lambda s: s >= policy.nsfw_drop)))
-    if policy.max_text_area is not None:
-        checks.append(("text_heavy_image", _flag(df, "ocr_area_frac", lambda s: s > policy.max_text_area)))
-    if policy.min_sharpness is not None:
-        checks.append(("image_blurry", _flag(df, "iq_sharpness", lambda s: s < policy.min_sharpness)))
-    if policy.min_brightness is not None:
-        checks.append(("image_underexposed", _flag(df, "iq_brightness", lambda s: s < policy.min_brightness)))
-    if policy.max_brightness is not None:
-        checks.append(("image_overexposed", _flag(df, "iq_brightness", lambda s: s > policy.max_brightness)))
-    if policy.min_entropy is not None:
-        checks.append(("image_flat", _flag(df, "iq_entropy", lambda s: s < policy.min_entropy)))
+    checks += [(b.reason, _bound_hits(df, b, policy)) for b in bounds() if b.effect == "drop"]
     if policy.drop_duplicates and "dup_keep" in df.columns:
         kind = df.get("dup_kind", pd.Series(None, index=df.index)).fillna("duplicate")
         checks.append(("duplicate:" + kind, ~df["dup_keep"].fillna(True).astype(bool)))
@@ -98,11 +86,15 @@ def _image_drop_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
     return reasons
 
 
-CAPTION_RULES = (
-    ("datacomp_english", "not_english"),
-    ("datacomp_words_gt2", "too_few_words"),
-    ("datacomp_chars_gt5", "too_few_chars"),
-)
+def _bound_hits(df: pd.DataFrame, bound: Bound, policy: DecisionPolicy) -> pd.Series:
+    """Rows a scorer's declared bound fires on; never where the policy turns it off (None / False)."""
+    setting = getattr(policy, bound.setting)
+    if setting is None or setting is False:
+        return pd.Series(False, index=df.index)
+    if bound.op == "false":
+        return _flag(df, bound.column, lambda s: ~s.astype(bool))
+    compare = OPERATORS[bound.op]
+    return _flag(df, bound.column, lambda s: compare(s, setting))
 
 
 def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.Series:
@@ -120,9 +112,8 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
     label = "low_" + policy.quality_column + "=" + quality.round(1).astype(str)
     label = label.where(rules.eq(""), label + " (" + rules + ")")
     parts.append(label.where(low))
-    if policy.caption_rules_mark_weak:
-        for column, name in CAPTION_RULES:
-            parts.append(pd.Series(np.where(_flag(df, column, lambda s: ~s.astype(bool)), name, None), index=df.index))
+    for bound in (b for b in bounds() if b.effect == "weak"):
+        parts.append(pd.Series(np.where(_bound_hits(df, bound, policy), bound.reason, None), index=df.index))
     if policy.keep_expression:
         from curation_pipeline.scoring.selection import select
 
@@ -160,13 +151,13 @@ def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None =
     the global keep_fraction cut, required when ``policy.keep_fraction`` is on.
     """
     df = scores.reset_index(drop=True)
-    image_reason = _image_drop_reasons(df, policy)
+    image_reason = image_drop_reasons(df, policy)
     weak = _weak_caption_reasons(df, policy, cut)
     quality = pd.to_numeric(df[policy.quality_column], errors="coerce")
     action = np.where(image_reason.notna(), DROP, np.where(weak.isna(), KEEP, REWRITE if policy.rewrite else DROP))
     reason = np.where(image_reason.notna(), image_reason, np.where(weak.isna(), f"{policy.quality_column}>={policy.keep_threshold:g}", weak))
     review = _flag(df, "nsfw_prob", lambda s: (s >= policy.nsfw_review) & (s < policy.nsfw_drop))
-    return pd.DataFrame({
+    decisions = pd.DataFrame({
         "shard": df["shard"],
         "key": df["key"],
         "action": action,
@@ -175,3 +166,7 @@ def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None =
         "quality_before": quality,
         "nsfw_review": review,
     })
+    for column in DUPLICATE_COLUMNS:  # which group a pair is in, and which copy it duplicates
+        if column in df:
+            decisions[column] = df[column].to_numpy()
+    return decisions

@@ -46,7 +46,7 @@ def curate_captions(keys: list[str], captions: list[str | None], *, policy: Deci
         rescorers = [s for s in scorers if policy.quality_column in s.columns]
         batch = PairBatch(targets["key"].tolist(), [by_key[k] for k in targets["key"]])
         lineage = rewrite_batches(batch.chunks(batch_size), shard=shard, rewriter=rewriter,
-                                  rescore=lambda b: score_batch(rescorers, b), score_column=policy.quality_column,
+                                  rescore=lambda b: score_batch(rescorers, b), quality_column=policy.quality_column,
                                   scores_before=dict(zip(targets["key"], targets["quality_before"].astype(float))),
                                   rules=rules, run_id="evaluation")
     final = resolve_outcomes(decisions, pd.Series(list(captions), index=list(keys)), lineage, policy)

@@ -118,7 +118,7 @@ def _fill(template: str, rng: random.Random) -> str:
     return template.format(n=rng.choice([10, 15, 20, 25, 30, 40, 50, 60, 70]), p=rng.randint(5, 199), code=code)
 
 
-def _ad_text(rng: random.Random) -> str:
+def ad_text(rng: random.Random) -> str:
     parts = [_fill(rng.choice(_CTA if rng.random() < 0.5 else _OFFER), rng) for _ in range(rng.randint(1, 2))]
     text = parts[0]
     for part in parts[1:]:
@@ -127,13 +127,13 @@ def _ad_text(rng: random.Random) -> str:
 
 
 def advertising(caption: str, rng: random.Random) -> str:
-    ad = _ad_text(rng)
+    ad = ad_text(rng)
     if rng.random() < 0.15 and ad.split()[0] in {"Buy", "Shop", "Order", "Click", "Get", "Call", "Book"}:
         return caption + " " + ad  # no separator at all: "A red dress Buy now!"
     return _attach(caption, ad, rng)
 
 
-def _credit_text(rng: random.Random) -> str:
+def credit_text(rng: random.Random) -> str:
     name, agency, year = _name(rng), rng.choice(_AGENCIES), rng.randint(1998, 2024)
     return rng.choice([
         f"Photo: {name}.", f"Photo: {name}", f"Credit: {name}/{agency}", f"Credit: {name} / {agency}",
@@ -145,7 +145,7 @@ def _credit_text(rng: random.Random) -> str:
 
 
 def credit(caption: str, rng: random.Random) -> str:
-    return _attach(caption, _credit_text(rng), rng, prefix_share=0.25)
+    return _attach(caption, credit_text(rng), rng, prefix_share=0.25)
 
 
 def whitespace(caption: str, rng: random.Random) -> str:
@@ -277,7 +277,7 @@ def junk_caption(rng: random.Random) -> tuple[str, str]:
     """(alt text that describes nothing, its kind)."""
     name, agency = _name(rng), rng.choice(_AGENCIES)
     choices = [
-        ("advertising", lambda: _ad_text(rng)),
+        ("advertising", lambda: ad_text(rng)),
         ("credit", lambda: rng.choice([f"Photo: {name}/{agency}", f"© {rng.randint(1998, 2024)} {name}. All rights "
                                        "reserved.", f"Credit: {name}", f"Photo by {name}"])),
         ("filename", lambda: rng.choice([f"IMG_{rng.randint(1000, 9999)}.JPG", f"DSC{rng.randint(10000, 99999)}.jpg",

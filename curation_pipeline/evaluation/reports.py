@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import fsspec
 
-
-def plain(value):
-    """JSON-safe: numpy scalars to Python, NaN and infinities to None, containers recursively."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+from curation_pipeline.values import plain_tree
 
 
 def dumps(report: dict) -> str:
-    return json.dumps(plain(report), indent=2, ensure_ascii=False)
+    return json.dumps(plain_tree(report), indent=2, ensure_ascii=False)
 
 
 def save_report(report: dict, path: str | Path | None = None, *, warehouse_root: str | None = None,

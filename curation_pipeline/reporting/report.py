@@ -6,6 +6,15 @@ shard partitions (which only write Parquet) never contend with it. A build that 
 (a full disk, a kill) removes its temp file (and DuckDB's ``.wal``) at once; temp files
 of builders that died are removed by the next build.
 
+Word counts (``mean_words_*``, ``caption_lengths``, ``words_before`` / ``words_after``) are the
+drift check's own (``validation.drift.caption_lengths``: Python's ``str.split()``, so runs of any
+whitespace separate words and ``''`` or ``None`` has 0), through the ``word_count`` function
+registered with DuckDB while the report is built; the tables it fills are stored values.
+
+On object storage the Parquet is read straight from the bucket (the warehouse's fsspec filesystem
+registered with DuckDB: no httpfs extension, no credentials in SQL); ``open_report`` opens the
+stored database for reading wherever it lives (a local copy of a remote one).
+
 Shards whose last run failed are listed in ``shard_summary`` with ``status = 'failed'``
 and the error (``failures`` comes from the Dagster instance: ``assets/failures.py``).
 """
@@ -22,12 +31,14 @@ from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
+from curation_pipeline.reporting.markdown import markdown_table
 from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name, writer_alive
+from curation_pipeline.validation.drift import caption_lengths
+from curation_pipeline.values import plain
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-NOT_SCORES = {"shard", "key", "width", "height", "image_bytes", "caption_chars", "n_frames"}
-VIEW_NAMES = {"caption_decisions": "decisions", "rewritten_captions": "rewrites"}
 
 
 @dataclass
@@ -43,6 +54,44 @@ class Report:
     quality: pd.DataFrame  # per pair: quality before / final and outcome, for the overall charts
 
 
+def _word_counts(captions: pa.Array) -> pa.Array:
+    """DuckDB's ``word_count(text)``: exactly the drift check's word count (NULL counts 0)."""
+    return pa.array(caption_lengths(captions.to_pandas(), "words").astype("int64"), pa.int64())
+
+
+def register_word_count(con: duckdb.DuckDBPyConnection) -> None:
+    con.create_function("word_count", _word_counts, [duckdb.sqltype("VARCHAR")], duckdb.sqltype("BIGINT"),
+                        type="arrow", null_handling="special", side_effects=False)
+
+
+@contextlib.contextmanager
+def open_report(warehouse: Warehouse):
+    """A read-only DuckDB connection to the warehouse's ``quality.duckdb``, local or on object
+    storage (downloaded to a temp file, with the warehouse's filesystem registered so the views
+    over ``s3://`` Parquet work too). Raises FileNotFoundError when there is no report."""
+    if warehouse.is_local:
+        path = warehouse.local_path(warehouse.report_db_path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no report at {path}")
+        con = duckdb.connect(path, read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
+        return
+    if not warehouse.fs.exists(warehouse.report_db_path):
+        raise FileNotFoundError(f"no report at {warehouse.local_path(warehouse.report_db_path)}")
+    with tempfile.TemporaryDirectory(prefix="quality-report-") as folder:
+        local = os.path.join(folder, "quality.duckdb")
+        warehouse.fs.get(warehouse.report_db_path, local)
+        con = duckdb.connect(local, read_only=True)
+        try:
+            con.register_filesystem(warehouse.fs)
+            yield con
+        finally:
+            con.close()
+
+
 def _quote(name: str) -> str:
     if not IDENT.fullmatch(name):
         raise ValueError(f"refusing column name {name!r} in SQL")
@@ -56,17 +105,19 @@ def _create_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> list[
             continue
         # explicit file lists (shard keys are validated), never a glob that could meet a temp file
         files = ", ".join("'" + f.replace("'", "''") + "'" for f in warehouse.table_files(table))
-        view = VIEW_NAMES.get(table, table)
-        con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet([{files}], union_by_name = true)")
-        present.append(view)
+        # each view has its table's name (one name per concept)
+        con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet([{files}], union_by_name = true)")
+        present.append(table)
     return present
 
 
 def _score_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
-    rows = con.execute("DESCRIBE quality_scores").fetchall()
-    numeric = ("DOUBLE", "FLOAT", "INTEGER", "BIGINT", "SMALLINT", "TINYINT", "DECIMAL", "REAL", "HUGEINT")
-    return [name for name, dtype, *_ in rows
-            if name not in NOT_SCORES and IDENT.fullmatch(name) and str(dtype).upper().split("(")[0] in numeric]
+    """The numeric scores the registered scorers declare, in the table's order."""
+    from curation_pipeline.scoring.registry import score_columns
+
+    declared = score_columns()
+    return [name for name, *_ in con.execute("DESCRIBE quality_scores").fetchall()
+            if name in declared and declared[name].numeric and IDENT.fullmatch(name)]
 
 
 SHARD_SUMMARY = """
@@ -84,16 +135,16 @@ f AS (
          count(*) FILTER (WHERE outcome = 'dropped') AS dropped,
          avg(length(coalesce(original_caption, ''))) AS mean_chars_original,
          avg(length(final_caption)) FILTER (WHERE outcome <> 'dropped') AS mean_chars_final,
-         avg(len(string_split(trim(coalesce(original_caption, '')), ' '))) AS mean_words_original,
-         avg(len(string_split(trim(final_caption), ' '))) FILTER (WHERE outcome <> 'dropped') AS mean_words_final,
+         avg(word_count(original_caption)) AS mean_words_original,
+         avg(word_count(final_caption)) FILTER (WHERE outcome <> 'dropped') AS mean_words_final,
          avg(quality_before) AS mean_quality_before,
          avg(quality_final) FILTER (WHERE outcome <> 'dropped') AS mean_quality_final
   FROM final_captions GROUP BY shard),
 r AS (
   SELECT shard, count(*) AS rewrite_attempts, count(*) FILTER (WHERE accepted) AS rewrites_accepted
-  FROM {rewrites} GROUP BY shard),
+  FROM {rewritten_captions} GROUP BY shard),
 s AS ({skips}),
-d AS (SELECT shard, count(*) FILTER (WHERE nsfw_review) AS nsfw_review FROM decisions GROUP BY shard)
+d AS (SELECT shard, count(*) FILTER (WHERE nsfw_review) AS nsfw_review FROM caption_decisions GROUP BY shard)
 SELECT shard_list.shard, coalesce(st.status, 'ok') AS status, st.error,
        coalesce(p.pairs_read, 0) AS pairs_read, coalesce(p.decoded, 0) AS decoded,
        coalesce(p.no_caption, 0) AS no_caption, coalesce(p.caption_problems, 0) AS caption_problems,
@@ -164,16 +215,17 @@ def _build_remote(warehouse: Warehouse, failures: dict[str, str]) -> Report:
 
 def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_path: str) -> Report:
     con = duckdb.connect(tmp_path)
+    register_word_count(con)
     if not warehouse.is_local:
         con.register_filesystem(warehouse.fs)  # views read s3:// Parquet through fsspec (s3fs)
     try:
         views = _create_views(con, warehouse)
-        for needed in ("pairs", "quality_scores", "decisions", "final_captions"):
+        for needed in ("pairs", "quality_scores", "caption_decisions", "final_captions"):
             if needed not in views:
                 raise FileNotFoundError(
                     f"no {needed} tables under {warehouse.root}: materialize at least one shard before the report"
                 )
-        rewrites = "rewrites" if "rewrites" in views else "(SELECT NULL::VARCHAR AS shard, NULL::BOOLEAN AS accepted WHERE false)"
+        rewritten = "rewritten_captions" if "rewritten_captions" in views else "(SELECT NULL::VARCHAR AS shard, NULL::BOOLEAN AS accepted WHERE false)"
         skips = ("SELECT shard, count(*) AS skipped FROM skips GROUP BY shard" if "skips" in views
                  else "SELECT NULL::VARCHAR AS shard, 0 AS skipped WHERE false")
         # every shard with a pairs file, even one with no pairs (an empty or unreadable tar), and every failed one
@@ -184,7 +236,7 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
         if failures:
             con.executemany("INSERT INTO shard_status VALUES (?, 'failed', ?)",
                             [[s, str(e)[:2000]] for s, e in sorted(failures.items())])
-        con.execute(SHARD_SUMMARY.format(rewrites=rewrites, skips=skips))
+        con.execute(SHARD_SUMMARY.format(rewritten_captions=rewritten, skips=skips))
         con.execute("""
             CREATE TABLE drop_reasons AS
             SELECT shard, split_part(reason, ' (', 1) AS reason, count(*) AS pairs
@@ -200,10 +252,10 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
         con.execute("""
             CREATE TABLE caption_lengths AS
             WITH l AS (
-              SELECT shard, 'original' AS stage, len(string_split(trim(coalesce(original_caption, '')), ' ')) AS words
+              SELECT shard, 'original' AS stage, word_count(original_caption) AS words
               FROM final_captions
               UNION ALL
-              SELECT shard, 'final', len(string_split(trim(final_caption), ' ')) FROM final_captions
+              SELECT shard, 'final', word_count(final_caption) FROM final_captions
               WHERE outcome <> 'dropped')
             SELECT shard, stage, count(*) AS n, avg(words) AS mean_words, quantile_cont(words, 0.1) AS p10,
                    quantile_cont(words, 0.5) AS p50, quantile_cont(words, 0.9) AS p90, max(words) AS max_words
@@ -212,21 +264,21 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
             CREATE TABLE rewriter_summary AS
             SELECT rewriter, count(*) AS attempts, count(*) FILTER (WHERE accepted) AS accepted,
                    avg(CASE WHEN accepted THEN 1.0 ELSE 0.0 END) AS acceptance_rate,
-                   avg(score_after - score_before) FILTER (WHERE accepted) AS mean_gain,
+                   avg(quality_after - quality_before) FILTER (WHERE accepted) AS mean_gain,
                    avg(edit_ratio) FILTER (WHERE accepted) AS mean_edit_ratio,
                    avg(length_ratio) FILTER (WHERE accepted) AS mean_length_ratio,
                    avg(semantic_similarity) FILTER (WHERE accepted) AS mean_similarity
-            FROM {"rewrites" if "rewrites" in views else "(SELECT NULL::VARCHAR AS rewriter, NULL::BOOLEAN AS accepted, NULL::DOUBLE AS score_after, NULL::DOUBLE AS score_before, NULL::DOUBLE AS edit_ratio, NULL::DOUBLE AS length_ratio, NULL::DOUBLE AS semantic_similarity WHERE false)"}
+            FROM {"rewritten_captions" if "rewritten_captions" in views else "(SELECT NULL::VARCHAR AS rewriter, NULL::BOOLEAN AS accepted, NULL::DOUBLE AS quality_after, NULL::DOUBLE AS quality_before, NULL::DOUBLE AS edit_ratio, NULL::DOUBLE AS length_ratio, NULL::DOUBLE AS semantic_similarity WHERE false)"}
             GROUP BY rewriter ORDER BY rewriter""")
         con.execute(f"""
             CREATE TABLE rewrite_distributions AS
             WITH m AS (
-              UNPIVOT (SELECT rewriter, accepted, score_before, score_after, edit_ratio, length_ratio,
+              UNPIVOT (SELECT rewriter, accepted, quality_before, quality_after, edit_ratio, length_ratio,
                               semantic_similarity,
-                              len(string_split(trim(coalesce(original_caption, '')), ' '))::DOUBLE AS words_before,
-                              len(string_split(trim(coalesce(candidate_caption, '')), ' '))::DOUBLE AS words_after
-                       FROM {"rewrites" if "rewrites" in views else "(SELECT NULL::VARCHAR AS rewriter, NULL::BOOLEAN AS accepted, NULL::DOUBLE AS score_before, NULL::DOUBLE AS score_after, NULL::DOUBLE AS edit_ratio, NULL::DOUBLE AS length_ratio, NULL::DOUBLE AS semantic_similarity, NULL::VARCHAR AS original_caption, NULL::VARCHAR AS candidate_caption WHERE false)"})
-              ON score_before, score_after, edit_ratio, length_ratio, semantic_similarity, words_before, words_after
+                              word_count(original_caption)::DOUBLE AS words_before,
+                              word_count(candidate_caption)::DOUBLE AS words_after
+                       FROM {"rewritten_captions" if "rewritten_captions" in views else "(SELECT NULL::VARCHAR AS rewriter, NULL::BOOLEAN AS accepted, NULL::DOUBLE AS quality_before, NULL::DOUBLE AS quality_after, NULL::DOUBLE AS edit_ratio, NULL::DOUBLE AS length_ratio, NULL::DOUBLE AS semantic_similarity, NULL::VARCHAR AS original_caption, NULL::VARCHAR AS candidate_caption WHERE false)"})
+              ON quality_before, quality_after, edit_ratio, length_ratio, semantic_similarity, words_before, words_after
               INTO NAME measure VALUE value)
             SELECT rewriter, accepted, measure, count(value) AS n, avg(value) AS mean,
                    quantile_cont(value, 0.1) AS p10, quantile_cont(value, 0.5) AS p50, quantile_cont(value, 0.9) AS p90
@@ -263,7 +315,7 @@ def overall_values(report: Report) -> dict:
     """The overall row as plain Python values; counts as ints (DuckDB sums come back as floats)."""
     out = {}
     for key, value in report.overall.items():
-        value = value.item() if hasattr(value, "item") else value
+        value = plain(value)
         if isinstance(value, float) and value.is_integer() and not key.startswith(("mean", "share", "rate")):
             value = int(value)
         out[key] = value
@@ -299,4 +351,4 @@ def _md(df: pd.DataFrame) -> str:
     for col in shown.columns:
         if pd.api.types.is_float_dtype(shown[col]):
             shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
-    return shown.to_markdown(index=False)
+    return markdown_table(shown.columns, shown.itertuples(index=False))

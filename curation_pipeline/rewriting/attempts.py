@@ -9,13 +9,14 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from curation_pipeline.pairs import PairBatch
+from curation_pipeline.pairs import PairBatch, split_on_failure
 from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
 from curation_pipeline.rewriting.verify import AcceptanceRules, edit_ratio, judge, length_ratio
+from curation_pipeline.scoring.prefetch import DEFAULT_DEPTH, prefetch
 
 LINEAGE_COLUMNS = [
     "shard", "key", "attempt", "rewriter", "rewriter_version", "prompt_hash",
-    "original_caption", "candidate_caption", "score_column", "score_before", "score_after",
+    "original_caption", "candidate_caption", "quality_column", "quality_before", "quality_after",
     "edit_ratio", "length_ratio", "semantic_similarity", "accepted", "reason",
     "rewriter_output", "rewriter_scores", "run_id", "created_at",
 ]
@@ -29,12 +30,16 @@ def empty_lineage() -> pd.DataFrame:
 
 
 def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewriter, rescore: Rescore,
-                    score_column: str, scores_before: dict[str, float], rules: AcceptanceRules,
-                    run_id: str, similarity: Similarity | None = None, attempt: int = 1) -> pd.DataFrame:
-    """One lineage row per pair handed in, accepted or not, with the reason."""
+                    quality_column: str, scores_before: dict[str, float], rules: AcceptanceRules,
+                    run_id: str, similarity: Similarity | None = None, attempt: int = 1,
+                    prefetch_depth: int = DEFAULT_DEPTH) -> pd.DataFrame:
+    """One lineage row per pair handed in, accepted or not, with the reason.
+
+    ``batches`` is consumed ``prefetch_depth`` batches ahead in a background thread, so reading
+    and decoding the next targets overlaps the rewriter's generation (0: serially)."""
     rows: list[dict] = []
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for batch in batches:
+    for batch in prefetch(batches, depth=prefetch_depth, name="curate-rewrite-prefetch"):
         candidates = rewrite_with_retry(rewriter, batch)
         usable = [i for i, c in enumerate(candidates) if c.caption]
         after = np.full(len(batch), math.nan)
@@ -42,7 +47,7 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
             sub = PairBatch([batch.keys[i] for i in usable], [candidates[i].caption for i in usable],
                             [batch.images[i] for i in usable])
             rescored = rescore(sub)
-            after[usable] = pd.to_numeric(rescored[score_column], errors="coerce").to_numpy(dtype=float)
+            after[usable] = pd.to_numeric(rescored[quality_column], errors="coerce").to_numpy(dtype=float)
         sims = np.full(len(batch), math.nan)
         if similarity is not None and usable:
             pairs = [(batch.captions[i] or "", candidates[i].caption) for i in usable]
@@ -61,7 +66,7 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
                 "rewriter": rewriter.name, "rewriter_version": rewriter.version,
                 "prompt_hash": rewriter.prompt_hash,
                 "original_caption": original, "candidate_caption": cand.caption,
-                "score_column": score_column, "score_before": before, "score_after": float(after[i]),
+                "quality_column": quality_column, "quality_before": before, "quality_after": float(after[i]),
                 "edit_ratio": edit, "length_ratio": length, "semantic_similarity": float(sims[i]),
                 "accepted": bool(accepted), "reason": reason,
                 "rewriter_output": cand.raw, "rewriter_scores": _scores_text(cand.scores),
@@ -73,13 +78,11 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
 def rewrite_with_retry(rewriter: Rewriter, batch: PairBatch) -> list[RewriteCandidate]:
     """Rewrite a batch; on failure (an exception, out of memory) halve it down to single pairs,
     and a pair that still fails gets no candidate, with the reason, instead of stopping the shard."""
-    try:
-        candidates = rewriter.rewrite(batch)
-    except Exception as exc:  # model code raises anything, torch OOM included
-        if len(batch) <= 1:
-            return [RewriteCandidate(None, error=f"rewriter failed: {type(exc).__name__}: {exc}"[:300])]
-        half = max(len(batch) // 2, 1)
-        return [c for part in batch.chunks(half) for c in rewrite_with_retry(rewriter, part)]
+    candidates = split_on_failure(
+        batch, rewriter.rewrite,
+        failed=lambda part, exc: [RewriteCandidate(None, error=f"rewriter failed: {type(exc).__name__}: {exc}"[:300])
+                                  for _ in range(len(part))],
+        combine=lambda parts: [c for part in parts for c in part])
     if len(candidates) != len(batch):
         raise RuntimeError(f"{rewriter.ident} returned {len(candidates)} candidates for {len(batch)} pairs")
     return candidates

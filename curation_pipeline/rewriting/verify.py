@@ -198,7 +198,7 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
     return problems
 
 
-def judge(score_before: float, score_after: float, edit: float, length: float, similarity: float,
+def judge(quality_before: float, quality_after: float, edit: float, length: float, similarity: float,
           rules: AcceptanceRules, *, original: str | None = None,
           candidate: str | None = None) -> tuple[bool, str]:
     """Accepted or not, and the first reason that decided it.
@@ -206,15 +206,15 @@ def judge(score_before: float, score_after: float, edit: float, length: float, s
     With ``candidate`` (and ``original``) given and ``rules.check_wellformed`` on, the
     independent well-formedness check must pass too, whatever the score says.
     """
-    if math.isnan(score_after):
+    if math.isnan(quality_after):
         return False, "rewrite could not be scored"
     if candidate is not None and rules.check_wellformed:
         problems = wellformedness_problems(candidate, original)
         if problems:
             return False, "malformed rewrite: " + "; ".join(problems)
-    before = 0.0 if math.isnan(score_before) else score_before
-    if score_after < before + rules.min_improvement:
-        return False, f"score did not improve enough ({before:.3g} -> {score_after:.3g}, need +{rules.min_improvement:g})"
+    before = 0.0 if math.isnan(quality_before) else quality_before
+    if quality_after < before + rules.min_improvement:
+        return False, f"score did not improve enough ({before:.3g} -> {quality_after:.3g}, need +{rules.min_improvement:g})"
     if rules.max_edit_ratio is not None and edit > rules.max_edit_ratio:
         return False, f"edit ratio {edit:.2f} > {rules.max_edit_ratio:g} (not minimal)"
     if rules.min_length_ratio is not None and not math.isnan(length) and length < rules.min_length_ratio:
@@ -223,4 +223,4 @@ def judge(score_before: float, score_after: float, edit: float, length: float, s
         return False, f"length ratio {length:.2f} > {rules.max_length_ratio:g}"
     if rules.min_similarity is not None and not math.isnan(similarity) and similarity < rules.min_similarity:
         return False, f"semantic similarity {similarity:.2f} < {rules.min_similarity:g} (meaning changed)"
-    return True, f"score improved {before:.3g} -> {score_after:.3g}"
+    return True, f"score improved {before:.3g} -> {quality_after:.3g}"

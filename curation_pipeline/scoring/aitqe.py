@@ -18,6 +18,7 @@ from curation_pipeline.rewriting.aitqe import (AITQE_MAX_NEW_TOKENS, DEFAULT_INS
 from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, generate_in_batches
 from curation_pipeline.rewriting.base import RewriteCandidate
 from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.columns import ScoreColumn, error_column
 
 # AITQE's overall score is on 1-10.
 OVERALL_RANGE = (1.0, 10.0)
@@ -27,6 +28,9 @@ class AitqeScorer(Scorer):
     """``aitqe_overall`` (1-10, NaN when the reply has none), ``aitqe_recaption``, ``aitqe_error``."""
 
     name = "aitqe"
+    outputs = (ScoreColumn("aitqe_overall", "AITQE's overall rating of the pair, 1-10.", range=(1, 10)),
+               ScoreColumn("aitqe_recaption", "AITQE's recaption of the image.", "str"),
+               error_column("aitqe"))
     needs_images = True
 
     def __init__(self, model: str, *, batch_size: int = 8, max_new_tokens: int = AITQE_MAX_NEW_TOKENS,
@@ -35,7 +39,6 @@ class AitqeScorer(Scorer):
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=[OVERALL_MARKER],
                                     device=device, dtype=dtype, vision_tower=vision_tower)
         self.version = f"1:{model}:max_new={max_new_tokens}"
-        self.columns = ("aitqe_overall", "aitqe_recaption", "aitqe_error")
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
         def instruction(caption):

@@ -14,6 +14,8 @@ compared in fp32 whatever the model's dtype.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 import torch
@@ -21,6 +23,7 @@ import torch
 from curation_pipeline.models.loading import load_clip, pick_device
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.columns import ScoreColumn, error_column
 
 CLIPSCORE_WEIGHT = 2.5
 CLIPSCORE_PREFIX = "A photo depicts"
@@ -49,9 +52,26 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}") from None
 
 
+@dataclass
+class ClipInputs:
+    """A batch made ready for the model: per pair the reason it cannot be scored (or None), and
+    per forward batch its rows with the processor's tensors."""
+
+    pairs: int
+    errors: list[str | None]
+    chunks: list[tuple[list[int], object]] = field(default_factory=list)
+
+
 def _features(output) -> torch.Tensor:
     """transformers 5 returns a model output whose pooler_output is the projected embedding."""
     return output.pooler_output if hasattr(output, "pooler_output") else output
+
+
+def _clip_outputs(name: str = "clip") -> tuple[ScoreColumn, ...]:
+    return (ScoreColumn(f"{name}_score", "CLIPScore: 2.5 * max(cosine, 0).", range=(0, 2.5)),
+            ScoreColumn(f"{name}_cosine", "Cosine of the image and caption embeddings.", range=(-1, 1)),
+            ScoreColumn(f"{name}_sigmoid", "SigLIP's match probability (sigmoid models only).", range=(0, 1)),
+            error_column(name))
 
 
 class ClipScorer(Scorer):
@@ -64,6 +84,7 @@ class ClipScorer(Scorer):
     """
 
     needs_images = True
+    outputs = _clip_outputs()  # with name="clip"; an instance without a sigmoid head writes no _sigmoid
 
     def __init__(self, model: str, *, device: str | None = None, dtype: str | torch.dtype | None = "auto",
                  batch_size: int = 32, prefix: str | None = CLIPSCORE_PREFIX, name: str = "clip"):
@@ -76,8 +97,7 @@ class ClipScorer(Scorer):
         self.device = next(self.model.parameters()).device
         # SigLIP's sigmoid loss gives a calibrated match probability; CLIP's softmax does not.
         self.has_sigmoid = getattr(self.model, "logit_bias", None) is not None
-        self.columns = (f"{name}_score", f"{name}_cosine",
-                        *((f"{name}_sigmoid",) if self.has_sigmoid else ()), f"{name}_error")
+        self.columns = [c.name for c in _clip_outputs(name) if self.has_sigmoid or not c.name.endswith("_sigmoid")]
         settings = [] if self.prefix == CLIPSCORE_PREFIX else [f"prefix={self.prefix or 'none'}"]
         if self.dtype != torch.float32:
             settings.append(str(self.dtype).removeprefix("torch."))
@@ -95,13 +115,17 @@ class ClipScorer(Scorer):
     def _text(self, caption: str) -> str:
         return f"{self.prefix} {caption.strip()}" if self.prefix else caption.strip()
 
-    @torch.inference_mode()
-    def embeddings(self, images: list, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """L2-normalised fp32 image and text embeddings, one row per pair."""
-        inputs = self.processor(
+    def inputs(self, images: list, texts: list[str]):
+        """The processor's tensors for one forward batch (CPU): resize, normalise, tokenise."""
+        return self.processor(
             text=texts, images=images, return_tensors="pt", padding=self._padding,
             truncation=True, max_length=self._max_length, **self._image_kwargs,
-        ).to(self.device)
+        )
+
+    @torch.inference_mode()
+    def forward(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised fp32 image and text embeddings from the processor's tensors."""
+        inputs = inputs.to(self.device)
         image_kwargs = {k: inputs[k] for k in IMAGE_INPUTS if k in inputs}
         image_kwargs["pixel_values"] = image_kwargs["pixel_values"].to(self.model.dtype)
         image_emb = _features(self.model.get_image_features(**image_kwargs))
@@ -109,6 +133,10 @@ class ClipScorer(Scorer):
         text_emb = _features(self.model.get_text_features(**text_kwargs))
         return (torch.nn.functional.normalize(image_emb.float(), dim=-1),
                 torch.nn.functional.normalize(text_emb.float(), dim=-1))
+
+    def embeddings(self, images: list, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised fp32 image and text embeddings, one row per pair."""
+        return self.forward(self.inputs(images, texts))
 
     def cosines(self, images: list, texts: list[str]) -> np.ndarray:
         """Cosine between L2-normalised image and text embeddings, one per pair."""
@@ -121,8 +149,10 @@ class ClipScorer(Scorer):
         bias = float(self.model.logit_bias.detach().float().item())
         return torch.sigmoid(torch.from_numpy(scale * np.asarray(cosine, dtype=np.float64) + bias)).numpy()
 
-    def score(self, batch: PairBatch) -> pd.DataFrame:
-        cosine = np.full(len(batch), np.nan)
+    def prepare(self, batch: PairBatch) -> ClipInputs:
+        """Everything before the forward pass: which pairs can be scored, and the processor's
+        tensors for each forward batch. CPU work, safe to run in a prefetch thread
+        (``curation_pipeline.scoring.prefetch``) while the model scores the previous batch."""
         errors: list[str | None] = [None] * len(batch)
         valid = []
         for i, (image, caption) in enumerate(zip(batch.images, batch.captions)):
@@ -132,12 +162,24 @@ class ClipScorer(Scorer):
                 errors[i] = "no caption"
             else:
                 valid.append(i)
+        chunks = []
         for start in range(0, len(valid), self.batch_size):
             rows = valid[start:start + self.batch_size]
-            cosine[rows] = self.cosines([batch.images[i].convert("RGB") for i in rows],
-                                        [self._text(batch.captions[i]) for i in rows])
+            chunks.append((rows, self.inputs([batch.images[i].convert("RGB") for i in rows],
+                                             [self._text(batch.captions[i]) for i in rows])))
+        return ClipInputs(len(batch), errors, chunks)
+
+    def score(self, batch: PairBatch, prepared: ClipInputs | None = None) -> pd.DataFrame:
+        """Score a batch; ``prepared`` is ``prepare(batch)`` if it was already made (prefetch)."""
+        prepared = prepared if prepared is not None else self.prepare(batch)
+        if prepared.pairs != len(batch):
+            raise ValueError(f"prepared inputs are for {prepared.pairs} pairs, the batch has {len(batch)}")
+        cosine = np.full(len(batch), np.nan)
+        for rows, inputs in prepared.chunks:
+            image_emb, text_emb = self.forward(inputs)
+            cosine[rows] = (image_emb * text_emb).sum(-1).cpu().numpy()
         columns = {f"{self.name}_score": clipscore(cosine), f"{self.name}_cosine": cosine}
         if self.has_sigmoid:
             columns[f"{self.name}_sigmoid"] = self.sigmoid(cosine)
-        columns[f"{self.name}_error"] = pd.Series(errors, dtype=object)
+        columns[f"{self.name}_error"] = pd.Series(prepared.errors, dtype=object)
         return pd.DataFrame(columns)[list(self.columns)]

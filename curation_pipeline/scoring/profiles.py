@@ -56,20 +56,20 @@ def caption_scorers() -> list[Scorer]:
     return [DataCompBasicRules(), CaptionTextQuality()]
 
 
-def signal_scorers() -> list[Scorer]:
+def signal_scorers(batch_size: int = ScoringProfile.batch_size) -> list[Scorer]:
     from curation_pipeline.scoring.signals.duplicates import DuplicateSignals
     from curation_pipeline.scoring.signals.image_quality import ImageQualityScorer
     from curation_pipeline.scoring.signals.nsfw import NsfwScorer
     from curation_pipeline.scoring.signals.ocr import TextInImageScorer
 
-    return [NsfwScorer(), TextInImageScorer(), ImageQualityScorer(), DuplicateSignals()]
+    return [NsfwScorer(batch_size=batch_size), TextInImageScorer(), ImageQualityScorer(), DuplicateSignals()]
 
 
 def build_scorers(profile: ScoringProfile) -> list[Scorer]:
     """Instantiate (and so load) every scorer of a profile; a missing model fails here, at once."""
     scorers = caption_scorers()
     if profile.name != "text":
-        scorers += signal_scorers()
+        scorers += signal_scorers(profile.batch_size)
     if profile.name in ("clip", "full"):
         from curation_pipeline.scoring.clip import CLIPSCORE_PREFIX, ClipScorer
 

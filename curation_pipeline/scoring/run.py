@@ -3,18 +3,26 @@
 One bad batch (an exception, an out-of-memory error) must not stop a shard: the
 batch is split and retried, and pairs that still fail get NaN with the reason in
 the scorer's ``<name>_error`` column.
+
+``score_stream`` overlaps input work with the models: a prefetch thread reads and decodes the
+next batches and runs each scorer's ``prepare`` (a scorer may define ``prepare(batch)``, its CPU
+preprocessing, and accept the result as ``score(batch, prepared=...)``) while the current batch
+is scored. Scores are the same with and without prefetch: only where the work runs changes.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-from curation_pipeline.pairs import PairBatch
+from curation_pipeline.pairs import ContractError, PairBatch, split_on_failure
 from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.prefetch import DEFAULT_DEPTH, prefetch
+from curation_pipeline.scoring.signals import limit_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -31,39 +39,79 @@ def _failed(scorer: Scorer, n: int, reason: str) -> pd.DataFrame:
     return frame
 
 
-def score_with_retry(scorer: Scorer, batch: PairBatch, min_batch: int = 1) -> pd.DataFrame:
-    """Score a batch; on failure halve it until single pairs, then mark those missing."""
-    view = batch if scorer.needs_images else PairBatch(batch.keys, batch.captions)
-    try:
-        out = scorer.score(view)
-    except Exception as exc:  # model code raises anything, torch OOM included
-        if len(batch) <= min_batch:
-            reason = f"{type(exc).__name__}: {exc}"[:300]
-            log.warning("%s failed on %s: %s", scorer.ident, batch.keys, reason)
-            return _failed(scorer, len(batch), reason)
-        half = max(len(batch) // 2, 1)
-        parts = [score_with_retry(scorer, part, min_batch) for part in batch.chunks(half)]
-        return pd.concat(parts, ignore_index=True)
-    if len(out) != len(batch):
-        raise RuntimeError(f"{scorer.ident} returned {len(out)} rows for a batch of {len(batch)}")
+def _view(scorer: Scorer, batch: PairBatch) -> PairBatch:
+    return batch if scorer.needs_images else PairBatch(batch.keys, batch.captions)
+
+
+def score_with_retry(scorer: Scorer, batch: PairBatch, min_batch: int = 1, prepared=None) -> pd.DataFrame:
+    """Score a batch; on failure halve it until single pairs, then mark those missing.
+    ``prepared``: the scorer's ``prepare(batch)``, made ahead; the halves prepare their own."""
+    def run(part: PairBatch) -> pd.DataFrame:
+        view = _view(scorer, part)
+        out = scorer.score(view) if prepared is None or part is not batch else scorer.score(view, prepared=prepared)
+        if len(out) != len(part):  # a broken contract: raised, never split and retried
+            raise ContractError(f"{scorer.ident} returned {len(out)} rows for a batch of {len(part)}")
+        return out.reset_index(drop=True)
+
+    def failed(part: PairBatch, exc: Exception) -> pd.DataFrame:
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("%s failed on %s: %s", scorer.ident, part.keys, reason)
+        return _failed(scorer, len(part), reason)
+
+    out = split_on_failure(batch, run, failed, lambda parts: pd.concat(parts, ignore_index=True), min_batch)
     missing = [c for c in scorer.columns if c not in out.columns]
     if missing:
         raise RuntimeError(f"{scorer.ident} did not return its declared columns {missing}")
     return out.reset_index(drop=True)
 
 
-def score_batch(scorers: Sequence[Scorer], batch: PairBatch) -> pd.DataFrame:
-    frames = [score_with_retry(s, batch) for s in scorers]
+def score_batch(scorers: Sequence[Scorer], batch: PairBatch, prepared: dict[int, object] | None = None) -> pd.DataFrame:
+    """Every scorer's columns for one batch; ``prepared`` maps a scorer's index to its inputs."""
+    prepared = prepared or {}
+    frames = [score_with_retry(s, batch, prepared=prepared.get(i)) for i, s in enumerate(scorers)]
     return pd.concat(frames, axis=1) if frames else pd.DataFrame(index=range(len(batch)))
 
 
-def score_records(scorers: Sequence[Scorer], batch: PairBatch, records: list[dict]) -> pd.DataFrame:
+@dataclass
+class PreparedBatch:
+    """A batch as the prefetch thread hands it over: decoded, with each preparing scorer's inputs."""
+
+    batch: PairBatch
+    records: list[dict]
+    inputs: dict[int, object] = field(default_factory=dict)
+
+
+def prepare_batch(scorers: Sequence[Scorer], batch: PairBatch, records: list[dict]) -> PreparedBatch:
+    """Run every scorer's ``prepare`` that it has. A failing ``prepare`` leaves that scorer
+    unprepared: ``score`` then prepares again on the model's side, inside ``score_with_retry``,
+    so a bad pair fails (and is isolated) exactly as it would without prefetch."""
+    inputs = {}
+    for i, scorer in enumerate(scorers):
+        prepare = getattr(scorer, "prepare", None)
+        if prepare is None:
+            continue
+        try:
+            inputs[i] = prepare(_view(scorer, batch))
+        except Exception as exc:  # noqa: BLE001 - retried (and reported) where it is scored
+            log.debug("%s: prepare failed on %s, scoring will retry: %s", scorer.ident, batch.keys[:3], exc)
+    return PreparedBatch(batch, records, inputs)
+
+
+def prepared_stream(scorers: Sequence[Scorer], batches: Iterable[tuple[PairBatch, list[dict]]],
+                    depth: int = DEFAULT_DEPTH) -> Iterator[PreparedBatch]:
+    """The batches, read, decoded and prepared ``depth`` batches ahead of the consumer in a
+    background thread (``depth=0``: in the caller's thread, one at a time)."""
+    return prefetch(batches, lambda item: prepare_batch(scorers, *item), depth=depth)
+
+
+def score_records(scorers: Sequence[Scorer], batch: PairBatch, records: list[dict],
+                  prepared: dict[int, object] | None = None) -> pd.DataFrame:
     """One batch's rows of the score table: the pairs' identity and decode status, then every
     scorer's columns. The local stream and the Ray actors (``curation_pipeline.compute``) both
     build each batch's rows here, so the two engines write the same table."""
     inventory = pd.DataFrame.from_records(records)
     inventory = inventory.reindex(columns=INVENTORY_COLUMNS)
-    return pd.concat([inventory.reset_index(drop=True), score_batch(scorers, batch)], axis=1)
+    return pd.concat([inventory.reset_index(drop=True), score_batch(scorers, batch, prepared)], axis=1)
 
 
 def assemble_scores(frames: list[pd.DataFrame], scorers: Sequence[Scorer]) -> pd.DataFrame:
@@ -80,6 +128,14 @@ def assemble_scores(frames: list[pd.DataFrame], scorers: Sequence[Scorer]) -> pd
     return table
 
 
-def score_stream(scorers: Sequence[Scorer], batches: Iterable[tuple[PairBatch, list[dict]]]) -> pd.DataFrame:
-    """Score table: the pairs' identity and decode status, then every scorer's columns."""
-    return assemble_scores([score_records(scorers, batch, records) for batch, records in batches], scorers)
+def score_stream(scorers: Sequence[Scorer], batches: Iterable[tuple[PairBatch, list[dict]]],
+                 prefetch_depth: int = DEFAULT_DEPTH) -> pd.DataFrame:
+    """Score table: the pairs' identity and decode status, then every scorer's columns.
+
+    Batches are read, decoded and prepared ``prefetch_depth`` batches ahead in a background
+    thread while the models run (0: serially); torch's pool is sized to the run's thread budget
+    (``curation_pipeline.scoring.signals.cpu_threads``) so side-by-side runs do not oversubscribe."""
+    limit_torch_threads()
+    frames = [score_records(scorers, item.batch, item.records, item.inputs)
+              for item in prepared_stream(scorers, batches, prefetch_depth)]
+    return assemble_scores(frames, scorers)

@@ -43,6 +43,17 @@ def select(scores: pd.DataFrame, expr: str) -> pd.Series:
     return _evaluate(tree.body, scores, expr).astype(bool).rename(None)
 
 
+def columns_used(expr: str | None) -> set[str]:
+    """The score columns a selection reads (what a rewrite must re-score to be judged by it)."""
+    if not expr:
+        return set()
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as exc:
+        raise SelectionError(f"cannot parse selection {expr!r}: {exc.msg} at column {exc.offset}") from exc
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+
+
 def _evaluate(node: ast.AST, scores: pd.DataFrame, expr: str):
     if isinstance(node, ast.BoolOp):
         parts = [_evaluate(v, scores, expr).fillna(False).astype(bool) for v in node.values]

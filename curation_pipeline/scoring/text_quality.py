@@ -32,6 +32,7 @@ from curation_pipeline.captions.patterns import (
 )
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.columns import ScoreColumn
 
 # Rule id -> points subtracted from 100. The order is the order of ``text_quality_rules``.
 PENALTIES: dict[str, float] = {
@@ -56,9 +57,6 @@ PENALTIES: dict[str, float] = {
 }
 # (*) Words are whitespace tokens, plus one per two characters of a script written
 # without spaces (Chinese, Japanese, Thai, ...), so such captions are not "too short".
-
-# Rules that cost little and that a good human caption may fire (e.g. a long dense caption).
-MINOR_RULES = frozenset({"html_entity", "all_caps", "too_long", "whitespace"})
 
 MAX_WORDS = 77
 MIN_LETTER_SHARE = 0.6
@@ -125,7 +123,11 @@ class CaptionTextQuality(Scorer):
     name = "text_quality"
     version = "2"
     needs_images = False
-    columns = ("text_quality", "text_quality_rules")
+    outputs = (
+        ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",
+                    range=(0, 100)),
+        ScoreColumn("text_quality_rules", "The text rules that fired, comma-separated (empty: none).", "str"),
+    )
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
         scores, rules = [], []

@@ -126,6 +126,14 @@ def fingerprint(url: str) -> RawFingerprint:
     return RawFingerprint(size, sha, after.mtime, after.identity)
 
 
+def raw_version(url: str, known: RawFingerprint | None = None) -> str:
+    """The file's SHA-256, Dagster's data version of a raw shard. Re-hashed only when the stat
+    differs from ``known`` (what ``pairs`` read), so observing unchanged shards reads nothing."""
+    if known is not None and known.identity and raw_stat(url) == known.stat:
+        return known.sha256
+    return hash_file(url)[1]
+
+
 def _size_change(old: int, new: int) -> str:
     if new > old:
         return f"grown from {old:,} to {new:,} bytes"

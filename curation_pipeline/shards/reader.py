@@ -25,17 +25,23 @@ import json
 import math
 import tarfile
 import warnings
-from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import fsspec
 from PIL import Image, ImageOps
-from webdataset.tariterators import base_plus_ext
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.shards.fingerprint import HashingReader, RawFingerprint, RawShardChanged, describe_change, raw_stat
 from curation_pipeline.shards.text import error_text, has_surrogates, printable_name, replace_surrogates
+
+
+def base_plus_ext(name: str):
+    """webdataset's key/extension split (its own function, so keys match webdataset's readers);
+    imported on first use: webdataset imports torch, which a header-only caller never needs."""
+    from webdataset.tariterators import base_plus_ext as split
+
+    return split(name)
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 CAPTION_EXTS = ("txt", "caption")
@@ -199,8 +205,11 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits()) -> tuple[Image.Image | None, dict]:
-    """Decode fully (a truncated JPEG only fails on load) and say why when it cannot."""
+def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
+                 full: bool = True) -> tuple[Image.Image | None, dict]:
+    """Decode fully (a truncated JPEG only fails on load) and say why when it cannot. ``full=False``
+    reads the header only (format, size, mode, frames; no pixels, no image returned): what an
+    inventory needs, at a fraction of the cost; a truncated body then shows only in a full decode."""
     info: dict[str, Any] = {
         "image_format": None, "image_mode": None, "width": None, "height": None,
         "n_frames": None, "decode_status": DECODE_OK, "decode_error": None,
@@ -221,6 +230,8 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits()) -> t
                 info.update(decode_status="too_large",
                             decode_error=f"{im.size[0]}x{im.size[1]} exceeds {limits.max_pixels} pixels")
                 return None, info
+            if not full:
+                return None, info
             im.seek(0)
             im.load()
             im = ImageOps.exif_transpose(im)
@@ -235,7 +246,7 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits()) -> t
 
 
 class ShardReader:
-    """Iterate the samples of one shard; ``skips`` and ``counts`` fill in as it goes.
+    """Iterate the samples of one shard; ``skips`` fills in as it goes.
 
     Grouping follows webdataset's convention (consecutive members sharing a key form
     a sample). A key seen again later is a ``duplicate_key`` skip: the first wins.
@@ -246,22 +257,20 @@ class ShardReader:
     ``fingerprint`` holds what was read (size, SHA-256, the stat taken before opening).
     """
 
-    def __init__(self, url: str, shard: str, limits: ReaderLimits = ReaderLimits(), decode: bool = True,
-                 expected: RawFingerprint | None = None):
+    def __init__(self, url: str, shard: str, limits: ReaderLimits = ReaderLimits(),
+                 decode: bool | Literal["header"] = True, expected: RawFingerprint | None = None):
         self.url = url
         self.shard = shard
         self.limits = limits
         self.decode = decode
         self.expected = expected
         self.skips: list[ShardSkip] = []
-        self.counts: Counter[str] = Counter()
         self.fingerprint: RawFingerprint | None = None
 
     def _skip(self, reason: str, key: str | None = None, member: str | None = None, detail: str = "") -> None:
         self.skips.append(ShardSkip(reason, printable_name(key) if key is not None else None,
                                     printable_name(member) if member is not None else None,
                                     replace_surrogates(detail)[:300]))
-        self.counts[f"skip_{reason}"] += 1
 
     def _header_skip(self, info: tarfile.TarInfo) -> bool:
         """Decide from the header alone, before any data is read; True if the member is skipped."""
@@ -395,7 +404,7 @@ class ShardReader:
             caption, caption_source, caption_problem = self._caption(group, meta)
             original = original_size(meta, self.limits.max_original_side)
             if self.decode:
-                image, info = decode_image(group.image, self.limits)
+                image, info = decode_image(group.image, self.limits, full=self.decode is True)
             else:
                 image, info = None, {}
             record = {
@@ -415,8 +424,6 @@ class ShardReader:
                 "original_width": original[0] if original else None,
                 "original_height": original[1] if original else None,
             }
-            self.counts["samples"] += 1
-            self.counts[f"decode_{record.get('decode_status')}"] += 1
             yield Sample(group.key, caption, image, record, group.image)
 
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 import json
 import tarfile
 from collections import defaultdict
-from typing import IO, Any, Iterable
+from typing import IO, Any, Iterable, Iterator
 
-from webdataset import TarWriter
+import pandas as pd
 
-from curation_pipeline.shards.reader import IMAGE_EXTS
+from curation_pipeline.scoring.registry import score_columns
+from curation_pipeline.shards.fingerprint import RawFingerprint
+from curation_pipeline.shards.reader import IMAGE_EXTS, ShardReader
 from curation_pipeline.shards.text import replace_surrogates
+from curation_pipeline.values import jsonable, plain_dict
 
 
 class CuratedShardInvalid(RuntimeError):
@@ -53,6 +56,8 @@ def write_curated(handle: IO[bytes], samples: Iterable[tuple[str, str, bytes, di
     Fixed mtime, owner and mode make the tar reproducible for the same inputs.
     """
     count = 0
+    from webdataset import TarWriter  # imports torch: only when a shard is written
+
     with TarWriter(handle, user="", group="", mode=0o644, mtime=0.0, encoder=False) as writer:
         for key, ext, image, meta in samples:
             if ext not in IMAGE_EXTS:
@@ -62,21 +67,10 @@ def write_curated(handle: IO[bytes], samples: Iterable[tuple[str, str, bytes, di
                 ext: image,
                 "txt": replace_surrogates(meta["caption"]).encode("utf-8"),
                 "json": replace_surrogates(json.dumps(meta, ensure_ascii=False, sort_keys=True,
-                                                      default=_jsonable)).encode("utf-8"),
+                                                      default=jsonable)).encode("utf-8"),
             })
             count += 1
     return count
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars and NaN into JSON-safe values."""
-    try:
-        value = value.item()
-    except AttributeError:
-        pass
-    if isinstance(value, float) and value != value:
-        return None
-    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
 
 
 def verify_curated(path: str, expected_keys: Iterable[str]) -> int:
@@ -111,3 +105,25 @@ def verify_curated(path: str, expected_keys: Iterable[str]) -> int:
         if meta.get("key") != key:
             raise CuratedShardInvalid(f"{path}: sample {key!r}: its sidecar names key {meta.get('key')!r}")
     return len(members)
+
+
+def curated_samples(raw_url: str, shard: str, final: pd.DataFrame, scores: pd.DataFrame,
+                    pairs: pd.DataFrame | None = None, expected: RawFingerprint | None = None) -> Iterator[tuple]:
+    """Kept pairs in shard order, with original image bytes (never re-encoded) and, from ``pairs``,
+    the source sample's json. With ``expected``, the raw file must hash to what pairs read."""
+    kept = final[final["outcome"].ne("dropped")].set_index("key")
+    declared = score_columns()  # each scorer says which of its columns a sidecar carries
+    score_cols = [c for c in scores.columns if c in declared and declared[c].sidecar]
+    by_key = scores.set_index("key")[score_cols]
+    sources = pairs.set_index("key")[["meta_json", "meta_error"]] if pairs is not None else None
+    for sample in ShardReader(raw_url, shard, decode=False, expected=expected):
+        if sample.key not in kept.index or sample.image_data is None:
+            continue
+        row = {"key": sample.key, **kept.loc[sample.key].to_dict()}
+        source, source_error = None, None
+        if sources is not None and sample.key in sources.index:
+            text, source_error = sources.at[sample.key, "meta_json"], sources.at[sample.key, "meta_error"]
+            source = json.loads(text) if isinstance(text, str) else None
+            source_error = source_error if isinstance(source_error, str) else None
+        yield (sample.key, sample.record["image_ext"], sample.image_data,
+               plain_dict(sidecar(row, plain_dict(by_key.loc[sample.key].to_dict()), source, source_error)))

@@ -106,27 +106,28 @@ class Warehouse:
     def is_local(self) -> bool:
         return "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
-    def _join(self, *parts: str) -> str:
+    def join(self, *parts: str) -> str:
+        """A path under the warehouse root (fsspec form)."""
         return "/".join([self._root_path, *parts])
 
     def table_path(self, table: str, shard: str) -> str:
         if table not in TABLES:
             raise ValueError(f"unknown warehouse table {table!r}; known: {', '.join(TABLES)}")
-        return self._join(table, f"{validate_key(shard)}.parquet")
+        return self.join(table, f"{validate_key(shard)}.parquet")
 
     def table_glob(self, table: str) -> str:
-        return self._join(table, "*.parquet")
+        return self.join(table, "*.parquet")
 
     @property
     def curated_dir(self) -> str:
-        return self._join("curated")
+        return self.join("curated")
 
     def curated_path(self, shard: str) -> str:
-        return self._join("curated", f"{validate_key(shard)}.tar")
+        return self.join("curated", f"{validate_key(shard)}.tar")
 
     @property
     def report_db_path(self) -> str:
-        return self._join("quality.duckdb")
+        return self.join("quality.duckdb")
 
     def local_path(self, path: str) -> str:
         """Absolute local path, for DuckDB views (remote roots need DuckDB's httpfs)."""
@@ -234,14 +235,15 @@ class Warehouse:
             pq.write_table(arrow, handle, compression="zstd")
         return path
 
-    def read_table(self, table: str, shard: str) -> pd.DataFrame:
+    def read_table(self, table: str, shard: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """The whole table, or only ``columns`` (Parquet reads nothing else)."""
         path = self.table_path(table, shard)
         if not self.fs.exists(path):
             raise FileNotFoundError(
                 f"{table} for shard {shard!r} is not in the warehouse ({path}); materialize it first"
             )
         with self.fs.open(path, "rb") as handle:
-            return pq.read_table(handle).to_pandas()
+            return pq.read_table(handle, columns=columns).to_pandas()
 
     def table_metadata(self, table: str, shard: str) -> dict[str, str]:
         with self.fs.open(self.table_path(table, shard), "rb") as handle:

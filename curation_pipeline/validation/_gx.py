@@ -8,15 +8,15 @@ analytics, see the package ``__init__``): checks run inside pipeline steps.
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any
 
 import great_expectations as gx
-import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.expectation import Expectation
+
+from curation_pipeline.values import plain_tree
 
 _LOCK = threading.Lock()
 _BATCH_DEFINITION = None
@@ -46,17 +46,6 @@ def validate(df: pd.DataFrame, expectations: list[Expectation], result_format: A
     return sorted(results, key=lambda r: r.expectation_config.meta["position"])
 
 
-def to_python(value: Any) -> Any:
-    """Plain Python scalars and containers, so results serialise to JSON and Dagster metadata."""
-    if isinstance(value, dict):
-        return {str(k): to_python(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [to_python(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def exception_message(result) -> str | None:
     """GX reports a failing metric inside the result; surface its message instead of a silent False."""
     info = result.exception_info or {}
@@ -71,9 +60,7 @@ def exception_message(result) -> str | None:
 def describe(result) -> dict:
     """The parts of a GX result a report needs: type, column, success, observed value or unexpected count."""
     details = result.result or {}
-    observed = to_python(details.get("observed_value"))
-    if isinstance(observed, float) and not math.isfinite(observed):
-        observed = None
+    observed = plain_tree(details.get("observed_value"))
     described = {
         "type": result.expectation_config.type,
         "column": result.expectation_config.kwargs.get("column"),

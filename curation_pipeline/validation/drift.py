@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from curation_pipeline.reporting.markdown import markdown_table
 
 LENGTH_COLUMN = "caption_length"
 # GX's pandas quantile metric uses this interpolation; the reference uses it too so bands line up.
@@ -109,8 +110,7 @@ class DriftResult:
             allowed = f"{_fmt(band[0], 2)}-{_fmt(band[1], 2)}" if band else ""
             ok = ("yes" if band[0] <= after <= band[1] else "no") if band else ""
             rows.append((label, _fmt(before), _fmt(after, 3 if name == "kl" else 1), allowed, ok))
-        lines = ["| metric | original | final | allowed | ok |", "|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines = [markdown_table(["metric", "original", "final", "allowed", "ok"], rows)]
         status = "PASSED" if self.passed else "FAILED"
         lines += ["", f"Caption length drift: **{status}**" + (f" ({self.note})" if self.note else "")]
         lines += [f"- {f}" for f in self.failures]

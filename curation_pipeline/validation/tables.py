@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from curation_pipeline.values import plain_tree
+
 
 MAX_EXAMPLES = 5
 
@@ -80,21 +82,20 @@ def _sentence(res, key: str | None) -> str:
     r = res.result
     count = r["unexpected_count"]
     if config.type == "expect_column_values_to_be_unique":
-        values = list(dict.fromkeys(_gx.to_python(r["partial_unexpected_list"])))
+        values = list(dict.fromkeys(plain_tree(r["partial_unexpected_list"])))
         return f"{count} rows with duplicate values in {column}: {values[:MAX_EXAMPLES]}"
     where = _examples(r, key, column)
     if config.type == "expect_column_values_to_not_be_null":
         return f"{count} null {'value' if count == 1 else 'values'} in {column}{where}"
     lo, hi = config.kwargs.get("min_value"), config.kwargs.get("max_value")
     bounds = f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
-    values = _gx.to_python(r["partial_unexpected_list"])[:MAX_EXAMPLES]
+    values = plain_tree(r["partial_unexpected_list"])[:MAX_EXAMPLES]
     return f"{count} {'value' if count == 1 else 'values'} of {column} outside {bounds}: {values}{where}"
 
 
 def _examples(r: dict, key: str | None, column: str) -> str:
     """Offending rows by key when there is one, else by DataFrame index."""
-    from curation_pipeline.validation import _gx
-    index = _gx.to_python(r.get("partial_unexpected_index_list") or [])[:MAX_EXAMPLES]
+    index = plain_tree(r.get("partial_unexpected_index_list") or [])[:MAX_EXAMPLES]
     if key and index and isinstance(index[0], dict):
         return f" ({key}: {[row[key] for row in index]})"
     return f" (index: {index})" if index else ""

@@ -13,14 +13,16 @@ import pytest
 
 from curation_pipeline.decisions.cut_store import cut_path, read_cut_record
 from curation_pipeline.definitions import ASSETS, build_resources
-from curation_pipeline.resources import PolicyResource
+from curation_pipeline.resources import ImageQualityConfig, NsfwConfig, PolicyResource
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.conftest import RAW_SAMPLES
 
 SHARDS = ["sample-000000", "sample-000001"]
 # everything but the keep_fraction cut is relaxed, so "kept as is" means "inside the cut, image decodable"
-RELAXED = dict(keep_threshold=0.0, drop_threshold=0.0, require_image_rules=False, caption_rules_mark_weak=False,
-               min_brightness=None, max_brightness=None, min_entropy=None, drop_duplicates=False, nsfw_drop=1.01)
+RELAXED = dict(keep_threshold=0.0, drop_threshold=0.0, caption_rules_mark_weak=False, drop_duplicates=False,
+               image=ImageQualityConfig(require_datacomp_rules=False, min_brightness=None, max_brightness=None,
+                                        min_entropy=None),
+               nsfw=NsfwConfig(drop=1.01))
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 

@@ -4,10 +4,20 @@ import math
 
 import pytest
 
-from curation_pipeline.resources import PolicyResource, ScoringResource
+from curation_pipeline.resources import (
+    AcceptanceConfig,
+    ClipConfig,
+    DriftConfig,
+    MlmConfig,
+    PolicyResource,
+    ScoringResource,
+)
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
 from curation_pipeline_tests.tiny_models import RELEASED, make_tiny_clip, make_tiny_llava
+
+# drift limits no tiny random model can break (these tests are about the model path, not drift)
+LOOSE_DRIFT = DriftConfig(max_kl=10, mean_ratio_min=0, mean_ratio_max=10, quantile_tolerance=10)
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +30,11 @@ def test_full_profile_scores_and_selects_with_model_columns(tmp_path, models):
     shard = "sample-000001"  # the sample shard with a corrupt, an empty and a missing image
     # the released MLM-Filter layout (LLaVA-1.5), as a user with the real checkpoint runs it
     released = str(RELEASED / "mlm-filter-llava-13b-tiny")
-    scoring = ScoringResource(profile="full", clip_model=models["clip"], mlm_model=released,
-                              mlm_vision_tower=str(RELEASED / "clip-vit-tiny-patch8-32"),
-                              mlm_metrics=["itm", "odf"], mlm_min_mass=0.0, batch_size=8)
+    scoring = ScoringResource(profile="full", clip=ClipConfig(model=models["clip"]), batch_size=8,
+                              mlm=MlmConfig(model=released, vision_tower=str(RELEASED / "clip-vit-tiny-patch8-32"),
+                                            metrics=["itm", "odf"], min_mass=0.0))
     # selection over the model columns: scores are random, so the expression decides who is rewritten
-    policy = PolicyResource(keep_expression="mlm_itm >= 0 and clip_score >= 0", drift_max_kl=10,
-                            drift_mean_ratio_min=0, drift_mean_ratio_max=10, drift_quantile_tolerance=10)
+    policy = PolicyResource(keep_expression="mlm_itm >= 0 and clip_score >= 0", drift=LOOSE_DRIFT)
     _, results = run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=False, scoring=scoring, policy=policy)
     assert results[shard].success
     wh = Warehouse(str(tmp_path))
@@ -53,8 +62,7 @@ def test_vlm_rewriter_partition_records_verified_lineage(tmp_path, models):
 
     shard = "sample-000001"
     rewriter = RewriterResource(kind="vlm", model=models["mlm"], max_new_tokens=12, batch_size=8)
-    policy = PolicyResource(min_similarity=0.2, max_edit_ratio=0.95, drift_max_kl=10, drift_mean_ratio_min=0,
-                            drift_mean_ratio_max=10, drift_quantile_tolerance=10)
+    policy = PolicyResource(acceptance=AcceptanceConfig(min_similarity=0.2, max_edit_ratio=0.95), drift=LOOSE_DRIFT)
     _, results = run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=True, scoring=ScoringResource(profile="text"),
                               rewriter=rewriter, policy=policy)
     assert results[shard].success and results["quality_report"].success
@@ -69,7 +77,7 @@ def test_vlm_rewriter_partition_records_verified_lineage(tmp_path, models):
         if row.candidate_caption is None:
             assert not row.accepted and row.reason.startswith("no candidate")
             continue
-        expected = judge(row.score_before, row.score_after, row.edit_ratio, row.length_ratio,
+        expected = judge(row.quality_before, row.quality_after, row.edit_ratio, row.length_ratio,
                          row.semantic_similarity, rules)
         assert (row.accepted, row.reason) == expected
     final = wh.read_table("final_captions", shard).set_index("key")

@@ -7,7 +7,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from curation_pipeline.sample_data import expected_manifest
+from curation_pipeline.demo import expected_manifest
 from curation_pipeline.storage.warehouse import Warehouse
 
 
@@ -28,9 +28,12 @@ def test_pairs_inventory_matches_the_shard(curated):
         pairs = wh.read_table("pairs", shard)
         expected = truth[truth["shard"] == shard]
         assert sorted(pairs["key"]) == sorted(expected["key"])
-        status = pairs.set_index("key")["decode_status"]
+        header = pairs.set_index("key")["decode_status"]  # the inventory reads image headers only
+        decoded = wh.read_table("quality_scores", shard).set_index("key")["decode_status"]  # the one full decode
         for row in expected.itertuples():
-            assert (status[row.key] == "ok") == bool(row.image_ok), row.key
+            assert (decoded[row.key] == "ok") == bool(row.image_ok), row.key
+            # a truncated body behind a valid header shows only in the full decode
+            assert (header[row.key] == "ok") == (bool(row.image_ok) or row.kind == "corrupt_image"), row.key
 
 
 def test_broken_samples_are_dropped_with_named_reasons(curated):
@@ -58,10 +61,14 @@ def test_weak_captions_are_rewritten_and_recorded_in_lineage(curated):
     assert len(accepted) >= 4
     # every rewritten pair has exactly the accepted attempt's caption, and the attempt improved the score
     merged = final[final["rewritten"]].merge(
-        accepted[["shard", "key", "candidate_caption", "score_before", "score_after"]], on=["shard", "key"])
+        accepted[["shard", "key", "candidate_caption", "quality_before", "quality_after"]], on=["shard", "key"],
+        suffixes=("", "_attempt"))
     assert len(merged) == final["rewritten"].sum()
     assert (merged["final_caption"] == merged["candidate_caption"]).all()
-    assert (merged["score_after"] > merged["score_before"]).all()
+    assert (merged["quality_after"] > merged["quality_before"]).all()
+    # one name, one value: the attempt's quality_before is the decision's, its quality_after the final's
+    assert (merged["quality_before"] == merged["quality_before_attempt"]).all()
+    assert (merged["quality_final"] == merged["quality_after"]).all()
     assert merged["rewriter"].eq("cleaner").all()
     assert lineage["run_id"].notna().all() and lineage["prompt_hash"].isna().all()
     # boilerplate is gone from a rewritten caption, the rest kept
@@ -99,12 +106,12 @@ def test_report_counts_add_up(curated):
     summary = con.execute("SELECT * FROM shard_summary ORDER BY shard").df()
     overall = con.execute("SELECT * FROM overall").df().iloc[0]
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-    n_rewrites = con.execute("SELECT count(*) FROM rewrites WHERE accepted").fetchone()[0]
+    n_rewrites = con.execute("SELECT count(*) FROM rewritten_captions WHERE accepted").fetchone()[0]
     con.close()
     assert list(summary["shard"]) == curated["shards"]
     assert (summary["kept_as_is"] + summary["rewritten"] + summary["dropped"] == summary["pairs_read"]).all()
     assert int(overall["pairs_read"]) == 80
-    assert {"pairs", "quality_scores", "decisions", "rewrites", "final_captions"} <= views
+    assert {"pairs", "quality_scores", "caption_decisions", "rewritten_captions", "final_captions"} <= views
     assert n_rewrites >= int(overall["rewritten"])
 
 

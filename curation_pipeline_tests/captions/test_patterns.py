@@ -5,7 +5,7 @@ import random
 import pytest
 
 from curation_pipeline.captions import patterns as P
-from curation_pipeline.evaluation.noise import _ad_text, _credit_text, inject, NOISE_KINDS
+from curation_pipeline.evaluation.noise import ad_text, credit_text, inject, NOISE_KINDS
 from curation_pipeline.evaluation.shipped_captions import CAPTIONS
 
 
@@ -14,7 +14,7 @@ def _texts():
     texts = list(CAPTIONS)
     for caption in CAPTIONS:
         texts.append(inject(caption, rng.sample(list(NOISE_KINDS), 2), rng))
-    texts += [_ad_text(rng) for _ in range(300)] + [_credit_text(rng) for _ in range(300)]
+    texts += [ad_text(rng) for _ in range(300)] + [credit_text(rng) for _ in range(300)]
     texts += ["Sale 30% off today", "e-mail us", "Pre-order now", "(c) Jane Doe 2019", "Jane Doe | AFP",
               "AP Photo/Jane Doe", "SHOP NOW", "Only €9.99", "BOGO deals"]
     return texts
@@ -22,7 +22,7 @@ def _texts():
 
 @pytest.mark.parametrize("text", _texts())
 def test_prefilters_do_not_change_answers(text):
-    assert P.has_ad(text) == bool(P._ad_triggers(text))
+    assert P.has_ad(text) == bool(P.ad_triggers(text))
     assert P.has_credit(text) == (P.CREDIT_RE.search(text) is not None or bool(P.bracket_note_spans(text)))
 
 

@@ -79,13 +79,13 @@ def test_outcomes_follow_acceptance_and_fallback():
         "quality_column": "text_quality", "quality_before": [100, 30, 10, 70, 20, 100.0]})
     captions = pd.Series({"k": "a", "r_ok": "b", "r_low": "c", "r_rej_keep": "d", "r_rej_drop": "e", "d": "f"})
     lineage = _lineage([
-        {"key": "r_ok", "attempt": 1, "candidate_caption": "B!", "score_after": 90.0, "accepted": True,
+        {"key": "r_ok", "attempt": 1, "candidate_caption": "B!", "quality_after": 90.0, "accepted": True,
          "rewriter": "cleaner", "rewriter_version": "1", "reason": "improved"},
-        {"key": "r_low", "attempt": 1, "candidate_caption": "C", "score_after": 40.0, "accepted": True,
+        {"key": "r_low", "attempt": 1, "candidate_caption": "C", "quality_after": 40.0, "accepted": True,
          "rewriter": "cleaner", "rewriter_version": "1", "reason": "improved"},
-        {"key": "r_rej_keep", "attempt": 1, "candidate_caption": "D", "score_after": 60.0, "accepted": False,
+        {"key": "r_rej_keep", "attempt": 1, "candidate_caption": "D", "quality_after": 60.0, "accepted": False,
          "rewriter": "cleaner", "rewriter_version": "1", "reason": "score did not improve"},
-        {"key": "r_rej_drop", "attempt": 1, "candidate_caption": None, "score_after": np.nan, "accepted": False,
+        {"key": "r_rej_drop", "attempt": 1, "candidate_caption": None, "quality_after": np.nan, "accepted": False,
          "rewriter": "cleaner", "rewriter_version": "1", "reason": "no candidate: no change"},
     ])
     out = resolve_outcomes(decisions, captions, lineage, DecisionPolicy(drop_threshold=65)).set_index("key")

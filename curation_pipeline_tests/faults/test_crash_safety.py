@@ -156,7 +156,7 @@ def test_two_full_runs_give_byte_identical_curated_tars(baseline):
 
 
 def test_an_orphan_temp_file_does_not_break_other_readers(tmp_path):
-    from curation_pipeline.lineage import caption_history
+    from curation_pipeline.reporting.lineage import caption_history
     from curation_pipeline.reporting.report import build_report
     from curation_pipeline.resources import ScoringResource
     from curation_pipeline.storage.warehouse import Warehouse

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from curation_pipeline.lineage import caption_history
 from curation_pipeline.models import loading
+from curation_pipeline.reporting.lineage import caption_history
 from curation_pipeline.shards.keys import InvalidShardName
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.conftest import REPO_ROOT

@@ -121,11 +121,11 @@ def test_lineage_records_the_rejection():
     batch = PairBatch(["a", "b"], originals)
     before = dict(zip(batch.keys, scorer.score(batch)["text_quality"]))
     lineage = rewrite_batches([batch], shard="s", rewriter=_Fixed(outputs), rescore=scorer.score,
-                              score_column="text_quality", scores_before=before, rules=RULES, run_id="r")
+                              quality_column="text_quality", scores_before=before, rules=RULES, run_id="r")
     assert lineage["accepted"].tolist() == [False, True]
     assert lineage["reason"][0].startswith("malformed rewrite: unbalanced brackets")
     # the re-score alone would have let it through: the cleaner's patterns no longer see the stub
-    assert lineage["score_after"][0] > lineage["score_before"][0]
+    assert lineage["quality_after"][0] > lineage["quality_before"][0]
 
 
 def test_minimality_columns_are_documented():

@@ -49,7 +49,7 @@ def _run(rewriter, pairs, rules) -> pd.DataFrame:
     scorer = CaptionTextQuality()
     before = dict(zip(pairs.keys, scorer.score(pairs)["text_quality"]))
     return rewrite_batches(pairs.chunks(4), shard="s-000", rewriter=rewriter, rescore=scorer.score,
-                           score_column="text_quality", scores_before=before, rules=rules, run_id="r1",
+                           quality_column="text_quality", scores_before=before, rules=rules, run_id="r1",
                            similarity=caption_similarity)
 
 
@@ -59,14 +59,14 @@ def _assert_rows_follow_rules(lineage: pd.DataFrame, pairs: PairBatch, rules: Ac
         if row.candidate_caption is None:
             assert not row.accepted and row.reason.startswith("no candidate: ")
             continue
-        assert row.score_after == CaptionTextQuality().score(PairBatch(["k"], [row.candidate_caption]))[
+        assert row.quality_after == CaptionTextQuality().score(PairBatch(["k"], [row.candidate_caption]))[
             "text_quality"][0]
         assert row.edit_ratio == edit_ratio(row.original_caption, row.candidate_caption)
         assert row.length_ratio == pytest.approx(length_ratio(row.original_caption, row.candidate_caption),
                                                  nan_ok=True)
         expected_sim = caption_similarity([row.original_caption or ""], [row.candidate_caption])[0]
         assert row.semantic_similarity == pytest.approx(expected_sim, abs=1e-4)
-        assert (row.accepted, row.reason) == judge(row.score_before, row.score_after, row.edit_ratio,
+        assert (row.accepted, row.reason) == judge(row.quality_before, row.quality_after, row.edit_ratio,
                                                    row.length_ratio, row.semantic_similarity, rules,
                                                    original=row.original_caption, candidate=row.candidate_caption)
 
@@ -91,7 +91,7 @@ def test_rewriter_without_output_gives_rejected_rows(llava, pairs, monkeypatch):
     lineage = _run(rewriter, pairs, LOOSE)
     assert not lineage["accepted"].any()
     assert set(lineage["reason"]) == {"no candidate: empty output"}
-    assert lineage["rewriter_output"].eq("\n").all() and lineage["score_after"].map(math.isnan).all()
+    assert lineage["rewriter_output"].eq("\n").all() and lineage["quality_after"].map(math.isnan).all()
 
 
 def test_aitqe_random_output_is_rejected_with_its_parse_error(llava, pairs):

@@ -8,6 +8,8 @@ on ``result.json``. Scenarios:
 
 ``e2e``     the whole pipeline on two shards, S3 to S3, on the Ray cluster; its tables and tars
             are compared with the local run's (``--reference``, a local warehouse).
+``pairs``   ``pairs_inventory`` (the ``pairs`` table built on the cluster) for both shards, read
+            from S3, compared with ``ShardReader`` iterated locally (rows, skips, fingerprint).
 ``resume``  a Ray-backed run of two shards is killed while the second shard's scoring is on the
             cluster; the nightly ``fill_missing_shards`` logic then re-runs what is unfinished.
 """
@@ -84,6 +86,35 @@ def e2e(args, server, cluster) -> dict:
     }
 
 
+def pairs_on_ray(args, server, cluster) -> dict:
+    import pandas as pd
+    import ray
+
+    from curation_pipeline.compute.options import RayOptions
+    from curation_pipeline.compute.ray_data import pairs_inventory
+    from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader
+
+    out: dict = {"differences": [], "nodes": {}}
+    ray.init(address=cluster.client_address, logging_level="ERROR", log_to_driver=False)  # as a run pod does
+    try:
+        for shard in SHARDS:
+            url = f"s3://{server.bucket}/raw/{shard}.tar"
+            got = pairs_inventory(url, shard, RayOptions(batch_size=8, decode_cpus=0.5))
+            reader = ShardReader(url, shard, decode="header")  # pairs' default: image headers only
+            local = pd.DataFrame.from_records([s.record for s in reader], columns=RECORD_COLUMNS)
+            if not local.equals(got.inventory):
+                out["differences"].append(f"{shard}: rows differ")
+            if [vars(s) for s in reader.skips] != [vars(s) for s in got.skips]:
+                out["differences"].append(f"{shard}: skips differ")
+            if (reader.fingerprint.sha256, reader.fingerprint.size) != (got.fingerprint.sha256, got.fingerprint.size):
+                out["differences"].append(f"{shard}: fingerprints differ")
+            out["nodes"][shard] = len(got.stats.nodes)
+            out.setdefault("rows", {})[shard] = len(got.inventory)
+    finally:
+        ray.shutdown()
+    return out
+
+
 def run_shards(args) -> None:
     """The run that gets killed: each shard's job in turn, on Ray (a child of the scenario)."""
     import dagster as dg
@@ -143,7 +174,7 @@ def resume(args, server, cluster) -> dict:
 
         # re-execution: the fill_missing_shards schedule's own rule picks what to run
         defs = build_definitions(raw_root=raw, warehouse_root=root, compute=_compute(cluster.client_address))
-        todo = shards_to_refresh(instance, defs.resources["warehouse"])
+        todo = shards_to_refresh(instance, defs.resources["warehouse"], defs.get_repository_def())
         context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
                                             resources={"warehouse": defs.resources["warehouse"]})
         requests = defs.resolve_schedule_def("fill_missing_shards").evaluate_tick(context).run_requests or []
@@ -184,7 +215,7 @@ def resume(args, server, cluster) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["e2e", "resume", "both", "run-shards"])
+    parser.add_argument("scenario", choices=["e2e", "pairs", "resume", "both", "run-shards"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--reference", default="")
     parser.add_argument("--raw", default="")
@@ -213,6 +244,8 @@ def main() -> None:
                 result["cluster_nodes"] = len([n for n in ray.nodes() if n["Alive"]])
                 result["node_addresses"] = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
                 ray.shutdown()
+                if args.scenario in ("pairs", "both"):
+                    result["pairs"] = pairs_on_ray(args, server, cluster)
                 if args.scenario in ("e2e", "both"):
                     result["e2e"] = e2e(args, server, cluster)
                 if args.scenario in ("resume", "both"):

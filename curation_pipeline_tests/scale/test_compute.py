@@ -38,6 +38,9 @@ def test_the_environment_selects_ray_and_the_cluster(monkeypatch):
     monkeypatch.setenv("CURATION_COMPUTE", "ray")
     monkeypatch.setenv("CURATION_RAY_ADDRESS", "ray://head.example:10001")
     compute = build_resources()["compute"]
+    # the definitions may hand Dagster the variables themselves (dg.EnvVar, read when a run starts)
+    value = lambda v: v.get_value() if isinstance(v, dg.EnvVar) else v  # noqa: E731
+    compute = ComputeResource(engine=value(compute.engine), address=value(compute.address))
     assert compute.uses_ray and compute.ray_address == "ray://head.example:10001" and compute.host == "head.example"
 
 
@@ -104,3 +107,72 @@ def test_the_ray_path_decodes_images_exactly_when_the_local_one_does(kind, neede
     local = model.needs_images or any(s.needs_images for s in rescorers)
     scores = pd.DataFrame(columns=INVENTORY_COLUMNS + [c for s in scorers for c in s.columns])
     assert _rewrite_needs_images(kind, needed, scores) == local
+
+
+def _odd_shard(path) -> str:
+    """A shard with a good pair, a corrupt image, a caption without image, an image without
+    caption and a member that is not a sample (a skip)."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    good = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(good, format="PNG")
+    members = [("a.png", good.getvalue()), ("a.txt", b"a red  box"), ("b.jpg", b"not a jpeg"), ("b.txt", b"broken"),
+               ("c.txt", b"no image"), ("d.png", good.getvalue()), ("README", b"not a sample"),
+               ("e.png", good.getvalue()), ("e.json", b'{"caption": "from json", "original_width": 80}')]
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 64])
+def test_the_ray_pairs_inventory_stages_make_the_local_rows(tmp_path, batch_size):
+    """The stages of ``pairs_inventory`` (read task, decode task, assembly), called here without
+    Ray, give the rows, skips and fingerprint of ``ShardReader`` iterated locally (as ``pairs``)."""
+    import pyarrow as pa
+
+    from curation_pipeline.compute import ray_data
+    from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader
+
+    odd = _odd_shard(tmp_path / "odd-1.tar")
+    for (url, shard), full in [((odd, "odd-1"), False), ((str(RAW_SAMPLES / "sample-000001.tar"), "sample-000001"), False),
+                               ((str(RAW_SAMPLES / "sample-000001.tar"), "sample-000001"), True)]:
+        reader = ShardReader(url, shard, decode=True if full else "header")  # as pairs reads (header by default)
+        local = pd.DataFrame.from_records([s.record for s in reader], columns=RECORD_COLUMNS)
+        tables = list(ray_data.read_inventory_batches(url, shard, batch_size))
+        decoded = ray_data.inventory_batches(pa.concat_tables(tables), full=full)
+        rows = decoded.to_pylist()
+        assert [r["batch"] for r in rows] == [*range(len(rows) - 1), ray_data.TRAILER]
+        records = [json.loads(t) for r in rows[:-1] for t in r["records"]]
+        remote = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
+        pd.testing.assert_frame_equal(local, remote)
+        trailer = json.loads(rows[-1]["records"][0])
+        assert trailer["skips"] == [vars(s) for s in reader.skips]
+        assert trailer["fingerprint"] == reader.fingerprint.to_json()
+        if shard == "odd-1":
+            assert reader.skips and (local["decode_status"] != "ok").any()
+
+
+def test_an_actor_sizes_every_thread_pool_to_its_cpu_allotment():
+    """What a model actor does before loading models (``RayOptions.threads`` = its CPUs): torch,
+    OpenCV, the BLAS pools and the ONNX signals all get that many threads, whatever the host has."""
+    code = """
+import numpy, torch, cv2, threadpoolctl
+from curation_pipeline.compute.options import RayOptions
+from curation_pipeline.compute.ray_data import limit_threads
+from curation_pipeline.scoring.signals import cpu_threads
+limit_threads(RayOptions(cpus_per_actor=1).threads)
+pools = {p["num_threads"] for p in threadpoolctl.threadpool_info()}
+print(torch.get_num_threads(), cv2.getNumThreads(), cpu_threads(), sorted(pools))
+"""
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["1", "1", "1", "[1]"]
+    assert RayOptions(cpus_per_actor=2.5).threads == 3 and RayOptions(cpus_per_actor=4, threads_per_actor=2).threads == 2

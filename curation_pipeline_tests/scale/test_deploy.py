@@ -1,24 +1,34 @@
-"""The Kubernetes deployment in ``deploy/`` parses and validates offline.
+"""The Kubernetes deployment in ``deploy/`` renders and validates offline.
 
-Validators (no cluster, no network): ``kubernetes-validate`` (PyPI) checks every Kubernetes
-object, and every pod template inside the KubeRay ``RayCluster`` and the Dagster Helm values,
-against the Kubernetes 1.33 OpenAPI schemas it ships, in strict mode (unknown fields fail).
-The ``RayCluster``'s own fields are checked against the schema below (KubeRay's v1 API, the
-fields this deployment uses). ``helm template`` of Dagster's chart is not run: no Helm binary
-installs here (not in Debian 12, npm or PyPI for Python 3.11); the values are checked field by
-field instead, and the pieces that become pod specs are validated as pod specs.
+Rendering: the repository's chart ``deploy/helm/curation-pipeline`` (the Dagster code server and
+the KubeRay ``RayCluster``) is rendered by Helm's own template engine, Helm v4's Go SDK, which the
+``helm-python-sdk`` wheel bundles (``make setup-scale`` installs it; no helm binary installs
+offline): the equivalent of ``helm template curation deploy/helm/curation-pipeline -n curation``.
+Dagster's official chart cannot be fetched offline, so its values (``dagster-values.yaml``) are
+checked where they matter: the run launcher's config against ``dagster_k8s.K8sRunLauncher``'s
+own config schema, the workspace entry against the chart's code-server Service.
+
+Validators (no cluster, no network): ``kubernetes-validate`` checks every rendered and plain
+Kubernetes object, and every pod template inside the ``RayCluster`` and the run launcher's config,
+against the Kubernetes 1.33 OpenAPI schemas it ships, in strict mode (unknown fields fail). The
+``RayCluster``'s own fields are checked against the schema below (KubeRay's v1 API, the fields
+this deployment uses); the code server's run-pod container context against dagster-k8s's.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from pathlib import Path
 
+import dagster as dg
 import jsonschema
 import pytest
 import yaml
 
 from curation_pipeline_tests.conftest import REPO_ROOT
+from curation_pipeline_tests.scale.helpers import require
 
 DEPLOY = REPO_ROOT / "deploy"
 K8S_VERSION = "1.33"
@@ -53,11 +63,6 @@ RAYCLUSTER = {  # KubeRay ray.io/v1 RayCluster: the fields used here, nothing un
         },
     },
 }
-K8S_RUN_LAUNCHER_KEYS = {  # runLauncher.config.k8sRunLauncher in Dagster's chart
-    "image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile", "envConfigMaps",
-    "envSecrets", "envVars", "volumeMounts", "volumes", "labels", "resources", "schedulerName", "securityContext",
-    "runK8sConfig", "failPodOnRunFailure", "podSpecConfig",
-}
 
 
 def _docs(folder: str) -> list[dict]:
@@ -81,6 +86,65 @@ def _raycluster() -> dict:
 
 def _values() -> dict:
     return yaml.safe_load((DEPLOY / "helm" / "dagster-values.yaml").read_text())
+
+
+CHART = DEPLOY / "helm" / "curation-pipeline"
+
+
+def _render(values: dict | None = None, namespace: str = "curation") -> list[dict]:
+    """``helm template curation deploy/helm/curation-pipeline -n <namespace>`` through Helm's Go SDK."""
+    try:
+        import helm_python as helm
+    except ImportError:
+        require(False, "helm-python-sdk renders the chart: make setup-scale installs it")
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered = chart.render(values or {}, name="curation", namespace=namespace)
+    return [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
+
+
+def _kind(docs: list[dict], kind: str) -> dict:
+    [doc] = [d for d in docs if d["kind"] == kind]
+    return doc
+
+
+K8S_LAUNCHER = REPO_ROOT / ".venv" / "k8s-launcher"  # make setup-scale: dagster-k8s, outside the venv's packages
+
+
+def _dagster_k8s():
+    """dagster-k8s 0.29.27 (its release pins dagster 1.13.27, which the virtualenv cannot take:
+    Makefile), from its own folder, behind the virtualenv's packages on sys.path."""
+    import sys
+    import warnings
+
+    if str(K8S_LAUNCHER) not in sys.path and K8S_LAUNCHER.is_dir():
+        sys.path.append(str(K8S_LAUNCHER))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "dagster-k8s 0.29.27 expects dagster 1.13.27"
+            import dagster_k8s
+            from dagster_k8s.container_context import K8sContainerContext
+    except ImportError as exc:
+        require(False, f"dagster-k8s is not installed ({exc}): make setup-scale puts it in {K8S_LAUNCHER}")
+    assert dagster_k8s.__version__ == "0.29.27"
+    return dagster_k8s.K8sRunLauncher, K8sContainerContext
+
+
+def _launcher_config(values: dict) -> dict:
+    """What Dagster's chart writes into the instance's ``run_launcher.config`` for these values
+    (its ``_run-launcher.tpl``: camelCase keys become dagster-k8s's snake_case ones; the chart adds
+    the instance config map, the Postgres secret, DAGSTER_HOME and the service account)."""
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    snake = lambda key: re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()  # noqa: E731
+    config = {"instance_config_map": "dagster-instance", "postgres_password_secret": "dagster-postgresql-secret",
+              "dagster_home": "/opt/dagster/dagster_home", "load_incluster_config": True,
+              "service_account_name": values["global"]["serviceAccountName"]}
+    for key, value in launcher.items():
+        if key in ("envSecrets", "envConfigMaps"):
+            value = [item["name"] for item in value]
+        elif key == "runK8sConfig":
+            value = {snake(k): v for k, v in value.items()}
+        config["job_image" if key == "image" else snake(key)] = value
+    return config
 
 
 def _env(container: dict) -> dict[str, str]:
@@ -126,42 +190,107 @@ def test_model_stages_request_gpus_where_the_ray_cluster_offers_them():
     assert 10001 in [p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]]
 
 
-def test_dagster_values_point_runs_at_the_ray_cluster_and_object_storage(monkeypatch):
-    values, cluster = _values(), _raycluster()
-    [deployment] = values["dagster-user-deployments"]["deployments"]
-    env = _env(deployment)
+def test_the_chart_renders_valid_kubernetes_objects():
+    docs = _render()
+    assert sorted(d["kind"] for d in docs) == ["Deployment", "RayCluster", "Service"]
+    for doc in docs:
+        if doc["kind"] == "RayCluster":  # a custom resource: its own schema, its pods as pods
+            jsonschema.validate(doc, RAYCLUSTER)
+            for group in [doc["spec"]["headGroupSpec"], *doc["spec"]["workerGroupSpecs"]]:
+                _valid(_pod_template(group["template"], "ray"))
+        else:
+            _valid(doc)
+    assert {d["metadata"]["namespace"] for d in docs} == {"curation"}
+    # the plain manifest (for `kubectl apply` without Helm) is what the chart renders
+    rendered, plain = _kind(docs, "RayCluster"), _raycluster()
+    assert rendered["spec"] == plain["spec"] and rendered["metadata"]["name"] == plain["metadata"]["name"]
+    # values change what they should: another namespace, a CPU-only cluster
+    other = _render({"ray": {"workerGroups": [{"name": "cpu", "replicas": 1, "minReplicas": 1, "maxReplicas": 2,
+                                               "gpus": 0, "resources": {"requests": {"cpu": "2"}, "limits": {}}}]}},
+                    namespace="elsewhere")
+    groups = _kind(other, "RayCluster")["spec"]["workerGroupSpecs"]
+    assert [g["groupName"] for g in groups] == ["cpu"] and "nvidia.com/gpu" not in json.dumps(groups)
+    env = _env(_kind(other, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+    assert env["CURATION_RAY_ADDRESS"] == "ray://curation-ray-head-svc.elsewhere.svc.cluster.local:10001"
+
+
+def test_the_code_server_points_runs_at_the_ray_cluster_and_object_storage(monkeypatch):
+    _, K8sContainerContext = _dagster_k8s()
+    docs, values = _render(), _values()
+    cluster, deployment, service = _kind(docs, "RayCluster"), _kind(docs, "Deployment"), _kind(docs, "Service")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env = _env(container)
     name, namespace = cluster["metadata"]["name"], cluster["metadata"]["namespace"]
     assert env["CURATION_RAY_ADDRESS"] == f"ray://{name}-head-svc.{namespace}.svc.cluster.local:10001"
     assert env["CURATION_COMPUTE"] == "ray"
     assert env["CURATION_RAW"].startswith("s3://") and env["CURATION_WAREHOUSE"].startswith("s3://")
-    # one image for the user code, its run pods and every Ray node
-    image = f"{deployment['image']['repository']}:{deployment['image']['tag']}"
+    assert container["args"][-2:] == ["--module-name", "curation_pipeline.definitions"]
+    # one image for the code server, its run pods and every Ray node
+    image = container["image"]
     pods = [cluster["spec"]["headGroupSpec"]["template"], *[g["template"] for g in cluster["spec"]["workerGroupSpecs"]]]
-    assert {c["image"] for pod in pods for c in pod["spec"]["containers"]} == {image}
-    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "curation_pipeline.definitions"]
+    assert {c["image"] for pod in pods for c in pod["spec"]["containers"]} == {image} == {env["DAGSTER_CURRENT_IMAGE"]}
+    # Dagster's chart (enableSubchart: false) points its workspace at this Service
+    [entry] = values["dagster-user-deployments"]["deployments"]
+    assert values["dagster-user-deployments"]["enableSubchart"] is False
+    assert entry["name"] == service["metadata"]["name"] and entry["port"] == service["spec"]["ports"][0]["port"]
+    assert f"{entry['image']['repository']}:{entry['image']['tag']}" == image
 
-    # the user deployment's container and the run pods' config are valid pod-spec pieces
-    container = {"name": "user-code", "image": image, "env": deployment["env"],
-                 "envFrom": [{"secretRef": {"name": s["name"]}} for s in deployment["envSecrets"]],
-                 "resources": deployment["resources"]}
-    _valid(_pod_template({"spec": {"containers": [container]}}, "user-code"))
-    launcher = values["runLauncher"]
-    assert launcher["type"] == "K8sRunLauncher"
-    config = launcher["config"]["k8sRunLauncher"]
-    assert set(config) <= K8S_RUN_LAUNCHER_KEYS, set(config) - K8S_RUN_LAUNCHER_KEYS
-    run_k8s = config["runK8sConfig"]
-    run_pod = {**run_k8s["podSpecConfig"], "containers": [{"name": "run", "image": image, **run_k8s["containerConfig"]}]}
-    _valid(_pod_template({"spec": run_pod}, "run"))
-    assert "nvidia.com/gpu" not in str(run_k8s)  # run pods coordinate; the GPUs are Ray's
+    # what run pods inherit is a valid dagster-k8s container context, resolved as in the code
+    # server's pod (it forwards variables by name from its own env): the variables exist there,
+    # the secrets it mounts are the server's, and no GPU
+    for key, value in env.items():
+        if value is not None and not key.startswith("DAGSTER_"):
+            monkeypatch.setenv(key, value)
+    context = K8sContainerContext.create_from_config(json.loads(env["DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT"]))
+    run = context.run_k8s_config.to_dict()  # what dagster-k8s puts into each run pod
+    run_env = {e["name"]: e.get("value") for e in run["container_config"]["env"]}
+    assert run_env["CURATION_RAY_ADDRESS"] == env["CURATION_RAY_ADDRESS"] and "RAY_AUTH_TOKEN" in run_env
+    assert {k: v for k, v in run_env.items() if v is not None} == {k: env[k] for k, v in run_env.items() if v is not None}
+    assert [f["secret_ref"]["name"] for f in run["container_config"]["env_from"]] == \
+        [f["secretRef"]["name"] for f in container["envFrom"]]
+    assert run["pod_spec_config"]["service_account_name"] == deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert "nvidia.com/gpu" not in json.dumps(run)
 
     # the definitions read that configuration from the environment, as the run pods get it
-    for key in ("CURATION_COMPUTE", "CURATION_RAY_ADDRESS", "CURATION_RAW", "CURATION_WAREHOUSE"):
-        monkeypatch.setenv(key, env[key])
     from curation_pipeline.definitions import build_resources
 
     resources = build_resources()
-    assert resources["compute"].uses_ray and resources["compute"].address == env["CURATION_RAY_ADDRESS"]
-    assert resources["warehouse"].root == env["CURATION_WAREHOUSE"]
+    value = lambda v: v.get_value() if isinstance(v, dg.EnvVar) else v  # noqa: E731 (read at run start)
+    assert value(resources["compute"].engine) == "ray"
+    assert value(resources["compute"].address) == env["CURATION_RAY_ADDRESS"]
+    assert value(resources["warehouse"].root) == env["CURATION_WAREHOUSE"]
+
+
+def test_the_run_launcher_is_dagster_k8s_and_its_config_validates(tmp_path):
+    from dagster._config import process_config, resolve_to_config_type
+
+    K8sRunLauncher, _ = _dagster_k8s()
+    values = _values()
+    launcher = values["runLauncher"]
+    assert launcher["type"] == "K8sRunLauncher"
+    config = _launcher_config(values)
+    schema = resolve_to_config_type(K8sRunLauncher.config_type())
+    result = process_config(schema, config)
+    assert result.success, [e.message for e in result.errors]
+    typo = process_config(schema, {**config, "job_namespce": "x"})  # the schema does catch typos
+    assert not typo.success
+
+    # the real class takes it (a kubeconfig file stands in for the in-cluster one; nothing connects)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}], "users": [{"name": "u", "user": {}}]}))
+    processed = {**result.value, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)}
+    instance = K8sRunLauncher(**processed)
+    assert instance.job_namespace == "curation" and instance.env_secrets == ["curation-object-store"]
+
+    # run pods: valid pod specs, light, no GPU (the GPUs are Ray's)
+    run_k8s = config["run_k8s_config"]
+    image = "registry.example.com/curation-pipeline:0.1.0"
+    run_pod = {**run_k8s["pod_spec_config"], "containers": [{"name": "run", "image": image, **run_k8s["container_config"]}]}
+    _valid(_pod_template({"spec": run_pod}, "run"))
+    assert "nvidia.com/gpu" not in str(run_k8s)
 
 
 def test_the_image_installs_the_scale_extra():

@@ -59,6 +59,14 @@ def test_whole_pipeline_from_s3_to_s3_on_ray_equals_the_local_run(cluster_run):
 
 
 @pytest.mark.slow
+def test_the_pairs_inventory_on_ray_equals_the_local_one(cluster_run):
+    pairs = cluster_run["pairs"]
+    assert pairs["differences"] == [], pairs
+    assert pairs["rows"] == {"sample-000000": 40, "sample-000001": 40}
+    assert max(pairs["nodes"].values()) >= 1, pairs
+
+
+@pytest.mark.slow
 def test_a_killed_ray_run_resumes_only_the_unfinished_partition(cluster_run):
     resume = cluster_run["resume"]
     first, second = "sample-000000", "sample-000001"

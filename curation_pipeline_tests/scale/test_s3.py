@@ -14,25 +14,10 @@ from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
 from curation_pipeline_tests.scale.helpers import (
     SECRET,
-    S3Server,
     fresh_s3fs,
-    require,
-    s3_available,
     table_differences,
     upload_shards,
 )
-
-
-@pytest.fixture
-def s3(tmp_path, monkeypatch):
-    ok, why = s3_available()
-    require(ok, why)
-    with S3Server(tmp_path) as server:
-        for name, value in server.env.items():
-            monkeypatch.setenv(name, value)
-        fs = fresh_s3fs()
-        yield server, fs
-    fresh_s3fs()
 
 
 def _listing(fs, prefix: str) -> list[str]:

@@ -82,16 +82,16 @@ def test_prefix_and_dtype_switches_reach_the_scorer(model_dir, monkeypatch):
     from curation_pipeline.scoring import profiles
 
     monkeypatch.setattr(profiles, "caption_scorers", lambda: [])
-    monkeypatch.setattr(profiles, "signal_scorers", lambda: [])
-    default = ScoringResource(profile="clip", clip_model=model_dir).as_profile()
+    monkeypatch.setattr(profiles, "signal_scorers", lambda *args: [])
+    default = ScoringResource(profile="clip", clip={"model": model_dir}).as_profile()
     assert default.clip_prefix is True and default.clip_dtype == "auto"
     [on] = profiles.build_scorers(default)
     assert on.prefix == "A photo depicts" and on.model.dtype == torch.float32
     [off] = profiles.build_scorers(
-        ScoringResource(profile="clip", clip_model=model_dir, clip_prefix=False, clip_dtype="bfloat16").as_profile())
+        ScoringResource(profile="clip", clip={"model": model_dir, "prefix": False, "dtype": "bfloat16"}).as_profile())
     assert off.prefix is None and off.model.dtype == torch.bfloat16
-    with pytest.raises(ValueError, match="clip_dtype"):
-        ScoringResource(profile="clip", clip_model=model_dir, clip_dtype="int8").as_profile()
+    with pytest.raises(ValueError, match="dtype"):
+        ScoringResource(profile="clip", clip={"model": model_dir, "dtype": "int8"}).as_profile()
 
 
 def test_auto_dtype_is_fp32_on_cpu_fp16_on_gpu():

@@ -55,8 +55,30 @@ def test_rewriter_faults_become_rejected_attempts_not_a_failed_shard():
     keys = ["a", "poison", "c"]
     lineage = rewrite_batches(
         [PairBatch(keys, ["x", "y", "z"])], shard="s", rewriter=FlakyRewriter(),
-        rescore=lambda b: pd.DataFrame({"q": [90.0] * len(b)}), score_column="q",
+        rescore=lambda b: pd.DataFrame({"q": [90.0] * len(b)}), quality_column="q",
         scores_before={k: 10.0 for k in keys}, rules=AcceptanceRules(), run_id="r")
     got = lineage.set_index("key")
     assert got["accepted"].to_dict() == {"a": True, "poison": False, "c": True}
     assert got.loc["poison", "reason"].startswith("no candidate: rewriter failed: MemoryError")
+
+
+def test_a_scorer_that_returns_the_wrong_number_of_rows_is_an_error_not_a_split():
+    """A broken contract is raised at once: halving the batch would hide it as per-pair failures."""
+    import pandas as pd
+
+    from curation_pipeline.pairs import ContractError, PairBatch
+    from curation_pipeline.scoring.base import Scorer
+    from curation_pipeline.scoring.run import score_with_retry
+
+    calls = []
+
+    class Short(Scorer):
+        name, columns = "short", ("short_score",)
+
+        def score(self, batch):
+            calls.append(len(batch))
+            return pd.DataFrame({"short_score": [1.0] * (len(batch) - 1)})
+
+    with pytest.raises(ContractError, match="returned 3 rows for a batch of 4"):
+        score_with_retry(Short(), PairBatch(list("abcd"), list("abcd")))
+    assert calls == [4]

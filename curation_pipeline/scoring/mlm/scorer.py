@@ -52,6 +52,7 @@ from curation_pipeline.models.loading import load_vlm
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.columns import ScoreColumn, error_column
 from curation_pipeline.scoring.mlm.prompts import METRICS, PROMPT_SETS, ZERO_SHOT_CRITERIA, PromptSet
 from curation_pipeline.scoring.mlm.score import (GeneratedOnlyPenalty, ScoreTokens, digit_split_expectation,
                                                  parse_reference_score, parse_score, whole_number_expectation)
@@ -63,8 +64,18 @@ _CRITERION_MARK = "\ue000criterion\ue000"
 REFERENCE_MAX_LEN = 2040
 
 
+def _mlm_outputs(name: str = "mlm", metrics=METRICS) -> tuple[ScoreColumn, ...]:
+    return tuple(c for m in metrics for c in (
+        ScoreColumn(f"{name}_{m}", f"MLM-Filter {m.upper()}, 0-100: the greedy integer its reference decodes.",
+                    range=(0, 100)),
+        ScoreColumn(f"{name}_{m}_expected", f"MLM-Filter {m.upper()}: the expected score over the score tokens "
+                    "(same forward pass).", range=(0, 100)),
+        error_column(f"{name}_{m}")))
+
+
 class MlmFilterScorer(Scorer):
     needs_images = True
+    outputs = _mlm_outputs()  # every metric; an instance writes the metrics it was asked for
 
     def __init__(self, model: str, *, metrics=METRICS, mode: str = "logits", prompt_set: str | None = None,
                  vision_tower: str | None = None, pad_to_square: bool | None = None, device: str | None = None,
@@ -104,8 +115,7 @@ class MlmFilterScorer(Scorer):
         self.max_new_tokens = max_new_tokens or self.prompts.max_new_tokens
         self.version = f"2:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}"
         self.prompt_hash = self.prompts.hash
-        self.columns = tuple(c for m in self.metrics
-                             for c in (f"{name}_{m}", f"{name}_{m}_expected", f"{name}_{m}_error"))
+        self.columns = tuple(c.name for c in _mlm_outputs(name, self.metrics))
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
         self._suppressed = self.released.suppressed if self.released else []

@@ -5,22 +5,76 @@ Scorers (``curation_pipeline.scoring.base.Scorer``), by name:
 - ``nsfw`` ``NsfwScorer``: open_nsfw probability
 - ``ocr`` ``TextInImageScorer``: RapidOCR text boxes and the image share they cover
 - ``image_quality`` ``ImageQualityScorer``: sharpness, exposure, entropy, no model
-- ``dup`` ``DuplicateSignals``: fingerprints for ``assign_duplicate_groups``
+- ``dup`` ``DuplicateSignals``: fingerprints for ``decisions.duplicate_groups``
 
 Import each from its module, so importing one signal does not load every runtime
 (onnxruntime, OpenCV, sentence-transformers).
+
+The thread budget lives here too (``cpu_threads``): every pool a run sizes (torch, ONNX
+Runtime, decode / hashing threads) asks it, so concurrent shard runs share the machine's
+cores instead of each starting one thread per core and oversubscribing them.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from functools import lru_cache
+from pathlib import Path
 
-__all__ = ["cpu_threads"]
+__all__ = ["concurrent_runs", "cpu_threads", "limit_torch_threads"]
+
+THREADS_ENV = "CURATION_THREADS"
+
+
+def _cores() -> int:
+    """The cores this process may run on: the affinity mask, not the host's count, in containers."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@lru_cache(maxsize=None)
+def _max_concurrent_runs(config: str) -> int:
+    try:
+        import yaml
+
+        data = yaml.safe_load(Path(config).read_text()) or {}
+        value = int((data.get("run_queue") or {}).get("max_concurrent_runs") or 1)
+    except Exception:  # noqa: BLE001 - unreadable or malformed: Dagster reports it; assume one run
+        return 1
+    return max(value, 1)
+
+
+def concurrent_runs() -> int:
+    """Shard runs the Dagster instance lets run side by side: ``run_queue.max_concurrent_runs`` of
+    ``$DAGSTER_HOME/dagster.yaml``; 1 without a DAGSTER_HOME (a script, a test, a notebook)."""
+    home = os.environ.get("DAGSTER_HOME")
+    return _max_concurrent_runs(str(Path(home) / "dagster.yaml")) if home else 1
 
 
 def cpu_threads() -> int:
-    """Cores this process may use: ``CURATION_THREADS`` if set (a Ray actor's CPU share,
-    ``curation_pipeline.compute``), else the affinity mask, not the host's count, in containers."""
-    if os.environ.get("CURATION_THREADS", "").isdigit() and int(os.environ["CURATION_THREADS"]) > 0:
-        return int(os.environ["CURATION_THREADS"])
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """Threads one pool of this process may use: ``CURATION_THREADS`` if set (the scoring
+    resource's ``threads`` setting, or a Ray actor's CPU share, ``curation_pipeline.compute``),
+    else the cores available divided by the shard runs that may run at once (at least 1)."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return max(_cores() // concurrent_runs(), 1)
+
+
+def limit_torch_threads(threads: int | None = None) -> int:
+    """Size torch's intra-op pool to the budget, once torch is in use (never imports it).
+
+    Why: torch starts one thread per core by default; two runs side by side then fight over
+    every core and both slow down. Inter-op threads can only be set before torch's first
+    parallel work, so that part is best effort."""
+    threads = threads or cpu_threads()
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return threads
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # already started or already set: intra-op is what forward passes use
+        pass
+    return threads

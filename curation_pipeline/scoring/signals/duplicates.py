@@ -1,22 +1,9 @@
-"""Exact and near duplicates, within a shard and against shards already curated.
+"""Fingerprints for exact and near duplicates: ``DuplicateSignals``, a scorer like any other
+whose per-pair hashes and caption embeddings are stored raw.
 
-Two parts: ``DuplicateSignals`` measures per-pair fingerprints (a scorer like any
-other, stored raw); ``duplicate_graph`` links fingerprints. The pipeline links the
-fingerprints of every shard at once and picks each group's survivor by a rule that
-does not depend on shard order (``decisions/dedup.py``); ``assign_duplicate_groups``
-links one shard against a fixed prior (kept for callers that have one).
-
-What counts as a duplicate, from strongest to weakest link:
-
-- ``exact_pair``: identical decoded pixels and identical normalised caption.
-- ``exact_image``: identical pixels, different captions. The image is the
-  duplicate; the best caption (by quality) survives.
-- ``near_image``: pHash within ``phash_max_distance`` bits (re-encodes, resizes,
-  small edits), whatever the captions say.
-- ``near_caption``: caption cosine >= ``caption_min_cosine`` and, by default, the
-  images are at least loosely alike (pHash within ``near_caption_phash_max_distance``).
-  The same caption on unrelated images is not a duplicate: alt-text boilerplate
-  ("image", "photo", "click to enlarge") repeats across different images.
+Which pairs they make duplicates, and which copy is kept, is decided over the stored
+fingerprints in ``curation_pipeline.decisions.duplicate_groups`` (links and survivors) and
+``curation_pipeline.decisions.dedup`` (the whole pool at once).
 """
 
 from __future__ import annotations
@@ -24,33 +11,20 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
-from curation_pipeline.scoring.signals import cpu_threads
-from curation_pipeline.scoring.signals.embedding import EMBED_DIM, caption_embeddings
+from curation_pipeline.scoring.columns import ScoreColumn, error_column
+from curation_pipeline.scoring.signals.embedding import caption_embeddings
 
-# On Flickr photos a JPEG q60 re-encode, a half-size copy or a slight blur moves the
-# pHash by <= 2 bits; unrelated photos sit >= 14 bits apart (32 typical). A loose
-# paraphrase of a caption scores ~0.7 cosine, a light rewording ("plays" / "is playing") 0.96+.
-PHASH_MAX_DISTANCE = 6
-NEAR_CAPTION_PHASH_MAX_DISTANCE = 12
-CAPTION_MIN_COSINE = 0.95
-
-KINDS = (None, "near_caption", "near_image", "exact_image", "exact_pair")  # weakest to strongest
-_RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 _PHASH_SIZE = 32
 _PHASH_LOW = 8
 _FLAT_STD = 1.0  # grey levels, at 32x32
 _NON_WORD = re.compile(r"[\W_]+")
-_CHUNK_CELLS = 8_000_000  # pairs per numpy step: ~64 MB of uint64 per thread, bounded memory
 
 
 # --- fingerprints -----------------------------------------------------------------------------
@@ -103,7 +77,7 @@ def caption_norm_sha(caption: str | None) -> str | None:
 
 
 class DuplicateSignals(Scorer):
-    """Per-pair fingerprints that ``assign_duplicate_groups`` compares.
+    """Per-pair fingerprints that ``decisions.duplicate_groups`` compares.
 
     ``dup_caption_emb`` is a float32 array (384,), L2-normalised (a dot product is the
     cosine), or None for no caption; ``embed_captions=False`` skips the model.
@@ -112,7 +86,12 @@ class DuplicateSignals(Scorer):
     name = "dup"
     version = "1"
     needs_images = True
-    columns = ("dup_image_sha", "dup_phash", "dup_caption_norm_sha", "dup_caption_emb", "dup_error")
+    outputs = (ScoreColumn("dup_image_sha", "SHA-256 of the decoded pixels (exact image duplicates).", "str"),
+               ScoreColumn("dup_phash", "Perceptual hash of the image (near duplicates).", "str"),
+               ScoreColumn("dup_caption_norm_sha", "SHA-256 of the normalised caption.", "str"),
+               ScoreColumn("dup_caption_emb", "MiniLM caption embedding (384 floats, L2-normalised).", "json",
+                           sidecar=False),
+               error_column("dup"))
 
     def __init__(self, embed_captions: bool = True):
         self.embed_captions = embed_captions
@@ -152,225 +131,3 @@ class DuplicateSignals(Scorer):
             "dup_caption_emb": self._embeddings(batch.captions),
             "dup_error": errors,
         }, dtype=object)
-
-
-# --- grouping ---------------------------------------------------------------------------------
-
-_FINGERPRINTS = ["dup_image_sha", "dup_phash", "dup_caption_norm_sha", "dup_caption_emb"]
-
-
-def _hex_to_u64(values: np.ndarray) -> np.ndarray:
-    return np.array([int(v, 16) for v in values], dtype=np.uint64)
-
-
-def _near_hashes(queries: np.ndarray, pool: np.ndarray, max_distance: int) -> tuple[np.ndarray, ...]:
-    """(query index, pool index, distance) for distinct hashes within ``max_distance`` bits.
-    Brute force over pool chunks on all cores (numpy releases the GIL): ~2.5 s for
-    10,000 x 110,000 on 2 cores, and unlike bit-block indexes, exact at any distance."""
-    step = max(1, _CHUNK_CELLS // max(1, len(queries)))
-
-    def chunk(start: int) -> tuple[np.ndarray, ...]:
-        dist = np.bitwise_count(queries[:, None] ^ pool[None, start:start + step])
-        q, p = np.nonzero((dist <= max_distance) & (dist > 0))
-        return q, p + start, dist[q, p]
-
-    found = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint8))]
-    with ThreadPoolExecutor(cpu_threads()) as pool_exec:
-        found.extend(pool_exec.map(chunk, range(0, len(pool), step)))
-    return tuple(np.concatenate(parts) for parts in zip(*found))
-
-
-def _similar_vectors(queries: np.ndarray, pool: np.ndarray, min_cosine: float) -> tuple[np.ndarray, np.ndarray]:
-    """(query index, pool index) of unit vectors with cosine >= ``min_cosine``."""
-    found = [(np.empty(0, np.int64), np.empty(0, np.int64))]
-    step = max(1, _CHUNK_CELLS // max(1, len(queries)))
-    for start in range(0, len(pool), step):
-        q, p = np.nonzero(queries @ pool[start:start + step].T >= min_cosine)
-        found.append((q, p + start))
-    return tuple(np.concatenate(parts) for parts in zip(*found))
-
-
-class _Graph:
-    """Nodes are the rows of current, then of prior; an edge joins two duplicates and
-    raises both nodes' ``rank`` (strongest link kind) to its kind."""
-
-    def __init__(self, n_nodes: int):
-        self.n = n_nodes
-        self.rank = np.zeros(n_nodes, dtype=np.int8)
-        self._edges: list[tuple[np.ndarray, np.ndarray]] = []
-        self._kinds: list[np.ndarray] = []
-
-    def link(self, src, dst, kind: str) -> None:
-        src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
-        self._edges.append((src, dst))
-        self._kinds.append(np.full(len(src), _RANK[kind], dtype=np.int8))
-        for nodes in (src, dst):
-            np.maximum.at(self.rank, nodes, _RANK[kind])
-
-    def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(src, dst, kind rank) of every link, self-links dropped."""
-        src = np.concatenate([e[0] for e in self._edges] + [np.empty(0, np.int64)])
-        dst = np.concatenate([e[1] for e in self._edges] + [np.empty(0, np.int64)])
-        kind = np.concatenate(self._kinds + [np.empty(0, np.int8)])
-        keep = src != dst
-        return src[keep], dst[keep], kind[keep]
-
-    def link_equal(self, values: pd.Series, kind: str) -> None:
-        """Join every node to the first node sharing its (non-null) value."""
-        repeated = values[values.notna() & values.duplicated(keep=False)]
-        leaders = repeated[~repeated.duplicated()]
-        first = repeated.map(pd.Series(leaders.index, index=leaders.to_numpy()))
-        self.link(repeated.index, first.to_numpy(), kind)
-
-    def link_value_pairs(self, values: pd.Series, a: np.ndarray, b: np.ndarray, kind: str) -> None:
-        """For each pair of distinct similar values (a[i], b[i]), join every node holding one
-        to the first node holding the other: linear in group sizes, never their product."""
-        present = values.dropna()
-        leaders = present[~present.duplicated()]
-        first = pd.Series(leaders.index, index=leaders.to_numpy())
-        nodes = pd.DataFrame({"value": present.to_numpy(), "node": present.index})
-        for mine, other in ((a, b), (b, a)):
-            pairs = pd.DataFrame({"value": mine, "rep": first.loc[other].to_numpy()}).merge(nodes, on="value")
-            self.link(pairs["node"].to_numpy(), pairs["rep"].to_numpy(), kind)
-
-    def components(self) -> np.ndarray:
-        src = np.concatenate([e[0] for e in self._edges] + [np.empty(0, np.int64)])
-        dst = np.concatenate([e[1] for e in self._edges] + [np.empty(0, np.int64)])
-        adjacency = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(self.n, self.n))
-        return connected_components(adjacency, directed=False)[1]
-
-
-def _stack(embeddings: pd.Series) -> np.ndarray:
-    vectors = [np.asarray(e, dtype=np.float32) for e in embeddings]
-    return np.stack(vectors) if vectors else np.empty((0, EMBED_DIM), np.float32)
-
-
-def _link_phash(graph: _Graph, nodes: pd.DataFrame, n_current: int, phash_max: int,
-                loose_max: int | None, min_cosine: float) -> None:
-    """Near images by pHash, and near captions among loosely similar images (``loose_max``).
-    Hashes are compared once per distinct value, the current shard's against all."""
-    hashes = nodes["dup_phash"]
-    graph.link_equal(hashes, "near_image")
-    pool = hashes.dropna().unique()
-    queries = hashes.iloc[:n_current].dropna().unique()
-    if not len(queries):
-        return
-    q, p, dist = _near_hashes(_hex_to_u64(queries), _hex_to_u64(pool), max(phash_max, loose_max or 0))
-    near = dist <= phash_max
-    graph.link_value_pairs(hashes, queries[q[near]], pool[p[near]], "near_image")
-    if loose_max is None or near.all():
-        return
-    by_hash = pd.DataFrame({"h": hashes, "node": nodes.index})
-    loose = pd.DataFrame({"hq": queries[q[~near]], "hp": pool[p[~near]]})
-    pairs = (loose.merge(by_hash.rename(columns={"h": "hq", "node": "u"}), on="hq")
-             .merge(by_hash.rename(columns={"h": "hp", "node": "v"}), on="hp"))
-    emb = nodes["dup_caption_emb"]
-    pairs = pairs[((pairs["u"] < n_current) | (pairs["v"] < n_current))
-                  & emb.iloc[pairs["u"]].notna().to_numpy() & emb.iloc[pairs["v"]].notna().to_numpy()]
-    cosine = np.einsum("ij,ij->i", _stack(emb.iloc[pairs["u"]]), _stack(emb.iloc[pairs["v"]]))
-    keep = cosine >= min_cosine
-    graph.link(pairs["u"].to_numpy()[keep], pairs["v"].to_numpy()[keep], "near_caption")
-
-
-def _link_captions(graph: _Graph, nodes: pd.DataFrame, n_current: int, min_cosine: float) -> None:
-    """Near captions whatever the images: one embedding per distinct normalised caption."""
-    shas = nodes["dup_caption_norm_sha"].where(nodes["dup_caption_emb"].notna())
-    graph.link_equal(shas, "near_caption")
-    reps = shas.dropna().drop_duplicates()
-    current = reps[reps.index < n_current]
-    if current.empty:
-        return
-    emb = nodes["dup_caption_emb"]
-    q, p = _similar_vectors(_stack(emb.loc[current.index]), _stack(emb.loc[reps.index]), min_cosine)
-    distinct = current.to_numpy()[q] != reps.to_numpy()[p]
-    graph.link_value_pairs(shas, current.to_numpy()[q[distinct]], reps.to_numpy()[p[distinct]], "near_caption")
-
-
-def _prior_labels(prior: pd.DataFrame) -> pd.Series:
-    return prior["shard"].astype(str) + "/" + prior["key"].astype(str)
-
-
-def assign_duplicate_groups(
-    current: pd.DataFrame,
-    prior: pd.DataFrame | None,
-    quality: pd.Series,
-    *,
-    phash_max_distance: int = PHASH_MAX_DISTANCE,
-    caption_min_cosine: float = CAPTION_MIN_COSINE,
-    near_caption_requires_near_image: bool = True,
-    near_caption_phash_max_distance: int = NEAR_CAPTION_PHASH_MAX_DISTANCE,
-) -> pd.DataFrame:
-    """Duplicate groups of one shard's pairs, against each other and against ``prior``.
-
-    ``current`` has ``key`` and the dup_* columns; ``prior`` the same plus ``shard``: the
-    pairs already curated (kept) from earlier shards. ``quality`` (aligned with
-    ``current``'s index, higher is better, NaN lowest) picks the survivor.
-
-    Returns, on ``current``'s index: ``dup_group`` (None when the pair has no duplicate;
-    else the key of the kept pair, or ``shard/key`` of the group's prior pair, the first
-    by that label if several), ``dup_kind`` (the row's strongest link, see the module doc), ``dup_keep``
-    (one per group, best quality then smallest key; never when the group holds a prior
-    pair, which was kept already) and ``dup_of`` (the group's kept pair; None for the
-    kept pair itself and for rows without duplicates).
-    """
-    n = len(current)
-    prior = prior if prior is not None else pd.DataFrame(columns=_FINGERPRINTS + ["shard", "key"])
-    nodes = pd.concat([current[_FINGERPRINTS].reset_index(drop=True),
-                       prior[_FINGERPRINTS].reset_index(drop=True)], ignore_index=True)
-    graph = duplicate_graph(nodes, n, phash_max_distance=phash_max_distance,
-                            caption_min_cosine=caption_min_cosine,
-                            near_caption_requires_near_image=near_caption_requires_near_image,
-                            near_caption_phash_max_distance=near_caption_phash_max_distance)
-    return _choose_survivors(current, prior, quality, graph)
-
-
-def duplicate_graph(
-    nodes: pd.DataFrame,
-    n_query: int,
-    *,
-    phash_max_distance: int = PHASH_MAX_DISTANCE,
-    caption_min_cosine: float = CAPTION_MIN_COSINE,
-    near_caption_requires_near_image: bool = True,
-    near_caption_phash_max_distance: int = NEAR_CAPTION_PHASH_MAX_DISTANCE,
-) -> _Graph:
-    """Links between ``nodes`` (the dup_* columns, any index): exact links among all nodes,
-    near links (the costly comparisons) only for the first ``n_query`` nodes against all."""
-    nodes = nodes[_FINGERPRINTS].reset_index(drop=True).astype(object)
-    nodes["pair"] = nodes["dup_image_sha"].str.cat(nodes["dup_caption_norm_sha"], sep="|")
-    graph = _Graph(len(nodes))
-    graph.link_equal(nodes["dup_image_sha"], "exact_image")
-    graph.link_equal(nodes["pair"], "exact_pair")
-    loose = near_caption_phash_max_distance if near_caption_requires_near_image else None
-    _link_phash(graph, nodes, n_query, phash_max_distance, loose, caption_min_cosine)
-    if not near_caption_requires_near_image:
-        _link_captions(graph, nodes, n_query, caption_min_cosine)
-    return graph
-
-
-def _choose_survivors(current: pd.DataFrame, prior: pd.DataFrame, quality: pd.Series,
-                      graph: _Graph) -> pd.DataFrame:
-    n = len(current)
-    component = graph.components()
-    keys = current["key"].astype(str).to_numpy()
-    score = quality.reindex(current.index).to_numpy(dtype=float)
-    score = np.where(np.isnan(score), -np.inf, score)
-
-    order = np.lexsort((keys, -score, component[:n]))
-    best = pd.Series(keys[order], index=component[:n][order]).groupby(level=0).first()
-    prior_first = pd.Series(dtype=object)
-    if len(prior):
-        labels = _prior_labels(prior).to_numpy()
-        by_label = np.argsort(labels, kind="stable")
-        prior_first = pd.Series(labels[by_label], index=component[n:][by_label]).groupby(level=0).first()
-
-    own = pd.Series(component[:n])
-    from_prior = own.isin(prior_first.index).to_numpy()
-    survivor = own.map(prior_first).where(from_prior, own.map(best)).to_numpy(dtype=object)
-    in_group = graph.rank[:n] > 0
-    keep = ~in_group | (~from_prior & (survivor == keys))
-    return pd.DataFrame({
-        "dup_group": np.where(in_group, survivor, None),
-        "dup_kind": np.array(KINDS, dtype=object)[graph.rank[:n]],
-        "dup_keep": keep,
-        "dup_of": np.where(in_group & ~keep, survivor, None),
-    }, index=current.index)

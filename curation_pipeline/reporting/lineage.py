@@ -40,7 +40,7 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
     try:
         final = con.execute(
             f"""SELECT f.shard, f.key, f.outcome, f.reason, f.original_caption, f.final_caption, f.rewriter,
-                       f.rewriter_version, f.quality_column, f.quality_before, f.quality_final, f.decision
+                       f.rewriter_version, f.quality_column, f.quality_before, f.quality_final, f.action
                 FROM read_parquet($final, union_by_name = true) f
                 WHERE {where} {"AND rewritten" if rewritten_only else ""} ORDER BY shard, key""",
             {**params, "final": final_glob}).df()
@@ -49,7 +49,7 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
         else:
             attempts = con.execute(
                 f"""SELECT shard, key, attempt, rewriter, rewriter_version, prompt_hash, original_caption,
-                           candidate_caption, score_before, score_after, edit_ratio, length_ratio,
+                           candidate_caption, quality_before, quality_after, edit_ratio, length_ratio,
                            semantic_similarity, accepted, reason, run_id, created_at
                     FROM read_parquet($attempts, union_by_name = true)
                     WHERE {where} ORDER BY shard, key, attempt""",
@@ -77,7 +77,22 @@ def format_history(history: CaptionHistory, limit: int = 50) -> str:
             mark = "accepted" if a.accepted else "rejected"
             lines.append(f"  attempt {a.attempt} [{a.rewriter} {a.rewriter_version}, run {str(a.run_id)[:8]}, "
                          f"{a.created_at}] {mark}: {a.candidate_caption!r} "
-                         f"(score {a.score_before:.3g} -> {a.score_after:.3g}; {a.reason})")
+                         f"(score {a.quality_before:.3g} -> {a.quality_after:.3g}; {a.reason})")
     if len(history.final) > limit:
         lines.append(f"... {len(history.final) - limit} more pairs (use --limit)")
     return "\n".join(lines)
+
+
+LINEAGE_PREVIEW = ["key", "accepted", "original_caption", "candidate_caption", "attempted_because", "reason",
+                   "quality_before", "quality_after", "edit_ratio", "semantic_similarity", "rewriter", "run"]
+
+def lineage_preview(lineage: pd.DataFrame, decisions: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """The rows the UI shows: why each caption was attempted (the decision's reason), the verdict,
+    and a short run id (the full one is in the table)."""
+    if not len(lineage):
+        return pd.DataFrame(columns=LINEAGE_PREVIEW)
+    why = decisions.set_index("key")["reason"]
+    shown = lineage.sort_values("accepted", ascending=False, kind="stable").head(rows).copy()
+    shown["attempted_because"] = shown["key"].map(why)
+    shown["run"] = shown["run_id"].astype(str).str[:8]
+    return shown[LINEAGE_PREVIEW]

@@ -1,0 +1,159 @@
+"""The fixed cost of a ``curate run`` and how well two runs share one machine.
+
+Every figure comes from real ``curate run`` processes over the sample shards (``curate
+sample-data``, 40 pairs each, offline profile by default, ``--no-report``), one Dagster home
+shared by all of them as in production, and the step timings Dagster records for each run:
+
+- ``one_run_s``: a run of one shard, start to exit; ``one_run_steps_s`` the time its steps took
+  (the shard's own work, first-use loading of models and libraries included) and
+  ``outside_steps_s`` the rest: imports, definitions, model loading, instance set-up, exit;
+- ``per_shard_s``: what each further shard adds to a run of several (``--shards``), split into
+  its steps (``per_shard_scoring_s`` for ``quality_scores``, ``per_shard_non_scoring_s`` for the
+  others) and the orchestration between them (``per_shard_overhead_s``);
+- ``fixed_per_run_s``: ``one_run_s - per_shard_s``, what a run costs beyond its shard's work;
+- ``two_runs_vs_one``: two runs of one shard each, side by side, against one such run alone:
+  ``2 * one_run_s / two_runs_s`` (2.0 is perfect sharing, 1.0 no gain).
+
+Each run sizes its thread pools to the cores divided by the home's ``max_concurrent_runs`` (the
+shipped dagster.yaml says 2), unless ``CURATION_THREADS`` is set. ``--smoke`` skips the warm-up
+run and the several-shard run (``per_shard_*`` then come from the one-shard run's steps) and
+uses the text profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import add_smoke_flag, parse_args, result_line
+
+CURATE = Path(sys.executable).with_name("curate")
+
+
+def curate_command(args, raw: Path, warehouse: Path, shards: list[str]) -> list[str]:
+    base = [str(CURATE)] if CURATE.is_file() else [sys.executable, "-m", "curation_pipeline.cli"]
+    command = [*base, "run", "--raw", str(raw), "--warehouse", str(warehouse), "--profile", args.profile,
+               "--no-report"]
+    for shard in shards:
+        command += ["--shard", shard]
+    return command
+
+
+def start(args, raw, warehouse, shards, env) -> subprocess.Popen:
+    return subprocess.Popen(curate_command(args, raw, warehouse, shards), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> None:
+    out, err = process.communicate(timeout=900)
+    if process.returncode != 0:
+        raise SystemExit(f"curate run exited {process.returncode}:\n{out[-2000:]}\n{err[-4000:]}")
+
+
+def timed_run(args, raw, warehouse, shards, env) -> float:
+    began = time.perf_counter()
+    finish(start(args, raw, warehouse, shards, env))
+    return time.perf_counter() - began
+
+
+def step_times(home: Path, known: set[str]) -> tuple[dict[str, dict[str, float]], set[str]]:
+    """Per shard, per step: seconds, for the runs not in ``known``; and every run id seen."""
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(home)
+    shards: dict[str, dict[str, float]] = {}
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+        for run in runs:
+            if run.run_id in known:
+                continue
+            shard = run.tags.get("dagster/partition", f"run:{run.job_name}")
+            steps = shards.setdefault(shard, {})
+            for stat in instance.get_run_step_stats(run.run_id):
+                if stat.start_time and stat.end_time:
+                    steps[stat.step_key] = steps.get(stat.step_key, 0.0) + stat.end_time - stat.start_time
+        return shards, {run.run_id for run in runs}
+
+
+def split(steps: dict[str, float]) -> tuple[float, float]:
+    scoring = sum(v for k, v in steps.items() if k == "quality_scores")
+    return scoring, sum(steps.values()) - scoring
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", type=int, default=3, help="shards of the several-shard run (>= 2)")
+    parser.add_argument("--profile", default="offline")
+    add_smoke_flag(parser, profile="text")
+    args = parse_args(parser)
+    from curation_pipeline.demo import generate_sample_shards
+    from curation_pipeline.scoring import signals
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    try:
+        raw = tmp / "raw"
+        names = [p.stem for p in generate_sample_shards(raw, n_shards=max(args.shards, 3))]
+        home = tmp / "home"
+        env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "GX_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}
+        known: set[str] = set()
+        if not args.smoke:  # a first run creates the home's storages and fills the page cache
+            timed_run(args, raw, tmp / "wh-warm", names[:1], env)
+            _, known = step_times(home, known)
+        one_run_s = timed_run(args, raw, tmp / "wh-one", names[:1], env)
+        steps, known = step_times(home, known)
+        first = steps[names[0]]
+        one_run_steps_s = sum(sum(s.values()) for s in steps.values())
+        if args.smoke:
+            per_shard_s = per_shard_steps_s = sum(first.values())
+            per_shard_scoring_s, per_shard_non_scoring_s = split(first)
+        else:
+            several = names[:max(args.shards, 2)]
+            several_s = timed_run(args, raw, tmp / "wh-several", several, env)
+            steps, known = step_times(home, known)
+            later = [steps[s] for s in several[1:]]  # the first shard of a run pays the first-use loading
+            per_shard_s = (several_s - one_run_s) / (len(several) - 1)
+            per_shard_steps_s = sum(sum(s.values()) for s in later) / len(later)
+            per_shard_scoring_s = sum(split(s)[0] for s in later) / len(later)
+            per_shard_non_scoring_s = sum(split(s)[1] for s in later) / len(later)
+        began = time.perf_counter()
+        pair = [start(args, raw, tmp / f"wh-pair-{i}", [names[1 + i]], env) for i in range(2)]
+        for process in pair:
+            finish(process)
+        two_runs_s = time.perf_counter() - began
+        os.environ["DAGSTER_HOME"] = str(home)
+        figures = {
+            "cores": signals._cores(),
+            "threads_per_run": signals.cpu_threads(),
+            "pairs_per_shard": 40,
+            "one_run_s": one_run_s,
+            "one_run_steps_s": one_run_steps_s,
+            "outside_steps_s": one_run_s - one_run_steps_s,
+            "fixed_per_run_s": one_run_s - per_shard_s,
+            "per_shard_s": per_shard_s,
+            "per_shard_steps_s": per_shard_steps_s,
+            "per_shard_overhead_s": per_shard_s - per_shard_steps_s,
+            "per_shard_scoring_s": per_shard_scoring_s,
+            "per_shard_non_scoring_s": per_shard_non_scoring_s,
+            "two_runs_s": two_runs_s,
+            "two_runs_vs_one": 2 * one_run_s / two_runs_s,
+        }
+        print(f"one run of one shard {one_run_s:.1f} s ({figures['outside_steps_s']:.1f} s outside its steps); "
+              f"fixed cost per run {figures['fixed_per_run_s']:.1f} s; each further shard {per_shard_s:.2f} s "
+              f"(scoring {per_shard_scoring_s:.2f} s, other steps {per_shard_non_scoring_s:.2f} s, orchestration "
+              f"{figures['per_shard_overhead_s']:.2f} s); two runs side by side {two_runs_s:.1f} s -> "
+              f"{figures['two_runs_vs_one']:.2f}x one run ({figures['threads_per_run']} thread(s) per run, "
+              f"{figures['cores']} cores)")
+        result_line(figures)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
