@@ -1,8 +1,6 @@
 """Stage 4, rewriting: weak captions of usable images are rewritten, verified, and resolved."""
 
 
-from typing import Iterator
-
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -11,7 +9,6 @@ from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import columns
 from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, table
 from curation_pipeline.decisions.outcome import resolve_outcomes
-from curation_pipeline.pairs import PairBatch
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.reporting.lineage import lineage_preview
@@ -23,44 +20,8 @@ from curation_pipeline.resources import (
     WarehouseResource,
 )
 from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
+from curation_pipeline.rewriting.targets import needed_columns, rewrite_needs_images, rewrite_targets, target_batches
 from curation_pipeline.scoring.run import score_batch
-from curation_pipeline.scoring.selection import columns_used
-from curation_pipeline.shards.reader import iter_pair_batches
-
-
-def _needed_columns(policy: PolicyResource) -> set[str]:
-    return {policy.quality_column} | columns_used(policy.keep_expression)
-
-
-def _target_batches(targets: pd.DataFrame, wh_url: str, shard: str, with_images: bool,
-                    batch_size: int, expected=None) -> Iterator[PairBatch]:
-    """Only the pairs to rewrite; images are decoded again only when a model needs them."""
-    if not with_images:
-        yield from PairBatch(targets["key"].tolist(), targets["caption"].tolist()).chunks(batch_size)
-        return
-    wanted = set(targets["key"])
-    for batch, _ in iter_pair_batches(wh_url, shard, batch_size=batch_size, expected=expected):
-        keep = [i for i, k in enumerate(batch.keys) if k in wanted]
-        if keep:
-            yield PairBatch([batch.keys[i] for i in keep], [batch.captions[i] for i in keep],
-                            [batch.images[i] for i in keep])
-
-
-def _rewrite_needs_images(kind: str, needed: set[str], scores: pd.DataFrame) -> bool:
-    """The local engine's ``model.needs_images or any(s.needs_images for s in rescorers)``, without
-    loading a model in this process: the rewriter's class says, and of the scorers only caption text
-    quality works without images."""
-    from curation_pipeline.rewriting.aitqe import AitqeRewriter
-    from curation_pipeline.rewriting.cleaner import CaptionCleaner
-    from curation_pipeline.rewriting.vlm import VlmRewriter
-    from curation_pipeline.scoring.run import INVENTORY_COLUMNS
-    from curation_pipeline.scoring.text_quality import CaptionTextQuality
-
-    model = {"cleaner": CaptionCleaner, "vlm": VlmRewriter, "aitqe": AitqeRewriter}.get(kind)
-    if model is None:
-        raise ValueError(f"unknown rewriter kind {kind!r}; choose cleaner, vlm or aitqe")
-    scored = needed & (set(scores.columns) - set(INVENTORY_COLUMNS))
-    return model.needs_images or any(c not in {o.name for o in CaptionTextQuality.outputs} for c in scored)
 
 
 def _similarity():
@@ -87,28 +48,26 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     shard = context.partition_key
     expected = raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
     decisions, scores = caption_decisions, quality_scores
-    targets = decisions.loc[decisions["action"].eq("rewrite"), ["key", "quality_before"]].merge(
-        scores[["key", "caption"]], on="key", how="left")
+    targets = rewrite_targets(decisions, scores)
+    needed = needed_columns(policy.quality_column, policy.keep_expression)
     ray_stats = {}
     if targets.empty:
         lineage = empty_lineage()
     elif compute.uses_ray:  # rewrite + re-score as Ray Data streaming on the cluster; the same rows as below
         from curation_pipeline.compute.ray_data import rewrite_shard
 
-        needed = _needed_columns(policy)
         lineage, stats = rewrite_shard(
-            warehouse.raw_url(shard), shard, targets, with_images=_rewrite_needs_images(rewriter.kind, needed, scores),
+            warehouse.raw_url(shard), shard, targets, with_images=rewrite_needs_images(rewriter.kind, needed, scores),
             rewriter=rewriter.model_dump(), profile=scoring.as_profile(), needed=needed,
             quality_column=policy.quality_column, rules=policy.acceptance_rules(), run_id=context.run_id,
             options=compute.options("rewrite", rewriter.batch_size), expected=expected)
         ray_stats = stats.metadata()
     else:
         model = rewriter.rewriter()
-        needed = _needed_columns(policy)
         rescorers = [s for s in scoring.scorers() if needed & set(s.columns)]
         with_images = model.needs_images or any(s.needs_images for s in rescorers)
         lineage = rewrite_batches(
-            _target_batches(targets, warehouse.raw_url(shard), shard, with_images, rewriter.batch_size, expected),
+            target_batches(targets, warehouse.raw_url(shard), shard, with_images, rewriter.batch_size, expected),
             shard=shard, rewriter=model, rescore=lambda b: score_batch(rescorers, b),
             quality_column=policy.quality_column,
             scores_before=dict(zip(targets["key"], targets["quality_before"].astype(float))),

@@ -33,6 +33,12 @@ class AitqeScorer(Scorer):
                error_column("aitqe"))
     needs_images = True
 
+    @classmethod
+    def from_profile(cls, profile) -> "AitqeScorer | None":
+        if not profile.aitqe_model:
+            return None
+        return cls(profile.aitqe_model, device=profile.device, batch_size=profile.batch_size)
+
     def __init__(self, model: str, *, batch_size: int = 8, max_new_tokens: int = AITQE_MAX_NEW_TOKENS,
                  device: str | None = None, dtype=None, vision_tower: str | None = None):
         self.batch_size = batch_size

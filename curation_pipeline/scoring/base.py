@@ -42,6 +42,11 @@ class Scorer(ABC):
     def columns(self, names) -> None:
         self._columns = tuple(names)
 
+    @classmethod
+    def from_profile(cls, profile) -> "Scorer | None":
+        """This scorer as a ``ScoringProfile`` configures it; None when the profile leaves it out."""
+        return cls()
+
     @abstractmethod
     def score(self, batch: PairBatch) -> pd.DataFrame:
         raise NotImplementedError

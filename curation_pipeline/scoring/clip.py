@@ -86,6 +86,11 @@ class ClipScorer(Scorer):
     needs_images = True
     outputs = _clip_outputs()  # with name="clip"; an instance without a sigmoid head writes no _sigmoid
 
+    @classmethod
+    def from_profile(cls, profile) -> "ClipScorer":
+        return cls(profile.clip_model, device=profile.device, batch_size=profile.batch_size, dtype=profile.clip_dtype,
+                   prefix=CLIPSCORE_PREFIX if profile.clip_prefix else None)
+
     def __init__(self, model: str, *, device: str | None = None, dtype: str | torch.dtype | None = "auto",
                  batch_size: int = 32, prefix: str | None = CLIPSCORE_PREFIX, name: str = "clip"):
         self.name = name

@@ -49,43 +49,15 @@ class ScoringProfile:
             raise ValueError(f"profile {self.name!r} needs mlm_model (a HuggingFace id or a local path)")
 
 
-def caption_scorers() -> list[Scorer]:
-    from curation_pipeline.scoring.datacomp import DataCompBasicRules
-    from curation_pipeline.scoring.text_quality import CaptionTextQuality
-
-    return [DataCompBasicRules(), CaptionTextQuality()]
-
-
-def signal_scorers(batch_size: int = ScoringProfile.batch_size) -> list[Scorer]:
-    from curation_pipeline.scoring.signals.duplicates import DuplicateSignals
-    from curation_pipeline.scoring.signals.image_quality import ImageQualityScorer
-    from curation_pipeline.scoring.signals.nsfw import NsfwScorer
-    from curation_pipeline.scoring.signals.ocr import TextInImageScorer
-
-    return [NsfwScorer(batch_size=batch_size), TextInImageScorer(), ImageQualityScorer(), DuplicateSignals()]
-
-
 def build_scorers(profile: ScoringProfile) -> list[Scorer]:
-    """Instantiate (and so load) every scorer of a profile; a missing model fails here, at once."""
-    scorers = caption_scorers()
-    if profile.name != "text":
-        scorers += signal_scorers(profile.batch_size)
-    if profile.name in ("clip", "full"):
-        from curation_pipeline.scoring.clip import CLIPSCORE_PREFIX, ClipScorer
+    """Instantiate (and so load) every registered scorer the profile runs; a missing model fails here,
+    at once. Each scorer class builds itself from the profile (``Scorer.from_profile``)."""
+    from curation_pipeline.scoring.registry import scorer_classes
 
-        scorers.append(ClipScorer(profile.clip_model, device=profile.device, batch_size=profile.batch_size,
-                                  dtype=profile.clip_dtype,
-                                  prefix=CLIPSCORE_PREFIX if profile.clip_prefix else None))
-    if profile.name in ("mlm", "full"):
-        from curation_pipeline.scoring.mlm import MlmFilterScorer
+    built = (cls.from_profile(profile) for cls in scorer_classes(profile.name))
+    return [scorer for scorer in built if scorer is not None]
 
-        scorers.append(MlmFilterScorer(
-            profile.mlm_model, metrics=tuple(profile.mlm_metrics), mode=profile.mlm_mode, device=profile.device,
-            min_mass=profile.mlm_min_mass, batch_size=profile.batch_size, prompt_set=profile.mlm_prompt_set,
-            vision_tower=profile.mlm_vision_tower, pad_to_square=profile.mlm_pad_to_square,
-            trust_remote_code=profile.mlm_model in profile.trust_remote_code))
-    if profile.aitqe_model and profile.name != "text":
-        from curation_pipeline.scoring.aitqe import AitqeScorer
 
-        scorers.append(AitqeScorer(profile.aitqe_model, device=profile.device, batch_size=profile.batch_size))
-    return scorers
+def caption_scorers() -> list[Scorer]:
+    """The scorers that read only the caption (the text profile)."""
+    return build_scorers(ScoringProfile(name="text"))

@@ -1,9 +1,9 @@
 """Every scorer, registered once: what its columns are and what they can decide.
 
 The score-range check, the decision policy, the curated sidecars, the report, the UI's column
-schemas and dedup read these declarations instead of lists of their own. A new signal is a
-scorer class with ``outputs`` (and ``bounds``) added to ``SCORERS``. Imports are lazy: the
-scorer modules pull in their models' libraries.
+schemas and dedup read these declarations instead of lists of their own, and the profiles build
+their scorers from it. A new signal is a scorer class with ``outputs`` (and ``bounds``) and one
+line in ``SCORERS``. Imports are lazy: the scorer modules pull in their models' libraries.
 """
 
 from __future__ import annotations
@@ -13,23 +13,32 @@ from importlib import import_module
 
 from curation_pipeline.scoring.columns import Bound, ScoreColumn
 
-# module:class, in the order decisions name their reasons
+EVERY = ("offline", "text", "clip", "mlm", "full")
+WITH_IMAGES = ("offline", "clip", "mlm", "full")
+
+# module:class and the profiles that run it, in the order decisions name their reasons
 SCORERS = (
-    "curation_pipeline.scoring.datacomp:DataCompBasicRules",
-    "curation_pipeline.scoring.text_quality:CaptionTextQuality",
-    "curation_pipeline.scoring.signals.nsfw:NsfwScorer",
-    "curation_pipeline.scoring.signals.ocr:TextInImageScorer",
-    "curation_pipeline.scoring.signals.image_quality:ImageQualityScorer",
-    "curation_pipeline.scoring.signals.duplicates:DuplicateSignals",
-    "curation_pipeline.scoring.clip:ClipScorer",
-    "curation_pipeline.scoring.mlm.scorer:MlmFilterScorer",
-    "curation_pipeline.scoring.aitqe:AitqeScorer",
+    ("curation_pipeline.scoring.datacomp:DataCompBasicRules", EVERY),
+    ("curation_pipeline.scoring.text_quality:CaptionTextQuality", EVERY),
+    ("curation_pipeline.scoring.signals.nsfw:NsfwScorer", WITH_IMAGES),
+    ("curation_pipeline.scoring.signals.ocr:TextInImageScorer", WITH_IMAGES),
+    ("curation_pipeline.scoring.signals.image_quality:ImageQualityScorer", WITH_IMAGES),
+    ("curation_pipeline.scoring.signals.duplicates:DuplicateSignals", WITH_IMAGES),
+    ("curation_pipeline.scoring.clip:ClipScorer", ("clip", "full")),
+    ("curation_pipeline.scoring.mlm.scorer:MlmFilterScorer", ("mlm", "full")),
+    ("curation_pipeline.scoring.aitqe:AitqeScorer", WITH_IMAGES),  # when the profile names an AITQE model
 )
 
 
-@lru_cache(maxsize=1)
-def scorer_classes() -> tuple[type, ...]:
-    return tuple(getattr(import_module(module), name) for module, name in (s.split(":") for s in SCORERS))
+def _load(entry: str) -> type:
+    module, name = entry.split(":")
+    return getattr(import_module(module), name)
+
+
+@lru_cache(maxsize=None)
+def scorer_classes(profile: str | None = None) -> tuple[type, ...]:
+    """Every registered scorer class, or those a profile runs (only their modules are imported)."""
+    return tuple(_load(entry) for entry, profiles in SCORERS if profile is None or profile in profiles)
 
 
 @lru_cache(maxsize=1)

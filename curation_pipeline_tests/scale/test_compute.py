@@ -94,7 +94,7 @@ DECODE_FIELDS = {"image_format", "image_mode", "width", "height", "n_frames", "d
     ("cleaner", {"text_quality", "datacomp_pass"}), ("vlm", {"text_quality"}), ("aitqe", {"text_quality"}),
 ])
 def test_the_ray_path_decodes_images_exactly_when_the_local_one_does(kind, needed):
-    from curation_pipeline.assets.rewriting import _rewrite_needs_images
+    from curation_pipeline.rewriting.targets import rewrite_needs_images
     from curation_pipeline.rewriting.aitqe import AitqeRewriter
     from curation_pipeline.rewriting.cleaner import CaptionCleaner
     from curation_pipeline.rewriting.vlm import VlmRewriter
@@ -106,7 +106,7 @@ def test_the_ray_path_decodes_images_exactly_when_the_local_one_does(kind, neede
     rescorers = [s for s in scorers if needed & set(s.columns)]
     local = model.needs_images or any(s.needs_images for s in rescorers)
     scores = pd.DataFrame(columns=INVENTORY_COLUMNS + [c for s in scorers for c in s.columns])
-    assert _rewrite_needs_images(kind, needed, scores) == local
+    assert rewrite_needs_images(kind, needed, scores) == local
 
 
 def _odd_shard(path) -> str:

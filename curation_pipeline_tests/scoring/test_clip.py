@@ -79,15 +79,13 @@ def test_prefix_text_matches_the_reference(model_dir):
 
 def test_prefix_and_dtype_switches_reach_the_scorer(model_dir, monkeypatch):
     from curation_pipeline.resources import ScoringResource
-    from curation_pipeline.scoring import profiles
+    from curation_pipeline.scoring.clip import ClipScorer
 
-    monkeypatch.setattr(profiles, "caption_scorers", lambda: [])
-    monkeypatch.setattr(profiles, "signal_scorers", lambda *args: [])
     default = ScoringResource(profile="clip", clip={"model": model_dir}).as_profile()
     assert default.clip_prefix is True and default.clip_dtype == "auto"
-    [on] = profiles.build_scorers(default)
+    on = ClipScorer.from_profile(default)  # what build_scorers makes for the profile
     assert on.prefix == "A photo depicts" and on.model.dtype == torch.float32
-    [off] = profiles.build_scorers(
+    off = ClipScorer.from_profile(
         ScoringResource(profile="clip", clip={"model": model_dir, "prefix": False, "dtype": "bfloat16"}).as_profile())
     assert off.prefix is None and off.model.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="dtype"):

@@ -20,8 +20,11 @@ def test_every_registered_scorer_declares_described_columns_and_its_error_column
 def test_the_offline_scorers_write_exactly_their_declared_columns(tmp_path):
     from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
 
-    for scorer in build_scorers(ScoringProfile(name="offline")):
+    scorers = build_scorers(ScoringProfile(name="offline"))
+    assert [s.name for s in scorers] == ["datacomp", "text_quality", "nsfw", "ocr", "image_quality", "dup"]
+    for scorer in scorers:
         assert tuple(scorer.columns) == tuple(c.name for c in type(scorer).outputs)
+    assert [s.name for s in build_scorers(ScoringProfile(name="text"))] == ["datacomp", "text_quality"]
 
 
 def test_a_new_signal_is_registered_once_and_every_consumer_sees_it(monkeypatch):

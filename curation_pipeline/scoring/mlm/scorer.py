@@ -77,6 +77,13 @@ class MlmFilterScorer(Scorer):
     needs_images = True
     outputs = _mlm_outputs()  # every metric; an instance writes the metrics it was asked for
 
+    @classmethod
+    def from_profile(cls, profile) -> "MlmFilterScorer":
+        return cls(profile.mlm_model, metrics=tuple(profile.mlm_metrics), mode=profile.mlm_mode, device=profile.device,
+                   min_mass=profile.mlm_min_mass, batch_size=profile.batch_size, prompt_set=profile.mlm_prompt_set,
+                   vision_tower=profile.mlm_vision_tower, pad_to_square=profile.mlm_pad_to_square,
+                   trust_remote_code=profile.mlm_model in profile.trust_remote_code)
+
     def __init__(self, model: str, *, metrics=METRICS, mode: str = "logits", prompt_set: str | None = None,
                  vision_tower: str | None = None, pad_to_square: bool | None = None, device: str | None = None,
                  dtype=None, batch_size: int = 4, max_new_tokens: int | None = None,

@@ -32,6 +32,10 @@ class NsfwScorer(Scorer):
                error_column("nsfw"))
     bounds = (Bound("nsfw_prob", ">=", "nsfw_drop", "nsfw"),)
 
+    @classmethod
+    def from_profile(cls, profile) -> "NsfwScorer":
+        return cls(batch_size=profile.batch_size)
+
     def __init__(self, batch_size: int, intra_op_threads: int | None = None):
         self.batch_size = batch_size
         self._classifier = Classifier(intra_op_threads=intra_op_threads or cpu_threads())

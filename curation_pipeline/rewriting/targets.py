@@ -1,0 +1,55 @@
+"""Which pairs a shard rewrites, what judging a rewrite reads, and whether images must be decoded
+again for it: what both engines (local and Ray) ask before rewriting."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pandas as pd
+
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.scoring.selection import columns_used
+from curation_pipeline.shards.fingerprint import RawFingerprint
+from curation_pipeline.shards.reader import iter_pair_batches
+
+
+def rewrite_targets(decisions: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """key, quality_before and caption of every pair decided ``rewrite``."""
+    return decisions.loc[decisions["action"].eq("rewrite"), ["key", "quality_before"]].merge(
+        scores[["key", "caption"]], on="key", how="left")
+
+
+def needed_columns(quality_column: str, keep_expression: str | None) -> set[str]:
+    """The scores a rewrite is judged by: the quality column and what the keep expression reads."""
+    return {quality_column} | columns_used(keep_expression)
+
+
+def target_batches(targets: pd.DataFrame, raw_url: str, shard: str, with_images: bool, batch_size: int,
+                   expected: RawFingerprint | None = None) -> Iterator[PairBatch]:
+    """Only the pairs to rewrite; images are decoded again only when a model needs them."""
+    if not with_images:
+        yield from PairBatch(targets["key"].tolist(), targets["caption"].tolist()).chunks(batch_size)
+        return
+    wanted = set(targets["key"])
+    for batch, _ in iter_pair_batches(raw_url, shard, batch_size=batch_size, expected=expected):
+        keep = [i for i, k in enumerate(batch.keys) if k in wanted]
+        if keep:
+            yield PairBatch([batch.keys[i] for i in keep], [batch.captions[i] for i in keep],
+                            [batch.images[i] for i in keep])
+
+
+def rewrite_needs_images(kind: str, needed: set[str], scores: pd.DataFrame) -> bool:
+    """The local engine's ``model.needs_images or any(s.needs_images for s in rescorers)``, without
+    loading a model in this process: the rewriter's class says, and of the scorers only caption text
+    quality works without images."""
+    from curation_pipeline.rewriting.aitqe import AitqeRewriter
+    from curation_pipeline.rewriting.cleaner import CaptionCleaner
+    from curation_pipeline.rewriting.vlm import VlmRewriter
+    from curation_pipeline.scoring.run import INVENTORY_COLUMNS
+    from curation_pipeline.scoring.text_quality import CaptionTextQuality
+
+    model = {"cleaner": CaptionCleaner, "vlm": VlmRewriter, "aitqe": AitqeRewriter}.get(kind)
+    if model is None:
+        raise ValueError(f"unknown rewriter kind {kind!r}; choose cleaner, vlm or aitqe")
+    scored = needed & (set(scores.columns) - set(INVENTORY_COLUMNS))
+    return model.needs_images or any(c not in {o.name for o in CaptionTextQuality.outputs} for c in scored)
