@@ -17,6 +17,7 @@ from curation_pipeline.shards.fingerprint import raw_version
 # one retry of a run whose process died (OOM, a killed pod); a step that failed (a missing file, a
 # blocking check) fails the same way again, so it is not retried
 RETRY_CRASHES = {"dagster/max_retries": "1", "dagster/retry_on_asset_or_op_failure": "false"}
+RAW = dg.AssetKey("raw_shards")
 SHARD_KEYS = [dg.AssetKey(name) for name in ("pairs", "quality_scores", "caption_decisions", "rewritten_captions",
                                              "final_captions", "curated_shards")]
 SHARD_ASSETS = dg.AssetSelection.assets(*SHARD_KEYS)
@@ -73,7 +74,7 @@ def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource
     """Partition -> why it needs a run, by Dagster's own staleness of the shard's assets: "missing",
     or "stale: <root causes>" (a raw file observed with new content, a changed code_version). A partition whose raw file is gone is never requested (``prune_shards``)."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCauseCategory, StaleStatus
 
     graph = repository.asset_graph
     view = AssetGraphView(temporal_context=TemporalContext(effective_dt=datetime.now(timezone.utc),
@@ -88,9 +89,13 @@ def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource
         if StaleStatus.MISSING in statuses.values():
             todo[key] = "missing"
         elif StaleStatus.STALE in statuses.values():  # Dagster's staleness is per asset, not transitive
+            # a new raw file or changed code re-runs the shard; cross-shard inputs (dedup_index,
+            # selection_cut) are settled by their own sensor and jobs, not by re-curating
             causes = {f"{c.asset_key.to_user_string()} {c.reason}" for asset, status in statuses.items()
-                      if status == StaleStatus.STALE for c in resolver.get_stale_root_causes(asset, key)}
-            todo[key] = "stale: " + "; ".join(sorted(causes))
+                      if status == StaleStatus.STALE for c in resolver.get_stale_root_causes(asset, key)
+                      if c.asset_key == RAW or c.category == StaleCauseCategory.CODE}
+            if causes:
+                todo[key] = "stale: " + "; ".join(sorted(causes))
     return todo
 
 
@@ -149,7 +154,9 @@ def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: Wareho
     todo = shards_to_refresh(context.instance, warehouse, context.repository_def)
     if not todo:
         return dg.SkipReason("every registered shard is curated and fresh")
-    return [dg.RunRequest(partition_key=key, tags={"curation/reason": reason[:200]})
+    # one run per shard and tick: a later tick may ask again for a shard still missing
+    tick = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M")
+    return [dg.RunRequest(partition_key=key, run_key=f"fill:{key}:{tick}", tags={"curation/reason": reason[:200]})
             for key, reason in sorted(todo.items())]
 
 

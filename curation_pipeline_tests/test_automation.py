@@ -50,10 +50,9 @@ def test_schedule_requests_missing_then_stale_partitions_by_dagster_data_version
         context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
                                             resources={"warehouse": defs.resources["warehouse"]})
 
-        def requested():
-            result = fill_missing_shards(context)
-            return {} if isinstance(result, dg.SkipReason) else {r.partition_key: r.tags["curation/reason"]
-                                                                  for r in result}
+        def requested():  # as the daemon evaluates a tick (several requests need run keys)
+            result = defs.resolve_schedule_def("fill_missing_shards").evaluate_tick(context)
+            return {r.partition_key: r.tags["curation/reason"] for r in result.run_requests or []}
 
         def observe():
             assert defs.resolve_job_def("observe_raw_shards").execute_in_process(instance=instance).success
