@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pytest
 
+from curation_pipeline_tests.processes import processes_with_env
 from curation_pipeline_tests.conftest import RAW_SAMPLES, REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -68,20 +69,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _processes_with_env(marker: bytes) -> list[int]:
-    """PIDs whose environment holds ``marker`` (our temp DAGSTER_HOME): every process we started."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
 def _stop_group(proc: subprocess.Popen, marker: bytes, timeout: float = 10.0) -> None:
     """SIGTERM the whole process group, SIGKILL what is left after ``timeout``."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
@@ -89,14 +76,14 @@ def _stop_group(proc: subprocess.Popen, marker: bytes, timeout: float = 10.0) ->
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
-        for pid in _processes_with_env(marker):  # anything that left the group (none expected)
+        for pid in processes_with_env(marker):  # anything that left the group (none expected)
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if proc.poll() is not None and not _processes_with_env(marker):
+            if proc.poll() is not None and not processes_with_env(marker):
                 return
             time.sleep(0.5)
 
@@ -178,7 +165,7 @@ def server(tmp_path_factory):
         _stop_group(proc, marker)
         log.close()
         instance.dispose()
-        left = _processes_with_env(marker)
+        left = processes_with_env(marker)
         assert not left, f"processes left behind by dagster dev: {left}"
 
 

@@ -112,8 +112,9 @@ def hostile_json_members() -> list[tuple[str, bytes]]:
     return out
 
 
-def write_members(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+def write_members(path: Path, members: list[tuple[str, bytes]], tar_format: int = tarfile.GNU_FORMAT) -> Path:
+    """A tar of ``members`` with fixed headers (reproducible bytes)."""
+    with tarfile.open(path, "w", format=tar_format) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644

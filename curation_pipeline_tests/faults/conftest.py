@@ -90,7 +90,7 @@ def hostile_raw(tmp_path_factory) -> Hostile:
     raw.mkdir()
     marker = root / "UNPICKLED"
     members, good, captions = hostile_members(marker)
-    path = flickr.write_members(raw / "hostile.tar", members)
+    path = builders.write_members(raw / "hostile.tar", members, tarfile.USTAR_FORMAT)
     truncate_inside(path, "tail.jpg")
     return Hostile(raw=raw, warehouse=root / "warehouse", marker=marker, good=good, good_captions=captions)
 

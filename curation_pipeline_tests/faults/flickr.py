@@ -5,9 +5,7 @@ makes from scikit-image's bundled photos (``conftest.photo_root``): never requir
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,11 +46,3 @@ def flickr_members(n: int, prefix: str = "p", rows=None, start: int = 0) -> list
     return members
 
 
-def write_members(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    """A plain tar with fixed headers (reproducible bytes)."""
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return path

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation_pipeline.storage.warehouse import TABLES
-from curation_pipeline_tests.faults import flickr
+from curation_pipeline_tests.faults import builders, flickr
 
 pytestmark = pytest.mark.faults
 
@@ -116,7 +116,7 @@ def baseline(tmp_path_factory, flickr_dir):
     root = tmp_path_factory.mktemp("crash")
     raw = root / "raw"
     raw.mkdir()
-    flickr.write_members(raw / f"{SHARD}.tar", flickr.flickr_members(N_PAIRS))
+    builders.write_members(raw / f"{SHARD}.tar", flickr.flickr_members(N_PAIRS), tarfile.USTAR_FORMAT)
     run_to_completion(raw, root / "baseline", root / "home")
     return root, raw, root / "baseline"
 

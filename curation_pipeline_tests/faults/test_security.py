@@ -15,6 +15,7 @@ from curation_pipeline.models import loading
 from curation_pipeline.reporting.lineage import caption_history
 from curation_pipeline.shards.keys import InvalidShardName
 from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline_tests.processes import processes_with_env
 from curation_pipeline_tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.faults
@@ -190,18 +191,6 @@ def _listening(pids: set[int]) -> set[tuple[str, int]]:
     return found
 
 
-def _tree(marker: bytes) -> set[int]:
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.add(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def test_dagster_dev_as_make_ui_starts_it_listens_on_loopback_only(tmp_path):
     """Start the Makefile's own `ui` command (on a free port) and read from /proc which addresses its
     processes (webserver, daemon, code server) actually listen on: loopback only, the UI on 127.0.0.1."""
@@ -246,7 +235,7 @@ def test_dagster_dev_as_make_ui_starts_it_listens_on_loopback_only(tmp_path):
             assert time.monotonic() < deadline, "dagster dev did not answer in 150 s"
             time.sleep(1)
         time.sleep(3)  # the daemon and the code server finish starting
-        sockets = _listening(_tree(marker.encode()))
+        sockets = _listening(set(processes_with_env(marker.encode())))
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
