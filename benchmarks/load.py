@@ -34,7 +34,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
 def build_shards(raw: Path, shards: int, pairs: int, prefix: str = "load", smoke: bool = False) -> list[str]:
-    from curation_pipeline_tests.faults import flickr
+    from curation_pipeline_tests.faults import builders, flickr
 
     rows = tuple((str(path), caption) for path, caption in image_rows(None, smoke))
     raw.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ def build_shards(raw: Path, shards: int, pairs: int, prefix: str = "load", smoke
     for s in range(shards):
         name = f"{prefix}-{s:06d}"
         members = flickr.flickr_members(pairs, prefix=f"{s:04d}", rows=rows, start=s * pairs)
-        flickr.write_members(raw / f"{name}.tar", members)
+        builders.write_members(raw / f"{name}.tar", members)
         names.append(name)
     return names
 

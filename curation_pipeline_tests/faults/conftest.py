@@ -106,7 +106,7 @@ def hostile_run(hostile_raw):
     from curation_pipeline.resources import ScoringResource
     from curation_pipeline_tests.conftest import run_pipeline
 
-    faults.write_tar(hostile_raw.raw / "empty.tar", [])
+    builders.write_members(hostile_raw.raw / "empty.tar", [])
     (hostile_raw.raw / "zerobytes.tar").write_bytes(b"")
     builders.write_members(hostile_raw.raw / "badjson.tar", builders.hostile_json_members())
     builders.write_blocks(hostile_raw.raw / "oddmembers.tar", builders.odd_members_blocks())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import tarfile
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -23,15 +21,6 @@ def png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def bomb_png() -> bytes:

@@ -7,6 +7,7 @@ import pytest
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.datacomp import DataCompBasicRules
 from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader, iter_pair_batches, original_size
+from curation_pipeline_tests.faults import builders
 from curation_pipeline_tests.shards import faults
 
 CAPTION = b"A black dog and a spotted dog are fighting on the road"
@@ -38,7 +39,7 @@ def test_original_size_parsing(meta, expected):
 
 
 def test_reader_records_and_batches_carry_the_original_size(tmp_path):
-    path = faults.write_tar(tmp_path / "s.tar", [
+    path = builders.write_members(tmp_path / "s.tar", [
         ("a.jpg", faults.jpeg((64, 48))), ("a.txt", CAPTION),
         ("a.json", _meta(original_width=1024, original_height=768)),
         ("b.jpg", faults.jpeg((64, 48))), ("b.txt", CAPTION), ("b.json", _meta()),

@@ -6,6 +6,7 @@ import pytest
 
 from curation_pipeline.shards.reader import ReaderLimits, ShardReader, iter_pair_batches
 from curation_pipeline_tests.conftest import RAW_SAMPLES
+from curation_pipeline_tests.faults import builders
 from curation_pipeline_tests.shards import faults
 
 pytestmark = pytest.mark.faults
@@ -18,7 +19,7 @@ def read(path, **kwargs):
 
 
 def test_good_and_broken_members_in_one_shard(tmp_path):
-    path = faults.write_tar(tmp_path / "s.tar", [
+    path = builders.write_members(tmp_path / "s.tar", [
         ("a.jpg", faults.jpeg()), ("a.txt", b"A red square on a table."),
         ("b.jpg", faults.jpeg()[:200]), ("b.txt", b"truncated jpeg"),
         ("c.jpg", b""), ("c.txt", b"zero bytes"),
@@ -57,7 +58,7 @@ def test_good_and_broken_members_in_one_shard(tmp_path):
 def test_pickle_members_are_never_unpickled(tmp_path, monkeypatch):
     called = []
     monkeypatch.setattr(pickle, "loads", lambda *a, **k: called.append(a))
-    path = faults.write_tar(tmp_path / "s.tar", [("x.pyd", pickle.dumps(1)), ("x.jpg", faults.jpeg()),
+    path = builders.write_members(tmp_path / "s.tar", [("x.pyd", pickle.dumps(1)), ("x.jpg", faults.jpeg()),
                                                  ("x.txt", b"ok")])
     _, samples = read(path)
     assert samples["x"].record["decode_status"] == "ok" and called == []
@@ -66,7 +67,7 @@ def test_pickle_members_are_never_unpickled(tmp_path, monkeypatch):
 def test_truncated_tar_keeps_the_samples_before_the_cut(tmp_path):
     members = [(f"{i:03d}.{ext}", data) for i in range(6)
                for ext, data in (("jpg", faults.jpeg()), ("txt", f"caption {i}".encode()))]
-    path = faults.write_tar(tmp_path / "full.tar", members)
+    path = builders.write_members(tmp_path / "full.tar", members)
     cut = tmp_path / "cut.tar"
     cut.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
     reader, samples = read(cut)
