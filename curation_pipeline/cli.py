@@ -146,6 +146,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
     from curation_pipeline.definitions import build_definitions
     from curation_pipeline.models.loading import ModelUnavailableError
     from curation_pipeline.resources import PolicyResource, RewriterResource, ScoringResource, WarehouseResource
+    from curation_pipeline.validation import _gx
 
     found, rejected = WarehouseResource(raw_root=raw, root=warehouse).list_raw()
     for message in rejected:
@@ -171,6 +172,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
         policy.decision_policy()
     except (pydantic.ValidationError, dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
         raise BadInput(f"invalid setting: {exc}") from exc
+    _gx.prewarm()  # Great Expectations' seconds of import on another core, while models load here
     try:  # load models here, once: a model that cannot be loaded is bad input, not a failed run
         scoring.scorers()
         rewriting.rewriter()

@@ -1,28 +1,12 @@
 """Caption defects as regexes and small functions: the one source of truth for caption noise.
 
-``scoring.text_quality`` uses them to flag a caption and ``rewriting.cleaner`` uses the
-very same ones to repair it, so a caption the cleaner fixed can no longer fire the rule
-that flagged it. (That is also why the rewrite acceptance check in ``rewriting.verify``
-must not use them: it would be blind to exactly what they miss.) Everything is
-precompiled because the scorer must handle tens of thousands of captions per second.
-
-Noise classes, each with a detector here:
-
-* ``URL_RE`` / ``LABELLED_URL_RE``: links, bare domains, and a link's label ("source:",
-  "via", "more at") when one precedes it.
-* ``FILENAME_RE``: camera and screenshot file names.
-* ``BOILERPLATE_RE``: stock-site and page UI text ("stock photo", "click to enlarge").
-* ``CREDIT_RE``: photographer / agency credits, source notes and copyright lines
-  ("Photo: Jane Doe.", "Credit: Jane Doe/Reuters", "© 2019 Jane Doe. All rights reserved").
-* ``AD_TRIGGER_RE`` + ``ad_spans``: advertising and calls to action ("Buy now", "50% off",
-  "free shipping", "click here to ..."); the whole clause around a trigger is the ad.
-* ``bracket_note_spans``: a bracketed group that only holds a link, a source or a credit,
-  e.g. "(source: http://...)", "[via Reuters]"; the brackets go with it.
-* ``CONTROL_RE`` / ``ANSI_RE`` / ``ZW_JOINER_RE``: control characters (NUL included), ANSI
-  escape sequences, bidi overrides and isolates, zero-width characters.
-* ``IRREGULAR_WHITESPACE_RE``: tabs, newlines, runs of spaces, odd Unicode spaces, spaces at the ends.
-* ``unwrap_quotes``: a quote pair around the whole caption (what ``&quot;...&quot;`` leaves).
-* ``ENTITY_RE``, hashtags, repeats, shouting: as before.
+``scoring.text_quality`` flags a caption with them and ``rewriting.cleaner`` repairs it with the very
+same ones, so a caption the cleaner fixed can no longer fire the rule that flagged it (which is why
+``rewriting.verify`` must not use them: it would be blind to exactly what they miss). Noise classes:
+links and their labels, camera and screenshot file names, stock-site and page UI boilerplate,
+credits and copyright lines, advertising clauses, bracketed source notes, control and invisible
+characters, irregular whitespace, quotes around the whole caption, HTML entities, hashtags, repeats
+and shouting. Everything is precompiled: the scorer handles tens of thousands of captions a second.
 """
 
 from __future__ import annotations
@@ -237,12 +221,9 @@ def ad_triggers(text: str) -> list[re.Match]:
 
 
 def ad_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every advertising clause, merged, left to right.
-
-    A clause holding a trigger is removed whole; if it starts with a description
-    ("Red dress 50% off"), only the part from the trigger on (and the connectors just
-    before it) is the ad. Triggers inside quotes are text on a sign, not ads.
-    """
+    """(start, end) of every advertising clause, merged, left to right. A clause holding a trigger goes
+    whole; if it starts with a description ("Red dress 50% off"), only the trigger on (and the
+    connectors just before it) is the ad."""
     triggers = ad_triggers(text)
     if not triggers:
         return []
@@ -418,11 +399,8 @@ def _quotes_pair_up(inner: str) -> bool:
 
 
 def unwrap_quotes(text: str) -> str:
-    """The caption without a quote pair around all of it (what ``&quot;...&quot;`` leaves).
-
-    Quotes inside a caption (a sign that says "stop") stay; so do two quoted parts
-    ('"Hi" and "bye"'). An apostrophe inside a word does not count as a quote.
-    """
+    """The caption without a quote pair around all of it (what ``&quot;...&quot;`` leaves). Quotes inside
+    it stay, so do two quoted parts ('"Hi" and "bye"'); an apostrophe inside a word is no quote."""
     m = _WRAPPED_RE.match(text)
     if not m:
         return text
@@ -483,11 +461,8 @@ _FILENAME_HINT_RE = re.compile(rf"\d|\.{_IMAGE_EXT}\b", re.IGNORECASE)
 
 
 def unescape_html(text: str) -> str:
-    """Decode ``&amp;``-style entities until stable: scraped alt text is often escaped twice.
-
-    Only well-formed entities with a ``;`` are decoded; html.unescape on the whole
-    string would also turn "Terms &notice" into "Terms ¬ice".
-    """
+    """Decode ``&amp;``-style entities until stable (alt text is often escaped twice); only well-formed
+    ones with a ``;``: html.unescape on the whole string would turn "Terms &notice" into "Terms ¬ice"."""
     while True:
         decoded = ENTITY_RE.sub(lambda m: html.unescape(m.group(0)), text)
         if decoded == text:
@@ -519,11 +494,8 @@ def collapse_repeats(text: str) -> str:
 
 
 def has_repeat_run(text: str, words: list[str] | None = None) -> bool:
-    """``words``: the caption's ``WORD_RE`` matches, if the caller already has them.
-
-    Every repeat REPEAT_RE can find shows up as equal words 1-4 apart in that list,
-    which is much cheaper to test than the regex itself.
-    """
+    """``words``: the caption's ``WORD_RE`` matches, if the caller has them. Every repeat REPEAT_RE can
+    find shows up as equal words 1-4 apart there, much cheaper to test than the regex itself."""
     low = [w.lower() for w in (WORD_RE.findall(text) if words is None else words)]
     if len(set(low)) == len(low):
         return False
@@ -569,10 +541,9 @@ def is_all_caps(text: str) -> bool:
 def noise_free_words(text: str) -> list[str]:
     """The caption's whitespace tokens once links, file names, boilerplate, credits, bracketed
     notes, ads and hashtags are taken out: the words that can describe the image."""
-    for start, end in reversed(bracket_note_spans(text)):
-        text = text[:start] + " " + text[end:]
-    for start, end in reversed(ad_spans(text)):
-        text = text[:start] + " " + text[end:]
+    for spans in (bracket_note_spans, ad_spans):
+        for start, end in reversed(spans(text)):
+            text = text[:start] + " " + text[end:]
     for pattern in (LABELLED_URL_RE, FILENAME_RE, CREDIT_RE, BOILERPLATE_RE):
         text = pattern.sub(" ", text)
     return HASHTAG_RE.sub(" ", text).split()

@@ -1,13 +1,10 @@
-"""A real multi-node Ray cluster on one machine, inside a private network namespace.
+"""A real multi-node Ray cluster on one machine, inside a private network namespace (tests, benchmark).
 
-For the tests and the benchmark: ``ray start`` brings up a head node and worker nodes (one
-raylet each, as on separate machines), all bound to 127.0.0.1. Ray announces a node's
-external address to its peers, so the cluster must live where the only network is the
-loopback device: ``run_in_private_network`` re-runs a command under
-``unshare --net --pid --fork --mount-proc --kill-child`` (root), where the only interface
-is ``lo`` and every packet stays on the machine. The command is PID 1 of a fresh PID
-namespace, so when it exits (or is killed) the kernel ends every process it started:
-Ray's daemons never outlive it, and nothing outside is ever signalled.
+``ray start`` brings up a head and worker nodes, all bound to 127.0.0.1. Ray announces a node's
+external address to its peers, so the cluster must live where the only network is loopback:
+``run_in_private_network`` re-runs a command under ``unshare`` (root) as PID 1 of fresh network and
+PID namespaces, so when it exits the kernel ends every process it started: Ray's daemons never
+outlive it, and nothing outside is ever signalled.
 """
 
 from __future__ import annotations
@@ -41,15 +38,11 @@ def in_private_network() -> bool:
     return os.environ.get(PRIVATE_ENV) == "1"
 
 
-def private_network_command(argv: list[str]) -> list[str]:
-    """``argv`` run as PID 1 of new network + PID namespaces (killed with its parent)."""
-    return ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child", *argv]
-
-
 def run_in_private_network(argv: list[str], timeout: float, env: dict | None = None,
                            **kwargs) -> subprocess.CompletedProcess:
-    env = {**(env or os.environ), PRIVATE_ENV: "1"}
-    return subprocess.run(private_network_command(argv), env=env, timeout=timeout, **kwargs)
+    """``argv`` run as PID 1 of new network + PID namespaces (killed with its parent)."""
+    return subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child", *argv],
+                          env={**(env or os.environ), PRIVATE_ENV: "1"}, timeout=timeout, **kwargs)
 
 
 def enter_private_network() -> list[str]:
@@ -89,12 +82,8 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
 
 
 class LocalRayCluster:
-    """A head node and ``len(worker_cpus)`` worker nodes, started with ``ray start --block``.
-
-    ``head_cpus`` / ``worker_cpus`` are the CPUs each node offers Ray (logical slots; they
-    may exceed the machine's cores). ``env`` is given to every node (the workers inherit it:
-    object-store credentials, offline switches). Only inside a private network namespace.
-    """
+    """A head node and ``len(worker_cpus)`` worker nodes (``ray start --block``; the CPUs are logical
+    slots), each given ``env``. Only inside a private network namespace."""
 
     def __init__(self, head_cpus: float = 1, worker_cpus: tuple[float, ...] = (1,), object_store_mb: int = 256,
                  env: dict | None = None, log_dir: str | None = None):
@@ -102,7 +91,10 @@ class LocalRayCluster:
             raise RuntimeError("a test cluster may only run inside a private network namespace")
         self.head_cpus, self.worker_cpus = head_cpus, tuple(worker_cpus)
         self.object_store = str(object_store_mb * 1024 * 1024)
-        self.env = {**(env or os.environ), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+        # a Ray Client connection starts its own server process, which must answer within 30 s by
+        # default: more than a busy 2-core machine always gives it
+        self.env = {"RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "120", **(env or os.environ),
+                    "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
         self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: unix socket paths are limited
         self.log_dir = Path(log_dir or self.temp_dir)
         self.port = free_port()
@@ -161,20 +153,21 @@ class LocalRayCluster:
                 ray.shutdown()
                 if time.monotonic() > deadline:
                     raise
-                for process in watch or self.processes:
-                    if process.poll() is not None:
-                        raise RuntimeError(f"a ray node exited with {process.returncode}; see {self.log_dir}")
+                self._check_alive(watch)
                 time.sleep(1)
         try:
             while len([n for n in ray.nodes() if n["Alive"]]) < count:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{count} Ray nodes did not come up in {timeout:.0f}s")
-                for process in watch or self.processes:
-                    if process.poll() is not None:
-                        raise RuntimeError(f"a ray node exited with {process.returncode}; see {self.log_dir}")
+                self._check_alive(watch)
                 time.sleep(0.2)
         finally:
             ray.shutdown()
+
+    def _check_alive(self, watch: list[subprocess.Popen] | None) -> None:
+        for process in watch or self.processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"a ray node exited with {process.returncode}; see {self.log_dir}")
 
     def stop(self) -> None:
         """Kill the nodes' process groups (inside the namespace these are only ours)."""

@@ -8,29 +8,18 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class RayOptions:
-    """How one asset's heavy work is spread over the cluster.
+    """How one asset's heavy work is spread over the cluster (the knobs are described per field)."""
 
-    ``batch_size``: pairs per batch (rows that move together through decode and the model);
-    the Dagster layer passes the local engine's batch size so both engines batch alike.
-    ``actors``: size of the model actor pool (fixed; ``wait_for_actors_s`` > 0 holds the stage
-    until every actor has loaded its models, so the first one up does not take every batch);
-    each actor asks Ray for ``cpus_per_actor`` CPUs and ``gpus_per_actor`` GPUs (fractions
-    share a GPU) and loads its models once. ``threads_per_actor``: intra-op threads of the
-    actor's models (0 = its CPUs, rounded up). ``decode_concurrency``: most decode tasks at
-    once (0 = Ray Data decides). ``spread``: SPREAD scheduling, so actors and decode tasks
-    land on different nodes. ``max_tasks_in_flight``: batches queued per actor.
-    """
-
-    batch_size: int = 32
-    actors: int = 1
+    batch_size: int = 32  # pairs moving together through decode and model, as the local engine batches
+    actors: int = 1  # the model actor pool's fixed size; each actor loads its models once
     cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0
-    threads_per_actor: int = 0
-    decode_concurrency: int = 0
+    gpus_per_actor: float = 0.0  # fractions share a GPU
+    threads_per_actor: int = 0  # intra-op threads of the actor's models (0 = its CPUs, rounded up)
+    decode_concurrency: int = 0  # most decode tasks at once (0 = Ray Data decides)
     decode_cpus: float = 1.0
-    spread: bool = True
-    max_tasks_in_flight: int = 2
-    wait_for_actors_s: int = 0
+    spread: bool = True  # SPREAD scheduling: actors and decode tasks land on different nodes
+    max_tasks_in_flight: int = 2  # batches queued per actor
+    wait_for_actors_s: int = 0  # > 0: hold the stage until every actor is up, so the first does not take all
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -74,25 +63,24 @@ class RayStats:
         self.batches += 1
         self.pairs += int(pairs)
         self.peak_worker_rss_mb = max(self.peak_worker_rss_mb, float(rss_mb))
-        self.model_busy_seconds += float(t1) - float(t0)
+        busy = float(t1) - float(t0)
+        self.model_busy_seconds += busy
         self.model_cpu_seconds += float(cpu_s)
         done = self.per_worker.setdefault((node, int(pid)), [0.0, 0.0])
         done[0] += int(pairs)
-        done[1] += float(t1) - float(t0)
+        done[1] += busy
         self.first_start = float(t0) if self.first_start is None else min(self.first_start, float(t0))
         self.last_end = float(t1) if self.last_end is None else max(self.last_end, float(t1))
 
     @property
     def model_pairs_per_s(self) -> float:
-        """The model stage's throughput with every actor busy: the sum of each actor's own rate
-        (pairs over the seconds it spent in model calls), so actor start-up and waiting for
-        input do not count."""
+        """The model stage's throughput with every actor busy: the sum of each actor's own rate over its
+        seconds in model calls, so start-up and waiting for input do not count."""
         return sum(pairs / busy for pairs, busy in self.per_worker.values() if busy > 0)
 
     @property
     def model_cores_per_actor(self) -> float:
-        """CPU seconds over busy seconds of the model calls: about ``threads`` when an actor's
-        threads each have a core, above it when something else in the actor runs threads, below
+        """CPU seconds over busy seconds of the model calls: about ``threads`` when each has a core, below
         it when the actors share too few cores."""
         return self.model_cpu_seconds / self.model_busy_seconds if self.model_busy_seconds > 0 else 0.0
 

@@ -1,16 +1,13 @@
 """The stored keep_fraction cut: computed once over every shard's stored scores, read per shard.
 
-MLM-Filter and DataComp cut a target fraction once over the whole pool, so the cut
-cannot be computed inside a shard's decisions. A non-partitioned step reads the
-quality column of every stored ``quality_scores`` file (three columns, never the
-model), computes the cut (``scoring.selection.global_cut``) and writes it here as a
-small JSON record, atomically. Each shard's decisions then read it and refuse to run
-on a missing or stale cut instead of falling back to a per-shard cut.
+MLM-Filter and DataComp cut a target fraction once over the whole pool, so the cut cannot be made
+inside a shard's decisions: a non-partitioned step computes it from the quality column of every
+stored ``quality_scores`` file and writes it here; each shard's decisions refuse a missing or stale
+cut instead of falling back to a per-shard cut.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -56,18 +53,12 @@ def write_cut(warehouse: Warehouse, cut: GlobalCut | None, **provenance) -> str:
               "computed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **provenance}
     if cut is not None:
         record.update(cut.to_dict())
-    path = cut_path(warehouse)
-    with warehouse.atomic_open(path) as handle:
-        handle.write(json.dumps(record, indent=1, sort_keys=True).encode())
-    return path
+    return warehouse.write_json(cut_path(warehouse), record)
 
 
 def read_cut_record(warehouse: Warehouse) -> dict | None:
-    path = cut_path(warehouse)
-    if not warehouse.fs.exists(path):
-        return None
-    with warehouse.fs.open(path, "rb") as handle:
-        return json.loads(handle.read().decode())
+    """The stored cut record, None when there is none."""
+    return warehouse.read_json(cut_path(warehouse))
 
 
 def cut_for_shard(warehouse: Warehouse, fraction: float, column: str, shard: str,

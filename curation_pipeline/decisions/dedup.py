@@ -1,23 +1,17 @@
 """Duplicate groups over the whole pool, with a survivor that does not depend on shard order.
 
-A duplicate group can span shards, so it is resolved over every shard's stored
-fingerprints at once (the ``dedup_index`` asset), never against "the shards that
-happened to finish first". Each group keeps ONE pair, chosen among the members that
-pass the image rules (decodable, size / aspect, NSFW, exposure, ...) and the caption
-rules (a caption that scores at least ``drop_threshold``): the largest usable image
-(width x height), then the best caption (``quality_column``), then (shard, key). A
-125-px thumbnail never displaces its 375x500 original, and the same pool gives the same
-survivors whatever the order or parallelism of shard runs.
+A group can span shards, so it is resolved over every shard's stored fingerprints at once (the
+``dedup_index`` asset). Each group keeps ONE pair, among the members that pass the image rules and
+the caption rules (a caption scoring at least ``drop_threshold``): the largest usable image, then the
+best caption, then (shard, key). So a thumbnail never displaces its original, and the same pool gives
+the same survivors whatever the order or parallelism of shard runs.
 
-The index is stored under ``<warehouse>/dedup/``: ``groups.parquet`` (one row per pair in
-a group), ``links.parquet`` (the links found, so a new shard is compared against the pool
-once, not the whole pool against itself again) and ``index.json`` (which scores file of
-each shard it was built from, and the rules). ``dedup_for_shard`` gives one shard its rows:
-from the stored index when it covers the current pool and rules, else computed the same
-way on the spot (comparing only the shards that changed, and cached under ``dedup/cache/`` for
-the next shard's decisions). Each decision records a digest of its shard's rows, so shards decided
-against an older pool are found (``stale_shards``) and re-selected: once every shard is
-re-selected against the final index, the published set is a function of the pool alone.
+The index lives under ``<warehouse>/dedup/``: ``groups.parquet``, ``links.parquet`` (so a new shard is
+compared against the pool once, not the whole pool against itself again) and ``index.json`` (the
+scores files and rules it was built from). ``dedup_for_shard`` uses it when it covers the current pool
+and rules, else computes the same on the spot (cached under ``dedup/cache/``). Each decision records a
+digest of its shard's rows, so shards decided against an older pool are found (``stale_shards``) and
+re-selected.
 """
 
 from __future__ import annotations
@@ -52,13 +46,9 @@ def usability_columns() -> tuple[str, ...]:
             *dict.fromkeys(b.column for b in bounds() if b.effect == "drop"))
 
 
-def _dir(wh: Warehouse) -> str:
-    return wh.join("dedup")
-
-
 def index_paths(wh: Warehouse, cache: bool = False) -> dict[str, str]:
     """The dedup_index asset's files, or (``cache``) the copy decisions keep of what they computed."""
-    folder = f"{_dir(wh)}/cache" if cache else _dir(wh)
+    folder = wh.join("dedup", "cache") if cache else wh.join("dedup")
     return {name: f"{folder}/{file}" for name, file in
             (("groups", "groups.parquet"), ("links", "links.parquet"), ("manifest", "index.json"))}
 
@@ -67,17 +57,13 @@ def index_paths(wh: Warehouse, cache: bool = False) -> dict[str, str]:
 
 def rules_digest(policy) -> str:
     """What decides usability and grouping; an index made under other rules is stale."""
-    from curation_pipeline.decisions.duplicate_groups import (
-        CAPTION_MIN_COSINE,
-        NEAR_CAPTION_PHASH_MAX_DISTANCE,
-        PHASH_MAX_DISTANCE,
-    )
+    from curation_pipeline.decisions import duplicate_groups as groups
 
     fields = {name: getattr(policy, name) for name in (
         "quality_column", "drop_threshold", "require_image_rules", "nsfw_drop", "max_text_area", "min_sharpness",
         "min_brightness", "max_brightness", "min_entropy")}
-    fields.update(version=INDEX_VERSION, phash=PHASH_MAX_DISTANCE, cosine=CAPTION_MIN_COSINE,
-                  loose=NEAR_CAPTION_PHASH_MAX_DISTANCE)
+    fields.update(version=INDEX_VERSION, phash=groups.PHASH_MAX_DISTANCE, cosine=groups.CAPTION_MIN_COSINE,
+                  loose=groups.NEAR_CAPTION_PHASH_MAX_DISTANCE)
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -92,8 +78,8 @@ def preference(pool: pd.DataFrame, policy) -> pd.DataFrame:
                else pd.Series(np.nan, index=df.index)).astype(float).to_numpy()
     caption = df["caption"] if "caption" in df else pd.Series(None, index=df.index, dtype=object)
     caption_ok = caption.fillna("").astype(str).str.strip().ne("").to_numpy() & (quality >= policy.drop_threshold)
-    width = pd.to_numeric(df.get("width"), errors="coerce") if "width" in df else pd.Series(np.nan, index=df.index)
-    height = pd.to_numeric(df.get("height"), errors="coerce") if "height" in df else pd.Series(np.nan, index=df.index)
+    width, height = (pd.to_numeric(df[c], errors="coerce") if c in df else pd.Series(np.nan, index=df.index)
+                     for c in ("width", "height"))
     pixels = (width * height).fillna(0).astype(float).to_numpy()
     return pd.DataFrame({"tier": image_ok.astype(int) * 2 + caption_ok.astype(int), "pixels": pixels,
                          "quality": np.where(np.isnan(quality), -np.inf, quality)}, index=pool.index)
@@ -120,24 +106,26 @@ def pool_identity(wh: Warehouse) -> dict[str, str]:
     return out
 
 
+def _signal_scores(wh: Warehouse, shard: str, wanted: set[str]) -> pd.DataFrame | None:
+    """The ``wanted`` columns of a shard's stored quality_scores, None when they carry no duplicate
+    signals (or the file is gone: replaced between the listing and the read, picked up next time)."""
+    try:
+        with wh.fs.open(wh.table_path("quality_scores", shard), "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            names = parquet.schema_arrow.names
+            if not all(c in names for c in dup_columns()):
+                return None
+            return parquet.read(columns=[c for c in names if c in wanted]).to_pandas()
+    except FileNotFoundError:
+        return None
+
+
 def load_pool(wh: Warehouse, shards: list[str], quality_column: str) -> pd.DataFrame:
     """shard, key, the dup_* fingerprints and the usability columns of the given shards (only
     shards whose scores carry duplicate signals), ordered by (shard, key)."""
-    frames = []
     wanted = {"shard", "key", *dup_columns(), *usability_columns(), quality_column}
-    for shard in shards:
-        path = wh.table_path("quality_scores", shard)
-        try:
-            with wh.fs.open(path, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
-                names = parquet.schema_arrow.names
-                if not all(c in names for c in dup_columns()):
-                    continue
-                frame = parquet.read(columns=[c for c in names if c in wanted]).to_pandas()
-        except FileNotFoundError:
-            continue
-        frame["shard"] = shard
-        frames.append(frame)
+    frames = [frame.assign(shard=shard) for shard in shards
+              if (frame := _signal_scores(wh, shard, wanted)) is not None]
     if not frames:
         return pd.DataFrame(columns=["shard", "key", *dup_columns()])
     pool = pd.concat(frames, ignore_index=True)
@@ -251,8 +239,7 @@ def write_index(wh: Warehouse, index: DedupIndex, cache: bool = False, **provena
                 "links": int(len(index.links)),
                 "groups_digest": _file_digest(index.groups), "links_digest": _file_digest(index.links),
                 "shards": {s: slice_digest(index.for_shard(s)) for s in sorted(index.identity)}, **provenance}
-    with wh.atomic_open(paths["manifest"]) as handle:
-        handle.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
+    wh.write_json(paths["manifest"], manifest)
     return paths
 
 
@@ -260,20 +247,12 @@ def _file_digest(df: pd.DataFrame) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(df.astype(str), index=False).to_numpy().tobytes()).hexdigest()[:16]
 
 
-def read_manifest(wh: Warehouse, cache: bool = False) -> dict | None:
-    path = index_paths(wh, cache)["manifest"]
-    if not wh.fs.exists(path):
-        return None
-    with wh.fs.open(path, "rb") as handle:
-        return json.loads(handle.read().decode())
-
-
 def read_index(wh: Warehouse, cache: bool = False) -> DedupIndex | None:
     """The stored index, or None if there is none (or its files do not match its manifest)."""
-    manifest = read_manifest(wh, cache)
+    paths = index_paths(wh, cache)
+    manifest = wh.read_json(paths["manifest"])
     if manifest is None or manifest.get("version") != INDEX_VERSION:
         return None
-    paths = index_paths(wh, cache)
     try:
         tables = {}
         for name in ("groups", "links"):
@@ -326,12 +305,10 @@ def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> 
         source = "computed over the current pool (the stored dedup_index is missing or stale)"
     mine = index.for_shard(shard).set_index("key")
     keys = scores["key"].astype(str)
-    rows = pd.DataFrame({
-        "dup_group": keys.map(mine["dup_group"]).astype(object).where(keys.isin(mine.index), None),
-        "dup_kind": keys.map(mine["dup_kind"]).astype(object).where(keys.isin(mine.index), None),
-        "dup_keep": keys.map(mine["dup_keep"]).where(keys.isin(mine.index), True).astype(bool),
-        "dup_of": keys.map(mine["dup_of"]).astype(object).where(keys.isin(mine.index), None),
-    }, index=scores.index)
+    found = keys.isin(mine.index)
+    rows = pd.DataFrame({c: keys.map(mine[c]).astype(object).where(found, None) for c in RESULT_COLUMNS},
+                        index=scores.index)
+    rows["dup_keep"] = keys.map(mine["dup_keep"]).where(found, True).astype(bool)
     return ShardDedup(rows, slice_digest(index.for_shard(shard)), source)
 
 
@@ -366,11 +343,4 @@ def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> list[str]:
 
 def pool_has_signals(wh: Warehouse) -> bool:
     """Whether any stored quality_scores carries duplicate signals (not with the ``text`` profile)."""
-    for shard in wh.shards("quality_scores"):
-        try:
-            with wh.fs.open(wh.table_path("quality_scores", shard), "rb") as handle:
-                if all(c in pq.ParquetFile(handle).schema_arrow.names for c in dup_columns()):
-                    return True
-        except FileNotFoundError:
-            continue
-    return False
+    return any(_signal_scores(wh, shard, set()) is not None for shard in wh.shards("quality_scores"))

@@ -1,22 +1,12 @@
-"""Duplicate groups from the fingerprints ``DuplicateSignals`` stores: which pairs are copies
-of each other, and which copy is kept.
+"""Duplicate groups from the fingerprints ``DuplicateSignals`` stores: which pairs are copies of each
+other, and which copy is kept. The pipeline links every shard at once (``decisions/dedup.py``);
+``assign_duplicate_groups`` links one shard against a fixed prior.
 
-``duplicate_graph`` links fingerprints. The pipeline links the fingerprints of every shard at
-once and picks each group's survivor by a rule that does not depend on shard order
-(``decisions/dedup.py``); ``assign_duplicate_groups`` links one shard against a fixed prior
-(kept for callers that have one).
-
-What counts as a duplicate, from strongest to weakest link:
-
-- ``exact_pair``: identical decoded pixels and identical normalised caption.
-- ``exact_image``: identical pixels, different captions. The image is the
-  duplicate; the best caption (by quality) survives.
-- ``near_image``: pHash within ``phash_max_distance`` bits (re-encodes, resizes,
-  small edits), whatever the captions say.
-- ``near_caption``: caption cosine >= ``caption_min_cosine`` and, by default, the
-  images are at least loosely alike (pHash within ``near_caption_phash_max_distance``).
-  The same caption on unrelated images is not a duplicate: alt-text boilerplate
-  ("image", "photo", "click to enlarge") repeats across different images.
+Links, strongest first: ``exact_pair`` (identical pixels and normalised caption), ``exact_image``
+(identical pixels; the best caption survives), ``near_image`` (pHash within ``phash_max_distance``
+bits: re-encodes, resizes, small edits) and ``near_caption`` (caption cosine >= ``caption_min_cosine``
+and, by default, loosely alike images: alt-text boilerplate such as "image" repeats across unrelated
+images).
 """
 
 from __future__ import annotations
@@ -120,8 +110,7 @@ class _Graph:
             self.link(pairs["node"].to_numpy(), pairs["rep"].to_numpy(), kind)
 
     def components(self) -> np.ndarray:
-        src = np.concatenate([e[0] for e in self._edges] + [np.empty(0, np.int64)])
-        dst = np.concatenate([e[1] for e in self._edges] + [np.empty(0, np.int64)])
+        src, dst, _ = self.edges()
         adjacency = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(self.n, self.n))
         return connected_components(adjacency, directed=False)[1]
 
@@ -172,42 +161,21 @@ def _link_captions(graph: _Graph, nodes: pd.DataFrame, n_current: int, min_cosin
     graph.link_value_pairs(shas, current.to_numpy()[q[distinct]], reps.to_numpy()[p[distinct]], "near_caption")
 
 
-def _prior_labels(prior: pd.DataFrame) -> pd.Series:
-    return prior["shard"].astype(str) + "/" + prior["key"].astype(str)
+def assign_duplicate_groups(current: pd.DataFrame, prior: pd.DataFrame | None, quality: pd.Series,
+                            **thresholds) -> pd.DataFrame:
+    """Duplicate groups of one shard's pairs, against each other and against ``prior`` (the pairs
+    already kept from earlier shards, with ``shard``), linked by ``duplicate_graph`` (``thresholds``:
+    its keyword arguments). ``quality`` (on ``current``'s index, NaN lowest) picks the survivor.
 
-
-def assign_duplicate_groups(
-    current: pd.DataFrame,
-    prior: pd.DataFrame | None,
-    quality: pd.Series,
-    *,
-    phash_max_distance: int = PHASH_MAX_DISTANCE,
-    caption_min_cosine: float = CAPTION_MIN_COSINE,
-    near_caption_requires_near_image: bool = True,
-    near_caption_phash_max_distance: int = NEAR_CAPTION_PHASH_MAX_DISTANCE,
-) -> pd.DataFrame:
-    """Duplicate groups of one shard's pairs, against each other and against ``prior``.
-
-    ``current`` has ``key`` and the dup_* columns; ``prior`` the same plus ``shard``: the
-    pairs already curated (kept) from earlier shards. ``quality`` (aligned with
-    ``current``'s index, higher is better, NaN lowest) picks the survivor.
-
-    Returns, on ``current``'s index: ``dup_group`` (None when the pair has no duplicate;
-    else the key of the kept pair, or ``shard/key`` of the group's prior pair, the first
-    by that label if several), ``dup_kind`` (the row's strongest link, see the module doc), ``dup_keep``
-    (one per group, best quality then smallest key; never when the group holds a prior
-    pair, which was kept already) and ``dup_of`` (the group's kept pair; None for the
-    kept pair itself and for rows without duplicates).
+    Returns, on ``current``'s index: ``dup_group`` (None without duplicates; else the kept pair's key,
+    or ``shard/key`` of the group's first prior pair), ``dup_kind`` (the row's strongest link),
+    ``dup_keep`` (one per group, best quality then smallest key; never when the group holds a prior
+    pair) and ``dup_of`` (the group's kept pair; None for that pair and rows without duplicates).
     """
-    n = len(current)
     prior = prior if prior is not None else pd.DataFrame(columns=_FINGERPRINTS + ["shard", "key"])
     nodes = pd.concat([current[_FINGERPRINTS].reset_index(drop=True),
                        prior[_FINGERPRINTS].reset_index(drop=True)], ignore_index=True)
-    graph = duplicate_graph(nodes, n, phash_max_distance=phash_max_distance,
-                            caption_min_cosine=caption_min_cosine,
-                            near_caption_requires_near_image=near_caption_requires_near_image,
-                            near_caption_phash_max_distance=near_caption_phash_max_distance)
-    return _choose_survivors(current, prior, quality, graph)
+    return _choose_survivors(current, prior, quality, duplicate_graph(nodes, len(current), **thresholds))
 
 
 def duplicate_graph(
@@ -245,7 +213,7 @@ def _choose_survivors(current: pd.DataFrame, prior: pd.DataFrame, quality: pd.Se
     best = pd.Series(keys[order], index=component[:n][order]).groupby(level=0).first()
     prior_first = pd.Series(dtype=object)
     if len(prior):
-        labels = _prior_labels(prior).to_numpy()
+        labels = (prior["shard"].astype(str) + "/" + prior["key"].astype(str)).to_numpy()
         by_label = np.argsort(labels, kind="stable")
         prior_first = pd.Series(labels[by_label], index=component[n:][by_label]).groupby(level=0).first()
 

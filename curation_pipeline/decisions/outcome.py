@@ -15,12 +15,9 @@ FINAL_COLUMNS = [
 
 def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.DataFrame,
                      policy: DecisionPolicy) -> pd.DataFrame:
-    """Kept, rewritten or dropped, with the reason; ``captions`` is the original caption by key.
-
-    A rewrite-marked pair takes its last accepted attempt. Without one it follows the
-    fallback: keep the original if it clears ``drop_threshold``, else drop. An
-    accepted rewrite that still scores under ``drop_threshold`` is dropped too.
-    """
+    """Kept, rewritten or dropped, with the reason; ``captions`` is the original caption by key. A
+    rewrite-marked pair takes its last accepted attempt, else the fallback (keep the original if it
+    clears ``drop_threshold``); a rewrite that still scores under ``drop_threshold`` is dropped."""
     df = decisions.reset_index(drop=True).copy()
     df["original_caption"] = df["key"].map(captions)
     accepted = lineage[lineage["accepted"].astype(bool)] if len(lineage) else lineage

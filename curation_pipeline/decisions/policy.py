@@ -51,9 +51,8 @@ class DecisionPolicy:
         if self.fallback not in ("keep_original", "drop"):
             raise ValueError(f"fallback must be 'keep_original' or 'drop', not {self.fallback!r}")
         if self.drop_threshold > self.keep_threshold:
-            raise ValueError(
-                f"drop_threshold ({self.drop_threshold}) must not exceed keep_threshold ({self.keep_threshold})"
-            )
+            raise ValueError(f"drop_threshold ({self.drop_threshold}) must not exceed keep_threshold "
+                             f"({self.keep_threshold})")
         if self.keep_fraction is not None and not 0.0 <= self.keep_fraction <= 1.0:
             raise ValueError(f"keep_fraction must be in [0, 1] (or off), not {self.keep_fraction}")
 
@@ -99,13 +98,11 @@ def _bound_hits(df: pd.DataFrame, bound: Bound, policy: DecisionPolicy) -> pd.Se
 
 def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.Series:
     """Why a caption is weak (semicolon-joined), or None when it is good enough to keep."""
-    quality = pd.to_numeric(df[policy.quality_column], errors="coerce") if policy.quality_column in df else None
-    if quality is None:
-        raise KeyError(
-            f"decision column {policy.quality_column!r} is not among the scores "
-            f"({', '.join(c for c in df.columns if not c.endswith('_error'))}); "
-            "pick a column the active scoring profile produces"
-        )
+    if policy.quality_column not in df:
+        raise KeyError(f"decision column {policy.quality_column!r} is not among the scores "
+                       f"({', '.join(c for c in df.columns if not c.endswith('_error'))}); "
+                       "pick a column the active scoring profile produces")
+    quality = pd.to_numeric(df[policy.quality_column], errors="coerce")
     parts: list[pd.Series] = []
     rules = df.get("text_quality_rules", pd.Series("", index=df.index)).fillna("")
     low = quality.isna() | (quality < policy.keep_threshold)
@@ -128,11 +125,8 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
 
 
 def in_top_fraction(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None) -> pd.Series:
-    """Pairs inside the global keep_fraction cut (all True when keep_fraction is off).
-
-    The cut is computed once over every shard (``scoring.selection.global_cut``), never
-    per shard: MLM-Filter and DataComp cut the whole pool.
-    """
+    """Pairs inside the global keep_fraction cut (all True when it is off). The cut is made once over
+    every shard (``scoring.selection.global_cut``): MLM-Filter and DataComp cut the whole pool."""
     if policy.keep_fraction is None:
         return pd.Series(True, index=scores.index)
     if cut is None:
@@ -145,27 +139,19 @@ def in_top_fraction(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut
 
 
 def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.DataFrame:
-    """One decision per pair: ``action`` (keep/rewrite/drop), ``reason`` and the quality used.
-
-    ``scores`` is the quality_scores table (it carries the pairs' decode status). ``cut`` is
-    the global keep_fraction cut, required when ``policy.keep_fraction`` is on.
-    """
+    """One decision per pair of the quality_scores table: ``action`` (keep/rewrite/drop), ``reason`` and
+    the quality used. ``cut``: the global keep_fraction cut, required when keep_fraction is on."""
     df = scores.reset_index(drop=True)
     image_reason = image_drop_reasons(df, policy)
     weak = _weak_caption_reasons(df, policy, cut)
     quality = pd.to_numeric(df[policy.quality_column], errors="coerce")
     action = np.where(image_reason.notna(), DROP, np.where(weak.isna(), KEEP, REWRITE if policy.rewrite else DROP))
-    reason = np.where(image_reason.notna(), image_reason, np.where(weak.isna(), f"{policy.quality_column}>={policy.keep_threshold:g}", weak))
+    good = f"{policy.quality_column}>={policy.keep_threshold:g}"
+    reason = np.where(image_reason.notna(), image_reason, np.where(weak.isna(), good, weak))
     review = _flag(df, "nsfw_prob", lambda s: (s >= policy.nsfw_review) & (s < policy.nsfw_drop))
-    decisions = pd.DataFrame({
-        "shard": df["shard"],
-        "key": df["key"],
-        "action": action,
-        "reason": reason,
-        "quality_column": policy.quality_column,
-        "quality_before": quality,
-        "nsfw_review": review,
-    })
+    decisions = pd.DataFrame({"shard": df["shard"], "key": df["key"], "action": action, "reason": reason,
+                              "quality_column": policy.quality_column, "quality_before": quality,
+                              "nsfw_review": review})
     for column in DUPLICATE_COLUMNS:  # which group a pair is in, and which copy it duplicates
         if column in df:
             decisions[column] = df[column].to_numpy()

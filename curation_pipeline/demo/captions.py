@@ -18,51 +18,26 @@ def caption_for(kind: str, subject: Subject, rng: random.Random, lang: str | Non
     if kind == "good":
         return subject.caption
     if kind == "mixed_boilerplate":
-        return rng.choice(
-            [
-                f"Stock photo of {_lower_first(subject.caption)} - royalty free image {n}",
-                f"{subject.caption} Click to enlarge.",
-                f"Stock Photo - {subject.caption}",
-                f"{subject.caption} | Image {n} | All rights reserved",
-            ]
-        )
+        return rng.choice([f"Stock photo of {_lower_first(subject.caption)} - royalty free image {n}",
+                           f"{subject.caption} Click to enlarge.", f"Stock Photo - {subject.caption}",
+                           f"{subject.caption} | Image {n} | All rights reserved"])
     if kind == "boilerplate":
-        return rng.choice(
-            [
-                "Click to enlarge",
-                "Royalty free stock image",
-                f"Stock Photo - Image {n}",
-                f"image may contain: {subject.word}, indoor",
-                "Image may contain: outdoor",
-                "No description available.",
-                "Untitled",
-            ]
-        )
+        return rng.choice(["Click to enlarge", "Royalty free stock image", f"Stock Photo - Image {n}",
+                           f"image may contain: {subject.word}, indoor", "Image may contain: outdoor",
+                           "No description available.", "Untitled"])
     if kind == "filename":
-        return rng.choice(
-            [
-                f"IMG_{n % 10000:04d}.JPG",
-                f"DSC{n:05d}.jpg",
-                f"DSCN{n % 10000:04d}.JPG",
-                f"2019{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}_{rng.randint(0, 235959):06d}.jpg",
-                f"P{n:07d}.JPG",
-                f"image ({rng.randint(1, 9)}).png",
-            ]
-        )
+        return rng.choice([f"IMG_{n % 10000:04d}.JPG", f"DSC{n:05d}.jpg", f"DSCN{n % 10000:04d}.JPG",
+                           f"2019{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}_{rng.randint(0, 235959):06d}.jpg",
+                           f"P{n:07d}.JPG", f"image ({rng.randint(1, 9)}).png"])
     if kind == "url":
-        return rng.choice(
-            [
-                f"https://example.com/img/{n}.jpg",
-                f"http://cdn.example.org/photos/2019/{rng.randint(1, 12):02d}/{subject.word}-{n % 100:02d}.jpg",
-                f"{subject.caption} https://example.net/p/{n}",
-                f"Source: https://www.example.com/gallery/{subject.word}/{n}.html",
-            ]
-        )
+        month = f"{rng.randint(1, 12):02d}"
+        return rng.choice([f"https://example.com/img/{n}.jpg",
+                           f"http://cdn.example.org/photos/2019/{month}/{subject.word}-{n % 100:02d}.jpg",
+                           f"{subject.caption} https://example.net/p/{n}",
+                           f"Source: https://www.example.com/gallery/{subject.word}/{n}.html"])
     if kind == "html_entities":
         escaped = html.escape(subject.caption).replace("'", "&#39;").replace(" and ", " &amp; ")
-        return rng.choice(
-            [f"&quot;{escaped}&quot;", f"{escaped}&nbsp;&ndash;&nbsp;photo &copy; 2019"]
-        )
+        return rng.choice([f"&quot;{escaped}&quot;", f"{escaped}&nbsp;&ndash;&nbsp;photo &copy; 2019"])
     if kind == "hashtags":
         generic = ["#love", "#instagood", "#photooftheday", "#beautiful", "#picoftheday", "#nofilter"]
         return " ".join([f"#{subject.word}", *rng.sample(generic, 4)])

@@ -19,14 +19,8 @@ _JPEG_QUALITY = 85
 _WEBP_QUALITY = 80
 _MIN_SIDE = 224  # Stay clear of the pipeline's minimum-size rule except on purpose.
 
-_PALETTE = {
-    "red": (220, 40, 40),
-    "blue": (40, 80, 220),
-    "green": (40, 170, 70),
-    "yellow": (245, 215, 40),
-    "orange": (245, 140, 30),
-    "purple": (130, 50, 170),
-}
+_PALETTE = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 70), "yellow": (245, 215, 40),
+            "orange": (245, 140, 30), "purple": (130, 50, 170)}
 _BANNER_WORDS = ["SUMMER SALE", "GRAND OPENING", "FREE SHIPPING", "HELLO WORLD", "OPEN 24 HOURS"]
 
 
@@ -94,11 +88,8 @@ def _gradient(rng: random.Random, np_rng: np.random.Generator) -> tuple[Image.Im
     w, h = rng.randint(256, 400), rng.randint(256, 400)
     direction = rng.choice(["horizontal", "vertical"])
     t = np.linspace(0.0, 1.0, w if direction == "horizontal" else h)[:, None]
-    ramp = (1 - t) * np.array(_PALETTE[start]) + t * np.array(_PALETTE[end])
-    ramp = ramp.round().astype(np.uint8)
-    pixels = np.broadcast_to(ramp[None], (h, w, 3)) if direction == "horizontal" else (
-        np.broadcast_to(ramp[:, None], (h, w, 3))
-    )
+    ramp = ((1 - t) * np.array(_PALETTE[start]) + t * np.array(_PALETTE[end])).round().astype(np.uint8)
+    pixels = np.broadcast_to(ramp[None] if direction == "horizontal" else ramp[:, None], (h, w, 3))
     caption = f"A smooth {direction} colour gradient from {start} to {end}."
     return Image.fromarray(np.ascontiguousarray(pixels)), Subject("gradient", "gradient", caption)
 
@@ -128,12 +119,8 @@ def banner_image(rng: random.Random, size: tuple[int, int] | None = None) -> tup
     return img, Subject("banner", "banner", caption)
 
 
-_GENERATORS: dict[str, Callable] = {
-    "shapes": _shapes,
-    "gradient": _gradient,
-    "noise": _noise,
-    "banner": lambda rng, np_rng: banner_image(rng),
-}
+_GENERATORS: dict[str, Callable] = {"shapes": _shapes, "gradient": _gradient, "noise": _noise,
+                                    "banner": lambda rng, np_rng: banner_image(rng)}
 
 
 def encode(img: Image.Image, ext: str) -> bytes:
@@ -152,8 +139,8 @@ def make_image(name: str, rng: random.Random, np_rng: np.random.Generator) -> tu
     if name in _GENERATORS:
         img, subject = _GENERATORS[name](rng, np_rng)
         ext = "jpg" if name == "noise" else "png"
-        return encode(img, ext), ext, subject
-    subject = PHOTO_BY_NAME[name]
-    img = photo_variant(subject, rng)
-    ext = "webp" if rng.random() < 0.1 else "jpg"
+    else:
+        subject = PHOTO_BY_NAME[name]
+        img = photo_variant(subject, rng)
+        ext = "webp" if rng.random() < 0.1 else "jpg"
     return encode(img, ext), ext, subject

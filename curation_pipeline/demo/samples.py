@@ -1,8 +1,4 @@
-"""Which samples each demo shard holds: caption kinds per shard, broken samples, duplicates.
-
-Every sample carries a ground-truth ``kind`` (in its ``.json`` and in ``expected_manifest``),
-and all randomness is drawn from seeded generators, so a shard is the same every time.
-"""
+"""Which samples each demo shard holds: caption kinds per shard, broken samples, duplicates."""
 
 from __future__ import annotations
 
@@ -18,44 +14,15 @@ from curation_pipeline.demo.images import GENERATED, banner_image, encode, load_
 from curation_pipeline.demo.subjects import PHOTO_BY_NAME, PHOTOS
 
 SAMPLE_KINDS = [
-    "good",
-    "mixed_boilerplate",
-    "boilerplate",
-    "filename",
-    "url",
-    "html_entities",
-    "hashtags",
-    "non_english",
-    "empty",
-    "one_word",
-    "mismatched",
-    "all_caps",
-    "repeated_words",
-    "duplicate",
-    "tiny_image",
-    "wide_image",
-    "corrupt_image",
-    "empty_image",
-    "missing_caption",
-    "missing_image",
+    "good", "mixed_boilerplate", "boilerplate", "filename", "url", "html_entities", "hashtags", "non_english",
+    "empty", "one_word", "mismatched", "all_caps", "repeated_words", "duplicate", "tiny_image", "wide_image",
+    "corrupt_image", "empty_image", "missing_caption", "missing_image",
 ]
 
 SAMPLES_PER_SHARD = 40
 # Caption kinds every shard gets, so each shard is a realistic mix; the rest are "good".
-_SHARD_QUOTA = {
-    "mixed_boilerplate": 2,
-    "boilerplate": 3,
-    "filename": 2,
-    "url": 2,
-    "html_entities": 2,
-    "hashtags": 2,
-    "non_english": 3,
-    "empty": 1,
-    "one_word": 1,
-    "mismatched": 2,
-    "all_caps": 1,
-    "repeated_words": 1,
-}
+_SHARD_QUOTA = {"mixed_boilerplate": 2, "boilerplate": 3, "filename": 2, "url": 2, "html_entities": 2, "hashtags": 2,
+                "non_english": 3, "empty": 1, "one_word": 1, "mismatched": 2, "all_caps": 1, "repeated_words": 1}
 _LANGS = ["de", "es", "fr", "zh"]
 _BROKEN_KINDS = ["corrupt_image", "empty_image", "missing_caption", "missing_image"]
 _SPECIAL_KINDS = {"tiny_image", "wide_image", *_BROKEN_KINDS}
@@ -104,9 +71,8 @@ def _shard_kinds(shard: int, n_shards: int, rng: random.Random) -> list[str]:
     return kinds
 
 
-def _regular_sample(
-    kind: str, name: str, lang: str | None, rng: random.Random, np_rng: np.random.Generator
-) -> Sample:
+def _regular_sample(kind: str, name: str, lang: str | None, rng: random.Random,
+                    np_rng: np.random.Generator) -> Sample:
     if kind == "non_english":
         name = rng.choice([s.name for s in PHOTOS if lang in s.translations])
     image, ext, subject = make_image(name, rng, np_rng)
@@ -179,22 +145,9 @@ def build(n_shards: int, seed: int) -> tuple[tuple[Sample, ...], ...]:
 
 
 def expected_manifest(n_shards: int = 3, seed: int = 0) -> list[dict]:
-    """Ground truth per sample, so tests compare reader output without hard-coding it.
-
-    ``has_image`` means an image member exists (even a zero-byte one); ``image_ok``
-    means it also decodes.
-    """
-    return [
-        {
-            "shard": f"sample-{shard:06d}.tar",
-            "key": s.key,
-            "kind": s.kind,
-            "has_image": s.image is not None,
-            "has_caption": s.caption is not None,
-            "image_ok": s.image_ok,
-            "caption": s.caption,
-            "duplicate_of": s.original.key if s.original else None,
-        }
-        for shard, samples in enumerate(build(n_shards, seed))
-        for s in samples
-    ]
+    """Ground truth per sample, so tests need not hard-code it. ``has_image``: an image member exists
+    (even a zero-byte one); ``image_ok``: it also decodes."""
+    return [{"shard": f"sample-{shard:06d}.tar", "key": s.key, "kind": s.kind, "has_image": s.image is not None,
+             "has_caption": s.caption is not None, "image_ok": s.image_ok, "caption": s.caption,
+             "duplicate_of": s.original.key if s.original else None}
+            for shard, samples in enumerate(build(n_shards, seed)) for s in samples]

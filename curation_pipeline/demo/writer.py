@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -19,30 +18,19 @@ def _members(sample: Sample) -> list[tuple[str, bytes]]:
     if sample.caption is not None:
         members.append((f"{sample.key}.txt", sample.caption.encode("utf-8")))
     if sample.meta is not None:
-        meta = json.dumps(sample.meta, ensure_ascii=False, sort_keys=True)
-        members.append((f"{sample.key}.json", meta.encode("utf-8")))
+        members.append((f"{sample.key}.json", json.dumps(sample.meta, ensure_ascii=False, sort_keys=True).encode()))
     return sorted(members)
 
 
-def _write_tar(path: Path, samples: tuple[Sample, ...]) -> None:
-    """Every header field pinned, so the tar's bytes depend on the content alone."""
-    with open(path, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for sample in samples:
-            for name, payload in _members(sample):
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode = len(payload), _TAR_MTIME, 0o644
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                tar.addfile(info, io.BytesIO(payload))
-
-
 def generate_sample_shards(out_dir: str | Path, n_shards: int = 3, seed: int = 0) -> list[Path]:
+    """Write the demo shards; every tar header field is pinned, so the bytes depend on the content alone."""
+    from curation_pipeline.shards.writer import write_tar
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for shard, samples in enumerate(build(n_shards, seed)):
-        path = out / f"sample-{shard:06d}.tar"
-        _write_tar(path, samples)
-        paths.append(path)
+    paths = [out / f"sample-{shard:06d}.tar" for shard in range(n_shards)]
+    for path, samples in zip(paths, build(n_shards, seed)):
+        write_tar(path, (m for sample in samples for m in _members(sample)), mtime=_TAR_MTIME,
+                  tar_format=tarfile.USTAR_FORMAT)
     return paths
 

@@ -72,10 +72,8 @@ def format_correlations(rows: list[tuple[str, dict]], title: str = "") -> str:
     header = f"{'protocol':<34}{'rows':>7}{'pairs':>7}" + "".join(f"{name:>24}" for name in STATISTICS)
     lines += [header, "-" * len(header)]
     for label, result in rows:
-        cells = ""
-        for name in STATISTICS:
-            r = result[name]
-            cells += f"{100 * r['value']:>8.1f} [{100 * r['ci_low']:5.1f},{100 * r['ci_high']:5.1f}]".rjust(24)
+        cells = "".join(f"{100 * r['value']:>8.1f} [{100 * r['ci_low']:5.1f},{100 * r['ci_high']:5.1f}]".rjust(24)
+                        for r in (result[name] for name in STATISTICS))
         lines.append(f"{label:<34}{result['n']:>7}{result['n_groups']:>7}{cells}")
     lines.append(f"(x 100; [bootstrap {int(100 * rows[0][1]['confidence']) if rows else 95}% interval, "
                  f"{rows[0][1]['bootstrap'] if rows else 0} resamples of pairs])")

@@ -1,11 +1,8 @@
 """The pipeline's caption path, in process and without images: score -> decide -> rewrite -> resolve.
 
-The same domain functions the Dagster assets call (``scoring.profiles.caption_scorers``,
-``decisions.policy.decide``, ``rewriting.attempts.rewrite_batches``,
-``decisions.outcome.resolve_outcomes``), over a list of captions. Image signals are
-absent, so only caption-level decisions happen: this is what the ``text`` profile with
-the offline cleaner decides for each caption, and exactly what the cleaner benchmark
-and ``curate evaluate --labels ... --from-captions`` measure.
+The same domain functions the Dagster assets call, over a list of captions: what the ``text``
+profile with the offline cleaner decides, as the cleaner benchmark and ``curate evaluate --labels
+... --from-captions`` measure it.
 """
 
 from __future__ import annotations

@@ -1,23 +1,16 @@
 """Human judgments of image-caption pairs: readers, the join with a warehouse's scores, baselines.
 
-Formats (``read_judgments``):
+Formats (``read_judgments``), one row per judged pair (``pair``, ``image``, ``caption``, ``score``):
 
-* ``expert``: Flickr8k-Expert, ``ExpertAnnotations.txt`` from the Flickr8k release (Hodosh et al.
-  2013). Tab-separated: image file, caption id (``<image file>#<0-4>``), then three expert
-  scores 1-4 (1: the caption does not describe the image ... 4: it describes it). Caption
-  text comes from ``Flickr8k.token.txt`` (``<image file>#<n>\\t<caption>``), given as
-  ``captions``. Following CLIPScore's and SPICE's protocol, a candidate that is one of its
-  own image's reference captions is left out (``skip_references``).
-* ``crowdflower``: Flickr8k-CrowdFlower, ``CrowdFlowerAnnotations.txt``: image file, caption id,
-  share of "yes" (the caption describes the image), number of yes, number of no. The
-  score is the share of yes.
-* ``generic``: CSV (header row) or JSON lines with ``image``, ``caption`` and ``score``; optional
-  ``key`` and ``shard`` (join on the warehouse's sample key instead of image + caption) and
-  ``references`` (a list of reference captions, for the reference baseline).
-
-Every reader returns one row per judged pair: ``pair`` (an id), ``image``, ``caption``,
-``score`` (the human score; for Expert the mean of the three experts) and, for Expert,
-``ratings`` (the three scores), so either protocol can be evaluated.
+* ``expert``: Flickr8k-Expert ``ExpertAnnotations.txt`` (Hodosh et al. 2013): image file, caption id
+  (``<image file>#<0-4>``), three expert scores 1-4; ``score`` is their mean and ``ratings`` keeps all
+  three. Caption text comes from ``Flickr8k.token.txt`` (``captions``). As in CLIPScore and SPICE, a
+  candidate that is one of its own image's references is left out (``skip_references``).
+* ``crowdflower``: Flickr8k-CrowdFlower ``CrowdFlowerAnnotations.txt``: image file, caption id, share
+  of "yes" (the score), number of yes, number of no.
+* ``generic``: CSV (header row) or JSON lines with ``image``, ``caption`` and ``score``; optional ``key``
+  and ``shard`` (join on the warehouse's sample key instead) and ``references`` (a list of reference
+  captions, for the reference baseline).
 """
 
 from __future__ import annotations
@@ -25,10 +18,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tarfile
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -49,19 +41,23 @@ def image_id(value) -> str:
     return PurePosixPath(value.strip().split("?", 1)[0].replace("\\", "/")).name.lower()
 
 
+def _tab_rows(path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, tab-separated fields) of every non-blank line."""
+    with open(path, encoding="utf-8") as handle:
+        for n, line in enumerate(handle, 1):
+            if line.strip():
+                yield n, line.rstrip("\n").split("\t")
+
+
 def read_flickr8k_captions(path: str | Path) -> tuple[dict[str, str], dict[str, list[str]]]:
     """``Flickr8k.token.txt``: (caption id -> caption, image file -> its captions)."""
     by_id: dict[str, str] = {}
     by_image: dict[str, list[str]] = defaultdict(list)
-    with open(path, encoding="utf-8") as handle:
-        for n, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2 or "#" not in parts[0]:
-                raise ValueError(f"{path}:{n}: expected '<image file>#<n>\\t<caption>' (Flickr8k.token.txt)")
-            by_id[parts[0]] = parts[1]
-            by_image[parts[0].split("#", 1)[0]].append(parts[1])
+    for n, parts in _tab_rows(path):
+        if len(parts) != 2 or "#" not in parts[0]:
+            raise ValueError(f"{path}:{n}: expected '<image file>#<n>\\t<caption>' (Flickr8k.token.txt)")
+        by_id[parts[0]] = parts[1]
+        by_image[parts[0].split("#", 1)[0]].append(parts[1])
     return by_id, dict(by_image)
 
 
@@ -97,24 +93,20 @@ def read_expert(path, captions: dict[str, str] | None, references: dict[str, lis
                 skip_references: bool = True) -> pd.DataFrame:
     rows = []
     skipped = 0
-    with open(path, encoding="utf-8") as handle:
-        for n, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 5:
-                raise ValueError(f"{path}:{n}: expected 5 tab-separated columns (image, caption id, 3 expert scores)")
-            image, caption_id = parts[0], parts[1]
-            try:
-                ratings = [float(x) for x in parts[2:]]
-            except ValueError:
-                raise ValueError(f"{path}:{n}: expert scores must be numbers 1-4, got {parts[2:]}") from None
-            caption = _caption_for(caption_id, captions, path, n)
-            if skip_references and references is not None and caption in references.get(image, []):
-                skipped += 1
-                continue
-            rows.append({"pair": f"{image}|{caption_id}", "image": image, "caption_id": caption_id,
-                         "caption": caption, "score": float(np.mean(ratings)), "ratings": ratings})
+    for n, parts in _tab_rows(path):
+        if len(parts) != 5:
+            raise ValueError(f"{path}:{n}: expected 5 tab-separated columns (image, caption id, 3 expert scores)")
+        image, caption_id = parts[0], parts[1]
+        try:
+            ratings = [float(x) for x in parts[2:]]
+        except ValueError:
+            raise ValueError(f"{path}:{n}: expert scores must be numbers 1-4, got {parts[2:]}") from None
+        caption = _caption_for(caption_id, captions, path, n)
+        if skip_references and references is not None and caption in references.get(image, []):
+            skipped += 1
+            continue
+        rows.append({"pair": f"{image}|{caption_id}", "image": image, "caption_id": caption_id,
+                     "caption": caption, "score": float(np.mean(ratings)), "ratings": ratings})
     df = pd.DataFrame(rows, columns=["pair", "image", "caption_id", "caption", "score", "ratings"])
     df.attrs["skipped_references"] = skipped
     return df
@@ -122,22 +114,18 @@ def read_expert(path, captions: dict[str, str] | None, references: dict[str, lis
 
 def read_crowdflower(path, captions: dict[str, str] | None) -> pd.DataFrame:
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for n, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 5:
-                raise ValueError(f"{path}:{n}: expected 5 tab-separated columns (image, caption id, share of yes, "
-                                 "yes, no)")
-            image, caption_id = parts[0], parts[1]
-            try:
-                share, yes, no = float(parts[2]), int(parts[3]), int(parts[4])
-            except ValueError:
-                raise ValueError(f"{path}:{n}: expected a share and two counts, got {parts[2:]}") from None
-            rows.append({"pair": f"{image}|{caption_id}", "image": image, "caption_id": caption_id,
-                         "caption": _caption_for(caption_id, captions, path, n), "score": share,
-                         "n_yes": yes, "n_no": no})
+    for n, parts in _tab_rows(path):
+        if len(parts) != 5:
+            raise ValueError(f"{path}:{n}: expected 5 tab-separated columns (image, caption id, share of yes, "
+                             "yes, no)")
+        image, caption_id = parts[0], parts[1]
+        try:
+            share, yes, no = float(parts[2]), int(parts[3]), int(parts[4])
+        except ValueError:
+            raise ValueError(f"{path}:{n}: expected a share and two counts, got {parts[2:]}") from None
+        rows.append({"pair": f"{image}|{caption_id}", "image": image, "caption_id": caption_id,
+                     "caption": _caption_for(caption_id, captions, path, n), "score": share,
+                     "n_yes": yes, "n_no": no})
     return pd.DataFrame(rows, columns=["pair", "image", "caption_id", "caption", "score", "n_yes", "n_no"])
 
 
@@ -235,10 +223,12 @@ def join_scores(judgments: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
             metric[column] = metric[column].astype(str)
         joined = left.merge(metric, on=on, how="left")
     else:
-        left = judgments.assign(_image=judgments["image"].map(image_id), _caption=judgments["caption"].map(normalize_caption))
-        right = scores.assign(_image=scores["image"].map(image_id), _caption=scores["caption"].map(normalize_caption))
-        metric = right.groupby(["_image", "_caption"], as_index=False)["metric"].mean()
-        joined = left.merge(metric, on=["_image", "_caption"], how="left").drop(columns=["_image", "_caption"])
+        def comparable(df: pd.DataFrame) -> pd.DataFrame:
+            return df.assign(_image=df["image"].map(image_id), _caption=df["caption"].map(normalize_caption))
+
+        metric = comparable(scores).groupby(["_image", "_caption"], as_index=False)["metric"].mean()
+        joined = comparable(judgments).merge(metric, on=["_image", "_caption"], how="left").drop(
+            columns=["_image", "_caption"])
     joined.attrs.update(judgments.attrs)
     joined.attrs["matched"] = int(joined["metric"].notna().sum())
     return joined
@@ -269,30 +259,25 @@ def write_judgment_shards(judgments: pd.DataFrame, images_dir: str | Path, out_d
                           per_shard: int = 1000, prefix: str = "judged") -> list[Path]:
     """Webdataset shards of the judged pairs (image bytes, caption, json naming the image), so
     `curate run` can score them; `curate evaluate` then joins on image and caption."""
+    from curation_pipeline.shards.writer import write_tar
+
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     unique = judgments.drop_duplicates(["image", "caption"])[["image", "caption"]].reset_index(drop=True)
     missing = [img for img in unique["image"].unique() if not (images_dir / img).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} judged images are not in {images_dir} (first: {missing[0]})")
+
+    def sample(i: int, image: str, caption: str) -> list[tuple[str, bytes]]:
+        key, ext = f"{i:07d}", Path(image).suffix.lstrip(".").lower() or "jpg"
+        return [(f"{key}.{ext}", (images_dir / image).read_bytes()), (f"{key}.txt", str(caption).encode("utf-8")),
+                (f"{key}.json", json.dumps({"image": image, "caption": caption}).encode("utf-8"))]
+
     paths = []
     for start in range(0, len(unique), per_shard):
-        path = out_dir / f"{prefix}-{start // per_shard:06d}.tar"
-        tmp = path.with_suffix(".tar.tmp")
-        with tarfile.open(tmp, "w") as tar:
-            for i, (image, caption) in enumerate(unique.iloc[start:start + per_shard].itertuples(index=False), start):
-                key = f"{i:07d}"
-                ext = Path(image).suffix.lstrip(".").lower() or "jpg"
-                members = [(f"{key}.{ext}", (images_dir / image).read_bytes()),
-                           (f"{key}.txt", str(caption).encode("utf-8")),
-                           (f"{key}.json", json.dumps({"image": image, "caption": caption}).encode("utf-8"))]
-                for name, data in members:
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    info.mtime = 0
-                    tar.addfile(info, io.BytesIO(data))
-        os.replace(tmp, path)
-        paths.append(path)
+        part = unique.iloc[start:start + per_shard].itertuples(index=False)
+        members = (m for i, (image, caption) in enumerate(part, start) for m in sample(i, image, caption))
+        paths.append(write_tar(out_dir / f"{prefix}-{start // per_shard:06d}.tar", members))
     return paths
 
 

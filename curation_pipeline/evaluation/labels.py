@@ -1,17 +1,9 @@
 """Curation decisions scored against per-sample labels (clean / noisy / junk / mismatched).
 
-The truth file is JSON lines, one object per sample, as ``evaluation.noise.write_truth``
-writes it: ``key`` (and optionally ``shard``), ``label``, ``caption`` (the caption as it
-was given to the pipeline) and, for ``noisy``, ``clean`` (the caption before the noise)
-and ``kinds`` (the noise kinds injected).
-
-Measured, per label: the share kept unchanged, rewritten, dropped. For noisy samples:
-* ``caught``: rewritten or dropped (anything but kept as it came);
-* ``exactly_clean``: the final caption equals the clean source, character for character;
-* edit-ratio quantiles of the final caption against the clean source
-  (``rewriting.verify.edit_ratio``: 0.0 = the clean words exactly, 1.0 = no word in common),
-  over the noisy samples that were not dropped.
-For clean samples: every false change (rewritten or dropped), with examples.
+The truth file is what ``evaluation.noise.write_truth`` writes. Per label: the share kept, rewritten
+and dropped; for noisy samples also ``caught`` (not kept as it came), ``exactly_clean`` (the final
+caption equals the clean source) and edit-ratio quantiles against the clean source
+(``rewriting.verify.edit_ratio``); for clean samples every false change, with examples.
 """
 
 from __future__ import annotations
@@ -46,11 +38,9 @@ def read_truth(path: str | Path) -> pd.DataFrame:
     if not rows:
         raise ValueError(f"{path}: no labelled samples")
     truth = pd.DataFrame(rows)
-    for column in ("clean", "caption", "shard", "split"):
+    for column in ("clean", "caption", "shard", "split", "kinds"):
         if column not in truth:
             truth[column] = None
-    if "kinds" not in truth:
-        truth["kinds"] = [[] for _ in range(len(truth))]
     truth["kinds"] = truth["kinds"].apply(lambda v: list(v) if isinstance(v, (list, tuple)) else [])
     return truth
 
@@ -85,10 +75,8 @@ def evaluate_labels(joined: pd.DataFrame, examples: int = 10) -> dict:
         part = df[df["label"].eq(label)]
         dropped = part.loc[part["outcome"].eq("dropped"), "reason"].fillna("").astype(str)
         report["labels"][label] = {
-            "n": int(len(part)),
-            "kept_unchanged": _share(part["outcome"].eq("kept")),
-            "rewritten": _share(part["outcome"].eq("rewritten")),
-            "dropped": _share(part["outcome"].eq("dropped")),
+            "n": int(len(part)), "kept_unchanged": _share(part["outcome"].eq("kept")),
+            "rewritten": _share(part["outcome"].eq("rewritten")), "dropped": _share(part["outcome"].eq("dropped")),
             "drop_reasons": {k: int(v) for k, v in dropped.str.split(r" \(|;|:", n=1).str[0].value_counts()
                              .head(3).items()},
         }
@@ -98,9 +86,7 @@ def evaluate_labels(joined: pd.DataFrame, examples: int = 10) -> dict:
     alive = noisy[noisy["outcome"].ne("dropped")]
     ratios = np.array([edit_ratio(c, f) for c, f in zip(alive["clean"], alive["final_caption"])], dtype=float)
     noisy_report = {
-        "n": int(len(noisy)),
-        "caught": _share(noisy["caught"]),
-        "exactly_clean": _share(noisy["exactly_clean"]),
+        "n": int(len(noisy)), "caught": _share(noisy["caught"]), "exactly_clean": _share(noisy["exactly_clean"]),
         "dropped": _share(noisy["outcome"].eq("dropped")),
         "edit_ratio": {f"p{round(q * 100)}": (float(np.quantile(ratios, q)) if len(ratios) else float("nan"))
                        for q in QUANTILES},
@@ -120,26 +106,21 @@ def evaluate_labels(joined: pd.DataFrame, examples: int = 10) -> dict:
     clean = df[df["label"].eq("clean")]
     changed = clean[~clean["outcome"].eq("kept")]
     report["clean"] = {
-        "n": int(len(clean)),
-        "kept_unchanged": _share(clean["outcome"].eq("kept")),
-        "false_changes": int(len(changed)),
+        "n": int(len(clean)), "kept_unchanged": _share(clean["outcome"].eq("kept")), "false_changes": int(len(changed)),
         "false_change_examples": _examples(changed, examples, ["key", "caption", "final_caption", "outcome", "reason"]),
     }
     junk = df[df["label"].eq("junk")]
     report["junk"] = {
-        "n": int(len(junk)),
-        "dropped": _share(junk["outcome"].eq("dropped")),
+        "n": int(len(junk)), "dropped": _share(junk["outcome"].eq("dropped")),
         "kept_examples": _examples(junk[junk["outcome"].ne("dropped")], examples,
                                    ["key", "kinds", "caption", "final_caption", "outcome", "reason"]),
     }
     mismatched = df[df["label"].eq("mismatched")]
     report["mismatched"] = {"n": int(len(mismatched)), "dropped": _share(mismatched["outcome"].eq("dropped"))}
     report["summary"] = {
-        "noisy_caught": noisy_report["caught"],
-        "noisy_exactly_clean": noisy_report["exactly_clean"],
+        "noisy_caught": noisy_report["caught"], "noisy_exactly_clean": noisy_report["exactly_clean"],
         "noisy_edit_ratio_p90": noisy_report["edit_ratio"]["p90"],
-        "clean_kept_unchanged": report["clean"]["kept_unchanged"],
-        "junk_dropped": report["junk"]["dropped"],
+        "clean_kept_unchanged": report["clean"]["kept_unchanged"], "junk_dropped": report["junk"]["dropped"],
         "mismatched_dropped": report["mismatched"]["dropped"],
     }
     return report

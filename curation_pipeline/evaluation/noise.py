@@ -1,42 +1,20 @@
 """A labelled-noise generator: real human captions, web noise injected as it appears in alt text.
 
-Every sample gets one label:
+Labels: ``clean`` (a human caption as written: keep it), ``noisy`` (one to three ``NOISE_KINDS``
+injected; ``clean`` holds the caption before: rewrite it back to exactly that), ``junk`` (alt text
+that describes nothing: drop it) and ``mismatched`` (a clean caption of ANOTHER image: only an
+image-text model can drop it).
 
-* ``clean``: a human caption as written (the curation should keep it unchanged).
-* ``noisy``: a human caption with one to three noise kinds injected; ``clean`` holds the
-  caption before injection (the curation should rewrite it back to exactly that).
-* ``junk``: alt text with nothing that describes the image (the curation should drop it).
-* ``mismatched``: a clean human caption of ANOTHER image (an image-text model should drop
-  it; a text-only profile cannot tell).
+Noise kinds: ``advertising`` (an ad or call to action: "Buy now", "Up to 40% off"), ``credit`` ("Photo:
+Jane Doe.", "© 2019 Jane Doe. All rights reserved."), ``whitespace`` (tabs, line breaks, runs of spaces),
+``control`` (NUL, ANSI colour codes, zero-width and bidi characters), ``bracketed_source`` ("(source:
+https://...)", "[Photo: Jane Doe]"), ``entity_quotes`` (the caption wrapped in ``&quot;...&quot;``),
+``url``, ``hashtags``, ``stock`` ("Stock Photo - ...") and ``filename`` ("IMG_2041.JPG - ...").
 
-Noise kinds (``NOISE_KINDS``), each a function of (caption, rng):
-
-* ``advertising``: an ad or call to action before or after the caption: "Buy now",
-  "Up to 40% off", "Free shipping on all orders", "Click here to shop", "Use code SAVE20",
-  "Only $19.99" ... (one or two parts, separated as shops do: " - ", " | ", ": ", "! ").
-* ``credit``: a photographer / agency credit or copyright line: "Photo: Jane Doe.",
-  "Credit: Jane Doe/Reuters", "Photo credit: ...", "© 2019 Jane Doe. All rights reserved.",
-  "Photograph: Jane Doe for The Guardian", "(Photo: Jane Doe/AP)", "Jane Doe/Getty Images".
-* ``whitespace``: tabs, line breaks, runs of spaces, no-break spaces and spaces at the ends.
-* ``control``: invisible characters: NUL, DEL, other C0 controls, ANSI colour codes around a
-  word, zero-width spaces, a BOM, bidi overrides, a soft hyphen inside a word.
-* ``bracketed_source``: a bracketed link or source note: "(source: https://...)",
-  "[via www.example.com]", "(https://...)", "(Source: Reuters)", "[Photo: Jane Doe]".
-* ``entity_quotes``: the caption wrapped in encoded quotes, as scraped alt text often is:
-  ``&quot;...&quot;``, ``&#34;...&#34;``, ``&ldquo;...&rdquo;``, double-escaped ``&amp;quot;``.
-* ``url``: a link after the caption, bare or labelled ("more at https://...").
-* ``hashtags``: two to four hashtags after the caption.
-* ``stock``: stock-photo boilerplate ("Stock Photo - ...", "... | Shutterstock").
-* ``filename``: a camera file name before or after the caption ("IMG_2041.JPG - ...").
-
-Every injection is reversible in principle: the noise is added next to the caption with a
-separator (never by editing its words), so "exactly clean" is a well-defined target. A
-separator that would change the caption's own ending (". " after a caption that had no
-period) is never used.
-
-Splits: samples are assigned to ``dev`` or ``heldout`` by a hash of their image, so both
-splits hold different photos and captions; the cleaner's rules are written from ``dev``
-and measured on ``heldout``. The phrase pools are shared by both splits.
+Noise is added next to the caption with a separator, never by editing its words, and never with a
+separator that would change the caption's own ending, so "exactly clean" is a well-defined target.
+Samples go to ``dev`` or ``heldout`` by a hash of their image: the cleaner's rules are written from
+``dev`` and measured on ``heldout``.
 """
 
 from __future__ import annotations
@@ -78,26 +56,16 @@ def _url(rng: random.Random) -> str:
     return f"{scheme}{rng.choice(_DOMAINS)}/{path}{tail}"
 
 
-def _ends_sentence(caption: str) -> bool:
-    return caption.rstrip().endswith((".", "!", "?"))
-
-
 def _suffix_joiner(caption: str, rng: random.Random, tight_ok: bool = True) -> str:
     """How noise is glued after a caption without changing the caption's own ending."""
-    if _ends_sentence(caption):
+    if caption.rstrip().endswith((".", "!", "?")):
         return rng.choice([" ", " - ", " | "])
     return rng.choice([" - ", " | ", " – ", " • "] + ([", "] if tight_ok else []))
 
 
-def _prefix_joiner(noise: str, rng: random.Random) -> str:
-    if noise.endswith(("!", ".")):
-        return " "
-    return rng.choice([": ", " - ", " | "])
-
-
 def _attach(caption: str, noise: str, rng: random.Random, prefix_share: float = 0.3) -> str:
     if rng.random() < prefix_share:
-        return noise + _prefix_joiner(noise, rng) + caption
+        return noise + (" " if noise.endswith(("!", ".")) else rng.choice([": ", " - ", " | "])) + caption
     return caption + _suffix_joiner(caption, rng) + noise
 
 
@@ -203,9 +171,7 @@ def bracketed_source(caption: str, rng: random.Random) -> str:
     note = rng.choice([f"(source: {_url(rng)})", f"(Source: {_url(rng)})", f"[via {_url(rng)}]", f"({_url(rng)})",
                        f"(Source: {agency})", f"[Photo: {name}]", f"(via {agency})", f"[source: {_url(rng)}]",
                        f"(more at {_url(rng)})"])
-    if rng.random() < 0.2:
-        return note + " " + caption
-    return caption + " " + note
+    return note + " " + caption if rng.random() < 0.2 else caption + " " + note
 
 
 def entity_quotes(caption: str, rng: random.Random) -> str:
@@ -223,8 +189,7 @@ def url(caption: str, rng: random.Random) -> str:
 def hashtags(caption: str, rng: random.Random) -> str:
     pool = ["#love", "#instagood", "#photooftheday", "#nofilter", "#travel", "#nature", "#happy", "#weekend",
             "#summer", "#dogsofinstagram", "#family", "#fun", "#picoftheday", "#streetphotography"]
-    tags = " ".join(rng.sample(pool, rng.randint(2, 4)))
-    return caption + " " + tags
+    return caption + " " + " ".join(rng.sample(pool, rng.randint(2, 4)))
 
 
 def stock(caption: str, rng: random.Random) -> str:
@@ -245,16 +210,9 @@ def filename(caption: str, rng: random.Random) -> str:
 
 
 NOISE_KINDS: dict[str, Callable[[str, random.Random], str]] = {
-    "advertising": advertising,
-    "credit": credit,
-    "whitespace": whitespace,
-    "control": control,
-    "bracketed_source": bracketed_source,
-    "entity_quotes": entity_quotes,
-    "url": url,
-    "hashtags": hashtags,
-    "stock": stock,
-    "filename": filename,
+    "advertising": advertising, "credit": credit, "whitespace": whitespace, "control": control,
+    "bracketed_source": bracketed_source, "entity_quotes": entity_quotes, "url": url, "hashtags": hashtags,
+    "stock": stock, "filename": filename,
 }
 # Kinds that wrap the whole caption go first, kinds that edit characters anywhere go last.
 _ORDER = ["entity_quotes", "stock", "filename", "bracketed_source", "credit", "url", "advertising", "hashtags",
@@ -316,13 +274,9 @@ def split_of(image_id: str, heldout_share: float = 0.5) -> str:
 
 def make_labelled(items: list[tuple[str, list[str]]], *, seed: int = 0, captions_per_image: int = 1,
                   shares: dict[str, float] | None = None, max_kinds: int = 3) -> list[LabelledSample]:
-    """Labelled samples from (image id, its human captions) items.
-
-    ``shares`` gives the label mix (default clean 0.3, noisy 0.5, junk 0.1, mismatched 0.1).
-    A noisy sample gets 1 to ``max_kinds`` distinct noise kinds (about half get one).
-    Every sample of an image lands in that image's split; a mismatched caption comes from
-    another image of the same split.
-    """
+    """Labelled samples from (image id, its human captions) items, in ``shares`` (default clean 0.3,
+    noisy 0.5, junk 0.1, mismatched 0.1); a noisy one gets 1 to ``max_kinds`` kinds (half get one). A
+    mismatched caption comes from another image of the same split."""
     shares = shares or {"clean": 0.3, "noisy": 0.5, "junk": 0.1, "mismatched": 0.1}
     labels, weights = zip(*shares.items())
     by_split: dict[str, list[tuple[str, list[str]]]] = {s: [] for s in SPLITS}
@@ -376,13 +330,14 @@ def flickr_items(folder: str | Path) -> list[tuple[str, list[str]]]:
     return items
 
 
-def write_truth(samples: Iterable[LabelledSample], path: str | Path) -> Path:
+def write_truth(samples: Iterable[LabelledSample | dict], path: str | Path) -> Path:
     """The truth file: one JSON object per line (``LabelledSample``'s fields)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         for sample in samples:
-            handle.write(json.dumps(asdict(sample), ensure_ascii=False) + "\n")
+            row = sample if isinstance(sample, dict) else asdict(sample)
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
 
 
@@ -391,33 +346,21 @@ def write_labelled_shards(samples: list[LabelledSample], images_dir: str | Path,
     """Webdataset shards of the labelled samples (the photo's bytes, the caption as given, a json naming
     the photo) and the truth file with each sample's ``shard``, so that `curate run` on the shards and
     then `curate evaluate --labels` score the whole pipeline, images included."""
-    import io
-    import os
-    import tarfile
+    from curation_pipeline.shards.writer import write_tar
 
-    images_dir, out_dir = Path(images_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    def members(sample: LabelledSample) -> list[tuple[str, bytes]]:
+        image = Path(images_dir) / str(sample.image)
+        return [(f"{sample.key}{image.suffix.lower() or '.jpg'}", image.read_bytes()),
+                (f"{sample.key}.txt", sample.caption.encode("utf-8")),
+                (f"{sample.key}.json", json.dumps({"image": sample.image}).encode("utf-8"))]
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     paths, rows = [], []
     for start in range(0, len(samples), per_shard):
-        shard = f"{prefix}-{start // per_shard:06d}"
-        path = out_dir / f"{shard}.tar"
-        tmp = path.with_suffix(".tar.tmp")
-        with tarfile.open(tmp, "w") as tar:
-            for sample in samples[start:start + per_shard]:
-                image = images_dir / str(sample.image)
-                members = [(f"{sample.key}{image.suffix.lower() or '.jpg'}", image.read_bytes()),
-                           (f"{sample.key}.txt", sample.caption.encode("utf-8")),
-                           (f"{sample.key}.json", json.dumps({"image": sample.image}).encode("utf-8"))]
-                for name, data in members:
-                    info = tarfile.TarInfo(name)
-                    info.size, info.mtime = len(data), 0
-                    tar.addfile(info, io.BytesIO(data))
-                rows.append({**asdict(sample), "shard": shard})
-        os.replace(tmp, path)
-        paths.append(path)
-    with open(truth_path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        shard, part = f"{prefix}-{start // per_shard:06d}", samples[start:start + per_shard]
+        paths.append(write_tar(Path(out_dir) / f"{shard}.tar", (m for sample in part for m in members(sample))))
+        rows += [{**asdict(sample), "shard": shard} for sample in part]
+    write_truth(rows, truth_path)
     return paths
 
 

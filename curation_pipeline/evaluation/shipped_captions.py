@@ -1,11 +1,7 @@
-"""Human-style captions the repository ships, for tests and for ``--smoke`` runs on a fresh clone.
-
-Written for this project (not taken from any data set), in the styles real alt text and
-crowd captions come in: with and without a final period, a space before the period
-(as in Flickr8k's tokenised captions), a lower-case start, commas between clauses,
-quoted sign text, names and numbers. One caption per imaginary photo; the noise
-generator (``evaluation.noise``) injects its noise into these when the Flickr captions
-of ``../shared/evaldata`` are not there.
+"""Human-style captions written for this project (not taken from any data set), for tests and
+``--smoke`` runs on a fresh clone: with and without a final period, " ." as in Flickr8k's tokenised
+captions, lower-case starts, commas, quoted sign text, names and numbers. One per imaginary photo; the
+noise generator uses them when the Flickr captions of ``../shared/evaldata`` are not there.
 """
 
 CAPTIONS: tuple[str, ...] = (

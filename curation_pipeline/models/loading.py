@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class ModelUnavailableError(RuntimeError):
@@ -47,6 +49,8 @@ def _looks_like_path(model: str) -> bool:
 def pick_device(preferred: str | None = None) -> str:
     if preferred:
         return preferred
+    import torch  # seconds to import: only once a model is loaded (the CLI imports this module's error)
+
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -56,6 +60,8 @@ def pick_device(preferred: str | None = None) -> str:
 
 def pick_dtype(device: str, preferred: torch.dtype | str | None = None) -> torch.dtype:
     """Half precision on accelerators (bf16 where supported), fp32 on CPU where half is slow."""
+    import torch
+
     if preferred is not None:
         return getattr(torch, preferred) if isinstance(preferred, str) else preferred
     if device.startswith("cuda"):

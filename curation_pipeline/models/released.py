@@ -1,23 +1,15 @@
 """The papers' released checkpoints on transformers' native LLaVA classes.
 
-The MLM-Filter checkpoints (model types ``llava``, ``llava_llama``, ``llava_qwen``, from
-the author's LLaVA-Unified fork) and AITQE's (``mm``, code only on GitHub, tied to
-transformers 4.41 and flash-attn) ship weights and a tokenizer but no code that current
-transformers can run. All four are the same machine: a vision tower, a two-layer MLP
-projector and a causal LM whose input embeddings get the image features spliced in. So
-their tensors are renamed onto ``LlavaForConditionalGeneration`` here: no
-``trust_remote_code``, no authors' packages, SDPA attention, and ``curate
-convert-model`` can write the result as a standard directory other engines serve.
-
-What the references do, and what is reproduced (the parity tests pin each point):
-- the vision tower is named by the checkpoint (``mm_vision_tower`` or
-  ``vision_model_name_or_path``) and loaded from its own id, or a path the caller gives;
-- features come from ``mm_vision_select_layer`` (-2); CLIP drops its CLS token
-  (``select_feature == "patch"``), SigLIP has none;
-- AITQE's projector has no bias on its second Linear: it becomes a zero bias;
-- AITQE's ``image_newline`` is concatenated as an empty slice by its code: unused;
-- the image placeholder is a token id the text never produces (the first id past the
-  tokenizer, growing the vocabulary by one zero row when it is full).
+The MLM-Filter checkpoints (``llava``, ``llava_llama``, ``llava_qwen``, from the LLaVA-Unified fork) and
+AITQE's (``mm``, tied to transformers 4.41 and flash-attn) ship weights but no code current
+transformers can run. All four are a vision tower, a two-layer MLP projector and a causal LM with the
+image features spliced into its input embeddings, so their tensors are renamed onto
+``LlavaForConditionalGeneration``: no ``trust_remote_code``, SDPA attention, and ``curate
+convert-model`` can write a standard directory. Reproduced from the references (parity tests pin each):
+the tower named by the checkpoint, loaded from its own id; features from ``mm_vision_select_layer``
+(CLIP drops its CLS token, SigLIP has none); AITQE's bias-less second projector Linear as a zero bias;
+AITQE's ``image_newline`` unused (its code concatenates an empty slice); the image placeholder a token
+id the text never produces (the first id past the tokenizer, growing the vocabulary when full).
 """
 
 from __future__ import annotations
@@ -62,9 +54,8 @@ class ReleasedModel:
 
     @property
     def repetition_penalty(self) -> float:
-        """From the checkpoint's generation_config.json; the reference applies it, under greedy
-        decoding too, to the generated tokens only (it generates from embeddings, so the prompt's
-        ids are not in the sequence the penalty looks at)."""
+        """From generation_config.json; the reference applies it (greedy too) to the generated tokens only:
+        it generates from embeddings, so the prompt's ids are not in the sequence the penalty sees."""
         return float(self.model.generation_config.repetition_penalty or 1.0)
 
     def pixel_values(self, images: list, pad: bool | None = None) -> torch.Tensor:
@@ -114,10 +105,8 @@ def read_config(model: str) -> dict | None:
 
 
 def released_layout(config: dict | None) -> str | None:
-    """The released layout a raw config describes, None for a transformers-native model.
-
-    Native ``llava`` configs carry ``vision_config``; the LLaVA-1.5 layout of the same
-    model type carries ``mm_vision_tower`` instead."""
+    """The released layout a raw config describes, None for a transformers-native model (native
+    ``llava`` configs carry ``vision_config``; the LLaVA-1.5 layout ``mm_vision_tower`` instead)."""
     if not config:
         return None
     kind = config.get("model_type")
@@ -148,22 +137,24 @@ def _state_dict(directory: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+# Released tensor name prefixes -> native ones; the first match wins, a tensor matching none is dropped
+# (AITQE's image_newline: its reference concatenates it as an empty slice).
+_RENAMES = {
+    "mm": (("model.model.", "model.language_model."), ("model.lm_head.", "lm_head."),
+           ("vision_model.", "model.vision_tower."), ("mm_projector.0.", "model.multi_modal_projector.linear_1."),
+           ("mm_projector.2.", "model.multi_modal_projector.linear_2.")),
+    "llava": (("model.mm_projector.0.", "model.multi_modal_projector.linear_1."),
+              ("model.mm_projector.2.", "model.multi_modal_projector.linear_2."),
+              ("model.mm_projector.mlp_projector.0.", "model.multi_modal_projector.linear_1."),
+              ("model.mm_projector.mlp_projector.2.", "model.multi_modal_projector.linear_2."),
+              ("model.vision_tower.vision_tower.", "model.vision_tower."),
+              ("model.", "model.language_model."), ("lm_head.", "lm_head.")),
+}
+
+
 def _rename(key: str, layout: str) -> str | None:
     """The native name of a released tensor, None to drop it."""
-    if layout == "mm":
-        for old, new in (("model.model.", "model.language_model."), ("model.lm_head.", "lm_head."),
-                         ("vision_model.", "model.vision_tower."),
-                         ("mm_projector.0.", "model.multi_modal_projector.linear_1."),
-                         ("mm_projector.2.", "model.multi_modal_projector.linear_2.")):
-            if key.startswith(old):
-                return new + key[len(old):]
-        return None  # image_newline: concatenated as an empty slice by the reference
-    for old, new in (("model.mm_projector.0.", "model.multi_modal_projector.linear_1."),
-                     ("model.mm_projector.2.", "model.multi_modal_projector.linear_2."),
-                     ("model.mm_projector.mlp_projector.0.", "model.multi_modal_projector.linear_1."),
-                     ("model.mm_projector.mlp_projector.2.", "model.multi_modal_projector.linear_2."),
-                     ("model.vision_tower.vision_tower.", "model.vision_tower."),
-                     ("model.", "model.language_model."), ("lm_head.", "lm_head.")):
+    for old, new in _RENAMES["mm" if layout == "mm" else "llava"]:
         if key.startswith(old):
             return new + key[len(old):]
     return None
@@ -236,11 +227,8 @@ def load_released(model: str, *, vision_tower: str | None = None, device: str | 
 
     device = pick_device(device)
     dtype = pick_dtype(device, dtype)
-    state = {}
-    for key, tensor in _state_dict(directory).items():
-        new = _rename(key, layout)
-        if new is not None:
-            state[new] = tensor
+    state = {new: tensor for key, tensor in _state_dict(directory).items()
+             if (new := _rename(key, layout)) is not None}
     own_tower = any(k.startswith("model.vision_tower.") for k in state)
     if layout != "mm" and own_tower and not raw.get("unfreeze_mm_vision_tower", False):
         # the reference builds the tower lazily and loads it from its id, ignoring these

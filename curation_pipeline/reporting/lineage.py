@@ -1,8 +1,7 @@
 """How a caption came to be: the decision, every rewrite attempt, the final caption.
 
-Reads the warehouse's Parquet directly with an in-memory DuckDB connection, so it
-never waits on (or blocks) the report asset's writer. Keys and shards are bound as
-parameters, never pasted into SQL.
+Reads the warehouse's Parquet with an in-memory DuckDB connection, so it never waits on (or blocks)
+the report's writer. Keys and shards are bound as parameters, never pasted into SQL.
 """
 
 from __future__ import annotations
@@ -22,17 +21,13 @@ class CaptionHistory:
     attempts: pd.DataFrame  # every rewrite attempt of those pairs, in order
 
 
-def _files(warehouse: Warehouse, table: str) -> list[str] | None:
-    return warehouse.table_files(table) or None
-
-
 def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | None = None,
                     rewritten_only: bool = False) -> CaptionHistory:
     """Pairs matching ``key`` and/or ``shard`` with their lineage; both None means all."""
     if shard is not None:
         validate_key(shard)
-    final_glob, attempts_glob = _files(warehouse, "final_captions"), _files(warehouse, "rewritten_captions")
-    if final_glob is None:
+    final_glob, attempts_glob = warehouse.table_files("final_captions"), warehouse.table_files("rewritten_captions")
+    if not final_glob:
         raise FileNotFoundError(f"no final_captions under {warehouse.root}: run the pipeline first")
     where = "($key IS NULL OR key = $key) AND ($shard IS NULL OR shard = $shard)"
     params = {"key": key, "shard": shard}
@@ -44,7 +39,7 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
                 FROM read_parquet($final, union_by_name = true) f
                 WHERE {where} {"AND rewritten" if rewritten_only else ""} ORDER BY shard, key""",
             {**params, "final": final_glob}).df()
-        if attempts_glob is None:
+        if not attempts_glob:
             attempts = pd.DataFrame()
         else:
             attempts = con.execute(
@@ -85,6 +80,7 @@ def format_history(history: CaptionHistory, limit: int = 50) -> str:
 
 LINEAGE_PREVIEW = ["key", "accepted", "original_caption", "candidate_caption", "attempted_because", "reason",
                    "quality_before", "quality_after", "edit_ratio", "semantic_similarity", "rewriter", "run"]
+
 
 def lineage_preview(lineage: pd.DataFrame, decisions: pd.DataFrame, rows: int) -> pd.DataFrame:
     """The rows the UI shows: why each caption was attempted (the decision's reason), the verdict,

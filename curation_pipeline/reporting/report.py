@@ -1,28 +1,16 @@
 """The DuckDB quality report: views over the warehouse plus summary tables.
 
-The database is rebuilt in a temporary file and renamed into place, so a reader
-(the CLI, a notebook) never meets a half-written report or a writer's lock, and
-shard partitions (which only write Parquet) never contend with it. A build that fails
-(a full disk, a kill) removes its temp file (and DuckDB's ``.wal``) at once; temp files
-of builders that died are removed by the next build.
-
-Word counts (``mean_words_*``, ``caption_lengths``, ``words_before`` / ``words_after``) are the
-drift check's own (``validation.drift.caption_lengths``: Python's ``str.split()``, so runs of any
-whitespace separate words and ``''`` or ``None`` has 0), through the ``word_count`` function
-registered with DuckDB while the report is built; the tables it fills are stored values.
-
-On object storage the Parquet is read straight from the bucket (the warehouse's fsspec filesystem
-registered with DuckDB: no httpfs extension, no credentials in SQL); ``open_report`` opens the
-stored database for reading wherever it lives (a local copy of a remote one).
-
-Shards whose last run failed are listed in ``shard_summary`` with ``status = 'failed'``
-and the error (``failures`` comes from the Dagster instance: ``assets/failures.py``).
+The database is rebuilt in a temporary file and renamed into place (uploaded with ``atomic_open`` on
+object storage, where DuckDB reads the Parquet through the warehouse's own fsspec filesystem), so a
+reader never meets a half-written report or a writer's lock, and shard partitions never contend with
+it. A failed build removes its temp file (and ``.wal``) at once; those of dead builders go next time.
+Word counts are the drift check's own (``validation.drift.caption_lengths``), registered with DuckDB
+as ``word_count``. Shards whose last run failed are listed in ``shard_summary`` as ``failed``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import re
 import shutil
@@ -34,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from curation_pipeline.reporting.markdown import markdown_table
-from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name, writer_alive
+from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name
 from curation_pipeline.validation.drift import caption_lengths
 from curation_pipeline.values import plain
 
@@ -69,27 +57,17 @@ def open_report(warehouse: Warehouse):
     """A read-only DuckDB connection to the warehouse's ``quality.duckdb``, local or on object
     storage (downloaded to a temp file, with the warehouse's filesystem registered so the views
     over ``s3://`` Parquet work too). Raises FileNotFoundError when there is no report."""
-    if warehouse.is_local:
-        path = warehouse.local_path(warehouse.report_db_path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no report at {path}")
-        con = duckdb.connect(path, read_only=True)
-        try:
-            yield con
-        finally:
-            con.close()
-        return
-    if not warehouse.fs.exists(warehouse.report_db_path):
-        raise FileNotFoundError(f"no report at {warehouse.local_path(warehouse.report_db_path)}")
+    path = warehouse.local_path(warehouse.report_db_path)
+    if not (os.path.exists(path) if warehouse.is_local else warehouse.fs.exists(warehouse.report_db_path)):
+        raise FileNotFoundError(f"no report at {path}")
     with tempfile.TemporaryDirectory(prefix="quality-report-") as folder:
-        local = os.path.join(folder, "quality.duckdb")
-        warehouse.fs.get(warehouse.report_db_path, local)
-        con = duckdb.connect(local, read_only=True)
-        try:
-            con.register_filesystem(warehouse.fs)
+        if not warehouse.is_local:
+            path = os.path.join(folder, "quality.duckdb")
+            warehouse.fs.get(warehouse.report_db_path, path)
+        with contextlib.closing(duckdb.connect(path, read_only=True)) as con:
+            if not warehouse.is_local:
+                con.register_filesystem(warehouse.fs)
             yield con
-        finally:
-            con.close()
 
 
 def _quote(name: str) -> str:
@@ -142,7 +120,7 @@ f AS (
   FROM final_captions GROUP BY shard),
 r AS (
   SELECT shard, count(*) AS rewrite_attempts, count(*) FILTER (WHERE accepted) AS rewrites_accepted
-  FROM {rewritten_captions} GROUP BY shard),
+  FROM rewritten_captions GROUP BY shard),
 s AS ({skips}),
 d AS (SELECT shard, count(*) FILTER (WHERE nsfw_review) AS nsfw_review FROM caption_decisions GROUP BY shard)
 SELECT shard_list.shard, coalesce(st.status, 'ok') AS status, st.error,
@@ -161,23 +139,6 @@ ORDER BY shard_list.shard
 """
 
 
-def remove_report_orphans(final_path: str) -> list[str]:
-    """Temp files (and their ``.wal``) of report builds whose process is gone."""
-    folder, name = os.path.split(final_path)
-    removed = []
-    for path in glob.glob(os.path.join(glob.escape(folder), f".tmp-*-{name}.partial*")):
-        base = os.path.basename(path)
-        try:
-            mtime = os.path.getmtime(path)
-        except FileNotFoundError:
-            continue
-        if not writer_alive(base, mtime):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-                removed.append(path)
-    return removed
-
-
 def build_report(warehouse: Warehouse, failures: dict[str, str] | None = None) -> Report:
     """Rebuild ``quality.duckdb`` from whatever shards the warehouse holds.
 
@@ -187,7 +148,7 @@ def build_report(warehouse: Warehouse, failures: dict[str, str] | None = None) -
         return _build_remote(warehouse, failures or {})
     final_path = warehouse.local_path(warehouse.report_db_path)
     os.makedirs(os.path.dirname(final_path), exist_ok=True)
-    remove_report_orphans(final_path)
+    warehouse.remove_orphans(*warehouse.report_db_path.rsplit("/", 1), tail="*")  # with DuckDB's .wal
     tmp_path = os.path.join(os.path.dirname(final_path), temp_name(os.path.basename(final_path)))
     try:
         report = _build(warehouse, failures or {}, final_path, tmp_path)
@@ -225,7 +186,12 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
                 raise FileNotFoundError(
                     f"no {needed} tables under {warehouse.root}: materialize at least one shard before the report"
                 )
-        rewritten = "rewritten_captions" if "rewritten_captions" in views else "(SELECT NULL::VARCHAR AS shard, NULL::BOOLEAN AS accepted WHERE false)"
+        if "rewritten_captions" not in views:  # no rewrites yet: an empty stand-in, not stored with the report
+            con.execute("""CREATE TEMP VIEW rewritten_captions AS SELECT NULL::VARCHAR AS shard,
+                NULL::VARCHAR AS rewriter, NULL::BOOLEAN AS accepted, NULL::DOUBLE AS quality_before,
+                NULL::DOUBLE AS quality_after, NULL::DOUBLE AS edit_ratio, NULL::DOUBLE AS length_ratio,
+                NULL::DOUBLE AS semantic_similarity, NULL::VARCHAR AS original_caption,
+                NULL::VARCHAR AS candidate_caption WHERE false""")
         skips = ("SELECT shard, count(*) AS skipped FROM skips GROUP BY shard" if "skips" in views
                  else "SELECT NULL::VARCHAR AS shard, 0 AS skipped WHERE false")
         # every shard with a pairs file, even one with no pairs (an empty or unreadable tar), and every failed one
@@ -236,7 +202,7 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
         if failures:
             con.executemany("INSERT INTO shard_status VALUES (?, 'failed', ?)",
                             [[s, str(e)[:2000]] for s, e in sorted(failures.items())])
-        con.execute(SHARD_SUMMARY.format(rewritten_captions=rewritten, skips=skips))
+        con.execute(SHARD_SUMMARY.format(skips=skips))
         con.execute("""
             CREATE TABLE drop_reasons AS
             SELECT shard, split_part(reason, ' (', 1) AS reason, count(*) AS pairs
@@ -260,7 +226,7 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
             SELECT shard, stage, count(*) AS n, avg(words) AS mean_words, quantile_cont(words, 0.1) AS p10,
                    quantile_cont(words, 0.5) AS p50, quantile_cont(words, 0.9) AS p90, max(words) AS max_words
             FROM l GROUP BY ALL ORDER BY shard, stage DESC""")
-        con.execute(f"""
+        con.execute("""
             CREATE TABLE rewriter_summary AS
             SELECT rewriter, count(*) AS attempts, count(*) FILTER (WHERE accepted) AS accepted,
                    avg(CASE WHEN accepted THEN 1.0 ELSE 0.0 END) AS acceptance_rate,
@@ -268,16 +234,15 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
                    avg(edit_ratio) FILTER (WHERE accepted) AS mean_edit_ratio,
                    avg(length_ratio) FILTER (WHERE accepted) AS mean_length_ratio,
                    avg(semantic_similarity) FILTER (WHERE accepted) AS mean_similarity
-            FROM {"rewritten_captions" if "rewritten_captions" in views else "(SELECT NULL::VARCHAR AS rewriter, NULL::BOOLEAN AS accepted, NULL::DOUBLE AS quality_after, NULL::DOUBLE AS quality_before, NULL::DOUBLE AS edit_ratio, NULL::DOUBLE AS length_ratio, NULL::DOUBLE AS semantic_similarity WHERE false)"}
-            GROUP BY rewriter ORDER BY rewriter""")
-        con.execute(f"""
+            FROM rewritten_captions GROUP BY rewriter ORDER BY rewriter""")
+        con.execute("""
             CREATE TABLE rewrite_distributions AS
             WITH m AS (
               UNPIVOT (SELECT rewriter, accepted, quality_before, quality_after, edit_ratio, length_ratio,
                               semantic_similarity,
                               word_count(original_caption)::DOUBLE AS words_before,
                               word_count(candidate_caption)::DOUBLE AS words_after
-                       FROM {"rewritten_captions" if "rewritten_captions" in views else "(SELECT NULL::VARCHAR AS rewriter, NULL::BOOLEAN AS accepted, NULL::DOUBLE AS quality_before, NULL::DOUBLE AS quality_after, NULL::DOUBLE AS edit_ratio, NULL::DOUBLE AS length_ratio, NULL::DOUBLE AS semantic_similarity, NULL::VARCHAR AS original_caption, NULL::VARCHAR AS candidate_caption WHERE false)"})
+                       FROM rewritten_captions)
               ON quality_before, quality_after, edit_ratio, length_ratio, semantic_similarity, words_before, words_after
               INTO NAME measure VALUE value)
             SELECT rewriter, accepted, measure, count(value) AS n, avg(value) AS mean,
@@ -294,17 +259,12 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
                    sum(rewritten)::DOUBLE / nullif(sum(pairs_read), 0) AS rewrite_rate,
                    sum(dropped)::DOUBLE / nullif(sum(pairs_read), 0) AS drop_rate
             FROM shard_summary""")
-        report = Report(
-            db_path=final_path,
-            overall=con.execute("SELECT * FROM overall").df().iloc[0].to_dict(),
-            shards=con.execute("SELECT * FROM shard_summary").df(),
-            drop_reasons=con.execute("SELECT * FROM drop_reasons").df(),
-            scores=con.execute("SELECT * FROM score_distribution").df(),
-            lengths=con.execute("SELECT * FROM caption_lengths").df(),
-            rewriters=con.execute("SELECT * FROM rewriter_summary").df(),
-            rewrite_distributions=con.execute("SELECT * FROM rewrite_distributions").df(),
-            quality=con.execute("SELECT outcome, quality_before, quality_final FROM final_captions").df(),
-        )
+        tables = {"shards": "shard_summary", "drop_reasons": "drop_reasons", "scores": "score_distribution",
+                  "lengths": "caption_lengths", "rewriters": "rewriter_summary",
+                  "rewrite_distributions": "rewrite_distributions"}
+        report = Report(db_path=final_path, overall=con.execute("SELECT * FROM overall").df().iloc[0].to_dict(),
+                        quality=con.execute("SELECT outcome, quality_before, quality_final FROM final_captions").df(),
+                        **{field: con.execute(f"SELECT * FROM {table}").df() for field, table in tables.items()})
         con.execute("CHECKPOINT")
     finally:
         con.close()

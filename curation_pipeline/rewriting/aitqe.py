@@ -1,17 +1,11 @@
 """AITQE (arXiv 2410.16166, checkpoint HymanH/AITQE) as a scorer-rewriter backend.
 
-AITQE answers with a dictionary-like text: the rewritten caption first
-("Recaption"), then an overall score on 1-10, then sub-scores with explanations.
-Its reference inference stops generating at the ``<Overall>`` marker written after
-the overall score, so the usual output is a dictionary cut off mid-value, e.g.
-``{"Recaption": "A man ...", "Overall Score": "2<Overall>``. Nothing guarantees valid
-JSON either, hence ``parse_aitqe_output``: strict JSON or Python-literal parsing
-first, then a tolerant key-by-key scan.
-
-The released checkpoint's modelling code lives only in the authors' GitHub repository
-(tied to transformers 4.41 and flash-attn); ``models/released.py`` maps its ``mm`` layout
-onto native LLaVA classes, so it loads with no ``trust_remote_code``. A transformers-native
-chat VLM fine-tuned on AITQE's format works too (batched through ``ChatGenerator``).
+AITQE answers with a dictionary-like text: the rewritten caption ("Recaption"), an overall score on
+1-10, then sub-scores with explanations. Its reference inference stops at the ``<Overall>`` marker, so
+the usual reply is cut off mid-value (``{"Recaption": "A man ...", "Overall Score": "2<Overall>``) and
+nothing guarantees valid JSON: ``parse_aitqe_output`` tries strict parsing, then a tolerant key-by-key
+scan. The released checkpoint loads on native LLaVA classes (``models/released.py``); a
+transformers-native chat VLM fine-tuned on AITQE's format works too (``ChatGenerator``).
 """
 
 from __future__ import annotations
@@ -26,9 +20,8 @@ import torch
 
 from curation_pipeline.models.loading import ModelUnavailableError, load_vlm, prepare_source
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
-from curation_pipeline.pairs import PairBatch
-from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
-from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, ChatGenerator, generate_in_batches
+from curation_pipeline.rewriting.base import RewriteCandidate
+from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, ChatGenerator, GeneratingRewriter
 
 # The checkpoint was trained on this instruction (reference inference script); a
 # fine-tuned model answers reliably only in the format it was trained on.
@@ -147,12 +140,9 @@ def _score(value, what: str, errors: list[str]) -> float:
 
 
 def parse_aitqe_output(text: str | None) -> AitqeOutput:
-    """Recaption, overall score and sub-scores from an AITQE reply, never raising.
-
-    Accepts valid JSON, Python-dict style (single quotes), unquoted keys, code fences,
-    prose before or after, and replies cut off mid-dictionary or mid-value. A recaption
-    whose closing quote never came is treated as truncated and not returned.
-    """
+    """Recaption, overall score and sub-scores from an AITQE reply, never raising: JSON, Python-dict
+    style, unquoted keys, code fences, prose around it, replies cut off anywhere. A recaption whose
+    closing quote never came is truncated and not returned."""
     if text is None or not text.strip():
         return AitqeOutput(None, math.nan, error="empty output")
     body = _FENCE_RE.sub("", text)
@@ -195,11 +185,9 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
 
 
 class AitqeGenerator:
-    """The released AITQE checkpoint (``mm`` layout, on native LLaVA classes), asked as its
-    reference ``inference.py`` asks it: the image, wrapped by ``<img_start>…<img_end>``, becomes
-    one image slot of ``image_tile_tokens`` placeholders (with any text its ``image_pattern``
-    adds around it), a newline follows the wrap, then the instruction, tokenized with no chat
-    template and no BOS; greedy, ``max_new_tokens`` 384, stopping at ``<Overall>``."""
+    """The released AITQE checkpoint, asked as its reference ``inference.py`` asks it: one image slot
+    (with its ``image_pattern`` text), a newline, the instruction; no chat template, no BOS; greedy,
+    stopping at ``<Overall>``."""
 
     def __init__(self, released: ReleasedModel, *, max_new_tokens: int, stop_strings: list[str] | None):
         self.released, self.max_new_tokens, self.stop_strings = released, max_new_tokens, stop_strings
@@ -258,21 +246,17 @@ def load_aitqe(model: str, *, max_new_tokens: int, stop_strings: list[str] | Non
 AITQE_MAX_NEW_TOKENS = 384
 
 
-class AitqeRewriter(Rewriter):
+class AitqeRewriter(GeneratingRewriter):
     """Rewrites and rates in one call; its ratings go to the lineage as ``aitqe_*`` scores."""
 
     name = "aitqe"
-    needs_images = True
 
     def __init__(self, model: str, *, instruction: str | None = None, max_new_tokens: int = AITQE_MAX_NEW_TOKENS,
                  batch_size: int = 8, stop_after_overall: bool = True, device: str | None = None, dtype=None,
                  trust_remote_code: bool = False, vision_tower: str | None = None):
-        instruction = instruction or DEFAULT_INSTRUCTION
-        if CAPTION_PLACEHOLDER not in instruction:
-            raise ValueError(f"the AITQE instruction must contain {CAPTION_PLACEHOLDER}; got {instruction[:80]!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.prompt, self.batch_size, self.max_new_tokens = instruction, batch_size, max_new_tokens
+        super().__init__(instruction or DEFAULT_INSTRUCTION, batch_size,
+                         f"the AITQE instruction must contain {CAPTION_PLACEHOLDER}")
+        self.max_new_tokens = max_new_tokens
         self.stop_strings = [OVERALL_MARKER] if stop_after_overall else None
         self.version = f"2:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,
@@ -284,10 +268,6 @@ class AitqeRewriter(Rewriter):
         if isinstance(self.generator, ChatGenerator):
             caption = self.generator.without_image_token(caption)
         return self.prompt.replace(CAPTION_PLACEHOLDER, caption)
-
-    def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
-        return generate_in_batches(batch, self.batch_size, self.instruction, self.generator.generate,
-                                   self._candidate)
 
     @staticmethod
     def _candidate(reply: str) -> RewriteCandidate:

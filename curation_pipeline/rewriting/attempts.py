@@ -50,8 +50,8 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
             after[usable] = pd.to_numeric(rescored[quality_column], errors="coerce").to_numpy(dtype=float)
         sims = np.full(len(batch), math.nan)
         if similarity is not None and usable:
-            pairs = [(batch.captions[i] or "", candidates[i].caption) for i in usable]
-            sims[usable] = similarity([p[0] for p in pairs], [p[1] for p in pairs])
+            sims[usable] = similarity([batch.captions[i] or "" for i in usable],
+                                      [candidates[i].caption for i in usable])
         for i, (key, original, cand) in enumerate(zip(batch.keys, batch.captions, candidates)):
             before = float(scores_before.get(key, math.nan))
             edit = edit_ratio(original, cand.caption) if cand.caption else math.nan

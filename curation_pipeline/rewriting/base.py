@@ -11,12 +11,9 @@ from curation_pipeline.pairs import PairBatch
 
 @dataclass
 class RewriteCandidate:
-    """What a rewriter proposed for one pair, before verification.
-
-    ``caption`` is None when the rewriter produced nothing usable; ``error`` then
-    says why. ``raw`` keeps the model's untouched output for lineage. ``scores``
-    carries any scores the rewriter itself emitted (AITQE rates while it rewrites).
-    """
+    """What a rewriter proposed for one pair, before verification: ``caption`` (None, with ``error``
+    saying why, when nothing usable came), ``raw`` (the untouched output, for lineage) and ``scores``
+    (any the rewriter itself emitted: AITQE rates while it rewrites)."""
 
     caption: str | None
     error: str | None = None
@@ -25,11 +22,8 @@ class RewriteCandidate:
 
 
 class Rewriter(ABC):
-    """Proposes a minimally changed caption for each pair of a batch.
-
-    Subclasses set ``name``, ``version``, ``needs_images`` and ``prompt`` (None for
-    rule-based rewriters). ``rewrite`` returns one candidate per pair, in order.
-    """
+    """Proposes a minimally changed caption for each pair of a batch (one candidate per pair, in order).
+    Subclasses set ``name``, ``version``, ``needs_images`` and ``prompt`` (None for rule-based ones)."""
 
     name: str = ""
     version: str = "1"

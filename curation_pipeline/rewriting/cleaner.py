@@ -1,20 +1,12 @@
 """The offline, rule-based minimal rewriter.
 
-It repairs only what ``captions.patterns`` recognises (the same patterns the
-``text_quality`` scorer penalises) and leaves every other character alone: names,
-numbers, language, wording, case and the caption's own punctuation style (" ." in
-Flickr-style captions, " , " between clauses) are preserved, so its output is a safe
-baseline and a fallback when no rewriting model is available.
-
-A removal takes its glue with it and nothing else: the separator that tied the removed
-piece to the caption (" - ", " | ", ": ", ", "), its own end mark, and the brackets
-around it when nothing else was inside. The caption's first letter is upper-cased only
-when a removed prefix ran straight into it ("Stock photo of a dog" -> "A dog"); after a
-separator ("Buy now: a dog") the author's case stands.
-
-``RewriteCandidate.raw`` holds the comma-separated operations that changed the
-caption, in the order applied (see ``OPERATIONS``), e.g.
-``"unescape_html,remove_credits"``; it is None when nothing changed.
+It repairs only what ``captions.patterns`` recognises (what the ``text_quality`` scorer penalises)
+and leaves every other character alone (names, numbers, language, case, the caption's own
+punctuation style), so its output is a safe baseline and a fallback when no model is available.
+A removal takes its glue with it and nothing else: the separator that tied it in, its own end mark,
+and brackets left empty. The first letter is upper-cased only when a removed prefix ran straight
+into it ("Stock photo of a dog" -> "A dog"). ``RewriteCandidate.raw`` lists the ``OPERATIONS`` that
+changed the caption, in order (e.g. ``"unescape_html,remove_credits"``).
 """
 
 from __future__ import annotations
@@ -62,18 +54,14 @@ def _keep_strongest(match: re.Match) -> str:
     return next((m for m in marks if m in ".!?"), marks[0])
 
 
+def _strip_punctuation(text: str) -> str:
+    return _TRAILING_JUNK_RE.sub("", _LEADING_JUNK_RE.sub("", text))
+
+
 def _tidy(text: str) -> str:
     """Close the gaps a hashtag removal leaves: empty brackets, orphaned separators, spaces."""
-    text = _EMPTY_BRACKETS_RE.sub(" ", text)
-    text = WHITESPACE_RE.sub(" ", text).strip()
-    text = _PUNCT_RUN_RE.sub(_keep_strongest, text)
-    text = _LEADING_JUNK_RE.sub("", text)
-    return _TRAILING_JUNK_RE.sub("", text)
-
-
-def _starts_upper(text: str) -> bool:
-    first = next((ch for ch in text if ch.isalpha()), "")
-    return first.isupper()
+    text = WHITESPACE_RE.sub(" ", _EMPTY_BRACKETS_RE.sub(" ", text)).strip()
+    return _strip_punctuation(_PUNCT_RUN_RE.sub(_keep_strongest, text))
 
 
 def cut_span(text: str, start: int, end: int) -> str:
@@ -88,7 +76,7 @@ def cut_span(text: str, start: int, end: int) -> str:
         # a word-final prefix with nothing but spaces after it: "Stock photo of a dog", "DSC00123 red car"
         ran_into = rest == a and not b.strip() and text[end - 1:end].isalnum()
         if (ran_into and rest[:1].islower() and first_word == first_word.lower()
-                and _starts_upper(text[:end])):
+                and next((ch for ch in text[:end] if ch.isalpha()), "").isupper()):
             rest = rest[0].upper() + rest[1:]
         return rest
     if not a.strip(_SEPS + _TERMS + " "):  # a suffix went: keep the caption's own end mark
@@ -126,10 +114,6 @@ def _matches(pattern: re.Pattern) -> Callable[[str], list[tuple[int, int]]]:
 def _remove_hashtags(text: str) -> str:
     cleaned = remove_hashtags(text)
     return _tidy(cleaned) if cleaned != text else text
-
-
-def _strip_punctuation(text: str) -> str:
-    return _TRAILING_JUNK_RE.sub("", _LEADING_JUNK_RE.sub("", text))
 
 
 def _sentence_case(text: str) -> str:

@@ -1,19 +1,13 @@
 """A rewrite is a claim; it is accepted only when re-scoring, minimality and an independent
 well-formedness check back it up.
 
-AITQE rewrites "minimally" but never measures it. Here every candidate gets an edit
-ratio, a length ratio and (where an embedder is available) a semantic similarity to
-the original, and is accepted only if its score improves by a margin, it stays
-inside the configured bounds, and it is well formed. Rejections keep their reason in
-the lineage.
-
-The well-formedness check (``wellformedness_problems``) is independent on purpose: it
-shares no pattern with ``captions.patterns``, which the scorer and the cleaner both use.
-A re-score with the cleaner's own patterns cannot see what the cleaner missed (a
-half-removed "Credit: Jane Doe", a "(source" left by a link inside brackets); this
-check looks at the candidate's shape instead: balanced brackets and quotes, no label
-stub ("source:", "Credit:", "Photo:"), no trailing separator or stray punctuation, no
-invisible characters or irregular whitespace, no link debris.
+AITQE rewrites "minimally" but never measures it: here every candidate gets an edit ratio, a length
+ratio and (with an embedder) a semantic similarity, and must improve its score by a margin, stay
+inside the configured bounds and be well formed. ``wellformedness_problems`` shares no pattern with
+``captions.patterns`` (which the scorer and the cleaner both use) on purpose: a re-score with the
+cleaner's own patterns cannot see what the cleaner missed, so this check looks at the candidate's
+shape instead (balanced brackets and quotes, no label stub or link debris, no stray punctuation,
+invisible characters or irregular whitespace).
 """
 
 from __future__ import annotations
@@ -40,12 +34,8 @@ def _words(text: str | None) -> list[str]:
 
 
 def edit_ratio(original: str | None, candidate: str | None) -> float:
-    """Share of the word sequence changed: 1 - 2*M/T (difflib's ratio over whitespace words).
-
-    M is the number of words matched in order, T the number of words in both; so 0.0 means
-    the same words in the same order and 1.0 means no word in common (or one side empty).
-    Whitespace is not an edit; case and attached punctuation are ("dog" vs "Dog." differ).
-    """
+    """Share of the word sequence changed (``MINIMALITY_COLUMNS["edit_ratio"]``); whitespace is not an
+    edit, case and attached punctuation are ("dog" vs "Dog." differ)."""
     a, b = _words(original), _words(candidate)
     if not a and not b:
         return 0.0
@@ -96,17 +86,14 @@ def _lone_punctuation_runs(text: str) -> int:
 
 
 def _unbalanced(text: str) -> list[str]:
-    found = []
     stack: list[str] = []
     broken = False
     for ch in text:
         if ch in _BRACKETS:
             stack.append(ch)
-        elif ch in _BRACKETS.values():
-            if not stack or _BRACKETS[stack.pop()] != ch:
-                broken = True
-    if broken or stack:
-        found.append("unbalanced brackets")
+        elif ch in _BRACKETS.values() and (not stack or _BRACKETS[stack.pop()] != ch):
+            broken = True
+    found = ["unbalanced brackets"] if broken or stack else []
     if text.count('"') % 2 or any(text.count(o) != text.count(c) for o, c in _CURLY_QUOTES):
         found.append("unbalanced quotes")
     return found
@@ -155,13 +142,9 @@ def _wrapped(text: str) -> bool:
 
 
 def wellformedness_problems(candidate: str, original: str | None = None) -> list[str]:
-    """What is broken about a rewrite, in words; empty when it looks like a finished caption.
-
-    Defects the original already had (unbalanced brackets or quotes, empty pairs, runs of
-    lone punctuation) do not count against the rewrite; leftovers (a label stub, link
-    debris, a trailing separator, invisible characters, irregular whitespace, quotes
-    around the whole caption) always do.
-    """
+    """What is broken about a rewrite, in words; empty when it looks like a finished caption. Defects
+    the original already had (unbalanced brackets or quotes, empty pairs, lone punctuation) do not count
+    against the rewrite; leftovers (label stubs, link debris, separators, invisible characters) do."""
     problems = []
     if original is not None:  # compare shapes as a reader sees them (&quot; is a quote), even escaped twice
         for _ in range(3):
@@ -201,11 +184,8 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
 def judge(quality_before: float, quality_after: float, edit: float, length: float, similarity: float,
           rules: AcceptanceRules, *, original: str | None = None,
           candidate: str | None = None) -> tuple[bool, str]:
-    """Accepted or not, and the first reason that decided it.
-
-    With ``candidate`` (and ``original``) given and ``rules.check_wellformed`` on, the
-    independent well-formedness check must pass too, whatever the score says.
-    """
+    """Accepted or not, and the first reason that decided it. With ``candidate`` given and
+    ``rules.check_wellformed`` on, the well-formedness check must pass too, whatever the score says."""
     if math.isnan(quality_after):
         return False, "rewrite could not be scored"
     if candidate is not None and rules.check_wellformed:

@@ -1,19 +1,14 @@
 """Minimal caption rewrites from a chat vision-language model (the scorer's backends).
 
-AITQE's point is that a weak caption on a good image is worth repairing, not
-discarding, and that the repair should change as little as possible. The prompt
-asks for exactly that; whether the model complied is not trusted here but measured
-afterwards (``rewriting.verify``): this module only generates and tidies the text.
-
-Generation is deterministic (greedy, or beam search with ``num_beams > 1``) so a
+The prompt asks for the smallest repair; whether the model complied is measured afterwards
+(``rewriting.verify``), not trusted here. Generation is deterministic (greedy or beam search), so a
 re-run with the same model, prompt and settings proposes the same rewrites.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import re
+from typing import Callable
 
 import torch
 
@@ -46,11 +41,8 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")  # control bytes, re
 
 
 def clean_output(text: str | None) -> str:
-    """The caption in a model reply: its first paragraph's first line, without a "Caption:"
-    label, wrapping quotes or control characters, whitespace collapsed ("" when nothing is left).
-
-    A line that only announces the answer ("Here is the edited caption:") is skipped.
-    """
+    """The caption in a model reply: its first line (after one that only announces the answer), without
+    a "Caption:" label, wrapping quotes or control characters, whitespace collapsed ("" if nothing left)."""
     lines = [line.strip() for line in _CONTROL_RE.sub("", text or "").splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].endswith(":"):
         lines = lines[1:]
@@ -70,11 +62,8 @@ def _unquote(line: str) -> str:
 
 
 class ChatGenerator:
-    """Batched, left-padded, deterministic generation from a chat VLM and its processor.
-
-    Shared by the rewriters so that prompts are rendered with the model's own chat
-    template (image first, then the instruction), as the scorer does.
-    """
+    """Batched, left-padded, deterministic generation from a chat VLM, prompts rendered with the model's
+    own chat template (image first, then the instruction), as the scorer does."""
 
     def __init__(self, model, processor, *, max_new_tokens: int, num_beams: int = 1,
                  stop_strings: list[str] | None = None):
@@ -113,21 +102,33 @@ class ChatGenerator:
         return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-class VlmRewriter(Rewriter):
-    """Asks a chat VLM for the smallest caption edit that makes the caption match its image."""
+class GeneratingRewriter(Rewriter):
+    """A model rewriter: ``generator.generate`` answers ``instruction(caption)`` for each pair with an
+    image, ``batch_size`` pairs at a time; ``_candidate`` reads each reply."""
 
-    name = "vlm"
     needs_images = True
 
-    def __init__(self, model: str, *, prompt: str | None = None, max_new_tokens: int = 64, num_beams: int = 1,
-                 batch_size: int = 8, device: str | None = None, dtype=None, trust_remote_code: bool = False):
-        prompt = prompt or DEFAULT_PROMPT
+    def __init__(self, prompt: str, batch_size: int, placeholder_error: str):
         if CAPTION_PLACEHOLDER not in prompt:
-            raise ValueError(f"the rewrite prompt must contain {CAPTION_PLACEHOLDER} where the caption goes; "
-                             f"got {prompt[:80]!r}")
+            raise ValueError(f"{placeholder_error}; got {prompt[:80]!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.prompt, self.batch_size = prompt, batch_size
+
+    def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
+        return generate_in_batches(batch, self.batch_size, self.instruction, self.generator.generate,
+                                   self._candidate)
+
+
+class VlmRewriter(GeneratingRewriter):
+    """Asks a chat VLM for the smallest caption edit that makes the caption match its image."""
+
+    name = "vlm"
+
+    def __init__(self, model: str, *, prompt: str | None = None, max_new_tokens: int = 64, num_beams: int = 1,
+                 batch_size: int = 8, device: str | None = None, dtype=None, trust_remote_code: bool = False):
+        super().__init__(prompt or DEFAULT_PROMPT, batch_size,
+                         f"the rewrite prompt must contain {CAPTION_PLACEHOLDER} where the caption goes")
         self.version = f"1:{model}:beams={num_beams}:max_new={max_new_tokens}"
         loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         self.generator = ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, num_beams=num_beams)
@@ -138,10 +139,6 @@ class VlmRewriter(Rewriter):
         if not caption:
             return NO_CAPTION_PROMPT
         return self.prompt.replace(CAPTION_PLACEHOLDER, caption)
-
-    def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
-        return generate_in_batches(batch, self.batch_size, self.instruction, self.generator.generate,
-                                   self._candidate)
 
     @staticmethod
     def _candidate(reply: str) -> RewriteCandidate:

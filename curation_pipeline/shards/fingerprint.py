@@ -1,14 +1,10 @@
 """A raw shard's fingerprint: recorded when ``pairs`` reads it, verified by every later step.
 
-Every step after ``pairs`` works on data derived from the raw ``.tar`` (and some re-read
-it for images). If the file is replaced, grown or shrunk in between, keys would pair the
-old captions and scores with new images. So ``pairs`` records what it read: the size,
-the SHA-256 of every byte (hashed while streaming, no extra read) and a cheap stat
-identity (mtime; for local files also inode and ctime, which no ``touch`` can restore;
-for object stores the ETag). A later step compares the stat first; if anything differs
-it re-hashes the file, so a ``touch`` alone never fails a run. A step that streams the
-file anyway compares the hash of what it read, which catches a same-size swap even on
-a file system whose stat it cannot trust.
+If the raw ``.tar`` is replaced, grown or shrunk after ``pairs``, keys would pair old captions and
+scores with new images. So ``pairs`` records the size, the SHA-256 of every byte (hashed while
+streaming) and a cheap stat identity (mtime; inode and ctime for local files, which no ``touch`` can
+restore; the ETag on object stores). A later step compares the stat first and re-hashes only when it
+differs, so a ``touch`` alone never fails a run; a step that streams the file anyway compares the hash.
 """
 
 from __future__ import annotations
@@ -88,9 +84,7 @@ class HashingReader:
     """A read-only file wrapper that hashes every byte read through it (for tarfile's stream mode)."""
 
     def __init__(self, handle: IO[bytes]):
-        self._handle = handle
-        self._sha = hashlib.sha256()
-        self.bytes_read = 0
+        self._handle, self._sha, self.bytes_read = handle, hashlib.sha256(), 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._handle.read(size)
@@ -134,19 +128,13 @@ def raw_version(url: str, known: RawFingerprint | None = None) -> str:
     return hash_file(url)[1]
 
 
-def _size_change(old: int, new: int) -> str:
-    if new > old:
-        return f"grown from {old:,} to {new:,} bytes"
-    return f"shrunk from {old:,} to {new:,} bytes"
-
-
 def describe_change(shard: str, url: str, expected: RawFingerprint, size: int, sha256: str,
                     stat: RawStat | None = None, when: str = "") -> str | None:
     """None if ``size``/``sha256`` are what ``pairs`` read; otherwise what changed, in words."""
     if size == expected.size and sha256 == expected.sha256:
         return None
     if size != expected.size:
-        what = _size_change(expected.size, size)
+        what = f"{'grown' if size > expected.size else 'shrunk'} from {expected.size:,} to {size:,} bytes"
     else:
         what = f"same size ({size:,} bytes), different content"
     if stat is not None and expected.identity and stat.identity:
@@ -158,11 +146,8 @@ def describe_change(shard: str, url: str, expected: RawFingerprint, size: int, s
 
 
 def verify_unchanged(url: str, shard: str, expected: RawFingerprint) -> RawStat:
-    """Raise RawShardChanged unless the file at ``url`` is still the one ``pairs`` read.
-
-    Same stat identity (size, mtime, inode+ctime / ETag): unchanged, nothing is read. Anything
-    else: the file is hashed again and only a different size or content fails.
-    """
+    """Raise RawShardChanged unless the file at ``url`` is still the one ``pairs`` read. The same stat
+    identity reads nothing; otherwise the file is hashed again and only another size or content fails."""
     try:
         stat = raw_stat(url)
     except FileNotFoundError as exc:

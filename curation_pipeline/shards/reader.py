@@ -1,20 +1,13 @@
 """Stream a raw webdataset shard into pairs, recording every sample and every skip.
 
-Raw shards are scraped: members are missing, corrupt, enormous, or of types that
-must never be deserialised. The reader never raises for one bad member. A sample
-with a bad image is still a row (with its decode status), and anything that is not
-a sample (an unknown member, a repeated key, a truncated tail) is a counted skip.
-Only image, caption and json members are ever parsed; everything else (``.pyd``,
-``.pickle``, ``.pth`` ...) is skipped unread.
-
-Limits come from the tar headers, before a byte of the member is read: a member that
-declares more than ``max_member_bytes`` (a multi-GB sparse member stored in 70 KB, say) is
-skipped without expanding it, and symlinks, hard links, FIFOs, devices and directories are
-counted skips. No string a sample carries can fail the shard: json that is not UTF-8, not
-an object, nested too deep, or holds numbers out of range becomes the row's ``meta_error``;
-lone surrogates are replaced and said so; names that are not UTF-8 are skips shown escaped.
-While it streams, the reader hashes every byte, so ``pairs`` can record the shard's
-fingerprint and later steps can prove they read the same file (``shards/fingerprint.py``).
+Raw shards are scraped: members are missing, corrupt, enormous, or of types that must never be
+deserialised. The reader never raises for one bad member: a sample with a bad image is still a row
+(with its decode status), and anything that is not a sample is a counted skip. Only image, caption
+and json members are parsed; others (``.pyd``, ``.pickle`` ...) are skipped unread. Limits come from
+the tar headers before a byte is read (a huge sparse member is never expanded; links, FIFOs, devices
+and directories are skips). No string a sample carries can fail the shard: bad json becomes the
+row's ``meta_error``, lone surrogates are replaced, undecodable names are skips shown escaped. Every
+byte read is hashed, so ``pairs`` can record the shard's fingerprint (``shards/fingerprint.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +35,7 @@ def base_plus_ext(name: str):
     from webdataset.tariterators import base_plus_ext as split
 
     return split(name)
+
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 CAPTION_EXTS = ("txt", "caption")
@@ -118,11 +112,10 @@ def original_size(meta: dict | None, max_side: int = ReaderLimits.max_original_s
     size = []
     for field in ("original_width", "original_height"):
         value = meta.get(field)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        # NaN and infinities fail the range check; a bool is an int to Python, not a size
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= max_side:
             return None
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if not (0 < value <= max_side and float(value).is_integer()):
+        if not float(value).is_integer():
             return None
         size.append(int(value))
     return size[0], size[1]
@@ -153,13 +146,9 @@ def _depth(value: Any, limit: int) -> int:
 
 
 def parse_meta(data: bytes, member: str, limits: ReaderLimits = ReaderLimits()) -> tuple[dict | None, str | None]:
-    """The sample's json as an object, or None with a ``meta_error`` that names the member.
-
-    Never raises: bad UTF-8, syntax errors, non-objects, nesting past ``max_meta_depth``
-    (200,000 levels give RecursionError in the parser), integers over Python's 4,300 digits,
-    NaN / Infinity / overflowing floats. Lone surrogates (``"\\ud800"``) are replaced by
-    U+FFFD: the json is kept and the error says so.
-    """
+    """The sample's json as an object, or None with a ``meta_error`` that names the member. Never raises
+    (bad UTF-8 or syntax, non-objects, deep nesting, huge integers, NaN / Infinity); lone surrogates are
+    replaced by U+FFFD, the json kept and the error saying so."""
     where = f"{printable_name(member)}:"
     if len(data) > limits.max_meta_bytes:
         return None, f"{where} json is {len(data):,} bytes, over the {limits.max_meta_bytes:,}-byte limit; not parsed"
@@ -246,24 +235,14 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
 
 
 class ShardReader:
-    """Iterate the samples of one shard; ``skips`` fills in as it goes.
-
-    Grouping follows webdataset's convention (consecutive members sharing a key form
-    a sample). A key seen again later is a ``duplicate_key`` skip: the first wins.
-
-    ``expected``: the fingerprint ``pairs`` recorded. When iteration ends, the bytes read
-    must hash to it, else ``RawShardChanged`` (a step that re-reads the raw file must not
-    pair stored rows with another file's images). After a complete iteration
-    ``fingerprint`` holds what was read (size, SHA-256, the stat taken before opening).
-    """
+    """Iterate the samples of one shard (consecutive members sharing a key, as webdataset groups them;
+    a key seen again later is a ``duplicate_key`` skip); ``skips`` fills in as it goes. After a full
+    iteration ``fingerprint`` holds what was read; with ``expected`` (what ``pairs`` recorded) the bytes
+    read must hash to it, else ``RawShardChanged``: stored rows must never meet another file's images."""
 
     def __init__(self, url: str, shard: str, limits: ReaderLimits = ReaderLimits(),
                  decode: bool | Literal["header"] = True, expected: RawFingerprint | None = None):
-        self.url = url
-        self.shard = shard
-        self.limits = limits
-        self.decode = decode
-        self.expected = expected
+        self.url, self.shard, self.limits, self.decode, self.expected = url, shard, limits, decode, expected
         self.skips: list[ShardSkip] = []
         self.fingerprint: RawFingerprint | None = None
 
@@ -300,25 +279,21 @@ class ShardReader:
             stream = HashingReader(handle)
             try:
                 tar = tarfile.open(fileobj=stream, mode="r|*")
+                for info in tar:
+                    read += 1
+                    tar.members = []  # tarfile keeps every header otherwise (memory grows with the shard)
+                    if self._header_skip(info):
+                        continue
+                    try:
+                        data = tar.extractfile(info).read()
+                    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+                        self._skip("unreadable_member", key=base_plus_ext(info.name)[0], member=info.name,
+                                   detail=error_text(exc))
+                        continue
+                    yield info.name, data
             except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-                self._skip("unreadable_tar", detail=f"after 0 members: {error_text(exc)}")
-            else:
-                try:
-                    for info in tar:
-                        read += 1
-                        tar.members = []  # tarfile keeps every header otherwise (memory grows with the shard)
-                        if self._header_skip(info):
-                            continue
-                        try:
-                            data = tar.extractfile(info).read()
-                        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-                            self._skip("unreadable_member", key=base_plus_ext(info.name)[0], member=info.name,
-                                       detail=error_text(exc))
-                            continue
-                        yield info.name, data
-                except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-                    reason = "truncated_tar" if read else "unreadable_tar"
-                    self._skip(reason, detail=f"after {read} members: {error_text(exc)}")
+                reason = "truncated_tar" if read else "unreadable_tar"
+                self._skip(reason, detail=f"after {read} members: {error_text(exc)}")
             stream.drain()
         self._finish(stat, stream)
 
@@ -408,20 +383,14 @@ class ShardReader:
             else:
                 image, info = None, {}
             record = {
-                "shard": self.shard,
-                "key": group.key,
-                "caption": caption,
-                "caption_source": caption_source,
+                "shard": self.shard, "key": group.key, "caption": caption, "caption_source": caption_source,
                 "caption_problem": caption_problem,
                 "caption_sha256": _sha(caption.encode("utf-8")) if caption is not None else None,
-                "caption_chars": len(caption) if caption is not None else None,
-                "image_ext": group.image_ext,
+                "caption_chars": len(caption) if caption is not None else None, "image_ext": group.image_ext,
                 "image_bytes": len(group.image) if group.image is not None else None,
-                "image_sha256": _sha(group.image) if group.image else None,
-                **info,
+                "image_sha256": _sha(group.image) if group.image else None, **info,
                 "meta_json": json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta is not None else None,
-                "meta_error": meta_error,
-                "original_width": original[0] if original else None,
+                "meta_error": meta_error, "original_width": original[0] if original else None,
                 "original_height": original[1] if original else None,
             }
             yield Sample(group.key, caption, image, record, group.image)
@@ -429,11 +398,8 @@ class ShardReader:
 
 def iter_pair_batches(url: str, shard: str, batch_size: int = 64, limits: ReaderLimits = ReaderLimits(),
                       expected: RawFingerprint | None = None) -> Iterator[tuple[PairBatch, list[dict]]]:
-    """Decoded batches for scorers: memory is bounded by ``batch_size``, not shard size.
-
-    Each batch carries the json's original image sizes (``PairBatch.original_sizes``)
-    for the DataComp image rules. With ``expected`` (the fingerprint ``pairs`` recorded),
-    the last batch is followed by ``RawShardChanged`` if the file read was another one."""
+    """Decoded batches for scorers (with the json's original image sizes): memory is bounded by
+    ``batch_size``, not shard size. With ``expected``, a different file read raises ``RawShardChanged``."""
     keys, captions, images, sizes, records = [], [], [], [], []
     for sample in ShardReader(url, shard, limits, expected=expected):
         keys.append(sample.key)

@@ -1,20 +1,19 @@
-"""Write the curated shard: kept pairs, original image bytes, final caption, json sidecar.
+"""Write the curated shard: kept pairs, original image bytes (never re-encoded), final caption, json.
 
-Images are copied byte for byte (re-encoding would change the data); the caption
-is the final one; the ``.json`` sidecar says where the pair came from and whether
-its caption was rewritten, so a trainer can audit or undo any rewrite. The source
-sample's own json (DataComp / img2dataset: uid, url, original width and height, ...)
-travels whole under ``source``, so a selection can be traced back to the original pool.
-
-``verify_curated`` re-reads the written tar before it is renamed into place: a tar
-whose samples are not exactly the kept pairs is never published.
+The ``.json`` sidecar says where the pair came from and whether its caption was rewritten (so a
+trainer can audit or undo any rewrite), with the source sample's own json whole under ``source``.
+``verify_curated`` re-reads the written tar before it is renamed into place: a tar whose samples are
+not exactly the kept pairs is never published.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import tarfile
 from collections import defaultdict
+from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 import pandas as pd
@@ -32,29 +31,19 @@ class CuratedShardInvalid(RuntimeError):
 
 def sidecar(row: dict[str, Any], scores: dict[str, Any], source: dict[str, Any] | None = None,
             source_error: str | None = None) -> dict[str, Any]:
-    return {
-        "key": row["key"],
-        "source_shard": row["shard"],
-        "caption": row["final_caption"],
-        "original_caption": row["original_caption"],
-        "rewritten": bool(row["rewritten"]),
-        "rewriter": row.get("rewriter"),
-        "rewriter_version": row.get("rewriter_version"),
-        "outcome_reason": row["reason"],
-        "quality_column": row["quality_column"],
-        "quality_before": row["quality_before"],
-        "quality_final": row["quality_final"],
-        "scores": scores,
-        "source": source,  # the raw sample's own json, whole (None if it had none or it was unreadable)
-        **({"source_error": source_error} if source_error else {}),
-    }
+    """A kept pair's ``.json`` sidecar."""
+    return {"key": row["key"], "source_shard": row["shard"], "caption": row["final_caption"],
+            "original_caption": row["original_caption"], "rewritten": bool(row["rewritten"]),
+            "rewriter": row.get("rewriter"), "rewriter_version": row.get("rewriter_version"),
+            "outcome_reason": row["reason"], "quality_column": row["quality_column"],
+            "quality_before": row["quality_before"], "quality_final": row["quality_final"], "scores": scores,
+            "source": source,  # the raw sample's own json, whole (None if it had none or it was unreadable)
+            **({"source_error": source_error} if source_error else {})}
 
 
 def write_curated(handle: IO[bytes], samples: Iterable[tuple[str, str, bytes, dict[str, Any]]]) -> int:
-    """Write ``(key, image_ext, image_bytes, sidecar)`` samples; returns how many were written.
-
-    Fixed mtime, owner and mode make the tar reproducible for the same inputs.
-    """
+    """Write ``(key, image_ext, image_bytes, sidecar)`` samples; returns how many were written. Fixed
+    mtime, owner and mode make the tar reproducible for the same inputs."""
     count = 0
     from webdataset import TarWriter  # imports torch: only when a shard is written
 
@@ -71,6 +60,20 @@ def write_curated(handle: IO[bytes], samples: Iterable[tuple[str, str, bytes, di
             })
             count += 1
     return count
+
+
+def write_tar(path: Path, members: Iterable[tuple[str, bytes]], *, mtime: int = 0,
+              tar_format: int = tarfile.DEFAULT_FORMAT) -> Path:
+    """A plain tar of ``(name, data)`` members whose bytes depend on the content alone (every header
+    field fixed; TarInfo's defaults: mode 0644, no owner), written beside ``path``, then renamed."""
+    tmp = path.with_suffix(".tar.tmp")
+    with tarfile.open(tmp, "w", format=tar_format) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), mtime
+            tar.addfile(info, io.BytesIO(data))
+    os.replace(tmp, path)
+    return path
 
 
 def verify_curated(path: str, expected_keys: Iterable[str]) -> int:

@@ -1,20 +1,17 @@
-"""The Parquet warehouse: one file per (table, shard), written atomically.
+"""The Parquet warehouse: one file per (table, shard), written atomically through fsspec (a local
+folder or object storage).
 
-Every write goes to a temporary name beside the target and is renamed into place,
-so a crash leaves the previous file or none, and re-running a partition replaces
-it. Paths go through fsspec, so the root can be a local folder or object storage.
-
-A temporary name carries its writer's host and process id
-(``.tmp-<host>-<pid>-<uuid>-<name>.partial``): a failed write removes its own temp file at
-once, and the next writer of the same file removes only the orphans of writers that are
-dead (same host, no such process) or, elsewhere, a day old. Two live writers of one file
-never delete each other's temp file; the last rename wins, each file whole.
+Every write goes to a temporary name beside the target (``.tmp-<host>-<pid>-<uuid>-<name>.partial``)
+and is renamed into place, so a crash leaves the previous file or none. A failed write removes its
+own temp file; the next writer of the same file removes only the orphans of dead writers (same host,
+no such process) or, elsewhere, a day old. Two live writers never delete each other's temp file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import socket
@@ -53,7 +50,7 @@ def writer_alive(basename: str, mtime: float | None = None, now: float | None = 
         except ProcessLookupError:
             return False
         except (PermissionError, OverflowError, ValueError):
-            return True
+            pass
         return True
     if mtime is None:
         return True
@@ -115,9 +112,6 @@ class Warehouse:
             raise ValueError(f"unknown warehouse table {table!r}; known: {', '.join(TABLES)}")
         return self.join(table, f"{validate_key(shard)}.parquet")
 
-    def table_glob(self, table: str) -> str:
-        return self.join(table, "*.parquet")
-
     @property
     def curated_dir(self) -> str:
         return self.join("curated")
@@ -133,9 +127,10 @@ class Warehouse:
         """Absolute local path, for DuckDB views (remote roots need DuckDB's httpfs)."""
         return os.path.abspath(path) if self.is_local else f"{self.fs.unstrip_protocol(path)}"
 
-    def remove_orphans(self, parent: str, name: str = "*") -> list[str]:
-        """Temp files in ``parent`` (of ``name``, or of any file) whose writer is dead; returns them."""
-        return self._remove_dead(self.fs.glob(f"{parent}/.tmp-*-{name}.partial"))
+    def remove_orphans(self, parent: str, name: str = "*", tail: str = "") -> list[str]:
+        """Temp files in ``parent`` (of ``name``, or of any file; ``tail``: after ``.partial``) whose writer
+        is dead; returns them."""
+        return self._remove_dead(self.fs.glob(f"{parent}/.tmp-*-{name}.partial{tail}"))
 
     def _remove_dead(self, candidates: list[str]) -> list[str]:
         removed = []
@@ -158,18 +153,13 @@ class Warehouse:
         """Orphaned temp files anywhere in the warehouse (tables, curated/, selection/, dedup/, dedup/cache/)."""
         if not self.fs.exists(self._root_path):
             return []
-        found = []
-        for depth in ("", "*/", "*/*/"):
-            found += self.fs.glob(f"{self._root_path}/{depth}.tmp-*.partial")
-        return self._remove_dead(sorted(set(found)))
+        found = {p for depth in ("", "*/", "*/*/") for p in self.fs.glob(f"{self._root_path}/{depth}.tmp-*.partial")}
+        return self._remove_dead(sorted(found))
 
     @contextlib.contextmanager
     def atomic_open(self, path: str, verify: Callable[[str], None] | None = None) -> Iterator[IO[bytes]]:
-        """Write to a temporary sibling, then rename: readers never see a partial file.
-
-        ``verify(temp_path)`` runs on the complete temp file before the rename; if it raises,
-        the temp file is removed and the target is left as it was (nothing is published).
-        """
+        """Write to a temporary sibling, then rename: readers never see a partial file. ``verify(temp_path)``
+        runs on the complete temp file first; if it raises, nothing is published."""
         parent, name = path.rsplit("/", 1)
         self.fs.makedirs(parent, exist_ok=True)
         self.remove_orphans(parent, name)  # left by a killed writer of this file; live writers' stay
@@ -194,9 +184,8 @@ class Warehouse:
             raise
 
     def _verify_upload(self, tmp: str, written: "_Digesting", verify: Callable[[str], None] | None) -> None:
-        """Object storage (s3://): the temp object must hold exactly the bytes written (size and
-        SHA-256 of a full read-back), and ``verify`` runs on that read-back, a local copy of what
-        was uploaded. Only then does ``atomic_open`` commit (a server-side copy to the final key)."""
+        """Object storage: the temp object must read back as exactly the bytes written (size and SHA-256),
+        and ``verify`` runs on a local copy of that read-back, before ``atomic_open`` commits it."""
         digest, size = hashlib.sha256(), 0
         with tempfile.TemporaryDirectory(prefix="upload-check-") as folder:
             local = os.path.join(folder, tmp.rsplit("/", 1)[-1])
@@ -213,6 +202,19 @@ class Warehouse:
             if verify is not None:
                 verify(local)
 
+    def write_json(self, path: str, value: dict) -> str:
+        """``value`` as indented, key-sorted JSON, written atomically; returns the path."""
+        with self.atomic_open(path) as handle:
+            handle.write(json.dumps(value, indent=1, sort_keys=True).encode())
+        return path
+
+    def read_json(self, path: str) -> dict | None:
+        """The JSON object at ``path``, None when there is none."""
+        if not self.fs.exists(path):
+            return None
+        with self.fs.open(path, "rb") as handle:
+            return json.loads(handle.read().decode())
+
     def write_table(self, table: str, shard: str, df: pd.DataFrame,
                     metadata: dict[str, str] | None = None) -> str:
         path = self.table_path(table, shard)
@@ -228,9 +230,8 @@ class Warehouse:
             # a string that cannot be UTF-8 (a lone surrogate) must not fail the shard: store U+FFFD
             arrow = pa.Table.from_pandas(storable(df), preserve_index=False)
         if metadata:
-            merged = dict(arrow.schema.metadata or {})
-            merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})
-            arrow = arrow.replace_schema_metadata(merged)
+            arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
+                                                   **{k.encode(): str(v).encode() for k, v in metadata.items()}})
         with self.atomic_open(path) as handle:
             pq.write_table(arrow, handle, compression="zstd")
         return path
@@ -239,9 +240,8 @@ class Warehouse:
         """The whole table, or only ``columns`` (Parquet reads nothing else)."""
         path = self.table_path(table, shard)
         if not self.fs.exists(path):
-            raise FileNotFoundError(
-                f"{table} for shard {shard!r} is not in the warehouse ({path}); materialize it first"
-            )
+            raise FileNotFoundError(f"{table} for shard {shard!r} is not in the warehouse ({path}); "
+                                    "materialize it first")
         with self.fs.open(path, "rb") as handle:
             return pq.read_table(handle, columns=columns).to_pandas()
 
@@ -254,7 +254,7 @@ class Warehouse:
         return self.fs.exists(self.table_path(table, shard))
 
     def shards(self, table: str) -> list[str]:
-        stems = (p.rsplit("/", 1)[1][: -len(".parquet")] for p in self.fs.glob(self.table_glob(table)))
+        stems = (p.rsplit("/", 1)[1][: -len(".parquet")] for p in self.fs.glob(self.join(table, "*.parquet")))
         return sorted(s for s in stems if SHARD_KEY_PATTERN.fullmatch(s))
 
     def table_files(self, table: str) -> list[str]:

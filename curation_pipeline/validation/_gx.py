@@ -1,30 +1,60 @@
-"""One in-memory Great Expectations context per process, shared by every check.
+"""Great Expectations validation, in this process or in a warm helper process.
 
-Importing GX costs seconds and each context registers data sources, so the context,
-its pandas data source and one whole-dataframe batch definition are built once and
-each check passes its DataFrame as a batch parameter. Progress bars are off (and
-analytics, see the package ``__init__``): checks run inside pipeline steps.
+Importing GX costs seconds of one core. ``curate run`` calls ``prewarm`` first, so a helper
+process imports GX on another core while the run starts, and each check runs there. Checks
+send GX expectation names and arguments and get plain ``Outcome`` values back, so both places
+give the same results. Without ``prewarm`` (the UI's runs, tests), GX runs here. One in-memory
+context, pandas data source and whole-dataframe batch definition serve every check; progress
+bars and analytics are off (see the package ``__init__``): checks run inside pipeline steps.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
-import great_expectations as gx
 import pandas as pd
-from great_expectations.data_context.types.base import ProgressBarsConfig
-from great_expectations.expectations.expectation import Expectation
 
 from curation_pipeline.values import plain_tree
 
+Spec = tuple[str, dict]  # a GX expectation class name (gx.expectations.<name>) and its arguments
+
 _LOCK = threading.Lock()
 _BATCH_DEFINITION = None
+_POOL: ProcessPoolExecutor | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One expectation's result, as plain values."""
+
+    type: str
+    kwargs: dict
+    success: bool
+    result: dict
+    error: str | None  # GX could not evaluate the expectation (a failing metric), not a failed check
+
+    def describe(self) -> dict:
+        """What a report needs: type, column, success, observed value or unexpected count."""
+        described = {"type": self.type, "column": self.kwargs.get("column"), "success": self.success,
+                     "observed_value": self.result.get("observed_value"), "error": self.error}
+        if "unexpected_count" in self.result:
+            described["unexpected_count"] = int(self.result["unexpected_count"])
+        return described
 
 
 def _batch_definition():
     global _BATCH_DEFINITION
     if _BATCH_DEFINITION is None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         asset = context.data_sources.add_pandas("curation_validation").add_dataframe_asset("frame")
@@ -32,21 +62,7 @@ def _batch_definition():
     return _BATCH_DEFINITION
 
 
-def validate(df: pd.DataFrame, expectations: list[Expectation], result_format: Any = "SUMMARY") -> list:
-    """Validate ``expectations`` as one suite (metrics are shared) and return results in input order.
-
-    GX reorders suite results, so each expectation is tagged with its position in ``meta``.
-    """
-    for i, expectation in enumerate(expectations):
-        expectation.meta = {**(expectation.meta or {}), "position": i}
-    suite = gx.ExpectationSuite(name="curation_validation", expectations=expectations)
-    with _LOCK:
-        batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
-        results = batch.validate(suite, result_format=result_format).results
-    return sorted(results, key=lambda r: r.expectation_config.meta["position"])
-
-
-def exception_message(result) -> str | None:
+def _exception_message(result) -> str | None:
     """GX reports a failing metric inside the result; surface its message instead of a silent False."""
     info = result.exception_info or {}
     if "raised_exception" in info:
@@ -57,17 +73,61 @@ def exception_message(result) -> str | None:
     return None
 
 
-def describe(result) -> dict:
-    """The parts of a GX result a report needs: type, column, success, observed value or unexpected count."""
-    details = result.result or {}
-    observed = plain_tree(details.get("observed_value"))
-    described = {
-        "type": result.expectation_config.type,
-        "column": result.expectation_config.kwargs.get("column"),
-        "success": bool(result.success),
-        "observed_value": observed,
-        "error": exception_message(result),
-    }
-    if "unexpected_count" in details:
-        described["unexpected_count"] = int(details["unexpected_count"])
-    return described
+def _validate_here(df: pd.DataFrame, specs: list[Spec], result_format: Any) -> list[Outcome]:
+    """The specs as one suite (metrics are shared), results in input order (GX reorders them)."""
+    import great_expectations as gx  # seconds to import: only when a check runs
+
+    expectations = [getattr(gx.expectations, name)(**kwargs, meta={"position": i})
+                    for i, (name, kwargs) in enumerate(specs)]
+    suite = gx.ExpectationSuite(name="curation_validation", expectations=expectations)
+    with _LOCK:
+        batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
+        results = batch.validate(suite, result_format=result_format).results
+    results = sorted(results, key=lambda r: r.expectation_config.meta["position"])
+    return [Outcome(type=r.expectation_config.type, kwargs=plain_tree(dict(specs[i][1])), success=bool(r.success),
+                    result=plain_tree(r.result or {}), error=_exception_message(r))
+            for i, r in enumerate(results)]
+
+
+def validate(df: pd.DataFrame, specs: list[Spec], result_format: Any = "SUMMARY") -> list[Outcome]:
+    global _POOL
+    pool = _POOL
+    if pool is not None:
+        try:
+            return pool.submit(_validate_here, df, specs, result_format).result()
+        except BrokenProcessPool:  # the helper died (e.g. killed for memory): GX runs here from now on
+            _POOL = None
+    return _validate_here(df, specs, result_format)
+
+
+def _start_helper(parent: int) -> None:
+    """Leave with the run, even one killed without a word (its queue never closes for us)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+    _batch_definition()  # imports GX and builds the context
+
+
+def prewarm() -> None:
+    """Start the helper process now: it imports GX while this process does its own start-up."""
+    global _POOL
+    with _LOCK:
+        if _POOL is None:
+            import multiprocessing
+
+            _POOL = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_helper,
+                                        initargs=(os.getpid(),))
+            _POOL.submit(int)  # the worker starts on the first task, not before
+            atexit.register(shutdown)
+
+
+def shutdown() -> None:
+    """Waits for the helper to leave: not waiting races multiprocessing's own exit handler, which
+    can close the queue before the stop message is sent and then wait for the helper forever."""
+    global _POOL
+    pool, _POOL = _POOL, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)

