@@ -8,6 +8,8 @@ The cluster is real (``ray start``: a head node and two worker nodes of one CPU 
 a private network namespace (root: the script re-runs itself under ``unshare``), so every packet
 stays on loopback. A "worker" is one model actor on one CPU (one intra-op thread); the local
 engine uses every core. Figures per profile: ``<p>_local_pairs_per_s`` (scorers already built),
+``<p>_local_1thread_pairs_per_s`` (the local engine with one model thread, the budget of one Ray
+worker and of each of two shard runs side by side; ``<p>_ray1_vs_local_1thread`` compares them),
 ``<p>_ray1_pairs_per_s`` / ``<p>_ray2_pairs_per_s`` (wall time of the whole Ray pipeline, actor
 start-up and model loading included), ``<p>_ray1_model_pairs_per_s`` / ``..._ray2_...`` (the
 model stage alone, measured the same way for both: the shard decoded and materialized first,
@@ -71,15 +73,25 @@ def profile_for(name: str, folder: Path):
     return ScoringProfile("clip", clip_model=make_clip(str(folder / "tiny-clip"), "small"))
 
 
-def local_rate(profile, shard: Path, batch_size: int) -> float:
+def local_rate(profile, shard: Path, batch_size: int, threads: int | None = None) -> float:
+    """The local engine; ``threads`` sizes its model pools as ``CURATION_THREADS`` does (None: as a run would)."""
     from curation_pipeline.scoring.profiles import build_scorers
     from curation_pipeline.scoring.run import score_stream
+    from curation_pipeline.scoring.signals import THREADS_ENV
     from curation_pipeline.shards.reader import iter_pair_batches
 
-    scorers = build_scorers(profile)
-    start = time.perf_counter()
-    table = score_stream(scorers, iter_pair_batches(str(shard), shard.stem, batch_size))
-    return len(table) / (time.perf_counter() - start)
+    before = os.environ.pop(THREADS_ENV, None)
+    if threads:
+        os.environ[THREADS_ENV] = str(threads)
+    try:
+        scorers = build_scorers(profile)  # ONNX sessions take their thread count when built
+        start = time.perf_counter()
+        table = score_stream(scorers, iter_pair_batches(str(shard), shard.stem, batch_size))
+        return len(table) / (time.perf_counter() - start)
+    finally:
+        os.environ.pop(THREADS_ENV, None)
+        if before is not None:
+            os.environ[THREADS_ENV] = before
 
 
 def _options(batch_size: int, workers: int):
@@ -125,7 +137,10 @@ def measure(args) -> dict:
                 for name, profile in profiles.items():
                     # local right before the same profile's Ray runs (the idle cluster beside it), so
                     # both see the same load from whatever else the machine runs
+                    local_rate(profile, small, args.batch_size)  # warm-up: lazily loaded models (MiniLM), caches
                     figures[f"{name}_local_pairs_per_s"] = local_rate(profile, big, args.batch_size)
+                    # the same model-thread budget as one Ray worker (1), as each of two shard runs side by side has
+                    figures[f"{name}_local_1thread_pairs_per_s"] = local_rate(profile, big, args.batch_size, threads=1)
                     figures[f"{name}_load_average"] = os.getloadavg()[0]
                     for workers in (1, 2):
                         wall, model, stats = ray_run(profile, big, args.batch_size, workers)
@@ -139,6 +154,8 @@ def measure(args) -> dict:
                         figures[f"{name}_ray{workers}_model_cores_per_actor"] = stats.model_cores_per_actor
                         figures[f"{name}_ray{workers}_model_actors"] = len(stats.workers)
                     figures[f"{name}_ray1_vs_local"] = figures[f"{name}_ray1_pairs_per_s"] / figures[f"{name}_local_pairs_per_s"]
+                    figures[f"{name}_ray1_vs_local_1thread"] = (figures[f"{name}_ray1_pairs_per_s"]
+                                                                / figures[f"{name}_local_1thread_pairs_per_s"])
                     figures[f"{name}_ray2_vs_ray1_model"] = (figures[f"{name}_ray2_model_pairs_per_s"]
                                                              / figures[f"{name}_ray1_model_pairs_per_s"])
                     figures[f"{name}_ray2_vs_ray1_pipelined_model"] = (
@@ -154,13 +171,14 @@ def measure(args) -> dict:
         figures["ray_worker_peak_rss_ratio_big_small"] = big_stats.peak_worker_rss_mb / small_stats.peak_worker_rss_mb
     figures["targets"] = {
         "ray1_ge_0.8x_local": {p: figures[f"{p}_ray1_vs_local"] >= 0.8 for p in PROFILES},
+        "ray1_ge_0.8x_local_same_threads": {p: figures[f"{p}_ray1_vs_local_1thread"] >= 0.8 for p in PROFILES},
         "ray2_model_ge_1.6x_ray1": {p: figures[f"{p}_ray2_vs_ray1_model"] >= 1.6 for p in PROFILES},
     }
     return figures
 
 
 KEYS = ["cores", *[f"{p}_{k}" for p in PROFILES for k in (
-    "local_pairs_per_s", "ray1_pairs_per_s", "ray2_pairs_per_s", "ray1_model_pairs_per_s", "ray2_model_pairs_per_s",
+    "local_pairs_per_s", "local_1thread_pairs_per_s", "ray1_vs_local_1thread", "ray1_pairs_per_s", "ray2_pairs_per_s", "ray1_model_pairs_per_s", "ray2_model_pairs_per_s",
     "ray1_vs_local", "ray2_vs_ray1_model", "ray1_pipelined_model_pairs_per_s", "ray2_pipelined_model_pairs_per_s",
     "ray2_vs_ray1_pipelined_model", "ray1_model_cores_per_actor", "ray2_model_cores_per_actor", "load_average")], "ray_worker_peak_rss_small_mb", "ray_worker_peak_rss_big_mb",
     "ray_worker_peak_rss_ratio_big_small", "targets"]
