@@ -1,8 +1,5 @@
-"""Jobs, the new-shard sensor and the fill-missing-or-stale schedule.
-
-Both start STOPPED (Dagster's default) so that opening the UI never launches work by
-surprise; turn them on in Automation, or set CURATION_AUTOMATION=on.
-"""
+"""Jobs, the new-shard sensor and the fill-missing-or-stale schedule. Both start STOPPED, so opening the UI
+never launches work by surprise; turn them on in Automation, or set CURATION_AUTOMATION=on."""
 
 
 import os
@@ -43,10 +40,9 @@ observe_raw_job = dg.define_asset_job(
 report_job = dg.define_asset_job("quality_report_job", selection=dg.AssetSelection.assets("quality_report"),
                                  description="Rebuild the DuckDB quality report over all curated shards.")
 
-DEFAULT_STATUS = (dg.DefaultSensorStatus.RUNNING if os.environ.get("CURATION_AUTOMATION") == "on"
-                  else dg.DefaultSensorStatus.STOPPED)
-DEFAULT_SCHEDULE_STATUS = (dg.DefaultScheduleStatus.RUNNING if os.environ.get("CURATION_AUTOMATION") == "on"
-                           else dg.DefaultScheduleStatus.STOPPED)
+_ON = os.environ.get("CURATION_AUTOMATION") == "on"
+DEFAULT_STATUS = dg.DefaultSensorStatus.RUNNING if _ON else dg.DefaultSensorStatus.STOPPED
+DEFAULT_SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if _ON else dg.DefaultScheduleStatus.STOPPED
 
 
 @dg.sensor(job=curate_shards_job, minimum_interval_seconds=60, default_status=DEFAULT_STATUS,
@@ -54,13 +50,9 @@ DEFAULT_SCHEDULE_STATUS = (dg.DefaultScheduleStatus.RUNNING if os.environ.get("C
            "Files whose names are not valid keys are reported in the sensor's log, never renamed.")
 def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     try:
-        found, rejected = warehouse.list_raw()
+        found, rejected, _, new = _unregistered(context, warehouse)
     except FileNotFoundError as exc:
         return dg.SensorResult(skip_reason=str(exc))
-    for message in rejected:
-        context.log.warning(message)
-    known = set(context.instance.get_dynamic_partitions(shard_partitions.name))
-    new = sorted(set(found) - known)
     if not new:
         return dg.SensorResult(skip_reason=f"no new shards ({len(found)} known, {len(rejected)} rejected names)")
     return dg.SensorResult(
@@ -69,10 +61,19 @@ def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
     )
 
 
+def _unregistered(context, warehouse: WarehouseResource) -> tuple[dict[str, str], list[str], set[str], list[str]]:
+    """The raw shards found, the rejected file names (logged), the registered partitions, and the new shards."""
+    found, rejected = warehouse.list_raw()
+    for message in rejected:
+        context.log.warning(message)
+    known = set(context.instance.get_dynamic_partitions(shard_partitions.name))
+    return found, rejected, known, sorted(set(found) - known)
+
+
 def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                       repository: dg.RepositoryDefinition) -> dict[str, str]:
-    """Partition -> why it needs a run, by Dagster's own staleness of the shard's assets: "missing",
-    or "stale: <root causes>" (a raw file observed with new content, a changed code_version). A partition whose raw file is gone is never requested (``prune_shards``)."""
+    """Partition -> why it needs a run by Dagster's staleness of the shard's assets: "missing", or "stale:
+    <root causes>" (new raw content, a changed code_version). A partition whose raw file is gone is skipped."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCauseCategory, StaleStatus
 
@@ -101,11 +102,7 @@ def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource
 
 @dg.op(description="Adds every valid .tar in the raw location as a shard partition; launches no work.")
 def register_raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
-    found, rejected = warehouse.list_raw()
-    for message in rejected:
-        context.log.warning(message)
-    known = set(context.instance.get_dynamic_partitions(shard_partitions.name))
-    new = sorted(set(found) - known)
+    found, rejected, known, new = _unregistered(context, warehouse)
     if new:
         context.instance.add_dynamic_partitions(shard_partitions.name, new)
     for key in new:  # observed as registered: whatever path materializes pairs later, it records this version

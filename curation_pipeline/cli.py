@@ -26,9 +26,8 @@ INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 @contextlib.contextmanager
 def home_lock(home: Path):
-    """An exclusive lock on DAGSTER_HOME for this process: creating the instance's SQLite storages and
-    registering partitions are not safe to race (three `curate run` started at once on a fresh home
-    stamped two alembic heads, "more than one head", and every later run failed)."""
+    """An exclusive lock on DAGSTER_HOME: creating the SQLite storages and registering partitions are not
+    safe to race (concurrent `curate run`s on a fresh home stamped two alembic heads, failing every later run)."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock (run one `curate run` at a time there)
@@ -101,9 +100,8 @@ RESOURCE_KEYS = ("scoring", "rewriter", "policy")
 
 
 def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None) -> dict[str, dict]:
-    """Resource settings from a YAML file (``policy: {keep_threshold: 80}``, or Dagster run config's
-    ``resources: {policy: {config: {...}}}``) and ``--set policy.keep_threshold=80`` / ``--set policy.drift.max_kl=0.3`` pairs (later wins).
-    Values are YAML scalars: ``80``, ``true``, ``null`` (off), ``[itm, su]``."""
+    """Resource settings from a YAML file (``policy: {keep_threshold: 80}`` or run config's ``resources:``
+    section) and ``--set policy.drift.max_kl=0.3`` pairs (later wins); values are YAML (``null`` = off)."""
     import yaml
 
     settings: dict[str, dict] = {key: {} for key in RESOURCE_KEYS}
@@ -158,7 +156,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
     if not selected:
         raise BadInput(f"no .tar shards found in {raw}; generate samples with `curate sample-data` or point --raw elsewhere")
     settings = settings or {}
-    for name, cls in (("scoring", ScoringResource), ("rewriter", RewriterResource), ("policy", PolicyResource)):
+    for name, cls in zip(RESOURCE_KEYS, (ScoringResource, RewriterResource, PolicyResource)):
         unknown = sorted(set(settings.get(name, {})) - set(cls.model_fields))
         if unknown:
             raise BadInput(f"unknown {name} setting {', '.join(unknown)}; known: {', '.join(sorted(cls.model_fields))}")
@@ -200,28 +198,19 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
 
 
 class FastExitGroup(click.Group):
-    """Exit the ``curate`` process without tearing down the interpreter.
-
-    Why: after a run, freeing torch, Dagster, Great Expectations and the models module by module
-    takes seconds (garbage collection alone is over a second) that nobody waits for. Once the
-    command is done, exit handlers run, output is flushed, and the process ends at once. Only for
-    the real ``curate`` process: called in-process (tests, ``CliRunner``) it exits as click does."""
+    """Exit the real ``curate`` process without tearing down the interpreter (freeing torch, Dagster, GX
+    and the models takes seconds nobody waits for); in-process (tests, ``CliRunner``) it exits as click does."""
 
     def main(self, *args, **kwargs):
         try:
             return super().main(*args, **kwargs)
         except SystemExit as exc:
-            if not _is_curate_process():
+            entry = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+            if Path(entry).name not in ("curate", "cli.py") or os.environ.get("CURATE_SLOW_EXIT"):
                 raise
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             if exc.code is not None and not isinstance(exc.code, int):
                 click.echo(exc.code, err=True)
-            _fast_exit(code)
-
-
-def _is_curate_process() -> bool:
-    entry = getattr(sys.modules.get("__main__"), "__file__", None) or ""
-    return Path(entry).name in ("curate", "cli.py") and not os.environ.get("CURATE_SLOW_EXIT")
+            _fast_exit(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
 
 
 def _fast_exit(code: int) -> None:
@@ -294,9 +283,7 @@ def run(raw, warehouse, shards, profile, clip_model, mlm_model, rewriter, rewrit
     try:
         code = run_shards(raw, warehouse, shards, profile, rewriter, rewriter_model, clip_model, mlm_model,
                           not no_report, load_settings(pairs, config_file))
-    except FileNotFoundError as exc:
-        raise BadInput(str(exc)) from exc
-    except ValueError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         raise BadInput(str(exc)) from exc
     sys.exit(code)
 
@@ -464,12 +451,8 @@ def evaluate(warehouse, judgments, score, fmt, captions_file, keep_reference_can
             click.echo(format_labels_report(result))
             name = "labels.json"
         else:
-            from curation_pipeline.evaluation.judgments import (
-                agreement_report,
-                format_agreement,
-                read_judgments,
-                write_judgment_shards,
-            )
+            from curation_pipeline.evaluation.judgments import (agreement_report, format_agreement, read_judgments,
+                                                                write_judgment_shards)
 
             if make_shards:
                 if not images:

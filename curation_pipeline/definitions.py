@@ -15,29 +15,15 @@ from curation_pipeline.assets.reporting import quality_report
 from curation_pipeline.assets.rewriting import final_captions, rewritten_captions
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.assets.selection import selection_cut
-from curation_pipeline.automation import (
-    curate_shards_job,
-    fill_missing_shards,
-    new_shards_sensor,
-    observe_raw_job,
-    observe_raw_shards_schedule,
-    prune_shards,
-    register_shards,
-    report_automation,
-    report_job,
-    reselect_shards_job,
-)
+from curation_pipeline.automation import (curate_shards_job, fill_missing_shards, new_shards_sensor, observe_raw_job,
+                                          observe_raw_shards_schedule, prune_shards, register_shards, report_automation,
+                                          report_job, reselect_shards_job)
 from curation_pipeline.checks.quality import ALL_CHECKS
-from curation_pipeline.resources import (
-    ComputeResource,
-    PolicyResource,
-    RewriterResource,
-    ScoringResource,
-    WarehouseResource,
-)
+from curation_pipeline.resources import (ComputeResource, PolicyResource, RewriterResource, ScoringResource,
+                                         WarehouseResource)
 
-ASSETS = [raw_shards, pairs, quality_scores, selection_cut, dedup_index, caption_decisions, rewritten_captions, final_captions,
-          curated_shards, quality_report]
+ASSETS = [raw_shards, pairs, quality_scores, selection_cut, dedup_index, caption_decisions, rewritten_captions,
+          final_captions, curated_shards, quality_report]
 
 
 def _setting(env: str, default: str):
@@ -63,9 +49,8 @@ def build_resources(raw_root: str | None = None, warehouse_root: str | None = No
     }
 
 
-# One executor for every path: the job page, asset backfills and "Materialize all" in the UI. A shard's
-# steps run in its run's own process (a process per step costs seconds of start-up each); shards run in
-# parallel as separate runs, as many at once as dagster.yaml's run queue allows (max_concurrent_runs).
+# One executor for every path (job page, backfills, "Materialize all"): a shard's steps share its run's process
+# (a process per step costs seconds each); shards run in parallel as runs, up to dagster.yaml's run queue limit.
 EXECUTOR = dg.in_process_executor
 
 
@@ -74,7 +59,8 @@ def build_definitions(**kwargs) -> dg.Definitions:
         executor=EXECUTOR,
         assets=[*ASSETS, *EVALUATION_ASSETS],
         asset_checks=ALL_CHECKS,
-        jobs=[curate_shards_job, reselect_shards_job, report_job, observe_raw_job, register_shards, prune_shards, dedup_index_job],
+        jobs=[curate_shards_job, reselect_shards_job, report_job, observe_raw_job, register_shards, prune_shards,
+              dedup_index_job],
         sensors=[new_shards_sensor, report_automation, dedup_settle_sensor],
         schedules=[observe_raw_shards_schedule, fill_missing_shards],
         resources=build_resources(**kwargs),

@@ -10,14 +10,9 @@ from PIL import Image
 
 @dataclass
 class PairBatch:
-    """Parallel lists, one entry per pair, in shard order.
-
-    ``images`` holds decoded RGB images, or None where the sample has no usable image
-    (missing, corrupt, too large); scorers must return NaN for those, never a guess.
-    ``captions`` holds None where the sample has no caption at all.
-    ``original_sizes`` holds (width, height) of the image before any resizing, as the
-    sample's json records it (img2dataset's ``original_width`` / ``original_height``),
-    or None where the json does not say; the decoded image's size is then all we know.
+    """Parallel lists, one entry per pair, in shard order. ``images``: decoded RGB, or None where there is
+    no usable image (scorers return NaN, never a guess); ``captions``: None for no caption;
+    ``original_sizes``: (width, height) before resizing as the json records it, or None.
     """
 
     keys: list[str]
@@ -31,11 +26,8 @@ class PairBatch:
         if not self.original_sizes:
             self.original_sizes = [None] * len(self.keys)
         if not (len(self.keys) == len(self.captions) == len(self.images) == len(self.original_sizes)):
-            raise ValueError(
-                f"PairBatch lists differ in length: keys={len(self.keys)} "
-                f"captions={len(self.captions)} images={len(self.images)} "
-                f"original_sizes={len(self.original_sizes)}"
-            )
+            raise ValueError(f"PairBatch lists differ in length: keys={len(self.keys)} captions={len(self.captions)} "
+                             f"images={len(self.images)} original_sizes={len(self.original_sizes)}")
 
     def __len__(self) -> int:
         return len(self.keys)

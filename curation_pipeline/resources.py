@@ -1,8 +1,7 @@
 """Dagster resources: where data lives, which models score and rewrite, and the thresholds.
 
-Every threshold and switch is configuration here (editable in the launchpad or via
-environment variables), not code. Models are built once per process and cached, so a
-run's steps never reload them per batch.
+Every threshold and switch is configuration (launchpad or environment), not code; models are built
+once per process and cached, so a run's steps never reload them per batch.
 """
 
 
@@ -222,9 +221,8 @@ class DriftConfig(_Group):
 
 
 class PolicyResource(dg.ConfigurableResource):
-    """Decision thresholds, with nested acceptance, NSFW, image-quality and drift settings. Every default
-    comes from the domain classes (``DecisionPolicy``, ``AcceptanceRules``, ``DriftThresholds``); an
-    empty value means off. From the CLI: ``--set policy.keep_threshold=80 --set policy.drift.max_kl=0.3``."""
+    """Decision thresholds, with nested acceptance, NSFW, image-quality and drift settings; every default
+    comes from the domain classes, and an empty value means off."""
 
     quality_column: str = Field(default=_P.quality_column, description="Score that decides keep / rewrite / drop.")
     keep_threshold: float = Field(default=_P.keep_threshold, description="Keep the caption as is at or above this score (95: any fired text rule sends it to the rewriter).")
@@ -256,21 +254,15 @@ class PolicyResource(dg.ConfigurableResource):
         return AcceptanceRules(**self.acceptance.model_dump())
 
     def drift_thresholds(self) -> DriftThresholds:
-        d = self.drift
-        return DriftThresholds(max_kl=d.max_kl, mean_ratio_min=d.mean_ratio_min, mean_ratio_max=d.mean_ratio_max,
-                               quantile_tolerance=d.quantile_tolerance, quantile_abs_floor=d.quantile_floor,
-                               min_rows=d.min_rows)
+        d = self.drift.model_dump()
+        return DriftThresholds(quantile_abs_floor=d.pop("quantile_floor"), **d)
 
 
 class ComputeResource(RayResource):
-    """Where the heavy work of ``quality_scores`` and ``rewritten_captions`` runs (decoding, scoring,
-    rewriting). ``local`` (the default): in the Dagster step's process, as always. ``ray``: as Ray
-    Data streaming on the cluster at ``address``, with model actor pools (``curation_pipeline.compute``).
-
-    A dagster-ray ``RayResource``: with ``engine: ray`` the step connects with ``ray.init`` when it
-    starts and disconnects when it ends (dagster-ray's lifecycle); the cluster itself is never
-    created or deleted here (start it with ``ray start`` or KubeRay). With ``engine: local`` Ray is
-    never imported. Both engines write the same rows for the same input.
+    """Where ``quality_scores`` and ``rewritten_captions`` do their heavy work: ``local`` (the step's
+    process) or ``ray`` (Ray Data on the cluster at ``address``, with model actor pools). Both write the
+    same rows. With ``ray`` the step connects and disconnects (dagster-ray's lifecycle) but never creates
+    or deletes the cluster; with ``local`` Ray is never imported.
     """
 
     engine: str = Field(default="local", description="local (in the step's process) | ray (Ray Data on the cluster at `address`). Env CURATION_COMPUTE.")

@@ -12,10 +12,7 @@ from curation_pipeline.resources import WarehouseResource
 from curation_pipeline.shards.writer import curated_samples, verify_curated, write_curated
 
 @dg.asset(
-    partitions_def=shard_partitions,
-    group_name="curation",
-    owners=OWNERS,
-    tags={"stage": "curation"},
+    partitions_def=shard_partitions, group_name="curation", owners=OWNERS, tags={"stage": "curation"},
     code_version="1",  # bump when the same inputs give different output
     ins={"final_captions": dg.AssetIn(), "quality_scores": dg.AssetIn(),
          "pairs": columns("key", "meta_json", "meta_error")},

@@ -18,10 +18,7 @@ from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 
 @dg.asset(
-    partitions_def=shard_partitions,
-    group_name="decisions",
-    owners=OWNERS,
-    tags={"stage": "decisions"},
+    partitions_def=shard_partitions, group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
     code_version="1",  # bump when the same inputs give different output
     deps=[selection_cut, dedup_index],  # cross-shard inputs; quality_scores is this shard's table
     kinds={"parquet"},
@@ -46,30 +43,22 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             raise dg.Failure(description=str(exc)) from exc
     scores, dedup = mark_duplicates(scores, wh, shard, rules)  # over the whole pool, order-free
     decisions = decide(scores, rules, cut=cut)
-    if dedup is not None:
-        context.log.info(f"{shard}: duplicate groups from {dedup.source}")
     if dedup is not None:  # which pool-wide duplicate groups these decisions used
+        context.log.info(f"{shard}: duplicate groups from {dedup.source}")
         decisions.attrs[FILE_METADATA] = {DIGEST_KEY: dedup.digest}
     actions = decisions["action"].value_counts()
     drops = decisions.loc[decisions["action"].eq("drop"), "reason"].str.split(" ").str[0].value_counts()
     n = len(decisions)  # an empty shard has no shares: left empty, not 0
     return dg.Output(decisions, metadata={
-        **numbers({
-            "pairs": len(decisions),
-            "keep": int(actions.get("keep", 0)),
-            "rewrite": int(actions.get("rewrite", 0)),
-            "drop": int(actions.get("drop", 0)),
-            "rewrite_share": actions.get("rewrite", 0) / n if n else None,
-            "drop_share": actions.get("drop", 0) / n if n else None,
-            "nsfw_review": int(decisions["nsfw_review"].sum()),
-        }),
+        **numbers({"pairs": len(decisions), "keep": int(actions.get("keep", 0)),
+                   "rewrite": int(actions.get("rewrite", 0)), "drop": int(actions.get("drop", 0)),
+                   "rewrite_share": actions.get("rewrite", 0) / n if n else None,
+                   "drop_share": actions.get("drop", 0) / n if n else None,
+                   "nsfw_review": int(decisions["nsfw_review"].sum())}),
         **({} if cut is None else numbers({
             "in_keep_fraction": int(in_top_fraction(scores, rules, cut).sum()),  # inside the global cut
-            "keep_fraction": cut.fraction,
-            "keep_fraction_cut_score": cut.cut_score,
-            "keep_fraction_pool_scored": cut.scored,
-            "keep_fraction_pool_kept": cut.kept,
-        })),
+            "keep_fraction": cut.fraction, "keep_fraction_cut_score": cut.cut_score,
+            "keep_fraction_pool_scored": cut.scored, "keep_fraction_pool_kept": cut.kept})),
         **({} if dedup is None else {
             **numbers({"duplicates_dropped": int((~scores["dup_keep"].astype(bool)).sum()),
                        "in_duplicate_groups": int(scores["dup_kind"].notna().sum())}),

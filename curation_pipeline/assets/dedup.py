@@ -1,12 +1,8 @@
 """Stage 3, decisions: the cross-shard duplicate index (not partitioned), and keeping shards in step with it.
 
-Cross-shard dedup must not depend on which shard ran first, so groups and survivors are
-resolved once over every shard's stored fingerprints (``decisions/dedup.py``). Shard runs
-may start in any order and in parallel: each shard's decisions use the stored index when it
-covers the current pool, else compute the same thing on the spot. Afterwards
-``settle_duplicates`` (``curate run``, the tests) or the ``dedup_settle_sensor`` (automation)
-materializes ``dedup_index`` and re-selects every shard that was decided against an older
-pool, so the published set depends on the pool alone.
+Groups and survivors are resolved once over every shard's stored fingerprints, so dedup does not depend
+on which shard ran first; ``settle_duplicates`` (``curate run``) or ``dedup_settle_sensor`` then
+re-selects every shard decided against an older pool, so the published set depends on the pool alone.
 """
 
 
@@ -18,25 +14,14 @@ import pandas as pd
 
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
-from curation_pipeline.decisions.dedup import (
-    INDEX_ASSET,
-    pool_has_signals,
-    pool_identity,
-    read_index,
-    refresh_index,
-    rules_digest,
-    slice_digest,
-    stale_shards,
-    write_index,
-)
+from curation_pipeline.automation import DEFAULT_STATUS, reselect_shards_job
+from curation_pipeline.decisions.dedup import (INDEX_ASSET, pool_has_signals, pool_identity, read_index, refresh_index,
+                                               rules_digest, slice_digest, stale_shards, write_index)
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 
 @dg.asset(
-    name=INDEX_ASSET,
-    group_name="decisions",
-    owners=OWNERS,
-    tags={"stage": "decisions"},
+    name=INDEX_ASSET, group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
     code_version="1",  # bump when the same inputs give different output
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"parquet"},
@@ -78,10 +63,6 @@ dedup_index_job = dg.define_asset_job(
     description="Rebuild the cross-shard duplicate index from the stored scores (no model runs).")
 
 
-def _pool_key(identity: dict[str, str], rules: str) -> str:
-    return hashlib.sha256(json.dumps([identity, rules], sort_keys=True).encode()).hexdigest()[:16]
-
-
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
           dg.DagsterRunStatus.STARTED]
 
@@ -100,7 +81,8 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
         return "no scored shards"
     stored = read_index(wh)
     if stored is None or stored.identity != identity or stored.rules != rules:
-        return [dg.RunRequest(job_name="dedup_index_job", run_key=f"dedup_index:{_pool_key(identity, rules)}")]
+        pool_key = hashlib.sha256(json.dumps([identity, rules], sort_keys=True).encode()).hexdigest()[:16]
+        return [dg.RunRequest(job_name="dedup_index_job", run_key=f"dedup_index:{pool_key}")]
     stale = stale_shards(wh, stored)
     if not stale:
         return f"duplicate index current for {len(identity)} shards; no shard is stale"
@@ -136,27 +118,11 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
     return failed
 
 
-def _settle_sensor():
-    import os
-
-    from curation_pipeline.automation import reselect_shards_job
-
-    status = (dg.DefaultSensorStatus.RUNNING if os.environ.get("CURATION_AUTOMATION") == "on"
-              else dg.DefaultSensorStatus.STOPPED)
-
-    @dg.sensor(name="dedup_settle_sensor", jobs=[dedup_index_job, reselect_shards_job], minimum_interval_seconds=60,
-               default_status=status,
-               description="When no run is in progress: rebuilds dedup_index if the pool of scored shards changed, "
-               "then re-selects every shard decided against an older pool, so cross-shard dedup publishes the same "
-               "set whatever order the shard runs took.")
-    def dedup_settle_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource,
-                            policy: PolicyResource):
-        requests = settle_requests(context.instance, warehouse, policy)
-        if isinstance(requests, str):
-            return dg.SkipReason(requests)
-        return requests
-
-    return dedup_settle_sensor
-
-
-dedup_settle_sensor = _settle_sensor()
+@dg.sensor(name="dedup_settle_sensor", jobs=[dedup_index_job, reselect_shards_job], minimum_interval_seconds=60,
+           default_status=DEFAULT_STATUS,
+           description="When no run is in progress: rebuilds dedup_index if the pool of scored shards changed, "
+           "then re-selects every shard decided against an older pool, so cross-shard dedup publishes the same "
+           "set whatever order the shard runs took.")
+def dedup_settle_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource, policy: PolicyResource):
+    requests = settle_requests(context.instance, warehouse, policy)
+    return dg.SkipReason(requests) if isinstance(requests, str) else requests

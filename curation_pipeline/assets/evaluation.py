@@ -1,8 +1,7 @@
 """Evaluation, in the UI: agreement of a score with human judgments, and curation against labels.
 
-Thin: both assets call ``curation_pipeline.evaluation`` (what `curate evaluate` runs), write the
-report as JSON under ``<warehouse>/evaluation/`` and show its figures as metadata. Neither runs
-by itself: materialize one from its asset page with its config (the judgment or truth file).
+Thin wrappers of what `curate evaluate` runs: the report goes to ``<warehouse>/evaluation/`` and its
+figures to metadata. Neither runs by itself: materialize one with its config (the judgment or truth file).
 """
 
 
@@ -52,9 +51,7 @@ def _results_table(report: dict) -> pd.DataFrame:
 
 
 @dg.asset(
-    group_name="evaluation",
-    owners=OWNERS,
-    tags={"stage": "evaluation"},
+    group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
     code_version="1",  # bump when the same inputs give different output
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
@@ -92,9 +89,7 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
 
 
 @dg.asset(
-    group_name="evaluation",
-    owners=OWNERS,
-    tags={"stage": "evaluation"},
+    group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
     code_version="1",  # bump when the same inputs give different output
     deps=[dg.AssetDep(final_captions, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},

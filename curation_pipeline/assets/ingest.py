@@ -16,8 +16,7 @@ from curation_pipeline.shards.fingerprint import RawFingerprint, raw_version
 from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader
 
 @dg.observable_source_asset(
-    partitions_def=shard_partitions,
-    group_name="ingest",
+    partitions_def=shard_partitions, group_name="ingest",
     description="Raw webdataset .tar shards in the configured raw location (one partition per file), "
     "registered by `register_shards` or the `new_shards_sensor`; not written by the pipeline. Observing "
     "records each file's SHA-256 as its data version, so a replaced file marks its partitions stale.",
@@ -45,10 +44,7 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
 
 
 @dg.asset(
-    partitions_def=shard_partitions,
-    group_name="ingest",
-    owners=OWNERS,
-    tags={"stage": "ingest"},
+    partitions_def=shard_partitions, group_name="ingest", owners=OWNERS, tags={"stage": "ingest"},
     code_version="1",  # bump when the same inputs give different output
     deps=[raw_shards],
     kinds={"parquet"},
@@ -89,16 +85,12 @@ def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     skip_counts = skips["reason"].value_counts()
     context.log.info(f"{shard}: {len(inventory)} pairs, {len(skips)} skipped members")
     return dg.Output(inventory, metadata={
-        **numbers({
-            "pairs": len(inventory),
-            "decoded": int(status.get("ok", 0)),
-            "undecodable": int(len(inventory) - status.get("ok", 0)),
-            "no_caption": int(inventory["caption"].isna().sum()) if len(inventory) else 0,
-            "caption_problems": int(inventory["caption_problem"].notna().sum()) if len(inventory) else 0,
-            "skipped_members": len(skips),
-            "raw_bytes": fingerprint.size,
-            "meta_errors": int(inventory["meta_error"].notna().sum()) if len(inventory) else 0,
-        }),
+        **numbers({"pairs": len(inventory), "decoded": int(status.get("ok", 0)),
+                   "undecodable": int(len(inventory) - status.get("ok", 0)),
+                   "no_caption": int(inventory["caption"].isna().sum()) if len(inventory) else 0,
+                   "caption_problems": int(inventory["caption_problem"].notna().sum()) if len(inventory) else 0,
+                   "skipped_members": len(skips), "raw_bytes": fingerprint.size,
+                   "meta_errors": int(inventory["meta_error"].notna().sum()) if len(inventory) else 0}),
         **numbers(ray_stats),
         "compute": dg.MetadataValue.text(compute.engine),
         "image_decode": dg.MetadataValue.text("full" if full else "header (quality_scores decodes each image)"),

@@ -1,12 +1,8 @@
 """Every step after ``pairs`` proves the raw shard is still the file ``pairs`` read.
 
-``pairs`` stores the raw file's fingerprint (size, SHA-256, stat identity) in the schema
-metadata of ``pairs/<shard>.parquet``. ``raw_fingerprint`` below reads it back and checks
-the raw file against it (stat first; a full re-hash only when the stat differs), and a
-step that streams the raw file again passes the fingerprint to the reader, which compares
-the hash of the bytes it read. A changed shard fails the step with a message that names
-the shard and says what changed; ``curated_shards`` verifies before its rename, so nothing
-of a changed shard is ever published.
+``pairs`` stores the raw file's fingerprint in its Parquet schema metadata; ``raw_fingerprint`` checks
+the file against it (stat first, re-hash only when the stat differs), and a step that streams the file
+again hands it to the reader, so nothing of a changed shard is ever published.
 """
 
 from __future__ import annotations

@@ -19,9 +19,7 @@ def numbers(mapping: dict[str, Any]) -> dict[str, dg.MetadataValue]:
     out: dict[str, dg.MetadataValue] = {}
     for key, value in mapping.items():
         value = plain(value)
-        if isinstance(value, bool) or value is None:
-            continue
-        if isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool):
             out[key] = dg.MetadataValue.int(value)
         elif isinstance(value, float):
             out[key] = dg.MetadataValue.float(round(value, 4))
@@ -56,17 +54,13 @@ def table(df: pd.DataFrame, limit: int = PREVIEW_ROWS) -> dg.MetadataValue:
     shown = df.head(limit)
     columns = [dg.TableColumn(str(name), _kind(shown[name])) for name in shown.columns]
     whole = {str(c.name) for c in columns if c.type == "int"}
-    records = []
-    for row in shown.itertuples(index=False):
-        values = {}
-        for col, value in zip(shown.columns, row):
-            value = plain(value)
-            if isinstance(value, float) and value != value:
-                value = None
-            elif isinstance(value, float):
-                value = int(value) if str(col) in whole else round(value, 4)
-            elif value is not None and not isinstance(value, (int, bool, str)):
-                value = str(value)
-            values[str(col)] = value
-        records.append(dg.TableRecord(values))
+
+    def cell(col, value):
+        value = plain(value)
+        if isinstance(value, float):  # plain() made NaN None
+            return int(value) if str(col) in whole else round(value, 4)
+        return value if value is None or isinstance(value, (int, bool, str)) else str(value)
+
+    records = [dg.TableRecord({str(col): cell(col, value) for col, value in zip(shown.columns, row)})
+               for row in shown.itertuples(index=False)]
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))

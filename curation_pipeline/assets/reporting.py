@@ -12,9 +12,7 @@ from curation_pipeline.resources import WarehouseResource
 
 
 @dg.asset(
-    group_name="reporting",
-    owners=OWNERS,
-    tags={"stage": "reporting"},
+    group_name="reporting", owners=OWNERS, tags={"stage": "reporting"},
     code_version="1",  # bump when the same inputs give different output
     deps=[curated_shards],
     kinds={"duckdb"},

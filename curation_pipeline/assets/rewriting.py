@@ -12,29 +12,15 @@ from curation_pipeline.decisions.outcome import resolve_outcomes
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.reporting.lineage import lineage_preview
-from curation_pipeline.resources import (
-    ComputeResource,
-    PolicyResource,
-    RewriterResource,
-    ScoringResource,
-    WarehouseResource,
-)
+from curation_pipeline.resources import (ComputeResource, PolicyResource, RewriterResource, ScoringResource,
+                                         WarehouseResource)
 from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
 from curation_pipeline.rewriting.targets import needed_columns, rewrite_needs_images, rewrite_targets, target_batches
 from curation_pipeline.scoring.run import score_batch
 
 
-def _similarity():
-    from curation_pipeline.scoring.signals.embedding import caption_similarity
-
-    return caption_similarity
-
-
 @dg.asset(
-    partitions_def=shard_partitions,
-    group_name="rewriting",
-    owners=OWNERS,
-    tags={"stage": "rewriting"},
+    partitions_def=shard_partitions, group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"},
     code_version="1",  # bump when the same inputs give different output
     ins={"caption_decisions": dg.AssetIn(), "quality_scores": columns("key", "caption")},
     kinds={"parquet"},
@@ -63,6 +49,8 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
             options=compute.options("rewrite", rewriter.batch_size), expected=expected)
         ray_stats = stats.metadata()
     else:
+        from curation_pipeline.scoring.signals.embedding import caption_similarity
+
         model = rewriter.rewriter()
         rescorers = [s for s in scoring.scorers() if needed & set(s.columns)]
         with_images = model.needs_images or any(s.needs_images for s in rescorers)
@@ -71,19 +59,15 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
             shard=shard, rewriter=model, rescore=lambda b: score_batch(rescorers, b),
             quality_column=policy.quality_column,
             scores_before=dict(zip(targets["key"], targets["quality_before"].astype(float))),
-            rules=policy.acceptance_rules(), run_id=context.run_id, similarity=_similarity())
+            rules=policy.acceptance_rules(), run_id=context.run_id, similarity=caption_similarity)
     accepted = int(lineage["accepted"].sum()) if len(lineage) else 0
     gain = (lineage.loc[lineage["accepted"].astype(bool), "quality_after"].astype(float)
             - lineage.loc[lineage["accepted"].astype(bool), "quality_before"].astype(float))
     preview = lineage_preview(lineage, decisions, PREVIEW_ROWS)
     return dg.Output(lineage, metadata={
-        **numbers({
-            "attempts": len(lineage),
-            "accepted": accepted,
-            "rejected": len(lineage) - accepted,
-            "acceptance_rate": accepted / len(lineage) if len(lineage) else None,  # no attempts: no rate (empty, not 0)
-            "mean_score_gain": float(gain.mean()) if len(gain) else None,
-        }),
+        **numbers({"attempts": len(lineage), "accepted": accepted, "rejected": len(lineage) - accepted,
+                   "acceptance_rate": accepted / len(lineage) if len(lineage) else None,  # no attempts: empty, not 0
+                   "mean_score_gain": float(gain.mean()) if len(gain) else None}),
         **numbers(ray_stats),
         "lineage": table(preview),
         "lineage_shown": dg.MetadataValue.text(f"first {len(preview)} of {len(lineage)} attempts (accepted first); "
@@ -96,10 +80,7 @@ def _words(captions: pd.Series) -> np.ndarray:
 
 
 @dg.asset(
-    partitions_def=shard_partitions,
-    group_name="rewriting",
-    owners=OWNERS,
-    tags={"stage": "rewriting"},
+    partitions_def=shard_partitions, group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"},
     code_version="1",  # bump when the same inputs give different output
     ins={"caption_decisions": dg.AssetIn(), "pairs": columns("key", "caption"), "rewritten_captions": dg.AssetIn()},
     kinds={"parquet"},
@@ -120,15 +101,12 @@ def final_captions(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         {"original": _words(final["original_caption"]), "final (kept)": _words(kept["final_caption"])},
         f"caption length — {shard}", "words"), "caption length") if len(final) else "_no pairs_"
     return dg.Output(final, metadata={
-        **numbers({
-            "pairs": len(final),
-            "kept_as_is": int(outcomes.get("kept", 0)),
-            "rewritten": int(outcomes.get("rewritten", 0)),
-            "dropped": int(outcomes.get("dropped", 0)),
-            "rewrite_rate": outcomes.get("rewritten", 0) / n if n else None,
-            "drop_rate": outcomes.get("dropped", 0) / n if n else None,
-            "mean_quality_final": float(pd.to_numeric(kept["quality_final"], errors="coerce").mean()) if len(kept) else None,
-        }),
+        **numbers({"pairs": len(final), "kept_as_is": int(outcomes.get("kept", 0)),
+                   "rewritten": int(outcomes.get("rewritten", 0)), "dropped": int(outcomes.get("dropped", 0)),
+                   "rewrite_rate": outcomes.get("rewritten", 0) / n if n else None,
+                   "drop_rate": outcomes.get("dropped", 0) / n if n else None,
+                   "mean_quality_final": (float(pd.to_numeric(kept["quality_final"], errors="coerce").mean())
+                                          if len(kept) else None)}),
         "caption_length_histogram": dg.MetadataValue.md(chart),
         "rewritten_preview": table(final.loc[final["rewritten"], ["key", "original_caption", "final_caption",
                                                                    "quality_before", "quality_final", "reason"]]),

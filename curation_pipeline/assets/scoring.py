@@ -18,10 +18,7 @@ from curation_pipeline.shards.reader import iter_pair_batches
 
 
 @dg.asset(
-    partitions_def=shard_partitions,
-    group_name="scoring",
-    owners=OWNERS,
-    tags={"stage": "scoring"},
+    partitions_def=shard_partitions, group_name="scoring", owners=OWNERS, tags={"stage": "scoring"},
     code_version="1",  # bump when the same inputs give different output
     deps=[pairs],
     kinds={"parquet", "pytorch"},

@@ -14,9 +14,7 @@ from curation_pipeline.scoring.selection import global_cut
 
 
 @dg.asset(
-    group_name="decisions",
-    owners=OWNERS,
-    tags={"stage": "decisions"},
+    group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
     code_version="1",  # bump when the same inputs give different output
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},

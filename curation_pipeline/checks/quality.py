@@ -15,16 +15,13 @@ from curation_pipeline.validation.drift import check_caption_length_drift
 from curation_pipeline.validation.tables import check_table
 
 
-
 def _table_check_result(result, description: str) -> dg.AssetCheckResult:
     meta = result.to_metadata()
     return dg.AssetCheckResult(
-        passed=bool(result.passed),
-        severity=dg.AssetCheckSeverity.ERROR,
+        passed=bool(result.passed), severity=dg.AssetCheckSeverity.ERROR,
         description=description if result.passed else "; ".join(result.failures)[:1000],
         metadata={**numbers({k: v for k, v in meta.items() if not isinstance(v, str)}),
-                  **{k: dg.MetadataValue.text(v) for k, v in meta.items() if isinstance(v, str)}},
-    )
+                  **{k: dg.MetadataValue.text(v) for k, v in meta.items() if isinstance(v, str)}})
 
 
 @dg.asset_check(asset=pairs, blocking=True, partitions_def=shard_partitions, description="Inventory schema: every column present, keys unique and non-null.")
@@ -75,15 +72,11 @@ def caption_length_drift(context: dg.AssetCheckExecutionContext, warehouse: Ware
     result = check_caption_length_drift(kept["original_caption"], kept["final_caption"], policy.drift_thresholds())
     meta = result.to_metadata()
     return dg.AssetCheckResult(
-        passed=bool(result.passed),
-        severity=dg.AssetCheckSeverity.ERROR,
+        passed=bool(result.passed), severity=dg.AssetCheckSeverity.ERROR,
         description=("; ".join(result.failures) if result.failures else
                      f"caption lengths stable: KL {result.kl:.3f}, mean ratio {result.mean_ratio:.2f}")[:1000],
-        metadata={
-            **numbers({k: v for k, v in meta.items() if not isinstance(v, (str, bool))}),
-            "drift_table": dg.MetadataValue.md(result.to_markdown()),
-        },
-    )
+        metadata={**numbers({k: v for k, v in meta.items() if not isinstance(v, (str, bool))}),
+                  "drift_table": dg.MetadataValue.md(result.to_markdown())})
 
 
 @dg.asset_check(asset=final_captions, blocking=False, partitions_def=shard_partitions,

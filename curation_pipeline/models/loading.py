@@ -1,9 +1,7 @@
 """Load CLIP-like and vision-language models once, with one clear error when impossible.
 
-A failed ``from_pretrained`` surfaces as many different exceptions (OSError for a
-missing path or an offline hub, ValueError for an unknown architecture, ...). They are
-turned into one ``ModelUnavailableError`` that names the model and says how to supply
-it, because the person reading it is usually configuring a profile, not debugging.
+``from_pretrained``'s many exceptions become one ``ModelUnavailableError`` naming the model and how to
+supply it: the reader is usually configuring a profile, not debugging.
 """
 
 from __future__ import annotations
@@ -114,11 +112,8 @@ def load_clip(model: str, device: str | None = None, dtype=None):
 
 
 def load_vlm(model: str, device: str | None = None, dtype=None, trust_remote_code: bool = False):
-    """A chat vision-language model (AutoModelForImageTextToText) and its processor.
-
-    ``trust_remote_code`` reaches transformers only when the caller set it for this
-    model: repository code never runs by default.
-    """
+    """A chat vision-language model (AutoModelForImageTextToText) and its processor; repository code
+    runs only when the caller set ``trust_remote_code`` for this model."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     source = prepare_source(model)

@@ -1,10 +1,7 @@
 """AITQE's own verdict as a score: its 1-10 overall rating and its recaption, stored once.
 
-With the AITQE backend the paper decides keep or rewrite by this rating, so it is a
-scorer like any other: the policy can take ``aitqe_overall`` as its quality column and
-a cut-off on the 1-10 scale (the paper publishes none; its examples suggest 6-8). The
-recaption is stored beside it, so the rewriting stage can use it as the candidate
-without asking the model again.
+The policy can take ``aitqe_overall`` as its quality column (the paper publishes no cut-off; its
+examples suggest 6-8); the stored recaption spares the rewriting stage a second model call.
 """
 
 from __future__ import annotations
@@ -20,10 +17,6 @@ from curation_pipeline.rewriting.base import RewriteCandidate
 from curation_pipeline.scoring.base import Scorer
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
 
-# AITQE's overall score is on 1-10.
-OVERALL_RANGE = (1.0, 10.0)
-
-
 class AitqeScorer(Scorer):
     """``aitqe_overall`` (1-10, NaN when the reply has none), ``aitqe_recaption``, ``aitqe_error``."""
 
@@ -35,9 +28,7 @@ class AitqeScorer(Scorer):
 
     @classmethod
     def from_profile(cls, profile) -> "AitqeScorer | None":
-        if not profile.aitqe_model:
-            return None
-        return cls(profile.aitqe_model, device=profile.device, batch_size=profile.batch_size)
+        return cls(profile.aitqe_model, device=profile.device, batch_size=profile.batch_size) if profile.aitqe_model else None
 
     def __init__(self, model: str, *, batch_size: int = 8, max_new_tokens: int = AITQE_MAX_NEW_TOKENS,
                  device: str | None = None, dtype=None, vision_tower: str | None = None):
@@ -56,8 +47,6 @@ class AitqeScorer(Scorer):
 
         results = generate_in_batches(batch, self.batch_size, instruction, self.generator.generate, candidate)
         overall = [r.scores.get("o", np.nan) if r.scores else np.nan for r in results]
-        return pd.DataFrame({
-            "aitqe_overall": np.array(overall, dtype=float),
-            "aitqe_recaption": pd.Series([r.caption for r in results], dtype=object),
-            "aitqe_error": pd.Series([r.error for r in results], dtype=object),
-        })
+        return pd.DataFrame({"aitqe_overall": np.array(overall, dtype=float),
+                             "aitqe_recaption": pd.Series([r.caption for r in results], dtype=object),
+                             "aitqe_error": pd.Series([r.error for r in results], dtype=object)})

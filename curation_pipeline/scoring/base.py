@@ -1,7 +1,6 @@
-"""The one interface every quality signal implements.
+"""The one interface every quality signal implements: "score once, select later" (DataComp).
 
-"Score once, select later" (DataComp): a scorer only measures; it never decides.
-Its columns are stored raw with its name and version so that decisions can be
+A scorer only measures; its raw columns are stored with its name and version, so decisions can be
 re-run with new thresholds without re-running any model.
 """
 
@@ -18,14 +17,10 @@ from curation_pipeline.scoring.columns import Bound, ScoreColumn
 class Scorer(ABC):
     """A named, versioned signal over a batch of pairs.
 
-    Subclasses set ``name`` (short, snake_case, used as a column prefix), ``version``
-    (bump it when outputs change, so stale scores are detectable), ``needs_images``,
-    ``outputs`` (every column it can write, declared once: meaning, type, range) and
-    ``bounds`` (what its columns can decide). ``columns`` are the exact output columns
-    of this instance, in order: the declared ones unless a model narrows them (e.g. the
-    MLM metrics asked for). ``score`` returns a DataFrame with exactly ``columns``, one
-    row per pair in batch order (RangeIndex). Unknown values are NaN / None, never 0; a
-    scorer that can say why a value is missing adds a ``<name>_error`` string column.
+    Subclasses set ``name`` (column prefix), ``version`` (bump when outputs change), ``needs_images``,
+    ``outputs`` (every column it can write) and ``bounds``. ``score`` returns exactly ``columns`` (the
+    declared ones unless an instance narrows them), one row per pair in batch order; unknown values
+    are NaN / None, never 0, with the reason in an optional ``<name>_error`` column.
     """
 
     name: str = ""
@@ -54,3 +49,10 @@ class Scorer(ABC):
     @property
     def ident(self) -> str:
         return f"{self.name}@{self.version}"
+
+
+def scorable(batch: PairBatch) -> tuple[list[int], list[str | None]]:
+    """The rows with an image and a non-blank caption, and per pair why it cannot be scored (or None)."""
+    errors = ["no image" if image is None else "no caption" if not (caption or "").strip() else None
+              for image, caption in zip(batch.images, batch.captions)]
+    return [i for i, error in enumerate(errors) if error is None], errors

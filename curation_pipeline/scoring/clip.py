@@ -1,15 +1,8 @@
 """CLIPScore (Hessel et al. 2021) over CLIP and SigLIP / SigLIP2 dual encoders.
 
-``score = 2.5 * max(cos, 0)`` with the "A photo depicts" prefix (switchable); the raw
-cosine is stored beside it because DataComp-style selection thresholds the cosine
-itself. Sigmoid-trained models (SigLIP, SigLIP2) also get their own match probability,
-``sigmoid(exp(logit_scale) * cos + logit_bias)``: what ``SiglipModel`` returns as
-``sigmoid(logits_per_image)``; CLIP has no bias and no calibrated probability, so
-the column exists only for models that have one.
-
-Precision follows the reference (``clipscore.py``): fp32 on CPU, fp16 on a GPU
-(``dtype="auto"``); any other dtype can be asked for. Embeddings are normalised and
-compared in fp32 whatever the model's dtype.
+The raw cosine is stored beside ``2.5 * max(cos, 0)`` because DataComp-style selection thresholds
+it; sigmoid-trained models also get their calibrated match probability (CLIP has none). Precision
+follows ``clipscore.py`` (fp32 on CPU, fp16 on GPU); embeddings are compared in fp32.
 """
 
 from __future__ import annotations
@@ -22,16 +15,13 @@ import torch
 
 from curation_pipeline.models.loading import load_clip, pick_device
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.base import Scorer, scorable
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
 
 CLIPSCORE_WEIGHT = 2.5
 CLIPSCORE_PREFIX = "A photo depicts"
-DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-}
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 # image-side inputs a processor may return; SigLIP2 NaFlex adds the last two
 IMAGE_INPUTS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
 
@@ -75,13 +65,8 @@ def _clip_outputs(name: str = "clip") -> tuple[ScoreColumn, ...]:
 
 
 class ClipScorer(Scorer):
-    """Columns: ``<name>_score`` (CLIPScore), ``<name>_cosine``, for sigmoid-trained models
-    ``<name>_sigmoid``, and ``<name>_error``.
-
-    ``prefix``: text put before every caption (CLIPScore's "A photo depicts"); None or
-    "" scores the caption alone. ``dtype``: ``auto`` (fp32 on CPU, fp16 on GPU) or a
-    torch dtype / its name. Non-default choices are appended to ``version``.
-    """
+    """``<name>_score``, ``_cosine``, ``_sigmoid`` (sigmoid models only) and ``_error``; ``prefix``
+    None or "" scores the caption alone. Non-default prefix/dtype are appended to ``version``."""
 
     needs_images = True
     outputs = _clip_outputs()  # with name="clip"; an instance without a sigmoid head writes no _sigmoid
@@ -122,10 +107,8 @@ class ClipScorer(Scorer):
 
     def inputs(self, images: list, texts: list[str]):
         """The processor's tensors for one forward batch (CPU): resize, normalise, tokenise."""
-        return self.processor(
-            text=texts, images=images, return_tensors="pt", padding=self._padding,
-            truncation=True, max_length=self._max_length, **self._image_kwargs,
-        )
+        return self.processor(text=texts, images=images, return_tensors="pt", padding=self._padding,
+                              truncation=True, max_length=self._max_length, **self._image_kwargs)
 
     @torch.inference_mode()
     def forward(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,15 +122,6 @@ class ClipScorer(Scorer):
         return (torch.nn.functional.normalize(image_emb.float(), dim=-1),
                 torch.nn.functional.normalize(text_emb.float(), dim=-1))
 
-    def embeddings(self, images: list, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """L2-normalised fp32 image and text embeddings, one row per pair."""
-        return self.forward(self.inputs(images, texts))
-
-    def cosines(self, images: list, texts: list[str]) -> np.ndarray:
-        """Cosine between L2-normalised image and text embeddings, one per pair."""
-        image_emb, text_emb = self.embeddings(images, texts)
-        return (image_emb * text_emb).sum(-1).cpu().numpy()
-
     def sigmoid(self, cosine: np.ndarray) -> np.ndarray:
         """SigLIP's match probability from the cosine: sigmoid(exp(logit_scale) * cos + logit_bias)."""
         scale = float(self.model.logit_scale.detach().float().exp().item())
@@ -155,18 +129,9 @@ class ClipScorer(Scorer):
         return torch.sigmoid(torch.from_numpy(scale * np.asarray(cosine, dtype=np.float64) + bias)).numpy()
 
     def prepare(self, batch: PairBatch) -> ClipInputs:
-        """Everything before the forward pass: which pairs can be scored, and the processor's
-        tensors for each forward batch. CPU work, safe to run in a prefetch thread
-        (``curation_pipeline.scoring.prefetch``) while the model scores the previous batch."""
-        errors: list[str | None] = [None] * len(batch)
-        valid = []
-        for i, (image, caption) in enumerate(zip(batch.images, batch.captions)):
-            if image is None:
-                errors[i] = "no image"
-            elif caption is None or not caption.strip():
-                errors[i] = "no caption"
-            else:
-                valid.append(i)
+        """Which pairs can be scored, and each forward batch's tensors: CPU work, run in the prefetch
+        thread while the model scores the previous batch."""
+        valid, errors = scorable(batch)
         chunks = []
         for start in range(0, len(valid), self.batch_size):
             rows = valid[start:start + self.batch_size]

@@ -1,21 +1,16 @@
 """Overlap reading, decoding and preprocessing with the model: a bounded background prefetch.
 
-Why: a model stage alternates between CPU-bound input work (tar reading, JPEG decode, the
-processor's resize / normalise / tokenise) and the forward pass. Run serially, the cores the
-forward pass does not use sit idle while inputs are made, and the model waits while they are.
-A producer thread runs the batch iterator and the scorers' ``prepare`` ahead of the consumer;
-torch releases the GIL inside its kernels, and PIL inside decode and resize, so the two overlap.
-
-The queue is bounded (``depth`` batches), so memory stays bounded by a few batches whatever the
-shard size. Items come out in order, and an exception raised by the iterator (a corrupt tar,
-``RawShardChanged`` after the last batch) is raised to the consumer at the same place in the
-stream as without prefetch.
+Run serially, the model waits while inputs are made and the spare cores idle during the forward
+pass; torch and PIL release the GIL, so a producer thread overlaps the two. The queue holds at most
+``depth`` batches; items come out in order and the iterator's exceptions are raised where they
+would be without prefetch.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -25,21 +20,17 @@ DEFAULT_DEPTH = 2
 _DONE = object()
 
 
+@dataclass
 class _Raised:
     """An exception from the producer, carried through the queue to be raised in the consumer."""
 
-    def __init__(self, exc: BaseException):
-        self.exc = exc
+    exc: BaseException
 
 
 def prefetch(items: Iterable[T], prepare: Callable[[T], U] | None = None, depth: int = DEFAULT_DEPTH,
              name: str = "curate-prefetch") -> Iterator[U]:
-    """``prepare(item)`` for every item of ``items``, computed up to ``depth`` items ahead in a
-    background thread; ``depth <= 0`` runs serially in the caller's thread (same results).
-
-    Closing the returned generator early (``break``, an exception in the consumer) stops the
-    producer and joins it, so no thread outlives the stage.
-    """
+    """``prepare(item)`` for every item, up to ``depth`` items ahead in a background thread (``depth <= 0``:
+    serially). Closing the generator early stops and joins the producer, so no thread outlives the stage."""
     prepare = prepare if prepare is not None else (lambda item: item)
     if depth <= 0:
         return (prepare(item) for item in items)

@@ -12,15 +12,9 @@ CLIP_DTYPES = ("float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
 
 @dataclass(frozen=True)
 class ScoringProfile:
-    """``offline``: DataComp rules, caption text quality and the bundled content signals.
-    ``text``: only the caption scorers (fastest; no image signals). ``clip`` / ``mlm`` /
-    ``full`` add CLIPScore and/or MLM-Filter's metrics from ``clip_model`` /
-    ``mlm_model`` (a HuggingFace id or a local directory).
-
-    ``clip_prefix``: put CLIPScore's "A photo depicts" before each caption (the
-    reference does). ``clip_dtype``: ``auto`` (fp32 on CPU, fp16 on GPU, as the
-    reference runs) or ``float32`` / ``float16`` / ``bfloat16``.
-    """
+    """``offline``: DataComp rules, caption text quality and the bundled content signals; ``text``: only
+    the caption scorers; ``clip`` / ``mlm`` / ``full`` add CLIPScore and/or MLM-Filter from ``clip_model``
+    / ``mlm_model`` (a HuggingFace id or a local directory)."""
 
     name: str = "offline"
     clip_model: str | None = None

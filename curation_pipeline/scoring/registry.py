@@ -1,9 +1,6 @@
-"""Every scorer, registered once: what its columns are and what they can decide.
-
-The score-range check, the decision policy, the curated sidecars, the report, the UI's column
-schemas and dedup read these declarations instead of lists of their own, and the profiles build
-their scorers from it. A new signal is a scorer class with ``outputs`` (and ``bounds``) and one
-line in ``SCORERS``. Imports are lazy: the scorer modules pull in their models' libraries.
+"""Every scorer, registered once: checks, policy, sidecars, report, UI schemas, dedup and profiles read
+these declarations, so a new signal is a scorer class plus one line in ``SCORERS``. Imports are lazy:
+the scorer modules pull in their models' libraries.
 """
 
 from __future__ import annotations
@@ -30,15 +27,11 @@ SCORERS = (
 )
 
 
-def _load(entry: str) -> type:
-    module, name = entry.split(":")
-    return getattr(import_module(module), name)
-
-
 @lru_cache(maxsize=None)
 def scorer_classes(profile: str | None = None) -> tuple[type, ...]:
     """Every registered scorer class, or those a profile runs (only their modules are imported)."""
-    return tuple(_load(entry) for entry, profiles in SCORERS if profile is None or profile in profiles)
+    return tuple(getattr(import_module(entry.split(":")[0]), entry.split(":")[1])
+                 for entry, profiles in SCORERS if profile is None or profile in profiles)
 
 
 @lru_cache(maxsize=1)

@@ -1,20 +1,15 @@
 """Run a profile's scorers over a stream of batches, surviving a failing model batch.
 
-One bad batch (an exception, an out-of-memory error) must not stop a shard: the
-batch is split and retried, and pairs that still fail get NaN with the reason in
-the scorer's ``<name>_error`` column.
-
-``score_stream`` overlaps input work with the models: a prefetch thread reads and decodes the
-next batches and runs each scorer's ``prepare`` (a scorer may define ``prepare(batch)``, its CPU
-preprocessing, and accept the result as ``score(batch, prepared=...)``) while the current batch
-is scored. Scores are the same with and without prefetch: only where the work runs changes.
+A failing batch is split and retried; pairs that still fail get NaN and the reason in the scorer's
+``<name>_error`` column. A prefetch thread reads, decodes and runs each scorer's optional
+``prepare(batch)`` (passed back as ``score(batch, prepared=...)``) ahead; scores do not change.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,16 +22,6 @@ from curation_pipeline.scoring.signals import limit_torch_threads
 log = logging.getLogger(__name__)
 
 INVENTORY_COLUMNS = ["shard", "key", "caption", "decode_status", "width", "height", "image_sha256", "caption_sha256"]
-
-
-def error_column(scorer: Scorer) -> str:
-    return f"{scorer.name}_error"
-
-
-def _failed(scorer: Scorer, n: int, reason: str) -> pd.DataFrame:
-    frame = pd.DataFrame({c: [np.nan] * n for c in scorer.columns})
-    frame[error_column(scorer)] = reason
-    return frame
 
 
 def _view(scorer: Scorer, batch: PairBatch) -> PairBatch:
@@ -56,7 +41,9 @@ def score_with_retry(scorer: Scorer, batch: PairBatch, min_batch: int = 1, prepa
     def failed(part: PairBatch, exc: Exception) -> pd.DataFrame:
         reason = f"{type(exc).__name__}: {exc}"[:300]
         log.warning("%s failed on %s: %s", scorer.ident, part.keys, reason)
-        return _failed(scorer, len(part), reason)
+        frame = pd.DataFrame({c: [np.nan] * len(part) for c in scorer.columns})
+        frame[f"{scorer.name}_error"] = reason
+        return frame
 
     out = split_on_failure(batch, run, failed, lambda parts: pd.concat(parts, ignore_index=True), min_batch)
     missing = [c for c in scorer.columns if c not in out.columns]
@@ -82,9 +69,8 @@ class PreparedBatch:
 
 
 def prepare_batch(scorers: Sequence[Scorer], batch: PairBatch, records: list[dict]) -> PreparedBatch:
-    """Run every scorer's ``prepare`` that it has. A failing ``prepare`` leaves that scorer
-    unprepared: ``score`` then prepares again on the model's side, inside ``score_with_retry``,
-    so a bad pair fails (and is isolated) exactly as it would without prefetch."""
+    """Run every scorer's ``prepare``; a failing one leaves that scorer to prepare again inside
+    ``score_with_retry``, so a bad pair is isolated exactly as without prefetch."""
     inputs = {}
     for i, scorer in enumerate(scorers):
         prepare = getattr(scorer, "prepare", None)
@@ -97,20 +83,11 @@ def prepare_batch(scorers: Sequence[Scorer], batch: PairBatch, records: list[dic
     return PreparedBatch(batch, records, inputs)
 
 
-def prepared_stream(scorers: Sequence[Scorer], batches: Iterable[tuple[PairBatch, list[dict]]],
-                    depth: int = DEFAULT_DEPTH) -> Iterator[PreparedBatch]:
-    """The batches, read, decoded and prepared ``depth`` batches ahead of the consumer in a
-    background thread (``depth=0``: in the caller's thread, one at a time)."""
-    return prefetch(batches, lambda item: prepare_batch(scorers, *item), depth=depth)
-
-
 def score_records(scorers: Sequence[Scorer], batch: PairBatch, records: list[dict],
                   prepared: dict[int, object] | None = None) -> pd.DataFrame:
-    """One batch's rows of the score table: the pairs' identity and decode status, then every
-    scorer's columns. The local stream and the Ray actors (``curation_pipeline.compute``) both
-    build each batch's rows here, so the two engines write the same table."""
-    inventory = pd.DataFrame.from_records(records)
-    inventory = inventory.reindex(columns=INVENTORY_COLUMNS)
+    """One batch's rows: the pairs' identity and decode status, then every scorer's columns. The local
+    stream and the Ray actors both build rows here, so the two engines write the same table."""
+    inventory = pd.DataFrame.from_records(records).reindex(columns=INVENTORY_COLUMNS)
     return pd.concat([inventory.reset_index(drop=True), score_batch(scorers, batch, prepared)], axis=1)
 
 
@@ -118,24 +95,19 @@ def assemble_scores(frames: list[pd.DataFrame], scorers: Sequence[Scorer]) -> pd
     """The score table from its batches' rows, in shard order. ``scorers`` need only ``name``
     and ``columns`` (the Ray path passes their descriptions, not the loaded models)."""
     if not frames:
-        cols = INVENTORY_COLUMNS + [c for s in scorers for c in s.columns]
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=INVENTORY_COLUMNS + [c for s in scorers for c in s.columns])
     table = pd.concat(frames, ignore_index=True)
-    # error columns exist for every scorer, so the table's schema does not depend on luck
-    for s in scorers:
-        if error_column(s) not in table.columns:
-            table[error_column(s)] = None
+    for s in scorers:  # error columns exist for every scorer, so the table's schema does not depend on luck
+        if f"{s.name}_error" not in table.columns:
+            table[f"{s.name}_error"] = None
     return table
 
 
 def score_stream(scorers: Sequence[Scorer], batches: Iterable[tuple[PairBatch, list[dict]]],
                  prefetch_depth: int = DEFAULT_DEPTH) -> pd.DataFrame:
-    """Score table: the pairs' identity and decode status, then every scorer's columns.
-
-    Batches are read, decoded and prepared ``prefetch_depth`` batches ahead in a background
-    thread while the models run (0: serially); torch's pool is sized to the run's thread budget
-    (``curation_pipeline.scoring.signals.cpu_threads``) so side-by-side runs do not oversubscribe."""
+    """Score table, with batches prepared ``prefetch_depth`` ahead in a background thread (0: serially);
+    torch's pool is sized to the run's thread budget so side-by-side runs do not oversubscribe."""
     limit_torch_threads()
-    frames = [score_records(scorers, item.batch, item.records, item.inputs)
-              for item in prepared_stream(scorers, batches, prefetch_depth)]
+    stream = prefetch(batches, lambda item: prepare_batch(scorers, *item), depth=prefetch_depth)
+    frames = [score_records(scorers, item.batch, item.records, item.inputs) for item in stream]
     return assemble_scores(frames, scorers)

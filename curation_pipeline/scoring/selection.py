@@ -1,15 +1,13 @@
-"""Selection over stored scores: cheap, model-free, re-runnable ("score once, select later").
+"""Selection over stored scores: model-free and re-runnable ("score once, select later").
 
-The keep_fraction cut (MLM-Filter, DataComp) is one global cut over all scored shards,
-computed by a non-partitioned step and applied per shard (``global_cut`` / ``in_cut``).
-
-Threshold expressions are parsed with ``ast`` against a whitelist (comparisons, and /
-or / not, column names, numbers), never evaluated as Python.
+Threshold expressions are parsed with ``ast`` against a whitelist, never evaluated as Python; the
+keep_fraction cut is one global cut over all scored shards, applied per shard (``global_cut`` / ``in_cut``).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import math
 import operator
@@ -30,38 +28,29 @@ class SelectionError(ValueError):
 
 
 def select(scores: pd.DataFrame, expr: str) -> pd.Series:
-    """Rows satisfying a boolean threshold expression such as
-    ``"mlm_itm >= 66 and mlm_odf >= 20"``.
-
-    A NaN operand makes its comparison False; ``not`` negates that result, so
-    ``not (x >= 66)`` keeps NaN rows where ``x < 66`` does not.
-    """
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError as exc:
-        raise SelectionError(f"cannot parse selection {expr!r}: {exc.msg} at column {exc.offset}") from exc
-    return _evaluate(tree.body, scores, expr).astype(bool).rename(None)
+    """Rows satisfying a threshold expression such as ``"mlm_itm >= 66 and mlm_odf >= 20"``. A NaN
+    operand makes its comparison False, so ``not (x >= 66)`` keeps NaN rows where ``x < 66`` does not."""
+    return _evaluate(_parse(expr).body, scores, expr).astype(bool).rename(None)
 
 
 def columns_used(expr: str | None) -> set[str]:
     """The score columns a selection reads (what a rewrite must re-score to be judged by it)."""
     if not expr:
         return set()
+    return {node.id for node in ast.walk(_parse(expr)) if isinstance(node, ast.Name)}
+
+
+def _parse(expr: str) -> ast.Expression:
     try:
-        tree = ast.parse(expr, mode="eval")
+        return ast.parse(expr, mode="eval")
     except SyntaxError as exc:
         raise SelectionError(f"cannot parse selection {expr!r}: {exc.msg} at column {exc.offset}") from exc
-    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
 
 
 def _evaluate(node: ast.AST, scores: pd.DataFrame, expr: str):
     if isinstance(node, ast.BoolOp):
         parts = [_evaluate(v, scores, expr).fillna(False).astype(bool) for v in node.values]
-        combine = operator.and_ if isinstance(node.op, ast.And) else operator.or_
-        result = parts[0]
-        for part in parts[1:]:
-            result = combine(result, part)
-        return result
+        return functools.reduce(operator.and_ if isinstance(node.op, ast.And) else operator.or_, parts)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
         return ~_evaluate(node.operand, scores, expr).fillna(False).astype(bool)
     if isinstance(node, ast.Compare):
@@ -104,16 +93,11 @@ def _token(node: ast.AST, expr: str) -> str:
 
 @dataclass(frozen=True)
 class GlobalCut:
-    """MLM-Filter's / DataComp's target fraction, cut once over the whole pool of scored pairs.
+    """The target fraction, cut once over the whole pool: floor(N * fraction) of the N non-NaN scores.
 
-    ``kept`` = floor(N * fraction) pairs, N = pairs with a known (non-NaN) score in
-    ``quality_column``. Pairs strictly above ``cut_score`` are kept; among the pairs tied at
-    ``cut_score`` those whose ``(tie_rank, shard, key)`` sorts at or before ``boundary`` are
-    kept, which is exactly ``ties_kept`` of them. ``tie_rank`` is a stable hash of
-    (shard, key), so the choice does not depend on row order, shard order or parallelism,
-    and ties are spread over shards rather than favouring the first names. ``shards`` holds,
-    per shard, how many pairs were scored and kept and a digest of its (key, score) column,
-    so a shard re-scored after the cut is recognised as stale.
+    Pairs above ``cut_score`` are kept, and those tied at it whose ``(tie_rank, shard, key)`` sorts at
+    or before ``boundary``: a stable hash, so the choice ignores row and shard order and spreads ties
+    over shards. ``shards``: per shard scored, kept and a digest, so a re-scored shard reads as stale.
     """
 
     fraction: float
@@ -136,15 +120,13 @@ class GlobalCut:
     @classmethod
     def from_dict(cls, data: dict) -> "GlobalCut":
         b = data.get("boundary")
-        return cls(
-            fraction=float(data["fraction"]), quality_column=str(data["quality_column"]),
-            scored=int(data["scored"]), kept=int(data["kept"]),
-            cut_score=None if data.get("cut_score") is None else float(data["cut_score"]),
-            above=int(data.get("above", 0)), ties_at_cut=int(data.get("ties_at_cut", 0)),
-            ties_kept=int(data.get("ties_kept", 0)),
-            boundary=None if b is None else (int(b["tie_rank"]), str(b["shard"]), str(b["key"])),
-            shards={str(k): dict(v) for k, v in (data.get("shards") or {}).items()},
-        )
+        return cls(fraction=float(data["fraction"]), quality_column=str(data["quality_column"]),
+                   scored=int(data["scored"]), kept=int(data["kept"]),
+                   cut_score=None if data.get("cut_score") is None else float(data["cut_score"]),
+                   above=int(data.get("above", 0)), ties_at_cut=int(data.get("ties_at_cut", 0)),
+                   ties_kept=int(data.get("ties_kept", 0)),
+                   boundary=None if b is None else (int(b["tie_rank"]), str(b["shard"]), str(b["key"])),
+                   shards={str(k): dict(v) for k, v in (data.get("shards") or {}).items()})
 
 
 def kept_count(scored: int, fraction: float) -> int:
@@ -155,10 +137,8 @@ def kept_count(scored: int, fraction: float) -> int:
 
 
 def tie_rank(shards, keys) -> np.ndarray:
-    """A stable 63-bit hash of each (shard, key): the tie-break order at the cut.
-
-    BLAKE2b, not Python's ``hash`` (salted per process) nor pandas' hashing (version-bound).
-    """
+    """A stable 63-bit BLAKE2b hash of each (shard, key): the tie-break order at the cut (Python's
+    ``hash`` is salted per process, pandas' hashing version-bound)."""
     return np.fromiter(
         (int.from_bytes(hashlib.blake2b(f"{s}\x00{k}".encode(), digest_size=8).digest(), "big") >> 1
          for s, k in zip(shards, keys)),
@@ -189,11 +169,8 @@ def _pool(scores: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def global_cut(scores: pd.DataFrame, fraction: float, quality_column: str) -> GlobalCut:
-    """The cut over every scored pair of every shard (``scores``: shard, key, quality column).
-
-    NaN scores are outside N and never kept. The result depends only on the set of
-    (shard, key, score) rows, not on their order.
-    """
+    """The cut over every scored pair of every shard (``scores``: shard, key, quality column); NaN
+    scores are outside N and never kept. Depends only on the set of rows, not their order."""
     pool = _pool(scores, quality_column)
     if pool.duplicated(["shard", "key"]).any():
         dup = pool.loc[pool.duplicated(["shard", "key"]), ["shard", "key"]].iloc[0]
@@ -201,10 +178,9 @@ def global_cut(scores: pd.DataFrame, fraction: float, quality_column: str) -> Gl
     scored = pool[pool["value"].notna()].copy()
     n = len(scored)
     target = kept_count(n, fraction)
-    per_shard = {}
-    for shard, group in pool.groupby("shard", sort=True):
-        per_shard[str(shard)] = {"scored": int(group["value"].notna().sum()), "kept": 0,
-                                 "digest": scores_digest(group["key"], group["value"])}
+    per_shard = {str(shard): {"scored": int(group["value"].notna().sum()), "kept": 0,
+                              "digest": scores_digest(group["key"], group["value"])}
+                 for shard, group in pool.groupby("shard", sort=True)}
     if target == 0:
         return GlobalCut(fraction=float(fraction), quality_column=quality_column, scored=n, kept=0,
                          shards=per_shard)

@@ -1,35 +1,17 @@
-"""A transparent, model-free caption quality score.
+"""A transparent, model-free caption quality score: 100 minus the penalty of each rule fired.
 
-Every caption starts at 100 and loses the penalty of each rule it fires (table
-below), clamped to [0, 100]; a missing or blank caption scores 0 with rule
-``empty``. The rules that fired are stored next to the score, so a low score is
-always explainable and a selection can ignore a rule it disagrees with. The
-patterns live in ``captions.patterns`` and are shared with the caption cleaner,
-which repairs exactly what these rules flag (scoring never imports rewriting).
+The fired rules are stored beside the score, so a low score is explainable and a selection can
+ignore a rule. The patterns (``captions.patterns``) are shared with the cleaner that repairs them.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from curation_pipeline.captions.patterns import (
-    BOILERPLATE_RE,
-    HASHTAG_RE,
-    NO_SPACE_SCRIPT_RE,
-    WORD_RE,
-    has_ad,
-    has_control_chars,
-    has_credit,
-    has_droppable_hashtags,
-    has_filename,
-    has_html_entity,
-    has_irregular_whitespace,
-    has_repeat_run,
-    has_url,
-    is_all_caps,
-    is_wrapped_in_quotes,
-    noise_free_words,
-)
+from curation_pipeline.captions.patterns import (BOILERPLATE_RE, HASHTAG_RE, NO_SPACE_SCRIPT_RE, WORD_RE, has_ad,
+                                                 has_control_chars, has_credit, has_droppable_hashtags, has_filename,
+                                                 has_html_entity, has_irregular_whitespace, has_repeat_run, has_url,
+                                                 is_all_caps, is_wrapped_in_quotes, noise_free_words)
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
 from curation_pipeline.scoring.columns import ScoreColumn
@@ -135,10 +117,5 @@ class CaptionTextQuality(Scorer):
             fired = caption_rules(caption)
             scores.append(caption_score(fired))
             rules.append(",".join(fired))
-        return pd.DataFrame(
-            {
-                "text_quality": pd.Series(scores, dtype="float64"),
-                "text_quality_rules": pd.Series(rules, dtype="object"),
-            },
-            columns=list(self.columns),
-        )
+        return pd.DataFrame({"text_quality": pd.Series(scores, dtype="float64"),
+                             "text_quality_rules": pd.Series(rules, dtype="object")}, columns=list(self.columns))

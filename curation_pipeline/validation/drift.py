@@ -1,16 +1,8 @@
 """Does rewriting shift the caption length distribution of a shard?
 
-AITQE-style rewriting must improve weak captions without teaching the model a new
-caption style; length is the cheapest proxy for style drift (rewriters tend to pad).
-The original captions of the shard are the reference; the final captions (what will
-be written) are checked against it with three Great Expectations expectations:
-
-* KL divergence of the final lengths from the reference histogram,
-* mean length within a ratio band of the reference mean,
-* selected quantiles within a relative band (with an absolute floor) of the reference's.
-
-Empty and None captions count as length 0 rather than being dropped: a rewriter that
-returns nothing is drift the check should see, and GX would silently skip nulls.
+Length is the cheapest proxy for style drift (rewriters tend to pad). The final captions are checked
+against the originals with three GX expectations: KL divergence, mean length ratio, and quantile bands.
+Empty and None captions count as length 0: a rewriter returning nothing is drift (GX would skip nulls).
 """
 
 from __future__ import annotations
@@ -30,13 +22,10 @@ _INTERPOLATION = "nearest"
 
 @dataclass(frozen=True)
 class DriftThresholds:
-    """Tolerances for the final-vs-original caption length comparison.
+    """Tolerances of the drift check (the pipeline's defaults: ``PolicyResource`` reads them).
 
-    ``quantile_abs_floor`` (in ``length_unit``) keeps the band from collapsing on short
-    captions: ±50% of a 2-word quantile is one word, which would flap on a paraphrase. These defaults are
-    the pipeline's (``PolicyResource`` reads them).
-    ``empty_bin_holdout`` is the probability mass GX's ``internal_weight_holdout`` spreads
-    over reference bins with zero weight, so KL stays finite (see ``reference_partition``).
+    ``quantile_abs_floor`` keeps the band from collapsing on short captions (±50% of 2 words flaps);
+    ``empty_bin_holdout`` is the mass GX spreads over empty reference bins, so KL stays finite.
     """
 
     max_kl: float = 0.25
@@ -79,15 +68,10 @@ class DriftResult:
     def to_metadata(self) -> dict[str, float | int | str | bool]:
         """Flat Python scalars for Dagster metadata; non-finite numbers (not computed) are left out."""
         values: dict[str, float | int | str | bool] = {
-            "drift_passed": bool(self.passed),
-            "drift_n_original": int(self.n_original),
-            "drift_n_final": int(self.n_final),
-            "drift_length_unit": self.length_unit,
-            "drift_kl": float(self.kl),
-            "drift_mean_original": float(self.mean_original),
-            "drift_mean_final": float(self.mean_final),
-            "drift_mean_ratio": float(self.mean_ratio),
-        }
+            "drift_passed": bool(self.passed), "drift_n_original": int(self.n_original),
+            "drift_n_final": int(self.n_final), "drift_length_unit": self.length_unit, "drift_kl": float(self.kl),
+            "drift_mean_original": float(self.mean_original), "drift_mean_final": float(self.mean_final),
+            "drift_mean_ratio": float(self.mean_ratio)}
         for q, v in self.quantiles_original.items():
             values[f"drift_{_pname(q)}_original"] = float(v)
         for q, v in self.quantiles_final.items():
@@ -125,21 +109,12 @@ def caption_lengths(captions: pd.Series, unit: str = "words") -> np.ndarray:
 
 
 def reference_partition(reference: np.ndarray, n_bins: int) -> dict:
-    """GX continuous partition from the reference's quantiles, open at both ends.
+    """GX continuous partition from the reference's (deduplicated) quantiles, open at both ends.
 
-    Interior edges are the 1/n_bins .. (n_bins-1)/n_bins quantiles of the reference
-    lengths, deduplicated (word counts are integers, so neighbouring deciles often
-    coincide), then -inf and +inf are added so any final length falls in a bin. GX
-    rejects ``tail_weights`` for infinite endpoints: the tails are the first and last
-    entries of ``weights``. Weights come from ``np.histogram`` over the same edges, the
-    very call GX makes for the final column, so identical inputs give KL exactly 0.
-
-    Edges are actual reference values ("nearest" quantiles), so every interior bin and
-    the right tail hold at least one reference caption; only the left tail can be empty
-    (the first decile equals the minimum), and one short final caption would then make
-    KL infinite. Smoothing is GX's ``internal_weight_holdout``: it scales all weights by
-    (1 - holdout) and splits the holdout evenly across zero-weight bins. With no empty
-    bin, scipy renormalises the scaled weights and the holdout changes nothing.
+    GX rejects ``tail_weights`` for infinite endpoints, so the tails are the first and last weights.
+    Weights come from the same ``np.histogram`` call GX makes for the final column, so identical
+    inputs give KL exactly 0. Only the left tail can be empty (edges are actual reference values);
+    GX's ``internal_weight_holdout`` then keeps KL finite.
     """
     levels = [i / n_bins for i in range(1, n_bins)]
     edges = np.unique(pd.Series(reference).quantile(levels, interpolation=_INTERPOLATION).to_numpy())
@@ -155,13 +130,13 @@ def check_caption_length_drift(original: pd.Series, final: pd.Series,
 
     t = thresholds or DriftThresholds()
     unit = t.length_unit
-    ref = caption_lengths(original, unit)
-    fin = caption_lengths(final, unit)
-    mean_ref = _mean(ref)
-    mean_fin = _mean(fin)
-    q_ref = _quantiles(ref, t.quantiles)
-    q_fin = _quantiles(fin, t.quantiles)
-    ratio = _ratio(mean_fin, mean_ref)
+    ref, fin = caption_lengths(original, unit), caption_lengths(final, unit)
+    mean_ref, mean_fin = _mean(ref), _mean(fin)
+    q_ref, q_fin = _quantiles(ref, t.quantiles), _quantiles(fin, t.quantiles)
+    if mean_ref > 0:
+        ratio = mean_fin / mean_ref
+    else:
+        ratio = 1.0 if mean_fin == 0 else math.inf
 
     def result(**kwargs) -> DriftResult:
         return DriftResult(mean_original=mean_ref, mean_final=mean_fin, mean_ratio=ratio,
@@ -227,12 +202,6 @@ def _quantiles(lengths: np.ndarray, quantiles: tuple[float, ...]) -> dict[float,
         return {q: math.nan for q in quantiles}
     values = pd.Series(lengths).quantile(list(quantiles), interpolation=_INTERPOLATION)
     return {float(q): float(v) for q, v in values.items()}
-
-
-def _ratio(final: float, reference: float) -> float:
-    if reference > 0:
-        return final / reference
-    return 1.0 if final == 0 else math.inf
 
 
 def _pname(q: float) -> str:

@@ -1,9 +1,7 @@
 """Contract checks on the pipeline's tables (columns present, keys unique, scores in range).
 
-A failure names the offending rows by key so an operator can open them; the key is
-the first ``unique`` column unless given. Range checks skip NaN on purpose: a score
-that could not be computed is "unknown", which is allowed, and is the business of
-``non_null`` if it is not.
+A failure names the offending rows by key (the first ``unique`` column unless given). Range checks
+skip NaN on purpose: an unknown score is allowed, unless ``non_null`` says otherwise.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from curation_pipeline.values import plain_tree
-
 
 MAX_EXAMPLES = 5
 
@@ -28,11 +25,9 @@ class TableCheckResult:
 
     def to_metadata(self) -> dict[str, float | int | str | bool]:
         values: dict[str, float | int | str | bool] = {
-            "table_check_passed": bool(self.passed),
-            "table_check_rows": int(self.n_rows),
+            "table_check_passed": bool(self.passed), "table_check_rows": int(self.n_rows),
             "table_check_expectations": len(self.expectations),
-            "table_check_failed_expectations": sum(not e["success"] for e in self.expectations),
-        }
+            "table_check_failed_expectations": sum(not e["success"] for e in self.expectations)}
         if self.failures:
             values["table_check_failures"] = "; ".join(self.failures)
         return values

@@ -23,9 +23,8 @@ MLM_Filter is under the MIT License:
 LLaVA-Unified is under the Apache License 2.0 (Copyright 2023 Haotian Liu and the
 LLaVA-Unified authors); the conversation strings below are used unmodified.
 
-The zero-shot set (``ZERO_SHOT``) is this project's own paraphrase, for chat VLMs that
-were never trained as MLM-Filter models: it puts the shared rules before the criterion
-so that more of the prompt is a prefix shared by the four metrics.
+The zero-shot set is this project's own paraphrase for other chat VLMs: the shared rules come before
+the criterion, so more of the prompt is a prefix shared by the four metrics.
 """
 
 from __future__ import annotations
@@ -33,12 +32,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-METRIC_NAMES = {
-    "itm": "image_text_matching",
-    "odf": "object_detail_fulfillment",
-    "ctq": "caption_text_quality",
-    "su": "semantic_understanding",
-}
+METRIC_NAMES = {"itm": "image_text_matching", "odf": "object_detail_fulfillment", "ctq": "caption_text_quality",
+                "su": "semantic_understanding"}
 METRICS = tuple(METRIC_NAMES)
 
 # --- MLM_Filter, verbatim -------------------------------------------------------------------
@@ -133,11 +128,9 @@ class PromptSet:
 
 # --- the zero-shot paraphrase, for other chat VLMs -----------------------------------------
 
-ZERO_SHOT_USER = (
-    "Text Caption: {caption}\n\n"
-    "Give a score from 0 to 100, where 0 is the worst and 100 the best, and use the whole range. "
-    "Write the integer score alone on the first line of your reply.\n{criterion}"
-)
+ZERO_SHOT_USER = ("Text Caption: {caption}\n\n"
+                  "Give a score from 0 to 100, where 0 is the worst and 100 the best, and use the whole range. "
+                  "Write the integer score alone on the first line of your reply.\n{criterion}")
 ZERO_SHOT_CRITERIA = {
     "itm": ("Judge how well the caption matches the image: does it name the main objects and capture the "
             "overall theme of the picture?"),

@@ -1,8 +1,5 @@
 """Reading an MLM-Filter score: expected values over digit probabilities, and the replies' parsers.
-
-Pure functions over probability tables and strings, so the math is tested on hand-made
-numbers (see ``scorer.py`` for where the tables come from).
-"""
+Pure functions, so the math is tested on hand-made numbers."""
 
 from __future__ import annotations
 
@@ -22,10 +19,12 @@ def whole_number_expectation(probs: np.ndarray) -> tuple[float, float]:
 
 
 def digit_split_expectation(first: np.ndarray, second: np.ndarray, after_ten: np.ndarray) -> tuple[float, float]:
-    """Expected score and valid mass for one-digit-per-token tokenizers (module docstring).
+    """Expected score and valid mass for one-digit-per-token tokenizers.
 
     ``first[d]`` = P1(d); ``second[d, e]`` = P2(e | d) (row 0 unused); ``after_ten[e]`` =
-    P3(e | "10"). Probabilities of digit tokens only; "end" is the rest.
+    P3(e | "10"). Probabilities of digit tokens only; "end" is the rest. P(0) = P1(0),
+    P(d) = P1(d) P2(end | d), P(de) = P1(d) P2(e | d), P(10) = P1(1) P2(0 | 1) P3(end | 10),
+    P(100) = P1(1) P2(0 | 1) P3(0 | 10); a digit string no valid score extends counts as complete.
     """
     first, second, after_ten = (np.asarray(a, dtype=np.float64) for a in (first, second, after_ten))
     scores = np.zeros(101)
@@ -93,10 +92,8 @@ class ScoreTokens:
         ):
             self.kind, self.ids = "digits", [ids[0] for ids in digit_ids]
         else:
-            raise ValueError(
-                "this tokenizer writes numbers neither one token per digit nor one token per number; "
-                "scores cannot be read from logits: use mode='generate'"
-            )
+            raise ValueError("this tokenizer writes numbers neither one token per digit nor one token per number; "
+                             "scores cannot be read from logits: use mode='generate'")
 
 
 class GeneratedOnlyPenalty:

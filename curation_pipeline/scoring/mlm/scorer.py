@@ -1,43 +1,15 @@
-"""MLM-Filter's four quality metrics: the released checkpoints, or any chat VLM zero-shot.
+"""MLM-Filter's four quality metrics (arXiv 2403.02677): the released checkpoints, or any chat VLM zero-shot.
 
-Each metric asks the model for an integer 0-100 on the first line of its reply
-(MLM-Filter, arXiv 2403.02677). Two models are served:
-
-* the released MLM-Filter checkpoints (``models/released.py``), asked exactly as the
-  authors' scoring scripts ask them (``prompts.PROMPT_SETS``: their prompts,
-  conversation format, appended whitespace token and greedy budget);
-* any transformers-native chat VLM, through its processor's chat template and the
-  project's zero-shot paraphrase (``prompt_set="zero_shot"``).
-
-Two columns per metric, read from ONE forward pass in ``mode="logits"`` (default):
-``<name>_<metric>`` is the greedy integer the reference decodes (the paper's
-thresholds, ITM >= 66, ODF >= 20, SU >= 85, are set on it) and
-``<name>_<metric>_expected`` the expected score under the model's distribution.
-The image and caption come first in every prompt, so they are run once per pair
-(the prefill); every metric's suffix with the score's digit walk is run on top of the
-KV cache as sibling branches of a token tree in one more pass. A greedy reply that
-leaves the tree (its first token is not a digit) is decoded by ``generate`` for that
-pair, so the greedy column is exact. ``mode="generate"`` decodes every metric
-(parity checks; no expectation).
-
-Reading the expectation (``digit_split_expectation``). Tokenizers such as Qwen2's
-or SmolLM's write numbers one digit per token, so "100" is three tokens and reading
-one token would collapse it to "1" (and two tokens to "10"). The score is a digit
-string followed by a non-digit ("end": newline, end of turn, "/", ...). With
-``P1`` the next-token distribution after the prompt, ``P2(.|d)`` after digit ``d``
-and ``P3(.|10)`` after "1","0":
-
-    P(0)   = P1(0)
-    P(d)   = P1(d) * P2(end | d)                       d = 1..9
-    P(de)  = P1(d) * P2(e | d)                         de = 11..99
-    P(10)  = P1(1) * P2(0 | 1) * P3(end | 10)
-    P(100) = P1(1) * P2(0 | 1) * P3(0 | 10)
-
-``P(end | x) = 1 - sum of digit probabilities``. The expected score is
-``sum s P(s) / sum P(s)`` and ``sum P(s)`` is the mass on valid scores. It is exact
-except for one convention: a digit string that no valid score extends ("0", any two
-digits but "10", "100") is taken as complete. Tokenizers with one token per number
-0-100 (Llama-3 style) need no walk: ``P(s) = P1(token s)``.
+Released checkpoints (``models/released.py``) are asked exactly as the authors' scripts ask them
+(``prompts.PROMPT_SETS``); chat VLMs through their chat template and ``prompt_set="zero_shot"``.
+In ``mode="logits"`` (default) one forward pass gives two columns per metric: ``<name>_<metric>``,
+the greedy integer the reference decodes (the paper's thresholds are set on it), and
+``<name>_<metric>_expected``, the expected score under the model's distribution. The shared
+image+caption prefix is prefilled once; every metric's suffix and the score's digit walk run on
+top of the KV cache as sibling branches of a token tree. A greedy reply that leaves the tree is
+decoded by ``generate``, so the greedy column is exact. ``mode="generate"`` decodes every metric.
+Digit-per-token tokenizers (Qwen2, SmolLM) need the digit walk of ``digit_split_expectation``
+("100" is three tokens); one-token-per-number tokenizers read ``P(s) = P1(token s)``.
 """
 
 from __future__ import annotations
@@ -51,7 +23,7 @@ import torch
 from curation_pipeline.models.loading import load_vlm
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.base import Scorer, scorable
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
 from curation_pipeline.scoring.mlm.prompts import METRICS, PROMPT_SETS, ZERO_SHOT_CRITERIA, PromptSet
 from curation_pipeline.scoring.mlm.score import (GeneratedOnlyPenalty, ScoreTokens, digit_split_expectation,
@@ -98,8 +70,7 @@ class MlmFilterScorer(Scorer):
         self.name, self.metrics, self.mode = name, tuple(metrics), mode
         self.batch_size, self.min_mass = batch_size, min_mass
         self.released: ReleasedModel | None = None
-        layout = released_layout(read_config(model))
-        if layout is not None:
+        if released_layout(read_config(model)) is not None:
             self.released = load_released(model, vision_tower=vision_tower, device=device, dtype=dtype)
             if self.released.family == "aitqe":
                 raise ValueError(f"{model!r} is an AITQE checkpoint: use it as the rewriter (kind aitqe), "
@@ -151,9 +122,8 @@ class MlmFilterScorer(Scorer):
         return self.tokenizer(" ")["input_ids"][-1]
 
     def _released_ids(self, caption: str) -> dict[str, list[int]]:
-        """Each metric's prompt as the reference tokenizes it (LLaVA's ``tokenizer_image_token``:
-        chunks around "<image>" tokenized alone, their BOS dropped but the first's), truncated
-        as the scripts truncate, the image expanded to its placeholders, the whitespace appended."""
+        """Each metric's prompt as LLaVA's ``tokenizer_image_token`` tokenizes it (chunks around "<image>"
+        alone, BOS kept only on the first), truncated as the scripts do, image expanded, whitespace appended."""
         out = {}
         for m in self.metrics:
             chunks = [self.tokenizer(c)["input_ids"] for c in self.prompts.prompt(caption, m).split("<image>")]
@@ -184,9 +154,8 @@ class MlmFilterScorer(Scorer):
     # --- prompts: zero-shot chat VLMs ---
 
     def _split_template(self) -> tuple[str, str]:
-        """Render the chat template once with markers: the part before the criterion holds the
-        image, caption and scoring rules (the shared prefix); the tail closes the user turn and
-        opens the assistant's."""
+        """The chat template rendered with markers, split at the criterion: the shared prefix (image,
+        caption, rules) and the tail that opens the assistant's turn."""
         text = self.prompts.instruction.format(caption=_CAPTION_MARK, criterion=_CRITERION_MARK)
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
         rendered = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -205,8 +174,7 @@ class MlmFilterScorer(Scorer):
         return ZERO_SHOT_CRITERIA[metric] + self._tail
 
     def _suffix_token_ids(self, metric: str) -> list[int]:
-        """Suffix tokens as they appear inside the full prompt; the split must fall on a token
-        boundary, or the shared prefix would not reproduce separate calls."""
+        """Suffix tokens inside the full prompt; the split must fall on a token boundary for the prefix to be shared."""
         prefix = self.prefix_text("A dog runs on the grass.")
         alone = self.tokenizer(prefix)["input_ids"]
         full = self.tokenizer(prefix + self.suffix_text(metric))["input_ids"]
@@ -228,15 +196,8 @@ class MlmFilterScorer(Scorer):
         n = len(batch)
         values = {m: np.full(n, np.nan) for m in self.metrics}
         expected = {m: np.full(n, np.nan) for m in self.metrics}
-        errors: dict[str, list[str | None]] = {m: [None] * n for m in self.metrics}
-        valid = []
-        for i, (image, caption) in enumerate(zip(batch.images, batch.captions)):
-            reason = "no image" if image is None else "no caption" if not (caption or "").strip() else None
-            if reason:
-                for m in self.metrics:
-                    errors[m][i] = reason
-            else:
-                valid.append(i)
+        valid, reasons = scorable(batch)
+        errors = {m: list(reasons) for m in self.metrics}
         for start in range(0, len(valid), self.batch_size):
             rows = valid[start:start + self.batch_size]
             images = [batch.images[i].convert("RGB") for i in rows]
@@ -248,21 +209,16 @@ class MlmFilterScorer(Scorer):
             for m, scored in results.items():
                 for row, (value, mean, reason) in zip(rows, scored):
                     values[m][row], expected[m][row], errors[m][row] = value, mean, reason
-        frame = {}
-        for m in self.metrics:
-            frame[f"{self.name}_{m}"] = values[m]
-            frame[f"{self.name}_{m}_expected"] = expected[m]
-            frame[f"{self.name}_{m}_error"] = pd.Series(errors[m], dtype=object)
-        return pd.DataFrame(frame)
+        return pd.DataFrame({column: data for m in self.metrics for column, data in (
+            (f"{self.name}_{m}", values[m]), (f"{self.name}_{m}_expected", expected[m]),
+            (f"{self.name}_{m}_error", pd.Series(errors[m], dtype=object)))})
 
     # --- model inputs ---
 
     def _chat_inputs(self, texts: list[str], images: list):
         inputs = self.processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
-        return {
-            k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
-            for k, v in inputs.items() if isinstance(v, torch.Tensor)
-        }
+        return {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
+                for k, v in inputs.items() if isinstance(v, torch.Tensor)}
 
     def _id_inputs(self, sequences: list[list[int]], images: list):
         """Left-padded token ids with the reference's pixel values."""
@@ -286,11 +242,8 @@ class MlmFilterScorer(Scorer):
 
     @torch.inference_mode()
     def _generate(self, images, captions) -> dict[str, list[tuple]]:
-        results = {}
-        for m in self.metrics:
-            results[m] = [(value, math.nan, reason) for value, reason in
-                          map(self._parse, self._greedy_replies(images, captions, m))]
-        return results
+        return {m: [(value, math.nan, reason) for value, reason in
+                    map(self._parse, self._greedy_replies(images, captions, m))] for m in self.metrics}
 
     def _greedy_replies(self, images, captions, metric) -> list[str]:
         inputs = self._full_inputs(images, captions, metric)
@@ -332,8 +285,7 @@ class MlmFilterScorer(Scorer):
                 inputs = self._chat_inputs([self.prefix_text(captions[k]) for k in together],
                                            [images[k] for k in together])
             state, first = self._prefill(inputs)
-            tree = self._shared_tree
-            read = self._read(tree, self._run_tree(state, tree), first)
+            read = self._read(self._shared_tree, self._run_tree(state, self._shared_tree), first)
             for j, k in enumerate(together):
                 for b, m in enumerate(self.metrics):
                     results[m][k] = read[j][b]
@@ -341,8 +293,7 @@ class MlmFilterScorer(Scorer):
             if not alone:
                 break
             state, first = self._prefill(self._full_inputs([images[k] for k in alone], [captions[k] for k in alone], m))
-            tree = self._walk_tree
-            read = self._read(tree, self._run_tree(state, tree), first)
+            read = self._read(self._walk_tree, self._run_tree(state, self._walk_tree), first)
             for j, k in enumerate(alone):
                 results[m][k] = read[j][0]
         return self._finish_greedy(results, images, captions)
@@ -355,16 +306,15 @@ class MlmFilterScorer(Scorer):
             replies = dict(zip(todo, self._greedy_replies([images[k] for k in todo], [captions[k] for k in todo], m))
                            ) if todo else {}
             rows = []
-            for k, (tokens, mean, mass_reason) in enumerate(results[m]):
-                reply = replies[k] if tokens is None else self.tokenizer.decode(tokens, skip_special_tokens=True)
-                value, reason = self._parse(reply)
+            for k, (tokens, mean, _) in enumerate(results[m]):
+                value, reason = self._parse(replies[k] if tokens is None else
+                                            self.tokenizer.decode(tokens, skip_special_tokens=True))
                 rows.append((value, mean, reason))
             out[m] = rows
         return out
 
     def _prefill(self, inputs) -> tuple[TreeState, torch.Tensor]:
-        """Run a left-padded prompt batch; the model sets its own (possibly multimodal) positions.
-        Returns the state and the last position's full-vocabulary logits."""
+        """Run a left-padded prompt batch (the model sets its own positions): the state and last logits."""
         inner = getattr(self.model, "model", None)
         if getattr(inner, "rope_deltas", None) is not None:
             inner.rope_deltas = None
@@ -379,13 +329,10 @@ class MlmFilterScorer(Scorer):
         return state, out.logits[:, -1].float()
 
     def _run_tree(self, state: TreeState, tree: TokenTree) -> torch.Tensor | None:
-        """Append ``tree`` to every row's cached prompt in one forward pass; the full-vocabulary
-        logits at ``tree.keep`` [rows, len(keep), vocab].
+        """Append ``tree`` to every row's cached prompt in one pass; logits at ``tree.keep`` [rows, keep, vocab].
 
-        An explicit 4-D mask says what each new token attends to (the row's real cached
-        columns, its ancestors, itself) and explicit positions continue each row's text, which
-        lets padding and sibling branches share the pass. Logits are computed for the read
-        nodes only: with a 150k vocabulary the LM head would otherwise cost as much as the rest.
+        An explicit 4-D mask (cached columns, ancestors, self) and explicit positions let padding and
+        sibling branches share the pass; logits only for read nodes (a 150k-vocabulary LM head is costly).
         """
         if not tree.ids:
             return None
@@ -408,8 +355,7 @@ class MlmFilterScorer(Scorer):
         return out.logits.float()
 
     def _read(self, tree: TokenTree, logits: torch.Tensor | None, first: torch.Tensor) -> list[list[tuple]]:
-        """Per row, per branch of ``tree``: (greedy tokens or None when they leave the tree,
-        expected score, reason the expectation is unknown)."""
+        """Per row, per branch: (greedy tokens or None when they leave the tree, expected score, reason)."""
         if self._suppressed:
             first[:, self._suppressed] = -math.inf
             if logits is not None:
@@ -460,8 +406,7 @@ class MlmFilterScorer(Scorer):
         return logits
 
     def _greedy(self, row, t1, branches, zero, at, eos) -> list[int] | None:
-        """The reference's greedy tokens where the tree holds them: the first token, then (within
-        the budget) the token after a first digit 1..9, and after "1","0"."""
+        """The reference's greedy tokens where the tree holds them (first token, after a digit 1..9, after "10")."""
         tokens = [t1]
         if self.max_new_tokens == 1 or t1 in eos:
             return tokens

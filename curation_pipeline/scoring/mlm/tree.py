@@ -22,10 +22,8 @@ class TreeState:
 
 @dataclass
 class TokenTree:
-    """Tokens appended after the cached prompt, as a tree: each node sees its ancestors and
-    itself, at position ``depth`` past the prompt. One branch per metric suffix; under each,
-    for one-digit-per-token tokenizers, the nine first digits "1".."9" as siblings and "0"
-    under "1" (the walk of ``digit_split_expectation``)."""
+    """Tokens appended after the cached prompt, as a tree (each node sees its ancestors and itself): one
+    branch per metric suffix, under each the digits "1".."9" and "0" under "1" (``digit_split_expectation``)."""
 
     ids: list[int]
     ancestors: torch.Tensor  # [nodes, nodes] bool, self included
@@ -35,8 +33,7 @@ class TokenTree:
 
     @classmethod
     def build(cls, suffixes: list[list[int]], tokens: ScoreTokens) -> TokenTree:
-        ids: list[int] = []
-        parents: list[int] = []
+        ids, parents = [], []
 
         def add(token: int, parent: int) -> int:
             ids.append(token)

