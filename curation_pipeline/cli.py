@@ -347,10 +347,6 @@ def sample_data(out, shards) -> None:
         click.echo(path)
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.command("convert-model")
 @click.argument("src")
 @click.argument("dst", type=click.Path(file_okay=False))
@@ -473,3 +469,7 @@ def evaluate(warehouse, judgments, score, fmt, captions_file, keep_reference_can
     except (ValueError, FileNotFoundError) as exc:
         raise BadInput(str(exc)) from exc
     click.echo(f"report: {save_report(result, out, warehouse_root=warehouse, name=name)}")
+
+
+if __name__ == "__main__":  # after every command is defined
+    main()

@@ -54,3 +54,13 @@ def test_every_command_explains_itself_with_an_example():
     for command in ("demo", "run", "lineage", "report", "sample-data"):
         result = runner.invoke(main, [command, "--help"])
         assert result.exit_code == 0 and "Example: curate" in result.output
+
+
+def test_python_dash_m_knows_every_command():
+    """``python -m curation_pipeline.cli`` (what benchmarks fall back to) registers all commands first."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "curation_pipeline.cli", "--help"], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert main.commands and all(f"  {name} " in out for name in main.commands), out
