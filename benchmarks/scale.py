@@ -33,6 +33,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 from _common import add_smoke_flag, image_rows, parse_args, result_line
 
@@ -80,18 +81,14 @@ def local_rate(profile, shard: Path, batch_size: int, threads: int | None = None
     from curation_pipeline.scoring.signals import THREADS_ENV
     from curation_pipeline.shards.reader import iter_pair_batches
 
-    before = os.environ.pop(THREADS_ENV, None)
-    if threads:
-        os.environ[THREADS_ENV] = str(threads)
-    try:
+    with mock.patch.dict(os.environ):
+        os.environ.pop(THREADS_ENV, None)
+        if threads:
+            os.environ[THREADS_ENV] = str(threads)
         scorers = build_scorers(profile)  # ONNX sessions take their thread count when built
         start = time.perf_counter()
         table = score_stream(scorers, iter_pair_batches(str(shard), shard.stem, batch_size))
         return len(table) / (time.perf_counter() - start)
-    finally:
-        os.environ.pop(THREADS_ENV, None)
-        if before is not None:
-            os.environ[THREADS_ENV] = before
 
 
 def _options(batch_size: int, workers: int):
