@@ -179,8 +179,11 @@ class LocalRayCluster:
                     pass
                 process.wait(timeout=30)
         self.processes.clear()
-        # the session files (sockets, spilled objects, worker logs); the nodes' own logs stay only
-        # where the caller asked for them (log_dir)
+        # the session files (sockets, spilled objects, worker logs) go; the nodes' own logs and the
+        # Ray Client servers' logs (why a connection failed) stay where the caller asked (log_dir)
+        if self.log_dir != Path(self.temp_dir):
+            for log in Path(self.temp_dir).glob("session_*/logs/ray_client_server*"):
+                shutil.copy(log, self.log_dir / log.name)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> "LocalRayCluster":

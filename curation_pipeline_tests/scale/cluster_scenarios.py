@@ -62,6 +62,12 @@ def _s3_objects(prefix: str) -> list[str]:
     return sorted(fs.find(prefix)) if fs.exists(prefix) else []
 
 
+def _failures(results) -> list[str]:
+    """The first failure events of these Dagster runs, with their errors, for a test's message."""
+    return [str(e.event_specific_data.error)[-6000:] if getattr(e.event_specific_data, "error", None)
+            else e.message for r in results for e in r.all_events if e.is_failure][:4]
+
+
 def e2e(args, server, cluster) -> dict:
     from curation_pipeline.storage.warehouse import Warehouse
     from curation_pipeline_tests.conftest import run_pipeline
@@ -75,8 +81,7 @@ def e2e(args, server, cluster) -> dict:
     ok = all(r.success for r in results.values())
     return {
         "success": {name: r.success for name, r in results.items()},
-        "errors": [str(e.event_specific_data.error)[-6000:] if getattr(e.event_specific_data, "error", None)
-                   else e.message for r in results.values() for e in r.all_events if e.is_failure][:4],
+        "errors": _failures(results.values()),
         "ray_nodes": _ray_nodes(instance),
         "differences": table_differences(Warehouse(args.reference), Warehouse(root), SHARDS) if ok else ["failed"],
         "temp_objects": [o for o in _s3_objects(f"{server.bucket}/ray-warehouse") if ".tmp-" in o],
@@ -89,13 +94,17 @@ def e2e(args, server, cluster) -> dict:
 def pairs_on_ray(args, server, cluster) -> dict:
     import pandas as pd
     import ray
+    import tenacity
 
     from curation_pipeline.compute.options import RayOptions
     from curation_pipeline.compute.ray_data import pairs_inventory
     from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader
 
     out: dict = {"differences": [], "nodes": {}}
-    ray.init(address=cluster.client_address, logging_level="ERROR", log_to_driver=False)  # as a run pod does
+    # as a run pod does, and with dagster-ray's retry: a busy head can fail to start a connection's server
+    connect = tenacity.retry(stop=tenacity.stop_after_delay(120), reraise=True,
+                             retry=tenacity.retry_if_exception_type(ConnectionError))(ray.init)
+    connect(address=cluster.client_address, logging_level="ERROR", log_to_driver=False)
     try:
         for shard in SHARDS:
             url = f"s3://{server.bucket}/raw/{shard}.tar"
@@ -181,8 +190,9 @@ def resume(args, server, cluster) -> dict:
         requested = sorted(r.partition_key for r in requests)
         if requested != sorted(todo):
             raise AssertionError(f"the schedule requested {requested}, its rule says {sorted(todo)}")
-        results = {s: defs.resolve_job_def("curate_shards").execute_in_process(
-            partition_key=s, instance=instance, raise_on_error=False, run_config=QUIET).success for s in requested}
+        runs = {s: defs.resolve_job_def("curate_shards").execute_in_process(
+            partition_key=s, instance=instance, raise_on_error=False, run_config=QUIET) for s in requested}
+        results = {s: r.success for s, r in runs.items()}
         after = {s: len([e for e in _materializations(instance, "curated_shards") if e.dagster_event.partition == s])
                  for s in SHARDS}
         scored = {s: len([e for e in _materializations(instance, "quality_scores") if e.dagster_event.partition == s])
@@ -201,6 +211,7 @@ def resume(args, server, cluster) -> dict:
         "curated_before_rerun": finished_before,
         "requested": requested,
         "rerun_success": results,
+        "rerun_errors": _failures(runs.values()),
         "curated_after_rerun": after,
         "scored": scored,
         "ray_nodes": nodes,

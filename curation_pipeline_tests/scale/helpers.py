@@ -112,6 +112,10 @@ def table_differences(left, right, shards: list[str], tables: tuple[str, ...] = 
     problems = []
     for table in tables:
         for shard in shards:
+            missing = [name for name, wh in (("left", left), ("right", right)) if not wh.has_table(table, shard)]
+            if missing:
+                problems.append(f"{table}/{shard}: missing in {' and '.join(missing)}")
+                continue
             frames = []
             for wh in (left, right):
                 with wh.fs.open(wh.table_path(table, shard), "rb") as handle:
@@ -122,7 +126,10 @@ def table_differences(left, right, shards: list[str], tables: tuple[str, ...] = 
             except AssertionError as exc:
                 problems.append(f"{table}/{shard}: {str(exc)[:400]}")
     for shard in shards if tars else []:
-        tars = [wh.fs.cat_file(wh.curated_path(shard)) for wh in (left, right)]
-        if tars[0] != tars[1]:
-            problems.append(f"curated/{shard}.tar: {len(tars[0])} vs {len(tars[1])} bytes, not the same")
+        if not all(wh.fs.exists(wh.curated_path(shard)) for wh in (left, right)):
+            problems.append(f"curated/{shard}.tar: missing")
+            continue
+        blobs = [wh.fs.cat_file(wh.curated_path(shard)) for wh in (left, right)]
+        if blobs[0] != blobs[1]:
+            problems.append(f"curated/{shard}.tar: {len(blobs[0])} vs {len(blobs[1])} bytes, not the same")
     return problems

@@ -73,7 +73,7 @@ def test_a_killed_ray_run_resumes_only_the_unfinished_partition(cluster_run):
     assert resume["killed_exit"] == -9 and resume["killed_during"], resume  # killed while on the cluster
     assert resume["curated_before_rerun"] == {first: 1, second: 0}
     assert resume["requested"] == [second]  # only the unfinished partition runs again
-    assert resume["rerun_success"] == {second: True}
+    assert resume["rerun_success"] == {second: True}, resume["rerun_errors"]
     assert resume["curated_after_rerun"] == {first: 1, second: 1}  # the finished shard was not redone
     assert resume["scored"][first] == 1
     assert set(resume["duplicate_keys"].values()) == {0} and len(resume["duplicate_keys"]) == 8
