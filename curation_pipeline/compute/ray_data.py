@@ -31,6 +31,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from curation_pipeline.compute.options import RayOptions, RayStats
 from curation_pipeline.pairs import PairBatch
+from curation_pipeline.scoring.signals import limit_torch_threads
 from curation_pipeline.shards.fingerprint import RawFingerprint
 from curation_pipeline.shards.reader import ReaderLimits, Sample, ShardReader, ShardSkip, decode_image
 
@@ -55,9 +56,10 @@ def limit_threads(threads: int) -> None:
     """Size every model runtime of this actor to its CPU share (``RayOptions.threads``) before any model
     loads, so actors sharing a node never ask for more threads than it has cores."""
     os.environ["CURATION_THREADS"] = str(threads)  # what the bundled ONNX Runtime sessions read
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    # the BLAS pools (numpy's OpenBLAS, torch's MKL) were sized when the worker process started
-    setters = (("torch", "set_num_threads"), ("cv2", "setNumThreads"), ("threadpoolctl", "threadpool_limits"))
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # torch reads it when imported (only profiles with its models do)
+    limit_torch_threads(threads)  # if this worker imported it already
+    # the BLAS pools (numpy's OpenBLAS) were sized when the worker process started
+    setters = (("cv2", "setNumThreads"), ("threadpoolctl", "threadpool_limits"))
     for module, limit in setters:
         try:
             getattr(importlib.import_module(module), limit)(threads)
@@ -253,6 +255,7 @@ class ScoreActor:
         from curation_pipeline.scoring.profiles import build_scorers
 
         self.scorers = build_scorers(profile)  # what ScoringResource.scorers() builds, without Dagster
+        limit_torch_threads(threads)  # if a model imported it
         self.described = json.dumps([[s.name, s.version, list(s.columns)] for s in self.scorers])
 
     def __call__(self, block: pa.Table) -> pa.Table:
@@ -293,6 +296,7 @@ class RewriteActor:
         cheap = caption_scorers()
         scorers = cheap if needed <= {c for s in cheap for c in s.columns} else build_scorers(profile)
         self.rescorers = [s for s in scorers if needed & set(s.columns)]
+        limit_torch_threads(threads)
         self.similarity = caption_similarity
         self.quality_column, self.rules, self.run_id, self.shard = quality_column, rules, run_id, shard
         self.scores_before = scores_before

