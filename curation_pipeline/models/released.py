@@ -18,10 +18,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from curation_pipeline.models.loading import ModelUnavailableError, finish, pick_device, pick_dtype, prepare_source
+
+if TYPE_CHECKING:
+    import torch
 
 LAYOUTS = {
     "llava": ("llama", "llava_v1"),
@@ -120,6 +122,8 @@ def released_layout(config: dict | None) -> str | None:
 
 
 def _state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     files = sorted(directory.glob("*.safetensors"))
     state: dict[str, torch.Tensor] = {}
     if files:
@@ -184,7 +188,10 @@ def _tower(name: str, vision_tower: str | None):
 def load_released(model: str, *, vision_tower: str | None = None, device: str | None = None, dtype=None,
                   config: dict | None = None) -> ReleasedModel:
     """Load a released MLM-Filter or AITQE checkpoint onto ``LlavaForConditionalGeneration``."""
+    import torch
     from transformers import AutoTokenizer, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, Qwen2Config
+
+    from curation_pipeline.models.projector import PooledProjector
 
     directory = _local_dir(model)
     raw = config or json.loads((directory / "config.json").read_text())
@@ -290,28 +297,10 @@ def _native_key(key: str, expected: set[str]) -> str:
     return flat if flat in expected else key
 
 
-class PooledProjector(torch.nn.Module):
-    """LLaVA-Unified's ``aapool_mlp``: the patch grid average-pooled to ``tokens`` cells
-    (``AdaptiveAvgPool2d``), then the same Linear-GELU-Linear as the native projector."""
-
-    def __init__(self, mlp: torch.nn.Module, tokens: int):
-        super().__init__()
-        side = int(round(tokens ** 0.5))
-        if side * side != tokens:
-            raise ValueError(f"mm_num_image_tokens must be a square number, got {tokens}")
-        self.pool = torch.nn.AdaptiveAvgPool2d((side, side))
-        self.linear_1, self.act, self.linear_2 = mlp.linear_1, mlp.act, mlp.linear_2
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = features.shape
-        side = int(round(length ** 0.5))
-        grid = features.transpose(1, 2).reshape(batch, dim, side, side)
-        pooled = self.pool(grid).flatten(2).transpose(1, 2)
-        return self.linear_2(self.act(self.linear_1(pooled)))
-
-
 def _materialize_buffers(model) -> None:
     """Non-persistent buffers (position ids) are not in checkpoints; rebuild any left on meta."""
+    import torch
+
     for module_name, module in model.named_modules():
         for name, buffer in list(module.named_buffers(recurse=False)):
             if buffer.is_meta:
@@ -324,7 +313,10 @@ def _materialize_buffers(model) -> None:
 def convert_released(model: str, destination: str | os.PathLike, *, vision_tower: str | None = None) -> Path:
     """Write a released checkpoint as a standard transformers LLaVA directory (model,
     tokenizer with the ``<image>`` token, image processor), loadable without this project."""
+    import torch
     from transformers import LlavaProcessor
+
+    from curation_pipeline.models.projector import PooledProjector
 
     loaded = load_released(model, vision_tower=vision_tower, device="cpu", dtype=torch.float32)
     if isinstance(loaded.model.model.multi_modal_projector, PooledProjector):

@@ -8,20 +8,24 @@ follows ``clipscore.py`` (fp32 on CPU, fp16 on GPU); embeddings are compared in 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from curation_pipeline.models.loading import load_clip, pick_device
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer, scorable
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
 
+if TYPE_CHECKING:
+    import torch
+
 CLIPSCORE_WEIGHT = 2.5
 CLIPSCORE_PREFIX = "A photo depicts"
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+# dtype names -> torch's (resolved on use: importing this module does not import torch)
+DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+          "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 # image-side inputs a processor may return; SigLIP2 NaFlex adds the last two
 IMAGE_INPUTS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
 
@@ -32,12 +36,14 @@ def clipscore(cosine: np.ndarray) -> np.ndarray:
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     """``auto`` (or None / ""): fp16 on a GPU (cuda, mps), fp32 elsewhere, as clipscore.py runs."""
+    import torch
+
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "", "auto"):
         return torch.float16 if device.startswith(("cuda", "mps")) else torch.float32
     try:
-        return DTYPES[dtype.lower()]
+        return getattr(torch, DTYPES[dtype.lower()])
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}") from None
 
@@ -78,6 +84,8 @@ class ClipScorer(Scorer):
 
     def __init__(self, model: str, *, device: str | None = None, dtype: str | torch.dtype | None = "auto",
                  batch_size: int = 32, prefix: str | None = CLIPSCORE_PREFIX, name: str = "clip"):
+        import torch
+
         self.name = name
         self.batch_size = batch_size
         self.prefix = prefix.strip() if prefix else None
@@ -110,20 +118,24 @@ class ClipScorer(Scorer):
         return self.processor(text=texts, images=images, return_tensors="pt", padding=self._padding,
                               truncation=True, max_length=self._max_length, **self._image_kwargs)
 
-    @torch.inference_mode()
     def forward(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """L2-normalised fp32 image and text embeddings from the processor's tensors."""
-        inputs = inputs.to(self.device)
-        image_kwargs = {k: inputs[k] for k in IMAGE_INPUTS if k in inputs}
-        image_kwargs["pixel_values"] = image_kwargs["pixel_values"].to(self.model.dtype)
-        image_emb = _features(self.model.get_image_features(**image_kwargs))
-        text_kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
-        text_emb = _features(self.model.get_text_features(**text_kwargs))
-        return (torch.nn.functional.normalize(image_emb.float(), dim=-1),
-                torch.nn.functional.normalize(text_emb.float(), dim=-1))
+        import torch
+
+        with torch.inference_mode():
+            inputs = inputs.to(self.device)
+            image_kwargs = {k: inputs[k] for k in IMAGE_INPUTS if k in inputs}
+            image_kwargs["pixel_values"] = image_kwargs["pixel_values"].to(self.model.dtype)
+            image_emb = _features(self.model.get_image_features(**image_kwargs))
+            text_kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
+            text_emb = _features(self.model.get_text_features(**text_kwargs))
+            return (torch.nn.functional.normalize(image_emb.float(), dim=-1),
+                    torch.nn.functional.normalize(text_emb.float(), dim=-1))
 
     def sigmoid(self, cosine: np.ndarray) -> np.ndarray:
         """SigLIP's match probability from the cosine: sigmoid(exp(logit_scale) * cos + logit_bias)."""
+        import torch
+
         scale = float(self.model.logit_scale.detach().float().exp().item())
         bias = float(self.model.logit_bias.detach().float().item())
         return torch.sigmoid(torch.from_numpy(scale * np.asarray(cosine, dtype=np.float64) + bias)).numpy()

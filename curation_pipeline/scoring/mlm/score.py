@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+
 
 def whole_number_expectation(probs: np.ndarray) -> tuple[float, float]:
     """Expected score and valid mass from the probabilities of the tokens "0".."100"."""
@@ -104,6 +108,8 @@ class GeneratedOnlyPenalty:
         self.start, self.penalty = start, penalty
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
         generated = input_ids[:, self.start:]
         if self.penalty == 1.0 or generated.shape[1] == 0:
             return scores

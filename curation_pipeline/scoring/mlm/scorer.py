@@ -15,10 +15,10 @@ Digit-per-token tokenizers (Qwen2, SmolLM) need the digit walk of ``digit_split_
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from curation_pipeline.models.loading import load_vlm
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
@@ -29,6 +29,9 @@ from curation_pipeline.scoring.mlm.prompts import METRICS, PROMPT_SETS, ZERO_SHO
 from curation_pipeline.scoring.mlm.score import (GeneratedOnlyPenalty, ScoreTokens, digit_split_expectation,
                                                  parse_reference_score, parse_score, whole_number_expectation)
 from curation_pipeline.scoring.mlm.tree import TokenTree, TreeState
+
+if TYPE_CHECKING:
+    import torch
 
 _CAPTION_MARK = "\ue000caption\ue000"
 _CRITERION_MARK = "\ue000criterion\ue000"
@@ -216,12 +219,16 @@ class MlmFilterScorer(Scorer):
     # --- model inputs ---
 
     def _chat_inputs(self, texts: list[str], images: list):
+        import torch
+
         inputs = self.processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
         return {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
                 for k, v in inputs.items() if isinstance(v, torch.Tensor)}
 
     def _id_inputs(self, sequences: list[list[int]], images: list):
         """Left-padded token ids with the reference's pixel values."""
+        import torch
+
         width = max(len(s) for s in sequences)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((len(sequences), width), pad, dtype=torch.long)
@@ -240,10 +247,12 @@ class MlmFilterScorer(Scorer):
 
     # --- generation ---
 
-    @torch.inference_mode()
     def _generate(self, images, captions) -> dict[str, list[tuple]]:
-        return {m: [(value, math.nan, reason) for value, reason in
-                    map(self._parse, self._greedy_replies(images, captions, m))] for m in self.metrics}
+        import torch
+
+        with torch.inference_mode():
+            return {m: [(value, math.nan, reason) for value, reason in
+                        map(self._parse, self._greedy_replies(images, captions, m))] for m in self.metrics}
 
     def _greedy_replies(self, images, captions, metric) -> list[str]:
         inputs = self._full_inputs(images, captions, metric)
@@ -261,42 +270,45 @@ class MlmFilterScorer(Scorer):
 
     # --- logits ---
 
-    @torch.inference_mode()
     def _logits(self, images, captions, shared: bool) -> dict[str, list[tuple]]:
         """Per metric, per row: (greedy score, expected score, reason)."""
-        n = len(captions)
-        results: dict[str, list] = {m: [None] * n for m in self.metrics}
-        together, alone = list(range(n)), []
-        if self.released and shared:
-            prefixes = {}
-            for k, caption in enumerate(captions):
-                prefix, rest = self._split_released(self._released_ids(caption))
-                if all(rest[m] == self._canonical[m] for m in self.metrics):
-                    prefixes[k] = prefix
-                else:  # truncation or a caption that merges into the criterion: separate prompts
-                    alone.append(k)
-            together = sorted(prefixes)
-        elif not shared:
-            together, alone = [], list(range(n))
-        if together:
-            if self.released:
-                inputs = self._id_inputs([prefixes[k] for k in together], [images[k] for k in together])
-            else:
-                inputs = self._chat_inputs([self.prefix_text(captions[k]) for k in together],
-                                           [images[k] for k in together])
-            state, first = self._prefill(inputs)
-            read = self._read(self._shared_tree, self._run_tree(state, self._shared_tree), first)
-            for j, k in enumerate(together):
-                for b, m in enumerate(self.metrics):
-                    results[m][k] = read[j][b]
-        for m in self.metrics:
-            if not alone:
-                break
-            state, first = self._prefill(self._full_inputs([images[k] for k in alone], [captions[k] for k in alone], m))
-            read = self._read(self._walk_tree, self._run_tree(state, self._walk_tree), first)
-            for j, k in enumerate(alone):
-                results[m][k] = read[j][0]
-        return self._finish_greedy(results, images, captions)
+        import torch
+
+        with torch.inference_mode():
+            n = len(captions)
+            results: dict[str, list] = {m: [None] * n for m in self.metrics}
+            together, alone = list(range(n)), []
+            if self.released and shared:
+                prefixes = {}
+                for k, caption in enumerate(captions):
+                    prefix, rest = self._split_released(self._released_ids(caption))
+                    if all(rest[m] == self._canonical[m] for m in self.metrics):
+                        prefixes[k] = prefix
+                    else:  # truncation or a caption that merges into the criterion: separate prompts
+                        alone.append(k)
+                together = sorted(prefixes)
+            elif not shared:
+                together, alone = [], list(range(n))
+            if together:
+                if self.released:
+                    inputs = self._id_inputs([prefixes[k] for k in together], [images[k] for k in together])
+                else:
+                    inputs = self._chat_inputs([self.prefix_text(captions[k]) for k in together],
+                                               [images[k] for k in together])
+                state, first = self._prefill(inputs)
+                read = self._read(self._shared_tree, self._run_tree(state, self._shared_tree), first)
+                for j, k in enumerate(together):
+                    for b, m in enumerate(self.metrics):
+                        results[m][k] = read[j][b]
+            for m in self.metrics:
+                if not alone:
+                    break
+                state, first = self._prefill(self._full_inputs([images[k] for k in alone],
+                                                                [captions[k] for k in alone], m))
+                read = self._read(self._walk_tree, self._run_tree(state, self._walk_tree), first)
+                for j, k in enumerate(alone):
+                    results[m][k] = read[j][0]
+            return self._finish_greedy(results, images, captions)
 
     def _finish_greedy(self, results, images, captions) -> dict[str, list[tuple]]:
         """Decode greedy replies that left the tree (first token not a digit) with ``generate``."""
@@ -315,6 +327,8 @@ class MlmFilterScorer(Scorer):
 
     def _prefill(self, inputs) -> tuple[TreeState, torch.Tensor]:
         """Run a left-padded prompt batch (the model sets its own positions): the state and last logits."""
+        import torch
+
         inner = getattr(self.model, "model", None)
         if getattr(inner, "rope_deltas", None) is not None:
             inner.rope_deltas = None
@@ -334,6 +348,8 @@ class MlmFilterScorer(Scorer):
         An explicit 4-D mask (cached columns, ancestors, self) and explicit positions let padding and
         sibling branches share the pass; logits only for read nodes (a 150k-vocabulary LM head is costly).
         """
+        import torch
+
         if not tree.ids:
             return None
         rows = state.visible.shape[0]
@@ -389,6 +405,8 @@ class MlmFilterScorer(Scorer):
 
     def _penalized(self, tree: TokenTree, logits: torch.Tensor, column: dict) -> torch.Tensor:
         """The logits greedy decoding sees: the repetition penalty on the digits already written."""
+        import torch
+
         if self._penalty == 1.0 or self.score_tokens.kind != "digits":
             return logits
         logits = logits.clone()

@@ -4,10 +4,12 @@ in one forward pass (how four metrics cost two model calls per batch)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from curation_pipeline.scoring.mlm.score import ScoreTokens
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -33,6 +35,8 @@ class TokenTree:
 
     @classmethod
     def build(cls, suffixes: list[list[int]], tokens: ScoreTokens) -> TokenTree:
+        import torch
+
         ids, parents = [], []
 
         def add(token: int, parent: int) -> int:
