@@ -91,10 +91,7 @@ class LocalRayCluster:
             raise RuntimeError("a test cluster may only run inside a private network namespace")
         self.head_cpus, self.worker_cpus = head_cpus, tuple(worker_cpus)
         self.object_store = str(object_store_mb * 1024 * 1024)
-        # a Ray Client connection starts its own server process, which must answer within 30 s by
-        # default: more than a busy 2-core machine always gives it
-        self.env = {"RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "120", **(env or os.environ),
-                    "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+        self.env = {**(env or os.environ), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
         self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: unix socket paths are limited
         self.log_dir = Path(log_dir or self.temp_dir)
         self.port = free_port()

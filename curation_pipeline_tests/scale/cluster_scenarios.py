@@ -101,8 +101,10 @@ def pairs_on_ray(args, server, cluster) -> dict:
     from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader
 
     out: dict = {"differences": [], "nodes": {}}
-    # as a run pod does, and with dagster-ray's retry: a busy head can fail to start a connection's server
-    connect = tenacity.retry(stop=tenacity.stop_after_delay(120), reraise=True,
+    # as a run pod does, retrying as dagster-ray's connect does: now and then the head's proxy fails to
+    # start a connection's server process ("Starting Ray client server failed", an empty log), and the
+    # next attempt gets one
+    connect = tenacity.retry(stop=tenacity.stop_after_attempt(4), wait=tenacity.wait_fixed(2), reraise=True,
                              retry=tenacity.retry_if_exception_type(ConnectionError))(ray.init)
     connect(address=cluster.client_address, logging_level="ERROR", log_to_driver=False)
     try:
