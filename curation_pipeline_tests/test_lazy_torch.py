@@ -11,6 +11,10 @@ from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
 build_scorers(ScoringProfile('offline')); build_scorers(ScoringProfile('text'))
 from curation_pipeline.scoring.signals.embedding import caption_embeddings
 caption_embeddings(['A dog runs on the beach .'])  # MiniLM: dedup and rewrite minimality
+import io
+from curation_pipeline.shards.reader import base_plus_ext
+from curation_pipeline.shards.writer import write_curated
+base_plus_ext('000001.jpg'); write_curated(io.BytesIO(), [('k', 'jpg', b'x', {'caption': 'c'})])
 from curation_pipeline.resources import RewriterResource
 print(sorted(name for name in ('torch', 'transformers') if name in sys.modules))
 """

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import tarfile
 import warnings
 from dataclasses import dataclass
@@ -29,12 +30,15 @@ from curation_pipeline.shards.fingerprint import HashingReader, RawFingerprint, 
 from curation_pipeline.shards.text import error_text, has_surrogates, printable_name, replace_surrogates
 
 
-def base_plus_ext(name: str):
-    """webdataset's key/extension split (its own function, so keys match webdataset's readers);
-    imported on first use: webdataset imports torch, which a header-only caller never needs."""
-    from webdataset.tariterators import base_plus_ext as split
+# webdataset's key/extension split (``webdataset.tariterators.base_plus_ext``; a test holds them
+# equal): the key is everything before the first dot of the last path part. Not imported from
+# webdataset: its package imports torch, over a second of every run's start
+_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
-    return split(name)
+
+def base_plus_ext(name: str) -> tuple[str | None, str | None]:
+    match = _KEY_EXT.match(name)
+    return (match.group(1), match.group(2)) if match else (None, None)
 
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")

@@ -43,21 +43,22 @@ def sidecar(row: dict[str, Any], scores: dict[str, Any], source: dict[str, Any] 
 
 def write_curated(handle: IO[bytes], samples: Iterable[tuple[str, str, bytes, dict[str, Any]]]) -> int:
     """Write ``(key, image_ext, image_bytes, sidecar)`` samples; returns how many were written. Fixed
-    mtime, owner and mode make the tar reproducible for the same inputs."""
+    mtime, owner and mode make the tar reproducible for the same inputs. The bytes are those of
+    webdataset's ``TarWriter(user="", group="", mode=0o644, mtime=0)`` (a test holds them equal),
+    written with tarfile: webdataset's package imports torch, over a second of every run."""
     count = 0
-    from webdataset import TarWriter  # imports torch: only when a shard is written
-
-    with TarWriter(handle, user="", group="", mode=0o644, mtime=0.0, encoder=False) as writer:
+    with tarfile.open(fileobj=handle, mode="w|") as tar:
         for key, ext, image, meta in samples:
             if ext not in IMAGE_EXTS:
                 raise ValueError(f"sample {key!r}: {ext!r} is not an image extension")
-            writer.write({
-                "__key__": key,
-                ext: image,
-                "txt": replace_surrogates(meta["caption"]).encode("utf-8"),
-                "json": replace_surrogates(json.dumps(meta, ensure_ascii=False, sort_keys=True,
-                                                      default=jsonable)).encode("utf-8"),
-            })
+            sidecar_json = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=jsonable)
+            members = {ext: image, "txt": replace_surrogates(meta["caption"]).encode("utf-8"),
+                       "json": replace_surrogates(sidecar_json).encode("utf-8")}
+            for suffix, data in sorted(members.items()):  # webdataset's member order
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                # mtime a float, as TarWriter passes it (tarfile then writes it as a PAX record)
+                info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0.0, 0o644, "", ""
+                tar.addfile(info, io.BytesIO(data))
             count += 1
     return count
 
