@@ -138,13 +138,15 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
                rewriter_model: str, clip_model: str, mlm_model: str, report: bool,
                settings: dict[str, dict] | None = None) -> int:
     """Register the shards as partitions, materialize each, then the report; returns an exit code."""
-    import dagster as dg
+    from curation_pipeline.validation import _gx
+
+    _gx.prewarm()  # Great Expectations' seconds of import on the other core, while Dagster, the definitions
+    import dagster as dg  # and the models load here
     import pydantic
 
     from curation_pipeline.definitions import build_definitions
     from curation_pipeline.models.loading import ModelUnavailableError
     from curation_pipeline.resources import PolicyResource, RewriterResource, ScoringResource, WarehouseResource
-    from curation_pipeline.validation import _gx
 
     found, rejected = WarehouseResource(raw_root=raw, root=warehouse).list_raw()
     for message in rejected:
@@ -170,7 +172,6 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
         policy.decision_policy()
     except (pydantic.ValidationError, dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
         raise BadInput(f"invalid setting: {exc}") from exc
-    _gx.prewarm()  # Great Expectations' seconds of import on another core, while models load here
     try:  # load models here, once: a model that cannot be loaded is bad input, not a failed run
         scoring.scorers()
         rewriting.rewriter()

@@ -109,6 +109,9 @@ def _start_helper(parent: int) -> None:
 
     threading.Thread(target=watch, daemon=True).start()
     _batch_definition()  # imports GX and builds the context
+    # registered last, so run first at exit: the helper holds nothing to flush, and tearing down an
+    # interpreter with GX loaded takes about a second, which the run would wait for
+    atexit.register(os._exit, 0)
 
 
 def prewarm() -> None:
