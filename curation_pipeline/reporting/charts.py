@@ -9,27 +9,29 @@ import numpy as np
 
 
 def histogram_png(series: dict[str, np.ndarray], title: str, xlabel: str, bins: int | np.ndarray = 20) -> bytes:
-    """Overlaid histograms (e.g. before/after) as a compact PNG."""
-    import matplotlib  # a third of a second to import: only when a chart is drawn
+    """Overlaid histograms (e.g. before/after) as a compact PNG. A bare ``Figure`` on the Agg canvas
+    (no pyplot: no global state, safe in threads) with one filled step artist per series and fixed
+    margins: a third of the time of ``plt.hist`` with ``tight_layout``, on every shard's steps."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # import only when a chart is drawn
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(4.2, 2.4), dpi=80)
+    fig = Figure(figsize=(4.2, 2.4), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    fig.subplots_adjust(left=0.13, right=0.97, top=0.88, bottom=0.2)
     values = [np.asarray(v, dtype=float) for v in series.values()]
     finite = [v[np.isfinite(v)] for v in values]
     everything = np.concatenate(finite) if any(len(v) for v in finite) else np.array([0.0])
     edges = np.histogram_bin_edges(everything, bins=bins)
     for label, v in zip(series.keys(), finite):
-        ax.hist(v, bins=edges, alpha=0.55, label=f"{label} (n={len(v)})")
+        ax.stairs(np.histogram(v, bins=edges)[0], edges, fill=True, alpha=0.55, label=f"{label} (n={len(v)})")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.tick_params(labelsize=7)
     if len(series) > 1:
         ax.legend(fontsize=7)
-    fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     return buffer.getvalue()
 
 
