@@ -1,25 +1,24 @@
-"""Great Expectations checks on curated shards: caption length drift and table contracts."""
+"""Great Expectations checks on curated shards: caption length drift and table contracts.
+
+The names below load on first use (PEP 562), so ``curate run`` can start the GX helper process
+(``_gx.prewarm``) before pandas, Dagster or anything else is imported here.
+"""
 
 import os
+from importlib import import_module
 
 # Before anything imports great_expectations: pipeline steps must not phone home.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-from curation_pipeline.validation.drift import (  # noqa: E402
-    DriftResult,
-    DriftThresholds,
-    caption_lengths,
-    check_caption_length_drift,
-    reference_partition,
-)
-from curation_pipeline.validation.tables import TableCheckResult, check_table  # noqa: E402
+_EXPORTS = {
+    "DriftResult": "drift", "DriftThresholds": "drift", "caption_lengths": "drift",
+    "check_caption_length_drift": "drift", "reference_partition": "drift",
+    "TableCheckResult": "tables", "check_table": "tables",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "DriftResult",
-    "DriftThresholds",
-    "TableCheckResult",
-    "caption_lengths",
-    "check_caption_length_drift",
-    "check_table",
-    "reference_partition",
-]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

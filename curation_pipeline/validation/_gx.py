@@ -17,11 +17,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from curation_pipeline.values import plain_tree
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Spec = tuple[str, dict]  # a GX expectation class name (gx.expectations.<name>) and its arguments
 
