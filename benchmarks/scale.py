@@ -11,9 +11,9 @@ engine uses every core. Figures per profile: ``<p>_local_pairs_per_s`` (scorers 
 ``<p>_local_1thread_pairs_per_s`` (the local engine with one model thread, the budget of one Ray
 worker and of each of two shard runs side by side; ``<p>_ray1_vs_local_1thread`` compares them),
 ``<p>_ray1_pairs_per_s`` / ``<p>_ray2_pairs_per_s`` (wall time of the whole Ray pipeline, actor
-start-up and model loading included), ``<p>_ray1_loaded_pairs_per_s`` / ``..._ray2_...`` (the same run
-from its first model call on: models loaded, as the local figure's are; ``<p>_ray1_loaded_vs_local``), ``<p>_ray1_model_pairs_per_s`` / ``..._ray2_...`` (the
-model stage alone, measured the same way for both: the shard decoded and materialized first,
+start-up and model loading included), ``<p>_ray1_loaded_pairs_per_s`` / ``..._ray2_...`` (the same
+run from its first model call on: models loaded, as the local figure's are;
+``<p>_ray1_loaded_vs_local``), ``<p>_ray1_model_pairs_per_s`` / ``..._ray2_...`` (the model stage alone, measured the same way for both: the shard decoded and materialized first,
 then the actor pool over it; the sum of each actor's pairs over its seconds in model calls),
 ``..._pipelined_model_pairs_per_s`` (the same sum inside the streaming run, where decoding
 competes with the actors for the cores), ``..._cores_per_actor`` (CPU seconds over busy seconds
@@ -26,11 +26,9 @@ quarter of the pairs and for the whole.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -50,17 +48,18 @@ PROFILES = ("offline", "tiny_clip")
 
 
 def write_shard(path: Path, n: int, smoke: bool) -> Path:
+    from curation_pipeline.shards.writer import write_tar
+
     rows = image_rows(None, smoke=smoke) if not smoke else image_rows(max(n, 8), smoke=True)
-    with tarfile.open(path, "w") as tar:
+
+    def members():
         for i in range(n):
             image, caption = rows[i % len(rows)]
             key = f"{i:09d}"
-            for ext, data in (("jpg", Path(image).read_bytes()), ("txt", caption.encode()),
-                              ("json", json.dumps({"key": key, "caption": caption}).encode())):
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
+            yield from ((f"{key}.jpg", Path(image).read_bytes()), (f"{key}.txt", caption.encode()),
+                        (f"{key}.json", json.dumps({"key": key, "caption": caption}).encode()))
+
+    return write_tar(path, members())
 
 
 def profile_for(name: str, folder: Path):
@@ -186,7 +185,8 @@ def measure(args) -> dict:
 
 KEYS = ["cores", *[f"{p}_{k}" for p in PROFILES for k in (
     "local_pairs_per_s", "local_1thread_pairs_per_s", "ray1_vs_local_1thread", "ray1_pairs_per_s", "ray2_pairs_per_s",
-    "ray1_loaded_pairs_per_s", "ray2_loaded_pairs_per_s", "ray1_loaded_vs_local", "ray1_loaded_vs_local_1thread", "ray1_model_pairs_per_s", "ray2_model_pairs_per_s",
+    "ray1_loaded_pairs_per_s", "ray2_loaded_pairs_per_s", "ray1_loaded_vs_local", "ray1_loaded_vs_local_1thread",
+    "ray1_model_pairs_per_s", "ray2_model_pairs_per_s",
     "ray1_vs_local", "ray2_vs_ray1_model", "ray1_pipelined_model_pairs_per_s", "ray2_pipelined_model_pairs_per_s",
     "ray2_vs_ray1_pipelined_model", "ray1_model_cores_per_actor", "ray2_model_cores_per_actor", "load_average")], "ray_worker_peak_rss_small_mb", "ray_worker_peak_rss_big_mb",
     "ray_worker_peak_rss_ratio_big_small", "targets"]

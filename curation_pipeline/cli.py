@@ -140,8 +140,10 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
     """Register the shards as partitions, materialize each, then the report; returns an exit code."""
     from curation_pipeline.validation import _gx
 
-    _gx.prewarm()  # Great Expectations' seconds of import on the other core, while Dagster, the definitions
-    import dagster as dg  # and the models load here
+    # first: the helper imports Great Expectations (seconds) on the other core while Dagster, the
+    # definitions and the models load here
+    _gx.prewarm()
+    import dagster as dg
     import pydantic
 
     from curation_pipeline.definitions import build_definitions

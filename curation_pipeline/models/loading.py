@@ -6,6 +6,7 @@ supply it: the reader is usually configuring a profile, not debugging.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +43,18 @@ def _is_missing_files(cause: BaseException | str) -> bool:
 def _looks_like_path(model: str) -> bool:
     """Hub ids are ``name`` or ``org/name``; anything else is meant as a local path."""
     return model.startswith((".", "/", "~")) or model.count("/") > 1 or Path(model).exists()
+
+
+def inference_mode(method):
+    """``torch.inference_mode()`` as a decorator that imports torch only when the method runs, so
+    the modules declaring scorers and rewriters stay importable without it."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.inference_mode():
+            return method(*args, **kwargs)
+    return wrapper
 
 
 def pick_device(preferred: str | None = None) -> str:

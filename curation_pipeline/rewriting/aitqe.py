@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from curation_pipeline.models.loading import ModelUnavailableError, load_vlm, prepare_source
+from curation_pipeline.models.loading import ModelUnavailableError, inference_mode, load_vlm, prepare_source
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.rewriting.base import RewriteCandidate
 from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, ChatGenerator, GeneratingRewriter
@@ -204,25 +204,25 @@ class AitqeGenerator:
         ids += tok(after, add_special_tokens=False)["input_ids"]
         return ids + tok("\n" + instruction, add_special_tokens=False)["input_ids"]
 
+    @inference_mode
     def generate(self, images: list, instructions: list[str]) -> list[str]:
         import torch
 
-        with torch.inference_mode():
-            sequences = [self.token_ids(text) for text in instructions]
-            width = max(len(s) for s in sequences)
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for k, seq in enumerate(sequences):
-                ids[k, width - len(seq):], mask[k, width - len(seq):] = torch.tensor(seq), 1
-            model = self.released.model
-            device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-            extra = {"stop_strings": self.stop_strings, "tokenizer": self.tokenizer} if self.stop_strings else {}
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 pixel_values=self.released.pixel_values(images).to(device, dtype),
-                                 max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
-                                 suppress_tokens=[self.released.image_token_id], **extra)
-            return [text.strip() for text in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+        sequences = [self.token_ids(text) for text in instructions]
+        width = max(len(s) for s in sequences)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for k, seq in enumerate(sequences):
+            ids[k, width - len(seq):], mask[k, width - len(seq):] = torch.tensor(seq), 1
+        model = self.released.model
+        device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+        extra = {"stop_strings": self.stop_strings, "tokenizer": self.tokenizer} if self.stop_strings else {}
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             pixel_values=self.released.pixel_values(images).to(device, dtype),
+                             max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+                             suppress_tokens=[self.released.image_token_id], **extra)
+        return [text.strip() for text in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
 
 
 def load_aitqe(model: str, *, max_new_tokens: int, stop_strings: list[str] | None, device: str | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from curation_pipeline.models.loading import load_vlm
+from curation_pipeline.models.loading import inference_mode, load_vlm
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
 
@@ -84,22 +84,22 @@ class ChatGenerator:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    @inference_mode
     def generate(self, images: list, instructions: list[str]) -> list[str]:
         """One decoded reply per (image, instruction), special tokens removed, otherwise untouched."""
         import torch
 
-        with torch.inference_mode():
-            if not images:
-                return []
-            inputs = self.processor(text=[self.render(t) for t in instructions],
-                                    images=[im.convert("RGB") for im in images],
-                                    padding=True, padding_side="left", return_tensors="pt")
-            inputs = {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
-                      for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-            extra = {"stop_strings": self.stop_strings, "tokenizer": self.tokenizer} if self.stop_strings else {}
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
-                                      do_sample=False, **extra)
-            return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        if not images:
+            return []
+        inputs = self.processor(text=[self.render(t) for t in instructions],
+                                images=[im.convert("RGB") for im in images],
+                                padding=True, padding_side="left", return_tensors="pt")
+        inputs = {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
+                  for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        extra = {"stop_strings": self.stop_strings, "tokenizer": self.tokenizer} if self.stop_strings else {}
+        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
+                                  do_sample=False, **extra)
+        return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 class GeneratingRewriter(Rewriter):

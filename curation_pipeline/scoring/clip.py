@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from curation_pipeline.models.loading import load_clip, pick_device
+from curation_pipeline.models.loading import inference_mode, load_clip, pick_device
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer, scorable
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
@@ -118,19 +118,19 @@ class ClipScorer(Scorer):
         return self.processor(text=texts, images=images, return_tensors="pt", padding=self._padding,
                               truncation=True, max_length=self._max_length, **self._image_kwargs)
 
+    @inference_mode
     def forward(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """L2-normalised fp32 image and text embeddings from the processor's tensors."""
         import torch
 
-        with torch.inference_mode():
-            inputs = inputs.to(self.device)
-            image_kwargs = {k: inputs[k] for k in IMAGE_INPUTS if k in inputs}
-            image_kwargs["pixel_values"] = image_kwargs["pixel_values"].to(self.model.dtype)
-            image_emb = _features(self.model.get_image_features(**image_kwargs))
-            text_kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
-            text_emb = _features(self.model.get_text_features(**text_kwargs))
-            return (torch.nn.functional.normalize(image_emb.float(), dim=-1),
-                    torch.nn.functional.normalize(text_emb.float(), dim=-1))
+        inputs = inputs.to(self.device)
+        image_kwargs = {k: inputs[k] for k in IMAGE_INPUTS if k in inputs}
+        image_kwargs["pixel_values"] = image_kwargs["pixel_values"].to(self.model.dtype)
+        image_emb = _features(self.model.get_image_features(**image_kwargs))
+        text_kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
+        text_emb = _features(self.model.get_text_features(**text_kwargs))
+        return (torch.nn.functional.normalize(image_emb.float(), dim=-1),
+                torch.nn.functional.normalize(text_emb.float(), dim=-1))
 
     def sigmoid(self, cosine: np.ndarray) -> np.ndarray:
         """SigLIP's match probability from the cosine: sigmoid(exp(logit_scale) * cos + logit_bias)."""

@@ -44,7 +44,7 @@ def sidecar(row: dict[str, Any], scores: dict[str, Any], source: dict[str, Any] 
 def write_curated(handle: IO[bytes], samples: Iterable[tuple[str, str, bytes, dict[str, Any]]]) -> int:
     """Write ``(key, image_ext, image_bytes, sidecar)`` samples; returns how many were written. Fixed
     mtime, owner and mode make the tar reproducible for the same inputs. The bytes are those of
-    webdataset's ``TarWriter(user="", group="", mode=0o644, mtime=0)`` (a test holds them equal),
+    webdataset's ``TarWriter(user="", group="", mode=0o644, mtime=0.0)`` (a test holds them equal),
     written with tarfile: webdataset's package imports torch, over a second of every run."""
     count = 0
     with tarfile.open(fileobj=handle, mode="w|") as tar:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from curation_pipeline.models.loading import load_vlm
+from curation_pipeline.models.loading import inference_mode, load_vlm
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer, scorable
@@ -247,12 +247,10 @@ class MlmFilterScorer(Scorer):
 
     # --- generation ---
 
+    @inference_mode
     def _generate(self, images, captions) -> dict[str, list[tuple]]:
-        import torch
-
-        with torch.inference_mode():
-            return {m: [(value, math.nan, reason) for value, reason in
-                        map(self._parse, self._greedy_replies(images, captions, m))] for m in self.metrics}
+        return {m: [(value, math.nan, reason) for value, reason in
+                    map(self._parse, self._greedy_replies(images, captions, m))] for m in self.metrics}
 
     def _greedy_replies(self, images, captions, metric) -> list[str]:
         inputs = self._full_inputs(images, captions, metric)
@@ -270,45 +268,42 @@ class MlmFilterScorer(Scorer):
 
     # --- logits ---
 
+    @inference_mode
     def _logits(self, images, captions, shared: bool) -> dict[str, list[tuple]]:
         """Per metric, per row: (greedy score, expected score, reason)."""
-        import torch
-
-        with torch.inference_mode():
-            n = len(captions)
-            results: dict[str, list] = {m: [None] * n for m in self.metrics}
-            together, alone = list(range(n)), []
-            if self.released and shared:
-                prefixes = {}
-                for k, caption in enumerate(captions):
-                    prefix, rest = self._split_released(self._released_ids(caption))
-                    if all(rest[m] == self._canonical[m] for m in self.metrics):
-                        prefixes[k] = prefix
-                    else:  # truncation or a caption that merges into the criterion: separate prompts
-                        alone.append(k)
-                together = sorted(prefixes)
-            elif not shared:
-                together, alone = [], list(range(n))
-            if together:
-                if self.released:
-                    inputs = self._id_inputs([prefixes[k] for k in together], [images[k] for k in together])
-                else:
-                    inputs = self._chat_inputs([self.prefix_text(captions[k]) for k in together],
-                                               [images[k] for k in together])
-                state, first = self._prefill(inputs)
-                read = self._read(self._shared_tree, self._run_tree(state, self._shared_tree), first)
-                for j, k in enumerate(together):
-                    for b, m in enumerate(self.metrics):
-                        results[m][k] = read[j][b]
-            for m in self.metrics:
-                if not alone:
-                    break
-                state, first = self._prefill(self._full_inputs([images[k] for k in alone],
-                                                                [captions[k] for k in alone], m))
-                read = self._read(self._walk_tree, self._run_tree(state, self._walk_tree), first)
-                for j, k in enumerate(alone):
-                    results[m][k] = read[j][0]
-            return self._finish_greedy(results, images, captions)
+        n = len(captions)
+        results: dict[str, list] = {m: [None] * n for m in self.metrics}
+        together, alone = list(range(n)), []
+        if self.released and shared:
+            prefixes = {}
+            for k, caption in enumerate(captions):
+                prefix, rest = self._split_released(self._released_ids(caption))
+                if all(rest[m] == self._canonical[m] for m in self.metrics):
+                    prefixes[k] = prefix
+                else:  # truncation or a caption that merges into the criterion: separate prompts
+                    alone.append(k)
+            together = sorted(prefixes)
+        elif not shared:
+            together, alone = [], list(range(n))
+        if together:
+            if self.released:
+                inputs = self._id_inputs([prefixes[k] for k in together], [images[k] for k in together])
+            else:
+                inputs = self._chat_inputs([self.prefix_text(captions[k]) for k in together],
+                                           [images[k] for k in together])
+            state, first = self._prefill(inputs)
+            read = self._read(self._shared_tree, self._run_tree(state, self._shared_tree), first)
+            for j, k in enumerate(together):
+                for b, m in enumerate(self.metrics):
+                    results[m][k] = read[j][b]
+        for m in self.metrics:
+            if not alone:
+                break
+            state, first = self._prefill(self._full_inputs([images[k] for k in alone], [captions[k] for k in alone], m))
+            read = self._read(self._walk_tree, self._run_tree(state, self._walk_tree), first)
+            for j, k in enumerate(alone):
+                results[m][k] = read[j][0]
+        return self._finish_greedy(results, images, captions)
 
     def _finish_greedy(self, results, images, captions) -> dict[str, list[tuple]]:
         """Decode greedy replies that left the tree (first token not a digit) with ``generate``."""

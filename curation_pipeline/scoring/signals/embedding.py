@@ -95,7 +95,7 @@ class MiniLM:
                 mask[row, :len(encodings[i].ids)] = True
             x = _layer_norm(self.word[ids] + self.position[:longest] + self.token_type[0], *self.norm, self.eps)
             bias = np.where(mask, np.float32(0), np.finfo(np.float32).min)[:, None, None, :]
-            hidden = self.session.run(None, {"x": x.astype(np.float32), "bias": bias.astype(np.float32)})[0]
+            hidden = self.session.run(None, {"x": x, "bias": bias})[0]  # both float32 already
             weights = mask[..., None].astype(np.float32)
             pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), np.float32(1e-9))
             out[chunk] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), np.float32(1e-12))
