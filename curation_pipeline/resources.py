@@ -313,6 +313,17 @@ class ComputeResource(RayResource):
                      if k in os.environ}
         return {**forwarded, **super().get_env_vars_to_inject()}
 
+    def connect(self, context):
+        """dagster-ray retries a failed connection for 120 s counted from its first try, and one try can
+        outlast that: when the head's proxy fails to start the connection's server process, the client
+        waits out the channel timeout. A few fresh tries then connect."""
+        for attempt in range(3):
+            try:
+                return super().connect(context)
+            except ConnectionError:
+                if attempt == 2:
+                    raise
+
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):
         if not self.uses_ray:
