@@ -138,18 +138,21 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
                rewriter_model: str, clip_model: str, mlm_model: str, report: bool,
                settings: dict[str, dict] | None = None) -> int:
     """Register the shards as partitions, materialize each, then the report; returns an exit code."""
+    from curation_pipeline import sidecar
     from curation_pipeline.validation import _gx
 
     # first: the helper imports Great Expectations (seconds) on the other core while Dagster, the
-    # definitions and the models load here
-    _gx.prewarm()
+    # definitions and the models load here; after the first check it imports matplotlib for the charts
+    sidecar.start(_gx.warm)
     import dagster as dg
     import pydantic
 
     from curation_pipeline.definitions import build_definitions
     from curation_pipeline.models.loading import ModelUnavailableError
+    from curation_pipeline.reporting import charts
     from curation_pipeline.resources import PolicyResource, RewriterResource, ScoringResource, WarehouseResource
 
+    sidecar.warm_later(charts.warm)
     found, rejected = WarehouseResource(raw_root=raw, root=warehouse).list_raw()
     for message in rejected:
         click.echo(f"skipped: {message}", err=True)

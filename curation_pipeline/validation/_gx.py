@@ -1,24 +1,20 @@
-"""Great Expectations validation, in this process or in a warm helper process.
+"""Great Expectations validation, in this process or in the warm helper process (``sidecar``).
 
-Importing GX costs seconds of one core. ``curate run`` calls ``prewarm`` first, so a helper
-process imports GX on another core while the run starts, and each check runs there. Checks
-send GX expectation names and arguments and get plain ``Outcome`` values back, so both places
-give the same results. Without ``prewarm`` (the UI's runs, tests), GX runs here. One in-memory
+Importing GX costs seconds of one core. ``curate run`` starts the helper first, with ``warm``, so
+GX is imported on another core while the run starts, and each check runs there. Checks send GX
+expectation names and arguments and get plain ``Outcome`` values back, so both places give the
+same results. Without the helper (the UI's runs, tests), GX runs here. One in-memory
 context, pandas data source and whole-dataframe batch definition serve every check; progress
 bars and analytics are off (see the package ``__init__``): checks run inside pipeline steps.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
 import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from curation_pipeline import sidecar
 from curation_pipeline.values import plain_tree
 
 if TYPE_CHECKING:
@@ -28,7 +24,6 @@ Spec = tuple[str, dict]  # a GX expectation class name (gx.expectations.<name>) 
 
 _LOCK = threading.Lock()
 _BATCH_DEFINITION = None
-_POOL: ProcessPoolExecutor | None = None
 
 
 @dataclass(frozen=True)
@@ -90,48 +85,11 @@ def _validate_here(df: pd.DataFrame, specs: list[Spec], result_format: Any) -> l
             for i, r in enumerate(results)]
 
 
+def warm() -> None:
+    """Import GX and build the context (the helper's first work)."""
+    _batch_definition()
+
+
 def validate(df: pd.DataFrame, specs: list[Spec], result_format: Any = "SUMMARY") -> list[Outcome]:
-    global _POOL
-    pool = _POOL
-    if pool is not None:
-        try:
-            return pool.submit(_validate_here, df, specs, result_format).result()
-        except BrokenProcessPool:  # the helper died (e.g. killed for memory): GX runs here from now on
-            _POOL = None
-    return _validate_here(df, specs, result_format)
-
-
-def _start_helper(parent: int) -> None:
-    """Leave with the run, even one killed without a word (its queue never closes for us)."""
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
-    _batch_definition()  # imports GX and builds the context
-    # registered last, so run first at exit: the helper holds nothing to flush, and tearing down an
-    # interpreter with GX loaded takes about a second, which the run would wait for
-    atexit.register(os._exit, 0)
-
-
-def prewarm() -> None:
-    """Start the helper process now: it imports GX while this process does its own start-up."""
-    global _POOL
-    with _LOCK:
-        if _POOL is None:
-            import multiprocessing
-
-            _POOL = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_helper,
-                                        initargs=(os.getpid(),))
-            _POOL.submit(int)  # the worker starts on the first task, not before
-            atexit.register(shutdown)
-
-
-def shutdown() -> None:
-    """Waits for the helper to leave: not waiting races multiprocessing's own exit handler, which
-    can close the queue before the stop message is sent and then wait for the helper forever."""
-    global _POOL
-    pool, _POOL = _POOL, None
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+    """In the warm helper when ``curate run`` started one (``sidecar``), else here."""
+    return sidecar.call(_validate_here, df, specs, result_format)

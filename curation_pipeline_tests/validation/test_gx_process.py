@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from curation_pipeline import sidecar
 from curation_pipeline.validation import _gx, check_caption_length_drift, check_table
 
 SPECS = [("ExpectColumnValuesToBeBetween", {"column": "x", "min_value": 0, "max_value": 10}),
@@ -22,9 +23,9 @@ def _pid(_frame) -> int:
 
 @pytest.fixture()
 def warm():
-    _gx.prewarm()
-    yield _gx._POOL
-    _gx.shutdown()
+    sidecar.start(_gx.warm)
+    yield sidecar._POOL
+    sidecar.shutdown()
 
 
 def test_helper_process_gives_the_same_outcomes_as_in_process(warm):
@@ -34,7 +35,7 @@ def test_helper_process_gives_the_same_outcomes_as_in_process(warm):
     final = original.str.replace("a dog runs", "a small brown dog runs fast on the wet sand near the sea")
     drift_there = check_caption_length_drift(original, final)
     table_there = check_table(_frame(), required_columns=["k", "x"], unique=["k"], ranges={"x": (0, 10)})
-    _gx.shutdown()
+    sidecar.shutdown()
     here = _gx.validate(_frame(), SPECS)
     assert here == there
     assert [o.success for o in here] == [False, False]
@@ -50,4 +51,4 @@ def test_a_dead_helper_falls_back_to_this_process(warm):
         process.join()
     outcomes = _gx.validate(_frame(), SPECS)
     assert [o.success for o in outcomes] == [False, False]
-    assert _gx._POOL is None
+    assert not sidecar.running()
