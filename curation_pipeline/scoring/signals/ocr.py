@@ -5,11 +5,9 @@ Only boxes are used: the recognised strings drop spaces, and detection alone is 
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
-from rapidocr_onnxruntime import RapidOCR
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
@@ -30,6 +28,8 @@ def _working_image(image: Image.Image, max_side: int) -> np.ndarray:
 
 def _area_fraction(boxes: list, height: int, width: int) -> float:
     """Share of the image covered by the union of the box quadrilaterals (overlaps count once)."""
+    import cv2  # loaded with the OCR engine; declarations alone never need it
+
     mask = np.zeros((height, width), dtype=np.uint8)
     polygons = [np.round(np.asarray(box, dtype=np.float32)).astype(np.int32) for box in boxes]
     cv2.fillPoly(mask, polygons, 1)
@@ -57,6 +57,8 @@ class TextInImageScorer(Scorer):
             settings["text_score"] = text_score
         defaults = {"max_side": OCR_MAX_SIDE, "det_only": True, "box_thresh": 0.5, "text_score": 0.5}
         self.version = "+".join([type(self).version, *(f"{k}={v}" for k, v in settings.items() if v != defaults[k])])
+        from rapidocr_onnxruntime import RapidOCR  # the engine's runtime and OpenCV: only when built
+
         self._engine = RapidOCR(det_limit_type="max", det_limit_side_len=max_side, det_box_thresh=box_thresh,
                                 text_score=text_score, intra_op_num_threads=intra_op_threads or cpu_threads(),
                                 inter_op_num_threads=1)
