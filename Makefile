@@ -15,6 +15,9 @@ $(BIN)/curate: pyproject.toml
 	# the CPU wheel of torch first: an unpinned torch would pull gigabytes of CUDA
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,scale]'
+	# byte-compiled as pip compiles a regular install: where PYTHONDONTWRITEBYTECODE is set, every run
+	# (and Ray worker) would compile the package again, about 0.6 s each
+	$(BIN)/python -m compileall -q curation_pipeline
 	touch $(BIN)/curate
 
 setup: $(BIN)/curate

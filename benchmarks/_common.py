@@ -115,6 +115,15 @@ def parse_args(parser, argv=None):
     return args
 
 
+def compile_package() -> None:
+    """Byte-compile the package first, as ``make setup`` and pip's regular installs do: with
+    PYTHONDONTWRITEBYTECODE set (as in CI and some containers) every process would otherwise compile
+    it again, about 0.6 s of each run's start that says nothing about the pipeline."""
+    import compileall
+
+    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "curation_pipeline"), quiet=1)
+
+
 def timed(fn, *args, **kwargs) -> tuple[float, object]:
     start = time.perf_counter()
     result = fn(*args, **kwargs)

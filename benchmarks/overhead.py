@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import add_smoke_flag, parse_args, result_line
+from _common import add_smoke_flag, compile_package, parse_args, result_line
 
 CURATE = Path(sys.executable).with_name("curate")
 
@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--profile", default="offline")
     add_smoke_flag(parser, profile="text")
     args = parse_args(parser)
+    compile_package()
     from curation_pipeline.demo import generate_sample_shards
     from curation_pipeline.scoring import signals
 

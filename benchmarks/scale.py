@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from _common import add_smoke_flag, image_rows, parse_args, result_line
+from _common import add_smoke_flag, compile_package, image_rows, parse_args, result_line
 
 from curation_pipeline.compute.cluster import (
     LocalRayCluster,
@@ -199,6 +199,7 @@ def main() -> None:
     add_smoke_flag(parser, pairs=32, batch_size=8)
     args = parse_args(parser)
     if not in_private_network():
+        compile_package()  # once, before the cluster's workers import the package
         ok, why = private_network_available()
         if not ok:  # no Ray cluster may run outside a private namespace: say so, measure nothing
             print(f"Ray runs need a private network namespace: {why}", file=sys.stderr)
