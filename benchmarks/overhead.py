@@ -12,7 +12,11 @@ shared by all of them as in production, and the step timings Dagster records for
   others) and the orchestration between them (``per_shard_overhead_s``);
 - ``fixed_per_run_s``: ``one_run_s - per_shard_s``, what a run costs beyond its shard's work;
 - ``two_runs_vs_one``: two runs of one shard each, side by side, against one such run alone:
-  ``2 * one_run_s / two_runs_s`` (2.0 is perfect sharing, 1.0 no gain).
+  ``2 * one_run_s / two_runs_s`` (2.0 is perfect sharing, 1.0 no gain);
+- these runs find the home's Great Expectations helper warm (``curation_pipeline.helper``), as every
+  run after the first does; ``one_run_cold_s``, ``fixed_per_run_cold_s``, ``two_runs_cold_s`` and
+  ``two_runs_vs_one_cold`` measure the same after stopping it (what a first run pays). The package
+  is byte-compiled first (``make setup`` does the same).
 
 Each run sizes its thread pools to the cores divided by the home's ``max_concurrent_runs`` (the
 shipped dagster.yaml says 2), unless ``CURATION_THREADS`` is set. ``--smoke`` skips the warm-up
@@ -59,6 +63,15 @@ def finish(process: subprocess.Popen) -> None:
 def timed_run(args, raw, warehouse, shards, env) -> float:
     began = time.perf_counter()
     finish(start(args, raw, warehouse, shards, env))
+    return time.perf_counter() - began
+
+
+def side_by_side(args, raw, tmp, shards, env, label) -> float:
+    """Two runs of one shard each, started together; seconds until both have exited."""
+    began = time.perf_counter()
+    pair = [start(args, raw, tmp / f"wh-pair-{label}-{i}", [shard], env) for i, shard in enumerate(shards)]
+    for process in pair:
+        finish(process)
     return time.perf_counter() - began
 
 
@@ -123,12 +136,19 @@ def main() -> None:
             per_shard_steps_s = sum(sum(s.values()) for s in later) / len(later)
             per_shard_scoring_s = sum(split(s)[0] for s in later) / len(later)
             per_shard_non_scoring_s = sum(split(s)[1] for s in later) / len(later)
-        began = time.perf_counter()
-        pair = [start(args, raw, tmp / f"wh-pair-{i}", [names[1 + i]], env) for i in range(2)]
-        for process in pair:
-            finish(process)
-        two_runs_s = time.perf_counter() - began
+        two_runs_s = side_by_side(args, raw, tmp, names[1:3], env, "warm")
         os.environ["DAGSTER_HOME"] = str(home)
+        from curation_pipeline import helper
+
+        cold = {}
+        if not args.smoke:  # the same two measures after stopping the home's GX helper: what a first run pays
+            helper.stop(home)
+            cold["one_run_cold_s"] = timed_run(args, raw, tmp / "wh-one-cold", names[:1], env)
+            cold["fixed_per_run_cold_s"] = cold["one_run_cold_s"] - per_shard_s
+            helper.stop(home)
+            cold["two_runs_cold_s"] = side_by_side(args, raw, tmp, names[1:3], env, "cold")
+            cold["two_runs_vs_one_cold"] = 2 * cold["one_run_cold_s"] / cold["two_runs_cold_s"]
+        helper.stop(home)
         figures = {
             "cores": signals._cores(),
             "threads_per_run": signals.cpu_threads(),
@@ -144,6 +164,7 @@ def main() -> None:
             "per_shard_non_scoring_s": per_shard_non_scoring_s,
             "two_runs_s": two_runs_s,
             "two_runs_vs_one": 2 * one_run_s / two_runs_s,
+            **cold,
         }
         print(f"one run of one shard {one_run_s:.1f} s ({figures['outside_steps_s']:.1f} s outside its steps); "
               f"fixed cost per run {figures['fixed_per_run_s']:.1f} s; each further shard {per_shard_s:.2f} s "
@@ -151,6 +172,10 @@ def main() -> None:
               f"{figures['per_shard_overhead_s']:.2f} s); two runs side by side {two_runs_s:.1f} s -> "
               f"{figures['two_runs_vs_one']:.2f}x one run ({figures['threads_per_run']} thread(s) per run, "
               f"{figures['cores']} cores)")
+        if cold:
+            print(f"with the GX helper stopped first: one run {cold['one_run_cold_s']:.1f} s (fixed cost "
+                  f"{cold['fixed_per_run_cold_s']:.1f} s), two side by side {cold['two_runs_cold_s']:.1f} s -> "
+                  f"{cold['two_runs_vs_one_cold']:.2f}x")
         result_line(figures)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

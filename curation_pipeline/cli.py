@@ -42,9 +42,14 @@ def home_lock(home: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _dagster_home() -> Path:
+def _home_path() -> Path:
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / "data" / "dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _dagster_home() -> Path:
+    home = _home_path()
     with home_lock(home):  # one process at a time sets up a fresh home, the others find it ready
         config = home / "dagster.yaml"
         if not config.exists():  # the shipped instance settings (run retries on, telemetry off), never overwritten
@@ -144,12 +149,14 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
                rewriter_model: str, clip_model: str, mlm_model: str, report: bool,
                settings: dict[str, dict] | None = None) -> int:
     """Register the shards as partitions, materialize each, then the report; returns an exit code."""
-    from curation_pipeline import sidecar
+    from curation_pipeline import helper
     from curation_pipeline.validation import _gx
 
-    # first: the helper imports Great Expectations (seconds) on the other core while Dagster, the
-    # definitions and the models load here; after the first check it imports matplotlib for the charts
-    sidecar.start(_gx.warm)
+    # first: unless the home's helper is running, start it: it imports Great Expectations (seconds) on
+    # the other core while Dagster, the definitions and the models load here, and matplotlib after the
+    # first check; later runs find it warm
+    _home_path()
+    helper.start(_gx.warm)
     import dagster as dg
     import pydantic
 
@@ -158,7 +165,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
     from curation_pipeline.reporting import charts
     from curation_pipeline.resources import PolicyResource, RewriterResource, ScoringResource, WarehouseResource
 
-    sidecar.warm_later(charts.warm)
+    helper.warm_later(charts.warm)
     found, rejected = WarehouseResource(raw_root=raw, root=warehouse).list_raw()
     for message in rejected:
         click.echo(f"skipped: {message}", err=True)

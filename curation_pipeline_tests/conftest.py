@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the GX helper that runs with a DAGSTER_HOME (curation_pipeline.helper) leaves soon after a test's runs
+os.environ.setdefault("CURATE_HELPER_IDLE_S", "15")
 
 from pathlib import Path  # noqa: E402
 

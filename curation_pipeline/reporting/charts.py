@@ -1,7 +1,7 @@
 """Small PNG histograms embedded in Markdown, so Dagster's UI shows them inline.
 
-Drawn in the warm helper process when ``curate run`` started one (``sidecar``): importing
-matplotlib costs about half a second, which the helper spends while the run scores."""
+Drawn in the home's warm helper process (``helper``) when there is one: importing matplotlib costs
+about half a second, which the helper pays once, while a run scores."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import io
 
 import numpy as np
 
-from curation_pipeline import sidecar
+from curation_pipeline import helper
 
 
 def histogram_png(series: dict[str, np.ndarray], title: str, xlabel: str, bins: int | np.ndarray = 20) -> bytes:
     """Overlaid histograms (e.g. before/after) as a compact PNG."""
-    return sidecar.call(_draw, {k: np.asarray(v, dtype=float) for k, v in series.items()}, title, xlabel, bins)
+    return helper.call(_draw, {k: np.asarray(v, dtype=float) for k, v in series.items()}, title, xlabel, bins)
 
 
 def warm() -> None:

@@ -1,7 +1,7 @@
 """Great Expectations checks on curated shards: caption length drift and table contracts.
 
 The names below load on first use (PEP 562), so ``curate run`` can start the GX helper process
-(``sidecar.start``) before pandas, Dagster or anything else is imported here.
+(``helper.start``) before pandas, Dagster or anything else is imported here.
 """
 
 import os

@@ -1,9 +1,9 @@
-"""Great Expectations validation, in this process or in the warm helper process (``sidecar``).
+"""Great Expectations validation, in this process or in the home's warm helper process (``helper``).
 
-Importing GX costs seconds of one core. ``curate run`` starts the helper first, with ``warm``, so
-GX is imported on another core while the run starts, and each check runs there. Checks send GX
-expectation names and arguments and get plain ``Outcome`` values back, so both places give the
-same results. Without the helper (the UI's runs, tests), GX runs here. One in-memory
+Importing GX costs seconds of one core. The helper imports it (``warm``) once for every run of a
+Dagster home, and each check runs there. Checks send GX expectation names and arguments and get
+plain ``Outcome`` values back, so both places give the same results (tested). Without a helper
+(no DAGSTER_HOME, ``CURATE_HELPER=off``, or one that cannot be reached), GX runs here. One in-memory
 context, pandas data source and whole-dataframe batch definition serve every check; progress
 bars and analytics are off (see the package ``__init__``): checks run inside pipeline steps.
 """
@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from curation_pipeline import sidecar
+from curation_pipeline import helper
 from curation_pipeline.values import plain_tree
 
 if TYPE_CHECKING:
@@ -91,5 +91,5 @@ def warm() -> None:
 
 
 def validate(df: pd.DataFrame, specs: list[Spec], result_format: Any = "SUMMARY") -> list[Outcome]:
-    """In the warm helper when ``curate run`` started one (``sidecar``), else here."""
-    return sidecar.call(_validate_here, df, specs, result_format)
+    """In the home's warm helper process (``helper``) when there is one, else here."""
+    return helper.call(_validate_here, df, specs, result_format)

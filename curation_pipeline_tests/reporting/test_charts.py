@@ -30,23 +30,3 @@ def test_charts_never_import_pyplot():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           timeout=120).stdout.strip() == "False"
 
-
-def test_with_the_helper_charts_are_drawn_there_with_the_same_bytes():
-    """``curate run`` draws charts in the warm helper (matplotlib's import leaves the run's path):
-    the same PNG as drawn here, and the warm-up waits for the helper's first answered call."""
-    from curation_pipeline import sidecar
-
-    series = {"before": np.arange(40.0) % 7, "after": np.r_[np.arange(39.0) % 5, np.nan]}
-    code = ("import sys, numpy as np\nfrom curation_pipeline import sidecar\n"
-            "from curation_pipeline.reporting import charts\n"
-            "sidecar.start(int)\nsidecar.warm_later(charts.warm)\n"
-            "assert sidecar._LATER == [charts.warm]\n"
-            "assert sidecar.call(int) == 0 and sidecar._LATER == []\n"
-            "png = charts.histogram_png({'before': np.arange(40.0) % 7, 'after': np.r_[np.arange(39.0) % 5, np.nan]},"
-            " 'caption length', 'words')\n"
-            "assert 'matplotlib.figure' not in sys.modules, 'drawn here, not in the helper'\n"
-            "sys.stdout.buffer.write(png)\n")
-    there = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=180).stdout
-    assert not sidecar.running()
-    here = histogram_png(series, "caption length", "words")
-    assert there == here and there.startswith(b"\x89PNG")

@@ -1,0 +1,365 @@
+"""A warm helper process for the slow-to-import, pure libraries the steps call (Great Expectations,
+matplotlib): their imports leave the runs' critical path, and are paid once, not once per run.
+
+One helper serves every run of a Dagster home. ``curate run`` starts it first thing unless one is
+running, so GX is imported on another core while the run starts; later runs, runs side by side and
+the UI's runs find it warm (a UI run that finds none starts one at its first check). It listens on
+a Unix socket in a folder only its user can open, answers only clients that know the key beside the
+socket (multiprocessing's HMAC handshake), runs the package it was started from (changed code gets
+a new helper), and leaves after ``CURATE_HELPER_IDLE_S`` seconds (120) with no client connected, or
+once its home is gone. ``call`` runs a function there (plain values in and out, so it gives what it
+gives here), or here: without a home, with ``CURATE_HELPER=off``, or when the helper cannot be
+reached. Warm-ups queued with ``warm_later`` are sent after the first answered call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib import import_module
+from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+MODE_ENV, IDLE_ENV = "CURATE_HELPER", "CURATE_HELPER_IDLE_S"
+DEFAULT_IDLE_S = 120.0
+START_TIMEOUT_S = 20.0  # a started helper binds its socket within this (before its heavy imports)
+PACKAGE = Path(__file__).resolve().parent
+# the modules whose functions run in the helper: a change to any of them starts a new helper
+SERVED = ("helper.py", "values.py", "validation/_gx.py", "reporting/charts.py")
+
+_LOCK = threading.Lock()
+_CLIENT: _Client | None = None
+_LATER: list[Callable[[], object]] = []
+_GAVE_UP = [False]  # a helper of this process could not be reached: everything runs here from then on
+
+
+class Unreachable(RuntimeError):
+    """The helper did not answer (not started, died, or refused us): the call runs here instead."""
+
+
+class NotSendable(RuntimeError):
+    """The call's function or arguments cannot be pickled: it runs here."""
+
+
+def _code_key() -> str:
+    digest = hashlib.sha256(f"{sys.prefix}|{sys.version}".encode())  # the environment, whichever python links to it
+    for name in SERVED:
+        digest.update((PACKAGE / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _folder() -> Path:
+    """``$TMPDIR/curate-helper-<uid>``, mode 0700: refused if another user owns it or can open it."""
+    folder = Path(tempfile.gettempdir()) / f"curate-helper-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.lstat()
+    if not folder.is_dir() or folder.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise Unreachable(f"{folder} is not a private folder of this user")
+    return folder
+
+
+def address(home: str | os.PathLike) -> Path:
+    """The helper's socket for this home and this code (a short name: socket paths are limited)."""
+    name = hashlib.sha256(f"{Path(home).resolve()}|{_code_key()}".encode()).hexdigest()[:20]
+    return _folder() / f"{name}.sock"
+
+
+def enabled() -> bool:
+    return (not _GAVE_UP[0] and os.environ.get(MODE_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
+            and bool(os.environ.get("DAGSTER_HOME")) and hasattr(socket, "AF_UNIX"))
+
+
+class _Client:
+    """One connection per thread of this process to the helper at ``sock``."""
+
+    def __init__(self, sock: Path, starting: threading.Thread | None = None):
+        self.sock, self.starting, self.local = sock, starting, threading.local()
+        self.opened: list = []
+
+    def close(self) -> None:
+        for conn in self.opened:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _connection(self):
+        from multiprocessing.connection import Client
+
+        conn = getattr(self.local, "conn", None)
+        if conn is not None:
+            return conn
+        if self.starting is not None:
+            self.starting.join()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                key = self.sock.with_suffix(".key").read_bytes()
+                conn = Client(str(self.sock), family="AF_UNIX", authkey=key)
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                if time.monotonic() > deadline:
+                    raise Unreachable(f"no helper at {self.sock}: {exc}") from exc
+                time.sleep(0.02)
+            except Exception as exc:  # noqa: BLE001 - refused handshake, odd file: never fatal
+                raise Unreachable(f"helper at {self.sock} refused the connection: {exc}") from exc
+        self.local.conn = conn
+        self.opened.append(conn)
+        return conn
+
+    def call(self, fn, args, kwargs):
+        conn = self._connection()
+        try:
+            conn.send((fn, args, kwargs))
+        except (EOFError, OSError) as exc:
+            self.local.conn = None
+            raise Unreachable(f"the helper at {self.sock} went away: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - not picklable (nothing was sent): run it here
+            raise NotSendable(str(exc)) from exc
+        try:
+            status, value = conn.recv()
+        except (EOFError, OSError) as exc:
+            self.local.conn = None
+            raise Unreachable(f"the helper at {self.sock} went away: {exc}") from exc
+        if status == "error":
+            raise value
+        return value
+
+
+def _start_server(sock: Path, warm: Callable[[], object]) -> None:
+    """Start a helper for ``sock`` unless one answers there; returns once its socket exists."""
+    import fcntl
+
+    with open(sock.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time: side-by-side runs share one helper
+        if _answers(sock):
+            return
+        sock.unlink(missing_ok=True)  # a dead helper's socket
+        key = sock.with_suffix(".key")
+        tmp = key.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(os.urandom(32))
+        tmp.chmod(0o600)
+        os.replace(tmp, key)
+        subprocess.Popen([sys.executable, "-m", "curation_pipeline.helper", str(sock), os.environ["DAGSTER_HOME"],
+                          f"{warm.__module__}:{warm.__qualname__}"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True)  # outlives this run, never its terminal
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def _start_quietly(sock: Path, warm: Callable[[], object]) -> None:
+    """A helper that cannot be started shows as Unreachable at the first call, which then runs here."""
+    with contextlib.suppress(Exception):
+        _start_server(sock, warm)
+
+
+def _answers(sock: Path) -> bool:
+    if not sock.exists():
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(sock))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def start(warm: Callable[[], object]) -> None:
+    """Make sure a helper serves this home, starting one (it runs ``warm`` first) in the background
+    unless one is running; returns at once."""
+    global _CLIENT
+    if not enabled():
+        return
+    with _LOCK:
+        if _CLIENT is not None:
+            return
+        try:
+            sock = address(os.environ["DAGSTER_HOME"])
+        except (OSError, Unreachable):
+            return
+        starting = threading.Thread(target=_start_quietly, args=(sock, warm), name="curate-helper-start", daemon=True)
+        starting.start()
+        _CLIENT = _Client(sock, starting)
+
+
+def warm_later(warm: Callable[[], object]) -> None:
+    """Run ``warm`` in the helper after its first answered call (nothing without a helper)."""
+    with _LOCK:
+        if _CLIENT is not None:
+            _LATER.append(warm)
+
+
+def running() -> bool:
+    return _CLIENT is not None
+
+
+def _send_later(client: _Client) -> None:
+    with _LOCK:
+        later, _LATER[:] = list(_LATER), []
+    for warm in later:  # on its own connection, so the caller never waits for it
+        threading.Thread(target=_quietly, args=(client, warm), name="curate-helper-warm", daemon=True).start()
+
+
+def _quietly(client: _Client, warm: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):
+        client.call(warm, (), {})
+
+
+def call(fn: Callable[..., T], *args, **kwargs) -> T:
+    """``fn(*args, **kwargs)`` in the helper when one serves (or can be started for) this home, else here.
+    A helper that cannot be reached is not tried again by this process."""
+    global _CLIENT
+    if _CLIENT is None and enabled():
+        from curation_pipeline.validation._gx import warm
+
+        start(warm)  # a UI run's first check: start one now, so the next runs find it warm
+    client = _CLIENT
+    if client is not None:
+        try:
+            result = client.call(fn, args, kwargs)
+        except NotSendable:
+            return fn(*args, **kwargs)
+        except Unreachable:
+            with _LOCK:
+                if _CLIENT is client:
+                    _CLIENT = None
+                _GAVE_UP[0] = True  # for the rest of this process
+        else:
+            _send_later(client)
+            return result
+    return fn(*args, **kwargs)
+
+
+def shutdown() -> None:
+    """Disconnect (the helper stays up for the next run, until it has been idle for long enough)."""
+    global _CLIENT
+    with _LOCK:
+        client, _CLIENT = _CLIENT, None
+        _LATER.clear()
+    if client is not None:
+        client.close()
+
+
+def _leave() -> int:
+    """Run in the helper: answer, then exit."""
+    threading.Timer(0.05, os._exit, (0,)).start()
+    return os.getpid()
+
+
+def stop(home: str | os.PathLike) -> int | None:
+    """Stop the helper serving ``home`` (e.g. to measure a cold start); its pid, or None if none ran."""
+    sock = address(home)
+    if not _answers(sock):
+        return None
+    client = _Client(sock)
+    try:
+        return client.call(_leave, (), {})
+    except Unreachable:
+        return None
+    finally:
+        client.close()
+
+
+# --- the helper process itself --------------------------------------------------------------
+
+
+def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> None:
+    from multiprocessing.connection import Listener
+
+    key = sock.with_suffix(".key").read_bytes()
+    listener = Listener(str(sock), family="AF_UNIX", authkey=key)  # the socket exists from here on
+    mine = sock.stat().st_ino
+    ready = threading.Event()
+    state = {"clients": 0, "since": time.monotonic()}
+    guard = threading.Lock()
+
+    def handle(conn) -> None:
+        try:
+            while True:
+                try:
+                    fn, args, kwargs = conn.recv()
+                except (EOFError, OSError):
+                    return
+                ready.wait()
+                try:
+                    reply = ("ok", fn(*args, **kwargs))
+                except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+                    reply = ("error", exc)
+                try:
+                    conn.send(reply)
+                except (EOFError, OSError):
+                    return
+                except Exception as exc:  # noqa: BLE001 - an unpicklable result or error: say so
+                    conn.send(("error", RuntimeError(f"helper could not send {type(reply[1]).__name__}: {exc}")))
+        finally:
+            conn.close()
+            with guard:
+                state["clients"] -= 1
+                state["since"] = time.monotonic()
+
+    def accept() -> None:
+        while True:
+            try:
+                conn = listener.accept()
+            except Exception:  # noqa: BLE001 - a failed handshake (never served) or a closed listener
+                time.sleep(0.01)
+                continue
+            with guard:
+                state["clients"] += 1
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        warm()
+    except BaseException:  # noqa: BLE001 - clients see the connection close and run their calls themselves
+        with contextlib.suppress(OSError):
+            sock.unlink()
+        os._exit(1)
+    ready.set()
+    while True:
+        time.sleep(0.5)
+        with guard:
+            idle = state["clients"] == 0 and time.monotonic() - state["since"] > idle_s
+        try:
+            replaced = sock.stat().st_ino != mine
+        except FileNotFoundError:
+            replaced = True
+        if idle or replaced or not home.exists():
+            break
+    if not replaced:
+        import fcntl
+
+        with open(sock.with_suffix(".lock"), "a+") as lock:  # never while a new helper is being started
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with contextlib.suppress(OSError):
+                if sock.stat().st_ino == mine:
+                    sock.unlink()
+                keyfile = sock.with_suffix(".key")
+                if keyfile.read_bytes() == key:
+                    keyfile.unlink()
+    os._exit(0)  # nothing to flush; tearing down an interpreter with GX loaded takes a second
+
+
+def main(argv: list[str]) -> None:
+    sock, home, warm = Path(argv[0]), Path(argv[1]), argv[2]
+    module, name = warm.split(":")
+    try:
+        idle_s = float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_S)
+    except ValueError:
+        idle_s = DEFAULT_IDLE_S
+    serve(sock, home, getattr(import_module(module), name), idle_s)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

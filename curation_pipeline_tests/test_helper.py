@@ -1,0 +1,150 @@
+"""The home's warm helper process: same outcomes as in-process, shared by every run of the home,
+private to its user, gone when idle, and never a reason for a check to fail."""
+
+import os
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Client
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from curation_pipeline import helper
+from curation_pipeline.reporting import charts
+from curation_pipeline.validation import _gx, check_caption_length_drift, check_table
+
+SPECS = [("ExpectColumnValuesToBeBetween", {"column": "x", "min_value": 0, "max_value": 10}),
+         ("ExpectColumnValuesToBeUnique", {"column": "k"})]
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame({"k": ["a", "b", "b", "c"], "x": [1.0, 12.0, np.nan, 3.0]})
+
+
+def _gone(pid: int, within: float = 60.0) -> bool:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:  # started from this process: reaped once it exits
+                return True
+        except ChildProcessError:  # started by another process
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    """A Dagster home with its own helper, stopped afterwards."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(helper.MODE_ENV, "on")
+    monkeypatch.setenv(helper.IDLE_ENV, "2")
+    monkeypatch.setattr(helper, "_GAVE_UP", [False])
+    (tmp_path / "home").mkdir()
+    helper.start(_gx.warm)
+    pid = helper.call(os.getpid)
+    yield tmp_path / "home", pid
+    helper.shutdown()
+    if not _gone(pid, within=0):
+        os.kill(pid, 9)
+
+
+def test_the_helper_gives_the_same_outcomes_as_in_process(home, monkeypatch):
+    _, pid = home
+    assert pid != os.getpid()  # a separate process really runs them
+    there = _gx.validate(_frame(), SPECS)
+    original = pd.Series(["a dog runs", "two men walk on a road", "a cat", "red car"] * 5)
+    final = original.str.replace("a dog runs", "a small brown dog runs fast on the wet sand near the sea")
+    drift_there = check_caption_length_drift(original, final)
+    table_there = check_table(_frame(), required_columns=["k", "x"], unique=["k"], ranges={"x": (0, 10)})
+    series = {"before": np.arange(40.0) % 7, "after": np.r_[np.arange(39.0) % 5, np.nan]}
+    chart_there = charts.histogram_png(series, "caption length", "words")
+    helper.shutdown()
+    monkeypatch.setenv(helper.MODE_ENV, "off")
+    assert helper.call(os.getpid) == os.getpid()
+    here = _gx.validate(_frame(), SPECS)
+    assert here == there
+    assert [o.success for o in here] == [False, False]
+    assert here[0].result["unexpected_count"] == 1 and here[0].kwargs == SPECS[0][1]
+    assert check_caption_length_drift(original, final) == drift_there
+    assert check_table(_frame(), required_columns=["k", "x"], unique=["k"], ranges={"x": (0, 10)}) == table_there
+    assert not table_there.passed and len(table_there.failures) == 2
+    assert charts.histogram_png(series, "caption length", "words") == chart_there
+    assert chart_there.startswith(b"\x89PNG")
+
+
+def test_later_runs_of_the_home_find_it_warm(home):
+    """Another process of the same home is served by the same helper and never imports GX itself."""
+    _, pid = home
+    code = ("import os, sys\nimport pandas as pd\nfrom curation_pipeline import helper\n"
+            "from curation_pipeline.validation import _gx\n"
+            "outcomes = _gx.validate(pd.DataFrame({'k': ['a', 'a']}), [('ExpectColumnValuesToBeUnique', {'column': 'k'})])\n"
+            "print(helper.call(os.getpid), outcomes[0].success, 'great_expectations' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
+                         env=os.environ).stdout.split()
+    assert out == [str(pid), "False", "False"]
+
+
+def test_only_clients_with_the_key_are_served(home):
+    folder, pid = home
+    sock = helper.address(folder)
+    assert (sock.parent.stat().st_mode & 0o777) == 0o700
+    assert (sock.with_suffix(".key").stat().st_mode & 0o777) == 0o600
+    with pytest.raises(Exception, match="digest"):
+        Client(str(sock), family="AF_UNIX", authkey=b"not the key")
+    assert helper.call(os.getpid) == pid  # still serving the rest
+
+
+def test_what_cannot_be_sent_runs_here(home):
+    _, pid = home
+    assert helper.call(lambda: os.getpid()) == os.getpid()  # a lambda does not pickle
+    assert helper.call(os.getpid) == pid  # and the helper still serves
+
+
+def test_changed_code_gets_its_own_helper(home, monkeypatch):
+    folder, _ = home
+    before = helper.address(folder)
+    monkeypatch.setattr(helper, "_code_key", lambda: "another-version")
+    assert helper.address(folder) != before
+
+
+def test_a_dead_helper_means_the_checks_run_here(home):
+    _, pid = home
+    os.kill(pid, 9)
+    assert _gone(pid)
+    outcomes = _gx.validate(_frame(), SPECS)  # no error: GX runs in this process instead
+    assert [o.success for o in outcomes] == [False, False]
+    assert not helper.running() and helper.call(os.getpid) == os.getpid()
+
+
+def test_an_idle_helper_leaves_and_removes_its_socket(home):
+    folder, pid = home
+    sock = helper.address(folder)
+    assert sock.exists()
+    helper.shutdown()  # no client left: it leaves after CURATE_HELPER_IDLE_S (2 s here)
+    assert _gone(pid)
+    assert not sock.exists() and not sock.with_suffix(".key").exists()
+
+
+def test_stop_ends_the_homes_helper(home):
+    folder, pid = home
+    helper.shutdown()
+    assert helper.stop(folder) == pid
+    assert _gone(pid)
+    assert helper.stop(folder) is None
+
+
+def test_off_or_without_a_home_everything_runs_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(helper, "_GAVE_UP", [False])
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv(helper.MODE_ENV, "off")
+    assert helper.call(os.getpid) == os.getpid() and not helper.running()
+    monkeypatch.setenv(helper.MODE_ENV, "on")
+    monkeypatch.delenv("DAGSTER_HOME")
+    assert helper.call(os.getpid) == os.getpid() and not helper.running()
