@@ -81,8 +81,8 @@ def enabled() -> bool:
 class _Client:
     """One connection per thread of this process to the helper at ``sock``."""
 
-    def __init__(self, sock: Path, starting: threading.Thread | None = None):
-        self.sock, self.starting, self.local = sock, starting, threading.local()
+    def __init__(self, sock: Path, starting: threading.Thread | None = None, home: str | None = None):
+        self.sock, self.starting, self.home, self.local = sock, starting, home, threading.local()
         self.opened: list = []
 
     def close(self) -> None:
@@ -181,16 +181,19 @@ def start(warm: Callable[[], object]) -> None:
     global _CLIENT
     if not enabled():
         return
+    home = os.environ["DAGSTER_HOME"]
     with _LOCK:
-        if _CLIENT is not None:
+        if _CLIENT is not None and _CLIENT.home == home:
             return
         try:
-            sock = address(os.environ["DAGSTER_HOME"])
+            sock = address(home)
         except (OSError, Unreachable):
             return
+        if _CLIENT is not None:  # DAGSTER_HOME changed (a notebook, a test): that home's helper instead
+            _CLIENT.close()
         starting = threading.Thread(target=_start_quietly, args=(sock, warm), name="curate-helper-start", daemon=True)
         starting.start()
-        _CLIENT = _Client(sock, starting)
+        _CLIENT = _Client(sock, starting, home)
 
 
 def warm_later(warm: Callable[[], object]) -> None:
@@ -220,7 +223,9 @@ def call(fn: Callable[..., T], *args, **kwargs) -> T:
     """``fn(*args, **kwargs)`` in the helper when one serves (or can be started for) this home, else here.
     A helper that cannot be reached is not tried again by this process."""
     global _CLIENT
-    if _CLIENT is None and enabled():
+    if not enabled():  # read each time: a process may change DAGSTER_HOME or CURATE_HELPER
+        return fn(*args, **kwargs)
+    if _CLIENT is None or _CLIENT.home != os.environ["DAGSTER_HOME"]:
         from curation_pipeline.validation._gx import warm
 
         start(warm)  # a UI run's first check: start one now, so the next runs find it warm

@@ -47,6 +47,7 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv(helper.IDLE_ENV, "2")
     monkeypatch.setattr(helper, "_GAVE_UP", [False])
     (tmp_path / "home").mkdir()
+    helper.shutdown()  # whatever an earlier test of this process connected to
     helper.start(_gx.warm)
     pid = helper.call(os.getpid)
     yield tmp_path / "home", pid
@@ -107,6 +108,20 @@ def test_what_cannot_be_sent_runs_here(home):
     assert helper.call(os.getpid) == pid  # and the helper still serves
 
 
+def test_a_changed_home_gets_its_own_helper_and_off_is_read_each_call(home, tmp_path, monkeypatch):
+    _, pid = home
+    monkeypatch.setenv(helper.MODE_ENV, "off")
+    assert helper.call(os.getpid) == os.getpid()  # even while connected to a helper
+    monkeypatch.setenv(helper.MODE_ENV, "on")
+    other = tmp_path / "other-home"
+    other.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(other))
+    second = helper.call(os.getpid)
+    assert second not in (pid, os.getpid())
+    helper.shutdown()
+    assert helper.stop(other) == second and _gone(second)
+
+
 def test_changed_code_gets_its_own_helper(home, monkeypatch):
     folder, _ = home
     before = helper.address(folder)
@@ -141,6 +156,7 @@ def test_stop_ends_the_homes_helper(home):
 
 
 def test_off_or_without_a_home_everything_runs_here(tmp_path, monkeypatch):
+    helper.shutdown()
     monkeypatch.setattr(helper, "_GAVE_UP", [False])
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.setenv(helper.MODE_ENV, "off")
