@@ -229,8 +229,10 @@ def call(fn: Callable[..., T], *args, **kwargs) -> T:
         from curation_pipeline.validation._gx import warm
 
         start(warm)  # a UI run's first check: start one now, so the next runs find it warm
-    client = _CLIENT
-    if client is not None:
+    for attempt in (1, 2):  # a helper that left as this run reached it: start a fresh one, once
+        client = _CLIENT
+        if client is None:
+            break
         try:
             result = client.call(fn, args, kwargs)
         except NotSendable:
@@ -239,7 +241,13 @@ def call(fn: Callable[..., T], *args, **kwargs) -> T:
             with _LOCK:
                 if _CLIENT is client:
                     _CLIENT = None
+                    client.close()
+            if attempt == 2:
                 _GAVE_UP[0] = True  # for the rest of this process
+                break
+            from curation_pipeline.validation._gx import warm
+
+            start(warm)
         else:
             _send_later(client)
             return result
@@ -332,27 +340,31 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
             sock.unlink()
         os._exit(1)
     ready.set()
+    import fcntl
+
+    def idle() -> bool:
+        with guard:
+            return state["clients"] == 0 and time.monotonic() - state["since"] > idle_s
+
     while True:
         time.sleep(0.5)
-        with guard:
-            idle = state["clients"] == 0 and time.monotonic() - state["since"] > idle_s
         try:
             replaced = sock.stat().st_ino != mine
         except FileNotFoundError:
             replaced = True
-        if idle or replaced or not home.exists():
+        if replaced:  # a newer helper took the address: leave it alone
             break
-    if not replaced:
-        import fcntl
-
-        with open(sock.with_suffix(".lock"), "a+") as lock:  # never while a new helper is being started
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            with contextlib.suppress(OSError):
-                if sock.stat().st_ino == mine:
-                    sock.unlink()
-                keyfile = sock.with_suffix(".key")
-                if keyfile.read_bytes() == key:
-                    keyfile.unlink()
+        if idle() or not home.exists():
+            with open(sock.with_suffix(".lock"), "a+") as lock:  # never while a new helper is being started
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if home.exists() and not idle():  # a run connected meanwhile: keep serving
+                    continue
+                with contextlib.suppress(OSError):
+                    sock.unlink()  # no new client finds this helper from here on
+                    keyfile = sock.with_suffix(".key")
+                    if keyfile.read_bytes() == key:
+                        keyfile.unlink()
+            break
     os._exit(0)  # nothing to flush; tearing down an interpreter with GX loaded takes a second
 
 

@@ -129,11 +129,19 @@ def test_changed_code_gets_its_own_helper(home, monkeypatch):
     assert helper.address(folder) != before
 
 
-def test_a_dead_helper_means_the_checks_run_here(home):
-    _, pid = home
+def test_a_dead_helper_is_replaced_once_then_the_checks_run_here(home, monkeypatch):
+    folder, pid = home
     os.kill(pid, 9)
     assert _gone(pid)
-    outcomes = _gx.validate(_frame(), SPECS)  # no error: GX runs in this process instead
+    outcomes = _gx.validate(_frame(), SPECS)  # no error: a fresh helper answers
+    assert [o.success for o in outcomes] == [False, False]
+    second = helper.call(os.getpid)
+    assert second not in (pid, os.getpid())
+    monkeypatch.setattr(helper, "_start_server", lambda sock, warm: None)  # no helper can start now
+    monkeypatch.setattr(helper, "START_TIMEOUT_S", 1.0)
+    os.kill(second, 9)
+    assert _gone(second)
+    outcomes = _gx.validate(_frame(), SPECS)  # GX runs in this process instead
     assert [o.success for o in outcomes] == [False, False]
     assert not helper.running() and helper.call(os.getpid) == os.getpid()
 
