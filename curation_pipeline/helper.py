@@ -29,9 +29,11 @@ from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
-MODE_ENV, IDLE_ENV = "CURATE_HELPER", "CURATE_HELPER_IDLE_S"
+MODE_ENV, IDLE_ENV, CALL_TIMEOUT_ENV = "CURATE_HELPER", "CURATE_HELPER_IDLE_S", "CURATE_HELPER_CALL_TIMEOUT_S"
 DEFAULT_IDLE_S = 120.0
+DEFAULT_CALL_TIMEOUT_S = 900.0  # a call with no answer by then: the helper is wedged, run it here
 START_TIMEOUT_S = 20.0  # a started helper binds its socket within this (before its heavy imports)
+READY_TIMEOUT_S = 300.0  # the helper's warm-up (GX's import) finishes within this, or calls run in the runs
 PACKAGE = Path(__file__).resolve().parent
 # the modules whose functions run in the helper: a change to any of them starts a new helper
 SERVED = ("helper.py", "values.py", "validation/_gx.py", "reporting/charts.py")
@@ -39,15 +41,15 @@ SERVED = ("helper.py", "values.py", "validation/_gx.py", "reporting/charts.py")
 _LOCK = threading.Lock()
 _CLIENT: _Client | None = None
 _LATER: list[Callable[[], object]] = []
-_GAVE_UP = [False]  # a helper of this process could not be reached: everything runs here from then on
+_GAVE_UP: set[str] = set()  # helpers (sockets) this process could not reach: their calls run here
 
 
 class Unreachable(RuntimeError):
-    """The helper did not answer (not started, died, or refused us): the call runs here instead."""
+    """The helper did not answer (not started, died, wedged, or refused us): the call runs here."""
 
 
 class NotSendable(RuntimeError):
-    """The call's function or arguments cannot be pickled: it runs here."""
+    """The call, its answer or its error does not travel (pickling), or the helper is not ready: it runs here."""
 
 
 def _code_key() -> str:
@@ -74,20 +76,49 @@ def address(home: str | os.PathLike) -> Path:
 
 
 def enabled() -> bool:
-    return (not _GAVE_UP[0] and os.environ.get(MODE_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
+    return (os.environ.get(MODE_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
             and bool(os.environ.get("DAGSTER_HOME")) and hasattr(socket, "AF_UNIX"))
 
 
-class _Client:
-    """One connection per thread of this process to the helper at ``sock``."""
+def _seconds(env: str, default: float) -> float:
+    try:
+        return float(os.environ.get(env) or default)
+    except ValueError:
+        return default
 
-    def __init__(self, sock: Path, starting: threading.Thread | None = None, home: str | None = None):
-        self.sock, self.starting, self.home, self.local = sock, starting, home, threading.local()
-        self.opened: list = []
+
+class _Client:
+    """Connections (one per thread of this process) to the helper at ``sock``."""
+
+    def __init__(self, sock: Path, home: Path, warm: Callable[[], object] | None = None):
+        self.sock, self.home, self.warm = sock, home, warm
+        self.local, self.opened = threading.local(), []
+        self.started = threading.Event()
+        self.failed = False  # the helper this client started died before it could serve
+
+    def begin(self) -> None:
+        """Start (or find) the helper in the background."""
+        threading.Thread(target=self._start, name="curate-helper-start", daemon=True).start()
+
+    def _start(self) -> None:
+        try:
+            self.failed = not _start_server(self.sock, self.home, self.warm)
+        except Exception:  # noqa: BLE001 - shows as Unreachable at the first call, which then runs here
+            self.failed = True
+        finally:
+            self.started.set()
 
     def close(self) -> None:
         for conn in self.opened:
             with contextlib.suppress(OSError):
+                conn.close()
+
+    def close_mine(self) -> None:
+        conn = getattr(self.local, "conn", None)
+        self.local.conn = None
+        if conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.opened.remove(conn)
                 conn.close()
 
     def _connection(self):
@@ -96,18 +127,18 @@ class _Client:
         conn = getattr(self.local, "conn", None)
         if conn is not None:
             return conn
-        if self.starting is not None:
-            self.starting.join()
-        deadline = time.monotonic() + START_TIMEOUT_S
+        if not self.started.wait(START_TIMEOUT_S + 5) or self.failed:
+            raise Unreachable(f"no helper could be started at {self.sock}")
+        restarted = False
         while True:
             try:
-                key = self.sock.with_suffix(".key").read_bytes()
-                conn = Client(str(self.sock), family="AF_UNIX", authkey=key)
+                conn = Client(str(self.sock), family="AF_UNIX", authkey=self.sock.with_suffix(".key").read_bytes())
                 break
             except (FileNotFoundError, ConnectionRefusedError) as exc:
-                if time.monotonic() > deadline:
+                # it left (idle) before this run's first call: start a fresh one, once
+                if restarted or self.warm is None or not _start_server(self.sock, self.home, self.warm):
                     raise Unreachable(f"no helper at {self.sock}: {exc}") from exc
-                time.sleep(0.02)
+                restarted = True
             except Exception as exc:  # noqa: BLE001 - refused handshake, odd file: never fatal
                 raise Unreachable(f"helper at {self.sock} refused the connection: {exc}") from exc
         self.local.conn = conn
@@ -119,47 +150,57 @@ class _Client:
         try:
             conn.send((fn, args, kwargs))
         except (EOFError, OSError) as exc:
-            self.local.conn = None
+            self.close_mine()
             raise Unreachable(f"the helper at {self.sock} went away: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - not picklable (nothing was sent): run it here
             raise NotSendable(str(exc)) from exc
         try:
+            if not conn.poll(_seconds(CALL_TIMEOUT_ENV, DEFAULT_CALL_TIMEOUT_S)):
+                self.close_mine()  # its answer may still come: never read it on this connection
+                raise Unreachable(f"the helper at {self.sock} did not answer in time")
             status, value = conn.recv()
         except (EOFError, OSError) as exc:
-            self.local.conn = None
+            self.close_mine()
             raise Unreachable(f"the helper at {self.sock} went away: {exc}") from exc
+        except Unreachable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an answer or error that does not unpickle here
+            raise NotSendable(str(exc)) from exc
         if status == "error":
             raise value
+        if status == "unsendable":
+            raise NotSendable(value)
         return value
 
 
-def _start_server(sock: Path, warm: Callable[[], object]) -> None:
-    """Start a helper for ``sock`` unless one answers there; returns once its socket exists."""
+def _start_server(sock: Path, home: Path, warm: Callable[[], object]) -> bool:
+    """Start a helper for ``sock`` unless one answers there; True once one answers or its socket
+    exists, False if the started one died first."""
     import fcntl
 
     with open(sock.with_suffix(".lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time: side-by-side runs share one helper
         if _answers(sock):
-            return
+            return True
         sock.unlink(missing_ok=True)  # a dead helper's socket
         key = sock.with_suffix(".key")
         tmp = key.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(os.urandom(32))
         tmp.chmod(0o600)
         os.replace(tmp, key)
-        subprocess.Popen([sys.executable, "-m", "curation_pipeline.helper", str(sock), os.environ["DAGSTER_HOME"],
-                          f"{warm.__module__}:{warm.__qualname__}"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True, close_fds=True)  # outlives this run, never its terminal
+        # from the package's own folder, so ``-m`` imports this package (the one the socket is keyed
+        # on), never one in the caller's working directory
+        process = subprocess.Popen(
+            [sys.executable, "-m", "curation_pipeline.helper", str(sock), str(home),
+             f"{warm.__module__}:{warm.__qualname__}"], cwd=str(PACKAGE.parent),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True)  # outlives this run, never its terminal
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not sock.exists() and time.monotonic() < deadline:
+        while not sock.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                return False
             time.sleep(0.01)
-
-
-def _start_quietly(sock: Path, warm: Callable[[], object]) -> None:
-    """A helper that cannot be started shows as Unreachable at the first call, which then runs here."""
-    with contextlib.suppress(Exception):
-        _start_server(sock, warm)
+        return True
 
 
 def _answers(sock: Path) -> bool:
@@ -181,7 +222,7 @@ def start(warm: Callable[[], object]) -> None:
     global _CLIENT
     if not enabled():
         return
-    home = os.environ["DAGSTER_HOME"]
+    home = Path(os.environ["DAGSTER_HOME"]).resolve()
     with _LOCK:
         if _CLIENT is not None and _CLIENT.home == home:
             return
@@ -189,11 +230,12 @@ def start(warm: Callable[[], object]) -> None:
             sock = address(home)
         except (OSError, Unreachable):
             return
+        if str(sock) in _GAVE_UP:
+            return
         if _CLIENT is not None:  # DAGSTER_HOME changed (a notebook, a test): that home's helper instead
             _CLIENT.close()
-        starting = threading.Thread(target=_start_quietly, args=(sock, warm), name="curate-helper-start", daemon=True)
-        starting.start()
-        _CLIENT = _Client(sock, starting, home)
+        _CLIENT = _Client(sock, home, warm)
+        _CLIENT.begin()
 
 
 def warm_later(warm: Callable[[], object]) -> None:
@@ -217,17 +259,18 @@ def _send_later(client: _Client) -> None:
 def _quietly(client: _Client, warm: Callable[[], object]) -> None:
     with contextlib.suppress(Exception):
         client.call(warm, (), {})
+    client.close_mine()
 
 
 def call(fn: Callable[..., T], *args, **kwargs) -> T:
     """``fn(*args, **kwargs)`` in the helper when one serves (or can be started for) this home, else here.
-    A helper that cannot be reached is not tried again by this process."""
+    A helper that cannot be reached is tried again once (fresh), then not by this process."""
     global _CLIENT
     if not enabled():  # read each time: a process may change DAGSTER_HOME or CURATE_HELPER
         return fn(*args, **kwargs)
-    if _CLIENT is None or _CLIENT.home != os.environ["DAGSTER_HOME"]:
-        from curation_pipeline.validation._gx import warm
+    from curation_pipeline.validation._gx import warm
 
+    if _CLIENT is None or _CLIENT.home != Path(os.environ["DAGSTER_HOME"]).resolve():
         start(warm)  # a UI run's first check: start one now, so the next runs find it warm
     for attempt in (1, 2):  # a helper that left as this run reached it: start a fresh one, once
         client = _CLIENT
@@ -242,11 +285,10 @@ def call(fn: Callable[..., T], *args, **kwargs) -> T:
                 if _CLIENT is client:
                     _CLIENT = None
                     client.close()
+                if attempt == 2:
+                    _GAVE_UP.add(str(client.sock))
             if attempt == 2:
-                _GAVE_UP[0] = True  # for the rest of this process
                 break
-            from curation_pipeline.validation._gx import warm
-
             start(warm)
         else:
             _send_later(client)
@@ -255,11 +297,13 @@ def call(fn: Callable[..., T], *args, **kwargs) -> T:
 
 
 def shutdown() -> None:
-    """Disconnect (the helper stays up for the next run, until it has been idle for long enough)."""
+    """Disconnect (the helper stays up for the next run, until it has been idle for long enough) and
+    forget the helpers this process gave up on."""
     global _CLIENT
     with _LOCK:
         client, _CLIENT = _CLIENT, None
         _LATER.clear()
+        _GAVE_UP.clear()
     if client is not None:
         client.close()
 
@@ -272,13 +316,15 @@ def _leave() -> int:
 
 def stop(home: str | os.PathLike) -> int | None:
     """Stop the helper serving ``home`` (e.g. to measure a cold start); its pid, or None if none ran."""
+    home = Path(home).resolve()
     sock = address(home)
     if not _answers(sock):
         return None
-    client = _Client(sock)
+    client = _Client(sock, home)
+    client.started.set()
     try:
         return client.call(_leave, (), {})
-    except Unreachable:
+    except (Unreachable, NotSendable):
         return None
     finally:
         client.close()
@@ -288,6 +334,7 @@ def stop(home: str | os.PathLike) -> int | None:
 
 
 def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> None:
+    import fcntl
     from multiprocessing.connection import Listener
 
     key = sock.with_suffix(".key").read_bytes()
@@ -297,39 +344,49 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
     state = {"clients": 0, "since": time.monotonic()}
     guard = threading.Lock()
 
+    def touch(change: int = 0) -> None:
+        with guard:
+            state["clients"] += change
+            state["since"] = time.monotonic()
+
     def handle(conn) -> None:
         try:
             while True:
                 try:
-                    fn, args, kwargs = conn.recv()
+                    request = conn.recv()
                 except (EOFError, OSError):
                     return
-                ready.wait()
-                try:
-                    reply = ("ok", fn(*args, **kwargs))
-                except BaseException as exc:  # noqa: BLE001 - raised again in the caller
-                    reply = ("error", exc)
+                except Exception as exc:  # noqa: BLE001 - a function this process cannot import
+                    reply = ("unsendable", f"the helper cannot load the call: {exc}"[:500])
+                else:
+                    if not ready.wait(READY_TIMEOUT_S):
+                        reply = ("unsendable", "the helper is still warming up")
+                    else:
+                        fn, args, kwargs = request
+                        try:
+                            reply = ("ok", fn(*args, **kwargs))
+                        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+                            reply = ("error", exc)
                 try:
                     conn.send(reply)
                 except (EOFError, OSError):
                     return
-                except Exception as exc:  # noqa: BLE001 - an unpicklable result or error: say so
-                    conn.send(("error", RuntimeError(f"helper could not send {type(reply[1]).__name__}: {exc}")))
+                except Exception as exc:  # noqa: BLE001 - an answer or error that does not pickle
+                    conn.send(("unsendable", f"the helper cannot send {type(reply[1]).__name__}: {exc}"[:500]))
+                touch()
         finally:
             conn.close()
-            with guard:
-                state["clients"] -= 1
-                state["since"] = time.monotonic()
+            touch(-1)
 
     def accept() -> None:
         while True:
             try:
                 conn = listener.accept()
-            except Exception:  # noqa: BLE001 - a failed handshake (never served) or a closed listener
+            except Exception:  # noqa: BLE001 - a failed handshake (never served), a probe, a closed listener
+                touch()  # someone looked for this helper: it is wanted
                 time.sleep(0.01)
                 continue
-            with guard:
-                state["clients"] += 1
+            touch(+1)
             threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
@@ -340,7 +397,6 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
             sock.unlink()
         os._exit(1)
     ready.set()
-    import fcntl
 
     def idle() -> bool:
         with guard:
@@ -371,11 +427,7 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
 def main(argv: list[str]) -> None:
     sock, home, warm = Path(argv[0]), Path(argv[1]), argv[2]
     module, name = warm.split(":")
-    try:
-        idle_s = float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_S)
-    except ValueError:
-        idle_s = DEFAULT_IDLE_S
-    serve(sock, home, getattr(import_module(module), name), idle_s)
+    serve(sock, home, getattr(import_module(module), name), _seconds(IDLE_ENV, DEFAULT_IDLE_S))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from multiprocessing.connection import Client
 
 import numpy as np
@@ -45,7 +46,7 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv(helper.MODE_ENV, "on")
     monkeypatch.setenv(helper.IDLE_ENV, "2")
-    monkeypatch.setattr(helper, "_GAVE_UP", [False])
+    monkeypatch.setattr(helper, "_GAVE_UP", set())
     (tmp_path / "home").mkdir()
     helper.shutdown()  # whatever an earlier test of this process connected to
     helper.start(_gx.warm)
@@ -122,6 +123,26 @@ def test_a_changed_home_gets_its_own_helper_and_off_is_read_each_call(home, tmp_
     assert helper.stop(other) == second and _gone(second)
 
 
+def test_a_call_the_helper_cannot_load_runs_here_and_the_helper_stays(home, monkeypatch):
+    _, pid = home
+    module = types.ModuleType("curate_test_only_module")  # importable here, not in the helper
+    exec("import os\ndef where():\n    return os.getpid()\n", module.__dict__)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    assert helper.call(module.where) == os.getpid()
+    assert helper.call(os.getpid) == pid
+
+
+def test_a_helper_that_left_before_the_first_call_is_started_again(home, monkeypatch):
+    folder, pid = home
+    helper.shutdown()
+    helper.start(_gx.warm)  # finds it running; then this "run" loads models for longer than the idle time
+    assert _gone(pid)  # idle for 2 s with no client: it left
+    second = helper.call(os.getpid)
+    assert second not in (pid, os.getpid())
+    helper.shutdown()
+    assert helper.stop(folder) == second and _gone(second)
+
+
 def test_changed_code_gets_its_own_helper(home, monkeypatch):
     folder, _ = home
     before = helper.address(folder)
@@ -137,7 +158,7 @@ def test_a_dead_helper_is_replaced_once_then_the_checks_run_here(home, monkeypat
     assert [o.success for o in outcomes] == [False, False]
     second = helper.call(os.getpid)
     assert second not in (pid, os.getpid())
-    monkeypatch.setattr(helper, "_start_server", lambda sock, warm: None)  # no helper can start now
+    monkeypatch.setattr(helper, "_start_server", lambda *args: False)  # no helper can start now
     monkeypatch.setattr(helper, "START_TIMEOUT_S", 1.0)
     os.kill(second, 9)
     assert _gone(second)
@@ -165,7 +186,7 @@ def test_stop_ends_the_homes_helper(home):
 
 def test_off_or_without_a_home_everything_runs_here(tmp_path, monkeypatch):
     helper.shutdown()
-    monkeypatch.setattr(helper, "_GAVE_UP", [False])
+    monkeypatch.setattr(helper, "_GAVE_UP", set())
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.setenv(helper.MODE_ENV, "off")
     assert helper.call(os.getpid) == os.getpid() and not helper.running()
