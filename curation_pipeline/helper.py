@@ -48,6 +48,10 @@ class Unreachable(RuntimeError):
     """The helper did not answer (not started, died, wedged, or refused us): the call runs here."""
 
 
+class NoAnswer(Unreachable):
+    """The helper took the call but did not answer in time: wedged, so not tried again."""
+
+
 class NotSendable(RuntimeError):
     """The call, its answer or its error does not travel (pickling), or the helper is not ready: it runs here."""
 
@@ -157,7 +161,7 @@ class _Client:
         try:
             if not conn.poll(_seconds(CALL_TIMEOUT_ENV, DEFAULT_CALL_TIMEOUT_S)):
                 self.close_mine()  # its answer may still come: never read it on this connection
-                raise Unreachable(f"the helper at {self.sock} did not answer in time")
+                raise NoAnswer(f"the helper at {self.sock} did not answer in time")
             status, value = conn.recv()
         except (EOFError, OSError) as exc:
             self.close_mine()
@@ -280,14 +284,15 @@ def call(fn: Callable[..., T], *args, **kwargs) -> T:
             result = client.call(fn, args, kwargs)
         except NotSendable:
             return fn(*args, **kwargs)
-        except Unreachable:
+        except Unreachable as exc:
+            last = attempt == 2 or isinstance(exc, NoAnswer)
             with _LOCK:
                 if _CLIENT is client:
                     _CLIENT = None
                     client.close()
-                if attempt == 2:
+                if last:
                     _GAVE_UP.add(str(client.sock))
-            if attempt == 2:
+            if last:
                 break
             start(warm)
         else:

@@ -143,6 +143,18 @@ def test_a_helper_that_left_before_the_first_call_is_started_again(home, monkeyp
     assert helper.stop(folder) == second and _gone(second)
 
 
+def _slow() -> int:
+    time.sleep(5)
+    return os.getpid()
+
+
+def test_a_helper_that_does_not_answer_in_time_is_not_waited_for_again(home, monkeypatch):
+    _, pid = home
+    monkeypatch.setenv(helper.CALL_TIMEOUT_ENV, "0.5")
+    assert helper.call(_slow) == os.getpid()  # ran here after the helper's silence
+    assert not helper.running() and helper.call(os.getpid) == os.getpid()
+
+
 def test_changed_code_gets_its_own_helper(home, monkeypatch):
     folder, _ = home
     before = helper.address(folder)
