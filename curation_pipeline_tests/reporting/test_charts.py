@@ -29,4 +29,3 @@ def test_charts_never_import_pyplot():
             "histogram_png({'a': np.arange(5.0)}, 't', 'x')\nprint('matplotlib.pyplot' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           timeout=120).stdout.strip() == "False"
-
