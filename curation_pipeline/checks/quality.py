@@ -47,7 +47,7 @@ def final_captions_complete(context: dg.AssetCheckExecutionContext,
                             warehouse: WarehouseResource) -> dg.AssetCheckResult:
     wh = warehouse.warehouse()
     df = wh.read_table("final_captions", context.partition_key)
-    n_pairs = len(wh.read_table("pairs", context.partition_key))
+    n_pairs = len(wh.read_table("pairs", context.partition_key, columns=["key"]))
     kept = df[df["outcome"].ne("dropped")]
     result = check_table(df, required_columns=["key", "outcome", "reason", "final_caption"],
                          non_null=["key", "outcome", "reason"], unique=["key"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import duckdb
 import pandas as pd
 
 from curation_pipeline.shards.keys import validate_key
@@ -31,6 +30,8 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
         raise FileNotFoundError(f"no final_captions under {warehouse.root}: run the pipeline first")
     where = "($key IS NULL OR key = $key) AND ($shard IS NULL OR shard = $shard)"
     params = {"key": key, "shard": shard}
+    import duckdb  # here, not at import: a run that never looks up lineage never pays for it
+
     con = duckdb.connect()
     try:
         final = con.execute(

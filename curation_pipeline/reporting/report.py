@@ -16,8 +16,8 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 
@@ -25,6 +25,9 @@ from curation_pipeline.reporting.markdown import markdown_table
 from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name
 from curation_pipeline.validation.drift import caption_lengths
 from curation_pipeline.values import plain
+
+if TYPE_CHECKING:  # imported where it is used: `curate run --no-report` never loads DuckDB
+    import duckdb
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -48,6 +51,8 @@ def _word_counts(captions: pa.Array) -> pa.Array:
 
 
 def register_word_count(con: duckdb.DuckDBPyConnection) -> None:
+    import duckdb
+
     con.create_function("word_count", _word_counts, [duckdb.sqltype("VARCHAR")], duckdb.sqltype("BIGINT"),
                         type="arrow", null_handling="special", side_effects=False)
 
@@ -64,6 +69,8 @@ def open_report(warehouse: Warehouse):
         if not warehouse.is_local:
             path = os.path.join(folder, "quality.duckdb")
             warehouse.fs.get(warehouse.report_db_path, path)
+        import duckdb
+
         with contextlib.closing(duckdb.connect(path, read_only=True)) as con:
             if not warehouse.is_local:
                 con.register_filesystem(warehouse.fs)
@@ -175,6 +182,8 @@ def _build_remote(warehouse: Warehouse, failures: dict[str, str]) -> Report:
 
 
 def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_path: str) -> Report:
+    import duckdb
+
     con = duckdb.connect(tmp_path)
     register_word_count(con)
     if not warehouse.is_local:

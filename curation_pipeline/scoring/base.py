@@ -17,8 +17,9 @@ from curation_pipeline.scoring.columns import Bound, ScoreColumn
 class Scorer(ABC):
     """A named, versioned signal over a batch of pairs.
 
-    Subclasses set ``name`` (column prefix), ``version`` (bump when outputs change), ``needs_images``,
-    ``outputs`` (every column it can write) and ``bounds``. ``score`` returns exactly ``columns`` (the
+    Subclasses set ``name`` (column prefix), ``version`` (bump when outputs change), ``needs_images``
+    (and ``reads_pixels = False`` if it reads only an image's size: the shard is then decoded at reduced
+    scale, with the same statuses), ``outputs`` (every column it can write) and ``bounds``. ``score`` returns exactly ``columns`` (the
     declared ones unless an instance narrows them), one row per pair in batch order; unknown values
     are NaN / None, never 0, with the reason in an optional ``<name>_error`` column.
     """
@@ -26,6 +27,7 @@ class Scorer(ABC):
     name: str = ""
     version: str = "1"
     needs_images: bool = False
+    reads_pixels: bool = True
     outputs: tuple[ScoreColumn, ...] = ()
     bounds: tuple[Bound, ...] = ()
 

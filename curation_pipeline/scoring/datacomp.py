@@ -26,6 +26,7 @@ class DataCompBasicRules(Scorer):
     name = "datacomp"
     version = "2"  # 2: raw-case language id, original image size from the json
     needs_images = True
+    reads_pixels = False  # the image rules read its size (and that it decodes)
     outputs = (
         ScoreColumn("datacomp_lang", "Language fastText detects on the raw caption.", "str"),
         ScoreColumn("datacomp_lang_score", "fastText's confidence in that language.", range=(0, 1)),

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.clip import DTYPES as CLIP_DTYPES  # the names CLIPScore resolves (no torch import)
 
 PROFILES = ("offline", "text", "clip", "mlm", "full")
-CLIP_DTYPES = ("float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
 
 
 @dataclass(frozen=True)

@@ -103,11 +103,21 @@ def assemble_scores(frames: list[pd.DataFrame], scorers: Sequence[Scorer]) -> pd
     return table
 
 
+def reads_pixels(scorers: Sequence[Scorer]) -> bool:
+    """Whether any scorer reads pixels: if none does, images are only verified (``decode_image``)
+    and nothing is prefetched (decoding then costs little, and a reader thread only contends for the GIL
+    with pure-Python scorers)."""
+    return any(s.needs_images and s.reads_pixels for s in scorers)
+
+
 def score_stream(scorers: Sequence[Scorer], batches: Iterable[tuple[PairBatch, list[dict]]],
                  prefetch_depth: int = DEFAULT_DEPTH) -> pd.DataFrame:
-    """Score table, with batches prepared ``prefetch_depth`` ahead in a background thread (0: serially);
-    torch's pool is sized to the run's thread budget so side-by-side runs do not oversubscribe."""
+    """Score table, with batches prepared ``prefetch_depth`` ahead in a background thread (0: serially;
+    always serial when no scorer reads pixels); torch's pool is sized to the run's thread budget so
+    side-by-side runs do not oversubscribe."""
     limit_torch_threads()
+    if not reads_pixels(scorers):
+        prefetch_depth = 0
     stream = prefetch(batches, lambda item: prepare_batch(scorers, *item), depth=prefetch_depth)
     frames = [score_records(scorers, item.batch, item.records, item.inputs) for item in stream]
     return assemble_scores(frames, scorers)

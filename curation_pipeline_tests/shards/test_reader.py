@@ -111,3 +111,51 @@ def test_header_only_inventory_reads_what_a_full_decode_reads_but_the_pixels():
         if a["decode_status"] != b["decode_status"]:
             differs.append((a["decode_status"], b["decode_status"]))
     assert differs and set(differs) == {("corrupt", "ok")}  # only the truncated body escapes a header read
+
+
+def _rotated_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    out = io.BytesIO()
+    Image.new("RGB", (320, 200), (10, 120, 200)).save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+def test_verify_decode_gives_a_full_decodes_statuses_and_errors(tmp_path):
+    """Scorers that read only sizes get a reduced-scale decode: every status and error as a full decode."""
+    good = faults.jpeg(size=(640, 480))
+    members = [("a.jpg", good), ("b.jpg", good[:300]), ("c.jpg", good[:-40]), ("d.jpg", b""),
+               ("e.jpg", good[:len(good) // 2] + b"\x00" * 64 + good[len(good) // 2:]),
+               ("f.png", faults.bomb_png()), ("g.jpg", faults.cmyk_jpeg()), ("h.png", faults.png16()),
+               ("i.png", faults.palette_alpha_png()), ("j.gif", faults.animated_gif()), ("k.jpg", _rotated_jpeg()),
+               ("l.jpg", b"\xff\xd8\xff\xe0 not really a jpeg")]
+    members += [(f"{name.split('.')[0]}.txt", b"a caption") for name, _ in members]
+    path = builders.write_members(tmp_path / "s.tar", sorted(members))
+    _, full = read(path)
+    _, verify = read(path, decode="verify")
+    assert [s.record for s in verify.values()] == [s.record for s in full.values()]
+    statuses = {k: s.record["decode_status"] for k, s in full.items()}
+    assert statuses["b"] == statuses["c"] == "corrupt" and statuses["f"] == "too_large" and statuses["a"] == "ok"
+    for key, sample in verify.items():
+        if sample.image is None:
+            assert full[key].image is None
+        else:  # the stored size (rules on it are symmetric), unloaded until someone reads pixels
+            assert sorted(sample.image.size) == sorted(full[key].image.size)
+    assert verify["k"].image.size == (320, 200) and full["k"].image.size == (200, 320)
+
+
+def test_text_profile_scores_are_the_same_with_the_cheaper_decode(tmp_path):
+    from curation_pipeline.scoring.profiles import caption_scorers
+    from curation_pipeline.scoring.run import reads_pixels, score_stream
+
+    scorers = caption_scorers()
+    assert not reads_pixels(scorers)
+    path = str(RAW_SAMPLES / "sample-000001.tar")  # a truncated JPEG, tiny and odd-sized images
+    full = score_stream(scorers, iter_pair_batches(path, "s", 16))
+    verify = score_stream(scorers, iter_pair_batches(path, "s", 16, decode="verify"))
+    assert full.equals(verify)
+    assert full["decode_status"].eq("corrupt").any() and full["datacomp_min_side_ge200"].isna().any()
