@@ -122,7 +122,7 @@ class ScoringResource(dg.ConfigurableResource):
     batch_size: int = Field(default=_S.batch_size, description="Batch size of every model scorer (CLIP, MLM-Filter, AITQE, NSFW).")
     trust_remote_code: list[str] = Field(default=[], description="Model ids allowed to run their own code.")
     threads: int = Field(default=0, description="Threads for this run's pools (torch, ONNX Runtime, decode); 0 = the cores / dagster.yaml's run_queue.max_concurrent_runs (env CURATION_THREADS).")
-    prefetch: int = Field(default=2, description="Batches read, decoded and preprocessed ahead of the models in a background thread; 0 = serially.")
+    prefetch: int = Field(default=2, description="Batches read, decoded and preprocessed ahead of the models in a background thread; 0 = serially (always serial when no scorer reads pixels, as in the text profile).")
 
     def as_profile(self) -> ScoringProfile:
         clip, mlm = self.clip, self.mlm

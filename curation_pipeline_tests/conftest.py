@@ -32,6 +32,20 @@ def photo_root() -> Path:
     return photos.make_photo_set(Path(tempfile.gettempdir()) / f"curation-photo-set-{version}")
 
 
+@pytest.fixture(autouse=True)
+def _process_settings_do_not_leak():
+    """An in-process ``curate run`` (click's CliRunner) sets DAGSTER_HOME, as the real process must, and a
+    scoring resource with ``threads`` sets CURATION_THREADS: neither may reach the next test."""
+    names = ("DAGSTER_HOME", "CURATION_THREADS", "OMP_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def flickr_dir() -> Path:
     """Real photos with human captions: Flickr8k if present, never required (see ``photo_root``)."""

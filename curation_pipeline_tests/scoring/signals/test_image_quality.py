@@ -73,9 +73,11 @@ def test_missing_and_degenerate_images():
     assert "thin" in out["iq_error"].iloc[1]
 
 
-def test_cpu_threads_counts_the_cores_this_process_may_use():
+def test_cpu_threads_counts_the_cores_this_process_may_use(monkeypatch):
     import os
 
     import curation_pipeline.scoring.signals as signals
 
+    monkeypatch.delenv("CURATION_THREADS", raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # no instance: one run at a time
     assert signals.cpu_threads() == len(os.sched_getaffinity(0))
