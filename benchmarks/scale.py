@@ -13,7 +13,8 @@ worker and of each of two shard runs side by side; ``<p>_ray1_vs_local_1thread``
 ``<p>_ray1_pairs_per_s`` / ``<p>_ray2_pairs_per_s`` (wall time of the whole Ray pipeline, actor
 start-up and model loading included), ``<p>_ray1_loaded_pairs_per_s`` / ``..._ray2_...`` (the same
 run from its first model call on: models loaded, as the local figure's are;
-``<p>_ray1_loaded_vs_local``), ``<p>_ray1_model_pairs_per_s`` / ``..._ray2_...`` (the model stage alone, measured the same way for both: the shard decoded and materialized first,
+``<p>_ray1_loaded_vs_local``), ``<p>_ray1_allcores_...`` (one worker whose actor's models get every
+core, the local engine's budget, wall and loaded, and their ratios to local), ``<p>_ray1_model_pairs_per_s`` / ``..._ray2_...`` (the model stage alone, measured the same way for both: the shard decoded and materialized first,
 then the actor pool over it; the sum of each actor's pairs over its seconds in model calls),
 ``..._pipelined_model_pairs_per_s`` (the same sum inside the streaming run, where decoding
 competes with the actors for the cores), ``..._cores_per_actor`` (CPU seconds over busy seconds
@@ -91,21 +92,22 @@ def local_rate(profile, shard: Path, batch_size: int, threads: int | None = None
         return len(table) / (time.perf_counter() - start)
 
 
-def _options(batch_size: int, workers: int):
+def _options(batch_size: int, workers: int, threads: int = 0):
     from curation_pipeline.compute.options import RayOptions
 
     # one model actor per worker node, one CPU each: its models get one intra-op thread
-    # (RayOptions.threads = its CPU allotment), so two actors never ask for more than the two cores
-    return RayOptions(batch_size=batch_size, actors=workers, cpus_per_actor=1, threads_per_actor=0,
+    # (RayOptions.threads = its CPU allotment), so two actors never ask for more than the two cores;
+    # ``threads``: the one actor's models get that many (every core: the local engine's budget)
+    return RayOptions(batch_size=batch_size, actors=workers, cpus_per_actor=1, threads_per_actor=threads,
                       decode_cpus=0.5, max_tasks_in_flight=2, wait_for_actors_s=600)
 
 
-def ray_run(profile, shard: Path, batch_size: int, workers: int):
+def ray_run(profile, shard: Path, batch_size: int, workers: int, threads: int = 0):
     """The whole Ray pipeline (read -> decode -> actors, streaming), wall time from the driver."""
     from curation_pipeline.compute.ray_data import score_shard
 
     start = time.perf_counter()
-    table, _, stats = score_shard(str(shard), shard.stem, profile, _options(batch_size, workers))
+    table, _, stats = score_shard(str(shard), shard.stem, profile, _options(batch_size, workers, threads))
     wall, end = time.perf_counter() - start, time.time()
     # the same span as the local figure, whose scorers are built before its clock starts: from the
     # first model call (actors up, models loaded; the nodes share this machine's clock) to the end
@@ -149,6 +151,13 @@ def measure(args) -> dict:
                         figures[f"{name}_ray{workers}_pipelined_model_pairs_per_s"] = model
                         figures[f"{name}_ray{workers}_pipelined_cores_per_actor"] = stats.model_cores_per_actor
                         figures[f"{name}_ray{workers}_nodes"] = len(stats.nodes)
+                    # one worker given the local engine's budget: its actor's models use every core
+                    # (a one-node cluster's actor would take its node's CPUs), decoding as in the runs above
+                    wall, loaded, _, _ = ray_run(profile, big, args.batch_size, 1, threads=os.cpu_count() or 1)
+                    figures[f"{name}_ray1_allcores_pairs_per_s"] = wall
+                    figures[f"{name}_ray1_allcores_loaded_pairs_per_s"] = loaded
+                    figures[f"{name}_ray1_allcores_vs_local"] = wall / figures[f"{name}_local_pairs_per_s"]
+                    figures[f"{name}_ray1_allcores_loaded_vs_local"] = loaded / figures[f"{name}_local_pairs_per_s"]
                     for workers in (1, 2):
                         model, stats = ray_model_stage(profile, big, args.batch_size, workers)
                         figures[f"{name}_ray{workers}_model_pairs_per_s"] = model
@@ -178,6 +187,7 @@ def measure(args) -> dict:
         "ray1_ge_0.8x_local": {p: figures[f"{p}_ray1_vs_local"] >= 0.8 for p in PROFILES},
         "ray1_ge_0.8x_local_same_threads": {p: figures[f"{p}_ray1_vs_local_1thread"] >= 0.8 for p in PROFILES},
         "ray1_loaded_ge_0.8x_local": {p: figures[f"{p}_ray1_loaded_vs_local"] >= 0.8 for p in PROFILES},
+        "ray1_allcores_ge_0.8x_local": {p: figures[f"{p}_ray1_allcores_vs_local"] >= 0.8 for p in PROFILES},
         "ray2_model_ge_1.6x_ray1": {p: figures[f"{p}_ray2_vs_ray1_model"] >= 1.6 for p in PROFILES},
     }
     return figures
@@ -186,6 +196,8 @@ def measure(args) -> dict:
 KEYS = ["cores", *[f"{p}_{k}" for p in PROFILES for k in (
     "local_pairs_per_s", "local_1thread_pairs_per_s", "ray1_vs_local_1thread", "ray1_pairs_per_s", "ray2_pairs_per_s",
     "ray1_loaded_pairs_per_s", "ray2_loaded_pairs_per_s", "ray1_loaded_vs_local", "ray1_loaded_vs_local_1thread",
+    "ray1_allcores_pairs_per_s", "ray1_allcores_loaded_pairs_per_s", "ray1_allcores_vs_local",
+    "ray1_allcores_loaded_vs_local",
     "ray1_model_pairs_per_s", "ray2_model_pairs_per_s",
     "ray1_vs_local", "ray2_vs_ray1_model", "ray1_pipelined_model_pairs_per_s", "ray2_pipelined_model_pairs_per_s",
     "ray2_vs_ray1_pipelined_model", "ray1_model_cores_per_actor", "ray2_model_cores_per_actor", "load_average")], "ray_worker_peak_rss_small_mb", "ray_worker_peak_rss_big_mb",
