@@ -130,7 +130,7 @@ class ShardDatasource(Datasource):
 
 # --- decode ----------------------------------------------------------------------------------
 
-def _decode_rows(table: pa.Table, limits: ReaderLimits, full: bool) -> Iterator[tuple[int, list[str], list]]:
+def _decode_rows(table: pa.Table, limits: ReaderLimits, full: bool | str) -> Iterator[tuple[int, list[str], list]]:
     """(batch, records, images) per row: each sample's image decoded exactly as the reader does, its
     record gaining the decode info. The trailer row passes through."""
     for batch, texts, datas in zip(table.column("batch").to_pylist(), table.column("records").to_pylist(),
@@ -153,29 +153,50 @@ def _worker_columns(n: int, prefix: str) -> dict[str, pa.Array]:
             f"{prefix}rss_mb": pa.array([_peak_rss_mb()] * n, pa.float64())}
 
 
-def decode_batches(table: pa.Table, limits: ReaderLimits = ReaderLimits()) -> pa.Table:
+def decode_batches(table: pa.Table, limits: ReaderLimits = ReaderLimits(), full: bool | str = True) -> pa.Table:
     """Decode each sample's image exactly as the reader does; each record gains the decode info
-    and each row the RGB pixels of its batch."""
-    batches, records, images = zip(*_decode_rows(table, limits, True)) if table.num_rows else ((), (), ())
+    and each row the RGB pixels of its batch. ``full="verify"`` (no scorer reads pixels): images are
+    verified as the local engine verifies them, and each good one travels as its own encoded bytes,
+    opened (header only) where it is scored: no pixels cross the object store."""
+    batches, records, images = zip(*_decode_rows(table, limits, full)) if table.num_rows else ((), (), ())
 
     def per_image(value) -> list:
         return [[value(im) if im is not None else None for im in row] for row in images]
 
+    if full == "verify":
+        encoded = [[data if im is not None else None for data, im in zip(datas, row)]
+                   for datas, row in zip(table.column("images").to_pylist(), images)]
+        pictures = {"encoded": pa.array(encoded, pa.list_(pa.large_binary()))}
+    else:
+        pictures = {"pixels": pa.array(per_image(lambda im: im.tobytes()), pa.list_(pa.large_binary())),
+                    "widths": pa.array(per_image(lambda im: im.width), pa.list_(pa.int64())),
+                    "heights": pa.array(per_image(lambda im: im.height), pa.list_(pa.int64()))}
     return pa.table({
         "batch": pa.array(batches, pa.int64()),
         "records": pa.array(records, pa.list_(pa.string())),
-        "pixels": pa.array(per_image(lambda im: im.tobytes()), pa.list_(pa.large_binary())),
-        "widths": pa.array(per_image(lambda im: im.width), pa.list_(pa.int64())),
-        "heights": pa.array(per_image(lambda im: im.height), pa.list_(pa.int64())),
+        **pictures,
         **_worker_columns(table.num_rows, "decode_"),
     })
 
 
 def _images(row: dict) -> list:
+    import io
+
     from PIL import Image
 
+    if "encoded" in row:  # verified where decoded: the same unloaded image the local reader hands on
+        return [Image.open(io.BytesIO(data)) if data is not None else None for data in row["encoded"]]
     return [Image.frombytes("RGB", (int(w), int(h)), data) if data is not None else None
             for data, w, h in zip(row["pixels"], row["widths"], row["heights"])]
+
+
+def _decode_mode(profile) -> bool | str:
+    """The local engine's choice (``quality_scores``): a full decode only if a scorer reads pixels
+    (judged from the profile's scorer classes, so the driver loads no model)."""
+    from curation_pipeline.scoring.registry import scorer_classes
+    from curation_pipeline.scoring.run import reads_pixels
+
+    return True if reads_pixels(scorer_classes(profile.name)) else "verify"
 
 
 def _result(row: dict, pairs: PairBatch, work: Callable[[], pd.DataFrame], **extra) -> dict:
@@ -310,7 +331,8 @@ class RewriteActor:
             records = [json.loads(text) for text in row["records"]]
             keys, captions = [r["key"] for r in records], [r["caption"] for r in records]
             # as the local engine: the shard's batch, filtered, images without sizes
-            pairs = PairBatch(keys, captions, _images(row)) if "pixels" in row else PairBatch(keys, captions)
+            pairs = (PairBatch(keys, captions, _images(row)) if "pixels" in row or "encoded" in row
+                     else PairBatch(keys, captions))
             out.append(_result(row, pairs, lambda: rewrite_batches(
                 [pairs], shard=self.shard, rewriter=self.model, rescore=lambda b: score_batch(self.rescorers, b),
                 quality_column=self.quality_column, scores_before=self.scores_before, rules=self.rules,
@@ -413,7 +435,7 @@ def _score_shard(url: str, shard: str, profile, options: RayOptions, expected=No
 
     with _data_context(options):
         ds = _decode_tasks(_read(ShardDatasource(url, shard, options.batch_size, expected, limits=limits)), options,
-                           limits=limits)
+                           limits=limits, full=_decode_mode(profile))
         rows, stats = _collect(_actors(ds, ScoreActor, {"profile": profile, "threads": options.threads}, options))
     if rows:
         described = json.loads(rows[0]["scorers"])
@@ -465,7 +487,7 @@ def score_model_stage(url: str, shard: str, profile, options: RayOptions,
     first, so decoding does not compete with the actors for cores. Returns (pairs scored, stats)."""
     with _data_context(options):
         decoded = _decode_tasks(_read(ShardDatasource(url, shard, options.batch_size, limits=limits)), options,
-                                limits=limits).materialize()
+                                limits=limits, full=_decode_mode(profile)).materialize()
         rows, stats = _collect(_actors(decoded, ScoreActor, {"profile": profile, "threads": options.threads},
                                        options))
     return sum(int(r["pairs"]) for r in rows), stats

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 
@@ -176,3 +177,29 @@ print(torch.get_num_threads(), cv2.getNumThreads(), cpu_threads(), sorted(pools)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["1", "1", "1", "[1]"]
     assert RayOptions(cpus_per_actor=2.5).threads == 3 and RayOptions(cpus_per_actor=4, threads_per_actor=2).threads == 2
+
+
+def test_when_no_scorer_reads_pixels_the_ray_stages_verify_and_score_as_the_local_engine():
+    """The text profile: decode tasks verify (no pixels cross the object store) and the actors' rows
+    equal the local engine's, with and without the cheaper decode."""
+    from curation_pipeline.compute import ray_data
+    from curation_pipeline.scoring.profiles import ScoringProfile
+    from curation_pipeline.scoring.run import assemble_scores, score_stream
+    from curation_pipeline.shards.reader import iter_pair_batches
+
+    url, shard = str(RAW_SAMPLES / "sample-000001.tar"), "sample-000001"  # a truncated JPEG among good ones
+    profile = ScoringProfile("text")
+    assert ray_data._decode_mode(profile) == "verify" and ray_data._decode_mode(ScoringProfile("offline")) is True
+    read = list(ray_data.read_shard_batches(url, shard, 16))
+    actor = ray_data.ScoreActor(profile, threads=1)
+    frames = {}
+    for full in (True, "verify"):
+        decoded = [ray_data.decode_batches(table, full=full) for table in read]
+        assert ("encoded" in decoded[0].column_names) == (full == "verify")
+        assert ("pixels" in decoded[0].column_names) == (full is True)
+        rows = [row for table in decoded for row in actor(table).to_pylist()]
+        frames[full] = assemble_scores([pickle.loads(r["frame"]) for r in rows], actor.scorers)  # as _score_shard
+    local = score_stream(actor.scorers, iter_pair_batches(url, shard, 16, decode="verify"))
+    pd.testing.assert_frame_equal(frames[True], frames["verify"])
+    pd.testing.assert_frame_equal(frames["verify"], local)
+    assert local["decode_status"].eq("corrupt").any()
