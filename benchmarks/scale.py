@@ -153,7 +153,7 @@ def measure(args) -> dict:
                         figures[f"{name}_ray{workers}_nodes"] = len(stats.nodes)
                     # one worker given the local engine's budget: its actor's models use every core
                     # (a one-node cluster's actor would take its node's CPUs), decoding as in the runs above
-                    wall, loaded, _, _ = ray_run(profile, big, args.batch_size, 1, threads=os.cpu_count() or 1)
+                    wall, loaded, _, _ = ray_run(profile, big, args.batch_size, 1, threads=len(os.sched_getaffinity(0)))
                     figures[f"{name}_ray1_allcores_pairs_per_s"] = wall
                     figures[f"{name}_ray1_allcores_loaded_pairs_per_s"] = loaded
                     figures[f"{name}_ray1_allcores_vs_local"] = wall / figures[f"{name}_local_pairs_per_s"]

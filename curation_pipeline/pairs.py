@@ -11,7 +11,9 @@ from PIL import Image
 @dataclass
 class PairBatch:
     """Parallel lists, one entry per pair, in shard order. ``images``: decoded RGB, or None where there is
-    no usable image (scorers return NaN, never a guess); ``captions``: None for no caption;
+    no usable image (scorers return NaN, never a guess); when no scorer reads pixels, verified but
+    unloaded images in their stored mode and orientation (``decode_image(full="verify")``: only an
+    orientation-free use of ``.size`` matches a full decode); ``captions``: None for no caption;
     ``original_sizes``: (width, height) before resizing as the json records it, or None.
     """
 

@@ -30,7 +30,7 @@ class WarehouseResource(dg.ConfigurableResource):
     raw_root: str = Field(description="Folder or URL holding raw webdataset .tar shards (env CURATION_RAW).")
     root: str = Field(description="Warehouse root for Parquet tables, curated shards, quality.duckdb (env CURATION_WAREHOUSE).")
     batch_size: int = Field(default=32, description="Pairs decoded and scored together; bounds memory.")
-    inventory_decode: Literal["header", "full"] = Field(default="header", description="pairs reads image headers only (format, size, mode; quality_scores decodes each image once) or decodes fully, so pairs' decode_status also flags truncated images.")
+    inventory_decode: Literal["header", "full"] = Field(default="header", description="pairs reads image headers only (format, size, mode; quality_scores decodes each image once) or verifies every image (decoded through, JPEGs at 1/8 scale: a full decode's statuses), so pairs' decode_status also flags truncated images.")
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.root)

@@ -74,7 +74,7 @@ def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         inventory, skipped, fingerprint = made.inventory, made.skips, made.fingerprint
         ray_stats = made.stats.metadata()
     else:
-        reader = ShardReader(warehouse.raw_url(shard), shard, decode=True if full else "header")
+        reader = ShardReader(warehouse.raw_url(shard), shard, decode="verify" if full else "header")
         inventory = pd.DataFrame.from_records([sample.record for sample in reader], columns=RECORD_COLUMNS)
         skipped, fingerprint = reader.skips, reader.fingerprint
     skips = pd.DataFrame([{"shard": shard, **vars(s)} for s in skipped], columns=SKIP_COLUMNS)

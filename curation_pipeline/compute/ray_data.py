@@ -212,7 +212,7 @@ def _result(row: dict, pairs: PairBatch, work: Callable[[], pd.DataFrame], **ext
 
 # --- the pairs inventory ---------------------------------------------------------------------
 
-def inventory_batches(table: pa.Table, limits: ReaderLimits = ReaderLimits(), full: bool = False) -> pa.Table:
+def inventory_batches(table: pa.Table, limits: ReaderLimits = ReaderLimits(), full: bool | str = False) -> pa.Table:
     """Each sample's record with its decode info, as ``ShardReader`` makes it (the pixels stay here);
     the trailer row passes through."""
     rows = [(batch, records) for batch, records, _ in _decode_rows(table, limits, full)]
@@ -247,7 +247,9 @@ def _pairs_inventory(url: str, shard: str, options: RayOptions, limits: ReaderLi
 
     with _data_context(options):
         ds = _read(ShardDatasource(url, shard, options.batch_size, limits=limits, trailer=True))
-        rows = _rows(_decode_tasks(ds, options, inventory_batches, limits=limits, full=full_decode))
+        # a full inventory needs every image's status, never its pixels: verified, as locally
+        rows = _rows(_decode_tasks(ds, options, inventory_batches, limits=limits,
+                                   full="verify" if full_decode else False))
     trailers = [r for r in rows if r["batch"] == TRAILER]
     rows = sorted((r for r in rows if r["batch"] != TRAILER), key=lambda r: r["batch"])
     if len(trailers) != 1 or [r["batch"] for r in rows] != list(range(len(rows))):

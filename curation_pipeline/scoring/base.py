@@ -18,8 +18,10 @@ class Scorer(ABC):
     """A named, versioned signal over a batch of pairs.
 
     Subclasses set ``name`` (column prefix), ``version`` (bump when outputs change), ``needs_images``
-    (and ``reads_pixels = False`` if it reads only an image's size: the shard is then decoded at reduced
-    scale, with the same statuses), ``outputs`` (every column it can write) and ``bounds``. ``score`` returns exactly ``columns`` (the
+    (and ``reads_pixels = False`` if it reads only an image's size, in a way that does not depend on
+    orientation: the shard is then verified at reduced scale, with the same statuses, and the images it
+    gets are unloaded, in their stored mode and orientation), ``outputs`` (every column it can write)
+    and ``bounds``. ``score`` returns exactly ``columns`` (the
     declared ones unless an instance narrows them), one row per pair in batch order; unknown values
     are NaN / None, never 0, with the reason in an optional ``<name>_error`` column.
     """

@@ -36,6 +36,32 @@ def test_pairs_inventory_matches_the_shard(curated):
             assert (header[row.key] == "ok") == (bool(row.image_ok) or row.kind == "corrupt_image"), row.key
 
 
+def test_a_full_inventory_flags_what_the_full_decode_flags(curated, tmp_path):
+    """``inventory_decode: full`` verifies every image (reduced-scale decode): pairs then has the decode
+    statuses of quality_scores' full decode, the truncated body included."""
+    import dagster as dg
+
+    from curation_pipeline.assets.ingest import pairs
+    from curation_pipeline.definitions import build_resources
+    from curation_pipeline.resources import WarehouseResource
+    from curation_pipeline_tests.conftest import RAW_SAMPLES
+
+    warehouse = WarehouseResource(raw_root=str(RAW_SAMPLES), root=str(tmp_path / "wh"), inventory_decode="full")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("shards", curated["shards"])
+    full_ok = header_ok = 0
+    for shard in curated["shards"]:
+        result = dg.materialize([pairs], partition_key=shard, instance=instance,
+                                resources=build_resources(warehouse=warehouse))
+        assert result.success
+        full = Warehouse(str(tmp_path / "wh")).read_table("pairs", shard).set_index("key")["decode_status"]
+        decoded = Warehouse(str(curated["warehouse"])).read_table("quality_scores", shard).set_index("key")
+        assert full.to_dict() == decoded["decode_status"].to_dict()
+        full_ok += int(full.eq("ok").sum())
+        header_ok += int(Warehouse(str(curated["warehouse"])).read_table("pairs", shard)["decode_status"].eq("ok").sum())
+    assert full_ok < header_ok  # the truncated body a header read lets through
+
+
 def test_broken_samples_are_dropped_with_named_reasons(curated):
     wh = Warehouse(str(curated["warehouse"]))
     final = wh.read_table("final_captions", "sample-000001").set_index("key")

@@ -142,8 +142,8 @@ def test_the_ray_pairs_inventory_stages_make_the_local_rows(tmp_path, batch_size
 
     odd = _odd_shard(tmp_path / "odd-1.tar")
     for (url, shard), full in [((odd, "odd-1"), False), ((str(RAW_SAMPLES / "sample-000001.tar"), "sample-000001"), False),
-                               ((str(RAW_SAMPLES / "sample-000001.tar"), "sample-000001"), True)]:
-        reader = ShardReader(url, shard, decode=True if full else "header")  # as pairs reads (header by default)
+                               ((str(RAW_SAMPLES / "sample-000001.tar"), "sample-000001"), "verify")]:
+        reader = ShardReader(url, shard, decode=full or "header")  # as pairs reads (header by default)
         local = pd.DataFrame.from_records([s.record for s in reader], columns=RECORD_COLUMNS)
         tables = list(ray_data.read_inventory_batches(url, shard, batch_size))
         decoded = ray_data.inventory_batches(pa.concat_tables(tables), full=full)
@@ -157,6 +157,10 @@ def test_the_ray_pairs_inventory_stages_make_the_local_rows(tmp_path, batch_size
         assert trailer["fingerprint"] == reader.fingerprint.to_json()
         if shard == "odd-1":
             assert reader.skips and (local["decode_status"] != "ok").any()
+        if full:  # inventory_decode: full verifies: the rows of a full decode
+            decoded_fully = [s.record for s in ShardReader(url, shard)]
+            pd.testing.assert_frame_equal(local, pd.DataFrame.from_records(decoded_fully, columns=RECORD_COLUMNS))
+            assert local["decode_status"].eq("corrupt").any()
 
 
 def test_an_actor_sizes_every_thread_pool_to_its_cpu_allotment():
@@ -179,7 +183,7 @@ print(torch.get_num_threads(), cv2.getNumThreads(), cpu_threads(), sorted(pools)
     assert RayOptions(cpus_per_actor=2.5).threads == 3 and RayOptions(cpus_per_actor=4, threads_per_actor=2).threads == 2
 
 
-def test_when_no_scorer_reads_pixels_the_ray_stages_verify_and_score_as_the_local_engine():
+def test_when_no_scorer_reads_pixels_the_ray_stages_verify_and_score_as_the_local_engine(monkeypatch):
     """The text profile: decode tasks verify (no pixels cross the object store) and the actors' rows
     equal the local engine's, with and without the cheaper decode."""
     from curation_pipeline.compute import ray_data
@@ -191,6 +195,7 @@ def test_when_no_scorer_reads_pixels_the_ray_stages_verify_and_score_as_the_loca
     profile = ScoringProfile("text")
     assert ray_data._decode_mode(profile) == "verify" and ray_data._decode_mode(ScoringProfile("offline")) is True
     read = list(ray_data.read_shard_batches(url, shard, 16))
+    monkeypatch.setattr(ray_data, "limit_threads", lambda threads: None)  # an actor's; not this process's pools
     actor = ray_data.ScoreActor(profile, threads=1)
     frames = {}
     for full in (True, "verify"):

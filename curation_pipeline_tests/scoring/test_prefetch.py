@@ -140,7 +140,24 @@ def test_score_stream_raises_a_reader_error_after_the_scored_batches(scorers):
         raise OSError("shard vanished")
 
     with pytest.raises(OSError, match="shard vanished"):
-        score_stream(scorers[:1], batches())
+        score_stream(scorers, batches())  # CLIP reads pixels: the reader runs in the prefetch thread
+
+
+def test_without_a_scorer_that_reads_pixels_the_reader_runs_in_the_scoring_thread(scorers):
+    import threading
+
+    readers = []
+
+    def batches(n=3):
+        for i in range(n):
+            readers.append(threading.current_thread())
+            yield PairBatch([f"k{i}"], ["a caption here"]), [{"shard": "s", "key": f"k{i}"}]
+
+    score_stream(scorers[:1], batches(), prefetch_depth=2)  # DataComp's rules read image sizes only
+    assert readers and set(readers) == {threading.current_thread()}
+    readers.clear()
+    score_stream(scorers, batches(), prefetch_depth=2)
+    assert readers and threading.current_thread() not in readers
 
 
 def test_thread_budget_divides_the_cores_by_concurrent_runs(tmp_path, monkeypatch):
