@@ -236,6 +236,25 @@ def _until(action, done, tries: int = 6, wait_ms: int = 10_000) -> None:
     done.wait_for()
 
 
+def _close(page, dialog, tries: int = 5) -> None:
+    """Cancel a dialog. A click that lands while the dialog re-renders (its partition list reloading
+    on a loaded machine) is lost: click again until it is gone."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(tries - 1):
+        try:
+            dialog.get_by_role("button", name="Cancel").click(timeout=5_000)
+        except PlaywrightTimeout:  # gone already, or covered: Escape closes it too
+            page.keyboard.press("Escape")
+        try:
+            dialog.wait_for(state="hidden", timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+
+
 def _pick_partition(page, dialog, key: str) -> None:
     def pick():
         dialog.get_by_text("Select a partition or create one").click()
@@ -349,8 +368,7 @@ def test_partition_without_raw_file_fails_clearly(server, page, shots):
     page.get_by_placeholder("name").wait_for(state="hidden")
     # The dialog selects the new partition, but may drop it again while it reloads the partition
     # list (seen with Dagster 1.13): close it and pick the partition in a fresh one instead.
-    dialog.get_by_role("button", name="Cancel").click()
-    dialog.wait_for(state="hidden")
+    _close(page, dialog)
     assert MISSING in instance.get_dynamic_partitions("shards")
     dialog = _open_launch_dialog(page, base)
     _pick_partition(page, dialog, MISSING)
