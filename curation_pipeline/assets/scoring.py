@@ -13,7 +13,7 @@ from curation_pipeline.assets.metadata import OWNERS, numbers
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.resources import ComputeResource, PolicyResource, ScoringResource, WarehouseResource
-from curation_pipeline.scoring.run import reads_pixels, score_stream
+from curation_pipeline.scoring.run import decode_mode, score_stream
 from curation_pipeline.shards.reader import iter_pair_batches
 
 
@@ -43,7 +43,7 @@ def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     else:
         scorers = scoring.scorers()
         batches = iter_pair_batches(warehouse.raw_url(shard), shard, batch_size=warehouse.batch_size,
-                                    expected=expected, decode=True if reads_pixels(scorers) else "verify")
+                                    expected=expected, decode=decode_mode(scorers))
         scores = score_stream(scorers, batches, prefetch_depth=scoring.prefetch)
         versions = {s.name: s.version for s in scorers}
     scores.attrs[FILE_METADATA] = {"scorers": json.dumps(versions)}  # which scorer versions wrote these rows

@@ -130,13 +130,14 @@ class ShardDatasource(Datasource):
 
 # --- decode ----------------------------------------------------------------------------------
 
-def _decode_rows(table: pa.Table, limits: ReaderLimits, full: bool | str) -> Iterator[tuple[int, list[str], list]]:
-    """(batch, records, images) per row: each sample's image decoded exactly as the reader does, its
-    record gaining the decode info. The trailer row passes through."""
+def _decode_rows(table: pa.Table, limits: ReaderLimits,
+                 full: bool | str) -> Iterator[tuple[int, list[str], list, list[bytes | None]]]:
+    """(batch, records, images, encoded bytes) per row: each sample's image decoded exactly as the reader
+    does, its record gaining the decode info. The trailer row passes through."""
     for batch, texts, datas in zip(table.column("batch").to_pylist(), table.column("records").to_pylist(),
                                    table.column("images").to_pylist()):
         if batch == TRAILER:
-            yield batch, texts, []
+            yield batch, texts, [], []
             continue
         records, images = [], []
         for text, data in zip(texts, datas):
@@ -145,7 +146,7 @@ def _decode_rows(table: pa.Table, limits: ReaderLimits, full: bool | str) -> Ite
             record.update(info)
             records.append(json.dumps(record))
             images.append(image)
-        yield batch, records, images
+        yield batch, records, images, datas
 
 
 def _worker_columns(n: int, prefix: str) -> dict[str, pa.Array]:
@@ -158,14 +159,15 @@ def decode_batches(table: pa.Table, limits: ReaderLimits = ReaderLimits(), full:
     and each row the RGB pixels of its batch. ``full="verify"`` (no scorer reads pixels): images are
     verified as the local engine verifies them, and each good one travels as its own encoded bytes,
     opened (header only) where it is scored: no pixels cross the object store."""
-    batches, records, images = zip(*_decode_rows(table, limits, full)) if table.num_rows else ((), (), ())
+    rows = list(_decode_rows(table, limits, full))
+    batches, records, images, datas = zip(*rows) if rows else ((), (), (), ())
 
     def per_image(value) -> list:
         return [[value(im) if im is not None else None for im in row] for row in images]
 
     if full == "verify":
-        encoded = [[data if im is not None else None for data, im in zip(datas, row)]
-                   for datas, row in zip(table.column("images").to_pylist(), images)]
+        encoded = [[data if im is not None else None for data, im in zip(row_datas, row)]
+                   for row_datas, row in zip(datas, images)]
         pictures = {"encoded": pa.array(encoded, pa.list_(pa.large_binary()))}
     else:
         pictures = {"pixels": pa.array(per_image(lambda im: im.tobytes()), pa.list_(pa.large_binary())),
@@ -191,12 +193,11 @@ def _images(row: dict) -> list:
 
 
 def _decode_mode(profile) -> bool | str:
-    """The local engine's choice (``quality_scores``): a full decode only if a scorer reads pixels
-    (judged from the profile's scorer classes, so the driver loads no model)."""
+    """The local engine's choice, judged from the profile's scorer classes (the driver loads no model)."""
     from curation_pipeline.scoring.registry import scorer_classes
-    from curation_pipeline.scoring.run import reads_pixels
+    from curation_pipeline.scoring.run import decode_mode
 
-    return True if reads_pixels(scorer_classes(profile.name)) else "verify"
+    return decode_mode(scorer_classes(profile.name))
 
 
 def _result(row: dict, pairs: PairBatch, work: Callable[[], pd.DataFrame], **extra) -> dict:
@@ -215,7 +216,7 @@ def _result(row: dict, pairs: PairBatch, work: Callable[[], pd.DataFrame], **ext
 def inventory_batches(table: pa.Table, limits: ReaderLimits = ReaderLimits(), full: bool | str = False) -> pa.Table:
     """Each sample's record with its decode info, as ``ShardReader`` makes it (the pixels stay here);
     the trailer row passes through."""
-    rows = [(batch, records) for batch, records, _ in _decode_rows(table, limits, full)]
+    rows = [(batch, records) for batch, records, _, _ in _decode_rows(table, limits, full)]
     return pa.table({
         "batch": pa.array([batch for batch, _ in rows], pa.int64()),
         "records": pa.array([records for _, records in rows], pa.list_(pa.string())),

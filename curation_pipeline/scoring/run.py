@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -108,6 +108,11 @@ def reads_pixels(scorers: Sequence[Scorer]) -> bool:
     and nothing is prefetched (decoding then costs little, and a reader thread only contends for the GIL
     with pure-Python scorers)."""
     return any(s.needs_images and s.reads_pixels for s in scorers)
+
+
+def decode_mode(scorers: Sequence[Scorer]) -> Literal[True, "verify"]:
+    """How a shard's images are decoded for these scorers, on either engine: fully, or only verified."""
+    return True if reads_pixels(scorers) else "verify"
 
 
 def score_stream(scorers: Sequence[Scorer], batches: Iterable[tuple[PairBatch, list[dict]]],

@@ -396,8 +396,7 @@ class ShardReader:
             caption, caption_source, caption_problem = self._caption(group, meta)
             original = original_size(meta, self.limits.max_original_side)
             if self.decode:
-                image, info = decode_image(group.image, self.limits,
-                                           full=self.decode if self.decode in (True, "verify") else False)
+                image, info = decode_image(group.image, self.limits, full=self.decode != "header" and self.decode)
             else:
                 image, info = None, {}
             record = {
