@@ -10,6 +10,11 @@ shared by all of them as in production, and the step timings Dagster records for
 - ``per_shard_s``: what each further shard adds to a run of several (``--shards``), split into
   its steps (``per_shard_scoring_s`` for ``quality_scores``, ``per_shard_non_scoring_s`` for the
   others) and the orchestration between them (``per_shard_overhead_s``);
+- ``per_shard_non_scoring_steps`` (the steps a shard runs besides ``quality_scores``, its
+  re-selection after the pool-wide dedup included), ``step_floor_s`` (the shortest step of those
+  runs: a check that reads one small table, so about Dagster's own cost of a step) and
+  ``per_shard_non_scoring_floor_s``, their product: what the non-scoring steps would cost if they
+  did no work at all;
 - ``fixed_per_run_s``: ``one_run_s - per_shard_s``, what a run costs beyond its shard's work;
 - ``two_runs_vs_one``: two runs of one shard each, side by side, against one such run alone:
   ``2 * one_run_s / two_runs_s`` (2.0 is perfect sharing, 1.0 no gain);
@@ -75,28 +80,38 @@ def side_by_side(args, raw, tmp, shards, env, label) -> float:
     return time.perf_counter() - began
 
 
-def step_times(home: Path, known: set[str]) -> tuple[dict[str, dict[str, float]], set[str]]:
-    """Per shard, per step: seconds, for the runs not in ``known``; and every run id seen."""
+def step_times(home: Path, known: set[str]) -> tuple[dict[str, list[tuple[str, float]]], set[str]]:
+    """Per shard, every step executed (step key, seconds), for the runs not in ``known``; and every run id
+    seen. A shard's later re-selection (pool-wide dedup) adds its steps to the shard's."""
     import dagster as dg
 
     os.environ["DAGSTER_HOME"] = str(home)
-    shards: dict[str, dict[str, float]] = {}
+    shards: dict[str, list[tuple[str, float]]] = {}
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
         for run in runs:
             if run.run_id in known:
                 continue
             shard = run.tags.get("dagster/partition", f"run:{run.job_name}")
-            steps = shards.setdefault(shard, {})
-            for stat in instance.get_run_step_stats(run.run_id):
-                if stat.start_time and stat.end_time:
-                    steps[stat.step_key] = steps.get(stat.step_key, 0.0) + stat.end_time - stat.start_time
+            shards.setdefault(shard, []).extend(
+                (stat.step_key, stat.end_time - stat.start_time)
+                for stat in instance.get_run_step_stats(run.run_id) if stat.start_time and stat.end_time)
         return shards, {run.run_id for run in runs}
 
 
-def split(steps: dict[str, float]) -> tuple[float, float]:
-    scoring = sum(v for k, v in steps.items() if k == "quality_scores")
-    return scoring, sum(steps.values()) - scoring
+def split(steps: list[tuple[str, float]]) -> tuple[float, float]:
+    scoring = sum(v for k, v in steps if k == "quality_scores")
+    return scoring, sum(v for _, v in steps) - scoring
+
+
+def total(steps: list[tuple[str, float]]) -> float:
+    return sum(v for _, v in steps)
+
+
+def floor(steps: list[tuple[str, float]]) -> tuple[int, float]:
+    """The non-scoring steps a shard ran, and the shortest step: a check that reads one small table,
+    so about Dagster's own cost of a step (events, input loading, partition look-ups)."""
+    return sum(1 for k, _ in steps if k != "quality_scores"), min(v for _, v in steps)
 
 
 def main() -> None:
@@ -123,9 +138,9 @@ def main() -> None:
         one_run_s = timed_run(args, raw, tmp / "wh-one", names[:1], env)
         steps, known = step_times(home, known)
         first = steps[names[0]]
-        one_run_steps_s = sum(sum(s.values()) for s in steps.values())
+        one_run_steps_s = sum(total(s) for s in steps.values())
         if args.smoke:
-            per_shard_s = per_shard_steps_s = sum(first.values())
+            per_shard_s = per_shard_steps_s = total(first)
             per_shard_scoring_s, per_shard_non_scoring_s = split(first)
         else:
             several = names[:max(args.shards, 2)]
@@ -133,9 +148,12 @@ def main() -> None:
             steps, known = step_times(home, known)
             later = [steps[s] for s in several[1:]]  # the first shard of a run pays the first-use loading
             per_shard_s = (several_s - one_run_s) / (len(several) - 1)
-            per_shard_steps_s = sum(sum(s.values()) for s in later) / len(later)
+            per_shard_steps_s = sum(total(s) for s in later) / len(later)
             per_shard_scoring_s = sum(split(s)[0] for s in later) / len(later)
             per_shard_non_scoring_s = sum(split(s)[1] for s in later) / len(later)
+        counted = later if not args.smoke else [first]
+        non_scoring_steps = sum(floor(s)[0] for s in counted) / len(counted)
+        step_floor_s = min(floor(s)[1] for s in counted)
         two_runs_s = side_by_side(args, raw, tmp, names[1:3], env, "warm")
         os.environ["DAGSTER_HOME"] = str(home)
         from curation_pipeline import helper
@@ -162,6 +180,9 @@ def main() -> None:
             "per_shard_overhead_s": per_shard_s - per_shard_steps_s,
             "per_shard_scoring_s": per_shard_scoring_s,
             "per_shard_non_scoring_s": per_shard_non_scoring_s,
+            "per_shard_non_scoring_steps": non_scoring_steps,
+            "step_floor_s": step_floor_s,
+            "per_shard_non_scoring_floor_s": non_scoring_steps * step_floor_s,
             "two_runs_s": two_runs_s,
             "two_runs_vs_one": 2 * one_run_s / two_runs_s,
             **cold,
@@ -169,7 +190,9 @@ def main() -> None:
         print(f"one run of one shard {one_run_s:.1f} s ({figures['outside_steps_s']:.1f} s outside its steps); "
               f"fixed cost per run {figures['fixed_per_run_s']:.1f} s; each further shard {per_shard_s:.2f} s "
               f"(scoring {per_shard_scoring_s:.2f} s, other steps {per_shard_non_scoring_s:.2f} s, orchestration "
-              f"{figures['per_shard_overhead_s']:.2f} s); two runs side by side {two_runs_s:.1f} s -> "
+              f"{figures['per_shard_overhead_s']:.2f} s); {non_scoring_steps:.0f} non-scoring steps per shard "
+              f"at no less than {step_floor_s:.3f} s each (the shortest step): a floor of "
+              f"{figures['per_shard_non_scoring_floor_s']:.2f} s; two runs side by side {two_runs_s:.1f} s -> "
               f"{figures['two_runs_vs_one']:.2f}x one run ({figures['threads_per_run']} thread(s) per run, "
               f"{figures['cores']} cores)")
         if cold:

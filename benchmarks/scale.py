@@ -16,6 +16,8 @@ run from its first model call on: models loaded, as the local figure's are;
 ``<p>_ray1_loaded_vs_local``), ``<p>_ray1_allcores_...`` (one worker whose actor's models get every
 core, the local engine's budget, wall and loaded, and their ratios to local), ``<p>_ray1_model_pairs_per_s`` / ``..._ray2_...`` (the model stage alone, measured the same way for both: the shard decoded and materialized first,
 then the actor pool over it; the sum of each actor's pairs over its seconds in model calls),
+``<p>_ray1_ceiling_vs_local`` (one worker's model stage alone over the local rate: the most one
+worker can reach, with decoding and streaming free),
 ``..._pipelined_model_pairs_per_s`` (the same sum inside the streaming run, where decoding
 competes with the actors for the cores), ``..._cores_per_actor`` (CPU seconds over busy seconds
 of the model calls: ~1 when each actor's one thread has a core), ``<p>_load_average`` (the
@@ -170,6 +172,10 @@ def measure(args) -> dict:
                                                                / figures[f"{name}_local_pairs_per_s"])
                     figures[f"{name}_ray1_loaded_vs_local_1thread"] = (figures[f"{name}_ray1_loaded_pairs_per_s"]
                                                                        / figures[f"{name}_local_1thread_pairs_per_s"])
+                    # the most one worker can reach: its model stage alone (inputs decoded beforehand, no
+                    # streaming) against the local engine, which decodes and scores on every core
+                    figures[f"{name}_ray1_ceiling_vs_local"] = (figures[f"{name}_ray1_model_pairs_per_s"]
+                                                                / figures[f"{name}_local_pairs_per_s"])
                     figures[f"{name}_ray2_vs_ray1_model"] = (figures[f"{name}_ray2_model_pairs_per_s"]
                                                              / figures[f"{name}_ray1_model_pairs_per_s"])
                     figures[f"{name}_ray2_vs_ray1_pipelined_model"] = (
@@ -199,7 +205,7 @@ KEYS = ["cores", *[f"{p}_{k}" for p in PROFILES for k in (
     "ray1_allcores_pairs_per_s", "ray1_allcores_loaded_pairs_per_s", "ray1_allcores_vs_local",
     "ray1_allcores_loaded_vs_local",
     "ray1_model_pairs_per_s", "ray2_model_pairs_per_s",
-    "ray1_vs_local", "ray2_vs_ray1_model", "ray1_pipelined_model_pairs_per_s", "ray2_pipelined_model_pairs_per_s",
+    "ray1_vs_local", "ray1_ceiling_vs_local", "ray2_vs_ray1_model", "ray1_pipelined_model_pairs_per_s", "ray2_pipelined_model_pairs_per_s",
     "ray2_vs_ray1_pipelined_model", "ray1_model_cores_per_actor", "ray2_model_cores_per_actor", "load_average")], "ray_worker_peak_rss_small_mb", "ray_worker_peak_rss_big_mb",
     "ray_worker_peak_rss_ratio_big_small", "targets"]
 
