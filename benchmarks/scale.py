@@ -199,6 +199,8 @@ def measure(args) -> dict:
         "ray1_ge_0.8x_local_same_threads": {p: figures[f"{p}_ray1_vs_local_1thread"] >= 0.8 for p in PROFILES},
         "ray1_loaded_ge_0.8x_local": {p: figures[f"{p}_ray1_loaded_vs_local"] >= 0.8 for p in PROFILES},
         "ray1_allcores_ge_0.8x_local": {p: figures[f"{p}_ray1_allcores_vs_local"] >= 0.8 for p in PROFILES},
+        "ray1_allcores_loaded_ge_0.8x_local": {p: figures[f"{p}_ray1_allcores_loaded_vs_local"] >= 0.8
+                                               for p in PROFILES},
         "ray2_model_ge_1.6x_ray1": {p: figures[f"{p}_ray2_vs_ray1_model"] >= 1.6 for p in PROFILES},
     }
     return figures
