@@ -99,13 +99,13 @@ def step_times(home: Path, known: set[str]) -> tuple[dict[str, list[tuple[str, f
         return shards, {run.run_id for run in runs}
 
 
-def split(steps: list[tuple[str, float]]) -> tuple[float, float]:
-    scoring = sum(v for k, v in steps if k == "quality_scores")
-    return scoring, sum(v for _, v in steps) - scoring
-
-
 def total(steps: list[tuple[str, float]]) -> float:
     return sum(v for _, v in steps)
+
+
+def split(steps: list[tuple[str, float]]) -> tuple[float, float]:
+    scoring = sum(v for k, v in steps if k == "quality_scores")
+    return scoring, total(steps) - scoring
 
 
 def floor(steps: list[tuple[str, float]]) -> tuple[int, float]:
@@ -151,9 +151,8 @@ def main() -> None:
             per_shard_steps_s = sum(total(s) for s in later) / len(later)
             per_shard_scoring_s = sum(split(s)[0] for s in later) / len(later)
             per_shard_non_scoring_s = sum(split(s)[1] for s in later) / len(later)
-        counted = later if not args.smoke else [first]
-        non_scoring_steps = sum(floor(s)[0] for s in counted) / len(counted)
-        step_floor_s = min(floor(s)[1] for s in counted)
+        counts, shortest = zip(*(floor(s) for s in (later if not args.smoke else [first])))
+        non_scoring_steps, step_floor_s = sum(counts) / len(counts), min(shortest)
         two_runs_s = side_by_side(args, raw, tmp, names[1:3], env, "warm")
         os.environ["DAGSTER_HOME"] = str(home)
         from curation_pipeline import helper
