@@ -129,10 +129,12 @@ def server(tmp_path_factory):
     home, raw, warehouse, shots = (root / n for n in ("dagster_home", "raw", "warehouse", "screenshots"))
     for folder in (home, raw, warehouse, shots):
         folder.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")  # the settings `make ui` gives a user
     for shard in SHARDS:
         shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw / f"{shard}.tar")
-    instance = dg.DagsterInstance.from_config(str(home))  # no partition yet: the first test registers them
+    with pytest.MonkeyPatch.context() as env:  # the shipped storage settings name their folder by DAGSTER_HOME
+        env.setenv("DAGSTER_HOME", str(home))
+        instance = dg.DagsterInstance.from_config(str(home))  # no partition yet: the first test registers them
 
     port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "CURATION_RAW": str(raw), "CURATION_WAREHOUSE": str(warehouse),
