@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as db
+from dagster import DagsterInvariantViolationError, Field, StringSource
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
@@ -148,5 +149,15 @@ class PooledSqliteStorage(DagsterSqliteStorage):
         DagsterStorage.__init__(self)
 
     @classmethod
+    def config_type(cls):
+        return {"base_dir": Field(StringSource, is_required=False, description="default: DAGSTER_HOME")}
+
+    @classmethod
     def from_config_value(cls, inst_data, config_value) -> PooledSqliteStorage:
-        return cls.from_local(inst_data=inst_data, **config_value)
+        base_dir = config_value.get("base_dir") or os.environ.get("DAGSTER_HOME")
+        if not base_dir:
+            raise DagsterInvariantViolationError(
+                "the instance storage (curation_pipeline.instance.PooledSqliteStorage in dagster.yaml) keeps its "
+                "files under DAGSTER_HOME, which is not set: set it (`make ui` uses data/dagster_home) or give "
+                "storage.custom.config.base_dir")
+        return cls.from_local(base_dir, inst_data=inst_data)

@@ -108,3 +108,16 @@ def test_engines_keep_the_most_recent_and_rebuild_after_a_fork(tmp_path, monkeyp
 
     monkeypatch.setattr("os.getpid", lambda: -1)  # as a forked child sees it
     assert engines.get(urls[0]) is not first
+
+
+def test_without_dagster_home_it_says_so_and_base_dir_puts_the_files_elsewhere(home, tmp_path, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME")
+    with pytest.raises(dg.DagsterInvariantViolationError, match="DAGSTER_HOME, which is not set"):
+        dg.DagsterInstance.from_config(str(home))
+    elsewhere = tmp_path / "elsewhere"
+    (home / "dagster.yaml").write_text(
+        (home / "dagster.yaml").read_text().replace("class: PooledSqliteStorage",
+                                                    f"class: PooledSqliteStorage\n    config:\n      base_dir: {elsewhere}"))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        materialize(instance, ["a"])
+    assert (elsewhere / "history" / "runs.db").is_file() and not (home / "history").exists()
