@@ -29,7 +29,7 @@ from dagster._core.storage.sqlite_storage import (
     _schedule_directory,
 )
 
-# Run-sharded event logs: one database per run. A web server opens many runs; it keeps this many open.
+# Run-sharded event logs: one database per run, and a web server reads many; engines kept for the latest.
 OPEN_RUN_DATABASES = 8
 
 
@@ -52,8 +52,9 @@ class Engines:
                     engine.dispose(close=False)  # the parent's connections stay the parent's
                 self._engines.clear()
                 self._pid = os.getpid()
-            engine = self._engines.pop(url, None) or db.create_engine(
-                url, connect_args=self._connect_args, **({"poolclass": self._poolclass} if self._poolclass else {}))
+            # a pool that never makes a thread wait: Dagster's own storages had no limit either
+            pool = {"poolclass": self._poolclass} if self._poolclass else {"max_overflow": -1}
+            engine = self._engines.pop(url, None) or db.create_engine(url, connect_args=self._connect_args, **pool)
             self._engines[url] = engine
             while len(self._engines) > self._keep:
                 self._engines.popitem(last=False)[1].dispose()
@@ -71,39 +72,33 @@ def _transaction(engine: db.Engine) -> Iterator[db.Connection]:
         yield conn
 
 
-class PooledSqliteRunStorage(SqliteRunStorage):
-    _engines: Engines | None = None
+class _PooledConnect:
+    """``connect`` of Dagster's one-file SQLite storages (runs, schedules), on one pooled engine."""
+
+    def __init__(self, conn_string: str, inst_data=None):
+        self._engines = Engines()
+        super().__init__(conn_string, inst_data)
 
     @contextmanager
     def connect(self) -> Iterator[db.Connection]:
-        self._engines = self._engines or Engines()
         with _transaction(self._engines.get(self._conn_string)) as conn:
             yield conn
 
     def dispose(self) -> None:
         super().dispose()
-        if self._engines:
-            self._engines.dispose()
+        self._engines.dispose()
 
 
-class PooledSqliteScheduleStorage(SqliteScheduleStorage):
-    _engines: Engines | None = None
+class PooledSqliteRunStorage(_PooledConnect, SqliteRunStorage):
+    pass
 
-    @contextmanager
-    def connect(self) -> Iterator[db.Connection]:
-        self._engines = self._engines or Engines()
-        with _transaction(self._engines.get(self._conn_string)) as conn:
-            yield conn
 
-    def dispose(self) -> None:
-        super().dispose()
-        if self._engines:
-            self._engines.dispose()
+class PooledSqliteScheduleStorage(_PooledConnect, SqliteScheduleStorage):
+    pass
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data=None):
-        # the index database and the most recent runs' databases
         self._engines = Engines(busy_timeout_s=SQLITE_BUSY_TIMEOUT_SECONDS)  # the index database
         # A run's own database is closed after each use, as Dagster does: the last connection's close
         # checkpoints the WAL into the file, and that change is what the web server's live run view
@@ -126,10 +121,6 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def has_table(self, table_name: str) -> bool:
         with self._engines.get(self.conn_string_for_shard(INDEX_SHARD_NAME)).connect() as conn:
             return bool(conn.dialect.has_table(conn, table_name))
-
-    def wipe(self) -> None:
-        self._run_engines.dispose()  # wipe deletes the runs' database files: no engine may keep one open
-        super().wipe()
 
     def dispose(self) -> None:
         super().dispose()
