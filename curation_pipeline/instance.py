@@ -4,7 +4,7 @@ Dagster's SQLite storages create an engine, and so open the file, for every quer
 makes about 600 of them, and they cost 40% of its steps outside scoring. ``PooledSqliteStorage`` is
 Dagster's ``DagsterSqliteStorage`` (the same files, tables and WAL journal, so the web UI, the daemon
 and other processes share them as before) whose run, event-log and schedule storages reuse a pooled
-engine per database file. The shipped ``dagster.yaml`` selects it.
+engine per database file. The shipped ``dagster.yaml`` selects it through ``CurationInstance``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as db
-from dagster import DagsterInvariantViolationError, Field, StringSource
+import yaml
+from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
@@ -28,6 +30,7 @@ from dagster._core.storage.sqlite_storage import (
     _runs_directory,
     _schedule_directory,
 )
+from dagster._serdes import ConfigurableClassData
 
 # Run-sharded event logs: one database per run, and a web server reads many; engines kept for the latest.
 OPEN_RUN_DATABASES = 8
@@ -140,15 +143,22 @@ class PooledSqliteStorage(DagsterSqliteStorage):
         DagsterStorage.__init__(self)
 
     @classmethod
-    def config_type(cls):
-        return {"base_dir": Field(StringSource, is_required=False, description="default: DAGSTER_HOME")}
+    def from_config_value(cls, inst_data, config_value) -> PooledSqliteStorage:
+        return cls.from_local(inst_data=inst_data, **config_value)
+
+
+class CurationInstance(DagsterInstance):
+    """A Dagster instance whose default storage is ``PooledSqliteStorage``, in the folder Dagster itself
+    would use: ``DAGSTER_HOME``, a temporary home (``dagster dev`` without one), or ``from_config``'s. An
+    explicit ``storage:`` in dagster.yaml (Postgres, say) still wins."""
 
     @classmethod
-    def from_config_value(cls, inst_data, config_value) -> PooledSqliteStorage:
-        base_dir = config_value.get("base_dir") or os.environ.get("DAGSTER_HOME")
-        if not base_dir:
-            raise DagsterInvariantViolationError(
-                "the instance storage (curation_pipeline.instance.PooledSqliteStorage in dagster.yaml) keeps its "
-                "files under DAGSTER_HOME, which is not set: set it (`make ui` uses data/dagster_home) or give "
-                "storage.custom.config.base_dir")
-        return cls.from_local(base_dir, inst_data=inst_data)
+    def config_schema(cls) -> dict:
+        return {}
+
+    @staticmethod
+    def config_defaults(base_dir: str) -> dict:
+        defaults = dict(InstanceRef.config_defaults(base_dir))
+        defaults["storage"] = ConfigurableClassData(
+            __name__, PooledSqliteStorage.__name__, yaml.dump({"base_dir": base_dir}, default_flow_style=False))
+        return defaults

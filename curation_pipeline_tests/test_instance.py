@@ -110,14 +110,21 @@ def test_engines_keep_the_most_recent_and_rebuild_after_a_fork(tmp_path, monkeyp
     assert engines.get(urls[0]) is not first
 
 
-def test_without_dagster_home_it_says_so_and_base_dir_puts_the_files_elsewhere(home, tmp_path, monkeypatch):
+def test_every_home_dagster_would_use_gets_the_pooled_storage_unless_dagster_yaml_names_one(home, tmp_path,
+                                                                                           monkeypatch):
+    # a home opened by path, with no DAGSTER_HOME (as tests, notebooks and `dagster dev`'s temporary home do)
     monkeypatch.delenv("DAGSTER_HOME")
-    with pytest.raises(dg.DagsterInvariantViolationError, match="DAGSTER_HOME, which is not set"):
-        dg.DagsterInstance.from_config(str(home))
-    elsewhere = tmp_path / "elsewhere"
-    (home / "dagster.yaml").write_text(
-        (home / "dagster.yaml").read_text().replace("class: PooledSqliteStorage",
-                                                    f"class: PooledSqliteStorage\n    config:\n      base_dir: {elsewhere}"))
     with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
         materialize(instance, ["a"])
-    assert (elsewhere / "history" / "runs.db").is_file() and not (home / "history").exists()
+        ref = instance.get_ref()  # what dagster dev hands its web server, daemon and run workers
+    assert (home / "history" / "runs.db").is_file() and len(list((home / "history" / "runs").glob("*.db"))) == 2
+    with dg.DagsterInstance.from_ref(ref) as instance:
+        assert isinstance(instance.run_storage, PooledSqliteRunStorage) and len(instance.get_runs()) == 1
+
+    other = tmp_path / "other"
+    (home / "dagster.yaml").write_text((home / "dagster.yaml").read_text() + f"storage:\n  sqlite:\n    base_dir: {other}\n")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.event_log_storage).__name__ == "SqliteEventLogStorage"
+        materialize(instance, ["b"])
+    assert (other / "history" / "runs.db").is_file()

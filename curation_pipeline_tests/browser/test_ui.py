@@ -132,9 +132,7 @@ def server(tmp_path_factory):
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")  # the settings `make ui` gives a user
     for shard in SHARDS:
         shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw / f"{shard}.tar")
-    with pytest.MonkeyPatch.context() as env:  # the shipped storage settings name their folder by DAGSTER_HOME
-        env.setenv("DAGSTER_HOME", str(home))
-        instance = dg.DagsterInstance.from_config(str(home))  # no partition yet: the first test registers them
+    instance = dg.DagsterInstance.from_config(str(home))  # no partition yet: the first test registers them
 
     port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "CURATION_RAW": str(raw), "CURATION_WAREHOUSE": str(warehouse),

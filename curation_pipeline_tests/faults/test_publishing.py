@@ -48,7 +48,7 @@ def small_raw(tmp_path_factory) -> Path:
     return raw
 
 
-def test_concurrent_curate_runs_never_break_a_fresh_dagster_home(small_raw, tmp_path, monkeypatch):
+def test_concurrent_curate_runs_never_break_a_fresh_dagster_home(small_raw, tmp_path):
     """Before: 3 `curate run` at once on a fresh home failed in 3 of 5 trials ("more than one head":
     two processes stamped the run storage's schema), and every later run exited 1. Now the home is set
     up and partitions are registered under a lock: 3 runs at once all exit 0, and the instance opens."""
@@ -61,8 +61,7 @@ def test_concurrent_curate_runs_never_break_a_fresh_dagster_home(small_raw, tmp_
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     for proc, out in zip(procs, outputs):
         assert proc.returncode == 0 and "more than one head" not in out, out[-3000:]
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    with dg.DagsterInstance.get() as instance:  # what every later run does first
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # what every later run does first
         assert sorted(instance.get_dynamic_partitions("shards")) == ["s1", "s2", "s3"]
         assert len(instance.get_runs()) == 3
         assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in instance.get_runs())
