@@ -132,7 +132,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
 
 class PooledSqliteStorage(DagsterSqliteStorage):
-    """``DagsterSqliteStorage`` with pooled engines; configured as ``storage: custom:`` in dagster.yaml."""
+    """``DagsterSqliteStorage`` with pooled engines: ``CurationInstance``'s default, or named as
+    ``storage: custom:`` in dagster.yaml (with ``config: base_dir:``)."""
 
     def __init__(self, base_dir: str, inst_data=None):
         self.base_dir = base_dir
