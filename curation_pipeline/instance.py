@@ -42,8 +42,10 @@ class Engines:
 
     def __init__(self, keep: int = 1, busy_timeout_s: float | None = None, poolclass=None):
         self._keep = keep
-        self._poolclass = poolclass
-        self._connect_args = {} if busy_timeout_s is None else {"timeout": busy_timeout_s}
+        connect_args = {} if busy_timeout_s is None else {"timeout": busy_timeout_s}
+        # a pool that never makes a thread wait: Dagster's own storages had no limit either
+        pool = {"poolclass": poolclass} if poolclass else {"max_overflow": -1}
+        self._options = {"connect_args": connect_args, **pool}
         self._engines: OrderedDict[str, db.Engine] = OrderedDict()
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -55,9 +57,7 @@ class Engines:
                     engine.dispose(close=False)  # the parent's connections stay the parent's
                 self._engines.clear()
                 self._pid = os.getpid()
-            # a pool that never makes a thread wait: Dagster's own storages had no limit either
-            pool = {"poolclass": self._poolclass} if self._poolclass else {"max_overflow": -1}
-            engine = self._engines.pop(url, None) or db.create_engine(url, connect_args=self._connect_args, **pool)
+            engine = self._engines.pop(url, None) or db.create_engine(url, **self._options)
             self._engines[url] = engine
             while len(self._engines) > self._keep:
                 self._engines.popitem(last=False)[1].dispose()
