@@ -221,29 +221,42 @@ class FastExitGroup(click.Group):
     and the models takes seconds nobody waits for); in-process (tests, ``CliRunner``) it exits as click does."""
 
     def main(self, *args, **kwargs):
+        entry = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+        process = Path(entry).name in ("curate", "cli.py")
+        if process and not args and "args" not in kwargs:  # `run` and `demo` in the warm server's child
+            from curation_pipeline import forkserver
+
+            code = forkserver.delegate(sys.argv)
+            if code is not None:
+                sys.exit(code)
         try:
             return super().main(*args, **kwargs)
         except SystemExit as exc:
-            entry = getattr(sys.modules.get("__main__"), "__file__", None) or ""
-            if Path(entry).name not in ("curate", "cli.py") or os.environ.get("CURATE_SLOW_EXIT"):
+            if not process or os.environ.get("CURATE_SLOW_EXIT"):
                 raise
             if exc.code is not None and not isinstance(exc.code, int):
                 click.echo(exc.code, err=True)
             _fast_exit(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
 
 
-def _fast_exit(code: int) -> None:
+def wind_down() -> None:
+    """What a process must still do before ``os._exit``: stop a local Ray cluster, run the exit
+    handlers (temp folders, loggers, Dagster's: ~30 ms), flush the streams."""
     import atexit
     import logging
 
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():  # a local Ray cluster's processes must be stopped
         ray.shutdown()
-    atexit._run_exitfuncs()  # temp folders, loggers, Dagster's handlers: quick (~30 ms)
+    atexit._run_exitfuncs()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+
+
+def _fast_exit(code: int) -> None:
+    wind_down()
     os._exit(code)
 
 

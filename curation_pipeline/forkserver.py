@@ -1,0 +1,416 @@
+"""A warm start for ``curate run`` and ``curate demo``: a server that has imported Dagster, the
+definitions and the scorers once, and forks a child to run each command.
+
+Those imports cost 1.5-3.5 s of every run on two cores, a third of a 1,000-pair text run. The
+``curate`` process (the client) hands its arguments, working folder, environment and standard
+streams to the server of its Python, its package code and its environment; the child runs the
+command as the process itself would, with those streams, and the client exits with its exit code.
+Signals sent to the client (Ctrl-C, SIGTERM, SIGHUP) go to the child; a client killed outright takes
+its child with it. With no server, a run starts one in the background and runs itself; the next
+runs find it. The server answers only its user (a private folder, and multiprocessing's HMAC
+handshake with the key beside the socket), and leaves after ``CURATE_HELPER_IDLE_S`` seconds (120)
+with no run, once its ``DAGSTER_HOME`` is gone, or when a newer server takes its address.
+``CURATE_FORKSERVER=off`` runs every command in its own process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODE_ENV = "CURATE_FORKSERVER"
+COMMANDS = ("run", "demo")  # the commands whose start is mostly imports
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# shell bookkeeping that differs between invocations without changing what the server imported
+VOLATILE_ENV = ("_", "PWD", "OLDPWD", "SHLVL", MODE_ENV)
+PACKAGE = Path(__file__).resolve().parent
+
+
+def enabled() -> bool:
+    return (os.environ.get(MODE_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
+            and hasattr(os, "fork") and hasattr(socket, "AF_UNIX") and hasattr(socket, "send_fds"))
+
+
+def _fingerprint() -> str:
+    """What the server's imports depend on: the interpreter, every module file of this package, the
+    installed packages (an install changes a ``sys.path`` folder) and the environment (libraries read
+    some variables at import: HF_HUB_OFFLINE, GX_ANALYTICS_ENABLED, PYTHONPATH, ...)."""
+    digest = hashlib.sha256(f"{sys.executable}|{sys.version}|{sys.flags}".encode())
+    for path in sorted(PACKAGE.rglob("*.py")):
+        info = path.stat()
+        digest.update(f"{path}|{info.st_mtime_ns}|{info.st_size}".encode())
+    for entry in sys.path:  # an install or removal changes its site-packages folder
+        stamp = ""
+        if entry.endswith(("site-packages", "dist-packages")):
+            with contextlib.suppress(OSError):
+                stamp = str(os.stat(entry).st_mtime_ns)
+        digest.update(f"{entry}|{stamp}".encode())
+    env = sorted((k, v) for k, v in os.environ.items() if k not in VOLATILE_ENV)
+    digest.update(repr(env).encode())
+    return digest.hexdigest()[:20]
+
+
+def address() -> Path:
+    from curation_pipeline.helper import _folder  # the helpers' private folder
+
+    return _folder() / f"fork-{_fingerprint()}.sock"
+
+
+# --- the client: the `curate` process ---------------------------------------------------------
+
+
+def delegate(argv: list[str]) -> int | None:
+    """Run ``argv`` (a ``curate`` command line) in a child of the warm server; its exit code, or None
+    when it must run here: not a run, switched off, or no server ready (one is started for the next)."""
+    if len(argv) < 2 or argv[1] not in COMMANDS or not enabled():
+        return None
+    try:
+        sock = address()
+        conn = _connect(sock)
+    except Exception:  # noqa: BLE001 - any trouble reaching the server: this run runs here
+        return None
+    if conn is None:
+        with contextlib.suppress(Exception):
+            _start_server(sock)
+        return None
+    return _relay(conn, argv)
+
+
+def _connect(sock: Path):
+    from multiprocessing.connection import Client
+
+    if not sock.exists():
+        return None
+    try:
+        return Client(str(sock), family="AF_UNIX", authkey=sock.with_suffix(".key").read_bytes())
+    except (FileNotFoundError, ConnectionRefusedError):  # it left as we came: start another
+        return None
+
+
+def _relay(conn, argv: list[str]) -> int | None:
+    """Send the command and the standard streams, forward signals to the child, return its code."""
+    state: dict = {"pid": None, "signal": None}
+
+    def forward(signum, _frame):
+        state["signal"] = signum
+        if state["pid"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state["pid"], signum)
+
+    previous = {s: signal.signal(s, forward) for s in FORWARDED}
+    try:
+        conn.send({"argv": list(argv), **_context()})
+        fds = [fd for fd in (0, 1, 2) if _is_open(fd)]
+        with socket.socket(fileno=os.dup(conn.fileno())) as raw:
+            socket.send_fds(raw, [bytes(fd in fds for fd in (0, 1, 2))], fds)
+        kind, pid = conn.recv()
+    except Exception:  # noqa: BLE001 - nothing ran yet: run here (and take a signal that came meanwhile)
+        conn.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if state["signal"] is not None:
+            os.kill(os.getpid(), state["signal"])
+        return None
+    try:
+        state["pid"] = pid
+        if state["signal"] is not None:  # came before the child was known
+            forward(state["signal"], None)
+        while True:
+            try:
+                kind, value = conn.recv()
+            except (EOFError, OSError):
+                break
+            if kind == "exit":
+                return int(value)
+    finally:
+        conn.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if state["signal"] is not None:  # the child died of a forwarded signal: so does this process
+        signal.signal(state["signal"], signal.SIG_DFL)
+        os.kill(os.getpid(), state["signal"])
+    print("curate: the run's process ended without an exit status (killed?)", file=sys.stderr)
+    return 1
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _context() -> dict:
+    """Everything about this process that its command's run must inherit besides its streams."""
+    import resource
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    limits = {name: resource.getrlimit(getattr(resource, name)) for name in dir(resource)
+              if name.startswith("RLIMIT_")}
+    return {"cwd": os.getcwd(), "env": dict(os.environ), "umask": umask, "limits": limits,
+            "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+
+
+def _apply(context: dict) -> None:
+    """Take on a client's context (in the child); raises if one part cannot be (e.g. a higher limit
+    than the server's), and the client then runs the command itself."""
+    import resource
+
+    os.chdir(context["cwd"])
+    os.umask(context["umask"])
+    os.environ.clear()
+    os.environ.update(context["env"])
+    for name, limit in context["limits"].items():
+        if resource.getrlimit(getattr(resource, name)) != tuple(limit):
+            resource.setrlimit(getattr(resource, name), tuple(limit))
+    if context["cpus"] is not None:
+        os.sched_setaffinity(0, context["cpus"])
+    if os.getpriority(os.PRIO_PROCESS, 0) != context["nice"]:
+        os.setpriority(os.PRIO_PROCESS, 0, context["nice"])
+
+
+def sock_log(sock: Path) -> Path:
+    """One line per command the server at ``sock`` served: time, child pid, folder, command."""
+    return sock.with_suffix(".log")
+
+
+def _start_server(sock: Path) -> None:
+    """Start a server for ``sock`` in the background unless one is starting; never waits for it."""
+    import fcntl
+
+    with open(sock.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time: side-by-side runs start one server
+        starting = sock.with_suffix(".starting")
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+            os.kill(int(starting.read_text()), 0)
+            return  # one is importing
+        if sock.exists() and _answers(sock):
+            return
+        key = sock.with_suffix(".key")
+        tmp = key.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(os.urandom(32))
+        tmp.chmod(0o600)
+        os.replace(tmp, key)
+        # from the package's folder, so ``-m`` imports this package (the one the address is keyed on)
+        process = subprocess.Popen([sys.executable, "-m", "curation_pipeline.forkserver", str(sock)],
+                                   cwd=str(PACKAGE.parent), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        starting.write_text(str(process.pid))
+
+
+def _answers(sock: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(sock))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def servers(home: str | os.PathLike | None = None) -> list[Path]:
+    """The sockets of the running servers (of this user), of those for ``home`` when given."""
+    import json
+
+    from curation_pipeline.helper import _folder
+
+    found = []
+    for sock in sorted(_folder().glob("fork-*.sock")):
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(sock.with_suffix(".json").read_text())
+            if home is None or info["home"] == str(Path(home).resolve()):
+                found.append(sock)
+    return found
+
+
+def stop(home: str | os.PathLike, timeout_s: float = 30.0) -> int:
+    """Make the servers for ``home`` leave, once their runs have ended (benchmarks measure a cold
+    start so); waits for them; how many there were."""
+    import json
+
+    socks = servers(home)
+    pids = []
+    for sock in socks:
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int(json.loads(sock.with_suffix(".json").read_text())["pid"]))
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()  # it notices within half a second
+    deadline = time.monotonic() + timeout_s
+    for pid in pids:
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+    return len(socks)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):  # a zombie (its parent has not reaped it yet) is gone
+        return open(f"/proc/{pid}/stat").read().split(") ")[-1][:1] != "Z"
+    return True
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+def preload() -> None:
+    """What every run imports: Dagster, the definitions and their resources, the instance storage,
+    every scorer module (the caption patterns compile at import), the CLI."""
+    import curation_pipeline.cli  # noqa: F401
+    import curation_pipeline.definitions  # noqa: F401
+    import curation_pipeline.instance  # noqa: F401
+    from curation_pipeline.models import loading  # noqa: F401
+    from curation_pipeline.reporting import charts  # noqa: F401
+    from curation_pipeline.scoring.registry import scorer_classes
+    from curation_pipeline.storage import warehouse  # noqa: F401
+
+    scorer_classes()
+
+
+def serve(sock: Path, idle_s: float) -> None:
+    import gc
+    import json
+    import select
+
+    gc.disable()  # no collection may touch the imported objects before they are frozen
+    preload()
+    gc.freeze()  # the children's collections skip them: fewer copied pages, shorter collections
+    key = sock.with_suffix(".key").read_bytes()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound = sock.with_suffix(f".{os.getpid()}.bind")
+    listener.bind(str(bound))
+    listener.listen(16)
+    home = os.environ.get("DAGSTER_HOME")
+    info = sock.with_suffix(".json")
+    info.write_text(json.dumps({"pid": os.getpid(), "home": str(Path(home).resolve()) if home else None}))
+    os.replace(bound, sock)  # clients find it only now, warm
+    mine = sock.stat().st_ino
+    sock.with_suffix(".starting").unlink(missing_ok=True)
+    children: set[int] = set()
+    since = time.monotonic()
+    while True:
+        for pid in list(children):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    children.discard(pid)
+        if select.select([listener], [], [], 0.5)[0]:
+            client, _ = listener.accept()
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                gc.enable()
+                _child(client, key, sock)  # never returns
+            client.close()
+            children.add(pid)
+            since = time.monotonic()
+            continue
+        try:
+            taken, removed = sock.stat().st_ino != mine, False  # taken: a newer server has the address
+        except FileNotFoundError:
+            taken, removed = False, True  # stop(), or a cleaner of the folder
+        gone = bool(home) and not os.path.isdir(home)
+        if taken or removed or gone or (not children and time.monotonic() - since > idle_s):
+            break
+    # leave: clients that connected but were not taken find the connection reset and run themselves
+    listener.close()
+    if not taken:
+        with contextlib.suppress(OSError):
+            sock.unlink()
+        sock_log(sock).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if sock.with_suffix(".key").read_bytes() == key:
+                sock.with_suffix(".key").unlink()
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(info.read_text())["pid"] == os.getpid():
+                info.unlink()
+    os._exit(0)  # runs still going go on (they need nothing of the server); init reaps them
+
+
+def _child(client: socket.socket, key: bytes, sock: Path) -> None:
+    """In the forked child: take over the client's command, streams, folder and environment, run it,
+    answer its exit code."""
+    import threading
+    from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+
+    code = 1
+    try:
+        conn = Connection(os.dup(client.fileno()))
+        deliver_challenge(conn, key)
+        answer_challenge(conn, key)
+        request = conn.recv()
+        flags, fds, _, _ = socket.recv_fds(client, 3, 3)
+        streams = iter(fds)
+        for target, present in zip((0, 1, 2), flags):
+            fd = next(streams) if present else os.open(os.devnull, os.O_RDWR)
+            os.dup2(fd, target)
+            os.close(fd)
+        _reopen_stdio()
+        _apply(request)
+        sys.argv = list(request["argv"])
+        with open(sock_log(sock), "a", encoding="utf-8") as log:
+            log.write(f"{time.time():.3f} {os.getpid()} {request['cwd']} {' '.join(sys.argv)}\n")
+        conn.send(("pid", os.getpid()))
+    except BaseException:  # noqa: BLE001 - a context this child cannot take on: the client runs the command itself
+        os._exit(1)
+    # the client never writes again: anything read means it is gone, and so is its run
+    threading.Thread(target=_die_with, args=(client,), name="curate-client-watch", daemon=True).start()
+    from curation_pipeline import cli
+
+    try:
+        cli.main.main(args=sys.argv[1:], prog_name=Path(sys.argv[0]).name)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - as an uncaught exception in the process itself
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    with contextlib.suppress(BaseException):
+        cli.wind_down()
+    with contextlib.suppress(BaseException):
+        conn.send(("exit", code))
+    os._exit(code)
+
+
+def _die_with(client: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        client.recv(1)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _reopen_stdio() -> None:
+    """New stream objects on fds 0-2 (now the client's): buffering follows whether each is a terminal,
+    as at a process's start."""
+    sys.stdin = sys.__stdin__ = open(0, encoding=sys.stdin.encoding, closefd=False)  # noqa: SIM115
+    sys.stdout = sys.__stdout__ = open(1, "w", encoding=sys.stdout.encoding, errors=sys.stdout.errors,  # noqa: SIM115
+                                       buffering=1 if os.isatty(1) else -1, closefd=False)
+    sys.stderr = sys.__stderr__ = open(2, "w", encoding=sys.stderr.encoding, errors="backslashreplace",  # noqa: SIM115
+                                       buffering=1, closefd=False)
+
+
+def main(argv: list[str]) -> None:
+    from curation_pipeline.helper import DEFAULT_IDLE_S, IDLE_ENV, _seconds
+
+    serve(Path(argv[0]), _seconds(IDLE_ENV, DEFAULT_IDLE_S))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
