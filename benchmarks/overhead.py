@@ -18,10 +18,12 @@ shared by all of them as in production, and the step timings Dagster records for
 - ``fixed_per_run_s``: ``one_run_s - per_shard_s``, what a run costs beyond its shard's work;
 - ``two_runs_vs_one``: two runs of one shard each, side by side, against one such run alone:
   ``2 * one_run_s / two_runs_s`` (2.0 is perfect sharing, 1.0 no gain);
-- these runs find the home's Great Expectations helper warm (``curation_pipeline.helper``), as every
-  run after the first does; ``one_run_cold_s``, ``fixed_per_run_cold_s``, ``two_runs_cold_s`` and
-  ``two_runs_vs_one_cold`` measure the same after stopping it (what a first run pays). The package
-  is byte-compiled first (``make setup`` does the same).
+- these runs find the home's warm processes running, as every run after the first does: the Great
+  Expectations helper (``curation_pipeline.helper``) and the server whose forked children run
+  ``curate run`` with Dagster and the definitions already imported (``curation_pipeline.forkserver``;
+  ``served`` says whether it was up); ``one_run_cold_s``, ``fixed_per_run_cold_s``,
+  ``two_runs_cold_s`` and ``two_runs_vs_one_cold`` measure the same after stopping both (what a
+  first run pays). The package is byte-compiled first (``make setup`` does the same).
 
 Each run sizes its thread pools to the cores divided by the home's ``max_concurrent_runs`` (the
 shipped dagster.yaml says 2), unless ``CURATION_THREADS`` is set. ``--smoke`` skips the warm-up
@@ -132,9 +134,15 @@ def main() -> None:
         env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "GX_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}
         known: set[str] = set()
-        if not args.smoke:  # a first run creates the home's storages and fills the page cache
+        from curation_pipeline import forkserver, helper
+
+        served = False
+        if not args.smoke:  # a first run creates the home's storages, fills the page cache, starts the servers
             timed_run(args, raw, tmp / "wh-warm", names[:1], env)
             _, known = step_times(home, known)
+            deadline = time.monotonic() + 180
+            while not (served := bool(forkserver.servers(home))) and time.monotonic() < deadline:
+                time.sleep(0.1)
         one_run_s = timed_run(args, raw, tmp / "wh-one", names[:1], env)
         steps, known = step_times(home, known)
         first = steps[names[0]]
@@ -155,21 +163,25 @@ def main() -> None:
         non_scoring_steps, step_floor_s = sum(counts) / len(counts), min(shortest)
         two_runs_s = side_by_side(args, raw, tmp, names[1:3], env, "warm")
         os.environ["DAGSTER_HOME"] = str(home)
-        from curation_pipeline import helper
+
+        def stop_warm() -> None:
+            helper.stop(home)
+            forkserver.stop(home)
 
         cold = {}
-        if not args.smoke:  # the same two measures after stopping the home's GX helper: what a first run pays
-            helper.stop(home)
+        if not args.smoke:  # the same two measures after stopping the home's warm processes: what a first run pays
+            stop_warm()
             cold["one_run_cold_s"] = timed_run(args, raw, tmp / "wh-one-cold", names[:1], env)
             cold["fixed_per_run_cold_s"] = cold["one_run_cold_s"] - per_shard_s
-            helper.stop(home)
+            stop_warm()
             cold["two_runs_cold_s"] = side_by_side(args, raw, tmp, names[1:3], env, "cold")
             cold["two_runs_vs_one_cold"] = 2 * cold["one_run_cold_s"] / cold["two_runs_cold_s"]
-        helper.stop(home)
+        stop_warm()
         figures = {
             "cores": signals._cores(),
             "threads_per_run": signals.cpu_threads(),
             "pairs_per_shard": 40,
+            "served": served,
             "one_run_s": one_run_s,
             "one_run_steps_s": one_run_steps_s,
             "outside_steps_s": one_run_s - one_run_steps_s,
@@ -195,7 +207,7 @@ def main() -> None:
               f"{figures['two_runs_vs_one']:.2f}x one run ({figures['threads_per_run']} thread(s) per run, "
               f"{figures['cores']} cores)")
         if cold:
-            print(f"with the GX helper stopped first: one run {cold['one_run_cold_s']:.1f} s (fixed cost "
+            print(f"with the GX helper and the run server stopped first: one run {cold['one_run_cold_s']:.1f} s (fixed cost "
                   f"{cold['fixed_per_run_cold_s']:.1f} s), two side by side {cold['two_runs_cold_s']:.1f} s -> "
                   f"{cold['two_runs_vs_one_cold']:.2f}x")
         result_line(figures)

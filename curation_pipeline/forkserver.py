@@ -6,8 +6,8 @@ Those imports cost 1.5-3.5 s of every run on two cores, a third of a 1,000-pair 
 streams to the server of its Python, its package code and its environment; the child runs the
 command as the process itself would, with those streams, and the client exits with its exit code.
 Signals sent to the client (Ctrl-C, SIGTERM, SIGHUP) go to the child; a client killed outright takes
-its child with it. With no server, a run starts one in the background and runs itself; the next
-runs find it. The server answers only its user (a private folder, and multiprocessing's HMAC
+its child with it. With no server, a run runs itself and, as it exits, starts one in the background
+(its imports would take a core from the run); the next runs find it. The server answers only its user (a private folder, and multiprocessing's HMAC
 handshake with the key beside the socket), and leaves after ``CURATE_HELPER_IDLE_S`` seconds (120)
 with no run, once its ``DAGSTER_HOME`` is gone, or when a newer server takes its address.
 ``CURATE_FORKSERVER=off`` runs every command in its own process.
@@ -76,11 +76,17 @@ def delegate(argv: list[str]) -> int | None:
         conn = _connect(sock)
     except Exception:  # noqa: BLE001 - any trouble reaching the server: this run runs here
         return None
-    if conn is None:
-        with contextlib.suppress(Exception):
-            _start_server(sock)
+    if conn is None:  # started as this run ends: its imports would take a core from this run
+        import atexit
+
+        atexit.register(_start_quietly, sock)
         return None
     return _relay(conn, argv)
+
+
+def _start_quietly(sock: Path) -> None:
+    with contextlib.suppress(Exception):
+        _start_server(sock)
 
 
 def _connect(sock: Path):
