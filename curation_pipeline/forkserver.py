@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -197,9 +198,9 @@ def _start_server(sock: Path) -> None:
     with open(sock.with_suffix(".lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time: side-by-side runs start one server
         starting = sock.with_suffix(".starting")
-        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-            os.kill(int(starting.read_text()), 0)
-            return  # one is importing
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if _alive(json.loads(starting.read_text())["pid"]):
+                return  # one is importing
         if sock.exists() and _answers(sock):
             return
         key = sock.with_suffix(".key")
@@ -211,7 +212,8 @@ def _start_server(sock: Path) -> None:
         process = subprocess.Popen([sys.executable, "-m", "curation_pipeline.forkserver", str(sock)],
                                    cwd=str(PACKAGE.parent), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
-        starting.write_text(str(process.pid))
+        home = os.environ.get("DAGSTER_HOME")
+        starting.write_text(json.dumps({"pid": process.pid, "home": str(Path(home).resolve()) if home else None}))
 
 
 def _answers(sock: Path) -> bool:
@@ -225,38 +227,39 @@ def _answers(sock: Path) -> bool:
         probe.close()
 
 
-def servers(home: str | os.PathLike | None = None) -> list[Path]:
-    """The sockets of the running servers (of this user), of those for ``home`` when given."""
-    import json
-
+def servers(home: str | os.PathLike | None = None, suffix: str = ".sock") -> list[Path]:
+    """The sockets of the servers (of this user) that serve, of those for ``home`` when given; with
+    ``suffix=".starting"``, the start markers of those still importing."""
     from curation_pipeline.helper import _folder
 
     found = []
-    for sock in sorted(_folder().glob("fork-*.sock")):
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(sock.with_suffix(".json").read_text())
-            if home is None or info["home"] == str(Path(home).resolve()):
-                found.append(sock)
+    for sock in sorted(_folder().glob(f"fork-*{suffix}")):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            info = json.loads(sock.with_suffix(".json" if suffix == ".sock" else suffix).read_text())
+            if (home is None or info["home"] == str(Path(home).resolve())) and _alive(info["pid"]):
+                found.append(sock.with_suffix(".sock"))
     return found
 
 
 def stop(home: str | os.PathLike, timeout_s: float = 30.0) -> int:
-    """Make the servers for ``home`` leave, once their runs have ended (benchmarks measure a cold
-    start so); waits for them; how many there were."""
-    import json
-
-    socks = servers(home)
+    """Make the servers for ``home`` leave, those still importing included (benchmarks measure a cold
+    start so), and wait for them; how many there were. Runs they serve go on."""
     pids = []
-    for sock in socks:
-        with contextlib.suppress(OSError, ValueError):
-            pids.append(int(json.loads(sock.with_suffix(".json").read_text())["pid"]))
+    for sock in servers(home, ".starting"):  # not serving yet: nothing to lose
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pid = json.loads(sock.with_suffix(".starting").read_text())["pid"]
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
+    for sock in servers(home):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pids.append(json.loads(sock.with_suffix(".json").read_text())["pid"])
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()  # it notices within half a second
     deadline = time.monotonic() + timeout_s
     for pid in pids:
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.05)
-    return len(socks)
+    return len(pids)
 
 
 def _alive(pid: int) -> bool:
@@ -290,7 +293,6 @@ def preload() -> None:
 
 def serve(sock: Path, idle_s: float) -> None:
     import gc
-    import json
     import select
 
     gc.disable()  # no collection may touch the imported objects before they are frozen
