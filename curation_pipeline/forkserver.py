@@ -40,9 +40,10 @@ def enabled() -> bool:
 
 
 def _fingerprint() -> str:
-    """What the server's imports depend on: the interpreter, every module file of this package, the
-    installed packages (an install changes a ``sys.path`` folder) and the environment (libraries read
-    some variables at import: HF_HUB_OFFLINE, GX_ANALYTICS_ENABLED, PYTHONPATH, ...)."""
+    """What a server must share with its clients: the interpreter, every module file of this package,
+    the installed packages (an install changes a ``sys.path`` folder), the environment (libraries read
+    some variables at import: HF_HUB_OFFLINE, GX_ANALYTICS_ENABLED, PYTHONPATH, ...), the namespaces
+    and the control group."""
     digest = hashlib.sha256(f"{sys.executable}|{sys.version}|{sys.flags}".encode())
     for path in sorted(PACKAGE.rglob("*.py")):
         info = path.stat()
@@ -55,7 +56,20 @@ def _fingerprint() -> str:
         digest.update(f"{entry}|{stamp}".encode())
     env = sorted((k, v) for k, v in os.environ.items() if k not in VOLATILE_ENV)
     digest.update(repr(env).encode())
+    digest.update(_confinement().encode())
     return digest.hexdigest()[:20]
+
+
+def _confinement() -> str:
+    """The namespaces (network, mounts, ...) and control group of this process: a child of a server
+    elsewhere (a run inside ``unshare -n`` or a container sharing /tmp) would run outside them."""
+    parts = []
+    for ns in ("net", "mnt", "pid", "user", "uts", "ipc", "cgroup"):
+        with contextlib.suppress(OSError):
+            parts.append(os.readlink(f"/proc/self/ns/{ns}"))
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/self/cgroup").read_text())
+    return "|".join(parts)
 
 
 def address() -> Path:
@@ -355,7 +369,6 @@ def _child(client: socket.socket, key: bytes, sock: Path) -> None:
     import threading
     from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
-    code = 1
     try:
         conn = Connection(os.dup(client.fileno()))
         deliver_challenge(conn, key)
@@ -372,30 +385,43 @@ def _child(client: socket.socket, key: bytes, sock: Path) -> None:
         sys.argv = list(request["argv"])
         with open(sock_log(sock), "a", encoding="utf-8") as log:
             log.write(f"{time.time():.3f} {os.getpid()} {request['cwd']} {' '.join(sys.argv)}\n")
-        conn.send(("pid", os.getpid()))
     except BaseException:  # noqa: BLE001 - a context this child cannot take on: the client runs the command itself
         os._exit(1)
-    # the client never writes again: anything read means it is gone, and so is its run
-    threading.Thread(target=_die_with, args=(client,), name="curate-client-watch", daemon=True).start()
+    code = 1
+    try:  # whatever happens (a Ctrl-C at any point included), this process ends here, never in the server's loop
+        conn.send(("pid", os.getpid()))  # from here on the client forwards its signals
+        try:
+            # the client never writes again: anything read means it is gone, and so is its run
+            threading.Thread(target=_die_with, args=(client,), name="curate-client-watch", daemon=True).start()
+            code = _run(sys.argv)
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)  # the command has ended: later signals wait
+        from curation_pipeline import cli
+
+        with contextlib.suppress(BaseException):
+            cli.wind_down()
+        with contextlib.suppress(BaseException):
+            conn.send(("exit", code))
+    finally:
+        os._exit(code)
+
+
+def _run(argv: list[str]) -> int:
+    """The command, as the ``curate`` process would run it; its exit code."""
     from curation_pipeline import cli
 
     try:
-        cli.main.main(args=sys.argv[1:], prog_name=Path(sys.argv[0]).name)
-        code = 0
+        cli.main.main(args=argv[1:], prog_name=Path(argv[0]).name)
+        return 0
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - as an uncaught exception in the process itself
         import traceback
 
         traceback.print_exc()
-        code = 1
-    with contextlib.suppress(BaseException):
-        cli.wind_down()
-    with contextlib.suppress(BaseException):
-        conn.send(("exit", code))
-    os._exit(code)
+        return 1
 
 
 def _die_with(client: socket.socket) -> None:

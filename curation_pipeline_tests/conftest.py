@@ -7,6 +7,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the GX helper that runs with a DAGSTER_HOME (curation_pipeline.helper) leaves soon after a test's runs
 os.environ.setdefault("CURATE_HELPER_IDLE_S", "15")
+# each test's `curate` processes run in their own process (a warm server per test environment would
+# only add background imports); test_forkserver.py turns the warm start on for its own runs
+os.environ.setdefault("CURATE_FORKSERVER", "off")
 
 from pathlib import Path  # noqa: E402
 
