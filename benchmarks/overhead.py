@@ -132,7 +132,7 @@ def main() -> None:
         names = [p.stem for p in generate_sample_shards(raw, n_shards=max(args.shards, 3))]
         home = tmp / "home"
         env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "GX_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}
+               "GX_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false", "CURATE_FORKSERVER": "on"}
         known: set[str] = set()
         from curation_pipeline import forkserver, helper
 

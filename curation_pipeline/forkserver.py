@@ -7,8 +7,9 @@ streams to the server of its Python, its package code and its environment; the c
 command as the process itself would, with those streams, and the client exits with its exit code.
 Signals sent to the client (Ctrl-C, SIGTERM, SIGHUP) go to the child; a client killed outright takes
 its child with it. With no server, a run runs itself and, as it exits, starts one in the background
-(its imports would take a core from the run); the next runs find it. The server answers only its user (a private folder, and multiprocessing's HMAC
-handshake with the key beside the socket), and leaves after ``CURATE_HELPER_IDLE_S`` seconds (120)
+(its imports would take a core from the run); the next runs find it. The server answers only its
+user (a private folder, and multiprocessing's HMAC handshake with the key beside the socket), logs
+each command it serves beside its socket, and leaves after ``CURATE_HELPER_IDLE_S`` seconds (120)
 with no run, once its ``DAGSTER_HOME`` is gone, or when a newer server takes its address.
 ``CURATE_FORKSERVER=off`` runs every command in its own process.
 """

@@ -32,10 +32,11 @@ EXPECTED_KEYS = {
                       "small_pipeline_vs_model_only", "small_pipeline_vs_serial", "small_serial_ms_per_pair_decode",
                       "small_serial_ms_per_pair_preprocess", "small_serial_ms_per_pair_forward",
                       "small_ceiling_vs_serial"},
-    "overhead.py": {"cores", "threads_per_run", "pairs_per_shard", "one_run_s", "one_run_steps_s",
+    "overhead.py": {"cores", "threads_per_run", "pairs_per_shard", "served", "one_run_s", "one_run_steps_s",
                     "outside_steps_s", "fixed_per_run_s", "per_shard_s", "per_shard_steps_s",
                     "per_shard_overhead_s", "per_shard_scoring_s", "per_shard_non_scoring_s", "two_runs_s",
                     "two_runs_vs_one", "per_shard_non_scoring_steps", "step_floor_s", "per_shard_non_scoring_floor_s"},
+    "data_juicer.py": {"pairs", "rounds", "served_median_s", "local_median_s"},  # + the ratios when --dj names one
     "rewrite_speed.py": {"rewrites_per_s", "partition_pairs", "f0_seconds", "f10_seconds", "f50_seconds",
                          "f10_rewritten", "f50_rewritten", "f50_cost_ratio"},
     "offline_signals.py": {"pairs", "decode_pairs_per_s", "ms_per_pair_nsfw", "ms_per_pair_ocr",
@@ -56,7 +57,7 @@ EXPECTED_KEYS = {
                  "ray_worker_peak_rss_big_mb", "ray_worker_peak_rss_ratio_big_small", "targets"},
 }
 # The longest smoke runs (several seconds of model building or three pipeline processes).
-SLOW = {"load.py", "mlm_filter_speed.py", "scale.py", "overhead.py"}
+SLOW = {"load.py", "mlm_filter_speed.py", "scale.py", "overhead.py", "data_juicer.py"}
 
 
 def test_every_benchmark_has_expected_keys():
