@@ -294,16 +294,29 @@ def _alive(pid: int) -> bool:
 
 def preload() -> None:
     """What every run imports: Dagster, the definitions and their resources, the instance storage,
-    every scorer module (the caption patterns compile at import), the CLI."""
+    every scorer module (the caption patterns compile at import), the CLI, the warehouse's readers, the
+    cleaner, duplicate grouping (SciPy), Pillow's format plugins. Not the model runtimes (ONNX Runtime,
+    OpenCV, torch): they start threads of their own, which a fork would leave behind."""
+    import dagster._core.execution.execute_in_process  # noqa: F401
+    import dagster._core.executor.in_process  # noqa: F401
+    import dagster._core.instance.runs.run_domain  # noqa: F401
+    import pyarrow.dataset  # noqa: F401
+    import upath.implementations.local  # noqa: F401
+    from PIL import Image
+
     import curation_pipeline.cli  # noqa: F401
+    import curation_pipeline.decisions.duplicate_groups  # noqa: F401
     import curation_pipeline.definitions  # noqa: F401
     import curation_pipeline.instance  # noqa: F401
+    import curation_pipeline.rewriting.cleaner  # noqa: F401
+    import curation_pipeline.validation._gx  # noqa: F401
     from curation_pipeline.models import loading  # noqa: F401
     from curation_pipeline.reporting import charts  # noqa: F401
     from curation_pipeline.scoring.registry import scorer_classes
     from curation_pipeline.storage import warehouse  # noqa: F401
 
     scorer_classes()
+    Image.init()
 
 
 def serve(sock: Path, idle_s: float) -> None:

@@ -25,9 +25,9 @@ PER_RUN = ("run_id", "created_at")  # per-run columns by design (docs/faults.md)
 
 
 
-def _command(warehouse: str, raw: str = "raw") -> list[str]:
+def _command(warehouse: str, raw: str = "raw", profile: str = "text") -> list[str]:
     base = [str(CURATE)] if CURATE.is_file() else [sys.executable, "-m", "curation_pipeline.cli"]
-    return [*base, "run", "--raw", raw, "--warehouse", warehouse, "--profile", "text", "--no-report"]
+    return [*base, "run", "--raw", raw, "--warehouse", warehouse, "--profile", profile, "--no-report"]
 
 
 def _served(cwd: Path, warehouse: str) -> int | None:
@@ -86,11 +86,12 @@ def _tables(warehouse: Path) -> dict[str, object]:
 
 
 def test_a_served_run_equals_a_run_in_its_own_process(warm):
+    """The offline profile: its models (ONNX Runtime, OpenCV, SciPy) load in the forked child."""
     root, env = warm
-    local = subprocess.run(_command("wh-local"), cwd=root, env={**env, forkserver.MODE_ENV: "off"},
+    local = subprocess.run(_command("wh-local", profile="offline"), cwd=root, env={**env, forkserver.MODE_ENV: "off"},
                            capture_output=True, text=True, timeout=600)
-    served = subprocess.run(_command("wh-served"), cwd=root, env=env, capture_output=True, text=True, timeout=600,
-                            preexec_fn=lambda: os.umask(0o027))
+    served = subprocess.run(_command("wh-served", profile="offline"), cwd=root, env=env, capture_output=True,
+                            text=True, timeout=600, preexec_fn=lambda: os.umask(0o027))
     assert local.returncode == 0 and served.returncode == 0, (local.stderr[-2000:], served.stderr[-2000:])
     assert _served(root, "wh-local") is None and _served(root, "wh-served") is not None
     # relative paths resolved in the client's folder, the same lines on stdout
