@@ -293,9 +293,9 @@ def _alive(pid: int) -> bool:
 
 
 def preload() -> None:
-    """What every run imports: Dagster, the definitions and their resources, the instance storage,
-    every scorer module (the caption patterns compile at import), the CLI, the warehouse's readers, the
-    cleaner, duplicate grouping (SciPy), Pillow's format plugins. Not the model runtimes (ONNX Runtime,
+    """What every run imports: Dagster, the definitions and their resources, the instance storage and
+    its empty run database, every scorer module (the caption patterns compile at import), the CLI, the
+    warehouse's readers, the cleaner, duplicate grouping (SciPy), Pillow's format plugins. Not the model runtimes (ONNX Runtime,
     OpenCV, torch): they start threads of their own, which a fork would leave behind."""
     import dagster._core.execution.execute_in_process  # noqa: F401
     import dagster._core.executor.in_process  # noqa: F401
@@ -317,6 +317,7 @@ def preload() -> None:
 
     scorer_classes()
     Image.init()
+    curation_pipeline.instance.new_run_database()
 
 
 def serve(sock: Path, idle_s: float) -> None:

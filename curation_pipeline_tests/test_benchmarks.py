@@ -36,7 +36,9 @@ EXPECTED_KEYS = {
                     "outside_steps_s", "fixed_per_run_s", "per_shard_s", "per_shard_steps_s",
                     "per_shard_overhead_s", "per_shard_scoring_s", "per_shard_non_scoring_s", "two_runs_s",
                     "two_runs_vs_one", "per_shard_non_scoring_steps", "step_floor_s", "per_shard_non_scoring_floor_s"},
-    "data_juicer.py": {"pairs", "rounds", "served_median_s", "local_median_s"},  # + the ratios when --dj names one
+    "data_juicer.py": {"pairs", "rounds", "served_median_s", "local_median_s"},
+    "instance_storage.py": {"runs", "assets", "events_per_run", "dagster_run_ms", "shipped_run_ms",
+                            "shipped_vs_dagster"},  # + the ratios when --dj names one
     "rewrite_speed.py": {"rewrites_per_s", "partition_pairs", "f0_seconds", "f10_seconds", "f50_seconds",
                          "f10_rewritten", "f50_rewritten", "f50_cost_ratio"},
     "offline_signals.py": {"pairs", "decode_pairs_per_s", "ms_per_pair_nsfw", "ms_per_pair_ocr",

@@ -1,15 +1,23 @@
 """The shipped instance storage: Dagster's SQLite files and tables, with engines kept between queries."""
 
+import logging
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import sqlalchemy as db
+from dagster._core.events.log import EventLogEntry
 from dagster._core.instance.ref import InstanceRef
 
-from curation_pipeline.instance import Engines, PooledSqliteEventLogStorage, PooledSqliteRunStorage
+from curation_pipeline.instance import (
+    Engines,
+    PooledSqliteEventLogStorage,
+    PooledSqliteRunStorage,
+    new_run_database,
+)
 from curation_pipeline_tests.conftest import REPO_ROOT
 
 shards = dg.DynamicPartitionsDefinition(name="shards")
@@ -58,14 +66,15 @@ def test_shipped_settings_pool_the_engines_and_plain_dagster_reads_the_same_file
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
         assert isinstance(instance.run_storage, PooledSqliteRunStorage)
+        new_run_database()  # built once per process
         connections.clear()
         materialize(instance, ["a", "b", "c"])
-    # Dagster's own storage opens the runs' and the index database about 100 times here; each run's own
-    # database is still opened for each use (the web server's live view watches that file change)
+    # Dagster's own storage opens the runs' and the index database about 100 times here, and each run's
+    # own database once per event; plain Dagster below opens the copies of the empty run database
     opened = Counter(connections)
     assert opened["runs.db"] <= 1 and opened["index.db"] <= 1, opened
     runs = {name: count for name, count in opened.items() if name not in ("runs.db", "index.db")}
-    assert len(runs) == 3 and min(runs.values()) > 3, opened
+    assert len(runs) == 3 and max(runs.values()) == 1, opened
 
     plain = home.parent / "plain"
     plain.mkdir()
@@ -82,6 +91,63 @@ def test_shipped_settings_pool_the_engines_and_plain_dagster_reads_the_same_file
         materialize(instance, ["d"])  # and the other way round
     with dg.DagsterInstance.get() as instance:
         assert instance.get_materialized_partitions(dg.AssetKey("table")) == {"a", "b", "c", "d"}
+
+
+def _plain(home: Path) -> Path:
+    """Settings for a plain Dagster instance on the same storage folder."""
+    plain = home.parent / "plain"
+    plain.mkdir(exist_ok=True)
+    (plain / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return plain
+
+
+def _entry(run_id: str, message: str) -> EventLogEntry:
+    return EventLogEntry(error_info=None, level=logging.INFO, user_message=message, run_id=run_id,
+                         timestamp=time.time())
+
+
+def test_the_live_run_view_of_plain_dagster_sees_each_event_as_it_is_written(home):
+    """Dagster's web server follows a run by watching the run database's file (not its WAL) change."""
+    plain = _plain(home)
+    seen: list[str] = []
+
+    def entry(message: str) -> EventLogEntry:
+        return _entry("live", message)
+
+    def wait_for(messages: list[str]) -> None:
+        deadline = time.monotonic() + 60
+        while seen != messages and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert seen == messages
+
+    with (dg.DagsterInstance.get() as writer,
+          dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), config_dir=str(plain))) as viewer):
+        assert isinstance(writer.event_log_storage, PooledSqliteEventLogStorage)
+        writer.event_log_storage.store_event(entry("first"))
+        viewer.event_log_storage.watch("live", None, lambda event, cursor: seen.append(event.user_message))
+        try:
+            writer.event_log_storage.store_event(entry("second"))
+            wait_for(["first", "second"])  # the watcher reads from the start once the file changes
+            writer.event_log_storage.store_event(entry("third"))
+            wait_for(["first", "second", "third"])
+        finally:
+            viewer.event_log_storage.dispose()
+
+
+def test_a_run_database_made_meanwhile_by_another_process_is_kept(home):
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        path = Path(storage.path_for_shard("other"))
+        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), config_dir=str(_plain(home)))) as other:
+            other.event_log_storage.store_event(_entry("other", "theirs"))
+        # as if the other process made it between this one's look and its link
+        storage._initialized_dbs.discard("other")
+        real_exists = Path.exists
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Path, "exists", lambda self: False if self == path else real_exists(self))
+            storage.store_event(_entry("other", "ours"))
+        assert [e.user_message for e in storage.get_logs_for_run("other")] == ["theirs", "ours"]
+        assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
 
 
 def test_wipe_releases_the_run_databases_and_runs_go_on(home):
