@@ -39,9 +39,10 @@ def _draw(series: dict[str, np.ndarray], title: str, xlabel: str, bins: int | np
     edges = np.histogram_bin_edges(everything, bins=bins)
     for label, v in zip(series.keys(), finite):
         ax.stairs(np.histogram(v, bins=edges)[0], edges, fill=True, alpha=0.55, label=f"{label} (n={len(v)})")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, y=1.0)  # placed, not fitted above the ticks (which measures them)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.tick_params(labelsize=7)
+    ax.locator_params(nbins=4)  # each tick is an artist built per chart: fewer ticks, ~35% less time
     if len(series) > 1:
         ax.legend(fontsize=7)
     buffer = io.BytesIO()
