@@ -11,9 +11,10 @@ from curation_pipeline.resources import WarehouseResource
 FILE_METADATA = "file_metadata"
 
 
-def columns(*names: str) -> dg.AssetIn:
-    """An input that reads only these columns of the upstream table."""
-    return dg.AssetIn(metadata={"columns": list(names)})
+def columns(*names: str, optional: tuple[str, ...] = ()) -> dg.AssetIn:
+    """An input that reads only these columns of the upstream table, and those of ``optional`` it has
+    (columns that only some scoring profiles make)."""
+    return dg.AssetIn(metadata={"columns": list(names), **({"optional_columns": list(optional)} if optional else {})})
 
 
 class WarehouseIOManager(dg.ConfigurableIOManager):
@@ -28,6 +29,6 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({**table_metadata(name, obj), "path": dg.MetadataValue.path(path)})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        wanted = (context.definition_metadata or {}).get("columns")
+        meta = context.definition_metadata or {}
         return self.warehouse.warehouse().read_table(context.asset_key.path[-1], context.asset_partition_key,
-                                                     columns=wanted)
+                                                     columns=meta.get("columns"), optional=meta.get("optional_columns"))

@@ -1,6 +1,8 @@
 """Stage 4, rewriting: weak captions of usable images are rewritten, verified, and resolved."""
 
 
+import functools
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -15,14 +17,17 @@ from curation_pipeline.reporting.lineage import lineage_preview
 from curation_pipeline.resources import (ComputeResource, PolicyResource, RewriterResource, ScoringResource,
                                          WarehouseResource)
 from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
-from curation_pipeline.rewriting.targets import needed_columns, rewrite_needs_images, rewrite_targets, target_batches
+from curation_pipeline.rewriting.targets import (known_embeddings, needed_columns, rewrite_needs_images,
+                                                 rewrite_targets, target_batches)
 from curation_pipeline.scoring.run import score_batch
+from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
 
 
 @dg.asset(
     partitions_def=shard_partitions, group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"},
     code_version="1",  # bump when the same inputs give different output
-    ins={"caption_decisions": dg.AssetIn(), "quality_scores": columns("key", "caption")},
+    ins={"caption_decisions": dg.AssetIn(),
+         "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     kinds={"parquet"},
     description="Lineage of every rewrite attempt: original and candidate caption, rewriter and version, "
     "prompt hash, score before/after, edit ratio, length ratio, semantic similarity, accepted or not and "
@@ -59,7 +64,8 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
             shard=shard, rewriter=model, rescore=lambda b: score_batch(rescorers, b),
             quality_column=policy.quality_column,
             scores_before=dict(zip(targets["key"], targets["quality_before"].astype(float))),
-            rules=policy.acceptance_rules(), run_id=context.run_id, similarity=caption_similarity)
+            rules=policy.acceptance_rules(), run_id=context.run_id,
+            similarity=functools.partial(caption_similarity, known=known_embeddings(targets)))
     accepted = int(lineage["accepted"].sum()) if len(lineage) else 0
     gain = (lineage.loc[lineage["accepted"].astype(bool), "quality_after"].astype(float)
             - lineage.loc[lineage["accepted"].astype(bool), "quality_before"].astype(float))

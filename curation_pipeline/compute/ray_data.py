@@ -12,6 +12,7 @@ coordinator runs as a 0-CPU task on the cluster (``_on_cluster``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -307,7 +308,7 @@ class RewriteActor:
     batches with ``rewrite_batches``, as the local engine does."""
 
     def __init__(self, rewriter: dict, profile, needed: list[str], quality_column: str, rules, run_id: str,
-                 shard: str, scores_before: dict[str, float], threads: int):
+                 shard: str, scores_before: dict[str, float], known: dict, threads: int):
         limit_threads(threads)
         from curation_pipeline.resources import RewriterResource
         from curation_pipeline.scoring.profiles import build_scorers, caption_scorers
@@ -321,7 +322,7 @@ class RewriteActor:
         scorers = cheap if needed <= {c for s in cheap for c in s.columns} else build_scorers(profile)
         self.rescorers = [s for s in scorers if needed & set(s.columns)]
         limit_torch_threads(threads)
-        self.similarity = caption_similarity
+        self.similarity = functools.partial(caption_similarity, known=known)  # as locally: originals' stored vectors
         self.quality_column, self.rules, self.run_id, self.shard = quality_column, rules, run_id, shard
         self.scores_before = scores_before
 
@@ -458,11 +459,12 @@ def _rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: 
                    profile, needed: set[str], quality_column: str, rules, run_id: str, options: RayOptions,
                    expected=None, limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, RayStats]:
     from curation_pipeline.rewriting.attempts import LINEAGE_COLUMNS, empty_lineage
+    from curation_pipeline.rewriting.targets import known_embeddings
 
     scores_before = dict(zip(targets["key"], targets["quality_before"].astype(float)))
     kwargs = {"rewriter": rewriter, "profile": profile, "needed": sorted(needed), "quality_column": quality_column,
               "rules": rules, "run_id": run_id, "shard": shard, "scores_before": scores_before,
-              "threads": options.threads}
+              "known": known_embeddings(targets), "threads": options.threads}
     with _data_context(options):
         if with_images:  # the shard's batches, filtered to the targets, decoded on the cluster
             ds = _read(ShardDatasource(url, shard, options.batch_size, expected, frozenset(targets["key"]), limits))

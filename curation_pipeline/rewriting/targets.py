@@ -5,18 +5,31 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.selection import columns_used
+from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
 from curation_pipeline.shards.fingerprint import RawFingerprint
 from curation_pipeline.shards.reader import iter_pair_batches
 
 
 def rewrite_targets(decisions: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """key, quality_before and caption of every pair decided ``rewrite``."""
+    """key, quality_before and caption of every pair decided ``rewrite``, and the caption's stored
+    embedding when the profile made one."""
+    stored = [CAPTION_EMBEDDING] if CAPTION_EMBEDDING in scores else []
     return decisions.loc[decisions["action"].eq("rewrite"), ["key", "quality_before"]].merge(
-        scores[["key", "caption"]], on="key", how="left")
+        scores[["key", "caption", *stored]], on="key", how="left")
+
+
+def known_embeddings(targets: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Original caption -> the vector the duplicate scorer stored for it, so judging a rewrite's
+    similarity encodes only the candidates (empty when the profile stores none)."""
+    if CAPTION_EMBEDDING not in targets:
+        return {}
+    return {caption: np.asarray(vector, dtype=np.float32) for caption, vector in
+            zip(targets["caption"], targets[CAPTION_EMBEDDING]) if isinstance(caption, str) and vector is not None}
 
 
 def needed_columns(quality_column: str, keep_expression: str | None) -> set[str]:

@@ -236,14 +236,19 @@ class Warehouse:
             pq.write_table(arrow, handle, compression="zstd")
         return path
 
-    def read_table(self, table: str, shard: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """The whole table, or only ``columns`` (Parquet reads nothing else)."""
+    def read_table(self, table: str, shard: str, columns: list[str] | None = None,
+                   optional: list[str] | None = None) -> pd.DataFrame:
+        """The whole table, or only ``columns`` and those of ``optional`` it has (Parquet reads nothing else)."""
         path = self.table_path(table, shard)
         if not self.fs.exists(path):
             raise FileNotFoundError(f"{table} for shard {shard!r} is not in the warehouse ({path}); "
                                     "materialize it first")
         with self.fs.open(path, "rb") as handle:
-            return pq.read_table(handle, columns=columns).to_pandas()
+            if not optional:
+                return pq.read_table(handle, columns=columns).to_pandas()
+            parquet = pq.ParquetFile(handle)
+            present = set(parquet.schema_arrow.names)
+            return parquet.read(columns=[*columns, *(c for c in optional if c in present)]).to_pandas()
 
     def table_metadata(self, table: str, shard: str) -> dict[str, str]:
         with self.fs.open(self.table_path(table, shard), "rb") as handle:

@@ -4,6 +4,7 @@ import json
 import tarfile
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -101,6 +102,37 @@ def test_weak_captions_are_rewritten_and_recorded_in_lineage(curated):
     stock = final[final["original_caption"].str.startswith("Stock Photo - ", na=False)]
     assert len(stock) and stock["final_caption"].str.contains("Stock", case=False).sum() == 0
     assert (stock["outcome"] == "rewritten").all()
+
+
+def test_rewriting_reuses_the_stored_original_vectors_with_the_same_similarities(curated, tmp_path, monkeypatch):
+    """The offline profile stores each caption's MiniLM vector (duplicate signals). Re-materialized, the
+    rewrite step encodes only the candidates, and writes the lineage a fresh encoding of both gave."""
+    import shutil
+
+    import dagster as dg
+
+    from curation_pipeline.definitions import ASSETS, build_resources
+    from curation_pipeline.scoring.signals import embedding
+    from curation_pipeline_tests.conftest import RAW_SAMPLES
+
+    shard = curated["shards"][0]
+    warehouse = tmp_path / "warehouse"
+    shutil.copytree(curated["warehouse"], warehouse)
+    before = Warehouse(str(warehouse)).read_table("rewritten_captions", shard)
+    originals = set(before["original_caption"].dropna())
+    assert len(before) and before["candidate_caption"].notna().any()
+    encoded, real = [], embedding.caption_embeddings
+    monkeypatch.setattr(embedding, "caption_embeddings", lambda texts, **kw: encoded.extend(texts) or real(texts))
+    result = dg.materialize(ASSETS, selection=["rewritten_captions"], partition_key=shard,
+                            instance=curated["instance"],
+                            resources=build_resources(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse)))
+    assert result.success
+    after = Warehouse(str(warehouse)).read_table("rewritten_captions", shard)
+    assert encoded and sorted(encoded) == sorted(before["candidate_caption"].dropna())
+    assert not originals & set(encoded) - set(before["candidate_caption"])
+    same = [c for c in before.columns if c not in ("run_id", "created_at", "semantic_similarity")]
+    pd.testing.assert_frame_equal(after[same], before[same])
+    np.testing.assert_allclose(after["semantic_similarity"], before["semantic_similarity"], atol=1e-6)
 
 
 def test_curated_tar_holds_kept_pairs_with_sidecars(curated):

