@@ -31,6 +31,17 @@ def test_batching_does_not_change_scores(photos):
     np.testing.assert_allclose(small.score(batch)["nsfw_prob"], large.score(batch)["nsfw_prob"], atol=1e-5)
 
 
+def test_a_profile_scores_in_small_calls_with_the_bits_of_large_ones(photos):
+    """Small ONNX Runtime calls are the faster ones on a CPU; whole calls of 2 give what calls of 32 give."""
+    from curation_pipeline.scoring.profiles import ScoringProfile
+    from curation_pipeline.scoring.signals.nsfw import CALL_IMAGES
+
+    built = NsfwScorer.from_profile(ScoringProfile("offline", batch_size=32))
+    assert built.batch_size == CALL_IMAGES < 32
+    batch = PairBatch([str(i) for i in range(12)], [None] * 12, photos[:12])
+    np.testing.assert_array_equal(built.score(batch)["nsfw_prob"], NsfwScorer(batch_size=32).score(batch)["nsfw_prob"])
+
+
 def test_missing_image_is_nan_with_reason(scorer, photos):
     out = scorer.score(PairBatch(["a", "b", "c"], ["x", None, "y"], [None, photos[0], None]))
     assert out["nsfw_prob"].isna().tolist() == [True, False, True]
