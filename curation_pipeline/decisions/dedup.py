@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation_pipeline.scoring.registry import bounds, columns_of
+from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
 from curation_pipeline.storage.warehouse import Warehouse
 
 RESULT_COLUMNS = ("dup_group", "dup_kind", "dup_keep", "dup_of")
@@ -121,15 +122,38 @@ def _signal_scores(wh: Warehouse, shard: str, wanted: set[str]) -> pd.DataFrame 
 
 
 def load_pool(wh: Warehouse, shards: list[str], quality_column: str) -> pd.DataFrame:
-    """shard, key, the dup_* fingerprints and the usability columns of the given shards (only
-    shards whose scores carry duplicate signals), ordered by (shard, key)."""
-    wanted = {"shard", "key", *dup_columns(), *usability_columns(), quality_column}
+    """shard, key, the dup_* hashes and the usability columns of the given shards (only shards
+    whose scores carry duplicate signals), ordered by (shard, key). Not the caption vectors: they
+    are most of a pool's bytes, and ``pool_vectors`` reads the few a comparison needs."""
+    wanted = {"shard", "key", *dup_columns(), *usability_columns(), quality_column} - {CAPTION_EMBEDDING}
     frames = [frame.assign(shard=shard) for shard in shards
               if (frame := _signal_scores(wh, shard, wanted)) is not None]
     if not frames:
         return pd.DataFrame(columns=["shard", "key", *dup_columns()])
     pool = pd.concat(frames, ignore_index=True)
     return pool.sort_values(["shard", "key"], kind="mergesort").reset_index(drop=True)
+
+
+def pool_vectors(wh: Warehouse, pool: pd.DataFrame):
+    """The caption vectors of rows of ``pool`` (positions; see ``load_pool``), read from their
+    shards' stored scores when asked for: None where a pair has none (or its shard's scores were
+    replaced since: that shard is compared again next time, its identity having changed)."""
+    def read(rows: np.ndarray) -> pd.Series:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = pd.Series([None] * len(rows), index=rows, dtype=object)
+        wanted = pool.iloc[rows]
+        for shard, keys in pd.Series(wanted["key"].astype(str).to_numpy(), index=rows).groupby(
+                wanted["shard"].astype(str).to_numpy()):
+            try:
+                with wh.fs.open(wh.table_path("quality_scores", shard), "rb") as handle:
+                    stored = pq.read_table(handle, columns=["key", CAPTION_EMBEDDING],
+                                           filters=[("key", "in", sorted(set(keys)))]).to_pandas()
+            except FileNotFoundError:
+                continue
+            vectors = dict(zip(stored["key"].astype(str), stored[CAPTION_EMBEDDING]))
+            out.loc[keys.index] = [vectors.get(key) for key in keys]
+        return out
+    return read
 
 
 # --- grouping ----------------------------------------------------------------------------------
@@ -151,15 +175,16 @@ def _label(shards: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
-                identity: dict[str, str] | None = None) -> DedupIndex:
+                identity: dict[str, str] | None = None, vectors=None) -> DedupIndex:
     """Duplicate groups and survivors over ``pool`` (see ``load_pool``).
 
     With ``previous`` built under the same rules, its links among shards whose scores did not
-    change are reused; only the other shards' pairs are compared against the pool."""
+    change are reused; only the other shards' pairs are compared against the pool. Caption vectors
+    come from ``vectors`` (``pool_vectors``), else from the pool's own ``dup_caption_emb``."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from curation_pipeline.decisions.duplicate_groups import KINDS, duplicate_graph
+    from curation_pipeline.decisions.duplicate_groups import KINDS, duplicate_graph, vectors_of
 
     identity = dict(identity or {})
     rules = rules_digest(policy)
@@ -171,7 +196,10 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     unchanged = ({s for s, ident in identity.items() if previous.identity.get(s) == ident} if reuse else set())
     query = ~np.isin(shards, list(unchanged)) if n else np.zeros(0, bool)
     order = np.argsort(~query, kind="stable")  # query nodes first, for duplicate_graph
-    graph = duplicate_graph(pool.iloc[order], int(query.sum()))
+    if vectors is None:
+        vectors = vectors_of(pool[CAPTION_EMBEDDING])
+    graph = duplicate_graph(pool.iloc[order], int(query.sum()),
+                            vectors=lambda rows: vectors(order[rows]).set_axis(rows))
     src, dst, kind = graph.edges()
     src, dst = order[src], order[dst]
     if reuse and len(previous.links):
@@ -285,7 +313,8 @@ def refresh_index(wh: Warehouse, policy, previous: DedupIndex | None = None) -> 
         rules = rules_digest(policy)
         candidates = [i for i in (read_index(wh), read_index(wh, cache=True)) if i is not None and i.rules == rules]
         previous = max(candidates, key=lambda i: sum(identity.get(s) == v for s, v in i.identity.items()), default=None)
-    return build_index(load_pool(wh, sorted(identity), policy.quality_column), policy, previous, identity)
+    pool = load_pool(wh, sorted(identity), policy.quality_column)
+    return build_index(pool, policy, previous, identity, vectors=pool_vectors(wh, pool))
 
 
 def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> ShardDedup | None:

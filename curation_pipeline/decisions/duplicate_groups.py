@@ -12,6 +12,7 @@ images).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,16 @@ _RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 _CHUNK_CELLS = 8_000_000  # pairs per numpy step: ~64 MB of uint64 per thread, bounded memory
 
 _FINGERPRINTS = ["dup_image_sha", "dup_phash", "dup_caption_norm_sha", "dup_caption_emb"]
+_HASHES = _FINGERPRINTS[:3]
+
+# node positions -> their caption vectors (None where there is none), on those positions
+Vectors = Callable[[np.ndarray], pd.Series]
+
+
+def vectors_of(embeddings: pd.Series) -> Vectors:
+    """A ``Vectors`` over nodes that carry their embeddings (``dup_caption_emb``) in memory."""
+    column = embeddings.reset_index(drop=True)
+    return lambda positions: column.iloc[positions].set_axis(positions)
 
 
 def _hex_to_u64(values: np.ndarray) -> np.ndarray:
@@ -121,7 +132,7 @@ def _stack(embeddings: pd.Series) -> np.ndarray:
 
 
 def _link_phash(graph: _Graph, nodes: pd.DataFrame, n_current: int, phash_max: int,
-                loose_max: int | None, min_cosine: float) -> None:
+                loose_max: int | None, min_cosine: float, vectors: Vectors) -> None:
     """Near images by pHash, and near captions among loosely similar images (``loose_max``).
     Hashes are compared once per distinct value, the current shard's against all."""
     hashes = nodes["dup_phash"]
@@ -139,23 +150,24 @@ def _link_phash(graph: _Graph, nodes: pd.DataFrame, n_current: int, phash_max: i
     loose = pd.DataFrame({"hq": queries[q[~near]], "hp": pool[p[~near]]})
     pairs = (loose.merge(by_hash.rename(columns={"h": "hq", "node": "u"}), on="hq")
              .merge(by_hash.rename(columns={"h": "hp", "node": "v"}), on="hp"))
-    emb = nodes["dup_caption_emb"]
-    pairs = pairs[((pairs["u"] < n_current) | (pairs["v"] < n_current))
-                  & emb.iloc[pairs["u"]].notna().to_numpy() & emb.iloc[pairs["v"]].notna().to_numpy()]
-    cosine = np.einsum("ij,ij->i", _stack(emb.iloc[pairs["u"]]), _stack(emb.iloc[pairs["v"]]))
+    pairs = pairs[(pairs["u"] < n_current) | (pairs["v"] < n_current)]
+    emb = vectors(np.union1d(pairs["u"], pairs["v"]))  # only these nodes' vectors are read
+    pairs = pairs[emb.reindex(pairs["u"]).notna().to_numpy() & emb.reindex(pairs["v"]).notna().to_numpy()]
+    cosine = np.einsum("ij,ij->i", _stack(emb.loc[pairs["u"]]), _stack(emb.loc[pairs["v"]]))
     keep = cosine >= min_cosine
     graph.link(pairs["u"].to_numpy()[keep], pairs["v"].to_numpy()[keep], "near_caption")
 
 
-def _link_captions(graph: _Graph, nodes: pd.DataFrame, n_current: int, min_cosine: float) -> None:
+def _link_captions(graph: _Graph, nodes: pd.DataFrame, n_current: int, min_cosine: float,
+                   vectors: Vectors) -> None:
     """Near captions whatever the images: one embedding per distinct normalised caption."""
-    shas = nodes["dup_caption_norm_sha"].where(nodes["dup_caption_emb"].notna())
+    emb = vectors(np.arange(len(nodes)))
+    shas = nodes["dup_caption_norm_sha"].where(emb.notna().to_numpy())
     graph.link_equal(shas, "near_caption")
     reps = shas.dropna().drop_duplicates()
     current = reps[reps.index < n_current]
     if current.empty:
         return
-    emb = nodes["dup_caption_emb"]
     q, p = _similar_vectors(_stack(emb.loc[current.index]), _stack(emb.loc[reps.index]), min_cosine)
     distinct = current.to_numpy()[q] != reps.to_numpy()[p]
     graph.link_value_pairs(shas, current.to_numpy()[q[distinct]], reps.to_numpy()[p[distinct]], "near_caption")
@@ -186,18 +198,24 @@ def duplicate_graph(
     caption_min_cosine: float = CAPTION_MIN_COSINE,
     near_caption_requires_near_image: bool = True,
     near_caption_phash_max_distance: int = NEAR_CAPTION_PHASH_MAX_DISTANCE,
+    vectors: Vectors | None = None,
 ) -> _Graph:
     """Links between ``nodes`` (the dup_* columns, any index): exact links among all nodes,
-    near links (the costly comparisons) only for the first ``n_query`` nodes against all."""
-    nodes = nodes[_FINGERPRINTS].reset_index(drop=True).astype(object)
+    near links (the costly comparisons) only for the first ``n_query`` nodes against all.
+
+    Caption vectors come from ``vectors`` when given (then ``nodes`` need not carry
+    ``dup_caption_emb``: a pool's vectors are most of its bytes, and only the few nodes that a
+    comparison needs are read), else from the ``dup_caption_emb`` column."""
+    vectors = vectors or vectors_of(nodes["dup_caption_emb"])
+    nodes = nodes[_HASHES].reset_index(drop=True).astype(object)
     nodes["pair"] = nodes["dup_image_sha"].str.cat(nodes["dup_caption_norm_sha"], sep="|")
     graph = _Graph(len(nodes))
     graph.link_equal(nodes["dup_image_sha"], "exact_image")
     graph.link_equal(nodes["pair"], "exact_pair")
     loose = near_caption_phash_max_distance if near_caption_requires_near_image else None
-    _link_phash(graph, nodes, n_query, phash_max_distance, loose, caption_min_cosine)
+    _link_phash(graph, nodes, n_query, phash_max_distance, loose, caption_min_cosine, vectors)
     if not near_caption_requires_near_image:
-        _link_captions(graph, nodes, n_query, caption_min_cosine)
+        _link_captions(graph, nodes, n_query, caption_min_cosine, vectors)
     return graph
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curation_pipeline.decisions.dedup import build_index, load_pool, read_index
+from curation_pipeline.decisions.dedup import build_index, load_pool, pool_vectors, read_index
 from curation_pipeline.decisions.policy import DecisionPolicy
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.conftest import REPO_ROOT, run_pipeline
@@ -209,7 +209,7 @@ def test_index_is_the_same_built_at_once_or_shard_by_shard(a_then_b):
     wh = Warehouse(str(a_then_b[0]))
     stored = read_index(wh)
     pool = load_pool(wh, SHARDS, "text_quality")
-    fresh = build_index(pool, DecisionPolicy(), None, stored.identity)
+    fresh = build_index(pool, DecisionPolicy(), None, stored.identity, vectors=pool_vectors(wh, pool))
     columns = ["shard", "key", "dup_group", "dup_kind", "dup_keep", "dup_of"]
     pd.testing.assert_frame_equal(stored.groups[columns].sort_values(["shard", "key"]).reset_index(drop=True),
                                   fresh.groups[columns].sort_values(["shard", "key"]).reset_index(drop=True))
