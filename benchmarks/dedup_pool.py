@@ -1,0 +1,108 @@
+"""What one new shard's duplicate decision costs as the pool grows.
+
+``caption_decisions`` of a new shard refreshes the pool-wide dedup index (``refresh_index``): it
+compares the new shard's fingerprints against every stored shard's, reusing the links among the
+others. This builds pools of ``--shards`` sizes (stored ``quality_scores`` of ``--pairs`` pairs each:
+random fingerprints and unit caption vectors, 1% of each shard's images loosely alike to a pool
+image with the same caption, so vectors are compared), indexes all but the newest shard, then times
+the refresh for that shard in a fresh process:
+
+- ``pool_shards``: the pool sizes;
+- ``refresh_s``: seconds of that refresh, per pool size;
+- ``peak_rss_mb``: the refreshing process's peak resident memory, per pool size (imports included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import add_smoke_flag, parse_args, result_line
+
+CHILD = """
+import json, sys, time
+import scipy.sparse.csgraph
+from curation_pipeline.decisions.dedup import refresh_index, usability_columns
+from curation_pipeline.decisions.policy import DecisionPolicy
+from curation_pipeline.storage.warehouse import Warehouse
+wh, policy = Warehouse(sys.argv[1]), DecisionPolicy()
+usability_columns()  # imports the scorer modules (a run has them): not part of the refresh
+began = time.perf_counter()
+index = refresh_index(wh, policy)
+seconds = time.perf_counter() - began
+# VmHWM, not getrusage's ru_maxrss: that one keeps the parent's peak across fork and exec
+hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+print(json.dumps({"s": seconds, "rss": hwm, "grouped": len(index.groups)}))
+"""
+
+
+def scores(shard: int, pairs: int, rng, pool_hashes: list[str], pool_vectors: list[np.ndarray]) -> pd.DataFrame:
+    """A stored quality_scores table: the columns the dedup index reads, with fingerprints that link
+    1% of the pairs to earlier shards' (loosely alike image, same caption vector)."""
+    from curation_pipeline.decisions.dedup import usability_columns
+    from curation_pipeline.decisions.policy import DecisionPolicy
+
+    vectors = rng.standard_normal((pairs, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    df = pd.DataFrame({
+        "key": [f"{shard:06d}{i:05d}" for i in range(pairs)],
+        "dup_image_sha": [f"{v:064x}" for v in rng.integers(0, 2**62, pairs)],
+        "dup_phash": [f"{v:016x}" for v in rng.integers(0, 2**63, pairs, dtype=np.uint64)],
+        "dup_caption_norm_sha": [f"{v:032x}" for v in rng.integers(0, 2**62, pairs)],
+        "dup_caption_emb": list(vectors),
+        "caption": [f"a photo number {i} of shard {shard}" for i in range(pairs)],
+        "decode_status": "ok", "width": 512, "height": 384,
+        DecisionPolicy().quality_column: rng.random(pairs) * 100,
+    })
+    for column in usability_columns():
+        if column not in df:
+            df[column] = np.nan  # an unknown signal passes its bound
+    if pool_hashes:
+        for i in rng.choice(pairs, max(1, pairs // 100), replace=False):
+            j = int(rng.integers(len(pool_hashes)))
+            df.at[i, "dup_phash"] = f"{int(pool_hashes[j], 16) ^ 0xFF:016x}"
+            df.at[i, "dup_caption_emb"] = pool_vectors[j]
+    return df
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", default="10,40,120", help="pool sizes, comma-separated, ascending")
+    parser.add_argument("--pairs", type=int, default=1000, help="pairs per shard")
+    add_smoke_flag(parser, shards="3,6", pairs=50)
+    args = parse_args(parser)
+    from curation_pipeline.decisions.dedup import refresh_index, write_index
+    from curation_pipeline.decisions.policy import DecisionPolicy
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    sizes = [int(s) for s in args.shards.split(",")]
+    rng = np.random.default_rng(0)
+    wh = Warehouse(tempfile.mkdtemp(prefix="bench-dedup-"))
+    hashes, vectors, made, figures = [], [], 0, {"pairs_per_shard": args.pairs, "pool_shards": sizes,
+                                                 "refresh_s": [], "peak_rss_mb": []}
+    for size in sizes:
+        while made < size:
+            if made == size - 1:  # the pool before the new shard is indexed, as the pipeline leaves it
+                write_index(wh, refresh_index(wh, DecisionPolicy()))
+            df = scores(made, args.pairs, rng, hashes, vectors)
+            wh.write_table("quality_scores", f"pool-{made:06d}", df)
+            hashes += df["dup_phash"].tolist()[:50]
+            vectors += df["dup_caption_emb"].tolist()[:50]
+            made += 1
+        out = subprocess.run([sys.executable, "-c", CHILD, wh.root], capture_output=True, text=True, check=True)
+        child = json.loads(out.stdout.strip().splitlines()[-1])
+        figures["refresh_s"].append(round(child["s"], 3))
+        figures["peak_rss_mb"].append(round(child["rss"] / 1024))
+        print(f"pool of {size} shards x {args.pairs} pairs: refresh for the new shard {child['s']:.2f} s, "
+              f"peak RSS {child['rss'] / 1024:.0f} MB, {child['grouped']} pairs in groups", flush=True)
+    result_line(figures)
+
+
+if __name__ == "__main__":
+    main()
