@@ -19,7 +19,6 @@ import json
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -47,15 +46,17 @@ def scores(shard: int, pairs: int, rng, pool_hashes: list[str], pool_vectors: li
     1% of the pairs to earlier shards' (loosely alike image, same caption vector)."""
     from curation_pipeline.decisions.dedup import usability_columns
     from curation_pipeline.decisions.policy import DecisionPolicy
+    from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
+    from curation_pipeline.scoring.signals.embedding import EMBED_DIM
 
-    vectors = rng.standard_normal((pairs, 384)).astype(np.float32)
+    vectors = rng.standard_normal((pairs, EMBED_DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     df = pd.DataFrame({
         "key": [f"{shard:06d}{i:05d}" for i in range(pairs)],
         "dup_image_sha": [f"{v:064x}" for v in rng.integers(0, 2**62, pairs)],
         "dup_phash": [f"{v:016x}" for v in rng.integers(0, 2**63, pairs, dtype=np.uint64)],
         "dup_caption_norm_sha": [f"{v:032x}" for v in rng.integers(0, 2**62, pairs)],
-        "dup_caption_emb": list(vectors),
+        CAPTION_EMBEDDING: list(vectors),
         "caption": [f"a photo number {i} of shard {shard}" for i in range(pairs)],
         "decode_status": "ok", "width": 512, "height": 384,
         DecisionPolicy().quality_column: rng.random(pairs) * 100,
@@ -67,7 +68,7 @@ def scores(shard: int, pairs: int, rng, pool_hashes: list[str], pool_vectors: li
         for i in rng.choice(pairs, max(1, pairs // 100), replace=False):
             j = int(rng.integers(len(pool_hashes)))
             df.at[i, "dup_phash"] = f"{int(pool_hashes[j], 16) ^ 0xFF:016x}"
-            df.at[i, "dup_caption_emb"] = pool_vectors[j]
+            df.at[i, CAPTION_EMBEDDING] = pool_vectors[j]
     return df
 
 
@@ -79,6 +80,7 @@ def main() -> None:
     args = parse_args(parser)
     from curation_pipeline.decisions.dedup import refresh_index, write_index
     from curation_pipeline.decisions.policy import DecisionPolicy
+    from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
     from curation_pipeline.storage.warehouse import Warehouse
 
     sizes = [int(s) for s in args.shards.split(",")]
@@ -93,7 +95,7 @@ def main() -> None:
             df = scores(made, args.pairs, rng, hashes, vectors)
             wh.write_table("quality_scores", f"pool-{made:06d}", df)
             hashes += df["dup_phash"].tolist()[:50]
-            vectors += df["dup_caption_emb"].tolist()[:50]
+            vectors += df[CAPTION_EMBEDDING].tolist()[:50]
             made += 1
         out = subprocess.run([sys.executable, "-c", CHILD, wh.root], capture_output=True, text=True, check=True)
         child = json.loads(out.stdout.strip().splitlines()[-1])

@@ -20,6 +20,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from curation_pipeline.scoring.signals import cpu_threads
+from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
 from curation_pipeline.scoring.signals.embedding import EMBED_DIM
 
 # On Flickr photos a JPEG q60 re-encode, a half-size copy or a slight blur moves the
@@ -33,7 +34,7 @@ KINDS = (None, "near_caption", "near_image", "exact_image", "exact_pair")  # wea
 _RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 _CHUNK_CELLS = 8_000_000  # pairs per numpy step: ~64 MB of uint64 per thread, bounded memory
 
-_FINGERPRINTS = ["dup_image_sha", "dup_phash", "dup_caption_norm_sha", "dup_caption_emb"]
+_FINGERPRINTS = ["dup_image_sha", "dup_phash", "dup_caption_norm_sha", CAPTION_EMBEDDING]
 _HASHES = _FINGERPRINTS[:3]
 
 # node positions -> their caption vectors (None where there is none), on those positions
@@ -206,7 +207,7 @@ def duplicate_graph(
     Caption vectors come from ``vectors`` when given (then ``nodes`` need not carry
     ``dup_caption_emb``: a pool's vectors are most of its bytes, and only the few nodes that a
     comparison needs are read), else from the ``dup_caption_emb`` column."""
-    vectors = vectors or vectors_of(nodes["dup_caption_emb"])
+    vectors = vectors or vectors_of(nodes[CAPTION_EMBEDDING])
     nodes = nodes[_HASHES].reset_index(drop=True).astype(object)
     nodes["pair"] = nodes["dup_image_sha"].str.cat(nodes["dup_caption_norm_sha"], sep="|")
     graph = _Graph(len(nodes))

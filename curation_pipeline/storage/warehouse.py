@@ -244,7 +244,7 @@ class Warehouse:
             raise FileNotFoundError(f"{table} for shard {shard!r} is not in the warehouse ({path}); "
                                     "materialize it first")
         with self.fs.open(path, "rb") as handle:
-            if not optional:
+            if not optional or columns is None:  # no column list: every column is read anyway
                 return pq.read_table(handle, columns=columns).to_pandas()
             parquet = pq.ParquetFile(handle)
             present = set(parquet.schema_arrow.names)
