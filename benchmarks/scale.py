@@ -24,7 +24,10 @@ competes with the actors for the cores), ``..._cores_per_actor`` (CPU seconds ov
 of the model calls: ~1 when each actor's one thread has a core), ``<p>_load_average`` (the
 machine's 1-minute load when that profile started), and the ratios the targets name. Worker
 peak memory: the largest peak RSS of any model actor or decode process, for a shard of a
-quarter of the pairs and for the whole.
+quarter of the pairs and for the whole (the first profile's 2-worker runs).
+
+``--profiles`` picks the profiles (both by default); ``--smoke`` measures tiny CLIP alone, with
+the tests' tiny checkpoint (``--clip-shape tiny``): every code path, a fraction of the start-ups.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def write_shard(path: Path, n: int, smoke: bool) -> Path:
     return write_tar(path, members())
 
 
-def profile_for(name: str, folder: Path):
+def profile_for(name: str, folder: Path, clip_shape: str):
     from curation_pipeline.scoring.profiles import ScoringProfile
 
     if name == "offline":
@@ -74,8 +77,13 @@ def profile_for(name: str, folder: Path):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from clip_speed import make_clip
 
-    # clip_speed's "small" random-weight CLIP (ViT and text 384 wide, 6 layers; 224 px, patch 32)
-    return ScoringProfile("clip", clip_model=make_clip(str(folder / "tiny-clip"), "small"))
+    from curation_pipeline_tests import tiny_models
+
+    # clip_speed's "small" random-weight CLIP by default (ViT and text 384 wide, 6 layers; 224 px,
+    # patch 32); "tiny": the test suite's checkpoint (seconds less per actor start-up, for --smoke)
+    path = str(folder / "tiny-clip")
+    return ScoringProfile("clip", clip_model=tiny_models.make_tiny_clip(path) if clip_shape == "tiny"
+                          else make_clip(path, clip_shape))
 
 
 def local_rate(profile, shard: Path, batch_size: int, threads: int | None = None) -> float:
@@ -130,12 +138,14 @@ def ray_model_stage(profile, shard: Path, batch_size: int, workers: int):
 def measure(args) -> dict:
     import ray
 
-    figures: dict = {"pairs": args.pairs, "batch_size": args.batch_size, "cores": os.cpu_count()}
+    figures: dict = {"pairs": args.pairs, "batch_size": args.batch_size, "cores": os.cpu_count(),
+                     "profiles": args.profiles, "clip_shape": args.clip_shape}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         folder = Path(tmp)
         big = write_shard(folder / "bench-big.tar", args.pairs, args.smoke)
         small = write_shard(folder / "bench-small.tar", max(args.pairs // 4, args.batch_size), args.smoke)
-        profiles = {name: profile_for(name, folder) for name in PROFILES}
+        profiles = {name: profile_for(name, folder, args.clip_shape) for name in args.profiles}
+        big_two_workers = {}  # each profile's 2-worker run on the big shard: its worker peak memory
         with LocalRayCluster(head_cpus=2, worker_cpus=(1, 1), object_store_mb=512) as cluster:
             ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
             try:
@@ -154,6 +164,8 @@ def measure(args) -> dict:
                         figures[f"{name}_ray{workers}_pipelined_model_pairs_per_s"] = model
                         figures[f"{name}_ray{workers}_pipelined_cores_per_actor"] = stats.model_cores_per_actor
                         figures[f"{name}_ray{workers}_nodes"] = len(stats.nodes)
+                        if workers == 2:
+                            big_two_workers[name] = stats
                     # one worker given the local engine's budget: its actor's models use every core
                     # (a one-node cluster's actor would take its node's CPUs), decoding as in the runs above
                     wall, loaded, _, _ = ray_run(profile, big, args.batch_size, 1, threads=len(os.sched_getaffinity(0)))
@@ -186,35 +198,41 @@ def measure(args) -> dict:
                     figures[f"{name}_ray2_vs_ray1_pipelined_model"] = (
                         figures[f"{name}_ray2_pipelined_model_pairs_per_s"]
                         / figures[f"{name}_ray1_pipelined_model_pairs_per_s"])
-                *_, small_stats = ray_run(profiles["offline"], small, args.batch_size, 2)
-                *_, big_stats = ray_run(profiles["offline"], big, args.batch_size, 2)
+                # worker memory: the first profile's 2-worker run on the big shard against the same on the small one
+                memory_profile = args.profiles[0]
+                *_, small_stats = ray_run(profiles[memory_profile], small, args.batch_size, 2)
+                big_stats = big_two_workers[memory_profile]
             finally:
                 ray.shutdown()
+        figures["memory_profile"] = memory_profile
         figures["small_shard_pairs"] = max(args.pairs // 4, args.batch_size)
         figures["ray_worker_peak_rss_small_mb"] = small_stats.peak_worker_rss_mb
         figures["ray_worker_peak_rss_big_mb"] = big_stats.peak_worker_rss_mb
         figures["ray_worker_peak_rss_ratio_big_small"] = big_stats.peak_worker_rss_mb / small_stats.peak_worker_rss_mb
     figures["targets"] = {
-        "ray1_ge_0.8x_local": {p: figures[f"{p}_ray1_vs_local"] >= 0.8 for p in PROFILES},
-        "ray1_ge_0.8x_local_same_threads": {p: figures[f"{p}_ray1_vs_local_1thread"] >= 0.8 for p in PROFILES},
-        "ray1_loaded_ge_0.8x_local": {p: figures[f"{p}_ray1_loaded_vs_local"] >= 0.8 for p in PROFILES},
-        "ray1_allcores_ge_0.8x_local": {p: figures[f"{p}_ray1_allcores_vs_local"] >= 0.8 for p in PROFILES},
+        "ray1_ge_0.8x_local": {p: figures[f"{p}_ray1_vs_local"] >= 0.8 for p in args.profiles},
+        "ray1_ge_0.8x_local_same_threads": {p: figures[f"{p}_ray1_vs_local_1thread"] >= 0.8 for p in args.profiles},
+        "ray1_loaded_ge_0.8x_local": {p: figures[f"{p}_ray1_loaded_vs_local"] >= 0.8 for p in args.profiles},
+        "ray1_allcores_ge_0.8x_local": {p: figures[f"{p}_ray1_allcores_vs_local"] >= 0.8 for p in args.profiles},
         "ray1_allcores_loaded_ge_0.8x_local": {p: figures[f"{p}_ray1_allcores_loaded_vs_local"] >= 0.8
-                                               for p in PROFILES},
-        "ray2_model_ge_1.6x_ray1": {p: figures[f"{p}_ray2_vs_ray1_model"] >= 1.6 for p in PROFILES},
+                                               for p in args.profiles},
+        "ray2_model_ge_1.6x_ray1": {p: figures[f"{p}_ray2_vs_ray1_model"] >= 1.6 for p in args.profiles},
     }
     return figures
 
 
-KEYS = ["cores", *[f"{p}_{k}" for p in PROFILES for k in (
-    "local_pairs_per_s", "local_1thread_pairs_per_s", "ray1_vs_local_1thread", "ray1_pairs_per_s", "ray2_pairs_per_s",
-    "ray1_loaded_pairs_per_s", "ray2_loaded_pairs_per_s", "ray1_loaded_vs_local", "ray1_loaded_vs_local_1thread",
-    "ray1_allcores_pairs_per_s", "ray1_allcores_loaded_pairs_per_s", "ray1_allcores_vs_local",
-    "ray1_allcores_loaded_vs_local",
-    "ray1_model_pairs_per_s", "ray2_model_pairs_per_s",
-    "ray1_vs_local", "ray1_ceiling_vs_local", "ray2_vs_ray1_model", "ray1_pipelined_model_pairs_per_s", "ray2_pipelined_model_pairs_per_s",
-    "ray2_vs_ray1_pipelined_model", "ray1_model_cores_per_actor", "ray2_model_cores_per_actor", "load_average")], "ray_worker_peak_rss_small_mb", "ray_worker_peak_rss_big_mb",
-    "ray_worker_peak_rss_ratio_big_small", "targets"]
+def keys(profiles) -> list[str]:
+    """The RESULT keys of a run over ``profiles`` (null where no cluster could run)."""
+    per_profile = (
+        "local_pairs_per_s", "local_1thread_pairs_per_s", "ray1_vs_local_1thread", "ray1_pairs_per_s",
+        "ray2_pairs_per_s", "ray1_loaded_pairs_per_s", "ray2_loaded_pairs_per_s", "ray1_loaded_vs_local",
+        "ray1_loaded_vs_local_1thread", "ray1_allcores_pairs_per_s", "ray1_allcores_loaded_pairs_per_s",
+        "ray1_allcores_vs_local", "ray1_allcores_loaded_vs_local", "ray1_model_pairs_per_s", "ray2_model_pairs_per_s",
+        "ray1_vs_local", "ray1_ceiling_vs_local", "ray2_vs_ray1_model", "ray1_pipelined_model_pairs_per_s",
+        "ray2_pipelined_model_pairs_per_s", "ray2_vs_ray1_pipelined_model", "ray1_model_cores_per_actor",
+        "ray2_model_cores_per_actor", "load_average")
+    return ["cores", *[f"{p}_{k}" for p in profiles for k in per_profile], "ray_worker_peak_rss_small_mb",
+            "ray_worker_peak_rss_big_mb", "ray_worker_peak_rss_ratio_big_small", "targets"]
 
 
 def main() -> None:
@@ -223,14 +241,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2,
                         help="rounds of the model-stage measurement (1 and 2 workers in turn); the best counts")
-    add_smoke_flag(parser, pairs=32, batch_size=8, repeats=1)
+    parser.add_argument("--profiles", nargs="+", choices=PROFILES, default=list(PROFILES),
+                        help="the profiles to measure; the first one's workers also give the peak memory figures")
+    # the smoke run measures tiny CLIP alone: the same loop as the offline profile, whose signals it
+    # also runs (each profile costs about 100 s of actor start-ups on a 2-core machine)
+    parser.add_argument("--clip-shape", default="small", choices=["tiny", "small", "b32"],
+                        help="the random-weight CLIP of the tiny_clip profile (clip_speed.py's shapes; tiny: the tests')")
+    add_smoke_flag(parser, pairs=32, batch_size=8, repeats=1, profiles=["tiny_clip"], clip_shape="tiny")
     args = parse_args(parser)
     if not in_private_network():
         compile_package()  # once, before the cluster's workers import the package
         ok, why = private_network_available()
         if not ok:  # no Ray cluster may run outside a private namespace: say so, measure nothing
             print(f"Ray runs need a private network namespace: {why}", file=sys.stderr)
-            result_line({"pairs": args.pairs, "ray": f"skipped: {why}", **{k: None for k in KEYS}})
+            result_line({"pairs": args.pairs, "ray": f"skipped: {why}", **{k: None for k in keys(args.profiles)}})
             return
         env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
         done = run_in_private_network([sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]],

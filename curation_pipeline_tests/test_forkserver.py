@@ -122,13 +122,18 @@ def test_bad_input_exits_2_with_its_message(warm):
 def test_signals_reach_the_served_run(warm, how):
     root, env = warm
     warehouse = f"wh-{how}"
-    client = subprocess.Popen(_command(warehouse), cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    # the shard is a named pipe no one writes: the run blocks reading it until the signal comes, so it
+    # can never finish first, however fast or slow the machine
+    (root / f"raw-{how}").mkdir()
+    os.mkfifo(root / f"raw-{how}" / "sample-000000.tar")
+    client = subprocess.Popen(_command(warehouse, raw=f"raw-{how}"), cwd=root, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     try:
         child = _until(lambda: _served(root, warehouse) or client.poll() is not None)
         assert child is not True and client.poll() is None, "the run was not served, or ended first"
-        if how == "interrupt":  # Ctrl-C: the run stops as it would in the process itself: click's "Aborted!"
-            client.send_signal(signal.SIGINT)  # (exit 1), or, before click took over, death by SIGINT
+        if how == "interrupt":  # Ctrl-C: the run stops as it would in the process itself: the interrupted
+            # shard fails or click says "Aborted!" (exit 1), or, before click took over, death by SIGINT
+            client.send_signal(signal.SIGINT)
             _, err = client.communicate(timeout=300)
             assert client.returncode in (1, -signal.SIGINT), err[-2000:]
         else:  # killed outright: the run goes with it

@@ -21,7 +21,7 @@ from curation_pipeline_tests.conftest import RAW_SAMPLES, REPO_ROOT
 
 pytestmark = pytest.mark.faults
 
-SHARDS = ["sample-000000", "sample-000001", "sample-000002"]
+SHARDS = ["sample-000000", "sample-000001"]  # two runs at once, each with two step processes
 RUN_CONFIG = {
     "execution": {"config": {
         "max_concurrent": 2,
@@ -120,7 +120,7 @@ def test_parallel_partitions_while_the_report_is_rebuilt_and_read(tmp_path, monk
         assert p.returncode == 0, outputs[shard][-3000:]
     report = build_report(wh)
     expected = sum(len(wh.read_table("pairs", s)) for s in SHARDS)
-    assert report.overall["pairs_read"] == expected == 120
+    assert report.overall["pairs_read"] == expected == 80
     assert sorted(report.shards["shard"]) == SHARDS
     assert builds > 0 and reads["ok"] > 0
-    print(f"3 partitions in {elapsed:.0f} s; {builds} report builds, {reads['ok']} reads meanwhile")
+    print(f"{len(SHARDS)} partitions in {elapsed:.0f} s; {builds} report builds, {reads['ok']} reads meanwhile")

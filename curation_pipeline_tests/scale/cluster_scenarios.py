@@ -257,12 +257,11 @@ def main() -> None:
                 result["cluster_nodes"] = len([n for n in ray.nodes() if n["Alive"]])
                 result["node_addresses"] = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
                 ray.shutdown()
-                if args.scenario in ("pairs", "both"):
-                    result["pairs"] = pairs_on_ray(args, server, cluster)
-                if args.scenario in ("e2e", "both"):
-                    result["e2e"] = e2e(args, server, cluster)
-                if args.scenario in ("resume", "both"):
-                    result["resume"] = resume(args, server, cluster)
+                for name, scenario in (("pairs", pairs_on_ray), ("e2e", e2e), ("resume", resume)):
+                    if args.scenario in (name, "both"):
+                        started = time.monotonic()
+                        result[name] = scenario(args, server, cluster)
+                        result.setdefault("seconds", {})[name] = round(time.monotonic() - started, 1)
     except BaseException:
         result["error"] = traceback.format_exc()
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
