@@ -18,14 +18,16 @@ RAW = dg.AssetKey("raw_shards")
 SHARD_KEYS = [dg.AssetKey(name) for name in ("pairs", "quality_scores", "caption_decisions", "rewritten_captions",
                                              "final_captions", "curated_shards")]
 SHARD_ASSETS = dg.AssetSelection.assets(*SHARD_KEYS)
+# a shard's two halves: what the models compute, and what is decided from the stored scores
+SCORE_KEYS = [RAW, *SHARD_KEYS[:2]]
+DECIDE_KEYS = SHARD_KEYS[2:]
 
 curate_shards_job = dg.define_asset_job(
     "curate_shards", selection=SHARD_ASSETS | dg.AssetSelection.assets("raw_shards"), partitions_def=shard_partitions,
     description="Everything for one shard: observe the raw file -> pairs -> scores -> decisions -> rewrites -> final captions -> curated tar.",
     tags=RETRY_CRASHES,
 )
-RESELECT_ASSETS = dg.AssetSelection.assets("caption_decisions", "rewritten_captions", "final_captions",
-                                           "curated_shards")
+RESELECT_ASSETS = dg.AssetSelection.assets(*DECIDE_KEYS)
 reselect_shards_job = dg.define_asset_job(
     "reselect_shards", selection=RESELECT_ASSETS, partitions_def=shard_partitions,
     description="One shard again from its STORED scores (no scoring model runs): decisions -> rewrites -> final "

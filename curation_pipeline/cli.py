@@ -75,18 +75,15 @@ def _quiet() -> dict:
     return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]:
-    """Run each shard's job, then the report; returns what failed."""
+def _run_shards(job, instance, shards: list[str], desc: str, assets=None) -> list[str]:
+    """Each shard's run of ``job`` (only ``assets`` of it, if given), reporting failed checks and
+    errors; returns the shards whose run failed."""
     from tqdm import tqdm
 
-    with home_lock(Path(os.environ["DAGSTER_HOME"])):  # concurrent `curate run`s register partitions in turn
-        instance.add_dynamic_partitions("shards", [s for s in selected
-                                                   if not instance.has_dynamic_partition("shards", s)])
-    job = defs.resolve_job_def("curate_shards")
     failed = []
-    for shard in tqdm(selected, desc="shards", unit="shard"):
+    for shard in tqdm(shards, desc=desc, unit="shard"):
         result = job.execute_in_process(partition_key=shard, instance=instance, raise_on_error=False,
-                                        run_config=_quiet())
+                                        run_config=_quiet(), asset_selection=assets)
         checks = [c for c in result.get_asset_check_evaluations() if not c.passed]
         for c in checks:
             click.echo(f"  {shard}: check {c.check_name} failed: {c.description}", err=True)
@@ -95,10 +92,32 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
             errors = [e.message for e in result.all_events if e.is_failure and e.message]
             if errors and not checks:
                 click.echo(f"  {shard}: {errors[-1]}", err=True)
-    if len(failed) < len(selected):  # cross-shard dedup over the whole pool, whatever order the shards ran in
-        from curation_pipeline.assets.dedup import settle_duplicates
+    return failed
 
-        failed += settle_duplicates(defs, instance, _quiet())
+
+def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]:
+    """Run each shard's job, then the report; returns what failed.
+
+    Several shards go in two passes: every shard scored first, then the duplicate index over the
+    whole pool, then every shard decided once against it. One pass per shard would decide each
+    shard against the pool as it was, and re-select all but the last once the pool is complete."""
+    from curation_pipeline.assets.dedup import settle_duplicates
+    from curation_pipeline.automation import DECIDE_KEYS, SCORE_KEYS
+
+    with home_lock(Path(os.environ["DAGSTER_HOME"])):  # concurrent `curate run`s register partitions in turn
+        instance.add_dynamic_partitions("shards", [s for s in selected
+                                                   if not instance.has_dynamic_partition("shards", s)])
+    job = defs.resolve_job_def("curate_shards")
+    if len(selected) == 1:
+        failed = _run_shards(job, instance, selected, "shards")
+    else:
+        failed = _run_shards(job, instance, selected, "scoring", SCORE_KEYS)
+    if len(failed) < len(selected):  # cross-shard dedup over the whole pool, whatever order the shards ran in
+        settled: dict = {}
+        failed += settle_duplicates(defs, instance, _quiet(), settled)
+        if len(selected) > 1:  # the shards scored above and not re-selected by settling, decided once
+            todo = [s for s in selected if s not in failed and f"reselect:{s}" not in settled]
+            failed += _run_shards(job, instance, todo, "deciding", DECIDE_KEYS)
     if report and len(failed) < len(selected):
         result = defs.resolve_job_def("quality_report_job").execute_in_process(
             instance=instance, raise_on_error=False, run_config=_quiet())

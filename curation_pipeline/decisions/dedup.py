@@ -337,7 +337,7 @@ def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> 
     found = keys.isin(mine.index)
     rows = pd.DataFrame({c: keys.map(mine[c]).astype(object).where(found, None) for c in RESULT_COLUMNS},
                         index=scores.index)
-    rows["dup_keep"] = keys.map(mine["dup_keep"]).where(found, True).astype(bool)
+    rows["dup_keep"] = ~found | keys.map(mine["dup_keep"]).eq(True)  # a pair in no group is kept
     return ShardDedup(rows, slice_digest(index.for_shard(shard)), source)
 
 
