@@ -100,7 +100,9 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
 
     Several shards go in two passes: every shard scored first, then the duplicate index over the
     whole pool, then every shard decided once against it. One pass per shard would decide each
-    shard against the pool as it was, and re-select all but the last once the pool is complete."""
+    shard against the pool as it was, and re-select all but the last once the pool is complete.
+    With keep_fraction on, the global cut over the scored pool comes between the passes, even for
+    one shard: no shard can be decided before it."""
     from curation_pipeline.assets.dedup import settle_duplicates
     from curation_pipeline.automation import DECIDE_KEYS, SCORE_KEYS
 
@@ -108,14 +110,23 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
         instance.add_dynamic_partitions("shards", [s for s in selected
                                                    if not instance.has_dynamic_partition("shards", s)])
     job = defs.resolve_job_def("curate_shards")
-    if len(selected) == 1:
+    cut = defs.resources["policy"].keep_fraction is not None
+    two_passes = len(selected) > 1 or cut
+    if not two_passes:
         failed = _run_shards(job, instance, selected, "shards")
     else:
         failed = _run_shards(job, instance, selected, "scoring", SCORE_KEYS)
+    if cut and len(failed) < len(selected):
+        result = defs.resolve_job_def("selection_cut_job").execute_in_process(
+            instance=instance, raise_on_error=False, run_config=_quiet())
+        if not result.success:
+            errors = [e.message for e in result.all_events if e.is_failure and e.message]
+            click.echo(f"  selection_cut: {errors[-1] if errors else 'failed'}", err=True)
+            return [*failed, "selection_cut"]  # no shard can be decided without it
     if len(failed) < len(selected):  # cross-shard dedup over the whole pool, whatever order the shards ran in
         settled: dict = {}
         failed += settle_duplicates(defs, instance, _quiet(), settled)
-        if len(selected) > 1:  # the shards scored above and not re-selected by settling, decided once
+        if two_passes:  # the shards scored above and not re-selected by settling, decided once
             todo = [s for s in selected if s not in failed and f"reselect:{s}" not in settled]
             failed += _run_shards(job, instance, todo, "deciding", DECIDE_KEYS)
     if report and len(failed) < len(selected):

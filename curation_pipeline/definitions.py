@@ -14,7 +14,7 @@ from curation_pipeline.assets.io import WarehouseIOManager
 from curation_pipeline.assets.reporting import quality_report
 from curation_pipeline.assets.rewriting import final_captions, rewritten_captions
 from curation_pipeline.assets.scoring import quality_scores
-from curation_pipeline.assets.selection import selection_cut
+from curation_pipeline.assets.selection import selection_cut, selection_cut_job
 from curation_pipeline.automation import (curate_shards_job, fill_missing_shards, new_shards_sensor, observe_raw_job,
                                           observe_raw_shards_schedule, prune_shards, register_shards, report_automation,
                                           report_job, reselect_shards_job)
@@ -60,7 +60,7 @@ def build_definitions(**kwargs) -> dg.Definitions:
         assets=[*ASSETS, *EVALUATION_ASSETS],
         asset_checks=ALL_CHECKS,
         jobs=[curate_shards_job, reselect_shards_job, report_job, observe_raw_job, register_shards, prune_shards,
-              dedup_index_job],
+              dedup_index_job, selection_cut_job],
         sensors=[new_shards_sensor, report_automation, dedup_settle_sensor],
         schedules=[observe_raw_shards_schedule, fill_missing_shards],
         resources=build_resources(**kwargs),

@@ -115,3 +115,28 @@ def test_several_shards_are_scored_then_decided_once_against_the_whole_pool(tmp_
     assert any(name.startswith("reselect:") for name in curated["results"])
     assert table_differences(Warehouse(str(curated["warehouse"])), Warehouse(str(tmp_path / "wh")),
                              curated["shards"]) == []
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_keep_fraction_cuts_the_scored_pool_before_any_shard_is_decided(tmp_path, monkeypatch, shards):
+    """keep_fraction is one cut over the pool: `curate run` materializes it between scoring and deciding."""
+    import dagster as dg
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    names = ["sample-000000", "sample-000001"][:shards]
+    for shard in names:
+        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
+    result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--profile",
+                                       "text", "--set", "policy.keep_fraction=0.5", "--no-report"])
+    assert result.exit_code == 0, result.output
+    with dg.DagsterInstance.get() as instance:
+        cuts = instance.fetch_materializations(dg.AssetKey("selection_cut"), limit=10).records
+        assert len(cuts) == 1
+        cut = cuts[0].event_log_entry.asset_materialization.metadata
+        assert cut["status"].value == "on" and cut["shards"].value == shards
+        decided = instance.fetch_materializations(dg.AssetKey("caption_decisions"), limit=10).records
+        assert sorted(r.event_log_entry.dagster_event.partition for r in decided) == names
+        inside = sum(r.event_log_entry.asset_materialization.metadata["in_keep_fraction"].value for r in decided)
+    assert inside == cut["kept"].value == cut["scored"].value // 2 > 0

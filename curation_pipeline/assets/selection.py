@@ -59,3 +59,9 @@ def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     context.log.info(f"keep_fraction cut: {cut.kept} of {cut.scored} scored pairs by {cut.quality_column} "
                      f"(cut score {cut.cut_score}, {cut.ties_kept} of {cut.ties_at_cut} ties kept)")
     return dg.MaterializeResult(metadata=metadata)
+
+
+selection_cut_job = dg.define_asset_job(
+    "selection_cut_job", selection=dg.AssetSelection.assets(selection_cut),
+    description="Recompute the keep_fraction cut over every shard's stored scores (no model runs); then "
+    "re-select the shards (reselect_shards) to apply it.")
