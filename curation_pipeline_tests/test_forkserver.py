@@ -122,10 +122,13 @@ def test_bad_input_exits_2_with_its_message(warm):
 def test_signals_reach_the_served_run(warm, how):
     root, env = warm
     warehouse = f"wh-{how}"
-    # the shard is a named pipe no one writes: the run blocks reading it until the signal comes, so it
-    # can never finish first, however fast or slow the machine
+    # four copies of the shard, so the run lasts a while after it is seen being served (one shard's run
+    # once ended before the signal came, on a loaded machine). A named pipe as the shard would block
+    # the run for good, but not always interruptibly: a signal taken by another thread of the child
+    # does not end the main thread's open() of a pipe, so the signal's effect is checked on real work.
     (root / f"raw-{how}").mkdir()
-    os.mkfifo(root / f"raw-{how}" / "sample-000000.tar")
+    for i in range(4):
+        shutil.copy(root / "raw" / "sample-000000.tar", root / f"raw-{how}" / f"sample-00001{i}.tar")
     client = subprocess.Popen(_command(warehouse, raw=f"raw-{how}"), cwd=root, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
