@@ -122,21 +122,13 @@ def test_bad_input_exits_2_with_its_message(warm):
 def test_signals_reach_the_served_run(warm, how):
     root, env = warm
     warehouse = f"wh-{how}"
-    # four copies of the shard, so the run lasts a while after it is seen being served (one shard's run
-    # once ended before the signal came, on a loaded machine). A named pipe as the shard would block
-    # the run for good, but not always interruptibly: a signal taken by another thread of the child
-    # does not end the main thread's open() of a pipe, so the signal's effect is checked on real work.
-    (root / f"raw-{how}").mkdir()
-    for i in range(4):
-        shutil.copy(root / "raw" / "sample-000000.tar", root / f"raw-{how}" / f"sample-00001{i}.tar")
-    client = subprocess.Popen(_command(warehouse, raw=f"raw-{how}"), cwd=root, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    client = subprocess.Popen(_command(warehouse), cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
     try:
         child = _until(lambda: _served(root, warehouse) or client.poll() is not None)
         assert child is not True and client.poll() is None, "the run was not served, or ended first"
-        if how == "interrupt":  # Ctrl-C: the run stops as it would in the process itself: the interrupted
-            # shard fails or click says "Aborted!" (exit 1), or, before click took over, death by SIGINT
-            client.send_signal(signal.SIGINT)
+        if how == "interrupt":  # Ctrl-C: the run stops as it would in the process itself: click's "Aborted!"
+            client.send_signal(signal.SIGINT)  # (exit 1), or, before click took over, death by SIGINT
             _, err = client.communicate(timeout=300)
             assert client.returncode in (1, -signal.SIGINT), err[-2000:]
         else:  # killed outright: the run goes with it
