@@ -243,10 +243,10 @@ def main() -> None:
                         help="rounds of the model-stage measurement (1 and 2 workers in turn); the best counts")
     parser.add_argument("--profiles", nargs="+", choices=PROFILES, default=list(PROFILES),
                         help="the profiles to measure; the first one's workers also give the peak memory figures")
-    # the smoke run measures tiny CLIP alone: the same loop as the offline profile, whose signals it
-    # also runs (each profile costs about 100 s of actor start-ups on a 2-core machine)
     parser.add_argument("--clip-shape", default="small", choices=["tiny", "small", "b32"],
                         help="the random-weight CLIP of the tiny_clip profile (clip_speed.py's shapes; tiny: the tests')")
+    # the smoke run measures tiny CLIP alone: the same loop as the offline profile, whose signals it
+    # also runs (each profile costs about 100 s of actor start-ups on a 2-core machine)
     add_smoke_flag(parser, pairs=32, batch_size=8, repeats=1, profiles=["tiny_clip"], clip_shape="tiny")
     args = parse_args(parser)
     if not in_private_network():

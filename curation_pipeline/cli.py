@@ -75,6 +75,12 @@ def _quiet() -> dict:
     return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+def _last_error(result) -> str | None:
+    """The last failure message of an in-process run, if any."""
+    errors = [e.message for e in result.all_events if e.is_failure and e.message]
+    return errors[-1] if errors else None
+
+
 def _run_shards(job, instance, shards: list[str], desc: str, assets=None) -> list[str]:
     """Each shard's run of ``job`` (only ``assets`` of it, if given), reporting failed checks and
     errors; returns the shards whose run failed."""
@@ -89,9 +95,9 @@ def _run_shards(job, instance, shards: list[str], desc: str, assets=None) -> lis
             click.echo(f"  {shard}: check {c.check_name} failed: {c.description}", err=True)
         if not result.success:
             failed.append(shard)
-            errors = [e.message for e in result.all_events if e.is_failure and e.message]
-            if errors and not checks:
-                click.echo(f"  {shard}: {errors[-1]}", err=True)
+            error = _last_error(result)
+            if error and not checks:
+                click.echo(f"  {shard}: {error}", err=True)
     return failed
 
 
@@ -112,16 +118,12 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
     job = defs.resolve_job_def("curate_shards")
     cut = defs.resources["policy"].keep_fraction is not None
     two_passes = len(selected) > 1 or cut
-    if not two_passes:
-        failed = _run_shards(job, instance, selected, "shards")
-    else:
-        failed = _run_shards(job, instance, selected, "scoring", SCORE_KEYS)
+    failed = _run_shards(job, instance, selected, *(("scoring", SCORE_KEYS) if two_passes else ("shards",)))
     if cut and len(failed) < len(selected):
         result = defs.resolve_job_def("selection_cut_job").execute_in_process(
             instance=instance, raise_on_error=False, run_config=_quiet())
         if not result.success:
-            errors = [e.message for e in result.all_events if e.is_failure and e.message]
-            click.echo(f"  selection_cut: {errors[-1] if errors else 'failed'}", err=True)
+            click.echo(f"  selection_cut: {_last_error(result) or 'failed'}", err=True)
             return [*failed, "selection_cut"]  # no shard can be decided without it
     if len(failed) < len(selected):  # cross-shard dedup over the whole pool, whatever order the shards ran in
         settled: dict = {}
