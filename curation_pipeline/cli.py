@@ -81,7 +81,40 @@ def _last_error(result) -> str | None:
     return errors[-1] if errors else None
 
 
-def _run_shards(job, instance, shards: list[str], desc: str, assets=None) -> list[str]:
+@contextlib.contextmanager
+def _stop_on_interrupt():
+    """Yield a check that raises KeyboardInterrupt if a Ctrl-C came since the last check.
+
+    Dagster takes SIGINT over during an in-process run and raises it only at the next step's
+    boundary: one that comes after the last step is forgotten when the run ends, and one that
+    fails a step fails only that shard's run, after which the next shard would start. The signal's
+    wakeup byte (written at C level whatever Python handler is set) is kept here instead, so
+    the command stops after the run the Ctrl-C came in, as it would stop anywhere else."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+
+    def check() -> None:
+        with contextlib.suppress(BlockingIOError):
+            if signal.SIGINT in os.read(read, 1024):
+                raise KeyboardInterrupt
+
+    try:
+        yield check
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(read)
+        os.close(write)
+
+
+def _run_shards(job, instance, shards: list[str], desc: str, assets=None, stop_if_interrupted=lambda: None) -> list[str]:
     """Each shard's run of ``job`` (only ``assets`` of it, if given), reporting failed checks and
     errors; returns the shards whose run failed."""
     from tqdm import tqdm
@@ -90,6 +123,7 @@ def _run_shards(job, instance, shards: list[str], desc: str, assets=None) -> lis
     for shard in tqdm(shards, desc=desc, unit="shard"):
         result = job.execute_in_process(partition_key=shard, instance=instance, raise_on_error=False,
                                         run_config=_quiet(), asset_selection=assets)
+        stop_if_interrupted()
         checks = [c for c in result.get_asset_check_evaluations() if not c.passed]
         for c in checks:
             click.echo(f"  {shard}: check {c.check_name} failed: {c.description}", err=True)
@@ -118,24 +152,29 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
     job = defs.resolve_job_def("curate_shards")
     cut = defs.resources["policy"].keep_fraction is not None
     two_passes = len(selected) > 1 or cut
-    failed = _run_shards(job, instance, selected, *(("scoring", SCORE_KEYS) if two_passes else ("shards",)))
-    if cut and len(failed) < len(selected):
-        result = defs.resolve_job_def("selection_cut_job").execute_in_process(
-            instance=instance, raise_on_error=False, run_config=_quiet())
-        if not result.success:
-            click.echo(f"  selection_cut: {_last_error(result) or 'failed'}", err=True)
-            return [*failed, "selection_cut"]  # no shard can be decided without it
-    if len(failed) < len(selected):  # cross-shard dedup over the whole pool, whatever order the shards ran in
-        settled: dict = {}
-        failed += settle_duplicates(defs, instance, _quiet(), settled)
-        if two_passes:  # the shards scored above and not re-selected by settling, decided once
-            todo = [s for s in selected if s not in failed and f"reselect:{s}" not in settled]
-            failed += _run_shards(job, instance, todo, "deciding", DECIDE_KEYS)
-    if report and len(failed) < len(selected):
-        result = defs.resolve_job_def("quality_report_job").execute_in_process(
-            instance=instance, raise_on_error=False, run_config=_quiet())
-        if not result.success:
-            failed.append("quality_report")
+    with _stop_on_interrupt() as stop_if_interrupted:
+        failed = _run_shards(job, instance, selected, *(("scoring", SCORE_KEYS) if two_passes else ("shards", None)),
+                             stop_if_interrupted)
+        if cut and len(failed) < len(selected):
+            result = defs.resolve_job_def("selection_cut_job").execute_in_process(
+                instance=instance, raise_on_error=False, run_config=_quiet())
+            stop_if_interrupted()
+            if not result.success:
+                click.echo(f"  selection_cut: {_last_error(result) or 'failed'}", err=True)
+                return [*failed, "selection_cut"]  # no shard can be decided without it
+        if len(failed) < len(selected):  # cross-shard dedup over the whole pool, whatever order the shards ran in
+            settled: dict = {}
+            failed += settle_duplicates(defs, instance, _quiet(), settled)
+            stop_if_interrupted()
+            if two_passes:  # the shards scored above and not re-selected by settling, decided once
+                todo = [s for s in selected if s not in failed and f"reselect:{s}" not in settled]
+                failed += _run_shards(job, instance, todo, "deciding", DECIDE_KEYS, stop_if_interrupted)
+        if report and len(failed) < len(selected):
+            result = defs.resolve_job_def("quality_report_job").execute_in_process(
+                instance=instance, raise_on_error=False, run_config=_quiet())
+            stop_if_interrupted()
+            if not result.success:
+                failed.append("quality_report")
     return failed
 
 

@@ -5,7 +5,8 @@ Those imports cost 1.5-3.5 s of every run on two cores, a third of a 1,000-pair 
 ``curate`` process (the client) hands its arguments, working folder, environment and standard
 streams to the server of its Python, its package code and its environment; the child runs the
 command as the process itself would, with those streams, and the client exits with its exit code.
-Signals sent to the client (Ctrl-C, SIGTERM, SIGHUP) go to the child; a client killed outright takes
+Signals sent to the client (Ctrl-C, SIGTERM, SIGHUP) go to the child, which ignores those the client
+ignores; a client killed outright takes
 its child with it. With no server, a run runs itself and, as it exits, starts one in the background
 (its imports would take a core from the run); the next runs find it. The server answers only its
 user (a private folder, and multiprocessing's HMAC handshake with the key beside the socket), logs
@@ -126,9 +127,13 @@ def _relay(conn, argv: list[str]) -> int | None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(state["pid"], signum)
 
-    previous = {s: signal.signal(s, forward) for s in FORWARDED}
+    # a signal this process ignores (started in the background, under nohup) stays ignored, in the child too
+    previous = {s: signal.getsignal(s) for s in FORWARDED}
+    for s, handler in previous.items():
+        if handler != signal.SIG_IGN:
+            signal.signal(s, forward)
     try:
-        conn.send({"argv": list(argv), **_context()})
+        conn.send({"argv": list(argv), **_context(), "ignored": [s.name for s, h in previous.items() if h == signal.SIG_IGN]})
         fds = [fd for fd in (0, 1, 2) if _is_open(fd)]
         with socket.socket(fileno=os.dup(conn.fileno())) as raw:
             socket.send_fds(raw, [bytes(fd in fds for fd in (0, 1, 2))], fds)
@@ -199,6 +204,11 @@ def _apply(context: dict) -> None:
         os.sched_setaffinity(0, context["cpus"])
     if os.getpriority(os.PRIO_PROCESS, 0) != context["nice"]:
         os.setpriority(os.PRIO_PROCESS, 0, context["nice"])
+    # the client's dispositions, not the server's (which has those of whatever started it): Python's
+    # start-up defaults, or ignored where the client ignores the signal
+    for s in FORWARDED:
+        default = signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL
+        signal.signal(s, signal.SIG_IGN if s.name in context.get("ignored", ()) else default)
 
 
 def sock_log(sock: Path) -> Path:

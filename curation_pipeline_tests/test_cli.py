@@ -1,5 +1,6 @@
 """The curate CLI: a real run, lineage look-ups, and exit codes that tell bad input from failure."""
 
+import os
 import shutil
 
 import pytest
@@ -115,6 +116,58 @@ def test_several_shards_are_scored_then_decided_once_against_the_whole_pool(tmp_
     assert any(name.startswith("reselect:") for name in curated["results"])
     assert table_differences(Warehouse(str(curated["warehouse"])), Warehouse(str(tmp_path / "wh")),
                              curated["shards"]) == []
+
+
+@pytest.mark.parametrize("where", ["in a step", "after the last step"])
+def test_a_ctrl_c_during_a_shards_run_stops_the_whole_command(tmp_path, monkeypatch, where):
+    """Dagster holds a SIGINT during an in-process run: in a step it fails only that shard's run (the next
+    shard would start), after the last step it is forgotten (the run succeeds). Either way `curate run`
+    must stop there, as a Ctrl-C stops it anywhere else: "Aborted!", exit 1, the second shard never run."""
+    import signal
+
+    import dagster as dg
+
+    from curation_pipeline.assets import scoring
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for shard in ("sample-000000", "sample-000001"):
+        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
+    sent = []
+
+    def interrupt():
+        if not sent:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    if where == "in a step":
+        score_stream = scoring.score_stream
+
+        def interrupted(*args, **kwargs):
+            interrupt()
+            return score_stream(*args, **kwargs)
+
+        monkeypatch.setattr(scoring, "score_stream", interrupted)
+    else:
+        handle = dg.DagsterInstance.handle_new_event
+
+        def handled(self, event, *args, **kwargs):
+            handle(self, event, *args, **kwargs)
+            if event.dagster_event is not None and event.dagster_event.event_type == dg.DagsterEventType.RUN_SUCCESS:
+                interrupt()
+
+        monkeypatch.setattr(dg.DagsterInstance, "handle_new_event", handled)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever ran pytest
+    try:
+        result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"),
+                                           "--profile", "text", "--no-report"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert sent and result.exit_code == 1 and "Aborted!" in result.output, result.output
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_run_records()
+        assert [r.dagster_run.tags.get("dagster/partition") for r in runs] == ["sample-000000"]
 
 
 @pytest.mark.parametrize("shards", [1, 2])

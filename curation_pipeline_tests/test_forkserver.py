@@ -122,8 +122,10 @@ def test_bad_input_exits_2_with_its_message(warm):
 def test_signals_reach_the_served_run(warm, how):
     root, env = warm
     warehouse = f"wh-{how}"
+    # a terminal's Ctrl-C: the client must not inherit an ignored SIGINT from whatever started pytest (a
+    # background job of a script ignores it); the server, started by the warm run, may well have
     client = subprocess.Popen(_command(warehouse), cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+                              text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         child = _until(lambda: _served(root, warehouse) or client.poll() is not None)
         assert child is not True and client.poll() is None, "the run was not served, or ended first"
@@ -143,26 +145,31 @@ def test_signals_reach_the_served_run(warm, how):
 
 
 def test_the_child_takes_on_the_clients_context(tmp_path):
-    """Folder, environment, umask, CPUs and niceness, applied in a forked child as the server's child does."""
+    """Folder, environment, umask, CPUs, niceness and signal dispositions, applied in a forked child as the server's child does."""
     cpus = sorted(os.sched_getaffinity(0))
     context = {**forkserver._context(), "cwd": str(tmp_path), "env": {"ONLY": "this"}, "umask": 0o077,
-               "cpus": cpus[:1], "nice": os.getpriority(os.PRIO_PROCESS, 0) + 1}
+               "cpus": cpus[:1], "nice": os.getpriority(os.PRIO_PROCESS, 0) + 1, "ignored": ["SIGHUP"]}
+    before = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}  # the server's
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
         try:
             forkserver._apply(context)
             seen = {"cwd": os.getcwd(), "env": dict(os.environ), "umask": os.umask(0),
-                    "cpus": sorted(os.sched_getaffinity(0)), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+                    "cpus": sorted(os.sched_getaffinity(0)), "nice": os.getpriority(os.PRIO_PROCESS, 0),
+                    "signals": [str(signal.getsignal(s)) for s in forkserver.FORWARDED]}
             os.write(write, json.dumps(seen).encode())
         finally:
             os._exit(0)
+    for s, handler in before.items():
+        signal.signal(s, handler)
     os.close(write)
     with os.fdopen(read) as pipe:
         seen = json.loads(pipe.read())
     os.waitpid(pid, 0)
     assert seen == {"cwd": str(tmp_path), "env": {"ONLY": "this"}, "umask": 0o077, "cpus": cpus[:1],
-                    "nice": context["nice"]}
+                    "nice": context["nice"],  # the client's signal dispositions: Python's defaults, or ignored
+                    "signals": [str(signal.default_int_handler), str(signal.SIG_DFL), str(signal.SIG_IGN)]}
 
 
 def test_the_address_follows_the_environment_and_code(monkeypatch):
