@@ -142,8 +142,10 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
     whole pool, then every shard decided once against it. One pass per shard would decide each
     shard against the pool as it was, and re-select all but the last once the pool is complete.
     With keep_fraction on, the global cut over the scored pool comes between the passes, even for
-    one shard: no shard can be decided before it."""
+    one shard: no shard can be decided before it; shards of earlier runs decided with another cut
+    are then re-selected, so the whole pool keeps the fraction asked."""
     from curation_pipeline.assets.dedup import settle_duplicates
+    from curation_pipeline.assets.selection import settle_cut
     from curation_pipeline.automation import DECIDE_KEYS, SCORE_KEYS
 
     with home_lock(Path(os.environ["DAGSTER_HOME"])):  # concurrent `curate run`s register partitions in turn
@@ -166,6 +168,9 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
             settled: dict = {}
             failed += settle_duplicates(defs, instance, _quiet(), settled)
             stop_if_interrupted()
+            if cut:  # shards of earlier runs, decided against the cut of a smaller pool
+                failed += settle_cut(defs, instance, _quiet(), skip=tuple(selected), results=settled)
+                stop_if_interrupted()
             if two_passes:  # the shards scored above and not re-selected by settling, decided once
                 todo = [s for s in selected if s not in failed and f"reselect:{s}" not in settled]
                 failed += _run_shards(job, instance, todo, "deciding", DECIDE_KEYS, stop_if_interrupted)

@@ -193,3 +193,36 @@ def test_keep_fraction_cuts_the_scored_pool_before_any_shard_is_decided(tmp_path
         assert sorted(r.event_log_entry.dagster_event.partition for r in decided) == names
         inside = sum(r.event_log_entry.asset_materialization.metadata["in_keep_fraction"].value for r in decided)
     assert inside == cut["kept"].value == cut["scored"].value // 2 > 0
+
+
+def test_a_later_runs_cut_is_applied_to_the_shards_of_earlier_runs(tmp_path, monkeypatch):
+    """keep_fraction over the pool: a run of a new shard moves the cut, and the shard an earlier run decided
+    is re-selected against it, so the latest decisions of all shards keep exactly the cut's pairs."""
+    import dagster as dg
+
+    from curation_pipeline.decisions.cut_store import stale_cut_shards
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    names = ["sample-000000", "sample-000001"]
+    for shard in names:
+        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
+    for shard in names:  # one run each, the second over a pool that has grown
+        result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--shard",
+                                           shard, "--profile", "text", "--set", "policy.keep_fraction=0.3",
+                                           "--no-report"])
+        assert result.exit_code == 0, result.output
+    assert stale_cut_shards(Warehouse(str(tmp_path / "wh"))) == []
+    with dg.DagsterInstance.get() as instance:
+        cut = instance.get_latest_materialization_event(dg.AssetKey("selection_cut")).asset_materialization.metadata
+        assert cut["shards"].value == 2
+        decided = instance.fetch_materializations(dg.AssetKey("caption_decisions"), limit=10).records
+        runs = sorted(r.event_log_entry.dagster_event.partition for r in decided)
+        assert runs == [names[0], names[0], names[1]]  # the first shard decided again, against the new cut
+        latest = {}
+        for r in sorted(decided, key=lambda r: r.storage_id):
+            latest[r.event_log_entry.dagster_event.partition] = r.event_log_entry.asset_materialization.metadata
+    assert all(m["keep_fraction_pool_scored"].value == cut["scored"].value for m in latest.values())
+    assert sum(m["in_keep_fraction"].value for m in latest.values()) == cut["kept"].value > 0

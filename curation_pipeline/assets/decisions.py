@@ -9,7 +9,7 @@ from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.selection import selection_cut
-from curation_pipeline.decisions.cut_store import CutUnavailable, cut_for_shard
+from curation_pipeline.decisions.cut_store import CUT_KEY, CutUnavailable, cut_for_shard
 from curation_pipeline.decisions.dedup import DIGEST_KEY, mark_duplicates
 from curation_pipeline.decisions.policy import decide, in_top_fraction
 from curation_pipeline.partitions import shard_partitions
@@ -43,9 +43,14 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             raise dg.Failure(description=str(exc)) from exc
     scores, dedup = mark_duplicates(scores, wh, shard, rules)  # over the whole pool, order-free
     decisions = decide(scores, rules, cut=cut)
-    if dedup is not None:  # which pool-wide duplicate groups these decisions used
+    used = {}  # which pool-wide duplicate groups and keep_fraction cut these decisions applied
+    if dedup is not None:
         context.log.info(f"{shard}: duplicate groups from {dedup.source}")
-        decisions.attrs[FILE_METADATA] = {DIGEST_KEY: dedup.digest}
+        used[DIGEST_KEY] = dedup.digest
+    if cut is not None:
+        used[CUT_KEY] = cut.rule_digest()
+    if used:
+        decisions.attrs[FILE_METADATA] = used
     actions = decisions["action"].value_counts()
     drops = decisions.loc[decisions["action"].eq("drop"), "reason"].str.split(" ").str[0].value_counts()
     n = len(decisions)  # an empty shard has no shares: left empty, not 0

@@ -8,7 +8,7 @@ import pandas as pd
 
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
-from curation_pipeline.decisions.cut_store import load_pool_scores, write_cut
+from curation_pipeline.decisions.cut_store import load_pool_scores, stale_cut_shards, write_cut
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 from curation_pipeline.scoring.selection import global_cut
 
@@ -65,3 +65,22 @@ selection_cut_job = dg.define_asset_job(
     "selection_cut_job", selection=dg.AssetSelection.assets(selection_cut),
     description="Recompute the keep_fraction cut over every shard's stored scores (no model runs); then "
     "re-select the shards (reselect_shards) to apply it.")
+
+
+def settle_cut(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None,
+               skip: tuple[str, ...] = (), results: dict | None = None) -> list[str]:
+    """In process, after selection_cut: re-select every shard (but ``skip``) decided with another cut,
+    so the whole curated pool applies the one just stored. Returns the shards whose run failed;
+    fills ``results`` (``reselect:<shard>`` -> execution result) if given."""
+    warehouse: WarehouseResource = defs.resources["warehouse"]
+    failed = []
+    for shard in stale_cut_shards(warehouse.warehouse()):
+        if shard in skip:
+            continue
+        result = defs.resolve_job_def("reselect_shards").execute_in_process(
+            partition_key=shard, instance=instance, raise_on_error=False, run_config=run_config or {})
+        if results is not None:
+            results[f"reselect:{shard}"] = result
+        if not result.success:
+            failed.append(shard)
+    return failed

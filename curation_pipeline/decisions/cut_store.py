@@ -18,6 +18,7 @@ from curation_pipeline.storage.warehouse import Warehouse
 
 CUT_ASSET = "selection_cut"
 RECORD_VERSION = 1
+CUT_KEY = "keep_fraction_cut"  # in caption_decisions' Parquet metadata: the rule digest of the cut it applied
 
 
 class CutUnavailable(RuntimeError):
@@ -89,3 +90,17 @@ def cut_for_shard(warehouse: Warehouse, fraction: float, column: str, shard: str
         raise CutUnavailable(f"quality_scores of shard {shard!r} changed since the cut was computed "
                              f"({record.get('computed_at')}): the cut is stale. {how}")
     return cut
+
+
+def stale_cut_shards(warehouse: Warehouse) -> list[str]:
+    """Shards whose stored decisions applied another keep_fraction cut than the stored one (decided
+    against a smaller pool, or with keep_fraction off): re-select them (``reselect_shards``), or the
+    curated pool keeps another fraction than asked. Shards the stored cut did not score are left to
+    their own run."""
+    record = read_cut_record(warehouse)
+    if record is None or record.get("status") != "on":
+        return []
+    cut = GlobalCut.from_dict(record)
+    now = cut.rule_digest()
+    return [shard for shard in warehouse.shards("caption_decisions")
+            if shard in cut.shards and warehouse.table_metadata("caption_decisions", shard).get(CUT_KEY) != now]

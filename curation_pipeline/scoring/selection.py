@@ -111,6 +111,11 @@ class GlobalCut:
     boundary: tuple[int, str, str] | None = None
     shards: dict = field(default_factory=dict)
 
+    def rule_digest(self) -> str:
+        """What decides whether any pair is inside: two cuts with one digest keep the same pairs."""
+        rule = [self.fraction, self.quality_column, self.cut_score, self.boundary]
+        return hashlib.sha256(repr(rule).encode()).hexdigest()[:16]
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["boundary"] = (None if self.boundary is None else
