@@ -14,6 +14,7 @@ import pandas as pd
 
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
+from curation_pipeline.assets.selection import cut_request, cut_stale, selection_cut_job
 from curation_pipeline.automation import DEFAULT_STATUS, reselect_shards_job
 from curation_pipeline.decisions.dedup import (INDEX_ASSET, pool_has_signals, pool_identity, read_index, refresh_index,
                                                rules_digest, slice_digest, stale_shards, write_index)
@@ -69,26 +70,35 @@ ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagste
 
 def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                     policy: PolicyResource) -> list[dg.RunRequest] | str:
-    """What to run so that every shard's decisions match the duplicate index of the current pool:
-    the index itself when it is stale, else a re-selection of each stale shard. A string says why
-    nothing is requested."""
+    """What to run so that every shard's decisions match the current pool: the duplicate index (and,
+    with keep_fraction on, the selection cut) when stale, else a re-selection of each shard decided
+    against an older index or another cut. A string says why nothing is requested."""
     if instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE), limit=1):
         return "runs in progress: the pool is still changing"
     wh = warehouse.warehouse()
-    rules = rules_digest(policy.decision_policy())
+    decision_rules = policy.decision_policy()
+    rules = rules_digest(decision_rules)
     identity = pool_identity(wh)
     if not identity:
         return "no scored shards"
     stored = read_index(wh)
+    rebuild = [cut_request(wh, decision_rules.keep_fraction, decision_rules.quality_column, identity)]
     if stored is None or stored.identity != identity or stored.rules != rules:
         pool_key = hashlib.sha256(json.dumps([identity, rules], sort_keys=True).encode()).hexdigest()[:16]
-        return [dg.RunRequest(job_name="dedup_index_job", run_key=f"dedup_index:{pool_key}")]
-    stale = stale_shards(wh, stored)
-    if not stale:
-        return f"duplicate index current for {len(identity)} shards; no shard is stale"
+        rebuild.insert(0, dg.RunRequest(job_name="dedup_index_job", run_key=f"dedup_index:{pool_key}"))
+    if any(rebuild):
+        return [r for r in rebuild if r is not None]
+    dedup = {s: slice_digest(stored.for_shard(s)) for s in stale_shards(wh, stored)}
+    cut, cut_digest = cut_stale(wh) if decision_rules.keep_fraction is not None else ([], None)
+    if not dedup and not cut:
+        return f"duplicate index{' and selection cut' if cut_digest else ''} current for {len(identity)} shards; " \
+               "no shard is stale"
     return [dg.RunRequest(job_name="reselect_shards", partition_key=s,
-                          run_key=f"dedup:{s}:{slice_digest(stored.for_shard(s))}",
-                          tags={"curation/reason": "dedup_index changed"}) for s in stale]
+                          run_key=f"settle:{s}:{dedup.get(s, '-')}:{cut_digest if s in cut else '-'}",
+                          tags={"curation/reason": " and ".join(
+                              why for why, stale in (("dedup_index changed", s in dedup),
+                                                     ("selection_cut changed", s in cut)) if stale)})
+            for s in sorted(set(dedup) | set(cut))]
 
 
 def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None,
@@ -118,11 +128,12 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
     return failed
 
 
-@dg.sensor(name="dedup_settle_sensor", jobs=[dedup_index_job, reselect_shards_job], minimum_interval_seconds=60,
-           default_status=DEFAULT_STATUS,
-           description="When no run is in progress: rebuilds dedup_index if the pool of scored shards changed, "
-           "then re-selects every shard decided against an older pool, so cross-shard dedup publishes the same "
-           "set whatever order the shard runs took.")
+@dg.sensor(name="dedup_settle_sensor", jobs=[dedup_index_job, selection_cut_job, reselect_shards_job],
+           minimum_interval_seconds=60, default_status=DEFAULT_STATUS,
+           description="When no run is in progress: rebuilds dedup_index (and, with keep_fraction on, "
+           "selection_cut) if the pool of scored shards changed, then re-selects every shard decided against an "
+           "older pool, so cross-shard dedup and the keep_fraction cut publish the same set whatever order the "
+           "shard runs took.")
 def dedup_settle_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource, policy: PolicyResource):
     requests = settle_requests(context.instance, warehouse, policy)
     return dg.SkipReason(requests) if isinstance(requests, str) else requests

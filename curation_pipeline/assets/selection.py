@@ -1,6 +1,8 @@
 """Stage 3, decisions: the keep_fraction cut, once over every shard's stored scores (not partitioned)."""
 
 
+import hashlib
+import json
 import math
 
 import dagster as dg
@@ -8,9 +10,11 @@ import pandas as pd
 
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
-from curation_pipeline.decisions.cut_store import load_pool_scores, stale_cut_shards, write_cut
+from curation_pipeline.decisions.cut_store import (cut_is_current, load_pool_scores, read_cut_record,
+                                                   stale_cut_shards, undecided_shards, write_cut)
+from curation_pipeline.decisions.dedup import pool_identity
 from curation_pipeline.resources import PolicyResource, WarehouseResource
-from curation_pipeline.scoring.selection import global_cut
+from curation_pipeline.scoring.selection import GlobalCut, global_cut
 
 
 @dg.asset(
@@ -27,6 +31,7 @@ def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                   policy: PolicyResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
     rules = policy.decision_policy()
+    identity = pool_identity(wh)  # before reading: a shard re-scored meanwhile reads as a changed pool
     if rules.keep_fraction is None:
         path = write_cut(wh, None, run_id=context.run_id)
         return dg.MaterializeResult(metadata={"status": "off", "path": dg.MetadataValue.path(path)})
@@ -38,7 +43,7 @@ def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         raise dg.Failure(description="no quality_scores are stored in the warehouse: materialize pairs and "
                          "quality_scores for the shards first, then selection_cut")
     cut = global_cut(scores, rules.keep_fraction, rules.quality_column)
-    path = write_cut(wh, cut, run_id=context.run_id)
+    path = write_cut(wh, cut, run_id=context.run_id, identity=identity)
     per_shard = pd.DataFrame([{"shard": shard, "scored": info["scored"], "kept": info["kept"]}
                               for shard, info in sorted(cut.shards.items())])
     metadata = {
@@ -84,3 +89,22 @@ def settle_cut(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: d
         if not result.success:
             failed.append(shard)
     return failed
+
+
+
+def cut_request(wh, fraction: float | None, column: str, identity: dict[str, str]) -> dg.RunRequest | None:
+    """For the settle sensor, with keep_fraction on: the cut, when the scored pool (``identity``) changed
+    since it was computed, or it was computed for another fraction or column."""
+    if fraction is None or cut_is_current(wh, fraction, column, identity):
+        return None
+    pool_key = hashlib.sha256(json.dumps([identity, fraction, column], sort_keys=True).encode()).hexdigest()[:16]
+    return dg.RunRequest(job_name="selection_cut_job", run_key=f"selection_cut:{pool_key}")
+
+
+def cut_stale(wh) -> tuple[list[str], str | None]:
+    """The shards to re-select under the stored cut (decided with another cut, or not decided: their run
+    failed waiting for it), and the cut's rule digest."""
+    record = read_cut_record(wh)
+    if record is None or record.get("status") != "on":
+        return [], None
+    return sorted(set(stale_cut_shards(wh)) | set(undecided_shards(wh))), GlobalCut.from_dict(record).rule_digest()

@@ -104,3 +104,19 @@ def stale_cut_shards(warehouse: Warehouse) -> list[str]:
     now = cut.rule_digest()
     return [shard for shard in warehouse.shards("caption_decisions")
             if shard in cut.shards and warehouse.table_metadata("caption_decisions", shard).get(CUT_KEY) != now]
+
+
+def cut_is_current(warehouse: Warehouse, fraction: float, column: str, identity: dict[str, str]) -> bool:
+    """Whether the stored cut is for this fraction and column and was computed over the scored pool
+    as it is now (``identity``: shard -> identity of its quality_scores file, as recorded by the cut)."""
+    record = read_cut_record(warehouse)
+    return (record is not None and record.get("status") == "on" and record.get("identity") == identity
+            and float(record.get("fraction", -1)) == float(fraction) and record.get("quality_column") == column)
+
+
+def undecided_shards(warehouse: Warehouse) -> list[str]:
+    """Shards the stored cut scored that have no decisions (their run failed waiting for the cut)."""
+    record = read_cut_record(warehouse)
+    if record is None or record.get("status") != "on":
+        return []
+    return [shard for shard in sorted(record.get("shards") or {}) if not warehouse.has_table("caption_decisions", shard)]

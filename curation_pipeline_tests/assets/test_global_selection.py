@@ -143,12 +143,57 @@ def test_kept_set_is_the_global_top_fraction_whatever_the_shard_order(scored, tm
     instance = new_instance()
     decide_all(backward, instance, SHARDS[::-1], fraction)
     reverse_cut = read_cut_record(Warehouse(str(backward)))
-    assert {k: v for k, v in reverse_cut.items() if k not in ("computed_at", "run_id")} == \
-        {k: v for k, v in cut.items() if k not in ("computed_at", "run_id")}
+    provenance = ("computed_at", "run_id", "identity")  # identity: which files (size, time) it read
+    assert {k: v for k, v in reverse_cut.items() if k not in provenance} == \
+        {k: v for k, v in cut.items() if k not in provenance}
     again = decisions_of(backward)
     assert kept_as_is(again) == kept_as_is(decisions)
     pd.testing.assert_frame_equal(again[["shard", "key", "action", "reason"]],
                                   decisions[["shard", "key", "action", "reason"]])
+
+
+def test_the_settle_sensor_cuts_the_grown_pool_then_reselects_every_shard(scored, tmp_path):
+    """Automation with keep_fraction on: a shard scored after the cut cannot be decided (its run fails);
+    once no run is in progress, the settle sensor requests the cut over the grown pool, then re-selects
+    the shard decided against the old cut and the undecided one; then it asks for nothing."""
+    from curation_pipeline.assets.dedup import dedup_settle_sensor
+    from curation_pipeline.resources import WarehouseResource
+
+    fraction = 0.3
+    warehouse, instance = copy_of(scored, tmp_path), new_instance()
+    wh = Warehouse(str(warehouse))
+    later = Path(wh.table_path("quality_scores", SHARDS[1]))
+    aside = tmp_path / "aside.parquet"
+    shutil.move(later, aside)  # the pool as it was before the second shard was scored
+    decide_all(warehouse, instance, SHARDS[:1], fraction)
+    shutil.move(aside, later)
+    result = materialize(warehouse, instance, ["caption_decisions"], SHARDS[1], keep_fraction=fraction)
+    assert not result.success and "had no stored quality_scores when the cut was computed" in failure_text(result)
+    resources = {"warehouse": WarehouseResource(raw_root=str(RAW_SAMPLES), root=str(warehouse)),
+                 "policy": PolicyResource(**RELAXED, keep_fraction=fraction)}
+
+    def sensor():
+        return dedup_settle_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+
+    requests = sensor()
+    assert "selection_cut_job" in [r.job_name for r in requests]
+    assert materialize(warehouse, instance, ["dedup_index", "selection_cut"], keep_fraction=fraction).success
+    assert sensor()[0].job_name == "reselect_shards"  # the cut is current now: the same rebuild is not asked again
+    reasons = {}
+    for _ in range(3):  # re-select what the sensor asks for until it asks for nothing
+        requests = sensor()
+        if isinstance(requests, dg.SkipReason):
+            break
+        for request in requests:
+            assert request.job_name == "reselect_shards"
+            reasons.setdefault(request.partition_key, request.tags["curation/reason"])
+            assert materialize(warehouse, instance, ["caption_decisions"], request.partition_key,
+                               keep_fraction=fraction).success
+    assert isinstance(requests, dg.SkipReason), requests
+    assert {s: "selection_cut changed" in why for s, why in reasons.items()} == {s: True for s in SHARDS}
+    cut = read_cut_record(wh)
+    assert set(cut["shards"]) == set(SHARDS)
+    assert kept_as_is(decisions_of(warehouse)) == expected_top(warehouse, fraction) - undecodable(warehouse)
 
 
 def test_changing_the_fraction_reselects_without_rescoring(scored, tmp_path):
