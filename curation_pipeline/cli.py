@@ -162,7 +162,9 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
                 instance=instance, raise_on_error=False, run_config=_quiet())
             stop_if_interrupted()
             if not result.success:
-                click.echo(f"  selection_cut: {_last_error(result) or 'failed'}", err=True)
+                undecided = [s for s in selected if s not in failed]
+                click.echo(f"  selection_cut: {_last_error(result) or 'failed'}; scored but not decided: "
+                           f"{', '.join(undecided)}", err=True)
                 return [*failed, "selection_cut"]  # no shard can be decided without it
         if len(failed) < len(selected):  # cross-shard dedup over the whole pool, whatever order the shards ran in
             settled: dict = {}

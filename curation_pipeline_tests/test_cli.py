@@ -226,3 +226,21 @@ def test_a_later_runs_cut_is_applied_to_the_shards_of_earlier_runs(tmp_path, mon
             latest[r.event_log_entry.dagster_event.partition] = r.event_log_entry.asset_materialization.metadata
     assert all(m["keep_fraction_pool_scored"].value == cut["scored"].value for m in latest.values())
     assert sum(m["in_keep_fraction"].value for m in latest.values()) == cut["kept"].value > 0
+
+
+def test_a_failed_cut_says_which_shards_are_left_undecided(tmp_path, monkeypatch):
+    """No shard can be decided without the cut: the run fails and names the cut's error and those shards.
+    Here an earlier run scored its shard with a profile that lacks the quality column now asked for."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    names = ["sample-000000", "sample-000001"]
+    for shard in names:
+        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
+    run = ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--no-report", "--shard"]
+    assert CliRunner().invoke(main, [*run, names[0], "--profile", "text"]).exit_code == 0
+    result = CliRunner().invoke(main, [*run, names[1], "--profile", "offline", "--set", "policy.keep_fraction=0.5",
+                                       "--set", "policy.quality_column=iq_sharpness"])
+    assert result.exit_code == 1, result.output
+    assert "quality column 'iq_sharpness' is not in quality_scores of shard 'sample-000000'" in result.output
+    assert f"scored but not decided: {names[1]}" in result.output and "FAILED: selection_cut" in result.output
