@@ -23,7 +23,7 @@ SCORE_KEYS = [RAW, *SHARD_KEYS[:2]]
 DECIDE_KEYS = SHARD_KEYS[2:]
 
 curate_shards_job = dg.define_asset_job(
-    "curate_shards", selection=SHARD_ASSETS | dg.AssetSelection.assets("raw_shards"), partitions_def=shard_partitions,
+    "curate_shards", selection=SHARD_ASSETS | dg.AssetSelection.assets(RAW), partitions_def=shard_partitions,
     description="Everything for one shard: observe the raw file -> pairs -> scores -> decisions -> rewrites -> final captions -> curated tar.",
     tags=RETRY_CRASHES,
 )
