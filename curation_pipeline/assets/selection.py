@@ -91,7 +91,6 @@ def settle_cut(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: d
     return failed
 
 
-
 def cut_request(wh, fraction: float | None, column: str, identity: dict[str, str]) -> dg.RunRequest | None:
     """For the settle sensor, with keep_fraction on: the cut, when the scored pool (``identity``) changed
     since it was computed, or it was computed for another fraction or column."""
