@@ -83,27 +83,43 @@ def _last_error(result) -> str | None:
 
 @contextlib.contextmanager
 def _stop_on_interrupt():
-    """Yield a check that raises KeyboardInterrupt if a Ctrl-C came since the last check.
+    """Yield a check that raises KeyboardInterrupt if a Ctrl-C, SIGTERM or SIGHUP came since the last check.
 
     Dagster takes SIGINT over during an in-process run and raises it only at the next step's
     boundary: one that comes after the last step is forgotten when the run ends, and one that
     fails a step fails only that shard's run, after which the next shard would start. The signal's
-    wakeup byte (written at C level whatever Python handler is set) is kept here instead, so
-    the command stops after the run the Ctrl-C came in, as it would stop anywhere else."""
+    wakeup byte (written at C level for any signal with a Python handler) is kept here instead, so
+    the command stops after the run the signal came in, as it would stop anywhere else.
+
+    SIGTERM and SIGHUP (a scheduler or pod stopping the run, a closed terminal) would otherwise kill
+    the process mid-step and leave its Dagster run STARTED for ever, which also holds off the settle
+    sensor; here they stop it as a Ctrl-C does: the run marked failed, exit 1. (Dagster maps SIGTERM
+    to its SIGINT handler during a run.) A signal this process ignores (``nohup``) stays ignored."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
+    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def as_interrupt(_signum, frame) -> None:
+        handler = signal.getsignal(signal.SIGINT)  # Dagster's during a run, else Python's KeyboardInterrupt
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    replaced = {s: signal.signal(s, as_interrupt) for s in stopping[1:] if signal.getsignal(s) == signal.SIG_DFL}
     read, write = os.pipe()
     os.set_blocking(read, False)
     os.set_blocking(write, False)
     previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
 
     def check() -> None:
+        for s in replaced:  # Dagster leaves SIGTERM with SIGINT's handler after each run (ignored, in the background)
+            signal.signal(s, as_interrupt)
         with contextlib.suppress(BlockingIOError):
-            if signal.SIGINT in os.read(read, 1024):
+            if any(s in stopping for s in os.read(read, 1024)):
                 raise KeyboardInterrupt
 
     try:
@@ -112,6 +128,8 @@ def _stop_on_interrupt():
         signal.set_wakeup_fd(previous)
         os.close(read)
         os.close(write)
+        for s, handler in replaced.items():
+            signal.signal(s, handler)
 
 
 def _run_shards(job, instance, shards: list[str], desc: str, assets=None, stop_if_interrupted=lambda: None) -> list[str]:

@@ -170,6 +170,52 @@ def test_a_ctrl_c_during_a_shards_run_stops_the_whole_command(tmp_path, monkeypa
         assert [r.dagster_run.tags.get("dagster/partition") for r in runs] == ["sample-000000"]
 
 
+STOPPED_IN_A_STEP = """
+import os, signal, sys
+from curation_pipeline import cli
+from curation_pipeline.assets import scoring
+score_stream, sent = scoring.score_stream, []
+def stopped(*args, **kwargs):
+    if not sent:
+        sent.append(os.kill(os.getpid(), int(sys.argv[1])))
+    return score_stream(*args, **kwargs)
+scoring.score_stream = stopped
+cli.main(args=sys.argv[2:], prog_name="curate")
+"""
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
+def test_a_sigterm_or_sighup_stops_the_command_as_a_ctrl_c_does(tmp_path, monkeypatch, signum):
+    """A scheduler or pod stopping `curate run` (SIGTERM), or a closed terminal (SIGHUP): the shard's run is
+    marked failed (not left STARTED for ever, which would hold off the settle sensor), the next shard never
+    starts, exit 1. In a process of its own: the default disposition would end the test's own process."""
+    import signal
+    import subprocess
+    import sys
+
+    import dagster as dg
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for shard in ("sample-000000", "sample-000001"):
+        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "CURATE_FORKSERVER": "off"}
+
+    def default_dispositions():  # as in a terminal, whatever started pytest (nohup ignores SIGHUP)
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_DFL)
+
+    done = subprocess.run([sys.executable, "-c", STOPPED_IN_A_STEP, str(int(getattr(signal, signum))), "run",
+                           "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--profile", "text",
+                           "--no-report"], env=env, capture_output=True, text=True, timeout=600,
+                          preexec_fn=default_dispositions)
+    assert done.returncode == 1 and "Aborted!" in done.stderr, (done.returncode, done.stderr[-3000:])
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    with dg.DagsterInstance.get() as instance:
+        runs = [(r.dagster_run.tags.get("dagster/partition"), r.dagster_run.status) for r in instance.get_run_records()]
+    assert runs == [("sample-000000", dg.DagsterRunStatus.FAILURE)]
+
+
 @pytest.mark.parametrize("shards", [1, 2])
 def test_keep_fraction_cuts_the_scored_pool_before_any_shard_is_decided(tmp_path, monkeypatch, shards):
     """keep_fraction is one cut over the pool: `curate run` materializes it between scoring and deciding."""
