@@ -73,8 +73,10 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     """What to run so that every shard's decisions match the current pool: the duplicate index (and,
     with keep_fraction on, the selection cut) when stale, else a re-selection of each shard decided
     against an older index or another cut. A string says why nothing is requested."""
-    if instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE), limit=1):
-        return "runs in progress: the pool is still changing"
+    active = instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE), limit=5)
+    if active:  # a run whose process was killed outright (OOM, SIGKILL) stays STARTED until it is terminated
+        return (f"runs in progress ({', '.join(r.run_id[:8] for r in active)}): the pool is still changing. A run "
+                "whose process died stays STARTED: terminate it in the UI (Runs) and settling resumes.")
     wh = warehouse.warehouse()
     decision_rules = policy.decision_policy()
     rules = rules_digest(decision_rules)

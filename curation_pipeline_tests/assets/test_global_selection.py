@@ -175,6 +175,13 @@ def test_the_settle_sensor_cuts_the_grown_pool_then_reselects_every_shard(scored
     def sensor():
         return dedup_settle_sensor(dg.build_sensor_context(instance=instance, resources=resources))
 
+    # a run killed outright stays STARTED: the sensor waits, and says which run and what to do
+    dead = instance.add_run(dg.DagsterRun(job_name="curate_shards", run_id="deadbeef-0000-4000-8000-000000000000",
+                                          status=dg.DagsterRunStatus.STARTED))
+    waiting = sensor()
+    assert isinstance(waiting, dg.SkipReason) and "deadbeef" in waiting.skip_message
+    assert "terminate it in the UI" in waiting.skip_message
+    instance.report_run_canceled(dead)
     requests = sensor()
     assert "selection_cut_job" in [r.job_name for r in requests]
     assert materialize(warehouse, instance, ["dedup_index", "selection_cut"], keep_fraction=fraction).success
