@@ -94,14 +94,16 @@ def _stop_on_interrupt():
     SIGTERM and SIGHUP (a scheduler or pod stopping the run, a closed terminal) would otherwise kill
     the process mid-step and leave its Dagster run STARTED for ever, which also holds off the settle
     sensor; here they stop it as a Ctrl-C does: the run marked failed, exit 1. (Dagster maps SIGTERM
-    to its SIGINT handler during a run.) A signal this process ignores (``nohup``) stays ignored."""
+    to its SIGINT handler during a run.) A signal this process ignores (``nohup``) never stops the
+    command, though Dagster takes even an ignored SIGINT during a run and fails the step it lands in."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
-    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    ignored = {s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) == signal.SIG_IGN}
+    stopping = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} - ignored
 
     def as_interrupt(_signum, frame) -> None:
         handler = signal.getsignal(signal.SIGINT)  # Dagster's during a run, else Python's KeyboardInterrupt
@@ -109,14 +111,19 @@ def _stop_on_interrupt():
             raise KeyboardInterrupt
         handler(signal.SIGINT, frame)
 
-    replaced = {s: signal.signal(s, as_interrupt) for s in stopping[1:] if signal.getsignal(s) == signal.SIG_DFL}
+    replaced = {s: signal.signal(s, as_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(s) == signal.SIG_DFL}
     read, write = os.pipe()
     os.set_blocking(read, False)
     os.set_blocking(write, False)
     previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
 
     def check() -> None:
-        for s in replaced:  # Dagster leaves SIGTERM with SIGINT's handler after each run (ignored, in the background)
+        # Dagster leaves SIGTERM with SIGINT's handler after each run, and takes even an ignored SIGINT
+        # (and SIGTERM) during one: what this process ignores is ignored again, the rest re-armed
+        for s in ignored & {signal.SIGTERM, signal.SIGHUP}:
+            signal.signal(s, signal.SIG_IGN)
+        for s in replaced:
             signal.signal(s, as_interrupt)
         with contextlib.suppress(BlockingIOError):
             if any(s in stopping for s in os.read(read, 1024)):
@@ -186,15 +193,14 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
                 return [*failed, "selection_cut"]  # no shard can be decided without it
         if len(failed) < len(selected):  # cross-shard dedup over the whole pool, whatever order the shards ran in
             settled: dict = {}
-            failed += settle_duplicates(defs, instance, _quiet(), settled)
-            stop_if_interrupted()
+            failed += settle_duplicates(defs, instance, _quiet(), settled, stop_if_interrupted)
             if cut:  # shards of earlier runs, decided against the cut of a smaller pool
-                failed += settle_cut(defs, instance, _quiet(), skip=tuple(selected), results=settled)
-                stop_if_interrupted()
+                failed += settle_cut(defs, instance, _quiet(), skip=tuple(selected), results=settled,
+                                     after_each_run=stop_if_interrupted)
             if two_passes:  # the shards scored above and not re-selected by settling, decided once
                 todo = [s for s in selected if s not in failed and f"reselect:{s}" not in settled]
                 failed += _run_shards(job, instance, todo, "deciding", DECIDE_KEYS, stop_if_interrupted)
-        if report and len(failed) < len(selected):
+        if report and any(s not in failed for s in selected):  # (settling may fail shards of earlier runs)
             result = defs.resolve_job_def("quality_report_job").execute_in_process(
                 instance=instance, raise_on_error=False, run_config=_quiet())
             stop_if_interrupted()

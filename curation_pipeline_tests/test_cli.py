@@ -290,3 +290,43 @@ def test_a_failed_cut_says_which_shards_are_left_undecided(tmp_path, monkeypatch
     assert result.exit_code == 1, result.output
     assert "quality column 'iq_sharpness' is not in quality_scores of shard 'sample-000000'" in result.output
     assert f"scored but not decided: {names[1]}" in result.output and "FAILED: selection_cut" in result.output
+
+
+def test_the_signal_watch_keeps_what_the_process_ignores_and_rearms_sigterm_after_each_run():
+    """Under nohup / in a background job (SIGINT ignored): Dagster takes even an ignored SIGINT during a run and
+    leaves SIGTERM ignored after it. The watch must not stop the command for the ignored SIGINT, and must
+    re-arm SIGTERM so that one sent between runs still stops it."""
+    import signal
+
+    import dagster as dg
+
+    from curation_pipeline import cli
+
+    @dg.op
+    def interrupted():
+        os.kill(os.getpid(), signal.SIGINT)
+
+    @dg.job
+    def one():
+        interrupted()
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with cli._stop_on_interrupt() as stop_if_interrupted:
+            result = one.execute_in_process(raise_on_error=False)
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # what Dagster leaves behind
+            try:
+                stop_if_interrupted()
+            except KeyboardInterrupt:  # caught here: a KeyboardInterrupt reaching pytest would end the session
+                pytest.fail("an ignored SIGINT stopped the command")
+            assert signal.getsignal(signal.SIGTERM) != signal.SIG_IGN and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)
+                stop_if_interrupted()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # put back as found
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    assert not result.success  # Dagster failed the step the ignored SIGINT landed in: its behaviour, not ours

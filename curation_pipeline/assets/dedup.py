@@ -11,6 +11,7 @@ import json
 
 import dagster as dg
 import pandas as pd
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
@@ -84,19 +85,31 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     if not identity:
         return "no scored shards"
     stored = read_index(wh)
-    rebuild = [cut_request(wh, decision_rules.keep_fraction, decision_rules.quality_column, identity)]
-    if stored is None or stored.identity != identity or stored.rules != rules:
-        pool_key = hashlib.sha256(json.dumps([identity, rules], sort_keys=True).encode()).hexdigest()[:16]
-        rebuild.insert(0, dg.RunRequest(job_name="dedup_index_job", run_key=f"dedup_index:{pool_key}"))
-    if any(rebuild):
-        return [r for r in rebuild if r is not None]
-    dedup = {s: slice_digest(stored.for_shard(s)) for s in stale_shards(wh, stored)}
-    cut, cut_digest = cut_stale(wh) if decision_rules.keep_fraction is not None else ([], None)
+    index_stale = stored is None or stored.identity != identity or stored.rules != rules
+    rebuild = {"dedup_index": None, "selection_cut": cut_request(wh, decision_rules.keep_fraction,
+                                                                 decision_rules.quality_column, identity)}
+    if index_stale:
+        pool_key = hashlib.sha256(json.dumps([identity, rules, stored.computed_at if stored else None],
+                                             sort_keys=True).encode()).hexdigest()[:16]
+        rebuild["dedup_index"] = dg.RunRequest(job_name="dedup_index_job", run_key=f"dedup_index:{pool_key}")
+    # a request whose run_key ran already (and failed, or it would be current) is skipped by Dagster: not
+    # asked again, and it holds off only what depends on it
+    failed = {name: request.run_key for name, request in rebuild.items()
+              if request is not None and instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: request.run_key}), limit=1)}
+    pending = [r for name, r in rebuild.items() if r is not None and name not in failed]
+    if pending:
+        return pending
+    dedup = {} if index_stale else {s: f"{slice_digest(stored.for_shard(s))}@{stored.computed_at}"
+                                    for s in stale_shards(wh, stored)}
+    cut, cut_key = ([], None) if decision_rules.keep_fraction is None or rebuild["selection_cut"] else cut_stale(wh)
     if not dedup and not cut:
-        return f"duplicate index{' and selection cut' if cut_digest else ''} current for {len(identity)} shards; " \
+        if failed:
+            return (f"{' and '.join(failed)} still stale after the run requested for it ({', '.join(failed.values())}"
+                    ": see it in Runs); nothing else is stale")
+        return f"duplicate index{' and selection cut' if cut_key else ''} current for {len(identity)} shards; " \
                "no shard is stale"
     return [dg.RunRequest(job_name="reselect_shards", partition_key=s,
-                          run_key=f"settle:{s}:{dedup.get(s, '-')}:{cut_digest if s in cut else '-'}",
+                          run_key=f"settle:{s}:{dedup.get(s, '-')}:{cut_key if s in cut else '-'}",
                           tags={"curation/reason": " and ".join(
                               why for why, stale in (("dedup_index changed", s in dedup),
                                                      ("selection_cut changed", s in cut)) if stale)})
@@ -104,10 +117,11 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
 
 
 def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None,
-                      results: dict | None = None) -> list[str]:
+                      results: dict | None = None, after_each_run=lambda: None) -> list[str]:
     """In process: materialize dedup_index, then re-select every stale shard. Returns what failed;
-    fills ``results`` (name -> execution result) if given. Nothing to do for fewer than two shards,
-    or when no shard was scored with duplicate signals."""
+    fills ``results`` (name -> execution result) if given; calls ``after_each_run`` after each run (the
+    CLI's stop on a signal). Nothing to do for fewer than two shards, or when no shard was scored with
+    duplicate signals."""
     warehouse: WarehouseResource = defs.resources["warehouse"]
     wh = warehouse.warehouse()
     if len(wh.shards("quality_scores")) < 2 or not pool_has_signals(wh):
@@ -116,6 +130,7 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
     failed = []
     result = defs.resolve_job_def("dedup_index_job").execute_in_process(
         instance=instance, raise_on_error=False, run_config=run_config)
+    after_each_run()
     if results is not None:
         results[INDEX_ASSET] = result
     if not result.success:
@@ -123,6 +138,7 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
     for shard in stale_shards(wh):
         result = defs.resolve_job_def("reselect_shards").execute_in_process(
             partition_key=shard, instance=instance, raise_on_error=False, run_config=run_config)
+        after_each_run()
         if results is not None:
             results[f"reselect:{shard}"] = result
         if not result.success:

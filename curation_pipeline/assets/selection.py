@@ -73,10 +73,11 @@ selection_cut_job = dg.define_asset_job(
 
 
 def settle_cut(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None,
-               skip: tuple[str, ...] = (), results: dict | None = None) -> list[str]:
+               skip: tuple[str, ...] = (), results: dict | None = None, after_each_run=lambda: None) -> list[str]:
     """In process, after selection_cut: re-select every shard (but ``skip``) decided with another cut,
     so the whole curated pool applies the one just stored. Returns the shards whose run failed;
-    fills ``results`` (``reselect:<shard>`` -> execution result) if given."""
+    fills ``results`` (``reselect:<shard>`` -> execution result) if given; calls ``after_each_run``
+    after each run."""
     warehouse: WarehouseResource = defs.resources["warehouse"]
     failed = []
     for shard in stale_cut_shards(warehouse.warehouse()):
@@ -84,6 +85,7 @@ def settle_cut(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: d
             continue
         result = defs.resolve_job_def("reselect_shards").execute_in_process(
             partition_key=shard, instance=instance, raise_on_error=False, run_config=run_config or {})
+        after_each_run()
         if results is not None:
             results[f"reselect:{shard}"] = result
         if not result.success:
@@ -96,14 +98,16 @@ def cut_request(wh, fraction: float | None, column: str, identity: dict[str, str
     since it was computed, or it was computed for another fraction or column."""
     if fraction is None or cut_is_current(wh, fraction, column, identity):
         return None
-    pool_key = hashlib.sha256(json.dumps([identity, fraction, column], sort_keys=True).encode()).hexdigest()[:16]
+    stored = (read_cut_record(wh) or {}).get("run_id")  # a pool and policy seen before, after another cut: asked anew
+    pool_key = hashlib.sha256(json.dumps([identity, fraction, column, stored], sort_keys=True).encode()).hexdigest()[:16]
     return dg.RunRequest(job_name="selection_cut_job", run_key=f"selection_cut:{pool_key}")
 
 
 def cut_stale(wh) -> tuple[list[str], str | None]:
     """The shards to re-select under the stored cut (decided with another cut, or not decided: their run
-    failed waiting for it), and the cut's rule digest."""
+    failed waiting for it), and a key of that cut: its rule digest and the run that stored it."""
     record = read_cut_record(wh)
     if record is None or record.get("status") != "on":
         return [], None
-    return sorted(set(stale_cut_shards(wh)) | set(undecided_shards(wh))), GlobalCut.from_dict(record).rule_digest()
+    key = f"{GlobalCut.from_dict(record).rule_digest()}:{record.get('run_id')}"
+    return sorted(set(stale_cut_shards(wh)) | set(undecided_shards(wh))), key

@@ -102,8 +102,16 @@ def stale_cut_shards(warehouse: Warehouse) -> list[str]:
         return []
     cut = GlobalCut.from_dict(record)
     now = cut.rule_digest()
-    return [shard for shard in warehouse.shards("caption_decisions")
-            if shard in cut.shards and warehouse.table_metadata("caption_decisions", shard).get(CUT_KEY) != now]
+    stale = []
+    for shard in warehouse.shards("caption_decisions"):
+        if shard not in cut.shards:
+            continue
+        try:
+            if warehouse.table_metadata("caption_decisions", shard).get(CUT_KEY) != now:
+                stale.append(shard)
+        except FileNotFoundError:  # replaced between the listing and the read: picked up next time
+            continue
+    return stale
 
 
 def cut_is_current(warehouse: Warehouse, fraction: float, column: str, identity: dict[str, str]) -> bool:

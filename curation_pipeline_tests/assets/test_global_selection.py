@@ -183,7 +183,16 @@ def test_the_settle_sensor_cuts_the_grown_pool_then_reselects_every_shard(scored
     assert "terminate it in the UI" in waiting.skip_message
     instance.report_run_canceled(dead)
     requests = sensor()
-    assert "selection_cut_job" in [r.job_name for r in requests]
+    (cut_request,) = [r for r in requests if r.job_name == "selection_cut_job"]
+    # Dagster launches a run_key once: after a failed cut run the sensor must not return that request for
+    # ever (holding off the rest), but say so, and still ask for what does not depend on it
+    instance.add_run(dg.DagsterRun(job_name="selection_cut_job", run_id="cafebabe-0000-4000-8000-000000000000",
+                                   status=dg.DagsterRunStatus.FAILURE, tags={"dagster/run_key": cut_request.run_key}))
+    assert [r.job_name for r in requests] == ["dedup_index_job", "selection_cut_job"]  # the pool grew
+    assert [r.job_name for r in sensor()] == ["dedup_index_job"]
+    assert materialize(warehouse, instance, ["dedup_index"], keep_fraction=fraction).success
+    dedup_only = sensor()  # the index is current: its re-selections go ahead, none for the failed cut
+    assert dedup_only and {r.tags["curation/reason"] for r in dedup_only} == {"dedup_index changed"}
     assert materialize(warehouse, instance, ["dedup_index", "selection_cut"], keep_fraction=fraction).success
     assert sensor()[0].job_name == "reselect_shards"  # the cut is current now: the same rebuild is not asked again
     reasons = {}
