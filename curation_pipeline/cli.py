@@ -137,6 +137,8 @@ def _stop_on_interrupt():
         os.close(write)
         for s, handler in replaced.items():
             signal.signal(s, handler)
+        for s in ignored & {signal.SIGTERM, signal.SIGHUP}:  # as found, whatever the last run left
+            signal.signal(s, signal.SIG_IGN)
 
 
 def _run_shards(job, instance, shards: list[str], desc: str, assets=None, stop_if_interrupted=lambda: None) -> list[str]:
