@@ -35,6 +35,22 @@ reselect_shards_job = dg.define_asset_job(
     "when keep_fraction is on.",
     tags=RETRY_CRASHES,
 )
+def reselect_each(defs: dg.Definitions, instance: dg.DagsterInstance, shards, run_config: dict | None = None,
+                  results: dict | None = None, after_each_run=lambda: None) -> list[str]:
+    """In process: a ``reselect_shards`` run for each shard; returns those whose run failed, fills
+    ``results`` (``reselect:<shard>`` -> execution result) if given, calls ``after_each_run`` after each."""
+    failed = []
+    for shard in shards:
+        result = defs.resolve_job_def("reselect_shards").execute_in_process(
+            partition_key=shard, instance=instance, raise_on_error=False, run_config=run_config or {})
+        after_each_run()
+        if results is not None:
+            results[f"reselect:{shard}"] = result
+        if not result.success:
+            failed.append(shard)
+    return failed
+
+
 observe_raw_job = dg.define_asset_job(
     "observe_raw_shards", selection=dg.AssetSelection.assets("raw_shards"),
     description="Records each registered raw shard's SHA-256 as its data version (re-hashing only files whose "

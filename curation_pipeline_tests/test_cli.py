@@ -13,10 +13,16 @@ from curation_pipeline_tests.conftest import RAW_SAMPLES
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    return {"raw": str(raw_with(tmp_path, ["sample-000001"])), "wh": str(tmp_path / "wh")}
+
+
+def raw_with(tmp_path, shards):
+    """A raw folder holding copies of these sample shards."""
     raw = tmp_path / "raw"
     raw.mkdir()
-    shutil.copy(RAW_SAMPLES / "sample-000001.tar", raw)
-    return {"raw": str(raw), "wh": str(tmp_path / "wh")}
+    for shard in shards:
+        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
+    return raw
 
 
 def test_run_then_lineage_and_report(env):
@@ -100,10 +106,7 @@ def test_several_shards_are_scored_then_decided_once_against_the_whole_pool(tmp_
     from curation_pipeline_tests.scale.helpers import table_differences
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for shard in curated["shards"]:
-        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
+    raw = raw_with(tmp_path, curated["shards"])
     result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh")])
     assert result.exit_code == 0, result.output
     with dg.DagsterInstance.get() as instance:
@@ -130,10 +133,7 @@ def test_a_ctrl_c_during_a_shards_run_stops_the_whole_command(tmp_path, monkeypa
     from curation_pipeline.assets import scoring
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for shard in ("sample-000000", "sample-000001"):
-        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
+    raw = raw_with(tmp_path, ["sample-000000", "sample-000001"])
     sent = []
 
     def interrupt():
@@ -195,10 +195,7 @@ def test_a_sigterm_or_sighup_stops_the_command_as_a_ctrl_c_does(tmp_path, monkey
 
     import dagster as dg
 
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for shard in ("sample-000000", "sample-000001"):
-        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
+    raw = raw_with(tmp_path, ["sample-000000", "sample-000001"])
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "CURATE_FORKSERVER": "off"}
 
     def default_dispositions():  # as in a terminal, whatever started pytest (nohup ignores SIGHUP)
@@ -222,11 +219,8 @@ def test_keep_fraction_cuts_the_scored_pool_before_any_shard_is_decided(tmp_path
     import dagster as dg
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    raw = tmp_path / "raw"
-    raw.mkdir()
     names = ["sample-000000", "sample-000001"][:shards]
-    for shard in names:
-        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
+    raw = raw_with(tmp_path, names)
     result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--profile",
                                        "text", "--set", "policy.keep_fraction=0.5", "--no-report"])
     assert result.exit_code == 0, result.output
@@ -250,11 +244,8 @@ def test_a_later_runs_cut_is_applied_to_the_shards_of_earlier_runs(tmp_path, mon
     from curation_pipeline.storage.warehouse import Warehouse
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    raw = tmp_path / "raw"
-    raw.mkdir()
     names = ["sample-000000", "sample-000001"]
-    for shard in names:
-        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
+    raw = raw_with(tmp_path, names)
     for shard in names:  # one run each, the second over a pool that has grown
         result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--shard",
                                            shard, "--profile", "text", "--set", "policy.keep_fraction=0.3",
@@ -278,11 +269,8 @@ def test_a_failed_cut_says_which_shards_are_left_undecided(tmp_path, monkeypatch
     """No shard can be decided without the cut: the run fails and names the cut's error and those shards.
     Here an earlier run scored its shard with a profile that lacks the quality column now asked for."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    raw = tmp_path / "raw"
-    raw.mkdir()
     names = ["sample-000000", "sample-000001"]
-    for shard in names:
-        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw)
+    raw = raw_with(tmp_path, names)
     run = ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--no-report", "--shard"]
     assert CliRunner().invoke(main, [*run, names[0], "--profile", "text"]).exit_code == 0
     result = CliRunner().invoke(main, [*run, names[1], "--profile", "offline", "--set", "policy.keep_fraction=0.5",

@@ -16,7 +16,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.assets.selection import cut_request, cut_stale, selection_cut_job
-from curation_pipeline.automation import DEFAULT_STATUS, reselect_shards_job
+from curation_pipeline.automation import DEFAULT_STATUS, reselect_each, reselect_shards_job
 from curation_pipeline.decisions.dedup import (INDEX_ASSET, pool_has_signals, pool_identity, read_index, refresh_index,
                                                rules_digest, slice_digest, stale_shards, write_index)
 from curation_pipeline.resources import PolicyResource, WarehouseResource
@@ -127,7 +127,6 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
     if len(wh.shards("quality_scores")) < 2 or not pool_has_signals(wh):
         return []
     run_config = run_config or {}
-    failed = []
     result = defs.resolve_job_def("dedup_index_job").execute_in_process(
         instance=instance, raise_on_error=False, run_config=run_config)
     after_each_run()
@@ -135,15 +134,7 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
         results[INDEX_ASSET] = result
     if not result.success:
         return [INDEX_ASSET]
-    for shard in stale_shards(wh):
-        result = defs.resolve_job_def("reselect_shards").execute_in_process(
-            partition_key=shard, instance=instance, raise_on_error=False, run_config=run_config)
-        after_each_run()
-        if results is not None:
-            results[f"reselect:{shard}"] = result
-        if not result.success:
-            failed.append(shard)
-    return failed
+    return reselect_each(defs, instance, stale_shards(wh), run_config, results, after_each_run)
 
 
 @dg.sensor(name="dedup_settle_sensor", jobs=[dedup_index_job, selection_cut_job, reselect_shards_job],

@@ -10,6 +10,7 @@ import pandas as pd
 
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
+from curation_pipeline.automation import reselect_each
 from curation_pipeline.decisions.cut_store import (cut_is_current, load_pool_scores, read_cut_record,
                                                    stale_cut_shards, undecided_shards, write_cut)
 from curation_pipeline.decisions.dedup import pool_identity
@@ -79,18 +80,8 @@ def settle_cut(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: d
     fills ``results`` (``reselect:<shard>`` -> execution result) if given; calls ``after_each_run``
     after each run."""
     warehouse: WarehouseResource = defs.resources["warehouse"]
-    failed = []
-    for shard in stale_cut_shards(warehouse.warehouse()):
-        if shard in skip:
-            continue
-        result = defs.resolve_job_def("reselect_shards").execute_in_process(
-            partition_key=shard, instance=instance, raise_on_error=False, run_config=run_config or {})
-        after_each_run()
-        if results is not None:
-            results[f"reselect:{shard}"] = result
-        if not result.success:
-            failed.append(shard)
-    return failed
+    stale = [shard for shard in stale_cut_shards(warehouse.warehouse()) if shard not in skip]
+    return reselect_each(defs, instance, stale, run_config, results, after_each_run)
 
 
 def cut_request(wh, fraction: float | None, column: str, identity: dict[str, str]) -> dg.RunRequest | None:
