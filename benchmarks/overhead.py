@@ -8,11 +8,12 @@ shared by all of them as in production, and the step timings Dagster records for
   (the shard's own work, first-use loading of models and libraries included) and
   ``outside_steps_s`` the rest: imports, definitions, model loading, instance set-up, exit;
 - ``per_shard_s``: what each further shard adds to a run of several (``--shards``), split into
-  its steps (``per_shard_scoring_s`` for ``quality_scores``, ``per_shard_non_scoring_s`` for the
-  others) and the orchestration between them (``per_shard_overhead_s``);
+  its steps (``per_shard_scoring_s`` for ``quality_scores``, whose step also runs its range check,
+  ``per_shard_non_scoring_s`` for the others, with their checks) and the orchestration between them
+  (``per_shard_overhead_s``);
 - ``per_shard_non_scoring_steps`` (the steps a shard runs besides ``quality_scores``, its
   re-selection after the pool-wide dedup included), ``step_floor_s`` (the shortest step of those
-  runs: a check that reads one small table, so about Dagster's own cost of a step) and
+  runs: ``raw_shards``' look at one small file, so about Dagster's own cost of a step) and
   ``per_shard_non_scoring_floor_s``, their product: what the non-scoring steps would cost if they
   did no work at all;
 - ``fixed_per_run_s``: ``one_run_s - per_shard_s``, what a run costs beyond its shard's work;
@@ -111,7 +112,7 @@ def split(steps: list[tuple[str, float]]) -> tuple[float, float]:
 
 
 def floor(steps: list[tuple[str, float]]) -> tuple[int, float]:
-    """The non-scoring steps a shard ran, and the shortest step: a check that reads one small table,
+    """The non-scoring steps a shard ran, and the shortest step: ``raw_shards`` observing one small file,
     so about Dagster's own cost of a step (events, input loading, partition look-ups)."""
     return sum(1 for k, _ in steps if k != "quality_scores"), min(v for _, v in steps)
 

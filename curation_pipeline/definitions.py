@@ -1,4 +1,5 @@
-"""Wires assets, checks, jobs, sensor, schedule and resources into one code location."""
+"""Wires assets (with their checks: ``checks/quality.py``), jobs, sensors, schedules and resources into one
+code location."""
 
 
 import os
@@ -18,7 +19,6 @@ from curation_pipeline.assets.selection import selection_cut, selection_cut_job
 from curation_pipeline.automation import (curate_shards_job, fill_missing_shards, new_shards_sensor, observe_raw_job,
                                           observe_raw_shards_schedule, prune_shards, register_shards, report_automation,
                                           report_job, reselect_shards_job)
-from curation_pipeline.checks.quality import ALL_CHECKS
 from curation_pipeline.resources import (ComputeResource, PolicyResource, RewriterResource, ScoringResource,
                                          WarehouseResource)
 
@@ -58,7 +58,6 @@ def build_definitions(**kwargs) -> dg.Definitions:
     return dg.Definitions(
         executor=EXECUTOR,
         assets=[*ASSETS, *EVALUATION_ASSETS],
-        asset_checks=ALL_CHECKS,
         jobs=[curate_shards_job, reselect_shards_job, report_job, observe_raw_job, register_shards, prune_shards,
               dedup_index_job, selection_cut_job],
         sensors=[new_shards_sensor, report_automation, dedup_settle_sensor],

@@ -9,6 +9,7 @@ import pandas as pd
 from curation_pipeline.assets.integrity import FINGERPRINT_KEY
 from curation_pipeline.assets.io import FILE_METADATA
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
+from curation_pipeline.checks.quality import PAIRS_CHECKS, pairs_checks, run_checks
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
 from curation_pipeline.resources import ComputeResource, WarehouseResource
@@ -43,16 +44,26 @@ def raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> 
 SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
 
 
-@dg.asset(
-    partitions_def=shard_partitions, group_name="ingest", owners=OWNERS, tags={"stage": "ingest"},
-    code_version="1",  # bump when the same inputs give different output
-    deps=[raw_shards],
-    kinds={"parquet"},
-    description="Inventory of every sample in the shard: key, caption, image size/format/bytes, content "
-    "hashes, decode status and error. Members that are not samples are counted in the `skips` table.",
+@dg.multi_asset(
+    name="pairs", partitions_def=shard_partitions, can_subset=True, deps=[raw_shards], check_specs=PAIRS_CHECKS,
+    outs={"pairs": dg.AssetOut(
+        is_required=False,  # not made when only its checks run
+        group_name="ingest", owners=OWNERS, tags={"stage": "ingest"}, kinds={"parquet"},
+        code_version="1",  # bump when the same inputs give different output
+        description="Inventory of every sample in the shard: key, caption, image size/format/bytes, content "
+        "hashes, decode status and error. Members that are not samples are counted in the `skips` table.")},
 )
-def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-          compute: ComputeResource) -> dg.Output[pd.DataFrame]:
+def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource, compute: ComputeResource):
+    if context.selected_asset_keys:
+        inventory, metadata = _inventory(context, warehouse, compute)
+        yield dg.Output(inventory, output_name="pairs", metadata=metadata)
+    else:  # its check alone (the UI's Execute): over the stored table
+        inventory = warehouse.warehouse().read_table("pairs", context.partition_key)
+    yield from run_checks(context, pairs_checks(inventory))
+
+
+def _inventory(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+               compute: ComputeResource) -> tuple[pd.DataFrame, dict]:
     shard = context.partition_key
     if not warehouse.raw_exists(shard):  # a mistyped or deleted partition: say which file, and what exists
         try:
@@ -84,7 +95,7 @@ def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     status = inventory["decode_status"].value_counts() if len(inventory) else pd.Series(dtype=int)
     skip_counts = skips["reason"].value_counts()
     context.log.info(f"{shard}: {len(inventory)} pairs, {len(skips)} skipped members")
-    return dg.Output(inventory, metadata={
+    return inventory, {
         **numbers({"pairs": len(inventory), "decoded": int(status.get("ok", 0)),
                    "undecodable": int(len(inventory) - status.get("ok", 0)),
                    "no_caption": int(inventory["caption"].isna().sum()) if len(inventory) else 0,
@@ -100,4 +111,4 @@ def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         "caption_problems_by_kind": dg.MetadataValue.md(counts_markdown(
             inventory["caption_problem"].dropna().str.split(" ").str[0].value_counts(), "Caption repairs")),
         "skipped_members_preview": table(skips),
-    })
+    }

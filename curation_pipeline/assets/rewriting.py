@@ -10,6 +10,7 @@ import pandas as pd
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import columns
 from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, table
+from curation_pipeline.checks.quality import FINAL_CAPTION_CHECKS, final_captions_checks, run_checks
 from curation_pipeline.decisions.outcome import resolve_outcomes
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
@@ -85,17 +86,29 @@ def _words(captions: pd.Series) -> np.ndarray:
     return captions.fillna("").str.split().str.len().to_numpy(dtype=float)
 
 
-@dg.asset(
-    partitions_def=shard_partitions, group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"},
-    code_version="1",  # bump when the same inputs give different output
+@dg.multi_asset(
+    name="final_captions", partitions_def=shard_partitions, can_subset=True, check_specs=FINAL_CAPTION_CHECKS,
     ins={"caption_decisions": dg.AssetIn(), "pairs": columns("key", "caption"), "rewritten_captions": dg.AssetIn()},
-    kinds={"parquet"},
-    description="The final caption of every pair: kept as is, rewritten (the accepted attempt) or dropped, "
-    "with the reason. The blocking caption-length drift check runs on this before anything is published.",
+    outs={"final_captions": dg.AssetOut(
+        is_required=False,  # not made when only its checks run
+        group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"}, kinds={"parquet"},
+        code_version="1",  # bump when the same inputs give different output
+        description="The final caption of every pair: kept as is, rewritten (the accepted attempt) or dropped, "
+        "with the reason. The blocking caption-length drift check runs on this before anything is published.")},
 )
 def final_captions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, policy: PolicyResource,
-                   caption_decisions: pd.DataFrame, pairs: pd.DataFrame,
-                   rewritten_captions: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+                   caption_decisions: pd.DataFrame, pairs: pd.DataFrame, rewritten_captions: pd.DataFrame):
+    if context.selected_asset_keys:
+        final, metadata = _resolve(context, warehouse, policy, caption_decisions, pairs, rewritten_captions)
+        yield dg.Output(final, output_name="final_captions", metadata=metadata)
+    else:  # its checks alone (the UI's Execute): over the stored table
+        final = warehouse.warehouse().read_table("final_captions", context.partition_key)
+    yield from run_checks(context, final_captions_checks(final, len(pairs), policy))
+
+
+def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, policy: PolicyResource,
+             caption_decisions: pd.DataFrame, pairs: pd.DataFrame,
+             rewritten_captions: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     shard = context.partition_key
     raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
     final = resolve_outcomes(caption_decisions, pairs.set_index("key")["caption"], rewritten_captions,
@@ -106,7 +119,7 @@ def final_captions(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     chart = markdown_image(histogram_png(
         {"original": _words(final["original_caption"]), "final (kept)": _words(kept["final_caption"])},
         f"caption length — {shard}", "words"), "caption length") if len(final) else "_no pairs_"
-    return dg.Output(final, metadata={
+    return final, {
         **numbers({"pairs": len(final), "kept_as_is": int(outcomes.get("kept", 0)),
                    "rewritten": int(outcomes.get("rewritten", 0)), "dropped": int(outcomes.get("dropped", 0)),
                    "rewrite_rate": outcomes.get("rewritten", 0) / n if n else None,
@@ -116,4 +129,4 @@ def final_captions(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         "caption_length_histogram": dg.MetadataValue.md(chart),
         "rewritten_preview": table(final.loc[final["rewritten"], ["key", "original_caption", "final_caption",
                                                                    "quality_before", "quality_final", "reason"]]),
-    })
+    }

@@ -10,6 +10,7 @@ from curation_pipeline.assets.ingest import pairs
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA
 from curation_pipeline.assets.metadata import OWNERS, numbers
+from curation_pipeline.checks.quality import SCORES_CHECKS, run_checks, scores_checks
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.resources import ComputeResource, PolicyResource, ScoringResource, WarehouseResource
@@ -17,18 +18,30 @@ from curation_pipeline.scoring.run import decode_mode, score_stream
 from curation_pipeline.shards.reader import iter_pair_batches
 
 
-@dg.asset(
-    partitions_def=shard_partitions, group_name="scoring", owners=OWNERS, tags={"stage": "scoring"},
-    code_version="1",  # bump when the same inputs give different output
-    deps=[pairs],
-    kinds={"parquet", "pytorch"},
-    description="Per-pair quality scores from the active scoring profile (DataComp rules, caption text "
-    "quality, NSFW, OCR text area, image quality, duplicate hashes, and CLIPScore / MLM-Filter metrics "
-    "in model profiles). Stored raw with each scorer's name and version, so thresholds can change "
-    "without re-running models.",
+@dg.multi_asset(
+    name="quality_scores", partitions_def=shard_partitions, can_subset=True, deps=[pairs],
+    check_specs=SCORES_CHECKS,
+    outs={"quality_scores": dg.AssetOut(
+        is_required=False,  # not made when only its checks run
+        group_name="scoring", owners=OWNERS, tags={"stage": "scoring"}, kinds={"parquet", "pytorch"},
+        code_version="1",  # bump when the same inputs give different output
+        description="Per-pair quality scores from the active scoring profile (DataComp rules, caption text "
+        "quality, NSFW, OCR text area, image quality, duplicate hashes, and CLIPScore / MLM-Filter metrics "
+        "in model profiles). Stored raw with each scorer's name and version, so thresholds can change "
+        "without re-running models.")},
 )
 def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                   scoring: ScoringResource, policy: PolicyResource, compute: ComputeResource) -> dg.Output[pd.DataFrame]:
+                   scoring: ScoringResource, policy: PolicyResource, compute: ComputeResource):
+    if context.selected_asset_keys:
+        scores, metadata = _score(context, warehouse, scoring, policy, compute)
+        yield dg.Output(scores, output_name="quality_scores", metadata=metadata)
+    else:  # its check alone (the UI's Execute): over the stored table, no model runs
+        scores = warehouse.warehouse().read_table("quality_scores", context.partition_key)
+    yield from run_checks(context, scores_checks(scores, policy))
+
+
+def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scoring: ScoringResource,
+           policy: PolicyResource, compute: ComputeResource) -> tuple[pd.DataFrame, dict]:
     shard = context.partition_key
     expected = raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
     ray_stats = {}
@@ -61,7 +74,7 @@ def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         charts = markdown_image(histogram_png({policy.quality_column: quality.to_numpy(dtype=float)},
                                               f"{policy.quality_column} — {shard}", policy.quality_column),
                                 policy.quality_column)
-    return dg.Output(scores, metadata={
+    return scores, {
         **numbers({"pairs": len(scores), **meta}),
         **numbers({f"missing_{k}": v for k, v in errors.items()}),
         **numbers({"unknown_quality_share": float(quality.isna().mean()) if quality is not None and len(scores) else None}),
@@ -69,4 +82,4 @@ def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         "compute": dg.MetadataValue.text(compute.engine),
         "scorers": dg.MetadataValue.json(versions),
         "quality_histogram": dg.MetadataValue.md(charts or "_no scores_"),
-    })
+    }

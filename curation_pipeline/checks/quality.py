@@ -1,22 +1,60 @@
-"""Checks on each stage's table; the drift check blocks curated shards from being written."""
+"""Checks on each stage's table; the drift check blocks curated shards from being written.
 
+Each check runs in its asset's own step, over the table the step just made (Dagster's ``check_specs``
+on a subsettable multi-asset): no step and no read of the table of its own. Any check still runs
+alone, as the UI's *Execute* on it does: the asset's step then reads the stored table instead of
+making it (``run_checks``).
+"""
+
+from collections.abc import Callable, Iterator, Mapping
 
 import dagster as dg
 import pandas as pd
 
-from curation_pipeline.assets.ingest import pairs
 from curation_pipeline.assets.metadata import numbers
-from curation_pipeline.assets.rewriting import final_captions
-from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.partitions import shard_partitions
-from curation_pipeline.resources import PolicyResource, WarehouseResource
+from curation_pipeline.resources import PolicyResource
 from curation_pipeline.scoring.registry import score_ranges
 from curation_pipeline.shards.reader import RECORD_COLUMNS
 from curation_pipeline.validation.drift import check_caption_length_drift
 from curation_pipeline.validation.tables import check_table
 
+Checks = Mapping[str, Callable[[], dg.AssetCheckResult]]  # check name -> its evaluation, run only if selected
 
-def _table_check_result(result, description: str, check_name: str | None = None) -> dg.AssetCheckResult:
+
+def _spec(name: str, asset: str, description: str, blocking: bool = True) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, partitions_def=shard_partitions,
+                             description=description)
+
+
+PAIRS_CHECKS = [
+    _spec("pairs_schema", "pairs", "Inventory schema: every column present, keys unique and non-null."),
+]
+SCORES_CHECKS = [
+    _spec("scores_in_range", "quality_scores",
+          "Scores: keys unique, each scorer's columns within its range (NaN = unknown is allowed)."),
+]
+FINAL_CAPTION_CHECKS = [
+    _spec("final_captions_complete", "final_captions",
+          "Final captions: one row per pair, outcome and reason always set, kept pairs have a caption."),
+    _spec("caption_length_drift", "final_captions",
+          "Great Expectations caption-length drift: the final captions of the kept pairs against the same "
+          "pairs' original captions (KL on open-tailed quantile bins, mean ratio, quantile bands)."),
+    _spec("kept_share", "final_captions",
+          "Warns (never blocks) when a shard keeps nothing, or drops more than policy.warn_drop_share of its "
+          "pairs: a shard of pure duplicates or junk publishes an empty or thin tar, which is legitimate but "
+          "worth a look.", blocking=False),
+]
+ALL_CHECK_SPECS = [*PAIRS_CHECKS, *SCORES_CHECKS, *FINAL_CAPTION_CHECKS]
+
+
+def run_checks(context: dg.AssetExecutionContext, checks: Checks) -> Iterator[dg.AssetCheckResult]:
+    """The results of the checks selected in this run (every one, unless a run picked some)."""
+    for key in context.selected_asset_check_keys:
+        yield checks[key.name]()
+
+
+def _table_check_result(result, description: str, check_name: str) -> dg.AssetCheckResult:
     meta = result.to_metadata()
     return dg.AssetCheckResult(
         check_name=check_name, passed=bool(result.passed), severity=dg.AssetCheckSeverity.ERROR,
@@ -25,57 +63,32 @@ def _table_check_result(result, description: str, check_name: str | None = None)
                   **{k: dg.MetadataValue.text(v) for k, v in meta.items() if isinstance(v, str)}})
 
 
-@dg.asset_check(asset=pairs, blocking=True, partitions_def=shard_partitions, description="Inventory schema: every column present, keys unique and non-null.")
-def pairs_schema(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    df = warehouse.warehouse().read_table("pairs", context.partition_key)
-    result = check_table(df, required_columns=RECORD_COLUMNS, non_null=["key", "decode_status"], unique=["key"])
-    return _table_check_result(result, f"{len(df)} rows, schema and keys ok")
+def pairs_checks(df: pd.DataFrame) -> Checks:
+    def pairs_schema():
+        result = check_table(df, required_columns=RECORD_COLUMNS, non_null=["key", "decode_status"], unique=["key"])
+        return _table_check_result(result, f"{len(df)} rows, schema and keys ok", "pairs_schema")
+    return {"pairs_schema": pairs_schema}
 
 
-@dg.asset_check(asset=quality_scores, blocking=True, partitions_def=shard_partitions,
-                description="Scores: keys unique, each scorer's columns within its range (NaN = unknown is allowed).")
-def scores_in_range(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
-                    policy: PolicyResource) -> dg.AssetCheckResult:
-    df = warehouse.warehouse().read_table("quality_scores", context.partition_key)
-    result = check_table(df, required_columns=["shard", "key", policy.quality_column], non_null=["key"],
-                         unique=["key"], ranges={c: r for c, r in score_ranges().items() if c in df.columns})
-    return _table_check_result(result, f"{len(df)} rows within score ranges")
+def scores_checks(df: pd.DataFrame, policy: PolicyResource) -> Checks:
+    def scores_in_range():
+        result = check_table(df, required_columns=["shard", "key", policy.quality_column], non_null=["key"],
+                             unique=["key"], ranges={c: r for c, r in score_ranges().items() if c in df.columns})
+        return _table_check_result(result, f"{len(df)} rows within score ranges", "scores_in_range")
+    return {"scores_in_range": scores_in_range}
 
 
-FINAL_CAPTION_CHECKS = [
-    dg.AssetCheckSpec("final_captions_complete", asset=final_captions, blocking=True, partitions_def=shard_partitions,
-                      description="Final captions: one row per pair, outcome and reason always set, kept pairs "
-                      "have a caption."),
-    dg.AssetCheckSpec("caption_length_drift", asset=final_captions, blocking=True, partitions_def=shard_partitions,
-                      description="Great Expectations caption-length drift: the final captions of the kept pairs "
-                      "against the same pairs' original captions (KL on open-tailed quantile bins, mean ratio, "
-                      "quantile bands)."),
-    dg.AssetCheckSpec("kept_share", asset=final_captions, blocking=False, partitions_def=shard_partitions,
-                      description="Warns (never blocks) when a shard keeps nothing, or drops more than "
-                      "policy.warn_drop_share of its pairs: a shard of pure duplicates or junk publishes an empty "
-                      "or thin tar, which is legitimate but worth a look."),
-]
-
-
-@dg.multi_asset_check(specs=FINAL_CAPTION_CHECKS, can_subset=True,
-                      description="The final captions' checks, in one step over one read of the table (each its "
-                      "own result; any can run alone).")
-def final_captions_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
-                          policy: PolicyResource):
-    wh = warehouse.warehouse()
-    df = wh.read_table("final_captions", context.partition_key)
+def final_captions_checks(df: pd.DataFrame, n_pairs: int, policy: PolicyResource) -> Checks:
+    """``n_pairs``: the shard's inventory, which every pair must be resolved against."""
     kept = df[df["outcome"].ne("dropped")]
-    checks = {
-        "final_captions_complete": lambda: final_captions_complete(df, kept, wh, context.partition_key),
+    return {
+        "final_captions_complete": lambda: final_captions_complete(df, kept, n_pairs),
         "caption_length_drift": lambda: caption_length_drift(kept, policy),  # same pairs before and after
         "kept_share": lambda: kept_share(df, kept, policy),
     }
-    for key in context.selected_asset_check_keys:
-        yield checks[key.name]()
 
 
-def final_captions_complete(df: pd.DataFrame, kept: pd.DataFrame, wh, shard: str) -> dg.AssetCheckResult:
-    n_pairs = len(wh.read_table("pairs", shard, columns=["key"]))
+def final_captions_complete(df: pd.DataFrame, kept: pd.DataFrame, n_pairs: int) -> dg.AssetCheckResult:
     result = check_table(df, required_columns=["key", "outcome", "reason", "final_caption"],
                          non_null=["key", "outcome", "reason"], unique=["key"])
     captionless = kept.loc[kept["final_caption"].isna(), "key"].tolist() if "final_caption" in kept else []
@@ -113,6 +126,3 @@ def kept_share(df: pd.DataFrame, kept: pd.DataFrame, policy: PolicyResource) -> 
         check_name="kept_share", passed=not problems, severity=dg.AssetCheckSeverity.WARN,
         description="; ".join(problems) or f"{n_kept} of {n} pairs kept",
         metadata=numbers({"pairs": n, "kept": n_kept, "dropped_share": dropped_share}))
-
-
-ALL_CHECKS = [pairs_schema, scores_in_range, final_captions_checks]
