@@ -3,13 +3,19 @@
 ``caption_decisions`` of a new shard refreshes the pool-wide dedup index (``refresh_index``): it
 compares the new shard's fingerprints against every stored shard's, reusing the links among the
 others. This builds pools of ``--shards`` sizes (stored ``quality_scores`` of ``--pairs`` pairs each:
-random fingerprints and unit caption vectors, 1% of each shard's images loosely alike to a pool
-image with the same caption, so vectors are compared), indexes all but the newest shard, then times
-the refresh for that shard in a fresh process:
+random fingerprints and unit caption vectors, ``--dup-share`` (1%) of each shard's images loosely alike
+to a pool image with the same caption, so vectors are compared), indexes all but the newest shard, then
+times the refresh for that shard in a fresh process:
 
 - ``pool_shards``: the pool sizes;
 - ``refresh_s``: seconds of that refresh, per pool size;
-- ``peak_rss_mb``: the refreshing process's peak resident memory, per pool size (imports included).
+- ``peak_rss_mb``: the refreshing process's peak resident memory, per pool size (imports included);
+- ``decision_s``: then, with that index stored (as the ``dedup_index`` asset leaves it), what one shard's
+  decision spends finding its duplicate rows in it (``dedup_for_shard``, best of three): it should not
+  grow with the pool;
+- ``index_write_s`` and ``index_decision_read_s``: a stored index of ``--index-shards`` x ``--index-rows``
+  grouped pairs (synthetic groups and links: a pool too big to score here), the seconds to write it
+  and for one shard's decision to read and verify its rows of it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pandas as pd
@@ -27,7 +34,7 @@ from _common import add_smoke_flag, parse_args, result_line
 CHILD = """
 import json, sys, time
 import scipy.sparse.csgraph
-from curation_pipeline.decisions.dedup import refresh_index, usability_columns
+from curation_pipeline.decisions.dedup import dedup_for_shard, refresh_index, usability_columns, write_index
 from curation_pipeline.decisions.policy import DecisionPolicy
 from curation_pipeline.storage.warehouse import Warehouse
 wh, policy = Warehouse(sys.argv[1]), DecisionPolicy()
@@ -37,13 +44,23 @@ index = refresh_index(wh, policy)
 seconds = time.perf_counter() - began
 # VmHWM, not getrusage's ru_maxrss: that one keeps the parent's peak across fork and exec
 hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
-print(json.dumps({"s": seconds, "rss": hwm, "grouped": len(index.groups)}))
+write_index(wh, index)  # the dedup_index asset's record: now every shard's decision finds it current
+shard = max(index.identity)
+scores = wh.read_table("quality_scores", shard)
+decisions = []
+for _ in range(3):
+    began = time.perf_counter()
+    found = dedup_for_shard(wh, shard, scores, policy)
+    decisions.append(time.perf_counter() - began)
+assert found.source == "dedup_index", found.source
+print(json.dumps({"s": seconds, "rss": hwm, "grouped": len(index.groups), "decision": min(decisions)}))
 """
 
 
-def scores(shard: int, pairs: int, rng, pool_hashes: list[str], pool_vectors: list[np.ndarray]) -> pd.DataFrame:
+def scores(shard: int, pairs: int, rng, pool_hashes: list[str], pool_vectors: list[np.ndarray],
+           dup_share: float = 0.01) -> pd.DataFrame:
     """A stored quality_scores table: the columns the dedup index reads, with fingerprints that link
-    1% of the pairs to earlier shards' (loosely alike image, same caption vector)."""
+    ``dup_share`` of the pairs to earlier shards' (loosely alike image, same caption vector)."""
     from curation_pipeline.decisions.dedup import usability_columns
     from curation_pipeline.decisions.policy import DecisionPolicy
     from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
@@ -65,7 +82,7 @@ def scores(shard: int, pairs: int, rng, pool_hashes: list[str], pool_vectors: li
         if column not in df:
             df[column] = np.nan  # an unknown signal passes its bound
     if pool_hashes:
-        for i in rng.choice(pairs, max(1, pairs // 100), replace=False):
+        for i in rng.choice(pairs, max(1, round(pairs * dup_share)), replace=False):
             j = int(rng.integers(len(pool_hashes)))
             df.at[i, "dup_phash"] = f"{int(pool_hashes[j], 16) ^ 0xFF:016x}"
             df.at[i, CAPTION_EMBEDDING] = pool_vectors[j]
@@ -76,7 +93,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", default="10,40,120", help="pool sizes, comma-separated, ascending")
     parser.add_argument("--pairs", type=int, default=1000, help="pairs per shard")
-    add_smoke_flag(parser, shards="3,6", pairs=50)
+    parser.add_argument("--dup-share", type=float, default=0.01,
+                        help="share of each shard's pairs that duplicate an earlier shard's (web pools: 0.1-0.3)")
+    parser.add_argument("--index-shards", type=int, default=1280,
+                        help="shards of the large stored index (1,280: DataComp medium's 12.8M pairs)")
+    parser.add_argument("--index-rows", type=int, default=1000, help="grouped pairs per shard in it")
+    add_smoke_flag(parser, shards="3,6", pairs=50, index_shards=20, index_rows=50)
     args = parse_args(parser)
     from curation_pipeline.decisions.dedup import refresh_index, write_index
     from curation_pipeline.decisions.policy import DecisionPolicy
@@ -87,12 +109,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     wh = Warehouse(tempfile.mkdtemp(prefix="bench-dedup-"))
     hashes, vectors, made, figures = [], [], 0, {"pairs_per_shard": args.pairs, "pool_shards": sizes,
-                                                 "refresh_s": [], "peak_rss_mb": []}
+                                                 "dup_share": args.dup_share,
+                                                 "refresh_s": [], "peak_rss_mb": [], "decision_s": []}
     for size in sizes:
         while made < size:
             if made == size - 1:  # the pool before the new shard is indexed, as the pipeline leaves it
                 write_index(wh, refresh_index(wh, DecisionPolicy()))
-            df = scores(made, args.pairs, rng, hashes, vectors)
+            df = scores(made, args.pairs, rng, hashes, vectors, args.dup_share)
             wh.write_table("quality_scores", f"pool-{made:06d}", df)
             hashes += df["dup_phash"].tolist()[:50]
             vectors += df[CAPTION_EMBEDDING].tolist()[:50]
@@ -101,9 +124,40 @@ def main() -> None:
         child = json.loads(out.stdout.strip().splitlines()[-1])
         figures["refresh_s"].append(round(child["s"], 3))
         figures["peak_rss_mb"].append(round(child["rss"] / 1024))
+        figures["decision_s"].append(round(child["decision"], 4))
         print(f"pool of {size} shards x {args.pairs} pairs: refresh for the new shard {child['s']:.2f} s, "
-              f"peak RSS {child['rss'] / 1024:.0f} MB, {child['grouped']} pairs in groups", flush=True)
+              f"peak RSS {child['rss'] / 1024:.0f} MB, {child['grouped']} pairs in groups; then a decision's "
+              f"look-up in the current index {child['decision'] * 1000:.0f} ms", flush=True)
+    figures.update(large_index(args.index_shards, args.index_rows))
     result_line(figures)
+
+
+def large_index(n_shards: int, rows: int) -> dict:
+    """A stored index of ``n_shards`` x ``rows`` grouped pairs (too big a pool to score here): seconds to
+    write it (the dedup_index asset) and for one shard's decision to read and verify its rows of it."""
+    from curation_pipeline.decisions import dedup
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    wh = Warehouse(tempfile.mkdtemp(prefix="bench-dedup-index-"))
+    shards = np.repeat([f"pool-{i:06d}" for i in range(n_shards)], rows)
+    keys = np.tile([f"{j:08d}" for j in range(rows)], n_shards)
+    groups = pd.DataFrame({"shard": shards, "key": keys, "dup_group": keys.astype(object), "dup_kind": "near_image",
+                           "dup_keep": np.arange(len(keys)) % 2 == 0, "dup_of": None})
+    links = pd.DataFrame({"shard_a": shards, "key_a": keys, "shard_b": shards, "key_b": keys, "kind": np.int8(2)})
+    index = dedup.DedupIndex(groups, links, {s: f"{i}::" for i, s in enumerate(dict.fromkeys(shards))}, "bench")
+    began = time.perf_counter()
+    dedup.write_index(wh, index)
+    write_s = time.perf_counter() - began
+    reads = []
+    for shard in (shards[0], shards[len(shards) // 2], shards[-1]):
+        began = time.perf_counter()
+        mine = dedup.stored_groups(wh, shard, dedup.read_manifest(wh))
+        reads.append(time.perf_counter() - began)
+        assert mine is not None and len(mine) == rows
+    print(f"stored index of {n_shards} shards x {rows} grouped pairs: written in {write_s:.1f} s; a decision reads "
+          f"its shard's rows in {max(reads) * 1000:.0f} ms (slowest of three)", flush=True)
+    return {"index_shards": n_shards, "index_grouped_rows": n_shards * rows, "index_write_s": round(write_s, 2),
+            "index_decision_read_s": round(max(reads), 4)}
 
 
 if __name__ == "__main__":

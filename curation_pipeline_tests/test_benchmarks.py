@@ -22,7 +22,8 @@ SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name != "_common.p
 
 # The RESULT keys behind each figure of README.md's performance table.
 EXPECTED_KEYS = {
-    "dedup_pool.py": {"pairs_per_shard", "pool_shards", "refresh_s", "peak_rss_mb"},
+    "dedup_pool.py": {"pairs_per_shard", "pool_shards", "dup_share", "refresh_s", "peak_rss_mb", "decision_s",
+                      "index_shards", "index_grouped_rows", "index_write_s", "index_decision_read_s"},
     "mlm_filter_speed.py": {"pairs", "prompt_tokens", "logits_pairs_per_s", "generate_pairs_per_s",
                             "logits_vs_generate", "separate_pairs_per_s", "shared_vs_separate",
                             "pipeline_pairs_per_s", "bare_forward_pairs_per_s", "pipeline_vs_bare"},

@@ -18,7 +18,7 @@ from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.assets.selection import cut_request, cut_stale, selection_cut_job
 from curation_pipeline.automation import DEFAULT_STATUS, reselect_each, reselect_shards_job
 from curation_pipeline.decisions.dedup import (INDEX_ASSET, pool_has_signals, pool_identity, read_index, refresh_index,
-                                               rules_digest, slice_digest, stale_shards, write_index)
+                                               rules_digest, stale_shards, write_index)
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 
@@ -99,8 +99,8 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     pending = [r for name, r in rebuild.items() if r is not None and name not in failed]
     if pending:
         return pending
-    dedup = {} if index_stale else {s: f"{slice_digest(stored.for_shard(s))}@{stored.computed_at}"
-                                    for s in stale_shards(wh, stored)}
+    digests = {} if index_stale else stored.slice_digests()
+    dedup = {s: f"{digests[s]}@{stored.computed_at}" for s in ([] if index_stale else stale_shards(wh, stored))}
     cut, cut_key = ([], None) if decision_rules.keep_fraction is None or rebuild["selection_cut"] else cut_stale(wh)
     if not dedup and not cut:
         if failed:

@@ -8,10 +8,11 @@ the same survivors whatever the order or parallelism of shard runs.
 
 The index lives under ``<warehouse>/dedup/``: ``groups.parquet``, ``links.parquet`` (so a new shard is
 compared against the pool once, not the whole pool against itself again) and ``index.json`` (the
-scores files and rules it was built from). ``dedup_for_shard`` uses it when it covers the current pool
-and rules, else computes the same on the spot (cached under ``dedup/cache/``). Each decision records a
-digest of its shard's rows, so shards decided against an older pool are found (``stale_shards``) and
-re-selected.
+scores files and rules it was built from, and a digest of each shard's rows). When it covers the current
+pool and rules, ``dedup_for_shard`` reads only its shard's rows of it (the Parquet row groups that hold
+them, checked against that shard's digest): a decision reads its own rows, not the pool's. Else it
+computes the same on the spot (cached under ``dedup/cache/``). Each decision records a digest of its
+shard's rows, so shards decided against an older pool are found (``stale_shards``) and re-selected.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ RESULT_COLUMNS = ("dup_group", "dup_kind", "dup_keep", "dup_of")
 INDEX_ASSET = "dedup_index"
 INDEX_VERSION = 1
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
+GROUPS_ROW_GROUP = 65_536  # rows per Parquet row group of groups.parquet: what a shard's decision reads
 
 
 def dup_columns() -> tuple[str, ...]:
@@ -88,23 +90,17 @@ def preference(pool: pd.DataFrame, policy) -> pd.DataFrame:
 
 # --- the pool ----------------------------------------------------------------------------------
 
-def scores_identity(wh: Warehouse, shard: str) -> str:
-    """Which quality_scores file a result was computed from (size and modification time)."""
-    info = wh.fs.info(wh.table_path("quality_scores", shard))
+def file_identity(info: dict) -> str:
+    """Which version of a file a result was computed from (size and modification time; inode or ETag)."""
     mtime = info.get("mtime") or info.get("LastModified") or info.get("updated") or ""
     mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else mtime
     return f"{info.get('size')}:{mtime}:{info.get('ino', '')}:{info.get('ETag', '')}"
 
 
 def pool_identity(wh: Warehouse) -> dict[str, str]:
-    """Shard -> identity of its stored quality_scores, for every scored shard."""
-    out = {}
-    for shard in wh.shards("quality_scores"):
-        try:
-            out[shard] = scores_identity(wh, shard)
-        except FileNotFoundError:  # replaced between the listing and the stat: picked up next time
-            continue
-    return out
+    """Shard -> identity of its stored quality_scores, for every scored shard (one listing of the folder:
+    every shard's decision asks, so a stat per file would make each decision grow with the pool)."""
+    return {shard: file_identity(info) for shard, info in wh.shard_files("quality_scores").items()}
 
 
 def _signal_scores(wh: Warehouse, shard: str, wanted: set[str]) -> pd.DataFrame | None:
@@ -168,6 +164,11 @@ class DedupIndex:
 
     def for_shard(self, shard: str) -> pd.DataFrame:
         return self.groups[self.groups["shard"].eq(shard)]
+
+    def slice_digests(self) -> dict[str, str]:
+        """``slice_digest`` of every indexed shard's rows, in one pass over the groups (not one per shard)."""
+        found = {shard: slice_digest(rows) for shard, rows in self.groups.groupby("shard", sort=False)}
+        return {shard: found.get(shard, "none") for shard in sorted(self.identity)}
 
 
 def _label(shards: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -259,14 +260,14 @@ def write_index(wh: Warehouse, index: DedupIndex, cache: bool = False, **provena
     """Store the index atomically: the two tables first, the manifest (which makes them current) last."""
     paths = index_paths(wh, cache)
     for name in ("groups", "links"):
-        with wh.atomic_open(paths[name]) as handle:
-            pq.write_table(pa.Table.from_pandas(getattr(index, name), preserve_index=False), handle,
-                           compression="zstd")
+        with wh.atomic_open(paths[name]) as handle:  # groups are in (shard, key) order: a shard's rows sit in
+            pq.write_table(pa.Table.from_pandas(getattr(index, name), preserve_index=False), handle,  # few
+                           compression="zstd", row_group_size=GROUPS_ROW_GROUP)  # row groups, read alone
     manifest = {"version": INDEX_VERSION, "rules": index.rules, "identity": index.identity,
                 "computed_at": index.computed_at, "pairs_in_groups": int(len(index.groups)),
                 "links": int(len(index.links)),
                 "groups_digest": _file_digest(index.groups), "links_digest": _file_digest(index.links),
-                "shards": {s: slice_digest(index.for_shard(s)) for s in sorted(index.identity)}, **provenance}
+                "shards": index.slice_digests(), **provenance}
     wh.write_json(paths["manifest"], manifest)
     return paths
 
@@ -275,11 +276,17 @@ def _file_digest(df: pd.DataFrame) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(df.astype(str), index=False).to_numpy().tobytes()).hexdigest()[:16]
 
 
+def read_manifest(wh: Warehouse, cache: bool = False) -> dict | None:
+    """The stored index's manifest (rules, pool identity, per-shard digests), None if there is none."""
+    manifest = wh.read_json(index_paths(wh, cache)["manifest"])
+    return manifest if manifest is not None and manifest.get("version") == INDEX_VERSION else None
+
+
 def read_index(wh: Warehouse, cache: bool = False) -> DedupIndex | None:
     """The stored index, or None if there is none (or its files do not match its manifest)."""
     paths = index_paths(wh, cache)
-    manifest = wh.read_json(paths["manifest"])
-    if manifest is None or manifest.get("version") != INDEX_VERSION:
+    manifest = read_manifest(wh, cache)
+    if manifest is None:
         return None
     try:
         tables = {}
@@ -323,22 +330,36 @@ def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> 
     None when the scores carry no duplicate signals (the ``text`` profile)."""
     if not all(c in scores.columns for c in dup_columns()[:3]):
         return None
-    stored = read_index(wh)
-    identity = pool_identity(wh)
-    fresh = stored is not None and stored.rules == rules_digest(policy) and stored.identity == identity
-    if fresh:
-        index, source = stored, INDEX_ASSET
-    else:
+    manifest = read_manifest(wh)
+    fresh = (manifest is not None and manifest["rules"] == rules_digest(policy)
+             and manifest["identity"] == pool_identity(wh))
+    groups = stored_groups(wh, shard, manifest) if fresh else None
+    source = INDEX_ASSET
+    if groups is None:
         index = refresh_index(wh, policy)
         write_index(wh, index, cache=True)  # a cache for the next shard: the dedup_index asset stays the record
+        groups = index.for_shard(shard)
         source = "computed over the current pool (the stored dedup_index is missing or stale)"
-    mine = index.for_shard(shard).set_index("key")
+    mine = groups.set_index("key")
     keys = scores["key"].astype(str)
     found = keys.isin(mine.index)
     rows = pd.DataFrame({c: keys.map(mine[c]).astype(object).where(found, None) for c in RESULT_COLUMNS},
                         index=scores.index)
     rows["dup_keep"] = ~found | keys.map(mine["dup_keep"]).eq(True)  # a pair in no group is kept
-    return ShardDedup(rows, slice_digest(index.for_shard(shard)), source)
+    return ShardDedup(rows, slice_digest(groups), source)
+
+
+def stored_groups(wh: Warehouse, shard: str, manifest: dict) -> pd.DataFrame | None:
+    """One shard's rows of the stored index, reading only the row groups that can hold them (not the
+    pool's rows); None unless they match the manifest's digest of that shard (a writer between its
+    files, or a shard the index does not cover)."""
+    expected = manifest.get("shards", {}).get(shard)
+    try:
+        with wh.fs.open(index_paths(wh)["groups"], "rb") as handle:
+            rows = pq.read_table(handle, filters=[("shard", "==", shard)]).to_pandas()
+    except FileNotFoundError:
+        return None
+    return rows.reset_index(drop=True) if expected is not None and slice_digest(rows) == expected else None
 
 
 def mark_duplicates(scores: pd.DataFrame, warehouse: Warehouse, shard: str, policy) -> tuple[pd.DataFrame, ShardDedup | None]:
@@ -359,12 +380,12 @@ def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> list[str]:
     index = read_index(wh) if index is None else index
     if index is None:
         return []
-    out = []
+    out, digests = [], index.slice_digests()
     for shard in wh.shards("caption_decisions"):
-        if shard not in index.identity:
+        if shard not in digests:
             continue
         used = wh.table_metadata("caption_decisions", shard).get(DIGEST_KEY)
-        now = slice_digest(index.for_shard(shard))
+        now = digests[shard]
         if used != now and not (used is None and now == "none"):  # no signals, no groups: nothing to redo
             out.append(shard)
     return out

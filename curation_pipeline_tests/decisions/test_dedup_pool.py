@@ -4,6 +4,8 @@ new shard made each decision grow with the pool."""
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curation_pipeline.decisions import dedup
 from curation_pipeline.decisions.dedup import build_index, load_pool, pool_identity, refresh_index
@@ -53,3 +55,58 @@ def test_the_index_reads_only_the_vectors_it_compares_and_groups_as_with_all_in_
                             None, pool_identity(wh))
     pd.testing.assert_frame_equal(index.groups, in_memory.groups)
     pd.testing.assert_frame_equal(index.links, in_memory.links)
+
+
+def _two_linked_shards(curated, tmp_path) -> Warehouse:
+    """pool-a and pool-b with fresh hashes, b's first pair an exact copy of a's first image."""
+    scored = Warehouse(str(curated["warehouse"])).read_table("quality_scores", curated["shards"][0])
+    rng = np.random.default_rng(5)
+    a = _fresh_hashes(scored, rng)
+    b = _fresh_hashes(scored, rng).assign(key=lambda df: "b" + df["key"])
+    b.at[0, "dup_image_sha"] = a.at[0, "dup_image_sha"]
+    wh = Warehouse(str(tmp_path))
+    for shard, df in zip(SHARDS, (a, b)):
+        wh.write_table("quality_scores", shard, df)
+    return wh
+
+
+def test_a_decision_reads_its_own_shards_rows_of_the_index_and_checks_only_those(curated, tmp_path):
+    """A shard's decision reads its slice of the stored index (verified against the manifest's digest of that
+    slice), not the whole index: another shard's damaged slice does not concern it, its own does."""
+    wh = _two_linked_shards(curated, tmp_path)
+    policy = DecisionPolicy()
+    index = refresh_index(wh, policy)
+    dedup.write_index(wh, index)
+    assert set(index.groups["shard"]) == set(SHARDS)
+
+    def decided(shard):
+        return dedup.dedup_for_shard(wh, shard, wh.read_table("quality_scores", shard), policy)
+
+    fresh = {shard: decided(shard) for shard in SHARDS}
+    for shard, result in fresh.items():
+        assert result.source == dedup.INDEX_ASSET
+        assert result.digest == dedup.slice_digest(index.for_shard(shard))
+        grouped = result.rows[result.rows["dup_group"].notna()]
+        assert len(grouped) == len(index.for_shard(shard)) >= 1
+
+    # pool-b's rows in the stored file no longer match the manifest (a writer between its files)
+    groups = index.groups.copy()
+    groups.loc[groups["shard"].eq("pool-b"), "dup_kind"] = "near_image"
+    with wh.atomic_open(dedup.index_paths(wh)["groups"]) as handle:
+        pq.write_table(pa.Table.from_pandas(groups, preserve_index=False), handle)
+    assert decided("pool-a").source == dedup.INDEX_ASSET  # its own slice still matches
+    again = decided("pool-b")
+    assert again.source != dedup.INDEX_ASSET  # recomputed over the pool: the same answer as before
+    pd.testing.assert_frame_equal(again.rows, fresh["pool-b"].rows)
+
+
+def test_the_pool_identity_from_the_listing_is_each_files_and_sees_a_rewritten_file(curated, tmp_path):
+    """One listing of the folder (on object storage one request per thousand files) gives what a stat of
+    each file gives; a shard whose scores were written again reads as changed, the others do not."""
+    wh = _two_linked_shards(curated, tmp_path)
+    before = pool_identity(wh)
+    assert before == {s: dedup.file_identity(wh.fs.info(wh.table_path("quality_scores", s))) for s in SHARDS}
+    df = wh.read_table("quality_scores", "pool-a")
+    wh.write_table("quality_scores", "pool-a", df.iloc[:-1])
+    after = pool_identity(wh)
+    assert after["pool-b"] == before["pool-b"] and after["pool-a"] != before["pool-a"]
