@@ -259,10 +259,10 @@ def slice_digest(groups: pd.DataFrame) -> str:
 def write_index(wh: Warehouse, index: DedupIndex, cache: bool = False, **provenance) -> dict[str, str]:
     """Store the index atomically: the two tables first, the manifest (which makes them current) last."""
     paths = index_paths(wh, cache)
-    for name in ("groups", "links"):
-        with wh.atomic_open(paths[name]) as handle:  # groups are in (shard, key) order: a shard's rows sit in
-            pq.write_table(pa.Table.from_pandas(getattr(index, name), preserve_index=False), handle,  # few
-                           compression="zstd", row_group_size=GROUPS_ROW_GROUP)  # row groups, read alone
+    for name in ("groups", "links"):  # groups are in (shard, key) order: a shard's rows sit in few row groups
+        with wh.atomic_open(paths[name]) as handle:
+            pq.write_table(pa.Table.from_pandas(getattr(index, name), preserve_index=False), handle,
+                           compression="zstd", row_group_size=GROUPS_ROW_GROUP)
     manifest = {"version": INDEX_VERSION, "rules": index.rules, "identity": index.identity,
                 "computed_at": index.computed_at, "pairs_in_groups": int(len(index.groups)),
                 "links": int(len(index.links)),
