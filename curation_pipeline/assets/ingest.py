@@ -9,7 +9,7 @@ import pandas as pd
 from curation_pipeline.assets.integrity import FINGERPRINT_KEY
 from curation_pipeline.assets.io import FILE_METADATA
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
-from curation_pipeline.checks.quality import PAIRS_CHECKS, pairs_checks, run_checks
+from curation_pipeline.checks.quality import PAIRS_CHECKS, checked_table, pairs_checks, table_out
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
 from curation_pipeline.resources import ComputeResource, WarehouseResource
@@ -46,20 +46,14 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
 
 @dg.multi_asset(
     name="pairs", partitions_def=shard_partitions, can_subset=True, deps=[raw_shards], check_specs=PAIRS_CHECKS,
-    outs={"pairs": dg.AssetOut(
-        is_required=False,  # not made when only its checks run
-        group_name="ingest", owners=OWNERS, tags={"stage": "ingest"}, kinds={"parquet"},
-        code_version="1",  # bump when the same inputs give different output
-        description="Inventory of every sample in the shard: key, caption, image size/format/bytes, content "
-        "hashes, decode status and error. Members that are not samples are counted in the `skips` table.")},
+    outs={"pairs": table_out(
+        "ingest", "1",  # code version: bump when the same inputs give different output
+        "Inventory of every sample in the shard: key, caption, image size/format/bytes, content hashes, decode "
+        "status and error. Members that are not samples are counted in the `skips` table.")},
 )
 def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource, compute: ComputeResource):
-    if context.selected_asset_keys:
-        inventory, metadata = _inventory(context, warehouse, compute)
-        yield dg.Output(inventory, output_name="pairs", metadata=metadata)
-    else:  # its check alone (the UI's Execute): over the stored table
-        inventory = warehouse.warehouse().read_table("pairs", context.partition_key)
-    yield from run_checks(context, pairs_checks(inventory))
+    yield from checked_table(context, warehouse, "pairs", lambda: _inventory(context, warehouse, compute),
+                             pairs_checks)
 
 
 def _inventory(context: dg.AssetExecutionContext, warehouse: WarehouseResource,

@@ -10,7 +10,7 @@ import pandas as pd
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import columns
 from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, table
-from curation_pipeline.checks.quality import FINAL_CAPTION_CHECKS, final_captions_checks, run_checks
+from curation_pipeline.checks.quality import FINAL_CAPTION_CHECKS, checked_table, final_captions_checks, table_out
 from curation_pipeline.decisions.outcome import resolve_outcomes
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
@@ -89,21 +89,17 @@ def _words(captions: pd.Series) -> np.ndarray:
 @dg.multi_asset(
     name="final_captions", partitions_def=shard_partitions, can_subset=True, check_specs=FINAL_CAPTION_CHECKS,
     ins={"caption_decisions": dg.AssetIn(), "pairs": columns("key", "caption"), "rewritten_captions": dg.AssetIn()},
-    outs={"final_captions": dg.AssetOut(
-        is_required=False,  # not made when only its checks run
-        group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"}, kinds={"parquet"},
-        code_version="1",  # bump when the same inputs give different output
-        description="The final caption of every pair: kept as is, rewritten (the accepted attempt) or dropped, "
-        "with the reason. The blocking caption-length drift check runs on this before anything is published.")},
+    outs={"final_captions": table_out(
+        "rewriting", "1",  # code version: bump when the same inputs give different output
+        "The final caption of every pair: kept as is, rewritten (the accepted attempt) or dropped, with the "
+        "reason. The blocking caption-length drift check runs on this before anything is published.")},
 )
 def final_captions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, policy: PolicyResource,
                    caption_decisions: pd.DataFrame, pairs: pd.DataFrame, rewritten_captions: pd.DataFrame):
-    if context.selected_asset_keys:
-        final, metadata = _resolve(context, warehouse, policy, caption_decisions, pairs, rewritten_captions)
-        yield dg.Output(final, output_name="final_captions", metadata=metadata)
-    else:  # its checks alone (the UI's Execute): over the stored table
-        final = warehouse.warehouse().read_table("final_captions", context.partition_key)
-    yield from run_checks(context, final_captions_checks(final, len(pairs), policy))
+    yield from checked_table(
+        context, warehouse, "final_captions",
+        lambda: _resolve(context, warehouse, policy, caption_decisions, pairs, rewritten_captions),
+        lambda final: final_captions_checks(final, len(pairs), policy))
 
 
 def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, policy: PolicyResource,

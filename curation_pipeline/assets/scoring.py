@@ -10,7 +10,7 @@ from curation_pipeline.assets.ingest import pairs
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA
 from curation_pipeline.assets.metadata import OWNERS, numbers
-from curation_pipeline.checks.quality import SCORES_CHECKS, run_checks, scores_checks
+from curation_pipeline.checks.quality import SCORES_CHECKS, checked_table, scores_checks, table_out
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.resources import ComputeResource, PolicyResource, ScoringResource, WarehouseResource
@@ -21,23 +21,19 @@ from curation_pipeline.shards.reader import iter_pair_batches
 @dg.multi_asset(
     name="quality_scores", partitions_def=shard_partitions, can_subset=True, deps=[pairs],
     check_specs=SCORES_CHECKS,
-    outs={"quality_scores": dg.AssetOut(
-        is_required=False,  # not made when only its checks run
-        group_name="scoring", owners=OWNERS, tags={"stage": "scoring"}, kinds={"parquet", "pytorch"},
-        code_version="1",  # bump when the same inputs give different output
-        description="Per-pair quality scores from the active scoring profile (DataComp rules, caption text "
-        "quality, NSFW, OCR text area, image quality, duplicate hashes, and CLIPScore / MLM-Filter metrics "
-        "in model profiles). Stored raw with each scorer's name and version, so thresholds can change "
-        "without re-running models.")},
+    outs={"quality_scores": table_out(
+        "scoring", "1",  # code version: bump when the same inputs give different output
+        "Per-pair quality scores from the active scoring profile (DataComp rules, caption text quality, NSFW, "
+        "OCR text area, image quality, duplicate hashes, and CLIPScore / MLM-Filter metrics in model profiles). "
+        "Stored raw with each scorer's name and version, so thresholds can change without re-running models.",
+        kinds=("parquet", "pytorch"))},
 )
 def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                    scoring: ScoringResource, policy: PolicyResource, compute: ComputeResource):
-    if context.selected_asset_keys:
-        scores, metadata = _score(context, warehouse, scoring, policy, compute)
-        yield dg.Output(scores, output_name="quality_scores", metadata=metadata)
-    else:  # its check alone (the UI's Execute): over the stored table, no model runs
-        scores = warehouse.warehouse().read_table("quality_scores", context.partition_key)
-    yield from run_checks(context, scores_checks(scores, policy))
+    # its check alone reads the stored scores: no model runs
+    yield from checked_table(context, warehouse, "quality_scores",
+                             lambda: _score(context, warehouse, scoring, policy, compute),
+                             lambda scores: scores_checks(scores, policy))
 
 
 def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scoring: ScoringResource,

@@ -3,7 +3,7 @@
 Each check runs in its asset's own step, over the table the step just made (Dagster's ``check_specs``
 on a subsettable multi-asset): no step and no read of the table of its own. Any check still runs
 alone, as the UI's *Execute* on it does: the asset's step then reads the stored table instead of
-making it (``run_checks``).
+making it (``checked_table``).
 """
 
 from collections.abc import Callable, Iterator, Mapping
@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator, Mapping
 import dagster as dg
 import pandas as pd
 
-from curation_pipeline.assets.metadata import numbers
+from curation_pipeline.assets.metadata import OWNERS, numbers
 from curation_pipeline.partitions import shard_partitions
-from curation_pipeline.resources import PolicyResource
+from curation_pipeline.resources import PolicyResource, WarehouseResource
 from curation_pipeline.scoring.registry import score_ranges
 from curation_pipeline.shards.reader import RECORD_COLUMNS
 from curation_pipeline.validation.drift import check_caption_length_drift
@@ -48,10 +48,27 @@ FINAL_CAPTION_CHECKS = [
 ALL_CHECK_SPECS = [*PAIRS_CHECKS, *SCORES_CHECKS, *FINAL_CAPTION_CHECKS]
 
 
-def run_checks(context: dg.AssetExecutionContext, checks: Checks) -> Iterator[dg.AssetCheckResult]:
-    """The results of the checks selected in this run (every one, unless a run picked some)."""
+def table_out(stage: str, code_version: str, description: str, kinds: tuple[str, ...] = ("parquet",)) -> dg.AssetOut:
+    """The output of a per-shard table asset whose checks run in its step (``checked_table``)."""
+    return dg.AssetOut(is_required=False,  # not made when only its checks run
+                       group_name=stage, owners=OWNERS, tags={"stage": stage}, kinds=set(kinds),
+                       code_version=code_version, description=description)
+
+
+def checked_table(context: dg.AssetExecutionContext, warehouse: WarehouseResource, name: str,
+                  make: Callable[[], tuple[pd.DataFrame, dict]], checks: Callable[[pd.DataFrame], Checks]
+                  ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """The body of such an asset: its table made (``make``: table and metadata) when the asset is selected,
+    else the stored one (only checks run, as the UI's Execute on one does); then the results of the checks
+    selected in this run (every one, unless a run picked some) over that table."""
+    if context.selected_asset_keys:
+        table, metadata = make()
+        yield dg.Output(table, output_name=name, metadata=metadata)
+    else:
+        table = warehouse.warehouse().read_table(name, context.partition_key)
+    evaluations = checks(table)
     for key in context.selected_asset_check_keys:
-        yield checks[key.name]()
+        yield evaluations[key.name]()
 
 
 def _table_check_result(result, description: str, check_name: str) -> dg.AssetCheckResult:

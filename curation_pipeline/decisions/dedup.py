@@ -374,20 +374,21 @@ def mark_duplicates(scores: pd.DataFrame, warehouse: Warehouse, shard: str, poli
     return out, result
 
 
-def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> list[str]:
+def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> dict[str, str]:
     """Shards whose stored decisions used other duplicate rows than the index has for them now
-    (decided against an older pool): re-select them (``reselect_shards``)."""
+    (decided against an older pool), with the digest of the rows they should use: re-select them
+    (``reselect_shards``)."""
     index = read_index(wh) if index is None else index
     if index is None:
-        return []
-    out, digests = [], index.slice_digests()
+        return {}
+    out, digests = {}, index.slice_digests()
     for shard in wh.shards("caption_decisions"):
         if shard not in digests:
             continue
         used = wh.table_metadata("caption_decisions", shard).get(DIGEST_KEY)
         now = digests[shard]
         if used != now and not (used is None and now == "none"):  # no signals, no groups: nothing to redo
-            out.append(shard)
+            out[shard] = now
     return out
 
 
