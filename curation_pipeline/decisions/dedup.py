@@ -385,7 +385,10 @@ def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> dict[str, st
     for shard in wh.shards("caption_decisions"):
         if shard not in digests:
             continue
-        used = wh.table_metadata("caption_decisions", shard).get(DIGEST_KEY)
+        try:
+            used = wh.table_metadata("caption_decisions", shard).get(DIGEST_KEY)
+        except FileNotFoundError:  # deleted between the listing and the read: nothing left to re-select
+            continue
         now = digests[shard]
         if used != now and not (used is None and now == "none"):  # no signals, no groups: nothing to redo
             out[shard] = now

@@ -110,3 +110,24 @@ def test_the_pool_identity_from_the_listing_is_each_files_and_sees_a_rewritten_f
     wh.write_table("quality_scores", "pool-a", df.iloc[:-1])
     after = pool_identity(wh)
     assert after["pool-b"] == before["pool-b"] and after["pool-a"] != before["pool-a"]
+
+
+def test_stale_shards_lists_shards_decided_against_another_index_and_passes_over_a_deleted_one(curated, tmp_path,
+                                                                                               monkeypatch):
+    """A shard decided before the index (no digest) is stale; one decided against it is not; one whose
+    decisions vanish between the listing and the read (a partition wiped meanwhile) is passed over."""
+    wh = _two_linked_shards(curated, tmp_path)
+    policy = DecisionPolicy()
+    index = refresh_index(wh, policy)
+    dedup.write_index(wh, index)
+    for shard in SHARDS:
+        wh.write_table("caption_decisions", shard, pd.DataFrame({"key": ["k"]}))
+    digests = index.slice_digests()
+    assert dedup.stale_shards(wh) == digests  # both decided without the index's rows
+    wh.write_table("caption_decisions", "pool-a", pd.DataFrame({"key": ["k"]}),
+                   metadata={dedup.DIGEST_KEY: digests["pool-a"]})
+    assert dedup.stale_shards(wh) == {"pool-b": digests["pool-b"]}
+    listed = wh.shards("caption_decisions")
+    wh.fs.rm(wh.table_path("caption_decisions", "pool-b"))
+    monkeypatch.setattr(wh, "shards", lambda table: listed if table == "caption_decisions" else [])
+    assert dedup.stale_shards(wh, index) == {}
