@@ -10,6 +10,9 @@ times the refresh for that shard in a fresh process:
 - ``pool_shards``: the pool sizes;
 - ``refresh_s``: seconds of that refresh, per pool size;
 - ``peak_rss_mb``: the refreshing process's peak resident memory, per pool size (imports included);
+- ``rebuild_s``: then a rebuild of the whole index, every shard compared against the pool (the first
+  index of a pool scored in one backfill, or any after the dedup rules change); it must find the same
+  groups as the refresh;
 - ``decision_s``: then, with that index stored (as the ``dedup_index`` asset leaves it), what one shard's
   decision spends finding its duplicate rows in it (``dedup_for_shard``, best of three): it should not
   grow with the pool;
@@ -53,7 +56,15 @@ for _ in range(3):
     found = dedup_for_shard(wh, shard, scores, policy)
     decisions.append(time.perf_counter() - began)
 assert found.source == "dedup_index", found.source
-print(json.dumps({"s": seconds, "rss": hwm, "grouped": len(index.groups), "decision": min(decisions)}))
+from curation_pipeline.decisions.dedup import build_index, load_pool, pool_identity, pool_vectors
+began = time.perf_counter()  # every shard compared against the pool, as no earlier index covers it
+identity = pool_identity(wh)
+pool = load_pool(wh, sorted(identity), policy.quality_column)
+full = build_index(pool, policy, None, identity, vectors=pool_vectors(wh, pool))
+rebuild = time.perf_counter() - began
+assert full.groups.equals(index.groups)  # the same groups either way (links may join them by other members)
+print(json.dumps({"s": seconds, "rss": hwm, "grouped": len(index.groups), "decision": min(decisions),
+                  "rebuild": rebuild}))
 """
 
 
@@ -110,7 +121,8 @@ def main() -> None:
     wh = Warehouse(tempfile.mkdtemp(prefix="bench-dedup-"))
     hashes, vectors, made, figures = [], [], 0, {"pairs_per_shard": args.pairs, "pool_shards": sizes,
                                                  "dup_share": args.dup_share,
-                                                 "refresh_s": [], "peak_rss_mb": [], "decision_s": []}
+                                                 "refresh_s": [], "peak_rss_mb": [], "decision_s": [],
+                                                 "rebuild_s": []}
     for size in sizes:
         while made < size:
             if made == size - 1:  # the pool before the new shard is indexed, as the pipeline leaves it
@@ -125,9 +137,11 @@ def main() -> None:
         figures["refresh_s"].append(round(child["s"], 3))
         figures["peak_rss_mb"].append(round(child["rss"] / 1024))
         figures["decision_s"].append(round(child["decision"], 4))
+        figures["rebuild_s"].append(round(child["rebuild"], 3))
         print(f"pool of {size} shards x {args.pairs} pairs: refresh for the new shard {child['s']:.2f} s, "
               f"peak RSS {child['rss'] / 1024:.0f} MB, {child['grouped']} pairs in groups; then a decision's "
-              f"look-up in the current index {child['decision'] * 1000:.0f} ms", flush=True)
+              f"look-up in the current index {child['decision'] * 1000:.0f} ms; a whole rebuild {child['rebuild']:.2f} s",
+              flush=True)
     figures.update(large_index(args.index_shards, args.index_rows))
     result_line(figures)
 

@@ -89,3 +89,37 @@ def test_scales_to_a_shard_against_a_large_prior():
     out = assign_duplicate_groups(current, prior, pd.Series(rng.random(10_000)))
     assert out.loc[10, "dup_of"] == "s0/p099999" and out.loc[20, "dup_of"] == "s0/p000005"
     assert out["dup_keep"].sum() == 10_000 - 2
+
+
+def test_near_hashes_finds_every_pair_within_the_distance_and_no_other():
+    """The range search against every pair's XOR-and-count, with hashes at exactly the distance, one bit
+    beyond, equal (0: not a near pair, equal values are linked apart) and the top bit set; in more than one
+    query block."""
+    from curation_pipeline.decisions import duplicate_groups
+
+    rng = np.random.default_rng(7)
+    pool = rng.integers(0, 2**64, 3_000, dtype=np.uint64, endpoint=False)
+    queries = pool[:700].copy()
+    bits = [np.uint64(1) << np.uint64(b) for b in range(64)]
+    for i, d in enumerate([0, 1, 5, 6, 7, 12, 13, 64]):
+        flip = np.uint64(0)
+        for b in rng.choice(64, size=d, replace=False):
+            flip |= bits[b]
+        pool[1_000 + i] = queries[i] ^ flip
+    queries[8] |= bits[63]
+    pool[1_008] = queries[8] ^ bits[0]
+    dist = np.bitwise_count(queries[:, None] ^ pool[None, :])
+    for max_distance in (6, 12):
+        want = set(zip(*np.nonzero((dist <= max_distance) & (dist > 0))))
+        original = duplicate_groups._QUERY_BLOCK
+        try:
+            duplicate_groups._QUERY_BLOCK = 256
+            q, p, d = duplicate_groups._near_hashes(queries, pool, max_distance)
+        finally:
+            duplicate_groups._QUERY_BLOCK = original
+        assert set(zip(q.tolist(), p.tolist())) == {(int(a), int(b)) for a, b in want}
+        assert len(q) == len(want) and (d == dist[q, p]).all()
+        assert {(1, 1_001), (3, 1_003), (8, 1_008)} <= set(zip(q.tolist(), p.tolist()))
+    assert (5, 1_005) in want and (6, 1_006) not in want  # 12 bits in, 13 out
+    empty = duplicate_groups._near_hashes(queries[:0], pool, 6)
+    assert all(len(a) == 0 for a in empty)
