@@ -245,7 +245,11 @@ def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None) -
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise BadInput(f"--set {pair!r}: {resource}.{part} is a value, not a group of settings")
-        target[leaf] = yaml.safe_load(value) if value.strip() else None
+        try:
+            target[leaf] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise BadInput(f"--set {pair!r}: the value is not YAML ({str(exc).splitlines()[0]}); quote text that "
+                           "holds YAML syntax, e.g. --set \"policy.keep_expression='clip_score >= 0.3'\"") from exc
     return settings
 
 

@@ -56,6 +56,8 @@ def test_malformed_set_is_bad_input(pair):
     ("policy.fallback=maybe", "keep_original"),           # a Literal lists its choices
     ("policy.keep_threshold=high", "keep_threshold"),     # a number that is not one
     ("policy.drift.max_kll=1", "max_kll"),                # a typo in a nested setting
+    ("policy.keep_threshold=[80", "not YAML"),             # a value YAML cannot parse
+    ("policy.keep_expression='clip_score >= 66", "not YAML"),
 ])
 def test_invalid_setting_exits_2_before_any_run(tmp_path, pair, message):
     result = CliRunner().invoke(main, ["run", "--raw", str(RAW_SAMPLES), "--warehouse", str(tmp_path / "wh"),

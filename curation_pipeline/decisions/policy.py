@@ -15,7 +15,7 @@ import pandas as pd
 
 from curation_pipeline.scoring.columns import OPERATORS, Bound
 from curation_pipeline.scoring.registry import bounds
-from curation_pipeline.scoring.selection import GlobalCut, in_cut
+from curation_pipeline.scoring.selection import GlobalCut, check_expression, in_cut
 
 
 KEEP, REWRITE, DROP = "keep", "rewrite", "drop"
@@ -55,6 +55,8 @@ class DecisionPolicy:
                              f"({self.keep_threshold})")
         if self.keep_fraction is not None and not 0.0 <= self.keep_fraction <= 1.0:
             raise ValueError(f"keep_fraction must be in [0, 1] (or off), not {self.keep_fraction}")
+        if self.keep_expression:
+            check_expression(self.keep_expression)  # a SelectionError (a ValueError) names what is wrong
 
 
 def _flag(df: pd.DataFrame, column: str, predicate) -> pd.Series:

@@ -33,6 +33,12 @@ def select(scores: pd.DataFrame, expr: str) -> pd.Series:
     return _evaluate(_parse(expr).body, scores, expr).astype(bool).rename(None)
 
 
+def check_expression(expr: str) -> None:
+    """Raise ``SelectionError`` for an expression that no scores could pass as valid (syntax, operators,
+    a comparison of numbers alone): at configuration, not when the first shard is decided."""
+    select(pd.DataFrame({name: [np.nan] for name in columns_used(expr)}), expr)
+
+
 def columns_used(expr: str | None) -> set[str]:
     """The score columns a selection reads (what a rewrite must re-score to be judged by it)."""
     if not expr:
@@ -66,6 +72,8 @@ def _evaluate(node: ast.AST, scores: pd.DataFrame, expr: str):
                     part = part & side.notna()
             result = part if result is None else result & part
             left = right
+        if not isinstance(result, pd.Series):
+            raise SelectionError(f"{_token(node, expr)!r} compares no column in selection {expr!r}")
         return result
     raise SelectionError(f"{_token(node, expr)!r} is not allowed in selection {expr!r}")
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curation_pipeline.scoring.selection import SelectionError, select
+from curation_pipeline.scoring.selection import SelectionError, check_expression, select
 
 
 @pytest.fixture
@@ -36,8 +36,21 @@ def test_nan_compares_false_and_chained_comparison(scores):
     ("mlm_itm >=", "cannot parse"),
     ("mlm_itm", "'mlm_itm' is not allowed"),
     ("mlm_itm > 'a'", "'a'"),
+    ("1 < 2", "'1 < 2' compares no column"),
+    ("clip_score > 0 and 1 > 0", "'1 > 0' compares no column"),
 ])
 def test_rejects_unsafe_or_bad_expressions(scores, expr, fragment):
     with pytest.raises(SelectionError, match="selection") as info:
         select(scores, expr)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("expr", ["1 < 2", "mlm_itm >=", "mlm_itm + 1 > 2", "not 3 > 2"])
+def test_a_keep_expression_is_checked_when_the_policy_is_made_not_when_a_shard_is_decided(expr):
+    from curation_pipeline.decisions.policy import DecisionPolicy
+
+    with pytest.raises(SelectionError, match="selection"):
+        check_expression(expr)
+    with pytest.raises(ValueError, match="selection"):
+        DecisionPolicy(keep_expression=expr)
+    assert DecisionPolicy(keep_expression="mlm_itm >= 66 and not clip_score < 0.2").keep_expression
