@@ -126,6 +126,7 @@ def caption_length_drift(kept: pd.DataFrame, policy: PolicyResource) -> dg.Asset
     return dg.AssetCheckResult(
         check_name="caption_length_drift", passed=bool(result.passed), severity=dg.AssetCheckSeverity.ERROR,
         description=("; ".join(result.failures) if result.failures else
+                     f"not compared: {result.note}" if result.note else  # passed unevaluated: say why
                      f"caption lengths stable: KL {result.kl:.3f}, mean ratio {result.mean_ratio:.2f}")[:1000],
         metadata={**numbers({k: v for k, v in meta.items() if not isinstance(v, (str, bool))}),
                   "drift_table": dg.MetadataValue.md(result.to_markdown())})

@@ -46,3 +46,16 @@ def test_the_same_shard_passes_with_the_real_cleaner(tmp_path):
     _, results = run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=False, scoring=ScoringResource(profile="text"))
     checks = {c.check_name: c for c in results[shard].get_asset_check_evaluations()}
     assert checks["caption_length_drift"].passed and results[shard].success
+
+
+def test_a_drift_check_with_too_few_kept_pairs_passes_and_says_it_did_not_compare():
+    import pandas as pd
+
+    from curation_pipeline.checks.quality import caption_length_drift
+
+    kept = pd.DataFrame({"original_caption": ["a dog", "a cat"], "final_caption": ["a dog running", "a cat"]})
+    result = caption_length_drift(kept, PolicyResource())
+    assert result.passed
+    assert result.description.startswith("not compared: too few rows to compare (original 2, final 2")
+    none = caption_length_drift(kept.iloc[:0], PolicyResource())
+    assert none.passed and none.description.startswith("not compared: ")
