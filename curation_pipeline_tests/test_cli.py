@@ -235,6 +235,27 @@ def test_keep_fraction_cuts_the_scored_pool_before_any_shard_is_decided(tmp_path
     assert inside == cut["kept"].value == cut["scored"].value // 2 > 0
 
 
+def test_keep_fraction_decides_an_empty_shard_too(tmp_path, monkeypatch):
+    """An empty shard has no scores to cut, but it is in the pool: the cut lists it, so it is decided (to
+    nothing) instead of being refused forever as a shard the cut never saw."""
+    import tarfile
+
+    import dagster as dg
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = raw_with(tmp_path, ["sample-000000"])
+    tarfile.open(raw / "empty-000001.tar", "w").close()
+    result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--profile",
+                                       "text", "--set", "policy.keep_fraction=0.5", "--no-report"])
+    assert result.exit_code == 0, result.output
+    with dg.DagsterInstance.get() as instance:
+        cut = instance.get_latest_materialization_event(dg.AssetKey("selection_cut")).asset_materialization.metadata
+        assert cut["shards"].value == 2 and cut["scored"].value > 0
+        decided = instance.fetch_materializations(dg.AssetKey("caption_decisions"), limit=10).records
+        assert sorted(r.event_log_entry.dagster_event.partition for r in decided) == ["empty-000001", "sample-000000"]
+    assert (tmp_path / "wh" / "curated" / "empty-000001.tar").exists()
+
+
 def test_a_later_runs_cut_is_applied_to_the_shards_of_earlier_runs(tmp_path, monkeypatch):
     """keep_fraction over the pool: a run of a new shard moves the cut, and the shard an earlier run decided
     is re-selected against it, so the latest decisions of all shards keep exactly the cut's pairs."""

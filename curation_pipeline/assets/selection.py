@@ -40,10 +40,10 @@ def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         scores = load_pool_scores(wh, rules.quality_column)
     except KeyError as exc:
         raise dg.Failure(description=str(exc.args[0])) from exc
-    if scores.empty:
+    if not identity:
         raise dg.Failure(description="no quality_scores are stored in the warehouse: materialize pairs and "
                          "quality_scores for the shards first, then selection_cut")
-    cut = global_cut(scores, rules.keep_fraction, rules.quality_column)
+    cut = global_cut(scores, rules.keep_fraction, rules.quality_column, shards=identity)
     path = write_cut(wh, cut, run_id=context.run_id, identity=identity)
     per_shard = pd.DataFrame([{"shard": shard, "scored": info["scored"], "kept": info["kept"]}
                               for shard, info in sorted(cut.shards.items())])

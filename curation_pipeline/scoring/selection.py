@@ -181,9 +181,10 @@ def _pool(scores: pd.DataFrame, column: str) -> pd.DataFrame:
     })
 
 
-def global_cut(scores: pd.DataFrame, fraction: float, quality_column: str) -> GlobalCut:
+def global_cut(scores: pd.DataFrame, fraction: float, quality_column: str, shards=()) -> GlobalCut:
     """The cut over every scored pair of every shard (``scores``: shard, key, quality column); NaN
-    scores are outside N and never kept. Depends only on the set of rows, not their order."""
+    scores are outside N and never kept. Depends only on the set of rows, not their order. ``shards``
+    names every shard of the pool, those without rows included (an empty shard is decided too)."""
     pool = _pool(scores, quality_column)
     if pool.duplicated(["shard", "key"]).any():
         dup = pool.loc[pool.duplicated(["shard", "key"]), ["shard", "key"]].iloc[0]
@@ -194,6 +195,9 @@ def global_cut(scores: pd.DataFrame, fraction: float, quality_column: str) -> Gl
     per_shard = {str(shard): {"scored": int(group["value"].notna().sum()), "kept": 0,
                               "digest": scores_digest(group["key"], group["value"])}
                  for shard, group in pool.groupby("shard", sort=True)}
+    for shard in shards:
+        per_shard.setdefault(str(shard), {"scored": 0, "kept": 0, "digest": scores_digest([], [])})
+    per_shard = dict(sorted(per_shard.items()))
     if target == 0:
         return GlobalCut(fraction=float(fraction), quality_column=quality_column, scored=n, kept=0,
                          shards=per_shard)
