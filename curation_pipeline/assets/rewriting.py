@@ -49,7 +49,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         from curation_pipeline.compute.ray_data import rewrite_shard
 
         lineage, stats = rewrite_shard(
-            warehouse.raw_url(shard), shard, targets, with_images=rewrite_needs_images(rewriter.kind, needed, scores),
+            warehouse.raw_url(shard), shard, targets, with_images=rewrite_needs_images(rewriter.kind, needed, scoring.profile),
             rewriter=rewriter.model_dump(), profile=scoring.as_profile(), needed=needed,
             quality_column=policy.quality_column, rules=policy.acceptance_rules(), run_id=context.run_id,
             options=compute.options("rewrite", rewriter.batch_size), expected=expected)

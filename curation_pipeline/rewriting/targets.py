@@ -51,18 +51,18 @@ def target_batches(targets: pd.DataFrame, raw_url: str, shard: str, with_images:
                             [batch.images[i] for i in keep])
 
 
-def rewrite_needs_images(kind: str, needed: set[str], scores: pd.DataFrame) -> bool:
+def rewrite_needs_images(kind: str, needed: set[str], profile: str) -> bool:
     """The local engine's ``model.needs_images or any(s.needs_images for s in rescorers)``, without
-    loading a model in this process: the rewriter's class says, and of the scorers only caption text
-    quality works without images."""
+    loading a model in this process: the rewriter's class says, and the classes of the ``profile``'s
+    scorers that write a ``needed`` column (not the scores table at hand: an asset loads a few of its
+    columns)."""
     from curation_pipeline.rewriting.aitqe import AitqeRewriter
     from curation_pipeline.rewriting.cleaner import CaptionCleaner
     from curation_pipeline.rewriting.vlm import VlmRewriter
-    from curation_pipeline.scoring.run import INVENTORY_COLUMNS
-    from curation_pipeline.scoring.text_quality import CaptionTextQuality
+    from curation_pipeline.scoring.registry import scorer_classes
 
     model = {"cleaner": CaptionCleaner, "vlm": VlmRewriter, "aitqe": AitqeRewriter}.get(kind)
     if model is None:
         raise ValueError(f"unknown rewriter kind {kind!r}; choose cleaner, vlm or aitqe")
-    scored = needed & (set(scores.columns) - set(INVENTORY_COLUMNS))
-    return model.needs_images or any(c not in {o.name for o in CaptionTextQuality.outputs} for c in scored)
+    rescorers = [cls for cls in scorer_classes(profile) if needed & {c.name for c in cls.outputs}]
+    return model.needs_images or any(cls.needs_images for cls in rescorers)

@@ -90,24 +90,28 @@ def test_the_ray_read_makes_the_local_engines_batches(batch_size):
 DECODE_FIELDS = {"image_format", "image_mode", "width", "height", "n_frames", "decode_status", "decode_error"}
 
 
+@pytest.mark.parametrize("profile", ["offline", "text"])
 @pytest.mark.parametrize("kind,needed", [
     ("cleaner", {"text_quality"}), ("cleaner", {"text_quality", "nsfw_prob"}), ("cleaner", {"width"}),
-    ("cleaner", {"text_quality", "datacomp_pass"}), ("vlm", {"text_quality"}), ("aitqe", {"text_quality"}),
+    ("cleaner", {"iq_entropy", "text_quality"}), ("cleaner", {"text_quality", "datacomp_pass"}),
+    ("vlm", {"text_quality"}), ("aitqe", {"text_quality"}),
 ])
-def test_the_ray_path_decodes_images_exactly_when_the_local_one_does(kind, needed):
+def test_the_ray_path_decodes_images_exactly_when_the_local_one_does(kind, needed, profile):
+    """From the names alone (the asset loads only key and caption of the scores), as the local engine
+    decides with the profile's loaded scorers."""
     from curation_pipeline.rewriting.targets import rewrite_needs_images
     from curation_pipeline.rewriting.aitqe import AitqeRewriter
     from curation_pipeline.rewriting.cleaner import CaptionCleaner
     from curation_pipeline.rewriting.vlm import VlmRewriter
     from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
-    from curation_pipeline.scoring.run import INVENTORY_COLUMNS
 
-    scorers = build_scorers(ScoringProfile("offline"))
+    scorers = build_scorers(ScoringProfile(profile))
     model = {"cleaner": CaptionCleaner, "vlm": VlmRewriter, "aitqe": AitqeRewriter}[kind]
     rescorers = [s for s in scorers if needed & set(s.columns)]
     local = model.needs_images or any(s.needs_images for s in rescorers)
-    scores = pd.DataFrame(columns=INVENTORY_COLUMNS + [c for s in scorers for c in s.columns])
-    assert rewrite_needs_images(kind, needed, scores) == local
+    assert rewrite_needs_images(kind, needed, profile) == local
+    if profile == "offline" and needed & {"nsfw_prob", "iq_entropy", "datacomp_pass"}:
+        assert local  # an image scorer judges the rewrite: the images are decoded again
 
 
 def _odd_shard(path) -> str:
