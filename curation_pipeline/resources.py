@@ -29,7 +29,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
     raw_root: str = Field(description="Folder or URL holding raw webdataset .tar shards (env CURATION_RAW).")
     root: str = Field(description="Warehouse root for Parquet tables, curated shards, quality.duckdb (env CURATION_WAREHOUSE).")
-    batch_size: int = Field(default=32, description="Pairs decoded and scored together; bounds memory.")
+    batch_size: int = Field(default=32, gt=0, description="Pairs decoded and scored together; bounds memory.")
     inventory_decode: Literal["header", "full"] = Field(default="header", description="pairs reads image headers only (format, size, mode; quality_scores decodes each image once) or verifies every image (decoded through, JPEGs at 1/8 scale: a full decode's statuses), so pairs' decode_status also flags truncated images.")
 
     def warehouse(self) -> Warehouse:
@@ -119,7 +119,7 @@ class ScoringResource(dg.ConfigurableResource):
     mlm: MlmConfig = Field(default_factory=MlmConfig, description="MLM-Filter model and switches.")
     aitqe_model: str = Field(default="", description="AITQE checkpoint (HymanH/AITQE) id or path: adds aitqe_overall (1-10) and aitqe_recaption to the scores (not in the text profile).")
     device: Device = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
-    batch_size: int = Field(default=_S.batch_size, description="Batch size of every model scorer (CLIP, MLM-Filter, AITQE, NSFW).")
+    batch_size: int = Field(default=_S.batch_size, gt=0, description="Batch size of every model scorer (CLIP, MLM-Filter, AITQE, NSFW).")
     trust_remote_code: list[str] = Field(default=[], description="Model ids allowed to run their own code.")
     threads: int = Field(default=0, description="Threads for this run's pools (torch, ONNX Runtime, decode); 0 = the cores / dagster.yaml's run_queue.max_concurrent_runs (env CURATION_THREADS).")
     prefetch: int = Field(default=2, description="Batches read, decoded and preprocessed ahead of the models in a background thread; 0 = serially (always serial when no scorer reads pixels, as in the text profile).")

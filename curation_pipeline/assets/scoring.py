@@ -2,6 +2,7 @@
 
 
 import json
+from types import SimpleNamespace
 
 import dagster as dg
 import pandas as pd
@@ -14,7 +15,8 @@ from curation_pipeline.checks.quality import SCORES_CHECKS, checked_table, score
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.resources import ComputeResource, PolicyResource, ScoringResource, WarehouseResource
-from curation_pipeline.scoring.run import decode_mode, score_stream
+from curation_pipeline.scoring.registry import columns_of
+from curation_pipeline.scoring.run import decode_mode, score_stream, unscored
 from curation_pipeline.shards.reader import iter_pair_batches
 
 
@@ -47,6 +49,9 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
         scores, versions, stats = score_shard(warehouse.raw_url(shard), shard, scoring.as_profile(),
                                               compute.options("score", warehouse.batch_size), expected=expected)
         ray_stats = stats.metadata()
+        # the cluster built the scorers; their declared columns, as the table holds them (a profile's metrics)
+        scorers = [SimpleNamespace(name=name, columns=[c for c in columns_of(name) if c in scores])
+                   for name in versions]
         context.log.info(f"{shard}: scored {stats.pairs} pairs in {stats.batches} batches on {len(stats.nodes)} "
                          f"Ray node(s), {len(stats.workers)} model actor(s)")
     else:
@@ -64,7 +69,7 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
         values = scores[column].astype(float)
         if values.notna().any():
             meta[f"mean_{column}"] = float(values.mean())
-    errors = {name: int(scores[f"{name}_error"].notna().sum()) for name in versions if f"{name}_error" in scores}
+    errors = unscored(scores, scorers)  # from each scorer's declared error columns
     charts = ""
     if quality is not None and len(scores):
         charts = markdown_image(histogram_png({policy.quality_column: quality.to_numpy(dtype=float)},

@@ -23,7 +23,8 @@ class Scorer(ABC):
     gets are unloaded, in their stored mode and orientation), ``outputs`` (every column it can write)
     and ``bounds``. ``score`` returns exactly ``columns`` (the
     declared ones unless an instance narrows them), one row per pair in batch order; unknown values
-    are NaN / None, never 0, with the reason in an optional ``<name>_error`` column.
+    are NaN / None, never 0, with the reason in its declared error columns (``columns.error_column``;
+    ``<name>_error`` for a scorer that declares none: ``columns.error_columns``).
     """
 
     name: str = ""

@@ -24,9 +24,19 @@ class ScoreColumn:
         return self.kind in ("float", "int")
 
 
+ERROR_SUFFIX = "_error"
+
+
 def error_column(scorer_name: str) -> ScoreColumn:
-    return ScoreColumn(f"{scorer_name}_error", "Why this scorer has no value for the pair (empty when it scored).",
-                       kind="str", sidecar=False)
+    return ScoreColumn(f"{scorer_name}{ERROR_SUFFIX}",
+                       "Why this scorer has no value for the pair (empty when it scored).", kind="str", sidecar=False)
+
+
+def error_columns(scorer) -> tuple[str, ...]:
+    """Where ``scorer`` (a Scorer, or its description: ``name`` and ``columns``) gives its reasons: the error
+    columns it declares (``error_column``), or ``<name>_error`` when it declares none, so that a batch it
+    fails on still says why."""
+    return tuple(c for c in scorer.columns if c.endswith(ERROR_SUFFIX)) or (f"{scorer.name}{ERROR_SUFFIX}",)
 
 
 OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}

@@ -41,6 +41,8 @@ class ScoringProfile:
             raise ValueError(f"unknown clip_dtype {self.clip_dtype!r}; choose auto, {', '.join(CLIP_DTYPES)}")
         if self.name in ("mlm", "full") and not self.mlm_model:
             raise ValueError(f"profile {self.name!r} needs mlm_model (a HuggingFace id or a local path)")
+        if self.batch_size < 1:  # 0 fails every model pair, a negative one scores none and says nothing
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
 
 def build_scorers(profile: ScoringProfile) -> list[Scorer]:

@@ -1,8 +1,9 @@
 """Run a profile's scorers over a stream of batches, surviving a failing model batch.
 
-A failing batch is split and retried; pairs that still fail get NaN and the reason in the scorer's
-``<name>_error`` column. A prefetch thread reads, decodes and runs each scorer's optional
-``prepare(batch)`` (passed back as ``score(batch, prepared=...)``) ahead; scores do not change.
+A failing batch is split and retried; pairs that still fail get NaN and the reason in every error
+column the scorer declares (``columns.error_columns``). A prefetch thread reads, decodes and runs
+each scorer's optional ``prepare(batch)`` (passed back as ``score(batch, prepared=...)``) ahead;
+scores do not change.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 
 from curation_pipeline.pairs import ContractError, PairBatch, split_on_failure
 from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.columns import ERROR_SUFFIX, error_columns
 from curation_pipeline.scoring.prefetch import DEFAULT_DEPTH, prefetch
 from curation_pipeline.scoring.signals import limit_torch_threads
 
@@ -42,7 +44,8 @@ def score_with_retry(scorer: Scorer, batch: PairBatch, min_batch: int = 1, prepa
         reason = f"{type(exc).__name__}: {exc}"[:300]
         log.warning("%s failed on %s: %s", scorer.ident, part.keys, reason)
         frame = pd.DataFrame({c: [np.nan] * len(part) for c in scorer.columns})
-        frame[f"{scorer.name}_error"] = reason
+        for column in error_columns(scorer):  # each of them, or the pair reads as scored with no reason
+            frame[column] = reason
         return frame
 
     out = split_on_failure(batch, run, failed, lambda parts: pd.concat(parts, ignore_index=True), min_batch)
@@ -94,13 +97,25 @@ def score_records(scorers: Sequence[Scorer], batch: PairBatch, records: list[dic
 def assemble_scores(frames: list[pd.DataFrame], scorers: Sequence[Scorer]) -> pd.DataFrame:
     """The score table from its batches' rows, in shard order. ``scorers`` need only ``name``
     and ``columns`` (the Ray path passes their descriptions, not the loaded models)."""
-    if not frames:
-        return pd.DataFrame(columns=INVENTORY_COLUMNS + [c for s in scorers for c in s.columns])
-    table = pd.concat(frames, ignore_index=True)
+    table = (pd.concat(frames, ignore_index=True) if frames
+             else pd.DataFrame(columns=INVENTORY_COLUMNS + [c for s in scorers for c in s.columns]))
     for s in scorers:  # error columns exist for every scorer, so the table's schema does not depend on luck
-        if f"{s.name}_error" not in table.columns:
-            table[f"{s.name}_error"] = None
+        for column in error_columns(s):
+            if column not in table.columns:
+                table[column] = None
     return table
+
+
+def unscored(scores: pd.DataFrame, scorers: Sequence[Scorer]) -> dict[str, int]:
+    """Pairs with a reason in any of a scorer's error columns, per scorer; also per error column for a
+    scorer with several (MLM-Filter's metrics), named as the column without its ``_error``."""
+    counts = {}
+    for s in scorers:
+        reasons = scores.reindex(columns=list(error_columns(s))).notna()
+        counts[s.name] = int(reasons.any(axis=1).sum())
+        if reasons.shape[1] > 1:
+            counts.update({c.removesuffix(ERROR_SUFFIX): int(n) for c, n in reasons.sum().items()})
+    return counts
 
 
 def reads_pixels(scorers: Sequence[Scorer]) -> bool:
@@ -124,5 +139,10 @@ def score_stream(scorers: Sequence[Scorer], batches: Iterable[tuple[PairBatch, l
     if not reads_pixels(scorers):
         prefetch_depth = 0
     stream = prefetch(batches, lambda item: prepare_batch(scorers, *item), depth=prefetch_depth)
-    frames = [score_records(scorers, item.batch, item.records, item.inputs) for item in stream]
+    try:
+        frames = [score_records(scorers, item.batch, item.records, item.inputs) for item in stream]
+    finally:  # on an error too: else the prefetch thread and the shard reader (an open tar) live on with the traceback
+        stream.close()
+        if prefetch_depth <= 0 and hasattr(batches, "close"):
+            batches.close()  # serially, the stream is a plain generator expression: it does not close its source
     return assemble_scores(frames, scorers)

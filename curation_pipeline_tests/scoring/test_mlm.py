@@ -216,12 +216,21 @@ def test_nan_paths(vlm_dir, batch):
     assert frame["q_itm_error"].tolist() == ["no image", "no caption", "no caption"]
     # A random model spreads its mass over the whole vocabulary: too little on digits to read.
     low = scorer.score(PairBatch(["a"], batch.captions[:1], batch.images[:1]))
-    assert math.isnan(low["q_itm_expected"][0])
+    assert math.isnan(low["q_itm_expected"][0]) and "low score-token mass" in low["q_itm_error"][0]
+
+
+def test_low_mass_keeps_its_reason_beside_a_parsed_greedy_score(tmp_path, batch):
+    scorer = _peaked(MlmFilterScorer(tiny_models.make_tiny_llava(tmp_path / "vlm"), metrics=("itm",), min_mass=0.5))
+    scorer._parse = lambda reply: (42.0, None)  # whatever the greedy reply, it parses
+    frame = scorer.score(batch)
+    assert frame["mlm_itm"].eq(42.0).all() and frame["mlm_itm_expected"].isna().all()
+    errors = frame["mlm_itm_error"]
+    assert errors.notna().all() and errors.str.fullmatch(r"low score-token mass \(0\.\d+\)").all()
 
 
 def test_generate_mode_returns_scores_or_reasons(vlm_dir, batch, monkeypatch):
     scorer = _peaked(MlmFilterScorer(vlm_dir, mode="generate", metrics=("ctq",), min_mass=0.0))
-    assert scorer.version.startswith("2:") and scorer.prompt_hash in scorer.version
+    assert scorer.version.startswith("3:") and scorer.prompt_hash in scorer.version
     # generation decodes what logits mode reads greedily from its tree: the same integer (or none) per pair
     logits = MlmFilterScorer(vlm_dir, metrics=("ctq",), min_mass=0.0)
     logits.model = scorer.model

@@ -68,6 +68,8 @@ class MlmFilterScorer(Scorer):
             raise ValueError(f"metrics must be a non-empty subset of {METRICS}; got {tuple(metrics)}")
         if mode not in ("logits", "generate"):
             raise ValueError(f"mode must be 'logits' or 'generate', got {mode!r}")
+        if batch_size < 1:  # a negative one would score no pair and give no reason
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if prompt_set is not None and prompt_set not in PROMPT_SETS:
             raise ValueError(f"prompt_set must be one of {sorted(PROMPT_SETS)}, got {prompt_set!r}")
         self.name, self.metrics, self.mode = name, tuple(metrics), mode
@@ -94,7 +96,7 @@ class MlmFilterScorer(Scorer):
             self._prefix_template, self._tail = self._split_template()
             self._image_token = getattr(self.processor, "image_token", None)
         self.max_new_tokens = max_new_tokens or self.prompts.max_new_tokens
-        self.version = f"2:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}"
+        self.version = f"3:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}"
         self.prompt_hash = self.prompts.hash
         self.columns = tuple(c.name for c in _mlm_outputs(name, self.metrics))
         self.device = next(self.model.parameters()).device
@@ -313,10 +315,11 @@ class MlmFilterScorer(Scorer):
             replies = dict(zip(todo, self._greedy_replies([images[k] for k in todo], [captions[k] for k in todo], m))
                            ) if todo else {}
             rows = []
-            for k, (tokens, mean, _) in enumerate(results[m]):
+            for k, (tokens, mean, low_mass) in enumerate(results[m]):
                 value, reason = self._parse(replies[k] if tokens is None else
                                             self.tokenizer.decode(tokens, skip_special_tokens=True))
-                rows.append((value, mean, reason))
+                # kept with the parse's: else a NaN expected score would have no reason
+                rows.append((value, mean, "; ".join(filter(None, (reason, low_mass))) or None))
             out[m] = rows
         return out
 

@@ -67,10 +67,10 @@ CAPTION_EMBEDDING = "dup_caption_emb"  # also what judging a rewrite's similarit
 
 class DuplicateSignals(Scorer):
     """Per-pair fingerprints; ``dup_caption_emb`` is an L2-normalised float32 (384,) array or None
-    (no caption, or ``embed_captions=False``)."""
+    (no caption, one with no words, or ``embed_captions=False``)."""
 
     name = "dup"
-    version = "1"
+    version = "2"  # 2: no embedding for a caption with no words
     needs_images = True
     outputs = (ScoreColumn("dup_image_sha", "SHA-256 of the decoded pixels (exact image duplicates).", "str"),
                ScoreColumn("dup_phash", "Perceptual hash of the image (near duplicates).", "str"),
@@ -97,7 +97,8 @@ class DuplicateSignals(Scorer):
 
     def _embeddings(self, captions: list[str | None]) -> list[np.ndarray | None]:
         embeddings: list[np.ndarray | None] = [None] * len(captions)
-        present = [i for i, c in enumerate(captions) if c is not None]
+        # as caption_norm_sha: a caption with no words has nothing to match on (blank ones would all embed alike)
+        present = [i for i, c in enumerate(captions) if c is not None and normalise_caption(c)]
         if self.embed_captions and present:
             vectors = caption_embeddings([captions[i] for i in present])
             for i, vector in zip(present, vectors):

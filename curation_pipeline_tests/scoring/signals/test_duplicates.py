@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
+from PIL import Image
 
+from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.signals.duplicates import caption_norm_sha, normalise_caption
 
 
@@ -33,3 +35,11 @@ def test_caption_normalisation():
     assert normalise_caption("  A Dog,  running!! ") == "a dog running"
     assert caption_norm_sha("A dog running .") == caption_norm_sha("a DOG -- running")
     assert caption_norm_sha("...") is None and caption_norm_sha(None) is None
+
+
+def test_a_caption_with_no_words_gets_no_embedding(dup_signals):
+    """Blank captions would all embed alike (cosine 1): loosely alike images would become caption duplicates."""
+    captions = ["", "   ", "...", None, "a red car on a street"]
+    frame = dup_signals.score(PairBatch(list("abcde"), captions, [Image.new("RGB", (8, 8))] * 5))
+    assert [e is None for e in frame["dup_caption_emb"]] == [True, True, True, True, False]
+    assert frame["dup_caption_norm_sha"].isna().tolist() == [True, True, True, True, False]
