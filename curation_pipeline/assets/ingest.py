@@ -103,6 +103,7 @@ def _inventory(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         "decode_status": dg.MetadataValue.md(counts_markdown(status, "Decode status")),
         "skips": dg.MetadataValue.md(counts_markdown(skip_counts, "Skipped members by reason")),
         "caption_problems_by_kind": dg.MetadataValue.md(counts_markdown(
-            inventory["caption_problem"].dropna().str.split(" ").str[0].value_counts(), "Caption repairs")),
+            inventory["caption_problem"].dropna().str.split("; ").explode().str.split(" ").str[0].value_counts(),
+            "Caption repairs")),  # a caption may have two: "invalid utf-8 replaced; truncated from N chars"
         "skipped_members_preview": table(skips),
     }

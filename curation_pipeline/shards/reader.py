@@ -7,7 +7,9 @@ and json members are parsed; others (``.pyd``, ``.pickle`` ...) are skipped unre
 the tar headers before a byte is read (a huge sparse member is never expanded; links, FIFOs, devices
 and directories are skips). No string a sample carries can fail the shard: bad json becomes the
 row's ``meta_error``, lone surrogates are replaced, undecodable names are skips shown escaped. Every
-byte read is hashed, so ``pairs`` can record the shard's fingerprint (``shards/fingerprint.py``).
+byte read is hashed, so ``pairs`` can record the shard's fingerprint (``shards/fingerprint.py``). Where
+tarfile stops (silently, at any block that is not a header) the archive must really end, else the samples
+after it are a ``corrupt_tar`` / ``truncated_tar`` skip, not lost unseen.
 """
 
 from __future__ import annotations
@@ -186,7 +188,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     """Every mode scraped data comes in (CMYK, 16-bit, palette+alpha, LA) to plain RGB."""
     if im.mode == "P":
         im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if im.mode.startswith("I;16"):
+        im = im.convert("I")  # point() refuses I;16B / I;16L / I;16N
+    if im.mode == "I":
         im = im.point(lambda v: v * (1 / 256)).convert("L")
     if im.mode == "F":
         im = im.convert("L")
@@ -222,7 +226,9 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
         return None, info
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # max_pixels, checked from the header below, is the limit: PIL's warning (above its global
+            # MAX_IMAGE_PIXELS, ~89 MP) would shadow it; its DecompressionBombError (2x that) still holds
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             info.update(image_format=im.format, image_mode=im.mode, width=im.size[0], height=im.size[1],
                         n_frames=int(getattr(im, "n_frames", 1)))
@@ -249,6 +255,30 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
         info.update(decode_status="corrupt", decode_error=error_text(exc))
         return None, info
     return rgb, info
+
+
+class _LastRead:
+    """tarfile's stream, remembering where its last read began and (the first block of) what it got: when
+    iteration ends, that is the block tarfile read at ``tar.offset`` and could not take as a header."""
+
+    def __init__(self, stream):
+        self._stream, self.at, self.block = stream, 0, b""
+
+    def read(self, size: int) -> bytes:
+        self.at = self._stream.tell()
+        data = self._stream.read(size)
+        self.block = data[:tarfile.BLOCKSIZE]
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+class _EndCheckedTar(tarfile.TarFile):
+    """``open(mode="r|*")`` builds its stream and passes it here: wrapped before the first header is read."""
+
+    def __init__(self, name=None, mode="r", fileobj=None, **kwargs):
+        super().__init__(name, mode, _LastRead(fileobj), **kwargs)
 
 
 class ShardReader:
@@ -288,6 +318,25 @@ class ShardReader:
             return True
         return False
 
+    def _check_end(self, tar: tarfile.TarFile, read: int) -> None:
+        """tarfile's iteration ends silently at any block it cannot take as a header (a bad checksum,
+        zeros, a header cut short, the end of the file), and the samples after it would vanish: the
+        archive really ended only if that block and everything after it are zeros, at least the two
+        blocks of the end-of-archive marker (writers pad with zeros to a 10240-byte record)."""
+        stream, end = tar.fileobj, tar.offset
+        # stream.at == end always (next() reads a header block in one call); checked, as a miss would hide a loss
+        size, zeros = len(stream.block), stream.block.count(0) == len(stream.block) and stream.at == end
+        while zeros and (chunk := stream.read(1 << 20)):  # decompressed, for a compressed shard
+            size, zeros = size + len(chunk), chunk.count(0) == len(chunk)
+        if zeros and size >= 2 * tarfile.BLOCKSIZE:
+            return
+        if not zeros and size >= tarfile.BLOCKSIZE:
+            self._skip("corrupt_tar", detail=f"after {read} members: the block at tar offset {end} is not a valid "
+                       "header (bad checksum or zeroed) and data follows it; the rest of the shard is not read")
+        else:
+            found = f"{size} of the 1024 zero bytes of an end-of-archive marker" if zeros else f"{size} bytes of a header"
+            self._skip("truncated_tar", detail=f"after {read} members: cut short at tar offset {end}, {found}")
+
     def _members(self) -> Iterator[tuple[str, bytes]]:
         """Regular members as (name, data), streaming: one member in memory at a time."""
         stat = raw_stat(self.url)  # FileNotFoundError / IsADirectoryError name the path
@@ -295,7 +344,7 @@ class ShardReader:
         with fsspec.open(self.url, "rb") as handle:
             stream = HashingReader(handle)
             try:
-                tar = tarfile.open(fileobj=stream, mode="r|*")
+                tar = _EndCheckedTar.open(fileobj=stream, mode="r|*")
                 for info in tar:
                     read += 1
                     tar.members = []  # tarfile keeps every header otherwise (memory grows with the shard)
@@ -308,6 +357,7 @@ class ShardReader:
                                    detail=error_text(exc))
                         continue
                     yield info.name, data
+                self._check_end(tar, read)
             except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
                 reason = "truncated_tar" if read else "unreadable_tar"
                 self._skip(reason, detail=f"after {read} members: {error_text(exc)}")
@@ -362,7 +412,10 @@ class ShardReader:
                 else:
                     self._skip("extra_caption", key=key, member=name)
             elif ext in META_EXTS:
-                current.meta, current.meta_name = data, name
+                if current.meta is None:
+                    current.meta, current.meta_name = data, name
+                else:
+                    self._skip("extra_meta", key=key, member=name)
             else:
                 self._skip("unsupported_member", key=key, member=name, detail=f".{ext} is never parsed")
         if current is not None and not current.duplicate:
@@ -370,13 +423,13 @@ class ShardReader:
 
     def _caption(self, group: _Members, meta: dict | None) -> tuple[str | None, str | None, str | None]:
         """Caption text, where it came from, and what was wrong with it."""
-        problem = None
+        problems = []
         if group.caption is not None:
             try:
                 text = group.caption.decode("utf-8")
             except UnicodeDecodeError:
                 text = group.caption.decode("utf-8", errors="replace")
-                problem = "invalid utf-8 replaced"
+                problems.append("invalid utf-8 replaced")
             source = group.caption_ext
         elif meta and isinstance(meta.get("caption"), str):
             text, source = meta["caption"], "json"
@@ -384,9 +437,9 @@ class ShardReader:
             return None, None, None
         text = text.replace("\x00", "")
         if len(text) > self.limits.max_caption_chars:
-            problem = f"truncated from {len(text)} chars"
+            problems.append(f"truncated from {len(text)} chars")
             text = text[: self.limits.max_caption_chars]
-        return text, source, problem
+        return text, source, "; ".join(problems) or None
 
     def __iter__(self) -> Iterator[Sample]:
         for group in self._groups():
