@@ -4,7 +4,6 @@
 import functools
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from curation_pipeline.assets.integrity import raw_fingerprint
@@ -22,6 +21,7 @@ from curation_pipeline.rewriting.targets import (known_embeddings, needed_column
                                                  rewrite_targets, target_batches)
 from curation_pipeline.scoring.run import score_batch
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
+from curation_pipeline.validation.drift import caption_lengths
 
 
 @dg.asset(
@@ -82,10 +82,6 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     })
 
 
-def _words(captions: pd.Series) -> np.ndarray:
-    return captions.fillna("").str.split().str.len().to_numpy(dtype=float)
-
-
 @dg.multi_asset(
     name="final_captions", partitions_def=shard_partitions, can_subset=True, check_specs=FINAL_CAPTION_CHECKS,
     ins={"caption_decisions": dg.AssetIn(), "pairs": columns("key", "caption"), "rewritten_captions": dg.AssetIn()},
@@ -113,7 +109,8 @@ def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, po
     n = len(final)  # an empty shard has no rates: left empty, not 0
     kept = final[final["outcome"].ne("dropped")]
     chart = markdown_image(histogram_png(
-        {"original": _words(final["original_caption"]), "final (kept)": _words(kept["final_caption"])},
+        {"original": caption_lengths(final["original_caption"]),
+         "final (kept)": caption_lengths(kept["final_caption"])},
         f"caption length — {shard}", "words"), "caption length") if len(final) else "_no pairs_"
     return final, {
         **numbers({"pairs": len(final), "kept_as_is": int(outcomes.get("kept", 0)),

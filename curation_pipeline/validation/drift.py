@@ -101,10 +101,17 @@ class DriftResult:
         return "\n".join(lines)
 
 
+# Scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, kana, Han): each character
+# counts as a word, or a Chinese caption three times as long would still be "one word".
+_NO_SPACES = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_WORD = f"[{_NO_SPACES}]|[^\\s{_NO_SPACES}]+"
+
+
 def caption_lengths(captions: pd.Series, unit: str = "words") -> np.ndarray:
-    """Whitespace-token or character counts; None/NaN/empty are 0 (see the module docstring)."""
+    """Word counts (whitespace tokens, a character of a script without spaces each) or character
+    counts; None/NaN/empty are 0 (see the module docstring)."""
     text = pd.Series(captions, dtype=object).where(pd.notna(captions), "").astype(str)
-    counts = text.str.split().str.len() if unit == "words" else text.str.len()
+    counts = text.str.count(_WORD) if unit == "words" else text.str.len()
     return counts.to_numpy(dtype=float)
 
 

@@ -34,6 +34,20 @@ def test_caption_lengths_count_none_and_empty_as_zero():
     assert caption_lengths(pd.Series(["abc", None]), "chars").tolist() == [3.0, 0.0]
 
 
+def test_words_are_whitespace_tokens_and_each_character_of_a_script_without_spaces(captions):
+    """Latin text counts as str.split() does; Chinese, Japanese or Thai captions count a word a character,
+    so a rewrite that triples them is drift, as it is in English."""
+    english = pd.concat([captions[c] for c in captions.columns], ignore_index=True)
+    assert caption_lengths(english).tolist() == english.str.split().str.len().astype(float).tolist()
+    assert caption_lengths(pd.Series(["一只狗在海滩上", "東京 tower 2020年", "ภาษาไทย test"])).tolist() == [7.0, 5.0, 8.0]
+    rng = np.random.default_rng(0)
+    han = [chr(c) for c in range(0x4E00, 0x4E00 + 500)]
+    chinese = pd.Series(["".join(rng.choice(han, size=int(rng.integers(5, 15)))) for _ in range(200)])
+    assert check_caption_length_drift(chinese, chinese.sample(frac=1, random_state=1)).passed
+    tripled = check_caption_length_drift(chinese, chinese * 3)
+    assert not tripled.passed and tripled.mean_ratio == pytest.approx(3.0)
+
+
 def test_boilerplate_is_fifteen_words():
     assert len(BOILERPLATE.split()) == 15
 
