@@ -75,7 +75,11 @@ def write_subset(path: str | Path, uids: Iterable[str]) -> np.ndarray:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temp file behind
+        raise
     return array

@@ -68,12 +68,16 @@ def write_tar(path: Path, members: Iterable[tuple[str, bytes]], *, mtime: int = 
     """A plain tar of ``(name, data)`` members whose bytes depend on the content alone (every header
     field fixed; TarInfo's defaults: mode 0644, no owner), written beside ``path``, then renamed."""
     tmp = path.with_suffix(".tar.tmp")
-    with tarfile.open(tmp, "w", format=tar_format) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), mtime
-            tar.addfile(info, io.BytesIO(data))
-    os.replace(tmp, path)
+    try:
+        with tarfile.open(tmp, "w", format=tar_format) as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime = len(data), mtime
+                tar.addfile(info, io.BytesIO(data))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves neither a partial tar nor its temp file
+        raise
     return path
 
 
