@@ -41,7 +41,9 @@ def load_pool_scores(warehouse: Warehouse, column: str) -> pd.DataFrame:
                     f"quality column {column!r} is not in quality_scores of shard {shard!r} "
                     f"(columns: {', '.join(n for n in names if not n.endswith('_error'))}); "
                     "pick a column the scoring profile produces, or re-score that shard")
-            frames.append(parquet.read(columns=["shard", "key", column]).to_pandas())
+            frame = parquet.read(columns=["shard", "key", column]).to_pandas()
+            if len(frame):  # an empty shard adds no rows (the cut lists it from the pool's identity)
+                frames.append(frame)
     if not frames:
         return pd.DataFrame({"shard": pd.Series(dtype=object), "key": pd.Series(dtype=object),
                              column: pd.Series(dtype=float)})
