@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -35,6 +36,8 @@ RESULT_COLUMNS = ("dup_group", "dup_kind", "dup_keep", "dup_of")
 INDEX_ASSET = "dedup_index"
 INDEX_VERSION = 1
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
+# stored shards read at once when the index loads the pool: on object storage each read is a round trip
+READ_THREADS = 16
 GROUPS_ROW_GROUP = 65_536  # rows per Parquet row group of groups.parquet: what a shard's decision reads
 
 
@@ -122,8 +125,9 @@ def load_pool(wh: Warehouse, shards: list[str], quality_column: str) -> pd.DataF
     whose scores carry duplicate signals), ordered by (shard, key). Not the caption vectors: they
     are most of a pool's bytes, and ``pool_vectors`` reads the few a comparison needs."""
     wanted = {"shard", "key", *dup_columns(), *usability_columns(), quality_column} - {CAPTION_EMBEDDING}
-    frames = [frame.assign(shard=shard) for shard in shards
-              if (frame := _signal_scores(wh, shard, wanted)) is not None]
+    with ThreadPoolExecutor(READ_THREADS) as pool_reads:  # in order; on object storage each is a round trip
+        read = pool_reads.map(lambda shard: _signal_scores(wh, shard, wanted), shards)
+        frames = [frame.assign(shard=shard) for shard, frame in zip(shards, read) if frame is not None]
     if not frames:
         return pd.DataFrame(columns=["shard", "key", *dup_columns()])
     pool = pd.concat(frames, ignore_index=True)
@@ -134,20 +138,24 @@ def pool_vectors(wh: Warehouse, pool: pd.DataFrame):
     """The caption vectors of rows of ``pool`` (positions; see ``load_pool``), read from their
     shards' stored scores when asked for: None where a pair has none (or its shard's scores were
     replaced since: that shard is compared again next time, its identity having changed)."""
+    def shard_vectors(shard: str, keys: pd.Series) -> dict:
+        try:
+            with wh.fs.open(wh.table_path("quality_scores", shard), "rb") as handle:
+                stored = pq.read_table(handle, columns=["key", CAPTION_EMBEDDING],
+                                       filters=[("key", "in", sorted(set(keys)))]).to_pandas()
+        except FileNotFoundError:
+            return {}
+        return dict(zip(stored["key"].astype(str), stored[CAPTION_EMBEDDING]))
+
     def read(rows: np.ndarray) -> pd.Series:
         rows = np.asarray(rows, dtype=np.int64)
         out = pd.Series([None] * len(rows), index=rows, dtype=object)
         wanted = pool.iloc[rows]
-        for shard, keys in pd.Series(wanted["key"].astype(str).to_numpy(), index=rows).groupby(
-                wanted["shard"].astype(str).to_numpy()):
-            try:
-                with wh.fs.open(wh.table_path("quality_scores", shard), "rb") as handle:
-                    stored = pq.read_table(handle, columns=["key", CAPTION_EMBEDDING],
-                                           filters=[("key", "in", sorted(set(keys)))]).to_pandas()
-            except FileNotFoundError:
-                continue
-            vectors = dict(zip(stored["key"].astype(str), stored[CAPTION_EMBEDDING]))
-            out.loc[keys.index] = [vectors.get(key) for key in keys]
+        by_shard = list(pd.Series(wanted["key"].astype(str).to_numpy(), index=rows).groupby(
+            wanted["shard"].astype(str).to_numpy()))
+        with ThreadPoolExecutor(READ_THREADS) as reads:
+            for (shard, keys), vectors in zip(by_shard, reads.map(lambda item: shard_vectors(*item), by_shard)):
+                out.loc[keys.index] = [vectors.get(key) for key in keys]
         return out
     return read
 
