@@ -9,7 +9,7 @@ import dagster as dg
 
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import WarehouseResource
-from curation_pipeline.shards.fingerprint import raw_version
+from curation_pipeline.shards.fingerprint import raw_stat, raw_version
 
 # one retry of a run whose process died (OOM, a killed pod); a step that failed (a missing file, a
 # blocking check) fails the same way again, so it is not retried
@@ -73,10 +73,18 @@ def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
         return dg.SensorResult(skip_reason=str(exc))
     if not new:
         return dg.SensorResult(skip_reason=f"no new shards ({len(found)} known, {len(rejected)} rejected names)")
-    return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=key, run_key=f"shard:{key}") for key in new],
+    return dg.SensorResult(  # the file's stat in the run key: a shard pruned, then added again, runs again
+        run_requests=[dg.RunRequest(partition_key=key, run_key=_file_run_key(key, found[key])) for key in new],
         dynamic_partitions_requests=[shard_partitions.build_add_request(new)],
     )
+
+
+def _file_run_key(key: str, url: str) -> str:
+    try:
+        stat = raw_stat(url)
+    except OSError:  # gone since the listing: the run reports it
+        return f"shard:{key}"
+    return f"shard:{key}:{stat.size}:{stat.identity or stat.mtime}"
 
 
 def _unregistered(context, warehouse: WarehouseResource) -> tuple[dict[str, str], list[str], set[str], list[str]]:
@@ -116,6 +124,16 @@ def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource
             if causes:
                 todo[key] = "stale: " + "; ".join(sorted(causes))
     return todo
+
+
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED]
+
+
+def in_progress_partitions(instance: dg.DagsterInstance) -> set[str]:
+    """Partitions with a run queued or going: a new shard's sensor run, or last night's still running."""
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+    return {run.tags["dagster/partition"] for run in runs if "dagster/partition" in run.tags}
 
 
 @dg.op(description="Adds every valid .tar in the raw location as a shard partition; launches no work.")
@@ -167,8 +185,11 @@ observe_raw_shards_schedule = dg.ScheduleDefinition(
              "data versions (a raw file observed with new content, a changed code_version).")
 def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
     todo = shards_to_refresh(context.instance, warehouse, context.repository_def)
+    running = in_progress_partitions(context.instance)  # its run, still going, is not missing work
+    todo = {key: reason for key, reason in todo.items() if key not in running}
     if not todo:
-        return dg.SkipReason("every registered shard is curated and fresh")
+        return dg.SkipReason("every registered shard is curated and fresh"
+                             + (f", or has a run in progress ({len(running)})" if running else ""))
     # one run per shard and tick: a later tick may ask again for a shard still missing
     tick = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M")
     return [dg.RunRequest(partition_key=key, run_key=f"fill:{key}:{tick}", tags={"curation/reason": reason[:200]})

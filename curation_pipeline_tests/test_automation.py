@@ -30,6 +30,12 @@ def test_sensor_adds_new_shards_and_requests_their_runs(tmp_path):
     (request,) = result.dynamic_partitions_requests
     assert list(request.partition_keys) == ["b_2"]
     assert request.partitions_def_name == "shards"
+    # pruned (its file deleted), then a new file of that name: a new run key, so Dagster runs it again
+    first = result.run_requests[0].run_key
+    (raw / "b_2.tar").unlink()
+    shutil.copy(RAW_SAMPLES / "sample-000001.tar", raw / "b_2.tar")
+    again = new_shards_sensor(context)
+    assert [r.partition_key for r in again.run_requests] == ["b_2"] and again.run_requests[0].run_key != first
 
 
 def test_sensor_skips_when_raw_location_is_missing(tmp_path):
@@ -58,6 +64,13 @@ def test_schedule_requests_missing_then_stale_partitions_by_dagster_data_version
             assert defs.resolve_job_def("observe_raw_shards").execute_in_process(instance=instance).success
 
         assert requested() == {"sample-000000": "missing", "sample-000001": "missing"}
+        from dagster._core.test_utils import create_run_for_test
+
+        for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTED):  # the sensor's run, still going
+            going = create_run_for_test(instance, job_name="curate_shards", status=status,
+                                        tags={"dagster/partition": "sample-000001"})
+            assert requested() == {"sample-000000": "missing"}
+            instance.delete_run(going.run_id)
         run_pipeline(raw, warehouse, ["sample-000000"], instance=instance, report=False,
                      scoring=ScoringResource(profile="text"))
         observe()  # pairs recorded what it read as the observed version: the curated shard is fresh
