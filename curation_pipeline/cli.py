@@ -433,7 +433,7 @@ def run(raw, warehouse, shards, profile, clip_model, mlm_model, rewriter, rewrit
 @click.option("--key", default=None, help="Sample key, e.g. 000010023.")
 @click.option("--shard", default=None, help="Shard key, e.g. sample-000001.")
 @click.option("--rewritten-only", is_flag=True, help="Only pairs whose caption was rewritten.")
-@click.option("--limit", default=50, show_default=True, help="Pairs to print.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0), help="Pairs to print.")
 def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
     """How captions came to be: decision, every rewrite attempt (rewriter, run, scores), final caption.
 
@@ -528,7 +528,10 @@ def export_uids(warehouse, out, shards) -> None:
     if missing or not paths:
         raise BadInput(f"no curated shard {', '.join(missing) or 'at all'} in {folder}; run `curate run` first")
     found = kept_uids(paths)
-    array = write_subset(out, found.uids)
+    try:
+        array = write_subset(out, found.uids)
+    except OSError as exc:  # a folder where the file should go, no permission, a full disk
+        raise BadInput(f"cannot write {out}: {exc}") from exc
     click.echo(f"{len(array)} uids from {found.samples} curated samples in {found.shards} shards -> {out}")
     for label, where in (("without a uid in their source json", found.without_uid),
                          ("with a uid that is not hex", found.bad_uid)):

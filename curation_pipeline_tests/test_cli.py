@@ -52,6 +52,8 @@ def test_bad_input_exits_2(env, tmp_path):
     assert result.exit_code == EXIT_BAD_INPUT
     result = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--shard", "../etc"])
     assert result.exit_code == EXIT_BAD_INPUT and "not a valid shard key" in result.output
+    result = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--shard", "sample-000001", "--limit", "-1"])
+    assert result.exit_code == EXIT_BAD_INPUT and "--limit" in result.output
     result = runner.invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--profile", "clip"])
     assert result.exit_code == EXIT_BAD_INPUT and "clip_model" in result.output
 

@@ -48,6 +48,12 @@ def test_export_uids_writes_datacomps_subset_format(hostile_run, tmp_path):
     assert subset.tolist() == sorted(subset.tolist()) and len(subset) == 3
     for uid in kept:
         assert datacomp_selects(subset, uid)
+    # a file where its folder should be: a one-line error, exit 2, nothing written
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(main, ["export-uids", "--warehouse", str(hostile.warehouse), "--shard", "badjson",
+                                       "--out", str(tmp_path / "afile" / "kept.npy")])
+    assert result.exit_code == EXIT_BAD_INPUT and "cannot write" in result.output, result.output
+    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
     assert not datacomp_selects(subset, "ffffffffffffffffffffffffffffffff")
 
 
