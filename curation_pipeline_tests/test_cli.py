@@ -258,6 +258,24 @@ def test_keep_fraction_decides_an_empty_shard_too(tmp_path, monkeypatch):
     assert (tmp_path / "wh" / "curated" / "empty-000001.tar").exists()
 
 
+def test_a_pool_of_empty_shards_runs_and_reports(tmp_path, monkeypatch):
+    """Every table of an empty shard keeps its text columns as text, so the report over it alone builds."""
+    import tarfile
+
+    import duckdb
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    tarfile.open(raw / "empty-000000.tar", "w").close()
+    result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"),
+                                       "--profile", "text"])
+    assert result.exit_code == 0, result.output
+    assert "check" not in result.output  # no check fails or warns on a shard with no pairs
+    with duckdb.connect(str(tmp_path / "wh" / "quality.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT shard, pairs_read FROM shard_summary").fetchall() == [("empty-000000", 0)]
+
+
 def test_a_later_runs_cut_is_applied_to_the_shards_of_earlier_runs(tmp_path, monkeypatch):
     """keep_fraction over the pool: a run of a new shard moves the cut, and the shard an earlier run decided
     is re-selected against it, so the latest decisions of all shards keep exactly the cut's pairs."""

@@ -136,7 +136,7 @@ def kept_share(df: pd.DataFrame, kept: pd.DataFrame, policy: PolicyResource) -> 
     n, n_kept = len(df), len(kept)
     dropped_share = (n - n_kept) / n if n else 0.0
     problems = []
-    if n_kept == 0:
+    if n_kept == 0 and n:  # an empty shard has nothing to keep: not a warning
         problems.append(f"no pair kept out of {n}")
     elif dropped_share > policy.warn_drop_share:
         problems.append(f"{dropped_share:.0%} of {n} pairs dropped (warn above {policy.warn_drop_share:.0%})")

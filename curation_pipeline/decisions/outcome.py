@@ -19,7 +19,7 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
     rewrite-marked pair takes its last accepted attempt, else the fallback (keep the original if it
     clears ``drop_threshold``); a rewrite that still scores under ``drop_threshold`` is dropped."""
     df = decisions.reset_index(drop=True).copy()
-    df["original_caption"] = df["key"].map(captions)
+    df["original_caption"] = df["key"].map(captions).astype(object)  # text even when empty (not float)
     accepted = lineage[lineage["accepted"].astype(bool)] if len(lineage) else lineage
     best = accepted.sort_values(["key", "attempt"]).groupby("key").tail(1).set_index("key") if len(accepted) else None
     last = lineage.sort_values(["key", "attempt"]).groupby("key").tail(1).set_index("key") if len(lineage) else None
