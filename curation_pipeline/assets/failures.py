@@ -27,10 +27,13 @@ def _failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
 
 
 def shard_failures(instance: dg.DagsterInstance) -> dict[str, str]:
-    """Shard -> error, for every registered shard whose most recent run failed."""
+    """Shard -> error, for every registered shard whose most recent run failed or was canceled (stopped
+    part-way, its tables may come from two runs: re-run it)."""
     failures = {}
     for shard in instance.get_dynamic_partitions(shard_partitions.name):
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": shard}), limit=1)
         if runs and runs[0].status == dg.DagsterRunStatus.FAILURE:
             failures[shard] = _failure_text(instance, runs[0].run_id)
+        elif runs and runs[0].status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.CANCELING):
+            failures[shard] = f"run {runs[0].run_id[:8]} was canceled before it finished: re-run the shard"
     return failures
