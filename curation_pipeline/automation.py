@@ -126,13 +126,13 @@ def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource
     return todo
 
 
-IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-               dg.DagsterRunStatus.STARTED]
+# Not STARTED: a run whose process was killed stays STARTED, and asking again is how its shard resumes.
+WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
 
 
-def in_progress_partitions(instance: dg.DagsterInstance) -> set[str]:
-    """Partitions with a run queued or going: a new shard's sensor run, or last night's still running."""
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+def waiting_partitions(instance: dg.DagsterInstance) -> set[str]:
+    """Partitions with a run queued or launching (a new shard's sensor run behind the run queue)."""
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=WAITING))
     return {run.tags["dagster/partition"] for run in runs if "dagster/partition" in run.tags}
 
 
@@ -185,11 +185,11 @@ observe_raw_shards_schedule = dg.ScheduleDefinition(
              "data versions (a raw file observed with new content, a changed code_version).")
 def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
     todo = shards_to_refresh(context.instance, warehouse, context.repository_def)
-    running = in_progress_partitions(context.instance)  # its run, still going, is not missing work
-    todo = {key: reason for key, reason in todo.items() if key not in running}
+    waiting = waiting_partitions(context.instance)  # its run, about to start, is not missing work
+    todo = {key: reason for key, reason in todo.items() if key not in waiting}
     if not todo:
         return dg.SkipReason("every registered shard is curated and fresh"
-                             + (f", or has a run in progress ({len(running)})" if running else ""))
+                             + (f", or has a run waiting to start ({len(waiting)})" if waiting else ""))
     # one run per shard and tick: a later tick may ask again for a shard still missing
     tick = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M")
     return [dg.RunRequest(partition_key=key, run_key=f"fill:{key}:{tick}", tags={"curation/reason": reason[:200]})

@@ -66,11 +66,16 @@ def test_schedule_requests_missing_then_stale_partitions_by_dagster_data_version
         assert requested() == {"sample-000000": "missing", "sample-000001": "missing"}
         from dagster._core.test_utils import create_run_for_test
 
-        for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTED):  # the sensor's run, still going
-            going = create_run_for_test(instance, job_name="curate_shards", status=status,
-                                        tags={"dagster/partition": "sample-000001"})
+        for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING):  # the sensor's run, waiting
+            waiting = create_run_for_test(instance, job_name="curate_shards", status=status,
+                                          tags={"dagster/partition": "sample-000001"})
             assert requested() == {"sample-000000": "missing"}
-            instance.delete_run(going.run_id)
+            instance.delete_run(waiting.run_id)
+        # a STARTED run may be one whose process was killed (it stays STARTED): asked again, so it resumes
+        started = create_run_for_test(instance, job_name="curate_shards", status=dg.DagsterRunStatus.STARTED,
+                                      tags={"dagster/partition": "sample-000001"})
+        assert requested() == {"sample-000000": "missing", "sample-000001": "missing"}
+        instance.delete_run(started.run_id)
         run_pipeline(raw, warehouse, ["sample-000000"], instance=instance, report=False,
                      scoring=ScoringResource(profile="text"))
         observe()  # pairs recorded what it read as the observed version: the curated shard is fresh
