@@ -251,7 +251,7 @@ class PolicyResource(dg.ConfigurableResource):
             max_brightness=image.max_brightness, min_entropy=image.min_entropy, drop_duplicates=self.drop_duplicates)
 
     def acceptance_rules(self) -> AcceptanceRules:
-        return AcceptanceRules(**self.acceptance.model_dump(), keep_expression=self.keep_expression or None)
+        return AcceptanceRules(**self.acceptance.model_dump())
 
     def drift_thresholds(self) -> DriftThresholds:
         d = self.drift.model_dump()

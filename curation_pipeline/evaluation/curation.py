@@ -14,7 +14,6 @@ from curation_pipeline.decisions.policy import DecisionPolicy, decide
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
 from curation_pipeline.rewriting.base import Rewriter
-from curation_pipeline.rewriting.targets import needed_columns
 from curation_pipeline.rewriting.verify import AcceptanceRules
 
 
@@ -27,7 +26,7 @@ def curate_captions(keys: list[str], captions: list[str | None], *, policy: Deci
     from curation_pipeline.scoring.run import score_batch
 
     policy = policy or DecisionPolicy()
-    rules = rules or AcceptanceRules(min_improvement=policy.min_improvement, keep_expression=policy.keep_expression)
+    rules = rules or AcceptanceRules(min_improvement=policy.min_improvement)
     rewriter = rewriter or CaptionCleaner()
     scorers = caption_scorers()
     frames = [score_batch(scorers, part) for part in PairBatch(list(keys), list(captions)).chunks(batch_size)]
@@ -41,8 +40,7 @@ def curate_captions(keys: list[str], captions: list[str | None], *, policy: Deci
     if targets.empty:
         lineage = empty_lineage()
     else:
-        needed = needed_columns(policy.quality_column, policy.keep_expression)
-        rescorers = [s for s in scorers if needed & set(s.columns)]
+        rescorers = [s for s in scorers if policy.quality_column in s.columns]
         batch = PairBatch(targets["key"].tolist(), [by_key[k] for k in targets["key"]])
         lineage = rewrite_batches(batch.chunks(batch_size), shard=shard, rewriter=rewriter,
                                   rescore=lambda b: score_batch(rescorers, b), quality_column=policy.quality_column,

@@ -13,7 +13,6 @@ from curation_pipeline.pairs import PairBatch, split_on_failure
 from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
 from curation_pipeline.rewriting.verify import AcceptanceRules, edit_ratio, judge, length_ratio
 from curation_pipeline.scoring.prefetch import DEFAULT_DEPTH, prefetch
-from curation_pipeline.scoring.selection import select
 
 LINEAGE_COLUMNS = [
     "shard", "key", "attempt", "rewriter", "rewriter_version", "prompt_hash",
@@ -44,14 +43,11 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
         candidates = rewrite_with_retry(rewriter, batch)
         usable = [i for i, c in enumerate(candidates) if c.caption]
         after = np.full(len(batch), math.nan)
-        passes = np.zeros(len(batch), dtype=bool)
         if usable:
             sub = PairBatch([batch.keys[i] for i in usable], [candidates[i].caption for i in usable],
                             [batch.images[i] for i in usable])
             rescored = rescore(sub)
             after[usable] = pd.to_numeric(rescored[quality_column], errors="coerce").to_numpy(dtype=float)
-            if rules.keep_expression:
-                passes[usable] = select(rescored.reset_index(drop=True), rules.keep_expression).to_numpy()
         sims = np.full(len(batch), math.nan)
         if similarity is not None and usable:
             sims[usable] = similarity([batch.captions[i] or "" for i in usable],
@@ -62,7 +58,7 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
             length = length_ratio(original, cand.caption) if cand.caption else math.nan
             if cand.caption:
                 accepted, reason = judge(before, float(after[i]), edit, length, float(sims[i]), rules,
-                                         original=original, candidate=cand.caption, passes_keep=bool(passes[i]))
+                                         original=original, candidate=cand.caption)
             else:
                 accepted, reason = False, f"no candidate: {cand.error or 'empty output'}"
             rows.append({

@@ -58,9 +58,6 @@ class AcceptanceRules:
     max_length_ratio: float | None = None
     min_similarity: float | None = None
     check_wellformed: bool = True
-    # the policy's keep_expression (e.g. "mlm_itm >= 66"): a rewrite must pass it on its own scores, as an
-    # original must to be kept as is; its columns are re-scored with the quality column (``needed_columns``)
-    keep_expression: str | None = None
 
 
 # --- the independent check ------------------------------------------------------------
@@ -186,10 +183,9 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
 
 def judge(quality_before: float, quality_after: float, edit: float, length: float, similarity: float,
           rules: AcceptanceRules, *, original: str | None = None,
-          candidate: str | None = None, passes_keep: bool | None = None) -> tuple[bool, str]:
+          candidate: str | None = None) -> tuple[bool, str]:
     """Accepted or not, and the first reason that decided it. With ``candidate`` given and
-    ``rules.check_wellformed`` on, the well-formedness check must pass too, whatever the score says;
-    with ``rules.keep_expression``, the rewrite must pass it (``passes_keep``, on the rewrite's scores)."""
+    ``rules.check_wellformed`` on, the well-formedness check must pass too, whatever the score says."""
     if math.isnan(quality_after):
         return False, "rewrite could not be scored"
     if candidate is not None and rules.check_wellformed:
@@ -199,8 +195,6 @@ def judge(quality_before: float, quality_after: float, edit: float, length: floa
     before = 0.0 if math.isnan(quality_before) else quality_before
     if quality_after < before + rules.min_improvement:
         return False, f"score did not improve enough ({before:.3g} -> {quality_after:.3g}, need +{rules.min_improvement:g})"
-    if rules.keep_expression and not passes_keep:
-        return False, f"rewrite fails the keep expression: {rules.keep_expression}"
     if rules.max_edit_ratio is not None and edit > rules.max_edit_ratio:
         return False, f"edit ratio {edit:.2f} > {rules.max_edit_ratio:g} (not minimal)"
     if rules.min_length_ratio is not None and not math.isnan(length) and length < rules.min_length_ratio:
