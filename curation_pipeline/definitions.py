@@ -12,6 +12,7 @@ from curation_pipeline.assets.dedup import dedup_index, dedup_index_job, dedup_s
 from curation_pipeline.assets.evaluation import EVALUATION_ASSETS
 from curation_pipeline.assets.ingest import pairs, raw_shards
 from curation_pipeline.assets.io import WarehouseIOManager
+from curation_pipeline.assets.reference import caption_length_reference
 from curation_pipeline.assets.reporting import quality_report
 from curation_pipeline.assets.rewriting import final_captions, rewritten_captions
 from curation_pipeline.assets.scoring import quality_scores
@@ -22,8 +23,8 @@ from curation_pipeline.automation import (curate_shards_job, fill_missing_shards
 from curation_pipeline.resources import (ComputeResource, PolicyResource, RewriterResource, ScoringResource,
                                          WarehouseResource)
 
-ASSETS = [raw_shards, pairs, quality_scores, selection_cut, dedup_index, caption_decisions, rewritten_captions,
-          final_captions, curated_shards, quality_report]
+ASSETS = [raw_shards, pairs, caption_length_reference, quality_scores, selection_cut, dedup_index, caption_decisions,
+          rewritten_captions, final_captions, curated_shards, quality_report]
 
 
 def _setting(env: str, default: str):

@@ -210,7 +210,8 @@ class ImageQualityConfig(_Group):
 
 
 class DriftConfig(_Group):
-    """Caption-length drift limits of the blocking check on final captions."""
+    """Caption-length drift limits: of the blocking check on final captions (against their originals) and of
+    the warning on pairs (against the pinned caption_length_reference)."""
 
     max_kl: float = Field(default=_D.max_kl, description="Max KL divergence of final vs original lengths.")
     mean_ratio_min: float = Field(default=_D.mean_ratio_min, description="Min final/original mean length.")
@@ -218,6 +219,7 @@ class DriftConfig(_Group):
     quantile_tolerance: float = Field(default=_D.quantile_tolerance, description="Relative band around each quantile.")
     quantile_floor: float = Field(default=_D.quantile_abs_floor, description="The band is never narrower than this many words.")
     min_rows: int = Field(default=_D.min_rows, description="Fewer kept pairs pass with a note.")
+    length_unit: Literal["words", "chars"] = Field(default=_D.length_unit, description="Length in words (whitespace tokens; a character of a script without spaces each) or characters.")
 
 
 class PolicyResource(dg.ConfigurableResource):

@@ -12,7 +12,7 @@ from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.checks.quality import PAIRS_CHECKS, checked_table, pairs_checks, table_out
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
-from curation_pipeline.resources import ComputeResource, WarehouseResource
+from curation_pipeline.resources import ComputeResource, PolicyResource, WarehouseResource
 from curation_pipeline.shards.fingerprint import RawFingerprint, raw_version
 from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader
 
@@ -51,9 +51,10 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
         "Inventory of every sample in the shard: key, caption, image size/format/bytes, content hashes, decode "
         "status and error. Members that are not samples are counted in the `skips` table.")},
 )
-def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource, compute: ComputeResource):
+def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource, compute: ComputeResource,
+          policy: PolicyResource):
     yield from checked_table(context, warehouse, "pairs", lambda: _inventory(context, warehouse, compute),
-                             pairs_checks)
+                             lambda table: pairs_checks(table, context.partition_key, warehouse, policy))
 
 
 def _inventory(context: dg.AssetExecutionContext, warehouse: WarehouseResource,

@@ -21,7 +21,7 @@ from curation_pipeline.rewriting.targets import (known_embeddings, needed_column
                                                  rewrite_targets, target_batches)
 from curation_pipeline.scoring.run import score_batch
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
-from curation_pipeline.validation.drift import caption_lengths
+from curation_pipeline.validation.lengths import caption_lengths
 
 
 @dg.asset(

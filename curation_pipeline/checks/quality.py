@@ -16,7 +16,9 @@ from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 from curation_pipeline.scoring.registry import score_ranges
 from curation_pipeline.shards.reader import RECORD_COLUMNS
-from curation_pipeline.validation.drift import check_caption_length_drift
+from curation_pipeline.validation.drift import DriftResult, check_caption_length_drift, compare_lengths
+from curation_pipeline.validation.lengths import caption_lengths
+from curation_pipeline.validation.reference import REFERENCE_ASSET, read_reference
 from curation_pipeline.validation.tables import check_table
 
 Checks = Mapping[str, Callable[[], dg.AssetCheckResult]]  # check name -> its evaluation, run only if selected
@@ -29,6 +31,11 @@ def _spec(name: str, asset: str, description: str, blocking: bool = True) -> dg.
 
 PAIRS_CHECKS = [
     _spec("pairs_schema", "pairs", "Inventory schema: every column present, keys unique and non-null."),
+    _spec("caption_length_vs_reference", "pairs",
+          "Warns (never blocks) when the shard's original captions do not look like the pinned reference "
+          f"({REFERENCE_ASSET}): the same KL, mean and quantile limits as the drift check (policy.drift). A "
+          "changed source (truncated captions, file names, alt-text stubs) shows here before it is curated. "
+          "Passes without comparing until the reference is built.", blocking=False),
 ]
 SCORES_CHECKS = [
     _spec("scores_in_range", "quality_scores",
@@ -80,11 +87,35 @@ def _table_check_result(result, description: str, check_name: str) -> dg.AssetCh
                   **{k: dg.MetadataValue.text(v) for k, v in meta.items() if isinstance(v, str)}})
 
 
-def pairs_checks(df: pd.DataFrame) -> Checks:
+def pairs_checks(df: pd.DataFrame, shard: str, warehouse: WarehouseResource, policy: PolicyResource) -> Checks:
     def pairs_schema():
         result = check_table(df, required_columns=RECORD_COLUMNS, non_null=["key", "decode_status"], unique=["key"])
         return _table_check_result(result, f"{len(df)} rows, schema and keys ok", "pairs_schema")
-    return {"pairs_schema": pairs_schema}
+    return {"pairs_schema": pairs_schema,
+            "caption_length_vs_reference": lambda: caption_length_vs_reference(df, shard, warehouse, policy)}
+
+
+def caption_length_vs_reference(df: pd.DataFrame, shard: str, warehouse: WarehouseResource,
+                                policy: PolicyResource) -> dg.AssetCheckResult:
+    thresholds = policy.drift_thresholds()
+    reference = read_reference(warehouse.warehouse())
+    not_compared = None
+    if reference is None:
+        not_compared = f"no reference built yet: materialize {REFERENCE_ASSET} over the shards that set the standard"
+    elif reference.counts.unit != thresholds.length_unit:
+        not_compared = (f"the reference counts {reference.counts.unit}, policy.drift.length_unit is "
+                        f"{thresholds.length_unit}: materialize {REFERENCE_ASSET} again")
+    if not_compared:
+        return dg.AssetCheckResult(check_name="caption_length_vs_reference", passed=True,
+                                   severity=dg.AssetCheckSeverity.WARN, description=f"not compared: {not_compared}")
+    result = compare_lengths(reference.counts, caption_lengths(df["caption"], thresholds.length_unit), thresholds,
+                             labels=("reference", "shard"))
+    provenance = {"reference_shards": dg.MetadataValue.int(len(reference.shards)),
+                  "reference_built_at": dg.MetadataValue.text(reference.built_at),
+                  "shard_in_reference": dg.MetadataValue.bool(shard in reference.shards)}
+    return _drift_check_result(result, "caption_length_vs_reference", dg.AssetCheckSeverity.WARN,
+                               f"captions like the reference's {reference.counts.n} ({len(reference.shards)} shards)",
+                               provenance)
 
 
 def scores_checks(df: pd.DataFrame, policy: PolicyResource) -> Checks:
@@ -122,14 +153,19 @@ def final_captions_complete(df: pd.DataFrame, kept: pd.DataFrame, n_pairs: int) 
 def caption_length_drift(kept: pd.DataFrame, policy: PolicyResource) -> dg.AssetCheckResult:
     """Kept pairs only: dropping junk is the filter's doing, not drift from rewriting."""
     result = check_caption_length_drift(kept["original_caption"], kept["final_caption"], policy.drift_thresholds())
+    return _drift_check_result(result, "caption_length_drift", dg.AssetCheckSeverity.ERROR, "caption lengths stable")
+
+
+def _drift_check_result(result: DriftResult, check_name: str, severity: dg.AssetCheckSeverity, stable: str,
+                        metadata: dict | None = None) -> dg.AssetCheckResult:
     meta = result.to_metadata()
     return dg.AssetCheckResult(
-        check_name="caption_length_drift", passed=bool(result.passed), severity=dg.AssetCheckSeverity.ERROR,
+        check_name=check_name, passed=bool(result.passed), severity=severity,
         description=("; ".join(result.failures) if result.failures else
                      f"not compared: {result.note}" if result.note else  # passed unevaluated: say why
-                     f"caption lengths stable: KL {result.kl:.3f}, mean ratio {result.mean_ratio:.2f}")[:1000],
+                     f"{stable}: KL {result.kl:.3f}, mean ratio {result.mean_ratio:.2f}")[:1000],
         metadata={**numbers({k: v for k, v in meta.items() if not isinstance(v, (str, bool))}),
-                  "drift_table": dg.MetadataValue.md(result.to_markdown())})
+                  "drift_table": dg.MetadataValue.md(result.to_markdown()), **(metadata or {})})
 
 
 def kept_share(df: pd.DataFrame, kept: pd.DataFrame, policy: PolicyResource) -> dg.AssetCheckResult:

@@ -30,14 +30,12 @@ import pyarrow.parquet as pq
 
 from curation_pipeline.scoring.registry import bounds, columns_of
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
-from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline.storage.warehouse import READ_THREADS, Warehouse
 
 RESULT_COLUMNS = ("dup_group", "dup_kind", "dup_keep", "dup_of")
 INDEX_ASSET = "dedup_index"
 INDEX_VERSION = 1
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
-# stored shards read at once when the index loads the pool: on object storage each read is a round trip
-READ_THREADS = 16
 GROUPS_ROW_GROUP = 65_536  # rows per Parquet row group of groups.parquet: what a shard's decision reads
 
 

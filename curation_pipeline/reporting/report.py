@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from curation_pipeline.reporting.markdown import markdown_table
 from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name
-from curation_pipeline.validation.drift import caption_lengths
+from curation_pipeline.validation.lengths import caption_lengths
 from curation_pipeline.values import plain
 
 if TYPE_CHECKING:  # imported where it is used: `curate run --no-report` never loads DuckDB

@@ -30,6 +30,9 @@ from curation_pipeline.shards.keys import SHARD_KEY_PATTERN, validate_key
 TABLES = ("pairs", "quality_scores", "caption_decisions", "rewritten_captions", "final_captions", "skips")
 
 HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+# stored shards read at once by a pool-wide step (dedup index, length reference): on object storage
+# each read is a round trip
+READ_THREADS = 16
 ORPHAN_AGE_S = 24 * 3600  # a temp file of another host (or unknown writer) is an orphan after this
 _TEMP = re.compile(r"^\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{32}-")
 _ERROR_COLUMNS = re.compile(r"(^|_)(error|detail|reason)$")

@@ -11,8 +11,9 @@ from importlib import import_module
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 _EXPORTS = {
-    "DriftResult": "drift", "DriftThresholds": "drift", "caption_lengths": "drift",
-    "check_caption_length_drift": "drift", "reference_partition": "drift",
+    "DriftResult": "drift", "DriftThresholds": "drift", "caption_lengths": "lengths",
+    "check_caption_length_drift": "drift", "compare_lengths": "drift", "reference_partition": "drift",
+    "LengthCounts": "lengths",
     "TableCheckResult": "tables", "check_table": "tables",
 }
 __all__ = sorted(_EXPORTS)

@@ -3,6 +3,8 @@
 Length is the cheapest proxy for style drift (rewriters tend to pad). The final captions are checked
 against the originals with three GX expectations: KL divergence, mean length ratio, and quantile bands.
 Empty and None captions count as length 0: a rewriter returning nothing is drift (GX would skip nulls).
+The same comparison holds a new shard's captions against a stored reference distribution
+(``validation.reference``): a source that changed (truncated captions, alt-text stubs) is noticed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from curation_pipeline.reporting.markdown import markdown_table
+from curation_pipeline.validation.lengths import LengthCounts, caption_lengths
 
 LENGTH_COLUMN = "caption_length"
 # GX's pandas quantile metric uses this interpolation; the reference uses it too so bands line up.
@@ -64,18 +67,21 @@ class DriftResult:
     length_unit: str = "words"
     note: str = ""
     allowed: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # what the two sides are: the shard's originals and finals, or a reference and a shard's captions
+    labels: tuple[str, str] = ("original", "final")
 
     def to_metadata(self) -> dict[str, float | int | str | bool]:
         """Flat Python scalars for Dagster metadata; non-finite numbers (not computed) are left out."""
+        a, b = self.labels
         values: dict[str, float | int | str | bool] = {
-            "drift_passed": bool(self.passed), "drift_n_original": int(self.n_original),
-            "drift_n_final": int(self.n_final), "drift_length_unit": self.length_unit, "drift_kl": float(self.kl),
-            "drift_mean_original": float(self.mean_original), "drift_mean_final": float(self.mean_final),
+            "drift_passed": bool(self.passed), f"drift_n_{a}": int(self.n_original),
+            f"drift_n_{b}": int(self.n_final), "drift_length_unit": self.length_unit, "drift_kl": float(self.kl),
+            f"drift_mean_{a}": float(self.mean_original), f"drift_mean_{b}": float(self.mean_final),
             "drift_mean_ratio": float(self.mean_ratio)}
         for q, v in self.quantiles_original.items():
-            values[f"drift_{_pname(q)}_original"] = float(v)
+            values[f"drift_{_pname(q)}_{a}"] = float(v)
         for q, v in self.quantiles_final.items():
-            values[f"drift_{_pname(q)}_final"] = float(v)
+            values[f"drift_{_pname(q)}_{b}"] = float(v)
         if self.failures:
             values["drift_failures"] = "; ".join(self.failures)
         if self.note:
@@ -94,28 +100,14 @@ class DriftResult:
             allowed = f"{_fmt(band[0], 2)}-{_fmt(band[1], 2)}" if band else ""
             ok = ("yes" if band[0] <= after <= band[1] else "no") if band else ""
             rows.append((label, _fmt(before), _fmt(after, 3 if name == "kl" else 1), allowed, ok))
-        lines = [markdown_table(["metric", "original", "final", "allowed", "ok"], rows)]
+        lines = [markdown_table(["metric", *self.labels, "allowed", "ok"], rows)]
         status = "PASSED" if self.passed else "FAILED"
         lines += ["", f"Caption length drift: **{status}**" + (f" ({self.note})" if self.note else "")]
         lines += [f"- {f}" for f in self.failures]
         return "\n".join(lines)
 
 
-# Scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, kana, Han): each character
-# counts as a word, or a Chinese caption three times as long would still be "one word".
-_NO_SPACES = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_WORD = f"[{_NO_SPACES}]|[^\\s{_NO_SPACES}]+"
-
-
-def caption_lengths(captions: pd.Series, unit: str = "words") -> np.ndarray:
-    """Word counts (whitespace tokens, a character of a script without spaces each) or character
-    counts; None/NaN/empty are 0 (see the module docstring)."""
-    text = pd.Series(captions, dtype=object).where(pd.notna(captions), "").astype(str)
-    counts = text.str.count(_WORD) if unit == "words" else text.str.len()
-    return counts.to_numpy(dtype=float)
-
-
-def reference_partition(reference: np.ndarray, n_bins: int) -> dict:
+def reference_partition(reference: np.ndarray | LengthCounts, n_bins: int) -> dict:
     """GX continuous partition from the reference's (deduplicated) quantiles, open at both ends.
 
     GX rejects ``tail_weights`` for infinite endpoints, so the tails are the first and last weights.
@@ -123,23 +115,35 @@ def reference_partition(reference: np.ndarray, n_bins: int) -> dict:
     inputs give KL exactly 0. Only the left tail can be empty (edges are actual reference values);
     GX's ``internal_weight_holdout`` then keeps KL finite.
     """
+    counts = reference if isinstance(reference, LengthCounts) else LengthCounts.of(reference)
     levels = [i / n_bins for i in range(1, n_bins)]
-    edges = np.unique(pd.Series(reference).quantile(levels, interpolation=_INTERPOLATION).to_numpy())
+    edges = np.unique(list(counts.quantiles(levels).values()))
     bins = [-math.inf, *(float(e) for e in edges), math.inf]
-    hist, _ = np.histogram(reference, bins)
+    hist = counts.histogram(bins)
     return {"bins": bins, "weights": [float(w) for w in hist / hist.sum()]}
 
 
 def check_caption_length_drift(original: pd.Series, final: pd.Series,
                                thresholds: DriftThresholds | None = None) -> DriftResult:
     """Compare final caption lengths with the shard's original captions (the caller picks the rows)."""
+    t = thresholds or DriftThresholds()
+    return compare_lengths(LengthCounts.of_captions(original, t.length_unit),
+                           caption_lengths(final, t.length_unit), t)
+
+
+def compare_lengths(reference: LengthCounts, lengths: np.ndarray, thresholds: DriftThresholds | None = None,
+                    labels: tuple[str, str] = ("original", "final")) -> DriftResult:
+    """``lengths`` held to the ``reference`` distribution by the three expectations (``labels`` name
+    the two sides in the result's words)."""
     from curation_pipeline.validation import _gx
 
     t = thresholds or DriftThresholds()
     unit = t.length_unit
-    ref, fin = caption_lengths(original, unit), caption_lengths(final, unit)
-    mean_ref, mean_fin = _mean(ref), _mean(fin)
-    q_ref, q_fin = _quantiles(ref, t.quantiles), _quantiles(fin, t.quantiles)
+    if reference.unit != unit:
+        raise ValueError(f"the reference counts {reference.unit}, the thresholds {unit}")
+    fin = np.asarray(lengths, dtype=float)
+    mean_ref, mean_fin = reference.mean(), _mean(fin)
+    q_ref, q_fin = reference.quantiles(t.quantiles), _quantiles(fin, t.quantiles)
     if mean_ref > 0:
         ratio = mean_fin / mean_ref
     else:
@@ -148,13 +152,14 @@ def check_caption_length_drift(original: pd.Series, final: pd.Series,
     def result(**kwargs) -> DriftResult:
         return DriftResult(mean_original=mean_ref, mean_final=mean_fin, mean_ratio=ratio,
                            quantiles_original=q_ref, quantiles_final=q_fin,
-                           n_original=len(ref), n_final=len(fin), length_unit=unit, **kwargs)
+                           n_original=reference.n, n_final=len(fin), length_unit=unit, labels=labels, **kwargs)
 
-    if min(len(ref), len(fin)) < max(t.min_rows, 1):
-        note = f"too few rows to compare (original {len(ref)}, final {len(fin)}; min_rows {t.min_rows})"
+    if min(reference.n, len(fin)) < max(t.min_rows, 1):
+        note = (f"too few rows to compare ({labels[0]} {reference.n}, {labels[1]} {len(fin)}; "
+                f"min_rows {t.min_rows})")
         return result(passed=True, kl=math.nan, failures=[], expectations=[], note=note)
 
-    partition = reference_partition(ref, t.n_bins)
+    partition = reference_partition(reference, t.n_bins)
     bands = {q: _band(v, t) for q, v in q_ref.items()}
     specs = [
         ("ExpectColumnKLDivergenceToBeLessThan", {"column": LENGTH_COLUMN, "partition_object": partition,
@@ -171,7 +176,7 @@ def check_caption_length_drift(original: pd.Series, final: pd.Series,
 
     failures = []
     if not fin.any():
-        failures.append(f"all {len(fin)} final captions are empty or None")
+        failures.append(f"all {len(fin)} {labels[1]} captions are empty or None")
     for res in (kl_res, mean_res, quant_res):
         if res.error:
             failures.append(f"{res.type} could not be evaluated: {res.error}")

@@ -11,7 +11,7 @@ import pytest
 
 from curation_pipeline.reporting.report import build_report, open_report, register_word_count
 from curation_pipeline.storage.warehouse import Warehouse
-from curation_pipeline.validation.drift import caption_lengths
+from curation_pipeline.validation.lengths import caption_lengths
 from curation_pipeline_tests.scale.helpers import SECRET
 
 EDGE_CAPTIONS = ["", " ", "a", "a  b", "  a b  ", "\ta\tb\t", "a\nb\r\nc", "a\u00a0b", "a\u3000b\u2003c",
