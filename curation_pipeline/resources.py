@@ -46,7 +46,9 @@ class WarehouseResource(dg.ConfigurableResource):
         if not fs.exists(root):
             raise FileNotFoundError(f"raw shard location {self.raw_root!r} does not exist")
         found, rejected = {}, []
-        for path in sorted(fs.glob(f"{root.rstrip('/')}/*.tar")):
+        # listed, not globbed: a [, * or ? in the location's own path is a character
+        files = [e["name"] for e in fs.ls(root.rstrip("/"), detail=True) if e.get("type") == "file"]
+        for path in sorted(p for p in files if p.endswith(".tar")):
             try:
                 found[shard_key(path)] = fs.unstrip_protocol(path)
             except InvalidShardName as exc:

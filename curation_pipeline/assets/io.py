@@ -1,14 +1,39 @@
 """The IO manager for per-shard tables: assets return DataFrames and name their inputs, so the
-asset graph shows what reads what, while every table stays one atomic Parquet file per shard."""
+asset graph shows what reads what, while every table stays one atomic Parquet file per shard.
+
+Every table after ``pairs`` records the SHA-256 of the raw file its inputs came from, and every input
+read must come from the raw file ``pairs`` records now: a shard whose raw file was replaced and whose
+``pairs`` was made again cannot feed old scores or captions into a step (say, ``curated_shards`` run
+alone would publish the new images with the old captions)."""
 
 import dagster as dg
 import pandas as pd
 
+from curation_pipeline.assets.integrity import FINGERPRINT_KEY
 from curation_pipeline.assets.metadata import table_metadata
 from curation_pipeline.resources import WarehouseResource
+from curation_pipeline.shards.fingerprint import RawFingerprint
+from curation_pipeline.storage.warehouse import Warehouse
 
 # a DataFrame's ``attrs[FILE_METADATA]`` (str -> str) goes into the Parquet file's schema metadata
 FILE_METADATA = "file_metadata"
+RAW_SHA_KEY = "raw_sha256"  # every later table's: the raw file its inputs came from
+
+
+def raw_sha(meta: dict[str, str]) -> str | None:
+    """The raw file a stored table derives from, by its metadata; None for a table written before this
+    was recorded."""
+    if FINGERPRINT_KEY in meta:
+        return RawFingerprint.from_json(meta[FINGERPRINT_KEY]).sha256
+    return meta.get(RAW_SHA_KEY)
+
+
+def current_raw_sha(wh: Warehouse, shard: str) -> str | None:
+    """The raw file the shard's stored pairs read (None without pairs, or pairs of an older version)."""
+    try:
+        return raw_sha(wh.table_metadata("pairs", shard))
+    except FileNotFoundError:
+        return None
 
 
 def columns(*names: str, optional: tuple[str, ...] = ()) -> dg.AssetIn:
@@ -25,10 +50,29 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         name, shard = context.asset_key.path[-1], context.asset_partition_key
-        path = self.warehouse.warehouse().write_table(name, shard, obj, metadata=obj.attrs.get(FILE_METADATA))
-        context.add_output_metadata({**table_metadata(name, obj), "path": dg.MetadataValue.path(path)})
+        wh = self.warehouse.warehouse()
+        metadata = dict(obj.attrs.get(FILE_METADATA) or {})
+        if name != "pairs" and FINGERPRINT_KEY not in metadata:
+            sha = current_raw_sha(wh, shard)  # what this step's inputs were checked to come from
+            if sha:
+                metadata[RAW_SHA_KEY] = sha
+        path = wh.write_table(name, shard, obj, metadata=metadata or None)
+        context.add_output_metadata({**table_metadata(name, obj),
+                                     "path": dg.MetadataValue.path(wh.fs.unstrip_protocol(path)
+                                                                   if not wh.is_local else path)})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         meta = context.definition_metadata or {}
-        return self.warehouse.warehouse().read_table(context.asset_key.path[-1], context.asset_partition_key,
-                                                     columns=meta.get("columns"), optional=meta.get("optional_columns"))
+        name, shard = context.asset_key.path[-1], context.asset_partition_key
+        wh = self.warehouse.warehouse()
+        df, stored = wh.read_table_and_metadata(name, shard, columns=meta.get("columns"),
+                                                optional=meta.get("optional_columns"))
+        made_from = raw_sha(stored)
+        now = made_from if name == "pairs" else current_raw_sha(wh, shard)
+        if made_from and now and made_from != now:
+            raise dg.Failure(description=(
+                f"{name} of shard {shard!r} was made from another raw file (sha256 {made_from[:16]}) than the one "
+                f"its pairs read now ({now[:16]}): the raw shard was replaced and pairs made again, but not "
+                f"{name}. Materialize the shard's assets from {name} on (or the whole shard) first."),
+                metadata={"shard": shard, "table": name, "table_raw_sha256": made_from, "pairs_raw_sha256": now})
+        return df

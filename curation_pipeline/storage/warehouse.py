@@ -10,7 +10,11 @@ no such process) or, elsewhere, a day old. Two live writers never delete each ot
 from __future__ import annotations
 
 import contextlib
+import errno
+import fnmatch
+import glob
 import hashlib
+import io
 import json
 import os
 import re
@@ -58,6 +62,23 @@ def writer_alive(basename: str, mtime: float | None = None, now: float | None = 
     if mtime is None:
         return True
     return (now or time.time()) - mtime < ORPHAN_AGE_S
+
+
+def _fsync(handle) -> None:
+    """To disk before the rename. A file system that cannot sync (EINVAL, ENOTSUP, EROFS) is let be; any
+    other error (EIO, ENOSPC: network and FUSE mounts report failed write-back here) fails the write."""
+    try:
+        os.fsync(handle.fileno())
+    except (ValueError, AttributeError, io.UnsupportedOperation):
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS, errno.EBADF):
+            raise
+
+
+def _own_metadata(meta: dict[bytes, bytes] | None) -> dict[str, str]:
+    """A Parquet schema's metadata as the pipeline wrote it (pandas' own entry left out)."""
+    return {k.decode(): v.decode() for k, v in (meta or {}).items() if not k.startswith(b"pandas")}
 
 
 def storable(df: pd.DataFrame) -> pd.DataFrame:
@@ -133,7 +154,19 @@ class Warehouse:
     def remove_orphans(self, parent: str, name: str = "*", tail: str = "") -> list[str]:
         """Temp files in ``parent`` (of ``name``, or of any file; ``tail``: after ``.partial``) whose writer
         is dead; returns them."""
-        return self._remove_dead(self.fs.glob(f"{parent}/.tmp-*-{name}.partial{tail}"))
+        pattern = f".tmp-*-{name if name == '*' else glob.escape(name)}.partial{tail}"
+        return self._remove_dead([p for p in self._files(parent) if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], pattern)])
+
+    def _files(self, folder: str, detail: bool = False) -> list:
+        """The files directly in ``folder`` (paths, or fsspec's info dicts), none when it does not exist.
+        Listed, not globbed: a ``[``, ``*`` or ``?`` in the warehouse's own path is a character (on object
+        storage, s3fs's glob finds nothing under such a prefix at all)."""
+        try:
+            entries = self.fs.ls(folder, detail=True)
+        except FileNotFoundError:
+            return []
+        files = [e for e in entries if e.get("type") == "file"]
+        return files if detail else [e["name"] for e in files]
 
     def _remove_dead(self, candidates: list[str]) -> list[str]:
         removed = []
@@ -141,14 +174,15 @@ class Warehouse:
         for orphan in candidates:
             base = orphan.rsplit("/", 1)[-1]
             try:
-                mtime = self.fs.info(orphan).get("mtime")
+                info = self.fs.info(orphan)
+                mtime = info.get("mtime") or info.get("LastModified")  # object stores say LastModified
                 mtime = float(mtime.timestamp()) if hasattr(mtime, "timestamp") else (float(mtime) if mtime else None)
             except FileNotFoundError:
                 continue
             if writer_alive(base, mtime, now):
                 continue
             with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(orphan)
+                self.fs.rm_file(orphan)
                 removed.append(orphan)
         return removed
 
@@ -156,15 +190,16 @@ class Warehouse:
         """Orphaned temp files anywhere in the warehouse (tables, curated/, selection/, dedup/, dedup/cache/)."""
         if not self.fs.exists(self._root_path):
             return []
-        found = {p for depth in ("", "*/", "*/*/") for p in self.fs.glob(f"{self._root_path}/{depth}.tmp-*.partial")}
-        return self._remove_dead(sorted(found))
+        found = self.fs.find(self._root_path, maxdepth=3)  # tables, curated/, selection/, dedup/, dedup/cache/
+        return self._remove_dead(sorted(p for p in found if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], ".tmp-*.partial")))
 
     @contextlib.contextmanager
     def atomic_open(self, path: str, verify: Callable[[str], None] | None = None) -> Iterator[IO[bytes]]:
         """Write to a temporary sibling, then rename: readers never see a partial file. ``verify(temp_path)``
         runs on the complete temp file first; if it raises, nothing is published."""
         parent, name = path.rsplit("/", 1)
-        self.fs.makedirs(parent, exist_ok=True)
+        if self.is_local:  # object stores have no folders (and s3fs's makedirs would create a mistyped bucket)
+            self.fs.makedirs(parent, exist_ok=True)
         self.remove_orphans(parent, name)  # left by a killed writer of this file; live writers' stay
         tmp = f"{parent}/{temp_name(name)}"
         try:
@@ -174,17 +209,25 @@ class Warehouse:
                 if hasattr(raw, "flush"):
                     raw.flush()
                 if hasattr(raw, "fileno"):
-                    with contextlib.suppress(OSError, ValueError, AttributeError):
-                        os.fsync(raw.fileno())
+                    _fsync(raw)
             if not self.is_local:  # object storage: read the upload back before committing it
                 self._verify_upload(tmp, handle, verify)
             elif verify is not None:
                 verify(self.local_path(tmp))
-            self.fs.mv(tmp, path)
+            self._commit(tmp, path)
         except BaseException:
             with contextlib.suppress(Exception):
-                self.fs.rm(tmp)
+                self.fs.rm_file(tmp)
             raise
+
+    def _commit(self, tmp: str, path: str) -> None:
+        """The rename: atomic on a local disk; on object storage a server-side copy, then the temp object's
+        delete (file-level calls: ``mv`` would read glob characters in the path as patterns)."""
+        if self.is_local:
+            os.replace(tmp, path)
+        else:
+            self.fs.cp_file(tmp, path)
+            self.fs.rm_file(tmp)
 
     def _verify_upload(self, tmp: str, written: "_Digesting", verify: Callable[[str], None] | None) -> None:
         """Object storage: the temp object must read back as exactly the bytes written (size and SHA-256),
@@ -242,34 +285,39 @@ class Warehouse:
     def read_table(self, table: str, shard: str, columns: list[str] | None = None,
                    optional: list[str] | None = None) -> pd.DataFrame:
         """The whole table, or only ``columns`` and those of ``optional`` it has (Parquet reads nothing else)."""
+        return self.read_table_and_metadata(table, shard, columns, optional)[0]
+
+    def read_table_and_metadata(self, table: str, shard: str, columns: list[str] | None = None,
+                                optional: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+        """``read_table``, and the file's own metadata (``table_metadata``) from the same read."""
         path = self.table_path(table, shard)
         if not self.fs.exists(path):
             raise FileNotFoundError(f"{table} for shard {shard!r} is not in the warehouse ({path}); "
                                     "materialize it first")
         with self.fs.open(path, "rb") as handle:
             if not optional or columns is None:  # no column list: every column is read anyway
-                return pq.read_table(handle, columns=columns).to_pandas()
-            parquet = pq.ParquetFile(handle)
-            present = set(parquet.schema_arrow.names)
-            return parquet.read(columns=[*columns, *(c for c in optional if c in present)]).to_pandas()
+                arrow = pq.read_table(handle, columns=columns)
+            else:
+                parquet = pq.ParquetFile(handle)
+                present = set(parquet.schema_arrow.names)
+                arrow = parquet.read(columns=[*columns, *(c for c in optional if c in present)])
+        return arrow.to_pandas(), _own_metadata(arrow.schema.metadata)
 
     def table_metadata(self, table: str, shard: str) -> dict[str, str]:
         with self.fs.open(self.table_path(table, shard), "rb") as handle:
-            meta = pq.read_schema(handle).metadata or {}
-        return {k.decode(): v.decode() for k, v in meta.items() if not k.startswith(b"pandas")}
+            return _own_metadata(pq.read_schema(handle).metadata)
 
     def has_table(self, table: str, shard: str) -> bool:
         return self.fs.exists(self.table_path(table, shard))
 
     def shards(self, table: str) -> list[str]:
-        stems = (p.rsplit("/", 1)[1][: -len(".parquet")] for p in self.fs.glob(self.join(table, "*.parquet")))
-        return sorted(s for s in stems if SHARD_KEY_PATTERN.fullmatch(s))
+        return list(self.shard_files(table))
 
     def shard_files(self, table: str) -> dict[str, dict]:
         """Shard -> the file system's details of its file (size, modification time, ...), from one
         listing: on object storage one request per thousand files, not one per file."""
-        found = self.fs.glob(self.join(table, "*.parquet"), detail=True)
-        out = {path.rsplit("/", 1)[1][: -len(".parquet")]: info for path, info in found.items()}
+        found = [info for info in self._files(self.join(table), detail=True) if info["name"].endswith(".parquet")]
+        out = {info["name"].rsplit("/", 1)[1][: -len(".parquet")]: info for info in found}
         return {s: out[s] for s in sorted(out) if SHARD_KEY_PATTERN.fullmatch(s)}
 
     def table_files(self, table: str) -> list[str]:

@@ -96,3 +96,35 @@ def test_publishing_on_s3_writes_then_verifies_then_commits(s3, monkeypatch):
     assert _listing(fs, f"{server.bucket}/wh") == [target]
     with contextlib.suppress(FileNotFoundError):
         fs.rm(target)
+
+
+def test_an_s3_warehouse_under_a_prefix_with_glob_characters(s3, monkeypatch):
+    """s3fs's glob finds nothing under such a prefix: the warehouse lists instead, and commits with
+    file-level calls. Orphans from another host are removed by their LastModified (S3 has no mtime)."""
+    import time
+
+    import pandas as pd
+
+    import curation_pipeline.storage.warehouse as warehouse
+
+    server, fs = s3
+    wh = Warehouse(f"s3://{server.bucket}/run[1]/wh")
+    wh.write_table("pairs", "s1", pd.DataFrame({"key": ["a"]}))
+    assert wh.shards("pairs") == ["s1"] and wh.read_all("pairs")["key"].tolist() == ["a"]
+    orphan = f"{server.bucket}/run[1]/wh/pairs/.tmp-deadbeef-123-{'0' * 32}-s1.parquet.partial"
+    fs.pipe_file(orphan, b"a crashed pod's upload")
+    assert wh.clean_temp_files() == []  # young: its writer, on another host, may still be at it
+    later = time.time() + 2 * warehouse.ORPHAN_AGE_S
+    monkeypatch.setattr(warehouse.time, "time", lambda: later)
+    assert wh.clean_temp_files() == [orphan]
+    assert _listing(fs, f"{server.bucket}/run[1]/wh") == [f"{server.bucket}/run[1]/wh/pairs/s1.parquet"]
+
+
+def test_a_mistyped_bucket_fails_instead_of_being_created(s3):
+    import pandas as pd
+
+    server, fs = s3
+    before = sorted(fs.ls(""))
+    with pytest.raises(FileNotFoundError):
+        Warehouse(f"s3://{server.bucket}-typo/wh").write_table("pairs", "s1", pd.DataFrame({"key": ["a"]}))
+    assert sorted(fs.ls("", refresh=True)) == before
