@@ -1,7 +1,9 @@
 """How a caption came to be: the decision, every rewrite attempt, the final caption.
 
 Reads the warehouse's Parquet with an in-memory DuckDB connection, so it never waits on (or blocks)
-the report's writer. Keys and shards are bound as parameters, never pasted into SQL.
+the report's writer. Keys and shards are bound as parameters, never pasted into SQL. The files are read
+as the report reads them (``PARQUET_OPTIONS``: no hive partitioning from ``name=value`` folders above
+the warehouse; glob characters of its path escaped), through the warehouse's own filesystem.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from curation_pipeline.reporting.report import PARQUET_OPTIONS, parquet_paths
 from curation_pipeline.shards.keys import validate_key
 from curation_pipeline.storage.warehouse import Warehouse
 
@@ -25,31 +28,34 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
     """Pairs matching ``key`` and/or ``shard`` with their lineage; both None means all."""
     if shard is not None:
         validate_key(shard)
-    final_glob, attempts_glob = warehouse.table_files("final_captions"), warehouse.table_files("rewritten_captions")
-    if not final_glob:
+    final_files = parquet_paths(warehouse.table_files("final_captions"))
+    attempt_files = parquet_paths(warehouse.table_files("rewritten_captions"))
+    if not final_files:
         raise FileNotFoundError(f"no final_captions under {warehouse.root}: run the pipeline first")
     where = "($key IS NULL OR key = $key) AND ($shard IS NULL OR shard = $shard)"
     params = {"key": key, "shard": shard}
     import duckdb  # here, not at import: a run that never looks up lineage never pays for it
 
     con = duckdb.connect()
+    if not warehouse.is_local:
+        con.register_filesystem(warehouse.fs)  # s3:// through the warehouse's fsspec filesystem, as the report
     try:
         final = con.execute(
             f"""SELECT f.shard, f.key, f.outcome, f.reason, f.original_caption, f.final_caption, f.rewriter,
                        f.rewriter_version, f.quality_column, f.quality_before, f.quality_final, f.action
-                FROM read_parquet($final, union_by_name = true) f
+                FROM read_parquet($final, {PARQUET_OPTIONS}) f
                 WHERE {where} {"AND rewritten" if rewritten_only else ""} ORDER BY shard, key""",
-            {**params, "final": final_glob}).df()
-        if not attempts_glob:
+            {**params, "final": final_files}).df()
+        if not attempt_files:
             attempts = pd.DataFrame()
         else:
             attempts = con.execute(
                 f"""SELECT shard, key, attempt, rewriter, rewriter_version, prompt_hash, original_caption,
                            candidate_caption, quality_before, quality_after, edit_ratio, length_ratio,
                            semantic_similarity, accepted, reason, run_id, created_at
-                    FROM read_parquet($attempts, union_by_name = true)
+                    FROM read_parquet($attempts, {PARQUET_OPTIONS})
                     WHERE {where} ORDER BY shard, key, attempt""",
-                {**params, "attempts": attempts_glob}).df()
+                {**params, "attempts": attempt_files}).df()
             if rewritten_only:
                 attempts = attempts.merge(final[["shard", "key"]], on=["shard", "key"])
     finally:

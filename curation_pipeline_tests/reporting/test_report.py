@@ -1,0 +1,214 @@
+"""The DuckDB report and ``caption_history`` over small warehouses written through ``Warehouse``: what the
+tables say must not depend on where the warehouse lives (``name=value`` folders, glob characters, a ``?``),
+and each figure must count what its name says."""
+
+from __future__ import annotations
+
+import uuid
+
+import duckdb
+import fsspec
+import numpy as np
+import pandas as pd
+import pytest
+
+from curation_pipeline.reporting.lineage import caption_history
+from curation_pipeline.reporting.report import build_report, open_report, overall_values, report_markdown
+from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline.validation.drift import check_caption_length_drift
+
+SHARD = "shard-a"
+
+
+def _fill(warehouse: Warehouse, shard: str = SHARD, *, captions: list[str | None], outcomes: list[str],
+          finals: list[str | None] | None = None, reasons: list[str] | None = None,
+          quality: list[float] | None = None, attempts: pd.DataFrame | None = None) -> list[str]:
+    """One shard's pairs, scores, decisions and final captions (and rewrite attempts); returns the keys."""
+    n = len(captions)
+    keys = [f"{shard}-{i:03d}" for i in range(n)]
+    finals = finals if finals is not None else [None if o == "dropped" else c for c, o in zip(captions, outcomes)]
+    quality = quality if quality is not None else list(np.linspace(10, 90, n))
+    reasons = reasons if reasons is not None else [f"{o} for a reason" for o in outcomes]
+    warehouse.write_table("pairs", shard, pd.DataFrame({
+        "shard": shard, "key": keys, "caption": captions, "decode_status": "ok", "caption_problem": [None] * n}))
+    warehouse.write_table("quality_scores", shard, pd.DataFrame({"shard": shard, "key": keys, "text_quality": quality}))
+    warehouse.write_table("caption_decisions", shard, pd.DataFrame({
+        "shard": shard, "key": keys, "action": "keep", "reason": reasons, "nsfw_review": [False] * n}))
+    warehouse.write_table("final_captions", shard, pd.DataFrame({
+        "shard": shard, "key": keys, "outcome": outcomes, "reason": reasons, "original_caption": captions,
+        "final_caption": finals, "rewritten": [o == "rewritten" for o in outcomes],
+        "rewriter": [None] * n, "rewriter_version": [None] * n, "quality_column": "text_quality",
+        "quality_before": quality,
+        "quality_final": [np.nan if o == "dropped" else q for o, q in zip(outcomes, quality)],
+        "action": "keep"}))
+    if attempts is not None:
+        warehouse.write_table("rewritten_captions", shard, attempts.assign(shard=shard))
+    return keys
+
+
+def _attempts(rewriter: str, version: str, prompt_hash: str | None, accepted: list[bool]) -> pd.DataFrame:
+    n = len(accepted)
+    return pd.DataFrame({
+        "shard": SHARD, "key": [f"k{i}" for i in range(n)], "attempt": 1, "rewriter": rewriter,
+        "rewriter_version": version, "prompt_hash": prompt_hash, "original_caption": "a dog",
+        "candidate_caption": "a brown dog on grass", "quality_before": 40.0, "quality_after": 70.0,
+        "edit_ratio": 0.5, "length_ratio": 2.0, "semantic_similarity": 0.9, "accepted": accepted,
+        "reason": "ok", "run_id": "run", "created_at": "2024-01-01T00:00:00+00:00"})
+
+
+FOUR = {"captions": ["a dog runs", "two cats", "one", "a red car parked"],
+        "outcomes": ["kept", "rewritten", "dropped", "kept"]}
+
+
+@pytest.mark.parametrize("folder", ["outcome=kept", "shard=eu", "key=x", "rewritten=true"])
+def test_name_value_folders_above_the_warehouse_are_not_hive_partitions(tmp_path, folder):
+    """DuckDB would read ``.../outcome=kept/wh`` as a hive partition and replace every row's ``outcome``."""
+    wh = Warehouse(str(tmp_path / folder / "wh"))
+    keys = _fill(wh, **FOUR)
+
+    report = build_report(wh)
+    o = overall_values(report)
+    assert (o["pairs_read"], o["kept_as_is"], o["rewritten"], o["dropped"]) == (4, 2, 1, 1)
+    assert list(report.shards["shard"]) == [SHARD]
+    with open_report(wh) as con:  # the stored views read the same
+        assert con.execute("SELECT outcome, count(*) FROM final_captions GROUP BY ALL ORDER BY ALL").fetchall() == [
+            ("dropped", 1), ("kept", 2), ("rewritten", 1)]
+
+    history = caption_history(wh, key=keys[2], shard=SHARD)
+    assert history.final[["shard", "key", "outcome"]].values.tolist() == [[SHARD, keys[2], "dropped"]]
+    assert len(caption_history(wh, rewritten_only=True).final) == 1
+
+
+def test_drop_reasons_count_each_signal_not_each_score_value(tmp_path):
+    """A filter-mode reason carries the pair's score and joins its signals with "; ": the table counts
+    pairs per signal (each signal of a pair), and the outcome's own texts read as one signal each."""
+    reasons = ["low_text_quality=30.0 (rules); not_english", "low_text_quality=35.0", "low_text_quality=nan",
+               "not_english; too_few_words", "duplicate:near_image", "duplicate:near_image", "image_too_small",
+               "caption still weak after rewriting (60.0 < 65)", "caption still weak after rewriting (58.5 < 65)",
+               "caption weak and not rewritten (no candidate: no caption)",
+               "caption weak and not rewritten (quality 40.0 -> 41.0; gain 1.0 < 5)",
+               "fails: text_quality >= 50", "outside top 50% by text_quality", "kept for a reason"]
+    outcomes = ["dropped"] * (len(reasons) - 1) + ["kept"]
+    wh = Warehouse(str(tmp_path / "wh"))
+    _fill(wh, captions=[f"caption {i}" for i in range(len(reasons))], outcomes=outcomes, reasons=reasons)
+
+    report = build_report(wh)
+    got = dict(zip(report.drop_reasons["reason"], report.drop_reasons["pairs"]))
+    assert got == {"low_text_quality": 3, "not_english": 2, "too_few_words": 1, "duplicate:near_image": 2,
+                   "image_too_small": 1, "caption still weak after rewriting": 2,
+                   "caption weak and not rewritten": 2, "fails: text_quality >= 50": 1,
+                   "outside top 50% by text_quality": 1}
+    assert set(report.drop_reasons["shard"]) == {SHARD}
+    md = report_markdown(report)
+    assert "| low_text_quality | 3 |" in md and "=30.0" not in md
+
+
+def test_before_and_after_figures_are_over_the_same_kept_pairs(tmp_path):
+    """Dropped pairs (here short, low-quality captions) must not pull the 'original' figures down: before /
+    after compare the kept pairs' captions, as the drift check does; all pairs are a separate column."""
+    captions = ["a dog runs on the beach", "x", "", "two cats sleep on a sofa together", "no"]
+    outcomes = ["kept", "dropped", "dropped", "rewritten", "dropped"]
+    finals = ["a dog runs on the beach", None, None, "two cats sleep on a sofa", None]
+    quality = [80.0, 5.0, 0.0, 60.0, 10.0]
+    wh = Warehouse(str(tmp_path / "wh"))
+    _fill(wh, captions=captions, outcomes=outcomes, finals=finals, quality=quality)
+
+    report = build_report(wh)
+    row = report.shards.set_index("shard").loc[SHARD]
+    kept = [i for i, o in enumerate(outcomes) if o != "dropped"]
+    drift = check_caption_length_drift(pd.Series([captions[i] for i in kept]), pd.Series([finals[i] for i in kept]))
+    assert row["mean_words_original"] == pytest.approx(drift.mean_original) == pytest.approx((6 + 7) / 2)
+    assert row["mean_words_final"] == pytest.approx(drift.mean_final) == pytest.approx((6 + 6) / 2)
+    assert row["mean_chars_original"] == pytest.approx(np.mean([len(captions[i]) for i in kept]))
+    assert row["mean_quality_before"] == pytest.approx(70.0) and row["mean_quality_final"] == pytest.approx(70.0)
+    assert row["mean_words_all_pairs"] == pytest.approx((6 + 1 + 0 + 7 + 1) / 5)
+    assert row["mean_quality_before_all_pairs"] == pytest.approx(np.mean(quality))
+
+    lengths = report.lengths.set_index("stage")
+    assert list(report.lengths["stage"]) == ["original", "final", "original_all_pairs"]
+    assert lengths.loc["original", "n"] == lengths.loc["final", "n"] == 2
+    assert lengths.loc["original", "mean_words"] == pytest.approx(6.5)
+    assert lengths.loc["original_all_pairs", "n"] == 5
+
+
+def test_rewriters_are_split_by_model_and_prompt(tmp_path):
+    """Every VLM rewriter is named ``vlm``: two models (``rewriter_version``) or prompts are two rows."""
+    wh = Warehouse(str(tmp_path / "wh"))
+    attempts = pd.concat([_attempts("vlm", "1:org/vlm-A:beams=1", "p1", [True, True]),
+                          _attempts("vlm", "1:org/vlm-B:beams=1", "p1", [False, False, False]),
+                          _attempts("vlm", "1:org/vlm-B:beams=1", "p2", [True]),
+                          _attempts("cleaner", "2", None, [True, False])], ignore_index=True)
+    _fill(wh, attempts=attempts, **FOUR)
+
+    report = build_report(wh)
+    rows = report.rewriters[["rewriter", "rewriter_version", "prompt_hash", "attempts", "accepted"]]
+    assert rows.astype(object).where(rows.notna(), None).values.tolist() == [
+        ["cleaner", "2", None, 2, 1],
+        ["vlm", "1:org/vlm-A:beams=1", "p1", 2, 2],
+        ["vlm", "1:org/vlm-B:beams=1", "p1", 3, 0],
+        ["vlm", "1:org/vlm-B:beams=1", "p2", 1, 1]]
+    dist = report.rewrite_distributions
+    after = dist[dist["measure"].eq("quality_after")].fillna({"prompt_hash": ""})
+    assert after.groupby(["rewriter", "rewriter_version", "prompt_hash", "accepted"])["n"].sum().to_dict() == {
+        ("cleaner", "2", "", False): 1, ("cleaner", "2", "", True): 1,
+        ("vlm", "1:org/vlm-A:beams=1", "p1", True): 2, ("vlm", "1:org/vlm-B:beams=1", "p1", False): 3,
+        ("vlm", "1:org/vlm-B:beams=1", "p2", True): 1}
+    assert "| cleaner | 2 |  | 2 | 1 |" in report_markdown(report)  # no prompt: blank, not "None"
+
+
+def test_a_report_without_rewrites_has_the_rewriter_columns(tmp_path):
+    wh = Warehouse(str(tmp_path / "wh"))
+    _fill(wh, **FOUR)
+    report = build_report(wh)
+    assert report.rewriters.empty and list(report.rewriters.columns[:3]) == ["rewriter", "rewriter_version",
+                                                                             "prompt_hash"]
+
+
+@pytest.mark.parametrize("folder, decoy", [("run[1]", "run1"), ("a*b", "aXb"), ("q?x", "q1x"), ("b]r[x]", "b]rx")])
+def test_glob_characters_in_the_warehouse_path_read_exactly_its_files(tmp_path, folder, decoy):
+    """DuckDB globs every path given to read_parquet: ``run[1]`` would read ``run1``'s files (or none),
+    ``a*b`` both folders. A ``?`` also broke writing the database (DuckDB took it for options)."""
+    wh, other = Warehouse(str(tmp_path / folder / "wh")), Warehouse(str(tmp_path / decoy / "wh"))
+    keys = _fill(wh, **FOUR)
+    _fill(other, captions=["decoy"] * 3, outcomes=["dropped"] * 3)
+
+    o = overall_values(build_report(wh))
+    assert (o["pairs_read"], o["dropped"]) == (4, 1)
+    assert (tmp_path / folder / "wh" / "quality.duckdb").is_file()
+    assert not list((tmp_path / folder / "wh").glob(".tmp-*"))
+    with open_report(wh) as con:
+        assert con.execute("SELECT count(*) FROM pairs").fetchone()[0] == 4
+    assert caption_history(wh).final["key"].tolist() == keys
+
+
+@pytest.fixture
+def memory_fs():
+    """fsspec's in-memory file system under a fresh top folder (DuckDB reads it through fsspec, as s3://)."""
+    top = f"/report-{uuid.uuid4().hex}"
+    yield f"memory://{top}"
+    fsspec.filesystem("memory").rm(top, recursive=True)
+
+
+def test_glob_characters_are_escaped_through_fsspec_too(memory_fs):
+    """A remote warehouse is read through its fsspec file system, which globs the same way; lineage
+    reads it through that file system as the report does."""
+    wh, other = Warehouse(f"{memory_fs}/run[1]/wh"), Warehouse(f"{memory_fs}/run1/wh")
+    keys = _fill(wh, **FOUR)
+    _fill(other, captions=["decoy"] * 3, outcomes=["dropped"] * 3)
+
+    assert overall_values(build_report(wh))["pairs_read"] == 4
+    assert wh.fs.exists(wh.report_db_path)
+    assert caption_history(wh).final["key"].tolist() == keys
+
+
+def test_whole_rates_stay_floats(tmp_path):
+    """All pairs dropped: keep_rate 0.0 and drop_rate 1.0 are floats (Dagster metadata keeps one type per
+    key), counts are ints."""
+    wh = Warehouse(str(tmp_path / "wh"))
+    _fill(wh, captions=["a", "b"], outcomes=["dropped", "dropped"])
+    o = overall_values(build_report(wh))
+    assert [(o[k], type(o[k])) for k in ("keep_rate", "rewrite_rate", "drop_rate")] == [
+        (0.0, float), (0.0, float), (1.0, float)]
+    assert all(type(o[k]) is int for k in ("shards", "pairs_read", "kept", "dropped", "skipped_members"))
+    with duckdb.connect(str(tmp_path / "wh" / "quality.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT drop_rate FROM overall").fetchone() == (1.0,)
