@@ -255,7 +255,8 @@ class PolicyResource(dg.ConfigurableResource):
             max_brightness=image.max_brightness, min_entropy=image.min_entropy, drop_duplicates=self.drop_duplicates)
 
     def acceptance_rules(self) -> AcceptanceRules:
-        return AcceptanceRules(**self.acceptance.model_dump())
+        # a rewrite still under drop_threshold would be dropped anyway: not accepted (the lineage says so)
+        return AcceptanceRules(**self.acceptance.model_dump(), min_quality=self.drop_threshold)
 
     def drift_thresholds(self) -> DriftThresholds:
         d = self.drift.model_dump()

@@ -62,20 +62,24 @@ TABLES: dict[str, dict[str, str]] = {
         "attempt": "Attempt number for this pair (1 for the first).",
         "rewriter": "Which rewriter proposed the candidate: cleaner, vlm or aitqe.",
         "rewriter_version": "The rewriter's version and model (a changed model shows here).",
-        "prompt_hash": "Hash of the prompt the model was given (empty for the rule-based cleaner).",
+        "prompt_hash": "Hash of the prompt this pair was given (a VLM asks a caption-less pair another prompt; "
+                       "empty for the rule-based cleaner).",
         "original_caption": "The caption before rewriting.",
         "candidate_caption": "What the rewriter proposed (empty when it proposed nothing usable).",
         "quality_column": "The score used to judge the rewrite (the policy's quality column).",
         "quality_before": "That score for the original caption.",
         "quality_after": "That score for the candidate.",
-        "edit_ratio": "Word-level edit distance between original and candidate divided by the longer one's "
-                      "word count: 0 = unchanged, 1.0 = every word position differs (a case change counts).",
-        "length_ratio": "Candidate words / original words.",
-        "semantic_similarity": "MiniLM cosine similarity between original and candidate (1 = same meaning).",
-        "accepted": "Whether the candidate became the final caption.",
+        "edit_ratio": "1 - 2*M/T over words, M = words matched in order, T = words in both captions: 0 = the "
+                      "same words, 1.0 = none in common (a case change counts); empty without an original caption.",
+        "length_ratio": "Candidate words / original words (empty without an original caption).",
+        "semantic_similarity": "MiniLM cosine similarity between original and candidate (1 = same meaning; empty "
+                               "without an original caption).",
+        "accepted": "Whether the candidate became the final caption (it improved enough, reached drop_threshold "
+                    "and passed the minimality and well-formedness checks).",
         "reason": "Why it was accepted or rejected, with the numbers.",
         "rewriter_output": "The model's raw output, untouched (for audits).",
-        "rewriter_scores": "Scores the rewriter itself emitted (AITQE's ratings), as json.",
+        "rewriter_scores": "Scores the rewriter itself emitted (AITQE's ratings), as json (keys sorted; a missing "
+                           "score is null).",
         "run_id": "Dagster run that made the attempt.",
         "created_at": "When the attempt was made (UTC, ISO 8601).",
     },

@@ -41,7 +41,8 @@ def test_every_default_comes_from_the_domain_classes():
 
     policy = PolicyResource()
     assert policy.decision_policy() == DecisionPolicy()
-    assert policy.acceptance_rules() == AcceptanceRules()
+    # min_quality is no setting of its own: it is the policy's drop_threshold
+    assert policy.acceptance_rules() == AcceptanceRules(min_quality=DecisionPolicy().drop_threshold)
     assert policy.drift_thresholds() == DriftThresholds()
 
 

@@ -41,7 +41,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     expected = raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
     decisions, scores = caption_decisions, quality_scores
     targets = rewrite_targets(decisions, scores)
-    needed = needed_columns(policy.quality_column, policy.keep_expression)
+    needed = needed_columns(policy.quality_column)
     ray_stats = {}
     if targets.empty:
         lineage = empty_lineage()

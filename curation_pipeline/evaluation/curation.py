@@ -26,7 +26,7 @@ def curate_captions(keys: list[str], captions: list[str | None], *, policy: Deci
     from curation_pipeline.scoring.run import score_batch
 
     policy = policy or DecisionPolicy()
-    rules = rules or AcceptanceRules(min_improvement=policy.min_improvement)
+    rules = rules or AcceptanceRules(min_improvement=policy.min_improvement, min_quality=policy.drop_threshold)
     rewriter = rewriter or CaptionCleaner()
     scorers = caption_scorers()
     frames = [score_batch(scorers, part) for part in PairBatch(list(keys), list(captions)).chunks(batch_size)]

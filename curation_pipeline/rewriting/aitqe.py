@@ -58,6 +58,10 @@ _KEY_RE = re.compile(
 _OPEN_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
 _BARE_VALUE_RE = re.compile(
     r"""(?P<v>[^\n]*?)(?=\s*,\s*["']?[A-Za-z][\w /\-]{0,59}["']?\s*:|\s*}|\n|$)""")
+# What may follow a quoted value's closing quote: a comma and the next key (or the end, the reply cut off
+# there, perhaps inside that key), "}", a line end or the end. A comma alone does not: captions have commas.
+_VALUE_END = (r"""(?=[ \t]*(?:,\s*(?:["']?[A-Za-z][\w /\-]{0,59}["']?\s*[:=]|["']?[A-Za-z][\w /\-]{0,59}$|$)"""
+              r"""|[}\n]|$))""")
 _NUMBER_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:(?:/|out of)\s*(\d+(?:\.\d+)?))?")
 _ESCAPES = {"n": "\n", "t": "\t", '"': '"', "'": "'", "\\": "\\", "/": "/"}
 
@@ -82,38 +86,47 @@ def _strict(text: str) -> dict | None:
     return None
 
 
-def _quoted_value(text: str, start: int) -> tuple[str, int, bool]:
-    """(value, end, closed) for a quoted value at ``start``. The closing quote is the first one
-    followed by a delimiter, so unescaped quotes inside a caption survive."""
+def _quoted_value(text: str, start: int) -> tuple[str, int, bool, bool]:
+    """(value, end, closed, ambiguous) for a quoted value at ``start``. The closing quote is the first one
+    followed by the next key (``, "Overall Score":``), a ``}`` or the end, so unescaped quotes inside a
+    caption survive ("A sign reading 'OPEN', hanging on a door"). ``ambiguous``: the value opens an inner
+    quote it never closes, so the quote taken as its end may be an inner one."""
     close = _OPEN_QUOTES[text[start]]
-    pattern = re.compile(r"(?<!\\)" + re.escape(close) + r"(?=\s*(?:[,}\n]|$))")
+    pattern = re.compile(r"(?<!\\)" + re.escape(close) + _VALUE_END)
     match = pattern.search(text, start + 1)
     if match is None:
-        return text[start + 1:], len(text), False
-    return text[start + 1:match.start()], match.end(), True
+        return text[start + 1:], len(text), False, False
+    value = text[start + 1:match.start()]
+    opened = len(re.findall(r"(?<!\w)" + re.escape(text[start]) + r"(?=\w)", value))
+    closed = len(re.findall(r"(?<=\w)" + re.escape(close) + r"(?!\w)", value))
+    return value, match.end(), True, opened > closed
 
 
 def _unescape(value: str) -> str:
     return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), value)
 
 
-def _scan(text: str) -> tuple[dict[str, str], set[str]]:
-    """Key-value pairs read one by one; also the keys whose quoted value was never closed."""
+def _scan(text: str) -> tuple[dict[str, str], set[str], set[str]]:
+    """Key-value pairs read one by one; also the keys whose quoted value was never closed, and those
+    whose end could not be told for sure."""
     found: dict[str, str] = {}
     cut_off: set[str] = set()
+    ambiguous: set[str] = set()
     pos = 0
     while (key_match := _KEY_RE.search(text, pos)) is not None:
         key = next(g for g in key_match.group("dq", "sq", "bare") if g is not None)
         start = key_match.end()
         if start < len(text) and text[start] in _OPEN_QUOTES:
-            value, pos, closed = _quoted_value(text, start)
+            value, pos, closed, unsure = _quoted_value(text, start)
             if not closed:
                 cut_off.add(_normalise_key(key))
+            if unsure:
+                ambiguous.add(_normalise_key(key))
         else:
             bare = _BARE_VALUE_RE.match(text, start)
             value, pos = bare.group("v"), max(bare.end(), start + 1)
         found.setdefault(key.strip(), _unescape(value).strip())
-    return found, cut_off
+    return found, cut_off, ambiguous
 
 
 def _score(value, what: str, errors: list[str]) -> float:
@@ -140,7 +153,7 @@ def _score(value, what: str, errors: list[str]) -> float:
 def parse_aitqe_output(text: str | None) -> AitqeOutput:
     """Recaption, overall score and sub-scores from an AITQE reply, never raising: JSON, Python-dict
     style, unquoted keys, code fences, prose around it, replies cut off anywhere. A recaption whose
-    closing quote never came is truncated and not returned."""
+    closing quote never came, or whose end is ambiguous, is not returned (it may be truncated)."""
     if text is None or not text.strip():
         return AitqeOutput(None, math.nan, error="empty output")
     body = _FENCE_RE.sub("", text)
@@ -148,8 +161,9 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
     body = body[brace:] if brace >= 0 else body
     parsed = _strict(body)
     cut_off: set[str] = set()
+    ambiguous: set[str] = set()
     if parsed is None:
-        parsed, cut_off = _scan(body.lstrip("{"))
+        parsed, cut_off, ambiguous = _scan(body.lstrip("{"))
     fields = {_normalise_key(k): v for k, v in parsed.items()}
     errors: list[str] = []
 
@@ -159,6 +173,8 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
         errors.append("no recaption")
     elif recaption_key in cut_off:
         errors.append("recaption cut off (raise max_new_tokens)")
+    elif recaption_key in ambiguous:
+        errors.append("recaption end ambiguous (unescaped quotes inside it)")
     else:
         recaption = re.sub(r"\s+", " ", str(fields[recaption_key] or "")).strip() or None
         if recaption is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timezone
 from typing import Callable, Iterable
@@ -48,13 +49,14 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
                             [batch.images[i] for i in usable])
             rescored = rescore(sub)
             after[usable] = pd.to_numeric(rescored[quality_column], errors="coerce").to_numpy(dtype=float)
+        # a fresh caption for a pair that had none is no edit: its edit ratio and similarity are not measured (NaN)
+        edits = [i for i in usable if (batch.captions[i] or "").split()]
         sims = np.full(len(batch), math.nan)
-        if similarity is not None and usable:
-            sims[usable] = similarity([batch.captions[i] or "" for i in usable],
-                                      [candidates[i].caption for i in usable])
+        if similarity is not None and edits:
+            sims[edits] = similarity([batch.captions[i] for i in edits], [candidates[i].caption for i in edits])
         for i, (key, original, cand) in enumerate(zip(batch.keys, batch.captions, candidates)):
             before = float(scores_before.get(key, math.nan))
-            edit = edit_ratio(original, cand.caption) if cand.caption else math.nan
+            edit = edit_ratio(original, cand.caption) if cand.caption and (original or "").split() else math.nan
             length = length_ratio(original, cand.caption) if cand.caption else math.nan
             if cand.caption:
                 accepted, reason = judge(before, float(after[i]), edit, length, float(sims[i]), rules,
@@ -64,7 +66,7 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
             rows.append({
                 "shard": shard, "key": key, "attempt": attempt,
                 "rewriter": rewriter.name, "rewriter_version": rewriter.version,
-                "prompt_hash": rewriter.prompt_hash,
+                "prompt_hash": cand.prompt_hash if cand.prompt_hash is not None else rewriter.prompt_hash,
                 "original_caption": original, "candidate_caption": cand.caption,
                 "quality_column": quality_column, "quality_before": before, "quality_after": float(after[i]),
                 "edit_ratio": edit, "length_ratio": length, "semantic_similarity": float(sims[i]),
@@ -89,4 +91,7 @@ def rewrite_with_retry(rewriter: Rewriter, batch: PairBatch) -> list[RewriteCand
 
 
 def _scores_text(scores: dict[str, float]) -> str | None:
-    return ", ".join(f"{k}={v:g}" for k, v in scores.items()) if scores else None
+    """The rewriter's own scores as JSON, keys sorted; a missing score (NaN) is null, as JSON has no NaN."""
+    if not scores:
+        return None
+    return json.dumps({k: None if math.isnan(v) else float(v) for k, v in scores.items()}, sort_keys=True)

@@ -19,6 +19,11 @@ class RewriteCandidate:
     error: str | None = None
     raw: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    prompt_hash: str | None = None  # of the prompt this pair was actually asked with; None: the rewriter's
+
+
+def hash_prompt(prompt: str | None) -> str | None:
+    return None if prompt is None else hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
 
 
 class Rewriter(ABC):
@@ -40,7 +45,6 @@ class Rewriter(ABC):
 
     @property
     def prompt_hash(self) -> str | None:
-        """Recorded with every rewrite so a changed prompt is visible in lineage."""
-        if self.prompt is None:
-            return None
-        return hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()[:16]
+        """Recorded with every rewrite so a changed prompt is visible in lineage (a candidate's own
+        ``prompt_hash`` wins: a model rewriter asks a pair without a caption another prompt)."""
+        return hash_prompt(self.prompt)

@@ -12,6 +12,7 @@ changed the caption, in order (e.g. ``"unescape_html,remove_credits"``).
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Callable
 
 from curation_pipeline.captions.patterns import (
@@ -33,7 +34,8 @@ from curation_pipeline.captions.patterns import (
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
 
-_LEADING_JUNK_RE = re.compile(r"^[\s.,;:!?|•·–—/\\-]+")
+# Leading junk, but a sign or dot that starts the first word stays: "-5 degrees", ".NET developer".
+_LEADING_JUNK_RE = re.compile(r"^[\s.,;:!?|•·–—/\\-]*?(?=(?<!\S)[.-][^\W_]|[^\s.,;:!?|•·–—/\\-]|$)")
 _TRAILING_JUNK_RE = re.compile(r"[\s,;:|•·–—/\\-]+$")
 _EMPTY_BRACKETS_RE = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}")
 # A punctuation mark followed by more standalone marks, as left behind by a removal:
@@ -49,13 +51,32 @@ _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 _TIGHT_AFTER = ".,;:!?…)]}"
 
 
+# Words that introduce text shown in the image: what follows them is the sign's or the shirt's text, even
+# when it reads like an ad or a credit ("a sign saying Buy Now, Pay Later").
+_SHOWN_TEXT_RE = re.compile(
+    r"(?:\b(?:says|saying|said|reads|reading|read|that\s+says|which\s+says|with\s+the\s+(?:words?|text|slogan)"
+    r"|labell?ed|titled|entitled|printed|written)\s*[:,]?\s*[\"“'‘]?\s*)$", re.IGNORECASE)
+# Stray bidi marks: LRM, RLM, ALM do nothing in a caption without right-to-left letters.
+_BIDI_MARK_RE = re.compile("[\u200e\u200f\u061c]")
+
+
+def _lstrip_glue(text: str, chars: str) -> str:
+    """``text`` without leading ``chars``, but a sign or dot that starts a word ("-5", ".NET") stays."""
+    i = 0
+    while i < len(text) and text[i] in chars:
+        if text[i] in ".-" and (i == 0 or text[i - 1].isspace()) and text[i + 1:i + 2].isalnum():
+            break
+        i += 1
+    return text[i:]
+
+
 def _keep_strongest(match: re.Match) -> str:
     marks = match.group(0).split()
     return next((m for m in marks if m in ".!?"), marks[0])
 
 
 def _strip_punctuation(text: str) -> str:
-    return _TRAILING_JUNK_RE.sub("", _LEADING_JUNK_RE.sub("", text))
+    return _TRAILING_JUNK_RE.sub("", _LEADING_JUNK_RE.sub("", text, count=1))  # it may match empty: once
 
 
 def _tidy(text: str) -> str:
@@ -71,7 +92,7 @@ def cut_span(text: str, start: int, end: int) -> str:
     while b and a and b[-1] in _CLOSERS and a[0] == _CLOSERS[b[-1]]:  # the brackets held only the removed piece
         b, a = b[:-1].rstrip(), a[1:].lstrip()
     if not b.strip(_SEPS + _TERMS + " "):  # a prefix went
-        rest = a.lstrip(_SEPS + _TERMS + " ")
+        rest = _lstrip_glue(a, _SEPS + _TERMS + " ")
         first_word = rest.split(" ", 1)[0]
         # a word-final prefix with nothing but spaces after it: "Stock photo of a dog", "DSC00123 red car"
         ran_into = rest == a and not b.strip() and text[end - 1:end].isalnum()
@@ -84,9 +105,9 @@ def cut_span(text: str, start: int, end: int) -> str:
     if b[-1] in _SEPS and a[0] in _SEPS:  # "A, X, B" -> "A, B"
         a = a[1:].lstrip()
     elif b[-1] in _TERMS and a[0] in _TERMS + _SEPS:  # "A. X. B" -> "A. B"
-        a = a.lstrip(_SEPS + _TERMS + " ")
+        a = _lstrip_glue(a, _SEPS + _TERMS + " ")
     elif b[-1] in _SEPS and a[0] in _TERMS:  # "A | X. B" -> "A | B": the mark ended the removed piece
-        a = a.lstrip(_TERMS + " ")
+        a = _lstrip_glue(a, _TERMS + " ")
     if not a:
         return b.rstrip(_SEPS + " ")
     return b + a if a[0] in _TIGHT_AFTER else f"{b} {a}"
@@ -111,6 +132,32 @@ def _matches(pattern: re.Pattern) -> Callable[[str], list[tuple[int, int]]]:
     return lambda text: [m.span() for m in pattern.finditer(text) if m.end() > m.start()]
 
 
+def _not_shown_text(find: Callable[[str], list[tuple[int, int]]]) -> Callable[[str], list[tuple[int, int]]]:
+    """``find``'s spans, less those that are text shown in the image ("a shirt reading Order online")."""
+    return lambda text: [(s, e) for s, e in find(text) if not _SHOWN_TEXT_RE.search(text, 0, s)]
+
+
+def _labels(find: Callable[[str], list[tuple[int, int]]]) -> Callable[[str], list[tuple[int, int]]]:
+    """``find``'s spans that stand as a label: at the start or the end of a clause. One with words of its
+    clause on both sides is part of the description ("The Source: a newspaper stand", "a copyright sign")."""
+
+    def edge(text: str, start: int, end: int) -> bool:
+        before, after = text[:start].rstrip(), text[end:].lstrip()
+        return (not before or before[-1] in _SEPS + _TERMS + "([{:\"”"
+                or not after or after[0] in _SEPS + _TERMS + ")]}")
+
+    return lambda text: [(s, e) for s, e in find(text) if edge(text, s, e)]
+
+
+def _remove_control_chars(text: str) -> str:
+    """``remove_control_chars``, and bidi marks when no right-to-left letter needs them."""
+    text = remove_control_chars(text)
+    if _BIDI_MARK_RE.search(text) and not any(unicodedata.bidirectional(ch) in ("R", "AL")
+                                              for ch in _BIDI_MARK_RE.sub("", text)):  # RLM is class R itself
+        text = _BIDI_MARK_RE.sub("", text)
+    return text
+
+
 def _remove_hashtags(text: str) -> str:
     cleaned = remove_hashtags(text)
     return _tidy(cleaned) if cleaned != text else text
@@ -125,14 +172,14 @@ def _sentence_case(text: str) -> str:
 
 OPERATIONS: dict[str, Callable[[str], str]] = {
     "unescape_html": unescape_html,
-    "remove_control_chars": remove_control_chars,
+    "remove_control_chars": _remove_control_chars,
     "fix_whitespace": normalize_whitespace,
     "strip_punctuation": _strip_punctuation,
     "remove_bracket_notes": _cutter(bracket_note_spans),
-    "remove_ads": _cutter(ad_spans),
+    "remove_ads": _cutter(_not_shown_text(ad_spans)),
     "remove_urls": _cutter(_matches(LABELLED_URL_RE)),
     "remove_filenames": _cutter(_matches(FILENAME_RE)),
-    "remove_credits": _cutter(_matches(CREDIT_RE)),
+    "remove_credits": _cutter(_labels(_not_shown_text(_matches(CREDIT_RE)))),
     "remove_boilerplate": _cutter(_matches(BOILERPLATE_RE)),
     "remove_hashtags": _remove_hashtags,
     "unwrap_quotes": unwrap_quotes,

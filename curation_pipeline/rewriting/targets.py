@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.scoring.selection import columns_used
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
 from curation_pipeline.shards.fingerprint import RawFingerprint
 from curation_pipeline.shards.reader import iter_pair_batches
@@ -32,9 +31,11 @@ def known_embeddings(targets: pd.DataFrame) -> dict[str, np.ndarray]:
             zip(targets["caption"], targets[CAPTION_EMBEDDING]) if isinstance(caption, str) and vector is not None}
 
 
-def needed_columns(quality_column: str, keep_expression: str | None) -> set[str]:
-    """The scores a rewrite is judged by: the quality column and what the keep expression reads."""
-    return {quality_column} | columns_used(keep_expression)
+def needed_columns(quality_column: str) -> set[str]:
+    """The scores a rewrite is judged by: the quality column. The keep expression chooses which captions
+    are rewritten, not whether a rewrite is accepted, so its columns are not re-scored (an MLM metric in
+    it would cost four prompts a candidate, and images decoded for a text-only rewriter)."""
+    return {quality_column}
 
 
 def target_batches(targets: pd.DataFrame, raw_url: str, shard: str, with_images: bool, batch_size: int,

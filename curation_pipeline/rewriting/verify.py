@@ -23,9 +23,11 @@ from dataclasses import dataclass
 MINIMALITY_COLUMNS = {
     "edit_ratio": "1 - 2*M/T over whitespace-separated words, where M = words matched in order "
                   "(difflib, no autojunk) and T = words in both captions: 0.0 = same words, 1.0 = no word in "
-                  "common (a full rewrite, or one side empty); case and punctuation attached to a word count",
+                  "common (a full rewrite, or one side empty); case and punctuation attached to a word count; "
+                  "the lineage has NaN (not measured) when the original has no words",
     "length_ratio": "words in the candidate / words in the original (NaN when the original has no words)",
-    "semantic_similarity": "cosine of the all-MiniLM-L6-v2 embeddings of original and candidate (1.0 = same meaning)",
+    "semantic_similarity": "cosine of the all-MiniLM-L6-v2 embeddings of original and candidate (1.0 = same meaning; "
+                           "NaN when not measured: no embedder, or no original caption)",
 }
 
 
@@ -58,6 +60,8 @@ class AcceptanceRules:
     max_length_ratio: float | None = None
     min_similarity: float | None = None
     check_wellformed: bool = True
+    # A rewrite must score at least this, or the pair is dropped anyway; the pipeline passes policy.drop_threshold.
+    min_quality: float | None = None
 
 
 # --- the independent check ------------------------------------------------------------
@@ -69,8 +73,15 @@ _LABEL_STUB = re.compile(
     r"\b(?:sources?|credits?|photo(?:graph)?s?|images?|pictures?|pic|via|courtesy|copyright|caption|alt(?:\s+text)?"
     r"|photographer|author|by)\s*:", re.IGNORECASE)
 _BRACKET_STUB = re.compile(r"[(\[{]\s*(?:sources?|credits?|via|photo|image|courtesy|copyright)\b", re.IGNORECASE)
-_END_STUB = re.compile(r"\b(?:credits?|via|courtesy\s+of|copyright)\s*[.!?]?\s*$", re.IGNORECASE)
-_LINK_DEBRIS = re.compile(r"://|\bwww\.|\bhttps?\b", re.IGNORECASE)
+# "via" and "courtesy of" dangle at the end whatever precedes them; "credits" and "copyright" only alone or
+# after a media word ("A dog. Credit", "A dog photo credit"), never as a noun ("the film's end credits").
+_END_STUB = re.compile(r"\b(?:(?P<prep>via|courtesy\s+of)"
+                       r"|(?P<media>(?:photo|image|picture|pic)s?\s+)?(?:credits?|copyright))\s*[.!?]?\s*$", re.IGNORECASE)
+_LINK_DEBRIS = re.compile(r"://|\bwww\.|\bhttps?(?=[:/])", re.IGNORECASE)
+# A period after a title, a common abbreviation or an initial ends no sentence: "Dr. Smith", "Mt. Fuji", "J. Doe".
+_ABBREVIATION_DOT = re.compile(r"\b(?:(?i:dr|drs|mr|mrs|ms|mx|prof|sr|jr|st|ste|mt|mts|ft|gen|col|capt|lt|sgt|cpl|adm"
+                               r"|gov|sen|rep|pres|rev|hon|fr|vs|ave|blvd|rd|hwy)|[A-Z])\.(?=\s)")
+_BIDI_MARKS = "\u200e\u200f\u061c"  # LRM, RLM, ALM: needed in right-to-left text, so kept if the original had them
 _SEPARATOR_END = tuple(",;:|/\\-–—•·+&([{")
 _OPENING_OK = "\"'“‘«„¿¡([{#@$€£"
 
@@ -105,23 +116,25 @@ def _empty_pairs(text: str) -> bool:
 
 def _tail_fragment(text: str) -> str | None:
     """What follows the last sentence end, if it is one or two bare words ("A dog runs . Image") or
-    starts with a separator ("A dog runs . | Jane Doe"): the stub a half-done removal leaves."""
-    match = re.search(r"[.!?]\s+(\S[^.!?]*?)\s*$", text)
+    starts with a separator ("A dog runs . | Jane Doe"): the stub a half-done removal leaves. The
+    period of "Dr. Smith" is no sentence end."""
+    masked = _ABBREVIATION_DOT.sub(lambda m: m.group(0)[:-1] + "\x00", text)  # same length, no end mark
+    match = re.search(r"[.!?]\s+(\S[^.!?]*?)\s*$", masked)
     if not match:
         return None
-    tail = match.group(1)
+    tail = text[match.start(1):match.end(1)]
     if tail[0] in "|-–—•·/,;:":
         return tail
     words = tail.split()
     return tail if len(words) <= 2 and not tail.endswith(('"', "”", ")")) else None
 
 
-def _invisible(text: str) -> bool:
+def _invisible(text: str, allowed: str = "") -> bool:
     for i, ch in enumerate(text):
         cat = unicodedata.category(ch)
         if cat == "Cc":
             return True
-        if cat == "Cf":
+        if cat == "Cf" and ch not in allowed:
             if ch in "\u200c\u200d" and 0 < i < len(text) - 1 and not text[i - 1].isascii() \
                     and not text[i + 1].isascii():
                 continue  # a joiner inside an emoji sequence or a script that needs it
@@ -141,6 +154,54 @@ def _wrapped(text: str) -> bool:
     return pairs.get(t[0]) == t[-1] and t[0] not in t[1:-1] and t[-1] not in t[1:-1]
 
 
+def _clause_start(text: str, pos: int) -> bool:
+    before = text[:pos].rstrip()
+    return not before or not before[-1].isalnum()
+
+
+def _own_words(candidate: str, match: re.Match, original: str | None) -> bool:
+    """A stub inside a clause that the original has with the same word on either side (or ending it
+    the same way): the caption's own words ("Power source: Solar panels"), not a removal's leftover."""
+    if original is None or _clause_start(candidate, match.start()):
+        return False
+    before = re.search(r"\S+\s*$", candidate[:match.start()]).group(0)
+    after = re.match(r"\s*\S+", candidate[match.end():])
+    tokens = (before + match.group(0) + (after.group(0) if after else "")).split()
+    pattern = r"(?<!\S)" + r"\s+".join(map(re.escape, tokens)) + (r"(?!\S)" if after else r"\s*$")
+    return re.search(pattern, original) is not None
+
+
+def _stub(candidate: str, original: str | None) -> str | None:
+    """The first label, bracket or end stub a removal left. A label inside a clause followed by a
+    lower-case word is prose ("Power source: solar panels"); at a clause start, at the end or before a
+    name it is a label ("A dog . Credit: Jane Doe", "A dog Photo:")."""
+    for m in _LABEL_STUB.finditer(candidate):
+        after = candidate[m.end():].lstrip()
+        labels = (_clause_start(candidate, m.start()) or not any(ch.isalnum() for ch in after)
+                  or after[0].isupper() or after[0].isdigit() or after[0] in "@©")
+        if labels and not _own_words(candidate, m, original):
+            return m.group(0).strip()
+    bracket = _BRACKET_STUB.search(candidate)
+    if bracket:
+        return bracket.group(0).strip()
+    end = _END_STUB.search(candidate)
+    if end and (end.group("prep") or end.group("media") or _clause_start(candidate, end.start())) \
+            and not _own_words(candidate, end, original):
+        return end.group(0).strip()
+    return None
+
+
+def _starts_with_punctuation(candidate: str, original: str | None) -> bool:
+    """A leading mark that is not part of the first word: "-5 degrees" and ".5 mm" start with a number,
+    and ".NET" is a word when the original started with it too."""
+    first = candidate.split()[0]
+    if not _is_punct_token(first[0]) or first[0] in _OPENING_OK:
+        return False
+    if first[0] in "-." and first[1:2].isdigit():
+        return False
+    return not (any(ch.isalnum() for ch in first) and original is not None and original.split()[:1] == [first])
+
+
 def wellformedness_problems(candidate: str, original: str | None = None) -> list[str]:
     """What is broken about a rewrite, in words; empty when it looks like a finished caption. Defects
     the original already had (unbalanced brackets or quotes, empty pairs, lone punctuation) do not count
@@ -157,22 +218,22 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
     problems += [p for p in _unbalanced(candidate) if p not in before]
     if _empty_pairs(candidate) and not (original is not None and _empty_pairs(original)):
         problems.append("empty brackets or quotes")
-    stub = _LABEL_STUB.search(candidate) or _BRACKET_STUB.search(candidate) or _END_STUB.search(candidate)
+    stub = _stub(candidate, original)
     if stub:
-        problems.append(f"dangling {stub.group(0).strip()!r}")
+        problems.append(f"dangling {stub!r}")
     if _LINK_DEBRIS.search(candidate):
         problems.append("link debris")
     stripped = candidate.strip()
     if stripped.endswith(_SEPARATOR_END):
         problems.append(f"trailing separator {stripped[-1]!r}")
-    if stripped and _is_punct_token(stripped[0]) and stripped[0] not in _OPENING_OK:
+    if stripped and _starts_with_punctuation(stripped, original):
         problems.append(f"starts with {stripped[0]!r}")
     tail = _tail_fragment(candidate)
     if tail is not None and (original is None or _tail_fragment(original) != tail):
         problems.append(f"dangling fragment {tail!r}")
     if _lone_punctuation_runs(candidate) > (_lone_punctuation_runs(original) if original is not None else 0):
         problems.append("lone punctuation")
-    if _invisible(candidate):
+    if _invisible(candidate, "".join(ch for ch in _BIDI_MARKS if original is not None and ch in original)):
         problems.append("invisible or control characters")
     if _irregular_space(candidate):
         problems.append("irregular whitespace")
@@ -185,7 +246,9 @@ def judge(quality_before: float, quality_after: float, edit: float, length: floa
           rules: AcceptanceRules, *, original: str | None = None,
           candidate: str | None = None) -> tuple[bool, str]:
     """Accepted or not, and the first reason that decided it. With ``candidate`` given and
-    ``rules.check_wellformed`` on, the well-formedness check must pass too, whatever the score says."""
+    ``rules.check_wellformed`` on, the well-formedness check must pass too, whatever the score says.
+    With ``candidate`` given and an ``original`` without words, the candidate is a fresh caption, not an
+    edit: the edit-ratio and similarity bounds do not apply (as the length bounds, whose ratio is NaN)."""
     if math.isnan(quality_after):
         return False, "rewrite could not be scored"
     if candidate is not None and rules.check_wellformed:
@@ -195,7 +258,11 @@ def judge(quality_before: float, quality_after: float, edit: float, length: floa
     before = 0.0 if math.isnan(quality_before) else quality_before
     if quality_after < before + rules.min_improvement:
         return False, f"score did not improve enough ({before:.3g} -> {quality_after:.3g}, need +{rules.min_improvement:g})"
-    if rules.max_edit_ratio is not None and edit > rules.max_edit_ratio:
+    if rules.min_quality is not None and quality_after < rules.min_quality:
+        return False, f"still weak after rewriting ({quality_after:.3g} < {rules.min_quality:g})"
+    if candidate is not None and not _words(original):
+        edit = similarity = math.nan
+    if rules.max_edit_ratio is not None and not math.isnan(edit) and edit > rules.max_edit_ratio:
         return False, f"edit ratio {edit:.2f} > {rules.max_edit_ratio:g} (not minimal)"
     if rules.min_length_ratio is not None and not math.isnan(length) and length < rules.min_length_ratio:
         return False, f"length ratio {length:.2f} < {rules.min_length_ratio:g}"

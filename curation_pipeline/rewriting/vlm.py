@@ -12,7 +12,7 @@ from typing import Callable
 
 from curation_pipeline.models.loading import inference_mode, load_vlm
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
+from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter, hash_prompt
 
 CAPTION_PLACEHOLDER = "{caption}"
 DEFAULT_PROMPT = (
@@ -34,6 +34,7 @@ _LABEL_RE = re.compile(
     re.IGNORECASE,
 )
 _QUOTES = "\"'`“”‘’«»"
+_APOSTROPHE_RE = re.compile(r"(?<=\w)['’](?=\w)")
 _SPACE_RE = re.compile(r"\s+")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")  # control bytes, replacement char
 
@@ -52,7 +53,12 @@ def clean_output(text: str | None) -> str:
 
 
 def _unquote(line: str) -> str:
+    """Without quotes around the whole line; only when they are its one pair: '"Jaws" next to "Alien"'
+    quotes two titles, and an apostrophe inside a word ("dog's") is no quote."""
     while len(line) >= 2 and line[0] in _QUOTES and line[-1] in _QUOTES:
+        inner = _APOSTROPHE_RE.sub("", line[1:-1])
+        if line[0] in inner or line[-1] in inner:
+            break
         line = line[1:-1].strip()
     if line and line[0] in _QUOTES and line.count(line[0]) == 1:  # cut off before its closing quote
         line = line[1:].strip()
@@ -115,9 +121,17 @@ class GeneratingRewriter(Rewriter):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.prompt, self.batch_size = prompt, batch_size
 
+    def template(self, caption: str | None) -> str:
+        """The prompt a caption is asked with (before the caption is filled in)."""
+        return self.prompt
+
     def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
-        return generate_in_batches(batch, self.batch_size, self.instruction, self.generator.generate,
-                                   self._candidate)
+        candidates = generate_in_batches(batch, self.batch_size, self.instruction, self.generator.generate,
+                                         self._candidate)
+        for caption, image, cand in zip(batch.captions, batch.images, candidates):
+            if image is not None:  # lineage hashes the prompt this pair was actually asked with
+                cand.prompt_hash = hash_prompt(self.template(caption))
+        return candidates
 
 
 class VlmRewriter(GeneratingRewriter):
@@ -133,12 +147,14 @@ class VlmRewriter(GeneratingRewriter):
         loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         self.generator = ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, num_beams=num_beams)
 
+    def template(self, caption: str | None) -> str:
+        """A pair without a caption is asked to caption its image instead."""
+        return self.prompt if self.generator.without_image_token(caption or "").strip() else NO_CAPTION_PROMPT
+
     def instruction(self, caption: str | None) -> str:
         """The user turn for one caption; str.replace, so braces in captions or prompts are literal."""
         caption = self.generator.without_image_token(caption or "").strip()
-        if not caption:
-            return NO_CAPTION_PROMPT
-        return self.prompt.replace(CAPTION_PLACEHOLDER, caption)
+        return self.template(caption).replace(CAPTION_PLACEHOLDER, caption)
 
     @staticmethod
     def _candidate(reply: str) -> RewriteCandidate:

@@ -135,3 +135,48 @@ def test_minimality_columns_are_documented():
     assert "1.0 = no word in common" in verify.MINIMALITY_COLUMNS["edit_ratio"]
     readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
     assert "### Minimality: edit ratio" in readme and "**1.0** means no word in common" in readme
+
+
+# Correct captions a rewriter writes, with the weak original they came from: none of them is a leftover.
+CORRECT = [
+    ("man in suit stock photo", "A portrait of Dr. Smith"),
+    ("mountain #japan #travel", "Snow on Mt. Fuji"),
+    ("church - Stock Photo", "St. Paul's Cathedral"),
+    ("a man", "A photo of J. Smith"),
+    ("screenshot", "A browser showing an HTTP 404 error page"),
+    ("tv screen", "A television screen showing the film's end credits"),
+    ("a sign", "A sign about copyright"),
+    ("solar", "Power source: solar panels on a barn roof"),
+    ("thermometer", "-5 degrees on an outdoor thermometer"),
+    ("drill", ".5 mm drill bit on a workbench"),
+    (".NET developer conference keynote #dotnet", ".NET developer conference keynote"),
+    ("Power source: Solar panels #energy", "Power source: Solar panels on a barn roof"),  # the original's words
+    ("Tel Aviv\u200f skyline | Photo: Getty Images", "Tel Aviv\u200f skyline at dusk"),  # its bidi mark
+]
+
+
+@pytest.mark.parametrize("original, candidate", CORRECT)
+def test_correct_captions_pass(original, candidate):
+    assert wellformedness_problems(candidate, original) == []
+
+
+# (original, candidate, problem): the same words are still leftovers where a removal leaves them.
+LEFTOVERS = [
+    ("Portrait of Dr. Smith | Photo: Getty Images", "Portrait of Dr. Smith . Image", "dangling fragment 'Image'"),
+    ("A dog on the beach Photo: Getty Images", "A dog on the beach Photo:", "dangling 'Photo:'"),
+    ("A dog on the beach #dog", "A dog on the beach Credit: Jane Doe", "dangling 'Credit:'"),
+    ("A dog on the beach - Credit: Jane Doe", "A dog on the beach - Credit", "dangling 'Credit'"),
+    ("A dog on the beach. Photo credit: Jane Doe", "A dog on the beach photo credit", "dangling 'photo credit'"),
+    ("A dog on the beach via Reuters", "A dog on the beach via", "dangling 'via'"),
+    ("A dog on the beach http://x.com/a", "A dog on the beach http:", "link debris"),
+    ("A dog on the beach https://x.com/a", "A dog on the beach https/", "link debris"),
+    ("solar", "Power source: Solar panels on a barn roof", "dangling 'source:'"),  # a name follows: a credit
+    ("developer", ".NET developer conference keynote", "starts with '.'"),
+    ("- A dog", "- 5 dogs", "starts with '-'"),
+    ("Tel Aviv skyline | Photo: Getty Images", "Tel Aviv\u200f skyline at dusk", "invisible or control characters"),
+]
+
+
+@pytest.mark.parametrize("original, candidate, problem", LEFTOVERS)
+def test_leftovers_are_still_caught(original, candidate, problem):
+    assert problem in wellformedness_problems(candidate, original)

@@ -45,6 +45,18 @@ CASES = {
                              '"overall": "6/10"}\n```\nHope it helps.', "A cat on a mat.", 6.0, {}, None),
     "key variant, inner quotes": ('{"Rewritten caption": "A girl sings "Happy Birthday" to her dad", '
                                   '"Overall Score": 9}', 'A girl sings "Happy Birthday" to her dad', 9.0, {}, None),
+    # an inner quote before a comma is no end of the value: only one before the next key, "}" or the end is
+    "inner quote and comma, single": ("{'Recaption': 'A sign reading 'OPEN', hanging on a wooden door', "
+                                      "'Overall Score': '2<Overall>", "A sign reading 'OPEN', hanging on a wooden door",
+                                      2.0, {}, None),
+    "inner quote and comma, double": ('{"Recaption": "A sign reading "OPEN", hanging on a door", "Overall Score": 2}',
+                                      'A sign reading "OPEN", hanging on a door', 2.0, {}, None),
+    "inner quote, comma inside": ("{'Recaption': 'A sign reading 'OPEN, GO IN', hanging on a door', 'Overall Score': 2",
+                                  "A sign reading 'OPEN, GO IN', hanging on a door", 2.0, {}, None),
+    "cut off after the recaption": ('{"Recaption": "A red bus.", "Overa', "A red bus.", NAN, {}, "no overall score"),
+    # "Hours:" reads like a key: the value's end cannot be told, and a truncated caption is worse than none
+    "ambiguous end": ("{'Recaption': 'A sign reading 'OPEN', Hours: 9-5', 'Overall Score': 3", None, 3.0, {},
+                      "recaption end ambiguous"),
     "escaped quotes": ('{"Recaption": "A sign reads \\"Open\\"", "Overall Score": "8.5"}',
                        'A sign reads "Open"', 8.5, {}, None),
     "out of range": ('{"Recaption": "A dog", "Overall Score": 12, "Text Quality Score": 0}', "A dog", NAN,

@@ -23,6 +23,12 @@ CASES = {
     "   A dog   on\n\ngrass  ": ("A dog on grass", "fix_whitespace"),
     "- a dog on grass -": ("a dog on grass", "strip_punctuation"),  # the author's case stands
     "The streets of a big city ,": ("The streets of a big city", "strip_punctuation"),
+    # A sign or dot that starts the first word is no stray punctuation.
+    "-5 degrees in Moscow today #winter #snow": ("-5 degrees in Moscow today", "remove_hashtags"),
+    ".NET developer conference keynote #dotnet": (".NET developer conference keynote", "remove_hashtags"),
+    "- -5 degrees on the thermometer": ("-5 degrees on the thermometer", "strip_punctuation"),
+    "Photo: Jane Doe | -40°C on the thermometer": ("-40°C on the thermometer", "remove_credits"),
+    "A dog. Photo: Jane Doe. -5 degrees": ("A dog. -5 degrees", "remove_credits"),
     # URLs.
     "Two dogs play in the snow , visit www.dogs.com": ("Two dogs play in the snow", "remove_ads"),
     "A dog on the beach https://example.com/dog": ("A dog on the beach", "remove_urls"),
@@ -84,6 +90,13 @@ CASES = {
     "A \x1b[31mdog\x1b[0m on the beach": ("A dog on the beach", "remove_control_chars"),
     "\ufeffA dog on the \u202ebeach\u202c": ("A dog on the beach", "remove_control_chars"),
     "A dog on the be\xadach\x7f": ("A dog on the beach", "remove_control_chars"),
+    # Bidi marks do nothing without right-to-left letters (the independent check rejects them).
+    "Tel Aviv\u200f skyline at dusk | Photo: Getty Images": ("Tel Aviv skyline at dusk",
+                                                              "remove_control_chars,remove_credits"),
+    "A dog\u200e on the beach\u061c": ("A dog on the beach", "remove_control_chars"),
+    # Text shown in the image is described, not advertised: only the hashtags go.
+    "A shop window with a sign saying Buy Now, Pay Later #retail": (
+        "A shop window with a sign saying Buy Now, Pay Later", "remove_hashtags"),
     # Irregular whitespace alone.
     "A dog\ton the\nbeach": ("A dog on the beach", "fix_whitespace"),
     "A dog on the\u00a0beach ": ("A dog on the beach", "fix_whitespace"),
@@ -136,6 +149,13 @@ def test_cleaning_is_idempotent(caption):
         "Two men are standing : one has body modifications and the other is wearing a hat .",
         "A family \U0001F468\u200d\U0001F469\u200d\U0001F467 at the beach",
         "一只黑色的狗\u3000在草地上奔跑",
+        # text in the image, and credit words inside a clause, describe the image
+        "A man in a shirt reading Order online",
+        "A poster with the words Shop now on a wall",
+        "The Source: a newspaper stand",
+        "A woman holding a copyright symbol sign",
+        "-5 degrees in Moscow today",
+        "שלום\u200f 123 על החוף",  # a bidi mark in right-to-left text may be needed
     ],
 )
 def test_unrecognised_text_is_left_alone(caption):

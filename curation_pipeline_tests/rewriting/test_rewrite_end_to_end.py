@@ -14,8 +14,9 @@ from PIL import Image
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.aitqe import AitqeRewriter
 from curation_pipeline.rewriting.attempts import LINEAGE_COLUMNS, rewrite_batches
+from curation_pipeline.rewriting.base import hash_prompt
 from curation_pipeline.rewriting.verify import AcceptanceRules, edit_ratio, judge, length_ratio
-from curation_pipeline.rewriting.vlm import VlmRewriter
+from curation_pipeline.rewriting.vlm import NO_CAPTION_PROMPT, VlmRewriter
 from curation_pipeline.scoring.signals.embedding import caption_similarity
 from curation_pipeline.scoring.text_quality import CaptionTextQuality
 from curation_pipeline_tests import tiny_models
@@ -61,11 +62,14 @@ def _assert_rows_follow_rules(lineage: pd.DataFrame, pairs: PairBatch, rules: Ac
             continue
         assert row.quality_after == CaptionTextQuality().score(PairBatch(["k"], [row.candidate_caption]))[
             "text_quality"][0]
-        assert row.edit_ratio == edit_ratio(row.original_caption, row.candidate_caption)
         assert row.length_ratio == pytest.approx(length_ratio(row.original_caption, row.candidate_caption),
                                                  nan_ok=True)
-        expected_sim = caption_similarity([row.original_caption or ""], [row.candidate_caption])[0]
-        assert row.semantic_similarity == pytest.approx(expected_sim, abs=1e-4)
+        if row.original_caption:
+            assert row.edit_ratio == edit_ratio(row.original_caption, row.candidate_caption)
+            expected_sim = caption_similarity([row.original_caption], [row.candidate_caption])[0]
+            assert row.semantic_similarity == pytest.approx(expected_sim, abs=1e-4)
+        else:  # a fresh caption, not an edit: not measured
+            assert math.isnan(row.edit_ratio) and math.isnan(row.semantic_similarity)
         assert (row.accepted, row.reason) == judge(row.quality_before, row.quality_after, row.edit_ratio,
                                                    row.length_ratio, row.semantic_similarity, rules,
                                                    original=row.original_caption, candidate=row.candidate_caption)
@@ -78,10 +82,16 @@ def test_vlm_rewrites_are_judged_exactly_by_the_rules(llava, pairs):
         _assert_rows_follow_rules(lineage, pairs, rules)
         assert lineage["candidate_caption"].tolist() == runs[LOOSE]["candidate_caption"].tolist()  # greedy
     minimal, meaning, loose = runs.values()
-    assert (minimal["prompt_hash"] == rewriter.prompt_hash).all() and (minimal["rewriter"] == "vlm").all()
+    # each row records the prompt it was asked with: the pair without a caption was asked to caption its image
+    no_caption = minimal["original_caption"].isna()
+    assert (minimal.loc[~no_caption, "prompt_hash"] == rewriter.prompt_hash).all() and no_caption.sum() == 1
+    assert minimal.loc[no_caption, "prompt_hash"].tolist() == [hash_prompt(NO_CAPTION_PROMPT)]
+    assert (minimal["rewriter"] == "vlm").all()
     usable = loose["candidate_caption"].notna()
     assert usable.sum() >= len(pairs) // 2 and loose.loc[usable, "accepted"].all()
-    assert minimal["reason"].str.startswith("edit ratio").any() and not minimal["accepted"].any()
+    assert minimal["reason"].str.startswith("edit ratio").any() and not minimal.loc[~no_caption, "accepted"].any()
+    # a fresh caption for a pair without one is no edit: the edit bound does not apply to it
+    assert not minimal.loc[no_caption, "reason"].str.startswith("edit ratio").any()
     assert meaning["accepted"].any() and meaning["reason"].str.startswith("semantic similarity").any()
 
 

@@ -60,3 +60,28 @@ def test_judge(before, after, edit, length, sim, accepted, reason):
 
 def test_disabled_bounds_accept_any_improvement():
     assert judge(10, 11, 1.0, 9.0, -1.0, AcceptanceRules())[0]
+
+
+@pytest.mark.parametrize("original", [None, "", "   "])
+def test_a_fresh_caption_is_not_bound_by_edit_or_similarity(original):
+    """A pair without a caption gets a new one, not an edit: edit ratio 1.0 and a low similarity to ""
+    would reject it whatever its score."""
+    candidate = "A brown dog runs across a green lawn."
+    rules = AcceptanceRules(max_edit_ratio=0.6, min_similarity=0.5, min_length_ratio=0.5)
+    assert judge(0, 90, edit_ratio(original, candidate), length_ratio(original, candidate), 0.04, rules,
+                 original=original, candidate=candidate) == (True, "score improved 0 -> 90")
+    # with words in the original, the same numbers reject
+    assert judge(0, 90, 1.0, 1.0, 0.04, rules, original="dog", candidate=candidate)[1].startswith("edit ratio 1.00")
+
+
+@pytest.mark.parametrize("before, after, min_quality, accepted, reason", [
+    (40, 60, 65, False, "still weak after rewriting (60 < 65)"),
+    (40, 65, 65, True, "score improved 40 -> 65"),
+    (40, 60, None, True, "score improved 40 -> 60"),  # off by default: the old behaviour
+    (60, 60.5, 65, False, "score did not improve enough (60 -> 60.5, need +1)"),  # improvement is checked first
+])
+def test_min_quality(before, after, min_quality, accepted, reason):
+    rules = AcceptanceRules(min_quality=min_quality)
+    assert AcceptanceRules().min_quality is None
+    assert judge(before, after, 0.2, 1.0, 0.9, rules, original="dog beach pic",
+                 candidate="A dog on a beach.") == (accepted, reason)

@@ -17,6 +17,11 @@ from curation_pipeline_tests import tiny_models
     ('"A dog on the', "A dog on the"),  # cut off before the closing quote
     ('A sign reads "Open" today', 'A sign reads "Open" today'),
     ("a\x00b\x10c\ufffd", "abc"),
+    # quotes that open and close two quoted words are no pair around the whole reply
+    ('"Jaws" poster next to a poster of "Alien"', '"Jaws" poster next to a poster of "Alien"'),
+    ("'Jaws' poster next to 'Alien'", "'Jaws' poster next to 'Alien'"),
+    ('Caption: "Open" sign that says "Welcome"', '"Open" sign that says "Welcome"'),
+    ("'A dog's ball on the grass'", "A dog's ball on the grass"),  # an apostrophe is no quote
     ("", ""), ("  \n\n ", ""), (None, ""), ('""', ""),
 ])
 def test_clean_output(reply, expected):
