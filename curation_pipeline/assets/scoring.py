@@ -2,7 +2,6 @@
 
 
 import json
-from types import SimpleNamespace
 
 import dagster as dg
 import pandas as pd
@@ -15,7 +14,6 @@ from curation_pipeline.checks.quality import SCORES_CHECKS, checked_table, score
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.resources import ComputeResource, PolicyResource, ScoringResource, WarehouseResource
-from curation_pipeline.scoring.registry import columns_of
 from curation_pipeline.scoring.run import decode_mode, score_stream, unscored
 from curation_pipeline.shards.reader import iter_pair_batches
 
@@ -46,12 +44,12 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
     if compute.uses_ray:  # decode + score as Ray Data streaming on the cluster; the same rows as below
         from curation_pipeline.compute.ray_data import score_shard
 
-        scores, versions, stats = score_shard(warehouse.raw_url(shard), shard, scoring.as_profile(),
-                                              compute.options("score", warehouse.batch_size), expected=expected)
+        # the scorers as the cluster built them: name, version and the columns each instance writes (a
+        # model scorer's name and columns are its instance's, not its class's)
+        scores, scorers, stats = score_shard(warehouse.raw_url(shard), shard, scoring.as_profile(),
+                                             compute.options("score", warehouse.batch_size), expected=expected)
+        versions = {s.name: s.version for s in scorers}
         ray_stats = stats.metadata()
-        # the cluster built the scorers; their declared columns, as the table holds them (a profile's metrics)
-        scorers = [SimpleNamespace(name=name, columns=[c for c in columns_of(name) if c in scores])
-                   for name in versions]
         context.log.info(f"{shard}: scored {stats.pairs} pairs in {stats.batches} batches on {len(stats.nodes)} "
                          f"Ray node(s), {len(stats.workers)} model actor(s)")
     else:

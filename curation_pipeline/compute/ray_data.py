@@ -417,9 +417,9 @@ def _on_cluster(fn, *args, **kwargs):
 
 
 def score_shard(url: str, shard: str, profile, options: RayOptions, expected=None,
-                limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, dict[str, str], RayStats]:
-    """``quality_scores`` on the cluster: (score table, scorer versions, stats), the table equal to
-    ``score_stream`` over ``iter_pair_batches`` with the same ``batch_size``."""
+                limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, list[SimpleNamespace], RayStats]:
+    """``quality_scores`` on the cluster: (score table, the scorers the cluster built as name, version and
+    columns, stats), the table equal to ``score_stream`` over ``iter_pair_batches`` with the same ``batch_size``."""
     return _on_cluster(_score_shard, url, shard, profile, options, expected, limits)
 
 
@@ -434,7 +434,7 @@ def rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: b
 
 
 def _score_shard(url: str, shard: str, profile, options: RayOptions, expected=None,
-                 limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, dict[str, str], RayStats]:
+                 limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, list[SimpleNamespace], RayStats]:
     from curation_pipeline.scoring.run import assemble_scores
 
     with _data_context(options):
@@ -452,7 +452,7 @@ def _score_shard(url: str, shard: str, profile, options: RayOptions, expected=No
     specs = [SimpleNamespace(name=name, version=version, columns=tuple(columns))
              for name, version, columns in described]
     table = assemble_scores([pickle.loads(r["frame"]) for r in rows], specs)
-    return table, {s.name: s.version for s in specs}, stats
+    return table, specs, stats
 
 
 def _rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: bool, rewriter: dict,

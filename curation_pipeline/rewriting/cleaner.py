@@ -203,7 +203,7 @@ class CaptionCleaner(Rewriter):
     """Rule-based minimal caption repair; no model, no images."""
 
     name = "cleaner"
-    version = "2"
+    version = "3"  # 3: signs, quoted signage and mid-clause credits are kept; stray bidi marks removed
     needs_images = False
     prompt = None
 

@@ -12,6 +12,8 @@ on ``result.json``. Scenarios:
             from S3, compared with ``ShardReader`` iterated locally (rows, skips, fingerprint).
 ``resume``  a Ray-backed run of two shards is killed while the second shard's scoring is on the
             cluster; the nightly ``fill_missing_shards`` logic then re-runs what is unfinished.
+``clip``    ``quality_scores`` with a model profile (a tiny CLIP) on the cluster and locally: a model
+            scorer's name and columns are its instance's, not its class's.
 """
 
 from __future__ import annotations
@@ -126,6 +128,42 @@ def pairs_on_ray(args, server, cluster) -> dict:
     return out
 
 
+def clip_on_ray(args, server, cluster) -> dict:
+    import dagster as dg
+
+    from curation_pipeline.assets.ingest import pairs
+    from curation_pipeline.assets.scoring import quality_scores
+    from curation_pipeline.definitions import build_resources
+    from curation_pipeline.resources import ClipConfig, ComputeResource, ScoringResource
+    from curation_pipeline.storage.warehouse import Warehouse
+    from curation_pipeline_tests.tiny_models import make_tiny_clip
+
+    shard, out, tables = SHARDS[1], {}, {}
+    scoring = ScoringResource(profile="clip", clip=ClipConfig(model=make_tiny_clip(Path(args.out) / "tiny-clip")))
+    for engine in ("local", "ray"):
+        root = str(Path(args.out) / f"clip-{engine}")
+        compute = _compute(cluster.client_address) if engine == "ray" else ComputeResource()
+        instance = dg.DagsterInstance.ephemeral()
+        instance.add_dynamic_partitions("shards", [shard])
+        result = dg.materialize(
+            [pairs, quality_scores], partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET,
+            resources=build_resources(raw_root=f"s3://{server.bucket}/raw", warehouse_root=root, scoring=scoring,
+                                      compute=compute))
+        out[engine] = result.success
+        if result.success:
+            tables[engine] = Warehouse(root).read_table("quality_scores", shard)
+        else:
+            out.setdefault("errors", []).extend(_failures([result]))
+    if len(tables) == 2:
+        local, ray_ = tables["local"], tables["ray"]
+        out["same_columns"] = list(local.columns) == list(ray_.columns)
+        out["clip_columns"] = sorted(c for c in ray_.columns if c.startswith("clip"))
+        out["clip_score_max_difference"] = float((local["clip_score"] - ray_["clip_score"]).abs().max())
+        out["other_columns_differ"] = [c for c in local.columns if not c.startswith("clip")
+                                       and not local[c].equals(ray_[c])]
+    return out
+
+
 def run_shards(args) -> None:
     """The run that gets killed: each shard's job in turn, on Ray (a child of the scenario)."""
     import dagster as dg
@@ -228,7 +266,7 @@ def resume(args, server, cluster) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["e2e", "pairs", "resume", "both", "run-shards"])
+    parser.add_argument("scenario", choices=["e2e", "pairs", "resume", "clip", "both", "run-shards"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--reference", default="")
     parser.add_argument("--raw", default="")
@@ -257,7 +295,7 @@ def main() -> None:
                 result["cluster_nodes"] = len([n for n in ray.nodes() if n["Alive"]])
                 result["node_addresses"] = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
                 ray.shutdown()
-                for name, scenario in (("pairs", pairs_on_ray), ("e2e", e2e), ("resume", resume)):
+                for name, scenario in (("pairs", pairs_on_ray), ("e2e", e2e), ("resume", resume), ("clip", clip_on_ray)):
                     if args.scenario in (name, "both"):
                         started = time.monotonic()
                         result[name] = scenario(args, server, cluster)

@@ -79,3 +79,13 @@ def test_a_killed_ray_run_resumes_only_the_unfinished_partition(cluster_run):
     assert set(resume["duplicate_keys"].values()) == {0} and len(resume["duplicate_keys"]) == 8
     assert resume["temp_objects"] == []  # the killed writer's temp objects are gone
     assert resume["differences"] == []  # and the outcome equals an uninterrupted run
+
+
+@pytest.mark.slow
+def test_a_model_profile_scores_on_ray_as_it_does_locally(cluster_run):
+    """A model scorer (CLIP) names itself and its columns per instance: the Ray path must describe it
+    from what the cluster built, not from its class."""
+    clip = cluster_run["clip"]
+    assert clip["local"] and clip["ray"], clip.get("errors")
+    assert clip["same_columns"] and "clip_score" in clip["clip_columns"]
+    assert clip["clip_score_max_difference"] <= 1e-5 and clip["other_columns_differ"] == []
