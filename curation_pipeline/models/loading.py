@@ -32,6 +32,18 @@ class ModelUnavailableError(RuntimeError):
                 + "; on a networked machine, unset HF_HUB_OFFLINE to download it.")
         super().__init__(message)
 
+    def __reduce__(self):
+        """Rebuilt from its message: Ray sends a model actor's failure to the driver pickled, and without
+        this it arrived as an UnserializableException that no longer said which model, or how to supply it."""
+        return _rebuild_unavailable, (self.model, str(self))
+
+
+def _rebuild_unavailable(model: str, message: str) -> ModelUnavailableError:
+    error = ModelUnavailableError.__new__(ModelUnavailableError)
+    RuntimeError.__init__(error, message)
+    error.model = model
+    return error
+
 
 def _is_missing_files(cause: BaseException | str) -> bool:
     """Only absent files deserve download guidance; a present but unusable model does not."""

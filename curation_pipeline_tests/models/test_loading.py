@@ -16,6 +16,19 @@ def test_missing_local_path_names_model_and_guidance(tmp_path):
     assert missing in message and "local directory" in message and "HF_HUB_OFFLINE" in message
 
 
+
+def test_the_error_survives_pickling_as_it_crosses_to_the_ray_driver(tmp_path):
+    """A model actor's failure reaches the driver pickled: it must arrive as itself, with its guidance."""
+    import pickle
+
+    missing = str(tmp_path / "nope")
+    with pytest.raises(ModelUnavailableError) as info:
+        load_vlm(missing)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert type(again) is ModelUnavailableError and again.model == missing
+    assert str(again) == str(info.value) and "local directory" in str(again)
+
+
 @pytest.mark.parametrize("loader", [load_clip, load_vlm])
 def test_unknown_hub_id_fails_fast_offline(loader, monkeypatch):
     """Offline, an unknown id fails at once with the clear error: no connection is even attempted
