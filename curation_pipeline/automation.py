@@ -3,6 +3,7 @@ never launches work by surprise; turn them on in Automation, or set CURATION_AUT
 
 
 import os
+import warnings
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -35,10 +36,27 @@ reselect_shards_job = dg.define_asset_job(
     "when keep_fraction is on.",
     tags=RETRY_CRASHES,
 )
+def reselectable(instance: dg.DagsterInstance, warehouse: WarehouseResource, shards) -> tuple[list[str], list[str]]:
+    """The shards that can be re-selected (a registered partition whose raw file is there), and the rest. A
+    pruned shard, or one whose raw file was removed, keeps its stored tables in the pool (``prune_shards``),
+    so it can be stale against a new index or cut; re-selecting it fails, and must not fail other shards'
+    runs or the sensor over and over."""
+    known = set(instance.get_dynamic_partitions(shard_partitions.name))
+    ok, left = [], []
+    for shard in shards:
+        (ok if shard in known and warehouse.raw_exists(shard) else left).append(shard)
+    return ok, left
+
+
 def reselect_each(defs: dg.Definitions, instance: dg.DagsterInstance, shards, run_config: dict | None = None,
                   results: dict | None = None, after_each_run=lambda: None) -> list[str]:
-    """In process: a ``reselect_shards`` run for each shard; returns those whose run failed, fills
-    ``results`` (``reselect:<shard>`` -> execution result) if given, calls ``after_each_run`` after each."""
+    """In process: a ``reselect_shards`` run for each shard that can be re-selected (``reselectable``; the
+    others are passed over with a warning); returns those whose run failed, fills ``results``
+    (``reselect:<shard>`` -> execution result) if given, calls ``after_each_run`` after each."""
+    shards, left = reselectable(instance, defs.resources["warehouse"], shards)
+    if left:
+        warnings.warn(f"not re-selected (no registered partition or no raw file; their stored tables stay in the "
+                      f"pool): {', '.join(left)}", stacklevel=2)
     failed = []
     for shard in shards:
         result = defs.resolve_job_def("reselect_shards").execute_in_process(

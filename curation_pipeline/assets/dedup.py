@@ -16,7 +16,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.assets.selection import cut_request, cut_stale, selection_cut_job
-from curation_pipeline.automation import DEFAULT_STATUS, reselect_each, reselect_shards_job
+from curation_pipeline.automation import DEFAULT_STATUS, reselect_each, reselectable, reselect_shards_job
 from curation_pipeline.decisions.dedup import (INDEX_ASSET, pool_has_signals, pool_identity, read_index, refresh_index,
                                                rules_digest, stale_shards, write_index)
 from curation_pipeline.resources import PolicyResource, WarehouseResource
@@ -110,12 +110,16 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                     ": see it in Runs); nothing else is stale")
         return f"duplicate index{' and selection cut' if cut_key else ''} current for {len(identity)} shards; " \
                "no shard is stale"
+    shards, left = reselectable(instance, warehouse, sorted(set(dedup) | set(cut)))
+    if not shards:
+        return (f"stale, but cannot be re-selected (no registered partition or no raw file; their stored tables stay "
+                f"in the pool): {', '.join(left)}")
     return [dg.RunRequest(job_name="reselect_shards", partition_key=s,
                           run_key=f"settle:{s}:{dedup.get(s, '-')}:{cut_key if s in cut else '-'}",
                           tags={"curation/reason": " and ".join(
                               why for why, stale in (("dedup_index changed", s in dedup),
                                                      ("selection_cut changed", s in cut)) if stale)})
-            for s in sorted(set(dedup) | set(cut))]
+            for s in shards]
 
 
 def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None,

@@ -186,7 +186,8 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     """Duplicate groups and survivors over ``pool`` (see ``load_pool``).
 
     With ``previous`` built under the same rules, its links among shards whose scores did not
-    change are reused; only the other shards' pairs are compared against the pool. Caption vectors
+    change (and that were not linked to one that did, or left) are reused; only the other shards'
+    pairs are compared against the pool. Caption vectors
     come from ``vectors`` (``pool_vectors``), else from the pool's own ``dup_caption_emb``."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -201,6 +202,13 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     keys = pool["key"].astype(str).to_numpy()
     reuse = previous is not None and previous.rules == rules
     unchanged = ({s for s, ident in identity.items() if previous.identity.get(s) == ident} if reuse else set())
+    if reuse and len(previous.links):
+        # A near link is stored through the first holder of a hash value: A and B may be linked only by
+        # way of a pair of shard X. When X changes or leaves, its links go, so the shards it linked to are
+        # compared against the pool again, or A and B would stay apart (a full rebuild groups them).
+        old = previous.links
+        crossing = old["shard_a"].isin(unchanged) != old["shard_b"].isin(unchanged)
+        unchanged -= set(old.loc[crossing, "shard_a"]) | set(old.loc[crossing, "shard_b"])
     query = ~np.isin(shards, list(unchanged)) if n else np.zeros(0, bool)
     order = np.argsort(~query, kind="stable")  # query nodes first, for duplicate_graph
     if vectors is None:

@@ -120,7 +120,7 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
         parts.append(pd.Series(np.where(passed, None, f"fails: {policy.keep_expression}"), index=df.index))
     if policy.keep_fraction is not None:
         top = in_top_fraction(df, policy, cut).to_numpy(dtype=bool)
-        parts.append(pd.Series(np.where(top, None, f"outside top {policy.keep_fraction:.0%} by {policy.quality_column}"),
+        parts.append(pd.Series(np.where(top, None, f"outside top {policy.keep_fraction * 100:g}% by {policy.quality_column}"),
                                index=df.index))
     joined = pd.concat(parts, axis=1).apply(lambda row: "; ".join(v for v in row if isinstance(v, str)), axis=1)
     return joined.where(joined.ne(""), None)

@@ -131,3 +131,33 @@ def test_stale_shards_lists_shards_decided_against_another_index_and_passes_over
     wh.fs.rm(wh.table_path("caption_decisions", "pool-b"))
     monkeypatch.setattr(wh, "shards", lambda table: listed if table == "caption_decisions" else [])
     assert dedup.stale_shards(wh, index) == {}
+
+
+def _row(shard, key, phash, seed, quality=80.0):
+    vector = np.random.default_rng(seed).normal(size=384).astype(np.float32)
+    return {"shard": shard, "key": key, "dup_image_sha": f"sha-{shard}-{key}", "dup_phash": phash,
+            "dup_caption_norm_sha": f"cap-{shard}-{key}", CAPTION_EMBEDDING: vector / np.linalg.norm(vector),
+            "caption": f"caption {key}", "decode_status": "ok", "width": 500, "height": 500,
+            "text_quality": quality}
+
+
+def _groups(index) -> list:
+    return index.groups[["shard", "key", "dup_kind", "dup_keep"]].values.tolist()
+
+
+def test_a_refresh_after_a_linking_shard_changes_or_leaves_groups_as_a_rebuild():
+    """Near links are stored through the first holder of a hash: a1 and b1 are linked only by way of s0's
+    pairs. When s0 is re-scored with other content, or leaves the pool, a1 and b1 must still be grouped."""
+    near_a = "0123456789abcdef"
+    near_b = f"{int(near_a, 16) ^ 0b111:016x}"  # 3 bits away: a near image
+    s0 = [_row("s0", "x1", near_a, 1), _row("s0", "x2", near_b, 2)]
+    a_b = [_row("s1", "a1", near_a, 3, quality=90), _row("s2", "b1", near_b, 4, quality=70)]
+    policy = DecisionPolicy()
+    first = build_index(pd.DataFrame(s0 + a_b), policy, None, {"s0": "v1", "s1": "v1", "s2": "v1"})
+    assert ["s2", "b1", "near_image", False] in _groups(first)
+    rescored = [_row("s0", "x1", "ffff0000ffff0000", 5), _row("s0", "x2", "00ff00ff00ff00ff", 6)]
+    for rows, identity in ((a_b, {"s1": "v1", "s2": "v1"}),  # s0 left the pool
+                           (rescored + a_b, {"s0": "v2", "s1": "v1", "s2": "v1"})):  # s0 was scored again
+        refreshed = build_index(pd.DataFrame(rows), policy, first, identity)
+        assert _groups(refreshed) == _groups(build_index(pd.DataFrame(rows), policy, None, identity))
+        assert _groups(refreshed) == [["s1", "a1", "near_image", True], ["s2", "b1", "near_image", False]]
