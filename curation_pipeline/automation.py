@@ -2,6 +2,7 @@
 never launches work by surprise; turn them on in Automation, or set CURATION_AUTOMATION=on."""
 
 
+import json
 import os
 import warnings
 from datetime import datetime, timezone
@@ -82,18 +83,27 @@ DEFAULT_SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if _ON else dg.Defaul
 
 
 @dg.sensor(job=curate_shards_job, minimum_interval_seconds=60, default_status=DEFAULT_STATUS,
-           description="Registers every new .tar in the raw location as a partition and requests its run. "
+           description="Registers every new .tar in the raw location as a partition and requests its run, once its "
+           "size and modification time are the same on two ticks in a row (a file still being copied waits). "
            "Files whose names are not valid keys are reported in the sensor's log, never renamed.")
 def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     try:
         found, rejected, _, new = _unregistered(context, warehouse)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotADirectoryError) as exc:
         return dg.SensorResult(skip_reason=str(exc))
-    if not new:
-        return dg.SensorResult(skip_reason=f"no new shards ({len(found)} known, {len(rejected)} rejected names)")
-    return dg.SensorResult(  # the file's stat in the run key: a shard pruned, then added again, runs again
-        run_requests=[dg.RunRequest(partition_key=key, run_key=_file_run_key(key, found[key])) for key in new],
-        dynamic_partitions_requests=[shard_partitions.build_add_request(new)],
+    # the file's stat in the run key: a shard pruned, then added again, runs again
+    stats = {key: _file_run_key(key, found[key]) for key in new}
+    seen = json.loads(context.cursor) if context.cursor else {}
+    ready = [key for key in new if seen.get(key) == stats[key]]  # unchanged since the last tick: copied whole
+    context.update_cursor(json.dumps({k: v for k, v in stats.items() if k not in ready}, sort_keys=True))
+    if not ready:
+        waiting = sorted(set(new) - set(ready))
+        return dg.SensorResult(skip_reason=(
+            f"{len(waiting)} new shard(s) wait a tick for their files to stop changing: {', '.join(waiting[:10])}"
+            if waiting else f"no new shards ({len(found)} known, {len(rejected)} rejected names)"))
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=key, run_key=stats[key]) for key in ready],
+        dynamic_partitions_requests=[shard_partitions.build_add_request(ready)],
     )
 
 
@@ -175,7 +185,11 @@ def register_shards():
 @dg.op(description="Removes shard partitions whose raw file no longer exists (typos, deleted files).")
 def remove_stale_partitions(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
     known = context.instance.get_dynamic_partitions(shard_partitions.name)
-    gone = [key for key in known if not warehouse.raw_exists(key)]
+    try:  # the location itself missing (unmounted, a typo, an outage) is not "every file deleted"
+        found = warehouse.list_raw()[0]
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise dg.Failure(description=f"{exc}; no partition removed") from exc
+    gone = [key for key in known if key not in found]
     for key in gone:
         context.instance.delete_dynamic_partition(shard_partitions.name, key)
     context.log.info(f"removed {len(gone)} partition(s) without a raw file: {', '.join(gone) or 'none'}")
@@ -209,7 +223,12 @@ def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: Wareho
         return dg.SkipReason("every registered shard is curated and fresh"
                              + (f", or has a run waiting to start ({len(waiting)})" if waiting else ""))
     # one run per shard and tick: a later tick may ask again for a shard still missing
-    tick = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M")
+    # (the tick's scheduled time: a tick evaluated again, after a daemon restart, asks with the same keys)
+    try:
+        at = context.scheduled_execution_time
+    except Exception:  # evaluated outside a tick (a test, the UI's preview): now
+        at = None
+    tick = (at or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M")
     return [dg.RunRequest(partition_key=key, run_key=f"fill:{key}:{tick}", tags={"curation/reason": reason[:200]})
             for key, reason in sorted(todo.items())]
 

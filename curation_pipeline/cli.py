@@ -43,8 +43,16 @@ def home_lock(home: Path):
 
 
 def _home_path() -> Path:
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / "data" / "dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
+    """The Dagster home, made absolute (Dagster refuses a relative one, after everything has loaded) and
+    created; an empty DAGSTER_HOME (an unset shell variable) means the default."""
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / "data" / "dagster_home").resolve()
+    if home.exists() and not home.is_dir():
+        raise BadInput(f"DAGSTER_HOME {home} is a file, not a folder")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot create DAGSTER_HOME {home}: {exc}") from exc
+    os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
@@ -423,7 +431,7 @@ def run(raw, warehouse, shards, profile, clip_model, mlm_model, rewriter, rewrit
     try:
         code = run_shards(raw, warehouse, shards, profile, rewriter, rewriter_model, clip_model, mlm_model,
                           not no_report, load_settings(pairs, config_file))
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         raise BadInput(str(exc)) from exc
     sys.exit(code)
 
@@ -447,7 +455,7 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
         raise BadInput("give --key and/or --shard")
     try:
         history = caption_history(Warehouse(warehouse), key=key, shard=shard, rewritten_only=rewritten_only)
-    except (FileNotFoundError, InvalidShardName) as exc:
+    except (FileNotFoundError, NotADirectoryError, InvalidShardName) as exc:
         raise BadInput(str(exc)) from exc
     if history.final.empty:
         raise BadInput(f"no pair with key={key!r} shard={shard!r} in {warehouse}")
@@ -475,7 +483,7 @@ def report(warehouse) -> None:
 
 @main.command("sample-data")
 @click.option("--out", default="data/raw", show_default=True)
-@click.option("--shards", default=3, show_default=True)
+@click.option("--shards", default=3, show_default=True, type=click.IntRange(min=1))
 def sample_data(out, shards) -> None:
     """Regenerate the bundled sample shards (deterministic, byte-identical).
 
@@ -483,6 +491,8 @@ def sample_data(out, shards) -> None:
     """
     from curation_pipeline.demo import generate_sample_shards
 
+    if Path(out).exists() and not Path(out).is_dir():
+        raise BadInput(f"--out {out} is a file, not a folder")
     for path in generate_sample_shards(out, n_shards=shards):
         click.echo(path)
 

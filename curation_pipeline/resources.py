@@ -45,6 +45,9 @@ class WarehouseResource(dg.ConfigurableResource):
         fs, root = fsspec.core.url_to_fs(self.raw_root)
         if not fs.exists(root):
             raise FileNotFoundError(f"raw shard location {self.raw_root!r} does not exist")
+        if fs.isfile(root):
+            raise NotADirectoryError(f"raw shard location {self.raw_root!r} is a file: give the folder that holds "
+                                     "the .tar shards")
         found, rejected = {}, []
         # listed, not globbed: a [, * or ? in the location's own path is a character
         files = [e["name"] for e in fs.ls(root.rstrip("/"), detail=True) if e.get("type") == "file"]

@@ -25,6 +25,8 @@ def test_sensor_adds_new_shards_and_requests_their_runs(tmp_path):
     instance.add_dynamic_partitions("shards", ["a-1"])
     context = dg.build_sensor_context(instance=instance, resources={
         "warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))})
+    first_tick = new_shards_sensor(context)  # a new file waits one tick: it may still be being copied
+    assert not first_tick.run_requests and "b_2" in first_tick.skip_reason.skip_message
     result = new_shards_sensor(context)
     assert [r.partition_key for r in result.run_requests] == ["b_2"]
     (request,) = result.dynamic_partitions_requests
@@ -34,8 +36,39 @@ def test_sensor_adds_new_shards_and_requests_their_runs(tmp_path):
     first = result.run_requests[0].run_key
     (raw / "b_2.tar").unlink()
     shutil.copy(RAW_SAMPLES / "sample-000001.tar", raw / "b_2.tar")
+    new_shards_sensor(context)
     again = new_shards_sensor(context)
     assert [r.partition_key for r in again.run_requests] == ["b_2"] and again.run_requests[0].run_key != first
+
+
+def test_sensor_waits_for_a_file_still_being_copied(tmp_path):
+    """A half-copied tar reads as a truncated shard: registered then, its run would publish part of it."""
+    raw = _raw(tmp_path, [])
+    source = (RAW_SAMPLES / "sample-000000.tar").read_bytes()
+    (raw / "c-1.tar").write_bytes(source[: len(source) // 2])
+    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
+        "warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))})
+    assert not new_shards_sensor(context).run_requests
+    (raw / "c-1.tar").write_bytes(source)  # the copy went on between the ticks
+    assert not new_shards_sensor(context).run_requests
+    (request,) = new_shards_sensor(context).run_requests  # unchanged for a tick: complete
+    assert request.partition_key == "c-1" and request.run_key.startswith(f"shard:c-1:{len(source)}:")
+
+
+def test_prune_removes_nothing_when_the_raw_location_is_missing(tmp_path):
+    from curation_pipeline.automation import prune_shards
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("shards", ["a-1", "b-2"])
+    warehouse = WarehouseResource(raw_root=str(tmp_path / "unmounted"), root=str(tmp_path / "wh"))
+    result = prune_shards.execute_in_process(instance=instance, resources={"warehouse": warehouse},
+                                             raise_on_error=False)
+    assert not result.success
+    assert sorted(instance.get_dynamic_partitions("shards")) == ["a-1", "b-2"]
+    raw = _raw(tmp_path, ["a-1.tar"])
+    warehouse = WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))
+    assert prune_shards.execute_in_process(instance=instance, resources={"warehouse": warehouse}).success
+    assert instance.get_dynamic_partitions("shards") == ["a-1"]
 
 
 def test_sensor_skips_when_raw_location_is_missing(tmp_path):

@@ -359,3 +359,33 @@ def test_the_signal_watch_keeps_what_the_process_ignores_and_rearms_sigterm_afte
         for s, handler in saved.items():
             signal.signal(s, handler)
     assert not result.success  # Dagster failed the step the ignored SIGINT landed in: its behaviour, not ours
+
+
+def test_a_relative_or_empty_dagster_home_is_made_absolute(tmp_path, monkeypatch):
+    """Dagster refuses a relative home only after everything has loaded, with a traceback."""
+    from curation_pipeline.cli import _home_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", "data/dagster_home")
+    assert _home_path() == tmp_path / "data" / "dagster_home"
+    assert os.environ["DAGSTER_HOME"] == str(tmp_path / "data" / "dagster_home")
+    monkeypatch.setenv("DAGSTER_HOME", "")  # an unset shell variable: the default, not the working folder
+    assert _home_path() == tmp_path / "data" / "dagster_home"
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "afile"))
+    result = CliRunner().invoke(main, ["run", "--raw", str(RAW_SAMPLES), "--warehouse", str(tmp_path / "wh")])
+    assert result.exit_code == EXIT_BAD_INPUT and "is a file, not a folder" in result.output
+
+
+def test_files_where_folders_belong_are_bad_input(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    shard = RAW_SAMPLES / "sample-000000.tar"
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", "--raw", str(shard), "--warehouse", str(tmp_path / "wh")])
+    assert result.exit_code == EXIT_BAD_INPUT and "is a file: give the folder" in result.output
+    result = runner.invoke(main, ["sample-data", "--out", str(shard)])
+    assert result.exit_code == EXIT_BAD_INPUT and "is a file, not a folder" in result.output
+    result = runner.invoke(main, ["sample-data", "--out", str(tmp_path / "s"), "--shards", "-1"])
+    assert result.exit_code == EXIT_BAD_INPUT
+    result = runner.invoke(main, ["lineage", "--warehouse", str(shard), "--shard", "sample-000000"])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
