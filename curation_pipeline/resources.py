@@ -50,7 +50,9 @@ class WarehouseResource(dg.ConfigurableResource):
                                      "the .tar shards")
         found, rejected = {}, []
         # listed, not globbed: a [, * or ? in the location's own path is a character
-        files = [e["name"] for e in fs.ls(root.rstrip("/"), detail=True) if e.get("type") == "file"]
+        # (a symlinked shard is listed as "other": it counts when it leads to a file)
+        files = [e["name"] for e in fs.ls(root.rstrip("/"), detail=True)
+                 if e.get("type") == "file" or (e.get("type") == "other" and fs.isfile(e["name"]))]
         for path in sorted(p for p in files if p.endswith(".tar")):
             try:
                 found[shard_key(path)] = fs.unstrip_protocol(path)

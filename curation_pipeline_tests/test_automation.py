@@ -66,9 +66,12 @@ def test_prune_removes_nothing_when_the_raw_location_is_missing(tmp_path):
     assert not result.success
     assert sorted(instance.get_dynamic_partitions("shards")) == ["a-1", "b-2"]
     raw = _raw(tmp_path, ["a-1.tar"])
+    instance.add_dynamic_partitions("shards", ["linked-3"])
+    (raw / "linked-3.tar").symlink_to(raw / "a-1.tar")  # a shard kept elsewhere, linked in: still there
     warehouse = WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))
+    assert sorted(warehouse.list_raw()[0]) == ["a-1", "linked-3"]
     assert prune_shards.execute_in_process(instance=instance, resources={"warehouse": warehouse}).success
-    assert instance.get_dynamic_partitions("shards") == ["a-1"]
+    assert sorted(instance.get_dynamic_partitions("shards")) == ["a-1", "linked-3"]
 
 
 def test_sensor_skips_when_raw_location_is_missing(tmp_path):

@@ -72,7 +72,7 @@ ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagste
 
 
 def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
-                    policy: PolicyResource) -> list[dg.RunRequest] | str:
+                    policy: PolicyResource, warn=lambda message: None) -> list[dg.RunRequest] | str:
     """What to run so that every shard's decisions match the current pool: the duplicate index (and,
     with keep_fraction on, the selection cut) when stale, else a re-selection of each shard decided
     against an older index or another cut. A string says why nothing is requested."""
@@ -111,9 +111,12 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
         return f"duplicate index{' and selection cut' if cut_key else ''} current for {len(identity)} shards; " \
                "no shard is stale"
     shards, left = reselectable(instance, warehouse, sorted(set(dedup) | set(cut)))
+    passed_over = (f"stale, but cannot be re-selected (no registered partition or no raw file; their stored tables "
+                   f"stay in the pool): {', '.join(left)}")
     if not shards:
-        return (f"stale, but cannot be re-selected (no registered partition or no raw file; their stored tables stay "
-                f"in the pool): {', '.join(left)}")
+        return passed_over
+    if left:
+        warn(passed_over)
     return [dg.RunRequest(job_name="reselect_shards", partition_key=s,
                           run_key=f"settle:{s}:{dedup.get(s, '-')}:{cut_key if s in cut else '-'}",
                           tags={"curation/reason": " and ".join(
@@ -150,5 +153,5 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
            "older pool, so cross-shard dedup and the keep_fraction cut publish the same set whatever order the "
            "shard runs took.")
 def dedup_settle_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource, policy: PolicyResource):
-    requests = settle_requests(context.instance, warehouse, policy)
+    requests = settle_requests(context.instance, warehouse, policy, warn=context.log.warning)
     return dg.SkipReason(requests) if isinstance(requests, str) else requests
