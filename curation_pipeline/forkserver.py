@@ -127,26 +127,11 @@ def _relay(conn, argv: list[str]) -> int | None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(state["pid"], signum)
 
-    def suspend(_signum, _frame):
-        """Ctrl-Z: the run stops with this process (the shell sees one job), and goes on when it does."""
-        if state["pid"]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(state["pid"], signal.SIGSTOP)
-        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until the shell continues this process
-        signal.signal(signal.SIGTSTP, suspend)
-        if state["pid"]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(state["pid"], signal.SIGCONT)
-
     # a signal this process ignores (started in the background, under nohup) stays ignored, in the child too
     previous = {s: signal.getsignal(s) for s in FORWARDED}
     for s, handler in previous.items():
         if handler != signal.SIG_IGN:
             signal.signal(s, forward)
-    previous_tstp = signal.getsignal(signal.SIGTSTP)
-    if previous_tstp == signal.SIG_DFL:
-        signal.signal(signal.SIGTSTP, suspend)
     try:
         conn.send({"argv": list(argv), **_context(), "ignored": [s.name for s, h in previous.items() if h == signal.SIG_IGN]})
         fds = [fd for fd in (0, 1, 2) if _is_open(fd)]
@@ -157,7 +142,6 @@ def _relay(conn, argv: list[str]) -> int | None:
         conn.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-        signal.signal(signal.SIGTSTP, previous_tstp)
         if state["signal"] is not None:
             os.kill(os.getpid(), state["signal"])
         return None
@@ -176,7 +160,6 @@ def _relay(conn, argv: list[str]) -> int | None:
         conn.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-        signal.signal(signal.SIGTSTP, previous_tstp)
     if state["signal"] is not None:  # the child died of a forwarded signal: so does this process
         signal.signal(state["signal"], signal.SIG_DFL)
         os.kill(os.getpid(), state["signal"])

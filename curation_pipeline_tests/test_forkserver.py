@@ -144,31 +144,6 @@ def test_signals_reach_the_served_run(warm, how):
             client.communicate()
 
 
-def _state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-
-
-def test_ctrl_z_stops_the_served_run_with_its_client(warm):
-    """The shell sees the client as the job: stopping it must stop the run, and continuing it go on."""
-    root, env = warm
-    client = subprocess.Popen(_command("wh-tstp"), cwd=root, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGTSTP, signal.SIG_DFL))
-    try:
-        child = _until(lambda: _served(root, "wh-tstp") or client.poll() is not None)
-        assert child is not True and client.poll() is None, "the run was not served, or ended first"
-        client.send_signal(signal.SIGTSTP)
-        assert _until(lambda: _state(client.pid) == "T" and _state(child) == "T", within=30), \
-            (_state(client.pid), _state(child))
-        client.send_signal(signal.SIGCONT)
-        _, err = client.communicate(timeout=300)
-        assert client.returncode == 0, err[-2000:]
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.communicate()
-
-
 def test_the_child_takes_on_the_clients_context(tmp_path):
     """Folder, environment, umask, CPUs, niceness and signal dispositions, applied in a forked child as the server's child does."""
     cpus = sorted(os.sched_getaffinity(0))
