@@ -273,16 +273,24 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
     # first check; later runs find it warm
     _home_path()
     helper.start(_gx.warm)
+    import warnings
+
     import dagster as dg
     import pydantic
 
+    # the definitions use preview and beta Dagster features on purpose (partitioned checks, observable
+    # sources): said to whoever runs `curate` on every run, it is noise, not advice
+    for category in (dg.PreviewWarning, dg.BetaWarning):
+        warnings.filterwarnings("ignore", category=category)
     from curation_pipeline.definitions import build_definitions
     from curation_pipeline.models.loading import ModelUnavailableError
     from curation_pipeline.reporting import charts
     from curation_pipeline.resources import PolicyResource, RewriterResource, ScoringResource, WarehouseResource
+    from curation_pipeline.storage.warehouse import Warehouse
 
     helper.warm_later(charts.warm)
     found, rejected = WarehouseResource(raw_root=raw, root=warehouse).list_raw()
+    Warehouse(warehouse).check_reachable()
     for message in rejected:
         click.echo(f"skipped: {message}", err=True)
     selected = list(shards) or sorted(found)
@@ -428,10 +436,12 @@ def run(raw, warehouse, shards, profile, clip_model, mlm_model, rewriter, rewrit
     Example: curate run --raw /data/laion/shards --warehouse /data/curated --profile clip
     --clip-model openai/clip-vit-base-patch32
     """
+    from curation_pipeline.storage.warehouse import StorageUnreachable
+
     try:
         code = run_shards(raw, warehouse, shards, profile, rewriter, rewriter_model, clip_model, mlm_model,
                           not no_report, load_settings(pairs, config_file))
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+    except (FileNotFoundError, NotADirectoryError, ValueError, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
     sys.exit(code)
 
@@ -449,13 +459,14 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
     """
     from curation_pipeline.reporting.lineage import caption_history, format_history
     from curation_pipeline.shards.keys import InvalidShardName
-    from curation_pipeline.storage.warehouse import Warehouse
+    from curation_pipeline.storage.warehouse import StorageUnreachable, Warehouse, object_storage_errors
 
     if key is None and shard is None:
         raise BadInput("give --key and/or --shard")
     try:
-        history = caption_history(Warehouse(warehouse), key=key, shard=shard, rewritten_only=rewritten_only)
-    except (FileNotFoundError, NotADirectoryError, InvalidShardName) as exc:
+        with object_storage_errors(warehouse):
+            history = caption_history(Warehouse(warehouse), key=key, shard=shard, rewritten_only=rewritten_only)
+    except (FileNotFoundError, NotADirectoryError, InvalidShardName, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
     if history.final.empty:
         raise BadInput(f"no pair with key={key!r} shard={shard!r} in {warehouse}")
@@ -470,15 +481,17 @@ def report(warehouse) -> None:
     Example: curate report
     """
     from curation_pipeline.reporting.report import open_report
-    from curation_pipeline.storage.warehouse import Warehouse
+    from curation_pipeline.storage.warehouse import StorageUnreachable, Warehouse, object_storage_errors
 
     try:
-        with open_report(Warehouse(warehouse)) as con:  # local, or s3:// (views read Parquet from S3)
+        with object_storage_errors(warehouse), open_report(Warehouse(warehouse)) as con:  # local, or s3://
             for table in ("overall", "shard_summary", "drop_reasons", "rewriter_summary"):
                 click.echo(f"\n## {table}\n")
                 click.echo(con.execute(f"SELECT * FROM {table}").df().to_string(index=False))
     except FileNotFoundError as exc:
         raise BadInput(f"{exc}; run `curate demo` or materialize quality_report") from exc
+    except StorageUnreachable as exc:
+        raise BadInput(str(exc)) from exc
 
 
 @main.command("sample-data")

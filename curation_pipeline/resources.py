@@ -20,7 +20,7 @@ from curation_pipeline.rewriting.verify import AcceptanceRules
 from curation_pipeline.scoring.base import Scorer
 from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
 from curation_pipeline.shards.keys import InvalidShardName, shard_key, validate_key
-from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline.storage.warehouse import Warehouse, object_storage_errors
 from curation_pipeline.validation.drift import DriftThresholds
 
 
@@ -40,6 +40,10 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def list_raw(self) -> tuple[dict[str, str], list[str]]:
         """Shard key -> URL for every valid ``.tar``, and messages for rejected names."""
+        with object_storage_errors(self.raw_root):
+            return self._list_raw()
+
+    def _list_raw(self) -> tuple[dict[str, str], list[str]]:
         import fsspec
 
         fs, root = fsspec.core.url_to_fs(self.raw_root)

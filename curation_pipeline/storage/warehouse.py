@@ -42,6 +42,24 @@ _TEMP = re.compile(r"^\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{32}-")
 _ERROR_COLUMNS = re.compile(r"(^|_)(error|detail|reason)$")
 
 
+class StorageUnreachable(OSError):
+    """Object storage refused or could not be reached: no credentials, a wrong endpoint, a network error."""
+
+
+@contextlib.contextmanager
+def object_storage_errors(url: str) -> Iterator[None]:
+    """botocore's errors (a long traceback that names neither the URL nor where credentials come from) as
+    one ``StorageUnreachable`` that names both. Its messages never carry the credentials themselves."""
+    try:
+        yield
+    except Exception as exc:
+        if not type(exc).__module__.startswith(("botocore", "aiobotocore")):
+            raise
+        raise StorageUnreachable(
+            f"cannot reach {url}: {exc}. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE or an instance role; an S3-compatible store's address from AWS_ENDPOINT_URL") from exc
+
+
 def temp_name(name: str) -> str:
     """``.tmp-<host>-<pid>-<uuid>-<name>.partial``: never ``.parquet``/``.tar``, so no glob reads it."""
     return f".tmp-{HOST}-{os.getpid()}-{uuid.uuid4().hex}-{name}.partial"
@@ -146,6 +164,12 @@ class Warehouse:
     @property
     def report_db_path(self) -> str:
         return self.join("quality.duckdb")
+
+    def check_reachable(self) -> None:
+        """Fail now, with ``StorageUnreachable``, when object storage cannot be reached, not in a run's first step."""
+        if not self.is_local:
+            with object_storage_errors(self.root):
+                self.fs.exists(self._root_path)
 
     def local_path(self, path: str) -> str:
         """Absolute local path, for DuckDB views (remote roots need DuckDB's httpfs)."""

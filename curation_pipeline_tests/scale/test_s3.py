@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 
 import duckdb
@@ -128,3 +129,31 @@ def test_a_mistyped_bucket_fails_instead_of_being_created(s3):
     with pytest.raises(FileNotFoundError):
         Warehouse(f"s3://{server.bucket}-typo/wh").write_table("pairs", "s1", pd.DataFrame({"key": ["a"]}))
     assert sorted(fs.ls("", refresh=True)) == before
+
+
+@pytest.mark.parametrize("where", ["raw", "warehouse"])
+def test_missing_credentials_are_one_clear_error_before_any_run(s3, tmp_path, monkeypatch, where):
+    from click.testing import CliRunner
+
+    from curation_pipeline.cli import EXIT_BAD_INPUT, main
+
+    server, fs = s3
+    upload_shards(fs, RAW_SAMPLES, f"s3://{server.bucket}/raw", ["sample-000001"])
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-role look-up off loopback
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    fresh_s3fs()
+    local = tmp_path / "raw"
+    local.mkdir()
+    shutil.copy(RAW_SAMPLES / "sample-000001.tar", local)
+    raw, warehouse = ((f"s3://{server.bucket}/raw", str(tmp_path / "wh")) if where == "raw"
+                      else (str(local), f"s3://{server.bucket}/wh"))
+    result = CliRunner().invoke(main, ["run", "--raw", raw, "--warehouse", warehouse, "--no-report"])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    url = raw if where == "raw" else warehouse
+    assert f"cannot reach {url}: Unable to locate credentials" in result.output
+    assert "AWS_ACCESS_KEY_ID" in result.output and "Traceback" not in result.output
+    assert "FAILED" not in result.output and not (tmp_path / "wh").exists()  # no run was started
