@@ -23,22 +23,22 @@ def test_sensor_adds_new_shards_and_requests_their_runs(tmp_path):
     raw = _raw(tmp_path, ["a-1.tar", "b_2.tar", "bad name.tar"])
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("shards", ["a-1"])
-    context = dg.build_sensor_context(instance=instance, resources={
-        "warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))})
-    first_tick = new_shards_sensor(context)  # a new file waits one tick: it may still be being copied
-    assert not first_tick.run_requests and "b_2" in first_tick.skip_reason.skip_message
-    result = new_shards_sensor(context)
-    assert [r.partition_key for r in result.run_requests] == ["b_2"]
-    (request,) = result.dynamic_partitions_requests
-    assert list(request.partition_keys) == ["b_2"]
-    assert request.partitions_def_name == "shards"
-    # pruned (its file deleted), then a new file of that name: a new run key, so Dagster runs it again
-    first = result.run_requests[0].run_key
-    (raw / "b_2.tar").unlink()
-    shutil.copy(RAW_SAMPLES / "sample-000001.tar", raw / "b_2.tar")
-    new_shards_sensor(context)
-    again = new_shards_sensor(context)
-    assert [r.partition_key for r in again.run_requests] == ["b_2"] and again.run_requests[0].run_key != first
+    with dg.build_sensor_context(instance=instance, resources={
+            "warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))}) as context:
+        first_tick = new_shards_sensor(context)  # a new file waits one tick: it may still be being copied
+        assert not first_tick.run_requests and "b_2" in first_tick.skip_reason.skip_message
+        result = new_shards_sensor(context)
+        assert [r.partition_key for r in result.run_requests] == ["b_2"]
+        (request,) = result.dynamic_partitions_requests
+        assert list(request.partition_keys) == ["b_2"]
+        assert request.partitions_def_name == "shards"
+        # pruned (its file deleted), then a new file of that name: a new run key, so Dagster runs it again
+        first = result.run_requests[0].run_key
+        (raw / "b_2.tar").unlink()
+        shutil.copy(RAW_SAMPLES / "sample-000001.tar", raw / "b_2.tar")
+        new_shards_sensor(context)
+        again = new_shards_sensor(context)
+        assert [r.partition_key for r in again.run_requests] == ["b_2"] and again.run_requests[0].run_key != first
 
 
 def test_sensor_waits_for_a_file_still_being_copied(tmp_path):
@@ -46,13 +46,13 @@ def test_sensor_waits_for_a_file_still_being_copied(tmp_path):
     raw = _raw(tmp_path, [])
     source = (RAW_SAMPLES / "sample-000000.tar").read_bytes()
     (raw / "c-1.tar").write_bytes(source[: len(source) // 2])
-    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
-        "warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))})
-    assert not new_shards_sensor(context).run_requests
-    (raw / "c-1.tar").write_bytes(source)  # the copy went on between the ticks
-    assert not new_shards_sensor(context).run_requests
-    (request,) = new_shards_sensor(context).run_requests  # unchanged for a tick: complete
-    assert request.partition_key == "c-1" and request.run_key.startswith(f"shard:c-1:{len(source)}:")
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
+            "warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))}) as context:
+        assert not new_shards_sensor(context).run_requests
+        (raw / "c-1.tar").write_bytes(source)  # the copy went on between the ticks
+        assert not new_shards_sensor(context).run_requests
+        (request,) = new_shards_sensor(context).run_requests  # unchanged for a tick: complete
+        assert request.partition_key == "c-1" and request.run_key.startswith(f"shard:c-1:{len(source)}:")
 
 
 def test_prune_removes_nothing_when_the_raw_location_is_missing(tmp_path):
@@ -75,9 +75,9 @@ def test_prune_removes_nothing_when_the_raw_location_is_missing(tmp_path):
 
 
 def test_sensor_skips_when_raw_location_is_missing(tmp_path):
-    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
-        "warehouse": WarehouseResource(raw_root=str(tmp_path / "nowhere"), root=str(tmp_path / "wh"))})
-    result = new_shards_sensor(context)
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
+            "warehouse": WarehouseResource(raw_root=str(tmp_path / "nowhere"), root=str(tmp_path / "wh"))}) as context:
+        result = new_shards_sensor(context)
     assert not result.run_requests and "does not exist" in result.skip_reason.skip_message
 
 
@@ -87,10 +87,10 @@ def test_schedule_requests_missing_then_stale_partitions_by_dagster_data_version
     raw = _raw(tmp_path, ["sample-000000.tar", "sample-000001.tar"])
     warehouse = tmp_path / "wh"
     defs = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse), scoring=ScoringResource(profile="text"))
-    with dg.instance_for_test() as instance:
+    with dg.instance_for_test() as instance, dg.build_schedule_context(
+            instance=instance, repository_def=defs.get_repository_def(),
+            resources={"warehouse": defs.resources["warehouse"]}) as context:
         instance.add_dynamic_partitions("shards", ["sample-000000", "sample-000001"])
-        context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
-                                            resources={"warehouse": defs.resources["warehouse"]})
 
         def requested():  # as the daemon evaluates a tick (several requests need run keys)
             result = defs.resolve_schedule_def("fill_missing_shards").evaluate_tick(context)
@@ -179,8 +179,9 @@ def test_missing_raw_file_is_skipped_by_the_schedule_and_pruned(tmp_path):
     defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shards", ["sample-000000", "sampel-000000"])  # a typo
-        result = fill_missing_shards(dg.build_schedule_context(instance=instance, resources=resources,
-                                                               repository_def=defs.get_repository_def()))
+        with dg.build_schedule_context(instance=instance, resources=resources,
+                                       repository_def=defs.get_repository_def()) as context:
+            result = fill_missing_shards(context)
         assert [r.partition_key for r in result] == ["sample-000000"]
         assert defs.resolve_job_def("prune_shards").execute_in_process(instance=instance).success
         assert instance.get_dynamic_partitions("shards") == ["sample-000000"]

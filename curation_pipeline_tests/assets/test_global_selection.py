@@ -172,8 +172,9 @@ def test_the_settle_sensor_cuts_the_grown_pool_then_reselects_every_shard(scored
     resources = {"warehouse": WarehouseResource(raw_root=str(RAW_SAMPLES), root=str(warehouse)),
                  "policy": PolicyResource(**RELAXED, keep_fraction=fraction)}
 
-    def sensor():
-        return dedup_settle_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    def sensor():  # a context with resources is a context manager: left open, it leaves the instance current
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            return dedup_settle_sensor(context)
 
     # a run killed outright stays STARTED: the sensor waits, and says which run and what to do
     dead = instance.add_run(dg.DagsterRun(job_name="curate_shards", run_id="deadbeef-0000-4000-8000-000000000000",

@@ -151,8 +151,9 @@ def test_b_then_a_publishes_the_same_set(a_then_b, raw, tmp_path):
     defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path))
     resources = {"warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path)), "policy": PolicyResource()}
 
-    def sensor():
-        return dedup_settle_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    def sensor():  # a context with resources is a context manager: left open, it leaves the instance current
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            return dedup_settle_sensor(context)
 
     (request,) = sensor()
     assert request.job_name == "dedup_index_job"

@@ -158,9 +158,9 @@ def test_bad_shard_name_is_rejected_by_sensor_and_cli(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     shutil.copy(RAW_SAMPLES / "sample-000000.tar", raw / "bad name;rm.tar")
-    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
-        "warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))})
-    result = new_shards_sensor(context)
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
+            "warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))}) as context:
+        result = new_shards_sensor(context)
     assert not result.run_requests and "1 rejected names" in result.skip_reason.skip_message
     runner = CliRunner()
     out = runner.invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh")])
@@ -178,9 +178,9 @@ def test_missing_raw_location_is_a_clear_error(tmp_path, monkeypatch):
     missing = tmp_path / "nowhere"
     out = CliRunner().invoke(main, ["run", "--raw", str(missing), "--warehouse", str(tmp_path / "wh")])
     assert out.exit_code == EXIT_BAD_INPUT and f"raw shard location '{missing}' does not exist" in out.output
-    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
-        "warehouse": WarehouseResource(raw_root=str(missing), root=str(tmp_path / "wh"))})
-    result = new_shards_sensor(context)
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
+            "warehouse": WarehouseResource(raw_root=str(missing), root=str(tmp_path / "wh"))}) as context:
+        result = new_shards_sensor(context)
     assert not result.run_requests and "does not exist" in result.skip_reason.skip_message
 
 

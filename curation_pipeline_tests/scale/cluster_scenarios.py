@@ -224,9 +224,9 @@ def resume(args, server, cluster) -> dict:
         # re-execution: the fill_missing_shards schedule's own rule picks what to run
         defs = build_definitions(raw_root=raw, warehouse_root=root, compute=_compute(cluster.client_address))
         todo = shards_to_refresh(instance, defs.resources["warehouse"], defs.get_repository_def())
-        context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
-                                            resources={"warehouse": defs.resources["warehouse"]})
-        requests = defs.resolve_schedule_def("fill_missing_shards").evaluate_tick(context).run_requests or []
+        with dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
+                                       resources={"warehouse": defs.resources["warehouse"]}) as context:
+            requests = defs.resolve_schedule_def("fill_missing_shards").evaluate_tick(context).run_requests or []
         requested = sorted(r.partition_key for r in requests)
         if requested != sorted(todo):
             raise AssertionError(f"the schedule requested {requested}, its rule says {sorted(todo)}")
