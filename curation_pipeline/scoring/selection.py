@@ -29,8 +29,10 @@ class SelectionError(ValueError):
 
 def select(scores: pd.DataFrame, expr: str) -> pd.Series:
     """Rows satisfying a threshold expression such as ``"mlm_itm >= 66 and mlm_odf >= 20"``. A NaN
-    operand makes its comparison False, so ``not (x >= 66)`` keeps NaN rows where ``x < 66`` does not."""
-    return _evaluate(_parse(expr).body, scores, expr).astype(bool).rename(None)
+    operand makes its comparison unknown, and unknown stays unknown through ``not`` (SQL's three-valued
+    logic): a row is selected only when the whole expression is known true, so ``not (x < 66)`` never
+    selects a pair whose ``x`` is missing, as ``x >= 66`` does not."""
+    return _evaluate(_parse(expr).body, scores, expr).fillna(False).astype(bool).rename(None)
 
 
 def check_expression(expr: str) -> None:
@@ -53,12 +55,14 @@ def _parse(expr: str) -> ast.Expression:
         raise SelectionError(f"cannot parse selection {expr!r}: {exc.msg} at column {exc.offset}") from exc
 
 
-def _evaluate(node: ast.AST, scores: pd.DataFrame, expr: str):
+def _evaluate(node: ast.AST, scores: pd.DataFrame, expr: str) -> pd.Series:
+    """A nullable boolean Series: NA where a NaN operand leaves the answer unknown (pandas' Kleene logic
+    for ``&``, ``|`` and ``~``: ``unknown or True`` is True, ``not unknown`` is unknown)."""
     if isinstance(node, ast.BoolOp):
-        parts = [_evaluate(v, scores, expr).fillna(False).astype(bool) for v in node.values]
+        parts = [_evaluate(v, scores, expr) for v in node.values]
         return functools.reduce(operator.and_ if isinstance(node.op, ast.And) else operator.or_, parts)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-        return ~_evaluate(node.operand, scores, expr).fillna(False).astype(bool)
+        return ~_evaluate(node.operand, scores, expr)
     if isinstance(node, ast.Compare):
         left = _operand(node.left, scores, expr)
         result = None
@@ -66,10 +70,12 @@ def _evaluate(node: ast.AST, scores: pd.DataFrame, expr: str):
             if type(op) not in _COMPARE:
                 raise SelectionError(f"operator {type(op).__name__} is not allowed in {expr!r}")
             right = _operand(right_node, scores, expr)
-            part = _COMPARE[type(op)](left, right)  # NaN compares False (except !=, masked below)
-            for side in (left, right):
-                if isinstance(side, pd.Series):
-                    part = part & side.notna()
+            part = _COMPARE[type(op)](left, right)
+            if isinstance(part, pd.Series):
+                part = part.astype("boolean")
+                for side in (left, right):
+                    if isinstance(side, pd.Series):
+                        part = part.mask(side.isna())  # unknown, not False (nor True for !=)
             result = part if result is None else result & part
             left = right
         if not isinstance(result, pd.Series):

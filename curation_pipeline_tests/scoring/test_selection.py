@@ -20,7 +20,16 @@ def test_and_combination(scores):
 
 def test_or_parentheses_and_not(scores):
     assert select(scores, "clip_score >= 0.28 or (mlm_odf > 45)").tolist() == [True, True, True, False, False]
-    assert select(scores, "not mlm_itm >= 66").tolist() == [False, True, True, False, False]
+    assert select(scores, "not mlm_itm >= 66").tolist() == [False, True, False, False, False]
+
+
+def test_a_missing_score_stays_unknown_through_not(scores):
+    """Three-valued, as SQL: only a known true expression selects; ``unknown or true`` is true."""
+    for expr in ("not mlm_itm < 66", "not (mlm_itm == 60)", "not (mlm_itm < 66 or mlm_odf > 100)"):
+        assert not select(scores, expr)[2], expr  # mlm_itm is NaN: as unknown as ``mlm_itm >= 66``
+    assert select(scores, "not (mlm_itm < 66 and clip_score < 0.4)")[2]  # clip_score alone decides
+    assert select(scores, "mlm_itm >= 66 or clip_score > 0.4")[2]
+    assert not select(scores, "mlm_itm >= 66 or clip_score > 0.6")[2]
 
 
 def test_nan_compares_false_and_chained_comparison(scores):
