@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from curation_pipeline.scoring.columns import OPERATORS, Bound
-from curation_pipeline.scoring.registry import bounds
+from curation_pipeline.scoring.registry import bounds, error_columns_of
 from curation_pipeline.scoring.selection import GlobalCut, check_expression, in_cut
 
 
@@ -77,7 +77,11 @@ def image_drop_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
         ("image_corrupt", status.eq("corrupt")),
         ("image_too_large", status.eq("too_large")),
     ]
-    checks += [(b.reason, _bound_hits(df, b, policy)) for b in bounds() if b.effect == "drop"]
+    drop_bounds = [b for b in bounds() if b.effect == "drop"]
+    checks += [(b.reason, _bound_hits(df, b, policy)) for b in drop_bounds]
+    # a rule that is on but whose scorer failed on this pair (no value, its error column says why): the
+    # image was not checked (an NSFW model's failed batch, say), so it is not published as if it passed
+    checks += [(f"unchecked:{b.column}", _unchecked(df, b, policy)) for b in drop_bounds]
     if policy.drop_duplicates and "dup_keep" in df.columns:
         kind = df.get("dup_kind", pd.Series(None, index=df.index)).fillna("duplicate")
         checks.append(("duplicate:" + kind, ~df["dup_keep"].fillna(True).astype(bool)))
@@ -96,6 +100,18 @@ def _bound_hits(df: pd.DataFrame, bound: Bound, policy: DecisionPolicy) -> pd.Se
         return _flag(df, bound.column, lambda s: ~s.astype(bool))
     compare = OPERATORS[bound.op]
     return _flag(df, bound.column, lambda s: compare(s, setting))
+
+
+def _unchecked(df: pd.DataFrame, bound: Bound, policy: DecisionPolicy) -> pd.Series:
+    """Rows an enabled bound could not judge: the value is missing and its scorer recorded an error."""
+    setting = getattr(policy, bound.setting)
+    if setting is None or setting is False or bound.column not in df.columns:
+        return pd.Series(False, index=df.index)
+    failed = pd.Series(False, index=df.index)
+    for column in error_columns_of().get(bound.column, ()):
+        if column in df.columns:
+            failed |= df[column].notna() & df[column].astype(str).ne("")
+    return df[bound.column].isna() & failed
 
 
 def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.Series:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import import_module
 
-from curation_pipeline.scoring.columns import Bound, ScoreColumn
+from curation_pipeline.scoring.columns import Bound, ScoreColumn, error_columns
 
 EVERY = ("offline", "text", "clip", "mlm", "full")
 WITH_IMAGES = ("offline", "clip", "mlm", "full")
@@ -43,6 +43,15 @@ def score_columns() -> dict[str, ScoreColumn]:
 @lru_cache(maxsize=1)
 def bounds() -> tuple[Bound, ...]:
     return tuple(b for cls in scorer_classes() for b in cls.bounds)
+
+
+@lru_cache(maxsize=1)
+def error_columns_of() -> dict[str, tuple[str, ...]]:
+    """Each declared column: its scorer's error columns, where a pair's missing value says why."""
+    from types import SimpleNamespace
+
+    return {c.name: error_columns(SimpleNamespace(name=cls.name, columns=tuple(o.name for o in cls.outputs)))
+            for cls in scorer_classes() for c in cls.outputs}
 
 
 def score_ranges() -> dict[str, tuple[float, float]]:

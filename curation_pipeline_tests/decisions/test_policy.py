@@ -41,6 +41,22 @@ def test_each_pair_gets_the_action_and_reason_naming_its_signal():
     assert bool(d.loc["weak", "nsfw_review"]) and not bool(d.loc["good", "nsfw_review"])
 
 
+def test_an_image_a_drop_rule_could_not_check_is_not_published_as_if_it_passed():
+    """The NSFW model failed on two pairs (NaN with its error): unknown is not safe. A pair with no
+    image keeps its own reason, and a rule that is off checks nothing."""
+    failed = "RuntimeError: onnxruntime: Failed to allocate memory"
+    s = scores(nsfw_prob=[np.nan, 0.3, np.nan, 0.0, np.nan, 0.01],
+               nsfw_error=[failed, None, "no image", None, failed, None])
+    d = decide(s, DecisionPolicy()).set_index("key")
+    assert d.loc["good", "action"] == "drop" and d.loc["good", "reason"] == "unchecked:nsfw_prob"
+    assert d.loc["unsafe", "reason"] == "unchecked:nsfw_prob"
+    assert d.loc["broken", "reason"] == "image_corrupt" and d.loc["weak", "action"] == "rewrite"
+    off = decide(s, DecisionPolicy(nsfw_drop=None)).set_index("key")
+    assert off.loc["good", "action"] == "keep"
+    unscored = decide(s.drop(columns=["nsfw_prob", "nsfw_error"]), DecisionPolicy()).set_index("key")
+    assert unscored.loc["good", "action"] == "keep"  # the profile runs no NSFW model: no rule to check
+
+
 def test_switches_change_decisions_without_rescoring():
     d = decide(scores(), DecisionPolicy(rewrite=False, require_image_rules=False, drop_duplicates=False)).set_index("key")
     assert d.loc["weak", "action"] == "drop" and d.loc["small", "action"] == "keep" and d.loc["dup", "action"] == "keep"
