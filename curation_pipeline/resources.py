@@ -205,7 +205,7 @@ class AcceptanceConfig(_Group):
 class NsfwConfig(_Group):
     """Bands on the bundled NSFW classifier's probability."""
 
-    drop: float = Field(default=_P.nsfw_drop, description="Drop at or above this NSFW probability.")
+    drop: Optional[float] = Field(default=_P.nsfw_drop, description="Drop at or above this NSFW probability (empty = off).")
     review: float = Field(default=_P.nsfw_review, description="Report (not drop) from this NSFW probability.")
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from curation_pipeline.scoring.columns import OPERATORS, Bound
-from curation_pipeline.scoring.registry import bounds, error_columns_of
-from curation_pipeline.scoring.selection import GlobalCut, check_expression, in_cut
+from curation_pipeline.scoring.registry import bounds, error_columns_of, score_columns, score_ranges
+from curation_pipeline.scoring.selection import GlobalCut, check_expression, columns_used, in_cut
 
 
 KEEP, REWRITE, DROP = "keep", "rewrite", "drop"
@@ -37,7 +37,7 @@ class DecisionPolicy:
     caption_rules_mark_weak: bool = True  # failing DataComp's caption rules sends a caption to rewriting
     fallback: str = "keep_original"  # when a rewrite is rejected: "keep_original" (if above drop) or "drop"
     min_improvement: float = 1.0  # a rewrite must raise the quality score by at least this
-    nsfw_drop: float = 0.8
+    nsfw_drop: float | None = 0.8
     nsfw_review: float = 0.2
     max_text_area: float | None = None  # drop images whose OCR boxes cover more than this share
     min_sharpness: float | None = None
@@ -57,6 +57,32 @@ class DecisionPolicy:
             raise ValueError(f"keep_fraction must be in [0, 1] (or off), not {self.keep_fraction}")
         if self.keep_expression:
             check_expression(self.keep_expression)  # a SelectionError (a ValueError) names what is wrong
+        self._check_scales()
+
+    def _check_scales(self) -> None:
+        """Thresholds on the scales the scorers declare: 95 on AITQE's 1-10 or an NSFW bound of 80 (a
+        percentage) would run, and quietly rewrite or keep everything."""
+        ranges, declared = score_ranges(), score_columns()
+        scale = ranges.get(self.quality_column)
+        if scale is not None:
+            for name in ("keep_threshold", "drop_threshold"):
+                value = getattr(self, name)
+                if not scale[0] <= value <= scale[1]:
+                    raise ValueError(f"{name}={value:g} is outside {self.quality_column}'s declared range "
+                                     f"{scale[0]:g}..{scale[1]:g}: set keep_threshold and drop_threshold on that scale")
+        for bound in bounds():
+            value = getattr(self, bound.setting, None)
+            scale = ranges.get(bound.column)
+            if bound.op != "false" and isinstance(value, (int, float)) and scale is not None \
+                    and not scale[0] <= value <= scale[1]:
+                raise ValueError(f"{bound.setting}={value:g} is outside {bound.column}'s declared range "
+                                 f"{scale[0]:g}..{scale[1]:g} (off: leave it empty)")
+        if self.nsfw_review is not None and self.nsfw_drop is not None and self.nsfw_review > self.nsfw_drop:
+            raise ValueError(f"nsfw_review ({self.nsfw_review:g}) must not exceed nsfw_drop ({self.nsfw_drop:g})")
+        for column in sorted(columns_used(self.keep_expression)):
+            if column in declared and declared[column].kind in ("str", "json"):  # a bool reads as 0 / 1
+                raise ValueError(f"keep_expression compares {column!r}, a {declared[column].kind} column, "
+                                 "with numbers: only numeric scores can be compared")
 
 
 def _flag(df: pd.DataFrame, column: str, predicate) -> pd.Series:
@@ -166,7 +192,8 @@ def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None =
     action = np.where(image_reason.notna(), DROP, np.where(weak.isna(), KEEP, REWRITE if policy.rewrite else DROP))
     good = f"{policy.quality_column}>={policy.keep_threshold:g}"
     reason = np.where(image_reason.notna(), image_reason, np.where(weak.isna(), good, weak))
-    review = _flag(df, "nsfw_prob", lambda s: (s >= policy.nsfw_review) & (s < policy.nsfw_drop))
+    drop_at = np.inf if policy.nsfw_drop is None else policy.nsfw_drop
+    review = _flag(df, "nsfw_prob", lambda s: (s >= policy.nsfw_review) & (s < drop_at))
     decisions = pd.DataFrame({"shard": df["shard"], "key": df["key"], "action": action, "reason": reason,
                               "quality_column": policy.quality_column, "quality_before": quality,
                               "nsfw_review": review})

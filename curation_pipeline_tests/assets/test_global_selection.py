@@ -22,7 +22,7 @@ SHARDS = ["sample-000000", "sample-000001"]
 RELAXED = dict(keep_threshold=0.0, drop_threshold=0.0, caption_rules_mark_weak=False, drop_duplicates=False,
                image=ImageQualityConfig(require_datacomp_rules=False, min_brightness=None, max_brightness=None,
                                         min_entropy=None),
-               nsfw=NsfwConfig(drop=1.01))
+               nsfw=NsfwConfig(drop=None))
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -276,7 +276,7 @@ def test_a_missing_or_stale_cut_fails_clearly(scored, tmp_path):
     text = failure_text(result)
     assert "stale" in text and "keep_fraction=0.3" in text and "selection_cut" in text
     result = materialize(warehouse, instance, ["caption_decisions"], shard, keep_fraction=0.3,
-                         quality_column="nsfw_prob")
+                         quality_column="nsfw_prob", keep_threshold=0.9, drop_threshold=0.5)
     assert not result.success and "'text_quality'" in failure_text(result)
 
     # a shard re-scored after the cut

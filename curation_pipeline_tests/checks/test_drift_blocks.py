@@ -27,7 +27,7 @@ def test_drifted_captions_block_the_curated_shard(tmp_path, bloating):
     shard = "sample-000002"
     _, results = run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=False,
                               scoring=ScoringResource(profile="text"),
-                              policy=PolicyResource(keep_threshold=101, drop_threshold=0))
+                              policy=PolicyResource(keep_expression="text_quality > 100", drop_threshold=0))  # rewrite all
     result = results[shard]
     assert not result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}

@@ -65,14 +65,14 @@ def test_switches_change_decisions_without_rescoring():
 def test_keep_expression_over_model_columns():
     s = scores(mlm_itm=[80.0, 90.0, 10.0, 80.0, 80.0, 40.0], mlm_odf=[30.0, 30.0, 0.0, 30.0, 30.0, 30.0])
     d = decide(s, DecisionPolicy(keep_expression="mlm_itm >= 66 and mlm_odf >= 20", drop_duplicates=False,
-                                 require_image_rules=False, nsfw_drop=1.1)).set_index("key")
+                                 require_image_rules=False, nsfw_drop=None)).set_index("key")
     assert d.loc["dup", "action"] == "rewrite" and "fails: mlm_itm >= 66" in d.loc["dup", "reason"]
     assert d.loc["good", "action"] == "keep"
 
 
 def test_unknown_quality_column_is_a_clear_error():
     with pytest.raises(KeyError, match="clip_score"):
-        decide(scores(), DecisionPolicy(quality_column="clip_score"))
+        decide(scores(), DecisionPolicy(quality_column="clip_score", keep_threshold=0.8, drop_threshold=0.5))
 
 
 def test_thresholds_are_validated():
@@ -80,6 +80,22 @@ def test_thresholds_are_validated():
         DecisionPolicy(keep_threshold=50, drop_threshold=60)
     with pytest.raises(ValueError):
         DecisionPolicy(fallback="maybe")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"quality_column": "aitqe_overall"}, "keep_threshold=95 is outside aitqe_overall's declared range 1..10"),
+    ({"quality_column": "aitqe_overall", "keep_threshold": 8, "drop_threshold": 0}, "drop_threshold=0 is outside"),
+    ({"nsfw_drop": 80, "nsfw_review": 20}, "nsfw_drop=80 is outside nsfw_prob's declared range 0..1"),
+    ({"min_brightness": 3}, "min_brightness=3 is outside iq_brightness's declared range"),
+    ({"nsfw_drop": 0.5, "nsfw_review": 0.9}, "nsfw_review (0.9) must not exceed nsfw_drop (0.5)"),
+    ({"keep_expression": "dup_phash > 0"}, "compares 'dup_phash', a str column"),
+])
+def test_thresholds_are_held_to_the_scales_the_scorers_declare(settings, message):
+    """A threshold on another scale would run, and quietly rewrite or keep everything."""
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        DecisionPolicy(**settings)
+    DecisionPolicy(quality_column="aitqe_overall", keep_threshold=7, drop_threshold=3)
+    DecisionPolicy(keep_expression="datacomp_english == 1 and mlm_itm >= 66", nsfw_drop=None)
 
 
 def _lineage(rows):
