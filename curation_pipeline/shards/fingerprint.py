@@ -81,13 +81,20 @@ def _is_local(fs) -> bool:
 
 
 class HashingReader:
-    """A read-only file wrapper that hashes every byte read through it (for tarfile's stream mode)."""
+    """A read-only file wrapper that hashes every byte read through it (for tarfile's stream mode).
+    ``error`` keeps what the file itself raised (a network timeout, an I/O error): tarfile loses the
+    bytes it had buffered before it, so its reader must fail the read rather than take it for damage."""
 
     def __init__(self, handle: IO[bytes]):
         self._handle, self._sha, self.bytes_read = handle, hashlib.sha256(), 0
+        self.error: BaseException | None = None
 
     def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
+        try:
+            data = self._handle.read(size)
+        except Exception as exc:
+            self.error = exc
+            raise
         self._sha.update(data)
         self.bytes_read += len(data)
         return data

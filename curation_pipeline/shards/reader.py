@@ -9,7 +9,8 @@ and directories are skips). No string a sample carries can fail the shard: bad j
 row's ``meta_error``, lone surrogates are replaced, undecodable names are skips shown escaped. Every
 byte read is hashed, so ``pairs`` can record the shard's fingerprint (``shards/fingerprint.py``). Where
 tarfile stops (silently, at any block that is not a header) the archive must really end, else the samples
-after it are a ``corrupt_tar`` / ``truncated_tar`` skip, not lost unseen.
+after it are a ``corrupt_tar`` / ``truncated_tar`` skip, not lost unseen. A read that fails in the file
+itself (a network timeout, an I/O error) is not damage: it raises, so the run fails and can be retried.
 """
 
 from __future__ import annotations
@@ -310,6 +311,9 @@ class ShardReader:
         if has_surrogates(name):
             self._skip("undecodable_name", member=name, detail="member name is not valid UTF-8")
             return True
+        if "\x00" in name:  # a pax path can hold one; a curated tar's name field cannot (it ends there)
+            self._skip("unsafe_name", member=name.replace("\x00", "\\x00"), detail="NUL byte in member name")
+            return True
         if info.size > self.limits.max_member_bytes:
             sparse = " (sparse)" if info.sparse is not None else ""
             self._skip("member_too_large", key=key, member=name,
@@ -340,29 +344,47 @@ class ShardReader:
     def _members(self) -> Iterator[tuple[str, bytes]]:
         """Regular members as (name, data), streaming: one member in memory at a time."""
         stat = raw_stat(self.url)  # FileNotFoundError / IsADirectoryError name the path
-        read = 0
         with fsspec.open(self.url, "rb") as handle:
             stream = HashingReader(handle)
             try:
-                tar = _EndCheckedTar.open(fileobj=stream, mode="r|*")
-                for info in tar:
-                    read += 1
-                    tar.members = []  # tarfile keeps every header otherwise (memory grows with the shard)
-                    if self._header_skip(info):
-                        continue
-                    try:
-                        data = tar.extractfile(info).read()
-                    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-                        self._skip("unreadable_member", key=base_plus_ext(info.name)[0], member=info.name,
-                                   detail=error_text(exc))
-                        continue
-                    yield info.name, data
-                self._check_end(tar, read)
-            except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-                reason = "truncated_tar" if read else "unreadable_tar"
-                self._skip(reason, detail=f"after {read} members: {error_text(exc)}")
-            stream.drain()
+                yield from self._tar_members(stream)
+                stream.drain()
+                if stream.error is not None:  # swallowed on its way through tarfile: still a failed read
+                    raise stream.error
+            except Exception as exc:
+                if stream.error is not None:
+                    exc.add_note(f"raw shard {self.shard!r} ({self.url}): reading the file failed after "
+                                 f"{stream.bytes_read:,} bytes; nothing of it is recorded, run it again")
+                raise
         self._finish(stat, stream)
+
+    def _tar_members(self, stream: HashingReader) -> Iterator[tuple[str, bytes]]:
+        """Damage tarfile meets in the bytes it got is a skip. An error of the file itself (``stream.error``)
+        raises: tarfile drops the bytes it had buffered, so the samples after it would vanish unseen while
+        the fingerprint (of every byte received) still matched the file."""
+        read = 0
+        try:
+            tar = _EndCheckedTar.open(fileobj=stream, mode="r|*")
+            for info in tar:
+                read += 1
+                tar.members = []  # tarfile keeps every header otherwise (memory grows with the shard)
+                if self._header_skip(info):
+                    continue
+                try:
+                    data = tar.extractfile(info).read()
+                except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+                    if stream.error is not None:
+                        raise
+                    self._skip("unreadable_member", key=base_plus_ext(info.name)[0], member=info.name,
+                               detail=error_text(exc))
+                    continue
+                yield info.name, data
+            self._check_end(tar, read)
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            if stream.error is not None:
+                raise
+            reason = "truncated_tar" if read else "unreadable_tar"
+            self._skip(reason, detail=f"after {read} members: {error_text(exc)}")
 
     def _finish(self, stat, stream: HashingReader) -> None:
         """Record what was read; compare it with what ``pairs`` recorded (if given)."""
@@ -433,6 +455,8 @@ class ShardReader:
             source = group.caption_ext
         elif meta and isinstance(meta.get("caption"), str):
             text, source = meta["caption"], "json"
+        elif meta and meta.get("caption") is not None:  # a number or a list is no caption, and says so
+            return None, None, f"non-text json caption ({type(meta['caption']).__name__}) not used"
         else:
             return None, None, None
         text = text.replace("\x00", "")

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import tarfile
-from collections import defaultdict
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
@@ -83,36 +82,61 @@ def write_tar(path: Path, members: Iterable[tuple[str, bytes]], *, mtime: int = 
 
 def verify_curated(path: str, expected_keys: Iterable[str]) -> int:
     """Check a written curated tar: exactly the expected keys, each with one image, a UTF-8
-    caption and a json sidecar that parses and names the key; only regular members. Returns
-    the number of samples; raises CuratedShardInvalid naming what is wrong."""
-    expected = set(expected_keys)
-    members: dict[str, dict[str, bytes]] = defaultdict(dict)
+    caption and a json sidecar that parses and names the key; only regular members, none twice.
+    Returns the number of samples; raises CuratedShardInvalid naming what is wrong. Each sample is
+    checked when its members end, and only its caption and sidecar are kept: memory is one
+    sample's, not the shard's (images are read through, so a short one still fails)."""
+    expected, done = set(expected_keys), set()
+    key, parts = None, {}
     try:
         with tarfile.open(path, "r:") as tar:
             for info in tar:
+                tar.members = []  # tarfile keeps every header otherwise
                 if not info.isreg():
                     raise CuratedShardInvalid(f"{path}: member {info.name!r} is not a regular file")
-                key, _, ext = info.name.rpartition(".")
-                members[key][ext] = tar.extractfile(info).read()
+                name_key, _, ext = info.name.rpartition(".")
+                if name_key != key:
+                    if key is not None:
+                        _verify_sample(path, key, parts)
+                        done.add(key)
+                    if name_key in done:  # webdataset would read a second sample of that key
+                        raise CuratedShardInvalid(f"{path}: sample {name_key!r} appears again after other samples")
+                    key, parts = name_key, {}
+                if ext in parts:
+                    raise CuratedShardInvalid(f"{path}: member {info.name!r} appears twice")
+                data = tar.extractfile(info)
+                if ext in ("txt", "json"):
+                    parts[ext] = data.read()
+                else:
+                    while data.read(1 << 20):
+                        pass
+                    parts[ext] = None
+            if key is not None:
+                _verify_sample(path, key, parts)
+                done.add(key)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise CuratedShardInvalid(f"{path}: the curated tar does not read back: {type(exc).__name__}: {exc}") from exc
-    missing, extra = sorted(expected - set(members)), sorted(set(members) - expected)
+    missing, extra = sorted(expected - done), sorted(done - expected)
     if missing or extra:
-        raise CuratedShardInvalid(f"{path}: holds {len(members)} samples, final_captions keeps {len(expected)}; "
+        raise CuratedShardInvalid(f"{path}: holds {len(done)} samples, final_captions keeps {len(expected)}; "
                                   f"missing {missing[:5]}, unexpected {extra[:5]}")
-    for key, parts in members.items():
-        images = [e for e in parts if e in IMAGE_EXTS]
-        if len(images) != 1 or set(parts) != {images[0], "txt", "json"}:
-            raise CuratedShardInvalid(f"{path}: sample {key!r} has members {sorted(parts)}, expected one image, "
-                                      ".txt and .json")
-        try:
-            parts["txt"].decode("utf-8")
-            meta = json.loads(parts["json"].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise CuratedShardInvalid(f"{path}: sample {key!r}: unreadable caption or sidecar: {exc}") from exc
-        if meta.get("key") != key:
-            raise CuratedShardInvalid(f"{path}: sample {key!r}: its sidecar names key {meta.get('key')!r}")
-    return len(members)
+    return len(done)
+
+
+def _verify_sample(path: str, key: str, parts: dict[str, bytes | None]) -> None:
+    images = [e for e in parts if e in IMAGE_EXTS]
+    if len(images) != 1 or set(parts) != {images[0], "txt", "json"}:
+        raise CuratedShardInvalid(f"{path}: sample {key!r} has members {sorted(parts)}, expected one image, "
+                                  ".txt and .json")
+    try:
+        parts["txt"].decode("utf-8")
+        meta = json.loads(parts["json"].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CuratedShardInvalid(f"{path}: sample {key!r}: unreadable caption or sidecar: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise CuratedShardInvalid(f"{path}: sample {key!r}: its sidecar is {type(meta).__name__}, not an object")
+    if meta.get("key") != key:
+        raise CuratedShardInvalid(f"{path}: sample {key!r}: its sidecar names key {meta.get('key')!r}")
 
 
 def curated_samples(raw_url: str, shard: str, final: pd.DataFrame, scores: pd.DataFrame,

@@ -5,13 +5,17 @@ import gzip
 import io
 import json
 import tarfile
+from types import SimpleNamespace
 
+import fsspec
 import numpy as np
 import pytest
 import webdataset as wds
 from PIL import Image
 
+from curation_pipeline.shards import reader as reader_module
 from curation_pipeline.shards.reader import ReaderLimits, ShardReader, _to_rgb, decode_image
+from curation_pipeline.shards.writer import verify_curated, write_curated
 from curation_pipeline_tests.faults import builders
 from curation_pipeline_tests.shards import faults
 
@@ -174,3 +178,98 @@ def test_a_caption_both_undecodable_and_too_long_records_both(tmp_path):
     _, samples = read(path, limits=ReaderLimits(max_caption_chars=10))
     assert samples["a"].caption == "\ufffd" + "x" * 9
     assert samples["a"].record["caption_problem"] == "invalid utf-8 replaced; truncated from 21 chars"
+
+
+class _FailsOnce:
+    """The file fsspec opens, whose ``fail_at``-th read raises (an S3 read timeout, an NFS hiccup); counts reads."""
+
+    def __init__(self, opened, fail_at: int, log: list):
+        self._opened, self._fail_at, self._log = opened, fail_at, log
+
+    def __enter__(self):
+        self._handle = self._opened.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._opened.__exit__(*exc)
+
+    def read(self, size=-1):
+        self._log.append(size)
+        if len(self._log) == self._fail_at:
+            raise OSError("read timed out")
+        return self._handle.read(size)
+
+
+def _flaky_fsspec(monkeypatch, fail_at: int) -> list:
+    """fsspec.open, as the reader calls it, giving a file whose ``fail_at``-th read fails (0: none)."""
+    log: list = []
+    monkeypatch.setattr(reader_module, "fsspec", SimpleNamespace(
+        open=lambda *args, **kwargs: _FailsOnce(fsspec.open(*args, **kwargs), fail_at, log)))
+    return log
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "tar.gz"])
+def test_a_read_error_of_the_file_itself_fails_the_read_wherever_it_falls(tmp_path, monkeypatch, compress):
+    """tarfile drops the bytes it had buffered when the file's read raises: taken for damage, the
+    samples after it vanished with no skip, and the fingerprint of the bytes received still matched."""
+    big = faults.jpeg((32, 24)) + np.random.default_rng(0).bytes(300_000)  # random: many reads, gzipped too
+    members = [("big.jpg", big), ("big.txt", b"big caption")] + [
+        (f"s{i:03d}.{ext}", data) for i in range(30)
+        for ext, data in (("jpg", faults.jpeg((32, 24))), ("txt", f"caption {i}".encode()))]
+    path = builders.write_members(tmp_path / "s.tar", members)
+    if compress:
+        path.write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+    reads = _flaky_fsspec(monkeypatch, fail_at=0)  # never fails: how many reads a whole pass makes
+    reader, samples = read(path)
+    assert len(samples) == 31 and reader.skips == []
+    whole = len(reads)
+    assert whole > 10
+    for fail_at in range(1, whole + 1):  # every read: the first header, mid-member, the end marker, the drain
+        _flaky_fsspec(monkeypatch, fail_at)
+        reader = ShardReader(str(path), "s", decode="header")
+        with pytest.raises(OSError, match="read timed out") as failed:
+            list(reader)
+        assert "reading the file failed" in " ".join(getattr(failed.value, "__notes__", [])), fail_at
+        assert reader.fingerprint is None
+    _flaky_fsspec(monkeypatch, fail_at=0)  # the retry reads the whole shard
+    reader, samples = read(path)
+    assert len(samples) == 31 and reader.skips == []
+
+
+def test_a_nul_byte_in_a_member_name_is_an_unsafe_name_skip_and_the_rest_publishes(tmp_path):
+    """A pax path can hold a NUL; a curated tar's name field ends at it, so the sample could never be
+    verified and the whole shard never published. It is skipped from its header, unread."""
+    image = faults.jpeg((32, 24))
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [("good.jpg", image), ("good.txt", b"fine"), ("a\x00b.jpg", image), ("a\x00b.txt", b"bad")]:
+            info = tarfile.TarInfo("placeholder")
+            info.size, info.pax_headers = len(data), {"path": name}
+            tar.addfile(info, io.BytesIO(data))
+    reader, samples = read(path)
+    assert sorted(samples) == ["good"]
+    assert [(s.reason, s.key, s.member, s.detail) for s in reader.skips] == [
+        ("unsafe_name", None, "a\\x00b.jpg", "NUL byte in member name"),
+        ("unsafe_name", None, "a\\x00b.txt", "NUL byte in member name")]
+    curated = tmp_path / "curated.tar"
+    with open(curated, "wb") as handle:
+        write_curated(handle, [(s.key, s.record["image_ext"], s.image_data, {"key": s.key, "caption": s.caption})
+                               for s in ShardReader(str(path), "s", decode=False)])
+    assert verify_curated(str(curated), ["good"]) == 1
+
+
+@pytest.mark.parametrize("caption, kind", [(2024, "int"), (["A cat", "on a mat"], "list"), ({"en": "A cat"}, "dict"),
+                                           (True, "bool"), (1.5, "float")])
+def test_a_json_caption_that_is_not_text_is_a_caption_problem(tmp_path, caption, kind):
+    path = builders.write_members(tmp_path / "s.tar", [
+        ("a.jpg", faults.jpeg((32, 24))), ("a.json", json.dumps({"caption": caption, "uid": "ab"}).encode()),
+        ("b.jpg", faults.jpeg((32, 24))), ("b.json", json.dumps({"caption": None}).encode()),
+        ("c.jpg", faults.jpeg((32, 24))), ("c.json", json.dumps({"caption": caption}).encode()), ("c.txt", b"txt")])
+    reader, samples = read(path)
+    record = samples["a"].record
+    assert samples["a"].caption is None and record["caption_source"] is None and record["meta_error"] is None
+    assert record["caption_problem"] == f"non-text json caption ({kind}) not used"
+    assert json.loads(record["meta_json"])["caption"] == caption  # the json itself is kept whole
+    assert samples["b"].record["caption_problem"] is None  # null: no caption, nothing wrong with it
+    assert samples["c"].caption == "txt" and samples["c"].record["caption_problem"] is None  # the .txt wins
+    assert reader.skips == []
