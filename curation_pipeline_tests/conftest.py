@@ -61,6 +61,8 @@ def real_flickr() -> bool:
 
 
 RAW_SAMPLES = REPO_ROOT / "data" / "raw"
+# run config that keeps Dagster's console to warnings: a test's output shows what failed
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def run_pipeline(raw: Path, warehouse: Path, shards: list[str], instance=None, report: bool = True,
@@ -74,18 +76,17 @@ def run_pipeline(raw: Path, warehouse: Path, shards: list[str], instance=None, r
     defs = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse), **resources)
     instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("shards", [s for s in shards if not instance.has_dynamic_partition("shards", s)])
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     results = {}
     for shard in shards:
         results[shard] = defs.resolve_job_def("curate_shards").execute_in_process(
-            partition_key=shard, instance=instance, raise_on_error=False, run_config=quiet)
+            partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET)
     if settle:  # cross-shard dedup: the index over every shard, then re-select shards decided before it
         from curation_pipeline.assets.dedup import settle_duplicates
 
-        settle_duplicates(defs, instance, quiet, results)
+        settle_duplicates(defs, instance, QUIET, results)
     if report:
         results["quality_report"] = defs.resolve_job_def("quality_report_job").execute_in_process(
-            instance=instance, raise_on_error=False, run_config=quiet)
+            instance=instance, raise_on_error=False, run_config=QUIET)
     return instance, results
 
 
@@ -145,3 +146,17 @@ def dup_shard(dup_photos, dup_signals):
     frame = dup_signals.score(PairBatch(keys, captions, images))
     frame.insert(0, "key", keys)
     return frame
+
+
+def truncated_captions_copy(source, target) -> None:
+    """The same samples with each .txt caption cut to its first word, as a broken scraper would."""
+    import io
+    import tarfile
+
+    with tarfile.open(source) as src, tarfile.open(target, "w") as out:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            if member.name.endswith(".txt"):
+                data = (data.decode().split() or [""])[0].encode()
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data))

@@ -47,5 +47,5 @@ def curated_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         "dagster/row_count": dg.MetadataValue.int(int(written)),
         **numbers({"samples": written, "rewritten": int(final["rewritten"].sum()), "bytes": int(size)}),
         "raw_sha256": dg.MetadataValue.text(expected_raw.sha256),
-        "path": dg.MetadataValue.path(wh.local_path(path) if wh.is_local else wh.fs.unstrip_protocol(path)),
+        "path": dg.MetadataValue.path(wh.local_path(path)),
     })

@@ -58,8 +58,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 metadata[RAW_SHA_KEY] = sha
         path = wh.write_table(name, shard, obj, metadata=metadata or None)
         context.add_output_metadata({**table_metadata(name, obj),
-                                     "path": dg.MetadataValue.path(wh.fs.unstrip_protocol(path)
-                                                                   if not wh.is_local else path)})
+                                     "path": dg.MetadataValue.path(wh.local_path(path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         meta = context.definition_metadata or {}

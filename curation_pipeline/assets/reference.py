@@ -54,5 +54,5 @@ def caption_length_reference(context: dg.AssetExecutionContext, config: Referenc
             [f"length ({unit})", "captions"],
             [(str(length), str(n)) for length, n in zip(counts.lengths[:60], counts.counts[:60])])
             + ("" if len(counts.lengths) <= 60 else f"\n\n_{len(counts.lengths) - 60} longer lengths not shown_")),
-        "path": dg.MetadataValue.path(path if wh.is_local else wh.fs.unstrip_protocol(path)),
+        "path": dg.MetadataValue.path(wh.local_path(path)),
     })

@@ -172,7 +172,7 @@ class Warehouse:
                 self.fs.exists(self._root_path)
 
     def local_path(self, path: str) -> str:
-        """Absolute local path, for DuckDB views (remote roots need DuckDB's httpfs)."""
+        """Where a user or DuckDB opens ``path``: an absolute local path, or the object store's URL."""
         return os.path.abspath(path) if self.is_local else f"{self.fs.unstrip_protocol(path)}"
 
     def remove_orphans(self, parent: str, name: str = "*", tail: str = "") -> list[str]:

@@ -15,7 +15,7 @@ from curation_pipeline.decisions.cut_store import cut_path, read_cut_record
 from curation_pipeline.definitions import ASSETS, build_resources
 from curation_pipeline.resources import ImageQualityConfig, NsfwConfig, PolicyResource
 from curation_pipeline.storage.warehouse import Warehouse
-from curation_pipeline_tests.conftest import RAW_SAMPLES
+from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES
 
 SHARDS = ["sample-000000", "sample-000001"]
 # everything but the keep_fraction cut is relaxed, so "kept as is" means "inside the cut, image decodable"
@@ -23,7 +23,6 @@ RELAXED = dict(keep_threshold=0.0, drop_threshold=0.0, caption_rules_mark_weak=F
                image=ImageQualityConfig(require_datacomp_rules=False, min_brightness=None, max_brightness=None,
                                         min_entropy=None),
                nsfw=NsfwConfig(drop=None))
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def materialize(warehouse, instance, selection, partition=None, **policy):

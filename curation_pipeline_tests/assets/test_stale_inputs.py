@@ -8,11 +8,9 @@ import dagster as dg
 from curation_pipeline.definitions import build_definitions
 from curation_pipeline.resources import ScoringResource
 from curation_pipeline.storage.warehouse import Warehouse
-from curation_pipeline_tests.checks.test_length_reference import _truncated_copy
-from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
+from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES, run_pipeline, truncated_captions_copy
 
 SHARD = "sample-000002"
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def _run(defs, instance, *assets):
@@ -32,7 +30,7 @@ def test_old_tables_of_a_replaced_raw_shard_are_refused_until_made_again(tmp_pat
     published = wh.fs.cat(wh.curated_path(SHARD))
     first_sha = wh.table_metadata("final_captions", SHARD)["raw_sha256"]
 
-    _truncated_copy(RAW_SAMPLES / f"{SHARD}.tar", raw / f"{SHARD}.tar")  # same keys, new captions
+    truncated_captions_copy(RAW_SAMPLES / f"{SHARD}.tar", raw / f"{SHARD}.tar")  # same keys, new captions
     defs = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse), scoring=scoring)
     assert _run(defs, instance, "pairs").success
     alone = _run(defs, instance, "curated_shards")

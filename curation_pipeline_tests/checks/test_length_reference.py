@@ -12,20 +12,8 @@ from curation_pipeline.assets.reference import caption_length_reference
 from curation_pipeline.definitions import build_definitions, build_resources
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline.validation.reference import read_reference
-from curation_pipeline_tests.conftest import RAW_SAMPLES
+from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES, truncated_captions_copy
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def _truncated_copy(source, target) -> None:
-    """The same samples with each .txt caption cut to its first word, as a broken scraper would."""
-    with tarfile.open(source) as src, tarfile.open(target, "w") as out:
-        for member in src.getmembers():
-            data = src.extractfile(member).read()
-            if member.name.endswith(".txt"):
-                data = (data.decode().split() or [""])[0].encode()
-                member.size = len(data)
-            out.addfile(member, io.BytesIO(data))
 
 
 @pytest.fixture
@@ -34,7 +22,7 @@ def home(tmp_path):
     raw.mkdir()
     for name in ("sample-000000", "sample-000001", "sample-000002"):
         shutil.copy(RAW_SAMPLES / f"{name}.tar", raw / f"{name}.tar")
-    _truncated_copy(RAW_SAMPLES / "sample-000002.tar", raw / "cut-000002.tar")
+    truncated_captions_copy(RAW_SAMPLES / "sample-000002.tar", raw / "cut-000002.tar")
     defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "warehouse"))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("shards", ["sample-000000", "sample-000001", "sample-000002", "cut-000002"])

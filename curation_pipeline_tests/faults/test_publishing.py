@@ -20,14 +20,13 @@ import pytest
 from curation_pipeline.resources import ScoringResource
 from curation_pipeline.shards.writer import CuratedShardInvalid, verify_curated, write_curated
 from curation_pipeline.storage.warehouse import Warehouse, temp_name
-from curation_pipeline_tests.conftest import REPO_ROOT, run_pipeline
+from curation_pipeline_tests.conftest import QUIET, REPO_ROOT, run_pipeline
 from curation_pipeline_tests.faults import builders
 from curation_pipeline_tests.photos import members as photo_members
 
 pytestmark = pytest.mark.faults
 
 CURATE = str(Path(sys.executable).with_name("curate"))
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def dead_pid() -> int:

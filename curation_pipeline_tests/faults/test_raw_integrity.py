@@ -18,6 +18,7 @@ from curation_pipeline.resources import ScoringResource, WarehouseResource
 from curation_pipeline.shards.fingerprint import RawFingerprint, RawShardChanged
 from curation_pipeline.shards.reader import ShardReader
 from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline_tests.conftest import QUIET
 from curation_pipeline_tests.faults import builders
 from curation_pipeline_tests.photos import members as photo_members
 
@@ -25,7 +26,6 @@ pytestmark = pytest.mark.faults
 
 SHARD = "swap"
 N_PAIRS = 12
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 FIRST = [dg.AssetKey("pairs"), dg.AssetKey("quality_scores")]
 REST = [dg.AssetKey(k) for k in ("caption_decisions", "rewritten_captions", "final_captions", "curated_shards")]
 
