@@ -46,3 +46,14 @@ def test_missing_image_is_nan_with_reason(scorer, photos):
     out = scorer.score(PairBatch(["a", "b", "c"], ["x", None, "y"], [None, photos[0], None]))
     assert out["nsfw_prob"].isna().tolist() == [True, False, True]
     assert out["nsfw_error"].tolist() == ["no image", None, "no image"]
+
+
+def test_a_score_does_not_depend_on_the_other_images_of_its_batch(photos):
+    """An odd image count left the last image alone in its call, which gives other bits; so did a
+    neighbour that failed to decode."""
+    scorer = NsfwScorer()  # the profile's calls of 2
+    alone = [scorer.score(PairBatch(["k"], [None], [photo]))["nsfw_prob"].iloc[0] for photo in photos[:5]]
+    together = scorer.score(PairBatch([str(i) for i in range(5)], [None] * 5, photos[:5]))["nsfw_prob"]
+    np.testing.assert_array_equal(together.to_numpy(), np.array(alone))
+    with_gap = scorer.score(PairBatch(["a", "b"], [None, None], [photos[0], None]))["nsfw_prob"]
+    assert with_gap.iloc[0] == alone[0]
