@@ -4,7 +4,8 @@ asset graph shows what reads what, while every table stays one atomic Parquet fi
 Every table after ``pairs`` records the SHA-256 of the raw file its inputs came from, and every input
 read must come from the raw file ``pairs`` records now: a shard whose raw file was replaced and whose
 ``pairs`` was made again cannot feed old scores or captions into a step (say, ``curated_shards`` run
-alone would publish the new images with the old captions)."""
+alone would publish the new images with the old captions). A table that failed a blocking check when
+it was made is read by no step, in any later run either (Dagster's blocking holds in its own run)."""
 
 import dagster as dg
 import pandas as pd
@@ -18,6 +19,7 @@ from curation_pipeline.storage.warehouse import Warehouse
 # a DataFrame's ``attrs[FILE_METADATA]`` (str -> str) goes into the Parquet file's schema metadata
 FILE_METADATA = "file_metadata"
 RAW_SHA_KEY = "raw_sha256"  # every later table's: the raw file its inputs came from
+FAILED_CHECKS_KEY = "failed_blocking_checks"  # a checked table's: its blocking checks that failed when made
 
 
 def raw_sha(meta: dict[str, str]) -> str | None:
@@ -66,6 +68,13 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         wh = self.warehouse.warehouse()
         df, stored = wh.read_table_and_metadata(name, shard, columns=meta.get("columns"),
                                                 optional=meta.get("optional_columns"))
+        failed = stored.get(FAILED_CHECKS_KEY)
+        if failed:
+            raise dg.Failure(description=(
+                f"{name} of shard {shard!r} failed its blocking check(s) {failed.replace(',', ', ')} when it was "
+                f"made, so no step reads it (nothing of it is published). Look at the check in the UI, fix the "
+                f"cause (or the policy's limits), then materialize {name} again."),
+                metadata={"shard": shard, "table": name, "failed_blocking_checks": failed})
         made_from = raw_sha(stored)
         now = made_from if name == "pairs" else current_raw_sha(wh, shard)
         if made_from and now and made_from != now:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 import dagster as dg
 import pandas as pd
 
+from curation_pipeline.assets.io import FAILED_CHECKS_KEY, FILE_METADATA
 from curation_pipeline.assets.metadata import OWNERS, numbers
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import PolicyResource, WarehouseResource
@@ -53,6 +54,7 @@ FINAL_CAPTION_CHECKS = [
           "worth a look.", blocking=False),
 ]
 ALL_CHECK_SPECS = [*PAIRS_CHECKS, *SCORES_CHECKS, *FINAL_CAPTION_CHECKS]
+BLOCKING = {(spec.asset_key.path[-1], spec.name) for spec in ALL_CHECK_SPECS if spec.blocking}
 
 
 def table_out(stage: str, code_version: str, description: str, kinds: tuple[str, ...] = ("parquet",)) -> dg.AssetOut:
@@ -68,14 +70,21 @@ def checked_table(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     """The body of such an asset: its table made (``make``: table and metadata) when the asset is selected,
     else the stored one (only checks run, as the UI's Execute on one does); then the results of the checks
     selected in this run (every one, unless a run picked some) over that table."""
+    done: dict[str, dg.AssetCheckResult] = {}
     if context.selected_asset_keys:
         table, metadata = make()
+        evaluations = checks(table)
+        # a table that fails a blocking check is stored (to be looked at) with the names of those checks:
+        # Dagster's blocking holds in this run only, and the IO manager refuses it to any later step
+        done = {check: evaluations[check]() for check in evaluations if (name, check) in BLOCKING}
+        failed = sorted(check for check, result in done.items() if not result.passed)
+        table.attrs.setdefault(FILE_METADATA, {})[FAILED_CHECKS_KEY] = ",".join(failed)
         yield dg.Output(table, output_name=name, metadata=metadata)
     else:
         table = warehouse.warehouse().read_table(name, context.partition_key)
-    evaluations = checks(table)
+        evaluations = checks(table)
     for key in context.selected_asset_check_keys:
-        yield evaluations[key.name]()
+        yield done[key.name] if key.name in done else evaluations[key.name]()
 
 
 def _table_check_result(result, description: str, check_name: str) -> dg.AssetCheckResult:

@@ -25,9 +25,9 @@ def bloating(monkeypatch):
 
 def test_drifted_captions_block_the_curated_shard(tmp_path, bloating):
     shard = "sample-000002"
-    _, results = run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=False,
-                              scoring=ScoringResource(profile="text"),
-                              policy=PolicyResource(keep_expression="text_quality > 100", drop_threshold=0))  # rewrite all
+    instance, results = run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=False,
+                                     scoring=ScoringResource(profile="text"),
+                                     policy=PolicyResource(keep_expression="text_quality > 100", drop_threshold=0))  # rewrite all
     result = results[shard]
     assert not result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
@@ -39,6 +39,22 @@ def test_drifted_captions_block_the_curated_shard(tmp_path, bloating):
     final = wh.read_table("final_captions", shard)
     assert final["rewritten"].sum() >= 8  # the weak captions' rewrites really were accepted...
     assert not wh.fs.exists(wh.curated_path(shard))  # ...and still nothing was published
+    assert wh.table_metadata("final_captions", shard)["failed_blocking_checks"] == "caption_length_drift"
+
+    # Dagster's blocking holds in its own run: curated_shards materialized alone later (the UI's
+    # Materialize on it) must not publish the stored, drifted final captions either
+    import dagster as dg
+
+    from curation_pipeline.definitions import build_definitions
+
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(tmp_path),
+                             scoring=ScoringResource(profile="text"))
+    alone = defs.resolve_job_def("curate_shards").execute_in_process(
+        partition_key=shard, instance=instance, asset_selection=[dg.AssetKey("curated_shards")], raise_on_error=False)
+    assert not alone.success and not wh.fs.exists(wh.curated_path(shard))
+    failure = next(e for e in alone.all_events if e.event_type_value == "STEP_FAILURE")
+    text = failure.event_specific_data.user_failure_data.description
+    assert "failed its blocking check(s) caption_length_drift" in text and "materialize final_captions again" in text
 
 
 def test_the_same_shard_passes_with_the_real_cleaner(tmp_path):
