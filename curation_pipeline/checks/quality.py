@@ -160,9 +160,14 @@ def final_captions_complete(df: pd.DataFrame, kept: pd.DataFrame, n_pairs: int) 
 
 
 def caption_length_drift(kept: pd.DataFrame, policy: PolicyResource) -> dg.AssetCheckResult:
-    """Kept pairs only: dropping junk is the filter's doing, not drift from rewriting."""
-    result = check_caption_length_drift(kept["original_caption"], kept["final_caption"], policy.drift_thresholds())
-    return _drift_check_result(result, "caption_length_drift", dg.AssetCheckSeverity.ERROR, "caption lengths stable")
+    """Kept pairs that had a caption: dropping junk is the filter's doing, and a caption written for a pair
+    that had none is not a length change (counted as ``captions_written``), not drift from rewriting."""
+    thresholds = policy.drift_thresholds()
+    had = caption_lengths(kept["original_caption"], thresholds.length_unit) > 0 if len(kept) else []
+    compared = kept[had] if len(kept) else kept
+    result = check_caption_length_drift(compared["original_caption"], compared["final_caption"], thresholds)
+    return _drift_check_result(result, "caption_length_drift", dg.AssetCheckSeverity.ERROR, "caption lengths stable",
+                               {"captions_written": dg.MetadataValue.int(len(kept) - len(compared))})
 
 
 def _drift_check_result(result: DriftResult, check_name: str, severity: dg.AssetCheckSeverity, stable: str,

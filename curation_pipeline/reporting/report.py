@@ -8,8 +8,10 @@ Word counts are the drift check's own (``validation.drift.caption_lengths``), re
 as ``word_count``. Shards whose last run failed are listed in ``shard_summary`` as ``failed``.
 
 Before / after figures (``shard_summary``'s ``*_original`` / ``mean_quality_before`` against ``*_final``,
-``caption_lengths``' ``original`` / ``final`` stages) are over the same pairs, the kept ones, as the drift
-check compares them; ``*_all_pairs`` (and the ``original_all_pairs`` stage) cover every pair read.
+``caption_lengths``' ``original`` / ``final`` stages) are over the same pairs, the kept ones (the length
+figures over the kept ones that had a caption), as the drift check compares them; ``*_all_pairs`` (and the
+``original_all_pairs`` stage) cover every pair read. Quantiles are DuckDB's interpolated ones
+(``quantile_cont``); the check's are numpy's ``nearest``.
 Rewriters are reported per name, version (the model) and prompt hash: every VLM is named ``vlm``.
 """
 
@@ -174,15 +176,16 @@ f AS (  -- before / after over the same (kept) pairs; *_all_pairs over every pai
          count(*) FILTER (WHERE outcome = 'kept') AS kept_as_is,
          count(*) FILTER (WHERE outcome = 'rewritten') AS rewritten,
          count(*) FILTER (WHERE outcome = 'dropped') AS dropped,
-         avg(length(coalesce(original_caption, ''))) FILTER (WHERE kept_pair) AS mean_chars_original,
-         avg(length(final_caption)) FILTER (WHERE kept_pair) AS mean_chars_final,
-         avg(words_original) FILTER (WHERE kept_pair) AS mean_words_original,
-         avg(word_count(final_caption)) FILTER (WHERE kept_pair) AS mean_words_final,
+         avg(length(coalesce(original_caption, ''))) FILTER (WHERE kept_captioned) AS mean_chars_original,
+         avg(length(final_caption)) FILTER (WHERE kept_captioned) AS mean_chars_final,
+         avg(words_original) FILTER (WHERE kept_captioned) AS mean_words_original,
+         avg(word_count(final_caption)) FILTER (WHERE kept_captioned) AS mean_words_final,
          avg(quality_before) FILTER (WHERE kept_pair) AS mean_quality_before,
          avg(quality_final) FILTER (WHERE kept_pair) AS mean_quality_final,
          avg(words_original) AS mean_words_all_pairs,
          avg(quality_before) AS mean_quality_before_all_pairs
-  FROM (SELECT *, outcome <> 'dropped' AS kept_pair, word_count(original_caption) AS words_original FROM final_captions)
+  FROM (SELECT *, outcome <> 'dropped' AS kept_pair, word_count(original_caption) AS words_original,
+               outcome <> 'dropped' AND word_count(original_caption) > 0 AS kept_captioned FROM final_captions)
   GROUP BY shard),
 r AS (
   SELECT shard, count(*) AS rewrite_attempts, count(*) FILTER (WHERE accepted) AS rewrites_accepted
@@ -299,13 +302,13 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
         con.execute("""
             CREATE TABLE caption_lengths AS
             WITH l AS (
-              SELECT shard, unnest(CASE WHEN outcome <> 'dropped' THEN ['original', 'original_all_pairs']
-                                        ELSE ['original_all_pairs'] END) AS stage,
+              SELECT shard, unnest(CASE WHEN outcome <> 'dropped' AND word_count(original_caption) > 0
+                                        THEN ['original', 'original_all_pairs'] ELSE ['original_all_pairs'] END) AS stage,
                      word_count(original_caption) AS words
               FROM final_captions
               UNION ALL
               SELECT shard, 'final', word_count(final_caption) FROM final_captions
-              WHERE outcome <> 'dropped')
+              WHERE outcome <> 'dropped' AND word_count(original_caption) > 0)
             SELECT shard, stage, count(*) AS n, avg(words) AS mean_words, quantile_cont(words, 0.1) AS p10,
                    quantile_cont(words, 0.5) AS p50, quantile_cont(words, 0.9) AS p90, max(words) AS max_words
             FROM l GROUP BY shard, stage

@@ -75,3 +75,32 @@ def test_a_drift_check_with_too_few_kept_pairs_passes_and_says_it_did_not_compar
     assert result.description.startswith("not compared: too few rows to compare (original 2, final 2")
     none = caption_length_drift(kept.iloc[:0], PolicyResource())
     assert none.passed and none.description.startswith("not compared: ")
+
+
+def test_a_caption_written_for_a_pair_that_had_none_is_not_drift():
+    """Captionless pairs are sent to the rewriter and may get a caption; counting them as grown from 0
+    words blocked the shard although no caption changed length."""
+    import pandas as pd
+
+    from curation_pipeline.checks.quality import caption_length_drift
+
+    rng = __import__("numpy").random.default_rng(0)
+    captions = [" ".join(["word"] * int(n)) for n in rng.integers(3, 12, size=30)]
+    kept = pd.DataFrame({"original_caption": captions + [None] * 5 + [""] * 5,
+                         "final_caption": captions + ["a brown dog runs on the grass by a lake"] * 10})
+    result = caption_length_drift(kept, PolicyResource())
+    assert result.passed, result.description
+    assert result.metadata["captions_written"].value == 10
+    grown = kept.assign(final_caption=[c + " and more words here" for c in captions] + kept["final_caption"][30:].tolist())
+    assert not caption_length_drift(grown, PolicyResource()).passed  # real growth still blocks
+
+
+def test_captions_empty_before_and_after_have_not_drifted():
+    import pandas as pd
+
+    from curation_pipeline.validation.drift import check_caption_length_drift
+
+    empty = pd.Series([""] * 30)
+    assert check_caption_length_drift(empty, empty).passed
+    emptied = check_caption_length_drift(pd.Series(["a dog on the grass"] * 30), empty)
+    assert not emptied.passed and "all 30 final captions are empty or None" in emptied.failures

@@ -131,6 +131,22 @@ def test_before_and_after_figures_are_over_the_same_kept_pairs(tmp_path):
     assert lengths.loc["original_all_pairs", "n"] == 5
 
 
+def test_length_figures_leave_out_captions_written_for_pairs_that_had_none(tmp_path):
+    """As the drift check: a caption written for a captionless pair is not a length change."""
+    captions = ["a dog runs on the beach", None, "two cats sleep on a sofa together", ""]
+    outcomes = ["kept", "rewritten", "rewritten", "rewritten"]
+    finals = ["a dog runs on the beach", "a red bird sits on a branch in the sun", "two cats sleep on a sofa",
+              "a bowl of soup"]
+    wh = Warehouse(str(tmp_path / "wh"))
+    _fill(wh, captions=captions, outcomes=outcomes, finals=finals, quality=[80.0, 70.0, 60.0, 70.0])
+    report = build_report(wh)
+    row = report.shards.set_index("shard").loc[SHARD]
+    assert row["mean_words_original"] == pytest.approx(6.5) and row["mean_words_final"] == pytest.approx(6.0)
+    lengths = report.lengths.set_index("stage")
+    assert lengths.loc["original", "n"] == lengths.loc["final", "n"] == 2
+    assert lengths.loc["original_all_pairs", "n"] == 4
+
+
 def test_rewriters_are_split_by_model_and_prompt(tmp_path):
     """Every VLM rewriter is named ``vlm``: two models (``rewriter_version``) or prompts are two rows."""
     wh = Warehouse(str(tmp_path / "wh"))
