@@ -26,7 +26,8 @@ from curation_pipeline.validation.lengths import caption_lengths
 
 @dg.asset(
     partitions_def=shard_partitions, group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"},
-    code_version="2",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold)
+    code_version="3",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
+    # 3: edit and length ratios count the drift check's words)
     ins={"caption_decisions": dg.AssetIn(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     kinds={"parquet"},

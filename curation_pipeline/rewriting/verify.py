@@ -19,9 +19,12 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from curation_pipeline.validation.lengths import words
+
 # Column name -> what it measures; the README and the lineage table use the same words.
 MINIMALITY_COLUMNS = {
-    "edit_ratio": "1 - 2*M/T over whitespace-separated words, where M = words matched in order "
+    "edit_ratio": "1 - 2*M/T over words (the drift check's: whitespace-separated, a character in scripts without "
+                  "spaces), where M = words matched in order "
                   "(difflib, no autojunk) and T = words in both captions: 0.0 = same words, 1.0 = no word in "
                   "common (a full rewrite, or one side empty); case and punctuation attached to a word count; "
                   "the lineage has NaN (not measured) when the original has no words",
@@ -31,8 +34,7 @@ MINIMALITY_COLUMNS = {
 }
 
 
-def _words(text: str | None) -> list[str]:
-    return (text or "").split()
+_words = words  # the drift check's words: a length_ratio bound means what the check measures
 
 
 def edit_ratio(original: str | None, candidate: str | None) -> float:

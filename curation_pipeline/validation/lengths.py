@@ -9,6 +9,7 @@ weights) comes out of the counts equal to what it gives over the lengths themsel
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,13 @@ UNITS = ("words", "chars")
 # counts as a word, or a Chinese caption three times as long would still be "one word".
 _NO_SPACES = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _WORD = f"[{_NO_SPACES}]|[^\\s{_NO_SPACES}]+"
+_WORDS = re.compile(_WORD)
+
+
+def words(text: str | None) -> list[str]:
+    """A caption's words as every length figure counts them (the drift check, the report, a rewrite's
+    edit and length ratios)."""
+    return _WORDS.findall(text or "")
 
 
 def caption_lengths(captions: pd.Series, unit: str = "words") -> np.ndarray:

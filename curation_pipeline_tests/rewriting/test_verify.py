@@ -19,7 +19,20 @@ PAIRS = [
     ("", "", 0.0, math.nan),
     (None, "A dog", 1.0, math.nan),
     ("A dog", None, 1.0, 0.0),
+    # words as the drift check counts them: each character of a script written without spaces
+    ("一只狗在草地上", "一只棕色的狗在绿色的草地上奔跑", 1 - 14 / 22, 15 / 7),
 ]
+
+
+def test_the_length_ratio_counts_words_as_the_drift_check_does():
+    """A max_length_ratio bound must mean what the blocking check measures, in every script."""
+    import pandas as pd
+
+    from curation_pipeline.validation.lengths import caption_lengths
+
+    for original, candidate in [("一只狗在草地上", "一只棕色的狗在绿色的草地上奔跑"), ("A dog,  on grass", "A dog on grass!")]:
+        before, after = caption_lengths(pd.Series([original, candidate]))
+        assert length_ratio(original, candidate) == after / before
 
 
 @pytest.mark.parametrize("original, candidate, edit, length", PAIRS)
