@@ -109,10 +109,12 @@ def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, po
     outcomes = final["outcome"].value_counts()
     n = len(final)  # an empty shard has no rates: left empty, not 0
     kept = final[final["outcome"].ne("dropped")]
+    unit = policy.drift_thresholds().length_unit
+    before = caption_lengths(kept["original_caption"], unit)
+    had = before > 0  # the drift check's pairs: kept, and captioned before
     chart = markdown_image(histogram_png(
-        {"original": caption_lengths(final["original_caption"]),
-         "final (kept)": caption_lengths(kept["final_caption"])},
-        f"caption length — {shard}", "words"), "caption length") if len(final) else "_no pairs_"
+        {"original (kept)": before[had], "final (kept)": caption_lengths(kept["final_caption"], unit)[had]},
+        f"caption length — {shard}", unit), "caption length") if len(final) else "_no pairs_"
     return final, {
         **numbers({"pairs": len(final), "kept_as_is": int(outcomes.get("kept", 0)),
                    "rewritten": int(outcomes.get("rewritten", 0)), "dropped": int(outcomes.get("dropped", 0)),
