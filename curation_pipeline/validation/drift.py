@@ -112,16 +112,12 @@ def reference_partition(reference: np.ndarray | LengthCounts, n_bins: int) -> di
 
     GX rejects ``tail_weights`` for infinite endpoints, so the tails are the first and last weights.
     Weights come from the same ``np.histogram`` call GX makes for the final column, so identical
-    inputs give KL -ln(1 - holdout) (0.01 at the default holdout), the holdout's own cost. The tails hold what lies below the reference's shortest and above its
-    longest caption (edges at its minimum and maximum + 1): both are empty in the reference, so leaving
-    its range costs the same at either end (GX's ``internal_weight_holdout`` keeps KL finite). With the
-    quantiles alone the left tail was empty only when the shortest length was common, and growth
-    past the longest caption was invisible to KL.
+    inputs give KL exactly 0. Only the left tail can be empty (edges are actual reference values);
+    GX's ``internal_weight_holdout`` then keeps KL finite.
     """
     counts = reference if isinstance(reference, LengthCounts) else LengthCounts.of(reference)
     levels = [i / n_bins for i in range(1, n_bins)]
-    ends = [float(counts.lengths[0]), float(counts.lengths[-1]) + 1] if counts.n else []
-    edges = np.unique([*counts.quantiles(levels).values(), *ends])
+    edges = np.unique(list(counts.quantiles(levels).values()))
     bins = [-math.inf, *(float(e) for e in edges), math.inf]
     hist = counts.histogram(bins)
     return {"bins": bins, "weights": [float(w) for w in hist / hist.sum()]}
