@@ -112,12 +112,17 @@ def reference_partition(reference: np.ndarray | LengthCounts, n_bins: int) -> di
 
     GX rejects ``tail_weights`` for infinite endpoints, so the tails are the first and last weights.
     Weights come from the same ``np.histogram`` call GX makes for the final column, so identical
-    inputs give KL exactly 0. Only the left tail can be empty (edges are actual reference values);
-    GX's ``internal_weight_holdout`` then keeps KL finite.
+    inputs give KL exactly 0. Bins are ``[a, b)``, so the right tail ``[p90, inf)`` always holds the
+    longest captions; the left tail holds the shortest just as surely: where the first quantile is the
+    shortest length itself (common on short captions), its edge moves one past it. Else the left tail
+    was empty, and a few captions shortened below the shortest failed on KL alone while the same growth
+    past the longest cost nothing.
     """
     counts = reference if isinstance(reference, LengthCounts) else LengthCounts.of(reference)
     levels = [i / n_bins for i in range(1, n_bins)]
     edges = np.unique(list(counts.quantiles(levels).values()))
+    if counts.n and edges[0] == counts.lengths[0]:  # the shortest length would open an empty left tail
+        edges = np.unique([edges[0] + 1, *edges[1:]])
     bins = [-math.inf, *(float(e) for e in edges), math.inf]
     hist = counts.histogram(bins)
     return {"bins": bins, "weights": [float(w) for w in hist / hist.sum()]}

@@ -130,14 +130,21 @@ def test_all_none_final_fails_clearly(captions):
     assert result.kl == pytest.approx(math.log(1 / 0.043))
 
 
-def test_empty_reference_tail_is_smoothed_so_kl_stays_finite():
+def test_the_tails_hold_the_shortest_and_the_longest_captions_alike():
+    """Bins are [a, b): a first edge at the shortest length left the left tail empty, so captions
+    shortened below it cost KL out of all proportion while the same growth past the longest cost nothing."""
     reference = pd.Series(["a b c d e"] * 60 + ["a b c d e f g"] * 40)
     partition = reference_partition(caption_lengths(reference), 10)
-    assert partition == {"bins": [-math.inf, 5.0, 7.0, math.inf], "weights": [0.0, 0.6, 0.4]}
-    result = check_caption_length_drift(reference, pd.Series(["a"] * 100))
-    # All mass in the empty left tail, which internal_weight_holdout gave 0.01.
-    assert result.kl == pytest.approx(math.log(1 / 0.01))
-    assert not result.passed
+    assert partition == {"bins": [-math.inf, 6.0, 7.0, math.inf], "weights": [0.6, 0.0, 0.4]}
+    shrunk = check_caption_length_drift(reference, pd.Series(["a"] * 100))
+    # finite, and still fails: all in the left tail (0.6, less the 0.01 GX holds out for the empty bin)
+    assert shrunk.kl == pytest.approx(math.log(1 / (0.6 * 0.99))) and not shrunk.passed
+    words = [5] * 8 + list(range(6, 22)) * 2  # 8 of 40 at the shortest length
+    original = pd.Series([" ".join(["w"] * n) for n in sorted(words)])
+    shorter = check_caption_length_drift(original, pd.Series([" ".join(["w"] * n) for n in [3] * 6 + sorted(words)[6:]]))
+    longer = check_caption_length_drift(original, pd.Series([" ".join(["w"] * n) for n in sorted(words)[:-6] + [23] * 6]))
+    assert shorter.kl == pytest.approx(0.0, abs=1e-12) and longer.kl == pytest.approx(0.0, abs=1e-12)
+    assert shorter.passed and longer.passed
 
 
 def test_quantile_floor_absorbs_small_shifts_on_short_captions():
