@@ -108,6 +108,7 @@ class MlmConfig(_Group):
     vision_tower: str = Field(default="", description="Where the checkpoint's vision tower loads from (id or local path); empty = the id its config names.")
     prompt_set: Literal["", "llava_v1", "llama_3", "qwen_instruct", "zero_shot"] = Field(default="", description="Empty = the checkpoint's own (zero_shot for chat VLMs).")
     pad_to_square: Optional[bool] = Field(default=None, description="Pad images to a square (LLaVA's expand2square) first; empty = as MLM_Filter's scoring scripts (no padding).")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(default=_S.mlm_dtype, description="Precision: auto = a released MLM-Filter checkpoint as its reference runs it (float16 on CUDA), a chat VLM bfloat16 where supported, float32 on CPU.")
     metrics: list[str] = Field(default=list(_S.mlm_metrics), description="Which of the four metrics to score.")
     mode: Literal["logits", "generate"] = Field(default=_S.mlm_mode, description="logits (one forward pass) or generate (parity with the reference's decoding).")
     min_mass: float = Field(default=_S.mlm_min_mass, description="Below this probability on score tokens a metric is NaN.")
@@ -141,7 +142,7 @@ class ScoringResource(dg.ConfigurableResource):
             name=self.profile, clip_model=clip.model or None, clip_prefix=clip.prefix, clip_dtype=clip.dtype,
             mlm_model=mlm.model or None, mlm_metrics=tuple(mlm.metrics), mlm_mode=mlm.mode, mlm_min_mass=mlm.min_mass,
             mlm_prompt_set=mlm.prompt_set or None, mlm_vision_tower=mlm.vision_tower or None,
-            mlm_pad_to_square=mlm.pad_to_square, aitqe_model=self.aitqe_model or None, device=self.device or None,
+            mlm_pad_to_square=mlm.pad_to_square, mlm_dtype=mlm.dtype, aitqe_model=self.aitqe_model or None, device=self.device or None,
             batch_size=self.batch_size, trust_remote_code=tuple(self.trust_remote_code))
 
     def scorers(self) -> tuple[Scorer, ...]:

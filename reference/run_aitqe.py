@@ -3,7 +3,7 @@
 Run in /work/refenv/aitqe (transformers 4.41.2; AITQE 2810aee imported from /work/refenv/src/AITQE,
 never copied into the project):
 
-    /work/refenv/aitqe/bin/python reference/run_aitqe.py
+    /work/refenv/aitqe/bin/python reference/run_aitqe.py [--edge-only]
 
 ``inference.load_model`` and ``inference.eval_single_node`` are called as they are; runtime patches
 (see reference/README.md): the inner Qwen2 is built with attention "eager" instead of
@@ -33,6 +33,10 @@ N_LOGIT_STEPS = 8
 CASES = [
     {"image": "images/wide_48x32.png", "caption": "a red bicycle leaning against a brick wall at sunset"},
     {"image": "images/tall_30x44.png", "caption": "Café sign above 2 dogs \u2014 snowy day, 13 of them!"},
+]
+# Written to goldens/aitqe-tiny.edge.{json,npz} (``--edge-only``: only those).
+EDGE_CASES = [
+    {"image": "images/wide_48x32.png", "caption": "  a red bicycle leaning against a brick wall at sunset \n"},
 ]
 
 
@@ -92,11 +96,7 @@ def main() -> None:
 
     model.generate = generate
 
-    arrays: dict[str, np.ndarray] = {}
-    runs = []
-    plan = [(0, True), (1, True), (1, False)]
-    for ci, output_all in plan:
-        case = CASES[ci]
+    def run(case, output_all, name, arrays, runs, ci):
         captured.clear()
         returned = inference.eval_single_node(model, tokenizer, case["image"], case["caption"],
                                               output_all=output_all, gpu_id=0)
@@ -108,7 +108,6 @@ def main() -> None:
         input_ids = kw["input_ids"]
         L = input_ids.shape[1]
         new_ids = out.sequences[0, L:].tolist()
-        name = f"case{ci}_{'output_all' if output_all else 'stop_overall'}"
         arrays[f"{name}/pixel_values"] = kw["images"].float().numpy()
         arrays[f"{name}/logits_first{N_LOGIT_STEPS}"] = torch.stack(
             [l[0] for l in out.logits[:N_LOGIT_STEPS]]).float().numpy()
@@ -141,6 +140,28 @@ def main() -> None:
             "npz_logits": f"{name}/logits_first{N_LOGIT_STEPS}",
         })
         print(name, len(new_ids), runs[-1]["overall_positions"][:5], repr(returned[:80]))
+
+    # Edge cases (goldens/aitqe-tiny.edge.{json,npz}, same run schema): process_prompt inserts the
+    # caption as it is (its data_processor's strip sits under `if not self.is_infra`).
+    edge_arrays: dict[str, np.ndarray] = {}
+    edge_runs = []
+    for k, case in enumerate(EDGE_CASES):
+        run(case, False, f"edge{k}_stop_overall", edge_arrays, edge_runs, k)
+    (GOLD / f"{NAME}.edge.json").write_text(json.dumps(
+        {"schema_version": 1, "checkpoint": NAME, "about": "edge-case captions, as the runs of aitqe-tiny.json "
+         "(reference/run_aitqe.py EDGE_CASES); 'case' indexes EDGE_CASES",
+         "reference": {"commits": {"hanhuang22/AITQE": "2810aeeddb2abc64545e6cb1bbfd3edfe3ef9b6b"}},
+         "versions": versions(), "runs": edge_runs, "npz": f"{NAME}.edge.npz"},
+        indent=1, ensure_ascii=False) + "\n")
+    np.savez_compressed(GOLD / f"{NAME}.edge.npz", **{k: v.astype(np.float32) for k, v in edge_arrays.items()})
+    if "--edge-only" in sys.argv[1:]:
+        return
+
+    arrays: dict[str, np.ndarray] = {}
+    runs = []
+    plan = [(0, True), (1, True), (1, False)]
+    for ci, output_all in plan:
+        run(CASES[ci], output_all, f"case{ci}_{'output_all' if output_all else 'stop_overall'}", arrays, runs, ci)
 
     cfg = json.loads((Path(NAME) / "config.json").read_text())
     golden = {

@@ -38,6 +38,9 @@ CASES = [
     {"image": "images/wide_48x32.png", "caption": "a red bicycle leaning against a brick wall at sunset"},
     {"image": "images/tall_30x44.png", "caption": "Café sign above 2 dogs \u2014 snowy day, 13 of them!"},
 ]
+# Long captions (long_captions): LONG_WORDS repeated word by word, LONG_WORDS_LONG words in all.
+LONG_WORDS = "bicycle wall sunset red brick"
+LONG_WORDS_LONG = 1000
 METRICS = ["image_text_matching", "object_detail_fulfillment", "caption_text_quality", "semantic_understanding"]
 
 CHECKPOINTS = [
@@ -106,7 +109,9 @@ def main() -> None:
     GOLD.mkdir(parents=True, exist_ok=True)
     os.chdir(OUT)  # mm_vision_tower is the sibling directory's name
 
-    only = set(sys.argv[1:])
+    # --long-only: write only goldens/<name>.long.{json,npz} (leaves the main goldens untouched)
+    long_only = "--long-only" in sys.argv[1:]
+    only = {a for a in sys.argv[1:] if not a.startswith("--")}
     for name, script, conv_mode, max_new_tokens in CHECKPOINTS:
         if only and name not in only:
             continue
@@ -146,8 +151,8 @@ def main() -> None:
             input_ids[:, -1] = tokenizer.convert_tokens_to_ids("▁")
             return input_ids
 
-        def generate(input_ids, pixel_values, n_new):
-            kw = dict(do_sample=False, max_new_tokens=n_new, use_cache=True)
+        def generate(input_ids, pixel_values, n_new, **extra):
+            kw = dict(do_sample=False, max_new_tokens=n_new, use_cache=True, **extra)
             if is_v2:
                 kw["pad_token_id"] = tokenizer.pad_token_id
             else:
@@ -155,6 +160,14 @@ def main() -> None:
             with torch.inference_mode():
                 return model.generate(input_ids, images=pixel_values.to(torch.float32), output_logits=True,
                                       output_scores=True, return_dict_in_generate=True, **kw)
+
+        if long_only:
+            with torch.inference_mode():
+                n_img = model.encode_images(image_processor(
+                    [Image.open(CASES[0]["image"]).convert("RGB")], return_tensors="pt")["pixel_values"]).shape[1]
+            long_captions(name, mod, tokenizer, model, image_processor, criteria, conv_mode, max_new_tokens,
+                          digit_ids if digit_per_token else None, fix_v1_whitespace, generate, int(n_img))
+            continue
 
         arrays: dict[str, np.ndarray] = {}
         runs = []
@@ -304,6 +317,122 @@ def main() -> None:
         np.savez_compressed(GOLD / f"{name}.npz", **{k: v.astype(np.float32) for k, v in arrays.items()})
         print(name, "texts:", [(r["case"], r["metric"][:5], r["generated_text"]) for r in runs],
               "pad:", pad_run["generated_text"])
+        long_captions(name, mod, tokenizer, model, image_processor, criteria, conv_mode, max_new_tokens,
+                      digit_ids if digit_per_token else None, fix_v1_whitespace, generate, int(n_img))
+
+
+class _Force:
+    """A logits processor forcing the first generated tokens (then a no-op)."""
+
+    def __init__(self, tokens):
+        self.tokens, self.step = list(tokens), 0
+
+    def __call__(self, input_ids, scores):
+        if self.step < len(self.tokens):
+            keep = scores[:, self.tokens[self.step]].clone()
+            scores = torch.full_like(scores, -float("inf"))
+            scores[:, self.tokens[self.step]] = keep
+        self.step += 1
+        return scores
+
+
+def long_caption(words: int) -> str:
+    """The first ``words`` words of LONG_WORDS repeated (deterministic, recorded in the golden)."""
+    base = LONG_WORDS.split()
+    return " ".join(base[k % len(base)] for k in range(words))
+
+
+def long_captions(name, mod, tokenizer, model, image_processor, criteria, conv_mode, max_new_tokens, digit_ids,
+                  fix_v1_whitespace, generate, n_img) -> None:
+    """Captions long enough for the reference's two cuts: the collator's ``max_len`` 2040 on the token row
+    (image as one id), and LLaVA-Unified's ``prepare_inputs_labels_for_multimodal`` cutting the *embedded*
+    sequence (image features spliced in) to ``config.tokenizer_model_max_length``, which drops the end of
+    the prompt (appended whitespace, "ASSISTANT:", ...).  Written to ``goldens/<name>.long.{json,npz}``.
+
+    - ``long``: LONG_WORDS_LONG words, far over 2040 tokens: both cuts (the rows of the four metrics are
+      the same caption prefix, so only image_text_matching is run);
+    - ``near`` (only where ``tokenizer_model_max_length < 2040 + n_image_tokens``, i.e. the second cut can
+      happen at all): the most words for which the image_text_matching row is at most
+      ``tokenizer_model_max_length - n_image_tokens + 6`` tokens long before appending: no 2040 cut, but the
+      embedded cut takes the last ~6 tokens.  All four metrics (their criteria differ in length).
+    """
+    from PIL import Image
+    from transformers import LogitsProcessorList
+
+    limit = getattr(model.config, "tokenizer_model_max_length", None)
+    image = Image.open(CASES[0]["image"]).convert("RGB")
+
+    def collate(caption, metric):
+        collator = mod.DataCollatorForImagePreprocessing(
+            tokenizer, image_processor, model.config.mm_use_im_start_end, criteria[metric], metric, conv_mode, 2040)
+        pixel_values, input_ids, _ = collator(([image], [caption], [{}]))
+        return pixel_values, fix_v1_whitespace(input_ids)
+
+    captions = {"long": (LONG_WORDS_LONG, METRICS[:1])}
+    if limit is not None and limit < 2040 + n_img:
+        target = limit - n_img + 6
+        lo, hi = 1, LONG_WORDS_LONG  # largest word count whose row (before the appended token) fits target
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if collate(long_caption(mid), METRICS[0])[1].shape[1] - 1 <= target:
+                lo = mid
+            else:
+                hi = mid - 1
+        captions["near"] = (lo, METRICS)
+
+    arrays: dict[str, np.ndarray] = {}
+    runs = []
+    for label, (words, metrics) in captions.items():
+        caption = long_caption(words)
+        for metric in metrics:
+            pixel_values, input_ids = collate(caption, metric)
+            out = generate(input_ids, pixel_values, max_new_tokens)
+            new_ids = out.sequences[0].tolist()
+            key = f"{label}/{metric}"
+            arrays[f"{key}/input_ids"] = input_ids[0].numpy().astype(np.int64)
+            arrays[f"{key}/step_logits"] = torch.stack([l[0] for l in out.logits]).float().numpy()
+            text_len = int(input_ids.shape[1]) - 1  # before the appended whitespace token
+            run = {
+                "caption": label, "words": words, "metric": metric,
+                "text_tokens": text_len,
+                "row_len": int(input_ids.shape[1]),
+                "embedded_len_before_cut": int(input_ids.shape[1]) - 1 + n_img,
+                "embedded_len": min(int(input_ids.shape[1]) - 1 + n_img, limit or 10 ** 9),
+                "npz_input_ids": f"{key}/input_ids",
+                "generated_ids": new_ids,
+                "generated_text": tokenizer.decode(new_ids, skip_special_tokens=True),
+                "npz_step_logits": f"{key}/step_logits",
+            }
+            if digit_ids is not None and metric == METRICS[0]:
+                # Not the main goldens' re-run on input_ids + [digit]: that row would be cut again to
+                # tokenizer_model_max_length, dropping the digit.  The reference's own decoding continues the
+                # cut sequence through the KV cache, so the next-digit logits come from the same `generate`
+                # with the first token(s) forced (raw `output_logits`, before any processor).
+                def forced(tokens):
+                    out = generate(input_ids, pixel_values, len(tokens) + 1,
+                                   logits_processor=LogitsProcessorList([_Force(tokens)]))
+                    assert out.sequences[0, :len(tokens)].tolist() == tokens
+                    return out.logits[len(tokens)][0].float().numpy()
+
+                arrays[f"{key}/digit_next_logits"] = np.stack([forced([d]) for d in digit_ids])
+                arrays[f"{key}/after_10_logits"] = forced([digit_ids[1], digit_ids[0]])
+                run["npz_digit_next_logits"] = f"{key}/digit_next_logits"
+                run["npz_after_10_logits"] = f"{key}/after_10_logits"
+            runs.append(run)
+    golden = {
+        "schema_version": 1,
+        "checkpoint": name,
+        "about": "long captions: the collator's 2040 cut and the embedded cut to tokenizer_model_max_length "
+                 "(reference/run_mlm_filter.py long_captions)",
+        "settings": {"tokenizer_model_max_length": limit, "n_image_tokens": n_img, "max_len": 2040,
+                     "image": CASES[0]["image"], "long_words": LONG_WORDS, "batch_size": 1},
+        "captions": {label: long_caption(words) for label, (words, _) in captions.items()},
+        "runs": runs,
+        "npz": f"{name}.long.npz",
+    }
+    (GOLD / f"{name}.long.json").write_text(json.dumps(golden, indent=1, ensure_ascii=False) + "\n")
+    np.savez_compressed(GOLD / f"{name}.long.npz", **arrays)
+    print(name, "long:", [(r["caption"], r["metric"][:5], r["row_len"], r["generated_text"]) for r in runs])
 
 
 if __name__ == "__main__":

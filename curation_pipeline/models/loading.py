@@ -81,12 +81,25 @@ def pick_device(preferred: str | None = None) -> str:
     return "cpu"
 
 
+# dtype names (the profile's and the CLI's) -> torch's; "auto" (or "") means the default
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+               "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
 def pick_dtype(device: str, preferred: torch.dtype | str | None = None) -> torch.dtype:
-    """Half precision on accelerators (bf16 where supported), fp32 on CPU where half is slow."""
+    """Half precision on accelerators (bf16 where supported), fp32 on CPU where half is slow;
+    ``preferred`` (a torch dtype or a name of ``DTYPE_NAMES``; "auto" = the default) wins."""
     import torch
 
+    if isinstance(preferred, str):
+        if preferred.lower() in ("", "auto"):
+            preferred = None
+        elif preferred.lower() in DTYPE_NAMES:
+            return getattr(torch, DTYPE_NAMES[preferred.lower()])
+        else:
+            raise ValueError(f"unknown dtype {preferred!r}; choose auto, {', '.join(DTYPE_NAMES)}")
     if preferred is not None:
-        return getattr(torch, preferred) if isinstance(preferred, str) else preferred
+        return preferred
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.startswith("mps"):

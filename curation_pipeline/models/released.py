@@ -60,6 +60,16 @@ class ReleasedModel:
         it generates from embeddings, so the prompt's ids are not in the sequence the penalty sees."""
         return float(self.model.generation_config.repetition_penalty or 1.0)
 
+    @property
+    def max_length(self) -> int | None:
+        """``tokenizer_model_max_length`` of an MLM-Filter (LLaVA-Unified) checkpoint: its reference cuts
+        the sequence to it *after* splicing in the image features (``prepare_inputs_labels_for_multimodal``),
+        so a long caption loses the prompt's end. None when unset, and for AITQE (its code has no such cut)."""
+        if self.layout == "mm":
+            return None
+        limit = self.config.get("tokenizer_model_max_length")
+        return int(limit) if limit is not None else None
+
     def pixel_values(self, images: list, pad: bool | None = None) -> torch.Tensor:
         """The reference's preprocessing; ``pad`` (default: the checkpoint's setting) first
         pads to a square filled with the processor's mean colour, as LLaVA's ``expand2square``."""
@@ -164,6 +174,16 @@ def _rename(key: str, layout: str) -> str | None:
     return None
 
 
+def _pil_backend() -> dict:
+    """The argument that makes ``AutoImageProcessor`` resize with PIL, as the references' processors do
+    (CLIPImageProcessor / SiglipImageProcessor of transformers 4.41 / 4.51: PIL bicubic). Transformers 5
+    picks its torchvision backend whenever torchvision is importable (tensor bicubic + antialias: other
+    pixel values); ``backend="pil"`` asks for the PIL one. Before the backend system, ``use_fast=False``."""
+    from importlib.util import find_spec
+
+    return {"backend": "pil"} if find_spec("transformers.image_processing_backends") else {"use_fast": False}
+
+
 def _tower(name: str, vision_tower: str | None):
     """The vision tower's model class, config and image processor (by its model type)."""
     from transformers import AutoConfig, AutoImageProcessor, CLIPVisionModel, SiglipVisionModel
@@ -171,7 +191,7 @@ def _tower(name: str, vision_tower: str | None):
     source = prepare_source(vision_tower or name)
     try:
         config = AutoConfig.from_pretrained(source)
-        processor = AutoImageProcessor.from_pretrained(source)
+        processor = AutoImageProcessor.from_pretrained(source, **_pil_backend())
     except (OSError, ValueError) as exc:
         raise ModelUnavailableError(
             vision_tower or name, f"{exc}\n(the vision tower named by the checkpoint; pass vision_tower= a local "
@@ -183,6 +203,25 @@ def _tower(name: str, vision_tower: str | None):
     if kind.startswith("siglip") and not kind.startswith("siglip2"):
         return SiglipVisionModel, vision_config, processor, source, False
     raise ModelUnavailableError(vision_tower or name, f"vision tower type {kind!r} is not supported (clip, siglip)")
+
+
+def released_dtype(layout: str, device: str, preferred=None, *, bf16_supported: bool | None = None) -> torch.dtype:
+    """The precision a released checkpoint runs in: ``preferred`` when given (not "auto"), else its
+    reference's on a CUDA GPU: float16 for the MLM-Filter layouts (LLaVA-Unified's builder loads with
+    ``torch_dtype=torch.float16``, MLM_Filter's scripts ``.half()`` the images), bfloat16 for AITQE
+    (``inference.load_model``: ``torch_dtype=torch.bfloat16``; float16 where the GPU lacks bf16);
+    elsewhere ``pick_dtype``'s (fp16 on mps, fp32 on CPU). ``bf16_supported``: None asks torch."""
+    import torch
+
+    if isinstance(preferred, str) and preferred.lower() in ("", "auto"):
+        preferred = None
+    if preferred is not None or not device.startswith("cuda"):
+        return pick_dtype(device, preferred)
+    if layout != "mm":
+        return torch.float16
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if bf16_supported else torch.float16
 
 
 def load_released(model: str, *, vision_tower: str | None = None, device: str | None = None, dtype=None,
@@ -233,7 +272,7 @@ def load_released(model: str, *, vision_tower: str | None = None, device: str | 
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)))
 
     device = pick_device(device)
-    dtype = pick_dtype(device, dtype)
+    dtype = released_dtype(layout, device, dtype)
     state = {new: tensor for key, tensor in _state_dict(directory).items()
              if (new := _rename(key, layout)) is not None}
     own_tower = any(k.startswith("model.vision_tower.") for k in state)

@@ -256,6 +256,17 @@ def load_aitqe(model: str, *, max_new_tokens: int, stop_strings: list[str] | Non
     return ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, stop_strings=stop_strings)
 
 
+def aitqe_instruction(generator, prompt: str, caption: str | None) -> str:
+    """The instruction with the caption in. The released checkpoint gets the caption exactly as given:
+    the reference's ``process_prompt`` inserts it as it is (its data processor strips only outside
+    inference, ``if not self.is_infra``), so leading/trailing whitespace changes its tokens and its reply.
+    A chat VLM gets it stripped and without its image token (the chat template places the image)."""
+    caption = caption or ""
+    if isinstance(generator, ChatGenerator):
+        caption = generator.without_image_token(caption.strip())
+    return prompt.replace(CAPTION_PLACEHOLDER, caption)
+
+
 # --- the rewriter ---------------------------------------------------------------------------
 
 # The reference inference script's generation budget.
@@ -280,10 +291,7 @@ class AitqeRewriter(GeneratingRewriter):
                                     vision_tower=vision_tower)
 
     def instruction(self, caption: str | None) -> str:
-        caption = (caption or "").strip()
-        if isinstance(self.generator, ChatGenerator):
-            caption = self.generator.without_image_token(caption)
-        return self.prompt.replace(CAPTION_PLACEHOLDER, caption)
+        return aitqe_instruction(self.generator, self.prompt, caption)
 
     @staticmethod
     def _candidate(reply: str) -> RewriteCandidate:

@@ -11,8 +11,8 @@ import pandas as pd
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.aitqe import (AITQE_MAX_NEW_TOKENS, DEFAULT_INSTRUCTION, OVERALL_MARKER,
-                                               load_aitqe, parse_aitqe_output)
-from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, generate_in_batches
+                                               aitqe_instruction, load_aitqe, parse_aitqe_output)
+from curation_pipeline.rewriting.vlm import generate_in_batches
 from curation_pipeline.rewriting.base import RewriteCandidate
 from curation_pipeline.scoring.base import Scorer
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
@@ -39,7 +39,7 @@ class AitqeScorer(Scorer):
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
         def instruction(caption):
-            return DEFAULT_INSTRUCTION.replace(CAPTION_PLACEHOLDER, (caption or "").strip())
+            return aitqe_instruction(self.generator, DEFAULT_INSTRUCTION, caption)
 
         def candidate(reply):
             parsed = parse_aitqe_output(reply)

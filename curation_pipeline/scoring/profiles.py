@@ -27,6 +27,9 @@ class ScoringProfile:
     mlm_prompt_set: str | None = None  # None: the released checkpoint's own, or zero_shot for chat VLMs
     mlm_vision_tower: str | None = None  # None: the tower the checkpoint's config names
     mlm_pad_to_square: bool | None = None  # None: as MLM_Filter's scoring scripts (no padding)
+    # auto: a released checkpoint as its reference runs (fp16 on CUDA), a chat VLM bf16 where supported;
+    # fp32 on CPU
+    mlm_dtype: str = "auto"
     aitqe_model: str | None = None  # adds AITQE's overall rating and recaption as scores
     device: str | None = None
     batch_size: int = 32
@@ -39,6 +42,8 @@ class ScoringProfile:
             raise ValueError(f"profile {self.name!r} needs clip_model (a HuggingFace id or a local path)")
         if self.clip_dtype.lower() not in ("auto", *CLIP_DTYPES):
             raise ValueError(f"unknown clip_dtype {self.clip_dtype!r}; choose auto, {', '.join(CLIP_DTYPES)}")
+        if self.mlm_dtype.lower() not in ("auto", *CLIP_DTYPES):
+            raise ValueError(f"unknown mlm_dtype {self.mlm_dtype!r}; choose auto, {', '.join(CLIP_DTYPES)}")
         if self.name in ("mlm", "full") and not self.mlm_model:
             raise ValueError(f"profile {self.name!r} needs mlm_model (a HuggingFace id or a local path)")
         if self.batch_size < 1:  # 0 fails every model pair, a negative one scores none and says nothing

@@ -81,3 +81,46 @@ def test_device_and_dtype_choice():
     with mock.patch.object(torch.cuda, "is_bf16_supported", return_value=False):
         assert pick_dtype("cuda") == torch.float16
     assert loading._looks_like_path("./models/x") and not loading._looks_like_path("org/name")
+
+
+def test_dtype_names_and_auto():
+    assert pick_dtype("cpu", "auto") == torch.float32 and pick_dtype("cpu", "") == torch.float32
+    assert pick_dtype("cpu", "fp16") == torch.float16 and pick_dtype("cpu", "BF16") == torch.bfloat16
+    assert pick_dtype("cuda", torch.float32) == torch.float32
+    with pytest.raises(ValueError, match="unknown dtype 'int8'"):
+        pick_dtype("cpu", "int8")
+
+
+def test_released_checkpoints_default_to_their_references_precision_on_cuda():
+    """LLaVA-Unified's builder loads the MLM-Filter checkpoints in float16 (MLM_Filter's scripts .half()
+    the images); AITQE's load_model in bfloat16. Not bf16 for MLM-Filter just because the GPU has it."""
+    from curation_pipeline.models.released import released_dtype
+
+    for layout in ("llava", "llava_llama", "llava_qwen"):
+        for device in ("cuda", "cuda:1"):
+            assert released_dtype(layout, device, bf16_supported=True) == torch.float16
+            assert released_dtype(layout, device, "auto", bf16_supported=True) == torch.float16
+        assert released_dtype(layout, "cuda", "bfloat16") == torch.bfloat16
+        assert released_dtype(layout, "cuda", torch.float32) == torch.float32
+        assert released_dtype(layout, "cpu") == torch.float32
+    assert released_dtype("mm", "cuda", bf16_supported=True) == torch.bfloat16
+    assert released_dtype("mm", "cuda", bf16_supported=False) == torch.float16
+    assert released_dtype("mm", "cuda", "float16") == torch.float16 and released_dtype("mm", "cpu") == torch.float32
+    with mock.patch.object(torch.cuda, "is_bf16_supported", return_value=True):
+        assert released_dtype("llava_qwen", "cuda") == torch.float16
+        assert released_dtype("mm", "cuda") == torch.bfloat16
+
+
+def test_load_released_on_cuda_loads_mlm_filter_in_float16(monkeypatch):
+    """The loader itself takes that default (the move to the GPU is skipped: none here)."""
+    from curation_pipeline.models import released
+    from curation_pipeline_tests.tiny_models import RELEASED
+
+    monkeypatch.setattr(released, "finish", lambda model, device: model.eval())
+    with mock.patch.object(torch.cuda, "is_bf16_supported", return_value=True):
+        loaded = released.load_released(str(RELEASED / "mlm-filter-qwen2.5-1.5b-tiny"), device="cuda",
+                                        vision_tower=str(RELEASED / "siglip-tiny-patch8-32"))
+        aitqe = released.load_released(str(RELEASED / "aitqe-tiny"), device="cuda",
+                                       vision_tower=str(RELEASED / "siglip-tiny-patch8-32"))
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float16}
+    assert {p.dtype for p in aitqe.model.parameters()} == {torch.bfloat16}

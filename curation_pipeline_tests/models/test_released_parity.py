@@ -159,6 +159,45 @@ def test_pad_to_square_run(mlm):
     _close(_forward(scorer, ids, pixels), arrays[run["npz_step_logits"]][0])
 
 
+def test_long_captions_are_cut_where_the_reference_cuts(mlm):
+    """Goldens ``<name>.long``: the collator's 2040 cut, then LLaVA-Unified cutting the *expanded* sequence
+    to ``tokenizer_model_max_length`` (the prompt's end is lost; the score is read where the cut falls)."""
+    name, scorer, main_golden, _ = mlm
+    golden = json.loads((GOLDENS / f"{name}.long.json").read_text())
+    arrays = np.load(GOLDENS / golden["npz"])
+    limit = golden["settings"]["tokenizer_model_max_length"]
+    assert scorer.released.max_length == limit
+    image = Image.open(RELEASED / golden["settings"]["image"]).convert("RGB")
+    pixels = scorer.released.pixel_values([image], pad=False)
+    image_id, n_image = scorer.released.image_token_id, scorer.released.image_tokens
+    for run in golden["runs"]:
+        row = arrays[run["npz_input_ids"]].tolist()
+        expanded = [t for token in row for t in ([image_id] * n_image if token == -200 else [token])]
+        ours = scorer._released_ids(golden["captions"][run["caption"]])[SHORT[run["metric"]]]
+        assert ours == expanded[:limit] and len(ours) == run["embedded_len"], (name, run["caption"], run["metric"])
+        _close(_forward(scorer, ours, pixels), arrays[run["npz_step_logits"]][0])
+    assert any(r["embedded_len"] < r["embedded_len_before_cut"] for r in golden["runs"]) or limit > 2040 + n_image
+
+    labels = list(golden["captions"])
+    batch = PairBatch(labels + ["short"], [golden["captions"][k] for k in labels] + [main_golden["cases"][0]["caption"]],
+                      [image] * (len(labels) + 1))
+    shared, separate = scorer.score(batch), scorer.score_separate(batch)
+    generate = MlmFilterScorer.__new__(MlmFilterScorer)
+    generate.__dict__.update(scorer.__dict__, mode="generate")
+    generated = generate.score(batch)
+    reference = {**main_golden, "runs": None}
+    for run in golden["runs"]:
+        metric, row = SHORT[run["metric"]], labels.index(run["caption"])
+        want, _ = parse_reference_score(run["generated_text"])
+        for frame in (shared, separate, generated):
+            got = frame.loc[row, f"mlm_{metric}"]
+            assert got == want or (math.isnan(got) and math.isnan(want)), (name, run["caption"], metric, got, want)
+        if run.get("npz_digit_next_logits") or not main_golden["tokenizer"]["digit_per_token"]:
+            expected = _reference_expectation(reference, arrays, run)
+            assert shared.loc[row, f"mlm_{metric}_expected"] == pytest.approx(expected, rel=1e-4)
+            assert separate.loc[row, f"mlm_{metric}_expected"] == pytest.approx(expected, rel=1e-4)
+
+
 # --- AITQE -----------------------------------------------------------------------------------
 
 
@@ -169,8 +208,11 @@ def aitqe():
     return rewriter, *_golden("aitqe-tiny")
 
 
-def test_aitqe_ids_pixels_logits_and_greedy_text(aitqe):
-    rewriter, golden, arrays = aitqe
+@pytest.mark.parametrize("golden_name", ["aitqe-tiny", "aitqe-tiny.edge"])
+def test_aitqe_ids_pixels_logits_and_greedy_text(aitqe, golden_name):
+    """``aitqe-tiny.edge``: a caption with leading/trailing whitespace, which the reference keeps."""
+    rewriter = aitqe[0]
+    golden, arrays = _golden(golden_name)
     generator = rewriter.generator
     released = generator.released
     assert released.layout == "mm" and rewriter.max_new_tokens == 384
@@ -199,6 +241,37 @@ def test_aitqe_rewriter_returns_the_parsed_reference_reply(aitqe):
     [candidate] = rewriter.rewrite(PairBatch(["k"], [run["caption"]], [image]))
     parsed = parse_aitqe_output(run["decoded"].strip())
     assert candidate.raw == run["decoded"].strip() and candidate.caption == parsed.recaption
+
+
+# --- image processor ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tower", ["clip-vit-tiny-patch8-32", "siglip-tiny-patch8-32"])
+def test_towers_image_processor_is_the_pil_one_even_where_torchvision_is_installed(tower, monkeypatch):
+    """The references resize with PIL (transformers 4.41/4.51 processors); transformers 5 takes its
+    torchvision backend (other pixel values) whenever torchvision imports. Torchvision is not installed
+    here, so its presence is simulated: the auto class then picks a stand-in for the torchvision class."""
+    from transformers import AutoImageProcessor
+
+    from curation_pipeline.models.released import _tower
+
+    auto = pytest.importorskip("transformers.models.auto.image_processing_auto")
+    backends = pytest.importorskip("transformers.image_processing_backends")
+    if not hasattr(auto, "_load_backend_class"):
+        pytest.skip("this transformers has no backend resolution to simulate")
+    real = auto._load_backend_class
+
+    class TorchvisionStandIn:
+        @classmethod
+        def from_dict(cls, config_dict, *args, **kwargs):
+            return cls()
+
+    monkeypatch.setattr(auto, "is_torchvision_available", lambda: True)
+    monkeypatch.setattr(auto, "_load_backend_class", lambda base, backend, *a, **k: TorchvisionStandIn
+                        if backend == "torchvision" else real(base, backend, *a, **k))
+    assert isinstance(AutoImageProcessor.from_pretrained(str(RELEASED / tower)), TorchvisionStandIn)
+    processor = _tower(str(RELEASED / tower), None)[2]
+    assert isinstance(processor, backends.PilBackend), type(processor)
 
 
 # --- loading errors ------------------------------------------------------------------------
@@ -241,6 +314,30 @@ def test_convert_refuses_the_pooled_projector_with_a_reason(tmp_path):
     with pytest.raises(UnknownLayoutError, match="aapool_mlp"):
         convert_released(str(RELEASED / "mlm-filter-qwen2.5-1.5b-tiny"), tmp_path / "out",
                          vision_tower=str(RELEASED / "siglip-tiny-patch8-32"))
+
+
+def test_aitqe_scorer_keeps_the_captions_whitespace_as_the_reference(aitqe):
+    from curation_pipeline.scoring.aitqe import AitqeScorer
+
+    rewriter = aitqe[0]
+    golden, _ = _golden("aitqe-tiny.edge")
+    run = golden["runs"][0]
+    assert run["caption"] != run["caption"].strip() and not run["output_all"]
+    scorer = AitqeScorer.__new__(AitqeScorer)
+    scorer.__dict__.update(batch_size=1, generator=rewriter.generator, version="test",
+                           columns=("aitqe_overall", "aitqe_recaption", "aitqe_error"))
+    rewriter.generator.stop_strings = ["<Overall>"]
+    seen = []
+    generate = rewriter.generator.generate
+    rewriter.generator.generate = lambda images, texts: seen.extend(texts) or generate(images, texts)
+    try:
+        frame = scorer.score(PairBatch(["a"], [run["caption"]], [Image.open(RELEASED / run["image"]).convert("RGB")]))
+    finally:
+        del rewriter.generator.generate
+    assert _collapse(rewriter.generator.token_ids(seen[0]), rewriter.generator.released.image_token_id, -1) \
+        == run["input_ids"]
+    parsed = parse_aitqe_output(run["decoded"].strip())
+    assert frame.loc[0, "aitqe_recaption"] == parsed.recaption and frame.loc[0, "aitqe_error"] == parsed.error
 
 
 def test_aitqe_scorer_gives_the_rating_policy_can_decide_by(aitqe):

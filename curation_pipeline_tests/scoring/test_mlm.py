@@ -252,3 +252,37 @@ def test_bad_arguments(vlm_dir):
         MlmFilterScorer(vlm_dir, metrics=("itm", "xyz"))
     with pytest.raises(ValueError, match="mode"):
         MlmFilterScorer(vlm_dir, mode="sample")
+
+
+def test_mlm_dtype_setting_reaches_the_released_model():
+    from curation_pipeline.scoring.profiles import ScoringProfile
+
+    released = tiny_models.RELEASED
+    profile = dict(name="mlm", mlm_model=str(released / "mlm-filter-llama-3-8b-tiny"), device="cpu",
+                   mlm_vision_tower=str(released / "clip-vit-tiny-patch8-32"))
+    assert ScoringProfile(**profile).mlm_dtype == "auto"
+    assert MlmFilterScorer.from_profile(ScoringProfile(**profile)).dtype == torch.float32  # auto on CPU
+    scorer = MlmFilterScorer.from_profile(ScoringProfile(**profile, mlm_dtype="bfloat16"))
+    assert scorer.dtype == torch.bfloat16 and {p.dtype for p in scorer.model.parameters()} == {torch.bfloat16}
+    with pytest.raises(ValueError, match="mlm_dtype"):
+        ScoringProfile(**profile, mlm_dtype="int8")
+    from curation_pipeline.resources import ScoringResource  # the Dagster setting scoring.mlm.dtype
+
+    assert ScoringResource(profile="mlm", mlm={"model": profile["mlm_model"], "dtype": "float16"}).as_profile().mlm_dtype == "float16"
+
+
+def test_released_caption_with_the_image_token_is_nan_with_its_reason_up_front():
+    """The reference fails on such a caption (its prompt gets two image slots); here the pair is NaN with
+    a reason at once, the model never sees it and the rest of the batch scores."""
+    released = tiny_models.RELEASED
+    scorer = MlmFilterScorer(str(released / "mlm-filter-llama-3-8b-tiny"), metrics=("itm", "su"), min_mass=0.0,
+                             vision_tower=str(released / "clip-vit-tiny-patch8-32"), batch_size=4)
+    image = Image.open(released / "images" / "wide_48x32.png").convert("RGB")
+    seen = []
+    logits = scorer._logits
+    scorer._logits = lambda images, captions, shared: seen.extend(captions) or logits(images, captions, shared)
+    frame = scorer.score(PairBatch(["a", "b", "c"], ["a dog", "a photo <image> of a dog", "a cat"], [image] * 3))
+    assert seen == ["a dog", "a cat"]
+    assert frame["mlm_itm_error"][1] == frame["mlm_su_error"][1] == "caption holds the image token <image>"
+    assert frame.loc[1, ["mlm_itm", "mlm_itm_expected", "mlm_su"]].isna().all()
+    assert frame.loc[[0, 2], "mlm_itm"].notna().all()

@@ -10,6 +10,11 @@ top of the KV cache as sibling branches of a token tree. A greedy reply that lea
 decoded by ``generate``, so the greedy column is exact. ``mode="generate"`` decodes every metric.
 Digit-per-token tokenizers (Qwen2, SmolLM) need the digit walk of ``digit_split_expectation``
 ("100" is three tokens); one-token-per-number tokenizers read ``P(s) = P1(token s)``.
+
+Parity with the authors' code is parity with their scripts run at batch size 1. MLM_Filter's batch
+scripts left-pad a batch and pass no ``attention_mask`` to ``generate``, so the pad tokens are embedded
+and attended and a pair's score depends on the captions it was batched with. Here padding is masked:
+every pair scores as the reference scores it alone, whatever ``batch_size``.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ if TYPE_CHECKING:
     import torch
 
 _CAPTION_MARK = "\ue000caption\ue000"
+IMAGE_TOKEN = "<image>"  # where LLaVA's tokenizer_image_token splices the image into a released prompt
 _CRITERION_MARK = "\ue000criterion\ue000"
-# The reference scripts truncate the tokenized prompt (image as one token) to this length.
+# The reference scripts truncate the tokenized prompt (image as one token) to this length; the model
+# then cuts the expanded sequence to the checkpoint's tokenizer_model_max_length (ReleasedModel.max_length).
 REFERENCE_MAX_LEN = 2040
 
 
@@ -57,7 +64,7 @@ class MlmFilterScorer(Scorer):
         return cls(profile.mlm_model, metrics=tuple(profile.mlm_metrics), mode=profile.mlm_mode, device=profile.device,
                    min_mass=profile.mlm_min_mass, batch_size=profile.batch_size, prompt_set=profile.mlm_prompt_set,
                    vision_tower=profile.mlm_vision_tower, pad_to_square=profile.mlm_pad_to_square,
-                   trust_remote_code=profile.mlm_model in profile.trust_remote_code)
+                   dtype=profile.mlm_dtype, trust_remote_code=profile.mlm_model in profile.trust_remote_code)
 
     def __init__(self, model: str, *, metrics=METRICS, mode: str = "logits", prompt_set: str | None = None,
                  vision_tower: str | None = None, pad_to_square: bool | None = None, device: str | None = None,
@@ -128,10 +135,14 @@ class MlmFilterScorer(Scorer):
 
     def _released_ids(self, caption: str) -> dict[str, list[int]]:
         """Each metric's prompt as LLaVA's ``tokenizer_image_token`` tokenizes it (chunks around "<image>"
-        alone, BOS kept only on the first), truncated as the scripts do, image expanded, whitespace appended."""
+        alone, BOS kept only on the first), truncated as the scripts do, image expanded, whitespace appended;
+        then, as LLaVA-Unified's ``prepare_inputs_labels_for_multimodal``, the expanded row cut to the
+        checkpoint's ``tokenizer_model_max_length``: a long caption loses the prompt's end (the criterion's
+        tail, "ASSISTANT:", the whitespace token) and is scored where the cut falls, exactly as the reference.
+        Such rows differ from the canonical metric suffixes, so ``_logits`` scores them one full prompt each."""
         out = {}
         for m in self.metrics:
-            chunks = [self.tokenizer(c)["input_ids"] for c in self.prompts.prompt(caption, m).split("<image>")]
+            chunks = [self.tokenizer(c)["input_ids"] for c in self.prompts.prompt(caption, m).split(IMAGE_TOKEN)]
             bos = self.tokenizer.bos_token_id
             offset = 1 if chunks and chunks[0] and bos is not None and chunks[0][0] == bos else 0
             ids: list[int] = [chunks[0][0]] if offset else []
@@ -144,7 +155,7 @@ class MlmFilterScorer(Scorer):
             for token in ids:
                 expanded.extend([self.released.image_token_id] * self.released.image_tokens if token == -1
                                 else [token])
-            out[m] = expanded + [self._appended]
+            out[m] = (expanded + [self._appended])[:self.released.max_length]
         return out
 
     def _split_released(self, full: dict[str, list[int]]) -> tuple[list[int], dict[str, list[int]]]:
@@ -202,6 +213,14 @@ class MlmFilterScorer(Scorer):
         values = {m: np.full(n, np.nan) for m in self.metrics}
         expected = {m: np.full(n, np.nan) for m in self.metrics}
         valid, reasons = scorable(batch)
+        if self.released:
+            # LLaVA's tokenizer_image_token splits the prompt at every "<image>": the reference fails on
+            # such a caption (one image, two slots: IndexError), and so would the model here. Not stripped:
+            # that would score a caption the reference never scores.
+            for i in valid:
+                if IMAGE_TOKEN in batch.captions[i]:
+                    reasons[i] = f"caption holds the image token {IMAGE_TOKEN}"
+            valid = [i for i in valid if reasons[i] is None]
         errors = {m: list(reasons) for m in self.metrics}
         for start in range(0, len(valid), self.batch_size):
             rows = valid[start:start + self.batch_size]
