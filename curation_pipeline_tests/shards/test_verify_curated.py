@@ -1,7 +1,6 @@
 """verify_curated, the last check before a curated tar is published: a member or sample that repeats
 is named, never merged over, and the check holds one sample in memory, not the shard."""
 
-import io
 import json
 import tarfile
 import tracemalloc
@@ -9,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from curation_pipeline.shards.writer import CuratedShardInvalid, verify_curated, write_curated
+from curation_pipeline.shards.writer import CuratedShardInvalid, verify_curated, write_curated, write_tar
 
 
 def _sample(key: str, image: bytes = b"\xff\xd8img") -> list[tuple[str, bytes]]:
@@ -18,12 +17,7 @@ def _sample(key: str, image: bytes = b"\xff\xd8img") -> list[tuple[str, bytes]]:
 
 
 def _tar(path, members) -> str:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return str(path)
+    return str(write_tar(path, members))
 
 
 def test_a_member_that_repeats_is_named_not_overwritten(tmp_path):
