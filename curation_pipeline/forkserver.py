@@ -119,7 +119,7 @@ def _connect(sock: Path):
 
 def _relay(conn, argv: list[str]) -> int | None:
     """Send the command and the standard streams, forward signals to the child, return its code."""
-    state: dict = {"pid": None, "signal": None}
+    state: dict = {"pid": None, "signal": None, "stop": False}
 
     def forward(signum, _frame):
         state["signal"] = signum
@@ -127,28 +127,58 @@ def _relay(conn, argv: list[str]) -> int | None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(state["pid"], signum)
 
+    def suspend(_signum, _frame):
+        """Ctrl-Z: the run stops with this process (the shell sees one job), and goes on when it does."""
+        if not state["pid"]:  # the child is not known yet: both stop as soon as it is
+            state["stop"] = True
+            return
+        state["stop"] = False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state["pid"], signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until the shell continues this process
+        signal.signal(signal.SIGTSTP, suspend)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state["pid"], signal.SIGCONT)
+
     # a signal this process ignores (started in the background, under nohup) stays ignored, in the child too
     previous = {s: signal.getsignal(s) for s in FORWARDED}
     for s, handler in previous.items():
         if handler != signal.SIG_IGN:
             signal.signal(s, forward)
+    # only a default SIGTSTP stops this process; one handled or ignored by whoever started it stays so
+    previous_tstp = signal.getsignal(signal.SIGTSTP)
+    if previous_tstp == signal.SIG_DFL:
+        signal.signal(signal.SIGTSTP, suspend)
+
+    def restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        signal.signal(signal.SIGTSTP, previous_tstp)
+
     try:
         conn.send({"argv": list(argv), **_context(), "ignored": [s.name for s, h in previous.items() if h == signal.SIG_IGN]})
         fds = [fd for fd in (0, 1, 2) if _is_open(fd)]
         with socket.socket(fileno=os.dup(conn.fileno())) as raw:
             socket.send_fds(raw, [bytes(fd in fds for fd in (0, 1, 2))], fds)
         kind, pid = conn.recv()
+        if kind != "pid":  # the child died (a signal) before its command started
+            raise EOFError(kind)
     except Exception:  # noqa: BLE001 - nothing ran yet: run here (and take a signal that came meanwhile)
         conn.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        restore()
         if state["signal"] is not None:
             os.kill(os.getpid(), state["signal"])
+        if state["stop"]:
+            os.kill(os.getpid(), signal.SIGTSTP)
         return None
+    killed = None
     try:
-        state["pid"] = pid
+        state["pid"] = pid  # before the checks below: a signal from here on finds the child itself
         if state["signal"] is not None:  # came before the child was known
             forward(state["signal"], None)
+        if state["stop"]:
+            suspend(signal.SIGTSTP, None)
         while True:
             try:
                 kind, value = conn.recv()
@@ -156,15 +186,35 @@ def _relay(conn, argv: list[str]) -> int | None:
                 break
             if kind == "exit":
                 return int(value)
+            if kind == "killed":  # from the server, which reaped the child: its wait status's signal
+                killed = int(value)
+                break
     finally:
         conn.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        restore()
+    if killed is not None:
+        return _die_of(killed)
     if state["signal"] is not None:  # the child died of a forwarded signal: so does this process
         signal.signal(state["signal"], signal.SIG_DFL)
         os.kill(os.getpid(), state["signal"])
     print("curate: the run's process ended without an exit status (killed?)", file=sys.stderr)
     return 1
+
+
+def _die_of(signum: int) -> int:
+    """End as the run ended, killed by ``signum`` (the OOM killer's SIGKILL, a crash's SIGSEGV), as the
+    command in its own process would: a shell shows 128+signum, a parent sees the signal. No core of
+    this process: the run's (if any) is the one that tells."""
+    import resource
+
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    with contextlib.suppress(OSError, ValueError):  # SIGKILL cannot be handled: it is at its default
+        signal.signal(signum, signal.SIG_DFL)
+    with contextlib.suppress(OSError, ValueError):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+        os.kill(os.getpid(), signum)
+    return 128 + signum  # a signal that ends no process by default: the shell's code for it
 
 
 def _is_open(fd: int) -> bool:
@@ -185,7 +235,47 @@ def _context() -> dict:
               if name.startswith("RLIMIT_")}
     return {"cwd": os.getcwd(), "env": dict(os.environ), "umask": umask, "limits": limits,
             "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+            "nice": os.getpriority(os.PRIO_PROCESS, 0), "ioprio": _ioprio(), "oom_score_adj": _oom_score_adj()}
+
+
+# ioprio_get / ioprio_set (no wrapper in Python or glibc): their numbers on the usual architectures
+_IOPRIO_CALLS = {"x86_64": (252, 251), "aarch64": (31, 30), "i386": (290, 289), "i686": (290, 289)}
+_IOPRIO_WHO_PROCESS, _IOPRIO_CLASS_SHIFT, _IOPRIO_CLASS_NONE = 1, 13, 0
+
+
+def _ioprio_syscall(which: int, *args: int) -> int:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    result = libc.syscall(ctypes.c_long(which), *(ctypes.c_int(a) for a in args))
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+    return result
+
+
+def _ioprio() -> int | None:
+    """This process's I/O priority (``ionice``: class and level), None where it cannot be read."""
+    calls = _IOPRIO_CALLS.get(os.uname().machine)
+    if calls is None or not sys.platform.startswith("linux"):
+        return None
+    try:
+        return _ioprio_syscall(calls[0], _IOPRIO_WHO_PROCESS, 0)
+    except (OSError, AttributeError):
+        return None
+
+
+def _set_ioprio(value: int) -> None:
+    if value >> _IOPRIO_CLASS_SHIFT == _IOPRIO_CLASS_NONE:
+        value = 0  # "none" (follow the CPU nice) is read with a level but set only without one
+    _ioprio_syscall(_IOPRIO_CALLS[os.uname().machine][1], _IOPRIO_WHO_PROCESS, 0, value)
+
+
+def _oom_score_adj() -> int | None:
+    try:
+        return int(Path("/proc/self/oom_score_adj").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _apply(context: dict) -> None:
@@ -204,6 +294,14 @@ def _apply(context: dict) -> None:
         os.sched_setaffinity(0, context["cpus"])
     if os.getpriority(os.PRIO_PROCESS, 0) != context["nice"]:
         os.setpriority(os.PRIO_PROCESS, 0, context["nice"])
+    # ionice and choom: the server's are those of whichever run started it (an idle-I/O, OOM-first batch
+    # job, say). Set only where they differ: lowering either may need a privilege the client had.
+    ioprio, current = context.get("ioprio"), _ioprio()
+    if ioprio is not None and current != ioprio and (current is None or (current | ioprio) >> _IOPRIO_CLASS_SHIFT):
+        _set_ioprio(ioprio)  # (two "none" classes differ only in the level that class ignores)
+    oom = context.get("oom_score_adj")
+    if oom is not None and _oom_score_adj() != oom:
+        Path("/proc/self/oom_score_adj").write_text(str(oom))
     # the client's dispositions, not the server's (which has those of whatever started it): Python's
     # start-up defaults, or ignored where the client ignores the signal
     for s in FORWARDED:
@@ -348,22 +446,30 @@ def serve(sock: Path, idle_s: float) -> None:
     os.replace(bound, sock)  # clients find it only now, warm
     mine = sock.stat().st_ino
     sock.with_suffix(".starting").unlink(missing_ok=True)
-    children: set[int] = set()
+    # each child's client connection, kept until the child is reaped: only this process can see that
+    # a signal killed the child (it sends nothing then), and it tells the client which
+    children: dict[int, socket.socket] = {}
     since = time.monotonic()
     while True:
-        for pid in list(children):
+        for pid, client in list(children.items()):
             with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    children.discard(pid)
+                reaped, status = os.waitpid(pid, os.WNOHANG)
+                if not reaped:
+                    continue
+                if os.WIFSIGNALED(status):
+                    _tell_killed(client, os.WTERMSIG(status))
+            client.close()  # the client reads to the end of the connection: now it comes
+            del children[pid]
         if select.select([listener], [], [], 0.5)[0]:
             client, _ = listener.accept()
             pid = os.fork()
             if pid == 0:
                 listener.close()
+                for other in children.values():  # other runs' connections: theirs ends with their child
+                    other.close()
                 gc.enable()
                 _child(client, key, sock)  # never returns
-            client.close()
-            children.add(pid)
+            children[pid] = client
             since = time.monotonic()
             continue
         try:
@@ -388,6 +494,20 @@ def serve(sock: Path, idle_s: float) -> None:
     os._exit(0)  # runs still going go on (they need nothing of the server); init reaps them
 
 
+def _tell_killed(client: socket.socket, signum: int) -> None:
+    """Send the client of a child a signal killed a message as the child's own (``("killed", signum)``);
+    never blocks the server (a client gone or not reading loses it)."""
+    from multiprocessing.connection import Connection
+
+    with contextlib.suppress(OSError, ValueError):
+        client.setblocking(False)  # the child is gone: no one else uses this file description
+        conn = Connection(os.dup(client.fileno()))
+        try:
+            conn.send(("killed", signum))
+        finally:
+            conn.close()
+
+
 def _child(client: socket.socket, key: bytes, sock: Path) -> None:
     """In the forked child: take over the client's command, streams, folder and environment, run it,
     answer its exit code."""
@@ -408,13 +528,14 @@ def _child(client: socket.socket, key: bytes, sock: Path) -> None:
         _reopen_stdio()
         _apply(request)
         sys.argv = list(request["argv"])
-        with open(sock_log(sock), "a", encoding="utf-8") as log:
-            log.write(f"{time.time():.3f} {os.getpid()} {request['cwd']} {' '.join(sys.argv)}\n")
     except BaseException:  # noqa: BLE001 - a context this child cannot take on: the client runs the command itself
         os._exit(1)
     code = 1
     try:  # whatever happens (a Ctrl-C at any point included), this process ends here, never in the server's loop
         conn.send(("pid", os.getpid()))  # from here on the client forwards its signals
+        # logged after the pid went out: a signal sent to the client once the line shows reaches this run
+        with contextlib.suppress(OSError), open(sock_log(sock), "a", encoding="utf-8") as log:
+            log.write(f"{time.time():.3f} {os.getpid()} {request['cwd']} {' '.join(sys.argv)}\n")
         try:
             # the client never writes again: anything read means it is gone, and so is its run
             threading.Thread(target=_die_with, args=(client,), name="curate-client-watch", daemon=True).start()

@@ -9,7 +9,9 @@ socket (multiprocessing's HMAC handshake), runs the package it was started from 
 a new helper), and leaves after ``CURATE_HELPER_IDLE_S`` seconds (120) with no client connected, or
 once its home is gone. ``call`` runs a function there (plain values in and out, so it gives what it
 gives here), or here: without a home, with ``CURATE_HELPER=off``, or when the helper cannot be
-reached. Warm-ups queued with ``warm_later`` are sent after the first answered call.
+reached (connecting gives up after ``CURATE_HELPER_CONNECT_TIMEOUT_S``, 20: a stopped helper still
+queues connections; a client that stalls in the handshake holds up only its own). Warm-ups queued
+with ``warm_later`` are sent after the first answered call.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -30,8 +33,12 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 MODE_ENV, IDLE_ENV, CALL_TIMEOUT_ENV = "CURATE_HELPER", "CURATE_HELPER_IDLE_S", "CURATE_HELPER_CALL_TIMEOUT_S"
+CONNECT_TIMEOUT_ENV = "CURATE_HELPER_CONNECT_TIMEOUT_S"
 DEFAULT_IDLE_S = 120.0
 DEFAULT_CALL_TIMEOUT_S = 900.0  # a call with no answer by then: the helper is wedged, run it here
+# connecting and the key handshake, each step: a helper (or, for the helper, a client) silent that long
+# is stopped or wedged, though its socket still takes connections
+DEFAULT_CONNECT_TIMEOUT_S = 20.0
 START_TIMEOUT_S = 20.0  # a started helper binds its socket within this (before its heavy imports)
 READY_TIMEOUT_S = 300.0  # the helper's warm-up (GX's import) finishes within this, or calls run in the runs
 PACKAGE = Path(__file__).resolve().parent
@@ -126,8 +133,6 @@ class _Client:
                 conn.close()
 
     def _connection(self):
-        from multiprocessing.connection import Client
-
         conn = getattr(self.local, "conn", None)
         if conn is not None:
             return conn
@@ -136,8 +141,10 @@ class _Client:
         restarted = False
         while True:
             try:
-                conn = Client(str(self.sock), family="AF_UNIX", authkey=self.sock.with_suffix(".key").read_bytes())
+                conn = _dial(self.sock)
                 break
+            except NoAnswer:
+                raise
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 # it left (idle) before this run's first call: start a fresh one, once
                 if restarted or self.warm is None or not _start_server(self.sock, self.home, self.warm):
@@ -177,6 +184,46 @@ class _Client:
         return value
 
 
+def _limit(raw: socket.socket, seconds: float) -> None:
+    """Bound each blocking connect, send and receive on ``raw`` (0: no bound). The kernel's timeouts,
+    not ``settimeout``: that makes the descriptor non-blocking, which multiprocessing's Connection cannot read."""
+    whole = int(seconds)
+    micro = int((seconds - whole) * 1e6) or (1 if seconds > 0 and not whole else 0)
+    value = struct.pack("ll", whole, micro)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, (BlockingIOError, TimeoutError))  # EAGAIN once a kernel timeout expires
+
+
+def _dial(sock: Path):
+    """A connection to the helper at ``sock`` past its key handshake (multiprocessing's ``Client``, with
+    a timeout): ``NoAnswer`` when the helper takes longer than CURATE_HELPER_CONNECT_TIMEOUT_S at any step."""
+    from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+
+    key = sock.with_suffix(".key").read_bytes()
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        raw.setblocking(True)  # whatever socket.setdefaulttimeout says: the Connection reads it blocking
+        _limit(raw, _seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT_S))
+        conn = Connection(os.dup(raw.fileno()))  # shares the socket's options: ``raw`` lifts the bound below
+        try:
+            raw.connect(str(sock))
+            answer_challenge(conn, key)
+            deliver_challenge(conn, key)
+            _limit(raw, 0)  # from here, a call waits for its answer under CURATE_HELPER_CALL_TIMEOUT_S
+        except BaseException as exc:
+            conn.close()
+            if _timed_out(exc):
+                raise NoAnswer(f"the helper at {sock} did not take the connection in time (stopped?)") from exc
+            raise
+        return conn
+    finally:
+        raw.close()
+
+
 def _start_server(sock: Path, home: Path, warm: Callable[[], object]) -> bool:
     """Start a helper for ``sock`` unless one answers there; True once one answers or its socket
     exists, False if the started one died first."""
@@ -212,10 +259,13 @@ def _answers(sock: Path) -> bool:
         return False
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        _limit(probe, _seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT_S))
         probe.connect(str(sock))
         return True
-    except OSError:
-        return False
+    except OSError as exc:
+        # a queue still full after the timeout: there, but not accepting (stopped); not replaced, as a
+        # busy one must not be, and its calls time out and run in their runs
+        return _timed_out(exc)
     finally:
         probe.close()
 
@@ -340,10 +390,13 @@ def stop(home: str | os.PathLike) -> int | None:
 
 def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> None:
     import fcntl
-    from multiprocessing.connection import Listener
+    from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
     key = sock.with_suffix(".key").read_bytes()
-    listener = Listener(str(sock), family="AF_UNIX", authkey=key)  # the socket exists from here on
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock))  # the socket exists from here on
+    listener.listen(64)
+    handshake_s = _seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT_S)
     mine = sock.stat().st_ino
     ready = threading.Event()
     state = {"clients": 0, "since": time.monotonic()}
@@ -354,8 +407,20 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
             state["clients"] += change
             state["since"] = time.monotonic()
 
-    def handle(conn) -> None:
+    def handle(raw: socket.socket) -> None:
+        # the handshake here, in the connection's own thread and with a timeout (not in Listener.accept,
+        # in the one accepting thread): a client that connects and stalls holds up only itself
+        conn = None
         try:
+            raw.setblocking(True)
+            _limit(raw, handshake_s)
+            conn = Connection(os.dup(raw.fileno()))
+            try:
+                deliver_challenge(conn, key)
+                answer_challenge(conn, key)
+            except Exception:  # noqa: BLE001 - a wrong key, a probe, a client that stalled: never served
+                return
+            _limit(raw, 0)  # a served client may wait as long as it likes between calls
             while True:
                 try:
                     request = conn.recv()
@@ -380,19 +445,20 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
                     conn.send(("unsendable", f"the helper cannot send {type(reply[1]).__name__}: {exc}"[:500]))
                 touch()
         finally:
-            conn.close()
-            touch(-1)
+            if conn is not None:
+                conn.close()
+            raw.close()
+            touch(-1)  # a probe or a failed handshake too: someone looked for this helper, it is wanted
 
     def accept() -> None:
         while True:
             try:
-                conn = listener.accept()
-            except Exception:  # noqa: BLE001 - a failed handshake (never served), a probe, a closed listener
-                touch()  # someone looked for this helper: it is wanted
+                raw, _ = listener.accept()
+            except Exception:  # noqa: BLE001 - out of descriptors, say
                 time.sleep(0.01)
                 continue
             touch(+1)
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+            threading.Thread(target=handle, args=(raw,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
     try:

@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import sqlalchemy as db
@@ -147,6 +147,9 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             return
         handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
         try:
+            # mkstemp makes it 0600; SQLite (so Dagster's own storage) creates a database 0644 less the
+            # umask (SQLITE_DEFAULT_FILE_PERMISSIONS), which a web server or daemon of another user reads
+            os.fchmod(handle, 0o644 & ~_umask())
             with os.fdopen(handle, "wb") as fresh:
                 fresh.write(new_run_database())
                 fresh.flush()
@@ -166,6 +169,17 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         super().dispose()
         self._engines.dispose()
         self._run_engines.dispose()
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (os.umask would change it for every thread
+    meanwhile) where Linux shows it."""
+    with suppress(OSError, StopIteration, ValueError):
+        with open("/proc/self/status", encoding="ascii") as status:
+            return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 _new_run_database: bytes | None = None

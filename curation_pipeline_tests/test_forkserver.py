@@ -4,8 +4,10 @@ reach the run; the server leaves with its home. Real ``curate`` processes on the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -144,6 +146,99 @@ def test_signals_reach_the_served_run(warm, how):
             client.communicate()
 
 
+def _full_pipe() -> tuple[int, int]:
+    """A pipe whose buffer is full: a run writing its output there cannot end (it waits in the write)
+    before the test reads, so a signal the test sends never comes after the run's end."""
+    read, write = os.pipe()
+    os.set_blocking(write, False)  # the file description's flag, shared with the run: cleared below
+    for size in (65536, 1):
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(write, b"\0" * size)
+    os.set_blocking(write, True)
+    return read, write
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (``T``: stopped), ``gone`` once it is reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+
+
+def _drain(fd: int) -> bool:
+    """Read what the pipe holds now (the read end is non-blocking)."""
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 1 << 16):
+            pass
+    return False
+
+
+def _no_core() -> None:  # in the client, so in its run too (the run takes its limits)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSEGV], ids=["KILL", "SEGV"])
+def test_a_run_killed_by_a_signal_ends_its_client_by_that_signal(warm, tmp_path, signum):
+    """The OOM killer's SIGKILL, a crash's SIGSEGV: the client ends as the command in its own process
+    would (a shell's 137 / 139), not with exit code 1."""
+    root, env = warm
+    warehouse = f"wh-killed-{signum.name}"
+    read, write = _full_pipe()  # the run cannot have ended when it is killed
+    try:
+        with open(tmp_path / "stderr", "w") as err:
+            client = subprocess.Popen(_command(warehouse), cwd=root, env=env, stdout=write, stderr=err,
+                                      preexec_fn=_no_core)
+        os.close(write)
+        try:
+            child = _until(lambda: _served(root, warehouse) or client.poll() is not None)
+            assert child is not True and client.poll() is None, "the run was not served, or ended first"
+            os.kill(child, signum)
+            assert client.wait(timeout=300) == -signum, (tmp_path / "stderr").read_text()[-2000:]
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    finally:
+        os.close(read)
+
+
+def test_ctrl_z_stops_the_served_run_with_its_client(warm, tmp_path):
+    """The shell sees the client as the job: stopping it must stop the run, and continuing it go on."""
+    root, env = warm
+    read, write = _full_pipe()  # the run cannot end before the stop: it waits to write its output
+    try:
+        # its own process group, as a shell's job: the kernel drops a default SIGTSTP in an orphaned
+        # group (pytest's may be one, under a CI runner), and the client would not stop at all
+        with open(tmp_path / "stderr", "w") as err:
+            client = subprocess.Popen(_command("wh-tstp"), cwd=root, env=env, stdout=write, stderr=err,
+                                      process_group=0,
+                                      preexec_fn=lambda: signal.signal(signal.SIGTSTP, signal.SIG_DFL))
+        os.close(write)
+        child = None
+        try:
+            child = _until(lambda: _served(root, "wh-tstp") or client.poll() is not None)
+            assert child is not True and client.poll() is None, "the run was not served, or ended first"
+            client.send_signal(signal.SIGTSTP)  # the client may not have read the child's pid yet: it
+            # then stops the two as soon as it has; a stopped process stays stopped, so waiting is exact
+            assert _until(lambda: _state(client.pid) == "T" and _state(child) == "T"), \
+                (_state(client.pid), _state(child))
+            client.send_signal(signal.SIGCONT)
+            os.set_blocking(read, False)  # the read end is the test's alone
+            _until(lambda: _drain(read) or client.poll() is not None, within=300)  # the run goes on to its end
+            assert client.poll() == 0, (tmp_path / "stderr").read_text()[-2000:]
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+            if isinstance(child, int) and _alive(child):
+                os.kill(child, signal.SIGKILL)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(read)
+
+
 def test_the_child_takes_on_the_clients_context(tmp_path):
     """Folder, environment, umask, CPUs, niceness and signal dispositions, applied in a forked child as the server's child does."""
     cpus = sorted(os.sched_getaffinity(0))
@@ -170,6 +265,64 @@ def test_the_child_takes_on_the_clients_context(tmp_path):
     assert seen == {"cwd": str(tmp_path), "env": {"ONLY": "this"}, "umask": 0o077, "cpus": cpus[:1],
                     "nice": context["nice"],  # the client's signal dispositions: Python's defaults, or ignored
                     "signals": [str(signal.default_int_handler), str(signal.SIG_DFL), str(signal.SIG_IGN)]}
+
+
+IDLE_IO = 3 << 13  # ionice -c 3: the idle class (its level is 0)
+NEEDS_UTIL_LINUX = pytest.mark.skipif(not (shutil.which("ionice") and shutil.which("choom")),
+                                      reason="needs util-linux's ionice and choom")
+
+
+def _oom_score_adj(pid: int | str = "self") -> int:
+    return int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+
+
+def _io_class(pid: int) -> str:
+    shown = subprocess.run(["ionice", "-p", str(pid)], capture_output=True, text=True, check=True).stdout
+    return shown.split(":")[0].strip()  # "idle", "best-effort: prio 4", "none: prio 0"
+
+
+@NEEDS_UTIL_LINUX
+def test_the_child_takes_on_the_clients_io_priority_and_oom_score(tmp_path):
+    """``ionice`` and ``choom`` of the client, not of the server (whichever run started it): the child
+    sets its own as the server's child does."""
+    mine = _oom_score_adj()
+    context = {**forkserver._context(), "cwd": str(tmp_path), "ioprio": IDLE_IO, "oom_score_adj": min(mine + 7, 1000)}
+    assert _io_class(os.getpid()) != "idle" and context["oom_score_adj"] != mine
+    report, reported = os.pipe()
+    hold, release = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe, then waits to be looked at
+        code = 1
+        try:
+            os.close(report)
+            os.close(release)  # its end of the pipe it waits on: the test's close must end the wait
+            forkserver._apply(context)
+            code = 0
+        finally:
+            os.write(reported, b"applied" if code == 0 else b"failed")
+            os.read(hold, 1)
+            os._exit(code)
+    os.close(reported)
+    os.close(hold)
+    try:
+        assert os.read(report, 100) == b"applied"
+        seen = (_io_class(pid), _oom_score_adj(pid))  # looked at from outside, as ionice -p / choom -p would
+    finally:
+        os.close(release)
+        os.close(report)
+        os.waitpid(pid, 0)
+    assert seen == ("idle", context["oom_score_adj"])
+    assert _io_class(os.getpid()) != "idle" and _oom_score_adj() == mine  # only the child's changed
+
+
+@NEEDS_UTIL_LINUX
+def test_the_client_sends_its_io_priority_and_oom_score(tmp_path):
+    probe = ("from curation_pipeline import forkserver; c = forkserver._context(); "
+             "print(c['ioprio'], c['oom_score_adj'])")
+    adj = min(_oom_score_adj() + 9, 1000)
+    out = subprocess.run(["ionice", "-c", "3", "choom", "-n", str(adj), "--", sys.executable, "-c", probe],
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout.split()
+    assert int(out[0]) >> 13 == 3 and int(out[1]) == adj  # the idle class (ionice gives it a level it ignores)
 
 
 def test_the_address_follows_the_environment_and_code(monkeypatch):

@@ -2,6 +2,8 @@
 private to its user, gone when idle, and never a reason for a check to fail."""
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -205,3 +207,55 @@ def test_off_or_without_a_home_everything_runs_here(tmp_path, monkeypatch):
     monkeypatch.setenv(helper.MODE_ENV, "on")
     monkeypatch.delenv("DAGSTER_HOME")
     assert helper.call(os.getpid) == os.getpid() and not helper.running()
+
+
+CALLER = "import os\nfrom curation_pipeline import helper\nprint(helper.call(os.getpid), os.getpid())"
+
+
+def _call_from_another_process(**env: str) -> tuple[int, int]:
+    """``helper.call(os.getpid)`` from a new process of the home: who answered, and that process's pid."""
+    caller = subprocess.Popen([sys.executable, "-c", CALLER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, **env})
+    try:
+        out, err = caller.communicate(timeout=300)  # a generous bound on a hang, not a measure of speed
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.communicate()
+    assert caller.returncode == 0, err[-2000:]
+    answered, mine = map(int, out.split())
+    return answered, mine
+
+
+def test_a_client_that_connects_and_stalls_holds_up_no_other(home):
+    """A run stopped (Ctrl-Z) or frozen in the middle of the key handshake: the others are still served."""
+    folder, pid = home
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        stalled.connect(str(helper.address(folder)))  # and never answers the helper's challenge
+        # a timeout far beyond any handshake, so only a helper that never gets to it makes the caller run it
+        answered, _ = _call_from_another_process(CURATE_HELPER_CONNECT_TIMEOUT_S="250")
+        assert answered == pid
+    finally:
+        stalled.close()
+
+
+def _state(pid: int) -> str:
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_stopped_helper_is_not_waited_for(home):
+    """Its socket still takes connections (the kernel queues them), but it never answers: the call runs
+    in the caller once connecting times out, and the helper serves again once continued."""
+    _, pid = home
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 60
+        while _state(pid) != "T":  # stopped for sure: a helper still running could answer first
+            assert time.monotonic() < deadline, _state(pid)
+            time.sleep(0.02)
+        answered, caller = _call_from_another_process(CURATE_HELPER_CONNECT_TIMEOUT_S="1")
+        assert answered == caller
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert helper.call(os.getpid) == pid  # this process's connection, made before the stop

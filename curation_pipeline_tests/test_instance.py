@@ -1,6 +1,7 @@
 """The shipped instance storage: Dagster's SQLite files and tables, with engines kept between queries."""
 
 import logging
+import os
 import shutil
 import time
 from collections import Counter
@@ -11,6 +12,7 @@ import pytest
 import sqlalchemy as db
 from dagster._core.events.log import EventLogEntry
 from dagster._core.instance.ref import InstanceRef
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from curation_pipeline.instance import (
     Engines,
@@ -194,3 +196,22 @@ def test_every_home_dagster_would_use_gets_the_pooled_storage_unless_dagster_yam
         assert type(instance.event_log_storage).__name__ == "SqliteEventLogStorage"
         materialize(instance, ["b"])
     assert (other / "history" / "runs.db").is_file()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_a_new_run_database_has_the_mode_dagster_gives_it(tmp_path, umask):
+    """A copied run database gets the mode SQLite gives Dagster's own (0644 less the umask, not
+    mkstemp's 0600): the web server or daemon running as another user must be able to read it."""
+    previous = os.umask(umask)
+    try:
+        modes = {}
+        for cls in (SqliteEventLogStorage, PooledSqliteEventLogStorage):
+            storage = cls(str(tmp_path / cls.__name__))
+            try:
+                storage.store_event(_entry("0123abcd-run", "hello"))
+            finally:
+                storage.dispose()
+            modes[cls.__name__] = (tmp_path / cls.__name__ / "0123abcd-run.db").stat().st_mode & 0o777
+    finally:
+        os.umask(previous)
+    assert modes["PooledSqliteEventLogStorage"] == modes["SqliteEventLogStorage"], {k: oct(v) for k, v in modes.items()}
