@@ -73,7 +73,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             raise dg.Failure(description=(
                 f"{name} of shard {shard!r} failed its blocking check(s) {failed.replace(',', ', ')} when it was "
                 f"made, so no step reads it (nothing of it is published). Look at the check in the UI, fix the "
-                f"cause (or the policy's limits), then materialize {name} again."),
+                f"cause (or the policy's limits), then run its checks again (a pass clears this) or materialize "
+                f"{name} again."),
                 metadata={"shard": shard, "table": name, "failed_blocking_checks": failed})
         made_from = raw_sha(stored)
         now = made_from if name == "pairs" else current_raw_sha(wh, shard)

@@ -81,8 +81,16 @@ def checked_table(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         table.attrs.setdefault(FILE_METADATA, {})[FAILED_CHECKS_KEY] = ",".join(failed)
         yield dg.Output(table, output_name=name, metadata=metadata)
     else:
-        table = warehouse.warehouse().read_table(name, context.partition_key)
+        wh = warehouse.warehouse()
+        table, stored = wh.read_table_and_metadata(name, context.partition_key)
         evaluations = checks(table)
+        if stored.get(FAILED_CHECKS_KEY):  # refused to later steps: the verdict of today's checks and policy
+            done = {check: evaluations[check]() for check in evaluations if (name, check) in BLOCKING}
+            failed = ",".join(sorted(check for check, result in done.items() if not result.passed))
+            if failed != stored[FAILED_CHECKS_KEY]:  # a fixed policy clears it without re-running the models
+                wh.update_table_metadata(name, context.partition_key, {FAILED_CHECKS_KEY: failed})
+                context.log.info(f"{name} of {context.partition_key}: failed blocking checks now "
+                                 f"{failed or 'none'} (were {stored[FAILED_CHECKS_KEY]})")
     for key in context.selected_asset_check_keys:
         yield done[key.name] if key.name in done else evaluations[key.name]()
 

@@ -306,6 +306,18 @@ class Warehouse:
             pq.write_table(arrow, handle, compression="zstd")
         return path
 
+    def update_table_metadata(self, table: str, shard: str, updates: dict[str, str]) -> str:
+        """Rewrite the stored file with ``updates`` in its schema metadata, its rows as they are (Parquet
+        has no in-place metadata edit: the file is written again, atomically)."""
+        path = self.table_path(table, shard)
+        with self.fs.open(path, "rb") as handle:
+            arrow = pq.read_table(handle)
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
+                                               **{k.encode(): str(v).encode() for k, v in updates.items()}})
+        with self.atomic_open(path) as handle:
+            pq.write_table(arrow, handle, compression="zstd")
+        return path
+
     def read_table(self, table: str, shard: str, columns: list[str] | None = None,
                    optional: list[str] | None = None) -> pd.DataFrame:
         """The whole table, or only ``columns`` and those of ``optional`` it has (Parquet reads nothing else)."""

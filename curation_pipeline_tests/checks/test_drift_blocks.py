@@ -104,3 +104,39 @@ def test_captions_empty_before_and_after_have_not_drifted():
     assert check_caption_length_drift(empty, empty).passed
     emptied = check_caption_length_drift(pd.Series(["a dog on the grass"] * 30), empty)
     assert not emptied.passed and "all 30 final captions are empty or None" in emptied.failures
+
+
+def test_a_failed_blocking_check_is_cleared_by_its_checks_passing_again(tmp_path):
+    """A policy mistake (a quality column the profile does not make) fails scores_in_range and stamps
+    quality_scores; once the policy is fixed, running the check alone clears it: re-selecting from the
+    stored scores needs no model to run again."""
+    import dagster as dg
+
+    from curation_pipeline.checks.quality import SCORES_CHECKS
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline_tests.conftest import QUIET
+
+    shard = "sample-000002"
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("shards", [shard])
+    text = ScoringResource(profile="text")
+    bad = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(tmp_path), scoring=text,
+                            policy=PolicyResource(quality_column="clip_score", keep_threshold=0.8, drop_threshold=0.5))
+    assert not bad.resolve_job_def("curate_shards").execute_in_process(
+        partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET).success
+    wh = Warehouse(str(tmp_path))
+    assert wh.table_metadata("quality_scores", shard)["failed_blocking_checks"] == "scores_in_range"
+    good = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(tmp_path), scoring=text)
+    refused = good.resolve_job_def("reselect_shards").execute_in_process(
+        partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET)
+    assert not refused.success
+    scores_before = wh.read_table("quality_scores", shard)
+    checks_only = good.resolve_job_def("curate_shards").get_subset(
+        asset_selection=set(), asset_check_selection={SCORES_CHECKS[0].key})
+    result = checks_only.execute_in_process(partition_key=shard, instance=instance, raise_on_error=False,
+                                            run_config=QUIET)
+    assert [(c.check_name, c.passed) for c in result.get_asset_check_evaluations()] == [("scores_in_range", True)]
+    assert wh.table_metadata("quality_scores", shard)["failed_blocking_checks"] == ""
+    assert wh.read_table("quality_scores", shard).equals(scores_before)  # the rows as they were
+    assert good.resolve_job_def("reselect_shards").execute_in_process(
+        partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET).success
