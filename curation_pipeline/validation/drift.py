@@ -116,13 +116,16 @@ def reference_partition(reference: np.ndarray | LengthCounts, n_bins: int) -> di
     longest captions; the left tail holds the shortest just as surely: where the first quantile is the
     shortest length itself (common on short captions), its edge moves one past it. Else the left tail
     was empty, and a few captions shortened below the shortest failed on KL alone while the same growth
-    past the longest cost nothing.
+    past the longest cost nothing. With one length L only, the bin ``[L, L+1)`` sits between two empty
+    tails: a word more or less costs the same.
     """
     counts = reference if isinstance(reference, LengthCounts) else LengthCounts.of(reference)
     levels = [i / n_bins for i in range(1, n_bins)]
     edges = np.unique(list(counts.quantiles(levels).values()))
     if counts.n and edges[0] == counts.lengths[0]:  # the shortest length would open an empty left tail
         edges = np.unique([edges[0] + 1, *edges[1:]])
+        if edges[-1] > counts.lengths[-1]:  # one length only: [L, L+1) between two empty tails, alike
+            edges = np.unique([counts.lengths[0], *edges])
     bins = [-math.inf, *(float(e) for e in edges), math.inf]
     hist = counts.histogram(bins)
     return {"bins": bins, "weights": [float(w) for w in hist / hist.sum()]}

@@ -145,6 +145,12 @@ def test_the_tails_hold_the_shortest_and_the_longest_captions_alike():
     longer = check_caption_length_drift(original, pd.Series([" ".join(["w"] * n) for n in sorted(words)[:-6] + [23] * 6]))
     assert shorter.kl == pytest.approx(0.0, abs=1e-12) and longer.kl == pytest.approx(0.0, abs=1e-12)
     assert shorter.passed and longer.passed
+    same = pd.Series(["a b c d e"] * 25)  # one length only: a word more or less costs the same
+    assert reference_partition(caption_lengths(same), 10) == {"bins": [-math.inf, 5.0, 6.0, math.inf],
+                                                             "weights": [0.0, 1.0, 0.0]}
+    grown = check_caption_length_drift(same, pd.Series(["a b c d e f"] * 4 + ["a b c d e"] * 21))
+    shrunk = check_caption_length_drift(same, pd.Series(["a b c d"] * 4 + ["a b c d e"] * 21))
+    assert grown.kl == pytest.approx(shrunk.kl) and not grown.passed and not shrunk.passed
 
 
 def test_quantile_floor_absorbs_small_shifts_on_short_captions():
