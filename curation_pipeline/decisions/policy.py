@@ -77,8 +77,6 @@ class DecisionPolicy:
                     and not scale[0] <= value <= scale[1]:
                 raise ValueError(f"{bound.setting}={value:g} is outside {bound.column}'s declared range "
                                  f"{scale[0]:g}..{scale[1]:g} (off: leave it empty)")
-        if self.nsfw_review is not None and self.nsfw_drop is not None and self.nsfw_review > self.nsfw_drop:
-            raise ValueError(f"nsfw_review ({self.nsfw_review:g}) must not exceed nsfw_drop ({self.nsfw_drop:g})")
         for column in sorted(columns_used(self.keep_expression)):
             if column in declared and declared[column].kind in ("str", "json"):  # a bool reads as 0 / 1
                 raise ValueError(f"keep_expression compares {column!r}, a {declared[column].kind} column, "
