@@ -53,7 +53,8 @@ def object_storage_errors(url: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if not type(exc).__module__.startswith(("botocore", "aiobotocore")):
+        refused = isinstance(exc, PermissionError) and "://" in url  # s3fs's AccessDenied, InvalidAccessKeyId
+        if not (refused or type(exc).__module__.startswith(("botocore", "aiobotocore"))):
             raise
         raise StorageUnreachable(
             f"cannot reach {url}: {exc}. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
