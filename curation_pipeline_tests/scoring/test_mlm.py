@@ -230,7 +230,8 @@ def test_low_mass_keeps_its_reason_beside_a_parsed_greedy_score(tmp_path, batch)
 
 def test_generate_mode_returns_scores_or_reasons(vlm_dir, batch, monkeypatch):
     scorer = _peaked(MlmFilterScorer(vlm_dir, mode="generate", metrics=("ctq",), min_mass=0.0))
-    assert scorer.version.startswith("3:") and scorer.prompt_hash in scorer.version
+    assert scorer.version.startswith("4:") and scorer.prompt_hash in scorer.version
+    assert not scorer.version.endswith("float16")  # float32 on CPU: no precision in the version
     # generation decodes what logits mode reads greedily from its tree: the same integer (or none) per pair
     logits = MlmFilterScorer(vlm_dir, metrics=("ctq",), min_mass=0.0)
     logits.model = scorer.model
@@ -264,6 +265,7 @@ def test_mlm_dtype_setting_reaches_the_released_model():
     assert MlmFilterScorer.from_profile(ScoringProfile(**profile)).dtype == torch.float32  # auto on CPU
     scorer = MlmFilterScorer.from_profile(ScoringProfile(**profile, mlm_dtype="bfloat16"))
     assert scorer.dtype == torch.bfloat16 and {p.dtype for p in scorer.model.parameters()} == {torch.bfloat16}
+    assert scorer.version.endswith(":bfloat16")  # scores of another precision are other scores
     with pytest.raises(ValueError, match="mlm_dtype"):
         ScoringProfile(**profile, mlm_dtype="int8")
     from curation_pipeline.resources import ScoringResource  # the Dagster setting scoring.mlm.dtype

@@ -103,11 +103,15 @@ class MlmFilterScorer(Scorer):
             self._prefix_template, self._tail = self._split_template()
             self._image_token = getattr(self.processor, "image_token", None)
         self.max_new_tokens = max_new_tokens or self.prompts.max_new_tokens
-        self.version = f"3:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}"
         self.prompt_hash = self.prompts.hash
         self.columns = tuple(c.name for c in _mlm_outputs(name, self.metrics))
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
+        # 4: long captions cut as the reference cuts them; a precision other than float32 is part of it
+        # (scores in float16 and bfloat16 differ), as CLIP's version carries its own
+        precision = [] if str(self.dtype) == "torch.float32" else [str(self.dtype).removeprefix("torch.")]
+        self.version = ":".join([f"4:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}",
+                                 *precision])
         self._suppressed = self.released.suppressed if self.released else []
         self._penalty = self.released.repetition_penalty if self.released else 1.0
         if self.released:
