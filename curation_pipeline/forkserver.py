@@ -107,12 +107,15 @@ def _start_quietly(sock: Path) -> None:
 
 
 def _connect(sock: Path):
-    from multiprocessing.connection import Client
+    """A connection past the key handshake; None when the server left (start another). A server that
+    does not answer within CURATE_HELPER_CONNECT_TIMEOUT_S (stopped, wedged: its socket still queues
+    connections) raises ``helper.NoAnswer``, and this run runs in its own process instead of waiting."""
+    from curation_pipeline.helper import dial
 
     if not sock.exists():
         return None
     try:
-        return Client(str(sock), family="AF_UNIX", authkey=sock.with_suffix(".key").read_bytes())
+        return dial(sock)
     except (FileNotFoundError, ConnectionRefusedError):  # it left as we came: start another
         return None
 

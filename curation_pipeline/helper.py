@@ -141,7 +141,7 @@ class _Client:
         restarted = False
         while True:
             try:
-                conn = _dial(self.sock)
+                conn = dial(self.sock)
                 break
             except NoAnswer:
                 raise
@@ -198,7 +198,7 @@ def _timed_out(exc: BaseException) -> bool:
     return isinstance(exc, (BlockingIOError, TimeoutError))  # EAGAIN once a kernel timeout expires
 
 
-def _dial(sock: Path):
+def dial(sock: Path):
     """A connection to the helper at ``sock`` past its key handshake (multiprocessing's ``Client``, with
     a timeout): ``NoAnswer`` when the helper takes longer than CURATE_HELPER_CONNECT_TIMEOUT_S at any step."""
     from multiprocessing.connection import Connection, answer_challenge, deliver_challenge

@@ -350,3 +350,20 @@ def test_a_client_in_another_network_namespace_gets_its_own_server(tmp_path):
     outside = [subprocess.run(probe, capture_output=True, text=True, check=True, cwd=tmp_path).stdout for _ in "ab"]
     inside = subprocess.run(["unshare", "-n", *probe], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert outside[0] == outside[1] and inside != outside[0]
+
+
+def test_a_stopped_server_is_not_waited_for(warm):
+    """Its socket still queues connections, so connecting alone never fails: the handshake times out and
+    the run runs in its own process (it hung before), and the server serves again once continued."""
+    root, env = warm
+    pid = json.loads(forkserver.servers(Path(env["DAGSTER_HOME"]))[0].with_suffix(".json").read_text())["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        alone = subprocess.run(_command("wh-stopped"), cwd=root, env={**env, "CURATE_HELPER_CONNECT_TIMEOUT_S": "2"},
+                               capture_output=True, text=True, timeout=600)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert alone.returncode == 0 and "done: 1 shards curated" in alone.stdout, alone.stderr[-2000:]
+    assert _served(root, "wh-stopped") is None  # it ran itself
+    again = subprocess.run(_command("wh-continued"), cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and _served(root, "wh-continued") is not None
