@@ -76,23 +76,32 @@ def checked_table(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         evaluations = checks(table)
         # a table that fails a blocking check is stored (to be looked at) with the names of those checks:
         # Dagster's blocking holds in this run only, and the IO manager refuses it to any later step
-        done = {check: evaluations[check]() for check in evaluations if (name, check) in BLOCKING}
-        failed = sorted(check for check, result in done.items() if not result.passed)
-        table.attrs.setdefault(FILE_METADATA, {})[FAILED_CHECKS_KEY] = ",".join(failed)
+        done = _blocking(name, evaluations)
+        table.attrs.setdefault(FILE_METADATA, {})[FAILED_CHECKS_KEY] = _failed(done)
         yield dg.Output(table, output_name=name, metadata=metadata)
     else:
         wh = warehouse.warehouse()
         table, stored = wh.read_table_and_metadata(name, context.partition_key)
         evaluations = checks(table)
         if stored.get(FAILED_CHECKS_KEY):  # refused to later steps: the verdict of today's checks and policy
-            done = {check: evaluations[check]() for check in evaluations if (name, check) in BLOCKING}
-            failed = ",".join(sorted(check for check, result in done.items() if not result.passed))
+            done = _blocking(name, evaluations)
+            failed = _failed(done)
             if failed != stored[FAILED_CHECKS_KEY]:  # a fixed policy clears it without re-running the models
                 wh.update_table_metadata(name, context.partition_key, {FAILED_CHECKS_KEY: failed})
                 context.log.info(f"{name} of {context.partition_key}: failed blocking checks now "
                                  f"{failed or 'none'} (were {stored[FAILED_CHECKS_KEY]})")
     for key in context.selected_asset_check_keys:
         yield done[key.name] if key.name in done else evaluations[key.name]()
+
+
+def _blocking(name: str, evaluations: Checks) -> dict[str, dg.AssetCheckResult]:
+    """The results of the table's blocking checks, whether or not this run selected them."""
+    return {check: evaluations[check]() for check in evaluations if (name, check) in BLOCKING}
+
+
+def _failed(results: dict[str, dg.AssetCheckResult]) -> str:
+    """What ``FAILED_CHECKS_KEY`` records: the failed checks' names, comma-joined ('' for none)."""
+    return ",".join(sorted(check for check, result in results.items() if not result.passed))
 
 
 def _table_check_result(result, description: str, check_name: str) -> dg.AssetCheckResult:

@@ -115,11 +115,17 @@ def image_drop_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
     return reasons
 
 
+def _enabled(bound: Bound, policy: DecisionPolicy) -> bool:
+    """The policy turns a bound off with None (a threshold) or False (a switch)."""
+    setting = getattr(policy, bound.setting)
+    return setting is not None and setting is not False
+
+
 def _bound_hits(df: pd.DataFrame, bound: Bound, policy: DecisionPolicy) -> pd.Series:
     """Rows a scorer's declared bound fires on; never where the policy turns it off (None / False)."""
-    setting = getattr(policy, bound.setting)
-    if setting is None or setting is False:
+    if not _enabled(bound, policy):
         return pd.Series(False, index=df.index)
+    setting = getattr(policy, bound.setting)
     if bound.op == "false":
         return _flag(df, bound.column, lambda s: ~s.astype(bool))
     compare = OPERATORS[bound.op]
@@ -128,8 +134,7 @@ def _bound_hits(df: pd.DataFrame, bound: Bound, policy: DecisionPolicy) -> pd.Se
 
 def _unchecked(df: pd.DataFrame, bound: Bound, policy: DecisionPolicy) -> pd.Series:
     """Rows an enabled bound could not judge: the value is missing and its scorer recorded an error."""
-    setting = getattr(policy, bound.setting)
-    if setting is None or setting is False or bound.column not in df.columns:
+    if not _enabled(bound, policy) or bound.column not in df.columns:
         return pd.Series(False, index=df.index)
     failed = pd.Series(False, index=df.index)
     for column in error_columns_of().get(bound.column, ()):
