@@ -31,8 +31,10 @@ from pathlib import Path
 MODE_ENV = "CURATE_FORKSERVER"
 COMMANDS = ("run", "demo")  # the commands whose start is mostly imports
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# shell bookkeeping that differs between invocations without changing what the server imported
-VOLATILE_ENV = ("_", "PWD", "OLDPWD", "SHLVL", MODE_ENV)
+# shell bookkeeping that differs between invocations without changing what the server imported, and
+# the helpers' timeouts, read only when a connection or call is made (the child takes the client's)
+VOLATILE_ENV = ("_", "PWD", "OLDPWD", "SHLVL", MODE_ENV, "CURATE_HELPER_CONNECT_TIMEOUT_S",
+                "CURATE_HELPER_CALL_TIMEOUT_S")
 PACKAGE = Path(__file__).resolve().parent
 
 

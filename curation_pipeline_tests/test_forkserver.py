@@ -69,11 +69,12 @@ def warm(tmp_path_factory):
     assert first.returncode == 0, first.stderr[-3000:]
     assert _served(root, "wh-first") is None  # no server yet: it ran itself, and started one
     assert _until(lambda: forkserver.servers(home), within=180), "no server came up for the home"
-    pid = json.loads(forkserver.servers(home)[0].with_suffix(".json").read_text())["pid"]
     yield root, env
+    pids = [json.loads(s.with_suffix(".json").read_text())["pid"] for s in forkserver.servers(home)]
+    assert pids, "no server serves the home"
     shutil.rmtree(home)
-    assert _until(lambda: not _alive(pid), within=30), "the server outlived its home"
-    assert not forkserver.servers(home)
+    assert _until(lambda: not any(_alive(pid) for pid in pids), within=30), "a server outlived its home"
+    assert not forkserver.servers(home) and not forkserver.servers(home, ".starting")
 
 
 def _tables(warehouse: Path) -> dict[str, object]:
@@ -329,6 +330,8 @@ def test_the_address_follows_the_environment_and_code(monkeypatch):
     base = forkserver._fingerprint()
     monkeypatch.setenv("PWD", "/elsewhere")  # shell bookkeeping: the same server
     monkeypatch.setenv(forkserver.MODE_ENV, "on")
+    monkeypatch.setenv("CURATE_HELPER_CONNECT_TIMEOUT_S", "2")  # read when dialling, by the client and child
+    monkeypatch.setenv("CURATE_HELPER_CALL_TIMEOUT_S", "7")
     assert forkserver._fingerprint() == base
     monkeypatch.setenv("HF_HUB_OFFLINE", "0" if os.environ.get("HF_HUB_OFFLINE") == "1" else "1")
     assert forkserver._fingerprint() != base  # read at import by the libraries: another server
@@ -356,14 +359,20 @@ def test_a_stopped_server_is_not_waited_for(warm):
     """Its socket still queues connections, so connecting alone never fails: the handshake times out and
     the run runs in its own process (it hung before), and the server serves again once continued."""
     root, env = warm
-    pid = json.loads(forkserver.servers(Path(env["DAGSTER_HOME"]))[0].with_suffix(".json").read_text())["pid"]
+    [sock] = forkserver.servers(Path(env["DAGSTER_HOME"]))
+    pid = json.loads(sock.with_suffix(".json").read_text())["pid"]
+    impatient = {**env, "CURATE_HELPER_CONNECT_TIMEOUT_S": "2"}
     os.kill(pid, signal.SIGSTOP)
     try:
-        alone = subprocess.run(_command("wh-stopped"), cwd=root, env={**env, "CURATE_HELPER_CONNECT_TIMEOUT_S": "2"},
-                               capture_output=True, text=True, timeout=600)
+        alone = subprocess.run(_command("wh-stopped"), cwd=root, env=impatient, capture_output=True, text=True,
+                               timeout=600)
     finally:
         os.kill(pid, signal.SIGCONT)
     assert alone.returncode == 0 and "done: 1 shards curated" in alone.stdout, alone.stderr[-2000:]
     assert _served(root, "wh-stopped") is None  # it ran itself
+    # it dialled the stopped server: had the timeout keyed another address, it would have found no server
+    # there, run alone for that reason, and started a second one as it ended
+    assert forkserver.servers(Path(env["DAGSTER_HOME"])) == [sock]
+    assert not forkserver.servers(Path(env["DAGSTER_HOME"]), ".starting")
     again = subprocess.run(_command("wh-continued"), cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and _served(root, "wh-continued") is not None
