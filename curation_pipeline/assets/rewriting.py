@@ -21,6 +21,7 @@ from curation_pipeline.rewriting.targets import (known_embeddings, needed_column
                                                  rewrite_targets, target_batches)
 from curation_pipeline.scoring.run import score_batch
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
+from curation_pipeline.validation.drift import drift_pairs
 from curation_pipeline.validation.lengths import caption_lengths
 
 
@@ -110,10 +111,10 @@ def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, po
     n = len(final)  # an empty shard has no rates: left empty, not 0
     kept = final[final["outcome"].ne("dropped")]
     unit = policy.drift_thresholds().length_unit
-    before = caption_lengths(kept["original_caption"], unit)
-    had = before > 0  # the drift check's pairs: kept, and captioned before
+    compared = drift_pairs(final, unit)  # the drift check's pairs
     chart = markdown_image(histogram_png(
-        {"original (kept)": before[had], "final (kept)": caption_lengths(kept["final_caption"], unit)[had]},
+        {"original (kept)": caption_lengths(compared["original_caption"], unit),
+         "final (kept)": caption_lengths(compared["final_caption"], unit)},
         f"caption length — {shard}", unit), "caption length") if len(final) else "_no pairs_"
     return final, {
         **numbers({"pairs": len(final), "kept_as_is": int(outcomes.get("kept", 0)),

@@ -17,7 +17,7 @@ from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 from curation_pipeline.scoring.registry import score_ranges
 from curation_pipeline.shards.reader import RECORD_COLUMNS
-from curation_pipeline.validation.drift import DriftResult, check_caption_length_drift, compare_lengths
+from curation_pipeline.validation.drift import DriftResult, check_caption_length_drift, compare_lengths, drift_pairs
 from curation_pipeline.validation.lengths import caption_lengths
 from curation_pipeline.validation.reference import REFERENCE_ASSET, read_reference
 from curation_pipeline.validation.tables import check_table
@@ -157,7 +157,7 @@ def final_captions_checks(df: pd.DataFrame, n_pairs: int, policy: PolicyResource
     kept = df[df["outcome"].ne("dropped")]
     return {
         "final_captions_complete": lambda: final_captions_complete(df, kept, n_pairs),
-        "caption_length_drift": lambda: caption_length_drift(kept, policy),  # same pairs before and after
+        "caption_length_drift": lambda: caption_length_drift(df, policy),  # same pairs before and after
         "kept_share": lambda: kept_share(df, kept, policy),
     }
 
@@ -176,15 +176,14 @@ def final_captions_complete(df: pd.DataFrame, kept: pd.DataFrame, n_pairs: int) 
                                "final_captions_complete")
 
 
-def caption_length_drift(kept: pd.DataFrame, policy: PolicyResource) -> dg.AssetCheckResult:
-    """Kept pairs that had a caption: dropping junk is the filter's doing, and a caption written for a pair
-    that had none is not a length change (counted as ``captions_written``), not drift from rewriting."""
+def caption_length_drift(final: pd.DataFrame, policy: PolicyResource) -> dg.AssetCheckResult:
+    """Over ``drift_pairs``; the kept pairs given a caption they lacked are counted as ``captions_written``."""
     thresholds = policy.drift_thresholds()
-    had = caption_lengths(kept["original_caption"], thresholds.length_unit) > 0 if len(kept) else []
-    compared = kept[had] if len(kept) else kept
+    compared = drift_pairs(final, thresholds.length_unit)
+    kept = int(final["outcome"].ne("dropped").sum())
     result = check_caption_length_drift(compared["original_caption"], compared["final_caption"], thresholds)
     return _drift_check_result(result, "caption_length_drift", dg.AssetCheckSeverity.ERROR, "caption lengths stable",
-                               {"captions_written": dg.MetadataValue.int(len(kept) - len(compared))})
+                               {"captions_written": dg.MetadataValue.int(kept - len(compared))})
 
 
 def _drift_check_result(result: DriftResult, check_name: str, severity: dg.AssetCheckSeverity, stable: str,

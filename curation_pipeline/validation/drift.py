@@ -131,6 +131,14 @@ def reference_partition(reference: np.ndarray | LengthCounts, n_bins: int) -> di
     return {"bins": bins, "weights": [float(w) for w in hist / hist.sum()]}
 
 
+def drift_pairs(final: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """The pairs whose rewriting the drift check judges (and the chart and report show): kept, and
+    captioned before. Dropping junk is the filter's doing, and a caption written for a pair that had
+    none is not a length change."""
+    kept = final[final["outcome"].ne("dropped")]
+    return kept[caption_lengths(kept["original_caption"], unit) > 0]
+
+
 def check_caption_length_drift(original: pd.Series, final: pd.Series,
                                thresholds: DriftThresholds | None = None) -> DriftResult:
     """Compare final caption lengths with the shard's original captions (the caller picks the rows)."""

@@ -69,7 +69,8 @@ def test_a_drift_check_with_too_few_kept_pairs_passes_and_says_it_did_not_compar
 
     from curation_pipeline.checks.quality import caption_length_drift
 
-    kept = pd.DataFrame({"original_caption": ["a dog", "a cat"], "final_caption": ["a dog running", "a cat"]})
+    kept = pd.DataFrame({"outcome": ["rewritten", "kept"], "original_caption": ["a dog", "a cat"],
+                         "final_caption": ["a dog running", "a cat"]})
     result = caption_length_drift(kept, PolicyResource())
     assert result.passed
     assert result.description.startswith("not compared: too few rows to compare (original 2, final 2")
@@ -86,12 +87,17 @@ def test_a_caption_written_for_a_pair_that_had_none_is_not_drift():
 
     rng = __import__("numpy").random.default_rng(0)
     captions = [" ".join(["word"] * int(n)) for n in rng.integers(3, 12, size=30)]
-    kept = pd.DataFrame({"original_caption": captions + [None] * 5 + [""] * 5,
+    kept = pd.DataFrame({"outcome": ["kept"] * 30 + ["rewritten"] * 10,
+                         "original_caption": captions + [None] * 5 + [""] * 5,
                          "final_caption": captions + ["a brown dog runs on the grass by a lake"] * 10})
-    result = caption_length_drift(kept, PolicyResource())
+    # dropped pairs are the filter's doing: a long caption dropped is not a shortened one
+    dropped = pd.DataFrame({"outcome": ["dropped"] * 20, "original_caption": [" ".join(["long"] * 40)] * 20,
+                            "final_caption": [None] * 20})
+    final = pd.concat([kept, dropped], ignore_index=True)
+    result = caption_length_drift(final, PolicyResource())
     assert result.passed, result.description
     assert result.metadata["captions_written"].value == 10
-    grown = kept.assign(final_caption=[c + " and more words here" for c in captions] + kept["final_caption"][30:].tolist())
+    grown = final.assign(final_caption=[c + " and more words here" for c in captions] + final["final_caption"][30:].tolist())
     assert not caption_length_drift(grown, PolicyResource()).passed  # real growth still blocks
 
 
@@ -140,3 +146,22 @@ def test_a_failed_blocking_check_is_cleared_by_its_checks_passing_again(tmp_path
     assert wh.read_table("quality_scores", shard).equals(scores_before)  # the rows as they were
     assert good.resolve_job_def("reselect_shards").execute_in_process(
         partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET).success
+
+
+def test_the_length_chart_shows_the_pairs_the_drift_check_compares(tmp_path, bloating, monkeypatch):
+    """Kept pairs that had a caption: not the dropped ones, nor those given a caption they lacked."""
+    import curation_pipeline.assets.rewriting as rewriting
+    from curation_pipeline.validation.lengths import caption_lengths
+
+    drawn = {}
+    real = rewriting.histogram_png
+    monkeypatch.setattr(rewriting, "histogram_png", lambda series, *a, **k: drawn.update(series) or real(series, *a, **k))
+    shard = "sample-000002"
+    run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=False, settle=False, scoring=ScoringResource(profile="text"),
+                 policy=PolicyResource(keep_expression="text_quality > 100", drop_threshold=0.3))
+    final = Warehouse(str(tmp_path)).read_table("final_captions", shard)
+    kept = final[final["outcome"].ne("dropped")]
+    had = caption_lengths(kept["original_caption"]) > 0
+    assert final["outcome"].eq("dropped").any() and (~had).any()  # both kinds left out are there
+    assert sorted(drawn["original (kept)"]) == sorted(caption_lengths(kept.loc[had, "original_caption"]))
+    assert sorted(drawn["final (kept)"]) == sorted(caption_lengths(kept.loc[had, "final_caption"]))
