@@ -4,11 +4,14 @@ asset graph shows what reads what, while every table stays one atomic Parquet fi
 Every table after ``pairs`` records the SHA-256 of the raw file its inputs came from, and every input
 read must come from the raw file ``pairs`` records now: a shard whose raw file was replaced and whose
 ``pairs`` was made again cannot feed old scores or captions into a step (say, ``curated_shards`` run
-alone would publish the new images with the old captions). A table that failed a blocking check when
+alone would publish the new images with the old captions). The record is what the step read, not what
+``pairs`` says when the step ends: a step still running when another run makes ``pairs`` again from a
+new raw file fails instead of passing its old rows off as the new file's. A table that failed a blocking check when
 it was made is read by no step, in any later run either (Dagster's blocking holds in its own run)."""
 
 import dagster as dg
 import pandas as pd
+from pydantic import PrivateAttr
 
 from curation_pipeline.assets.integrity import FINGERPRINT_KEY
 from curation_pipeline.assets.metadata import table_metadata
@@ -49,15 +52,15 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     re-run replaces the partition whole) and reads the same partition back for downstream assets."""
 
     warehouse: dg.ResourceDependency[WarehouseResource]
+    # (run, step, shard) -> the raw files (sha256) its loaded inputs came from, as checked when loaded
+    _read_from: dict[tuple, set[str]] = PrivateAttr(default_factory=dict)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         name, shard = context.asset_key.path[-1], context.asset_partition_key
         wh = self.warehouse.warehouse()
         metadata = dict(obj.attrs.get(FILE_METADATA) or {})
         if name != "pairs" and FINGERPRINT_KEY not in metadata:
-            sha = current_raw_sha(wh, shard)  # what this step's inputs were checked to come from
-            if sha:
-                metadata[RAW_SHA_KEY] = sha
+            self._stamp(context, wh, name, shard, metadata)
         path = wh.write_table(name, shard, obj, metadata=metadata or None)
         context.add_output_metadata({**table_metadata(name, obj),
                                      "path": dg.MetadataValue.path(wh.local_path(path))})
@@ -78,6 +81,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 metadata={"shard": shard, "table": name, "failed_blocking_checks": failed})
         made_from = raw_sha(stored)
         now = made_from if name == "pairs" else current_raw_sha(wh, shard)
+        if now:
+            self._read_from.setdefault(_step(context, shard), set()).add(now)
         if made_from and now and made_from != now:
             raise dg.Failure(description=(
                 f"{name} of shard {shard!r} was made from another raw file (sha256 {made_from[:16]}) than the one "
@@ -85,3 +90,31 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 f"{name}. Materialize the shard's assets from {name} on (or the whole shard) first."),
                 metadata={"shard": shard, "table": name, "table_raw_sha256": made_from, "pairs_raw_sha256": now})
         return df
+
+    def _stamp(self, context: dg.OutputContext, wh: Warehouse, name: str, shard: str, metadata: dict) -> None:
+        """Record the raw file the step read (its inputs, or ``RAW_SHA_KEY`` set by a step that streamed the
+        raw file itself); refuse the table when ``pairs`` has been made from another raw file since."""
+        read = set(self._read_from.get(_step(context, shard), ()))
+        if metadata.get(RAW_SHA_KEY):
+            read.add(metadata[RAW_SHA_KEY])
+        now = current_raw_sha(wh, shard)
+        if now and read and read != {now}:
+            raise dg.Failure(description=(
+                f"{name} of shard {shard!r} was made from another raw file (sha256 "
+                f"{', '.join(sorted(r[:16] for r in read - {now}))}) than the one its pairs read now ({now[:16]}): "
+                f"pairs was made again from a replaced raw shard while this step ran. {name} was not written; "
+                f"materialize the shard's assets from {name} on again."),
+                metadata={"shard": shard, "table": name, "read_raw_sha256": ",".join(sorted(read)),
+                          "pairs_raw_sha256": now})
+        sha = next(iter(read), None) or now
+        if sha:
+            metadata[RAW_SHA_KEY] = sha
+
+
+def _step(context: dg.InputContext | dg.OutputContext, shard: str) -> tuple:
+    """Whose inputs: a run's step (a context built without one, as in a unit test, is one step)."""
+    try:
+        step = context.step_context
+    except dg.DagsterInvariantViolationError:
+        return (None, None, shard)
+    return (step.run_id, step.step.key, shard)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from curation_pipeline.assets.ingest import pairs
 from curation_pipeline.assets.integrity import raw_fingerprint
-from curation_pipeline.assets.io import FILE_METADATA
+from curation_pipeline.assets.io import FILE_METADATA, RAW_SHA_KEY
 from curation_pipeline.assets.metadata import OWNERS, numbers
 from curation_pipeline.checks.quality import SCORES_CHECKS, checked_table, scores_checks, table_out
 from curation_pipeline.partitions import shard_partitions
@@ -58,7 +58,8 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
                                     expected=expected, decode=decode_mode(scorers))
         scores = score_stream(scorers, batches, prefetch_depth=scoring.prefetch)
         versions = {s.name: s.version for s in scorers}
-    scores.attrs[FILE_METADATA] = {"scorers": json.dumps(versions)}  # which scorer versions wrote these rows
+    # which scorer versions wrote these rows, from which raw file
+    scores.attrs[FILE_METADATA] = {"scorers": json.dumps(versions), RAW_SHA_KEY: expected.sha256}
     quality = scores.get(policy.quality_column)
     meta = {}
     for column in scores.columns:

@@ -210,3 +210,61 @@ def test_the_reader_refuses_another_file_than_the_one_recorded(tmp_path):
     builders.write_members(path, swapped_members())
     with pytest.raises(RawShardChanged, match="changed since `pairs` read it"):
         list(ShardReader(str(path), "a", expected=recorded))
+
+
+def test_pairs_made_again_from_a_new_file_while_a_step_runs_fails_that_step(tmp_path, monkeypatch):
+    """Another run (the nightly fill, say) makes pairs again from a replaced raw file while quality_scores
+    still scores the old one. Its scores must not be stored as the new file's: every later step would take
+    them (and publish the new images with decisions made on the old ones)."""
+    from curation_pipeline.assets.integrity import FINGERPRINT_KEY
+    from curation_pipeline.assets.io import RAW_SHA_KEY
+    from curation_pipeline.scoring.base import Scorer
+    from curation_pipeline.shards.fingerprint import fingerprint
+
+    run = Run(tmp_path)
+    assert run.materialize([dg.AssetKey("pairs")]).success
+    wh = Warehouse(str(run.warehouse))
+    old = wh.table_metadata("pairs", SHARD)[FINGERPRINT_KEY]
+
+    class OtherRun(Scorer):
+        name, version, columns = "other_run", "1", ("other_run_score",)
+        done = False
+
+        def score(self, batch):
+            if not OtherRun.done:  # the file is replaced (a rename: this step's open file reads on), and
+                OtherRun.done = True  # the other run's pairs step records it
+                run.replace_raw(swapped_members())
+                pairs = wh.read_table("pairs", SHARD)
+                wh.write_table("pairs", SHARD, pairs, metadata={FINGERPRINT_KEY: fingerprint(str(run.path)).to_json()})
+            return pd.DataFrame({"other_run_score": [1.0] * len(batch)})
+
+    original = ScoringResource.scorers
+    monkeypatch.setattr(ScoringResource, "scorers", lambda self: (*original(self), OtherRun()))
+    result = run.materialize([dg.AssetKey("quality_scores")])
+    assert not result.success and OtherRun.done
+    step, text = failure(result)
+    assert step == "quality_scores" and "pairs was made again from a replaced raw shard while this step ran" in text
+    assert not wh.has_table("quality_scores", SHARD)
+    # the same race for a step that reads its inputs: caption_decisions loads quality_scores of the old file
+    monkeypatch.setattr(ScoringResource, "scorers", original)
+    wh.write_table("pairs", SHARD, wh.read_table("pairs", SHARD), metadata={FINGERPRINT_KEY: old})
+    run.replace_raw(original_members())
+    assert run.materialize([dg.AssetKey("quality_scores")]).success
+    from curation_pipeline.assets import decisions as decisions_asset
+
+    checked = decisions_asset.raw_fingerprint
+
+    def replaced_meanwhile(warehouse, shard):  # after the inputs were loaded, before the table is written
+        found = checked(warehouse, shard)
+        run.replace_raw(swapped_members())
+        wh.write_table("pairs", SHARD, wh.read_table("pairs", SHARD),
+                       metadata={FINGERPRINT_KEY: fingerprint(str(run.path)).to_json()})
+        return found
+
+    monkeypatch.setattr(decisions_asset, "raw_fingerprint", replaced_meanwhile)
+    result = run.materialize([dg.AssetKey("caption_decisions")])
+    assert not result.success
+    step, text = failure(result)
+    assert step == "caption_decisions" and "while this step ran" in text, text
+    assert not wh.has_table("caption_decisions", SHARD)
+    assert RAW_SHA_KEY in wh.table_metadata("quality_scores", SHARD)
