@@ -27,8 +27,9 @@ from curation_pipeline.validation.lengths import caption_lengths
 
 @dg.asset(
     partitions_def=shard_partitions, group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"},
-    code_version="3",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
-    # 3: edit and length ratios count the drift check's words)
+    code_version="4",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
+    # 3: edit and length ratios count the drift check's words; 4: the edit ratio ignores case and edge
+    # punctuation, a placeholder-only caption is fresh, a cut tail and markup are judged anew)
     ins={"caption_decisions": dg.AssetIn(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     kinds={"parquet"},

@@ -49,18 +49,21 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
                             [batch.images[i] for i in usable])
             rescored = rescore(sub)
             after[usable] = pd.to_numeric(rescored[quality_column], errors="coerce").to_numpy(dtype=float)
-        # a fresh caption for a pair that had none is no edit: its edit ratio and similarity are not measured (NaN)
-        edits = [i for i in usable if (batch.captions[i] or "").split()]
+        # a fresh caption for a pair that had none to edit (as the rewriter saw it: no words, or only the
+        # image placeholder) is no edit: its edit ratio, length ratio and similarity are not measured (NaN)
+        fresh = [rewriter.no_caption_to_edit(c) for c in batch.captions]
+        edits = [i for i in usable if not fresh[i]]
         sims = np.full(len(batch), math.nan)
         if similarity is not None and edits:
             sims[edits] = similarity([batch.captions[i] for i in edits], [candidates[i].caption for i in edits])
         for i, (key, original, cand) in enumerate(zip(batch.keys, batch.captions, candidates)):
             before = float(scores_before.get(key, math.nan))
-            edit = edit_ratio(original, cand.caption) if cand.caption and (original or "").split() else math.nan
-            length = length_ratio(original, cand.caption) if cand.caption else math.nan
+            measured = bool(cand.caption) and not fresh[i]
+            edit = edit_ratio(original, cand.caption) if measured else math.nan
+            length = length_ratio(original, cand.caption) if measured else math.nan
             if cand.caption:
                 accepted, reason = judge(before, float(after[i]), edit, length, float(sims[i]), rules,
-                                         original=original, candidate=cand.caption)
+                                         original=original, candidate=cand.caption, fresh=fresh[i])
             else:
                 accepted, reason = False, f"no candidate: {cand.error or 'empty output'}"
             rows.append({

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from curation_pipeline.pairs import PairBatch
+from curation_pipeline.validation.lengths import words
 
 
 @dataclass
@@ -20,6 +21,17 @@ class RewriteCandidate:
     raw: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     prompt_hash: str | None = None  # of the prompt this pair was actually asked with; None: the rewriter's
+
+
+def no_caption_to_edit(caption: str | None, image_token: str | None = None) -> bool:
+    """Whether a pair has no caption to edit: no words once the model's image placeholder (``image_token``,
+    which a rewriter removes before asking) is gone. Its candidate is then a fresh caption, not an edit:
+    the rewriter asks it another prompt, and its edit ratio, length ratio and similarity are not measured.
+    The one definition the rewriters (``Rewriter.no_caption_to_edit``), the lineage and the judge use."""
+    text = caption or ""
+    if image_token:
+        text = text.replace(image_token, "")
+    return not words(text)
 
 
 def hash_prompt(prompt: str | None) -> str | None:
@@ -38,6 +50,11 @@ class Rewriter(ABC):
     @abstractmethod
     def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
         raise NotImplementedError
+
+    def no_caption_to_edit(self, caption: str | None) -> bool:
+        """Whether this rewriter sees no caption to edit in ``caption`` (so it writes a fresh one); a
+        model rewriter also discounts its image placeholder."""
+        return no_caption_to_edit(caption)
 
     @property
     def ident(self) -> str:

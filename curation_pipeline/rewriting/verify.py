@@ -6,7 +6,7 @@ ratio and (with an embedder) a semantic similarity, and must improve its score b
 inside the configured bounds and be well formed. ``wellformedness_problems`` shares no pattern with
 ``captions.patterns`` (which the scorer and the cleaner both use) on purpose: a re-score with the
 cleaner's own patterns cannot see what the cleaner missed, so this check looks at the candidate's
-shape instead (balanced brackets and quotes, no label stub or link debris, no stray punctuation,
+shape instead (balanced brackets and quotes, no label stub, link debris or markup, no stray punctuation,
 invisible characters or irregular whitespace).
 """
 
@@ -19,6 +19,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from curation_pipeline.rewriting.base import no_caption_to_edit
 from curation_pipeline.validation.lengths import words
 
 # Column name -> what it measures; the README and the lineage table use the same words.
@@ -26,9 +27,11 @@ MINIMALITY_COLUMNS = {
     "edit_ratio": "1 - 2*M/T over words (the drift check's: whitespace-separated, a character in scripts without "
                   "spaces), where M = words matched in order "
                   "(difflib, no autojunk) and T = words in both captions: 0.0 = same words, 1.0 = no word in "
-                  "common (a full rewrite, or one side empty); case and punctuation attached to a word count; "
-                  "the lineage has NaN (not measured) when the original has no words",
-    "length_ratio": "words in the candidate / words in the original (NaN when the original has no words)",
+                  "common (a full rewrite, or one side empty); words are compared case-folded, without the "
+                  "punctuation at their edges (\"Dog.\" is \"dog\"); "
+                  "the lineage has NaN (not measured) when there is no caption to edit (no words, or only the "
+                  "model's image placeholder)",
+    "length_ratio": "words in the candidate / words in the original (NaN when there is no caption to edit)",
     "semantic_similarity": "cosine of the all-MiniLM-L6-v2 embeddings of original and candidate (1.0 = same meaning; "
                            "NaN when not measured: no embedder, or no original caption)",
 }
@@ -37,10 +40,26 @@ MINIMALITY_COLUMNS = {
 _words = words  # the drift check's words: a length_ratio bound means what the check measures
 
 
+def _is_punct(ch: str) -> bool:
+    return unicodedata.category(ch).startswith("P")
+
+
+def _comparable(word: str) -> str:
+    """A word as the edit ratio compares it: case-folded, without punctuation at its edges ('"Two' is
+    'two', 'Dog.' is 'dog'); a word of punctuation only stays itself (removing a " - " is an edit)."""
+    start, end = 0, len(word)
+    while start < end and _is_punct(word[start]):
+        start += 1
+    while end > start and _is_punct(word[end - 1]):
+        end -= 1
+    return word[start:end].casefold() or word
+
+
 def edit_ratio(original: str | None, candidate: str | None) -> float:
-    """Share of the word sequence changed (``MINIMALITY_COLUMNS["edit_ratio"]``); whitespace is not an
-    edit, case and attached punctuation are ("dog" vs "Dog." differ)."""
-    a, b = _words(original), _words(candidate)
+    """Share of the word sequence changed (``MINIMALITY_COLUMNS["edit_ratio"]``); whitespace, case and
+    punctuation at a word's edges are no edit ("dog" vs "Dog." are the same word), so fixing the case or
+    removing wrapping quotes is minimal; a changed, added or removed word is an edit."""
+    a, b = [_comparable(w) for w in _words(original)], [_comparable(w) for w in _words(candidate)]
     if not a and not b:
         return 0.0
     return 1.0 - difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio()
@@ -80,6 +99,8 @@ _BRACKET_STUB = re.compile(r"[(\[{]\s*(?:sources?|credits?|via|photo|image|court
 _END_STUB = re.compile(r"\b(?:(?P<prep>via|courtesy\s+of)"
                        r"|(?P<media>(?:photo|image|picture|pic)s?\s+)?(?:credits?|copyright))\s*[.!?]?\s*$", re.IGNORECASE)
 _LINK_DEBRIS = re.compile(r"://|\bwww\.|\bhttps?(?=[:/])", re.IGNORECASE)
+# An HTML/XML tag ("<br>", "</b>", "<img src=...>"): markup, not caption text ("a < b" and "<3" are no tags).
+_MARKUP = re.compile(r"<[a-zA-Z/][^<>]*>")
 # A period after a title, a common abbreviation or an initial ends no sentence: "Dr. Smith", "Mt. Fuji", "J. Doe".
 _ABBREVIATION_DOT = re.compile(r"\b(?:(?i:dr|drs|mr|mrs|ms|mx|prof|sr|jr|st|ste|mt|mts|ft|gen|col|capt|lt|sgt|cpl|adm"
                                r"|gov|sen|rep|pres|rev|hon|fr|vs|ave|blvd|rd|hwy)|[A-Z])\.(?=\s)")
@@ -129,6 +150,21 @@ def _tail_fragment(text: str) -> str | None:
         return tail
     words = tail.split()
     return tail if len(words) <= 2 and not tail.endswith(('"', "”", ")")) else None
+
+
+def _cut_tail(tail: str, original: str) -> bool:
+    """Whether a bare-word tail is where the rewrite cut the original: the original has a sentence that
+    starts with the same words (compared as the edit ratio compares them) and goes on with what was
+    removed ("Lunch in Rome. Pasta time IMG_2041.JPG" -> "Lunch in Rome. Pasta time"). A rewrite that
+    stops in the middle of text of its own has no such sentence in the original, and a tail that starts
+    with a separator is a leftover whatever the original had."""
+    if tail[0] in "|-–—•·/,;:":
+        return False
+    want = [_comparable(w) for w in tail.split()]
+    masked = _ABBREVIATION_DOT.sub(lambda m: m.group(0)[:-1] + "\x00", original).split()  # same tokens as split()
+    tokens = [_comparable(w) for w in original.split()]
+    return any(masked[j - 1].endswith((".", "!", "?")) and tokens[j:j + len(want)] == want
+               for j in range(1, len(tokens) - len(want) + 1))
 
 
 def _invisible(text: str, allowed: str = "") -> bool:
@@ -206,9 +242,12 @@ def _starts_with_punctuation(candidate: str, original: str | None) -> bool:
 
 def wellformedness_problems(candidate: str, original: str | None = None) -> list[str]:
     """What is broken about a rewrite, in words; empty when it looks like a finished caption. Defects
-    the original already had (unbalanced brackets or quotes, empty pairs, lone punctuation) do not count
-    against the rewrite; leftovers (label stubs, link debris, separators, invisible characters) do."""
+    the original already had (unbalanced brackets or quotes, empty pairs, lone punctuation, a short last
+    sentence the rewrite cut the noise after, markup present as it came) do not count against the rewrite;
+    leftovers (label stubs, link debris, markup that unescaping made, separators, invisible characters) do."""
     problems = []
+    # markup the original had as it came (not only once unescaped: "&lt;br&gt;" turned into "<br>" is new markup)
+    raw_tags = set(_MARKUP.findall(original)) if original is not None else set()
     if original is not None:  # compare shapes as a reader sees them (&quot; is a quote), even escaped twice
         for _ in range(3):
             original, previous = html.unescape(original), original
@@ -225,13 +264,16 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
         problems.append(f"dangling {stub!r}")
     if _LINK_DEBRIS.search(candidate):
         problems.append("link debris")
+    tags = [t for t in _MARKUP.findall(candidate) if t not in raw_tags]
+    if tags:
+        problems.append(f"markup {tags[0]!r}")
     stripped = candidate.strip()
     if stripped.endswith(_SEPARATOR_END):
         problems.append(f"trailing separator {stripped[-1]!r}")
     if stripped and _starts_with_punctuation(stripped, original):
         problems.append(f"starts with {stripped[0]!r}")
     tail = _tail_fragment(candidate)
-    if tail is not None and (original is None or _tail_fragment(original) != tail):
+    if tail is not None and (original is None or (_tail_fragment(original) != tail and not _cut_tail(tail, original))):
         problems.append(f"dangling fragment {tail!r}")
     if _lone_punctuation_runs(candidate) > (_lone_punctuation_runs(original) if original is not None else 0):
         problems.append("lone punctuation")
@@ -246,15 +288,18 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
 
 def judge(quality_before: float, quality_after: float, edit: float, length: float, similarity: float,
           rules: AcceptanceRules, *, original: str | None = None,
-          candidate: str | None = None) -> tuple[bool, str]:
+          candidate: str | None = None, fresh: bool | None = None) -> tuple[bool, str]:
     """Accepted or not, and the first reason that decided it. With ``candidate`` given and
     ``rules.check_wellformed`` on, the well-formedness check must pass too, whatever the score says.
-    With ``candidate`` given and an ``original`` without words, the candidate is a fresh caption, not an
-    edit: the edit-ratio and similarity bounds do not apply (as the length bounds, whose ratio is NaN)."""
+    A fresh caption (``fresh``; when None: ``candidate`` given and no caption to edit in ``original``,
+    ``base.no_caption_to_edit``) is not an edit: the edit-ratio, length and similarity bounds do not
+    apply, and the original (no caption, or only an image placeholder) excuses nothing in its shape."""
     if math.isnan(quality_after):
         return False, "rewrite could not be scored"
+    if fresh is None:
+        fresh = candidate is not None and no_caption_to_edit(original)
     if candidate is not None and rules.check_wellformed:
-        problems = wellformedness_problems(candidate, original)
+        problems = wellformedness_problems(candidate, None if fresh else original)
         if problems:
             return False, "malformed rewrite: " + "; ".join(problems)
     before = 0.0 if math.isnan(quality_before) else quality_before
@@ -262,8 +307,8 @@ def judge(quality_before: float, quality_after: float, edit: float, length: floa
         return False, f"score did not improve enough ({before:.3g} -> {quality_after:.3g}, need +{rules.min_improvement:g})"
     if rules.min_quality is not None and quality_after < rules.min_quality:
         return False, f"still weak after rewriting ({quality_after:.3g} < {rules.min_quality:g})"
-    if candidate is not None and not _words(original):
-        edit = similarity = math.nan
+    if fresh:
+        edit = length = similarity = math.nan
     if rules.max_edit_ratio is not None and not math.isnan(edit) and edit > rules.max_edit_ratio:
         return False, f"edit ratio {edit:.2f} > {rules.max_edit_ratio:g} (not minimal)"
     if rules.min_length_ratio is not None and not math.isnan(length) and length < rules.min_length_ratio:

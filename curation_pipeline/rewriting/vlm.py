@@ -12,7 +12,7 @@ from typing import Callable
 
 from curation_pipeline.models.loading import inference_mode, load_vlm
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter, hash_prompt
+from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter, hash_prompt, no_caption_to_edit
 
 CAPTION_PLACEHOLDER = "{caption}"
 DEFAULT_PROMPT = (
@@ -125,6 +125,10 @@ class GeneratingRewriter(Rewriter):
         """The prompt a caption is asked with (before the caption is filled in)."""
         return self.prompt
 
+    def no_caption_to_edit(self, caption: str | None) -> bool:
+        """No words once the generator's image placeholder is removed, as ``instruction`` removes it."""
+        return no_caption_to_edit(caption, getattr(getattr(self, "generator", None), "image_token", None))
+
     def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
         candidates = generate_in_batches(batch, self.batch_size, self.instruction, self.generator.generate,
                                          self._candidate)
@@ -149,7 +153,7 @@ class VlmRewriter(GeneratingRewriter):
 
     def template(self, caption: str | None) -> str:
         """A pair without a caption is asked to caption its image instead."""
-        return self.prompt if self.generator.without_image_token(caption or "").strip() else NO_CAPTION_PROMPT
+        return NO_CAPTION_PROMPT if self.no_caption_to_edit(caption) else self.prompt
 
     def instruction(self, caption: str | None) -> str:
         """The user turn for one caption; str.replace, so braces in captions or prompts are literal."""

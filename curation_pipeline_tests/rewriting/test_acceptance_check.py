@@ -77,9 +77,68 @@ def test_broken_leftovers_are_caught(candidate):
     "Two men are standing : one has body modifications and the other is wearing a hat .",
     "A family \U0001F468\u200d\U0001F469\u200d\U0001F467 at the beach",
     "一只黑色的狗\u3000在草地上奔跑",
+    "A dog runs on the beach. Sunset view",  # a short last sentence without an end mark
+    "Lunch in Rome. Pasta time",
+    "Two men talk. Both smile",
 ])
 def test_human_captions_pass(caption):
-    assert wellformedness_problems(caption, caption) == []
+    """Checked as the pipeline checks a cleaning: against the noisy original the cleaner started from (the
+    caption as its own original would excuse every defect "the original already had")."""
+    for noise in (" #travel #photo", " IMG_2041.JPG", " - Stock Photo", " | Photo: Getty Images"):
+        assert wellformedness_problems(caption, caption + noise) == [], noise
+
+
+# (original, cleaned): the noise sat after a short last sentence; cutting it leaves that sentence as it was.
+CUT_AFTER_A_SHORT_SENTENCE = [
+    ("A dog runs on the beach. Sunset view #beach #sunset", "A dog runs on the beach. Sunset view"),
+    ("Lunch in Rome. Pasta time IMG_2041.JPG", "Lunch in Rome. Pasta time"),
+    ("A red car. Vintage style - Stock Photo", "A red car. Vintage style"),
+    ("A dog runs on the beach. Sunset view, #beach", "A dog runs on the beach. Sunset view"),
+    ("Portrait of Dr. Smith. Studio shot | Photo: Getty Images", "Portrait of Dr. Smith. Studio shot"),
+]
+
+
+@pytest.mark.parametrize("original, candidate", CUT_AFTER_A_SHORT_SENTENCE)
+def test_a_short_last_sentence_the_noise_was_cut_from_is_no_fragment(original, candidate):
+    assert wellformedness_problems(candidate, original) == []
+    assert judge(60, 100, 0.1, 0.8, math.nan, RULES, original=original, candidate=candidate)[0]
+    # a rewrite that stops in the middle of text of its own is still caught
+    truncated = candidate.rsplit(".", 1)[0] + ". The sun"
+    assert "dangling fragment 'The sun'" in wellformedness_problems(truncated, original)
+
+
+def test_a_cut_tail_excuses_only_the_original_sentence_start_word_for_word():
+    original = "A dog runs on the beach. Sunset view #beach #sunset"
+    assert "dangling fragment 'Sunset vi'" in wellformedness_problems("A dog runs on the beach. Sunset vi", original)
+    assert "dangling fragment 'view'" in wellformedness_problems("A dog runs on the beach. view", original)
+    # a separator tail is a leftover even where the original went on after it
+    assert "dangling fragment '| Jane Doe'" in wellformedness_problems(
+        "A dog runs . | Jane Doe", "A dog runs . | Jane Doe | Getty Images")
+    assert wellformedness_problems("Lunch in Rome. Pasta time", "Lunch in Rome. Pasta time IMG_2041.JPG") == []
+
+
+# (original, candidate): markup that unescaping the original made is no caption text.
+MARKUP = [
+    ("A dog on the beach&lt;br&gt;", "A dog on the beach<br>", "markup '<br>'"),
+    ("&lt;br /&gt;A dog on the beach", "<br />A dog on the beach", "markup '<br />'"),
+    ("&lt;b&gt;A dog on the beach&lt;/b&gt;", "<b>A dog on the beach</b>", "markup '<b>'"),
+    ("A dog on the beach #dog", '<img src="dog.jpg"> A dog on the beach', "markup '<img src=\"dog.jpg\">'"),
+    ("A dog &amp;lt;i&amp;gt;on&amp;lt;/i&amp;gt; the beach", "A dog <i>on</i> the beach", "markup '<i>'"),
+]
+
+
+@pytest.mark.parametrize("original, candidate, problem", MARKUP)
+def test_markup_is_caught(original, candidate, problem):
+    assert problem in wellformedness_problems(candidate, original)
+    accepted, reason = judge(60, 100, 0.1, 1.0, math.nan, RULES, original=original, candidate=candidate)
+    assert not accepted and reason.startswith("malformed rewrite: ") and "markup" in reason
+
+
+def test_markup_the_original_had_as_it_came_and_angle_brackets_in_text_pass():
+    assert wellformedness_problems("The <div> element in HTML", "The <div> element in HTML #webdev") == []
+    assert wellformedness_problems("A sign reads 3 < 5 and 7 > 2", "A sign reads 3 < 5 and 7 > 2 #math") == []
+    assert wellformedness_problems("I <3 dogs on the beach", "I <3 dogs on the beach #love") == []
+    assert "markup '<p>'" in wellformedness_problems("The <div> element in HTML<p>", "The <div> element in HTML")
 
 
 def test_defects_the_original_already_had_do_not_count():

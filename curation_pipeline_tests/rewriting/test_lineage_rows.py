@@ -84,6 +84,43 @@ def test_a_fresh_caption_has_no_minimality_measured_and_passes_the_bounds():
     assert edit["edit_ratio"] == 1.0 and edit["semantic_similarity"] == 0.04 and not edit["accepted"]
 
 
+def test_a_caption_of_only_the_image_placeholder_gets_a_fresh_caption_as_none_does():
+    """The VLM asks NO_CAPTION_PROMPT for "<image>" as for None (its placeholder removed, nothing is left):
+    the lineage and the judge take the reply as a fresh caption too, not as an edit of "<image>"."""
+    rewriter = object.__new__(VlmRewriter)
+    GeneratingRewriter.__init__(rewriter, DEFAULT_PROMPT, 8, "x")
+    rewriter.version, rewriter.generator = "1:fake", _FakeGenerator()
+    image = Image.new("RGB", (32, 32))
+    batch = PairBatch(["none", "token", "tokens", "edit"], [None, "<image>", " <image><image> ", "<image> dog"],
+                      [image] * 4)
+    assert [rewriter.no_caption_to_edit(c) for c in batch.captions] == [True, True, True, False]
+    assert [rewriter.template(c) for c in batch.captions] == [NO_CAPTION_PROMPT] * 3 + [DEFAULT_PROMPT]
+    calls = []
+
+    def similarity(originals, candidates):
+        calls.append(list(originals))
+        return [0.04] * len(originals)
+
+    rules = AcceptanceRules(max_edit_ratio=0.6, max_length_ratio=2.0, min_similarity=0.5)
+    lineage = _lineage(rewriter, batch, rules, similarity=similarity)
+    assert calls == [["<image> dog"]]
+    fresh = lineage.iloc[:3]
+    for column in ("edit_ratio", "length_ratio", "semantic_similarity"):
+        assert fresh[column].map(math.isnan).all(), column
+    assert fresh["accepted"].all() and fresh["reason"].eq("score improved 10 -> 90").all()
+    assert fresh["prompt_hash"].eq(hash_prompt(NO_CAPTION_PROMPT)).all()
+    assert not lineage["accepted"][3]  # an edit of a caption with words is bound as before
+
+
+def test_the_rule_based_rewriters_see_no_placeholder():
+    from curation_pipeline.rewriting.base import no_caption_to_edit
+
+    assert no_caption_to_edit(None) and no_caption_to_edit("  \n") and not no_caption_to_edit("<image>")
+    assert no_caption_to_edit("<image>", "<image>") and not no_caption_to_edit("<image> dog", "<image>")
+    assert _Fixed(RewriteCandidate("A dog.")).no_caption_to_edit("") and not _Fixed(
+        RewriteCandidate("A dog.")).no_caption_to_edit("<image>")
+
+
 def test_a_rewrite_still_under_min_quality_is_not_accepted():
     batch = PairBatch(["k"], ["dog beach pic"])
     lineage = _lineage(_Fixed(RewriteCandidate("A dog on a beach.")), batch, AcceptanceRules(min_quality=65),

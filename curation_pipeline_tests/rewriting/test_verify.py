@@ -15,7 +15,14 @@ PAIRS = [
     ("IMG_2041.JPG A dog on the beach", "A dog on the beach", 1 - 10 / 11, 5 / 6),  # file name removed
     ("red car", "blue sky", 1.0, 1.0),
     ("A  dog\non grass", "A dog on grass", 0.0, 1.0),  # whitespace is not an edit
-    ("a dog", "A dog", 1 - 2 / 4, 1.0),  # case is: a word changed
+    # case and punctuation at a word's edges are no edit either: fixing them is minimal
+    ("a dog", "A dog", 0.0, 1.0),
+    ("GREYSCALE PHOTO OF TWO DOZEN OLD COINS.", "Greyscale photo of two dozen old coins.", 0.0, 1.0),
+    ('"Two dogs"', "Two dogs", 0.0, 1.0),
+    ("A dog on the beach .", "A dog on the beach.", 1 - 10 / 11, 5 / 6),  # a lone mark is a word removed
+    ("A BIG DOG ON THE BEACH - Photo: Jane Doe", "A big dog on the beach", 1 - 12 / 16, 6 / 10),
+    ("A dog's ball", "A dogs ball", 1 - 4 / 6, 1.0),  # punctuation inside a word still counts
+    ("A dog runs on the beach", "Two cats sleep on a sofa", 1 - 2 / 12, 1.0),  # a rewording is still one
     ("", "", 0.0, math.nan),
     (None, "A dog", 1.0, math.nan),
     ("A dog", None, 1.0, 0.0),
@@ -39,6 +46,21 @@ def test_the_length_ratio_counts_words_as_the_drift_check_does():
 def test_minimality_measures(original, candidate, edit, length):
     assert edit_ratio(original, candidate) == pytest.approx(edit)
     assert length_ratio(original, candidate) == pytest.approx(length, nan_ok=True)
+
+
+def test_the_readme_bound_allows_case_and_quote_fixes():
+    """policy.acceptance.max_edit_ratio=0.5 (the README's example) refused every case or quote fix as "not
+    minimal" when case and edge punctuation made each word "changed"."""
+    rules = AcceptanceRules(max_edit_ratio=0.5)
+    for original, candidate in [("GREYSCALE PHOTO OF TWO DOZEN OLD COINS ARRANGED IN ROWS ON A DARK BACKGROUND.",
+                                 "Greyscale photo of two dozen old coins arranged in rows on a dark background."),
+                                ('"Two dogs"', "Two dogs")]:
+        edit = edit_ratio(original, candidate)
+        assert 0.0 <= edit <= 0.5
+        assert judge(60, 90, edit, length_ratio(original, candidate), math.nan, rules, original=original,
+                     candidate=candidate) == (True, "score improved 60 -> 90")
+    rewording = edit_ratio("A dog runs on the beach", "Two cats sleep on a sofa")
+    assert rewording > 0.5 and not judge(60, 90, rewording, 1.0, math.nan, rules)[0]
 
 
 def test_minilm_similarity_on_caption_pairs():
@@ -85,6 +107,16 @@ def test_a_fresh_caption_is_not_bound_by_edit_or_similarity(original):
                  original=original, candidate=candidate) == (True, "score improved 0 -> 90")
     # with words in the original, the same numbers reject
     assert judge(0, 90, 1.0, 1.0, 0.04, rules, original="dog", candidate=candidate)[1].startswith("edit ratio 1.00")
+
+
+def test_a_caption_of_only_the_image_placeholder_is_fresh_when_the_rewriter_says_so():
+    """A VLM asks NO_CAPTION_PROMPT for "<image>" (its placeholder removed, nothing is left): the judge told
+    so treats the reply as a fresh caption, bounds off, as for None."""
+    candidate = "A brown dog runs across a green lawn."
+    rules = AcceptanceRules(max_edit_ratio=0.6, max_length_ratio=2.0, min_similarity=0.5)
+    assert judge(0, 90, 1.0, 8.0, 0.04, rules, original="<image>", candidate=candidate, fresh=True) == (
+        True, "score improved 0 -> 90")
+    assert not judge(0, 90, 1.0, 8.0, 0.04, rules, original="<image>", candidate=candidate, fresh=False)[0]
 
 
 @pytest.mark.parametrize("before, after, min_quality, accepted, reason", [
