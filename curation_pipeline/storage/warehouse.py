@@ -22,6 +22,7 @@ import socket
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import IO, Callable, Iterator
 
 import fsspec
@@ -33,7 +34,21 @@ from curation_pipeline.shards.keys import SHARD_KEY_PATTERN, validate_key
 
 TABLES = ("pairs", "quality_scores", "caption_decisions", "rewritten_captions", "final_captions", "skips")
 
-HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _pid_space() -> str:
+    """Where a pid names one process: the host name, its boot, and the PID namespace. Two containers with
+    the host's name (host networking) sharing a volume are two spaces: each one's pids mean nothing to the
+    other."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return "|".join(parts)
+
+
+HOST = hashlib.sha256(_pid_space().encode()).hexdigest()[:8]
 # stored shards read at once by a pool-wide step (dedup index, length reference): on object storage
 # each read is a round trip
 READ_THREADS = 16
@@ -71,16 +86,29 @@ def writer_alive(basename: str, mtime: float | None = None, now: float | None = 
     until the file is ``ORPHAN_AGE_S`` old."""
     match = _TEMP.match(basename)
     if match and match["host"] == HOST:
+        pid = int(match["pid"])
         try:
-            os.kill(int(match["pid"]), 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except (PermissionError, OverflowError, ValueError):
             pass
-        return True
+        started = _started_at(pid)  # a process that started after the file's last write reuses a dead writer's pid
+        return not (started is not None and mtime is not None and started > mtime + 1)
     if mtime is None:
         return True
     return (now or time.time()) - mtime < ORPHAN_AGE_S
+
+
+def _started_at(pid: int) -> float | None:
+    """When the process ``pid`` started (seconds since the epoch), where Linux says."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
 
 
 def _fsync(handle) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -93,6 +94,37 @@ def test_two_writers_of_one_file_never_delete_each_others_temp_file(tmp_path):
         assert temp_files(tmp_path) == mine  # it did not delete my temp file
     assert Path(path).read_bytes() == b"first writer"  # the last rename wins, whole
     assert temp_files(tmp_path) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="a PID namespace needs root")
+def test_a_writer_in_another_pid_namespace_keeps_its_temp_file(tmp_path):
+    """Two containers with the host's name (host networking) sharing the warehouse: a pid of one means
+    nothing in the other, so the cleaner there must not take the writer here for dead."""
+    wh = Warehouse(str(tmp_path))
+    wh.write_table("pairs", "s0", pd.DataFrame({"key": ["a"]}))
+    cleaner = ("import sys; from curation_pipeline.storage.warehouse import Warehouse; "
+               "print(len(Warehouse(sys.argv[1]).clean_temp_files()))")
+    with wh.atomic_open(wh.curated_path("s1")) as handle:
+        handle.write(b"x" * 1000)
+        out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", cleaner,
+                              str(tmp_path)], capture_output=True, text=True, cwd=REPO_ROOT)
+        assert out.returncode == 0 and out.stdout.strip() == "0", out.stdout + out.stderr
+        handle.write(b"y" * 1000)
+    assert Path(wh.curated_path("s1")).read_bytes() == b"x" * 1000 + b"y" * 1000
+
+
+def test_a_dead_writers_temp_file_goes_although_its_pid_was_taken_again(tmp_path):
+    """pid 1 lives, but started long after this file was last written: not its writer."""
+    host = temp_name("x").split("-")[1]
+    (tmp_path / "pairs").mkdir()
+    orphan = tmp_path / "pairs" / f".tmp-{host}-1-{'0' * 32}-s.parquet.partial"
+    orphan.write_bytes(b"left by a writer that was killed")
+    long_ago = time.time() - 3650 * 24 * 3600  # before this machine (so its pid 1) started
+    os.utime(orphan, (long_ago, long_ago))
+    young = tmp_path / "pairs" / f".tmp-{host}-{os.getpid()}-{'1' * 32}-t.parquet.partial"
+    young.write_bytes(b"being written")  # by this live process, after it started
+    assert [Path(p).name for p in Warehouse(str(tmp_path)).clean_temp_files()] == [orphan.name]
+    assert young.exists()
 
 
 def test_a_failed_write_removes_its_temp_file(tmp_path, monkeypatch):
