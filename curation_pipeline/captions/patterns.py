@@ -83,6 +83,14 @@ _STOCK_SITES = (
     r"(?:shutterstock|alamy|getty\s*images|istock(?:photo)?|dreamstime|depositphotos"
     r"|123rf|adobe\s+stock|fotolia|bigstock(?:photo)?|pixabay|unsplash|pexels)(?:\.com)?"
 )
+# A word at a clause's edge: the caption's start or end, or next to a separator, a colon, a bracket or a
+# sentence end. A noise word that could also be prose ("downloads", "thumbnail") counts only as a whole clause.
+_CLAUSE_START = r"(?:^|(?<=[|•·:;,(\[])|(?<=[|•·:;,(\[]\s)|(?<=\s[-–—]\s)|(?<=[.!?]\s))"
+_CLAUSE_END = r"(?=\s*(?:$|[|•·:;,)\]]|[-–—]\s|[.!?…](?:\s|$)))"
+_NOT_AFTER_DETERMINER = "".join(
+    rf"(?<!\b{d} )" for d in ("a", "an", "the", "his", "her", "my", "our", "your", "their", "its", "this", "that")
+)
+_IMAGE_WORD = r"(?:image|photo|picture|img|pic)"
 BOILERPLATE_RE = re.compile(
     r"(?<!\w)(?:"
     rf"(?:(?:on|via|from|at)\s+)?{_STOCK_SITES}"
@@ -94,14 +102,29 @@ BOILERPLATE_RE = re.compile(
     r"|view\s+(?:larger|full(?:\s+size)?)|(?:a\s+)?larger(?:\s+(?:image|view|version))?)"
     r"|(?:view|see)\s+(?:larger|full[\s-]size)(?:\s+(?:image|photo|picture|version))?"
     r"|no\s+(?:description|caption|alt(?:\s+text)?)\s+(?:available|provided)"
-    r"|(?:image|photo|picture|img)\s*(?:no\.?\s*|#\s*|id\s*:?\s*)?\d{3,}"
-    r"|(?:free\s+)?downloads?(?:\s+(?:free|now|here))?"
-    r"|thumbnails?(?:\s+(?:image|photo|picture))?(?:\s+(?:of|for))?"
+    # Numbered like a file, not a "photo 2019 of the family": "Image no. 123", "photo_0042",
+    # "Photo 2019-05-03 12:30"; "Image 12345" only as a whole clause.
+    rf"|{_IMAGE_WORD}\s*(?:no\.?|#|id\s*:?)\s*\d{{3,}}"
+    rf"|{_IMAGE_WORD}[\s_-]*\d{{4}}[-_.]\d{{2}}[-_.]\d{{2}}"
+    r"(?:[\s_-]*(?:at[\s_-]*)?\d{1,2}[.:_-]\d{2}(?:[.:_-]\d{2})?(?:\s?[ap]m)?)?"
+    rf"|(?:image|photo|picture|pic)[_-]?\d{{3,}}(?:[_-]\d+)*"
+    # "Free download" ("a free download" is a thing), "Download free HD wallpaper" leading a clause;
+    # "thumbnail of" leading one; bare "downloads", "thumbnail", "photo 2019" only as the whole clause.
+    rf"|{_NOT_AFTER_DETERMINER}free\s+(?:hd\s+)?downloads?(?:\s+(?:free|now|here))?"
+    rf"|{_CLAUSE_START}download\s+(?:for\s+)?free(?:\s+(?:hd|4k|full\s+hd|high[\s-](?:resolution|quality)))?"
+    r"(?:\s+(?:wallpapers?|backgrounds?|images?|photos?|pictures?|pics|vectors?))?"
+    rf"|{_CLAUSE_START}thumbnails?(?:\s+(?:image|photo|picture)s?)?\s+(?:of|for)"
+    rf"|{_CLAUSE_START}(?:downloads?|thumbnails?(?:\s+(?:image|photo|picture)s?)?|{_IMAGE_WORD}\s+\d{{3,}})"
+    rf"{_CLAUSE_END}"
     r")(?!\w)",
     re.IGNORECASE,
 )
 
 _MEDIA_LABEL = r"(?:photo(?:graph)?|image|picture|pic|foto|video|footage|illustration|artwork|graphic)s?"
+_YEARS = r"\d{4}(?:\s*[-–]\s*\d{4})?"
+_RIGHTS = r"(?:[\s.,;-]*all\s+rights\s+reserved)"
+# A credit that must end its clause: the end, a separator, a bracket or a sentence end, not a comma and prose.
+_CREDIT_END = r"(?=\s*(?:$|[|•·:;)\]]|[-–—]\s|[.!?…](?:\s|$)))"
 CREDIT_RE = re.compile(
     r"(?<![\w@])(?:"
     # Photo: Jane Doe / Photo credit: Jane Doe/AP / Picture by Jane Doe / Image courtesy of NASA
@@ -115,11 +138,17 @@ CREDIT_RE = re.compile(
     # AP Photo/Jane Doe / Reuters/Jane Doe / Jane Doe/AP Photo
     rf"|(?-i:{_AGENCIES})(?:\s+(?:photos?|images?))?\s*/\s*{_CREDITED}"
     rf"|{_NAME}\s*/\s*(?-i:{_AGENCIES})\s+(?:photos?|images?)"
-    # - via @jdoe / . via Reuters (at the start of a clause, never "goes via Main Street")
-    rf"|(?:^|(?<=[-–—|•·:]\s)|(?<=[.!?]\s))via\s+{_CREDITED}"
-    # © 2019 Jane Doe. All rights reserved / Copyright (c) 2015-2019 Jane Doe / (c) Jane Doe 2019
-    r"|(?:©|\(c\)|copyright)(?:\s*(?:©|\(c\)))?\s*(?:\d{4}(?:\s*[-–]\s*\d{4})?[\s,]*)?(?:by\s+)?"
-    rf"(?:{_CREDITED})?(?:[\s,]*\d{{4}})?(?:[\s.,;-]*all\s+rights\s+reserved)?"
+    # - via @jdoe / . via Reuters: at the start of a clause (never "goes via Main Street") and ending it
+    # ("Via Appia, an ancient Roman road" is a road); an agency may be followed by a comma ("Via AP, a ...").
+    rf"|(?:^|(?<=[-–—|•·:]\s)|(?<=[.!?]\s))via\s+(?:{_CREDITED}{_CREDIT_END}|(?-i:{_AGENCIES})(?=\s*,))"
+    # © 2019 Jane Doe. All rights reserved / (c) Jane Doe 2019 / ©
+    rf"|(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*(?:{_YEARS}[\s,]*)?(?:by\s+)?(?:{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?"
+    # The word needs a year or a name, then the end of its clause: "Copyright law books" are books.
+    # Copyright (c) 2015-2019 Jane Doe / Copyright Jane Doe 2019 / Copyright 2019, a dog / Copyright
+    rf"|copyright(?:\s*(?:©|\(c\)))?\s*:?\s*(?:{_YEARS}(?:[\s,]*(?:by\s+)?{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?"
+    rf"(?=\s*,|{_CREDIT_END})|(?:by\s+)?{_CREDITED}(?:[\s,]*\d{{4}})?{_RIGHTS}?{_CREDIT_END})"
+    rf"|copyright(?:\s*(?:©|\(c\)))?{_RIGHTS}"
+    rf"|{_CLAUSE_START}copyright(?:\s*(?:©|\(c\)))?{_CREDIT_END}"
     r"|all\s+rights\s+reserved"
     rf"|courtesy\s+of\s+{_CREDITED}"
     rf"|(?:photographed|photography)\s+by\s+{_CREDITED}"
@@ -133,9 +162,6 @@ CREDIT_RE = re.compile(
 # --- advertising and calls to action --------------------------------------------------
 # A trigger is a phrase a description of a photo does not contain. The ad is the whole
 # clause around it (``ad_spans``), or the tail of a clause that starts with a description.
-_NOT_AFTER_DETERMINER = "".join(
-    rf"(?<!\b{d} )" for d in ("a", "an", "the", "his", "her", "my", "our", "your", "their", "its", "this", "that")
-)
 _AD_TRIGGERS = [
     r"click\s+(?:here|now|below|(?:on\s+)?(?:the|this)\s+link|(?:the\s+)?(?:image|photo|picture|button)\s+(?:to|for)"
     r"(?!\s+(?:enlarge|zoom|view|see\s+(?:larger|full)))"
@@ -279,11 +305,29 @@ def _lower_words(text: str, words: list[str] | None) -> set[str]:
     return {w.lower() for w in (WORD_RE.findall(text) if words is None else words)}
 
 
+# Words that introduce text shown in the image: what follows them is the sign's or the shirt's text, even
+# when it reads like an ad or a credit ("a sign saying Buy Now, Pay Later", "An old poster: Buy now, pay later!").
+# The object needs its article: "Vintage poster: buy now" is a shop's listing.
+SHOWN_TEXT_RE = re.compile(
+    r"(?:\b(?:says|saying|said|reads|reading|read|that\s+says|which\s+says|with\s+the\s+(?:words?|text|slogan)"
+    r"|labell?ed|titled|entitled|printed|written"
+    r"|(?:an?|the|this|that|his|her|their|its)\s+(?:[^\W\d_][\w'-]*\s+){0,3}?(?:sign|poster|banner|billboard|placard"
+    r"|plaque|notice|t-?shirt|shirt|sticker|label|card|screen)s?\s*:)\s*[:,]?\s*[\"“'‘]?\s*)$", re.IGNORECASE)
+
+
+def is_shown_text(text: str, start: int) -> bool:
+    """Whether ``text[start:]`` is introduced as text shown in the image ("a shirt reading Order online")."""
+    return SHOWN_TEXT_RE.search(text, 0, start) is not None
+
+
 def has_ad(text: str, words: list[str] | None = None) -> bool:
-    """``words``: the caption's ``WORD_RE`` matches, if the caller already has them."""
+    """An ad clause that is not text shown in the image. ``words``: the caption's ``WORD_RE`` matches, if the
+    caller already has them."""
     if not any(ch in text for ch in "%$€£") and _AD_KEYWORDS.isdisjoint(_lower_words(text, words)):
         return False
-    return AD_TRIGGER_RE.search(text) is not None and bool(ad_triggers(text))
+    if AD_TRIGGER_RE.search(text) is None:
+        return False
+    return any(not is_shown_text(text, start) for start, _ in ad_spans(text))
 
 
 # --- bracketed links, sources and credits ------------------------------------------
@@ -440,6 +484,17 @@ INLINE_HASHTAG_PRECEDERS = frozenset(
     " from by and or into onto near over under".split()
 )
 
+# Markup tags, known names only, attributes as name=value: "a < b" and "<i and j>" are no tags.
+_INLINE_TAGS = frozenset("a abbr b big cite code del dfn em font i ins kbd mark q s samp small span strike strong sub "
+                         "sup time tt u var".split())
+_BLOCK_TAGS = ("address|area|article|aside|blockquote|body|br|caption|center|dd|div|dl|dt|figcaption|figure|footer"
+               "|h[1-6]|head|header|hr|html|img|li|link|main|meta|nav|ol|p|pre|section|table|tbody|td|tfoot|th|thead"
+               "|title|tr|ul|wbr")
+HTML_TAG_RE = re.compile(
+    rf"([ ]*)</?({'|'.join(sorted(_INLINE_TAGS))}|{_BLOCK_TAGS})"
+    r"""(?:\s+[\w:-]+\s*=\s*(?:"[^"<>]*"|'[^'<>]*'|[^\s"'<>=]+))*\s*/?>([ ]*)""",
+    re.IGNORECASE,
+)
 ENTITY_RE = re.compile(r"&(?:[a-zA-Z][a-zA-Z0-9]{1,31}|#\d{1,7}|#[xX][0-9a-fA-F]{1,6});")
 
 # Alphabetic n-grams (1-4 words) repeated back to back, case-insensitively.
@@ -471,7 +526,25 @@ def unescape_html(text: str) -> str:
 
 
 def has_html_entity(text: str) -> bool:
-    return ENTITY_RE.search(text) is not None and unescape_html(text) != text
+    """An undecoded entity, or a markup tag (what a decoded "&lt;br&gt;" leaves)."""
+    return (ENTITY_RE.search(text) is not None and unescape_html(text) != text) or has_html_tag(text)
+
+
+def has_html_tag(text: str) -> bool:
+    return "<" in text and HTML_TAG_RE.search(text) is not None
+
+
+def _drop_tag(match: re.Match) -> str:
+    spaced = match.group(1) or match.group(3)
+    return "" if match.group(2).lower() in _INLINE_TAGS and not spaced else " "
+
+
+def remove_html_tags(text: str) -> str:
+    """Markup tags gone: a block tag ("<br>", "<p>") leaves a space, an inline one ("<b>", "<sub>") nothing, so
+    "H<sub>2</sub>O" stays one word. A "<" that opens no tag ("a < b", "<3") stays."""
+    if not has_html_tag(text):
+        return text
+    return HTML_TAG_RE.sub(_drop_tag, text).strip(" ")
 
 
 def _collapse_one(match: re.Match) -> str:

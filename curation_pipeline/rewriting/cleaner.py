@@ -25,9 +25,11 @@ from curation_pipeline.captions.patterns import (
     bracket_note_spans,
     collapse_repeats,
     is_all_caps,
+    is_shown_text,
     normalize_whitespace,
     remove_control_chars,
     remove_hashtags,
+    remove_html_tags,
     unescape_html,
     unwrap_quotes,
 )
@@ -50,12 +52,6 @@ _TERMS = ".!?…"
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 _TIGHT_AFTER = ".,;:!?…)]}"
 
-
-# Words that introduce text shown in the image: what follows them is the sign's or the shirt's text, even
-# when it reads like an ad or a credit ("a sign saying Buy Now, Pay Later").
-_SHOWN_TEXT_RE = re.compile(
-    r"(?:\b(?:says|saying|said|reads|reading|read|that\s+says|which\s+says|with\s+the\s+(?:words?|text|slogan)"
-    r"|labell?ed|titled|entitled|printed|written)\s*[:,]?\s*[\"“'‘]?\s*)$", re.IGNORECASE)
 # Stray bidi marks: LRM, RLM, ALM do nothing in a caption without right-to-left letters.
 _BIDI_MARK_RE = re.compile("[\u200e\u200f\u061c]")
 
@@ -134,7 +130,7 @@ def _matches(pattern: re.Pattern) -> Callable[[str], list[tuple[int, int]]]:
 
 def _not_shown_text(find: Callable[[str], list[tuple[int, int]]]) -> Callable[[str], list[tuple[int, int]]]:
     """``find``'s spans, less those that are text shown in the image ("a shirt reading Order online")."""
-    return lambda text: [(s, e) for s, e in find(text) if not _SHOWN_TEXT_RE.search(text, 0, s)]
+    return lambda text: [(s, e) for s, e in find(text) if not is_shown_text(text, s)]
 
 
 def _labels(find: Callable[[str], list[tuple[int, int]]]) -> Callable[[str], list[tuple[int, int]]]:
@@ -172,6 +168,7 @@ def _sentence_case(text: str) -> str:
 
 OPERATIONS: dict[str, Callable[[str], str]] = {
     "unescape_html": unescape_html,
+    "remove_html_tags": remove_html_tags,  # after unescaping: "&lt;br&gt;" is a tag only once decoded
     "remove_control_chars": _remove_control_chars,
     "fix_whitespace": normalize_whitespace,
     "strip_punctuation": _strip_punctuation,
@@ -180,7 +177,7 @@ OPERATIONS: dict[str, Callable[[str], str]] = {
     "remove_urls": _cutter(_matches(LABELLED_URL_RE)),
     "remove_filenames": _cutter(_matches(FILENAME_RE)),
     "remove_credits": _cutter(_labels(_not_shown_text(_matches(CREDIT_RE)))),
-    "remove_boilerplate": _cutter(_matches(BOILERPLATE_RE)),
+    "remove_boilerplate": _cutter(_labels(_not_shown_text(_matches(BOILERPLATE_RE)))),
     "remove_hashtags": _remove_hashtags,
     "unwrap_quotes": unwrap_quotes,
     "sentence_case": _sentence_case,
@@ -203,7 +200,9 @@ class CaptionCleaner(Rewriter):
     """Rule-based minimal caption repair; no model, no images."""
 
     name = "cleaner"
-    version = "3"  # 3: signs, quoted signage and mid-clause credits are kept; stray bidi marks removed
+    # 3: signs, quoted signage and mid-clause credits are kept; stray bidi marks removed
+    # 4: boilerplate only as a label, prose words ("downloads", "Via Appia", "Copyright law") kept; tags removed
+    version = "4"
     needs_images = False
     prompt = None
 

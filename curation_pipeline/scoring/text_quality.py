@@ -103,7 +103,7 @@ class CaptionTextQuality(Scorer):
     """Heuristic 0-100 caption score plus the rules that explain it."""
 
     name = "text_quality"
-    version = "2"
+    version = "3"  # 3: prose words are no boilerplate or credit, sign text no ad; markup tags fire html_entity
     needs_images = False
     outputs = (
         ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",

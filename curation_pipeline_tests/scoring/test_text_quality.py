@@ -31,9 +31,11 @@ RULE_CASES = {
         ["Beach sunset - Stock Photo", "Royalty free image of a dog", "Image may contain: 2 people",
          "Click to enlarge", "Red car free download", "No description available.",
          "Shutterstock dog portrait", "Sunset via Alamy", "Getty Images red car", "Free image of a dog",
-         "Thumbnail of a red car", "Stock Photo - Image 12345"],
+         "Thumbnail of a red car", "Stock Photo - Image 12345", "A dog on the beach - thumbnail",
+         "Photo 2019-05-03 12:30 a dog on the beach", "A dog on the beach | Downloads"],
         [CLEAN, "A nice photo by the lake", "A man downloading files", "A stock market chart",
-         "Free kick in a soccer game", "A photo booth at a wedding"],
+         "Free kick in a soccer game", "A photo booth at a wedding", "A man downloads a file on his laptop.",
+         "A close-up of a painted thumbnail.", "A photo 2019 of the family.", "The website offers a free download."],
     ),
     "advertising": (
         ["A red dress - Buy now", "A red dress 50% off", "Up to 40% off | A red dress", "A red dress. Free shipping",
@@ -45,15 +47,19 @@ RULE_CASES = {
          "Man on skis looking at artwork for sale in the snow", "A boy jumps off a high diving board",
          "Two kids read more books at the library", "A woman offers free samples at a market",
          "An express delivery van drives down the street", "Kids follow our guide up the hill",
-         "A sign reading $4.99 per pound", "A boy tries to pin it on the wall", "Tourists visit our town"],
+         "A sign reading $4.99 per pound", "A boy tries to pin it on the wall", "Tourists visit our town",
+         "An old poster: Buy now, pay later!", "A man in a shirt reading Order online"],
     ),
     "credit": (
         ["A beach at sunset. Photo by John Smith", "© 2019 John Smith", "Dog on grass, all rights reserved",
          "A dog runs . Credit: Jane Doe/Reuters", "Photo: Jane Doe. A dog runs", "A dog runs (Source: Reuters)",
          "A dog runs (source: http://example.com/a)", "Photograph: Jane Doe for The Guardian", "Jane Doe/Getty Images",
-         "A dog runs [via Reuters]", "Copyright 2015 Jane Doe. All rights reserved."],
+         "A dog runs [via Reuters]", "Copyright 2015 Jane Doe. All rights reserved.", "A dog runs - via Flickr",
+         "Copyright 2019 John Smith, a dog runs"],
         [CLEAN, "A photographer takes a photo of a couple", "A credit card on a table", "The source of the river",
-         "A bus goes via Main Street", "Photo of a dog by the lake", "A man takes a photo by the river"],
+         "A bus goes via Main Street", "Photo of a dog by the lake", "A man takes a photo by the river",
+         "Via Appia, an ancient Roman road.", "Copyright law books on a shelf.",
+         "A woman holding a copyright symbol sign"],
     ),
     "control_chars": (
         ["A d\x00og runs", "A \x1b[31mdog\x1b[0m runs", "\ufeffA dog runs", "A dog \u202eruns", "A dog\u200b runs",
@@ -84,8 +90,10 @@ RULE_CASES = {
     ),
     "low_letter_share": (["2 dogs 12345 67890", "A -- ** -- ** dog"], [CLEAN, "2 dogs run"]),
     "html_entity": (
-        ["Tom &amp; Jerry on the couch", "A dog &#39;s ball", "&quot;Hello&quot; sign on a wall"],
-        [CLEAN, "Tom & Jerry on the couch", "Terms &notice apply here"],
+        ["Tom &amp; Jerry on the couch", "A dog &#39;s ball", "&quot;Hello&quot; sign on a wall",
+         "A dog on the beach&lt;br&gt;", "A dog on the beach<br>", "<b>A dog</b> on the beach"],
+        [CLEAN, "Tom & Jerry on the couch", "Terms &notice apply here", "a < b and c > d on a blackboard",
+         "I <3 my dog"],
     ),
     "all_caps": (["A DOG RUNNING ON THE BEACH", "RED SPORTS CAR"], [CLEAN, "A dog in NYC at night", "USA flag"]),
     "too_long": ([" ".join(["word"] * 20 + [f"w{i}x" for i in range(60)])], [" ".join(f"w{i}x" for i in range(77))]),
@@ -153,7 +161,7 @@ def test_scorer_columns_and_missing_captions():
     assert df["text_quality"].dtype == "float64"
     assert df["text_quality"].tolist() == [100.0, 0.0, 0.0]
     assert df["text_quality_rules"].tolist() == ["", "empty", "empty"]
-    assert scorer.needs_images is False and scorer.ident == "text_quality@2"
+    assert scorer.needs_images is False and scorer.ident == "text_quality@3"
 
 
 def test_score_is_clamped():

@@ -1,0 +1,104 @@
+"""The cleaner removes noise, never words of the description: a noise word used as prose stays, and markup
+that only shows up once entities are decoded goes."""
+
+import pytest
+
+from curation_pipeline.pairs import PairBatch
+from curation_pipeline.rewriting.base import RewriteCandidate
+from curation_pipeline.rewriting.cleaner import CaptionCleaner
+from curation_pipeline.scoring.text_quality import caption_rules
+
+
+def clean_one(caption) -> RewriteCandidate:
+    return CaptionCleaner().rewrite(PairBatch(["k"], [caption]))[0]
+
+
+# Ordinary captions whose words the noise rules once took for boilerplate, credits or ads.
+PROSE = [
+    "A man downloads a file on his laptop.",
+    "A close-up of a painted thumbnail.",
+    "A woman holds a sign that says Free Downloads.",
+    "A photo 2019 of the family.",
+    "Via Appia, an ancient Roman road.",
+    "Copyright law books on a shelf.",
+    "An old poster: Buy now, pay later!",
+    "A man taking a stock photo of a dog",
+    "A family photo 2019",
+    "The website offers a free download.",
+]
+
+
+@pytest.mark.parametrize("caption", PROSE)
+def test_prose_is_left_alone(caption):
+    assert clean_one(caption) == RewriteCandidate(caption=None, error="no change")
+
+
+@pytest.mark.parametrize("caption", [c for c in PROSE if "stock photo" not in c and "Free Downloads" not in c])
+def test_prose_is_not_penalised(caption):
+    # the scorer reads the same patterns: it must not send a good caption to a rewriter that leaves it alone
+    assert caption_rules(caption) == []
+
+
+# Real noise next to the same words: still removed. input -> (expected caption, expected operations)
+NOISE = {
+    "A dog on the beach - free download": ("A dog on the beach", "remove_boilerplate"),
+    "Beautiful flower wallpaper free download": ("Beautiful flower wallpaper", "remove_boilerplate"),
+    "Pink roses in a vase - Download free HD wallpaper": ("Pink roses in a vase", "remove_boilerplate"),
+    "A dog on the beach - thumbnail": ("A dog on the beach", "remove_boilerplate"),
+    "Thumbnail of a red car": ("A red car", "remove_boilerplate"),
+    "A dog on the beach (thumbnail)": ("A dog on the beach", "remove_boilerplate"),
+    "A dog on the beach | Downloads": ("A dog on the beach", "remove_boilerplate"),
+    "Photo 2019-05-03 12:30 a dog on the beach": ("A dog on the beach", "remove_boilerplate"),
+    "A dog on the beach - Photo 2019-05-03 12:30": ("A dog on the beach", "remove_boilerplate"),
+    "A dog on the beach | Image 12345": ("A dog on the beach", "remove_boilerplate"),
+    "A dog on the beach image no. 12345": ("A dog on the beach", "remove_boilerplate"),
+    "A dog on the beach | photo_12345": ("A dog on the beach", "remove_boilerplate"),
+    "A dog on the beach - via Flickr": ("A dog on the beach", "remove_credits"),
+    "A dog on the beach. Via Reuters": ("A dog on the beach.", "remove_credits"),
+    "Via Reuters, a dog on the beach": ("a dog on the beach", "remove_credits"),
+    "A dog on the beach - Copyright 2019 John Smith": ("A dog on the beach", "remove_credits"),
+    "Copyright 2019 John Smith, a dog on the beach": ("a dog on the beach", "remove_credits"),
+    "A dog on the beach. Copyright John Smith": ("A dog on the beach.", "remove_credits"),
+    "A dog on the beach | Copyright": ("A dog on the beach", "remove_credits"),
+    "A red dress Buy now!": ("A red dress", "remove_ads"),
+    "Vintage travel poster: Buy now": ("Vintage travel poster", "remove_ads"),  # a listing, not a poster's text
+}
+
+
+@pytest.mark.parametrize("caption", list(NOISE))
+def test_noise_is_still_removed(caption):
+    expected, ops = NOISE[caption]
+    candidate = clean_one(caption)
+    assert (candidate.caption, candidate.raw) == (expected, ops)
+    assert caption_rules(candidate.caption) == []
+    assert clean_one(expected).error == "no change"
+
+
+# Markup: escaped ("&lt;br&gt;", a tag once decoded) or not.
+MARKUP = {
+    "A dog on the beach&lt;br&gt;": ("A dog on the beach", "unescape_html,remove_html_tags"),
+    "&lt;br /&gt;A dog on the beach": ("A dog on the beach", "unescape_html,remove_html_tags"),
+    "&lt;b&gt;A dog on the beach&lt;/b&gt;": ("A dog on the beach", "unescape_html,remove_html_tags"),
+    "&amp;lt;p&amp;gt;A dog&amp;lt;/p&amp;gt; on the beach": ("A dog on the beach", "unescape_html,remove_html_tags"),
+    "A dog<br>on the beach": ("A dog on the beach", "remove_html_tags"),
+    'A <a href="https://x.org/a">dog</a> on the <i>beach</i>.': ("A dog on the beach.", "remove_html_tags"),
+    "Water, H<sub>2</sub>O, in a glass": ("Water, H2O, in a glass", "remove_html_tags"),
+}
+
+
+@pytest.mark.parametrize("caption", list(MARKUP))
+def test_markup_is_removed(caption):
+    expected, ops = MARKUP[caption]
+    candidate = clean_one(caption)
+    assert (candidate.caption, candidate.raw) == (expected, ops)
+    assert caption_rules(caption) != []  # the scorer sends it to the cleaner
+    assert caption_rules(candidate.caption) == []
+    assert clean_one(expected).error == "no change"
+
+
+@pytest.mark.parametrize("caption", ["a &lt; b and c &gt; d on a blackboard", "I &lt;3 my dog",
+                                     "if x<i and j>y on a blackboard"])
+def test_angle_brackets_that_open_no_tag_stay(caption):
+    candidate = clean_one(caption)
+    assert "<" in (candidate.caption or caption)
+    assert "remove_html_tags" not in (candidate.raw or "")
