@@ -2,40 +2,51 @@
 
 
 import dagster as dg
+import pandas as pd
 
 from curation_pipeline.assets.curation import curated_shards
 from curation_pipeline.assets.failures import shard_failures
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
-from curation_pipeline.reporting.report import build_report, overall_values, report_markdown
+from curation_pipeline.reporting.report import build_report, overall_values, pooled_drop_reasons, report_markdown
 from curation_pipeline.resources import WarehouseResource
 
 
 @dg.asset(
     group_name="reporting", owners=OWNERS, tags={"stage": "reporting"},
-    code_version="1",  # bump when the same inputs give different output
+    code_version="2",  # bump when the same inputs give different output
     deps=[curated_shards],
     kinds={"duckdb"},
     automation_condition=dg.AutomationCondition.eager(),
     description="quality.duckdb in the warehouse: views over every per-shard table (pairs, quality_scores, "
     "caption_decisions, rewritten_captions, final_captions, skips) and report tables (shard_summary, drop_reasons, "
-    "score_distribution, caption_lengths, rewriter_summary, overall). The only writer of that file.",
+    "score_distribution, caption_lengths, rewriter_summary, overall). Each shard has a status (ok, failed, "
+    "stale, blocked, incomplete, undecided): figures pooled over shards count the ok ones only. The only writer "
+    "of that file.",
 )
 def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     failures = shard_failures(context.instance)  # shards whose last run failed are listed with their error
     report = build_report(warehouse.warehouse(), failures=failures)
     context.log.info(f"report written to {report.db_path}")
-    kept = report.quality[report.quality["outcome"].ne("dropped")]
-    chart = markdown_image(histogram_png(
-        {"original (all pairs)": report.quality["quality_before"].to_numpy(dtype=float),
-         "final (kept pairs)": kept["quality_final"].to_numpy(dtype=float)},
-        "caption quality, all shards", "quality score"), "quality before and after")
+    charts = "\n\n".join(quality_charts(report.quality))
     return dg.MaterializeResult(metadata={
         **numbers(overall_values(report)),
-        "summary": dg.MetadataValue.md(report_markdown(report) + "\n\n" + chart),
+        "summary": dg.MetadataValue.md(report_markdown(report) + ("\n\n" + charts if charts else "")),
         "shards": table(report.shards),
-        "drop_reasons": table(report.drop_reasons.groupby("reason", as_index=False)["pairs"].sum()
-                              .sort_values("pairs", ascending=False)),
+        "drop_reasons": table(pooled_drop_reasons(report)),
         "rewriters": table(report.rewriters),
         "db_path": dg.MetadataValue.path(report.db_path),
     })
+
+
+def quality_charts(quality: pd.DataFrame) -> list[str]:
+    """One before / after histogram per quality column (shards decided on different scores are never pooled
+    on one axis), of the ok shards' pairs."""
+    charts = []
+    for column, pairs in quality.groupby(quality["quality_column"].fillna("quality score"), sort=True):
+        kept = pairs[pairs["outcome"].ne("dropped")]
+        charts.append(markdown_image(histogram_png(
+            {"original (all pairs)": pairs["quality_before"].to_numpy(dtype=float),
+             "final (kept pairs)": kept["quality_final"].to_numpy(dtype=float)},
+            f"caption quality ({column}), all shards", column), f"{column} before and after"))
+    return charts

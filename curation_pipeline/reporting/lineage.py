@@ -4,23 +4,29 @@ Reads the warehouse's Parquet with an in-memory DuckDB connection, so it never w
 the report's writer. Keys and shards are bound as parameters, never pasted into SQL. The files are read
 as the report reads them (``PARQUET_OPTIONS``: no hive partitioning from ``name=value`` folders above
 the warehouse; glob characters of its path escaped), through the warehouse's own filesystem.
+
+A shard whose ``final_captions`` or ``rewritten_captions`` was made from another raw file than the one its
+``pairs`` read now (the raw shard replaced, only ``pairs`` made again) is marked: its captions are not the
+current file's (``CaptionHistory.stale``, and a ``STALE`` line under each of its pairs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-from curation_pipeline.reporting.report import PARQUET_OPTIONS, parquet_paths
+from curation_pipeline.reporting.report import PARQUET_OPTIONS, parquet_paths, stale_tables, table_provenance
 from curation_pipeline.shards.keys import validate_key
-from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline.storage.warehouse import TABLES, Warehouse
 
 
 @dataclass
 class CaptionHistory:
     final: pd.DataFrame  # one row per matching pair
     attempts: pd.DataFrame  # every rewrite attempt of those pairs, in order
+    # shard -> why its captions are not the current raw file's, for the shards of ``final`` that are stale
+    stale: dict[str, str] = field(default_factory=dict)
 
 
 def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | None = None,
@@ -28,8 +34,10 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
     """Pairs matching ``key`` and/or ``shard`` with their lineage; both None means all."""
     if shard is not None:
         validate_key(shard)
-    final_files = parquet_paths(warehouse.table_files("final_captions"))
-    attempt_files = parquet_paths(warehouse.table_files("rewritten_captions"))
+    files = {table: {s: warehouse.local_path(warehouse.table_path(table, s)) for s in warehouse.shards(table)}
+             for table in TABLES}
+    final_files = parquet_paths(list(files["final_captions"].values()))
+    attempt_files = parquet_paths(list(files["rewritten_captions"].values()))
     if not final_files:
         raise FileNotFoundError(f"no final_captions under {warehouse.root}: run the pipeline first")
     where = "($key IS NULL OR key = $key) AND ($shard IS NULL OR shard = $shard)"
@@ -58,31 +66,46 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
                 {**params, "attempts": attempt_files}).df()
             if rewritten_only:
                 attempts = attempts.merge(final[["shard", "key"]], on=["shard", "key"])
+        shown = set(final["shard"])  # the raw file each of their tables came from, from the files' metadata
+        provenance = table_provenance(con, {t: {s: f for s, f in by_shard.items() if s in shown}
+                                            for t, by_shard in files.items()})
     finally:
         con.close()
-    return CaptionHistory(final=final, attempts=attempts)
+    stale = {s: why for s in sorted(shown) for tables, why in [stale_tables(provenance, s)]
+             if {"final_captions", "rewritten_captions"} & set(tables)}
+    return CaptionHistory(final=final, attempts=attempts, stale=stale)
 
 
 def format_history(history: CaptionHistory, limit: int = 50) -> str:
     """Readable text for the CLI: per pair, the final outcome then each attempt."""
     if history.final.empty:
         return "no matching pairs"
-    lines = []
+    lines = [f"STALE shard {shard}: {why}" for shard, why in history.stale.items()]
     grouped = {k: g for k, g in history.attempts.groupby(["shard", "key"])} if len(history.attempts) else {}
     for row in history.final.head(limit).itertuples(index=False):
+        attempts = grouped.get((row.shard, row.key), pd.DataFrame())
         lines.append(f"{row.shard}/{row.key}: {row.outcome.upper()} — {row.reason}")
+        if row.shard in history.stale:
+            lines.append("  STALE:    made from another raw file than the shard's pairs read now (see above)")
         lines.append(f"  original: {row.original_caption!r}")
         lines.append(f"  final:    {row.final_caption!r}")
         if row.rewriter:
-            lines.append(f"  by:       {row.rewriter} {row.rewriter_version}")
-        for a in grouped.get((row.shard, row.key), pd.DataFrame()).itertuples(index=False):
+            accepted = [a for a in attempts.itertuples(index=False) if a.accepted and a.rewriter == row.rewriter]
+            prompt = _prompt(accepted[-1].prompt_hash) if accepted else ""
+            lines.append(f"  by:       {row.rewriter} {row.rewriter_version}{prompt}")
+        for a in attempts.itertuples(index=False):
             mark = "accepted" if a.accepted else "rejected"
-            lines.append(f"  attempt {a.attempt} [{a.rewriter} {a.rewriter_version}, run {str(a.run_id)[:8]}, "
-                         f"{a.created_at}] {mark}: {a.candidate_caption!r} "
+            lines.append(f"  attempt {a.attempt} [{a.rewriter} {a.rewriter_version}{_prompt(a.prompt_hash)}, "
+                         f"run {str(a.run_id)[:8]}, {a.created_at}] {mark}: {a.candidate_caption!r} "
                          f"(score {a.quality_before:.3g} -> {a.quality_after:.3g}; {a.reason})")
     if len(history.final) > limit:
         lines.append(f"... {len(history.final) - limit} more pairs (use --limit)")
     return "\n".join(lines)
+
+
+def _prompt(prompt_hash) -> str:
+    """``, prompt <hash>`` for an attempt that had a prompt (a VLM's), '' for one that had none (the cleaner)."""
+    return "" if prompt_hash is None or pd.isna(prompt_hash) or prompt_hash == "" else f", prompt {prompt_hash}"
 
 
 LINEAGE_PREVIEW = ["key", "accepted", "original_caption", "candidate_caption", "attempted_because", "reason",

@@ -5,7 +5,25 @@ object storage, where DuckDB reads the Parquet through the warehouse's own fsspe
 reader never meets a half-written report or a writer's lock, and shard partitions never contend with
 it. A failed build removes its temp file (and ``.wal``) at once; those of dead builders go next time.
 Word counts are the drift check's own (``validation.drift.caption_lengths``), registered with DuckDB
-as ``word_count``. Shards whose last run failed are listed in ``shard_summary`` as ``failed``.
+as ``word_count``.
+
+Every shard with a table is listed in ``shard_summary`` with a ``status`` and, unless ``ok``, a
+``status_detail`` saying why: ``failed`` (its last run failed or was canceled; ``error``), ``stale`` (a
+table was made from another raw file than the one its ``pairs`` read now: the raw shard was replaced
+and only part of the shard made again), ``blocked`` (a table failed a blocking check when it was made:
+nothing of it is published), ``incomplete`` (a table missing, e.g. no ``pairs``) or ``undecided`` (scored,
+or only read, but no ``final_captions`` yet). The raw file is compared as the IO manager compares it:
+by the SHA-256 each table records in its Parquet metadata (a table without one is taken as current).
+Figures pooled over shards (``overall``, ``rewriter_summary``, ``rewrite_distributions``, the charts'
+``quality``) count the ``ok`` shards only, and ``overall`` says how many shards were left out and why;
+the per-shard tables (``shard_summary``, ``drop_reasons``, ``score_distribution``, ``caption_lengths``)
+list every shard, to be read with its status. Quality figures are in the score the shard was decided
+on (``policy.quality_column``, which a policy change can change between shards): ``shard_summary``
+names it, and the rewriter tables are grouped by it, never pooling two scales.
+
+The views name each table's shard files (an explicit list, never a glob). ``report_files`` records
+them; ``open_report`` re-points a view whose files were removed since the build at the ones left, and
+warns (``ReportOutOfDate``) that the report needs rebuilding.
 
 Before / after figures (``shard_summary``'s ``*_original`` / ``mean_quality_before`` against ``*_final``,
 ``caption_lengths``' ``original`` / ``final`` stages) are over the same pairs, the kept ones (the length
@@ -21,8 +39,10 @@ import contextlib
 import glob
 import os
 import re
+import shlex
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,6 +50,7 @@ import pandas as pd
 import pyarrow as pa
 
 from curation_pipeline.reporting.markdown import markdown_table
+from curation_pipeline.shards.fingerprint import RawFingerprint
 from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name
 from curation_pipeline.validation.lengths import caption_lengths
 from curation_pipeline.values import plain
@@ -39,6 +60,15 @@ if TYPE_CHECKING:  # imported where it is used: `curate run --no-report` never l
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SIGNAL_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_:]*)=")  # the policy's ``low_text_quality=62.0``
+
+# The Parquet schema metadata the IO manager writes (``assets/io.py``, ``assets/integrity.py``; the
+# reporting layer imports no Dagster, a test holds the names equal)
+FINGERPRINT_KEY = "raw_fingerprint"  # pairs': the raw file it read
+RAW_SHA_KEY = "raw_sha256"  # every later table's: the raw file its inputs came from
+FAILED_CHECKS_KEY = "failed_blocking_checks"  # a checked table's: its blocking checks that failed when made
+# tables a shard needs before it is reported as ok (rewritten_captions and skips may be absent)
+REQUIRED_TABLES = ("pairs", "quality_scores", "caption_decisions", "final_captions")
+LEFT_OUT = ("failed", "stale", "blocked", "incomplete", "undecided")  # the statuses other than ok, first first
 
 
 @dataclass
@@ -51,7 +81,7 @@ class Report:
     lengths: pd.DataFrame
     rewriters: pd.DataFrame
     rewrite_distributions: pd.DataFrame
-    quality: pd.DataFrame  # per pair: quality before / final and outcome, for the overall charts
+    quality: pd.DataFrame  # per pair of the ok shards: quality column, before / final and outcome, for the charts
 
 
 def _word_counts(captions: pa.Array) -> pa.Array:
@@ -102,24 +132,65 @@ def register_word_count(con: duckdb.DuckDBPyConnection) -> None:
                         duckdb.list_type(duckdb.sqltype("VARCHAR")), null_handling="special", side_effects=False)
 
 
+class ReportOutOfDate(UserWarning):
+    """Table files the report was built from are gone from the warehouse: rebuild the report."""
+
+
 @contextlib.contextmanager
 def open_report(warehouse: Warehouse):
     """A read-only DuckDB connection to the warehouse's ``quality.duckdb``, local or on object
     storage (downloaded to a temp file, with the warehouse's filesystem registered so the views
-    over ``s3://`` Parquet work too). Raises FileNotFoundError when there is no report."""
+    over ``s3://`` Parquet work too). Raises FileNotFoundError when there is no report.
+
+    A view one of whose files was removed since the build (a shard withdrawn) would fail for every
+    shard: it is shadowed, in this connection only, by one over the files of the build that are left,
+    with a ``ReportOutOfDate`` warning (the summary tables still count the removed shard until the
+    report is rebuilt)."""
     path = warehouse.local_path(warehouse.report_db_path)
     if not (os.path.exists(path) if warehouse.is_local else warehouse.fs.exists(warehouse.report_db_path)):
         raise FileNotFoundError(f"no report at {path}")
     with tempfile.TemporaryDirectory(prefix="quality-report-") as folder:
         if not warehouse.is_local:
             path = os.path.join(folder, "quality.duckdb")
-            warehouse.fs.get(warehouse.report_db_path, path)
+            # one file, by its exact name: ``get`` would glob a ``[``, ``*`` or ``?`` in the warehouse's path
+            warehouse.fs.get_file(warehouse.report_db_path, path)
         import duckdb
 
         with contextlib.closing(duckdb.connect(path, read_only=True)) as con:
             if not warehouse.is_local:
                 con.register_filesystem(warehouse.fs)
+            _repoint_views(con, warehouse)
             yield con
+
+
+def _repoint_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None:
+    """Temp views, over the files left, for the stored views whose files were removed since the build."""
+    import duckdb
+
+    try:
+        stored = con.execute("SELECT table_name, shard, path FROM report_files").fetchall()
+    except duckdb.CatalogException:  # a report built before report_files: its views stay as they are
+        return
+    built: dict[str, dict[str, str]] = {}
+    for table, shard, file in stored:
+        built.setdefault(table, {})[shard] = file
+    gone = []
+    for table, files in built.items():
+        now = set(warehouse.shards(table))
+        missing = sorted(set(files) - now)
+        if not missing:
+            continue
+        gone += [f"{table}/{shard}" for shard in missing]
+        left = [files[shard] for shard in sorted(files) if shard in now]
+        if left:  # else the stored view stays, and fails naming the missing file
+            con.execute(f"CREATE TEMP VIEW {_quote(table)} AS SELECT * FROM read_parquet("
+                        f"{_path_list(left)}, {PARQUET_OPTIONS})")
+    if gone:
+        shown = ", ".join(gone[:10]) + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
+        warnings.warn(ReportOutOfDate(
+            f"the report at {warehouse.local_path(warehouse.report_db_path)} is out of date: {len(gone)} table "
+            f"file(s) it was built from are gone ({shown}); its views read the files left, its summary tables "
+            "still count them. Rebuild it (materialize quality_report, or curate run)."), stacklevel=4)
 
 
 def parquet_paths(files: list[str]) -> list[str]:
@@ -140,18 +211,101 @@ def _quote(name: str) -> str:
     return f'"{name}"'
 
 
-def _create_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> list[str]:
-    present = []
+def _path_list(files: list[str]) -> str:
+    """A SQL list literal of ``files`` for ``read_parquet``, glob characters escaped (``parquet_paths``)."""
+    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in parquet_paths(files)) + "]"
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> dict[str, dict[str, str]]:
+    """A view per table over its shard files; returns table -> shard -> file, for the tables present."""
+    present = {}
     for table in TABLES:
-        if not warehouse.shards(table):
+        files = {shard: warehouse.local_path(warehouse.table_path(table, shard)) for shard in warehouse.shards(table)}
+        if not files:
             continue
-        # explicit file lists (shard keys are validated), never a glob that could meet a temp file
-        files = ", ".join("'" + f.replace("'", "''") + "'" for f in parquet_paths(warehouse.table_files(table)))
-        # each view has its table's name (one name per concept)
+        # explicit file lists (shard keys are validated), never a glob that could meet a temp file; each
+        # view has its table's name (one name per concept)
         con.execute(f"CREATE OR REPLACE VIEW {table} AS "
-                    f"SELECT * FROM read_parquet([{files}], {PARQUET_OPTIONS})")
-        present.append(table)
+                    f"SELECT * FROM read_parquet({_path_list(list(files.values()))}, {PARQUET_OPTIONS})")
+        present[table] = files
+    con.execute("CREATE TABLE report_files (table_name VARCHAR, shard VARCHAR, path VARCHAR)")
+    rows = [[table, shard, file] for table, files in present.items() for shard, file in files.items()]
+    if rows:
+        con.executemany("INSERT INTO report_files VALUES (?, ?, ?)", rows)
     return present
+
+
+def _raw_sha(meta: dict[str, str]) -> str | None:
+    """The raw file a table derives from, by its metadata (``assets.io.raw_sha``); None if unrecorded."""
+    if meta.get(FINGERPRINT_KEY):
+        return RawFingerprint.from_json(meta[FINGERPRINT_KEY]).sha256
+    return meta.get(RAW_SHA_KEY) or None
+
+
+def table_provenance(con: duckdb.DuckDBPyConnection, files: dict[str, dict[str, str]]
+                     ) -> dict[str, dict[str, dict[str, str]]]:
+    """table -> shard -> what its file records (raw sha256 ``raw``, failed blocking checks ``failed``),
+    from the files' Parquet footers, one DuckDB query per table (through the warehouse's file system)."""
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    keys = [FINGERPRINT_KEY, RAW_SHA_KEY, FAILED_CHECKS_KEY]
+    for table, by_shard in files.items():
+        shard_of = {os.path.basename(f)[: -len(".parquet")]: s for s, f in by_shard.items()}
+        meta: dict[str, dict[str, str]] = {s: {} for s in by_shard}
+        if by_shard:
+            rows = con.execute(
+                "SELECT file_name, decode(key), decode(value) FROM parquet_kv_metadata($files) "
+                "WHERE decode(key) IN (SELECT unnest($keys))",
+                {"files": parquet_paths(list(by_shard.values())), "keys": keys}).fetchall()
+            for file, key, value in rows:
+                shard = shard_of.get(file.rsplit("/", 1)[-1][: -len(".parquet")])
+                if shard is not None:
+                    meta[shard][key] = value
+        out[table] = {s: {"raw": _raw_sha(m), "failed": m.get(FAILED_CHECKS_KEY) or ""} for s, m in meta.items()}
+    return out
+
+
+def stale_tables(provenance: dict[str, dict[str, dict[str, str]]], shard: str) -> tuple[list[str], str]:
+    """The shard's tables made from another raw file than the one its ``pairs`` read now (each as the IO
+    manager compares them: an unrecorded sha is taken as current), and a sentence saying so ('' if none)."""
+    now = provenance.get("pairs", {}).get(shard, {}).get("raw")
+    if not now:
+        return [], ""
+    stale = [t for t in TABLES if t != "pairs" and provenance.get(t, {}).get(shard, {}).get("raw") not in (None, now)]
+    if not stale:
+        return [], ""
+    return stale, (f"{', '.join(stale)} from another raw file than its pairs (sha256 {now[:16]}): the raw shard "
+                   f"was replaced and only part of the shard made again; materialize it from {stale[0]} on")
+
+
+def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: dict[str, str]
+                   ) -> dict[str, tuple[str, str | None]]:
+    """shard -> (status, why not ok) for every shard with a table or a failed run; the status is the first
+    of failed, stale, blocked, incomplete, undecided that applies (the detail names them all), else ok."""
+    shards = sorted({s for files in provenance.values() for s in files} | set(failures))
+    out = {}
+    for shard in shards:
+        problems: list[tuple[str, str]] = []
+        if shard in failures:
+            problems.append(("failed", f"last run: {str(failures[shard])[:500]}"))
+        _, stale = stale_tables(provenance, shard)
+        if stale:
+            problems.append(("stale", stale))
+        for table in TABLES:
+            failed = provenance.get(table, {}).get(shard, {}).get("failed")
+            if failed:
+                problems.append(("blocked", f"{table} failed its blocking check(s) {failed.replace(',', ', ')} when "
+                                            "it was made: nothing of it is published"))
+        missing = [t for t in REQUIRED_TABLES if shard not in provenance.get(t, {})]
+        if "pairs" in missing or (missing and "final_captions" not in missing):
+            problems.append(("incomplete", f"no {', '.join(missing)}"))
+        elif missing:
+            problems.append(("undecided", f"not decided yet: no {', '.join(missing)}"))
+        out[shard] = (problems[0][0], "; ".join(text for _, text in problems)) if problems else ("ok", None)
+    return out
+
+
+def _has_column(con: duckdb.DuckDBPyConnection, view: str, column: str) -> bool:
+    return column in [name for name, *_ in con.execute(f"DESCRIBE {_quote(view)}").fetchall()]
 
 
 def _score_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -192,7 +346,7 @@ r AS (
   FROM rewritten_captions GROUP BY shard),
 s AS ({skips}),
 d AS (SELECT shard, count(*) FILTER (WHERE nsfw_review) AS nsfw_review FROM caption_decisions GROUP BY shard)
-SELECT shard_list.shard, coalesce(st.status, 'ok') AS status, st.error,
+SELECT st.shard, st.status, st.status_detail, st.error,
        coalesce(p.pairs_read, 0) AS pairs_read, coalesce(p.decoded, 0) AS decoded,
        coalesce(p.no_caption, 0) AS no_caption, coalesce(p.caption_problems, 0) AS caption_problems,
        coalesce(f.kept_as_is, 0) + coalesce(f.rewritten, 0) AS kept,
@@ -200,12 +354,12 @@ SELECT shard_list.shard, coalesce(st.status, 'ok') AS status, st.error,
        coalesce(f.dropped, 0) AS dropped, coalesce(s.skipped, 0) AS skipped_members,
        coalesce(d.nsfw_review, 0) AS nsfw_review,
        coalesce(r.rewrite_attempts, 0) AS rewrite_attempts, coalesce(r.rewrites_accepted, 0) AS rewrites_accepted,
-       f.mean_quality_before, f.mean_quality_final,
+       q.quality_column, f.mean_quality_before, f.mean_quality_final,
        f.mean_chars_original, f.mean_chars_final, f.mean_words_original, f.mean_words_final,
        f.mean_words_all_pairs, f.mean_quality_before_all_pairs
-FROM shard_list LEFT JOIN p USING (shard) LEFT JOIN f USING (shard) LEFT JOIN r USING (shard)
-     LEFT JOIN s USING (shard) LEFT JOIN d USING (shard) LEFT JOIN shard_status st USING (shard)
-ORDER BY shard_list.shard
+FROM shard_status st LEFT JOIN p USING (shard) LEFT JOIN f USING (shard) LEFT JOIN r USING (shard)
+     LEFT JOIN s USING (shard) LEFT JOIN d USING (shard) LEFT JOIN shard_quality q USING (shard)
+ORDER BY st.shard
 """
 
 
@@ -214,17 +368,20 @@ def build_report(warehouse: Warehouse, failures: dict[str, str] | None = None) -
 
     ``failures``: shard -> error of its last run; those shards are listed as failed (with
     whatever tables an earlier run left), so a failed shard is never silently missing."""
+    if warehouse.is_local:
+        os.makedirs(os.path.dirname(warehouse.local_path(warehouse.report_db_path)), exist_ok=True)
+        # dead builders' temp databases, with DuckDB's .wal and the old report's .wal moved aside
+        warehouse.remove_orphans(*warehouse.report_db_path.rsplit("/", 1), tail="*")
     if not warehouse.is_local or "?" in warehouse.report_db_path:
         # DuckDB reads a database path's "?" as the start of options (its WAL would go to ``a.wal?b/...``):
         # such a local warehouse gets its report built elsewhere and copied into place, as on object storage
         return _build_remote(warehouse, failures or {})
     final_path = warehouse.local_path(warehouse.report_db_path)
-    os.makedirs(os.path.dirname(final_path), exist_ok=True)
-    warehouse.remove_orphans(*warehouse.report_db_path.rsplit("/", 1), tail="*")  # with DuckDB's .wal
     tmp_path = os.path.join(os.path.dirname(final_path), temp_name(os.path.basename(final_path)))
     try:
         report = _build(warehouse, failures or {}, final_path, tmp_path)
-        os.replace(tmp_path, final_path)
+        with _replacing_database(final_path):
+            os.replace(tmp_path, final_path)
     except BaseException:
         for leftover in (tmp_path, f"{tmp_path}.wal"):
             with contextlib.suppress(OSError):
@@ -242,10 +399,37 @@ def _build_remote(warehouse: Warehouse, failures: dict[str, str]) -> Report:
     folder, then copied beside the target and renamed into place."""
     with tempfile.TemporaryDirectory(prefix="quality-report-") as folder:
         local = os.path.join(folder, "quality.duckdb")
-        report = _build(warehouse, failures, warehouse.local_path(warehouse.report_db_path), local)
-        with open(local, "rb") as src, warehouse.atomic_open(warehouse.report_db_path) as out:
+        final_path = warehouse.local_path(warehouse.report_db_path)
+        report = _build(warehouse, failures, final_path, local)
+        with (_replacing_database(final_path) if warehouse.is_local else contextlib.nullcontext()), \
+                open(local, "rb") as src, warehouse.atomic_open(warehouse.report_db_path) as out:
             shutil.copyfileobj(src, out, 1 << 20)
     return report
+
+
+@contextlib.contextmanager
+def _replacing_database(final_path: str):
+    """Around the rename of a new database over ``final_path``: the old one's ``.wal`` (what a read-write
+    session left in it without a checkpoint, e.g. one killed) belongs to the old file, and DuckDB would refuse
+    to open the new one under it ("WAL does not match database file"). It is moved aside (a temp name of
+    this writer, which the next build removes if this one dies) before the rename, back if the rename
+    fails, and removed after it."""
+    wal = f"{final_path}.wal"
+    aside = os.path.join(os.path.dirname(final_path), temp_name(os.path.basename(final_path)) + ".wal")
+    try:
+        os.replace(wal, aside)
+    except FileNotFoundError:
+        aside = None
+    try:
+        yield
+    except BaseException:
+        if aside and not os.path.exists(wal):  # the old database stays, and so does its WAL
+            with contextlib.suppress(OSError):
+                os.replace(aside, wal)
+        raise
+    if aside:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(aside)
 
 
 def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_path: str) -> Report:
@@ -260,7 +444,7 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
         con.register_filesystem(warehouse.fs)  # views read s3:// Parquet through fsspec (s3fs)
     try:
         views = _create_views(con, warehouse)
-        for needed in ("pairs", "quality_scores", "caption_decisions", "final_captions"):
+        for needed in REQUIRED_TABLES:
             if needed not in views:
                 raise FileNotFoundError(
                     f"no {needed} tables under {warehouse.root}: materialize at least one shard before the report"
@@ -268,20 +452,37 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
         if "rewritten_captions" not in views:  # no rewrites yet: an empty stand-in, not stored with the report
             con.execute("""CREATE TEMP VIEW rewritten_captions AS SELECT NULL::VARCHAR AS shard,
                 NULL::VARCHAR AS rewriter, NULL::VARCHAR AS rewriter_version, NULL::VARCHAR AS prompt_hash,
-                NULL::BOOLEAN AS accepted, NULL::DOUBLE AS quality_before,
+                NULL::VARCHAR AS quality_column, NULL::BOOLEAN AS accepted, NULL::DOUBLE AS quality_before,
                 NULL::DOUBLE AS quality_after, NULL::DOUBLE AS edit_ratio, NULL::DOUBLE AS length_ratio,
                 NULL::DOUBLE AS semantic_similarity, NULL::VARCHAR AS original_caption,
                 NULL::VARCHAR AS candidate_caption WHERE false""")
         skips = ("SELECT shard, count(*) AS skipped FROM skips GROUP BY shard" if "skips" in views
                  else "SELECT NULL::VARCHAR AS shard, 0 AS skipped WHERE false")
-        # every shard with a pairs file, even one with no pairs (an empty or unreadable tar), and every failed one
-        con.execute("CREATE TEMP TABLE shard_list (shard VARCHAR)")
-        con.executemany("INSERT INTO shard_list VALUES (?)",
-                        [[s] for s in sorted(set(warehouse.shards("pairs")) | set(failures))])
-        con.execute("CREATE TEMP TABLE shard_status (shard VARCHAR, status VARCHAR, error VARCHAR)")
-        if failures:
-            con.executemany("INSERT INTO shard_status VALUES (?, 'failed', ?)",
-                            [[s, str(e)[:2000]] for s, e in sorted(failures.items())])
+        # every shard with a table (even one with no pairs: an empty or unreadable tar), and every failed one,
+        # with its status: only ok shards count in the figures pooled over shards
+        statuses = shard_statuses(table_provenance(con, views), failures)
+        con.execute("CREATE TEMP TABLE shard_status (shard VARCHAR, status VARCHAR, status_detail VARCHAR, "
+                    "error VARCHAR)")
+        con.executemany("INSERT INTO shard_status VALUES (?, ?, ?, ?)",
+                        [[shard, status, detail, str(failures[shard])[:2000] if shard in failures else None]
+                         for shard, (status, detail) in statuses.items()])
+        con.execute("CREATE TEMP VIEW ok_shards AS SELECT shard FROM shard_status WHERE status = 'ok'")
+        # the score each shard was decided on (policy.quality_column); older tables may not name it
+        decided_on = "quality_column::VARCHAR" if _has_column(con, "final_captions", "quality_column") \
+            else "NULL::VARCHAR"
+        con.execute(f"""CREATE TEMP VIEW shard_quality AS
+            SELECT shard, string_agg(DISTINCT q, ', ' ORDER BY q) AS quality_column
+            FROM (SELECT shard, {decided_on} AS q FROM final_captions) GROUP BY shard""")
+        # rewrite attempts of the ok shards, each with the score that judged it (its own column, else its shard's)
+        judged_on = "r.quality_column::VARCHAR" if _has_column(con, "rewritten_captions", "quality_column") \
+            else "NULL::VARCHAR"
+        con.execute(f"""CREATE TEMP VIEW ok_attempts AS
+            SELECT r.rewriter, r.rewriter_version::VARCHAR AS rewriter_version, r.prompt_hash::VARCHAR AS prompt_hash,
+                   coalesce({judged_on}, q.quality_column) AS quality_column, r.accepted, r.quality_before,
+                   r.quality_after, r.edit_ratio, r.length_ratio, r.semantic_similarity, r.original_caption,
+                   r.candidate_caption
+            FROM rewritten_captions r LEFT JOIN shard_quality q USING (shard)
+            WHERE r.shard IN (SELECT shard FROM ok_shards)""")
         con.execute(SHARD_SUMMARY.format(skips=skips))
         # per signal, not per reason text (which carries the pair's score); a pair with several signals counts
         # under each
@@ -315,47 +516,58 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
             ORDER BY shard, list_position(['original', 'final', 'original_all_pairs'], stage)""")
         con.execute("""
             CREATE TABLE rewriter_summary AS
-            SELECT rewriter, rewriter_version::VARCHAR AS rewriter_version, prompt_hash::VARCHAR AS prompt_hash,
+            SELECT rewriter, rewriter_version, prompt_hash, quality_column,
                    count(*) AS attempts, count(*) FILTER (WHERE accepted) AS accepted,
                    avg(CASE WHEN accepted THEN 1.0 ELSE 0.0 END) AS acceptance_rate,
                    avg(quality_after - quality_before) FILTER (WHERE accepted) AS mean_gain,
                    avg(edit_ratio) FILTER (WHERE accepted) AS mean_edit_ratio,
                    avg(length_ratio) FILTER (WHERE accepted) AS mean_length_ratio,
                    avg(semantic_similarity) FILTER (WHERE accepted) AS mean_similarity
-            FROM rewritten_captions GROUP BY ALL ORDER BY rewriter, rewriter_version, prompt_hash""")
+            FROM ok_attempts GROUP BY ALL ORDER BY rewriter, rewriter_version, prompt_hash, quality_column""")
         con.execute("""
             CREATE TABLE rewrite_distributions AS
             WITH m AS (
-              UNPIVOT (SELECT rewriter, rewriter_version::VARCHAR AS rewriter_version,
-                              prompt_hash::VARCHAR AS prompt_hash, accepted, quality_before, quality_after,
-                              edit_ratio, length_ratio, semantic_similarity,
+              UNPIVOT (SELECT rewriter, rewriter_version, prompt_hash, quality_column, accepted, quality_before,
+                              quality_after, edit_ratio, length_ratio, semantic_similarity,
                               word_count(original_caption)::DOUBLE AS words_before,
                               word_count(candidate_caption)::DOUBLE AS words_after
-                       FROM rewritten_captions)
+                       FROM ok_attempts)
               ON quality_before, quality_after, edit_ratio, length_ratio, semantic_similarity, words_before, words_after
               INTO NAME measure VALUE value)
-            SELECT rewriter, rewriter_version, prompt_hash, accepted, measure, count(value) AS n, avg(value) AS mean,
-                   quantile_cont(value, 0.1) AS p10, quantile_cont(value, 0.5) AS p50, quantile_cont(value, 0.9) AS p90
+            SELECT rewriter, rewriter_version, prompt_hash, quality_column, accepted, measure, count(value) AS n,
+                   avg(value) AS mean, quantile_cont(value, 0.1) AS p10, quantile_cont(value, 0.5) AS p50,
+                   quantile_cont(value, 0.9) AS p90
             FROM m WHERE isfinite(value) GROUP BY ALL
-            ORDER BY rewriter, rewriter_version, prompt_hash, accepted DESC, measure""")
+            ORDER BY rewriter, rewriter_version, prompt_hash, quality_column, accepted DESC, measure""")
         con.execute("""
             CREATE TABLE overall AS
-            SELECT count(*) AS shards, count(*) FILTER (WHERE status = 'failed') AS failed_shards,
-                   sum(pairs_read)::BIGINT AS pairs_read, sum(decoded)::BIGINT AS decoded, sum(kept)::BIGINT AS kept,
-                   sum(kept_as_is)::BIGINT AS kept_as_is, sum(rewritten)::BIGINT AS rewritten, sum(dropped)::BIGINT AS dropped,
-                   sum(skipped_members)::BIGINT AS skipped_members, sum(nsfw_review)::BIGINT AS nsfw_review,
-                   sum(caption_problems)::BIGINT AS caption_problems,
+            WITH c AS (SELECT * FROM shard_summary WHERE status = 'ok')  -- a shard left out counts in no figure
+            SELECT (SELECT count(*) FROM shard_summary) AS shards, count(*) AS counted_shards,
+                   (SELECT count(*) FILTER (WHERE status <> 'ok') FROM shard_summary) AS left_out_shards,
+                   {left_out}, (SELECT coalesce(sum(pairs_read), 0)::BIGINT FROM shard_summary WHERE status <> 'ok')
+                       AS left_out_pairs_read,
+                   coalesce(sum(pairs_read), 0)::BIGINT AS pairs_read, coalesce(sum(decoded), 0)::BIGINT AS decoded,
+                   coalesce(sum(kept), 0)::BIGINT AS kept, coalesce(sum(kept_as_is), 0)::BIGINT AS kept_as_is,
+                   coalesce(sum(rewritten), 0)::BIGINT AS rewritten, coalesce(sum(dropped), 0)::BIGINT AS dropped,
+                   coalesce(sum(skipped_members), 0)::BIGINT AS skipped_members,
+                   coalesce(sum(nsfw_review), 0)::BIGINT AS nsfw_review,
+                   coalesce(sum(caption_problems), 0)::BIGINT AS caption_problems,
                    sum(kept)::DOUBLE / nullif(sum(pairs_read), 0) AS keep_rate,
                    sum(rewritten)::DOUBLE / nullif(sum(pairs_read), 0) AS rewrite_rate,
                    sum(dropped)::DOUBLE / nullif(sum(pairs_read), 0) AS drop_rate
-            FROM shard_summary""")
+            FROM c""".format(left_out=", ".join(
+                f"(SELECT count(*) FILTER (WHERE status = '{status}') FROM shard_summary) AS {status}_shards"
+                for status in LEFT_OUT)))
         tables = {"shards": "shard_summary", "drop_reasons": "drop_reasons", "scores": "score_distribution",
                   "lengths": "caption_lengths", "rewriters": "rewriter_summary",
                   "rewrite_distributions": "rewrite_distributions"}
         overall = con.execute("SELECT * FROM overall")  # each value in its SQL type: a whole rate stays a float
         names = [column[0] for column in overall.description]
         report = Report(db_path=final_path, overall=dict(zip(names, overall.fetchone())),
-                        quality=con.execute("SELECT outcome, quality_before, quality_final FROM final_captions").df(),
+                        quality=con.execute(
+                            "SELECT q.quality_column, f.outcome, f.quality_before, f.quality_final "
+                            "FROM final_captions f LEFT JOIN shard_quality q USING (shard) "
+                            "WHERE f.shard IN (SELECT shard FROM ok_shards)").df(),
                         **{field: con.execute(f"SELECT * FROM {table}").df() for field, table in tables.items()})
         con.execute("CHECKPOINT")
     finally:
@@ -372,24 +584,47 @@ def overall_values(report: Report) -> dict:
 def report_markdown(report: Report) -> str:
     """What the report asset shows in the UI and ``curate report`` prints."""
     o = overall_values(report)
+    shards = report.shards
+    left_out = shards[shards["status"].ne("ok")]
+    why = ", ".join(f"{o[f'{status}_shards']} {status}" for status in LEFT_OUT if o.get(f"{status}_shards"))
+    accepted = report.rewrite_distributions[report.rewrite_distributions["accepted"].fillna(False).astype(bool)]
     lines = [
-        f"**{o['pairs_read']} pairs** in {o['shards']} shards: {o['kept_as_is']} kept as is, "
+        f"**{o['pairs_read']} pairs** in {o['counted_shards']} shards: {o['kept_as_is']} kept as is, "
         f"{o['rewritten']} rewritten, {o['dropped']} dropped, {o['skipped_members']} members skipped.",
-        "", "### Per shard", "", "Quality and words before / after: the kept pairs' original and final caption.",
-        "", _md(report.shards[[
-            "shard", "pairs_read", "decoded", "kept_as_is", "rewritten", "dropped", "skipped_members",
-            "mean_quality_before", "mean_quality_final", "mean_words_original", "mean_words_final"]]),
-        *(["", "### Failed shards", "", _md(report.shards.loc[report.shards["status"].eq("failed"), ["shard", "error"]])]
-          if "status" in report.shards and report.shards["status"].eq("failed").any() else []),
+        *([f"", f"**{len(left_out)} of {o['shards']} shards left out** of every figure pooled over shards ({why}; "
+           f"{o['left_out_pairs_read']} pairs read): see *Shards left out*."] if len(left_out) else []),
+        "", "### Per shard", "",
+        "Quality (in the shard's quality column) and words before / after: the kept pairs' original and final "
+        "caption.", "", _md(shards[[
+            "shard", "status", "pairs_read", "decoded", "kept_as_is", "rewritten", "dropped", "skipped_members",
+            "quality_column", "mean_quality_before", "mean_quality_final", "mean_words_original",
+            "mean_words_final"]]),
+        *(["", "### Shards left out", "", "Not counted in the overall figures, the drop reasons, the rewriters or the "
+           "charts until their tables are complete and from one raw file: re-run them.", "",
+           _md(left_out[["shard", "status", "status_detail"]])] if len(left_out) else []),
         "", "### Drop reasons", "", "Pairs per signal; a pair dropped for several signals counts under each.", "",
-        _md(report.drop_reasons.groupby("reason", as_index=False)["pairs"].sum().sort_values("pairs", ascending=False)),
-        "", "### Rewriters", "", "Per rewriter, version (its model) and prompt hash.", "", _md(report.rewriters),
-        "", "### Rewrites before / after (accepted)", "",
-        _md(report.rewrite_distributions[report.rewrite_distributions["accepted"].fillna(False).astype(bool)]
-            .drop(columns=["accepted"])),
-        "", f"Query it: `duckdb {report.db_path}` then `SELECT * FROM shard_summary;`",
+        _md(pooled_drop_reasons(report)),
+        "", "### Rewriters", "", "Per rewriter, version (its model), prompt hash and the quality column that judged "
+        "the rewrite (gains are in its scale).", "", _md(report.rewriters),
+        "", "### Rewrites before / after (accepted)", "", _md(accepted.drop(columns=["accepted"])),
+        "", f"Query it: {query_hint(report.db_path)} then `SELECT * FROM shard_summary;`",
     ]
     return "\n".join(lines)
+
+
+def pooled_drop_reasons(report: Report) -> pd.DataFrame:
+    """Pairs per drop signal over the ok shards (those the overall figures count), most first."""
+    counted = report.shards["shard"][report.shards["status"].eq("ok")]
+    drops = report.drop_reasons[report.drop_reasons["shard"].isin(counted)]
+    return drops.groupby("reason", as_index=False)["pairs"].sum().sort_values("pairs", ascending=False)
+
+
+def query_hint(db_path: str) -> str:
+    """How a person opens the report: read-only (a read-write session would leave a ``.wal`` behind that
+    belongs to this file only, and take the lock the next build's readers need)."""
+    if "://" in db_path:  # on object storage: downloaded by open_report
+        return f"`open_report(Warehouse({db_path.rsplit('/', 1)[0]!r}))` (curation_pipeline.reporting.report)"
+    return f"`duckdb -readonly {shlex.quote(db_path)}`"
 
 
 def _md(df: pd.DataFrame) -> str:

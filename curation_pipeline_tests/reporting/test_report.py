@@ -5,6 +5,7 @@ and each figure must count what its name says."""
 from __future__ import annotations
 
 import uuid
+import warnings
 
 import duckdb
 import fsspec
@@ -169,7 +170,7 @@ def test_rewriters_are_split_by_model_and_prompt(tmp_path):
         ("cleaner", "2", "", False): 1, ("cleaner", "2", "", True): 1,
         ("vlm", "1:org/vlm-A:beams=1", "p1", True): 2, ("vlm", "1:org/vlm-B:beams=1", "p1", False): 3,
         ("vlm", "1:org/vlm-B:beams=1", "p2", True): 1}
-    assert "| cleaner | 2 |  | 2 | 1 |" in report_markdown(report)  # no prompt: blank, not "None"
+    assert "| cleaner | 2 |  | text_quality | 2 | 1 |" in report_markdown(report)  # no prompt: blank, not "None"
 
 
 def test_a_report_without_rewrites_has_the_rewriter_columns(tmp_path):
@@ -228,3 +229,128 @@ def test_whole_rates_stay_floats(tmp_path):
     assert all(type(o[k]) is int for k in ("shards", "pairs_read", "kept", "dropped", "skipped_members"))
     with duckdb.connect(str(tmp_path / "wh" / "quality.duckdb"), read_only=True) as con:
         assert con.execute("SELECT drop_rate FROM overall").fetchone() == (1.0,)
+
+
+def test_the_report_opens_from_object_storage_by_its_exact_name(memory_fs):
+    """``open_report`` downloads the database by its exact name: ``fs.get`` globbed ``run[1]`` (found nothing, or
+    the ``run1`` decoy's folder)."""
+    wh, decoy = Warehouse(f"{memory_fs}/run[1]/wh"), Warehouse(f"{memory_fs}/run1/wh")
+    _fill(wh, **FOUR)
+    build_report(wh)
+    with open_report(wh) as con:
+        assert con.execute("SELECT pairs_read FROM overall").fetchone() == (4,)
+    _fill(decoy, captions=["decoy"] * 3, outcomes=["dropped"] * 3)
+    build_report(decoy)
+    with open_report(wh) as con:
+        assert con.execute("SELECT pairs_read FROM overall").fetchone() == (4,)
+        assert con.execute("SELECT count(*) FROM pairs").fetchone() == (4,)
+
+
+def test_a_rebuild_removes_the_old_reports_wal(tmp_path):
+    """A read-write session on the report that dies before its checkpoint leaves ``quality.duckdb.wal``; the
+    rebuilt database renamed under it would not open ("WAL does not match database file")."""
+    import subprocess
+    import sys
+
+    wh = Warehouse(str(tmp_path / "wh"))
+    _fill(wh, **FOUR)
+    report = build_report(wh)
+    db = tmp_path / "wh" / "quality.duckdb"
+    session = (f"import duckdb, os\ncon = duckdb.connect({str(db)!r}); con.execute(\"SET checkpoint_threshold='1TB'\")\n"
+               "con.execute('CREATE TABLE my_notes AS SELECT 42 AS x'); con.execute('DELETE FROM shard_summary')\n"
+               "os._exit(9)")
+    subprocess.run([sys.executable, "-c", session], check=False)
+    assert (tmp_path / "wh" / "quality.duckdb.wal").exists()
+
+    build_report(wh)
+    assert not (tmp_path / "wh" / "quality.duckdb.wal").exists()
+    assert not list((tmp_path / "wh").glob(".tmp-*"))
+    with open_report(wh) as con:
+        assert con.execute("SELECT count(*) FROM shard_summary").fetchone() == (1,)
+    with duckdb.connect(str(db)) as con:  # read-write too
+        assert con.execute("SELECT pairs_read FROM overall").fetchone() == (4,)
+    # the hint opens it read-only: a read-write session is what leaves a WAL (and takes the lock)
+    assert f"`duckdb -readonly {report.db_path}`" in report_markdown(report)
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_a_removed_shard_leaves_the_other_shards_views_readable(tmp_path, request, where):
+    """Each view names its files; one shard's files removed after the build failed every view for every shard.
+    ``open_report`` re-points such views at the files left, and warns that the report is out of date."""
+    from curation_pipeline.reporting.report import ReportOutOfDate
+
+    wh = Warehouse(str(tmp_path / "wh") if where == "local" else f"{request.getfixturevalue('memory_fs')}/run[1]/wh")
+    _fill(wh, **FOUR)
+    _fill(wh, "shard-b", captions=["x", "y"], outcomes=["kept", "dropped"])
+    build_report(wh)
+    with warnings.catch_warnings(record=True) as caught:  # nothing removed: the stored views, no warning
+        warnings.simplefilter("always")
+        with open_report(wh) as con:
+            assert con.execute("SELECT count(*) FROM pairs").fetchone() == (6,)
+    assert not [w for w in caught if issubclass(w.category, ReportOutOfDate)]
+
+    for table in ("pairs", "final_captions"):
+        wh.fs.rm_file(wh.table_path(table, "shard-b"))
+    with pytest.warns(ReportOutOfDate, match=r"2 table file\(s\) .* gone \(pairs/shard-b, final_captions/shard-b\)"):
+        with open_report(wh) as con:
+            assert con.execute("SELECT shard, count(*) FROM pairs GROUP BY ALL").fetchall() == [(SHARD, 4)]
+            assert con.execute("SELECT count(*) FROM final_captions").fetchone() == (4,)
+            assert con.execute("SELECT count(*) FROM quality_scores").fetchone() == (6,)  # untouched: stored view
+            assert con.execute("SELECT count(*) FROM shard_summary").fetchone() == (2,)  # as built
+
+
+def test_quality_figures_are_labelled_and_grouped_by_their_quality_column(tmp_path):
+    """Shards decided on different scores (a policy change between runs: text_quality 0-100, aitqe_overall 1-10)
+    are never pooled: shard_summary names its column, the rewriter tables and the charts are per column."""
+    from curation_pipeline.assets.reporting import quality_charts
+
+    wh = Warehouse(str(tmp_path / "wh"))
+    _fill(wh, "shard-a", quality=[80.0, 40.0, 5.0, 90.0], attempts=_attempts("cleaner", "3", None, [True]), **FOUR)
+    _fill(wh, "shard-b", quality=[8.0, 4.0, 1.0, 9.0],
+          attempts=_attempts("cleaner", "3", None, [True]).assign(quality_before=4.0, quality_after=7.0), **FOUR)
+    final = wh.read_table("final_captions", "shard-b")
+    wh.write_table("final_captions", "shard-b", final.assign(quality_column="aitqe_overall"))
+
+    report = build_report(wh)
+    assert dict(zip(report.shards["shard"], report.shards["quality_column"])) == {
+        "shard-a": "text_quality", "shard-b": "aitqe_overall"}
+    rows = report.rewriters[["rewriter", "quality_column", "attempts", "mean_gain"]].values.tolist()
+    assert rows == [["cleaner", "aitqe_overall", 1, 3.0], ["cleaner", "text_quality", 1, 30.0]]
+    dist = report.rewrite_distributions
+    gains = dist[dist["measure"].eq("quality_after")].set_index("quality_column")["mean"].to_dict()
+    assert gains == {"aitqe_overall": 7.0, "text_quality": 70.0}
+    assert sorted(report.quality.groupby("quality_column")["quality_before"].max().items()) == [
+        ("aitqe_overall", 9.0), ("text_quality", 90.0)]
+    charts = quality_charts(report.quality)
+    assert len(charts) == 2 and "aitqe_overall before and after" in charts[0] and "text_quality" in charts[1]
+    assert "| shard-b | ok |" in report_markdown(report) and "aitqe_overall" in report_markdown(report)
+
+
+def test_an_attempts_own_quality_column_wins_over_its_shards(tmp_path):
+    wh = Warehouse(str(tmp_path / "wh"))
+    _fill(wh, attempts=_attempts("vlm", "1:m", "p", [True, False]).assign(quality_column="aitqe_overall"), **FOUR)
+    assert build_report(wh).rewriters["quality_column"].tolist() == ["aitqe_overall"]
+
+
+def test_lineage_prints_the_prompt_hash(tmp_path):
+    """Two attempts by the same model under different prompts: each attempt line, and the accepted one's
+    ``by:`` line, names its prompt; the cleaner (no prompt) prints none."""
+    from curation_pipeline.reporting.lineage import format_history
+
+    wh = Warehouse(str(tmp_path / "wh"))
+    keys = _fill(wh, **FOUR)
+    attempts = pd.concat([_attempts("vlm", "1:org/vlm-B:beams=1", "p-OLD", [False]),
+                          _attempts("vlm", "1:org/vlm-B:beams=1", "p-NEW", [True]),
+                          _attempts("cleaner", "3", None, [False])], ignore_index=True)
+    wh.write_table("rewritten_captions", SHARD, attempts.assign(shard=SHARD, key=keys[1], attempt=[1, 2, 3]))
+    final = wh.read_table("final_captions", SHARD)
+    final.loc[1, ["rewriter", "rewriter_version"]] = ["vlm", "1:org/vlm-B:beams=1"]
+    wh.write_table("final_captions", SHARD, final)
+
+    text = format_history(caption_history(wh, key=keys[1]))
+    lines = text.splitlines()
+    assert "  by:       vlm 1:org/vlm-B:beams=1, prompt p-NEW" in lines
+    assert [line.split("]")[0] for line in lines if line.startswith("  attempt")] == [
+        "  attempt 1 [vlm 1:org/vlm-B:beams=1, prompt p-OLD, run run, 2024-01-01T00:00:00+00:00",
+        "  attempt 2 [vlm 1:org/vlm-B:beams=1, prompt p-NEW, run run, 2024-01-01T00:00:00+00:00",
+        "  attempt 3 [cleaner 3, run run, 2024-01-01T00:00:00+00:00"]
