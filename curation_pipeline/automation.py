@@ -12,6 +12,7 @@ import dagster as dg
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import WarehouseResource
 from curation_pipeline.shards.fingerprint import raw_stat, raw_version
+from curation_pipeline.storage.warehouse import object_storage_errors
 
 # one retry of a run whose process died (OOM, a killed pod); a step that failed (a missing file, a
 # blocking check) fails the same way again, so it is not retried
@@ -85,7 +86,8 @@ DEFAULT_SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if _ON else dg.Defaul
 @dg.sensor(job=curate_shards_job, minimum_interval_seconds=60, default_status=DEFAULT_STATUS,
            description="Registers every new .tar in the raw location as a partition and requests its run, once its "
            "size and modification time are the same on two ticks in a row (a file still being copied waits). "
-           "Files whose names are not valid keys are reported in the sensor's log, never renamed.")
+           "Files whose names are not valid keys, .TAR files and .tar files in subfolders are reported in the "
+           "sensor's log and tick, never renamed or moved.")
 def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     try:
         found, rejected, _, new = _unregistered(context, warehouse)
@@ -100,9 +102,12 @@ def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
         waiting = sorted(set(new) - set(ready))
         return dg.SensorResult(skip_reason=(
             f"{len(waiting)} new shard(s) wait a tick for their files to stop changing: {', '.join(waiting[:10])}"
-            if waiting else f"no new shards ({len(found)} known, {len(rejected)} rejected names)"))
+            if waiting else f"no new shards ({len(found)} known, {len(rejected)} rejected names"
+            + (f": {_some(rejected, 3)}" if rejected else "") + ")"))
+    code = shard_code_versions(context.repository_def)
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=key, run_key=stats[key]) for key in ready],
+        run_requests=[dg.RunRequest(partition_key=key, run_key=stats[key], tags={CODE_TAG: code} if code else {})
+                      for key in ready],
         dynamic_partitions_requests=[shard_partitions.build_add_request(ready)],
     )
 
@@ -115,19 +120,34 @@ def _file_run_key(key: str, url: str) -> str:
     return f"shard:{key}:{stat.size}:{stat.identity or stat.mtime}"
 
 
+LOGGED_REJECTS = 20
+
+
 def _unregistered(context, warehouse: WarehouseResource) -> tuple[dict[str, str], list[str], set[str], list[str]]:
     """The raw shards found, the rejected file names (logged), the registered partitions, and the new shards."""
     found, rejected = warehouse.list_raw()
-    for message in rejected:
+    for message in rejected[:LOGGED_REJECTS]:  # every tick: a folder of misplaced shards is not a flood
         context.log.warning(message)
+    if len(rejected) > LOGGED_REJECTS:
+        context.log.warning(f"and {len(rejected) - LOGGED_REJECTS} more raw file(s) rejected")
     known = set(context.instance.get_dynamic_partitions(shard_partitions.name))
     return found, rejected, known, sorted(set(found) - known)
 
 
 def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                       repository: dg.RepositoryDefinition) -> dict[str, str]:
-    """Partition -> why it needs a run by Dagster's staleness of the shard's assets: "missing", or "stale:
-    <root causes>" (new raw content, a changed code_version). A partition whose raw file is gone is skipped."""
+    """Partition -> why it needs a run (``refresh_plan``'s first half: the shards the schedule requests)."""
+    return refresh_plan(instance, warehouse, repository)[0]
+
+
+def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource,
+                 repository: dg.RepositoryDefinition) -> tuple[dict[str, str], dict[str, str]]:
+    """The shards to run, partition -> why: "missing" (never materialized, by Dagster), "missing (no <asset>
+    file)" (its file is not in the warehouse: deleted, or a changed warehouse root), or "stale: <root causes>"
+    (new raw content, a changed code_version); and the shards held back, partition -> why: their last
+    ``curate_shards`` run failed in a step, and neither a new raw version was observed nor the shard assets'
+    code versions changed since, so running them again would fail the same way. A partition whose raw file
+    is gone is skipped. The warehouse is listed once per table, not per shard."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCauseCategory, StaleStatus
 
@@ -136,13 +156,20 @@ def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource
                                                            last_event_id=None),
                           instance=instance, asset_graph=graph)
     resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    stored = stored_shards(warehouse)
+    code = shard_code_versions(repository)
     todo: dict[str, str] = {}
+    held: dict[str, str] = {}
     for key in instance.get_dynamic_partitions(shard_partitions.name):
         if not warehouse.raw_exists(key):
             continue  # raw file gone: nothing to curate from
         statuses = {asset: resolver.get_status(asset, key) for asset in SHARD_KEYS}
+        no_file = [asset.to_user_string() for asset in SHARD_KEYS if key not in stored[asset]]
+        reason = None
         if StaleStatus.MISSING in statuses.values():
-            todo[key] = "missing"
+            reason = "missing"
+        elif no_file:  # materialized by Dagster's record, but the file is not there (any more)
+            reason = f"missing (no {', '.join(no_file)} file{'s' if len(no_file) > 1 else ''})"
         elif StaleStatus.STALE in statuses.values():  # Dagster's staleness is per asset, not transitive
             # a new raw file or changed code re-runs the shard; cross-shard inputs (dedup_index,
             # selection_cut) are settled by their own sensor and jobs, not by re-curating
@@ -150,8 +177,90 @@ def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource
                       if status == StaleStatus.STALE for c in resolver.get_stale_root_causes(asset, key)
                       if c.asset_key == RAW or c.category == StaleCauseCategory.CODE}
             if causes:
-                todo[key] = "stale: " + "; ".join(sorted(causes))
-    return todo
+                reason = "stale: " + "; ".join(sorted(causes))
+        if reason is None:
+            continue
+        failed = failed_the_same_way(instance, key, code)
+        if failed:
+            held[key] = failed
+        else:
+            todo[key] = reason
+    return todo, held
+
+
+# which shard assets' file each is: a table's Parquet file, or the curated tar
+TABLE_ASSETS = SHARD_KEYS[:-1]
+CURATED = SHARD_KEYS[-1]
+
+
+def stored_shards(warehouse: WarehouseResource) -> dict[dg.AssetKey, set[str]]:
+    """Shard asset -> the shards whose file is in the warehouse: one listing per table (on object storage
+    one request per thousand files), never a request per shard."""
+    wh = warehouse.warehouse()
+    with object_storage_errors(wh.root):  # unreachable storage fails the tick, it is not "every file gone"
+        stored = {asset: set(wh.shard_files(asset.path[-1])) for asset in TABLE_ASSETS}
+        try:
+            entries = wh.fs.ls(wh.curated_dir, detail=True)
+        except FileNotFoundError:
+            entries = []
+    stored[CURATED] = {e["name"].rsplit("/", 1)[-1][: -len(".tar")] for e in entries
+                       if e.get("type") == "file" and e["name"].endswith(".tar")}
+    return stored
+
+
+# a run records the shard assets' code versions it was asked with (schedule and sensor runs), so a failed
+# run is tried again once the code changed; a run launched by hand has none, and waits for a new raw file
+CODE_TAG = "curation/code_versions"
+
+
+def shard_code_versions(repository: dg.RepositoryDefinition | None) -> str | None:
+    if repository is None:
+        return None
+    graph = repository.asset_graph
+    return ",".join(f"{key.to_user_string()}={graph.get(key).code_version}" for key in SHARD_KEYS if graph.has(key))
+
+
+def failed_the_same_way(instance: dg.DagsterInstance, key: str, code: str | None) -> str | None:
+    """Why the shard is held back, or None: its last finished ``curate_shards`` run failed in a step (a
+    missing or unreadable file, a blocking check: the same inputs and code fail the same way again), and
+    since then no new raw version was observed and the shard assets' code versions are the same. A run
+    whose process died (OOM, a killed pod) has no failed step: asked again, so it resumes."""
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=curate_shards_job.name, tags={"dagster/partition": key},
+                      statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]), limit=1)
+    if not records or records[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
+        return None
+    run = records[0].dagster_run
+    failures = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records
+    if not failures:
+        return None
+    then = run.tags.get(CODE_TAG)
+    if code is not None and then is not None and then != code:
+        return None  # changed code: it may not fail any more
+    ended = records[0].end_time or records[0].update_timestamp.timestamp()
+    if _new_raw_version_since(instance, key, ended):
+        return None
+    step = failures[0].event_log_entry.step_key
+    return (f"{key}: failed in run {run.run_id}{f' (step {step})' if step else ''}; fix and re-run it, or "
+            "materialize it by hand (it is asked again after a new raw version is observed or its code changes)")
+
+
+def _new_raw_version_since(instance: dg.DagsterInstance, key: str, since: float) -> bool:
+    """Whether the shard's raw file was observed after ``since`` with another data version than the one
+    known then (the failed run's own observation, or an earlier one)."""
+    from dagster._core.definitions.data_version import extract_data_version_from_entry
+
+    def last(before: float | None = None):
+        found = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=RAW, asset_partitions=[key],
+                                                                  before_timestamp=before), limit=1).records
+        return found[0] if found else None
+
+    now = last()
+    if now is None or now.timestamp <= since:
+        return False
+    then = last(before=since)
+    return then is None or (extract_data_version_from_entry(now.event_log_entry)
+                            != extract_data_version_from_entry(then.event_log_entry))
 
 
 # Not STARTED: a run whose process was killed stays STARTED, and asking again is how its shard resumes.
@@ -213,13 +322,21 @@ observe_raw_shards_schedule = dg.ScheduleDefinition(
 
 
 @dg.schedule(job=curate_shards_job, cron_schedule="0 2 * * *", default_status=DEFAULT_SCHEDULE_STATUS,
-             description="Nightly: runs every registered shard whose curated output is missing or stale by Dagster's "
-             "data versions (a raw file observed with new content, a changed code_version).")
+             description="Nightly: runs every registered shard whose curated output is missing (never made, or its "
+             "file gone from the warehouse) or stale by Dagster's data versions (a raw file observed with new "
+             "content, a changed code_version). A shard whose last run failed in a step is held (named in the "
+             "tick) until a new raw version is observed or the code changes.")
 def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
-    todo = shards_to_refresh(context.instance, warehouse, context.repository_def)
+    todo, held = refresh_plan(context.instance, warehouse, context.repository_def)
+    for message in held.values():
+        context.log.warning(message)
     waiting = waiting_partitions(context.instance)  # its run, about to start, is not missing work
     todo = {key: reason for key, reason in todo.items() if key not in waiting}
     if not todo:
+        if held:
+            return dg.SkipReason(f"nothing to run; {len(held)} shard(s) held after a failed run: "
+                                 + _some(sorted(held.values()), 10)
+                                 + (f"; {len(waiting)} with a run waiting to start" if waiting else ""))
         return dg.SkipReason("every registered shard is curated and fresh"
                              + (f", or has a run waiting to start ({len(waiting)})" if waiting else ""))
     # one run per shard and tick: a later tick may ask again for a shard still missing
@@ -229,7 +346,11 @@ def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: Wareho
     except Exception:  # evaluated outside a tick (a test, the UI's preview): now
         at = None
     tick = (at or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M")
-    return [dg.RunRequest(partition_key=key, run_key=f"fill:{key}:{tick}", tags={"curation/reason": reason[:200]})
+    code = shard_code_versions(context.repository_def)
+    return [dg.RunRequest(partition_key=key, run_key=f"fill:{key}:{tick}",
+                          tags={"curation/reason": reason[:200], **({CODE_TAG: code} if code else {})})
             for key, reason in sorted(todo.items())]
 
 
+def _some(messages: list[str], most: int) -> str:
+    return "; ".join(messages[:most]) + (f"; and {len(messages) - most} more" if len(messages) > most else "")

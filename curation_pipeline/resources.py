@@ -39,7 +39,8 @@ class WarehouseResource(dg.ConfigurableResource):
         return f"{self.raw_root.rstrip('/')}/{validate_key(shard)}.tar"
 
     def list_raw(self) -> tuple[dict[str, str], list[str]]:
-        """Shard key -> URL for every valid ``.tar``, and messages for rejected names."""
+        """Shard key -> URL for every valid ``.tar`` directly in ``raw_root``, and a message for each file
+        passed over: a name that is not a valid key, a ``.TAR`` (any other case), a ``.tar`` one folder down."""
         with object_storage_errors(self.raw_root):
             return self._list_raw()
 
@@ -53,15 +54,29 @@ class WarehouseResource(dg.ConfigurableResource):
             raise NotADirectoryError(f"raw shard location {self.raw_root!r} is a file: give the folder that holds "
                                      "the .tar shards")
         found, rejected = {}, []
-        # listed, not globbed: a [, * or ? in the location's own path is a character
+        # listed, not globbed: a [, * or ? in the location's own path is a character; one level of
+        # subfolders too, only to say that shards there are not registered
         # (a symlinked shard is listed as "other": it counts when it leads to a file)
-        files = [e["name"] for e in fs.ls(root.rstrip("/"), detail=True)
-                 if e.get("type") == "file" or (e.get("type") == "other" and fs.isfile(e["name"]))]
-        for path in sorted(p for p in files if p.endswith(".tar")):
-            try:
-                found[shard_key(path)] = fs.unstrip_protocol(path)
-            except InvalidShardName as exc:
-                rejected.append(str(exc))
+        base = root.rstrip("/")
+        entries = fs.find(base, maxdepth=2, withdirs=False, detail=True)
+        files = [name for name, e in entries.items()
+                 if e.get("type") == "file" or (e.get("type") == "other" and fs.isfile(name))]
+        for path in sorted(files):
+            rel = path[len(base):].lstrip("/") if path.startswith(base) else path.rsplit("/", 1)[-1]
+            name = rel.rsplit("/", 1)[-1]
+            if not name.lower().endswith(".tar"):
+                continue  # not a shard (a README, an index): not reported
+            if "/" in rel:
+                rejected.append(f"{rel!r} is in a subfolder: raw_root must be the folder holding the shards "
+                                f"({self.raw_root}); move it up, or point raw_root at its folder")
+            elif not name.endswith(".tar"):
+                rejected.append(f"shard file name {name!r} ends in {name[-4:]!r}: rename to .tar "
+                                f"(e.g. {name[:-4]}.tar)")
+            else:
+                try:
+                    found[shard_key(path)] = fs.unstrip_protocol(path)
+                except InvalidShardName as exc:
+                    rejected.append(str(exc))
         return found, rejected
 
     def raw_exists(self, shard: str) -> bool:

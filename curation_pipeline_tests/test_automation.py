@@ -213,3 +213,109 @@ def test_a_partition_without_its_raw_file_fails_naming_the_file_and_the_shards(t
     message = failure.step_failure_data.error.message + (failure.step_failure_data.user_failure_data.description
                                                          if failure.step_failure_data.user_failure_data else "")
     assert "sampel-000000.tar does not exist" in message and "sample-000000" in message.replace("sampel", "")
+
+
+def _tick(defs, instance):
+    """The schedule's tick as the daemon evaluates it: partition -> its request, or the skip message."""
+    with dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
+                                   resources={"warehouse": defs.resources["warehouse"]}) as context:
+        result = defs.resolve_schedule_def("fill_missing_shards").evaluate_tick(context)
+    if result.run_requests:
+        return {r.partition_key: r for r in result.run_requests}
+    return result.skip_message
+
+
+def test_a_shard_that_failed_in_a_step_is_held_until_its_raw_file_or_code_changes(tmp_path):
+    """Re-running it every night would re-score the whole shard only to fail at the same step again."""
+    from dagster._core.test_utils import create_run_for_test
+
+    from curation_pipeline.automation import shards_to_refresh
+    from curation_pipeline.definitions import ASSETS, build_definitions
+    from curation_pipeline.resources import DriftConfig, PolicyResource
+
+    raw = _raw(tmp_path, ["sample-000000.tar"])
+    # a drift limit no shard meets: the blocking check on final_captions fails every time
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
+                             scoring=ScoringResource(profile="text"),
+                             policy=PolicyResource(rewrite=False, drift=DriftConfig(mean_ratio_min=1.5, min_rows=1)))
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("shards", ["sample-000000"])
+        # a run whose process died has no failed step: asked again, so it resumes
+        create_run_for_test(instance, job_name="curate_shards", status=dg.DagsterRunStatus.FAILURE,
+                            tags={"dagster/partition": "sample-000000"})
+        (request,) = _tick(defs, instance).values()
+        assert request.tags["curation/reason"] == "missing"
+        result = defs.resolve_job_def("curate_shards").execute_in_process(  # the run the schedule asked for
+            partition_key="sample-000000", instance=instance, raise_on_error=False, run_config=quiet,
+            tags=request.tags)
+        assert not result.success
+        skipped = _tick(defs, instance)
+        assert isinstance(skipped, str) and f"sample-000000: failed in run {result.run_id}" in skipped
+        assert "fix and re-run it, or materialize it by hand" in skipped
+        # observed again with the same content: still held
+        assert defs.resolve_job_def("observe_raw_shards").execute_in_process(instance=instance).success
+        assert isinstance(_tick(defs, instance), str)
+        # a code change since the failed run: asked again
+        bumped = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version="2"))
+                  if a.key == dg.AssetKey("curated_shards") else a for a in ASSETS]
+        changed = dg.Definitions(assets=bumped, resources=defs.resources)
+        assert list(shards_to_refresh(instance, defs.resources["warehouse"], changed.get_repository_def())) == [
+            "sample-000000"]
+        # a new raw version observed since the failed run: asked again
+        data = bytearray((raw / "sample-000000.tar").read_bytes())
+        data[-1] ^= 1
+        (raw / "sample-000000.tar").write_bytes(bytes(data))
+        assert isinstance(_tick(defs, instance), str)  # not observed yet
+        assert defs.resolve_job_def("observe_raw_shards").execute_in_process(instance=instance).success
+        assert list(_tick(defs, instance)) == ["sample-000000"]
+
+
+def test_a_curated_shard_whose_warehouse_files_are_gone_is_filled_again(tmp_path, monkeypatch):
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.resources import PolicyResource
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    raw = _raw(tmp_path, ["sample-000000.tar", "sample-000001.tar"])
+    warehouse = tmp_path / "wh"
+    resources = {"scoring": ScoringResource(profile="text"), "policy": PolicyResource(rewrite=False)}
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse), **resources)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("shards", ["sample-000001"])  # registered, never run
+        run_pipeline(raw, warehouse, ["sample-000000"], instance=instance, report=False, **resources)
+        assert defs.resolve_job_def("observe_raw_shards").execute_in_process(instance=instance).success
+        listed = []
+        original = Warehouse.shard_files
+        monkeypatch.setattr(Warehouse, "shard_files", lambda self, table: listed.append(table) or original(self, table))
+        assert {k: r.tags["curation/reason"] for k, r in _tick(defs, instance).items()} == {"sample-000001": "missing"}
+        assert sorted(listed) == sorted(["pairs", "quality_scores", "caption_decisions", "rewritten_captions",
+                                         "final_captions"])  # once per table and tick, not per shard
+        (warehouse / "curated" / "sample-000000.tar").unlink()
+        reasons = {k: r.tags["curation/reason"] for k, r in _tick(defs, instance).items()}
+        assert reasons["sample-000000"] == "missing (no curated_shards file)"
+        (warehouse / "pairs" / "sample-000000.parquet").unlink()
+        reasons = {k: r.tags["curation/reason"] for k, r in _tick(defs, instance).items()}
+        assert reasons["sample-000000"] == "missing (no pairs, curated_shards files)"
+        # the warehouse root changed (CURATION_WAREHOUSE edited, moved to object storage): all of it is gone
+        moved = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh-new"), **resources)
+        reasons = {k: r.tags["curation/reason"] for k, r in _tick(moved, instance).items()}
+        assert reasons["sample-000000"].startswith("missing (no pairs, quality_scores,")
+
+
+def test_the_sensor_names_raw_files_it_passes_over(tmp_path):
+    """An upper-case .TAR, or shards one folder down (raw/part-00/000000.tar), are said, not ignored."""
+    raw = _raw(tmp_path, ["a-1.tar", "SHARD-1.TAR"])
+    (raw / "part-00").mkdir()
+    shutil.copy(RAW_SAMPLES / "sample-000001.tar", raw / "part-00" / "000000.tar")
+    (raw / "part-00" / "index.json").write_text("{}")  # not a shard: not reported
+    (raw / "notes.txt").write_text("")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("shards", ["a-1"])
+    warehouse = WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))
+    found, rejected = warehouse.list_raw()
+    assert list(found) == ["a-1"] and len(rejected) == 2
+    with dg.build_sensor_context(instance=instance, resources={"warehouse": warehouse}) as context:
+        message = new_shards_sensor(context).skip_reason.skip_message
+    assert "1 known, 2 rejected names" in message
+    assert "'SHARD-1.TAR'" in message and "rename to .tar" in message
+    assert "'part-00/000000.tar' is in a subfolder: raw_root must be the folder holding the shards" in message
