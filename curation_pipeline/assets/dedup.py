@@ -17,19 +17,22 @@ from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.assets.selection import cut_request, cut_stale, selection_cut_job
 from curation_pipeline.automation import DEFAULT_STATUS, reselect_each, reselectable, reselect_shards_job
-from curation_pipeline.decisions.dedup import (INDEX_ASSET, pool_has_signals, pool_identity, read_index, refresh_index,
-                                               rules_digest, stale_shards, write_index)
+from curation_pipeline.decisions.dedup import (INDEX_ASSET, dropped_for_another_shard, pool_has_signals,
+                                               pool_identity, read_index, refresh_index, rules_digest, stale_shards,
+                                               write_index)
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 
 @dg.asset(
     name=INDEX_ASSET, group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
-    code_version="1",  # bump when the same inputs give different output
+    code_version="2",  # bump when the same inputs give different output (2: the survivor is a copy decide()
+    # keeps: checked by every enabled image rule, a caption kept or safely rewritten under the policy)
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"parquet"},
     description="Duplicate groups over ALL shards (exact pixels, exact pairs, near images by pHash, near captions "
-    "on loosely similar images), each with ONE survivor chosen among the members that pass the image and caption "
-    "rules: the largest usable image, then the best caption, then (shard, key), so the published set does not "
+    "on loosely similar images), each with ONE survivor chosen among the members the policy would publish (image "
+    "rules passed and checked, caption kept or rewritten with a safe fallback): the largest usable image, then "
+    "the best caption, then (shard, key), so the published set does not "
     "depend on the order or parallelism of shard runs. Reads only fingerprints and rule columns of the stored "
     "quality_scores (no model runs); a new shard is compared against the pool once. caption_decisions reads it; "
     "shards decided against an older pool are listed as stale (re-select them: reselect_shards).",
@@ -53,8 +56,7 @@ def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         **numbers({"shards": len(index.identity), "pairs_in_groups": len(groups), "groups": len(survivors),
                    "dropped_as_duplicate": int((~groups["dup_keep"]).sum()), "links": len(index.links),
                    "stale_shards": len(stale),
-                   "pairs_dropped_for_a_copy_in_another_shard": int(
-                       (~groups["dup_keep"] & groups["dup_of"].astype(str).str.contains("/")).sum())}),
+                   "pairs_dropped_for_a_copy_in_another_shard": dropped_for_another_shard(groups)}),
         "stale": dg.MetadataValue.json(sorted(stale)),
         "per_shard": table(per_shard, limit=200),
         "rules": dg.MetadataValue.text(index.rules),

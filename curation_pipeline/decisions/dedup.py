@@ -1,10 +1,14 @@
 """Duplicate groups over the whole pool, with a survivor that does not depend on shard order.
 
 A group can span shards, so it is resolved over every shard's stored fingerprints at once (the
-``dedup_index`` asset). Each group keeps ONE pair, among the members that pass the image rules and
-the caption rules (a caption scoring at least ``drop_threshold``): the largest usable image, then the
-best caption, then (shard, key). So a thumbnail never displaces its original, and the same pool gives
-the same survivors whatever the order or parallelism of shard runs.
+``dedup_index`` asset). Each group keeps ONE pair, among the members the policy itself would publish:
+an image that passes the image rules and was checked by every enabled one (a scorer that failed on it
+leaves it ``unchecked``), and a caption that is kept, or rewritten with a safe fallback (rewrite on,
+``fallback: keep_original`` and a score of at least ``drop_threshold``; with rewrite off or
+``fallback: drop``, only a caption good enough to keep as is). Among those: the largest image, then
+the best caption, then (shard, key). So a thumbnail never displaces its original, a copy ``decide``
+drops never takes its group with it, and the same pool gives the same survivors whatever the order or
+parallelism of shard runs.
 
 The index lives under ``<warehouse>/dedup/``: ``groups.parquet``, ``links.parquet`` (so a new shard is
 compared against the pool once, not the whole pool against itself again) and ``index.json`` (the
@@ -28,13 +32,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation_pipeline.scoring.registry import bounds, columns_of
+from curation_pipeline.scoring.registry import bounds, columns_of, error_columns_of
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
 from curation_pipeline.storage.warehouse import READ_THREADS, Warehouse
 
 RESULT_COLUMNS = ("dup_group", "dup_kind", "dup_keep", "dup_of")
 INDEX_ASSET = "dedup_index"
-INDEX_VERSION = 1
+# 2: survivors must pass the scorers' error checks (unchecked:<column>) and the caption part of the
+# policy as decide() applies it; groups.parquet names the survivor's shard (survivor_shard)
+INDEX_VERSION = 2
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
 GROUPS_ROW_GROUP = 65_536  # rows per Parquet row group of groups.parquet: what a shard's decision reads
 
@@ -45,9 +51,13 @@ def dup_columns() -> tuple[str, ...]:
 
 
 def usability_columns() -> tuple[str, ...]:
-    """What decides which copy of a group is usable: the inventory and every declared drop bound."""
+    """What decides which copy of a group is usable: the inventory, every declared bound (drop, and
+    weak: a weak caption is not safe with rewrite off) and their scorers' error columns (a failed
+    check drops a pair as ``unchecked:<column>``, so it cannot be the group's survivor)."""
+    columns = [b.column for b in bounds()]
+    errors = error_columns_of()
     return ("caption", "decode_status", "width", "height",
-            *dict.fromkeys(b.column for b in bounds() if b.effect == "drop"))
+            *dict.fromkeys([*columns, *(e for c in columns for e in errors.get(c, ()))]))
 
 
 def index_paths(wh: Warehouse, cache: bool = False) -> dict[str, str]:
@@ -65,23 +75,38 @@ def rules_digest(policy) -> str:
 
     fields = {name: getattr(policy, name) for name in (
         "quality_column", "drop_threshold", "require_image_rules", "nsfw_drop", "max_text_area", "min_sharpness",
-        "min_brightness", "max_brightness", "min_entropy")}
+        "min_brightness", "max_brightness", "min_entropy",
+        # whether a caption is published (``caption_published``): kept, or rewritten with a safe fallback
+        "keep_threshold", "rewrite", "fallback", "keep_expression", "keep_fraction", "caption_rules_mark_weak")}
     fields.update(version=INDEX_VERSION, phash=groups.PHASH_MAX_DISTANCE, cosine=groups.CAPTION_MIN_COSINE,
                   loose=groups.NEAR_CAPTION_PHASH_MAX_DISTANCE)
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def preference(pool: pd.DataFrame, policy) -> pd.DataFrame:
-    """Per pair: ``usable`` tier (2 = image passes the image rules, +1 = caption passes the caption
-    rules), ``pixels`` and ``quality``: the survivor ranks highest on (tier, pixels, quality)."""
-    from curation_pipeline.decisions.policy import image_drop_reasons
+def needs_cut(policy) -> bool:
+    """Whether the survivor pick depends on the keep_fraction cut: only where a weak caption is dropped
+    (rewrite off, or ``fallback: drop``), since outside the cut a caption is weak."""
+    return policy.keep_fraction is not None and not (policy.rewrite and policy.fallback == "keep_original")
+
+
+def preference(pool: pd.DataFrame, policy, cut=None) -> pd.DataFrame:
+    """Per pair: ``usable`` tier (2 = ``decide`` would not drop the image, +1 = the caption would be
+    published: ``policy.caption_published``), ``pixels`` and ``quality``: the survivor ranks highest on
+    (tier, pixels, quality). Both parts are the policy's own functions, so the survivor is a copy
+    ``decide`` keeps whenever the group has one. ``cut``: the global keep_fraction cut (see
+    ``needs_cut``; computed over ``pool`` when not given)."""
+    from curation_pipeline.decisions.policy import caption_published, image_drop_reasons
+    from curation_pipeline.scoring.selection import global_cut
 
     df = pool.reset_index(drop=True)
     image_ok = image_drop_reasons(df, replace(policy, drop_duplicates=False)).isna().to_numpy()
     quality = (pd.to_numeric(df[policy.quality_column], errors="coerce") if policy.quality_column in df
                else pd.Series(np.nan, index=df.index)).astype(float).to_numpy()
     caption = df["caption"] if "caption" in df else pd.Series(None, index=df.index, dtype=object)
-    caption_ok = caption.fillna("").astype(str).str.strip().ne("").to_numpy() & (quality >= policy.drop_threshold)
+    if cut is None and needs_cut(policy) and policy.quality_column in df:
+        cut = global_cut(df, policy.keep_fraction, policy.quality_column)
+    caption_ok = (caption.fillna("").astype(str).str.strip().ne("").to_numpy()
+                  & caption_published(df, policy, cut).to_numpy(dtype=bool))
     width, height = (pd.to_numeric(df[c], errors="coerce") if c in df else pd.Series(np.nan, index=df.index)
                      for c in ("width", "height"))
     pixels = (width * height).fillna(0).astype(float).to_numpy()
@@ -118,11 +143,12 @@ def _signal_scores(wh: Warehouse, shard: str, wanted: set[str]) -> pd.DataFrame 
         return None
 
 
-def load_pool(wh: Warehouse, shards: list[str], quality_column: str) -> pd.DataFrame:
+def load_pool(wh: Warehouse, shards: list[str], quality_column: str, extra=()) -> pd.DataFrame:
     """shard, key, the dup_* hashes and the usability columns of the given shards (only shards
-    whose scores carry duplicate signals), ordered by (shard, key). Not the caption vectors: they
-    are most of a pool's bytes, and ``pool_vectors`` reads the few a comparison needs."""
-    wanted = {"shard", "key", *dup_columns(), *usability_columns(), quality_column} - {CAPTION_EMBEDDING}
+    whose scores carry duplicate signals), ordered by (shard, key), with the ``extra`` columns (those a
+    keep_expression reads) where stored. Not the caption vectors: they are most of a pool's bytes,
+    and ``pool_vectors`` reads the few a comparison needs."""
+    wanted = {"shard", "key", *dup_columns(), *usability_columns(), quality_column, *extra} - {CAPTION_EMBEDDING}
     with ThreadPoolExecutor(READ_THREADS) as pool_reads:  # in order; on object storage each is a round trip
         read = pool_reads.map(lambda shard: _signal_scores(wh, shard, wanted), shards)
         frames = [frame.assign(shard=shard) for shard, frame in zip(shards, read) if frame is not None]
@@ -162,7 +188,7 @@ def pool_vectors(wh: Warehouse, pool: pd.DataFrame):
 
 @dataclass
 class DedupIndex:
-    groups: pd.DataFrame  # shard, key, dup_group, dup_kind, dup_keep, dup_of (pairs in a group only)
+    groups: pd.DataFrame  # shard, key, dup_group, dup_kind, dup_keep, dup_of, survivor_shard (grouped pairs only)
     links: pd.DataFrame  # shard_a, key_a, shard_b, key_b, kind (rank, see duplicate_groups.KINDS)
     identity: dict[str, str]  # shard -> scores identity the index was built from
     rules: str
@@ -182,13 +208,15 @@ def _label(shards: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
-                identity: dict[str, str] | None = None, vectors=None) -> DedupIndex:
+                identity: dict[str, str] | None = None, vectors=None, cut=None) -> DedupIndex:
     """Duplicate groups and survivors over ``pool`` (see ``load_pool``).
 
     With ``previous`` built under the same rules, its links among shards whose scores did not
     change (and that were not linked to one that did, or left) are reused; only the other shards'
     pairs are compared against the pool. Caption vectors
-    come from ``vectors`` (``pool_vectors``), else from the pool's own ``dup_caption_emb``."""
+    come from ``vectors`` (``pool_vectors``), else from the pool's own ``dup_caption_emb``. ``cut``: the
+    global keep_fraction cut, where the survivor pick depends on it (``needs_cut``; ``refresh_index``
+    passes the one over every scored shard), else it is computed over ``pool``."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -231,7 +259,7 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     np.maximum.at(rank, dst, kind)
     component = connected_components(coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n)),
                                      directed=False)[1] if n else np.zeros(0, np.int64)
-    pref = preference(pool, policy)
+    pref = preference(pool, policy, cut)
     # best first: highest tier, most pixels, best caption, then (shard, key) ascending
     best = np.lexsort((keys, shards, -pref["quality"].to_numpy(), -pref["pixels"].to_numpy(),
                        -pref["tier"].to_numpy(), component))
@@ -249,6 +277,9 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
         "dup_kind": np.array(KINDS, dtype=object)[rank[rows]],
         "dup_keep": keep,
         "dup_of": np.where(keep, None, label).astype(object),
+        # the kept copy's shard: the label reads ``key`` in the same shard and ``shard/key`` in another,
+        # which a key holding "/" makes ambiguous; this column is not
+        "survivor_shard": shards[surv].astype(object),
     })
     a_first = (shards[src] < shards[dst]) | ((shards[src] == shards[dst]) & (keys[src] <= keys[dst]))
     lo, hi = np.where(a_first, src, dst), np.where(a_first, dst, src)
@@ -257,6 +288,14 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     links = links.drop_duplicates(["shard_a", "key_a", "shard_b", "key_b"], keep="last").reset_index(drop=True)
     return DedupIndex(groups.reset_index(drop=True), links, identity, rules,
                       datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def dropped_for_another_shard(groups: pd.DataFrame) -> int:
+    """Pairs of an index's groups dropped for a kept copy in another shard (from ``survivor_shard``, not
+    the ``dup_of`` label: a key may hold "/", so ``sub/x`` can be a key of the same shard)."""
+    if groups.empty:
+        return 0
+    return int((~groups["dup_keep"].astype(bool) & groups["survivor_shard"].ne(groups["shard"])).sum())
 
 
 def slice_digest(groups: pd.DataFrame) -> str:
@@ -334,8 +373,29 @@ def refresh_index(wh: Warehouse, policy, previous: DedupIndex | None = None) -> 
         rules = rules_digest(policy)
         candidates = [i for i in (read_index(wh), read_index(wh, cache=True)) if i is not None and i.rules == rules]
         previous = max(candidates, key=lambda i: sum(identity.get(s) == v for s, v in i.identity.items()), default=None)
-    pool = load_pool(wh, sorted(identity), policy.quality_column)
-    return build_index(pool, policy, previous, identity, vectors=pool_vectors(wh, pool))
+    from curation_pipeline.scoring.selection import columns_used
+
+    pool = load_pool(wh, sorted(identity), policy.quality_column, extra=sorted(columns_used(policy.keep_expression)))
+    return build_index(pool, policy, previous, identity, vectors=pool_vectors(wh, pool),
+                       cut=pool_cut(wh, policy, identity) if needs_cut(policy) else None)
+
+
+def pool_cut(wh: Warehouse, policy, identity: dict[str, str]):
+    """The keep_fraction cut over every scored shard (the one ``selection_cut`` stores, read when it is
+    current, else computed the same way), so the survivor pick sees the cut ``decide`` applies. None
+    when a shard lacks the quality column (then the pool's own cut is used; the decisions fail anyway)."""
+    from curation_pipeline.decisions.cut_store import cut_is_current, load_pool_scores, read_cut_record
+    from curation_pipeline.scoring.selection import GlobalCut, global_cut
+
+    if cut_is_current(wh, policy.keep_fraction, policy.quality_column, identity):
+        record = read_cut_record(wh)
+        if record is not None:
+            return GlobalCut.from_dict(record)
+    try:
+        scores = load_pool_scores(wh, policy.quality_column)
+    except (KeyError, FileNotFoundError):
+        return None
+    return global_cut(scores, policy.keep_fraction, policy.quality_column, shards=sorted(identity))
 
 
 def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> ShardDedup | None:

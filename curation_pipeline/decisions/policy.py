@@ -171,6 +171,22 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
     return joined.where(joined.ne(""), None)
 
 
+def caption_published(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.Series:
+    """Whether ``decide`` and the outcome publish a pair's caption whatever the rewriter does (its image
+    aside): kept as is, or marked for rewriting where a rejected rewrite falls back to an original that
+    clears ``drop_threshold`` (rewrite on, ``fallback: keep_original``). With rewrite off or
+    ``fallback: drop`` a weak caption is not: it is dropped, or kept only if a rewrite is accepted.
+    ``cut``: as for ``decide`` (needed with keep_fraction on, unless a weak caption is safe anyway)."""
+    quality = pd.to_numeric(df[policy.quality_column], errors="coerce") if policy.quality_column in df \
+        else pd.Series(np.nan, index=df.index)
+    clears_drop = (quality >= policy.drop_threshold).fillna(False).astype(bool)
+    if policy.rewrite and policy.fallback == "keep_original":
+        return clears_drop  # not weak implies >= keep_threshold >= drop_threshold
+    if policy.quality_column not in df:
+        return pd.Series(False, index=df.index)
+    return _weak_caption_reasons(df, policy, cut).isna() & clears_drop
+
+
 def in_top_fraction(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None) -> pd.Series:
     """Pairs inside the global keep_fraction cut (all True when it is off). The cut is made once over
     every shard (``scoring.selection.global_cut``): MLM-Filter and DataComp cut the whole pool."""
