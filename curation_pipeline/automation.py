@@ -199,12 +199,7 @@ def stored_shards(warehouse: WarehouseResource) -> dict[dg.AssetKey, set[str]]:
     wh = warehouse.warehouse()
     with object_storage_errors(wh.root):  # unreachable storage fails the tick, it is not "every file gone"
         stored = {asset: set(wh.shard_files(asset.path[-1])) for asset in TABLE_ASSETS}
-        try:
-            entries = wh.fs.ls(wh.curated_dir, detail=True)
-        except FileNotFoundError:
-            entries = []
-    stored[CURATED] = {e["name"].rsplit("/", 1)[-1][: -len(".tar")] for e in entries
-                       if e.get("type") == "file" and e["name"].endswith(".tar")}
+        stored[CURATED] = wh.curated_shards()
     return stored
 
 

@@ -11,9 +11,9 @@ import dagster as dg
 
 from curation_pipeline.resources import WarehouseResource
 from curation_pipeline.shards.fingerprint import RawFingerprint, RawShardChanged, verify_unchanged
+from curation_pipeline.storage.provenance import FINGERPRINT_KEY
 from curation_pipeline.storage.warehouse import Warehouse
 
-FINGERPRINT_KEY = "raw_fingerprint"
 
 
 def recorded_fingerprint(wh: Warehouse, shard: str) -> RawFingerprint:

@@ -13,24 +13,11 @@ import dagster as dg
 import pandas as pd
 from pydantic import PrivateAttr
 
-from curation_pipeline.assets.integrity import FINGERPRINT_KEY
 from curation_pipeline.assets.metadata import table_metadata
 from curation_pipeline.resources import WarehouseResource
-from curation_pipeline.shards.fingerprint import RawFingerprint
+from curation_pipeline.storage.provenance import (FAILED_CHECKS_KEY, FILE_METADATA, FINGERPRINT_KEY,  # noqa: F401
+                                                  RAW_SHA_KEY, raw_sha)
 from curation_pipeline.storage.warehouse import Warehouse
-
-# a DataFrame's ``attrs[FILE_METADATA]`` (str -> str) goes into the Parquet file's schema metadata
-FILE_METADATA = "file_metadata"
-RAW_SHA_KEY = "raw_sha256"  # every later table's: the raw file its inputs came from
-FAILED_CHECKS_KEY = "failed_blocking_checks"  # a checked table's: its blocking checks that failed when made
-
-
-def raw_sha(meta: dict[str, str]) -> str | None:
-    """The raw file a stored table derives from, by its metadata; None for a table written before this
-    was recorded."""
-    if FINGERPRINT_KEY in meta:
-        return RawFingerprint.from_json(meta[FINGERPRINT_KEY]).sha256
-    return meta.get(RAW_SHA_KEY)
 
 
 def current_raw_sha(wh: Warehouse, shard: str) -> str | None:

@@ -50,7 +50,7 @@ import pandas as pd
 import pyarrow as pa
 
 from curation_pipeline.reporting.markdown import markdown_table
-from curation_pipeline.shards.fingerprint import RawFingerprint
+from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY, FINGERPRINT_KEY, RAW_SHA_KEY, raw_sha
 from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name
 from curation_pipeline.validation.lengths import caption_lengths
 from curation_pipeline.values import plain
@@ -61,11 +61,6 @@ if TYPE_CHECKING:  # imported where it is used: `curate run --no-report` never l
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SIGNAL_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_:]*)=")  # the policy's ``low_text_quality=62.0``
 
-# The Parquet schema metadata the IO manager writes (``assets/io.py``, ``assets/integrity.py``; the
-# reporting layer imports no Dagster, a test holds the names equal)
-FINGERPRINT_KEY = "raw_fingerprint"  # pairs': the raw file it read
-RAW_SHA_KEY = "raw_sha256"  # every later table's: the raw file its inputs came from
-FAILED_CHECKS_KEY = "failed_blocking_checks"  # a checked table's: its blocking checks that failed when made
 # tables a shard needs before it is reported as ok (rewritten_captions and skips may be absent)
 REQUIRED_TABLES = ("pairs", "quality_scores", "caption_decisions", "final_captions")
 LEFT_OUT = ("failed", "stale", "blocked", "incomplete", "undecided")  # the statuses other than ok, first first
@@ -235,13 +230,6 @@ def _create_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> dict[
     return present
 
 
-def _raw_sha(meta: dict[str, str]) -> str | None:
-    """The raw file a table derives from, by its metadata (``assets.io.raw_sha``); None if unrecorded."""
-    if meta.get(FINGERPRINT_KEY):
-        return RawFingerprint.from_json(meta[FINGERPRINT_KEY]).sha256
-    return meta.get(RAW_SHA_KEY) or None
-
-
 def table_provenance(con: duckdb.DuckDBPyConnection, files: dict[str, dict[str, str]]
                      ) -> dict[str, dict[str, dict[str, str]]]:
     """table -> shard -> what its file records (raw sha256 ``raw``, failed blocking checks ``failed``),
@@ -260,7 +248,7 @@ def table_provenance(con: duckdb.DuckDBPyConnection, files: dict[str, dict[str, 
                 shard = shard_of.get(file.rsplit("/", 1)[-1][: -len(".parquet")])
                 if shard is not None:
                     meta[shard][key] = value
-        out[table] = {s: {"raw": _raw_sha(m), "failed": m.get(FAILED_CHECKS_KEY) or ""} for s, m in meta.items()}
+        out[table] = {s: {"raw": raw_sha(m), "failed": m.get(FAILED_CHECKS_KEY) or ""} for s, m in meta.items()}
     return out
 
 

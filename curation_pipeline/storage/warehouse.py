@@ -385,6 +385,11 @@ class Warehouse:
         out = {info["name"].rsplit("/", 1)[1][: -len(".parquet")]: info for info in found}
         return {s: out[s] for s in sorted(out) if SHARD_KEY_PATTERN.fullmatch(s)}
 
+    def curated_shards(self) -> set[str]:
+        """The shards whose curated tar is published, from one listing."""
+        return {info["name"].rsplit("/", 1)[-1][: -len(".tar")] for info in self._files(self.curated_dir, detail=True)
+                if info["name"].endswith(".tar")}
+
     def table_files(self, table: str) -> list[str]:
         """Paths of a table's shard files (never a writer's temp file), for DuckDB."""
         return [self.local_path(self.table_path(table, shard)) for shard in self.shards(table)]
