@@ -320,6 +320,42 @@ def is_shown_text(text: str, start: int) -> bool:
     return SHOWN_TEXT_RE.search(text, 0, start) is not None
 
 
+# What ties a clause to its neighbours, and what ends a sentence (the cleaner cuts them with a removed piece).
+CLAUSE_SEPARATORS = ",;:|•·–—-/\\~+&"
+SENTENCE_ENDS = ".!?…"
+_LABEL_BEFORE = CLAUSE_SEPARATORS + SENTENCE_ENDS + "([{:\"”"
+_LABEL_AFTER = CLAUSE_SEPARATORS + SENTENCE_ENDS + ")]}"
+
+
+def is_label(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` stands as a label: at the start or the end of a clause. One with words of its
+    clause on both sides is part of the description ("The Source: a newspaper stand", "a copyright sign")."""
+    before, after = text[:start].rstrip(), text[end:].lstrip()
+    return not before or before[-1] in _LABEL_BEFORE or not after or after[0] in _LABEL_AFTER
+
+
+def _label_spans(pattern: re.Pattern, text: str) -> list[tuple[int, int]]:
+    """(start, end) of every ``pattern`` match that stands as a label and is not text shown in the image."""
+    return [m.span() for m in pattern.finditer(text)
+            if m.end() > m.start() and is_label(text, *m.span()) and not is_shown_text(text, m.start())]
+
+
+def boilerplate_spans(text: str) -> list[tuple[int, int]]:
+    """The ``BOILERPLATE_RE`` labels: what the cleaner cuts, and so what the scorer penalises ("A sign that says
+    Free Downloads" has none)."""
+    return _label_spans(BOILERPLATE_RE, text)
+
+
+def credit_spans(text: str) -> list[tuple[int, int]]:
+    """The ``CREDIT_RE`` labels: what the cleaner cuts, and so what the scorer penalises ("A man in a shirt
+    reading Photo by John Smith" has none). Bracketed notes are ``bracket_note_spans``."""
+    return _label_spans(CREDIT_RE, text)
+
+
+def has_boilerplate(text: str) -> bool:
+    return bool(boilerplate_spans(text))
+
+
 def has_ad(text: str, words: list[str] | None = None) -> bool:
     """An ad clause that is not text shown in the image. ``words``: the caption's ``WORD_RE`` matches, if the
     caller already has them."""
@@ -371,10 +407,13 @@ def bracket_note_spans(text: str) -> list[tuple[int, int]]:
 
 
 def has_credit(text: str, words: list[str] | None = None) -> bool:
-    """``words``: the caption's ``WORD_RE`` matches, if the caller already has them."""
+    """A credit the cleaner would cut: a ``credit_spans`` label or a bracketed note (a bare "[www.x.com]" is one,
+    so the notes skip the keyword test). ``words``: the caption's ``WORD_RE`` matches, if the caller has them."""
+    if bracket_note_spans(text):
+        return True
     if not any(ch in text for ch in "©/|(") and _CREDIT_KEYWORDS.isdisjoint(_lower_words(text, words)):
         return False
-    return CREDIT_RE.search(text) is not None or bool(bracket_note_spans(text))
+    return bool(credit_spans(text))
 
 
 # --- invisible characters and whitespace --------------------------------------------
@@ -617,6 +656,9 @@ def noise_free_words(text: str) -> list[str]:
     for spans in (bracket_note_spans, ad_spans):
         for start, end in reversed(spans(text)):
             text = text[:start] + " " + text[end:]
-    for pattern in (LABELLED_URL_RE, FILENAME_RE, CREDIT_RE, BOILERPLATE_RE):
+    for pattern in (LABELLED_URL_RE, FILENAME_RE):
         text = pattern.sub(" ", text)
+    for spans in (credit_spans, boilerplate_spans):  # the cleaner's order, each on what the last one left
+        for start, end in reversed(spans(text)):
+            text = text[:start] + " " + text[end:]
     return HASHTAG_RE.sub(" ", text).split()

@@ -16,14 +16,16 @@ import unicodedata
 from typing import Callable
 
 from curation_pipeline.captions.patterns import (
-    BOILERPLATE_RE,
-    CREDIT_RE,
+    CLAUSE_SEPARATORS,
     FILENAME_RE,
     LABELLED_URL_RE,
+    SENTENCE_ENDS,
     WHITESPACE_RE,
     ad_spans,
+    boilerplate_spans,
     bracket_note_spans,
     collapse_repeats,
+    credit_spans,
     is_all_caps,
     is_shown_text,
     normalize_whitespace,
@@ -47,8 +49,8 @@ _SENTENCE_START_RE = re.compile(r"(^|[.!?]\s+)([^\W\d_])")
 _ALNUM_RE = re.compile(r"[^\W_]")
 
 # What may tie a removed piece to its neighbours, and what ends a sentence.
-_SEPS = ",;:|•·–—-/\\~+&"
-_TERMS = ".!?…"
+_SEPS = CLAUSE_SEPARATORS
+_TERMS = SENTENCE_ENDS
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 _TIGHT_AFTER = ".,;:!?…)]}"
 
@@ -133,18 +135,6 @@ def _not_shown_text(find: Callable[[str], list[tuple[int, int]]]) -> Callable[[s
     return lambda text: [(s, e) for s, e in find(text) if not is_shown_text(text, s)]
 
 
-def _labels(find: Callable[[str], list[tuple[int, int]]]) -> Callable[[str], list[tuple[int, int]]]:
-    """``find``'s spans that stand as a label: at the start or the end of a clause. One with words of its
-    clause on both sides is part of the description ("The Source: a newspaper stand", "a copyright sign")."""
-
-    def edge(text: str, start: int, end: int) -> bool:
-        before, after = text[:start].rstrip(), text[end:].lstrip()
-        return (not before or before[-1] in _SEPS + _TERMS + "([{:\"”"
-                or not after or after[0] in _SEPS + _TERMS + ")]}")
-
-    return lambda text: [(s, e) for s, e in find(text) if edge(text, s, e)]
-
-
 def _remove_control_chars(text: str) -> str:
     """``remove_control_chars``, and bidi marks when no right-to-left letter needs them."""
     text = remove_control_chars(text)
@@ -176,8 +166,9 @@ OPERATIONS: dict[str, Callable[[str], str]] = {
     "remove_ads": _cutter(_not_shown_text(ad_spans)),
     "remove_urls": _cutter(_matches(LABELLED_URL_RE)),
     "remove_filenames": _cutter(_matches(FILENAME_RE)),
-    "remove_credits": _cutter(_labels(_not_shown_text(_matches(CREDIT_RE)))),
-    "remove_boilerplate": _cutter(_labels(_not_shown_text(_matches(BOILERPLATE_RE)))),
+    # the very spans the scorer's "credit" and "boilerplate" rules see
+    "remove_credits": _cutter(credit_spans),
+    "remove_boilerplate": _cutter(boilerplate_spans),
     "remove_hashtags": _remove_hashtags,
     "unwrap_quotes": unwrap_quotes,
     "sentence_case": _sentence_case,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from curation_pipeline.captions.patterns import (BOILERPLATE_RE, HASHTAG_RE, NO_SPACE_SCRIPT_RE, WORD_RE, has_ad,
+from curation_pipeline.captions.patterns import (HASHTAG_RE, NO_SPACE_SCRIPT_RE, WORD_RE, has_ad, has_boilerplate,
                                                  has_control_chars, has_credit, has_droppable_hashtags, has_filename,
                                                  has_html_entity, has_irregular_whitespace, has_repeat_run, has_url,
                                                  is_all_caps, is_wrapped_in_quotes, noise_free_words)
@@ -23,9 +23,9 @@ PENALTIES: dict[str, float] = {
     "control_chars": 20.0,  # control characters (NUL too), ANSI escapes, bidi overrides, zero-width characters
     "filename": 40.0,  # a camera/file name: IMG_2041.JPG, DSC00123, 2041.jpg, Screenshot_2020-...
     "url": 30.0,  # http(s)://, www., bare domains such as example.com
-    "boilerplate": 30.0,  # stock-site / UI text: "stock photo", "click to enlarge", ...
+    "boilerplate": 30.0,  # stock-site / UI text as a label, as the cleaner cuts it: "stock photo", "click to enlarge"
     "advertising": 30.0,  # ads and calls to action: "buy now", "50% off", "free shipping", "click here to ..."
-    "credit": 30.0,  # credits, sources, copyright: "Photo: Jane Doe", "Credit: J. Doe/AP", "(source: ...)", "©"
+    "credit": 30.0,  # credits, sources, copyright as a label, as the cleaner cuts them: "Photo: Jane Doe", "(via AP)"
     "hashtag_spam": 25.0,  # >= 3 hashtags, hashtags > 30% of tokens, a run of 2+ tags, or a tag ending the caption
     "too_short": 25.0,  # <= 2 words, not counting hashtags, URLs, file names, boilerplate, ads, credits (*)
     "very_short": 15.0,  # <= 1 such word (also fires too_short: 40 in all)
@@ -60,7 +60,7 @@ def caption_rules(caption: str | None) -> list[str]:
     hashtags = len(HASHTAG_RE.findall(caption)) if "#" in caption else 0
     filename = has_filename(caption)
     url = has_url(caption)
-    boilerplate = BOILERPLATE_RE.search(caption) is not None
+    boilerplate = has_boilerplate(caption)
     advertising = has_ad(caption, words)
     credit = has_credit(caption, words)
     n_words = n_tokens
@@ -103,7 +103,10 @@ class CaptionTextQuality(Scorer):
     """Heuristic 0-100 caption score plus the rules that explain it."""
 
     name = "text_quality"
-    version = "3"  # 3: prose words are no boilerplate or credit, sign text no ad; markup tags fire html_entity
+    # 3: prose words are no boilerplate or credit, sign text no ad; markup tags fire html_entity
+    # 4: boilerplate and credits only where the cleaner cuts them: a label at a clause edge, not text shown in the
+    #    image ("a shirt reading Photo by John Smith" is fine); a bare bracketed link "{www.x.com}" is a credit too
+    version = "4"
     needs_images = False
     outputs = (
         ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",

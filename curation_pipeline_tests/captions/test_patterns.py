@@ -77,6 +77,31 @@ def test_boilerplate_labels(text, noise):
     assert P.BOILERPLATE_RE.search(text).group(0) == noise
 
 
+def test_boilerplate_spans_are_labels_not_shown_text():
+    text = "Stock photo - A sign that says Free Downloads, a dog on Unsplash today | Downloads"
+    assert [m.group(0) for m in P.BOILERPLATE_RE.finditer(text)] == [
+        "Stock photo", "Free Downloads", "on Unsplash", "Downloads"]
+    assert [text[s:e] for s, e in P.boilerplate_spans(text)] == ["Stock photo", "Downloads"]
+    for kept in ["A sign that says Free Downloads", "A man in a shirt reading stock photo", "A dog on Unsplash today"]:
+        assert not P.has_boilerplate(kept), kept
+    # the words that describe the image count them: they stay in the caption
+    assert P.noise_free_words("A sign that says Free Downloads www.x.com") == "A sign that says Free Downloads".split()
+    assert P.noise_free_words("A dog - free download www.x.com") == ["A", "dog", "-"]
+
+
+def test_credit_spans_are_labels_not_shown_text():
+    text = "Photo: Jane Doe | A shirt reading Photo by John Smith, a man with a © sign. © 2019 Jane Doe"
+    assert [m.group(0) for m in P.CREDIT_RE.finditer(text)] == [
+        "Photo: Jane Doe", "Photo by John Smith", "©", "© 2019 Jane Doe"]
+    assert [text[s:e] for s, e in P.credit_spans(text)] == ["Photo: Jane Doe", "© 2019 Jane Doe"]
+    for kept in ["A man in a shirt reading Photo by John Smith", "A woman holding a © sign", "A sign: © 2019 Jane Doe"]:
+        assert not P.has_credit(kept), kept
+    assert P.has_credit("A dog on the beach {www.example.com}")  # a bracketed note, though no credit word
+    # the words that describe the image count them: they stay in the caption
+    assert P.noise_free_words("A sign: © 2019 Jane Doe") == "A sign: © 2019 Jane Doe".split()
+    assert P.noise_free_words("A dog. Photo by John Smith") == ["A", "dog."]
+
+
 def test_via_and_copyright_are_credits_only_as_labels():
     for prose in ["Via Appia, an ancient Roman road.", "Copyright law books on a shelf.",
                   "Copyright Law Books on a shelf", "A book about copyright.", "A bus goes via Main Street"]:

