@@ -144,10 +144,10 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                  repository: dg.RepositoryDefinition) -> tuple[dict[str, str], dict[str, str]]:
     """The shards to run, partition -> why: "missing" (never materialized, by Dagster), "missing (no <asset>
     file)" (its file is not in the warehouse: deleted, or a changed warehouse root), or "stale: <root causes>"
-    (new raw content, a changed code_version); and the shards held back, partition -> why: their last
-    ``curate_shards`` run failed in a step, and neither a new raw version was observed nor the shard assets'
-    code versions changed since, so running them again would fail the same way. A partition whose raw file
-    is gone is skipped. The warehouse is listed once per table, not per shard."""
+    (new raw content, a changed code_version); and the shards held back, partition -> why: their last two
+    ``curate_shards`` runs failed in a step (``failed_the_same_way``), and neither a new raw version was
+    observed nor the shard assets' code versions changed since, so running them again would fail the same
+    way. A partition whose raw file is gone is skipped. The warehouse is listed once per table, not per shard."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCauseCategory, StaleStatus
 
@@ -206,6 +206,8 @@ def stored_shards(warehouse: WarehouseResource) -> dict[dg.AssetKey, set[str]]:
 # a run records the shard assets' code versions it was asked with (schedule and sensor runs), so a failed
 # run is tried again once the code changed; a run launched by hand has none, and waits for a new raw file
 CODE_TAG = "curation/code_versions"
+# finished runs in a row, all failed in a step with the same code and raw version, that hold a shard back
+HELD_AFTER = 2
 
 
 def shard_code_versions(repository: dg.RepositoryDefinition | None) -> str | None:
@@ -216,28 +218,36 @@ def shard_code_versions(repository: dg.RepositoryDefinition | None) -> str | Non
 
 
 def failed_the_same_way(instance: dg.DagsterInstance, key: str, code: str | None) -> str | None:
-    """Why the shard is held back, or None: its last finished ``curate_shards`` run failed in a step (a
-    missing or unreadable file, a blocking check: the same inputs and code fail the same way again), and
-    since then no new raw version was observed and the shard assets' code versions are the same. A run
-    whose process died (OOM, a killed pod) has no failed step: asked again, so it resumes."""
+    """Why the shard is held back, or None: its last two finished ``curate_shards`` runs both failed in a
+    step (a missing or unreadable file, a blocking check: the same inputs and code fail the same way
+    again), asked with the same code versions, which are still the shard assets' code versions, and no new
+    raw version was observed since the first of them. One failure is not enough: a storage outage or a
+    killed worker can surface as a step failure, so the shard is asked once more. A run whose process died
+    (OOM, a killed pod) has no failed step: asked again, so it resumes."""
     records = instance.get_run_records(
         dg.RunsFilter(job_name=curate_shards_job.name, tags={"dagster/partition": key},
-                      statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]), limit=1)
-    if not records or records[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
+                      statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]), limit=HELD_AFTER)
+    if len(records) < HELD_AFTER or any(r.dagster_run.status != dg.DagsterRunStatus.FAILURE for r in records):
         return None
-    run = records[0].dagster_run
-    failures = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records
-    if not failures:
-        return None
-    then = run.tags.get(CODE_TAG)
+    tags = {record.dagster_run.tags.get(CODE_TAG) for record in records}
+    if len(tags) > 1:
+        return None  # asked with other code versions: the later failure is the first of its code
+    then = tags.pop()
     if code is not None and then is not None and then != code:
         return None  # changed code: it may not fail any more
-    ended = records[0].end_time or records[0].update_timestamp.timestamp()
-    if _new_raw_version_since(instance, key, ended):
+    steps = []
+    for record in records:
+        failures = instance.get_records_for_run(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE,
+                                                limit=1).records
+        if not failures:
+            return None
+        steps.append(failures[0].event_log_entry.step_key)
+    first = records[-1]
+    if _new_raw_version_since(instance, key, first.end_time or first.update_timestamp.timestamp()):
         return None
-    step = failures[0].event_log_entry.step_key
-    return (f"{key}: failed in run {run.run_id}{f' (step {step})' if step else ''}; fix and re-run it, or "
-            "materialize it by hand (it is asked again after a new raw version is observed or its code changes)")
+    runs = " and ".join(f"{r.dagster_run.run_id}{f' (step {step})' if step else ''}" for r, step in zip(records, steps))
+    return (f"{key}: failed in {HELD_AFTER} runs in a row, {runs}; fix and re-run it, or materialize it by hand (it "
+            "is asked again after a new raw version is observed or its code changes)")
 
 
 def _new_raw_version_since(instance: dg.DagsterInstance, key: str, since: float) -> bool:
@@ -319,8 +329,9 @@ observe_raw_shards_schedule = dg.ScheduleDefinition(
 @dg.schedule(job=curate_shards_job, cron_schedule="0 2 * * *", default_status=DEFAULT_SCHEDULE_STATUS,
              description="Nightly: runs every registered shard whose curated output is missing (never made, or its "
              "file gone from the warehouse) or stale by Dagster's data versions (a raw file observed with new "
-             "content, a changed code_version). A shard whose last run failed in a step is held (named in the "
-             "tick) until a new raw version is observed or the code changes.")
+             "content, a changed code_version). A shard whose last run failed in a step is asked once more; one "
+             "whose last two runs failed in a step is held (named in the tick, with both runs) until a new raw "
+             "version is observed or the code changes.")
 def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
     todo, held = refresh_plan(context.instance, warehouse, context.repository_def)
     for message in held.values():
@@ -329,7 +340,7 @@ def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: Wareho
     todo = {key: reason for key, reason in todo.items() if key not in waiting}
     if not todo:
         if held:
-            return dg.SkipReason(f"nothing to run; {len(held)} shard(s) held after a failed run: "
+            return dg.SkipReason(f"nothing to run; {len(held)} shard(s) held after failed runs: "
                                  + _some(sorted(held.values()), 10)
                                  + (f"; {len(waiting)} with a run waiting to start" if waiting else ""))
         return dg.SkipReason("every registered shard is curated and fresh"

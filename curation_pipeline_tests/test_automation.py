@@ -225,8 +225,9 @@ def _tick(defs, instance):
     return result.skip_message
 
 
-def test_a_shard_that_failed_in_a_step_is_held_until_its_raw_file_or_code_changes(tmp_path):
-    """Re-running it every night would re-score the whole shard only to fail at the same step again."""
+def test_a_shard_that_failed_in_a_step_is_retried_once_then_held_until_its_raw_file_or_code_changes(tmp_path):
+    """One step failure may be an outage or a killed worker: asked once more. Two in a row would fail again
+    the same way: re-running it every night would re-score the whole shard only to fail at the same step."""
     from dagster._core.test_utils import create_run_for_test
 
     from curation_pipeline.automation import shards_to_refresh
@@ -239,6 +240,14 @@ def test_a_shard_that_failed_in_a_step_is_held_until_its_raw_file_or_code_change
                              scoring=ScoringResource(profile="text"),
                              policy=PolicyResource(rewrite=False, drift=DriftConfig(mean_ratio_min=1.5, min_rows=1)))
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+    def run(request):  # the run the schedule asked for
+        result = defs.resolve_job_def("curate_shards").execute_in_process(
+            partition_key="sample-000000", instance=instance, raise_on_error=False, run_config=quiet,
+            tags=request.tags)
+        assert not result.success
+        return result.run_id
+
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shards", ["sample-000000"])
         # a run whose process died has no failed step: asked again, so it resumes
@@ -246,29 +255,71 @@ def test_a_shard_that_failed_in_a_step_is_held_until_its_raw_file_or_code_change
                             tags={"dagster/partition": "sample-000000"})
         (request,) = _tick(defs, instance).values()
         assert request.tags["curation/reason"] == "missing"
-        result = defs.resolve_job_def("curate_shards").execute_in_process(  # the run the schedule asked for
-            partition_key="sample-000000", instance=instance, raise_on_error=False, run_config=quiet,
-            tags=request.tags)
-        assert not result.success
-        skipped = _tick(defs, instance)
-        assert isinstance(skipped, str) and f"sample-000000: failed in run {result.run_id}" in skipped
+        first = run(request)
+        (request,) = _tick(defs, instance).values()  # one failure in a step: retried on the next tick
+        assert request.tags["curation/reason"] == "missing"
+        second = run(request)
+        skipped = _tick(defs, instance)  # two in a row, same code and raw version: held, naming both runs
+        assert isinstance(skipped, str) and "sample-000000: failed in 2 runs in a row" in skipped
+        assert first in skipped and second in skipped and "(step final_captions)" in skipped
         assert "fix and re-run it, or materialize it by hand" in skipped
         # observed again with the same content: still held
         assert defs.resolve_job_def("observe_raw_shards").execute_in_process(instance=instance).success
         assert isinstance(_tick(defs, instance), str)
-        # a code change since the failed run: asked again
+        # a code change since the failed runs: asked again
         bumped = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version="2"))
                   if a.key == dg.AssetKey("curated_shards") else a for a in ASSETS]
         changed = dg.Definitions(assets=bumped, resources=defs.resources)
         assert list(shards_to_refresh(instance, defs.resources["warehouse"], changed.get_repository_def())) == [
             "sample-000000"]
-        # a new raw version observed since the failed run: asked again
+        # a new raw version observed since the failed runs: asked again
         data = bytearray((raw / "sample-000000.tar").read_bytes())
         data[-1] ^= 1
         (raw / "sample-000000.tar").write_bytes(bytes(data))
         assert isinstance(_tick(defs, instance), str)  # not observed yet
         assert defs.resolve_job_def("observe_raw_shards").execute_in_process(instance=instance).success
         assert list(_tick(defs, instance)) == ["sample-000000"]
+
+
+def test_a_touched_raw_shard_is_read_once_not_on_every_observation(tmp_path, monkeypatch):
+    """A touch, or a copy restored from backup, changes the stat and no byte: the nightly observation
+    hashes it once and records that stat's SHA-256 in the warehouse, so later observations, from any
+    process or instance, read nothing; a real change of content is still seen."""
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.shards import fingerprint
+
+    raw = _raw(tmp_path, ["sample-000000.tar"])
+    resources = {"scoring": ScoringResource(profile="text")}
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"), **resources)
+    reads = []
+    original = fingerprint.hash_file
+    monkeypatch.setattr(fingerprint, "hash_file", lambda url: reads.append(url) or original(url))
+
+    def observed(instance):  # how many times the observation read the raw file
+        reads.clear()
+        assert defs.resolve_job_def("observe_raw_shards").execute_in_process(instance=instance).success
+        return len(reads)
+
+    with dg.instance_for_test() as instance:
+        run_pipeline(raw, tmp_path / "wh", ["sample-000000"], instance=instance, report=False, **resources)
+        assert observed(instance) == 0  # the stat pairs read
+        later = time.time() + 60
+        os.utime(raw / "sample-000000.tar", (later, later))
+        assert observed(instance) == 1  # a new stat: hashed once
+        assert observed(instance) == 0 and observed(instance) == 0
+        other = dg.DagsterInstance.ephemeral()  # another process's instance (curate's, say) sees the record too
+        other.add_dynamic_partitions("shards", ["sample-000000"])
+        assert observed(other) == 0
+        assert _tick(defs, instance) == "every registered shard is curated and fresh"
+        shutil.copy2(raw / "sample-000000.tar", tmp_path / "backup.tar")  # restored: another inode, same bytes
+        os.replace(tmp_path / "backup.tar", raw / "sample-000000.tar")
+        assert observed(instance) == 1 and observed(instance) == 0
+        data = bytearray((raw / "sample-000000.tar").read_bytes())
+        data[-1] ^= 1  # new content (in the end-of-archive padding)
+        (raw / "sample-000000.tar").write_bytes(bytes(data))
+        assert observed(instance) == 1 and observed(instance) == 0
+        (request,) = _tick(defs, instance).values()
+        assert request.tags["curation/reason"].startswith("stale:") and "raw_shards" in request.tags["curation/reason"]
 
 
 def test_a_curated_shard_whose_warehouse_files_are_gone_is_filled_again(tmp_path, monkeypatch):

@@ -13,31 +13,43 @@ from curation_pipeline.checks.quality import PAIRS_CHECKS, checked_table, pairs_
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
 from curation_pipeline.resources import ComputeResource, PolicyResource, WarehouseResource
-from curation_pipeline.shards.fingerprint import RawFingerprint, raw_version
+from curation_pipeline.shards.fingerprint import RawFingerprint, observed_version
 from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader
 
 @dg.observable_source_asset(
     partitions_def=shard_partitions, group_name="ingest",
     description="Raw webdataset .tar shards in the configured raw location (one partition per file), "
     "registered by `register_shards` or the `new_shards_sensor`; not written by the pipeline. Observing "
-    "records each file's SHA-256 as its data version, so a replaced file marks its partitions stale.",
+    "records each file's SHA-256 as its data version, so a replaced file marks its partitions stale. A file "
+    "is read only when its stat differs from what `pairs` read and from what an observation last hashed "
+    "(kept in the warehouse's raw_observed folder).",
     tags={"stage": "ingest", "dagster/kind/webdataset": ""},
 )
 def raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> dg.DataVersionsByPartition:
     versions: dict[str, dg.DataVersion] = {}
+    wh = warehouse.warehouse()
+    hashed, unrecorded = 0, []
     # in a shard's run: that shard, first, so pairs records the version it derives from
     shards = ([context.partition_key] if context.has_partition_key
               else context.instance.get_dynamic_partitions(shard_partitions.name))
     for shard in shards:
-        known = None
+        read = None
         with contextlib.suppress(FileNotFoundError, KeyError, ValueError):  # pairs not yet run for it
-            known = RawFingerprint.from_json(warehouse.warehouse().table_metadata("pairs", shard)[FINGERPRINT_KEY])
+            read = RawFingerprint.from_json(wh.table_metadata("pairs", shard)[FINGERPRINT_KEY])
         try:
-            versions[shard] = dg.DataVersion(raw_version(warehouse.raw_url(shard), known))
+            observed = observed_version(wh, shard, warehouse.raw_url(shard), read)
         except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:  # pairs fails on it, naming it
             context.log.warning(f"{shard}: raw file {warehouse.raw_url(shard)} cannot be observed "
                                 f"({type(exc).__name__}); prune_shards removes partitions whose file is gone")
-    context.log.info(f"observed {len(versions)} raw shard(s)")
+            continue
+        versions[shard] = dg.DataVersion(observed.sha256)
+        hashed += observed.hashed
+        if observed.unrecorded:
+            unrecorded.append(f"{shard} ({observed.unrecorded})")
+    if unrecorded:
+        context.log.warning(f"{len(unrecorded)} raw shard(s) hashed but their stat not recorded, so read again "
+                            f"next time: {'; '.join(unrecorded[:10])}")
+    context.log.info(f"observed {len(versions)} raw shard(s); read {hashed} whose stat was new")
     return dg.DataVersionsByPartition(versions)
 
 

@@ -5,6 +5,7 @@ scores with new images. So ``pairs`` records the size, the SHA-256 of every byte
 streaming) and a cheap stat identity (mtime; inode and ctime for local files, which no ``touch`` can
 restore; the ETag on object stores). A later step compares the stat first and re-hashes only when it
 differs, so a ``touch`` alone never fails a run; a step that streams the file anyway compares the hash.
+An observation does the same, and records the stat and hash of a file it had to read (``observed_version``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import fsspec
+
+from curation_pipeline.shards.keys import validate_key
+
+if TYPE_CHECKING:
+    from curation_pipeline.storage.warehouse import Warehouse
 
 CHUNK = 1 << 20
 
@@ -47,7 +53,10 @@ class RawFingerprint:
 
     @classmethod
     def from_json(cls, text: str) -> "RawFingerprint":
-        data = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RawFingerprint":
         return cls(size=int(data["size"]), sha256=str(data["sha256"]), mtime=str(data.get("mtime", "")),
                    identity=str(data.get("identity", "")))
 
@@ -127,12 +136,49 @@ def fingerprint(url: str) -> RawFingerprint:
     return RawFingerprint(size, sha, after.mtime, after.identity)
 
 
-def raw_version(url: str, known: RawFingerprint | None = None) -> str:
-    """The file's SHA-256, Dagster's data version of a raw shard. Re-hashed only when the stat
-    differs from ``known`` (what ``pairs`` read), so observing unchanged shards reads nothing."""
-    if known is not None and known.identity and raw_stat(url) == known.stat:
-        return known.sha256
+def raw_version(url: str) -> str:
+    """The file's SHA-256, Dagster's data version of a raw shard, read in full (a shard being registered)."""
     return hash_file(url)[1]
+
+
+# warehouse folder: per shard, the stat and SHA-256 an observation last had to hash the raw file for
+OBSERVED = "raw_observed"
+
+
+@dataclass(frozen=True)
+class Observed:
+    sha256: str
+    hashed: bool = False  # the file was read
+    unrecorded: str = ""  # why the stat -> SHA-256 just hashed could not be recorded (read again next time)
+
+
+def observed_version(wh: "Warehouse", shard: str, url: str, read: RawFingerprint | None) -> Observed:
+    """An observation of the raw shard: its SHA-256 (Dagster's data version). The file is read only when
+    its stat is neither the one ``pairs`` read (``read``) nor the one last hashed by an observation. That
+    one is kept as a small JSON file per shard in the warehouse, written atomically: the store the daemon,
+    the web server's runs and ``curate`` already share for ``read``, and one file per shard, so concurrent
+    shard runs never rewrite each other's. Without it a ``touch``, or a copy restored from backup, kept
+    its stat different from ``read`` and was read in full on every observation. The record is a cache
+    keyed by the stat: a stale one only costs a read, and a stat that changed while hashing is not kept."""
+    stat = raw_stat(url)
+    if read is not None and read.identity and read.stat == stat:
+        return Observed(read.sha256)
+    path = wh.join(OBSERVED, f"{validate_key(shard)}.json")
+    try:
+        record = wh.read_json(path)
+        seen = None if record is None else RawFingerprint.from_dict(record)
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable or hand-edited: hashed, then rewritten
+        seen = None
+    if seen is not None and seen.identity and seen.stat == stat:
+        return Observed(seen.sha256)
+    size, sha = hash_file(url)
+    if raw_stat(url) != stat or size != stat.size:
+        return Observed(sha, hashed=True, unrecorded="the file changed while it was read")
+    try:
+        wh.write_json(path, asdict(RawFingerprint(size, sha, stat.mtime, stat.identity)))
+    except OSError as exc:  # the version stands; only the saving of the next read is lost
+        return Observed(sha, hashed=True, unrecorded=f"{path}: {type(exc).__name__}: {exc}")
+    return Observed(sha, hashed=True)
 
 
 def describe_change(shard: str, url: str, expected: RawFingerprint, size: int, sha256: str,

@@ -7,6 +7,7 @@ which exists only between a writer opening its temporary file and renaming it in
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from curation_pipeline.shards.fingerprint import OBSERVED
 from curation_pipeline.storage.warehouse import TABLES
 from curation_pipeline_tests.faults import builders, flickr
 
@@ -97,6 +99,8 @@ def assert_complete_or_absent(warehouse: Path, baseline: Path) -> None:
             pd.testing.assert_frame_equal(rows(path, relative.parts[0]), rows(expected, relative.parts[0]))
         elif path.suffix == ".tar":
             assert path.read_bytes() == expected.read_bytes(), relative
+        elif relative.parts[0] == OBSERVED:  # an observation's stat -> hash record: whole, the same hash
+            assert json.loads(path.read_text())["sha256"] == json.loads(expected.read_text())["sha256"], relative
         else:
             pytest.fail(f"unexpected file {relative}")
 
