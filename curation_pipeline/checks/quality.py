@@ -17,6 +17,7 @@ from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 from curation_pipeline.scoring.registry import score_ranges
 from curation_pipeline.shards.reader import RECORD_COLUMNS
+from curation_pipeline.storage.warehouse import FileChanged
 from curation_pipeline.validation.drift import DriftResult, check_caption_length_drift, compare_lengths, drift_pairs
 from curation_pipeline.validation.lengths import caption_lengths
 from curation_pipeline.validation.reference import REFERENCE_ASSET, read_reference
@@ -80,16 +81,29 @@ def checked_table(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         table.attrs.setdefault(FILE_METADATA, {})[FAILED_CHECKS_KEY] = _failed(done)
         yield dg.Output(table, output_name=name, metadata=metadata)
     else:
-        wh = warehouse.warehouse()
-        table, stored = wh.read_table_and_metadata(name, context.partition_key)
-        evaluations = checks(table)
-        if stored.get(FAILED_CHECKS_KEY):  # refused to later steps: the verdict of today's checks and policy
+        wh, shard = warehouse.warehouse(), context.partition_key
+        for _ in range(3):  # a table another run stores again while its checks run is checked as it now is
+            table, stored, version = wh.read_table_versioned(name, shard)
+            evaluations, done = checks(table), {}
+            if not stored.get(FAILED_CHECKS_KEY):
+                break
+            # refused to later steps: the verdict of today's checks and policy
             done = _blocking(name, evaluations)
             failed = _failed(done)
-            if failed != stored[FAILED_CHECKS_KEY]:  # a fixed policy clears it without re-running the models
-                wh.update_table_metadata(name, context.partition_key, {FAILED_CHECKS_KEY: failed})
-                context.log.info(f"{name} of {context.partition_key}: failed blocking checks now "
-                                 f"{failed or 'none'} (were {stored[FAILED_CHECKS_KEY]})")
+            if failed == stored[FAILED_CHECKS_KEY]:
+                break
+            try:  # a fixed policy clears it without re-running the models; only on the rows just checked
+                wh.update_table_metadata(name, shard, {FAILED_CHECKS_KEY: failed}, read_version=version)
+            except FileChanged:  # its new rows and their own run's verdict stand: check those instead
+                context.log.warning(f"{name} of {shard} was stored again by another run while its checks ran: "
+                                    "checking the new table")
+                continue
+            context.log.info(f"{name} of {shard}: failed blocking checks now {failed or 'none'} "
+                             f"(were {stored[FAILED_CHECKS_KEY]})")
+            break
+        else:
+            raise FileChanged(f"{name} of {shard} was stored again each time its checks ran: execute them "
+                              "again once the run writing it is done")
     for key in context.selected_asset_check_keys:
         yield done[key.name] if key.name in done else evaluations[key.name]()
 

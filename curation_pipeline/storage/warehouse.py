@@ -4,13 +4,16 @@ folder or object storage).
 Every write goes to a temporary name beside the target (``.tmp-<host>-<pid>-<uuid>-<name>.partial``)
 and is renamed into place, so a crash leaves the previous file or none. A failed write removes its
 own temp file; the next writer of the same file removes only the orphans of dead writers (same host,
-no such process) or, elsewhere, a day old. Two live writers never delete each other's temp file.
+no such process) or, elsewhere, a day old. Two live writers never delete each other's temp file. A
+rewrite of a file it read (``update_table_metadata``) replaces only the version it read: if another
+writer replaced it meanwhile, ``FileChanged`` and nothing written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import fnmatch
 import glob
 import hashlib
@@ -59,6 +62,15 @@ _ERROR_COLUMNS = re.compile(r"(^|_)(error|detail|reason)$")
 
 class StorageUnreachable(OSError):
     """Object storage refused or could not be reached: no credentials, a wrong endpoint, a network error."""
+
+
+class FileChanged(Exception):
+    """The file was written again (or removed) since it was read: what was made from the old one is not
+    published over the new one."""
+
+
+# what object stores answer a conditional write whose If-Match no longer holds (409: one racing it)
+_PRECONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
 @contextlib.contextmanager
@@ -158,6 +170,24 @@ class _Digesting:
         return getattr(self._raw, name)
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: str) -> Iterator[None]:
+    """An exclusive ``flock`` on a local folder itself (no lock file), released on exit or by the process's
+    death. A file system that refuses it on a folder (NFS: EBADF) gives no lock: the caller goes on."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 # Object stores: no listing cache. A long-lived process (the code server evaluating the sensor) must
 # see shards and tables that other processes write; s3fs would otherwise cache listings for good.
 fsspec.config.conf.setdefault("s3", {}).setdefault("use_listings_cache", False)
@@ -247,9 +277,12 @@ class Warehouse:
         return self._remove_dead(sorted(p for p in found if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], ".tmp-*.partial")))
 
     @contextlib.contextmanager
-    def atomic_open(self, path: str, verify: Callable[[str], None] | None = None) -> Iterator[IO[bytes]]:
+    def atomic_open(self, path: str, verify: Callable[[str], None] | None = None,
+                    replaces: str | None = None) -> Iterator[IO[bytes]]:
         """Write to a temporary sibling, then rename: readers never see a partial file. ``verify(temp_path)``
-        runs on the complete temp file first; if it raises, nothing is published."""
+        runs on the complete temp file first; if it raises, nothing is published. ``replaces``: the version
+        (``file_version``) ``path`` must still be at when the rename comes, else ``FileChanged`` and
+        nothing is published (see ``_commit`` for how close to the rename that is checked)."""
         parent, name = path.rsplit("/", 1)
         if self.is_local:  # object stores have no folders (and s3fs's makedirs would create a mistyped bucket)
             self.fs.makedirs(parent, exist_ok=True)
@@ -267,20 +300,74 @@ class Warehouse:
                 self._verify_upload(tmp, handle, verify)
             elif verify is not None:
                 verify(self.local_path(tmp))
-            self._commit(tmp, path)
+            self._commit(tmp, path, replaces)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.fs.rm_file(tmp)
             raise
 
-    def _commit(self, tmp: str, path: str) -> None:
+    def _commit(self, tmp: str, path: str, replaces: str | None = None) -> None:
         """The rename: atomic on a local disk; on object storage a server-side copy, then the temp object's
-        delete (file-level calls: ``mv`` would read glob characters in the path as patterns)."""
+        delete (file-level calls: ``mv`` would read glob characters in the path as patterns).
+
+        ``replaces`` (compare-and-swap): on a local disk every commit into a folder holds an exclusive
+        ``flock`` on that folder, so the check of ``path``'s version and the rename are one step for all
+        the warehouse's writers (where the file system refuses flock on a folder, e.g. NFS, the window
+        left is the one between that ``stat`` and the rename). On object storage there is no rename to
+        lock: the version is checked (HEAD) right before the copy, and the copy itself carries
+        ``If-Match`` on that ETag, which AWS S3 enforces (412, nothing written); a store that ignores
+        the header (s3rver, some S3-compatible ones) leaves the window between the HEAD and the copy."""
         if self.is_local:
-            os.replace(tmp, path)
+            with _folder_lock(path.rsplit("/", 1)[0]):
+                if replaces is not None:
+                    self._still_at(path, replaces)
+                os.replace(tmp, path)
+            return
+        conditional = {}
+        if replaces is not None:
+            self._still_at(path, replaces)
+            if self._is_s3:
+                conditional = {"IfMatch": replaces}
+        try:
+            self.fs.cp_file(tmp, path, **conditional)
+        except OSError as exc:
+            error = getattr(getattr(exc, "__cause__", None), "response", None) or {}
+            if conditional and error.get("Error", {}).get("Code") in _PRECONDITION_FAILED:
+                raise FileChanged(f"{self.fs.unstrip_protocol(path)} was written again since it was read; "
+                                  "not replaced") from exc
+            raise
+        self.fs.rm_file(tmp)
+
+    @property
+    def _is_s3(self) -> bool:
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        return bool({"s3", "s3a"} & set(protocols))
+
+    def file_version(self, path: str, handle=None) -> str:
+        """Which write of ``path`` is there (or open in ``handle``, taken before its bytes are read): on a
+        local disk the file's inode, size and modification time (every write is a new file renamed into
+        place); on object storage its ETag (s3fs makes every read of ``handle`` require that ETag, so the
+        bytes read are that version's), else its size and modification time."""
+        if self.is_local:
+            stat = os.fstat(handle.fileno()) if handle is not None else os.stat(path)
+            return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+        if handle is not None and hasattr(handle, "details"):
+            info = handle.details
         else:
-            self.fs.cp_file(tmp, path)
-            self.fs.rm_file(tmp)
+            self.fs.invalidate_cache(path)
+            info = self.fs.info(path)
+        modified = info.get("LastModified") or info.get("mtime") or info.get("created")
+        return str(info.get("ETag") or f"{info.get('size')}:{modified}")
+
+    def _still_at(self, path: str, version: str) -> None:
+        """``FileChanged`` unless ``path`` is still at ``version``."""
+        try:
+            current = self.file_version(path)
+        except FileNotFoundError:
+            current = None
+        if current != version:
+            raise FileChanged(f"{self.local_path(path)} was {'removed' if current is None else 'written again'} "
+                              "since it was read; not replaced")
 
     def _verify_upload(self, tmp: str, written: "_Digesting", verify: Callable[[str], None] | None) -> None:
         """Object storage: the temp object must read back as exactly the bytes written (size and SHA-256),
@@ -335,15 +422,22 @@ class Warehouse:
             pq.write_table(arrow, handle, compression="zstd")
         return path
 
-    def update_table_metadata(self, table: str, shard: str, updates: dict[str, str]) -> str:
+    def update_table_metadata(self, table: str, shard: str, updates: dict[str, str],
+                              read_version: str | None = None) -> str:
         """Rewrite the stored file with ``updates`` in its schema metadata, its rows as they are (Parquet
-        has no in-place metadata edit: the file is written again, atomically)."""
+        has no in-place metadata edit: the file is written again, atomically). Only over the file read:
+        ``FileChanged``, and nothing written, when another writer replaced it since (its rows must not be
+        lost to these), or since the caller read ``read_version`` (``read_table_versioned``), whose rows
+        ``updates`` were computed from. How closely that is guaranteed: ``_commit``."""
         path = self.table_path(table, shard)
         with self.fs.open(path, "rb") as handle:
+            version = self.file_version(path, handle)
             arrow = pq.read_table(handle)
+        if read_version is not None and version != read_version:
+            raise FileChanged(f"{table} of {shard} was written again since it was read ({self.local_path(path)})")
         arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
                                                **{k.encode(): str(v).encode() for k, v in updates.items()}})
-        with self.atomic_open(path) as handle:
+        with self.atomic_open(path, replaces=version) as handle:
             pq.write_table(arrow, handle, compression="zstd")
         return path
 
@@ -355,18 +449,25 @@ class Warehouse:
     def read_table_and_metadata(self, table: str, shard: str, columns: list[str] | None = None,
                                 optional: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
         """``read_table``, and the file's own metadata (``table_metadata``) from the same read."""
+        return self.read_table_versioned(table, shard, columns, optional)[:2]
+
+    def read_table_versioned(self, table: str, shard: str, columns: list[str] | None = None,
+                             optional: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, str], str]:
+        """``read_table_and_metadata``, and the version of the file read (``file_version``): what
+        ``update_table_metadata`` needs to change that file only."""
         path = self.table_path(table, shard)
         if not self.fs.exists(path):
             raise FileNotFoundError(f"{table} for shard {shard!r} is not in the warehouse ({path}); "
                                     "materialize it first")
         with self.fs.open(path, "rb") as handle:
+            version = self.file_version(path, handle)
             if not optional or columns is None:  # no column list: every column is read anyway
                 arrow = pq.read_table(handle, columns=columns)
             else:
                 parquet = pq.ParquetFile(handle)
                 present = set(parquet.schema_arrow.names)
                 arrow = parquet.read(columns=[*columns, *(c for c in optional if c in present)])
-        return arrow.to_pandas(), _own_metadata(arrow.schema.metadata)
+        return arrow.to_pandas(), _own_metadata(arrow.schema.metadata), version
 
     def table_metadata(self, table: str, shard: str) -> dict[str, str]:
         with self.fs.open(self.table_path(table, shard), "rb") as handle:

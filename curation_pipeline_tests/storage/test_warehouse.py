@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from curation_pipeline.shards.keys import InvalidShardName
-from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline.storage.warehouse import FileChanged, Warehouse
 
 
 def test_write_replace_and_read(tmp_path):
@@ -96,3 +96,60 @@ def test_a_failed_fsync_fails_the_write_and_keeps_the_previous_file(tmp_path, mo
     monkeypatch.setattr(os, "fsync", unsupported)
     wh.write_table("pairs", "s1", pd.DataFrame({"key": ["c"]}))
     assert wh.read_table("pairs", "s1")["key"].tolist() == ["c"]
+
+
+@pytest.fixture(params=["local", "s3"])
+def warehouse_root(request, tmp_path, monkeypatch):
+    """A local warehouse, and one on an S3-compatible server (s3rver, as in the scale tests)."""
+    if request.param == "local":
+        yield str(tmp_path / "wh")
+        return
+    from curation_pipeline_tests.scale.helpers import S3Server, fresh_s3fs, require, s3_available
+
+    ok, why = s3_available()
+    require(ok, why)
+    with S3Server(tmp_path) as server:
+        for name, value in server.env.items():
+            monkeypatch.setenv(name, value)
+        fresh_s3fs()
+        yield f"s3://{server.bucket}/wh"
+    fresh_s3fs()
+
+
+def test_a_metadata_update_never_writes_old_rows_over_a_newer_table(warehouse_root, monkeypatch):
+    """A check executed alone rewrites its table's metadata; another run that stores the table again
+    between that read and that write keeps its rows (a real interleaving: the concurrent write goes
+    through the normal writer once the update has read the file)."""
+    wh = Warehouse(warehouse_root)
+    wh.write_table("quality_scores", "s1", pd.DataFrame({"key": ["old"]}),
+                   metadata={"failed_blocking_checks": "scores_in_range"})
+    real_open = Warehouse.atomic_open
+
+    def another_run_first(self, path, *args, **kwargs):
+        monkeypatch.setattr(Warehouse, "atomic_open", real_open)
+        wh.write_table("quality_scores", "s1", pd.DataFrame({"key": ["new", "newer"]}),
+                       metadata={"failed_blocking_checks": ""})
+        return real_open(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Warehouse, "atomic_open", another_run_first)
+    with pytest.raises(FileChanged, match="written again since it was read"):
+        wh.update_table_metadata("quality_scores", "s1", {"failed_blocking_checks": "stale verdict"})
+    assert Warehouse.atomic_open is real_open  # the other run did write, after the update's read
+    rows, metadata = wh.read_table_and_metadata("quality_scores", "s1")
+    assert rows["key"].tolist() == ["new", "newer"]
+    assert metadata["failed_blocking_checks"] == ""
+    assert [p for p in wh.fs.find(wh.join()) if "/.tmp-" in p] == []  # the refused write left no temp file
+
+
+def test_a_metadata_update_applies_only_to_the_version_its_caller_read(tmp_path):
+    wh = Warehouse(str(tmp_path))
+    wh.write_table("pairs", "s1", pd.DataFrame({"key": ["a"]}))
+    _, _, read = wh.read_table_versioned("pairs", "s1")
+    wh.update_table_metadata("pairs", "s1", {"note": "1"}, read_version=read)  # unchanged since: applied
+    rows, metadata, now = wh.read_table_versioned("pairs", "s1")
+    assert (rows["key"].tolist(), metadata["note"]) == (["a"], "1") and now != read
+    wh.write_table("pairs", "s1", pd.DataFrame({"key": ["b"]}))  # another run, after the caller's read
+    with pytest.raises(FileChanged):
+        wh.update_table_metadata("pairs", "s1", {"note": "2"}, read_version=now)
+    rows, metadata = wh.read_table_and_metadata("pairs", "s1")
+    assert rows["key"].tolist() == ["b"] and "note" not in metadata
