@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from curation_pipeline.reporting.report import PARQUET_OPTIONS, parquet_paths, stale_tables, table_provenance
+from curation_pipeline.reporting.report import (
+    PARQUET_OPTIONS,
+    parquet_paths,
+    register_warehouse,
+    stale_tables,
+    table_provenance,
+)
 from curation_pipeline.shards.keys import validate_key
 from curation_pipeline.storage.warehouse import TABLES, Warehouse
 
@@ -45,8 +51,7 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
     import duckdb  # here, not at import: a run that never looks up lineage never pays for it
 
     con = duckdb.connect()
-    if not warehouse.is_local:
-        con.register_filesystem(warehouse.fs)  # s3:// through the warehouse's fsspec filesystem, as the report
+    register_warehouse(con, warehouse)  # s3:// through the warehouse's fsspec filesystem, as the report
     try:
         final = con.execute(
             f"""SELECT f.shard, f.key, f.outcome, f.reason, f.original_caption, f.final_caption, f.rewriter,

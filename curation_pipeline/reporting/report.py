@@ -21,9 +21,10 @@ list every shard, to be read with its status. Quality figures are in the score t
 on (``policy.quality_column``, which a policy change can change between shards): ``shard_summary``
 names it, and the rewriter tables are grouped by it, never pooling two scales.
 
-The views name each table's shard files (an explicit list, never a glob). ``report_files`` records
-them; ``open_report`` re-points a view whose files were removed since the build at the ones left, and
-warns (``ReportOutOfDate``) that the report needs rebuilding.
+The views name each table's shard files (an explicit list, never a glob). On object storage DuckDB reads
+them through the warehouse's own filesystem (``register_warehouse``), which looks each named file up rather
+than globbing for it. ``report_files`` records them; ``open_report`` re-points a view whose files were
+removed since the build at the ones left, and warns (``ReportOutOfDate``) that the report needs rebuilding.
 
 Before / after figures (``shard_summary``'s ``*_original`` / ``mean_quality_before`` against ``*_final``,
 ``caption_lengths``' ``original`` / ``final`` stages) are over the same pairs, the kept ones (the length
@@ -48,6 +49,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
+from fsspec.implementations.dirfs import DirFileSystem
 
 from curation_pipeline.reporting.markdown import markdown_table
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY, FINGERPRINT_KEY, RAW_SHA_KEY, raw_sha
@@ -152,8 +154,7 @@ def open_report(warehouse: Warehouse):
         import duckdb
 
         with contextlib.closing(duckdb.connect(path, read_only=True)) as con:
-            if not warehouse.is_local:
-                con.register_filesystem(warehouse.fs)
+            register_warehouse(con, warehouse)
             _repoint_views(con, warehouse)
             yield con
 
@@ -191,8 +192,51 @@ def _repoint_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None
 def parquet_paths(files: list[str]) -> list[str]:
     """Paths for DuckDB's ``read_parquet``, which globs every path it is given (a list too): ``*``, ``?``
     and ``[`` of the warehouse's own path escaped as ``[*]``, ``[?]``, ``[[]``, so each path reads exactly
-    its file (``run[1]`` would otherwise match ``run1``, ``a?b`` any ``a_b``). Also through fsspec."""
+    its file (``run[1]`` would otherwise match ``run1``, ``a?b`` any ``a_b``). On object storage the
+    registered filesystem (``register_warehouse``) reads such a path back as the one file it names."""
     return [glob.escape(f) for f in files]
+
+
+ESCAPED_CHAR = re.compile(r"\[([*?[])\]")  # how glob.escape writes a ``*``, ``?`` or ``[``
+
+
+def escaped_file(pattern: str) -> str | None:
+    """The file a ``glob.escape``d path names (``s3://b/wh[[]1]/x`` -> ``s3://b/wh[1]/x``), or None when
+    ``pattern`` is a real glob (a ``*``, ``?`` or ``[`` outside an escape)."""
+    if any(c in ESCAPED_CHAR.sub("", pattern) for c in "*?["):
+        return None
+    return ESCAPED_CHAR.sub(r"\1", pattern)
+
+
+class ExactFileSystem(DirFileSystem):
+    """The warehouse's object-store filesystem as DuckDB sees it: every call passes straight through, except
+    ``glob`` of an escaped file path (what ``parquet_paths`` writes), answered by looking that one file up.
+    DuckDB globs every path it reads, and fsspec's glob lists everything from the first ``[`` or ``?`` up
+    (under ``s3://bucket/wh[1]/``: the whole bucket, per file) and, where the store's nested listings are
+    incomplete, finds nothing; a lookup reads exactly the file named, never a temp file beside it."""
+
+    def __init__(self, fs):
+        super().__init__(path="/", fs=fs)  # no prefix in fact: _join / _relpath pass every path through
+        self.protocol = fs.protocol  # DuckDB routes a path to the filesystem registered for its protocol
+
+    def _join(self, path):
+        return path
+
+    def _relpath(self, path):
+        return path
+
+    def glob(self, path, **kwargs):
+        file = escaped_file(path)
+        if file is None or kwargs:  # a real pattern (a query of the user's): the store's own glob
+            return self.fs.glob(path, **kwargs)
+        return [self.fs._strip_protocol(file)] if self.fs.isfile(file) else []
+
+
+def register_warehouse(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None:
+    """Let ``con`` read the warehouse's files: on object storage through its own fsspec filesystem (no httpfs,
+    the warehouse's credentials), as an ``ExactFileSystem``; local files DuckDB reads itself."""
+    if not warehouse.is_local:
+        con.register_filesystem(ExactFileSystem(warehouse.fs))
 
 
 # Every read_parquet of warehouse files: no hive partitioning, or a ``name=value`` folder above the
@@ -428,8 +472,7 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
                          "set TMPDIR to a folder without one")
     con = duckdb.connect(tmp_path)
     register_word_count(con)
-    if not warehouse.is_local:
-        con.register_filesystem(warehouse.fs)  # views read s3:// Parquet through fsspec (s3fs)
+    register_warehouse(con, warehouse)
     try:
         views = _create_views(con, warehouse)
         for needed in REQUIRED_TABLES:

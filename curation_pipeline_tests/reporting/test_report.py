@@ -4,6 +4,7 @@ and each figure must count what its name says."""
 
 from __future__ import annotations
 
+import glob
 import uuid
 import warnings
 
@@ -14,7 +15,14 @@ import pandas as pd
 import pytest
 
 from curation_pipeline.reporting.lineage import caption_history
-from curation_pipeline.reporting.report import build_report, open_report, overall_values, report_markdown
+from curation_pipeline.reporting.report import (
+    build_report,
+    escaped_file,
+    open_report,
+    overall_values,
+    parquet_paths,
+    report_markdown,
+)
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline.validation.drift import check_caption_length_drift
 
@@ -216,6 +224,16 @@ def test_glob_characters_are_escaped_through_fsspec_too(memory_fs):
     assert overall_values(build_report(wh))["pairs_read"] == 4
     assert wh.fs.exists(wh.report_db_path)
     assert caption_history(wh).final["key"].tolist() == keys
+
+
+@pytest.mark.parametrize("folder", ["run[1]", "a*b", "q?x", "b]r[x]", "[*]", "[[]", "plain"])
+def test_an_escaped_path_is_read_back_as_the_one_file_it_names(folder):
+    """On object storage the registered filesystem answers DuckDB's glob of an escaped path (the views') by
+    looking up the file it names; a real pattern still goes to the store's glob."""
+    path = f"s3://bucket/{folder}/pairs/shard-a.parquet"
+    assert escaped_file(parquet_paths([path])[0]) == path
+    assert escaped_file(f"s3://bucket/{glob.escape(folder)}/pairs/*.parquet") is None
+    assert escaped_file("s3://bucket/run[1]/pairs/shard-a.parquet") is None  # run[1] unescaped: matches run1
 
 
 def test_whole_rates_stay_floats(tmp_path):

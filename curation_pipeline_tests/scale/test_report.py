@@ -1,6 +1,6 @@
 """The DuckDB report: it reads the warehouse's Parquet straight from S3 (a real s3rver on
-loopback; no httpfs extension, no local copy of the tables), ``open_report`` opens a report that
-lives on S3, and its word counts are exactly the drift check's."""
+loopback; no httpfs extension, no local copy of the tables), also under a path with glob characters,
+``open_report`` opens a report that lives on S3, and its word counts are exactly the drift check's."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curation_pipeline.reporting.report import build_report, open_report, register_word_count
+from curation_pipeline.reporting.report import (
+    build_report,
+    open_report,
+    parquet_paths,
+    register_warehouse,
+    register_word_count,
+)
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline.validation.lengths import caption_lengths
 from curation_pipeline_tests.scale.helpers import SECRET
@@ -94,3 +100,54 @@ def test_the_report_reads_parquet_from_s3_and_equals_the_local_one(s3, tmp_path,
     with pytest.raises(FileNotFoundError, match="no report"):
         with open_report(Warehouse(f"s3://{server.bucket}/elsewhere")):
             pass
+
+
+def _decoy(warehouse: Warehouse) -> None:
+    """Other tables where a glob of the warehouse's path would land (``run[1]`` matches ``run1``)."""
+    for table, df in _tables("shard-a", ["decoy"] * 3, [None] * 3).items():
+        warehouse.write_table(table, "shard-a", df)
+
+
+def test_the_report_reads_exactly_its_files_on_s3_under_a_path_with_glob_characters(s3, tmp_path):
+    """DuckDB globs every path it reads, through the registered fsspec filesystem; the views' escaped paths
+    (``run[[]1]``) went to s3fs's glob, which lists from the first ``[`` and found nothing (the build failed:
+    "No files found"). Each is now looked up as the one file it names, in the build and in ``open_report``."""
+    server, fs = s3
+    remote = Warehouse(f"s3://{server.bucket}/run[1]/wh")
+    local = Warehouse(str(tmp_path / "run[1]" / "wh"))
+    _fill(remote)
+    _fill(local)
+    _decoy(Warehouse(f"s3://{server.bucket}/run1/wh"))
+
+    remote_report, local_report = build_report(remote), build_report(local)
+    assert remote_report.overall == local_report.overall and remote_report.overall["pairs_read"] == 7
+    pd.testing.assert_frame_equal(local_report.shards, remote_report.shards)
+    assert fs.exists(f"{server.bucket}/run[1]/wh/quality.duckdb")
+    with open_report(local) as con:
+        expected = _report_tables(con)
+    with open_report(remote) as con:
+        got = _report_tables(con)
+        assert con.execute("SELECT shard, count(*) FROM pairs GROUP BY ALL ORDER BY ALL").fetchall() == [
+            ("shard-a", 4), ("shard-b", 3)]
+        view = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'pairs'").fetchone()[0]
+        assert f"s3://{server.bucket}/run[[]1]/wh/pairs/shard-a.parquet" in view
+    for name in expected:
+        pd.testing.assert_frame_equal(expected[name], got[name], check_dtype=False)
+
+
+def test_a_question_mark_in_the_path_on_s3_reads_exactly_its_file(s3, tmp_path):
+    """``q?x`` as a glob matches ``q1x`` too (s3rver cannot commit a ``?`` key by copy, so the files are put
+    directly): the report's reads (escaped paths, the warehouse's registered filesystem) get the one file."""
+    server, fs = s3
+    source = Warehouse(str(tmp_path / "wh"))
+    _fill(source)
+    _decoy(Warehouse(str(tmp_path / "decoy")))
+    fs.put_file(str(tmp_path / "wh" / "pairs" / "shard-a.parquet"), f"{server.bucket}/q?x/wh/pairs/shard-a.parquet")
+    fs.put_file(str(tmp_path / "decoy" / "pairs" / "shard-a.parquet"), f"{server.bucket}/q1x/wh/pairs/shard-a.parquet")
+
+    remote = Warehouse(f"s3://{server.bucket}/q?x/wh")
+    files = parquet_paths(remote.table_files("pairs"))
+    with duckdb.connect() as con:
+        register_warehouse(con, remote)
+        assert con.execute("SELECT caption FROM read_parquet($files) ORDER BY key", {"files": files}
+                           ).fetchall() == [("a dog  runs",), ("",), ("\ttwo\nwords ",), ("x",)]
