@@ -44,9 +44,18 @@ def reselectable(instance: dg.DagsterInstance, warehouse: WarehouseResource, sha
     so it can be stale against a new index or cut; re-selecting it fails, and must not fail other shards'
     runs or the sensor over and over."""
     known = set(instance.get_dynamic_partitions(shard_partitions.name))
+    shards = list(shards)
+    if len(shards) > 1:  # one listing, not a request per shard (the settle sensor asks this every tick)
+        try:
+            present = set(warehouse.list_raw()[0])
+        except (FileNotFoundError, NotADirectoryError):
+            present = set()
+        exists = present.__contains__
+    else:
+        exists = warehouse.raw_exists
     ok, left = [], []
     for shard in shards:
-        (ok if shard in known and warehouse.raw_exists(shard) else left).append(shard)
+        (ok if shard in known and exists(shard) else left).append(shard)
     return ok, left
 
 

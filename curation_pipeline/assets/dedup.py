@@ -3,6 +3,7 @@
 Groups and survivors are resolved once over every shard's stored fingerprints, so dedup does not depend
 on which shard ran first; ``settle_duplicates`` (``curate run``) or ``dedup_settle_sensor`` then
 re-selects every shard decided against an older pool, so the published set depends on the pool alone.
+A shard that cannot be re-selected (``reselectable``) is frozen: the pairs it publishes survive their groups.
 """
 
 
@@ -17,30 +18,33 @@ from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.assets.selection import cut_request, cut_stale, selection_cut_job
 from curation_pipeline.automation import DEFAULT_STATUS, reselect_each, reselectable, reselect_shards_job
-from curation_pipeline.decisions.dedup import (INDEX_ASSET, dropped_for_another_shard, pool_has_signals,
-                                               pool_identity, read_index, refresh_index, rules_digest, stale_shards,
-                                               write_index)
+from curation_pipeline.decisions.dedup import (INDEX_ASSET, dropped_for_another_shard, frozen_identity,
+                                               pool_has_signals, pool_identity, read_index, refresh_index,
+                                               rules_digest, stale_shards, write_index)
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 
 @dg.asset(
     name=INDEX_ASSET, group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
-    code_version="2",  # bump when the same inputs give different output (2: the survivor is a copy decide()
-    # keeps: checked by every enabled image rule, a caption kept or safely rewritten under the policy)
+    code_version="3",  # bump when the same inputs give different output (2: the survivor is a copy decide()
+    # keeps: checked by every enabled image rule, a caption kept or safely rewritten under the policy; 3: a
+    # frozen shard's published pairs survive)
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"parquet"},
     description="Duplicate groups over ALL shards (exact pixels, exact pairs, near images by pHash, near captions "
     "on loosely similar images), each with ONE survivor chosen among the members the policy would publish (image "
     "rules passed and checked, caption kept or rewritten with a safe fallback): the largest usable image, then "
     "the best caption, then (shard, key), so the published set does not "
-    "depend on the order or parallelism of shard runs. Reads only fingerprints and rule columns of the stored "
-    "quality_scores (no model runs); a new shard is compared against the pool once. caption_decisions reads it; "
-    "shards decided against an older pool are listed as stale (re-select them: reselect_shards).",
+    "depend on the order or parallelism of shard runs. A shard that cannot be re-selected (no registered "
+    "partition or no raw file) is frozen: the pairs it publishes are kept, their copies elsewhere dropped. Reads "
+    "only fingerprints and rule columns of the stored quality_scores (no model runs); a new shard is compared "
+    "against the pool once. caption_decisions reads it; shards decided against an older pool are listed as stale "
+    "(re-select them: reselect_shards).",
 )
 def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                 policy: PolicyResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
-    index = refresh_index(wh, policy.decision_policy())
+    index = refresh_index(wh, policy.decision_policy(), frozen=frozen_shards(context.instance, warehouse))
     paths = write_index(wh, index, run_id=context.run_id)
     stale = stale_shards(wh, index)
     groups = index.groups
@@ -49,15 +53,16 @@ def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         in_groups=("key", "size"), dropped_as_duplicate=("dropped", "sum"))  # one pass, not one per shard
     per_shard = pd.DataFrame([{"shard": s, "in_groups": int(counts["in_groups"].get(s, 0)),
                                "dropped_as_duplicate": int(counts["dropped_as_duplicate"].get(s, 0)),
-                               "stale": s in stale} for s in sorted(index.identity)])
+                               "stale": s in stale, "frozen": s in index.frozen} for s in sorted(index.identity)])
     if stale:
         context.log.info(f"shards decided against an older pool (re-select them): {', '.join(stale)}")
     return dg.MaterializeResult(metadata={
         **numbers({"shards": len(index.identity), "pairs_in_groups": len(groups), "groups": len(survivors),
                    "dropped_as_duplicate": int((~groups["dup_keep"]).sum()), "links": len(index.links),
-                   "stale_shards": len(stale),
+                   "stale_shards": len(stale), "frozen_shards": len(index.frozen),
                    "pairs_dropped_for_a_copy_in_another_shard": dropped_for_another_shard(groups)}),
         "stale": dg.MetadataValue.json(sorted(stale)),
+        "frozen": dg.MetadataValue.json(sorted(index.frozen)),
         "per_shard": table(per_shard, limit=200),
         "rules": dg.MetadataValue.text(index.rules),
         "path": dg.MetadataValue.path(wh.local_path(paths["manifest"]) if wh.is_local else paths["manifest"]),
@@ -69,6 +74,12 @@ dedup_index_job = dg.define_asset_job(
     description="Rebuild the cross-shard duplicate index from the stored scores (no model runs).")
 
 
+def frozen_shards(instance: dg.DagsterInstance, warehouse: WarehouseResource, identity=None) -> list[str]:
+    """The scored shards that cannot be re-selected (``reselectable``): the index keeps what they publish."""
+    shards = pool_identity(warehouse.warehouse()) if identity is None else identity
+    return reselectable(instance, warehouse, sorted(shards))[1]
+
+
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
           dg.DagsterRunStatus.STARTED]
 
@@ -76,8 +87,9 @@ ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagste
 def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                     policy: PolicyResource, warn=lambda message: None) -> list[dg.RunRequest] | str:
     """What to run so that every shard's decisions match the current pool: the duplicate index (and,
-    with keep_fraction on, the selection cut) when stale, else a re-selection of each shard decided
-    against an older index or another cut. A string says why nothing is requested."""
+    with keep_fraction on, the selection cut) when stale (another pool, rules or set of frozen shards),
+    else a re-selection of each shard decided against an older index or another cut. A string says why
+    nothing is requested."""
     active = instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE), limit=5)
     if active:  # a run whose process was killed outright (OOM, SIGKILL) stays STARTED until it is terminated
         return (f"runs in progress ({', '.join(r.run_id[:8] for r in active)}): the pool is still changing. A run "
@@ -89,11 +101,12 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     if not identity:
         return "no scored shards"
     stored = read_index(wh)
-    index_stale = stored is None or stored.identity != identity or stored.rules != rules
+    frozen = frozen_identity(wh, frozen_shards(instance, warehouse, identity))  # a raw file back: not frozen
+    index_stale = stored is None or stored.identity != identity or stored.rules != rules or stored.frozen != frozen
     rebuild = {"dedup_index": None, "selection_cut": cut_request(wh, decision_rules.keep_fraction,
                                                                  decision_rules.quality_column, identity)}
     if index_stale:
-        pool_key = hashlib.sha256(json.dumps([identity, rules, stored.computed_at if stored else None],
+        pool_key = hashlib.sha256(json.dumps([identity, frozen, rules, stored.computed_at if stored else None],
                                              sort_keys=True).encode()).hexdigest()[:16]
         rebuild["dedup_index"] = dg.RunRequest(job_name="dedup_index_job", run_key=f"dedup_index:{pool_key}")
     # a request whose run_key ran already (and failed, or it would be current) is skipped by Dagster: not

@@ -10,12 +10,18 @@ the best caption, then (shard, key). So a thumbnail never displaces its original
 drops never takes its group with it, and the same pool gives the same survivors whatever the order or
 parallelism of shard runs.
 
+A shard that cannot be re-selected (pruned, or its raw file gone: the asset layer says which, as
+``frozen``) keeps its stored tables and its published tar in the pool, and its decisions stay as they
+are. So the pairs its final_captions publish are the incumbents of their groups (ranked first: a new copy
+gives way to them, or the pair would be published twice), and its other pairs rank last (it will not
+publish them). The index records the frozen set it assumed; another set is another index.
+
 The index lives under ``<warehouse>/dedup/``: ``groups.parquet``, ``links.parquet`` (so a new shard is
 compared against the pool once, not the whole pool against itself again) and ``index.json`` (the
-scores files and rules it was built from, and a digest of each shard's rows). When it covers the current
-pool and rules, ``dedup_for_shard`` reads only its shard's rows of it (the Parquet row groups that hold
-them, checked against that shard's digest): a decision reads its own rows, not the pool's. Else it
-computes the same on the spot (cached under ``dedup/cache/``). Each decision records a digest of its
+scores files, rules and frozen shards it was built from, and a digest of each shard's rows). When it
+covers the current pool and rules, ``dedup_for_shard`` reads only its shard's rows of it (the Parquet row
+groups that hold them, checked against that shard's digest): a decision reads its own rows, not the
+pool's. Else it computes the same on the spot (cached under ``dedup/cache/``). Each decision records a digest of its
 shard's rows, so shards decided against an older pool are found (``stale_shards``) and re-selected.
 """
 
@@ -24,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -40,7 +46,8 @@ RESULT_COLUMNS = ("dup_group", "dup_kind", "dup_keep", "dup_of")
 INDEX_ASSET = "dedup_index"
 # 2: survivors must pass the scorers' error checks (unchecked:<column>) and the caption part of the
 # policy as decide() applies it; groups.parquet names the survivor's shard (survivor_shard)
-INDEX_VERSION = 2
+# 3: the pairs frozen shards publish survive their groups (index.json: frozen; groups.parquet: incumbent)
+INDEX_VERSION = 3
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
 GROUPS_ROW_GROUP = 65_536  # rows per Parquet row group of groups.parquet: what a shard's decision reads
 
@@ -184,15 +191,62 @@ def pool_vectors(wh: Warehouse, pool: pd.DataFrame):
     return read
 
 
+# --- frozen shards -----------------------------------------------------------------------------
+
+@dataclass
+class Frozen:
+    """Pool shards that cannot be re-selected (see the module docstring), and what they publish."""
+    identity: dict[str, str]  # shard -> identity of its final_captions ("none" without one): what the index assumed
+    published: pd.DataFrame  # shard, key: the pairs their final_captions publish (what their curated tars hold)
+
+
+def frozen_identity(wh: Warehouse, shards) -> dict[str, str]:
+    """Shard -> identity of its stored final_captions ("none" without one), from one listing: a frozen
+    shard's published pairs are read from that file, so another version of it is another frozen set."""
+    files = wh.shard_files("final_captions")
+    return {shard: file_identity(files[shard]) if shard in files else "none" for shard in sorted(set(shards))}
+
+
+def read_frozen(wh: Warehouse, shards) -> Frozen:
+    """The pairs each of ``shards`` publishes: those its final_captions does not drop (none without one)."""
+    from curation_pipeline.decisions.policy import DROPPED
+
+    identity = frozen_identity(wh, shards)
+
+    def published(shard: str) -> pd.DataFrame | None:
+        try:
+            final = wh.read_table("final_captions", shard, columns=["key", "outcome"])
+        except FileNotFoundError:  # deleted since the listing: its identity changed, so the index is rebuilt
+            return None
+        return pd.DataFrame({"shard": shard, "key": final.loc[final["outcome"].ne(DROPPED), "key"].astype(str)})
+
+    with ThreadPoolExecutor(READ_THREADS) as reads:
+        frames = [f for f in reads.map(published, [s for s, i in identity.items() if i != "none"]) if f is not None]
+    return Frozen(identity, pd.concat(frames, ignore_index=True) if frames
+                  else pd.DataFrame({"shard": pd.Series(dtype=object), "key": pd.Series(dtype=object)}))
+
+
+def standing(shards: np.ndarray, keys: np.ndarray, frozen: Frozen | None) -> np.ndarray:
+    """Per pair, what ranks before the policy's preference: 1 = a frozen shard publishes it (the incumbent),
+    0 = its shard can be re-selected, -1 = a frozen shard's pair that it does not publish."""
+    if frozen is None or not frozen.identity or not len(shards):
+        return np.zeros(len(shards), np.int8)
+    published = pd.MultiIndex.from_arrays([shards, keys]).isin(pd.MultiIndex.from_arrays(
+        [frozen.published["shard"].astype(str), frozen.published["key"].astype(str)]))
+    return np.where(published, 1, np.where(np.isin(shards, list(frozen.identity)), -1, 0)).astype(np.int8)
+
+
 # --- grouping ----------------------------------------------------------------------------------
 
 @dataclass
 class DedupIndex:
-    groups: pd.DataFrame  # shard, key, dup_group, dup_kind, dup_keep, dup_of, survivor_shard (grouped pairs only)
+    # shard, key, dup_group, dup_kind, dup_keep, dup_of, survivor_shard, incumbent (grouped pairs only)
+    groups: pd.DataFrame
     links: pd.DataFrame  # shard_a, key_a, shard_b, key_b, kind (rank, see duplicate_groups.KINDS)
     identity: dict[str, str]  # shard -> scores identity the index was built from
     rules: str
     computed_at: str = ""
+    frozen: dict[str, str] = field(default_factory=dict)  # the frozen shards it assumed (``Frozen.identity``)
 
     def for_shard(self, shard: str) -> pd.DataFrame:
         return self.groups[self.groups["shard"].eq(shard)]
@@ -208,7 +262,8 @@ def _label(shards: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
-                identity: dict[str, str] | None = None, vectors=None, cut=None) -> DedupIndex:
+                identity: dict[str, str] | None = None, vectors=None, cut=None,
+                frozen: Frozen | None = None) -> DedupIndex:
     """Duplicate groups and survivors over ``pool`` (see ``load_pool``).
 
     With ``previous`` built under the same rules, its links among shards whose scores did not
@@ -216,7 +271,8 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     pairs are compared against the pool. Caption vectors
     come from ``vectors`` (``pool_vectors``), else from the pool's own ``dup_caption_emb``. ``cut``: the
     global keep_fraction cut, where the survivor pick depends on it (``needs_cut``; ``refresh_index``
-    passes the one over every scored shard), else it is computed over ``pool``."""
+    passes the one over every scored shard), else it is computed over ``pool``. ``frozen``: the shards
+    that cannot be re-selected, whose published pairs survive their groups (``standing``)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -260,9 +316,10 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     component = connected_components(coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n)),
                                      directed=False)[1] if n else np.zeros(0, np.int64)
     pref = preference(pool, policy, cut)
-    # best first: highest tier, most pixels, best caption, then (shard, key) ascending
+    stand = standing(shards, keys, frozen)
+    # best first: a frozen shard's published pair, highest tier, most pixels, best caption, (shard, key)
     best = np.lexsort((keys, shards, -pref["quality"].to_numpy(), -pref["pixels"].to_numpy(),
-                       -pref["tier"].to_numpy(), component))
+                       -pref["tier"].to_numpy(), -stand, component))
     first = pd.Series(best, index=component[best]).groupby(level=0).first()
     survivor = first.reindex(component).to_numpy() if n else np.zeros(0, np.int64)
     grouped = rank > 0
@@ -280,6 +337,8 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
         # the kept copy's shard: the label reads ``key`` in the same shard and ``shard/key`` in another,
         # which a key holding "/" makes ambiguous; this column is not
         "survivor_shard": shards[surv].astype(object),
+        # a frozen shard publishes it (and will): dropped only for another frozen shard's copy
+        "incumbent": stand[rows] == 1,
     })
     a_first = (shards[src] < shards[dst]) | ((shards[src] == shards[dst]) & (keys[src] <= keys[dst]))
     lo, hi = np.where(a_first, src, dst), np.where(a_first, dst, src)
@@ -287,7 +346,8 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
                           "kind": kind}).sort_values(["shard_a", "key_a", "shard_b", "key_b", "kind"])
     links = links.drop_duplicates(["shard_a", "key_a", "shard_b", "key_b"], keep="last").reset_index(drop=True)
     return DedupIndex(groups.reset_index(drop=True), links, identity, rules,
-                      datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                      datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      dict(frozen.identity) if frozen is not None else {})
 
 
 def dropped_for_another_shard(groups: pd.DataFrame) -> int:
@@ -316,7 +376,7 @@ def write_index(wh: Warehouse, index: DedupIndex, cache: bool = False, **provena
         with wh.atomic_open(paths[name]) as handle:
             pq.write_table(pa.Table.from_pandas(getattr(index, name), preserve_index=False), handle,
                            compression="zstd", row_group_size=GROUPS_ROW_GROUP)
-    manifest = {"version": INDEX_VERSION, "rules": index.rules, "identity": index.identity,
+    manifest = {"version": INDEX_VERSION, "rules": index.rules, "identity": index.identity, "frozen": index.frozen,
                 "computed_at": index.computed_at, "pairs_in_groups": int(len(index.groups)),
                 "links": int(len(index.links)),
                 "groups_digest": _file_digest(index.groups), "links_digest": _file_digest(index.links),
@@ -352,7 +412,7 @@ def read_index(wh: Warehouse, cache: bool = False) -> DedupIndex | None:
             or _file_digest(tables["links"]) != manifest.get("links_digest")):
         return None  # a concurrent writer is between its files: treat as absent
     return DedupIndex(tables["groups"], tables["links"], manifest["identity"], manifest["rules"],
-                      manifest.get("computed_at", ""))
+                      manifest.get("computed_at", ""), manifest["frozen"])
 
 
 # --- per shard ---------------------------------------------------------------------------------
@@ -364,10 +424,11 @@ class ShardDedup:
     source: str  # "dedup_index" or why it was computed on the spot
 
 
-def refresh_index(wh: Warehouse, policy, previous: DedupIndex | None = None) -> DedupIndex:
+def refresh_index(wh: Warehouse, policy, previous: DedupIndex | None = None, frozen=()) -> DedupIndex:
     """The index of the current pool. Only shards that changed are compared against the pool: the links
     among the others come from ``previous`` (default: the stored index, or the cache that the previous
-    shard's decisions left as the pool grew, whichever covers more of the current pool)."""
+    shard's decisions left as the pool grew, whichever covers more of the current pool). ``frozen``: the
+    names of the shards that cannot be re-selected (``read_frozen`` reads what they publish)."""
     identity = pool_identity(wh)  # every scored shard, with duplicate signals or not
     if previous is None:
         rules = rules_digest(policy)
@@ -377,7 +438,8 @@ def refresh_index(wh: Warehouse, policy, previous: DedupIndex | None = None) -> 
 
     pool = load_pool(wh, sorted(identity), policy.quality_column, extra=sorted(columns_used(policy.keep_expression)))
     return build_index(pool, policy, previous, identity, vectors=pool_vectors(wh, pool),
-                       cut=pool_cut(wh, policy, identity) if needs_cut(policy) else None)
+                       cut=pool_cut(wh, policy, identity) if needs_cut(policy) else None,
+                       frozen=read_frozen(wh, frozen))
 
 
 def pool_cut(wh: Warehouse, policy, identity: dict[str, str]):
@@ -401,16 +463,19 @@ def pool_cut(wh: Warehouse, policy, identity: dict[str, str]):
 def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> ShardDedup | None:
     """dup_group / dup_kind / dup_keep / dup_of for one shard's scores, from the whole pool.
 
-    None when the scores carry no duplicate signals (the ``text`` profile)."""
+    None when the scores carry no duplicate signals (the ``text`` profile). The frozen shards are those
+    the stored index assumed (the dedup_index asset knows partitions and raw files; the settle sensor
+    rebuilds it when they change), less this shard: it is being decided, so it can be re-selected."""
     if not all(c in scores.columns for c in dup_columns()[:3]):
         return None
     manifest = read_manifest(wh)
+    frozen = set(manifest["frozen"]) if manifest is not None else set()
     fresh = (manifest is not None and manifest["rules"] == rules_digest(policy)
-             and manifest["identity"] == pool_identity(wh))
+             and manifest["identity"] == pool_identity(wh) and shard not in frozen)
     groups = stored_groups(wh, shard, manifest) if fresh else None
     source = INDEX_ASSET
     if groups is None:
-        index = refresh_index(wh, policy)
+        index = refresh_index(wh, policy, frozen=sorted(frozen - {shard}))
         write_index(wh, index, cache=True)  # a cache for the next shard: the dedup_index asset stays the record
         groups = index.for_shard(shard)
         source = "computed over the current pool (the stored dedup_index is missing or stale)"
@@ -451,13 +516,17 @@ def mark_duplicates(scores: pd.DataFrame, warehouse: Warehouse, shard: str, poli
 def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> dict[str, str]:
     """Shards whose stored decisions used other duplicate rows than the index has for them now
     (decided against an older pool), with the digest of the rows they should use: re-select them
-    (``reselect_shards``)."""
+    (``reselect_shards``). Not a frozen shard: the index was built around what it publishes; unless the
+    index drops a pair it publishes (another frozen shard publishes it too: it goes out twice until one of
+    them can be re-selected)."""
     index = read_index(wh) if index is None else index
     if index is None:
         return {}
     out, digests = {}, index.slice_digests()
+    groups = index.groups
+    clashing = set(groups.loc[groups["incumbent"].astype(bool) & ~groups["dup_keep"].astype(bool), "shard"])
     for shard in wh.shards("caption_decisions"):
-        if shard not in digests:
+        if shard not in digests or (shard in index.frozen and shard not in clashing):
             continue
         try:
             used = wh.table_metadata("caption_decisions", shard).get(DIGEST_KEY)

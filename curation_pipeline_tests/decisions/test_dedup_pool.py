@@ -133,6 +133,46 @@ def test_stale_shards_lists_shards_decided_against_another_index_and_passes_over
     assert dedup.stale_shards(wh, index) == {}
 
 
+def test_a_frozen_shard_keeps_its_published_pairs_is_not_stale_and_is_not_frozen_for_its_own_decision(
+        curated, tmp_path):
+    """pool-a/a0 and pool-b/b0 are one image; alike in all else, pool-a's copy survives by name. Frozen,
+    pool-b publishes b0 (its final_captions): b0 survives, in the stored index and in a decision that
+    reads it. pool-b is not stale though decided against another index: its pairs are what the index was
+    built around. Its own decision (its raw file back) does not take itself for frozen."""
+    wh = _two_linked_shards(curated, tmp_path)
+    a0, b0 = (wh.read_table("quality_scores", s)["key"].iloc[0] for s in SHARDS)
+    policy = DecisionPolicy()
+    plain = refresh_index(wh, policy).groups.set_index(["shard", "key"])["dup_keep"]
+    assert plain[("pool-a", a0)] and not plain[("pool-b", b0)]
+
+    final = wh.read_table("quality_scores", "pool-b")[["key"]].assign(outcome="kept")
+    wh.write_table("final_captions", "pool-b", final)
+    index = refresh_index(wh, policy, frozen=["pool-b"])
+    assert index.frozen == dedup.frozen_identity(wh, ["pool-b"]) != {"pool-b": "none"}
+    kept = index.groups.set_index(["shard", "key"])["dup_keep"]
+    assert kept[("pool-b", b0)] and not kept[("pool-a", a0)]
+    dedup.write_index(wh, index)
+    assert dedup.read_index(wh).frozen == index.frozen
+
+    decided_a = dedup.dedup_for_shard(wh, "pool-a", wh.read_table("quality_scores", "pool-a"), policy)
+    assert decided_a.source == dedup.INDEX_ASSET
+    assert decided_a.rows.loc[0, "dup_of"] == f"pool-b/{b0}" and not decided_a.rows.loc[0, "dup_keep"]
+    for shard in SHARDS:  # both decided against an older index
+        wh.write_table("caption_decisions", shard, pd.DataFrame({"key": ["k"]}), metadata={dedup.DIGEST_KEY: "old"})
+    assert set(dedup.stale_shards(wh)) == {"pool-a"}
+
+    decided_b = dedup.dedup_for_shard(wh, "pool-b", wh.read_table("quality_scores", "pool-b"), policy)
+    assert decided_b.source != dedup.INDEX_ASSET  # the stored index took it for frozen
+    assert not decided_b.rows.loc[0, "dup_keep"]  # as if re-selectable: pool-a's copy survives
+
+    # both frozen, both publishing the image: one must give way, and it is reported stale (it publishes a
+    # pair the index drops; the settle sensor names it as one it cannot re-select)
+    wh.write_table("final_captions", "pool-a", wh.read_table("quality_scores", "pool-a")[["key"]].assign(outcome="kept"))
+    both = refresh_index(wh, policy, frozen=SHARDS)
+    assert not both.groups.set_index(["shard", "key"]).loc[("pool-b", b0), "dup_keep"]
+    assert set(dedup.stale_shards(wh, both)) == {"pool-b"}
+
+
 def _row(shard, key, phash, seed, quality=80.0):
     vector = np.random.default_rng(seed).normal(size=384).astype(np.float32)
     return {"shard": shard, "key": key, "dup_image_sha": f"sha-{shard}-{key}", "dup_phash": phash,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curation_pipeline.decisions.dedup import (build_index, dropped_for_another_shard, mark_duplicates,
+from curation_pipeline.decisions.dedup import (Frozen, build_index, dropped_for_another_shard, mark_duplicates,
                                                refresh_index, rules_digest, write_index)
 from curation_pipeline.decisions.policy import DecisionPolicy, decide
 from curation_pipeline.scoring.selection import global_cut
@@ -124,3 +124,31 @@ def test_copies_dropped_for_another_shard_are_counted_from_the_survivors_shard()
     assert by_pair.loc[("s1", "sub/y"), "survivor_shard"] == "s1"
     assert by_pair.loc[("sub", "x"), "survivor_shard"] == "s2"
     assert dropped_for_another_shard(groups) == 1
+
+
+def _frozen(published: dict[str, list[str]]) -> Frozen:
+    return Frozen({shard: "v" for shard in published},
+                  pd.DataFrame([(s, k) for s, keys in published.items() for k in keys], columns=["shard", "key"]))
+
+
+def _kept(index) -> dict:
+    return index.groups.set_index(["shard", "key"])["dup_keep"].to_dict()
+
+
+def test_a_frozen_shards_published_pair_survives_and_a_pair_it_does_not_publish_gives_way():
+    """A shard that cannot be re-selected goes on publishing what it published: its copy survives even
+    against a larger image (else its tar and the larger copy's both publish the pair), and a copy it does
+    not publish never survives (else no copy is published); the result does not depend on row order."""
+    pool, policy, identity = _near_pair(), DecisionPolicy(), {"s1": "v", "s2": "v"}
+    assert _kept(build_index(pool, policy, None, identity)) == {("s1", "a"): True, ("s2", "b"): False}
+
+    incumbent = build_index(pool, policy, None, identity, frozen=_frozen({"s2": ["b"]}))
+    assert _kept(incumbent) == {("s1", "a"): False, ("s2", "b"): True}
+    assert incumbent.groups.set_index(["shard", "key"]).loc[("s1", "a"), "dup_of"] == "s2/b"
+    assert incumbent.frozen == {"s2": "v"}  # recorded: another frozen set is another index
+    reversed_pool = build_index(pool.iloc[::-1], policy, None, identity, frozen=_frozen({"s2": ["b"]}))
+    pd.testing.assert_frame_equal(reversed_pool.groups.sort_values(["shard", "key"], ignore_index=True),
+                                  incumbent.groups.sort_values(["shard", "key"], ignore_index=True))
+
+    unpublished = build_index(pool, policy, None, identity, frozen=_frozen({"s1": []}))
+    assert _kept(unpublished) == {("s1", "a"): False, ("s2", "b"): True}
