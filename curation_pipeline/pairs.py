@@ -51,7 +51,9 @@ class ContractError(RuntimeError):
 def split_on_failure(batch: PairBatch, run: Callable[[PairBatch], R], failed: Callable[[PairBatch, Exception], R],
                      combine: Callable[[list[R]], R], min_batch: int = 1) -> R:
     """``run(batch)``; if a model raises (out of memory, one bad pair), halve the batch down to
-    ``min_batch`` pairs and hand what still fails to ``failed``, so one pair never stops a shard."""
+    ``min_batch`` pairs and hand what still fails to ``failed``, so one pair never stops a shard. A model
+    that fails on every pair is not one bad pair: the caller must count what ``failed`` got (scoring's
+    ``scores_complete`` check fails such a shard)."""
     try:
         return run(batch)
     except ContractError:

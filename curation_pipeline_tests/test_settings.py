@@ -79,3 +79,70 @@ def test_the_config_choices_are_the_domain_choices():
     assert get_args(ScoringResource.model_fields["profile"].annotation) == PROFILES
     profile = ScoringResource().as_profile()
     assert profile == ScoringProfile()
+
+
+def test_given_flags_win_over_set_and_the_file_and_keep_its_other_settings(tmp_path):
+    config = tmp_path / "settings.yaml"
+    config.write_text("scoring: {profile: offline, clip: {model: from-file, prefix: false}}\n"
+                      "rewriter: {kind: cleaner, batch_size: 4}\n")
+    flags = {"scoring.profile": "text", "scoring.clip.model": "from-flag", "rewriter.kind": None}  # None: not given
+    settings = load_settings(("scoring.profile=clip", "rewriter.kind=aitqe"), str(config), flags)
+    assert settings["scoring"] == {"profile": "text", "clip": {"model": "from-flag", "prefix": False}}
+    assert settings["rewriter"] == {"kind": "aitqe", "batch_size": 4}  # no flag: --set over the file
+
+
+def _used(warehouse, shard="sample-000001") -> tuple[set[str], set[str]]:
+    """The scorers and rewriters a run's stored tables name."""
+    import json
+
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    wh = Warehouse(str(warehouse))
+    scorers = set(json.loads(wh.table_metadata("quality_scores", shard)["scorers"]))
+    return scorers, set(wh.read_table("rewritten_captions", shard)["rewriter"])
+
+
+def test_a_run_uses_the_flags_given_over_the_config_file_and_the_file_over_the_defaults(tmp_path, monkeypatch):
+    """Scores stored under the profile asked for: a flag given wins over --config; without flags the
+    file's settings hold; without either, the resources' defaults."""
+    import shutil
+
+    from curation_pipeline.cli import setting_default
+    from curation_pipeline.resources import ScoringResource
+    from curation_pipeline_tests.tiny_models import make_tiny_llava
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(RAW_SAMPLES / "sample-000001.tar", raw)
+    config = tmp_path / "settings.yaml"
+    # loose drift: a tiny random VLM's candidates are not what this test is about
+    config.write_text("scoring: {profile: offline}\nrewriter: {kind: cleaner, max_new_tokens: 8}\n"
+                      "policy: {drift: {max_kl: 10, mean_ratio_min: 0, mean_ratio_max: 10, quantile_tolerance: 10}}\n")
+    vlm = make_tiny_llava(tmp_path / "vlm")
+
+    def run(name, *args):
+        result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / name),
+                                           "--no-report", *args])
+        assert result.exit_code == 0, result.output
+        return _used(tmp_path / name)
+
+    def scorers(profile):
+        return {s.name for s in ScoringResource(profile=profile).scorers()}
+
+    assert scorers("text") != scorers("offline")
+    assert run("flags", "--config", str(config), "--profile", "text", "--rewriter", "vlm",
+               "--rewriter-model", vlm) == (scorers("text"), {"vlm"})
+    assert run("file", "--config", str(config)) == (scorers("offline"), {"cleaner"})
+    assert run("defaults") == (scorers(setting_default("scoring.profile")), {setting_default("rewriter.kind")})
+
+
+def test_run_help_shows_the_resources_defaults():
+    from curation_pipeline.resources import RewriterResource, ScoringResource
+
+    result = CliRunner().invoke(main, ["run", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.strip().startswith("--")}
+    assert f"[default: {ScoringResource().profile}]" in lines["--profile"]
+    assert f"[default: {RewriterResource().kind}]" in lines["--rewriter"]
+    assert "default" not in lines["--clip-model"]  # empty: no model

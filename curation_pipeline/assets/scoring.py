@@ -14,7 +14,7 @@ from curation_pipeline.checks.quality import SCORES_CHECKS, checked_table, score
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.resources import ComputeResource, PolicyResource, ScoringResource, WarehouseResource
-from curation_pipeline.scoring.run import decode_mode, score_stream, unscored
+from curation_pipeline.scoring.run import Faults, decode_mode, raised_on, score_stream, unscored
 from curation_pipeline.shards.reader import iter_pair_batches
 
 
@@ -40,7 +40,7 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
            policy: PolicyResource, compute: ComputeResource) -> tuple[pd.DataFrame, dict]:
     shard = context.partition_key
     expected = raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
-    ray_stats = {}
+    ray_stats, faults = {}, Faults()  # what the models raised: on Ray, in the actors' logs
     if compute.uses_ray:  # decode + score as Ray Data streaming on the cluster; the same rows as below
         from curation_pipeline.compute.ray_data import score_shard
 
@@ -56,7 +56,7 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
         scorers = scoring.scorers()
         batches = iter_pair_batches(warehouse.raw_url(shard), shard, batch_size=warehouse.batch_size,
                                     expected=expected, decode=decode_mode(scorers))
-        scores = score_stream(scorers, batches, prefetch_depth=scoring.prefetch)
+        scores = score_stream(scorers, batches, prefetch_depth=scoring.prefetch, faults=faults)
         versions = {s.name: s.version for s in scorers}
     # which scorer versions wrote these rows, from which raw file
     scores.attrs[FILE_METADATA] = {"scorers": json.dumps(versions), RAW_SHA_KEY: expected.sha256}
@@ -69,6 +69,12 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
         if values.notna().any():
             meta[f"mean_{column}"] = float(values.mean())
     errors = unscored(scores, scorers)  # from each scorer's declared error columns
+    raised = raised_on(scores, scorers)  # of those, the pairs it raised on (the scores_complete check)
+    for r in raised.values():
+        trace = faults.sole_traceback(r.scorer)
+        if trace and r.pairs == r.attempted:  # one exception on every pair: its traceback once, not per pair
+            context.log.error(f"{shard}: {r.scorer} raised on all {r.pairs} pairs it attempted (most often "
+                              f"{r.reason}); the first traceback:\n{trace}")
     charts = ""
     if quality is not None and len(scores):
         charts = markdown_image(histogram_png({policy.quality_column: quality.to_numpy(dtype=float)},
@@ -77,6 +83,7 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
     return scores, {
         **numbers({"pairs": len(scores), **meta}),
         **numbers({f"missing_{k}": v for k, v in errors.items()}),
+        **numbers({f"raised_{k}": r.pairs for k, r in raised.items()}),
         **numbers({"unknown_quality_share": float(quality.isna().mean()) if quality is not None and len(scores) else None}),
         **numbers(ray_stats),
         "compute": dg.MetadataValue.text(compute.engine),

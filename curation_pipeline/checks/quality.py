@@ -6,7 +6,9 @@ alone, as the UI's *Execute* on it does: the asset's step then reads the stored 
 making it (``checked_table``).
 """
 
+import os
 from collections.abc import Callable, Iterator, Mapping
+from types import SimpleNamespace
 
 import dagster as dg
 import pandas as pd
@@ -15,7 +17,9 @@ from curation_pipeline.assets.io import FAILED_CHECKS_KEY, FILE_METADATA
 from curation_pipeline.assets.metadata import OWNERS, numbers
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import PolicyResource, WarehouseResource
-from curation_pipeline.scoring.registry import score_ranges
+from curation_pipeline.scoring.columns import ERROR_SUFFIX, error_columns
+from curation_pipeline.scoring.registry import score_ranges, scorer_classes
+from curation_pipeline.scoring.run import raised_on
 from curation_pipeline.shards.reader import RECORD_COLUMNS
 from curation_pipeline.storage.warehouse import FileChanged
 from curation_pipeline.validation.drift import DriftResult, check_caption_length_drift, compare_lengths, drift_pairs
@@ -42,6 +46,11 @@ PAIRS_CHECKS = [
 SCORES_CHECKS = [
     _spec("scores_in_range", "quality_scores",
           "Scores: keys unique, each scorer's columns within its range (NaN = unknown is allowed)."),
+    _spec("scores_complete", "quality_scores",
+          "No scorer failed systematically: one that raised (CUDA error, out of memory at one pair, a bug) "
+          "on all of at least 2 pairs it attempted, or on more than policy.max_unscored_share of them, fails "
+          "the shard. A pair the model rejects stays a NaN with its reason; pairs without an image or "
+          "caption are the reader's counted skips, not attempts."),
 ]
 FINAL_CAPTION_CHECKS = [
     _spec("final_captions_complete", "final_captions",
@@ -163,7 +172,43 @@ def scores_checks(df: pd.DataFrame, policy: PolicyResource) -> Checks:
         result = check_table(df, required_columns=["shard", "key", policy.quality_column], non_null=["key"],
                              unique=["key"], ranges={c: r for c, r in score_ranges().items() if c in df.columns})
         return _table_check_result(result, f"{len(df)} rows within score ranges", "scores_in_range")
-    return {"scores_in_range": scores_in_range}
+    return {"scores_in_range": scores_in_range, "scores_complete": lambda: scores_complete(df, policy)}
+
+
+def scores_complete(df: pd.DataFrame, policy: PolicyResource) -> dg.AssetCheckResult:
+    """Per-pair NaNs are counted, not failed; a model that raised on (nearly) every pair is a failed
+    shard: else decisions would rewrite or drop it all, and the run would look like a success."""
+    raised = raised_on(df, _registered_scorers(df))
+    failed = [r for r in raised.values() if r.systematic(policy.max_unscored_share)]
+    metadata = {**numbers({f"raised_{r.scorer}": r.pairs for r in raised.values()}),
+                **numbers({f"raised_share_{r.scorer}": r.share for r in raised.values()})}
+    for r in failed:
+        metadata[f"error_{r.scorer}"] = dg.MetadataValue.text(r.reason or "")
+    described = "; ".join(
+        f"{r.scorer} raised on {r.pairs} of the {r.attempted} pairs it attempted ("
+        + ("all" if r.pairs == r.attempted else f"{r.share:.0%}, above max_unscored_share "
+                                                f"{policy.max_unscored_share:.0%}")
+        + f"), most often ({r.reason_pairs} pairs) {r.reason}" for r in failed)
+    worst = max(raised.values(), key=lambda r: r.share, default=None)
+    return dg.AssetCheckResult(
+        check_name="scores_complete", passed=not failed, severity=dg.AssetCheckSeverity.ERROR,
+        description=described[:1000] or (f"raised on the most: {worst.scorer}, {worst.pairs} of the {worst.attempted} "
+                                         f"pairs it attempted ({worst.share:.0%})" if worst and worst.pairs
+                                         else f"no scorer raised on any of {len(df)} pairs"),
+        metadata=metadata)
+
+
+def _registered_scorers(df: pd.DataFrame) -> list[SimpleNamespace]:
+    """The registered scorers with a column in ``df``, as the registry declares them; a model scorer whose
+    instance gives the name (clip, mlm) is named by its error columns' common prefix."""
+    out = []
+    for cls in scorer_classes():
+        columns = tuple(c.name for c in cls.outputs)
+        errors = error_columns(SimpleNamespace(name=cls.name, columns=columns))
+        if df.columns.isin([*columns, *errors]).any():
+            name = cls.name or os.path.commonprefix([c.removesuffix(ERROR_SUFFIX) for c in errors]).rstrip("_")
+            out.append(SimpleNamespace(name=name, columns=columns))
+    return out
 
 
 def final_captions_checks(df: pd.DataFrame, n_pairs: int, policy: PolicyResource) -> Checks:
