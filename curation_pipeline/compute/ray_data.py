@@ -34,7 +34,8 @@ from curation_pipeline.compute.options import RayOptions, RayStats
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.signals import limit_torch_threads
 from curation_pipeline.shards.fingerprint import RawFingerprint
-from curation_pipeline.shards.reader import ReaderLimits, Sample, ShardReader, ShardSkip, decode_image
+from curation_pipeline.shards.reader import (ReaderLimits, Sample, ShardReader, ShardSkip, attach_model_image,
+                                             decode_image, reference_decode)
 
 
 READ_CPUS = 0.5  # the read task streams one tar (I/O and hashing); decode and the models take the CPUs
@@ -155,6 +156,16 @@ def _worker_columns(n: int, prefix: str) -> dict[str, pa.Array]:
             f"{prefix}rss_mb": pa.array([_peak_rss_mb()] * n, pa.float64())}
 
 
+def _pixels(images) -> dict[str, pa.Array]:
+    """Per row, each image's RGB bytes, width and height (None for no image)."""
+    def per_image(value) -> list:
+        return [[value(im) if im is not None else None for im in row] for row in images]
+
+    return {"pixels": pa.array(per_image(lambda im: im.tobytes()), pa.list_(pa.large_binary())),
+            "widths": pa.array(per_image(lambda im: im.width), pa.list_(pa.int64())),
+            "heights": pa.array(per_image(lambda im: im.height), pa.list_(pa.int64()))}
+
+
 def decode_batches(table: pa.Table, limits: ReaderLimits = ReaderLimits(), full: bool | str = True) -> pa.Table:
     """Decode each sample's image exactly as the reader does; each record gains the decode info
     and each row the RGB pixels of its batch. ``full="verify"`` (no scorer reads pixels): images are
@@ -163,17 +174,15 @@ def decode_batches(table: pa.Table, limits: ReaderLimits = ReaderLimits(), full:
     rows = list(_decode_rows(table, limits, full))
     batches, records, images, datas = zip(*rows) if rows else ((), (), (), ())
 
-    def per_image(value) -> list:
-        return [[value(im) if im is not None else None for im in row] for row in images]
-
     if full == "verify":
         encoded = [[data if im is not None else None for data, im in zip(row_datas, row)]
                    for row_datas, row in zip(datas, images)]
         pictures = {"encoded": pa.array(encoded, pa.list_(pa.large_binary()))}
     else:
-        pictures = {"pixels": pa.array(per_image(lambda im: im.tobytes()), pa.list_(pa.large_binary())),
-                    "widths": pa.array(per_image(lambda im: im.width), pa.list_(pa.int64())),
-                    "heights": pa.array(per_image(lambda im: im.height), pa.list_(pa.int64()))}
+        pictures = _pixels(images)
+        # the reference decode the model scorers get (``model_image``), only where the reader made one
+        references = [[reference_decode(im) for im in row] for row in images]
+        pictures.update({f"model_{name}": column for name, column in _pixels(references).items()})
     return pa.table({
         "batch": pa.array(batches, pa.int64()),
         "records": pa.array(records, pa.list_(pa.string())),
@@ -189,8 +198,13 @@ def _images(row: dict) -> list:
 
     if "encoded" in row:  # verified where decoded: the same unloaded image the local reader hands on
         return [Image.open(io.BytesIO(data)) if data is not None else None for data in row["encoded"]]
-    return [Image.frombytes("RGB", (int(w), int(h)), data) if data is not None else None
-            for data, w, h in zip(row["pixels"], row["widths"], row["heights"])]
+
+    def rgb(prefix: str) -> list:
+        return [Image.frombytes("RGB", (int(w), int(h)), data) if data is not None else None
+                for data, w, h in zip(row[f"{prefix}pixels"], row[f"{prefix}widths"], row[f"{prefix}heights"])]
+
+    return [attach_model_image(image, reference) if reference is not None else image
+            for image, reference in zip(rgb(""), rgb("model_"))]
 
 
 def _decode_mode(profile) -> bool | str:

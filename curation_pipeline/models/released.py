@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from curation_pipeline.models.aspect import model_input
 from curation_pipeline.models.loading import ModelUnavailableError, finish, pick_device, pick_dtype, prepare_source
 
 if TYPE_CHECKING:
@@ -72,9 +73,11 @@ class ReleasedModel:
 
     def pixel_values(self, images: list, pad: bool | None = None) -> torch.Tensor:
         """The reference's preprocessing; ``pad`` (default: the checkpoint's setting) first
-        pads to a square filled with the processor's mean colour, as LLaVA's ``expand2square``."""
+        pads to a square filled with the processor's mean colour, as LLaVA's ``expand2square``. Images
+        as the reference loads them (``model_image``: no EXIF rotation, alpha dropped); one of extreme
+        aspect ratio first reduced so that the processor's cost is bounded (``bound_aspect``)."""
         pad = self.pad_to_square if pad is None else pad
-        images = [im.convert("RGB") for im in images]
+        images = [model_input(im, self.image_processor, pad=pad) for im in images]
         if pad:
             fill = tuple(int(x * 255) for x in self.image_processor.image_mean)
             images = [expand_to_square(im, fill) for im in images]

@@ -285,7 +285,8 @@ class AitqeRewriter(GeneratingRewriter):
                          f"the AITQE instruction must contain {CAPTION_PLACEHOLDER}")
         self.max_new_tokens = max_new_tokens
         self.stop_strings = [OVERALL_MARKER] if stop_after_overall else None
-        self.version = f"2:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+        # 3: images as the reference decodes them (shards.reader.model_image)
+        self.version = f"3:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,
                                     device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                     vision_tower=vision_tower)

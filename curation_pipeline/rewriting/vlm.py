@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from curation_pipeline.models.aspect import model_input
 from curation_pipeline.models.loading import inference_mode, load_vlm
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter, hash_prompt, no_caption_to_edit
@@ -98,7 +99,8 @@ class ChatGenerator:
         if not images:
             return []
         inputs = self.processor(text=[self.render(t) for t in instructions],
-                                images=[im.convert("RGB") for im in images],
+                                images=[model_input(im, getattr(self.processor, "image_processor", None))
+                                        for im in images],
                                 padding=True, padding_side="left", return_tensors="pt")
         inputs = {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
                   for k, v in inputs.items() if isinstance(v, torch.Tensor)}
@@ -147,7 +149,7 @@ class VlmRewriter(GeneratingRewriter):
                  batch_size: int = 8, device: str | None = None, dtype=None, trust_remote_code: bool = False):
         super().__init__(prompt or DEFAULT_PROMPT, batch_size,
                          f"the rewrite prompt must contain {CAPTION_PLACEHOLDER} where the caption goes")
-        self.version = f"1:{model}:beams={num_beams}:max_new={max_new_tokens}"
+        self.version = f"2:{model}:beams={num_beams}:max_new={max_new_tokens}"
         loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         self.generator = ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, num_beams=num_beams)
 

@@ -35,7 +35,7 @@ class AitqeScorer(Scorer):
         self.batch_size = batch_size
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=[OVERALL_MARKER],
                                     device=device, dtype=dtype, vision_tower=vision_tower)
-        self.version = f"1:{model}:max_new={max_new_tokens}"
+        self.version = f"2:{model}:max_new={max_new_tokens}"  # 2: images as the reference decodes them (model_image)
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
         def instruction(caption):

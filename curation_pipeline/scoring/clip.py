@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from curation_pipeline.models.aspect import model_input
 from curation_pipeline.models.loading import inference_mode, load_clip, pick_device
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer, scorable
@@ -99,7 +100,8 @@ class ClipScorer(Scorer):
         settings = [] if self.prefix == CLIPSCORE_PREFIX else [f"prefix={self.prefix or 'none'}"]
         if self.dtype != torch.float32:
             settings.append(str(self.dtype).removeprefix("torch."))
-        self.version = ":".join([f"2:{model}", *settings])
+        # 3: images as clipscore.py loads them (no EXIF rotation, alpha dropped: ``model_image``)
+        self.version = ":".join([f"3:{model}", *settings])
         # SigLIP was trained on texts padded to the full context; CLIP on the longest in batch.
         self._padding = "max_length" if "siglip" in self.model.config.model_type else True
         self._max_length = self.model.config.text_config.max_position_embeddings
@@ -142,12 +144,15 @@ class ClipScorer(Scorer):
 
     def prepare(self, batch: PairBatch) -> ClipInputs:
         """Which pairs can be scored, and each forward batch's tensors: CPU work, run in the prefetch
-        thread while the model scores the previous batch."""
+        thread while the model scores the previous batch. An image of extreme aspect ratio is first
+        reduced to what the processor's centre crop sees (``bound_aspect``), so its cost is bounded."""
         valid, errors = scorable(batch)
+        image_processor = getattr(self.processor, "image_processor", None)
         chunks = []
         for start in range(0, len(valid), self.batch_size):
             rows = valid[start:start + self.batch_size]
-            chunks.append((rows, self.inputs([batch.images[i].convert("RGB") for i in rows],
+            images = [model_input(batch.images[i], image_processor) for i in rows]
+            chunks.append((rows, self.inputs(images,
                                              [self._text(batch.captions[i]) for i in rows])))
         return ClipInputs(len(batch), errors, chunks)
 

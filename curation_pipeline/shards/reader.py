@@ -11,6 +11,12 @@ byte read is hashed, so ``pairs`` can record the shard's fingerprint (``shards/f
 tarfile stops (silently, at any block that is not a header) the archive must really end, else the samples
 after it are a ``corrupt_tar`` / ``truncated_tar`` skip, not lost unseen. A read that fails in the file
 itself (a network timeout, an I/O error) is not damage: it raises, so the run fails and can be retried.
+
+Captions are kept as the sample says them: only how a caption file was saved goes (a leading UTF-8
+BOM, trailing line endings: ``echo``, ``print``, Windows). Any other whitespace or control character
+is the caption's own; text quality flags it and the cleaner's rewrite, recorded in the lineage,
+removes it. Images come in two decodes where they differ: the corrected one (EXIF orientation,
+transparency on white) for content signals, the reference one for model scorers (``model_image``).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Literal
 
 import fsspec
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.shards.fingerprint import HashingReader, RawFingerprint, RawShardChanged, describe_change, raw_stat
@@ -128,17 +134,6 @@ def original_size(meta: dict | None, max_side: int = ReaderLimits.max_original_s
     return size[0], size[1]
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
 def _depth(value: Any, limit: int) -> int:
     """Nesting depth of parsed json (iterative: no recursion on hostile input), capped at limit + 1."""
     deepest, stack = 0, [(value, 1)]
@@ -154,17 +149,29 @@ def _depth(value: Any, limit: int) -> int:
 
 def parse_meta(data: bytes, member: str, limits: ReaderLimits = ReaderLimits()) -> tuple[dict | None, str | None]:
     """The sample's json as an object, or None with a ``meta_error`` that names the member. Never raises
-    (bad UTF-8 or syntax, non-objects, deep nesting, huge integers, NaN / Infinity); lone surrogates are
-    replaced by U+FFFD, the json kept and the error saying so."""
+    (bad UTF-8 or syntax, non-objects, deep nesting, huge integers). Two repairs keep the json, the
+    ``meta_error`` saying so: lone surrogates are replaced by U+FFFD, and non-finite numbers (``NaN``,
+    ``Infinity``: what Python's ``json.dumps`` writes for a missing float; ``1e999``) become null,
+    so one missing field does not cost the sample its caption and original size (webdataset's
+    ``json.loads`` reads such a file too). A leading UTF-8 BOM is a file artefact and is dropped."""
     where = f"{printable_name(member)}:"
     if len(data) > limits.max_meta_bytes:
         return None, f"{where} json is {len(data):,} bytes, over the {limits.max_meta_bytes:,}-byte limit; not parsed"
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # json.loads(bytes), as webdataset calls it, accepts a BOM too
     except UnicodeDecodeError as exc:
         return None, f"{where} json is not UTF-8 ({exc.reason} at byte {exc.start})"
+    nonfinite: list[str] = []
+
+    def null(token: str) -> None:
+        nonfinite.append(token[:40])
+
+    def number(token: str) -> float | None:
+        value = float(token)
+        return value if math.isfinite(value) else null(token)
+
     try:
-        meta = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        meta = json.loads(text, parse_constant=null, parse_float=number)
     except RecursionError:
         return None, f"{where} json nested too deeply to parse (limit {limits.max_meta_depth} levels)"
     except json.JSONDecodeError as exc:
@@ -175,32 +182,74 @@ def parse_meta(data: bytes, member: str, limits: ReaderLimits = ReaderLimits()) 
         return None, f"{where} json is {type(meta).__name__ if meta is not None else 'null'}, not an object"
     if _depth(meta, limits.max_meta_depth) > limits.max_meta_depth:
         return None, f"{where} json nested deeper than {limits.max_meta_depth} levels"
+    notes = []
     dumped = json.dumps(meta, ensure_ascii=False, sort_keys=True)
     if has_surrogates(dumped):
-        return json.loads(replace_surrogates(dumped)), f"{where} lone surrogates in json strings replaced by U+FFFD"
-    return meta, None
+        meta = json.loads(replace_surrogates(dumped))
+        notes.append("lone surrogates in json strings replaced by U+FFFD")
+    if nonfinite:
+        shown = list(dict.fromkeys(nonfinite))
+        notes.append(f"{len(nonfinite)} non-finite number{'s' * (len(nonfinite) > 1)} "
+                     f"({', '.join(shown[:3])}{', ...' * (len(shown) > 3)}) replaced by null")
+    return meta, f"{where} {'; '.join(notes)}" if notes else None
 
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Every mode scraped data comes in (CMYK, 16-bit, palette+alpha, LA) to plain RGB."""
+def _to_rgb(im: Image.Image) -> tuple[Image.Image, bool]:
+    """Every mode scraped data comes in (CMYK, 16-bit, palette+alpha, LA) to plain RGB, and whether
+    that is ``im.convert("RGB")`` pixel for pixel (False: 16-bit scaled, not clipped; transparency
+    composited onto white, not dropped)."""
+    plain = True
     if im.mode == "P":
         im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
     if im.mode.startswith("I;16"):
         im = im.convert("I")  # point() refuses I;16B / I;16L / I;16N
     if im.mode == "I":
-        im = im.point(lambda v: v * (1 / 256)).convert("L")
+        im, plain = im.point(lambda v: v * (1 / 256)).convert("L"), False
     if im.mode == "F":
         im = im.convert("L")
     if im.mode in ("RGBA", "LA", "PA"):
         rgba = im.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        if alpha.getextrema() == (255, 255):  # opaque: compositing changes nothing
+            return rgba.convert("RGB"), plain
         background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return im.convert("RGB") if im.mode != "RGB" else im
+        background.paste(rgba, mask=alpha)
+        return background, False
+    return (im.convert("RGB") if im.mode != "RGB" else im), plain
+
+
+# --- the model decode ---------------------------------------------------------------------------
+# Content signals (OCR, NSFW, image quality, dedup) see the image as shown: EXIF orientation applied,
+# transparency on white, 16-bit scaled. The released checkpoints (MLM-Filter, AITQE) and CLIP are
+# scored as their authors' code loads images, ``Image.open(f).convert("RGB")`` (clipscore.py,
+# webdataset's ``pilrgb``), or their scores differ from the reference. Only where the two differ
+# does the reader decode a second time: that reference decode rides on the image (``Image.info``,
+# which ``convert`` and ``copy`` carry along), and ``model_image`` is what every model scorer is given.
+_MODEL_IMAGE = "curation_pipeline.model_image"
+_ORIENTATIONS = {2, 3, 4, 5, 6, 7, 8}  # EXIF orientations ImageOps.exif_transpose acts on
+
+
+def attach_model_image(image: Image.Image, reference: Image.Image) -> Image.Image:
+    """``image`` (the corrected decode), carrying ``reference`` for the model scorers."""
+    image.info[_MODEL_IMAGE] = (reference, image.size)
+    return image
+
+
+def reference_decode(image: Image.Image | None) -> Image.Image | None:
+    """The reference decode the reader attached to ``image``, None if it needed none. Only on an image
+    of the size it was attached to: a resized or cropped copy is not the reader's image."""
+    attached = image.info.get(_MODEL_IMAGE) if image is not None else None
+    return attached[0] if attached is not None and attached[1] == image.size else None
+
+
+def model_image(image: Image.Image) -> Image.Image:
+    """What a released checkpoint or CLIP is given for a pair's image: ``Image.open(bytes).convert("RGB")``."""
+    reference = reference_decode(image)
+    return reference if reference is not None else image
 
 
 Decode = Literal[True, False, "header", "verify"]
@@ -214,7 +263,8 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
     ``"verify"``: the same checks and statuses as a full decode, a JPEG decoded at 1/8 scale (libjpeg
     still reads every byte, so a truncated or corrupt body fails with the same error), and the image
     returned unloaded (its stored size and header; pixels only if asked for): for scorers that read
-    only an image's size (``Scorer.reads_pixels = False``), a 2-3x cheaper decode."""
+    only an image's size (``Scorer.reads_pixels = False``), a 2-3x cheaper decode. A full decode that
+    corrected the image (orientation, transparency, 16-bit) carries the reference decode (``model_image``)."""
     info: dict[str, Any] = {
         "image_format": None, "image_mode": None, "width": None, "height": None,
         "n_frames": None, "decode_status": DECODE_OK, "decode_error": None,
@@ -245,10 +295,12 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
                 im.draft(None, (1, 1))  # JPEG: the smallest DCT scale; other formats ignore it
             im.seek(0)
             im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = _to_rgb(im)
+            oriented = im.getexif().get(ExifTags.Base.Orientation, 1) in _ORIENTATIONS
+            rgb, plain = _to_rgb(ImageOps.exif_transpose(im) if oriented else im)
             if full == "verify":
                 return header, info
+            if oriented or not plain:  # what the models see differs: decode it their way too
+                attach_model_image(rgb, im.convert("RGB"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         info.update(decode_status="too_large", decode_error=error_text(exc).split(": ", 1)[-1])
         return None, info
@@ -444,7 +496,9 @@ class ShardReader:
             yield current
 
     def _caption(self, group: _Members, meta: dict | None) -> tuple[str | None, str | None, str | None]:
-        """Caption text, where it came from, and what was wrong with it."""
+        """Caption text, where it came from, and what was wrong with it. A caption file's leading BOM and
+        final line ending(s) are how it was saved (``echo``, ``print``, Windows), not what it says: dropped.
+        A json caption is a string value, taken as it is."""
         problems = []
         if group.caption is not None:
             try:
@@ -460,6 +514,8 @@ class ShardReader:
         else:
             return None, None, None
         text = text.replace("\x00", "")
+        if source != "json":
+            text = text.removeprefix("\ufeff").rstrip("\r\n")
         if len(text) > self.limits.max_caption_chars:
             problems.append(f"truncated from {len(text)} chars")
             text = text[: self.limits.max_caption_chars]

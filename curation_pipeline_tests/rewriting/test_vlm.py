@@ -49,7 +49,7 @@ def batch(flickr_dir):
 
 def test_generates_cleaned_candidates(model_dir, batch):
     rewriter = VlmRewriter(model_dir, max_new_tokens=8, batch_size=2)
-    assert rewriter.ident.startswith("vlm@1:") and model_dir in rewriter.version
+    assert rewriter.ident.startswith("vlm@2:") and model_dir in rewriter.version
     assert rewriter.prompt == DEFAULT_PROMPT and len(rewriter.prompt_hash) == 16
     calls, generate = [], rewriter.generator.generate
 

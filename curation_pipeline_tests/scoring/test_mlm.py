@@ -230,7 +230,7 @@ def test_low_mass_keeps_its_reason_beside_a_parsed_greedy_score(tmp_path, batch)
 
 def test_generate_mode_returns_scores_or_reasons(vlm_dir, batch, monkeypatch):
     scorer = _peaked(MlmFilterScorer(vlm_dir, mode="generate", metrics=("ctq",), min_mass=0.0))
-    assert scorer.version.startswith("4:") and scorer.prompt_hash in scorer.version
+    assert scorer.version.startswith("5:") and scorer.prompt_hash in scorer.version
     assert not scorer.version.endswith("float16")  # float32 on CPU: no precision in the version
     # generation decodes what logits mode reads greedily from its tree: the same integer (or none) per pair
     logits = MlmFilterScorer(vlm_dir, metrics=("ctq",), min_mass=0.0)

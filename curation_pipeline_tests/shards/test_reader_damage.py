@@ -156,7 +156,7 @@ def test_a_big_endian_16_bit_tiff_decodes():
 
 @pytest.mark.parametrize("mode, dtype", [("I;16", "<u2"), ("I;16L", "<u2"), ("I;16B", ">u2"), ("I;16N", "=u2")])
 def test_16_bit_modes_of_every_byte_order_convert_to_rgb(mode, dtype):
-    rgb = np.asarray(_to_rgb(Image.frombytes(mode, (64, 48), PIXELS16.astype(dtype).tobytes())))
+    rgb = np.asarray(_to_rgb(Image.frombytes(mode, (64, 48), PIXELS16.astype(dtype).tobytes()))[0])
     assert rgb.shape == (48, 64, 3) and np.array_equal(rgb[..., 0], (PIXELS16 >> 8).astype(np.uint8))
 
 

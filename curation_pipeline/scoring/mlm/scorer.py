@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from curation_pipeline.models.aspect import model_input
 from curation_pipeline.models.loading import inference_mode, load_vlm
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import PairBatch
@@ -108,9 +109,10 @@ class MlmFilterScorer(Scorer):
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
         # 4: long captions cut as the reference cuts them; a precision other than float32 is part of it
-        # (scores in float16 and bfloat16 differ), as CLIP's version carries its own
+        # (scores in float16 and bfloat16 differ), as CLIP's version carries its own; 5: rotated (EXIF) and
+        # transparent images reach the model as the reference decodes them (shards.reader.model_image)
         precision = [] if str(self.dtype) == "torch.float32" else [str(self.dtype).removeprefix("torch.")]
-        self.version = ":".join([f"4:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}",
+        self.version = ":".join([f"5:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}",
                                  *precision])
         self._suppressed = self.released.suppressed if self.released else []
         self._penalty = self.released.repetition_penalty if self.released else 1.0
@@ -246,6 +248,8 @@ class MlmFilterScorer(Scorer):
     def _chat_inputs(self, texts: list[str], images: list):
         import torch
 
+        image_processor = getattr(self.processor, "image_processor", None)
+        images = [model_input(im, image_processor) for im in images]  # as the other model paths
         inputs = self.processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
         return {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
                 for k, v in inputs.items() if isinstance(v, torch.Tensor)}
