@@ -222,9 +222,38 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
 RESOURCE_KEYS = ("scoring", "rewriter", "policy")
 
 
-def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None) -> dict[str, dict]:
-    """Resource settings from a YAML file (``policy: {keep_threshold: 80}`` or run config's ``resources:``
-    section) and ``--set policy.drift.max_kl=0.3`` pairs (later wins); values are YAML (``null`` = off)."""
+def _resource_classes() -> dict[str, type]:
+    from curation_pipeline.resources import PolicyResource, RewriterResource, ScoringResource
+
+    return dict(zip(RESOURCE_KEYS, (ScoringResource, RewriterResource, PolicyResource)))
+
+
+def setting_default(setting: str):
+    """The default a resource declares for ``setting`` (``scoring.clip.model``): the one place it lives."""
+    resource, *path = setting.split(".")
+    value = _resource_classes()[resource]()
+    for part in path:
+        value = getattr(value, part)
+    return value
+
+
+def _put(settings: dict[str, dict], resource: str, key: str, value, source: str) -> None:
+    """Set ``resource.key`` (``drift.max_kl``: a nested setting) to ``value``."""
+    *parents, leaf = key.split(".")
+    target = settings[resource]
+    for part in parents:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise BadInput(f"{source}: {resource}.{part} is a value, not a group of settings")
+    target[leaf] = value
+
+
+def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None,
+                  flags: dict[str, object] | None = None) -> dict[str, dict]:
+    """Resource settings, each from the last of: a YAML file (``policy: {keep_threshold: 80}`` or run
+    config's ``resources:`` section), ``--set policy.drift.max_kl=0.3`` pairs (later wins; values are
+    YAML, ``null`` = off), then ``flags`` (``{"scoring.profile": "text"}``; None = not given). Anything
+    unset keeps the resource's default."""
     import yaml
 
     settings: dict[str, dict] = {key: {} for key in RESOURCE_KEYS}
@@ -247,24 +276,23 @@ def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None) -
         resource, dot, key = name.strip().partition(".")
         if not sep or not dot or resource not in RESOURCE_KEYS or not key:
             raise BadInput(f"--set {pair!r}: expected RESOURCE.KEY=VALUE with RESOURCE one of {', '.join(RESOURCE_KEYS)}")
-        *parents, leaf = key.split(".")  # policy.drift.max_kl: a nested setting
-        target = settings[resource]
-        for part in parents:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise BadInput(f"--set {pair!r}: {resource}.{part} is a value, not a group of settings")
         try:
-            target[leaf] = yaml.safe_load(value) if value.strip() else None
+            parsed = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError as exc:
             raise BadInput(f"--set {pair!r}: the value is not YAML ({str(exc).splitlines()[0]}); quote text that "
                            "holds YAML syntax, e.g. --set \"policy.keep_expression='clip_score >= 0.3'\"") from exc
+        _put(settings, resource, key, parsed, f"--set {pair!r}")
+    for name, value in (flags or {}).items():
+        if value is not None:
+            resource, _, key = name.partition(".")
+            _put(settings, resource, key, value, f"{name}={value!r}")
     return settings
 
 
-def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, rewriter: str,
-               rewriter_model: str, clip_model: str, mlm_model: str, report: bool,
+def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
                settings: dict[str, dict] | None = None) -> int:
-    """Register the shards as partitions, materialize each, then the report; returns an exit code."""
+    """Register the shards as partitions, materialize each, then the report; returns an exit code.
+    ``settings``: the resources' settings (``load_settings``), the rest their defaults."""
     from curation_pipeline import helper
     from curation_pipeline.validation import _gx
 
@@ -300,16 +328,13 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], profile: str, 
     if not selected:
         raise BadInput(f"no .tar shards found in {raw}; generate samples with `curate sample-data` or point --raw elsewhere")
     settings = settings or {}
-    for name, cls in zip(RESOURCE_KEYS, (ScoringResource, RewriterResource, PolicyResource)):
+    for name, cls in _resource_classes().items():
         unknown = sorted(set(settings.get(name, {})) - set(cls.model_fields))
         if unknown:
             raise BadInput(f"unknown {name} setting {', '.join(unknown)}; known: {', '.join(sorted(cls.model_fields))}")
     try:
-        scoring_settings = settings.get("scoring", {})
-        models = {"clip": {"model": clip_model}, "mlm": {"model": mlm_model}}
-        scoring = ScoringResource(**{"profile": profile, **scoring_settings,
-                                     **{k: {**v, **scoring_settings.get(k, {})} for k, v in models.items()}})
-        rewriting = RewriterResource(**{"kind": rewriter, "model": rewriter_model, **settings.get("rewriter", {})})
+        scoring = ScoringResource(**settings.get("scoring", {}))
+        rewriting = RewriterResource(**settings.get("rewriter", {}))
         policy = PolicyResource(**settings.get("policy", {}))
         policy.decision_policy()
     except (pydantic.ValidationError, dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
@@ -398,6 +423,25 @@ WAREHOUSE = click.option("--warehouse", default="data/warehouse", show_default=T
                          help="Warehouse root (Parquet tables, curated shards, quality.duckdb).")
 
 
+class SettingFlag(click.Option):
+    """A flag for one resource setting (``setting="scoring.profile"``). Unset (None) unless given, so a
+    given flag wins over --config and --set and an absent one leaves theirs; --help shows the
+    resource's own default (read only then: it imports the resources)."""
+
+    def __init__(self, *decls, setting: str, **attrs):
+        super().__init__(*decls, default=None, **attrs)
+        self.setting = setting
+
+    def get_help_record(self, ctx):
+        spec, text = super().get_help_record(ctx)
+        default = setting_default(self.setting)
+        return spec, f"{text}  [default: {default}]" if default not in ("", None) else text
+
+
+def _flag(*decls, setting: str, help: str):
+    return click.option(*decls, cls=SettingFlag, setting=setting, help=help)
+
+
 @main.command()
 @WAREHOUSE
 def demo(warehouse: str) -> None:
@@ -410,28 +454,30 @@ def demo(warehouse: str) -> None:
         from curation_pipeline.demo import generate_sample_shards
 
         generate_sample_shards(raw)
-    sys.exit(run_shards(raw, warehouse, (), "offline", "cleaner", "", "", "", True))
+    sys.exit(run_shards(raw, warehouse, (), True, {"scoring": {"profile": "offline"}, "rewriter": {"kind": "cleaner"}}))
 
 
 @main.command()
 @RAW
 @WAREHOUSE
 @click.option("--shard", "shards", multiple=True, help="Only these shard keys (repeatable); default all.")
-@click.option("--profile", default="offline", show_default=True, help="offline | text | clip | mlm | full")
-@click.option("--clip-model", default="", help="CLIP/SigLIP HuggingFace id or local path (clip, full).")
-@click.option("--mlm-model", default="", help="Chat VLM id or local path for MLM-Filter metrics (mlm, full).")
-@click.option("--rewriter", default="cleaner", show_default=True, help="cleaner | vlm | aitqe")
-@click.option("--rewriter-model", default="", help="Model id or local path for the vlm/aitqe rewriter.")
+@_flag("--profile", setting="scoring.profile", help="offline | text | clip | mlm | full")
+@_flag("--clip-model", setting="scoring.clip.model", help="CLIP/SigLIP HuggingFace id or local path (clip, full).")
+@_flag("--mlm-model", setting="scoring.mlm.model", help="Chat VLM id or local path for MLM-Filter metrics (mlm, full).")
+@_flag("--rewriter", setting="rewriter.kind", help="cleaner | vlm | aitqe")
+@_flag("--rewriter-model", setting="rewriter.model", help="Model id or local path for the vlm/aitqe rewriter.")
 @click.option("--no-report", is_flag=True, help="Skip rebuilding quality.duckdb.")
 @click.option("--set", "pairs", multiple=True, metavar="RESOURCE.KEY=VALUE",
               help="Any setting of the scoring, rewriter or policy resource, e.g. --set policy.keep_threshold=80 "
-                   "(repeatable; VALUE is YAML: 80, true, null = off).")
+                   "(repeatable; VALUE is YAML: 80, true, null = off); wins over --config, the flags above over it.")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
               help="YAML file of settings: {policy: {keep_threshold: 80}, scoring: {...}} or Dagster run config's "
-                   "resources section; --set wins over it.")
-def run(raw, warehouse, shards, profile, clip_model, mlm_model, rewriter, rewriter_model, no_report, pairs,
-        config_file) -> None:
+                   "resources section; --set and the flags above win over it.")
+@click.pass_context
+def run(ctx, raw, warehouse, shards, no_report, pairs, config_file, **flags) -> None:
     """Curate the shards in --raw into --warehouse, then rebuild the report.
+
+    Each setting comes from the last of: the resource's default, --config, --set, its own flag.
 
     Example: curate run --raw /data/laion/shards --warehouse /data/curated --profile clip
     --clip-model openai/clip-vit-base-patch32
@@ -439,8 +485,8 @@ def run(raw, warehouse, shards, profile, clip_model, mlm_model, rewriter, rewrit
     from curation_pipeline.storage.warehouse import StorageUnreachable
 
     try:
-        code = run_shards(raw, warehouse, shards, profile, rewriter, rewriter_model, clip_model, mlm_model,
-                          not no_report, load_settings(pairs, config_file))
+        given = {p.setting: flags[p.name] for p in ctx.command.params if isinstance(p, SettingFlag)}
+        code = run_shards(raw, warehouse, shards, not no_report, load_settings(pairs, config_file, given))
     except (FileNotFoundError, NotADirectoryError, ValueError, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
     sys.exit(code)
@@ -519,10 +565,30 @@ def sample_data(out, shards) -> None:
 def convert_model(src, dst, vision_tower) -> None:
     """Write a released MLM-Filter or AITQE checkpoint (SRC: hub id or directory) as a standard
     transformers LLaVA directory DST, which transformers, vLLM and this project load natively."""
+    from curation_pipeline.models.loading import ModelUnavailableError
     from curation_pipeline.models.released import convert_released
 
-    out = convert_released(src, dst, vision_tower=vision_tower)
+    try:
+        out = convert_released(src, dst, vision_tower=vision_tower)
+    except (ModelUnavailableError, ValueError, FileNotFoundError, NotADirectoryError) as exc:  # not loadable here
+        raise BadInput(str(exc)) from exc
     click.echo(f"converted {src} -> {out}")
+
+
+def _local_tars(wh, shards: list[str]):
+    """Each shard's curated tar as a local file: its own path, or (object storage) a temporary copy,
+    one at a time, removed once the next is asked for."""
+    import tempfile
+
+    for shard in shards:
+        path = wh.curated_path(shard)
+        if wh.is_local:
+            yield Path(path)
+            continue
+        with tempfile.TemporaryDirectory(prefix="curate-export-") as folder:
+            local = Path(folder) / f"{shard}.tar"
+            wh.fs.get_file(path, str(local))
+            yield local
 
 
 @main.command("export-uids")
@@ -539,18 +605,20 @@ def export_uids(warehouse, out, shards) -> None:
     """
     from curation_pipeline.shards.keys import InvalidShardName, validate_key
     from curation_pipeline.shards.uids import kept_uids, write_subset
-    from curation_pipeline.storage.warehouse import Warehouse
+    from curation_pipeline.storage.warehouse import StorageUnreachable, Warehouse, object_storage_errors
 
     wh = Warehouse(warehouse)
-    folder = Path(wh.local_path(wh.curated_dir))
+    folder = wh.local_path(wh.curated_dir)
     try:
-        paths = [folder / f"{validate_key(s)}.tar" for s in shards] if shards else sorted(folder.glob("*.tar"))
-    except InvalidShardName as exc:
+        with object_storage_errors(warehouse):
+            published = wh.curated_shards()  # one listing, local or on object storage
+            wanted = [validate_key(s) for s in shards] or sorted(published)
+            missing = [s for s in wanted if s not in published]
+            if missing or not wanted:
+                raise BadInput(f"no curated shard {', '.join(missing) or 'at all'} in {folder}; run `curate run` first")
+            found = kept_uids(_local_tars(wh, wanted))
+    except (InvalidShardName, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing or not paths:
-        raise BadInput(f"no curated shard {', '.join(missing) or 'at all'} in {folder}; run `curate run` first")
-    found = kept_uids(paths)
     try:
         array = write_subset(out, found.uids)
     except OSError as exc:  # a folder where the file should go, no permission, a full disk

@@ -389,3 +389,14 @@ def test_files_where_folders_belong_are_bad_input(tmp_path, monkeypatch):
     assert result.exit_code == EXIT_BAD_INPUT
     result = runner.invoke(main, ["lineage", "--warehouse", str(shard), "--shard", "sample-000000"])
     assert result.exit_code == EXIT_BAD_INPUT, result.output
+
+
+@pytest.mark.parametrize("src", ["missing-dir", "curation-tests/not-in-any-cache"])
+def test_convert_model_that_cannot_be_loaded_is_bad_input(tmp_path, src):
+    """A missing directory, or a hub id offline and not cached (HF_HUB_OFFLINE=1, conftest): exit 2 with
+    the loader's message, no traceback."""
+    src = str(tmp_path / src) if src == "missing-dir" else src
+    result = CliRunner().invoke(main, ["convert-model", src, str(tmp_path / "out")])
+    assert result.exit_code == EXIT_BAD_INPUT and isinstance(result.exception, SystemExit), result.output
+    assert result.output.startswith(f"Error: Model '{src}'") and "could not be loaded" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()

@@ -115,11 +115,11 @@ def test_a_run_uses_the_flags_given_over_the_config_file_and_the_file_over_the_d
     raw = tmp_path / "raw"
     raw.mkdir()
     shutil.copy(RAW_SAMPLES / "sample-000001.tar", raw)
+    vlm = make_tiny_llava(tmp_path / "vlm")
     config = tmp_path / "settings.yaml"
     # loose drift: a tiny random VLM's candidates are not what this test is about
-    config.write_text("scoring: {profile: offline}\nrewriter: {kind: cleaner, max_new_tokens: 8}\n"
+    config.write_text(f"scoring: {{profile: text}}\nrewriter: {{kind: vlm, model: '{vlm}', max_new_tokens: 8}}\n"
                       "policy: {drift: {max_kl: 10, mean_ratio_min: 0, mean_ratio_max: 10, quantile_tolerance: 10}}\n")
-    vlm = make_tiny_llava(tmp_path / "vlm")
 
     def run(name, *args):
         result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / name),
@@ -130,11 +130,12 @@ def test_a_run_uses_the_flags_given_over_the_config_file_and_the_file_over_the_d
     def scorers(profile):
         return {s.name for s in ScoringResource(profile=profile).scorers()}
 
-    assert scorers("text") != scorers("offline")
-    assert run("flags", "--config", str(config), "--profile", "text", "--rewriter", "vlm",
-               "--rewriter-model", vlm) == (scorers("text"), {"vlm"})
-    assert run("file", "--config", str(config)) == (scorers("offline"), {"cleaner"})
-    assert run("defaults") == (scorers(setting_default("scoring.profile")), {setting_default("rewriter.kind")})
+    defaults = (setting_default("scoring.profile"), setting_default("rewriter.kind"))
+    assert scorers("text") != scorers("offline") and defaults != ("text", "vlm")  # each case tells its source
+    assert run("file", "--config", str(config)) == (scorers("text"), {"vlm"})
+    assert run("flags", "--config", str(config), "--profile", "offline",
+               "--rewriter", "cleaner") == (scorers("offline"), {"cleaner"})
+    assert run("defaults") == (scorers(defaults[0]), {defaults[1]})
 
 
 def test_run_help_shows_the_resources_defaults():
