@@ -465,6 +465,7 @@ def serve(sock: Path, idle_s: float) -> None:
                     _tell_killed(client, os.WTERMSIG(status))
             client.close()  # the client reads to the end of the connection: now it comes
             del children[pid]
+            since = time.monotonic()  # idle from the end of the last run, not its start: a long run is no idle time
         if select.select([listener], [], [], 0.5)[0]:
             client, _ = listener.accept()
             pid = os.fork()

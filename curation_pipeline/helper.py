@@ -157,26 +157,39 @@ class _Client:
         return conn
 
     def call(self, fn, args, kwargs):
-        conn = self._connection()
+        from multiprocessing.reduction import ForkingPickler
+
         try:
-            conn.send((fn, args, kwargs))
-        except (EOFError, OSError) as exc:
-            self.close_mine()
-            raise Unreachable(f"the helper at {self.sock} went away: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - not picklable (nothing was sent): run it here
+            request = ForkingPickler.dumps((fn, args, kwargs))  # as ``Connection.send`` pickles
+        except Exception as exc:  # noqa: BLE001 - not picklable (nothing is sent): run it here
             raise NotSendable(str(exc)) from exc
+        conn = self._connection()
+        # each call's number comes back with its answer: an answer to another call is never returned
+        self.local.number = number = getattr(self.local, "number", 0) + 1
+        answered = False
         try:
+            conn.send(number)
+            conn.send_bytes(request)
             if not conn.poll(_seconds(CALL_TIMEOUT_ENV, DEFAULT_CALL_TIMEOUT_S)):
-                self.close_mine()  # its answer may still come: never read it on this connection
                 raise NoAnswer(f"the helper at {self.sock} did not answer in time")
-            status, value = conn.recv()
+            reply = conn.recv()
+            answered = True
         except (EOFError, OSError) as exc:
-            self.close_mine()
             raise Unreachable(f"the helper at {self.sock} went away: {exc}") from exc
         except Unreachable:
             raise
         except Exception as exc:  # noqa: BLE001 - an answer or error that does not unpickle here
             raise NotSendable(str(exc)) from exc
+        finally:
+            # its answer unread (no answer in time, an answer that does not unpickle, or an interrupt:
+            # Ctrl-C, or Dagster's interrupt of a step, both BaseException): it may still come, and
+            # would be the next call's, so this connection is never read again
+            if not answered:
+                self.close_mine()
+        answers, status, value = reply
+        if answers != number:
+            self.close_mine()
+            raise Unreachable(f"the helper at {self.sock} answered call {answers}, not call {number}")
         if status == "error":
             raise value
         if status == "unsendable":
@@ -391,6 +404,7 @@ def stop(home: str | os.PathLike) -> int | None:
 def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> None:
     import fcntl
     from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+    from multiprocessing.reduction import ForkingPickler
 
     key = sock.with_suffix(".key").read_bytes()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -422,27 +436,29 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
                 return
             _limit(raw, 0)  # a served client may wait as long as it likes between calls
             while True:
-                try:
-                    request = conn.recv()
+                try:  # a call: its number, then the pickled function and arguments (see ``_Client.call``)
+                    number, request = conn.recv(), conn.recv_bytes()
                 except (EOFError, OSError):
                     return
+                try:
+                    fn, args, kwargs = ForkingPickler.loads(request)
                 except Exception as exc:  # noqa: BLE001 - a function this process cannot import
                     reply = ("unsendable", f"the helper cannot load the call: {exc}"[:500])
                 else:
                     if not ready.wait(READY_TIMEOUT_S):
                         reply = ("unsendable", "the helper is still warming up")
                     else:
-                        fn, args, kwargs = request
                         try:
                             reply = ("ok", fn(*args, **kwargs))
                         except BaseException as exc:  # noqa: BLE001 - raised again in the caller
                             reply = ("error", exc)
                 try:
-                    conn.send(reply)
+                    conn.send((number, *reply))
                 except (EOFError, OSError):
                     return
                 except Exception as exc:  # noqa: BLE001 - an answer or error that does not pickle
-                    conn.send(("unsendable", f"the helper cannot send {type(reply[1]).__name__}: {exc}"[:500]))
+                    conn.send((number, "unsendable",
+                               f"the helper cannot send {type(reply[1]).__name__}: {exc}"[:500]))
                 touch()
         finally:
             if conn is not None:

@@ -240,6 +240,51 @@ def test_ctrl_z_stops_the_served_run_with_its_client(warm, tmp_path):
             os.close(read)
 
 
+def test_the_idle_time_counts_from_the_end_of_the_last_run(tmp_path):
+    """A run longer than CURATE_HELPER_IDLE_S is no idle time: the next run, right after it, is still served
+    warm, and the server leaves once that long passed with no run. Its own home (the server is keyed on
+    the environment, this idle time included), so the module's server is left alone."""
+    idle = 10
+    generate_sample_shards(tmp_path / "raw", n_shards=1)
+    home = tmp_path / "home"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "CURATE_HELPER_IDLE_S": str(idle),
+           forkserver.MODE_ENV: "on"}
+    client = None
+    try:
+        first = subprocess.run(_command("wh-first", raw="no-such-folder"), cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=600)  # runs itself, starts the server
+        assert first.returncode == 2 and _served(tmp_path, "wh-first") is None, first.stderr[-2000:]
+        servers = _until(lambda: forkserver.servers(home), within=180)
+        assert servers, "no server came up for the home"
+        pid = json.loads(servers[0].with_suffix(".json").read_text())["pid"]
+        read, write = _full_pipe()  # the run cannot end before the test reads its output
+        try:
+            client = subprocess.Popen(_command("wh-long"), cwd=tmp_path, env=env, stdout=write,
+                                      stderr=subprocess.DEVNULL)
+            os.close(write)
+            child = _until(lambda: _served(tmp_path, "wh-long") or client.poll() is not None)
+            assert child is not True and client.poll() is None, "the run was not served, or ended first"
+            time.sleep(idle + 2)  # the run outlasts the idle time
+            assert _alive(pid) and _alive(child)
+            os.set_blocking(read, False)
+            _until(lambda: _drain(read) or client.poll() is not None, within=300)
+            assert client.wait(timeout=300) == 0
+        finally:
+            os.close(read)
+        assert _until(lambda: not _alive(child), within=60)
+        time.sleep(1.5)  # a moment later (a server that counted from the run's start leaves within 1 s)
+        nxt = subprocess.run(_command("wh-next", raw="no-such-folder"), cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert nxt.returncode == 2 and _served(tmp_path, "wh-next") is not None, "the next run started cold"
+        assert _until(lambda: not _alive(pid), within=120), "the server did not leave with no run"
+        assert not forkserver.servers(home)
+    finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+            client.wait()
+        shutil.rmtree(home, ignore_errors=True)  # whatever is left of its server leaves with it
+
+
 def test_the_child_takes_on_the_clients_context(tmp_path):
     """Folder, environment, umask, CPUs, niceness and signal dispositions, applied in a forked child as the server's child does."""
     cpus = sorted(os.sched_getaffinity(0))

@@ -9,10 +9,12 @@ import sys
 import time
 import types
 from multiprocessing.connection import Client
+from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 import pandas as pd
 import pytest
+from dagster._core.errors import DagsterExecutionInterruptedError
 
 from curation_pipeline import helper
 from curation_pipeline.reporting import charts
@@ -155,6 +157,44 @@ def test_a_helper_that_does_not_answer_in_time_is_not_waited_for_again(home, mon
     monkeypatch.setenv(helper.CALL_TIMEOUT_ENV, "0.5")
     assert helper.call(_slow) == os.getpid()  # ran here after the helper's silence
     assert not helper.running() and helper.call(os.getpid) == os.getpid()
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, DagsterExecutionInterruptedError])
+def test_an_interrupted_call_leaves_no_answer_for_the_next(home, tmp_path, interrupt):
+    """Ctrl-C, or Dagster's interrupt inside a step (both BaseException), while the helper computes: its
+    answer must never be taken for a later call's (a check would report another check's outcome)."""
+    _, pid = home
+    computing = tmp_path / "computing"
+
+    def on_alarm(*_):
+        if not computing.exists():  # the helper has not started it yet: look again shortly
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
+        raise interrupt()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(interrupt):
+            helper.call(subprocess.check_output, ["sh", "-c", f"touch '{computing}'; sleep 3; echo interrupted call"],
+                        text=True)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert helper.call(os.getpid) == pid  # its own answer, and from the helper still
+    assert [o.success for o in _gx.validate(_frame(), SPECS)] == [False, False]
+    assert helper.call(str.upper, "third") == "THIRD"
+
+
+def test_an_answer_to_another_call_is_never_returned(home):
+    """Should an answer be left unread on a connection anyway, the next call notices by its number,
+    and gets its own answer on a fresh connection."""
+    _, pid = home
+    conn = helper._CLIENT._connection()  # this thread's connection: a call sent, its answer never read
+    conn.send(0)
+    conn.send_bytes(ForkingPickler.dumps((str.upper, ("stale",), {})))
+    assert helper.call(os.getpid) == pid
+    assert helper.call(str.upper, "own") == "OWN"
 
 
 def test_changed_code_gets_its_own_helper(home, monkeypatch):
