@@ -25,6 +25,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from curation_pipeline.evaluation.keys import require_unambiguous_keys
+
 FORMATS = ("expert", "crowdflower", "generic")
 # Where a sample's json may name its source image (the judgment files name image files).
 IMAGE_FIELDS = ("image", "image_id", "filename", "file_name", "image_path", "path", "url")
@@ -211,11 +213,15 @@ def warehouse_scores(warehouse, column: str) -> pd.DataFrame:
 
 
 def join_scores(judgments: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """Judgments with the warehouse's ``metric``: on (shard,) key when the judgments carry keys, else on
-    the image file name and the caption (whitespace and case folded). Pairs scored more than once
-    (the same image and caption in two shards) take their mean."""
+    """Judgments with the warehouse's ``metric``: on (shard,) key when the judgments carry keys (a key
+    alone must name one shard of ``scores``), else on the image file name and the caption (whitespace
+    and case folded). Pairs scored more than once (the same image and caption in two shards) take
+    their mean."""
     if "key" in judgments and judgments["key"].notna().all():
         on = ["shard", "key"] if "shard" in judgments and judgments["shard"].notna().all() else ["key"]
+        if on == ["key"]:
+            require_unambiguous_keys(judgments["key"], scores, judgments.attrs.get("path") or "the judgment file",
+                                     "the warehouse's quality_scores")
         metric = scores.groupby(on, as_index=False)["metric"].mean()
         left = judgments.copy()
         for column in on:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from curation_pipeline.evaluation.keys import EXAMPLES, require_unambiguous_keys
 from curation_pipeline.evaluation.noise import LABELS
 from curation_pipeline.rewriting.verify import edit_ratio
 
@@ -42,13 +43,27 @@ def read_truth(path: str | Path) -> pd.DataFrame:
         if column not in truth:
             truth[column] = None
     truth["kinds"] = truth["kinds"].apply(lambda v: list(v) if isinstance(v, (list, tuple)) else [])
+    truth["key"] = truth["key"].astype(str)
+    on = _names_shards(truth)
+    repeated = truth.loc[truth.duplicated(on, keep=False), on].drop_duplicates()
+    if len(repeated):
+        named = ", ".join("/".join(map(str, row)) for row in repeated.head(EXAMPLES).itertuples(index=False))
+        raise ValueError(f"{path}: {len(repeated)} samples are labelled more than once (same {' and '.join(on)}: "
+                         f"{named}); keys repeat across shards, so name each row's 'shard'")
     return truth
+
+
+def _names_shards(truth: pd.DataFrame) -> list[str]:
+    """What names a truth sample: shard and key where every row names its shard, else the key."""
+    return ["shard", "key"] if truth["shard"].notna().all() else ["key"]
 
 
 def join_outcomes(truth: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
     """Truth rows with the pipeline's ``outcome``, ``final_caption`` and ``reason`` (inner join on
-    shard and key where the truth names shards, else on key)."""
-    on = ["shard", "key"] if truth["shard"].notna().all() and "shard" in final else ["key"]
+    shard and key where the truth names shards, else on key, which must then name one shard of ``final``)."""
+    on = _names_shards(truth) if "shard" in final else ["key"]
+    if on == ["key"]:
+        require_unambiguous_keys(truth["key"], final, "the truth file", "the curated pairs")
     cols = list(dict.fromkeys(on + ["outcome", "final_caption", "reason", "original_caption"]))
     joined = truth.merge(final[cols], on=on, how="inner")
     if joined.empty:
@@ -172,7 +187,13 @@ def labels_report(truth_path, *, warehouse_root: str | None = None, from_caption
 
         if truth["caption"].isna().any():
             raise ValueError(f"{truth_path}: --from-captions needs every sample's 'caption'")
-        final, _ = curate_captions(truth["key"].astype(str).tolist(), truth["caption"].tolist())
+        if truth["shard"].notna().all():
+            # one run per shard, as the pipeline runs them, so the curated pairs carry the truth's shards
+            # and the join stays on (shard, key)
+            final = pd.concat([curate_captions(part["key"].tolist(), part["caption"].tolist(), shard=shard)[0]
+                               for shard, part in truth.groupby("shard", sort=False)], ignore_index=True)
+        else:
+            final, _ = curate_captions(truth["key"].tolist(), truth["caption"].tolist())
         source = "caption path in process (text scorers, default policy, cleaner)"
     else:
         from curation_pipeline.storage.warehouse import Warehouse
@@ -182,7 +203,6 @@ def labels_report(truth_path, *, warehouse_root: str | None = None, from_caption
             raise ValueError(f"no final_captions in the warehouse at {warehouse_root}; run `curate run` on the "
                              "labelled shards, or use --from-captions")
         source = f"final_captions of {warehouse_root}"
-    truth["key"] = truth["key"].astype(str)
     final = final.assign(key=final["key"].astype(str))
     report = evaluate_labels(join_outcomes(truth, final), examples=examples)
     report.update({"truth": str(truth_path), "source": source, "unmatched": int(len(truth) - report["samples"])})

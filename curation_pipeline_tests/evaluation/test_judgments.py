@@ -144,6 +144,26 @@ def test_join_and_agreement_with_a_warehouse_column(flickr_files, tmp_path):
     assert bad["results"][0]["kendall_tau_c"]["value"] < -0.5
 
 
+
+def test_judgments_by_key_alone_must_name_one_shard(tmp_path):
+    wh = Warehouse(str(tmp_path / "wh"))
+    for shard, n, sign in (("part-000000", 7, 1.0), ("part-000001", 4, -1.0)):  # keys restart in every shard
+        keys = [f"{i:06d}" for i in range(n)]
+        wh.write_table("quality_scores", shard, pd.DataFrame({"shard": shard, "key": keys, "caption": keys,
+                                                              "my_score": [sign * i for i in range(n)]}))
+
+    def report(rows, name):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return agreement_report(tmp_path / name, "my_score", warehouse_root=wh.root, n_boot=10)
+
+    shared = [{"key": f"{i:06d}", "score": i} for i in range(4)]  # in both shards, scored +i and -i
+    with pytest.raises(ValueError, match=r"4 of its keys are in more than one shard .*000000, 000001.*'shard'"):
+        report(shared, "keys.jsonl")
+    named = report([{**r, "shard": "part-000001"} for r in shared], "named.jsonl")
+    assert named["matched_pairs"] == 4 and named["results"][0]["pearson"]["value"] == pytest.approx(-1.0)
+    only_one = report([{"key": f"{i:06d}", "score": i} for i in range(4, 7)], "unique.jsonl")  # shard 0 only
+    assert only_one["matched_pairs"] == 3 and only_one["results"][0]["pearson"]["value"] == pytest.approx(1.0)
+
 def test_reference_baseline_runs_without_a_warehouse(flickr_files):
     report = agreement_report(flickr_files["expert"], "ref_minilm", captions_file=flickr_files["token"], n_boot=30)
     tau = report["results"][0]["kendall_tau_c"]["value"]

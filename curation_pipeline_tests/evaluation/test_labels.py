@@ -87,3 +87,47 @@ def test_labels_against_a_warehouse(tmp_path):
     report = labels_report(tmp_path / "truth.jsonl", warehouse_root=wh.root)
     assert report["unmatched"] == 0 and report["samples"] == len(samples)
     assert report["summary"]["noisy_exactly_clean"] >= 0.8 and report["summary"]["clean_kept_unchanged"] == 1.0
+
+
+def _labelled_shards(tmp_path, n=40, per_shard=25):
+    """The truth file (and shards) that `python -m curation_pipeline.evaluation.noise` writes: rows name their shard."""
+    from curation_pipeline.evaluation.noise import make_labelled, shipped_items, write_labelled_shards
+
+    samples = make_labelled(shipped_items()[:n])
+    images = tmp_path / "images"
+    images.mkdir()
+    for sample in samples:
+        (images / sample.image).write_bytes(b"\xff\xd8not-really-a-jpeg")
+    write_labelled_shards(samples, images, tmp_path / "raw", tmp_path / "truth.jsonl", per_shard=per_shard)
+    return samples, tmp_path / "truth.jsonl"
+
+
+def test_from_captions_on_the_truth_of_labelled_shards(tmp_path):
+    from curation_pipeline.evaluation.labels import labels_report
+
+    samples, truth = _labelled_shards(tmp_path)
+    report = labels_report(truth, from_captions=True)  # curated pairs carry the truth's shards: joined on both
+    assert report["samples"] == len(samples) and report["unmatched"] == 0
+    assert report["summary"]["clean_kept_unchanged"] == 1.0
+
+
+def test_key_only_truth_must_name_one_shard():
+    final = pd.concat([FINAL.assign(shard="s0"), FINAL.assign(shard="s1")], ignore_index=True)
+    with pytest.raises(ValueError, match=r"8 of its keys are in more than one shard .*add a 'shard' column"):
+        join_outcomes(TRUTH, final)  # keys repeat across shards: each truth row would count twice
+    spread = FINAL.assign(shard=["s0"] * 4 + ["s1"] * 5)  # several shards, each key in one: unambiguous
+    assert len(join_outcomes(TRUTH, spread)) == 8
+    assert len(join_outcomes(TRUTH.assign(shard="s1"), final)) == 8  # named shards: exact join
+
+
+def test_a_truth_sample_is_labelled_once(tmp_path):
+    from curation_pipeline.evaluation.labels import read_truth
+    from curation_pipeline.evaluation.noise import write_truth
+
+    rows = [{"key": "000001", "label": "clean", "caption": "a dog"}, {"key": "000001", "label": "junk", "caption": "x"}]
+    with pytest.raises(ValueError, match="labelled more than once"):
+        read_truth(write_truth(rows, tmp_path / "keys.jsonl"))
+    with_shards = [{**rows[0], "shard": "s0"}, {**rows[1], "shard": "s1"}]  # the same key in two shards: two samples
+    assert len(read_truth(write_truth(with_shards, tmp_path / "shards.jsonl"))) == 2
+    with pytest.raises(ValueError, match="labelled more than once"):
+        read_truth(write_truth([with_shards[0], with_shards[0]], tmp_path / "twice.jsonl"))
