@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from curation_pipeline.decisions.policy import DecisionPolicy
 from curation_pipeline.rewriting.base import Rewriter
-from curation_pipeline.rewriting.verify import AcceptanceRules
+from curation_pipeline.rewriting.verify import MIN_IMPROVEMENT_SHARE, AcceptanceRules
 from curation_pipeline.scoring.base import Scorer
 from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
 from curation_pipeline.shards.keys import InvalidShardName, shard_key, validate_key
@@ -211,7 +211,7 @@ _P, _A, _D = DecisionPolicy(), AcceptanceRules(), DriftThresholds()  # the domai
 class AcceptanceConfig(_Group):
     """When a rewritten caption replaces the original (AITQE's minimal rewrite); empty = bound off."""
 
-    min_improvement: float = Field(default=_A.min_improvement, description="A rewrite must raise the score by this much.")
+    min_improvement: Optional[float] = Field(default=None, description=f"A rewrite must raise the score by this many points on quality_column's scale, within 0 and its declared range's width (empty = {MIN_IMPROVEMENT_SHARE:.0%} of the width: 1 on 0-100 scores, 0.025 on clip_score).")
     max_edit_ratio: Optional[float] = Field(default=_A.max_edit_ratio, description="Max word-level edit ratio of a rewrite (empty = off).")
     min_length_ratio: Optional[float] = Field(default=_A.min_length_ratio, description="Min rewritten/original words (empty = off).")
     max_length_ratio: Optional[float] = Field(default=_A.max_length_ratio, description="Max rewritten/original words (empty = off).")
@@ -281,8 +281,10 @@ class PolicyResource(dg.ConfigurableResource):
             max_brightness=image.max_brightness, min_entropy=image.min_entropy, drop_duplicates=self.drop_duplicates)
 
     def acceptance_rules(self) -> AcceptanceRules:
-        # a rewrite still under drop_threshold would be dropped anyway: not accepted (the lineage says so)
-        return AcceptanceRules(**self.acceptance.model_dump(), min_quality=self.drop_threshold)
+        # a rewrite still under drop_threshold would be dropped anyway: not accepted (the lineage says so);
+        # the margin is the policy's, resolved on (and checked against) quality_column's declared range
+        acceptance = {**self.acceptance.model_dump(), "min_improvement": self.decision_policy().min_improvement}
+        return AcceptanceRules(**acceptance, min_quality=self.drop_threshold)
 
     def drift_thresholds(self) -> DriftThresholds:
         d = self.drift.model_dump()

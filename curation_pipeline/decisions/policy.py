@@ -8,11 +8,14 @@ bad after rewriting. Every decision carries a reason that names the signal.
 
 from __future__ import annotations
 
+import ast
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from curation_pipeline.rewriting.verify import MIN_IMPROVEMENT_SHARE, default_min_improvement
 from curation_pipeline.scoring.columns import OPERATORS, Bound
 from curation_pipeline.scoring.registry import bounds, error_columns_of, score_columns, score_ranges
 from curation_pipeline.scoring.selection import GlobalCut, check_expression, columns_used, in_cut
@@ -36,7 +39,9 @@ class DecisionPolicy:
     require_image_rules: bool = True  # DataComp's image rules (min side, aspect) make an image unusable
     caption_rules_mark_weak: bool = True  # failing DataComp's caption rules sends a caption to rewriting
     fallback: str = "keep_original"  # when a rewrite is rejected: "keep_original" (if above drop) or "drop"
-    min_improvement: float = 1.0  # a rewrite must raise the quality score by at least this
+    # a rewrite must raise the quality score by at least this many points on quality_column's scale;
+    # None: MIN_IMPROVEMENT_SHARE of its declared range width (1 on 0-100, 0.025 on clip_score), set at init
+    min_improvement: float | None = None
     nsfw_drop: float | None = 0.8
     nsfw_review: float = 0.2
     max_text_area: float | None = None  # drop images whose OCR boxes cover more than this share
@@ -57,6 +62,8 @@ class DecisionPolicy:
             raise ValueError(f"keep_fraction must be in [0, 1] (or off), not {self.keep_fraction}")
         if self.keep_expression:
             check_expression(self.keep_expression)  # a SelectionError (a ValueError) names what is wrong
+        if self.min_improvement is None:
+            self.min_improvement = _default_margin(self.quality_column)
         self._check_scales()
 
     def _check_scales(self) -> None:
@@ -77,10 +84,66 @@ class DecisionPolicy:
                     and not scale[0] <= value <= scale[1]:
                 raise ValueError(f"{bound.setting}={value:g} is outside {bound.column}'s declared range "
                                  f"{scale[0]:g}..{scale[1]:g} (off: leave it empty)")
+        scale = _closed(ranges.get(self.quality_column))
+        if scale is not None and not 0 <= self.min_improvement <= scale[1] - scale[0]:
+            raise ValueError(f"min_improvement={self.min_improvement:g} is outside 0..{scale[1] - scale[0]:g}, the width "
+                             f"of {self.quality_column}'s declared range {scale[0]:g}..{scale[1]:g}: set it in points "
+                             f"on that scale (empty = {MIN_IMPROVEMENT_SHARE:.0%} of the width, "
+                             f"{default_min_improvement(scale):g})")
+        scale = ranges.get(_REVIEW_COLUMN)  # the review band is on the NSFW drop bound's scale
+        if scale is not None and not scale[0] <= self.nsfw_review <= scale[1]:
+            raise ValueError(f"nsfw_review={self.nsfw_review:g} is outside {_REVIEW_COLUMN}'s declared range "
+                             f"{scale[0]:g}..{scale[1]:g}")
         for column in sorted(columns_used(self.keep_expression)):
             if column in declared and declared[column].kind in ("str", "json"):  # a bool reads as 0 / 1
                 raise ValueError(f"keep_expression compares {column!r}, a {declared[column].kind} column, "
                                  "with numbers: only numeric scores can be compared")
+        for column, value in _compared_constants(self.keep_expression):
+            scale = _closed(ranges.get(column))
+            if scale is not None and not scale[0] <= value <= scale[1]:
+                raise ValueError(f"keep_expression compares {column} with {value:g}, outside its declared range "
+                                 f"{scale[0]:g}..{scale[1]:g}: write the threshold on that scale")
+
+
+_REVIEW_COLUMN = "nsfw_prob"  # what nsfw_review bands (decide)
+
+
+def _closed(scale: tuple[float, float] | None) -> tuple[float, float] | None:
+    """A declared range with both ends finite, else None (nothing to check against)."""
+    return scale if scale is not None and all(math.isfinite(v) for v in scale) else None
+
+
+def _default_margin(quality_column: str) -> float:
+    """``min_improvement`` when none is set, on the quality column's declared range; a column that declares
+    none (or an open one) gets the default quality column's."""
+    scale = _closed(score_ranges().get(quality_column)) or score_ranges()[DecisionPolicy.quality_column]
+    return default_min_improvement(scale)
+
+
+def _number(node: ast.AST) -> float | None:
+    """A number as a selection reads one (``scoring.selection``: a constant, maybe negated), else None."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        value = _number(node.operand)
+        return None if value is None else -value
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return float(node.value)
+    return None
+
+
+def _compared_constants(expr: str | None) -> list[tuple[str, float]]:
+    """(column, number) for every comparison of a column with a number in a selection expression, both ways
+    round and along chains (``60 <= mlm_itm < 90`` gives two)."""
+    if not expr:
+        return []
+    found = []
+    for node in ast.walk(ast.parse(expr, mode="eval")):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            for a, b in zip(operands, operands[1:]):
+                for name, other in ((a, b), (b, a)):
+                    if isinstance(name, ast.Name) and _number(other) is not None:
+                        found.append((name.id, _number(other)))
+    return found
 
 
 def _flag(df: pd.DataFrame, column: str, predicate) -> pd.Series:

@@ -71,11 +71,23 @@ def length_ratio(original: str | None, candidate: str | None) -> float:
     return len(_words(candidate)) / a if a else math.nan
 
 
+# The margin a rewrite must gain when none is set: this share of the quality column's declared range width,
+# so the default means the same on every score (1 point on the 0-100 text_quality and MLM-Filter scales,
+# 0.025 on CLIPScore's 0-2.5). The policy resolves it on its quality column (DecisionPolicy.min_improvement).
+MIN_IMPROVEMENT_SHARE = 0.01
+
+
+def default_min_improvement(scale: tuple[float, float]) -> float:
+    """The default margin on a score declared over ``scale`` (low, high)."""
+    return MIN_IMPROVEMENT_SHARE * (scale[1] - scale[0])
+
+
 @dataclass(frozen=True)
 class AcceptanceRules:
-    """Margins and minimality bounds; None disables a bound."""
+    """Margins and minimality bounds; None disables a bound. ``min_improvement`` is in points on the
+    quality column's scale: the pipeline passes the policy's; standalone, the default is a 0-100 score's."""
 
-    min_improvement: float = 1.0
+    min_improvement: float = default_min_improvement((0.0, 100.0))
     max_edit_ratio: float | None = None
     min_length_ratio: float | None = None
     max_length_ratio: float | None = None

@@ -1,11 +1,16 @@
 """Keep / rewrite / drop on concrete score rows, and the final outcome after rewrite attempts."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from curation_pipeline.decisions.outcome import resolve_outcomes
 from curation_pipeline.decisions.policy import DecisionPolicy, decide
+from curation_pipeline.resources import PolicyResource
+from curation_pipeline.rewriting.verify import judge
 from curation_pipeline.rewriting.attempts import empty_lineage
 from curation_pipeline.scoring.selection import global_cut
 
@@ -88,14 +93,72 @@ def test_thresholds_are_validated():
     ({"nsfw_drop": 80, "nsfw_review": 20}, "nsfw_drop=80 is outside nsfw_prob's declared range 0..1"),
     ({"min_brightness": 3}, "min_brightness=3 is outside iq_brightness's declared range"),
     ({"keep_expression": "dup_phash > 0"}, "compares 'dup_phash', a str column"),
+    ({"keep_expression": "aitqe_overall >= 70"}, "compares aitqe_overall with 70, outside its declared range 1..10"),
+    ({"keep_expression": "not (0.2 < clip_sigmoid <= 1.5)"}, "compares clip_sigmoid with 1.5, outside its declared range 0..1"),
+    ({"keep_expression": "mlm_itm >= 66 or clip_cosine > -2"}, "compares clip_cosine with -2, outside its declared range -1..1"),
+    ({"nsfw_review": 20}, "nsfw_review=20 is outside nsfw_prob's declared range 0..1"),
+    ({"nsfw_review": -0.1}, "nsfw_review=-0.1 is outside nsfw_prob's declared range 0..1"),
+    ({"quality_column": "clip_score", "keep_threshold": 0.8, "drop_threshold": 0.5, "min_improvement": 5},
+     "min_improvement=5 is outside 0..2.5, the width of clip_score's declared range 0..2.5"),
+    ({"min_improvement": -1}, "min_improvement=-1 is outside 0..100, the width of text_quality's declared range"),
 ])
 def test_thresholds_are_held_to_the_scales_the_scorers_declare(settings, message):
     """A threshold on another scale would run, and quietly rewrite or keep everything."""
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         DecisionPolicy(**settings)
     DecisionPolicy(quality_column="aitqe_overall", keep_threshold=7, drop_threshold=3)
     DecisionPolicy(keep_expression="datacomp_english == 1 and mlm_itm >= 66", nsfw_drop=None)
     DecisionPolicy(nsfw_drop=0.1)  # stricter than the review band's start: the band is empty, not an error
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+# a selection as the README writes one: `column op number`, joined by and / or
+_COMPARISON = r"[a-z_]+ (?:[<>]=?|[=!]=) -?[\d.]+"
+_EXAMPLE = re.compile(rf"`({_COMPARISON}(?: (?:and|or) {_COMPARISON})*)`( is refused)?")
+
+
+def test_the_documented_keep_expressions_validate_and_the_refused_one_is_refused():
+    """Every keep_expression the README, the setting's description and the CLI's hint show must still pass
+    the scale check; the one the README names as refused must be refused."""
+    found = _EXAMPLE.findall(README.read_text(encoding="utf-8"))
+    valid = [expr for expr, refused in found if not refused]
+    assert {"mlm_itm >= 66 and mlm_odf >= 20", "mlm_su >= 85"} <= set(valid)
+    assert [expr for expr, refused in found if refused] == ["aitqe_overall >= 70"]
+    description = PolicyResource.model_fields["keep_expression"].description.replace('"', "`")
+    valid += [expr for expr, _ in _EXAMPLE.findall(description)] + ["clip_score >= 0.3"]  # cli.py's --set hint
+    assert len(valid) >= 4
+    for expr in valid:
+        DecisionPolicy(keep_expression=expr)
+    DecisionPolicy(keep_expression="60 <= mlm_itm <= 100 and aitqe_overall >= 1 and clip_cosine > -1")  # inclusive
+    DecisionPolicy(keep_expression="iq_sharpness > 5000 and mlm_itm >= mlm_odf")  # no declared range / no number
+    with pytest.raises(ValueError, match="outside its declared range 1..10"):
+        DecisionPolicy(keep_expression="aitqe_overall >= 70")
+
+
+def test_the_default_rewrite_margin_is_a_share_of_the_quality_columns_range():
+    """min_improvement's default is 1 point on the 0-100 scales as before, and as much of CLIPScore's 0-2.5
+    or AITQE's 1-10; an explicit value keeps its meaning, points on the quality column's scale."""
+    assert DecisionPolicy().min_improvement == 1.0
+    assert DecisionPolicy(quality_column="mlm_itm", keep_threshold=66, drop_threshold=20).min_improvement == 1.0
+    assert DecisionPolicy(quality_column="clip_score", keep_threshold=0.8, drop_threshold=0.5).min_improvement == 0.025
+    assert DecisionPolicy(quality_column="aitqe_overall", keep_threshold=7, drop_threshold=3).min_improvement \
+        == pytest.approx(0.09)
+    explicit = PolicyResource(quality_column="clip_score", keep_threshold=0.8, drop_threshold=0.5,
+                              acceptance={"min_improvement": 0.5})
+    assert explicit.decision_policy().min_improvement == explicit.acceptance_rules().min_improvement == 0.5
+    assert PolicyResource(acceptance={"min_improvement": 3}).acceptance_rules().min_improvement == 3
+
+
+def test_a_better_rewrite_is_accepted_on_clip_score_with_the_default_margin():
+    """The pipeline's acceptance rules for quality_column clip_score (0-2.5): a rewrite lifting CLIPScore
+    from 0.55 (weak) to 0.95 (above keep_threshold) is a real gain, not 0.4 short of a 0-100 point."""
+    policy = PolicyResource(quality_column="clip_score", keep_threshold=0.8, drop_threshold=0.5)
+    rules = policy.acceptance_rules()
+    assert judge(0.55, 0.95, 0.2, 1.0, 0.9, rules) == (True, "score improved 0.55 -> 0.95")
+    assert judge(0.55, 0.56, 0.2, 1.0, 0.9, rules)[0] is False  # noise is still not a gain
+    with pytest.raises(ValueError, match="min_improvement=3 is outside 0..2.5"):
+        PolicyResource(quality_column="clip_score", keep_threshold=0.8, drop_threshold=0.5,
+                       acceptance={"min_improvement": 3}).acceptance_rules()
 
 
 def _lineage(rows):
