@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from pathlib import Path
 
@@ -147,6 +148,22 @@ def _launcher_config(values: dict) -> dict:
     return config
 
 
+def _run_launcher(tmp_path: Path):
+    """The ``K8sRunLauncher`` Dagster's chart configures from ``dagster-values.yaml`` (a kubeconfig
+    file stands in for the in-cluster one; nothing connects)."""
+    from dagster._config import process_config, resolve_to_config_type
+
+    K8sRunLauncher, _ = _dagster_k8s()
+    result = process_config(resolve_to_config_type(K8sRunLauncher.config_type()), _launcher_config(_values()))
+    assert result.success, [e.message for e in result.errors]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}], "users": [{"name": "u", "user": {}}]}))
+    return K8sRunLauncher(**{**result.value, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)})
+
+
 def _env(container: dict) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container.get("env", [])}
 
@@ -214,8 +231,7 @@ def test_the_chart_renders_valid_kubernetes_objects():
     assert env["CURATION_RAY_ADDRESS"] == "ray://curation-ray-head-svc.elsewhere.svc.cluster.local:10001"
 
 
-def test_the_code_server_points_runs_at_the_ray_cluster_and_object_storage(monkeypatch):
-    _, K8sContainerContext = _dagster_k8s()
+def test_the_code_server_points_runs_at_the_ray_cluster_and_object_storage():
     docs, values = _render(), _values()
     cluster, deployment, service = _kind(docs, "RayCluster"), _kind(docs, "Deployment"), _kind(docs, "Service")
     [container] = deployment["spec"]["template"]["spec"]["containers"]
@@ -235,25 +251,68 @@ def test_the_code_server_points_runs_at_the_ray_cluster_and_object_storage(monke
     assert entry["name"] == service["metadata"]["name"] and entry["port"] == service["spec"]["ports"][0]["port"]
     assert f"{entry['image']['repository']}:{entry['image']['tag']}" == image
 
-    # what run pods inherit is a valid dagster-k8s container context, resolved as in the code
-    # server's pod (it forwards variables by name from its own env): the variables exist there,
-    # the secrets it mounts are the server's, and no GPU
-    for key, value in env.items():
-        if value is not None and not key.startswith("DAGSTER_"):
-            monkeypatch.setenv(key, value)
-    context = K8sContainerContext.create_from_config(json.loads(env["DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT"]))
-    run = context.run_k8s_config.to_dict()  # what dagster-k8s puts into each run pod
-    run_env = {e["name"]: e.get("value") for e in run["container_config"]["env"]}
-    assert run_env["CURATION_RAY_ADDRESS"] == env["CURATION_RAY_ADDRESS"] and "RAY_AUTH_TOKEN" in run_env
-    assert {k: v for k, v in run_env.items() if v is not None} == {k: env[k] for k, v in run_env.items() if v is not None}
-    assert [f["secret_ref"]["name"] for f in run["container_config"]["env_from"]] == \
-        [f["secretRef"]["name"] for f in container["envFrom"]]
-    assert run["pod_spec_config"]["service_account_name"] == deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    assert "nvidia.com/gpu" not in json.dumps(run)
 
-    # the definitions read that configuration from the environment, as the run pods get it
+def test_run_pods_get_the_code_servers_settings_from_the_launcher(monkeypatch, tmp_path):
+    """The run pod's Job as Dagster's daemon builds it: ``K8sContainerContext.create_for_run`` with
+    the chart's run launcher, in a process without the code server's variables, like the daemon's
+    and webserver's pods (a name-only entry, resolved there, failed every launch)."""
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    _, K8sContainerContext = _dagster_k8s()
+    import kubernetes  # dagster-k8s's own, in its folder
+    from dagster_k8s.job import construct_dagster_k8s_job
+
+    deployment = _kind(_render(), "Deployment")
+    [server] = deployment["spec"]["template"]["spec"]["containers"]
+    server_env = {e["name"]: e for e in server["env"] if not e["name"].startswith("DAGSTER_")}
+    env = _env(server)
+    assert {"CURATION_COMPUTE", "CURATION_RAY_ADDRESS", "CURATION_RAW", "CURATION_WAREHOUSE",
+            "RAY_AUTH_TOKEN", "HF_HUB_OFFLINE"} <= set(server_env)
+    for name in server_env:
+        monkeypatch.delenv(name, raising=False)
+    assert not set(server_env) & set(os.environ)
+
+    # the run as the code server reports it: its container context and image (DAGSTER_CURRENT_IMAGE)
+    image = env["DAGSTER_CURRENT_IMAGE"]
+    origin = JobPythonOrigin("curate_shards", RepositoryPythonOrigin(
+        "python", ModuleCodePointer("curation_pipeline.definitions", "defs", None),
+        container_image=image, container_context=json.loads(env["DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT"])))
+    run = DagsterRun(job_name="curate_shards", run_id="r1", job_code_origin=origin)
+    launcher = _run_launcher(tmp_path)
+    context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=True)
+    job = construct_dagster_k8s_job(
+        job_config=context.get_k8s_job_config(job_image=image, run_launcher=launcher),
+        args=["dagster", "api", "execute_run", "{}"], job_name="dagster-run-r1", pod_name="dagster-run-r1",
+        component="run_worker", user_defined_k8s_config=context.run_k8s_config,
+        env_vars=[{"name": "DAGSTER_RUN_JOB_NAME", "value": "curate_shards"}])
+    job = kubernetes.client.ApiClient().sanitize_for_serialization(job)
+    _valid(job)
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    run_env = {e["name"]: e for e in container["env"]}
+
+    # every setting of the code server, with its value; the Ray token from its secret, never literal
+    assert {name: run_env.get(name) for name in server_env} == server_env
+    assert run_env["CURATION_COMPUTE"]["value"] == "ray"
+    assert run_env["CURATION_RAY_ADDRESS"]["value"] == "ray://curation-ray-head-svc.curation.svc.cluster.local:10001"
+    assert run_env["CURATION_RAW"]["value"] == "s3://curation-bucket/raw"
+    assert run_env["CURATION_WAREHOUSE"]["value"] == "s3://curation-bucket/warehouse"
+    assert run_env["RAY_AUTH_TOKEN"] == {"name": "RAY_AUTH_TOKEN", "valueFrom": {
+        "secretKeyRef": {"name": "curation-ray-auth", "key": "auth_token"}}}
+    assert [f["secretRef"]["name"] for f in container["envFrom"]] == [f["secretRef"]["name"] for f in server["envFrom"]]
+    assert container["image"] == image and pod["serviceAccountName"] == deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    # the launcher's run pod resources still apply (deep merge), and no GPU
+    assert container["resources"] == _values()["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]["resources"]
+    assert "nvidia.com/gpu" not in json.dumps(job)
+
+    # the definitions read that configuration from the run pod's environment
     from curation_pipeline.definitions import build_resources
 
+    for name, entry in run_env.items():
+        if "value" in entry:
+            monkeypatch.setenv(name, entry["value"])
     resources = build_resources()
     value = lambda v: v.get_value() if isinstance(v, dg.EnvVar) else v  # noqa: E731 (read at run start)
     assert value(resources["compute"].engine) == "ray"
@@ -275,14 +334,8 @@ def test_the_run_launcher_is_dagster_k8s_and_its_config_validates(tmp_path):
     typo = process_config(schema, {**config, "job_namespce": "x"})  # the schema does catch typos
     assert not typo.success
 
-    # the real class takes it (a kubeconfig file stands in for the in-cluster one; nothing connects)
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}], "users": [{"name": "u", "user": {}}]}))
-    processed = {**result.value, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)}
-    instance = K8sRunLauncher(**processed)
+    # the real class takes it
+    instance = _run_launcher(tmp_path)
     assert instance.job_namespace == "curation" and instance.env_secrets == ["curation-object-store"]
 
     # run pods: valid pod specs, light, no GPU (the GPUs are Ray's)
