@@ -46,11 +46,9 @@ def reselectable(instance: dg.DagsterInstance, warehouse: WarehouseResource, sha
     known = set(instance.get_dynamic_partitions(shard_partitions.name))
     shards = list(shards)
     if len(shards) > 1:  # one listing, not a request per shard (the settle sensor asks this every tick)
-        try:
-            present = set(warehouse.list_raw()[0])
-        except (FileNotFoundError, NotADirectoryError):
-            present = set()
-        exists = present.__contains__
+        # a raw location that is missing raises (FileNotFoundError): an unmounted disk is not a deleted
+        # pool, and would make every shard one that cannot be re-selected (as prune_shards refuses to read it)
+        exists = set(warehouse.list_raw()[0]).__contains__
     else:
         exists = warehouse.raw_exists
     ok, left = [], []

@@ -186,6 +186,9 @@ class _Client:
             # would be the next call's, so this connection is never read again
             if not answered:
                 self.close_mine()
+        if not (isinstance(reply, tuple) and len(reply) == 3):  # a helper of another wire format (an upgrade)
+            self.close_mine()
+            raise Unreachable(f"the helper at {self.sock} speaks another wire format")
         answers, status, value = reply
         if answers != number:
             self.close_mine()
@@ -437,8 +440,11 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
             _limit(raw, 0)  # a served client may wait as long as it likes between calls
             while True:
                 try:  # a call: its number, then the pickled function and arguments (see ``_Client.call``)
-                    number, request = conn.recv(), conn.recv_bytes()
-                except (EOFError, OSError):
+                    number = conn.recv()
+                    if type(number) is not int:  # a client of another wire format (code from before an
+                        return  # upgrade): the connection closed, it runs the call itself, never waits
+                    request = conn.recv_bytes()
+                except Exception:  # noqa: BLE001 - gone, or a message of another format: closed as above
                     return
                 try:
                     fn, args, kwargs = ForkingPickler.loads(request)

@@ -197,6 +197,19 @@ def test_an_answer_to_another_call_is_never_returned(home):
     assert helper.call(str.upper, "own") == "OWN"
 
 
+def test_a_client_of_the_old_wire_format_is_closed_on_not_left_waiting(home):
+    """A process that imported the code from before an upgrade (a call: one pickled message) reaching a
+    helper of today's code: the helper closes the connection (the caller runs the call itself) instead of
+    waiting for a second message while the caller waits for its answer."""
+    conn = helper._CLIENT._connection()
+    conn.send((str.upper, ("old",), {}))  # the old format: function and arguments, no call number
+    assert conn.poll(60), "the helper left the old client waiting"
+    with pytest.raises(EOFError):
+        conn.recv()
+    helper._CLIENT.close_mine()
+    assert helper.call(str.upper, "new") == "NEW"
+
+
 def test_changed_code_gets_its_own_helper(home, monkeypatch):
     folder, _ = home
     before = helper.address(folder)

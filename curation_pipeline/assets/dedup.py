@@ -101,7 +101,10 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     if not identity:
         return "no scored shards"
     stored = read_index(wh)
-    frozen = frozen_identity(wh, frozen_shards(instance, warehouse, identity))  # a raw file back: not frozen
+    try:
+        frozen = frozen_identity(wh, frozen_shards(instance, warehouse, identity))  # a raw file back: not frozen
+    except (FileNotFoundError, NotADirectoryError) as exc:  # not a pool of frozen shards: wait for it
+        return f"the raw location cannot be listed ({exc}): which shards can be re-selected is unknown"
     index_stale = stored is None or stored.identity != identity or stored.rules != rules or stored.frozen != frozen
     rebuild = {"dedup_index": None, "selection_cut": cut_request(wh, decision_rules.keep_fraction,
                                                                  decision_rules.quality_column, identity)}

@@ -59,7 +59,8 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
 @dg.multi_asset(
     name="pairs", partitions_def=shard_partitions, can_subset=True, deps=[raw_shards], check_specs=PAIRS_CHECKS,
     outs={"pairs": table_out(
-        "ingest", "1",  # code version: bump when the same inputs give different output
+        "ingest", "2",  # code version: bump when the same inputs give different output (2: a caption file's
+        # BOM and line ending are not caption; a json sidecar with NaN is read, the NaN as null)
         "Inventory of every sample in the shard: key, caption, image size/format/bytes, content hashes, decode "
         "status and error. Members that are not samples are counted in the `skips` table.")},
 )

@@ -22,7 +22,8 @@ from curation_pipeline.shards.reader import iter_pair_batches
     name="quality_scores", partitions_def=shard_partitions, can_subset=True, deps=[pairs],
     check_specs=SCORES_CHECKS,
     outs={"quality_scores": table_out(
-        "scoring", "1",  # code version: bump when the same inputs give different output
+        "scoring", "2",  # code version: bump when the same inputs give different output (2: the shard is
+        # read as pairs reads it since its version 2; models see the authors' decode; scores_complete)
         "Per-pair quality scores from the active scoring profile (DataComp rules, caption text quality, NSFW, "
         "OCR text area, image quality, duplicate hashes, and CLIPScore / MLM-Filter metrics in model profiles). "
         "Stored raw with each scorer's name and version, so thresholds can change without re-running models.",

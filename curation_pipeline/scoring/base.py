@@ -56,8 +56,12 @@ class Scorer(ABC):
         return f"{self.name}@{self.version}"
 
 
+NO_IMAGE, NO_CAPTION = "no image", "no caption"  # a pair's reason when the scorer had nothing to score
+NO_INPUT = (NO_IMAGE, NO_CAPTION)
+
+
 def scorable(batch: PairBatch) -> tuple[list[int], list[str | None]]:
     """The rows with an image and a non-blank caption, and per pair why it cannot be scored (or None)."""
-    errors = ["no image" if image is None else "no caption" if not (caption or "").strip() else None
+    errors = [NO_IMAGE if image is None else NO_CAPTION if not (caption or "").strip() else None
               for image, caption in zip(batch.images, batch.captions)]
     return [i for i, error in enumerate(errors) if error is None], errors

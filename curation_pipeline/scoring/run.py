@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from curation_pipeline.pairs import ContractError, PairBatch, split_on_failure
-from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.base import NO_INPUT, Scorer
 from curation_pipeline.scoring.columns import ERROR_SUFFIX, error_columns
 from curation_pipeline.scoring.prefetch import DEFAULT_DEPTH, prefetch
 from curation_pipeline.scoring.signals import limit_torch_threads
@@ -163,9 +163,9 @@ def unscored(scores: pd.DataFrame, scorers: Sequence[Scorer]) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Raised:
-    """What one scorer raised on over a table: ``pairs`` of the ``attempted`` (those it scored or raised on;
-    not those it had no input for, the reader's skips, nor those whose model reply it could not read),
-    and its most common reason, on ``reason_pairs`` of them."""
+    """What one scorer raised on over a table: ``pairs`` of the ``attempted`` (every pair but those it had no
+    input for, the reader's skips: a pair one of whose metrics it scored, or whose model reply it could not
+    read, was attempted), and its most common reason, on ``reason_pairs`` of them."""
 
     scorer: str
     pairs: int
@@ -195,7 +195,8 @@ def raised_on(scores: pd.DataFrame, scorers: Sequence[Scorer]) -> dict[str, Rais
         for column in reasons.columns:
             first = first.where(first.notna(), reasons[column].where(raised[column]))
         top = first.value_counts()
-        out[s.name] = Raised(s.name, int(per_pair.sum()), int((per_pair | reasons.isna().all(axis=1)).sum()),
+        no_input = reasons.isin(NO_INPUT).all(axis=1)  # every column: "no image" / "no caption"
+        out[s.name] = Raised(s.name, int(per_pair.sum()), int((~no_input).sum()),
                              str(top.index[0]) if len(top) else None, int(top.iloc[0]) if len(top) else 0)
     return out
 

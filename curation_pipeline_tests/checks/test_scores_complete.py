@@ -164,6 +164,17 @@ def test_only_raised_pairs_count_not_missing_input_nor_unreadable_replies():
     assert _check({"iq_error": ["ValueError: cannot measure this image"] + [None] * 39}).passed
 
 
+def test_a_pair_one_metric_of_which_was_scored_was_attempted():
+    """MLM-Filter answers four metrics per pair: one metric's reply unreadable on every pair (low score-token
+    mass) leaves the others scored; two pairs out of memory are 2 of the 100 it attempted, not all of them."""
+    low = "low score-token mass (0.10)"
+    errors = {"mlm_itm_error": [RAISED] * 2 + [None] * 98, "mlm_odf_error": [RAISED] * 2 + [None] * 98,
+              "mlm_ctq_error": [RAISED] * 2 + [None] * 98, "mlm_su_error": [RAISED] * 2 + [low] * 98}
+    result = _check(errors)
+    assert result.passed, result.description
+    assert result.metadata["raised_mlm"].value == 2 and result.metadata["raised_share_mlm"].value == 0.02
+
+
 def test_a_passing_check_names_the_scorer_that_raised_most():
     result = _check({"nsfw_error": [RAISED] + [None] * 39, "ocr_error": [None] * 40})
     assert result.passed and result.description == "raised on the most: nsfw, 1 of the 40 pairs it attempted (2%)"

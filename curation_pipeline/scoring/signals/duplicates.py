@@ -13,7 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.base import NO_IMAGE, Scorer
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
 from curation_pipeline.scoring.signals.embedding import caption_embeddings
 
@@ -86,7 +86,7 @@ class DuplicateSignals(Scorer):
         rows = []
         for image in images:
             if image is None:
-                rows.append((None, None, "no image"))
+                rows.append((None, None, NO_IMAGE))
                 continue
             try:
                 sha, ph = pixel_sha(image), phash(image)

@@ -11,7 +11,7 @@ import pandas as pd
 from PIL import Image
 
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.base import NO_IMAGE, Scorer
 from curation_pipeline.scoring.columns import Bound, ScoreColumn, error_column
 
 IQ_WORKING_SIDE = 256
@@ -71,7 +71,7 @@ class ImageQualityScorer(Scorer):
         rows, errors = [], []
         for image in batch.images:
             if image is None:
-                values, error = [np.nan] * 5, "no image"
+                values, error = [np.nan] * 5, NO_IMAGE
             else:
                 try:
                     values, error = self._measure(image)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.base import NO_IMAGE, Scorer
 from curation_pipeline.scoring.columns import Bound, ScoreColumn, error_column
 from curation_pipeline.scoring.signals import cpu_threads
 
@@ -48,7 +48,7 @@ class NsfwScorer(Scorer):
         ready, arrays = [], []
         for i, image in enumerate(batch.images):
             if image is None:
-                errors[i] = "no image"
+                errors[i] = NO_IMAGE
                 continue
             try:
                 arrays.append(self._preprocess(image))

@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image
 
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.base import NO_IMAGE, Scorer
 from curation_pipeline.scoring.columns import Bound, ScoreColumn, error_column
 from curation_pipeline.scoring.signals import cpu_threads
 
@@ -76,7 +76,7 @@ class TextInImageScorer(Scorer):
         errors: list[str | None] = [None] * n
         for i, image in enumerate(batch.images):
             if image is None:
-                errors[i] = "no image"
+                errors[i] = NO_IMAGE
                 continue
             try:
                 array = _working_image(image, self.max_side)
