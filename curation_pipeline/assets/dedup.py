@@ -26,9 +26,10 @@ from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 @dg.asset(
     name=INDEX_ASSET, group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
-    code_version="3",  # bump when the same inputs give different output (2: the survivor is a copy decide()
+    code_version="4",  # bump when the same inputs give different output (2: the survivor is a copy decide()
     # keeps: checked by every enabled image rule, a caption kept or safely rewritten under the policy; 3: a
-    # frozen shard's published pairs survive)
+    # frozen shard's published pairs survive; 4: a copy in quality_scores that failed a blocking check ranks last,
+    # and a frozen shard publishes what its curated tar holds)
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"parquet"},
     description="Duplicate groups over ALL shards (exact pixels, exact pairs, near images by pHash, near captions "
@@ -36,10 +37,11 @@ from curation_pipeline.resources import PolicyResource, WarehouseResource
     "rules passed and checked, caption kept or rewritten with a safe fallback): the largest usable image, then "
     "the best caption, then (shard, key), so the published set does not "
     "depend on the order or parallelism of shard runs. A shard that cannot be re-selected (no registered "
-    "partition or no raw file) is frozen: the pairs it publishes are kept, their copies elsewhere dropped. Reads "
-    "only fingerprints and rule columns of the stored quality_scores (no model runs); a new shard is compared "
-    "against the pool once. caption_decisions reads it; shards decided against an older pool are listed as stale "
-    "(re-select them: reselect_shards).",
+    "partition or no raw file) is frozen: the pairs its curated tar holds are kept, their copies elsewhere "
+    "dropped. A shard whose quality_scores failed a blocking check publishes nothing from them: its copies give "
+    "way to any other. Reads only fingerprints and rule columns of the stored quality_scores (no model runs); a "
+    "new shard is compared against the pool once. caption_decisions reads it; shards decided against an older "
+    "pool are listed as stale (re-select them: reselect_shards).",
 )
 def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                 policy: PolicyResource) -> dg.MaterializeResult:
@@ -53,16 +55,20 @@ def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         in_groups=("key", "size"), dropped_as_duplicate=("dropped", "sum"))  # one pass, not one per shard
     per_shard = pd.DataFrame([{"shard": s, "in_groups": int(counts["in_groups"].get(s, 0)),
                                "dropped_as_duplicate": int(counts["dropped_as_duplicate"].get(s, 0)),
-                               "stale": s in stale, "frozen": s in index.frozen} for s in sorted(index.identity)])
+                               "stale": s in stale, "frozen": s in index.frozen, "blocked": s in index.blocked}
+                              for s in sorted(index.identity)])
     if stale:
         context.log.info(f"shards decided against an older pool (re-select them): {', '.join(stale)}")
     return dg.MaterializeResult(metadata={
         **numbers({"shards": len(index.identity), "pairs_in_groups": len(groups), "groups": len(survivors),
                    "dropped_as_duplicate": int((~groups["dup_keep"]).sum()), "links": len(index.links),
                    "stale_shards": len(stale), "frozen_shards": len(index.frozen),
+                   "blocked_shards": len(index.blocked),
                    "pairs_dropped_for_a_copy_in_another_shard": dropped_for_another_shard(groups)}),
         "stale": dg.MetadataValue.json(sorted(stale)),
         "frozen": dg.MetadataValue.json(sorted(index.frozen)),
+        # their quality_scores failed a blocking check: their pairs give way to any other copy
+        "blocked": dg.MetadataValue.json(index.blocked),
         "per_shard": table(per_shard, limit=200),
         "rules": dg.MetadataValue.text(index.rules),
         "path": dg.MetadataValue.path(wh.local_path(paths["manifest"]) if wh.is_local else paths["manifest"]),

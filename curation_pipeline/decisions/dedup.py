@@ -12,9 +12,13 @@ parallelism of shard runs.
 
 A shard that cannot be re-selected (pruned, or its raw file gone: the asset layer says which, as
 ``frozen``) keeps its stored tables and its published tar in the pool, and its decisions stay as they
-are. So the pairs its final_captions publish are the incumbents of their groups (ranked first: a new copy
+are. So the pairs its curated tar holds are the incumbents of their groups (ranked first: a new copy
 gives way to them, or the pair would be published twice), and its other pairs rank last (it will not
 publish them). The index records the frozen set it assumed; another set is another index.
+
+A shard whose quality_scores failed a blocking check is read by no step until the check passes, so it
+publishes nothing from them: its pairs rank last too, and a copy elsewhere survives. Clearing the mark
+writes the file again, so the pool identity changes and the shard is compared afresh.
 
 The index lives under ``<warehouse>/dedup/``: ``groups.parquet``, ``links.parquet`` (so a new shard is
 compared against the pool once, not the whole pool against itself again) and ``index.json`` (the
@@ -40,6 +44,8 @@ import pyarrow.parquet as pq
 
 from curation_pipeline.scoring.registry import bounds, columns_of, error_columns_of
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
+from curation_pipeline.shards.reader import base_plus_ext
+from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY
 from curation_pipeline.storage.warehouse import READ_THREADS, Warehouse
 
 RESULT_COLUMNS = ("dup_group", "dup_kind", "dup_keep", "dup_of")
@@ -47,9 +53,15 @@ INDEX_ASSET = "dedup_index"
 # 2: survivors must pass the scorers' error checks (unchecked:<column>) and the caption part of the
 # policy as decide() applies it; groups.parquet names the survivor's shard (survivor_shard)
 # 3: the pairs frozen shards publish survive their groups (index.json: frozen; groups.parquet: incumbent)
-INDEX_VERSION = 3
+# 4: pairs of quality_scores that failed a blocking check rank last (index.json: blocked); a frozen shard
+# publishes what its curated tar holds (none without one)
+INDEX_VERSION = 4
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
 GROUPS_ROW_GROUP = 65_536  # rows per Parquet row group of groups.parquet: what a shard's decision reads
+BLOCKED = "scores_blocked"  # a pool column: the pair's quality_scores failed a blocking check (no step reads them)
+# the tables a curated tar is made from, in turn: a tar is written from final_captions only when none of them
+# failed a blocking check (``FAILED_CHECKS_KEY``), so otherwise the tar itself says what a frozen shard publishes
+PUBLISH_CHAIN = ("quality_scores", "caption_decisions", "final_captions")
 
 
 def dup_columns() -> tuple[str, ...]:
@@ -137,22 +149,25 @@ def pool_identity(wh: Warehouse) -> dict[str, str]:
 
 
 def _signal_scores(wh: Warehouse, shard: str, wanted: set[str]) -> pd.DataFrame | None:
-    """The ``wanted`` columns of a shard's stored quality_scores, None when they carry no duplicate
-    signals (or the file is gone: replaced between the listing and the read, picked up next time)."""
+    """The ``wanted`` columns of a shard's stored quality_scores and ``BLOCKED`` (from the same file's
+    metadata), None when they carry no duplicate signals (or the file is gone: replaced between the
+    listing and the read, picked up next time)."""
     try:
         with wh.fs.open(wh.table_path("quality_scores", shard), "rb") as handle:
             parquet = pq.ParquetFile(handle)
             names = parquet.schema_arrow.names
             if not all(c in names for c in dup_columns()):
                 return None
-            return parquet.read(columns=[c for c in names if c in wanted]).to_pandas()
+            frame = parquet.read(columns=[c for c in names if c in wanted]).to_pandas()
+            meta = parquet.schema_arrow.metadata or {}
+            return frame.assign(**{BLOCKED: bool(meta.get(FAILED_CHECKS_KEY.encode()))})
     except FileNotFoundError:
         return None
 
 
 def load_pool(wh: Warehouse, shards: list[str], quality_column: str, extra=()) -> pd.DataFrame:
-    """shard, key, the dup_* hashes and the usability columns of the given shards (only shards
-    whose scores carry duplicate signals), ordered by (shard, key), with the ``extra`` columns (those a
+    """shard, key, the dup_* hashes, the usability columns and ``BLOCKED`` of the given shards (only
+    shards whose scores carry duplicate signals), ordered by (shard, key), with the ``extra`` columns (those a
     keep_expression reads) where stored. Not the caption vectors: they are most of a pool's bytes,
     and ``pool_vectors`` reads the few a comparison needs."""
     wanted = {"shard", "key", *dup_columns(), *usability_columns(), quality_column, *extra} - {CAPTION_EMBEDDING}
@@ -196,44 +211,101 @@ def pool_vectors(wh: Warehouse, pool: pd.DataFrame):
 @dataclass
 class Frozen:
     """Pool shards that cannot be re-selected (see the module docstring), and what they publish."""
-    identity: dict[str, str]  # shard -> identity of its final_captions ("none" without one): what the index assumed
-    published: pd.DataFrame  # shard, key: the pairs their final_captions publish (what their curated tars hold)
+    identity: dict[str, str]  # shard -> identity of the files its published pairs are read from: what the index assumed
+    published: pd.DataFrame  # shard, key: the pairs their curated tars hold
+
+
+def _frozen_files(wh: Warehouse, shards) -> dict[str, dict[str, str | None]]:
+    """Shard -> identity of each file ``read_frozen`` reads for it (None where absent): its tables of
+    ``PUBLISH_CHAIN`` (one listing each; a blocking check's mark is changed by writing the file again) and
+    its curated tar (a stat each: frozen shards are few)."""
+    shards = sorted(set(shards))
+    listed = {table: wh.shard_files(table) for table in PUBLISH_CHAIN} if shards else {}
+
+    def tar(shard: str) -> str | None:
+        try:
+            return file_identity(wh.fs.info(wh.curated_path(shard)))
+        except FileNotFoundError:
+            return None
+
+    return {shard: {**{t: file_identity(listed[t][shard]) if shard in listed[t] else None for t in PUBLISH_CHAIN},
+                    "curated": tar(shard)} for shard in shards}
 
 
 def frozen_identity(wh: Warehouse, shards) -> dict[str, str]:
-    """Shard -> identity of its stored final_captions ("none" without one), from one listing: a frozen
-    shard's published pairs are read from that file, so another version of it is another frozen set."""
-    files = wh.shard_files("final_captions")
-    return {shard: file_identity(files[shard]) if shard in files else "none" for shard in sorted(set(shards))}
+    """Shard -> identity of the files its published pairs are read from (``_frozen_files``): another
+    version of any of them is another frozen set."""
+    return {shard: _identity_text(files) for shard, files in _frozen_files(wh, shards).items()}
+
+
+def _identity_text(files: dict[str, str | None]) -> str:
+    return ";".join(f"{name}={ident or 'none'}" for name, ident in files.items())
+
+
+def curated_keys(wh: Warehouse, shard: str) -> pd.Series:
+    """The keys of a shard's curated tar, from its member headers (the members' data is skipped, not
+    read). Raises FileNotFoundError without one, ValueError when it does not read as a tar."""
+    import tarfile
+
+    path = wh.curated_path(shard)
+    keys = {}
+    try:
+        with wh.fs.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
+            for info in tar:
+                tar.members = []  # tarfile keeps every header otherwise
+                if info.isreg():
+                    keys[base_plus_ext(info.name)[0]] = None
+    except tarfile.TarError as exc:
+        raise ValueError(f"the curated tar of frozen shard {shard!r} ({wh.local_path(path)}) does not read "
+                         f"({exc}): which pairs it publishes is unknown. Restore it, or remove it (then the "
+                         "shard publishes nothing)") from exc
+    return pd.Series([k for k in keys if k is not None], dtype=object)
 
 
 def read_frozen(wh: Warehouse, shards) -> Frozen:
-    """The pairs each of ``shards`` publishes: those its final_captions does not drop (none without one)."""
+    """The pairs each of ``shards`` publishes: those its curated tar holds (none without one). Read from
+    its final_captions (those it does not drop) when no table of ``PUBLISH_CHAIN`` failed a blocking check
+    (the tar is written from it). Else (a marked table is read by no step, so the tar, if any, is
+    older than it) from the tar's member names."""
     from curation_pipeline.decisions.policy import DROPPED
 
-    identity = frozen_identity(wh, shards)
+    found = _frozen_files(wh, shards)
 
     def published(shard: str) -> pd.DataFrame | None:
+        files = found[shard]
         try:
-            final = wh.read_table("final_captions", shard, columns=["key", "outcome"])
+            if files["curated"] is None:
+                return None
+            marked = [t for t in PUBLISH_CHAIN if files[t] and wh.table_metadata(t, shard).get(FAILED_CHECKS_KEY)]
+            if files["final_captions"] and not marked:
+                final = wh.read_table("final_captions", shard, columns=["key", "outcome"])
+                keys = final.loc[final["outcome"].ne(DROPPED), "key"].astype(str)
+            else:
+                keys = curated_keys(wh, shard)
         except FileNotFoundError:  # deleted since the listing: its identity changed, so the index is rebuilt
             return None
-        return pd.DataFrame({"shard": shard, "key": final.loc[final["outcome"].ne(DROPPED), "key"].astype(str)})
+        return pd.DataFrame({"shard": shard, "key": keys})
 
     with ThreadPoolExecutor(READ_THREADS) as reads:
-        frames = [f for f in reads.map(published, [s for s, i in identity.items() if i != "none"]) if f is not None]
-    return Frozen(identity, pd.concat(frames, ignore_index=True) if frames
+        frames = [f for f in reads.map(published, list(found)) if f is not None]
+    return Frozen({shard: _identity_text(files) for shard, files in found.items()},
+                  pd.concat(frames, ignore_index=True) if frames
                   else pd.DataFrame({"shard": pd.Series(dtype=object), "key": pd.Series(dtype=object)}))
 
 
-def standing(shards: np.ndarray, keys: np.ndarray, frozen: Frozen | None) -> np.ndarray:
+def standing(shards: np.ndarray, keys: np.ndarray, frozen: Frozen | None,
+             blocked: np.ndarray | None = None) -> np.ndarray:
     """Per pair, what ranks before the policy's preference: 1 = a frozen shard publishes it (the incumbent),
-    0 = its shard can be re-selected, -1 = a frozen shard's pair that it does not publish."""
+    0 = its shard can be re-selected, -1 = no shard publishes it as stored: a frozen shard's pair that it
+    does not publish, or (``blocked``, see ``BLOCKED``) one of quality_scores that failed a blocking check."""
+    out = np.zeros(len(shards), np.int8)
+    if blocked is not None:
+        out[np.asarray(blocked, dtype=bool)] = -1
     if frozen is None or not frozen.identity or not len(shards):
-        return np.zeros(len(shards), np.int8)
+        return out
     published = pd.MultiIndex.from_arrays([shards, keys]).isin(pd.MultiIndex.from_arrays(
         [frozen.published["shard"].astype(str), frozen.published["key"].astype(str)]))
-    return np.where(published, 1, np.where(np.isin(shards, list(frozen.identity)), -1, 0)).astype(np.int8)
+    return np.where(published, 1, np.where(np.isin(shards, list(frozen.identity)), -1, out)).astype(np.int8)
 
 
 # --- grouping ----------------------------------------------------------------------------------
@@ -247,6 +319,7 @@ class DedupIndex:
     rules: str
     computed_at: str = ""
     frozen: dict[str, str] = field(default_factory=dict)  # the frozen shards it assumed (``Frozen.identity``)
+    blocked: list[str] = field(default_factory=list)  # shards whose quality_scores failed a blocking check
 
     def for_shard(self, shard: str) -> pd.DataFrame:
         return self.groups[self.groups["shard"].eq(shard)]
@@ -272,7 +345,8 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     come from ``vectors`` (``pool_vectors``), else from the pool's own ``dup_caption_emb``. ``cut``: the
     global keep_fraction cut, where the survivor pick depends on it (``needs_cut``; ``refresh_index``
     passes the one over every scored shard), else it is computed over ``pool``. ``frozen``: the shards
-    that cannot be re-selected, whose published pairs survive their groups (``standing``)."""
+    that cannot be re-selected, whose published pairs survive their groups (``standing``). Pairs marked
+    ``BLOCKED`` rank last."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -316,8 +390,10 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     component = connected_components(coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n)),
                                      directed=False)[1] if n else np.zeros(0, np.int64)
     pref = preference(pool, policy, cut)
-    stand = standing(shards, keys, frozen)
-    # best first: a frozen shard's published pair, highest tier, most pixels, best caption, (shard, key)
+    blocked = pool[BLOCKED].fillna(False).astype(bool).to_numpy() if BLOCKED in pool else np.zeros(n, bool)
+    stand = standing(shards, keys, frozen, blocked)
+    # best first: a frozen shard's published pair (``standing``: a blocked one last), highest tier, most
+    # pixels, best caption, (shard, key)
     best = np.lexsort((keys, shards, -pref["quality"].to_numpy(), -pref["pixels"].to_numpy(),
                        -pref["tier"].to_numpy(), -stand, component))
     first = pd.Series(best, index=component[best]).groupby(level=0).first()
@@ -347,7 +423,7 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     links = links.drop_duplicates(["shard_a", "key_a", "shard_b", "key_b"], keep="last").reset_index(drop=True)
     return DedupIndex(groups.reset_index(drop=True), links, identity, rules,
                       datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      dict(frozen.identity) if frozen is not None else {})
+                      dict(frozen.identity) if frozen is not None else {}, sorted(set(shards[blocked])))
 
 
 def dropped_for_another_shard(groups: pd.DataFrame) -> int:
@@ -377,6 +453,7 @@ def write_index(wh: Warehouse, index: DedupIndex, cache: bool = False, **provena
             pq.write_table(pa.Table.from_pandas(getattr(index, name), preserve_index=False), handle,
                            compression="zstd", row_group_size=GROUPS_ROW_GROUP)
     manifest = {"version": INDEX_VERSION, "rules": index.rules, "identity": index.identity, "frozen": index.frozen,
+                "blocked": index.blocked,
                 "computed_at": index.computed_at, "pairs_in_groups": int(len(index.groups)),
                 "links": int(len(index.links)),
                 "groups_digest": _file_digest(index.groups), "links_digest": _file_digest(index.links),
@@ -412,7 +489,7 @@ def read_index(wh: Warehouse, cache: bool = False) -> DedupIndex | None:
             or _file_digest(tables["links"]) != manifest.get("links_digest")):
         return None  # a concurrent writer is between its files: treat as absent
     return DedupIndex(tables["groups"], tables["links"], manifest["identity"], manifest["rules"],
-                      manifest.get("computed_at", ""), manifest["frozen"])
+                      manifest.get("computed_at", ""), manifest["frozen"], manifest["blocked"])
 
 
 # --- per shard ---------------------------------------------------------------------------------

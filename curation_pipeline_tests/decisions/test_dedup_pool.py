@@ -11,6 +11,8 @@ from curation_pipeline.decisions import dedup
 from curation_pipeline.decisions.dedup import build_index, load_pool, pool_identity, refresh_index
 from curation_pipeline.decisions.policy import DecisionPolicy
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
+from curation_pipeline.shards.writer import write_curated
+from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY
 from curation_pipeline.storage.warehouse import Warehouse
 
 SHARDS = ["pool-a", "pool-b"]
@@ -133,11 +135,21 @@ def test_stale_shards_lists_shards_decided_against_another_index_and_passes_over
     assert dedup.stale_shards(wh, index) == {}
 
 
+def _publish(wh: Warehouse, shard: str, keys) -> None:
+    """A curated tar of ``keys`` for ``shard``, as curated_shards writes it."""
+    with wh.atomic_open(wh.curated_path(shard)) as handle:
+        write_curated(handle, [(key, "jpg", b"jpeg bytes", {"key": key, "caption": "a caption"}) for key in keys])
+
+
+def _kept(index) -> pd.Series:
+    return index.groups.set_index(["shard", "key"])["dup_keep"]
+
+
 def test_a_frozen_shard_keeps_its_published_pairs_is_not_stale_and_is_not_frozen_for_its_own_decision(
         curated, tmp_path):
     """pool-a/a0 and pool-b/b0 are one image; alike in all else, pool-a's copy survives by name. Frozen,
-    pool-b publishes b0 (its final_captions): b0 survives, in the stored index and in a decision that
-    reads it. pool-b is not stale though decided against another index: its pairs are what the index was
+    pool-b publishes b0 (its final_captions, and its tar): b0 survives, in the stored index and in a decision
+    that reads it. pool-b is not stale though decided against another index: its pairs are what the index was
     built around. Its own decision (its raw file back) does not take itself for frozen."""
     wh = _two_linked_shards(curated, tmp_path)
     a0, b0 = (wh.read_table("quality_scores", s)["key"].iloc[0] for s in SHARDS)
@@ -147,6 +159,9 @@ def test_a_frozen_shard_keeps_its_published_pairs_is_not_stale_and_is_not_frozen
 
     final = wh.read_table("quality_scores", "pool-b")[["key"]].assign(outcome="kept")
     wh.write_table("final_captions", "pool-b", final)
+    # no curated tar (its write failed, or it was removed): it publishes nothing, so pool-a's copy survives
+    assert _kept(refresh_index(wh, policy, frozen=["pool-b"]))[("pool-a", a0)]
+    _publish(wh, "pool-b", final["key"])
     index = refresh_index(wh, policy, frozen=["pool-b"])
     assert index.frozen == dedup.frozen_identity(wh, ["pool-b"]) != {"pool-b": "none"}
     kept = index.groups.set_index(["shard", "key"])["dup_keep"]
@@ -168,9 +183,75 @@ def test_a_frozen_shard_keeps_its_published_pairs_is_not_stale_and_is_not_frozen
     # both frozen, both publishing the image: one must give way, and it is reported stale (it publishes a
     # pair the index drops; the settle sensor names it as one it cannot re-select)
     wh.write_table("final_captions", "pool-a", wh.read_table("quality_scores", "pool-a")[["key"]].assign(outcome="kept"))
+    _publish(wh, "pool-a", [a0])
     both = refresh_index(wh, policy, frozen=SHARDS)
     assert not both.groups.set_index(["shard", "key"]).loc[("pool-b", b0), "dup_keep"]
     assert set(dedup.stale_shards(wh, both)) == {"pool-b"}
+
+
+def test_scores_that_failed_a_blocking_check_never_keep_a_group_and_clearing_the_mark_is_another_pool(
+        curated, tmp_path):
+    """pool-a/a0 and pool-b/b0 are one image, a0 the survivor by name. pool-a's quality_scores then fail a
+    blocking check: no step reads them, so pool-a publishes nothing, and b0 must be the copy kept (else
+    the image is published nowhere), in the stored index and in pool-b's decision. Clearing the mark (the
+    check passes again) writes the file again: the pool's identity changes and a0 is the survivor again."""
+    wh = _two_linked_shards(curated, tmp_path)
+    a0, b0 = (wh.read_table("quality_scores", s)["key"].iloc[0] for s in SHARDS)
+    policy = DecisionPolicy()
+    assert _kept(refresh_index(wh, policy))[("pool-a", a0)]
+
+    wh.update_table_metadata("quality_scores", "pool-a", {FAILED_CHECKS_KEY: "scores_complete"})
+    index = refresh_index(wh, policy)
+    assert _kept(index)[("pool-b", b0)] and not _kept(index)[("pool-a", a0)]
+    assert index.blocked == ["pool-a"]
+    dedup.write_index(wh, index)
+    assert dedup.read_index(wh).blocked == ["pool-a"]
+    decided_b = dedup.dedup_for_shard(wh, "pool-b", wh.read_table("quality_scores", "pool-b"), policy)
+    assert decided_b.source == dedup.INDEX_ASSET and decided_b.rows.loc[0, "dup_keep"]
+
+    marked = pool_identity(wh)
+    wh.update_table_metadata("quality_scores", "pool-a", {FAILED_CHECKS_KEY: ""})  # its checks pass again
+    assert pool_identity(wh)["pool-a"] != marked["pool-a"]  # so the stored index is not current
+    decided_a = dedup.dedup_for_shard(wh, "pool-a", wh.read_table("quality_scores", "pool-a"), policy)
+    assert decided_a.source != dedup.INDEX_ASSET and decided_a.rows.loc[0, "dup_keep"]
+    cleared = refresh_index(wh, policy, previous=index)  # pool-a compared afresh, the other links reused
+    assert _kept(cleared)[("pool-a", a0)] and not _kept(cleared)[("pool-b", b0)] and cleared.blocked == []
+    pd.testing.assert_frame_equal(cleared.groups, refresh_index(wh, policy, previous=None).groups)
+
+
+def test_a_frozen_shard_whose_tables_failed_a_blocking_check_publishes_what_its_tar_holds(curated, tmp_path):
+    """A frozen shard whose final_captions (or quality_scores) failed a blocking check had no tar written
+    from them: what it publishes is its tar's pairs (an older final_captions'), or none without a tar. Its
+    final_captions' pairs are not incumbents: their copies elsewhere survive."""
+    wh = _two_linked_shards(curated, tmp_path)
+    a0, b0 = (wh.read_table("quality_scores", s)["key"].iloc[0] for s in SHARDS)
+    b1 = wh.read_table("quality_scores", "pool-b")["key"].iloc[1]
+    policy = DecisionPolicy()
+    final = wh.read_table("quality_scores", "pool-b")[["key"]].assign(outcome="kept")
+    wh.write_table("final_captions", "pool-b", final, metadata={FAILED_CHECKS_KEY: "caption_length_drift"})
+
+    assert dedup.read_frozen(wh, ["pool-b"]).published.empty  # no tar: nothing published
+    assert _kept(refresh_index(wh, policy, frozen=["pool-b"]))[("pool-a", a0)]
+
+    before = dedup.frozen_identity(wh, ["pool-b"])
+    _publish(wh, "pool-b", [b1])  # an older final_captions' tar: b0 not in it
+    assert dedup.frozen_identity(wh, ["pool-b"]) != before  # another tar, another frozen set
+    assert dedup.read_frozen(wh, ["pool-b"]).published.values.tolist() == [["pool-b", b1]]
+    assert _kept(refresh_index(wh, policy, frozen=["pool-b"]))[("pool-a", a0)]
+
+    _publish(wh, "pool-b", [b0, b1])
+    index = refresh_index(wh, policy, frozen=["pool-b"])
+    assert _kept(index)[("pool-b", b0)] and not _kept(index)[("pool-a", a0)]
+    assert index.frozen == dedup.frozen_identity(wh, ["pool-b"])
+
+    # final_captions passes, but quality_scores failed: the tar still says (here, b1 alone)
+    wh.update_table_metadata("final_captions", "pool-b", {FAILED_CHECKS_KEY: ""})
+    wh.update_table_metadata("quality_scores", "pool-b", {FAILED_CHECKS_KEY: "scores_in_range"})
+    _publish(wh, "pool-b", [b1])
+    assert dedup.read_frozen(wh, ["pool-b"]).published["key"].tolist() == [b1]
+    assert _kept(refresh_index(wh, policy, frozen=["pool-b"]))[("pool-a", a0)]
+    _publish(wh, "pool-b", [b0])  # its tar's pairs are incumbents though their scores are marked
+    assert _kept(refresh_index(wh, policy, frozen=["pool-b"]))[("pool-b", b0)]
 
 
 def _row(shard, key, phash, seed, quality=80.0):
