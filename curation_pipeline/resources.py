@@ -14,6 +14,7 @@ import dagster as dg
 from dagster_ray import RayResource
 from pydantic import ConfigDict, Field, field_validator
 
+from curation_pipeline.compute.options import RayOptions
 from curation_pipeline.decisions.policy import DecisionPolicy
 from curation_pipeline.rewriting.base import Rewriter
 from curation_pipeline.rewriting.verify import MIN_IMPROVEMENT_SHARE, AcceptanceRules
@@ -311,6 +312,8 @@ class ComputeResource(RayResource):
     spread: bool = Field(default=True, description="SPREAD scheduling: actors and decode tasks go to different nodes.")
     max_tasks_in_flight: int = Field(default=2, description="Batches queued per actor.")
     wait_for_actors_s: int = Field(default=0, description="Seconds to wait until every model actor has loaded before streaming starts (0 = start at once).")
+    max_retries: int = Field(default=RayOptions.max_retries, ge=0, description="Restarts of a model actor that died (OOM kill, crash, lost node), each retrying its batch and reloading its models; then the step fails.")
+    coordinator_memory_mb: int = Field(default=RayOptions.coordinator_memory_mb, ge=0, description="Memory (MiB) each shard's coordinator task reserves from Ray (it holds the shard's result rows), so a node's coordinators cannot outgrow it.")
 
     @property
     def uses_ray(self) -> bool:
@@ -367,8 +370,6 @@ class ComputeResource(RayResource):
 
     def options(self, stage: str, local_batch_size: int):
         """RayOptions for ``score`` or ``rewrite``."""
-        from curation_pipeline.compute.options import RayOptions
-
         rewrite = stage == "rewrite"
         gpus = self.rewrite_gpus_per_actor if rewrite and self.rewrite_gpus_per_actor >= 0 else self.gpus_per_actor
         return RayOptions(batch_size=self.batch_size or local_batch_size,
@@ -376,4 +377,5 @@ class ComputeResource(RayResource):
                           cpus_per_actor=self.cpus_per_actor, gpus_per_actor=gpus,
                           threads_per_actor=self.threads_per_actor, decode_concurrency=self.decode_concurrency,
                           spread=self.spread, max_tasks_in_flight=self.max_tasks_in_flight,
-                          wait_for_actors_s=self.wait_for_actors_s)
+                          wait_for_actors_s=self.wait_for_actors_s, max_retries=self.max_retries,
+                          coordinator_memory_mb=self.coordinator_memory_mb)

@@ -83,13 +83,19 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
 
 class LocalRayCluster:
     """A head node and ``len(worker_cpus)`` worker nodes (``ray start --block``; the CPUs are logical
-    slots), each given ``env``. Only inside a private network namespace."""
+    slots), each given ``env``. ``worker_gpus`` gives workers GPU slots (no device needed: Ray then
+    schedules as on GPU nodes); ``head_memory_mb`` sets the head's ``memory`` resource (0: no task
+    that reserves memory, such as a shard's coordinator, runs there). Only inside a private network
+    namespace."""
 
     def __init__(self, head_cpus: float = 1, worker_cpus: tuple[float, ...] = (1,), object_store_mb: int = 256,
-                 env: dict | None = None, log_dir: str | None = None):
+                 env: dict | None = None, log_dir: str | None = None, worker_gpus: tuple[float, ...] = (),
+                 head_memory_mb: int | None = None):
         if not in_private_network():
             raise RuntimeError("a test cluster may only run inside a private network namespace")
         self.head_cpus, self.worker_cpus = head_cpus, tuple(worker_cpus)
+        self.worker_gpus = tuple(worker_gpus) + (0,) * (len(self.worker_cpus) - len(worker_gpus))
+        self.head_memory = [] if head_memory_mb is None else [f"--memory={head_memory_mb * 1024 * 1024}"]
         self.object_store = str(object_store_mb * 1024 * 1024)
         self.env = {**(env or os.environ), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
         self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: unix socket paths are limited
@@ -120,13 +126,13 @@ class LocalRayCluster:
     def start(self, timeout: float = 90) -> "LocalRayCluster":
         head = self._ray("--head", f"--port={self.port}", f"--ray-client-server-port={self.client_port}",
                          f"--num-cpus={self.head_cpus}", "--num-gpus=0", "--include-dashboard=false",
-                         f"--temp-dir={self.temp_dir}", name="head")
+                         f"--temp-dir={self.temp_dir}", *self.head_memory, name="head")
         wait_for_port(self.port, timeout, head)
         # one node at a time: raylets starting together on a busy 2-core machine can miss
         # their registration deadline; a node that does is started once more
-        for i, cpus in enumerate(self.worker_cpus):
+        for i, (cpus, gpus) in enumerate(zip(self.worker_cpus, self.worker_gpus)):
             for attempt in (1, 2):
-                node = self._ray(f"--address={self.address}", f"--num-cpus={cpus}", "--num-gpus=0",
+                node = self._ray(f"--address={self.address}", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
                                  name=f"worker-{i}")
                 try:
                     self.wait_for_nodes(2 + i, timeout, watch=[head, node])

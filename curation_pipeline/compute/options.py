@@ -20,6 +20,12 @@ class RayOptions:
     spread: bool = True  # SPREAD scheduling: actors and decode tasks land on different nodes
     max_tasks_in_flight: int = 2  # batches queued per actor
     wait_for_actors_s: int = 0  # > 0: hold the stage until every actor is up, so the first does not take all
+    # a model actor that dies (OOM kill, crash, lost node) is restarted (reloading its models) and its
+    # batches retried this often, then the shard fails; Ray Data's own default retries without end
+    max_retries: int = 2
+    # what the shard's coordinator task (it collects the shard's rows) asks Ray for, so the scheduler
+    # counts it: a node's coordinators cannot outgrow its memory, however many runs start at once
+    coordinator_memory_mb: int = 512
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -30,6 +36,8 @@ class RayOptions:
             raise ValueError("CPUs and GPUs per actor or task cannot be negative")
         if self.max_tasks_in_flight < 1:
             raise ValueError(f"max_tasks_in_flight must be >= 1, got {self.max_tasks_in_flight}")
+        if self.max_retries < 0 or self.coordinator_memory_mb < 0:
+            raise ValueError("max_retries and coordinator_memory_mb cannot be negative")
 
     @property
     def threads(self) -> int:

@@ -40,6 +40,11 @@ from curation_pipeline.shards.reader import (ReaderLimits, Sample, ShardReader, 
 
 READ_CPUS = 0.5  # the read task streams one tar (I/O and hashing); decode and the models take the CPUs
 TRAILER = -1  # the inventory read's last row: the reader's skips and fingerprint, after every batch
+# Ray 2.60 no longer hides a node's GPUs from a worker that reserves none (CUDA_VISIBLE_DEVICES stays
+# as the node has it), so a CPU actor on a GPU node would load its models on a GPU it does not hold,
+# and in fp16: rows unlike its CPU peers' under the same scorer version. Ray's switch for the old
+# behaviour (no GPU reserved: CUDA_VISIBLE_DEVICES="", likewise for other accelerators) restores it.
+NO_UNRESERVED_ACCELERATORS = {"env_vars": {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1"}}
 # Remote arguments such as SPREAD scheduling go in as keyword arguments, deprecated from Ray 2.64 on
 # (ray is pinned to 2.60 in pyproject.toml).
 warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
@@ -254,7 +259,7 @@ def pairs_inventory(url: str, shard: str, options: RayOptions, limits: ReaderLim
                     full_decode: bool = False) -> PairsInventory:
     """``pairs`` on the cluster: the same rows, skips and fingerprint as ``ShardReader(url, shard)``
     iterated locally; decode tasks work on batches of ``options.batch_size`` samples."""
-    return _on_cluster(_pairs_inventory, url, shard, options, limits, full_decode)
+    return _on_cluster(options, _pairs_inventory, url, shard, options, limits, full_decode)
 
 
 def _pairs_inventory(url: str, shard: str, options: RayOptions, limits: ReaderLimits,
@@ -264,8 +269,8 @@ def _pairs_inventory(url: str, shard: str, options: RayOptions, limits: ReaderLi
     with _data_context(options):
         ds = _read(ShardDatasource(url, shard, options.batch_size, limits=limits, trailer=True))
         # a full inventory needs every image's status, never its pixels: verified, as locally
-        rows = _rows(_decode_tasks(ds, options, inventory_batches, limits=limits,
-                                   full="verify" if full_decode else False))
+        rows = list(_rows(_decode_tasks(ds, options, inventory_batches, limits=limits,
+                                        full="verify" if full_decode else False)))
     trailers = [r for r in rows if r["batch"] == TRAILER]
     rows = sorted((r for r in rows if r["batch"] != TRAILER), key=lambda r: r["batch"])
     if len(trailers) != 1 or [r["batch"] for r in rows] != list(range(len(rows))):
@@ -379,13 +384,16 @@ def _data_context(options: RayOptions | None = None) -> Iterator[None]:
         ctx.wait_for_min_actors_s = saved_wait
 
 
-def _spread(options: RayOptions) -> dict:
-    return {"scheduling_strategy": "SPREAD"} if options.spread else {}
+def _remote_args(options: RayOptions) -> dict:
+    """What every task and actor of a dataset asks of Ray besides its resources."""
+    return {"runtime_env": NO_UNRESERVED_ACCELERATORS,
+            **({"scheduling_strategy": "SPREAD"} if options.spread else {})}
 
 
 def _read(source: ShardDatasource):
     """One read task per shard: Ray Data must not try to split the read."""
-    return ray.data.read_datasource(source, num_cpus=READ_CPUS, override_num_blocks=1)
+    return ray.data.read_datasource(source, num_cpus=READ_CPUS, override_num_blocks=1,
+                                    runtime_env=NO_UNRESERVED_ACCELERATORS)
 
 
 def _decode_tasks(ds, options: RayOptions, fn=decode_batches, **fn_kwargs):
@@ -394,24 +402,47 @@ def _decode_tasks(ds, options: RayOptions, fn=decode_batches, **fn_kwargs):
     or into the model actors: decode scales on CPUs while the actors keep their GPUs busy."""
     return ds.map_batches(fn, fn_kwargs=fn_kwargs, batch_size=None, batch_format="pyarrow",
                           num_cpus=options.decode_cpus, concurrency=options.decode_concurrency or None,
-                          max_retries=3, **_spread(options))
+                          max_retries=3, **_remote_args(options))
 
 
 def _actors(ds, actor: type, kwargs: dict, options: RayOptions):
+    """The model actor pool. A row is one whole batch of the shard, so each call gets one (``batch_size=1``;
+    Ray also refuses a GPU request without a batch size). An actor that dies is restarted and its batch
+    retried ``max_retries`` times, not Ray Data's endless default: each restart reloads the models, and a
+    batch that kills its actor every time (an OOM kill) would hold the step forever."""
     return ds.map_batches(
-        actor, fn_constructor_kwargs=kwargs, batch_size=None, batch_format="pyarrow",
+        actor, fn_constructor_kwargs=kwargs, batch_size=1, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=options.actors,
                                            max_tasks_in_flight_per_actor=options.max_tasks_in_flight),
-        num_cpus=options.cpus_per_actor, num_gpus=options.gpus_per_actor or None, **_spread(options))
+        num_cpus=options.cpus_per_actor, num_gpus=options.gpus_per_actor or None,
+        max_restarts=options.max_retries, max_task_retries=options.max_retries, **_remote_args(options))
 
 
-def _rows(ds) -> list[dict]:
-    return [r for block in ds.iter_batches(batch_format="pandas", batch_size=None) for r in block.to_dict("records")]
+def _rows(ds) -> Iterator[dict]:
+    for block in ds.iter_batches(batch_format="pandas", batch_size=None):
+        yield from block.to_dict("records")
 
 
-def _collect(ds) -> tuple[list[dict], RayStats]:
-    """The per-batch result rows in batch order, and the workers' report."""
-    rows = sorted(_rows(ds), key=lambda r: r["batch"])
+def _collect(ds, shard: str, options: RayOptions) -> tuple[list[dict], RayStats]:
+    """The per-batch result rows in batch order, and the workers' report. A model actor that died more
+    often than ``max_retries`` fails the shard, naming the first batch that did not come back (rows come
+    back in batch order; the batch it died on is that one or one queued after it)."""
+    rows: list[dict] = []
+    try:
+        for row in _rows(ds):
+            rows.append(row)
+    except ray.exceptions.RayActorError as error:
+        done = {r["batch"] for r in rows}
+        first = next(b for b in range(len(done) + 1) if b not in done)
+        last = str(error).strip().splitlines()[-1][:300] if str(error).strip() else ""
+        came = f"batches 0-{first - 1} came back" if first else "no batch came back"
+        again = (f"and again after each of its {options.max_retries} restarts" if options.max_retries
+                 else "with no restart allowed")
+        raise RuntimeError(
+            f"{shard}: a model actor died (killed for memory, crashed, or its node lost) {again} (compute "
+            f"max_retries; each restart reloads the models); {came}, it died on batch {first} or one queued "
+            f"after it ({options.batch_size} pairs a batch). {type(error).__name__}: {last}") from error
+    rows.sort(key=lambda r: r["batch"])
     batches = [r["batch"] for r in rows]
     if len(set(batches)) != len(batches):
         raise RuntimeError(f"a batch came back twice: {batches}")
@@ -423,10 +454,13 @@ def _collect(ds) -> tuple[list[dict], RayStats]:
     return rows, stats
 
 
-def _on_cluster(fn, *args, **kwargs):
+def _on_cluster(options: RayOptions, fn, /, *args, **kwargs):
     """``fn`` (which builds and runs a dataset) as a 0-CPU task on the cluster: Ray Data's executor needs
-    a core worker, which a Ray Client driver (``ray://``, a Dagster run pod on KubeRay) does not have."""
-    task = ray.remote(num_cpus=0, max_retries=0)(fn)
+    a core worker, which a Ray Client driver (``ray://``, a Dagster run pod on KubeRay) does not have.
+    It holds the shard's result rows, so it reserves ``coordinator_memory_mb``: Ray places it only on a node
+    with that much memory unreserved, so however many runs start at once, coordinators cannot outgrow one."""
+    memory = {"memory": options.coordinator_memory_mb * 1024 * 1024} if options.coordinator_memory_mb else {}
+    task = ray.remote(num_cpus=0, max_retries=0, runtime_env=NO_UNRESERVED_ACCELERATORS, **memory)(fn)
     return ray.get(task.remote(*args, **kwargs))
 
 
@@ -434,7 +468,7 @@ def score_shard(url: str, shard: str, profile, options: RayOptions, expected=Non
                 limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, list[SimpleNamespace], RayStats]:
     """``quality_scores`` on the cluster: (score table, the scorers the cluster built as name, version and
     columns, stats), the table equal to ``score_stream`` over ``iter_pair_batches`` with the same ``batch_size``."""
-    return _on_cluster(_score_shard, url, shard, profile, options, expected, limits)
+    return _on_cluster(options, _score_shard, url, shard, profile, options, expected, limits)
 
 
 def rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: bool, rewriter: dict,
@@ -442,7 +476,7 @@ def rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: b
                   expected=None, limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, RayStats]:
     """``rewritten_captions`` on the cluster: the lineage table (one row per target of ``targets``: key,
     quality_before, caption), as ``rewrite_batches`` builds it locally, and stats."""
-    return _on_cluster(_rewrite_shard, url, shard, targets, with_images=with_images, rewriter=rewriter,
+    return _on_cluster(options, _rewrite_shard, url, shard, targets, with_images=with_images, rewriter=rewriter,
                        profile=profile, needed=needed, quality_column=quality_column, rules=rules, run_id=run_id,
                        options=options, expected=expected, limits=limits)
 
@@ -454,14 +488,15 @@ def _score_shard(url: str, shard: str, profile, options: RayOptions, expected=No
     with _data_context(options):
         ds = _decode_tasks(_read(ShardDatasource(url, shard, options.batch_size, expected, limits=limits)), options,
                            limits=limits, full=_decode_mode(profile))
-        rows, stats = _collect(_actors(ds, ScoreActor, {"profile": profile, "threads": options.threads}, options))
+        rows, stats = _collect(_actors(ds, ScoreActor, {"profile": profile, "threads": options.threads}, options),
+                               shard, options)
     if rows:
         described = json.loads(rows[0]["scorers"])
         if len(rows) != rows[-1]["batch"] + 1:
             raise RuntimeError(f"{shard}: batches {[r['batch'] for r in rows]} came back, not 0..{len(rows) - 1}")
     else:  # an empty shard: ask the cluster what the profile's columns are (no model runs on pairs)
-        task = ray.remote(num_cpus=options.cpus_per_actor, num_gpus=options.gpus_per_actor or None)(
-            _describe_scorers)
+        task = ray.remote(num_cpus=options.cpus_per_actor, num_gpus=options.gpus_per_actor or None,
+                          max_retries=options.max_retries, runtime_env=NO_UNRESERVED_ACCELERATORS)(_describe_scorers)
         described = json.loads(ray.get(task.remote(profile, options.threads)))
     specs = [SimpleNamespace(name=name, version=version, columns=tuple(columns))
              for name, version, columns in described]
@@ -492,7 +527,7 @@ def _rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: 
                                                 for k, c in zip(keys[i:i + step], captions[i:i + step])]],
                                               pa.list_(pa.string()))})
                 for batch, i in enumerate(range(0, len(keys), step))])
-        rows, stats = _collect(_actors(ds, RewriteActor, kwargs, options))
+        rows, stats = _collect(_actors(ds, RewriteActor, kwargs, options), shard, options)
     records = [row for r in rows for row in pickle.loads(r["frame"]).to_dict("records")]
     lineage = pd.DataFrame(records, columns=LINEAGE_COLUMNS) if records else empty_lineage()
     if len(lineage) != len(targets):
@@ -508,5 +543,5 @@ def score_model_stage(url: str, shard: str, profile, options: RayOptions,
         decoded = _decode_tasks(_read(ShardDatasource(url, shard, options.batch_size, limits=limits)), options,
                                 limits=limits, full=_decode_mode(profile)).materialize()
         rows, stats = _collect(_actors(decoded, ScoreActor, {"profile": profile, "threads": options.threads},
-                                       options))
+                                       options), shard, options)
     return sum(int(r["pairs"]) for r in rows), stats

@@ -14,6 +14,11 @@ on ``result.json``. Scenarios:
             cluster; the nightly ``fill_missing_shards`` logic then re-runs what is unfinished.
 ``clip``    ``quality_scores`` with a model profile (a tiny CLIP) on the cluster and locally: a model
             scorer's name and columns are its instance's, not its class's.
+
+``actor-options`` (its own cluster, no S3: a head with no CPUs and no memory, as KubeRay's, and a
+            worker with a GPU slot, no device needed) what model actors and coordinators ask of Ray:
+            scoring with ``gpus_per_actor: 1``, what a GPU-less actor sees of the node's GPUs, a
+            batch that kills its actor every time, and the coordinator's memory and node.
 """
 
 from __future__ import annotations
@@ -264,9 +269,139 @@ def resume(args, server, cluster) -> dict:
     }
 
 
+class ProbeActor:
+    """A model actor that reports what it sees of its node's GPUs instead of scoring."""
+
+    def __init__(self, threads: int):
+        pass
+
+    def __call__(self, block):
+        import pyarrow as pa
+        import ray
+
+        seen = json.dumps({"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                           "gpu_ids": [str(i) for i in ray.get_gpu_ids()]})
+        return pa.table({"batch": block.column("batch"), "seen": [seen] * block.num_rows})
+
+
+def _actor_sees(gpus: float) -> dict:
+    """On the cluster (a coordinator task): what an actor of ``ray_data._actors`` sees."""
+    import ray
+
+    from curation_pipeline.compute import ray_data
+    from curation_pipeline.compute.options import RayOptions
+
+    options = RayOptions(gpus_per_actor=gpus, spread=False)
+    with ray_data._data_context(options):
+        rows = ray_data._actors(ray.data.from_items([{"batch": 0}]), ProbeActor, {"threads": 1}, options).take_all()
+    return json.loads(rows[0]["seen"])
+
+
+def _score_with_poison(url: str, shard: str, options, poison: int):
+    """On the cluster: ``_score_shard`` whose actors' processes die on batch ``poison`` (as an OOM kill
+    on one huge image would), every time."""
+    from curation_pipeline.compute import ray_data
+    from curation_pipeline.scoring.profiles import ScoringProfile
+
+    class PoisonScoreActor(ray_data.ScoreActor):
+        def __call__(self, block):
+            if poison in block.column("batch").to_pylist():
+                os._exit(137)
+            return super().__call__(block)
+
+    real, ray_data.ScoreActor = ray_data.ScoreActor, PoisonScoreActor  # this worker process only
+    try:
+        return ray_data._score_shard(url, shard, ScoringProfile("offline"), options)
+    finally:
+        ray_data.ScoreActor = real
+
+
+def _coordinator_sees() -> dict:
+    import ray
+
+    context = ray.get_runtime_context()
+    return {"node": context.get_node_id(), "resources": context.get_assigned_resources(),
+            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def actor_options(args) -> dict:
+    import pandas as pd
+    import ray
+
+    from curation_pipeline.compute import ray_data
+    from curation_pipeline.compute.options import RayOptions
+    from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
+    from curation_pipeline.scoring.run import score_stream
+    from curation_pipeline.shards.reader import iter_pair_batches
+    from curation_pipeline_tests.conftest import RAW_SAMPLES
+
+    shard = SHARDS[1]
+    url = str(RAW_SAMPLES / f"{shard}.tar")
+    out: dict = {"head": [n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n["Resources"]]}
+
+    def probe(name: str, fn) -> None:
+        try:
+            out[name] = fn()
+        except Exception:
+            out[name] = {"error": traceback.format_exc()[-4000:]}
+
+    def gpu_scoring() -> dict:
+        profile = ScoringProfile("offline")
+        table, _, stats = ray_data.score_shard(url, shard, profile, RayOptions(
+            batch_size=8, gpus_per_actor=1, spread=False, decode_cpus=0.5))
+        local = score_stream(build_scorers(profile), iter_pair_batches(url, shard, 8))
+        try:
+            pd.testing.assert_frame_equal(local, table)
+            differences = ""
+        except AssertionError as e:
+            differences = str(e)[:2000]
+        return {"rows": len(table), "batches": stats.batches, "differences": differences}
+
+    def poisoned() -> dict:
+        options = RayOptions(batch_size=8, spread=False, decode_cpus=0.5, max_retries=1)
+        ref = ray.remote(num_cpus=0, max_retries=0)(_score_with_poison).remote(url, shard, options, 1)
+        done, _ = ray.wait([ref], timeout=420)  # a generous deadline: without a bound it never ends
+        if not done:
+            ray.cancel(ref, force=True)
+            return {"finished": False}
+        try:
+            ray.get(ref)
+            return {"finished": True, "error": None}
+        except Exception as e:
+            return {"finished": True, "error": str(e)[-3000:]}
+
+    probe("gpu_scoring", gpu_scoring)
+    for gpus in (0, 1):
+        probe(f"actor_sees_{gpus}", lambda: ray.get(ray.remote(num_cpus=0)(_actor_sees).remote(gpus)))
+    probe("coordinator", lambda: ray_data._on_cluster(RayOptions(), _coordinator_sees))
+    probe("poisoned", poisoned)
+    return out
+
+
+def run_actor_options(args) -> None:
+    """``actor-options`` as PID 1 of the namespace: its own cluster, shaped as KubeRay's."""
+    from curation_pipeline.compute.cluster import LocalRayCluster, enter_private_network
+
+    out = Path(args.out)
+    result: dict = {"interfaces": enter_private_network()}
+    try:
+        with LocalRayCluster(head_cpus=0, head_memory_mb=0, worker_cpus=(2,), worker_gpus=(1,),
+                             log_dir=str(out)) as cluster:
+            import ray
+
+            ray.init(address=cluster.client_address, logging_level="ERROR", log_to_driver=False)  # as a run pod
+            result["actor-options"] = actor_options(args)
+            ray.shutdown()
+    except BaseException:
+        result["error"] = traceback.format_exc()
+    (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    sys.stdout.flush()
+    os._exit(0)  # PID 1 of the namespace: the kernel ends everything else now
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["e2e", "pairs", "resume", "clip", "both", "run-shards"])
+    parser.add_argument("scenario", choices=["e2e", "pairs", "resume", "clip", "both", "run-shards", "actor-options"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--reference", default="")
     parser.add_argument("--raw", default="")
@@ -275,6 +410,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.scenario == "run-shards":
         return run_shards(args)
+    if args.scenario == "actor-options":
+        return run_actor_options(args)
 
     from curation_pipeline.compute.cluster import LocalRayCluster, enter_private_network
     from curation_pipeline_tests.conftest import RAW_SAMPLES

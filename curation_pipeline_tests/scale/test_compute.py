@@ -65,6 +65,18 @@ def test_gpus_batch_size_and_concurrency_are_configuration():
         RayOptions(actors=0)
 
 
+def test_actor_retries_and_coordinator_memory_are_configuration():
+    """Declared once (``RayOptions``), bounded by default (Ray Data's own default retries without end)."""
+    default = ComputeResource(engine="ray").options("rewrite", 8)
+    assert (default.max_retries, default.coordinator_memory_mb) == (RayOptions.max_retries,
+                                                                    RayOptions.coordinator_memory_mb)
+    assert 0 <= RayOptions.max_retries < 5 and RayOptions.coordinator_memory_mb > 0
+    chosen = ComputeResource(engine="ray", max_retries=0, coordinator_memory_mb=2048).options("score", 32)
+    assert (chosen.max_retries, chosen.coordinator_memory_mb) == (0, 2048)
+    with pytest.raises(ValueError):
+        RayOptions(max_retries=-1)
+
+
 @pytest.mark.parametrize("batch_size", [7, 32])
 def test_the_ray_read_makes_the_local_engines_batches(batch_size):
     from curation_pipeline.compute.ray_data import read_shard_batches
