@@ -37,14 +37,20 @@ def _published_once(wh: Warehouse) -> None:
     assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1][:5]
 
 
-def test_a_shard_that_cannot_be_reselected_keeps_its_pairs_and_its_copy_drops_them(tmp_path):
+def curated_pool(tmp_path):
+    """Two sample shards curated: (raw folder, instance, warehouse resource)."""
     raw, warehouse = tmp_path / "raw", tmp_path / "warehouse"
     raw.mkdir()
     for name in ("sample-000000", "sample-000001"):
         shutil.copy(RAW_SAMPLES / f"{name}.tar", raw / f"{name}.tar")
     instance, results = run_pipeline(raw, warehouse, ["sample-000000", "sample-000001"], report=False)
     assert all(r.success for r in results.values())
-    resource = WarehouseResource(raw_root=str(raw), root=str(warehouse))
+    return raw, instance, WarehouseResource(raw_root=str(raw), root=str(warehouse))
+
+
+def test_a_shard_that_cannot_be_reselected_keeps_its_pairs_and_its_copy_drops_them(tmp_path):
+    raw, instance, resource = curated_pool(tmp_path)
+    warehouse = tmp_path / "warehouse"
     wh = resource.warehouse()
     with tarfile.open(wh.curated_path("sample-000000")) as tar:
         frozen_pairs = set(tar.getnames())

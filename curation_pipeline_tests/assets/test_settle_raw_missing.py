@@ -2,21 +2,13 @@
 re-selected: the settle sensor waits, instead of rebuilding the dedup index with every shard frozen
 (and rebuilding it again once the disk is back)."""
 
-import shutil
-
 from curation_pipeline.assets.dedup import settle_requests
-from curation_pipeline.resources import PolicyResource, WarehouseResource
-from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
+from curation_pipeline.resources import PolicyResource
+from curation_pipeline_tests.assets.test_pruned_in_pool import curated_pool
 
 
 def test_a_missing_raw_location_freezes_nothing(tmp_path):
-    raw, warehouse = tmp_path / "raw", tmp_path / "warehouse"
-    raw.mkdir()
-    for name in ("sample-000000", "sample-000001"):
-        shutil.copy(RAW_SAMPLES / f"{name}.tar", raw / f"{name}.tar")
-    instance, results = run_pipeline(raw, warehouse, ["sample-000000", "sample-000001"], report=False)
-    assert all(r.success for r in results.values())
-    resource = WarehouseResource(raw_root=str(raw), root=str(warehouse))
+    raw, instance, resource = curated_pool(tmp_path)
     current = "duplicate index current for 2 shards; no shard is stale"
     assert settle_requests(instance, resource, PolicyResource()) == current
 
