@@ -9,15 +9,18 @@ deployment reaches real S3: the pipeline itself is given no endpoint and no cred
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from curation_pipeline.compute.cluster import free_port, wait_for_port
+from curation_pipeline.compute.cluster import (free_port, private_network_available, run_in_private_network,
+                                              wait_for_port)
 from curation_pipeline_tests.conftest import REPO_ROOT
 
 S3RVER = Path(os.environ.get("CURATION_S3RVER") or REPO_ROOT / ".venv" / "npm" / "node_modules" / ".bin" / "s3rver")
@@ -79,6 +82,31 @@ class S3Server:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+
+
+# what a scenario's process must not inherit: a developer's cloud credentials, a Ray address elsewhere
+SCENARIO_ENV_DROPPED = ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "RAY_ADDRESS")
+
+
+def run_scenario(name: str, out: Path, *args: str, timeout: int, drop: tuple[str, ...] = ()) -> dict:
+    """Run ``cluster_scenarios <name>`` as PID 1 of a private network namespace (Ray rewrites 127.0.0.1 to the
+    machine's address: only there does it stay on loopback) and return its ``result.json``, failing with the
+    scenario's output when it wrote none or reported an error."""
+    ok, why = private_network_available()
+    require(ok, why)
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO_ROOT)}
+    for variable in (*SCENARIO_ENV_DROPPED, *drop):
+        env.pop(variable, None)
+    done = run_in_private_network(
+        [sys.executable, "-m", "curation_pipeline_tests.scale.cluster_scenarios", name, "--out", str(out), *args],
+        timeout=timeout, env=env, cwd=str(REPO_ROOT), capture_output=True, text=True)
+    result_file = out / "result.json"
+    assert result_file.exists(), f"the scenario wrote no result (exit {done.returncode}):\n{done.stdout[-3000:]}\n" \
+                                 f"{done.stderr[-6000:]}"
+    result = json.loads(result_file.read_text())
+    assert "error" not in result, result["error"]
+    return result
 
 def s3_available() -> tuple[bool, str]:
     if not S3RVER.exists():

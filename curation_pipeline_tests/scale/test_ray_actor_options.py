@@ -5,35 +5,16 @@ inside a private network namespace, driven over Ray Client as a run pod drives i
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-
 import pytest
 
-from curation_pipeline.compute.cluster import private_network_available, run_in_private_network
-from curation_pipeline_tests.conftest import REPO_ROOT
-from curation_pipeline_tests.scale.helpers import require
+from curation_pipeline_tests.scale.helpers import run_scenario
 
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
-    ok, why = private_network_available()
-    require(ok, why)
     out = tmp_path_factory.mktemp("ray-actor-options")
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO_ROOT)}
-    for name in ("RAY_ADDRESS", "CUDA_VISIBLE_DEVICES"):  # a GPU pod leaves it unset
-        env.pop(name, None)
-    done = run_in_private_network(
-        [sys.executable, "-m", "curation_pipeline_tests.scale.cluster_scenarios", "actor-options", "--out", str(out)],
-        timeout=900, env=env, cwd=str(REPO_ROOT), capture_output=True, text=True)
-    result_file = out / "result.json"
-    assert result_file.exists(), f"the scenario wrote no result (exit {done.returncode}):\n{done.stdout[-3000:]}\n" \
-                                 f"{done.stderr[-6000:]}"
-    result = json.loads(result_file.read_text())
-    assert "error" not in result, result["error"]
-    return result["actor-options"]
+    # a GPU pod leaves CUDA_VISIBLE_DEVICES unset
+    return run_scenario("actor-options", out, timeout=900, drop=("CUDA_VISIBLE_DEVICES",))["actor-options"]
 
 
 def _ok(probe: dict) -> dict:

@@ -5,38 +5,17 @@ namespace); these tests start it once and assert on what it reports."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-
 import pytest
 
-from curation_pipeline.compute.cluster import private_network_available, run_in_private_network
-from curation_pipeline_tests.conftest import REPO_ROOT
-from curation_pipeline_tests.scale.helpers import require, s3_available
+from curation_pipeline_tests.scale.helpers import require, run_scenario, s3_available
 
 
 @pytest.fixture(scope="module")
 def cluster_run(tmp_path_factory, curated):
-    ok, why = private_network_available()
-    require(ok, why)
     ok, why = s3_available()
     require(ok, why)
     out = tmp_path_factory.mktemp("ray-cluster")
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO_ROOT)}
-    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "RAY_ADDRESS"):
-        env.pop(name, None)
-    done = run_in_private_network(
-        [sys.executable, "-m", "curation_pipeline_tests.scale.cluster_scenarios", "both", "--out", str(out),
-         "--reference", str(curated["warehouse"])],
-        timeout=600, env=env, cwd=str(REPO_ROOT), capture_output=True, text=True)
-    result_file = out / "result.json"
-    assert result_file.exists(), f"the scenario wrote no result (exit {done.returncode}):\n{done.stdout[-3000:]}\n" \
-                                 f"{done.stderr[-6000:]}"
-    result = json.loads(result_file.read_text())
-    assert "error" not in result, result["error"]
-    return result
+    return run_scenario("both", out, "--reference", str(curated["warehouse"]), timeout=600)
 
 
 @pytest.mark.slow
