@@ -514,6 +514,9 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
             history = caption_history(Warehouse(warehouse), key=key, shard=shard, rewritten_only=rewritten_only)
     except (FileNotFoundError, NotADirectoryError, InvalidShardName, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
+    if history.final.empty and history.matched:  # --rewritten-only: the pairs are there, none rewritten
+        click.echo(f"no rewritten pair among the {history.matched} pair(s) with key={key!r} shard={shard!r}")
+        return
     if history.final.empty:
         raise BadInput(f"no pair with key={key!r} shard={shard!r} in {warehouse}")
     click.echo(format_history(history, limit=limit))

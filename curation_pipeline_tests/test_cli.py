@@ -34,6 +34,11 @@ def test_run_then_lineage_and_report(env):
                                    "--rewritten-only"])
     assert lineage.exit_code == 0
     assert "REWRITTEN" in lineage.output and "attempt 1 [cleaner" in lineage.output and "accepted" in lineage.output
+    from curation_pipeline.storage.warehouse import Warehouse
+    final = Warehouse(env["wh"]).read_table("final_captions", "sample-000001")
+    kept = final.loc[~final["rewritten"].astype(bool), "key"].iloc[0]
+    none = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--key", kept, "--rewritten-only"])
+    assert none.exit_code == 0 and "no rewritten pair among the 1 pair(s)" in none.output, none.output
     one = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--key", "000010034"])
     assert "original: 'Handwritten mathematical notes" in one.output
     report = runner.invoke(main, ["report", "--warehouse", env["wh"]])

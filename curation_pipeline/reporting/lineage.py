@@ -33,6 +33,7 @@ class CaptionHistory:
     attempts: pd.DataFrame  # every rewrite attempt of those pairs, in order
     # shard -> why its captions are not the current raw file's, for the shards of ``final`` that are stale
     stale: dict[str, str] = field(default_factory=dict)
+    matched: int = 0  # pairs matching key/shard, rewritten or not: with ``rewritten_only``, none rewritten is no error
 
 
 def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | None = None,
@@ -59,6 +60,9 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
                 FROM read_parquet($final, {PARQUET_OPTIONS}) f
                 WHERE {where} {"AND rewritten" if rewritten_only else ""} ORDER BY shard, key""",
             {**params, "final": final_files}).df()
+        matched = len(final) if not rewritten_only else con.execute(
+            f"SELECT count(*) FROM read_parquet($final, {PARQUET_OPTIONS}) WHERE {where}",
+            {**params, "final": final_files}).fetchone()[0]
         if not attempt_files:
             attempts = pd.DataFrame()
         else:
@@ -78,7 +82,7 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
         con.close()
     stale = {s: why for s in sorted(shown) for tables, why in [stale_tables(provenance, s)]
              if {"final_captions", "rewritten_captions"} & set(tables)}
-    return CaptionHistory(final=final, attempts=attempts, stale=stale)
+    return CaptionHistory(final=final, attempts=attempts, stale=stale, matched=int(matched))
 
 
 def format_history(history: CaptionHistory, limit: int = 50) -> str:
@@ -114,7 +118,8 @@ def _prompt(prompt_hash) -> str:
 
 
 LINEAGE_PREVIEW = ["key", "accepted", "original_caption", "candidate_caption", "attempted_because", "reason",
-                   "quality_before", "quality_after", "edit_ratio", "semantic_similarity", "rewriter", "run"]
+                   "quality_before", "quality_after", "edit_ratio", "semantic_similarity", "rewriter",
+                   "rewriter_version", "prompt_hash", "run"]  # rewriter_version names the model (a VLM's id)
 
 
 def lineage_preview(lineage: pd.DataFrame, decisions: pd.DataFrame, rows: int) -> pd.DataFrame:
