@@ -202,8 +202,9 @@ def compare_lengths(reference: LengthCounts, lengths: np.ndarray, thresholds: Dr
                         f"reference-quantile bins, allowed <= {t.max_kl:g}")
     if not mean_res.success and not mean_res.error:
         verb = "grew" if mean_fin > mean_ref else "shrank to"
-        failures.append(f"mean caption length {verb} {ratio:.2f}x ({mean_ref:.1f} -> {mean_fin:.1f} {unit}), "
-                        f"allowed {t.mean_ratio_min:.2f}-{t.mean_ratio_max:.2f}x")
+        r, m = _apart(ratio, t.mean_ratio_min, t.mean_ratio_max), _apart(mean_fin, mean_ref, least=1)
+        failures.append(f"mean caption length {verb} {ratio:.{r}f}x ({mean_ref:.{m}f} -> {mean_fin:.{m}f} {unit}), "
+                        f"allowed {t.mean_ratio_min:.{r}f}-{t.mean_ratio_max:.{r}f}x")
     if not quant_res.success and not quant_res.error:
         in_band = quant_res.result["details"]["success_details"]
         out = [f"{_pname(q)} {_fmt(q_ref[q])} -> {_fmt(q_fin[q])} (allowed {_fmt(lo, 2)}-{_fmt(hi, 2)})"
@@ -214,6 +215,12 @@ def compare_lengths(reference: LengthCounts, lengths: np.ndarray, thresholds: Dr
     allowed.update({_pname(q): band for q, band in bands.items()})
     return result(passed=not failures, kl=kl, failures=failures,
                   expectations=[r.describe() for r in (kl_res, mean_res, quant_res)], allowed=allowed)
+
+
+def _apart(value: float, *others: float, least: int = 2, most: int = 6) -> int:
+    """Decimals enough to print ``value`` unlike each of ``others``: a ratio of 0.9972 against a limit of
+    0.9975 must not read "0.99x, allowed 0.99-1.25x"."""
+    return next((d for d in range(least, most) if all(f"{value:.{d}f}" != f"{o:.{d}f}" for o in others)), most)
 
 
 def _band(value: float, t: DriftThresholds) -> tuple[float, float]:

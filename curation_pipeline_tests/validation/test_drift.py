@@ -195,3 +195,13 @@ def test_markdown_table(captions):
     md = check_caption_length_drift(captions["c0"], captions["c1"]).to_markdown()
     assert "| mean (words) | 10.6 | 10.6 | 8.5-13.28 | yes |" in md
 
+
+
+def test_a_ratio_just_outside_its_limit_reads_outside_it():
+    """A ratio of 0.9972 against a limit of 0.9975 printed to two decimals read "1.00x, allowed 1.00-1.25x"."""
+    original = pd.Series([" ".join(["w"] * n) for n in [10, 12, 14] * 10])  # mean 12 words
+    final = original.copy()
+    final.iloc[0] = " ".join(["w"] * 9)  # mean 11.967: ratio 0.9972
+    result = check_caption_length_drift(original, final, DriftThresholds(mean_ratio_min=0.9975))
+    assert not result.passed
+    assert "mean caption length shrank to 0.997x (12.00 -> 11.97 words), allowed 0.998-1.250x" in result.failures
