@@ -11,7 +11,7 @@ import pandas as pd
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.automation import reselect_each
-from curation_pipeline.decisions.cut_store import (cut_is_current, load_pool_scores, read_cut_record,
+from curation_pipeline.decisions.cut_store import (cut_is_current, read_cut_record, read_pool_scores,
                                                    stale_cut_shards, undecided_shards, write_cut)
 from curation_pipeline.decisions.dedup import pool_identity
 from curation_pipeline.resources import PolicyResource, WarehouseResource
@@ -26,25 +26,30 @@ from curation_pipeline.scoring.selection import GlobalCut, global_cut
     description="MLM-Filter's / DataComp's target fraction as ONE cut over the whole pool: reads the quality "
     "column of every shard's stored quality_scores, keeps floor(N * keep_fraction) of the N pairs with a known "
     "score (ties at the cut chosen by a stable hash of shard and key) and stores the cut for caption_decisions. "
+    "Shards whose quality_scores failed a blocking check are left out (no step reads those scores) and named. "
     "No model runs. With keep_fraction off it records 'off'.",
 )
 def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                   policy: PolicyResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
     rules = policy.decision_policy()
-    identity = pool_identity(wh)  # before reading: a shard re-scored meanwhile reads as a changed pool
+    # before reading: a shard re-scored meanwhile reads as a changed pool. Blocked shards are in it too:
+    # their check's verdict is in the file, so a change of it reads as a changed pool (cut_is_current)
+    identity = pool_identity(wh)
     if rules.keep_fraction is None:
         path = write_cut(wh, None, run_id=context.run_id)
         return dg.MaterializeResult(metadata={"status": "off", "path": dg.MetadataValue.path(path)})
     try:
-        scores = load_pool_scores(wh, rules.quality_column)
+        pool = read_pool_scores(wh, rules.quality_column)
     except KeyError as exc:
         raise dg.Failure(description=str(exc.args[0])) from exc
     if not identity:
         raise dg.Failure(description="no quality_scores are stored in the warehouse: materialize pairs and "
                          "quality_scores for the shards first, then selection_cut")
-    cut = global_cut(scores, rules.keep_fraction, rules.quality_column, shards=identity)
-    path = write_cut(wh, cut, run_id=context.run_id, identity=identity)
+    scores, blocked = pool.scores, pool.blocked
+    cut = global_cut(scores, rules.keep_fraction, rules.quality_column,
+                     shards=[shard for shard in identity if shard not in blocked])
+    path = write_cut(wh, cut, run_id=context.run_id, identity=identity, blocked=blocked)
     per_shard = pd.DataFrame([{"shard": shard, "scored": info["scored"], "kept": info["kept"]}
                               for shard, info in sorted(cut.shards.items())])
     metadata = {
@@ -52,10 +57,15 @@ def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         "quality_column": cut.quality_column,
         **numbers({"keep_fraction": cut.fraction, "scored": cut.scored, "kept": cut.kept,
                    "unscored": len(scores) - cut.scored, "shards": len(cut.shards), "above_cut": cut.above,
-                   "ties_at_cut": cut.ties_at_cut, "ties_kept": cut.ties_kept}),
+                   "ties_at_cut": cut.ties_at_cut, "ties_kept": cut.ties_kept, "blocked_shards": len(blocked)}),
         "per_shard": table(per_shard, limit=100),
         "path": dg.MetadataValue.path(path),
     }
+    if blocked:
+        metadata["blocked"] = table(pd.DataFrame({"shard": list(blocked),
+                                                  "failed_blocking_checks": list(blocked.values())}), limit=100)
+        context.log.warning(f"keep_fraction cut: {len(blocked)} shard(s) left out, their quality_scores failed a "
+                            f"blocking check (no step reads them): {', '.join(sorted(blocked))}")
     if cut.cut_score is not None:
         metadata["cut_score"] = (dg.MetadataValue.float(float(cut.cut_score)) if math.isfinite(cut.cut_score)
                                  else dg.MetadataValue.text(str(cut.cut_score)))

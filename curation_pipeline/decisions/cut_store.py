@@ -3,17 +3,21 @@
 MLM-Filter and DataComp cut a target fraction once over the whole pool, so the cut cannot be made
 inside a shard's decisions: a non-partitioned step computes it from the quality column of every
 stored ``quality_scores`` file and writes it here; each shard's decisions refuse a missing or stale
-cut instead of falling back to a per-shard cut.
+cut instead of falling back to a per-shard cut. A shard whose quality_scores failed a blocking check
+(``FAILED_CHECKS_KEY``) is left out of the pool and named in the record: no step reads those scores,
+so they must not move the cut every other shard is decided by.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pandas as pd
 import pyarrow.parquet as pq
 
 from curation_pipeline.scoring.selection import GlobalCut, scores_digest
+from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY
 from curation_pipeline.storage.warehouse import Warehouse
 
 CUT_ASSET = "selection_cut"
@@ -29,12 +33,27 @@ def cut_path(warehouse: Warehouse) -> str:
     return warehouse.join("selection", "keep_fraction_cut.json")
 
 
-def load_pool_scores(warehouse: Warehouse, column: str) -> pd.DataFrame:
-    """shard, key and ``column`` of every shard's stored quality_scores (only those columns are read)."""
-    frames = []
+@dataclass
+class PoolScores:
+    """The pool a cut is computed over: shard, key and the quality column of every shard whose
+    quality_scores passed their blocking checks, and the shards left out."""
+
+    scores: pd.DataFrame
+    blocked: dict[str, str] = field(default_factory=dict)  # shard -> the blocking checks its scores failed
+
+
+def read_pool_scores(warehouse: Warehouse, column: str) -> PoolScores:
+    """shard, key and ``column`` of every shard's stored quality_scores (only those columns are read),
+    but those that failed a blocking check: their pass/fail is read from the same file (as the dedup
+    index's ``BLOCKED``), so a file replaced meanwhile is read as one version."""
+    frames, blocked = [], {}
     for shard in warehouse.shards("quality_scores"):
         with warehouse.fs.open(warehouse.table_path("quality_scores", shard), "rb") as handle:
             parquet = pq.ParquetFile(handle)
+            failed = (parquet.schema_arrow.metadata or {}).get(FAILED_CHECKS_KEY.encode(), b"").decode()
+            if failed:  # untrusted scores (e.g. the model raised on most pairs): not in the pool, named
+                blocked[shard] = failed
+                continue
             names = parquet.schema_arrow.names
             if column not in names:
                 raise KeyError(
@@ -45,9 +64,14 @@ def load_pool_scores(warehouse: Warehouse, column: str) -> pd.DataFrame:
             if len(frame):  # an empty shard adds no rows (the cut lists it from the pool's identity)
                 frames.append(frame)
     if not frames:
-        return pd.DataFrame({"shard": pd.Series(dtype=object), "key": pd.Series(dtype=object),
-                             column: pd.Series(dtype=float)})
-    return pd.concat(frames, ignore_index=True)
+        return PoolScores(pd.DataFrame({"shard": pd.Series(dtype=object), "key": pd.Series(dtype=object),
+                                        column: pd.Series(dtype=float)}), blocked)
+    return PoolScores(pd.concat(frames, ignore_index=True), blocked)
+
+
+def load_pool_scores(warehouse: Warehouse, column: str) -> pd.DataFrame:
+    """``read_pool_scores``' scores: the pool the cut is computed over, blocked shards left out."""
+    return read_pool_scores(warehouse, column).scores
 
 
 def write_cut(warehouse: Warehouse, cut: GlobalCut | None, **provenance) -> str:
@@ -82,6 +106,10 @@ def cut_for_shard(warehouse: Warehouse, fraction: float, column: str, shard: str
         raise CutUnavailable(f"the stored cut ({path}) is stale: it was computed for keep_fraction="
                              f"{cut.fraction:g} by {cut.quality_column!r}, but this run asks keep_fraction="
                              f"{fraction:g} by {column!r}. {how}")
+    if shard in (record.get("blocked") or {}) and shard not in cut.shards:
+        raise CutUnavailable(f"the quality_scores of shard {shard!r} had failed blocking check(s) "
+                             f"{record['blocked'][shard].replace(',', ', ')} when the cut was computed "
+                             f"({record.get('computed_at')}), so the cut left them out. {how}")
     if shard not in cut.shards:
         raise CutUnavailable(f"shard {shard!r} had no stored quality_scores when the cut was computed "
                              f"({len(cut.shards)} shards, {record.get('computed_at')}). {how}")
@@ -118,7 +146,9 @@ def stale_cut_shards(warehouse: Warehouse) -> list[str]:
 
 def cut_is_current(warehouse: Warehouse, fraction: float, column: str, identity: dict[str, str]) -> bool:
     """Whether the stored cut is for this fraction and column and was computed over the scored pool
-    as it is now (``identity``: shard -> identity of its quality_scores file, as recorded by the cut)."""
+    as it is now (``identity``: shard -> identity of its quality_scores file, as recorded by the cut).
+    The identity covers blocked shards too: a check's verdict is stored in the file, so a re-run that
+    passes or a check run that fails (``update_table_metadata``) writes it again, and the cut is stale."""
     record = read_cut_record(warehouse)
     return (record is not None and record.get("status") == "on" and record.get("identity") == identity
             and float(record.get("fraction", -1)) == float(fraction) and record.get("quality_column") == column)
