@@ -8,26 +8,32 @@ from curation_pipeline.assets.curation import curated_shards
 from curation_pipeline.assets.failures import shard_failures
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
-from curation_pipeline.reporting.report import build_report, overall_values, pooled_drop_reasons, report_markdown
+from curation_pipeline.reporting.report import (SETTLE_HINT, build_report, overall_values, pooled_drop_reasons,
+                                                report_markdown)
 from curation_pipeline.resources import WarehouseResource
 
 
 @dg.asset(
     group_name="reporting", owners=OWNERS, tags={"stage": "reporting"},
-    code_version="2",  # bump when the same inputs give different output
+    code_version="3",  # bump when the same inputs give different output (3: the unsettled status)
     deps=[curated_shards],
     kinds={"duckdb"},
     automation_condition=dg.AutomationCondition.eager(),
     description="quality.duckdb in the warehouse: views over every per-shard table (pairs, quality_scores, "
     "caption_decisions, rewritten_captions, final_captions, skips) and report tables (shard_summary, drop_reasons, "
     "score_distribution, caption_lengths, rewriter_summary, overall). Each shard has a status (ok, failed, "
-    "stale, blocked, incomplete, undecided): figures pooled over shards count the ok ones only. The only writer "
-    "of that file.",
+    "stale, blocked, incomplete, undecided, unsettled: decided against an older dedup_index or keep_fraction cut, "
+    "as after a backfill with dedup_settle_sensor off): figures pooled over shards count the ok ones only. The "
+    "only writer of that file.",
 )
 def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     failures = shard_failures(context.instance)  # shards whose last run failed are listed with their error
     report = build_report(warehouse.warehouse(), failures=failures)
     context.log.info(f"report written to {report.db_path}")
+    unsettled = report.shards[report.shards["status"].eq("unsettled")]
+    if len(unsettled):
+        context.log.warning(f"{len(unsettled)} shards decided against an older pool, left out of the pooled "
+                            f"figures ({', '.join(unsettled['shard'][:10])}). To {SETTLE_HINT}.")
     charts = "\n\n".join(quality_charts(report.quality))
     return dg.MaterializeResult(metadata={
         **numbers(overall_values(report)),

@@ -11,9 +11,11 @@ Every shard with a table is listed in ``shard_summary`` with a ``status`` and, u
 ``status_detail`` saying why: ``failed`` (its last run failed or was canceled; ``error``), ``stale`` (a
 table was made from another raw file than the one its ``pairs`` read now: the raw shard was replaced
 and only part of the shard made again), ``blocked`` (a table failed a blocking check when it was made:
-nothing of it is published), ``incomplete`` (a table missing, e.g. no ``pairs``) or ``undecided`` (scored,
-or only read, but no ``final_captions`` yet). The raw file is compared as the IO manager compares it:
-by the SHA-256 each table records in its Parquet metadata (a table without one is taken as current).
+nothing of it is published), ``incomplete`` (a table missing, e.g. no ``pairs``), ``undecided`` (scored,
+or only read, but no ``final_captions`` yet) or ``unsettled`` (decided against an older duplicate index
+or keep_fraction cut than the pool's: shards run one by one, as a backfill does, until the settle sensor
+or ``curate run`` re-selects them; see ``unsettled_shards``). The raw file is compared as the IO manager
+compares it: by the SHA-256 each table records in its Parquet metadata (a table without one is taken as current).
 Figures pooled over shards (``overall``, ``rewriter_summary``, ``rewrite_distributions``, the charts'
 ``quality``) count the ``ok`` shards only, and ``overall`` says how many shards were left out and why;
 the per-shard tables (``shard_summary``, ``drop_reasons``, ``score_distribution``, ``caption_lengths``)
@@ -23,8 +25,10 @@ names it, and the rewriter tables are grouped by it, never pooling two scales.
 
 The views name each table's shard files (an explicit list, never a glob). On object storage DuckDB reads
 them through the warehouse's own filesystem (``register_warehouse``), which looks each named file up rather
-than globbing for it. ``report_files`` records them; ``open_report`` re-points a view whose files were
-removed since the build at the ones left, and warns (``ReportOutOfDate``) that the report needs rebuilding.
+than globbing for it. ``report_files`` records them, each with the version it had when the build listed it
+(``file_identity``: size, modification time, inode or ETag, from one listing per table); ``open_report``
+warns (``ReportOutOfDate``) when a file was written again, removed or added since, naming them and how to
+rebuild, and re-points a view whose files were removed at the ones left.
 
 Before / after figures (``shard_summary``'s ``*_original`` / ``mean_quality_before`` against ``*_final``,
 ``caption_lengths``' ``original`` / ``final`` stages) are over the same pairs, the kept ones (the length
@@ -51,6 +55,9 @@ import pandas as pd
 import pyarrow as pa
 from fsspec.implementations.dirfs import DirFileSystem
 
+from curation_pipeline.decisions.cut_store import stale_cut_shards
+from curation_pipeline.decisions.dedup import (DIGEST_KEY, file_identity, pool_identity, read_index, read_manifest,
+                                               stale_shards)
 from curation_pipeline.reporting.markdown import markdown_table
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY, FINGERPRINT_KEY, RAW_SHA_KEY, raw_sha
 from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name
@@ -65,7 +72,13 @@ SIGNAL_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_:]*)=")  # the policy's ``low_
 
 # tables a shard needs before it is reported as ok (rewritten_captions and skips may be absent)
 REQUIRED_TABLES = ("pairs", "quality_scores", "caption_decisions", "final_captions")
-LEFT_OUT = ("failed", "stale", "blocked", "incomplete", "undecided")  # the statuses other than ok, first first
+# the statuses other than ok, first first
+LEFT_OUT = ("failed", "stale", "blocked", "incomplete", "undecided", "unsettled")
+REBUILD_HINT = ("materialize quality_report (in the UI, or `dagster asset materialize -m curation_pipeline.definitions "
+                "--select quality_report`), or curate run")
+SETTLE_HINT = ("settle the pool: turn on dedup_settle_sensor (Automation), or materialize dedup_index (and "
+               "selection_cut, with keep_fraction on) then backfill the reselect_shards job for these shards; "
+               "curate run settles too")
 
 
 @dataclass
@@ -130,7 +143,7 @@ def register_word_count(con: duckdb.DuckDBPyConnection) -> None:
 
 
 class ReportOutOfDate(UserWarning):
-    """Table files the report was built from are gone from the warehouse: rebuild the report."""
+    """Table files the report was built from were written again, removed or added since: rebuild the report."""
 
 
 @contextlib.contextmanager
@@ -139,10 +152,10 @@ def open_report(warehouse: Warehouse):
     storage (downloaded to a temp file, with the warehouse's filesystem registered so the views
     over ``s3://`` Parquet work too). Raises FileNotFoundError when there is no report.
 
-    A view one of whose files was removed since the build (a shard withdrawn) would fail for every
-    shard: it is shadowed, in this connection only, by one over the files of the build that are left,
-    with a ``ReportOutOfDate`` warning (the summary tables still count the removed shard until the
-    report is rebuilt)."""
+    A table file written again (a partition re-materialized), removed or added since the build makes the
+    summary tables disagree with the warehouse: a ``ReportOutOfDate`` warning names them. A view one of whose
+    files was removed (a shard withdrawn) would fail for every shard: it is shadowed, in this connection
+    only, by one over the files of the build that are left."""
     path = warehouse.local_path(warehouse.report_db_path)
     if not (os.path.exists(path) if warehouse.is_local else warehouse.fs.exists(warehouse.report_db_path)):
         raise FileNotFoundError(f"no report at {path}")
@@ -160,33 +173,45 @@ def open_report(warehouse: Warehouse):
 
 
 def _repoint_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None:
-    """Temp views, over the files left, for the stored views whose files were removed since the build."""
+    """Warn about table files changed since the build; temp views, over the files left, for the stored
+    views whose files were removed."""
     import duckdb
 
     try:
-        stored = con.execute("SELECT table_name, shard, path FROM report_files").fetchall()
+        stored = con.execute("SELECT * FROM report_files").df()
     except duckdb.CatalogException:  # a report built before report_files: its views stay as they are
         return
-    built: dict[str, dict[str, str]] = {}
-    for table, shard, file in stored:
-        built.setdefault(table, {})[shard] = file
-    gone = []
-    for table, files in built.items():
-        now = set(warehouse.shards(table))
-        missing = sorted(set(files) - now)
+    versioned = "version" in stored.columns  # a report built before versions were recorded: removals only
+    built: dict[str, dict[str, tuple[str, str | None]]] = {}
+    for row in stored.itertuples(index=False):
+        built.setdefault(row.table_name, {})[row.shard] = (row.path, row.version if versioned else None)
+    gone, changed, added = [], [], []
+    for table in TABLES:
+        files = built.get(table, {})
+        now = {shard: file_identity(info) for shard, info in warehouse.shard_files(table).items()}
+        changed += [f"{table}/{s}" for s, (_, version) in sorted(files.items())
+                    if versioned and s in now and now[s] != version]
+        added += [f"{table}/{s}" for s in sorted(set(now) - set(files))] if versioned else []
+        missing = sorted(set(files) - set(now))
         if not missing:
             continue
         gone += [f"{table}/{shard}" for shard in missing]
-        left = [files[shard] for shard in sorted(files) if shard in now]
+        left = [files[shard][0] for shard in sorted(files) if shard in now]
         if left:  # else the stored view stays, and fails naming the missing file
             con.execute(f"CREATE TEMP VIEW {_quote(table)} AS SELECT * FROM read_parquet("
                         f"{_path_list(left)}, {PARQUET_OPTIONS})")
-    if gone:
-        shown = ", ".join(gone[:10]) + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
+    parts = [f"{len(files)} table file(s) {what} ({_shown(files)})" for what, files in (
+        ("it was built from are gone", gone), ("it was built from were written again since", changed),
+        ("were added since", added)) if files]
+    if parts:
         warnings.warn(ReportOutOfDate(
-            f"the report at {warehouse.local_path(warehouse.report_db_path)} is out of date: {len(gone)} table "
-            f"file(s) it was built from are gone ({shown}); its views read the files left, its summary tables "
-            "still count them. Rebuild it (materialize quality_report, or curate run)."), stacklevel=4)
+            f"the report at {warehouse.local_path(warehouse.report_db_path)} is out of date: {'; '.join(parts)}. "
+            "Its summary tables (shard_summary, overall, ...) still show the figures of the build, its views the "
+            f"files there now (less those gone, without those added). Rebuild it: {REBUILD_HINT}."), stacklevel=4)
+
+
+def _shown(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def parquet_paths(files: list[str]) -> list[str]:
@@ -256,21 +281,26 @@ def _path_list(files: list[str]) -> str:
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> dict[str, dict[str, str]]:
-    """A view per table over its shard files; returns table -> shard -> file, for the tables present."""
-    present = {}
+    """A view per table over its shard files; returns table -> shard -> file, for the tables present.
+    ``report_files`` records each file with its version as listed before any is read (a file written again
+    during the build reads as changed: a warning too many, never one too few)."""
+    present, versions = {}, {}
     for table in TABLES:
-        files = {shard: warehouse.local_path(warehouse.table_path(table, shard)) for shard in warehouse.shards(table)}
+        listed = warehouse.shard_files(table)
+        files = {shard: warehouse.local_path(warehouse.table_path(table, shard)) for shard in listed}
         if not files:
             continue
+        versions[table] = {shard: file_identity(info) for shard, info in listed.items()}
         # explicit file lists (shard keys are validated), never a glob that could meet a temp file; each
         # view has its table's name (one name per concept)
         con.execute(f"CREATE OR REPLACE VIEW {table} AS "
                     f"SELECT * FROM read_parquet({_path_list(list(files.values()))}, {PARQUET_OPTIONS})")
         present[table] = files
-    con.execute("CREATE TABLE report_files (table_name VARCHAR, shard VARCHAR, path VARCHAR)")
-    rows = [[table, shard, file] for table, files in present.items() for shard, file in files.items()]
+    con.execute("CREATE TABLE report_files (table_name VARCHAR, shard VARCHAR, path VARCHAR, version VARCHAR)")
+    rows = [[table, shard, file, versions[table][shard]] for table, files in present.items()
+            for shard, file in files.items()]
     if rows:
-        con.executemany("INSERT INTO report_files VALUES (?, ?, ?)", rows)
+        con.executemany("INSERT INTO report_files VALUES (?, ?, ?, ?)", rows)
     return present
 
 
@@ -309,10 +339,50 @@ def stale_tables(provenance: dict[str, dict[str, dict[str, str]]], shard: str) -
                    f"was replaced and only part of the shard made again; materialize it from {stale[0]} on")
 
 
-def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: dict[str, str]
-                   ) -> dict[str, tuple[str, str | None]]:
+def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
+    """shard -> why its stored decisions are not those of the pool as it is now, as the settle sensor
+    (``settle_requests``) finds them: decided against older duplicate rows than the index over the current
+    pool has for it (``stale_shards``), or with another keep_fraction cut than the stored one
+    (``stale_cut_shards``). Each shard's ``caption_decisions`` dedups against the pool as it stood when it
+    ran, so shards run one by one (a UI backfill, a ``dagster asset materialize`` loop) publish a cross-shard
+    duplicate twice until they are re-selected. The index is the ``dedup_index`` asset's, else the one the
+    last decision computed (its cache), whichever covers the scored pool as it is now; when neither does
+    (scores written since the last decision), every shard decided with duplicate rows is named, as which of
+    them change is known only once the index is rebuilt. The policy is not known here: a changed dedup rule
+    shows once the index is rebuilt."""
+    identity = pool_identity(warehouse)
+    manifests = {cache: m for cache in (False, True) if (m := read_manifest(warehouse, cache=cache)) is not None}
+    covering = [cache for cache, m in manifests.items() if m["identity"] == identity]
+    current = read_index(warehouse, cache=covering[0]) if covering else None  # None too while it is being written
+    out: dict[str, list[str]] = {}
+    if current is not None:
+        for shard in stale_shards(warehouse, current):
+            out.setdefault(shard, []).append(
+                f"decided against an older duplicate index (the pool grew or changed since; index of "
+                f"{current.computed_at or 'unknown time'}): a cross-shard duplicate may be published twice")
+    elif not covering and manifests and len(identity) > 1:
+        newer = sorted(s for s, version in identity.items()
+                       if all(m["identity"].get(s) != version for m in manifests.values()))
+        since = f"written since: {_shown(newer, 5)}" if newer else "removed since"
+        for shard in warehouse.shards("caption_decisions"):
+            try:
+                used = warehouse.table_metadata("caption_decisions", shard).get(DIGEST_KEY)
+            except FileNotFoundError:  # removed since the listing
+                continue
+            if used is not None:
+                out.setdefault(shard, []).append(
+                    f"no duplicate index covers the pool as it is now (quality_scores {since}): a cross-shard "
+                    "duplicate may be published twice")
+    for shard in stale_cut_shards(warehouse):
+        out.setdefault(shard, []).append("decided with another keep_fraction cut than the stored one")
+    return {shard: f"{'; '.join(why)}. To {SETTLE_HINT}" for shard, why in sorted(out.items())}
+
+
+def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: dict[str, str],
+                   unsettled: dict[str, str] | None = None) -> dict[str, tuple[str, str | None]]:
     """shard -> (status, why not ok) for every shard with a table or a failed run; the status is the first
-    of failed, stale, blocked, incomplete, undecided that applies (the detail names them all), else ok."""
+    of failed, stale, blocked, incomplete, undecided, unsettled (``unsettled``: shard -> why) that applies
+    (the detail names them all), else ok."""
     shards = sorted({s for files in provenance.values() for s in files} | set(failures))
     out = {}
     for shard in shards:
@@ -332,6 +402,8 @@ def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: d
             problems.append(("incomplete", f"no {', '.join(missing)}"))
         elif missing:
             problems.append(("undecided", f"not decided yet: no {', '.join(missing)}"))
+        if shard in (unsettled or {}):
+            problems.append(("unsettled", unsettled[shard]))
         out[shard] = (problems[0][0], "; ".join(text for _, text in problems)) if problems else ("ok", None)
     return out
 
@@ -491,7 +563,7 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
                  else "SELECT NULL::VARCHAR AS shard, 0 AS skipped WHERE false")
         # every shard with a table (even one with no pairs: an empty or unreadable tar), and every failed one,
         # with its status: only ok shards count in the figures pooled over shards
-        statuses = shard_statuses(table_provenance(con, views), failures)
+        statuses = shard_statuses(table_provenance(con, views), failures, unsettled_shards(warehouse))
         con.execute("CREATE TEMP TABLE shard_status (shard VARCHAR, status VARCHAR, status_detail VARCHAR, "
                     "error VARCHAR)")
         con.executemany("INSERT INTO shard_status VALUES (?, ?, ?, ?)",
@@ -624,6 +696,9 @@ def report_markdown(report: Report) -> str:
         f"{o['rewritten']} rewritten, {o['dropped']} dropped, {o['skipped_members']} members skipped.",
         *([f"", f"**{len(left_out)} of {o['shards']} shards left out** of every figure pooled over shards ({why}; "
            f"{o['left_out_pairs_read']} pairs read): see *Shards left out*."] if len(left_out) else []),
+        *([f"", f"**The pool is not settled**: {o['unsettled_shards']} shards were decided against an older duplicate "
+           f"index or keep_fraction cut (shards run one by one, as a backfill does), so a cross-shard duplicate may "
+           f"be published twice. To {SETTLE_HINT}; then rebuild this report."] if o.get("unsettled_shards") else []),
         "", "### Per shard", "",
         "Quality (in the shard's quality column) and words before / after: the kept pairs' original and final "
         "caption.", "", _md(shards[[
@@ -631,7 +706,8 @@ def report_markdown(report: Report) -> str:
             "quality_column", "mean_quality_before", "mean_quality_final", "mean_words_original",
             "mean_words_final"]]),
         *(["", "### Shards left out", "", "Not counted in the overall figures, the drop reasons, the rewriters or the "
-           "charts until their tables are complete and from one raw file: re-run them.", "",
+           "charts until their tables are complete, from one raw file and decided against the pool as it is now: "
+           "re-run them (an unsettled shard: settle the pool, as its status_detail says).", "",
            _md(left_out[["shard", "status", "status_detail"]])] if len(left_out) else []),
         "", "### Drop reasons", "", "Pairs per signal; a pair dropped for several signals counts under each.", "",
         _md(pooled_drop_reasons(report)),
