@@ -170,8 +170,9 @@ def _run_shards(job, instance, shards: list[str], desc: str, assets=None, stop_i
     return failed
 
 
-def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]:
-    """Run each shard's job, then the report; returns what failed.
+def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[list[str], bool]:
+    """Run each shard's job, then the report (``_report``); returns what failed, and whether the report
+    was rebuilt.
 
     Several shards go in two passes: every shard scored first, then the duplicate index over the
     whole pool, then every shard decided once against it. One pass per shard would decide each
@@ -200,8 +201,9 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
                 undecided = [s for s in selected if s not in failed]
                 click.echo(f"  selection_cut: {_last_error(result) or 'failed'}; scored but not decided: "
                            f"{', '.join(undecided)}", err=True)
-                return [*failed, "selection_cut"]  # no shard can be decided without it
-        if len(failed) < len(selected):  # cross-shard dedup over the whole pool, whatever order the shards ran in
+                failed.append("selection_cut")  # no shard can be decided without it
+        # cross-shard dedup over the whole pool, whatever order the shards ran in
+        if len(failed) < len(selected) and "selection_cut" not in failed:
             settled: dict = {}
             failed += settle_duplicates(defs, instance, _quiet(), settled, stop_if_interrupted)
             if cut:  # shards of earlier runs, decided against the cut of a smaller pool
@@ -210,13 +212,28 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> list[str]
             if two_passes:  # the shards scored above and not re-selected by settling, decided once
                 todo = [s for s in selected if s not in failed and f"reselect:{s}" not in settled]
                 failed += _run_shards(job, instance, todo, "deciding", DECIDE_KEYS, stop_if_interrupted)
-        if report and any(s not in failed for s in selected):  # (settling may fail shards of earlier runs)
-            result = defs.resolve_job_def("quality_report_job").execute_in_process(
-                instance=instance, raise_on_error=False, run_config=_quiet())
-            stop_if_interrupted()
-            if not result.success:
-                failed.append("quality_report")
-    return failed
+        reported = report and _report(defs, instance, failed, stop_if_interrupted)
+    return failed, reported
+
+
+def _report(defs, instance, failed: list[str], stop_if_interrupted) -> bool:
+    """Rebuild the quality report, whatever failed: an old one would still call a shard that failed or
+    was blocked in this run ok (the new one lists it so, out of the pooled figures). Not when no shard
+    has been decided yet: there is nothing to report. Returns whether it was rebuilt; a failed build is
+    added to ``failed``."""
+    from curation_pipeline.reporting.report import REQUIRED_TABLES
+
+    wh = defs.resources["warehouse"].warehouse()
+    missing = [table for table in REQUIRED_TABLES if not wh.shards(table)]
+    if missing:  # what build_report needs of at least one shard
+        click.echo(f"  quality_report: not built, no shard has {', '.join(missing)} yet", err=True)
+        return False
+    result = defs.resolve_job_def("quality_report_job").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=_quiet())
+    stop_if_interrupted()
+    if not result.success:
+        failed.append("quality_report")
+    return result.success
 
 
 RESOURCE_KEYS = ("scoring", "rewriter", "policy")
@@ -348,13 +365,14 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
                              policy=policy)
     _dagster_home()
     with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
-        failed = _materialize(defs, instance, selected, report)
+        failed, reported = _materialize(defs, instance, selected, report)
     from curation_pipeline.storage.warehouse import Warehouse
 
     wh = Warehouse(warehouse)
     click.echo("")
     click.echo(f"curated shards: {wh.local_path(wh.curated_dir)}/")
-    click.echo(f"quality report: {wh.local_path(wh.report_db_path)}  (curate report --warehouse {warehouse})")
+    if reported:  # the path of an old report would pass it off as this run's
+        click.echo(f"quality report: {wh.local_path(wh.report_db_path)}  (curate report --warehouse {warehouse})")
     click.echo(f"lineage:        curate lineage --warehouse {warehouse} --shard {selected[0]}")
     click.echo(f"web UI:         make ui   (= DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml "
                "-h 127.0.0.1 -p 3000), then open http://127.0.0.1:3000")

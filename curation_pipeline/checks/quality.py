@@ -78,8 +78,9 @@ def checked_table(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                   make: Callable[[], tuple[pd.DataFrame, dict]], checks: Callable[[pd.DataFrame], Checks]
                   ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """The body of such an asset: its table made (``make``: table and metadata) when the asset is selected,
-    else the stored one (only checks run, as the UI's Execute on one does); then the results of the checks
-    selected in this run (every one, unless a run picked some) over that table."""
+    else the stored one (only checks run, as the UI's Execute on one does: its blocking checks' verdict is
+    stored with it again, ``FAILED_CHECKS_KEY``); then the results of the checks selected in this run (every
+    one, unless a run picked some) over that table."""
     done: dict[str, dg.AssetCheckResult] = {}
     if context.selected_asset_keys:
         table, metadata = make()
@@ -93,22 +94,22 @@ def checked_table(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         wh, shard = warehouse.warehouse(), context.partition_key
         for _ in range(3):  # a table another run stores again while its checks run is checked as it now is
             table, stored, version = wh.read_table_versioned(name, shard)
-            evaluations, done = checks(table), {}
-            if not stored.get(FAILED_CHECKS_KEY):
-                break
-            # refused to later steps: the verdict of today's checks and policy
+            evaluations = checks(table)
+            # the stored verdict becomes today's (checks and policy), either way: a fixed policy clears a
+            # failure without re-running the models, and a failure found here refuses the table to later
+            # steps (curated_shards) as one found when it was made does
             done = _blocking(name, evaluations)
-            failed = _failed(done)
-            if failed == stored[FAILED_CHECKS_KEY]:
+            failed, was = _failed(done), stored.get(FAILED_CHECKS_KEY) or ""
+            if failed == was:
                 break
-            try:  # a fixed policy clears it without re-running the models; only on the rows just checked
+            try:  # only on the rows just checked
                 wh.update_table_metadata(name, shard, {FAILED_CHECKS_KEY: failed}, read_version=version)
             except FileChanged:  # its new rows and their own run's verdict stand: check those instead
                 context.log.warning(f"{name} of {shard} was stored again by another run while its checks ran: "
                                     "checking the new table")
                 continue
             context.log.info(f"{name} of {shard}: failed blocking checks now {failed or 'none'} "
-                             f"(were {stored[FAILED_CHECKS_KEY]})")
+                             f"(were {was or 'none'})")
             break
         else:
             raise FileChanged(f"{name} of {shard} was stored again each time its checks ran: execute them "
