@@ -7,10 +7,15 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 
+def cell(value: Any) -> str:
+    """A value as one table cell: a line break (an error's text has them) or a ``|`` would end the row."""
+    return " ".join(str(value).splitlines()).replace("|", "\\|")
+
+
 def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
-    """``| a | b |`` lines under a ``|---|---|`` rule; each cell as ``str`` gives it."""
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    """``| a | b |`` lines under a ``|---|---|`` rule; each cell as ``str`` gives it, on one line."""
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
     return "\n".join(lines)
 
 

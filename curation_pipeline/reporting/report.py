@@ -633,7 +633,9 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
               UNPIVOT (SELECT rewriter, rewriter_version, prompt_hash, quality_column, accepted, quality_before,
                               quality_after, edit_ratio, length_ratio, semantic_similarity,
                               word_count(original_caption)::DOUBLE AS words_before,
-                              word_count(candidate_caption)::DOUBLE AS words_after
+                              -- an attempt that produced no candidate has no length (UNPIVOT drops it)
+                              CASE WHEN candidate_caption IS NULL THEN NULL
+                                   ELSE word_count(candidate_caption)::DOUBLE END AS words_after
                        FROM ok_attempts)
               ON quality_before, quality_after, edit_ratio, length_ratio, semantic_similarity, words_before, words_after
               INTO NAME measure VALUE value)

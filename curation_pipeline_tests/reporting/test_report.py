@@ -372,3 +372,24 @@ def test_lineage_prints_the_prompt_hash(tmp_path):
         "  attempt 1 [vlm 1:org/vlm-B:beams=1, prompt p-OLD, run run, 2024-01-01T00:00:00+00:00",
         "  attempt 2 [vlm 1:org/vlm-B:beams=1, prompt p-NEW, run run, 2024-01-01T00:00:00+00:00",
         "  attempt 3 [cleaner 3, run run, 2024-01-01T00:00:00+00:00"]
+
+
+def test_an_attempt_without_a_candidate_has_no_length_after(tmp_path):
+    """A rewriter that gave no candidate (a VLM's unreadable reply) left no caption: counting it as a
+    0-word rewrite dragged the rejected attempts' words_after to 0."""
+    wh = Warehouse(str(tmp_path / "wh"))
+    attempts = _attempts("vlm", "1:org/vlm:beams=1", "p1", [False, False, False, True])
+    attempts.loc[:1, ["candidate_caption", "quality_after", "edit_ratio", "length_ratio", "semantic_similarity"]] = None
+    _fill(wh, attempts=attempts, **FOUR)
+    dist = build_report(wh).rewrite_distributions.set_index(["accepted", "measure"])
+    assert dist.loc[(False, "words_after"), ["n", "mean"]].tolist() == [1, 5.0]  # "a brown dog on grass"
+    assert dist.loc[(False, "words_before"), "n"] == 3
+
+
+def test_a_table_cell_with_a_line_break_or_pipe_stays_one_cell():
+    """Failure texts (Dagster's have line breaks) reach the report's tables: a break ended the row."""
+    from curation_pipeline.reporting.markdown import markdown_table
+
+    table = markdown_table(["shard", "why"], [["s1", "step failed:\nfinal_captions: drift | kl"], ["s2", "ok"]])
+    assert table.splitlines() == ["| shard | why |", "|---|---|",
+                                  "| s1 | step failed: final_captions: drift \\| kl |", "| s2 | ok |"]
