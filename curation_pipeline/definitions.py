@@ -11,7 +11,7 @@ from curation_pipeline.assets.decisions import caption_decisions
 from curation_pipeline.assets.dedup import dedup_index, dedup_index_job, dedup_settle_sensor
 from curation_pipeline.assets.evaluation import EVALUATION_ASSETS
 from curation_pipeline.assets.ingest import pairs, raw_shards
-from curation_pipeline.assets.io import WarehouseIOManager
+from curation_pipeline.assets.io import warehouse_io_manager
 from curation_pipeline.assets.reference import caption_length_reference
 from curation_pipeline.assets.reporting import quality_report
 from curation_pipeline.assets.rewriting import final_captions, rewritten_captions
@@ -20,8 +20,8 @@ from curation_pipeline.assets.selection import selection_cut, selection_cut_job
 from curation_pipeline.automation import (curate_shards_job, fill_missing_shards, new_shards_sensor, observe_raw_job,
                                           observe_raw_shards_schedule, prune_shards, register_shards, report_automation,
                                           report_job, reselect_shards_job)
-from curation_pipeline.resources import (ComputeResource, PolicyResource, RewriterResource, ScoringResource,
-                                         WarehouseResource)
+from curation_pipeline.resources import (WAREHOUSE_DEFAULTS, ComputeResource, PolicyResource, RewriterResource,
+                                         ScoringResource, WarehouseResource)
 
 ASSETS = [raw_shards, pairs, caption_length_reference, quality_scores, selection_cut, dedup_index, caption_decisions,
           rewritten_captions, final_captions, curated_shards, quality_report]
@@ -36,11 +36,11 @@ def _setting(env: str, default: str):
 def build_resources(raw_root: str | None = None, warehouse_root: str | None = None, **overrides) -> dict:
     """Resources from environment defaults; tests and the CLI pass explicit roots and overrides."""
     warehouse = overrides.get("warehouse") or WarehouseResource(
-        raw_root=raw_root or _setting("CURATION_RAW", "data/raw"),
-        root=warehouse_root or _setting("CURATION_WAREHOUSE", "data/warehouse"))
+        raw_root=raw_root or _setting(*WAREHOUSE_DEFAULTS["raw_root"]),
+        root=warehouse_root or _setting(*WAREHOUSE_DEFAULTS["root"]))
     return {
         "warehouse": warehouse,
-        "io_manager": WarehouseIOManager(warehouse=warehouse),  # per-shard tables between assets
+        "io_manager": warehouse_io_manager,  # per-shard tables between assets, in the run's warehouse
         "scoring": overrides.get("scoring") or ScoringResource(),
         "rewriter": overrides.get("rewriter") or RewriterResource(),
         "policy": overrides.get("policy") or PolicyResource(),

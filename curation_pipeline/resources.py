@@ -12,7 +12,7 @@ from typing import Literal, Optional, get_args
 
 import dagster as dg
 from dagster_ray import RayResource
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from curation_pipeline.compute.options import RayOptions
 from curation_pipeline.decisions.policy import DecisionPolicy
@@ -25,13 +25,27 @@ from curation_pipeline.storage.warehouse import Warehouse, object_storage_errors
 from curation_pipeline.validation.drift import DriftThresholds
 
 
+# Where data lives unless configured: the environment variable, else a folder relative to the working
+# directory when the run starts. definitions.py shows them in the UI (as dg.EnvVar where set); a launchpad
+# config that sets only some of the warehouse's fields gets them from WarehouseResource itself.
+WAREHOUSE_DEFAULTS = {"raw_root": ("CURATION_RAW", "data/raw"), "root": ("CURATION_WAREHOUSE", "data/warehouse")}
+
+
 class WarehouseResource(dg.ConfigurableResource):
     """Raw shards in, Parquet tables, curated shards and the DuckDB report out (fsspec URLs work)."""
 
-    raw_root: str = Field(description="Folder or URL holding raw webdataset .tar shards (env CURATION_RAW).")
-    root: str = Field(description="Warehouse root for Parquet tables, curated shards, quality.duckdb (env CURATION_WAREHOUSE).")
+    raw_root: str = Field(default="", validate_default=True, description="Folder or URL holding raw webdataset .tar shards; empty = env CURATION_RAW, else data/raw.")
+    root: str = Field(default="", validate_default=True, description="Warehouse root for Parquet tables, curated shards, quality.duckdb; empty = env CURATION_WAREHOUSE, else data/warehouse.")
     batch_size: int = Field(default=32, gt=0, description="Pairs decoded and scored together; bounds memory.")
     inventory_decode: Literal["header", "full"] = Field(default="header", description="pairs reads image headers only (format, size, mode; quality_scores decodes each image once) or verifies every image (decoded through, JPEGs at 1/8 scale: a full decode's statuses), so pairs' decode_status also flags truncated images.")
+
+    @field_validator("raw_root", "root")
+    @classmethod
+    def _empty_is_default(cls, value: str, info) -> str:
+        """Dagster replaces the whole config of a resource given in run config, so a field left out there
+        (only batch_size set, say) gets its default here, read in the run's process as an EnvVar would be."""
+        env, default = WAREHOUSE_DEFAULTS[info.field_name]
+        return value or os.environ.get(env) or default
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.root)
@@ -269,6 +283,13 @@ class PolicyResource(dg.ConfigurableResource):
     nsfw: NsfwConfig = Field(default_factory=NsfwConfig, description="NSFW drop and review bands.")
     image: ImageQualityConfig = Field(default_factory=ImageQualityConfig, description="Image-quality drop bounds.")
     drift: DriftConfig = Field(default_factory=DriftConfig, description="Caption-length drift limits.")
+
+    @model_validator(mode="after")
+    def _policy_is_valid(self) -> "PolicyResource":
+        """The domain's checks (scales, keep_expression, ...) when the resource is built: Dagster builds it
+        from the run's config when the run starts, so a bad launchpad value fails the run before any step."""
+        self.decision_policy()
+        return self
 
     def decision_policy(self) -> DecisionPolicy:
         image = self.image

@@ -98,6 +98,14 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             metadata[RAW_SHA_KEY] = sha
 
 
+@dg.io_manager(required_resource_keys={"warehouse"}, description=WarehouseIOManager.__doc__)
+def warehouse_io_manager(context: dg.InitResourceContext) -> WarehouseIOManager:
+    """The IO manager on the run's own ``warehouse`` resource, run config (the launchpad's) included: one
+    nested as an instance would be the warehouse fixed when the definitions loaded, and a run given another
+    root would read and write its tables in two warehouses."""
+    return WarehouseIOManager(warehouse=context.resources.warehouse)
+
+
 def _step(context: dg.InputContext | dg.OutputContext, shard: str) -> tuple:
     """Whose inputs: a run's step (a context built without one, as in a unit test, is one step)."""
     try:
