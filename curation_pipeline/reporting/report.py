@@ -11,7 +11,8 @@ Every shard with a table is listed in ``shard_summary`` with a ``status`` and, u
 ``status_detail`` saying why: ``failed`` (its last run failed or was canceled; ``error``), ``stale`` (a
 table was made from another raw file than the one its ``pairs`` read now: the raw shard was replaced
 and only part of the shard made again), ``blocked`` (a table failed a blocking check when it was made:
-nothing of it is published), ``incomplete`` (a table missing, e.g. no ``pairs``), ``undecided`` (scored,
+not published, though a curated tar of an earlier run stays, and is named), ``incomplete`` (a table
+missing, e.g. no ``pairs``), ``undecided`` (scored,
 or only read, but no ``final_captions`` yet) or ``unsettled`` (decided against an older duplicate index
 or keep_fraction cut than the pool's: shards run one by one, as a backfill does, until the settle sensor
 or ``curate run`` re-selects them; see ``unsettled_shards``). The raw file is compared as the IO manager
@@ -379,10 +380,12 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
 
 
 def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: dict[str, str],
-                   unsettled: dict[str, str] | None = None) -> dict[str, tuple[str, str | None]]:
+                   unsettled: dict[str, str] | None = None, published: set[str] | frozenset = frozenset()
+                   ) -> dict[str, tuple[str, str | None]]:
     """shard -> (status, why not ok) for every shard with a table or a failed run; the status is the first
     of failed, stale, blocked, incomplete, undecided, unsettled (``unsettled``: shard -> why) that applies
-    (the detail names them all), else ok."""
+    (the detail names them all), else ok. ``published``: the shards with a curated tar (a blocked shard's
+    may be an earlier run's, which a blocked table does not withdraw)."""
     shards = sorted({s for files in provenance.values() for s in files} | set(failures))
     out = {}
     for shard in shards:
@@ -396,7 +399,10 @@ def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: d
             failed = provenance.get(table, {}).get(shard, {}).get("failed")
             if failed:
                 problems.append(("blocked", f"{table} failed its blocking check(s) {failed.replace(',', ', ')} when "
-                                            "it was made: nothing of it is published"))
+                                            "it was made: " + (
+                                                f"not published, but curated/{shard}.tar of an earlier run still "
+                                                "is (re-run the shard, or delete that tar to withdraw it)"
+                                                if shard in published else "nothing of it is published")))
         missing = [t for t in REQUIRED_TABLES if shard not in provenance.get(t, {})]
         if "pairs" in missing or (missing and "final_captions" not in missing):
             problems.append(("incomplete", f"no {', '.join(missing)}"))
@@ -563,7 +569,8 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
                  else "SELECT NULL::VARCHAR AS shard, 0 AS skipped WHERE false")
         # every shard with a table (even one with no pairs: an empty or unreadable tar), and every failed one,
         # with its status: only ok shards count in the figures pooled over shards
-        statuses = shard_statuses(table_provenance(con, views), failures, unsettled_shards(warehouse))
+        statuses = shard_statuses(table_provenance(con, views), failures, unsettled_shards(warehouse),
+                                  warehouse.curated_shards())
         con.execute("CREATE TEMP TABLE shard_status (shard VARCHAR, status VARCHAR, status_detail VARCHAR, "
                     "error VARCHAR)")
         con.executemany("INSERT INTO shard_status VALUES (?, ?, ?, ?)",

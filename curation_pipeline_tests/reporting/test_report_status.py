@@ -71,7 +71,8 @@ def test_only_whole_consistent_shards_count_and_the_others_say_why(mixed):
                                       f"another raw file than its pairs (sha256 {NEW[:16]})")
     assert "materialize it from quality_scores on" in detail["stale"]
     assert detail["undecided"] == "not decided yet: no caption_decisions, final_captions"
-    assert detail["blocked"].startswith("final_captions failed its blocking check(s) caption_length_drift")
+    assert detail["blocked"] == ("final_captions failed its blocking check(s) caption_length_drift when it was made: "
+                                 "nothing of it is published")
     assert detail["failed"] == "last run: final_captions: boom" and rows.loc["failed", "error"] == "final_captions: boom"
     assert detail["incomplete"] == "no pairs"
     assert rows.loc["stale", "pairs_read"] == 4 and rows.loc["undecided", "pairs_read"] == 3  # still shown per shard
@@ -158,3 +159,14 @@ def test_a_replaced_raw_shard_and_an_undecided_one_are_left_out_end_to_end(tmp_p
     history = caption_history(Warehouse(str(wh_dir)), shard="sample-000000")
     assert list(history.stale) == ["sample-000000"]
     assert format_history(history, limit=1).startswith("STALE shard sample-000000: ")
+
+
+def test_a_blocked_shard_whose_earlier_tar_is_still_published_says_so(mixed):
+    """A blocked table does not withdraw the curated tar an earlier run published: "nothing is published"
+    was untrue while that tar was there."""
+    mixed.fs.makedirs(mixed.curated_dir, exist_ok=True)
+    with mixed.fs.open(mixed.curated_path("blocked"), "wb") as tar:
+        tar.write(b"")
+    detail = build_report(mixed).shards.set_index("shard")["status_detail"]["blocked"]
+    assert detail.endswith("not published, but curated/blocked.tar of an earlier run still is (re-run the shard, "
+                           "or delete that tar to withdraw it)")
