@@ -14,10 +14,12 @@ import ast
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from curation_pipeline.models.loading import ModelUnavailableError, inference_mode, load_vlm, prepare_source
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
+from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.base import RewriteCandidate
 from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, ChatGenerator, GeneratingRewriter
 
@@ -208,6 +210,21 @@ class AitqeGenerator:
         self.tokenizer = released.tokenizer
         pattern = released.config.get("image_pattern", "<image>")
         self.before, _, self.after = (pattern.format(0) if "{}" in pattern else pattern).partition("<image>")
+        # The reference's collator asserts this id is not in a prompt (MMDataCollector); its model would
+        # also mask it out of the attention (modeling_mm), so such a prompt has no reference reply.
+        self.pad_token_id = released.config.get("pad_token_index", self.tokenizer.pad_token_id)
+
+    def _instruction_ids(self, instruction: str) -> list[int]:
+        return self.tokenizer("\n" + instruction, add_special_tokens=False)["input_ids"]
+
+    def refusal(self, instruction: str) -> str | None:
+        """Why the reference refuses this instruction, or None: its tokens hold the pad id, as a caption
+        holding ``<|endoftext|>`` (or any special token mapped to that id) makes them. Not stripped: that
+        would score a caption the reference never scores."""
+        if self.pad_token_id is None or self.pad_token_id not in self._instruction_ids(instruction):
+            return None
+        token = self.tokenizer.convert_ids_to_tokens(self.pad_token_id)
+        return f"caption holds the pad token {token}, which the reference refuses"
 
     def token_ids(self, instruction: str) -> list[int]:
         """As the reference's processor: the pattern's text around one image slot, then a newline
@@ -218,7 +235,7 @@ class AitqeGenerator:
         ids = tok(self.before, add_special_tokens=False)["input_ids"] if self.before else []
         ids += [self.released.image_token_id] * self.released.image_tokens
         ids += tok(after, add_special_tokens=False)["input_ids"]
-        return ids + tok("\n" + instruction, add_special_tokens=False)["input_ids"]
+        return ids + self._instruction_ids(instruction)
 
     @inference_mode
     def generate(self, images: list, instructions: list[str]) -> list[str]:
@@ -267,6 +284,24 @@ def aitqe_instruction(generator, prompt: str, caption: str | None) -> str:
     return prompt.replace(CAPTION_PLACEHOLDER, caption)
 
 
+def skip_refused(generator, batch: PairBatch, instruction: Callable[[str | None], str],
+                 run: Callable[[PairBatch], list[RewriteCandidate]]) -> list[RewriteCandidate]:
+    """``run`` over the pairs the released checkpoint's reference accepts; a pair with an image whose
+    instruction it refuses (``AitqeGenerator.refusal``) gets no model call, and a candidate saying why.
+    A chat VLM has no such reference: every pair runs."""
+    refusals = [generator.refusal(instruction(caption)) if isinstance(generator, AitqeGenerator) and image is not None
+                else None for caption, image in zip(batch.captions, batch.images)]
+    keep = [i for i, reason in enumerate(refusals) if reason is None]
+    if len(keep) == len(batch):
+        return run(batch)
+    candidates = [RewriteCandidate(None, error=reason) for reason in refusals]
+    rest = PairBatch([batch.keys[i] for i in keep], [batch.captions[i] for i in keep],
+                     [batch.images[i] for i in keep], [batch.original_sizes[i] for i in keep])
+    for i, candidate in zip(keep, run(rest) if keep else []):
+        candidates[i] = candidate
+    return candidates
+
+
 # --- the rewriter ---------------------------------------------------------------------------
 
 # The reference inference script's generation budget.
@@ -285,14 +320,21 @@ class AitqeRewriter(GeneratingRewriter):
                          f"the AITQE instruction must contain {CAPTION_PLACEHOLDER}")
         self.max_new_tokens = max_new_tokens
         self.stop_strings = [OVERALL_MARKER] if stop_after_overall else None
-        # 3: images as the reference decodes them (shards.reader.model_image)
-        self.version = f"3:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+        # 3: images as the reference decodes them (shards.reader.model_image); 4: a caption holding the
+        # released checkpoint's pad token is refused, as the reference refuses it (AitqeGenerator.refusal)
+        self.version = f"4:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,
                                     device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                     vision_tower=vision_tower)
+        if isinstance(self.generator, AitqeGenerator) and self.generator.refusal(self.prompt.replace(CAPTION_PLACEHOLDER, "")):
+            raise ValueError(f"the AITQE instruction holds the checkpoint's pad token, which its reference refuses: "
+                             f"{self.prompt[:80]!r}")
 
     def instruction(self, caption: str | None) -> str:
         return aitqe_instruction(self.generator, self.prompt, caption)
+
+    def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
+        return skip_refused(self.generator, batch, self.instruction, super().rewrite)
 
     @staticmethod
     def _candidate(reply: str) -> RewriteCandidate:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.aitqe import (AITQE_MAX_NEW_TOKENS, DEFAULT_INSTRUCTION, OVERALL_MARKER,
-                                               aitqe_instruction, load_aitqe, parse_aitqe_output)
+                                               aitqe_instruction, load_aitqe, parse_aitqe_output, skip_refused)
 from curation_pipeline.rewriting.vlm import generate_in_batches
 from curation_pipeline.rewriting.base import RewriteCandidate
 from curation_pipeline.scoring.base import Scorer
@@ -35,7 +35,9 @@ class AitqeScorer(Scorer):
         self.batch_size = batch_size
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=[OVERALL_MARKER],
                                     device=device, dtype=dtype, vision_tower=vision_tower)
-        self.version = f"2:{model}:max_new={max_new_tokens}"  # 2: images as the reference decodes them (model_image)
+        # 2: images as the reference decodes them (model_image); 3: a caption holding the released checkpoint's
+        # pad token gets no score, as the reference refuses it (AitqeGenerator.refusal)
+        self.version = f"3:{model}:max_new={max_new_tokens}"
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
         def instruction(caption):
@@ -45,7 +47,8 @@ class AitqeScorer(Scorer):
             parsed = parse_aitqe_output(reply)
             return RewriteCandidate(parsed.recaption, error=parsed.error, raw=reply, scores={"o": parsed.overall})
 
-        results = generate_in_batches(batch, self.batch_size, instruction, self.generator.generate, candidate)
+        results = skip_refused(self.generator, batch, instruction, lambda rest: generate_in_batches(
+            rest, self.batch_size, instruction, self.generator.generate, candidate))
         overall = [r.scores.get("o", np.nan) if r.scores else np.nan for r in results]
         return pd.DataFrame({"aitqe_overall": np.array(overall, dtype=float),
                              "aitqe_recaption": pd.Series([r.caption for r in results], dtype=object),

@@ -36,7 +36,7 @@ def test_lineage_preview_says_why_each_caption_was_attempted(curated):
         assert row["attempted_because"] == reasons[row["key"]] and row["attempted_because"]
         assert len(row["run"]) == 8 and lineage["run_id"].str.startswith(row["run"]).all()
         # which model rewrote it (a VLM's id is in its version), with which prompt
-        attempt = lineage[(lineage["key"] == row["key"]) & (lineage["candidate_caption"] == row["candidate_caption"])]
-        assert row["rewriter_version"] == attempt["rewriter_version"].iloc[0] and row["rewriter_version"]
+        versions = set(lineage.loc[lineage["key"] == row["key"], "rewriter_version"])
+        assert row["rewriter_version"] in versions and row["rewriter_version"]
         assert "prompt_hash" in row
     assert metadata["lineage_shown"].value.startswith(f"first {len(rows)} of {len(lineage)} attempts")
