@@ -35,7 +35,7 @@ from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.signals import limit_torch_threads
 from curation_pipeline.shards.fingerprint import RawFingerprint
 from curation_pipeline.shards.reader import (ReaderLimits, Sample, ShardReader, ShardSkip, attach_model_image,
-                                             decode_image, reference_decode)
+                                             decode_image, kept_decode, open_stored)
 
 
 READ_CPUS = 0.5  # the read task streams one tar (I/O and hashing); decode and the models take the CPUs
@@ -185,9 +185,13 @@ def decode_batches(table: pa.Table, limits: ReaderLimits = ReaderLimits(), full:
         pictures = {"encoded": pa.array(encoded, pa.list_(pa.large_binary()))}
     else:
         pictures = _pixels(images)
-        # the reference decode the model scorers get (``model_image``), only where the reader made one
-        references = [[reference_decode(im) for im in row] for row in images]
-        pictures.update({f"model_{name}": column for name, column in _pixels(references).items()})
+        # the file's own decode the model scorers get (``model_image``, ``stored_image``), where the reader
+        # kept one: it travels as the file's bytes, opened again where it is scored (its mode and palette
+        # are what CLIPScore resizes), with whether its RGB differs from the pixels above
+        kept = [[kept_decode(im) for im in row] for row in images]
+        pictures["stored"] = pa.array([[data if k is not None else None for data, k in zip(row_datas, row_kept)]
+                                       for row_datas, row_kept in zip(datas, kept)], pa.list_(pa.large_binary()))
+        pictures["stored_differs"] = pa.array(kept, pa.list_(pa.bool_()))
     return pa.table({
         "batch": pa.array(batches, pa.int64()),
         "records": pa.array(records, pa.list_(pa.string())),
@@ -208,8 +212,8 @@ def _images(row: dict) -> list:
         return [Image.frombytes("RGB", (int(w), int(h)), data) if data is not None else None
                 for data, w, h in zip(row[f"{prefix}pixels"], row[f"{prefix}widths"], row[f"{prefix}heights"])]
 
-    return [attach_model_image(image, reference) if reference is not None else image
-            for image, reference in zip(rgb(""), rgb("model_"))]
+    return [attach_model_image(image, open_stored(data), differs=bool(differs)) if data is not None else image
+            for image, data, differs in zip(rgb(""), row["stored"], row["stored_differs"])]
 
 
 def _decode_mode(profile) -> bool | str:

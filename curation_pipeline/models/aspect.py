@@ -29,7 +29,12 @@ def _get(size, key: str) -> int | None:
     return int(value) if value else None
 
 
-def bound_aspect(image, image_processor, *, pad: bool = False):
+def floor_offset(excess: int) -> int:
+    """transformers' centre-crop offset for ``excess`` pixels beyond the crop."""
+    return excess // 2
+
+
+def bound_aspect(image, image_processor, *, pad: bool = False, crop_offset=floor_offset):
     """``image`` (RGB, PIL) as it can be handed to ``image_processor`` (after padding to a square when
     ``pad``) at a cost bounded whatever its aspect ratio; the same image when its aspect ratio is at most
     ``MAX_ASPECT`` or the processor makes nothing large of it.
@@ -41,7 +46,8 @@ def bound_aspect(image, image_processor, *, pad: bool = False):
     straight to a bounded size: untouched. With ``pad``: an image whose long side exceeds ``MAX_ASPECT``
     times the processor's size is first shrunk to that long side (keeping its aspect ratio, with the
     processor's resampling): the square canvas is then at most that side squared, or ``MAX_ASPECT``
-    times the image, and the processor shrinks it to its size anyway.
+    times the image, and the processor shrinks it to its size anyway. ``crop_offset`` is the centre
+    crop's offset rule of whatever resizes and crops next (torchvision's rounds: CLIPScore).
     """
     width, height = image.size
     short, long = min(width, height), max(width, height)
@@ -71,22 +77,23 @@ def bound_aspect(image, image_processor, *, pad: bool = False):
     least = short * max(MAX_ASPECT, -(-2 * crop_long // edge))
     if least >= long:
         return image
-    start, keep = _region(short, long, edge, crop_long, least)
+    start, keep = _region(short, long, edge, crop_long, least, crop_offset)
     if keep == long:
         return image
     return image.crop((0, start, width, start + keep) if height > width else (start, 0, start + keep, height))
 
 
-def _region(short: int, long: int, edge: int, crop_long: int, least: int) -> tuple[int, int]:
+def _region(short: int, long: int, edge: int, crop_long: int, least: int,
+            crop_offset=floor_offset) -> tuple[int, int]:
     """(start, length) along the long side of a region at least ``least`` long whose resize and centre
-    crop samples the original where those of the whole image do (transformers' rounding: resized long
-    side ``int(edge * long / short)``, crop offset ``(resized - crop) // 2``): its pixels are then the
+    crop samples the original where those of the whole image do (resized long side
+    ``int(edge * long / short)``, crop offset ``crop_offset(resized - crop)``): its pixels are then the
     reference's. The whole side (exact) when it is at most ``2 * least``; else the closest of the lengths
     up to that when none matches exactly (or the processor rounds otherwise); the centre region when none fits."""
 
     def first_sample(length: int) -> tuple[float, float]:  # where the crop's first row reads, and its step
         resized = int(edge * length / short)
-        return ((resized - crop_long) // 2 + 0.5) * length / resized, length / resized
+        return (crop_offset(resized - crop_long) + 0.5) * length / resized, length / resized
 
     target, step = first_sample(long)
     best = (float("inf"), (long - least) // 2, least)

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from curation_pipeline.models.aspect import model_input
+from curation_pipeline.models.aspect import bound_aspect, model_input
 from curation_pipeline.models.loading import inference_mode, load_clip, pick_device
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer, scorable
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
+from curation_pipeline.shards.reader import stored_image
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +34,57 @@ IMAGE_INPUTS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
 
 def clipscore(cosine: np.ndarray) -> np.ndarray:
     return CLIPSCORE_WEIGHT * np.maximum(cosine, 0.0)
+
+
+def centre_offset(excess: int) -> int:
+    """torchvision's ``CenterCrop`` offset, ``int(round(excess / 2.0))`` (half to even), not transformers' floor."""
+    return int(round(excess / 2.0))
+
+
+def clipscore_side(image_processor) -> int | None:
+    """clipscore.py's ``n_px`` for a CLIP-style processor (short side resized, centre-cropped square);
+    None for one that resizes otherwise (SigLIP's fixed size, NaFlex), which keeps its own processor."""
+    size = getattr(image_processor, "size", None)
+    crop = getattr(image_processor, "crop_size", None)
+    if (size is None or not size.get("shortest_edge") or size.get("longest_edge") or crop is None
+            or not getattr(image_processor, "do_center_crop", False)):
+        return None
+    if not (crop.get("height") == crop.get("width") == size.get("shortest_edge")):
+        raise ValueError(f"clipscore.py resizes and crops to one side; this processor resizes to {size} "
+                         f"and crops to {crop}")
+    return int(crop["height"])
+
+
+def clipscore_pixels(image, n_px: int, mean, std) -> np.ndarray:
+    """clipscore.py's transform (openai/CLIP ``_transform``) of a PIL image in its stored mode, as
+    torchvision does it, without torchvision: short side to ``n_px`` (long ``int(n_px * long / short)``),
+    bicubic in the image's own mode (PIL: P and 1 nearest, RGBA premultiplied), centre crop (rounded
+    offset), then RGB, ``/ 255`` and normalised in float32. (3, n_px, n_px)."""
+    from PIL import Image
+
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    resized = (n_px, int(n_px * long / short))
+    target = resized if width <= height else resized[::-1]
+    if target != image.size:
+        image = image.resize(target, Image.Resampling.BICUBIC)
+    left, top = centre_offset(target[0] - n_px), centre_offset(target[1] - n_px)
+    image = image.crop((left, top, left + n_px, top + n_px)).convert("RGB")
+    pixels = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    mean = np.asarray(mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(std, dtype=np.float32)[:, None, None]
+    return (pixels - mean) / std
+
+
+def clip_text(text: str) -> str:
+    """What ``clip.tokenize`` (openai/CLIP's ``basic_clean``, clipscore.py's tokenizer) makes of a text before
+    its BPE, and transformers' CLIP tokenizer does not: mojibake and curly quotes repaired (ftfy), HTML entities
+    decoded twice ("Tom &amp; Jerry" is "Tom & Jerry"). Its whitespace and case rules are the tokenizer's own."""
+    import html
+
+    import ftfy
+
+    return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
@@ -100,25 +152,42 @@ class ClipScorer(Scorer):
         settings = [] if self.prefix == CLIPSCORE_PREFIX else [f"prefix={self.prefix or 'none'}"]
         if self.dtype != torch.float32:
             settings.append(str(self.dtype).removeprefix("torch."))
+        image_processor = getattr(self.processor, "image_processor", None)
+        self._n_px = clipscore_side(image_processor)
         # 3: images as clipscore.py loads them (no EXIF rotation, alpha dropped: ``model_image``)
-        self.version = ":".join([f"3:{model}", *settings])
+        # 4 (CLIP; SigLIP's inputs are unchanged): and transforms them (``clipscore_pixels``: resized in
+        #    the file's own mode, then RGB; the crop offset rounded as torchvision's, not HF's floor), and
+        #    cleans the text as clip.tokenize does (``clip_text``)
+        self.version = ":".join([f"{3 if self._n_px is None else 4}:{model}", *settings])
         # SigLIP was trained on texts padded to the full context; CLIP on the longest in batch.
         self._padding = "max_length" if "siglip" in self.model.config.model_type else True
+        self._clip_text = self.model.config.model_type == "clip"  # clip.tokenize's cleaning (``clip_text``)
         self._max_length = self.model.config.text_config.max_position_embeddings
         # NaFlex (SigLIP2): the processor's class defaults (patch 16, 256 patches) override the
         # checkpoint's own image-processor settings unless they are passed at call time.
-        image_processor = getattr(self.processor, "image_processor", None)
         self._image_kwargs = {k: getattr(image_processor, k) for k in ("patch_size", "max_num_patches")
                               if getattr(image_processor, "max_num_patches", None) is not None
                               and getattr(image_processor, k, None) is not None}
 
     def _text(self, caption: str) -> str:
-        return f"{self.prefix} {caption.strip()}" if self.prefix else caption.strip()
+        text = f"{self.prefix} {caption.strip()}" if self.prefix else caption.strip()
+        return clip_text(text) if self._clip_text else text
 
     def inputs(self, images: list, texts: list[str]):
-        """The processor's tensors for one forward batch (CPU): resize, normalise, tokenise."""
-        return self.processor(text=texts, images=images, return_tensors="pt", padding=self._padding,
-                              truncation=True, max_length=self._max_length, **self._image_kwargs)
+        """The tensors for one forward batch (CPU): the tokens, and the pixels (``clipscore_pixels`` for
+        CLIP, given the stored decode; the processor's own for SigLIP, given the RGB decode)."""
+        if self._n_px is None:
+            return self.processor(text=texts, images=images, return_tensors="pt", padding=self._padding,
+                                  truncation=True, max_length=self._max_length, **self._image_kwargs)
+        import torch
+
+        image_processor = self.processor.image_processor
+        inputs = self.processor(text=texts, return_tensors="pt", padding=self._padding, truncation=True,
+                                max_length=self._max_length)
+        inputs["pixel_values"] = torch.from_numpy(np.stack([
+            clipscore_pixels(im, self._n_px, image_processor.image_mean, image_processor.image_std)
+            for im in images]))
+        return inputs
 
     @inference_mode
     def forward(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,13 +214,15 @@ class ClipScorer(Scorer):
     def prepare(self, batch: PairBatch) -> ClipInputs:
         """Which pairs can be scored, and each forward batch's tensors: CPU work, run in the prefetch
         thread while the model scores the previous batch. An image of extreme aspect ratio is first
-        reduced to what the processor's centre crop sees (``bound_aspect``), so its cost is bounded."""
+        reduced to what the centre crop sees (``bound_aspect``), so its cost is bounded."""
         valid, errors = scorable(batch)
         image_processor = getattr(self.processor, "image_processor", None)
         chunks = []
         for start in range(0, len(valid), self.batch_size):
             rows = valid[start:start + self.batch_size]
-            images = [model_input(batch.images[i], image_processor) for i in rows]
+            images = [model_input(batch.images[i], image_processor) if self._n_px is None
+                      else bound_aspect(stored_image(batch.images[i]), image_processor, crop_offset=centre_offset)
+                      for i in rows]
             chunks.append((rows, self.inputs(images,
                                              [self._text(batch.captions[i]) for i in rows])))
         return ClipInputs(len(batch), errors, chunks)

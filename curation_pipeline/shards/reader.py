@@ -226,30 +226,64 @@ def _to_rgb(im: Image.Image) -> tuple[Image.Image, bool]:
 # Content signals (OCR, NSFW, image quality, dedup) see the image as shown: EXIF orientation applied,
 # transparency on white, 16-bit scaled. The released checkpoints (MLM-Filter, AITQE) and CLIP are
 # scored as their authors' code loads images, ``Image.open(f).convert("RGB")`` (clipscore.py,
-# webdataset's ``pilrgb``), or their scores differ from the reference. Only where the two differ
-# does the reader decode a second time: that reference decode rides on the image (``Image.info``,
-# which ``convert`` and ``copy`` carry along), and ``model_image`` is what every model scorer is given.
+# webdataset's ``pilrgb``), or their scores differ from the reference. Where the two differ, or the
+# file is not RGB, the reader's decode in the file's own mode rides on the image (``Image.info``, which
+# ``convert`` and ``copy`` carry along): ``model_image`` (its RGB) is what the released checkpoints are
+# given, ``stored_image`` (the mode itself) what CLIPScore resizes, as clipscore.py does.
 _MODEL_IMAGE = "curation_pipeline.model_image"
 _ORIENTATIONS = {2, 3, 4, 5, 6, 7, 8}  # EXIF orientations ImageOps.exif_transpose acts on
 
 
-def attach_model_image(image: Image.Image, reference: Image.Image) -> Image.Image:
-    """``image`` (the corrected decode), carrying ``reference`` for the model scorers."""
-    image.info[_MODEL_IMAGE] = (reference, image.size)
+def attach_model_image(image: Image.Image, reference: Image.Image, *, differs: bool = True) -> Image.Image:
+    """``image`` (the corrected decode), carrying ``reference``, the file as ``Image.open`` decodes it (in
+    its own mode; RGB where only that travelled): ``differs`` says its RGB is not ``image``'s pixels."""
+    image.info[_MODEL_IMAGE] = (reference, image.size, differs)
     return image
 
 
-def reference_decode(image: Image.Image | None) -> Image.Image | None:
-    """The reference decode the reader attached to ``image``, None if it needed none. Only on an image
-    of the size it was attached to: a resized or cropped copy is not the reader's image."""
+def _attached(image: Image.Image | None) -> tuple | None:
+    """Only on an image of the size it was attached to: a resized or cropped copy is not the reader's image."""
     attached = image.info.get(_MODEL_IMAGE) if image is not None else None
-    return attached[0] if attached is not None and attached[1] == image.size else None
+    return attached if attached is not None and attached[1] == image.size else None
+
+
+def kept_decode(image: Image.Image | None) -> bool | None:
+    """Whether the reader kept the file's own decode on ``image`` (None: it kept none), and if so whether
+    its RGB differs from ``image``'s pixels: what the Ray engine needs to rebuild it where a shard is scored."""
+    attached = _attached(image)
+    return None if attached is None else bool(attached[2])
+
+
+def open_stored(data: bytes) -> Image.Image:
+    """The file's own decode again from its bytes, as ``decode_image`` made it (first frame, loaded)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(io.BytesIO(data))
+        im.seek(0)
+        im.load()
+    return im
+
+
+def reference_decode(image: Image.Image | None) -> Image.Image | None:
+    """The reference decode (RGB) the reader attached to ``image``, None if it needed none."""
+    attached = _attached(image)
+    if attached is None or not attached[2]:
+        return None
+    return attached[0] if attached[0].mode == "RGB" else attached[0].convert("RGB")
 
 
 def model_image(image: Image.Image) -> Image.Image:
-    """What a released checkpoint or CLIP is given for a pair's image: ``Image.open(bytes).convert("RGB")``."""
+    """What a released checkpoint is given for a pair's image: ``Image.open(bytes).convert("RGB")``."""
     reference = reference_decode(image)
     return reference if reference is not None else image
+
+
+def stored_image(image: Image.Image) -> Image.Image:
+    """``Image.open(bytes)`` in the file's own mode (P, L, RGBA, CMYK...), before ``convert("RGB")``:
+    clipscore.py resizes that and converts after (P resized NEAREST, RGBA with premultiplied alpha).
+    ``model_image`` where the reader kept none (an RGB file, or an image that came without it)."""
+    attached = _attached(image)
+    return attached[0] if attached is not None else model_image(image)
 
 
 Decode = Literal[True, False, "header", "verify"]
@@ -299,8 +333,8 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
             rgb, plain = _to_rgb(ImageOps.exif_transpose(im) if oriented else im)
             if full == "verify":
                 return header, info
-            if oriented or not plain:  # what the models see differs: decode it their way too
-                attach_model_image(rgb, im.convert("RGB"))
+            if oriented or not plain or im.mode != "RGB":  # the models see it otherwise: keep their decode
+                attach_model_image(rgb, im, differs=oriented or not plain)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         info.update(decode_status="too_large", decode_error=error_text(exc).split(": ", 1)[-1])
         return None, info

@@ -224,3 +224,32 @@ def test_when_no_scorer_reads_pixels_the_ray_stages_verify_and_score_as_the_loca
     pd.testing.assert_frame_equal(frames[True], frames["verify"])
     pd.testing.assert_frame_equal(frames["verify"], local)
     assert local["decode_status"].eq("corrupt").any()
+
+
+def test_the_ray_decode_carries_the_files_own_decode_as_the_local_reader_keeps_it(tmp_path):
+    """CLIPScore resizes the file as opened (its mode, its palette) and the released checkpoints get its
+    RGB: across the object store both must arrive as the local reader keeps them, for every kind of file."""
+    import numpy as np
+
+    from curation_pipeline.compute import ray_data
+    from curation_pipeline.shards.reader import iter_pair_batches, model_image, stored_image
+    from curation_pipeline_tests.faults import builders
+    from curation_pipeline_tests.shards.test_reader_artefacts import IMAGES
+
+    members = []
+    for i, (name, (data, _)) in enumerate(IMAGES.items()):
+        extension = "jpg" if data[:2] == b"\xff\xd8" else "png"  # the reader decodes by content either way
+        members += [(f"{i:03d}.{extension}", data), (f"{i:03d}.txt", name.encode())]
+    path = builders.write_members(tmp_path / "kinds.tar", members)
+    (local, _), = iter_pair_batches(str(path), "kinds", 64)
+    (table,) = ray_data.read_shard_batches(str(path), "kinds", 64)
+    (row,) = ray_data.decode_batches(table, full=True).to_pylist()
+    remote = ray_data._images(row)
+    assert len(remote) == len(local.images) == len(IMAGES)
+    for name, here, there in zip(local.captions, local.images, remote):
+        assert np.array_equal(np.asarray(here), np.asarray(there)), name
+        for view in (model_image, stored_image):
+            mine, theirs = view(here), view(there)
+            assert (mine.mode, mine.size) == (theirs.mode, theirs.size), (name, view.__name__)
+            assert np.array_equal(np.asarray(mine), np.asarray(theirs)), (name, view.__name__)
+            assert mine.getpalette() == theirs.getpalette(), (name, view.__name__)

@@ -38,7 +38,7 @@ def test_columns_range_and_hand_computation(model_dir, images):
     frame = scorer.score(PairBatch(["a", "b", "c"], captions, images))
     sigmoid = ["clip_sigmoid"] if "siglip" in scorer.model.config.model_type else []
     assert list(frame.columns) == ["clip_score", "clip_cosine", *sigmoid, "clip_error"] == list(scorer.columns)
-    assert scorer.version == f"3:{model_dir}" and scorer.needs_images
+    assert scorer.version == f"{3 if 'siglip' in str(model_dir) else 4}:{model_dir}" and scorer.needs_images
     expected = _hand_cosines(scorer, images, [f"A photo depicts {c}" for c in captions])
     np.testing.assert_allclose(frame["clip_cosine"], expected, atol=1e-5)
     np.testing.assert_allclose(frame["clip_score"], 2.5 * np.maximum(expected, 0), atol=1e-5)
@@ -74,7 +74,7 @@ def test_prefix_text_matches_the_reference(model_dir):
     """clipscore.py: ``prefix + ' ' + caption`` with prefix "A photo depicts"."""
     assert ClipScorer(model_dir)._text("a dog runs") == "A photo depicts a dog runs"
     assert ClipScorer(model_dir, prefix=None)._text(" a dog runs ") == "a dog runs"
-    assert ClipScorer(model_dir, prefix=None).version == f"3:{model_dir}:prefix=none"
+    assert ClipScorer(model_dir, prefix=None).version == f"{3 if 'siglip' in str(model_dir) else 4}:{model_dir}:prefix=none"
 
 
 def test_prefix_and_dtype_switches_reach_the_scorer(model_dir, monkeypatch):
@@ -111,9 +111,9 @@ def test_dtype_switch_loads_and_scores_in_that_precision(model_dir, images):
     captions = ["A dog runs on the grass.", "Two children play."]
     batch = PairBatch(["a", "b"], captions, images[:2])
     fp32 = ClipScorer(model_dir)
-    assert fp32.model.dtype == torch.float32 and fp32.version == f"3:{model_dir}"
+    assert fp32.model.dtype == torch.float32 and fp32.version == f"{3 if 'siglip' in str(model_dir) else 4}:{model_dir}"
     bf16 = ClipScorer(model_dir, dtype="bfloat16")
-    assert bf16.model.dtype == torch.bfloat16 and bf16.version == f"3:{model_dir}:bfloat16"
+    assert bf16.model.dtype == torch.bfloat16 and bf16.version == f"{3 if 'siglip' in str(model_dir) else 4}:{model_dir}:bfloat16"
     low, high = bf16.score(batch)["clip_cosine"], fp32.score(batch)["clip_cosine"]
     assert low.dtype == np.float64
     np.testing.assert_allclose(low, high, atol=0.05)

@@ -69,11 +69,28 @@ def _side(image_processor) -> int:
     return image_processor.size["shortest_edge"]
 
 
+@pytest.fixture
+def clip_resized(monkeypatch):
+    """Watch CLIPScore's own transform (``clipscore_pixels``): the largest image (pixels) a resize took or made."""
+    import curation_pipeline.scoring.clip as clip
+
+    seen: list[int] = []
+    original = clip.clipscore_pixels
+
+    def transform(image, n_px, *args):
+        short, long = min(image.size), max(image.size)
+        seen.append(max(short * long, n_px * int(n_px * long / short)))
+        return original(image, n_px, *args)
+
+    monkeypatch.setattr(clip, "clipscore_pixels", transform)
+    return seen
+
+
 @pytest.mark.parametrize("width,height", THIN)
-def test_clip_scores_a_thin_banner_with_a_bounded_resize(clip_dir, resized, width, height):
+def test_clip_scores_a_thin_banner_with_a_bounded_resize(clip_dir, clip_resized, width, height):
     scorer = ClipScorer(clip_dir)
     image_processor = scorer.processor.image_processor
-    seen = resized(image_processor)
+    seen = clip_resized
     batch = PairBatch(["k"], ["a thin banner"], [_png(width, height)])
     prepared = scorer.prepare(batch)
     side = _side(image_processor)

@@ -116,8 +116,13 @@ def _palette_png(used: bool) -> bytes:
 
 
 def _reference(data: bytes) -> Image.Image:
-    """clipscore.py and MLM_Filter's webdataset ``pilrgb``."""
+    """MLM_Filter's webdataset ``pilrgb`` (and AITQE's loader)."""
     return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def _opened(data: bytes) -> Image.Image:
+    """clipscore.py's: ``Image.open``, resized in the file's own mode, converted to RGB after."""
+    return Image.open(io.BytesIO(data))
 
 
 # name -> (bytes, whether the reader's decode differs from the reference's)
@@ -178,7 +183,7 @@ def test_clip_scores_the_reference_decode(shard, tmp_path):
     (rows, inputs), = scorer.prepare(batch).chunks
     texts = [scorer._text(c) for c in batch.captions]
     data = [IMAGES[name][0] for name in ("orientation6", "rgba", "rgb")]
-    expected = scorer.inputs([_reference(d) for d in data], texts)
+    expected = scorer.inputs([_opened(d) for d in data], texts)
     assert rows == [0, 1, 2] and torch.equal(inputs["pixel_values"], expected["pixel_values"])
     corrected = scorer.inputs(batch.images, texts)["pixel_values"]
     assert not torch.equal(corrected[0], expected["pixel_values"][0])
