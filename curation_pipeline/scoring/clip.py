@@ -161,7 +161,6 @@ class ClipScorer(Scorer):
         self.version = ":".join([f"{3 if self._n_px is None else 4}:{model}", *settings])
         # SigLIP was trained on texts padded to the full context; CLIP on the longest in batch.
         self._padding = "max_length" if "siglip" in self.model.config.model_type else True
-        self._clip_text = self.model.config.model_type == "clip"  # clip.tokenize's cleaning (``clip_text``)
         self._max_length = self.model.config.text_config.max_position_embeddings
         # NaFlex (SigLIP2): the processor's class defaults (patch 16, 256 patches) override the
         # checkpoint's own image-processor settings unless they are passed at call time.
@@ -171,7 +170,7 @@ class ClipScorer(Scorer):
 
     def _text(self, caption: str) -> str:
         text = f"{self.prefix} {caption.strip()}" if self.prefix else caption.strip()
-        return clip_text(text) if self._clip_text else text
+        return clip_text(text) if self._n_px is not None else text  # clipscore.py's model: its tokenizer's cleaning
 
     def inputs(self, images: list, texts: list[str]):
         """The tensors for one forward batch (CPU): the tokens, and the pixels (``clipscore_pixels`` for
