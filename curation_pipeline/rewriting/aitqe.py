@@ -92,15 +92,18 @@ def _quoted_value(text: str, start: int) -> tuple[str, int, bool, bool]:
     """(value, end, closed, ambiguous) for a quoted value at ``start``. The closing quote is the first one
     followed by the next key (``, "Overall Score":``), a ``}`` or the end, so unescaped quotes inside a
     caption survive ("A sign reading 'OPEN', hanging on a door"). ``ambiguous``: the value opens an inner
-    quote it never closes, so the quote taken as its end may be an inner one."""
+    quote it never closes, so the quote taken as its end may be an inner one. An escaped quote (``\\"``)
+    is never the end, so it makes nothing ambiguous; a quote after an escaped backslash (``\\\\"``) is not
+    escaped."""
     close = _OPEN_QUOTES[text[start]]
-    pattern = re.compile(r"(?<!\\)" + re.escape(close) + _VALUE_END)
+    pattern = re.compile(r"(?<!\\)(?:\\\\)*(?P<q>" + re.escape(close) + ")" + _VALUE_END)
     match = pattern.search(text, start + 1)
     if match is None:
         return text[start + 1:], len(text), False, False
-    value = text[start + 1:match.start()]
-    opened = len(re.findall(r"(?<!\w)" + re.escape(text[start]) + r"(?=\w)", value))
-    closed = len(re.findall(r"(?<=\w)" + re.escape(close) + r"(?!\w)", value))
+    value = text[start + 1:match.start("q")]
+    unescaped = re.sub(r"\\.", " ", value)  # only unescaped inner quotes can be taken for the end
+    opened = len(re.findall(r"(?<!\w)" + re.escape(text[start]) + r"(?=\w)", unescaped))
+    closed = len(re.findall(r"(?<=\w)" + re.escape(close) + r"(?!\w)", unescaped))
     return value, match.end(), True, opened > closed
 
 
@@ -321,8 +324,9 @@ class AitqeRewriter(GeneratingRewriter):
         self.max_new_tokens = max_new_tokens
         self.stop_strings = [OVERALL_MARKER] if stop_after_overall else None
         # 3: images as the reference decodes them (shards.reader.model_image); 4: a caption holding the
-        # released checkpoint's pad token is refused, as the reference refuses it (AitqeGenerator.refusal)
-        self.version = f"4:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+        # released checkpoint's pad token is refused, as the reference refuses it (AitqeGenerator.refusal);
+        # 5: a recaption holding escaped quotes is no longer rejected as ambiguous (_quoted_value)
+        self.version = f"5:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,
                                     device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                     vision_tower=vision_tower)

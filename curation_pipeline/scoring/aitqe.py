@@ -36,8 +36,9 @@ class AitqeScorer(Scorer):
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=[OVERALL_MARKER],
                                     device=device, dtype=dtype, vision_tower=vision_tower)
         # 2: images as the reference decodes them (model_image); 3: a caption holding the released checkpoint's
-        # pad token gets no score, as the reference refuses it (AitqeGenerator.refusal)
-        self.version = f"3:{model}:max_new={max_new_tokens}"
+        # pad token gets no score, as the reference refuses it (AitqeGenerator.refusal); 4: a recaption holding
+        # escaped quotes is no longer rejected as ambiguous (rewriting.aitqe._quoted_value)
+        self.version = f"4:{model}:max_new={max_new_tokens}"
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
         def instruction(caption):

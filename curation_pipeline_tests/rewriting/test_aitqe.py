@@ -59,6 +59,18 @@ CASES = {
                       "recaption end ambiguous"),
     "escaped quotes": ('{"Recaption": "A sign reads \\"Open\\"", "Overall Score": "8.5"}',
                        'A sign reads "Open"', 8.5, {}, None),
+    # Cut at the default <Overall> stop, so no strict parse: escaped inner quotes are no end, hence unambiguous.
+    "escaped quotes, stopped at marker": (r'{"Recaption": "A poster of the film \"Jaws\" on a wall.", '
+                                          r'"Overall Score": "2<Overall>', 'A poster of the film "Jaws" on a wall.',
+                                          2.0, {}, None),
+    "escaped apostrophe, stopped at marker": (r"{'Recaption': 'A dog\'s toy on a rug.', 'Overall Score': '2<Overall>",
+                                              "A dog's toy on a rug.", 2.0, {}, None),
+    "escaped quote never closed": (r'{"Recaption": "A sign reading \"OPEN, on a door", "Overall Score": "2<Overall>',
+                                   'A sign reading "OPEN, on a door', 2.0, {}, None),
+    "escaped backslash before the end": (r'{"Recaption": "A path C:\\", "Overall Score": "2<Overall>',
+                                         "A path C:\\", 2.0, {}, None),
+    "escaped and unescaped, ambiguous end": (r'{"Recaption": "A sign \"OPEN\" then "CLOSED", Hours: 9-5", '
+                                             r'"Overall Score": 3', None, 3.0, {}, "recaption end ambiguous"),
     "out of range": ('{"Recaption": "A dog", "Overall Score": 12, "Text Quality Score": 0}', "A dog", NAN,
                      {"text_quality": NAN}, "overall score out of range 1-10: 12"),
     "wrong scale": ('{"Recaption": "A dog", "Overall Score": "85/100"}', "A dog", NAN, {}, "not on the 1-10 scale"),
@@ -111,3 +123,11 @@ def test_chat_backend_random_output_is_recorded_not_raised(tmp_path, images):
 def test_neither_backend_loads(tmp_path):
     with pytest.raises(ModelUnavailableError, match="could not be loaded"):
         AitqeRewriter(str(tmp_path))
+
+
+def test_escaped_quotes_reach_the_rewrite_candidate():
+    # the released checkpoint's usual reply: cut at <Overall>, the film title's quotes JSON-escaped
+    cand = AitqeRewriter._candidate(r'{"Recaption": "A poster of the film \"Jaws\" on a wall.", '
+                                    r'"Overall Score": "2<Overall>')
+    assert cand.caption == 'A poster of the film "Jaws" on a wall.'
+    assert cand.error is None and cand.scores["aitqe_overall"] == 2.0

@@ -60,7 +60,7 @@ def test_scorer_refuses_the_pair_and_scores_the_rest(image):
     assert REFUSED not in NO_INPUT
     counted = raised_on(frame, [scorer])["aitqe"]
     assert counted.pairs == 0 and counted.attempted == 3
-    assert scorer.version.startswith("3:")  # scores stored before this are other scores
+    assert int(scorer.version.split(":")[0]) >= 3  # scores stored before 3 are other scores
 
 
 def test_rewriter_makes_no_attempt_and_says_why(image):
@@ -72,7 +72,7 @@ def test_rewriter_makes_no_attempt_and_says_why(image):
     assert refused.caption is None and refused.raw is None and refused.error == REFUSED
     assert refused.prompt_hash is None  # never asked
     assert all(c.prompt_hash is not None for c in (candidates[0], candidates[2]))
-    assert rewriter.version.startswith("4:")
+    assert int(rewriter.version.split(":")[0]) >= 4
 
 
 def test_an_instruction_holding_the_pad_token_is_refused_up_front():
