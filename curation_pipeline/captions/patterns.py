@@ -91,12 +91,19 @@ _NOT_AFTER_DETERMINER = "".join(
     rf"(?<!\b{d} )" for d in ("a", "an", "the", "his", "her", "my", "our", "your", "their", "its", "this", "that")
 )
 _IMAGE_WORD = r"(?:image|photo|picture|img|pic)"
+# The ID a stock label carries goes with it ("royalty free image 16086", "stock photo ID: 123456",
+# "Alamy stock photo ABC123"): labelled ("ID", "No.", "#"), or a bare code of capitals and digits (three
+# characters, a digit) that ends the clause, so "stock photo of 3 dogs" keeps its words.
+_STOCK_ID = (
+    r"(?:\s*(?:id|no\.|nr\.|#)\s*[:#]?\s*(?=[\w-]*\d)[a-z\d]{3,}(?:[-_][a-z\d]+)*"
+    rf"|\s+(?-i:(?=[A-Z\d-]*\d)[A-Z\d]{{3,}}(?:[-_][A-Z\d]+)*){_CLAUSE_END})"
+)
 BOILERPLATE_RE = re.compile(
     r"(?<!\w)(?:"
-    rf"(?:(?:on|via|from|at)\s+)?{_STOCK_SITES}"
-    rf"|royalty[\s-]free(?:\s+stock)?(?:\s+{_MEDIA})?(?:\s+(?:of|for))?"
-    rf"|stock\s+{_MEDIA}(?:\s+(?:of|for))?"
-    r"|free\s+(?:stock\s+)?(?:photos?|images?|pictures?)(?:\s+(?:of|for))?"
+    rf"(?:(?:on|via|from|at)\s+)?{_STOCK_SITES}{_STOCK_ID}?"
+    rf"|royalty[\s-]free(?:\s+stock)?(?:\s+{_MEDIA})?{_STOCK_ID}?(?:\s+(?:of|for))?"
+    rf"|stock\s+{_MEDIA}{_STOCK_ID}?(?:\s+(?:of|for))?"
+    rf"|free\s+(?:stock\s+)?(?:photos?|images?|pictures?){_STOCK_ID}?(?:\s+(?:of|for))?"
     r"|image\s+may\s+contain"
     r"|click\s+(?:(?:here|image|photo|picture)\s+)?(?:to|for)\s+(?:enlarge|zoom(?:\s+in)?"
     r"|view\s+(?:larger|full(?:\s+size)?)|(?:a\s+)?larger(?:\s+(?:image|view|version))?)"

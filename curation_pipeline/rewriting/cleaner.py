@@ -193,7 +193,8 @@ class CaptionCleaner(Rewriter):
     name = "cleaner"
     # 3: signs, quoted signage and mid-clause credits are kept; stray bidi marks removed
     # 4: boilerplate only as a label, prose words ("downloads", "Via Appia", "Copyright law") kept; tags removed
-    version = "4"
+    # 5: a stock label's ID goes with it ("royalty free image 16086", "Shutterstock ID 123456")
+    version = "5"
     needs_images = False
     prompt = None
 

@@ -6,8 +6,8 @@ ratio and (with an embedder) a semantic similarity, and must improve its score b
 inside the configured bounds and be well formed. ``wellformedness_problems`` shares no pattern with
 ``captions.patterns`` (which the scorer and the cleaner both use) on purpose: a re-score with the
 cleaner's own patterns cannot see what the cleaner missed, so this check looks at the candidate's
-shape instead (balanced brackets and quotes, no label stub, link debris or markup, no stray punctuation,
-invisible characters or irregular whitespace).
+shape instead (balanced brackets and quotes, no label stub, model lead-in, link debris, markup or ID left
+after a separator, no stray punctuation, invisible characters or irregular whitespace).
 """
 
 from __future__ import annotations
@@ -116,6 +116,17 @@ _MARKUP = re.compile(r"<[a-zA-Z/][^<>]*>")
 # A period after a title, a common abbreviation or an initial ends no sentence: "Dr. Smith", "Mt. Fuji", "J. Doe".
 _ABBREVIATION_DOT = re.compile(r"\b(?:(?i:dr|drs|mr|mrs|ms|mx|prof|sr|jr|st|ste|mt|mts|ft|gen|col|capt|lt|sgt|cpl|adm"
                                r"|gov|sen|rep|pres|rev|hon|fr|vs|ave|blvd|rd|hwy)|[A-Z])\.(?=\s)")
+# A code after the last separator ("A barn - 16086", "A barn, ID 123456", "A barn - ABC123"): the ID a removed
+# stock or file label leaves. A bare one needs five characters and three digits, so a year ("iPhone 12 - 2020"),
+# a model or road number ("Boeing - 747", "Route 66") is none.
+_ID_TAIL = re.compile(r"(?:\s[-–—|•·/]|[,;:])\s+(?P<label>(?i:id|no\.|nr\.|ref\.?)\s*:?\s*|#\s*)?"
+                      r"(?P<code>[A-Z\d]+(?:[-_][A-Z\d]+)*)\s*\.?$")
+# A chat model's announcement kept with its answer: "The edited caption is: ...", "Revised caption - ...",
+# "Sure, here is the new caption ...".
+_LEAD_IN = re.compile(
+    r"\b(?:(?:edited|revised|new|rewritten|improved|corrected|updated|final)\s+caption(?:\s+is)?|caption\s+is)"
+    r"\s*(?::|[-–—](?=\s))|^\W*(?:the\s+)?caption\s*(?::|[-–—](?=\s))"
+    r"|\bhere(?:\s+is|'s|’s)\s+(?:the|an?|my|your)\s+(?:\w+\s+)?caption\b", re.IGNORECASE)
 _BIDI_MARKS = "\u200e\u200f\u061c"  # LRM, RLM, ALM: needed in right-to-left text, so kept if the original had them
 _SEPARATOR_END = tuple(",;:|/\\-–—•·+&([{")
 _OPENING_OK = "\"'“‘«„¿¡([{#@$€£"
@@ -241,6 +252,35 @@ def _stub(candidate: str, original: str | None) -> str | None:
     return None
 
 
+def _in_original(text: str, original: str) -> bool:
+    """Whether the original has ``text`` (case-folded, any whitespace) as words of its own."""
+    words = r"\s*".join(map(re.escape, text.split()))
+    edges = (r"(?<!\w)" if text[:1].isalnum() else "") + words + (r"(?!\w)" if text[-1:].isalnum() else "")
+    return re.search(edges, original, re.IGNORECASE) is not None
+
+
+def _id_tail(candidate: str, original: str | None) -> str | None:
+    """The separator and code ending the candidate, if they look like an ID a removal left: the original had
+    the code, but not after that separator ("- royalty free image 16086" -> "- 16086"). With no original
+    (a fresh caption) nothing was removed, so nothing was left."""
+    match = _ID_TAIL.search(candidate)
+    if match is None or original is None:
+        return None
+    code = match.group("code")
+    if sum(ch.isdigit() for ch in code) < 3 or (not match.group("label") and len(code) < 5):
+        return None
+    tail = match.group(0).strip().rstrip(".")
+    return tail if _in_original(code, original) and not _in_original(tail, original) else None
+
+
+def _lead_in(candidate: str, original: str | None) -> str | None:
+    """A model's "The edited caption is:" the original did not have (a caption may be about a caption)."""
+    match = _LEAD_IN.search(candidate)
+    if match is None or (original is not None and _in_original(match.group(0), original)):
+        return None
+    return match.group(0).strip()
+
+
 def _starts_with_punctuation(candidate: str, original: str | None) -> bool:
     """A leading mark that is not part of the first word: "-5 degrees" and ".5 mm" start with a number,
     and ".NET" is a word when the original started with it too."""
@@ -256,7 +296,8 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
     """What is broken about a rewrite, in words; empty when it looks like a finished caption. Defects
     the original already had (unbalanced brackets or quotes, empty pairs, lone punctuation, a short last
     sentence the rewrite cut the noise after, markup present as it came) do not count against the rewrite;
-    leftovers (label stubs, link debris, markup that unescaping made, separators, invisible characters) do."""
+    leftovers (label stubs, model lead-ins, link debris, markup that unescaping made, separators, IDs cut from
+    their label, invisible characters) do."""
     problems = []
     # markup the original had as it came (not only once unescaped: "&lt;br&gt;" turned into "<br>" is new markup)
     raw_tags = set(_MARKUP.findall(original)) if original is not None else set()
@@ -274,6 +315,9 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
     stub = _stub(candidate, original)
     if stub:
         problems.append(f"dangling {stub!r}")
+    lead_in = _lead_in(candidate, original)
+    if lead_in:
+        problems.append(f"model lead-in {lead_in!r}")
     if _LINK_DEBRIS.search(candidate):
         problems.append("link debris")
     tags = [t for t in _MARKUP.findall(candidate) if t not in raw_tags]
@@ -284,6 +328,9 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
         problems.append(f"trailing separator {stripped[-1]!r}")
     if stripped and _starts_with_punctuation(stripped, original):
         problems.append(f"starts with {stripped[0]!r}")
+    id_tail = _id_tail(stripped, original)
+    if id_tail:
+        problems.append(f"dangling ID {id_tail!r}")
     tail = _tail_fragment(candidate)
     if tail is not None and (original is None or (_tail_fragment(original) != tail and not _cut_tail(tail, original))):
         problems.append(f"dangling fragment {tail!r}")

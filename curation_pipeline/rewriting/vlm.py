@@ -29,9 +29,15 @@ NO_CAPTION_PROMPT = (
     "and what is happening. Reply with the caption only, on one line."
 )
 
+# What a chat model says before its answer: "Sure, here is the edited caption:", "The revised caption is: ...",
+# "**Caption:**", "New caption - ...". A dash ends the label only before a space ("Caption-worthy sunset" is a
+# caption), and a courtesy word ("Sure,", "Okay.") goes only with a label after it ("Okay sign on a wall" stays).
+_CAPTION_LABEL = (r"\**\s*(?:the\s+)?(?:(?:new|edited|corrected|revised|rewritten|improved|updated|final)\s+)?"
+                  r"caption(?:\s+is)?\s*\**\s*(?::|[-–—](?=\s))\s*\**")
+_HERE_IS = r"(?:here\s+is|here['’]s)\b[^:]*:\s*"
 _LABEL_RE = re.compile(
-    r"^(?:(?:here is|here's)\b[^:]*:\s*)?"
-    r"(?:\**\s*(?:the\s+)?(?:new|edited|corrected|revised|rewritten|improved|updated|final)?\s*caption\s*\**\s*:\s*\**)?",
+    rf"^(?:(?:sure|okay|ok|certainly|of\s+course|absolutely|alright|all\s+right)\b[\s,.!:;–—-]*"
+    rf"(?={_HERE_IS}|{_CAPTION_LABEL}))?(?:{_HERE_IS})?(?:{_CAPTION_LABEL})?",
     re.IGNORECASE,
 )
 _QUOTES = "\"'`“”‘’«»"
@@ -149,7 +155,8 @@ class VlmRewriter(GeneratingRewriter):
                  batch_size: int = 8, device: str | None = None, dtype=None, trust_remote_code: bool = False):
         super().__init__(prompt or DEFAULT_PROMPT, batch_size,
                          f"the rewrite prompt must contain {CAPTION_PLACEHOLDER} where the caption goes")
-        self.version = f"2:{model}:beams={num_beams}:max_new={max_new_tokens}"
+        # 3: chat lead-ins ("Sure, here is the edited caption:", "Revised caption - ") removed from replies
+        self.version = f"3:{model}:beams={num_beams}:max_new={max_new_tokens}"
         loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         self.generator = ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, num_beams=num_beams)
 

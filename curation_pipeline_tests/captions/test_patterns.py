@@ -72,9 +72,23 @@ def test_prose_is_no_boilerplate(text):
     ("Thumbnail of a red car", "Thumbnail of"), ("A dog (Downloads)", "Downloads"),
     ("Photo 2019-05-03 12:30 a dog", "Photo 2019-05-03 12:30"), ("A dog | Image 12345", "Image 12345"),
     ("A dog image no. 12345", "image no. 12345"), ("A dog | photo_0042", "photo_0042"),
+    # a stock label's ID goes with it, labelled or a bare code ending the clause
+    ("A dog - royalty free image 16086", "royalty free image 16086"), ("A dog - stock photo ID: 123456",
+     "stock photo ID: 123456"), ("A dog, Shutterstock ID 123456", "Shutterstock ID 123456"),
+    ("A dog - Shutterstock #ABC123", "Shutterstock #ABC123"), ("A dog, stock photo ABC-1234, on grass",
+                                                               "stock photo ABC-1234"),
 ])
 def test_boilerplate_labels(text, noise):
     assert P.BOILERPLATE_RE.search(text).group(0) == noise
+
+
+def test_a_stock_label_takes_only_its_own_id():
+    assert [m.group(0) for m in P.BOILERPLATE_RE.finditer("A dog - Alamy stock photo ABC123")] == [
+        "Alamy", "stock photo ABC123"]
+    # words of the caption after the label are no ID: lower case, short, or not ending the clause
+    for text, label in [("Stock photo of 3 dogs on a lawn", "Stock photo of"), ("A barn - stock photo 4K", "stock photo"),
+                        ("Stock photo A380 plane landing", "Stock photo"), ("Stock photo identity card", "Stock photo")]:
+        assert P.BOILERPLATE_RE.search(text).group(0) == label, text
 
 
 def test_boilerplate_spans_are_labels_not_shown_text():

@@ -2,6 +2,7 @@
 
 import ast
 import math
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ from curation_pipeline.rewriting import verify
 from curation_pipeline.rewriting.attempts import rewrite_batches
 from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
 from curation_pipeline.rewriting.verify import AcceptanceRules, judge, wellformedness_problems
+from curation_pipeline.rewriting.cleaner import CaptionCleaner
 from curation_pipeline.scoring.text_quality import CaptionTextQuality
+from curation_pipeline_tests.conftest import RAW_SAMPLES
 
 PACKAGE = Path(__file__).resolve().parents[2] / "curation_pipeline"
 
@@ -211,6 +214,16 @@ CORRECT = [
     (".NET developer conference keynote #dotnet", ".NET developer conference keynote"),
     ("Power source: Solar panels #energy", "Power source: Solar panels on a barn roof"),  # the original's words
     ("Tel Aviv\u200f skyline | Photo: Getty Images", "Tel Aviv\u200f skyline at dusk"),  # its bidi mark
+    # a number or code after a separator that the original had there, or that is no ID
+    ("Route 66 at dusk #travel", "Route 66"),
+    ("iPhone 12 - 2020 - Photo: Getty Images", "iPhone 12 - 2020"),
+    ("iPhone 12 - Stock photo 2020", "iPhone 12 - 2020"),  # a year is no ID
+    ("Boeing 747 - N12345 | Photo: Jane Doe", "Boeing 747 - N12345"),
+    ("Beverly Hills, 90210 #travel", "Beverly Hills, 90210"),
+    ("a barn - image 16086", "A red barn - 16086 acres of farmland"),  # not the end
+    # a caption about a caption
+    ("A photo contest with a new caption - winners on stage #contest", "A photo contest with a new caption - winners"),
+    ("sunset", "A caption-worthy sunset over the sea"),
 ]
 
 
@@ -233,9 +246,59 @@ LEFTOVERS = [
     ("developer", ".NET developer conference keynote", "starts with '.'"),
     ("- A dog", "- 5 dogs", "starts with '-'"),
     ("Tel Aviv skyline | Photo: Getty Images", "Tel Aviv\u200f skyline at dusk", "invisible or control characters"),
+    # an ID whose stock label was cut, left after the separator
+    ("A barn - royalty free image 16086", "A barn - 16086", "dangling ID '- 16086'"),
+    ("A barn - stock photo ID: 123456", "A barn - ID: 123456", "dangling ID '- ID: 123456'"),
+    ("A barn, Shutterstock ID 123456", "A barn, ID 123456", "dangling ID ', ID 123456'"),
+    ("A barn - Alamy stock photo ABC123", "A barn - ABC123", "dangling ID '- ABC123'"),
+    # a chat model's lead-in kept with its answer
+    ("A dog runs. Photo: Jane Doe", "The edited caption is: A dog runs.", "model lead-in 'edited caption is:'"),
+    ("A cat on a mat. Credit: Jane Doe", "Revised caption - A cat on a mat.", "model lead-in 'Revised caption -'"),
+    ("A cat on a mat #cat", "Caption - A cat on a mat.", "model lead-in 'Caption -'"),
+    ("A cat #cat", "A cat on a mat. Here is the new caption", "model lead-in 'Here is the new caption'"),
 ]
 
 
 @pytest.mark.parametrize("original, candidate, problem", LEFTOVERS)
 def test_leftovers_are_still_caught(original, candidate, problem):
     assert problem in wellformedness_problems(candidate, original)
+
+
+def _bundled_captions(shard: str) -> dict[str, str]:
+    with tarfile.open(RAW_SAMPLES / f"{shard}.tar") as tar:
+        return {m.name.split(".")[0]: tar.extractfile(m).read().decode("utf-8")
+                for m in tar.getmembers() if m.name.endswith(".txt")}
+
+
+def test_a_stock_id_goes_with_its_label_in_the_bundled_samples():
+    """sample-000001/000010028 ends "- royalty free image 16086": the cleaner cut the label and kept "- 16086",
+    and the re-score (the cleaner's own patterns) and the check accepted it."""
+    captions = _bundled_captions("sample-000001")
+    keys = [k for k, c in captions.items() if "royalty free image" in c]
+    assert "000010028" in keys
+    batch = PairBatch(keys, [captions[k] for k in keys])
+    scorer = CaptionTextQuality()
+    before = dict(zip(keys, scorer.score(batch)["text_quality"]))
+    lineage = rewrite_batches([batch], shard="sample-000001", rewriter=CaptionCleaner(), rescore=scorer.score,
+                              quality_column="text_quality", scores_before=before, rules=RULES, run_id="r")
+    assert lineage["accepted"].all(), lineage["reason"].tolist()
+    assert set(lineage["candidate_caption"]) == {"Greyscale close-up of grass blades filling the frame"}
+    # the independent check alone rejects what the cleaner used to write
+    original = captions["000010028"]
+    assert wellformedness_problems("Greyscale close-up of grass blades filling the frame - 16086", original) == [
+        "dangling ID '- 16086'"]
+
+
+def test_no_shipped_or_bundled_caption_trips_the_id_or_lead_in_check():
+    """The two checks stay narrow: no shipped human caption as a fresh one, and no bundled sample the cleaner
+    accepted, has a dangling ID or a model lead-in."""
+    new_checks = ("dangling ID", "model lead-in")
+    for caption in CAPTIONS:
+        assert not [p for p in wellformedness_problems(caption) if p.startswith(new_checks)], caption
+    for shard in ("sample-000000", "sample-000001", "sample-000002"):
+        captions = _bundled_captions(shard)
+        candidates = CaptionCleaner().rewrite(PairBatch(list(captions), list(captions.values())))
+        for original, candidate in zip(captions.values(), candidates):
+            if candidate.caption is not None:
+                problems = wellformedness_problems(candidate.caption, original)
+                assert not [p for p in problems if p.startswith(new_checks)], (original, problems)

@@ -52,6 +52,12 @@ CASES = {
     "Click to enlarge | Red sports car": ("Red sports car", "remove_boilerplate"),
     "Shutterstock: red car on a road": ("red car on a road", "remove_boilerplate"),  # after a separator
     "Free download beautiful flower wallpaper": ("Beautiful flower wallpaper", "remove_boilerplate"),
+    # A stock label's ID goes with it ("- 16086" alone would be a leftover).
+    "Stock photo of grass blades - royalty free image 16086": ("Grass blades", "remove_boilerplate"),
+    "A red barn in a field - stock photo ID: 123456": ("A red barn in a field", "remove_boilerplate"),
+    "A red barn in a field, Shutterstock ID 123456": ("A red barn in a field", "remove_boilerplate"),
+    "A red barn in a field - Alamy stock photo ABC123": ("A red barn in a field", "remove_boilerplate"),
+    "iPhone 12 - 2020 - Stock photo": ("iPhone 12 - 2020", "remove_boilerplate"),
     # Hashtags: runs and trailing tags go, inline tags keep their word.
     "Sunset at the pier #sunset #beach #love #nofilter": ("Sunset at the pier", "remove_hashtags"),
     "a walk on the #beach": ("a walk on the beach", "remove_hashtags"),
@@ -278,7 +284,7 @@ def test_non_english_stays_non_english():
 
 def test_rewriter_contract():
     cleaner = CaptionCleaner()
-    assert cleaner.ident == "cleaner@4"
+    assert cleaner.ident == "cleaner@5"
     assert cleaner.needs_images is False
     assert cleaner.prompt is None and cleaner.prompt_hash is None
     batch = PairBatch(["a", "b", "c"], ["Tom &amp; Jerry", None, "A dog on grass"])

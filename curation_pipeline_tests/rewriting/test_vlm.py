@@ -3,7 +3,11 @@ from PIL import Image
 
 from curation_pipeline.models.loading import ModelUnavailableError
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.rewriting.vlm import DEFAULT_PROMPT, NO_CAPTION_PROMPT, VlmRewriter, clean_output
+from curation_pipeline.rewriting.attempts import rewrite_batches
+from curation_pipeline.rewriting.verify import AcceptanceRules
+from curation_pipeline.rewriting.vlm import (DEFAULT_PROMPT, NO_CAPTION_PROMPT, GeneratingRewriter, VlmRewriter,
+                                             clean_output)
+from curation_pipeline.scoring.text_quality import CaptionTextQuality
 from curation_pipeline_tests import tiny_models
 
 
@@ -23,9 +27,51 @@ from curation_pipeline_tests import tiny_models
     ('Caption: "Open" sign that says "Welcome"', '"Open" sign that says "Welcome"'),
     ("'A dog's ball on the grass'", "A dog's ball on the grass"),  # an apostrophe is no quote
     ("", ""), ("  \n\n ", ""), (None, ""), ('""', ""),
+    # chat lead-ins: a courtesy word, then "(the) edited/revised/new/... caption (is)" and ":" or a dash
+    ("The edited caption is: A dog runs on the grass.", "A dog runs on the grass."),
+    ("Revised caption - A cat on a mat.", "A cat on a mat."),
+    ("Sure, here is the edited caption: A red barn.", "A red barn."),
+    ("Certainly! The new caption is: \"A dog.\"", "A dog."),
+    ("Okay. Caption – Two kids play.", "Two kids play."),
+    # ... but only a lead-in: the caption's own words stay
+    ("Okay sign painted on a wall", "Okay sign painted on a wall"), ("Sure thing, a dog", "Sure thing, a dog"),
+    ("Caption-worthy sunset over the sea", "Caption-worthy sunset over the sea"),
 ])
 def test_clean_output(reply, expected):
     assert clean_output(reply) == expected
+
+
+class _CannedGenerator:
+    image_token = None
+
+    def __init__(self, replies):
+        self.replies = replies
+
+    def without_image_token(self, text):
+        return text
+
+    def generate(self, images, instructions):
+        return [next(r for c, r in self.replies.items() if c in t) for t in instructions]
+
+
+def test_a_reply_with_a_chat_lead_in_is_accepted_without_it():
+    """The lead-in used to be published ("The edited caption is: A dog ...") or to sink a good rewrite
+    ("Sure, here is the edited caption:" read as a dangling label)."""
+    rewriter = object.__new__(VlmRewriter)  # its own prompt and reply parsing; canned replies instead of a model
+    GeneratingRewriter.__init__(rewriter, DEFAULT_PROMPT, 8, "x")
+    replies = {"A dog runs on the grass. Photo: Jane Doe": "The edited caption is: A dog runs on the grass.",
+               "A cat on a mat. Credit: Jane Doe/Reuters": "Revised caption - A cat on a mat.",
+               "A red barn. Image: Getty Images": "Sure, here is the edited caption: A red barn."}
+    rewriter.version, rewriter.generator = "test", _CannedGenerator(replies)
+    keys = ["a", "b", "c"]
+    batch = PairBatch(keys, list(replies), [Image.new("RGB", (32, 32))] * 3)
+    scorer = CaptionTextQuality()
+    before = dict(zip(keys, scorer.score(batch)["text_quality"]))
+    lineage = rewrite_batches([batch], shard="s", rewriter=rewriter, rescore=scorer.score,
+                              quality_column="text_quality", scores_before=before,
+                              rules=AcceptanceRules(min_quality=65), run_id="r")
+    assert lineage["candidate_caption"].tolist() == ["A dog runs on the grass.", "A cat on a mat.", "A red barn."]
+    assert lineage["accepted"].all(), lineage["reason"].tolist()
 
 
 def test_prompt_needs_caption_placeholder():
@@ -49,7 +95,7 @@ def batch(flickr_dir):
 
 def test_generates_cleaned_candidates(model_dir, batch):
     rewriter = VlmRewriter(model_dir, max_new_tokens=8, batch_size=2)
-    assert rewriter.ident.startswith("vlm@2:") and model_dir in rewriter.version
+    assert rewriter.ident.startswith("vlm@3:") and model_dir in rewriter.version
     assert rewriter.prompt == DEFAULT_PROMPT and len(rewriter.prompt_hash) == 16
     calls, generate = [], rewriter.generator.generate
 
