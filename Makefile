@@ -12,8 +12,10 @@ export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 $(BIN)/curate: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# the CPU wheel of torch first: an unpinned torch would pull gigabytes of CUDA
-	$(BIN)/pip install -q torch==2.13.0
+	# the CPU wheel of torch first (PyPI's Linux wheel of the same version pulls gigabytes of CUDA): from
+	# PyTorch's CPU index, with no dependencies, so only this one package is looked up there; torch's own
+	# dependencies come from the usual index with the project's
+	$(BIN)/pip install -q --no-deps torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
 	$(BIN)/pip install -q -e '.[test,scale]'
 	# byte-compiled as pip compiles a regular install: where PYTHONDONTWRITEBYTECODE is set, every run
 	# (and Ray worker) would compile the package again, about 0.6 s each
