@@ -52,7 +52,7 @@ demo: setup
 	$(BIN)/curate demo
 
 test: setup-scale
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -rs --durations=25
 
 test-fast: setup-scale
 	$(BIN)/python -m pytest -q -m "not browser and not slow"

@@ -21,6 +21,7 @@ import pytest
 from curation_pipeline import forkserver
 from curation_pipeline.demo import generate_sample_shards
 from curation_pipeline.helper import _folder
+from curation_pipeline_tests.conftest import require
 
 CURATE = Path(sys.executable).with_name("curate")
 PER_RUN = ("run_id", "created_at")  # per-run columns by design (docs/faults.md)
@@ -391,9 +392,10 @@ def test_the_address_follows_the_environment_and_code(monkeypatch):
     assert forkserver._fingerprint() == base
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="a network namespace needs root")
 def test_a_client_in_another_network_namespace_gets_its_own_server(tmp_path):
     """A run inside ``unshare -n`` must never be run by a server outside it (its child would be outside too)."""
+    require(os.geteuid() == 0 and bool(shutil.which("unshare")), "a network namespace needs root and unshare",
+            "CI runs as root; .ci/run installs util-linux")
     probe = [sys.executable, "-c", "from curation_pipeline import forkserver; print(forkserver.address())"]
     outside = [subprocess.run(probe, capture_output=True, text=True, check=True, cwd=tmp_path).stdout for _ in "ab"]
     inside = subprocess.run(["unshare", "-n", *probe], capture_output=True, text=True, check=True, cwd=tmp_path).stdout

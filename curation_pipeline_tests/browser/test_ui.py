@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 from curation_pipeline_tests.processes import processes_with_env
-from curation_pipeline_tests.conftest import RAW_SAMPLES, REPO_ROOT
+from curation_pipeline_tests.conftest import RAW_SAMPLES, REPO_ROOT, require
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHARDS = ["sample-000000", "sample-000001"]
@@ -56,11 +56,13 @@ SKIP_COMMUNITY_POPUP = "window.localStorage.setItem('communityNux', '\"1\"')"
 # the default executor starts a process per step (~25 s of imports each on 2 cores); one process is enough
 DOCS_PNG_LIMIT = 250_000
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"),
-]
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(autouse=True)
+def _chromium():
+    require(CHROMIUM.exists(), "needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
+            ".ci/run installs Debian's chromium")
 
 
 def _free_port() -> int:

@@ -21,7 +21,7 @@ import pytest
 from curation_pipeline.resources import ScoringResource
 from curation_pipeline.shards.writer import CuratedShardInvalid, verify_curated, write_curated
 from curation_pipeline.storage.warehouse import Warehouse, temp_name
-from curation_pipeline_tests.conftest import QUIET, REPO_ROOT, run_pipeline
+from curation_pipeline_tests.conftest import QUIET, REPO_ROOT, require, run_pipeline
 from curation_pipeline_tests.faults import builders
 from curation_pipeline_tests.photos import members as photo_members
 
@@ -96,10 +96,11 @@ def test_two_writers_of_one_file_never_delete_each_others_temp_file(tmp_path):
     assert temp_files(tmp_path) == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="a PID namespace needs root")
 def test_a_writer_in_another_pid_namespace_keeps_its_temp_file(tmp_path):
     """Two containers with the host's name (host networking) sharing the warehouse: a pid of one means
     nothing in the other, so the cleaner there must not take the writer here for dead."""
+    require(os.geteuid() == 0 and bool(shutil.which("unshare")), "a PID namespace needs root and unshare",
+            "CI runs as root; .ci/run installs util-linux")
     wh = Warehouse(str(tmp_path))
     wh.write_table("pairs", "s0", pd.DataFrame({"key": ["a"]}))
     cleaner = ("import sys; from curation_pipeline.storage.warehouse import Warehouse; "

@@ -35,15 +35,22 @@ def test_unknown_hub_id_fails_fast_offline(loader, monkeypatch):
     (the old timing bound could not tell a retry loop from a slow machine)."""
     import socket
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE  # read when huggingface_hub was imported: conftest sets it first
     attempts = []
 
     def refuse(self, address, *args, **kwargs):
         attempts.append(address)
         raise OSError("network access attempted in an offline test")
 
+    def no_lookup(host, *args, **kwargs):  # a name lookup is traffic too (DNS), before any connect
+        attempts.append(host)
+        raise OSError("name lookup attempted in an offline test")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
     with pytest.raises(ModelUnavailableError) as info:
         loader("no-such-org/no-such-model")
     assert attempts == []

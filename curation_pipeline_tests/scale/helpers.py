@@ -17,11 +17,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from curation_pipeline.compute.cluster import (free_port, private_network_available, run_in_private_network,
                                               wait_for_port)
-from curation_pipeline_tests.conftest import REPO_ROOT
+from curation_pipeline_tests.conftest import REPO_ROOT, require  # noqa: F401 (the scale tests import it here)
 
 S3RVER = Path(os.environ.get("CURATION_S3RVER") or REPO_ROOT / ".venv" / "npm" / "node_modules" / ".bin" / "s3rver")
 ACCESS_KEY = "S3RVER"  # s3rver's built-in account
@@ -29,12 +28,6 @@ SECRET = "curation-test-secret-7Q2xK9"  # accepted via --allow-mismatched-signat
 RUN_SPECIFIC = ("run_id", "created_at")  # lineage columns that name the run, not the data
 
 
-def require(condition: bool, why: str) -> None:
-    """Skip on a developer machine without the tool; in CI (CI=true) a missing tool fails."""
-    if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why} (CI installs it: .ci/run -> make setup-scale)")
-        pytest.skip(why)
 
 
 class S3Server:
