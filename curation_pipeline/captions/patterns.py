@@ -5,8 +5,9 @@ same ones, so a caption the cleaner fixed can no longer fire the rule that flagg
 ``rewriting.verify`` must not use them: it would be blind to exactly what they miss). Noise classes:
 links and their labels, camera and screenshot file names, stock-site and page UI boilerplate,
 credits and copyright lines, advertising clauses, bracketed source notes, control and invisible
-characters, irregular whitespace, quotes around the whole caption, HTML entities, hashtags, repeats
-and shouting. Everything is precompiled: the scorer handles tens of thousands of captions a second.
+characters, text a wrong decode garbled, irregular whitespace, quotes around the whole caption, HTML
+entities, hashtags, repeats and shouting. Everything is precompiled: the scorer handles tens of
+thousands of captions a second.
 """
 
 from __future__ import annotations
@@ -462,6 +463,25 @@ def has_irregular_whitespace(text: str) -> bool:
 def normalize_whitespace(text: str) -> str:
     """Every whitespace run becomes one space (a lone ideographic space stays); ends trimmed."""
     return WHITESPACE_RE.sub(lambda m: m.group(0) if m.group(0) == "\u3000" else " ", text).strip()
+
+
+# --- text a wrong decode garbled ------------------------------------------------------
+# U+FFFD is what a decoder leaves where bytes were not valid (the reader's "invalid utf-8 replaced":
+# a Latin-1 "café" reads "caf\ufffd"): the characters are lost. Mojibake is UTF-8 read in another
+# codec ("cafÃ©", "donâ€™t"): ftfy's detector, which spares real accented, Cyrillic, Greek or CJK text.
+REPLACEMENT_CHAR = "\ufffd"
+
+
+def has_bad_encoding(text: str) -> bool:
+    """A replacement character, or mojibake ftfy recognises. ASCII text can hold neither, and skips
+    ftfy's large pattern (imported on first need, as ``scoring.clip`` does)."""
+    if text.isascii():
+        return False
+    if REPLACEMENT_CHAR in text:
+        return True
+    from ftfy.badness import is_bad
+
+    return is_bad(text)
 
 
 # --- quotes around the whole caption ---------------------------------------------------

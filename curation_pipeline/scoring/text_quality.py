@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from curation_pipeline.captions.patterns import (HASHTAG_RE, NO_SPACE_SCRIPT_RE, WORD_RE, has_ad, has_boilerplate,
-                                                 has_control_chars, has_credit, has_droppable_hashtags, has_filename,
-                                                 has_html_entity, has_irregular_whitespace, has_repeat_run, has_url,
-                                                 is_all_caps, is_wrapped_in_quotes, noise_free_words)
+from curation_pipeline.captions.patterns import (HASHTAG_RE, NO_SPACE_SCRIPT_RE, WORD_RE, has_ad, has_bad_encoding,
+                                                 has_boilerplate, has_control_chars, has_credit, has_droppable_hashtags,
+                                                 has_filename, has_html_entity, has_irregular_whitespace,
+                                                 has_repeat_run, has_url, is_all_caps, is_wrapped_in_quotes,
+                                                 noise_free_words)
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
 from curation_pipeline.scoring.columns import ScoreColumn
@@ -21,6 +22,10 @@ PENALTIES: dict[str, float] = {
     "empty": 100.0,  # None, "" or whitespace only: nothing to score
     "no_alpha": 60.0,  # not a single letter ("12345", "!!!")
     "control_chars": 20.0,  # control characters (NUL too), ANSI escapes, bidi overrides, zero-width characters
+    # U+FFFD where the bytes were not UTF-8 ("caf\ufffd"), or mojibake ftfy recognises ("cafÃ©"): not the text as
+    # written, and the cleaner cannot restore it (U+FFFD's bytes are lost), so alone it falls under the default
+    # drop_threshold: only a rewrite publishes the pair, never the garbled original as a fallback
+    "bad_encoding": 40.0,
     "filename": 40.0,  # a camera/file name: IMG_2041.JPG, DSC00123, 2041.jpg, Screenshot_2020-...
     "url": 30.0,  # http(s)://, www., bare domains such as example.com
     "boilerplate": 30.0,  # stock-site / UI text as a label, as the cleaner cuts it: "stock photo", "click to enlarge"
@@ -77,6 +82,7 @@ def caption_rules(caption: str | None) -> list[str]:
         "filename": filename,
         "url": url,
         "control_chars": has_control_chars(caption),
+        "bad_encoding": has_bad_encoding(caption),
         "boilerplate": boilerplate,
         "advertising": advertising,
         "credit": credit,
@@ -106,7 +112,9 @@ class CaptionTextQuality(Scorer):
     # 3: prose words are no boilerplate or credit, sign text no ad; markup tags fire html_entity
     # 4: boilerplate and credits only where the cleaner cuts them: a label at a clause edge, not text shown in the
     #    image ("a shirt reading Photo by John Smith" is fine); a bare bracketed link "{www.x.com}" is a credit too
-    version = "4"
+    # 5: bad_encoding (U+FFFD, mojibake) fires; a stock label's ID is boilerplate too ("A barn, Shutterstock ID
+    #    123456": 70 -> 45, its ID no longer counts as a word; patterns._STOCK_ID, commit 23f8ebb)
+    version = "5"
     needs_images = False
     outputs = (
         ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",

@@ -144,3 +144,40 @@ def test_html_tags():
         assert P.remove_html_tags(text) == text
         assert not P.has_html_entity(text)
     assert P.has_html_entity("A dog<br />on the beach")
+
+
+# Real text in many scripts, with accents, symbols and curly quotes: ftfy's mojibake detector must spare it.
+REAL_NON_ASCII = ["Ein schwarzer Hund läuft über die grüne Wiese", "Un café à Paris, naïve résumé", "SÃO PAULO",
+                  "INFORMAÇÃO NAÇÃO", "Zażółć gęślą jaźń", "İstanbul Boğazı", "Phở bò tái ở Hà Nội", "Москва ночью",
+                  "Ελληνικά νησιά", "رجل يمشي في الشارع", "איש הולך ברחוב", "一只黑色的狗在草地上奔跑", "東京の夜景",
+                  "서울의 밤", "แมวสีดำ", "कुत्ता घास पर", "2×3 m rug, ½ cup, 25°C, ±5 µm, €20", "«Le chat» — “quoted” …",
+                  "Þingvellir, Ærø, Ål", "A family \U0001F468\u200d\U0001F469\u200d\U0001F467 at home"]
+
+
+@pytest.mark.parametrize("text", REAL_NON_ASCII + [t for t in _texts() if not t.isascii()])
+def test_bad_encoding_spares_real_text(text):
+    assert not P.has_bad_encoding(text)
+
+
+@pytest.mark.parametrize("text", [
+    "A red cup of coffee in a caf\ufffd on a table",  # Latin-1 bytes read as UTF-8: the reader's U+FFFD
+    "A tabby cat \ufffd\ufffd with green eyes", "\ufffd",
+    "A dog in a cafÃ© on a table", "Donâ€™t feed the ducks sign", "Ãœber the bridge", "Â£5 coffee",  # UTF-8 as cp1252
+])
+def test_bad_encoding_fires_on_garbled_text(text):
+    assert P.has_bad_encoding(text)
+
+
+def test_bad_encoding_reads_what_the_reader_decodes(tmp_path):
+    """Caption files that are not UTF-8, through the shard reader as the pipeline reads them."""
+    from curation_pipeline.shards.reader import ShardReader
+    from curation_pipeline_tests.faults import builders
+    from curation_pipeline_tests.shards import faults
+
+    path = builders.write_members(tmp_path / "s.tar", [
+        ("a.jpg", faults.jpeg()), ("a.txt", "A cup of coffee in a café".encode("latin-1")),
+        ("b.jpg", faults.jpeg()), ("b.txt", b"A tabby cat \xff\xfe with green eyes"),
+        ("c.jpg", faults.jpeg()), ("c.txt", "A cup of coffee in a café".encode("utf-8")),
+    ])
+    samples = {s.key: s for s in ShardReader(str(path), "s")}
+    assert {k: P.has_bad_encoding(s.caption) for k, s in samples.items()} == {"a": True, "b": True, "c": False}

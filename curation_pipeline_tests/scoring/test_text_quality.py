@@ -73,6 +73,12 @@ RULE_CASES = {
         [CLEAN, "A dog runs\t", "Ein schwarzer Hund läuft", "A family \U0001F468\u200d\U0001F469\u200d\U0001F467 at home",
          "رجل يمشي\u200f في الشارع"],
     ),
+    "bad_encoding": (
+        ["A red cup of coffee in a caf\ufffd on a table", "A tabby cat \ufffd\ufffd with green eyes",
+         "A dog in a cafÃ© on a table", "Donâ€™t feed the ducks sign"],
+        [CLEAN, "A dog in a café on a table", "Ein schwarzer Hund läuft über die grüne Wiese", "Москва ночью",
+         "一只黑色的狗在草地上奔跑", "Street sign in SÃO PAULO", "A 2×3 m rug at 25°C"],
+    ),
     "whitespace": (
         ["A dog\truns on grass", "A dog\nruns on grass", "A dog  runs on grass", " A dog runs on grass",
          "A dog runs on grass ", "A dog\u00a0runs on grass", "A dog\r\nruns on grass"],
@@ -140,6 +146,9 @@ def test_empty_caption_scores_zero(caption):
         ("A dog runs . Credit: Jane Doe/Reuters", 70.0, "credit"),
         ("A dog\truns on grass", 90.0, "whitespace"),
         ("A d\x00og runs on grass", 80.0, "control_chars"),
+        ("A red cup of coffee in a caf\ufffd on a table", 60.0, "bad_encoding"),
+        ("A d\x00og in a cafÃ© on grass", 40.0, "control_chars,bad_encoding"),
+        ("A barn, Shutterstock ID 123456", 45.0, "boilerplate,too_short"),  # the ID goes with its label (@5)
         ('"A dog runs on grass"', 90.0, "wrapped_quotes"),
         ("Buy now! 50% off", 30.0, "advertising,too_short,very_short"),
         ("Photo: Jane Doe", 30.0, "credit,too_short,very_short"),
@@ -168,7 +177,7 @@ def test_scorer_columns_and_missing_captions():
     assert df["text_quality"].dtype == "float64"
     assert df["text_quality"].tolist() == [100.0, 0.0, 0.0]
     assert df["text_quality_rules"].tolist() == ["", "empty", "empty"]
-    assert scorer.needs_images is False and scorer.ident == "text_quality@4"
+    assert scorer.needs_images is False and scorer.ident == "text_quality@5"
 
 
 def test_score_is_clamped():
@@ -211,3 +220,30 @@ def test_no_catastrophic_backtracking():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout) == [caption_rules(t) for t in NASTY]
+
+
+def test_a_caption_file_that_is_not_utf8_is_weak_and_says_why(tmp_path):
+    """Latin-1 "café" and stray 0xFF bytes, read from a shard as the pipeline does: no full score, and the
+    policy's reason names the rule (they were kept as is at 100, published with U+FFFD in them)."""
+    from curation_pipeline.decisions.policy import DecisionPolicy, decide
+    from curation_pipeline.shards.reader import iter_pair_batches
+    from curation_pipeline_tests.faults import builders
+    from curation_pipeline_tests.shards import faults
+
+    path = builders.write_members(tmp_path / "s.tar", [
+        ("a.jpg", faults.jpeg()), ("a.txt", "A red cup of coffee on a saucer in a café".encode("latin-1")),
+        ("b.jpg", faults.jpeg()), ("b.txt", b"Close-up of a tabby cat \xff\xfe with green eyes"),
+        ("c.jpg", faults.jpeg()), ("c.txt", "A red cup of coffee on a saucer in a café".encode("utf-8")),
+    ])
+    (batch, records), = iter_pair_batches(str(path), "s", decode="verify")
+    assert [r["caption_problem"] for r in records] == ["invalid utf-8 replaced", "invalid utf-8 replaced", None]
+    scores = CaptionTextQuality().score(batch)
+    assert scores["text_quality_rules"].tolist() == ["bad_encoding", "bad_encoding", ""]
+    assert scores["text_quality"].tolist() == [60.0, 60.0, 100.0]
+    scores.insert(0, "key", batch.keys)
+    scores.insert(0, "shard", "s")
+    decisions = decide(scores, DecisionPolicy())
+    assert decisions["action"].tolist() == ["rewrite", "rewrite", "keep"]
+    assert decisions["reason"].tolist()[:2] == ["low_text_quality=60.0 (bad_encoding)"] * 2
+    # under drop_threshold: if no rewrite is accepted, the garbled original is not the fallback
+    assert (scores["text_quality"][:2] < DecisionPolicy().drop_threshold).all()
