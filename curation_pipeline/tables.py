@@ -12,9 +12,14 @@ COMMON = {
 
 TABLES: dict[str, dict[str, str]] = {
     "pairs": {
-        "caption": "Caption as read from the sample (.txt, else the json's caption field), NUL bytes removed.",
-        "caption_source": "Where the caption came from: txt or json.",
-        "caption_problem": "Why the caption is missing or unusable (empty, undecodable), else empty.",
+        "caption": "Caption as read from the sample: its .txt or .caption member, else the json's caption if it is "
+                   "a string; NUL bytes removed, a caption file's leading BOM and final line endings too; cut to the "
+                   "reader's max_caption_chars. Empty when there is none; an empty or blank caption stays as it is.",
+        "caption_source": "Where the caption came from: txt or caption (the member's extension) or json; empty when "
+                          "there is none.",
+        "caption_problem": "What was repaired or refused in the caption: invalid utf-8 replaced (U+FFFD), truncated "
+                           "from N chars (both, joined by '; '), or a non-text json caption not used; else empty "
+                           "(also for a missing, empty or blank caption).",
         "caption_sha256": "SHA-256 of the caption text (exact-duplicate detection).",
         "caption_chars": "Caption length in characters.",
         "image_ext": "Extension of the image member (jpg, png, webp, ...).",

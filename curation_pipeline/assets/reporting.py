@@ -15,7 +15,7 @@ from curation_pipeline.resources import WarehouseResource
 
 @dg.asset(
     group_name="reporting", owners=OWNERS, tags={"stage": "reporting"},
-    code_version="3",  # bump when the same inputs give different output (3: the unsettled status)
+    code_version="4",  # bump when the same inputs give different output (3: the unsettled status; 4: decoded = full decodes)
     deps=[curated_shards],
     kinds={"duckdb"},
     automation_condition=dg.AutomationCondition.eager(),

@@ -34,7 +34,9 @@ rebuild, and re-points a view whose files were removed at the ones left.
 Before / after figures (``shard_summary``'s ``*_original`` / ``mean_quality_before`` against ``*_final``,
 ``caption_lengths``' ``original`` / ``final`` stages) are over the same pairs, the kept ones (the length
 figures over the kept ones that had a caption), as the drift check compares them; ``*_all_pairs`` (and the
-``original_all_pairs`` stage) cover every pair read. Quantiles are DuckDB's interpolated ones
+``original_all_pairs`` stage) cover every pair read. ``decoded`` counts the images that decoded in full, as
+``quality_scores`` decoded them (``pairs.decode_status`` is, by default, from the image header alone, which a
+truncated body passes): NULL for a shard not scored yet. Quantiles are DuckDB's interpolated ones
 (``quantile_cont``); the check's are numpy's ``nearest``.
 Rewriters are reported per name, version (the model) and prompt hash: every VLM is named ``vlm``.
 """
@@ -431,10 +433,16 @@ SHARD_SUMMARY = """
 CREATE TABLE shard_summary AS
 WITH p AS (
   SELECT shard, count(*) AS pairs_read,
-         count(*) FILTER (WHERE decode_status = 'ok') AS decoded,
          count(*) FILTER (WHERE caption IS NULL) AS no_caption,
          count(*) FILTER (WHERE caption_problem IS NOT NULL) AS caption_problems
   FROM pairs GROUP BY shard),
+-- images decoded in full: quality_scores' decode, not pairs' (by default from the image header, which a
+-- truncated body passes); NULL for a shard with no quality_scores file (nothing decoded yet)
+sc AS (
+  SELECT shard, coalesce(n.decoded, 0) AS decoded
+  FROM (SELECT DISTINCT shard FROM report_files WHERE table_name = 'quality_scores') LEFT JOIN (
+    SELECT shard, count(*) FILTER (WHERE decode_status = 'ok') AS decoded FROM quality_scores GROUP BY shard
+  ) n USING (shard)),
 f AS (  -- before / after over the same (kept) pairs; *_all_pairs over every pair
   SELECT shard,
          count(*) FILTER (WHERE outcome = 'kept') AS kept_as_is,
@@ -457,7 +465,7 @@ r AS (
 s AS ({skips}),
 d AS (SELECT shard, count(*) FILTER (WHERE nsfw_review) AS nsfw_review FROM caption_decisions GROUP BY shard)
 SELECT st.shard, st.status, st.status_detail, st.error,
-       coalesce(p.pairs_read, 0) AS pairs_read, coalesce(p.decoded, 0) AS decoded,
+       coalesce(p.pairs_read, 0) AS pairs_read, sc.decoded,
        coalesce(p.no_caption, 0) AS no_caption, coalesce(p.caption_problems, 0) AS caption_problems,
        coalesce(f.kept_as_is, 0) + coalesce(f.rewritten, 0) AS kept,
        coalesce(f.kept_as_is, 0) AS kept_as_is, coalesce(f.rewritten, 0) AS rewritten,
@@ -469,6 +477,7 @@ SELECT st.shard, st.status, st.status_detail, st.error,
        f.mean_words_all_pairs, f.mean_quality_before_all_pairs
 FROM shard_status st LEFT JOIN p USING (shard) LEFT JOIN f USING (shard) LEFT JOIN r USING (shard)
      LEFT JOIN s USING (shard) LEFT JOIN d USING (shard) LEFT JOIN shard_quality q USING (shard)
+     LEFT JOIN sc USING (shard)
 ORDER BY st.shard
 """
 
@@ -750,6 +759,7 @@ def _md(df: pd.DataFrame) -> str:
     for col in shown.columns:
         if pd.api.types.is_float_dtype(shown[col]):
             shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
-        elif shown[col].dtype == object:  # e.g. the cleaner's prompt hash: blank, not "None"
-            shown[col] = shown[col].map(lambda v: "" if pd.api.types.is_scalar(v) and pd.isna(v) else v)
+        elif shown[col].dtype == object or isinstance(shown[col].dtype, pd.api.extensions.ExtensionDtype):
+            # e.g. the cleaner's prompt hash, an unscored shard's decoded: blank, not "None" / "<NA>"
+            shown[col] = shown[col].astype(object).map(lambda v: "" if pd.api.types.is_scalar(v) and pd.isna(v) else v)
     return markdown_table(shown.columns, shown.itertuples(index=False))

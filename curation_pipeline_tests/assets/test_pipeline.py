@@ -60,6 +60,9 @@ def test_a_full_inventory_flags_what_the_full_decode_flags(curated, tmp_path):
         decoded = Warehouse(str(curated["warehouse"])).read_table("quality_scores", shard).set_index("key")
         assert full.to_dict() == decoded["decode_status"].to_dict()
         full_ok += int(full.eq("ok").sum())
+        meta = result.asset_materializations_for_node("pairs")[0].metadata  # here a decode did happen
+        assert (meta["decoded"].value, meta["undecodable"].value) == (int(full.eq("ok").sum()),
+                                                                      int(full.ne("ok").sum()))
         header_ok += int(Warehouse(str(curated["warehouse"])).read_table("pairs", shard)["decode_status"].eq("ok").sum())
     assert full_ok < header_ok  # the truncated body a header read lets through
 
@@ -172,6 +175,32 @@ def test_report_counts_add_up(curated):
     assert int(overall["pairs_read"]) == 80
     assert {"pairs", "quality_scores", "caption_decisions", "rewritten_captions", "final_captions"} <= views
     assert n_rewrites >= int(overall["rewritten"])
+
+
+def test_decoded_counts_full_decodes_and_pairs_metadata_names_its_header_read(curated):
+    """The bundled truncated JPEG has a readable header: pairs (header read, the default) says ok, the full
+    decode corrupt. The report's ``decoded`` counts the full decode; pairs' UI metadata counts headers and
+    says so, never ``decoded``."""
+    import dagster as dg
+
+    wh = Warehouse(str(curated["warehouse"]))
+    with duckdb.connect(wh.report_db_path, read_only=True) as con:
+        reported = dict(con.execute("SELECT shard, decoded FROM shard_summary").fetchall())
+        overall = con.execute("SELECT decoded FROM overall").fetchone()[0]
+    header_ok = {}
+    for shard in curated["shards"]:
+        full_ok = int(wh.read_table("quality_scores", shard)["decode_status"].eq("ok").sum())
+        assert reported[shard] == full_ok, shard
+        header = wh.read_table("pairs", shard)["decode_status"]
+        header_ok[shard] = int(header.eq("ok").sum())
+        meta = curated["instance"].fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("pairs"), asset_partitions=[shard]),
+            limit=1).records[0].event_log_entry.asset_materialization.metadata
+        assert {"decoded", "undecodable"}.isdisjoint(meta), shard  # no decode happened in pairs
+        assert meta["headers_ok"].value == header_ok[shard]
+        assert meta["headers_not_ok"].value == len(header) - header_ok[shard]
+        assert "from the image header" in meta["decode_status"].value
+    assert overall == sum(reported.values()) < sum(header_ok.values())  # the truncated body counts once only
 
 
 def test_rerunning_a_partition_replaces_it(curated, tmp_path):

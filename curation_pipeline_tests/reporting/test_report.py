@@ -31,8 +31,10 @@ SHARD = "shard-a"
 
 def _fill(warehouse: Warehouse, shard: str = SHARD, *, captions: list[str | None], outcomes: list[str],
           finals: list[str | None] | None = None, reasons: list[str] | None = None,
-          quality: list[float] | None = None, attempts: pd.DataFrame | None = None) -> list[str]:
-    """One shard's pairs, scores, decisions and final captions (and rewrite attempts); returns the keys."""
+          quality: list[float] | None = None, attempts: pd.DataFrame | None = None,
+          decoded: list[str] | None = None) -> list[str]:
+    """One shard's pairs, scores, decisions and final captions (and rewrite attempts); returns the keys.
+    ``decoded``: quality_scores' decode_status per pair (all ok by default; pairs' header read says ok)."""
     n = len(captions)
     keys = [f"{shard}-{i:03d}" for i in range(n)]
     finals = finals if finals is not None else [None if o == "dropped" else c for c, o in zip(captions, outcomes)]
@@ -40,7 +42,9 @@ def _fill(warehouse: Warehouse, shard: str = SHARD, *, captions: list[str | None
     reasons = reasons if reasons is not None else [f"{o} for a reason" for o in outcomes]
     warehouse.write_table("pairs", shard, pd.DataFrame({
         "shard": shard, "key": keys, "caption": captions, "decode_status": "ok", "caption_problem": [None] * n}))
-    warehouse.write_table("quality_scores", shard, pd.DataFrame({"shard": shard, "key": keys, "text_quality": quality}))
+    warehouse.write_table("quality_scores", shard, pd.DataFrame({
+        "shard": shard, "key": keys, "decode_status": decoded if decoded is not None else ["ok"] * n,
+        "text_quality": quality}))
     warehouse.write_table("caption_decisions", shard, pd.DataFrame({
         "shard": shard, "key": keys, "action": "keep", "reason": reasons, "nsfw_review": [False] * n}))
     warehouse.write_table("final_captions", shard, pd.DataFrame({
@@ -138,6 +142,28 @@ def test_before_and_after_figures_are_over_the_same_kept_pairs(tmp_path):
     assert lengths.loc["original", "n"] == lengths.loc["final", "n"] == 2
     assert lengths.loc["original", "mean_words"] == pytest.approx(6.5)
     assert lengths.loc["original_all_pairs", "n"] == 5
+
+
+def test_decoded_counts_the_images_the_full_decode_read_not_the_headers(tmp_path):
+    """``decoded`` is quality_scores' full decode: a truncated body whose header reads (pairs' default
+    ``decode_status``) is not decoded. A shard read but not scored has no figure (NULL, blank in the UI), not
+    its header count nor 0; a scored shard with no pairs decoded 0."""
+    wh = Warehouse(str(tmp_path / "wh"))
+    _fill(wh, "scored", decoded=["ok", "corrupt", "ok", "corrupt"], **FOUR)  # pairs: every header ok
+    _fill(wh, "other", decoded=["ok", "ok", "missing", "ok"], **FOUR)
+    _fill(wh, "unscored", **FOUR)
+    for table in ("quality_scores", "caption_decisions", "final_captions"):
+        wh.fs.rm_file(wh.table_path(table, "unscored"))
+    _fill(wh, "empty", captions=[], outcomes=[])
+
+    report = build_report(wh)
+    rows = report.shards.set_index("shard")
+    assert rows["decoded"].drop("unscored").to_dict() == {"empty": 0, "other": 3, "scored": 2}
+    assert pd.isna(rows.loc["unscored", "decoded"])
+    assert rows.loc["unscored", "pairs_read"] == 4 and rows.loc["unscored", "status"] == "undecided"
+    assert overall_values(report)["decoded"] == 5  # the ok shards'
+    unscored = next(line for line in report_markdown(report).splitlines() if line.startswith("| unscored |"))
+    assert unscored.startswith("| unscored | undecided | 4 |  | 0 |"), unscored  # blank, not <NA> or 4
 
 
 def test_length_figures_leave_out_captions_written_for_pairs_that_had_none(tmp_path):
