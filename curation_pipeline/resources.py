@@ -29,6 +29,9 @@ from curation_pipeline.validation.drift import DriftThresholds
 # directory when the run starts. definitions.py shows them in the UI (as dg.EnvVar where set); a launchpad
 # config that sets only some of the warehouse's fields gets them from WarehouseResource itself.
 WAREHOUSE_DEFAULTS = {"raw_root": ("CURATION_RAW", "data/raw"), "root": ("CURATION_WAREHOUSE", "data/warehouse")}
+# compressed tars (lower case): shards must be plain .tar (their key is the stem of ``<key>.tar``), so these
+# are reported as not read, never passed over as if they were a README
+COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -55,7 +58,8 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def list_raw(self) -> tuple[dict[str, str], list[str]]:
         """Shard key -> URL for every valid ``.tar`` directly in ``raw_root``, and a message for each file
-        passed over: a name that is not a valid key, a ``.TAR`` (any other case), a ``.tar`` one folder down."""
+        passed over: a name that is not a valid key, a ``.TAR`` (any other case), a ``.tar`` one folder down,
+        a compressed tar (``.tar.gz``, ``.tgz``, ...)."""
         with object_storage_errors(self.raw_root):
             return self._list_raw()
 
@@ -79,6 +83,11 @@ class WarehouseResource(dg.ConfigurableResource):
         for path in sorted(files):
             rel = path[len(base):].lstrip("/") if path.startswith(base) else path.rsplit("/", 1)[-1]
             name = rel.rsplit("/", 1)[-1]
+            compressed = next((s for s in COMPRESSED_TARS if name.lower().endswith(s)), None)
+            if compressed:
+                rejected.append(f"{rel!r} is a compressed tar ({name[-len(compressed):]}): not read, raw shards "
+                                f"must be plain .tar; decompress it (e.g. to {name[:-len(compressed)]}.tar)")
+                continue
             if not name.lower().endswith(".tar"):
                 continue  # not a shard (a README, an index): not reported
             if "/" in rel:

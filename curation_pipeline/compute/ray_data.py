@@ -149,7 +149,9 @@ def _decode_rows(table: pa.Table, limits: ReaderLimits,
         records, images = [], []
         for text, data in zip(texts, datas):
             record = json.loads(text)
-            image, info = decode_image(data, limits, full=full)
+            # a member the reader skipped unread (too large, not a file, cut short) says why in the record
+            absent = (record["decode_status"], record["decode_error"]) if "decode_status" in record else None
+            image, info = decode_image(data, limits, full=full, absent=absent)
             record.update(info)
             records.append(json.dumps(record))
             images.append(image)

@@ -104,9 +104,20 @@ class Sample:
         return (width, height) if width is not None and height is not None else None
 
 
+@dataclass(frozen=True)
+class _Unread:
+    """An image member skipped unread (too large, not a regular file, cut short): its sample's row says so,
+    not that the sample has no image."""
+
+    ext: str
+    status: str  # a decode_status the decisions know: too_large, missing, corrupt
+    error: str
+
+
 @dataclass
 class _Members:
     key: str
+    unread: _Unread | None = None  # the first image member skipped unread, while no image was read
     image_ext: str | None = None
     image: bytes | None = None
     caption: bytes | None = None
@@ -290,7 +301,8 @@ Decode = Literal[True, False, "header", "verify"]
 
 
 def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
-                 full: bool | Literal["verify"] = True) -> tuple[Image.Image | None, dict]:
+                 full: bool | Literal["verify"] = True,
+                 absent: tuple[str, str] | None = None) -> tuple[Image.Image | None, dict]:
     """Decode fully (a truncated JPEG only fails on load) and say why when it cannot. ``full=False``
     reads the header only (format, size, mode, frames; no pixels, no image returned): what an
     inventory needs, at a fraction of the cost; a truncated body then shows only in a full decode.
@@ -298,13 +310,16 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
     still reads every byte, so a truncated or corrupt body fails with the same error), and the image
     returned unloaded (its stored size and header; pixels only if asked for): for scorers that read
     only an image's size (``Scorer.reads_pixels = False``), a 2-3x cheaper decode. A full decode that
-    corrected the image (orientation, transparency, 16-bit) carries the reference decode (``model_image``)."""
+    corrected the image (orientation, transparency, 16-bit) carries the reference decode (``model_image``).
+    ``absent``: (decode_status, decode_error) for ``data=None`` when the sample's image member was skipped
+    unread (the reader's record says so where it does not decode), rather than "missing"."""
     info: dict[str, Any] = {
         "image_format": None, "image_mode": None, "width": None, "height": None,
         "n_frames": None, "decode_status": DECODE_OK, "decode_error": None,
     }
     if data is None:
-        info.update(decode_status="missing", decode_error="no image member in sample")
+        status, error = absent or ("missing", "no image member in sample")
+        info.update(decode_status=status, decode_error=error)
         return None, info
     if len(data) == 0:
         info.update(decode_status="empty", decode_error="zero-byte image member")
@@ -385,15 +400,17 @@ class ShardReader:
                                     printable_name(member) if member is not None else None,
                                     replace_surrogates(detail)[:300]))
 
-    def _header_skip(self, info: tarfile.TarInfo) -> bool:
-        """Decide from the header alone, before any data is read; True if the member is skipped."""
+    def _header_skip(self, info: tarfile.TarInfo) -> tuple[str, str] | bool:
+        """Decide from the header alone, before any data is read: False if the member is read, else True,
+        or (decode_status, decode_error) for the sample of a keyed member skipped whole."""
         name = info.name
         key = base_plus_ext(name)[0] if name else None
         if not info.isreg():
             kind = NON_FILE_TYPES.get(info.type, f"type {info.type!r}")
             target = f" -> {info.linkname}" if info.issym() or info.islnk() else ""
             self._skip("not_a_file", key=key, member=name, detail=f"{kind}{target}: only regular files are read")
-            return True
+            return "missing", replace_surrogates(f"{printable_name(name)} is a {kind}{target}, not a regular file; "
+                                                 "not read")
         if has_surrogates(name):
             self._skip("undecodable_name", member=name, detail="member name is not valid UTF-8")
             return True
@@ -405,7 +422,8 @@ class ShardReader:
             self._skip("member_too_large", key=key, member=name,
                        detail=f"header declares {info.size} bytes{sparse}, limit {self.limits.max_member_bytes}; "
                        "not read")
-            return True
+            return "too_large", (f"{printable_name(name)} declares {info.size:,} bytes{sparse}, over the "
+                                 f"{self.limits.max_member_bytes:,}-byte member limit; not read")
         return False
 
     def _check_end(self, tar: tarfile.TarFile, read: int) -> None:
@@ -427,8 +445,9 @@ class ShardReader:
             found = f"{size} of the 1024 zero bytes of an end-of-archive marker" if zeros else f"{size} bytes of a header"
             self._skip("truncated_tar", detail=f"after {read} members: cut short at tar offset {end}, {found}")
 
-    def _members(self) -> Iterator[tuple[str, bytes]]:
-        """Regular members as (name, data), streaming: one member in memory at a time."""
+    def _members(self) -> Iterator[tuple[str, bytes | _Unread]]:
+        """Regular members as (name, data), streaming: one member in memory at a time; an image member
+        skipped unread as (name, ``_Unread``), so its sample can say why it has no image."""
         stat = raw_stat(self.url)  # FileNotFoundError / IsADirectoryError name the path
         with fsspec.open(self.url, "rb") as handle:
             stream = HashingReader(handle)
@@ -444,7 +463,7 @@ class ShardReader:
                 raise
         self._finish(stat, stream)
 
-    def _tar_members(self, stream: HashingReader) -> Iterator[tuple[str, bytes]]:
+    def _tar_members(self, stream: HashingReader) -> Iterator[tuple[str, bytes | _Unread]]:
         """Damage tarfile meets in the bytes it got is a skip. An error of the file itself (``stream.error``)
         raises: tarfile drops the bytes it had buffered, so the samples after it would vanish unseen while
         the fingerprint (of every byte received) still matched the file."""
@@ -454,17 +473,23 @@ class ShardReader:
             for info in tar:
                 read += 1
                 tar.members = []  # tarfile keeps every header otherwise (memory grows with the shard)
-                if self._header_skip(info):
-                    continue
-                try:
-                    data = tar.extractfile(info).read()
-                except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-                    if stream.error is not None:
-                        raise
-                    self._skip("unreadable_member", key=base_plus_ext(info.name)[0], member=info.name,
-                               detail=error_text(exc))
-                    continue
-                yield info.name, data
+                skipped = self._header_skip(info)
+                if skipped is False:
+                    try:
+                        data = tar.extractfile(info).read()
+                    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+                        if stream.error is not None:
+                            raise
+                        self._skip("unreadable_member", key=base_plus_ext(info.name)[0], member=info.name,
+                                   detail=error_text(exc))
+                        skipped = "corrupt", (f"{printable_name(info.name)}: its data could not be read "
+                                              f"({error_text(exc)})")
+                    else:
+                        yield info.name, data
+                        continue
+                ext = base_plus_ext(info.name)[1]
+                if skipped is not True and ext is not None and ext.lower() in IMAGE_EXTS:
+                    yield info.name, _Unread(ext.lower(), *skipped)
             self._check_end(tar, read)
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             if stream.error is not None:
@@ -487,10 +512,21 @@ class ShardReader:
         self.fingerprint = got
 
     def _groups(self) -> Iterator[_Members]:
+        """Samples as webdataset groups them (consecutive read members sharing a key). An image member
+        skipped unread belongs to the sample of its key around it, but never starts or splits one: it is
+        held until the next read member says whether that sample is its own."""
         current: _Members | None = None
         seen: set[str] = set()
+        pending: tuple[str, _Unread] | None = None  # an unread image for a sample not begun yet
         for name, data in self._members():
             key, ext = base_plus_ext(name)
+            if isinstance(data, _Unread):  # already a skip: never counted again
+                if current is not None and key == current.key:
+                    if not current.duplicate and current.image is None and current.unread is None:
+                        current.unread = data
+                elif pending is None or pending[0] != key:
+                    pending = key, data
+                continue
             if key is None:
                 self._skip("no_extension", member=name)
                 continue
@@ -504,9 +540,10 @@ class ShardReader:
                     seen.add(current.key)
                 if key in seen:
                     self._skip("duplicate_key", key=key, member=name, detail="key already read earlier in shard")
-                    current = _Members(key=key, duplicate=True)
+                    current, pending = _Members(key=key, duplicate=True), None
                     continue
-                current = _Members(key=key)
+                current = _Members(key=key, unread=pending[1] if pending and pending[0] == key else None)
+            pending = None
             if current.duplicate:
                 continue
             if ext in IMAGE_EXTS:
@@ -562,15 +599,19 @@ class ShardReader:
                 meta, meta_error = parse_meta(group.meta, group.meta_name or f"{group.key}.json", self.limits)
             caption, caption_source, caption_problem = self._caption(group, meta)
             original = original_size(meta, self.limits.max_original_side)
+            unread = group.unread if group.image is None else None
+            absent = (unread.status, unread.error) if unread is not None else None
             if self.decode:
-                image, info = decode_image(group.image, self.limits, full=self.decode != "header" and self.decode)
-            else:
-                image, info = None, {}
+                image, info = decode_image(group.image, self.limits, full=self.decode != "header" and self.decode,
+                                           absent=absent)
+            else:  # why there is no image travels in the record, for a decode elsewhere (``absent``)
+                image, info = None, dict(zip(("decode_status", "decode_error"), absent or ()))
             record = {
                 "shard": self.shard, "key": group.key, "caption": caption, "caption_source": caption_source,
                 "caption_problem": caption_problem,
                 "caption_sha256": _sha(caption.encode("utf-8")) if caption is not None else None,
-                "caption_chars": len(caption) if caption is not None else None, "image_ext": group.image_ext,
+                "caption_chars": len(caption) if caption is not None else None,
+                "image_ext": group.image_ext or (unread.ext if unread is not None else None),
                 "image_bytes": len(group.image) if group.image is not None else None,
                 "image_sha256": _sha(group.image) if group.image else None, **info,
                 "meta_json": json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta is not None else None,

@@ -128,7 +128,8 @@ def test_non_regular_members_and_declared_sizes_are_counted_skips(hostile_run):
     }
     pairs = Warehouse(str(hostile.warehouse)).read_table("pairs", "oddmembers").set_index("key")
     assert sorted(pairs.index) == ["odd000000", "odd000001", "odd000002", "odd000003", "sparse"]
-    assert pairs["decode_status"]["sparse"] == "missing"  # its caption is a row; its image was never read
+    # its caption is a row; its image, never read, is too large (not missing): dropped as image_too_large
+    assert pairs["decode_status"]["sparse"] == "too_large" and "(sparse)" in pairs["decode_error"]["sparse"]
     con = duckdb.connect(str(hostile.warehouse / "quality.duckdb"), read_only=True)
     try:
         assert con.execute("SELECT skipped_members FROM shard_summary WHERE shard = 'oddmembers'").fetchone() == (8,)
@@ -188,7 +189,7 @@ def test_limits_are_read_from_headers_not_data(tmp_path):
         tarfile.TarFile.extractfile = original
     assert "big.jpg" not in reads and {"a000000.jpg", "big.txt"} <= set(reads)
     assert [(s.reason, s.member) for s in reader.skips] == [("member_too_large", "big.jpg")]
-    assert rows["big"]["decode_status"] == "missing"
+    assert rows["big"]["decode_status"] == "too_large"  # the image is there, unread: not "missing"
 
 
 def test_error_texts_hold_no_memory_address_and_tables_are_byte_identical(tmp_path):

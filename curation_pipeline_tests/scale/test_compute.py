@@ -128,7 +128,7 @@ def test_the_ray_path_decodes_images_exactly_when_the_local_one_does(kind, neede
 
 def _odd_shard(path) -> str:
     """A shard with a good pair, a corrupt image, a caption without image, an image without
-    caption and a member that is not a sample (a skip)."""
+    caption, a member that is not a sample (a skip) and an image that is a link (a skip its pair names)."""
     import io
     import tarfile
 
@@ -144,6 +144,12 @@ def _odd_shard(path) -> str:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("f.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "a.png"
+        tar.addfile(link)
+        info = tarfile.TarInfo("f.txt")
+        info.size = len(b"a linked image")
+        tar.addfile(info, io.BytesIO(b"a linked image"))
     return str(path)
 
 
@@ -173,6 +179,8 @@ def test_the_ray_pairs_inventory_stages_make_the_local_rows(tmp_path, batch_size
         assert trailer["fingerprint"] == reader.fingerprint.to_json()
         if shard == "odd-1":
             assert reader.skips and (local["decode_status"] != "ok").any()
+            linked = local.set_index("key").loc["f"]  # the skip's reason reaches the pair on both engines
+            assert linked["decode_status"] == "missing" and "no image member" not in linked["decode_error"]
         if full:  # inventory_decode: full verifies: the rows of a full decode
             decoded_fully = [s.record for s in ShardReader(url, shard)]
             pd.testing.assert_frame_equal(local, pd.DataFrame.from_records(decoded_fully, columns=RECORD_COLUMNS))

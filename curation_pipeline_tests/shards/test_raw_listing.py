@@ -1,0 +1,51 @@
+"""Compressed shards in the raw folder are not read: `curate run` and the sensor say so and how to fix it,
+instead of passing over them as if they were a README."""
+
+import gzip
+import shutil
+
+import dagster as dg
+from click.testing import CliRunner
+
+from curation_pipeline.automation import new_shards_sensor
+from curation_pipeline.cli import EXIT_BAD_INPUT, main
+from curation_pipeline.resources import WarehouseResource
+from curation_pipeline_tests.conftest import RAW_SAMPLES
+
+COMPRESSED = ["a.tar.gz", "b.tgz", "c.tar.zst", "d.tar.bz2", "e.TAR.XZ"]
+
+
+def compressed_raw(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    tar = (RAW_SAMPLES / "sample-000000.tar").read_bytes()
+    for name in COMPRESSED:
+        (raw / name).write_bytes(gzip.compress(tar))  # the content is not looked at: the name says it
+    (raw / "README.md").write_text("not a shard")
+    return raw
+
+
+def test_compressed_shards_are_reported_not_passed_over(tmp_path):
+    raw = compressed_raw(tmp_path)
+    shutil.copy(RAW_SAMPLES / "sample-000000.tar", raw / "plain.tar")
+    found, rejected = WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh")).list_raw()
+    assert list(found) == ["plain"] and len(rejected) == len(COMPRESSED)
+    assert rejected[0] == ("'a.tar.gz' is a compressed tar (.tar.gz): not read, raw shards must be plain .tar; "
+                           "decompress it (e.g. to a.tar)")
+    assert "(.tgz)" in rejected[1] and "to b.tar)" in rejected[1] and "to e.tar)" in rejected[4]
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("shards", ["plain"])
+    with dg.build_sensor_context(instance=instance, resources={
+            "warehouse": WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))}) as context:
+        message = new_shards_sensor(context).skip_reason.skip_message
+    assert f"{len(COMPRESSED)} rejected names" in message and "'a.tar.gz' is a compressed tar" in message
+
+
+def test_curate_run_says_each_compressed_shard_is_not_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = compressed_raw(tmp_path)
+    result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh")])
+    assert result.exit_code == EXIT_BAD_INPUT
+    skipped = [line for line in result.output.splitlines() if line.startswith("skipped: ")]
+    assert len(skipped) == len(COMPRESSED) and all("decompress it" in line for line in skipped)
+    assert "no .tar shards found" in result.output
