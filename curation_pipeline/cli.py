@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,7 +23,9 @@ class BadInput(click.ClickException):
     exit_code = EXIT_BAD_INPUT
 
 
-INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
+REPO = Path(__file__).resolve().parents[1]
+INSTANCE_YAML = REPO / "dagster.yaml"
+HOME_DEFAULT = Path("data", "dagster_home")  # under the working folder; `make ui` always uses the repository's
 
 
 @contextlib.contextmanager
@@ -45,7 +48,7 @@ def home_lock(home: Path):
 def _home_path() -> Path:
     """The Dagster home, made absolute (Dagster refuses a relative one, after everything has loaded) and
     created; an empty DAGSTER_HOME (an unset shell variable) means the default."""
-    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / "data" / "dagster_home").resolve()
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / HOME_DEFAULT).resolve()
     if home.exists() and not home.is_dir():
         raise BadInput(f"DAGSTER_HOME {home} is a file, not a folder")
     try:
@@ -343,7 +346,8 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     if unknown:
         raise BadInput(f"no raw shard {', '.join(unknown)} in {raw} (found: {', '.join(sorted(found)) or 'none'})")
     if not selected:
-        raise BadInput(f"no .tar shards found in {raw}; generate samples with `curate sample-data` or point --raw elsewhere")
+        raise BadInput(f"no .tar shards found in {raw}; generate samples with `curate sample-data --out {raw}` or "
+                       "point --raw elsewhere")
     settings = settings or {}
     for name, cls in _resource_classes().items():
         unknown = sorted(set(settings.get(name, {})) - set(cls.model_fields))
@@ -374,13 +378,40 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     if reported:  # the path of an old report would pass it off as this run's
         click.echo(f"quality report: {wh.local_path(wh.report_db_path)}  (curate report --warehouse {warehouse})")
     click.echo(f"lineage:        curate lineage --warehouse {warehouse} --shard {selected[0]}")
-    click.echo(f"web UI:         make ui   (= DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml "
-               "-h 127.0.0.1 -p 3000), then open http://127.0.0.1:3000")
+    click.echo(f"web UI:         {ui_command(raw, warehouse)}, then open http://127.0.0.1:3000")
     if failed:
         click.echo(f"FAILED: {', '.join(failed)}", err=True)
         return EXIT_FAILED
     click.echo(f"done: {len(selected)} shards curated")
     return 0
+
+
+def _absolute(location: str, base: Path) -> str:
+    """A local folder as an absolute path (against ``base``), a URL (``s3://...``) as it is."""
+    from fsspec.core import split_protocol
+
+    return location if split_protocol(location)[0] else os.path.normpath(base / location)
+
+
+def ui_command(raw: str, warehouse: str) -> str:
+    """The command that opens the web UI on this run's home, raw folder and warehouse: the definitions read
+    them from the environment, so each is passed, absolute. ``make ui`` is offered only where it opens the
+    same ones: it sets DAGSTER_HOME to the repository's default home itself and leaves the other two to the
+    environment (or their defaults, under the repository)."""
+    from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS
+
+    home = Path(os.environ["DAGSTER_HOME"])  # made absolute by _home_path
+    env = {"DAGSTER_HOME": str(home)}
+    make_ui = home == REPO / HOME_DEFAULT
+    for field, given in (("raw_root", raw), ("root", warehouse)):
+        name, default = WAREHOUSE_DEFAULTS[field]
+        env[name] = _absolute(given, Path.cwd())
+        make_ui &= env[name] == _absolute(os.environ.get(name) or default, REPO)
+    command = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    command += " .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000"
+    if Path.cwd().resolve() != REPO:  # the virtualenv and workspace.yaml are the repository's
+        command = f"cd {shlex.quote(str(REPO))} && {command}"
+    return f"make ui   (= {command})" if make_ui else command
 
 
 class FastExitGroup(click.Group):
@@ -436,8 +467,36 @@ def main() -> None:
     """
 
 
-RAW = click.option("--raw", default="data/raw", show_default=True, help="Folder or URL of raw .tar shards.")
-WAREHOUSE = click.option("--warehouse", default="data/warehouse", show_default=True,
+class StorageOption(click.Option):
+    """--raw / --warehouse: given, else the environment variable the Dagster definitions read, else their
+    default, both from ``WAREHOUSE_DEFAULTS`` (``field``: its key), so the CLI and the UI agree. Read only
+    when the option is not given or --help shows it: it imports the resources (Dagster)."""
+
+    def __init__(self, *decls, field: str, **attrs):
+        super().__init__(*decls, show_default=True, show_envvar=True, **attrs)
+        self.field = field
+
+    def _load(self) -> None:
+        if self.envvar is None:
+            from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS
+
+            self.envvar, self.default = WAREHOUSE_DEFAULTS[self.field]
+
+    def resolve_envvar_value(self, ctx):
+        self._load()
+        return super().resolve_envvar_value(ctx)
+
+    def get_default(self, ctx, call=True):
+        self._load()
+        return super().get_default(ctx, call=call)
+
+    def get_help_record(self, ctx):
+        self._load()
+        return super().get_help_record(ctx)
+
+
+RAW = click.option("--raw", cls=StorageOption, field="raw_root", help="Folder or URL of raw .tar shards.")
+WAREHOUSE = click.option("--warehouse", cls=StorageOption, field="root",
                          help="Warehouse root (Parquet tables, curated shards, quality.duckdb).")
 
 
@@ -467,7 +526,9 @@ def demo(warehouse: str) -> None:
 
     Example: curate demo
     """
-    raw = "data/raw"
+    from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS
+
+    raw = WAREHOUSE_DEFAULTS["raw_root"][1]  # the bundled samples' folder, whatever CURATION_RAW says
     if not any(Path(raw).glob("*.tar")):
         from curation_pipeline.demo import generate_sample_shards
 

@@ -21,14 +21,10 @@ from curation_pipeline.rewriting.verify import MIN_IMPROVEMENT_SHARE, Acceptance
 from curation_pipeline.scoring.base import Scorer
 from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
 from curation_pipeline.shards.keys import InvalidShardName, shard_key, validate_key
-from curation_pipeline.storage.warehouse import Warehouse, object_storage_errors
+from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS, Warehouse, object_storage_errors  # noqa: F401 (re-exported)
 from curation_pipeline.validation.drift import DriftThresholds
 
 
-# Where data lives unless configured: the environment variable, else a folder relative to the working
-# directory when the run starts. definitions.py shows them in the UI (as dg.EnvVar where set); a launchpad
-# config that sets only some of the warehouse's fields gets them from WarehouseResource itself.
-WAREHOUSE_DEFAULTS = {"raw_root": ("CURATION_RAW", "data/raw"), "root": ("CURATION_WAREHOUSE", "data/warehouse")}
 # compressed tars (lower case): shards must be plain .tar (their key is the stem of ``<key>.tar``), so these
 # are reported as not read, never passed over as if they were a README
 COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")

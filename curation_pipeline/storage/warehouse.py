@@ -35,6 +35,11 @@ import pyarrow.parquet as pq
 
 from curation_pipeline.shards.keys import SHARD_KEY_PATTERN, validate_key
 
+# Where data lives unless configured: the environment variable, else a folder relative to the working
+# directory when the run starts. definitions.py shows them in the UI (as dg.EnvVar where set); a launchpad
+# config that sets only some of the warehouse's fields gets them from WarehouseResource itself; the CLI's
+# --raw / --warehouse fall back to them (here, not in resources.py: the CLI reads them without Dagster).
+WAREHOUSE_DEFAULTS = {"raw_root": ("CURATION_RAW", "data/raw"), "root": ("CURATION_WAREHOUSE", "data/warehouse")}
 TABLES = ("pairs", "quality_scores", "caption_decisions", "rewritten_captions", "final_captions", "skips")
 
 

@@ -1,0 +1,84 @@
+"""The CLI finds the raw folder and warehouse where the Dagster definitions do (flag, else CURATION_RAW /
+CURATION_WAREHOUSE, else the default), and its UI hint opens the UI on the run's own home and folders."""
+
+import shlex
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from curation_pipeline.cli import EXIT_BAD_INPUT, main
+from curation_pipeline_tests.conftest import RAW_SAMPLES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ui_env(output: str) -> tuple[dict[str, str], list[str]]:
+    """The variables and the command of the `web UI:` line `curate run` printed."""
+    line = next(line for line in output.splitlines() if line.startswith("web UI:"))
+    words = shlex.split(line.removeprefix("web UI:").split(", then open")[0])
+    env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+    return env, [w for w in words if "=" not in w]
+
+
+def test_run_report_and_lineage_read_the_folders_from_the_environment(tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    (cwd / "data" / "raw").mkdir(parents=True)  # an empty default raw folder: the troubleshooting case
+    monkeypatch.chdir(cwd)
+    raw = tmp_path / "my raw"  # a space: the printed command quotes it
+    raw.mkdir()
+    shutil.copy(RAW_SAMPLES / "sample-000001.tar", raw)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CURATION_RAW", str(raw))
+    monkeypatch.setenv("CURATION_WAREHOUSE", "out/wh")  # relative: against the working folder
+    runner = CliRunner()
+
+    result = runner.invoke(main, ["run", "--profile", "offline"])
+    assert result.exit_code == 0, result.output
+    warehouse = cwd / "out" / "wh"
+    assert (warehouse / "curated" / "sample-000001.tar").is_file() and "done: 1 shards curated" in result.output
+    # the UI hint: this run's home, raw folder and warehouse, absolute; not `make ui` (its own home)
+    env, command = _ui_env(result.output)
+    assert env == {"DAGSTER_HOME": str(tmp_path / "home"), "CURATION_RAW": str(raw),
+                   "CURATION_WAREHOUSE": str(warehouse)}, result.output
+    assert "make" not in command and command[command.index("dev") - 1] == ".venv/bin/dagster", result.output
+
+    report = runner.invoke(main, ["report"])
+    assert report.exit_code == 0 and "sample-000001" in report.output, report.output
+    lineage = runner.invoke(main, ["lineage", "--shard", "sample-000001"])
+    assert lineage.exit_code == 0 and "sample-000001/" in lineage.output, lineage.output
+    # a flag wins over the variable; an empty variable (an unset shell variable) means the default
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    flagged = runner.invoke(main, ["report", "--warehouse", str(empty)])
+    assert flagged.exit_code == EXIT_BAD_INPUT and str(empty) in flagged.output
+    monkeypatch.setenv("CURATION_RAW", "")
+    default = runner.invoke(main, ["run", "--profile", "offline"])
+    assert default.exit_code == EXIT_BAD_INPUT and "no .tar shards found in data/raw" in default.output
+
+
+def test_help_names_the_variables():
+    for command, names in (("run", ("CURATION_RAW", "CURATION_WAREHOUSE")), ("report", ("CURATION_WAREHOUSE",)),
+                           ("lineage", ("CURATION_WAREHOUSE",)), ("export-uids", ("CURATION_WAREHOUSE",))):
+        result = CliRunner().invoke(main, [command, "--help"], terminal_width=200)
+        assert result.exit_code == 0 and all(f"env var: {n}" in result.output for n in names), result.output
+
+
+def test_make_ui_is_offered_only_where_it_opens_the_runs_home_and_folders(monkeypatch):
+    """`make ui` sets DAGSTER_HOME to the repository's data/dagster_home itself and leaves the folders to the
+    environment, else their defaults under the repository."""
+    from curation_pipeline.cli import ui_command
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("DAGSTER_HOME", str(REPO / "data" / "dagster_home"))
+    monkeypatch.delenv("CURATION_RAW", raising=False)
+    monkeypatch.delenv("CURATION_WAREHOUSE", raising=False)
+    assert ui_command("data/raw", "data/warehouse").startswith("make ui   (= DAGSTER_HOME=")
+    monkeypatch.setenv("CURATION_WAREHOUSE", "/elsewhere")  # what `make ui` from this shell would open
+    hint = ui_command("data/raw", "data/warehouse")
+    assert "make ui" not in hint and f"CURATION_WAREHOUSE={REPO / 'data' / 'warehouse'} " in hint
+    assert ui_command("data/raw", "/elsewhere").startswith("make ui")
+    monkeypatch.setenv("DAGSTER_HOME", "/tmp/another home")
+    assert ui_command("data/raw", "/elsewhere") == (
+        "DAGSTER_HOME='/tmp/another home' CURATION_RAW=" f"{REPO / 'data' / 'raw'} CURATION_WAREHOUSE=/elsewhere "
+        ".venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000")
