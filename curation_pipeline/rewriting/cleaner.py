@@ -26,6 +26,7 @@ from curation_pipeline.captions.patterns import (
     bracket_note_spans,
     collapse_repeats,
     credit_spans,
+    has_bad_encoding,
     is_all_caps,
     is_shown_text,
     normalize_whitespace,
@@ -144,6 +145,18 @@ def _remove_control_chars(text: str) -> str:
     return text
 
 
+def _fix_encoding(text: str) -> str:
+    """Mojibake undone ("cafÃ©" -> "café", "donâ€™t" -> "don’t"): ftfy's ``fix_encoding``, the encoding steps
+    only, never ``fix_text``'s other normalisations (straight quotes, full-width, ligatures), which would change
+    text as written. Only where ``has_bad_encoding`` fires, so ASCII and clean non-Latin text skip ftfy (imported
+    on first need). U+FFFD stays: its bytes are lost, and the ``bad_encoding`` rule keeps firing on it."""
+    if not has_bad_encoding(text):
+        return text
+    from ftfy import fix_encoding
+
+    return fix_encoding(text)
+
+
 def _remove_hashtags(text: str) -> str:
     cleaned = remove_hashtags(text)
     return _tidy(cleaned) if cleaned != text else text
@@ -157,6 +170,7 @@ def _sentence_case(text: str) -> str:
 
 
 OPERATIONS: dict[str, Callable[[str], str]] = {
+    "fix_encoding": _fix_encoding,  # first: the other repairs then read the text as it was written ("Photo Â© Jane Doe")
     "unescape_html": unescape_html,
     "remove_html_tags": remove_html_tags,  # after unescaping: "&lt;br&gt;" is a tag only once decoded
     "remove_control_chars": _remove_control_chars,
@@ -194,7 +208,8 @@ class CaptionCleaner(Rewriter):
     # 3: signs, quoted signage and mid-clause credits are kept; stray bidi marks removed
     # 4: boilerplate only as a label, prose words ("downloads", "Via Appia", "Copyright law") kept; tags removed
     # 5: a stock label's ID goes with it ("royalty free image 16086", "Shutterstock ID 123456")
-    version = "5"
+    # 6: mojibake repaired ("cafÃ©" -> "café", ftfy.fix_encoding), what text_quality 5's bad_encoding flags
+    version = "6"
     needs_images = False
     prompt = None
 

@@ -113,6 +113,14 @@ CASES = {
     "&quot;A dog on the beach .&quot;": ("A dog on the beach .", "unescape_html,unwrap_quotes"),
     "&ldquo;A dog on the beach&rdquo;": ("A dog on the beach", "unescape_html,unwrap_quotes"),
     '"A sign that says " stop " ."': ('A sign that says " stop " .', "unwrap_quotes"),
+    # Mojibake (UTF-8 read as cp1252) decoded back; the caption's own curly quotes, ligatures and full-width
+    # letters stay (ftfy.fix_encoding, not fix_text), and the other repairs see the decoded text.
+    "A cafÃ© on the corner": ("A café on the corner", "fix_encoding"),
+    "I donâ€™t know what this is": ("I don’t know what this is", "fix_encoding"),
+    "ÐšÐ°Ñ„Ðµ Ð½Ð° ÑƒÐ³Ð»Ñƒ": ("Кафе на углу", "fix_encoding"),
+    "“Le cafÃ©” ﬁrst sign reading ＣＡＦＥ": ("“Le café” ﬁrst sign reading ＣＡＦＥ", "fix_encoding"),
+    "Â Two dogs on the beach": ("Two dogs on the beach", "fix_encoding,fix_whitespace"),
+    "A cafÃ© on the corner. Photo Â© Jane Doe": ("A café on the corner.", "fix_encoding,remove_credits"),
     # Mixed in one caption.
     "&quot;A dog on the beach .&quot; - Photo: Jane Doe | Buy now!": (
         "A dog on the beach .", "unescape_html,remove_ads,remove_credits,unwrap_quotes"),
@@ -165,6 +173,11 @@ def test_cleaning_is_idempotent(caption):
         "A woman holding a copyright symbol sign",
         "-5 degrees in Moscow today",
         "שלום\u200f 123 על החוף",  # a bidi mark in right-to-left text may be needed
+        # accented, Cyrillic text and typographic characters are no mojibake; U+FFFD's bytes are lost for good
+        "Ein Café in Köln, voilà",
+        "Кафе на углу",
+        "“Le café” ﬁrst sign reading ＣＡＦＥ",
+        "A caf\ufffd on the corner",
     ],
 )
 def test_unrecognised_text_is_left_alone(caption):
@@ -198,6 +211,7 @@ BAD_KINDS = {
     "hashtag_spam": ("A dog on the beach #dog #beach #sun", "A dog on the beach"),
     "repetition": ("A dog dog dog on the beach", "A dog on the beach"),
     "all_caps": ("A DOG ON THE BEACH", "A dog on the beach"),
+    "bad_encoding": ("A dog on the cafÃ© terrace", "A dog on the café terrace"),
 }
 
 
@@ -284,7 +298,7 @@ def test_non_english_stays_non_english():
 
 def test_rewriter_contract():
     cleaner = CaptionCleaner()
-    assert cleaner.ident == "cleaner@5"
+    assert cleaner.ident == "cleaner@6"
     assert cleaner.needs_images is False
     assert cleaner.prompt is None and cleaner.prompt_hash is None
     batch = PairBatch(["a", "b", "c"], ["Tom &amp; Jerry", None, "A dog on grass"])
