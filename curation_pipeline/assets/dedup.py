@@ -3,7 +3,8 @@
 Groups and survivors are resolved once over every shard's stored fingerprints, so dedup does not depend
 on which shard ran first; ``settle_duplicates`` (``curate run``) or ``dedup_settle_sensor`` then
 re-selects every shard decided against an older pool, so the published set depends on the pool alone.
-A shard that cannot be re-selected (``reselectable``) is frozen: the pairs it publishes survive their groups.
+A shard that cannot be re-selected (``reselectable``) is frozen, one with a table that failed a blocking check
+is blocked: either publishes its curated tar, whose pairs survive their groups.
 """
 
 
@@ -18,7 +19,7 @@ from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.assets.selection import cut_request, cut_stale, selection_cut_job
 from curation_pipeline.automation import DEFAULT_STATUS, reselect_each, reselectable, reselect_shards_job
-from curation_pipeline.decisions.dedup import (INDEX_ASSET, dropped_for_another_shard, frozen_identity,
+from curation_pipeline.decisions.dedup import (INDEX_ASSET, dropped_for_another_shard, held_identity,
                                                pool_has_signals, pool_identity, read_index, refresh_index,
                                                rules_digest, stale_shards, write_index)
 from curation_pipeline.resources import PolicyResource, WarehouseResource
@@ -26,10 +27,11 @@ from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 @dg.asset(
     name=INDEX_ASSET, group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
-    code_version="4",  # bump when the same inputs give different output (2: the survivor is a copy decide()
+    code_version="6",  # bump when the same inputs give different output (2: the survivor is a copy decide()
     # keeps: checked by every enabled image rule, a caption kept or safely rewritten under the policy; 3: a
     # frozen shard's published pairs survive; 4: a copy in quality_scores that failed a blocking check ranks last,
-    # and a frozen shard publishes what its curated tar holds)
+    # and a frozen shard publishes what its curated tar holds; 5: so does a shard with a blocking mark on
+    # quality_scores or final_captions; 6: with keep_fraction on, a copy outside the cut is not safe)
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"parquet"},
     description="Duplicate groups over ALL shards (exact pixels, exact pairs, near images by pHash, near captions "
@@ -38,10 +40,11 @@ from curation_pipeline.resources import PolicyResource, WarehouseResource
     "the best caption, then (shard, key), so the published set does not "
     "depend on the order or parallelism of shard runs. A shard that cannot be re-selected (no registered "
     "partition or no raw file) is frozen: the pairs its curated tar holds are kept, their copies elsewhere "
-    "dropped. A shard whose quality_scores failed a blocking check publishes nothing from them: its copies give "
-    "way to any other. Reads only fingerprints and rule columns of the stored quality_scores (no model runs); a "
-    "new shard is compared against the pool once. caption_decisions reads it; shards decided against an older "
-    "pool are listed as stale (re-select them: reselect_shards).",
+    "dropped. So is a shard whose quality_scores or final_captions failed a blocking check (no tar is written "
+    "from them): it publishes its earlier curated tar, or nothing. Reads only fingerprints and rule columns of "
+    "the stored quality_scores (no model runs); a new shard is compared against the pool once. "
+    "caption_decisions reads it; shards decided against an older pool are listed as stale (re-select them: "
+    "reselect_shards).",
 )
 def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                 policy: PolicyResource) -> dg.MaterializeResult:
@@ -59,16 +62,24 @@ def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                               for s in sorted(index.identity)])
     if stale:
         context.log.info(f"shards decided against an older pool (re-select them): {', '.join(stale)}")
+    if index.unindexed:
+        context.log.warning(
+            "curated tars hold pairs their shard's stored scores do not (made from an earlier raw file; the shard is "
+            "blocked or frozen, so no new tar replaced them): copies of those elsewhere are not dropped and may be "
+            "published twice. Re-run or remove those tars: "
+            + ", ".join(f"{shard} ({n})" for shard, n in index.unindexed.items()))
     return dg.MaterializeResult(metadata={
         **numbers({"shards": len(index.identity), "pairs_in_groups": len(groups), "groups": len(survivors),
                    "dropped_as_duplicate": int((~groups["dup_keep"]).sum()), "links": len(index.links),
                    "stale_shards": len(stale), "frozen_shards": len(index.frozen),
                    "blocked_shards": len(index.blocked),
+                   "published_pairs_not_in_the_pool": sum(index.unindexed.values()),
                    "pairs_dropped_for_a_copy_in_another_shard": dropped_for_another_shard(groups)}),
         "stale": dg.MetadataValue.json(sorted(stale)),
         "frozen": dg.MetadataValue.json(sorted(index.frozen)),
-        # their quality_scores failed a blocking check: their pairs give way to any other copy
-        "blocked": dg.MetadataValue.json(index.blocked),
+        # a table of theirs failed a blocking check: they publish their curated tar (or nothing)
+        "blocked": dg.MetadataValue.json(sorted(index.blocked)),
+        "unindexed": dg.MetadataValue.json(index.unindexed),
         "per_shard": table(per_shard, limit=200),
         "rules": dg.MetadataValue.text(index.rules),
         "path": dg.MetadataValue.path(wh.local_path(paths["manifest"]) if wh.is_local else paths["manifest"]),
@@ -93,8 +104,8 @@ ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagste
 def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                     policy: PolicyResource, warn=lambda message: None) -> list[dg.RunRequest] | str:
     """What to run so that every shard's decisions match the current pool: the duplicate index (and,
-    with keep_fraction on, the selection cut) when stale (another pool, rules or set of frozen shards),
-    else a re-selection of each shard decided against an older index or another cut. A string says why
+    with keep_fraction on, the selection cut) when stale (another pool, rules, or set of frozen or blocked
+    shards), else a re-selection of each shard decided against an older index or another cut. A string says why
     nothing is requested."""
     active = instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE), limit=5)
     if active:  # a run whose process was killed outright (OOM, SIGKILL) stays STARTED until it is terminated
@@ -108,14 +119,16 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
         return "no scored shards"
     stored = read_index(wh)
     try:
-        frozen = frozen_identity(wh, frozen_shards(instance, warehouse, identity))  # a raw file back: not frozen
+        # a raw file back: not frozen; a blocking mark set or cleared: another blocked set
+        frozen, blocked = held_identity(wh, frozen_shards(instance, warehouse, identity))
     except (FileNotFoundError, NotADirectoryError) as exc:  # not a pool of frozen shards: wait for it
         return f"the raw location cannot be listed ({exc}): which shards can be re-selected is unknown"
-    index_stale = stored is None or stored.identity != identity or stored.rules != rules or stored.frozen != frozen
+    index_stale = (stored is None or stored.identity != identity or stored.rules != rules or stored.frozen != frozen
+                   or stored.blocked != blocked)
     rebuild = {"dedup_index": None, "selection_cut": cut_request(wh, decision_rules.keep_fraction,
                                                                  decision_rules.quality_column, identity)}
     if index_stale:
-        pool_key = hashlib.sha256(json.dumps([identity, frozen, rules, stored.computed_at if stored else None],
+        pool_key = hashlib.sha256(json.dumps([identity, frozen, blocked, rules, stored.computed_at if stored else None],
                                              sort_keys=True).encode()).hexdigest()[:16]
         rebuild["dedup_index"] = dg.RunRequest(job_name="dedup_index_job", run_key=f"dedup_index:{pool_key}")
     # a request whose run_key ran already (and failed, or it would be current) is skipped by Dagster: not

@@ -16,13 +16,15 @@ are. So the pairs its curated tar holds are the incumbents of their groups (rank
 gives way to them, or the pair would be published twice), and its other pairs rank last (it will not
 publish them). The index records the frozen set it assumed; another set is another index.
 
-A shard whose quality_scores failed a blocking check is read by no step until the check passes, so it
-publishes nothing from them: its pairs rank last too, and a copy elsewhere survives. Clearing the mark
-writes the file again, so the pool identity changes and the shard is compared afresh.
+A shard with a table of ``PUBLISH_CHAIN`` that failed a blocking check (quality_scores or final_captions,
+``FAILED_CHECKS_KEY``) is held the same way: no step reads that table until the check passes, so no new tar
+is written, and the shard publishes what its curated tar holds (an earlier run's, or none), not what its
+tables say. The index records the blocked shards it assumed with their files (``held_identity``): a mark
+that appears or clears writes its file again, so another set is another index.
 
 The index lives under ``<warehouse>/dedup/``: ``groups.parquet``, ``links.parquet`` (so a new shard is
 compared against the pool once, not the whole pool against itself again) and ``index.json`` (the
-scores files, rules and frozen shards it was built from, and a digest of each shard's rows). When it
+scores files, rules, frozen and blocked shards it was built from, and a digest of each shard's rows). When it
 covers the current pool and rules, ``dedup_for_shard`` reads only its shard's rows of it (the Parquet row
 groups that hold them, checked against that shard's digest): a decision reads its own rows, not the
 pool's. Else it computes the same on the spot (cached under ``dedup/cache/``). Each decision records a digest of its
@@ -55,13 +57,16 @@ INDEX_ASSET = "dedup_index"
 # 3: the pairs frozen shards publish survive their groups (index.json: frozen; groups.parquet: incumbent)
 # 4: pairs of quality_scores that failed a blocking check rank last (index.json: blocked); a frozen shard
 # publishes what its curated tar holds (none without one)
-INDEX_VERSION = 4
+# 5: a shard with a blocking mark on any table of PUBLISH_CHAIN is held like a frozen one: it publishes what
+# its curated tar holds (index.json: blocked, shard -> its files)
+# 6: with keep_fraction on, a copy outside the cut is published only through an accepted rewrite
+INDEX_VERSION = 6
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
 GROUPS_ROW_GROUP = 65_536  # rows per Parquet row group of groups.parquet: what a shard's decision reads
-BLOCKED = "scores_blocked"  # a pool column: the pair's quality_scores failed a blocking check (no step reads them)
 # the tables a curated tar is made from, in turn: a tar is written from final_captions only when none of them
 # failed a blocking check (``FAILED_CHECKS_KEY``), so otherwise the tar itself says what a frozen shard publishes
 PUBLISH_CHAIN = ("quality_scores", "caption_decisions", "final_captions")
+CURATED = "curated"  # the curated tar, beside PUBLISH_CHAIN's tables in ``chain_listing`` and a held shard's files
 
 
 def dup_columns() -> tuple[str, ...]:
@@ -103,9 +108,9 @@ def rules_digest(policy) -> str:
 
 
 def needs_cut(policy) -> bool:
-    """Whether the survivor pick depends on the keep_fraction cut: only where a weak caption is dropped
-    (rewrite off, or ``fallback: drop``), since outside the cut a caption is weak."""
-    return policy.keep_fraction is not None and not (policy.rewrite and policy.fallback == "keep_original")
+    """Whether the survivor pick depends on the keep_fraction cut: whenever it is on, since outside the
+    cut a caption is published only through an accepted rewrite (no fallback to the original)."""
+    return policy.keep_fraction is not None
 
 
 def preference(pool: pd.DataFrame, policy, cut=None) -> pd.DataFrame:
@@ -149,24 +154,21 @@ def pool_identity(wh: Warehouse) -> dict[str, str]:
 
 
 def _signal_scores(wh: Warehouse, shard: str, wanted: set[str]) -> pd.DataFrame | None:
-    """The ``wanted`` columns of a shard's stored quality_scores and ``BLOCKED`` (from the same file's
-    metadata), None when they carry no duplicate signals (or the file is gone: replaced between the
-    listing and the read, picked up next time)."""
+    """The ``wanted`` columns of a shard's stored quality_scores, None when they carry no duplicate signals
+    (or the file is gone: replaced between the listing and the read, picked up next time)."""
     try:
         with wh.fs.open(wh.table_path("quality_scores", shard), "rb") as handle:
             parquet = pq.ParquetFile(handle)
             names = parquet.schema_arrow.names
             if not all(c in names for c in dup_columns()):
                 return None
-            frame = parquet.read(columns=[c for c in names if c in wanted]).to_pandas()
-            meta = parquet.schema_arrow.metadata or {}
-            return frame.assign(**{BLOCKED: bool(meta.get(FAILED_CHECKS_KEY.encode()))})
+            return parquet.read(columns=[c for c in names if c in wanted]).to_pandas()
     except FileNotFoundError:
         return None
 
 
 def load_pool(wh: Warehouse, shards: list[str], quality_column: str, extra=()) -> pd.DataFrame:
-    """shard, key, the dup_* hashes, the usability columns and ``BLOCKED`` of the given shards (only
+    """shard, key, the dup_* hashes and the usability columns of the given shards (only
     shards whose scores carry duplicate signals), ordered by (shard, key), with the ``extra`` columns (those a
     keep_expression reads) where stored. Not the caption vectors: they are most of a pool's bytes,
     and ``pool_vectors`` reads the few a comparison needs."""
@@ -206,40 +208,88 @@ def pool_vectors(wh: Warehouse, pool: pd.DataFrame):
     return read
 
 
-# --- frozen shards -----------------------------------------------------------------------------
+# --- held shards: frozen or blocked ------------------------------------------------------------
 
 @dataclass
 class Frozen:
-    """Pool shards that cannot be re-selected (see the module docstring), and what they publish."""
-    identity: dict[str, str]  # shard -> identity of the files its published pairs are read from: what the index assumed
+    """Pool shards whose published pairs are their curated tar's, not what their tables say now (see the
+    module docstring): frozen ones (they cannot be re-selected) and blocked ones (a table of
+    ``PUBLISH_CHAIN`` failed a blocking check); and what they publish."""
+    identity: dict[str, str]  # frozen shard -> identity of the files its published pairs come from (assumed)
     published: pd.DataFrame  # shard, key: the pairs their curated tars hold
+    blocked: dict[str, str] = field(default_factory=dict)  # blocked shard -> the same identity
+
+    @property
+    def held(self) -> set[str]:
+        return set(self.identity) | set(self.blocked)
 
 
-def _frozen_files(wh: Warehouse, shards) -> dict[str, dict[str, str | None]]:
+def chain_listing(wh: Warehouse) -> dict[str, dict[str, dict]]:
+    """Table of ``PUBLISH_CHAIN``, and ``CURATED`` -> shard -> the file system's details of its file: one
+    listing each, whatever the size of the pool."""
+    tars = {info["name"].rsplit("/", 1)[-1][: -len(".tar")]: info
+            for info in wh._files(wh.curated_dir, detail=True) if info["name"].endswith(".tar")}
+    return {**{table: wh.shard_files(table) for table in PUBLISH_CHAIN}, CURATED: tars}
+
+
+def _held_files(listed: dict[str, dict[str, dict]], shards) -> dict[str, dict[str, str | None]]:
     """Shard -> identity of each file ``read_frozen`` reads for it (None where absent): its tables of
-    ``PUBLISH_CHAIN`` (one listing each; a blocking check's mark is changed by writing the file again) and
-    its curated tar (a stat each: frozen shards are few)."""
-    shards = sorted(set(shards))
-    listed = {table: wh.shard_files(table) for table in PUBLISH_CHAIN} if shards else {}
-
-    def tar(shard: str) -> str | None:
-        try:
-            return file_identity(wh.fs.info(wh.curated_path(shard)))
-        except FileNotFoundError:
-            return None
-
-    return {shard: {**{t: file_identity(listed[t][shard]) if shard in listed[t] else None for t in PUBLISH_CHAIN},
-                    "curated": tar(shard)} for shard in shards}
-
-
-def frozen_identity(wh: Warehouse, shards) -> dict[str, str]:
-    """Shard -> identity of the files its published pairs are read from (``_frozen_files``): another
-    version of any of them is another frozen set."""
-    return {shard: _identity_text(files) for shard, files in _frozen_files(wh, shards).items()}
+    ``PUBLISH_CHAIN`` (a blocking check's mark is changed by writing the file again) and its curated tar."""
+    return {shard: {name: file_identity(listed[name][shard]) if shard in listed[name] else None
+                    for name in (*PUBLISH_CHAIN, CURATED)} for shard in sorted(set(shards))}
 
 
 def _identity_text(files: dict[str, str | None]) -> str:
     return ";".join(f"{name}={ident or 'none'}" for name, ident in files.items())
+
+
+def _modified(info: dict | None) -> float | None:
+    """A listed file's modification time in seconds; None when there is no file or no time to read."""
+    mtime = (info or {}).get("mtime") or (info or {}).get("LastModified") or (info or {}).get("updated")
+    if hasattr(mtime, "timestamp"):
+        return mtime.timestamp()
+    try:
+        return float(mtime)
+    except (TypeError, ValueError):
+        try:
+            return datetime.fromisoformat(str(mtime)).timestamp()
+        except ValueError:
+            return None
+
+
+def _marked(wh: Warehouse, table: str, shard: str) -> bool:
+    """Whether a stored table failed a blocking check (``FAILED_CHECKS_KEY``: its footer, not its rows)."""
+    try:
+        return bool(wh.table_metadata(table, shard).get(FAILED_CHECKS_KEY))
+    except FileNotFoundError:  # gone since the listing: its identity changed, so the index is rebuilt
+        return False
+
+
+def blocked_shards(wh: Warehouse, listed: dict[str, dict[str, dict]] | None = None) -> list[str]:
+    """The shards with a table of ``PUBLISH_CHAIN`` that failed a blocking check. A marked table is read by no
+    step, so its shard's curated tar (made from the chain) is older than it, or absent: only the footers of
+    tables not older than their shard's tar are read (a shard in progress, never curated, or blocked), so a
+    settled pool costs the listings (``chain_listing``) alone."""
+    listed = chain_listing(wh) if listed is None else listed
+    tars = listed[CURATED]
+
+    def settled(table: str, shard: str) -> bool:
+        made, tar = _modified(listed[table][shard]), _modified(tars.get(shard))
+        return made is not None and tar is not None and made < tar
+
+    candidates = [(t, s) for t in PUBLISH_CHAIN for s in listed[t] if not settled(t, s)]
+    with ThreadPoolExecutor(READ_THREADS) as reads:  # on object storage each is a round trip
+        marks = list(reads.map(lambda found: _marked(wh, *found), candidates))
+    return sorted({shard for (_, shard), mark in zip(candidates, marks) if mark})
+
+
+def held_identity(wh: Warehouse, frozen) -> tuple[dict[str, str], dict[str, str]]:
+    """The identity (``_held_files``) of each of the ``frozen`` shards, and of each blocked shard: what an
+    index built now assumes (``DedupIndex.frozen``, ``.blocked``). Another set, or another version of any of
+    their files, is another index."""
+    listed = chain_listing(wh)
+    return tuple({shard: _identity_text(files) for shard, files in _held_files(listed, shards).items()}
+                 for shards in (frozen, blocked_shards(wh, listed)))
 
 
 def curated_keys(wh: Warehouse, shard: str) -> pd.Series:
@@ -262,21 +312,24 @@ def curated_keys(wh: Warehouse, shard: str) -> pd.Series:
     return pd.Series([k for k in keys if k is not None], dtype=object)
 
 
-def read_frozen(wh: Warehouse, shards) -> Frozen:
-    """The pairs each of ``shards`` publishes: those its curated tar holds (none without one). Read from
-    its final_captions (those it does not drop) when no table of ``PUBLISH_CHAIN`` failed a blocking check
-    (the tar is written from it). Else (a marked table is read by no step, so the tar, if any, is
-    older than it) from the tar's member names."""
+def read_frozen(wh: Warehouse, shards, deciding: str | None = None) -> Frozen:
+    """The held shards: ``shards`` (frozen) and the blocked ones (``blocked_shards``; not ``deciding``, the
+    shard being decided: it publishes anew), and the pairs each publishes: those its curated tar holds (none
+    without one). Read from its final_captions (those it does not drop) when no table of ``PUBLISH_CHAIN``
+    failed a blocking check (the tar is written from it). Else (a marked table is read by no step, so the
+    tar, if any, is older than it) from the tar's member names."""
     from curation_pipeline.decisions.policy import DROPPED
 
-    found = _frozen_files(wh, shards)
+    listed = chain_listing(wh)
+    blocked = set(blocked_shards(wh, listed)) - {deciding}
+    found = _held_files(listed, {*shards, *blocked})
 
     def published(shard: str) -> pd.DataFrame | None:
         files = found[shard]
         try:
-            if files["curated"] is None:
+            if files[CURATED] is None:
                 return None
-            marked = [t for t in PUBLISH_CHAIN if files[t] and wh.table_metadata(t, shard).get(FAILED_CHECKS_KEY)]
+            marked = shard in blocked or any(files[t] and _marked(wh, t, shard) for t in PUBLISH_CHAIN)
             if files["final_captions"] and not marked:
                 final = wh.read_table("final_captions", shard, columns=["key", "outcome"])
                 keys = final.loc[final["outcome"].ne(DROPPED), "key"].astype(str)
@@ -288,24 +341,22 @@ def read_frozen(wh: Warehouse, shards) -> Frozen:
 
     with ThreadPoolExecutor(READ_THREADS) as reads:
         frames = [f for f in reads.map(published, list(found)) if f is not None]
-    return Frozen({shard: _identity_text(files) for shard, files in found.items()},
+    text = {shard: _identity_text(files) for shard, files in found.items()}
+    return Frozen({shard: text[shard] for shard in sorted(set(shards))},
                   pd.concat(frames, ignore_index=True) if frames
-                  else pd.DataFrame({"shard": pd.Series(dtype=object), "key": pd.Series(dtype=object)}))
+                  else pd.DataFrame({"shard": pd.Series(dtype=object), "key": pd.Series(dtype=object)}),
+                  {shard: text[shard] for shard in sorted(blocked)})
 
 
-def standing(shards: np.ndarray, keys: np.ndarray, frozen: Frozen | None,
-             blocked: np.ndarray | None = None) -> np.ndarray:
-    """Per pair, what ranks before the policy's preference: 1 = a frozen shard publishes it (the incumbent),
-    0 = its shard can be re-selected, -1 = no shard publishes it as stored: a frozen shard's pair that it
-    does not publish, or (``blocked``, see ``BLOCKED``) one of quality_scores that failed a blocking check."""
+def standing(shards: np.ndarray, keys: np.ndarray, frozen: Frozen | None) -> np.ndarray:
+    """Per pair, what ranks before the policy's preference: 1 = a held shard (frozen or blocked) publishes it
+    (the incumbent), 0 = its shard can be re-selected, -1 = a held shard's pair that it does not publish."""
     out = np.zeros(len(shards), np.int8)
-    if blocked is not None:
-        out[np.asarray(blocked, dtype=bool)] = -1
-    if frozen is None or not frozen.identity or not len(shards):
+    if frozen is None or not frozen.held or not len(shards):
         return out
     published = pd.MultiIndex.from_arrays([shards, keys]).isin(pd.MultiIndex.from_arrays(
         [frozen.published["shard"].astype(str), frozen.published["key"].astype(str)]))
-    return np.where(published, 1, np.where(np.isin(shards, list(frozen.identity)), -1, out)).astype(np.int8)
+    return np.where(published, 1, np.where(np.isin(shards, list(frozen.held)), -1, out)).astype(np.int8)
 
 
 # --- grouping ----------------------------------------------------------------------------------
@@ -319,7 +370,10 @@ class DedupIndex:
     rules: str
     computed_at: str = ""
     frozen: dict[str, str] = field(default_factory=dict)  # the frozen shards it assumed (``Frozen.identity``)
-    blocked: list[str] = field(default_factory=list)  # shards whose quality_scores failed a blocking check
+    blocked: dict[str, str] = field(default_factory=dict)  # the blocked shards it assumed (``Frozen.blocked``)
+    # held shard -> pairs its tar publishes that its stored scores do not hold (an older raw file's): their
+    # copies elsewhere cannot be found, so they may be published twice
+    unindexed: dict[str, int] = field(default_factory=dict)
 
     def for_shard(self, shard: str) -> pd.DataFrame:
         return self.groups[self.groups["shard"].eq(shard)]
@@ -344,9 +398,8 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     pairs are compared against the pool. Caption vectors
     come from ``vectors`` (``pool_vectors``), else from the pool's own ``dup_caption_emb``. ``cut``: the
     global keep_fraction cut, where the survivor pick depends on it (``needs_cut``; ``refresh_index``
-    passes the one over every scored shard), else it is computed over ``pool``. ``frozen``: the shards
-    that cannot be re-selected, whose published pairs survive their groups (``standing``). Pairs marked
-    ``BLOCKED`` rank last."""
+    passes the one over every scored shard), else it is computed over ``pool``. ``frozen``: the held shards
+    (frozen or blocked), whose published pairs survive their groups and other pairs rank last (``standing``)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -390,9 +443,8 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     component = connected_components(coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n)),
                                      directed=False)[1] if n else np.zeros(0, np.int64)
     pref = preference(pool, policy, cut)
-    blocked = pool[BLOCKED].fillna(False).astype(bool).to_numpy() if BLOCKED in pool else np.zeros(n, bool)
-    stand = standing(shards, keys, frozen, blocked)
-    # best first: a frozen shard's published pair (``standing``: a blocked one last), highest tier, most
+    stand = standing(shards, keys, frozen)
+    # best first: a held shard's published pair (``standing``: its other pairs last), highest tier, most
     # pixels, best caption, (shard, key)
     best = np.lexsort((keys, shards, -pref["quality"].to_numpy(), -pref["pixels"].to_numpy(),
                        -pref["tier"].to_numpy(), -stand, component))
@@ -413,7 +465,7 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
         # the kept copy's shard: the label reads ``key`` in the same shard and ``shard/key`` in another,
         # which a key holding "/" makes ambiguous; this column is not
         "survivor_shard": shards[surv].astype(object),
-        # a frozen shard publishes it (and will): dropped only for another frozen shard's copy
+        # a held shard publishes it (and will): dropped only for another held shard's copy
         "incumbent": stand[rows] == 1,
     })
     a_first = (shards[src] < shards[dst]) | ((shards[src] == shards[dst]) & (keys[src] <= keys[dst]))
@@ -423,7 +475,18 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     links = links.drop_duplicates(["shard_a", "key_a", "shard_b", "key_b"], keep="last").reset_index(drop=True)
     return DedupIndex(groups.reset_index(drop=True), links, identity, rules,
                       datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      dict(frozen.identity) if frozen is not None else {}, sorted(set(shards[blocked])))
+                      dict(frozen.identity) if frozen is not None else {},
+                      dict(frozen.blocked) if frozen is not None else {}, _unindexed(pool, frozen))
+
+
+def _unindexed(pool: pd.DataFrame, frozen: Frozen | None) -> dict[str, int]:
+    """Held shard -> how many pairs its tar publishes that ``pool`` has no row for (``DedupIndex.unindexed``)."""
+    if frozen is None or frozen.published.empty:
+        return {}
+    published = frozen.published.astype(str)
+    known = pd.MultiIndex.from_arrays([published["shard"], published["key"]]).isin(
+        pd.MultiIndex.from_arrays([pool["shard"].astype(str), pool["key"].astype(str)]))
+    return {str(shard): int(n) for shard, n in published.loc[~known, "shard"].value_counts().sort_index().items()}
 
 
 def dropped_for_another_shard(groups: pd.DataFrame) -> int:
@@ -453,7 +516,7 @@ def write_index(wh: Warehouse, index: DedupIndex, cache: bool = False, **provena
             pq.write_table(pa.Table.from_pandas(getattr(index, name), preserve_index=False), handle,
                            compression="zstd", row_group_size=GROUPS_ROW_GROUP)
     manifest = {"version": INDEX_VERSION, "rules": index.rules, "identity": index.identity, "frozen": index.frozen,
-                "blocked": index.blocked,
+                "blocked": index.blocked, "unindexed": index.unindexed,
                 "computed_at": index.computed_at, "pairs_in_groups": int(len(index.groups)),
                 "links": int(len(index.links)),
                 "groups_digest": _file_digest(index.groups), "links_digest": _file_digest(index.links),
@@ -489,7 +552,7 @@ def read_index(wh: Warehouse, cache: bool = False) -> DedupIndex | None:
             or _file_digest(tables["links"]) != manifest.get("links_digest")):
         return None  # a concurrent writer is between its files: treat as absent
     return DedupIndex(tables["groups"], tables["links"], manifest["identity"], manifest["rules"],
-                      manifest.get("computed_at", ""), manifest["frozen"], manifest["blocked"])
+                      manifest.get("computed_at", ""), manifest["frozen"], manifest["blocked"], manifest["unindexed"])
 
 
 # --- per shard ---------------------------------------------------------------------------------
@@ -501,11 +564,13 @@ class ShardDedup:
     source: str  # "dedup_index" or why it was computed on the spot
 
 
-def refresh_index(wh: Warehouse, policy, previous: DedupIndex | None = None, frozen=()) -> DedupIndex:
+def refresh_index(wh: Warehouse, policy, previous: DedupIndex | None = None, frozen=(),
+                  deciding: str | None = None) -> DedupIndex:
     """The index of the current pool. Only shards that changed are compared against the pool: the links
     among the others come from ``previous`` (default: the stored index, or the cache that the previous
     shard's decisions left as the pool grew, whichever covers more of the current pool). ``frozen``: the
-    names of the shards that cannot be re-selected (``read_frozen`` reads what they publish)."""
+    names of the shards that cannot be re-selected (``read_frozen`` reads what they, and the blocked shards
+    but ``deciding``, publish)."""
     identity = pool_identity(wh)  # every scored shard, with duplicate signals or not
     if previous is None:
         rules = rules_digest(policy)
@@ -516,7 +581,7 @@ def refresh_index(wh: Warehouse, policy, previous: DedupIndex | None = None, fro
     pool = load_pool(wh, sorted(identity), policy.quality_column, extra=sorted(columns_used(policy.keep_expression)))
     return build_index(pool, policy, previous, identity, vectors=pool_vectors(wh, pool),
                        cut=pool_cut(wh, policy, identity) if needs_cut(policy) else None,
-                       frozen=read_frozen(wh, frozen))
+                       frozen=read_frozen(wh, frozen, deciding))
 
 
 def pool_cut(wh: Warehouse, policy, identity: dict[str, str]):
@@ -540,19 +605,20 @@ def pool_cut(wh: Warehouse, policy, identity: dict[str, str]):
 def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> ShardDedup | None:
     """dup_group / dup_kind / dup_keep / dup_of for one shard's scores, from the whole pool.
 
-    None when the scores carry no duplicate signals (the ``text`` profile). The frozen shards are those
-    the stored index assumed (the dedup_index asset knows partitions and raw files; the settle sensor
-    rebuilds it when they change), less this shard: it is being decided, so it can be re-selected."""
+    None when the scores carry no duplicate signals (the ``text`` profile). The frozen and blocked shards
+    are those the stored index assumed (the dedup_index asset knows partitions and raw files; the settle
+    sensor rebuilds it when they change; an index computed here finds the blocked ones itself), less this
+    shard: it is being decided, so it publishes anew."""
     if not all(c in scores.columns for c in dup_columns()[:3]):
         return None
     manifest = read_manifest(wh)
     frozen = set(manifest["frozen"]) if manifest is not None else set()
     fresh = (manifest is not None and manifest["rules"] == rules_digest(policy)
-             and manifest["identity"] == pool_identity(wh) and shard not in frozen)
+             and manifest["identity"] == pool_identity(wh) and shard not in frozen | set(manifest["blocked"]))
     groups = stored_groups(wh, shard, manifest) if fresh else None
     source = INDEX_ASSET
     if groups is None:
-        index = refresh_index(wh, policy, frozen=sorted(frozen - {shard}))
+        index = refresh_index(wh, policy, frozen=sorted(frozen - {shard}), deciding=shard)
         write_index(wh, index, cache=True)  # a cache for the next shard: the dedup_index asset stays the record
         groups = index.for_shard(shard)
         source = "computed over the current pool (the stored dedup_index is missing or stale)"
@@ -593,9 +659,9 @@ def mark_duplicates(scores: pd.DataFrame, warehouse: Warehouse, shard: str, poli
 def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> dict[str, str]:
     """Shards whose stored decisions used other duplicate rows than the index has for them now
     (decided against an older pool), with the digest of the rows they should use: re-select them
-    (``reselect_shards``). Not a frozen shard: the index was built around what it publishes; unless the
-    index drops a pair it publishes (another frozen shard publishes it too: it goes out twice until one of
-    them can be re-selected)."""
+    (``reselect_shards``). Not a held shard (frozen or blocked): the index was built around what it
+    publishes; unless the index drops a pair it publishes (another held shard publishes it too: it goes out
+    twice until one of them can be re-selected)."""
     index = read_index(wh) if index is None else index
     if index is None:
         return {}
@@ -603,7 +669,7 @@ def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> dict[str, st
     groups = index.groups
     clashing = set(groups.loc[groups["incumbent"].astype(bool) & ~groups["dup_keep"].astype(bool), "shard"])
     for shard in wh.shards("caption_decisions"):
-        if shard not in digests or (shard in index.frozen and shard not in clashing):
+        if shard not in digests or ((shard in index.frozen or shard in index.blocked) and shard not in clashing):
             continue
         try:
             used = wh.table_metadata("caption_decisions", shard).get(DIGEST_KEY)
