@@ -61,7 +61,7 @@ TABLES: dict[str, dict[str, str]] = {
         "dup_group": "Duplicate group id (same image or near-identical image and caption), else empty.",
         "dup_kind": "What made the group: image, phash, caption, ...",
         "dup_of": "Key of the pair kept for this duplicate group.",
-        "in_keep_fraction": "Inside the global keep_fraction cut (when keep_fraction is on).",
+        "in_keep_fraction": "Inside the global keep_fraction cut (when keep_fraction is on); outside it a pair is published only through an accepted rewrite.",
     },
     "rewritten_captions": {
         "attempt": "Attempt number for this pair (1 for the first).",

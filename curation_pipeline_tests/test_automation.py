@@ -142,7 +142,7 @@ def test_a_changed_code_version_marks_curated_partitions_stale(tmp_path):
         defs = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse))
         resource = defs.resources["warehouse"]
         assert shards_to_refresh(instance, resource, defs.get_repository_def()) == {}
-        bumped = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version="2"))
+        bumped = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version="changed"))
                   if a.key == dg.AssetKey("caption_decisions") else a for a in ASSETS]
         changed = dg.Definitions(assets=bumped, resources=defs.resources)
         todo = shards_to_refresh(instance, resource, changed.get_repository_def())

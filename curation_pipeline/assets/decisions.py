@@ -19,7 +19,7 @@ from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 @dg.asset(
     partitions_def=shard_partitions, group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
-    code_version="1",  # bump when the same inputs give different output
+    code_version="2",  # bump when the same inputs give different output (2: in_keep_fraction per pair)
     deps=[selection_cut, dedup_index],  # cross-shard inputs; quality_scores is this shard's table
     kinds={"parquet"},
     description="Keep, rewrite or drop for every pair, with the reason naming the signal (AITQE: rewrite "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from curation_pipeline.decisions.policy import DROP, DROPPED, KEEP, KEPT, REWRITE, REWRITTEN, DecisionPolicy
+from curation_pipeline.decisions.policy import DROP, DROPPED, IN_CUT, KEEP, KEPT, REWRITE, REWRITTEN, DecisionPolicy
 
 FINAL_COLUMNS = [
     "shard", "key", "outcome", "reason", "original_caption", "final_caption", "rewritten",
@@ -17,8 +17,20 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
                      policy: DecisionPolicy) -> pd.DataFrame:
     """Kept, rewritten or dropped, with the reason; ``captions`` is the original caption by key. A
     rewrite-marked pair takes its last accepted attempt, else the fallback (keep the original if it
-    clears ``drop_threshold``); a rewrite that still scores under ``drop_threshold`` is dropped."""
+    clears ``drop_threshold``); a rewrite that still scores under ``drop_threshold`` is dropped.
+
+    keep_fraction is a filter whose rejects get one chance: a pair outside the cut (``in_keep_fraction``
+    False, as ``decide`` recorded it) is published only through an accepted rewrite, never by the
+    fallback, so the pool keeps the fraction asked plus what rewriting saved (MLM-Filter / DataComp)."""
     df = decisions.reset_index(drop=True).copy()
+    if IN_CUT in df:
+        outside = ~df[IN_CUT].fillna(True).astype(bool)
+    elif policy.keep_fraction is not None:  # decided without the mark: the fallback would publish the cut's rejects
+        raise ValueError(f"keep_fraction={policy.keep_fraction:g} is on but caption_decisions have no {IN_CUT!r} "
+                         "column (decided with keep_fraction off, or by an older version): re-materialize "
+                         "selection_cut and caption_decisions with this policy")
+    else:
+        outside = pd.Series(False, index=df.index)
     df["original_caption"] = df["key"].map(captions).astype(object)  # text even when empty (not float)
     accepted = lineage[lineage["accepted"].astype(bool)] if len(lineage) else lineage
     best = accepted.sort_values(["key", "attempt"]).groupby("key").tail(1).set_index("key") if len(accepted) else None
@@ -37,17 +49,20 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
     is_rewrite = df["action"].eq(REWRITE)
     got = is_rewrite & cand.notna()
     good_rewrite = got & (after >= policy.drop_threshold)
-    fallback_ok = is_rewrite & ~got & (policy.fallback == "keep_original") & (before >= policy.drop_threshold)
+    fallback_ok = (is_rewrite & ~got & ~outside & (policy.fallback == "keep_original")
+                   & (before >= policy.drop_threshold))
+    unsaved = is_rewrite & ~got & outside  # outside the cut and no accepted rewrite: dropped, naming the cut
 
     outcome = np.select(
         [df["action"].eq(KEEP), df["action"].eq(DROP), good_rewrite, fallback_ok],
         [KEPT, DROPPED, REWRITTEN, KEPT], default=DROPPED)
     reason = np.select(
-        [df["action"].isin([KEEP, DROP]), good_rewrite, fallback_ok, got],
+        [df["action"].isin([KEEP, DROP]), good_rewrite, fallback_ok, got, unsaved],
         [df["reason"],
          "rewritten: " + df["reason"].astype(str),
          "rewrite rejected (" + rejection.fillna("not attempted").astype(str) + "); kept original",
-         "caption still weak after rewriting (" + after.round(1).astype(str) + f" < {policy.drop_threshold:g})"],
+         "caption still weak after rewriting (" + after.round(1).astype(str) + f" < {policy.drop_threshold:g})",
+         df["reason"].astype(str) + "; rewrite rejected (" + rejection.fillna("not attempted").astype(str) + ")"],
         default="caption weak and not rewritten (" + rejection.fillna("no rewrite attempted").astype(str) + ")")
     final = np.where(outcome == REWRITTEN, cand, np.where(outcome == KEPT, df["original_caption"], None))
     out = pd.DataFrame({

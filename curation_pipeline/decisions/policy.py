@@ -22,6 +22,9 @@ from curation_pipeline.scoring.selection import GlobalCut, check_expression, col
 
 
 KEEP, REWRITE, DROP = "keep", "rewrite", "drop"
+# set by decide with keep_fraction on: whether the pair is inside the global cut. Outside it a pair is
+# published only through an accepted rewrite (``outcome.resolve_outcomes``), never by the fallback
+IN_CUT = "in_keep_fraction"
 DUPLICATE_COLUMNS = ("dup_group", "dup_kind", "dup_of")  # set on the scores by dedup, kept in the decisions
 KEPT, REWRITTEN, DROPPED = "kept", "rewritten", "dropped"
 
@@ -237,14 +240,15 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
 def caption_published(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.Series:
     """Whether ``decide`` and the outcome publish a pair's caption whatever the rewriter does (its image
     aside): kept as is, or marked for rewriting where a rejected rewrite falls back to an original that
-    clears ``drop_threshold`` (rewrite on, ``fallback: keep_original``). With rewrite off or
-    ``fallback: drop`` a weak caption is not: it is dropped, or kept only if a rewrite is accepted.
-    ``cut``: as for ``decide`` (needed with keep_fraction on, unless a weak caption is safe anyway)."""
+    clears ``drop_threshold`` (rewrite on, ``fallback: keep_original``, inside the keep_fraction cut).
+    With rewrite off or ``fallback: drop`` a weak caption is not, nor one outside the cut: it is dropped,
+    or kept only if a rewrite is accepted. ``cut``: as for ``decide`` (needed with keep_fraction on)."""
     quality = pd.to_numeric(df[policy.quality_column], errors="coerce") if policy.quality_column in df \
         else pd.Series(np.nan, index=df.index)
     clears_drop = (quality >= policy.drop_threshold).fillna(False).astype(bool)
     if policy.rewrite and policy.fallback == "keep_original":
-        return clears_drop  # not weak implies >= keep_threshold >= drop_threshold
+        # not weak implies >= keep_threshold >= drop_threshold; outside the cut only a rewrite publishes
+        return clears_drop & in_top_fraction(df, policy, cut)
     if policy.quality_column not in df:
         return pd.Series(False, index=df.index)
     return _weak_caption_reasons(df, policy, cut).isna() & clears_drop
@@ -266,7 +270,8 @@ def in_top_fraction(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut
 
 def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.DataFrame:
     """One decision per pair of the quality_scores table: ``action`` (keep/rewrite/drop), ``reason`` and
-    the quality used. ``cut``: the global keep_fraction cut, required when keep_fraction is on."""
+    the quality used; with keep_fraction on, ``in_keep_fraction`` too. ``cut``: the global keep_fraction
+    cut, required when keep_fraction is on."""
     df = scores.reset_index(drop=True)
     image_reason = image_drop_reasons(df, policy)
     weak = _weak_caption_reasons(df, policy, cut)
@@ -279,6 +284,8 @@ def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None =
     decisions = pd.DataFrame({"shard": df["shard"], "key": df["key"], "action": action, "reason": reason,
                               "quality_column": policy.quality_column, "quality_before": quality,
                               "nsfw_review": review})
+    if policy.keep_fraction is not None:  # the outcome reads it: outside the cut, no fallback to the original
+        decisions[IN_CUT] = in_top_fraction(df, policy, cut).to_numpy(dtype=bool)
     for column in DUPLICATE_COLUMNS:  # which group a pair is in, and which copy it duplicates
         if column in df:
             decisions[column] = df[column].to_numpy()
