@@ -152,16 +152,51 @@ def load_clip(model: str, device: str | None = None, dtype=None):
 def load_vlm(model: str, device: str | None = None, dtype=None, trust_remote_code: bool = False):
     """A chat vision-language model (AutoModelForImageTextToText) and its processor; repository code
     runs only when the caller set ``trust_remote_code`` for this model."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     source = prepare_source(model)
     device = pick_device(device)
     remote = {"trust_remote_code": True} if trust_remote_code else {}
     try:
-        processor = AutoProcessor.from_pretrained(source, **remote)
+        processor = _load_processor(source, remote)
         loaded = _from_pretrained(AutoModelForImageTextToText, source, dtype=pick_dtype(device, dtype), **remote)
     except (OSError, ValueError, KeyError, ImportError, TypeError) as exc:
         raise ModelUnavailableError(model, exc) from exc
     if getattr(processor, "chat_template", None) is None:
         raise ModelUnavailableError(model, "its processor has no chat template")
     return finish(loaded, device), processor
+
+
+# Processors read to use their video processor only for videos, so they load without it where torchvision is
+# missing; add a family here once checked. (SmolVLM's apply_chat_template, for one, asks its video processor.)
+IMAGES_ONLY_PROCESSORS = ("Qwen2VLProcessor", "Qwen2_5_VLProcessor")
+
+
+def _load_processor(source: str, remote: dict):
+    """AutoProcessor's processor; without torchvision, one of ``IMAGES_ONLY_PROCESSORS`` is built with no
+    video processor. transformers 5 builds every sub-processor a processor's ``__init__`` names, and its video
+    processors need torchvision, which this project leaves out (its image processors stay the PIL ones); the
+    pipeline hands processors images only. Any other processor's error stands (it says what to install)."""
+    from transformers import AutoConfig, AutoProcessor, is_torchvision_available
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    try:
+        return AutoProcessor.from_pretrained(source, **remote)
+    except ImportError:
+        if remote or is_torchvision_available():
+            raise
+        processor_class = PROCESSOR_MAPPING.get(type(AutoConfig.from_pretrained(source)), None)
+        if getattr(processor_class, "__name__", None) not in IMAGES_ONLY_PROCESSORS:
+            raise
+        return images_only(processor_class).from_pretrained(source)
+
+
+def images_only(processor_class):
+    """``processor_class`` without its video sub-processor: neither loaded nor asked for."""
+    class ImagesOnly(processor_class):
+        @classmethod
+        def get_attributes(cls):
+            return [name for name in super().get_attributes() if name != "video_processor"]
+
+    ImagesOnly.__name__ = ImagesOnly.__qualname__ = f"{processor_class.__name__}ImagesOnly"
+    return ImagesOnly
