@@ -346,8 +346,12 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     if unknown:
         raise BadInput(f"no raw shard {', '.join(unknown)} in {raw} (found: {', '.join(sorted(found)) or 'none'})")
     if not selected:
-        raise BadInput(f"no .tar shards found in {raw}; generate samples with `curate sample-data --out {raw}` or "
-                       "point --raw elsewhere")
+        from fsspec.core import split_protocol
+
+        local = not split_protocol(raw)[0]  # sample-data writes a local folder, not object storage
+        raise BadInput(f"no .tar shards found in {raw}; "
+                       + (f"generate samples with `curate sample-data --out {raw}` or " if local else "")
+                       + "point --raw elsewhere")
     settings = settings or {}
     for name, cls in _resource_classes().items():
         unknown = sorted(set(settings.get(name, {})) - set(cls.model_fields))
@@ -408,6 +412,9 @@ def ui_command(raw: str, warehouse: str) -> str:
         env[name] = _absolute(given, Path.cwd())
         make_ui &= env[name] == _absolute(os.environ.get(name) or default, REPO)
     command = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    if not (REPO / "workspace.yaml").is_file():  # an installed package (pip install ., an image): no checkout
+        dagster = shlex.quote(str(Path(sys.executable).with_name("dagster")))
+        return f"{command} {dagster} dev -m curation_pipeline.definitions -h 127.0.0.1 -p 3000"
     command += " .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000"
     if Path.cwd().resolve() != REPO:  # the virtualenv and workspace.yaml are the repository's
         command = f"cd {shlex.quote(str(REPO))} && {command}"
@@ -632,6 +639,11 @@ def sample_data(out, shards) -> None:
     """
     from curation_pipeline.demo import generate_sample_shards
 
+    from fsspec.core import split_protocol
+
+    if split_protocol(out)[0]:
+        raise BadInput(f"--out {out} is a URL: sample-data writes a local folder; write one, then copy it up "
+                       "(e.g. `aws s3 cp --recursive <folder> <url>`)")
     if Path(out).exists() and not Path(out).is_dir():
         raise BadInput(f"--out {out} is a file, not a folder")
     for path in generate_sample_shards(out, n_shards=shards):

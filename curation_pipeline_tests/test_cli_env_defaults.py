@@ -82,3 +82,36 @@ def test_make_ui_is_offered_only_where_it_opens_the_runs_home_and_folders(monkey
     assert ui_command("data/raw", "/elsewhere") == (
         "DAGSTER_HOME='/tmp/another home' CURATION_RAW=" f"{REPO / 'data' / 'raw'} CURATION_WAREHOUSE=/elsewhere "
         ".venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000")
+
+
+def test_sample_data_refuses_a_url_and_the_empty_raw_hint_offers_it_only_for_a_folder(tmp_path, monkeypatch):
+    """sample-data writes a local folder: given s3://..., it made ./s3:/... on local disk."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    refused = runner.invoke(main, ["sample-data", "--out", "s3://bucket/raw"])
+    assert refused.exit_code == EXIT_BAD_INPUT and "is a URL" in refused.output, refused.output
+    assert not (tmp_path / "s3:").exists()
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    import fsspec
+
+    fsspec.filesystem("memory").pipe("/curate-test-empty/raw/README.md", b"not a shard")  # an existing, shardless URL
+    empty = runner.invoke(main, ["run", "--raw", "memory://curate-test-empty/raw", "--warehouse", str(tmp_path / "wh")])
+    assert empty.exit_code == EXIT_BAD_INPUT and "no .tar shards found" in empty.output, empty.output
+    assert "sample-data" not in empty.output
+    (tmp_path / "raw").mkdir()
+    local = runner.invoke(main, ["run", "--raw", str(tmp_path / "raw"), "--warehouse", str(tmp_path / "wh")])
+    assert local.exit_code == EXIT_BAD_INPUT and f"curate sample-data --out {tmp_path / 'raw'}" in local.output
+
+
+def test_the_ui_hint_of_an_installed_package_needs_no_checkout(monkeypatch, tmp_path):
+    """Installed with pip (an image), the package has no workspace.yaml or .venv beside it."""
+    import sys
+
+    from curation_pipeline import cli
+
+    monkeypatch.setattr(cli, "REPO", tmp_path / "site-packages")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    hint = cli.ui_command("/data/shards", "/data/curated")
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    assert hint == (f"DAGSTER_HOME={tmp_path / 'home'} CURATION_RAW=/data/shards CURATION_WAREHOUSE=/data/curated "
+                    f"{dagster} dev -m curation_pipeline.definitions -h 127.0.0.1 -p 3000")
