@@ -52,7 +52,7 @@ def _results_table(report: dict) -> pd.DataFrame:
 
 @dg.asset(
     group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
-    code_version="1",  # bump when the same inputs give different output
+    code_version="2",  # bump when the same inputs give different output
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Agreement of a score column with human judgments (Flickr8k-Expert, Flickr8k-CrowdFlower or a "
@@ -61,7 +61,7 @@ def _results_table(report: dict) -> pd.DataFrame:
 )
 def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from curation_pipeline.evaluation.judgments import agreement_report, format_agreement
+    from curation_pipeline.evaluation.judgments import agreement_report, format_agreement, headline
     from curation_pipeline.evaluation.reports import save_report
 
     if not config.judgments:
@@ -75,14 +75,15 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
     path = save_report(report, warehouse_root=warehouse.root,
                        name=f"agreement-{report['format']}-{config.score_column}.json")
     context.log.info("\n" + format_agreement(report))
-    first = report["results"][0]
+    head = headline(report)  # Expert: each expert score a row, the protocol of the published figures
     return dg.MaterializeResult(metadata={
         "score_column": config.score_column,
         "format": report["format"],
+        "protocol": head["label"],  # the row the coefficients below come from; "results" has every row
         **numbers(_known({"judged_pairs": report["judged_pairs"], "matched_pairs": report["matched_pairs"],
-                          "kendall_tau_c": first["kendall_tau_c"]["value"],
-                          "kendall_tau_b": first["kendall_tau_b"]["value"],
-                          "spearman": first["spearman"]["value"], "pearson": first["pearson"]["value"]})),
+                          "kendall_tau_c": head["kendall_tau_c"]["value"],
+                          "kendall_tau_b": head["kendall_tau_b"]["value"],
+                          "spearman": head["spearman"]["value"], "pearson": head["pearson"]["value"]})),
         "results": table(_results_table(report)),
         "path": dg.MetadataValue.path(path),
     })

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import numbers
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 from typing import Iterator
@@ -212,11 +213,25 @@ def warehouse_scores(warehouse, column: str) -> pd.DataFrame:
     return out
 
 
+def _unmatched_note(joined: pd.DataFrame, metric: pd.DataFrame, on: list[str], how: str) -> str | None:
+    """How the join was made, with a judged pair it did not find next to one the warehouse has."""
+    missing = joined[joined["_merge"].eq("left_only")]
+    if missing.empty:
+        return None
+    def show(row) -> str:
+        return " / ".join(repr(row[c]) for c in on)
+
+    stored = f"e.g. {show(metric.iloc[0])}" if len(metric) else "none"
+    return (f"joined on {how}: {len(missing)} judged pairs are not in the warehouse's quality_scores "
+            f"(e.g. {show(missing.iloc[0])}; the warehouse has {stored})")
+
+
 def join_scores(judgments: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """Judgments with the warehouse's ``metric``: on (shard,) key when the judgments carry keys (a key
     alone must name one shard of ``scores``), else on the image file name and the caption (whitespace
     and case folded). Pairs scored more than once (the same image and caption in two shards) take
-    their mean."""
+    their mean. ``attrs["unmatched_note"]`` says how pairs were joined and shows one not found next to
+    one the warehouse has, so that a join which finds nothing names its cause."""
     if "key" in judgments and judgments["key"].notna().all():
         on = ["shard", "key"] if "shard" in judgments and judgments["shard"].notna().all() else ["key"]
         if on == ["key"]:
@@ -227,16 +242,27 @@ def join_scores(judgments: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
         for column in on:
             left[column] = left[column].astype(str)
             metric[column] = metric[column].astype(str)
-        joined = left.merge(metric, on=on, how="left")
+        joined = left.merge(metric, on=on, how="left", indicator=True)
+        note = _unmatched_note(joined, metric, on, " and ".join(on))
+        if note and judgments["key"].map(lambda k: isinstance(k, numbers.Number) and not isinstance(k, bool)).any():
+            # a JSON number keeps no leading zeros: 0 may have meant "000000" or "0000000", so no guess is made
+            note += ("; the file's keys are JSON numbers, which keep no leading zeros: write each key as a string, "
+                     "exactly as the warehouse names the sample")
     else:
         def comparable(df: pd.DataFrame) -> pd.DataFrame:
             return df.assign(_image=df["image"].map(image_id), _caption=df["caption"].map(normalize_caption))
 
         metric = comparable(scores).groupby(["_image", "_caption"], as_index=False)["metric"].mean()
-        joined = comparable(judgments).merge(metric, on=["_image", "_caption"], how="left").drop(
-            columns=["_image", "_caption"])
+        joined = comparable(judgments).merge(metric, on=["_image", "_caption"], how="left", indicator=True)
+        note = _unmatched_note(joined, metric, ["_image", "_caption"], "image file name and caption (case and "
+                               "whitespace folded)")
+        if note:
+            note += ": do the warehouse's pairs come from these judgments?"
+        joined = joined.drop(columns=["_image", "_caption"])
+    joined = joined.drop(columns=["_merge"])
     joined.attrs.update(judgments.attrs)
     joined.attrs["matched"] = int(joined["metric"].notna().sum())
+    joined.attrs["unmatched_note"] = note
     return joined
 
 
@@ -288,6 +314,14 @@ def write_judgment_shards(judgments: pd.DataFrame, images_dir: str | Path, out_d
 
 
 PROTOCOLS = ("mean", "each")
+# The row the published Flickr8k-Expert figures (CLIP-S 51.2, PAC-S 54.3) come from: each expert score a row.
+HEADLINE_PROTOCOL = "each"
+
+
+def headline(report: dict) -> dict:
+    """The result row to show alone: ``HEADLINE_PROTOCOL`` where it was computed, else the first row
+    (CrowdFlower and generic files have one)."""
+    return next((r for r in report["results"] if r["protocol"] == HEADLINE_PROTOCOL), report["results"][0])
 
 
 def evaluate_agreement(joined: pd.DataFrame, *, protocols=("mean", "each"), n_boot: int = 1000,
@@ -296,13 +330,15 @@ def evaluate_agreement(joined: pd.DataFrame, *, protocols=("mean", "each"), n_bo
     from curation_pipeline.evaluation.agreement import correlations
 
     fmt = joined.attrs.get("format", "generic")
-    scored = joined[joined["metric"].notna() & joined["score"].notna()]
+    values = joined[["metric", "score"]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    scored = joined[np.isfinite(values).all(axis=1)]  # the rows correlations() keeps: neither NaN nor infinite
+    note = joined.attrs.get("unmatched_note")
     report = {"format": fmt, "path": joined.attrs.get("path"), "judged_pairs": int(len(joined)),
               "matched_pairs": int(len(scored)), "skipped_references": int(joined.attrs.get("skipped_references", 0)),
-              "results": []}
+              "unmatched_note": note, "results": []}
     if len(scored) < 3:
-        raise ValueError(f"only {len(scored)} of {len(joined)} judged pairs have a score to compare: do the "
-                         "warehouse's pairs come from these judgments (same image files and captions)?")
+        raise ValueError(f"only {len(scored)} of {len(joined)} judged pairs have a finite score to compare"
+                         + (f": {note}" if note else ""))
     if fmt == "expert" and "ratings" in scored:
         for protocol in protocols:
             if protocol == "mean":
@@ -353,4 +389,6 @@ def format_agreement(report: dict) -> str:
              f"{report['matched_pairs']} of {report['judged_pairs']} judged pairs scored")
     if report.get("skipped_references"):
         title += f"; {report['skipped_references']} candidates that are their image's own reference left out"
+    if report.get("unmatched_note"):
+        title += f"\nunmatched: {report['unmatched_note']}"
     return format_correlations([(r["label"], r) for r in report["results"]], title)

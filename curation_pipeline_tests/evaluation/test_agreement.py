@@ -46,6 +46,13 @@ def test_nan_rows_are_left_out_and_groups_resample_together():
     assert width(grouped) > 1.3 * width(naive)  # a pair counted three times is not three pairs
 
 
+def test_infinite_rows_are_left_out_like_nan_ones():
+    result = correlations([1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, np.inf, 7], n_boot=20)
+    assert result["n"] == 6
+    assert result["pearson"] == pytest.approx({"value": 1.0, "ci_low": 1.0, "ci_high": 1.0})
+    assert correlations([1, 2, 3, -np.inf, 5], [1, 2, 3, 4, 5], n_boot=5)["n"] == 4
+
+
 def test_constant_scores_give_nan():
     result = correlations([1, 2, 3, 4], [5, 5, 5, 5], n_boot=10)
     assert math.isnan(result["spearman"]["value"])

@@ -164,6 +164,28 @@ def test_judgments_by_key_alone_must_name_one_shard(tmp_path):
     only_one = report([{"key": f"{i:06d}", "score": i} for i in range(4, 7)], "unique.jsonl")  # shard 0 only
     assert only_one["matched_pairs"] == 3 and only_one["results"][0]["pearson"]["value"] == pytest.approx(1.0)
 
+def test_a_key_join_that_finds_nothing_says_so(tmp_path):
+    wh = Warehouse(str(tmp_path / "wh"))
+    keys = [f"{i:07d}" for i in range(5)]  # as `curate evaluate --make-shards` names samples
+    wh.write_table("quality_scores", "judged-000000", pd.DataFrame({
+        "shard": "judged-000000", "key": keys, "caption": keys, "my_score": [0.0, 1.0, 2.0, 3.0, np.inf]}))
+
+    def report(rows, name):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return agreement_report(tmp_path / name, "my_score", warehouse_root=wh.root, n_boot=10)
+
+    # JSON numbers lose the zero padding: no match, and the error names the key join, not images and captions
+    with pytest.raises(ValueError, match=r"joined on key: 5 judged pairs .*'0'.*'0000000'.*JSON numbers") as err:
+        report([{"key": i, "score": i} for i in range(5)], "numbers.jsonl")
+    assert "image" not in str(err.value)
+    # keys written as strings match; the infinite score is left out of the matched pairs, as a NaN one is
+    named = report([{"key": k, "score": i} for i, k in enumerate(keys)] + [{"key": "x", "score": 9}], "strings.jsonl")
+    assert named["judged_pairs"] == 6 and named["matched_pairs"] == 4 == named["results"][0]["n"]
+    assert named["results"][0]["pearson"]["value"] == pytest.approx(1.0)
+    assert "1 judged pairs are not in the warehouse's quality_scores (e.g. 'x'" in named["unmatched_note"]
+    assert "JSON numbers" not in named["unmatched_note"]
+
+
 def test_reference_baseline_runs_without_a_warehouse(flickr_files):
     report = agreement_report(flickr_files["expert"], "ref_minilm", captions_file=flickr_files["token"], n_boot=30)
     tau = report["results"][0]["kendall_tau_c"]["value"]
@@ -230,7 +252,7 @@ def test_assets_show_the_evaluation(flickr_files, tmp_path):
     from curation_pipeline.resources import WarehouseResource
 
     judgments = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])
-    wh = _warehouse(tmp_path, judgments, _right)
+    wh = _warehouse(tmp_path, judgments, lambda img, cap: _right(img, cap) + len(cap) / 100)  # graded: protocols differ
     truth = write_truth(make_labelled(shipped_items()[:60]), tmp_path / "truth.jsonl")
     resources = {"warehouse": WarehouseResource(raw_root=str(tmp_path), root=wh.root)}
     config = {"ops": {
@@ -243,6 +265,12 @@ def test_assets_show_the_evaluation(flickr_files, tmp_path):
     assert result.success
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert meta["human_agreement"]["kendall_tau_c"].value > 0.5
+    # the headline is the protocol of the published figures (each expert score a row), and says so
+    saved = json.loads((tmp_path / "wh" / "evaluation" / "agreement-expert-my_score.json").read_text())
+    mean, each = ({r["protocol"]: r for r in saved["results"]}[p]["kendall_tau_c"]["value"] for p in ("mean", "each"))
+    assert round(mean, 4) != round(each, 4)
+    assert meta["human_agreement"]["kendall_tau_c"].value == pytest.approx(each, abs=1e-4)
+    assert meta["human_agreement"]["protocol"].value == "each expert score (CLIPScore's rows)"
     assert meta["curation_vs_labels"]["noisy_caught"].value >= 0.95
     assert (tmp_path / "wh" / "evaluation" / "labels.json").is_file()
     unset = dg.materialize([human_agreement], resources=resources, raise_on_error=False,
