@@ -36,7 +36,8 @@ Before / after figures (``shard_summary``'s ``*_original`` / ``mean_quality_befo
 figures over the kept ones that had a caption), as the drift check compares them; ``*_all_pairs`` (and the
 ``original_all_pairs`` stage) cover every pair read. ``decoded`` counts the images that decoded in full, as
 ``quality_scores`` decoded them (``pairs.decode_status`` is, by default, from the image header alone, which a
-truncated body passes): NULL for a shard not scored yet. Quantiles are DuckDB's interpolated ones
+truncated body passes): NULL for a shard not scored yet, or scored by a profile that decodes no image
+(``text``: its quality_scores has no ``decode_status``). Quantiles are DuckDB's interpolated ones
 (``quantile_cont``); the check's are numpy's ``nearest``.
 Rewriters are reported per name, version (the model) and prompt hash: every VLM is named ``vlm``.
 """
@@ -437,11 +438,12 @@ WITH p AS (
          count(*) FILTER (WHERE caption_problem IS NOT NULL) AS caption_problems
   FROM pairs GROUP BY shard),
 -- images decoded in full: quality_scores' decode, not pairs' (by default from the image header, which a
--- truncated body passes); NULL for a shard with no quality_scores file (nothing decoded yet)
+-- truncated body passes); NULL for a shard with no quality_scores file (nothing decoded yet) or whose profile
+-- decodes no image (no decode_status); 0 for an empty scores file
 sc AS (
-  SELECT shard, coalesce(n.decoded, 0) AS decoded
+  SELECT shard, CASE WHEN n.shard IS NULL THEN 0 ELSE n.decoded END AS decoded
   FROM (SELECT DISTINCT shard FROM report_files WHERE table_name = 'quality_scores') LEFT JOIN (
-    SELECT shard, count(*) FILTER (WHERE decode_status = 'ok') AS decoded FROM quality_scores GROUP BY shard
+    SELECT shard, {decoded} AS decoded FROM quality_scores GROUP BY shard
   ) n USING (shard)),
 f AS (  -- before / after over the same (kept) pairs; *_all_pairs over every pair
   SELECT shard,
@@ -602,7 +604,10 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
                    r.candidate_caption
             FROM rewritten_captions r LEFT JOIN shard_quality q USING (shard)
             WHERE r.shard IN (SELECT shard FROM ok_shards)""")
-        con.execute(SHARD_SUMMARY.format(skips=skips))
+        decodes = "decode_status" in {name for name, *_ in con.execute("DESCRIBE quality_scores").fetchall()}
+        decoded = ("CASE WHEN count(decode_status) > 0 THEN count(*) FILTER (WHERE decode_status = 'ok') END"
+                   if decodes else "NULL::BIGINT")  # a text-profile pool decodes no image
+        con.execute(SHARD_SUMMARY.format(skips=skips, decoded=decoded))
         # per signal, not per reason text (which carries the pair's score); a pair with several signals counts
         # under each
         con.execute("""
@@ -667,7 +672,7 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
                    (SELECT count(*) FILTER (WHERE status <> 'ok') FROM shard_summary) AS left_out_shards,
                    {left_out}, (SELECT coalesce(sum(pairs_read), 0)::BIGINT FROM shard_summary WHERE status <> 'ok')
                        AS left_out_pairs_read,
-                   coalesce(sum(pairs_read), 0)::BIGINT AS pairs_read, coalesce(sum(decoded), 0)::BIGINT AS decoded,
+                   coalesce(sum(pairs_read), 0)::BIGINT AS pairs_read, sum(decoded)::BIGINT AS decoded,
                    coalesce(sum(kept), 0)::BIGINT AS kept, coalesce(sum(kept_as_is), 0)::BIGINT AS kept_as_is,
                    coalesce(sum(rewritten), 0)::BIGINT AS rewritten, coalesce(sum(dropped), 0)::BIGINT AS dropped,
                    coalesce(sum(skipped_members), 0)::BIGINT AS skipped_members,

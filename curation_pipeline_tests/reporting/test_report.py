@@ -166,6 +166,21 @@ def test_decoded_counts_the_images_the_full_decode_read_not_the_headers(tmp_path
     assert unscored.startswith("| unscored | undecided | 4 |  | 0 |"), unscored  # blank, not <NA> or 4
 
 
+def test_a_profile_that_decodes_no_image_has_no_decoded_figure(tmp_path):
+    """The text profile scores captions only: its quality_scores has no decode_status, so nothing was
+    decoded (NULL, not 0, and the report builds); beside a shard that decoded, only that one counts."""
+    wh = Warehouse(str(tmp_path / "wh"))
+    keys = _fill(wh, "text", **FOUR)
+    wh.write_table("quality_scores", "text", pd.DataFrame({"shard": "text", "key": keys,
+                                                          "text_quality": np.linspace(10, 90, len(keys))}))
+    only_text = build_report(wh)
+    assert pd.isna(only_text.shards.set_index("shard").loc["text", "decoded"])
+    assert pd.isna(overall_values(only_text)["decoded"])
+    _fill(wh, "images", decoded=["ok", "corrupt", "ok", "ok"], **FOUR)
+    both = build_report(wh).shards.set_index("shard")
+    assert pd.isna(both.loc["text", "decoded"]) and both.loc["images", "decoded"] == 3
+
+
 def test_length_figures_leave_out_captions_written_for_pairs_that_had_none(tmp_path):
     """As the drift check: a caption written for a captionless pair is not a length change."""
     captions = ["a dog runs on the beach", None, "two cats sleep on a sofa together", ""]
