@@ -227,9 +227,7 @@ class Frozen:
 def chain_listing(wh: Warehouse) -> dict[str, dict[str, dict]]:
     """Table of ``PUBLISH_CHAIN``, and ``CURATED`` -> shard -> the file system's details of its file: one
     listing each, whatever the size of the pool."""
-    tars = {info["name"].rsplit("/", 1)[-1][: -len(".tar")]: info
-            for info in wh._files(wh.curated_dir, detail=True) if info["name"].endswith(".tar")}
-    return {**{table: wh.shard_files(table) for table in PUBLISH_CHAIN}, CURATED: tars}
+    return {**{table: wh.shard_files(table) for table in PUBLISH_CHAIN}, CURATED: wh.curated_files()}
 
 
 def _held_files(listed: dict[str, dict[str, dict]], shards) -> dict[str, dict[str, str | None]]:

@@ -491,10 +491,14 @@ class Warehouse:
         out = {info["name"].rsplit("/", 1)[1][: -len(".parquet")]: info for info in found}
         return {s: out[s] for s in sorted(out) if SHARD_KEY_PATTERN.fullmatch(s)}
 
+    def curated_files(self) -> dict[str, dict]:
+        """Shard -> the file system's details of its published curated tar, from one listing."""
+        return {info["name"].rsplit("/", 1)[-1][: -len(".tar")]: info
+                for info in self._files(self.curated_dir, detail=True) if info["name"].endswith(".tar")}
+
     def curated_shards(self) -> set[str]:
         """The shards whose curated tar is published, from one listing."""
-        return {info["name"].rsplit("/", 1)[-1][: -len(".tar")] for info in self._files(self.curated_dir, detail=True)
-                if info["name"].endswith(".tar")}
+        return set(self.curated_files())
 
     def table_files(self, table: str) -> list[str]:
         """Paths of a table's shard files (never a writer's temp file), for DuckDB."""
