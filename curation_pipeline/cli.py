@@ -477,7 +477,7 @@ def main() -> None:
 class StorageOption(click.Option):
     """--raw / --warehouse: given, else the environment variable the Dagster definitions read, else their
     default, both from ``WAREHOUSE_DEFAULTS`` (``field``: its key), so the CLI and the UI agree. Read only
-    when the option is not given or --help shows it: it imports the resources (Dagster)."""
+    when the option is not given or --help shows it."""
 
     def __init__(self, *decls, field: str, **attrs):
         super().__init__(*decls, show_default=True, show_envvar=True, **attrs)
@@ -630,7 +630,7 @@ def report(warehouse) -> None:
 
 
 @main.command("sample-data")
-@click.option("--out", default="data/raw", show_default=True)
+@click.option("--out", cls=StorageOption, field="raw_root", help="Folder for the .tar shards (where --raw reads).")
 @click.option("--shards", default=3, show_default=True, type=click.IntRange(min=1))
 def sample_data(out, shards) -> None:
     """Regenerate the bundled sample shards (deterministic, byte-identical).

@@ -115,3 +115,12 @@ def test_the_ui_hint_of_an_installed_package_needs_no_checkout(monkeypatch, tmp_
     dagster = str(Path(sys.executable).with_name("dagster"))
     assert hint == (f"DAGSTER_HOME={tmp_path / 'home'} CURATION_RAW=/data/shards CURATION_WAREHOUSE=/data/curated "
                     f"{dagster} dev -m curation_pipeline.definitions -h 127.0.0.1 -p 3000")
+
+
+def test_sample_data_writes_where_run_reads(tmp_path, monkeypatch):
+    """`curate sample-data` then `curate run` with CURATION_RAW set: the shards land where run looks."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CURATION_RAW", str(tmp_path / "myraw"))
+    result = CliRunner().invoke(main, ["sample-data", "--shards", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "myraw" / "sample-000000.tar").is_file() and not (tmp_path / "data").exists()

@@ -11,7 +11,7 @@ from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.selection import selection_cut
 from curation_pipeline.decisions.cut_store import CUT_KEY, CutUnavailable, cut_for_shard
 from curation_pipeline.decisions.dedup import DIGEST_KEY, mark_duplicates
-from curation_pipeline.decisions.policy import decide, in_top_fraction
+from curation_pipeline.decisions.policy import IN_CUT, decide
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
 from curation_pipeline.resources import PolicyResource, WarehouseResource
@@ -61,7 +61,7 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
                    "drop_share": actions.get("drop", 0) / n if n else None,
                    "nsfw_review": int(decisions["nsfw_review"].sum())}),
         **({} if cut is None else numbers({
-            "in_keep_fraction": int(in_top_fraction(scores, rules, cut).sum()),  # inside the global cut
+            "in_keep_fraction": int(decisions[IN_CUT].sum()),  # inside the global cut, as decide marked them
             "keep_fraction": cut.fraction, "keep_fraction_cut_score": cut.cut_score,
             "keep_fraction_pool_scored": cut.scored, "keep_fraction_pool_kept": cut.kept})),
         **({} if dedup is None else {

@@ -4,8 +4,8 @@ A group can span shards, so it is resolved over every shard's stored fingerprint
 ``dedup_index`` asset). Each group keeps ONE pair, among the members the policy itself would publish:
 an image that passes the image rules and was checked by every enabled one (a scorer that failed on it
 leaves it ``unchecked``), and a caption that is kept, or rewritten with a safe fallback (rewrite on,
-``fallback: keep_original`` and a score of at least ``drop_threshold``; with rewrite off or
-``fallback: drop``, only a caption good enough to keep as is). Among those: the largest image, then
+``fallback: keep_original``, a score of at least ``drop_threshold``, inside the keep_fraction cut; with
+rewrite off or ``fallback: drop``, only a caption good enough to keep as is). Among those: the largest image, then
 the best caption, then (shard, key). So a thumbnail never displaces its original, a copy ``decide``
 drops never takes its group with it, and the same pool gives the same survivors whatever the order or
 parallelism of shard runs.
@@ -143,7 +143,7 @@ def preference(pool: pd.DataFrame, policy, cut=None) -> pd.DataFrame:
 def file_identity(info: dict) -> str:
     """Which version of a file a result was computed from (size and modification time; inode or ETag)."""
     mtime = info.get("mtime") or info.get("LastModified") or info.get("updated") or ""
-    mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else mtime
+    mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else mtime  # this form is in stored indexes: kept
     return f"{info.get('size')}:{mtime}:{info.get('ino', '')}:{info.get('ETag', '')}"
 
 

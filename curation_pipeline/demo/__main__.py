@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from curation_pipeline.demo import __doc__ as about
 from curation_pipeline.demo.writer import generate_sample_shards
@@ -10,7 +11,10 @@ from curation_pipeline.demo.writer import generate_sample_shards
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=about.splitlines()[0])
-    parser.add_argument("--out", default="data/raw", help="directory for the .tar shards")
+    from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS
+
+    env, default = WAREHOUSE_DEFAULTS["raw_root"]  # where `curate run --raw` reads by default
+    parser.add_argument("--out", default=os.environ.get(env) or default, help="directory for the .tar shards")
     parser.add_argument("--shards", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

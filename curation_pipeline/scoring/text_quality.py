@@ -23,8 +23,8 @@ PENALTIES: dict[str, float] = {
     "no_alpha": 60.0,  # not a single letter ("12345", "!!!")
     "control_chars": 20.0,  # control characters (NUL too), ANSI escapes, bidi overrides, zero-width characters
     # U+FFFD where the bytes were not UTF-8 ("caf\ufffd"), or mojibake ftfy recognises ("cafÃ©"): not the text as
-    # written, and the cleaner cannot restore it (U+FFFD's bytes are lost), so alone it falls under the default
-    # drop_threshold: only a rewrite publishes the pair, never the garbled original as a fallback
+    # written. The cleaner repairs mojibake (fix_encoding); U+FFFD's bytes are lost. Alone it falls under the
+    # default drop_threshold: only a rewrite publishes the pair, never the garbled original as a fallback
     "bad_encoding": 40.0,
     "filename": 40.0,  # a camera/file name: IMG_2041.JPG, DSC00123, 2041.jpg, Screenshot_2020-...
     "url": 30.0,  # http(s)://, www., bare domains such as example.com
