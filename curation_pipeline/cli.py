@@ -346,11 +346,8 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     if unknown:
         raise BadInput(f"no raw shard {', '.join(unknown)} in {raw} (found: {', '.join(sorted(found)) or 'none'})")
     if not selected:
-        from fsspec.core import split_protocol
-
-        local = not split_protocol(raw)[0]  # sample-data writes a local folder, not object storage
-        raise BadInput(f"no .tar shards found in {raw}; "
-                       + (f"generate samples with `curate sample-data --out {raw}` or " if local else "")
+        raise BadInput(f"no .tar shards found in {raw}; "  # sample-data writes a local folder, not a URL
+                       + (f"generate samples with `curate sample-data --out {raw}` or " if not _is_url(raw) else "")
                        + "point --raw elsewhere")
     settings = settings or {}
     for name, cls in _resource_classes().items():
@@ -390,11 +387,16 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     return 0
 
 
-def _absolute(location: str, base: Path) -> str:
-    """A local folder as an absolute path (against ``base``), a URL (``s3://...``) as it is."""
+def _is_url(location: str) -> bool:
+    """``s3://...`` (object storage, any fsspec protocol) rather than a local folder."""
     from fsspec.core import split_protocol
 
-    return location if split_protocol(location)[0] else os.path.normpath(base / location)
+    return bool(split_protocol(location)[0])
+
+
+def _absolute(location: str, base: Path) -> str:
+    """A local folder as an absolute path (against ``base``), a URL (``s3://...``) as it is."""
+    return location if _is_url(location) else os.path.normpath(base / location)
 
 
 def ui_command(raw: str, warehouse: str) -> str:
@@ -639,9 +641,7 @@ def sample_data(out, shards) -> None:
     """
     from curation_pipeline.demo import generate_sample_shards
 
-    from fsspec.core import split_protocol
-
-    if split_protocol(out)[0]:
+    if _is_url(out):
         raise BadInput(f"--out {out} is a URL: sample-data writes a local folder; write one, then copy it up "
                        "(e.g. `aws s3 cp --recursive <folder> <url>`)")
     if Path(out).exists() and not Path(out).is_dir():

@@ -218,6 +218,7 @@ def _unmatched_note(joined: pd.DataFrame, metric: pd.DataFrame, on: list[str], h
     missing = joined[joined["_merge"].eq("left_only")]
     if missing.empty:
         return None
+
     def show(row) -> str:
         return " / ".join(repr(row[c]) for c in on)
 
