@@ -36,6 +36,16 @@ def flickr_available() -> bool:
     return (FLICKR / "captions.jsonl").is_file()
 
 
+_GENERATED: list[Path] = []  # folders of generated images, removed at exit
+
+
+@atexit.register
+def remove_generated() -> None:
+    """Remove the generated images; a script that leaves through ``os._exit`` (no atexit) calls it first."""
+    while _GENERATED:
+        shutil.rmtree(_GENERATED.pop(), ignore_errors=True)
+
+
 def _generated_rows(n: int) -> list[tuple[Path, str]]:
     """``n`` JPEG files (deterministic crops of scikit-image's bundled photos, shorter side
     200-240 px, so DataComp's size rule passes) with their captions, in a temp folder."""
@@ -45,7 +55,7 @@ def _generated_rows(n: int) -> list[tuple[Path, str]]:
     from curation_pipeline.demo import PHOTOS
 
     folder = Path(tempfile.mkdtemp(prefix="bench-images-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    _GENERATED.append(folder)
     rows = []
     for i in range(n):
         subject = PHOTOS[i % len(PHOTOS)]

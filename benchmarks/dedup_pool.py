@@ -111,14 +111,22 @@ def main() -> None:
     parser.add_argument("--index-rows", type=int, default=1000, help="grouped pairs per shard in it")
     add_smoke_flag(parser, shards="3,6", pairs=50, index_shards=20, index_rows=50)
     args = parse_args(parser)
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    with tempfile.TemporaryDirectory(prefix="bench-dedup-") as folder:
+        figures = pool_figures(args, Warehouse(folder))
+    figures.update(large_index(args.index_shards, args.index_rows))
+    result_line(figures)
+
+
+def pool_figures(args, wh) -> dict:
+    """Refresh, decision and rebuild figures for each pool size, in the warehouse ``wh``."""
     from curation_pipeline.decisions.dedup import refresh_index, write_index
     from curation_pipeline.decisions.policy import DecisionPolicy
     from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
-    from curation_pipeline.storage.warehouse import Warehouse
 
     sizes = [int(s) for s in args.shards.split(",")]
     rng = np.random.default_rng(0)
-    wh = Warehouse(tempfile.mkdtemp(prefix="bench-dedup-"))
     hashes, vectors, made, figures = [], [], 0, {"pairs_per_shard": args.pairs, "pool_shards": sizes,
                                                  "dup_share": args.dup_share,
                                                  "refresh_s": [], "peak_rss_mb": [], "decision_s": [],
@@ -142,17 +150,21 @@ def main() -> None:
               f"peak RSS {child['rss'] / 1024:.0f} MB, {child['grouped']} pairs in groups; then a decision's "
               f"look-up in the current index {child['decision'] * 1000:.0f} ms; a whole rebuild {child['rebuild']:.2f} s",
               flush=True)
-    figures.update(large_index(args.index_shards, args.index_rows))
-    result_line(figures)
+    return figures
 
 
 def large_index(n_shards: int, rows: int) -> dict:
     """A stored index of ``n_shards`` x ``rows`` grouped pairs (too big a pool to score here): seconds to
     write it (the dedup_index asset) and for one shard's decision to read and verify its rows of it."""
-    from curation_pipeline.decisions import dedup
     from curation_pipeline.storage.warehouse import Warehouse
 
-    wh = Warehouse(tempfile.mkdtemp(prefix="bench-dedup-index-"))
+    with tempfile.TemporaryDirectory(prefix="bench-dedup-index-") as folder:
+        return _large_index(Warehouse(folder), n_shards, rows)
+
+
+def _large_index(wh, n_shards: int, rows: int) -> dict:
+    from curation_pipeline.decisions import dedup
+
     shards = np.repeat([f"pool-{i:06d}" for i in range(n_shards)], rows)
     keys = np.tile([f"{j:08d}" for j in range(rows)], n_shards)
     groups = pd.DataFrame({"shard": shards, "key": keys, "dup_group": keys.astype(object), "dup_kind": "near_image",

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from _common import add_smoke_flag, compile_package, image_rows, parse_args, result_line
+from _common import add_smoke_flag, compile_package, image_rows, parse_args, remove_generated, result_line
 
 from curation_pipeline.compute.cluster import (
     LocalRayCluster,
@@ -268,9 +268,11 @@ def main() -> None:
 
         traceback.print_exc()
         sys.stdout.flush()
+        remove_generated()
         os._exit(1)
     result_line(figures)
     sys.stdout.flush()
+    remove_generated()
     os._exit(0)  # PID 1 of the namespace: the kernel ends the Ray nodes
 
 

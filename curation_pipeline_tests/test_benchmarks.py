@@ -68,8 +68,11 @@ def test_every_benchmark_has_expected_keys():
 
 @pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s for s in SCRIPTS])
 def test_benchmark_smoke(script, tmp_path):
+    scratch = tmp_path / "tmp"  # the script's temp folder: what it makes there (bench-*) it must remove
+    scratch.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "GX_ANALYTICS_ENABLED": "false", "CURATE_FLICKR_DIR": str(tmp_path / "no-flickr-here")}
+           "GX_ANALYTICS_ENABLED": "false", "CURATE_FLICKR_DIR": str(tmp_path / "no-flickr-here"),
+           "TMPDIR": str(scratch)}
     out = subprocess.run([sys.executable, str(BENCHMARKS / script), "--smoke"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=900, check=False)
     assert out.returncode == 0, f"{script} --smoke exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
@@ -78,3 +81,5 @@ def test_benchmark_smoke(script, tmp_path):
     figures = json.loads(lines[-1][len("RESULT "):])
     missing = EXPECTED_KEYS.get(script, set()) - set(figures)
     assert not missing, f"{script}: RESULT lacks {sorted(missing)}: {figures}"
+    left = sorted(p.name for p in scratch.glob("bench-*"))
+    assert not left, f"{script} left its temp folders behind: {left}"
