@@ -17,6 +17,12 @@ from scipy import stats
 STATISTICS = ("kendall_tau_c", "kendall_tau_b", "spearman", "pearson")
 
 
+def comparable(human, metric) -> np.ndarray:
+    """The rows a correlation can use: neither side NaN nor infinite (an infinite score has no rank or
+    product, so the value would be NaN while resamples without that row still gave an interval)."""
+    return np.isfinite(np.asarray(human, dtype=float)) & np.isfinite(np.asarray(metric, dtype=float))
+
+
 def _point(human: np.ndarray, metric: np.ndarray) -> dict[str, float]:
     if len(human) < 3 or np.ptp(human) == 0 or np.ptp(metric) == 0:
         return {name: math.nan for name in STATISTICS}
@@ -31,15 +37,13 @@ def _point(human: np.ndarray, metric: np.ndarray) -> dict[str, float]:
 def correlations(human, metric, *, groups=None, n_boot: int = 1000, seed: int = 0,
                  confidence: float = 0.95) -> dict:
     """Each statistic with its bootstrap interval: ``{"n": rows, "n_groups": pairs, "kendall_tau_c":
-    {"value", "ci_low", "ci_high"}, ...}``. Rows where either side is NaN or infinite are left out (and
-    not counted in ``n``): an infinite score has no rank or product, so the value would be NaN while
-    resamples without that row still gave an interval."""
+    {"value", "ci_low", "ci_high"}, ...}``. Only ``comparable`` rows count (also in ``n``)."""
     human = np.asarray(human, dtype=float)
     metric = np.asarray(metric, dtype=float)
     if human.shape != metric.shape:
         raise ValueError(f"human ({human.shape}) and metric ({metric.shape}) scores differ in length")
     groups = np.arange(len(human)) if groups is None else np.asarray(groups)
-    keep = np.isfinite(human) & np.isfinite(metric)
+    keep = comparable(human, metric)
     human, metric, groups = human[keep], metric[keep], groups[keep]
     _, group_index = np.unique(groups, return_inverse=True)
     n_groups = int(group_index.max()) + 1 if len(group_index) else 0

@@ -328,11 +328,11 @@ def headline(report: dict) -> dict:
 def evaluate_agreement(joined: pd.DataFrame, *, protocols=("mean", "each"), n_boot: int = 1000,
                        seed: int = 0) -> dict:
     """Correlations of ``metric`` with the human ``score`` (Expert: per protocol). Plain JSON types."""
-    from curation_pipeline.evaluation.agreement import correlations
+    from curation_pipeline.evaluation.agreement import comparable, correlations
 
     fmt = joined.attrs.get("format", "generic")
-    values = joined[["metric", "score"]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-    scored = joined[np.isfinite(values).all(axis=1)]  # the rows correlations() keeps: neither NaN nor infinite
+    numeric = joined[["score", "metric"]].apply(pd.to_numeric, errors="coerce")
+    scored = joined[comparable(numeric["score"], numeric["metric"])]  # the rows correlations() keeps
     note = joined.attrs.get("unmatched_note")
     report = {"format": fmt, "path": joined.attrs.get("path"), "judged_pairs": int(len(joined)),
               "matched_pairs": int(len(scored)), "skipped_references": int(joined.attrs.get("skipped_references", 0)),
