@@ -30,9 +30,31 @@ LABELLED_URL_RE = re.compile(
     r"(?:(?<!\w)(?:(?:image\s+|photo\s+)?source|via|from|link|url|website|more(?:\s+(?:info|photos?|details))?"
     r"(?:\s+(?:at|on|here))?|see|visit|available\s+(?:at|on)|read\s+more(?:\s+(?:at|on))?"
     r"|(?:shop|buy|order)(?:\s+(?:it|now|online))?\s+(?:at|on)|found\s+(?:at|on))\s*:?\s*)?"
-    rf"(?:{_URL})",
+    rf"(?P<url>{_URL})",
     re.IGNORECASE,
 )
+_BARE_DOMAIN_RE = re.compile(r"[\w-]+(?:\.[\w-]+)*", re.IGNORECASE)  # no scheme, no "www.", no path
+
+
+def _is_site_name(text: str, start: int, end: int) -> bool:
+    """A capitalised bare domain inside a clause is a company's name, not a link: "A sign for Hotels.com in
+    Times Square", "Reddit.com's front page", "Booking.com headquarters". Words of its clause must follow it
+    (or a possessive), and none but words come before it; a link at a clause's edge is a label."""
+    link = text[start:end]
+    if not link[:1].isupper() or not _BARE_DOMAIN_RE.fullmatch(link):
+        return False
+    before, after = text[:start].rstrip(), text[end:]
+    return (not before or before[-1].isalnum()) and (after[:1] in ("'", "’") or after[:1] == " " and after[1:2].isalnum())
+
+
+def url_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every link (``URL_RE``), less site names used as names (``_is_site_name``)."""
+    return [m.span() for m in URL_RE.finditer(text) if not _is_site_name(text, *m.span())]
+
+
+def labelled_url_spans(text: str) -> list[tuple[int, int]]:
+    """``LABELLED_URL_RE`` spans (a link with the words that introduce it), less site names used as names."""
+    return [m.span() for m in LABELLED_URL_RE.finditer(text) if not _is_site_name(text, *m.span("url"))]
 
 FILENAME_RE = re.compile(
     # Phone / desktop screenshots and messenger exports, with their timestamps.
@@ -149,8 +171,8 @@ CREDIT_RE = re.compile(
     # - via @jdoe / . via Reuters: at the start of a clause (never "goes via Main Street") and ending it
     # ("Via Appia, an ancient Roman road" is a road); an agency may be followed by a comma ("Via AP, a ...").
     rf"|(?:^|(?<=[-–—|•·:]\s)|(?<=[.!?]\s))via\s+(?:{_CREDITED}{_CREDIT_END}|(?-i:{_AGENCIES})(?=\s*,))"
-    # © 2019 Jane Doe. All rights reserved / (c) Jane Doe 2019 / ©
-    rf"|(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*(?:{_YEARS}[\s,]*)?(?:by\s+)?(?:{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?"
+    # © 2019 Jane Doe. All rights reserved / (c) Jane Doe 2019 / © / photo © 2019 (its media label goes too)
+    rf"|(?:{_MEDIA_LABEL}\s*)?(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*(?:{_YEARS}[\s,]*)?(?:by\s+)?(?:{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?"
     # The word needs a year or a name, then the end of its clause: "Copyright law books" are books.
     # Copyright (c) 2015-2019 Jane Doe / Copyright Jane Doe 2019 / Copyright 2019, a dog / Copyright
     rf"|copyright(?:\s*(?:©|\(c\)))?\s*:?\s*(?:{_YEARS}(?:[\s,]*(?:by\s+)?{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?"
@@ -178,13 +200,14 @@ _AD_TRIGGERS = [
     r"tap\s+(?:here|now|the\s+link|to\s+(?:buy|shop|order|see|view))",
     rf"{_NOT_AFTER_DETERMINER}(?:buy|shop|order|book|call|subscribe|register|sign\s+up|download|bid|donate|act"
     r"|apply|join|enrol+|reserve|grab\s+(?:yours|one)|get\s+(?:yours|it|one|them)|claim\s+(?:yours|it)|save|"
-    r"pre-?order)\s+(?:it\s+)?(?:now|today|online|here|instantly)",
-    r"(?:shop|buy|browse)\s+(?:(?:the|this)\s+(?:look|collection|range|sale|print|style|item|outfit)|our\s+\w+)",
+    r"pre-?order)\s+(?:it\s+)?(?:now|today|here|instantly)"
+    # a button or sign that reads it is described: "a Book now button on a website"
+    r"(?!\s+(?:buttons?|links?|signs?|banners?|icons?|tabs?|logos?|stickers?|posters?))",
+    r"(?:subscribe|register|sign\s+up|download|bid|donate|apply|join|enrol+|reserve|pre-?order)\s+online",
     r"(?:buy|get)\s+(?:\d+|one|two)\s+(?:get\s+(?:\d+|one)(?:\s+(?:free|half\s+price))?|for\s+(?:\d+|one|the\s+price))",
     r"\bbogo\b",
     r"(?:order|get|grab|buy|book|reserve|claim)\s+(?:yours|your\s+\w+(?:\s+\w+)?)\s+(?:now|today|here|online)",
     r"\*+\s*sale\b|\bsale\s*(?:!+|\*+)",
-    r"limited\s+(?:stock|edition\s+prints?|availability|quantities)|(?:only\s+)?\d+\s+left\s+in\s+stock|low\s+stock",
     r"pin\s+(?:it|this)\s+for\s+later|pin\s+it\s*!|(?:save|pin)\s+(?:it\s+)?(?:to|on)\s+pinterest|tweet\s+this",
     r"share\s+(?:(?:it|this)\s+)?(?:on|to|via)\s+(?:facebook|twitter|pinterest|instagram|whatsapp|x)\b",
     r"visit\s+(?:(?:https?://|www\.)[^\s()\[\]{}<>\"]+|[\w-]+\.(?:com|net|org|shop|store)\b[^\s()\[\]{}<>\"]*)",
@@ -192,9 +215,7 @@ _AD_TRIGGERS = [
     r"(?:(?:up\s+to|an?\s+extra|extra|flat|get|save)\s+)?\d{1,3}(?:[.,]\d+)?\s*%\s*(?:off|discount|sale|savings?"
     r"|cash\s*back)",
     r"save\s+(?:up\s+to\s+)?(?:[$€£]\s?\d[\d.,]*|\d{1,3}\s*%)",
-    r"free\s+(?:shipping|delivery|returns?)|(?:fast|express|next[\s-]day|same[\s-]day|worldwide|international)"
-    r"\s+shipping",
-    r"ships?\s+(?:free|worldwide|today|within|in\s+\d)",
+    r"free\s+(?:shipping|delivery|returns?)",
     r"free\s+(?:gift|trial|quote|estimate)s?\b",
     r"(?:limited|special|exclusive|introductory)\s+(?:time\s+)?(?:offer|deal|discount|promotion|price)s?",
     r"limited\s+time(?:\s+only)?",
@@ -202,7 +223,6 @@ _AD_TRIGGERS = [
     r"while\s+(?:supplies|stocks?)\s+lasts?",
     r"(?:don'?t|do\s+not)\s+miss\s+(?:out|this|it)",
     r"(?:best|great|hot|amazing|unbeatable|exclusive|top)\s+(?:deals?|prices?|offers?|bargains?)",
-    r"(?:lowest|cheapest|wholesale|factory|discount)\s+prices?",
     r"deals?\s+of\s+the\s+(?:day|week)",
     # "Summer sale!" / "- Flash sale ends tonight", never "a crowd at the Black Friday sale"
     r"(?:^|(?<=[.!?|:•·,;\-–—]\s)|(?<=[|•·:]))(?:flash|clearance|mega|huge|big|summer|winter|spring|holiday"
@@ -212,23 +232,39 @@ _AD_TRIGGERS = [
     r"sale\s+(?:ends|price|now\s+on|starts)",
     r"(?:on\s+sale|in\s+stock|available)\s+(?:now|today)",
     r"(?:promo|coupon|discount|voucher|offer)\s+codes?",
-    r"use\s+(?:the\s+)?code\s+\w+",
-    r"(?:only|just|now|from|was|for\s+only|price)\s*:?\s*[$€£]\s?\d[\d.,]*",
-    r"(?:call|text|contact|email|e-mail|whatsapp|dm|message)\s+(?:us|me)\b",
+    r"use\s+(?:the\s+)?(?:promo\s+)?code\s+(?-i:(?=[A-Z\d]*\d)[A-Z\d]{3,}|[A-Z]{3,}\d*)\b",  # a code: capitals, digits
     r"visit\s+(?:us\b|(?:our|my)\s+(?:store|shop|website|site|page|blog|booth|showroom|channel|etsy))",
     r"check\s+out\s+(?:our|my)\s+(?:store|shop|website|site|page|blog|channel|profile|etsy|other)",
     r"follow\s+us\s+(?:on|@|for)|like\s+us\s+on|subscribe\s+to\s+(?:our|my)\b",
     r"like\s+and\s+(?:share|subscribe)",
-    r"(?:learn|read|find\s+out|discover|see)\s+more(?=\s*(?:$|[.!:|,\-–—]|(?:at|here|on|about)\b))",
     r"more\s+info(?:rmation)?(?:\s+(?:at|here|on))?",
     r"money[\s-]back\s+guarantee",
     r"satisfaction\s+guaranteed",
     r"order\s+(?:yours|from\s+us)",
-    r"hurry(?:\s+up)?\s*[!,]",
-    r"(?:new|hot)\s+arrivals?",
     r"sponsored\s+(?:post|content|ad)",
 ]
-AD_TRIGGER_RE = re.compile(r"(?<![\w@#])(?:" + "|".join(_AD_TRIGGERS) + r")(?!\w)", re.IGNORECASE)
+# Phrases an ad uses that a description uses too ("Visitors browse the collection", "Students learn more about
+# robots", "tickets cost only $5 in 1950", "Blondie performing Call Me", "a new arrival at the zoo"): an ad only
+# where no description shares their clause (``_ad_only_clause``), or, capitalised, where they end a clause that
+# ran straight on from one ("A red dress Shop the look").
+_WEAK_AD_TRIGGERS = [
+    r"(?:shop|buy|browse)\s+(?:(?:the|this)\s+(?:look|collection|range|sale|print|style|item|outfit)|our\s+\w+)",
+    r"limited\s+(?:stock|edition\s+prints?|availability|quantities)|(?:only\s+)?\d+\s+left\s+in\s+stock|low\s+stock",
+    r"ships?\s+(?:free|worldwide|today|within|in\s+\d)",
+    r"(?:lowest|cheapest|wholesale|factory|discount)\s+prices?",
+    r"(?:only|just|now|from|was|for\s+only|price)\s*:?\s*[$€£]\s?\d[\d.,]*",
+    r"(?:call|text|contact|email|e-mail|whatsapp|dm|message)\s+(?:us|me)\b",
+    r"(?:learn|read|find\s+out|discover|see)\s+more(?=\s*(?:$|[.!:|,\-–—]|(?:at|here|on|about)\b))",
+    r"hurry(?:\s+up)?(?:\s*!|(?=\s*$))",  # not "Hurry, the bus is leaving"
+    r"(?:new|hot)\s+arrivals?",
+    r"(?:buy|shop|order|book|pre-?order)\s+(?:it\s+)?online",
+    r"(?:fast|express|next[\s-]day|same[\s-]day|worldwide|international)\s+shipping",
+]
+_STRONG_AD_RE = re.compile(r"(?<![\w@#])(?:" + "|".join(_AD_TRIGGERS) + r")(?!\w)", re.IGNORECASE)
+_WEAK_AD_RE = re.compile(r"(?<![\w@#])(?:" + "|".join(_WEAK_AD_TRIGGERS) + r")(?!\w)", re.IGNORECASE)
+# Either kind: a caption it does not match has no ad (the cheap test before the clause checks).
+AD_TRIGGER_RE = re.compile(r"(?<![\w@#])(?:" + "|".join(_AD_TRIGGERS + _WEAK_AD_TRIGGERS) + r")(?!\w)",
+                           re.IGNORECASE)
 # Where one clause of a caption ends and the next begins: separators with spaces around
 # them, sentence ends, commas, colons, brackets, line breaks.
 SEGMENT_DELIM_RE = re.compile(
@@ -238,6 +274,8 @@ SEGMENT_DELIM_RE = re.compile(
 _CLOSING_PUNCT_RE = re.compile(r"[.!?…\"”’')\]]+")
 _AD_CONNECTORS = frozenset("with and plus now at for get only just on & + - – — sale special offer hurry new hot free "
                            "save buy shop order deal deals today big mega".split())
+# What may share a clause with a weak trigger in an ad: its connectors, and words of offers ("Lowest prices online").
+_AD_FILLERS = _AD_CONNECTORS | frozenset("online here instantly in store stores us our all orders guaranteed ever".split())
 
 WORD_RE = re.compile(r"[^\W\d_]+")
 
@@ -245,9 +283,52 @@ WORD_RE = re.compile(r"[^\W\d_]+")
 _QUOTED_RE = re.compile(r'"[^"\n]*"|“[^”\n]*”')
 
 
+def _clause_of(text: str, start: int, end: int) -> tuple[int, int]:
+    """(start, end) of the ``SEGMENT_DELIM_RE`` clause around ``text[start:end]``."""
+    seg_start, seg_end = 0, len(text)
+    for d in SEGMENT_DELIM_RE.finditer(text):
+        if d.end() == d.start():
+            continue
+        if d.end() <= start:
+            seg_start = d.end()
+        elif d.end() > end:  # a delimiter may begin inside the match ("Hurry, ...")
+            seg_end = max(d.start(), end)
+            break
+    return seg_start, seg_end
+
+
+def _fillers_only(text: str) -> bool:
+    """Only ad fillers, numbers, prices, links and punctuation: no word that describes anything."""
+    return all(not WORD_RE.search(t) or t.lower() in _AD_FILLERS or URL_RE.fullmatch(t)
+               for t in _CLOSING_PUNCT_RE.sub(" ", text).split())
+
+
+def _weak_is_ad(text: str, m: re.Match, others: list[re.Match]) -> bool:
+    """A weak trigger is an ad when the rest of its clause is ad fillers or other triggers ("New arrivals!",
+    "- Learn more at www.x.com"), or when, capitalised, it ends a clause a lower-case description ran into
+    ("A red dress Shop the look")."""
+    seg_start, seg_end = _clause_of(text, m.start(), m.end())
+    rest = text[seg_start:seg_end]
+    for t in others:  # the other triggers of the clause are ad words too
+        if t is not m and seg_start <= t.start() < seg_end:
+            rest = rest[:t.start() - seg_start] + " " * (t.end() - t.start()) + rest[t.end() - seg_start:]
+    before = rest[:m.start() - seg_start]
+    after = rest[m.end() - seg_start:]
+    if _fillers_only(before) and _fillers_only(after):
+        return True
+    words_before = before.split()
+    return (_fillers_only(after) and text[m.start()].isupper() and bool(words_before)
+            and words_before[-1][:1].islower())
+
+
 def ad_triggers(text: str) -> list[re.Match]:
-    """Trigger matches outside quotes: 'a sign reading " 50% off "' describes a sign."""
-    triggers = list(AD_TRIGGER_RE.finditer(text))
+    """Trigger matches outside quotes ('a sign reading " 50% off "' describes a sign); weak ones only where
+    ``_weak_is_ad``."""
+    triggers = list(_STRONG_AD_RE.finditer(text))
+    weak = list(_WEAK_AD_RE.finditer(text))
+    if weak:
+        triggers += [m for m in weak if _weak_is_ad(text, m, triggers + weak)]
+        triggers.sort(key=lambda t: t.start())
     if triggers and ('"' in text or "“" in text):
         quoted = [m.span() for m in _QUOTED_RE.finditer(text)]
         triggers = [t for t in triggers if not any(s <= t.start() < e for s, e in quoted)]
@@ -348,10 +429,21 @@ def _label_spans(pattern: re.Pattern, text: str) -> list[tuple[int, int]]:
             if m.end() > m.start() and is_label(text, *m.span()) and not is_shown_text(text, m.start())]
 
 
+# A generic stock label ("stock photos", "royalty free images", "free photos") right after one of these words is
+# the object of the clause, not a label: "Photographer uploading stock photos", "A dog that is not a stock photo".
+_MEDIA_OBJECT_BEFORE_RE = re.compile(
+    r"\b(?:a|an|the|his|her|my|our|your|their|its|this|that|these|those|some|many|more|no|of|at|for|with|in|on"
+    r"|from|about|like|into|through|by|(?:upload|download|brows|licens|search|edit|shar|post|creat|select|print|view"
+    r"|choos|us|tak|mak)(?:e|es|ed|ing)|(?:upload|download|sell|buy|shoot|search|edit|post|print|view|find)(?:s|ed|ing)?"
+    r"|bought|sold|took|taken|made|found|chose|shot)\s+$", re.IGNORECASE)
+_GENERIC_MEDIA_LABEL_RE = re.compile(r"(?:stock|royalty|free)\b", re.IGNORECASE)
+
+
 def boilerplate_spans(text: str) -> list[tuple[int, int]]:
     """The ``BOILERPLATE_RE`` labels: what the cleaner cuts, and so what the scorer penalises ("A sign that says
-    Free Downloads" has none)."""
-    return _label_spans(BOILERPLATE_RE, text)
+    Free Downloads" has none; nor has "a man uploading stock photos")."""
+    return [(s, e) for s, e in _label_spans(BOILERPLATE_RE, text)
+            if not (_GENERIC_MEDIA_LABEL_RE.match(text, s) and _MEDIA_OBJECT_BEFORE_RE.search(text, 0, s))]
 
 
 def credit_spans(text: str) -> list[tuple[int, int]]:
@@ -549,6 +641,12 @@ INLINE_HASHTAG_PRECEDERS = frozenset(
     "a an the my our your his her their its this that these those on in at of for with to"
     " from by and or into onto near over under".split()
 )
+# A single capitalised tag ending the caption after a verb is the verb's object, a name: "A poster supporting
+# #BlackLivesMatter", "Crowds celebrate #Eid" keep the word ("#nofilter" after "Sunset" is still dropped).
+_TAG_OBJECT_VERB_RE = re.compile(
+    r"(?!(?:morning|evening|building|painting|wedding|clothing|ceiling|something|nothing|everything|anything|sibling"
+    r"|meeting|lightning|pudding|spring|string|thing|king|ring|wing|swing)$)[^\W\d_]{3,}ing"
+    r"|(?:celebrat|support|mark|honou?r|protest|join|observ|commemorat|welcom|promot)(?:e|es|s|ed)?", re.IGNORECASE)
 
 # Markup tags, known names only, attributes as name=value: "a < b" and "<i and j>" are no tags.
 _INLINE_TAGS = frozenset("a abbr b big cite code del dfn em font i ins kbd mark q s samp small span strike strong sub "
@@ -644,7 +742,7 @@ def has_repeat_run(text: str, words: list[str] | None = None) -> bool:
 
 
 def has_url(text: str) -> bool:
-    return _URL_HINT_RE.search(text) is not None and URL_RE.search(text) is not None
+    return _URL_HINT_RE.search(text) is not None and bool(url_spans(text))
 
 
 def has_filename(text: str) -> bool:
@@ -653,7 +751,9 @@ def has_filename(text: str) -> bool:
 
 def _drop_hashtags(match: re.Match) -> str:
     before, tags, mark = match.group(1) or "", match.group(2), match.group(3)
-    if before.strip().lower() in INLINE_HASHTAG_PRECEDERS:
+    single = HASHTAG_RE.fullmatch(tags)
+    if before.strip().lower() in INLINE_HASHTAG_PRECEDERS or (
+            single and tags[1].isupper() and _TAG_OBJECT_VERB_RE.fullmatch(before.strip())):
         return before + HASHTAG_RE.search(tags).group(1) + mark
     before = before.rstrip()
     if before.endswith((".", "!", "?")):
@@ -683,8 +783,9 @@ def noise_free_words(text: str) -> list[str]:
     for spans in (bracket_note_spans, ad_spans):
         for start, end in reversed(spans(text)):
             text = text[:start] + " " + text[end:]
-    for pattern in (LABELLED_URL_RE, FILENAME_RE):
-        text = pattern.sub(" ", text)
+    for start, end in reversed(labelled_url_spans(text)):
+        text = text[:start] + " " + text[end:]
+    text = FILENAME_RE.sub(" ", text)
     for spans in (credit_spans, boilerplate_spans):  # the cleaner's order, each on what the last one left
         for start, end in reversed(spans(text)):
             text = text[:start] + " " + text[end:]

@@ -18,7 +18,6 @@ from typing import Callable
 from curation_pipeline.captions.patterns import (
     CLAUSE_SEPARATORS,
     FILENAME_RE,
-    LABELLED_URL_RE,
     SENTENCE_ENDS,
     WHITESPACE_RE,
     ad_spans,
@@ -29,6 +28,7 @@ from curation_pipeline.captions.patterns import (
     has_bad_encoding,
     is_all_caps,
     is_shown_text,
+    labelled_url_spans,
     normalize_whitespace,
     remove_control_chars,
     remove_hashtags,
@@ -178,7 +178,7 @@ OPERATIONS: dict[str, Callable[[str], str]] = {
     "strip_punctuation": _strip_punctuation,
     "remove_bracket_notes": _cutter(bracket_note_spans),
     "remove_ads": _cutter(_not_shown_text(ad_spans)),
-    "remove_urls": _cutter(_matches(LABELLED_URL_RE)),
+    "remove_urls": _cutter(labelled_url_spans),  # a site named as a name stays ("a sign for Hotels.com")
     "remove_filenames": _cutter(_matches(FILENAME_RE)),
     # the very spans the scorer's "credit" and "boilerplate" rules see
     "remove_credits": _cutter(credit_spans),
@@ -209,7 +209,10 @@ class CaptionCleaner(Rewriter):
     # 4: boilerplate only as a label, prose words ("downloads", "Via Appia", "Copyright law") kept; tags removed
     # 5: a stock label's ID goes with it ("royalty free image 16086", "Shutterstock ID 123456")
     # 6: mojibake repaired ("cafÃ©" -> "café", ftfy.fix_encoding), what text_quality 5's bad_encoding flags
-    version = "6"
+    # 7: ads need ad context (no cut of "Students learn more about robots"); site names in a clause, generic stock
+    #    labels used as objects ("uploading stock photos") and a verb's capitalised trailing tag ("supporting
+    #    #BlackLivesMatter" -> "supporting BlackLivesMatter") kept; "photo © 2019" cut whole
+    version = "7"
     needs_images = False
     prompt = None
 

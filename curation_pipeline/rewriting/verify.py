@@ -190,12 +190,26 @@ def _cut_tail(tail: str, original: str) -> bool:
                for j in range(1, len(tokens) - len(want) + 1))
 
 
+_BLACK_FLAG = "\U0001F3F4"
+
+
+def _in_flag_tag(text: str, i: int) -> bool:
+    """Whether ``text[i]`` is a tag character (U+E0020-E007F) of a subdivision flag: a run of them after the
+    black flag U+1F3F4 ("🏴" + "gbeng" + cancel tag is England's flag)."""
+    if not "\U000E0020" <= text[i] <= "\U000E007F":
+        return False
+    j = i
+    while j > 0 and "\U000E0020" <= text[j - 1] <= "\U000E007F":
+        j -= 1
+    return j > 0 and text[j - 1] == _BLACK_FLAG
+
+
 def _invisible(text: str, allowed: str = "") -> bool:
     for i, ch in enumerate(text):
         cat = unicodedata.category(ch)
         if cat == "Cc":
             return True
-        if cat == "Cf" and ch not in allowed:
+        if cat == "Cf" and ch not in allowed and not _in_flag_tag(text, i):
             if ch in "\u200c\u200d" and 0 < i < len(text) - 1 and not text[i - 1].isascii() \
                     and not text[i + 1].isascii():
                 continue  # a joiner inside an emoji sequence or a script that needs it
@@ -250,6 +264,25 @@ def _stub(candidate: str, original: str | None) -> str | None:
             and not _own_words(candidate, end, original):
         return end.group(0).strip()
     return None
+
+
+# Words a finished caption does not end on: an article, a possessive, a preposition that is no particle ("looks on",
+# "stands by" end captions), a conjunction, a copula, or a verb that needs its object ("Container ships wait in an", "tickets cost"): what a removal cut the end off.
+_DANGLING_END = re.compile(
+    r"(?<![\w'’-])(?:a|an|the|of|at|to|for|with|from|into|onto|and|or|but|nor|than"
+    r"|is|are|was|were|not|cost|costs|my|your|his|their|our|its)\s*$",
+    re.IGNORECASE)
+
+
+def _dangling_end(candidate: str, original: str | None) -> str | None:
+    """The function word the candidate stops on, unless the original stopped on it too (its own style)."""
+    match = _DANGLING_END.search(candidate)
+    if match is None:
+        return None
+    word = match.group(0).strip()
+    if original is not None and re.search(rf"(?<![\w'’-]){re.escape(word)}\W*$", original.strip(), re.IGNORECASE):
+        return None
+    return word
 
 
 def _in_original(text: str, original: str) -> bool:
@@ -331,6 +364,9 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
     id_tail = _id_tail(stripped, original)
     if id_tail:
         problems.append(f"dangling ID {id_tail!r}")
+    dangling = _dangling_end(stripped, original)
+    if dangling:
+        problems.append(f"ends on {dangling!r}")
     tail = _tail_fragment(candidate)
     if tail is not None and (original is None or (_tail_fragment(original) != tail and not _cut_tail(tail, original))):
         problems.append(f"dangling fragment {tail!r}")

@@ -32,7 +32,9 @@ PENALTIES: dict[str, float] = {
     "advertising": 30.0,  # ads and calls to action: "buy now", "50% off", "free shipping", "click here to ..."
     "credit": 30.0,  # credits, sources, copyright as a label, as the cleaner cuts them: "Photo: Jane Doe", "(via AP)"
     "hashtag_spam": 25.0,  # >= 3 hashtags, hashtags > 30% of tokens, a run of 2+ tags, or a tag ending the caption
-    "too_short": 25.0,  # <= 2 words, not counting hashtags, URLs, file names, boilerplate, ads, credits (*)
+    "too_short": 25.0,  # <= 2 words, not counting hashtags, URLs, file names, boilerplate, ads, credits (*); one
+    # word repeated (MIN_COPIES_ONE_WORD+ times, nothing else: "coffee coffee coffee coffee") counts as one word, so
+    # the junk scores no better than what collapse_repeats leaves of it and is never kept as a fallback
     "very_short": 15.0,  # <= 1 such word (also fires too_short: 40 in all)
     "repetition": 20.0,  # a word/phrase repeated back to back, or < 50% unique words
     "low_letter_share": 20.0,  # letters < 60% of non-space characters
@@ -49,6 +51,7 @@ MAX_WORDS = 77
 MIN_LETTER_SHARE = 0.6
 MIN_UNIQUE_RATIO = 0.5
 MIN_WORDS_FOR_UNIQUE_RATIO = 6
+MIN_COPIES_ONE_WORD = 4  # "Talk talk talk" (a title, perhaps) is only repetition
 MIN_HASHTAGS = 3
 MAX_HASHTAG_SHARE = 0.3
 
@@ -75,6 +78,8 @@ def caption_rules(caption: str | None) -> list[str]:
     if not caption.isascii():
         n_words += len(NO_SPACE_SCRIPT_RE.findall(caption)) // 2
     unique_words = len({w.lower() for w in words})
+    if unique_words == 1 and len(words) >= MIN_COPIES_ONE_WORD and n_words > 1:
+        n_words = 1
     low_variety = len(words) >= MIN_WORDS_FOR_UNIQUE_RATIO and unique_words < MIN_UNIQUE_RATIO * len(words)
 
     fired = {
@@ -114,7 +119,10 @@ class CaptionTextQuality(Scorer):
     #    image ("a shirt reading Photo by John Smith" is fine); a bare bracketed link "{www.x.com}" is a credit too
     # 5: bad_encoding (U+FFFD, mojibake) fires; a stock label's ID is boilerplate too ("A barn, Shutterstock ID
     #    123456": 70 -> 45, its ID no longer counts as a word; patterns._STOCK_ID, commit 23f8ebb)
-    version = "5"
+    # 6: weak ad phrases ("learn more", "only $5", "call me") only with no description in their clause; a
+    #    capitalised site name inside a clause ("a sign for Hotels.com in Times Square") is no link; "photo © 2019"
+    #    and "uploading stock photos" read as the cleaner 7 reads them; one word repeated 4+ times is very_short
+    version = "6"
     needs_images = False
     outputs = (
         ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from curation_pipeline.rewriting.cleaner import clean_caption
+from curation_pipeline.rewriting.cleaner import CaptionCleaner, clean_caption
 from curation_pipeline.scoring.text_quality import caption_rules
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
@@ -44,7 +44,7 @@ def test_mojibake_is_published_repaired(garbled_run):
     row = final.loc["000000001"]
     assert row["original_caption"] == MOJIBAKE and caption_rules(MOJIBAKE) == ["bad_encoding"]
     assert (row["outcome"], row["final_caption"], row["rewriter"], row["rewriter_version"]) == (
-        "rewritten", WRITTEN, "cleaner", "6")
+        "rewritten", WRITTEN, "cleaner", CaptionCleaner.version)
     lineage = wh.read_table("rewritten_captions", SHARD).set_index("key").loc["000000001"]
     # the acceptance check: the re-score rose past the margin, and the rewrite is minimal and well formed
     assert lineage["accepted"] and lineage["rewriter_output"] == "fix_encoding"

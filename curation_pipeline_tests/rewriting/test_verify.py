@@ -130,3 +130,34 @@ def test_min_quality(before, after, min_quality, accepted, reason):
     assert AcceptanceRules().min_quality is None
     assert judge(before, after, 0.2, 1.0, 0.9, rules, original="dog beach pic",
                  candidate="A dog on a beach.") == (accepted, reason)
+
+
+# A cut in mid-clause leaves a word no caption ends on; a subdivision flag's tag characters are no control characters.
+@pytest.mark.parametrize("original, candidate, problem", [
+    ("Container ships wait in an international shipping lane off Singapore", "Container ships wait in an",
+     "ends on 'an'"),
+    ("The ticket booth where tickets cost only $5 in 1950", "The ticket booth where tickets cost", "ends on 'cost'"),
+    ("A dog that is not a stock photo", "A dog that is not a", "ends on 'a'"),
+])
+def test_a_rewrite_may_not_stop_mid_clause(original, candidate, problem):
+    from curation_pipeline.rewriting.verify import wellformedness_problems
+
+    assert problem in wellformedness_problems(candidate, original)
+
+
+@pytest.mark.parametrize("original, candidate", [
+    ("A man looks on - Photo: Jane Doe", "A man looks on"),  # a particle, not a preposition
+    ("What the dog is waiting for", "What the dog is waiting for"),  # the original ends so itself
+    ("England fans celebrate \U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F #football #worldcup",
+     "England fans celebrate \U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F"),
+])
+def test_finished_captions_pass(original, candidate):
+    from curation_pipeline.rewriting.verify import wellformedness_problems
+
+    assert wellformedness_problems(candidate, original) == []
+
+
+def test_a_stray_tag_character_is_still_invisible():
+    from curation_pipeline.rewriting.verify import wellformedness_problems
+
+    assert "invisible or control characters" in wellformedness_problems("A dog\U000E0067 on the beach", "A dog")

@@ -177,7 +177,7 @@ def test_scorer_columns_and_missing_captions():
     assert df["text_quality"].dtype == "float64"
     assert df["text_quality"].tolist() == [100.0, 0.0, 0.0]
     assert df["text_quality_rules"].tolist() == ["", "empty", "empty"]
-    assert scorer.needs_images is False and scorer.ident == "text_quality@5"
+    assert scorer.needs_images is False and scorer.ident == "text_quality@6"
 
 
 def test_score_is_clamped():
@@ -247,3 +247,14 @@ def test_a_caption_file_that_is_not_utf8_is_weak_and_says_why(tmp_path):
     assert decisions["reason"].tolist()[:2] == ["low_text_quality=60.0 (bad_encoding)"] * 2
     # under drop_threshold: if no rewrite is accepted, the garbled original is not the fallback
     assert (scores["text_quality"][:2] < DecisionPolicy().drop_threshold).all()
+
+
+def test_one_word_repeated_scores_as_one_word():
+    """Junk scores no better than what collapse_repeats leaves of it ("coffee": very short), so it is never kept
+    as the fallback when its rewrite is rejected; a short repeat may be a title and is only repetition."""
+    from curation_pipeline.scoring.text_quality import caption_score
+
+    for junk in ["coffee coffee coffee coffee coffee", "dog dog dog dog dog dog"]:
+        assert caption_rules(junk) == ["too_short", "very_short", "repetition"]
+        assert caption_score(caption_rules(junk)) == caption_score(caption_rules(junk.split()[0])) - 20
+    assert caption_rules("Talk talk talk") == ["repetition"]
