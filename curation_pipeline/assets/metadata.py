@@ -5,6 +5,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
 from curation_pipeline.values import plain
 
@@ -27,6 +28,8 @@ def numbers(mapping: dict[str, Any]) -> dict[str, dg.MetadataValue]:
 
 
 def _kind(values: pd.Series) -> str:
+    """A preview column's kind, guessed from its values (a whole-number float column shows as int): for
+    previews only; a table's column schema states the stored types (``table_metadata``)."""
     if pd.api.types.is_bool_dtype(values):
         return "bool"
     if pd.api.types.is_integer_dtype(values):
@@ -37,15 +40,24 @@ def _kind(values: pd.Series) -> str:
     return "string"
 
 
-def table_metadata(name: str, df: pd.DataFrame) -> dict[str, Any]:
-    """Dagster's standard table metadata: the column schema, every column described (``tables.py``),
-    and the row count."""
+def type_name(arrow_type: pa.DataType) -> str:
+    """A stored column's type as Arrow names it (int64, double, string, bool, null for a column with no
+    value, timestamp[us, tz=UTC], ...), a list as list<float>: what DuckDB and pyarrow read back."""
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type):
+        return f"list<{type_name(arrow_type.value_type)}>"
+    return str(arrow_type)
+
+
+def table_metadata(name: str, schema: pa.Schema, rows: int) -> dict[str, Any]:
+    """Dagster's standard table metadata of a written table: the column schema with the stored (Parquet)
+    types, never guessed from the values (those differ between shards of one table), every column
+    described (``tables.py``), and the row count."""
     from curation_pipeline.tables import describe
 
-    columns = [dg.TableColumn(str(c), _kind(df[c]), description=describe(name, str(c)) or "")
-               for c in df.columns]
+    columns = [dg.TableColumn(field.name, type_name(field.type), description=describe(name, field.name) or "")
+               for field in schema]
     return {"dagster/column_schema": dg.TableSchema(columns=columns),
-            "dagster/row_count": dg.MetadataValue.int(len(df))}
+            "dagster/row_count": dg.MetadataValue.int(rows)}
 
 
 def table(df: pd.DataFrame, limit: int = PREVIEW_ROWS) -> dg.MetadataValue:

@@ -1,0 +1,43 @@
+"""A table's column schema in the UI states the types stored in its Parquet file (what DuckDB reads), not
+types guessed from one shard's values."""
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TABLES = ("pairs", "quality_scores", "caption_decisions", "rewritten_captions", "final_captions")
+
+
+def _shown(instance, asset: str, shard: str) -> dict[str, str]:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[shard]), limit=1).records
+    schema = records[0].event_log_entry.asset_materialization.metadata["dagster/column_schema"].value
+    return {c.name: c.type for c in schema.columns}
+
+
+def test_column_schema_types_are_the_stored_parquet_types(curated):
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    instance, wh = curated["instance"], Warehouse(str(curated["warehouse"]))
+    first, second = curated["shards"]
+    stored = {(asset, shard): pq.read_schema(wh.local_path(wh.table_path(asset, shard)))
+              for asset in TABLES for shard in (first, second)}
+    for (asset, shard), schema in stored.items():
+        shown = _shown(instance, asset, shard)
+        expected = {f.name: (f"list<{f.type.value_type}>" if pa.types.is_list(f.type) else str(f.type))
+                    for f in schema}
+        wrong = [(c, shown.get(c), t) for c, t in expected.items() if shown.get(c) != t]
+        assert shown == expected, f"{asset} {shard} (column, shown, stored): {wrong}"
+
+    # the cases a value guess got wrong: scores stored as double, a column with no value, the embedding list
+    assert _shown(instance, "quality_scores", first)["text_quality"] == "double"
+    assert _shown(instance, "rewritten_captions", first)["quality_before"] == "double"
+    assert _shown(instance, "rewritten_captions", first)["quality_after"] == "double"
+    assert _shown(instance, "quality_scores", first)["dup_caption_emb"] == "list<float>"
+    assert _shown(instance, "pairs", first)["original_width"] == "null"  # no sample records it
+
+    # two partitions whose files store the same types show the same schema
+    same = [a for a in TABLES if stored[(a, first)].equals(stored[(a, second)], check_metadata=False)]
+    assert {"caption_decisions", "final_captions"} <= set(same)
+    for asset in same:
+        assert _shown(instance, asset, first) == _shown(instance, asset, second), asset
