@@ -27,11 +27,12 @@ from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 @dg.asset(
     name=INDEX_ASSET, group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
-    code_version="6",  # bump when the same inputs give different output (2: the survivor is a copy decide()
+    code_version="7",  # bump when the same inputs give different output (2: the survivor is a copy decide()
     # keeps: checked by every enabled image rule, a caption kept or safely rewritten under the policy; 3: a
     # frozen shard's published pairs survive; 4: a copy in quality_scores that failed a blocking check ranks last,
     # and a frozen shard publishes what its curated tar holds; 5: so does a shard with a blocking mark on
-    # quality_scores or final_captions; 6: with keep_fraction on, a copy outside the cut is not safe)
+    # quality_scores or final_captions; 6: with keep_fraction on, a copy outside the cut is not safe; 7: a held
+    # shard's tar pair its stored scores no longer hold is grouped by the tar's sidecar)
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"parquet"},
     description="Duplicate groups over ALL shards (exact pixels, exact pairs, near images by pHash, near captions "
@@ -65,8 +66,8 @@ def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     if index.unindexed:
         context.log.warning(
             "curated tars hold pairs their shard's stored scores do not (made from an earlier raw file; the shard is "
-            "blocked or frozen, so no new tar replaced them): copies of those elsewhere are not dropped and may be "
-            "published twice. Re-run or remove those tars: "
+            "blocked or frozen, so no new tar replaced them) and whose sidecars store no fingerprints: copies of "
+            "those elsewhere are not dropped and may be published twice. Re-run or remove those tars: "
             + ", ".join(f"{shard} ({n})" for shard, n in index.unindexed.items()))
     return dg.MaterializeResult(metadata={
         **numbers({"shards": len(index.identity), "pairs_in_groups": len(groups), "groups": len(survivors),
@@ -74,6 +75,7 @@ def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                    "stale_shards": len(stale), "frozen_shards": len(index.frozen),
                    "blocked_shards": len(index.blocked),
                    "published_pairs_not_in_the_pool": sum(index.unindexed.values()),
+                   "published_pairs_grouped_from_their_tar": sum(index.from_tar.values()),
                    "pairs_dropped_for_a_copy_in_another_shard": dropped_for_another_shard(groups)}),
         "stale": dg.MetadataValue.json(sorted(stale)),
         "frozen": dg.MetadataValue.json(sorted(index.frozen)),

@@ -20,7 +20,9 @@ A shard with a table of ``PUBLISH_CHAIN`` that failed a blocking check (quality_
 ``FAILED_CHECKS_KEY``) is held the same way: no step reads that table until the check passes, so no new tar
 is written, and the shard publishes what its curated tar holds (an earlier run's, or none), not what its
 tables say. The index records the blocked shards it assumed with their files (``held_identity``): a mark
-that appears or clears writes its file again, so another set is another index.
+that appears or clears writes its file again, so another set is another index. Such a tar may be an earlier
+raw file's: a pair it publishes that the stored scores hold otherwise, or not at all, is grouped by the
+fingerprints its sidecar stores (``published_pool``), so its copies elsewhere are still dropped.
 
 The index lives under ``<warehouse>/dedup/``: ``groups.parquet``, ``links.parquet`` (so a new shard is
 compared against the pool once, not the whole pool against itself again) and ``index.json`` (the
@@ -60,7 +62,9 @@ INDEX_ASSET = "dedup_index"
 # 5: a shard with a blocking mark on any table of PUBLISH_CHAIN is held like a frozen one: it publishes what
 # its curated tar holds (index.json: blocked, shard -> its files)
 # 6: with keep_fraction on, a copy outside the cut is published only through an accepted rewrite
-INDEX_VERSION = 6
+# 7: a held shard's pair that its tar publishes but its stored scores hold otherwise or not at all (an earlier
+# raw file's) is grouped by its tar's sidecar (index.json: from_tar)
+INDEX_VERSION = 7
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
 GROUPS_ROW_GROUP = 65_536  # rows per Parquet row group of groups.parquet: what a shard's decision reads
 # the tables a curated tar is made from, in turn: a tar is written from final_captions only when none of them
@@ -218,6 +222,9 @@ class Frozen:
     identity: dict[str, str]  # frozen shard -> identity of the files its published pairs come from (assumed)
     published: pd.DataFrame  # shard, key: the pairs their curated tars hold
     blocked: dict[str, str] = field(default_factory=dict)  # blocked shard -> the same identity
+    # shard, key and what its tar's sidecar says of the pair (fingerprints, rule columns; ``curated_pairs``),
+    # for the shards whose tar, not final_captions, says what they publish
+    sidecars: pd.DataFrame | None = None
 
     @property
     def held(self) -> set[str]:
@@ -310,12 +317,48 @@ def curated_keys(wh: Warehouse, shard: str) -> pd.Series:
     return pd.Series([k for k in keys if k is not None], dtype=object)
 
 
+def curated_pairs(wh: Warehouse, shard: str) -> pd.DataFrame:
+    """key, and what each sidecar of a shard's curated tar stores of its pair: its declared scores (the
+    duplicate fingerprints among them, not the caption vector) and ``caption`` (the original one, as in
+    quality_scores); ``sidecar_has_fingerprints`` says whether they were stored. Reads the members' headers
+    and the sidecars, not the images. Raises as ``curated_keys``."""
+    import tarfile
+
+    path = wh.curated_path(shard)
+    rows = {}
+    try:
+        with wh.fs.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
+            for info in tar:
+                tar.members = []  # tarfile keeps every header otherwise
+                key, ext = base_plus_ext(info.name)
+                if not info.isreg() or key is None:
+                    continue
+                row = rows.setdefault(key, {"key": key})
+                if ext == "json":
+                    try:
+                        meta = json.loads(tar.extractfile(info).read().decode("utf-8"))
+                    except (UnicodeDecodeError, ValueError):
+                        meta = None  # a sidecar that does not read says nothing of the pair
+                    scores = meta.get("scores") if isinstance(meta, dict) else None
+                    scores = scores if isinstance(scores, dict) else {}
+                    row.update(scores, caption=meta.get("original_caption") if isinstance(meta, dict) else None,
+                               sidecar_has_fingerprints=all(c in scores for c in dup_columns()[:3]))
+    except tarfile.TarError as exc:
+        raise ValueError(f"the curated tar of frozen shard {shard!r} ({wh.local_path(path)}) does not read "
+                         f"({exc}): which pairs it publishes is unknown. Restore it, or remove it (then the "
+                         "shard publishes nothing)") from exc
+    out = pd.DataFrame(list(rows.values()), columns=None if rows else ["key"])
+    return out.assign(sidecar_has_fingerprints=out.get("sidecar_has_fingerprints", pd.Series(False, index=out.index))
+                      .fillna(False).astype(bool))
+
+
 def read_frozen(wh: Warehouse, shards, deciding: str | None = None) -> Frozen:
     """The held shards: ``shards`` (frozen) and the blocked ones (``blocked_shards``; not ``deciding``, the
     shard being decided: it publishes anew), and the pairs each publishes: those its curated tar holds (none
     without one). Read from its final_captions (those it does not drop) when no table of ``PUBLISH_CHAIN``
     failed a blocking check (the tar is written from it). Else (a marked table is read by no step, so the
-    tar, if any, is older than it) from the tar's member names."""
+    tar, if any, is older than it, maybe made from an earlier raw file) from the tar, with what its sidecars
+    say of each pair (``Frozen.sidecars``)."""
     from curation_pipeline.decisions.policy import DROPPED
 
     listed = chain_listing(wh)
@@ -330,20 +373,52 @@ def read_frozen(wh: Warehouse, shards, deciding: str | None = None) -> Frozen:
             marked = shard in blocked or any(files[t] and _marked(wh, t, shard) for t in PUBLISH_CHAIN)
             if files["final_captions"] and not marked:
                 final = wh.read_table("final_captions", shard, columns=["key", "outcome"])
-                keys = final.loc[final["outcome"].ne(DROPPED), "key"].astype(str)
-            else:
-                keys = curated_keys(wh, shard)
+                return pd.DataFrame({"shard": shard, "key": final.loc[final["outcome"].ne(DROPPED), "key"].astype(str)})
+            return curated_pairs(wh, shard).assign(shard=shard)
         except FileNotFoundError:  # deleted since the listing: its identity changed, so the index is rebuilt
             return None
-        return pd.DataFrame({"shard": shard, "key": keys})
 
     with ThreadPoolExecutor(READ_THREADS) as reads:
         frames = [f for f in reads.map(published, list(found)) if f is not None]
     text = {shard: _identity_text(files) for shard, files in found.items()}
+    from_tars = [f for f in frames if "sidecar_has_fingerprints" in f]
     return Frozen({shard: text[shard] for shard in sorted(set(shards))},
-                  pd.concat(frames, ignore_index=True) if frames
+                  pd.concat([f[["shard", "key"]] for f in frames], ignore_index=True) if frames
                   else pd.DataFrame({"shard": pd.Series(dtype=object), "key": pd.Series(dtype=object)}),
-                  {shard: text[shard] for shard in sorted(blocked)})
+                  {shard: text[shard] for shard in sorted(blocked)},
+                  pd.concat(from_tars, ignore_index=True) if from_tars else None)
+
+
+def published_pool(pool: pd.DataFrame, frozen: Frozen | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """``pool`` with the pairs held shards publish from their tars as the tars hold them: a pair whose
+    stored scores are missing or carry other fingerprints (the raw file was replaced since the tar was made:
+    the tar still publishes the earlier file's pair) is the row its sidecar makes, else its copies elsewhere
+    go unseen and are published too. Only where the sidecar stored the fingerprints (else the row stays as
+    it is: counted in ``DedupIndex.unindexed`` when there is none). Such a row has no caption vector (a
+    sidecar does not store it): it takes no near_caption link. Returns the pool (same order: (shard, key))
+    and which of its rows come from a tar."""
+    hashes = list(dup_columns()[:3])
+    none = np.zeros(len(pool), bool)
+    if frozen is None or frozen.sidecars is None or not len(pool):
+        return pool, none
+    told = frozen.sidecars[frozen.sidecars["sidecar_has_fingerprints"]]
+    if told.empty:
+        return pool, none
+    told = told.astype({"shard": str, "key": str}).set_index(["shard", "key"])
+    stored = pool.assign(shard=pool["shard"].astype(str), key=pool["key"].astype(str)).set_index(["shard", "key"])
+    at = stored.index.get_indexer(told.index)
+    same = np.zeros(len(told), bool)
+    if (at >= 0).any():
+        mine, theirs = stored.iloc[at[at >= 0]][hashes], told.loc[at >= 0, hashes]
+        same[at >= 0] = (mine.fillna("").astype(str).to_numpy() == theirs.fillna("").astype(str).to_numpy()).all(axis=1)
+    told = told[~same]
+    if told.empty:
+        return pool, none
+    rows = told.reset_index().reindex(columns=pool.columns)
+    kept = pool[~stored.index.isin(told.index)]
+    out = pd.concat([kept.assign(_tar=False), rows.assign(_tar=True)], ignore_index=True)
+    out = out.sort_values(["shard", "key"], kind="mergesort").reset_index(drop=True)
+    return out.drop(columns="_tar"), out["_tar"].to_numpy(dtype=bool)
 
 
 def standing(shards: np.ndarray, keys: np.ndarray, frozen: Frozen | None) -> np.ndarray:
@@ -369,9 +444,11 @@ class DedupIndex:
     computed_at: str = ""
     frozen: dict[str, str] = field(default_factory=dict)  # the frozen shards it assumed (``Frozen.identity``)
     blocked: dict[str, str] = field(default_factory=dict)  # the blocked shards it assumed (``Frozen.blocked``)
-    # held shard -> pairs its tar publishes that its stored scores do not hold (an older raw file's): their
-    # copies elsewhere cannot be found, so they may be published twice
+    # held shard -> pairs its tar publishes that its stored scores do not hold (an older raw file's) and whose
+    # sidecars do not say their fingerprints: their copies elsewhere cannot be found, so they may be published twice
     unindexed: dict[str, int] = field(default_factory=dict)
+    # held shard -> pairs grouped by what its tar's sidecars say (``published_pool``), not its stored scores
+    from_tar: dict[str, int] = field(default_factory=dict)
 
     def for_shard(self, shard: str) -> pd.DataFrame:
         return self.groups[self.groups["shard"].eq(shard)]
@@ -388,7 +465,7 @@ def _label(shards: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
                 identity: dict[str, str] | None = None, vectors=None, cut=None,
-                frozen: Frozen | None = None) -> DedupIndex:
+                frozen: Frozen | None = None, from_tar: np.ndarray | None = None) -> DedupIndex:
     """Duplicate groups and survivors over ``pool`` (see ``load_pool``).
 
     With ``previous`` built under the same rules, its links among shards whose scores did not
@@ -397,7 +474,8 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     come from ``vectors`` (``pool_vectors``), else from the pool's own ``dup_caption_emb``. ``cut``: the
     global keep_fraction cut, where the survivor pick depends on it (``needs_cut``; ``refresh_index``
     passes the one over every scored shard), else it is computed over ``pool``. ``frozen``: the held shards
-    (frozen or blocked), whose published pairs survive their groups and other pairs rank last (``standing``)."""
+    (frozen or blocked), whose published pairs survive their groups and other pairs rank last (``standing``).
+    ``from_tar``: the rows of ``pool`` made from a held shard's tar (``published_pool``)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -411,6 +489,10 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     keys = pool["key"].astype(str).to_numpy()
     reuse = previous is not None and previous.rules == rules
     unchanged = ({s for s, ident in identity.items() if previous.identity.get(s) == ident} if reuse else set())
+    tar_rows = (pd.Series(shards[from_tar]).value_counts().sort_index() if from_tar is not None and n
+                else pd.Series(dtype=np.int64))
+    # rows made from a tar (now or in ``previous``) are not what the shard's scores identity stands for
+    unchanged -= set(tar_rows.index) | (set(previous.from_tar) if reuse else set())
     if reuse and len(previous.links):
         # A near link is stored through the first holder of a hash value: A and B may be linked only by
         # way of a pair of shard X. When X changes or leaves, its links go, so the shards it linked to are
@@ -474,11 +556,13 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     return DedupIndex(groups.reset_index(drop=True), links, identity, rules,
                       datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       dict(frozen.identity) if frozen is not None else {},
-                      dict(frozen.blocked) if frozen is not None else {}, _unindexed(pool, frozen))
+                      dict(frozen.blocked) if frozen is not None else {}, _unindexed(pool, frozen),
+                      {str(shard): int(count) for shard, count in tar_rows.items()})
 
 
 def _unindexed(pool: pd.DataFrame, frozen: Frozen | None) -> dict[str, int]:
-    """Held shard -> how many pairs its tar publishes that ``pool`` has no row for (``DedupIndex.unindexed``)."""
+    """Held shard -> how many pairs its tar publishes that ``pool`` has no row for, even from the tar's
+    sidecars (``DedupIndex.unindexed``)."""
     if frozen is None or frozen.published.empty:
         return {}
     published = frozen.published.astype(str)
@@ -514,7 +598,7 @@ def write_index(wh: Warehouse, index: DedupIndex, cache: bool = False, **provena
             pq.write_table(pa.Table.from_pandas(getattr(index, name), preserve_index=False), handle,
                            compression="zstd", row_group_size=GROUPS_ROW_GROUP)
     manifest = {"version": INDEX_VERSION, "rules": index.rules, "identity": index.identity, "frozen": index.frozen,
-                "blocked": index.blocked, "unindexed": index.unindexed,
+                "blocked": index.blocked, "unindexed": index.unindexed, "from_tar": index.from_tar,
                 "computed_at": index.computed_at, "pairs_in_groups": int(len(index.groups)),
                 "links": int(len(index.links)),
                 "groups_digest": _file_digest(index.groups), "links_digest": _file_digest(index.links),
@@ -550,7 +634,8 @@ def read_index(wh: Warehouse, cache: bool = False) -> DedupIndex | None:
             or _file_digest(tables["links"]) != manifest.get("links_digest")):
         return None  # a concurrent writer is between its files: treat as absent
     return DedupIndex(tables["groups"], tables["links"], manifest["identity"], manifest["rules"],
-                      manifest.get("computed_at", ""), manifest["frozen"], manifest["blocked"], manifest["unindexed"])
+                      manifest.get("computed_at", ""), manifest["frozen"], manifest["blocked"], manifest["unindexed"],
+                      manifest["from_tar"])
 
 
 # --- per shard ---------------------------------------------------------------------------------
@@ -577,9 +662,23 @@ def refresh_index(wh: Warehouse, policy, previous: DedupIndex | None = None, fro
     from curation_pipeline.scoring.selection import columns_used
 
     pool = load_pool(wh, sorted(identity), policy.quality_column, extra=sorted(columns_used(policy.keep_expression)))
-    return build_index(pool, policy, previous, identity, vectors=pool_vectors(wh, pool),
+    held = read_frozen(wh, frozen, deciding)
+    pool, from_tar = published_pool(pool, held)
+    vectors = pool_vectors(wh, pool)
+    if from_tar.any():  # a sidecar stores no caption vector; the stored one under its key is another pair's
+        vectors = _no_vectors_for(vectors, from_tar)
+    return build_index(pool, policy, previous, identity, vectors=vectors,
                        cut=pool_cut(wh, policy, identity) if needs_cut(policy) else None,
-                       frozen=read_frozen(wh, frozen, deciding))
+                       frozen=held, from_tar=from_tar)
+
+
+def _no_vectors_for(vectors, rows: np.ndarray):
+    """``vectors`` (``pool_vectors``) with None for the pool rows of the mask ``rows``."""
+    def read(positions: np.ndarray) -> pd.Series:
+        out = vectors(positions)
+        out.loc[positions[rows[positions]]] = None
+        return out
+    return read
 
 
 def pool_cut(wh: Warehouse, policy, identity: dict[str, str]):
