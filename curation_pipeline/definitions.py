@@ -44,9 +44,9 @@ def build_resources(raw_root: str | None = None, warehouse_root: str | None = No
         "scoring": overrides.get("scoring") or ScoringResource(),
         "rewriter": overrides.get("rewriter") or RewriterResource(),
         "policy": overrides.get("policy") or PolicyResource(),
-        # where decoding, scoring and rewriting run: this process (local) or a Ray cluster (README "Scaling out")
-        "compute": overrides.get("compute") or ComputeResource(
-            engine=_setting("CURATION_COMPUTE", "local"), address=_setting("CURATION_RAY_ADDRESS", "")),
+        # where decoding, scoring and rewriting run: this process (local) or a Ray cluster (README "Scaling out");
+        # every setting left empty is read from the environment of the run's process (resources.COMPUTE_SETTINGS)
+        "compute": overrides.get("compute") or ComputeResource(),
     }
 
 

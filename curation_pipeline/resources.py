@@ -8,13 +8,13 @@ once per process and cached, so a run's steps never reload them per batch.
 import contextlib
 import os
 from functools import lru_cache
-from typing import Literal, Optional, get_args
+from typing import Annotated, Literal, Optional, get_args
 
 import dagster as dg
 from dagster_ray import RayResource
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from curation_pipeline.compute.options import RayOptions
+from curation_pipeline.compute.options import RayOptions, check_gpus
 from curation_pipeline.decisions.policy import DecisionPolicy
 from curation_pipeline.rewriting.base import Rewriter
 from curation_pipeline.rewriting.verify import MIN_IMPROVEMENT_SHARE, AcceptanceRules
@@ -318,6 +318,43 @@ class PolicyResource(dg.ConfigurableResource):
         return DriftThresholds(quantile_abs_floor=d.pop("quantile_floor"), **d)
 
 
+# Every setting of the `compute` resource a deployment gives: field -> (environment variable, default). A field
+# left empty (None, or "" for the strings) in code, in a launchpad's partial config (Dagster replaces a resource's
+# whole config, so a left-out key arrives empty) or by `curate run` is read here, in the run's process, so the
+# sensor's, schedules' and CLI's runs get a deployment's GPUs and actors too (chart: values.yaml `compute`).
+COMPUTE_SETTINGS: dict[str, tuple[str, object]] = {
+    "engine": ("CURATION_COMPUTE", "local"),
+    "address": ("CURATION_RAY_ADDRESS", ""),
+    "actors": ("CURATION_RAY_ACTORS", RayOptions.actors),
+    "cpus_per_actor": ("CURATION_RAY_CPUS_PER_ACTOR", RayOptions.cpus_per_actor),
+    "gpus_per_actor": ("CURATION_RAY_GPUS_PER_ACTOR", RayOptions.gpus_per_actor),
+    "threads_per_actor": ("CURATION_RAY_THREADS_PER_ACTOR", RayOptions.threads_per_actor),
+    "rewrite_actors": ("CURATION_RAY_REWRITE_ACTORS", 0),
+    "rewrite_gpus_per_actor": ("CURATION_RAY_REWRITE_GPUS_PER_ACTOR", -1.0),
+    "batch_size": ("CURATION_RAY_BATCH_SIZE", 0),
+    "decode_concurrency": ("CURATION_RAY_DECODE_CONCURRENCY", RayOptions.decode_concurrency),
+    "spread": ("CURATION_RAY_SPREAD", RayOptions.spread),
+    "max_tasks_in_flight": ("CURATION_RAY_MAX_TASKS_IN_FLIGHT", RayOptions.max_tasks_in_flight),
+    "wait_for_actors_s": ("CURATION_RAY_WAIT_FOR_ACTORS_S", RayOptions.wait_for_actors_s),
+    "max_retries": ("CURATION_RAY_MAX_RETRIES", RayOptions.max_retries),
+    "coordinator_memory_mb": ("CURATION_RAY_COORDINATOR_MEMORY_MB", RayOptions.coordinator_memory_mb),
+}
+
+
+def _compute_setting(name: str, text: str, **bounds):
+    """A `compute` field: empty by default (then its environment variable, else its default), so the UI shows both."""
+    env, default = COMPUTE_SETTINGS[name]
+    return Field(default="" if isinstance(default, str) else None, validate_default=True,
+                 description=f"{text} Empty: env {env}, else {default!r}.", **bounds)
+
+
+def _whole_or_fraction_of_gpus(name: str, value):
+    """GPU settings as Ray takes them (``check_gpus``); rewriting's -1 means the scoring actors' GPUs."""
+    if name.endswith("gpus_per_actor") and not (name == "rewrite_gpus_per_actor" and value == -1):
+        check_gpus(name, value)
+    return value
+
+
 class ComputeResource(RayResource):
     """Where ``quality_scores`` and ``rewritten_captions`` do their heavy work: ``local`` (the step's
     process) or ``ray`` (Ray Data on the cluster at ``address``, with model actor pools). Both write the
@@ -325,21 +362,45 @@ class ComputeResource(RayResource):
     or deletes the cluster; with ``local`` Ray is never imported.
     """
 
-    engine: str = Field(default="local", description="local (in the step's process) | ray (Ray Data on the cluster at `address`). Env CURATION_COMPUTE.")
-    address: str = Field(default="", description="Ray cluster: ray://<head>:10001 (Ray Client; e.g. KubeRay's head service), <head-ip>:6379 (from a node of the cluster), or auto. Empty starts a private local Ray. Env CURATION_RAY_ADDRESS.")
-    actors: int = Field(default=1, description="Model actors for scoring (each loads the models once).")
-    cpus_per_actor: float = Field(default=1.0, description="CPUs Ray reserves for each model actor.")
-    gpus_per_actor: float = Field(default=0.0, description="GPUs per scoring actor (fractions share a GPU; 0 = CPU).")
-    threads_per_actor: int = Field(default=0, description="Intra-op threads of an actor's models (0 = its CPUs, rounded up).")
-    rewrite_actors: int = Field(default=0, description="Model actors for rewriting (0 = `actors`).")
-    rewrite_gpus_per_actor: float = Field(default=-1.0, description="GPUs per rewriting actor (-1 = `gpus_per_actor`).")
-    batch_size: int = Field(default=0, description="Pairs per batch on the cluster (0 = the local engine's: warehouse.batch_size for scoring, rewriter.batch_size for rewriting; other values change how pairs are batched).")
-    decode_concurrency: int = Field(default=0, description="Most decode tasks at once (0 = Ray Data decides).")
-    spread: bool = Field(default=True, description="SPREAD scheduling: actors and decode tasks go to different nodes.")
-    max_tasks_in_flight: int = Field(default=2, description="Batches queued per actor.")
-    wait_for_actors_s: int = Field(default=0, description="Seconds to wait until every model actor has loaded before streaming starts (0 = start at once).")
-    max_retries: int = Field(default=RayOptions.max_retries, ge=0, description="Restarts of a model actor that died (OOM kill, crash, lost node), each retrying its batch and reloading its models; then the step fails.")
-    coordinator_memory_mb: int = Field(default=RayOptions.coordinator_memory_mb, ge=0, description="Memory (MiB) each shard's coordinator task reserves from Ray (it holds the shard's result rows), so a node's coordinators cannot outgrow it.")
+    engine: str = _compute_setting("engine", "local (in the step's process) | ray (Ray Data on the cluster at `address`).")
+    address: str = _compute_setting("address", "Ray cluster: ray://<head>:10001 (Ray Client; e.g. KubeRay's head service), <head-ip>:6379 (from a node of the cluster), or auto; none starts a private local Ray.")
+    actors: Optional[int] = _compute_setting("actors", "Model actors for scoring (each loads the models once).", ge=1)
+    cpus_per_actor: Optional[float] = _compute_setting("cpus_per_actor", "CPUs Ray reserves for each model actor.", ge=0)
+    gpus_per_actor: Optional[float] = _compute_setting("gpus_per_actor", "GPUs per scoring actor (0 = CPU; a fraction up to 1 shares a GPU, above 1 whole GPUs).", ge=0)
+    threads_per_actor: Optional[int] = _compute_setting("threads_per_actor", "Intra-op threads of an actor's models (0 = its CPUs, rounded up).", ge=0)
+    rewrite_actors: Optional[int] = _compute_setting("rewrite_actors", "Model actors for rewriting (0 = `actors`).", ge=0)
+    rewrite_gpus_per_actor: Optional[float] = _compute_setting("rewrite_gpus_per_actor", "GPUs per rewriting actor (-1 = `gpus_per_actor`).", ge=-1)
+    batch_size: Optional[int] = _compute_setting("batch_size", "Pairs per batch on the cluster (0 = the local engine's: warehouse.batch_size for scoring, rewriter.batch_size for rewriting; other values change how pairs are batched).", ge=0)
+    decode_concurrency: Optional[int] = _compute_setting("decode_concurrency", "Most decode tasks at once (0 = Ray Data decides).", ge=0)
+    spread: Optional[bool] = _compute_setting("spread", "SPREAD scheduling: actors and decode tasks go to different nodes.")
+    max_tasks_in_flight: Optional[int] = _compute_setting("max_tasks_in_flight", "Batches queued per actor.", ge=1)
+    wait_for_actors_s: Optional[int] = _compute_setting("wait_for_actors_s", "Seconds to wait until every model actor has loaded before streaming starts (0 = start at once).", ge=0)
+    max_retries: Optional[int] = _compute_setting("max_retries", "Restarts of a model actor that died (OOM kill, crash, lost node), each retrying its batch and reloading its models; then the step fails.", ge=0)
+    coordinator_memory_mb: Optional[int] = _compute_setting("coordinator_memory_mb", "Memory (MiB) each shard's coordinator task reserves from Ray (it holds the shard's result rows), so a node's coordinators cannot outgrow it.", ge=0)
+
+    @field_validator(*COMPUTE_SETTINGS, mode="before")
+    @classmethod
+    def _empty_is_environment(cls, value, info):
+        """An empty field takes its environment variable (checked here, so a bad one names itself), else the default."""
+        if value is not None and value != "":
+            return value
+        env, default = COMPUTE_SETTINGS[info.field_name]
+        raw = os.environ.get(env, "").strip()
+        if not raw:
+            return default
+        bounds = cls.model_fields[info.field_name].metadata  # the field's ge: one set of bounds for both
+        try:
+            parsed = TypeAdapter(Annotated[(type(default), *bounds)] if bounds else type(default)).validate_python(raw)
+            return _whole_or_fraction_of_gpus(info.field_name, parsed)
+        except ValueError as exc:  # pydantic's ValidationError is one
+            reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise ValueError(f"environment variable {env}={raw!r} is not a valid compute {info.field_name}: "
+                             f"{reason}") from None
+
+    @field_validator("gpus_per_actor", "rewrite_gpus_per_actor")
+    @classmethod
+    def _gpus(cls, gpus: float, info) -> float:
+        return _whole_or_fraction_of_gpus(info.field_name, gpus)
 
     @property
     def uses_ray(self) -> bool:

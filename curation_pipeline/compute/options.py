@@ -6,6 +6,13 @@ import math
 from dataclasses import dataclass, field
 
 
+def check_gpus(name: str, gpus: float) -> None:
+    """Ray takes a fraction of one GPU (actors share it) or whole GPUs, never 1.5: refuse it here, with the
+    knob's name, not in the middle of a shard's step."""
+    if gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
+        raise ValueError(f"{name} must be a fraction of one GPU (0 to 1) or a whole number of GPUs, got {gpus}")
+
+
 @dataclass(frozen=True)
 class RayOptions:
     """How one asset's heavy work is spread over the cluster (the knobs are described per field)."""
@@ -32,8 +39,12 @@ class RayOptions:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.actors < 1:
             raise ValueError(f"actors must be >= 1, got {self.actors}")
-        if self.cpus_per_actor < 0 or self.gpus_per_actor < 0 or self.decode_cpus < 0:
-            raise ValueError("CPUs and GPUs per actor or task cannot be negative")
+        if self.cpus_per_actor < 0 or self.decode_cpus < 0:
+            raise ValueError("CPUs per actor or task cannot be negative")
+        check_gpus("gpus_per_actor", self.gpus_per_actor)
+        for name in ("threads_per_actor", "decode_concurrency", "wait_for_actors_s"):  # 0 = the documented default
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} cannot be negative, got {getattr(self, name)}")
         if self.max_tasks_in_flight < 1:
             raise ValueError(f"max_tasks_in_flight must be >= 1, got {self.max_tasks_in_flight}")
         if self.max_retries < 0 or self.coordinator_memory_mb < 0:
