@@ -41,14 +41,15 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
            policy: PolicyResource, compute: ComputeResource) -> tuple[pd.DataFrame, dict]:
     shard = context.partition_key
     expected = raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
-    ray_stats, faults = {}, Faults()  # what the models raised: on Ray, in the actors' logs
+    ray_stats, faults = {}, Faults()  # what the models raised (on Ray, the actors return theirs)
     if compute.uses_ray:  # decode + score as Ray Data streaming on the cluster; the same rows as below
         from curation_pipeline.compute.ray_data import score_shard
 
         # the scorers as the cluster built them: name, version and the columns each instance writes (a
         # model scorer's name and columns are its instance's, not its class's)
         scores, scorers, stats = score_shard(warehouse.raw_url(shard), shard, scoring.as_profile(),
-                                             compute.options("score", warehouse.batch_size), expected=expected)
+                                             compute.options("score", warehouse.batch_size), expected=expected,
+                                             faults=faults)
         versions = {s.name: s.version for s in scorers}
         ray_stats = stats.metadata()
         context.log.info(f"{shard}: scored {stats.pairs} pairs in {stats.batches} batches on {len(stats.nodes)} "

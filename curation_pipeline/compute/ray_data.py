@@ -32,6 +32,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from curation_pipeline.compute.options import RayOptions, RayStats
 from curation_pipeline.pairs import PairBatch
+from curation_pipeline.scoring.run import Faults
 from curation_pipeline.scoring.signals import limit_torch_threads
 from curation_pipeline.shards.fingerprint import RawFingerprint
 from curation_pipeline.shards.reader import (ReaderLimits, Sample, ShardReader, ShardSkip, attach_model_image,
@@ -298,7 +299,8 @@ def _pairs_inventory(url: str, shard: str, options: RayOptions, limits: ReaderLi
 # --- scoring ---------------------------------------------------------------------------------
 
 class ScoreActor:
-    """Loads the profile's scorers once; each call scores whole batches (``score_records``)."""
+    """Loads the profile's scorers once; each call scores whole batches (``score_records``) and returns, with
+    each batch's rows, what its scorers raised (``Faults``, as JSON): the step logs a scorer's traceback from it."""
 
     def __init__(self, profile, threads: int):
         limit_threads(threads)
@@ -317,9 +319,22 @@ class ScoreActor:
             samples = [Sample(r["key"], r["caption"], None, r) for r in records]
             pairs = PairBatch([s.key for s in samples], [s.caption for s in samples], _images(row),
                               [s.original_size for s in samples])
-            out.append(_result(row, pairs, lambda: score_records(self.scorers, pairs, records),
-                               scorers=self.described))
+            faults = Faults()
+            result = _result(row, pairs, lambda: score_records(self.scorers, pairs, records, faults=faults),
+                             scorers=self.described)
+            out.append({**result, "faults": json.dumps(faults.seen)})
         return pa.Table.from_pylist(out)
+
+
+def _named(what: str, **models: str | None) -> str:
+    """What a model actor loads, for the error that it could not: ``what`` and the models it was given."""
+    named = ", ".join(f"{key} {value!r}" for key, value in models.items() if value)
+    return f"{what} ({named})" if named else what
+
+
+def _profile_models(profile) -> str:
+    return _named(f"the {profile.name!r} profile's scorers", clip_model=profile.clip_model,
+                  mlm_model=profile.mlm_model, aitqe_model=profile.aitqe_model)
 
 
 def _describe_scorers(profile, threads: int) -> str:
@@ -429,15 +444,30 @@ def _rows(ds) -> Iterator[dict]:
         yield from block.to_dict("records")
 
 
-def _collect(ds, shard: str, options: RayOptions) -> tuple[list[dict], RayStats]:
-    """The per-batch result rows in batch order, and the workers' report. A model actor that died more
-    often than ``max_retries`` fails the shard, naming the first batch that did not come back (rows come
-    back in batch order; the batch it died on is that one or one queued after it)."""
+def _creation_error(error: ray.exceptions.RayActorError) -> BaseException | None:
+    """What a model actor's constructor raised (loading its models), when that is why it died, else None. Ray
+    makes that ActorDiedError from the constructor's RayTaskError, whose ``cause`` is the exception itself."""
+    if not error.actor_init_failed:
+        return None
+    task_error = next((a for a in error.args if isinstance(a, ray.exceptions.RayTaskError)), None)
+    return task_error.cause if task_error is not None else error
+
+
+def _collect(ds, shard: str, options: RayOptions, loads: str) -> tuple[list[dict], RayStats]:
+    """The per-batch result rows in batch order, and the workers' report. A model actor whose models failed to
+    load (``loads``: what it loads) fails the shard with its own exception, as building them locally does: Ray
+    restarts no actor whose constructor raised. One that died more often than ``max_retries`` fails the shard,
+    naming the first batch that did not come back (rows come back in batch order; the batch it died on is that
+    one or one queued after it)."""
     rows: list[dict] = []
     try:
         for row in _rows(ds):
             rows.append(row)
     except ray.exceptions.RayActorError as error:
+        cause = _creation_error(error)
+        if cause is not None:
+            raise RuntimeError(f"{shard}: a model actor could not load {loads}: {type(cause).__name__}: "
+                               f"{str(cause).strip()}") from error
         done = {r["batch"] for r in rows}
         first = next(b for b in range(len(done) + 1) if b not in done)
         last = str(error).strip().splitlines()[-1][:300] if str(error).strip() else ""
@@ -471,10 +501,15 @@ def _on_cluster(options: RayOptions, fn, /, *args, **kwargs):
 
 
 def score_shard(url: str, shard: str, profile, options: RayOptions, expected=None,
-                limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, list[SimpleNamespace], RayStats]:
+                limits: ReaderLimits = ReaderLimits(),
+                faults: Faults | None = None) -> tuple[pd.DataFrame, list[SimpleNamespace], RayStats]:
     """``quality_scores`` on the cluster: (score table, the scorers the cluster built as name, version and
-    columns, stats), the table equal to ``score_stream`` over ``iter_pair_batches`` with the same ``batch_size``."""
-    return _on_cluster(options, _score_shard, url, shard, profile, options, expected, limits)
+    columns, stats), the table equal to ``score_stream`` over ``iter_pair_batches`` with the same ``batch_size``;
+    ``faults`` collects what the scorers raised, as ``score_stream``'s does."""
+    table, specs, stats, raised = _on_cluster(options, _score_shard, url, shard, profile, options, expected, limits)
+    if faults is not None:
+        faults.merge(raised)
+    return table, specs, stats
 
 
 def rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: bool, rewriter: dict,
@@ -488,14 +523,17 @@ def rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: b
 
 
 def _score_shard(url: str, shard: str, profile, options: RayOptions, expected=None,
-                 limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, list[SimpleNamespace], RayStats]:
+                 limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, list[SimpleNamespace], RayStats, Faults]:
     from curation_pipeline.scoring.run import assemble_scores
 
     with _data_context(options):
         ds = _decode_tasks(_read(ShardDatasource(url, shard, options.batch_size, expected, limits=limits)), options,
                            limits=limits, full=_decode_mode(profile))
         rows, stats = _collect(_actors(ds, ScoreActor, {"profile": profile, "threads": options.threads}, options),
-                               shard, options)
+                               shard, options, _profile_models(profile))
+    faults = Faults()
+    for r in rows:  # in batch order: the first traceback is the one the local stream keeps
+        faults.merge(Faults(json.loads(r["faults"])))
     if rows:
         described = json.loads(rows[0]["scorers"])
         if len(rows) != rows[-1]["batch"] + 1:
@@ -507,7 +545,7 @@ def _score_shard(url: str, shard: str, profile, options: RayOptions, expected=No
     specs = [SimpleNamespace(name=name, version=version, columns=tuple(columns))
              for name, version, columns in described]
     table = assemble_scores([pickle.loads(r["frame"]) for r in rows], specs)
-    return table, specs, stats
+    return table, specs, stats, faults
 
 
 def _rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: bool, rewriter: dict,
@@ -533,7 +571,8 @@ def _rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: 
                                                 for k, c in zip(keys[i:i + step], captions[i:i + step])]],
                                               pa.list_(pa.string()))})
                 for batch, i in enumerate(range(0, len(keys), step))])
-        rows, stats = _collect(_actors(ds, RewriteActor, kwargs, options), shard, options)
+        loads = _named(f"the {rewriter['kind']} rewriter and its re-scorers", model=rewriter["model"])
+        rows, stats = _collect(_actors(ds, RewriteActor, kwargs, options), shard, options, loads)
     records = [row for r in rows for row in pickle.loads(r["frame"]).to_dict("records")]
     lineage = pd.DataFrame(records, columns=LINEAGE_COLUMNS) if records else empty_lineage()
     if len(lineage) != len(targets):
@@ -549,5 +588,5 @@ def score_model_stage(url: str, shard: str, profile, options: RayOptions,
         decoded = _decode_tasks(_read(ShardDatasource(url, shard, options.batch_size, limits=limits)), options,
                                 limits=limits, full=_decode_mode(profile)).materialize()
         rows, stats = _collect(_actors(decoded, ScoreActor, {"profile": profile, "threads": options.threads},
-                                       options), shard, options)
+                                       options), shard, options, _profile_models(profile))
     return sum(int(r["pairs"]) for r in rows), stats

@@ -62,6 +62,13 @@ class Faults:
                                                                        chain=False))])  # not each halving's
         entry[0] += pairs
 
+    def merge(self, later: Faults) -> None:
+        """Add what a later part of the same stream raised (the Ray actors' batches, in shard order):
+        counts add up, and a traceback is kept only where this one had none of that scorer and type."""
+        for scorer, kinds in later.seen.items():
+            for kind, (pairs, trace) in kinds.items():
+                self.seen.setdefault(scorer, {}).setdefault(kind, [0, trace])[0] += pairs
+
     def sole_traceback(self, scorer: str) -> str | None:
         """The traceback when ``scorer`` raised one exception type only (None if none, or several)."""
         kinds = self.seen.get(scorer, {})

@@ -1,0 +1,165 @@
+"""What the Ray path says when a model fails, against what the local engine says, on a one-node Ray inside a
+private network namespace (one tiny shard): a model that cannot load is named with its own exception, not
+reported as an actor killed for memory, and a scorer that raises on every pair brings its traceback back
+(``Faults``) for the step log. The scenario (``python -m curation_pipeline_tests.scale.test_ray_errors``) runs
+once, as PID 1 of the namespace; the tests assert on what it reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import pytest
+
+from curation_pipeline.compute.cluster import private_network_available, run_in_private_network
+from curation_pipeline_tests.conftest import RAW_SAMPLES, REPO_ROOT
+from curation_pipeline_tests.scale.helpers import SCENARIO_ENV_DROPPED, require
+
+MODULE = "curation_pipeline_tests.scale.test_ray_errors"  # also what runs it: __name__ is then __main__
+SHARD = "sample-tiny"
+BROKEN = "the caption model broke (test)"
+
+
+def break_caption_scorer() -> None:
+    """In every process of the scenario (the driver and, as Ray's worker setup hook, each worker): the caption
+    scorer raises on every batch, as a broken model would."""
+    from curation_pipeline.scoring.text_quality import CaptionTextQuality
+
+    def score(self, batch, prepared=None):
+        raise RuntimeError(BROKEN)
+
+    CaptionTextQuality.score = score
+
+
+def _tiny_shard(target: Path, samples: int = 3) -> None:
+    """The first ``samples`` samples of a bundled shard: two batches of 2."""
+    import tarfile
+
+    with tarfile.open(RAW_SAMPLES / "sample-000001.tar") as src, tarfile.open(target, "w") as out:
+        keys: list[str] = []
+        for member in src.getmembers():
+            key = member.name.split(".")[0]
+            if key not in keys:
+                if len(keys) == samples:
+                    break
+                keys.append(key)
+            out.addfile(member, src.extractfile(member))
+
+
+def scenario(out: Path) -> dict:
+    """Each part's report, or the traceback it raised."""
+    import ray
+
+    from curation_pipeline.compute.options import RayOptions
+    from curation_pipeline.compute.ray_data import score_shard
+    from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
+    from curation_pipeline.scoring.run import Faults, decode_mode, score_stream
+    from curation_pipeline.shards.reader import iter_pair_batches
+
+    url = str(out / f"{SHARD}.tar")
+    _tiny_shard(Path(url))
+    options = RayOptions(batch_size=2, decode_cpus=0.5, spread=False, coordinator_memory_mb=0)
+
+    def load_error() -> dict:
+        missing, got = ScoringProfile("clip", clip_model=str(out / "no-clip-model")), {}
+        try:
+            build_scorers(missing)
+        except Exception as e:
+            got["local"] = f"{type(e).__name__}: {e}"
+        try:
+            score_shard(url, SHARD, missing, options)
+        except Exception as e:  # the coordinator's RayTaskError: its cause is what _score_shard raised
+            got["ray"] = str(e.cause if isinstance(e, ray.exceptions.RayTaskError) else e)
+        return got
+
+    def faults() -> dict:
+        text, local, on_ray = ScoringProfile("text"), Faults(), Faults()
+        scorers = build_scorers(text)
+        score_stream(scorers, iter_pair_batches(url, SHARD, batch_size=2, decode=decode_mode(scorers)), faults=local)
+        score_shard(url, SHARD, text, options, faults=on_ray)
+        return {"local": local.seen, "ray": on_ray.seen, "ray_sole_traceback": on_ray.sole_traceback("text_quality")}
+
+    result = {}
+    for name, part in (("load_error", load_error), ("faults", faults)):
+        try:
+            result[name] = part()
+        except Exception:
+            result[name] = {"error": traceback.format_exc()[-4000:]}
+    return result
+
+
+def _ok(part: dict) -> dict:
+    assert "error" not in part, part["error"]
+    return part
+
+
+def main() -> None:
+    """As PID 1 of the namespace: a one-node Ray on loopback, the scenario, ``result.json``."""
+    from curation_pipeline.compute.cluster import enter_private_network
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    out = Path(parser.parse_args().out)
+    result: dict = {"interfaces": enter_private_network()}
+    try:
+        import ray
+
+        break_caption_scorer()
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": f"{MODULE}.break_caption_scorer"})
+        result.update(scenario(out))
+        ray.shutdown()
+    except BaseException:
+        result["error"] = traceback.format_exc()
+    (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    sys.stdout.flush()
+    os._exit(0)  # PID 1 of the namespace: the kernel ends everything else now
+
+
+@pytest.fixture(scope="module")
+def errors(tmp_path_factory) -> dict:
+    ok, why = private_network_available()
+    require(ok, why)
+    out = tmp_path_factory.mktemp("ray-errors")
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO_ROOT)}
+    for variable in SCENARIO_ENV_DROPPED:
+        env.pop(variable, None)
+    done = run_in_private_network([sys.executable, "-m", MODULE, "--out",
+                                   str(out)], timeout=600, env=env, cwd=str(REPO_ROOT), capture_output=True, text=True)
+    result_file = out / "result.json"
+    assert result_file.exists(), f"no result (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    result = json.loads(result_file.read_text())
+    assert "error" not in result, result["error"]
+    return result
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_load_on_ray_is_named_with_its_own_error(errors):
+    """As locally, where building the scorers raises at once: the model and its exception's own message, not
+    an actor 'killed for memory' quoting the exception's last line."""
+    got = _ok(errors["load_error"])
+    local, on_ray = got.get("local", "built"), got.get("ray", "scored")
+    assert local.startswith("ModelUnavailableError: Model ") and "no-clip-model" in local, local
+    assert on_ray.startswith(f"{SHARD}: a model actor could not load the 'clip' profile's scorers (clip_model "), on_ray
+    assert on_ray.endswith(local), on_ray
+    assert "killed for memory" not in on_ray and "restarts" not in on_ray, on_ray
+
+
+@pytest.mark.slow
+def test_a_scorer_raising_on_every_pair_on_ray_reports_its_traceback_as_locally(errors):
+    """The actors return what their scorers raised with each batch; merged in batch order, the counts and the
+    first traceback equal the local stream's, so the step logs the same traceback on either engine."""
+    faults = _ok(errors["faults"])
+    assert faults["ray"] == faults["local"]
+    assert faults["ray"]["text_quality"]["RuntimeError"][0] == 3  # every pair of both batches
+    trace = faults["ray_sole_traceback"]
+    assert trace and trace.startswith("Traceback") and f"RuntimeError: {BROKEN}" in trace, trace
+
+
+if __name__ == "__main__":
+    main()
