@@ -7,10 +7,10 @@ import dagster as dg
 import pandas as pd
 
 from curation_pipeline.assets.integrity import raw_fingerprint
-from curation_pipeline.assets.io import columns
+from curation_pipeline.assets.io import FILE_METADATA, columns
 from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, table
 from curation_pipeline.checks.quality import FINAL_CAPTION_CHECKS, checked_table, final_captions_checks, table_out
-from curation_pipeline.decisions.outcome import resolve_outcomes
+from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, attempt_runs, resolve_outcomes
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.reporting.lineage import lineage_preview
@@ -109,6 +109,9 @@ def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, po
     raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
     final = resolve_outcomes(caption_decisions, pairs.set_index("key")["caption"], rewritten_captions,
                              policy.decision_policy())
+    # which rewritten_captions this resolved: lineage flags the shard when that table is made again alone
+    runs = rewritten_captions["run_id"] if "run_id" in rewritten_captions else ()
+    final.attrs[FILE_METADATA] = {ATTEMPT_RUNS_KEY: attempt_runs(runs)}
     outcomes = final["outcome"].value_counts()
     n = len(final)  # an empty shard has no rates: left empty, not 0
     kept = final[final["outcome"].ne("dropped")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -11,6 +13,15 @@ FINAL_COLUMNS = [
     "shard", "key", "outcome", "reason", "original_caption", "final_caption", "rewritten",
     "rewriter", "rewriter_version", "quality_column", "quality_before", "quality_final", "action",
 ]
+# final_captions' Parquet metadata: the runs that made the rewrite attempts it resolved (``attempt_runs``), so a
+# rewritten_captions made again without it (its rows carry their run) shows as not what was published
+ATTEMPT_RUNS_KEY = "rewritten_captions_runs"
+
+
+def attempt_runs(run_ids: Iterable) -> str:
+    """The distinct runs of a shard's rewrite attempts, sorted and comma-joined ('' for no attempts): what
+    final_captions records of the rewritten_captions it read, and what lineage compares with the stored one."""
+    return ",".join(sorted({str(r) for r in run_ids if r is not None and not pd.isna(r)}))
 
 
 def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.DataFrame,

@@ -7,7 +7,9 @@ the warehouse; glob characters of its path escaped), through the warehouse's own
 
 A shard whose ``final_captions`` or ``rewritten_captions`` was made from another raw file than the one its
 ``pairs`` read now (the raw shard replaced, only ``pairs`` made again) is marked: its captions are not the
-current file's (``CaptionHistory.stale``, and a ``STALE`` line under each of its pairs).
+current file's (``CaptionHistory.stale``, and a ``STALE`` line under each of its pairs). So is a shard whose
+``final_captions`` resolved other rewrite attempts than its stored ``rewritten_captions`` holds (that table
+made again alone): its published captions are not the rewrites its attempts show (``stale_rewrites``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from curation_pipeline.reporting.report import (
     PARQUET_OPTIONS,
     parquet_paths,
     register_warehouse,
+    stale_rewrites,
     stale_tables,
     table_provenance,
 )
@@ -33,6 +36,7 @@ class CaptionHistory:
     attempts: pd.DataFrame  # every rewrite attempt of those pairs, in order
     # shard -> why its captions are not the current raw file's, for the shards of ``final`` that are stale
     stale: dict[str, str] = field(default_factory=dict)
+    stale_marks: dict[str, str] = field(default_factory=dict)  # shard -> the STALE line under each of its pairs
     matched: int = 0  # pairs matching key/shard, rewritten or not: with ``rewritten_only``, none rewritten is no error
 
 
@@ -80,9 +84,18 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
                                             for t, by_shard in files.items()})
     finally:
         con.close()
-    stale = {s: why for s in sorted(shown) for tables, why in [stale_tables(provenance, s)]
-             if {"final_captions", "rewritten_captions"} & set(tables)}
-    return CaptionHistory(final=final, attempts=attempts, stale=stale, matched=int(matched))
+    stale, marks = {}, {}
+    for s in sorted(shown):
+        tables, why = stale_tables(provenance, s)
+        if {"final_captions", "rewritten_captions"} & set(tables):
+            stale[s], marks[s] = why, RAW_MARK
+        elif why := stale_rewrites(provenance, s):
+            stale[s], marks[s] = why, REWRITES_MARK
+    return CaptionHistory(final=final, attempts=attempts, stale=stale, stale_marks=marks, matched=int(matched))
+
+
+RAW_MARK = "made from another raw file than the shard's pairs read now (see above)"
+REWRITES_MARK = "final caption made from earlier rewrite attempts than those below (see above)"
 
 
 def format_history(history: CaptionHistory, limit: int = 50) -> str:
@@ -95,7 +108,7 @@ def format_history(history: CaptionHistory, limit: int = 50) -> str:
         attempts = grouped.get((row.shard, row.key), pd.DataFrame())
         lines.append(f"{row.shard}/{row.key}: {row.outcome.upper()} — {row.reason}")
         if row.shard in history.stale:
-            lines.append("  STALE:    made from another raw file than the shard's pairs read now (see above)")
+            lines.append(f"  STALE:    {history.stale_marks.get(row.shard, RAW_MARK)}")
         lines.append(f"  original: {row.original_caption!r}")
         lines.append(f"  final:    {row.final_caption!r}")
         if row.rewriter:

@@ -10,9 +10,10 @@ as ``word_count``.
 Every shard with a table is listed in ``shard_summary`` with a ``status`` and, unless ``ok``, a
 ``status_detail`` saying why: ``failed`` (its last run failed or was canceled; ``error``), ``stale`` (a
 table was made from another raw file than the one its ``pairs`` read now: the raw shard was replaced
-and only part of the shard made again), ``blocked`` (a table failed a blocking check when it was made:
-not published, though a curated tar of an earlier run stays, and is named), ``incomplete`` (a table
-missing, e.g. no ``pairs``), ``undecided`` (scored,
+and only part of the shard made again; or ``final_captions`` resolved other rewrite attempts than the
+stored ``rewritten_captions`` holds, that table made again alone: ``stale_rewrites``), ``blocked`` (a
+table failed a blocking check when it was made: not published, though a curated tar of an earlier run
+stays, and is named), ``incomplete`` (a table missing, e.g. no ``pairs``), ``undecided`` (scored,
 or only read, but no ``final_captions`` yet) or ``unsettled`` (decided against an older duplicate index
 or keep_fraction cut than the pool's: shards run one by one, as a backfill does, until the settle sensor
 or ``curate run`` re-selects them; see ``unsettled_shards``). The raw file is compared as the IO manager
@@ -62,6 +63,7 @@ from fsspec.implementations.dirfs import DirFileSystem
 from curation_pipeline.decisions.cut_store import stale_cut_shards
 from curation_pipeline.decisions.dedup import (DIGEST_KEY, file_identity, pool_identity, read_index, read_manifest,
                                                stale_shards)
+from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, attempt_runs
 from curation_pipeline.reporting.markdown import markdown_table
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY, FINGERPRINT_KEY, RAW_SHA_KEY, raw_sha
 from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name
@@ -310,10 +312,12 @@ def _create_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> dict[
 
 def table_provenance(con: duckdb.DuckDBPyConnection, files: dict[str, dict[str, str]]
                      ) -> dict[str, dict[str, dict[str, str]]]:
-    """table -> shard -> what its file records (raw sha256 ``raw``, failed blocking checks ``failed``),
-    from the files' Parquet footers, one DuckDB query per table (through the warehouse's file system)."""
+    """table -> shard -> what its file records (raw sha256 ``raw``, failed blocking checks ``failed``; for
+    final_captions ``attempt_runs``, the rewrite attempts' runs it resolved, None when unrecorded), from the
+    files' Parquet footers, one DuckDB query per table (through the warehouse's file system); for
+    rewritten_captions ``attempt_runs`` is that of its rows (one more query, of the run_id column)."""
     out: dict[str, dict[str, dict[str, str]]] = {}
-    keys = [FINGERPRINT_KEY, RAW_SHA_KEY, FAILED_CHECKS_KEY]
+    keys = [FINGERPRINT_KEY, RAW_SHA_KEY, FAILED_CHECKS_KEY, ATTEMPT_RUNS_KEY]
     for table, by_shard in files.items():
         shard_of = {os.path.basename(f)[: -len(".parquet")]: s for s, f in by_shard.items()}
         meta: dict[str, dict[str, str]] = {s: {} for s in by_shard}
@@ -326,7 +330,27 @@ def table_provenance(con: duckdb.DuckDBPyConnection, files: dict[str, dict[str, 
                 shard = shard_of.get(file.rsplit("/", 1)[-1][: -len(".parquet")])
                 if shard is not None:
                     meta[shard][key] = value
-        out[table] = {s: {"raw": raw_sha(m), "failed": m.get(FAILED_CHECKS_KEY) or ""} for s, m in meta.items()}
+        out[table] = {s: {"raw": raw_sha(m), "failed": m.get(FAILED_CHECKS_KEY) or "",
+                          "attempt_runs": m.get(ATTEMPT_RUNS_KEY)} for s, m in meta.items()}
+    if files.get("rewritten_captions"):
+        import duckdb
+
+        by_shard = files["rewritten_captions"]
+        shard_of = {os.path.basename(f)[: -len(".parquet")]: s for s, f in by_shard.items()}
+        runs: dict[str, list[str]] = {s: [] for s in by_shard}
+        try:
+            rows = con.execute(f"SELECT DISTINCT filename, run_id::VARCHAR FROM read_parquet($files, "
+                               f"{PARQUET_OPTIONS}, filename = true)",
+                               {"files": parquet_paths(list(by_shard.values()))}).fetchall()
+        except duckdb.BinderException:  # no file has a run_id column (not written by the pipeline): unrecorded
+            rows = None
+        if rows is not None:
+            for file, run in rows:
+                shard = shard_of.get(file.rsplit("/", 1)[-1][: -len(".parquet")])
+                if shard is not None:
+                    runs[shard].append(run)
+            for shard, made_by in runs.items():
+                out["rewritten_captions"][shard]["attempt_runs"] = attempt_runs(made_by)
     return out
 
 
@@ -341,6 +365,25 @@ def stale_tables(provenance: dict[str, dict[str, dict[str, str]]], shard: str) -
         return [], ""
     return stale, (f"{', '.join(stale)} from another raw file than its pairs (sha256 {now[:16]}): the raw shard "
                    f"was replaced and only part of the shard made again; materialize it from {stale[0]} on")
+
+
+def stale_rewrites(provenance: dict[str, dict[str, dict[str, str]]], shard: str) -> str:
+    """A sentence ('' if none) when the shard's final_captions resolved other rewrite attempts than its stored
+    rewritten_captions holds (that table made again alone: a launchpad run, a new rewriter or policy), so the
+    captions published are not the rewrites its lineage shows. Unrecorded (older tables) is taken as current."""
+    read = provenance.get("final_captions", {}).get(shard, {}).get("attempt_runs")
+    stored = provenance.get("rewritten_captions", {}).get(shard, {}).get("attempt_runs")
+    if read is None or stored is None or read == stored:
+        return ""
+    return (f"final_captions (and any curated tar made from it) were made from an earlier rewritten_captions "
+            f"({_runs(read)}) than the stored one ({_runs(stored)}): rewritten_captions was made again without "
+            "them, so the captions published are not the rewrites its attempts show; materialize final_captions "
+            "and curated_shards of this shard")
+
+
+def _runs(stamp: str) -> str:
+    """``run <id8>[, <id8>...]`` for an ``attempt_runs`` record, ``no attempts`` for an empty one."""
+    return f"run {', '.join(r[:8] for r in stamp.split(','))}" if stamp else "no attempts"
 
 
 def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
@@ -396,6 +439,7 @@ def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: d
         if shard in failures:
             problems.append(("failed", f"last run: {str(failures[shard])[:500]}"))
         _, stale = stale_tables(provenance, shard)
+        stale = stale or stale_rewrites(provenance, shard)
         if stale:
             problems.append(("stale", stale))
         for table in TABLES:

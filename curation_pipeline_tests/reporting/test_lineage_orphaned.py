@@ -1,0 +1,71 @@
+"""rewritten_captions made again alone (the launchpad, a stricter acceptance policy or a new rewriter) replaces
+the attempts, while final_captions and the curated tar still publish the earlier attempts' rewrites: lineage
+and the report must say so, with what to re-run, rather than show a published rewrite next to attempts that
+never produced it. A whole run, and re-running final_captions and curated_shards, leaves the shard unmarked."""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+
+from curation_pipeline.reporting.lineage import caption_history, format_history
+from curation_pipeline.reporting.report import build_report
+from curation_pipeline.storage.warehouse import Warehouse
+
+SHARD = "sample-000001"  # has captions the cleaner rewrites
+
+
+def test_rewritten_captions_made_again_alone_marks_the_shard_stale(tmp_path):
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.resources import ScoringResource
+    from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES
+
+    raw, wh_dir = tmp_path / "raw", tmp_path / "wh"
+    raw.mkdir()
+    shutil.copy(RAW_SAMPLES / f"{SHARD}.tar", raw / f"{SHARD}.tar")
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(wh_dir), scoring=ScoringResource(profile="text"))
+    wh = Warehouse(str(wh_dir))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("shards", [SHARD])
+        job = defs.resolve_job_def("curate_shards")
+
+        def run(names=None, policy=None):
+            config = {**QUIET, **({"resources": {"policy": {"config": policy}}} if policy else {})}
+            keys = [dg.AssetKey(n) for n in names] if names else None
+            return job.execute_in_process(partition_key=SHARD, instance=instance, raise_on_error=False,
+                                          run_config=config, asset_selection=keys).success
+
+        assert run()
+        whole = caption_history(wh, shard=SHARD)
+        assert whole.stale == {} and "STALE" not in format_history(whole, limit=100)
+        assert build_report(wh).shards.set_index("shard")["status"][SHARD] == "ok"
+        assert whole.final["outcome"].eq("rewritten").any()
+
+        # UI: select rewritten_captions of the shard, Materialize with a stricter acceptance policy
+        assert run(["rewritten_captions"], policy={"acceptance": {"min_improvement": 40.0}})
+        attempts = wh.read_table("rewritten_captions", SHARD)
+        final = wh.read_table("final_captions", SHARD)
+        orphaned = set(final.loc[final["rewritten"], "key"]) - set(attempts.loc[attempts["accepted"], "key"])
+        assert orphaned  # the scenario: published rewrites with no accepted attempt left
+
+        history = caption_history(wh, shard=SHARD, rewritten_only=True)
+        why = history.stale.get(SHARD, "")
+        assert why.startswith("final_captions (and any curated tar made from it) were made from an earlier "
+                              "rewritten_captions")
+        assert why.endswith("materialize final_captions and curated_shards of this shard")
+        text = format_history(history, limit=100)
+        assert text.startswith(f"STALE shard {SHARD}: {why}")
+        mark = "  STALE:    final caption made from earlier rewrite attempts than those below (see above)"
+        assert text.count(mark) == len(history.final) > 0
+        shards = build_report(wh).shards.set_index("shard")
+        assert shards["status"][SHARD] == "stale" and shards["status_detail"][SHARD] == why
+
+        # the remedy named: final_captions and curated_shards of the shard made again
+        assert run(["final_captions", "curated_shards"], policy={"acceptance": {"min_improvement": 40.0}})
+        again = caption_history(wh, shard=SHARD)
+        assert again.stale == {} and "STALE" not in format_history(again, limit=100)
+        assert build_report(wh).shards.set_index("shard")["status"][SHARD] == "ok"
+        fixed = wh.read_table("final_captions", SHARD)
+        accepted = set(attempts.loc[attempts["accepted"], "key"])
+        assert set(fixed.loc[fixed["rewritten"], "key"]) <= accepted
