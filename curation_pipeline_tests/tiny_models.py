@@ -179,15 +179,26 @@ def _qwen2vl(directory: str | Path, *, digit_split: bool, hidden: int, layers: i
     model = Qwen2VLForConditionalGeneration(config)
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.eos_token_id = ids["<|im_end|>"]
-    # Written part by part, in the hub checkpoints' layout (no video processor config): transformers 5
-    # builds a Qwen2VLProcessor only with its video processor, which needs torchvision, not installed here.
+    return _save_parts(directory, model, tokenizer, image_processor, "Qwen2VLProcessor", QWEN2VL_CHAT_TEMPLATE)
+
+
+def _save_parts(directory: str | Path, model, tokenizer, image_processor, processor_class: str,
+                chat_template: str, **processor_config) -> str:
+    """A checkpoint written part by part, in the hub checkpoints' layout (no video processor config): the
+    processors of video-capable families are built only with a video processor, which needs torchvision,
+    not installed here. ``processor_config`` (if any) goes to processor_config.json, as on the hub."""
+    import json
+
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
-    tokenizer._set_processor_class("Qwen2VLProcessor")
+    tokenizer._set_processor_class(processor_class)
     tokenizer.save_pretrained(path)
     image_processor.save_pretrained(path)
-    (path / "chat_template.jinja").write_text(QWEN2VL_CHAT_TEMPLATE)
+    if processor_config:
+        (path / "processor_config.json").write_text(
+            json.dumps({**processor_config, "processor_class": processor_class}, indent=2))
+    (path / "chat_template.jinja").write_text(chat_template)
     return str(path)
 
 
@@ -251,6 +262,80 @@ LLAVA_CHAT_TEMPLATE = (
 )
 
 LLAVA_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
+
+
+
+SMOLVLM_CHAT_TEMPLATE = IDEFICS3_CHAT_TEMPLATE.replace(
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}",
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% elif line['type'] == 'video' %}{{ '<video>' }}")
+
+
+def make_tiny_smolvlm(directory: str | Path) -> str:
+    """SmolVLM2 family (model_type smolvlm, SmolVLMProcessor, which has a video processor) in the hub
+    layout; one 32x32 tile, 4 image tokens after pixel shuffle."""
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessorPil
+
+    _seed()
+    row_col = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    special = IDEFICS3_SPECIAL + ["<video>"]
+    tokenizer = _wrap(
+        _train_tokenizer(special + row_col, digit_split=True),
+        bos_token="<|im_start|>", eos_token="<end_of_utterance>", pad_token="<|endoftext|>",
+        additional_special_tokens=special[1:] + row_col,
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in special}
+    config = SmolVLMConfig(
+        text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32,
+                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<end_of_utterance>"],
+                         pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        image_token_id=ids["<image>"], scale_factor=2,
+    )
+    image_processor = SmolVLMImageProcessorPil(
+        do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32},
+    )
+    model = SmolVLMForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = ids["<end_of_utterance>"]
+    return _save_parts(directory, model, tokenizer, image_processor, "SmolVLMProcessor", SMOLVLM_CHAT_TEMPLATE,
+                       image_seq_len=4)
+
+
+def make_tiny_llava_onevision(directory: str | Path) -> str:
+    """LLaVA-OneVision family (SigLIP tower, Qwen2 language model, LlavaOnevisionProcessor, which has a
+    video processor) in the hub layout; 32x32 tiles of 16 patches, any-resolution grids up to 64x64."""
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                              LlavaOnevisionImageProcessorPil)
+
+    _seed()
+    special = LLAVA_SPECIAL + ["<video>"]
+    tokenizer = _wrap(
+        _train_tokenizer(special, digit_split=True),
+        eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=special[1:],
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in special}
+    pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
+    config = LlavaOnevisionConfig(
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=4096, bos_token_id=ids["<|endoftext|>"],
+                         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8),
+        image_token_index=ids["<image>"], video_token_index=ids["<video>"], image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full", vision_feature_layer=-1,
+    )
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": 32, "width": 32},
+                                                      image_grid_pinpoints=pinpoints)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    return _save_parts(directory, model, tokenizer, image_processor, "LlavaOnevisionProcessor",
+                       LLAVA_CHAT_TEMPLATE, image_token="<image>", video_token="<video>", num_image_tokens=16,
+                       vision_feature_select_strategy="full")
 
 
 def _llava(directory: str | Path, *, digit_split: bool, hidden: int, layers: int, heads: int,

@@ -6,8 +6,10 @@ supply it: the reader is usually configuring a profile, not debugging.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -168,8 +170,9 @@ def load_vlm(model: str, device: str | None = None, dtype=None, trust_remote_cod
 
 
 # Processors read to use their video processor only for videos, so they load without it where torchvision is
-# missing; add a family here once checked. (SmolVLM's apply_chat_template, for one, asks its video processor.)
-IMAGES_ONLY_PROCESSORS = ("Qwen2VLProcessor", "Qwen2_5_VLProcessor")
+# missing; add a family here once checked: its prompts, pixels, rewrites and scores the standard processor's
+# (with its PIL image processor), its tiny checkpoint in curation_pipeline_tests/models/test_vlm_without_torchvision.py.
+IMAGES_ONLY_PROCESSORS = ("Qwen2VLProcessor", "Qwen2_5_VLProcessor", "LlavaOnevisionProcessor", "SmolVLMProcessor")
 
 
 def _load_processor(source: str, remote: dict):
@@ -193,10 +196,41 @@ def _load_processor(source: str, remote: dict):
 
 def images_only(processor_class):
     """``processor_class`` without its video sub-processor: neither loaded nor asked for."""
+    from transformers import ProcessorMixin
+
     class ImagesOnly(processor_class):
         @classmethod
         def get_attributes(cls):
             return [name for name in super().get_attributes() if name != "video_processor"]
 
+        @classmethod
+        def from_pretrained(cls, *args, **kwargs):
+            with _video_only_imports(processor_class):  # (SmolVLM's __init__ wants its video processor named)
+                return super().from_pretrained(*args, video_processor=None, **kwargs)
+
+        def apply_chat_template(self, conversation, *args, **kwargs):
+            """The template rendered as every processor renders it: a family's override only adds video
+            defaults (SmolVLM's reads its video processor's frame rate, even for images)."""
+            return ProcessorMixin.apply_chat_template(self, conversation, *args, **kwargs)
+
     ImagesOnly.__name__ = ImagesOnly.__qualname__ = f"{processor_class.__name__}ImagesOnly"
     return ImagesOnly
+
+
+@contextlib.contextmanager
+def _video_only_imports(processor_class):
+    """SmolVLM's ``__init__`` demands num2words, which only spells out a video's frame count; with no video
+    processor nothing calls it, so the images-only processor is built without it (the module as it was after)."""
+    module = sys.modules[processor_class.__module__]
+    missing = hasattr(module, "num2words") and module.num2words is None
+    if missing:
+        module.num2words = _no_num2words
+    try:
+        yield
+    finally:
+        if missing:
+            module.num2words = None
+
+
+def _no_num2words(*args, **kwargs):
+    raise ImportError("num2words is not installed: videos need it (pip install num2words)")

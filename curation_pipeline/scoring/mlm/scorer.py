@@ -249,7 +249,8 @@ class MlmFilterScorer(Scorer):
         import torch
 
         image_processor = getattr(self.processor, "image_processor", None)
-        images = [model_input(im, image_processor) for im in images]  # as the other model paths
+        # one list per prompt: SmolVLM's processor reads a flat list as one prompt's images (the others: the same)
+        images = [[model_input(im, image_processor)] for im in images]  # as the other model paths
         inputs = self.processor(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt")
         return {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
                 for k, v in inputs.items() if isinstance(v, torch.Tensor)}
@@ -355,8 +356,8 @@ class MlmFilterScorer(Scorer):
         import torch
 
         inner = getattr(self.model, "model", None)
-        if getattr(inner, "rope_deltas", None) is not None:
-            inner.rope_deltas = None
+        if getattr(inner, "rope_deltas", None) is not None:  # the last batch's; transformers 5.25 recomputes it on
+            inner.rope_deltas = None  # any prefill with images anyway, versions that reuse a cached one would not
         out = self.model(**inputs, use_cache=True, logits_to_keep=1)
         mask = inputs["attention_mask"].bool()
         rope_deltas = getattr(inner, "rope_deltas", None)
