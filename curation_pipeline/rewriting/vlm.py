@@ -104,9 +104,10 @@ class ChatGenerator:
 
         if not images:
             return []
+        image_processor = getattr(self.processor, "image_processor", None)
+        # one list per prompt: SmolVLM's processor reads a flat list as one prompt's images (the others: the same)
         inputs = self.processor(text=[self.render(t) for t in instructions],
-                                images=[model_input(im, getattr(self.processor, "image_processor", None))
-                                        for im in images],
+                                images=[[model_input(im, image_processor)] for im in images],
                                 padding=True, padding_side="left", return_tensors="pt")
         inputs = {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
                   for k, v in inputs.items() if isinstance(v, torch.Tensor)}

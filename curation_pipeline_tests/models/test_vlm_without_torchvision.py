@@ -64,12 +64,14 @@ def test_processor_output_is_its_parts(vlm_dir, batch):
     assert ((inputs["input_ids"] == image_token_id).sum(-1) > 0).all()
 
 
-def test_rewrites(vlm_dir, batch):
-    # batch_size 1: SmolVLM's processor takes a flat image list as one prompt's images (see report)
-    rewriter = VlmRewriter(vlm_dir, max_new_tokens=6, batch_size=1)
-    candidates = rewriter.rewrite(batch)
-    assert len(candidates) == len(batch)
-    assert all(isinstance(c.raw, str) and (c.caption is not None or c.error == "empty output") for c in candidates)
+def test_rewrites_batched_as_one_by_one(vlm_dir, batch):
+    """A batch of prompts gets the replies each prompt gets alone (SmolVLM's processor reads a flat image
+    list as one prompt's images: a batch over 1 failed)."""
+    together = VlmRewriter(vlm_dir, max_new_tokens=6, batch_size=len(batch)).rewrite(batch)
+    alone = VlmRewriter(vlm_dir, max_new_tokens=6, batch_size=1).rewrite(batch)
+    assert len(together) == len(batch)
+    assert all(isinstance(c.raw, str) and (c.caption is not None or c.error == "empty output") for c in together)
+    assert [(c.raw, c.caption, c.error) for c in together] == [(c.raw, c.caption, c.error) for c in alone]
 
 
 def test_scores_batched_as_one_by_one(vlm_dir, batch):
