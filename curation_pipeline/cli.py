@@ -239,13 +239,13 @@ def _report(defs, instance, failed: list[str], stop_if_interrupted) -> bool:
     return result.success
 
 
-RESOURCE_KEYS = ("scoring", "rewriter", "policy")
+RESOURCE_KEYS = ("scoring", "rewriter", "policy", "compute")
 
 
 def _resource_classes() -> dict[str, type]:
-    from curation_pipeline.resources import PolicyResource, RewriterResource, ScoringResource
+    from curation_pipeline.resources import ComputeResource, PolicyResource, RewriterResource, ScoringResource
 
-    return dict(zip(RESOURCE_KEYS, (ScoringResource, RewriterResource, PolicyResource)))
+    return dict(zip(RESOURCE_KEYS, (ScoringResource, RewriterResource, PolicyResource, ComputeResource)))
 
 
 def setting_default(setting: str):
@@ -333,7 +333,8 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     from curation_pipeline.definitions import build_definitions
     from curation_pipeline.models.loading import ModelUnavailableError
     from curation_pipeline.reporting import charts
-    from curation_pipeline.resources import PolicyResource, RewriterResource, ScoringResource, WarehouseResource
+    from curation_pipeline.resources import (ComputeResource, PolicyResource, RewriterResource, ScoringResource,
+                                             WarehouseResource)
     from curation_pipeline.storage.warehouse import Warehouse
 
     helper.warm_later(charts.warm)
@@ -359,6 +360,8 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         rewriting = RewriterResource(**settings.get("rewriter", {}))
         policy = PolicyResource(**settings.get("policy", {}))
         policy.decision_policy()
+        compute = ComputeResource(**settings.get("compute", {}))  # keys not given: their env variables
+        compute.uses_ray  # an unknown engine is bad input here, not a failed step
     except (pydantic.ValidationError, dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
         raise BadInput(f"invalid setting: {exc}") from exc
     try:  # load models here, once: a model that cannot be loaded is bad input, not a failed run
@@ -367,7 +370,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     except (ValueError, ModelUnavailableError) as exc:
         raise BadInput(str(exc)) from exc
     defs = build_definitions(raw_root=raw, warehouse_root=warehouse, scoring=scoring, rewriter=rewriting,
-                             policy=policy)
+                             policy=policy, compute=compute)
     _dagster_home()
     with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
         failed, reported = _materialize(defs, instance, selected, report)

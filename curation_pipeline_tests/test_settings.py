@@ -59,6 +59,9 @@ def test_malformed_set_is_bad_input(pair):
     ("policy.drift.max_kll=1", "max_kll"),                # a typo in a nested setting
     ("policy.keep_threshold=[80", "not YAML"),             # a value YAML cannot parse
     ("policy.keep_expression='clip_score >= 66", "not YAML"),
+    ("compute.gpus_per_actor=1.5", "gpus_per_actor"),     # compute is settable, with its bounds
+    ("compute.engine=spark", "spark"),                     # an unknown engine, before any run
+    ("compute.actorz=2", "actorz"),
 ])
 def test_invalid_setting_exits_2_before_any_run(tmp_path, pair, message):
     result = CliRunner().invoke(main, ["run", "--raw", str(RAW_SAMPLES), "--warehouse", str(tmp_path / "wh"),
@@ -147,3 +150,12 @@ def test_run_help_shows_the_resources_defaults():
     assert f"[default: {ScoringResource().profile}]" in lines["--profile"]
     assert f"[default: {RewriterResource().kind}]" in lines["--rewriter"]
     assert "default" not in lines["--clip-model"]  # empty: no model
+
+
+def test_compute_settings_reach_the_run_and_unset_keys_read_their_variables(monkeypatch):
+    from curation_pipeline.resources import ComputeResource
+
+    monkeypatch.setenv("CURATION_RAY_ACTORS", "3")
+    settings = load_settings(("compute.gpus_per_actor=0.5",))
+    compute = ComputeResource(**settings["compute"])
+    assert (compute.gpus_per_actor, compute.actors, compute.engine) == (0.5, 3, "local")
