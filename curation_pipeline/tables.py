@@ -1,6 +1,8 @@
-"""What every column of every table means: one place, read by the UI's column schemas and the docs.
+"""What every column of every table means, and how it is stored: one place, read by the UI's column
+schemas, the docs and ``Warehouse.write_table``.
 
-Score columns are described where their scorer declares them (``scoring.registry``).
+Score columns are described, and typed (``ScoreColumn.kind``), where their scorer declares them
+(``scoring.registry``).
 """
 
 from __future__ import annotations
@@ -102,6 +104,41 @@ TABLES: dict[str, dict[str, str]] = {
         "action": "The caption_decisions action (keep, rewrite, drop) that led here.",
     },
 }
+
+# Stored types (Arrow aliases, ``pyarrow.type_for_alias``) of the columns pandas types differently from shard
+# to shard: an integer column with one missing value becomes floats, and a column with no value at all has no
+# type (Arrow null). ``Warehouse.write_table`` casts to these (a value that would change, 1.5 to int, is an
+# error), and stores any other column with no value as text, so every shard of a table has one schema.
+INT, FLOAT, BOOL, TEXT = "int64", "double", "bool", "string"
+VECTOR = "list<float>"  # a json score column: the one there is, the caption embedding, is a float32 list
+KIND_TYPES = {"float": FLOAT, "int": INT, "bool": BOOL, "str": TEXT, "json": VECTOR}  # ScoreColumn.kind
+
+TYPES: dict[str, dict[str, str]] = {
+    "pairs": dict.fromkeys(("caption_chars", "image_bytes", "width", "height", "n_frames", "original_width",
+                            "original_height"), INT),
+    "quality_scores": {"width": INT, "height": INT},
+    "caption_decisions": {"quality_before": FLOAT, "nsfw_review": BOOL, "in_keep_fraction": BOOL},
+    "rewritten_captions": {"attempt": INT, "accepted": BOOL, **dict.fromkeys(
+        ("quality_before", "quality_after", "edit_ratio", "length_ratio", "semantic_similarity"), FLOAT)},
+    "final_captions": {"rewritten": BOOL, "quality_before": FLOAT, "quality_final": FLOAT},
+}
+
+
+def stored_type(table: str, column: str) -> str | None:
+    """The Arrow type alias ``column`` of ``table`` is stored as (``VECTOR``: a float32 list), or None when nothing
+    declares it (then it is stored as Arrow makes it, and as text when it has no value)."""
+    if column in TYPES.get(table, {}):
+        return TYPES[table][column]
+    if table == "quality_scores":
+        from curation_pipeline.scoring.registry import score_columns
+
+        declared = score_columns().get(column)
+        if declared is not None:
+            return KIND_TYPES[declared.kind]
+        if column.endswith("_error"):  # a scorer that declares no error column still writes <name>_error
+            return TEXT
+    return None
+
 
 def describe(table: str, column: str) -> str | None:
     """The description of a column, or None when nobody documented it."""

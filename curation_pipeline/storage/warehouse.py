@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation_pipeline.shards.keys import SHARD_KEY_PATTERN, validate_key
+from curation_pipeline.tables import TEXT, VECTOR, stored_type
 
 # Where data lives unless configured: the environment variable, else a folder relative to the working
 # directory when the run starts. definitions.py shows them in the UI (as dg.EnvVar where set); a launchpad
@@ -157,6 +158,28 @@ def storable(df: pd.DataFrame) -> pd.DataFrame:
         clean = strip_addresses if _ERROR_COLUMNS.search(str(column)) else (lambda v: v)
         out[column] = out[column].map(lambda v: replace_surrogates(clean(v)) if isinstance(v, str) else v)
     return out
+
+
+def _with_stored_types(table: str, arrow: pa.Table) -> pa.Table:
+    """``arrow`` with each column of the type ``tables.stored_type`` declares, and an undeclared column with
+    no value (Arrow null) as text: pandas makes ints with a missing value floats, and gives an all-None
+    column no type, so shards would differ (pyarrow.dataset and HF datasets then fail to read them as one).
+    A safe cast: a value it would change (1.5 to an int) raises. pandas reads back the values written (an
+    int64 column with a null as float64 with NaN, as before the cast)."""
+    for i, field in enumerate(arrow.schema):
+        declared = stored_type(table, field.name)
+        if declared is None and pa.types.is_null(field.type):
+            declared = TEXT
+        if declared is None:
+            continue
+        wanted = pa.list_(pa.float32()) if declared == VECTOR else pa.type_for_alias(declared)
+        if field.type.equals(wanted):
+            continue
+        column = arrow.column(i)
+        # a column with no value has no type to cast from (all-NaN floats cannot become a list): nulls of the type
+        column = pa.nulls(len(column), wanted) if column.null_count == len(column) else column.cast(wanted)
+        arrow = arrow.set_column(i, field.with_type(wanted), column)
+    return arrow
 
 
 class _Digesting:
@@ -420,6 +443,7 @@ class Warehouse:
                 raise
             # a string that cannot be UTF-8 (a lone surrogate) must not fail the shard: store U+FFFD
             arrow = pa.Table.from_pandas(storable(df), preserve_index=False)
+        arrow = _with_stored_types(table, arrow)
         if metadata:
             arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
                                                    **{k.encode(): str(v).encode() for k, v in metadata.items()}})
