@@ -114,9 +114,15 @@ def add_smoke_flag(parser, **sizes) -> None:
     parser.set_defaults(_smoke_sizes=sizes)
 
 
+_SMOKE = False  # set by parse_args: this process runs a --smoke run
+
+
 def parse_args(parser, argv=None):
-    """``parser.parse_args`` with the smoke sizes applied where an option was left at its default."""
+    """``parser.parse_args`` with the smoke sizes applied where an option was left at its default; records
+    the mode, so the RESULT line and the printed verdicts say when the figures come from a smoke run."""
+    global _SMOKE
     args = parser.parse_args(argv)
+    _SMOKE = bool(args.smoke)
     if args.smoke:
         defaults = {name: parser.get_default(name) for name in args._smoke_sizes}
         for name, value in args._smoke_sizes.items():
@@ -140,5 +146,23 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+def target(text: str) -> str:
+    """What to print after a figure: ``(target >= 3)``; a smoke run's figures (tiny sizes, a smaller model
+    in places) are no measurement, so it prints none against a target."""
+    return f"(SMOKE: no figures; a full run's target is {text})" if _SMOKE else f"(target {text})"
+
+
+def met(ok: bool) -> str:
+    """A target's printed verdict: ``met`` / ``NOT met``, and no verdict in a smoke run."""
+    return "SMOKE: no figures" if _SMOKE else ("met" if ok else "NOT met")
+
+
+def verdict(ok: bool) -> bool | None:
+    """A target's verdict for the RESULT line: None in a smoke run, whose figures decide nothing."""
+    return None if _SMOKE else bool(ok)
+
+
 def result_line(figures: dict) -> None:
+    """The last stdout line, ``RESULT {json}``; a smoke run's starts with ``"smoke": true``."""
+    figures = {"smoke": True, **figures} if _SMOKE else figures
     print("RESULT " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}))

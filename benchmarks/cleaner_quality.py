@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import asdict
 
-from _common import FLICKR, add_smoke_flag, flickr_available, parse_args, result_line
+from _common import FLICKR, add_smoke_flag, flickr_available, met, parse_args, result_line, verdict, verdict
 
 TARGETS = {"noisy_caught": (">=", 0.95), "noisy_exactly_clean": (">=", 0.80), "noisy_edit_ratio_p90": ("<=", 0.15),
            "clean_kept_unchanged": (">=", 0.99)}
@@ -73,10 +73,10 @@ def main(argv=None) -> None:
     print(f"\n== dev split: noisy caught {dev['noisy_caught']:.3f}, exactly clean {dev['noisy_exactly_clean']:.3f}, "
           f"p90 edit ratio {dev['noisy_edit_ratio_p90']:.3f}, clean kept {dev['clean_kept_unchanged']:.3f}")
     summary = held["summary"]
-    met = {name: (summary[name] >= bound if op == ">=" else summary[name] <= bound)
-           for name, (op, bound) in TARGETS.items()}
+    held_to = {name: (summary[name] >= bound if op == ">=" else summary[name] <= bound)
+               for name, (op, bound) in TARGETS.items()}
     print("\ntargets (held-out): " + ", ".join(f"{name} {TARGETS[name][0]} {TARGETS[name][1]}: "
-                                             f"{'met' if ok else 'NOT met'}" for name, ok in met.items()))
+                                             f"{met(ok)}" for name, ok in held_to.items()))
     print("per noise kind (held-out): " + json.dumps({k: round(v["exactly_clean"], 3)
                                                        for k, v in held["noisy"]["by_kind"].items()}))
     result_line({
@@ -90,7 +90,7 @@ def main(argv=None) -> None:
         "clean_false_changes": held["clean"]["false_changes"],
         "dev_noisy_caught": dev["noisy_caught"],
         "dev_noisy_exactly_clean": dev["noisy_exactly_clean"],
-        "targets_met": all(met.values()),
+        "targets_met": verdict(all(held_to.values())),
         "seconds": seconds,
     })
 

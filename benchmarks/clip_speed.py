@@ -17,7 +17,7 @@ stays below even that.
 
 Models: ``--model PATH`` (any local CLIP / SigLIP directory), else random weights built from
 configs at two shapes (``--shape``): ``b32`` (ViT-B/32: 224 px, patch 32, 12+12 layers, 768/512
-wide) and ``small`` (~20M parameters: 6+6 layers, 384 wide). Torch's threads follow the run's
+wide) and ``small`` (23M parameters: 6+6 layers, 384 wide). Torch's threads follow the run's
 thread budget (``CURATION_THREADS``, default every core) in all three.
 """
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_smoke_flag, image_rows, parse_args, result_line
+from _common import add_smoke_flag, image_rows, parse_args, result_line, target, verdict
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -127,12 +127,12 @@ def main() -> None:
     big = single_in_subprocess(args.big, args.smoke)
     print(f"single {args.big}-pair shard: peak RSS {big['peak_rss_mb']:.0f} MB ({big['seconds']:.1f} s)", flush=True)
     ratio = big["peak_rss_mb"] / small["peak_rss_mb"]
-    print(f"peak-memory ratio {args.big}/{args.small} pairs: {ratio:.2f} (target <= 1.3)")
+    print(f"peak-memory ratio {args.big}/{args.small} pairs: {ratio:.2f} {target('<= 1.3')}")
     result_line({
         **figures,
         "small_shard_pairs": args.small, "small_shard_peak_rss_mb": small["peak_rss_mb"],
         "big_shard_pairs": args.big, "big_shard_peak_rss_mb": big["peak_rss_mb"],
-        "peak_rss_ratio_big_small": ratio, "ratio_target": 1.3, "ratio_ok": ratio <= 1.3,
+        "peak_rss_ratio_big_small": ratio, "ratio_target": 1.3, "ratio_ok": verdict(ratio <= 1.3),
     })
 
 

@@ -3,7 +3,9 @@
 Each script runs as a subprocess with the Flickr photos made unavailable
 (``CURATE_FLICKR_DIR`` points at a folder that does not exist), so the smoke run must fall
 back to images the repository makes itself. Its last stdout line must be ``RESULT {json}``
-carrying the figures the README's performance table quotes. No timing is asserted.
+carrying the figures the README's performance table quotes, none of them null, with
+``"smoke": true`` and no target verdict (a smoke run's figures decide nothing). No timing is
+asserted. ``scale.py`` needs a private network namespace for its Ray cluster (``require``).
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ import sys
 
 import pytest
 
-from curation_pipeline_tests.conftest import REPO_ROOT
+from curation_pipeline.compute.cluster import private_network_available
+from curation_pipeline_tests.conftest import REPO_ROOT, require
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
 SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name != "_common.py")
 
 # The RESULT keys behind each figure of README.md's performance table.
 EXPECTED_KEYS = {
-    "dedup_pool.py": {"pairs_per_shard", "pool_shards", "dup_share", "refresh_s", "peak_rss_mb", "decision_s",
-                      "index_shards", "index_grouped_rows", "index_write_s", "index_decision_read_s"},
-    "mlm_filter_speed.py": {"pairs", "prompt_tokens", "logits_pairs_per_s", "generate_pairs_per_s",
+    "dedup_pool.py": {"pairs_per_shard", "pool_shards", "dup_share", "refresh_s", "rebuild_s", "peak_rss_mb",
+                      "decision_s", "index_shards", "index_grouped_rows", "index_write_s", "index_decision_read_s"},
+    "mlm_filter_speed.py": {"pairs", "params_m", "prompt_tokens", "logits_pairs_per_s", "generate_pairs_per_s",
                             "logits_vs_generate", "separate_pairs_per_s", "shared_vs_separate",
                             "pipeline_pairs_per_s", "bare_forward_pairs_per_s", "pipeline_vs_bare"},
     "backfill.py": {"shards", "job_s", "backfill_s", "backfill_vs_job", "executor"},
@@ -56,10 +59,25 @@ EXPECTED_KEYS = {
                  "tiny_clip_local_pairs_per_s", "tiny_clip_ray1_pairs_per_s",
                  "tiny_clip_ray2_pairs_per_s", "tiny_clip_ray1_model_pairs_per_s", "tiny_clip_ray2_model_pairs_per_s",
                  "tiny_clip_ray1_vs_local", "tiny_clip_ray2_vs_ray1_model", "ray_worker_peak_rss_small_mb",
-                 "ray_worker_peak_rss_big_mb", "ray_worker_peak_rss_ratio_big_small", "targets"},
+                 "ray_worker_peak_rss_big_mb", "ray_worker_peak_rss_ratio_big_small", "targets",
+                 "tiny_clip_local_1thread_pairs_per_s", "tiny_clip_ray1_vs_local_1thread", "tiny_clip_load_average",
+                 "tiny_clip_ray1_loaded_pairs_per_s", "tiny_clip_ray2_loaded_pairs_per_s",
+                 "tiny_clip_ray1_loaded_vs_local", "tiny_clip_ray1_loaded_vs_local_1thread",
+                 "tiny_clip_ray1_allcores_pairs_per_s", "tiny_clip_ray1_allcores_loaded_pairs_per_s",
+                 "tiny_clip_ray1_allcores_vs_local", "tiny_clip_ray1_allcores_loaded_vs_local",
+                 "tiny_clip_ray1_model_cores_per_actor", "tiny_clip_ray2_model_cores_per_actor"},
 }
+# Target verdicts: a smoke run gives none (null, or a structure of nulls)
+VERDICTS = {"targets_met", "ratio_ok", "targets"}
 # The longest smoke runs (several seconds of model building or three pipeline processes).
 SLOW = {"load.py", "mlm_filter_speed.py", "scale.py", "overhead.py", "data_juicer.py"}
+
+
+def verdicts(value) -> list[bool]:
+    """The booleans in a verdict value (one, or a dict of them per target and profile)."""
+    if isinstance(value, dict):
+        return [b for v in value.values() for b in verdicts(v)]
+    return [value] if isinstance(value, bool) else []
 
 
 def test_every_benchmark_has_expected_keys():
@@ -68,6 +86,8 @@ def test_every_benchmark_has_expected_keys():
 
 @pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s for s in SCRIPTS])
 def test_benchmark_smoke(script, tmp_path):
+    if script == "scale.py":  # without a private network namespace it measures nothing (all figures null)
+        require(*private_network_available())
     scratch = tmp_path / "tmp"  # the script's temp folder: what it makes there (bench-*) it must remove
     scratch.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -81,5 +101,10 @@ def test_benchmark_smoke(script, tmp_path):
     figures = json.loads(lines[-1][len("RESULT "):])
     missing = EXPECTED_KEYS.get(script, set()) - set(figures)
     assert not missing, f"{script}: RESULT lacks {sorted(missing)}: {figures}"
+    null = sorted(k for k in EXPECTED_KEYS[script] - VERDICTS if figures[k] is None)
+    assert not null, f"{script}: RESULT has no figure for {null}: {figures}"
+    assert figures.get("smoke") is True, f"{script}: a smoke RESULT must say so: {figures}"
+    judged = {k: figures[k] for k in VERDICTS & set(figures) if verdicts(figures[k])}
+    assert not judged, f"{script}: a smoke run must give no target verdict: {judged}"
     left = sorted(p.name for p in scratch.glob("bench-*"))
     assert not left, f"{script} left its temp folders behind: {left}"

