@@ -10,6 +10,7 @@ is blocked: either publishes its curated tar, whose pairs survive their groups.
 
 import hashlib
 import json
+from dataclasses import replace
 
 import dagster as dg
 import pandas as pd
@@ -19,7 +20,8 @@ from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.assets.selection import cut_request, cut_stale, selection_cut_job
 from curation_pipeline.automation import DEFAULT_STATUS, reselect_each, reselectable, reselect_shards_job
-from curation_pipeline.decisions.dedup import (INDEX_ASSET, dropped_for_another_shard, held_identity,
+from curation_pipeline.decisions.cut_store import other_cut
+from curation_pipeline.decisions.dedup import (INDEX_ASSET, DedupIndex, dropped_for_another_shard, held_identity,
                                                pool_has_signals, pool_identity, read_index, refresh_index,
                                                rules_digest, stale_shards, write_index)
 from curation_pipeline.resources import PolicyResource, WarehouseResource
@@ -51,6 +53,8 @@ def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                 policy: PolicyResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
     index = refresh_index(wh, policy.decision_policy(), frozen=frozen_shards(context.instance, warehouse))
+    # the policy it was built under is the one the settle sensor keeps the pool decided with
+    index = replace(index, policy=policy_config(policy))
     paths = write_index(wh, index, run_id=context.run_id)
     stale = stale_shards(wh, index)
     groups = index.groups
@@ -84,6 +88,7 @@ def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         "unindexed": dg.MetadataValue.json(index.unindexed),
         "per_shard": table(per_shard, limit=200),
         "rules": dg.MetadataValue.text(index.rules),
+        "policy": dg.MetadataValue.json(index.policy),
         "path": dg.MetadataValue.path(wh.local_path(paths["manifest"]) if wh.is_local else paths["manifest"]),
     })
 
@@ -103,23 +108,79 @@ ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagste
           dg.DagsterRunStatus.STARTED]
 
 
+def policy_config(policy: PolicyResource) -> dict:
+    """The ``policy`` resource's config as plain JSON: what a run config's ``resources: policy: config`` takes."""
+    return policy.model_dump(mode="json")
+
+
+def settle_policy(stored: DedupIndex | None, policy: PolicyResource) -> tuple[PolicyResource, dict | None, str]:
+    """The policy to settle under: the one the stored dedup_index was built with (the rules the pool was last
+    decided with on purpose, e.g. a launchpad's keep_fraction), else the code location's ``policy``. With
+    the run config that asks for it (None: the code location's own) and a note saying how they differ. A
+    stored config this code no longer accepts raises a ValueError."""
+    if stored is None or stored.policy is None:
+        return policy, None, ""
+    how = "materialize dedup_index with the policy to settle under"
+    try:
+        settled = PolicyResource(**stored.policy)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"the policy dedup_index was built with is no longer valid ({exc}); {how}") from exc
+    config = policy_config(settled)  # a field added since gets its default
+    unknown = sorted(set(_flat(stored.policy)) - set(_flat(config)))
+    if unknown:
+        raise ValueError(f"the policy dedup_index was built with sets {', '.join(unknown)}, which the policy no "
+                         f"longer has; {how}")
+    if config == policy_config(policy):
+        return policy, None, ""
+    code = _flat(policy_config(policy))
+    differs = [f"{key}={value!r} (code location: {code.get(key)!r})" for key, value in _flat(config).items()
+               if code.get(key) != value]
+    return settled, {"resources": {"policy": {"config": config}}}, (
+        f"settling under the policy dedup_index was last built with ({stored.computed_at or 'unknown time'}): "
+        f"{', '.join(differs) or 'as stored'}; materialize dedup_index with another policy to settle under that")
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
 def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
-                    policy: PolicyResource, warn=lambda message: None) -> list[dg.RunRequest] | str:
+                    policy: PolicyResource, warn=lambda message: None,
+                    info=lambda message: None) -> list[dg.RunRequest] | str:
     """What to run so that every shard's decisions match the current pool: the duplicate index (and,
     with keep_fraction on, the selection cut) when stale (another pool, rules, or set of frozen or blocked
-    shards), else a re-selection of each shard decided against an older index or another cut. A string says why
-    nothing is requested."""
+    shards), else a re-selection of each shard decided against an older index or another cut, or under
+    other rules. All under the policy the stored index was built with (``settle_policy``; ``info`` says
+    when it is not the code location's ``policy``), never the reverse. A string says why nothing is
+    requested."""
     active = instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE), limit=5)
     if active:  # a run whose process was killed outright (OOM, SIGKILL) stays STARTED until it is terminated
         return (f"runs in progress ({', '.join(r.run_id[:8] for r in active)}): the pool is still changing. A run "
                 "whose process died stays STARTED: terminate it in the UI (Runs) and settling resumes.")
     wh = warehouse.warehouse()
-    decision_rules = policy.decision_policy()
-    rules = rules_digest(decision_rules)
     identity = pool_identity(wh)
     if not identity:
         return "no scored shards"
     stored = read_index(wh)
+    try:
+        policy, run_config, note = settle_policy(stored, policy)
+    except ValueError as exc:
+        return str(exc)
+    decision_rules = policy.decision_policy()
+    rules = rules_digest(decision_rules)
+    if decision_rules.keep_fraction is not None:
+        other = other_cut(wh, decision_rules.keep_fraction, decision_rules.quality_column)
+        if other:  # mid-change (selection_cut materialized with new rules first): neither undone nor half applied
+            source = "the policy dedup_index was built with" if run_config else "the code location's policy"
+            return (f"selection_cut was computed with {other}, but the pool settles under keep_fraction="
+                    f"{decision_rules.keep_fraction:g} by {decision_rules.quality_column!r} ({source}): materialize "
+                    "dedup_index with the policy selection_cut used (the sensor then settles under it), or "
+                    "selection_cut with this one; nothing requested meanwhile")
+    if note:
+        info(note)
     try:
         # a raw file back: not frozen; a blocking mark set or cleared: another blocked set
         frozen, blocked = held_identity(wh, frozen_shards(instance, warehouse, identity))
@@ -128,11 +189,12 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     index_stale = (stored is None or stored.identity != identity or stored.rules != rules or stored.frozen != frozen
                    or stored.blocked != blocked)
     rebuild = {"dedup_index": None, "selection_cut": cut_request(wh, decision_rules.keep_fraction,
-                                                                 decision_rules.quality_column, identity)}
+                                                                 decision_rules.quality_column, identity, run_config)}
     if index_stale:
         pool_key = hashlib.sha256(json.dumps([identity, frozen, blocked, rules, stored.computed_at if stored else None],
                                              sort_keys=True).encode()).hexdigest()[:16]
-        rebuild["dedup_index"] = dg.RunRequest(job_name="dedup_index_job", run_key=f"dedup_index:{pool_key}")
+        rebuild["dedup_index"] = dg.RunRequest(job_name="dedup_index_job", run_key=f"dedup_index:{pool_key}",
+                                               run_config=run_config or {})
     # a request whose run_key ran already (and failed, or it would be current) is skipped by Dagster: not
     # asked again, and it holds off only what depends on it
     failed = {name: request.run_key for name, request in rebuild.items()
@@ -145,23 +207,28 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     cut, cut_key = ([], None) if decision_rules.keep_fraction is None or rebuild["selection_cut"] else cut_stale(wh)
     if not dedup and not cut:
         if failed:
-            return (f"{' and '.join(failed)} still stale after the run requested for it ({', '.join(failed.values())}"
-                    ": see it in Runs); nothing else is stale")
-        return f"duplicate index{' and selection cut' if cut_key else ''} current for {len(identity)} shards; " \
-               "no shard is stale"
+            return _noted(f"{' and '.join(failed)} still stale after the run requested for it "
+                          f"({', '.join(failed.values())}: see it in Runs); nothing else is stale", note)
+        return _noted(f"duplicate index{' and selection cut' if cut_key else ''} current for {len(identity)} shards; "
+                      "no shard is stale", note)
     shards, left = reselectable(instance, warehouse, sorted(set(dedup) | set(cut)))
     passed_over = (f"stale, but cannot be re-selected (no registered partition or no raw file; their stored tables "
                    f"stay in the pool): {', '.join(left)}")
     if not shards:
-        return passed_over
+        return _noted(passed_over, note)
     if left:
         warn(passed_over)
     return [dg.RunRequest(job_name="reselect_shards", partition_key=s,
                           run_key=f"settle:{s}:{dedup.get(s, '-')}:{cut_key if s in cut else '-'}",
+                          run_config=run_config or {},
                           tags={"curation/reason": " and ".join(
                               why for why, stale in (("dedup_index changed", s in dedup),
                                                      ("selection_cut changed", s in cut)) if stale)})
             for s in shards]
+
+
+def _noted(reason: str, note: str) -> str:
+    return f"{reason}; {note}" if note else reason
 
 
 def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None,
@@ -190,7 +257,8 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
            description="When no run is in progress: rebuilds dedup_index (and, with keep_fraction on, "
            "selection_cut) if the pool of scored shards changed, then re-selects every shard decided against an "
            "older pool, so cross-shard dedup and the keep_fraction cut publish the same set whatever order the "
-           "shard runs took.")
+           "shard runs took. It settles under the policy the last dedup_index was materialized with (the code "
+           "location's before there is one): materialize dedup_index with another policy to change it.")
 def dedup_settle_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource, policy: PolicyResource):
-    requests = settle_requests(context.instance, warehouse, policy, warn=context.log.warning)
+    requests = settle_requests(context.instance, warehouse, policy, warn=context.log.warning, info=context.log.info)
     return dg.SkipReason(requests) if isinstance(requests, str) else requests

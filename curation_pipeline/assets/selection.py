@@ -94,14 +94,16 @@ def settle_cut(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: d
     return reselect_each(defs, instance, stale, run_config, results, after_each_run)
 
 
-def cut_request(wh, fraction: float | None, column: str, identity: dict[str, str]) -> dg.RunRequest | None:
+def cut_request(wh, fraction: float | None, column: str, identity: dict[str, str],
+                run_config: dict | None = None) -> dg.RunRequest | None:
     """For the settle sensor, with keep_fraction on: the cut, when the scored pool (``identity``) changed
-    since it was computed, or it was computed for another fraction or column."""
+    since it was computed, or it was computed for another fraction or column; under ``run_config`` (the
+    policy the sensor settles under)."""
     if fraction is None or cut_is_current(wh, fraction, column, identity):
         return None
     stored = (read_cut_record(wh) or {}).get("run_id")  # a pool and policy seen before, after another cut: asked anew
     pool_key = hashlib.sha256(json.dumps([identity, fraction, column, stored], sort_keys=True).encode()).hexdigest()[:16]
-    return dg.RunRequest(job_name="selection_cut_job", run_key=f"selection_cut:{pool_key}")
+    return dg.RunRequest(job_name="selection_cut_job", run_key=f"selection_cut:{pool_key}", run_config=run_config or {})
 
 
 def cut_stale(wh) -> tuple[list[str], str | None]:

@@ -154,6 +154,19 @@ def cut_is_current(warehouse: Warehouse, fraction: float, column: str, identity:
             and float(record.get("fraction", -1)) == float(fraction) and record.get("quality_column") == column)
 
 
+def other_cut(warehouse: Warehouse, fraction: float, column: str) -> str | None:
+    """How the stored cut's rules differ from keep_fraction ``fraction`` by ``column`` (a cut made under
+    another policy, or keep_fraction off), None when they do not or no cut is stored."""
+    record = read_cut_record(warehouse)
+    if record is None:
+        return None
+    if record.get("status") != "on":
+        return "keep_fraction off"
+    if float(record.get("fraction", -1)) == float(fraction) and record.get("quality_column") == column:
+        return None
+    return f"keep_fraction={float(record.get('fraction', -1)):g} by {record.get('quality_column')!r}"
+
+
 def undecided_shards(warehouse: Warehouse) -> list[str]:
     """Shards the stored cut scored that have no decisions (their run failed waiting for the cut)."""
     record = read_cut_record(warehouse)

@@ -26,11 +26,13 @@ fingerprints its sidecar stores (``published_pool``), so its copies elsewhere ar
 
 The index lives under ``<warehouse>/dedup/``: ``groups.parquet``, ``links.parquet`` (so a new shard is
 compared against the pool once, not the whole pool against itself again) and ``index.json`` (the
-scores files, rules, frozen and blocked shards it was built from, and a digest of each shard's rows). When it
+scores files, rules, frozen and blocked shards it was built from, a digest of each shard's rows, and the
+``policy`` config it was built under, which the settle sensor keeps the pool decided with). When it
 covers the current pool and rules, ``dedup_for_shard`` reads only its shard's rows of it (the Parquet row
 groups that hold them, checked against that shard's digest): a decision reads its own rows, not the
 pool's. Else it computes the same on the spot (cached under ``dedup/cache/``). Each decision records a digest of its
-shard's rows, so shards decided against an older pool are found (``stale_shards``) and re-selected.
+shard's rows (and its rules, when not the stored index's), so shards decided against an older pool, or under
+other rules, are found (``stale_shards``) and re-selected.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ INDEX_ASSET = "dedup_index"
 # raw file's) is grouped by its tar's sidecar (index.json: from_tar)
 INDEX_VERSION = 7
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
+# appended to DIGEST_KEY's value, with the decision's rules digest, when those are not the stored index's
+RULES_MARK = ":rules="
 GROUPS_ROW_GROUP = 65_536  # rows per Parquet row group of groups.parquet: what a shard's decision reads
 # the tables a curated tar is made from, in turn: a tar is written from final_captions only when none of them
 # failed a blocking check (``FAILED_CHECKS_KEY``), so otherwise the tar itself says what a frozen shard publishes
@@ -449,6 +453,9 @@ class DedupIndex:
     unindexed: dict[str, int] = field(default_factory=dict)
     # held shard -> pairs grouped by what its tar's sidecars say (``published_pool``), not its stored scores
     from_tar: dict[str, int] = field(default_factory=dict)
+    # the ``policy`` resource's config it was built under (plain JSON; the asset's index only, not the cache):
+    # the rules the pool was last deliberately decided with, which the settle sensor keeps
+    policy: dict | None = None
 
     def for_shard(self, shard: str) -> pd.DataFrame:
         return self.groups[self.groups["shard"].eq(shard)]
@@ -602,7 +609,8 @@ def write_index(wh: Warehouse, index: DedupIndex, cache: bool = False, **provena
                 "computed_at": index.computed_at, "pairs_in_groups": int(len(index.groups)),
                 "links": int(len(index.links)),
                 "groups_digest": _file_digest(index.groups), "links_digest": _file_digest(index.links),
-                "shards": index.slice_digests(), **provenance}
+                "shards": index.slice_digests(), **({} if index.policy is None else {"policy": index.policy}),
+                **provenance}
     wh.write_json(paths["manifest"], manifest)
     return paths
 
@@ -635,7 +643,7 @@ def read_index(wh: Warehouse, cache: bool = False) -> DedupIndex | None:
         return None  # a concurrent writer is between its files: treat as absent
     return DedupIndex(tables["groups"], tables["links"], manifest["identity"], manifest["rules"],
                       manifest.get("computed_at", ""), manifest["frozen"], manifest["blocked"], manifest["unindexed"],
-                      manifest["from_tar"])
+                      manifest["from_tar"], manifest.get("policy"))
 
 
 # --- per shard ---------------------------------------------------------------------------------
@@ -710,7 +718,8 @@ def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> 
         return None
     manifest = read_manifest(wh)
     frozen = set(manifest["frozen"]) if manifest is not None else set()
-    fresh = (manifest is not None and manifest["rules"] == rules_digest(policy)
+    rules = rules_digest(policy)
+    fresh = (manifest is not None and manifest["rules"] == rules
              and manifest["identity"] == pool_identity(wh) and shard not in frozen | set(manifest["blocked"]))
     groups = stored_groups(wh, shard, manifest) if fresh else None
     source = INDEX_ASSET
@@ -725,7 +734,12 @@ def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> 
     rows = pd.DataFrame({c: keys.map(mine[c]).astype(object).where(found, None) for c in RESULT_COLUMNS},
                         index=scores.index)
     rows["dup_keep"] = ~found | keys.map(mine["dup_keep"]).eq(True)  # a pair in no group is kept
-    return ShardDedup(rows, slice_digest(groups), source)
+    digest = slice_digest(groups)
+    if manifest is not None and manifest["rules"] != rules:
+        # decided under other rules than the stored index's (a launchpad run, a new shard run with the code
+        # location's policy): said in the digest, so ``stale_shards`` names it until it is re-selected under them
+        digest = f"{digest}{RULES_MARK}{rules}"
+    return ShardDedup(rows, digest, source)
 
 
 def stored_groups(wh: Warehouse, shard: str, manifest: dict) -> pd.DataFrame | None:
@@ -755,10 +769,10 @@ def mark_duplicates(scores: pd.DataFrame, warehouse: Warehouse, shard: str, poli
 
 def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> dict[str, str]:
     """Shards whose stored decisions used other duplicate rows than the index has for them now
-    (decided against an older pool), with the digest of the rows they should use: re-select them
-    (``reselect_shards``). Not a held shard (frozen or blocked): the index was built around what it
-    publishes; unless the index drops a pair it publishes (another held shard publishes it too: it goes out
-    twice until one of them can be re-selected)."""
+    (decided against an older pool), or decided under other rules than the index's (``dedup_for_shard``),
+    with the digest of the rows they should use: re-select them (``reselect_shards``). Not a held shard
+    (frozen or blocked): the index was built around what it publishes; unless the index drops a pair it
+    publishes (another held shard publishes it too: it goes out twice until one of them can be re-selected)."""
     index = read_index(wh) if index is None else index
     if index is None:
         return {}
@@ -773,7 +787,10 @@ def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> dict[str, st
         except FileNotFoundError:  # deleted between the listing and the read: nothing left to re-select
             continue
         now = digests[shard]
-        if used != now and not (used is None and now == "none"):  # no signals, no groups: nothing to redo
+        used, _, rules = (used or "").partition(RULES_MARK)
+        if rules and rules != index.rules:  # decided under other rules than the index's: whatever its rows
+            out[shard] = now
+        elif used != now and not (not used and now == "none"):  # no signals, no groups: nothing to redo
             out[shard] = now
     return out
 

@@ -1,0 +1,123 @@
+"""The settle sensor keeps the policy the pool was last decided with on purpose (the README's keep_fraction
+recipe, run with a launchpad / --config-json policy), not the code location's default: real runs on two
+sample shards' stored scores, the sensor's requests executed as the daemon launches them."""
+
+import json
+
+import dagster as dg
+
+from curation_pipeline.assets.dedup import settle_requests
+from curation_pipeline.decisions.policy import IN_CUT
+from curation_pipeline.definitions import build_definitions
+from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline_tests.assets.test_global_selection import SHARDS, copy_of, new_instance, scored  # noqa: F401
+from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES
+
+
+def policy(**config) -> dict:
+    return {**QUIET, "resources": {"policy": {"config": config}}}
+
+
+def run(defs, instance, job, partition=None, run_config=None):
+    result = defs.resolve_job_def(job).execute_in_process(
+        instance=instance, partition_key=partition, raise_on_error=False, run_config={**QUIET, **(run_config or {})})
+    assert result.success, (job, partition)
+
+
+def outcome(wh: Warehouse) -> dict:
+    """Per shard: whether its decisions applied a keep_fraction cut, how many pairs are inside it, and how
+    many pairs it publishes."""
+    out = {}
+    for shard in SHARDS:
+        decisions = wh.read_table("caption_decisions", shard)
+        final = wh.read_table("final_captions", shard)
+        out[shard] = (IN_CUT in decisions.columns and int(decisions[IN_CUT].sum()),
+                      int(final["outcome"].ne("dropped").sum()))
+    return out
+
+
+def settle(defs, instance) -> tuple[list[dg.RunRequest], str]:
+    """The sensor's body tick after tick, each request run as the daemon runs it (its own run config only),
+    until it asks for nothing; returns what it asked for and why it stopped."""
+    asked = []
+    for _ in range(4):
+        requests = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+        if isinstance(requests, str):
+            return asked, requests
+        for request in requests:
+            asked.append(request)
+            run(defs, instance, request.job_name, request.partition_key, request.run_config)
+    raise AssertionError(f"still asking after 4 ticks: {asked}")
+
+
+def test_settling_keeps_the_keep_fraction_the_pool_was_decided_with(scored, tmp_path):  # noqa: F811
+    warehouse = copy_of(scored, tmp_path)
+    wh = Warehouse(str(warehouse))
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))  # the default policy
+    instance = new_instance()
+    cfg = policy(keep_fraction=0.3)
+    # the README's recipe: the cut, the index, every shard re-selected, all with the same policy
+    run(defs, instance, "selection_cut_job", run_config=cfg)
+    run(defs, instance, "dedup_index_job", run_config=cfg)
+    for shard in SHARDS:
+        run(defs, instance, "reselect_shards", shard, cfg)
+    decided = outcome(wh)
+    assert all(in_cut for in_cut, _ in decided.values()), decided
+
+    asked, why = settle(defs, instance)
+    assert asked == [], [(r.job_name, r.partition_key) for r in asked]  # nothing undone
+    assert "keep_fraction=0.3 (code location: None)" in why and "no shard is stale" in why
+    assert outcome(wh) == decided
+
+    # one shard run again with the code location's policy (a plain launch, the schedule): re-selected under
+    # the index's rules, not the pool under the shard's
+    run(defs, instance, "reselect_shards", SHARDS[0])
+    assert outcome(wh)[SHARDS[0]][0] is False
+    asked, why = settle(defs, instance)
+    assert [(r.job_name, r.partition_key) for r in asked] == [("reselect_shards", SHARDS[0])]
+    assert asked[0].run_config["resources"]["policy"]["config"]["keep_fraction"] == 0.3
+    assert outcome(wh) == decided
+
+    # a new fraction half applied (selection_cut first, as the recipe goes): the sensor neither undoes it nor
+    # re-selects with a cut that does not match; once dedup_index has it, the pool settles under it
+    run(defs, instance, "selection_cut_job", run_config=policy(keep_fraction=0.6))
+    why = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    assert isinstance(why, str) and "selection_cut was computed with keep_fraction=0.6" in why, why
+    run(defs, instance, "dedup_index_job", run_config=policy(keep_fraction=0.6))
+    requests = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    assert sorted(r.partition_key for r in requests) == SHARDS
+    assert {r.run_config["resources"]["policy"]["config"]["keep_fraction"] for r in requests} == {0.6}
+    assert all("selection_cut changed" in r.tags["curation/reason"] for r in requests)
+
+
+def test_the_default_policy_settles_as_before(scored, tmp_path):  # noqa: F811
+    """No stored policy other than the code location's: the requests carry no run config."""
+    warehouse = copy_of(scored, tmp_path)
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))
+    instance = new_instance()
+    requests = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    assert [(r.job_name, r.run_config) for r in requests] == [("dedup_index_job", {})]
+    run(defs, instance, "dedup_index_job")
+    manifest = json.loads((warehouse / "dedup" / "index.json").read_text())
+    assert manifest["policy"]["keep_fraction"] is None
+    for shard in SHARDS:
+        run(defs, instance, "reselect_shards", shard)
+    why = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    assert why == "duplicate index current for 2 shards; no shard is stale"
+
+
+def test_a_shard_decided_under_other_rules_is_reselected_under_the_index(scored, tmp_path):  # noqa: F811
+    """Not only keep_fraction (whose cut each decision records): a shard decided under other dedup rules
+    than the stored index's, whatever its duplicate rows, is re-selected under the index's."""
+    warehouse = copy_of(scored, tmp_path)
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))
+    instance = new_instance()
+    plain = policy(rewrite=False)  # a plain filter
+    run(defs, instance, "dedup_index_job", run_config=plain)
+    for shard in SHARDS:
+        run(defs, instance, "reselect_shards", shard, plain)
+    assert settle(defs, instance)[0] == []
+    run(defs, instance, "reselect_shards", SHARDS[1])  # the code location's policy: rewrite on
+    requests = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    assert [(r.partition_key, r.tags["curation/reason"]) for r in requests] == [(SHARDS[1], "dedup_index changed")]
+    assert requests[0].run_config["resources"]["policy"]["config"]["rewrite"] is False
