@@ -212,7 +212,10 @@ class CaptionCleaner(Rewriter):
     # 7: ads need ad context (no cut of "Students learn more about robots"); site names in a clause, generic stock
     #    labels used as objects ("uploading stock photos") and a verb's capitalised trailing tag ("supporting
     #    #BlackLivesMatter" -> "supporting BlackLivesMatter") kept; "photo © 2019" cut whole
-    version = "7"
+    # 8: a trailing capitalised tag keeps its word only after a verb that takes it as object (celebrating,
+    #    supporting...; "A puppy sleeping #Cute" -> "A puppy sleeping"); a capital letter or abbreviation is no article
+    #    ("Gate A #airport" -> "Gate A")
+    version = "8"
     needs_images = False
     prompt = None
 

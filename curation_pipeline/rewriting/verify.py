@@ -267,22 +267,25 @@ def _stub(candidate: str, original: str | None) -> str | None:
 
 
 # Words a finished caption does not end on: an article, a possessive, a preposition that is no particle ("looks on",
-# "stands by" end captions), a conjunction, a copula, or a verb that needs its object ("Container ships wait in an", "tickets cost"): what a removal cut the end off.
+# "stands by" end captions), a conjunction, a copula, or a verb that needs its object. Lower case only: "Vitamin A",
+# "Gate A", "Portland, OR" end on names.
 _DANGLING_END = re.compile(
-    r"(?<![\w'’-])(?:a|an|the|of|at|to|for|with|from|into|onto|and|or|but|nor|than"
-    r"|is|are|was|were|not|cost|costs|my|your|his|their|our|its)\s*$",
-    re.IGNORECASE)
+    r"(?<![\w'’-])(a|an|the|of|at|to|for|with|from|into|onto|and|or|but|nor|than"
+    r"|is|are|was|were|not|cost|costs|my|your|his|their|our|its)\s*$")
 
 
 def _dangling_end(candidate: str, original: str | None) -> str | None:
-    """The function word the candidate stops on, unless the original stopped on it too (its own style)."""
+    """The function word the candidate stops on where a removal cut the original in mid-clause: the original goes on
+    after it with a further word, no separator between ("Container ships wait in an international shipping lane" ->
+    "... wait in an"). A cut at a separator, tag or bracket leaves a whole clause ("Der Zug kommt am Bahnhof an -
+    Foto: Jane Doe" -> "... am Bahnhof an"; "an" is a German particle, "but" French for goal), and a fresh caption
+    (no original) cut nothing."""
     match = _DANGLING_END.search(candidate)
-    if match is None:
+    if match is None or original is None:
         return None
-    word = match.group(0).strip()
-    if original is not None and re.search(rf"(?<![\w'’-]){re.escape(word)}\W*$", original.strip(), re.IGNORECASE):
-        return None
-    return word
+    last = candidate[:match.end()].split()[-3:]  # the cut's last words, to find it in the original
+    cut = r"(?<!\S)" + r"\s+".join(map(re.escape, last)) + r"\s+[\w$€£¥]"
+    return match.group(1) if re.search(cut, html.unescape(original), re.IGNORECASE) else None
 
 
 def _in_original(text: str, original: str) -> bool:

@@ -83,6 +83,17 @@ NOISE = {
     # a verb's capitalised tag is its object: the word stays
     "A poster supporting #BlackLivesMatter": ("A poster supporting BlackLivesMatter", "remove_hashtags"),
     "Crowds in London celebrate #Eid": ("Crowds in London celebrate Eid", "remove_hashtags"),
+    "Families celebrating #Diwali": ("Families celebrating Diwali", "remove_hashtags"),
+    # after any other verb a capitalised tag is a topic tag: dropped
+    "A puppy sleeping #Cute": ("A puppy sleeping", "remove_hashtags"),
+    "A man hiking #Nature": ("A man hiking", "remove_hashtags"),
+    "A woman meditating #Yoga": ("A woman meditating", "remove_hashtags"),
+    "My dog loves swimming #Dogs": ("My dog loves swimming", "remove_hashtags"),
+    "Kids at the beach just relaxing #Summer": ("Kids at the beach just relaxing", "remove_hashtags"),
+    # a capital letter or abbreviation is a name, no article or preposition that the tag would complete
+    "Passengers waiting at Gate A #airport": ("Passengers waiting at Gate A", "remove_hashtags"),
+    "Downtown skyline of Portland, OR #pnw": ("Downtown skyline of Portland, OR", "remove_hashtags"),
+    "Dinner with friends. At #Nobu": ("Dinner with friends. At Nobu", "remove_hashtags"),  # opening its sentence
     "Beautiful flower wallpaper free download": ("Beautiful flower wallpaper", "remove_boilerplate"),
     "Pink roses in a vase - Download free HD wallpaper": ("Pink roses in a vase", "remove_boilerplate"),
     "A dog on the beach - thumbnail": ("A dog on the beach", "remove_boilerplate"),

@@ -138,6 +138,8 @@ def test_min_quality(before, after, min_quality, accepted, reason):
      "ends on 'an'"),
     ("The ticket booth where tickets cost only $5 in 1950", "The ticket booth where tickets cost", "ends on 'cost'"),
     ("A dog that is not a stock photo", "A dog that is not a", "ends on 'a'"),
+    ("CONTAINER SHIPS WAIT IN AN INTERNATIONAL SHIPPING LANE", "container ships wait in an", "ends on 'an'"),
+    ("Ships wait in an&nbsp;international lane", "Ships wait in an", "ends on 'an'"),
 ])
 def test_a_rewrite_may_not_stop_mid_clause(original, candidate, problem):
     from curation_pipeline.rewriting.verify import wellformedness_problems
@@ -148,6 +150,15 @@ def test_a_rewrite_may_not_stop_mid_clause(original, candidate, problem):
 @pytest.mark.parametrize("original, candidate", [
     ("A man looks on - Photo: Jane Doe", "A man looks on"),  # a particle, not a preposition
     ("What the dog is waiting for", "What the dog is waiting for"),  # the original ends so itself
+    # a name, not an article or conjunction: the rule reads lower-case words only
+    ("gate a passengers waiting", "Passengers waiting at Gate A"),
+    ("downtown portland oregon skyline photo", "Downtown skyline of Portland, OR"),
+    # a function word in English, a whole clause elsewhere; the original went on after a separator or a tag
+    ("Un joueur marque un but #football #sport", "Un joueur marque un but"),
+    ("Een vrouw hangt de was #zomer #thuis", "Een vrouw hangt de was"),
+    ("Der Zug kommt am Bahnhof an - Foto: Jane Doe", "Der Zug kommt am Bahnhof an"),
+    ("Ein Mann schaut sich Bilder", "Ein Mann schaut sich die Bilder im Museum an"),  # a rewrite, no cut
+    (None, "Der Zug kommt am Bahnhof an"),  # a fresh caption cut nothing
     ("England fans celebrate \U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F #football #worldcup",
      "England fans celebrate \U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F"),
 ])
@@ -161,3 +172,18 @@ def test_a_stray_tag_character_is_still_invisible():
     from curation_pipeline.rewriting.verify import wellformedness_problems
 
     assert "invisible or control characters" in wellformedness_problems("A dog\U000E0067 on the beach", "A dog")
+
+
+# The cleaner's own repairs end on a name or a particle, no cut in mid-clause: verify accepts them.
+@pytest.mark.parametrize("original, expected", [
+    ("Vitamin A - Shutterstock ID 123456", "Vitamin A"),
+    ("Der Zug kommt am Bahnhof an - Foto: Jane Doe", "Der Zug kommt am Bahnhof an"),
+    ("Passengers waiting at Gate A #airport", "Passengers waiting at Gate A"),
+])
+def test_the_cleaners_repairs_pass(original, expected):
+    from curation_pipeline.rewriting.cleaner import clean_caption
+    from curation_pipeline.rewriting.verify import wellformedness_problems
+
+    candidate, _ = clean_caption(original)
+    assert candidate == expected
+    assert wellformedness_problems(candidate, original) == []
