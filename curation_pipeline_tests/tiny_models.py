@@ -217,6 +217,23 @@ IDEFICS3_SPECIAL = [
 ]
 
 
+IDEFICS3_ONE_TILE = dict(do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32})
+
+
+def _idefics3_shape(tokenizer, ids: dict) -> dict:
+    """The tiny Idefics3 / SmolVLM config: a 2-layer llama over one 32x32 tile (4 tokens after pixel shuffle)."""
+    return dict(
+        text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32,
+                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<end_of_utterance>"],
+                         pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        image_token_id=ids["<image>"], scale_factor=2,
+    )
+
+
 def make_tiny_idefics3(directory: str | Path) -> str:
     """Idefics3 / SmolVLM family; one 32x32 tile, 4 image tokens after pixel shuffle."""
     from transformers import (Idefics3Config, Idefics3ForConditionalGeneration,
@@ -230,19 +247,8 @@ def make_tiny_idefics3(directory: str | Path) -> str:
         additional_special_tokens=IDEFICS3_SPECIAL[1:] + row_col,
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in IDEFICS3_SPECIAL}
-    config = Idefics3Config(
-        text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32,
-                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<end_of_utterance>"],
-                         pad_token_id=ids["<|endoftext|>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2, image_size=32, patch_size=8),
-        image_token_id=ids["<image>"], scale_factor=2,
-    )
-    image_processor = Idefics3ImageProcessorPil(
-        do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32},
-    )
+    config = Idefics3Config(**_idefics3_shape(tokenizer, ids))
+    image_processor = Idefics3ImageProcessorPil(**IDEFICS3_ONE_TILE)
     processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4,
                                   chat_template=IDEFICS3_CHAT_TEMPLATE)
     model = Idefics3ForConditionalGeneration(config)
@@ -264,7 +270,6 @@ LLAVA_CHAT_TEMPLATE = (
 LLAVA_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
 
 
-
 SMOLVLM_CHAT_TEMPLATE = IDEFICS3_CHAT_TEMPLATE.replace(
     "{% elif line['type'] == 'image' %}{{ '<image>' }}",
     "{% elif line['type'] == 'image' %}{{ '<image>' }}{% elif line['type'] == 'video' %}{{ '<video>' }}")
@@ -284,19 +289,8 @@ def make_tiny_smolvlm(directory: str | Path) -> str:
         additional_special_tokens=special[1:] + row_col,
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in special}
-    config = SmolVLMConfig(
-        text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32,
-                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<end_of_utterance>"],
-                         pad_token_id=ids["<|endoftext|>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2, image_size=32, patch_size=8),
-        image_token_id=ids["<image>"], scale_factor=2,
-    )
-    image_processor = SmolVLMImageProcessorPil(
-        do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32},
-    )
+    config = SmolVLMConfig(**_idefics3_shape(tokenizer, ids))
+    image_processor = SmolVLMImageProcessorPil(**IDEFICS3_ONE_TILE)
     model = SmolVLMForConditionalGeneration(config)
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.eos_token_id = ids["<end_of_utterance>"]
