@@ -4,13 +4,13 @@
 import dagster as dg
 import pandas as pd
 
-from curation_pipeline.assets.dedup import dedup_index
+from curation_pipeline.assets.dedup import dedup_index, policy_config
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.selection import selection_cut
 from curation_pipeline.decisions.cut_store import CUT_KEY, CutUnavailable, cut_for_shard
-from curation_pipeline.decisions.dedup import DIGEST_KEY, mark_duplicates
+from curation_pipeline.decisions.dedup import DECIDED_BY_KEY, DIGEST_KEY, POLICY_KEY, mark_duplicates, policy_digest
 from curation_pipeline.decisions.policy import IN_CUT, decide
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
@@ -43,14 +43,15 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             raise dg.Failure(description=str(exc)) from exc
     scores, dedup = mark_duplicates(scores, wh, shard, rules)  # over the whole pool, order-free
     decisions = decide(scores, rules, cut=cut)
-    used = {}  # which pool-wide duplicate groups and keep_fraction cut these decisions applied
+    # which policy, pool-wide duplicate groups and keep_fraction cut these decisions applied: the policy with
+    # or without duplicate signals, so a shard decided under another than the stored dedup_index's is found
+    used = {POLICY_KEY: policy_digest(policy_config(policy)), DECIDED_BY_KEY: context.run_id}
     if dedup is not None:
         context.log.info(f"{shard}: duplicate groups from {dedup.source}")
         used[DIGEST_KEY] = dedup.digest
     if cut is not None:
         used[CUT_KEY] = cut.rule_digest()
-    if used:
-        decisions.attrs[FILE_METADATA] = used
+    decisions.attrs[FILE_METADATA] = used
     actions = decisions["action"].value_counts()
     drops = decisions.loc[decisions["action"].eq("drop"), "reason"].str.split(" ").str[0].value_counts()
     n = len(decisions)  # an empty shard has no shares: left empty, not 0

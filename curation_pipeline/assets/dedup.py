@@ -22,8 +22,8 @@ from curation_pipeline.assets.selection import cut_request, cut_stale, selection
 from curation_pipeline.automation import DEFAULT_STATUS, reselect_each, reselectable, reselect_shards_job
 from curation_pipeline.decisions.cut_store import other_cut
 from curation_pipeline.decisions.dedup import (INDEX_ASSET, DedupIndex, dropped_for_another_shard, held_identity,
-                                               pool_has_signals, pool_identity, read_index, refresh_index,
-                                               rules_digest, stale_shards, write_index)
+                                               OTHER_RULES, pool_has_signals, pool_identity, read_index,
+                                               refresh_index, rules_digest, stale_reasons, write_index)
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 
@@ -56,7 +56,7 @@ def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     # the policy it was built under is the one the settle sensor keeps the pool decided with
     index = replace(index, policy=policy_config(policy))
     paths = write_index(wh, index, run_id=context.run_id)
-    stale = stale_shards(wh, index)
+    stale = stale_reasons(wh, index)
     groups = index.groups
     survivors = groups[groups["dup_keep"]]
     counts = groups.assign(dropped=~groups["dup_keep"].astype(bool)).groupby("shard").agg(
@@ -65,8 +65,9 @@ def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                                "dropped_as_duplicate": int(counts["dropped_as_duplicate"].get(s, 0)),
                                "stale": s in stale, "frozen": s in index.frozen, "blocked": s in index.blocked}
                               for s in sorted(index.identity)])
-    if stale:
-        context.log.info(f"shards decided against an older pool (re-select them): {', '.join(stale)}")
+    for why in sorted({s.why for s in stale.values()}):
+        context.log.info(f"shards stale ({why}; re-select them under this policy): "
+                         f"{', '.join(s for s, stale_why in stale.items() if stale_why.why == why)}")
     if index.unindexed:
         context.log.warning(
             "curated tars hold pairs their shard's stored scores do not (made from an earlier raw file; the shard is "
@@ -165,10 +166,12 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     if not identity:
         return "no scored shards"
     stored = read_index(wh)
+    code_policy = policy
     try:
         policy, run_config, note = settle_policy(stored, policy)
     except ValueError as exc:
         return str(exc)
+    assumed = policy_config(code_policy)  # what a decision that records no policy ran under: a plain run's
     decision_rules = policy.decision_policy()
     rules = rules_digest(decision_rules)
     if decision_rules.keep_fraction is not None:
@@ -186,8 +189,11 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
         frozen, blocked = held_identity(wh, frozen_shards(instance, warehouse, identity))
     except (FileNotFoundError, NotADirectoryError) as exc:  # not a pool of frozen shards: wait for it
         return f"the raw location cannot be listed ({exc}): which shards can be re-selected is unknown"
+    # a policy stored as an older code wrote it (a field added since): rebuilt, so that it records the config
+    # its shards will be decided under, which they compare their own with (``stale_reasons``)
     index_stale = (stored is None or stored.identity != identity or stored.rules != rules or stored.frozen != frozen
-                   or stored.blocked != blocked)
+                   or stored.blocked != blocked
+                   or (stored.policy is not None and stored.policy != policy_config(policy)))
     rebuild = {"dedup_index": None, "selection_cut": cut_request(wh, decision_rules.keep_fraction,
                                                                  decision_rules.quality_column, identity, run_config)}
     if index_stale:
@@ -202,8 +208,8 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     pending = [r for name, r in rebuild.items() if r is not None and name not in failed]
     if pending:
         return pending
-    dedup = {} if index_stale else {s: f"{digest}@{stored.computed_at}"
-                                    for s, digest in stale_shards(wh, stored).items()}
+    stale = {} if index_stale else stale_reasons(wh, stored, assumed)
+    dedup = {s: f"{why.digest}@{stored.computed_at}" for s, why in stale.items()}
     cut, cut_key = ([], None) if decision_rules.keep_fraction is None or rebuild["selection_cut"] else cut_stale(wh)
     if not dedup and not cut:
         if failed:
@@ -219,11 +225,16 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     if left:
         warn(passed_over)
     return [dg.RunRequest(job_name="reselect_shards", partition_key=s,
-                          run_key=f"settle:{s}:{dedup.get(s, '-')}:{cut_key if s in cut else '-'}",
+                          # a shard launched again under other rules after it was settled is asked anew
+                          run_key=f"settle:{s}:{dedup.get(s, '-')}:{cut_key if s in cut else '-'}"
+                                  + (f":{stale[s].decided_by}" if s in stale and stale[s].why == OTHER_RULES else ""),
                           run_config=run_config or {},
                           tags={"curation/reason": " and ".join(
-                              why for why, stale in (("dedup_index changed", s in dedup),
-                                                     ("selection_cut changed", s in cut)) if stale)})
+                              why for why, is_stale in (
+                                  ("dedup_index changed", s in stale and stale[s].why != OTHER_RULES),
+                                  ("decided under other rules than dedup_index's",
+                                   s in stale and stale[s].why == OTHER_RULES),
+                                  ("selection_cut changed", s in cut)) if is_stale)})
             for s in shards]
 
 
@@ -236,10 +247,11 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
     """In process: materialize dedup_index, then re-select every stale shard. Returns what failed;
     fills ``results`` (name -> execution result) if given; calls ``after_each_run`` after each run (the
     CLI's stop on a signal). Nothing to do for fewer than two shards, or when no shard was scored with
-    duplicate signals."""
+    duplicate signals, unless a dedup_index is stored: the settle sensor keeps the policy it records, so it
+    is rebuilt under this run's, and shards decided under another are re-selected."""
     warehouse: WarehouseResource = defs.resources["warehouse"]
     wh = warehouse.warehouse()
-    if len(wh.shards("quality_scores")) < 2 or not pool_has_signals(wh):
+    if (len(wh.shards("quality_scores")) < 2 or not pool_has_signals(wh)) and read_index(wh) is None:
         return []
     run_config = run_config or {}
     result = defs.resolve_job_def("dedup_index_job").execute_in_process(
@@ -249,7 +261,8 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
         results[INDEX_ASSET] = result
     if not result.success:
         return [INDEX_ASSET]
-    return reselect_each(defs, instance, stale_shards(wh), run_config, results, after_each_run)
+    assumed = policy_config(defs.resources["policy"])  # what a decision that records no policy ran under
+    return reselect_each(defs, instance, list(stale_reasons(wh, assumed=assumed)), run_config, results, after_each_run)
 
 
 @dg.sensor(name="dedup_settle_sensor", jobs=[dedup_index_job, selection_cut_job, reselect_shards_job],

@@ -32,7 +32,9 @@ covers the current pool and rules, ``dedup_for_shard`` reads only its shard's ro
 groups that hold them, checked against that shard's digest): a decision reads its own rows, not the
 pool's. Else it computes the same on the spot (cached under ``dedup/cache/``). Each decision records a digest of its
 shard's rows (and its rules, when not the stored index's), so shards decided against an older pool, or under
-other rules, are found (``stale_shards``) and re-selected.
+other rules, are found (``stale_shards``) and re-selected. Each decision also records a digest of the whole
+policy config it ran under (``POLICY_KEY``, duplicate signals or not), so a shard decided under another policy
+than the stored index's is found whichever field differs (``stale_reasons`` says which of the two it is).
 """
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ INDEX_VERSION = 7
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
 # appended to DIGEST_KEY's value, with the decision's rules digest, when those are not the stored index's
 RULES_MARK = ":rules="
+# in caption_decisions' Parquet metadata, with or without duplicate signals: ``policy_digest`` of the policy
+# config the decisions ran under (the config index.json records as ``policy``)
+POLICY_KEY = "policy_digest"
+DECIDED_BY_KEY = "decided_by_run"  # the run that wrote the decisions: a settle request per decision, not per shard
+# why a shard is stale (``stale_reasons``): its duplicate rows changed, or it was decided under another policy
+POOL_CHANGED, OTHER_RULES = "pool changed", "other rules"
 GROUPS_ROW_GROUP = 65_536  # rows per Parquet row group of groups.parquet: what a shard's decision reads
 # the tables a curated tar is made from, in turn: a tar is written from final_captions only when none of them
 # failed a blocking check (``FAILED_CHECKS_KEY``), so otherwise the tar itself says what a frozen shard publishes
@@ -113,6 +121,13 @@ def rules_digest(policy) -> str:
     fields.update(version=INDEX_VERSION, phash=groups.PHASH_MAX_DISTANCE, cosine=groups.CAPTION_MIN_COSINE,
                   loose=groups.NEAR_CAPTION_PHASH_MAX_DISTANCE)
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def policy_digest(config: dict) -> str:
+    """A short digest of a policy config (the ``policy`` resource's, as index.json records it): canonical JSON,
+    so the same config gives the same digest whatever its key order."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def needs_cut(policy) -> bool:
@@ -767,15 +782,29 @@ def mark_duplicates(scores: pd.DataFrame, warehouse: Warehouse, shard: str, poli
     return out, result
 
 
-def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> dict[str, str]:
-    """Shards whose stored decisions used other duplicate rows than the index has for them now
-    (decided against an older pool), or decided under other rules than the index's (``dedup_for_shard``),
-    with the digest of the rows they should use: re-select them (``reselect_shards``). Not a held shard
-    (frozen or blocked): the index was built around what it publishes; unless the index drops a pair it
-    publishes (another held shard publishes it too: it goes out twice until one of them can be re-selected)."""
+@dataclass(frozen=True)
+class Stale:
+    digest: str  # the duplicate rows the index has for the shard now (what its re-selection will record)
+    why: str  # POOL_CHANGED or OTHER_RULES
+    decided_by: str = ""  # the run that wrote the stale decisions (empty before decisions recorded it)
+
+
+def stale_reasons(wh: Warehouse, index: DedupIndex | None = None, assumed: dict | None = None) -> dict[str, Stale]:
+    """Shards whose stored decisions used other duplicate rows than the index has for them now (decided
+    against an older pool: ``POOL_CHANGED``), or ran under another policy than the one the index records
+    (``POLICY_KEY``) or other dedup rules than its own (``dedup_for_shard``): ``OTHER_RULES``, whatever their
+    rows. Re-select them (``reselect_shards``), the latter with the index's policy as run config. Not a held
+    shard (frozen or blocked): the index was built around what it publishes; unless the index drops a pair it
+    publishes (another held shard publishes it too: it goes out twice until one of them can be re-selected).
+
+    A decision that records no policy (made before decisions did) is taken to have run under ``assumed`` (the
+    code location's config: what a plain run got); without it, or with an index that records no policy, only
+    the rules its duplicate rows were resolved under are compared."""
     index = read_index(wh) if index is None else index
     if index is None:
         return {}
+    settled = None if index.policy is None else policy_digest(index.policy)
+    legacy = None if assumed is None else policy_digest(assumed)
     out, digests = {}, index.slice_digests()
     groups = index.groups
     clashing = set(groups.loc[groups["incumbent"].astype(bool) & ~groups["dup_keep"].astype(bool), "shard"])
@@ -783,16 +812,23 @@ def stale_shards(wh: Warehouse, index: DedupIndex | None = None) -> dict[str, st
         if shard not in digests or ((shard in index.frozen or shard in index.blocked) and shard not in clashing):
             continue
         try:
-            used = wh.table_metadata("caption_decisions", shard).get(DIGEST_KEY)
+            metadata = wh.table_metadata("caption_decisions", shard)
         except FileNotFoundError:  # deleted between the listing and the read: nothing left to re-select
             continue
         now = digests[shard]
-        used, _, rules = (used or "").partition(RULES_MARK)
-        if rules and rules != index.rules:  # decided under other rules than the index's: whatever its rows
-            out[shard] = now
+        used, _, rules = (metadata.get(DIGEST_KEY) or "").partition(RULES_MARK)
+        decided = metadata.get(POLICY_KEY) or legacy
+        if (settled is not None and decided is not None and decided != settled) or (rules and rules != index.rules):
+            # whatever its rows: they were picked under other rules
+            out[shard] = Stale(now, OTHER_RULES, metadata.get(DECIDED_BY_KEY, ""))
         elif used != now and not (not used and now == "none"):  # no signals, no groups: nothing to redo
-            out[shard] = now
+            out[shard] = Stale(now, POOL_CHANGED)
     return out
+
+
+def stale_shards(wh: Warehouse, index: DedupIndex | None = None, assumed: dict | None = None) -> dict[str, str]:
+    """``stale_reasons``: shard -> the digest of the duplicate rows it should use."""
+    return {shard: stale.digest for shard, stale in stale_reasons(wh, index, assumed).items()}
 
 
 def pool_has_signals(wh: Warehouse) -> bool:

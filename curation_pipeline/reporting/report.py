@@ -61,8 +61,8 @@ import pyarrow as pa
 from fsspec.implementations.dirfs import DirFileSystem
 
 from curation_pipeline.decisions.cut_store import stale_cut_shards
-from curation_pipeline.decisions.dedup import (DIGEST_KEY, file_identity, pool_identity, read_index, read_manifest,
-                                               stale_shards)
+from curation_pipeline.decisions.dedup import (DIGEST_KEY, OTHER_RULES, file_identity, pool_identity, read_index,
+                                               read_manifest, stale_reasons)
 from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, attempt_runs
 from curation_pipeline.reporting.markdown import markdown_table
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY, FINGERPRINT_KEY, RAW_SHA_KEY, raw_sha
@@ -85,6 +85,11 @@ REBUILD_HINT = ("materialize quality_report (in the UI, or `dagster asset materi
 SETTLE_HINT = ("settle the pool: turn on dedup_settle_sensor (Automation), or materialize dedup_index (and "
                "selection_cut, with keep_fraction on) then backfill the reselect_shards job for these shards; "
                "curate run settles too")
+# a shard decided under another policy than the stored dedup_index's: a plain re-selection (the code location's
+# policy) would not settle it
+RULES_HINT = ("re-select them under the policy dedup_index was built with: turn on dedup_settle_sensor (it runs "
+              "reselect_shards with that policy as run config), or backfill reselect_shards with it; or, to keep "
+              "theirs, materialize dedup_index with their policy (the pool then settles under it)")
 
 
 @dataclass
@@ -395,18 +400,27 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
     duplicate twice until they are re-selected. The index is the ``dedup_index`` asset's, else the one the
     last decision computed (its cache), whichever covers the scored pool as it is now; when neither does
     (scores written since the last decision), every shard decided with duplicate rows is named, as which of
-    them change is known only once the index is rebuilt. The policy is not known here: a changed dedup rule
-    shows once the index is rebuilt."""
+    them change is known only once the index is rebuilt. A shard decided under another policy than the one
+    the stored index records is named as such, with how to settle it (``RULES_HINT``); the code location's
+    policy is not known here, so a decision that records no policy (made before decisions did) is not."""
     identity = pool_identity(warehouse)
     manifests = {cache: m for cache in (False, True) if (m := read_manifest(warehouse, cache=cache)) is not None}
     covering = [cache for cache, m in manifests.items() if m["identity"] == identity]
     current = read_index(warehouse, cache=covering[0]) if covering else None  # None too while it is being written
     out: dict[str, list[str]] = {}
+    other_rules: set[str] = set()
     if current is not None:
-        for shard in stale_shards(warehouse, current):
-            out.setdefault(shard, []).append(
-                f"decided against an older duplicate index (the pool grew or changed since; index of "
-                f"{current.computed_at or 'unknown time'}): a cross-shard duplicate may be published twice")
+        for shard, stale in stale_reasons(warehouse, current).items():
+            if stale.why == OTHER_RULES:
+                other_rules.add(shard)
+                out.setdefault(shard, []).append(
+                    f"decided under another policy than the one dedup_index was built with (index of "
+                    f"{current.computed_at or 'unknown time'}): it may publish otherwise than the pool is settled "
+                    f"under")
+            else:
+                out.setdefault(shard, []).append(
+                    f"decided against an older duplicate index (the pool grew or changed since; index of "
+                    f"{current.computed_at or 'unknown time'}): a cross-shard duplicate may be published twice")
     elif not covering and manifests and len(identity) > 1:
         newer = sorted(s for s, version in identity.items()
                        if all(m["identity"].get(s) != version for m in manifests.values()))
@@ -422,7 +436,8 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
                     "duplicate may be published twice")
     for shard in stale_cut_shards(warehouse):
         out.setdefault(shard, []).append("decided with another keep_fraction cut than the stored one")
-    return {shard: f"{'; '.join(why)}. To {SETTLE_HINT}" for shard, why in sorted(out.items())}
+    return {shard: f"{'; '.join(why)}. To {SETTLE_HINT}" if shard not in other_rules
+            else f"{'; '.join(why)}. To settle: {RULES_HINT}" for shard, why in sorted(out.items())}
 
 
 def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: dict[str, str],
@@ -764,8 +779,10 @@ def report_markdown(report: Report) -> str:
         *([f"", f"**{len(left_out)} of {o['shards']} shards left out** of every figure pooled over shards ({why}; "
            f"{o['left_out_pairs_read']} pairs read): see *Shards left out*."] if len(left_out) else []),
         *([f"", f"**The pool is not settled**: {o['unsettled_shards']} shards were decided against an older duplicate "
-           f"index or keep_fraction cut (shards run one by one, as a backfill does), so a cross-shard duplicate may "
-           f"be published twice. To {SETTLE_HINT}; then rebuild this report."] if o.get("unsettled_shards") else []),
+           f"index or keep_fraction cut (shards run one by one, as a backfill does: a cross-shard duplicate may "
+           f"be published twice), or under another policy than dedup_index's. To {SETTLE_HINT} (each shard's "
+           f"reason under *Shards left out* says how); then rebuild this report."]
+          if o.get("unsettled_shards") else []),
         "", "### Per shard", "",
         "Quality (in the shard's quality column) and words before / after: the kept pairs' original and final "
         "caption.", "", _md(shards[[

@@ -5,10 +5,13 @@ sample shards' stored scores, the sensor's requests executed as the daemon launc
 import json
 
 import dagster as dg
+import pyarrow.parquet as pq
 
 from curation_pipeline.assets.dedup import settle_requests
+from curation_pipeline.decisions.dedup import DIGEST_KEY, POLICY_KEY
 from curation_pipeline.decisions.policy import IN_CUT
 from curation_pipeline.definitions import build_definitions
+from curation_pipeline.reporting.report import RULES_HINT, unsettled_shards
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.assets.test_global_selection import SHARDS, copy_of, new_instance, scored  # noqa: F401
 from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES
@@ -118,6 +121,99 @@ def test_a_shard_decided_under_other_rules_is_reselected_under_the_index(scored,
         run(defs, instance, "reselect_shards", shard, plain)
     assert settle(defs, instance)[0] == []
     run(defs, instance, "reselect_shards", SHARDS[1])  # the code location's policy: rewrite on
+    # the report says why, and how to settle it (a plain re-selection would not): not an older pool
+    unsettled = unsettled_shards(Warehouse(str(warehouse)))
+    assert list(unsettled) == [SHARDS[1]] and RULES_HINT in unsettled[SHARDS[1]], unsettled
+    assert "older duplicate index" not in unsettled[SHARDS[1]]
+    assert "backfill the reselect_shards" not in unsettled[SHARDS[1]]
     requests = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
-    assert [(r.partition_key, r.tags["curation/reason"]) for r in requests] == [(SHARDS[1], "dedup_index changed")]
+    assert [(r.partition_key, r.tags["curation/reason"]) for r in requests] == [
+        (SHARDS[1], "decided under other rules than dedup_index's")]
     assert requests[0].run_config["resources"]["policy"]["config"]["rewrite"] is False
+
+
+def published(wh: Warehouse) -> dict:
+    return {shard: int(wh.read_table("final_captions", shard)["outcome"].ne("dropped").sum()) for shard in SHARDS}
+
+
+def settled_under(defs, instance, wh, config: dict) -> dict:
+    """The README's recipe with ``config``: dedup_index, then every shard, under it; the sensor asks for
+    nothing more. Returns what each shard publishes."""
+    run(defs, instance, "dedup_index_job", run_config=config)
+    for shard in SHARDS:
+        run(defs, instance, "reselect_shards", shard, config)
+    assert settle(defs, instance)[0] == []
+    return published(wh)
+
+
+def assert_reselected_under_the_index(defs, instance, wh, decided: dict, field: str, value):
+    """After a plain launch of SHARDS[0] (the code location's policy): the report names it as decided under
+    another policy (not an older pool), and the sensor re-selects it, and only it, under the stored one."""
+    run(defs, instance, "reselect_shards", SHARDS[0])
+    assert published(wh) != decided  # the plain launch publishes otherwise
+    unsettled = unsettled_shards(wh)
+    assert list(unsettled) == [SHARDS[0]], unsettled
+    assert "another policy than the one dedup_index was built with" in unsettled[SHARDS[0]]
+    assert "older duplicate index" not in unsettled[SHARDS[0]] and RULES_HINT in unsettled[SHARDS[0]]
+    asked, why = settle(defs, instance)
+    assert [(r.partition_key, r.tags["curation/reason"]) for r in asked] == [
+        (SHARDS[0], "decided under other rules than dedup_index's")], why
+    assert asked[0].run_config["resources"]["policy"]["config"][field] == value
+    assert published(wh) == decided and unsettled_shards(wh) == {}
+    # launched plainly once more: asked again under another run_key (the daemon skips a key that ran)
+    run(defs, instance, "reselect_shards", SHARDS[0])
+    again = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    assert [r.partition_key for r in again] == [SHARDS[0]] and again[0].run_key != asked[0].run_key
+
+
+def test_a_policy_that_differs_outside_the_dedup_rules_is_reselected(scored, tmp_path):  # noqa: F811
+    """drop_duplicates is no dedup rule (the groups are the same): each decision records the whole policy."""
+    warehouse = copy_of(scored, tmp_path)
+    wh = Warehouse(str(warehouse))
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))  # drop_duplicates on
+    instance = new_instance()
+    decided = settled_under(defs, instance, wh, policy(drop_duplicates=False))
+    assert_reselected_under_the_index(defs, instance, wh, decided, "drop_duplicates", False)
+
+
+def test_without_duplicate_signals_a_shard_decided_under_another_policy_is_reselected(scored, tmp_path):  # noqa: F811
+    """The ``text`` profile: no dup_* columns, so no duplicate rows, yet the policy is recorded and kept."""
+    warehouse = copy_of(scored, tmp_path)
+    for path in (warehouse / "quality_scores").glob("*.parquet"):
+        stored = pq.read_table(path)
+        pq.write_table(stored.drop([c for c in stored.column_names if c.startswith("dup_")]), path)
+    wh = Warehouse(str(warehouse))
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))  # rewrite on
+    instance = new_instance()
+    decided = settled_under(defs, instance, wh, policy(rewrite=False))
+    assert all(DIGEST_KEY not in wh.table_metadata("caption_decisions", s) for s in SHARDS)  # no duplicate rows
+    assert_reselected_under_the_index(defs, instance, wh, decided, "rewrite", False)
+
+
+def forget_policy(wh: Warehouse, shard: str):
+    """The shard's decisions as a run before decisions recorded their policy left them."""
+    path = wh.table_path("caption_decisions", shard)
+    stored = pq.read_table(path)
+    pq.write_table(stored.replace_schema_metadata(
+        {k: v for k, v in (stored.schema.metadata or {}).items() if k != POLICY_KEY.encode()}), path)
+    assert POLICY_KEY not in wh.table_metadata("caption_decisions", shard)
+
+
+def test_decisions_that_record_no_policy_are_taken_as_the_code_locations(scored, tmp_path):  # noqa: F811
+    """Made before decisions recorded their policy: stale only where the stored index's policy is not the
+    code location's (what a plain run used), not every shard at once after an upgrade."""
+    warehouse = copy_of(scored, tmp_path)
+    wh = Warehouse(str(warehouse))
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))
+    instance = new_instance()
+    settled_under(defs, instance, wh, policy())  # the code location's policy
+    for shard in SHARDS:
+        forget_policy(wh, shard)
+    why = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    assert why == "duplicate index current for 2 shards; no shard is stale"
+    assert unsettled_shards(wh) == {}
+    # an index built under another policy: those decisions may well be the code location's, re-selected
+    run(defs, instance, "dedup_index_job", run_config=policy(drop_duplicates=False))
+    requests = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    assert sorted(r.partition_key for r in requests) == SHARDS
+    assert {r.run_config["resources"]["policy"]["config"]["drop_duplicates"] for r in requests} == {False}
