@@ -72,6 +72,28 @@ def _unquote(line: str) -> str:
     return line
 
 
+class Reply(str):
+    """A decoded reply; ``cut_off``: generation stopped at max_new_tokens, not at an end token, so the reply
+    may end mid-phrase ("... a dog sitting on the")."""
+
+    cut_off: bool = False
+
+
+def cut_off(generated, max_new_tokens: int, end_ids: set[int]) -> list[bool]:
+    """Per row of the generated ids (prompt removed): all max_new_tokens used and the last one no end token
+    (a row that ended earlier is padded with the pad token)."""
+    if generated.shape[-1] < max_new_tokens:
+        return [False] * generated.shape[0]
+    return [int(row[-1]) not in end_ids for row in generated]
+
+
+def _end_ids(model, tokenizer) -> set[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+    ids |= {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    return {int(i) for i in ids if i is not None}
+
+
 class ChatGenerator:
     """Batched, left-padded, deterministic generation from a chat VLM, prompts rendered with the model's
     own chat template (image first, then the instruction), as the scorer does."""
@@ -114,7 +136,11 @@ class ChatGenerator:
         extra = {"stop_strings": self.stop_strings, "tokenizer": self.tokenizer} if self.stop_strings else {}
         out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
                                   do_sample=False, **extra)
-        return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        generated = out[:, inputs["input_ids"].shape[1]:]
+        replies = [Reply(text) for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+        for reply, cut in zip(replies, cut_off(generated, self.max_new_tokens, _end_ids(self.model, self.tokenizer))):
+            reply.cut_off = cut
+        return replies
 
 
 class GeneratingRewriter(Rewriter):
@@ -157,7 +183,8 @@ class VlmRewriter(GeneratingRewriter):
         super().__init__(prompt or DEFAULT_PROMPT, batch_size,
                          f"the rewrite prompt must contain {CAPTION_PLACEHOLDER} where the caption goes")
         # 3: chat lead-ins ("Sure, here is the edited caption:", "Revised caption - ") removed from replies
-        self.version = f"3:{model}:beams={num_beams}:max_new={max_new_tokens}"
+        # 4: a reply cut off at max_new_tokens is no candidate (it ends mid-phrase)
+        self.version = f"4:{model}:beams={num_beams}:max_new={max_new_tokens}"
         loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         self.generator = ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, num_beams=num_beams)
 
@@ -172,8 +199,11 @@ class VlmRewriter(GeneratingRewriter):
 
     @staticmethod
     def _candidate(reply: str) -> RewriteCandidate:
+        if getattr(reply, "cut_off", False):  # a caption cut mid-phrase must not be judged as a finished one
+            return RewriteCandidate(None, error="reply cut off at max_new_tokens (raise rewriter.max_new_tokens)",
+                                    raw=str(reply))
         caption = clean_output(reply)
-        return RewriteCandidate(caption or None, error=None if caption else "empty output", raw=reply)
+        return RewriteCandidate(caption or None, error=None if caption else "empty output", raw=str(reply))
 
 
 def generate_in_batches(batch: PairBatch, batch_size: int, instruction: Callable[[str | None], str],

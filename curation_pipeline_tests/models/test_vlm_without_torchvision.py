@@ -70,7 +70,7 @@ def test_rewrites_batched_as_one_by_one(vlm_dir, batch):
     together = VlmRewriter(vlm_dir, max_new_tokens=6, batch_size=len(batch)).rewrite(batch)
     alone = VlmRewriter(vlm_dir, max_new_tokens=6, batch_size=1).rewrite(batch)
     assert len(together) == len(batch)
-    assert all(isinstance(c.raw, str) and (c.caption is not None or c.error == "empty output") for c in together)
+    assert all(isinstance(c.raw, str) and (c.caption is not None or c.error) for c in together)
     assert [(c.raw, c.caption, c.error) for c in together] == [(c.raw, c.caption, c.error) for c in alone]
 
 

@@ -75,8 +75,20 @@ def _assert_rows_follow_rules(lineage: pd.DataFrame, pairs: PairBatch, rules: Ac
                                                    original=row.original_caption, candidate=row.candidate_caption)
 
 
-def test_vlm_rewrites_are_judged_exactly_by_the_rules(llava, pairs):
+def finished(generate):
+    """The generator's replies taken as finished: a random tiny model uses its whole budget, and a reply
+    cut off there is no candidate (``test_vlm``); these tests judge what the rules make of the replies."""
+    def wrapped(images, texts):
+        replies = generate(images, texts)
+        for reply in replies:
+            reply.cut_off = False
+        return replies
+    return wrapped
+
+
+def test_vlm_rewrites_are_judged_exactly_by_the_rules(llava, pairs, monkeypatch):
     rewriter = VlmRewriter(llava, max_new_tokens=10, batch_size=4)
+    monkeypatch.setattr(rewriter.generator, "generate", finished(rewriter.generator.generate))
     runs = {rules: _run(rewriter, pairs, rules) for rules in (MINIMAL, MEANING, LOOSE)}
     for rules, lineage in runs.items():
         _assert_rows_follow_rules(lineage, pairs, rules)

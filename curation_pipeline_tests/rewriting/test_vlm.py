@@ -95,12 +95,14 @@ def batch(flickr_dir):
 
 def test_generates_cleaned_candidates(model_dir, batch):
     rewriter = VlmRewriter(model_dir, max_new_tokens=8, batch_size=2)
-    assert rewriter.ident.startswith("vlm@3:") and model_dir in rewriter.version
+    assert rewriter.ident.startswith("vlm@4:") and model_dir in rewriter.version
     assert rewriter.prompt == DEFAULT_PROMPT and len(rewriter.prompt_hash) == 16
     calls, generate = [], rewriter.generator.generate
 
     def spy(images, texts):
         replies = generate(images, texts)
+        for reply in replies:  # as finished replies (a random model uses its whole budget): the cleaning is tested
+            reply.cut_off = False
         calls.append((images, texts, replies))
         return replies
 
@@ -121,6 +123,25 @@ def test_generates_cleaned_candidates(model_dir, batch):
     # Left padding: a batch of three gives what batches of two and one give.
     assert [c.raw for c in VlmRewriter(model_dir, max_new_tokens=8, batch_size=3).rewrite(batch)] == \
         [c.raw for c in candidates]
+
+
+def test_a_reply_cut_off_at_max_new_tokens_is_no_candidate(model_dir, batch):
+    """A random tiny model never ends its reply: cut at 3 tokens, mid-phrase, it must not be judged as a
+    finished caption (verify cannot tell "a dog on the" from a finished caption in every language)."""
+    candidates = VlmRewriter(model_dir, max_new_tokens=3, batch_size=3).rewrite(batch)
+    assert [(c.caption, c.error) for c in candidates] == [
+        (None, "reply cut off at max_new_tokens (raise rewriter.max_new_tokens)")] * len(batch)
+    assert all(isinstance(c.raw, str) and type(c.raw) is str for c in candidates)
+
+
+def test_cut_off_is_a_full_budget_without_an_end_token():
+    import torch
+
+    from curation_pipeline.rewriting.vlm import cut_off
+
+    generated = torch.tensor([[5, 6, 7], [5, 2, 0], [5, 6, 2]])  # 2 = eos, 0 = pad after an earlier eos
+    assert cut_off(generated, 3, {2, 0}) == [True, False, False]
+    assert cut_off(generated[:, :2], 3, {2, 0}) == [False, False, False]  # all ended before the budget
 
 
 def test_instructions(model_dir):
