@@ -208,7 +208,9 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[lis
         # cross-shard dedup over the whole pool, whatever order the shards ran in
         if len(failed) < len(selected) and "selection_cut" not in failed:
             settled: dict = {}
-            failed += settle_duplicates(defs, instance, _quiet(), settled, stop_if_interrupted)
+            # says so when the pool was decided under another policy: this run's re-selects those shards
+            failed += settle_duplicates(defs, instance, _quiet(), settled, stop_if_interrupted,
+                                        say=lambda message: click.echo(f"  {message}", err=True), own=selected)
             if cut:  # shards of earlier runs, decided against the cut of a smaller pool
                 failed += settle_cut(defs, instance, _quiet(), skip=tuple(selected), results=settled,
                                      after_each_run=stop_if_interrupted)

@@ -22,8 +22,9 @@ from curation_pipeline.assets.selection import cut_request, cut_stale, selection
 from curation_pipeline.automation import DEFAULT_STATUS, reselect_each, reselectable, reselect_shards_job
 from curation_pipeline.decisions.cut_store import other_cut
 from curation_pipeline.decisions.dedup import (INDEX_ASSET, DedupIndex, dropped_for_another_shard, held_identity,
-                                               OTHER_RULES, pool_has_signals, pool_identity, read_index,
-                                               refresh_index, rules_digest, stale_reasons, write_index)
+                                               OTHER_RULES, POLICY_DIGEST_IGNORES, policy_digest, pool_has_signals,
+                                               pool_identity, read_index, refresh_index, rules_digest,
+                                               stale_reasons, write_index)
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 
@@ -243,17 +244,23 @@ def _noted(reason: str, note: str) -> str:
 
 
 def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None,
-                      results: dict | None = None, after_each_run=lambda: None) -> list[str]:
+                      results: dict | None = None, after_each_run=lambda: None, say=lambda message: None,
+                      own=()) -> list[str]:
     """In process: materialize dedup_index, then re-select every stale shard. Returns what failed;
     fills ``results`` (name -> execution result) if given; calls ``after_each_run`` after each run (the
     CLI's stop on a signal). Nothing to do for fewer than two shards, or when no shard was scored with
     duplicate signals, unless a dedup_index is stored: the settle sensor keeps the policy it records, so it
-    is rebuilt under this run's, and shards decided under another are re-selected."""
+    is rebuilt under this run's, and shards decided under another are re-selected. Where the stored one
+    decides otherwise, ``say`` is told so before any shard is re-selected: the settings that differ and the
+    shards (other than ``own``, this run's) re-selected under this run's."""
     warehouse: WarehouseResource = defs.resources["warehouse"]
     wh = warehouse.warehouse()
-    if (len(wh.shards("quality_scores")) < 2 or not pool_has_signals(wh)) and read_index(wh) is None:
+    stored = read_index(wh)
+    if (len(wh.shards("quality_scores")) < 2 or not pool_has_signals(wh)) and stored is None:
         return []
     run_config = run_config or {}
+    ours = policy_config(defs.resources["policy"])  # also what a decision that records no policy ran under
+    changed = _policy_change(stored.policy if stored else None, ours)
     result = defs.resolve_job_def("dedup_index_job").execute_in_process(
         instance=instance, raise_on_error=False, run_config=run_config)
     after_each_run()
@@ -261,8 +268,30 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
         results[INDEX_ASSET] = result
     if not result.success:
         return [INDEX_ASSET]
-    assumed = policy_config(defs.resources["policy"])  # what a decision that records no policy ran under
-    return reselect_each(defs, instance, list(stale_reasons(wh, assumed=assumed)), run_config, results, after_each_run)
+    stale = stale_reasons(wh, assumed=ours)
+    if changed:
+        others = sorted(s for s, why in stale.items() if why.why == OTHER_RULES and s not in own)
+        say(f"the pool was decided under another policy (dedup_index's: {', '.join(changed)}); this run's settings "
+            f"replace it: {len(others)} other shard{'s' if len(others) != 1 else ''} re-selected under them"
+            + (f": {', '.join(others)}" if others else ""))
+    return reselect_each(defs, instance, list(stale), run_config, results, after_each_run)
+
+
+def _policy_change(stored: dict | None, ours: dict) -> list[str]:
+    """The settings (``policy_digest``'s) in which a stored policy config differs from ``ours``, each as
+    ``key=stored (this run: ours)``; a field the stored one lacks (added since) is taken at its default."""
+    if stored is None:
+        return []
+    try:
+        stored = policy_config(PolicyResource(**stored))
+    except (ValueError, TypeError):  # no longer valid: compared as it is
+        pass
+    if policy_digest(stored) == policy_digest(ours):
+        return []
+    mine = _flat({k: v for k, v in ours.items() if k not in POLICY_DIGEST_IGNORES})
+    theirs = _flat({k: v for k, v in stored.items() if k not in POLICY_DIGEST_IGNORES})
+    return [f"{key}={theirs.get(key)!r} (this run: {mine.get(key)!r})" for key in sorted(set(mine) | set(theirs))
+            if theirs.get(key) != mine.get(key)]
 
 
 @dg.sensor(name="dedup_settle_sensor", jobs=[dedup_index_job, selection_cut_job, reselect_shards_job],

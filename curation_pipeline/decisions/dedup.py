@@ -123,10 +123,19 @@ def rules_digest(policy) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def policy_digest(config: dict) -> str:
-    """A short digest of a policy config (the ``policy`` resource's, as index.json records it): canonical JSON,
-    so the same config gives the same digest whatever its key order."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+# policy fields no decision row nor publication depends on, so a change of them re-selects nothing: checks
+# that re-selection does not run (max_unscored_share: quality_scores'), only warn (warn_drop_share), or drift
+# (thresholds of a check on what was decided: a blocked shard's published tar is not withdrawn anyway)
+POLICY_DIGEST_IGNORES = frozenset({"max_unscored_share", "warn_drop_share", "drift"})
+
+
+def policy_digest(config: dict, full: bool = False) -> str:
+    """A short digest of a policy config (the ``policy`` resource's, as index.json records it) over the fields
+    that can change a decision or what is published after it (not ``POLICY_DIGEST_IGNORES``): canonical JSON,
+    so the same config gives the same digest whatever its key order. ``full``: over every field, as decisions
+    recorded it before (equal to the stored policy's: decided under it)."""
+    kept = config if full else {key: value for key, value in config.items() if key not in POLICY_DIGEST_IGNORES}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -803,7 +812,8 @@ def stale_reasons(wh: Warehouse, index: DedupIndex | None = None, assumed: dict 
     index = read_index(wh) if index is None else index
     if index is None:
         return {}
-    settled = None if index.policy is None else policy_digest(index.policy)
+    # a decision's digest from before it left the checks' fields out is the stored policy's full one
+    settled = None if index.policy is None else {policy_digest(index.policy), policy_digest(index.policy, full=True)}
     legacy = None if assumed is None else policy_digest(assumed)
     out, digests = {}, index.slice_digests()
     groups = index.groups
@@ -818,7 +828,7 @@ def stale_reasons(wh: Warehouse, index: DedupIndex | None = None, assumed: dict 
         now = digests[shard]
         used, _, rules = (metadata.get(DIGEST_KEY) or "").partition(RULES_MARK)
         decided = metadata.get(POLICY_KEY) or legacy
-        if (settled is not None and decided is not None and decided != settled) or (rules and rules != index.rules):
+        if (settled is not None and decided is not None and decided not in settled) or (rules and rules != index.rules):
             # whatever its rows: they were picked under other rules
             out[shard] = Stale(now, OTHER_RULES, metadata.get(DECIDED_BY_KEY, ""))
         elif used != now and not (not used and now == "none"):  # no signals, no groups: nothing to redo

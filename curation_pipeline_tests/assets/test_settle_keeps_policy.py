@@ -2,12 +2,13 @@
 recipe, run with a launchpad / --config-json policy), not the code location's default: real runs on two
 sample shards' stored scores, the sensor's requests executed as the daemon launches them."""
 
+import hashlib
 import json
 
 import dagster as dg
 import pyarrow.parquet as pq
 
-from curation_pipeline.assets.dedup import settle_requests
+from curation_pipeline.assets.dedup import settle_duplicates, settle_requests
 from curation_pipeline.decisions.dedup import DIGEST_KEY, POLICY_KEY
 from curation_pipeline.decisions.policy import IN_CUT
 from curation_pipeline.definitions import build_definitions
@@ -217,3 +218,65 @@ def test_decisions_that_record_no_policy_are_taken_as_the_code_locations(scored,
     requests = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
     assert sorted(r.partition_key for r in requests) == SHARDS
     assert {r.run_config["resources"]["policy"]["config"]["drop_duplicates"] for r in requests} == {False}
+
+
+def test_policy_fields_that_decide_nothing_reselect_nothing(scored, tmp_path):  # noqa: F811
+    """Check-only settings (max_unscored_share: quality_scores' check, which re-selection does not run;
+    warn_drop_share: a warning; drift: the drift check's limits) are left out of the policy digest: a pool
+    settled under other values of them stays as it is when dedup_index is built under the code location's."""
+    warehouse = copy_of(scored, tmp_path)
+    wh = Warehouse(str(warehouse))
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))
+    instance = new_instance()
+    decided = settled_under(defs, instance, wh, policy(max_unscored_share=0.6, warn_drop_share=0.5,
+                                                       drift={"max_kl": 0.9}))
+    run(defs, instance, "dedup_index_job")  # the code location's policy: only those fields differ
+    asked, why = settle(defs, instance)
+    assert asked == [], [(r.partition_key, r.tags["curation/reason"]) for r in asked]
+    assert why == "duplicate index current for 2 shards; no shard is stale"
+    assert published(wh) == decided and unsettled_shards(wh) == {}
+
+
+def test_decisions_with_the_digest_of_the_full_config_are_not_all_reselected(scored, tmp_path):  # noqa: F811
+    """Decisions written before the digest left the checks' fields out recorded the full config's digest:
+    equal to the stored policy's, so an upgrade re-selects nothing where nothing differs."""
+    warehouse = copy_of(scored, tmp_path)
+    wh = Warehouse(str(warehouse))
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))
+    instance = new_instance()
+    settled_under(defs, instance, wh, policy(rewrite=False))
+    manifest = json.loads((warehouse / "dedup" / "index.json").read_text())
+    full = hashlib.sha256(json.dumps(manifest["policy"], sort_keys=True, separators=(",", ":"),
+                                     default=str).encode()).hexdigest()[:16]  # as the earlier code wrote it
+    for shard in SHARDS:
+        path = wh.table_path("caption_decisions", shard)
+        stored = pq.read_table(path)
+        pq.write_table(stored.replace_schema_metadata(
+            {**(stored.schema.metadata or {}), POLICY_KEY.encode(): full.encode()}), path)
+    why = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    assert isinstance(why, str) and "no shard is stale" in why, why
+
+
+def test_a_cli_run_under_another_policy_says_which_shards_it_reselects(scored, tmp_path):  # noqa: F811
+    """`curate run`'s settling applies the run's own policy to the pool, and says so before re-selecting:
+    the settings the pool was decided under and the other shards re-selected under the run's."""
+    warehouse = copy_of(scored, tmp_path)
+    wh = Warehouse(str(warehouse))
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))  # rewrite on
+    instance = new_instance()
+    settled_under(defs, instance, wh, policy(rewrite=False))
+    events = []
+    failed = settle_duplicates(defs, instance, QUIET, after_each_run=lambda: events.append("run"),
+                               say=events.append, own=(SHARDS[1],))
+    assert failed == []
+    assert events[0] == "run" and events[2:] == ["run", "run"], events  # said after the index, before re-selecting
+    said = events[1]
+    assert "decided under another policy" in said and "rewrite=False (this run: True)" in said, said
+    assert f"1 other shard re-selected under them: {SHARDS[0]}" in said, said
+    assert "max_unscored_share" not in said
+    assert json.loads((warehouse / "dedup" / "index.json").read_text())["policy"]["rewrite"] is True
+    # the same policy again: nothing to say
+    events.clear()
+    assert settle_duplicates(defs, instance, QUIET, after_each_run=lambda: events.append("run"),
+                             say=events.append) == []
+    assert events == ["run"], events
