@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
@@ -328,21 +329,33 @@ def held_identity(wh: Warehouse, frozen) -> tuple[dict[str, str], dict[str, str]
 def curated_keys(wh: Warehouse, shard: str) -> pd.Series:
     """The keys of a shard's curated tar, from its member headers (the members' data is skipped, not
     read). Raises FileNotFoundError without one, ValueError when it does not read as a tar."""
+    keys = {}
+    with _curated_tar(wh, shard) as tar:
+        for info in _regular_members(tar):
+            keys[base_plus_ext(info.name)[0]] = None
+    return pd.Series([k for k in keys if k is not None], dtype=object)
+
+
+@contextmanager
+def _curated_tar(wh: Warehouse, shard: str):
+    """A shard's curated tar, open for streaming; one that does not read is a ValueError that says what to do."""
     import tarfile
 
     path = wh.curated_path(shard)
-    keys = {}
     try:
         with wh.fs.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
-            for info in tar:
-                tar.members = []  # tarfile keeps every header otherwise
-                if info.isreg():
-                    keys[base_plus_ext(info.name)[0]] = None
+            yield tar
     except tarfile.TarError as exc:
         raise ValueError(f"the curated tar of frozen shard {shard!r} ({wh.local_path(path)}) does not read "
                          f"({exc}): which pairs it publishes is unknown. Restore it, or remove it (then the "
                          "shard publishes nothing)") from exc
-    return pd.Series([k for k in keys if k is not None], dtype=object)
+
+
+def _regular_members(tar):
+    for info in tar:
+        tar.members = []  # tarfile keeps every header otherwise
+        if info.isreg():
+            yield info
 
 
 def curated_pairs(wh: Warehouse, shard: str) -> pd.DataFrame:
@@ -350,31 +363,22 @@ def curated_pairs(wh: Warehouse, shard: str) -> pd.DataFrame:
     duplicate fingerprints among them, not the caption vector) and ``caption`` (the original one, as in
     quality_scores); ``sidecar_has_fingerprints`` says whether they were stored. Reads the members' headers
     and the sidecars, not the images. Raises as ``curated_keys``."""
-    import tarfile
-
-    path = wh.curated_path(shard)
     rows = {}
-    try:
-        with wh.fs.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
-            for info in tar:
-                tar.members = []  # tarfile keeps every header otherwise
-                key, ext = base_plus_ext(info.name)
-                if not info.isreg() or key is None:
-                    continue
-                row = rows.setdefault(key, {"key": key})
-                if ext == "json":
-                    try:
-                        meta = json.loads(tar.extractfile(info).read().decode("utf-8"))
-                    except (UnicodeDecodeError, ValueError):
-                        meta = None  # a sidecar that does not read says nothing of the pair
-                    scores = meta.get("scores") if isinstance(meta, dict) else None
-                    scores = scores if isinstance(scores, dict) else {}
-                    row.update(scores, caption=meta.get("original_caption") if isinstance(meta, dict) else None,
-                               sidecar_has_fingerprints=all(c in scores for c in dup_columns()[:3]))
-    except tarfile.TarError as exc:
-        raise ValueError(f"the curated tar of frozen shard {shard!r} ({wh.local_path(path)}) does not read "
-                         f"({exc}): which pairs it publishes is unknown. Restore it, or remove it (then the "
-                         "shard publishes nothing)") from exc
+    with _curated_tar(wh, shard) as tar:
+        for info in _regular_members(tar):
+            key, ext = base_plus_ext(info.name)
+            if key is None:
+                continue
+            row = rows.setdefault(key, {"key": key})
+            if ext == "json":
+                try:
+                    meta = json.loads(tar.extractfile(info).read().decode("utf-8"))
+                except (UnicodeDecodeError, ValueError):
+                    meta = None  # a sidecar that does not read says nothing of the pair
+                scores = meta.get("scores") if isinstance(meta, dict) else None
+                scores = scores if isinstance(scores, dict) else {}
+                row.update(scores, caption=meta.get("original_caption") if isinstance(meta, dict) else None,
+                           sidecar_has_fingerprints=all(c in scores for c in dup_columns()[:3]))
     out = pd.DataFrame(list(rows.values()), columns=None if rows else ["key"])
     return out.assign(sidecar_has_fingerprints=out.get("sidecar_has_fingerprints", pd.Series(False, index=out.index))
                       .fillna(False).astype(bool))
