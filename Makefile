@@ -39,11 +39,12 @@ $(HELM_SDK): $(BIN)/curate
 # dagster-k8s (the K8sRunLauncher deploy/helm/dagster-values.yaml configures) for the offline
 # validation of that config only: its release pins dagster==1.13.27, which caps protobuf < 7 and
 # breaks the tokenizers here, so it goes to its own folder (no deps; the test appends it to
-# sys.path behind the virtualenv's packages), with the Kubernetes client it imports.
+# sys.path behind the virtualenv's packages), with the Kubernetes client it imports (and the
+# python-dateutil the virtualenv's botocore and graphene accept, so pip reports no conflict).
 K8S_LAUNCHER := $(VENV)/k8s-launcher
 $(K8S_LAUNCHER)/dagster_k8s: $(BIN)/curate
 	$(BIN)/pip install -q --no-deps --target $(K8S_LAUNCHER) dagster-k8s==0.29.27
-	$(BIN)/pip install -q --target $(K8S_LAUNCHER) kubernetes==36.0.3
+	$(BIN)/pip install -q --target $(K8S_LAUNCHER) kubernetes==36.0.3 "python-dateutil<3"
 	touch $@
 
 setup-scale: setup $(S3RVER) $(HELM_SDK) $(K8S_LAUNCHER)/dagster_k8s

@@ -110,9 +110,8 @@ def main() -> None:
 
         curate(served=True)  # warm-up: creates the home, starts the GX helper and, as it exits, the server
         data_juicer()  # warm-up: Data-Juicer's caches and the page cache
-        deadline = time.monotonic() + 180
-        while not forkserver.servers(home) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        if not forkserver.wait_ready(home):
+            raise SystemExit(f"the warm start did not come up: {forkserver.failures() or 'no failure recorded'}")
         rounds = []
         for _ in range(args.rounds):
             dj_s = data_juicer()

@@ -140,9 +140,8 @@ def main() -> None:
         if not args.smoke:  # a first run creates the home's storages, fills the page cache, starts the servers
             timed_run(args, raw, tmp / "wh-warm", names[:1], env)
             _, known = step_times(home, known)
-            deadline = time.monotonic() + 180
-            while not forkserver.servers(home) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            if not forkserver.wait_ready(home):
+                raise SystemExit(f"the warm start did not come up: {forkserver.failures() or 'no failure recorded'}")
         served = bool(forkserver.servers(home))  # checked, not assumed: whether the timed run below is forked
         one_run_s = timed_run(args, raw, tmp / "wh-one", names[:1], env)
         steps, known = step_times(home, known)

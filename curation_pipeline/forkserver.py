@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 MODE_ENV = "CURATE_FORKSERVER"
+RETRY_AFTER_FAILURE_S = 600.0  # a failed server (its import, its socket) is tried again after this
 COMMANDS = ("run", "demo")  # the commands whose start is mostly imports
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # shell bookkeeping that differs between invocations without changing what the server imported, and
@@ -319,6 +320,12 @@ def sock_log(sock: Path) -> Path:
     return sock.with_suffix(".log")
 
 
+def sock_error(sock: Path) -> Path:
+    """Why the last server for ``sock`` could not serve (its traceback); no new one starts for
+    ``RETRY_AFTER_FAILURE_S`` after it."""
+    return sock.with_suffix(".error")
+
+
 def _start_server(sock: Path) -> None:
     """Start a server for ``sock`` in the background unless one is starting; never waits for it."""
     import fcntl
@@ -331,6 +338,9 @@ def _start_server(sock: Path) -> None:
                 return  # one is importing
         if sock.exists() and _answers(sock):
             return
+        with contextlib.suppress(OSError):  # the last one for this address failed: not one per run
+            if time.time() - sock_error(sock).stat().st_mtime < RETRY_AFTER_FAILURE_S:
+                return
         key = sock.with_suffix(".key")
         tmp = key.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(os.urandom(32))
@@ -366,6 +376,28 @@ def servers(home: str | os.PathLike | None = None, suffix: str = ".sock") -> lis
             info = json.loads(sock.with_suffix(".json" if suffix == ".sock" else suffix).read_text())
             if (home is None or info["home"] == str(Path(home).resolve())) and _alive(info["pid"]):
                 found.append(sock.with_suffix(".sock"))
+    return found
+
+
+def wait_ready(home: str | os.PathLike, timeout_s: float = 180.0) -> list[Path]:
+    """The serving servers for ``home`` once one serves, or ``[]`` as soon as none is serving or
+    starting any more (it failed: ``failures`` says why) or ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = servers(home)
+        if found or not servers(home, ".starting") or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def failures() -> dict[str, str]:
+    """The recorded failures of this user's servers, by socket name: the traceback of each."""
+    from curation_pipeline.helper import _folder
+
+    found = {}
+    for error in sorted(_folder().glob("fork-*.error")):
+        with contextlib.suppress(OSError):
+            found[error.with_suffix(".sock").name] = error.read_text()
     return found
 
 
@@ -451,6 +483,7 @@ def serve(sock: Path, idle_s: float) -> None:
     os.replace(bound, sock)  # clients find it only now, warm
     mine = sock.stat().st_ino
     sock.with_suffix(".starting").unlink(missing_ok=True)
+    sock_error(sock).unlink(missing_ok=True)
     # each child's client connection, kept until the child is reaped: only this process can see that
     # a signal killed the child (it sends nothing then), and it tells the client which
     children: dict[int, socket.socket] = {}
@@ -595,7 +628,19 @@ def _reopen_stdio() -> None:
 def main(argv: list[str]) -> None:
     from curation_pipeline.helper import DEFAULT_IDLE_S, IDLE_ENV, _seconds
 
-    serve(Path(argv[0]), _seconds(IDLE_ENV, DEFAULT_IDLE_S))
+    sock = Path(argv[0])
+    try:
+        serve(sock, _seconds(IDLE_ENV, DEFAULT_IDLE_S))
+    except Exception:  # noqa: BLE001 - no one sees this process's streams: the failure is kept
+        import traceback
+
+        with contextlib.suppress(OSError):
+            tmp = sock_error(sock).with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(traceback.format_exc())
+            os.replace(tmp, sock_error(sock))
+        with contextlib.suppress(OSError):
+            sock.with_suffix(".starting").unlink()
+        raise
 
 
 if __name__ == "__main__":

@@ -70,9 +70,19 @@ def _code_key() -> str:
     return digest.hexdigest()[:16]
 
 
+# A socket's path must fit ``sockaddr_un`` (108 bytes on Linux, 104 on macOS, the NUL included), and the
+# longest name bound in the folder is the warm start's ``fork-<20 hex>.<pid>.bind`` (38 characters).
+SOCKET_PATH_MAX = 103
+LONGEST_SOCKET_NAME = 38
+
+
 def _folder() -> Path:
-    """``$TMPDIR/curate-helper-<uid>``, mode 0700: refused if another user owns it or can open it."""
+    """``$TMPDIR/curate-helper-<uid>``, mode 0700: refused if another user owns it or can open it. Under
+    a TMPDIR too long for a socket path (a test's temp folder) it is ``/tmp/curate-helper-<uid>``: there
+    no socket could be bound, and every run would start a server that dies at once."""
     folder = Path(tempfile.gettempdir()) / f"curate-helper-{os.getuid()}"
+    if len(os.fsencode(folder)) + 1 + LONGEST_SOCKET_NAME > SOCKET_PATH_MAX and os.path.isdir("/tmp"):
+        folder = Path("/tmp") / f"curate-helper-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     info = folder.lstat()
     if not folder.is_dir() or folder.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o077:

@@ -423,3 +423,50 @@ def test_a_stopped_server_is_not_waited_for(warm):
     assert not forkserver.servers(Path(env["DAGSTER_HOME"]), ".starting")
     again = subprocess.run(_command("wh-continued"), cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and _served(root, "wh-continued") is not None
+
+
+def test_a_long_tmpdir_still_gets_a_warm_server(tmp_path, monkeypatch):
+    """Under a TMPDIR too long for a socket path (pytest's own temp folders come close), the servers'
+    folder falls back to /tmp: before, every run started a server that imported for seconds and died
+    binding its socket, and no run was ever served."""
+    long_tmp = tmp_path / ("t" * 60)
+    long_tmp.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(long_tmp))  # what _folder() sees here, as the runs will
+    folder = _folder()
+    assert len(os.fsencode(folder / ("x" * 38))) < 104 and not folder.is_relative_to(long_tmp)
+    generate_sample_shards(tmp_path / "raw", n_shards=1)
+    home = tmp_path / "home"
+    env = {**os.environ, "TMPDIR": str(long_tmp), "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1",
+           "CURATE_HELPER_IDLE_S": "20", forkserver.MODE_ENV: "on"}
+    try:
+        first = subprocess.run(_command("wh-first", raw="no-such-folder"), cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=600)  # runs itself, starts the server
+        assert first.returncode == 2, first.stderr[-2000:]
+        assert forkserver.wait_ready(home), f"no server came up: {forkserver.failures()}"
+        nxt = subprocess.run(_command("wh-next", raw="no-such-folder"), cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert nxt.returncode == 2 and _served(tmp_path, "wh-next") is not None, "the next run was not served"
+    finally:
+        forkserver.stop(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_server_that_cannot_serve_says_why_and_is_not_restarted_by_every_run(tmp_path):
+    """A server that fails (here: its socket path is too long to bind) leaves its traceback beside the
+    socket and takes its start marker with it, so waiting ends at once; the next runs start no other
+    for a while (each would cost seconds of imports and fail the same way)."""
+    folder = tmp_path / ("x" * 100)
+    folder.mkdir(mode=0o700)
+    sock = folder / "fork-0123456789abcdef0123.sock"
+    forkserver._start_server(sock)
+    pid = json.loads(sock.with_suffix(".starting").read_text())["pid"]
+    assert _until(lambda: not _alive(pid), within=180), "the failing server did not end"
+    assert "too long" in forkserver.sock_error(sock).read_text()
+    assert not sock.with_suffix(".starting").exists()  # a waiter sees at once that none is coming
+    forkserver._start_server(sock)  # the next run's start: none, within RETRY_AFTER_FAILURE_S
+    assert not sock.with_suffix(".starting").exists()
+    old = time.time() - forkserver.RETRY_AFTER_FAILURE_S - 1
+    os.utime(forkserver.sock_error(sock), (old, old))
+    forkserver._start_server(sock)  # long enough after: tried again
+    pid = json.loads(sock.with_suffix(".starting").read_text())["pid"]
+    assert _until(lambda: not _alive(pid), within=180)
