@@ -22,7 +22,7 @@ from curation_pipeline.assets.selection import cut_request, cut_stale, selection
 from curation_pipeline.automation import DEFAULT_STATUS, reselect_each, reselectable, reselect_shards_job
 from curation_pipeline.decisions.cut_store import other_cut
 from curation_pipeline.decisions.dedup import (INDEX_ASSET, DedupIndex, dropped_for_another_shard, held_identity,
-                                               OTHER_RULES, POLICY_DIGEST_IGNORES, policy_digest, pool_has_signals,
+                                               OTHER_RULES, POLICY_DIGEST_IGNORES, pool_has_signals,
                                                pool_identity, read_index, refresh_index, rules_digest,
                                                stale_reasons, write_index)
 from curation_pipeline.resources import PolicyResource, WarehouseResource
@@ -118,8 +118,9 @@ def policy_config(policy: PolicyResource) -> dict:
 def settle_policy(stored: DedupIndex | None, policy: PolicyResource) -> tuple[PolicyResource, dict | None, str]:
     """The policy to settle under: the one the stored dedup_index was built with (the rules the pool was last
     decided with on purpose, e.g. a launchpad's keep_fraction), else the code location's ``policy``. With
-    the run config that asks for it (None: the code location's own) and a note saying how they differ. A
-    stored config this code no longer accepts raises a ValueError."""
+    the run config that asks for it (None: the code location's own) and a note saying how they differ (none
+    where only settings that decide nothing do: those are settled under as stored, unreported). A stored
+    config this code no longer accepts raises a ValueError."""
     if stored is None or stored.policy is None:
         return policy, None, ""
     how = "materialize dedup_index with the policy to settle under"
@@ -134,12 +135,21 @@ def settle_policy(stored: DedupIndex | None, policy: PolicyResource) -> tuple[Po
                          f"longer has; {how}")
     if config == policy_config(policy):
         return policy, None, ""
-    code = _flat(policy_config(policy))
-    differs = [f"{key}={value!r} (code location: {code.get(key)!r})" for key, value in _flat(config).items()
-               if code.get(key) != value]
-    return settled, {"resources": {"policy": {"config": config}}}, (
+    differs = _policy_differences(config, policy_config(policy), "code location")
+    note = "" if not differs else (
         f"settling under the policy dedup_index was last built with ({stored.computed_at or 'unknown time'}): "
-        f"{', '.join(differs) or 'as stored'}; materialize dedup_index with another policy to settle under that")
+        f"{', '.join(differs)}; materialize dedup_index with another policy to settle under that")
+    return settled, {"resources": {"policy": {"config": config}}}, note
+
+
+def _policy_differences(stored: dict, ours: dict, whose: str) -> list[str]:
+    """The settings in which a stored policy config differs from ``ours``, each as ``key=stored (whose: ours)``:
+    only those ``policy_digest`` covers, since one that decides nothing (``POLICY_DIGEST_IGNORES``) changes no
+    shard's decisions and is no difference to report."""
+    theirs, mine = (_flat({k: v for k, v in config.items() if k not in POLICY_DIGEST_IGNORES})
+                    for config in (stored, ours))
+    return [f"{key}={theirs.get(key)!r} ({whose}: {mine.get(key)!r})" for key in sorted(set(mine) | set(theirs))
+            if theirs.get(key) != mine.get(key)]
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
@@ -286,12 +296,7 @@ def _policy_change(stored: dict | None, ours: dict) -> list[str]:
         stored = policy_config(PolicyResource(**stored))
     except (ValueError, TypeError):  # no longer valid: compared as it is
         pass
-    if policy_digest(stored) == policy_digest(ours):
-        return []
-    mine = _flat({k: v for k, v in ours.items() if k not in POLICY_DIGEST_IGNORES})
-    theirs = _flat({k: v for k, v in stored.items() if k not in POLICY_DIGEST_IGNORES})
-    return [f"{key}={theirs.get(key)!r} (this run: {mine.get(key)!r})" for key in sorted(set(mine) | set(theirs))
-            if theirs.get(key) != mine.get(key)]
+    return _policy_differences(stored, ours, "this run")
 
 
 @dg.sensor(name="dedup_settle_sensor", jobs=[dedup_index_job, selection_cut_job, reselect_shards_job],

@@ -11,7 +11,6 @@ it was made is read by no step, in any later run either (Dagster's blocking hold
 
 import dagster as dg
 import pandas as pd
-import pyarrow.parquet as pq
 from pydantic import PrivateAttr
 
 from curation_pipeline.assets.metadata import table_metadata
@@ -49,12 +48,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         metadata = dict(obj.attrs.get(FILE_METADATA) or {})
         if name != "pairs" and FINGERPRINT_KEY not in metadata:
             self._stamp(context, wh, name, shard, metadata)
-        path = wh.write_table(name, shard, obj, metadata=metadata or None)
-        with wh.fs.open(path, "rb") as handle:  # the schema as stored, which DuckDB and readers see
-            stored = pq.ParquetFile(handle)
-            written = table_metadata(name, stored.schema_arrow, stored.metadata.num_rows)
-        context.add_output_metadata({**written,
-                                     "path": dg.MetadataValue.path(wh.local_path(path))})
+        # the schema as its footer stores it, which DuckDB and readers see: from the write, not read back
+        stored = wh.store_table(name, shard, obj, metadata=metadata or None)
+        context.add_output_metadata({**table_metadata(name, stored.schema, stored.rows),
+                                     "path": dg.MetadataValue.path(wh.local_path(stored.path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         meta = context.definition_metadata or {}

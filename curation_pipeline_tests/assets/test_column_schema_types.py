@@ -40,3 +40,47 @@ def test_column_schema_types_are_the_stored_parquet_types(curated):
     for asset in TABLES:
         assert stored[(asset, first)].equals(stored[(asset, second)], check_metadata=False), asset
         assert _shown(instance, asset, first) == _shown(instance, asset, second), asset
+
+
+def test_the_column_schema_is_the_written_footers_without_reading_the_file_back(tmp_path, monkeypatch):
+    """handle_output takes the schema and row count from the footer it wrote (``Warehouse.store_table``): on
+    object storage a read-back is one more GET per table. What it shows is still what a reader gets, even
+    where that is not the frame's Arrow type (a timestamp[s] column is stored, and read back, as
+    timestamp[ms])."""
+    import pandas as pd
+    from fsspec.implementations.local import LocalFileSystem
+
+    from curation_pipeline.assets.io import warehouse_io_manager
+    from curation_pipeline.resources import WarehouseResource
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    shard = "sample-000000"
+    partitions = dg.StaticPartitionsDefinition([shard])
+
+    @dg.asset(name="pairs", partitions_def=partitions)
+    def pairs() -> pd.DataFrame:
+        return pd.DataFrame({"shard": [shard] * 3, "key": ["a", "b", "c"], "width": [1, None, 3],
+                             "seen_at": pd.Series(pd.to_datetime(["2024-01-01"] * 3)).astype("datetime64[s]")})
+
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    written = wh.table_path("pairs", shard)
+    reads = []
+    opened = LocalFileSystem._open
+
+    def counting(fs, path, mode="rb", *args, **kwargs):
+        if "r" in mode and fs._strip_protocol(path) == fs._strip_protocol(written):
+            reads.append(path)
+        return opened(fs, path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(LocalFileSystem, "_open", counting)
+    result = dg.materialize([pairs], partition_key=shard, resources={
+        "warehouse": WarehouseResource(root=str(tmp_path / "warehouse"), raw_root=str(tmp_path / "raw")),
+        "io_manager": warehouse_io_manager})
+    assert result.success
+    assert reads == []  # the table was written, never read back
+    metadata = result.asset_materializations_for_node("pairs")[0].metadata
+    footer = pq.ParquetFile(wh.local_path(written))
+    shown = {c.name: c.type for c in metadata["dagster/column_schema"].value.columns}
+    assert shown == {f.name: str(f.type) for f in footer.schema_arrow}, shown
+    assert shown["seen_at"] == "timestamp[ms]" and shown["key"] == "string", shown
+    assert metadata["dagster/row_count"].value == footer.metadata.num_rows == 3

@@ -6,13 +6,16 @@ import hashlib
 import json
 
 import dagster as dg
+import pandas as pd
 import pyarrow.parquet as pq
 
-from curation_pipeline.assets.dedup import settle_duplicates, settle_requests
-from curation_pipeline.decisions.dedup import DIGEST_KEY, POLICY_KEY
+from curation_pipeline.assets.dedup import (_policy_change, policy_config, settle_duplicates, settle_policy,
+                                           settle_requests)
+from curation_pipeline.decisions.dedup import DIGEST_KEY, POLICY_KEY, DedupIndex
 from curation_pipeline.decisions.policy import IN_CUT
 from curation_pipeline.definitions import build_definitions
 from curation_pipeline.reporting.report import RULES_HINT, unsettled_shards
+from curation_pipeline.resources import PolicyResource
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.assets.test_global_selection import SHARDS, copy_of, new_instance, scored  # noqa: F401
 from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES
@@ -235,6 +238,30 @@ def test_policy_fields_that_decide_nothing_reselect_nothing(scored, tmp_path):  
     assert asked == [], [(r.partition_key, r.tags["curation/reason"]) for r in asked]
     assert why == "duplicate index current for 2 shards; no shard is stale"
     assert published(wh) == decided and unsettled_shards(wh) == {}
+    # the other way round (the index built under them, the code location without): no difference reported
+    run(defs, instance, "dedup_index_job", run_config=policy(warn_drop_share=0.5))
+    asked, why = settle(defs, instance)
+    assert asked == [] and why == "duplicate index current for 2 shards; no shard is stale", why
+
+
+def test_settings_that_decide_nothing_are_no_reported_difference():
+    """Both reports of a stored policy against another (the settle sensor's note, `curate run`'s message) leave
+    out the settings that decide nothing (``POLICY_DIGEST_IGNORES``), as the policy digest does."""
+    ours = policy_config(PolicyResource())
+    ignored = {"warn_drop_share": 0.5, "max_unscored_share": 0.6, "drift": {**ours["drift"], "max_kl": 0.9}}
+
+    def stored(**changes) -> DedupIndex:
+        return DedupIndex(groups=pd.DataFrame(), links=pd.DataFrame(), identity={}, rules="",
+                          computed_at="then", policy={**ours, **changes})
+
+    settled, run_config, note = settle_policy(stored(**ignored), PolicyResource())
+    assert note == "", note  # still settled under the stored config, which decides the same
+    assert settled.warn_drop_share == 0.5 and run_config["resources"]["policy"]["config"]["warn_drop_share"] == 0.5
+    assert _policy_change({**ours, **ignored}, ours) == []
+    _, _, note = settle_policy(stored(rewrite=False, **ignored), PolicyResource())
+    assert "rewrite=False (code location: True)" in note, note
+    assert not any(name in note for name in ignored), note
+    assert _policy_change({**ours, "rewrite": False, **ignored}, ours) == ["rewrite=False (this run: True)"]
 
 
 def test_decisions_with_the_digest_of_the_full_config_are_not_all_reselected(scored, tmp_path):  # noqa: F811

@@ -16,6 +16,22 @@ def test_write_replace_and_read(tmp_path):
     assert list(tmp_path.rglob(".tmp-*")) == []
 
 
+def test_store_table_returns_the_schema_and_rows_its_footer_says(tmp_path):
+    """What a reader of the file gets (a declared type cast, a timestamp[s] stored as timestamp[ms], the
+    pipeline's own metadata), from the write itself."""
+    import pyarrow.parquet as pq
+
+    wh = Warehouse(str(tmp_path))
+    frame = pd.DataFrame({"key": ["a", "b"], "width": [1.0, None],
+                          "at": pd.Series(pd.to_datetime(["2024-01-01"] * 2)).astype("datetime64[s]")})
+    stored = wh.store_table("pairs", "s1", frame, metadata={"scorers": "x@1"})
+    assert stored.path == wh.table_path("pairs", "s1")
+    footer = pq.ParquetFile(stored.path)
+    assert stored.schema.equals(footer.schema_arrow, check_metadata=True)
+    assert str(stored.schema.field("at").type) == "timestamp[ms]" and stored.schema.metadata[b"scorers"] == b"x@1"
+    assert stored.rows == footer.metadata.num_rows == 2
+
+
 def test_a_failed_write_leaves_the_previous_file(tmp_path):
     wh = Warehouse(str(tmp_path))
     wh.write_table("pairs", "s1", pd.DataFrame({"key": ["a"]}))
