@@ -6,6 +6,7 @@ once per process and cached, so a run's steps never reload them per batch.
 
 
 import contextlib
+import dataclasses
 import os
 from functools import lru_cache
 from typing import Annotated, Literal, Optional, get_args
@@ -454,6 +455,14 @@ class ComputeResource(RayResource):
             return
         with super().yield_for_execution(context) as connected:
             yield connected
+
+    def resolved(self, stage: str, local_batch_size: int) -> dict:
+        """What a step of ``stage`` runs with, each setting as resolved (launchpad, its environment variable,
+        or the default): the UI's config form shows only what was typed, so a step's metadata says this."""
+        if not self.uses_ray:
+            return {"engine": "local"}
+        return {"engine": "ray", "address": self.address or "(private local)",
+                **dataclasses.asdict(self.options(stage, local_batch_size))}
 
     def options(self, stage: str, local_batch_size: int):
         """RayOptions for ``score`` or ``rewrite``."""

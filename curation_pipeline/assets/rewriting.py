@@ -79,6 +79,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
                    "acceptance_rate": accepted / len(lineage) if len(lineage) else None,  # no attempts: empty, not 0
                    "mean_score_gain": float(gain.mean()) if len(gain) else None}),
         **numbers(ray_stats),
+        "compute_settings": dg.MetadataValue.json(compute.resolved("rewrite", rewriter.batch_size)),
         "lineage": table(preview),
         "lineage_shown": dg.MetadataValue.text(f"first {len(preview)} of {len(lineage)} attempts (accepted first); "
                                                "all rows: curate lineage, or the rewritten_captions table"),

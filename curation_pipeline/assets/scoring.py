@@ -89,6 +89,7 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
         **numbers({"unknown_quality_share": float(quality.isna().mean()) if quality is not None and len(scores) else None}),
         **numbers(ray_stats),
         "compute": dg.MetadataValue.text(compute.engine),
+        "compute_settings": dg.MetadataValue.json(compute.resolved("score", warehouse.batch_size)),
         "scorers": dg.MetadataValue.json(versions),
         "quality_histogram": dg.MetadataValue.md(charts or "_no scores_"),
     }

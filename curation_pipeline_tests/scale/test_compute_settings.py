@@ -140,3 +140,28 @@ def test_the_charts_compute_values_reach_every_runs_resource(monkeypatch):
     # unset values add no variable: the resource's defaults hold
     default = _env(_kind(_render(), "Deployment")["spec"]["template"]["spec"]["containers"][0])
     assert not {n for n in default if n.startswith("CURATION_RAY_")} - {"CURATION_RAY_ADDRESS"}
+
+
+def test_a_steps_metadata_shows_the_settings_it_resolved(deployment, monkeypatch):
+    """The launchpad form shows only what was typed; what a step ran with (an environment variable's value,
+    a default) is in its materialization's ``compute_settings``."""
+    monkeypatch.setenv("CURATION_COMPUTE", "ray")
+    compute = _compute()
+    score = compute.resolved("score", 32)
+    assert score == {"engine": "ray", "address": "ray://head.example:10001", "batch_size": 16, "actors": 4,
+                     "cpus_per_actor": 2.5, "gpus_per_actor": 0.5, "threads_per_actor": 3, "decode_concurrency": 6,
+                     "decode_cpus": 1.0, "spread": False, "max_tasks_in_flight": 3, "wait_for_actors_s": 120, "max_retries": 0,
+                     "coordinator_memory_mb": 2048}
+    assert (compute.resolved("rewrite", 8)["actors"], compute.resolved("rewrite", 8)["gpus_per_actor"]) == (2, 2.0)
+    monkeypatch.setenv("CURATION_COMPUTE", "local")
+    assert _compute().resolved("score", 32) == {"engine": "local"}
+
+
+
+def test_a_local_materialization_records_its_compute_settings(curated):
+    instance, shard = curated["instance"], curated["shards"][0]
+    for asset in ("quality_scores", "rewritten_captions"):
+        metadata = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[shard]),
+            limit=1).records[0].event_log_entry.asset_materialization.metadata
+        assert metadata["compute_settings"].value == {"engine": "local"}, asset
