@@ -16,6 +16,7 @@ import pandas as pd
 
 from curation_pipeline.evaluation.keys import EXAMPLES, require_unambiguous_keys
 from curation_pipeline.evaluation.noise import LABELS
+from curation_pipeline.reporting.report import reason_signals
 from curation_pipeline.rewriting.verify import edit_ratio
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -81,6 +82,12 @@ def _examples(df: pd.DataFrame, limit: int, columns: list[str]) -> list[dict]:
             for row in df[columns].head(limit).to_dict("records")]
 
 
+def _top(values: pd.Series, n: int) -> dict[str, int]:
+    """The ``n`` most frequent values with their counts; ties in name order, so the cut is reproducible."""
+    counts = values.value_counts().sort_index().sort_values(ascending=False, kind="stable")
+    return {str(k): int(v) for k, v in counts.head(n).items()}
+
+
 def evaluate_labels(joined: pd.DataFrame, examples: int = 10) -> dict:
     """The report (plain JSON types) for truth rows joined with outcomes (``join_outcomes``)."""
     df = joined.copy()
@@ -92,8 +99,9 @@ def evaluate_labels(joined: pd.DataFrame, examples: int = 10) -> dict:
         report["labels"][label] = {
             "n": int(len(part)), "kept_unchanged": _share(part["outcome"].eq("kept")),
             "rewritten": _share(part["outcome"].eq("rewritten")), "dropped": _share(part["outcome"].eq("dropped")),
-            "drop_reasons": {k: int(v) for k, v in dropped.str.split(r" \(|;|:", n=1).str[0].value_counts()
-                             .head(3).items()},
+            # by the signal each reason names, as the quality report counts them: not split by a pair's own
+            # score ("low_text_quality=30.0" and "=0.0" are one reason; "duplicate:near_image" stays whole)
+            "drop_reasons": _top(dropped.map(reason_signals).explode(), 3),
         }
     noisy = df[df["label"].eq("noisy")].copy()
     noisy["caught"] = ~noisy["outcome"].eq("kept")

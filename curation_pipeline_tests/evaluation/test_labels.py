@@ -51,6 +51,19 @@ def test_report_figures():
     assert "exactly clean 25.0%" in text and "A cat sleeps." in text
 
 
+def test_drop_reasons_count_each_signal_whatever_the_pairs_score():
+    """Each junk pair dropped for low text quality counts under one reason, not one per score; a duplicate's
+    kind and a second signal of the same pair are their own."""
+    truth = pd.DataFrame([{"key": f"j{i}", "label": "junk", "caption": "x", "clean": None, "kinds": []}
+                          for i in range(6)]).assign(shard=None)
+    reasons = ["low_text_quality=30.0 (rules)", "low_text_quality=0.0 (rules)", "low_text_quality=10.0 (rules)",
+               "low_text_quality=60.0 (rules); not_english", "duplicate:near_image", "duplicate:exact_pair"]
+    final = pd.DataFrame({"key": truth["key"], "outcome": "dropped", "final_caption": None, "reason": reasons,
+                          "original_caption": None})
+    assert evaluate_labels(join_outcomes(truth, final))["labels"]["junk"]["drop_reasons"] == {
+        "low_text_quality": 4, "duplicate:exact_pair": 1, "duplicate:near_image": 1}
+
+
 def test_nothing_matches():
     with pytest.raises(ValueError, match="no labelled sample matches"):
         join_outcomes(TRUTH, FINAL.assign(key="other"))
