@@ -3,11 +3,11 @@
 ``scoring.text_quality`` flags a caption with them and ``rewriting.cleaner`` repairs it with the very
 same ones, so a caption the cleaner fixed can no longer fire the rule that flagged it (which is why
 ``rewriting.verify`` must not use them: it would be blind to exactly what they miss). Noise classes:
-links and their labels, camera and screenshot file names, stock-site and page UI boilerplate,
-credits and copyright lines, advertising clauses, bracketed source notes, control and invisible
-characters, text a wrong decode garbled, irregular whitespace, quotes around the whole caption, HTML
-entities, hashtags, repeats and shouting. Everything is precompiled: the scorer handles tens of
-thousands of captions a second.
+links and their labels, camera and screenshot file names, stock-site, wallpaper-site and page UI boilerplate
+(placeholders, shortcodes, a site's name ending the title), keyword lists, credits and copyright lines,
+advertising clauses, bracketed source notes, control and invisible characters, text a wrong decode garbled,
+irregular whitespace, quotes around the whole caption, HTML entities, hashtags, repeats and shouting.
+Everything is precompiled: the scorer handles tens of thousands of captions a second.
 """
 
 from __future__ import annotations
@@ -121,17 +121,74 @@ _STOCK_ID = (
     r"(?:\s*(?:id|no\.|nr\.|#)\s*[:#]?\s*(?=[\w-]*\d)[a-z\d]{3,}(?:[-_][a-z\d]+)*"
     rf"|\s+(?-i:(?=[A-Z\d-]*\d)[A-Z\d]{{3,}}(?:[-_][A-Z\d]+)*){_CLAUSE_END})"
 )
+# Where a label that takes the rest of its clause stops: the caption's end, a separator or a sentence end, never a
+# comma ("coffee, indoor" is the rest of an "Image may contain:" list).
+_LIST_END = r"(?=\s*(?:$|[|•·\n]|\s[-–—]\s|[.!?…](?:\s|$)))"
+# Image size and quality words of wallpaper sites: "1920x1080", "HD", "4K", "1080p", "Full HD".
+_RESOLUTION = r"\d{3,5}\s?[x×]\s?\d{3,5}(?:\s?(?:px|pixels))?"
+_QUALITY = (r"(?:full[\s-]?hd|ultra[\s-]?hd|[ufq]hd|hd|hq|[2458]k|\d{3,4}p"
+            r"|high[\s-](?:res(?:olution)?|quality|definition)|widescreen)")
+_WALLPAPER = r"(?:(?:desktop|mobile|phone|iphone|android|pc)\s+)?(?:wallpapers?|backgrounds?)"
+# Lorem ipsum and the words of its usual filler text, which go with it: lower-case, or capitalised only where no
+# English word could be meant ("Ut enim", "Duis aute"), so "Lorem ipsum. A dog" keeps "A dog".
+_LOREM = (
+    r"lorem\s+ipsum(?-i:(?:[\s,.;:]+(?:(?:dolor|sit|amet|consectetu?e?r|adipisc(?:ing|i)|elit|sed|do|eiusmod|tempor"
+    r"|incididunt|ut|labore|et|dolore|magna|aliqua|enim|ad|minim|veniam|quis|nostrud|exercitation|ullamco|laboris"
+    r"|nisi|aliquip|ex|ea|commodo|consequat|duis|aute|irure|in|reprehenderit|voluptate|velit|esse|cillum|eu|fugiat"
+    r"|nulla|pariatur|excepteur|sint|occaecat|cupidatat|non|proident|sunt|culpa|qui|officia|deserunt|mollit|anim"
+    r"|id|est|laborum|aenean|ligula|eget|massa|cum|sociis|natoque|penatibus|magnis|dis|parturient|montes|nascetur"
+    r"|ridiculus|mus|donec|quam|felis|ultricies|nec|pellentesque|pretium|sem|integer|vitae|nunc|nibh|vel|vivamus"
+    r"|lacus|mauris|neque|turpis|tellus|metus|purus|risus|justo|orci|odio|ante|urna|augue|at|ac|a)"
+    r"|Ut|Duis|Excepteur|Sed|Aenean|Donec|Nulla|Cum|Quisque|Vivamus|Nam|Pellentesque|Etiam|Maecenas|Fusce|Curabitur"
+    r"|Phasellus|Nullam|Morbi|Vestibulum|Praesent|Mauris|Suspendisse|Cras|Proin|Lorem|Neque)\b)*)"
+)
 BOILERPLATE_RE = re.compile(
     r"(?<!\w)(?:"
     rf"(?:(?:on|via|from|at)\s+)?{_STOCK_SITES}{_STOCK_ID}?"
     rf"|royalty[\s-]free(?:\s+stock)?(?:\s+{_MEDIA})?{_STOCK_ID}?(?:\s+(?:of|for))?"
     rf"|stock\s+{_MEDIA}{_STOCK_ID}?(?:\s+(?:of|for))?"
     rf"|free\s+(?:stock\s+)?(?:photos?|images?|pictures?){_STOCK_ID}?(?:\s+(?:of|for))?"
-    r"|image\s+may\s+contain"
+    # A generated list of guesses: "Image may contain: coffee, indoor" is no caption, its list goes too.
+    rf"|image\s+may\s+contain(?:\s*:?\s*[^|•·\n]*?{_LIST_END})?"
+    # Labels that stand as a clause of their own (one group: a branch that starts with a look-behind is tried at
+    # every word, so there are few of them).
+    rf"|{_CLAUSE_START}(?:"
+    # the same list, newer wording: "May be an image of 2 people and outdoors"
+    r"may\s+be\s+(?:an?\s+)?(?:image|photo|picture|illustration|graphic|cartoon|meme)\s+of"
+    rf"(?:\s*:?\s*[^|•·\n]*?{_LIST_END})?"
+    # a keyword field: "Tags: wedding, bride", "Keywords: barn; sunset"
+    rf"|(?:tags|tagged(?:\s+with)?|keywords|key\s+words)\s*:[^|•·\n]*?{_LIST_END}"
+    # placeholders a page shows where an image or its description is missing; a bare image size ("A lake |
+    # 1920x1080", never "a 1920x1080 screen")
+    r"|(?:(?:(?:this|the)\s+)?(?:image|photo|picture|img|file|page|video|media|content)\s+"
+    r"(?:(?:is|was)\s+)?(?:(?:currently|temporarily)\s+)?(?:not\s+(?:found|available)|unavailable|missing"
+    r"|coming\s+soon|(?:could|can)\s*not\s+be\s+(?:loaded|displayed|found|shown)|failed\s+to\s+load"
+    r"|(?:has\s+been|was)\s+(?:removed|deleted))"
+    r"|no\s+(?:image|photo|picture|preview|thumbnail)s?(?:\s+(?:available|found|yet))?"
+    r"|placeholder(?:\s+(?:image|photo|picture|text))?|dummy\s+(?:image|photo|picture|text)"
+    r"|error\s+404|404\s+(?:error|(?:page\s+)?not\s+found)"
+    r"|(?:enter|insert|add|type|write)\s+(?:(?:an?|your|the)\s+)?(?:image\s+)?(?:description|caption|alt(?:\s+text)?)"
+    rf"(?:\s+here)?|{_RESOLUTION}){_CLAUSE_END}"
+    rf"|{_LOREM})"
+    # A site's name as the page title's suffix: "A red barn at sunset | Pinterest", "Funny cats - YouTube".
+    r"|(?:(?<=[|•·])|(?<=[|•·]\s)|(?<=\s[-–—]\s))(?:pinterest|youtube|facebook|instagram|twitter|tumblr|reddit"
+    r"|imgur|flickr(?:\s*[-–—:]\s*photo\s+sharing)?|etsy|ebay|wikipedia|wikimedia\s+commons|deviantart|behance"
+    r"|dribbble|vimeo|tiktok|linkedin|houzz|weheartit|we\s+heart\s+it|giphy|redbubble|zazzle|aliexpress|imdb)!?"
+    r"(?=\s*(?:$|[|•·]|\s[-–—]\s))"
+    # Wallpaper-site size and quality labels: "1920x1080 HD wallpaper", "HD wallpaper 4k", "wallpapers 1080p" (a
+    # bounded number of size words: a run of them is read from each of its words).
+    rf"|(?=[fhuqw\d])(?:free\s+)?(?:(?:{_RESOLUTION}\s+)?(?:{_QUALITY}\s+){{1,3}}|{_RESOLUTION}\s+){_WALLPAPER}"
+    rf"(?:\s+(?:{_QUALITY}|{_RESOLUTION})){{0,3}}(?:\s+of)?"
+    rf"|(?=[dmpiawb]){_WALLPAPER}(?:\s+(?:{_QUALITY}|{_RESOLUTION})){{1,3}}"
+    # Stock vector labels and file formats: "Vector illustration", "EPS 10", "AI, EPS", "vector EPS".
+    r"|vector\s+(?:illustrations?|images?|graphics?|clip[\s-]?art|art(?:work)?|drawings?)(?:\s+(?:of|for))?"
+    r"|(?=[vaspcje])(?:vector\s+)?(?:(?:ai|svg|pdf|psd|cdr|jpe?g|png)\s*(?:[,/+&]|\band\b)\s*){0,4}"
+    r"eps(?:\s*-?\s*\d{1,2}(?!\d)|(?=\s*(?:[,/+&]|\band\b)\s*(?:ai|svg|pdf|psd|cdr|jpe?g|png)\b)|(?<=vector\seps))"
+    r"(?:\s*(?:[,/+&]|\band\b)\s*(?:ai|svg|pdf|psd|cdr|jpe?g|png|eps(?:\s*\d{1,2})?)){0,4}(?:\s+(?:files?|format))?"
     r"|click\s+(?:(?:here|image|photo|picture)\s+)?(?:to|for)\s+(?:enlarge|zoom(?:\s+in)?"
     r"|view\s+(?:larger|full(?:\s+size)?)|(?:a\s+)?larger(?:\s+(?:image|view|version))?)"
     r"|(?:view|see)\s+(?:larger|full[\s-]size)(?:\s+(?:image|photo|picture|version))?"
-    r"|no\s+(?:description|caption|alt(?:\s+text)?)\s+(?:available|provided)"
+    r"|no\s+(?:(?:photo|image|picture)\s+)?(?:description|caption|alt(?:\s+text)?)\s+(?:available|provided)"
     # Numbered like a file, not a "photo 2019 of the family": "Image no. 123", "photo_0042",
     # "Photo 2019-05-03 12:30"; "Image 12345" only as a whole clause.
     rf"|{_IMAGE_WORD}\s*(?:no\.?|#|id\s*:?)\s*\d{{3,}}"
@@ -151,14 +208,29 @@ BOILERPLATE_RE = re.compile(
 )
 
 _MEDIA_LABEL = r"(?:photo(?:graph)?|image|picture|pic|foto|video|footage|illustration|artwork|graphic)s?"
+# A user name in lower case ("jsmith", "jane_doe", "@jdoe", "john smith"): one or two words, none a word that
+# starts a phrase ("photo by the lake", "photo by night", "photo by my mum").
+_HANDLE_STOP = (
+    r"(?:a|an|the|my|your|his|her|our|their|its|this|that|these|those|me|him|us|them|you|one|two|three|some|several"
+    r"|many|night|day|daylight|sunlight|moonlight|candlelight|starlight|flash|hand|phone|iphone|drone|camera|film"
+    r"|satellite|mail|email|post|car|bus|train|boat|plane|air|sea|land|far|nature|design|chance|accident|request"
+    r"|default|unknown|anonymous|and|or|of|in|on|at|with|from|to|for|via)(?![\w.-])"
+)
+_HANDLE = rf"(?-i:@[\w.-]*\w|(?!{_HANDLE_STOP})[a-z][\w.-]*[a-z\d_](?:[ ](?!{_HANDLE_STOP})[a-z][\w.-]*[a-z\d_])?)"
 _YEARS = r"\d{4}(?:\s*[-–]\s*\d{4})?"
 _RIGHTS = r"(?:[\s.,;-]*all\s+rights\s+reserved)"
 # A credit that must end its clause: the end, a separator, a bracket or a sentence end, not a comma and prose.
 _CREDIT_END = r"(?=\s*(?:$|[|•·:;)\]]|[-–—]\s|[.!?…](?:\s|$)))"
 CREDIT_RE = re.compile(
     r"(?<![\w@])(?:"
+    # A lower-case user name: "photo by jsmith", "Credit: jane_doe" (first, so "Credit:" never goes without it).
+    # Only as a whole clause, so "A photo by the lake" stays; at a clause's end if it can only be a handle
+    # ("Sunset photo by jsmith88").
+    rf"{_CLAUSE_START}(?:{_MEDIA_LABEL}(?:\s+credits?)?\s+by|photographed\s+by|(?:{_MEDIA_LABEL}\s+)?credits?\s*:)"
+    rf"\s+{_HANDLE}{_CREDIT_END}"
+    rf"|{_MEDIA_LABEL}\s+by\s+(?-i:@[\w.-]*\w|[a-z][a-z.-]*(?:\d|_)[\w.-]*[a-z\d]){_CREDIT_END}"
     # Photo: Jane Doe / Photo credit: Jane Doe/AP / Picture by Jane Doe / Image courtesy of NASA
-    rf"{_MEDIA_LABEL}(?:\s+credits?)?\s*(?::|\bby\b|\bcourtesy(?:\s+of)?\b|©|\(c\))\s*{_CREDITED}"
+    rf"|{_MEDIA_LABEL}(?:\s+credits?)?\s*(?::|\bby\b|\bcourtesy(?:\s+of)?\b|©|\(c\))\s*{_CREDITED}"
     # Credit: Jane Doe/Reuters / Credits - Jane Doe / Source: Reuters / Image source: Wikimedia Commons
     rf"|(?:{_MEDIA_LABEL}\s+)?(?:credits?|sources?|via)\s*(?::|\s-)\s*(?:{_CREDITED})?"
     rf"|(?:photographer|author|artist|photo\s+editor)\s*:\s*{_CREDITED}"
@@ -436,14 +508,117 @@ _MEDIA_OBJECT_BEFORE_RE = re.compile(
     r"|from|about|like|into|through|by|(?:upload|download|brows|licens|search|edit|shar|post|creat|select|print|view"
     r"|choos|us|tak|mak)(?:e|es|ed|ing)|(?:upload|download|sell|buy|shoot|search|edit|post|print|view|find)(?:s|ed|ing)?"
     r"|bought|sold|took|taken|made|found|chose|shot)\s+$", re.IGNORECASE)
-_GENERIC_MEDIA_LABEL_RE = re.compile(r"(?:stock|royalty|free)\b", re.IGNORECASE)
+# So is a wallpaper or vector label ("A laptop showing an HD wallpaper", "A designer drawing a vector illustration").
+_GENERIC_MEDIA_LABEL_RE = re.compile(
+    r"(?:stock|royalty|free|vector|wallpapers?|backgrounds?|desktop|mobile|phone|iphone|android|pc|full|ultra|[ufq]?hd"
+    r"|hq|[2458]k|\d{3,4}p|high|widescreen|eps|ai|svg|pdf|psd|cdr|jpe?g|png)\b|\d{3,5}\s?[x×]", re.IGNORECASE)
+
+# WordPress and page-builder shortcodes: "[caption id="attachment_12" align="alignleft"]", "[/caption]",
+# "[gallery ids="1,2"]". Known names, or any lower-case name with a quoted attribute (and its closing tag); the text
+# they wrap stays.
+_SHORTCODE_ATTR = r"""\s+[\w-]+(?:\s*=\s*(?:"[^"\[\]\n]*"|'[^'\[\]\n]*'|[^\s"'\[\]=]+))?"""
+SHORTCODE_RE = re.compile(
+    r"\[/?(?:caption|wp_caption|gallery|embed|audio|video|playlist|(?:vc|et_pb|fusion)_\w+)"
+    rf"(?:{_SHORTCODE_ATTR})*\s*/?\]"
+    r"""|\[(?P<name>[a-z][\w-]*)(?:\s+[\w-]+\s*=\s*(?:"[^"\[\]\n]*"|'[^'\[\]\n]*'))+\s*/?\]"""
+)
+_SHORTCODE_CLOSE_RE = re.compile(r"\[/([a-z][\w-]*)\]")
+
+
+def shortcode_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every ``SHORTCODE_RE`` tag, and of the closing tags of the other names opened."""
+    if "[" not in text:
+        return []
+    codes = list(SHORTCODE_RE.finditer(text))
+    opened = {m.group("name") for m in codes if m.group("name")}
+    if opened:
+        codes += [m for m in _SHORTCODE_CLOSE_RE.finditer(text) if m.group(1) in opened]
+    return sorted(m.span() for m in codes)
+
+# Keyword stuffing: short tags listed as a clause of their own ("wedding, bride, groom, wedding dress, love,
+# couple"). A tag is one to three words, none of them a word that builds a phrase ("a", "with", "and", "is"), so an
+# enumeration inside a description is none ("A table with apples, pears, and bananas"), and a list a description
+# runs into by a comma is left alone ("A man wearing a hat, gloves, ..."). Six tags make a list, or four when a
+# word comes back in two of them ("wedding dress, wedding photo").
+_TAG_DELIM_RE = re.compile(r"\s*(?:(?P<weak>[,;])|[|•·\n]|(?<=\s)[-–—/]+(?=\s)|[.!?…]+(?=\s|$))\s*")
+_TAG_WORD_RE = re.compile(r"[^\W_][\w'’&.-]*")
+_TAG_STOPWORDS = frozenset(
+    "a an the and or nor but of in on at with without to from for by into onto over under near off up down out as"
+    " across through along around behind between beside toward towards against about after before during inside"
+    " outside past upon within below above beneath than then is are was were be been being am has have had do does"
+    " did it its this that these those his her their our my your he she they we who whom which what while where when"
+    " there here very not no".split())
+MIN_TAGS = 6
+MIN_TAGS_WITH_REPEAT = 4
+
+
+def _tag_words(item: str) -> list[str] | None:
+    """An item's words, lower-cased, if it is a tag; else None."""
+    words = item.split()
+    if not 1 <= len(words) <= 3:
+        return None
+    low = [w.lower() for w in words]
+    if any(w in _TAG_STOPWORDS or not _TAG_WORD_RE.fullmatch(w) for w in low):
+        return None
+    return low
+
+
+def tag_list_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every keyword list standing as a clause: bounded by the caption's ends, a separator ("|",
+    " - ") or a sentence end, never by a comma that ties it to a description. Text shown in the image is none."""
+    if sum(text.count(ch) for ch in ",;|•·") < MIN_TAGS_WITH_REPEAT - 1:
+        return []
+    # (start, end, a comma before it, a comma after it) of each item between delimiters
+    items: list[tuple[int, int, bool, bool]] = []
+    pos, weak_before = 0, False
+    for d in _TAG_DELIM_RE.finditer(text):
+        weak = d.group("weak") is not None
+        items.append((pos, d.start(), weak_before, weak))
+        pos, weak_before = d.end(), weak
+    items.append((pos, len(text), weak_before, False))
+    spans: list[tuple[int, int]] = []
+    run: list[tuple[int, int, bool, bool]] = []
+    run_words: list[list[str]] = []
+    for item in items + [(len(text), len(text), False, False)]:  # an empty item ends the last run
+        words = _tag_words(text[item[0]:item[1]])
+        if words is not None:
+            if run or not item[2]:  # a tag a comma ties to a description starts no list
+                run.append(item)
+                run_words.append(words)
+            continue
+        while run and run[-1][3]:  # nor may a comma tie the list's end to one
+            run.pop()
+            run_words.pop()
+        seen: set[str] = set()
+        repeat = False
+        for ws in run_words:
+            repeat = repeat or not seen.isdisjoint(ws)
+            seen.update(ws)
+        long_enough = len(run) >= MIN_TAGS or (repeat and len(run) >= MIN_TAGS_WITH_REPEAT)
+        if long_enough and not is_shown_text(text, run[0][0]):
+            spans.append((run[0][0], run[-1][1]))
+        run, run_words = [], []
+    return spans
 
 
 def boilerplate_spans(text: str) -> list[tuple[int, int]]:
-    """The ``BOILERPLATE_RE`` labels: what the cleaner cuts, and so what the scorer penalises ("A sign that says
-    Free Downloads" has none; nor has "a man uploading stock photos")."""
-    return [(s, e) for s, e in _label_spans(BOILERPLATE_RE, text)
-            if not (_GENERIC_MEDIA_LABEL_RE.match(text, s) and _MEDIA_OBJECT_BEFORE_RE.search(text, 0, s))]
+    """The ``BOILERPLATE_RE`` labels, shortcodes and keyword lists (``tag_list_spans``), merged: what the cleaner
+    cuts, and so what the scorer penalises ("A sign that says Free Downloads" has none; nor has "a man uploading
+    stock photos")."""
+    spans = [(s, e) for s, e in _label_spans(BOILERPLATE_RE, text)
+             if not (_GENERIC_MEDIA_LABEL_RE.match(text, s) and _MEDIA_OBJECT_BEFORE_RE.search(text, 0, s))]
+    spans += shortcode_spans(text)
+    spans += tag_list_spans(text)
+    if len(spans) < 2:
+        return spans
+    spans.sort()
+    merged = [spans[0]]
+    for s, e in spans[1:]:
+        if s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+        else:
+            merged.append((s, e))
+    return merged
 
 
 def credit_spans(text: str) -> list[tuple[int, int]]:

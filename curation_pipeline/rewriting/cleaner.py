@@ -215,7 +215,11 @@ class CaptionCleaner(Rewriter):
     # 8: a trailing capitalised tag keeps its word only after a verb that takes it as object (celebrating,
     #    supporting...; "A puppy sleeping #Cute" -> "A puppy sleeping"); a capital letter or abbreviation is no article
     #    ("Gate A #airport" -> "Gate A")
-    version = "8"
+    # 9: more boilerplate cut: a site name ending the title ("A red barn | Pinterest", "- YouTube"), keyword lists
+    #    ("wedding, bride, groom, ..."), placeholders ("Image not found", "Lorem ipsum ..."), WordPress shortcodes (the
+    #    text they wrap stays), wallpaper and vector labels ("1920x1080 HD wallpaper", "Vector illustration. EPS 10"),
+    #    and the whole "Image may contain: coffee, indoor" list (nothing is left); lower-case credits ("photo by jsmith")
+    version = "9"
     needs_images = False
     prompt = None
 

@@ -28,7 +28,9 @@ PENALTIES: dict[str, float] = {
     "bad_encoding": 40.0,
     "filename": 40.0,  # a camera/file name: IMG_2041.JPG, DSC00123, 2041.jpg, Screenshot_2020-...
     "url": 30.0,  # http(s)://, www., bare domains such as example.com
-    "boilerplate": 30.0,  # stock-site / UI text as a label, as the cleaner cuts it: "stock photo", "click to enlarge"
+    # stock-site / UI text as a label, as the cleaner cuts it: "stock photo", "click to enlarge", "| Pinterest",
+    # "HD wallpaper 4k", "Image not found", "[caption ...]", a keyword list ("wedding, bride, groom, ...")
+    "boilerplate": 30.0,
     "advertising": 30.0,  # ads and calls to action: "buy now", "50% off", "free shipping", "click here to ..."
     "credit": 30.0,  # credits, sources, copyright as a label, as the cleaner cuts them: "Photo: Jane Doe", "(via AP)"
     "hashtag_spam": 25.0,  # >= 3 hashtags, hashtags > 30% of tokens, a run of 2+ tags, or a tag ending the caption
@@ -122,7 +124,9 @@ class CaptionTextQuality(Scorer):
     # 6: weak ad phrases ("learn more", "only $5", "call me") only with no description in their clause; a
     #    capitalised site name inside a clause ("a sign for Hotels.com in Times Square") is no link; "photo © 2019"
     #    and "uploading stock photos" read as the cleaner 7 reads them; one word repeated 4+ times is very_short
-    version = "6"
+    # 7: boilerplate as the cleaner 9 cuts it: site-name suffixes, keyword lists, placeholders, shortcodes, wallpaper
+    #    and vector labels, an "Image may contain:" list with its label (nothing left: very_short); lower-case credits
+    version = "7"
     needs_images = False
     outputs = (
         ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",

@@ -181,3 +181,88 @@ def test_bad_encoding_reads_what_the_reader_decodes(tmp_path):
     ])
     samples = {s.key: s for s in ShardReader(str(path), "s")}
     assert {k: P.has_bad_encoding(s.caption) for k, s in samples.items()} == {"a": True, "b": True, "c": False}
+
+
+# Page and site boilerplate a web caption carries: the label goes, the description stays.
+@pytest.mark.parametrize("text, noise", [
+    ("A red barn at sunset | Pinterest", ["Pinterest"]),
+    ("Funny cats - YouTube", ["YouTube"]),
+    ("A red barn | Flickr - Photo Sharing!", ["Flickr - Photo Sharing!"]),
+    ("Eiffel Tower - Wikipedia", ["Wikipedia"]),
+    ("Image not found", ["Image not found"]),
+    ("This photo is currently unavailable", ["This photo is currently unavailable"]),
+    ("A dog | 404 Not Found", ["404 Not Found"]),
+    ("enter image description here", ["enter image description here"]),
+    ("No photo description available.", ["No photo description available"]),
+    ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. A dog",
+     ["Lorem ipsum dolor sit amet, consectetur adipiscing elit"]),
+    ("1920x1080 HD wallpaper", ["1920x1080 HD wallpaper"]),
+    ("Mountain lake HD wallpaper 4k", ["HD wallpaper 4k"]),
+    ("A lake - wallpapers 1080p", ["wallpapers 1080p"]),
+    ("A lake | 1920x1080", ["1920x1080"]),
+    ("Vector illustration. EPS 10", ["Vector illustration", "EPS 10"]),
+    ("A cat, vector EPS", ["vector EPS"]),
+    ("A cat - AI, EPS, SVG", ["AI, EPS, SVG"]),
+    # a generated list of guesses goes whole: "coffee, indoor" is no caption
+    ("image may contain: coffee, indoor", ["image may contain: coffee, indoor"]),
+    ("Image may contain: 2 people, people smiling. A day at the beach",
+     ["Image may contain: 2 people, people smiling"]),
+    ("May be an image of 2 people and outdoors", ["May be an image of 2 people and outdoors"]),
+    ("A barn. Tags: barn, red, farm", ["Tags: barn, red, farm"]),
+])
+def test_page_boilerplate(text, noise):
+    assert [text[s:e] for s, e in P.boilerplate_spans(text)] == noise
+
+
+# Ordinary captions holding the same words: a wallpaper, a vector, YouTube, a list of real things.
+PAGE_PROSE = [
+    "A man hanging wallpaper in a kitchen", "The wallpaper is peeling off the wall",
+    "A wallpaper with a flower pattern", "A laptop showing an HD wallpaper", "A 1920x1080 monitor on a desk",
+    "A 4K TV on a wall", "A physics teacher draws a vector on the board", "A designer drawing a vector illustration",
+    "A chart of EPS growth",
+    "A boy watching YouTube on a tablet", "A cat video on YouTube", "Logos of Facebook, Twitter and YouTube",
+    "Trees in the rainforest | Amazon", "A man types on a computer - Facebook headquarters",
+    "A table with apples, pears, and bananas", "Red, white and blue balloons",
+    "A man wearing a hat, sunglasses, scarf, gloves, boots, jacket, tie", "Mark Rothko, Untitled, 1969",
+    "A girl in a red coat, blue jeans, white shoes, black hat, green scarf, and gloves",
+    "Lemons, limes, oranges, grapefruit on a table", "A sign that says image not found", "A page of a book",
+    "A nice photo by the lake", "Paris photo by night", "Photo by night", "A man takes a photo by the river",
+    "A woman in a shirt reading photo by jsmith", "Photo: two dogs playing in the snow", "[Video] Cats playing",
+]
+
+
+@pytest.mark.parametrize("text", PAGE_PROSE)
+def test_page_prose_is_no_noise(text):
+    assert not P.has_boilerplate(text) and not P.has_credit(text)
+
+
+def test_keyword_lists():
+    stuffed = "wedding, bride, groom, wedding dress, wedding photo, love, couple, marriage"
+    assert P.tag_list_spans(stuffed) == [(0, len(stuffed))]
+    tail = "A bride and groom at the altar - wedding, bride, groom, love, couple, marriage"
+    assert [tail[s:e] for s, e in P.tag_list_spans(tail)] == ["wedding, bride, groom, love, couple, marriage"]
+    pipes = "A red barn at sunset | barn | red | farm | sunset | rural | countryside"
+    assert [pipes[s:e] for s, e in P.tag_list_spans(pipes)] == ["barn | red | farm | sunset | rural | countryside"]
+    # four tags only when a word comes back; a list a description runs into by a comma is an enumeration
+    assert P.tag_list_spans("wedding, wedding dress, bride, groom") == [(0, 36)]
+    for kept in ["dog, cat, bird, fish", "A man wearing a hat, sunglasses, scarf, gloves, boots, jacket, tie",
+                 "Apples, pears, plums, figs, and a table with limes",
+                 "A sign listing: apples, pears, plums, figs, kiwi, lime"]:
+        assert P.tag_list_spans(kept) == [], kept
+
+
+def test_shortcodes_go_and_their_text_stays():
+    text = '[caption id="attachment_12" align="alignleft"]A dog on the beach[/caption]'
+    assert [text[s:e] for s, e in P.shortcode_spans(text)] == [
+        '[caption id="attachment_12" align="alignleft"]', "[/caption]"]
+    other = '[foo bar="1"]A dog[/foo] [b]bold[/b]'  # a closing tag only for a name opened as a shortcode
+    assert [other[s:e] for s, e in P.shortcode_spans(other)] == ['[foo bar="1"]', "[/foo]"]
+
+
+def test_lower_case_credits():
+    for text, credit in [("A red barn. photo by jsmith", "photo by jsmith"), ("photo by jsmith", "photo by jsmith"),
+                         ("A dog. credit: jsmith", "credit: jsmith"),
+                         ("A barn | image by jane_doe", "image by jane_doe"),
+                         ("Sunset over the lake photo by jsmith88", "photo by jsmith88"),
+                         ("A dog - photo by @jdoe", "photo by @jdoe")]:
+        assert [text[s:e] for s, e in P.credit_spans(text)] == [credit], text

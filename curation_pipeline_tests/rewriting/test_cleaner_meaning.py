@@ -49,6 +49,22 @@ PROSE = [
     "Photographer uploading stock photos",
     "A dog that is not a stock photo",
     "A designer browsing royalty free images",
+    # words of wallpaper, vector, video and photo-site boilerplate, and lists, in descriptions
+    "A man hanging wallpaper in a kitchen",
+    "A laptop showing an HD wallpaper",
+    "A 4K TV and a 1920x1080 monitor on a desk",
+    "A designer drawing a vector illustration",
+    "A physics teacher draws a vector on the board",
+    "A boy watching YouTube on a tablet",
+    "Logos of Facebook, Twitter and YouTube",
+    "Trees in the rainforest | Amazon",
+    "A nice photo by the lake",
+    "Paris photo by night",
+    "A table with apples, pears, and bananas",
+    "A man wearing a hat, sunglasses, scarf, gloves, boots, jacket, tie",
+    "A girl in a red coat, blue jeans, white shoes, black hat, green scarf, and gloves",
+    "A sign that says image not found",
+    "Mark Rothko, Untitled, 1969",
 ]
 
 
@@ -114,6 +130,12 @@ NOISE = {
     "A dog on the beach | Copyright": ("A dog on the beach", "remove_credits"),
     "A red dress Buy now!": ("A red dress", "remove_ads"),
     "Vintage travel poster: Buy now": ("Vintage travel poster", "remove_ads"),  # a listing, not a poster's text
+    # the same words where they are page boilerplate
+    "A red barn at sunset | Pinterest": ("A red barn at sunset", "remove_boilerplate"),
+    "Funny cats playing with yarn - YouTube": ("Funny cats playing with yarn", "remove_boilerplate"),
+    "A mountain lake HD wallpaper 4k": ("A mountain lake", "remove_boilerplate"),
+    "Abstract blue background. Vector EPS 10": ("Abstract blue background.", "remove_boilerplate"),
+    "A red barn at sunset. photo by jsmith": ("A red barn at sunset.", "remove_credits"),
 }
 
 

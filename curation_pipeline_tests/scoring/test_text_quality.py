@@ -32,13 +32,21 @@ RULE_CASES = {
          "Click to enlarge", "Red car free download", "No description available.",
          "Shutterstock dog portrait", "Sunset via Alamy", "Getty Images red car", "Free image of a dog",
          "Thumbnail of a red car", "Stock Photo - Image 12345", "A dog on the beach - thumbnail",
-         "Photo 2019-05-03 12:30 a dog on the beach", "A dog on the beach | Downloads"],
+         "Photo 2019-05-03 12:30 a dog on the beach", "A dog on the beach | Downloads",
+         # page and site boilerplate, keyword lists
+         "A red barn at sunset | Pinterest", "Funny cats - YouTube", "Image not found", "Lorem ipsum dolor sit amet",
+         '[caption id="attachment_12" align="alignleft"]A dog[/caption]', "1920x1080 HD wallpaper",
+         "Mountain lake HD wallpaper 4k", "Vector illustration. EPS 10",
+         "wedding, bride, groom, wedding dress, wedding photo, love, couple, marriage"],
         [CLEAN, "A nice photo by the lake", "A man downloading files", "A stock market chart",
          "Free kick in a soccer game", "A photo booth at a wedding", "A man downloads a file on his laptop.",
          "A close-up of a painted thumbnail.", "A photo 2019 of the family.", "The website offers a free download.",
          # the cleaner keeps these (text shown in the image, a match inside its clause): so must the score
          "A sign that says Free Downloads", "A man in a shirt reading stock photo", "A dog on Unsplash today",
-         "A poster: Image may contain"],
+         "A poster: Image may contain",
+         # the same words in descriptions
+         "A man hanging wallpaper in a kitchen", "A laptop showing an HD wallpaper", "A boy watching YouTube",
+         "A designer drawing a vector illustration", "A table with apples, pears, and bananas"],
     ),
     "advertising": (
         ["A red dress - Buy now", "A red dress 50% off", "Up to 40% off | A red dress", "A red dress. Free shipping",
@@ -58,14 +66,15 @@ RULE_CASES = {
          "A dog runs . Credit: Jane Doe/Reuters", "Photo: Jane Doe. A dog runs", "A dog runs (Source: Reuters)",
          "A dog runs (source: http://example.com/a)", "Photograph: Jane Doe for The Guardian", "Jane Doe/Getty Images",
          "A dog runs [via Reuters]", "A dog runs {www.example.com}", "Copyright 2015 Jane Doe. All rights reserved.", "A dog runs - via Flickr",
-         "Copyright 2019 John Smith, a dog runs"],
+         "Copyright 2019 John Smith, a dog runs", "A red barn. photo by jsmith", "A dog runs. credit: jsmith"],
         [CLEAN, "A photographer takes a photo of a couple", "A credit card on a table", "The source of the river",
          "A bus goes via Main Street", "Photo of a dog by the lake", "A man takes a photo by the river",
          "Via Appia, an ancient Roman road.", "Copyright law books on a shelf.",
          "A woman holding a copyright symbol sign",
          # the cleaner keeps these (text shown in the image, a match inside its clause): so must the score
          "A man in a shirt reading Photo by John Smith", "A sign that says Copyright 2019 Jane Doe",
-         "A woman holding a © sign", "A mug with all rights reserved printed on it"],
+         "A woman holding a © sign", "A mug with all rights reserved printed on it", "A nice photo by the lake",
+         "Paris photo by night"],
     ),
     "control_chars": (
         ["A d\x00og runs", "A \x1b[31mdog\x1b[0m runs", "\ufeffA dog runs", "A dog \u202eruns", "A dog\u200b runs",
@@ -149,6 +158,13 @@ def test_empty_caption_scores_zero(caption):
         ("A red cup of coffee in a caf\ufffd on a table", 60.0, "bad_encoding"),
         ("A d\x00og in a cafÃ© on grass", 40.0, "control_chars,bad_encoding"),
         ("A barn, Shutterstock ID 123456", 45.0, "boilerplate,too_short"),  # the ID goes with its label (@5)
+        # @7: nothing but page boilerplate, a keyword list or a lower-case credit is very short, under drop_threshold
+        ("image may contain: coffee, indoor", 30.0, "boilerplate,too_short,very_short"),
+        ("wedding, bride, groom, wedding dress, wedding photo, love, couple, marriage", 30.0,
+         "boilerplate,too_short,very_short"),
+        ("Image not found", 30.0, "boilerplate,too_short,very_short"),
+        ("photo by jsmith", 30.0, "credit,too_short,very_short"),
+        ("A red barn at sunset | Pinterest", 70.0, "boilerplate"),
         ('"A dog runs on grass"', 90.0, "wrapped_quotes"),
         ("Buy now! 50% off", 30.0, "advertising,too_short,very_short"),
         ("Photo: Jane Doe", 30.0, "credit,too_short,very_short"),
@@ -177,7 +193,7 @@ def test_scorer_columns_and_missing_captions():
     assert df["text_quality"].dtype == "float64"
     assert df["text_quality"].tolist() == [100.0, 0.0, 0.0]
     assert df["text_quality_rules"].tolist() == ["", "empty", "empty"]
-    assert scorer.needs_images is False and scorer.ident == "text_quality@6"
+    assert scorer.needs_images is False and scorer.ident == "text_quality@7"
 
 
 def test_score_is_clamped():
@@ -258,3 +274,21 @@ def test_one_word_repeated_scores_as_one_word():
         assert caption_rules(junk) == ["too_short", "very_short", "repetition"]
         assert caption_score(caption_rules(junk)) == caption_score(caption_rules(junk.split()[0])) - 20
     assert caption_rules("Talk talk talk") == ["repetition"]
+
+
+# Rules that mark a caption as noisy (length rules aside): a human caption fires none of them.
+NOISE_RULES = frozenset(PENALTIES) - {"empty", "too_short", "very_short", "too_long", "low_letter_share"}
+
+
+def test_no_human_caption_is_taken_for_noise(flickr_dir):
+    """Every Flickr8k caption (5,000 with the evaluation data, else the shipped stand-ins): no noise rule fires and
+    the cleaner cuts nothing. The keyword-list, placeholder, wallpaper and lower-case credit rules of
+    text_quality 7 must not take a description for web noise."""
+    from curation_pipeline.rewriting.cleaner import clean_caption
+
+    with open(flickr_dir / "captions.jsonl") as fh:
+        captions = [c for line in fh for c in json.loads(line)["captions"]]
+    flagged = [(c, rules) for c in captions if NOISE_RULES.intersection(rules := caption_rules(c))]
+    assert flagged == []
+    cut = [(c, ops) for c in captions if set(ops := clean_caption(c)[1]) - {"strip_punctuation"}]
+    assert cut == []
