@@ -10,6 +10,9 @@ A shard whose ``final_captions`` or ``rewritten_captions`` was made from another
 current file's (``CaptionHistory.stale``, and a ``STALE`` line under each of its pairs). So is a shard whose
 ``final_captions`` resolved other rewrite attempts than its stored ``rewritten_captions`` holds (that table
 made again alone): its published captions are not the rewrites its attempts show (``stale_rewrites``).
+A shard with a table that failed a blocking check when it was made (``failed_blocking_checks`` in its Parquet
+metadata, as the report reads it) is marked ``BLOCKED``: its final captions are shown, but none of them is
+published by that run (no step reads a blocked table), only a curated tar of an earlier run may be.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class CaptionHistory:
     # shard -> why its captions are not the current raw file's, for the shards of ``final`` that are stale
     stale: dict[str, str] = field(default_factory=dict)
     stale_marks: dict[str, str] = field(default_factory=dict)  # shard -> the STALE line under each of its pairs
+    # shard -> which table failed which blocking check(s), and what of the shard is published, for blocked shards
+    blocked: dict[str, str] = field(default_factory=dict)
     matched: int = 0  # pairs matching key/shard, rewritten or not: with ``rewritten_only``, none rewritten is no error
 
 
@@ -91,22 +96,44 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
             stale[s], marks[s] = why, RAW_MARK
         elif why := stale_rewrites(provenance, s):
             stale[s], marks[s] = why, REWRITES_MARK
-    return CaptionHistory(final=final, attempts=attempts, stale=stale, stale_marks=marks, matched=int(matched))
+    return CaptionHistory(final=final, attempts=attempts, stale=stale, stale_marks=marks,
+                          blocked=_blocked(provenance, sorted(shown), warehouse), matched=int(matched))
+
+
+def _blocked(provenance: dict[str, dict[str, dict[str, str]]], shards: list[str], warehouse: Warehouse
+             ) -> dict[str, str]:
+    """shard -> a sentence naming its tables that failed a blocking check when made, and the checks, in the
+    report's words (``shard_statuses``): nothing of the shard is published, or a curated tar of an earlier
+    run still is, which a blocked table does not withdraw."""
+    failed = {}
+    for shard in shards:
+        tables = [(t, checks) for t in TABLES if (checks := provenance.get(t, {}).get(shard, {}).get("failed"))]
+        if tables:
+            failed[shard] = "; ".join(f"{t} failed its blocking check(s) {checks.replace(',', ', ')}"
+                                      for t, checks in tables)
+    published = warehouse.curated_shards() if failed else set()
+    return {shard: f"{which} when it was made: " + (
+        f"not published, but curated/{shard}.tar of an earlier run still is (re-run the shard, or delete that tar "
+        "to withdraw it)" if shard in published else "nothing of it is published") for shard, which in failed.items()}
 
 
 RAW_MARK = "made from another raw file than the shard's pairs read now (see above)"
 REWRITES_MARK = "final caption made from earlier rewrite attempts than those below (see above)"
+BLOCKED_MARK = "not published: the shard failed a blocking check (see above)"
 
 
 def format_history(history: CaptionHistory, limit: int = 50) -> str:
     """Readable text for the CLI: per pair, the final outcome then each attempt."""
     if history.final.empty:
         return "no matching pairs"
-    lines = [f"STALE shard {shard}: {why}" for shard, why in history.stale.items()]
+    lines = [f"BLOCKED shard {shard}: {why}" for shard, why in history.blocked.items()]
+    lines += [f"STALE shard {shard}: {why}" for shard, why in history.stale.items()]
     grouped = {k: g for k, g in history.attempts.groupby(["shard", "key"])} if len(history.attempts) else {}
     for row in history.final.head(limit).itertuples(index=False):
         attempts = grouped.get((row.shard, row.key), pd.DataFrame())
         lines.append(f"{row.shard}/{row.key}: {row.outcome.upper()} — {row.reason}")
+        if row.shard in history.blocked:
+            lines.append(f"  BLOCKED:  {BLOCKED_MARK}")
         if row.shard in history.stale:
             lines.append(f"  STALE:    {history.stale_marks.get(row.shard, RAW_MARK)}")
         lines.append(f"  original: {row.original_caption!r}")

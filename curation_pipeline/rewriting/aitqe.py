@@ -108,7 +108,14 @@ def _quoted_value(text: str, start: int) -> tuple[str, int, bool, bool]:
 
 
 def _unescape(value: str) -> str:
-    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), value)
+    r"""Escapes decoded as ``json.loads`` decodes them, ``\uXXXX`` included, so a reply cut off before its closing
+    brace reads as a complete one does ("caf\u00e9" is "café"); a surrogate pair is one character ("\ud83d\ude00"
+    one emoji), a lone half, which no text can hold, U+FFFD."""
+    decoded = re.sub(r"\\(?:u([0-9a-fA-F]{4})|(.))",
+                     lambda m: chr(int(m.group(1), 16)) if m.group(1) else _ESCAPES.get(m.group(2), m.group(0)), value)
+    if any("\ud800" <= ch <= "\udfff" for ch in decoded):
+        decoded = decoded.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return decoded
 
 
 def _scan(text: str) -> tuple[dict[str, str], set[str], set[str]]:
@@ -325,8 +332,9 @@ class AitqeRewriter(GeneratingRewriter):
         self.stop_strings = [OVERALL_MARKER] if stop_after_overall else None
         # 3: images as the reference decodes them (shards.reader.model_image); 4: a caption holding the
         # released checkpoint's pad token is refused, as the reference refuses it (AitqeGenerator.refusal);
-        # 5: a recaption holding escaped quotes is no longer rejected as ambiguous (_quoted_value)
-        self.version = f"5:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+        # 5: a recaption holding escaped quotes is no longer rejected as ambiguous (_quoted_value); 6: \uXXXX escapes
+        # decoded in a reply cut off at <Overall> too, as in a complete one (_unescape)
+        self.version = f"6:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,
                                     device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                     vision_tower=vision_tower)

@@ -163,10 +163,13 @@ def _remove_hashtags(text: str) -> str:
 
 
 def _sentence_case(text: str) -> str:
-    """ALL CAPS -> Sentence case. Acronyms are lowered too: the price of undoing shouting."""
+    """ALL CAPS -> Sentence case. Acronyms are lowered too: the price of undoing shouting. Turkish dotted "İ"
+    lowers to "i" (``str.lower`` gives "i" + a combining dot, U+0307) and stays "İ" starting a sentence."""
     if not is_all_caps(text):
         return text
-    return _SENTENCE_START_RE.sub(lambda m: m.group(1) + m.group(2).upper(), text.lower())
+    lowered = text.replace("İ", "i").lower()  # one character for one: the positions stay the text's
+    return _SENTENCE_START_RE.sub(
+        lambda m: m.group(1) + ("İ" if text[m.start(2)] == "İ" else m.group(2).upper()), lowered)
 
 
 OPERATIONS: dict[str, Callable[[str], str]] = {
@@ -219,7 +222,8 @@ class CaptionCleaner(Rewriter):
     #    ("wedding, bride, groom, ..."), placeholders ("Image not found", "Lorem ipsum ..."), WordPress shortcodes (the
     #    text they wrap stays), wallpaper and vector labels ("1920x1080 HD wallpaper", "Vector illustration. EPS 10"),
     #    and the whole "Image may contain: coffee, indoor" list (nothing is left); lower-case credits ("photo by jsmith")
-    version = "9"
+    # 10: Turkish all caps lowered without a combining dot ("İSTANBUL'DA BİR KEDİ" -> "İstanbul'da bir kedi")
+    version = "10"
     needs_images = False
     prompt = None
 

@@ -101,15 +101,36 @@ class AcceptanceRules:
 # Written from what a broken leftover looks like, not from what the cleaner removes; it must
 # not import curation_pipeline.captions (a test holds it to that).
 _BRACKETS = {"(": ")", "[": "]", "{": "}"}
-_CURLY_QUOTES = (("“", "”"), ("«", "»"), ("「", "」"))
-_LABEL_STUB = re.compile(
-    r"\b(?:sources?|credits?|photo(?:graph)?s?|images?|pictures?|pic|via|courtesy|copyright|caption|alt(?:\s+text)?"
-    r"|photographer|author|by)\s*:", re.IGNORECASE)
-_BRACKET_STUB = re.compile(r"[(\[{]\s*(?:sources?|credits?|via|photo|image|courtesy|copyright)\b", re.IGNORECASE)
-# "via" and "courtesy of" dangle at the end whatever precedes them; "credits" and "copyright" only alone or
-# after a media word ("A dog. Credit", "A dog photo credit"), never as a noun ("the film's end credits").
-_END_STUB = re.compile(r"\b(?:(?P<prep>via|courtesy\s+of)"
-                       r"|(?P<media>(?:photo|image|picture|pic)s?\s+)?(?:credits?|copyright))\s*[.!?]?\s*$", re.IGNORECASE)
+# Words of a credit or media label, case-folded, beyond English in the languages captions most often come in: a
+# stub left of "Crédit photo : Jean Dupont", "Foto: dpa", "Bild: Getty Images" or "Fuente: EFE" is one as much as
+# "Credit" is.
+_CREDIT_WORDS = ("source", "sources", "credit", "credits", "copyright", "courtesy",
+                 "crédit", "crédits", "crédito", "créditos", "credito", "crediti", "kredit", "quelle", "quellen",
+                 "fuente", "fuentes", "fonte", "bron", "źródło", "источник", "πηγή", "bildnachweis", "fotonachweis")
+_AUTHOR_WORDS = ("caption", "photographer", "author", "autor", "auteur", "autore", "photographe", "fotógrafo",
+                 "fotografo", "fotograf")
+_MEDIA_WORDS = ("photo", "photos", "photograph", "photographs", "image", "images", "picture", "pictures", "pic",
+                "pics", "foto", "fotos", "fotografía", "fotografia", "fotografie", "photographie", "bild", "bilder",
+                "imagen", "imagem", "immagine", "afbeelding", "zdjęcie", "фото", "φωτογραφία", "fotoğraf")
+# What ties a name to a media word: "Photo by", "Foto von", "Photo de", "Foto di", "Foto por".
+_BYLINE_WORDS = ("by", "via", "von", "par", "de", "di", "por")
+_LABEL_WORDS = frozenset(_CREDIT_WORDS + _AUTHOR_WORDS + _MEDIA_WORDS + _BYLINE_WORDS)
+
+
+def _alternation(words: tuple[str, ...]) -> str:
+    return "|".join(map(re.escape, sorted(words, key=len, reverse=True)))
+
+
+_CREDIT, _MEDIA, _BYLINE = (_alternation(_CREDIT_WORDS), _alternation(_MEDIA_WORDS),
+                             _alternation(_BYLINE_WORDS))
+_LABEL_STUB = re.compile(r"\b(?:" + _alternation(_CREDIT_WORDS + _AUTHOR_WORDS + _MEDIA_WORDS)
+                         + r"|alt(?:\s+text)?|via|by)\s*:", re.IGNORECASE)
+_BRACKET_STUB = re.compile(r"[(\[{]\s*(?:" + _CREDIT + r"|via|photo|image|foto)\b", re.IGNORECASE)
+# "via" and "courtesy of" dangle at the end whatever precedes them, and so does a media word's byline ("Photo by",
+# "Foto von"); a credit word ("credits", "copyright", "Crédit", "Quelle") only alone or after a media word
+# ("A dog. Credit", "A dog photo credit"), never as a noun ("the film's end credits", "una fuente").
+_END_STUB = re.compile(r"\b(?:(?P<prep>via|courtesy\s+of|(?:" + _MEDIA + r")\s+(?:" + _BYLINE + "))"
+                       r"|(?P<media>(?:" + _MEDIA + r")\s+)?(?:" + _CREDIT + r"))\s*[.!?]?\s*$", re.IGNORECASE)
 _LINK_DEBRIS = re.compile(r"://|\bwww\.|\bhttps?(?=[:/])", re.IGNORECASE)
 # An HTML/XML tag ("<br>", "</b>", "<img src=...>"): markup, not caption text ("a < b" and "<3" are no tags).
 _MARKUP = re.compile(r"<[a-zA-Z/][^<>]*>")
@@ -129,7 +150,7 @@ _LEAD_IN = re.compile(
     r"|\bhere(?:\s+is|'s|’s)\s+(?:the|an?|my|your)\s+(?:\w+\s+)?caption\b", re.IGNORECASE)
 _BIDI_MARKS = "\u200e\u200f\u061c"  # LRM, RLM, ALM: needed in right-to-left text, so kept if the original had them
 _SEPARATOR_END = tuple(",;:|/\\-–—•·+&([{")
-_OPENING_OK = "\"'“‘«„¿¡([{#@$€£"
+_OPENING_OK = "\"'“”‘«„‚»「『¿¡([{#@$€£"  # opening quotes as each language writes them, and signs
 
 
 def _is_punct_token(token: str) -> bool:
@@ -151,13 +172,37 @@ def _unbalanced(text: str) -> list[str]:
         elif ch in _BRACKETS.values() and (not stack or _BRACKETS[stack.pop()] != ch):
             broken = True
     found = ["unbalanced brackets"] if broken or stack else []
-    if text.count('"') % 2 or any(text.count(o) != text.count(c) for o, c in _CURLY_QUOTES):
+    if text.count('"') % 2 or _curly_quotes_unbalanced(text):
         found.append("unbalanced quotes")
     return found
 
 
+# Which open curly quote each closing one may close: quotes pair by language, “…” (English), „…“ (German), „…”
+# (Polish), ”…” (Swedish), «…» (French), »…« (German, Danish), 「…」 and 『…』. A quote that closes none opens one
+# (“ in English, » in German), but 」 and 』 only close. Single quotes (‚…‘, ‘…’) are not checked: ’ is the apostrophe.
+_CLOSES = {"“": "„", "”": "“„”", "»": "«", "«": "»", "」": "「", "』": "『"}
+_OPENS_ONLY = "„「『"
+
+
+def _curly_quotes_unbalanced(text: str) -> bool:
+    """Whether a curly quote is left open or closes none (``_CLOSES``), each kind on its own: double quotes,
+    guillemets, corner brackets."""
+    open_quotes: dict[str, list[str]] = {"double": [], "guillemet": [], "corner": []}
+    for ch in text:
+        if ch not in _CLOSES and ch not in _OPENS_ONLY:
+            continue
+        stack = open_quotes["double" if ch in "“”„" else "guillemet" if ch in "«»" else "corner"]
+        if ch in _CLOSES and stack and stack[-1] in _CLOSES[ch]:
+            stack.pop()
+        elif ch in "」』":
+            return True
+        else:
+            stack.append(ch)
+    return any(open_quotes.values())
+
+
 def _empty_pairs(text: str) -> bool:
-    return bool(re.search(r"\(\s*\)|\[\s*\]|\{\s*\}|\"\s*\"|“\s*”", text))
+    return bool(re.search(r"\(\s*\)|\[\s*\]|\{\s*\}|\"\s*\"|“\s*”|„\s*[“”]", text))
 
 
 def _tail_fragment(text: str) -> str | None:
@@ -179,15 +224,39 @@ def _cut_tail(tail: str, original: str) -> bool:
     """Whether a bare-word tail is where the rewrite cut the original: the original has a sentence that
     starts with the same words (compared as the edit ratio compares them) and goes on with what was
     removed ("Lunch in Rome. Pasta time IMG_2041.JPG" -> "Lunch in Rome. Pasta time"). A rewrite that
-    stops in the middle of text of its own has no such sentence in the original, and a tail that starts
-    with a separator is a leftover whatever the original had."""
+    stops in the middle of text of its own has no such sentence in the original, a tail that starts
+    with a separator is a leftover whatever the original had, and so is one that was a label there
+    (``_label_there``: "A dog runs . Image: Jane Doe" -> "A dog runs . Image")."""
     if tail[0] in "|-–—•·/,;:":
         return False
     want = [_comparable(w) for w in tail.split()]
     masked = _ABBREVIATION_DOT.sub(lambda m: m.group(0)[:-1] + "\x00", original).split()  # same tokens as split()
-    tokens = [_comparable(w) for w in original.split()]
+    raw = original.split()
+    tokens = [_comparable(w) for w in raw]
     return any(masked[j - 1].endswith((".", "!", "?")) and tokens[j:j + len(want)] == want
+               and not _label_there(raw, j, len(want))
                for j in range(1, len(tokens) - len(want) + 1))
+
+
+def _label_there(raw: list[str], start: int, count: int) -> bool:
+    """Whether the original's words ``raw[start:start + count]`` (a tail the rewrite kept) begin a label there:
+    they are label words only ("Photo", "Photo credit", "Crédit", "Foto"), end on a byline ("Photo by"), or a
+    colon follows them, maybe after further label words ("Image: Jane Doe", "Crédit photo : Jean Dupont",
+    "Vintage photo: Jane Doe"). What a removal of the label's name leaves is its stub, no sentence."""
+    kept = [_comparable(w) for w in raw[start:start + count]]
+    if all(w in _LABEL_WORDS for w in kept) or kept[-1] in _BYLINE_WORDS:
+        return True
+    colon = (":", "：")
+    if raw[start + count - 1].endswith(colon):
+        return True
+    for token in raw[start + count:]:
+        if token.startswith(colon):
+            return True
+        if _comparable(token) not in _LABEL_WORDS:
+            return False
+        if token.endswith(colon):
+            return True
+    return False
 
 
 _BLACK_FLAG = "\U0001F3F4"

@@ -1,7 +1,8 @@
 """AITQE's own verdict as a score: its 1-10 overall rating and its recaption, stored once.
 
 The policy can take ``aitqe_overall`` as its quality column (the paper publishes no cut-off; its
-examples suggest 6-8); the stored recaption spares the rewriting stage a second model call.
+examples suggest 6-8). ``aitqe_recaption`` is stored for inspection only: no later step reads it, and
+the ``aitqe`` rewriter (``rewriting.aitqe.AitqeRewriter``) calls the model again for its candidate.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class AitqeScorer(Scorer):
                                     device=device, dtype=dtype, vision_tower=vision_tower)
         # 2: images as the reference decodes them (model_image); 3: a caption holding the released checkpoint's
         # pad token gets no score, as the reference refuses it (AitqeGenerator.refusal); 4: a recaption holding
-        # escaped quotes is no longer rejected as ambiguous (rewriting.aitqe._quoted_value)
-        self.version = f"4:{model}:max_new={max_new_tokens}"
+        # escaped quotes is no longer rejected as ambiguous (rewriting.aitqe._quoted_value); 5: a cut-off reply's
+        # \uXXXX escapes in the recaption are decoded, as in a complete reply
+        self.version = f"5:{model}:max_new={max_new_tokens}"
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
         def instruction(caption):
