@@ -86,6 +86,26 @@ def _quiet() -> dict:
     return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+def _run_config(defs) -> dict:
+    """Quiet loggers, and the warehouse resource as the definitions hold it, its root absolute: recorded with
+    every run this command starts (the settle helpers' too, which take no tags), so the report tells this
+    warehouse's runs from another ``--warehouse``'s in the same Dagster home (``assets/failures.py``).
+    Every setting of the resource: run config replaces its whole config."""
+    from curation_pipeline.assets.failures import warehouse_id
+
+    warehouse = defs.resources["warehouse"]
+    config = {name: getattr(warehouse, name) for name in type(warehouse).model_fields}
+    config["root"] = warehouse_id(warehouse.root)
+    return {**_quiet(), "resources": {"warehouse": {"config": config}}}
+
+
+def _run_tags(run_config: dict) -> dict[str, str]:
+    """The tag that names the warehouse a run writes to (``curation/warehouse``, its absolute root)."""
+    from curation_pipeline.assets.failures import WAREHOUSE_TAG
+
+    return {WAREHOUSE_TAG: run_config["resources"]["warehouse"]["config"]["root"]}
+
+
 def _last_error(result) -> str | None:
     """The last failure message of an in-process run, if any."""
     errors = [e.message for e in result.all_events if e.is_failure and e.message]
@@ -152,15 +172,17 @@ def _stop_on_interrupt():
             signal.signal(s, signal.SIG_IGN)
 
 
-def _run_shards(job, instance, shards: list[str], desc: str, assets=None, stop_if_interrupted=lambda: None) -> list[str]:
-    """Each shard's run of ``job`` (only ``assets`` of it, if given), reporting failed checks and
-    errors; returns the shards whose run failed."""
+def _run_shards(job, instance, shards: list[str], desc: str, run_config: dict, assets=None,
+                stop_if_interrupted=lambda: None) -> list[str]:
+    """Each shard's run of ``job`` (only ``assets`` of it, if given) under ``run_config`` (``_run_config``),
+    reporting failed checks and errors; returns the shards whose run failed."""
     from tqdm import tqdm
 
+    tags = _run_tags(run_config)
     failed = []
     for shard in tqdm(shards, desc=desc, unit="shard"):
         result = job.execute_in_process(partition_key=shard, instance=instance, raise_on_error=False,
-                                        run_config=_quiet(), asset_selection=assets)
+                                        run_config=run_config, asset_selection=assets, tags=tags)
         stop_if_interrupted()
         checks = [c for c in result.get_asset_check_evaluations() if not c.passed]
         for c in checks:
@@ -193,12 +215,13 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[lis
     job = defs.resolve_job_def("curate_shards")
     cut = defs.resources["policy"].keep_fraction is not None
     two_passes = len(selected) > 1 or cut
+    run_config = _run_config(defs)  # every run says which warehouse it wrote to
     with _stop_on_interrupt() as stop_if_interrupted:
-        failed = _run_shards(job, instance, selected, *(("scoring", SCORE_KEYS) if two_passes else ("shards", None)),
-                             stop_if_interrupted)
+        desc, assets = ("scoring", SCORE_KEYS) if two_passes else ("shards", None)
+        failed = _run_shards(job, instance, selected, desc, run_config, assets, stop_if_interrupted)
         if cut and len(failed) < len(selected):
             result = defs.resolve_job_def("selection_cut_job").execute_in_process(
-                instance=instance, raise_on_error=False, run_config=_quiet())
+                instance=instance, raise_on_error=False, run_config=run_config, tags=_run_tags(run_config))
             stop_if_interrupted()
             if not result.success:
                 undecided = [s for s in selected if s not in failed]
@@ -209,19 +232,19 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[lis
         if len(failed) < len(selected) and "selection_cut" not in failed:
             settled: dict = {}
             # says so when the pool was decided under another policy: this run's re-selects those shards
-            failed += settle_duplicates(defs, instance, _quiet(), settled, stop_if_interrupted,
+            failed += settle_duplicates(defs, instance, run_config, settled, stop_if_interrupted,
                                         say=lambda message: click.echo(f"  {message}", err=True), own=selected)
             if cut:  # shards of earlier runs, decided against the cut of a smaller pool
-                failed += settle_cut(defs, instance, _quiet(), skip=tuple(selected), results=settled,
+                failed += settle_cut(defs, instance, run_config, skip=tuple(selected), results=settled,
                                      after_each_run=stop_if_interrupted)
             if two_passes:  # the shards scored above and not re-selected by settling, decided once
                 todo = [s for s in selected if s not in failed and f"reselect:{s}" not in settled]
-                failed += _run_shards(job, instance, todo, "deciding", DECIDE_KEYS, stop_if_interrupted)
-        reported = report and _report(defs, instance, failed, stop_if_interrupted)
+                failed += _run_shards(job, instance, todo, "deciding", run_config, DECIDE_KEYS, stop_if_interrupted)
+        reported = report and _report(defs, instance, failed, stop_if_interrupted, run_config)
     return failed, reported
 
 
-def _report(defs, instance, failed: list[str], stop_if_interrupted) -> bool:
+def _report(defs, instance, failed: list[str], stop_if_interrupted, run_config: dict) -> bool:
     """Rebuild the quality report, whatever failed: an old one would still call a shard that failed or
     was blocked in this run ok (the new one lists it so, out of the pooled figures). Not when no shard
     has been decided yet: there is nothing to report. Returns whether it was rebuilt; a failed build is
@@ -234,7 +257,7 @@ def _report(defs, instance, failed: list[str], stop_if_interrupted) -> bool:
         click.echo(f"  quality_report: not built, no shard has {', '.join(missing)} yet", err=True)
         return False
     result = defs.resolve_job_def("quality_report_job").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=_quiet())
+        instance=instance, raise_on_error=False, run_config=run_config, tags=_run_tags(run_config))
     stop_if_interrupted()
     if not result.success:
         failed.append("quality_report")
@@ -344,13 +367,14 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     Warehouse(warehouse).check_reachable()
     for message in rejected:
         click.echo(f"skipped: {message}", err=True)
-    selected = list(shards) or sorted(found)
+    selected = list(dict.fromkeys(shards)) or sorted(found)  # `--shard a --shard a` runs it once
     unknown = [s for s in selected if s not in found]
     if unknown:
         raise BadInput(f"no raw shard {', '.join(unknown)} in {raw} (found: {', '.join(sorted(found)) or 'none'})")
     if not selected:
         raise BadInput(f"no .tar shards found in {raw}; "  # sample-data writes a local folder, not a URL
-                       + (f"generate samples with `curate sample-data --out {raw}` or " if not _is_url(raw) else "")
+                       + (f"generate samples with `curate sample-data --out {shlex.quote(raw)}` or "
+                          if not _is_url(raw) else "")
                        + "point --raw elsewhere")
     settings = settings or {}
     for name, cls in _resource_classes().items():
@@ -379,11 +403,13 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     from curation_pipeline.storage.warehouse import Warehouse
 
     wh = Warehouse(warehouse)
+    quoted = shlex.quote(warehouse)  # every path printed as a shell word: copied, a space or quote still works
     click.echo("")
-    click.echo(f"curated shards: {wh.local_path(wh.curated_dir)}/")
+    click.echo(f"curated shards: {shlex.quote(wh.local_path(wh.curated_dir) + '/')}")
     if reported:  # the path of an old report would pass it off as this run's
-        click.echo(f"quality report: {wh.local_path(wh.report_db_path)}  (curate report --warehouse {warehouse})")
-    click.echo(f"lineage:        curate lineage --warehouse {warehouse} --shard {selected[0]}")
+        click.echo(f"quality report: {shlex.quote(wh.local_path(wh.report_db_path))}  "
+                   f"(curate report --warehouse {quoted})")
+    click.echo(f"lineage:        curate lineage --warehouse {quoted} --shard {selected[0]}")
     click.echo(f"web UI:         {ui_command(raw, warehouse)}, then open http://127.0.0.1:3000")
     if failed:
         click.echo(f"FAILED: {', '.join(failed)}", err=True)
@@ -533,21 +559,38 @@ def _flag(*decls, setting: str, help: str):
     return click.option(*decls, cls=SettingFlag, setting=setting, help=help)
 
 
+SAMPLE_SHARDS = tuple(f"sample-{i:06d}" for i in range(3))  # what generate_sample_shards() writes by default
+
+
+def sample_shards_folder() -> Path:
+    """The bundled sample shards' folder, holding ``SAMPLE_SHARDS``: the checkout's data/raw (committed;
+    written there if missing), else, for an installed package (no checkout), a folder in the user's cache.
+    Never the working folder's ./data/raw, whatever it holds, nor CURATION_RAW."""
+    from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS
+
+    if (REPO / "workspace.yaml").is_file():
+        folder = REPO / WAREHOUSE_DEFAULTS["raw_root"][1]
+    else:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        folder = cache / "curation-pipeline" / "sample-shards"
+    if not all((folder / f"{shard}.tar").is_file() for shard in SAMPLE_SHARDS):
+        from curation_pipeline.demo import generate_sample_shards
+
+        generate_sample_shards(folder, n_shards=len(SAMPLE_SHARDS))
+    return folder
+
+
 @main.command()
 @WAREHOUSE
 def demo(warehouse: str) -> None:
-    """Run every stage on the bundled sample shards (offline profile, rule-based rewriter).
+    """Run every stage on the bundled sample shards (offline profile, rule-based rewriter): the checkout's
+    data/raw, else written once to ~/.cache/curation-pipeline/sample-shards; only those shards.
 
     Example: curate demo
     """
-    from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS
-
-    raw = WAREHOUSE_DEFAULTS["raw_root"][1]  # the bundled samples' folder, whatever CURATION_RAW says
-    if not any(Path(raw).glob("*.tar")):
-        from curation_pipeline.demo import generate_sample_shards
-
-        generate_sample_shards(raw)
-    sys.exit(run_shards(raw, warehouse, (), True, {"scoring": {"profile": "offline"}, "rewriter": {"kind": "cleaner"}}))
+    raw = str(sample_shards_folder())
+    sys.exit(run_shards(raw, warehouse, SAMPLE_SHARDS, True,
+                        {"scoring": {"profile": "offline"}, "rewriter": {"kind": "cleaner"}}))
 
 
 @main.command()
@@ -711,7 +754,7 @@ def export_uids(warehouse, out, shards) -> None:
     try:
         with object_storage_errors(warehouse):
             published = wh.curated_shards()  # one listing, local or on object storage
-            wanted = [validate_key(s) for s in shards] or sorted(published)
+            wanted = list(dict.fromkeys(validate_key(s) for s in shards)) or sorted(published)  # each once
             missing = [s for s in wanted if s not in published]
             if missing or not wanted:
                 raise BadInput(f"no curated shard {', '.join(missing) or 'at all'} in {folder}; run `curate run` first")
@@ -789,7 +832,8 @@ def evaluate(warehouse, judgments, score, fmt, captions_file, keep_reference_can
                 pairs = read_judgments(judgments, fmt, captions_file, not keep_reference_candidates)
                 for path in write_judgment_shards(pairs, images, make_shards):
                     click.echo(path)
-                click.echo(f"then: curate run --raw {make_shards} --warehouse <dir> --profile clip --clip-model ...")
+                click.echo(f"then: curate run --raw {shlex.quote(make_shards)} --warehouse <dir> --profile clip "
+                           "--clip-model ...")
                 return
             if not score:
                 raise BadInput("--judgments needs --score (a quality_scores column, or ref_minilm)")

@@ -192,6 +192,8 @@ class ScoringResource(dg.ConfigurableResource):
 def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams: int, batch_size: int,
               device: str, trust_remote_code: bool) -> Rewriter:
     generation = {"max_new_tokens": max_new_tokens} if max_new_tokens > 0 else {}
+    if kind in ("vlm", "aitqe") and not model.strip():  # else the loader's "Model '' could not be loaded"
+        raise ValueError(f"rewriter {kind!r} needs rewriter.model (--rewriter-model): a HuggingFace id or a local path")
     if kind == "cleaner":
         from curation_pipeline.rewriting.cleaner import CaptionCleaner
 

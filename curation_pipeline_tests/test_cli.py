@@ -405,3 +405,59 @@ def test_convert_model_that_cannot_be_loaded_is_bad_input(tmp_path, src):
     assert result.exit_code == EXIT_BAD_INPUT and isinstance(result.exception, SystemExit), result.output
     assert result.output.startswith(f"Error: Model '{src}'") and "could not be loaded" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_a_repeated_shard_runs_once_and_every_printed_path_is_quoted(tmp_path, monkeypatch):
+    """`--shard a --shard a` is one shard; the printed follow-up commands work when copied, whatever the
+    warehouse's name holds (a space, a quote)."""
+    import shlex
+
+    import dagster as dg
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw, wh = raw_with(tmp_path, ["sample-000001"]), tmp_path / "my wh's"
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", "--raw", str(raw), "--warehouse", str(wh), "--profile", "offline",
+                                  "--shard", "sample-000001", "--shard", "sample-000001"])
+    assert result.exit_code == 0 and "done: 1 shards curated" in result.output, result.output
+    with dg.DagsterInstance.get() as instance:
+        assert len(instance.get_runs(dg.RunsFilter(job_name="curate_shards"))) == 1
+    lines = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in result.output.splitlines() if ":" in line}
+    assert shlex.split(lines["curated shards"]) == [f"{wh / 'curated'}/"]
+    report_path, command = lines["quality report"].split("  (")
+    assert shlex.split(report_path) == [str(wh / "quality.duckdb")]
+    for words in (shlex.split(command.removesuffix(")")), shlex.split(lines["lineage"])):
+        assert words[0] == "curate", words
+        copied = runner.invoke(main, words[1:])
+        assert copied.exit_code == 0 and "sample-000001" in copied.output, (words, copied.output)
+
+
+@pytest.mark.parametrize("kind", ["vlm", "aitqe"])
+def test_a_model_rewriter_without_a_model_is_bad_input_that_names_the_flag(env, kind):
+    result = CliRunner().invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--rewriter", kind])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert f"rewriter '{kind}' needs rewriter.model (--rewriter-model)" in result.output, result.output
+
+
+def test_demo_curates_the_bundled_samples_never_the_working_folders_data_raw(tmp_path, monkeypatch):
+    """Outside the checkout, ./data/raw may hold anyone's shards: the demo runs the bundled samples only, the
+    checkout's data/raw, or for an installed package (no checkout) ones written to the user's cache."""
+    from curation_pipeline import cli
+
+    samples = ["sample-000000", "sample-000001", "sample-000002"]
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    shutil.copy(RAW_SAMPLES / "sample-000001.tar", tmp_path / "data" / "raw" / "mine.tar")
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    monkeypatch.setattr(cli, "run_shards", lambda raw, warehouse, shards, report, settings: ran.append(
+        (os.path.realpath(raw), list(shards))) or 0)
+    assert CliRunner().invoke(main, ["demo"]).exit_code == 0
+    assert ran.pop() == (os.path.realpath(RAW_SAMPLES), samples)
+    monkeypatch.setattr(cli, "REPO", tmp_path / "site-packages")  # installed: no checkout beside the package
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert CliRunner().invoke(main, ["demo"]).exit_code == 0
+    raw, shards = ran.pop()
+    assert shards == samples and raw == os.path.realpath(tmp_path / "cache" / "curation-pipeline" / "sample-shards")
+    for shard in samples:  # the bundled samples' bytes
+        assert (tmp_path / "cache" / "curation-pipeline" / "sample-shards" / f"{shard}.tar").read_bytes() == (
+            RAW_SAMPLES / f"{shard}.tar").read_bytes()

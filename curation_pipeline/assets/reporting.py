@@ -15,7 +15,8 @@ from curation_pipeline.resources import WarehouseResource
 
 @dg.asset(
     group_name="reporting", owners=OWNERS, tags={"stage": "reporting"},
-    code_version="4",  # bump when the same inputs give different output (3: the unsettled status; 4: decoded = full decodes)
+    code_version="5",  # bump when the same inputs give different output (3: the unsettled status; 4: decoded = full
+    # decodes; 5: failed = the last run in this warehouse failed, not one in another warehouse of the same home)
     deps=[curated_shards],
     kinds={"duckdb"},
     automation_condition=dg.AutomationCondition.eager(),
@@ -27,7 +28,10 @@ from curation_pipeline.resources import WarehouseResource
     "only writer of that file.",
 )
 def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    failures = shard_failures(context.instance)  # shards whose last run failed are listed with their error
+    # shards whose last run in this warehouse failed are listed with their error (other warehouses share the
+    # home); this run with no warehouse in its run config has the code location's own, where untagged runs wrote
+    configured = "warehouse" in (context.run.run_config.get("resources") or {})
+    failures = shard_failures(context.instance, warehouse.root, None if configured else warehouse.root)
     report = build_report(warehouse.warehouse(), failures=failures)
     context.log.info(f"report written to {report.db_path}")
     unsettled = report.shards[report.shards["status"].eq("unsettled")]

@@ -125,6 +125,24 @@ class _Members:
     meta: bytes | None = None
     meta_name: str | None = None
     duplicate: bool = False  # a key already read: its members are skipped, counted once
+    # why a caption / json member was not parsed (a dot in its key: ``img.v1.txt``), said where none was read
+    caption_unread: str | None = None
+    meta_unread: str | None = None
+
+    @property
+    def read_any(self) -> bool:
+        """Whether an image, caption or json member of the key was read: else it is no sample, only the counted
+        skips of its members (as a key whose only member is skipped unread)."""
+        return any(part is not None for part in (self.image, self.caption, self.meta))
+
+
+def _dotted(key: str, ext: str) -> str | None:
+    """Why a member whose extension ends like a parsed one (``img.v1.jpg``: ``v1.jpg``) is not parsed: the
+    key ends at the first dot of the name, as webdataset splits it. None for any other extension."""
+    if "." not in ext or ext.rsplit(".", 1)[1] not in (*IMAGE_EXTS, *CAPTION_EXTS, *META_EXTS):
+        return None
+    return (f".{printable_name(ext)} is never parsed: a key ends at the first dot (as webdataset splits names), so "
+            f"this member's key is {printable_name(key)!r}; rename it without a dot in the key")
 
 
 def original_size(meta: dict | None, max_side: int = ReaderLimits.max_original_side) -> tuple[int, int] | None:
@@ -535,7 +553,7 @@ class ShardReader:
                 self._skip("unsafe_key", key=key, member=name, detail="absolute path or '..' in the key")
                 continue
             if current is None or key != current.key:
-                if current is not None and not current.duplicate:
+                if current is not None and not current.duplicate and current.read_any:
                     yield current
                     seen.add(current.key)
                 if key in seen:
@@ -562,8 +580,18 @@ class ShardReader:
                 else:
                     self._skip("extra_meta", key=key, member=name)
             else:
-                self._skip("unsupported_member", key=key, member=name, detail=f".{ext} is never parsed")
-        if current is not None and not current.duplicate:
+                dotted = _dotted(key, ext)
+                self._skip("unsupported_member", key=key, member=name, detail=dotted or f".{ext} is never parsed")
+                if dotted is None:
+                    continue
+                why, kind = f"{printable_name(name)} not read: {dotted}", ext.rsplit(".", 1)[1]
+                if kind in IMAGE_EXTS and current.image is None and current.unread is None:
+                    current.unread = _Unread(ext, "missing", why)  # the pair's decode_error says why
+                elif kind in CAPTION_EXTS and current.caption_unread is None:
+                    current.caption_unread = why
+                elif kind in META_EXTS and current.meta_unread is None:
+                    current.meta_unread = why
+        if current is not None and not current.duplicate and current.read_any:
             yield current
 
     def _caption(self, group: _Members, meta: dict | None) -> tuple[str | None, str | None, str | None]:
@@ -597,7 +625,11 @@ class ShardReader:
             meta = meta_error = None
             if group.meta is not None:
                 meta, meta_error = parse_meta(group.meta, group.meta_name or f"{group.key}.json", self.limits)
+            else:
+                meta_error = group.meta_unread
             caption, caption_source, caption_problem = self._caption(group, meta)
+            if caption is None and caption_problem is None:
+                caption_problem = group.caption_unread
             original = original_size(meta, self.limits.max_original_side)
             unread = group.unread if group.image is None else None
             absent = (unread.status, unread.error) if unread is not None else None
