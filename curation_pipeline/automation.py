@@ -187,7 +187,7 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                 reason = "stale: " + "; ".join(sorted(causes))
         if reason is None:
             continue
-        failed = failed_the_same_way(instance, key, code)
+        failed = failed_the_same_way(instance, key, code, warehouse.root)
         if failed:
             held[key] = failed
         else:
@@ -224,16 +224,25 @@ def shard_code_versions(repository: dg.RepositoryDefinition | None) -> str | Non
     return ",".join(f"{key.to_user_string()}={graph.get(key).code_version}" for key in SHARD_KEYS if graph.has(key))
 
 
-def failed_the_same_way(instance: dg.DagsterInstance, key: str, code: str | None) -> str | None:
+def failed_the_same_way(instance: dg.DagsterInstance, key: str, code: str | None,
+                        warehouse_root: str | None = None) -> str | None:
     """Why the shard is held back, or None: its last two finished ``curate_shards`` runs both failed in a
     step (a missing or unreadable file, a blocking check: the same inputs and code fail the same way
     again), asked with the same code versions, which are still the shard assets' code versions, and no new
     raw version was observed since the first of them. One failure is not enough: a storage outage or a
     killed worker can surface as a step failure, so the shard is asked once more. A run whose process died
-    (OOM, a killed pod) has no failed step: asked again, so it resumes."""
+    (OOM, a killed pod) has no failed step: asked again, so it resumes. With ``warehouse_root`` (the code
+    location's), only runs in that warehouse count (``assets.failures.run_warehouse``): a ``curate run
+    --warehouse elsewhere`` that failed twice says nothing of this warehouse's shard."""
+    from curation_pipeline.assets.failures import run_warehouse, warehouse_id
+
     records = instance.get_run_records(
         dg.RunsFilter(job_name=curate_shards_job.name, tags={"dagster/partition": key},
-                      statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]), limit=HELD_AFTER)
+                      statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]),
+        limit=HELD_AFTER if warehouse_root is None else 100)
+    if warehouse_root is not None:
+        ours = warehouse_id(warehouse_root)
+        records = [r for r in records if run_warehouse(r.dagster_run, warehouse_root) == ours][:HELD_AFTER]
     if len(records) < HELD_AFTER or any(r.dagster_run.status != dg.DagsterRunStatus.FAILURE for r in records):
         return None
     tags = {record.dagster_run.tags.get(CODE_TAG) for record in records}

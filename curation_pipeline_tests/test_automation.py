@@ -281,6 +281,28 @@ def test_a_shard_that_failed_in_a_step_is_retried_once_then_held_until_its_raw_f
         assert list(_tick(defs, instance)) == ["sample-000000"]
 
 
+def test_failures_in_another_warehouse_hold_back_nothing_here(tmp_path):
+    """Every --warehouse shares the Dagster home: two failed ``curate run --warehouse other`` runs of a shard
+    (tagged with their warehouse) are no reason to hold back the code location's own run of it."""
+    from curation_pipeline.assets.failures import WAREHOUSE_TAG
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.resources import DriftConfig, PolicyResource
+
+    raw = _raw(tmp_path, ["sample-000000.tar"])
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
+                             scoring=ScoringResource(profile="text"),
+                             policy=PolicyResource(rewrite=False, drift=DriftConfig(mean_ratio_min=1.5, min_rows=1)))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("shards", ["sample-000000"])
+        for _ in range(2):  # failed in a step, in another warehouse
+            result = defs.resolve_job_def("curate_shards").execute_in_process(
+                partition_key="sample-000000", instance=instance, raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+                tags={WAREHOUSE_TAG: str(tmp_path / "other-wh")})
+            assert not result.success
+        assert list(_tick(defs, instance)) == ["sample-000000"]  # asked: its own warehouse never failed
+
+
 def test_a_touched_raw_shard_is_read_once_not_on_every_observation(tmp_path, monkeypatch):
     """A touch, or a copy restored from backup, changes the stat and no byte: the nightly observation
     hashes it once and records that stat's SHA-256 in the warehouse, so later observations, from any
