@@ -22,7 +22,7 @@ from curation_pipeline.scoring.registry import score_ranges, scorer_classes
 from curation_pipeline.scoring.run import raised_on
 from curation_pipeline.shards.reader import RECORD_COLUMNS
 from curation_pipeline.storage.warehouse import FileChanged
-from curation_pipeline.validation.drift import DriftResult, check_caption_length_drift, compare_lengths, drift_pairs
+from curation_pipeline.validation.drift import DriftResult, check_final_captions_drift, compare_lengths
 from curation_pipeline.validation.lengths import caption_lengths
 from curation_pipeline.validation.reference import REFERENCE_ASSET, read_reference
 from curation_pipeline.validation.tables import check_table
@@ -238,12 +238,10 @@ def final_captions_complete(df: pd.DataFrame, kept: pd.DataFrame, n_pairs: int) 
 
 def caption_length_drift(final: pd.DataFrame, policy: PolicyResource) -> dg.AssetCheckResult:
     """Over ``drift_pairs``; the kept pairs given a caption they lacked are counted as ``captions_written``."""
-    thresholds = policy.drift_thresholds()
-    compared = drift_pairs(final, thresholds.length_unit)
+    result = check_final_captions_drift(final, policy.drift_thresholds())
     kept = int(final["outcome"].ne("dropped").sum())
-    result = check_caption_length_drift(compared["original_caption"], compared["final_caption"], thresholds)
     return _drift_check_result(result, "caption_length_drift", dg.AssetCheckSeverity.ERROR, "caption lengths stable",
-                               {"captions_written": dg.MetadataValue.int(kept - len(compared))})
+                               {"captions_written": dg.MetadataValue.int(kept - result.n_original)})
 
 
 def _drift_check_result(result: DriftResult, check_name: str, severity: dg.AssetCheckSeverity, stable: str,

@@ -135,8 +135,23 @@ def drift_pairs(final: pd.DataFrame, unit: str) -> pd.DataFrame:
     """The pairs whose rewriting the drift check judges (and the chart and report show): kept, and
     captioned before. Dropping junk is the filter's doing, and a caption written for a pair that had
     none is not a length change."""
+    return _drift_rows(final, unit)[0]
+
+
+def _drift_rows(final: pd.DataFrame, unit: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """``drift_pairs`` and the lengths of their original captions."""
     kept = final[final["outcome"].ne("dropped")]
-    return kept[caption_lengths(kept["original_caption"], unit) > 0]
+    lengths = caption_lengths(kept["original_caption"], unit)
+    return kept[lengths > 0], lengths[lengths > 0]
+
+
+def check_final_captions_drift(final: pd.DataFrame, thresholds: DriftThresholds | None = None) -> DriftResult:
+    """``check_caption_length_drift`` over ``drift_pairs(final)`` (``n_original`` of them), each original
+    caption's length counted once (choosing the pairs counts them)."""
+    t = thresholds or DriftThresholds()
+    compared, original = _drift_rows(final, t.length_unit)
+    return compare_lengths(LengthCounts.of(original, t.length_unit),
+                           caption_lengths(compared["final_caption"], t.length_unit), t)
 
 
 def check_caption_length_drift(original: pd.Series, final: pd.Series,
