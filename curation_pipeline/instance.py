@@ -5,7 +5,8 @@ makes about 900 of them, and opening, committing and closing cost about 1.3 ms e
 steps outside scoring. ``PooledSqliteStorage`` is Dagster's ``DagsterSqliteStorage`` (the same files,
 tables and WAL journal, so the web UI, the daemon and other processes share them as before) whose run,
 event-log and schedule storages keep their connections open in a pool per database file. The shipped
-``dagster.yaml`` selects it through ``CurationInstance``.
+``dagster.yaml`` selects it through ``CurationInstance``. Its connections commit with
+``synchronous=NORMAL`` (``_no_sync_per_commit``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ class Engines:
                     engine.dispose(close=False)  # the parent's connections stay the parent's
                 self._engines.clear()
                 self._pid = os.getpid()
-            engine = self._engines.pop(url, None) or db.create_engine(url, **self._options)
+            engine = self._engines.pop(url, None)
+            if engine is None:
+                engine = db.create_engine(url, **self._options)
+                db.event.listen(engine, "connect", _no_sync_per_commit)
             self._engines[url] = engine
             while len(self._engines) > self._keep:
                 self._engines.popitem(last=False)[1].dispose()
@@ -69,6 +73,16 @@ class Engines:
         with self._lock:
             while self._engines:
                 self._engines.popitem()[1].dispose()
+
+
+def _no_sync_per_commit(dbapi_connection, _record) -> None:
+    """WAL with ``synchronous=NORMAL``: a commit no longer waits for the disk (fdatasync), a checkpoint still
+    does. A crash of the process or the OS loses nothing; a power cut may lose the last commits (events
+    of the runs then under way), never the database. Most commits of a run are its event log's: about
+    470 per shard, 0.4 ms each on this disk, a third of a shard's non-scoring steps."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 @contextmanager
