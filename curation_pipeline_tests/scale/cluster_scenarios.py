@@ -10,38 +10,115 @@ on ``result.json``. Scenarios:
             are compared with the local run's (``--reference``, a local warehouse).
 ``pairs``   ``pairs_inventory`` (the ``pairs`` table built on the cluster) for both shards, read
             from S3, compared with ``ShardReader`` iterated locally (rows, skips, fingerprint).
-``resume``  a Ray-backed run of two shards is killed while the second shard's scoring is on the
-            cluster; the nightly ``fill_missing_shards`` logic then re-runs what is unfinished.
-``clip``    ``quality_scores`` with a model profile (a tiny CLIP) on the cluster and locally: a model
-            scorer's name and columns are its instance's, not its class's.
+``resume``  once the first shard's run finished, a Ray-backed run of the second is killed while its
+            scoring is on the cluster; the nightly ``fill_missing_shards`` logic then re-runs what is
+            unfinished. ``e2e`` and ``resume`` share one warehouse and Dagster instance (either name
+            runs both): e2e's second shard is the re-run one, then cross-shard dedup settles.
+``clip``    ``quality_scores`` with a model profile (a tiny CLIP) locally, then on the cluster over the
+            same ``pairs``: a model scorer's name and columns are its instance's, not its class's.
 
 ``actor-options`` (its own cluster, no S3: a head with no CPUs and no memory, as KubeRay's, and a
             worker with a GPU slot, no device needed) what model actors and coordinators ask of Ray:
             scoring with ``gpus_per_actor: 1``, what a GPU-less actor sees of the node's GPUs, a
             batch that kills its actor every time, and the coordinator's memory and node.
+
+Each phase's wall and CPU seconds go into ``result.json`` (``phases``) and onto stderr, and each Dagster
+run's step seconds into its scenario's ``runs``: where the time goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Iterator
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 SHARDS = ["sample-000000", "sample-000001"]
+PHASES: dict[str, float] = {}  # wall and CPU seconds per phase
 
 
-def _compute(address: str):
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    started, cpu = time.monotonic(), CPU.sample()
+    try:
+        yield
+    finally:
+        PHASES[name] = round(time.monotonic() - started, 1)
+        PHASES[f"{name} (cpu)"] = round(CPU.sample() - cpu, 1)
+        print(f"phase {name}: {PHASES[name]} s, {PHASES[name + ' (cpu)']} cpu s", file=sys.stderr, flush=True)
+
+
+class _CpuMeter:
+    """CPU seconds of every process of this PID namespace, sampled each second by a thread (Ray's raylet
+    reaps its workers unwaited, SIGCHLD ignored, so a worker's CPU time is only seen while it lives): with
+    the wall time, whether a phase computes or waits."""
+
+    def __init__(self):
+        self.seen: dict[tuple[str, str], int] = {}  # (pid, start time) -> ticks
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.lock = threading.Lock()
+
+    def sample(self) -> float:
+        with self.lock:
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                except OSError:  # ended meanwhile
+                    continue
+                # its own utime and stime (children are sampled themselves); its start time tells pids apart
+                self.seen[(stat.parent.name, fields[19])] = int(fields[11]) + int(fields[12])
+            return sum(self.seen.values()) / self.tick
+
+    def start(self) -> "_CpuMeter":
+        def run():
+            while True:
+                self.sample()
+                time.sleep(1)
+
+        threading.Thread(target=run, daemon=True).start()
+        return self
+
+
+CPU = _CpuMeter()
+
+
+def _run_timings(instance) -> list[dict]:
+    """Per Dagster run of ``instance``: its job and partition, seconds from its start to its first step (the
+    resources' setup: the Ray connection) and each step's seconds, for the report."""
+    import dagster as dg
+
+    out = []
+    for run in reversed(instance.get_runs()):
+        started, starts, steps = None, {}, {}
+        for entry in instance.all_logs(run.run_id):
+            kind = entry.dagster_event_type
+            if kind == dg.DagsterEventType.RUN_START:
+                started = entry.timestamp
+            elif kind == dg.DagsterEventType.STEP_START:
+                starts[entry.step_key] = entry.timestamp
+                steps[entry.step_key] = None  # until it ends (a killed run's last step never does)
+            elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+                steps[entry.step_key] = round(entry.timestamp - starts[entry.step_key], 1)
+        first = min(starts.values(), default=None)
+        out.append({"job": run.job_name, "partition": run.tags.get("dagster/partition"),
+                    "setup": round(first - started, 1) if started and first else None, "steps": steps})
+    return out
+
+
+def _compute(address: str, actors: int = 2):
     from curation_pipeline.resources import ComputeResource
 
     # two model actors, one per node (SPREAD); small batches so both get work on 40-pair shards
-    return ComputeResource(engine="ray", address=address, actors=2, batch_size=0)
+    return ComputeResource(engine="ray", address=address, actors=actors, batch_size=0)
 
 
 def _materializations(instance, asset: str) -> list:
@@ -73,29 +150,6 @@ def _failures(results) -> list[str]:
     """The first failure events of these Dagster runs, with their errors, for a test's message."""
     return [str(e.event_specific_data.error)[-6000:] if getattr(e.event_specific_data, "error", None)
             else e.message for r in results for e in r.all_events if e.is_failure][:4]
-
-
-def e2e(args, server, cluster) -> dict:
-    from curation_pipeline.storage.warehouse import Warehouse
-    from curation_pipeline_tests.conftest import run_pipeline
-    from curation_pipeline_tests.scale.helpers import SECRET, table_differences
-
-    raw, root = f"s3://{server.bucket}/raw", f"s3://{server.bucket}/ray-warehouse"
-    started = time.monotonic()
-    instance, results = run_pipeline(raw, root, SHARDS, compute=_compute(cluster.client_address))
-    seconds = time.monotonic() - started
-    logged = "\n".join(str(e) for run in instance.get_runs() for e in instance.all_logs(run.run_id))
-    ok = all(r.success for r in results.values())
-    return {
-        "success": {name: r.success for name, r in results.items()},
-        "errors": _failures(results.values()),
-        "ray_nodes": _ray_nodes(instance),
-        "differences": table_differences(Warehouse(args.reference), Warehouse(root), SHARDS) if ok else ["failed"],
-        "temp_objects": [o for o in _s3_objects(f"{server.bucket}/ray-warehouse") if ".tmp-" in o],
-        "report": f"{server.bucket}/ray-warehouse/quality.duckdb" in _s3_objects(f"{server.bucket}/ray-warehouse"),
-        "secret_logged": SECRET in logged,
-        "ray_seconds": round(seconds, 1),
-    }
 
 
 def pairs_on_ray(args, server, cluster) -> dict:
@@ -130,10 +184,12 @@ def pairs_on_ray(args, server, cluster) -> dict:
             out.setdefault("rows", {})[shard] = len(got.inventory)
     finally:
         ray.shutdown()
-    return out
+    return {"pairs": out}
 
 
 def clip_on_ray(args, server, cluster) -> dict:
+    """Locally, ``pairs`` and ``quality_scores``; then on the cluster ``quality_scores`` alone, over the same
+    ``pairs`` (the ``pairs`` scenario and ``e2e`` build it on the cluster)."""
     import dagster as dg
 
     from curation_pipeline.assets.ingest import pairs
@@ -144,21 +200,25 @@ def clip_on_ray(args, server, cluster) -> dict:
     from curation_pipeline_tests.tiny_models import make_tiny_clip
 
     shard, out, tables = SHARDS[1], {}, {}
-    scoring = ScoringResource(profile="clip", clip=ClipConfig(model=make_tiny_clip(Path(args.out) / "tiny-clip")))
-    for engine in ("local", "ray"):
-        root = str(Path(args.out) / f"clip-{engine}")
-        compute = _compute(cluster.client_address) if engine == "ray" else ComputeResource()
-        instance = dg.DagsterInstance.ephemeral()
-        instance.add_dynamic_partitions("shards", [shard])
-        result = dg.materialize(
-            [pairs, quality_scores], partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET,
-            resources=build_resources(raw_root=f"s3://{server.bucket}/raw", warehouse_root=root, scoring=scoring,
-                                      compute=compute))
-        out[engine] = result.success
-        if result.success:
-            tables[engine] = Warehouse(root).read_table("quality_scores", shard)
-        else:
-            out.setdefault("errors", []).extend(_failures([result]))
+    root = str(Path(args.out) / "clip-warehouse")
+    with phase("clip: tiny model"):
+        scoring = ScoringResource(profile="clip", clip=ClipConfig(model=make_tiny_clip(Path(args.out) / "tiny-clip")))
+    for engine, assets in (("local", [pairs, quality_scores]), ("ray", [quality_scores])):
+        with phase(f"clip: {engine}"):
+            # one model actor: what the cluster built is what it describes (two would load CLIP twice)
+            compute = _compute(cluster.client_address, actors=1) if engine == "ray" else ComputeResource()
+            instance = dg.DagsterInstance.ephemeral()
+            instance.add_dynamic_partitions("shards", [shard])
+            result = dg.materialize(
+                assets, partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET,
+                resources=build_resources(raw_root=f"s3://{server.bucket}/raw", warehouse_root=root,
+                                          scoring=scoring, compute=compute))
+            out[engine] = result.success
+            if result.success:
+                tables[engine] = Warehouse(root).read_table("quality_scores", shard)
+            else:
+                out.setdefault("errors", []).extend(_failures([result]))
+                break  # no pairs for the cluster to score
     if len(tables) == 2:
         local, ray_ = tables["local"], tables["ray"]
         out["same_columns"] = list(local.columns) == list(ray_.columns)
@@ -166,21 +226,23 @@ def clip_on_ray(args, server, cluster) -> dict:
         out["clip_score_max_difference"] = float((local["clip_score"] - ray_["clip_score"]).abs().max())
         out["other_columns_differ"] = [c for c in local.columns if not c.startswith("clip")
                                        and not local[c].equals(ray_[c])]
-    return out
+    return {"clip": out}
 
 
 def run_shards(args) -> None:
-    """The run that gets killed: each shard's job in turn, on Ray (a child of the scenario)."""
+    """The run that gets killed (a child of the scenario): once told to go (a line on stdin, so its imports
+    overlap the run before it), each of ``--shards``' jobs in turn, on Ray."""
     import dagster as dg
 
     from curation_pipeline.definitions import build_definitions
 
     defs = build_definitions(raw_root=args.raw, warehouse_root=args.warehouse, compute=_compute(args.address))
+    job = defs.resolve_job_def("curate_shards")
     with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions("shards", SHARDS)
-        for shard in SHARDS:
-            defs.resolve_job_def("curate_shards").execute_in_process(
-                partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET)
+        if not sys.stdin.readline():  # the scenario ended without a go
+            return
+        for shard in args.shards:
+            job.execute_in_process(partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET)
 
 
 def _step_started(instance, shard: str, step: str) -> bool:
@@ -193,41 +255,61 @@ def _step_started(instance, shard: str, step: str) -> bool:
     return False
 
 
-def resume(args, server, cluster) -> dict:
+def _count(instance, asset: str) -> dict[str, int]:
+    """Materializations of ``asset`` per shard."""
+    return {s: len([e for e in _materializations(instance, asset) if e.dagster_event.partition == s]) for s in SHARDS}
+
+
+def e2e_and_resume(args, server, cluster) -> dict:
+    """``e2e`` and ``resume`` on one warehouse and one Dagster instance, so no shard runs twice but the killed
+    one: the first shard's run on Ray, a child's Ray run of the second killed while its scoring is on the
+    cluster, the ``fill_missing_shards`` rule re-running only that one (what ``resume`` reports is measured
+    then), and as ``curate run`` ends, cross-shard dedup settled and the report (``e2e``)."""
     import dagster as dg
 
     from curation_pipeline.automation import shards_to_refresh
     from curation_pipeline.definitions import build_definitions
     from curation_pipeline.storage.warehouse import Warehouse
-    from curation_pipeline_tests.scale.helpers import table_differences
+    from curation_pipeline_tests.conftest import run_pipeline
+    from curation_pipeline_tests.scale.helpers import SECRET, table_differences
 
-    raw, root = f"s3://{server.bucket}/raw", f"s3://{server.bucket}/resume-warehouse"
+    first, second = SHARDS
+    raw, root = f"s3://{server.bucket}/raw", f"s3://{server.bucket}/ray-warehouse"
     home = Path(args.out) / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").touch()
-    os.environ["DAGSTER_HOME"] = str(home)
-    child = subprocess.Popen([sys.executable, "-m", "curation_pipeline_tests.scale.cluster_scenarios", "run-shards", "--raw", raw, "--warehouse", root,
-                              "--address", cluster.client_address, "--out", args.out],
+    os.environ["DAGSTER_HOME"] = str(home)  # the killed child's runs and ours in one instance
+    compute = _compute(cluster.client_address)
+    child = subprocess.Popen([sys.executable, "-m", "curation_pipeline_tests.scale.cluster_scenarios", "run-shards",
+                              "--raw", raw, "--warehouse", root, "--address", cluster.client_address,
+                              "--out", args.out, "--shards", second],
+                             stdin=subprocess.PIPE, text=True,
                              stdout=open(Path(args.out) / "killed-run.log", "ab"), stderr=subprocess.STDOUT,
                              # the cluster ends a vanished Ray Client driver's job after this many seconds
                              env={**os.environ, "RAY_CLIENT_RECONNECT_GRACE_PERIOD": "3"})
     killed_during = None
     with dg.DagsterInstance.get() as instance:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and child.poll() is None:
-            if _step_started(instance, SHARDS[1], "quality_scores"):
-                time.sleep(4)  # connected, actors starting or scoring on the cluster
-                killed_during = [s for s in ("quality_scores", "caption_decisions")
-                                 if _step_started(instance, SHARDS[1], s)]
-                child.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.2)
-        child.wait(timeout=60)
-        finished_before = {s: len([e for e in _materializations(instance, "curated_shards")
-                                   if e.dagster_event.partition == s]) for s in SHARDS}
+        instance.add_dynamic_partitions("shards", SHARDS)
+        with phase("e2e: first shard"):
+            _, results = run_pipeline(raw, root, [first], instance=instance, settle=False, report=False,
+                                      compute=compute)
+        with phase("resume: the run until killed"):
+            child.stdin.write("go\n")
+            child.stdin.close()
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and child.poll() is None:
+                if _step_started(instance, second, "quality_scores"):
+                    time.sleep(4)  # connected, actors starting or scoring on the cluster
+                    killed_during = [s for s in ("quality_scores", "caption_decisions")
+                                     if _step_started(instance, second, s)]
+                    child.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.2)
+            child.wait(timeout=60)
+        finished_before = _count(instance, "curated_shards")
 
         # re-execution: the fill_missing_shards schedule's own rule picks what to run
-        defs = build_definitions(raw_root=raw, warehouse_root=root, compute=_compute(cluster.client_address))
+        defs = build_definitions(raw_root=raw, warehouse_root=root, compute=compute)
         todo = shards_to_refresh(instance, defs.resources["warehouse"], defs.get_repository_def())
         with dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
                                        resources={"warehouse": defs.resources["warehouse"]}) as context:
@@ -235,38 +317,51 @@ def resume(args, server, cluster) -> dict:
         requested = sorted(r.partition_key for r in requests)
         if requested != sorted(todo):
             raise AssertionError(f"the schedule requested {requested}, its rule says {sorted(todo)}")
-        runs = {s: defs.resolve_job_def("curate_shards").execute_in_process(
-            partition_key=s, instance=instance, raise_on_error=False, run_config=QUIET) for s in requested}
-        results = {s: r.success for s, r in runs.items()}
-        after = {s: len([e for e in _materializations(instance, "curated_shards") if e.dagster_event.partition == s])
-                 for s in SHARDS}
-        scored = {s: len([e for e in _materializations(instance, "quality_scores") if e.dagster_event.partition == s])
-                  for s in SHARDS}
-        nodes = _ray_nodes(instance)
-    wh = Warehouse(root)
-    duplicates = {}
-    for table in ("pairs", "quality_scores", "caption_decisions", "final_captions"):
-        for shard in SHARDS:
-            if wh.has_table(table, shard):
-                keys = wh.read_table(table, shard)["key"]
-                duplicates[f"{table}/{shard}"] = int(keys.duplicated().sum())
-    return {
-        "killed_during": killed_during,
-        "killed_exit": child.returncode,
-        "curated_before_rerun": finished_before,
-        "requested": requested,
-        "rerun_success": results,
-        "rerun_errors": _failures(runs.values()),
-        "curated_after_rerun": after,
-        "scored": scored,
-        "ray_nodes": nodes,
-        "duplicate_keys": duplicates,
-        "temp_objects": [o for o in _s3_objects(f"{server.bucket}/resume-warehouse") if ".tmp-" in o],
-        # an uninterrupted run: the same scores for both shards and the same everything for the
-        # resumed one (the reference also settled cross-shard duplicates, which re-decides the first)
-        "differences": table_differences(Warehouse(args.reference), wh, SHARDS, ("pairs", "skips", "quality_scores"),
-                                         tars=False) + table_differences(Warehouse(args.reference), wh, SHARDS[1:]),
-    }
+        with phase("resume: rerun"):
+            runs = {s: defs.resolve_job_def("curate_shards").execute_in_process(
+                partition_key=s, instance=instance, raise_on_error=False, run_config=QUIET) for s in requested}
+        wh, reference = Warehouse(root), Warehouse(args.reference)
+        duplicates = {}
+        for table in ("pairs", "quality_scores", "caption_decisions", "final_captions"):
+            for shard in SHARDS:
+                if wh.has_table(table, shard):
+                    keys = wh.read_table(table, shard)["key"]
+                    duplicates[f"{table}/{shard}"] = int(keys.duplicated().sum())
+        resumed = {
+            "killed_during": killed_during,
+            "killed_exit": child.returncode,
+            "curated_before_rerun": finished_before,
+            "requested": requested,
+            "rerun_success": {s: r.success for s, r in runs.items()},
+            "rerun_errors": _failures(runs.values()),
+            "curated_after_rerun": _count(instance, "curated_shards"),
+            "scored": _count(instance, "quality_scores"),
+            "ray_nodes": _ray_nodes(instance),
+            "duplicate_keys": duplicates,
+            "temp_objects": [o for o in _s3_objects(f"{server.bucket}/ray-warehouse") if ".tmp-" in o],
+            # an uninterrupted run: the same scores for both shards and the same everything for the
+            # resumed one (the reference also settled cross-shard duplicates, which re-decides the first)
+            "differences": table_differences(reference, wh, SHARDS, ("pairs", "skips", "quality_scores"), tars=False)
+            + table_differences(reference, wh, SHARDS[1:]),
+        }
+
+        results.update(runs)  # e2e's second shard: the re-run
+        with phase("e2e: settle and report"):
+            _, finished = run_pipeline(raw, root, [], instance=instance, compute=compute)
+        results.update(finished)
+        logged = "\n".join(str(e) for run in instance.get_runs() for e in instance.all_logs(run.run_id))
+        ok = all(r.success for r in results.values())
+        e2e = {
+            "success": {name: r.success for name, r in results.items()},
+            "errors": _failures(results.values()),
+            "ray_nodes": _ray_nodes(instance),
+            "differences": table_differences(reference, wh, SHARDS) if ok else ["failed"],
+            "temp_objects": [o for o in _s3_objects(f"{server.bucket}/ray-warehouse") if ".tmp-" in o],
+            "report": f"{server.bucket}/ray-warehouse/quality.duckdb" in _s3_objects(f"{server.bucket}/ray-warehouse"),
+            "secret_logged": SECRET in logged,
+            "runs": _run_timings(instance),
+        }
+    return {"e2e": e2e, "resume": resumed}
 
 
 class ProbeActor:
@@ -407,6 +502,7 @@ def main() -> None:
     parser.add_argument("--raw", default="")
     parser.add_argument("--warehouse", default="")
     parser.add_argument("--address", default="")
+    parser.add_argument("--shards", nargs="+", default=SHARDS)
     args = parser.parse_args()
     if args.scenario == "run-shards":
         return run_shards(args)
@@ -419,26 +515,30 @@ def main() -> None:
 
     out = Path(args.out)
     result: dict = {"interfaces": enter_private_network()}
+    CPU.start()
     try:
-        with S3Server(out) as server:
+        with contextlib.ExitStack() as stack:
+            with phase("s3 start"):
+                server = stack.enter_context(S3Server(out))
             os.environ.update(server.env)  # the driver and every Ray node get the same standard variables
-            upload_shards(fresh_s3fs(), RAW_SAMPLES, f"s3://{server.bucket}/raw", SHARDS)
-            started = time.monotonic()
-            with LocalRayCluster(head_cpus=2, worker_cpus=(2,), log_dir=str(out)) as cluster:
-                result["cluster_seconds"] = round(time.monotonic() - started, 1)
-                import ray
+            with phase("upload"):
+                upload_shards(fresh_s3fs(), RAW_SAMPLES, f"s3://{server.bucket}/raw", SHARDS)
+            with phase("cluster start"):
+                cluster = stack.enter_context(LocalRayCluster(head_cpus=2, worker_cpus=(2,), log_dir=str(out)))
+            import ray
 
-                ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
-                result["cluster_nodes"] = len([n for n in ray.nodes() if n["Alive"]])
-                result["node_addresses"] = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
-                ray.shutdown()
-                for name, scenario in (("pairs", pairs_on_ray), ("e2e", e2e), ("resume", resume), ("clip", clip_on_ray)):
-                    if args.scenario in (name, "both"):
-                        started = time.monotonic()
-                        result[name] = scenario(args, server, cluster)
-                        result.setdefault("seconds", {})[name] = round(time.monotonic() - started, 1)
+            ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+            result["cluster_nodes"] = len([n for n in ray.nodes() if n["Alive"]])
+            result["node_addresses"] = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
+            ray.shutdown()
+            for names, scenario in ((("pairs",), pairs_on_ray), (("e2e", "resume"), e2e_and_resume),
+                                    (("clip",), clip_on_ray)):
+                if args.scenario in (*names, "both"):
+                    with phase("+".join(names)):
+                        result.update(scenario(args, server, cluster))
     except BaseException:
         result["error"] = traceback.format_exc()
+    result["phases"] = PHASES
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
     sys.stdout.flush()
     os._exit(0)  # PID 1 of the namespace: the kernel ends everything else now

@@ -1,9 +1,12 @@
 """The pipeline on a real Ray cluster (a head and a worker node, ``ray start``) with a real S3
 server, all inside a private network namespace the test creates (root: ``unshare``), so every
 packet stays on loopback. The scenario itself runs in ``cluster_scenarios`` (PID 1 of the
-namespace); these tests start it once and assert on what it reports."""
+namespace); these tests start it once and assert on what it reports. The last two check how the
+cluster's nodes are started, without starting any."""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 
@@ -68,3 +71,43 @@ def test_a_model_profile_scores_on_ray_as_it_does_locally(cluster_run):
     assert clip["local"] and clip["ray"], clip.get("errors")
     assert clip["same_columns"] and "clip_score" in clip["clip_columns"]
     assert clip["clip_score_max_difference"] <= 1e-5 and clip["other_columns_differ"] == []
+
+
+# How LocalRayCluster starts its nodes (nothing is started: no root, no namespace needed)
+@pytest.fixture
+def started_nodes(monkeypatch, tmp_path) -> list[tuple[list[str], dict]]:
+    """``LocalRayCluster.start()`` (a head and two worker nodes) with its ``ray start`` commands recorded, not
+    run: (argv, environment) per node."""
+    from curation_pipeline.compute import cluster as cluster_module
+
+    monkeypatch.setenv(cluster_module.PRIVATE_ENV, "1")
+    monkeypatch.setenv("GRPC_ENABLE_FORK_SUPPORT", "1")  # as a caller's environment may say
+    started = []
+
+    class Recorded:
+        def __init__(self, argv, env, stdout, **kwargs):
+            started.append((argv, env))
+            stdout.close()  # the node's log file
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(cluster_module.subprocess, "Popen", Recorded)
+    monkeypatch.setattr(cluster_module, "wait_for_port", lambda *args, **kwargs: None)
+    monkeypatch.setattr(cluster_module.LocalRayCluster, "wait_for_nodes", lambda *args, **kwargs: None)
+    cluster = cluster_module.LocalRayCluster(worker_cpus=(1, 1), log_dir=str(tmp_path)).start()
+    shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+    return started
+
+
+def test_the_clusters_nodes_run_without_grpc_fork_handlers(started_nodes):
+    """With gRPC's fork handlers on, the head's Ray Client proxy now and then started a connection's server
+    process that crashed or hung before its exec (5 of 20 fresh clusters' first connection), and the client
+    waited some 40 s to try again: every node is started with them off, whatever the caller's environment."""
+    assert [env["GRPC_ENABLE_FORK_SUPPORT"] for _, env in started_nodes] == ["0", "0", "0"]
+
+
+def test_only_the_heads_log_monitor_sends_the_nodes_output_to_drivers(started_nodes):
+    """All nodes write into the head's session folder on one host: a log monitor per node sent each line
+    of a worker's output to the driver once per node."""
+    assert ["--include-log-monitor=false" in argv for argv, _ in started_nodes] == [False, True, True]
