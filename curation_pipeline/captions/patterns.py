@@ -393,6 +393,17 @@ def _weak_is_ad(text: str, m: re.Match, others: list[re.Match]) -> bool:
             and words_before[-1][:1].islower())
 
 
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The spans in order, overlapping or touching ones joined into one."""
+    merged: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+        else:
+            merged.append((s, e))
+    return merged
+
+
 def ad_triggers(text: str) -> list[re.Match]:
     """Trigger matches outside quotes ('a sign reading " 50% off "' describes a sign); weak ones only where
     ``_weak_is_ad``."""
@@ -435,14 +446,7 @@ def ad_spans(text: str) -> list[tuple[int, int]]:
                 break
             k -= 1
         spans.append((start, seg_end))
-    spans.sort()
-    merged = [spans[0]]
-    for s, e in spans[1:]:
-        if s <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
-        else:
-            merged.append((s, e))
-    return merged
+    return _merged(spans)
 
 
 # Every trigger holds one of these words (lower-cased ``WORD_RE`` words) or a % or currency sign: a
@@ -611,14 +615,7 @@ def boilerplate_spans(text: str) -> list[tuple[int, int]]:
     spans += tag_list_spans(text)
     if len(spans) < 2:
         return spans
-    spans.sort()
-    merged = [spans[0]]
-    for s, e in spans[1:]:
-        if s <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
-        else:
-            merged.append((s, e))
-    return merged
+    return _merged(spans)
 
 
 def credit_spans(text: str) -> list[tuple[int, int]]:
