@@ -51,6 +51,8 @@ EXPECTED_KEYS = {
                            "ms_per_pair_text_quality", "full_pairs_per_s", "slowdown_vs_decode"},
     "load.py": {"pairs", "seconds", "pairs_per_s", "peak_rss_mb", "small_shard_peak_rss_mb",
                 "big_shard_peak_rss_mb", "peak_rss_ratio_big_small"},
+    "caption_rules_speed.py": {"shapes", "chars", "rules_max_s", "rules_worst", "clean_max_s", "clean_worst",
+                               "rules_total_s", "clean_total_s", "targets_met"},
     "cleaner_quality.py": {"source", "samples", "heldout_samples", "noisy_caught", "noisy_exactly_clean",
                            "noisy_edit_ratio_p90", "clean_kept_unchanged", "junk_dropped", "mismatched_dropped",
                            "dev_noisy_caught", "dev_noisy_exactly_clean", "targets_met"},

@@ -7,14 +7,18 @@ links and their labels, camera and screenshot file names, stock-site, wallpaper-
 (placeholders, shortcodes, a site's name ending the title), keyword lists, credits and copyright lines,
 advertising clauses, bracketed source notes, control and invisible characters, text a wrong decode garbled,
 irregular whitespace, quotes around the whole caption, HTML entities, hashtags, repeats and shouting.
-Everything is precompiled: the scorer handles tens of thousands of captions a second.
+Everything is precompiled: the scorer handles tens of thousands of captions a second. And every rule reads a
+caption a bounded number of times, whatever it holds: a caption of the reader's cap, 10,000 characters, takes
+at most about a tenth of a second, however hostile (benchmarks/caption_rules_speed.py).
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import html
 import re
+from typing import Iterable, Iterator
 
 _IMAGE_EXT = r"(?:jpe?g|png|gif|bmp|tiff?|webp|heic|dng|cr2|nef|mp4|mov)"
 
@@ -29,7 +33,7 @@ URL_RE = re.compile(_URL, re.IGNORECASE)
 LABELLED_URL_RE = re.compile(
     r"(?:(?<!\w)(?:(?:image\s+|photo\s+)?source|via|from|link|url|website|more(?:\s+(?:info|photos?|details))?"
     r"(?:\s+(?:at|on|here))?|see|visit|available\s+(?:at|on)|read\s+more(?:\s+(?:at|on))?"
-    r"|(?:shop|buy|order)(?:\s+(?:it|now|online))?\s+(?:at|on)|found\s+(?:at|on))\s*:?\s*)?"
+    r"|(?:shop|buy|order)(?:\s+(?:it|now|online))?\s+(?:at|on)|found\s+(?:at|on))\s*(?::\s*)?)?"
     rf"(?P<url>{_URL})",
     re.IGNORECASE,
 )
@@ -43,8 +47,30 @@ def _is_site_name(text: str, start: int, end: int) -> bool:
     link = text[start:end]
     if not link[:1].isupper() or not _BARE_DOMAIN_RE.fullmatch(link):
         return False
-    before, after = text[:start].rstrip(), text[end:]
-    return (not before or before[-1].isalnum()) and (after[:1] in ("'", "’") or after[:1] == " " and after[1:2].isalnum())
+    before = _char_before(text, start)
+    after, second = text[end:end + 1], text[end + 1:end + 2]
+    return (not before or before.isalnum()) and (after in ("'", "’") or after == " " and second.isalnum())
+
+
+def _char_before(text: str, start: int) -> str:
+    """``text[:start].rstrip()[-1:]``, read from ``start`` back rather than by copying the caption's head: called once
+    per match, a copy would make a caption of many matches cost O(n^2)."""
+    if 0 < start <= len(text) and not text[start - 1].isspace():
+        return text[start - 1]
+    i = min(start, len(text)) if start >= 0 else max(len(text) + start, 0)
+    while i > 0 and text[i - 1].isspace():
+        i -= 1
+    return text[i - 1] if i > 0 else ""
+
+
+def _char_after(text: str, end: int) -> str:
+    """``text[end:].lstrip()[:1]``, read from ``end`` on (see ``_char_before``)."""
+    if 0 <= end < len(text) and not text[end].isspace():
+        return text[end]
+    i, n = (end if end >= 0 else max(len(text) + end, 0)), len(text)
+    while i < n and text[i].isspace():
+        i += 1
+    return text[i] if i < n else ""
 
 
 def url_spans(text: str) -> list[tuple[int, int]]:
@@ -86,11 +112,13 @@ _NAME_PARTICLE = r"(?:van|von|de|da|del|der|di|du|la|le|bin|al)(?=[ ]+[A-Z])"
 # Atomic: a name takes all the capitalised words it can, and is no name at all if a lower-case word
 # follows ("Photo: Man stands on a cliff" is a caption, not a credit), unless that word links to
 # more credit ("for The Guardian", "via AP").
-_NAME_REST = rf"(?:[ ]+(?!{_NAME_STOP}|The\b)(?:{_NAME_PARTICLE}|{_NAME_WORD})){{0,3}}"
+# Not a stop word: every one is capitalised, so a lower-case letter or a sign is no stop word without reading the list.
+_NOT_STOP = rf"(?!(?=[A-Z])(?:{_NAME_STOP}|The\b))"
+_NAME_REST = rf"(?:[ ]+{_NOT_STOP}(?:{_NAME_PARTICLE}|{_NAME_WORD})){{0,3}}"
 _NAME_END = r"(?![ ]+(?!(?:for|via|at|of|from|on|and)[ ]+(?:The[ ]+)?[A-Z@])[a-z])"
-_NAME = rf"(?-i:(?>(?!{_NAME_STOP}|The\b){_NAME_WORD}{_NAME_REST}){_NAME_END})"
+_NAME = rf"(?-i:(?>{_NOT_STOP}{_NAME_WORD}{_NAME_REST}){_NAME_END})"
 # An organisation may start with "The" ("for The Guardian"); only after "for", "via", "at", "of".
-_ORG = rf"(?-i:(?>(?:The[ ]+)?(?!{_NAME_STOP}|The\b){_NAME_WORD}{_NAME_REST}){_NAME_END})"
+_ORG = rf"(?-i:(?>(?:The[ ]+)?{_NOT_STOP}{_NAME_WORD}{_NAME_REST}){_NAME_END})"
 _AGENCIES = (
     r"(?:AP|AFP|Reuters|Getty(?:\s+Images)?|EPA|PA(?:\s+Images)?|Xinhua|Bloomberg|Shutterstock|Alamy|iStock(?:photo)?"
     r"|Corbis|Associated\s+Press|NurPhoto|Sipa|REX|Rex\s+Features|ZUMA(?:\s+Press)?|Anadolu|UPI|dpa|Flickr"
@@ -118,12 +146,14 @@ _IMAGE_WORD = r"(?:image|photo|picture|img|pic)"
 # "Alamy stock photo ABC123"): labelled ("ID", "No.", "#"), or a bare code of capitals and digits (three
 # characters, a digit) that ends the clause, so "stock photo of 3 dogs" keeps its words.
 _STOCK_ID = (
-    r"(?:\s*(?:id|no\.|nr\.|#)\s*[:#]?\s*(?=[\w-]*\d)[a-z\d]{3,}(?:[-_][a-z\d]+)*"
+    r"(?:\s*(?:id|no\.|nr\.|#)\s*(?:[:#]\s*)?(?=[\w-]*\d)[a-z\d]{3,}(?:[-_][a-z\d]+)*"
     rf"|\s+(?-i:(?=[A-Z\d-]*\d)[A-Z\d]{{3,}}(?:[-_][A-Z\d]+)*){_CLAUSE_END})"
 )
 # Where a label that takes the rest of its clause stops: the caption's end, a separator or a sentence end, never a
-# comma ("coffee, indoor" is the rest of an "Image may contain:" list).
-_LIST_END = r"(?=\s*(?:$|[|•·\n]|\s[-–—]\s|[.!?…](?:\s|$)))"
+# comma ("coffee, indoor" is the rest of an "Image may contain:" list). Read by a lazy scan, which reaches a run of
+# spaces at its first space: where a space follows a space, the answer would be the first space's, so it is not read
+# again (else a long run costs O(n^2)).
+_LIST_END = r"(?=(?!(?<=\s)\s)\s*(?:$|[|•·\n]|\s[-–—]\s|[.!?…](?:\s|$)))"
 # Image size and quality words of wallpaper sites: "1920x1080", "HD", "4K", "1080p", "Full HD".
 _RESOLUTION = r"\d{3,5}\s?[x×]\s?\d{3,5}(?:\s?(?:px|pixels))?"
 _QUALITY = (r"(?:full[\s-]?hd|ultra[\s-]?hd|[ufq]hd|hd|hq|[2458]k|\d{3,4}p"
@@ -142,8 +172,10 @@ _LOREM = (
     r"|Ut|Duis|Excepteur|Sed|Aenean|Donec|Nulla|Cum|Quisque|Vivamus|Nam|Pellentesque|Etiam|Maecenas|Fusce|Curabitur"
     r"|Phasellus|Nullam|Morbi|Vestibulum|Praesent|Mauris|Suspendisse|Cras|Proin|Lorem|Neque)\b)*)"
 )
+# Every label starts with a letter or a digit: the lookahead ends the try at every other position at once (most of a
+# caption's positions, where the many branches would each be tried in turn; so too for the credit and ad triggers).
 BOILERPLATE_RE = re.compile(
-    r"(?<!\w)(?:"
+    r"(?<!\w)(?=\w)(?:"
     rf"(?:(?:on|via|from|at)\s+)?{_STOCK_SITES}{_STOCK_ID}?"
     rf"|royalty[\s-]free(?:\s+stock)?(?:\s+{_MEDIA})?{_STOCK_ID}?(?:\s+(?:of|for))?"
     rf"|stock\s+{_MEDIA}{_STOCK_ID}?(?:\s+(?:of|for))?"
@@ -151,8 +183,8 @@ BOILERPLATE_RE = re.compile(
     # A generated list of guesses: "Image may contain: coffee, indoor" is no caption, its list goes too.
     rf"|image\s+may\s+contain(?:\s*:?\s*[^|•·\n]*?{_LIST_END})?"
     # Labels that stand as a clause of their own (one group: a branch that starts with a look-behind is tried at
-    # every word, so there are few of them).
-    rf"|{_CLAUSE_START}(?:"
+    # every word, so there are few of them, and each first looks at the letter its words can start with).
+    rf"|(?=[mtkipfvcndeawl\d]){_CLAUSE_START}(?:"
     # the same list, newer wording: "May be an image of 2 people and outdoors"
     r"may\s+be\s+(?:an?\s+)?(?:image|photo|picture|illustration|graphic|cartoon|meme)\s+of"
     rf"(?:\s*:?\s*[^|•·\n]*?{_LIST_END})?"
@@ -171,7 +203,8 @@ BOILERPLATE_RE = re.compile(
     rf"(?:\s+here)?|{_RESOLUTION}){_CLAUSE_END}"
     rf"|{_LOREM})"
     # A site's name as the page title's suffix: "A red barn at sunset | Pinterest", "Funny cats - YouTube".
-    r"|(?:(?<=[|•·])|(?<=[|•·]\s)|(?<=\s[-–—]\s))(?:pinterest|youtube|facebook|instagram|twitter|tumblr|reddit"
+    r"|(?=[pyfitredwbvlhgza])(?:(?<=[|•·])|(?<=[|•·]\s)|(?<=\s[-–—]\s))"
+    r"(?:pinterest|youtube|facebook|instagram|twitter|tumblr|reddit"
     r"|imgur|flickr(?:\s*[-–—:]\s*photo\s+sharing)?|etsy|ebay|wikipedia|wikimedia\s+commons|deviantart|behance"
     r"|dribbble|vimeo|tiktok|linkedin|houzz|weheartit|we\s+heart\s+it|giphy|redbubble|zazzle|aliexpress|imdb)!?"
     r"(?=\s*(?:$|[|•·]|\s[-–—]\s))"
@@ -183,7 +216,7 @@ BOILERPLATE_RE = re.compile(
     # Stock vector labels and file formats: "Vector illustration", "EPS 10", "AI, EPS", "vector EPS".
     r"|vector\s+(?:illustrations?|images?|graphics?|clip[\s-]?art|art(?:work)?|drawings?)(?:\s+(?:of|for))?"
     r"|(?=[vaspcje])(?:vector\s+)?(?:(?:ai|svg|pdf|psd|cdr|jpe?g|png)\s*(?:[,/+&]|\band\b)\s*){0,4}"
-    r"eps(?:\s*-?\s*\d{1,2}(?!\d)|(?=\s*(?:[,/+&]|\band\b)\s*(?:ai|svg|pdf|psd|cdr|jpe?g|png)\b)|(?<=vector\seps))"
+    r"eps(?:\s*(?:-\s*)?\d{1,2}(?!\d)|(?=\s*(?:[,/+&]|\band\b)\s*(?:ai|svg|pdf|psd|cdr|jpe?g|png)\b)|(?<=vector\seps))"
     r"(?:\s*(?:[,/+&]|\band\b)\s*(?:ai|svg|pdf|psd|cdr|jpe?g|png|eps(?:\s*\d{1,2})?)){0,4}(?:\s+(?:files?|format))?"
     r"|click\s+(?:(?:here|image|photo|picture)\s+)?(?:to|for)\s+(?:enlarge|zoom(?:\s+in)?"
     r"|view\s+(?:larger|full(?:\s+size)?)|(?:a\s+)?larger(?:\s+(?:image|view|version))?)"
@@ -191,17 +224,17 @@ BOILERPLATE_RE = re.compile(
     r"|no\s+(?:(?:photo|image|picture)\s+)?(?:description|caption|alt(?:\s+text)?)\s+(?:available|provided)"
     # Numbered like a file, not a "photo 2019 of the family": "Image no. 123", "photo_0042",
     # "Photo 2019-05-03 12:30"; "Image 12345" only as a whole clause.
-    rf"|{_IMAGE_WORD}\s*(?:no\.?|#|id\s*:?)\s*\d{{3,}}"
+    rf"|{_IMAGE_WORD}\s*(?:no\.?|#|id(?:\s*:)?)\s*\d{{3,}}"
     rf"|{_IMAGE_WORD}[\s_-]*\d{{4}}[-_.]\d{{2}}[-_.]\d{{2}}"
     r"(?:[\s_-]*(?:at[\s_-]*)?\d{1,2}[.:_-]\d{2}(?:[.:_-]\d{2})?(?:\s?[ap]m)?)?"
     rf"|(?:image|photo|picture|pic)[_-]?\d{{3,}}(?:[_-]\d+)*"
     # "Free download" ("a free download" is a thing), "Download free HD wallpaper" leading a clause;
     # "thumbnail of" leading one; bare "downloads", "thumbnail", "photo 2019" only as the whole clause.
-    rf"|{_NOT_AFTER_DETERMINER}free\s+(?:hd\s+)?downloads?(?:\s+(?:free|now|here))?"
-    rf"|{_CLAUSE_START}download\s+(?:for\s+)?free(?:\s+(?:hd|4k|full\s+hd|high[\s-](?:resolution|quality)))?"
+    rf"|(?=f){_NOT_AFTER_DETERMINER}free\s+(?:hd\s+)?downloads?(?:\s+(?:free|now|here))?"
+    rf"|(?=d){_CLAUSE_START}download\s+(?:for\s+)?free(?:\s+(?:hd|4k|full\s+hd|high[\s-](?:resolution|quality)))?"
     r"(?:\s+(?:wallpapers?|backgrounds?|images?|photos?|pictures?|pics|vectors?))?"
-    rf"|{_CLAUSE_START}thumbnails?(?:\s+(?:image|photo|picture)s?)?\s+(?:of|for)"
-    rf"|{_CLAUSE_START}(?:downloads?|thumbnails?(?:\s+(?:image|photo|picture)s?)?|{_IMAGE_WORD}\s+\d{{3,}})"
+    rf"|(?=t){_CLAUSE_START}thumbnails?(?:\s+(?:image|photo|picture)s?)?\s+(?:of|for)"
+    rf"|(?=[dtip]){_CLAUSE_START}(?:downloads?|thumbnails?(?:\s+(?:image|photo|picture)s?)?|{_IMAGE_WORD}\s+\d{{3,}})"
     rf"{_CLAUSE_END}"
     r")(?!\w)",
     re.IGNORECASE,
@@ -221,12 +254,23 @@ _YEARS = r"\d{4}(?:\s*[-–]\s*\d{4})?"
 _RIGHTS = r"(?:[\s.,;-]*all\s+rights\s+reserved)"
 # A credit that must end its clause: the end, a separator, a bracket or a sentence end, not a comma and prose.
 _CREDIT_END = r"(?=\s*(?:$|[|•·:;)\]]|[-–—]\s|[.!?…](?:\s|$)))"
+# The two credits that start with a name: "Jane Doe/AP Photo", and an agency credit with no label: "Jane Doe/Getty
+# Images", "Jane Doe | AFP" (``_credit_matches`` looks for them its own way).
+_NAME_AGENCY_PHOTO = rf"{_NAME}\s*/\s*(?-i:{_AGENCIES})\s+(?:photos?|images?)"
+_NAME_AGENCY = rf"{_NAME}\s*[/|]\s*(?-i:{_AGENCIES})\b"
+# © 2019 Jane Doe. All rights reserved / (c) Jane Doe 2019 / © / photo © 2019 (its media label goes too)
+_COPYRIGHT_SIGN = (rf"(?:{_MEDIA_LABEL}\s*)?(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*(?:{_YEARS}[\s,]*)?(?:by\s+)?"
+                   rf"(?:{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?")
+# Where a credit may start: every credit starts with a letter, a digit or "@", but a sign, a "(c)" and a "via" after a
+# bracket. At a sign or a bracket only the sign's credit can match, tried first: the others are not tried in vain
+# (nor, at any other sign or space, is any).
 CREDIT_RE = re.compile(
-    r"(?<![\w@])(?:"
+    rf"(?<![\w@])(?:(?=[©(])(?:{_COPYRIGHT_SIGN})|(?=[\w@]|(?<=[(\[])\s)(?:"
     # A lower-case user name: "photo by jsmith", "Credit: jane_doe" (first, so "Credit:" never goes without it).
     # Only as a whole clause, so "A photo by the lake" stays; at a clause's end if it can only be a handle
     # ("Sunset photo by jsmith88").
-    rf"{_CLAUSE_START}(?:{_MEDIA_LABEL}(?:\s+credits?)?\s+by|photographed\s+by|(?:{_MEDIA_LABEL}\s+)?credits?\s*:)"
+    rf"(?=[pifvagc]){_CLAUSE_START}"
+    rf"(?:{_MEDIA_LABEL}(?:\s+credits?)?\s+by|photographed\s+by|(?:{_MEDIA_LABEL}\s+)?credits?\s*:)"
     rf"\s+{_HANDLE}{_CREDIT_END}"
     rf"|{_MEDIA_LABEL}\s+by\s+(?-i:@[\w.-]*\w|[a-z][a-z.-]*(?:\d|_)[\w.-]*[a-z\d]){_CREDIT_END}"
     # Photo: Jane Doe / Photo credit: Jane Doe/AP / Picture by Jane Doe / Image courtesy of NASA
@@ -235,29 +279,27 @@ CREDIT_RE = re.compile(
     rf"|(?:{_MEDIA_LABEL}\s+)?(?:credits?|sources?|via)\s*(?::|\s-)\s*(?:{_CREDITED})?"
     rf"|(?:photographer|author|artist|photo\s+editor)\s*:\s*{_CREDITED}"
     # Photo: courtesy of the artist / Photo courtesy Jane Doe
-    rf"|(?:{_MEDIA_LABEL}\s*:?\s*)?courtesy(?:\s+of)?\s+(?:the\s+(?:artist|photographer|author|owner|family|estate"
+    rf"|(?:{_MEDIA_LABEL}\s*(?::\s*)?)?courtesy(?:\s+of)?\s+(?:the\s+(?:artist|photographer|author|owner|family|estate"
     rf"|museum|gallery|archive)s?\b|{_CREDITED})"
     # AP Photo/Jane Doe / Reuters/Jane Doe / Jane Doe/AP Photo
     rf"|(?-i:{_AGENCIES})(?:\s+(?:photos?|images?))?\s*/\s*{_CREDITED}"
-    rf"|{_NAME}\s*/\s*(?-i:{_AGENCIES})\s+(?:photos?|images?)"
+    rf"|{_NAME_AGENCY_PHOTO}"
     # - via @jdoe / . via Reuters: at the start of a clause (never "goes via Main Street") and ending it
     # ("Via Appia, an ancient Roman road" is a road); an agency may be followed by a comma ("Via AP, a ...").
-    rf"|(?:^|(?<=[-–—|•·:]\s)|(?<=[.!?]\s))via\s+(?:{_CREDITED}{_CREDIT_END}|(?-i:{_AGENCIES})(?=\s*,))"
-    # © 2019 Jane Doe. All rights reserved / (c) Jane Doe 2019 / © / photo © 2019 (its media label goes too)
-    rf"|(?:{_MEDIA_LABEL}\s*)?(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*(?:{_YEARS}[\s,]*)?(?:by\s+)?(?:{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?"
+    rf"|(?=v)(?:^|(?<=[-–—|•·:]\s)|(?<=[.!?]\s))via\s+(?:{_CREDITED}{_CREDIT_END}|(?-i:{_AGENCIES})(?=\s*,))"
+    rf"|{_COPYRIGHT_SIGN}"
     # The word needs a year or a name, then the end of its clause: "Copyright law books" are books.
     # Copyright (c) 2015-2019 Jane Doe / Copyright Jane Doe 2019 / Copyright 2019, a dog / Copyright
-    rf"|copyright(?:\s*(?:©|\(c\)))?\s*:?\s*(?:{_YEARS}(?:[\s,]*(?:by\s+)?{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?"
+    rf"|copyright(?:\s*(?:©|\(c\)))?\s*(?::\s*)?(?:{_YEARS}(?:[\s,]*(?:by\s+)?{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?"
     rf"(?=\s*,|{_CREDIT_END})|(?:by\s+)?{_CREDITED}(?:[\s,]*\d{{4}})?{_RIGHTS}?{_CREDIT_END})"
     rf"|copyright(?:\s*(?:©|\(c\)))?{_RIGHTS}"
-    rf"|{_CLAUSE_START}copyright(?:\s*(?:©|\(c\)))?{_CREDIT_END}"
+    rf"|(?=c){_CLAUSE_START}copyright(?:\s*(?:©|\(c\)))?{_CREDIT_END}"
     r"|all\s+rights\s+reserved"
     rf"|courtesy\s+of\s+{_CREDITED}"
     rf"|(?:photographed|photography)\s+by\s+{_CREDITED}"
     rf"|(?<=[(\[])\s*via\s+{_CREDITED}"
-    # An agency credit with no label: "Jane Doe/Getty Images", "Jane Doe | AFP"
-    rf"|{_NAME}\s*[/|]\s*(?-i:{_AGENCIES})\b"
-    r")(?!\w)",
+    rf"|{_NAME_AGENCY}"
+    r"))(?!\w)",
     re.IGNORECASE,
 )
 
@@ -270,7 +312,8 @@ _AD_TRIGGERS = [
     r"|to\s+(?:buy|shop|order|see|view|read|learn|download|get|subscribe|visit|watch|find|discover|claim|save|book|"
     r"check|try|join|sign|start|win))",
     r"tap\s+(?:here|now|the\s+link|to\s+(?:buy|shop|order|see|view))",
-    rf"{_NOT_AFTER_DETERMINER}(?:buy|shop|order|book|call|subscribe|register|sign\s+up|download|bid|donate|act"
+    rf"(?=[abcdegjoprs]){_NOT_AFTER_DETERMINER}"
+    r"(?:buy|shop|order|book|call|subscribe|register|sign\s+up|download|bid|donate|act"
     r"|apply|join|enrol+|reserve|grab\s+(?:yours|one)|get\s+(?:yours|it|one|them)|claim\s+(?:yours|it)|save|"
     r"pre-?order)\s+(?:it\s+)?(?:now|today|here|instantly)"
     # a button or sign that reads it is described: "a Book now button on a website"
@@ -297,7 +340,8 @@ _AD_TRIGGERS = [
     r"(?:best|great|hot|amazing|unbeatable|exclusive|top)\s+(?:deals?|prices?|offers?|bargains?)",
     r"deals?\s+of\s+the\s+(?:day|week)",
     # "Summer sale!" / "- Flash sale ends tonight", never "a crowd at the Black Friday sale"
-    r"(?:^|(?<=[.!?|:•·,;\-–—]\s)|(?<=[|•·:]))(?:flash|clearance|mega|huge|big|summer|winter|spring|holiday"
+    r"(?=[bcefhmsw])(?:^|(?<=[.!?|:•·,;\-–—]\s)|(?<=[|•·:]))"
+    r"(?:flash|clearance|mega|huge|big|summer|winter|spring|holiday"
     r"|black\s+friday|cyber\s+monday|end\s+of\s+season)\s+sale"
     r"|(?:flash|clearance|mega|huge|big|summer|winter|spring|holiday|black\s+friday|cyber\s+monday)\s+sale"
     r"(?=\s*(?:!|ends|now|starts|today|on\s+now))",
@@ -324,7 +368,7 @@ _WEAK_AD_TRIGGERS = [
     r"limited\s+(?:stock|edition\s+prints?|availability|quantities)|(?:only\s+)?\d+\s+left\s+in\s+stock|low\s+stock",
     r"ships?\s+(?:free|worldwide|today|within|in\s+\d)",
     r"(?:lowest|cheapest|wholesale|factory|discount)\s+prices?",
-    r"(?:only|just|now|from|was|for\s+only|price)\s*:?\s*[$€£]\s?\d[\d.,]*",
+    r"(?:only|just|now|from|was|for\s+only|price)\s*(?::\s*)?[$€£]\s?\d[\d.,]*",
     r"(?:call|text|contact|email|e-mail|whatsapp|dm|message)\s+(?:us|me)\b",
     r"(?:learn|read|find\s+out|discover|see)\s+more(?=\s*(?:$|[.!:|,\-–—]|(?:at|here|on|about)\b))",
     r"hurry(?:\s+up)?(?:\s*!|(?=\s*$))",  # not "Hurry, the bus is leaving"
@@ -332,15 +376,21 @@ _WEAK_AD_TRIGGERS = [
     r"(?:buy|shop|order|book|pre-?order)\s+(?:it\s+)?online",
     r"(?:fast|express|next[\s-]day|same[\s-]day|worldwide|international)\s+shipping",
 ]
-_STRONG_AD_RE = re.compile(r"(?<![\w@#])(?:" + "|".join(_AD_TRIGGERS) + r")(?!\w)", re.IGNORECASE)
-_WEAK_AD_RE = re.compile(r"(?<![\w@#])(?:" + "|".join(_WEAK_AD_TRIGGERS) + r")(?!\w)", re.IGNORECASE)
+_TRIGGER_START = r"(?<![\w@#])(?=[\w*])"  # every trigger starts with a letter, a digit or "*"
+_STRONG_AD_RE = re.compile(_TRIGGER_START + "(?:" + "|".join(_AD_TRIGGERS) + r")(?!\w)", re.IGNORECASE)
+_WEAK_AD_RE = re.compile(_TRIGGER_START + "(?:" + "|".join(_WEAK_AD_TRIGGERS) + r")(?!\w)", re.IGNORECASE)
 # Either kind: a caption it does not match has no ad (the cheap test before the clause checks).
-AD_TRIGGER_RE = re.compile(r"(?<![\w@#])(?:" + "|".join(_AD_TRIGGERS + _WEAK_AD_TRIGGERS) + r")(?!\w)",
+AD_TRIGGER_RE = re.compile(_TRIGGER_START + "(?:" + "|".join(_AD_TRIGGERS + _WEAK_AD_TRIGGERS) + r")(?!\w)",
                            re.IGNORECASE)
 # Where one clause of a caption ends and the next begins: separators with spaces around
 # them, sentence ends, commas, colons, brackets, line breaks.
+# A match never ends inside a run of spaces, and one that starts inside a run also starts at its first space:
+# starting after a space at a space is never needed, and would make a long run of spaces cost O(n^2). So too for
+# ``_TAG_DELIM_RE`` and ``HTML_TAG_RE``.
+_NOT_AFTER_SPACE = r"(?!(?<=\s)\s)"
 SEGMENT_DELIM_RE = re.compile(
-    r"\s+[-–—~]+\s+|\s*[|•·]\s*|(?<=[.!?])\s+|(?<=[.!?][\"”’'])\s+|[,;:](?=\s)\s*|\s*[()\[\]{}]\s*|\s*[\n\t]+\s*"
+    _NOT_AFTER_SPACE + r"(?=[\s|•·,;:()\[\]{}])"
+    r"(?:\s+[-–—~]+\s+|\s*[|•·]\s*|(?<=[.!?])\s+|(?<=[.!?][\"”’'])\s+|[,;:](?=\s)\s*|\s*[()\[\]{}]\s*|\s*[\n\t]+\s*)"
 )
 # Words that may stand between a description and its ad tail: "Red dress with free shipping".
 _CLOSING_PUNCT_RE = re.compile(r"[.!?…\"”’')\]]+")
@@ -355,42 +405,125 @@ WORD_RE = re.compile(r"[^\W\d_]+")
 _QUOTED_RE = re.compile(r'"[^"\n]*"|“[^”\n]*”')
 
 
+@functools.lru_cache(maxsize=8)
+def _segment_delims(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The starts and the ends of the caption's ``SEGMENT_DELIM_RE`` delimiters, found once per caption (each
+    trigger's clause is then a bisection, not a new scan)."""
+    delims = [d.span() for d in SEGMENT_DELIM_RE.finditer(text) if d.end() > d.start()]
+    return tuple(d[0] for d in delims), tuple(d[1] for d in delims)
+
+
 def _clause_of(text: str, start: int, end: int) -> tuple[int, int]:
-    """(start, end) of the ``SEGMENT_DELIM_RE`` clause around ``text[start:end]``."""
-    seg_start, seg_end = 0, len(text)
-    for d in SEGMENT_DELIM_RE.finditer(text):
-        if d.end() == d.start():
-            continue
-        if d.end() <= start:
-            seg_start = d.end()
-        elif d.end() > end:  # a delimiter may begin inside the match ("Hurry, ...")
-            seg_end = max(d.start(), end)
-            break
-    return seg_start, seg_end
+    """(start, end) of the ``SEGMENT_DELIM_RE`` clause around ``text[start:end]``: it starts where the last
+    delimiter ending by ``start`` ends, and ends where the first delimiter ending after ``end`` starts (a delimiter
+    may begin inside the match: "Hurry, ...")."""
+    delim_starts, delim_ends = _segment_delims(text)
+    i = bisect.bisect_right(delim_ends, start) - 1
+    j = bisect.bisect_right(delim_ends, end)
+    return (delim_ends[i] if i >= 0 else 0), (max(delim_starts[j], end) if j < len(delim_ends) else len(text))
+
+
+def _is_filler(token: str) -> bool:
+    return not WORD_RE.search(token) or token.lower() in _AD_FILLERS or URL_RE.fullmatch(token) is not None
 
 
 def _fillers_only(text: str) -> bool:
     """Only ad fillers, numbers, prices, links and punctuation: no word that describes anything."""
-    return all(not WORD_RE.search(t) or t.lower() in _AD_FILLERS or URL_RE.fullmatch(t)
-               for t in _CLOSING_PUNCT_RE.sub(" ", text).split())
+    return all(_is_filler(t) for t in _CLOSING_PUNCT_RE.sub(" ", text).split())
 
 
-def _weak_is_ad(text: str, m: re.Match, others: list[re.Match]) -> bool:
-    """A weak trigger is an ad when the rest of its clause is ad fillers or other triggers ("New arrivals!",
-    "- Learn more at www.x.com"), or when, capitalised, it ends a clause a lower-case description ran into
-    ("A red dress Shop the look")."""
-    seg_start, seg_end = _clause_of(text, m.start(), m.end())
-    rest = text[seg_start:seg_end]
-    for t in others:  # the other triggers of the clause are ad words too
-        if t is not m and seg_start <= t.start() < seg_end:
-            rest = rest[:t.start() - seg_start] + " " * (t.end() - t.start()) + rest[t.end() - seg_start:]
-    before = rest[:m.start() - seg_start]
-    after = rest[m.end() - seg_start:]
-    if _fillers_only(before) and _fillers_only(after):
-        return True
-    words_before = before.split()
-    return (_fillers_only(after) and text[m.start()].isupper() and bool(words_before)
-            and words_before[-1][:1].islower())
+# The tokens ``_fillers_only`` reads: what whitespace and ``_CLOSING_PUNCT_RE`` leave.
+_FILLER_TOKEN_RE = re.compile(r"[^\s.!?…\"”’')\]]+")
+
+
+class _Clause:
+    """One clause with every trigger that starts in it blanked (the other triggers of a clause are ad words
+    too), read once for all the weak triggers in it, and only as far as needed: its first and its last word that
+    is no filler, and the word a trigger cuts. The text before and after each trigger is then judged without
+    reading the clause again for each trigger."""
+
+    def __init__(self, text: str, start: int, end: int, triggers: list[re.Match], trigger_starts: list[int]):
+        self.start = start
+        pieces, pos = [], start
+        for t in triggers[bisect.bisect_left(trigger_starts, start):bisect.bisect_left(trigger_starts, end)]:
+            lo, hi = max(t.start(), pos), min(t.end(), end)
+            if hi > lo:
+                pieces += [text[pos:lo], " " * (hi - lo)]
+                pos = hi
+        pieces.append(text[pos:end])
+        self.text = "".join(pieces)
+        self.reversed = self.text[::-1]
+        self._first_bad_end: int | None = -1  # -1: not read yet
+        self._last_bad_start: int | None = -1
+        self._words: list[int] | None = None
+
+    def first_bad_end(self) -> int | None:
+        """The end of the clause's first word that is no filler (None: there is none)."""
+        if self._first_bad_end == -1:
+            self._first_bad_end = next((m.end() for m in _FILLER_TOKEN_RE.finditer(self.text)
+                                        if not _is_filler(m.group())), None)
+        return self._first_bad_end
+
+    def last_bad_start(self) -> int | None:
+        """The start of its last word that is no filler, read from the end (on the reversed clause)."""
+        if self._last_bad_start == -1:
+            n = len(self.text)
+            self._last_bad_start = next((n - m.end() for m in _FILLER_TOKEN_RE.finditer(self.reversed)
+                                         if not _is_filler(self.text[n - m.end():n - m.start()])), None)
+        return self._last_bad_start
+
+    def fillers_before(self, pos: int) -> bool:
+        """``_fillers_only(self.text[:pos])``: its whole words, then the piece of the word ``pos`` cuts."""
+        first_bad_end = self.first_bad_end()
+        if first_bad_end is not None and first_bad_end <= pos:
+            return False
+        if _FILLER_TOKEN_RE.match(self.text, pos) is None:
+            return True
+        head = _FILLER_TOKEN_RE.match(self.reversed, len(self.text) - pos)  # the word's piece before pos, backwards
+        return head is None or _is_filler(self.text[pos - len(head.group()):pos])
+
+    def fillers_after(self, pos: int) -> bool:
+        """``_fillers_only(self.text[pos:])``."""
+        last_bad_start = self.last_bad_start()
+        if last_bad_start is not None and last_bad_start >= pos:
+            return False
+        if pos == 0 or _FILLER_TOKEN_RE.match(self.reversed, len(self.text) - pos) is None:
+            return True
+        tail = _FILLER_TOKEN_RE.match(self.text, pos)
+        return tail is None or _is_filler(tail.group())
+
+    def last_word_starts_lower(self, pos: int) -> bool:
+        """``self.text[:pos].split()[-1][:1].islower()``, False when there is no word."""
+        if self._words is None:
+            self._words = [m.start() for m in re.finditer(r"\S+", self.text)]
+        k = bisect.bisect_left(self._words, pos) - 1
+        return k >= 0 and self.text[self._words[k]].islower()
+
+    def weak_is_ad(self, text: str, m: re.Match) -> bool:
+        """``_weak_is_ad``: the rest of the clause is ad fillers or other triggers ("New arrivals!", "- Learn more
+        at www.x.com"), or, capitalised, the trigger ends a clause a lower-case description ran into ("A red
+        dress Shop the look")."""
+        if not self.fillers_after(m.end() - self.start):
+            return False
+        before = m.start() - self.start
+        return self.fillers_before(before) or (text[m.start()].isupper() and self.last_word_starts_lower(before))
+
+
+def _weak_ads(text: str, strong: list[re.Match], weak: list[re.Match]) -> list[re.Match]:
+    """The weak triggers that are ads, judged clause by clause (``_Clause``): a caption of many triggers in one
+    clause is read once, not once per trigger."""
+    triggers = sorted(strong + weak, key=lambda t: t.start())
+    trigger_starts = [t.start() for t in triggers]
+    clauses: dict[tuple[int, int], _Clause] = {}
+    kept = []
+    for m in weak:
+        bounds = _clause_of(text, m.start(), m.end())
+        clause = clauses.get(bounds)
+        if clause is None:
+            clause = clauses[bounds] = _Clause(text, *bounds, triggers, trigger_starts)
+        if clause.weak_is_ad(text, m):
+            kept.append(m)
+    return kept
 
 
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -406,16 +539,27 @@ def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def ad_triggers(text: str) -> list[re.Match]:
     """Trigger matches outside quotes ('a sign reading " 50% off "' describes a sign); weak ones only where
-    ``_weak_is_ad``."""
+    they are ads (``_Clause.weak_is_ad``)."""
     triggers = list(_STRONG_AD_RE.finditer(text))
     weak = list(_WEAK_AD_RE.finditer(text))
     if weak:
-        triggers += [m for m in weak if _weak_is_ad(text, m, triggers + weak)]
+        triggers += _weak_ads(text, triggers, weak)
         triggers.sort(key=lambda t: t.start())
     if triggers and ('"' in text or "“" in text):
-        quoted = [m.span() for m in _QUOTED_RE.finditer(text)]
-        triggers = [t for t in triggers if not any(s <= t.start() < e for s, e in quoted)]
+        quoted = [m.span() for m in _QUOTED_RE.finditer(text)]  # in order, none overlapping
+        quoted_starts = [s for s, _ in quoted]
+
+        def in_quotes(pos: int) -> bool:
+            k = bisect.bisect_right(quoted_starts, pos) - 1
+            return k >= 0 and pos < quoted[k][1]
+
+        triggers = [t for t in triggers if not in_quotes(t.start())]
     return triggers
+
+
+def _is_description(word: str) -> bool:
+    """A word that describes something, or closing punctuation: where the ad after a description starts."""
+    return bool((WORD_RE.search(word) and word.lower() not in _AD_CONNECTORS) or _CLOSING_PUNCT_RE.fullmatch(word))
 
 
 def ad_spans(text: str) -> list[tuple[int, int]]:
@@ -425,26 +569,43 @@ def ad_spans(text: str) -> list[tuple[int, int]]:
     triggers = ad_triggers(text)
     if not triggers:
         return []
-    delims = [d.span() for d in SEGMENT_DELIM_RE.finditer(text) if d.end() > d.start()]
-    delim_starts, delim_ends = [d[0] for d in delims], [d[1] for d in delims]
+    delim_starts, delim_ends = _segment_delims(text)
     tokens = [t.span() for t in re.finditer(r"\S+", text)]
     token_starts = [t[0] for t in tokens]
+    last_described: dict[int, int] = {}  # token index -> the last description token at or before it (-1: none)
+
+    def last_description(k: int) -> int:
+        """The last whole token at or before ``k`` that is a description word, each token read once per call."""
+        passed = []
+        while k >= 0 and k not in last_described:
+            if _is_description(text[tokens[k][0]:tokens[k][1]]):
+                last_described[k] = k
+                break
+            passed.append(k)
+            k -= 1
+        found = last_described[k] if k >= 0 else -1
+        for i in passed:
+            last_described[i] = found
+        return found
+
     spans: list[tuple[int, int]] = []
     for m in triggers:
         i = bisect.bisect_right(delim_ends, m.start()) - 1
         seg_start = delim_ends[i] if i >= 0 else 0
         j = bisect.bisect_left(delim_starts, m.end())
-        seg_end = delim_starts[j] if j < len(delims) else len(text)
+        seg_end = delim_starts[j] if j < len(delim_starts) else len(text)
         start = seg_start
+        # The last description word before the trigger among the 64 tokens before it in its clause, if there is one:
+        # a description, then the ad: only the ad goes. The token before the trigger may run into it.
         k = bisect.bisect_left(token_starts, m.start()) - 1
-        for _ in range(64):  # the last description word before the trigger, if the clause has one
-            if k < 0 or tokens[k][0] < seg_start:
-                break
+        if k >= 0 and tokens[k][0] >= seg_start:
             word = text[tokens[k][0]:min(tokens[k][1], m.start())]
-            if (WORD_RE.search(word) and word.lower() not in _AD_CONNECTORS) or _CLOSING_PUNCT_RE.fullmatch(word):
-                start = tokens[k][0] + len(word)  # a description, then the ad: only the ad goes
-                break
-            k -= 1
+            if _is_description(word):
+                start = tokens[k][0] + len(word)
+            else:
+                d = last_description(k - 1)
+                if d >= 0 and d > k - 64 and tokens[d][0] >= seg_start:
+                    start = tokens[d][1]
         spans.append((start, seg_end))
     return _merged(spans)
 
@@ -473,16 +634,42 @@ def _lower_words(text: str, words: list[str] | None) -> set[str]:
 # Words that introduce text shown in the image: what follows them is the sign's or the shirt's text, even
 # when it reads like an ad or a credit ("a sign saying Buy Now, Pay Later", "An old poster: Buy now, pay later!").
 # The object needs its article: "Vintage poster: buy now" is a shop's listing.
+_SHOWN_INTROS = ("says", "saying", "said", "reads", "reading", "read", "that says", "which says", "with the word",
+                 "with the words", "with the text", "with the slogan", "labeled", "labelled", "titled", "entitled",
+                 "printed", "written")
+_SHOWN_DETERMINERS = ("a", "an", "the", "this", "that", "his", "her", "their", "its")
+_SHOWN_SURFACES = ("sign", "poster", "banner", "billboard", "placard", "plaque", "notice", "t-shirt", "tshirt", "shirt",
+                   "sticker", "label", "card", "screen")
+
+
+def _phrases_re(phrases: tuple[str, ...], backwards: bool = False) -> str:
+    """An alternation of ``phrases``, any whitespace between their words; ``backwards``: each spelt backwards."""
+    if backwards:
+        phrases = tuple(phrase[::-1] for phrase in phrases)
+    return "|".join(r"\s+".join(map(re.escape, phrase.split())) for phrase in phrases)
+
+
 SHOWN_TEXT_RE = re.compile(
-    r"(?:\b(?:says|saying|said|reads|reading|read|that\s+says|which\s+says|with\s+the\s+(?:words?|text|slogan)"
-    r"|labell?ed|titled|entitled|printed|written"
-    r"|(?:an?|the|this|that|his|her|their|its)\s+(?:[^\W\d_][\w'-]*\s+){0,3}?(?:sign|poster|banner|billboard|placard"
-    r"|plaque|notice|t-?shirt|shirt|sticker|label|card|screen)s?\s*:)\s*[:,]?\s*[\"“'‘]?\s*)$", re.IGNORECASE)
+    rf"(?:\b(?:{_phrases_re(_SHOWN_INTROS)}|(?:{_phrases_re(_SHOWN_DETERMINERS)})\s+(?:[^\W\d_][\w'-]*\s+){{0,3}}?"
+    rf"(?:{_phrases_re(_SHOWN_SURFACES)})s?\s*:)\s*(?:[:,]\s*)?(?:[\"“'‘]\s*)?)$", re.IGNORECASE)
+# The same pattern read backwards, matched on the reversed caption where the text starts: a search for
+# ``SHOWN_TEXT_RE`` ending there would try every earlier position, once per span of a caption that has thousands.
+_SHOWN_TEXT_BACKWARDS_RE = re.compile(
+    rf"\s*(?:[\"“'‘]\s*)?(?:[:,]\s*)?(?:{_phrases_re(_SHOWN_INTROS, True)}"
+    rf"|:\s*s?(?:{_phrases_re(_SHOWN_SURFACES, True)})"
+    rf"(?:\s+[\w'-]*[^\W\d_]){{0,3}}\s+(?:{_phrases_re(_SHOWN_DETERMINERS, True)}))\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=8)
+def _reversed(text: str) -> str:
+    return text[::-1]
 
 
 def is_shown_text(text: str, start: int) -> bool:
-    """Whether ``text[start:]`` is introduced as text shown in the image ("a shirt reading Order online")."""
-    return SHOWN_TEXT_RE.search(text, 0, start) is not None
+    """Whether ``text[start:]`` is introduced as text shown in the image ("a shirt reading Order online"): whether
+    ``SHOWN_TEXT_RE`` matches a piece of ``text`` that ends at ``start``."""
+    start = min(max(start, 0), len(text))
+    return _SHOWN_TEXT_BACKWARDS_RE.match(_reversed(text), len(text) - start) is not None
 
 
 # What ties a clause to its neighbours, and what ends a sentence (the cleaner cuts them with a removed piece).
@@ -495,14 +682,33 @@ _LABEL_AFTER = CLAUSE_SEPARATORS + SENTENCE_ENDS + ")]}"
 def is_label(text: str, start: int, end: int) -> bool:
     """Whether ``text[start:end]`` stands as a label: at the start or the end of a clause. One with words of its
     clause on both sides is part of the description ("The Source: a newspaper stand", "a copyright sign")."""
-    before, after = text[:start].rstrip(), text[end:].lstrip()
-    return not before or before[-1] in _LABEL_BEFORE or not after or after[0] in _LABEL_AFTER
+    before = _char_before(text, start)
+    if not before or before in _LABEL_BEFORE:
+        return True
+    after = _char_after(text, end)
+    return not after or after in _LABEL_AFTER
 
 
-def _label_spans(pattern: re.Pattern, text: str) -> list[tuple[int, int]]:
-    """(start, end) of every ``pattern`` match that stands as a label and is not text shown in the image."""
-    return [m.span() for m in pattern.finditer(text)
-            if m.end() > m.start() and is_label(text, *m.span()) and not is_shown_text(text, m.start())]
+def _label_spans(matches: Iterable[re.Match], text: str) -> list[tuple[int, int]]:
+    """(start, end) of every match that stands as a label and is not text shown in the image."""
+    spans = []
+    n = len(text)
+    for m in matches:  # ``is_label`` inline: the cleaner may read a caption of thousands of matches 32 times
+        start, end = m.span()
+        if end <= start:
+            continue
+        before = text[start - 1] if start else ""
+        if before.isspace():
+            before = _char_before(text, start)
+        if before and before not in _LABEL_BEFORE:
+            after = text[end] if end < n else ""
+            if after.isspace():
+                after = _char_after(text, end)
+            if after and after not in _LABEL_AFTER:
+                continue
+        if not is_shown_text(text, start):
+            spans.append((start, end))
+    return spans
 
 
 # A generic stock label ("stock photos", "royalty free images", "free photos") right after one of these words is
@@ -516,6 +722,18 @@ _MEDIA_OBJECT_BEFORE_RE = re.compile(
 _GENERIC_MEDIA_LABEL_RE = re.compile(
     r"(?:stock|royalty|free|vector|wallpapers?|backgrounds?|desktop|mobile|phone|iphone|android|pc|full|ultra|[ufq]?hd"
     r"|hq|[2458]k|\d{3,4}p|high|widescreen|eps|ai|svg|pdf|psd|cdr|jpe?g|png)\b|\d{3,5}\s?[x×]", re.IGNORECASE)
+
+
+def _media_object_before(text: str, start: int) -> bool:
+    """Whether ``_MEDIA_OBJECT_BEFORE_RE`` matches a piece of ``text`` that ends at ``start``. Such a piece is one
+    word and the spaces after it, so the search starts at that word, not at the caption's start (once per span)."""
+    i = min(max(start, 0), len(text))
+    while i > 0 and text[i - 1].isspace():
+        i -= 1
+    while i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_"):  # \w
+        i -= 1
+    return _MEDIA_OBJECT_BEFORE_RE.search(text, i, start) is not None
+
 
 # WordPress and page-builder shortcodes: "[caption id="attachment_12" align="alignleft"]", "[/caption]",
 # "[gallery ids="1,2"]". Known names, or any lower-case name with a quoted attribute (and its closing tag); the text
@@ -544,7 +762,8 @@ def shortcode_spans(text: str) -> list[tuple[int, int]]:
 # enumeration inside a description is none ("A table with apples, pears, and bananas"), and a list a description
 # runs into by a comma is left alone ("A man wearing a hat, gloves, ..."). Six tags make a list, or four when a
 # word comes back in two of them ("wedding dress, wedding photo").
-_TAG_DELIM_RE = re.compile(r"\s*(?:(?P<weak>[,;])|[|•·\n]|(?<=\s)[-–—/]+(?=\s)|[.!?…]+(?=\s|$))\s*")
+_TAG_DELIM_RE = re.compile(_NOT_AFTER_SPACE + r"(?=[\s,;|•·\-–—/.!?…])"
+                           r"\s*(?:(?P<weak>[,;])|[|•·\n]|(?<=\s)[-–—/]+(?=\s)|[.!?…]+(?=\s|$))\s*")
 _TAG_WORD_RE = re.compile(r"[^\W_][\w'’&.-]*")
 _TAG_STOPWORDS = frozenset(
     "a an the and or nor but of in on at with without to from for by into onto over under near off up down out as"
@@ -609,8 +828,8 @@ def boilerplate_spans(text: str) -> list[tuple[int, int]]:
     """The ``BOILERPLATE_RE`` labels, shortcodes and keyword lists (``tag_list_spans``), merged: what the cleaner
     cuts, and so what the scorer penalises ("A sign that says Free Downloads" has none; nor has "a man uploading
     stock photos")."""
-    spans = [(s, e) for s, e in _label_spans(BOILERPLATE_RE, text)
-             if not (_GENERIC_MEDIA_LABEL_RE.match(text, s) and _MEDIA_OBJECT_BEFORE_RE.search(text, 0, s))]
+    spans = [(s, e) for s, e in _label_spans(BOILERPLATE_RE.finditer(text), text)
+             if not (_GENERIC_MEDIA_LABEL_RE.match(text, s) and _media_object_before(text, s))]
     spans += shortcode_spans(text)
     spans += tag_list_spans(text)
     if len(spans) < 2:
@@ -618,10 +837,91 @@ def boilerplate_spans(text: str) -> list[tuple[int, int]]:
     return _merged(spans)
 
 
+# ``CREDIT_RE`` in two parts: its credits that start with a name, and all the others.
+_CREDIT_NAME_FIRST = rf"(?:{_NAME_AGENCY_PHOTO}|{_NAME_AGENCY})(?!\w)"
+_CREDIT_OTHERS_RE = re.compile(
+    CREDIT_RE.pattern.replace(f"|{_NAME_AGENCY_PHOTO}", "", 1).replace(f"|{_NAME_AGENCY}", "", 1), re.IGNORECASE)
+assert len(_CREDIT_OTHERS_RE.pattern) == len(CREDIT_RE.pattern) - len(_NAME_AGENCY_PHOTO) - len(_NAME_AGENCY) - 2
+# Either needs an agency after a slash or a bar somewhere in the caption.
+_SLASH_AGENCY_RE = re.compile(rf"[/|]\s*(?-i:{_AGENCIES})", re.IGNORECASE)
+# A name that starts a word, and one that starts inside a dotted or hyphenated word ("J.R.Smith", "Jean-Luc").
+_CREDIT_NAME_FIRST_RE = re.compile(rf"(?<![\w@.'’&-]){_CREDIT_NAME_FIRST}", re.IGNORECASE)
+_CREDIT_NAME_INSIDE_RE = re.compile(rf"(?<=[.'’&-]){_CREDIT_NAME_FIRST}", re.IGNORECASE)
+_NAME_INSIDE_START_RE = re.compile(r"(?<=[.'’&-])[A-Z@]")
+_STOP_WORD_RE = re.compile(rf"{_NAME_STOP}|The\b")
+# A name's dotted or hyphenated word, as ``_NAME_WORD`` reads it: "J.R.R.Tolkien", "Jean-Luc", "O'Brien".
+_NAME_CHAIN_RE = re.compile(r"[A-Z][\w'’&-]*(?:\.[A-Za-z][\w'’&-]*)*")
+
+
+class _NameFirstCredits:
+    """Where in a caption the credits that start with a name match, in order. A name that starts a word is found by
+    a search; one that starts inside a word ("AP.AP.AP...") reads the rest of that word, so a search for it would
+    read a word of thousands of starts O(n^2) times. But a capitalised word that is no stop word and not an
+    initial ("J.") starts its name with everything up to the end of its word, so each start inside it reads the
+    same name to the same end, and fares the same: each word is tried once, not once per start inside it."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.word_end = 0  # the end of the last word read
+        self.failed: set[int] = set()  # the ends of the words whose names matched nothing
+        self.first: re.Match | None = _CREDIT_NAME_FIRST_RE.search(text)
+        self.inside = self._inside(0)
+
+    def _inside(self, pos: int) -> int | None:
+        text = self.text
+        for start in _NAME_INSIDE_START_RE.finditer(text, pos):
+            q = start.start()
+            if text[q] != "@" and text[q + 1:q + 2] != "." and _STOP_WORD_RE.match(text, q) is None:
+                if q >= self.word_end:
+                    self.word_end = _NAME_CHAIN_RE.match(text, q).end()
+                if self.word_end in self.failed:
+                    continue
+                if _CREDIT_NAME_INSIDE_RE.match(text, q):
+                    return q
+                self.failed.add(self.word_end)
+            elif _CREDIT_NAME_INSIDE_RE.match(text, q):
+                return q
+        return None
+
+    def next(self, pos: int) -> int | None:
+        """The first position from ``pos`` on where a credit that starts with a name matches."""
+        if self.first is not None and self.first.start() < pos:
+            self.first = _CREDIT_NAME_FIRST_RE.search(self.text, pos)
+        if self.inside is not None and self.inside < pos:
+            self.inside = self._inside(pos)
+        starts = [p for p in (self.first and self.first.start(), self.inside) if p is not None]
+        return min(starts) if starts else None
+
+
+def _credit_matches(text: str) -> Iterator[re.Match]:
+    """The matches of ``CREDIT_RE.finditer(text)``."""
+    if _SLASH_AGENCY_RE.search(text) is None:  # no credit starts with a name
+        return _CREDIT_OTHERS_RE.finditer(text)
+    if len(_NAME_INSIDE_START_RE.findall(text)) <= 64:  # few starts inside words: reading their words is cheap
+        return CREDIT_RE.finditer(text)
+    return _credit_matches_by_parts(text)
+
+
+def _credit_matches_by_parts(text: str) -> Iterator[re.Match]:
+    """``CREDIT_RE.finditer(text)`` as the first of the matches of its credits that start with a name
+    (``_NameFirstCredits``) and those of the others: a match of either part is CREDIT_RE's match there."""
+    names = _NameFirstCredits(text)
+    other, named = _CREDIT_OTHERS_RE.search(text), names.next(0)
+    while other is not None or named is not None:
+        match = CREDIT_RE.match(text, named) if named is not None and (other is None or named <= other.start()) \
+            else other
+        yield match
+        pos = match.end()  # never empty
+        if other is not None and other.start() < pos:
+            other = _CREDIT_OTHERS_RE.search(text, pos)
+        if named is not None and named < pos:
+            named = names.next(pos)
+
+
 def credit_spans(text: str) -> list[tuple[int, int]]:
     """The ``CREDIT_RE`` labels: what the cleaner cuts, and so what the scorer penalises ("A man in a shirt
     reading Photo by John Smith" has none). Bracketed notes are ``bracket_note_spans``."""
-    return _label_spans(CREDIT_RE, text)
+    return _label_spans(_credit_matches(text), text)
 
 
 def has_boilerplate(text: str) -> bool:
@@ -827,7 +1127,7 @@ _BLOCK_TAGS = ("address|area|article|aside|blockquote|body|br|caption|center|dd|
                "|h[1-6]|head|header|hr|html|img|li|link|main|meta|nav|ol|p|pre|section|table|tbody|td|tfoot|th|thead"
                "|title|tr|ul|wbr")
 HTML_TAG_RE = re.compile(
-    rf"([ ]*)</?({'|'.join(sorted(_INLINE_TAGS))}|{_BLOCK_TAGS})"
+    rf"(?!(?<=[ ])[ ])([ ]*)</?({'|'.join(sorted(_INLINE_TAGS))}|{_BLOCK_TAGS})"
     r"""(?:\s+[\w:-]+\s*=\s*(?:"[^"<>]*"|'[^'<>]*'|[^\s"'<>=]+))*\s*/?>([ ]*)""",
     re.IGNORECASE,
 )

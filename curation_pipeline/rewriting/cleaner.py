@@ -41,7 +41,9 @@ from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
 
 # Leading junk, but a sign or dot that starts the first word stays: "-5 degrees", ".NET developer".
 _LEADING_JUNK_RE = re.compile(r"^[\s.,;:!?|•·–—/\\-]*?(?=(?<!\S)[.-][^\W_]|[^\s.,;:!?|•·–—/\\-]|$)")
-_TRAILING_JUNK_RE = re.compile(r"[\s,;:|•·–—/\\-]+$")
+# A run of junk is read from its start only: tried from each of its characters, a long run that does not end the
+# caption ("a, , , ... , b") would cost O(n^2).
+_TRAILING_JUNK_RE = re.compile(r"(?<![\s,;:|•·–—/\\-])[\s,;:|•·–—/\\-]+$")
 _EMPTY_BRACKETS_RE = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}")
 # A punctuation mark followed by more standalone marks, as left behind by a removal:
 # "A dog. ." / "Beach - - sunset" / "A dog, , on".

@@ -1,6 +1,8 @@
 """The shared caption patterns: the keyword pre-filters never change an answer, spans are sane."""
 
 import random
+import re
+import sys
 
 import pytest
 
@@ -266,3 +268,224 @@ def test_lower_case_credits():
                          ("Sunset over the lake photo by jsmith88", "photo by jsmith88"),
                          ("A dog - photo by @jdoe", "photo by @jdoe")]:
         assert [text[s:e] for s, e in P.credit_spans(text)] == [credit], text
+
+
+# --- hostile captions --------------------------------------------------------------------------------------
+# The shard reader caps a caption at 10,000 characters. On any caption that long the rules must read the text a
+# bounded number of times: a search from the caption's start for each of thousands of matches (what a label's
+# context, text shown in the image or a weak ad's clause once cost) made one caption cost seconds, and a shard of
+# them hours. Each shape repeats a phrase to the cap, or follows one with a run of a single character; the
+# outcomes are those the rules gave before they read this way. What a single scan of a pattern costs inside the regex
+# engine (a long run of spaces once cost O(n^2) there) is no count of characters: benchmarks/caption_rules_speed.py
+# times these shapes and more.
+HOSTILE_CHARS = 10_000
+HOSTILE = {  # (phrase, run) -> (caption_rules, clean_caption's operations, length of the cleaned caption)
+    ("| Stock photo ", None): (["boilerplate", "too_short", "very_short", "repetition"],
+                               ["strip_punctuation", "remove_boilerplate"], 0),
+    ("| stock photo, ", None): (["boilerplate", "repetition", "too_long"],
+                                ["strip_punctuation", "remove_boilerplate"], 8),
+    ("eps, ai, ", None): (["boilerplate", "too_short", "very_short", "repetition"], ["remove_boilerplate"], 0),
+    ("vector eps ", None): (["boilerplate", "repetition", "too_long"], ["remove_boilerplate", "collapse_repeats"], 12),
+    ("| Pinterest ", None): (["boilerplate", "too_short", "very_short", "repetition"],
+                             ["strip_punctuation", "remove_boilerplate"], 0),
+    ("- YouTube ", None): (["boilerplate", "too_short", "very_short", "repetition", "whitespace"],
+                           ["fix_whitespace", "strip_punctuation", "remove_boilerplate"], 7),
+    ("image 12345 | ", None): (["boilerplate", "too_short", "very_short", "repetition", "low_letter_share"],
+                               ["remove_boilerplate"], 0),
+    ("-pic-1234", None): (["boilerplate", "too_short", "very_short", "repetition", "low_letter_share"],
+                          ["strip_punctuation", "remove_boilerplate"], 0),
+    ("Credit: ", None): (["credit", "too_short", "very_short", "repetition", "whitespace"],
+                         ["fix_whitespace", "strip_punctuation", "remove_credits"], 0),
+    ("Photo by John Smith, Getty Images. ", None): (["boilerplate", "credit", "repetition", "too_long"],
+                                                    ["remove_credits"], 4),
+    ("learn more, ", None): (["boilerplate", "advertising", "repetition", "too_long"], ["remove_ads"], 4),
+    ("new arrivals ", None): (["advertising", "too_short", "very_short", "repetition"], ["remove_ads"], 0),
+    ("only $5 ", None): (["advertising", "too_short", "very_short", "repetition", "whitespace"],
+                         ["fix_whitespace", "remove_ads"], 0),
+    ("price: $5 ", None): (["advertising", "too_short", "very_short", "repetition", "whitespace"],
+                           ["fix_whitespace", "remove_ads"], 0),
+    ("call us ", None): (["advertising", "too_short", "very_short", "repetition", "whitespace"],
+                         ["fix_whitespace", "remove_ads"], 0),
+    ("Shop the look ", None): (["advertising", "too_short", "very_short", "repetition"], ["remove_ads"], 0),
+    ("Sale!", None): (["advertising", "too_short", "very_short", "repetition"], ["remove_ads"], 9840),
+    ("AP.", None): (["too_short", "very_short", "repetition", "all_caps"], ["sentence_case"], 10000),
+    ("Jane-Doe-", None): (["too_short", "very_short", "repetition"], [], 10000),
+    ("Ab'Cd'", None): (["too_short", "very_short", "repetition"], [], 10000),
+    ("© ", None): (["no_alpha", "credit", "low_letter_share", "whitespace", "too_long"],
+                   ["fix_whitespace", "remove_credits"], 9743),
+    ("(c) 2019 ", None): (["credit", "too_short", "very_short", "repetition", "low_letter_share"],
+                          ["remove_credits"], 9712),
+    ("a, ", None): (["too_short", "very_short", "repetition", "low_letter_share"], [], 10000),
+    ("Tags: a, ", None): (["boilerplate", "too_short", "very_short", "repetition"], ["remove_boilerplate"], 0),
+    ("#a #b ", None): (["hashtag_spam", "too_short", "very_short", "repetition", "low_letter_share"],
+                       ["remove_hashtags"], 1),
+    ("www.a.", None): (["url", "too_short", "very_short", "repetition"], ["remove_urls"], 0),
+    ("image may contain: ", None): (["boilerplate", "too_short", "very_short", "repetition", "whitespace"],
+                                    ["fix_whitespace", "remove_boilerplate"], 0),
+    ('"50% off" ', None): (["too_short", "very_short", "repetition", "low_letter_share", "whitespace"],
+                           ["fix_whitespace"], 9999),
+    ("Tags:", " "): (["boilerplate", "too_short", "very_short", "whitespace"],
+                     ["fix_whitespace", "remove_boilerplate"], 0),
+    ("image may contain:", " "): (["boilerplate", "too_short", "very_short", "whitespace"],
+                                  ["fix_whitespace", "remove_boilerplate"], 0),
+    ("stock photo", " "): (["boilerplate", "too_short", "very_short", "whitespace"],
+                           ["fix_whitespace", "remove_boilerplate"], 1),
+    ("a sign saying", " "): (["whitespace"], ["fix_whitespace"], 15),
+    ("copyright", " "): (["too_short", "whitespace"], ["fix_whitespace"], 11),
+    ("only", " "): (["too_short", "whitespace"], ["fix_whitespace"], 6),
+    ("photo", " "): (["too_short", "whitespace"], ["fix_whitespace"], 7),
+    ("via", " "): (["too_short", "whitespace"], ["fix_whitespace"], 5),
+    ("eps", " "): (["too_short", "whitespace"], ["fix_whitespace"], 5),
+    ("a", " "): (["too_short", "whitespace"], ["fix_whitespace"], 3),
+    ("by", ", "): (["low_letter_share", "whitespace", "too_long"], ["fix_whitespace"], 9999),
+}
+# How often each function may read the caption, in characters per character: caption_rules reads it a few times
+# per rule; clean_caption up to 32 rounds of each cut (``cleaner._cutter``), each a few scans.
+MAX_READS_PER_CHAR = {"caption_rules": 64, "clean_caption": 256}
+
+
+def _hostile_caption(phrase: str, run: str | None) -> str:
+    if run is None:
+        return (phrase * (HOSTILE_CHARS // len(phrase) + 1))[:HOSTILE_CHARS]
+    return (phrase + run * HOSTILE_CHARS)[:HOSTILE_CHARS - 2] + " x"
+
+
+class _ReadCount:
+    """Wraps every compiled pattern of the rule modules and counts the characters its scans may read: a search,
+    finditer, findall, sub or split from its start to its end, an anchored match one."""
+
+    def __init__(self, monkeypatch, modules):
+        self.chars = 0
+        for module in modules:
+            for name, value in list(vars(module).items()):
+                if isinstance(value, re.Pattern):
+                    monkeypatch.setattr(module, name, _CountedPattern(value, self))
+
+
+class _CountedPattern:
+    def __init__(self, pattern: re.Pattern, count: _ReadCount):
+        self._pattern, self._count = pattern, count
+
+    def __getattr__(self, name):
+        return getattr(self._pattern, name)
+
+    def _scan(self, string: str, pos: int = 0, endpos: int = sys.maxsize) -> None:
+        self._count.chars += max(0, min(endpos, len(string)) - max(pos, 0))
+
+    def search(self, string, pos=0, endpos=sys.maxsize):
+        self._scan(string, pos, endpos)
+        return self._pattern.search(string, pos, endpos)
+
+    def finditer(self, string, pos=0, endpos=sys.maxsize):
+        self._scan(string, pos, endpos)
+        return self._pattern.finditer(string, pos, endpos)
+
+    def findall(self, string, pos=0, endpos=sys.maxsize):
+        self._scan(string, pos, endpos)
+        return self._pattern.findall(string, pos, endpos)
+
+    def sub(self, repl, string, count=0):
+        self._scan(string)
+        return self._pattern.sub(repl, string, count)
+
+    def split(self, string, maxsplit=0):
+        self._scan(string)
+        return self._pattern.split(string, maxsplit)
+
+    def match(self, string, pos=0, endpos=sys.maxsize):
+        self._count.chars += 1
+        return self._pattern.match(string, pos, endpos)
+
+    def fullmatch(self, string, pos=0, endpos=sys.maxsize):
+        self._count.chars += 1
+        return self._pattern.fullmatch(string, pos, endpos)
+
+
+@pytest.mark.parametrize("phrase, run", list(HOSTILE))
+def test_hostile_captions_are_read_a_bounded_number_of_times(phrase, run, monkeypatch):
+    from curation_pipeline.rewriting import cleaner
+    from curation_pipeline.scoring import text_quality
+
+    text = _hostile_caption(phrase, run)
+    count = _ReadCount(monkeypatch, [P, cleaner, text_quality])
+    reads = {}
+    rules = text_quality.caption_rules(text)
+    reads["caption_rules"], count.chars = count.chars, 0
+    cleaned, operations = cleaner.clean_caption(text)
+    reads["clean_caption"] = count.chars
+    assert (rules, operations, len(cleaned)) == HOSTILE[(phrase, run)]
+    for function, chars in reads.items():
+        assert chars <= MAX_READS_PER_CHAR[function] * len(text), (function, chars / len(text))
+
+
+def _positions_texts() -> list[str]:
+    """Captions with every word that introduces shown text or a generic stock label's object, in many spacings."""
+    rng = random.Random(11)
+    words = list(P._SHOWN_INTROS) + [f"{d} {w} {s}:" for d in P._SHOWN_DETERMINERS for w, s in
+                                     [("", "sign"), ("old red", "POSTER"), ("big old blue", "t-shirts"),
+                                      ("o'neil's", "tshirt"), ("x", "cards"), ("one two three four", "label")]]
+    words += ["uploading", "sells", "bought", "a", "the", "of", "with", "stock photos", "royalty free images",
+              "free photos", "HD wallpaper", "Buy now", "Photo by Jane Doe", "50% off", "x_y", "9", "é"]
+    seps = [" ", "  ", "\n", "\t", " : ", ", ", ': "', " '", "“", "‘", ". ", "-", ""]
+    texts = [w + sep + "Buy now" for w in words for sep in (" ", ": ", ' "', "\n ")]
+    texts += ["".join(rng.choice(words) + rng.choice(seps) for _ in range(rng.randint(1, 8))) for _ in range(400)]
+    return texts
+
+
+def test_shown_text_is_its_pattern_read_backwards():
+    for text in _positions_texts():
+        expected = [P.SHOWN_TEXT_RE.search(text, 0, s) is not None for s in range(len(text) + 1)]
+        assert [P.is_shown_text(text, s) for s in range(len(text) + 1)] == expected, text
+
+
+def test_media_object_before_is_its_pattern():
+    for text in _positions_texts():
+        expected = [P._MEDIA_OBJECT_BEFORE_RE.search(text, 0, s) is not None for s in range(len(text) + 1)]
+        assert [P._media_object_before(text, s) for s in range(len(text) + 1)] == expected, text
+
+
+def test_credits_that_start_with_a_name_are_found_as_credit_re_finds_them():
+    rng = random.Random(3)
+    names = ["Jane Doe", "J.R.Smith", "Jean-Luc", "O'Brien", "AP.", "x.AP", "Doe-", "A", "The Guardian", "@jdoe", "J.",
+             "Photo: Jane", "AP Photo", "Reuters", "Getty Images", "photo"]
+    seps = ["/", " / ", " | ", "|", ".", "-", "'", " ", ", ", "/AP ", "/Reuters photo "]
+    texts = ["AP." * 400 + " / AP", "AP." * 400 + "AP / AP", "Jane-Doe-" * 200 + "Jane | AFP", "x.AP/Reuters",
+             "J.R.Smith/AP x.Jane/AP"]
+    texts += ["".join(rng.choice(names) + rng.choice(seps) for _ in range(rng.randint(40, 120))) for _ in range(150)]
+    assert any(len(P._NAME_INSIDE_START_RE.findall(t)) > 64 for t in texts)  # the name-first reading is used
+    for text in texts:
+        assert [m.span() for m in P._credit_matches(text)] == [m.span() for m in P.CREDIT_RE.finditer(text)], text
+
+
+def _weak_is_ad_reading_again(text: str, m: re.Match, others: list[re.Match]) -> bool:
+    """What ``_Clause.weak_is_ad`` answers, with the trigger's clause found and read again for each trigger."""
+    seg_start, seg_end = 0, len(text)
+    for d in P.SEGMENT_DELIM_RE.finditer(text):
+        if d.end() <= m.start():
+            seg_start = d.end()
+        elif d.end() > m.end():
+            seg_end = max(d.start(), m.end())
+            break
+    rest = text[seg_start:seg_end]
+    for t in others:
+        if t is not m and seg_start <= t.start() < seg_end:
+            rest = rest[:t.start() - seg_start] + " " * (t.end() - t.start()) + rest[t.end() - seg_start:]
+    before, after = rest[:m.start() - seg_start], rest[m.end() - seg_start:]
+    if P._fillers_only(before) and P._fillers_only(after):
+        return True
+    words = before.split()
+    return P._fillers_only(after) and text[m.start()].isupper() and bool(words) and words[-1][:1].islower()
+
+
+def test_weak_triggers_are_judged_clause_by_clause_as_one_by_one():
+    rng = random.Random(8)
+    phrases = ["New arrivals", "new arrivals", "Learn more", "learn more at", "only $5", "price: $5", "call us",
+               "Shop the look", "hurry!", "Buy now", "50% off", "free shipping", "a red dress", "dog", "now", "online",
+               "www.x.com", "$5", "A", "sale", "on", '"', "Lowest prices online"]
+    seps = [" ", " ", ", ", " | ", " - ", ". ", "! ", "; ", ": ", "", "\n", " (", ") "]
+    texts = _texts() + ["dog " + "New Arrivals " * 60, "only$5" * 80, "-only$5" * 80 + " dog"]
+    texts += ["".join(rng.choice(phrases) + rng.choice(seps) for _ in range(rng.randint(2, 30))) for _ in range(600)]
+    for text in texts:
+        strong, weak = list(P._STRONG_AD_RE.finditer(text)), list(P._WEAK_AD_RE.finditer(text))
+        expected = [m.span() for m in weak if _weak_is_ad_reading_again(text, m, strong + weak)]
+        assert [m.span() for m in P._weak_ads(text, strong, weak)] == expected, text
