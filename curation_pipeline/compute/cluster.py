@@ -147,6 +147,7 @@ class LocalRayCluster:
                 except RuntimeError:
                     if attempt == 2:
                         raise
+                    self._kill(node)  # its raylet may have exited while its other processes live on
                     self.processes.remove(node)
         wait_for_port(self.client_port, timeout, head)
         return self
@@ -179,15 +180,20 @@ class LocalRayCluster:
             if process.poll() is not None:
                 raise RuntimeError(f"a ray node exited with {process.returncode}; see {self.log_dir}")
 
+    @staticmethod
+    def _kill(process: subprocess.Popen) -> None:
+        """Kill a node's whole process group: ``ray start --block`` may exit while the raylet, the workers
+        and the helper processes it started (in its session) live on."""
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=30)
+
     def stop(self) -> None:
         """Kill the nodes' process groups (inside the namespace these are only ours)."""
         for process in reversed(self.processes):
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait(timeout=30)
+            self._kill(process)
         self.processes.clear()
         # the session files (sockets, spilled objects, worker logs) go; the nodes' own logs and the
         # Ray Client servers' logs (why a connection failed) stay where the caller asked (log_dir)

@@ -7,6 +7,7 @@ cluster's nodes are started, without starting any."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +112,55 @@ def test_only_the_heads_log_monitor_sends_the_nodes_output_to_drivers(started_no
     """All nodes write into the head's session folder on one host: a log monitor per node sent each line
     of a worker's output to the driver once per node."""
     assert ["--include-log-monitor=false" in argv for argv, _ in started_nodes] == [False, True, True]
+
+
+def _live_members(group: int) -> list[int]:
+    """The processes of a process group that still run (a killed child whose parent died first stays a zombie
+    until pid 1 reaps it)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_a_worker_node_started_again_leaves_no_process_of_its_first_try(monkeypatch, tmp_path):
+    """A worker node that missed its registration is started once more; its first ``ray start`` may have
+    exited or hung with its raylet and helpers alive in its process group, which must not live on beside the
+    second try (they held the node's resources and CPU until the test ended)."""
+    import subprocess
+
+    from curation_pipeline.compute import cluster as cluster_module
+
+    monkeypatch.setenv(cluster_module.PRIVATE_ENV, "1")
+    nodes: list[subprocess.Popen] = []
+
+    def ray(self, *args, name):  # a node: a leader and a child in their own process group
+        process = subprocess.Popen(["sh", "-c", "sleep 600 & sleep 600"], start_new_session=True)
+        self.processes.append(process)
+        nodes.append(process)
+        return process
+
+    calls = []
+
+    def wait_for_nodes(self, count, timeout, watch=None):
+        calls.append(count)
+        if len(calls) == 1:
+            raise RuntimeError("a ray node exited with 1")
+
+    monkeypatch.setattr(cluster_module.LocalRayCluster, "_ray", ray)
+    monkeypatch.setattr(cluster_module, "wait_for_port", lambda *args, **kwargs: None)
+    monkeypatch.setattr(cluster_module.LocalRayCluster, "wait_for_nodes", wait_for_nodes)
+    cluster = cluster_module.LocalRayCluster(worker_cpus=(1,), log_dir=str(tmp_path)).start()
+    try:
+        head, first_try, second_try = nodes
+        assert calls == [2, 2] and cluster.processes == [head, second_try]
+        assert _live_members(first_try.pid) == []  # nothing of the first try's group is left
+        assert _live_members(second_try.pid) != []
+    finally:
+        cluster.stop()
+    assert [_live_members(node.pid) for node in nodes] == [[], [], []]
