@@ -125,8 +125,9 @@ _AGENCIES = (
     r"|Wikimedia(?:\s+Commons)?|Unsplash|Pexels|Pixabay|NASA|Magnum(?:\s+Photos)?)"
 )
 # "Jane Doe/Reuters", "Jane Doe | AFP", "Jane Doe for The Guardian", "Jane Doe, Getty Images".
+# The one agency written in lower case, "dpa", is a credit's name too ("Quelle: dpa", "Source: dpa").
 _CREDITED = (
-    rf"(?:(?-i:Flickr|Instagram|Twitter|YouTube|Facebook)\s+user\s+@?[\w.-]+|{_NAME})"
+    rf"(?:(?-i:Flickr|Instagram|Twitter|YouTube|Facebook)\s+user\s+@?[\w.-]+|(?-i:dpa(?![\w@]){_NAME_END})|{_NAME})"
     rf"(?:\s*[/|]\s*{_NAME}|\s+(?:for|via|at|of|from|on|and|&)\s+{_ORG}|,\s*(?-i:{_AGENCIES})\b)*"
 )
 _MEDIA = r"(?:photos?|images?|pictures?|photography|footage|vectors?|illustrations?)"
@@ -240,7 +241,13 @@ BOILERPLATE_RE = re.compile(
     re.IGNORECASE,
 )
 
-_MEDIA_LABEL = r"(?:photo(?:graph)?|image|picture|pic|foto|video|footage|illustration|artwork|graphic)s?"
+# Media and credit labels beyond English too: "Foto: Maria Rossi", "Fotografía: Juan Pérez", "Bild: Hans Müller",
+# "Crédit photo : Jean Dupont", "Quelle: dpa", "Fuente: EFE" (the French space before the colon is allowed everywhere).
+_FOREIGN_MEDIA_LABEL = r"(?:fotograf(?:[ií]as?|ie)|bild(?:er)?|imag(?:en|em|ens)|immagine)"
+_MEDIA_LABEL = (r"(?:(?:photo(?:graph)?|image|picture|pic|foto|video|footage|illustration|artwork|graphic)s?"
+                rf"|{_FOREIGN_MEDIA_LABEL})")
+_CREDIT_WORD = r"cr[eé]dit(?:s|os?|i)?"  # credit, crédit(s), crédito(s), credito, crediti
+_SOURCE_WORD = r"(?:sources?|(?:bild|foto)?quellen?|fuentes?|fonte|(?:bild|foto)nachweis)"
 # A user name in lower case ("jsmith", "jane_doe", "@jdoe", "john smith"): one or two words, none a word that
 # starts a phrase ("photo by the lake", "photo by night", "photo by my mum").
 _HANDLE_STOP = (
@@ -269,14 +276,17 @@ CREDIT_RE = re.compile(
     # A lower-case user name: "photo by jsmith", "Credit: jane_doe" (first, so "Credit:" never goes without it).
     # Only as a whole clause, so "A photo by the lake" stays; at a clause's end if it can only be a handle
     # ("Sunset photo by jsmith88").
-    rf"(?=[pifvagc]){_CLAUSE_START}"
-    rf"(?:{_MEDIA_LABEL}(?:\s+credits?)?\s+by|photographed\s+by|(?:{_MEDIA_LABEL}\s+)?credits?\s*:)"
+    rf"(?=[pifvagcb]){_CLAUSE_START}"
+    rf"(?:{_MEDIA_LABEL}(?:\s+credits?)?\s+by|photographed\s+by"
+    rf"|(?:{_MEDIA_LABEL}\s+)?{_CREDIT_WORD}(?:\s+{_MEDIA_LABEL})?\s*:)"
     rf"\s+{_HANDLE}{_CREDIT_END}"
     rf"|{_MEDIA_LABEL}\s+by\s+(?-i:@[\w.-]*\w|[a-z][a-z.-]*(?:\d|_)[\w.-]*[a-z\d]){_CREDIT_END}"
     # Photo: Jane Doe / Photo credit: Jane Doe/AP / Picture by Jane Doe / Image courtesy of NASA
     rf"|{_MEDIA_LABEL}(?:\s+credits?)?\s*(?::|\bby\b|\bcourtesy(?:\s+of)?\b|©|\(c\))\s*{_CREDITED}"
-    # Credit: Jane Doe/Reuters / Credits - Jane Doe / Source: Reuters / Image source: Wikimedia Commons
-    rf"|(?:{_MEDIA_LABEL}\s+)?(?:credits?|sources?|via)\s*(?::|\s-)\s*(?:{_CREDITED})?"
+    # Credit: Jane Doe/Reuters / Credits - Jane Doe / Source: Reuters / Image source: Wikimedia Commons /
+    # Crédit photo : Jean Dupont / Quelle: dpa
+    rf"|(?:{_MEDIA_LABEL}\s+)?(?:{_CREDIT_WORD}(?:\s+{_MEDIA_LABEL})?|{_SOURCE_WORD}|via)\s*(?::|\s-)\s*"
+    rf"(?:{_CREDITED})?"
     rf"|(?:photographer|author|artist|photo\s+editor)\s*:\s*{_CREDITED}"
     # Photo: courtesy of the artist / Photo courtesy Jane Doe
     rf"|(?:{_MEDIA_LABEL}\s*(?::\s*)?)?courtesy(?:\s+of)?\s+(?:the\s+(?:artist|photographer|author|owner|family|estate"
@@ -423,12 +433,18 @@ def _clause_of(text: str, start: int, end: int) -> tuple[int, int]:
     return (delim_ends[i] if i >= 0 else 0), (max(delim_starts[j], end) if j < len(delim_ends) else len(text))
 
 
+# A token of hashtags only ("#summer", "#sale#fun"): it describes nothing, and an ad's clause takes it with the ad
+# ("Shop our collection #summer"), before the cleaner's hashtag removal would leave the ad alone.
+_HASHTAGS_TOKEN_RE = re.compile(r"(?:#\w*[^\W\d_]\w*)+")
+
+
 def _is_filler(token: str) -> bool:
-    return not WORD_RE.search(token) or token.lower() in _AD_FILLERS or URL_RE.fullmatch(token) is not None
+    return (not WORD_RE.search(token) or token.lower() in _AD_FILLERS or URL_RE.fullmatch(token) is not None
+            or (token[:1] == "#" and _HASHTAGS_TOKEN_RE.fullmatch(token) is not None))
 
 
 def _fillers_only(text: str) -> bool:
-    """Only ad fillers, numbers, prices, links and punctuation: no word that describes anything."""
+    """Only ad fillers, numbers, prices, links, hashtags and punctuation: no word that describes anything."""
     return all(_is_filler(t) for t in _CLOSING_PUNCT_RE.sub(" ", text).split())
 
 
@@ -621,9 +637,12 @@ _AD_KEYWORDS = frozenset(
     "trial quote estimate gift gifts".split()
 )
 _CREDIT_KEYWORDS = frozenset(
-    "photo photos photograph photographs image images picture pictures pic pics foto video footage illustration "
-    "illustrations artwork artworks graphic graphics credit credits source sources via copyright rights courtesy "
-    "photographed photography photographer author artist editor".split()
+    "photo photos photograph photographs image images picture pictures pic pics foto fotos video videos footage "
+    "footages illustration illustrations artwork artworks graphic graphics credit credits source sources via "
+    "copyright rights courtesy photographed photography photographer author artist editor fotografía fotografías "
+    "fotografia fotografias fotografie bild bilder imagen imagem imagens immagine crédit crédits crédito créditos "
+    "credito crediti quelle quellen bildquelle bildquellen fotoquelle fotoquellen fuente fuentes fonte bildnachweis "
+    "fotonachweis".split()
 )
 
 
@@ -941,7 +960,8 @@ def has_ad(text: str, words: list[str] | None = None) -> bool:
 # --- bracketed links, sources and credits ------------------------------------------
 BRACKET_GROUP_RE = re.compile(r"\(([^()]*)\)|\[([^\[\]]*)\]|\{([^{}]*)\}")
 _NOTE_LABEL_RE = re.compile(
-    r"(?:image\s+|photo\s+)?(?:sources?|via|credits?|photo(?:\s+credits?)?|image|picture|pic|foto|courtesy(?:\s+of)?"
+    rf"(?:image\s+|photo\s+)?(?:{_SOURCE_WORD}|via|{_CREDIT_WORD}(?:\s+{_MEDIA_LABEL})?|photo(?:\s+credits?)?"
+    rf"|image|picture|pic|foto|{_FOREIGN_MEDIA_LABEL}|courtesy(?:\s+of)?"
     r"|from|copyright|©|see|more(?:\s+(?:at|info|here))?|link|url|website|read\s+more(?:\s+at)?"
     r"|full\s+(?:story|article)(?:\s+at)?|photographer)\b\s*(?:by\s+|:\s*|-\s+)?"
     r"|©\s*",
@@ -1254,10 +1274,12 @@ def is_all_caps(text: str) -> bool:
 
 def noise_free_words(text: str) -> list[str]:
     """The caption's whitespace tokens once links, file names, boilerplate, credits, bracketed
-    notes, ads and hashtags are taken out: the words that can describe the image."""
-    for spans in (bracket_note_spans, ad_spans):
-        for start, end in reversed(spans(text)):
-            text = text[:start] + " " + text[end:]
+    notes, ads and hashtags are taken out: the words that can describe the image. An ad that is text shown in the
+    image stays, as the cleaner keeps it ("A poster: Now $5 #vintage" keeps four words)."""
+    for start, end in reversed(bracket_note_spans(text)):
+        text = text[:start] + " " + text[end:]
+    for start, end in reversed([(s, e) for s, e in ad_spans(text) if not is_shown_text(text, s)]):
+        text = text[:start] + " " + text[end:]
     for start, end in reversed(labelled_url_spans(text)):
         text = text[:start] + " " + text[end:]
     text = FILENAME_RE.sub(" ", text)

@@ -225,7 +225,10 @@ class CaptionCleaner(Rewriter):
     #    text they wrap stays), wallpaper and vector labels ("1920x1080 HD wallpaper", "Vector illustration. EPS 10"),
     #    and the whole "Image may contain: coffee, indoor" list (nothing is left); lower-case credits ("photo by jsmith")
     # 10: Turkish all caps lowered without a combining dot ("İSTANBUL'DA BİR KEDİ" -> "İstanbul'da bir kedi")
-    version = "10"
+    # 11: credit labels in other languages cut whole ("Crédit photo : Jean Dupont", "Bild: Hans Müller", "Quelle:
+    #     dpa", "Fuente: EFE", "Fotografía: ..."; "Crédit" was left behind); an ad clause takes the hashtags in it,
+    #     which are fillers to a weak ad ("A girl on a beach. Shop our collection #summer" -> "A girl on a beach.")
+    version = "11"
     needs_images = False
     prompt = None
 

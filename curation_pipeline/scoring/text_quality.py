@@ -126,7 +126,9 @@ class CaptionTextQuality(Scorer):
     #    and "uploading stock photos" read as the cleaner 7 reads them; one word repeated 4+ times is very_short
     # 7: boilerplate as the cleaner 9 cuts it: site-name suffixes, keyword lists, placeholders, shortcodes, wallpaper
     #    and vector labels, an "Image may contain:" list with its label (nothing left: very_short); lower-case credits
-    version = "7"
+    # 8: credit and advertising as the cleaner 11 reads them: credit labels in other languages ("Bild: Hans Müller",
+    #    "Quelle: dpa", "Crédit photo : ..."), hashtags in a weak ad's clause ("Red dress. New arrivals #fun")
+    version = "8"
     needs_images = False
     outputs = (
         ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",

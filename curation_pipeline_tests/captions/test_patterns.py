@@ -19,7 +19,11 @@ def _texts():
     texts += [ad_text(rng) for _ in range(300)] + [credit_text(rng) for _ in range(300)]
     texts += ["Sale 30% off today", "e-mail us", "Pre-order now", "(c) Jane Doe 2019", "Jane Doe | AFP",
               "AP Photo/Jane Doe", "SHOP NOW", "Only €9.99", "BOGO deals", "An old poster: Buy now, pay later!",
-              "A shirt reading Order online"]
+              "A shirt reading Order online", "A dog. Fotos: Jane Doe", "Videos: Jane Doe",
+              "Crédit photo : Jean Dupont",
+              "Bild: Hans Müller", "Quelle: dpa", "Fuente: EFE", "Fotografía: Juan Pérez", "A dog (Bildquelle: dpa)",
+              "A girl on a beach. Shop our collection #summer", "Red dress. New arrivals #fun", "#sale Shop the look",
+              "Blue mug | Ships worldwide #fun", "Leather bag. Now $131.99 #fun", "A sign reading Now $5 #vintage"]
     return texts
 
 
@@ -261,6 +265,56 @@ def test_shortcodes_go_and_their_text_stays():
     assert [other[s:e] for s, e in P.shortcode_spans(other)] == ['[foo bar="1"]', "[/foo]"]
 
 
+# Credit labels in other languages, each cut whole as its English counterpart is.
+FOREIGN_CREDITS = [("Crédit photo : Jean Dupont", "Crédit photo : Jean Dupont"),
+                   ("A cat on a sofa. Crédit photo : Jean Dupont", "Crédit photo : Jean Dupont"),
+                   ("A cat. Crédits photos : Jean Dupont", "Crédits photos : Jean Dupont"),
+                   ("A dog in the park. Bild: Hans Müller", "Bild: Hans Müller"),
+                   ("Quelle: dpa", "Quelle: dpa"), ("Berlin at night | Quelle: dpa", "Quelle: dpa"),
+                   ("A street. Bildquelle: Reuters", "Bildquelle: Reuters"), ("Fuente: EFE", "Fuente: EFE"),
+                   ("Foto: Maria Rossi", "Foto: Maria Rossi"), ("Fotografía: Juan Pérez", "Fotografía: Juan Pérez"),
+                   ("Photo : Jean Dupont", "Photo : Jean Dupont"),
+                   ("A square. Fonte: Maria Silva", "Fonte: Maria Silva"),
+                   ("Source: dpa", "Source: dpa"), ("A dog. Crédito: Juan Pérez", "Crédito: Juan Pérez")]
+# Their words inside a description.
+FOREIGN_CREDIT_PROSE = ["Das Bild zeigt einen Hund", "A painting titled Bild: Blau", "La Fuente: a fountain in Seville",
+                        "Crédit Agricole bank branch in Paris", "A man reads Bild: a German newspaper",
+                        "The Quelle catalogue from 1970", "Bilder einer Ausstellung at the concert hall"]
+
+
+def test_credit_labels_in_other_languages():
+    for text, credit in FOREIGN_CREDITS:
+        assert [text[s:e] for s, e in P.credit_spans(text)] == [credit], text
+        assert P.has_credit(text), text
+    for text in FOREIGN_CREDIT_PROSE:
+        assert P.credit_spans(text) == [] and not P.has_credit(text), text
+    assert P.bracket_note_spans("A dog (Quelle: dpa)") == [(6, 19)]
+
+
+# A weak ad's clause may hold hashtags: they describe nothing, and go with the ad.
+HASHTAG_ADS = [("A girl on a beach. Shop our collection #summer", "Shop our collection #summer"),
+               ("Red dress. New arrivals #fun", "New arrivals #fun"),
+               ("Blue mug | Ships worldwide #fun", "Ships worldwide #fun"),
+               ("Leather bag. Now $131.99 #fun #sale", "Now $131.99 #fun #sale"),
+               # hashtags before the ad are no ad words: remove_hashtags takes them
+               ("A red dress. #sale#summer Shop the look", " Shop the look")]
+# Prices and hashtags in descriptions.
+HASHTAGS_NO_AD = ["A sign reading Now $5 #vintage", "#throwback a family at the beach",
+                  "Tickets cost only $5 in 1950 #history", "New arrivals at the zoo #babyanimals",
+                  "A girl on a beach #summer", "A poster: Shop our collection #retro"]
+
+
+def test_hashtags_are_fillers_to_weak_ads():
+    for text, ad in HASHTAG_ADS:
+        assert [text[s:e] for s, e in P.ad_spans(text)] == [ad], text
+        assert P.has_ad(text), text
+    for text in HASHTAGS_NO_AD:
+        assert not P.has_ad(text), text
+    assert P._fillers_only("#summer #fun now") and not P._fillers_only("#summer beach")
+    # an ad shown in the image is the image's text, and counts as words of the caption
+    assert P.noise_free_words("A poster: Now $5 #vintage") == ["A", "poster:", "Now", "$5"]
+
+
 def test_lower_case_credits():
     for text, credit in [("A red barn. photo by jsmith", "photo by jsmith"), ("photo by jsmith", "photo by jsmith"),
                          ("A dog. credit: jsmith", "credit: jsmith"),
@@ -307,6 +361,12 @@ HOSTILE = {  # (phrase, run) -> (caption_rules, clean_caption's operations, leng
     ("call us ", None): (["advertising", "too_short", "very_short", "repetition", "whitespace"],
                          ["fix_whitespace", "remove_ads"], 0),
     ("Shop the look ", None): (["advertising", "too_short", "very_short", "repetition"], ["remove_ads"], 0),
+    ("Shop our collection #summer ", None): (["advertising", "hashtag_spam", "too_short", "very_short", "repetition"],
+                                             ["remove_ads"], 0),
+    ("A dog. New arrivals #fun ", None): (["advertising", "hashtag_spam", "repetition", "whitespace", "too_long"],
+                                          ["fix_whitespace", "remove_ads", "remove_hashtags"], 9582),
+    ("Crédit photo : Jean Dupont. ", None): (["credit", "repetition", "too_long"], ["remove_credits"], 4),
+    ("Quelle: dpa ", None): (["credit", "repetition", "too_long"], ["remove_credits"], 9616),
     ("Sale!", None): (["advertising", "too_short", "very_short", "repetition"], ["remove_ads"], 9840),
     ("AP.", None): (["too_short", "very_short", "repetition", "all_caps"], ["sentence_case"], 10000),
     ("Jane-Doe-", None): (["too_short", "very_short", "repetition"], [], 10000),
@@ -481,7 +541,7 @@ def test_weak_triggers_are_judged_clause_by_clause_as_one_by_one():
     rng = random.Random(8)
     phrases = ["New arrivals", "new arrivals", "Learn more", "learn more at", "only $5", "price: $5", "call us",
                "Shop the look", "hurry!", "Buy now", "50% off", "free shipping", "a red dress", "dog", "now", "online",
-               "www.x.com", "$5", "A", "sale", "on", '"', "Lowest prices online"]
+               "www.x.com", "$5", "A", "sale", "on", '"', "Lowest prices online", "#fun", "#a#b"]
     seps = [" ", " ", ", ", " | ", " - ", ". ", "! ", "; ", ": ", "", "\n", " (", ") "]
     texts = _texts() + ["dog " + "New Arrivals " * 60, "only$5" * 80, "-only$5" * 80 + " dog"]
     texts += ["".join(rng.choice(phrases) + rng.choice(seps) for _ in range(rng.randint(2, 30))) for _ in range(600)]

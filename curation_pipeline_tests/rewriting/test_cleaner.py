@@ -98,6 +98,12 @@ CASES = {
     "A red dress Buy now!": ("A red dress", "remove_ads"),
     "A red dress, limited time offer, use code SAVE20": ("A red dress", "remove_ads"),
     "Two dogs play . Only $19.99. Add to cart": ("Two dogs play .", "remove_ads"),
+    # An ad's clause takes its hashtags: they are no description, and removing them after the ads left the ad.
+    "A girl on a beach. Shop our collection #summer": ("A girl on a beach.", "remove_ads"),
+    "Red dress on a hanger. New arrivals #fun": ("Red dress on a hanger.", "remove_ads"),
+    "Blue mug on a table | Ships worldwide #fun": ("Blue mug on a table", "remove_ads"),
+    "Leather bag on a chair. Now $131.99 #fun #sale": ("Leather bag on a chair.", "remove_ads"),
+    "A red dress. #summer Shop the look": ("A red dress.", "remove_ads,remove_hashtags"),
     # Credits, sources and copyright lines, whole.
     "A dog on the beach . Credit: Jane Doe/Reuters": ("A dog on the beach .", "remove_credits"),
     "Photo: Jane Doe. A dog on the beach": ("A dog on the beach", "remove_credits"),
@@ -111,6 +117,16 @@ CASES = {
     "A red barn at sunset. photo by jsmith": ("A red barn at sunset.", "remove_credits"),
     "A dog on the beach. credit: jsmith": ("A dog on the beach.", "remove_credits"),
     "Sunset over the lake photo by jsmith88": ("Sunset over the lake", "remove_credits"),
+    # Credit labels in other languages go whole, as English ones do ("Crédit" was left behind, the others kept).
+    "A cat on a sofa. Crédit photo : Jean Dupont": ("A cat on a sofa.", "remove_credits"),
+    "Crédit photo : Jean Dupont - Un chat sur un canapé": ("Un chat sur un canapé", "remove_credits"),
+    "A dog in the park. Bild: Hans Müller": ("A dog in the park.", "remove_credits"),
+    "Berlin at night | Quelle: dpa": ("Berlin at night", "remove_credits"),
+    "A crowd in a square. Fuente: EFE": ("A crowd in a square.", "remove_credits"),
+    "A market in Rome. Foto: Maria Rossi": ("A market in Rome.", "remove_credits"),
+    "A street in Madrid. Fotografía: Juan Pérez": ("A street in Madrid.", "remove_credits"),
+    "A lake at dawn. Photo : Jean Dupont": ("A lake at dawn.", "remove_credits"),
+    "A dog on grass (Quelle: dpa)": ("A dog on grass", "remove_bracket_notes"),
     # Bracketed links and source notes go with their brackets.
     "A dog on the beach (source: http://example.com/a/b)": ("A dog on the beach", "remove_bracket_notes"),
     "A dog on the beach [via www.example.com/p]": ("A dog on the beach", "remove_bracket_notes"),
@@ -206,6 +222,12 @@ def test_cleaning_is_idempotent(caption):
         "A physics teacher draws a vector on the board",
         "A boy watching YouTube on a tablet",
         "A table with apples, pears, and bananas",
+        # words of credit labels in other languages inside a description
+        "Das Bild zeigt einen Hund im Park",
+        "A painting titled Bild: Blau",
+        "La Fuente: a fountain in Seville",
+        "Crédit Agricole bank branch in Paris",
+        "A man reads Bild: a German newspaper",
     ],
 )
 def test_unrecognised_text_is_left_alone(caption):
@@ -271,6 +293,40 @@ BOILERPLATE_CUT = ["A dog. Stock photo", "Stock photo of a dog", "A dog - free d
                    '[caption id="attachment_12"]A dog[/caption]', "Image not found"]
 
 
+# Prices and hashtags in a description, not in an ad: the hashtags may go, the description stays whole.
+HASHTAGS_NO_AD = {
+    "A sign reading Now $5 #vintage": "A sign reading Now $5",
+    "#throwback a family at the beach": "throwback a family at the beach",
+    "Tickets cost only $5 in 1950 #history": "Tickets cost only $5 in 1950",
+    "New arrivals at the zoo #babyanimals": "New arrivals at the zoo",
+    "A shop window with a sign saying Shop our collection #retail":
+        "A shop window with a sign saying Shop our collection",
+}
+
+
+@pytest.mark.parametrize("caption", list(HASHTAGS_NO_AD))
+def test_hashtags_make_no_ad_of_a_description(caption):
+    candidate = clean_one(caption)
+    assert candidate.caption == HASHTAGS_NO_AD[caption]
+    assert candidate.raw == "remove_hashtags"
+    assert "advertising" not in caption_rules(caption)
+
+
+NEW_CUTS = ("Crédit", "Bild:", "Quelle", "Fuente", "Foto", "Photo :")
+
+
+@pytest.mark.parametrize("caption", [c for c in CASES if any(w in c for w in NEW_CUTS)
+                                     or "#" in c and "remove_ads" in CASES[c][1]])
+def test_new_credit_and_ad_cuts_pass_the_independent_check(caption):
+    """What the cleaner now cuts leaves no stub the independent check (``rewriting.verify``) rejects, and raises the
+    caption's text_quality score."""
+    from curation_pipeline.rewriting.verify import wellformedness_problems
+
+    cleaned = clean_one(caption).caption
+    assert wellformedness_problems(cleaned, caption) == []
+    assert caption_score(caption_rules(cleaned)) > caption_score(caption_rules(caption))
+
+
 def test_boilerplate_is_scored_exactly_where_it_is_cut():
     """The scorer's "boilerplate" rule and the cleaner's "remove_boilerplate" share one definition, so a caption
     is marked down for boilerplate if and only if the cleaner would cut some."""
@@ -287,9 +343,13 @@ def test_boilerplate_is_scored_exactly_where_it_is_cut():
 
 # Credits the cleaner rightly keeps (text shown in the image, a match inside its clause), and those it cuts.
 CREDIT_KEPT = ["A man in a shirt reading Photo by John Smith", "A sign: © 2019 Jane Doe", "A woman holding a © sign",
-               "A mug with all rights reserved printed on it", "A banner reading Credit: Jane Doe/AP"]
+               "A mug with all rights reserved printed on it", "A banner reading Credit: Jane Doe/AP",
+               "A painting titled Bild: Blau", "La Fuente: a fountain in Seville"]
 CREDIT_CUT = ["A dog. Photo by John Smith", "Credit: Jane Doe | A dog on grass", "A dog, © 2019 Jane Doe",
-              "A dog on the beach (Source: Reuters)", "A dog on the beach {www.example.com}", "A dog - via Flickr"]
+              "A dog on the beach (Source: Reuters)", "A dog on the beach {www.example.com}", "A dog - via Flickr",
+              "A dog. Crédit photo : Jean Dupont", "A dog | Bild: Hans Müller", "A dog. Quelle: dpa",
+              "A dog. Fuente: EFE",
+              "A dog. Fotos: Jane Doe", "A dog (Fotografía: Juan Pérez)"]
 
 
 def test_credits_are_scored_exactly_where_they_are_cut():
@@ -335,7 +395,7 @@ def test_non_english_stays_non_english():
 
 def test_rewriter_contract():
     cleaner = CaptionCleaner()
-    assert cleaner.ident == "cleaner@10"
+    assert cleaner.ident == "cleaner@11"
     assert cleaner.needs_images is False
     assert cleaner.prompt is None and cleaner.prompt_hash is None
     batch = PairBatch(["a", "b", "c"], ["Tom &amp; Jerry", None, "A dog on grass"])
