@@ -165,7 +165,7 @@ class ScoringResource(dg.ConfigurableResource):
     profile: Literal["offline", "text", "clip", "mlm", "full"] = Field(default=_S.name, description="offline (bundled signals) | text (caption scorers only) | clip | mlm | full (clip + mlm).")
     clip: ClipConfig = Field(default_factory=ClipConfig, description="CLIPScore model and switches.")
     mlm: MlmConfig = Field(default_factory=MlmConfig, description="MLM-Filter model and switches.")
-    aitqe_model: str = Field(default="", description="AITQE checkpoint (HymanH/AITQE) id or path: adds aitqe_overall (1-10) and aitqe_recaption to the scores (not in the text profile).")
+    aitqe_model: str = Field(default="", description="AITQE checkpoint (HymanH/AITQE) id or path: adds aitqe_overall (1-10), aitqe_recaption and the reply they were read from (aitqe_reply) to the scores (not in the text profile).")
     device: Device = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
     batch_size: int = Field(default=_S.batch_size, gt=0, description="Batch size of every model scorer (CLIP, MLM-Filter, AITQE, NSFW).")
     trust_remote_code: list[str] = Field(default=[], description="Model ids allowed to run their own code.")

@@ -45,7 +45,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     decisions, scores = caption_decisions, quality_scores
     targets = rewrite_targets(decisions, scores)
     needed = needed_columns(policy.quality_column)
-    ray_stats = {}
+    ray_stats, reuse = {}, None
     if targets.empty:
         lineage = empty_lineage()
     elif compute.uses_ray:  # rewrite + re-score as Ray Data streaming on the cluster; the same rows as below
@@ -58,9 +58,14 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
             options=compute.options("rewrite", rewriter.batch_size), expected=expected)
         ray_stats = stats.metadata()
     else:
+        from curation_pipeline.rewriting.reuse import (REPLY_COLUMN, SCORES_TABLE, STORED_COLUMNS, ReplyReuse,
+                                                       reuse_stored_replies)
         from curation_pipeline.scoring.signals.embedding import caption_similarity
 
-        model = rewriter.rewriter()
+        # AITQE's candidate from the reply its scorer stored, where that is the very call the rewriter makes
+        model = reuse_stored_replies(rewriter.rewriter(), lambda: warehouse.warehouse().read_table_and_metadata(
+            SCORES_TABLE, shard, columns=list(STORED_COLUMNS), optional=[REPLY_COLUMN]), expected.sha256)
+        reuse = model if isinstance(model, ReplyReuse) else None
         rescorers = [s for s in scoring.scorers() if needed & set(s.columns)]
         with_images = model.needs_images or any(s.needs_images for s in rescorers)
         lineage = rewrite_batches(
@@ -79,6 +84,8 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
                    "acceptance_rate": accepted / len(lineage) if len(lineage) else None,  # no attempts: empty, not 0
                    "mean_score_gain": float(gain.mean()) if len(gain) else None}),
         **numbers(ray_stats),
+        **({"reused_from_quality_scores": dg.MetadataValue.int(len(reuse.reused)),  # AITQE's stored replies
+            "aitqe_replies": dg.MetadataValue.text(reuse.summary(len(lineage)))} if reuse else {}),
         "compute_settings": dg.MetadataValue.json(compute.resolved("rewrite", rewriter.batch_size)),
         "lineage": table(preview),
         "lineage_shown": dg.MetadataValue.text(f"first {len(preview)} of {len(lineage)} attempts (accepted first); "

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from curation_pipeline.models.loading import ModelUnavailableError, inference_mode, load_vlm, prepare_source
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.rewriting.base import RewriteCandidate
+from curation_pipeline.rewriting.base import RewriteCandidate, hash_prompt
 from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, ChatGenerator, GeneratingRewriter
 
 # The checkpoint was trained on this instruction (reference inference script); a
@@ -283,6 +283,12 @@ def load_aitqe(model: str, *, max_new_tokens: int, stop_strings: list[str] | Non
     return ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, stop_strings=stop_strings)
 
 
+def precision(generator) -> str:
+    """The dtype the loaded model generates in ("bfloat16", "float32"): replies differ by it."""
+    model = generator.released.model if isinstance(generator, AitqeGenerator) else generator.model
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
 def aitqe_instruction(generator, prompt: str, caption: str | None) -> str:
     """The instruction with the caption in. The released checkpoint gets the caption exactly as given:
     the reference's ``process_prompt`` inserts it as it is (its data processor strips only outside
@@ -328,7 +334,8 @@ class AitqeRewriter(GeneratingRewriter):
                  trust_remote_code: bool = False, vision_tower: str | None = None):
         super().__init__(instruction or DEFAULT_INSTRUCTION, batch_size,
                          f"the AITQE instruction must contain {CAPTION_PLACEHOLDER}")
-        self.max_new_tokens = max_new_tokens
+        self.model, self.max_new_tokens, self.vision_tower = model, max_new_tokens, vision_tower
+        self.trust_remote_code = trust_remote_code
         self.stop_strings = [OVERALL_MARKER] if stop_after_overall else None
         # 3: images as the reference decodes them (shards.reader.model_image); 4: a caption holding the
         # released checkpoint's pad token is refused, as the reference refuses it (AitqeGenerator.refusal);
@@ -347,6 +354,13 @@ class AitqeRewriter(GeneratingRewriter):
 
     def rewrite(self, batch: PairBatch) -> list[RewriteCandidate]:
         return skip_refused(self.generator, batch, self.instruction, super().rewrite)
+
+    def answer(self, caption: str | None, reply: str) -> RewriteCandidate:
+        """The candidate ``rewrite`` makes of ``reply``, the model's answer for a pair with this caption and an
+        image: for a reply generated already (``rewriting.reuse``)."""
+        candidate = self._candidate(reply)
+        candidate.prompt_hash = hash_prompt(self.template(caption))
+        return candidate
 
     @staticmethod
     def _candidate(reply: str) -> RewriteCandidate:

@@ -1,8 +1,10 @@
 """AITQE's own verdict as a score: its 1-10 overall rating and its recaption, stored once.
 
 The policy can take ``aitqe_overall`` as its quality column (the paper publishes no cut-off; its
-examples suggest 6-8). ``aitqe_recaption`` is stored for inspection only: no later step reads it, and
-the ``aitqe`` rewriter (``rewriting.aitqe.AitqeRewriter``) calls the model again for its candidate.
+examples suggest 6-8). AITQE rates and recaptions in one generation, so the reply itself is stored too
+(``aitqe_reply``): the ``aitqe`` rewriter takes its candidate from it instead of generating the same
+reply again, where the version recorded with the scores says it would ask the same
+(``rewriting.reuse``).
 """
 
 from __future__ import annotations
@@ -12,18 +14,39 @@ import pandas as pd
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.aitqe import (AITQE_MAX_NEW_TOKENS, DEFAULT_INSTRUCTION, OVERALL_MARKER,
-                                               aitqe_instruction, load_aitqe, parse_aitqe_output, skip_refused)
+                                               aitqe_instruction, load_aitqe, parse_aitqe_output, precision,
+                                               skip_refused)
 from curation_pipeline.rewriting.vlm import generate_in_batches
 from curation_pipeline.rewriting.base import RewriteCandidate
 from curation_pipeline.scoring.base import Scorer
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
 
+REPLY_COLUMN = "aitqe_reply"
+
+
+def scorer_version(model: str, max_new_tokens: int, dtype: str, vision_tower: str | None = None) -> str:
+    """What ``AitqeScorer.version`` says of a scorer that generates with these settings (``dtype``: the loaded
+    model's, ``precision``): the one place its format is defined, as ``rewriting.reuse`` compares against it.
+    The instruction and the stop at ``<Overall>`` are fixed in the scorer, so they are implied."""
+    # 2: images as the reference decodes them (model_image); 3: a caption holding the released checkpoint's
+    # pad token gets no score, as the reference refuses it (AitqeGenerator.refusal); 4: a recaption holding
+    # escaped quotes is no longer rejected as ambiguous (rewriting.aitqe._quoted_value); 5: a cut-off reply's
+    # \uXXXX escapes in the recaption are decoded, as in a complete reply; 6: the reply is stored (aitqe_reply),
+    # with the precision (and a vision tower given in place of the checkpoint's) that generated it
+    tower = f":tower={vision_tower}" if vision_tower else ""
+    return f"6:{model}:max_new={max_new_tokens}:dtype={dtype}{tower}"
+
+
 class AitqeScorer(Scorer):
-    """``aitqe_overall`` (1-10, NaN when the reply has none), ``aitqe_recaption``, ``aitqe_error``."""
+    """``aitqe_overall`` (1-10, NaN when the reply has none), ``aitqe_recaption``, ``aitqe_reply`` (the reply
+    both were read from; None where the model was not asked), ``aitqe_error``."""
 
     name = "aitqe"
     outputs = (ScoreColumn("aitqe_overall", "AITQE's overall rating of the pair, 1-10.", range=(1, 10)),
                ScoreColumn("aitqe_recaption", "AITQE's recaption of the image.", "str"),
+               ScoreColumn(REPLY_COLUMN, "AITQE's reply as generated, which the rating and recaption were read from "
+                           "(empty where the model was not asked); the aitqe rewriter reuses it.", "str",
+                           sidecar=False),
                error_column("aitqe"))
     needs_images = True
 
@@ -36,11 +59,7 @@ class AitqeScorer(Scorer):
         self.batch_size = batch_size
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=[OVERALL_MARKER],
                                     device=device, dtype=dtype, vision_tower=vision_tower)
-        # 2: images as the reference decodes them (model_image); 3: a caption holding the released checkpoint's
-        # pad token gets no score, as the reference refuses it (AitqeGenerator.refusal); 4: a recaption holding
-        # escaped quotes is no longer rejected as ambiguous (rewriting.aitqe._quoted_value); 5: a cut-off reply's
-        # \uXXXX escapes in the recaption are decoded, as in a complete reply
-        self.version = f"5:{model}:max_new={max_new_tokens}"
+        self.version = scorer_version(model, max_new_tokens, precision(self.generator), vision_tower)
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
         def instruction(caption):
@@ -55,4 +74,6 @@ class AitqeScorer(Scorer):
         overall = [r.scores.get("o", np.nan) if r.scores else np.nan for r in results]
         return pd.DataFrame({"aitqe_overall": np.array(overall, dtype=float),
                              "aitqe_recaption": pd.Series([r.caption for r in results], dtype=object),
+                             REPLY_COLUMN: pd.Series([None if r.raw is None else str(r.raw) for r in results],
+                                                     dtype=object),
                              "aitqe_error": pd.Series([r.error for r in results], dtype=object)})
