@@ -107,15 +107,26 @@ _NAME_STOP = (
     r"|Shop|Order|Call|Get|Visit|Book|Save|Use|Only|Now|Free|Sale|Limited|Today|Up|Best|Deal|Learn|Sign|Add"
     r"|Tap|Download|Subscribe|Check|Don't)(?![\w.'’])"
 )
-_NAME_WORD = r"(?:@\w+|[A-Z]\.|[A-Z][\w'’&-]*(?:\.[A-Za-z][\w'’&-]*)*)"
-_NAME_PARTICLE = r"(?:van|von|de|da|del|der|di|du|la|le|bin|al)(?=[ ]+[A-Z])"
+# Capital and small letters beyond ASCII (Latin, Greek, Cyrillic), as character-class contents: a name may start
+# with one ("Photo: Émile Zola", "Foto: Łukasz Nowak"), and a small one after a name makes it prose ("Foto: Hund über
+# die Wiese"). ``re`` has no \p{Lu}: the letters are listed.
+_LETTER_BLOCKS = ((0xC0, 0x24F), (0x370, 0x3FF), (0x400, 0x52F), (0x1E00, 0x1EFF))
+_UPPER = "A-Z" + "".join(ch for lo, hi in _LETTER_BLOCKS for ch in map(chr, range(lo, hi + 1)) if ch.isupper())
+_LOWER = "a-z" + "".join(ch for lo, hi in _LETTER_BLOCKS for ch in map(chr, range(lo, hi + 1)) if ch.islower())
+_NAME_WORD = rf"(?:@\w+|[{_UPPER}]\.|[{_UPPER}][\w'’&-]*(?:\.[A-Za-z][\w'’&-]*)*)"
+_NAME_PARTICLE = rf"(?:van|von|de|da|del|der|di|du|la|le|bin|al)(?=[ ]+[{_UPPER}])"
+# A credit's label and its colon continue no name: "Source: Reuters Source: Reuters" is two credits, not one whose
+# name is "Reuters Source". A plural media word is none: "Getty Images: A dog" is the agency's name.
+_LABEL_COLON = (r"(?i:foto|fotograf(?:[ií]a|ie)|bild|imagen|immagine|(?:photo|image|foto|bild)?(?:source|quelle|fuente"
+                r"|credit|cr[eé]dito|cr[eé]dit)s?|quellen|fonte|credito|crediti|(?:bild|foto)nachweis|via|copyright"
+                r"|courtesy|photographer|author|artist)\s*:")
 # Atomic: a name takes all the capitalised words it can, and is no name at all if a lower-case word
 # follows ("Photo: Man stands on a cliff" is a caption, not a credit), unless that word links to
 # more credit ("for The Guardian", "via AP").
 # Not a stop word: every one is capitalised, so a lower-case letter or a sign is no stop word without reading the list.
-_NOT_STOP = rf"(?!(?=[A-Z])(?:{_NAME_STOP}|The\b))"
+_NOT_STOP = rf"(?!(?=[A-Z])(?:{_NAME_STOP}|The\b|{_LABEL_COLON}))"
 _NAME_REST = rf"(?:[ ]+{_NOT_STOP}(?:{_NAME_PARTICLE}|{_NAME_WORD})){{0,3}}"
-_NAME_END = r"(?![ ]+(?!(?:for|via|at|of|from|on|and)[ ]+(?:The[ ]+)?[A-Z@])[a-z])"
+_NAME_END = rf"(?![ ]+(?!(?:for|via|at|of|from|on|and)[ ]+(?:The[ ]+)?[{_UPPER}@])[{_LOWER}])"
 _NAME = rf"(?-i:(?>{_NOT_STOP}{_NAME_WORD}{_NAME_REST}){_NAME_END})"
 # An organisation may start with "The" ("for The Guardian"); only after "for", "via", "at", "of".
 _ORG = rf"(?-i:(?>(?:The[ ]+)?{_NOT_STOP}{_NAME_WORD}{_NAME_REST}){_NAME_END})"
@@ -265,6 +276,25 @@ _CREDIT_END = r"(?=\s*(?:$|[|•·:;)\]]|[-–—]\s|[.!?…](?:\s|$)))"
 # Images", "Jane Doe | AFP" (``_credit_matches`` looks for them its own way).
 _NAME_AGENCY_PHOTO = rf"{_NAME}\s*/\s*(?-i:{_AGENCIES})\s+(?:photos?|images?)"
 _NAME_AGENCY = rf"{_NAME}\s*[/|]\s*(?-i:{_AGENCIES})\b"
+# A byline in another language: "Foto von Hans Müller", "Photo de Jean Dupont", "Foto di Maria Rossi", "Foto de Juan
+# Pérez", "Photo par ...", "Foto por ...". Such a word is "of" as often as "by", so it is a credit only as a clause's
+# start, with a name of two to four capitalised words, the first none that starts a place's name ("Foto von Bad
+# Tölz", "Photo de New York", "Foto di Santa Maria Novella"), ending its clause, and never all the caption
+# (``credit_spans``): "Photo de Paris", "Photo de famille", "Une photo de Jean Dupont" are descriptions.
+_PLACE_START = (
+    r"(?:New|San|Santa|Santo|São|Sankt|St|Saint|Sainte|Los|Las|La|Le|Les|El|Il|Lo|Der|Die|Das|Den|Notre|Buenos|Rio"
+    r"|Río|Hong|Costa|Puerto|Porto|Port|Mont|Monte|Mount|Mt|Lake|Lago|Lac|Piazza|Plaza|Place|Platz|Rue|Via|Calle"
+    r"|Avenida|Isla|Isola|Île|Cabo|Cap|Cape|Castello|Castillo|Château|Schloss|Palazzo|Palacio|Palais|Catedral"
+    r"|Cathédrale|Basilica|Basílica|Torre|Tour|Bad|Villa|Playa|Parque|Parco|Parc|Park|Musée|Museo|Museum|Gare|Porta"
+    r"|Porte|Puerta|Puente|Ponte|Pont|Nueva|Nuevo|Gran|Grand|Grande|Ciudad|Città|Cité|Mar|Golfo|Côte|Val|Valle"
+    r"|Sierra|Cerro|Pic|Pico|Col|Baie|Bahía|Hotel|Hôtel|Iglesia|Église|Chiesa|Kirche|Dom|Burg|Nord|Süd|Sud|Norte"
+    r"|Sur|Alta|Alto|Upper|Lower|North|South|East|West|Great|Little|Old|Vieux|Vieille|Alt|Fort|Forte|Bosque|Bois"
+    r"|Forêt|Wald|Jardin|Jardín|Giardino|Garten|Campo|Champs|Quartier|Barrio)(?![\w'’-])"
+)
+_BYLINE_NAME = (rf"(?-i:(?>(?!{_PLACE_START}){_NOT_STOP}{_NAME_WORD}"
+                rf"(?:[ ]+{_NOT_STOP}(?:{_NAME_PARTICLE}|{_NAME_WORD})){{1,3}}){_NAME_END})")
+_FOREIGN_BYLINE = (rf"(?P<byline>(?:photo|foto|bild|image|imagen|immagine|fotograf(?:[ií]a|ie))s?\s+"
+                   rf"(?-i:von|de|di|par|por)\s+{_BYLINE_NAME}(?:\s*[/|]\s*{_NAME})?{_CREDIT_END})")
 # © 2019 Jane Doe. All rights reserved / (c) Jane Doe 2019 / © / photo © 2019 (its media label goes too)
 _COPYRIGHT_SIGN = (rf"(?:{_MEDIA_LABEL}\s*)?(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*(?:{_YEARS}[\s,]*)?(?:by\s+)?"
                    rf"(?:{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?")
@@ -283,6 +313,7 @@ CREDIT_RE = re.compile(
     rf"|{_MEDIA_LABEL}\s+by\s+(?-i:@[\w.-]*\w|[a-z][a-z.-]*(?:\d|_)[\w.-]*[a-z\d]){_CREDIT_END}"
     # Photo: Jane Doe / Photo credit: Jane Doe/AP / Picture by Jane Doe / Image courtesy of NASA
     rf"|{_MEDIA_LABEL}(?:\s+credits?)?\s*(?::|\bby\b|\bcourtesy(?:\s+of)?\b|©|\(c\))\s*{_CREDITED}"
+    rf"|(?=[pfbi]){_CLAUSE_START}{_FOREIGN_BYLINE}"
     # Credit: Jane Doe/Reuters / Credits - Jane Doe / Source: Reuters / Image source: Wikimedia Commons /
     # Crédit photo : Jean Dupont / Quelle: dpa
     rf"|(?:{_MEDIA_LABEL}\s+)?(?:{_CREDIT_WORD}(?:\s+{_MEDIA_LABEL})?|{_SOURCE_WORD}|via)\s*(?::|\s-)\s*"
@@ -329,6 +360,10 @@ _AD_TRIGGERS = [
     # a button or sign that reads it is described: "a Book now button on a website"
     r"(?!\s+(?:buttons?|links?|signs?|banners?|icons?|tabs?|logos?|stickers?|posters?))",
     r"(?:subscribe|register|sign\s+up|download|bid|donate|apply|join|enrol+|reserve|pre-?order)\s+online",
+    # "Call us today for a quote", "Text me now": never "Blondie performing Call Me at the Garden"
+    r"(?:call|text|contact|email|e-mail|whatsapp|dm|message)\s+(?:us|me)\s+(?:now|today|anytime|for\s+(?:an?\s+)?"
+    r"(?:free\s+)?(?:quotes?|estimates?|details|info(?:rmation)?|more\s+(?:info(?:rmation)?|details)|prices?|pricing"
+    r"|bookings?|appointments?|reservations?|enquiries|inquiries|orders?))",
     r"(?:buy|get)\s+(?:\d+|one|two)\s+(?:get\s+(?:\d+|one)(?:\s+(?:free|half\s+price))?|for\s+(?:\d+|one|the\s+price))",
     r"\bbogo\b",
     r"(?:order|get|grab|buy|book|reserve|claim)\s+(?:yours|your\s+\w+(?:\s+\w+)?)\s+(?:now|today|here|online)",
@@ -371,15 +406,16 @@ _AD_TRIGGERS = [
 ]
 # Phrases an ad uses that a description uses too ("Visitors browse the collection", "Students learn more about
 # robots", "tickets cost only $5 in 1950", "Blondie performing Call Me", "a new arrival at the zoo"): an ad only
-# where no description shares their clause (``_ad_only_clause``), or, capitalised, where they end a clause that
-# ran straight on from one ("A red dress Shop the look").
+# where no description shares their clause (``_Clause.weak_is_ad``), or, capitalised, where they end a clause that
+# ran straight on from one ("A red dress Shop the look"; "Call Me", a song's title too, only with an ad's word, a
+# number or a link after it: "Nice flat Call Me 555-1234", never "Blondie performing Call Me #music").
 _WEAK_AD_TRIGGERS = [
     r"(?:shop|buy|browse)\s+(?:(?:the|this)\s+(?:look|collection|range|sale|print|style|item|outfit)|our\s+\w+)",
     r"limited\s+(?:stock|edition\s+prints?|availability|quantities)|(?:only\s+)?\d+\s+left\s+in\s+stock|low\s+stock",
     r"ships?\s+(?:free|worldwide|today|within|in\s+\d)",
     r"(?:lowest|cheapest|wholesale|factory|discount)\s+prices?",
     r"(?:only|just|now|from|was|for\s+only|price)\s*(?::\s*)?[$€£]\s?\d[\d.,]*",
-    r"(?:call|text|contact|email|e-mail|whatsapp|dm|message)\s+(?:us|me)\b",
+    r"(?P<contact>(?:call|text|contact|email|e-mail|whatsapp|dm|message)\s+(?:us|me))\b",
     r"(?:learn|read|find\s+out|discover|see)\s+more(?=\s*(?:$|[.!:|,\-–—]|(?:at|here|on|about)\b))",
     r"hurry(?:\s+up)?(?:\s*!|(?=\s*$))",  # not "Hurry, the bus is leaving"
     r"(?:new|hot)\s+arrivals?",
@@ -450,6 +486,33 @@ def _fillers_only(text: str) -> bool:
 
 # The tokens ``_fillers_only`` reads: what whitespace and ``_CLOSING_PUNCT_RE`` leave.
 _FILLER_TOKEN_RE = re.compile(r"[^\s.!?…\"”’')\]]+")
+_ALNUM_RE = re.compile(r"[^\W_]")
+
+
+class _Spans:
+    """Spans the cleaner cuts after the ads (boilerplate, credits), merged, for the clauses of the weak triggers to
+    read as fillers: "Royalty Free Stock Image Shop the look!" is the ad "Shop the look!" once the label is cut."""
+
+    def __init__(self, spans: list[tuple[int, int]]):
+        self.spans = _merged(spans)
+        self.ends = [e for _, e in self.spans]
+
+    def overlapping(self, start: int, end: int) -> list[tuple[int, int]]:
+        found = []
+        for k in range(bisect.bisect_right(self.ends, start), len(self.spans)):
+            if self.spans[k][0] >= end:
+                break
+            found.append(self.spans[k])
+        return found
+
+    def around(self, pos: int) -> int | None:
+        """The start of the span ``pos`` falls strictly inside, if there is one."""
+        k = bisect.bisect_right(self.ends, pos)
+        return self.spans[k][0] if k < len(self.spans) and self.spans[k][0] < pos else None
+
+    def covers(self, start: int, end: int) -> bool:
+        k = bisect.bisect_left(self.ends, end)
+        return k < len(self.spans) and self.spans[k][0] <= start
 
 
 class _Clause:
@@ -458,11 +521,16 @@ class _Clause:
     is no filler, and the word a trigger cuts. The text before and after each trigger is then judged without
     reading the clause again for each trigger."""
 
-    def __init__(self, text: str, start: int, end: int, triggers: list[re.Match], trigger_starts: list[int]):
-        self.start = start
+    def __init__(self, text: str, start: int, end: int, triggers: list[re.Match], trigger_starts: list[int],
+                 cut: _Spans | None = None):
+        self.start, self.end, self.source = start, end, text
+        blanks = [t.span() for t in
+                  triggers[bisect.bisect_left(trigger_starts, start):bisect.bisect_left(trigger_starts, end)]]
+        if cut is not None:  # the spans the cleaner cuts anyway that reach into the clause
+            blanks = sorted(blanks + cut.overlapping(start, end))
         pieces, pos = [], start
-        for t in triggers[bisect.bisect_left(trigger_starts, start):bisect.bisect_left(trigger_starts, end)]:
-            lo, hi = max(t.start(), pos), min(t.end(), end)
+        for t_start, t_end in blanks:
+            lo, hi = max(t_start, pos), min(t_end, end)
             if hi > lo:
                 pieces += [text[pos:lo], " " * (hi - lo)]
                 pos = hi
@@ -471,6 +539,7 @@ class _Clause:
         self.reversed = self.text[::-1]
         self._first_bad_end: int | None = -1  # -1: not read yet
         self._last_bad_start: int | None = -1
+        self._last_context_start: int | None = -1
         self._words: list[int] | None = None
 
     def first_bad_end(self) -> int | None:
@@ -515,31 +584,67 @@ class _Clause:
         k = bisect.bisect_left(self._words, pos) - 1
         return k >= 0 and self.text[self._words[k]].islower()
 
+    def context_after(self, pos: int) -> bool:
+        """Whether a word, a number or a link that is no hashtag follows ``pos`` in the clause as written (another
+        trigger too): the clause is read once, for its last such token."""
+        if self._last_context_start == -1:
+            self._last_context_start = None
+            for t in _FILLER_TOKEN_RE.finditer(self.source, self.start, self.end):
+                if _ALNUM_RE.search(t.group()) and not _HASHTAGS_TOKEN_RE.fullmatch(t.group()):
+                    self._last_context_start = t.start() - self.start
+        return self._last_context_start is not None and self._last_context_start >= pos
+
     def weak_is_ad(self, text: str, m: re.Match) -> bool:
         """``_weak_is_ad``: the rest of the clause is ad fillers or other triggers ("New arrivals!", "- Learn more
         at www.x.com"), or, capitalised, the trigger ends a clause a lower-case description ran into ("A red
-        dress Shop the look")."""
+        dress Shop the look"); a "Call me" so only with something an ad says after it (``context_after``)."""
         if not self.fillers_after(m.end() - self.start):
             return False
         before = m.start() - self.start
-        return self.fillers_before(before) or (text[m.start()].isupper() and self.last_word_starts_lower(before))
+        if self.fillers_before(before):
+            return True
+        return (text[m.start()].isupper() and self.last_word_starts_lower(before)
+                and (m.start("contact") < 0 or self.context_after(m.end() - self.start)))
 
 
-def _weak_ads(text: str, strong: list[re.Match], weak: list[re.Match]) -> list[re.Match]:
-    """The weak triggers that are ads, judged clause by clause (``_Clause``): a caption of many triggers in one
-    clause is read once, not once per trigger."""
+def _weak_ads(text: str, strong: list[re.Match], weak: list[re.Match], judged: list[re.Match] | None = None,
+              cut: _Spans | None = None) -> list[re.Match]:
+    """The weak triggers of ``judged`` (default: all of ``weak``) that are ads, judged clause by clause
+    (``_Clause``): a caption of many triggers in one clause is read once, not once per trigger. ``cut``: spans that
+    read as fillers too."""
     triggers = sorted(strong + weak, key=lambda t: t.start())
     trigger_starts = [t.start() for t in triggers]
     clauses: dict[tuple[int, int], _Clause] = {}
     kept = []
-    for m in weak:
+    for m in weak if judged is None else judged:
         bounds = _clause_of(text, m.start(), m.end())
         clause = clauses.get(bounds)
         if clause is None:
-            clause = clauses[bounds] = _Clause(text, *bounds, triggers, trigger_starts)
+            clause = clauses[bounds] = _Clause(text, *bounds, triggers, trigger_starts, cut)
         if clause.weak_is_ad(text, m):
             kept.append(m)
     return kept
+
+
+@functools.lru_cache(maxsize=8)
+def _cut_after_ads(text: str) -> _Spans:
+    """The boilerplate and credits of the caption, found once for the scorer's several readings of its ads."""
+    return _Spans(boilerplate_spans(text) + credit_spans(text))
+
+
+def _weak_ads_once_cut(text: str, strong: list[re.Match], weak: list[re.Match]) -> list[re.Match]:
+    """The weak triggers that are ads as the caption stands, or once the boilerplate and credits the cleaner cuts
+    after the ads are gone (read as fillers): "Royalty Free Stock Image Shop the look!". A trigger inside such a span
+    goes with it."""
+    ads = _weak_ads(text, strong, weak)
+    if len(ads) == len(weak):
+        return ads
+    cut = _cut_after_ads(text)
+    if not cut.spans:
+        return ads
+    found = {m.start() for m in ads}
+    rest = [m for m in weak if m.start() not in found and not cut.covers(m.start(), m.end())]
+    return sorted(ads + _weak_ads(text, strong, weak, rest, cut), key=lambda t: t.start())
 
 
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -559,7 +664,7 @@ def ad_triggers(text: str) -> list[re.Match]:
     triggers = list(_STRONG_AD_RE.finditer(text))
     weak = list(_WEAK_AD_RE.finditer(text))
     if weak:
-        triggers += _weak_ads(text, triggers, weak)
+        triggers += _weak_ads_once_cut(text, triggers, weak)
         triggers.sort(key=lambda t: t.start())
     if triggers and ('"' in text or "“" in text):
         quoted = [m.span() for m in _QUOTED_RE.finditer(text)]  # in order, none overlapping
@@ -576,6 +681,9 @@ def ad_triggers(text: str) -> list[re.Match]:
 def _is_description(word: str) -> bool:
     """A word that describes something, or closing punctuation: where the ad after a description starts."""
     return bool((WORD_RE.search(word) and word.lower() not in _AD_CONNECTORS) or _CLOSING_PUNCT_RE.fullmatch(word))
+
+
+_NON_SPACE_RE = re.compile(r"\S")
 
 
 def ad_spans(text: str) -> list[tuple[int, int]]:
@@ -622,6 +730,14 @@ def ad_spans(text: str) -> list[tuple[int, int]]:
                 d = last_description(k - 1)
                 if d >= 0 and d > k - 64 and tokens[d][0] >= seg_start:
                     start = tokens[d][1]
+        # Never from inside a label the cleaner cuts next: "EPS 10 only $5" goes whole, not "10 only $5" (leaving
+        # "EPS", which no rule reads). Only where words stand between the description and the trigger: a label
+        # reaching over the trigger itself goes with it, and reading every label costs a caption of thousands of
+        # run-in triggers ("Sale!Sale!...") twice the time over the cleaner's rounds.
+        if start > seg_start and _NON_SPACE_RE.search(text, start, m.start()) is not None:
+            label = _cut_after_ads(text).around(start)
+            if label is not None:
+                start = max(label, seg_start)
         spans.append((start, seg_end))
     return _merged(spans)
 
@@ -866,10 +982,10 @@ _SLASH_AGENCY_RE = re.compile(rf"[/|]\s*(?-i:{_AGENCIES})", re.IGNORECASE)
 # A name that starts a word, and one that starts inside a dotted or hyphenated word ("J.R.Smith", "Jean-Luc").
 _CREDIT_NAME_FIRST_RE = re.compile(rf"(?<![\w@.'’&-]){_CREDIT_NAME_FIRST}", re.IGNORECASE)
 _CREDIT_NAME_INSIDE_RE = re.compile(rf"(?<=[.'’&-]){_CREDIT_NAME_FIRST}", re.IGNORECASE)
-_NAME_INSIDE_START_RE = re.compile(r"(?<=[.'’&-])[A-Z@]")
-_STOP_WORD_RE = re.compile(rf"{_NAME_STOP}|The\b")
+_NAME_INSIDE_START_RE = re.compile(rf"(?<=[.'’&-])[{_UPPER}@]")
+_STOP_WORD_RE = re.compile(rf"{_NAME_STOP}|The\b|{_LABEL_COLON}")
 # A name's dotted or hyphenated word, as ``_NAME_WORD`` reads it: "J.R.R.Tolkien", "Jean-Luc", "O'Brien".
-_NAME_CHAIN_RE = re.compile(r"[A-Z][\w'’&-]*(?:\.[A-Za-z][\w'’&-]*)*")
+_NAME_CHAIN_RE = re.compile(rf"[{_UPPER}][\w'’&-]*(?:\.[A-Za-z][\w'’&-]*)*")
 
 
 class _NameFirstCredits:
@@ -939,8 +1055,19 @@ def _credit_matches_by_parts(text: str) -> Iterator[re.Match]:
 
 def credit_spans(text: str) -> list[tuple[int, int]]:
     """The ``CREDIT_RE`` labels: what the cleaner cuts, and so what the scorer penalises ("A man in a shirt
-    reading Photo by John Smith" has none). Bracketed notes are ``bracket_note_spans``."""
-    return _label_spans(_credit_matches(text), text)
+    reading Photo by John Smith" has none). Bracketed notes are ``bracket_note_spans``. A byline in another language
+    that is all the caption's words stays: "Foto von Hans Müller" alone may be his portrait."""
+    bounds: list[int] = []  # where the caption's letters start and end, read once where a byline needs them
+
+    def kept(m: re.Match) -> bool:
+        if m.start("byline") < 0:
+            return True
+        if not bounds:
+            first, last = WORD_RE.search(text), WORD_RE.search(_reversed(text))
+            bounds.extend((first.start() if first else len(text), len(text) - last.start() if last else 0))
+        return bounds[0] < m.start("byline") or bounds[1] > m.end("byline")
+
+    return _label_spans(filter(kept, _credit_matches(text)), text)
 
 
 def has_boilerplate(text: str) -> bool:

@@ -228,7 +228,13 @@ class CaptionCleaner(Rewriter):
     # 11: credit labels in other languages cut whole ("Crédit photo : Jean Dupont", "Bild: Hans Müller", "Quelle:
     #     dpa", "Fuente: EFE", "Fotografía: ..."; "Crédit" was left behind); an ad clause takes the hashtags in it,
     #     which are fillers to a weak ad ("A girl on a beach. Shop our collection #summer" -> "A girl on a beach.")
-    version = "11"
+    # 12: a name may start with a capital beyond ASCII ("Photo: Émile Zola", "Foto: Łukasz Nowak"); bylines in other
+    #     languages at a clause's start ("A lake. Foto von Hans Müller", "Photo de Jean Dupont"; never "Photo de
+    #     famille", "Photo de Paris"); a repeated credit cut whole ("Source: Reuters Source: Reuters"); a weak ad
+    #     judged once the boilerplate and credits before it are cut ("Royalty Free Stock Image Shop the look!");
+    #     "Call Me" after a description only with an ad's words ("Blondie performing Call Me #music" keeps its title);
+    #     an ad never starts inside a label cut after it ("Floral pattern, EPS 10 only $5" left "EPS")
+    version = "12"
     needs_images = False
     prompt = None
 

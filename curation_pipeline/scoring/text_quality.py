@@ -128,7 +128,10 @@ class CaptionTextQuality(Scorer):
     #    and vector labels, an "Image may contain:" list with its label (nothing left: very_short); lower-case credits
     # 8: credit and advertising as the cleaner 11 reads them: credit labels in other languages ("Bild: Hans Müller",
     #    "Quelle: dpa", "Crédit photo : ..."), hashtags in a weak ad's clause ("Red dress. New arrivals #fun")
-    version = "8"
+    # 9: credit and advertising as the cleaner 12 reads them: names starting with a capital beyond ASCII, bylines in
+    #    other languages ("Foto von Hans Müller"), repeated credits; a weak ad after boilerplate ("Royalty Free Stock
+    #    Image Shop the look!"); "Blondie performing Call Me" is no ad, "Call us today for a quote" is one
+    version = "9"
     needs_images = False
     outputs = (
         ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",

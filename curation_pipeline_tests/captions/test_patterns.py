@@ -324,6 +324,72 @@ def test_lower_case_credits():
         assert [text[s:e] for s, e in P.credit_spans(text)] == [credit], text
 
 
+def test_names_may_start_with_a_capital_beyond_ascii():
+    for text, credit in [("Photo: Émile Zola", "Photo: Émile Zola"),
+                         ("A street. Foto: Łukasz Nowak", "Foto: Łukasz Nowak"),
+                         ("A market | Bild: Ömer Yilmaz", "Bild: Ömer Yilmaz"),
+                         ("A cat. Photo: Ángel Di María", "Photo: Ángel Di María")]:
+        assert [text[s:e] for s, e in P.credit_spans(text)] == [credit], text
+        assert P.has_credit(text), text
+    # a name followed by a small letter, ASCII or not, is prose
+    for text in ["Portrait of Émile Zola", "Photo: Émile Zola écrit une lettre", "Foto: Hund über die Wiese"]:
+        assert P.credit_spans(text) == [] and not P.has_credit(text), text
+
+
+# Bylines in other languages: a credit at a clause's start, a name of two or more words ending the clause.
+FOREIGN_BYLINES = [("A mountain lake. Foto von Hans Müller", "Foto von Hans Müller"),
+                   ("Un chat sur un toit. Photo de Jean Dupont", "Photo de Jean Dupont"),
+                   ("Un gatto | Foto di Maria Rossi", "Foto di Maria Rossi"),
+                   ("Un perro en la playa. Foto de Juan Pérez", "Foto de Juan Pérez"),
+                   ("Foto von Hans Müller: ein Bergsee", "Foto von Hans Müller"),
+                   ("Un perro, foto de Juan Pérez/EFE", "foto de Juan Pérez/EFE")]
+# "de", "von", "di" are "of" as often: a family photo, a place, a lower-case word after the name, a byline inside
+# its clause, or all the caption (a portrait, perhaps) are descriptions.
+FOREIGN_BYLINE_PROSE = ["Photo de famille", "Une photo de famille devant la maison", "foto de una playa",
+                        "Un chat. Photo de Paris", "Une vue. Photo de New York", "Firenze. Foto di Santa Maria Novella",
+                        "Foto de Juan Pérez en la playa", "Ein Foto von Hans Müller", "Foto von Hans Müller",
+                        "Photo de famille, 1952", "Un chat. Photo de Notre Dame"]
+
+
+def test_bylines_in_other_languages():
+    for text, credit in FOREIGN_BYLINES:
+        assert [text[s:e] for s, e in P.credit_spans(text)] == [credit], text
+        assert P.has_credit(text), text
+    for text in FOREIGN_BYLINE_PROSE:
+        assert P.credit_spans(text) == [] and not P.has_credit(text), text
+
+
+def test_a_repeated_credit_is_credits_not_a_name():
+    text = "A dog. Source: Reuters Source: Reuters"
+    assert [text[s:e] for s, e in P.credit_spans(text)] == ["Source: Reuters", "Source: Reuters"]
+    text = "Credit: Jane Doe Credit: John Smith"
+    assert [text[s:e] for s, e in P.credit_spans(text)] == ["Credit: Jane Doe", "Credit: John Smith"]
+    # a plural media word after a name is the name's ("Getty Images"), not a new label
+    text = "Credit: Jane Doe / Getty Images: A dog"
+    assert [text[s:e] for s, e in P.credit_spans(text)] == ["Credit: Jane Doe / Getty Images"]
+
+
+def test_weak_ads_are_judged_once_the_labels_are_cut():
+    for text, ad in [("A red dress on a hanger. Royalty Free Stock Image Shop the look!", " Shop the look!"),
+                     ("A red dress. Photo: Jane Doe Shop the look", " Shop the look")]:
+        assert [text[s:e] for s, e in P.ad_spans(text)] == [ad], text
+        assert P.has_ad(text), text
+    for text in ["Shoppers shop the look at a market. Royalty Free Stock Image",
+                 "Visitors browse the collection. Royalty free stock photo"]:
+        assert not P.has_ad(text), text
+
+
+def test_call_me_is_an_ad_only_with_an_ads_words():
+    for text, ad in [("Nice flat for rent Call Me 555-1234", " Call Me 555-1234"),
+                     ("A red sofa Call Me now", " Call Me now"),
+                     ("Call us today for a quote", "Call us today for a quote"),
+                     ("A red sofa. Call me", "Call me")]:
+        assert [text[s:e] for s, e in P.ad_spans(text)] == [ad], text
+    for text in ["Blondie performing Call Me #music", "Blondie performing Call Me.", "Text Me by Blondie",
+                 "Blondie performing Call Me at Madison Square Garden, 1979"]:
+        assert not P.has_ad(text), text
+
+
 # --- hostile captions --------------------------------------------------------------------------------------
 # The shard reader caps a caption at 10,000 characters. On any caption that long the rules must read the text a
 # bounded number of times: a search from the caption's start for each of thousands of matches (what a label's
@@ -517,8 +583,9 @@ def test_credits_that_start_with_a_name_are_found_as_credit_re_finds_them():
         assert [m.span() for m in P._credit_matches(text)] == [m.span() for m in P.CREDIT_RE.finditer(text)], text
 
 
-def _weak_is_ad_reading_again(text: str, m: re.Match, others: list[re.Match]) -> bool:
-    """What ``_Clause.weak_is_ad`` answers, with the trigger's clause found and read again for each trigger."""
+def _weak_is_ad_reading_again(text: str, m: re.Match, others: list[re.Match], cut=()) -> bool:
+    """What ``_Clause.weak_is_ad`` answers, with the trigger's clause found and read again for each trigger; ``cut``:
+    spans that read as fillers wherever they reach into the clause."""
     seg_start, seg_end = 0, len(text)
     for d in P.SEGMENT_DELIM_RE.finditer(text):
         if d.end() <= m.start():
@@ -527,25 +594,46 @@ def _weak_is_ad_reading_again(text: str, m: re.Match, others: list[re.Match]) ->
             seg_end = max(d.start(), m.end())
             break
     rest = text[seg_start:seg_end]
-    for t in others:
-        if t is not m and seg_start <= t.start() < seg_end:
-            rest = rest[:t.start() - seg_start] + " " * (t.end() - t.start()) + rest[t.end() - seg_start:]
+    blanks = [t.span() for t in others if t is not m and seg_start <= t.start() < seg_end]
+    blanks += [(s, e) for s, e in cut if e > seg_start and s < seg_end]
+    for s, e in blanks:
+        s, e = max(s, seg_start), min(e, seg_end)
+        rest = rest[:s - seg_start] + " " * (e - s) + rest[e - seg_start:]
     before, after = rest[:m.start() - seg_start], rest[m.end() - seg_start:]
     if P._fillers_only(before) and P._fillers_only(after):
         return True
     words = before.split()
-    return P._fillers_only(after) and text[m.start()].isupper() and bool(words) and words[-1][:1].islower()
+    run_on = P._fillers_only(after) and text[m.start()].isupper() and bool(words) and words[-1][:1].islower()
+    if run_on and m.group("contact"):  # "Call Me" needs a word, a number or a link after it, as written
+        return any(re.search(r"[^\W_]", t) and not re.fullmatch(r"(?:#\w*[^\W\d_]\w*)+", t)
+                   for t in re.findall(r"[^\s.!?…\"”’')\]]+", text[m.end():seg_end]))
+    return run_on
 
 
-def test_weak_triggers_are_judged_clause_by_clause_as_one_by_one():
+def _weak_ad_texts() -> list[str]:
     rng = random.Random(8)
     phrases = ["New arrivals", "new arrivals", "Learn more", "learn more at", "only $5", "price: $5", "call us",
                "Shop the look", "hurry!", "Buy now", "50% off", "free shipping", "a red dress", "dog", "now", "online",
-               "www.x.com", "$5", "A", "sale", "on", '"', "Lowest prices online", "#fun", "#a#b"]
+               "www.x.com", "$5", "A", "sale", "on", '"', "Lowest prices online", "#fun", "#a#b", "Call Me", "555-1234",
+               "Royalty Free Stock Image", "stock photo", "Photo: Jane Doe", "Source: AP"]
     seps = [" ", " ", ", ", " | ", " - ", ". ", "! ", "; ", ": ", "", "\n", " (", ") "]
     texts = _texts() + ["dog " + "New Arrivals " * 60, "only$5" * 80, "-only$5" * 80 + " dog"]
     texts += ["".join(rng.choice(phrases) + rng.choice(seps) for _ in range(rng.randint(2, 30))) for _ in range(600)]
-    for text in texts:
+    return texts
+
+
+def test_weak_triggers_are_judged_clause_by_clause_as_one_by_one():
+    for text in _weak_ad_texts():
         strong, weak = list(P._STRONG_AD_RE.finditer(text)), list(P._WEAK_AD_RE.finditer(text))
         expected = [m.span() for m in weak if _weak_is_ad_reading_again(text, m, strong + weak)]
         assert [m.span() for m in P._weak_ads(text, strong, weak)] == expected, text
+
+
+def test_weak_triggers_are_judged_as_written_and_once_the_labels_are_cut():
+    for text in _weak_ad_texts():
+        strong, weak = list(P._STRONG_AD_RE.finditer(text)), list(P._WEAK_AD_RE.finditer(text))
+        cut = P.boilerplate_spans(text) + P.credit_spans(text)
+        expected = [m.span() for m in weak if _weak_is_ad_reading_again(text, m, strong + weak) or (
+            not any(s <= m.start() and m.end() <= e for s, e in P._merged(cut))
+            and _weak_is_ad_reading_again(text, m, strong + weak, cut))]
+        assert [m.span() for m in P._weak_ads_once_cut(text, strong, weak)] == expected, text
