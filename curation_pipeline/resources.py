@@ -190,7 +190,7 @@ class ScoringResource(dg.ConfigurableResource):
 
 @lru_cache(maxsize=4)
 def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams: int, batch_size: int,
-              device: str, trust_remote_code: bool) -> Rewriter:
+              device: str, trust_remote_code: bool, load_model: bool = True) -> Rewriter:
     generation = {"max_new_tokens": max_new_tokens} if max_new_tokens > 0 else {}
     if kind in ("vlm", "aitqe") and not model.strip():  # else the loader's "Model '' could not be loaded"
         raise ValueError(f"rewriter {kind!r} needs rewriter.model (--rewriter-model): a HuggingFace id or a local path")
@@ -207,7 +207,7 @@ def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams
         from curation_pipeline.rewriting.aitqe import AitqeRewriter
 
         return AitqeRewriter(model, instruction=prompt or None, batch_size=batch_size, device=device or None,
-                             trust_remote_code=trust_remote_code, **generation)
+                             trust_remote_code=trust_remote_code, load_model=load_model, **generation)
     raise ValueError(f"unknown rewriter kind {kind!r}; choose cleaner, vlm or aitqe")
 
 
@@ -223,9 +223,13 @@ class RewriterResource(dg.ConfigurableResource):
     device: Device = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
     trust_remote_code: bool = Field(default=False, description="Allow a chat VLM rewriter's own code (never needed for the released AITQE checkpoint).")
 
-    def rewriter(self) -> Rewriter:
+    def rewriter(self, load_model: bool = True) -> Rewriter:
+        """``load_model=False``: an ``aitqe`` rewriter without its model (``AitqeRewriter``), for targets all
+        answered from stored replies."""
+        if not load_model and self.kind != "aitqe":
+            raise ValueError(f"only an aitqe rewriter is built without its model, not {self.kind!r}")
         return _rewriter(self.kind, self.model, self.prompt, self.max_new_tokens, self.num_beams, self.batch_size,
-                         self.device, self.trust_remote_code)
+                         self.device, self.trust_remote_code, load_model)
 
 
 _P, _A, _D = DecisionPolicy(), AcceptanceRules(), DriftThresholds()  # the domain classes hold every default

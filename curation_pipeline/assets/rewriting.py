@@ -45,27 +45,32 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     decisions, scores = caption_decisions, quality_scores
     targets = rewrite_targets(decisions, scores)
     needed = needed_columns(policy.quality_column)
-    ray_stats, reuse = {}, None
+    from curation_pipeline.rewriting.reuse import REPLY_COLUMN, SCORES_TABLE, STORED_COLUMNS, ReplyReuse
+
+    ray_stats, reuse = {}, None  # reuse: AITQE's candidates taken from the replies its scorer stored
+
+    def stored():  # read only where that is the very call the rewriter makes (rewriting.reuse)
+        return warehouse.warehouse().read_table_and_metadata(SCORES_TABLE, shard, columns=list(STORED_COLUMNS),
+                                                             optional=[REPLY_COLUMN])
+
     if targets.empty:
         lineage = empty_lineage()
     elif compute.uses_ray:  # rewrite + re-score as Ray Data streaming on the cluster; the same rows as below
         from curation_pipeline.compute.ray_data import rewrite_shard
 
-        lineage, stats = rewrite_shard(
+        lineage, stats, reuse = rewrite_shard(
             warehouse.raw_url(shard), shard, targets, with_images=rewrite_needs_images(rewriter.kind, needed, scoring.profile),
             rewriter=rewriter.model_dump(), profile=scoring.as_profile(), needed=needed,
             quality_column=policy.quality_column, rules=policy.acceptance_rules(), run_id=context.run_id,
-            options=compute.options("rewrite", rewriter.batch_size), expected=expected)
+            options=compute.options("rewrite", rewriter.batch_size), expected=expected, stored=stored,
+            raw_file=expected.sha256)
         ray_stats = stats.metadata()
     else:
-        from curation_pipeline.rewriting.reuse import (REPLY_COLUMN, SCORES_TABLE, STORED_COLUMNS, ReplyReuse,
-                                                       reuse_stored_replies)
+        from curation_pipeline.rewriting.reuse import reuse_stored_replies
         from curation_pipeline.scoring.signals.embedding import caption_similarity
 
-        # AITQE's candidate from the reply its scorer stored, where that is the very call the rewriter makes
-        model = reuse_stored_replies(rewriter.rewriter(), lambda: warehouse.warehouse().read_table_and_metadata(
-            SCORES_TABLE, shard, columns=list(STORED_COLUMNS), optional=[REPLY_COLUMN]), expected.sha256)
-        reuse = model if isinstance(model, ReplyReuse) else None
+        model = reuse_stored_replies(rewriter.rewriter(), stored, expected.sha256)
+        reuse = model.reuse if isinstance(model, ReplyReuse) else None
         rescorers = [s for s in scoring.scorers() if needed & set(s.columns)]
         with_images = model.needs_images or any(s.needs_images for s in rescorers)
         lineage = rewrite_batches(

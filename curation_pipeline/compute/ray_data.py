@@ -343,18 +343,36 @@ def _describe_scorers(profile, threads: int) -> str:
 
 # --- rewriting -------------------------------------------------------------------------------
 
+def _planned_call(rewriter: dict, threads: int):
+    """(the call, the rewriter's ident) an ``aitqe`` rewrite actor would make, planned where it would load
+    (run with the actors' resources: the precision depends on the GPU), without loading the model."""
+    from curation_pipeline.rewriting.reuse import AitqeCall
+
+    from curation_pipeline.resources import RewriterResource
+
+    limit_threads(threads)
+    unloaded = RewriterResource(**rewriter).rewriter(load_model=False)
+    return AitqeCall.planned(unloaded, rewriter.get("device") or None), unloaded.ident
+
+
 class RewriteActor:
     """Loads the rewriter, the re-scorers and the similarity model once; each call rewrites whole
-    batches with ``rewrite_batches``, as the local engine does."""
+    batches with ``rewrite_batches``, as the local engine does. With ``reuse`` (AITQE's stored replies,
+    ``rewriting.reuse``) a target is answered from its reply as locally; ``load_model=False`` (every target
+    has one) builds the rewriter without its model."""
 
     def __init__(self, rewriter: dict, profile, needed: list[str], quality_column: str, rules, run_id: str,
-                 shard: str, scores_before: dict[str, float], known: dict, threads: int):
+                 shard: str, scores_before: dict[str, float], known: dict, threads: int, reuse=None,
+                 load_model: bool = True):
         limit_threads(threads)
         from curation_pipeline.resources import RewriterResource
+        from curation_pipeline.rewriting.reuse import ReplyReuse
         from curation_pipeline.scoring.profiles import build_scorers, caption_scorers
         from curation_pipeline.scoring.signals.embedding import caption_similarity
 
-        self.model = RewriterResource(**rewriter).rewriter()
+        self.model = RewriterResource(**rewriter).rewriter(load_model)
+        if reuse is not None:  # a loaded model must make the planned call, else it generates every target
+            self.model = ReplyReuse(self.model, reuse.checked(self.model) if load_model else reuse)
         # the profile's scorers that make a needed column (as locally); the caption scorers come first
         # in every profile, so when they make all of them the image models are not loaded at all
         needed = set(needed)
@@ -377,10 +395,12 @@ class RewriteActor:
             # as the local engine: the shard's batch, filtered, images without sizes
             pairs = (PairBatch(keys, captions, _images(row)) if "pixels" in row or "encoded" in row
                      else PairBatch(keys, captions))
-            out.append(_result(row, pairs, lambda: rewrite_batches(
+            result = _result(row, pairs, lambda: rewrite_batches(
                 [pairs], shard=self.shard, rewriter=self.model, rescore=lambda b: score_batch(self.rescorers, b),
                 quality_column=self.quality_column, scores_before=self.scores_before, rules=self.rules,
-                run_id=self.run_id, similarity=self.similarity)))
+                run_id=self.run_id, similarity=self.similarity))
+            reused = getattr(self.model, "reused", set())  # the batch's targets answered from stored replies
+            out.append({**result, "reused": json.dumps([k for k in keys if k in reused])})
         return pa.Table.from_pylist(out)
 
 
@@ -514,12 +534,43 @@ def score_shard(url: str, shard: str, profile, options: RayOptions, expected=Non
 
 def rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: bool, rewriter: dict,
                   profile, needed: set[str], quality_column: str, rules, run_id: str, options: RayOptions,
-                  expected=None, limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, RayStats]:
+                  expected=None, limits: ReaderLimits = ReaderLimits(), stored=None,
+                  raw_file: str | None = None) -> tuple[pd.DataFrame, RayStats, object]:
     """``rewritten_captions`` on the cluster: the lineage table (one row per target of ``targets``: key,
-    quality_before, caption), as ``rewrite_batches`` builds it locally, and stats."""
-    return _on_cluster(options, _rewrite_shard, url, shard, targets, with_images=with_images, rewriter=rewriter,
-                       profile=profile, needed=needed, quality_column=quality_column, rules=rules, run_id=run_id,
-                       options=options, expected=expected, limits=limits)
+    quality_before, caption), as ``rewrite_batches`` builds it locally, stats, and for an ``aitqe`` rewriter
+    the targets answered from the replies its scorer stored (``rewriting.reuse.Reuse``; None for another
+    rewriter). ``stored``, ``raw_file``: as ``reuse_stored_replies`` takes them (None: nothing reused)."""
+    reuse = plan_reuse(targets, rewriter, options, stored, raw_file)
+    # a chat VLM's caption handling needs its processor: only the released checkpoint is answered unloaded
+    load_model = (reuse is None or not reuse.call.released
+                  or not reuse.answers_all(targets["key"], targets["caption"]))
+    lineage, stats, reused = _on_cluster(
+        options, _rewrite_shard, url, shard, targets, with_images=with_images, rewriter=rewriter, profile=profile,
+        needed=needed, quality_column=quality_column, rules=rules, run_id=run_id, options=options,
+        expected=expected, limits=limits, reuse=reuse, load_model=load_model)
+    if reuse is None:
+        return lineage, stats, None
+    from curation_pipeline.rewriting.reuse import Reuse
+
+    return lineage, stats, Reuse(reuse, reused)
+
+
+def plan_reuse(targets: pd.DataFrame, rewriter: dict, options: RayOptions, stored, raw_file: str | None):
+    """The stored replies (``rewriting.reuse.StoredReplies``) that answer ``targets``, decided on the driver for
+    the call the rewrite actors would make, or None when the rewriter is not AITQE's or nothing is stored."""
+    if rewriter.get("kind") != "aitqe" or stored is None:
+        return None
+    from curation_pipeline.rewriting.reuse import stored_replies
+
+    call, asker = _plan_call(rewriter, options)
+    return stored_replies(call, asker, stored, raw_file).for_pairs(targets["key"], targets["caption"])
+
+
+def _plan_call(rewriter: dict, options: RayOptions):
+    """``_planned_call`` as a task with the rewrite actors' resources (no model loads)."""
+    task = ray.remote(num_cpus=options.cpus_per_actor, num_gpus=options.gpus_per_actor or None,
+                      max_retries=options.max_retries, runtime_env=NO_UNRESERVED_ACCELERATORS)(_planned_call)
+    return ray.get(task.remote(rewriter, options.threads))
 
 
 def _score_shard(url: str, shard: str, profile, options: RayOptions, expected=None,
@@ -548,16 +599,36 @@ def _score_shard(url: str, shard: str, profile, options: RayOptions, expected=No
     return table, specs, stats, faults
 
 
-def _rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: bool, rewriter: dict,
-                   profile, needed: set[str], quality_column: str, rules, run_id: str, options: RayOptions,
-                   expected=None, limits: ReaderLimits = ReaderLimits()) -> tuple[pd.DataFrame, RayStats]:
-    from curation_pipeline.rewriting.attempts import LINEAGE_COLUMNS, empty_lineage
+def rewrite_actor_kwargs(shard: str, targets: pd.DataFrame, *, rewriter: dict, profile, needed: set[str],
+                         quality_column: str, rules, run_id: str, threads: int, reuse=None,
+                         load_model: bool = True) -> dict:
+    """What each ``RewriteActor`` is built with."""
     from curation_pipeline.rewriting.targets import known_embeddings
 
     scores_before = dict(zip(targets["key"], targets["quality_before"].astype(float)))
-    kwargs = {"rewriter": rewriter, "profile": profile, "needed": sorted(needed), "quality_column": quality_column,
-              "rules": rules, "run_id": run_id, "shard": shard, "scores_before": scores_before,
-              "known": known_embeddings(targets), "threads": options.threads}
+    return {"rewriter": rewriter, "profile": profile, "needed": sorted(needed), "quality_column": quality_column,
+            "rules": rules, "run_id": run_id, "shard": shard, "scores_before": scores_before,
+            "known": known_embeddings(targets), "threads": threads, "reuse": reuse, "load_model": load_model}
+
+
+def rewrite_lineage(rows: list[dict], shard: str, targets: pd.DataFrame) -> tuple[pd.DataFrame, set[str]]:
+    """The lineage of the actors' rows (in batch order), and the targets answered from stored replies."""
+    from curation_pipeline.rewriting.attempts import LINEAGE_COLUMNS, empty_lineage
+
+    records = [row for r in rows for row in pickle.loads(r["frame"]).to_dict("records")]
+    lineage = pd.DataFrame(records, columns=LINEAGE_COLUMNS) if records else empty_lineage()
+    if len(lineage) != len(targets):
+        raise RuntimeError(f"{shard}: {len(lineage)} lineage rows for {len(targets)} pairs to rewrite")
+    return lineage, {key for r in rows for key in json.loads(r.get("reused") or "[]")}
+
+
+def _rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: bool, rewriter: dict,
+                   profile, needed: set[str], quality_column: str, rules, run_id: str, options: RayOptions,
+                   expected=None, limits: ReaderLimits = ReaderLimits(), reuse=None,
+                   load_model: bool = True) -> tuple[pd.DataFrame, RayStats, set[str]]:
+    kwargs = rewrite_actor_kwargs(shard, targets, rewriter=rewriter, profile=profile, needed=needed,
+                                  quality_column=quality_column, rules=rules, run_id=run_id, threads=options.threads,
+                                  reuse=reuse, load_model=load_model)
     with _data_context(options):
         if with_images:  # the shard's batches, filtered to the targets, decoded on the cluster
             ds = _read(ShardDatasource(url, shard, options.batch_size, expected, frozenset(targets["key"]), limits))
@@ -571,13 +642,11 @@ def _rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: 
                                                 for k, c in zip(keys[i:i + step], captions[i:i + step])]],
                                               pa.list_(pa.string()))})
                 for batch, i in enumerate(range(0, len(keys), step))])
-        loads = _named(f"the {rewriter['kind']} rewriter and its re-scorers", model=rewriter["model"])
+        what = "rewriter" if load_model else "rewriter's settings (every target answered from its stored reply)"
+        loads = _named(f"the {rewriter['kind']} {what} and its re-scorers", model=rewriter["model"])
         rows, stats = _collect(_actors(ds, RewriteActor, kwargs, options), shard, options, loads)
-    records = [row for r in rows for row in pickle.loads(r["frame"]).to_dict("records")]
-    lineage = pd.DataFrame(records, columns=LINEAGE_COLUMNS) if records else empty_lineage()
-    if len(lineage) != len(targets):
-        raise RuntimeError(f"{shard}: {len(lineage)} lineage rows for {len(targets)} pairs to rewrite")
-    return lineage, stats
+    lineage, reused = rewrite_lineage(rows, shard, targets)
+    return lineage, stats, reused
 
 
 def score_model_stage(url: str, shard: str, profile, options: RayOptions,

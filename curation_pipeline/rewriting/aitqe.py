@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from curation_pipeline.models.loading import ModelUnavailableError, inference_mode, load_vlm, prepare_source
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
-from curation_pipeline.pairs import PairBatch
+from curation_pipeline.pairs import ContractError, PairBatch
 from curation_pipeline.rewriting.base import RewriteCandidate, hash_prompt
 from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, ChatGenerator, GeneratingRewriter
 
@@ -320,6 +320,14 @@ def skip_refused(generator, batch: PairBatch, instruction: Callable[[str | None]
 
 # --- the rewriter ---------------------------------------------------------------------------
 
+class UnloadedGenerator:
+    """The generator of an ``AitqeRewriter`` built with ``load_model=False``: it never generates."""
+
+    def generate(self, images, instructions):
+        raise ContractError("an aitqe rewriter built without its model was asked to generate (every target was "
+                            "to be answered from a stored reply)")
+
+
 # The reference inference script's generation budget.
 AITQE_MAX_NEW_TOKENS = 384
 
@@ -331,7 +339,7 @@ class AitqeRewriter(GeneratingRewriter):
 
     def __init__(self, model: str, *, instruction: str | None = None, max_new_tokens: int = AITQE_MAX_NEW_TOKENS,
                  batch_size: int = 8, stop_after_overall: bool = True, device: str | None = None, dtype=None,
-                 trust_remote_code: bool = False, vision_tower: str | None = None):
+                 trust_remote_code: bool = False, vision_tower: str | None = None, load_model: bool = True):
         super().__init__(instruction or DEFAULT_INSTRUCTION, batch_size,
                          f"the AITQE instruction must contain {CAPTION_PLACEHOLDER}")
         self.model, self.max_new_tokens, self.vision_tower = model, max_new_tokens, vision_tower
@@ -342,9 +350,11 @@ class AitqeRewriter(GeneratingRewriter):
         # 5: a recaption holding escaped quotes is no longer rejected as ambiguous (_quoted_value); 6: \uXXXX escapes
         # decoded in a reply cut off at <Overall> too, as in a complete one (_unescape)
         self.version = f"6:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+        # load_model=False: the settings, version and ``answer`` only, for targets all answered from the replies the
+        # scorer stored (``rewriting.reuse``, on a Ray actor): asked to generate, it raises
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,
                                     device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                    vision_tower=vision_tower)
+                                    vision_tower=vision_tower) if load_model else UnloadedGenerator()
         if isinstance(self.generator, AitqeGenerator) and self.generator.refusal(self.prompt.replace(CAPTION_PLACEHOLDER, "")):
             raise ValueError(f"the AITQE instruction holds the checkpoint's pad token, which its reference refuses: "
                              f"{self.prompt[:80]!r}")
