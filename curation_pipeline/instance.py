@@ -116,11 +116,28 @@ class PooledSqliteScheduleStorage(_PooledConnect, SqliteScheduleStorage):
     pass
 
 
+def _touch(path: str) -> None:
+    """The web server's live run view watches the run's database file, not its WAL, for a change
+    (watchdog: a write or an attribute change, inotify's IN_MODIFY or IN_ATTRIB), then reads the new
+    events through SQLite, which reads the WAL. Dagster's storage changed the file by closing its last
+    connection (a checkpoint); an open connection changed it by checkpointing after each write, whose
+    two fsyncs cost 1-10 ms a write on this disk, more than the rest of an event's storage. A new
+    modification time is the same signal for a few microseconds; SQLite still checkpoints the WAL into
+    the file itself (every 1000 pages, and when the last connection closes)."""
+    with suppress(FileNotFoundError):  # deleted meanwhile (wipe): nothing left to watch
+        os.utime(path)
+
+
+_HAS_PARTITION = "SELECT 1 FROM dynamic_partitions WHERE partitions_def_name = ? AND partition = ? LIMIT 1"
+
+
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data=None):
         self._engines = Engines(busy_timeout_s=SQLITE_BUSY_TIMEOUT_SECONDS)  # the index database
         self._run_engines = Engines(keep=OPEN_RUN_DATABASES, busy_timeout_s=SQLITE_BUSY_TIMEOUT_SECONDS)
         self._tables: set[str] = set()
+        self._asset_key_columns: set[str] = set()
+        self._secondary_indexes: set[str] = set()
         super().__init__(base_dir, inst_data)
 
     @contextmanager
@@ -137,10 +154,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 with conn.begin():
                     yield conn
                 if run_database and sqlite.total_changes != changes:
-                    # The web server's live run view watches the run's database file, not its WAL:
-                    # Dagster's storage changed the file by closing its last connection (a checkpoint);
-                    # an open connection checkpoints each write itself, which is all that close cost.
-                    sqlite.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _touch(engine.url.database)
 
     def has_table(self, table_name: str) -> bool:
         """Asked before most partition and check queries; a table, once there, stays (migrations add them)."""
@@ -150,6 +164,38 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             found = bool(conn.dialect.has_table(conn, table_name))
         if found:
             self._tables.add(table_name)
+        return found
+
+    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
+        """Dagster's query as plain SQL: asked about 50 times in one shard's steps (each partition range of an
+        input, output or check), where building the statement through SQLAlchemy cost 3x the query."""
+        self._check_partitions_table()
+        with self.index_connection() as conn:
+            row = conn.exec_driver_sql(_HAS_PARTITION, (partitions_def_name, partition_key)).first()
+        return row is not None
+
+    # Schema and data-migration checks Dagster makes before its asset queries (about 50 in one shard's steps,
+    # each a PRAGMA table_info or a select): a column or a completed migration, once there, stays there
+    # (migrations add them; a wipe keeps both), so a yes is remembered as has_table's is, a no asked again.
+    def has_asset_key_col(self, column_name: str) -> bool:
+        if column_name in self._asset_key_columns:
+            return True
+        return super().has_asset_key_col(column_name)
+
+    def _has_asset_key_col_on_connection(self, conn: db.Connection, column_name: str) -> bool:
+        if column_name in self._asset_key_columns:
+            return True
+        found = super()._has_asset_key_col_on_connection(conn, column_name)
+        if found:
+            self._asset_key_columns.add(column_name)
+        return found
+
+    def has_secondary_index(self, name: str) -> bool:
+        if name in self._secondary_indexes:
+            return True
+        found = super().has_secondary_index(name)
+        if found:
+            self._secondary_indexes.add(name)
         return found
 
     def _initdb(self, engine: db.Engine, for_index_shard: bool = False) -> None:

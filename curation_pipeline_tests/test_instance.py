@@ -230,3 +230,88 @@ def test_pooled_connections_commit_without_waiting_for_the_disk(home):
             with engine.connect() as conn:
                 assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1, engine.url
                 assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal", engine.url
+
+
+def test_has_dynamic_partition_answers_as_dagster_with_one_plain_statement(home):
+    """Asked ~50 times per shard's steps: the pooled storage runs one plain SQL statement (Dagster built and
+    compiled a SQLAlchemy select each time) and answers as Dagster's own storage does on the same files."""
+    statements = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("shards", ["a", "b"])
+        instance.add_dynamic_partitions("other", ["c"])
+        instance.delete_dynamic_partition("shards", "b")
+        storage = instance.event_log_storage
+        assert isinstance(storage, PooledSqliteEventLogStorage)
+        plain = SqliteEventLogStorage(storage._base_dir)  # Dagster's own, on the same files
+        asked = [("shards", "a"), ("shards", "b"), ("shards", "c"), ("other", "c"), ("nope", "a")]
+        engine = storage._engines.get(storage.conn_string_for_shard("index"))
+        db.event.listen(engine, "before_cursor_execute", record)
+        try:
+            answers = [storage.has_dynamic_partition(name, key) for name, key in asked]
+        finally:
+            db.event.remove(engine, "before_cursor_execute", record)
+        assert answers == [plain.has_dynamic_partition(name, key) for name, key in asked] == [
+            True, False, False, True, False]
+        assert [s for s in statements if "dynamic_partitions" in s] == [
+            "SELECT 1 FROM dynamic_partitions WHERE partitions_def_name = ? AND partition = ? LIMIT 1"] * len(asked)
+
+
+def test_a_run_database_write_signals_the_live_view_by_the_file_time_not_a_checkpoint(home):
+    """The live view (watchdog on the run database's file) learns of each write from the file's new
+    modification time; no write checkpoints the WAL (its two fsyncs cost 1-10 ms an event on a busy disk,
+    several times the rest of storing it). The plain-Dagster viewer test above shows it still follows."""
+    statements: list[str] = []
+
+    def trace(dbapi_connection, record):
+        dbapi_connection.set_trace_callback(statements.append)
+
+    db.event.listen(db.pool.Pool, "connect", trace)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            storage = instance.event_log_storage
+            storage.store_event(_entry("touched", "first"))
+            path = Path(storage.path_for_shard("touched"))
+            old = path.stat().st_mtime_ns - 10**9
+            os.utime(path, ns=(old, old))  # a second back: the next write's time must show
+            storage.store_event(_entry("touched", "second"))
+            assert path.stat().st_mtime_ns > old
+            assert [e.user_message for e in storage.get_logs_for_run("touched")] == ["first", "second"]
+    finally:
+        db.event.remove(db.pool.Pool, "connect", trace)
+    assert any("INSERT INTO event_logs" in s for s in statements)  # the trace saw the writes
+    assert not [s for s in statements if "wal_checkpoint" in s.lower()]
+
+
+def test_schema_and_migration_checks_are_asked_once_while_the_answers_stay(home):
+    """Dagster checks the asset_keys columns and the completed data migrations before its asset queries
+    (a PRAGMA table_info and a select each time, ~50 per shard's steps): a column or a completed
+    migration stays, so the pooled storage asks once, and answers as Dagster's own storage does."""
+    statements: list[str] = []
+
+    def trace(dbapi_connection, record):
+        dbapi_connection.set_trace_callback(statements.append)
+
+    with dg.DagsterInstance.get() as instance:
+        materialize(instance, ["a"])
+        storage = instance.event_log_storage
+        plain = SqliteEventLogStorage(storage._base_dir)
+        db.event.listen(db.pool.Pool, "connect", trace)
+        storage._engines.dispose()  # connections opened from here on are traced
+        try:
+            first = storage.get_asset_records([table.key])
+            asked = len(statements)
+            again = [storage.get_asset_records([table.key]) for _ in range(3)]
+        finally:
+            db.event.remove(db.pool.Pool, "connect", trace)
+        assert [r.asset_entry for r in again[-1]] == [r.asset_entry for r in first] == [
+            r.asset_entry for r in plain.get_asset_records([table.key])]
+        later = statements[asked:]
+        assert any("FROM asset_keys" in s for s in later)  # the queries themselves still run
+        assert not [s for s in later if "table_info" in s.lower() or "secondary_indexes" in s]
+        assert all(storage.has_secondary_index(name) == plain.has_secondary_index(name)
+                   for name in ("asset_key_index_columns", "no such migration"))
+        assert storage.has_asset_key_col("last_materialization_timestamp") and not storage.has_asset_key_col("nope")

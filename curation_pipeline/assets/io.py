@@ -77,6 +77,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 f"its pairs read now ({now[:16]}): the raw shard was replaced and pairs made again, but not "
                 f"{name}. Materialize the shard's assets from {name} on (or the whole shard) first."),
                 metadata={"shard": shard, "table": name, "table_raw_sha256": made_from, "pairs_raw_sha256": now})
+        # pyarrow restores the attrs the frame was written with (the file's metadata, checked above): pandas
+        # deep-copies a frame's attrs into every Series and frame made from it, a cost in each operation
+        # of the step, and a step's output sets its own (FILE_METADATA)
+        df.attrs = {}
         return df
 
     def _stamp(self, context: dg.OutputContext, wh: Warehouse, name: str, shard: str, metadata: dict) -> None:

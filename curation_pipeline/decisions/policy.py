@@ -175,10 +175,20 @@ def image_drop_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
     if policy.drop_duplicates and "dup_keep" in df.columns:
         kind = df.get("dup_kind", pd.Series(None, index=df.index)).fillna("duplicate")
         checks.append(("duplicate:" + kind, ~df["dup_keep"].fillna(True).astype(bool)))
-    reasons = pd.Series(None, index=df.index, dtype=object)
+    return _first_reason(df.index, checks)
+
+
+def _first_reason(index: pd.Index, checks: list[tuple[str | pd.Series, pd.Series]]) -> pd.Series:
+    """Per row, the label of the first check whose mask holds (a label Series gives each row its own), else
+    NaN (as ``Series.mask`` left it): in arrays, as some twenty ``mask`` calls cost more than the rest of ``decide``."""
+    reasons = np.full(len(index), np.nan, dtype=object)
+    unset = np.ones(len(index), dtype=bool)
     for label, mask in checks:
-        reasons = reasons.mask(reasons.isna() & mask, label)
-    return reasons
+        hit = unset & np.asarray(mask, dtype=bool)
+        if hit.any():
+            reasons[hit] = label if isinstance(label, str) else np.asarray(label, dtype=object)[hit]
+            unset &= ~hit
+    return pd.Series(reasons, index=index, dtype=object)
 
 
 def _enabled(bound: Bound, policy: DecisionPolicy) -> bool:
@@ -233,8 +243,9 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
         top = in_top_fraction(df, policy, cut).to_numpy(dtype=bool)
         parts.append(pd.Series(np.where(top, None, f"outside top {policy.keep_fraction * 100:g}% by {policy.quality_column}"),
                                index=df.index))
-    joined = pd.concat(parts, axis=1).apply(lambda row: "; ".join(v for v in row if isinstance(v, str)), axis=1)
-    return joined.where(joined.ne(""), None)
+    # row by row over arrays: a DataFrame's apply(axis=1) built a Series per row
+    joined = ["; ".join(v for v in row if isinstance(v, str)) for row in zip(*(p.to_numpy(dtype=object) for p in parts))]
+    return pd.Series([v or None for v in joined], index=df.index, dtype=object)
 
 
 def caption_published(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.Series:

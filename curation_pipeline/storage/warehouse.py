@@ -508,12 +508,17 @@ class Warehouse:
                                     "materialize it first")
         with self.fs.open(path, "rb") as handle:
             version = self.file_version(path, handle)
-            if not optional or columns is None:  # no column list: every column is read anyway
+            # the one file read directly: pq.read_table's dataset set-up cost more than reading a shard's table
+            parquet = pq.ParquetFile(handle)
+            present = set(parquet.schema_arrow.names)
+            if columns is None or optional:  # no column list: every column is read anyway
+                arrow = parquet.read(columns=None if columns is None else
+                                     [*columns, *(c for c in optional if c in present)])
+            elif present.issuperset(columns):
+                arrow = parquet.read(columns=columns)
+            else:  # ParquetFile.read leaves a missing column out; read_table raises naming it, as before
+                handle.seek(0)
                 arrow = pq.read_table(handle, columns=columns)
-            else:
-                parquet = pq.ParquetFile(handle)
-                present = set(parquet.schema_arrow.names)
-                arrow = parquet.read(columns=[*columns, *(c for c in optional if c in present)])
         return arrow.to_pandas(), _own_metadata(arrow.schema.metadata), version
 
     def table_metadata(self, table: str, shard: str) -> dict[str, str]:

@@ -84,3 +84,41 @@ def test_the_column_schema_is_the_written_footers_without_reading_the_file_back(
     assert shown == {f.name: str(f.type) for f in footer.schema_arrow}, shown
     assert shown["seen_at"] == "timestamp[ms]" and shown["key"] == "string", shown
     assert metadata["dagster/row_count"].value == footer.metadata.num_rows == 3
+
+
+def test_a_step_gets_its_inputs_without_the_attrs_stored_with_them(tmp_path):
+    """pyarrow hands back the attrs a table was written with (its FILE_METADATA), and pandas deep-copies a
+    frame's attrs into every Series and frame made from it: the IO manager gives a step its inputs without
+    them (the file's metadata is checked, and returned, apart). A step's output still stores its own."""
+    import pandas as pd
+
+    from curation_pipeline.assets.io import FILE_METADATA, warehouse_io_manager
+    from curation_pipeline.resources import WarehouseResource
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    shard = "sample-000000"
+    partitions = dg.StaticPartitionsDefinition([shard])
+    seen = {}
+
+    @dg.asset(name="pairs", partitions_def=partitions)
+    def pairs() -> pd.DataFrame:
+        frame = pd.DataFrame({"shard": [shard] * 2, "key": ["a", "b"]})
+        frame.attrs[FILE_METADATA] = {"made_by": "pairs"}
+        return frame
+
+    @dg.asset(name="quality_scores", partitions_def=partitions)
+    def quality_scores(pairs: pd.DataFrame) -> pd.DataFrame:
+        seen["attrs"] = dict(pairs.attrs)
+        out = pairs.assign(score=[1.0, 2.0])
+        out.attrs[FILE_METADATA] = {"made_by": "quality_scores"}
+        return out
+
+    wh = Warehouse(str(tmp_path / "warehouse"))
+    result = dg.materialize([pairs, quality_scores], partition_key=shard, resources={
+        "warehouse": WarehouseResource(root=str(tmp_path / "warehouse"), raw_root=str(tmp_path / "raw")),
+        "io_manager": warehouse_io_manager})
+    assert result.success
+    assert seen["attrs"] == {}
+    for table in ("pairs", "quality_scores"):
+        frame, stored = wh.read_table_and_metadata(table, shard)
+        assert stored["made_by"] == table and frame.attrs[FILE_METADATA]["made_by"] == table

@@ -220,3 +220,23 @@ def test_keep_fraction_needs_the_matching_global_cut():
     with pytest.raises(ValueError, match="keep_fraction must be in"):
         DecisionPolicy(keep_fraction=2.0)
     assert decide(s, DecisionPolicy(), cut=None)["action"].tolist() == ["keep", "rewrite"]  # off: no cut needed
+
+
+def test_the_first_reason_is_the_first_check_that_holds_as_masking_in_turn_gave():
+    """``image_drop_reasons`` picks each pair's reason in arrays (some twenty ``Series.mask`` calls cost
+    more than the rest of ``decide``): the first check whose mask holds, a label Series giving each row
+    its own, NaN where none holds, exactly as masking the checks in turn gave."""
+    from curation_pipeline.decisions.policy import _first_reason
+
+    rng = np.random.default_rng(7)
+    index = pd.Index([3, 1, 4, 0, 5, 9, 2, 6])
+    for _ in range(50):
+        checks = [(str(i), pd.Series(rng.random(len(index)) < 0.2, index=index)) for i in range(6)]
+        checks.append((pd.Series([f"duplicate:{k}" for k in rng.choice(["exact", "near"], len(index))],
+                                 index=index), pd.Series(rng.random(len(index)) < 0.5, index=index)))
+        masked = pd.Series(None, index=index, dtype=object)
+        for label, mask in checks:
+            masked = masked.mask(masked.isna() & mask, label)
+        got = _first_reason(index, checks)
+        pd.testing.assert_series_equal(got, masked)
+        assert [repr(v) for v in got] == [repr(v) for v in masked]  # NaN where no check holds, as before
