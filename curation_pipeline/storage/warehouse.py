@@ -511,14 +511,13 @@ class Warehouse:
             # the one file read directly: pq.read_table's dataset set-up cost more than reading a shard's table
             parquet = pq.ParquetFile(handle)
             present = set(parquet.schema_arrow.names)
-            if columns is None or optional:  # no column list: every column is read anyway
-                arrow = parquet.read(columns=None if columns is None else
-                                     [*columns, *(c for c in optional if c in present)])
-            elif present.issuperset(columns):
-                arrow = parquet.read(columns=columns)
-            else:  # ParquetFile.read leaves a missing column out; read_table raises naming it, as before
+            if columns is not None and not present.issuperset(columns):
+                # ParquetFile.read would leave a missing column out: read_table raises naming it, optional
+                # columns asked for or not
                 handle.seek(0)
-                arrow = pq.read_table(handle, columns=columns)
+                pq.read_table(handle, columns=list(columns))
+            arrow = parquet.read(columns=None if columns is None else
+                                 [*columns, *(c for c in optional or () if c in present and c not in columns)])
         return arrow.to_pandas(), _own_metadata(arrow.schema.metadata), version
 
     def table_metadata(self, table: str, shard: str) -> dict[str, str]:

@@ -193,3 +193,5 @@ def test_a_table_is_read_as_one_parquet_file_and_a_missing_column_still_raises(t
     monkeypatch.setattr(pq, "read_table", real)
     with pytest.raises(pa.ArrowInvalid, match="gone"):
         wh.read_table("pairs", "s1", columns=["key", "gone"])
+    with pytest.raises(pa.ArrowInvalid, match="gone"):  # a required column is never left out silently
+        wh.read_table("pairs", "s1", columns=["key", "gone"], optional=["x"])
