@@ -34,6 +34,8 @@ SHAPES = [
     "new arrivals ", "learn more, ", "Learn more ", "Shop the look ", "a sign saying ", '"50% off" ',
     "x.", "ab-", "www.a.", "#a", "#a #b ", "&amp;", "<br>", "a ", "A B C D ", ". ", "a. b. ", "a (b) ",
     "[a](b){c} ", "a - b - ", "a\n", "stock photo\t", "IMG_1234 ", "(source: http://x.com/a) ",
+    # labels and bylines beyond English, credits after an ad
+    "Bild: ", "Quelle: dpa ", "Foto de Juan Pérez/EFE ", "Photo par Jean Dupont ", "(Fonte ", "New arrivals Photo: ",
 ]
 # A phrase, a run of one separator, then a tail: the rules' patterns must not read a long run once per start.
 RUNS = [("Tags:", " ", " x"), ("image may contain:", " ", " x"), ("stock photo", " ", " x"),

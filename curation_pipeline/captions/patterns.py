@@ -132,7 +132,7 @@ _NAME = rf"(?-i:(?>{_NOT_STOP}{_NAME_WORD}{_NAME_REST}){_NAME_END})"
 _ORG = rf"(?-i:(?>(?:The[ ]+)?{_NOT_STOP}{_NAME_WORD}{_NAME_REST}){_NAME_END})"
 _AGENCIES = (
     r"(?:AP|AFP|Reuters|Getty(?:\s+Images)?|EPA|PA(?:\s+Images)?|Xinhua|Bloomberg|Shutterstock|Alamy|iStock(?:photo)?"
-    r"|Corbis|Associated\s+Press|NurPhoto|Sipa|REX|Rex\s+Features|ZUMA(?:\s+Press)?|Anadolu|UPI|dpa|Flickr"
+    r"|Corbis|Associated\s+Press|NurPhoto|Sipa|REX|Rex\s+Features|ZUMA(?:\s+Press)?|Anadolu|UPI|dpa|EFE|ANSA|Flickr"
     r"|Wikimedia(?:\s+Commons)?|Unsplash|Pexels|Pixabay|NASA|Magnum(?:\s+Photos)?)"
 )
 # "Jane Doe/Reuters", "Jane Doe | AFP", "Jane Doe for The Guardian", "Jane Doe, Getty Images".
@@ -276,11 +276,12 @@ _CREDIT_END = r"(?=\s*(?:$|[|•·:;)\]]|[-–—]\s|[.!?…](?:\s|$)))"
 # Images", "Jane Doe | AFP" (``_credit_matches`` looks for them its own way).
 _NAME_AGENCY_PHOTO = rf"{_NAME}\s*/\s*(?-i:{_AGENCIES})\s+(?:photos?|images?)"
 _NAME_AGENCY = rf"{_NAME}\s*[/|]\s*(?-i:{_AGENCIES})\b"
-# A byline in another language: "Foto von Hans Müller", "Photo de Jean Dupont", "Foto di Maria Rossi", "Foto de Juan
-# Pérez", "Photo par ...", "Foto por ...". Such a word is "of" as often as "by", so it is a credit only as a clause's
-# start, with a name of two to four capitalised words, the first none that starts a place's name ("Foto von Bad
-# Tölz", "Photo de New York", "Foto di Santa Maria Novella"), ending its clause, and never all the caption
-# (``credit_spans``): "Photo de Paris", "Photo de famille", "Une photo de Jean Dupont" are descriptions.
+# A byline in another language: "Photo par Jean Dupont", "Foto por Juan Pérez", and with "von", "de" or "di", which say
+# "of" as often as "by" ("Foto de Machu Picchu", "Foto de Real Madrid", "Bild von Weihnachtsmarkt Dresden"), only
+# with an agency after a slash or a bar: "Foto von Hans Müller/dpa", "Foto de Juan Pérez | EFE". A credit only as a
+# clause's start, with a name of two to four capitalised words, the first none that starts a place's name ("Photo par
+# Saint ..."), ending its clause, and never all the caption (``credit_spans``): "Photo de famille", "Une photo de
+# Jean Dupont" are descriptions.
 _PLACE_START = (
     r"(?:New|San|Santa|Santo|São|Sankt|St|Saint|Sainte|Los|Las|La|Le|Les|El|Il|Lo|Der|Die|Das|Den|Notre|Buenos|Rio"
     r"|Río|Hong|Costa|Puerto|Porto|Port|Mont|Monte|Mount|Mt|Lake|Lago|Lac|Piazza|Plaza|Place|Platz|Rue|Via|Calle"
@@ -294,7 +295,8 @@ _PLACE_START = (
 _BYLINE_NAME = (rf"(?-i:(?>(?!{_PLACE_START}){_NOT_STOP}{_NAME_WORD}"
                 rf"(?:[ ]+{_NOT_STOP}(?:{_NAME_PARTICLE}|{_NAME_WORD})){{1,3}}){_NAME_END})")
 _FOREIGN_BYLINE = (rf"(?P<byline>(?:photo|foto|bild|image|imagen|immagine|fotograf(?:[ií]a|ie))s?\s+"
-                   rf"(?-i:von|de|di|par|por)\s+{_BYLINE_NAME}(?:\s*[/|]\s*{_NAME})?{_CREDIT_END})")
+                   rf"(?:(?-i:par|por)\s+{_BYLINE_NAME}(?:\s*[/|]\s*{_NAME})?"
+                   rf"|(?-i:von|de|di)\s+{_BYLINE_NAME}\s*[/|]\s*(?-i:{_AGENCIES})\b){_CREDIT_END})")
 # © 2019 Jane Doe. All rights reserved / (c) Jane Doe 2019 / © / photo © 2019 (its media label goes too)
 _COPYRIGHT_SIGN = (rf"(?:{_MEDIA_LABEL}\s*)?(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*(?:{_YEARS}[\s,]*)?(?:by\s+)?"
                    rf"(?:{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?")
@@ -505,10 +507,10 @@ class _Spans:
             found.append(self.spans[k])
         return found
 
-    def around(self, pos: int) -> int | None:
-        """The start of the span ``pos`` falls strictly inside, if there is one."""
+    def around(self, pos: int) -> tuple[int, int] | None:
+        """The span ``pos`` falls strictly inside, if there is one."""
         k = bisect.bisect_right(self.ends, pos)
-        return self.spans[k][0] if k < len(self.spans) and self.spans[k][0] < pos else None
+        return self.spans[k] if k < len(self.spans) and self.spans[k][0] < pos else None
 
     def covers(self, start: int, end: int) -> bool:
         k = bisect.bisect_left(self.ends, end)
@@ -684,6 +686,7 @@ def _is_description(word: str) -> bool:
 
 
 _NON_SPACE_RE = re.compile(r"\S")
+_LABEL_DELIM_RE = re.compile(r"\s*[:|•·\-–—]")
 
 
 def ad_spans(text: str) -> list[tuple[int, int]]:
@@ -737,7 +740,13 @@ def ad_spans(text: str) -> list[tuple[int, int]]:
         if start > seg_start and _NON_SPACE_RE.search(text, start, m.start()) is not None:
             label = _cut_after_ads(text).around(start)
             if label is not None:
-                start = max(label, seg_start)
+                start = max(label[0], seg_start)
+        # Nor does it end inside one, whose label word the ad would take and leave its name ("New arrivals Photo:
+        # Jane Doe" goes whole, not "New arrivals Photo"): such a label runs over a colon, a dash or a bar.
+        if seg_end < len(text) and _LABEL_DELIM_RE.match(text, seg_end) is not None:
+            label = _cut_after_ads(text).around(seg_end)
+            if label is not None:
+                seg_end = label[1]
         spans.append((start, seg_end))
     return _merged(spans)
 
@@ -1056,7 +1065,7 @@ def _credit_matches_by_parts(text: str) -> Iterator[re.Match]:
 def credit_spans(text: str) -> list[tuple[int, int]]:
     """The ``CREDIT_RE`` labels: what the cleaner cuts, and so what the scorer penalises ("A man in a shirt
     reading Photo by John Smith" has none). Bracketed notes are ``bracket_note_spans``. A byline in another language
-    that is all the caption's words stays: "Foto von Hans Müller" alone may be his portrait."""
+    that is all the caption's words stays: "Photo par Jean Dupont" alone may be his portrait."""
     bounds: list[int] = []  # where the caption's letters start and end, read once where a byline needs them
 
     def kept(m: re.Match) -> bool:
@@ -1086,11 +1095,15 @@ def has_ad(text: str, words: list[str] | None = None) -> bool:
 
 # --- bracketed links, sources and credits ------------------------------------------
 BRACKET_GROUP_RE = re.compile(r"\(([^()]*)\)|\[([^\[\]]*)\]|\{([^{}]*)\}")
+# A label beyond English needs its colon or dash: "(Quelle: dpa)" is a note, "(Fonte Gaia)", "(Bild Zeitung)" and
+# "(Fuente Cibeles)" are names.
 _NOTE_LABEL_RE = re.compile(
-    rf"(?:image\s+|photo\s+)?(?:{_SOURCE_WORD}|via|{_CREDIT_WORD}(?:\s+{_MEDIA_LABEL})?|photo(?:\s+credits?)?"
-    rf"|image|picture|pic|foto|{_FOREIGN_MEDIA_LABEL}|courtesy(?:\s+of)?"
+    r"(?:image\s+|photo\s+)?(?:sources?|via|credits?|photo(?:\s+credits?)?"
+    r"|image|picture|pic|foto|courtesy(?:\s+of)?"
     r"|from|copyright|©|see|more(?:\s+(?:at|info|here))?|link|url|website|read\s+more(?:\s+at)?"
     r"|full\s+(?:story|article)(?:\s+at)?|photographer)\b\s*(?:by\s+|:\s*|-\s+)?"
+    rf"|(?:image\s+|photo\s+)?(?:{_SOURCE_WORD}|{_CREDIT_WORD}(?:\s+{_MEDIA_LABEL})?|{_FOREIGN_MEDIA_LABEL})\b"
+    r"\s*(?::\s*|-\s+)"
     r"|©\s*",
     re.IGNORECASE,
 )

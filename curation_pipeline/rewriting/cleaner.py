@@ -229,11 +229,12 @@ class CaptionCleaner(Rewriter):
     #     dpa", "Fuente: EFE", "Fotografía: ..."; "Crédit" was left behind); an ad clause takes the hashtags in it,
     #     which are fillers to a weak ad ("A girl on a beach. Shop our collection #summer" -> "A girl on a beach.")
     # 12: a name may start with a capital beyond ASCII ("Photo: Émile Zola", "Foto: Łukasz Nowak"); bylines in other
-    #     languages at a clause's start ("A lake. Foto von Hans Müller", "Photo de Jean Dupont"; never "Photo de
-    #     famille", "Photo de Paris"); a repeated credit cut whole ("Source: Reuters Source: Reuters"); a weak ad
-    #     judged once the boilerplate and credits before it are cut ("Royalty Free Stock Image Shop the look!");
-    #     "Call Me" after a description only with an ad's words ("Blondie performing Call Me #music" keeps its title);
-    #     an ad never starts inside a label cut after it ("Floral pattern, EPS 10 only $5" left "EPS")
+    #     languages at a clause's start ("A lake. Photo par Jean Dupont"; with "von", "de", "di", which say "of" as
+    #     often, only before an agency: "Foto von Hans Müller/dpa", never "Foto de Machu Picchu"); a repeated credit
+    #     cut whole ("Source: Reuters Source: Reuters"); a weak ad judged once the boilerplate and credits before it
+    #     are cut ("Royalty Free Stock Image Shop the look!"); "Call Me" after a description only with an ad's words
+    #     ("Blondie performing Call Me #music" keeps its title); an ad never starts or ends inside a label cut after
+    #     it ("Floral pattern, EPS 10 only $5" left "EPS", "New arrivals Photo: Jane Doe" left "Jane Doe")
     version = "12"
     needs_images = False
     prompt = None

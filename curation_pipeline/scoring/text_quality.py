@@ -129,7 +129,7 @@ class CaptionTextQuality(Scorer):
     # 8: credit and advertising as the cleaner 11 reads them: credit labels in other languages ("Bild: Hans Müller",
     #    "Quelle: dpa", "Crédit photo : ..."), hashtags in a weak ad's clause ("Red dress. New arrivals #fun")
     # 9: credit and advertising as the cleaner 12 reads them: names starting with a capital beyond ASCII, bylines in
-    #    other languages ("Foto von Hans Müller"), repeated credits; a weak ad after boilerplate ("Royalty Free Stock
+    #    other languages ("Photo par Jean Dupont", "Foto von Hans Müller/dpa"), repeated credits; a weak ad after boilerplate ("Royalty Free Stock
     #    Image Shop the look!"); "Blondie performing Call Me" is no ad, "Call us today for a quote" is one
     version = "9"
     needs_images = False

@@ -337,18 +337,23 @@ def test_names_may_start_with_a_capital_beyond_ascii():
 
 
 # Bylines in other languages: a credit at a clause's start, a name of two or more words ending the clause.
-FOREIGN_BYLINES = [("A mountain lake. Foto von Hans Müller", "Foto von Hans Müller"),
-                   ("Un chat sur un toit. Photo de Jean Dupont", "Photo de Jean Dupont"),
-                   ("Un gatto | Foto di Maria Rossi", "Foto di Maria Rossi"),
-                   ("Un perro en la playa. Foto de Juan Pérez", "Foto de Juan Pérez"),
-                   ("Foto von Hans Müller: ein Bergsee", "Foto von Hans Müller"),
+FOREIGN_BYLINES = [("A mountain lake. Foto von Hans Müller/dpa", "Foto von Hans Müller/dpa"),
+                   ("Un chat sur un toit. Photo par Jean Dupont", "Photo par Jean Dupont"),
+                   ("Un gatto | Foto di Maria Rossi/AP", "Foto di Maria Rossi/AP"),
+                   ("Un perro en la playa. Foto por Juan Pérez", "Foto por Juan Pérez"),
+                   ("Photo par Jean Dupont: un chat", "Photo par Jean Dupont"),
                    ("Un perro, foto de Juan Pérez/EFE", "foto de Juan Pérez/EFE")]
-# "de", "von", "di" are "of" as often: a family photo, a place, a lower-case word after the name, a byline inside
-# its clause, or all the caption (a portrait, perhaps) are descriptions.
+# "de", "von", "di" are "of" as often: a family photo, a place, an event, a team ("Foto de Real Madrid"), a name with
+# no agency after it, a lower-case word after the name, a byline inside its clause, or all the caption (a portrait,
+# perhaps) are descriptions.
 FOREIGN_BYLINE_PROSE = ["Photo de famille", "Une photo de famille devant la maison", "foto de una playa",
                         "Un chat. Photo de Paris", "Une vue. Photo de New York", "Firenze. Foto di Santa Maria Novella",
                         "Foto de Juan Pérez en la playa", "Ein Foto von Hans Müller", "Foto von Hans Müller",
-                        "Photo de famille, 1952", "Un chat. Photo de Notre Dame"]
+                        "Photo de famille, 1952", "Un chat. Photo de Notre Dame", "A trip to Peru. Foto de Machu Picchu",
+                        "Procession in Seville. Imagen de Semana Santa", "Fans cheering. Foto de Real Madrid",
+                        "A lake. Foto von Neuschwanstein Castle", "A market. Bild von Weihnachtsmarkt Dresden",
+                        "A mountain lake. Foto von Hans Müller", "Un gatto | Foto di Maria Rossi",
+                        "Photo par Jean Dupont"]
 
 
 def test_bylines_in_other_languages():

@@ -163,10 +163,14 @@ CASES = {
     "A portrait of a writer. Photo: Émile Zola": ("A portrait of a writer.", "remove_credits"),
     "A street in Krakow | Foto: Łukasz Nowak": ("A street in Krakow", "remove_credits"),
     "Bild: Ömer Yilmaz - A market in Istanbul": ("A market in Istanbul", "remove_credits"),
-    "A mountain lake. Foto von Hans Müller": ("A mountain lake.", "remove_credits"),
-    "Un chat sur un toit. Photo de Jean Dupont": ("Un chat sur un toit.", "remove_credits"),
-    "Un gatto sul tetto - Foto di Maria Rossi": ("Un gatto sul tetto", "remove_credits"),
-    "Foto de Juan Pérez: Un perro en la playa": ("Un perro en la playa", "remove_credits"),
+    "A mountain lake. Foto von Hans Müller/dpa": ("A mountain lake.", "remove_credits"),
+    "Un chat sur un toit. Photo par Jean Dupont": ("Un chat sur un toit.", "remove_credits"),
+    "Un gatto sul tetto - Foto di Maria Rossi/AP": ("Un gatto sul tetto", "remove_credits"),
+    "Foto por Juan Pérez: Un perro en la playa": ("Un perro en la playa", "remove_credits"),
+    # A weak ad before a credit label takes the whole credit, never the label alone.
+    "Handmade mug. New arrivals Photo: Jane Doe": ("Handmade mug.", "remove_ads"),
+    "Handmade mug. New arrivals Source: Reuters": ("Handmade mug.", "remove_ads"),
+    "A red dress. Only $5 Photo: Jane Doe": ("A red dress.", "remove_ads"),
     "A dog on a beach. Source: Reuters Source: Reuters Source: Reuters": ("A dog on a beach.", "remove_credits"),
     "Credit: Jane Doe Credit: John Smith | A dog on grass": ("A dog on grass", "remove_credits"),
     # A weak ad is judged once the boilerplate before it is cut; "Call Me" is an ad only with an ad's words.
@@ -254,6 +258,13 @@ def test_cleaning_is_idempotent(caption):
         "Foto de Juan Pérez en la playa",
         "Ein Foto von Hans Müller",
         "Foto von Hans Müller",
+        "A trip to Peru. Foto de Machu Picchu",
+        "Fans cheering. Foto de Real Madrid",
+        "A mountain lake. Foto von Hans Müller",
+        # a bracketed name that starts with a label word of another language, with no colon or dash after it
+        "People sitting by the marble fountain (Fonte Gaia) in Siena",
+        "A man reading a tabloid (Bild Zeitung) on the train",
+        "A fountain in Madrid (Fuente Cibeles)",
         # a name followed by a small letter is prose, ASCII or not
         "Foto: Hund über die Wiese",
         "Portrait of Émile Zola",
@@ -383,7 +394,7 @@ CREDIT_CUT = ["A dog. Photo by John Smith", "Credit: Jane Doe | A dog on grass",
               "A dog. Crédit photo : Jean Dupont", "A dog | Bild: Hans Müller", "A dog. Quelle: dpa",
               "A dog. Fuente: EFE",
               "A dog. Fotos: Jane Doe", "A dog (Fotografía: Juan Pérez)", "A dog. Photo: Émile Zola",
-              "A dog. Foto von Hans Müller", "A dog. Source: Reuters Source: Reuters"]
+              "A dog. Foto von Hans Müller/dpa", "A dog. Source: Reuters Source: Reuters"]
 
 
 def test_credits_are_scored_exactly_where_they_are_cut():
