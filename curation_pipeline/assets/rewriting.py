@@ -45,7 +45,8 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     decisions, scores = caption_decisions, quality_scores
     targets = rewrite_targets(decisions, scores)
     needed = needed_columns(policy.quality_column)
-    from curation_pipeline.rewriting.reuse import REPLY_COLUMN, SCORES_TABLE, STORED_COLUMNS, ReplyReuse
+    from curation_pipeline.rewriting.reuse import (REPLY_COLUMN, SCORES_TABLE, STORED_COLUMNS, ReplyReuse,
+                                                   reuse_stored_replies)
 
     ray_stats, reuse = {}, None  # reuse: AITQE's candidates taken from the replies its scorer stored
 
@@ -66,7 +67,6 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
             raw_file=expected.sha256)
         ray_stats = stats.metadata()
     else:
-        from curation_pipeline.rewriting.reuse import reuse_stored_replies
         from curation_pipeline.scoring.signals.embedding import caption_similarity
 
         model = reuse_stored_replies(rewriter.rewriter(), stored, expected.sha256)

@@ -823,21 +823,14 @@ _LABEL_BEFORE = CLAUSE_SEPARATORS + SENTENCE_ENDS + "([{:\"”"
 _LABEL_AFTER = CLAUSE_SEPARATORS + SENTENCE_ENDS + ")]}"
 
 
-def is_label(text: str, start: int, end: int) -> bool:
-    """Whether ``text[start:end]`` stands as a label: at the start or the end of a clause. One with words of its
-    clause on both sides is part of the description ("The Source: a newspaper stand", "a copyright sign")."""
-    before = _char_before(text, start)
-    if not before or before in _LABEL_BEFORE:
-        return True
-    after = _char_after(text, end)
-    return not after or after in _LABEL_AFTER
-
-
 def _label_spans(matches: Iterable[re.Match], text: str) -> list[tuple[int, int]]:
-    """(start, end) of every match that stands as a label and is not text shown in the image."""
+    """(start, end) of every match that stands as a label and is not text shown in the image. A label stands at
+    the start or the end of a clause; one with words of its clause on both sides is part of the description ("The
+    Source: a newspaper stand", "a copyright sign"). The characters around it are read from the match out, the
+    next non-space one only past a space: the cleaner may read a caption of thousands of matches 32 times."""
     spans = []
     n = len(text)
-    for m in matches:  # ``is_label`` inline: the cleaner may read a caption of thousands of matches 32 times
+    for m in matches:
         start, end = m.span()
         if end <= start:
             continue

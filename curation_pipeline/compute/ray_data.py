@@ -346,9 +346,8 @@ def _describe_scorers(profile, threads: int) -> str:
 def _planned_call(rewriter: dict, threads: int):
     """(the call, the rewriter's ident) an ``aitqe`` rewrite actor would make, planned where it would load
     (run with the actors' resources: the precision depends on the GPU), without loading the model."""
-    from curation_pipeline.rewriting.reuse import AitqeCall
-
     from curation_pipeline.resources import RewriterResource
+    from curation_pipeline.rewriting.reuse import AitqeCall
 
     limit_threads(threads)
     unloaded = RewriterResource(**rewriter).rewriter(load_model=False)
