@@ -17,6 +17,11 @@ from curation_pipeline.reporting.markdown import counts_markdown
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 
+NOT_DEDUPLICATED = ("drop_duplicates is on, but these quality_scores hold no duplicate fingerprints (their profile, "
+                    "e.g. text, runs no duplicate scorer): duplicate pairs are published as they are; score with a "
+                    "profile that reads images (offline, clip, mlm, full) to drop them")
+
+
 @dg.asset(
     partitions_def=shard_partitions, group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
     code_version="2",  # bump when the same inputs give different output (2: in_keep_fraction per pair)
@@ -49,6 +54,8 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     if dedup is not None:
         context.log.info(f"{shard}: duplicate groups from {dedup.source}")
         used[DIGEST_KEY] = dedup.digest
+    elif rules.drop_duplicates:  # on by default: a profile without fingerprints must not pass for deduplicated
+        context.log.warning(f"{shard}: {NOT_DEDUPLICATED}")
     if cut is not None:
         used[CUT_KEY] = cut.rule_digest()
     decisions.attrs[FILE_METADATA] = used
@@ -69,6 +76,8 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             **numbers({"duplicates_dropped": int((~scores["dup_keep"].astype(bool)).sum()),
                        "in_duplicate_groups": int(scores["dup_kind"].notna().sum())}),
             "dedup_source": dg.MetadataValue.text(dedup.source)}),
+        **({"duplicates": dg.MetadataValue.text(f"not checked: {NOT_DEDUPLICATED}")}
+           if dedup is None and rules.drop_duplicates else {}),
         "drop_reasons": dg.MetadataValue.md(counts_markdown(drops, "Drop reasons")),
         "decisions_preview": table(decisions[["key", "action", "reason", "quality_before"]]),
     })
