@@ -19,9 +19,10 @@ TABLES: dict[str, dict[str, str]] = {
                    "reader's max_caption_chars. Empty when there is none; an empty or blank caption stays as it is.",
         "caption_source": "Where the caption came from: txt or caption (the member's extension) or json; empty when "
                           "there is none.",
-        "caption_problem": "What was repaired or refused in the caption: invalid utf-8 replaced (U+FFFD), truncated "
-                           "from N chars (both, joined by '; '), or a non-text json caption not used; else empty "
-                           "(also for a missing, empty or blank caption).",
+        "caption_problem": "What was repaired, refused or overridden in the caption, joined by '; ': invalid utf-8 "
+                           "replaced (U+FFFD), NUL bytes removed, truncated from N chars, a non-text json caption not "
+                           "used, a json caption that differs from the caption file used, a caption member not read "
+                           "(and why); else empty (also for a missing, empty or blank caption).",
         "caption_sha256": "SHA-256 of the caption text (exact-duplicate detection).",
         "caption_chars": "Caption length in characters.",
         "image_ext": "Extension of the image member (jpg, png, webp, ...).",

@@ -8,7 +8,7 @@ import pandas as pd
 
 from curation_pipeline.assets.integrity import FINGERPRINT_KEY
 from curation_pipeline.assets.io import FILE_METADATA
-from curation_pipeline.assets.metadata import OWNERS, numbers, table
+from curation_pipeline.assets.metadata import numbers, table
 from curation_pipeline.checks.quality import PAIRS_CHECKS, checked_table, pairs_checks, table_out
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
@@ -59,8 +59,10 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
 @dg.multi_asset(
     name="pairs", partitions_def=shard_partitions, can_subset=True, deps=[raw_shards], check_specs=PAIRS_CHECKS,
     outs={"pairs": table_out(
-        "ingest", "2",  # code version: bump when the same inputs give different output (2: a caption file's
-        # BOM and line ending are not caption; a json sidecar with NaN is read, the NaN as null)
+        "ingest", "3",  # code version: bump when the same inputs give different output (2: a caption file's
+        # BOM and line ending are not caption; a json sidecar with NaN is read, the NaN as null. 3: .jfif and
+        # .jpe are images; caption_problem / meta_error / decode_error name a caption, json or image member
+        # not read; caption_problem records NUL bytes removed and a json caption the .txt overrode)
         "Inventory of every sample in the shard: key, caption, image size/format/bytes, content hashes, decode "
         "status and error. Members that are not samples are counted in the `skips` table.")},
 )
@@ -119,9 +121,10 @@ def _inventory(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         "raw_sha256": dg.MetadataValue.text(fingerprint.sha256),
         "decode_status": dg.MetadataValue.md(counts_markdown(
             status, "Decode status" if full else "Decode status from the image header (not decoded)")),
-        "skips": dg.MetadataValue.md(counts_markdown(skip_counts, "Skipped members by reason")),
+        "skips": dg.MetadataValue.md(counts_markdown(skip_counts, "Skipped members by reason", "members")),
         "caption_problems_by_kind": dg.MetadataValue.md(counts_markdown(
             inventory["caption_problem"].dropna().str.split("; ").explode().str.split(" ").str[0].value_counts(),
-            "Caption repairs")),  # a caption may have two: "invalid utf-8 replaced; truncated from N chars"
+            "Caption repairs", "notes")),  # a caption may have two: "invalid utf-8 replaced; truncated from N chars"
         "skipped_members_preview": table(skips),
     }
+

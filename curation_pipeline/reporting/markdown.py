@@ -19,8 +19,8 @@ def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def counts_markdown(counts: pd.Series, title: str) -> str:
-    """A titled table of value counts (pairs per value)."""
+def counts_markdown(counts: pd.Series, title: str, unit: str = "pairs") -> str:
+    """A titled table of value counts (``unit`` per value: pairs, or what else was counted)."""
     if counts.empty:
         return f"**{title}**: none"
-    return f"**{title}**\n\n" + markdown_table(["value", "pairs"], [(k, int(v)) for k, v in counts.items()])
+    return f"**{title}**\n\n" + markdown_table(["value", unit], [(k, int(v)) for k, v in counts.items()])

@@ -13,10 +13,13 @@ after it are a ``corrupt_tar`` / ``truncated_tar`` skip, not lost unseen. A read
 itself (a network timeout, an I/O error) is not damage: it raises, so the run fails and can be retried.
 
 Captions are kept as the sample says them: only how a caption file was saved goes (a leading UTF-8
-BOM, trailing line endings: ``echo``, ``print``, Windows). Any other whitespace or control character
-is the caption's own; text quality flags it and the cleaner's rewrite, recorded in the lineage,
-removes it. Images come in two decodes where they differ: the corrected one (EXIF orientation,
-transparency on white) for content signals, the reference one for model scorers (``model_image``).
+BOM, trailing line endings: ``echo``, ``print``, Windows), and NUL bytes, which ``caption_problem``
+records. Any other whitespace or control character is the caption's own; text quality flags it and the
+cleaner's rewrite, recorded in the lineage, removes it. ``caption_problem`` also says why a caption
+file was not read (and that the json's caption was used instead), and that a json caption differing
+from the file's lost to it. Images come in two decodes where they differ: the corrected one (EXIF
+orientation, transparency on white) for content signals, the reference one for model scorers
+(``model_image``).
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ def base_plus_ext(name: str) -> tuple[str | None, str | None]:
     return (match.group(1), match.group(2)) if match else (None, None)
 
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+# jfif and jpe are JPEG's other names: PIL decodes them, the curated tar keeps the member's extension and
+# webdataset's decoder (``autodecode.IMAGE_EXTENSIONS``) and ``verify_curated`` read them back
+IMAGE_EXTS = ("jpg", "jpeg", "jfif", "jpe", "png", "webp", "bmp", "gif", "tif", "tiff")
 CAPTION_EXTS = ("txt", "caption")
 META_EXTS = ("json",)
 
@@ -106,12 +111,19 @@ class Sample:
 
 @dataclass(frozen=True)
 class _Unread:
-    """An image member skipped unread (too large, not a regular file, cut short): its sample's row says so,
-    not that the sample has no image."""
+    """An image, caption or json member skipped unread (too large, not a regular file, cut short): its
+    sample's row says so (``decode_error``, ``caption_problem``, ``meta_error``), not that it had none."""
 
     ext: str
-    status: str  # a decode_status the decisions know: too_large, missing, corrupt
-    error: str
+    status: str  # for an image, a decode_status the decisions know: too_large, missing, corrupt
+    error: str  # names the member and why it was not read
+
+    @property
+    def part(self) -> str | None:
+        """Which member of its sample it is, by its extension's last part (``v1.jpg``: image)."""
+        last = self.ext.rsplit(".", 1)[-1]
+        return ("image" if last in IMAGE_EXTS else "caption" if last in CAPTION_EXTS
+                else "meta" if last in META_EXTS else None)
 
 
 @dataclass
@@ -125,9 +137,22 @@ class _Members:
     meta: bytes | None = None
     meta_name: str | None = None
     duplicate: bool = False  # a key already read: its members are skipped, counted once
-    # why a caption / json member was not parsed (a dot in its key: ``img.v1.txt``), said where none was read
+    # why a caption / json member was not read (a dot in its key: ``img.v1.txt``; a link, too large, cut
+    # short), said where none was read
     caption_unread: str | None = None
     meta_unread: str | None = None
+    # members of the key never parsed (``x.heic``, ``x.pyd``): named in decode_error where no image was read
+    unsupported: tuple[str, ...] = ()
+
+    def attach(self, unread: _Unread) -> None:
+        """An unread member of this key: the first of each part is kept; the row uses it if none was read."""
+        part = unread.part
+        if part == "image" and self.unread is None:
+            self.unread = unread
+        elif part == "caption" and self.caption_unread is None:
+            self.caption_unread = unread.error
+        elif part == "meta" and self.meta_unread is None:
+            self.meta_unread = unread.error
 
     @property
     def read_any(self) -> bool:
@@ -221,6 +246,11 @@ def parse_meta(data: bytes, member: str, limits: ReaderLimits = ReaderLimits()) 
         notes.append(f"{len(nonfinite)} non-finite number{'s' * (len(nonfinite) > 1)} "
                      f"({', '.join(shown[:3])}{', ...' * (len(shown) > 3)}) replaced by null")
     return meta, f"{where} {'; '.join(notes)}" if notes else None
+
+
+def _saved_as(text: str) -> str:
+    """A caption file's text without how it was saved: a leading BOM, final line endings."""
+    return text.removeprefix("\ufeff").rstrip("\r\n")
 
 
 def _sha(data: bytes) -> str:
@@ -464,8 +494,8 @@ class ShardReader:
             self._skip("truncated_tar", detail=f"after {read} members: cut short at tar offset {end}, {found}")
 
     def _members(self) -> Iterator[tuple[str, bytes | _Unread]]:
-        """Regular members as (name, data), streaming: one member in memory at a time; an image member
-        skipped unread as (name, ``_Unread``), so its sample can say why it has no image."""
+        """Regular members as (name, data), streaming: one member in memory at a time; an image, caption or
+        json member skipped unread as (name, ``_Unread``), so its sample can say why it has none."""
         stat = raw_stat(self.url)  # FileNotFoundError / IsADirectoryError name the path
         with fsspec.open(self.url, "rb") as handle:
             stream = HashingReader(handle)
@@ -506,7 +536,8 @@ class ShardReader:
                         yield info.name, data
                         continue
                 ext = base_plus_ext(info.name)[1]
-                if skipped is not True and ext is not None and ext.lower() in IMAGE_EXTS:
+                if skipped is not True and ext is not None and ext.lower() in (*IMAGE_EXTS, *CAPTION_EXTS,
+                                                                               *META_EXTS):
                     yield info.name, _Unread(ext.lower(), *skipped)
             self._check_end(tar, read)
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
@@ -530,20 +561,22 @@ class ShardReader:
         self.fingerprint = got
 
     def _groups(self) -> Iterator[_Members]:
-        """Samples as webdataset groups them (consecutive read members sharing a key). An image member
-        skipped unread belongs to the sample of its key around it, but never starts or splits one: it is
-        held until the next read member says whether that sample is its own."""
+        """Samples as webdataset groups them (consecutive read members sharing a key). A member skipped
+        unread belongs to the sample of its key around it, but never starts or splits one: it is held
+        until the next read member says whether that sample is its own."""
         current: _Members | None = None
         seen: set[str] = set()
-        pending: tuple[str, _Unread] | None = None  # an unread image for a sample not begun yet
+        pending: tuple[str, list[_Unread]] | None = None  # unread members of a sample not begun yet
         for name, data in self._members():
             key, ext = base_plus_ext(name)
             if isinstance(data, _Unread):  # already a skip: never counted again
                 if current is not None and key == current.key:
-                    if not current.duplicate and current.image is None and current.unread is None:
-                        current.unread = data
-                elif pending is None or pending[0] != key:
-                    pending = key, data
+                    if not current.duplicate:
+                        current.attach(data)
+                elif pending is not None and pending[0] == key:
+                    pending[1].append(data)
+                else:
+                    pending = key, [data]
                 continue
             if key is None:
                 self._skip("no_extension", member=name)
@@ -560,7 +593,9 @@ class ShardReader:
                     self._skip("duplicate_key", key=key, member=name, detail="key already read earlier in shard")
                     current, pending = _Members(key=key, duplicate=True), None
                     continue
-                current = _Members(key=key, unread=pending[1] if pending and pending[0] == key else None)
+                current = _Members(key=key)
+                for unread in pending[1] if pending and pending[0] == key else ():
+                    current.attach(unread)
             pending = None
             if current.duplicate:
                 continue
@@ -582,23 +617,24 @@ class ShardReader:
             else:
                 dotted = _dotted(key, ext)
                 self._skip("unsupported_member", key=key, member=name, detail=dotted or f".{ext} is never parsed")
-                if dotted is None:
-                    continue
-                why, kind = f"{printable_name(name)} not read: {dotted}", ext.rsplit(".", 1)[1]
-                if kind in IMAGE_EXTS and current.image is None and current.unread is None:
-                    current.unread = _Unread(ext, "missing", why)  # the pair's decode_error says why
-                elif kind in CAPTION_EXTS and current.caption_unread is None:
-                    current.caption_unread = why
-                elif kind in META_EXTS and current.meta_unread is None:
-                    current.meta_unread = why
+                if dotted is None:  # named in the pair's decode_error if it has no image (x.heic)
+                    current.unsupported += (f"{printable_name(name)} not read: .{printable_name(ext)} is never "
+                                            "parsed",)
+                else:  # the pair's decode_error, caption_problem or meta_error says why
+                    current.attach(_Unread(ext, "missing", f"{printable_name(name)} not read: {dotted}"))
         if current is not None and not current.duplicate and current.read_any:
             yield current
 
     def _caption(self, group: _Members, meta: dict | None) -> tuple[str | None, str | None, str | None]:
-        """Caption text, where it came from, and what was wrong with it. A caption file's leading BOM and
-        final line ending(s) are how it was saved (``echo``, ``print``, Windows), not what it says: dropped.
-        A json caption is a string value, taken as it is."""
+        """Caption text, where it came from, and what was wrong with it (each problem one ``; ``-joined part:
+        the ingest metadata counts them by kind). A caption file's leading BOM and final line ending(s) are
+        how it was saved (``echo``, ``print``, Windows), not what it says: dropped. A json caption is a
+        string value, taken as it is. NUL bytes are removed and said so; so are a caption file not read and
+        a json caption other than the file's."""
         problems = []
+        json_caption = meta.get("caption") if meta else None
+        if group.caption is None and group.caption_unread is not None:  # before what was used instead
+            problems.append(group.caption_unread.replace("; ", ", "))
         if group.caption is not None:
             try:
                 text = group.caption.decode("utf-8")
@@ -606,15 +642,22 @@ class ShardReader:
                 text = group.caption.decode("utf-8", errors="replace")
                 problems.append("invalid utf-8 replaced")
             source = group.caption_ext
-        elif meta and isinstance(meta.get("caption"), str):
-            text, source = meta["caption"], "json"
-        elif meta and meta.get("caption") is not None:  # a number or a list is no caption, and says so
-            return None, None, f"non-text json caption ({type(meta['caption']).__name__}) not used"
+        elif isinstance(json_caption, str):
+            text, source = json_caption, "json"
+            if problems:
+                problems.append("json caption used")
+        elif json_caption is not None:  # a number or a list is no caption, and says so
+            problems.append(f"non-text json caption ({type(json_caption).__name__}) not used")
+            return None, None, "; ".join(problems)
         else:
-            return None, None, None
-        text = text.replace("\x00", "")
+            return None, None, "; ".join(problems) or None
+        if "\x00" in text:
+            problems.append("NUL bytes removed")
+            text = text.replace("\x00", "")
         if source != "json":
-            text = text.removeprefix("\ufeff").rstrip("\r\n")
+            text = _saved_as(text)
+            if isinstance(json_caption, str) and _saved_as(json_caption.replace("\x00", "")) != text:
+                problems.append(f"json caption differs (.{source} used)")
         if len(text) > self.limits.max_caption_chars:
             problems.append(f"truncated from {len(text)} chars")
             text = text[: self.limits.max_caption_chars]
@@ -628,11 +671,15 @@ class ShardReader:
             else:
                 meta_error = group.meta_unread
             caption, caption_source, caption_problem = self._caption(group, meta)
-            if caption is None and caption_problem is None:
-                caption_problem = group.caption_unread
             original = original_size(meta, self.limits.max_original_side)
             unread = group.unread if group.image is None else None
             absent = (unread.status, unread.error) if unread is not None else None
+            if group.image is None and unread is None and group.unsupported:  # x.heic: no image read, and why
+                first, more = group.unsupported[0], len(group.unsupported) - 1
+                if more:
+                    first += f" (and {more} more unsupported member{'s' if more > 1 else ''})"
+                absent = "missing", (f"no image member in sample; {first}; image members are "
+                                     f".{', .'.join(IMAGE_EXTS)}")
             if self.decode:
                 image, info = decode_image(group.image, self.limits, full=self.decode != "header" and self.decode,
                                            absent=absent)

@@ -99,6 +99,7 @@ def test_skips_are_counted_in_partition_metadata(hostile_run):
     assert meta["skipped_members"] == n_skips
     assert meta["pairs"] == len(EXPECTED_STATUS) + 6
     assert meta["headers_not_ok"] == 4 and meta["no_caption"] == 1
+    assert "| value | members |" in meta["skips"]  # tar members, not pairs
     for reason, members in EXPECTED_SKIPS.items():
         assert f"| {reason} | {len(members)} |" in meta["skips"], reason
     for status in ("empty", "corrupt", "missing", "too_large"):
