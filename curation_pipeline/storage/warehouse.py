@@ -261,10 +261,25 @@ class Warehouse:
         return self.join("quality.duckdb")
 
     def check_reachable(self) -> None:
-        """Fail now, with ``StorageUnreachable``, when object storage cannot be reached, not in a run's first step."""
-        if not self.is_local:
-            with object_storage_errors(self.root):
-                self.fs.exists(self._root_path)
+        """Fail now, not in a run's first step: ``StorageUnreachable`` when object storage cannot be reached,
+        ``FileNotFoundError`` naming the bucket when an S3 warehouse's bucket does not exist (writes would
+        fail, and a new prefix in a bucket that does is as absent as a missing bucket to ``exists``)."""
+        if self.is_local:
+            return
+        with object_storage_errors(self.root):
+            if self.fs.exists(self._root_path):
+                return
+            protocols = {self.fs.protocol} if isinstance(self.fs.protocol, str) else set(self.fs.protocol)
+            if not protocols & {"s3", "s3a"}:
+                return
+            bucket = self._root_path.split("/", 1)[0]
+            try:
+                self.fs.call_s3("head_bucket", Bucket=bucket)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"bucket {bucket!r} of warehouse {self.root} does not exist: create it, or "
+                                        "fix --warehouse / CURATION_WAREHOUSE") from exc
+            except PermissionError:  # a key may write objects without the right to look at its bucket
+                pass
 
     def local_path(self, path: str) -> str:
         """Where a user or DuckDB opens ``path``: an absolute local path, or the object store's URL."""

@@ -131,6 +131,26 @@ def test_a_mistyped_bucket_fails_instead_of_being_created(s3):
     assert sorted(fs.ls("", refresh=True)) == before
 
 
+def test_a_missing_warehouse_bucket_is_bad_input_before_any_run(s3, tmp_path, monkeypatch):
+    """Refused before any run, naming the bucket, like a missing raw location; a new prefix in an existing
+    bucket is no error (nothing is there yet either)."""
+    from click.testing import CliRunner
+
+    from curation_pipeline.cli import EXIT_BAD_INPUT, main
+
+    server, fs = s3
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    local = tmp_path / "raw"
+    local.mkdir()
+    shutil.copy(RAW_SAMPLES / "sample-000001.tar", local)
+    missing = f"s3://{server.bucket}-missing/wh"
+    result = CliRunner().invoke(main, ["run", "--raw", str(local), "--warehouse", missing, "--no-report"])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert f"bucket '{server.bucket}-missing' of warehouse {missing} does not exist" in result.output
+    assert "FAILED" not in result.output and "Traceback" not in result.output  # no run was started
+    Warehouse(f"s3://{server.bucket}/a-new-prefix/wh").check_reachable()
+
+
 @pytest.mark.parametrize("where", ["raw", "warehouse"])
 @pytest.mark.parametrize("credentials", ["none", "wrong"])
 def test_missing_credentials_are_one_clear_error_before_any_run(s3, tmp_path, monkeypatch, where, credentials):
