@@ -102,10 +102,22 @@ def enabled() -> bool:
 
 
 def _seconds(env: str, default: float) -> float:
-    try:
-        return float(os.environ.get(env) or default)
-    except ValueError:
+    """Seconds from ``env`` (unset or empty: ``default``). A value that is not a positive number warns, naming
+    the variable, and the default is used: the helper only saves time, so none of its settings fails a run."""
+    raw = os.environ.get(env, "").strip()
+    if not raw:
         return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if 0 < value < float("inf"):
+        return value
+    import warnings
+
+    warnings.warn(f"environment variable {env}={raw!r} is not a positive number of seconds: using {default:g}",
+                  stacklevel=2)
+    return default
 
 
 class _Client:

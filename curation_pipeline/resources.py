@@ -8,8 +8,10 @@ once per process and cached, so a run's steps never reload them per batch.
 import contextlib
 import dataclasses
 import os
+import re
+import types
 from functools import lru_cache
-from typing import Annotated, Literal, Optional, get_args
+from typing import Annotated, Literal, Optional, Union, get_args, get_origin
 
 import dagster as dg
 from dagster_ray import RayResource
@@ -17,9 +19,12 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_vali
 
 from curation_pipeline.compute.options import RayOptions, check_gpus
 from curation_pipeline.decisions.policy import DecisionPolicy
+from curation_pipeline.rewriting.aitqe import AITQE_MAX_NEW_TOKENS
 from curation_pipeline.rewriting.base import Rewriter
 from curation_pipeline.rewriting.verify import MIN_IMPROVEMENT_SHARE, AcceptanceRules
+from curation_pipeline.rewriting.vlm import DEFAULT_BATCH_SIZE, DEFAULT_NUM_BEAMS, VLM_MAX_NEW_TOKENS
 from curation_pipeline.scoring.base import Scorer
+from curation_pipeline.scoring.prefetch import DEFAULT_DEPTH
 from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
 from curation_pipeline.shards.keys import InvalidShardName, shard_key, validate_key
 from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS, Warehouse, object_storage_errors  # noqa: F401 (re-exported)
@@ -31,6 +36,22 @@ from curation_pipeline.validation.drift import DriftThresholds
 COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
 
 
+def _is_number(annotation) -> bool:
+    """``int`` or ``float``, optional or not."""
+    union = get_origin(annotation) in (Union, types.UnionType)
+    return any(a in (int, float) for a in (get_args(annotation) if union else (annotation,)))
+
+
+def _numbers_only():
+    """A validator for every numeric setting of a class: pydantic reads true / false as 1 / 0, so a YAML or
+    launchpad boolean given for a number (``keep_fraction: true``) would run as one."""
+    def refuse_booleans(cls, value, info):
+        if isinstance(value, bool) and _is_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"a number is needed, not {str(value).lower()}")
+        return value
+    return field_validator("*", mode="before")(refuse_booleans)
+
+
 class WarehouseResource(dg.ConfigurableResource):
     """Raw shards in, Parquet tables, curated shards and the DuckDB report out (fsspec URLs work)."""
 
@@ -38,6 +59,8 @@ class WarehouseResource(dg.ConfigurableResource):
     root: str = Field(default="", validate_default=True, description="Warehouse root for Parquet tables, curated shards, quality.duckdb; empty = env CURATION_WAREHOUSE, else data/warehouse.")
     batch_size: int = Field(default=32, gt=0, description="Pairs decoded and scored together; bounds memory.")
     inventory_decode: Literal["header", "full"] = Field(default="header", description="pairs reads image headers only (format, size, mode; quality_scores decodes each image once) or verifies every image (decoded through, JPEGs at 1/8 scale: a full decode's statuses), so pairs' decode_status also flags truncated images.")
+
+    _numbers = _numbers_only()
 
     @field_validator("raw_root", "root")
     @classmethod
@@ -121,6 +144,7 @@ class _Group(dg.Config):
     """A nested group of settings; a misspelt key is an error, never silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+    _numbers = _numbers_only()
 
 
 _S = ScoringProfile()  # the domain class holds the scoring defaults
@@ -147,7 +171,7 @@ class MlmConfig(_Group):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(default=_S.mlm_dtype, description="Precision: auto = a released MLM-Filter checkpoint as its reference runs it (float16 on CUDA), a chat VLM bfloat16 where supported, float32 on CPU.")
     metrics: list[str] = Field(default=list(_S.mlm_metrics), description="Which of the four metrics to score.")
     mode: Literal["logits", "generate"] = Field(default=_S.mlm_mode, description="logits (one forward pass) or generate (parity with the reference's decoding).")
-    min_mass: float = Field(default=_S.mlm_min_mass, description="Below this probability on score tokens a metric is NaN.")
+    min_mass: float = Field(default=_S.mlm_min_mass, ge=0, le=1, description="Below this probability on score tokens a metric is NaN.")
 
     @field_validator("metrics")
     @classmethod
@@ -169,8 +193,10 @@ class ScoringResource(dg.ConfigurableResource):
     device: Device = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
     batch_size: int = Field(default=_S.batch_size, gt=0, description="Batch size of every model scorer (CLIP, MLM-Filter, AITQE, NSFW).")
     trust_remote_code: list[str] = Field(default=[], description="Model ids allowed to run their own code.")
-    threads: int = Field(default=0, description="Threads for this run's pools (torch, ONNX Runtime, decode); 0 = the cores / dagster.yaml's run_queue.max_concurrent_runs (env CURATION_THREADS).")
-    prefetch: int = Field(default=2, description="Batches read, decoded and preprocessed ahead of the models in a background thread; 0 = serially (always serial when no scorer reads pixels, as in the text profile).")
+    threads: int = Field(default=0, ge=0, description="Threads for this run's pools (torch, ONNX Runtime, decode); 0 = the cores / dagster.yaml's run_queue.max_concurrent_runs (env CURATION_THREADS).")
+    prefetch: int = Field(default=DEFAULT_DEPTH, ge=0, description="Batches read, decoded and preprocessed ahead of the models in a background thread; 0 = serially (always serial when no scorer reads pixels, as in the text profile).")
+
+    _numbers = _numbers_only()
 
     def as_profile(self) -> ScoringProfile:
         clip, mlm = self.clip, self.mlm
@@ -217,11 +243,13 @@ class RewriterResource(dg.ConfigurableResource):
     kind: Literal["cleaner", "vlm", "aitqe"] = Field(default="cleaner", description="cleaner (offline rules) | vlm (a chat VLM) | aitqe (AITQE's recaption).")
     model: str = Field(default="", description="HuggingFace id or local path (vlm, aitqe).")
     prompt: str = Field(default="", description="Rewrite prompt with a {caption} placeholder (vlm) or AITQE instruction; empty = built-in.")
-    max_new_tokens: int = Field(default=0, description="Generation budget per caption; 0 = the rewriter's default (vlm 64, aitqe 384 as its reference).")
-    num_beams: int = Field(default=1, description="1 = greedy; >1 = beam search.")
-    batch_size: int = Field(default=8, description="Captions rewritten together.")
+    max_new_tokens: int = Field(default=0, ge=0, description=f"Generation budget per caption; 0 = the rewriter's default (vlm {VLM_MAX_NEW_TOKENS}, aitqe {AITQE_MAX_NEW_TOKENS} as its reference).")
+    num_beams: int = Field(default=DEFAULT_NUM_BEAMS, ge=1, description="1 = greedy; >1 = beam search.")
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, description="Captions rewritten together (every kind: a batch is what each step reads, rewrites and records at once).")
     device: Device = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
     trust_remote_code: bool = Field(default=False, description="Allow a chat VLM rewriter's own code (never needed for the released AITQE checkpoint).")
+
+    _numbers = _numbers_only()
 
     def rewriter(self, load_model: bool = True) -> Rewriter:
         """``load_model=False``: an ``aitqe`` rewriter without its model (``AitqeRewriter``), for targets all
@@ -235,14 +263,25 @@ class RewriterResource(dg.ConfigurableResource):
 _P, _A, _D = DecisionPolicy(), AcceptanceRules(), DriftThresholds()  # the domain classes hold every default
 
 
+def _check_order(group: str, low_name: str, low, high_name: str, high, consequence: str) -> None:
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"{group}.{low_name} ({low:g}) is above {group}.{high_name} ({high:g}): {consequence}")
+
+
 class AcceptanceConfig(_Group):
     """When a rewritten caption replaces the original (AITQE's minimal rewrite); empty = bound off."""
 
-    min_improvement: Optional[float] = Field(default=None, description=f"A rewrite must raise the score by this many points on quality_column's scale, within 0 and its declared range's width (empty = {MIN_IMPROVEMENT_SHARE:.0%} of the width: 1 on 0-100 scores, 0.025 on clip_score).")
-    max_edit_ratio: Optional[float] = Field(default=_A.max_edit_ratio, description="Max word-level edit ratio of a rewrite (empty = off).")
-    min_length_ratio: Optional[float] = Field(default=_A.min_length_ratio, description="Min rewritten/original words (empty = off).")
-    max_length_ratio: Optional[float] = Field(default=_A.max_length_ratio, description="Max rewritten/original words (empty = off).")
-    min_similarity: Optional[float] = Field(default=_A.min_similarity, description="Min MiniLM cosine to the original (empty = off).")
+    min_improvement: Optional[float] = Field(default=None, ge=0, description=f"A rewrite must raise the score by this many points on quality_column's scale, within 0 and its declared range's width (empty = {MIN_IMPROVEMENT_SHARE:.0%} of the width: 1 on 0-100 scores, 0.025 on clip_score).")
+    max_edit_ratio: Optional[float] = Field(default=_A.max_edit_ratio, ge=0, le=1, description="Max word-level edit ratio of a rewrite, 0 (the same words) to 1 (none in common) (empty = off).")
+    min_length_ratio: Optional[float] = Field(default=_A.min_length_ratio, ge=0, description="Min rewritten/original words (empty = off).")
+    max_length_ratio: Optional[float] = Field(default=_A.max_length_ratio, gt=0, description="Max rewritten/original words (empty = off).")
+    min_similarity: Optional[float] = Field(default=_A.min_similarity, ge=-1, le=1, description="Min MiniLM cosine to the original, -1 to 1 (empty = off).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AcceptanceConfig":
+        _check_order("policy.acceptance", "min_length_ratio", self.min_length_ratio, "max_length_ratio",
+                     self.max_length_ratio, "every rewrite would be rejected")
+        return self
 
 
 class NsfwConfig(_Group):
@@ -257,23 +296,35 @@ class ImageQualityConfig(_Group):
 
     require_datacomp_rules: bool = Field(default=_P.require_image_rules, description="Drop images failing DataComp's size/aspect rules.")
     max_text_area: Optional[float] = Field(default=_P.max_text_area, description="Drop images with more OCR text area than this share (empty = off).")
-    min_sharpness: Optional[float] = Field(default=_P.min_sharpness, description="Drop images blurrier than this Laplacian variance (empty = off).")
+    min_sharpness: Optional[float] = Field(default=_P.min_sharpness, ge=0, description="Drop images blurrier than this Laplacian variance (empty = off).")
     min_brightness: Optional[float] = Field(default=_P.min_brightness, description="Drop nearly black images (empty = off).")
     max_brightness: Optional[float] = Field(default=_P.max_brightness, description="Drop nearly white images (empty = off).")
     min_entropy: Optional[float] = Field(default=_P.min_entropy, description="Drop flat images (bits; empty = off).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ImageQualityConfig":
+        _check_order("policy.image", "min_brightness", self.min_brightness, "max_brightness", self.max_brightness,
+                     "every image would be dropped")
+        return self
 
 
 class DriftConfig(_Group):
     """Caption-length drift limits: of the blocking check on final captions (against their originals) and of
     the warning on pairs (against the pinned caption_length_reference)."""
 
-    max_kl: float = Field(default=_D.max_kl, description="Max KL divergence of final vs original lengths.")
-    mean_ratio_min: float = Field(default=_D.mean_ratio_min, description="Min final/original mean length.")
-    mean_ratio_max: float = Field(default=_D.mean_ratio_max, description="Max final/original mean length.")
-    quantile_tolerance: float = Field(default=_D.quantile_tolerance, description="Relative band around each quantile.")
-    quantile_floor: float = Field(default=_D.quantile_abs_floor, description="The band is never narrower than this many words.")
-    min_rows: int = Field(default=_D.min_rows, description="Fewer kept pairs pass with a note.")
+    max_kl: float = Field(default=_D.max_kl, ge=0, description="Max KL divergence of final vs original lengths.")
+    mean_ratio_min: float = Field(default=_D.mean_ratio_min, ge=0, description="Min final/original mean length.")
+    mean_ratio_max: float = Field(default=_D.mean_ratio_max, gt=0, description="Max final/original mean length.")
+    quantile_tolerance: float = Field(default=_D.quantile_tolerance, ge=0, description="Relative band around each quantile.")
+    quantile_floor: float = Field(default=_D.quantile_abs_floor, ge=0, description="The band is never narrower than this many words.")
+    min_rows: int = Field(default=_D.min_rows, ge=0, description="Fewer kept pairs pass with a note.")
     length_unit: Literal["words", "chars"] = Field(default=_D.length_unit, description="Length in words (whitespace tokens; a character of a script without spaces each) or characters.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "DriftConfig":
+        _check_order("policy.drift", "mean_ratio_min", self.mean_ratio_min, "mean_ratio_max", self.mean_ratio_max,
+                     "every shard would fail the drift check")
+        return self
 
 
 class PolicyResource(dg.ConfigurableResource):
@@ -289,18 +340,24 @@ class PolicyResource(dg.ConfigurableResource):
     caption_rules_mark_weak: bool = Field(default=_P.caption_rules_mark_weak, description="Failing DataComp caption rules marks a caption weak.")
     fallback: Literal["keep_original", "drop"] = Field(default=_P.fallback, description="After a rejected rewrite: keep the original caption (if above drop_threshold, and never outside the keep_fraction cut) or drop the pair.")
     drop_duplicates: bool = Field(default=_P.drop_duplicates, description="Keep one pair per duplicate group.")
-    warn_drop_share: float = Field(default=0.9, description="The kept_share check warns (never blocks) above this dropped share, or when a shard keeps nothing.")
+    warn_drop_share: float = Field(default=0.9, ge=0, le=1, description="The kept_share check warns (never blocks) above this dropped share, or when a shard keeps nothing.")
     max_unscored_share: float = Field(default=0.5, ge=0, le=1, description="The scores_complete check fails a shard (blocking) where a scorer raised on more than this share of the pairs it attempted, or on all of them (at least 2).")
     acceptance: AcceptanceConfig = Field(default_factory=AcceptanceConfig, description="When a rewrite is accepted.")
     nsfw: NsfwConfig = Field(default_factory=NsfwConfig, description="NSFW drop and review bands.")
     image: ImageQualityConfig = Field(default_factory=ImageQualityConfig, description="Image-quality drop bounds.")
     drift: DriftConfig = Field(default_factory=DriftConfig, description="Caption-length drift limits.")
 
+    _numbers = _numbers_only()
+
     @model_validator(mode="after")
     def _policy_is_valid(self) -> "PolicyResource":
         """The domain's checks (scales, keep_expression, ...) when the resource is built: Dagster builds it
-        from the run's config when the run starts, so a bad launchpad value fails the run before any step."""
-        self.decision_policy()
+        from the run's config when the run starts, so a bad launchpad value fails the run before any step.
+        Their messages name DecisionPolicy's fields (``nsfw_drop``): said here as the settings that fill them."""
+        try:
+            self.decision_policy()
+        except ValueError as exc:
+            raise ValueError(_POLICY_FIELD.sub(lambda m: f"policy.{_POLICY_SETTINGS[m[0]]}", str(exc))) from None
         return self
 
     def decision_policy(self) -> DecisionPolicy:
@@ -323,6 +380,18 @@ class PolicyResource(dg.ConfigurableResource):
     def drift_thresholds(self) -> DriftThresholds:
         d = self.drift.model_dump()
         return DriftThresholds(quantile_abs_floor=d.pop("quantile_floor"), **d)
+
+
+# DecisionPolicy's fields as the settings that fill them: nested, or the policy's own key of the same name (those
+# with an underscore: a plain word such as "rewrite" in a message is no field)
+_POLICY_SETTINGS = {
+    "min_improvement": "acceptance.min_improvement", "nsfw_drop": "nsfw.drop", "nsfw_review": "nsfw.review",
+    "require_image_rules": "image.require_datacomp_rules",
+    **{name: f"image.{name}" for name in ("max_text_area", "min_sharpness", "min_brightness", "max_brightness",
+                                          "min_entropy")},
+    **{name: name for name in PolicyResource.model_fields if name in DecisionPolicy.__dataclass_fields__ and "_" in name},
+}
+_POLICY_FIELD = re.compile(r"(?<![\w.])(?:" + "|".join(sorted(_POLICY_SETTINGS, key=len, reverse=True)) + r")(?!\w)")
 
 
 # Every setting of the `compute` resource a deployment gives: field -> (environment variable, default). A field
@@ -403,6 +472,8 @@ class ComputeResource(RayResource):
             reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
             raise ValueError(f"environment variable {env}={raw!r} is not a valid compute {info.field_name}: "
                              f"{reason}") from None
+
+    _numbers = _numbers_only()
 
     @field_validator("gpus_per_actor", "rewrite_gpus_per_actor")
     @classmethod

@@ -60,7 +60,7 @@ def test_bad_input_exits_2(env, tmp_path):
     result = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--shard", "sample-000001", "--limit", "-1"])
     assert result.exit_code == EXIT_BAD_INPUT and "--limit" in result.output
     result = runner.invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--profile", "clip"])
-    assert result.exit_code == EXIT_BAD_INPUT and "clip_model" in result.output
+    assert result.exit_code == EXIT_BAD_INPUT and "scoring.clip.model (--clip-model)" in result.output
 
 
 def test_every_command_explains_itself_with_an_example():

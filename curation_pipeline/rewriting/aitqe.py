@@ -21,7 +21,7 @@ from curation_pipeline.models.loading import ModelUnavailableError, inference_mo
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import ContractError, PairBatch
 from curation_pipeline.rewriting.base import RewriteCandidate, hash_prompt
-from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, ChatGenerator, GeneratingRewriter
+from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, DEFAULT_BATCH_SIZE, ChatGenerator, GeneratingRewriter
 
 # The checkpoint was trained on this instruction (reference inference script); a
 # fine-tuned model answers reliably only in the format it was trained on.
@@ -338,8 +338,8 @@ class AitqeRewriter(GeneratingRewriter):
     name = "aitqe"
 
     def __init__(self, model: str, *, instruction: str | None = None, max_new_tokens: int = AITQE_MAX_NEW_TOKENS,
-                 batch_size: int = 8, stop_after_overall: bool = True, device: str | None = None, dtype=None,
-                 trust_remote_code: bool = False, vision_tower: str | None = None, load_model: bool = True):
+                 batch_size: int = DEFAULT_BATCH_SIZE, stop_after_overall: bool = True, device: str | None = None,
+                 dtype=None, trust_remote_code: bool = False, vision_tower: str | None = None, load_model: bool = True):
         super().__init__(instruction or DEFAULT_INSTRUCTION, batch_size,
                          f"the AITQE instruction must contain {CAPTION_PLACEHOLDER}")
         self.model, self.max_new_tokens, self.vision_tower = model, max_new_tokens, vision_tower

@@ -16,6 +16,10 @@ from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter, hash_prompt, no_caption_to_edit
 
 CAPTION_PLACEHOLDER = "{caption}"
+# the model rewriters' defaults, the rewriter resource's too (its max_new_tokens 0 means the rewriter's own)
+VLM_MAX_NEW_TOKENS = 64
+DEFAULT_NUM_BEAMS = 1  # greedy
+DEFAULT_BATCH_SIZE = 8  # captions per generate call (vlm and aitqe)
 DEFAULT_PROMPT = (
     "This image came with the caption below.\n"
     "Caption: {caption}\n\n"
@@ -178,8 +182,9 @@ class VlmRewriter(GeneratingRewriter):
 
     name = "vlm"
 
-    def __init__(self, model: str, *, prompt: str | None = None, max_new_tokens: int = 64, num_beams: int = 1,
-                 batch_size: int = 8, device: str | None = None, dtype=None, trust_remote_code: bool = False):
+    def __init__(self, model: str, *, prompt: str | None = None, max_new_tokens: int = VLM_MAX_NEW_TOKENS,
+                 num_beams: int = DEFAULT_NUM_BEAMS, batch_size: int = DEFAULT_BATCH_SIZE, device: str | None = None,
+                 dtype=None, trust_remote_code: bool = False):
         super().__init__(prompt or DEFAULT_PROMPT, batch_size,
                          f"the rewrite prompt must contain {CAPTION_PLACEHOLDER} where the caption goes")
         # 3: chat lead-ins ("Sure, here is the edited caption:", "Revised caption - ") removed from replies

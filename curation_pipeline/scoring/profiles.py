@@ -39,13 +39,15 @@ class ScoringProfile:
         if self.name not in PROFILES:
             raise ValueError(f"unknown scoring profile {self.name!r}; choose one of {', '.join(PROFILES)}")
         if self.name in ("clip", "full") and not self.clip_model:
-            raise ValueError(f"profile {self.name!r} needs clip_model (a HuggingFace id or a local path)")
+            raise ValueError(f"scoring profile {self.name!r} needs scoring.clip.model (--clip-model): a HuggingFace "
+                             "id or a local path")
         if self.clip_dtype.lower() not in ("auto", *CLIP_DTYPES):
             raise ValueError(f"unknown clip_dtype {self.clip_dtype!r}; choose auto, {', '.join(CLIP_DTYPES)}")
         if self.mlm_dtype.lower() not in ("auto", *CLIP_DTYPES):
             raise ValueError(f"unknown mlm_dtype {self.mlm_dtype!r}; choose auto, {', '.join(CLIP_DTYPES)}")
         if self.name in ("mlm", "full") and not self.mlm_model:
-            raise ValueError(f"profile {self.name!r} needs mlm_model (a HuggingFace id or a local path)")
+            raise ValueError(f"scoring profile {self.name!r} needs scoring.mlm.model (--mlm-model): a HuggingFace id "
+                             "or a local path")
         if self.batch_size < 1:  # 0 fails every model pair, a negative one scores none and says nothing
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
