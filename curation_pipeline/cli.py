@@ -204,37 +204,48 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[lis
     shard against the pool as it was, and re-select all but the last once the pool is complete.
     With keep_fraction on, the global cut over the scored pool comes between the passes, even for
     one shard: no shard can be decided before it; shards of earlier runs decided with another cut
-    are then re-selected, so the whole pool keeps the fraction asked."""
+    are then re-selected, so the whole pool keeps the fraction asked. With keep_fraction off over a
+    stored "on" cut, the cut records "off" instead, and shards of earlier runs decided with a cut are
+    re-selected without one (else the report would hold the pool to a cut no run applies)."""
     from curation_pipeline.assets.dedup import settle_duplicates
     from curation_pipeline.assets.selection import settle_cut
     from curation_pipeline.automation import DECIDE_KEYS, SCORE_KEYS
+    from curation_pipeline.decisions.cut_store import read_cut_record
 
     with home_lock(Path(os.environ["DAGSTER_HOME"])):  # concurrent `curate run`s register partitions in turn
         instance.add_dynamic_partitions("shards", [s for s in selected
                                                    if not instance.has_dynamic_partition("shards", s)])
     job = defs.resolve_job_def("curate_shards")
     cut = defs.resources["policy"].keep_fraction is not None
+    # keep_fraction off over a stored "on" cut: recorded "off" again, or every shard reads as unsettled
+    uncut = not cut and (read_cut_record(defs.resources["warehouse"].warehouse()) or {}).get("status") == "on"
     two_passes = len(selected) > 1 or cut
     run_config = _run_config(defs)  # every run says which warehouse it wrote to
     with _stop_on_interrupt() as stop_if_interrupted:
         desc, assets = ("scoring", SCORE_KEYS) if two_passes else ("shards", None)
         failed = _run_shards(job, instance, selected, desc, run_config, assets, stop_if_interrupted)
-        if cut and len(failed) < len(selected):
+        scored = len(failed) < len(selected)
+        no_cut = False  # the cut this run needs is not stored: with it on, no shard can be decided
+        if (cut and scored) or uncut:
             result = defs.resolve_job_def("selection_cut_job").execute_in_process(
                 instance=instance, raise_on_error=False, run_config=run_config, tags=_run_tags(run_config))
             stop_if_interrupted()
             if not result.success:
+                no_cut = True
                 undecided = [s for s in selected if s not in failed]
-                click.echo(f"  selection_cut: {_last_error(result) or 'failed'}; scored but not decided: "
-                           f"{', '.join(undecided)}", err=True)
-                failed.append("selection_cut")  # no shard can be decided without it
+                click.echo(f"  selection_cut: {_last_error(result) or 'failed'}; " + (
+                    f"scored but not decided: {', '.join(undecided)}" if cut else
+                    "it still records keep_fraction on, so the report holds the pool to that cut"), err=True)
+                failed.append("selection_cut")
         # cross-shard dedup over the whole pool, whatever order the shards ran in
-        if len(failed) < len(selected) and "selection_cut" not in failed:
+        if scored and not (cut and no_cut):
             settled: dict = {}
             # says so when the pool was decided under another policy: this run's re-selects those shards
             failed += settle_duplicates(defs, instance, run_config, settled, stop_if_interrupted,
                                         say=lambda message: click.echo(f"  {message}", err=True), own=selected)
-            if cut:  # shards of earlier runs, decided against the cut of a smaller pool
+            # shards of earlier runs decided with another cut than the stored one (a smaller pool's; or any cut,
+            # with keep_fraction off): nothing to read when no cut was ever stored
+            if not no_cut:  # else the stored cut is not this run's: re-selecting would not settle them
                 failed += settle_cut(defs, instance, run_config, skip=tuple(selected), results=settled,
                                      after_each_run=stop_if_interrupted)
             if two_passes:  # the shards scored above and not re-selected by settling, decided once

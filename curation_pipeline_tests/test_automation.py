@@ -238,7 +238,7 @@ def test_a_shard_that_failed_in_a_step_is_retried_once_then_held_until_its_raw_f
     # a drift limit no shard meets: the blocking check on final_captions fails every time
     defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
                              scoring=ScoringResource(profile="text"),
-                             policy=PolicyResource(rewrite=False, drift=DriftConfig(mean_ratio_min=1.5, min_rows=1)))
+                             policy=PolicyResource(rewrite=False, drift=DriftConfig(mean_ratio_min=1.2, min_rows=1)))
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
     def run(request):  # the run the schedule asked for
@@ -291,7 +291,7 @@ def test_failures_in_another_warehouse_hold_back_nothing_here(tmp_path):
     raw = _raw(tmp_path, ["sample-000000.tar"])
     defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
                              scoring=ScoringResource(profile="text"),
-                             policy=PolicyResource(rewrite=False, drift=DriftConfig(mean_ratio_min=1.5, min_rows=1)))
+                             policy=PolicyResource(rewrite=False, drift=DriftConfig(mean_ratio_min=1.2, min_rows=1)))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shards", ["sample-000000"])
         for _ in range(2):  # failed in a step, in another warehouse

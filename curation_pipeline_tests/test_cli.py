@@ -326,6 +326,81 @@ def test_a_failed_cut_says_which_shards_are_left_undecided(tmp_path, monkeypatch
     assert f"scored but not decided: {names[1]}" in result.output and "FAILED: selection_cut" in result.output
 
 
+def _report_of(warehouse) -> tuple[dict, int]:
+    """shard -> (status, status_detail) of the report, and how many shards its overall figures count."""
+    import duckdb
+
+    with duckdb.connect(str(warehouse / "quality.duckdb"), read_only=True) as con:
+        statuses = {shard: (status, detail) for shard, status, detail in con.execute(
+            "SELECT shard, status, status_detail FROM shard_summary").fetchall()}
+        return statuses, con.execute("SELECT counted_shards FROM overall").fetchone()[0]
+
+
+def test_turning_keep_fraction_off_records_it_and_settles_the_pool(tmp_path, monkeypatch):
+    """A run with keep_fraction off after one with it on: the stored cut records off again, and a shard of the
+    earlier run (not in this one) is re-selected without a cut, so the report counts every shard. Before, the
+    cut stayed "on" and every shard decided off read as unsettled, run after run."""
+    from curation_pipeline.decisions.cut_store import CUT_KEY, read_cut_record
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    names = ["sample-000000", "sample-000001"]
+    raw, wh = raw_with(tmp_path, names), tmp_path / "wh"
+    run = ["run", "--raw", str(raw), "--warehouse", str(wh), "--profile", "text"]
+    result = CliRunner().invoke(main, [*run, "--set", "policy.keep_fraction=0.3"])
+    assert result.exit_code == 0, result.output
+    assert read_cut_record(Warehouse(str(wh)))["status"] == "on"
+    result = CliRunner().invoke(main, [*run, "--shard", names[0]])  # keep_fraction off (the default)
+    assert result.exit_code == 0, result.output
+    warehouse = Warehouse(str(wh))
+    assert read_cut_record(warehouse)["status"] == "off"
+    assert {s: warehouse.table_metadata("caption_decisions", s).get(CUT_KEY) for s in names} == {s: None for s in names}
+    statuses, counted = _report_of(wh)
+    assert statuses == {s: ("ok", None) for s in names} and counted == 2
+
+
+def test_a_frozen_shard_is_left_out_of_the_cut_and_reported_as_it_is(tmp_path, monkeypatch):
+    """A shard whose raw file was deleted cannot be re-selected (frozen, as the dedup index calls it): the cut
+    counts no place for its pairs, and the report counts it (it publishes its tar) with a detail that says so
+    and what to do, instead of "unsettled ... curate run settles too" for ever. Its raw file back, the next run
+    decides it under the cut."""
+    import warnings
+
+    from curation_pipeline.decisions.cut_store import read_cut_record
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    kept, gone = "sample-000000", "sample-000001"
+    raw, wh = raw_with(tmp_path, [kept, gone]), tmp_path / "wh"
+    run = ["run", "--raw", str(raw), "--warehouse", str(wh), "--profile", "text"]
+    assert CliRunner().invoke(main, run).exit_code == 0
+    (raw / f"{gone}.tar").rename(tmp_path / f"{gone}.tar")
+    for _ in range(2):  # the second run finds the pool as the first left it
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = CliRunner().invoke(main, [*run, "--set", "policy.keep_fraction=0.3"])
+        assert result.exit_code == 0, result.output
+        assert not [w for w in caught if "not re-selected" in str(w.message)]  # it is not stale: nothing to do
+    warehouse = Warehouse(str(wh))
+    record = read_cut_record(warehouse)
+    scored = int(warehouse.read_table("quality_scores", kept)["text_quality"].notna().sum())
+    assert record["frozen"] == [gone] and set(record["shards"]) == {kept}
+    assert record["scored"] == scored and record["kept"] == scored * 3 // 10 == record["shards"][kept]["kept"]
+    statuses, counted = _report_of(wh)
+    assert statuses[kept] == ("ok", None) and counted == 2
+    status, detail = statuses[gone]
+    assert status == "ok" and detail.startswith("frozen: it could not be re-selected"), detail
+    assert "made with keep_fraction off" in detail and "restore its raw file" in detail
+    assert "curate run settles" not in detail
+
+    (tmp_path / f"{gone}.tar").rename(raw / f"{gone}.tar")
+    result = CliRunner().invoke(main, [*run, "--set", "policy.keep_fraction=0.3"])
+    assert result.exit_code == 0, result.output
+    record = read_cut_record(Warehouse(str(wh)))
+    assert record["frozen"] == [] and set(record["shards"]) == {kept, gone}
+    assert _report_of(wh) == ({kept: ("ok", None), gone: ("ok", None)}, 2)
+
+
 def test_the_signal_watch_keeps_what_the_process_ignores_and_rearms_sigterm_after_each_run():
     """Under nohup / in a background job (SIGINT ignored): Dagster takes even an ignored SIGINT during a run and
     leaves SIGTERM ignored after it. The watch must not stop the command for the ignored SIGINT, and must

@@ -10,10 +10,11 @@ import pandas as pd
 
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
-from curation_pipeline.automation import reselect_each
-from curation_pipeline.decisions.cut_store import (cut_is_current, read_cut_record, read_pool_scores,
-                                                   stale_cut_shards, undecided_shards, write_cut)
-from curation_pipeline.decisions.dedup import pool_identity
+from curation_pipeline.automation import reselect_each, reselectable
+from curation_pipeline.decisions.cut_store import (INDEX_MARK_KEY, cut_is_current, index_mark, read_cut_record,
+                                                   read_pool_scores, stale_cut_shards, turned_off, undecided_shards,
+                                                   write_cut)
+from curation_pipeline.decisions.dedup import pool_identity, read_manifest
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 from curation_pipeline.scoring.selection import GlobalCut, global_cut
 
@@ -26,8 +27,9 @@ from curation_pipeline.scoring.selection import GlobalCut, global_cut
     description="MLM-Filter's / DataComp's target fraction as ONE cut over the whole pool: reads the quality "
     "column of every shard's stored quality_scores, keeps floor(N * keep_fraction) of the N pairs with a known "
     "score (ties at the cut chosen by a stable hash of shard and key) and stores the cut for caption_decisions. "
-    "Shards whose quality_scores failed a blocking check are left out (no step reads those scores) and named. "
-    "No model runs. With keep_fraction off it records 'off'.",
+    "Shards whose quality_scores failed a blocking check are left out (no step reads those scores) and named, "
+    "and so are frozen shards (no registered partition or no raw file: they cannot be re-selected, so their "
+    "decisions and curated tar stay as they are). No model runs. With keep_fraction off it records 'off'.",
 )
 def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                   policy: PolicyResource) -> dg.MaterializeResult:
@@ -36,8 +38,17 @@ def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     # before reading: a shard re-scored meanwhile reads as a changed pool. Blocked shards are in it too:
     # their check's verdict is in the file, so a change of it reads as a changed pool (cut_is_current)
     identity = pool_identity(wh)
+    # the index there is now: one built after this cut, with keep_fraction off, supersedes it (turned_off)
+    mark = {INDEX_MARK_KEY: index_mark(read_manifest(wh))}
+    try:  # frozen: its decisions stay as they are, so the cut counts no place for its pairs (as dedup_index keeps them)
+        frozen = reselectable(context.instance, warehouse, sorted(identity))[1] if identity else []
+    except (FileNotFoundError, NotADirectoryError) as exc:  # an unmounted disk is not a pool of frozen shards
+        if rules.keep_fraction is not None:
+            raise dg.Failure(description=f"the raw location cannot be listed ({exc}): which shards can be "
+                             "re-selected, and so decided by the cut, is unknown") from exc
+        frozen = None
     if rules.keep_fraction is None:
-        path = write_cut(wh, None, run_id=context.run_id)
+        path = write_cut(wh, None, run_id=context.run_id, **mark, **({} if frozen is None else {"frozen": frozen}))
         return dg.MaterializeResult(metadata={"status": "off", "path": dg.MetadataValue.path(path)})
     try:
         pool = read_pool_scores(wh, rules.quality_column)
@@ -47,9 +58,11 @@ def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         raise dg.Failure(description="no quality_scores are stored in the warehouse: materialize pairs and "
                          "quality_scores for the shards first, then selection_cut")
     scores, blocked = pool.scores, pool.blocked
-    cut = global_cut(scores, rules.keep_fraction, rules.quality_column,
-                     shards=[shard for shard in identity if shard not in blocked])
-    path = write_cut(wh, cut, run_id=context.run_id, identity=identity, blocked=blocked)
+    left_out = set(blocked) | set(frozen)
+    cut = global_cut(scores[~scores["shard"].isin(frozen)], rules.keep_fraction, rules.quality_column,
+                     shards=[shard for shard in identity if shard not in left_out])
+    path = write_cut(wh, cut, run_id=context.run_id, identity=identity, blocked=blocked, frozen=frozen, **mark)
+    frozen = [shard for shard in frozen if shard not in blocked]  # named as blocked already
     per_shard = pd.DataFrame([{"shard": shard, "scored": info["scored"], "kept": info["kept"]}
                               for shard, info in sorted(cut.shards.items())])
     metadata = {
@@ -57,7 +70,8 @@ def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         "quality_column": cut.quality_column,
         **numbers({"keep_fraction": cut.fraction, "scored": cut.scored, "kept": cut.kept,
                    "unscored": len(scores) - cut.scored, "shards": len(cut.shards), "above_cut": cut.above,
-                   "ties_at_cut": cut.ties_at_cut, "ties_kept": cut.ties_kept, "blocked_shards": len(blocked)}),
+                   "ties_at_cut": cut.ties_at_cut, "ties_kept": cut.ties_kept, "blocked_shards": len(blocked),
+                   "frozen_shards": len(frozen)}),
         "per_shard": table(per_shard, limit=100),
         "path": dg.MetadataValue.path(path),
     }
@@ -66,6 +80,10 @@ def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                                                   "failed_blocking_checks": list(blocked.values())}), limit=100)
         context.log.warning(f"keep_fraction cut: {len(blocked)} shard(s) left out, their quality_scores failed a "
                             f"blocking check (no step reads them): {', '.join(sorted(blocked))}")
+    if frozen:
+        metadata["frozen"] = dg.MetadataValue.json(frozen)
+        context.log.warning(f"keep_fraction cut: {len(frozen)} frozen shard(s) left out (no registered partition or "
+                            f"no raw file: their decisions and curated tar stay as they are): {', '.join(frozen)}")
     if cut.cut_score is not None:
         metadata["cut_score"] = (dg.MetadataValue.float(float(cut.cut_score)) if math.isfinite(cut.cut_score)
                                  else dg.MetadataValue.text(str(cut.cut_score)))
@@ -96,12 +114,21 @@ def settle_cut(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: d
 
 def cut_request(wh, fraction: float | None, column: str, identity: dict[str, str],
                 run_config: dict | None = None) -> dg.RunRequest | None:
-    """For the settle sensor, with keep_fraction on: the cut, when the scored pool (``identity``) changed
-    since it was computed, or it was computed for another fraction or column; under ``run_config`` (the
-    policy the sensor settles under)."""
-    if fraction is None or cut_is_current(wh, fraction, column, identity):
+    """For the settle sensor: the cut, when the scored pool (``identity``) changed since it was computed, it
+    was computed for another fraction or column, or the frozen shards it left out are not those the stored
+    dedup_index assumes (the sensor rebuilds that one first when a raw file goes or comes back); with
+    keep_fraction off, an "off" record once the stored "on" one is ``turned_off`` (as ``curate run`` records
+    it), never while it is a change to keep_fraction on half done by hand. Under ``run_config`` (the policy
+    the sensor settles under)."""
+    record = read_cut_record(wh) or {}
+    manifest = read_manifest(wh)
+    frozen = None if manifest is None else sorted(manifest.get("frozen") or ())
+    if fraction is None:
+        if not turned_off(wh, record or None):
+            return None
+    elif cut_is_current(wh, fraction, column, identity) and frozen in (None, sorted(record.get("frozen") or ())):
         return None
-    stored = (read_cut_record(wh) or {}).get("run_id")  # a pool and policy seen before, after another cut: asked anew
+    stored = record.get("run_id")  # a pool and policy seen before, after another cut: asked anew
     pool_key = hashlib.sha256(json.dumps([identity, fraction, column, stored], sort_keys=True).encode()).hexdigest()[:16]
     return dg.RunRequest(job_name="selection_cut_job", run_key=f"selection_cut:{pool_key}", run_config=run_config or {})
 

@@ -5,7 +5,16 @@ inside a shard's decisions: a non-partitioned step computes it from the quality 
 stored ``quality_scores`` file and writes it here; each shard's decisions refuse a missing or stale
 cut instead of falling back to a per-shard cut. A shard whose quality_scores failed a blocking check
 (``FAILED_CHECKS_KEY``) is left out of the pool and named in the record: no step reads those scores,
-so they must not move the cut every other shard is decided by.
+so they must not move the cut every other shard is decided by. A shard that cannot be re-selected (no
+raw file, or no registered partition: *frozen*, as the dedup index calls it) is left out and named too: its
+decisions and its curated tar stay as they are, so the cut must not count places for pairs it can never
+apply to (``frozen_outside_cut`` says so in the report).
+
+A stored cut is "on" or "off". An "on" cut is superseded by keep_fraction off (``turned_off``) once
+dedup_index was built after it under a policy with keep_fraction off: the pool settles under that policy
+(the settle sensor's), so shards decided with keep_fraction off are not stale against the old cut, and
+``selection_cut`` is asked to record "off" (``assets.selection.cut_request``); ``curate run`` with
+keep_fraction off records it itself.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import pyarrow.parquet as pq
 
+from curation_pipeline.decisions.dedup import read_manifest
 from curation_pipeline.scoring.selection import GlobalCut, scores_digest
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY
 from curation_pipeline.storage.warehouse import Warehouse
@@ -23,6 +33,10 @@ from curation_pipeline.storage.warehouse import Warehouse
 CUT_ASSET = "selection_cut"
 RECORD_VERSION = 1
 CUT_KEY = "keep_fraction_cut"  # in caption_decisions' Parquet metadata: the rule digest of the cut it applied
+INDEX_MARK_KEY = "dedup_index"  # in the record: which stored dedup_index there was when the cut was computed
+WITHDRAW = ("restore its raw file (curate run, or the settle sensor, then decides it again), or, to take it out of "
+            "the pool, delete its files under the warehouse (<table>/{shard}.parquet, curated/{shard}.tar) and prune "
+            "its partition (the prune_shards job)")
 
 
 class CutUnavailable(RuntimeError):
@@ -110,6 +124,9 @@ def cut_for_shard(warehouse: Warehouse, fraction: float, column: str, shard: str
         raise CutUnavailable(f"the quality_scores of shard {shard!r} had failed blocking check(s) "
                              f"{record['blocked'][shard].replace(',', ', ')} when the cut was computed "
                              f"({record.get('computed_at')}), so the cut left them out. {how}")
+    if shard in (record.get("frozen") or ()) and shard not in cut.shards:
+        raise CutUnavailable(f"shard {shard!r} could not be re-selected (no raw file or no registered partition) "
+                             f"when the cut was computed ({record.get('computed_at')}), so the cut left it out. {how}")
     if shard not in cut.shards:
         raise CutUnavailable(f"shard {shard!r} had no stored quality_scores when the cut was computed "
                              f"({len(cut.shards)} shards, {record.get('computed_at')}). {how}")
@@ -122,26 +139,107 @@ def cut_for_shard(warehouse: Warehouse, fraction: float, column: str, shard: str
     return cut
 
 
-def stale_cut_shards(warehouse: Warehouse) -> list[str]:
-    """Shards whose stored decisions applied another keep_fraction cut than the stored one (decided
-    against a smaller pool, or with keep_fraction off): re-select them (``reselect_shards``), or the
-    curated pool keeps another fraction than asked. Shards the stored cut did not score are left to
-    their own run."""
-    record = read_cut_record(warehouse)
+def index_mark(manifest: dict | None) -> str | None:
+    """Which stored dedup_index this is (when it was built, by which run): a cut records the one it saw
+    (``INDEX_MARK_KEY``), so an index built after it is told apart without comparing clocks."""
+    return None if manifest is None else f"{manifest.get('computed_at', '')}:{manifest.get('run_id', '')}"
+
+
+def turned_off(warehouse: Warehouse, record: dict | None = None) -> str | None:
+    """Why a stored "on" cut no longer applies (None when it does, or none is stored): dedup_index was built
+    after it with keep_fraction off in its policy, the policy the pool settles under (the settle sensor's;
+    ``curate run``'s own too). An index built before the cut is not: the cut is then a change to keep_fraction
+    on, half done by hand (the README's recipe: selection_cut, then dedup_index). A record of older code,
+    which names no index, is compared by the time each was computed."""
+    record = read_cut_record(warehouse) if record is None else record
     if record is None or record.get("status") != "on":
-        return []
-    cut = GlobalCut.from_dict(record)
-    now = cut.rule_digest()
-    stale = []
+        return None
+    manifest = read_manifest(warehouse)
+    policy = (manifest or {}).get("policy")
+    if not isinstance(policy, dict) or "keep_fraction" not in policy or policy["keep_fraction"] is not None:
+        return None
+    if INDEX_MARK_KEY in record:
+        after = record[INDEX_MARK_KEY] != index_mark(manifest)
+    else:
+        after = str(manifest.get("computed_at") or "") > str(record.get("computed_at") or "")
+    if not after:
+        return None
+    return (f"dedup_index was built with keep_fraction off ({manifest.get('computed_at') or 'unknown time'}) after "
+            f"the stored cut (keep_fraction={float(record.get('fraction', -1)):g}, {record.get('computed_at')})")
+
+
+def _frozen(warehouse: Warehouse, record: dict) -> set[str]:
+    """The shards that could not be re-selected, as the later of the stored cut and the stored dedup_index
+    found them (a raw file may be back since the other looked)."""
+    manifest = read_manifest(warehouse)
+    if manifest is not None and ("frozen" not in record or record.get(INDEX_MARK_KEY) != index_mark(manifest)):
+        return set(manifest.get("frozen") or ())  # the index was built after the cut (or the cut names none)
+    return set(record.get("frozen") or ())
+
+
+def _cuts_applied(warehouse: Warehouse):
+    """(shard, the CUT_KEY its stored decisions record, None without one) for every decided shard."""
     for shard in warehouse.shards("caption_decisions"):
-        if shard not in cut.shards:
-            continue
         try:
-            if warehouse.table_metadata("caption_decisions", shard).get(CUT_KEY) != now:
-                stale.append(shard)
+            yield shard, warehouse.table_metadata("caption_decisions", shard).get(CUT_KEY)
         except FileNotFoundError:  # replaced between the listing and the read: picked up next time
             continue
-    return stale
+
+
+def cut_staleness(warehouse: Warehouse) -> dict[str, str]:
+    """Shard -> why its stored decisions applied another keep_fraction cut than the pool's: with a stored
+    "on" cut, decided against a smaller pool, another fraction, or with keep_fraction off; with keep_fraction
+    off (an "off" record, or an "on" one ``turned_off``), decided with a cut. Re-select them
+    (``reselect_shards``), or the curated pool keeps another fraction than asked. Shards the stored cut did
+    not score are left to their own run; frozen ones (``frozen_outside_cut``) keep their decisions."""
+    record = read_cut_record(warehouse)
+    if record is None:
+        return {}
+    off = "the stored selection_cut records keep_fraction off" if record.get("status") != "on" \
+        else turned_off(warehouse, record)
+    if off:
+        frozen = _frozen(warehouse, record)
+        return {shard: f"decided with a keep_fraction cut, but keep_fraction is off now ({off})"
+                for shard, used in _cuts_applied(warehouse) if used is not None and shard not in frozen}
+    cut = GlobalCut.from_dict(record)
+    now = cut.rule_digest()
+    stored = (f"keep_fraction={cut.fraction:g} by {cut.quality_column!r}, computed {record.get('computed_at')} "
+              f"over {len(cut.shards)} shards")
+    return {shard: (f"decided with keep_fraction off, but the stored cut is {stored}" if used is None
+                    else f"decided with another keep_fraction cut than the stored one ({stored})")
+            for shard, used in _cuts_applied(warehouse) if shard in cut.shards and used != now}
+
+
+def stale_cut_shards(warehouse: Warehouse) -> list[str]:
+    """The shards ``cut_staleness`` names: re-select them, so the whole pool applies the cut it stores."""
+    return sorted(cut_staleness(warehouse))
+
+
+def frozen_outside_cut(warehouse: Warehouse) -> dict[str, str]:
+    """Shard -> what is true of a decided shard that could not be re-selected (frozen) where the stored cut
+    would change it: with keep_fraction on, the cut left it out (counted no place for it); with keep_fraction
+    off, it was decided with a cut. Either way its decisions and curated tar stay as they are, and it publishes
+    what that tar holds, outside the pool's keep_fraction rule; what a user can do is said too."""
+    record = read_cut_record(warehouse)
+    if record is None:
+        return {}
+    blocked = set(record.get("blocked") or {})
+    off = record.get("status") != "on" or turned_off(warehouse, record)
+    if off:
+        frozen = _frozen(warehouse, record) - blocked
+        return {shard: (f"frozen: it cannot be re-selected (no raw file or no registered partition), so its "
+                        f"decisions, made with a keep_fraction cut, and its curated tar stay as they are though "
+                        f"keep_fraction is off now; {WITHDRAW.format(shard=shard)}")
+                for shard, used in _cuts_applied(warehouse) if used is not None and shard in frozen}
+    cut = GlobalCut.from_dict(record)
+    frozen = set(record.get("frozen") or ()) - blocked - set(cut.shards)
+    now = cut.rule_digest()
+    return {shard: (f"frozen: it could not be re-selected (no raw file or no registered partition) when the "
+                    f"keep_fraction cut was computed ({record.get('computed_at')}), so the cut leaves it out and "
+                    f"counts no place for it; its decisions, made "
+                    + ("with keep_fraction off" if used is None else "with another keep_fraction cut")
+                    + f", and its curated tar stay as they are, outside the cut; {WITHDRAW.format(shard=shard)}")
+            for shard, used in _cuts_applied(warehouse) if shard in frozen and used != now}
 
 
 def cut_is_current(warehouse: Warehouse, fraction: float, column: str, identity: dict[str, str]) -> bool:

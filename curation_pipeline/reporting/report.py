@@ -16,8 +16,10 @@ table failed a blocking check when it was made: not published, though a curated 
 stays, and is named), ``incomplete`` (a table missing, e.g. no ``pairs``), ``undecided`` (scored,
 or only read, but no ``final_captions`` yet) or ``unsettled`` (decided against an older duplicate index
 or keep_fraction cut than the pool's: shards run one by one, as a backfill does, until the settle sensor
-or ``curate run`` re-selects them; see ``unsettled_shards``). The raw file is compared as the IO manager
-compares it: by the SHA-256 each table records in its Parquet metadata (a table without one is taken as current).
+or ``curate run`` re-selects them; see ``unsettled_shards``). An ``ok`` shard has a detail too when it is
+frozen (no raw file or no registered partition) where the stored keep_fraction cut would change it: it
+publishes its tar as decided, outside the cut, and counts (``frozen_outside_cut``). The raw file is
+compared as the IO manager compares it: by the SHA-256 each table records in its Parquet metadata (a table without one is taken as current).
 Figures pooled over shards (``overall``, ``rewriter_summary``, ``rewrite_distributions``, the charts'
 ``quality``) count the ``ok`` shards only, and ``overall`` says how many shards were left out and why;
 the per-shard tables (``shard_summary``, ``drop_reasons``, ``score_distribution``, ``caption_lengths``)
@@ -60,7 +62,7 @@ import pandas as pd
 import pyarrow as pa
 from fsspec.implementations.dirfs import DirFileSystem
 
-from curation_pipeline.decisions.cut_store import stale_cut_shards
+from curation_pipeline.decisions.cut_store import cut_staleness, frozen_outside_cut
 from curation_pipeline.decisions.dedup import (DIGEST_KEY, OTHER_RULES, file_identity, pool_identity, read_index,
                                                read_manifest, stale_reasons)
 from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, attempt_runs
@@ -395,7 +397,8 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
     """shard -> why its stored decisions are not those of the pool as it is now, as the settle sensor
     (``settle_requests``) finds them: decided against older duplicate rows than the index over the current
     pool has for it (``stale_shards``), or with another keep_fraction cut than the stored one
-    (``stale_cut_shards``). Each shard's ``caption_decisions`` dedups against the pool as it stood when it
+    (``cut_staleness``: with keep_fraction turned off since, a cut at all). Each shard's
+    ``caption_decisions`` dedups against the pool as it stood when it
     ran, so shards run one by one (a UI backfill, a ``dagster asset materialize`` loop) publish a cross-shard
     duplicate twice until they are re-selected. The index is the ``dedup_index`` asset's, else the one the
     last decision computed (its cache), whichever covers the scored pool as it is now; when neither does
@@ -434,19 +437,21 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
                 out.setdefault(shard, []).append(
                     f"no duplicate index covers the pool as it is now (quality_scores {since}): a cross-shard "
                     "duplicate may be published twice")
-    for shard in stale_cut_shards(warehouse):
-        out.setdefault(shard, []).append("decided with another keep_fraction cut than the stored one")
+    for shard, why in cut_staleness(warehouse).items():
+        out.setdefault(shard, []).append(why)
     return {shard: f"{'; '.join(why)}. To {SETTLE_HINT}" if shard not in other_rules
             else f"{'; '.join(why)}. To settle: {RULES_HINT}" for shard, why in sorted(out.items())}
 
 
 def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: dict[str, str],
-                   unsettled: dict[str, str] | None = None, published: set[str] | frozenset = frozenset()
-                   ) -> dict[str, tuple[str, str | None]]:
+                   unsettled: dict[str, str] | None = None, published: set[str] | frozenset = frozenset(),
+                   notes: dict[str, str] | None = None) -> dict[str, tuple[str, str | None]]:
     """shard -> (status, why not ok) for every shard with a table or a failed run; the status is the first
     of failed, stale, blocked, incomplete, undecided, unsettled (``unsettled``: shard -> why) that applies
     (the detail names them all), else ok. ``published``: the shards with a curated tar (a blocked shard's
-    may be an earlier run's, which a blocked table does not withdraw)."""
+    may be an earlier run's, which a blocked table does not withdraw). ``notes``: shard -> what else is true
+    of it (a frozen shard outside the keep_fraction cut, ``frozen_outside_cut``), in its detail even when ok:
+    it publishes its tar, so it counts."""
     shards = sorted({s for files in provenance.values() for s in files} | set(failures))
     out = {}
     for shard in shards:
@@ -472,6 +477,8 @@ def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: d
             problems.append(("undecided", f"not decided yet: no {', '.join(missing)}"))
         if shard in (unsettled or {}):
             problems.append(("unsettled", unsettled[shard]))
+        if shard in (notes or {}):
+            problems.append(("ok", notes[shard]))
         out[shard] = (problems[0][0], "; ".join(text for _, text in problems)) if problems else ("ok", None)
     return out
 
@@ -640,7 +647,7 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
         # every shard with a table (even one with no pairs: an empty or unreadable tar), and every failed one,
         # with its status: only ok shards count in the figures pooled over shards
         statuses = shard_statuses(table_provenance(con, views), failures, unsettled_shards(warehouse),
-                                  warehouse.curated_shards())
+                                  warehouse.curated_shards(), frozen_outside_cut(warehouse))
         con.execute("CREATE TEMP TABLE shard_status (shard VARCHAR, status VARCHAR, status_detail VARCHAR, "
                     "error VARCHAR)")
         con.executemany("INSERT INTO shard_status VALUES (?, ?, ?, ?)",
@@ -771,6 +778,7 @@ def report_markdown(report: Report) -> str:
     o = overall_values(report)
     shards = report.shards
     left_out = shards[shards["status"].ne("ok")]
+    frozen = shards[shards["status"].eq("ok") & shards["status_detail"].notna()]  # frozen_outside_cut
     why = ", ".join(f"{o[f'{status}_shards']} {status}" for status in LEFT_OUT if o.get(f"{status}_shards"))
     accepted = report.rewrite_distributions[report.rewrite_distributions["accepted"].fillna(False).astype(bool)]
     lines = [
@@ -783,6 +791,9 @@ def report_markdown(report: Report) -> str:
            f"be published twice), or under another policy than dedup_index's. To {SETTLE_HINT} (each shard's "
            f"reason under *Shards left out* says how); then rebuild this report."]
           if o.get("unsettled_shards") else []),
+        *([f"", f"**{len(frozen)} frozen shards** ({', '.join(frozen['shard'])}) cannot be re-selected (no raw file or "
+           f"no registered partition): counted, as they publish their curated tar, but decided otherwise than the "
+           f"pool's keep_fraction rule; their status_detail says what to do."] if len(frozen) else []),
         "", "### Per shard", "",
         "Quality (in the shard's quality column) and words before / after: the kept pairs' original and final "
         "caption.", "", _md(shards[[
