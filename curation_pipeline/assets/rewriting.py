@@ -27,9 +27,11 @@ from curation_pipeline.validation.lengths import caption_lengths
 
 @dg.asset(
     partitions_def=shard_partitions, group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"},
-    code_version="4",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
+    code_version="5",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
     # 3: edit and length ratios count the drift check's words; 4: the edit ratio ignores case and edge
-    # punctuation, a placeholder-only caption is fresh, a cut tail and markup are judged anew)
+    # punctuation, a placeholder-only caption is fresh, a cut tail and markup are judged anew; 5: full-width
+    # brackets and separators are checked as ASCII ones, punctuation glued to a word of a script without spaces is
+    # no edit, and the edit ratio is one exact division, so a ratio equal to max_edit_ratio passes)
     ins={"caption_decisions": dg.AssetIn(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     kinds={"parquet"},

@@ -146,10 +146,23 @@ def format_history(history: CaptionHistory, limit: int = 50) -> str:
             mark = "accepted" if a.accepted else "rejected"
             lines.append(f"  attempt {a.attempt} [{a.rewriter} {a.rewriter_version}{_prompt(a.prompt_hash)}, "
                          f"run {str(a.run_id)[:8]}, {a.created_at}] {mark}: {a.candidate_caption!r} "
-                         f"(score {a.quality_before:.3g} -> {a.quality_after:.3g}; {a.reason})")
+                         f"(score {a.quality_before:.3g} -> {a.quality_after:.3g}{_minimality(a)}; {a.reason})")
     if len(history.final) > limit:
         lines.append(f"... {len(history.final) - limit} more pairs (use --limit)")
     return "\n".join(lines)
+
+
+# Lineage column -> its word on an attempt line; a measure that was not taken (NaN, or a table made before the
+# column existed) is left out.
+MINIMALITY_SHOWN = {"edit_ratio": "edit", "length_ratio": "length", "semantic_similarity": "similarity"}
+
+
+def _minimality(attempt) -> str:
+    """``, edit 0.28, length 1.10, similarity 0.91`` for an attempt: how close the candidate stayed to the
+    original (``rewriting.verify.MINIMALITY_COLUMNS``), the measures it has."""
+    shown = [f"{word} {value:.2f}" for column, word in MINIMALITY_SHOWN.items()
+             if (value := getattr(attempt, column, None)) is not None and not pd.isna(value)]
+    return "".join(", " + part for part in shown)
 
 
 def _prompt(prompt_hash) -> str:

@@ -118,27 +118,56 @@ def _unescape(value: str) -> str:
     return decoded
 
 
-def _scan(text: str) -> tuple[dict[str, str], set[str], set[str]]:
-    """Key-value pairs read one by one; also the keys whose quoted value was never closed, and those
-    whose end could not be told for sure."""
-    found: dict[str, str] = {}
-    cut_off: set[str] = set()
-    ambiguous: set[str] = set()
+@dataclass
+class _Entry:
+    """One key-value pair as the tolerant scan read it: the key normalised, where its value starts, whether a
+    quoted value was never closed (``cut_off``) or its end could not be told for sure (``ambiguous``), and
+    whether it was quoted at all."""
+
+    key: str
+    value: object
+    value_start: int = 0
+    cut_off: bool = False
+    ambiguous: bool = False
+    quoted: bool = True
+
+
+def _scan(text: str) -> list[_Entry]:
+    """Key-value pairs read one by one, in order, repeated keys included."""
+    entries: list[_Entry] = []
     pos = 0
     while (key_match := _KEY_RE.search(text, pos)) is not None:
         key = next(g for g in key_match.group("dq", "sq", "bare") if g is not None)
         start = key_match.end()
+        entry = _Entry(_normalise_key(key), "", start)
         if start < len(text) and text[start] in _OPEN_QUOTES:
-            value, pos, closed, unsure = _quoted_value(text, start)
-            if not closed:
-                cut_off.add(_normalise_key(key))
-            if unsure:
-                ambiguous.add(_normalise_key(key))
+            value, pos, closed, entry.ambiguous = _quoted_value(text, start)
+            entry.cut_off = not closed
         else:
             bare = _BARE_VALUE_RE.match(text, start)
-            value, pos = bare.group("v"), max(bare.end(), start + 1)
-        found.setdefault(key.strip(), _unescape(value).strip())
-    return found, cut_off, ambiguous
+            value, pos, entry.quoted = bare.group("v"), max(bare.end(), start + 1), False
+        entry.value = _unescape(value).strip()
+        entries.append(entry)
+    return entries
+
+
+# The marker AITQE writes right after its overall score (``"Overall Score": "2<Overall>"``); the reference's
+# post-processing turns its ">" into "}" (``outputs[:-1] + "}"``).
+_MARKER_RE = re.compile(r"<Overall[>}]")
+# The value the marker ends: what follows the last ":" or "=" (and an opening quote) before it on its line.
+_MARKED_VALUE_RE = re.compile(r"""[:=][ \t]*["'“‘]?(?P<v>[^"'“”‘’:=\n{},]*?)[ \t]*$""")
+
+
+def _marked_overall(text: str) -> tuple[str, int] | None:
+    """(the value just before the last ``<Overall>`` marker, the marker's position), or None when there is no
+    marker or no key's value ends at it. The marker is where the model itself says its overall score ended, so
+    the value there is the overall whatever the recaption before it holds."""
+    markers = list(_MARKER_RE.finditer(text))
+    if not markers:
+        return None
+    marker = markers[-1]
+    value = _MARKED_VALUE_RE.search(text[max(0, marker.start() - 200):marker.start()])
+    return (value.group("v"), marker.start()) if value is not None else None
 
 
 def _score(value, what: str, errors: list[str]) -> float:
@@ -165,45 +194,79 @@ def _score(value, what: str, errors: list[str]) -> float:
 def parse_aitqe_output(text: str | None) -> AitqeOutput:
     """Recaption, overall score and sub-scores from an AITQE reply, never raising: JSON, Python-dict
     style, unquoted keys, code fences, prose around it, replies cut off anywhere. A recaption whose
-    closing quote never came, or whose end is ambiguous, is not returned (it may be truncated)."""
+    closing quote never came, or whose end is ambiguous, is not returned (it may be truncated).
+
+    The reference (``inference.py``) parses nothing: it prints the reply. Where the key-by-key scan reads
+    it, the reply's own structure decides: with the ``<Overall>`` marker, the overall is the value just
+    before it; the keys read after a recaption whose end is ambiguous may be text inside that recaption,
+    so no score is taken from them (without the marker, the overall is the last overall key, and only
+    keys after it give sub-scores). An unquoted recaption must be followed by the overall (AITQE's
+    order), or where it ends is a guess ("A menu, Price list: 5 dollars")."""
     if text is None or not text.strip():
         return AitqeOutput(None, math.nan, error="empty output")
     body = _FENCE_RE.sub("", text)
     brace = body.find("{")
     body = body[brace:] if brace >= 0 else body
     parsed = _strict(body)
-    cut_off: set[str] = set()
-    ambiguous: set[str] = set()
-    if parsed is None:
-        parsed, cut_off, ambiguous = _scan(body.lstrip("{"))
-    fields = {_normalise_key(k): v for k, v in parsed.items()}
+    marked = None
+    if parsed is not None:
+        entries = [_Entry(_normalise_key(k), v) for k, v in parsed.items()]
+    else:
+        body = body.lstrip("{")
+        entries = _scan(body)
+        marked = _marked_overall(body)
     errors: list[str] = []
 
-    recaption_key = next((k for k in _RECAPTION_KEYS if k in fields), None)
+    recaption_at = next((i for k in _RECAPTION_KEYS for i, e in enumerate(entries) if e.key == k), None)
+    overall_at = [i for i, e in enumerate(entries) if e.key in _OVERALL_KEYS]
+    # the key whose value the marker ends (the scan's last key starting before it)
+    marked_at = max((i for i, e in enumerate(entries) if e.value_start <= marked[1]), default=None) if marked else None
     recaption = None
-    if recaption_key is None:
+    untrusted = False  # whether the keys read after the recaption may be text inside it
+    if recaption_at is None:
         errors.append("no recaption")
-    elif recaption_key in cut_off:
-        errors.append("recaption cut off (raise max_new_tokens)")
-    elif recaption_key in ambiguous:
-        errors.append("recaption end ambiguous (unescaped quotes inside it)")
     else:
-        recaption = re.sub(r"\s+", " ", str(fields[recaption_key] or "")).strip() or None
-        if recaption is None:
-            errors.append("empty recaption")
+        entry = entries[recaption_at]
+        following = recaption_at + 1 if recaption_at + 1 < len(entries) else None
+        unexpected = not entry.quoted and following is not None and (
+            following != marked_at if marked else entries[following].key not in _OVERALL_KEYS)
+        untrusted = entry.ambiguous or unexpected
+        if entry.cut_off:
+            errors.append("recaption cut off (raise max_new_tokens)")
+        elif entry.ambiguous:
+            errors.append("recaption end ambiguous (unescaped quotes inside it)")
+        elif unexpected:
+            errors.append(f"recaption end ambiguous (unquoted, followed by {entries[following].key!r}, "
+                          "not the overall score)")
+        else:
+            recaption = re.sub(r"\s+", " ", str(entry.value or "")).strip() or None
+            if recaption is None:
+                errors.append("empty recaption")
 
-    overall_key = next((k for k in _OVERALL_KEYS if k in fields), None)
-    if overall_key is None:
-        errors.append("no overall score")
-        overall = math.nan
+    trusted = entries
+    if untrusted:  # only the keys after the anchor, which the model wrote after the recaption's real end
+        if marked:
+            anchor = next((i for i, e in enumerate(entries) if e.value_start > marked[1]), len(entries))
+        else:
+            anchor = overall_at[-1] if overall_at and overall_at[-1] > recaption_at else len(entries)
+        trusted = entries[:recaption_at + 1] + entries[anchor:]
+    if marked:
+        overall = _score(marked[0], "overall score", errors)
     else:
-        overall = _score(fields[overall_key], "overall score", errors)
+        chosen = ([entries[overall_at[-1]]] if untrusted and overall_at else
+                  [e for k in _OVERALL_KEYS for e in trusted if e.key == k][:1])
+        if chosen:
+            overall = _score(chosen[0].value, "overall score", errors)
+        else:
+            errors.append("no overall score")
+            overall = math.nan
 
-    subscores = {}
-    for key, value in fields.items():
-        if key.endswith("_score") and key != overall_key:
-            name = key[:-len("_score")]
-            subscores[name] = _score(value, f"{name} score", errors)
+    subscores: dict[str, float] = {}
+    for entry in trusted:
+        if entry.key.endswith("_score") and entry.key not in _OVERALL_KEYS:
+            name = entry.key[:-len("_score")]
+            if name not in subscores:
+                subscores[name] = _score(entry.value, f"{name} score", errors)
     return AitqeOutput(recaption, overall, subscores, "; ".join(errors) or None)
 
 
@@ -348,8 +411,10 @@ class AitqeRewriter(GeneratingRewriter):
         # 3: images as the reference decodes them (shards.reader.model_image); 4: a caption holding the
         # released checkpoint's pad token is refused, as the reference refuses it (AitqeGenerator.refusal);
         # 5: a recaption holding escaped quotes is no longer rejected as ambiguous (_quoted_value); 6: \uXXXX escapes
-        # decoded in a reply cut off at <Overall> too, as in a complete one (_unescape)
-        self.version = f"6:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+        # decoded in a reply cut off at <Overall> too, as in a complete one (_unescape); 7: the overall is the value
+        # before <Overall>, and an unquoted recaption followed by another key than the overall is ambiguous
+        # (parse_aitqe_output)
+        self.version = f"7:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
         # load_model=False: the settings, version and ``answer`` only, for targets all answered from the replies the
         # scorer stored (``rewriting.reuse``, on a Ray actor): asked to generate, it raises
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,

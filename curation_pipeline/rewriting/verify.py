@@ -25,7 +25,8 @@ from curation_pipeline.validation.lengths import words
 # Column name -> what it measures; the README and the lineage table use the same words.
 MINIMALITY_COLUMNS = {
     "edit_ratio": "1 - 2*M/T over words (the drift check's: whitespace-separated, a character in scripts without "
-                  "spaces), where M = words matched in order "
+                  "spaces, whose punctuation (\"。\", \"，\", \"「\") is no word here, as \"dog.\" is one word), "
+                  "where M = words matched in order "
                   "(difflib, no autojunk) and T = words in both captions: 0.0 = same words, 1.0 = no word in "
                   "common (a full rewrite, or one side empty); words are compared case-folded, without the "
                   "punctuation at their edges (\"Dog.\" is \"dog\"); "
@@ -55,14 +56,37 @@ def _comparable(word: str) -> str:
     return word[start:end].casefold() or word
 
 
+def _edit_words(text: str | None) -> list[str]:
+    """The drift check's words as the edit ratio compares them (``_comparable``), less punctuation-only words
+    written against another word with no space between: in scripts without spaces each character is a word,
+    so "跑。" is two where "runs." is one, and "。" is the edge punctuation of its neighbour. A mark set apart by
+    spaces (" - ", "跑 。") stays a word: removing it is an edit."""
+    text = text or ""
+    found, pos = [], 0
+    for word in _words(text):
+        start = text.index(word, pos)
+        found.append((word, start, start + len(word)))
+        pos = start + len(word)
+    kept = []
+    for i, (word, start, end) in enumerate(found):
+        glued = (i > 0 and found[i - 1][2] == start) or (i + 1 < len(found) and found[i + 1][1] == end)
+        if not (glued and all(_is_punct(ch) for ch in word)):
+            kept.append(_comparable(word))
+    return kept
+
+
 def edit_ratio(original: str | None, candidate: str | None) -> float:
     """Share of the word sequence changed (``MINIMALITY_COLUMNS["edit_ratio"]``); whitespace, case and
-    punctuation at a word's edges are no edit ("dog" vs "Dog." are the same word), so fixing the case or
-    removing wrapping quotes is minimal; a changed, added or removed word is an edit."""
-    a, b = [_comparable(w) for w in _words(original)], [_comparable(w) for w in _words(candidate)]
-    if not a and not b:
+    punctuation at a word's edges are no edit ("dog" vs "Dog." are the same word, and so are "跑。" and "跑"),
+    so fixing the case or removing wrapping quotes is minimal; a changed, added or removed word is an edit.
+    Computed as one division of whole numbers, (T - 2M) / T, so an exact fraction (6/20) compares exactly
+    with a bound (0.3): ``1 - 2M/T`` rounds twice and can land above it."""
+    a, b = _edit_words(original), _edit_words(candidate)
+    total = len(a) + len(b)
+    if not total:
         return 0.0
-    return 1.0 - difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio()
+    matched = sum(block.size for block in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_matching_blocks())
+    return (total - 2 * matched) / total
 
 
 def length_ratio(original: str | None, candidate: str | None) -> float:
@@ -100,7 +124,9 @@ class AcceptanceRules:
 # --- the independent check ------------------------------------------------------------
 # Written from what a broken leftover looks like, not from what the cleaner removes; it must
 # not import curation_pipeline.captions (a test holds it to that).
-_BRACKETS = {"(": ")", "[": "]", "{": "}"}
+_BRACKETS = {"(": ")", "[": "]", "{": "}", "【": "】", "《": "》", "〈": "〉", "〔": "〕"}
+# Full-width forms read as their ASCII ones: "（摄影）" is "(摄影)", and "（摄影)" a pair as a reader sees it.
+_FULL_WIDTH = str.maketrans("（）［］｛｝", "()[]{}")
 # Words of a credit or media label, case-folded, beyond English in the languages captions most often come in: a
 # stub left of "Crédit photo : Jean Dupont", "Foto: dpa", "Bild: Getty Images" or "Fuente: EFE" is one as much as
 # "Credit" is.
@@ -124,8 +150,8 @@ def _alternation(words: tuple[str, ...]) -> str:
 _CREDIT, _MEDIA, _BYLINE = (_alternation(_CREDIT_WORDS), _alternation(_MEDIA_WORDS),
                              _alternation(_BYLINE_WORDS))
 _LABEL_STUB = re.compile(r"\b(?:" + _alternation(_CREDIT_WORDS + _AUTHOR_WORDS + _MEDIA_WORDS)
-                         + r"|alt(?:\s+text)?|via|by)\s*:", re.IGNORECASE)
-_BRACKET_STUB = re.compile(r"[(\[{]\s*(?:" + _CREDIT + r"|via|photo|image|foto)\b", re.IGNORECASE)
+                         + r"|alt(?:\s+text)?|via|by)\s*[:：]", re.IGNORECASE)
+_BRACKET_STUB = re.compile(r"[(\[{（［｛【〔]\s*(?:" + _CREDIT + r"|via|photo|image|foto)\b", re.IGNORECASE)
 # "via" and "courtesy of" dangle at the end whatever precedes them, and so does a media word's byline ("Photo by",
 # "Foto von"); a credit word ("credits", "copyright", "Crédit", "Quelle") only alone or after a media word
 # ("A dog. Credit", "A dog photo credit"), never as a noun ("the film's end credits", "una fuente").
@@ -140,7 +166,7 @@ _ABBREVIATION_DOT = re.compile(r"\b(?:(?i:dr|drs|mr|mrs|ms|mx|prof|sr|jr|st|ste|
 # A code after the last separator ("A barn - 16086", "A barn, ID 123456", "A barn - ABC123"): the ID a removed
 # stock or file label leaves. A bare one needs five characters and three digits, so a year ("iPhone 12 - 2020"),
 # a model or road number ("Boeing - 747", "Route 66") is none.
-_ID_TAIL = re.compile(r"(?:\s[-–—|•·/]|[,;:])\s+(?P<label>(?i:id|no\.|nr\.|ref\.?)\s*:?\s*|#\s*)?"
+_ID_TAIL = re.compile(r"(?:\s[-–—|•·/｜／]|[,;:，；：、])\s+(?P<label>(?i:id|no\.|nr\.|ref\.?)\s*:?\s*|#\s*)?"
                       r"(?P<code>[A-Z\d]+(?:[-_][A-Z\d]+)*)\s*\.?$")
 # A chat model's announcement kept with its answer: "The edited caption is: ...", "Revised caption - ...",
 # "Sure, here is the new caption ...".
@@ -149,12 +175,15 @@ _LEAD_IN = re.compile(
     r"\s*(?::|[-–—](?=\s))|^\W*(?:the\s+)?caption\s*(?::|[-–—](?=\s))"
     r"|\bhere(?:\s+is|'s|’s)\s+(?:the|an?|my|your)\s+(?:\w+\s+)?caption\b", re.IGNORECASE)
 _BIDI_MARKS = "\u200e\u200f\u061c"  # LRM, RLM, ALM: needed in right-to-left text, so kept if the original had them
-_SEPARATOR_END = tuple(",;:|/\\-–—•·+&([{")
-_OPENING_OK = "\"'“”‘«„‚»「『¿¡([{#@$€£"  # opening quotes as each language writes them, and signs
+# What a leftover after a sentence starts with ("A dog runs . | Jane Doe"), full-width forms included.
+_SEPARATOR_START = "|-–—•·/,;:｜／，；：、"
+_SEPARATOR_END = tuple(",;:|/\\-–—•·+&([{、：，；｜／（［｛【《〈〔")
+# opening quotes and brackets as each language writes them, and signs
+_OPENING_OK = "\"'“”‘«„‚»「『¿¡([{（［｛【《〈〔#@$€£"
 
 
 def _is_punct_token(token: str) -> bool:
-    return all(unicodedata.category(ch).startswith("P") or ch in "|+&~•·" for ch in token)
+    return all(unicodedata.category(ch).startswith("P") or ch in "|+&~•·｜＋＆～" for ch in token)
 
 
 def _lone_punctuation_runs(text: str) -> int:
@@ -166,7 +195,7 @@ def _lone_punctuation_runs(text: str) -> int:
 def _unbalanced(text: str) -> list[str]:
     stack: list[str] = []
     broken = False
-    for ch in text:
+    for ch in text.translate(_FULL_WIDTH):
         if ch in _BRACKETS:
             stack.append(ch)
         elif ch in _BRACKETS.values() and (not stack or _BRACKETS[stack.pop()] != ch):
@@ -202,7 +231,8 @@ def _curly_quotes_unbalanced(text: str) -> bool:
 
 
 def _empty_pairs(text: str) -> bool:
-    return bool(re.search(r"\(\s*\)|\[\s*\]|\{\s*\}|\"\s*\"|“\s*”|„\s*[“”]", text))
+    return bool(re.search(r"\(\s*\)|\[\s*\]|\{\s*\}|【\s*】|《\s*》|〈\s*〉|〔\s*〕|\"\s*\"|“\s*”|„\s*[“”]",
+                          text.translate(_FULL_WIDTH)))
 
 
 def _tail_fragment(text: str) -> str | None:
@@ -214,7 +244,7 @@ def _tail_fragment(text: str) -> str | None:
     if not match:
         return None
     tail = text[match.start(1):match.end(1)]
-    if tail[0] in "|-–—•·/,;:":
+    if tail[0] in _SEPARATOR_START:
         return tail
     words = tail.split()
     return tail if len(words) <= 2 and not tail.endswith(('"', "”", ")")) else None
@@ -227,7 +257,7 @@ def _cut_tail(tail: str, original: str) -> bool:
     stops in the middle of text of its own has no such sentence in the original, a tail that starts
     with a separator is a leftover whatever the original had, and so is one that was a label there
     (``_label_there``: "A dog runs . Image: Jane Doe" -> "A dog runs . Image")."""
-    if tail[0] in "|-–—•·/,;:":
+    if tail[0] in _SEPARATOR_START:
         return False
     want = [_comparable(w) for w in tail.split()]
     masked = _ABBREVIATION_DOT.sub(lambda m: m.group(0)[:-1] + "\x00", original).split()  # same tokens as split()

@@ -32,9 +32,12 @@ def scorer_version(model: str, max_new_tokens: int, dtype: str, vision_tower: st
     # pad token gets no score, as the reference refuses it (AitqeGenerator.refusal); 4: a recaption holding
     # escaped quotes is no longer rejected as ambiguous (rewriting.aitqe._quoted_value); 5: a cut-off reply's
     # \uXXXX escapes in the recaption are decoded, as in a complete reply; 6: the reply is stored (aitqe_reply),
-    # with the precision (and a vision tower given in place of the checkpoint's) that generated it
+    # with the precision (and a vision tower given in place of the checkpoint's) that generated it; 7: a reply
+    # cut off at <Overall> rates with the value just before the marker, not an "Overall Score" inside an ambiguous
+    # recaption, and an unquoted recaption followed by another key than the overall is ambiguous
+    # (rewriting.aitqe.parse_aitqe_output)
     tower = f":tower={vision_tower}" if vision_tower else ""
-    return f"6:{model}:max_new={max_new_tokens}:dtype={dtype}{tower}"
+    return f"7:{model}:max_new={max_new_tokens}:dtype={dtype}{tower}"
 
 
 class AitqeScorer(Scorer):
