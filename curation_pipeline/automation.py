@@ -109,8 +109,11 @@ def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
         waiting = sorted(set(new) - set(ready))
         return dg.SensorResult(skip_reason=(
             f"{len(waiting)} new shard(s) wait a tick for their files to stop changing: {', '.join(waiting[:10])}"
+            + (f" ({len(rejected)} rejected names: {_some(rejected, 3)})" if rejected else "")
             if waiting else f"no new shards ({len(found)} known, {len(rejected)} rejected names"
             + (f": {_some(rejected, 3)}" if rejected else "") + ")"))
+    # a tick that requests runs carries no message (Dagster takes a skip reason or run requests, never both):
+    # the rejected names are in its log (``_unregistered``), as on every tick
     code = shard_code_versions(context.repository_def)
     return dg.SensorResult(
         run_requests=[dg.RunRequest(partition_key=key, run_key=stats[key], tags={CODE_TAG: code} if code else {})
@@ -143,18 +146,22 @@ def _unregistered(context, warehouse: WarehouseResource) -> tuple[dict[str, str]
 
 def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                       repository: dg.RepositoryDefinition) -> dict[str, str]:
-    """Partition -> why it needs a run (``refresh_plan``'s first half: the shards the schedule requests)."""
+    """Partition -> why it needs a run (``refresh_plan``'s first half: what the schedule requests, before it
+    leaves out the shards with a run in flight)."""
     return refresh_plan(instance, warehouse, repository)[0]
 
 
-def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource,
-                 repository: dg.RepositoryDefinition) -> tuple[dict[str, str], dict[str, str]]:
+def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, repository: dg.RepositoryDefinition,
+                 raw: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """The shards to run, partition -> why: "missing" (never materialized, by Dagster), "missing (no <asset>
     file)" (its file is not in the warehouse: deleted, or a changed warehouse root), or "stale: <root causes>"
-    (new raw content, a changed code_version); and the shards held back, partition -> why: their last two
+    (new raw content, a changed code_version); the shards held back, partition -> why: their last two
     ``curate_shards`` runs failed in a step (``failed_the_same_way``), and neither a new raw version was
     observed nor the shard assets' code versions changed since, so running them again would fail the same
-    way. A partition whose raw file is gone is skipped. The warehouse is listed once per table, not per shard."""
+    way; and the partitions passed over because their raw file is gone (nothing to curate from). ``raw`` is
+    ``list_raw``'s shards, listed here if not given: a raw location that is itself missing raises
+    (FileNotFoundError, NotADirectoryError), never reads as every raw file gone. The raw location is listed
+    once and the warehouse once per table, never a request per shard."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCauseCategory, StaleStatus
 
@@ -163,13 +170,17 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                                                            last_event_id=None),
                           instance=instance, asset_graph=graph)
     resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    if raw is None:
+        raw = warehouse.list_raw()[0]
     stored = stored_shards(warehouse)
     code = shard_code_versions(repository)
     todo: dict[str, str] = {}
     held: dict[str, str] = {}
+    gone: list[str] = []
     for key in instance.get_dynamic_partitions(shard_partitions.name):
-        if not warehouse.raw_exists(key):
-            continue  # raw file gone: nothing to curate from
+        if key not in raw:
+            gone.append(key)  # raw file gone: nothing to curate from (prune_shards removes the partition)
+            continue
         statuses = {asset: resolver.get_status(asset, key) for asset in SHARD_KEYS}
         no_file = [asset.to_user_string() for asset in SHARD_KEYS if key not in stored[asset]]
         reason = None
@@ -192,7 +203,7 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource,
             held[key] = failed
         else:
             todo[key] = reason
-    return todo, held
+    return todo, held, sorted(gone)
 
 
 # which shard assets' file each is: a table's Parquet file, or the curated tar
@@ -284,14 +295,43 @@ def _new_raw_version_since(instance: dg.DagsterInstance, key: str, since: float)
                             != extract_data_version_from_entry(then.event_log_entry))
 
 
-# Not STARTED: a run whose process was killed stays STARTED, and asking again is how its shard resumes.
-WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
+# A run queued, launching or started: its shard is in flight, not missing (as for the settle sensor, which
+# waits for every such run). A STARTED run whose process died (OOM, SIGKILL) stays STARTED until run
+# monitoring marks it failed (Kubernetes: deploy/helm/dagster-values.yaml; the local run launcher cannot
+# check a run's process, so monitoring would not) or it is terminated in the UI; asking again before that
+# would launch a second run of the shard beside one that may be live.
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED]
 
 
-def waiting_partitions(instance: dg.DagsterInstance) -> set[str]:
-    """Partitions with a run queued or launching (a new shard's sensor run behind the run queue)."""
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=WAITING))
-    return {run.tags["dagster/partition"] for run in runs if "dagster/partition" in run.tags}
+def runs_in_flight(instance: dg.DagsterInstance) -> dict[str, list[dg.RunRecord]]:
+    """Partition -> its runs queued, launching or started, of any job (a ``reselect_shards`` run writes the
+    same files)."""
+    flight: dict[str, list[dg.RunRecord]] = {}
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
+        key = record.dagster_run.tags.get("dagster/partition")
+        if key is not None:
+            flight.setdefault(key, []).append(record)
+    return flight
+
+
+def _in_flight_note(flight: dict[str, list[dg.RunRecord]], keys: list[str]) -> str:
+    """Says which shards wait on a run: those on a started one by run id and start, so a run whose process
+    died (and stays STARTED) is seen, with what to do about it."""
+    started = [(key, record) for key in keys for record in flight[key]
+               if record.dagster_run.status == dg.DagsterRunStatus.STARTED]
+    waiting = [key for key in keys if key not in {k for k, _ in started}]
+    notes = []
+    if started:
+        named = [f"{key} (run {r.dagster_run.run_id}" + (
+            f", started {datetime.fromtimestamp(r.start_time, timezone.utc):%Y-%m-%d %H:%M} UTC" if r.start_time
+            else "") + ")" for key, r in started]
+        notes.append(f"{len({k for k, _ in started})} shard(s) wait on a started run: {_some(named, 10)}; a run "
+                     "whose process died stays STARTED until run monitoring marks it failed (on Kubernetes) or it "
+                     "is terminated in the UI (Runs), and the next tick asks for its shard again")
+    if waiting:
+        notes.append(f"{len(waiting)} shard(s) with a run waiting to start: {_some(waiting, 10)}")
+    return ". ".join(notes)
 
 
 @dg.op(description="Adds every valid .tar in the raw location as a shard partition; launches no work.")
@@ -347,20 +387,34 @@ observe_raw_shards_schedule = dg.ScheduleDefinition(
              "file gone from the warehouse) or stale by Dagster's data versions (a raw file observed with new "
              "content, a changed code_version). A shard whose last run failed in a step is asked once more; one "
              "whose last two runs failed in a step is held (named in the tick, with both runs) until a new raw "
-             "version is observed or the code changes.")
+             "version is observed or the code changes. A shard with a run queued, launching or started is left "
+             "to that run (one started is named, with its run id: a run whose process died stays STARTED until "
+             "terminated or failed by run monitoring).")
 def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
-    todo, held = refresh_plan(context.instance, warehouse, context.repository_def)
+    try:  # listed once for every shard; the location itself missing is not every raw file gone
+        raw = warehouse.list_raw()[0]
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        return dg.SkipReason(f"{exc}; no shard requested")
+    todo, held, gone = refresh_plan(context.instance, warehouse, context.repository_def, raw)
     for message in held.values():
         context.log.warning(message)
-    waiting = waiting_partitions(context.instance)  # its run, about to start, is not missing work
-    todo = {key: reason for key, reason in todo.items() if key not in waiting}
+    flight = runs_in_flight(context.instance)  # its run, waiting or going, is not missing work
+    busy = sorted(key for key in todo if key in flight)
+    todo = {key: reason for key, reason in todo.items() if key not in flight}
+    in_flight = _in_flight_note(flight, busy)
+    missing_raw = (f"{len(gone)} registered shard(s) passed over, their raw file gone: {_some(gone, 10)} "
+                   "(prune_shards removes their partitions)" if gone else "")
+    # in the log too: a tick that requests runs carries no message
+    if in_flight:
+        context.log.info(in_flight)
+    if missing_raw:
+        context.log.warning(missing_raw)
+    notes = [note for note in (in_flight, missing_raw) if note]
     if not todo:
         if held:
-            return dg.SkipReason(f"nothing to run; {len(held)} shard(s) held after failed runs: "
-                                 + _some(sorted(held.values()), 10)
-                                 + (f"; {len(waiting)} with a run waiting to start" if waiting else ""))
-        return dg.SkipReason("every registered shard is curated and fresh"
-                             + (f", or has a run waiting to start ({len(waiting)})" if waiting else ""))
+            notes.insert(0, f"{len(held)} shard(s) held after failed runs: " + _some(sorted(held.values()), 10))
+        return dg.SkipReason("nothing to run. " + ". ".join(notes) if notes
+                             else "every registered shard is curated and fresh")
     # one run per shard and tick: a later tick may ask again for a shard still missing
     # (the tick's scheduled time: a tick evaluated again, after a daemon restart, asks with the same keys)
     try:

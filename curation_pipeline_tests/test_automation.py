@@ -102,16 +102,12 @@ def test_schedule_requests_missing_then_stale_partitions_by_dagster_data_version
         assert requested() == {"sample-000000": "missing", "sample-000001": "missing"}
         from dagster._core.test_utils import create_run_for_test
 
-        for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING):  # the sensor's run, waiting
+        # the sensor's run, waiting or going: in flight, not asked again (test_automation_inflight.py)
+        for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED):
             waiting = create_run_for_test(instance, job_name="curate_shards", status=status,
                                           tags={"dagster/partition": "sample-000001"})
             assert requested() == {"sample-000000": "missing"}
             instance.delete_run(waiting.run_id)
-        # a STARTED run may be one whose process was killed (it stays STARTED): asked again, so it resumes
-        started = create_run_for_test(instance, job_name="curate_shards", status=dg.DagsterRunStatus.STARTED,
-                                      tags={"dagster/partition": "sample-000001"})
-        assert requested() == {"sample-000000": "missing", "sample-000001": "missing"}
-        instance.delete_run(started.run_id)
         run_pipeline(raw, warehouse, ["sample-000000"], instance=instance, report=False,
                      scoring=ScoringResource(profile="text"))
         observe()  # pairs recorded what it read as the observed version: the curated shard is fresh
@@ -392,3 +388,58 @@ def test_the_sensor_names_raw_files_it_passes_over(tmp_path):
     assert "1 known, 2 rejected names" in message
     assert "'SHARD-1.TAR'" in message and "rename to .tar" in message
     assert "'part-00/000000.tar' is in a subfolder: raw_root must be the folder holding the shards" in message
+
+
+def test_every_sensor_tick_names_the_raw_files_it_passes_over(tmp_path, capfd):
+    """A tick that waits for new files names the rejected ones too; one that requests runs can carry no message
+    (Dagster takes a skip reason or run requests), so its log names them."""
+    raw = _raw(tmp_path, ["a-1.tar", "bad name.tar"])
+    warehouse = WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh"))
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
+                                 resources={"warehouse": warehouse}) as context:
+        waiting = new_shards_sensor(context).skip_reason.skip_message
+        assert waiting.startswith("1 new shard(s) wait a tick for their files to stop changing: a-1")
+        assert "1 rejected names: shard file name 'bad name.tar'" in waiting
+        capfd.readouterr()
+        requesting = new_shards_sensor(context)
+    assert [r.partition_key for r in requesting.run_requests] == ["a-1"] and requesting.skip_reason is None
+    assert "WARNING - shard file name 'bad name.tar'" in capfd.readouterr().err  # the tick's log
+
+
+def test_the_schedule_names_a_missing_raw_location_and_the_shards_whose_raw_file_is_gone(tmp_path, monkeypatch):
+    """An unmounted raw disk is not "every shard curated and fresh"; the raw location is listed once a tick,
+    never a request per shard (on S3 one per shard)."""
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.resources import PolicyResource
+
+    raw = _raw(tmp_path, [])
+    for shard in ("sample-000000", "sample-000001"):
+        shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw / f"{shard}.tar")
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
+                             scoring=ScoringResource(profile="text"), policy=PolicyResource(rewrite=False))
+    calls = []  # the raw location's listings and per-shard requests, in one tick
+    list_raw, raw_exists = WarehouseResource.list_raw, WarehouseResource.raw_exists
+    monkeypatch.setattr(WarehouseResource, "list_raw", lambda self: calls.append("list") or list_raw(self))
+    monkeypatch.setattr(WarehouseResource, "raw_exists", lambda self, key: calls.append(key) or raw_exists(self, key))
+
+    def tick():
+        calls.clear()
+        result = _tick(defs, instance)
+        assert calls == ["list"]
+        return result
+
+    with dg.instance_for_test() as instance:
+        assert defs.resolve_job_def("register_shards").execute_in_process(instance=instance).success
+        assert {k: r.tags["curation/reason"] for k, r in tick().items()} == {
+            "sample-000000": "missing", "sample-000001": "missing"}
+        raw.rename(tmp_path / "unmounted")  # registered, never run, and the raw disk unmounted
+        assert tick() == f"raw shard location {str(raw)!r} does not exist; no shard requested"
+        (tmp_path / "unmounted").rename(raw)
+        (raw / "sample-000001.tar").unlink()  # one raw file deleted: passed over, and said
+        (request,) = tick().values()
+        assert request.partition_key == "sample-000000"
+        assert defs.resolve_job_def("curate_shards").execute_in_process(
+            partition_key="sample-000000", instance=instance, tags=request.tags,
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}}).success
+        assert tick() == ("nothing to run. 1 registered shard(s) passed over, their raw file gone: sample-000001 "
+                          "(prune_shards removes their partitions)")

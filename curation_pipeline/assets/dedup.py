@@ -19,7 +19,8 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.assets.selection import cut_request, cut_stale, selection_cut_job
-from curation_pipeline.automation import DEFAULT_STATUS, reselect_each, reselectable, reselect_shards_job
+from curation_pipeline.automation import (DEFAULT_STATUS, IN_FLIGHT, reselect_each, reselectable,
+                                          reselect_shards_job)
 from curation_pipeline.decisions.cut_store import other_cut
 from curation_pipeline.decisions.dedup import (INDEX_ASSET, DedupIndex, dropped_for_another_shard, held_identity,
                                                OTHER_RULES, POLICY_DIGEST_IGNORES, pool_has_signals,
@@ -106,10 +107,6 @@ def frozen_shards(instance: dg.DagsterInstance, warehouse: WarehouseResource, id
     return reselectable(instance, warehouse, sorted(shards))[1]
 
 
-ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-          dg.DagsterRunStatus.STARTED]
-
-
 def policy_config(policy: PolicyResource) -> dict:
     """The ``policy`` resource's config as plain JSON: what a run config's ``resources: policy: config`` takes."""
     return policy.model_dump(mode="json")
@@ -168,7 +165,7 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     other rules. All under the policy the stored index was built with (``settle_policy``; ``info`` says
     when it is not the code location's ``policy``), never the reverse. A string says why nothing is
     requested."""
-    active = instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE), limit=5)
+    active = instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=5)
     if active:  # a run whose process was killed outright (OOM, SIGKILL) stays STARTED until it is terminated
         return (f"runs in progress ({', '.join(r.run_id[:8] for r in active)}): the pool is still changing. A run "
                 "whose process died stays STARTED: terminate it in the UI (Runs) and settling resumes.")

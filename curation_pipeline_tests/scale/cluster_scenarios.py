@@ -306,6 +306,10 @@ def e2e_and_resume(args, server, cluster) -> dict:
                     break
                 time.sleep(0.2)
             child.wait(timeout=60)
+        # the killed child's run stays STARTED, which the schedule leaves alone (it may be live): marked failed
+        # as run monitoring marks a dead run worker's (Kubernetes), or a user terminating it in the UI
+        for record in instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            instance.report_run_failed(record.dagster_run, "run worker killed")
         finished_before = _count(instance, "curated_shards")
 
         # re-execution: the fill_missing_shards schedule's own rule picks what to run
