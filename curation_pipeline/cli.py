@@ -195,9 +195,9 @@ def _run_shards(job, instance, shards: list[str], desc: str, run_config: dict, a
     return failed
 
 
-def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[list[str], bool]:
-    """Run each shard's job, then the report (``_report``); returns what failed, and whether the report
-    was rebuilt.
+def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[list[str], bool, list[str]]:
+    """Run each shard's job, then the report (``_report``); returns what failed, whether the report
+    was rebuilt, and the shards of ``selected`` curated (decided and published) by this run.
 
     Several shards go in two passes: every shard scored first, then the duplicate index over the
     whole pool, then every shard decided once against it. One pass per shard would decide each
@@ -252,7 +252,9 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[lis
                 todo = [s for s in selected if s not in failed and f"reselect:{s}" not in settled]
                 failed += _run_shards(job, instance, todo, "deciding", run_config, DECIDE_KEYS, stop_if_interrupted)
         reported = report and _report(defs, instance, failed, stop_if_interrupted, run_config)
-    return failed, reported
+    # with keep_fraction on and no cut stored, the scored shards were never decided
+    curated = [] if cut and no_cut else [s for s in selected if s not in failed]
+    return failed, reported, curated
 
 
 def _report(defs, instance, failed: list[str], stop_if_interrupted, run_config: dict) -> bool:
@@ -345,10 +347,135 @@ def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None,
     return settings
 
 
+def _invalid(resource: str, exc: Exception) -> BadInput:
+    """A resource's pydantic ValidationError as bad input naming each setting by its dotted name
+    (``policy.drift.max_kl: ... (got -1)``), not the resource class and a bare location."""
+    lines = []
+    for error in exc.errors():
+        setting = ".".join([resource, *map(str, error["loc"])])
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{setting}: {message}" + (f" (got {error['input']!r})" if error["loc"] else ""))
+    return BadInput("\n".join(lines))
+
+
+# the model settings that only some profiles or rewriters read: setting -> the registry entry of the scorer
+# that reads it (``scoring.registry.SCORERS``) and the scorer's name in messages
+SCORER_MODELS = {
+    "scoring.clip.model": ("curation_pipeline.scoring.clip:ClipScorer", "CLIPScore"),
+    "scoring.mlm.model": ("curation_pipeline.scoring.mlm.scorer:MlmFilterScorer", "MLM-Filter"),
+    "scoring.aitqe_model": ("curation_pipeline.scoring.aitqe:AitqeScorer", "AITQE scorer"),
+}
+
+
+def _setting_name(setting: str) -> str:
+    """``scoring.clip.model (--clip-model)``: a setting with the flag of ``curate run`` that sets it, if any."""
+    flags = [p.opts[0] for p in run.params if isinstance(p, SettingFlag) and p.setting == setting]
+    return f"{setting} ({flags[0]})" if flags else setting
+
+
+def _check_models_used(settings: dict[str, dict], scoring, rewriting) -> None:
+    """A model named in ``settings`` (those given on the command line) that the run would not load is bad
+    input, not a run without it: ``--clip-model`` on the offline profile used to exit 0 with no clip_score.
+    A model from --config alone is not checked: a flag that picks another profile or rewriter overrides the
+    file's choice, and its model with it."""
+    from curation_pipeline.resources import MODEL_REWRITERS
+    from curation_pipeline.scoring.registry import SCORERS
+
+    def given(setting: str):
+        value = settings
+        for part in setting.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+
+    runs = dict(SCORERS)
+    for setting, (entry, scorer) in SCORER_MODELS.items():
+        if given(setting) and scoring.profile not in runs[entry]:
+            raise BadInput(f"{_setting_name(setting)} is set but profile {scoring.profile!r} runs no {scorer}: "
+                           f"add --profile {_either(runs[entry])}")
+    if given("rewriter.model") and rewriting.kind not in MODEL_REWRITERS:
+        raise BadInput(f"{_setting_name('rewriter.model')} is set but rewriter {rewriting.kind!r} uses no model: "
+                       f"add --rewriter {_either(MODEL_REWRITERS)}")
+
+
+def _either(choices) -> str:
+    """``clip or full``, ``offline, clip, mlm or full``."""
+    *rest, last = choices
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
+def _profile_columns(scoring) -> list[str]:
+    """The columns the profile's scorers declare (``outputs``, read from the registry's classes: no model
+    is loaded): AITQE's only with scoring.aitqe_model set, MLM-Filter's for the metrics asked."""
+    from curation_pipeline.scoring.registry import SCORERS, scorer_classes
+
+    entries = [entry for entry, profiles in SCORERS if scoring.profile in profiles]
+    columns = []
+    for entry, cls in zip(entries, scorer_classes(scoring.profile)):
+        if entry == SCORER_MODELS["scoring.aitqe_model"][0] and not scoring.aitqe_model:
+            continue  # the scorer is left out without a model (AitqeScorer.from_profile)
+        names = [c.name for c in cls.outputs]
+        if entry == SCORER_MODELS["scoring.mlm.model"][0]:
+            names = [n for n in names if any(n == f"mlm_{m}" or n.startswith(f"mlm_{m}_") for m in scoring.mlm.metrics)]
+        columns += names
+    return columns
+
+
+def _model_of(entry: str) -> str | None:
+    """The model setting of a registry entry's scorer, if one of ``SCORER_MODELS``."""
+    return next((setting for setting, (e, _) in SCORER_MODELS.items() if e == entry), None)
+
+
+def _writers(column: str, scoring) -> str:
+    """Which registered scorer writes ``column``, in which profiles, and what else it needs."""
+    from curation_pipeline.decisions.dedup import RESULT_COLUMNS
+    from curation_pipeline.scoring.registry import SCORERS, scorer_classes
+
+    for (entry, profiles), cls in zip(SCORERS, scorer_classes()):
+        names = [c.name for c in cls.outputs]
+        if column in names or (column in RESULT_COLUMNS and cls.name == "dup"):
+            model = _model_of(entry)
+            label = SCORER_MODELS[model][1] if model else cls.__name__
+            if scoring.profile in profiles and model == "scoring.mlm.model":  # a metric not asked for
+                return f"{label} writes it when scoring.mlm.metrics asks for its metric"
+            return (f"{label} {'sets it on the scores' if column not in names else 'writes it'}, in profile "
+                    f"{_either(profiles)}" + (f" with {_setting_name(model)} set" if model == "scoring.aitqe_model"
+                                              else ""))
+    return "no registered scorer writes it"
+
+
+def _check_decision_columns(scoring, rules) -> None:
+    """The policy's quality_column and keep_expression's columns must be ones this run's scores hold: else
+    every shard is scored, then fails its checks (``scores_in_range``: missing columns). The scores are the
+    profile's declared columns; a keep_expression may also read the inventory columns the score table starts
+    with and, where the profile fingerprints duplicates, the duplicate columns ``decide`` is given
+    (``decisions.dedup.mark_duplicates``)."""
+    from curation_pipeline.decisions.dedup import RESULT_COLUMNS
+    from curation_pipeline.scoring.registry import columns_of, score_columns
+    from curation_pipeline.scoring.run import INVENTORY_COLUMNS
+    from curation_pipeline.scoring.selection import columns_used
+
+    scores = _profile_columns(scoring)
+    declared = score_columns()
+    where = f"profile {scoring.profile!r}" + (" with scoring.aitqe_model" if scoring.aitqe_model else "")
+    numeric = ", ".join(c for c in scores if declared[c].numeric)
+    if rules.quality_column not in scores:
+        raise BadInput(f"policy.quality_column: decision column {rules.quality_column!r} is not among the scores "
+                       f"{where} writes ({_writers(rules.quality_column, scoring)}); pick one of its scores: {numeric}")
+    readable = set(scores) | set(INVENTORY_COLUMNS)
+    if set(columns_of("dup")) <= set(scores):  # the duplicate scorer runs: decide() reads the pool's groups too
+        readable |= set(RESULT_COLUMNS)
+    unknown = sorted(columns_used(rules.keep_expression) - readable)
+    if unknown:
+        raise BadInput(f"policy.keep_expression {rules.keep_expression!r} reads "
+                       + "; ".join(f"{c!r} ({_writers(c, scoring)})" for c in unknown)
+                       + f", not among the columns {where} writes; its scores: {numeric}")
+
+
 def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
-               settings: dict[str, dict] | None = None) -> int:
+               settings: dict[str, dict] | None = None, named: dict[str, dict] | None = None) -> int:
     """Register the shards as partitions, materialize each, then the report; returns an exit code.
-    ``settings``: the resources' settings (``load_settings``), the rest their defaults."""
+    ``settings``: the resources' settings (``load_settings``), the rest their defaults; ``named``: those
+    given on the command line (flags and --set), whose models must be ones the run loads."""
     from curation_pipeline import helper
     from curation_pipeline.validation import _gx
 
@@ -369,8 +496,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     from curation_pipeline.definitions import build_definitions
     from curation_pipeline.models.loading import ModelUnavailableError
     from curation_pipeline.reporting import charts
-    from curation_pipeline.resources import (ComputeResource, PolicyResource, RewriterResource, ScoringResource,
-                                             WarehouseResource)
+    from curation_pipeline.resources import WarehouseResource
     from curation_pipeline.storage.warehouse import Warehouse
 
     helper.warm_later(charts.warm)
@@ -392,15 +518,23 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         unknown = sorted(set(settings.get(name, {})) - set(cls.model_fields))
         if unknown:
             raise BadInput(f"unknown {name} setting {', '.join(unknown)}; known: {', '.join(sorted(cls.model_fields))}")
+    built = {}
+    for name, cls in _resource_classes().items():  # compute: keys not given read their env variables
+        try:
+            built[name] = cls(**settings.get(name, {}))
+        except pydantic.ValidationError as exc:
+            raise _invalid(name, exc) from exc
+        except (dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
+            raise BadInput(f"invalid {name} setting: {exc}") from exc
+    scoring, rewriting, policy, compute = (built[name] for name in RESOURCE_KEYS)
     try:
-        scoring = ScoringResource(**settings.get("scoring", {}))
-        rewriting = RewriterResource(**settings.get("rewriter", {}))
-        policy = PolicyResource(**settings.get("policy", {}))
-        policy.decision_policy()
-        compute = ComputeResource(**settings.get("compute", {}))  # keys not given: their env variables
+        rules = policy.decision_policy()
         compute.uses_ray  # an unknown engine is bad input here, not a failed step
     except (pydantic.ValidationError, dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
         raise BadInput(f"invalid setting: {exc}") from exc
+    # before any model loads or run starts: a model the run would not use, a decision column it would not score
+    _check_models_used(named or {}, scoring, rewriting)
+    _check_decision_columns(scoring, rules)
     try:  # load models here, once: a model that cannot be loaded is bad input, not a failed run
         scoring.scorers()
         rewriting.rewriter()
@@ -410,23 +544,31 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
                              policy=policy, compute=compute)
     _dagster_home()
     with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
-        failed, reported = _materialize(defs, instance, selected, report)
+        failed, reported, curated = _materialize(defs, instance, selected, report)
     from curation_pipeline.storage.warehouse import Warehouse
 
     wh = Warehouse(warehouse)
     quoted = shlex.quote(warehouse)  # every path printed as a shell word: copied, a space or quote still works
     click.echo("")
-    click.echo(f"curated shards: {shlex.quote(wh.local_path(wh.curated_dir) + '/')}")
+    if curated:  # else nothing of this run was published: no folder or shard to point at
+        click.echo(f"curated shards: {shlex.quote(wh.local_path(wh.curated_dir) + '/')}")
     if reported:  # the path of an old report would pass it off as this run's
         click.echo(f"quality report: {shlex.quote(wh.local_path(wh.report_db_path))}  "
                    f"(curate report --warehouse {quoted})")
-    click.echo(f"lineage:        curate lineage --warehouse {quoted} --shard {selected[0]}")
+    if curated:
+        click.echo(f"lineage:        curate lineage --warehouse {quoted} --shard {curated[0]}")
     click.echo(f"web UI:         {ui_command(raw, warehouse)}, then open http://127.0.0.1:3000")
+    # files of --raw passed over (a name that is no shard key, a .tar.gz, ...): the valid shards are curated,
+    # then the exit code says bad input so a script notices; not when --shard named what to curate
+    skipped = 0 if shards else len(rejected)
     if failed:
         click.echo(f"FAILED: {', '.join(failed)}", err=True)
-        return EXIT_FAILED
-    click.echo(f"done: {len(selected)} shards curated")
-    return 0
+    else:
+        click.echo(f"done: {len(selected)} shards curated")
+    if skipped:
+        click.echo(f"skipped {skipped} file{'s' if skipped != 1 else ''} of {raw}, not curated (each named under "
+                   "'skipped:' above)", err=True)
+    return EXIT_FAILED if failed else EXIT_BAD_INPUT if skipped else 0
 
 
 def _is_url(location: str) -> bool:
@@ -615,8 +757,9 @@ def demo(warehouse: str) -> None:
 @_flag("--rewriter-model", setting="rewriter.model", help="Model id or local path for the vlm/aitqe rewriter.")
 @click.option("--no-report", is_flag=True, help="Skip rebuilding quality.duckdb.")
 @click.option("--set", "pairs", multiple=True, metavar="RESOURCE.KEY=VALUE",
-              help="Any setting of the scoring, rewriter or policy resource, e.g. --set policy.keep_threshold=80 "
-                   "(repeatable; VALUE is YAML: 80, true, null = off); wins over --config, the flags above over it.")
+              help="Any setting of the scoring, rewriter, policy or compute resource, e.g. "
+                   "--set policy.keep_threshold=80 (repeatable; VALUE is YAML: 80, true, null = off); wins over "
+                   "--config, the flags above over it.")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
               help="YAML file of settings: {policy: {keep_threshold: 80}, scoring: {...}} or Dagster run config's "
                    "resources section; --set and the flags above win over it.")
@@ -633,7 +776,8 @@ def run(ctx, raw, warehouse, shards, no_report, pairs, config_file, **flags) -> 
 
     try:
         given = {p.setting: flags[p.name] for p in ctx.command.params if isinstance(p, SettingFlag)}
-        code = run_shards(raw, warehouse, shards, not no_report, load_settings(pairs, config_file, given))
+        code = run_shards(raw, warehouse, shards, not no_report, load_settings(pairs, config_file, given),
+                          named=load_settings(pairs, None, given))  # what the command line itself names
     except (FileNotFoundError, NotADirectoryError, ValueError, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
     sys.exit(code)

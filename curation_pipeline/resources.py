@@ -33,6 +33,7 @@ from curation_pipeline.validation.drift import DriftThresholds
 
 # compressed tars (lower case): shards must be plain .tar (their key is the stem of ``<key>.tar``), so these
 # are reported as not read, never passed over as if they were a README
+MODEL_REWRITERS = ("vlm", "aitqe")  # the rewriter kinds that load rewriter.model
 COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
 
 
@@ -218,7 +219,7 @@ class ScoringResource(dg.ConfigurableResource):
 def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams: int, batch_size: int,
               device: str, trust_remote_code: bool, load_model: bool = True) -> Rewriter:
     generation = {"max_new_tokens": max_new_tokens} if max_new_tokens > 0 else {}
-    if kind in ("vlm", "aitqe") and not model.strip():  # else the loader's "Model '' could not be loaded"
+    if kind in MODEL_REWRITERS and not model.strip():  # else the loader's "Model '' could not be loaded"
         raise ValueError(f"rewriter {kind!r} needs rewriter.model (--rewriter-model): a HuggingFace id or a local path")
     if kind == "cleaner":
         from curation_pipeline.rewriting.cleaner import CaptionCleaner

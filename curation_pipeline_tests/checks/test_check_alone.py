@@ -83,13 +83,17 @@ def test_a_run_whose_every_shard_fails_still_rebuilds_the_report(env):  # noqa: 
     assert counted == 0
 
 
-def test_no_report_line_when_no_shard_was_ever_decided(env):  # noqa: F811
+def test_no_report_line_when_no_shard_was_ever_decided(env, monkeypatch):  # noqa: F811
     """A first run whose only shard fails before its decisions has nothing to report: the CLI says so and
     names no report file (none was built), and the report is not counted as failed."""
-    result = CliRunner().invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--profile", "text",
-                                       "--set", "policy.quality_column=clip_score", "--set", "policy.keep_threshold=0.8",
-                                       "--set", "policy.drop_threshold=0.5"])
+    import curation_pipeline.assets.scoring as scoring_assets
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the scorers broke")
+
+    monkeypatch.setattr(scoring_assets, "_score", broken)  # the run is in this process (CURATE_FORKSERVER=off)
+    result = CliRunner().invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--profile", "text"])
     assert result.exit_code == 1, result.output
-    assert "check scores_in_range failed" in result.output
-    assert "quality_report: not built, no shard has caption_decisions, final_captions yet" in result.output
+    assert "the scorers broke" in result.output
+    assert "quality_report: not built, no shard has quality_scores, caption_decisions, final_captions yet" in result.output
     assert "quality report: " not in result.output and "FAILED: sample-000001\n" in result.output

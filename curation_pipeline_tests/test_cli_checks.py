@@ -1,0 +1,154 @@
+"""`curate run` refuses settings the run would ignore or could not decide by, before any run (exit 2);
+says so when raw files were passed over; and points at curated shards only when some were curated."""
+
+import shutil
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+
+from curation_pipeline.cli import EXIT_BAD_INPUT, EXIT_FAILED, main
+from curation_pipeline_tests.conftest import RAW_SAMPLES
+
+SHARD = "sample-000001"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(RAW_SAMPLES / f"{SHARD}.tar", raw)
+    return {"raw": raw, "wh": tmp_path / "wh", "home": tmp_path / "home"}
+
+
+def curate(env, *args):
+    return CliRunner().invoke(main, ["run", "--raw", str(env["raw"]), "--warehouse", str(env["wh"]), *args])
+
+
+def assert_refused_before_any_run(env, result, *messages):
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    for message in messages:
+        assert message in result.output, result.output
+    assert "FAILED" not in result.output and "Traceback" not in result.output
+    assert not env["wh"].exists()
+    with dg.DagsterInstance.get() as instance:  # the CLI's home: no run was started in it
+        assert instance.get_runs() == []
+
+
+@pytest.mark.parametrize("args, messages", [
+    (["--set", "policy.quality_column=clip_score", "--set", "policy.keep_threshold=2",
+      "--set", "policy.drop_threshold=1"],
+     ["policy.quality_column: decision column 'clip_score' is not among the scores profile 'offline' writes",
+      "CLIPScore writes it, in profile clip or full", "text_quality"]),
+    (["--set", "policy.quality_column=nonexistent"],
+     ["policy.quality_column: decision column 'nonexistent'", "profile 'offline'", "no registered scorer writes it"]),
+    (["--set", "policy.keep_expression=foo >= 3"],
+     ["policy.keep_expression 'foo >= 3' reads 'foo'", "profile 'offline'"]),
+    (["--profile", "text", "--set", "policy.keep_expression=text_quality >= 50 and nsfw_prob < 0.5"],
+     ["policy.keep_expression", "'nsfw_prob' (NsfwScorer writes it, in profile offline, clip, mlm or full)",
+      "profile 'text'"]),
+    (["--profile", "text", "--set", "policy.keep_expression=dup_keep >= 1"],
+     ["'dup_keep' (DuplicateSignals sets it on the scores, in profile offline, clip, mlm or full)"]),
+])
+def test_a_decision_column_the_profile_does_not_score_is_bad_input_before_any_run(env, args, messages):
+    """It used to score every shard, then fail each one's scores_in_range check (missing columns), exit 1."""
+    assert_refused_before_any_run(env, curate(env, *args), *messages)
+
+
+def test_decision_columns_are_checked_without_loading_a_model(env, monkeypatch):
+    from curation_pipeline.resources import ScoringResource
+
+    def load(self):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(ScoringResource, "scorers", load)
+    result = curate(env, "--profile", "clip", "--clip-model", "/nonexistent/clip",
+                    "--set", "policy.quality_column=mlm_itm")
+    assert_refused_before_any_run(env, result, "decision column 'mlm_itm' is not among the scores profile 'clip'",
+                                  "MLM-Filter writes it, in profile mlm or full")
+
+
+def test_the_columns_a_decision_may_read_are_the_profiles_and_the_tables_it_is_given():
+    """Declared outputs of the scorers the profile runs (AITQE's only with its model, MLM-Filter's for the
+    metrics asked), plus the inventory columns and, with duplicate signals, the duplicate groups."""
+    from curation_pipeline.cli import BadInput, _check_decision_columns
+    from curation_pipeline.decisions.policy import DecisionPolicy
+    from curation_pipeline.resources import ScoringResource
+
+    def check(policy: dict, **scoring):
+        _check_decision_columns(ScoringResource(**scoring), DecisionPolicy(**policy))
+
+    check({"keep_expression": "width >= 200 and height >= 200 and dup_keep >= 1"})  # offline: inventory, groups
+    check({"quality_column": "iq_sharpness", "keep_threshold": 1, "drop_threshold": 0})
+    check({"quality_column": "aitqe_overall", "keep_threshold": 8, "drop_threshold": 4}, aitqe_model="/m")
+    check({"keep_expression": "mlm_itm >= 60"}, profile="mlm", mlm={"model": "/m", "metrics": ["itm"]})
+    with pytest.raises(BadInput, match="'aitqe_overall'.*with scoring.aitqe_model set"):
+        check({"quality_column": "aitqe_overall", "keep_threshold": 8, "drop_threshold": 4})
+    with pytest.raises(BadInput, match="'mlm_su' .*when scoring.mlm.metrics asks for its metric"):
+        check({"keep_expression": "mlm_su >= 60"}, profile="mlm", mlm={"model": "/m", "metrics": ["itm"]})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--clip-model", "/nonexistent"],
+     "scoring.clip.model (--clip-model) is set but profile 'offline' runs no CLIPScore: add --profile clip or full"),
+    (["--profile", "clip", "--clip-model", "/nonexistent", "--mlm-model", "/nonexistent"],
+     "scoring.mlm.model (--mlm-model) is set but profile 'clip' runs no MLM-Filter: add --profile mlm or full"),
+    (["--profile", "text", "--set", "scoring.aitqe_model=/nonexistent"],
+     "scoring.aitqe_model is set but profile 'text' runs no AITQE scorer: add --profile offline, clip, mlm or full"),
+    (["--rewriter-model", "/nonexistent"],
+     "rewriter.model (--rewriter-model) is set but rewriter 'cleaner' uses no model: add --rewriter vlm or aitqe"),
+    (["--set", "rewriter.model=/nonexistent"], "rewriter.model (--rewriter-model) is set but rewriter 'cleaner'"),
+])
+def test_a_model_the_run_would_not_load_is_bad_input_before_any_run(env, args, message):
+    """`--clip-model` on the offline profile used to exit 0, with no clip_score."""
+    assert_refused_before_any_run(env, curate(env, *args), message)
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("policy.drift.max_kl=abc", "policy.drift.max_kl: Input should be a valid number, unable to parse string as a "
+                                "number (got 'abc')"),
+    ("scoring.clip.dtype=fp8", "scoring.clip.dtype: Input should be 'auto', 'float32', 'float16' or 'bfloat16' "
+                               "(got 'fp8')"),
+    ("scoring.mlm.metrics=[zz]", "scoring.mlm.metrics: metrics must be a non-empty subset of itm, odf, ctq, su, "
+                                 "not zz (got ['zz'])"),
+])
+def test_a_setting_pydantic_refuses_is_named_by_its_dotted_name(env, pair, message):
+    result = curate(env, "--set", pair)
+    assert_refused_before_any_run(env, result, message)
+    assert "validation error for" not in result.output
+
+
+def test_run_help_names_every_resource_set_takes():
+    result = CliRunner().invoke(main, ["run", "--help"])
+    assert "Any setting of the scoring, rewriter, policy or compute resource" in " ".join(result.output.split())
+
+
+def test_raw_files_passed_over_give_bad_input_after_the_valid_shards_are_curated(env):
+    """A whole folder asked for: its valid shards are curated, then exit 2 naming what was skipped; a run of
+    named shards (--shard) is not about the rest of the folder. A keep_expression may read inventory columns."""
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    shutil.copy(RAW_SAMPLES / f"{SHARD}.tar", env["raw"] / "x y.tar")
+    (env["raw"] / "old.tar.gz").write_bytes(b"")
+    result = curate(env, "--profile", "text", "--no-report", "--set", "policy.keep_expression=width >= 1")
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert "skipped: shard file name 'x y.tar'" in result.output and "done: 1 shards curated" in result.output
+    assert result.output.rstrip().splitlines()[-1] == (
+        f"skipped 2 files of {env['raw']}, not curated (each named under 'skipped:' above)")
+    assert Warehouse(str(env["wh"])).curated_shards() == {SHARD}
+    named = curate(env, "--profile", "text", "--no-report", "--shard", SHARD)
+    assert named.exit_code == 0 and "skipped: shard file name 'x y.tar'" in named.output, named.output
+    assert "not curated" not in named.output
+
+
+def test_a_run_whose_every_shard_failed_points_at_no_curated_shard(env):
+    """A warehouse write error (its curated folder is a file): no "curated shards:" folder or lineage hint
+    as if something had been published."""
+    env["wh"].mkdir()
+    (env["wh"] / "curated").write_text("not a folder")
+    result = curate(env, "--profile", "text", "--no-report")
+    assert result.exit_code == EXIT_FAILED, result.output
+    assert f"FAILED: {SHARD}" in result.output
+    assert "curated shards:" not in result.output and "curate lineage" not in result.output
+    assert "web UI:" in result.output
