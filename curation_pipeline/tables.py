@@ -78,7 +78,8 @@ TABLES: dict[str, dict[str, str]] = {
         "quality_before": "That score for the original caption.",
         "quality_after": "That score for the candidate.",
         "edit_ratio": "1 - 2*M/T over words, M = words matched in order, T = words in both captions: 0 = the "
-                      "same words, 1.0 = none in common (a case change counts); empty without an original caption.",
+                      "same words, 1.0 = none in common (case and punctuation at a word's edge are no edit: "
+                      "rewriting.verify's MINIMALITY_COLUMNS); empty without an original caption.",
         "length_ratio": "Candidate words / original words (empty without an original caption).",
         "semantic_similarity": "MiniLM cosine similarity between original and candidate (1 = same meaning; empty "
                                "without an original caption).",

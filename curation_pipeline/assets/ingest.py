@@ -123,7 +123,8 @@ def _inventory(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
             status, "Decode status" if full else "Decode status from the image header (not decoded)")),
         "skips": dg.MetadataValue.md(counts_markdown(skip_counts, "Skipped members by reason", "members")),
         "caption_problems_by_kind": dg.MetadataValue.md(counts_markdown(
-            inventory["caption_problem"].dropna().str.split("; ").explode().str.split(" ").str[0].value_counts(),
+            inventory["caption_problem"].dropna().str.split("; ").explode().map(ShardReader.problem_kind)
+            .value_counts(),
             "Caption repairs", "notes")),  # a caption may have two: "invalid utf-8 replaced; truncated from N chars"
         "skipped_members_preview": table(skips),
     }

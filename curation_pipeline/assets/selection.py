@@ -122,11 +122,14 @@ def cut_request(wh, fraction: float | None, column: str, identity: dict[str, str
     the sensor settles under)."""
     record = read_cut_record(wh) or {}
     manifest = read_manifest(wh)
-    frozen = None if manifest is None else sorted(manifest.get("frozen") or ())
+    # the frozen shards moved: only an index built after the stored cut says so (one older than it, a rebuild
+    # that keeps failing, say, would have a new cut asked for on every tick, none of them changing it)
+    frozen_moved = (manifest is not None and record.get(INDEX_MARK_KEY) != index_mark(manifest)
+                    and sorted(manifest.get("frozen") or ()) != sorted(record.get("frozen") or ()))
     if fraction is None:
         if not turned_off(wh, record or None):
             return None
-    elif cut_is_current(wh, fraction, column, identity) and frozen in (None, sorted(record.get("frozen") or ())):
+    elif cut_is_current(wh, fraction, column, identity) and not frozen_moved:
         return None
     stored = record.get("run_id")  # a pool and policy seen before, after another cut: asked anew
     pool_key = hashlib.sha256(json.dumps([identity, fraction, column, stored], sort_keys=True).encode()).hexdigest()[:16]

@@ -221,6 +221,8 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
     overall_at = [i for i, e in enumerate(entries) if e.key in _OVERALL_KEYS]
     # the key whose value the marker ends (the scan's last key starting before it)
     marked_at = max((i for i, e in enumerate(entries) if e.value_start <= marked[1]), default=None) if marked else None
+    if marked_at is None or entries[marked_at].key not in _OVERALL_KEYS:  # ends a recaption or another key's text
+        marked, marked_at = None, None
     recaption = None
     untrusted = False  # whether the keys read after the recaption may be text inside it
     if recaption_at is None:

@@ -109,6 +109,11 @@ class Sample:
         return (width, height) if width is not None and height is not None else None
 
 
+# how each note of ``_caption`` starts, but a caption member's not read (it starts with the member's name)
+_PROBLEM_KINDS = ("invalid utf-8 replaced", "NUL bytes removed", "truncated from", "non-text json caption",
+                  "json caption used", "json caption differs")
+
+
 @dataclass(frozen=True)
 class _Unread:
     """An image, caption or json member skipped unread (too large, not a regular file, cut short): its
@@ -624,6 +629,12 @@ class ShardReader:
                     current.attach(_Unread(ext, "missing", f"{printable_name(name)} not read: {dotted}"))
         if current is not None and not current.duplicate and current.read_any:
             yield current
+
+    @staticmethod
+    def problem_kind(problem: str) -> str:
+        """The kind of one ``; ``-joined part of ``caption_problem``, for counting: the note's fixed start, or
+        ``caption member not read`` for the notes that start with the member's name (``k.txt is a symlink``)."""
+        return next((kind for kind in _PROBLEM_KINDS if problem.startswith(kind)), "caption member not read")
 
     def _caption(self, group: _Members, meta: dict | None) -> tuple[str | None, str | None, str | None]:
         """Caption text, where it came from, and what was wrong with it (each problem one ``; ``-joined part:

@@ -53,3 +53,14 @@ def test_an_unquoted_recaption_followed_by_another_key_is_ambiguous(reply, after
 def test_a_well_formed_reply_reads_as_before(reply, recaption, overall):
     parsed = parse_aitqe_output(reply)
     assert parsed.recaption == recaption and parsed.overall == pytest.approx(overall, nan_ok=True)
+
+
+@pytest.mark.parametrize("reply, overall", [
+    # the marker inside a recaption cut off: no overall key was written, so none is scored
+    ('{"Recaption": "A scoreboard reading Home: 7<Overall>', math.nan),
+    # the marker after another key's text: the overall key's own value stands
+    ('{"Recaption": "A dog", "Overall Score": "2", "Overall Explanation": "Low quality: 8<Overall>', 2.0),
+])
+def test_a_marker_that_ends_no_overall_key_gives_no_score(reply, overall):
+    parsed = parse_aitqe_output(reply)
+    assert parsed.overall == overall or (math.isnan(overall) and math.isnan(parsed.overall))

@@ -68,6 +68,9 @@ def test_a_caption_or_json_member_not_read_is_said_on_its_pair(tmp_path, decode)
         ("unreadable_member", "u.txt")]
     if decode:
         assert {row["decode_status"] for row in rows.values()} == {"ok"}
+    # the ingest metadata counts the notes by kind, not by the member each names
+    notes = [part for row in rows.values() if row["caption_problem"] for part in row["caption_problem"].split("; ")]
+    assert sorted(map(ShardReader.problem_kind, notes)) == ["caption member not read"] * 4 + ["json caption used"]
 
 
 def test_an_image_whose_extension_is_never_parsed_is_named_in_decode_error(tmp_path):
