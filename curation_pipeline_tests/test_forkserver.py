@@ -470,3 +470,13 @@ def test_a_server_that_cannot_serve_says_why_and_is_not_restarted_by_every_run(t
     forkserver._start_server(sock)  # long enough after: tried again
     pid = json.loads(sock.with_suffix(".starting").read_text())["pid"]
     assert _until(lambda: not _alive(pid), within=180)
+
+
+def test_waiting_sees_a_server_that_began_serving_between_its_two_looks(monkeypatch, tmp_path):
+    """A server publishes its socket, then drops its start marker: a wait that looked for a serving one just
+    before, and for a starting one just after, saw neither, and said the warm start did not come up (the
+    Data-Juicer smoke failed so on a loaded machine)."""
+    sock = tmp_path / "fork-x.sock"
+    looks = iter([[], [], [sock]])  # serving: not yet; starting: no longer; serving: yes
+    monkeypatch.setattr(forkserver, "servers", lambda home, suffix=".sock": next(looks))
+    assert forkserver.wait_ready(tmp_path, timeout_s=5) == [sock]
