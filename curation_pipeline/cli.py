@@ -403,23 +403,6 @@ def _either(choices) -> str:
     return f"{', '.join(rest)} or {last}" if rest else last
 
 
-def _profile_columns(scoring) -> list[str]:
-    """The columns the profile's scorers declare (``outputs``, read from the registry's classes: no model
-    is loaded): AITQE's only with scoring.aitqe_model set, MLM-Filter's for the metrics asked."""
-    from curation_pipeline.scoring.registry import SCORERS, scorer_classes
-
-    entries = [entry for entry, profiles in SCORERS if scoring.profile in profiles]
-    columns = []
-    for entry, cls in zip(entries, scorer_classes(scoring.profile)):
-        if entry == SCORER_MODELS["scoring.aitqe_model"][0] and not scoring.aitqe_model:
-            continue  # the scorer is left out without a model (AitqeScorer.from_profile)
-        names = [c.name for c in cls.outputs]
-        if entry == SCORER_MODELS["scoring.mlm.model"][0]:
-            names = [n for n in names if any(n == f"mlm_{m}" or n.startswith(f"mlm_{m}_") for m in scoring.mlm.metrics)]
-        columns += names
-    return columns
-
-
 def _model_of(entry: str) -> str | None:
     """The model setting of a registry entry's scorer, if one of ``SCORER_MODELS``."""
     return next((setting for setting, (e, _) in SCORER_MODELS.items() if e == entry), None)
@@ -450,11 +433,11 @@ def _check_decision_columns(scoring, rules) -> None:
     with and, where the profile fingerprints duplicates, the duplicate columns ``decide`` is given
     (``decisions.dedup.mark_duplicates``)."""
     from curation_pipeline.decisions.dedup import RESULT_COLUMNS
-    from curation_pipeline.scoring.registry import columns_of, score_columns
+    from curation_pipeline.scoring.registry import columns_of, profile_columns, score_columns
     from curation_pipeline.scoring.run import INVENTORY_COLUMNS
     from curation_pipeline.scoring.selection import columns_used
 
-    scores = _profile_columns(scoring)
+    scores = profile_columns(scoring.as_profile())
     declared = score_columns()
     where = f"profile {scoring.profile!r}" + (" with scoring.aitqe_model" if scoring.aitqe_model else "")
     numeric = ", ".join(c for c in scores if declared[c].numeric)

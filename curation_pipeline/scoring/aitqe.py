@@ -57,6 +57,10 @@ class AitqeScorer(Scorer):
     def from_profile(cls, profile) -> "AitqeScorer | None":
         return cls(profile.aitqe_model, device=profile.device, batch_size=profile.batch_size) if profile.aitqe_model else None
 
+    @classmethod
+    def profile_columns(cls, profile) -> tuple[str, ...]:
+        return super().profile_columns(profile) if profile.aitqe_model else ()  # left out without a model
+
     def __init__(self, model: str, *, batch_size: int = 8, max_new_tokens: int = AITQE_MAX_NEW_TOKENS,
                  device: str | None = None, dtype=None, vision_tower: str | None = None):
         self.batch_size = batch_size

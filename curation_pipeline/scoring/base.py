@@ -47,6 +47,11 @@ class Scorer(ABC):
         """This scorer as a ``ScoringProfile`` configures it; None when the profile leaves it out."""
         return cls()
 
+    @classmethod
+    def profile_columns(cls, profile) -> tuple[str, ...]:
+        """The columns ``from_profile``'s scorer writes, known without building it (no model loaded)."""
+        return tuple(c.name for c in cls.outputs)
+
     @abstractmethod
     def score(self, batch: PairBatch) -> pd.DataFrame:
         raise NotImplementedError

@@ -34,6 +34,11 @@ def scorer_classes(profile: str | None = None) -> tuple[type, ...]:
                  for entry, profiles in SCORERS if profile is None or profile in profiles)
 
 
+def profile_columns(profile) -> list[str]:
+    """The columns a ``ScoringProfile``'s scorers write, from their declarations (no model is loaded)."""
+    return [name for cls in scorer_classes(profile.name) for name in cls.profile_columns(profile)]
+
+
 @lru_cache(maxsize=1)
 def score_columns() -> dict[str, ScoreColumn]:
     """Every column a registered scorer can write, by name."""

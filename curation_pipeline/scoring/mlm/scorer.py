@@ -61,6 +61,10 @@ class MlmFilterScorer(Scorer):
     outputs = _mlm_outputs()  # every metric; an instance writes the metrics it was asked for
 
     @classmethod
+    def profile_columns(cls, profile) -> tuple[str, ...]:
+        return tuple(c.name for c in _mlm_outputs(metrics=tuple(profile.mlm_metrics)))  # the metrics asked for
+
+    @classmethod
     def from_profile(cls, profile) -> "MlmFilterScorer":
         return cls(profile.mlm_model, metrics=tuple(profile.mlm_metrics), mode=profile.mlm_mode, device=profile.device,
                    min_mass=profile.mlm_min_mass, batch_size=profile.batch_size, prompt_set=profile.mlm_prompt_set,
