@@ -480,6 +480,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     from curation_pipeline.models.loading import ModelUnavailableError
     from curation_pipeline.reporting import charts
     from curation_pipeline.resources import WarehouseResource
+    from curation_pipeline.scoring.signals import cpu_threads
     from curation_pipeline.storage.warehouse import Warehouse
 
     helper.warm_later(charts.warm)
@@ -519,6 +520,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     _check_models_used(named or {}, scoring, rewriting)
     _check_decision_columns(scoring, rules)
     try:  # load models here, once: a model that cannot be loaded is bad input, not a failed run
+        cpu_threads()  # a malformed CURATION_THREADS too
         scoring.scorers()
         rewriting.rewriter()
     except (ValueError, ModelUnavailableError) as exc:

@@ -61,6 +61,10 @@ def test_bad_input_exits_2(env, tmp_path):
     assert result.exit_code == EXIT_BAD_INPUT and "--limit" in result.output
     result = runner.invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--profile", "clip"])
     assert result.exit_code == EXIT_BAD_INPUT and "scoring.clip.model (--clip-model)" in result.output
+    result = runner.invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--profile", "text"],
+                           env={"CURATION_THREADS": "two"})
+    assert result.exit_code == EXIT_BAD_INPUT and "CURATION_THREADS must be a whole number" in result.output
+    assert not (tmp_path / "wh" / "pairs").exists()  # before any run
 
 
 def test_every_command_explains_itself_with_an_example():

@@ -176,6 +176,12 @@ def test_thread_budget_divides_the_cores_by_concurrent_runs(tmp_path, monkeypatc
     monkeypatch.setenv("DAGSTER_HOME", str(other))
     monkeypatch.delenv("CURATION_THREADS")
     assert signals.cpu_threads() == 1  # never below one thread
+    monkeypatch.setenv("CURATION_THREADS", "0")  # 0, as the scoring resource's threads: the default
+    assert signals.cpu_threads() == 1
+    for typo in ("four", "2.5", "-1", "²"):  # never silently every core
+        monkeypatch.setenv("CURATION_THREADS", typo)
+        with pytest.raises(ValueError, match=f"CURATION_THREADS must be a whole number.*{typo!r}"):
+            signals.cpu_threads()
 
 
 def test_limit_torch_threads_sets_torchs_pool():

@@ -46,7 +46,10 @@ def cpu_threads() -> int:
     resource's ``threads`` setting, or a Ray actor's CPU share, ``curation_pipeline.compute``),
     else the cores available divided by the shard runs that may run at once (at least 1)."""
     value = os.environ.get(THREADS_ENV, "").strip()
-    if value.isdigit() and int(value) > 0:
+    if value and not (value.isascii() and value.isdigit()):  # a typo must not silently take every core
+        raise ValueError(f"{THREADS_ENV} must be a whole number of threads (0 or unset: the cores divided by "
+                         f"the shard runs that may run at once), not {value!r}")
+    if value and int(value) > 0:
         return int(value)
     return max(_cores() // concurrent_runs(), 1)
 
