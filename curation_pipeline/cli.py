@@ -483,6 +483,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     from curation_pipeline.scoring.signals import cpu_threads
     from curation_pipeline.storage.warehouse import Warehouse
 
+    helper.check_settings()
     helper.warm_later(charts.warm)
     found, rejected = WarehouseResource(raw_root=raw, root=warehouse).list_raw()
     Warehouse(warehouse).check_reachable()

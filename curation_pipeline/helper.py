@@ -330,6 +330,14 @@ def start(warm: Callable[[], object]) -> None:
         _CLIENT.begin()
 
 
+def check_settings() -> None:
+    """Read every seconds setting once in the caller's process (``curate run``), so a malformed one warns
+    where the user sees it, not only in the log of a helper started in the background."""
+    for env, default in ((IDLE_ENV, DEFAULT_IDLE_S), (CALL_TIMEOUT_ENV, DEFAULT_CALL_TIMEOUT_S),
+                         (CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT_S)):
+        _seconds(env, default)
+
+
 def warm_later(warm: Callable[[], object]) -> None:
     """Run ``warm`` in the helper after its first answered call (nothing without a helper)."""
     with _LOCK:

@@ -223,3 +223,21 @@ def test_a_good_or_unset_helper_timeout_is_read_silently(monkeypatch, recwarn):
     assert helper._seconds(helper.IDLE_ENV, 7.0) == 2.5
     assert helper._seconds(helper.CONNECT_TIMEOUT_ENV, 7.0) == 7.0
     assert not recwarn.list
+
+
+def test_curate_run_warns_of_a_bad_helper_setting_in_the_users_terminal(tmp_path, monkeypatch):
+    """The idle time is read by the helper, started in the background: its warning alone went unseen."""
+    import warnings
+
+    from curation_pipeline.cli import EXIT_BAD_INPUT
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CURATE_HELPER_IDLE_S", "2 minutes")
+    empty = tmp_path / "raw"
+    empty.mkdir()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(main, ["run", "--raw", str(empty), "--warehouse", str(tmp_path / "wh")])
+    assert result.exit_code == EXIT_BAD_INPUT  # no shards: the run stops after reading its settings
+    assert any("CURATE_HELPER_IDLE_S='2 minutes' is not a positive number of seconds" in str(w.message)
+               for w in caught), [str(w.message) for w in caught]
