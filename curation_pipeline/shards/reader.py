@@ -111,7 +111,7 @@ class Sample:
 
 # how each note of ``_caption`` starts, but a caption member's not read (it starts with the member's name)
 _PROBLEM_KINDS = ("invalid utf-8 replaced", "NUL bytes removed", "truncated from", "non-text json caption",
-                  "json caption used", "json caption differs")
+                  "json caption used", "json caption differs", "no caption member")
 
 
 @dataclass(frozen=True)
@@ -661,6 +661,11 @@ class ShardReader:
             problems.append(f"non-text json caption ({type(json_caption).__name__}) not used")
             return None, None, "; ".join(problems)
         else:
+            if group.unsupported and not problems:  # y.text: no caption read, and why
+                first, more = group.unsupported[0], len(group.unsupported) - 1
+                problems.append(f"no caption member in sample ({first}"
+                                + (f", and {more} more unsupported member{'s' if more > 1 else ''}" if more else "")
+                                + f"), caption members are .{', .'.join(CAPTION_EXTS)}")  # one part: no '; '
             return None, None, "; ".join(problems) or None
         if "\x00" in text:
             problems.append("NUL bytes removed")

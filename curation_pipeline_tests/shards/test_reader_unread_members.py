@@ -91,6 +91,8 @@ def test_an_image_whose_extension_is_never_parsed_is_named_in_decode_error(tmp_p
     assert (rows["a"]["decode_status"], rows["a"]["decode_error"]) == ("ok", None)
     assert {(s.reason, s.member) for s in reader.skips} == {
         ("unsupported_member", m) for m in ("x.heic", "pk.pyd", "pk.pickle", "a.xyz")}
+    # nor was a caption under an extension never parsed: its pair says why it has none
+    assert [rows[k]["caption_problem"] for k in ("x", "pk", "a", "w")] == [None, None, None, None]
     reasons = image_drop_reasons(pd.DataFrame(list(rows.values())), DecisionPolicy())
     assert dict(zip(rows, reasons))["x"] == "image_missing"
     # without a decode (the Ray engine decodes elsewhere) the record carries why
@@ -153,3 +155,22 @@ def test_a_json_caption_the_caption_file_overrides_is_noted(tmp_path):
     assert rows["c"]["caption_problem"] == "json caption differs (.caption used)"
     assert rows["d"]["caption_problem"] == "NUL bytes removed"  # the same caption once the NUL is gone
 
+
+
+def test_a_caption_whose_extension_is_never_parsed_is_named_in_caption_problem(tmp_path):
+    path = builders.write_members(tmp_path / "s.tar", [
+        ("y.jpg", JPG), ("y.text", b"A caption saved as .text."),
+        ("z.jpg", JPG), ("z.text", b"One."), ("z.md", b"Two."),
+        ("j.jpg", JPG), ("j.text", b"Unread."), ("j.json", b'{"caption": "From the json."}'),
+        ("n.jpg", JPG),
+    ])
+    reader, rows = records(path)
+    assert rows["y"]["caption"] is None and rows["y"]["caption_problem"] == (
+        "no caption member in sample (y.text not read: .text is never parsed), caption members are .txt, .caption")
+    assert rows["z"]["caption_problem"].startswith(
+        "no caption member in sample (z.text not read: .text is never parsed, and 1 more unsupported member), ")
+    assert (rows["j"]["caption"], rows["j"]["caption_problem"]) == ("From the json.", None)  # a caption was read
+    assert rows["n"]["caption_problem"] is None  # nothing unread: simply no caption
+    notes = [row["caption_problem"] for row in rows.values() if row["caption_problem"]]
+    assert [ShardReader.problem_kind(n) for n in notes] == ["no caption member"] * 2  # one kind, one part each
+    assert all("; " not in n for n in notes)
