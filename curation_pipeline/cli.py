@@ -374,8 +374,9 @@ def _setting_name(setting: str) -> str:
 
 
 def _check_models_used(settings: dict[str, dict], scoring, rewriting) -> None:
-    """A model named in ``settings`` (those given on the command line) that the run would not load is bad
-    input, not a run without it: ``--clip-model`` on the offline profile used to exit 0 with no clip_score.
+    """A model named in ``settings`` (those given on the command line) that the run would not load, or another
+    setting of a scorer the profile does not run (``--clip-prefix`` on the offline profile), is bad input, not
+    a run without it: ``--clip-model`` on the offline profile used to exit 0 with no clip_score.
     A model from --config alone is not checked: a flag that picks another profile or rewriter overrides the
     file's choice, and its model with it."""
     from curation_pipeline.resources import MODEL_REWRITERS
@@ -389,8 +390,14 @@ def _check_models_used(settings: dict[str, dict], scoring, rewriting) -> None:
 
     runs = dict(SCORERS)
     for setting, (entry, scorer) in SCORER_MODELS.items():
-        if given(setting) and scoring.profile not in runs[entry]:
-            raise BadInput(f"{_setting_name(setting)} is set but profile {scoring.profile!r} runs no {scorer}: "
+        if scoring.profile in runs[entry]:
+            continue
+        group = setting.rsplit(".", 1)[0]  # scoring.clip's other settings too (--clip-prefix); not all of scoring
+        named = [setting] if given(setting) else []
+        if group != "scoring":
+            named += sorted(f"{group}.{key}" for key in given(group) or {} if f"{group}.{key}" != setting)
+        if named:
+            raise BadInput(f"{_setting_name(named[0])} is set but profile {scoring.profile!r} runs no {scorer}: "
                            f"add --profile {_either(runs[entry])}")
     if given("rewriter.model") and rewriting.kind not in MODEL_REWRITERS:
         raise BadInput(f"{_setting_name('rewriter.model')} is set but rewriter {rewriting.kind!r} uses no model: "

@@ -99,6 +99,10 @@ def test_the_columns_a_decision_may_read_are_the_profiles_and_the_tables_it_is_g
     (["--rewriter-model", "/nonexistent"],
      "rewriter.model (--rewriter-model) is set but rewriter 'cleaner' uses no model: add --rewriter vlm or aitqe"),
     (["--set", "rewriter.model=/nonexistent"], "rewriter.model (--rewriter-model) is set but rewriter 'cleaner'"),
+    (["--set", "scoring.clip.prefix=false"],
+     "scoring.clip.prefix is set but profile 'offline' runs no CLIPScore: add --profile clip or full"),
+    (["--profile", "clip", "--clip-model", "/nonexistent", "--set", "scoring.mlm.pad_to_square=false"],
+     "scoring.mlm.pad_to_square is set but profile 'clip' runs no MLM-Filter: add --profile mlm or full"),
 ])
 def test_a_model_the_run_would_not_load_is_bad_input_before_any_run(env, args, message):
     """`--clip-model` on the offline profile used to exit 0, with no clip_score."""
