@@ -17,7 +17,7 @@ import pandas as pd
 
 from curation_pipeline.rewriting.verify import MIN_IMPROVEMENT_SHARE, default_min_improvement
 from curation_pipeline.scoring.columns import OPERATORS, Bound
-from curation_pipeline.scoring.registry import bounds, error_columns_of, score_columns, score_ranges
+from curation_pipeline.scoring.registry import bounds, error_columns_of, score_columns, score_scales
 from curation_pipeline.scoring.selection import GlobalCut, check_expression, columns_used, in_cut
 
 
@@ -72,7 +72,7 @@ class DecisionPolicy:
     def _check_scales(self) -> None:
         """Thresholds on the scales the scorers declare: 95 on AITQE's 1-10 or an NSFW bound of 80 (a
         percentage) would run, and quietly rewrite or keep everything."""
-        ranges, declared = score_ranges(), score_columns()
+        ranges, declared = score_scales(), score_columns()
         scale = ranges.get(self.quality_column)
         if scale is not None:
             for name in ("keep_threshold", "drop_threshold"):
@@ -119,7 +119,7 @@ def _closed(scale: tuple[float, float] | None) -> tuple[float, float] | None:
 def _default_margin(quality_column: str) -> float:
     """``min_improvement`` when none is set, on the quality column's declared range; a column that declares
     none (or an open one) gets the default quality column's."""
-    scale = _closed(score_ranges().get(quality_column)) or score_ranges()[DecisionPolicy.quality_column]
+    scale = _closed(score_scales().get(quality_column)) or score_scales()[DecisionPolicy.quality_column]
     return default_min_improvement(scale)
 
 

@@ -17,7 +17,14 @@ class ScoreColumn:
     description: str
     kind: Kind = "float"
     range: tuple[float, float] | None = None  # every known value lies in it (NaN = unknown is allowed)
+    # the scale a policy's thresholds on it are set on, where values may fall outside it (a released
+    # MLM-Filter reply read as the authors read it: asked for 0-100, "150" kept); else its range
+    scale: tuple[float, float] | None = None
     sidecar: bool = True  # copied into the curated sample's .json
+
+    @property
+    def threshold_scale(self) -> tuple[float, float] | None:
+        return self.scale or self.range
 
     @property
     def numeric(self) -> bool:

@@ -60,7 +60,13 @@ def error_columns_of() -> dict[str, tuple[str, ...]]:
 
 
 def score_ranges() -> dict[str, tuple[float, float]]:
+    """Where every known value of a column lies (the scores' range check)."""
     return {name: c.range for name, c in score_columns().items() if c.range is not None}
+
+
+def score_scales() -> dict[str, tuple[float, float]]:
+    """The scale a policy's thresholds on a column are set on (``ScoreColumn.threshold_scale``)."""
+    return {name: c.threshold_scale for name, c in score_columns().items() if c.threshold_scale is not None}
 
 
 def columns_of(scorer: str) -> tuple[str, ...]:

@@ -91,16 +91,89 @@ def test_prompt_sets_are_the_references_and_hash_apart():
     assert len({s.hash for s in PROMPT_SETS.values()}) == len(PROMPT_SETS)
 
 
-@pytest.mark.parametrize("reply, expected", [
-    ("85", 85.0), (" 7\nbecause", 7.0), ("8,5", 85.0), ("9;", 9.0), ("0", 0.0)])
-def test_reference_parser_accepts(reply, expected):
-    assert parse_reference_score(reply) == (expected, None)
+# Goldens from the authors' own code, not from this project's parser: each reply run through Open-Qwen2VL @
+# 0d76f9f data_filtering/baselines/apply_filter.py ``above_threshold_decision`` (with ``int`` wrapped to record
+# what it returned; None: its int() raised, the pair is never kept), after the string MLM_Filter @ 7c4cd80 stores:
+# the v2 script (llama_3, qwen_instruct) the decoded reply as is, the v1 script (llava_v1,
+# mlm_filter_scoring_datacomp_batch_inference.py:326) ``output.strip().strip("</s>")``.
+# Columns: reply, prompt set, the int their reader took, their decision at threshold 50, at 85.
+AUTHORS_GOLDENS = [
+    ("57", "llama_3", 57, True, False),
+    ("57\n", "llama_3", 57, True, False),
+    ("57\nbecause", "qwen_instruct", 57, True, False),
+    ("\n57", "qwen_instruct", None, False, False),
+    (" \n57", "llama_3", None, False, False),
+    ("\r\n57", "llama_3", None, False, False),
+    ("57\r\n", "llama_3", 57, True, False),
+    (" 85", "qwen_instruct", 85, True, True),
+    ("85 ", "llama_3", 85, True, True),
+    ("5,7", "llama_3", None, False, False),
+    ("85,", "llama_3", 85, True, True),
+    (",85;", "llama_3", 85, True, True),
+    ("85;,", "llama_3", 85, True, True),
+    ("85,;", "llama_3", None, False, False),
+    ("150", "llama_3", 150, True, True),
+    ("999", "llama_3", 999, True, True),
+    ("100", "llama_3", 100, True, True),
+    ("0", "qwen_instruct", 0, False, False),
+    ("007", "llama_3", 7, False, False),
+    ("-5", "qwen_instruct", -5, False, False),
+    ("+7", "qwen_instruct", 7, False, False),
+    ("5_7", "llama_3", 57, True, False),
+    ("\uff18\uff15", "llama_3", 85, True, True),
+    ("85.", "llama_3", None, False, False),
+    ("1e2", "llama_3", None, False, False),
+    ("", "llama_3", None, False, False),
+    ("  ", "qwen_instruct", None, False, False),
+    ("s57", "llama_3", None, False, False),
+    ("\n57", "llava_v1", 57, True, False),
+    (" \n57", "llava_v1", 57, True, False),
+    ("57s", "llava_v1", 57, True, False),
+    ("</s>57", "llava_v1", 57, True, False),
+    ("5,7", "llava_v1", None, False, False),
+    ("150", "llava_v1", 150, True, True),
+    ("85\n", "llava_v1", 85, True, True),
+    ("s", "llava_v1", None, False, False),
+    ("  ", "llava_v1", None, False, False),
+    ("\n\n", "llava_v1", None, False, False),
+    ("-5", "llava_v1", -5, False, False),
+]
 
 
-@pytest.mark.parametrize("reply", ["", "8.", "Score: 85", "ab", "101"])
-def test_reference_parser_unknown_never_zero(reply):
-    value, why = parse_reference_score(reply)
-    assert math.isnan(value) and why
+@pytest.mark.parametrize("reply, prompt_set, authors_int, keep_at_50, keep_at_85", AUTHORS_GOLDENS)
+def test_reference_parser_reads_as_the_authors(reply, prompt_set, authors_int, keep_at_50, keep_at_85):
+    from curation_pipeline.scoring.selection import select
+
+    value, why = parse_reference_score(reply, prompt_set)
+    if authors_int is None:
+        assert math.isnan(value) and why  # unknown with a reason, never 0
+    else:
+        assert (value, why) == (float(authors_int), None)
+    frame = pd.DataFrame({"mlm_su": [value]})
+    assert bool(select(frame, "mlm_su >= 50").iloc[0]) is keep_at_50
+    assert bool(select(frame, "mlm_su >= 85").iloc[0]) is keep_at_85
+
+
+def test_reference_parser_reasons_and_huge_ints():
+    assert parse_reference_score(None, "llama_3")[1] == "empty reply"
+    assert parse_reference_score(" ", "llama_3")[1] == "empty reply"
+    assert parse_reference_score("\n57", "qwen_instruct")[1] == "empty first line: '\\n57'"
+    assert parse_reference_score("8.", "llama_3")[1] == "unparseable reply: '8.'"
+    assert parse_reference_score("9" * 400, "llama_3") == (math.inf, None)  # their int() >= any threshold
+    assert parse_reference_score("-" + "9" * 400, "llama_3") == (-math.inf, None)
+    assert math.isnan(parse_reference_score("9" * 5000, "llama_3")[0])  # int()'s digit limit: their ValueError
+
+
+def test_kept_out_of_range_scores_pass_the_range_check():
+    """The authors keep "150"; the greedy column declares no range, so a shard holding it is not failed."""
+    from curation_pipeline.scoring.registry import score_ranges
+    from curation_pipeline.validation.tables import check_table
+
+    ranges = score_ranges()
+    assert "mlm_su" not in ranges and ranges["mlm_su_expected"] == (0, 100)
+    df = pd.DataFrame({"key": ["a", "b"], "mlm_su": [150.0, -5.0], "mlm_su_expected": [88.0, 3.0]})
+    result = check_table(df, required_columns=["key"], ranges={c: r for c, r in ranges.items() if c in df.columns})
+    assert result.passed, result.failures
 
 
 def test_token_tree_branches_see_only_their_ancestors():
@@ -227,7 +300,7 @@ def test_low_mass_keeps_its_reason_beside_a_parsed_greedy_score(tmp_path, batch)
 
 def test_generate_mode_returns_scores_or_reasons(vlm_dir, batch, monkeypatch):
     scorer = _peaked(MlmFilterScorer(vlm_dir, mode="generate", metrics=("ctq",), min_mass=0.0))
-    assert scorer.version.startswith("5:") and scorer.prompt_hash in scorer.version
+    assert scorer.version.startswith("6:") and scorer.prompt_hash in scorer.version
     assert not scorer.version.endswith("float16")  # float32 on CPU: no precision in the version
     # generation decodes what logits mode reads greedily from its tree: the same integer (or none) per pair
     logits = MlmFilterScorer(vlm_dir, metrics=("ctq",), min_mass=0.0)
@@ -285,3 +358,15 @@ def test_released_caption_with_the_image_token_is_nan_with_its_reason_up_front()
     assert frame["mlm_itm_error"][1] == frame["mlm_su_error"][1] == "caption holds the image token <image>"
     assert frame.loc[1, ["mlm_itm", "mlm_itm_expected", "mlm_su"]].isna().all()
     assert frame.loc[[0, 2], "mlm_itm"].notna().all()
+
+
+def test_thresholds_on_the_greedy_score_are_still_checked_on_its_0_100_scale():
+    """Kept values may fall outside 0-100; a policy's thresholds are still set on the scale the model is asked."""
+    from curation_pipeline.decisions.policy import DecisionPolicy
+
+    DecisionPolicy(quality_column="mlm_su", keep_threshold=85, drop_threshold=50)
+    DecisionPolicy(keep_expression="mlm_su >= 85")
+    with pytest.raises(ValueError, match="keep_threshold=150 is outside mlm_su's declared range 0..100"):
+        DecisionPolicy(quality_column="mlm_su", keep_threshold=150, drop_threshold=50)
+    with pytest.raises(ValueError, match="keep_expression compares mlm_su with 150, outside its declared range"):
+        DecisionPolicy(keep_expression="mlm_su >= 150")

@@ -59,19 +59,38 @@ def parse_score(reply: str | None) -> tuple[float, str | None]:
     return value, None
 
 
-def parse_reference_score(reply: str | None) -> tuple[float, str | None]:
-    """MLM-Filter's own reading of a greedy reply: the first line, without "," and ";", as an
-    int; anything else is unknown (never 0). Scores outside 0-100 are unknown too."""
-    if reply is None or not reply.strip():
+# Released prompt sets whose reference script strips the reply before storing it: MLM_Filter @ 7c4cd80
+# ``mlm_filter_scoring_datacomp_batch_inference.py`` (LLaVA-1.5) stores ``output.strip().strip("</s>")``;
+# its ``_v2`` script (Llama-3, Qwen2.5) stores the decoded text as it is.
+STRIPPED_BY_SCRIPT = frozenset({"llava_v1"})
+
+
+def parse_reference_score(reply: str | None, prompt_set: str) -> tuple[float, str | None]:
+    r"""A released checkpoint's greedy reply as the authors' pipeline reads it: the string their scoring
+    script for ``prompt_set`` stores (``STRIPPED_BY_SCRIPT``), then Open-Qwen2VL @ 0d76f9f
+    ``data_filtering/baselines/apply_filter.py`` ``above_threshold_decision``: the first line (split only
+    on "\n", not stripped first, so "\n57" from a v2 script is unknown), ``.strip(",").strip(";")`` at the
+    ends only, then Python's ``int()`` (surrounding whitespace, a sign, "_" and non-ASCII digits included).
+    Where ``int()`` fails the score is unknown (NaN with the reason, never 0), which no threshold keeps,
+    as theirs. No range check: an int outside 0-100 ("150", one Llama-3 token) is kept, as the authors
+    keep it (it passes SU >= 85), so ``mlm_<metric>`` declares no range."""
+    if reply is None:
         return math.nan, "empty reply"
-    line = reply.strip().split("\n")[0].replace(",", "").replace(";", "")
+    text = reply.strip().strip("</s>") if prompt_set in STRIPPED_BY_SCRIPT else reply
+    if "\n" in text:
+        text = text.split("\n")[0]
+    text = text.strip(",").strip(";")
     try:
-        value = int(line)
+        value = int(text)
     except ValueError:
-        return math.nan, f"unparseable reply: {line[:40]!r}"
-    if not 0 <= value <= 100:
-        return math.nan, f"score out of range: {value}"
-    return float(value), None
+        if not reply.strip():
+            return math.nan, "empty reply"
+        return math.nan, (f"unparseable reply: {text[:40]!r}" if text.strip()
+                          else f"empty first line: {reply[:40]!r}")
+    try:
+        return float(value), None
+    except OverflowError:  # beyond float: the authors' int compares above (or below) any threshold
+        return (math.inf if value > 0 else -math.inf), None
 
 
 def strip_space_piece(ids: list[int], tokenizer) -> list[int]:

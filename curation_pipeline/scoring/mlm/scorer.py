@@ -49,8 +49,10 @@ REFERENCE_MAX_LEN = 2040
 
 def _mlm_outputs(name: str = "mlm", metrics=METRICS) -> tuple[ScoreColumn, ...]:
     return tuple(c for m in metrics for c in (
-        ScoreColumn(f"{name}_{m}", f"MLM-Filter {m.upper()}, 0-100: the greedy integer its reference decodes.",
-                    range=(0, 100)),
+        # no range: a released checkpoint's reply is read as the authors read it (score.parse_reference_score),
+        # and they keep an integer outside 0-100 ("150" passes SU >= 85); thresholds are still set on 0-100
+        ScoreColumn(f"{name}_{m}", f"MLM-Filter {m.upper()}, asked for 0-100: the greedy integer as its reference "
+                    "reads it (released checkpoints: kept outside 0-100, as the authors keep it).", scale=(0, 100)),
         ScoreColumn(f"{name}_{m}_expected", f"MLM-Filter {m.upper()}: the expected score over the score tokens "
                     "(same forward pass).", range=(0, 100)),
         error_column(f"{name}_{m}")))
@@ -114,9 +116,11 @@ class MlmFilterScorer(Scorer):
         self.dtype = next(self.model.parameters()).dtype
         # 4: long captions cut as the reference cuts them; a precision other than float32 is part of it
         # (scores in float16 and bfloat16 differ), as CLIP's version carries its own; 5: rotated (EXIF) and
-        # transparent images reach the model as the reference decodes them (shards.reader.model_image)
+        # transparent images reach the model as the reference decodes them (shards.reader.model_image); 6: released
+        # replies read exactly as the authors' reader (first line unstripped for the v2 scripts, "," ";" at the ends
+        # only, ints outside 0-100 kept)
         precision = [] if str(self.dtype) == "torch.float32" else [str(self.dtype).removeprefix("torch.")]
-        self.version = ":".join([f"5:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}",
+        self.version = ":".join([f"6:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}",
                                  *precision])
         self._suppressed = self.released.suppressed if self.released else []
         self._penalty = self.released.repetition_penalty if self.released else 1.0
@@ -298,7 +302,7 @@ class MlmFilterScorer(Scorer):
         return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def _parse(self, reply: str) -> tuple[float, str | None]:
-        return parse_reference_score(reply) if self.released else parse_score(reply)
+        return parse_reference_score(reply, self.prompts.name) if self.released else parse_score(reply)
 
     # --- logits ---
 
