@@ -274,6 +274,13 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
 
 # --- the released checkpoint --------------------------------------------------------------
 
+# The reference processor's image tags (MMDataProcessor.image_start_token, image_end_token). It rewrites the whole
+# prompt, caption included, around them: spaces after "<img_end>" dropped and a newline forced there; a tagged
+# span that is not JSON removed; one that is, loaded as a second image from a local path. A caption holding either
+# is refused, never tokenized otherwise than the reference would, nor its file loading reproduced.
+IMAGE_TAGS = ("<img_start>", "<img_end>")
+IMAGE_TAG_REFUSAL = "caption holds <img_start>/<img_end>, which the reference processor rewrites or loads as an image"
+
 
 class AitqeGenerator:
     """The released AITQE checkpoint, asked as its reference ``inference.py`` asks it: one image slot
@@ -293,9 +300,12 @@ class AitqeGenerator:
         return self.tokenizer("\n" + instruction, add_special_tokens=False)["input_ids"]
 
     def refusal(self, instruction: str) -> str | None:
-        """Why the reference refuses this instruction, or None: its tokens hold the pad id, as a caption
-        holding ``<|endoftext|>`` (or any special token mapped to that id) makes them. Not stripped: that
-        would score a caption the reference never scores."""
+        """Why this instruction is not asked, or None: it holds an image tag (``IMAGE_TAGS``), whose handling
+        by the reference's processor is not reproduced; or its tokens hold the pad id, as a caption holding
+        ``<|endoftext|>`` (or any special token mapped to that id) makes them, which the reference refuses.
+        Not stripped: that would score a caption the reference never scores."""
+        if any(tag in instruction for tag in IMAGE_TAGS):
+            return IMAGE_TAG_REFUSAL
         if self.pad_token_id is None or self.pad_token_id not in self._instruction_ids(instruction):
             return None
         token = self.tokenizer.convert_ids_to_tokens(self.pad_token_id)
@@ -303,7 +313,10 @@ class AitqeGenerator:
 
     def token_ids(self, instruction: str) -> list[int]:
         """As the reference's processor: the pattern's text around one image slot, then a newline
-        it forces after ``<img_end>`` (spaces there dropped), then ``"\\n" + instruction``."""
+        it forces after ``<img_end>`` (spaces there dropped), then ``"\\n" + instruction``. An instruction
+        holding an image tag has other ids there (``refusal``): asking it is a caller's error."""
+        if any(tag in instruction for tag in IMAGE_TAGS):
+            raise ContractError(f"an AITQE instruction holding an image tag reached the model: {IMAGE_TAG_REFUSAL}")
         tok = self.tokenizer
         after = self.after.lstrip(" ")
         after = after if after.startswith("\n") else "\n" + after
@@ -415,16 +428,17 @@ class AitqeRewriter(GeneratingRewriter):
         # 5: a recaption holding escaped quotes is no longer rejected as ambiguous (_quoted_value); 6: \uXXXX escapes
         # decoded in a reply cut off at <Overall> too, as in a complete one (_unescape); 7: the overall is the value
         # before <Overall>, and an unquoted recaption followed by another key than the overall is ambiguous
-        # (parse_aitqe_output)
-        self.version = f"7:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+        # (parse_aitqe_output); 8: a caption holding <img_start>/<img_end> is refused (AitqeGenerator.refusal)
+        self.version = f"8:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
         # load_model=False: the settings, version and ``answer`` only, for targets all answered from the replies the
         # scorer stored (``rewriting.reuse``, on a Ray actor): asked to generate, it raises
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,
                                     device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                     vision_tower=vision_tower) if load_model else UnloadedGenerator()
-        if isinstance(self.generator, AitqeGenerator) and self.generator.refusal(self.prompt.replace(CAPTION_PLACEHOLDER, "")):
-            raise ValueError(f"the AITQE instruction holds the checkpoint's pad token, which its reference refuses: "
-                             f"{self.prompt[:80]!r}")
+        reason = (self.generator.refusal(self.prompt.replace(CAPTION_PLACEHOLDER, ""))
+                  if isinstance(self.generator, AitqeGenerator) else None)
+        if reason:
+            raise ValueError(f"the AITQE instruction {reason.removeprefix('caption ')}: {self.prompt[:80]!r}")
 
     def instruction(self, caption: str | None) -> str:
         return aitqe_instruction(self.generator, self.prompt, caption)

@@ -35,9 +35,10 @@ def scorer_version(model: str, max_new_tokens: int, dtype: str, vision_tower: st
     # with the precision (and a vision tower given in place of the checkpoint's) that generated it; 7: a reply
     # cut off at <Overall> rates with the value just before the marker, not an "Overall Score" inside an ambiguous
     # recaption, and an unquoted recaption followed by another key than the overall is ambiguous
-    # (rewriting.aitqe.parse_aitqe_output)
+    # (rewriting.aitqe.parse_aitqe_output); 8: a caption holding <img_start>/<img_end> gets no score (nor reply),
+    # as the reference's processor would rewrite it or load an image it names (AitqeGenerator.refusal)
     tower = f":tower={vision_tower}" if vision_tower else ""
-    return f"7:{model}:max_new={max_new_tokens}:dtype={dtype}{tower}"
+    return f"8:{model}:max_new={max_new_tokens}:dtype={dtype}{tower}"
 
 
 class AitqeScorer(Scorer):
