@@ -547,9 +547,9 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         click.echo(f"curated shards: {shlex.quote(wh.local_path(wh.curated_dir) + '/')}")
     if reported:  # the path of an old report would pass it off as this run's
         click.echo(f"quality report: {shlex.quote(wh.local_path(wh.report_db_path))}  "
-                   f"(curate report --warehouse {quoted})")
+                   f"({curate_command()} report --warehouse {quoted})")
     if curated:
-        click.echo(f"lineage:        curate lineage --warehouse {quoted} --shard {curated[0]}")
+        click.echo(f"lineage:        {curate_command()} lineage --warehouse {quoted} --shard {curated[0]}")
     click.echo(f"web UI:         {ui_command(raw, warehouse)}, then open http://127.0.0.1:3000")
     # files of --raw passed over (a name that is no shard key, a .tar.gz, ...): the valid shards are curated,
     # then the exit code says bad input so a script notices; not when --shard named what to curate
@@ -574,6 +574,23 @@ def _is_url(location: str) -> bool:
 def _absolute(location: str, base: Path) -> str:
     """A local folder as an absolute path (against ``base``), a URL (``s3://...``) as it is."""
     return location if _is_url(location) else os.path.normpath(base / location)
+
+
+def curate_command() -> str:
+    """``curate`` as the user can type it here: the bare name where PATH finds this installation's, else
+    its path (``.venv/bin/curate`` after ``make demo``, whose virtualenv is not activated)."""
+    import shutil
+
+    own = Path(sys.executable).with_name("curate")
+    if not own.is_file():
+        return "curate"
+    found = shutil.which("curate")
+    if found and Path(found).resolve() == own.resolve():
+        return "curate"
+    try:
+        return shlex.quote(str(own.absolute().relative_to(Path.cwd().absolute())))
+    except ValueError:  # outside the working folder
+        return shlex.quote(str(own.absolute()))
 
 
 def ui_command(raw: str, warehouse: str) -> str:
@@ -822,7 +839,7 @@ def report(warehouse) -> None:
                 click.echo(f"\n## {table}\n")
                 click.echo(con.execute(f"SELECT * FROM {table}").df().to_string(index=False))
     except FileNotFoundError as exc:
-        raise BadInput(f"{exc}; run `curate demo` or materialize quality_report") from exc
+        raise BadInput(f"{exc}; run `{curate_command()} demo` or materialize quality_report") from exc
     except StorageUnreachable as exc:
         raise BadInput(str(exc)) from exc
 

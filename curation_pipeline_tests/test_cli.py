@@ -540,3 +540,22 @@ def test_demo_curates_the_bundled_samples_never_the_working_folders_data_raw(tmp
     for shard in samples:  # the bundled samples' bytes
         assert (tmp_path / "cache" / "curation-pipeline" / "sample-shards" / f"{shard}.tar").read_bytes() == (
             RAW_SAMPLES / f"{shard}.tar").read_bytes()
+
+
+def test_printed_commands_run_where_the_virtualenv_is_not_activated(tmp_path, monkeypatch):
+    """After `make demo` the shell's PATH has no .venv/bin: the report and lineage lines printed a bare
+    `curate`, "command not found"; they name this installation's executable unless PATH finds it."""
+    import sys
+    from pathlib import Path
+
+    from curation_pipeline.cli import curate_command
+
+    own = Path(sys.executable).with_name("curate")
+    assert own.is_file()  # installed with the package (make setup)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.chdir(tmp_path)
+    assert curate_command() == str(own.absolute())
+    monkeypatch.chdir(own.parent.parent.parent)  # the folder holding .venv
+    assert curate_command() == str(own.absolute().relative_to(Path.cwd().absolute()))
+    monkeypatch.setenv("PATH", f"{own.parent}:/usr/bin:/bin")
+    assert curate_command() == "curate"
