@@ -91,7 +91,8 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
 
 @dg.asset(
     group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
-    code_version="1",  # bump when the same inputs give different output
+    code_version="2",  # bump when the same inputs give different output (2: edit ratios count half-width kana
+    # and Han of Extension B and later as the drift check's words)
     deps=[dg.AssetDep(final_captions, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Curation decisions scored against per-sample labels (clean / noisy / junk / mismatched): kept, "

@@ -15,8 +15,9 @@ from curation_pipeline.resources import WarehouseResource
 
 @dg.asset(
     group_name="reporting", owners=OWNERS, tags={"stage": "reporting"},
-    code_version="5",  # bump when the same inputs give different output (3: the unsettled status; 4: decoded = full
-    # decodes; 5: failed = the last run in this warehouse failed, not one in another warehouse of the same home)
+    code_version="6",  # bump when the same inputs give different output (3: the unsettled status; 4: decoded = full
+    # decodes; 5: failed = the last run in this warehouse failed, not one in another warehouse of the same home;
+    # 6: word counts count half-width kana and Han of Extension B and later, and glued punctuation is no word)
     deps=[curated_shards],
     kinds={"duckdb"},
     automation_condition=dg.AutomationCondition.eager(),

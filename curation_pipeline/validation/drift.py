@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,8 @@ class DriftThresholds:
     """Tolerances of the drift check (the pipeline's defaults: ``PolicyResource`` reads them).
 
     ``quantile_abs_floor`` keeps the band from collapsing on short captions (±50% of 2 words flaps);
-    ``empty_bin_holdout`` is the mass GX spreads over empty reference bins, so KL stays finite.
+    ``empty_bin_holdout`` is the mass GX spreads over empty reference bins, so KL stays finite where
+    captions land in one (and only there: it costs every other comparison log(1/(1 - holdout)) of KL).
     """
 
     max_kl: float = 0.25
@@ -51,7 +53,9 @@ class DriftThresholds:
 
 @dataclass
 class DriftResult:
-    """One drift check; ``allowed`` is the band each statistic was held to (keys mean, kl, p10, ...)."""
+    """One drift check; ``allowed`` is the band each statistic was held to (keys mean, kl, p10, ...), ``ok``
+    GX's verdict on each (its quantile expectation takes a value within 1e-4 of a band's edge: the table
+    shows that verdict, never a check of its own)."""
 
     passed: bool
     kl: float
@@ -69,6 +73,7 @@ class DriftResult:
     allowed: dict[str, tuple[float, float]] = field(default_factory=dict)
     # what the two sides are: the shard's originals and finals, or a reference and a shard's captions
     labels: tuple[str, str] = ("original", "final")
+    ok: dict[str, bool] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, float | int | str | bool]:
         """Flat Python scalars for Dagster metadata; non-finite numbers (not computed) are left out."""
@@ -98,7 +103,7 @@ class DriftResult:
         for label, name, before, after in stats:
             band = self.allowed.get(name)
             allowed = f"{_fmt(band[0], 2)}-{_fmt(band[1], 2)}" if band else ""
-            ok = ("yes" if band[0] <= after <= band[1] else "no") if band else ""
+            ok = {True: "yes", False: "no"}.get(self.ok.get(name), "") if band else ""
             rows.append((label, _fmt(before), _fmt(after, 3 if name == "kl" else 1), allowed, ok))
         lines = [markdown_table(["metric", *self.labels, "allowed", "ok"], rows)]
         status = "PASSED" if self.passed else "FAILED"
@@ -112,12 +117,13 @@ def reference_partition(reference: np.ndarray | LengthCounts, n_bins: int) -> di
 
     GX rejects ``tail_weights`` for infinite endpoints, so the tails are the first and last weights.
     Weights come from the same ``np.histogram`` call GX makes for the final column, so identical
-    inputs give KL exactly 0. Bins are ``[a, b)``, so the right tail ``[p90, inf)`` always holds the
-    longest captions; the left tail holds the shortest just as surely: where the first quantile is the
-    shortest length itself (common on short captions), its edge moves one past it. Else the left tail
-    was empty, and a few captions shortened below the shortest failed on KL alone while the same growth
-    past the longest cost nothing. With one length L only, the bin ``[L, L+1)`` sits between two empty
-    tails: a word more or less costs the same.
+    inputs give KL exactly 0 (``compare_lengths`` holds no weight out for empty bins that stay empty).
+    Bins are ``[a, b)``, so the right tail ``[p90, inf)`` always holds the longest captions; the left
+    tail holds the shortest just as surely: where the first quantile is the shortest length itself
+    (common on short captions), its edge moves one past it. Else the left tail was empty, and a few
+    captions shortened below the shortest failed on KL alone while the same growth past the longest cost
+    nothing. With one length L only, the bin ``[L, L+1)`` sits between two empty tails: a word more or
+    less costs the same.
     """
     counts = reference if isinstance(reference, LengthCounts) else LengthCounts.of(reference)
     levels = [i / n_bins for i in range(1, n_bins)]
@@ -192,12 +198,13 @@ def compare_lengths(reference: LengthCounts, lengths: np.ndarray, thresholds: Dr
 
     partition = reference_partition(reference, t.n_bins)
     bands = {q: _band(v, t) for q, v in q_ref.items()}
+    mean_band = _mean_band(reference, t)
     specs = [
         ("ExpectColumnKLDivergenceToBeLessThan", {"column": LENGTH_COLUMN, "partition_object": partition,
                                                   "threshold": t.max_kl,
-                                                  "internal_weight_holdout": t.empty_bin_holdout}),
-        ("ExpectColumnMeanToBeBetween", {"column": LENGTH_COLUMN, "min_value": t.mean_ratio_min * mean_ref,
-                                         "max_value": t.mean_ratio_max * mean_ref}),
+                                                  "internal_weight_holdout": _holdout(partition, fin, t)}),
+        ("ExpectColumnMeanToBeBetween", {"column": LENGTH_COLUMN, "min_value": mean_band[0],
+                                         "max_value": mean_band[1]}),
         ("ExpectColumnQuantileValuesToBeBetween", {"column": LENGTH_COLUMN, "quantile_ranges": {
             "quantiles": list(bands), "value_ranges": [list(b) for b in bands.values()]}}),
     ]
@@ -220,16 +227,46 @@ def compare_lengths(reference: LengthCounts, lengths: np.ndarray, thresholds: Dr
         r, m = _apart(ratio, t.mean_ratio_min, t.mean_ratio_max), _apart(mean_fin, mean_ref, least=1)
         failures.append(f"mean caption length {verb} {ratio:.{r}f}x ({mean_ref:.{m}f} -> {mean_fin:.{m}f} {unit}), "
                         f"allowed {t.mean_ratio_min:.{r}f}-{t.mean_ratio_max:.{r}f}x")
+    # GX's verdict per quantile (all alike where it could not evaluate them)
+    details = (quant_res.result or {}).get("details") or {}
+    in_band = details.get("success_details") or [quant_res.success] * len(bands)
     if not quant_res.success and not quant_res.error:
-        in_band = quant_res.result["details"]["success_details"]
         out = [f"{_pname(q)} {_fmt(q_ref[q])} -> {_fmt(q_fin[q])} (allowed {_fmt(lo, 2)}-{_fmt(hi, 2)})"
                for ok, (q, (lo, hi)) in zip(in_band, bands.items()) if not ok]
         failures.append(f"caption length quantiles out of band ({unit}): " + ", ".join(out))
 
-    allowed = {"kl": (0.0, t.max_kl), "mean": (t.mean_ratio_min * mean_ref, t.mean_ratio_max * mean_ref)}
+    allowed = {"kl": (0.0, t.max_kl), "mean": mean_band}
     allowed.update({_pname(q): band for q, band in bands.items()})
+    ok = {"kl": kl_res.success, "mean": mean_res.success}
+    ok.update({_pname(q): bool(v) for q, v in zip(bands, in_band)})
     return result(passed=not failures, kl=kl, failures=failures,
-                  expectations=[r.describe() for r in (kl_res, mean_res, quant_res)], allowed=allowed)
+                  expectations=[r.describe() for r in (kl_res, mean_res, quant_res)], allowed=allowed, ok=ok)
+
+
+def _mean_band(reference: LengthCounts, t: DriftThresholds) -> tuple[float, float]:
+    """The mean's limits handed to GX: each ratio as written (0.8 is 4/5) times the reference mean (a fraction
+    of whole numbers), exactly, then rounded outward to a float. ``0.8 * 12.0`` is 9.600000000000001, so a
+    mean of exactly 0.8x failed the limit it sat on; rounded outward, a mean on a limit passes, and one past it
+    fails unless it is closer than a float can tell apart (one ulp, some 1e-15 of the mean)."""
+    mean = Fraction(int(np.dot(reference.lengths, reference.counts)), reference.n)
+
+    def bound(ratio: float, upper: bool) -> float:
+        exact = Fraction(repr(float(ratio))) * mean
+        value = float(exact)  # the nearest float: one step outward where it lies inside the exact limit
+        inside = Fraction(value) < exact if upper else Fraction(value) > exact
+        return math.nextafter(value, math.inf if upper else -math.inf) if inside else value
+
+    return bound(t.mean_ratio_min, upper=False), bound(t.mean_ratio_max, upper=True)
+
+
+def _holdout(partition: dict, lengths: np.ndarray, t: DriftThresholds) -> float:
+    """The weight GX holds out for empty reference bins: ``empty_bin_holdout`` where a length lands in one
+    (else KL is infinite), none where none does. GX scales every reference weight by 1 - holdout, so an
+    unused holdout cost identical distributions log(1/0.99) = 0.01 of KL (fifty 3-word captions against
+    themselves failed ``max_kl=0``)."""
+    empty = np.asarray(partition["weights"]) == 0
+    landed = np.histogram(lengths, partition["bins"])[0]
+    return t.empty_bin_holdout if landed[empty].any() else 0.0
 
 
 def _apart(value: float, *others: float, least: int = 2, most: int = 6) -> int:

@@ -10,16 +10,50 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 UNITS = ("words", "chars")
-# Scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, kana, Han): each character
-# counts as a word, or a Chinese caption three times as long would still be "one word".
-_NO_SPACES = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_WORD = f"[{_NO_SPACES}]|[^\\s{_NO_SPACES}]+"
+
+
+def _class(codepoints: set[int]) -> str:
+    """A regex character class body for ``codepoints`` (as ranges)."""
+    ranges, ordered = [], sorted(codepoints)
+    for cp in ordered:
+        if ranges and cp == ranges[-1][1] + 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+
+def _span(a: int, b: int) -> set[int]:
+    return set(range(a, b + 1))
+
+
+# Scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, kana full- and half-width, Han
+# ideographs of every extension, the ideographic iteration marks and numerals): each character counts as a
+# word, or a Chinese caption three times as long would still be "one word". Their punctuation is no word.
+_NO_SPACE_BLOCKS = (_span(0x0E00, 0x0EFF) | _span(0x1000, 0x109F) | _span(0x1780, 0x17FF)
+                    | _span(0x3005, 0x3007) | _span(0x3021, 0x3029) | _span(0x3031, 0x3035) | _span(0x3038, 0x303C)
+                    | _span(0x3040, 0x30FF) | _span(0xFF66, 0xFF9F)
+                    | _span(0x3400, 0x4DBF) | _span(0x4E00, 0x9FFF) | _span(0xF900, 0xFAFF) | _span(0x20000, 0x3134F))
+# Punctuation: Unicode's (category P, of the basic plane: "。", "、", "「", "，", ASCII ",", "“", Khmer "។") and
+# the ideographic and full-width symbols set with it ("〒", "＋", "～"). Written against a character of a script
+# without spaces it belongs to that character's word, as "dog." is one word: "我爱你，中国。" is 5 words, not 7.
+_PUNCTUATION = ({cp for cp in range(0x10000) if unicodedata.category(chr(cp)).startswith("P")}
+                | {0x3004, 0x3012, 0x3013, 0x3020, 0x3036, 0x3037, 0x303E, 0x303F, 0x309B, 0x309C}
+                | _span(0xFF01, 0xFF0F) | _span(0xFF1A, 0xFF20) | _span(0xFF3B, 0xFF40) | _span(0xFF5B, 0xFF65))
+# Kana voiced sound marks, combining and half-width: "ｶﾞ" is one character as "ガ" is.
+_MARKS = {0x3099, 0x309A, 0xFF9E, 0xFF9F}
+_NO_SPACES = _class(_NO_SPACE_BLOCKS - _PUNCTUATION)
+_P, _M = _class(_PUNCTUATION), _class(_MARKS)
+# a character of a script without spaces with its marks and the punctuation against it; else a whitespace token
+# (a mark or punctuation set apart by spaces is still a word, as " - " is)
+_WORD = f"[{_P}]*[{_NO_SPACES}][{_M}]*[{_P}]*|[^\\s{_NO_SPACES}]+"
 _WORDS = re.compile(_WORD)
 
 
@@ -30,8 +64,9 @@ def words(text: str | None) -> list[str]:
 
 
 def caption_lengths(captions: pd.Series, unit: str = "words") -> np.ndarray:
-    """Word counts (whitespace tokens, a character of a script without spaces each) or character
-    counts; None/NaN/empty are 0 (a missing caption is as short as a caption gets)."""
+    """Word counts (whitespace tokens, a character of a script without spaces each, the punctuation
+    against it included) or character counts; None/NaN/empty are 0 (a missing caption is as short as a
+    caption gets)."""
     text = pd.Series(captions, dtype=object).where(pd.notna(captions), "").astype(str)
     counts = text.str.count(_WORD) if unit == "words" else text.str.len()
     return counts.to_numpy(dtype=float)
