@@ -306,11 +306,14 @@ IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
 
 def runs_in_flight(instance: dg.DagsterInstance) -> dict[str, list[dg.RunRecord]]:
     """Partition -> its runs queued, launching or started, of any job (a ``reselect_shards`` run writes the
-    same files)."""
+    same files). A started run whose process on this host is gone is marked failed first (``workers``):
+    it holds its shard no longer."""
+    from curation_pipeline.workers import settle
+
     flight: dict[str, list[dg.RunRecord]] = {}
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
         key = record.dagster_run.tags.get("dagster/partition")
-        if key is not None:
+        if key is not None and settle(instance, record.dagster_run) is None:
             flight.setdefault(key, []).append(record)
     return flight
 
@@ -327,8 +330,9 @@ def _in_flight_note(flight: dict[str, list[dg.RunRecord]], keys: list[str]) -> s
             f", started {datetime.fromtimestamp(r.start_time, timezone.utc):%Y-%m-%d %H:%M} UTC" if r.start_time
             else "") + ")" for key, r in started]
         notes.append(f"{len({k for k, _ in started})} shard(s) wait on a started run: {_some(named, 10)}; a run "
-                     "whose process died stays STARTED until run monitoring marks it failed (on Kubernetes) or it "
-                     "is terminated in the UI (Runs), and the next tick asks for its shard again")
+                     "whose process died on this machine is marked failed at the next look, elsewhere it stays "
+                     "STARTED until run monitoring marks it failed (on Kubernetes) or it is terminated in the UI "
+                     "(Runs), and the next tick asks for its shard again")
     if waiting:
         notes.append(f"{len(waiting)} shard(s) with a run waiting to start: {_some(waiting, 10)}")
     return ". ".join(notes)

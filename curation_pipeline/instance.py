@@ -22,6 +22,7 @@ from pathlib import Path
 import sqlalchemy as db
 import yaml
 from dagster import DagsterInstance
+from dagster._core.events import DagsterEventType
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
@@ -288,6 +289,15 @@ class CurationInstance(DagsterInstance):
     @classmethod
     def config_schema(cls) -> dict:
         return {}
+
+    def handle_new_event(self, event, *, batch_metadata=None) -> None:
+        """Also tags a run with the process that starts it (``workers``), so a run whose process is killed
+        outright can be told from one still running."""
+        super().handle_new_event(event, batch_metadata=batch_metadata)
+        if event.dagster_event is not None and event.dagster_event.event_type == DagsterEventType.RUN_START:
+            from curation_pipeline.workers import WORKER_TAG, identity
+
+            self.add_run_tags(event.run_id, {WORKER_TAG: identity()})
 
     @staticmethod
     def config_defaults(base_dir: str) -> dict:

@@ -59,7 +59,10 @@ def _failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
             error = error.cause
         return f"{event.step_key}: {(error.message if error is not None else record.user_message).strip()}"
     records = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-    return records[-1].user_message.strip() if records else "run failed"
+    if not records:
+        return "run failed"
+    event = records[-1].dagster_event  # report_run_failed (run monitoring, workers.settle) sets only its message
+    return (records[-1].user_message or (event.message if event is not None else "") or "run failed").strip()
 
 
 def _last_run(instance: dg.DagsterInstance, shard: str, ours: str, default: str) -> dg.DagsterRun | None:
@@ -78,16 +81,22 @@ def _last_run(instance: dg.DagsterInstance, shard: str, ours: str, default: str)
 def shard_failures(instance: dg.DagsterInstance, warehouse_root: str | None = None,
                    location_root: str | None = None) -> dict[str, str]:
     """Shard -> error, for every registered shard whose most recent run in this warehouse (``warehouse_root``)
-    failed or was canceled (stopped part-way, its tables may come from two runs: re-run it). Runs in other
+    failed, was canceled, or was killed outright (``workers``: stopped part-way, its tables may come from two
+    runs: re-run it). Runs in other
     warehouses of the same Dagster home say nothing of this one. ``location_root``: the code location's own
     warehouse, where a run with neither tag nor run config wrote; None: ``default_root()``. Either root
     None: the other."""
     default = location_root or default_root()
     ours = warehouse_id(warehouse_root or default)
+    from curation_pipeline.workers import settle
+
     failures = {}
     for shard in instance.get_dynamic_partitions(shard_partitions.name):
         run = _last_run(instance, shard, ours, default)
-        if run is not None and run.status == dg.DagsterRunStatus.FAILURE:
+        why = settle(instance, run) if run is not None else None  # killed outright: marked failed now
+        if why is not None:
+            failures[shard] = f"run {run.run_id[:8]} did not finish: {why}; re-run the shard"
+        elif run is not None and run.status == dg.DagsterRunStatus.FAILURE:
             failures[shard] = _failure_text(instance, run.run_id)
         elif run is not None and run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.CANCELING):
             failures[shard] = f"run {run.run_id[:8]} was canceled before it finished: re-run the shard"

@@ -1,0 +1,67 @@
+"""Which process runs a Dagster run, and whether it is gone.
+
+A run whose process is killed outright (SIGKILL, the OOM killer, a closed terminal's ``curate run``) never
+writes its end: Dagster leaves it STARTED for good, so the schedule waits on it and the report takes its
+half-written shard for curated. Dagster's own run monitoring detects that only for run launchers that can
+ask a worker's health (Kubernetes, ECS), not for local processes. So ``CurationInstance`` tags each run
+with the process that started it (host, pid and the process's start time, so a reused pid is no alibi),
+and a STARTED run whose process on this host is gone is marked failed where it matters (``settle``).
+Runs on another host (a Kubernetes pod) are never judged here: their launcher's monitoring does that.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import dagster as dg
+
+WORKER_TAG = "curation/worker"  # host:pid:start of the process that started the run
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux ``/proc``), None where unknown or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == b"Z" else fields[19].decode()  # state, ..., starttime (field 22)
+
+
+def identity(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"
+
+
+def gone(run: dg.DagsterRun) -> str | None:
+    """Why a STARTED run's process is known to be gone, or None (alive, elsewhere, untagged, not STARTED)."""
+    if run.status != dg.DagsterRunStatus.STARTED:
+        return None
+    parts = run.tags.get(WORKER_TAG, "").rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or parts[0] != socket.gethostname():
+        return None
+    host, pid, started = parts[0], int(parts[1]), parts[2]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        alive = False
+    except PermissionError:  # another user's process holds the pid
+        alive = not started or _start_time(pid) == started
+    else:
+        now = _start_time(pid)
+        alive = now is not None and (not started or now == started)  # a zombie or a new process: gone
+    return None if alive else f"its process (pid {pid} on {host}) ended without finishing the run (killed?)"
+
+
+def settle(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """Mark ``run`` failed if its process is gone (what Dagster's run monitoring does for a worker it can
+    ask); returns why, or None when the run stands as it is."""
+    why = gone(run)
+    if why is None:
+        return None
+    current = instance.get_run_by_id(run.run_id)  # it may have ended since it was read
+    if current is None or current.status != dg.DagsterRunStatus.STARTED:
+        return None
+    instance.report_run_failed(current, f"Run marked failed: {why}; re-run its shard.")
+    return why

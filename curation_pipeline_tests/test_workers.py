@@ -1,0 +1,112 @@
+"""A run whose process is killed outright: Dagster leaves it STARTED for good; the shipped instance tags each
+run with its process, so the schedule and the report mark it failed and stop waiting on it."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+
+from curation_pipeline_tests.conftest import REPO_ROOT
+
+# a real run in its own process, on the home's instance, that stays in its step until killed
+STUCK_RUN = """
+import sys, time
+from pathlib import Path
+import dagster as dg
+
+@dg.op
+def wait(context):
+    Path(sys.argv[1]).write_text(context.run_id)
+    time.sleep(600)
+
+@dg.job(tags={"dagster/partition": "sample-000000", "curation/warehouse": sys.argv[2]})
+def curate_shards():
+    wait()
+
+with dg.DagsterInstance.get() as instance:
+    curate_shards.execute_in_process(instance=instance)
+"""
+
+
+def _started(tmp_path, name):
+    marker = tmp_path / f"{name}.started"
+    process = subprocess.Popen([sys.executable, "-c", STUCK_RUN, str(marker), str(tmp_path / "wh")],
+                               env={**os.environ, "DAGSTER_HOME": str(tmp_path / "home")})
+    for _ in range(1200):  # until its step runs (import and start take seconds)
+        if marker.exists() and marker.read_text() or process.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert process.poll() is None and marker.read_text(), "the run did not start"
+    return process, marker.read_text()
+
+
+def test_a_run_killed_outright_is_marked_failed_and_holds_its_shard_no_longer(tmp_path, monkeypatch):
+    from curation_pipeline.assets.failures import shard_failures
+    from curation_pipeline.automation import runs_in_flight
+    from curation_pipeline.workers import WORKER_TAG, gone
+
+    (tmp_path / "home").mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", tmp_path / "home" / "dagster.yaml")  # the shipped instance
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    killed, killed_id = _started(tmp_path, "killed")
+    live, live_id = _started(tmp_path, "live")  # the shard's last run
+    try:
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions("shards", ["sample-000000"])
+            run = instance.get_run_by_id(killed_id)
+            assert run.status == dg.DagsterRunStatus.STARTED and str(killed.pid) in run.tags[WORKER_TAG]
+            assert gone(run) is None  # alive: in flight
+            assert {r.dagster_run.run_id for r in runs_in_flight(instance)["sample-000000"]} == {live_id, killed_id}
+            killed.send_signal(signal.SIGKILL)
+            killed.wait()
+            assert instance.get_run_by_id(killed_id).status == dg.DagsterRunStatus.STARTED  # as Dagster leaves it
+            why = gone(instance.get_run_by_id(killed_id))
+            assert why == f"its process (pid {killed.pid} on {run.tags[WORKER_TAG].rsplit(':', 2)[0]}) ended " \
+                          "without finishing the run (killed?)"
+            # the schedule's look: the dead run is marked failed, the live one still holds the shard
+            assert [r.dagster_run.run_id for r in runs_in_flight(instance)["sample-000000"]] == [live_id]
+            dead = instance.get_run_by_id(killed_id)
+            assert dead.status == dg.DagsterRunStatus.FAILURE
+            assert why in instance.all_logs(killed_id, of_type=dg.DagsterEventType.RUN_FAILURE)[-1].dagster_event.message
+            assert gone(instance.get_run_by_id(live_id)) is None
+            live.send_signal(signal.SIGKILL)
+            live.wait()
+            # the report's look: the shard's last run (the live one, now killed too) did not finish
+            failures = shard_failures(instance, str(tmp_path / "wh"))
+            assert failures["sample-000000"].startswith(f"run {live_id[:8]} did not finish: its process (pid "
+                                                        f"{live.pid} ")
+            assert instance.get_run_by_id(live_id).status == dg.DagsterRunStatus.FAILURE
+            assert runs_in_flight(instance) == {}
+            # a run marked failed so is reported with that message (its RUN_FAILURE has no user message)
+            instance.delete_run(live_id)
+            assert "ended without finishing the run" in shard_failures(instance, str(tmp_path / "wh"))["sample-000000"]
+    finally:
+        for process in (live, killed):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_a_tag_naming_another_host_or_a_reused_pid_is_judged_correctly(tmp_path):
+    from curation_pipeline.workers import WORKER_TAG, gone, identity
+
+    with dg.instance_for_test() as instance:
+        from dagster._core.test_utils import create_run_for_test
+
+        def run(tag):
+            return create_run_for_test(instance, job_name="curate_shards", status=dg.DagsterRunStatus.STARTED,
+                                       tags={WORKER_TAG: tag})
+
+        me = identity()
+        host, pid, start = me.rsplit(":", 2)
+        assert gone(run(me)) is None  # this very process
+        assert gone(run(f"elsewhere-{host}:{pid}:{start}")) is None  # another host: its launcher's monitoring
+        assert gone(run(f"{host}:{pid}:{int(start) + 1}")) is not None  # the pid now runs another process
+        assert gone(run("not a tag")) is None
+        ended = create_run_for_test(instance, job_name="curate_shards", status=dg.DagsterRunStatus.SUCCESS,
+                                    tags={WORKER_TAG: f"{host}:{pid}:{int(start) + 1}"})
+        assert gone(ended) is None  # only a STARTED run is judged
