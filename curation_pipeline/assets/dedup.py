@@ -16,7 +16,7 @@ import dagster as dg
 import pandas as pd
 from dagster._core.storage.tags import RUN_KEY_TAG
 
-from curation_pipeline.assets.metadata import OWNERS, numbers, table
+from curation_pipeline.assets.metadata import OWNERS, numbers, shown, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.assets.selection import cut_request, cut_stale, selection_cut_job
 from curation_pipeline.automation import (DEFAULT_STATUS, IN_FLIGHT, reselect_each, reselectable,
@@ -90,6 +90,7 @@ def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         "blocked": dg.MetadataValue.json(sorted(index.blocked)),
         "unindexed": dg.MetadataValue.json(index.unindexed),
         "per_shard": table(per_shard, limit=200),
+        "per_shard_shown": shown(per_shard, 200, "shards", "the stale, frozen and blocked lists above; the index at path"),
         "rules": dg.MetadataValue.text(index.rules),
         "policy": dg.MetadataValue.json(index.policy),
         "path": dg.MetadataValue.path(wh.local_path(paths["manifest"]) if wh.is_local else paths["manifest"]),

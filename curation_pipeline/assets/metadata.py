@@ -60,6 +60,14 @@ def table_metadata(name: str, schema: pa.Schema, rows: int) -> dict[str, Any]:
             "dagster/row_count": dg.MetadataValue.int(rows)}
 
 
+def shown(df: pd.DataFrame, limit: int, what: str, where: str) -> dg.MetadataValue:
+    """What a ``table`` of ``df`` cut at ``limit`` rows leaves out, said beside it (a pool easily has more
+    shards than a UI table holds): ``all 39 shards`` or ``first 200 of 1280 shards (...); all: <where>``."""
+    if len(df) <= limit:
+        return dg.MetadataValue.text(f"all {len(df)} {what}")
+    return dg.MetadataValue.text(f"first {limit} of {len(df)} {what}; all: {where}")
+
+
 def table(df: pd.DataFrame, limit: int = PREVIEW_ROWS) -> dg.MetadataValue:
     """A UI table of the first ``limit`` rows, every value a plain string/number/bool; missing values
     stay empty (never 0), and float columns holding whole numbers show as integers."""

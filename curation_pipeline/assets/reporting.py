@@ -6,7 +6,7 @@ import pandas as pd
 
 from curation_pipeline.assets.curation import curated_shards
 from curation_pipeline.assets.failures import shard_failures
-from curation_pipeline.assets.metadata import OWNERS, numbers, table
+from curation_pipeline.assets.metadata import OWNERS, numbers, shown, table
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.reporting.report import (SETTLE_HINT, build_report, overall_values, pooled_drop_reasons,
                                                 report_markdown)
@@ -43,11 +43,22 @@ def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     return dg.MaterializeResult(metadata={
         **numbers(overall_values(report)),
         "summary": dg.MetadataValue.md(report_markdown(report) + ("\n\n" + charts if charts else "")),
-        "shards": table(report.shards),
+        "shards": table(attention_first(report.shards), limit=SHARDS_SHOWN),
+        "shards_shown": shown(report.shards, SHARDS_SHOWN, "shards (those not ok first)",
+                              "shard_summary in the report database (curate report)"),
         "drop_reasons": table(pooled_drop_reasons(report)),
         "rewriters": table(report.rewriters),
         "db_path": dg.MetadataValue.path(report.db_path),
     })
+
+
+SHARDS_SHOWN = 200  # rows of the UI's shards table; the report database holds every shard
+
+
+def attention_first(shards: pd.DataFrame) -> pd.DataFrame:
+    """The shards not ok (failed, unsettled, ...) before the ok ones, each part in its own order: what a cut
+    table must not leave out."""
+    return pd.concat([shards[shards["status"].ne("ok")], shards[shards["status"].eq("ok")]])
 
 
 def quality_charts(quality: pd.DataFrame) -> list[str]:

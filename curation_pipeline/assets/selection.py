@@ -8,7 +8,7 @@ import math
 import dagster as dg
 import pandas as pd
 
-from curation_pipeline.assets.metadata import OWNERS, numbers, table
+from curation_pipeline.assets.metadata import OWNERS, numbers, shown, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.automation import reselect_each, reselectable
 from curation_pipeline.decisions.cut_store import (INDEX_MARK_KEY, cut_is_current, index_mark, read_cut_record,
@@ -73,6 +73,7 @@ def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                    "ties_at_cut": cut.ties_at_cut, "ties_kept": cut.ties_kept, "blocked_shards": len(blocked),
                    "frozen_shards": len(frozen)}),
         "per_shard": table(per_shard, limit=100),
+        "per_shard_shown": shown(per_shard, 100, "shards", "the cut file at path"),
         "path": dg.MetadataValue.path(path),
     }
     if blocked:

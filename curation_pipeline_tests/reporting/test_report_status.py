@@ -9,6 +9,7 @@ import shutil
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from curation_pipeline.reporting.lineage import caption_history, format_history
@@ -52,6 +53,7 @@ def mixed(tmp_path):
         _stamp(wh, shard, OLD)
     _stamp(wh, "stale", NEW, tables=())  # only pairs read the new file
     wh.update_table_metadata("final_captions", "blocked", {"failed_blocking_checks": "caption_length_drift"})
+    wh.fs.rm_file(wh.curated_path("blocked"))  # a blocked table is never published
     _fill(wh, "undecided", captions=["a", "b", "c"], outcomes=["kept"] * 3)
     for table in ("caption_decisions", "final_captions"):
         wh.fs.rm_file(wh.table_path(table, "undecided"))
@@ -120,7 +122,7 @@ def test_lineage_marks_captions_made_from_another_raw_file(mixed):
     assert list(caption_history(mixed).stale) == ["stale"]
 
 
-def test_a_replaced_raw_shard_and_an_undecided_one_are_left_out_end_to_end(tmp_path):
+def test_a_replaced_raw_shard_and_an_undecided_one_are_left_out_end_to_end(tmp_path, monkeypatch):
     """Through Dagster: the raw shard replaced and only `pairs` made again (UI: materialize pairs) succeeds,
     as does a shard scored but not decided; the report must neither call them ok nor count them, and lineage
     must not present the old file's captions as the originals unmarked."""
@@ -146,8 +148,15 @@ def test_a_replaced_raw_shard_and_an_undecided_one_are_left_out_end_to_end(tmp_p
         truncated_captions_copy(RAW_SAMPLES / "sample-000000.tar", raw / "sample-000000.tar")
         assert run("sample-000000", [dg.AssetKey("pairs")])
         assert run("sample-000001", SCORE_KEYS)
+        from curation_pipeline.assets import reporting
+
+        monkeypatch.setattr(reporting, "SHARDS_SHOWN", 1)  # a pool with more shards than the UI table holds
         assert defs.resolve_job_def("quality_report_job").execute_in_process(
             instance=instance, raise_on_error=False, run_config=QUIET).success
+        meta = instance.get_latest_materialization_event(dg.AssetKey("quality_report")).asset_materialization.metadata
+        assert len(meta["shards"].value.records) == 1
+        assert meta["shards_shown"].value == ("first 1 of 2 shards (those not ok first); all: shard_summary in the "
+                                              "report database (curate report)")
 
     with duckdb.connect(str(wh_dir / "quality.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT shard, status, status_detail FROM shard_summary ORDER BY shard").fetchall()
@@ -170,3 +179,10 @@ def test_a_blocked_shard_whose_earlier_tar_is_still_published_says_so(mixed):
     detail = build_report(mixed).shards.set_index("shard")["status_detail"]["blocked"]
     assert detail.endswith("not published, but curated/blocked.tar of an earlier run still is (re-run the shard, "
                            "or delete that tar to withdraw it)")
+
+
+def test_the_ui_shards_table_puts_the_shards_not_ok_first():
+    from curation_pipeline.assets.reporting import attention_first
+
+    shards = pd.DataFrame({"shard": ["a", "b", "c", "d"], "status": ["ok", "failed", "ok", "unsettled"]})
+    assert list(attention_first(shards)["shard"]) == ["b", "d", "a", "c"]
