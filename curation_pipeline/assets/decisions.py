@@ -1,10 +1,12 @@
 """Stage 3, decisions: keep / rewrite / drop per pair, re-selected cheaply from stored scores."""
 
 
+import json
+
 import dagster as dg
 import pandas as pd
 
-from curation_pipeline.assets.dedup import dedup_index, policy_config
+from curation_pipeline.assets.dedup import _policy_change, dedup_index, policy_config
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
@@ -15,11 +17,59 @@ from curation_pipeline.decisions.policy import IN_CUT, decide
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
 from curation_pipeline.resources import PolicyResource, WarehouseResource
+from curation_pipeline.storage.warehouse import Warehouse
 
 
 NOT_DEDUPLICATED = ("drop_duplicates is on, but these quality_scores hold no duplicate fingerprints (their profile, "
                     "e.g. text, runs no duplicate scorer): duplicate pairs are published as they are; score with a "
                     "profile that reads images (offline, clip, mlm, full) to drop them")
+# in caption_decisions' Parquet metadata, beside its digest (POLICY_KEY): the policy config itself (JSON), so a
+# later step of the shard run under another policy can say which settings differ
+POLICY_CONFIG_KEY = "policy_config"
+ACCEPTANCE = "acceptance"  # the policy's rewrite acceptance settings (PolicyResource.acceptance)
+
+
+def policy_record(policy: PolicyResource) -> dict[str, str]:
+    """What caption_decisions records of the policy it decided under: its digest and its config."""
+    config = policy_config(policy)
+    return {POLICY_KEY: policy_digest(config), POLICY_CONFIG_KEY: json.dumps(config, sort_keys=True)}
+
+
+def decided_under_other_policy(metadata: dict[str, str], policy: PolicyResource) -> list[str]:
+    """The settings (those ``policy_digest`` covers) in which the policy caption_decisions recorded in its file
+    ``metadata`` differs from ``policy``, each as ``key=recorded (this run: ours)``; [] where they match, or
+    where the decisions record no policy (made before they did: nothing to compare). Decisions that record only
+    the digest give one entry naming the digests."""
+    ours = policy_config(policy)
+    try:
+        recorded = json.loads(metadata.get(POLICY_CONFIG_KEY) or "null")
+    except ValueError:
+        recorded = None
+    if isinstance(recorded, dict):
+        # acceptance is the rewrite step's own rule, tuned by re-running rewritten_captions: it changes which
+        # rewrites are accepted, never which copy of a duplicate group is kept (a survivor is kept as it is, or
+        # rewritten with a fallback that keeps its original), so it may differ from the decisions' own
+        return [d for d in _policy_change(recorded, ours) if not d.startswith(f"{ACCEPTANCE}.")]
+    digest = metadata.get(POLICY_KEY)
+    if digest and digest not in {policy_digest(ours), policy_digest(ours, full=True)}:
+        return [f"policy_digest={digest!r} (this run: {policy_digest(ours)!r}; those decisions did not record "
+                "their settings)"]
+    return []
+
+
+def require_decided_policy(wh: Warehouse, shard: str, policy: PolicyResource, step: str) -> None:
+    """Refuse to run ``step`` of a shard under other decision rules than its stored caption_decisions were
+    decided under: which pairs are rewritten, and which copy of each duplicate group is kept (other shards'
+    copies dropped for it), hold only under those rules; resolved under others, a group can lose every copy."""
+    differs = decided_under_other_policy(wh.table_metadata("caption_decisions", shard), policy)
+    if differs:
+        raise dg.Failure(description=(
+            f"{step} of shard {shard!r} would run under another policy than its caption_decisions were decided "
+            f"under: {'; '.join(differs)}. Materialize caption_decisions (or the whole shard, or run "
+            f"reselect_shards) with this policy, or run {step} with theirs: which pairs are rewritten and which "
+            "copy of each duplicate group is kept (other shards' copies dropped for it) hold only under the rules "
+            "that decided them."),
+            metadata={"shard": shard, "differing_settings": "; ".join(differs)})
 
 
 @dg.asset(
@@ -50,7 +100,7 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     decisions = decide(scores, rules, cut=cut)
     # which policy, pool-wide duplicate groups and keep_fraction cut these decisions applied: the policy with
     # or without duplicate signals, so a shard decided under another than the stored dedup_index's is found
-    used = {POLICY_KEY: policy_digest(policy_config(policy)), DECIDED_BY_KEY: context.run_id}
+    used = {**policy_record(policy), DECIDED_BY_KEY: context.run_id}
     if dedup is not None:
         context.log.info(f"{shard}: duplicate groups from {dedup.source}")
         used[DIGEST_KEY] = dedup.digest

@@ -6,6 +6,7 @@ import functools
 import dagster as dg
 import pandas as pd
 
+from curation_pipeline.assets.decisions import require_decided_policy
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA, columns
 from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, table
@@ -45,6 +46,8 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
                        caption_decisions: pd.DataFrame, quality_scores: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     shard = context.partition_key
     expected = raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
+    # targets and acceptance are the decisions' own rules: not another run's policy
+    require_decided_policy(warehouse.warehouse(), shard, policy, "rewritten_captions")
     decisions, scores = caption_decisions, quality_scores
     targets = rewrite_targets(decisions, scores)
     needed = needed_columns(policy.quality_column)
@@ -125,6 +128,8 @@ def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, po
              rewritten_captions: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     shard = context.partition_key
     raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
+    # outcomes resolve the decisions under their own rules (a duplicate group's kept copy stays published)
+    require_decided_policy(warehouse.warehouse(), shard, policy, "final_captions")
     final = resolve_outcomes(caption_decisions, pairs.set_index("key")["caption"], rewritten_captions,
                              policy.decision_policy())
     # which rewritten_captions this resolved: lineage flags the shard when that table is made again alone
