@@ -9,11 +9,13 @@ from curation_pipeline.assets.io import columns
 from curation_pipeline.assets.metadata import OWNERS, numbers
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import WarehouseResource
-from curation_pipeline.shards.writer import curated_samples, verify_curated, write_curated
+from curation_pipeline.shards.writer import (MADE_BY_KEY, curated_record, curated_samples, rows_digest,
+                                             verify_curated, write_curated)
+from curation_pipeline.storage.warehouse import FileChanged
 
 @dg.asset(
     partitions_def=shard_partitions, group_name="curation", owners=OWNERS, tags={"stage": "curation"},
-    code_version="1",  # bump when the same inputs give different output
+    code_version="2",  # bump when the same inputs give different output (2: the tar records its final_captions)
     ins={"final_captions": dg.AssetIn(), "quality_scores": dg.AssetIn(),
          "pairs": columns("key", "meta_json", "meta_error")},
     kinds={"webdataset"},
@@ -21,7 +23,10 @@ from curation_pipeline.shards.writer import curated_samples, verify_curated, wri
     "(.txt) and a .json sidecar with the original caption, whether it was rewritten (by which rewriter), "
     "the scores, the source shard and the source sample's own json (`source`: uid, url, ...). Written only "
     "after the blocking checks on final_captions pass, and only if the raw shard is still the file pairs "
-    "read; the tar is verified (count, keys, members) before it is renamed into place.",
+    "read; the tar is verified (count, keys, members) before it is renamed into place, and only while "
+    "final_captions is still the file this run loaded (else FileChanged: another run made it again). The tar's "
+    "first block (a PAX global header, which readers skip) records the run that made that final_captions, "
+    "which the report compares with the current one's.",
 )
 def curated_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResource, final_captions: pd.DataFrame,
                    quality_scores: pd.DataFrame, pairs: pd.DataFrame) -> dg.MaterializeResult:
@@ -29,6 +34,13 @@ def curated_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     wh = warehouse.warehouse()
     expected_raw = raw_fingerprint(warehouse, shard)
     final, scores = final_captions, quality_scores
+    # the version of final_captions this run loaded, which must still be there when the tar is renamed into
+    # place: the IO manager does not say which file it read, so it is read again here and held to the rows
+    # loaded (another run may have made it again in between)
+    stored, stored_meta, final_version = wh.read_table_versioned("final_captions", shard)
+    if rows_digest(stored) != rows_digest(final):
+        raise FileChanged(_made_again(shard, "before this run began its tar"))
+    record = curated_record(shard, stored_meta.get(MADE_BY_KEY))
     kept_keys = final.loc[final["outcome"].ne("dropped"), "key"].tolist()
     path = wh.curated_path(shard)
     written = 0
@@ -37,11 +49,15 @@ def curated_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         if written != len(kept_keys):
             raise dg.Failure(description=f"{shard}: wrote {written} curated samples but final_captions keeps "
                              f"{len(kept_keys)}; nothing was published")
-        verify_curated(tmp_path, kept_keys)
+        verify_curated(tmp_path, kept_keys, record)
 
-    with wh.atomic_open(path, verify=verify) as handle:
-        written = write_curated(handle, curated_samples(warehouse.raw_url(shard), shard, final, scores, pairs,
-                                                        expected=expected_raw))
+    try:
+        with wh.atomic_open(path, verify=verify,
+                            requires={wh.table_path("final_captions", shard): final_version}) as handle:
+            written = write_curated(handle, curated_samples(warehouse.raw_url(shard), shard, final, scores, pairs,
+                                                            expected=expected_raw), record)
+    except FileChanged as exc:
+        raise FileChanged(f"{_made_again(shard, 'while this run wrote its tar')} ({exc})") from exc
     size = wh.fs.info(path)["size"]
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(int(written)),
@@ -49,3 +65,9 @@ def curated_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         "raw_sha256": dg.MetadataValue.text(expected_raw.sha256),
         "path": dg.MetadataValue.path(wh.local_path(path)),
     })
+
+
+def _made_again(shard: str, when: str) -> str:
+    return (f"{shard}: its final_captions was made again by another run (or its checks run again) {when}, so "
+            f"the tar this run made from the one it loaded was not published (curated/{shard}.tar is as it was): "
+            "run the shard again")

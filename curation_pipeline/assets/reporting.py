@@ -15,17 +15,19 @@ from curation_pipeline.resources import WarehouseResource
 
 @dg.asset(
     group_name="reporting", owners=OWNERS, tags={"stage": "reporting"},
-    code_version="6",  # bump when the same inputs give different output (3: the unsettled status; 4: decoded = full
+    code_version="7",  # bump when the same inputs give different output (3: the unsettled status; 4: decoded = full
     # decodes; 5: failed = the last run in this warehouse failed, not one in another warehouse of the same home;
-    # 6: word counts count half-width kana and Han of Extension B and later, and glued punctuation is no word)
+    # 6: word counts count half-width kana and Han of Extension B and later, and glued punctuation is no word;
+    # 7: the unpublished status, a curated tar missing or not made from the current final_captions)
     deps=[curated_shards],
     kinds={"duckdb"},
     automation_condition=dg.AutomationCondition.eager(),
     description="quality.duckdb in the warehouse: views over every per-shard table (pairs, quality_scores, "
     "caption_decisions, rewritten_captions, final_captions, skips) and report tables (shard_summary, drop_reasons, "
     "score_distribution, caption_lengths, rewriter_summary, overall). Each shard has a status (ok, failed, "
-    "stale, blocked, incomplete, undecided, unsettled: decided against an older dedup_index or keep_fraction cut, "
-    "as after a backfill with dedup_settle_sensor off): figures pooled over shards count the ok ones only. The "
+    "stale, blocked, incomplete, undecided, unpublished: its curated tar missing or not made from the current "
+    "final_captions, unsettled: decided against an older dedup_index or keep_fraction cut, as after a backfill "
+    "with dedup_settle_sensor off): figures pooled over shards count the ok ones only. The "
     "only writer of that file.",
 )
 def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:

@@ -16,7 +16,10 @@ table failed a blocking check when it was made: not published, though a curated 
 stays, and is named), ``incomplete`` (a table missing, e.g. no ``pairs``), ``undecided`` (scored,
 or only read, but no ``final_captions`` yet) or ``unsettled`` (decided against an older duplicate index
 or keep_fraction cut than the pool's: shards run one by one, as a backfill does, until the settle sensor
-or ``curate run`` re-selects them; see ``unsettled_shards``). An ``ok`` shard has a detail too when it is
+or ``curate run`` re-selects them; see ``unsettled_shards``); ``unpublished`` (its final_captions keeps pairs but
+no curated tar is there, or the tar there was made from another final_captions, as the record in its first
+block says, or records none: a run killed while publishing, or another run's tar renamed over it;
+``publication_problems``) comes before ``unsettled``. An ``ok`` shard has a detail too when it is
 frozen (no raw file or no registered partition) where the stored keep_fraction cut would change it: it
 publishes its tar as decided, outside the cut, and counts (``frozen_outside_cut``). The raw file is
 compared as the IO manager compares it: by the SHA-256 each table records in its Parquet metadata (a table without one is taken as current).
@@ -53,8 +56,10 @@ import os
 import re
 import shlex
 import shutil
+import tarfile
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,10 +68,11 @@ import pyarrow as pa
 from fsspec.implementations.dirfs import DirFileSystem
 
 from curation_pipeline.decisions.cut_store import cut_staleness, frozen_outside_cut
-from curation_pipeline.decisions.dedup import (DIGEST_KEY, OTHER_RULES, file_identity, pool_identity, read_index,
-                                               read_manifest, stale_reasons)
+from curation_pipeline.decisions.dedup import (DIGEST_KEY, OTHER_RULES, READ_THREADS, file_identity, pool_identity,
+                                               read_index, read_manifest, stale_reasons)
 from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, attempt_runs
 from curation_pipeline.reporting.markdown import markdown_table
+from curation_pipeline.shards.writer import FINAL_CAPTIONS_KEY, MADE_BY_KEY, read_curated_record
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY, FINGERPRINT_KEY, RAW_SHA_KEY, raw_sha
 from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name
 from curation_pipeline.validation.lengths import caption_lengths
@@ -81,7 +87,7 @@ SIGNAL_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_:]*)=")  # the policy's ``low_
 # tables a shard needs before it is reported as ok (rewritten_captions and skips may be absent)
 REQUIRED_TABLES = ("pairs", "quality_scores", "caption_decisions", "final_captions")
 # the statuses other than ok, first first
-LEFT_OUT = ("failed", "stale", "blocked", "incomplete", "undecided", "unsettled")
+LEFT_OUT = ("failed", "stale", "blocked", "incomplete", "undecided", "unpublished", "unsettled")
 REBUILD_HINT = ("materialize quality_report (in the UI, or `dagster asset materialize -m curation_pipeline.definitions "
                 "--select quality_report`), or curate run")
 SETTLE_HINT = ("settle the pool: turn on dedup_settle_sensor (Automation), or materialize dedup_index (and "
@@ -443,15 +449,64 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
             else f"{'; '.join(why)}. To settle: {RULES_HINT}" for shard, why in sorted(out.items())}
 
 
+RERUN_HINT = "run the shard again (curate run --shard, or materialize its assets)"
+
+
+def publication_problems(warehouse: Warehouse, kept: dict[str, int]) -> dict[str, str]:
+    """shard -> why its published curated tar is not known to be its current final_captions, for the shards
+    with a final_captions (``kept``: shard -> the pairs it keeps): no tar though it keeps pairs, a tar made
+    from another final_captions (the run its first block records, ``read_curated_record``, against the one
+    the table's metadata names), one recording none (written before tars did) or one that does not read.
+    Only each tar's first blocks are read, and a shard's final_captions' footer only when its tar records
+    one; shards are looked at
+    ``READ_THREADS`` at a time (on object storage each read is a round trip)."""
+    files = warehouse.curated_files()
+    shards = sorted(kept)
+    with ThreadPoolExecutor(READ_THREADS) as reads:
+        found = reads.map(lambda s: _publication_problem(warehouse, s, kept[s], s in files), shards)
+        return {shard: why for shard, why in zip(shards, found) if why}
+
+
+def _publication_problem(warehouse: Warehouse, shard: str, keeps: int, listed: bool) -> str | None:
+    where = f"curated/{shard}.tar"
+    missing = f"no {where}, though final_captions keeps {keeps} pairs"
+    if not listed:
+        return (f"{missing} (a run was killed while publishing, or curated_shards has not run since): "
+                f"{RERUN_HINT}") if keeps else None
+    try:
+        with warehouse.fs.open(warehouse.curated_path(shard), "rb", block_size=1 << 16) as handle:
+            found = read_curated_record(handle)
+    except FileNotFoundError:  # removed since the listing
+        return f"{missing}: {RERUN_HINT}" if keeps else None
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        return f"{where} does not read ({type(exc).__name__}: {exc}): {RERUN_HINT}"
+    recorded = found.record.get(FINAL_CAPTIONS_KEY)
+    if recorded is None:
+        if found.empty:  # an empty tar holds exactly what a table that keeps no pair keeps
+            return f"{where} is empty, though final_captions keeps {keeps} pairs: {RERUN_HINT}" if keeps else None
+        return (f"{where} records no final_captions (written before curated tars recorded the one they were made "
+                f"from), so whether it holds the current one is unknown: {RERUN_HINT}")
+    try:  # the table's footer only: which run made its rows
+        current = warehouse.table_metadata("final_captions", shard).get(MADE_BY_KEY)
+    except FileNotFoundError:  # removed since the listing: the shard is reported without it
+        return None
+    if current != recorded:
+        return (f"{where} was not made from the current final_captions (a run was killed while publishing, or "
+                f"another run replaced it): {RERUN_HINT}")
+    return None
+
+
 def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: dict[str, str],
                    unsettled: dict[str, str] | None = None, published: set[str] | frozenset = frozenset(),
-                   notes: dict[str, str] | None = None) -> dict[str, tuple[str, str | None]]:
+                   notes: dict[str, str] | None = None,
+                   unpublished: dict[str, str] | None = None) -> dict[str, tuple[str, str | None]]:
     """shard -> (status, why not ok) for every shard with a table or a failed run; the status is the first
-    of failed, stale, blocked, incomplete, undecided, unsettled (``unsettled``: shard -> why) that applies
-    (the detail names them all), else ok. ``published``: the shards with a curated tar (a blocked shard's
-    may be an earlier run's, which a blocked table does not withdraw). ``notes``: shard -> what else is true
-    of it (a frozen shard outside the keep_fraction cut, ``frozen_outside_cut``), in its detail even when ok:
-    it publishes its tar, so it counts."""
+    of failed, stale, blocked, incomplete, undecided, unpublished (``unpublished``: shard -> why, from
+    ``publication_problems``), unsettled (``unsettled``: shard -> why) that applies (the detail names them
+    all), else ok. ``published``: the shards with a curated tar (a blocked shard's may be an earlier run's,
+    which a blocked table does not withdraw, and its detail says so: not unpublished too). ``notes``: shard
+    -> what else is true of it (a frozen shard outside the keep_fraction cut, ``frozen_outside_cut``), in
+    its detail even when ok: it publishes its tar, so it counts."""
     shards = sorted({s for files in provenance.values() for s in files} | set(failures))
     out = {}
     for shard in shards:
@@ -475,6 +530,8 @@ def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: d
             problems.append(("incomplete", f"no {', '.join(missing)}"))
         elif missing:
             problems.append(("undecided", f"not decided yet: no {', '.join(missing)}"))
+        if shard in (unpublished or {}) and not any(status == "blocked" for status, _ in problems):
+            problems.append(("unpublished", unpublished[shard]))
         if shard in (unsettled or {}):
             problems.append(("unsettled", unsettled[shard]))
         if shard in (notes or {}):
@@ -646,8 +703,11 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
                  else "SELECT NULL::VARCHAR AS shard, 0 AS skipped WHERE false")
         # every shard with a table (even one with no pairs: an empty or unreadable tar), and every failed one,
         # with its status: only ok shards count in the figures pooled over shards
+        kept = dict(con.execute("SELECT shard, count(*) FILTER (WHERE outcome <> 'dropped') FROM final_captions "
+                                "GROUP BY shard").fetchall())
         statuses = shard_statuses(table_provenance(con, views), failures, unsettled_shards(warehouse),
-                                  warehouse.curated_shards(), frozen_outside_cut(warehouse))
+                                  warehouse.curated_shards(), frozen_outside_cut(warehouse),
+                                  publication_problems(warehouse, {s: kept.get(s, 0) for s in views["final_captions"]}))
         con.execute("CREATE TEMP TABLE shard_status (shard VARCHAR, status VARCHAR, status_detail VARCHAR, "
                     "error VARCHAR)")
         con.executemany("INSERT INTO shard_status VALUES (?, ?, ?, ?)",

@@ -4,16 +4,27 @@ The ``.json`` sidecar says where the pair came from and whether its caption was 
 trainer can audit or undo any rewrite), with the source sample's own json whole under ``source``.
 ``verify_curated`` re-reads the written tar before it is renamed into place: a tar whose samples are
 not exactly the kept pairs is never published.
+
+A curated tar records which ``final_captions`` it was made from (``curated_record``: the run that made
+that table, which the table's own metadata says, ``MADE_BY_KEY``) in a PAX global header, its first block,
+written with the tar and so renamed into place with it: the report (``read_curated_record``, which reads
+only the tar's first blocks, against the table's Parquet footer) tells a tar of the current table from one
+a killed or concurrent run left. Readers (tarfile, webdataset, GNU
+tar) apply a global header and list no member for it. A tar with no sample carries no record: Python's
+tarfile cannot read a global header followed by no member, and an empty tar matches any table that
+keeps no pair.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
 import json
 import os
 import tarfile
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator, NamedTuple
 
 import pandas as pd
 
@@ -24,8 +35,38 @@ from curation_pipeline.shards.text import replace_surrogates
 from curation_pipeline.values import jsonable, plain_dict
 
 
+# the keys of a curated tar's PAX global header (a vendor's keywords are "VENDOR.keyword", POSIX.1-2008)
+FINAL_CAPTIONS_KEY = "CURATION.final_captions_run"  # the run that made the final_captions it was made from
+SHARD_KEY = "CURATION.shard"
+# in final_captions' own file metadata: the run that made its rows (a check run alone later keeps it)
+MADE_BY_KEY = "made_by_run"
+
+
 class CuratedShardInvalid(RuntimeError):
     """The curated tar just written is not exactly the kept pairs: it is not published."""
+
+
+class CuratedRecord(NamedTuple):
+    """What a curated tar's first blocks say: its record (empty for a tar written before tars had one, or
+    one with no sample) and whether it holds any sample."""
+
+    record: dict[str, str]
+    empty: bool
+
+
+def rows_digest(table: pd.DataFrame) -> str:
+    """SHA-256 over a table's column names and rows (pandas' row hashes): whether two reads in one process
+    loaded the same rows. Never stored: another pandas may hash otherwise."""
+    digest = hashlib.sha256(json.dumps([str(c) for c in table.columns]).encode())
+    if len(table):
+        digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def curated_record(shard: str, made_by: str | None) -> dict[str, str]:
+    """The record a shard's curated tar carries of the final_captions it was made from: the run that made
+    it (``MADE_BY_KEY`` of its metadata; none for a table made before tables recorded it)."""
+    return {SHARD_KEY: shard, **({FINAL_CAPTIONS_KEY: made_by} if made_by else {})}
 
 
 def sidecar(row: dict[str, Any], scores: dict[str, Any], source: dict[str, Any] | None = None,
@@ -40,14 +81,19 @@ def sidecar(row: dict[str, Any], scores: dict[str, Any], source: dict[str, Any] 
             **({"source_error": source_error} if source_error else {})}
 
 
-def write_curated(handle: IO[bytes], samples: Iterable[tuple[str, str, bytes, dict[str, Any]]]) -> int:
+def write_curated(handle: IO[bytes], samples: Iterable[tuple[str, str, bytes, dict[str, Any]]],
+                  record: dict[str, str] | None = None) -> int:
     """Write ``(key, image_ext, image_bytes, sidecar)`` samples; returns how many were written. Fixed
-    mtime, owner and mode make the tar reproducible for the same inputs. The bytes are those of
+    mtime, owner and mode make the tar reproducible for the same inputs. After the ``record``
+    (``curated_record``: a PAX global header, left out when there is no sample) the bytes are those of
     webdataset's ``TarWriter(user="", group="", mode=0o644, mtime=0.0)`` (a test holds them equal),
     written with tarfile: webdataset's package imports torch, over a second of every run."""
     count = 0
-    with tarfile.open(fileobj=handle, mode="w|") as tar:
-        for key, ext, image, meta in samples:
+    samples = iter(samples)
+    first = next(samples, None)
+    header = {"pax_headers": dict(record)} if record and first is not None else {}
+    with tarfile.open(fileobj=handle, mode="w|", format=tarfile.PAX_FORMAT, **header) as tar:
+        for key, ext, image, meta in itertools.chain([first] if first is not None else [], samples):
             if ext not in IMAGE_EXTS:
                 raise ValueError(f"sample {key!r}: {ext!r} is not an image extension")
             sidecar_json = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=jsonable)
@@ -80,9 +126,10 @@ def write_tar(path: Path, members: Iterable[tuple[str, bytes]], *, mtime: int = 
     return path
 
 
-def verify_curated(path: str, expected_keys: Iterable[str]) -> int:
+def verify_curated(path: str, expected_keys: Iterable[str], record: dict[str, str] | None = None) -> int:
     """Check a written curated tar: exactly the expected keys, each with one image, a UTF-8
-    caption and a json sidecar that parses and names the key; only regular members, none twice.
+    caption and a json sidecar that parses and names the key; only regular members, none twice;
+    with ``record``, the tar records it (unless it holds no sample, see ``write_curated``).
     Returns the number of samples; raises CuratedShardInvalid naming what is wrong. Each sample is
     checked when its members end, and only its caption and sidecar are kept: memory is one
     sample's, not the shard's (images are read through, so a short one still fails)."""
@@ -90,6 +137,10 @@ def verify_curated(path: str, expected_keys: Iterable[str]) -> int:
     key, parts = None, {}
     try:
         with tarfile.open(path, "r:") as tar:
+            recorded = {k: tar.pax_headers.get(k) for k in record or {}}
+            if record and expected and recorded != record:
+                raise CuratedShardInvalid(f"{path}: records {recorded}, not the final_captions it was made from "
+                                          f"{record}")
             for info in tar:
                 tar.members = []  # tarfile keeps every header otherwise
                 if not info.isreg():
@@ -121,6 +172,14 @@ def verify_curated(path: str, expected_keys: Iterable[str]) -> int:
         raise CuratedShardInvalid(f"{path}: holds {len(done)} samples, final_captions keeps {len(expected)}; "
                                   f"missing {missing[:5]}, unexpected {extra[:5]}")
     return len(done)
+
+
+def read_curated_record(handle: IO[bytes]) -> CuratedRecord:
+    """The record of the curated tar open in ``handle``, from its first blocks only (the global header and
+    the first member's header: never the samples). Raises ``tarfile.TarError`` for a tar that does not read."""
+    with tarfile.open(fileobj=handle, mode="r|") as tar:
+        first = tar.next()
+        return CuratedRecord({k: v for k, v in tar.pax_headers.items() if k.startswith("CURATION.")}, first is None)
 
 
 def _verify_sample(path: str, key: str, parts: dict[str, bytes | None]) -> None:

@@ -6,7 +6,8 @@ and is renamed into place, so a crash leaves the previous file or none. A failed
 own temp file; the next writer of the same file removes only the orphans of dead writers (same host,
 no such process) or, elsewhere, a day old. Two live writers never delete each other's temp file. A
 rewrite of a file it read (``update_table_metadata``) replaces only the version it read: if another
-writer replaced it meanwhile, ``FileChanged`` and nothing written.
+writer replaced it meanwhile, ``FileChanged`` and nothing written; so is a file made from others (a
+curated tar from its final_captions, ``atomic_open(requires=...)``) when one of them was replaced meanwhile.
 """
 
 from __future__ import annotations
@@ -329,11 +330,13 @@ class Warehouse:
 
     @contextlib.contextmanager
     def atomic_open(self, path: str, verify: Callable[[str], None] | None = None,
-                    replaces: str | None = None) -> Iterator[IO[bytes]]:
+                    replaces: str | None = None, requires: dict[str, str] | None = None) -> Iterator[IO[bytes]]:
         """Write to a temporary sibling, then rename: readers never see a partial file. ``verify(temp_path)``
         runs on the complete temp file first; if it raises, nothing is published. ``replaces``: the version
         (``file_version``) ``path`` must still be at when the rename comes, else ``FileChanged`` and
-        nothing is published (see ``_commit`` for how close to the rename that is checked)."""
+        nothing is published (see ``_commit`` for how close to the rename that is checked). ``requires``:
+        other files (path -> version) the written file was made from, which must still be at those
+        versions when the rename comes, checked the same way (a curated tar and its final_captions)."""
         parent, name = path.rsplit("/", 1)
         if self.is_local:  # object stores have no folders (and s3fs's makedirs would create a mistyped bucket)
             self.fs.makedirs(parent, exist_ok=True)
@@ -351,13 +354,14 @@ class Warehouse:
                 self._verify_upload(tmp, handle, verify)
             elif verify is not None:
                 verify(self.local_path(tmp))
-            self._commit(tmp, path, replaces)
+            self._commit(tmp, path, replaces, requires)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.fs.rm_file(tmp)
             raise
 
-    def _commit(self, tmp: str, path: str, replaces: str | None = None) -> None:
+    def _commit(self, tmp: str, path: str, replaces: str | None = None,
+                requires: dict[str, str] | None = None) -> None:
         """The rename: atomic on a local disk; on object storage a server-side copy, then the temp object's
         delete (file-level calls: ``mv`` would read glob characters in the path as patterns).
 
@@ -367,13 +371,23 @@ class Warehouse:
         left is the one between that ``stat`` and the rename). On object storage there is no rename to
         lock: the version is checked (HEAD) right before the copy, and the copy itself carries
         ``If-Match`` on that ETag, which AWS S3 enforces (412, nothing written); a store that ignores
-        the header (s3rver, some S3-compatible ones) leaves the window between the HEAD and the copy."""
+        the header (s3rver, some S3-compatible ones) leaves the window between the HEAD and the copy.
+
+        ``requires`` (other files the new one was made from): on a local disk the folders of those files are
+        locked too (all in sorted order, so no two commits wait on each other), so none of them can be
+        replaced between its check and the rename; on object storage each is checked (HEAD) right before
+        the copy, and the window between the two stays (no store conditions a copy on another object)."""
         if self.is_local:
-            with _folder_lock(path.rsplit("/", 1)[0]):
+            folders = sorted({p.rsplit("/", 1)[0] for p in (path, *(requires or {}))})
+            with contextlib.ExitStack() as locks:
+                for folder in folders:
+                    locks.enter_context(_folder_lock(folder))
+                self._still_required(path, requires)
                 if replaces is not None:
                     self._still_at(path, replaces)
                 os.replace(tmp, path)
             return
+        self._still_required(path, requires)
         conditional = {}
         if replaces is not None:
             self._still_at(path, replaces)
@@ -419,6 +433,18 @@ class Warehouse:
         if current != version:
             raise FileChanged(f"{self.local_path(path)} was {'removed' if current is None else 'written again'} "
                               "since it was read; not replaced")
+
+    def _still_required(self, path: str, requires: dict[str, str] | None) -> None:
+        """``FileChanged``, naming it, unless each file ``path`` was made from is still at the version read."""
+        for other, version in (requires or {}).items():
+            try:
+                current = self.file_version(other)
+            except FileNotFoundError:
+                current = None
+            if current != version:
+                raise FileChanged(f"{self.local_path(other)}, which {self.local_path(path)} was made from, was "
+                                  f"{'removed' if current is None else 'written again'} since it was read; "
+                                  f"{self.local_path(path)} not published")
 
     def _verify_upload(self, tmp: str, written: "_Digesting", verify: Callable[[str], None] | None) -> None:
         """Object storage: the temp object must read back as exactly the bytes written (size and SHA-256),

@@ -20,6 +20,7 @@ def _warehouse(tmp_path) -> Warehouse:
         _fill(wh, shard, **FOUR)
     wh.update_table_metadata("final_captions", "blocked",
                              {"failed_blocking_checks": "caption_length_drift,rewrite_rate"})
+    wh.fs.rm_file(wh.curated_path("blocked"))  # a blocked table is never published (_fill publishes every shard)
     return wh
 
 

@@ -25,6 +25,7 @@ from curation_pipeline.reporting.report import (
 )
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline.validation.drift import check_caption_length_drift
+from curation_pipeline_tests.published import publish
 
 SHARD = "shard-a"
 
@@ -56,6 +57,7 @@ def _fill(warehouse: Warehouse, shard: str = SHARD, *, captions: list[str | None
         "action": "keep"}))
     if attempts is not None:
         warehouse.write_table("rewritten_captions", shard, attempts.assign(shard=shard))
+    publish(warehouse, shard)  # as curated_shards would: else the shard is unpublished, in no pooled figure
     return keys
 
 
@@ -369,6 +371,7 @@ def test_quality_figures_are_labelled_and_grouped_by_their_quality_column(tmp_pa
           attempts=_attempts("cleaner", "3", None, [True]).assign(quality_before=4.0, quality_after=7.0), **FOUR)
     final = wh.read_table("final_captions", "shard-b")
     wh.write_table("final_captions", "shard-b", final.assign(quality_column="aitqe_overall"))
+    publish(wh, "shard-b")
 
     report = build_report(wh)
     assert dict(zip(report.shards["shard"], report.shards["quality_column"])) == {

@@ -18,6 +18,7 @@ from curation_pipeline.reporting.report import (
 )
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline.validation.lengths import caption_lengths
+from curation_pipeline_tests.published import publish
 from curation_pipeline_tests.scale.helpers import SECRET
 
 EDGE_CAPTIONS = ["", " ", "a", "a  b", "  a b  ", "\ta\tb\t", "a\nb\r\nc", "a\u00a0b", "a\u3000b\u2003c",
@@ -59,6 +60,7 @@ def _fill(warehouse: Warehouse) -> None:
     for shard, (captions, finals) in shards.items():
         for table, df in _tables(shard, captions, finals).items():
             warehouse.write_table(table, shard, df)
+        publish(warehouse, shard)
 
 
 def _report_tables(con) -> dict[str, pd.DataFrame]:

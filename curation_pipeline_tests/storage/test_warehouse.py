@@ -195,3 +195,27 @@ def test_a_table_is_read_as_one_parquet_file_and_a_missing_column_still_raises(t
         wh.read_table("pairs", "s1", columns=["key", "gone"])
     with pytest.raises(pa.ArrowInvalid, match="gone"):  # a required column is never left out silently
         wh.read_table("pairs", "s1", columns=["key", "gone"], optional=["x"])
+
+
+def test_a_file_is_published_only_while_the_files_it_was_made_from_are_the_versions_read(warehouse_root):
+    """``atomic_open(requires=...)``: a curated tar is renamed into place only while its final_captions is
+    the version its run read; another run's final_captions stored meanwhile refuses it (FileChanged, nothing
+    published, no temp file left), locally and on object storage."""
+    wh = Warehouse(warehouse_root)
+    wh.write_table("final_captions", "s1", pd.DataFrame({"key": ["a"]}))
+    _, _, read = wh.read_table_versioned("final_captions", "s1")
+    source = {wh.table_path("final_captions", "s1"): read}
+    target = wh.curated_path("s1")
+    with wh.atomic_open(target, requires=source) as handle:  # unchanged since: published
+        handle.write(b"first")
+    with pytest.raises(FileChanged, match=r"final_captions/s1\.parquet, which .*curated/s1\.tar was made from, was "
+                                          r"written again since it was read; .* not published"):
+        with wh.atomic_open(target, requires=source) as handle:
+            handle.write(b"second")
+            wh.write_table("final_captions", "s1", pd.DataFrame({"key": ["a", "b"]}))  # another run's
+    wh.fs.rm_file(wh.table_path("final_captions", "s1"))
+    with pytest.raises(FileChanged, match="was removed since it was read"):
+        with wh.atomic_open(target, requires=source) as handle:
+            handle.write(b"third")
+    assert wh.fs.cat_file(target) == b"first"
+    assert [p for p in wh.fs.find(wh.join()) if "/.tmp-" in p] == []

@@ -1,0 +1,134 @@
+"""The curated tar and final_captions never go out of step silently: a run killed between its
+final_captions write and its tar's rename leaves the report saying the shard is unpublished (not ok), and
+a run whose final_captions another run made again while it wrote its tar publishes nothing (before: both
+runs exited 0, the tar from one and final_captions from the other)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from curation_pipeline.reporting.report import build_report
+from curation_pipeline.resources import ScoringResource
+from curation_pipeline.shards.writer import MADE_BY_KEY, write_curated
+from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline_tests.conftest import run_pipeline
+from curation_pipeline_tests.faults import builders
+from curation_pipeline_tests.photos import members as photo_members
+
+pytestmark = pytest.mark.faults
+SHARD = "s1"
+TEXT = ScoringResource(profile="text")
+
+
+@pytest.fixture
+def published(tmp_path) -> tuple[Path, Warehouse, object]:
+    """One shard run whole: its final_captions keeps 3 pairs, its curated tar is published."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    builders.write_members(raw / f"{SHARD}.tar", photo_members(3, prefix=SHARD))
+    instance, results = run_pipeline(raw, tmp_path / "wh", [SHARD], report=False, scoring=TEXT)
+    assert results[SHARD].success
+    return raw, Warehouse(str(tmp_path / "wh")), instance
+
+
+def _final_captions_made_again(wh: Warehouse) -> None:
+    """What another run's final_captions step writes (here one final caption changed), as the IO manager
+    stores it (the same metadata, but the run that made it)."""
+    final, metadata = wh.read_table_and_metadata("final_captions", SHARD)
+    assert metadata[MADE_BY_KEY]  # the run that made it, as a real step records it
+    kept = final.index[final["outcome"].ne("dropped")][0]
+    final.loc[kept, "final_caption"] = "A caption another run wrote."
+    wh.write_table("final_captions", SHARD, final, metadata={**metadata, MADE_BY_KEY: "another-run"})
+
+
+def _status(wh: Warehouse) -> tuple[str, str | None]:
+    """The shard's status as the report gives it, with no failed run (a SIGKILLed run stays STARTED: no
+    failure is recorded for it)."""
+    row = build_report(wh, failures={}).shards.set_index("shard").loc[SHARD]
+    return row["status"], row["status_detail"]
+
+
+def test_a_run_killed_while_publishing_leaves_the_shard_unpublished_not_ok(published):
+    """Before: `curate run` SIGKILLed once its tar's temp file appeared left final_captions (23 kept) over
+    the previous run's tar (21 samples), or no tar at all, and the report said ok."""
+    raw, wh, instance = published
+    assert _status(wh) == ("ok", None)
+    tar = Path(wh.curated_path(SHARD))
+    earlier = tar.read_bytes()
+
+    _final_captions_made_again(wh)  # the killed run wrote final_captions, never renamed its tar into place
+    status, detail = _status(wh)
+    assert status == "unpublished"
+    assert detail == (f"curated/{SHARD}.tar was not made from the current final_captions (a run was killed while "
+                      "publishing, or another run replaced it): run the shard again (curate run --shard, or "
+                      "materialize its assets)")
+
+    tar.unlink()  # killed before any tar of the shard was published
+    status, detail = _status(wh)
+    assert status == "unpublished" and detail.startswith(f"no curated/{SHARD}.tar, though final_captions keeps 3 pairs")
+
+    with open(tar, "wb") as handle:  # a tar of an older version, which records no final_captions
+        write_curated(handle, [])
+    assert _status(wh)[1].startswith(f"curated/{SHARD}.tar is empty, though final_captions keeps 3 pairs")
+    assert earlier[156:157] == b"g"  # the record: a global header, one block and its one of data
+    tar.write_bytes(earlier[1024:])  # the same samples without the record (written before tars had one)
+    assert _status(wh)[1].startswith(f"curated/{SHARD}.tar records no final_captions")
+
+    _, results = run_pipeline(raw, wh.root, [SHARD], instance=instance, report=False, scoring=TEXT)
+    assert results[SHARD].success and _status(wh) == ("ok", None)  # run again, as the detail says
+
+
+def _step_error(result) -> str:
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "curated_shards"
+    return str(failure.event_specific_data.error)
+
+
+def test_final_captions_made_again_while_the_tar_is_written_publishes_nothing(published, monkeypatch):
+    """Before: two runs of one shard both exited 0, the tar of the one that loaded final_captions first over
+    the final_captions of the other. Now the tar is renamed into place only while final_captions is still
+    the file its run loaded; else FileChanged and the tar there stays."""
+    import curation_pipeline.assets.curation as curation
+
+    raw, wh, instance = published
+    tar = Path(wh.curated_path(SHARD))
+    earlier = tar.read_bytes()
+    real = curation.write_curated
+
+    def another_run_meanwhile(handle, samples, *args, **kwargs):
+        written = real(handle, samples, *args, **kwargs)
+        _final_captions_made_again(wh)  # the other run stores its final_captions before this tar's rename
+        return written
+
+    monkeypatch.setattr(curation, "write_curated", another_run_meanwhile)
+    _, results = run_pipeline(raw, wh.root, [SHARD], instance=instance, report=False, scoring=TEXT)
+    assert not results[SHARD].success
+    error = _step_error(results[SHARD])
+    assert "FileChanged" in error and (f"{SHARD}: its final_captions was made again by another run (or its checks "
+                                       "run again) while this run wrote its tar") in error
+    assert "run the shard again" in error
+    assert tar.read_bytes() == earlier and not list(tar.parent.glob(".tmp-*"))
+    assert _status(wh)[0] == "unpublished"  # the other run's final_captions, this older tar: said, not ok
+
+
+def test_final_captions_made_again_before_the_tar_is_begun_publishes_nothing(published, monkeypatch):
+    """Another run stores final_captions after this run's IO manager loaded it, before its tar is begun."""
+    import curation_pipeline.assets.curation as curation
+
+    raw, wh, instance = published
+    earlier = Path(wh.curated_path(SHARD)).read_bytes()
+    real = curation.raw_fingerprint
+
+    def another_run_first(*args, **kwargs):
+        _final_captions_made_again(wh)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(curation, "raw_fingerprint", another_run_first)
+    _, results = run_pipeline(raw, wh.root, [SHARD], instance=instance, report=False, scoring=TEXT)
+    assert not results[SHARD].success
+    assert "was made again by another run (or its checks run again) before this run began its tar" in _step_error(
+        results[SHARD])
+    assert Path(wh.curated_path(SHARD)).read_bytes() == earlier
+
