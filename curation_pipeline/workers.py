@@ -19,19 +19,24 @@ import dagster as dg
 WORKER_TAG = "curation/worker"  # host:pid:start of the process that started the run
 
 
+ZOMBIE = "zombie"  # _start_time of a process that has ended, not yet reaped
+
+
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux ``/proc``), None where unknown or a zombie."""
+    """The process's start time in clock ticks since boot (Linux ``/proc``), ``ZOMBIE`` for an ended one not
+    yet reaped, None where it cannot be read (no ``/proc``, as on macOS; ``hidepid``; no such process)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
+        return ZOMBIE if fields[0] == b"Z" else fields[19].decode()  # state, ..., starttime (field 22)
     except (OSError, IndexError):
         return None
-    return None if fields[0] == b"Z" else fields[19].decode()  # state, ..., starttime (field 22)
 
 
 def identity(pid: int | None = None) -> str:
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"
+    start = _start_time(pid)
+    return f"{socket.gethostname()}:{pid}:{start if start not in (None, ZOMBIE) else ''}"
 
 
 def gone(run: dg.DagsterRun) -> str | None:
@@ -46,11 +51,14 @@ def gone(run: dg.DagsterRun) -> str | None:
         os.kill(pid, 0)
     except ProcessLookupError:
         alive = False
-    except PermissionError:  # another user's process holds the pid
-        alive = not started or _start_time(pid) == started
+    except PermissionError:  # the pid is held, by another user's process: who it is is told below, if it can be
+        alive = True
     else:
+        alive = True
+    if alive:
         now = _start_time(pid)
-        alive = now is not None and (not started or now == started)  # a zombie or a new process: gone
+        # ended (a zombie), or the pid reused by a process started later; what cannot be read proves nothing
+        alive = now != ZOMBIE and (now is None or not started or now == started)
     return None if alive else f"its process (pid {pid} on {host}) ended without finishing the run (killed?)"
 
 

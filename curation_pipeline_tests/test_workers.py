@@ -110,3 +110,43 @@ def test_a_tag_naming_another_host_or_a_reused_pid_is_judged_correctly(tmp_path)
         ended = create_run_for_test(instance, job_name="curate_shards", status=dg.DagsterRunStatus.SUCCESS,
                                     tags={WORKER_TAG: f"{host}:{pid}:{int(start) + 1}"})
         assert gone(ended) is None  # only a STARTED run is judged
+
+
+def test_a_start_time_that_cannot_be_read_proves_nothing(monkeypatch):
+    """Without /proc (macOS) or with hidepid, a live run must not be taken for a dead one."""
+    from curation_pipeline import workers
+
+    monkeypatch.setattr(workers, "_start_time", lambda pid: None)
+    me = workers.identity()
+    assert me.endswith(f":{os.getpid()}:")  # no start time recorded
+    with dg.instance_for_test() as instance:
+        from dagster._core.test_utils import create_run_for_test
+
+        for tag in (me, f"{me}123"):  # recorded without, or with, a start time this machine cannot read now
+            run = create_run_for_test(instance, job_name="curate_shards", status=dg.DagsterRunStatus.STARTED,
+                                      tags={workers.WORKER_TAG: tag})
+            assert workers.gone(run) is None and workers.settle(instance, run) is None
+        monkeypatch.setattr(workers, "_start_time", lambda pid: workers.ZOMBIE)  # ended, not yet reaped
+        assert workers.gone(run) is not None
+
+
+def test_the_settle_sensor_marks_a_dead_run_failed_instead_of_waiting_on_it(tmp_path):
+    from dagster._core.test_utils import create_run_for_test
+
+    from curation_pipeline.assets.dedup import settle_requests
+    from curation_pipeline.resources import PolicyResource, WarehouseResource
+    from curation_pipeline.workers import WORKER_TAG, identity
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    tag = identity(ended.pid)  # its start time, read while it runs
+    ended.wait()
+    warehouse = WarehouseResource(raw_root=str(tmp_path / "raw"), root=str(tmp_path / "wh"))
+    with dg.instance_for_test() as instance:
+        run = create_run_for_test(instance, job_name="curate_shards", status=dg.DagsterRunStatus.STARTED,
+                                  tags={WORKER_TAG: tag})
+        assert settle_requests(instance, warehouse, PolicyResource()) == "no scored shards"  # not "runs in progress"
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        alive = create_run_for_test(instance, job_name="curate_shards", status=dg.DagsterRunStatus.STARTED,
+                                    tags={WORKER_TAG: identity()})
+        assert settle_requests(instance, warehouse, PolicyResource()).startswith(
+            f"runs in progress ({alive.run_id[:8]})")

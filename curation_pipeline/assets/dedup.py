@@ -166,10 +166,16 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     other rules. All under the policy the stored index was built with (``settle_policy``; ``info`` says
     when it is not the code location's ``policy``), never the reverse. A string says why nothing is
     requested."""
-    active = instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=5)
-    if active:  # a run whose process was killed outright (OOM, SIGKILL) stays STARTED until it is terminated
+    from curation_pipeline.workers import settle
+
+    # a run killed outright (OOM, SIGKILL) stays STARTED: one whose process on this machine is gone is marked
+    # failed here (workers.settle); one elsewhere stays until its launcher's run monitoring or the UI ends it
+    active = [run for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=20)
+              if settle(instance, run) is None][:5]
+    if active:
         return (f"runs in progress ({', '.join(r.run_id[:8] for r in active)}): the pool is still changing. A run "
-                "whose process died stays STARTED: terminate it in the UI (Runs) and settling resumes.")
+                "whose process died on another machine stays STARTED until run monitoring marks it failed: else "
+                "terminate it in the UI (Runs) and settling resumes.")
     wh = warehouse.warehouse()
     identity = pool_identity(wh)
     if not identity:

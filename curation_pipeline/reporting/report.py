@@ -450,21 +450,36 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
 
 
 RERUN_HINT = "run the shard again (curate run --shard, or materialize its assets)"
+UNVERIFIED = "unverified"  # _publication_problem of a tar and table both made before tars recorded their table
 
 
-def publication_problems(warehouse: Warehouse, kept: dict[str, int]) -> dict[str, str]:
-    """shard -> why its published curated tar is not known to be its current final_captions, for the shards
-    with a final_captions (``kept``: shard -> the pairs it keeps): no tar though it keeps pairs, a tar made
-    from another final_captions (the run its first block records, ``read_curated_record``, against the one
-    the table's metadata names), one recording none (written before tars did) or one that does not read.
-    Only each tar's first blocks are read, and a shard's final_captions' footer only when its tar records
-    one; shards are looked at
-    ``READ_THREADS`` at a time (on object storage each read is a round trip)."""
+def publication_problems(warehouse: Warehouse, kept: dict[str, int]) -> tuple[dict[str, str], dict[str, str]]:
+    """Two maps of shard -> why, for the shards with a final_captions (``kept``: shard -> the pairs it keeps).
+    First the unpublished: its curated tar is not known to be its current final_captions: no tar though it
+    keeps pairs, a tar made from another final_captions (the run its first block records,
+    ``read_curated_record``, against the one the table's metadata names), one recording none while the table
+    records its run (made since tars record it: a killed run's), or one that does not read. Then the
+    unverified: a tar and a table both made before either recorded it (a warehouse of before), counted (they
+    may well match) with a note, not held against the shard. Only each tar's first blocks and each table's
+    footer are read, ``READ_THREADS`` shards at a time (on object storage each read is a round trip)."""
     files = warehouse.curated_files()
     shards = sorted(kept)
     with ThreadPoolExecutor(READ_THREADS) as reads:
-        found = reads.map(lambda s: _publication_problem(warehouse, s, kept[s], s in files), shards)
-        return {shard: why for shard, why in zip(shards, found) if why}
+        found = list(reads.map(lambda s: _publication_problem(warehouse, s, kept[s], s in files), shards))
+    unpublished = {shard: why for shard, why in zip(shards, found) if why and why != UNVERIFIED}
+    unverified = {shard: (f"curated/{shard}.tar and its final_captions were made before curated tars recorded the "
+                          f"final_captions they were made from: not checked against each other ({RERUN_HINT} to "
+                          "check them)") for shard, why in zip(shards, found) if why == UNVERIFIED}
+    return unpublished, unverified
+
+
+def _joined(*notes: dict[str, str]) -> dict[str, str]:
+    """Shard -> its notes of every map, ``; ``-joined."""
+    out: dict[str, str] = {}
+    for part in notes:
+        for shard, note in part.items():
+            out[shard] = f"{out[shard]}; {note}" if shard in out else note
+    return out
 
 
 def _publication_problem(warehouse: Warehouse, shard: str, keeps: int, listed: bool) -> str | None:
@@ -481,15 +496,17 @@ def _publication_problem(warehouse: Warehouse, shard: str, keeps: int, listed: b
     except (tarfile.TarError, OSError, EOFError) as exc:
         return f"{where} does not read ({type(exc).__name__}: {exc}): {RERUN_HINT}"
     recorded = found.record.get(FINAL_CAPTIONS_KEY)
-    if recorded is None:
-        if found.empty:  # an empty tar holds exactly what a table that keeps no pair keeps
-            return f"{where} is empty, though final_captions keeps {keeps} pairs: {RERUN_HINT}" if keeps else None
-        return (f"{where} records no final_captions (written before curated tars recorded the one they were made "
-                f"from), so whether it holds the current one is unknown: {RERUN_HINT}")
+    if recorded is None and found.empty:  # an empty tar holds exactly what a table that keeps no pair keeps
+        return f"{where} is empty, though final_captions keeps {keeps} pairs: {RERUN_HINT}" if keeps else None
     try:  # the table's footer only: which run made its rows
         current = warehouse.table_metadata("final_captions", shard).get(MADE_BY_KEY)
     except FileNotFoundError:  # removed since the listing: the shard is reported without it
         return None
+    if recorded is None and current is None:  # both made before either recorded it (a warehouse of before)
+        return UNVERIFIED
+    if recorded is None:
+        return (f"{where} records no final_captions, but the current one was made since they do (a run was killed "
+                f"while publishing): {RERUN_HINT}")
     if current != recorded:
         return (f"{where} was not made from the current final_captions (a run was killed while publishing, or "
                 f"another run replaced it): {RERUN_HINT}")
@@ -705,9 +722,10 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
         # with its status: only ok shards count in the figures pooled over shards
         kept = dict(con.execute("SELECT shard, count(*) FILTER (WHERE outcome <> 'dropped') FROM final_captions "
                                 "GROUP BY shard").fetchall())
+        unpublished, unverified = publication_problems(warehouse, {s: kept.get(s, 0) for s in views["final_captions"]})
         statuses = shard_statuses(table_provenance(con, views), failures, unsettled_shards(warehouse),
-                                  warehouse.curated_shards(), frozen_outside_cut(warehouse),
-                                  publication_problems(warehouse, {s: kept.get(s, 0) for s in views["final_captions"]}))
+                                  warehouse.curated_shards(), _joined(unverified, frozen_outside_cut(warehouse)),
+                                  unpublished)
         con.execute("CREATE TEMP TABLE shard_status (shard VARCHAR, status VARCHAR, status_detail VARCHAR, "
                     "error VARCHAR)")
         con.executemany("INSERT INTO shard_status VALUES (?, ?, ?, ?)",

@@ -40,7 +40,7 @@ def _span(a: int, b: int) -> set[int]:
 _NO_SPACE_BLOCKS = (_span(0x0E00, 0x0EFF) | _span(0x1000, 0x109F) | _span(0x1780, 0x17FF)
                     | _span(0x3005, 0x3007) | _span(0x3021, 0x3029) | _span(0x3031, 0x3035) | _span(0x3038, 0x303C)
                     | _span(0x3040, 0x30FF) | _span(0xFF66, 0xFF9F)
-                    | _span(0x3400, 0x4DBF) | _span(0x4E00, 0x9FFF) | _span(0xF900, 0xFAFF) | _span(0x20000, 0x3134F))
+                    | _span(0x3400, 0x4DBF) | _span(0x4E00, 0x9FFF) | _span(0xF900, 0xFAFF) | _span(0x20000, 0x323AF))
 # Punctuation: Unicode's (category P, of the basic plane: "。", "、", "「", "，", ASCII ",", "“", Khmer "។") and
 # the ideographic and full-width symbols set with it ("〒", "＋", "～"). Written against a character of a script
 # without spaces it belongs to that character's word, as "dog." is one word: "我爱你，中国。" is 5 words, not 7.

@@ -74,6 +74,7 @@ def test_drift_into_an_empty_reference_bin_still_costs_kl():
     ("ｶﾞｲﾄﾞ", 3),  # a half-width voiced mark is part of its kana, as in "ガイド"
     ("𠮷𠮷𠮷", 3),  # CJK Extension B
     ("\U00030000\U0003134a", 2),  # Extension G
+    ("\U00031350\U000323af", 2),  # Extension H
     ("我爱你，中国。", 5),  # punctuation against a character is part of its word, as in "dog."
     ("「東京タワー」の夜景", 8),
     ("中国(北京)", 4),
