@@ -424,27 +424,26 @@ class Warehouse:
         modified = info.get("LastModified") or info.get("mtime") or info.get("created")
         return str(info.get("ETag") or f"{info.get('size')}:{modified}")
 
+    def _change(self, path: str, version: str) -> str | None:
+        """How ``path`` is no longer at ``version`` (``removed``, ``written again``), or None."""
+        try:
+            return None if self.file_version(path) == version else "written again"
+        except FileNotFoundError:
+            return "removed"
+
     def _still_at(self, path: str, version: str) -> None:
         """``FileChanged`` unless ``path`` is still at ``version``."""
-        try:
-            current = self.file_version(path)
-        except FileNotFoundError:
-            current = None
-        if current != version:
-            raise FileChanged(f"{self.local_path(path)} was {'removed' if current is None else 'written again'} "
-                              "since it was read; not replaced")
+        change = self._change(path, version)
+        if change:
+            raise FileChanged(f"{self.local_path(path)} was {change} since it was read; not replaced")
 
     def _still_required(self, path: str, requires: dict[str, str] | None) -> None:
         """``FileChanged``, naming it, unless each file ``path`` was made from is still at the version read."""
         for other, version in (requires or {}).items():
-            try:
-                current = self.file_version(other)
-            except FileNotFoundError:
-                current = None
-            if current != version:
+            change = self._change(other, version)
+            if change:
                 raise FileChanged(f"{self.local_path(other)}, which {self.local_path(path)} was made from, was "
-                                  f"{'removed' if current is None else 'written again'} since it was read; "
-                                  f"{self.local_path(path)} not published")
+                                  f"{change} since it was read; {self.local_path(path)} not published")
 
     def _verify_upload(self, tmp: str, written: "_Digesting", verify: Callable[[str], None] | None) -> None:
         """Object storage: the temp object must read back as exactly the bytes written (size and SHA-256),

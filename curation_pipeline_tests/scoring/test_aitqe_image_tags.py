@@ -9,7 +9,6 @@ import math
 
 import pandas as pd
 import pytest
-from PIL import Image
 
 from curation_pipeline.pairs import ContractError, PairBatch
 from curation_pipeline.rewriting.aitqe import DEFAULT_INSTRUCTION, AitqeRewriter
@@ -19,6 +18,7 @@ from curation_pipeline.scoring.aitqe import AitqeScorer
 from curation_pipeline.scoring.base import NO_INPUT
 from curation_pipeline.scoring.run import raised_on
 from curation_pipeline.scoring.text_quality import CaptionTextQuality
+from curation_pipeline_tests.scoring import test_aitqe_pad_token as pad_token
 from curation_pipeline_tests.tiny_models import RELEASED
 
 MODEL, TOWER = str(RELEASED / "aitqe-tiny"), str(RELEASED / "siglip-tiny-patch8-32")
@@ -28,19 +28,9 @@ TAGGED = ["a <img_end> tag",  # the reference tokenizes "\ntag" where the captio
           '<img_start>{"path": "images/wide_48x32.png"}<img_end> a cat',  # the reference loads this file
           "an <img_start> alone"]
 CAPTIONS = ["a red bicycle leaning on a wall", *TAGGED, "a cat"]
+image, _spy = pad_token.image, pad_token._spy  # the same image fixture and model spy as the pad-token tests
 
 
-@pytest.fixture(scope="module")
-def image():
-    return Image.open(RELEASED / "images" / "wide_48x32.png").convert("RGB")
-
-
-def _spy(generator):
-    """The instructions the model is asked."""
-    seen = []
-    generate = generator.generate
-    generator.generate = lambda images, texts: seen.extend(texts) or generate(images, texts)
-    return seen
 
 
 def test_a_tagged_caption_is_refused_and_never_tokenized():
