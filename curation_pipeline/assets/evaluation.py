@@ -52,7 +52,7 @@ def _results_table(report: dict) -> pd.DataFrame:
 
 @dg.asset(
     group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
-    code_version="2",  # bump when the same inputs give different output
+    code_version="3",  # bump when the same inputs give different output (3: a constant side fails, not NaN)
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Agreement of a score column with human judgments (Flickr8k-Expert, Flickr8k-CrowdFlower or a "
@@ -61,6 +61,7 @@ def _results_table(report: dict) -> pd.DataFrame:
 )
 def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from curation_pipeline.evaluation.agreement import constant_cause
     from curation_pipeline.evaluation.judgments import agreement_report, format_agreement, headline
     from curation_pipeline.evaluation.reports import save_report
 
@@ -72,10 +73,13 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
                                   n_boot=config.bootstrap, skip_references=not config.keep_reference_candidates)
     except (ValueError, FileNotFoundError) as exc:
         raise dg.Failure(description=str(exc)) from exc
+    head = headline(report)  # Expert: each expert score a row, the protocol of the published figures
+    cause = constant_cause(head, config.score_column, "score_column")
+    if cause:  # every coefficient NaN: a materialization without one would look like a result
+        raise dg.Failure(description=cause)
     path = save_report(report, warehouse_root=warehouse.root,
                        name=f"agreement-{report['format']}-{config.score_column}.json")
     context.log.info("\n" + format_agreement(report))
-    head = headline(report)  # Expert: each expert score a row, the protocol of the published figures
     return dg.MaterializeResult(metadata={
         "score_column": config.score_column,
         "format": report["format"],
@@ -91,8 +95,8 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
 
 @dg.asset(
     group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
-    code_version="2",  # bump when the same inputs give different output (2: edit ratios count half-width kana
-    # and Han of Extension B and later as the drift check's words)
+    code_version="3",  # bump when the same inputs give different output (2: edit ratios count half-width kana
+    # and Han of Extension B and later as the drift check's words; 3: captions checked against original_caption)
     deps=[dg.AssetDep(final_captions, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Curation decisions scored against per-sample labels (clean / noisy / junk / mismatched): kept, "
@@ -115,7 +119,8 @@ def curation_vs_labels(context: dg.AssetExecutionContext, config: LabelsConfig,
     context.log.info("\n" + format_labels_report(report))
     per_label = pd.DataFrame([{"label": k, **v} for k, v in report["labels"].items()])
     return dg.MaterializeResult(metadata={
-        **numbers(_known({"samples": report["samples"], "unmatched": report["unmatched"], **report["summary"],
+        **numbers(_known({"samples": report["samples"], "unmatched": report["unmatched"],
+                          "caption_mismatches": report["caption_mismatches"], **report["summary"],
                           "noisy_edit_ratio_p50": report["noisy"]["edit_ratio"]["p50"],
                           "clean_false_changes": report["clean"]["false_changes"]})),
         "per_label": table(per_label),

@@ -64,12 +64,31 @@ def correlations(human, metric, *, groups=None, n_boot: int = 1000, seed: int = 
         for name, value in _point(human[rows], metric[rows]).items():
             draws[name].append(value)
     alpha = (1 - confidence) / 2
-    out: dict = {"n": int(len(human)), "n_groups": n_groups, "bootstrap": int(n_boot), "confidence": confidence}
+    out: dict = {"n": int(len(human)), "n_groups": n_groups, "bootstrap": int(n_boot), "confidence": confidence,
+                 # a side with one value over the rows: it ranks nothing, so every statistic is NaN
+                 "constant": {side: (float(values[0]) if len(values) and np.ptp(values) == 0 else None)
+                              for side, values in (("human", human), ("metric", metric))}}
     for name in STATISTICS:
         values = np.asarray([v for v in draws[name] if not math.isnan(v)])
         low, high = (np.quantile(values, [alpha, 1 - alpha]) if len(values) else (math.nan, math.nan))
         out[name] = {"value": point[name], "ci_low": float(low), "ci_high": float(high)}
     return out
+
+
+def constant_cause(result: dict, metric_name: str, option: str = "--score") -> str | None:
+    """Why ``result``'s coefficients are NaN where a side is constant over its rows (no order to agree
+    with: a correlation with a constant is undefined, not zero), else None. ``option``: how the caller
+    names the score column, for the advice."""
+    constant = result.get("constant") or {}
+    if not math.isnan(result["kendall_tau_c"]["value"]):
+        return None
+    pairs = f"the {result['n_groups']} matched pairs"
+    if constant.get("metric") is not None:
+        return f"score column {metric_name!r} is constant ({constant['metric']:g}) over {pairs}: pick another {option}"
+    if constant.get("human") is not None:
+        return (f"the human scores are constant ({constant['human']:g}) over {pairs}: no order to agree with; "
+                "judge pairs that differ")
+    return None
 
 
 def format_correlations(rows: list[tuple[str, dict]], title: str = "") -> str:

@@ -18,8 +18,12 @@ from curation_pipeline.evaluation.keys import EXAMPLES, require_unambiguous_keys
 from curation_pipeline.evaluation.noise import LABELS
 from curation_pipeline.reporting.report import reason_signals
 from curation_pipeline.rewriting.verify import edit_ratio
+from curation_pipeline.shards.reader import ReaderLimits, _saved_as
 
 QUANTILES = (0.5, 0.9, 0.99)
+# Joined samples whose truth caption is not the warehouse's original_caption are left out; past this share
+# of them the truth file is not of these shards (shard names and keys repeat across generator runs).
+MAX_CAPTION_MISMATCH_SHARE = 0.01
 
 
 def read_truth(path: str | Path) -> pd.DataFrame:
@@ -59,9 +63,24 @@ def _names_shards(truth: pd.DataFrame) -> list[str]:
     return ["shard", "key"] if truth["shard"].notna().all() else ["key"]
 
 
+def as_ingested(caption: str) -> str:
+    """A truth caption as ingest stores it (``shards/reader.py``: NUL bytes removed, then a caption file's
+    BOM and final line endings dropped, then the default length limit)."""
+    return _saved_as(caption.replace("\x00", ""))[: ReaderLimits.max_caption_chars]
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str)
+
+
 def join_outcomes(truth: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
     """Truth rows with the pipeline's ``outcome``, ``final_caption`` and ``reason`` (inner join on
-    shard and key where the truth names shards, else on key, which must then name one shard of ``final``)."""
+    shard and key where the truth names shards, else on key, which must then name one shard of ``final``).
+
+    Shard names and keys are predictable, so a truth file of another generator run lines up with unrelated
+    pairs: a row whose caption is not the pair's ``original_caption`` is left out (never scored against
+    another caption) and counted; more than ``MAX_CAPTION_MISMATCH_SHARE`` of them is an error. The counts
+    are in ``attrs``: labelled, not_in_warehouse, caption_mismatches, caption_unchecked."""
     on = _names_shards(truth) if "shard" in final else ["key"]
     if on == ["key"]:
         require_unambiguous_keys(truth["key"], final, "the truth file", "the curated pairs")
@@ -70,7 +89,24 @@ def join_outcomes(truth: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
     if joined.empty:
         raise ValueError(f"no labelled sample matches a curated pair (joined on {', '.join(on)}): are the truth file "
                          "and the warehouse from the same shards?")
-    return joined
+    checked = joined["caption"].map(_is_text) & joined["original_caption"].map(_is_text)  # both sides known
+    # the same caption as written (the in-process caption path) or as ingest read it (the warehouse)
+    same = pd.Series([not c or o == t or o == as_ingested(t)
+                      for t, o, c in zip(joined["caption"], joined["original_caption"], checked)],
+                     index=joined.index, dtype=bool)
+    differ = joined[~same]
+    if len(differ) > MAX_CAPTION_MISMATCH_SHARE * len(joined):
+        named = ", ".join("/".join(map(str, row)) for row in differ[on].head(EXAMPLES).itertuples(index=False))
+        first = differ.iloc[0]
+        raise ValueError(f"{len(differ)} of {len(joined)} labelled samples joined on {' and '.join(on)} have a caption "
+                         f"other than the curated pair's original_caption (more than {MAX_CAPTION_MISMATCH_SHARE:.0%}; "
+                         f"e.g. {named}; the first: truth {first['caption'][:60]!r}, warehouse "
+                         f"{str(first['original_caption'])[:60]!r}): is the truth file from another run of the "
+                         "generator (another --seed) than these shards?")
+    out = joined[same].reset_index(drop=True)
+    out.attrs.update(labelled=int(len(truth)), not_in_warehouse=int(len(truth) - len(joined)),
+                     caption_mismatches=int(len(differ)), caption_unchecked=int((~checked).sum()))
+    return out
 
 
 def _share(mask: pd.Series) -> float:
@@ -92,7 +128,10 @@ def evaluate_labels(joined: pd.DataFrame, examples: int = 10) -> dict:
     """The report (plain JSON types) for truth rows joined with outcomes (``join_outcomes``)."""
     df = joined.copy()
     df["final_caption"] = df["final_caption"].where(df["outcome"].ne("dropped"), None)
-    report: dict = {"samples": int(len(df)), "labels": {}}
+    report: dict = {"samples": int(len(df)), "labelled": int(joined.attrs.get("labelled", len(df))),
+                    "unmatched": int(joined.attrs.get("not_in_warehouse", 0)),
+                    "caption_mismatches": int(joined.attrs.get("caption_mismatches", 0)),
+                    "caption_unchecked": int(joined.attrs.get("caption_unchecked", 0)), "labels": {}}
     for label in LABELS:
         part = df[df["label"].eq(label)]
         dropped = part.loc[part["outcome"].eq("dropped"), "reason"].fillna("").astype(str)
@@ -155,7 +194,13 @@ def _pct(value: float) -> str:
 
 def format_labels_report(report: dict) -> str:
     """A plain-text table of the report, for the terminal."""
-    lines = [f"{report['samples']} labelled samples", "",
+    head = (f"{report['samples']} of {report.get('labelled', report['samples'])} labelled samples matched; "
+            f"{report.get('unmatched', 0)} not in the warehouse")
+    if report.get("caption_mismatches"):
+        head += f"; {report['caption_mismatches']} left out: caption differs from the pair's original_caption"
+    if report.get("caption_unchecked"):
+        head += f"; {report['caption_unchecked']} with no caption to check"
+    lines = [head, "",
              f"{'label':<12}{'n':>7}{'kept unchanged':>17}{'rewritten':>12}{'dropped':>10}"]
     for label, row in report["labels"].items():
         reasons = ", ".join(f"{k} {v}" for k, v in row.get("drop_reasons", {}).items())
@@ -213,5 +258,5 @@ def labels_report(truth_path, *, warehouse_root: str | None = None, from_caption
         source = f"final_captions of {warehouse_root}"
     final = final.assign(key=final["key"].astype(str))
     report = evaluate_labels(join_outcomes(truth, final), examples=examples)
-    report.update({"truth": str(truth_path), "source": source, "unmatched": int(len(truth) - report["samples"])})
+    report.update({"truth": str(truth_path), "source": source})
     return report

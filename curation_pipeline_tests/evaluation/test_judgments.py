@@ -276,3 +276,35 @@ def test_assets_show_the_evaluation(flickr_files, tmp_path):
     unset = dg.materialize([human_agreement], resources=resources, raise_on_error=False,
                            instance=dg.DagsterInstance.ephemeral())
     assert not unset.success
+
+
+def test_a_constant_score_is_an_error_not_nan(flickr_files, tmp_path):
+    """A score column with one value over the judged pairs (text_quality of human captions) has no order:
+    every coefficient is NaN. The CLI and the asset fail and say why instead of reporting nothing."""
+    from curation_pipeline.assets.evaluation import human_agreement
+    from curation_pipeline.resources import WarehouseResource
+
+    judgments = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])
+    wh = _warehouse(tmp_path, judgments, lambda img, cap: 100.0)
+    result = CliRunner().invoke(main, ["evaluate", "--judgments", str(flickr_files["expert"]), "--captions",
+                                       str(flickr_files["token"]), "--score", "my_score", "--warehouse", wh.root,
+                                       "--bootstrap", "5"])
+    assert result.exit_code == 2, result.output
+    assert f"score column 'my_score' is constant (100) over the {len(EXPERT)} matched pairs: pick another --score" \
+        in result.output
+    config = {"judgments": str(flickr_files["expert"]), "captions": str(flickr_files["token"]),
+              "score_column": "my_score", "bootstrap": 5}
+    run = dg.materialize([human_agreement], resources={"warehouse": WarehouseResource(raw_root=str(tmp_path),
+                                                                                      root=wh.root)},
+                         run_config={"ops": {"human_agreement": {"config": config}}},
+                         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not run.success and not run.get_asset_materialization_events()
+    failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "'my_score' is constant (100)" in failure.event_specific_data.error.message
+    # the same for human scores that are all one value
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text("".join(json.dumps({"key": f"{i:07d}", "score": 3}) + "\n" for i in range(len(EXPERT))))
+    varied = _warehouse(tmp_path / "v", judgments, _right)
+    same = CliRunner().invoke(main, ["evaluate", "--judgments", str(flat), "--score", "my_score",
+                                     "--warehouse", varied.root, "--bootstrap", "5"])
+    assert same.exit_code == 2 and "the human scores are constant (3)" in same.output, same.output

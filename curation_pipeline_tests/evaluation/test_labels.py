@@ -144,3 +144,54 @@ def test_a_truth_sample_is_labelled_once(tmp_path):
     assert len(read_truth(write_truth(with_shards, tmp_path / "shards.jsonl"))) == 2
     with pytest.raises(ValueError, match="labelled more than once"):
         read_truth(write_truth([with_shards[0], with_shards[0]], tmp_path / "twice.jsonl"))
+
+
+def _labelled_and_final(n=200):
+    """A truth file's rows and the curated pairs ingest made of them (same shard, keys and captions)."""
+    truth = pd.DataFrame({"key": [f"h{i:06d}" for i in range(n)], "label": "clean", "kinds": [[]] * n,
+                          "caption": [f"a dog number {i} runs" for i in range(n)], "shard": "labelled-000000"})
+    truth["clean"] = truth["caption"]
+    final = truth[["shard", "key"]].assign(outcome="kept", final_caption=truth["caption"], reason="ok",
+                                          original_caption=truth["caption"])
+    return truth, final
+
+
+def test_a_truth_file_of_other_shards_is_refused():
+    """Shard names and keys repeat across generator runs: a truth file of another seed joins on them alone.
+    Its captions are not the pairs' original_caption: too many such rows is an error; a few are left out."""
+    truth, final = _labelled_and_final()
+    other = truth.assign(caption=truth["caption"].str.replace("dog", "cat"))  # another run: same keys, other text
+    with pytest.raises(ValueError, match=r"200 of 200 labelled samples .*original_caption.*"
+                                         r"labelled-000000/h000000, labelled-000000/h000001"):
+        join_outcomes(other, final)
+    one_off = truth.copy()
+    one_off.loc[7, "caption"] = "something else"  # 0.5%: left out and counted, never scored against the wrong text
+    joined = join_outcomes(one_off, final)
+    assert len(joined) == 199 and "h000007" not in set(joined["key"])
+    report = evaluate_labels(joined)
+    assert report["caption_mismatches"] == 1 and report["samples"] == 199 and report["labelled"] == 200
+    assert "1 left out: caption differs" in format_labels_report(report)
+    # what ingest changes is no mismatch: a leading BOM, NUL bytes, the file's final line ending
+    saved = truth.copy()
+    saved.loc[0, "caption"] = "\ufeff" + saved.loc[0, "caption"]
+    saved.loc[1, "caption"] = saved.loc[1, "caption"].replace("dog", "d\x00og") + "\r\n"
+    assert evaluate_labels(join_outcomes(saved, final))["caption_mismatches"] == 0
+
+
+def test_the_terminal_report_says_how_many_samples_matched(tmp_path):
+    """Labelled samples not in the warehouse were in the JSON only; the terminal says it too."""
+    from curation_pipeline.evaluation.curation import curate_captions
+    from curation_pipeline.evaluation.labels import labels_report, read_truth
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    samples, truth_path = _labelled_shards(tmp_path, n=40, per_shard=25)
+    truth = read_truth(truth_path)
+    first = truth[truth["shard"].eq("labelled-000000")]  # only the first shard was run
+    wh = Warehouse(str(tmp_path / "wh"))
+    wh.write_table("final_captions", "labelled-000000",
+                   curate_captions(first["key"].tolist(), first["caption"].tolist(), shard="labelled-000000")[0])
+    report = labels_report(truth_path, warehouse_root=wh.root)
+    missing = len(truth) - len(first)
+    assert missing > 0 and report["unmatched"] == missing
+    assert format_labels_report(report).startswith(
+        f"{len(first)} of {len(truth)} labelled samples matched; {missing} not in the warehouse\n")
