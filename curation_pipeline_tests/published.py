@@ -4,21 +4,21 @@ report takes the shard as published (else it is ``unpublished``: final_captions 
 
 from __future__ import annotations
 
-from curation_pipeline.shards.writer import MADE_BY_KEY, curated_record, write_curated
+from curation_pipeline.shards.writer import ROWS_DIGEST_KEY, curated_record, rows_digest, write_curated
 from curation_pipeline.storage.warehouse import Warehouse
 
 
 def publish(warehouse: Warehouse, shard: str) -> str:
     """Write ``curated/<shard>.tar`` from the shard's stored final_captions; returns its path."""
     final, metadata, version = warehouse.read_table_versioned("final_captions", shard)
-    made_by = metadata.get(MADE_BY_KEY)
-    if made_by is None:  # a table written by hand: made by a stand-in run, as final_captions records its own
-        made_by = f"by-hand-{shard}"
-        warehouse.update_table_metadata("final_captions", shard, {MADE_BY_KEY: made_by}, read_version=version)
+    rows = metadata.get(ROWS_DIGEST_KEY)
+    if rows is None:  # a table written by hand: its digest recorded, as the final_captions step records its own
+        rows = rows_digest(final)
+        warehouse.update_table_metadata("final_captions", shard, {ROWS_DIGEST_KEY: rows}, read_version=version)
     kept = final[final["outcome"].ne("dropped")]
     samples = [(key, "jpg", b"\xff\xd8 not an image", {"key": key, "caption": caption or ""})
                for key, caption in zip(kept["key"], kept["final_caption"])]
     path = warehouse.curated_path(shard)
     with warehouse.atomic_open(path) as handle:
-        write_curated(handle, samples, curated_record(shard, made_by))
+        write_curated(handle, samples, curated_record(shard, rows))
     return path

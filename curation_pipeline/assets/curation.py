@@ -9,7 +9,7 @@ from curation_pipeline.assets.io import columns
 from curation_pipeline.assets.metadata import OWNERS, numbers
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import WarehouseResource
-from curation_pipeline.shards.writer import (MADE_BY_KEY, curated_record, curated_samples, rows_digest,
+from curation_pipeline.shards.writer import (ROWS_DIGEST_KEY, curated_record, curated_samples, rows_digest,
                                              verify_curated, write_curated)
 from curation_pipeline.storage.warehouse import FileChanged
 
@@ -25,8 +25,8 @@ from curation_pipeline.storage.warehouse import FileChanged
     "after the blocking checks on final_captions pass, and only if the raw shard is still the file pairs "
     "read; the tar is verified (count, keys, members) before it is renamed into place, and only while "
     "final_captions is still the file this run loaded (else FileChanged: another run made it again). The tar's "
-    "first block (a PAX global header, which readers skip) records the run that made that final_captions, "
-    "which the report compares with the current one's.",
+    "first block (a PAX global header, which readers skip) records the digest that final_captions recorded of its "
+    "rows, which the report compares with the current one's.",
 )
 def curated_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResource, final_captions: pd.DataFrame,
                    quality_scores: pd.DataFrame, pairs: pd.DataFrame) -> dg.MaterializeResult:
@@ -40,7 +40,7 @@ def curated_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     stored, stored_meta, final_version = wh.read_table_versioned("final_captions", shard)
     if rows_digest(stored) != rows_digest(final):
         raise FileChanged(_made_again(shard, "before this run began its tar"))
-    record = curated_record(shard, stored_meta.get(MADE_BY_KEY))
+    record = curated_record(shard, stored_meta.get(ROWS_DIGEST_KEY))
     kept_keys = final.loc[final["outcome"].ne("dropped"), "key"].tolist()
     path = wh.curated_path(shard)
     written = 0

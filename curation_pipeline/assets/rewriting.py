@@ -22,7 +22,7 @@ from curation_pipeline.rewriting.targets import (known_embeddings, needed_column
                                                  rewrite_targets, target_batches)
 from curation_pipeline.scoring.run import score_batch
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
-from curation_pipeline.shards.writer import MADE_BY_KEY
+from curation_pipeline.shards.writer import ROWS_DIGEST_KEY, rows_digest
 from curation_pipeline.validation.drift import drift_pairs
 from curation_pipeline.validation.lengths import caption_lengths
 
@@ -135,8 +135,8 @@ def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, po
                              policy.decision_policy())
     # which rewritten_captions this resolved: lineage flags the shard when that table is made again alone
     runs = rewritten_captions["run_id"] if "run_id" in rewritten_captions else ()
-    # and which run made these rows: the curated tar made from them records it (a killed run's stale tar is told)
-    final.attrs[FILE_METADATA] = {ATTEMPT_RUNS_KEY: attempt_runs(runs), MADE_BY_KEY: context.run_id}
+    # and a digest of these rows: the curated tar made from them records it (a killed run's stale tar is told)
+    final.attrs[FILE_METADATA] = {ATTEMPT_RUNS_KEY: attempt_runs(runs), ROWS_DIGEST_KEY: rows_digest(final)}
     outcomes = final["outcome"].value_counts()
     n = len(final)  # an empty shard has no rates: left empty, not 0
     kept = final[final["outcome"].ne("dropped")]

@@ -72,7 +72,7 @@ from curation_pipeline.decisions.dedup import (DIGEST_KEY, OTHER_RULES, READ_THR
                                                read_index, read_manifest, stale_reasons)
 from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, attempt_runs
 from curation_pipeline.reporting.markdown import markdown_table
-from curation_pipeline.shards.writer import FINAL_CAPTIONS_KEY, MADE_BY_KEY, read_curated_record
+from curation_pipeline.shards.writer import FINAL_CAPTIONS_KEY, ROWS_DIGEST_KEY, read_curated_record
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY, FINGERPRINT_KEY, RAW_SHA_KEY, raw_sha
 from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name
 from curation_pipeline.validation.lengths import caption_lengths
@@ -219,7 +219,14 @@ def _repoint_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None
         if left:  # else the stored view stays, and fails naming the missing file
             con.execute(f"CREATE TEMP VIEW {_quote(table)} AS SELECT * FROM read_parquet("
                         f"{_path_list(left)}, {PARQUET_OPTIONS})")
-    parts = [f"{len(files)} table file(s) {what} ({_shown(files)})" for what, files in (
+    if CURATED in built:  # the curated tars the statuses read (a report built before recorded none)
+        tars = {shard: version for shard, (_, version) in built[CURATED].items()}
+        now = {shard: file_identity(info) for shard, info in warehouse.curated_files().items()}
+        gone += [f"curated/{s}.tar" for s in sorted(set(tars) - set(now))]
+        if versioned:
+            changed += [f"curated/{s}.tar" for s in sorted(tars) if s in now and now[s] != tars[s]]
+            added += [f"curated/{s}.tar" for s in sorted(set(now) - set(tars))]
+    parts = [f"{len(files)} file(s) {what} ({_shown(files)})" for what, files in (
         ("it was built from are gone", gone), ("it was built from were written again since", changed),
         ("were added since", added)) if files]
     if parts:
@@ -318,6 +325,9 @@ def _create_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> dict[
     con.execute("CREATE TABLE report_files (table_name VARCHAR, shard VARCHAR, path VARCHAR, version VARCHAR)")
     rows = [[table, shard, file, versions[table][shard]] for table, files in present.items()
             for shard, file in files.items()]
+    # and the curated tars, whose presence and record each shard's status reads (unpublished)
+    rows += [[CURATED, shard, warehouse.local_path(warehouse.curated_path(shard)), file_identity(info)]
+             for shard, info in warehouse.curated_files().items()]
     if rows:
         con.executemany("INSERT INTO report_files VALUES (?, ?, ?, ?)", rows)
     return present
@@ -450,6 +460,7 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
 
 
 RERUN_HINT = "run the shard again (curate run --shard, or materialize its assets)"
+CURATED = "curated"  # report_files' name for the curated tars (table_name), beside the tables
 UNVERIFIED = "unverified"  # _publication_problem of a tar and table both made before tars recorded their table
 
 
@@ -498,8 +509,8 @@ def _publication_problem(warehouse: Warehouse, shard: str, keeps: int, listed: b
     recorded = found.record.get(FINAL_CAPTIONS_KEY)
     if recorded is None and found.empty:  # an empty tar holds exactly what a table that keeps no pair keeps
         return f"{where} is empty, though final_captions keeps {keeps} pairs: {RERUN_HINT}" if keeps else None
-    try:  # the table's footer only: which run made its rows
-        current = warehouse.table_metadata("final_captions", shard).get(MADE_BY_KEY)
+    try:  # the table's footer only: the digest it recorded of its rows
+        current = warehouse.table_metadata("final_captions", shard).get(ROWS_DIGEST_KEY)
     except FileNotFoundError:  # removed since the listing: the shard is reported without it
         return None
     if recorded is None and current is None:  # both made before either recorded it (a warehouse of before)

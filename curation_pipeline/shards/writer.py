@@ -5,8 +5,8 @@ trainer can audit or undo any rewrite), with the source sample's own json whole 
 ``verify_curated`` re-reads the written tar before it is renamed into place: a tar whose samples are
 not exactly the kept pairs is never published.
 
-A curated tar records which ``final_captions`` it was made from (``curated_record``: the run that made
-that table, which the table's own metadata says, ``MADE_BY_KEY``) in a PAX global header, its first block,
+A curated tar records which ``final_captions`` it was made from (``curated_record``: the digest of that
+table's rows, which the table recorded when it was made, ``ROWS_DIGEST_KEY``) in a PAX global header, its first block,
 written with the tar and so renamed into place with it: the report (``read_curated_record``, which reads
 only the tar's first blocks, against the table's Parquet footer) tells a tar of the current table from one
 a killed or concurrent run left. Readers (tarfile, webdataset, GNU
@@ -36,10 +36,11 @@ from curation_pipeline.values import jsonable, plain_dict
 
 
 # the keys of a curated tar's PAX global header (a vendor's keywords are "VENDOR.keyword", POSIX.1-2008)
-FINAL_CAPTIONS_KEY = "CURATION.final_captions_run"  # the run that made the final_captions it was made from
+FINAL_CAPTIONS_KEY = "CURATION.final_captions_rows"  # the rows digest of the final_captions it was made from
 SHARD_KEY = "CURATION.shard"
-# in final_captions' own file metadata: the run that made its rows (a check run alone later keeps it)
-MADE_BY_KEY = "made_by_run"
+# in final_captions' own file metadata: rows_digest of its rows when it was made (a check run alone later keeps
+# it): content, not a run, so the same inputs still give the same tar bytes, on either engine
+ROWS_DIGEST_KEY = "rows_digest"
 
 
 class CuratedShardInvalid(RuntimeError):
@@ -56,17 +57,19 @@ class CuratedRecord(NamedTuple):
 
 def rows_digest(table: pd.DataFrame) -> str:
     """SHA-256 over a table's column names and rows (pandas' row hashes): whether two reads in one process
-    loaded the same rows. Never stored: another pandas may hash otherwise."""
+    loaded the same rows, and what final_captions records of its rows when made (``ROWS_DIGEST_KEY``). A
+    recorded digest is only ever compared with recorded digests: another pandas may hash otherwise."""
     digest = hashlib.sha256(json.dumps([str(c) for c in table.columns]).encode())
     if len(table):
         digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
     return digest.hexdigest()
 
 
-def curated_record(shard: str, made_by: str | None) -> dict[str, str]:
-    """The record a shard's curated tar carries of the final_captions it was made from: the run that made
-    it (``MADE_BY_KEY`` of its metadata; none for a table made before tables recorded it)."""
-    return {SHARD_KEY: shard, **({FINAL_CAPTIONS_KEY: made_by} if made_by else {})}
+def curated_record(shard: str, rows: str | None) -> dict[str, str]:
+    """The record a shard's curated tar carries of the final_captions it was made from: the digest that
+    table recorded of its rows (``ROWS_DIGEST_KEY`` of its metadata; none for a table made before tables
+    recorded it)."""
+    return {SHARD_KEY: shard, **({FINAL_CAPTIONS_KEY: rows} if rows else {})}
 
 
 def sidecar(row: dict[str, Any], scores: dict[str, Any], source: dict[str, Any] | None = None,

@@ -11,7 +11,7 @@ import pytest
 
 from curation_pipeline.reporting.report import build_report
 from curation_pipeline.resources import ScoringResource
-from curation_pipeline.shards.writer import MADE_BY_KEY, write_curated
+from curation_pipeline.shards.writer import ROWS_DIGEST_KEY, rows_digest, write_curated
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.conftest import run_pipeline
 from curation_pipeline_tests.faults import builders
@@ -35,12 +35,12 @@ def published(tmp_path) -> tuple[Path, Warehouse, object]:
 
 def _final_captions_made_again(wh: Warehouse) -> None:
     """What another run's final_captions step writes (here one final caption changed), as the IO manager
-    stores it (the same metadata, but the run that made it)."""
+    stores it (the same metadata, but the digest of its rows)."""
     final, metadata = wh.read_table_and_metadata("final_captions", SHARD)
-    assert metadata[MADE_BY_KEY]  # the run that made it, as a real step records it
+    assert metadata[ROWS_DIGEST_KEY]  # as a real step records it
     kept = final.index[final["outcome"].ne("dropped")][0]
     final.loc[kept, "final_caption"] = "A caption another run wrote."
-    wh.write_table("final_captions", SHARD, final, metadata={**metadata, MADE_BY_KEY: "another-run"})
+    wh.write_table("final_captions", SHARD, final, metadata={**metadata, ROWS_DIGEST_KEY: rows_digest(final)})
 
 
 def _status(wh: Warehouse) -> tuple[str, str | None]:
@@ -79,7 +79,7 @@ def test_a_run_killed_while_publishing_leaves_the_shard_unpublished_not_ok(publi
                            "--shard, or materialize its assets)")
     # both made before either recorded it (a warehouse of before): counted, with a note, not held against it
     final, metadata = wh.read_table_and_metadata("final_captions", SHARD)
-    wh.write_table("final_captions", SHARD, final, metadata={k: v for k, v in metadata.items() if k != MADE_BY_KEY})
+    wh.write_table("final_captions", SHARD, final, metadata={k: v for k, v in metadata.items() if k != ROWS_DIGEST_KEY})
     status, detail = _status(wh)
     assert status == "ok" and detail.startswith(f"curated/{SHARD}.tar and its final_captions were made before "
                                                 "curated tars recorded the final_captions they were made from")

@@ -352,7 +352,7 @@ def test_a_removed_shard_leaves_the_other_shards_views_readable(tmp_path, reques
 
     for table in ("pairs", "final_captions"):
         wh.fs.rm_file(wh.table_path(table, "shard-b"))
-    with pytest.warns(ReportOutOfDate, match=r"2 table file\(s\) .* gone \(pairs/shard-b, final_captions/shard-b\)"):
+    with pytest.warns(ReportOutOfDate, match=r"2 file\(s\) .* gone \(pairs/shard-b, final_captions/shard-b\)"):
         with open_report(wh) as con:
             assert con.execute("SELECT shard, count(*) FROM pairs GROUP BY ALL").fetchall() == [(SHARD, 4)]
             assert con.execute("SELECT count(*) FROM final_captions").fetchone() == (4,)

@@ -12,6 +12,7 @@ import pytest
 from curation_pipeline.reporting.report import (ReportOutOfDate, build_report, open_report, overall_values,
                                                 report_markdown)
 from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline_tests.published import publish
 from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES, run_pipeline
 from curation_pipeline_tests.reporting.test_report import FOUR, SHARD, _fill
 
@@ -72,7 +73,7 @@ def test_a_table_written_again_after_the_build_makes_the_report_warn_naming_it(t
     final["outcome"] = final["outcome"].replace({"rewritten": "kept"})
     wh.write_table("final_captions", SHARD, final)
     [message] = _outdated(wh)
-    assert "1 table file(s) it was built from were written again since (final_captions/shard-a)" in message
+    assert "1 file(s) it was built from were written again since (final_captions/shard-a)" in message
     assert "still show the figures of the build" in message
     assert "materialize quality_report" in message and "--select quality_report" in message
     with warnings.catch_warnings():
@@ -87,8 +88,25 @@ def test_a_table_written_again_after_the_build_makes_the_report_warn_naming_it(t
 
     _fill(wh, "shard-c", captions=["z"], outcomes=["kept"])
     [message] = _outdated(wh)
-    assert "table file(s) were added since (pairs/shard-c, quality_scores/shard-c, caption_decisions/shard-c" in message
+    assert "file(s) were added since (pairs/shard-c, quality_scores/shard-c, caption_decisions/shard-c" in message
     assert "written again" not in message
+
+
+def test_a_curated_tar_removed_or_replaced_after_the_build_makes_the_report_warn(tmp_path):
+    """Each shard's status reads its curated tar (unpublished when missing or made from other rows): a tar
+    removed or written again since the build leaves the stored statuses wrong, so opening the report says so."""
+    wh = Warehouse(str(tmp_path / "wh"))
+    _fill(wh, **FOUR)
+    _fill(wh, "shard-b", captions=["x", "y"], outcomes=["kept", "dropped"])
+    assert set(build_report(wh).shards["status"]) == {"ok"}
+    assert _outdated(wh) == []
+    wh.fs.rm_file(wh.curated_path("shard-b"))
+    [message] = _outdated(wh)
+    assert "1 file(s) it was built from are gone (curated/shard-b.tar)" in message
+    assert build_report(wh).shards.set_index("shard").loc["shard-b", "status"] == "unpublished"
+    publish(wh, "shard-b")
+    [message] = _outdated(wh)
+    assert "file(s) were added since (curated/shard-b.tar)" in message
 
 
 def test_a_report_built_before_file_versions_were_recorded_still_opens(tmp_path):
@@ -106,7 +124,7 @@ def test_a_report_built_before_file_versions_were_recorded_still_opens(tmp_path)
     wh.write_table("final_captions", SHARD, final.iloc[:-1])
     assert _outdated(wh) == []
     wh.fs.rm_file(wh.table_path("final_captions", SHARD))
-    with pytest.warns(ReportOutOfDate, match=r"1 table file\(s\) it was built from are gone \(final_captions/shard-a\)"):
+    with pytest.warns(ReportOutOfDate, match=r"1 file\(s\) it was built from are gone \(final_captions/shard-a\)"):
         with open_report(wh):
             pass
 
