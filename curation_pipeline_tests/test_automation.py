@@ -263,7 +263,7 @@ def test_a_shard_that_failed_in_a_step_is_retried_once_then_held_until_its_raw_f
         assert defs.resolve_job_def("observe_raw_shards").execute_in_process(instance=instance).success
         assert isinstance(_tick(defs, instance), str)
         # a code change since the failed runs: asked again
-        bumped = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version="2"))
+        bumped = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}-next"))
                   if a.key == dg.AssetKey("curated_shards") else a for a in ASSETS]
         changed = dg.Definitions(assets=bumped, resources=defs.resources)
         assert list(shards_to_refresh(instance, defs.resources["warehouse"], changed.get_repository_def())) == [
