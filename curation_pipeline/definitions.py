@@ -20,6 +20,8 @@ from curation_pipeline.assets.selection import selection_cut, selection_cut_job
 from curation_pipeline.automation import (curate_shards_job, fill_missing_shards, new_shards_sensor, observe_raw_job,
                                           observe_raw_shards_schedule, prune_shards, register_shards, report_automation,
                                           report_job, reselect_shards_job)
+from curation_pipeline.rewriting.base import CODE_VERSIONS as REWRITER_VERSIONS
+from curation_pipeline.scoring.registry import code_versions
 from curation_pipeline.resources import (WAREHOUSE_DEFAULTS, ComputeResource, PolicyResource, RewriterResource,
                                          ScoringResource, WarehouseResource)
 
@@ -55,15 +57,42 @@ def build_resources(raw_root: str | None = None, warehouse_root: str | None = No
 EXECUTOR = dg.in_process_executor
 
 
+def with_code_it_runs(asset: dg.AssetsDefinition, runs: dict[str, str]) -> dg.AssetsDefinition:
+    """``asset`` whose code version also names the version of each piece of code it runs in this code location
+    (quality_scores: its profile's scorers; rewritten_captions: its rewriter), e.g. ``2+datacomp.2,nsfw.1``:
+    a scorer's or rewriter's new version marks the partitions made with the old one stale, as a bump of the
+    asset's own does (a run under other scorers, set in its run config, is compared with this location's)."""
+    made_of = ",".join(f"{name}.{version}" for name, version in runs.items())
+    return asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}+{made_of}"))
+
+
+def versioned_assets(resources: dict) -> list[dg.AssetsDefinition]:
+    scoring, rewriter = resources["scoring"], resources["rewriter"]
+    runs = {quality_scores.key: _scorer_versions(scoring),
+            rewritten_captions.key: ({rewriter.kind: REWRITER_VERSIONS[rewriter.kind]}
+                                     if isinstance(rewriter, RewriterResource) else None)}
+    return [with_code_it_runs(asset, runs[asset.key]) if runs.get(asset.key) else asset for asset in ASSETS]
+
+
+def _scorer_versions(scoring) -> dict[str, str] | None:
+    if not isinstance(scoring, ScoringResource):
+        return None
+    try:
+        return code_versions(scoring.as_profile())
+    except ValueError:  # e.g. a model profile without its model: its runs fail naming the setting, not the load
+        return None
+
+
 def build_definitions(**kwargs) -> dg.Definitions:
+    resources = build_resources(**kwargs)
     return dg.Definitions(
         executor=EXECUTOR,
-        assets=[*ASSETS, *EVALUATION_ASSETS],
+        assets=[*versioned_assets(resources), *EVALUATION_ASSETS],
         jobs=[curate_shards_job, reselect_shards_job, report_job, observe_raw_job, register_shards, prune_shards,
               dedup_index_job, selection_cut_job],
         sensors=[new_shards_sensor, report_automation, dedup_settle_sensor],
         schedules=[observe_raw_shards_schedule, fill_missing_shards],
-        resources=build_resources(**kwargs),
+        resources=resources,
     )
 
 

@@ -6,7 +6,7 @@ import json
 import dagster as dg
 import pandas as pd
 
-from curation_pipeline.assets.dedup import _policy_change, dedup_index, policy_config
+from curation_pipeline.assets.dedup import dedup_index, policy_change, policy_config
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA
 from curation_pipeline.assets.metadata import OWNERS, numbers, table
@@ -49,7 +49,7 @@ def decided_under_other_policy(metadata: dict[str, str], policy: PolicyResource)
         # acceptance is the rewrite step's own rule, tuned by re-running rewritten_captions: it changes which
         # rewrites are accepted, never which copy of a duplicate group is kept (a survivor is kept as it is, or
         # rewritten with a fallback that keeps its original), so it may differ from the decisions' own
-        return [d for d in _policy_change(recorded, ours) if not d.startswith(f"{ACCEPTANCE}.")]
+        return [d for d in policy_change(recorded, ours) if not d.startswith(f"{ACCEPTANCE}.")]
     digest = metadata.get(POLICY_KEY)
     if digest and digest not in {policy_digest(ours), policy_digest(ours, full=True)}:
         return [f"policy_digest={digest!r} (this run: {policy_digest(ours)!r}; those decisions did not record "

@@ -8,6 +8,7 @@ is blocked: either publishes its curated tar, whose pairs survive their groups.
 """
 
 
+import functools
 import hashlib
 import json
 from dataclasses import replace
@@ -274,7 +275,7 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
         return []
     run_config = run_config or {}
     ours = policy_config(defs.resources["policy"])  # also what a decision that records no policy ran under
-    changed = _policy_change(stored.policy if stored else None, ours)
+    changed = policy_change(stored.policy if stored else None, ours)
     result = defs.resolve_job_def("dedup_index_job").execute_in_process(
         instance=instance, raise_on_error=False, run_config=run_config)
     after_each_run()
@@ -291,16 +292,25 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
     return reselect_each(defs, instance, list(stale), run_config, results, after_each_run)
 
 
-def _policy_change(stored: dict | None, ours: dict) -> list[str]:
+def policy_change(stored: dict | None, ours: dict) -> list[str]:
     """The settings (``policy_digest``'s) in which a stored policy config differs from ``ours``, each as
     ``key=stored (this run: ours)``; a field the stored one lacks (added since) is taken at its default."""
     if stored is None:
         return []
+    return _policy_differences(_normalized(json.dumps(stored, sort_keys=True, default=str)), ours, "this run")
+
+
+@functools.lru_cache(maxsize=32)
+def _normalized(stored: str) -> dict:
+    """A stored policy config with this code's defaults filled in, by its canonical JSON: asked by every
+    re-selected shard's rewrite and final steps of the same few configs, where building the resource (its
+    config schema) cost about 5 ms each time. A config no longer valid is compared as it is. Only
+    ``_policy_differences`` reads the cached dict, which changes nothing in it."""
+    config = json.loads(stored)
     try:
-        stored = policy_config(PolicyResource(**stored))
+        return policy_config(PolicyResource(**config))
     except (ValueError, TypeError):  # no longer valid: compared as it is
-        pass
-    return _policy_differences(stored, ours, "this run")
+        return config
 
 
 @dg.sensor(name="dedup_settle_sensor", jobs=[dedup_index_job, selection_cut_job, reselect_shards_job],

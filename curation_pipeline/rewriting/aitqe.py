@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from curation_pipeline.models.loading import ModelUnavailableError, inference_mode, load_vlm, prepare_source
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import ContractError, PairBatch
-from curation_pipeline.rewriting.base import RewriteCandidate, hash_prompt
+from curation_pipeline.rewriting.base import CODE_VERSIONS, RewriteCandidate, hash_prompt
 from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, DEFAULT_BATCH_SIZE, ChatGenerator, GeneratingRewriter
 
 # The checkpoint was trained on this instruction (reference inference script); a
@@ -429,7 +429,7 @@ class AitqeRewriter(GeneratingRewriter):
         # decoded in a reply cut off at <Overall> too, as in a complete one (_unescape); 7: the overall is the value
         # before <Overall>, and an unquoted recaption followed by another key than the overall is ambiguous
         # (parse_aitqe_output); 8: a caption holding <img_start>/<img_end> is refused (AitqeGenerator.refusal)
-        self.version = f"8:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+        self.version = f"{CODE_VERSIONS['aitqe']}:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
         # load_model=False: the settings, version and ``answer`` only, for targets all answered from the replies the
         # scorer stored (``rewriting.reuse``, on a Ray actor): asked to generate, it raises
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,

@@ -38,9 +38,16 @@ def hash_prompt(prompt: str | None) -> str | None:
     return None if prompt is None else hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
 
 
+# Each rewriter kind's code version, known without importing its module (a model rewriter's imports torch):
+# bump when the same inputs give other rewrites (each class says why each was). rewritten_captions' code
+# version is made of the configured kind's; a model rewriter's ``version`` adds its model and settings.
+CODE_VERSIONS = {"cleaner": "12", "vlm": "4", "aitqe": "8"}
+
+
 class Rewriter(ABC):
     """Proposes a minimally changed caption for each pair of a batch (one candidate per pair, in order).
-    Subclasses set ``name``, ``version``, ``needs_images`` and ``prompt`` (None for rule-based ones)."""
+    Subclasses set ``name``, ``version`` (``CODE_VERSIONS``' for their kind), ``needs_images`` and ``prompt``
+    (None for rule-based ones)."""
 
     name: str = ""
     version: str = "1"

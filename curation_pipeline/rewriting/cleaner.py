@@ -37,7 +37,7 @@ from curation_pipeline.captions.patterns import (
     unwrap_quotes,
 )
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
+from curation_pipeline.rewriting.base import CODE_VERSIONS, RewriteCandidate, Rewriter
 
 # Leading junk, but a sign or dot that starts the first word stays: "-5 degrees", ".NET developer".
 _LEADING_JUNK_RE = re.compile(r"^[\s.,;:!?|•·–—/\\-]*?(?=(?<!\S)[.-][^\W_]|[^\s.,;:!?|•·–—/\\-]|$)")
@@ -235,7 +235,7 @@ class CaptionCleaner(Rewriter):
     #     are cut ("Royalty Free Stock Image Shop the look!"); "Call Me" after a description only with an ad's words
     #     ("Blondie performing Call Me #music" keeps its title); an ad never starts or ends inside a label cut after
     #     it ("Floral pattern, EPS 10 only $5" left "EPS", "New arrivals Photo: Jane Doe" left "Jane Doe")
-    version = "12"
+    version = CODE_VERSIONS["cleaner"]
     needs_images = False
     prompt = None
 

@@ -13,7 +13,7 @@ from typing import Callable
 from curation_pipeline.models.aspect import model_input
 from curation_pipeline.models.loading import inference_mode, load_vlm
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter, hash_prompt, no_caption_to_edit
+from curation_pipeline.rewriting.base import CODE_VERSIONS, RewriteCandidate, Rewriter, hash_prompt, no_caption_to_edit
 
 CAPTION_PLACEHOLDER = "{caption}"
 # the model rewriters' defaults, the rewriter resource's too (its max_new_tokens 0 means the rewriter's own)
@@ -189,7 +189,7 @@ class VlmRewriter(GeneratingRewriter):
                          f"the rewrite prompt must contain {CAPTION_PLACEHOLDER} where the caption goes")
         # 3: chat lead-ins ("Sure, here is the edited caption:", "Revised caption - ") removed from replies
         # 4: a reply cut off at max_new_tokens is no candidate (it ends mid-phrase)
-        self.version = f"4:{model}:beams={num_beams}:max_new={max_new_tokens}"
+        self.version = f"{CODE_VERSIONS['vlm']}:{model}:beams={num_beams}:max_new={max_new_tokens}"
         loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         self.generator = ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, num_beams=num_beams)
 

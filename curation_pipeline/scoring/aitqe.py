@@ -38,7 +38,7 @@ def scorer_version(model: str, max_new_tokens: int, dtype: str, vision_tower: st
     # (rewriting.aitqe.parse_aitqe_output); 8: a caption holding <img_start>/<img_end> gets no score (nor reply),
     # as the reference's processor would rewrite it or load an image it names (AitqeGenerator.refusal)
     tower = f":tower={vision_tower}" if vision_tower else ""
-    return f"8:{model}:max_new={max_new_tokens}:dtype={dtype}{tower}"
+    return f"{AitqeScorer.version}:{model}:max_new={max_new_tokens}:dtype={dtype}{tower}"
 
 
 class AitqeScorer(Scorer):
@@ -46,6 +46,7 @@ class AitqeScorer(Scorer):
     both were read from; None where the model was not asked), ``aitqe_error``."""
 
     name = "aitqe"
+    version = "8"  # the code's (``scorer_version`` says why each); an instance's adds its model and settings
     outputs = (ScoreColumn("aitqe_overall", "AITQE's overall rating of the pair, 1-10.", range=(1, 10)),
                ScoreColumn("aitqe_recaption", "AITQE's recaption of the image.", "str"),
                ScoreColumn(REPLY_COLUMN, "AITQE's reply as generated, which the rating and recaption were read from "

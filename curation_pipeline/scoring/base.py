@@ -17,7 +17,8 @@ from curation_pipeline.scoring.columns import Bound, ScoreColumn
 class Scorer(ABC):
     """A named, versioned signal over a batch of pairs.
 
-    Subclasses set ``name`` (column prefix), ``version`` (bump when outputs change), ``needs_images``
+    Subclasses set ``name`` (column prefix), ``version`` (bump when outputs change: the class's is its code's,
+    which quality_scores' code version is made of; a model scorer's instance adds its model and settings), ``needs_images``
     (and ``reads_pixels = False`` if it reads only an image's size, in a way that does not depend on
     orientation: the shard is then verified at reduced scale, with the same statuses, and the images it
     gets are unloaded, in their stored mode and orientation), ``outputs`` (every column it can write)

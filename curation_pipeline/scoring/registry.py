@@ -34,6 +34,13 @@ def scorer_classes(profile: str | None = None) -> tuple[type, ...]:
                  for entry, profiles in SCORERS if profile is None or profile in profiles)
 
 
+def code_versions(profile) -> dict[str, str]:
+    """Each scorer a ``ScoringProfile`` runs, by name: its code's version (the class's ``version``; no model
+    is loaded). quality_scores' code version is made of them, so a scorer's new version marks the scores
+    that profile made stale."""
+    return {cls.name: cls.version for cls in scorer_classes(profile.name) if cls.profile_columns(profile)}
+
+
 def profile_columns(profile) -> list[str]:
     """The columns a ``ScoringProfile``'s scorers write, from their declarations (no model is loaded)."""
     return [name for cls in scorer_classes(profile.name) for name in cls.profile_columns(profile)]

@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 
-from curation_pipeline.assets.dedup import (_policy_change, policy_config, settle_duplicates, settle_policy,
+from curation_pipeline.assets.dedup import (policy_change, policy_config, settle_duplicates, settle_policy,
                                            settle_requests)
 from curation_pipeline.decisions.dedup import DIGEST_KEY, POLICY_KEY, DedupIndex
 from curation_pipeline.decisions.policy import IN_CUT
@@ -257,11 +257,11 @@ def test_settings_that_decide_nothing_are_no_reported_difference():
     settled, run_config, note = settle_policy(stored(**ignored), PolicyResource())
     assert note == "", note  # still settled under the stored config, which decides the same
     assert settled.warn_drop_share == 0.5 and run_config["resources"]["policy"]["config"]["warn_drop_share"] == 0.5
-    assert _policy_change({**ours, **ignored}, ours) == []
+    assert policy_change({**ours, **ignored}, ours) == []
     _, _, note = settle_policy(stored(rewrite=False, **ignored), PolicyResource())
     assert "rewrite=False (code location: True)" in note, note
     assert not any(name in note for name in ignored), note
-    assert _policy_change({**ours, "rewrite": False, **ignored}, ours) == ["rewrite=False (this run: True)"]
+    assert policy_change({**ours, "rewrite": False, **ignored}, ours) == ["rewrite=False (this run: True)"]
 
 
 def test_decisions_with_the_digest_of_the_full_config_are_not_all_reselected(scored, tmp_path):  # noqa: F811

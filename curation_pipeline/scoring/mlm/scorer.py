@@ -59,6 +59,8 @@ def _mlm_outputs(name: str = "mlm", metrics=METRICS) -> tuple[ScoreColumn, ...]:
 
 
 class MlmFilterScorer(Scorer):
+    name = "mlm"  # an instance's own: its columns' prefix
+    version = "6"  # the code's; an instance's adds its model, prompts and precision (``__init__``)
     needs_images = True
     outputs = _mlm_outputs()  # every metric; an instance writes the metrics it was asked for
 
@@ -120,7 +122,7 @@ class MlmFilterScorer(Scorer):
         # replies read exactly as the authors' reader (first line unstripped for the v2 scripts, "," ";" at the ends
         # only, ints outside 0-100 kept)
         precision = [] if str(self.dtype) == "torch.float32" else [str(self.dtype).removeprefix("torch.")]
-        self.version = ":".join([f"6:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}",
+        self.version = ":".join([f"{MlmFilterScorer.version}:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}",
                                  *precision])
         self._suppressed = self.released.suppressed if self.released else []
         self._penalty = self.released.repetition_penalty if self.released else 1.0

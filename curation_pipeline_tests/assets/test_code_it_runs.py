@@ -1,0 +1,64 @@
+"""quality_scores' and rewritten_captions' code versions name the scorers and the rewriter they run, so a new
+version of one marks the partitions it made stale (Dagster's staleness, which the schedule re-runs)."""
+
+import dagster as dg
+
+from curation_pipeline.automation import shards_to_refresh
+from curation_pipeline.definitions import build_definitions
+from curation_pipeline.resources import ClipConfig, MlmConfig, RewriterResource, ScoringResource
+from curation_pipeline.rewriting import base as rewriter_base
+from curation_pipeline.scoring.mlm.scorer import MlmFilterScorer
+from curation_pipeline.scoring.signals.nsfw import NsfwScorer
+from curation_pipeline.scoring.text_quality import CaptionTextQuality
+from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
+
+SCORES, REWRITES = dg.AssetKey("quality_scores"), dg.AssetKey("rewritten_captions")
+
+
+def _code(defs: dg.Definitions, key: dg.AssetKey) -> str:
+    return defs.get_repository_def().asset_graph.get(key).code_version
+
+
+def test_each_profile_names_the_scorers_it_runs_and_the_rewriter_its_kind(monkeypatch):
+    assert _code(build_definitions(scoring=ScoringResource(profile="text")), SCORES) == "2+datacomp.2,text_quality.9"
+    offline = _code(build_definitions(), SCORES)
+    assert offline == "2+datacomp.2,text_quality.9,nsfw.1,ocr.1,image_quality.1,dup.2"
+    full = ScoringResource(profile="full", clip=ClipConfig(model="some/clip"), mlm=MlmConfig(model="some/mlm"),
+                           aitqe_model="some/aitqe")
+    assert _code(build_definitions(scoring=full), SCORES) == f"{offline},clip.4,mlm.6,aitqe.8"
+    assert _code(build_definitions(), REWRITES) == "6+cleaner.12"
+    assert _code(build_definitions(rewriter=RewriterResource(kind="aitqe", model="some/aitqe")), REWRITES) == "6+aitqe.8"
+    # a scorer the profile does not run changes nothing of its version; one it runs does
+    monkeypatch.setattr(MlmFilterScorer, "version", "7")
+    assert _code(build_definitions(), SCORES) == offline
+    monkeypatch.setattr(NsfwScorer, "version", "2")
+    assert _code(build_definitions(), SCORES) == offline.replace("nsfw.1", "nsfw.2")
+    # a model profile missing its model still loads (its runs fail naming the setting): its own version alone
+    assert _code(build_definitions(scoring=ScoringResource(profile="clip")), SCORES) == "2"
+
+
+def test_a_new_scorer_or_rewriter_version_makes_the_shard_stale(tmp_path, monkeypatch):
+    warehouse, text = tmp_path / "wh", ScoringResource(profile="text")
+    with dg.instance_for_test() as instance:
+        _, results = run_pipeline(RAW_SAMPLES, warehouse, ["sample-000000"], instance=instance, report=False,
+                                  scoring=text)
+        assert results["sample-000000"].success
+
+        def todo():
+            defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse), scoring=text)
+            return shards_to_refresh(instance, defs.resources["warehouse"], defs.get_repository_def())
+
+        assert todo() == {}
+        monkeypatch.setattr(CaptionTextQuality, "version", "10")
+        why = todo()["sample-000000"]
+        assert "quality_scores has a new code version" in why and "rewritten_captions" not in why
+        monkeypatch.setattr(CaptionTextQuality, "version", "9")
+        monkeypatch.setitem(rewriter_base.CODE_VERSIONS, "cleaner", "13")
+        why = todo()["sample-000000"]
+        assert "rewritten_captions has a new code version" in why and "quality_scores" not in why
+        monkeypatch.setitem(rewriter_base.CODE_VERSIONS, "cleaner", "12")
+        assert todo() == {}
+        # another profile in the code location: the scores it holds are not what the location would make
+        defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))
+        assert "quality_scores" in shards_to_refresh(instance, defs.resources["warehouse"],
+                                                     defs.get_repository_def())["sample-000000"]
