@@ -18,7 +18,7 @@ from curation_pipeline.evaluation.keys import EXAMPLES, require_unambiguous_keys
 from curation_pipeline.evaluation.noise import LABELS
 from curation_pipeline.reporting.report import reason_signals
 from curation_pipeline.rewriting.verify import edit_ratio
-from curation_pipeline.shards.reader import ReaderLimits, _saved_as
+from curation_pipeline.shards.reader import ReaderLimits, file_caption
 
 QUANTILES = (0.5, 0.9, 0.99)
 # Joined samples whose truth caption is not the warehouse's original_caption are left out; past this share
@@ -64,9 +64,9 @@ def _names_shards(truth: pd.DataFrame) -> list[str]:
 
 
 def as_ingested(caption: str) -> str:
-    """A truth caption as ingest stores it (``shards/reader.py``: NUL bytes removed, then a caption file's
-    BOM and final line endings dropped, then the default length limit)."""
-    return _saved_as(caption.replace("\x00", ""))[: ReaderLimits.max_caption_chars]
+    """A truth caption as ingest stores it from a caption file (``file_caption``, then the reader's length
+    limit, which no setting changes)."""
+    return file_caption(caption)[: ReaderLimits.max_caption_chars]
 
 
 def _is_text(value) -> bool:

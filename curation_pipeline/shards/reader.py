@@ -258,6 +258,12 @@ def _saved_as(text: str) -> str:
     return text.removeprefix("\ufeff").rstrip("\r\n")
 
 
+def file_caption(text: str) -> str:
+    """What ingest keeps of a caption file's text before the length limit (``ShardReader._caption``, which
+    notes each change in ``caption_problem``): NUL bytes removed, then how the file was saved dropped."""
+    return _saved_as(text.replace("\x00", ""))
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
@@ -672,7 +678,7 @@ class ShardReader:
             text = text.replace("\x00", "")
         if source != "json":
             text = _saved_as(text)
-            if isinstance(json_caption, str) and _saved_as(json_caption.replace("\x00", "")) != text:
+            if isinstance(json_caption, str) and file_caption(json_caption) != text:
                 problems.append(f"json caption differs (.{source} used)")
         if len(text) > self.limits.max_caption_chars:
             problems.append(f"truncated from {len(text)} chars")

@@ -1,9 +1,7 @@
 """A shard whose source changed (captions cut to a word) is flagged against the pinned caption-length
 reference, without stopping the shard; before a reference exists the check says it did not compare."""
 
-import io
 import shutil
-import tarfile
 
 import dagster as dg
 import pytest

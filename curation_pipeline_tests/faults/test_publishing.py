@@ -21,7 +21,7 @@ import pytest
 from curation_pipeline.resources import ScoringResource
 from curation_pipeline.shards.writer import CuratedShardInvalid, verify_curated, write_curated
 from curation_pipeline.storage.warehouse import Warehouse, temp_name
-from curation_pipeline_tests.conftest import QUIET, REPO_ROOT, require, run_pipeline
+from curation_pipeline_tests.conftest import REPO_ROOT, require, run_pipeline
 from curation_pipeline_tests.faults import builders
 from curation_pipeline_tests.photos import members as photo_members
 
