@@ -988,9 +988,8 @@ def evaluate(warehouse, judgments, score, fmt, captions_file, keep_reference_can
             click.echo(format_labels_report(result))
             name = "labels.json"
         else:
-            from curation_pipeline.evaluation.agreement import constant_cause
-            from curation_pipeline.evaluation.judgments import (agreement_report, format_agreement, headline,
-                                                                read_judgments, write_judgment_shards)
+            from curation_pipeline.evaluation.judgments import (agreement_report, format_agreement, read_judgments,
+                                                                undefined_cause, write_judgment_shards)
 
             if make_shards:
                 if not images:
@@ -1007,7 +1006,7 @@ def evaluate(warehouse, judgments, score, fmt, captions_file, keep_reference_can
             result = agreement_report(judgments, score, fmt=fmt, captions_file=captions_file,
                                       warehouse_root=warehouse, n_boot=bootstrap, seed=seed,
                                       skip_references=not keep_reference_candidates, protocols=protocols)
-            cause = constant_cause(headline(result), score, "--score")  # NaN coefficients are no result
+            cause = undefined_cause(result, score, "--score")  # NaN coefficients are no result
             if cause:
                 raise BadInput(cause)
             click.echo(format_agreement(result))

@@ -52,7 +52,8 @@ def _results_table(report: dict) -> pd.DataFrame:
 
 @dg.asset(
     group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
-    code_version="3",  # bump when the same inputs give different output (3: a constant side fails, not NaN)
+    code_version="4",  # bump when the same inputs give different output (3: a constant side fails, not NaN;
+    # 4: in any row, e.g. Expert's mean per pair)
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Agreement of a score column with human judgments (Flickr8k-Expert, Flickr8k-CrowdFlower or a "
@@ -61,8 +62,7 @@ def _results_table(report: dict) -> pd.DataFrame:
 )
 def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from curation_pipeline.evaluation.agreement import constant_cause
-    from curation_pipeline.evaluation.judgments import agreement_report, format_agreement, headline
+    from curation_pipeline.evaluation.judgments import agreement_report, format_agreement, headline, undefined_cause
     from curation_pipeline.evaluation.reports import save_report
 
     if not config.judgments:
@@ -73,10 +73,10 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
                                   n_boot=config.bootstrap, skip_references=not config.keep_reference_candidates)
     except (ValueError, FileNotFoundError) as exc:
         raise dg.Failure(description=str(exc)) from exc
-    head = headline(report)  # Expert: each expert score a row, the protocol of the published figures
-    cause = constant_cause(head, config.score_column, "score_column")
-    if cause:  # every coefficient NaN: a materialization without one would look like a result
+    cause = undefined_cause(report, config.score_column, "score_column")
+    if cause:  # a row of NaN coefficients: a materialization with it would look like a result
         raise dg.Failure(description=cause)
+    head = headline(report)  # Expert: each expert score a row, the protocol of the published figures
     path = save_report(report, warehouse_root=warehouse.root,
                        name=f"agreement-{report['format']}-{config.score_column}.json")
     context.log.info("\n" + format_agreement(report))

@@ -325,6 +325,19 @@ def headline(report: dict) -> dict:
     return next((r for r in report["results"] if r["protocol"] == HEADLINE_PROTOCOL), report["results"][0])
 
 
+def undefined_cause(report: dict, metric_name: str, option: str = "--score") -> str | None:
+    """Why a row of ``report`` has no coefficients (``agreement.constant_cause``: a side constant over its
+    rows), naming the row when there are several: Expert's mean per pair can be one value while the single
+    expert scores are not. None when every row has them; a row of NaN printed or stored looks like a result."""
+    from curation_pipeline.evaluation.agreement import constant_cause
+
+    for row in report["results"]:
+        cause = constant_cause(row, metric_name, option)
+        if cause:
+            return f"{row['label']}: {cause}" if len(report["results"]) > 1 else cause
+    return None
+
+
 def evaluate_agreement(joined: pd.DataFrame, *, protocols=("mean", "each"), n_boot: int = 1000,
                        seed: int = 0) -> dict:
     """Correlations of ``metric`` with the human ``score`` (Expert: per protocol). Plain JSON types."""

@@ -2,6 +2,7 @@
 the reference baseline, `curate evaluate` and the Dagster assets."""
 
 import json
+import math
 import tarfile
 
 import dagster as dg
@@ -308,3 +309,37 @@ def test_a_constant_score_is_an_error_not_nan(flickr_files, tmp_path):
     same = CliRunner().invoke(main, ["evaluate", "--judgments", str(flat), "--score", "my_score",
                                      "--warehouse", varied.root, "--bootstrap", "5"])
     assert same.exit_code == 2 and "the human scores are constant (3)" in same.output, same.output
+
+
+def test_a_constant_mean_of_varied_expert_scores_is_an_error(flickr_files, tmp_path):
+    """Expert's two rows: every pair's three scores the same three values in another order gives one mean per
+    pair (no order to agree with) while the single scores vary. The mean row is NaN, so the run fails naming
+    it, where it used to print nan beside the single scores' coefficients."""
+    from curation_pipeline.assets.evaluation import human_agreement
+    from curation_pipeline.resources import WarehouseResource
+
+    shuffled = tmp_path / "Shuffled.txt"
+    orders = [(1, 2, 4), (4, 1, 2), (2, 4, 1)]
+    shuffled.write_text("".join("\t".join(map(str, (img, cid, *orders[i % 3]))) + "\n"
+                                for i, (img, cid, *_) in enumerate(EXPERT)))
+    judgments = read_judgments(shuffled, fmt="expert", captions_file=flickr_files["token"])
+    wh = _warehouse(tmp_path, judgments, _right)
+    report = agreement_report(shuffled, "my_score", fmt="expert", captions_file=flickr_files["token"],
+                              warehouse_root=wh.root, n_boot=5)
+    each = next(r for r in report["results"] if r["protocol"] == "each")
+    assert not math.isnan(each["kendall_tau_c"]["value"])  # the headline row alone has coefficients
+    result = CliRunner().invoke(main, ["evaluate", "--judgments", str(shuffled), "--format", "expert", "--captions",
+                                       str(flickr_files["token"]), "--score", "my_score", "--warehouse", wh.root,
+                                       "--bootstrap", "5"])
+    assert result.exit_code == 2, result.output
+    assert "mean of the 3 expert scores per pair: the human scores are constant (2.33333)" in result.output
+    config = {"judgments": str(shuffled), "format": "expert", "captions": str(flickr_files["token"]),
+              "score_column": "my_score", "bootstrap": 5}
+    run = dg.materialize([human_agreement], resources={"warehouse": WarehouseResource(raw_root=str(tmp_path),
+                                                                                      root=wh.root)},
+                         run_config={"ops": {"human_agreement": {"config": config}}},
+                         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not run.success and not run.get_asset_materialization_events()
+    failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "mean of the 3 expert scores per pair: the human scores are constant" in \
+        failure.event_specific_data.error.message
