@@ -219,6 +219,18 @@ def _unchecked(df: pd.DataFrame, bound: Bound, policy: DecisionPolicy) -> pd.Ser
     return df[bound.column].isna() & failed
 
 
+def _shown_below(values: pd.Series, threshold: float) -> pd.Series:
+    """Scores as a reason shows them, to one decimal; one below ``threshold`` that would round onto it or past
+    it (94.96 under 95, 0.76 under a clip_score 0.8) with the digits that keep it below, so that a reason
+    never shows a value the threshold passes."""
+    shown = values.round(1)
+    near = values.lt(threshold) & shown.ge(threshold)
+    text = shown.astype(str)
+    if near.any():
+        text[near] = values[near].map(lambda v: format(v, ".15g"))
+    return text
+
+
 def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.Series:
     """Why a caption is weak (semicolon-joined), or None when it is good enough to keep."""
     if policy.quality_column not in df:
@@ -229,7 +241,7 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
     parts: list[pd.Series] = []
     rules = df.get("text_quality_rules", pd.Series("", index=df.index)).fillna("")
     low = quality.isna() | (quality < policy.keep_threshold)
-    label = "low_" + policy.quality_column + "=" + quality.round(1).astype(str)
+    label = "low_" + policy.quality_column + "=" + _shown_below(quality, policy.keep_threshold)
     label = label.where(rules.eq(""), label + " (" + rules + ")")
     parts.append(label.where(low))
     for bound in (b for b in bounds() if b.effect == "weak"):

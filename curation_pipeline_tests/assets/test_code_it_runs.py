@@ -7,8 +7,15 @@ from curation_pipeline.automation import shards_to_refresh
 from curation_pipeline.definitions import build_definitions
 from curation_pipeline.resources import ClipConfig, MlmConfig, RewriterResource, ScoringResource
 from curation_pipeline.rewriting import base as rewriter_base
+from curation_pipeline.scoring.aitqe import AitqeScorer
+from curation_pipeline.scoring.aitqe import scorer_version as aitqe_scorer_version
+from curation_pipeline.scoring.clip import ClipScorer
+from curation_pipeline.scoring.datacomp import DataCompBasicRules
 from curation_pipeline.scoring.mlm.scorer import MlmFilterScorer
+from curation_pipeline.scoring.signals.duplicates import DuplicateSignals
+from curation_pipeline.scoring.signals.image_quality import ImageQualityScorer
 from curation_pipeline.scoring.signals.nsfw import NsfwScorer
+from curation_pipeline.scoring.signals.ocr import TextInImageScorer
 from curation_pipeline.scoring.text_quality import CaptionTextQuality
 from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
 
@@ -20,19 +27,27 @@ def _code(defs: dg.Definitions, key: dg.AssetKey) -> str:
 
 
 def test_each_profile_names_the_scorers_it_runs_and_the_rewriter_its_kind(monkeypatch):
-    assert _code(build_definitions(scoring=ScoringResource(profile="text")), SCORES) == "2+datacomp.2,text_quality.9"
+    text = f"2+datacomp.{DataCompBasicRules.version},text_quality.{CaptionTextQuality.version}"
+    assert _code(build_definitions(scoring=ScoringResource(profile="text")), SCORES) == text
     offline = _code(build_definitions(), SCORES)
-    assert offline == "2+datacomp.2,text_quality.9,nsfw.1,ocr.1,image_quality.1,dup.2"
+    assert offline == (f"{text},nsfw.{NsfwScorer.version},ocr.{TextInImageScorer.version},"
+                       f"image_quality.{ImageQualityScorer.version},dup.{DuplicateSignals.version}")
     full = ScoringResource(profile="full", clip=ClipConfig(model="some/clip"), mlm=MlmConfig(model="some/mlm"),
                            aitqe_model="some/aitqe")
-    assert _code(build_definitions(scoring=full), SCORES) == f"{offline},clip.4,mlm.6,aitqe.8"
-    assert _code(build_definitions(), REWRITES) == "6+cleaner.12"
-    assert _code(build_definitions(rewriter=RewriterResource(kind="aitqe", model="some/aitqe")), REWRITES) == "6+aitqe.8"
+    assert _code(build_definitions(scoring=full), SCORES) == (
+        f"{offline},clip.{ClipScorer.version},mlm.{MlmFilterScorer.version},aitqe.{AitqeScorer.version}")
+    cleaner, aitqe = rewriter_base.CODE_VERSIONS["cleaner"], rewriter_base.CODE_VERSIONS["aitqe"]
+    assert _code(build_definitions(), REWRITES) == f"6+cleaner.{cleaner}"
+    assert _code(build_definitions(rewriter=RewriterResource(kind="aitqe", model="some/aitqe")), REWRITES) == \
+        f"6+aitqe.{aitqe}"
+    # the version a model scorer's instance stores starts with its class's, which these are made of
+    assert AitqeScorer.version == aitqe_scorer_version("m", 8, "float32").split(":")[0]
     # a scorer the profile does not run changes nothing of its version; one it runs does
-    monkeypatch.setattr(MlmFilterScorer, "version", "7")
+    monkeypatch.setattr(MlmFilterScorer, "version", "99")
     assert _code(build_definitions(), SCORES) == offline
-    monkeypatch.setattr(NsfwScorer, "version", "2")
-    assert _code(build_definitions(), SCORES) == offline.replace("nsfw.1", "nsfw.2")
+    nsfw = f"nsfw.{NsfwScorer.version}"
+    monkeypatch.setattr(NsfwScorer, "version", "99")
+    assert _code(build_definitions(), SCORES) == offline.replace(nsfw, "nsfw.99") != offline
     # a model profile missing its model still loads (its runs fail naming the setting): its own version alone
     assert _code(build_definitions(scoring=ScoringResource(profile="clip")), SCORES) == "2"
 
@@ -49,14 +64,16 @@ def test_a_new_scorer_or_rewriter_version_makes_the_shard_stale(tmp_path, monkey
             return shards_to_refresh(instance, defs.resources["warehouse"], defs.get_repository_def())
 
         assert todo() == {}
-        monkeypatch.setattr(CaptionTextQuality, "version", "10")
+        original = CaptionTextQuality.version
+        monkeypatch.setattr(CaptionTextQuality, "version", "99")
         why = todo()["sample-000000"]
         assert "quality_scores has a new code version" in why and "rewritten_captions" not in why
-        monkeypatch.setattr(CaptionTextQuality, "version", "9")
-        monkeypatch.setitem(rewriter_base.CODE_VERSIONS, "cleaner", "13")
+        monkeypatch.setattr(CaptionTextQuality, "version", original)
+        cleaner = rewriter_base.CODE_VERSIONS["cleaner"]
+        monkeypatch.setitem(rewriter_base.CODE_VERSIONS, "cleaner", "99")
         why = todo()["sample-000000"]
         assert "rewritten_captions has a new code version" in why and "quality_scores" not in why
-        monkeypatch.setitem(rewriter_base.CODE_VERSIONS, "cleaner", "12")
+        monkeypatch.setitem(rewriter_base.CODE_VERSIONS, "cleaner", cleaner)
         assert todo() == {}
         # another profile in the code location: the scores it holds are not what the location would make
         defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))

@@ -240,3 +240,16 @@ def test_the_first_reason_is_the_first_check_that_holds_as_masking_in_turn_gave(
         got = _first_reason(index, checks)
         pd.testing.assert_series_equal(got, masked)
         assert [repr(v) for v in got] == [repr(v) for v in masked]  # NaN where no check holds, as before
+
+
+def test_a_low_score_is_never_shown_at_or_past_its_threshold():
+    """One decimal, except where rounding would reach the threshold: 94.96 under 95 is not "95.0"."""
+    def reason(value, column="text_quality", **policy):
+        table = scores(**{column: [value, 0.0, 100.0, 100.0, 100.0, 100.0]})
+        return decide(table, DecisionPolicy(quality_column=column, **policy)).set_index("key").loc["good", "reason"]
+
+    assert reason(94.96, keep_threshold=95.0) == "low_text_quality=94.96"
+    assert reason(94.94, keep_threshold=95.0) == "low_text_quality=94.9"
+    assert reason(12.0, keep_threshold=95.0) == "low_text_quality=12.0"
+    assert reason(0.76, "clip_score", keep_threshold=0.8, drop_threshold=0.1) == "low_clip_score=0.76"
+    assert reason(0.7, "clip_score", keep_threshold=0.8, drop_threshold=0.1) == "low_clip_score=0.7"
