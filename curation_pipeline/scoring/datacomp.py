@@ -24,7 +24,9 @@ class DataCompBasicRules(Scorer):
     to ``version`` (e.g. ``2+min_words=3``) so differently-thresholded scores never mix."""
 
     name = "datacomp"
-    version = "2"  # 2: raw-case language id, original image size from the json
+    # 2: raw-case language id, original image size from the json
+    # 3: fastText sees the caption unstripped, as in DataComp ("...blobs.\u3000" is zh there, was en here)
+    version = "3"
     needs_images = True
     reads_pixels = False  # the image rules read its size (and that it decodes)
     outputs = (
@@ -65,11 +67,12 @@ class DataCompBasicRules(Scorer):
 
     def detect_language(self, caption: str) -> tuple[str | None, float]:
         """Top-1 language and its probability; (None, NaN) for a blank caption, where fastText
-        would answer its prior ("en"). Line breaks become spaces (fastText cannot take them)."""
-        text = caption.replace("\r", " ").replace("\n", " ").strip()
-        if not text:
+        would answer its prior ("en"). fastText sees what DataComp's ``get_fasttext_language`` gives it: the
+        caption with "\\n" as spaces (fastText cannot take them), nothing stripped. fastText splits words only at
+        ASCII whitespace, so a trailing NBSP or U+3000 is part of the last word and can change the language."""
+        if not caption.strip():
             return None, math.nan
-        top = self._detector.detect(text, model="lite", k=1)[0]
+        top = self._detector.detect(caption.replace("\n", " "), model="lite", k=1)[0]
         return str(top["lang"]), float(top["score"])
 
     def score(self, batch: PairBatch) -> pd.DataFrame:

@@ -6,6 +6,9 @@ ignore a rule. The patterns (``captions.patterns``) are shared with the cleaner 
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import pandas as pd
 
 from curation_pipeline.captions.patterns import (HASHTAG_RE, NO_SPACE_SCRIPT_RE, WORD_RE, has_ad, has_bad_encoding,
@@ -58,14 +61,37 @@ MIN_HASHTAGS = 3
 MAX_HASHTAG_SHARE = 0.3
 
 
+def _mark_class() -> str:
+    """A regex class body for the combining marks (categories Mn, Mc, Me: the vowel signs of Indic scripts,
+    Arabic harakat, Hebrew niqqud), as ranges. Planes 0, 1 and 14 hold them all (2 and 3 are ideographs, 15 and
+    16 private use): a sixth of the code points, read at import."""
+    ranges: list[list[int]] = []
+    for cp in (*range(0x20000), *range(0xE0000, 0xF0000)):
+        if unicodedata.category(chr(cp))[0] == "M":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+
+# A word with its letters' marks: ``WORD_RE`` stops at a mark, so "लड़की" (girl) is two words, "लड" and "क", and
+# its nukta and vowel sign are no letters; here it is one word of 5. Only a mark after a letter counts as one.
+_MARKED_WORD_RE = re.compile(f"(?:[^\\W\\d_][{_mark_class()}]*)+")
+
+
 def caption_rules(caption: str | None) -> list[str]:
     """Rule ids fired by one caption, in ``PENALTIES`` order."""
     if caption is None or not caption.strip():
         return ["empty"]
     tokens = caption.split()
     n_tokens = len(tokens)
-    words = WORD_RE.findall(caption)
-    letters = sum(map(len, words))
+    words = WORD_RE.findall(caption)  # as the ad and credit tests take them
+    # letters, variety and the repeat prefilter count whole words, marks included: vowel signs were non-letters (a
+    # clean Hindi caption fired low_letter_share) and the fragments between them repeated words ("बाल लाल": "ल", "ल").
+    # REPEAT_RE, which confirms a repeat, still stops at marks (collapse_repeats makes "बाल लाल" "बालाल").
+    marked = _MARKED_WORD_RE.findall(caption) if not caption.isascii() else words
+    letters = sum(map(len, marked))
     non_space = sum(map(len, tokens))
     hashtags = len(HASHTAG_RE.findall(caption)) if "#" in caption else 0
     filename = has_filename(caption)
@@ -79,10 +105,10 @@ def caption_rules(caption: str | None) -> list[str]:
         n_words = len(noise_free_words(caption))
     if not caption.isascii():
         n_words += len(NO_SPACE_SCRIPT_RE.findall(caption)) // 2
-    unique_words = len({w.lower() for w in words})
-    if unique_words == 1 and len(words) >= MIN_COPIES_ONE_WORD and n_words > 1:
+    unique_words = len({w.lower() for w in marked})
+    if unique_words == 1 and len(marked) >= MIN_COPIES_ONE_WORD and n_words > 1:
         n_words = 1
-    low_variety = len(words) >= MIN_WORDS_FOR_UNIQUE_RATIO and unique_words < MIN_UNIQUE_RATIO * len(words)
+    low_variety = len(marked) >= MIN_WORDS_FOR_UNIQUE_RATIO and unique_words < MIN_UNIQUE_RATIO * len(marked)
 
     fired = {
         "no_alpha": letters == 0,
@@ -97,7 +123,7 @@ def caption_rules(caption: str | None) -> list[str]:
                          or (hashtags > 0 and has_droppable_hashtags(caption))),
         "too_short": n_words <= 2,
         "very_short": n_words <= 1,
-        "repetition": low_variety or (unique_words < len(words) and has_repeat_run(caption, words)),
+        "repetition": low_variety or (unique_words < len(marked) and has_repeat_run(caption, marked)),
         "low_letter_share": letters < MIN_LETTER_SHARE * non_space,
         "html_entity": has_html_entity(caption),
         "wrapped_quotes": is_wrapped_in_quotes(caption),
@@ -131,7 +157,10 @@ class CaptionTextQuality(Scorer):
     # 9: credit and advertising as the cleaner 12 reads them: names starting with a capital beyond ASCII, bylines in
     #    other languages ("Photo par Jean Dupont", "Foto von Hans Müller/dpa"), repeated credits; a weak ad after boilerplate ("Royalty Free Stock
     #    Image Shop the look!"); "Blondie performing Call Me" is no ad, "Call us today for a quote" is one
-    version = "9"
+    # 10: a combining mark counts with its letter (Indic vowel signs, harakat, niqqud): clean Hindi, Tamil, Bengali
+    #    and vocalised Arabic/Hebrew captions no longer fire low_letter_share (100, was 80); word variety counts
+    #    whole words, not the fragments between marks
+    version = "10"
     needs_images = False
     outputs = (
         ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",

@@ -48,7 +48,7 @@ def test_columns_dtypes_and_index(scorer):
                 "datacomp_min_side_ge200", "datacomp_aspect_le3", "datacomp_pass"):
         assert str(df[col].dtype) == "boolean", col
     assert df["datacomp_lang_score"].dtype == "float64"
-    assert scorer.ident == "datacomp@2"
+    assert scorer.ident == "datacomp@3"
     assert scorer.needs_images is True
 
 
@@ -108,7 +108,7 @@ def test_configurable_text_thresholds_and_version():
     row = score_one(scorer, "A brown dog")  # 3 words, 11 chars
     assert bool(row["datacomp_words_gt2"]) is False
     assert bool(row["datacomp_chars_gt5"]) is True
-    assert scorer.ident == "datacomp@2+min_words=3+min_chars=10"
+    assert scorer.ident == "datacomp@3+min_words=3+min_chars=10"
 
 
 @pytest.mark.parametrize(

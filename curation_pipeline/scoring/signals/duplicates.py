@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 
 import numpy as np
@@ -20,7 +19,6 @@ from curation_pipeline.scoring.signals.embedding import caption_embeddings
 _PHASH_SIZE = 32
 _PHASH_LOW = 8
 _FLAT_STD = 1.0  # grey levels, at 32x32
-_NON_WORD = re.compile(r"[\W_]+")
 
 
 # --- fingerprints -----------------------------------------------------------------------------
@@ -50,8 +48,12 @@ def phash(image: Image.Image) -> str | None:
 
 
 def normalise_caption(caption: str) -> str:
-    """NFKC, lowercased, every run of punctuation / whitespace collapsed to one space."""
-    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", caption).lower()).strip()
+    """NFKC, lowercased, every run of punctuation / symbols / whitespace (what is not a letter, mark or number)
+    collapsed to one space. Marks stay: the vowel signs of Indic and Thai scripts tell words apart ("बाल" hair,
+    "बिल" bill), and NFKC leaves them uncomposed. Marks with no letter or number ("!\u0336") are no words: ""."""
+    text = unicodedata.normalize("NFKC", caption).lower()
+    norm = " ".join("".join(ch if unicodedata.category(ch)[0] in "LMN" else " " for ch in text).split())
+    return norm if any(ch.isalnum() for ch in norm) else ""
 
 
 def caption_norm_sha(caption: str | None) -> str | None:
@@ -70,7 +72,9 @@ class DuplicateSignals(Scorer):
     (no caption, one with no words, or ``embed_captions=False``)."""
 
     name = "dup"
-    version = "2"  # 2: no embedding for a caption with no words
+    # 2: no embedding for a caption with no words
+    # 3: the normalised caption keeps combining marks: "लाल बाल" and "लाल बिल" no longer share a caption hash
+    version = "3"
     needs_images = True
     outputs = (ScoreColumn("dup_image_sha", "SHA-256 of the decoded pixels (exact image duplicates).", "str"),
                ScoreColumn("dup_phash", "Perceptual hash of the image (near duplicates).", "str"),
