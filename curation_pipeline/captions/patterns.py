@@ -18,6 +18,7 @@ import bisect
 import functools
 import html
 import re
+import unicodedata
 from typing import Iterable, Iterator
 
 _IMAGE_EXT = r"(?:jpe?g|png|gif|bmp|tiff?|webp|heic|dng|cr2|nef|mp4|mov)"
@@ -1286,9 +1287,32 @@ HTML_TAG_RE = re.compile(
 )
 ENTITY_RE = re.compile(r"&(?:[a-zA-Z][a-zA-Z0-9]{1,31}|#\d{1,7}|#[xX][0-9a-fA-F]{1,6});")
 
-# Alphabetic n-grams (1-4 words) repeated back to back, case-insensitively.
+
+def _mark_ranges() -> str:
+    """A regex class body for the combining marks (categories Mn, Mc, Me: Indic vowel signs, nukta and virama, Thai
+    vowels, Arabic harakat, Hebrew niqqud), as ranges. ``re`` has no \\p{M}, and ``\\w`` holds no mark. Planes 0, 1
+    and 14 hold them all (2 and 3 are ideographs, 15 and 16 private use): a sixth of the code points, read at import."""
+    ranges: list[list[int]] = []
+    for cp in (*range(0x20000), *range(0xE0000, 0xF0000)):
+        if unicodedata.category(chr(cp))[0] == "M":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+
+_MARKS = _mark_ranges()
+# A word with its letters' marks: ``WORD_RE`` stops at a mark, so "लड़की" (girl) is two words, "लड" and "क"; here it
+# is one. Only a mark after a letter counts as one. Where a caption holds no mark, its matches are ``WORD_RE``'s.
+_MARKED_WORD = rf"(?:[^\W\d_][{_MARKS}]*)+"
+MARKED_WORD_RE = re.compile(_MARKED_WORD)
+# Alphabetic n-grams (1-4 words, each with its marks) repeated back to back, case-insensitively. A word neither starts
+# nor ends next to a word character or a mark: "\b" would stop it at a vowel sign, and the fragments between marks
+# looked like repeats ("बाल लाल", hair red, became "बालाल"). Without marks, these edges are "\b"'s.
 # The lazy {0,3}? tries the shortest unit first, so "a a a a" is one run of "a".
-REPEAT_RE = re.compile(r"\b([^\W\d_]+(?:\s+[^\W\d_]+){0,3}?)(?:\s+\1\b)+", re.IGNORECASE)
+REPEAT_RE = re.compile(rf"(?<![\w{_MARKS}])({_MARKED_WORD}(?:\s+{_MARKED_WORD}){{0,3}}?)(?:\s+\1(?![\w{_MARKS}]))+",
+                       re.IGNORECASE)
 # Doubled words that are usually meant ("she had had enough", "very very tall"); a
 # capitalised double is a name ("Bora Bora", "New York New York") and is kept too.
 ALLOWED_DOUBLES = frozenset({"had", "that", "very", "bye", "ha", "no", "so"})
@@ -1356,9 +1380,12 @@ def collapse_repeats(text: str) -> str:
 
 
 def has_repeat_run(text: str, words: list[str] | None = None) -> bool:
-    """``words``: the caption's ``WORD_RE`` matches, if the caller has them. Every repeat REPEAT_RE can
-    find shows up as equal words 1-4 apart there, much cheaper to test than the regex itself."""
-    low = [w.lower() for w in (WORD_RE.findall(text) if words is None else words)]
+    """``words``: the caption's ``MARKED_WORD_RE`` matches (``WORD_RE``'s for ASCII), if the caller has them. Every
+    repeat REPEAT_RE can find shows up as equal words 1-4 apart there, much cheaper to test than the regex itself
+    (not among ``WORD_RE``'s fragments of marked words: a phrase of four may be eight of them)."""
+    if words is None:
+        words = WORD_RE.findall(text) if text.isascii() else MARKED_WORD_RE.findall(text)
+    low = [w.lower() for w in words]
     if len(set(low)) == len(low):
         return False
     if not any(a == b for n in range(1, 5) for a, b in zip(low, low[n:])):

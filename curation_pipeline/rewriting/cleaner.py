@@ -235,6 +235,9 @@ class CaptionCleaner(Rewriter):
     #     are cut ("Royalty Free Stock Image Shop the look!"); "Call Me" after a description only with an ad's words
     #     ("Blondie performing Call Me #music" keeps its title); an ad never starts or ends inside a label cut after
     #     it ("Floral pattern, EPS 10 only $5" left "EPS", "New arrivals Photo: Jane Doe" left "Jane Doe")
+    # 13: a repeat is of whole words with their combining marks (Indic vowel signs, nukta, virama; Thai vowels,
+    #     harakat, niqqud): "बाल लाल" (hair red) is no repeat (it became "बालाल"), "लड़की लड़की लड़की" (girl girl
+    #     girl) is one (it was kept)
     version = CODE_VERSIONS["cleaner"]
     needs_images = False
     prompt = None

@@ -6,14 +6,12 @@ ignore a rule. The patterns (``captions.patterns``) are shared with the cleaner 
 
 from __future__ import annotations
 
-import re
-import unicodedata
-
 import pandas as pd
 
-from curation_pipeline.captions.patterns import (HASHTAG_RE, NO_SPACE_SCRIPT_RE, WORD_RE, has_ad, has_bad_encoding,
-                                                 has_boilerplate, has_control_chars, has_credit, has_droppable_hashtags,
-                                                 has_filename, has_html_entity, has_irregular_whitespace,
+from curation_pipeline.captions.patterns import (HASHTAG_RE, MARKED_WORD_RE, NO_SPACE_SCRIPT_RE, WORD_RE, has_ad,
+                                                 has_bad_encoding, has_boilerplate, has_control_chars, has_credit,
+                                                 has_droppable_hashtags, has_filename, has_html_entity,
+                                                 has_irregular_whitespace,
                                                  has_repeat_run, has_url, is_all_caps, is_wrapped_in_quotes,
                                                  noise_free_words)
 from curation_pipeline.pairs import PairBatch
@@ -61,25 +59,6 @@ MIN_HASHTAGS = 3
 MAX_HASHTAG_SHARE = 0.3
 
 
-def _mark_class() -> str:
-    """A regex class body for the combining marks (categories Mn, Mc, Me: the vowel signs of Indic scripts,
-    Arabic harakat, Hebrew niqqud), as ranges. Planes 0, 1 and 14 hold them all (2 and 3 are ideographs, 15 and
-    16 private use): a sixth of the code points, read at import."""
-    ranges: list[list[int]] = []
-    for cp in (*range(0x20000), *range(0xE0000, 0xF0000)):
-        if unicodedata.category(chr(cp))[0] == "M":
-            if ranges and ranges[-1][1] == cp - 1:
-                ranges[-1][1] = cp
-            else:
-                ranges.append([cp, cp])
-    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
-
-
-# A word with its letters' marks: ``WORD_RE`` stops at a mark, so "लड़की" (girl) is two words, "लड" and "क", and
-# its nukta and vowel sign are no letters; here it is one word of 5. Only a mark after a letter counts as one.
-_MARKED_WORD_RE = re.compile(f"(?:[^\\W\\d_][{_mark_class()}]*)+")
-
-
 def caption_rules(caption: str | None) -> list[str]:
     """Rule ids fired by one caption, in ``PENALTIES`` order."""
     if caption is None or not caption.strip():
@@ -89,8 +68,8 @@ def caption_rules(caption: str | None) -> list[str]:
     words = WORD_RE.findall(caption)  # as the ad and credit tests take them
     # letters, variety and the repeat prefilter count whole words, marks included: vowel signs were non-letters (a
     # clean Hindi caption fired low_letter_share) and the fragments between them repeated words ("बाल लाल": "ल", "ल").
-    # REPEAT_RE, which confirms a repeat, still stops at marks (collapse_repeats makes "बाल लाल" "बालाल").
-    marked = _MARKED_WORD_RE.findall(caption) if not caption.isascii() else words
+    # REPEAT_RE, which confirms a repeat, reads the same whole words (patterns.MARKED_WORD_RE).
+    marked = MARKED_WORD_RE.findall(caption) if not caption.isascii() else words
     letters = sum(map(len, marked))
     non_space = sum(map(len, tokens))
     hashtags = len(HASHTAG_RE.findall(caption)) if "#" in caption else 0
@@ -158,8 +137,9 @@ class CaptionTextQuality(Scorer):
     #    other languages ("Photo par Jean Dupont", "Foto von Hans Müller/dpa"), repeated credits; a weak ad after boilerplate ("Royalty Free Stock
     #    Image Shop the look!"); "Blondie performing Call Me" is no ad, "Call us today for a quote" is one
     # 10: a combining mark counts with its letter (Indic vowel signs, harakat, niqqud): clean Hindi, Tamil, Bengali
-    #    and vocalised Arabic/Hebrew captions no longer fire low_letter_share (100, was 80); word variety counts
-    #    whole words, not the fragments between marks
+    #    and vocalised Arabic/Hebrew captions no longer fire low_letter_share (100, was 80); word variety and repeats
+    #    count whole words, not the fragments between marks ("उस लड़की के बाल लाल रंग के हैं", that girl's hair is red,
+    #    fired repetition)
     version = "10"
     needs_images = False
     outputs = (

