@@ -12,7 +12,9 @@ Validators (no cluster, no network): ``kubernetes-validate`` checks every render
 Kubernetes object, and every pod template inside the ``RayCluster`` and the run launcher's config,
 against the Kubernetes 1.33 OpenAPI schemas it ships, in strict mode (unknown fields fail). The
 ``RayCluster``'s own fields are checked against the schema below (KubeRay's v1 API, the fields
-this deployment uses); the code server's run-pod container context against dagster-k8s's.
+this deployment uses), each ``rayStartParams`` entry against ``ray start``'s own options; the code
+server's run-pod container context against dagster-k8s's. The rest of ``dagster-values.yaml``:
+``test_deploy_dagster_values.py``; the image's packages: ``test_deploy_image.py``.
 """
 
 from __future__ import annotations
@@ -164,6 +166,67 @@ def _run_launcher(tmp_path: Path):
     return K8sRunLauncher(**{**result.value, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)})
 
 
+def _run_pod_job(deployment: dict, tmp_path: Path) -> dict:
+    """The Job Dagster's daemon launches for a run of the code server ``deployment`` renders:
+    ``K8sContainerContext.create_for_run`` with the chart's run launcher (``dagster-values.yaml``)
+    and the container context and image the code server reports (``DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT``,
+    ``DAGSTER_CURRENT_IMAGE``)."""
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    _, K8sContainerContext = _dagster_k8s()
+    import kubernetes  # dagster-k8s's own, in its folder
+    from dagster_k8s.job import construct_dagster_k8s_job
+
+    [server] = deployment["spec"]["template"]["spec"]["containers"]
+    env = _env(server)
+    image = env["DAGSTER_CURRENT_IMAGE"]
+    origin = JobPythonOrigin("curate_shards", RepositoryPythonOrigin(
+        "python", ModuleCodePointer("curation_pipeline.definitions", "defs", None),
+        container_image=image, container_context=json.loads(env["DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT"])))
+    run = DagsterRun(job_name="curate_shards", run_id="r1", job_code_origin=origin)
+    launcher = _run_launcher(tmp_path)
+    context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=True)
+    job = construct_dagster_k8s_job(
+        job_config=context.get_k8s_job_config(job_image=image, run_launcher=launcher),
+        args=["dagster", "api", "execute_run", "{}"], job_name="dagster-run-r1", pod_name="dagster-run-r1",
+        component="run_worker", user_defined_k8s_config=context.run_k8s_config,
+        env_vars=[{"name": "DAGSTER_RUN_JOB_NAME", "value": "curate_shards"}])
+    return kubernetes.client.ApiClient().sanitize_for_serialization(job)
+
+
+def _ray_start_errors(params: dict[str, str]) -> list[str]:
+    """What ``ray start`` would refuse in a group's ``rayStartParams``, each entry as KubeRay passes it:
+    ``--key=value``, or a bare ``--key`` for "true" (nothing for "false"; log-color and
+    include-dashboard take true/false as values). A misspelt key fails the pod's start, not the schema."""
+    import click
+    from ray.scripts.scripts import start
+
+    options = {opt: param for param in start.params for opt in param.opts if opt.startswith("--")}
+    errors = []
+    for key, value in params.items():
+        option = options.get(f"--{key}")
+        if option is None:
+            errors.append(f"{key}: not an option of `ray start`")
+        elif value.lower() in ("true", "false") and key not in ("log-color", "include-dashboard"):
+            if not option.is_flag:
+                errors.append(f"{key}={value}: KubeRay passes it as a bare flag, and it takes a value")
+        elif option.is_flag:
+            errors.append(f"{key}={value}: a flag, set it to \"true\"")
+        else:
+            try:
+                option.type.convert(value, option, None)
+            except click.BadParameter as exc:
+                errors.append(f"{key}={value}: {exc.message}")
+    return errors
+
+
+def _groups(cluster: dict) -> list[tuple[str, dict]]:
+    return [("head", cluster["spec"]["headGroupSpec"]),
+            *[(g["groupName"], g) for g in cluster["spec"]["workerGroupSpecs"]]]
+
+
 def _env(container: dict) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container.get("env", [])}
 
@@ -253,17 +316,9 @@ def test_the_code_server_points_runs_at_the_ray_cluster_and_object_storage():
 
 
 def test_run_pods_get_the_code_servers_settings_from_the_launcher(monkeypatch, tmp_path):
-    """The run pod's Job as Dagster's daemon builds it: ``K8sContainerContext.create_for_run`` with
-    the chart's run launcher, in a process without the code server's variables, like the daemon's
-    and webserver's pods (a name-only entry, resolved there, failed every launch)."""
-    from dagster._core.code_pointer import ModuleCodePointer
-    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
-    from dagster._core.storage.dagster_run import DagsterRun
-
-    _, K8sContainerContext = _dagster_k8s()
-    import kubernetes  # dagster-k8s's own, in its folder
-    from dagster_k8s.job import construct_dagster_k8s_job
-
+    """The run pod's Job as Dagster's daemon builds it, in a process without the code server's
+    variables, like the daemon's and webserver's pods (a name-only entry, resolved there, failed
+    every launch)."""
     deployment = _kind(_render(), "Deployment")
     [server] = deployment["spec"]["template"]["spec"]["containers"]
     server_env = {e["name"]: e for e in server["env"] if not e["name"].startswith("DAGSTER_")}
@@ -274,20 +329,8 @@ def test_run_pods_get_the_code_servers_settings_from_the_launcher(monkeypatch, t
         monkeypatch.delenv(name, raising=False)
     assert not set(server_env) & set(os.environ)
 
-    # the run as the code server reports it: its container context and image (DAGSTER_CURRENT_IMAGE)
     image = env["DAGSTER_CURRENT_IMAGE"]
-    origin = JobPythonOrigin("curate_shards", RepositoryPythonOrigin(
-        "python", ModuleCodePointer("curation_pipeline.definitions", "defs", None),
-        container_image=image, container_context=json.loads(env["DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT"])))
-    run = DagsterRun(job_name="curate_shards", run_id="r1", job_code_origin=origin)
-    launcher = _run_launcher(tmp_path)
-    context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=True)
-    job = construct_dagster_k8s_job(
-        job_config=context.get_k8s_job_config(job_image=image, run_launcher=launcher),
-        args=["dagster", "api", "execute_run", "{}"], job_name="dagster-run-r1", pod_name="dagster-run-r1",
-        component="run_worker", user_defined_k8s_config=context.run_k8s_config,
-        env_vars=[{"name": "DAGSTER_RUN_JOB_NAME", "value": "curate_shards"}])
-    job = kubernetes.client.ApiClient().sanitize_for_serialization(job)
+    job = _run_pod_job(deployment, tmp_path)
     _valid(job)
     pod = job["spec"]["template"]["spec"]
     [container] = pod["containers"]
@@ -336,7 +379,7 @@ def test_the_run_launcher_is_dagster_k8s_and_its_config_validates(tmp_path):
 
     # the real class takes it
     instance = _run_launcher(tmp_path)
-    assert instance.job_namespace == "curation" and instance.env_secrets == ["curation-object-store"]
+    assert instance.job_namespace == "curation" and not instance.env_secrets  # the code server's context names them
 
     # run pods: valid pod specs, light, no GPU (the GPUs are Ray's)
     run_k8s = config["run_k8s_config"]
@@ -344,6 +387,68 @@ def test_the_run_launcher_is_dagster_k8s_and_its_config_validates(tmp_path):
     run_pod = {**run_k8s["pod_spec_config"], "containers": [{"name": "run", "image": image, **run_k8s["container_config"]}]}
     _valid(_pod_template({"spec": run_pod}, "run"))
     assert "nvidia.com/gpu" not in str(run_k8s)
+
+
+def test_ray_start_params_are_options_of_ray_start():
+    """KubeRay turns each ``rayStartParams`` entry into a ``ray start`` option; an unknown one (a
+    misspelt ``memroy``) stops the node from starting, which no schema of the manifest notices."""
+    for cluster in (_raycluster(), _kind(_render(), "RayCluster")):
+        for name, group in _groups(cluster):
+            assert not _ray_start_errors(group["rayStartParams"]), (name, _ray_start_errors(group["rayStartParams"]))
+    # the check does catch them
+    assert _ray_start_errors({"memroy": "0"}) == ["memroy: not an option of `ray start`"]
+    assert len(_ray_start_errors({"num-cpus": "two", "block": "yes", "num-gpus": "true"})) == 3
+    assert not _ray_start_errors({"block": "true", "include-dashboard": "false", "object-store-memory": "1000000000"})
+
+
+def test_gpu_workers_mount_a_models_claim_only_when_one_is_named():
+    """Nothing here creates a PersistentVolumeClaim: a claim named by default would hold every GPU pod
+    Pending. So none by default; a claim the user created and named is mounted read-only as HF_HOME."""
+    for cluster in (_raycluster(), _kind(_render(), "RayCluster")):
+        assert "persistentVolumeClaim" not in json.dumps(cluster) and "HF_HOME" not in json.dumps(cluster)
+    groups = yaml.safe_load((CHART / "values.yaml").read_text())["ray"]["workerGroups"]
+    assert [g["modelsClaim"] for g in groups if "modelsClaim" in g] == [""]
+    named = [{**g, "modelsClaim": "hf-cache"} if g["name"] == "gpu" else g for g in groups]
+    gpu = next(g for g in _kind(_render({"ray": {"workerGroups": named}}), "RayCluster")["spec"]["workerGroupSpecs"]
+               if g["groupName"] == "gpu")
+    _valid(_pod_template(gpu["template"], "ray-gpu"))
+    pod = gpu["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["volumes"] == [{"name": "models", "persistentVolumeClaim": {"claimName": "hf-cache"}}]
+    assert container["volumeMounts"] == [{"name": "models", "mountPath": "/models", "readOnly": True}]
+    assert _env(container)["HF_HOME"] == "/models/hf" and _env(container)["HF_HUB_OFFLINE"] == "1"
+
+
+def test_without_a_credentials_secret_no_pod_references_one(tmp_path):
+    """With IRSA or workload identity (deploy/k8s/namespace.yaml) the secret does not exist: a pod
+    whose ``envFrom`` names it stays in CreateContainerConfigError. ``storage.credentialsSecret: ""``
+    must take it out of everything, the run pods Dagster's run launcher creates included."""
+    secret = yaml.safe_load((CHART / "values.yaml").read_text())["storage"]["credentialsSecret"]
+    assert secret == "curation-object-store"
+    docs = _render({"storage": {"credentialsSecret": ""}})
+    job = _run_pod_job(_kind(docs, "Deployment"), tmp_path)
+    named = [*[(d["kind"], d) for d in docs], ("run pod", job), ("run launcher", _launcher_config(_values()))]
+    for name, obj in named:
+        assert secret not in json.dumps(obj), name
+    # and with it (the default), the code server, every run pod and every Ray pod read it
+    docs = _render()
+    server = _kind(docs, "Deployment")
+    pods = [server["spec"]["template"], _run_pod_job(server, tmp_path)["spec"]["template"],
+            *[g["template"] for _, g in _groups(_kind(docs, "RayCluster"))]]
+    for pod in pods:
+        for container in pod["spec"]["containers"]:
+            assert [f["secretRef"]["name"] for f in container["envFrom"]] == [secret]
+
+
+def test_the_readme_forwards_to_the_webserver_service_of_dagsters_chart():
+    """Dagster's chart names its webserver Service ``<release>-webserver`` (its
+    ``dagster.webserver.fullname``: the release name and "webserver", no chart name), port 80."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("### Kubernetes"):]
+    section = section[:section.index("\n### ", 1)]
+    [release] = re.findall(r"helm upgrade --install (\S+) dagster/dagster ", section)
+    [(service, port)] = re.findall(r"port-forward svc/(\S+) \d+:(\d+)", section)
+    assert (service, port) == (f"{release}-webserver", "80")
 
 
 def test_the_image_installs_the_scale_extra():
