@@ -23,8 +23,8 @@ from curation_pipeline.assets.selection import cut_request, cut_stale, selection
 from curation_pipeline.automation import (DEFAULT_STATUS, IN_FLIGHT, reselect_each, reselectable,
                                           reselect_shards_job)
 from curation_pipeline.decisions.cut_store import other_cut
-from curation_pipeline.decisions.dedup import (INDEX_ASSET, DedupIndex, dropped_for_another_shard, held_identity,
-                                               OTHER_RULES, POLICY_DIGEST_IGNORES, pool_has_signals,
+from curation_pipeline.decisions.dedup import (INDEX_ASSET, DedupIndex, cut_mismatch, dropped_for_another_shard,
+                                               held_identity, OTHER_RULES, POLICY_DIGEST_IGNORES, pool_has_signals,
                                                pool_identity, read_index, refresh_index, rules_digest,
                                                stale_reasons, write_index)
 from curation_pipeline.resources import PolicyResource, WarehouseResource
@@ -32,12 +32,13 @@ from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 @dg.asset(
     name=INDEX_ASSET, group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
-    code_version="7",  # bump when the same inputs give different output (2: the survivor is a copy decide()
+    code_version="8",  # bump when the same inputs give different output (2: the survivor is a copy decide()
     # keeps: checked by every enabled image rule, a caption kept or safely rewritten under the policy; 3: a
     # frozen shard's published pairs survive; 4: a copy in quality_scores that failed a blocking check ranks last,
     # and a frozen shard publishes what its curated tar holds; 5: so does a shard with a blocking mark on
     # quality_scores or final_captions; 6: with keep_fraction on, a copy outside the cut is not safe; 7: a held
-    # shard's tar pair its stored scores no longer hold is grouped by the tar's sidecar)
+    # shard's tar pair its stored scores no longer hold is grouped by the tar's sidecar; 8: built before
+    # selection_cut, the cut it picks under leaves frozen shards out, as the stored one does)
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"parquet"},
     description="Duplicate groups over ALL shards (exact pixels, exact pairs, near images by pHash, near captions "
@@ -163,10 +164,10 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
                     info=lambda message: None) -> list[dg.RunRequest] | str:
     """What to run so that every shard's decisions match the current pool: the duplicate index (and,
     with keep_fraction on, the selection cut) when stale (another pool, rules, or set of frozen or blocked
-    shards), else a re-selection of each shard decided against an older index or another cut, or under
-    other rules. All under the policy the stored index was built with (``settle_policy``; ``info`` says
-    when it is not the code location's ``policy``), never the reverse. A string says why nothing is
-    requested."""
+    shards; for the index also a stored cut other than the one its survivors were picked under), else a
+    re-selection of each shard decided against an older index or another cut, or under other rules. All
+    under the policy the stored index was built with (``settle_policy``; ``info`` says when it is not the
+    code location's ``policy``), never the reverse. A string says why nothing is requested."""
     from curation_pipeline.workers import settle
 
     # a run killed outright (OOM, SIGKILL) stays STARTED: one whose process on this machine is gone is marked
@@ -205,15 +206,19 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
         frozen, blocked = held_identity(wh, frozen_shards(instance, warehouse, identity))
     except (FileNotFoundError, NotADirectoryError) as exc:  # not a pool of frozen shards: wait for it
         return f"the raw location cannot be listed ({exc}): which shards can be re-selected is unknown"
+    # picked under another keep_fraction cut than the stored one it would read now (by older code, or as the pool
+    # changed meanwhile): rebuilt, so a group's survivor is one decide() keeps under the stored cut
+    other_cut_of_index = stored is not None and cut_mismatch(wh, stored.cut, stored.frozen, decision_rules, identity)
     # a policy stored as an older code wrote it (a field added since): rebuilt, so that it records the config
     # its shards will be decided under, which they compare their own with (``stale_reasons``)
     index_stale = (stored is None or stored.identity != identity or stored.rules != rules or stored.frozen != frozen
-                   or stored.blocked != blocked
+                   or stored.blocked != blocked or bool(other_cut_of_index)
                    or (stored.policy is not None and stored.policy != policy_config(policy)))
     rebuild = {"dedup_index": None, "selection_cut": cut_request(wh, decision_rules.keep_fraction,
                                                                  decision_rules.quality_column, identity, run_config)}
     if index_stale:
-        pool_key = hashlib.sha256(json.dumps([identity, frozen, blocked, rules, stored.computed_at if stored else None],
+        pool_key = hashlib.sha256(json.dumps([identity, frozen, blocked, rules, stored.computed_at if stored else None,
+                                              other_cut_of_index or None],  # a cut stored anew: asked anew
                                              sort_keys=True).encode()).hexdigest()[:16]
         rebuild["dedup_index"] = dg.RunRequest(job_name="dedup_index_job", run_key=f"dedup_index:{pool_key}",
                                                run_config=run_config or {})

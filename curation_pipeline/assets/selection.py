@@ -11,12 +11,12 @@ import pandas as pd
 from curation_pipeline.assets.metadata import OWNERS, numbers, shown, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.automation import reselect_each, reselectable
-from curation_pipeline.decisions.cut_store import (INDEX_MARK_KEY, cut_is_current, index_mark, read_cut_record,
-                                                   read_pool_scores, stale_cut_shards, turned_off, undecided_shards,
+from curation_pipeline.decisions.cut_store import (INDEX_MARK_KEY, compute_cut, cut_is_current, index_mark,
+                                                   read_cut_record, stale_cut_shards, turned_off, undecided_shards,
                                                    write_cut)
 from curation_pipeline.decisions.dedup import pool_identity, read_manifest
 from curation_pipeline.resources import PolicyResource, WarehouseResource
-from curation_pipeline.scoring.selection import GlobalCut, global_cut
+from curation_pipeline.scoring.selection import GlobalCut
 
 
 @dg.asset(
@@ -50,17 +50,14 @@ def selection_cut(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     if rules.keep_fraction is None:
         path = write_cut(wh, None, run_id=context.run_id, **mark, **({} if frozen is None else {"frozen": frozen}))
         return dg.MaterializeResult(metadata={"status": "off", "path": dg.MetadataValue.path(path)})
-    try:
-        pool = read_pool_scores(wh, rules.quality_column)
-    except KeyError as exc:
-        raise dg.Failure(description=str(exc.args[0])) from exc
     if not identity:
         raise dg.Failure(description="no quality_scores are stored in the warehouse: materialize pairs and "
                          "quality_scores for the shards first, then selection_cut")
+    try:  # the function dedup_index picks survivors under until this cut is stored: the same cut by construction
+        cut, pool = compute_cut(wh, rules.keep_fraction, rules.quality_column, identity, frozen)
+    except KeyError as exc:
+        raise dg.Failure(description=str(exc.args[0])) from exc
     scores, blocked = pool.scores, pool.blocked
-    left_out = set(blocked) | set(frozen)
-    cut = global_cut(scores[~scores["shard"].isin(frozen)], rules.keep_fraction, rules.quality_column,
-                     shards=[shard for shard in identity if shard not in left_out])
     path = write_cut(wh, cut, run_id=context.run_id, identity=identity, blocked=blocked, frozen=frozen, **mark)
     frozen = [shard for shard in frozen if shard not in blocked]  # named as blocked already
     per_shard = pd.DataFrame([{"shard": shard, "scored": info["scored"], "kept": info["kept"]}

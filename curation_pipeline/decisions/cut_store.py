@@ -8,7 +8,9 @@ cut instead of falling back to a per-shard cut. A shard whose quality_scores fai
 so they must not move the cut every other shard is decided by. A shard that cannot be re-selected (no
 raw file, or no registered partition: *frozen*, as the dedup index calls it) is left out and named too: its
 decisions and its curated tar stay as they are, so the cut must not count places for pairs it can never
-apply to (``frozen_outside_cut`` says so in the report).
+apply to (``frozen_outside_cut`` says so in the report), and its quality column is not read (scored under
+another profile, it cannot be re-scored). ``compute_cut`` is the one function deciding which shards a cut
+covers: ``selection_cut`` stores its cut, and the dedup index picks survivors under it until one is stored.
 
 A stored cut is "on" or "off". An "on" cut is superseded by keep_fraction off (``turned_off``) once
 dedup_index was built after it under a policy with keep_fraction off: the pool settles under that policy
@@ -26,7 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from curation_pipeline.decisions.dedup import read_manifest
-from curation_pipeline.scoring.selection import GlobalCut, scores_digest
+from curation_pipeline.scoring.selection import GlobalCut, global_cut, scores_digest
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY
 from curation_pipeline.storage.warehouse import Warehouse
 
@@ -50,23 +52,30 @@ def cut_path(warehouse: Warehouse) -> str:
 @dataclass
 class PoolScores:
     """The pool a cut is computed over: shard, key and the quality column of every shard whose
-    quality_scores passed their blocking checks, and the shards left out."""
+    quality_scores passed their blocking checks and that can be re-selected, and the shards left out."""
 
     scores: pd.DataFrame
     blocked: dict[str, str] = field(default_factory=dict)  # shard -> the blocking checks its scores failed
+    frozen: list[str] = field(default_factory=list)  # shards left out as frozen (those not blocked too)
 
 
-def read_pool_scores(warehouse: Warehouse, column: str) -> PoolScores:
+def read_pool_scores(warehouse: Warehouse, column: str, frozen=()) -> PoolScores:
     """shard, key and ``column`` of every shard's stored quality_scores (only those columns are read),
-    but those that failed a blocking check: their pass/fail is read from the same file (as the dedup
-    index's ``BLOCKED``), so a file replaced meanwhile is read as one version."""
-    frames, blocked = [], {}
+    but those that failed a blocking check (their pass/fail is read from the same file, as the dedup
+    index's ``BLOCKED``, so a file replaced meanwhile is read as one version) and the ``frozen`` ones:
+    their columns are not looked at, since a frozen shard cannot be re-scored (no raw file) and its
+    scores decide nothing any more (its decisions stay as they are)."""
+    frames, blocked, left = [], {}, []
+    frozen = set(frozen)
     for shard in warehouse.shards("quality_scores"):
         with warehouse.fs.open(warehouse.table_path("quality_scores", shard), "rb") as handle:
             parquet = pq.ParquetFile(handle)
             failed = (parquet.schema_arrow.metadata or {}).get(FAILED_CHECKS_KEY.encode(), b"").decode()
             if failed:  # untrusted scores (e.g. the model raised on most pairs): not in the pool, named
                 blocked[shard] = failed
+                continue
+            if shard in frozen:  # before the column check: scored under another profile, it can never be re-scored
+                left.append(shard)
                 continue
             names = parquet.schema_arrow.names
             if column not in names:
@@ -79,13 +88,20 @@ def read_pool_scores(warehouse: Warehouse, column: str) -> PoolScores:
                 frames.append(frame)
     if not frames:
         return PoolScores(pd.DataFrame({"shard": pd.Series(dtype=object), "key": pd.Series(dtype=object),
-                                        column: pd.Series(dtype=float)}), blocked)
-    return PoolScores(pd.concat(frames, ignore_index=True), blocked)
+                                        column: pd.Series(dtype=float)}), blocked, left)
+    return PoolScores(pd.concat(frames, ignore_index=True), blocked, left)
 
 
-def load_pool_scores(warehouse: Warehouse, column: str) -> pd.DataFrame:
-    """``read_pool_scores``' scores: the pool the cut is computed over, blocked shards left out."""
-    return read_pool_scores(warehouse, column).scores
+def compute_cut(warehouse: Warehouse, fraction: float, column: str, identity: dict[str, str],
+                frozen=()) -> tuple[GlobalCut, PoolScores]:
+    """The keep_fraction cut over the pool as it is now (``identity``: its scored shards), blocked and
+    ``frozen`` shards left out: the one ``selection_cut`` stores and the one the dedup index picks survivors
+    under until it is stored (``dedup.pool_cut``), so the two are equal by construction. A KeyError names a
+    shard (not frozen nor blocked) whose scores lack ``column``."""
+    pool = read_pool_scores(warehouse, column, frozen)
+    left_out = set(pool.blocked) | set(frozen)
+    cut = global_cut(pool.scores, fraction, column, shards=[shard for shard in identity if shard not in left_out])
+    return cut, pool
 
 
 def write_cut(warehouse: Warehouse, cut: GlobalCut | None, **provenance) -> str:
@@ -247,7 +263,20 @@ def cut_is_current(warehouse: Warehouse, fraction: float, column: str, identity:
     as it is now (``identity``: shard -> identity of its quality_scores file, as recorded by the cut).
     The identity covers blocked shards too: a check's verdict is stored in the file, so a re-run that
     passes or a check run that fails (``update_table_metadata``) writes it again, and the cut is stale."""
+    return _current(read_cut_record(warehouse), fraction, column, identity)
+
+
+def current_cut(warehouse: Warehouse, fraction: float, column: str, identity: dict[str, str],
+                frozen) -> GlobalCut | None:
+    """The stored cut when it is current (``cut_is_current``, read once) and left out these ``frozen`` shards,
+    so ``compute_cut`` would compute it again now; else None (a new cut is to be stored)."""
     record = read_cut_record(warehouse)
+    if not _current(record, fraction, column, identity) or sorted(record.get("frozen") or ()) != sorted(frozen):
+        return None
+    return GlobalCut.from_dict(record)
+
+
+def _current(record: dict | None, fraction: float, column: str, identity: dict[str, str]) -> bool:
     return (record is not None and record.get("status") == "on" and record.get("identity") == identity
             and float(record.get("fraction", -1)) == float(fraction) and record.get("quality_column") == column)
 

@@ -27,10 +27,11 @@ fingerprints its sidecar stores (``published_pool``), so its copies elsewhere ar
 The index lives under ``<warehouse>/dedup/``: ``groups.parquet``, ``links.parquet`` (so a new shard is
 compared against the pool once, not the whole pool against itself again) and ``index.json`` (the
 scores files, rules, frozen and blocked shards it was built from, a digest of each shard's rows, and the
-``policy`` config it was built under, which the settle sensor keeps the pool decided with). When it
-covers the current pool and rules, ``dedup_for_shard`` reads only its shard's rows of it (the Parquet row
-groups that hold them, checked against that shard's digest): a decision reads its own rows, not the
-pool's. Else it computes the same on the spot (cached under ``dedup/cache/``). Each decision records a digest of its
+``policy`` config it was built under, which the settle sensor keeps the pool decided with, and the digest
+of the keep_fraction cut its survivors were picked under: another stored cut makes it stale, ``cut_mismatch``).
+When it covers the current pool, rules and cut, ``dedup_for_shard`` reads only its shard's rows of it (the
+Parquet row groups that hold them, checked against that shard's digest): a decision reads its own rows, not
+the pool's. Else it computes the same on the spot (cached under ``dedup/cache/``). Each decision records a digest of its
 shard's rows (and its rules, when not the stored index's), so shards decided against an older pool, or under
 other rules, are found (``stale_shards``) and re-selected. Each decision also records a digest of the whole
 policy config it ran under (``POLICY_KEY``, duplicate signals or not), so a shard decided under another policy
@@ -484,6 +485,9 @@ class DedupIndex:
     # the ``policy`` resource's config it was built under (plain JSON; the asset's index only, not the cache):
     # the rules the pool was last deliberately decided with, which the settle sensor keeps
     policy: dict | None = None
+    # ``GlobalCut.rule_digest`` of the keep_fraction cut its survivors were picked under (``needs_cut``), None
+    # without one: an index picked under another cut than the stored one is stale (``cut_mismatch``)
+    cut: str | None = None
 
     def for_shard(self, shard: str) -> pd.DataFrame:
         return self.groups[self.groups["shard"].eq(shard)]
@@ -592,7 +596,8 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
                       datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       dict(frozen.identity) if frozen is not None else {},
                       dict(frozen.blocked) if frozen is not None else {}, _unindexed(pool, frozen),
-                      {str(shard): int(count) for shard, count in tar_rows.items()})
+                      {str(shard): int(count) for shard, count in tar_rows.items()},
+                      cut=cut.rule_digest() if cut is not None and needs_cut(policy) else None)
 
 
 def _unindexed(pool: pd.DataFrame, frozen: Frozen | None) -> dict[str, int]:
@@ -638,6 +643,7 @@ def write_index(wh: Warehouse, index: DedupIndex, cache: bool = False, **provena
                 "links": int(len(index.links)),
                 "groups_digest": _file_digest(index.groups), "links_digest": _file_digest(index.links),
                 "shards": index.slice_digests(), **({} if index.policy is None else {"policy": index.policy}),
+                "cut": index.cut,
                 **provenance}
     wh.write_json(paths["manifest"], manifest)
     return paths
@@ -671,7 +677,7 @@ def read_index(wh: Warehouse, cache: bool = False) -> DedupIndex | None:
         return None  # a concurrent writer is between its files: treat as absent
     return DedupIndex(tables["groups"], tables["links"], manifest["identity"], manifest["rules"],
                       manifest.get("computed_at", ""), manifest["frozen"], manifest["blocked"], manifest["unindexed"],
-                      manifest["from_tar"], manifest.get("policy"))
+                      manifest["from_tar"], manifest.get("policy"), manifest.get("cut"))
 
 
 # --- per shard ---------------------------------------------------------------------------------
@@ -704,7 +710,7 @@ def refresh_index(wh: Warehouse, policy, previous: DedupIndex | None = None, fro
     if from_tar.any():  # a sidecar stores no caption vector; the stored one under its key is another pair's
         vectors = _no_vectors_for(vectors, from_tar)
     return build_index(pool, policy, previous, identity, vectors=vectors,
-                       cut=pool_cut(wh, policy, identity) if needs_cut(policy) else None,
+                       cut=pool_cut(wh, policy, identity, frozen) if needs_cut(policy) else None,
                        frozen=held, from_tar=from_tar)
 
 
@@ -717,22 +723,39 @@ def _no_vectors_for(vectors, rows: np.ndarray):
     return read
 
 
-def pool_cut(wh: Warehouse, policy, identity: dict[str, str]):
-    """The keep_fraction cut over every scored shard (the one ``selection_cut`` stores, read when it is
-    current, else computed the same way), so the survivor pick sees the cut ``decide`` applies. None
-    when a shard lacks the quality column (then the pool's own cut is used; the decisions fail anyway)."""
-    from curation_pipeline.decisions.cut_store import cut_is_current, load_pool_scores, read_cut_record
-    from curation_pipeline.scoring.selection import GlobalCut, global_cut
+def pool_cut(wh: Warehouse, policy, identity: dict[str, str], frozen=()):
+    """The keep_fraction cut ``decide`` applies, so the survivor pick sees it: the stored one when it is
+    current and left out these ``frozen`` shards, else the one ``selection_cut`` will store over this pool
+    (``compute_cut``: the same function, blocked and ``frozen`` shards left out), so which of the two runs
+    first does not matter. None when a shard lacks the quality column (then the pool's own cut is used; the
+    decisions fail anyway)."""
+    from curation_pipeline.decisions.cut_store import compute_cut, current_cut
 
-    if cut_is_current(wh, policy.keep_fraction, policy.quality_column, identity):
-        record = read_cut_record(wh)
-        if record is not None:
-            return GlobalCut.from_dict(record)
+    stored = current_cut(wh, policy.keep_fraction, policy.quality_column, identity, frozen)
+    if stored is not None:
+        return stored
     try:
-        scores = load_pool_scores(wh, policy.quality_column)
+        return compute_cut(wh, policy.keep_fraction, policy.quality_column, identity, frozen)[0]
     except (KeyError, FileNotFoundError):
         return None
-    return global_cut(scores, policy.keep_fraction, policy.quality_column, shards=sorted(identity))
+
+
+def cut_mismatch(wh: Warehouse, index_cut: str | None, index_frozen, policy, identity: dict[str, str]) -> str | None:
+    """Why an index (its ``DedupIndex.cut`` and ``.frozen``) is stale for the keep_fraction cut: the stored
+    cut is the one it would be picked under now (``pool_cut``: current, with the same frozen shards), and its
+    survivors were picked under another (by older code, which recorded none, or as the pool changed
+    meanwhile), so ``decide`` would drop a group's survivor as outside the cut, and with it the whole group.
+    None when they agree, keep_fraction is off, or the stored cut is to be computed again (a rebuilt index
+    would not read it either: comparing then would rebuild it over and over)."""
+    if not needs_cut(policy):
+        return None
+    from curation_pipeline.decisions.cut_store import current_cut
+
+    stored = current_cut(wh, policy.keep_fraction, policy.quality_column, identity, index_frozen)
+    if stored is None or stored.rule_digest() == index_cut:
+        return None
+    return (f"its survivors were picked under another keep_fraction cut ({index_cut or 'none recorded'}) than "
+            f"the stored one ({stored.rule_digest()})")
 
 
 def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> ShardDedup | None:
@@ -747,8 +770,10 @@ def dedup_for_shard(wh: Warehouse, shard: str, scores: pd.DataFrame, policy) -> 
     manifest = read_manifest(wh)
     frozen = set(manifest["frozen"]) if manifest is not None else set()
     rules = rules_digest(policy)
+    identity = pool_identity(wh)
     fresh = (manifest is not None and manifest["rules"] == rules
-             and manifest["identity"] == pool_identity(wh) and shard not in frozen | set(manifest["blocked"]))
+             and manifest["identity"] == identity and shard not in frozen | set(manifest["blocked"])
+             and not cut_mismatch(wh, manifest.get("cut"), manifest["frozen"], policy, identity))
     groups = stored_groups(wh, shard, manifest) if fresh else None
     source = INDEX_ASSET
     if groups is None:
