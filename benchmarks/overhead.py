@@ -1,35 +1,51 @@
 """The fixed cost of a ``curate run`` and how well two runs share one machine.
 
-Every figure comes from real ``curate run`` processes over the sample shards (``curate
-sample-data``, 40 pairs each, offline profile by default, ``--no-report``), one Dagster home
-shared by all of them as in production, and the step timings Dagster records for each run:
+Every figure comes from real ``curate run`` processes over sample shards (``curate sample-data``'s
+generator, 40 pairs each, offline profile by default, ``--no-report``), one Dagster home shared by all
+of them as in production, and the step timings Dagster records for each run. Only the sample shards
+of the same make-up are used (not the first, second and last, which add tiny, wide or broken images or
+a copy of another shard's pair): each timed shard is the same kind of work.
+
+A run of one shard takes one pass (one Dagster run); a run of several takes two (every shard scored,
+then the pool's ``dedup_index`` run in the offline profile, then every shard decided: ``curate run``'s
+``_materialize``), so the cost of a further shard is taken between two several-shard runs:
 
 - ``one_run_s``: a run of one shard, start to exit; ``one_run_steps_s`` the time its steps took
   (the shard's own work, first-use loading of models and libraries included) and
   ``outside_steps_s`` the rest: imports, definitions, model loading, instance set-up, exit;
-- ``per_shard_s``: what each further shard adds to a run of several (``--shards``), split into
-  its steps (``per_shard_scoring_s`` for ``quality_scores``, whose step also runs its range check,
-  ``per_shard_non_scoring_s`` for the others, with their checks) and the orchestration between them
-  (``per_shard_overhead_s``);
-- ``per_shard_non_scoring_steps`` (the steps a shard runs besides ``quality_scores``, its
-  re-selection after the pool-wide dedup included), ``step_floor_s`` (the shortest step of those
-  runs: ``raw_shards``' look at one small file, so about Dagster's own cost of a step) and
-  ``per_shard_non_scoring_floor_s``, their product: what the non-scoring steps would cost if they
-  did no work at all;
-- ``fixed_per_run_s``: ``one_run_s - per_shard_s``, what a run costs beyond its shard's work;
-- ``two_runs_vs_one``: two runs of one shard each, side by side, against one such run alone:
-  ``2 * one_run_s / two_runs_s`` (2.0 is perfect sharing, 1.0 no gain);
+- ``two_shard_run_s`` and ``several_run_s``: runs of 2 and of ``--shards`` (N >= 3) shards;
+  ``runs_one_shard``, ``runs_two_shards``, ``runs_several_shards``: the Dagster runs each made (checked:
+  two per shard in both several-shard runs);
+- ``per_shard_s``: what each further shard adds to a run of several, ``(several_run_s -
+  two_shard_run_s) / (N - 2)``: its two passes and its share of the pool-wide ``dedup_index`` run;
+  ``per_shard_steps_s`` the same difference of the two runs' step time, ``per_shard_overhead_s`` the
+  rest (orchestration: run start-up, events, look-ups between steps);
+- ``per_shard_scoring_s`` (``quality_scores``, whose step also runs its range check) and
+  ``per_shard_non_scoring_s`` (the others, with their checks): a shard's own steps in both passes,
+  averaged over the N-shard run's shards after its first (which pays the first-use loading);
+- ``per_shard_non_scoring_steps`` (the steps a shard runs besides ``quality_scores``, both passes),
+  ``step_floor_s`` (the shortest step of those shards: ``raw_shards``' look at one small file, so about
+  Dagster's own cost of a step) and ``per_shard_non_scoring_floor_s``, their product: what the
+  non-scoring steps would cost if they did no work at all;
+- ``fixed_per_run_s``: ``two_shard_run_s - 2 * per_shard_s``, what a run of several shards costs
+  beyond what its shards add: process start, imports, definitions, instance set-up, first-use
+  loading, exit, and the pool-wide ``dedup_index`` run's fixed part (a one-shard run's one pass has
+  no separate figure: ``outside_steps_s`` is the nearest);
+- ``two_runs_vs_one``: two runs of the one-shard run's shard, each into its own warehouse, side by
+  side, against that run alone: ``2 * one_run_s / two_runs_s`` (2.0 is perfect sharing, 1.0 no gain);
 - these runs find the home's warm processes running, as every run after the first does: the Great
   Expectations helper (``curation_pipeline.helper``) and the server whose forked children run
   ``curate run`` with Dagster and the definitions already imported (``curation_pipeline.forkserver``;
   ``served`` says whether it was up when the timed one-shard run started, looked up then);
-  ``one_run_cold_s``, ``fixed_per_run_cold_s``, ``two_runs_cold_s`` and ``two_runs_vs_one_cold``
-  measure the same after stopping both (what a first run pays). The package is byte-compiled first (``make setup`` does the same).
+  ``one_run_cold_s``, ``two_shard_run_cold_s``, ``fixed_per_run_cold_s`` (``two_shard_run_cold_s - 2 *
+  per_shard_s``), ``two_runs_cold_s`` and ``two_runs_vs_one_cold`` measure the same after stopping both
+  (what a first run pays). The package is byte-compiled first (``make setup`` does the same).
 
 Each run sizes its thread pools to the cores divided by the home's ``max_concurrent_runs`` (the
 shipped dagster.yaml says 2), unless ``CURATION_THREADS`` is set. ``--smoke`` skips the warm-up
-run and the several-shard run (``per_shard_*`` then come from the one-shard run's steps) and
-uses the text profile: its one-shard run is the home's first, so it is cold (``served: false``).
+run and the several-shard runs (``per_shard_*`` then come from the one-shard run's steps and
+``fixed_per_run_s`` is ``one_run_s - per_shard_s``: no measurement) and uses the text profile: its
+one-shard run is the home's first, so it is cold (``served: false``).
 """
 
 from __future__ import annotations
@@ -75,7 +91,8 @@ def timed_run(args, raw, warehouse, shards, env) -> float:
 
 
 def side_by_side(args, raw, tmp, shards, env, label) -> float:
-    """Two runs of one shard each, started together; seconds until both have exited."""
+    """Runs of one shard each (the same shard twice compares equal work), each into its own warehouse,
+    started together; seconds until all have exited."""
     began = time.perf_counter()
     pair = [start(args, raw, tmp / f"wh-pair-{label}-{i}", [shard], env) for i, shard in enumerate(shards)]
     for process in pair:
@@ -83,23 +100,37 @@ def side_by_side(args, raw, tmp, shards, env, label) -> float:
     return time.perf_counter() - began
 
 
-def step_times(home: Path, known: set[str]) -> tuple[dict[str, list[tuple[str, float]]], set[str]]:
-    """Per shard, every step executed (step key, seconds), for the runs not in ``known``; and every run id
-    seen. A shard's later re-selection (pool-wide dedup) adds its steps to the shard's."""
+def step_times(home: Path, known: set[str]) -> tuple[dict[str, list[tuple[str, float]]], set[str], list[str]]:
+    """Per shard, every step executed (step key, seconds), for the runs not in ``known``; every run id
+    seen; and the job of each run not in ``known``. A shard's steps of both passes, and of a later
+    re-selection (pool-wide dedup), are the shard's; a run of no shard is ``run:<job>``."""
     import dagster as dg
 
     os.environ["DAGSTER_HOME"] = str(home)
     shards: dict[str, list[tuple[str, float]]] = {}
+    jobs: list[str] = []
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
         for run in runs:
             if run.run_id in known:
                 continue
+            jobs.append(run.job_name)
             shard = run.tags.get("dagster/partition", f"run:{run.job_name}")
             shards.setdefault(shard, []).extend(
                 (stat.step_key, stat.end_time - stat.start_time)
                 for stat in instance.get_run_step_stats(run.run_id) if stat.start_time and stat.end_time)
-        return shards, {run.run_id for run in runs}
+        return shards, {run.run_id for run in runs}, jobs
+
+
+def two_passes(shards: list[str], jobs: list[str]) -> int:
+    """The Dagster runs of a several-shard ``curate run`` (``jobs``), checked to be two per shard (scoring,
+    then deciding) and at most one other (the pool's ``dedup_index``): else its per-shard cost is not
+    the one ``per_shard_s`` says."""
+    per_shard = sum(job == "curate_shards" for job in jobs)
+    if per_shard != 2 * len(shards) or len(jobs) - per_shard > 1:
+        raise SystemExit(f"a run of {len(shards)} shards made the Dagster runs {sorted(jobs)}, not two per shard "
+                         "and the pool's dedup_index: the several-shard runs no longer compare equal work")
+    return len(jobs)
 
 
 def total(steps: list[tuple[str, float]]) -> float:
@@ -119,10 +150,13 @@ def floor(steps: list[tuple[str, float]]) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shards", type=int, default=3, help="shards of the several-shard run (>= 2)")
+    parser.add_argument("--shards", type=int, default=3,
+                        help="shards of the larger several-shard run (>= 3; per_shard_s compares it with a run of 2)")
     parser.add_argument("--profile", default="offline")
     add_smoke_flag(parser, profile="text")
     args = parse_args(parser)
+    if args.shards < 3:
+        parser.error("--shards must be at least 3: a further shard's cost is taken against a run of 2")
     compile_package()
     from curation_pipeline.demo import generate_sample_shards
     from curation_pipeline.scoring import signals
@@ -130,7 +164,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     try:
         raw = tmp / "raw"
-        names = [p.stem for p in generate_sample_shards(raw, n_shards=max(args.shards, 3))]
+        # the first, second and last sample shards differ in make-up (tiny and wide images; broken ones; a copy
+        # of the first shard's pair): only those between are timed, so every timed shard is the same work
+        names = [p.stem for p in generate_sample_shards(raw, n_shards=(1 if args.smoke else args.shards) + 3)][2:-1]
+        shard = names[0]  # the one-shard runs' and the side-by-side runs' shard
         home = tmp / "home"
         env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "GX_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false", "CURATE_FORKSERVER": "on"}
@@ -138,30 +175,40 @@ def main() -> None:
         from curation_pipeline import forkserver, helper
 
         if not args.smoke:  # a first run creates the home's storages, fills the page cache, starts the servers
-            timed_run(args, raw, tmp / "wh-warm", names[:1], env)
-            _, known = step_times(home, known)
+            timed_run(args, raw, tmp / "wh-warm", [shard], env)
+            _, known, _ = step_times(home, known)
             if not forkserver.wait_ready(home):
                 raise SystemExit(f"the warm start did not come up: {forkserver.failures() or 'no failure recorded'}")
         served = bool(forkserver.servers(home))  # checked, not assumed: whether the timed run below is forked
-        one_run_s = timed_run(args, raw, tmp / "wh-one", names[:1], env)
-        steps, known = step_times(home, known)
-        first = steps[names[0]]
+        one_run_s = timed_run(args, raw, tmp / "wh-one", [shard], env)
+        steps, known, jobs = step_times(home, known)
+        first = steps[shard]
         one_run_steps_s = sum(total(s) for s in steps.values())
+        figures: dict = {"runs_one_shard": len(jobs)}
         if args.smoke:
             per_shard_s = per_shard_steps_s = total(first)
             per_shard_scoring_s, per_shard_non_scoring_s = split(first)
-        else:
-            several = names[:max(args.shards, 2)]
-            several_s = timed_run(args, raw, tmp / "wh-several", several, env)
-            steps, known = step_times(home, known)
-            later = [steps[s] for s in several[1:]]  # the first shard of a run pays the first-use loading
-            per_shard_s = (several_s - one_run_s) / (len(several) - 1)
-            per_shard_steps_s = sum(total(s) for s in later) / len(later)
-            per_shard_scoring_s = sum(split(s)[0] for s in later) / len(later)
-            per_shard_non_scoring_s = sum(split(s)[1] for s in later) / len(later)
-        counts, shortest = zip(*(floor(s) for s in (later if not args.smoke else [first])))
+            fixed_per_run_s = one_run_s - per_shard_s
+            shards_steps = [first]
+        else:  # a further shard's cost between two runs that both take two passes: 2 shards and N
+            two, several = names[:2], names[:args.shards]
+            two_shard_run_s = timed_run(args, raw, tmp / "wh-two", two, env)
+            steps, known, jobs = step_times(home, known)
+            two_steps_s = sum(total(s) for s in steps.values())
+            figures["runs_two_shards"] = two_passes(two, jobs)
+            several_run_s = timed_run(args, raw, tmp / "wh-several", several, env)
+            steps, known, jobs = step_times(home, known)
+            figures["runs_several_shards"] = two_passes(several, jobs)
+            shards_steps = [steps[s] for s in several[1:]]  # the first shard of a run pays the first-use loading
+            per_shard_s = (several_run_s - two_shard_run_s) / (len(several) - len(two))
+            per_shard_steps_s = (sum(total(s) for s in steps.values()) - two_steps_s) / (len(several) - len(two))
+            per_shard_scoring_s = sum(split(s)[0] for s in shards_steps) / len(shards_steps)
+            per_shard_non_scoring_s = sum(split(s)[1] for s in shards_steps) / len(shards_steps)
+            fixed_per_run_s = two_shard_run_s - len(two) * per_shard_s
+            figures.update(several_shards=len(several), two_shard_run_s=two_shard_run_s, several_run_s=several_run_s)
+        counts, shortest = zip(*(floor(s) for s in shards_steps))
         non_scoring_steps, step_floor_s = sum(counts) / len(counts), min(shortest)
-        two_runs_s = side_by_side(args, raw, tmp, names[1:3], env, "warm")
+        two_runs_s = side_by_side(args, raw, tmp, [shard, shard], env, "warm")  # the one-shard run's work, twice
         os.environ["DAGSTER_HOME"] = str(home)
 
         def stop_warm() -> None:
@@ -169,23 +216,26 @@ def main() -> None:
             forkserver.stop(home)
 
         cold = {}
-        if not args.smoke:  # the same two measures after stopping the home's warm processes: what a first run pays
+        if not args.smoke:  # the same measures after stopping the home's warm processes: what a first run pays
             stop_warm()
-            cold["one_run_cold_s"] = timed_run(args, raw, tmp / "wh-one-cold", names[:1], env)
-            cold["fixed_per_run_cold_s"] = cold["one_run_cold_s"] - per_shard_s
+            cold["one_run_cold_s"] = timed_run(args, raw, tmp / "wh-one-cold", [shard], env)
             stop_warm()
-            cold["two_runs_cold_s"] = side_by_side(args, raw, tmp, names[1:3], env, "cold")
+            cold["two_shard_run_cold_s"] = timed_run(args, raw, tmp / "wh-two-cold", two, env)
+            cold["fixed_per_run_cold_s"] = cold["two_shard_run_cold_s"] - 2 * per_shard_s
+            stop_warm()
+            cold["two_runs_cold_s"] = side_by_side(args, raw, tmp, [shard, shard], env, "cold")
             cold["two_runs_vs_one_cold"] = 2 * cold["one_run_cold_s"] / cold["two_runs_cold_s"]
         stop_warm()
         figures = {
             "cores": signals._cores(),
             "threads_per_run": signals.cpu_threads(),
             "pairs_per_shard": 40,
+            "shard": shard,
             "served": served,
             "one_run_s": one_run_s,
             "one_run_steps_s": one_run_steps_s,
             "outside_steps_s": one_run_s - one_run_steps_s,
-            "fixed_per_run_s": one_run_s - per_shard_s,
+            "fixed_per_run_s": fixed_per_run_s,
             "per_shard_s": per_shard_s,
             "per_shard_steps_s": per_shard_steps_s,
             "per_shard_overhead_s": per_shard_s - per_shard_steps_s,
@@ -196,18 +246,22 @@ def main() -> None:
             "per_shard_non_scoring_floor_s": non_scoring_steps * step_floor_s,
             "two_runs_s": two_runs_s,
             "two_runs_vs_one": 2 * one_run_s / two_runs_s,
+            **figures,
             **cold,
         }
         print(f"one run of one shard {one_run_s:.1f} s ({figures['outside_steps_s']:.1f} s outside its steps); "
-              f"fixed cost per run {figures['fixed_per_run_s']:.1f} s; each further shard {per_shard_s:.2f} s "
-              f"(scoring {per_shard_scoring_s:.2f} s, other steps {per_shard_non_scoring_s:.2f} s, orchestration "
-              f"{figures['per_shard_overhead_s']:.2f} s); {non_scoring_steps:.0f} non-scoring steps per shard "
-              f"at no less than {step_floor_s:.3f} s each (the shortest step): a floor of "
-              f"{figures['per_shard_non_scoring_floor_s']:.2f} s; two runs side by side {two_runs_s:.1f} s -> "
-              f"{figures['two_runs_vs_one']:.2f}x one run ({figures['threads_per_run']} thread(s) per run, "
-              f"{figures['cores']} cores)")
+              + ("" if args.smoke else f"runs of 2 and {args.shards} shards {figures['two_shard_run_s']:.1f} s and "
+                 f"{figures['several_run_s']:.1f} s (two passes each): ")
+              + f"fixed cost per run {fixed_per_run_s:.1f} s; each further shard {per_shard_s:.2f} s "
+              f"(steps {per_shard_steps_s:.2f} s, orchestration {figures['per_shard_overhead_s']:.2f} s; its own "
+              f"steps: scoring {per_shard_scoring_s:.2f} s, other steps {per_shard_non_scoring_s:.2f} s); "
+              f"{non_scoring_steps:.0f} non-scoring steps per shard at no less than {step_floor_s:.3f} s each "
+              f"(the shortest step): a floor of {figures['per_shard_non_scoring_floor_s']:.2f} s; two runs of "
+              f"{shard} side by side {two_runs_s:.1f} s -> {figures['two_runs_vs_one']:.2f}x one run "
+              f"({figures['threads_per_run']} thread(s) per run, {figures['cores']} cores)")
         if cold:
-            print(f"with the GX helper and the run server stopped first: one run {cold['one_run_cold_s']:.1f} s (fixed cost "
+            print(f"with the GX helper and the run server stopped first: one run {cold['one_run_cold_s']:.1f} s, "
+                  f"a run of 2 shards {cold['two_shard_run_cold_s']:.1f} s (fixed cost "
                   f"{cold['fixed_per_run_cold_s']:.1f} s), two side by side {cold['two_runs_cold_s']:.1f} s -> "
                   f"{cold['two_runs_vs_one_cold']:.2f}x")
         result_line(figures)

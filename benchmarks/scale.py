@@ -7,7 +7,10 @@ peak memory of a Ray worker on a small and a big shard.
 The cluster is real (``ray start``: a head node and two worker nodes of one CPU each) and runs in
 a private network namespace (root: the script re-runs itself under ``unshare``), so every packet
 stays on loopback. A "worker" is one model actor on one CPU (one intra-op thread); the local
-engine uses every core. Figures per profile: ``<p>_local_pairs_per_s`` (scorers already built),
+engine is given every core (``CURATION_THREADS`` set to ``cores``, the cores this process may run on,
+recorded as ``local_threads``: left unset, a run divides the cores by the ``max_concurrent_runs`` of
+``$DAGSTER_HOME/dagster.yaml``, one thread on two cores under the Makefile's home). Figures per
+profile: ``<p>_local_pairs_per_s`` (scorers already built),
 ``<p>_local_1thread_pairs_per_s`` (the local engine with one model thread, the budget of one Ray
 worker and of each of two shard runs side by side; ``<p>_ray1_vs_local_1thread`` compares them),
 ``<p>_ray1_pairs_per_s`` / ``<p>_ray2_pairs_per_s`` (wall time of the whole Ray pipeline, actor
@@ -87,17 +90,23 @@ def profile_for(name: str, folder: Path, clip_shape: str):
                           else make_clip(path, clip_shape))
 
 
+def cores() -> int:
+    """The cores this process may run on (its affinity mask, not the host's count)."""
+    from curation_pipeline.scoring.signals import _cores
+
+    return _cores()
+
+
 def local_rate(profile, shard: Path, batch_size: int, threads: int | None = None) -> float:
-    """The local engine; ``threads`` sizes its model pools as ``CURATION_THREADS`` does (None: as a run would)."""
+    """The local engine, its pools sized by ``CURATION_THREADS`` = ``threads`` (None: every core). Always set:
+    unset, a run would divide the cores by the Dagster home's ``max_concurrent_runs``."""
     from curation_pipeline.scoring.profiles import build_scorers
     from curation_pipeline.scoring.run import score_stream
     from curation_pipeline.scoring.signals import THREADS_ENV
     from curation_pipeline.shards.reader import iter_pair_batches
 
     with mock.patch.dict(os.environ):
-        os.environ.pop(THREADS_ENV, None)
-        if threads:
-            os.environ[THREADS_ENV] = str(threads)
+        os.environ[THREADS_ENV] = str(threads or cores())
         scorers = build_scorers(profile)  # ONNX sessions take their thread count when built
         start = time.perf_counter()
         table = score_stream(scorers, iter_pair_batches(str(shard), shard.stem, batch_size))
@@ -139,7 +148,7 @@ def ray_model_stage(profile, shard: Path, batch_size: int, workers: int):
 def measure(args) -> dict:
     import ray
 
-    figures: dict = {"pairs": args.pairs, "batch_size": args.batch_size, "cores": os.cpu_count(),
+    figures: dict = {"pairs": args.pairs, "batch_size": args.batch_size, "cores": cores(), "local_threads": cores(),
                      "profiles": args.profiles, "clip_shape": args.clip_shape}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         folder = Path(tmp)
@@ -153,8 +162,10 @@ def measure(args) -> dict:
                 for name, profile in profiles.items():
                     # local right before the same profile's Ray runs (the idle cluster beside it), so
                     # both see the same load from whatever else the machine runs
-                    local_rate(profile, small, args.batch_size)  # warm-up: lazily loaded models (MiniLM), caches
-                    figures[f"{name}_local_pairs_per_s"] = local_rate(profile, big, args.batch_size)
+                    # every core (local_threads); a warm-up first: lazily loaded models (MiniLM), caches
+                    local_rate(profile, small, args.batch_size, threads=figures["local_threads"])
+                    figures[f"{name}_local_pairs_per_s"] = local_rate(profile, big, args.batch_size,
+                                                                      threads=figures["local_threads"])
                     # the same model-thread budget as one Ray worker (1), as each of two shard runs side by side has;
                     # its own warm-up, as MiniLM's session is built for the thread budget when first used
                     local_rate(profile, small, args.batch_size, threads=1)
@@ -171,7 +182,7 @@ def measure(args) -> dict:
                             big_two_workers[name] = stats
                     # one worker given the local engine's budget: its actor's models use every core
                     # (a one-node cluster's actor would take its node's CPUs), decoding as in the runs above
-                    wall, loaded, _, _ = ray_run(profile, big, args.batch_size, 1, threads=len(os.sched_getaffinity(0)))
+                    wall, loaded, _, _ = ray_run(profile, big, args.batch_size, 1, threads=figures["local_threads"])
                     figures[f"{name}_ray1_allcores_pairs_per_s"] = wall
                     figures[f"{name}_ray1_allcores_loaded_pairs_per_s"] = loaded
                     figures[f"{name}_ray1_allcores_vs_local"] = wall / figures[f"{name}_local_pairs_per_s"]
@@ -261,7 +272,7 @@ def main() -> None:
         ok, why = private_network_available()
         if not ok:  # no Ray cluster may run outside a private namespace: say so, measure nothing
             print(f"Ray runs need a private network namespace: {why}", file=sys.stderr)
-            result_line({"pairs": args.pairs, "batch_size": args.batch_size, "cores": os.cpu_count(),
+            result_line({"pairs": args.pairs, "batch_size": args.batch_size, "cores": cores(),
                          "profiles": args.profiles, "clip_shape": args.clip_shape,
                          "small_shard_pairs": max(args.pairs // 4, args.batch_size), "ray": f"skipped: {why}",
                          **{k: None for k in measured_keys(args.profiles)}})
