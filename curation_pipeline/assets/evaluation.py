@@ -95,8 +95,9 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
 
 @dg.asset(
     group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
-    code_version="3",  # bump when the same inputs give different output (2: edit ratios count half-width kana
-    # and Han of Extension B and later as the drift check's words; 3: captions checked against original_caption)
+    code_version="4",  # bump when the same inputs give different output (2: edit ratios count half-width kana
+    # and Han of Extension B and later as the drift check's words; 3: captions checked against original_caption;
+    # 4: a Thai, Lao, Myanmar or Khmer combining mark is part of its character's word)
     deps=[dg.AssetDep(final_captions, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Curation decisions scored against per-sample labels (clean / noisy / junk / mismatched): kept, "

@@ -21,8 +21,9 @@ class ReferenceConfig(dg.Config):
 
 @dg.asset(
     name=REFERENCE_ASSET, group_name="ingest", owners=OWNERS, tags={"stage": "ingest"},
-    code_version="2",  # bump when the same inputs give different output (2: words count half-width kana and Han
-    # of Extension B and later, and punctuation against a character of a script without spaces is part of its word)
+    code_version="3",  # bump when the same inputs give different output (2: words count half-width kana and Han
+    # of Extension B and later, and punctuation against a character of a script without spaces is part of its word;
+    # 3: a Thai, Lao, Myanmar or Khmer combining mark is part of the character before it, not a word)
     deps=[dg.AssetDep(pairs, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="The caption-length distribution new shards are held to: exact counts per length (words or "

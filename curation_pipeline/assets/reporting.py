@@ -15,10 +15,11 @@ from curation_pipeline.resources import WarehouseResource
 
 @dg.asset(
     group_name="reporting", owners=OWNERS, tags={"stage": "reporting"},
-    code_version="7",  # bump when the same inputs give different output (3: the unsettled status; 4: decoded = full
+    code_version="8",  # bump when the same inputs give different output (3: the unsettled status; 4: decoded = full
     # decodes; 5: failed = the last run in this warehouse failed, not one in another warehouse of the same home;
     # 6: word counts count half-width kana and Han of Extension B and later, and glued punctuation is no word;
-    # 7: the unpublished status, a curated tar missing or not made from the current final_captions)
+    # 7: the unpublished status, a curated tar missing or not made from the current final_captions; 8: a Thai, Lao,
+    # Myanmar or Khmer combining mark is part of its character's word)
     deps=[curated_shards],
     kinds={"duckdb"},
     automation_condition=dg.AutomationCondition.eager(),

@@ -29,12 +29,13 @@ from curation_pipeline.validation.lengths import caption_lengths
 
 @dg.asset(
     partitions_def=shard_partitions, group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"},
-    code_version="6",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
+    code_version="7",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
     # 3: edit and length ratios count the drift check's words; 4: the edit ratio ignores case and edge
     # punctuation, a placeholder-only caption is fresh, a cut tail and markup are judged anew; 5: full-width
     # brackets and separators are checked as ASCII ones, punctuation glued to a word of a script without spaces is
     # no edit, and the edit ratio is one exact division, so a ratio equal to max_edit_ratio passes; 6: words count
-    # half-width kana and Han of Extension B and later, and glued punctuation is part of its word: length ratios)
+    # half-width kana and Han of Extension B and later, and glued punctuation is part of its word: length ratios;
+    # 7: a Thai, Lao, Myanmar or Khmer combining mark is part of its character's word)
     ins={"caption_decisions": dg.AssetIn(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     kinds={"parquet"},
@@ -109,10 +110,10 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     name="final_captions", partitions_def=shard_partitions, can_subset=True, check_specs=FINAL_CAPTION_CHECKS,
     ins={"caption_decisions": dg.AssetIn(), "pairs": columns("key", "caption"), "rewritten_captions": dg.AssetIn()},
     outs={"final_captions": table_out(
-        "rewriting", "3",  # code version: bump when the same inputs give different output (2: outside the
+        "rewriting", "4",  # code version: bump when the same inputs give different output (2: outside the
         # keep_fraction cut only an accepted rewrite publishes; no fallback to the original. 3: the drift check's
         # words (as rewritten_captions 6), a mean on its ratio limit passes, a table row says GX's verdict, and
-        # unchanged captions have KL 0)
+        # unchanged captions have KL 0. 4: the drift check's words, as rewritten_captions 7)
         "The final caption of every pair: kept as is, rewritten (the accepted attempt) or dropped, with the "
         "reason. The blocking caption-length drift check runs on this before anything is published.")},
 )

@@ -47,8 +47,11 @@ _NO_SPACE_BLOCKS = (_span(0x0E00, 0x0EFF) | _span(0x1000, 0x109F) | _span(0x1780
 _PUNCTUATION = ({cp for cp in range(0x10000) if unicodedata.category(chr(cp)).startswith("P")}
                 | {0x3004, 0x3012, 0x3013, 0x3020, 0x3036, 0x3037, 0x303E, 0x303F, 0x309B, 0x309C}
                 | _span(0xFF01, 0xFF0F) | _span(0xFF1A, 0xFF20) | _span(0xFF3B, 0xFF40) | _span(0xFF5B, 0xFF65))
-# Kana voiced sound marks, combining and half-width: "ｶﾞ" is one character as "ガ" is.
-_MARKS = {0x3099, 0x309A, 0xFF9E, 0xFF9F}
+# Marks belong to the character before them: kana voiced sound marks, combining and half-width ("ｶﾞ" is one
+# character as "ガ" is), and the combining vowel signs, tone marks and viramas of Thai, Lao, Myanmar and Khmer
+# ("เด็ก", child, is 3 characters, not 4; "ខ្មែរ", Khmer, 3, not 5).
+_MARKS = ({0x3099, 0x309A, 0xFF9E, 0xFF9F}
+          | {cp for cp in _NO_SPACE_BLOCKS if unicodedata.category(chr(cp)).startswith("M")})
 _NO_SPACES = _class(_NO_SPACE_BLOCKS - _PUNCTUATION)
 _P, _M = _class(_PUNCTUATION), _class(_MARKS)
 # a character of a script without spaces with its marks and the punctuation against it; else a whitespace token

@@ -3,6 +3,7 @@ version of one marks the partitions it made stale (Dagster's staleness, which th
 
 import dagster as dg
 
+from curation_pipeline.assets.rewriting import rewritten_captions
 from curation_pipeline.automation import shards_to_refresh
 from curation_pipeline.definitions import build_definitions
 from curation_pipeline.resources import ClipConfig, MlmConfig, RewriterResource, ScoringResource
@@ -20,6 +21,7 @@ from curation_pipeline.scoring.text_quality import CaptionTextQuality
 from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
 
 SCORES, REWRITES = dg.AssetKey("quality_scores"), dg.AssetKey("rewritten_captions")
+REWRITE_OWN = rewritten_captions.specs_by_key[REWRITES].code_version  # the asset's own part
 
 
 def _code(defs: dg.Definitions, key: dg.AssetKey) -> str:
@@ -37,9 +39,9 @@ def test_each_profile_names_the_scorers_it_runs_and_the_rewriter_its_kind(monkey
     assert _code(build_definitions(scoring=full), SCORES) == (
         f"{offline},clip.{ClipScorer.version},mlm.{MlmFilterScorer.version},aitqe.{AitqeScorer.version}")
     cleaner, aitqe = rewriter_base.CODE_VERSIONS["cleaner"], rewriter_base.CODE_VERSIONS["aitqe"]
-    assert _code(build_definitions(), REWRITES) == f"6+cleaner.{cleaner}"
+    assert _code(build_definitions(), REWRITES) == f"{REWRITE_OWN}+cleaner.{cleaner}"
     assert _code(build_definitions(rewriter=RewriterResource(kind="aitqe", model="some/aitqe")), REWRITES) == \
-        f"6+aitqe.{aitqe}"
+        f"{REWRITE_OWN}+aitqe.{aitqe}"
     # the version a model scorer's instance stores starts with its class's, which these are made of
     assert AitqeScorer.version == aitqe_scorer_version("m", 8, "float32").split(":")[0]
     # a scorer the profile does not run changes nothing of its version; one it runs does

@@ -205,3 +205,15 @@ def test_a_ratio_just_outside_its_limit_reads_outside_it():
     result = check_caption_length_drift(original, final, DriftThresholds(mean_ratio_min=0.9975))
     assert not result.passed
     assert "mean caption length shrank to 0.997x (12.00 -> 11.97 words), allowed 0.998-1.250x" in result.failures
+
+
+def test_a_combining_mark_of_a_script_without_spaces_is_part_of_its_character():
+    """Thai, Lao, Myanmar and Khmer vowel signs, tone marks and viramas combine with the character before them:
+    counted as words of their own, a Thai caption read a third longer than its characters."""
+    from curation_pipeline.validation.lengths import words
+
+    assert words("เด็ก") == ["เ", "ด็", "ก"]  # child: SARA E, DO DEK with MAITAIKHU, KO KAI
+    assert words("ខ្មែរ") == ["ខ្", "មែ", "រ"]  # Khmer: KHA with COENG, MO with the vowel sign AE, RO
+    assert words("မြန်မာ") == ["မြ", "န်", "မာ"]  # Myanmar
+    assert words("ສະບາຍດີ") == ["ສ", "ະ", "ບ", "າ", "ຍ", "ດີ"]  # Lao: SARA A and SARA AA are letters, SARA II a mark
+    assert caption_lengths(pd.Series(["เด็กเล่น", "ภาษาไทย test"])).tolist() == [6.0, 8.0]
