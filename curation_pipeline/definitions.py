@@ -59,7 +59,7 @@ EXECUTOR = dg.in_process_executor
 
 def with_code_it_runs(asset: dg.AssetsDefinition, runs: dict[str, str]) -> dg.AssetsDefinition:
     """``asset`` whose code version also names the version of each piece of code it runs in this code location
-    (quality_scores: its profile's scorers; rewritten_captions: its rewriter), e.g. ``2+datacomp.2,nsfw.1``:
+    (quality_scores: its profile's scorers; rewritten_captions: its rewriter), e.g. ``2+datacomp.3,nsfw.1``:
     a scorer's or rewriter's new version marks the partitions made with the old one stale, as a bump of the
     asset's own does (a run under other scorers, set in its run config, is compared with this location's)."""
     made_of = ",".join(f"{name}.{version}" for name, version in runs.items())

@@ -227,7 +227,7 @@ def _shown_below(values: pd.Series, threshold: float) -> pd.Series:
     near = values.lt(threshold) & shown.ge(threshold)
     text = shown.astype(str)
     if near.any():
-        text[near] = values[near].map(lambda v: format(v, ".15g"))
+        text[near] = values[near].map(lambda v: repr(float(v)))  # the shortest exact form: never rounds up
     return text
 
 

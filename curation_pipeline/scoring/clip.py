@@ -128,7 +128,11 @@ class ClipScorer(Scorer):
     None or "" scores the caption alone. Non-default prefix/dtype are appended to ``version``."""
 
     name = "clip"  # an instance's own: its columns' prefix
-    version = "4"  # the code's; an instance's adds its model and settings (``__init__``)
+    # the code's: CLIP's (``__init__`` says why each), which an instance's version starts with and adds its model
+    # and settings to; a SigLIP instance's starts with ``siglip_version``, its inputs having changed less often.
+    # quality_scores' code version reads ``version`` only: a change to SigLIP's bumps both.
+    version = "4"
+    siglip_version = "3"
     needs_images = True
     outputs = _clip_outputs()  # with name="clip"; an instance without a sigmoid head writes no _sigmoid
 
@@ -160,7 +164,8 @@ class ClipScorer(Scorer):
         # 4 (CLIP; SigLIP's inputs are unchanged): and transforms them (``clipscore_pixels``: resized in
         #    the file's own mode, then RGB; the crop offset rounded as torchvision's, not HF's floor), and
         #    cleans the text as clip.tokenize does (``clip_text``)
-        self.version = ":".join([f"{3 if self._n_px is None else ClipScorer.version}:{model}", *settings])
+        code = ClipScorer.siglip_version if self._n_px is None else ClipScorer.version
+        self.version = ":".join([f"{code}:{model}", *settings])
         # SigLIP was trained on texts padded to the full context; CLIP on the longest in batch.
         self._padding = "max_length" if "siglip" in self.model.config.model_type else True
         self._max_length = self.model.config.text_config.max_position_embeddings

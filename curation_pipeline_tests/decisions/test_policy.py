@@ -253,3 +253,12 @@ def test_a_low_score_is_never_shown_at_or_past_its_threshold():
     assert reason(12.0, keep_threshold=95.0) == "low_text_quality=12.0"
     assert reason(0.76, "clip_score", keep_threshold=0.8, drop_threshold=0.1) == "low_clip_score=0.76"
     assert reason(0.7, "clip_score", keep_threshold=0.8, drop_threshold=0.1) == "low_clip_score=0.7"
+
+
+def test_a_score_a_hair_under_its_threshold_is_shown_under_it():
+    """The float just below the threshold: 15 significant digits would round it onto the threshold."""
+    from curation_pipeline.decisions.policy import _shown_below
+
+    shown = _shown_below(pd.Series([np.nextafter(95.0, 0.0), np.nextafter(0.8, 0.0)]), 95.0).tolist()
+    assert float(shown[0]) < 95.0 and shown[1] == "0.8"  # 0.8 is below 95: one decimal
+    assert float(_shown_below(pd.Series([np.nextafter(0.8, 0.0)]), 0.8).iloc[0]) < 0.8

@@ -49,11 +49,16 @@ def phash(image: Image.Image) -> str | None:
 
 def normalise_caption(caption: str) -> str:
     """NFKC, lowercased, every run of punctuation / symbols / whitespace (what is not a letter, mark or number)
-    collapsed to one space. Marks stay: the vowel signs of Indic and Thai scripts tell words apart ("बाल" hair,
-    "बिल" bill), and NFKC leaves them uncomposed. Marks with no letter or number ("!\u0336") are no words: ""."""
-    text = unicodedata.normalize("NFKC", caption).lower()
-    norm = " ".join("".join(ch if unicodedata.category(ch)[0] in "LMN" else " " for ch in text).split())
-    return norm if any(ch.isalnum() for ch in norm) else ""
+    collapsed to one space. A mark stays with the letter or number it follows: the vowel signs of Indic and Thai
+    scripts tell words apart ("बाल" hair, "बिल" bill), and NFKC leaves them uncomposed; one after anything else
+    ("car!\u0336", a strike-through on "!") goes with it, so the caption matches "car!" as before."""
+    kept: list[str] = []
+    word = False  # whether the last character kept is a letter, number or a mark on one
+    for ch in unicodedata.normalize("NFKC", caption).lower():
+        kind = unicodedata.category(ch)[0]
+        word = kind in "LN" or (kind == "M" and word)
+        kept.append(ch if word else " ")
+    return " ".join("".join(kept).split())
 
 
 def caption_norm_sha(caption: str | None) -> str | None:

@@ -23,3 +23,13 @@ def test_marks_are_kept_and_punctuation_still_goes():
 
 def test_marks_alone_are_no_words():
     assert normalise_caption("!\u0336 \u0301") == "" and caption_norm_sha("!\u0336 \u0301") is None
+
+
+def test_a_mark_on_punctuation_or_a_symbol_goes_with_it():
+    """A combining mark after no letter or number (a strike-through on "!", an enclosing circle after a space)
+    is no part of a word: the caption still matches its plain twin, as before marks were kept."""
+    from curation_pipeline.scoring.signals.duplicates import caption_norm_sha, normalise_caption
+
+    assert normalise_caption("A red car!\u0336") == normalise_caption("A red car \u20dd") == "a red car"
+    assert caption_norm_sha("A red car!\u0336") == caption_norm_sha("A red car!")
+    assert normalise_caption("!\u0336") == "" and caption_norm_sha("!\u0336") is None
