@@ -35,7 +35,10 @@ from curation_pipeline.validation.lengths import caption_lengths
     # brackets and separators are checked as ASCII ones, punctuation glued to a word of a script without spaces is
     # no edit, and the edit ratio is one exact division, so a ratio equal to max_edit_ratio passes; 6: words count
     # half-width kana and Han of Extension B and later, and glued punctuation is part of its word: length ratios;
-    # 7: a Thai, Lao, Myanmar or Khmer combining mark is part of its character's word)
+    # 7: a Thai, Lao, Myanmar or Khmer combining mark is part of its character's word; the edit ratio compares
+    # words in NFC with Turkish İ/ı as i, a Hebrew gershayim or geresh typed as '"' or "'" is no quote mark, the
+    # well-formedness check reads original and candidate in NFC, counts a tail's words as the drift check does,
+    # and knows 〖〗〘〙, an opening 〝 and the Arabic comma and semicolon as separators)
     ins={"caption_decisions": dg.AssetIn(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     kinds={"parquet"},

@@ -23,6 +23,26 @@ from typing import Iterable, Iterator
 
 _IMAGE_EXT = r"(?:jpe?g|png|gif|bmp|tiff?|webp|heic|dng|cr2|nef|mp4|mov)"
 
+
+def _mark_ranges() -> str:
+    """A regex class body for the combining marks (categories Mn, Mc, Me: Indic vowel signs, nukta and virama, Thai
+    vowels, Arabic harakat, Hebrew niqqud), as ranges. ``re`` has no \\p{M}, and ``\\w`` holds no mark. Planes 0, 1
+    and 14 hold them all (2 and 3 are ideographs, 15 and 16 private use): a sixth of the code points, read at import."""
+    ranges: list[list[int]] = []
+    for cp in (*range(0x20000), *range(0xE0000, 0xF0000)):
+        if unicodedata.category(chr(cp))[0] == "M":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+
+_MARKS = _mark_ranges()
+# A word character or a mark, as a class body: names, tags and file names in Indic, Thai or vocalised Arabic
+# hold marks ("#เที่ยวไทย", "ताजमहल.jpg"), and a ``\w`` run stopped at the first one and split the word.
+_WORD_OR_MARK = rf"\w{_MARKS}"
+
 # Dotted names (example.com, my.photo.jpg) only start at a token start: starting at
 # every word boundary would make a long dotted or hyphenated token cost O(n^2).
 _URL = (
@@ -93,8 +113,8 @@ FILENAME_RE = re.compile(
     r"|\b(?-i:IMG|img|DSC[NF]?|dsc[nf]?|DCIM|PXL|MVIMG|GOPR|DJI|CIMG|PICT|SAM)[_-]?\d{3,}(?:[_-]\d+)*"
     rf"(?:\.{_IMAGE_EXT})?\b"
     rf"|\bP\d{{7}}(?:\.{_IMAGE_EXT})?\b"
-    # Anything that ends in an image or video extension (2041.jpg, my-photo.PNG).
-    rf"|(?<![\w.-])[\w-]+(?:\.[\w-]+)*\.{_IMAGE_EXT}\b",
+    # Anything that ends in an image or video extension (2041.jpg, my-photo.PNG, ताजमहल.jpg with its marks).
+    rf"|(?<![{_WORD_OR_MARK}.-])[{_WORD_OR_MARK}-]+(?:\.[{_WORD_OR_MARK}-]+)*\.{_IMAGE_EXT}\b",
     re.IGNORECASE,
 )
 
@@ -259,7 +279,9 @@ _FOREIGN_MEDIA_LABEL = r"(?:fotograf(?:[ií]as?|ie)|bild(?:er)?|imag(?:en|em|ens
 _MEDIA_LABEL = (r"(?:(?:photo(?:graph)?|image|picture|pic|foto|video|footage|illustration|artwork|graphic)s?"
                 rf"|{_FOREIGN_MEDIA_LABEL})")
 _CREDIT_WORD = r"cr[eé]dit(?:s|os?|i)?"  # credit, crédit(s), crédito(s), credito, crediti
-_SOURCE_WORD = r"(?:sources?|(?:bild|foto)?quellen?|fuentes?|fonte|(?:bild|foto)nachweis)"
+# "fuente" and "fonte" are a fountain as often as a source ("junto a la fuente - Plaza Mayor"): a credit only
+# starting its clause ("A dog. Fuente: EFE"), never after an article or any other word.
+_SOURCE_WORD = rf"(?:sources?|(?:bild|foto)?quellen?|(?=f){_CLAUSE_START}(?:fuentes?|fonte)|(?:bild|foto)nachweis)"
 # A user name in lower case ("jsmith", "jane_doe", "@jdoe", "john smith"): one or two words, none a word that
 # starts a phrase ("photo by the lake", "photo by night", "photo by my mum").
 _HANDLE_STOP = (
@@ -900,9 +922,11 @@ def shortcode_spans(text: str) -> list[tuple[int, int]]:
 # enumeration inside a description is none ("A table with apples, pears, and bananas"), and a list a description
 # runs into by a comma is left alone ("A man wearing a hat, gloves, ..."). Six tags make a list, or four when a
 # word comes back in two of them ("wedding dress, wedding photo").
+# A middle dot between two letters is a letter of the word, Catalan's "l·l" ("col·lecció"), no separator.
 _TAG_DELIM_RE = re.compile(_NOT_AFTER_SPACE + r"(?=[\s,;|•·\-–—/.!?…])"
-                           r"\s*(?:(?P<weak>[,;])|[|•·\n]|(?<=\s)[-–—/]+(?=\s)|[.!?…]+(?=\s|$))\s*")
-_TAG_WORD_RE = re.compile(r"[^\W_][\w'’&.-]*")
+                           r"\s*(?:(?P<weak>[,;])|[|•\n]|(?<![^\W\d_])·|·(?![^\W\d_])|(?<=\s)[-–—/]+(?=\s)"
+                           r"|[.!?…]+(?=\s|$))\s*")
+_TAG_WORD_RE = re.compile(r"[^\W_][\w'’&.·-]*")
 _TAG_STOPWORDS = frozenset(
     "a an the and or nor but of in on at with without to from for by into onto over under near off up down out as"
     " across through along around behind between beside toward towards against about after before during inside"
@@ -1147,10 +1171,13 @@ def has_credit(text: str, words: list[str] | None = None) -> bool:
 ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])|\x9b[0-?]*[ -/]*[@-~]")
 # C0 controls but tab, LF, VT, FF, CR (those are whitespace); DEL and C1 but NEL; soft hyphen; zero-width space,
 # word joiner and invisible operators; BOM / ZWNBSP; Mongolian vowel separator; bidi embeddings, overrides
-# (U+202A-E) and isolates (U+2066-9); interlinear annotation marks.
+# (U+202A-E) and isolates (U+2066-9); interlinear annotation marks. Between two letters or marks of Thai, Lao,
+# Myanmar or Khmer, whose words have no spaces, the zero-width space is the word separator and stays.
+_ZWSP_SCRIPTS = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u19e0-\u19ff"
 CONTROL_RE = re.compile(
-    "[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u180e\u200b\u2060-\u2064\ufeff"
+    "[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u180e\u2060-\u2064\ufeff"
     "\u202a-\u202e\u2066-\u2069\ufff9-\ufffb]"
+    f"|(?<![{_ZWSP_SCRIPTS}])\u200b|\u200b(?![{_ZWSP_SCRIPTS}])"
 )
 # Zero-width (non-)joiners are needed inside emoji sequences and some scripts; next to ASCII, or at
 # either end, they are noise.
@@ -1253,14 +1280,21 @@ def is_wrapped_in_quotes(text: str) -> bool:
 
 
 # --- hashtags, entities, repeats, case ---------------------------------------------------
-# A hashtag must hold a letter: "#1 fan" is a rank, and "&#39;" an entity.
-_TAG = r"#\w*[^\W\d_]\w*"
-HASHTAG_RE = re.compile(r"(?<![\w#&])#(\w*[^\W\d_]\w*)")
+# A hashtag must hold a letter: "#1 fan" is a rank, and "&#39;" an entity. Its marks and zero-width (non-)joiners
+# are part of it ("#เที่ยวไทย", "#سَفَر", Persian "#کتاب‌ها"): a ``\w`` run stopped at the first and left the rest.
+# Possessive: up to its first letter (marks, digits, joiners are none), then all it holds; a tag that fails to join a
+# run is not tried again at every letter (a 10,000-character Thai tag took a second).
+_TAG_BODY = rf"[\d_{_MARKS}\u200c\u200d]*+[^\W\d_][{_WORD_OR_MARK}\u200c\u200d]*+"
+_TAG = rf"#{_TAG_BODY}"
+HASHTAG_RE = re.compile(rf"(?<![{_WORD_OR_MARK}#&])#({_TAG_BODY})")
 # Hashtags to drop: a run of two or more anywhere, or a single one ending the caption.
 # Group 1 is the word before (to tell "on the #beach" from "sunset #nofilter"),
-# group 3 the sentence mark after it, which is kept.
+# group 3 the sentence mark after it, which is kept. Chinese, Japanese and Arabic punctuation takes no space after it
+# ("海边的日落，#旅行 #大海"): a run may start right after one, and the word before stops short of it.
+_TIGHT_PUNCT = "，、；：。！？،؛"
 _DROPPED_HASHTAGS_RE = re.compile(
-    rf"(?:(?<=\s)|^)([^\s#]\S*\s+)?({_TAG}(?:[\s,]+{_TAG})+|{_TAG}(?=[.!?]?\s*$))([.!?]?)"
+    rf"(?:(?:(?<=\s)|^)([^\s#](?:(?![{_TIGHT_PUNCT}]#)\S)*\s+)?|(?<=[{_TIGHT_PUNCT}]))"
+    rf"({_TAG}(?:[\s,]+{_TAG})+|{_TAG}(?=[.!?]?\s*$))([.!?]?)"
 )
 # A dropped run after one of these words keeps its first word: "a walk on the #beach". Lower case, or capitalised
 # opening a sentence ("At #Disneyland"): "Gate A #airport", "Portland, OR #pnw" end on a name, the tag is dropped.
@@ -1288,21 +1322,6 @@ HTML_TAG_RE = re.compile(
 ENTITY_RE = re.compile(r"&(?:[a-zA-Z][a-zA-Z0-9]{1,31}|#\d{1,7}|#[xX][0-9a-fA-F]{1,6});")
 
 
-def _mark_ranges() -> str:
-    """A regex class body for the combining marks (categories Mn, Mc, Me: Indic vowel signs, nukta and virama, Thai
-    vowels, Arabic harakat, Hebrew niqqud), as ranges. ``re`` has no \\p{M}, and ``\\w`` holds no mark. Planes 0, 1
-    and 14 hold them all (2 and 3 are ideographs, 15 and 16 private use): a sixth of the code points, read at import."""
-    ranges: list[list[int]] = []
-    for cp in (*range(0x20000), *range(0xE0000, 0xF0000)):
-        if unicodedata.category(chr(cp))[0] == "M":
-            if ranges and ranges[-1][1] == cp - 1:
-                ranges[-1][1] = cp
-            else:
-                ranges.append([cp, cp])
-    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
-
-
-_MARKS = _mark_ranges()
 # A word with its letters' marks: ``WORD_RE`` stops at a mark, so "लड़की" (girl) is two words, "लड" and "क"; here it
 # is one. Only a mark after a letter counts as one. Where a caption holds no mark, its matches are ``WORD_RE``'s.
 _MARKED_WORD = rf"(?:[^\W\d_][{_MARKS}]*)+"
@@ -1360,20 +1379,41 @@ def remove_html_tags(text: str) -> str:
     return HTML_TAG_RE.sub(_drop_tag, text).strip(" ")
 
 
-def _collapse_one(match: re.Match) -> str:
+# One word said twice is grammar in many languages, not noise: reduplication makes plurals, variety or intensity
+# (Hindi "अलग अलग", various; Turkish "renk renk", colourful; Indonesian "anak anak", children; Chinese, Thai, Tamil,
+# Russian "еле еле"). English doubles a word by mistake ("a dog dog"), its meant doubles being ``ALLOWED_DOUBLES``.
+# So two copies of one word are a repeat only where the caption reads as English: the word is in Latin letters and
+# the caption holds one of these English function words. Three copies, or a doubled phrase, are a repeat anywhere.
+_ENGLISH_FUNCTION_WORD_RE = re.compile(
+    r"(?<![^\W\d_])(?:the|a|an|and|of|with|is|are|was|were|on|in|at|to|for|from|by|near|over|under|into|onto|while"
+    r"|his|her|their|its|it|this|that|these|those)(?![^\W\d_])",
+    re.IGNORECASE)
+_LATIN_WORD_RE = re.compile(rf"(?:(?=[A-Za-z\u00c0-\u024f\u1e00-\u1eff])[^\W\d_][{_MARKS}]*)+")
+
+
+def _reads_as_english(text: str) -> bool:
+    return _ENGLISH_FUNCTION_WORD_RE.search(text) is not None
+
+
+def _collapse_one(match: re.Match, english: bool = True) -> str:
     phrase, whole = match.group(1), match.group(0)
-    copies = len(WHITESPACE_RE.split(whole)) // len(WHITESPACE_RE.split(phrase))
+    n_words = len(WHITESPACE_RE.split(phrase))
+    copies = len(WHITESPACE_RE.split(whole)) // n_words
     if copies == 2:
         second = whole[len(phrase):].lstrip()
         if phrase.lower() in ALLOWED_DOUBLES or (phrase[0].isupper() and second[0].isupper()):
+            return whole
+        if n_words == 1 and not (english and _LATIN_WORD_RE.fullmatch(phrase)):
             return whole
     return phrase
 
 
 def collapse_repeats(text: str) -> str:
-    """Keep one copy of each back-to-back repeated word or short phrase, until none is left."""
+    """Keep one copy of each back-to-back repeated word or short phrase, until none is left; two copies of one word
+    only in English (``_ENGLISH_FUNCTION_WORD_RE``): elsewhere they are reduplication."""
+    english = _reads_as_english(text)
     while True:
-        collapsed = REPEAT_RE.sub(_collapse_one, text)
+        collapsed = REPEAT_RE.sub(lambda m: _collapse_one(m, english), text)
         if collapsed == text:
             return text
         text = collapsed
@@ -1426,10 +1466,23 @@ def remove_hashtags(text: str) -> str:
     return HASHTAG_RE.sub(r"\1", _DROPPED_HASHTAGS_RE.sub(_drop_hashtags, text))
 
 
+# Cherokee is written in its capital letters (Unicode's small ones are for rare styles): it is a script without
+# case here, never shouting.
+_CHEROKEE_RE = re.compile("[\u13a0-\u13ff\uab70-\uabbf]")
+MIN_CASED_SHARE = 0.8
+
+
 def is_all_caps(text: str) -> bool:
-    """Shouting: at least 6 cased letters and none of them lower case."""
+    """Shouting: at least 6 cased letters, none of them lower case, and at least ``MIN_CASED_SHARE`` of the letters.
+    A caption in a script without case (Chinese, Arabic, Cherokee) with a Latin acronym or brand in it ("IKEA 客厅里的
+    LED 台灯", 7 of 13) is not shouting, and lowering the acronyms would only damage it."""
     cased = sum(1 for ch in text if ch.isupper())
-    return cased >= 6 and not any(ch.islower() for ch in text)
+    if cased < 6 or any(ch.islower() for ch in text):
+        return False
+    if text.isascii():
+        return True
+    cased -= len(_CHEROKEE_RE.findall(text))
+    return cased >= 6 and cased >= MIN_CASED_SHARE * sum(1 for ch in text if ch.isalpha())
 
 
 def noise_free_words(text: str) -> list[str]:

@@ -44,6 +44,9 @@ _LEADING_JUNK_RE = re.compile(r"^[\s.,;:!?|•·–—/\\-]*?(?=(?<!\S)[.-][^\W_
 # A run of junk is read from its start only: tried from each of its characters, a long run that does not end the
 # caption ("a, , , ... , b") would cost O(n^2).
 _TRAILING_JUNK_RE = re.compile(r"(?<![\s,;:|•·–—/\\-])[\s,;:|•·–—/\\-]+$")
+# Chinese, Japanese and Arabic commas and colons a hashtag removal left ending the caption ("البحر، #سفر" -> "البحر").
+# Only then: a caption written ending in one is left as written.
+_TIGHT_TRAILING_JUNK_RE = re.compile(r"(?<![\s，、；：،؛])[\s，、；：،؛]+$")
 _EMPTY_BRACKETS_RE = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}")
 # A punctuation mark followed by more standalone marks, as left behind by a removal:
 # "A dog. ." / "Beach - - sunset" / "A dog, , on".
@@ -56,6 +59,9 @@ _SEPS = CLAUSE_SEPARATORS
 _TERMS = SENTENCE_ENDS
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 _TIGHT_AFTER = ".,;:!?…)]}"
+
+# Capitals only Turkish and Azeri write (Azeri's schwa too): where they show, a dotless "I" is "ı" in lower case.
+_TURKIC_CAPITALS_RE = re.compile("[İŞĞƏ]")
 
 # Stray bidi marks: LRM, RLM, ALM do nothing in a caption without right-to-left letters.
 _BIDI_MARK_RE = re.compile("[\u200e\u200f\u061c]")
@@ -161,15 +167,23 @@ def _fix_encoding(text: str) -> str:
 
 def _remove_hashtags(text: str) -> str:
     cleaned = remove_hashtags(text)
-    return _tidy(cleaned) if cleaned != text else text
+    if cleaned == text:
+        return text
+    cleaned = _tidy(cleaned)
+    return _tidy(_TIGHT_TRAILING_JUNK_RE.sub("", cleaned)) if not text.isascii() else cleaned
 
 
 def _sentence_case(text: str) -> str:
     """ALL CAPS -> Sentence case. Acronyms are lowered too: the price of undoing shouting. Turkish dotted "İ"
-    lowers to "i" (``str.lower`` gives "i" + a combining dot, U+0307) and stays "İ" starting a sentence."""
+    lowers to "i" (``str.lower`` gives "i" + a combining dot, U+0307) and stays "İ" starting a sentence. Where the
+    caption shows Turkish or Azeri letters (``_TURKIC_CAPITALS_RE``), dotless "I" lowers to "ı": "KIRMIZI" is
+    "kırmızı", never "kirmizi"."""
     if not is_all_caps(text):
         return text
-    lowered = text.replace("İ", "i").lower()  # one character for one: the positions stay the text's
+    lowered = text.replace("İ", "i")  # one character for one: the positions stay the text's
+    if _TURKIC_CAPITALS_RE.search(text):
+        lowered = lowered.replace("I", "ı")  # and "ı".upper() is "I" again starting a sentence
+    lowered = lowered.lower()
     return _SENTENCE_START_RE.sub(
         lambda m: m.group(1) + ("İ" if text[m.start(2)] == "İ" else m.group(2).upper()), lowered)
 
@@ -237,7 +251,11 @@ class CaptionCleaner(Rewriter):
     #     it ("Floral pattern, EPS 10 only $5" left "EPS", "New arrivals Photo: Jane Doe" left "Jane Doe")
     # 13: a repeat is of whole words with their combining marks (Indic vowel signs, nukta, virama; Thai vowels,
     #     harakat, niqqud): "बाल लाल" (hair red) is no repeat (it became "बालाल"), "लड़की लड़की लड़की" (girl girl
-    #     girl) is one (it was kept)
+    #     girl) is one (it was kept); and beyond Latin: a hashtag or file name goes whole with its marks ("#เที่ยวไทย"
+    #     left "ี่ยวไทย", "ताजमहल.jpg" left "ता"), with the Chinese or Arabic comma before it; a Catalan "l·l" is no tag
+    #     separator; "la fuente -" is a fountain, no credit; Latin acronyms in Chinese or Arabic and Cherokee are no
+    #     shouting; Turkish and Azeri "KIRMIZI" lowers to "kırmızı"; one word twice is reduplication, kept, outside
+    #     English ("अलग अलग", "renk renk"); a zero-width space between Thai, Lao, Myanmar or Khmer words stays
     version = CODE_VERSIONS["cleaner"]
     needs_images = False
     prompt = None

@@ -28,8 +28,8 @@ MINIMALITY_COLUMNS = {
                   "spaces, whose punctuation (\"。\", \"，\", \"「\") is no word here, as \"dog.\" is one word), "
                   "where M = words matched in order "
                   "(difflib, no autojunk) and T = words in both captions: 0.0 = same words, 1.0 = no word in "
-                  "common (a full rewrite, or one side empty); words are compared case-folded, without the "
-                  "punctuation at their edges (\"Dog.\" is \"dog\"); "
+                  "common (a full rewrite, or one side empty); words are compared in NFC, case-folded "
+                  "(Turkish \"İ\" and \"ı\" as \"i\"), without the punctuation at their edges (\"Dog.\" is \"dog\"); "
                   "the lineage has NaN (not measured) when there is no caption to edit (no words, or only the "
                   "model's image placeholder)",
     "length_ratio": "words in the candidate / words in the original (NaN when there is no caption to edit)",
@@ -45,15 +45,25 @@ def _is_punct(ch: str) -> bool:
     return unicodedata.category(ch).startswith("P")
 
 
+def _caseless(text: str) -> str:
+    """``text`` as a caseless match compares it: in one normal form (a caption in NFD and its rewrite in NFC,
+    as models write, have the same words), case-folded, and with Turkish and Azerbaijani dotted and dotless i
+    as plain "i": "BİR" folds to "bi̇r" (i + U+0307) and "KIRMIZI" lowers to "kırmızı" in Turkish, and neither
+    is an edit of "bir" or "kirmizi"."""
+    folded = unicodedata.normalize("NFD", unicodedata.normalize("NFD", text).casefold())
+    return unicodedata.normalize("NFC", folded.replace("\u0131", "i").replace("i\u0307", "i"))
+
+
 def _comparable(word: str) -> str:
-    """A word as the edit ratio compares it: case-folded, without punctuation at its edges ('"Two' is
-    'two', 'Dog.' is 'dog'); a word of punctuation only stays itself (removing a " - " is an edit)."""
+    """A word as the edit ratio compares it: case-folded (``_caseless``), without punctuation at its edges
+    ('"Two' is 'two', 'Dog.' is 'dog'); a word of punctuation only stays itself (removing a " - " is an edit)."""
+    word = unicodedata.normalize("NFC", word)
     start, end = 0, len(word)
     while start < end and _is_punct(word[start]):
         start += 1
     while end > start and _is_punct(word[end - 1]):
         end -= 1
-    return word[start:end].casefold() or word
+    return _caseless(word[start:end]) or word
 
 
 def _edit_words(text: str | None) -> list[str]:
@@ -78,7 +88,8 @@ def _edit_words(text: str | None) -> list[str]:
 def edit_ratio(original: str | None, candidate: str | None) -> float:
     """Share of the word sequence changed (``MINIMALITY_COLUMNS["edit_ratio"]``); whitespace, case and
     punctuation at a word's edges are no edit ("dog" vs "Dog." are the same word, and so are "跑。" and "跑"),
-    so fixing the case or removing wrapping quotes is minimal; a changed, added or removed word is an edit.
+    nor is the Unicode normal form (a word in NFD is the same word in NFC), so fixing the case or removing
+    wrapping quotes is minimal; a changed, added or removed word is an edit.
     Computed as one division of whole numbers, (T - 2M) / T, so an exact fraction (6/20) compares exactly
     with a bound (0.3): ``1 - 2M/T`` rounds twice and can land above it."""
     a, b = _edit_words(original), _edit_words(candidate)
@@ -124,7 +135,7 @@ class AcceptanceRules:
 # --- the independent check ------------------------------------------------------------
 # Written from what a broken leftover looks like, not from what the cleaner removes; it must
 # not import curation_pipeline.captions (a test holds it to that).
-_BRACKETS = {"(": ")", "[": "]", "{": "}", "【": "】", "《": "》", "〈": "〉", "〔": "〕"}
+_BRACKETS = {"(": ")", "[": "]", "{": "}", "【": "】", "《": "》", "〈": "〉", "〔": "〕", "〖": "〗", "〘": "〙"}
 # Full-width forms read as their ASCII ones: "（摄影）" is "(摄影)", and "（摄影)" a pair as a reader sees it.
 _FULL_WIDTH = str.maketrans("（）［］｛｝", "()[]{}")
 # Words of a credit or media label, case-folded, beyond English in the languages captions most often come in: a
@@ -176,10 +187,10 @@ _LEAD_IN = re.compile(
     r"|\bhere(?:\s+is|'s|’s)\s+(?:the|an?|my|your)\s+(?:\w+\s+)?caption\b", re.IGNORECASE)
 _BIDI_MARKS = "\u200e\u200f\u061c"  # LRM, RLM, ALM: needed in right-to-left text, so kept if the original had them
 # What a leftover after a sentence starts with ("A dog runs . | Jane Doe"), full-width forms included.
-_SEPARATOR_START = "|-–—•·/,;:｜／，；：、"
-_SEPARATOR_END = tuple(",;:|/\\-–—•·+&([{、：，；｜／（［｛【《〈〔")
+_SEPARATOR_START = "|-–—•·/,;:｜／，；：、،؛"  # Arabic comma and semicolon too
+_SEPARATOR_END = tuple(",;:|/\\-–—•·+&([{、：，；｜／（［｛【《〈〔〖〘،؛")
 # opening quotes and brackets as each language writes them, and signs
-_OPENING_OK = "\"'“”‘«„‚»「『¿¡([{（［｛【《〈〔#@$€£"
+_OPENING_OK = "\"'“”‘«„‚»「『〝¿¡([{（［｛【《〈〔〖〘#@$€£"
 
 
 def _is_punct_token(token: str) -> bool:
@@ -192,7 +203,42 @@ def _lone_punctuation_runs(text: str) -> int:
     return sum(1 for a, b in zip(tokens, tokens[1:]) if _is_punct_token(a) and _is_punct_token(b))
 
 
+def _hebrew_letter(ch: str) -> bool:
+    """A Hebrew letter or the point or accent on one (U+0591-05F2, less the punctuation among them)."""
+    return "\u0591" <= ch <= "\u05f2" and unicodedata.category(ch)[0] in "LM"
+
+
+_HEBREW_PREFIXES = "ובכלמשה"  # the letters written against a word: and, in, as, to, from, that, the
+
+
+def _geresh(text: str, i: int) -> bool:
+    """Whether the '"' or "'" at ``text[i]`` is a gershayim or geresh: between Hebrew letters ('צה"ל', 'ש"ח',
+    'ח"כים', "ג'ירפה"), unless it follows only one or two prefix letters and a word follows it: that is a quote
+    opened after a prefix ('ו"הארץ"', 'וב"הארץ"')."""
+    if not (0 < i < len(text) - 1 and _hebrew_letter(text[i - 1]) and _hebrew_letter(text[i + 1])):
+        return False
+    start, end = i, i + 1
+    while start > 0 and _hebrew_letter(text[start - 1]):
+        start -= 1
+    while end < len(text) and _hebrew_letter(text[end]):
+        end += 1
+    before = [ch for ch in text[start:i] if unicodedata.category(ch)[0] == "L"]
+    after = [ch for ch in text[i + 1:end] if unicodedata.category(ch)[0] == "L"]
+    return not (len(before) <= 2 and all(ch in _HEBREW_PREFIXES for ch in before) and len(after) >= 2)
+
+
+def _quote_marks(text: str) -> str:
+    """``text`` with each '"' or "'" that is a gershayim or geresh (``_geresh``) written as one (U+05F4,
+    U+05F3): no quote mark, but the acronym in 'חיילי צה"ל' typed on a keyboard without the Hebrew marks.
+    One character for one, so positions stay the text's."""
+    if '"' not in text and "'" not in text:
+        return text
+    return "".join(("\u05f4" if ch == '"' else "\u05f3") if ch in "\"'" and _geresh(text, i) else ch
+                   for i, ch in enumerate(text))
+
+
 def _unbalanced(text: str) -> list[str]:
+    text = _quote_marks(text)
     stack: list[str] = []
     broken = False
     for ch in text.translate(_FULL_WIDTH):
@@ -232,7 +278,7 @@ def _curly_quotes_unbalanced(text: str) -> bool:
 
 def _empty_pairs(text: str) -> bool:
     return bool(re.search(r"\(\s*\)|\[\s*\]|\{\s*\}|【\s*】|《\s*》|〈\s*〉|〔\s*〕|\"\s*\"|“\s*”|„\s*[“”]",
-                          text.translate(_FULL_WIDTH)))
+                          _quote_marks(text).translate(_FULL_WIDTH)))
 
 
 def _tail_fragment(text: str) -> str | None:
@@ -246,7 +292,7 @@ def _tail_fragment(text: str) -> str | None:
     tail = text[match.start(1):match.end(1)]
     if tail[0] in _SEPARATOR_START:
         return tail
-    words = tail.split()
+    words = _words(tail)  # as the drift check counts them: "東京タワーの夜景" is 8, no bare word or two
     return tail if len(words) <= 2 and not tail.endswith(('"', "”", ")")) else None
 
 
@@ -321,7 +367,7 @@ def _irregular_space(text: str) -> bool:
 
 
 def _wrapped(text: str) -> bool:
-    t = text.strip().rstrip(".!?")
+    t = _quote_marks(text.strip().rstrip(".!?"))
     if len(t) < 3:
         return False
     pairs = {'"': '"', "“": "”", "«": "»", "„": "“", "「": "」"}
@@ -434,6 +480,9 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
     leftovers (label stubs, model lead-ins, link debris, markup that unescaping made, separators, IDs cut from
     their label, invisible characters) do."""
     problems = []
+    # one normal form: a caption in NFD and its rewrite in NFC (as models write) compare as the same text
+    candidate = unicodedata.normalize("NFC", candidate)
+    original = unicodedata.normalize("NFC", original) if original is not None else None
     # markup the original had as it came (not only once unescaped: "&lt;br&gt;" turned into "<br>" is new markup)
     raw_tags = set(_MARKUP.findall(original)) if original is not None else set()
     if original is not None:  # compare shapes as a reader sees them (&quot; is a quote), even escaped twice

@@ -6,6 +6,8 @@ ignore a rule. The patterns (``captions.patterns``) are shared with the cleaner 
 
 from __future__ import annotations
 
+import unicodedata
+
 import pandas as pd
 
 from curation_pipeline.captions.patterns import (HASHTAG_RE, MARKED_WORD_RE, NO_SPACE_SCRIPT_RE, WORD_RE, has_ad,
@@ -48,7 +50,7 @@ PENALTIES: dict[str, float] = {
     "too_long": 10.0,  # > 77 words (*): past CLIP's 77-token context even at one token per word
 }
 # (*) Words are whitespace tokens, plus one per two characters of a script written
-# without spaces (Chinese, Japanese, Thai, ...), so such captions are not "too short".
+# without spaces (Chinese, Japanese, Thai, ...), so such captions are not "too short"; a combining mark is no character.
 
 MAX_WORDS = 77
 MIN_LETTER_SHARE = 0.6
@@ -82,8 +84,8 @@ def caption_rules(caption: str | None) -> list[str]:
     if filename or url or hashtags or boilerplate or advertising or credit:
         # words that carry content: boilerplate, ads, credits, links, file names and tags say nothing about the image
         n_words = len(noise_free_words(caption))
-    if not caption.isascii():
-        n_words += len(NO_SPACE_SCRIPT_RE.findall(caption)) // 2
+    if not caption.isascii():  # a mark (Thai vowel sign, tone mark) is part of its character, no character itself
+        n_words += sum(1 for ch in NO_SPACE_SCRIPT_RE.findall(caption) if unicodedata.category(ch)[0] != "M") // 2
     unique_words = len({w.lower() for w in marked})
     if unique_words == 1 and len(marked) >= MIN_COPIES_ONE_WORD and n_words > 1:
         n_words = 1
@@ -139,7 +141,10 @@ class CaptionTextQuality(Scorer):
     # 10: a combining mark counts with its letter (Indic vowel signs, harakat, niqqud): clean Hindi, Tamil, Bengali
     #    and vocalised Arabic/Hebrew captions no longer fire low_letter_share (100, was 80); word variety and repeats
     #    count whole words, not the fragments between marks ("उस लड़की के बाल लाल रंग के हैं", that girl's hair is red,
-    #    fired repetition)
+    #    fired repetition); one word twice is no repetition outside English ("अलग अलग", "renk renk", "Anak anak": 100,
+    #    was 80); Latin acronyms in a script without case, and Cherokee, are no all_caps; a Catalan "l·l", "la fuente -"
+    #    (a fountain) and a zero-width space between Thai, Lao, Myanmar or Khmer words fire nothing (were boilerplate,
+    #    credit, control_chars); a hashtag takes its marks; a Thai mark is no character of the length
     version = "10"
     needs_images = False
     outputs = (

@@ -18,18 +18,19 @@ NO_REPEAT = [
     "x\u0301y y",  # a letter after a mark continues its word: "y" is not the word before it
 ]
 
-# Genuine repeats, collapsed as an English one is ("a cat cat cat" -> "a cat").
+# Genuine repeats, collapsed as an English one is ("a cat cat cat" -> "a cat"). Three copies: two of one word are
+# reduplication outside English ("लाल लाल", bright red; test_scripts_multilingual.py).
 REPEATS = {
-    "लाल लाल": "लाल",
+    "लाल लाल लाल": "लाल",
     "लाल लाल लाल लाल": "लाल",
-    "एक लाल लाल गेंद पार्क में है": "एक लाल गेंद पार्क में है",
+    "एक लाल लाल लाल गेंद पार्क में है": "एक लाल गेंद पार्क में है",
     "लड़की लड़की लड़की खेल रही है": "लड़की खेल रही है",
     "लाल गेंद लाल गेंद पार्क में": "लाल गेंद पार्क में",
-    "मकान कान कान": "मकान कान",  # house ear ear: only the whole word "कान" repeats
-    "கடல் கடல் அலை": "கடல் அலை",  # Tamil, ending in a virama
-    "สีแดง สีแดง": "สีแดง",  # Thai
-    "كُرَةٌ كُرَةٌ حَمْرَاءُ": "كُرَةٌ حَمْرَاءُ",  # vowelled Arabic
-    "כַּדּוּר כַּדּוּר אָדֹם": "כַּדּוּר אָדֹם",  # vowelled Hebrew
+    "मकान कान कान कान": "मकान कान",  # house ear ear ear: only the whole word "कान" repeats
+    "கடல் கடல் கடல் அலை": "கடல் அலை",  # Tamil, ending in a virama
+    "สีแดง สีแดง สีแดง": "สีแดง",  # Thai
+    "كُرَةٌ كُرَةٌ كُرَةٌ حَمْرَاءُ": "كُرَةٌ حَمْرَاءُ",  # vowelled Arabic
+    "כַּדּוּר כַּדּוּר כַּדּוּר אָדֹם": "כַּדּוּר אָדֹם",  # vowelled Hebrew
     "A cafe\u0301 cafe\u0301 in Paris": "A cafe\u0301 in Paris",  # decomposed Latin reads as composed Latin does
 }
 

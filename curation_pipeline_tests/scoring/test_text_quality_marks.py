@@ -39,5 +39,6 @@ def test_marks_still_need_letters():
 
 
 def test_repeats_of_marked_words_still_fire():
-    assert "repetition" in caption_rules("एक लाल लाल गेंद पार्क में है")
+    assert "repetition" in caption_rules("एक लाल लाल लाल गेंद पार्क में है")
+    assert "repetition" not in caption_rules("एक लाल लाल गेंद पार्क में है")  # bright red: reduplication
     assert caption_rules("लाल लाल लाल लाल") == ["too_short", "very_short", "repetition"]
