@@ -282,9 +282,6 @@ def test_assets_show_the_evaluation(flickr_files, tmp_path):
 def test_a_constant_score_is_an_error_not_nan(flickr_files, tmp_path):
     """A score column with one value over the judged pairs (text_quality of human captions) has no order:
     every coefficient is NaN. The CLI and the asset fail and say why instead of reporting nothing."""
-    from curation_pipeline.assets.evaluation import human_agreement
-    from curation_pipeline.resources import WarehouseResource
-
     judgments = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])
     wh = _warehouse(tmp_path, judgments, lambda img, cap: 100.0)
     result = CliRunner().invoke(main, ["evaluate", "--judgments", str(flickr_files["expert"]), "--captions",
@@ -295,13 +292,7 @@ def test_a_constant_score_is_an_error_not_nan(flickr_files, tmp_path):
         in result.output
     config = {"judgments": str(flickr_files["expert"]), "captions": str(flickr_files["token"]),
               "score_column": "my_score", "bootstrap": 5}
-    run = dg.materialize([human_agreement], resources={"warehouse": WarehouseResource(raw_root=str(tmp_path),
-                                                                                      root=wh.root)},
-                         run_config={"ops": {"human_agreement": {"config": config}}},
-                         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-    assert not run.success and not run.get_asset_materialization_events()
-    failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "'my_score' is constant (100)" in failure.event_specific_data.error.message
+    assert "'my_score' is constant (100)" in _agreement_failure(config, tmp_path, wh)
     # the same for human scores that are all one value
     flat = tmp_path / "flat.jsonl"
     flat.write_text("".join(json.dumps({"key": f"{i:07d}", "score": 3}) + "\n" for i in range(len(EXPERT))))
@@ -315,9 +306,6 @@ def test_a_constant_mean_of_varied_expert_scores_is_an_error(flickr_files, tmp_p
     """Expert's two rows: every pair's three scores the same three values in another order gives one mean per
     pair (no order to agree with) while the single scores vary. The mean row is NaN, so the run fails naming
     it, where it used to print nan beside the single scores' coefficients."""
-    from curation_pipeline.assets.evaluation import human_agreement
-    from curation_pipeline.resources import WarehouseResource
-
     shuffled = tmp_path / "Shuffled.txt"
     orders = [(1, 2, 4), (4, 1, 2), (2, 4, 1)]
     shuffled.write_text("".join("\t".join(map(str, (img, cid, *orders[i % 3]))) + "\n"
@@ -335,11 +323,18 @@ def test_a_constant_mean_of_varied_expert_scores_is_an_error(flickr_files, tmp_p
     assert "mean of the 3 expert scores per pair: the human scores are constant (2.33333)" in result.output
     config = {"judgments": str(shuffled), "format": "expert", "captions": str(flickr_files["token"]),
               "score_column": "my_score", "bootstrap": 5}
+    assert "mean of the 3 expert scores per pair: the human scores are constant" in \
+        _agreement_failure(config, tmp_path, wh)
+
+
+def _agreement_failure(config: dict, tmp_path, wh) -> str:
+    """human_agreement materialized with ``config``: it must fail with no materialization; its error message."""
+    from curation_pipeline.assets.evaluation import human_agreement
+    from curation_pipeline.resources import WarehouseResource
+
     run = dg.materialize([human_agreement], resources={"warehouse": WarehouseResource(raw_root=str(tmp_path),
                                                                                       root=wh.root)},
                          run_config={"ops": {"human_agreement": {"config": config}}},
                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     assert not run.success and not run.get_asset_materialization_events()
-    failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "mean of the 3 expert scores per pair: the human scores are constant" in \
-        failure.event_specific_data.error.message
+    return next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.message
