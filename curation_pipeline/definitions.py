@@ -71,7 +71,7 @@ def versioned_assets(resources: dict) -> list[dg.AssetsDefinition]:
     runs = {quality_scores.key: _scorer_versions(scoring),
             rewritten_captions.key: ({rewriter.kind: REWRITER_VERSIONS[rewriter.kind]}
                                      if isinstance(rewriter, RewriterResource) else None)}
-    return [with_code_it_runs(asset, runs[asset.key]) if runs.get(asset.key) else asset for asset in ASSETS]
+    return [with_code_it_runs(asset, made_of) if (made_of := runs.get(asset.key)) else asset for asset in ASSETS]
 
 
 def _scorer_versions(scoring) -> dict[str, str] | None:

@@ -51,7 +51,8 @@ _PUNCTUATION = ({cp for cp in range(0x10000) if unicodedata.category(chr(cp)).st
 # character as "ガ" is), and the combining vowel signs, tone marks and viramas of Thai, Lao, Myanmar and Khmer
 # ("เด็ก", child, is 3 characters, not 4; "ខ្មែរ", Khmer, 3, not 5).
 _MARKS = ({0x3099, 0x309A, 0xFF9E, 0xFF9F}
-          | {cp for cp in _NO_SPACE_BLOCKS if unicodedata.category(chr(cp)).startswith("M")})
+          | {cp for cp in _NO_SPACE_BLOCKS if cp < 0x3400 and unicodedata.category(chr(cp)).startswith("M")})
+# (Han, from U+3400 on, holds no mark: its 200,000 code points are not looked at on every import)
 _NO_SPACES = _class(_NO_SPACE_BLOCKS - _PUNCTUATION)
 _P, _M = _class(_PUNCTUATION), _class(_MARKS)
 # a character of a script without spaces with its marks and the punctuation against it; else a whitespace token
