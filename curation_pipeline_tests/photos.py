@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 from functools import lru_cache
 from pathlib import Path
@@ -177,7 +178,9 @@ def caption_rows(n: int) -> list[list[str]]:
 
 
 def make_photo_set(root: Path, n_rows: int = N_ROWS) -> Path:
-    """Write the set under ``root`` (once: an existing complete set is reused); returns ``root``."""
+    """Write the set under ``root`` (once: an existing complete set is reused); returns ``root``. Each file is
+    written under a name of this process and renamed into place: test workers (pytest-xdist) make it side by
+    side, and none reads a file another is still writing."""
     done = root / "captions.jsonl"
     if done.is_file():
         return root
@@ -195,9 +198,11 @@ def make_photo_set(root: Path, n_rows: int = N_ROWS) -> Path:
         else:
             size, short = (200, 130 + (i * 11) % 70), 0  # a 200 px wide thumbnail, as Flickr8k's
         name = f"g{i:05d}_{subject}.jpg"
-        (images / name).write_bytes(photo_bytes(subject, i, size, short))
+        part = images / f".{name}.{os.getpid()}.partial"
+        part.write_bytes(photo_bytes(subject, i, size, short))
+        part.replace(images / name)
         rows.append({"image": f"images/{name}", "captions": captions[i]})
-    tmp = root / ".captions.jsonl.partial"
+    tmp = root / f".captions.jsonl.{os.getpid()}.partial"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(done)
     return root
