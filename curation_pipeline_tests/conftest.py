@@ -11,6 +11,15 @@ os.environ.setdefault("CURATE_HELPER_IDLE_S", "15")
 # each test's `curate` processes run in their own process (a warm server per test environment would
 # only add background imports); test_forkserver.py turns the warm start on for its own runs
 os.environ.setdefault("CURATE_FORKSERVER", "off")
+# a Dagster home of this test process, never the shell's (`make` exports the checkout's data/dagster_home): a
+# test that gives none writes nowhere in the checkout, and its GX checks go to a helper of this process's own,
+# not one shared with another pytest-xdist worker or a developer's `make ui`
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="curate-tests-home-")
+atexit.register(shutil.rmtree, os.environ["DAGSTER_HOME"], True)
 
 from pathlib import Path  # noqa: E402
 

@@ -36,8 +36,14 @@ def _command(warehouse: str, raw: str = "raw", profile: str = "text") -> list[st
 def _served(cwd: Path, warehouse: str) -> int | None:
     """The pid of the server's child that ran the command with ``--warehouse warehouse`` from ``cwd``."""
     for log in _folder().glob("fork-*.log"):
-        for line in log.read_text().splitlines():
-            _, pid, folder, command = line.split(" ", 3)
+        try:  # the folder is shared: another test's server deletes its log as it leaves
+            lines = log.read_text().splitlines()
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            if len(fields := line.split(" ", 3)) < 4:
+                continue
+            _, pid, folder, command = fields
             words = command.split()
             if folder == str(cwd) and words[words.index("--warehouse") + 1] == warehouse:
                 return int(pid)
