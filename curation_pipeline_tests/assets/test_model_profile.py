@@ -56,10 +56,22 @@ def test_full_profile_scores_and_selects_with_model_columns(tmp_path, models):
     assert not math.isnan(scores.loc[decoded, "mlm_itm"].mean())
 
 
-def test_vlm_rewriter_partition_records_verified_lineage(tmp_path, models):
+def test_vlm_rewriter_partition_records_verified_lineage(tmp_path, models, monkeypatch):
     from curation_pipeline.resources import RewriterResource
+    from curation_pipeline.rewriting.vlm import ChatGenerator
     from curation_pipeline.rewriting.verify import AcceptanceRules, judge
 
+    # The tiny random VLM never emits an end token, so every reply would be cut off at max_new_tokens
+    # (no candidate); taken as finished, its random replies reach the rules (as in test_rewrite_end_to_end).
+    generate = ChatGenerator.generate
+
+    def finished(self, images, texts):
+        replies = generate(self, images, texts)
+        for reply in replies:
+            reply.cut_off = False
+        return replies
+
+    monkeypatch.setattr(ChatGenerator, "generate", finished)
     shard = "sample-000001"
     rewriter = RewriterResource(kind="vlm", model=models["mlm"], max_new_tokens=12, batch_size=8)
     policy = PolicyResource(acceptance=AcceptanceConfig(min_similarity=0.2, max_edit_ratio=0.95), drift=LOOSE_DRIFT)
@@ -72,15 +84,24 @@ def test_vlm_rewriter_partition_records_verified_lineage(tmp_path, models):
     assert set(lineage["key"]) == set(decisions.loc[decisions["action"].eq("rewrite"), "key"])
     assert lineage["rewriter"].eq("vlm").all() and lineage["prompt_hash"].str.len().eq(16).all()
     assert lineage["rewriter_version"].str.contains(models["mlm"], regex=False).all()
-    rules = AcceptanceRules(min_improvement=1.0, max_edit_ratio=0.95, min_similarity=0.2)
+    # the rules the partition ran with: the policy's bounds, its default margin and drop threshold
+    rules = AcceptanceRules(min_improvement=1.0, max_edit_ratio=0.95, min_similarity=0.2, min_quality=65.0)
+    assert policy.acceptance_rules() == rules
+    candidates = lineage["candidate_caption"].notna()
+    assert candidates.sum() >= len(lineage) // 2, lineage[["key", "reason"]]
     for row in lineage.itertuples():
         if row.candidate_caption is None:
-            assert not row.accepted and row.reason.startswith("no candidate")
+            assert not row.accepted and row.reason.startswith("no candidate: "), row.reason
             continue
         expected = judge(row.quality_before, row.quality_after, row.edit_ratio, row.length_ratio,
-                         row.semantic_similarity, rules)
-        assert (row.accepted, row.reason) == expected
+                         row.semantic_similarity, rules, original=row.original_caption, candidate=row.candidate_caption)
+        assert (row.accepted, row.reason) == expected, row.key
+    # random text shares no word with a caption (edit bound), but is accepted as a fresh caption where none was
+    accepted = lineage[lineage["accepted"]]
+    assert not accepted.empty and lineage["reason"].str.startswith("edit ratio").any()
+    # every accepted rewrite is the published caption; every VLM-rewritten caption was an accepted one
     final = wh.read_table("final_captions", shard).set_index("key")
-    for row in lineage[lineage["accepted"]].itertuples():
-        if final.loc[row.key, "outcome"] == "rewritten":
-            assert final.loc[row.key, "final_caption"] == row.candidate_caption
+    for row in accepted.itertuples():
+        assert final.loc[row.key, "outcome"] == "rewritten", (row.key, final.loc[row.key, "reason"])
+        assert final.loc[row.key, "final_caption"] == row.candidate_caption
+    assert set(final.index[final["outcome"].eq("rewritten") & final["rewriter"].eq("vlm")]) == set(accepted["key"])

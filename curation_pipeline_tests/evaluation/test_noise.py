@@ -1,7 +1,12 @@
 """The labelled-noise generator, and the cleaner measured on it with the repository's own captions."""
 
+import json
+import os
 import random
+import subprocess
+import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -47,7 +52,29 @@ def test_generation_is_deterministic_and_split_by_image():
     counts = pd.Series([s.label for s in a]).value_counts()
     assert set(counts.index) == set(noise.LABELS) and counts["noisy"] > counts["clean"] > counts["junk"]
     assert {s.split for s in a} == {"dev", "heldout"}
-    assert split_of("images/1000268201_693b08cb0e.jpg") == split_of("images/1000268201_693b08cb0e.jpg")
+    # the split is a stable hash, the same on every machine and run: pinned values, and the same samples
+    # from processes with different string-hash seeds (Python's hash() is salted per process)
+    assert {image: split_of(image) for image in PINNED_SPLITS} == PINNED_SPLITS
+    expected = json.loads(json.dumps([asdict(s) for s in a]))
+    for hash_seed in ("1", "2"):
+        assert _labelled_in_subprocess(seed=3, hash_seed=hash_seed) == expected, hash_seed
+
+
+# split_of's values when the evaluation split was fixed: a change here moves samples between dev and heldout
+PINNED_SPLITS = {"images/1000268201_693b08cb0e.jpg": "dev", "shipped-000": "dev", "shipped-001": "heldout",
+                 "shipped-002": "heldout", "shipped-003": "dev", "shipped-005": "heldout"}
+_LABELLED_SCRIPT = ("import json, sys; from dataclasses import asdict; "
+                    "from curation_pipeline.evaluation.noise import make_labelled, shipped_items; "
+                    "print(json.dumps([asdict(s) for s in make_labelled(shipped_items(), seed=int(sys.argv[1]))]))")
+
+
+def _labelled_in_subprocess(*, seed: int, hash_seed: str) -> list[dict]:
+    """``make_labelled`` in a fresh interpreter, run beside the package this process imported."""
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    root = Path(noise.__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", _LABELLED_SCRIPT, str(seed)], env=env, cwd=root,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
 
 
 def test_truth_file_round_trip(tmp_path):

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from curation_pipeline.automation import new_shards_sensor
 from curation_pipeline.cli import EXIT_BAD_INPUT, main
 from curation_pipeline.resources import ScoringResource, WarehouseResource
+from curation_pipeline.shards.reader import ReaderLimits
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
 
@@ -60,10 +61,21 @@ def test_hostile_shard_run_succeeds_and_every_good_pair_is_curated(hostile_run):
     # pairs beside bad members and odd image modes are kept too
     for key in ("pk", "unk", *hostile.odd_modes):
         assert any(name.startswith(f"{key}.") for name in tar), key
-    assert "huge.txt" not in tar or len(tar["huge.txt"].decode()) <= 10_000
+    # the 1 MB caption is read truncated to the reader's limit, judged weak (one word repeated) and dropped
+    # with that reason, image and all; every caption that was published is within the limit
+    limit = ReaderLimits.max_caption_chars
+    wh = Warehouse(str(hostile.warehouse))
+    final = wh.read_table("final_captions", "hostile").set_index("key")
+    assert not any(name.startswith("huge.") for name in tar)
+    assert final.loc["huge", "outcome"] == "dropped" and final.loc["huge", "final_caption"] is None
+    assert final.loc["huge", "reason"].startswith("caption weak and not rewritten"), final.loc["huge", "reason"]
+    assert final.loc["huge", "original_caption"] == ("word " * 200_000)[:limit]
+    captions = [data.decode() for name, data in tar.items() if name.endswith(".txt")]
+    assert len(captions) == len(hostile.good) + 2 + len(hostile.odd_modes)  # + pk, unk
+    assert all(len(caption) <= limit for caption in captions)
     # a caption file that was not UTF-8 lost bytes (U+FFFD): weak, and no rewrite can restore them
     assert not any(name.startswith("latin1.") for name in tar)
-    decisions = Warehouse(str(hostile.warehouse)).read_table("caption_decisions", "hostile").set_index("key")
+    decisions = wh.read_table("caption_decisions", "hostile").set_index("key")
     assert "bad_encoding" in decisions.loc["latin1", "reason"]
     # nothing bad was published
     published = {name.rsplit(".", 1)[0] for name in tar}
