@@ -443,9 +443,10 @@ def _alive(pid: int) -> bool:
 
 def preload() -> None:
     """What every run imports: Dagster, the definitions and their resources, the instance storage and
-    its empty run database, every scorer module (the caption patterns compile at import), the CLI, the
-    warehouse's readers, the cleaner, duplicate grouping (SciPy), Pillow's format plugins. Not the model runtimes (ONNX Runtime,
-    OpenCV, torch): they start threads of their own, which a fork would leave behind."""
+    its empty run database, every scorer module (the caption patterns compile at import, the whole credit
+    pattern here), the CLI, the warehouse's readers, the cleaner, duplicate grouping (SciPy), Pillow's
+    format plugins. Not the model runtimes (ONNX Runtime, OpenCV, torch): they start threads of their own,
+    which a fork would leave behind."""
     import dagster._core.execution.execute_in_process  # noqa: F401
     import dagster._core.executor.in_process  # noqa: F401
     import dagster._core.instance.runs.run_domain  # noqa: F401
@@ -459,12 +460,14 @@ def preload() -> None:
     import curation_pipeline.instance  # noqa: F401
     import curation_pipeline.rewriting.cleaner  # noqa: F401
     import curation_pipeline.validation._gx  # noqa: F401
+    from curation_pipeline.captions import patterns
     from curation_pipeline.models import loading  # noqa: F401
     from curation_pipeline.reporting import charts  # noqa: F401
     from curation_pipeline.scoring.registry import scorer_classes
     from curation_pipeline.storage import warehouse  # noqa: F401
 
     scorer_classes()
+    patterns.credit_re(), patterns._credit_others_re()  # compiled when a caption first needs them: here once
     Image.init()
     curation_pipeline.instance.new_run_database()
 

@@ -325,8 +325,11 @@ _COPYRIGHT_SIGN = (rf"(?:{_MEDIA_LABEL}\s*)?(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*(
                    rf"(?:{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?")
 # Where a credit may start: every credit starts with a letter, a digit or "@", but a sign, a "(c)" and a "via" after a
 # bracket. At a sign or a bracket only the sign's credit can match, tried first: the others are not tried in vain
-# (nor, at any other sign or space, is any).
-CREDIT_RE = re.compile(
+# (nor, at any other sign or space, is any). Its text is 250,000 characters, a third of a second of ``re``'s parser: it
+# is compiled when first needed, as ``CREDIT_RE`` (``credit_re``) where a caption has an agency after a slash or a bar,
+# else without its credits that start with a name (``_credit_others_re``, below), so a process that reads no caption
+# (the UI's code server, a step that reads none, most `curate` commands) never compiles it.
+_CREDIT_PATTERN = (
     rf"(?<![\w@])(?:(?=[©(])(?:{_COPYRIGHT_SIGN})|(?=[\w@]|(?<=[(\[])\s)(?:"
     # A lower-case user name: "photo by jsmith", "Credit: jane_doe" (first, so "Credit:" never goes without it).
     # Only as a whole clause, so "A photo by the lake" stays; at a clause's end if it can only be a handle
@@ -365,9 +368,21 @@ CREDIT_RE = re.compile(
     rf"|(?:photographed|photography)\s+by\s+{_CREDITED}"
     rf"|(?<=[(\[])\s*via\s+{_CREDITED}"
     rf"|{_NAME_AGENCY}"
-    r"))(?!\w)",
-    re.IGNORECASE,
+    r"))(?!\w)"
 )
+
+
+@functools.cache
+def credit_re() -> re.Pattern:
+    """``CREDIT_RE``, compiled once, when first needed (a warm run server compiles both parts before it forks)."""
+    return re.compile(_CREDIT_PATTERN, re.IGNORECASE)
+
+
+def __getattr__(name: str):
+    if name == "CREDIT_RE":  # patterns.CREDIT_RE, as the module's other patterns are read
+        return credit_re()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # --- advertising and calls to action --------------------------------------------------
 # A trigger is a phrase a description of a photo does not contain. The ad is the whole
@@ -1001,9 +1016,15 @@ def boilerplate_spans(text: str) -> list[tuple[int, int]]:
 
 # ``CREDIT_RE`` in two parts: its credits that start with a name, and all the others.
 _CREDIT_NAME_FIRST = rf"(?:{_NAME_AGENCY_PHOTO}|{_NAME_AGENCY})(?!\w)"
-_CREDIT_OTHERS_RE = re.compile(
-    CREDIT_RE.pattern.replace(f"|{_NAME_AGENCY_PHOTO}", "", 1).replace(f"|{_NAME_AGENCY}", "", 1), re.IGNORECASE)
-assert len(_CREDIT_OTHERS_RE.pattern) == len(CREDIT_RE.pattern) - len(_NAME_AGENCY_PHOTO) - len(_NAME_AGENCY) - 2
+_CREDIT_OTHERS = _CREDIT_PATTERN.replace(f"|{_NAME_AGENCY_PHOTO}", "", 1).replace(f"|{_NAME_AGENCY}", "", 1)
+assert len(_CREDIT_OTHERS) == len(_CREDIT_PATTERN) - len(_NAME_AGENCY_PHOTO) - len(_NAME_AGENCY) - 2
+
+
+@functools.cache
+def _credit_others_re() -> re.Pattern:
+    return re.compile(_CREDIT_OTHERS, re.IGNORECASE)
+
+
 # Either needs an agency after a slash or a bar somewhere in the caption.
 _SLASH_AGENCY_RE = re.compile(rf"[/|]\s*(?-i:{_AGENCIES})", re.IGNORECASE)
 # A name that starts a word, and one that starts inside a dotted or hyphenated word ("J.R.Smith", "Jean-Luc").
@@ -1058,9 +1079,9 @@ class _NameFirstCredits:
 def _credit_matches(text: str) -> Iterator[re.Match]:
     """The matches of ``CREDIT_RE.finditer(text)``."""
     if _SLASH_AGENCY_RE.search(text) is None:  # no credit starts with a name
-        return _CREDIT_OTHERS_RE.finditer(text)
+        return _credit_others_re().finditer(text)
     if len(_NAME_INSIDE_START_RE.findall(text)) <= 64:  # few starts inside words: reading their words is cheap
-        return CREDIT_RE.finditer(text)
+        return credit_re().finditer(text)
     return _credit_matches_by_parts(text)
 
 
@@ -1068,14 +1089,14 @@ def _credit_matches_by_parts(text: str) -> Iterator[re.Match]:
     """``CREDIT_RE.finditer(text)`` as the first of the matches of its credits that start with a name
     (``_NameFirstCredits``) and those of the others: a match of either part is CREDIT_RE's match there."""
     names = _NameFirstCredits(text)
-    other, named = _CREDIT_OTHERS_RE.search(text), names.next(0)
+    other, named = _credit_others_re().search(text), names.next(0)
     while other is not None or named is not None:
-        match = CREDIT_RE.match(text, named) if named is not None and (other is None or named <= other.start()) \
+        match = credit_re().match(text, named) if named is not None and (other is None or named <= other.start()) \
             else other
         yield match
         pos = match.end()  # never empty
         if other is not None and other.start() < pos:
-            other = _CREDIT_OTHERS_RE.search(text, pos)
+            other = _credit_others_re().search(text, pos)
         if named is not None and named < pos:
             named = names.next(pos)
 

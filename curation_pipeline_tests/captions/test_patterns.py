@@ -642,3 +642,29 @@ def test_weak_triggers_are_judged_as_written_and_once_the_labels_are_cut():
             not any(s <= m.start() and m.end() <= e for s, e in P._merged(cut))
             and _weak_is_ad_reading_again(text, m, strong + weak, cut))]
         assert [m.span() for m in P._weak_ads_once_cut(text, strong, weak)] == expected, text
+
+
+def test_the_whole_credit_pattern_compiles_only_for_a_caption_that_needs_it():
+    """Its 250,000 characters are a third of a second of ``re``'s parser, twice (whole, and without its credits
+    that start with a name), in every process that imports the definitions (each `curate` command, the UI's
+    code server, each Dagster step process, each Ray worker): each part is compiled where a caption first needs
+    it (the whole only for an agency after a slash or a bar), and a warm run server compiles both before it forks."""
+    import subprocess
+
+    script = (
+        "import curation_pipeline.definitions\n"
+        "from curation_pipeline.captions import patterns as P\n"
+        "from curation_pipeline.rewriting.cleaner import clean_caption\n"
+        "def compiled(): return [P._credit_others_re.cache_info().currsize, P.credit_re.cache_info().currsize]\n"
+        "seen = [compiled()]\n"
+        "assert clean_caption('A dog on a beach. Photo: Jane Doe')[0] == 'A dog on a beach.'\n"
+        "seen.append(compiled())\n"
+        "assert clean_caption('A dog on a beach. Jane Doe / AFP')[0] == 'A dog on a beach.'\n"
+        "seen.append(compiled())\n"
+        "assert P.CREDIT_RE is P.credit_re()\n"
+        "from curation_pipeline import forkserver\n"
+        "P.credit_re.cache_clear(); P._credit_others_re.cache_clear(); forkserver.preload()\n"
+        "seen.append(compiled())\n"
+        "print(seen)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "[[0, 0], [1, 0], [1, 1], [1, 1]]", out.stdout
