@@ -11,19 +11,28 @@ os.environ.setdefault("CURATE_HELPER_IDLE_S", "15")
 # each test's `curate` processes run in their own process (a warm server per test environment would
 # only add background imports); test_forkserver.py turns the warm start on for its own runs
 os.environ.setdefault("CURATE_FORKSERVER", "off")
-# a Dagster home of this test process, never the shell's (`make` exports the checkout's data/dagster_home): a
-# test that gives none writes nowhere in the checkout, and its GX checks go to a helper of this process's own,
-# not one shared with another pytest-xdist worker or a developer's `make ui`
-import atexit  # noqa: E402
+
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
-
-os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="curate-tests-home-")
-atexit.register(shutil.rmtree, os.environ["DAGSTER_HOME"], True)
-
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    """A Dagster home of this pytest process (the controller, each xdist worker), never the shell's: `make` exports
+    the checkout's data/dagster_home. A test that gives none writes nowhere in the checkout, and its GX checks go to
+    a helper of this process's own, not one shared with another worker or a developer's `make ui`. Here, not at
+    import: scripts and Ray workers that import this module keep the home they were given."""
+    config._curate_home = tempfile.mkdtemp(prefix="curate-tests-home-")
+    os.environ["DAGSTER_HOME"] = config._curate_home
+
+
+def pytest_unconfigure(config):
+    home = getattr(config, "_curate_home", None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The shared Flickr8k photos are optional: CURATE_EVALDATA=/nonexistent runs the suite as on a fresh clone.

@@ -1,5 +1,6 @@
 """The shared caption patterns: the keyword pre-filters never change an answer, spans are sane."""
 
+import inspect
 import random
 import re
 import sys
@@ -482,7 +483,8 @@ def _hostile_caption(phrase: str, run: str | None) -> str:
 
 
 class _ReadCount:
-    """Wraps every compiled pattern of the rule modules and counts the characters its scans may read: a search,
+    """Wraps every compiled pattern of the rule modules, those compiled at import and those a cached function
+    compiles when first needed (``patterns.credit_re``), and counts the characters its scans may read: a search,
     finditer, findall, sub or split from its start to its end, an anchored match one."""
 
     def __init__(self, monkeypatch, modules):
@@ -491,6 +493,9 @@ class _ReadCount:
             for name, value in list(vars(module).items()):
                 if isinstance(value, re.Pattern):
                     monkeypatch.setattr(module, name, _CountedPattern(value, self))
+                elif hasattr(value, "cache_info") and not inspect.signature(value).parameters \
+                        and isinstance(compiled := value(), re.Pattern):
+                    monkeypatch.setattr(module, name, lambda counted=_CountedPattern(compiled, self): counted)
 
 
 class _CountedPattern:
