@@ -53,7 +53,7 @@ demo: setup
 	$(BIN)/curate demo
 
 # pytest-xdist workers, each test file on one worker (a module's fixture, such as the Ray cluster scenario,
-# runs once): on the 2-core CI machine two workers take the suite from 28-32 min to 16 min
+# runs once): on the 2-core CI machine two workers take the suite from 28-32 min to 16-18 min
 TEST_WORKERS ?= 2
 test: setup-scale
 	$(BIN)/python -m pytest -q -rs --durations=25 -n $(TEST_WORKERS) --dist loadfile
