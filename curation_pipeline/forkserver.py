@@ -467,7 +467,7 @@ def preload() -> None:
     from curation_pipeline.storage import warehouse  # noqa: F401
 
     scorer_classes()
-    patterns.credit_re(), patterns._credit_others_re()  # compiled when a caption first needs them: here once
+    patterns.compile_credit_patterns()  # else compiled in each run, when a caption first needs them
     Image.init()
     curation_pipeline.instance.new_run_database()
 

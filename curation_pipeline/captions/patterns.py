@@ -1025,6 +1025,11 @@ def _credit_others_re() -> re.Pattern:
     return re.compile(_CREDIT_OTHERS, re.IGNORECASE)
 
 
+def compile_credit_patterns() -> None:
+    """Both credit patterns compiled now, not at a caption's first need: a warm run server does it before it forks."""
+    credit_re(), _credit_others_re()
+
+
 # Either needs an agency after a slash or a bar somewhere in the caption.
 _SLASH_AGENCY_RE = re.compile(rf"[/|]\s*(?-i:{_AGENCIES})", re.IGNORECASE)
 # A name that starts a word, and one that starts inside a dotted or hyphenated word ("J.R.Smith", "Jean-Luc").

@@ -60,18 +60,11 @@ def test_vlm_rewriter_partition_records_verified_lineage(tmp_path, models, monke
     from curation_pipeline.resources import RewriterResource
     from curation_pipeline.rewriting.vlm import ChatGenerator
     from curation_pipeline.rewriting.verify import AcceptanceRules, judge
+    from curation_pipeline_tests.rewriting.test_rewrite_end_to_end import finished
 
     # The tiny random VLM never emits an end token, so every reply would be cut off at max_new_tokens
-    # (no candidate); taken as finished, its random replies reach the rules (as in test_rewrite_end_to_end).
-    generate = ChatGenerator.generate
-
-    def finished(self, images, texts):
-        replies = generate(self, images, texts)
-        for reply in replies:
-            reply.cut_off = False
-        return replies
-
-    monkeypatch.setattr(ChatGenerator, "generate", finished)
+    # (no candidate); taken as finished, its random replies reach the rules.
+    monkeypatch.setattr(ChatGenerator, "generate", finished(ChatGenerator.generate))
     shard = "sample-000001"
     rewriter = RewriterResource(kind="vlm", model=models["mlm"], max_new_tokens=12, batch_size=8)
     policy = PolicyResource(acceptance=AcceptanceConfig(min_similarity=0.2, max_edit_ratio=0.95), drift=LOOSE_DRIFT)

@@ -77,9 +77,10 @@ def _assert_rows_follow_rules(lineage: pd.DataFrame, pairs: PairBatch, rules: Ac
 
 def finished(generate):
     """The generator's replies taken as finished: a random tiny model uses its whole budget, and a reply
-    cut off there is no candidate (``test_vlm``); these tests judge what the rules make of the replies."""
-    def wrapped(images, texts):
-        replies = generate(images, texts)
+    cut off there is no candidate (``test_vlm``); these tests judge what the rules make of the replies.
+    ``generate`` bound to a generator, or the class's, for every generator a pipeline builds."""
+    def wrapped(*args):
+        replies = generate(*args)
         for reply in replies:
             reply.cut_off = False
         return replies
