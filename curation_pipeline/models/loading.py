@@ -71,6 +71,20 @@ def inference_mode(method):
     return wrapper
 
 
+def cache_argument(model) -> str:
+    """The name a model's ``forward`` takes its key/value cache by. transformers 5 renamed it ``cache`` and keeps
+    ``past_key_values`` only as a deprecated alias until 5.40; after that the old name would fall into ``forward``'s
+    ``**kwargs`` and the cached prompt be ignored without an error. Versions before the rename know only the old one."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(output):
+    """The key/value cache a forward pass returned, under either name (see ``cache_argument``)."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
+
+
 def pick_device(preferred: str | None = None) -> str:
     if preferred:
         return preferred

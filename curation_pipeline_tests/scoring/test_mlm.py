@@ -239,6 +239,39 @@ def test_shared_prefix_equals_separate_calls(vlm_dir, batch):
     np.testing.assert_allclose(single.score(batch)[cols].to_numpy(), values, atol=1e-3)
 
 
+def test_the_cached_prompt_goes_by_the_name_the_model_takes(vlm_dir, batch):
+    """transformers 5 renamed ``past_key_values`` to ``cache``; the old name is an alias only until 5.40, then it
+    would vanish into ``forward``'s ``**kwargs`` and the tree's tokens be read without their prompt. No deprecation
+    may be raised, and the scores stay those of separate full prompts."""
+    import warnings
+
+    scorer = _peaked(MlmFilterScorer(vlm_dir, metrics=("itm",), min_mass=0.0, batch_size=2))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*", category=FutureWarning)
+        shared = scorer.score(batch)
+    np.testing.assert_allclose(shared["mlm_itm_expected"].to_numpy(),
+                               scorer.score_separate(batch)["mlm_itm_expected"].to_numpy(), atol=1e-3)
+
+
+def test_models_before_the_rename_take_past_key_values():
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    from curation_pipeline.models.loading import cache_argument, output_cache
+
+    class Before(torch.nn.Module):  # a forward as transformers 4.x wrote it
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None, **kwargs):
+            return None
+
+    class After(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, use_cache=None, **kwargs):
+            return None
+
+    assert (cache_argument(Before()), cache_argument(After())) == ("past_key_values", "cache")
+    kept = object()
+    assert output_cache(CausalLMOutputWithPast(logits=torch.zeros(1), cache=kept)) is kept
+    assert output_cache({"logits": torch.zeros(1), "past_key_values": kept}) is kept
+
+
 def _next_digit_probs(model, inputs, appended, digit_ids):
     """Plain forward pass over the full sequence, no cache: the digit probabilities."""
     ids = torch.cat([inputs["input_ids"], torch.tensor([appended], dtype=torch.long)], dim=1)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from curation_pipeline.models.aspect import model_input
-from curation_pipeline.models.loading import inference_mode, load_vlm
+from curation_pipeline.models.loading import cache_argument, inference_mode, load_vlm, output_cache
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer, scorable
@@ -375,7 +375,7 @@ class MlmFilterScorer(Scorer):
             next_pos = mask.sum(-1) + rope_deltas.view(-1).to(mask.device)
         else:  # 1-D RoPE: the model counted positions over the padded length
             next_pos = torch.full((mask.shape[0],), mask.shape[1], device=mask.device)
-        state = TreeState(out.past_key_values, mask, next_pos.long())
+        state = TreeState(output_cache(out), mask, next_pos.long())
         return state, out.logits[:, -1].float()
 
     def _run_tree(self, state: TreeState, tree: TokenTree) -> torch.Tensor | None:
@@ -402,7 +402,8 @@ class MlmFilterScorer(Scorer):
         positions = state.next_pos[:, None] + tree.depth.to(self.device)[None]
         if getattr(getattr(self.model, "model", None), "rope_deltas", None) is not None:
             positions = positions[None].expand(3, -1, -1)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=state.cache,
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         **{cache_argument(self.model): state.cache},
                          use_cache=True, logits_to_keep=torch.tensor(tree.keep, device=self.device))
         return out.logits.float()
 
