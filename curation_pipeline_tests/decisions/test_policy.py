@@ -11,7 +11,7 @@ from curation_pipeline.decisions.outcome import resolve_outcomes
 from curation_pipeline.decisions.policy import DecisionPolicy, decide
 from curation_pipeline.resources import PolicyResource
 from curation_pipeline.rewriting.verify import judge
-from curation_pipeline.rewriting.attempts import empty_lineage
+from curation_pipeline.rewriting.attempts import LINEAGE_COLUMNS, empty_lineage
 from curation_pipeline.scoring.selection import global_cut
 
 
@@ -162,8 +162,8 @@ def test_a_better_rewrite_is_accepted_on_clip_score_with_the_default_margin():
 
 
 def _lineage(rows):
-    frame = empty_lineage()
-    return pd.concat([frame, pd.DataFrame(rows)], ignore_index=True) if rows else frame
+    """As ``rewrite_batches`` builds it: the lineage columns, a pair's missing ones empty."""
+    return pd.DataFrame(rows, columns=LINEAGE_COLUMNS) if rows else empty_lineage()
 
 
 def test_outcomes_follow_acceptance_and_fallback():
