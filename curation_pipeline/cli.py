@@ -257,6 +257,36 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[lis
     return failed, reported, curated
 
 
+def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> list[str] | None:
+    """The shards of ``selected`` that need a run, as the ``fill_missing_shards`` schedule picks them
+    (``refresh_plan``): never curated, a file of theirs gone from the warehouse, or stale by a replaced raw
+    file or changed code (another profile, scorer or rewriter version), once the raw files are observed (only
+    a file whose stat changed is read); also those the schedule holds after two failed runs, as asked here
+    by hand. The others are counted, not run. Policy settings are no code: a shard decided under other
+    thresholds is not re-decided (a run without --only-missing re-decides every shard). None when the raw
+    files could not be observed."""
+    from curation_pipeline.automation import refresh_plan
+
+    with home_lock(Path(os.environ["DAGSTER_HOME"])):
+        instance.add_dynamic_partitions("shards", [shard for shard in selected
+                                                   if not instance.has_dynamic_partition("shards", shard)])
+    run_config = _run_config(defs)
+    observed = defs.resolve_job_def("observe_raw_shards").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=run_config, tags=_run_tags(run_config))
+    if not observed.success:  # unobserved, a replaced raw file would read as up to date
+        click.echo(f"  observe_raw_shards: {_last_error(observed) or 'failed'}; nothing run", err=True)
+        return None
+    todo, held, _ = refresh_plan(instance, defs.resources["warehouse"], defs.get_repository_def(), raw)
+    needed = {**todo, **held}
+    chosen = [s for s in selected if s in needed]
+    for shard in chosen:
+        click.echo(f"  to run: {shard} ({needed[shard]})", err=True)
+    fresh = len(selected) - len(chosen)
+    if fresh:
+        click.echo(f"  up to date, not run: {fresh} shard{'s' if fresh != 1 else ''}", err=True)
+    return chosen
+
+
 def _report(defs, instance, failed: list[str], stop_if_interrupted, run_config: dict) -> bool:
     """Rebuild the quality report, whatever failed: an old one would still call a shard that failed or
     was blocked in this run ok (the new one lists it so, out of the pooled figures). Not when no shard
@@ -462,10 +492,12 @@ def _check_decision_columns(scoring, rules) -> None:
 
 
 def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
-               settings: dict[str, dict] | None = None, named: dict[str, dict] | None = None) -> int:
+               settings: dict[str, dict] | None = None, named: dict[str, dict] | None = None,
+               only_missing: bool = False) -> int:
     """Register the shards as partitions, materialize each, then the report; returns an exit code.
     ``settings``: the resources' settings (``load_settings``), the rest their defaults; ``named``: those
-    given on the command line (flags and --set), whose models must be ones the run loads."""
+    given on the command line (flags and --set), whose models must be ones the run loads; ``only_missing``:
+    only the shards that need a run (``_needing_a_run``)."""
     from curation_pipeline import helper
     from curation_pipeline.validation import _gx
 
@@ -537,6 +569,15 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
                              policy=policy, compute=compute)
     _dagster_home()
     with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
+        if only_missing:
+            selected = _needing_a_run(defs, instance, selected, found)
+            if selected is None:
+                click.echo("FAILED: observe_raw_shards", err=True)
+                return EXIT_FAILED
+            if not selected:
+                click.echo("nothing to run: every shard selected is curated and up to date (the report is as "
+                           "it was)")
+                return EXIT_BAD_INPUT if rejected and not shards else 0
         failed, reported, curated = _materialize(defs, instance, selected, report)
     from curation_pipeline.storage.warehouse import Warehouse
 
@@ -766,6 +807,11 @@ def demo(warehouse: str) -> None:
 @_flag("--rewriter", setting="rewriter.kind", help="cleaner | vlm | aitqe")
 @_flag("--rewriter-model", setting="rewriter.model", help="Model id or local path for the vlm/aitqe rewriter.")
 @click.option("--no-report", is_flag=True, help="Skip rebuilding quality.duckdb.")
+@click.option("--only-missing", is_flag=True,
+              help="Only the shards that need a run, as the fill_missing_shards schedule picks them: never curated, "
+                   "a warehouse file gone, or stale by a replaced raw file or changed code (profile, scorer or "
+                   "rewriter version); the rest are counted as up to date. Changed policy settings alone re-decide "
+                   "nothing: run without it for that.")
 @click.option("--set", "pairs", multiple=True, metavar="RESOURCE.KEY=VALUE",
               help="Any setting of the scoring, rewriter, policy or compute resource, e.g. "
                    "--set policy.keep_threshold=80 (repeatable; VALUE is YAML: 80, true, null = off); wins over "
@@ -774,7 +820,7 @@ def demo(warehouse: str) -> None:
               help="YAML file of settings: {policy: {keep_threshold: 80}, scoring: {...}} or Dagster run config's "
                    "resources section; --set and the flags above win over it.")
 @click.pass_context
-def run(ctx, raw, warehouse, shards, no_report, pairs, config_file, **flags) -> None:
+def run(ctx, raw, warehouse, shards, no_report, only_missing, pairs, config_file, **flags) -> None:
     """Curate the shards in --raw into --warehouse, then rebuild the report.
 
     Each setting comes from the last of: the resource's default, --config, --set, its own flag.
@@ -787,7 +833,8 @@ def run(ctx, raw, warehouse, shards, no_report, pairs, config_file, **flags) -> 
     try:
         given = {p.setting: flags[p.name] for p in ctx.command.params if isinstance(p, SettingFlag)}
         code = run_shards(raw, warehouse, shards, not no_report, load_settings(pairs, config_file, given),
-                          named=load_settings(pairs, None, given))  # what the command line itself names
+                          named=load_settings(pairs, None, given),  # what the command line itself names
+                          only_missing=only_missing)
     except (FileNotFoundError, NotADirectoryError, ValueError, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
     sys.exit(code)

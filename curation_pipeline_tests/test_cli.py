@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import tarfile
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -130,6 +132,47 @@ def test_several_shards_are_scored_then_decided_once_against_the_whole_pool(tmp_
     assert any(name.startswith("reselect:") for name in curated["results"])
     assert table_differences(Warehouse(str(curated["warehouse"])), Warehouse(str(tmp_path / "wh")),
                              curated["shards"]) == []
+
+
+def test_only_missing_runs_the_new_and_the_replaced_shards_alone(tmp_path, monkeypatch):
+    """--only-missing picks what the fill_missing_shards schedule would: a shard never curated, then one whose
+    raw file was replaced (observed first, so its new content reads as stale); an up-to-date shard gets no run."""
+    import dagster as dg
+
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw, wh = raw_with(tmp_path, ["sample-000001"]), str(tmp_path / "wh")
+    runner = CliRunner()
+
+    def run(*extra):
+        result = runner.invoke(main, ["run", "--raw", str(raw), "--warehouse", wh, "--profile", "text", "--no-report",
+                                      *extra])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def made(shard):  # the shard's curated tars, by Dagster's record
+        with dg.DagsterInstance.get() as instance:
+            records = instance.fetch_materializations(dg.AssetKey("curated_shards"), limit=100).records
+        return sum(r.event_log_entry.dagster_event.partition == shard for r in records)
+
+    run()
+    shutil.copy(RAW_SAMPLES / "sample-000002.tar", raw)
+    output = run("--only-missing")
+    assert "to run: sample-000002 (missing)" in output and "up to date, not run: 1 shard\n" in output, output
+    assert (made("sample-000001"), made("sample-000002")) == (1, 1)
+    # another file under the same name: its pairs are another shard's now
+    shutil.copy(RAW_SAMPLES / "sample-000000.tar", raw / "sample-000001.tar")
+    output = run("--only-missing")
+    assert "to run: sample-000001 (stale: raw_shards has a new data version)" in output, output
+    assert (made("sample-000001"), made("sample-000002")) == (2, 1)
+    expected = Warehouse(wh).read_table("pairs", "sample-000001")["key"].tolist()
+    assert expected and set(Warehouse(wh).read_table("final_captions", "sample-000001")["key"]) == set(expected)
+    with tarfile.open(RAW_SAMPLES / "sample-000000.tar") as tar:  # the new file's samples, not the old one's
+        assert {Path(name).name.split(".")[0] for name in tar.getnames()} >= set(expected)
+    output = run("--only-missing")
+    assert "nothing to run: every shard selected is curated and up to date" in output, output
+    assert (made("sample-000001"), made("sample-000002")) == (2, 1)
 
 
 @pytest.mark.parametrize("where", ["in a step", "after the last step"])
