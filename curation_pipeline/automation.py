@@ -153,15 +153,16 @@ def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource
 
 def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, repository: dg.RepositoryDefinition,
                  raw: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """The shards to run, partition -> why: "missing" (never materialized, by Dagster), "missing (no <asset>
-    file)" (its file is not in the warehouse: deleted, or a changed warehouse root), or "stale: <root causes>"
-    (new raw content, a changed code_version); the shards held back, partition -> why: their last two
-    ``curate_shards`` runs failed in a step (``failed_the_same_way``), and neither a new raw version was
-    observed nor the shard assets' code versions changed since, so running them again would fail the same
-    way; and the partitions passed over because their raw file is gone (nothing to curate from). ``raw`` is
-    ``list_raw``'s shards, listed here if not given: a raw location that is itself missing raises
-    (FileNotFoundError, NotADirectoryError), never reads as every raw file gone. The raw location is listed
-    once and the warehouse once per table, never a request per shard."""
+    """The shards to run, partition -> why: "missing" (never materialized, by Dagster), "missing (no <asset> file)"
+    (its file is not in the warehouse: deleted, or a changed warehouse root), "stale: <root causes>" (new raw
+    content, a changed code_version), or what ``not_made_here_in_order`` finds of a shard Dagster calls fresh (made
+    since into another warehouse, or left half made); the shards held back, partition -> why: their last two
+    ``curate_shards`` runs failed in a step (``failed_the_same_way``), and neither a new raw version was observed
+    nor the shard assets' code versions changed since, so running them again would fail the same way; and the
+    partitions passed over because their raw file is gone (nothing to curate from). ``raw`` is ``list_raw``'s
+    shards, listed here if not given: a raw location that is itself missing raises (FileNotFoundError,
+    NotADirectoryError), never reads as every raw file gone. The raw location is listed once and the warehouse once
+    per table, never a request per shard."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCauseCategory, StaleStatus
 
@@ -177,6 +178,8 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
     todo: dict[str, str] = {}
     held: dict[str, str] = {}
     gone: list[str] = []
+    needs: dict[str, str] = {}
+    fresh: list[str] = []
     for key in instance.get_dynamic_partitions(shard_partitions.name):
         if key not in raw:
             gone.append(key)  # raw file gone: nothing to curate from (prune_shards removes the partition)
@@ -197,13 +200,65 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
             if causes:
                 reason = "stale: " + "; ".join(sorted(causes))
         if reason is None:
+            fresh.append(key)
             continue
+        needs[key] = reason
+    # those Dagster calls fresh: looked at together, in a few queries
+    needs.update(not_made_here_in_order(instance, repository, warehouse.root, fresh))
+    for key, reason in needs.items():
         failed = failed_the_same_way(instance, key, code, warehouse.root)
         if failed:
             held[key] = failed
         else:
             todo[key] = reason
     return todo, held, sorted(gone)
+
+
+def not_made_here_in_order(instance: dg.DagsterInstance, repository: dg.RepositoryDefinition, root: str,
+                           shards: list[str]) -> dict[str, str]:
+    """Shard -> why it needs a run, for shards Dagster calls fresh. Dagster's records are the home's, which runs
+    into other warehouses share: each shard asset's latest materialization must be one made into this warehouse
+    (else this warehouse's copy may be older than what Dagster saw), and none older than one of its inputs in
+    the shard (a run that stopped between its steps left new scores under old decisions; Dagster's staleness
+    does not look past a table's own inputs' versions). A query per shard asset and one for the runs, whatever
+    the number of shards."""
+    from curation_pipeline.assets.failures import run_warehouse, warehouse_id
+
+    if not shards:
+        return {}
+    storage = instance.event_log_storage
+    wanted = set(shards)
+    latest = {key: storage.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION,
+                                                              wanted) for key in SHARD_KEYS}
+    made_by = {}  # storage id -> run id
+    for key, ids in latest.items():
+        if ids:
+            found = dg.AssetRecordsFilter(asset_key=key, storage_ids=list(ids.values()))
+            records = instance.fetch_materializations(found, limit=len(ids)).records
+            made_by.update({r.storage_id: r.event_log_entry.run_id for r in records})
+    ours = warehouse_id(root)
+    run_ids = sorted(set(made_by.values()))
+    into = ({run.run_id: run_warehouse(run, root) for run in instance.get_runs(dg.RunsFilter(run_ids=run_ids))}
+            if run_ids else {})  # (no ids: no filter, every run)
+    graph = repository.asset_graph
+    out = {}
+    for shard in shards:
+        for key in SHARD_KEYS:
+            stored = latest[key].get(shard)
+            if stored is None:
+                out[shard] = f"missing ({key.to_user_string()} never made)"
+                break
+            where = into.get(made_by.get(stored), ours)  # a run deleted since: nothing says otherwise
+            if where != ours:
+                out[shard] = f"{key.to_user_string()} last made into another warehouse ({where})"
+                break
+            older = [parent for parent in SHARD_KEYS if parent in graph.get(key).parent_keys
+                     and latest[parent].get(shard, -1) > stored]
+            if older:
+                out[shard] = (f"incomplete: {key.to_user_string()} is older than its input "
+                              f"{older[0].to_user_string()} (a run stopped between them)")
+                break
+    return out
 
 
 # which shard assets' file each is: a table's Parquet file, or the curated tar
@@ -389,7 +444,8 @@ observe_raw_shards_schedule = dg.ScheduleDefinition(
 @dg.schedule(job=curate_shards_job, cron_schedule="0 2 * * *", default_status=DEFAULT_SCHEDULE_STATUS,
              description="Nightly: runs every registered shard whose curated output is missing (never made, or its "
              "file gone from the warehouse) or stale by Dagster's data versions (a raw file observed with new "
-             "content, a changed code_version). A shard whose last run failed in a step is asked once more; one "
+             "content, a changed code_version), left half made (a table older than one of its inputs) or last made "
+             "into another warehouse. A shard whose last run failed in a step is asked once more; one "
              "whose last two runs failed in a step is held (named in the tick, with both runs) until a new raw "
              "version is observed or the code changes. A shard with a run queued, launching or started is left "
              "to that run (one started is named, with its run id: a run whose process died stays STARTED until "

@@ -259,9 +259,10 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[lis
 
 def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> list[str] | None:
     """The shards of ``selected`` that need a run, as the ``fill_missing_shards`` schedule picks them
-    (``refresh_plan``): never curated, a file of theirs gone from the warehouse, or stale by a replaced raw
-    file or changed code (another profile, scorer or rewriter version), once the raw files are observed (only
-    a file whose stat changed is read); also those the schedule holds after two failed runs, as asked here
+    (``refresh_plan``): never curated, a file of theirs gone from the warehouse, stale by a replaced raw file
+    or changed code (another profile, scorer or rewriter version), left half made by a run that stopped, or
+    last made into another warehouse, once the raw files are observed (only a file whose stat changed is
+    read); also those the schedule holds after two failed runs, as asked here
     by hand. The others are counted, not run. Policy settings are no code: a shard decided under other
     thresholds is not re-decided (a run without --only-missing re-decides every shard). None when the raw
     files could not be observed."""

@@ -371,6 +371,29 @@ def test_a_curated_shard_whose_warehouse_files_are_gone_is_filled_again(tmp_path
         assert reasons["sample-000000"].startswith("missing (no pairs, quality_scores,")
 
 
+def test_a_shard_left_half_made_is_asked_again(tmp_path):
+    """A run that stopped after scoring (new pairs and scores, old decisions and captions) leaves every table
+    fresh to Dagster, whose staleness looks only at a table's own inputs' versions: the tick asks for it."""
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.resources import PolicyResource
+
+    raw = _raw(tmp_path, ["sample-000000.tar"])
+    warehouse = tmp_path / "wh"
+    resources = {"scoring": ScoringResource(profile="text"), "policy": PolicyResource(rewrite=False)}
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse), **resources)
+    with dg.instance_for_test() as instance:
+        run_pipeline(raw, warehouse, ["sample-000000"], instance=instance, report=False, **resources)
+        assert defs.resolve_job_def("observe_raw_shards").execute_in_process(instance=instance).success
+        assert _tick(defs, instance) == "every registered shard is curated and fresh"
+        scored = defs.resolve_job_def("curate_shards").execute_in_process(
+            instance=instance, partition_key="sample-000000",
+            asset_selection=[dg.AssetKey("pairs"), dg.AssetKey("quality_scores")])
+        assert scored.success
+        reasons = {k: r.tags["curation/reason"] for k, r in _tick(defs, instance).items()}
+        assert reasons == {"sample-000000": "incomplete: caption_decisions is older than its input quality_scores "
+                                            "(a run stopped between them)"}
+
+
 def test_the_sensor_names_raw_files_it_passes_over(tmp_path):
     """An upper-case .TAR, or shards one folder down (raw/part-00/000000.tar), are said, not ignored."""
     raw = _raw(tmp_path, ["a-1.tar", "SHARD-1.TAR"])

@@ -175,6 +175,38 @@ def test_only_missing_runs_the_new_and_the_replaced_shards_alone(tmp_path, monke
     assert (made("sample-000001"), made("sample-000002")) == (2, 1)
 
 
+def test_only_missing_runs_a_shard_left_half_made_or_last_made_into_another_warehouse(tmp_path, monkeypatch):
+    """Dagster's records are the home's: a shard whose run stopped after scoring (new scores, old decisions) and
+    one curated since into another warehouse on the same home both read fresh to Dagster, and are run."""
+    from curation_pipeline.assets import decisions
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw, wh = raw_with(tmp_path, ["sample-000001", "sample-000002"]), str(tmp_path / "wh")
+    runner = CliRunner()
+
+    def run(*extra, warehouse=wh, code=0):
+        result = runner.invoke(main, ["run", "--raw", str(raw), "--warehouse", warehouse, "--profile", "text",
+                                      "--no-report", *extra])
+        assert result.exit_code == code, result.output
+        return result.output
+
+    run()
+    shutil.copy(RAW_SAMPLES / "sample-000000.tar", raw / "sample-000001.tar")  # new content, then a stop
+    with monkeypatch.context() as stop:
+        stop.setattr(decisions, "decide", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("stopped")))
+        run("--shard", "sample-000001", code=1)
+    run("--shard", "sample-000002", warehouse=str(tmp_path / "elsewhere"))
+    output = run("--only-missing")
+    assert ("to run: sample-000001 (incomplete: caption_decisions is older than its input quality_scores"
+            in output), output
+    assert "to run: sample-000002 (pairs last made into another warehouse" in output, output
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    keys = set(Warehouse(wh).read_table("pairs", "sample-000001")["key"])
+    assert set(Warehouse(wh).read_table("final_captions", "sample-000001")["key"]) == keys
+    assert "nothing to run" in run("--only-missing")
+
+
 @pytest.mark.parametrize("where", ["in a step", "after the last step"])
 def test_a_ctrl_c_during_a_shards_run_stops_the_whole_command(tmp_path, monkeypatch, where):
     """Dagster holds a SIGINT during an in-process run: in a step it fails only that shard's run (the next
