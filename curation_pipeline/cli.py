@@ -195,6 +195,13 @@ def _run_shards(job, instance, shards: list[str], desc: str, run_config: dict, a
     return failed
 
 
+def _register(instance, shards: list[str]) -> None:
+    """The shards as partitions, those not yet registered (concurrent `curate run`s register theirs in turn)."""
+    with home_lock(Path(os.environ["DAGSTER_HOME"])):
+        instance.add_dynamic_partitions("shards", [shard for shard in shards
+                                                   if not instance.has_dynamic_partition("shards", shard)])
+
+
 def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[list[str], bool, list[str]]:
     """Run each shard's job, then the report (``_report``); returns what failed, whether the report
     was rebuilt, and the shards of ``selected`` curated (decided and published) by this run.
@@ -212,9 +219,7 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[lis
     from curation_pipeline.automation import DECIDE_KEYS, SCORE_KEYS
     from curation_pipeline.decisions.cut_store import read_cut_record
 
-    with home_lock(Path(os.environ["DAGSTER_HOME"])):  # concurrent `curate run`s register partitions in turn
-        instance.add_dynamic_partitions("shards", [s for s in selected
-                                                   if not instance.has_dynamic_partition("shards", s)])
+    _register(instance, selected)
     job = defs.resolve_job_def("curate_shards")
     cut = defs.resources["policy"].keep_fraction is not None
     # keep_fraction off over a stored "on" cut: recorded "off" again, or every shard reads as unsettled
@@ -262,15 +267,12 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     (``refresh_plan``): never curated, a file of theirs gone from the warehouse, stale by a replaced raw file
     or changed code (another profile, scorer or rewriter version), left half made by a run that stopped, or
     last made into another warehouse, once the raw files are observed (only a file whose stat changed is
-    read); also those the schedule holds after two failed runs, as asked here
-    by hand. The others are counted, not run. Policy settings are no code: a shard decided under other
-    thresholds is not re-decided (a run without --only-missing re-decides every shard). None when the raw
-    files could not be observed."""
+    read); also those the schedule holds after two failed runs, as asked here by hand. The others are
+    counted, not run. Policy settings are no code: a shard decided under other thresholds is not re-decided
+    (a run without --only-missing re-decides every shard). None when the raw files could not be observed."""
     from curation_pipeline.automation import refresh_plan
 
-    with home_lock(Path(os.environ["DAGSTER_HOME"])):
-        instance.add_dynamic_partitions("shards", [shard for shard in selected
-                                                   if not instance.has_dynamic_partition("shards", shard)])
+    _register(instance, selected)
     run_config = _run_config(defs)
     observed = defs.resolve_job_def("observe_raw_shards").execute_in_process(
         instance=instance, raise_on_error=False, run_config=run_config, tags=_run_tags(run_config))
@@ -810,9 +812,9 @@ def demo(warehouse: str) -> None:
 @click.option("--no-report", is_flag=True, help="Skip rebuilding quality.duckdb.")
 @click.option("--only-missing", is_flag=True,
               help="Only the shards that need a run, as the fill_missing_shards schedule picks them: never curated, "
-                   "a warehouse file gone, or stale by a replaced raw file or changed code (profile, scorer or "
-                   "rewriter version); the rest are counted as up to date. Changed policy settings alone re-decide "
-                   "nothing: run without it for that.")
+                   "a warehouse file gone, stale by a replaced raw file or changed code (profile, scorer or rewriter "
+                   "version), left half made by a stopped run, or last made into another warehouse; the rest are "
+                   "counted as up to date. Changed policy settings alone re-decide nothing: run without it for that.")
 @click.option("--set", "pairs", multiple=True, metavar="RESOURCE.KEY=VALUE",
               help="Any setting of the scoring, rewriter, policy or compute resource, e.g. "
                    "--set policy.keep_threshold=80 (repeatable; VALUE is YAML: 80, true, null = off); wins over "

@@ -27,17 +27,18 @@ PRIVATE_ENV = "CURATION_PRIVATE_NETWORK"
 NODE_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "GRPC_ENABLE_FORK_SUPPORT": "0"}
 
 
-def _live_members(group: int) -> list[int]:
-    """The processes of a process group still running (a killed member whose parent died first stays a
-    zombie until it is reaped: it holds nothing)."""
-    members = []
+def live_members(group: int) -> set[tuple[int, int]]:
+    """The processes of a process group still running, as (pid, start time): pids wrap (pid_max), so a pid
+    alone may later name another process. A killed member whose parent died first stays a zombie until it is
+    reaped: it holds nothing."""
+    members = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # it ended while we looked
             continue
         if int(fields[2]) == group and fields[0] not in ("Z", "X"):
-            members.append(int(stat.parent.name))
+            members.add((int(stat.parent.name), int(fields[19])))
     return members
 
 
@@ -206,7 +207,7 @@ class LocalRayCluster:
         # the signal is sent, not yet acted on: on a busy machine a member runs on for a moment after
         # its leader is reaped, so the node is stopped only when none of its group is left
         deadline = time.monotonic() + 30
-        while _live_members(process.pid) and time.monotonic() < deadline:
+        while live_members(process.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def stop(self) -> None:

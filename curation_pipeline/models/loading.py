@@ -73,11 +73,17 @@ def inference_mode(method):
 
 def cache_argument(model) -> str:
     """The name a model's ``forward`` takes its key/value cache by. transformers 5 renamed it ``cache`` and keeps
-    ``past_key_values`` only as a deprecated alias until 5.40; after that the old name would fall into ``forward``'s
-    ``**kwargs`` and the cached prompt be ignored without an error. Versions before the rename know only the old one."""
+    ``past_key_values`` only as a deprecated alias until 5.40; after that the old name could land in ``forward``'s
+    ``**kwargs`` and the cached prompt be ignored without an error. Versions before the rename know only the old one.
+    Read once per model class, not per batch."""
+    return _cache_argument(type(model))
+
+
+@functools.cache
+def _cache_argument(model_class: type) -> str:
     import inspect
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def output_cache(output):

@@ -7,7 +7,6 @@ cluster's nodes are started, without starting any."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -114,21 +113,6 @@ def test_only_the_heads_log_monitor_sends_the_nodes_output_to_drivers(started_no
     assert ["--include-log-monitor=false" in argv for argv, _ in started_nodes] == [False, True, True]
 
 
-def _live_members(group: int) -> set[tuple[int, int]]:
-    """The processes of a process group that still run, as (pid, start time): on a busy machine pids wrap
-    (pid_max 32768), so a pid alone may name another test's process later. A killed child whose parent died
-    first stays a zombie until pid 1 reaps it: it runs no more."""
-    members = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group and fields[0] not in ("Z", "X"):
-            members.add((int(stat.parent.name), int(fields[19])))
-    return members
-
-
 def test_a_worker_node_started_again_leaves_no_process_of_its_first_try(monkeypatch, tmp_path):
     """A worker node that missed its registration is started once more; its first ``ray start`` may have
     exited or hung with its raylet and helpers alive in its process group, which must not live on beside the
@@ -136,6 +120,7 @@ def test_a_worker_node_started_again_leaves_no_process_of_its_first_try(monkeypa
     import subprocess
 
     from curation_pipeline.compute import cluster as cluster_module
+    from curation_pipeline.compute.cluster import live_members
 
     monkeypatch.setenv(cluster_module.PRIVATE_ENV, "1")
     nodes: list[subprocess.Popen] = []
@@ -160,9 +145,9 @@ def test_a_worker_node_started_again_leaves_no_process_of_its_first_try(monkeypa
     try:
         head, first_try, second_try = nodes
         assert calls == [2, 2] and cluster.processes == [head, second_try]
-        assert _live_members(first_try.pid) == set()  # nothing of the first try's group is left
-        running = {node.pid: _live_members(node.pid) for node in (head, second_try)}
+        assert live_members(first_try.pid) == set()  # nothing of the first try's group is left
+        running = {node.pid: live_members(node.pid) for node in (head, second_try)}
         assert all(running.values())
     finally:
         cluster.stop()
-    assert [_live_members(pid) & members for pid, members in running.items()] == [set(), set()]
+    assert [live_members(pid) & members for pid, members in running.items()] == [set(), set()]
