@@ -202,9 +202,11 @@ def _register(instance, shards: list[str]) -> None:
                                                    if not instance.has_dynamic_partition("shards", shard)])
 
 
-def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[list[str], bool, list[str]]:
+def _materialize(defs, instance, selected: list[str], report: bool,
+                 redecide: list[str] = ()) -> tuple[list[str], bool, list[str]]:
     """Run each shard's job, then the report (``_report``); returns what failed, whether the report
-    was rebuilt, and the shards of ``selected`` curated (decided and published) by this run.
+    was rebuilt, and the shards of ``selected`` and ``redecide`` curated (decided and published) by this run.
+    The shards of ``redecide`` are not scored: they join the decide pass, as in a re-selection.
 
     Several shards go in two passes: every shard scored first, then the duplicate index over the
     whole pool, then every shard decided once against it. One pass per shard would decide each
@@ -224,12 +226,13 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[lis
     cut = defs.resources["policy"].keep_fraction is not None
     # keep_fraction off over a stored "on" cut: recorded "off" again, or every shard reads as unsettled
     uncut = not cut and (read_cut_record(defs.resources["warehouse"].warehouse()) or {}).get("status") == "on"
-    two_passes = len(selected) > 1 or cut
+    two_passes = len(selected) > 1 or cut or bool(redecide)
     run_config = _run_config(defs)  # every run says which warehouse it wrote to
     with _stop_on_interrupt() as stop_if_interrupted:
         desc, assets = ("scoring", SCORE_KEYS) if two_passes else ("shards", None)
-        failed = _run_shards(job, instance, selected, desc, run_config, assets, stop_if_interrupted)
-        scored = len(failed) < len(selected)
+        failed = _run_shards(job, instance, selected, desc, run_config, assets, stop_if_interrupted) if selected else []
+        # the pool moved: a shard scored, or one to decide under this run's settings
+        scored = len(failed) < len(selected) or bool(redecide)
         no_cut = False  # the cut this run needs is not stored: with it on, no shard can be decided
         if (cut and scored) or uncut:
             result = defs.resolve_job_def("selection_cut_job").execute_in_process(
@@ -237,7 +240,7 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[lis
             stop_if_interrupted()
             if not result.success:
                 no_cut = True
-                undecided = [s for s in selected if s not in failed]
+                undecided = [s for s in [*selected, *redecide] if s not in failed]
                 click.echo(f"  selection_cut: {_last_error(result) or 'failed'}; " + (
                     f"scored but not decided: {', '.join(undecided)}" if cut else
                     "it still records keep_fraction on, so the report holds the pool to that cut"), err=True)
@@ -247,29 +250,31 @@ def _materialize(defs, instance, selected: list[str], report: bool) -> tuple[lis
             settled: dict = {}
             # says so when the pool was decided under another policy: this run's re-selects those shards
             failed += settle_duplicates(defs, instance, run_config, settled, stop_if_interrupted,
-                                        say=lambda message: click.echo(f"  {message}", err=True), own=selected)
+                                        say=lambda message: click.echo(f"  {message}", err=True),
+                                        own=[*selected, *redecide])
             # shards of earlier runs decided with another cut than the stored one (a smaller pool's; or any cut,
             # with keep_fraction off): nothing to read when no cut was ever stored
             if not no_cut:  # else the stored cut is not this run's: re-selecting would not settle them
-                failed += settle_cut(defs, instance, run_config, skip=tuple(selected), results=settled,
+                failed += settle_cut(defs, instance, run_config, skip=(*selected, *redecide), results=settled,
                                      after_each_run=stop_if_interrupted)
             if two_passes:  # the shards scored above and not re-selected by settling, decided once
-                todo = [s for s in selected if s not in failed and f"reselect:{s}" not in settled]
+                todo = [s for s in [*selected, *redecide] if s not in failed and f"reselect:{s}" not in settled]
                 failed += _run_shards(job, instance, todo, "deciding", run_config, DECIDE_KEYS, stop_if_interrupted)
         reported = report and _report(defs, instance, failed, stop_if_interrupted, run_config)
     # with keep_fraction on and no cut stored, the scored shards were never decided
-    curated = [] if cut and no_cut else [s for s in selected if s not in failed]
+    curated = [] if cut and no_cut else [s for s in [*selected, *redecide] if s not in failed]
     return failed, reported, curated
 
 
-def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> list[str] | None:
+def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> tuple[list[str], list[str]] | None:
     """The shards of ``selected`` that need a run, as the ``fill_missing_shards`` schedule picks them
     (``refresh_plan``): never curated, a file of theirs gone from the warehouse, stale by a replaced raw file
     or changed code (another profile, scorer or rewriter version), left half made by a run that stopped, or
     last made into another warehouse, once the raw files are observed (only a file whose stat changed is
-    read); also those the schedule holds after two failed runs, as asked here by hand. The others are
-    counted, not run. Policy settings are no code: a shard decided under other thresholds is not re-decided
-    (a run without --only-missing re-decides every shard). None when the raw files could not be observed."""
+    read); also those the schedule holds after two failed runs, as asked here by hand. Then, apart, those of
+    the rest decided under other policy settings than this run's (``_decided_otherwise``): their scores stand,
+    so they are re-decided, rewritten and published again, not scored. The others are counted, not run. None
+    when the raw files could not be observed."""
     from curation_pipeline.automation import refresh_plan
 
     _register(instance, selected)
@@ -284,10 +289,33 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     chosen = [s for s in selected if s in needed]
     for shard in chosen:
         click.echo(f"  to run: {shard} ({needed[shard]})", err=True)
-    fresh = len(selected) - len(chosen)
+    otherwise = _decided_otherwise(defs, [s for s in selected if s not in needed])
+    for shard, differs in otherwise.items():
+        click.echo(f"  to re-decide: {shard} (decided under other settings: {'; '.join(differs)})", err=True)
+    fresh = len(selected) - len(chosen) - len(otherwise)
     if fresh:
         click.echo(f"  up to date, not run: {fresh} shard{'s' if fresh != 1 else ''}", err=True)
-    return chosen
+    return chosen, list(otherwise)
+
+
+def _decided_otherwise(defs, shards: list[str]) -> dict[str, list[str]]:
+    """Shard -> the policy settings its stored decisions were made under that differ from this run's
+    (``decided_under_other_policy``, the rewrite acceptance included: the decisions' run rewrote under it);
+    only the shards where any does. A shard with no decisions stored is no shard to re-decide."""
+    from curation_pipeline.assets.decisions import decided_under_other_policy
+
+    wh, policy = defs.resources["warehouse"].warehouse(), defs.resources["policy"]
+    decided = set(wh.shards("caption_decisions"))
+    out = {}
+    for shard in shards:
+        try:
+            differs = shard in decided and decided_under_other_policy(
+                wh.table_metadata("caption_decisions", shard), policy, acceptance=True)
+        except FileNotFoundError:  # removed since the listing: the schedule's plan names it missing next time
+            continue
+        if differs:
+            out[shard] = differs
+    return out
 
 
 def _report(defs, instance, failed: list[str], stop_if_interrupted, run_config: dict) -> bool:
@@ -572,16 +600,18 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
                              policy=policy, compute=compute)
     _dagster_home()
     with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
+        redecide: list[str] = []
         if only_missing:
-            selected = _needing_a_run(defs, instance, selected, found)
-            if selected is None:
+            plan = _needing_a_run(defs, instance, selected, found)
+            if plan is None:
                 click.echo("FAILED: observe_raw_shards", err=True)
                 return EXIT_FAILED
-            if not selected:
+            selected, redecide = plan
+            if not selected and not redecide:
                 click.echo("nothing to run: every shard selected is curated and up to date (the report is as "
                            "it was)")
                 return EXIT_BAD_INPUT if rejected and not shards else 0
-        failed, reported, curated = _materialize(defs, instance, selected, report)
+        failed, reported, curated = _materialize(defs, instance, selected, report, redecide)
     from curation_pipeline.storage.warehouse import Warehouse
 
     wh = Warehouse(warehouse)
@@ -601,7 +631,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     if failed:
         click.echo(f"FAILED: {', '.join(failed)}", err=True)
     else:
-        click.echo(f"done: {len(selected)} shards curated")
+        click.echo(f"done: {len(selected) + len(redecide)} shards curated")
     if skipped:
         click.echo(f"skipped {skipped} file{'s' if skipped != 1 else ''} of {raw}, not curated (each named under "
                    "'skipped:' above)", err=True)
@@ -813,8 +843,9 @@ def demo(warehouse: str) -> None:
 @click.option("--only-missing", is_flag=True,
               help="Only the shards that need a run, as the fill_missing_shards schedule picks them: never curated, "
                    "a warehouse file gone, stale by a replaced raw file or changed code (profile, scorer or rewriter "
-                   "version), left half made by a stopped run, or last made into another warehouse; the rest are "
-                   "counted as up to date. Changed policy settings alone re-decide nothing: run without it for that.")
+                   "version), left half made by a stopped run, or last made into another warehouse; then those "
+                   "decided under other policy settings than this run's are re-decided, rewritten and published "
+                   "again from their stored scores (no model scores them again); the rest are counted as up to date.")
 @click.option("--set", "pairs", multiple=True, metavar="RESOURCE.KEY=VALUE",
               help="Any setting of the scoring, rewriter, policy or compute resource, e.g. "
                    "--set policy.keep_threshold=80 (repeatable; VALUE is YAML: 80, true, null = off); wins over "

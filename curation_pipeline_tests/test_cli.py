@@ -1,10 +1,12 @@
 """The curate CLI: a real run, lineage look-ups, and exit codes that tell bad input from failure."""
 
+import json
 import os
 import shutil
 import tarfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -205,6 +207,63 @@ def test_only_missing_runs_a_shard_left_half_made_or_last_made_into_another_ware
     keys = set(Warehouse(wh).read_table("pairs", "sample-000001")["key"])
     assert set(Warehouse(wh).read_table("final_captions", "sample-000001")["key"]) == keys
     assert "nothing to run" in run("--only-missing")
+
+
+@pytest.mark.parametrize("profile", ["text", "offline"])  # offline: through the duplicate index's re-selection
+def test_only_missing_re_decides_shards_decided_under_other_settings_without_scoring_them(tmp_path, monkeypatch,
+                                                                                         profile):
+    """Settings are no code version, so Dagster calls such shards fresh: --only-missing re-decides, rewrites and
+    publishes them from their stored scores, as a plain run under those settings would; a setting that decides
+    nothing re-runs nothing, and the rewrite acceptance (applied in the decisions' run) counts."""
+    import dagster as dg
+
+    from curation_pipeline.assets.decisions import POLICY_CONFIG_KEY
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    names = ["sample-000001", "sample-000002"]
+    raw = raw_with(tmp_path, names)
+    runner = CliRunner()
+    lower = ("--set", "policy.keep_threshold=80")
+
+    def run(*extra, warehouse="wh"):
+        result = runner.invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / warehouse),
+                                      "--profile", profile, "--no-report", *extra])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def made(asset):  # per shard, by Dagster's record
+        with dg.DagsterInstance.get() as instance:
+            records = instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
+        return [sum(r.event_log_entry.dagster_event.partition == s for r in records) for s in names]
+
+    def final(warehouse):
+        wh = Warehouse(str(tmp_path / warehouse))
+        return {s: wh.read_table("final_captions", s)[["key", "outcome", "final_caption", "reason"]]
+                .sort_values("key", ignore_index=True) for s in names}
+
+    run()
+    before = final("wh")
+    output = run("--only-missing", *lower)
+    for shard in names:
+        assert (f"to re-decide: {shard} (decided under other settings: keep_threshold=95.0 (this run: 80.0))"
+                in output), output
+    assert made("quality_scores") == [1, 1] and made("curated_shards") == [2, 2], output  # not scored again
+    wh = Warehouse(str(tmp_path / "wh"))
+    assert all(json.loads(wh.table_metadata("caption_decisions", s)[POLICY_CONFIG_KEY])["keep_threshold"] == 80
+               for s in names)
+    after = final("wh")
+    kept = [sum((table["outcome"] == "kept").sum() for table in tables.values()) for tables in (before, after)]
+    assert kept[0] < kept[1], kept  # a lower bar keeps more captions as they are
+    with monkeypatch.context() as elsewhere:  # the same settings from scratch: the same outcomes and captions
+        elsewhere.setenv("DAGSTER_HOME", str(tmp_path / "plain-home"))
+        run(*lower, warehouse="plain")
+    for shard in names:
+        pd.testing.assert_frame_equal(after[shard], final("plain")[shard])
+    assert "nothing to run" in run("--only-missing", *lower)
+    assert "nothing to run" in run("--only-missing", *lower, "--set", "policy.warn_drop_share=0.5")
+    output = run("--only-missing", *lower, "--set", "policy.acceptance.max_edit_ratio=0.3")
+    assert f"to re-decide: {names[0]} (decided under other settings: acceptance.max_edit_ratio=" in output, output
 
 
 @pytest.mark.parametrize("where", ["in a step", "after the last step"])

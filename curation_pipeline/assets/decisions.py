@@ -35,11 +35,13 @@ def policy_record(policy: PolicyResource) -> dict[str, str]:
     return {POLICY_KEY: policy_digest(config), POLICY_CONFIG_KEY: json.dumps(config, sort_keys=True)}
 
 
-def decided_under_other_policy(metadata: dict[str, str], policy: PolicyResource) -> list[str]:
+def decided_under_other_policy(metadata: dict[str, str], policy: PolicyResource,
+                               acceptance: bool = False) -> list[str]:
     """The settings (those ``policy_digest`` covers) in which the policy caption_decisions recorded in its file
     ``metadata`` differs from ``policy``, each as ``key=recorded (this run: ours)``; [] where they match, or
     where the decisions record no policy (made before they did: nothing to compare). Decisions that record only
-    the digest give one entry naming the digests."""
+    the digest give one entry naming the digests. ``acceptance``: its settings count too (they were the
+    shard's rewrite step's when it ran in the same run as the decisions)."""
     ours = policy_config(policy)
     try:
         recorded = json.loads(metadata.get(POLICY_CONFIG_KEY) or "null")
@@ -49,7 +51,7 @@ def decided_under_other_policy(metadata: dict[str, str], policy: PolicyResource)
         # acceptance is the rewrite step's own rule, tuned by re-running rewritten_captions: it changes which
         # rewrites are accepted, never which copy of a duplicate group is kept (a survivor is kept as it is, or
         # rewritten with a fallback that keeps its original), so it may differ from the decisions' own
-        return [d for d in policy_change(recorded, ours) if not d.startswith(f"{ACCEPTANCE}.")]
+        return [d for d in policy_change(recorded, ours) if acceptance or not d.startswith(f"{ACCEPTANCE}.")]
     digest = metadata.get(POLICY_KEY)
     if digest and digest not in {policy_digest(ours), policy_digest(ours, full=True)}:
         return [f"policy_digest={digest!r} (this run: {policy_digest(ours)!r}; those decisions did not record "
