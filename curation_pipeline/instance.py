@@ -37,6 +37,8 @@ from dagster._core.storage.sqlite_storage import (
 )
 from dagster._serdes import ConfigurableClassData
 
+from curation_pipeline.compute_logs import ThreadMirroredComputeLogManager
+
 # Run-sharded event logs: one database per run, and a web server reads many; engines kept for the latest.
 OPEN_RUN_DATABASES = 8
 
@@ -283,8 +285,9 @@ class PooledSqliteStorage(DagsterSqliteStorage):
 
 class CurationInstance(DagsterInstance):
     """A Dagster instance whose default storage is ``PooledSqliteStorage``, in the folder Dagster itself
-    would use: ``DAGSTER_HOME``, a temporary home (``dagster dev`` without one), or ``from_config``'s. An
-    explicit ``storage:`` in dagster.yaml (Postgres, say) still wins."""
+    would use: ``DAGSTER_HOME``, a temporary home (``dagster dev`` without one), or ``from_config``'s, and
+    whose default compute logs are ``ThreadMirroredComputeLogManager``'s. An explicit ``storage:`` or
+    ``compute_logs:`` in dagster.yaml (Postgres, S3, say) still wins."""
 
     @classmethod
     def config_schema(cls) -> dict:
@@ -304,4 +307,7 @@ class CurationInstance(DagsterInstance):
         defaults = dict(InstanceRef.config_defaults(base_dir))
         defaults["storage"] = ConfigurableClassData(
             __name__, PooledSqliteStorage.__name__, yaml.dump({"base_dir": base_dir}, default_flow_style=False))
+        logs = defaults["compute_logs"]  # Dagster's folder and settings, mirrored without processes
+        defaults["compute_logs"] = ConfigurableClassData(
+            ThreadMirroredComputeLogManager.__module__, ThreadMirroredComputeLogManager.__name__, logs.config_yaml)
         return defaults
