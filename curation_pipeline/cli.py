@@ -269,7 +269,8 @@ def _materialize(defs, instance, selected: list[str], report: bool,
 def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> tuple[list[str], list[str]] | None:
     """The shards of ``selected`` that need a run, as the ``fill_missing_shards`` schedule picks them
     (``refresh_plan``): never curated, a file of theirs gone from the warehouse, stale by a replaced raw file
-    or changed code (another profile, scorer or rewriter version), left half made by a run that stopped, or
+    or changed code (another profile, scorer or rewriter version, or another model: ``output_settings``), left
+    half made by a run that stopped, or
     last made into another warehouse, once the raw files are observed (only a file whose stat changed is
     read); also those the schedule holds after two failed runs, as asked here by hand. Then, apart, those of
     the rest decided under other policy settings than this run's (``_decided_otherwise``): their scores stand,
@@ -843,7 +844,7 @@ def demo(warehouse: str) -> None:
 @click.option("--only-missing", is_flag=True,
               help="Only the shards that need a run, as the fill_missing_shards schedule picks them: never curated, "
                    "a warehouse file gone, stale by a replaced raw file or changed code (profile, scorer or rewriter "
-                   "version), left half made by a stopped run, or last made into another warehouse; then those "
+                   "version, or another model or model switch), left half made by a stopped run, or last made into another warehouse; then those "
                    "decided under other policy settings than this run's are re-decided, rewritten and published "
                    "again from their stored scores (no model scores them again); the rest are counted as up to date.")
 @click.option("--set", "pairs", multiple=True, metavar="RESOURCE.KEY=VALUE",

@@ -2,6 +2,8 @@
 code location."""
 
 
+import hashlib
+import json
 import os
 
 import dagster as dg
@@ -57,12 +59,17 @@ def build_resources(raw_root: str | None = None, warehouse_root: str | None = No
 EXECUTOR = dg.in_process_executor
 
 
-def with_code_it_runs(asset: dg.AssetsDefinition, runs: dict[str, str]) -> dg.AssetsDefinition:
+def with_code_it_runs(asset: dg.AssetsDefinition, runs: dict[str, str], settings: dict | None = None
+                      ) -> dg.AssetsDefinition:
     """``asset`` whose code version also names the version of each piece of code it runs in this code location
-    (quality_scores: its profile's scorers; rewritten_captions: its rewriter), e.g. ``2+datacomp.3,nsfw.1``:
-    a scorer's or rewriter's new version marks the partitions made with the old one stale, as a bump of the
-    asset's own does (a run under other scorers, set in its run config, is compared with this location's)."""
+    (quality_scores: its profile's scorers; rewritten_captions: its rewriter), e.g. ``2+datacomp.3,nsfw.1``, and
+    a digest of the ``settings`` that choose what that code writes (a model, its prompt or precision:
+    ``output_settings``), e.g. ``2+clip.4,datacomp.3@3f0c9a1b2d4e``: a scorer's or rewriter's new version, or
+    another model, marks the partitions made before stale, as a bump of the asset's own does (a run under other
+    scorers or models, set in its run config, is compared with this location's)."""
     made_of = ",".join(f"{name}.{version}" for name, version in runs.items())
+    if settings:
+        made_of += "@" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}+{made_of}"))
 
 
@@ -71,7 +78,10 @@ def versioned_assets(resources: dict) -> list[dg.AssetsDefinition]:
     runs = {quality_scores.key: _scorer_versions(scoring),
             rewritten_captions.key: ({rewriter.kind: REWRITER_VERSIONS[rewriter.kind]}
                                      if isinstance(rewriter, RewriterResource) else None)}
-    return [with_code_it_runs(asset, made_of) if (made_of := runs.get(asset.key)) else asset for asset in ASSETS]
+    settings = {quality_scores.key: _scorer_settings(scoring),
+                rewritten_captions.key: rewriter.output_settings() if isinstance(rewriter, RewriterResource) else None}
+    return [with_code_it_runs(asset, made_of, settings[asset.key]) if (made_of := runs.get(asset.key)) else asset
+            for asset in ASSETS]
 
 
 def _scorer_versions(scoring) -> dict[str, str] | None:
@@ -80,6 +90,13 @@ def _scorer_versions(scoring) -> dict[str, str] | None:
     try:
         return code_versions(scoring.as_profile())
     except ValueError:  # e.g. a model profile without its model: its runs fail naming the setting, not the load
+        return None
+
+
+def _scorer_settings(scoring) -> dict | None:
+    try:
+        return scoring.output_settings() if isinstance(scoring, ScoringResource) else None
+    except ValueError:  # as in _scorer_versions
         return None
 
 

@@ -208,6 +208,17 @@ class ScoringResource(dg.ConfigurableResource):
             mlm_pad_to_square=mlm.pad_to_square, mlm_dtype=mlm.dtype, aitqe_model=self.aitqe_model or None, device=self.device or None,
             batch_size=self.batch_size, trust_remote_code=tuple(self.trust_remote_code))
 
+    def output_settings(self) -> dict:
+        """The settings, besides their code, that change what this profile's scorers write: each model scorer's
+        model and switches, by scorer name, for the scorers the profile runs (none in the text profile, nor in
+        the offline one without AITQE). Not device, batch size, threads or prefetch, which change only how fast.
+        quality_scores' code version names their digest: scores made with another model read stale."""
+        from curation_pipeline.scoring.registry import code_versions
+
+        settings = {"clip": self.clip.model_dump(), "mlm": self.mlm.model_dump(), "aitqe": self.aitqe_model}
+        runs = code_versions(self.as_profile())
+        return {name: value for name, value in settings.items() if name in runs}
+
     def scorers(self) -> tuple[Scorer, ...]:
         """Built once per process for a given configuration."""
         if self.threads > 0:  # read by scoring.signals.cpu_threads before the pools are sized
@@ -251,6 +262,13 @@ class RewriterResource(dg.ConfigurableResource):
     trust_remote_code: bool = Field(default=False, description="Allow a chat VLM rewriter's own code (never needed for the released AITQE checkpoint).")
 
     _numbers = _numbers_only()
+
+    def output_settings(self) -> dict:
+        """The settings, besides its code, that change what a model rewriter writes (none for the cleaner, which
+        reads none): not batch size, device or trust_remote_code. rewritten_captions' code version names their
+        digest: rewrites made with another model or prompt read stale."""
+        return {} if self.kind == "cleaner" else self.model_dump(
+            exclude={"kind", "batch_size", "device", "trust_remote_code"})
 
     def rewriter(self, load_model: bool = True) -> Rewriter:
         """``load_model=False``: an ``aitqe`` rewriter without its model (``AitqeRewriter``), for targets all

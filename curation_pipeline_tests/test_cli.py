@@ -266,6 +266,35 @@ def test_only_missing_re_decides_shards_decided_under_other_settings_without_sco
     assert f"to re-decide: {names[0]} (decided under other settings: acceptance.max_edit_ratio=" in output, output
 
 
+def test_only_missing_scores_again_the_shards_scored_with_another_model_not_with_another_batch_size(tmp_path,
+                                                                                                  monkeypatch):
+    """A model is no code of this project's, yet the scores are its: a shard scored with another CLIP reads stale
+    (quality_scores' code version names the model settings) and runs again; a faster setting runs nothing."""
+    from curation_pipeline.storage.warehouse import Warehouse
+    from curation_pipeline_tests.tiny_models import make_tiny_clip
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw, wh = raw_with(tmp_path, ["sample-000001"]), str(tmp_path / "wh")
+    first = make_tiny_clip(tmp_path / "clip-a")
+    second = shutil.copytree(first, tmp_path / "clip-b")  # the same weights by another name: another model
+
+    def run(model, *extra):
+        result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", wh, "--profile", "clip",
+                                           "--clip-model", str(model), "--no-report", *extra])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def scored_by():
+        return json.loads(Warehouse(wh).table_metadata("quality_scores", "sample-000001")["scorers"])["clip"]
+
+    run(first)
+    assert str(first) in scored_by()
+    output = run(second, "--only-missing")
+    assert "to run: sample-000001 (stale: quality_scores has a new code version" in output, output
+    assert str(second) in scored_by()
+    assert "nothing to run" in run(second, "--only-missing", "--set", "scoring.batch_size=3")
+
+
 @pytest.mark.parametrize("where", ["in a step", "after the last step"])
 def test_a_ctrl_c_during_a_shards_run_stops_the_whole_command(tmp_path, monkeypatch, where):
     """Dagster holds a SIGINT during an in-process run: in a step it fails only that shard's run (the next

@@ -36,12 +36,12 @@ def test_each_profile_names_the_scorers_it_runs_and_the_rewriter_its_kind(monkey
                        f"image_quality.{ImageQualityScorer.version},dup.{DuplicateSignals.version}")
     full = ScoringResource(profile="full", clip=ClipConfig(model="some/clip"), mlm=MlmConfig(model="some/mlm"),
                            aitqe_model="some/aitqe")
-    assert _code(build_definitions(scoring=full), SCORES) == (
-        f"{offline},clip.{ClipScorer.version},mlm.{MlmFilterScorer.version},aitqe.{AitqeScorer.version}")
+    assert _code(build_definitions(scoring=full), SCORES).startswith(
+        f"{offline},clip.{ClipScorer.version},mlm.{MlmFilterScorer.version},aitqe.{AitqeScorer.version}@")
     cleaner, aitqe = rewriter_base.CODE_VERSIONS["cleaner"], rewriter_base.CODE_VERSIONS["aitqe"]
     assert _code(build_definitions(), REWRITES) == f"{REWRITE_OWN}+cleaner.{cleaner}"
-    assert _code(build_definitions(rewriter=RewriterResource(kind="aitqe", model="some/aitqe")), REWRITES) == \
-        f"{REWRITE_OWN}+aitqe.{aitqe}"
+    assert _code(build_definitions(rewriter=RewriterResource(kind="aitqe", model="some/aitqe")), REWRITES).startswith(
+        f"{REWRITE_OWN}+aitqe.{aitqe}@")
     # the version a model scorer's instance stores starts with its class's, which these are made of
     assert AitqeScorer.version == aitqe_scorer_version("m", 8, "float32").split(":")[0]
     # a scorer the profile does not run changes nothing of its version; one it runs does
@@ -52,6 +52,34 @@ def test_each_profile_names_the_scorers_it_runs_and_the_rewriter_its_kind(monkey
     assert _code(build_definitions(), SCORES) == offline.replace(nsfw, "nsfw.99") != offline
     # a model profile missing its model still loads (its runs fail naming the setting): its own version alone
     assert _code(build_definitions(scoring=ScoringResource(profile="clip")), SCORES) == "2"
+
+
+def test_another_model_or_switch_changes_the_code_version_a_faster_setting_does_not():
+    """A model and the switches that change its output are part of what quality_scores and rewritten_captions
+    are made of; device, batch size, threads and prefetch only change how fast; a model the profile does not run
+    changes nothing; the text and offline profiles and the cleaner name no settings at all."""
+    clip = ScoringResource(profile="clip", clip=ClipConfig(model="some/clip"))
+    base = _code(build_definitions(scoring=clip), SCORES)
+    assert base.startswith(f"2+datacomp.{DataCompBasicRules.version},")
+    for faster in ({"batch_size": 3}, {"device": "cpu"}, {"threads": 1}, {"prefetch": 0},
+                   {"mlm": MlmConfig(model="some/mlm")}):  # the clip profile runs no MLM-Filter
+        assert _code(build_definitions(scoring=clip.model_copy(update=faster)), SCORES) == base, faster
+    for other in (ClipConfig(model="other/clip"), ClipConfig(model="some/clip", prefix=False),
+                  ClipConfig(model="some/clip", dtype="float32")):
+        assert _code(build_definitions(scoring=clip.model_copy(update={"clip": other})), SCORES) != base, other
+    mlm = ScoringResource(profile="mlm", mlm=MlmConfig(model="some/mlm"))
+    assert _code(build_definitions(scoring=mlm), SCORES) != _code(
+        build_definitions(scoring=mlm.model_copy(update={"mlm": MlmConfig(model="some/mlm", mode="generate")})), SCORES)
+    assert "@" not in _code(build_definitions(scoring=ScoringResource(profile="text")), SCORES)
+    assert "@" not in _code(build_definitions(), SCORES)  # offline
+    vlm = RewriterResource(kind="vlm", model="some/vlm")
+    rewrites = _code(build_definitions(rewriter=vlm), REWRITES)
+    assert _code(build_definitions(rewriter=vlm.model_copy(update={"batch_size": 2, "device": "cpu"})),
+                 REWRITES) == rewrites
+    assert _code(build_definitions(rewriter=vlm.model_copy(update={"model": "other/vlm"})), REWRITES) != rewrites
+    assert _code(build_definitions(rewriter=vlm.model_copy(update={"prompt": "Fix: {caption}"})), REWRITES) != rewrites
+    assert _code(build_definitions(rewriter=RewriterResource(model="unread")), REWRITES) == _code(
+        build_definitions(), REWRITES)  # the cleaner reads no model
 
 
 def test_a_new_scorer_or_rewriter_version_makes_the_shard_stale(tmp_path, monkeypatch):
