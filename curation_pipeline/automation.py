@@ -31,6 +31,9 @@ curate_shards_job = dg.define_asset_job(
     tags=RETRY_CRASHES,
 )
 RESELECT_ASSETS = dg.AssetSelection.assets(*DECIDE_KEYS)
+# the reason given for a shard whose stale tables all come after its scores (another rewriter version or model):
+# its stored scores stand, so only its decide half runs again
+SCORES_CURRENT = "stale, its scores current: "
 reselect_shards_job = dg.define_asset_job(
     "reselect_shards", selection=RESELECT_ASSETS, partitions_def=shard_partitions,
     description="One shard again from its STORED scores (no scoring model runs): decisions -> rewrites -> final "
@@ -155,7 +158,8 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
                  raw: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """The shards to run, partition -> why: "missing" (never materialized, by Dagster), "missing (no <asset> file)"
     (its file is not in the warehouse: deleted, or a changed warehouse root), "stale: <root causes>" (new raw
-    content, a changed code_version), or what ``not_made_here_in_order`` finds of a shard Dagster calls fresh (made
+    content, a changed code_version; ``SCORES_CURRENT`` instead of "stale: " where every root cause is a table
+    after the scores, such as another rewriter: its decide half alone needs a run), or what ``not_made_here_in_order`` finds of a shard Dagster calls fresh (made
     since into another warehouse, or left half made); the shards held back, partition -> why: their last two
     ``curate_shards`` runs failed in a step (``failed_the_same_way``), and neither a new raw version was observed
     nor the shard assets' code versions changed since, so running them again would fail the same way; and the
@@ -194,11 +198,13 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
         elif StaleStatus.STALE in statuses.values():  # Dagster's staleness is per asset, not transitive
             # a new raw file or changed code re-runs the shard; cross-shard inputs (dedup_index,
             # selection_cut) are settled by their own sensor and jobs, not by re-curating
-            causes = {f"{c.asset_key.to_user_string()} {c.reason}" for asset, status in statuses.items()
-                      if status == StaleStatus.STALE for c in resolver.get_stale_root_causes(asset, key)
-                      if c.asset_key == RAW or c.category == StaleCauseCategory.CODE}
-            if causes:
-                reason = "stale: " + "; ".join(sorted(causes))
+            roots = [c for asset, status in statuses.items() if status == StaleStatus.STALE
+                     for c in resolver.get_stale_root_causes(asset, key)
+                     if c.asset_key == RAW or c.category == StaleCauseCategory.CODE]
+            if roots:
+                decide_only = all(c.asset_key in DECIDE_KEYS for c in roots)
+                reason = (SCORES_CURRENT if decide_only else "stale: ") + "; ".join(
+                    sorted({f"{c.asset_key.to_user_string()} {c.reason}" for c in roots}))
         if reason is None:
             fresh.append(key)
             continue
@@ -444,8 +450,9 @@ observe_raw_shards_schedule = dg.ScheduleDefinition(
 @dg.schedule(job=curate_shards_job, cron_schedule="0 2 * * *", default_status=DEFAULT_SCHEDULE_STATUS,
              description="Nightly: runs every registered shard whose curated output is missing (never made, or its "
              "file gone from the warehouse) or stale by Dagster's data versions (a raw file observed with new "
-             "content, a changed code_version), left half made (a table older than one of its inputs) or last made "
-             "into another warehouse. A shard whose last run failed in a step is asked once more; one "
+             "content, a changed code_version, another model), left half made (a table older than one of its inputs) "
+             "or last made into another warehouse; one whose stale tables all come after its scores (another rewriter"
+             " version or model) runs its decide half alone, from its stored scores. A shard whose last run failed in a step is asked once more; one "
              "whose last two runs failed in a step is held (named in the tick, with both runs) until a new raw "
              "version is observed or the code changes. A shard with a run queued, launching or started is left "
              "to that run (one started is named, with its run id: a run whose process died stays STARTED until "
@@ -484,6 +491,8 @@ def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: Wareho
     tick = (at or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M")
     code = shard_code_versions(context.repository_def)
     return [dg.RunRequest(partition_key=key, run_key=f"fill:{key}:{tick}",
+                          # scores current: the decide half alone, no model scores the shard again
+                          asset_selection=DECIDE_KEYS if reason.startswith(SCORES_CURRENT) else None,
                           tags={"curation/reason": reason[:200], **({CODE_TAG: code} if code else {})})
             for key, reason in sorted(todo.items())]
 

@@ -272,11 +272,12 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     or changed code (another profile, scorer or rewriter version, or another model: ``output_settings``), left
     half made by a run that stopped, or
     last made into another warehouse, once the raw files are observed (only a file whose stat changed is
-    read); also those the schedule holds after two failed runs, as asked here by hand. Then, apart, those of
-    the rest decided under other policy settings than this run's (``_decided_otherwise``): their scores stand,
-    so they are re-decided, rewritten and published again, not scored. The others are counted, not run. None
-    when the raw files could not be observed."""
-    from curation_pipeline.automation import refresh_plan
+    read); also those the schedule holds after two failed runs, as asked here by hand. Apart: the shards
+    whose stale tables all come after their scores (``SCORES_CURRENT``: another rewriter version or model), and
+    those of the rest decided under other policy settings than this run's (``_decided_otherwise``): their scores
+    stand, so they are re-decided, rewritten and published again, not scored. Returns (shards to run, shards to
+    re-decide); the others are counted, not run. None when the raw files could not be observed."""
+    from curation_pipeline.automation import SCORES_CURRENT, refresh_plan
 
     _register(instance, selected)
     run_config = _run_config(defs)
@@ -287,16 +288,18 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
         return None
     todo, held, _ = refresh_plan(instance, defs.resources["warehouse"], defs.get_repository_def(), raw)
     needed = {**todo, **held}
-    chosen = [s for s in selected if s in needed]
+    chosen = [s for s in selected if s in needed and not needed[s].startswith(SCORES_CURRENT)]
     for shard in chosen:
         click.echo(f"  to run: {shard} ({needed[shard]})", err=True)
-    otherwise = _decided_otherwise(defs, [s for s in selected if s not in needed])
-    for shard, differs in otherwise.items():
-        click.echo(f"  to re-decide: {shard} (decided under other settings: {'; '.join(differs)})", err=True)
-    fresh = len(selected) - len(chosen) - len(otherwise)
+    redecide = {s: needed[s] for s in selected if s in needed and s not in chosen}  # another rewriter, say
+    redecide.update({shard: f"decided under other settings: {'; '.join(differs)}" for shard, differs in
+                     _decided_otherwise(defs, [s for s in selected if s not in needed]).items()})
+    for shard, why in redecide.items():
+        click.echo(f"  to re-decide: {shard} ({why})", err=True)
+    fresh = len(selected) - len(chosen) - len(redecide)
     if fresh:
         click.echo(f"  up to date, not run: {fresh} shard{'s' if fresh != 1 else ''}", err=True)
-    return chosen, list(otherwise)
+    return chosen, list(redecide)
 
 
 def _decided_otherwise(defs, shards: list[str]) -> dict[str, list[str]]:

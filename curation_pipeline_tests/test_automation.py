@@ -127,7 +127,7 @@ def test_schedule_requests_missing_then_stale_partitions_by_dagster_data_version
 
 
 def test_a_changed_code_version_marks_curated_partitions_stale(tmp_path):
-    from curation_pipeline.automation import shards_to_refresh
+    from curation_pipeline.automation import DECIDE_KEYS, SCORES_CURRENT, curate_shards_job, shards_to_refresh
     from curation_pipeline.definitions import build_definitions, versioned_assets
 
     raw = _raw(tmp_path, ["sample-000000.tar"])
@@ -141,9 +141,17 @@ def test_a_changed_code_version_marks_curated_partitions_stale(tmp_path):
         assert shards_to_refresh(instance, resource, defs.get_repository_def()) == {}
         bumped = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version="changed"))
                   if a.key == dg.AssetKey("caption_decisions") else a for a in versioned_assets(defs.resources)]
-        changed = dg.Definitions(assets=bumped, resources=defs.resources)
+        changed = dg.Definitions(assets=bumped, resources=defs.resources, jobs=[curate_shards_job],
+                                 schedules=[fill_missing_shards])
         todo = shards_to_refresh(instance, resource, changed.get_repository_def())
-        assert todo == {"sample-000000": "stale: caption_decisions has a new code version"}
+        # a table after the scores: its scores stand, and the schedule asks for the shard's decide half alone
+        assert todo == {"sample-000000": SCORES_CURRENT + "caption_decisions has a new code version"}
+        assert list(_tick(changed, instance)["sample-000000"].asset_selection) == DECIDE_KEYS
+        bumped = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version="changed"))
+                  if a.key == dg.AssetKey("quality_scores") else a for a in versioned_assets(defs.resources)]
+        changed = dg.Definitions(assets=bumped, resources=defs.resources, jobs=[curate_shards_job],
+                                 schedules=[fill_missing_shards])
+        assert _tick(changed, instance)["sample-000000"].asset_selection is None  # the scores: the whole shard
 
 
 def test_one_executor_for_asset_backfills_and_the_job_path():

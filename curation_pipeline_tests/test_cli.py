@@ -266,6 +266,32 @@ def test_only_missing_re_decides_shards_decided_under_other_settings_without_sco
     assert f"to re-decide: {names[0]} (decided under other settings: acceptance.max_edit_ratio=" in output, output
 
 
+def test_only_missing_rewrites_again_without_scoring_a_shard_made_by_another_rewriter(tmp_path, monkeypatch):
+    """Only rewritten_captions reads stale (a new rewriter version, or another rewriter model): the shard's
+    stored scores stand, so --only-missing re-decides and rewrites it without scoring it again."""
+    import dagster as dg
+
+    from curation_pipeline.rewriting import base as rewriter_base
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = raw_with(tmp_path, ["sample-000001"])
+    run = ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--profile", "text", "--no-report"]
+
+    def made():
+        with dg.DagsterInstance.get() as instance:
+            return [len(instance.fetch_materializations(dg.AssetKey(asset), limit=10).records)
+                    for asset in ("quality_scores", "rewritten_captions", "curated_shards")]
+
+    assert CliRunner().invoke(main, run).exit_code == 0
+    monkeypatch.setitem(rewriter_base.CODE_VERSIONS, "cleaner", "99")
+    result = CliRunner().invoke(main, [*run, "--only-missing"])
+    assert result.exit_code == 0, result.output
+    assert ("to re-decide: sample-000001 (stale, its scores current: rewritten_captions has a new code version"
+            in result.output), result.output
+    assert made() == [1, 2, 2]
+    assert "nothing to run" in CliRunner().invoke(main, [*run, "--only-missing"]).output
+
+
 def test_only_missing_scores_again_the_shards_scored_with_another_model_not_with_another_batch_size(tmp_path,
                                                                                                   monkeypatch):
     """A model is no code of this project's, yet the scores are its: a shard scored with another CLIP reads stale

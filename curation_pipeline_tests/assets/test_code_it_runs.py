@@ -4,7 +4,7 @@ version of one marks the partitions it made stale (Dagster's staleness, which th
 import dagster as dg
 
 from curation_pipeline.assets.rewriting import rewritten_captions
-from curation_pipeline.automation import shards_to_refresh
+from curation_pipeline.automation import SCORES_CURRENT, shards_to_refresh
 from curation_pipeline.definitions import build_definitions
 from curation_pipeline.resources import ClipConfig, MlmConfig, RewriterResource, ScoringResource
 from curation_pipeline.rewriting import base as rewriter_base
@@ -98,11 +98,13 @@ def test_a_new_scorer_or_rewriter_version_makes_the_shard_stale(tmp_path, monkey
         monkeypatch.setattr(CaptionTextQuality, "version", "99")
         why = todo()["sample-000000"]
         assert "quality_scores has a new code version" in why and "rewritten_captions" not in why
+        assert why.startswith("stale: ")  # the whole shard runs again
         monkeypatch.setattr(CaptionTextQuality, "version", original)
         cleaner = rewriter_base.CODE_VERSIONS["cleaner"]
         monkeypatch.setitem(rewriter_base.CODE_VERSIONS, "cleaner", "99")
         why = todo()["sample-000000"]
         assert "rewritten_captions has a new code version" in why and "quality_scores" not in why
+        assert why.startswith(SCORES_CURRENT)  # only its decide half: the scores stand
         monkeypatch.setitem(rewriter_base.CODE_VERSIONS, "cleaner", cleaner)
         assert todo() == {}
         # another profile in the code location: the scores it holds are not what the location would make
