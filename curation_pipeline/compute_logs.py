@@ -56,31 +56,38 @@ def mirrored(stream, path: str) -> Generator[None, None, None]:
             yield
         return
     stream.flush()
-    terminal = os.dup(fd)
     done = threading.Event()
-    pump = threading.Thread(target=_copy, args=(path, terminal, done), name="compute-log-mirror", daemon=True)
+    # the thread owns its copy of the descriptor and closes it: the number is never reused under it
+    pump = threading.Thread(target=_copy, args=(path, os.dup(fd), done), name="compute-log-mirror", daemon=True)
     pump.start()
     try:
         with redirect_to_file(stream, path):
             yield
     finally:
-        done.set()  # the descriptor points back at the terminal: what the file holds now is all there is
+        done.set()  # the descriptor points back at the terminal: the file holds all the run wrote
         pump.join()
-        os.close(terminal)
 
 
 def _copy(path: str, terminal: int, done: threading.Event) -> None:
-    writable = True
-    with open(path, "rb") as source:
-        while True:
-            finished = done.is_set()  # asked before the read: one that then finds the end has read everything
-            chunk = source.read(CHUNK)
-            if chunk:
-                writable = writable and _write_all(terminal, chunk)
-            elif finished:
-                return
-            else:
-                done.wait(POLL_S)
+    """Copies ``path``'s bytes to ``terminal`` as they come; once ``done``, up to the size the file had then:
+    a child of the run that outlives it and still writes there (as to a ``tail`` stopped with the run) is
+    not waited for."""
+    writable, end = True, None
+    try:
+        with open(path, "rb") as source:
+            while True:
+                if end is None and done.is_set():
+                    end = os.fstat(source.fileno()).st_size
+                left = CHUNK if end is None else min(CHUNK, end - source.tell())
+                chunk = source.read(left) if left > 0 else b""
+                if chunk:
+                    writable = writable and _write_all(terminal, chunk)
+                elif end is not None:
+                    return
+                else:
+                    done.wait(POLL_S)
+    finally:
+        os.close(terminal)
 
 
 def _write_all(fd: int, data: bytes) -> bool:

@@ -10,6 +10,7 @@ import textwrap
 import dagster as dg
 import pytest
 
+from curation_pipeline import compute_logs
 from curation_pipeline.compute_logs import ThreadMirroredComputeLogManager, mirrored
 from curation_pipeline_tests.conftest import REPO_ROOT
 
@@ -89,3 +90,28 @@ def test_a_closed_terminal_ends_the_mirroring_never_the_capture(tmp_path):
             os.write(write, b"first\n")
             os.write(write, b"second\n")
     assert log.read_bytes() == b"first\nsecond\n"
+
+
+def test_a_child_still_writing_after_the_run_is_not_waited_for(tmp_path, monkeypatch):
+    """Once the run's capture ends, the mirror copies what the file held then: a child process of the run that
+    outlives it and writes on (here: a line more each time the mirror copies one) would otherwise keep the run
+    from finishing. Its later lines still reach the file, as with Dagster's tail stopped at the run's end."""
+    log = tmp_path / "run.out"
+    log.write_bytes(b"the run's own line\n")
+    copied = []
+
+    def copy_and_provoke(fd, data):
+        copied.append(data)
+        if len(copied) < 1000:  # a child writing as fast as the mirror copies (bounded: the old loop never ends)
+            with open(log, "ab") as child:
+                child.write(b"a child's line\n")
+        return True
+
+    monkeypatch.setattr(compute_logs, "_write_all", copy_and_provoke)
+    done = compute_logs.threading.Event()
+    done.set()
+    read, write = os.pipe()
+    os.close(read)
+    compute_logs._copy(str(log), write, done)
+    assert b"".join(copied) == b"the run's own line\n"
+    assert log.read_bytes().count(b"a child's line") == 1  # the file keeps what the child wrote
