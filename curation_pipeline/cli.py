@@ -292,8 +292,7 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     for shard in chosen:
         click.echo(f"  to run: {shard} ({needed[shard]})", err=True)
     redecide = {s: needed[s] for s in selected if s in needed and s not in chosen}  # another rewriter, say
-    redecide.update({shard: f"decided under other settings: {'; '.join(differs)}" for shard, differs in
-                     _decided_otherwise(defs, [s for s in selected if s not in needed]).items()})
+    redecide.update(_decided_otherwise(defs, [s for s in selected if s not in needed]))
     for shard, why in redecide.items():
         click.echo(f"  to re-decide: {shard} ({why})", err=True)
     fresh = len(selected) - len(chosen) - len(redecide)
@@ -302,24 +301,35 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     return chosen, list(redecide)
 
 
-def _decided_otherwise(defs, shards: list[str]) -> dict[str, list[str]]:
-    """Shard -> the policy settings its stored decisions were made under that differ from this run's
-    (``decided_under_other_policy``, the rewrite acceptance included: the decisions' run rewrote under it);
-    only the shards where any does. A shard with no decisions stored is no shard to re-decide."""
-    from curation_pipeline.assets.decisions import decided_under_other_policy
+def _decided_otherwise(defs, shards: list[str]) -> dict[str, str]:
+    """Shard -> why its stored decisions or rewrites do not hold under this run's policy: the settings its
+    caption_decisions were made under that differ (``decided_under_other_policy``), or its rewrites' acceptance
+    (``accepted_under_other_rules``), or a decisions file that cannot be read (re-deciding replaces it); only
+    the shards where any does. A shard with no decisions stored is no shard to re-decide. Reads each shard's
+    table footers, a few at a time (one request each on object storage)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curation_pipeline.assets.decisions import accepted_under_other_rules, decided_under_other_policy
 
     wh, policy = defs.resources["warehouse"].warehouse(), defs.resources["policy"]
-    decided = set(wh.shards("caption_decisions"))
-    out = {}
-    for shard in shards:
+    decided, rewritten = set(wh.shards("caption_decisions")), set(wh.shards("rewritten_captions"))
+
+    def why(shard: str) -> str | None:
         try:
-            differs = shard in decided and decided_under_other_policy(
-                wh.table_metadata("caption_decisions", shard), policy, acceptance=True)
+            decisions = wh.table_metadata("caption_decisions", shard)
+            rewrites = wh.table_metadata("rewritten_captions", shard) if shard in rewritten else None
         except FileNotFoundError:  # removed since the listing: the schedule's plan names it missing next time
-            continue
-        if differs:
-            out[shard] = differs
-    return out
+            return None
+        except (OSError, ValueError) as exc:  # a damaged file (pyarrow's errors are these): made again
+            return f"its stored decisions or rewrites cannot be read: {exc}"
+        differs = [*decided_under_other_policy(decisions, policy),
+                   *accepted_under_other_rules(decisions, rewrites, policy)]
+        return f"decided under other settings: {'; '.join(differs)}" if differs else None
+
+    todo = [shard for shard in shards if shard in decided]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        reasons = dict(zip(todo, pool.map(why, todo)))
+    return {shard: reason for shard, reason in reasons.items() if reason}
 
 
 def _report(defs, instance, failed: list[str], stop_if_interrupted, run_config: dict) -> bool:

@@ -262,8 +262,23 @@ def test_only_missing_re_decides_shards_decided_under_other_settings_without_sco
         pd.testing.assert_frame_equal(after[shard], final("plain")[shard])
     assert "nothing to run" in run("--only-missing", *lower)
     assert "nothing to run" in run("--only-missing", *lower, "--set", "policy.warn_drop_share=0.5")
-    output = run("--only-missing", *lower, "--set", "policy.acceptance.max_edit_ratio=0.3")
+    tuned = (*lower, "--set", "policy.acceptance.max_edit_ratio=0.3")
+    output = run("--only-missing", *tuned)
     assert f"to re-decide: {names[0]} (decided under other settings: acceptance.max_edit_ratio=" in output, output
+    # one shard's rewrites made again alone under other acceptance rules (how the UI tunes them): those are the
+    # rules its published captions follow now, whatever its decisions recorded
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.resources import PolicyResource, ScoringResource
+
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
+                             scoring=ScoringResource(profile=profile), policy=PolicyResource(keep_threshold=80))
+    with dg.DagsterInstance.get() as instance:
+        assert defs.resolve_job_def("curate_shards").execute_in_process(
+            partition_key=names[0], instance=instance, asset_selection=[
+                dg.AssetKey(name) for name in ("rewritten_captions", "final_captions", "curated_shards")]).success
+    output = run("--only-missing", *tuned)
+    assert f"to re-decide: {names[0]} (decided under other settings: acceptance.max_edit_ratio=" in output, output
+    assert "up to date, not run: 1 shard\n" in output, output
 
 
 def test_only_missing_rewrites_again_without_scoring_a_shard_made_by_another_rewriter(tmp_path, monkeypatch):
@@ -290,6 +305,12 @@ def test_only_missing_rewrites_again_without_scoring_a_shard_made_by_another_rew
             in result.output), result.output
     assert made() == [1, 2, 2]
     assert "nothing to run" in CliRunner().invoke(main, [*run, "--only-missing"]).output
+    # a damaged decisions file: named, and made again from the stored scores
+    (tmp_path / "wh" / "caption_decisions" / "sample-000001.parquet").write_bytes(b"junk")
+    result = CliRunner().invoke(main, [*run, "--only-missing"])
+    assert result.exit_code == 0, result.output
+    assert "to re-decide: sample-000001 (its stored decisions or rewrites cannot be read: " in result.output
+    assert made() == [1, 3, 3]
 
 
 def test_only_missing_scores_again_the_shards_scored_with_another_model_not_with_another_batch_size(tmp_path,

@@ -40,8 +40,8 @@ def decided_under_other_policy(metadata: dict[str, str], policy: PolicyResource,
     """The settings (those ``policy_digest`` covers) in which the policy caption_decisions recorded in its file
     ``metadata`` differs from ``policy``, each as ``key=recorded (this run: ours)``; [] where they match, or
     where the decisions record no policy (made before they did: nothing to compare). Decisions that record only
-    the digest give one entry naming the digests. ``acceptance``: its settings count too (they were the
-    shard's rewrite step's when it ran in the same run as the decisions)."""
+    the digest give one entry naming the digests. ``acceptance``: its settings count too (``metadata`` is then
+    rewritten_captions', which records the policy its rewrites were accepted under)."""
     ours = policy_config(policy)
     try:
         recorded = json.loads(metadata.get(POLICY_CONFIG_KEY) or "null")
@@ -57,6 +57,16 @@ def decided_under_other_policy(metadata: dict[str, str], policy: PolicyResource,
         return [f"policy_digest={digest!r} (this run: {policy_digest(ours)!r}; those decisions did not record "
                 "their settings)"]
     return []
+
+
+def accepted_under_other_rules(decisions: dict[str, str], rewrites: dict[str, str] | None,
+                               policy: PolicyResource) -> list[str]:
+    """The acceptance settings a shard's rewrites were judged under that differ from ``policy``'s: as its
+    rewritten_captions recorded them (file ``rewrites`` metadata), or, from before that table recorded them
+    (or without it), as its caption_decisions did, whose run rewrote under its own."""
+    recorded = rewrites if rewrites and POLICY_CONFIG_KEY in rewrites else decisions
+    return [d for d in decided_under_other_policy(recorded, policy, acceptance=True)
+            if d.startswith(f"{ACCEPTANCE}.")]
 
 
 def require_decided_policy(wh: Warehouse, shard: str, policy: PolicyResource, step: str) -> None:

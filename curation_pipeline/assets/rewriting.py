@@ -6,7 +6,7 @@ import functools
 import dagster as dg
 import pandas as pd
 
-from curation_pipeline.assets.decisions import require_decided_policy
+from curation_pipeline.assets.decisions import policy_record, require_decided_policy
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA, columns
 from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, table
@@ -91,6 +91,9 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
             scores_before=dict(zip(targets["key"], targets["quality_before"].astype(float))),
             rules=policy.acceptance_rules(), run_id=context.run_id,
             similarity=functools.partial(caption_similarity, known=known_embeddings(targets)))
+    # the rules its rewrites were accepted under: a run of this step alone may tune them (curate run --only-missing
+    # compares them with its own)
+    lineage.attrs[FILE_METADATA] = policy_record(policy)
     accepted = int(lineage["accepted"].sum()) if len(lineage) else 0
     gain = (lineage.loc[lineage["accepted"].astype(bool), "quality_after"].astype(float)
             - lineage.loc[lineage["accepted"].astype(bool), "quality_before"].astype(float))
