@@ -159,8 +159,9 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
     """The shards to run, partition -> why: "missing" (never materialized, by Dagster), "missing (no <asset> file)"
     (its file is not in the warehouse: deleted, or a changed warehouse root), "stale: <root causes>" (new raw
     content, a changed code_version; ``SCORES_CURRENT`` instead of "stale: " where every root cause is a table
-    after the scores, such as another rewriter: its decide half alone needs a run), or what ``not_made_here_in_order`` finds of a shard Dagster calls fresh (made
-    since into another warehouse, or left half made); the shards held back, partition -> why: their last two
+    after the scores, such as another rewriter: its decide half alone needs a run), or what
+    ``not_made_here_in_order`` finds of a shard Dagster calls fresh (made since into another warehouse, or left
+    half made); the shards held back, partition -> why: their last two
     ``curate_shards`` runs failed in a step (``failed_the_same_way``), and neither a new raw version was observed
     nor the shard assets' code versions changed since, so running them again would fail the same way; and the
     partitions passed over because their raw file is gone (nothing to curate from). ``raw`` is ``list_raw``'s
@@ -450,10 +451,10 @@ observe_raw_shards_schedule = dg.ScheduleDefinition(
 @dg.schedule(job=curate_shards_job, cron_schedule="0 2 * * *", default_status=DEFAULT_SCHEDULE_STATUS,
              description="Nightly: runs every registered shard whose curated output is missing (never made, or its "
              "file gone from the warehouse) or stale by Dagster's data versions (a raw file observed with new "
-             "content, a changed code_version, another model), left half made (a table older than one of its inputs) "
-             "or last made into another warehouse; one whose stale tables all come after its scores (another rewriter"
-             " version or model) runs its decide half alone, from its stored scores. A shard whose last run failed in a step is asked once more; one "
-             "whose last two runs failed in a step is held (named in the tick, with both runs) until a new raw "
+             "content, a changed code_version, another model), left half made (a table older than one of its "
+             "inputs) or last made into another warehouse; one whose stale tables all come after its scores "
+             "(another rewriter version or model) runs its decide half alone, from its stored scores. A shard whose "
+             "last run failed in a step is asked once more; one whose last two runs failed in a step is held (named in the tick, with both runs) until a new raw "
              "version is observed or the code changes. A shard with a run queued, launching or started is left "
              "to that run (one started is named, with its run id: a run whose process died stays STARTED until "
              "terminated or failed by run monitoring).")

@@ -230,7 +230,8 @@ def _materialize(defs, instance, selected: list[str], report: bool,
     run_config = _run_config(defs)  # every run says which warehouse it wrote to
     with _stop_on_interrupt() as stop_if_interrupted:
         desc, assets = ("scoring", SCORE_KEYS) if two_passes else ("shards", None)
-        failed = _run_shards(job, instance, selected, desc, run_config, assets, stop_if_interrupted) if selected else []
+        failed = _run_shards(job, instance, selected, desc, run_config, assets,
+                             stop_if_interrupted) if selected else []
         # the pool moved: a shard scored, or one to decide under this run's settings
         scored = len(failed) < len(selected) or bool(redecide)
         no_cut = False  # the cut this run needs is not stored: with it on, no shard can be decided
@@ -270,8 +271,7 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     """The shards of ``selected`` that need a run, as the ``fill_missing_shards`` schedule picks them
     (``refresh_plan``): never curated, a file of theirs gone from the warehouse, stale by a replaced raw file
     or changed code (another profile, scorer or rewriter version, or another model: ``output_settings``), left
-    half made by a run that stopped, or
-    last made into another warehouse, once the raw files are observed (only a file whose stat changed is
+    half made by a run that stopped, or last made into another warehouse, once the raw files are observed (only a file whose stat changed is
     read); also those the schedule holds after two failed runs, as asked here by hand. Apart: the shards
     whose stale tables all come after their scores (``SCORES_CURRENT``: another rewriter version or model), and
     those of the rest decided under other policy settings than this run's (``_decided_otherwise``): their scores
@@ -857,9 +857,10 @@ def demo(warehouse: str) -> None:
 @click.option("--only-missing", is_flag=True,
               help="Only the shards that need a run, as the fill_missing_shards schedule picks them: never curated, "
                    "a warehouse file gone, stale by a replaced raw file or changed code (profile, scorer or rewriter "
-                   "version, or another model or model switch), left half made by a stopped run, or last made into another warehouse; then those "
-                   "decided under other policy settings than this run's are re-decided, rewritten and published "
-                   "again from their stored scores (no model scores them again); the rest are counted as up to date.")
+                   "version, or another model or model switch), left half made by a stopped run, or last made into "
+                   "another warehouse; those stale only after their scores (another rewriter) and those decided "
+                   "under other policy settings than this run's are re-decided, rewritten and published again from "
+                   "their stored scores (no model scores them again); the rest are counted as up to date.")
 @click.option("--set", "pairs", multiple=True, metavar="RESOURCE.KEY=VALUE",
               help="Any setting of the scoring, rewriter, policy or compute resource, e.g. "
                    "--set policy.keep_threshold=80 (repeatable; VALUE is YAML: 80, true, null = off); wins over "
