@@ -212,6 +212,11 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
         needs[key] = reason
     # those Dagster calls fresh: looked at together, in a few queries
     needs.update(not_made_here_in_order(instance, repository, warehouse.root, fresh))
+    # a decide half alone only over scores made here, in order: Dagster calls a score half fresh that a run left
+    # half made (pairs of a new raw file, its scores not), which the decide half would refuse, run after run
+    scores_current = [key for key, reason in needs.items() if reason.startswith(SCORES_CURRENT)]
+    for key, disorder in not_made_here_in_order(instance, repository, warehouse.root, scores_current).items():
+        needs[key] = f"stale: {needs[key].removeprefix(SCORES_CURRENT)}; {disorder}"
     for key, reason in needs.items():
         failed = failed_the_same_way(instance, key, code, warehouse.root)
         if failed:

@@ -215,7 +215,10 @@ class ScoringResource(dg.ConfigurableResource):
         quality_scores' code version names their digest: scores made with another model read stale."""
         from curation_pipeline.scoring.registry import code_versions
 
-        settings = {"clip": self.clip.model_dump(), "mlm": self.mlm.model_dump(), "aitqe": self.aitqe_model}
+        # only what differs from the defaults: a setting added later (at its default) changes no shard's version;
+        # a default that changes what a scorer writes comes with a bump of its version, as any such change does
+        settings = {"clip": self.clip.model_dump(exclude_defaults=True),
+                    "mlm": self.mlm.model_dump(exclude_defaults=True), "aitqe": self.aitqe_model}
         runs = code_versions(self.as_profile())
         return {name: value for name, value in settings.items() if name in runs}
 
@@ -267,8 +270,8 @@ class RewriterResource(dg.ConfigurableResource):
         """The settings, besides its code, that change what a model rewriter writes (none for the cleaner, which
         reads none): not batch size, device or trust_remote_code. rewritten_captions' code version names their
         digest: rewrites made with another model or prompt read stale."""
-        return {} if self.kind == "cleaner" else self.model_dump(
-            exclude={"kind", "batch_size", "device", "trust_remote_code"})
+        unread = {"kind", "batch_size", "device", "trust_remote_code"} | ({"num_beams"} if self.kind == "aitqe" else set())
+        return {} if self.kind == "cleaner" else self.model_dump(exclude=unread, exclude_defaults=True)
 
     def rewriter(self, load_model: bool = True) -> Rewriter:
         """``load_model=False``: an ``aitqe`` rewriter without its model (``AitqeRewriter``), for targets all

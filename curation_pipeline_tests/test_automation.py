@@ -379,7 +379,7 @@ def test_a_curated_shard_whose_warehouse_files_are_gone_is_filled_again(tmp_path
         assert reasons["sample-000000"].startswith("missing (no pairs, quality_scores,")
 
 
-def test_a_shard_left_half_made_is_asked_again(tmp_path):
+def test_a_shard_left_half_made_is_asked_again(tmp_path, monkeypatch):
     """A run that stopped after scoring (new pairs and scores, old decisions and captions) leaves every table
     fresh to Dagster, whose staleness looks only at a table's own inputs' versions: the tick asks for it."""
     from curation_pipeline.definitions import build_definitions
@@ -400,6 +400,16 @@ def test_a_shard_left_half_made_is_asked_again(tmp_path):
         reasons = {k: r.tags["curation/reason"] for k, r in _tick(defs, instance).items()}
         assert reasons == {"sample-000000": "incomplete: caption_decisions is older than its input quality_scores "
                                             "(a run stopped between them)"}
+        # a new rewriter too: its stale tables all come after the scores, yet the shard is half made, so the
+        # whole shard runs (a decide half alone is only for scores made in order)
+        from curation_pipeline.rewriting import base as rewriter_base
+
+        monkeypatch.setitem(rewriter_base.CODE_VERSIONS, "cleaner", "99")
+        defs = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse), **resources)
+        (request,) = _tick(defs, instance).values()
+        assert request.asset_selection is None, request
+        assert request.tags["curation/reason"].startswith("stale: rewritten_captions has a new code version; "
+                                                          "incomplete: caption_decisions is older than"), request
 
 
 def test_the_sensor_names_raw_files_it_passes_over(tmp_path):

@@ -279,6 +279,11 @@ def test_only_missing_re_decides_shards_decided_under_other_settings_without_sco
     output = run("--only-missing", *tuned)
     assert f"to re-decide: {names[0]} (decided under other settings: acceptance.max_edit_ratio=" in output, output
     assert "up to date, not run: 1 shard\n" in output, output
+    # a damaged decisions file: named and made again (the duplicate index, which reads every shard's, too)
+    (tmp_path / "wh" / "caption_decisions" / f"{names[1]}.parquet").write_bytes(b"junk")
+    output = run("--only-missing", *tuned)
+    assert f"to re-decide: {names[1]} (its stored decisions or rewrites cannot be read: " in output, output
+    assert "nothing to run" in run("--only-missing", *tuned)
 
 
 def test_only_missing_rewrites_again_without_scoring_a_shard_made_by_another_rewriter(tmp_path, monkeypatch):

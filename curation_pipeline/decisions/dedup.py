@@ -298,6 +298,8 @@ def _marked(wh: Warehouse, table: str, shard: str) -> bool:
         return bool(wh.table_metadata(table, shard).get(FAILED_CHECKS_KEY))
     except FileNotFoundError:  # gone since the listing: its identity changed, so the index is rebuilt
         return False
+    except (OSError, ValueError):  # damaged (pyarrow's errors are these): no mark to read; re-made by the
+        return False  # shard's re-selection (``stale_reasons``), or its own step fails reading it
 
 
 def blocked_shards(wh: Warehouse, listed: dict[str, dict[str, dict]] | None = None) -> list[str]:
@@ -831,7 +833,8 @@ def stale_reasons(wh: Warehouse, index: DedupIndex | None = None, assumed: dict 
     """Shards whose stored decisions used other duplicate rows than the index has for them now (decided
     against an older pool: ``POOL_CHANGED``), or ran under another policy than the one the index records
     (``POLICY_KEY``) or other dedup rules than its own (``dedup_for_shard``): ``OTHER_RULES``, whatever their
-    rows. Re-select them (``reselect_shards``), the latter with the index's policy as run config. Not a held
+    rows. A shard whose decisions file cannot be read is stale too (``POOL_CHANGED``): re-selected, it is made
+    again. Re-select them (``reselect_shards``), the latter with the index's policy as run config. Not a held
     shard (frozen or blocked): the index was built around what it publishes; unless the index drops a pair it
     publishes (another held shard publishes it too: it goes out twice until one of them can be re-selected).
 
@@ -850,11 +853,14 @@ def stale_reasons(wh: Warehouse, index: DedupIndex | None = None, assumed: dict 
     for shard in wh.shards("caption_decisions"):
         if shard not in digests or ((shard in index.frozen or shard in index.blocked) and shard not in clashing):
             continue
+        now = digests[shard]
         try:
             metadata = wh.table_metadata("caption_decisions", shard)
         except FileNotFoundError:  # deleted between the listing and the read: nothing left to re-select
             continue
-        now = digests[shard]
+        except (OSError, ValueError):  # a damaged file (pyarrow's errors are these): re-selecting replaces it
+            out[shard] = Stale(now, POOL_CHANGED)
+            continue
         used, _, rules = (metadata.get(DIGEST_KEY) or "").partition(RULES_MARK)
         decided = metadata.get(POLICY_KEY) or legacy
         if (settled is not None and decided is not None and decided not in settled) or (rules and rules != index.rules):
