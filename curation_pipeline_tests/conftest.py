@@ -63,6 +63,16 @@ def photo_root() -> Path:
     return photos.make_photo_set(Path(tempfile.gettempdir()) / f"curation-photo-set-{version}")
 
 
+@pytest.fixture
+def shipped_home(tmp_path, monkeypatch) -> Path:
+    """A DAGSTER_HOME with the shipped dagster.yaml (its ``CurationInstance``), as `make demo` and `curate` make it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
 @pytest.fixture(autouse=True)
 def _process_settings_do_not_leak():
     """An in-process ``curate run`` (click's CliRunner) sets DAGSTER_HOME, as the real process must, and a

@@ -2,7 +2,6 @@
 no process started for it."""
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,6 @@ import pytest
 
 from curation_pipeline import compute_logs
 from curation_pipeline.compute_logs import ThreadMirroredComputeLogManager, mirrored
-from curation_pipeline_tests.conftest import REPO_ROOT
 
 # a run in its own process, whose stdout and stderr are real descriptors (pipes the test reads)
 RUN = textwrap.dedent("""
@@ -40,12 +38,8 @@ RUN = textwrap.dedent("""
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return home
+def home(shipped_home):
+    return shipped_home
 
 
 def test_a_runs_output_reaches_the_ui_and_the_terminal_with_no_process_started(home):

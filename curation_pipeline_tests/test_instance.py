@@ -2,7 +2,6 @@
 
 import logging
 import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,7 +19,6 @@ from curation_pipeline.instance import (
     PooledSqliteRunStorage,
     new_run_database,
 )
-from curation_pipeline_tests.conftest import REPO_ROOT
 
 shards = dg.DynamicPartitionsDefinition(name="shards")
 
@@ -36,12 +34,8 @@ def table_is_small(context) -> dg.AssetCheckResult:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return home
+def home(shipped_home):
+    return shipped_home
 
 
 @pytest.fixture
