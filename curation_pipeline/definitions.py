@@ -64,7 +64,7 @@ def with_code_it_runs(asset: dg.AssetsDefinition, runs: dict[str, str], settings
     """``asset`` whose code version also names the version of each piece of code it runs in this code location
     (quality_scores: its profile's scorers; rewritten_captions: its rewriter), e.g. ``2+datacomp.3,nsfw.1``, and
     a digest of the ``settings`` that choose what that code writes (a model, its prompt or precision:
-    ``output_settings``), e.g. ``2+clip.4,datacomp.3@3f0c9a1b2d4e``: a scorer's or rewriter's new version, or
+    ``output_settings``), e.g. ``2+datacomp.3,...,clip.4@fbad86319676``: a scorer's or rewriter's new version, or
     another model, marks the partitions made before stale, as a bump of the asset's own does (a run under other
     scorers or models, set in its run config, is compared with this location's)."""
     made_of = ",".join(f"{name}.{version}" for name, version in runs.items())
