@@ -159,15 +159,15 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
     """The shards to run, partition -> why: "missing" (never materialized, by Dagster), "missing (no <asset> file)"
     (its file is not in the warehouse: deleted, or a changed warehouse root), "stale: <root causes>" (new raw
     content, a changed code_version; ``SCORES_CURRENT`` instead of "stale: " where every root cause is a table
-    after the scores, such as another rewriter: its decide half alone needs a run), or what
-    ``not_made_here_in_order`` finds of a shard Dagster calls fresh (made since into another warehouse, or left
-    half made); the shards held back, partition -> why: their last two
-    ``curate_shards`` runs failed in a step (``failed_the_same_way``), and neither a new raw version was observed
-    nor the shard assets' code versions changed since, so running them again would fail the same way; and the
-    partitions passed over because their raw file is gone (nothing to curate from). ``raw`` is ``list_raw``'s
-    shards, listed here if not given: a raw location that is itself missing raises (FileNotFoundError,
-    NotADirectoryError), never reads as every raw file gone. The raw location is listed once and the warehouse once
-    per table, never a request per shard."""
+    after the scores, such as another rewriter, and the shard is made in order: its decide half alone needs a
+    run), or what ``not_made_here_in_order`` finds of a shard Dagster calls fresh (made since into another
+    warehouse, or left half made); the shards held back, partition -> why: their last two ``curate_shards`` runs
+    failed in a step (``failed_the_same_way``), and neither a new raw version was observed nor the shard assets'
+    code versions changed since, so running them again would fail the same way; and the partitions passed over
+    because their raw file is gone (nothing to curate from). ``raw`` is ``list_raw``'s shards, listed here if not
+    given: a raw location that is itself missing raises (FileNotFoundError, NotADirectoryError), never reads as
+    every raw file gone. The raw location is listed once and the warehouse once per table, never a request per
+    shard."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCauseCategory, StaleStatus
 
@@ -228,7 +228,8 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
 
 def not_made_here_in_order(instance: dg.DagsterInstance, repository: dg.RepositoryDefinition, root: str,
                            shards: list[str]) -> dict[str, str]:
-    """Shard -> why it needs a run, for shards Dagster calls fresh. Dagster's records are the home's, which runs
+    """Shard -> why it needs a run, for shards Dagster calls fresh (or stale only after their scores, before
+    their decide half alone is asked for). Dagster's records are the home's, which runs
     into other warehouses share: each shard asset's latest materialization must be one made into this warehouse
     (else this warehouse's copy may be older than what Dagster saw), and none older than one of its inputs in
     the shard (a run that stopped between its steps left new scores under old decisions; Dagster's staleness
@@ -460,9 +461,9 @@ observe_raw_shards_schedule = dg.ScheduleDefinition(
              "inputs) or last made into another warehouse; one whose stale tables all come after its scores "
              "(another rewriter version or model) runs its decide half alone, from its stored scores. A shard whose "
              "last run failed in a step is asked once more; one whose last two runs failed in a step is held (named "
-             "in the tick, with both runs) until a new raw version is observed or the code changes. A shard with a run queued, launching or started is left "
-             "to that run (one started is named, with its run id: a run whose process died stays STARTED until "
-             "terminated or failed by run monitoring).")
+             "in the tick, with both runs) until a new raw version is observed or the code changes. A shard with a "
+             "run queued, launching or started is left to that run (one started is named, with its run id: a run "
+             "whose process died stays STARTED until terminated or failed by run monitoring).")
 def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
     try:  # listed once for every shard; the location itself missing is not every raw file gone
         raw = warehouse.list_raw()[0]

@@ -227,6 +227,7 @@ def _materialize(defs, instance, selected: list[str], report: bool,
     # keep_fraction off over a stored "on" cut: recorded "off" again, or every shard reads as unsettled
     uncut = not cut and (read_cut_record(defs.resources["warehouse"].warehouse()) or {}).get("status") == "on"
     two_passes = len(selected) > 1 or cut or bool(redecide)
+    deciding = [*selected, *redecide]  # every shard this run decides
     run_config = _run_config(defs)  # every run says which warehouse it wrote to
     with _stop_on_interrupt() as stop_if_interrupted:
         desc, assets = ("scoring", SCORE_KEYS) if two_passes else ("shards", None)
@@ -241,7 +242,7 @@ def _materialize(defs, instance, selected: list[str], report: bool,
             stop_if_interrupted()
             if not result.success:
                 no_cut = True
-                undecided = [s for s in [*selected, *redecide] if s not in failed]
+                undecided = [s for s in deciding if s not in failed]
                 click.echo(f"  selection_cut: {_last_error(result) or 'failed'}; " + (
                     f"scored but not decided: {', '.join(undecided)}" if cut else
                     "it still records keep_fraction on, so the report holds the pool to that cut"), err=True)
@@ -252,18 +253,18 @@ def _materialize(defs, instance, selected: list[str], report: bool,
             # says so when the pool was decided under another policy: this run's re-selects those shards
             failed += settle_duplicates(defs, instance, run_config, settled, stop_if_interrupted,
                                         say=lambda message: click.echo(f"  {message}", err=True),
-                                        own=[*selected, *redecide])
+                                        own=deciding)
             # shards of earlier runs decided with another cut than the stored one (a smaller pool's; or any cut,
             # with keep_fraction off): nothing to read when no cut was ever stored
             if not no_cut:  # else the stored cut is not this run's: re-selecting would not settle them
-                failed += settle_cut(defs, instance, run_config, skip=(*selected, *redecide), results=settled,
+                failed += settle_cut(defs, instance, run_config, skip=tuple(deciding), results=settled,
                                      after_each_run=stop_if_interrupted)
             if two_passes:  # the shards scored above and not re-selected by settling, decided once
-                todo = [s for s in [*selected, *redecide] if s not in failed and f"reselect:{s}" not in settled]
+                todo = [s for s in deciding if s not in failed and f"reselect:{s}" not in settled]
                 failed += _run_shards(job, instance, todo, "deciding", run_config, DECIDE_KEYS, stop_if_interrupted)
         reported = report and _report(defs, instance, failed, stop_if_interrupted, run_config)
     # with keep_fraction on and no cut stored, the scored shards were never decided
-    curated = [] if cut and no_cut else [s for s in [*selected, *redecide] if s not in failed]
+    curated = [] if cut and no_cut else [s for s in deciding if s not in failed]
     return failed, reported, curated
 
 
@@ -271,12 +272,13 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     """The shards of ``selected`` that need a run, as the ``fill_missing_shards`` schedule picks them
     (``refresh_plan``): never curated, a file of theirs gone from the warehouse, stale by a replaced raw file
     or changed code (another profile, scorer or rewriter version, or another model: ``output_settings``), left
-    half made by a run that stopped, or last made into another warehouse, once the raw files are observed (only a file whose stat changed is
-    read); also those the schedule holds after two failed runs, as asked here by hand. Apart: the shards
-    whose stale tables all come after their scores (``SCORES_CURRENT``: another rewriter version or model), and
-    those of the rest decided under other policy settings than this run's (``_decided_otherwise``): their scores
-    stand, so they are re-decided, rewritten and published again, not scored. Returns (shards to run, shards to
-    re-decide); the others are counted, not run. None when the raw files could not be observed."""
+    half made by a run that stopped, or last made into another warehouse, once the raw files are observed (only
+    a file whose stat changed is read); also those the schedule holds after two failed runs, as asked here by
+    hand. Apart: the shards whose stale tables all come after their scores (``SCORES_CURRENT``: another rewriter
+    version or model), and those of the rest decided under other policy settings than this run's
+    (``_decided_otherwise``): their scores stand, so they are re-decided, rewritten and published again, not
+    scored. Returns (shards to run, shards to re-decide); the others are counted, not run. None when the raw
+    files could not be observed."""
     from curation_pipeline.automation import SCORES_CURRENT, refresh_plan
 
     _register(instance, selected)
@@ -310,6 +312,7 @@ def _decided_otherwise(defs, shards: list[str]) -> dict[str, str]:
     from concurrent.futures import ThreadPoolExecutor
 
     from curation_pipeline.assets.decisions import accepted_under_other_rules, decided_under_other_policy
+    from curation_pipeline.storage.warehouse import READ_THREADS
 
     wh, policy = defs.resources["warehouse"].warehouse(), defs.resources["policy"]
     decided, rewritten = set(wh.shards("caption_decisions")), set(wh.shards("rewritten_captions"))
@@ -327,7 +330,7 @@ def _decided_otherwise(defs, shards: list[str]) -> dict[str, str]:
         return f"decided under other settings: {'; '.join(differs)}" if differs else None
 
     todo = [shard for shard in shards if shard in decided]
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(READ_THREADS) as pool:  # on object storage each read is a round trip
         reasons = dict(zip(todo, pool.map(why, todo)))
     return {shard: reason for shard, reason in reasons.items() if reason}
 

@@ -270,7 +270,9 @@ class RewriterResource(dg.ConfigurableResource):
         """The settings, besides its code, that change what a model rewriter writes (none for the cleaner, which
         reads none): not batch size, device or trust_remote_code. rewritten_captions' code version names their
         digest: rewrites made with another model or prompt read stale."""
-        unread = {"kind", "batch_size", "device", "trust_remote_code"} | ({"num_beams"} if self.kind == "aitqe" else set())
+        unread = {"kind", "batch_size", "device", "trust_remote_code"}
+        if self.kind == "aitqe":  # AITQE generates greedily: num_beams never reaches it
+            unread.add("num_beams")
         return {} if self.kind == "cleaner" else self.model_dump(exclude=unread, exclude_defaults=True)
 
     def rewriter(self, load_model: bool = True) -> Rewriter:

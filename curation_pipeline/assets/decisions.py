@@ -35,23 +35,18 @@ def policy_record(policy: PolicyResource) -> dict[str, str]:
     return {POLICY_KEY: policy_digest(config), POLICY_CONFIG_KEY: json.dumps(config, sort_keys=True)}
 
 
-def decided_under_other_policy(metadata: dict[str, str], policy: PolicyResource,
-                               acceptance: bool = False) -> list[str]:
+def decided_under_other_policy(metadata: dict[str, str], policy: PolicyResource) -> list[str]:
     """The settings (those ``policy_digest`` covers) in which the policy caption_decisions recorded in its file
     ``metadata`` differs from ``policy``, each as ``key=recorded (this run: ours)``; [] where they match, or
     where the decisions record no policy (made before they did: nothing to compare). Decisions that record only
-    the digest give one entry naming the digests. ``acceptance``: its settings count too (``metadata`` is then
-    rewritten_captions', which records the policy its rewrites were accepted under)."""
+    the digest give one entry naming the digests."""
     ours = policy_config(policy)
-    try:
-        recorded = json.loads(metadata.get(POLICY_CONFIG_KEY) or "null")
-    except ValueError:
-        recorded = None
-    if isinstance(recorded, dict):
+    recorded = _recorded_policy(metadata)
+    if recorded is not None:
         # acceptance is the rewrite step's own rule, tuned by re-running rewritten_captions: it changes which
         # rewrites are accepted, never which copy of a duplicate group is kept (a survivor is kept as it is, or
         # rewritten with a fallback that keeps its original), so it may differ from the decisions' own
-        return [d for d in policy_change(recorded, ours) if acceptance or not d.startswith(f"{ACCEPTANCE}.")]
+        return [d for d in policy_change(recorded, ours) if not d.startswith(f"{ACCEPTANCE}.")]
     digest = metadata.get(POLICY_KEY)
     if digest and digest not in {policy_digest(ours), policy_digest(ours, full=True)}:
         return [f"policy_digest={digest!r} (this run: {policy_digest(ours)!r}; those decisions did not record "
@@ -63,10 +58,21 @@ def accepted_under_other_rules(decisions: dict[str, str], rewrites: dict[str, st
                                policy: PolicyResource) -> list[str]:
     """The acceptance settings a shard's rewrites were judged under that differ from ``policy``'s: as its
     rewritten_captions recorded them (file ``rewrites`` metadata), or, from before that table recorded them
-    (or without it), as its caption_decisions did, whose run rewrote under its own."""
-    recorded = rewrites if rewrites and POLICY_CONFIG_KEY in rewrites else decisions
-    return [d for d in decided_under_other_policy(recorded, policy, acceptance=True)
-            if d.startswith(f"{ACCEPTANCE}.")]
+    (or without it), as its caption_decisions did, whose run rewrote under its own; [] where neither records."""
+    recorded = _recorded_policy(rewrites or {})
+    recorded = _recorded_policy(decisions) if recorded is None else recorded
+    if recorded is None:
+        return []
+    return [d for d in policy_change(recorded, policy_config(policy)) if d.startswith(f"{ACCEPTANCE}.")]
+
+
+def _recorded_policy(metadata: dict[str, str]) -> dict | None:
+    """The policy config a table's file metadata records (``policy_record``), or None."""
+    try:
+        recorded = json.loads(metadata.get(POLICY_CONFIG_KEY) or "null")
+    except ValueError:
+        return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def require_decided_policy(wh: Warehouse, shard: str, policy: PolicyResource, step: str) -> None:
