@@ -825,8 +825,9 @@ def sample_shards_folder() -> Path:
     if (REPO / "workspace.yaml").is_file():
         folder = REPO / WAREHOUSE_DEFAULTS["raw_root"][1]
     else:
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        folder = cache / "curation-pipeline" / "sample-shards"
+        from curation_pipeline import cache_folder
+
+        folder = cache_folder() / "sample-shards"
     if not all((folder / f"{shard}.tar").is_file() for shard in SAMPLE_SHARDS):
         from curation_pipeline.demo import generate_sample_shards
 

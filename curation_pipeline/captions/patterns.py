@@ -21,6 +21,8 @@ import re
 import unicodedata
 from typing import Iterable, Iterator
 
+from curation_pipeline.captions import compiled
+
 _IMAGE_EXT = r"(?:jpe?g|png|gif|bmp|tiff?|webp|heic|dng|cr2|nef|mp4|mov)"
 
 
@@ -325,10 +327,11 @@ _COPYRIGHT_SIGN = (rf"(?:{_MEDIA_LABEL}\s*)?(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*(
                    rf"(?:{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?")
 # Where a credit may start: every credit starts with a letter, a digit or "@", but a sign, a "(c)" and a "via" after a
 # bracket. At a sign or a bracket only the sign's credit can match, tried first: the others are not tried in vain
-# (nor, at any other sign or space, is any). Its text is 250,000 characters, a third of a second of ``re``'s parser: it
-# is compiled when first needed, as ``CREDIT_RE`` (``credit_re``) where a caption has an agency after a slash or a bar,
-# else without its credits that start with a name (``_credit_others_re``, below), so a process that reads no caption
-# (the UI's code server, a step that reads none, most `curate` commands) never compiles it.
+# (nor, at any other sign or space, is any). Its text is 250,000 characters, a third of a second of ``re``'s parser
+# (its code is cached per machine: ``compiled``): it is compiled when first needed, as ``CREDIT_RE`` (``credit_re``)
+# where a caption has an agency after a slash or a bar, else without its credits that start with a name
+# (``_credit_others_re``, below), so a process that reads no caption (the UI's code server, a step that reads none,
+# most `curate` commands) never compiles it.
 _CREDIT_PATTERN = (
     rf"(?<![\w@])(?:(?=[©(])(?:{_COPYRIGHT_SIGN})|(?=[\w@]|(?<=[(\[])\s)(?:"
     # A lower-case user name: "photo by jsmith", "Credit: jane_doe" (first, so "Credit:" never goes without it).
@@ -375,7 +378,7 @@ _CREDIT_PATTERN = (
 @functools.cache
 def credit_re() -> re.Pattern:
     """``CREDIT_RE``, compiled once, when first needed (a warm run server compiles both parts before it forks)."""
-    return re.compile(_CREDIT_PATTERN, re.IGNORECASE)
+    return compiled.compile(_CREDIT_PATTERN, re.IGNORECASE, "credit")
 
 
 def __getattr__(name: str):
@@ -1022,7 +1025,7 @@ assert len(_CREDIT_OTHERS) == len(_CREDIT_PATTERN) - len(_NAME_AGENCY_PHOTO) - l
 
 @functools.cache
 def _credit_others_re() -> re.Pattern:
-    return re.compile(_CREDIT_OTHERS, re.IGNORECASE)
+    return compiled.compile(_CREDIT_OTHERS, re.IGNORECASE, "credit_others")
 
 
 def compile_credit_patterns() -> None:
@@ -1152,7 +1155,7 @@ _NOTE_LABEL_RE = re.compile(
     re.IGNORECASE,
 )
 _BARE_NOTE_LABELS = ("source", "sources", "via", "credit", "credits", "photo credit", "photo credits")
-_CREDITED_FULL_RE = re.compile(rf"(?:{_CREDITED})(?:\s*\d{{4}})?\.?", re.IGNORECASE)
+_CREDITED_FULL_RE = compiled.compile(rf"(?:{_CREDITED})(?:\s*\d{{4}})?\.?", re.IGNORECASE, "credited")
 
 
 def _is_note(content: str) -> bool:
