@@ -27,8 +27,9 @@ _FORMAT = 1
 _HEADER = struct.Struct("<I")  # the length of the JSON header that precedes the code
 
 
-def compile(pattern: str, flags: int = 0, name: str = "pattern") -> re.Pattern:  # noqa: A001 - as re.compile
-    """``re.compile(pattern, flags)``, its generated code read from the cache when there, else stored there."""
+def compile(pattern: str, flags: int, name: str) -> re.Pattern:  # noqa: A001 - as re.compile
+    """``re.compile(pattern, flags)``, its generated code read from the cache when there, else stored there under
+    ``name`` (one file a name: the code of an older pattern of that name goes)."""
     try:
         import _sre
         from re import _compiler, _parser

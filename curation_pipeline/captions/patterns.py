@@ -105,7 +105,7 @@ def labelled_url_spans(text: str) -> list[tuple[int, int]]:
     """``LABELLED_URL_RE`` spans (a link with the words that introduce it), less site names used as names."""
     return [m.span() for m in LABELLED_URL_RE.finditer(text) if not _is_site_name(text, *m.span("url"))]
 
-FILENAME_RE = re.compile(
+FILENAME_RE = compiled.compile(
     # Phone / desktop screenshots and messenger exports, with their timestamps.
     r"\b(?:screen[\s_-]?shot|whatsapp[\s_-]image)[\s_-]*\d{4}-?\d{2}-?\d{2}"
     r"(?:[\s_-]*(?:at)?[\s_-]*\d{1,2}[.:_-]?\d{2}(?:[.:_-]?\d{2})?(?:\s?[ap]m)?)?"
@@ -117,7 +117,7 @@ FILENAME_RE = re.compile(
     rf"|\bP\d{{7}}(?:\.{_IMAGE_EXT})?\b"
     # Anything that ends in an image or video extension (2041.jpg, my-photo.PNG, ताजमहल.jpg with its marks).
     rf"|(?<![{_WORD_OR_MARK}.-])[{_WORD_OR_MARK}-]+(?:\.[{_WORD_OR_MARK}-]+)*\.{_IMAGE_EXT}\b",
-    re.IGNORECASE,
+    re.IGNORECASE, "filename",
 )
 
 # A person's or an agency's name: up to four capitalised words ("Jane Doe", "J. R. Smith",
@@ -209,7 +209,7 @@ _LOREM = (
 )
 # Every label starts with a letter or a digit: the lookahead ends the try at every other position at once (most of a
 # caption's positions, where the many branches would each be tried in turn; so too for the credit and ad triggers).
-BOILERPLATE_RE = re.compile(
+BOILERPLATE_RE = compiled.compile(
     r"(?<!\w)(?=\w)(?:"
     rf"(?:(?:on|via|from|at)\s+)?{_STOCK_SITES}{_STOCK_ID}?"
     rf"|royalty[\s-]free(?:\s+stock)?(?:\s+{_MEDIA})?{_STOCK_ID}?(?:\s+(?:of|for))?"
@@ -272,7 +272,7 @@ BOILERPLATE_RE = re.compile(
     rf"|(?=[dtip]){_CLAUSE_START}(?:downloads?|thumbnails?(?:\s+(?:image|photo|picture)s?)?|{_IMAGE_WORD}\s+\d{{3,}})"
     rf"{_CLAUSE_END}"
     r")(?!\w)",
-    re.IGNORECASE,
+    re.IGNORECASE, "boilerplate",
 )
 
 # Media and credit labels beyond English too: "Foto: Maria Rossi", "Fotografía: Juan Pérez", "Bild: Hans Müller",
@@ -466,11 +466,12 @@ _WEAK_AD_TRIGGERS = [
     r"(?:fast|express|next[\s-]day|same[\s-]day|worldwide|international)\s+shipping",
 ]
 _TRIGGER_START = r"(?<![\w@#])(?=[\w*])"  # every trigger starts with a letter, a digit or "*"
-_STRONG_AD_RE = re.compile(_TRIGGER_START + "(?:" + "|".join(_AD_TRIGGERS) + r")(?!\w)", re.IGNORECASE)
+_STRONG_AD_RE = compiled.compile(_TRIGGER_START + "(?:" + "|".join(_AD_TRIGGERS) + r")(?!\w)", re.IGNORECASE,
+                                 "strong_ad")
 _WEAK_AD_RE = re.compile(_TRIGGER_START + "(?:" + "|".join(_WEAK_AD_TRIGGERS) + r")(?!\w)", re.IGNORECASE)
 # Either kind: a caption it does not match has no ad (the cheap test before the clause checks).
-AD_TRIGGER_RE = re.compile(_TRIGGER_START + "(?:" + "|".join(_AD_TRIGGERS + _WEAK_AD_TRIGGERS) + r")(?!\w)",
-                           re.IGNORECASE)
+AD_TRIGGER_RE = compiled.compile(_TRIGGER_START + "(?:" + "|".join(_AD_TRIGGERS + _WEAK_AD_TRIGGERS) + r")(?!\w)",
+                                 re.IGNORECASE, "ad_trigger")
 # Where one clause of a caption ends and the next begins: separators with spaces around
 # them, sentence ends, commas, colons, brackets, line breaks.
 # A match never ends inside a run of spaces, and one that starts inside a run also starts at its first space:
@@ -1036,8 +1037,8 @@ def compile_credit_patterns() -> None:
 # Either needs an agency after a slash or a bar somewhere in the caption.
 _SLASH_AGENCY_RE = re.compile(rf"[/|]\s*(?-i:{_AGENCIES})", re.IGNORECASE)
 # A name that starts a word, and one that starts inside a dotted or hyphenated word ("J.R.Smith", "Jean-Luc").
-_CREDIT_NAME_FIRST_RE = re.compile(rf"(?<![\w@.'’&-]){_CREDIT_NAME_FIRST}", re.IGNORECASE)
-_CREDIT_NAME_INSIDE_RE = re.compile(rf"(?<=[.'’&-]){_CREDIT_NAME_FIRST}", re.IGNORECASE)
+_CREDIT_NAME_FIRST_RE = compiled.compile(rf"(?<![\w@.'’&-]){_CREDIT_NAME_FIRST}", re.IGNORECASE, "credit_name_first")
+_CREDIT_NAME_INSIDE_RE = compiled.compile(rf"(?<=[.'’&-]){_CREDIT_NAME_FIRST}", re.IGNORECASE, "credit_name_inside")
 _NAME_INSIDE_START_RE = re.compile(rf"(?<=[.'’&-])[{_UPPER}@]")
 _STOP_WORD_RE = re.compile(rf"{_NAME_STOP}|The\b|{_LABEL_COLON}")
 # A name's dotted or hyphenated word, as ``_NAME_WORD`` reads it: "J.R.R.Tolkien", "Jean-Luc", "O'Brien".
@@ -1315,15 +1316,15 @@ def is_wrapped_in_quotes(text: str) -> bool:
 # run is not tried again at every letter (a 10,000-character Thai tag took a second).
 _TAG_BODY = rf"[\d_{_MARKS}\u200c\u200d]*+[^\W\d_][{_WORD_OR_MARK}\u200c\u200d]*+"
 _TAG = rf"#{_TAG_BODY}"
-HASHTAG_RE = re.compile(rf"(?<![{_WORD_OR_MARK}#&])#({_TAG_BODY})")
+HASHTAG_RE = compiled.compile(rf"(?<![{_WORD_OR_MARK}#&])#({_TAG_BODY})", 0, "hashtag")
 # Hashtags to drop: a run of two or more anywhere, or a single one ending the caption.
 # Group 1 is the word before (to tell "on the #beach" from "sunset #nofilter"),
 # group 3 the sentence mark after it, which is kept. Chinese, Japanese and Arabic punctuation takes no space after it
 # ("海边的日落，#旅行 #大海"): a run may start right after one, and the word before stops short of it.
 _TIGHT_PUNCT = "，、；：。！？،؛"
-_DROPPED_HASHTAGS_RE = re.compile(
+_DROPPED_HASHTAGS_RE = compiled.compile(
     rf"(?:(?:(?<=\s)|^)([^\s#](?:(?![{_TIGHT_PUNCT}]#)\S)*\s+)?|(?<=[{_TIGHT_PUNCT}]))"
-    rf"({_TAG}(?:[\s,]+{_TAG})+|{_TAG}(?=[.!?]?\s*$))([.!?]?)"
+    rf"({_TAG}(?:[\s,]+{_TAG})+|{_TAG}(?=[.!?]?\s*$))([.!?]?)", 0, "dropped_hashtags"
 )
 # A dropped run after one of these words keeps its first word: "a walk on the #beach". Lower case, or capitalised
 # opening a sentence ("At #Disneyland"): "Gate A #airport", "Portland, OR #pnw" end on a name, the tag is dropped.
@@ -1359,8 +1360,9 @@ MARKED_WORD_RE = re.compile(_MARKED_WORD)
 # nor ends next to a word character or a mark: "\b" would stop it at a vowel sign, and the fragments between marks
 # looked like repeats ("बाल लाल", hair red, became "बालाल"). Without marks, these edges are "\b"'s.
 # The lazy {0,3}? tries the shortest unit first, so "a a a a" is one run of "a".
-REPEAT_RE = re.compile(rf"(?<![\w{_MARKS}])({_MARKED_WORD}(?:\s+{_MARKED_WORD}){{0,3}}?)(?:\s+\1(?![\w{_MARKS}]))+",
-                       re.IGNORECASE)
+REPEAT_RE = compiled.compile(
+    rf"(?<![\w{_MARKS}])({_MARKED_WORD}(?:\s+{_MARKED_WORD}){{0,3}}?)(?:\s+\1(?![\w{_MARKS}]))+", re.IGNORECASE,
+    "repeat")
 # Doubled words that are usually meant ("she had had enough", "very very tall"); a
 # capitalised double is a name ("Bora Bora", "New York New York") and is kept too.
 ALLOWED_DOUBLES = frozenset({"had", "that", "very", "bye", "ha", "no", "so"})

@@ -15,7 +15,8 @@ from curation_pipeline.captions import patterns as P
 
 TEXTS = ["Photo: Jane Doe | A shirt reading Photo by John Smith, a man with a © sign. © 2019 Jane Doe",
          "A dog on the beach. Credit: jane_doe", "Jane Doe/AP Photo", "A bus goes via Main Street",
-         "Copyright (c) 2015-2019 Jane Doe. All rights reserved.", "Foto von Hans Müller/dpa", "Crédit photo : Jean Dupont"]
+         "Copyright (c) 2015-2019 Jane Doe. All rights reserved.", "Foto von Hans Müller/dpa",
+         "Crédit photo : Jean Dupont"]
 
 
 def _same(pattern: re.Pattern, reference: re.Pattern) -> None:
