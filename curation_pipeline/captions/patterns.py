@@ -18,29 +18,18 @@ import bisect
 import functools
 import html
 import re
-import unicodedata
 from typing import Iterable, Iterator
 
 from curation_pipeline.captions import compiled
+from curation_pipeline.captions.classes import class_body, in_category
 
 _IMAGE_EXT = r"(?:jpe?g|png|gif|bmp|tiff?|webp|heic|dng|cr2|nef|mp4|mov)"
 
 
-def _mark_ranges() -> str:
-    """A regex class body for the combining marks (categories Mn, Mc, Me: Indic vowel signs, nukta and virama, Thai
-    vowels, Arabic harakat, Hebrew niqqud), as ranges. ``re`` has no \\p{M}, and ``\\w`` holds no mark. Planes 0, 1
-    and 14 hold them all (2 and 3 are ideographs, 15 and 16 private use): a sixth of the code points, read at import."""
-    ranges: list[list[int]] = []
-    for cp in (*range(0x20000), *range(0xE0000, 0xF0000)):
-        if unicodedata.category(chr(cp))[0] == "M":
-            if ranges and ranges[-1][1] == cp - 1:
-                ranges[-1][1] = cp
-            else:
-                ranges.append([cp, cp])
-    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
-
-
-_MARKS = _mark_ranges()
+# The combining marks (categories Mn, Mc, Me: Indic vowel signs, nukta and virama, Thai vowels, Arabic harakat, Hebrew
+# niqqud) as a class body: ``\w`` holds no mark. Planes 0, 1 and 14 hold them all (2 and 3 are ideographs, 15 and 16
+# private use): a sixth of the code points, read at import.
+_MARKS = class_body(in_category("M", (*range(0x20000), *range(0xE0000, 0xF0000))))
 # A word character or a mark, as a class body: names, tags and file names in Indic, Thai or vocalised Arabic
 # hold marks ("#เที่ยวไทย", "ताजमहल.jpg"), and a ``\w`` run stopped at the first one and split the word.
 _WORD_OR_MARK = rf"\w{_MARKS}"

@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from curation_pipeline.captions.classes import class_body, in_category
+
 UNITS = ("words", "chars")
-
-
-def _class(codepoints: set[int]) -> str:
-    """A regex character class body for ``codepoints`` (as ranges)."""
-    ranges, ordered = [], sorted(codepoints)
-    for cp in ordered:
-        if ranges and cp == ranges[-1][1] + 1:
-            ranges[-1][1] = cp
-        else:
-            ranges.append([cp, cp])
-    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
 
 
 def _span(a: int, b: int) -> set[int]:
@@ -44,17 +34,17 @@ _NO_SPACE_BLOCKS = (_span(0x0E00, 0x0EFF) | _span(0x1000, 0x109F) | _span(0x1780
 # Punctuation: Unicode's (category P, of the basic plane: "。", "、", "「", "，", ASCII ",", "“", Khmer "។") and
 # the ideographic and full-width symbols set with it ("〒", "＋", "～"). Written against a character of a script
 # without spaces it belongs to that character's word, as "dog." is one word: "我爱你，中国。" is 5 words, not 7.
-_PUNCTUATION = ({cp for cp in range(0x10000) if unicodedata.category(chr(cp)).startswith("P")}
+_PUNCTUATION = (set(in_category("P", range(0x10000)))
                 | {0x3004, 0x3012, 0x3013, 0x3020, 0x3036, 0x3037, 0x303E, 0x303F, 0x309B, 0x309C}
                 | _span(0xFF01, 0xFF0F) | _span(0xFF1A, 0xFF20) | _span(0xFF3B, 0xFF40) | _span(0xFF5B, 0xFF65))
 # Marks belong to the character before them: kana voiced sound marks, combining and half-width ("ｶﾞ" is one
 # character as "ガ" is), and the combining vowel signs, tone marks and viramas of Thai, Lao, Myanmar and Khmer
 # ("เด็ก", child, is 3 characters, not 4; "ខ្មែរ", Khmer, 3, not 5).
 _MARKS = ({0x3099, 0x309A, 0xFF9E, 0xFF9F}
-          | {cp for cp in _NO_SPACE_BLOCKS if cp < 0x3400 and unicodedata.category(chr(cp)).startswith("M")})
+          | set(in_category("M", (cp for cp in _NO_SPACE_BLOCKS if cp < 0x3400))))
 # (Han, from U+3400 on, holds no mark: its 200,000 code points are not looked at on every import)
-_NO_SPACES = _class(_NO_SPACE_BLOCKS - _PUNCTUATION)
-_P, _M = _class(_PUNCTUATION), _class(_MARKS)
+_NO_SPACES = class_body(_NO_SPACE_BLOCKS - _PUNCTUATION)
+_P, _M = class_body(_PUNCTUATION), class_body(_MARKS)
 # a character of a script without spaces with its marks and the punctuation against it; else a whitespace token
 # (a mark or punctuation set apart by spaces is still a word, as " - " is)
 _WORD = f"[{_P}]*[{_NO_SPACES}][{_M}]*[{_P}]*|[^\\s{_NO_SPACES}]+"
