@@ -15,7 +15,14 @@ from pathlib import Path
 __version__ = "0.1.0"
 
 
+CACHE_ENV = "CURATE_CACHE_DIR"
+
+
 def cache_folder() -> Path:
-    """This package's folder in the user's cache (``$XDG_CACHE_HOME``, else ``~/.cache``): what is made once per
-    machine and may be made again (the sample shards of an installed package, compiled caption patterns)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "curation-pipeline"
+    """Where what is made once per machine and may be made again goes (the sample shards of an installed package,
+    compiled caption patterns): ``$CURATE_CACHE_DIR``, else this package's folder in the user's cache
+    (``$XDG_CACHE_HOME``, an absolute path as the XDG spec asks, else ``~/.cache``)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "curation-pipeline"

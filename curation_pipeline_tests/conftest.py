@@ -26,12 +26,15 @@ def pytest_configure(config):
     import: scripts and Ray workers that import this module keep the home they were given."""
     config._curate_home = tempfile.mkdtemp(prefix="curate-tests-home-")
     os.environ["DAGSTER_HOME"] = config._curate_home
+    # and a cache of its own (compiled caption patterns): the suite leaves nothing in the user's ~/.cache
+    config._curate_cache = tempfile.mkdtemp(prefix="curate-tests-cache-")
+    os.environ["CURATE_CACHE_DIR"] = config._curate_cache
 
 
 def pytest_unconfigure(config):
-    home = getattr(config, "_curate_home", None)
-    if home:
-        shutil.rmtree(home, ignore_errors=True)
+    for folder in (getattr(config, "_curate_home", None), getattr(config, "_curate_cache", None)):
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -750,6 +750,7 @@ def test_demo_curates_the_bundled_samples_never_the_working_folders_data_raw(tmp
     assert CliRunner().invoke(main, ["demo"]).exit_code == 0
     assert ran.pop() == (os.path.realpath(RAW_SAMPLES), samples)
     monkeypatch.setattr(cli, "REPO", tmp_path / "site-packages")  # installed: no checkout beside the package
+    monkeypatch.delenv("CURATE_CACHE_DIR", raising=False)  # the suite's own cache: the user's, as a user runs it
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert CliRunner().invoke(main, ["demo"]).exit_code == 0
     raw, shards = ran.pop()
@@ -757,6 +758,9 @@ def test_demo_curates_the_bundled_samples_never_the_working_folders_data_raw(tmp
     for shard in samples:  # the bundled samples' bytes
         assert (tmp_path / "cache" / "curation-pipeline" / "sample-shards" / f"{shard}.tar").read_bytes() == (
             RAW_SAMPLES / f"{shard}.tar").read_bytes()
+    monkeypatch.setenv("CURATE_CACHE_DIR", str(tmp_path / "elsewhere"))  # named outright, it wins
+    assert CliRunner().invoke(main, ["demo"]).exit_code == 0
+    assert ran.pop()[0] == os.path.realpath(tmp_path / "elsewhere" / "sample-shards")
 
 
 def test_printed_commands_run_where_the_virtualenv_is_not_activated(tmp_path, monkeypatch):
