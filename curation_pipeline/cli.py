@@ -511,12 +511,13 @@ def _writers(column: str, scoring) -> str:
     return "no registered scorer writes it"
 
 
-def _check_decision_columns(scoring, rules) -> None:
+def _check_decision_columns(scoring, quality_column: str, keep_expression: str | None) -> None:
     """The policy's quality_column and keep_expression's columns must be ones this run's scores hold: else
     every shard is scored, then fails its checks (``scores_in_range``: missing columns). The scores are the
     profile's declared columns; a keep_expression may also read the inventory columns the score table starts
     with and, where the profile fingerprints duplicates, the duplicate columns ``decide`` is given
-    (``decisions.dedup.mark_duplicates``)."""
+    (``decisions.dedup.mark_duplicates``). Checked before the policy's thresholds are checked against the
+    column's range: a column the run never writes is the mistake to name, not thresholds on its scale."""
     from curation_pipeline.decisions.dedup import RESULT_COLUMNS
     from curation_pipeline.scoring.registry import columns_of, profile_columns, score_columns
     from curation_pipeline.scoring.run import INVENTORY_COLUMNS
@@ -526,15 +527,18 @@ def _check_decision_columns(scoring, rules) -> None:
     declared = score_columns()
     where = f"profile {scoring.profile!r}" + (" with scoring.aitqe_model" if scoring.aitqe_model else "")
     numeric = ", ".join(c for c in scores if declared[c].numeric)
-    if rules.quality_column not in scores:
-        raise BadInput(f"policy.quality_column: decision column {rules.quality_column!r} is not among the scores "
-                       f"{where} writes ({_writers(rules.quality_column, scoring)}); pick one of its scores: {numeric}")
+    if quality_column not in scores:
+        raise BadInput(f"policy.quality_column: decision column {quality_column!r} is not among the scores "
+                       f"{where} writes ({_writers(quality_column, scoring)}); pick one of its scores: {numeric}")
     readable = set(scores) | set(INVENTORY_COLUMNS)
     if set(columns_of("dup")) <= set(scores):  # the duplicate scorer runs: decide() reads the pool's groups too
         readable |= set(RESULT_COLUMNS)
-    unknown = sorted(columns_used(rules.keep_expression) - readable)
+    try:
+        unknown = sorted(columns_used(keep_expression) - readable) if keep_expression else []
+    except ValueError:  # not an expression: the policy's own check says why
+        unknown = []
     if unknown:
-        raise BadInput(f"policy.keep_expression {rules.keep_expression!r} reads "
+        raise BadInput(f"policy.keep_expression {keep_expression!r} reads "
                        + "; ".join(f"{c!r} ({_writers(c, scoring)})" for c in unknown)
                        + f", not among the columns {where} writes; its scores: {numeric}")
 
@@ -595,6 +599,12 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         try:
             built[name] = cls(**settings.get(name, {}))
         except pydantic.ValidationError as exc:
+            if name == "policy":  # scoring is built: a decision column it never writes is named first
+                given = settings.get(name, {})
+                _check_decision_columns(built["scoring"],
+                                        given.get("quality_column") or cls.model_fields["quality_column"].default,
+                                        given.get("keep_expression") if isinstance(given.get("keep_expression"), str)
+                                        else None)
             raise _invalid(name, exc) from exc
         except (dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
             raise BadInput(f"invalid {name} setting: {exc}") from exc
@@ -606,7 +616,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         raise BadInput(f"invalid setting: {exc}") from exc
     # before any model loads or run starts: a model the run would not use, a decision column it would not score
     _check_models_used(named or {}, scoring, rewriting)
-    _check_decision_columns(scoring, rules)
+    _check_decision_columns(scoring, rules.quality_column, rules.keep_expression)
     try:  # load models here, once: a model that cannot be loaded is bad input, not a failed run
         cpu_threads()  # a malformed CURATION_THREADS too
         scoring.scorers()

@@ -41,6 +41,11 @@ def assert_refused_before_any_run(env, result, *messages):
       "--set", "policy.drop_threshold=1"],
      ["policy.quality_column: decision column 'clip_score' is not among the scores profile 'offline' writes",
       "CLIPScore writes it, in profile clip or full", "text_quality"]),
+    # before its thresholds are checked against the column's range: the column is the mistake to name
+    (["--set", "policy.quality_column=clip_score"],
+     ["policy.quality_column: decision column 'clip_score' is not among the scores profile 'offline' writes"]),
+    (["--set", "policy.keep_expression=aitqe_overall >= 70"],
+     ["policy.keep_expression 'aitqe_overall >= 70' reads 'aitqe_overall' (AITQE scorer writes it"]),
     (["--set", "policy.quality_column=nonexistent"],
      ["policy.quality_column: decision column 'nonexistent'", "profile 'offline'", "no registered scorer writes it"]),
     (["--set", "policy.keep_expression=foo >= 3"],
@@ -77,7 +82,8 @@ def test_the_columns_a_decision_may_read_are_the_profiles_and_the_tables_it_is_g
     from curation_pipeline.resources import ScoringResource
 
     def check(policy: dict, **scoring):
-        _check_decision_columns(ScoringResource(**scoring), DecisionPolicy(**policy))
+        rules = DecisionPolicy(**policy)
+        _check_decision_columns(ScoringResource(**scoring), rules.quality_column, rules.keep_expression)
 
     check({"keep_expression": "width >= 200 and height >= 200 and dup_keep >= 1"})  # offline: inventory, groups
     check({"quality_column": "iq_sharpness", "keep_threshold": 1, "drop_threshold": 0})
