@@ -432,7 +432,8 @@ def _invalid(resource: str, exc: Exception) -> BadInput:
     for error in exc.errors():
         setting = ".".join([resource, *map(str, error["loc"])])
         message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{setting}: {message}" + (f" (got {error['input']!r})" if error["loc"] else ""))
+        given = error["loc"] and not message.startswith("environment variable")  # that one says what it got
+        lines.append(f"{setting}: {message}" + (f" (got {error['input']!r})" if given else ""))
     return BadInput("\n".join(lines))
 
 
@@ -567,7 +568,6 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     # sources): said to whoever runs `curate` on every run, it is noise, not advice
     for category in (dg.PreviewWarning, dg.BetaWarning):
         warnings.filterwarnings("ignore", category=category)
-    from curation_pipeline.definitions import build_definitions
     from curation_pipeline.models.loading import ModelUnavailableError
     from curation_pipeline.reporting import charts
     from curation_pipeline.resources import WarehouseResource
@@ -623,6 +623,10 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         rewriting.rewriter()
     except (ValueError, ModelUnavailableError) as exc:
         raise BadInput(str(exc)) from exc
+    # imported once the settings are built: its module's default definitions read the same environment
+    # (CURATION_RAY_ACTORS=four), which the loop above refuses with the setting's name
+    from curation_pipeline.definitions import build_definitions
+
     defs = build_definitions(raw_root=raw, warehouse_root=warehouse, scoring=scoring, rewriter=rewriting,
                              policy=policy, compute=compute)
     _dagster_home()
@@ -658,7 +662,8 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     if failed:
         click.echo(f"FAILED: {', '.join(failed)}", err=True)
     else:
-        click.echo(f"done: {len(selected) + len(redecide)} shards curated")
+        done = len(selected) + len(redecide)
+        click.echo(f"done: {done} shard{'s' * (done != 1)} curated")
     if skipped:
         click.echo(f"skipped {skipped} file{'s' if skipped != 1 else ''} of {raw}, not curated (each named under "
                    "'skipped:' above)", err=True)

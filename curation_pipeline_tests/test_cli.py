@@ -33,7 +33,7 @@ def test_run_then_lineage_and_report(env):
     runner = CliRunner()
     result = runner.invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--profile", "text"])
     assert result.exit_code == 0, result.output
-    assert "done: 1 shards curated" in result.output and "quality.duckdb" in result.output
+    assert "done: 1 shard curated" in result.output and "quality.duckdb" in result.output
     lineage = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--shard", "sample-000001",
                                    "--rewritten-only"])
     assert lineage.exit_code == 0
@@ -713,7 +713,7 @@ def test_a_repeated_shard_runs_once_and_every_printed_path_is_quoted(tmp_path, m
     runner = CliRunner()
     result = runner.invoke(main, ["run", "--raw", str(raw), "--warehouse", str(wh), "--profile", "offline",
                                   "--shard", "sample-000001", "--shard", "sample-000001"])
-    assert result.exit_code == 0 and "done: 1 shards curated" in result.output, result.output
+    assert result.exit_code == 0 and "done: 1 shard curated" in result.output, result.output
     with dg.DagsterInstance.get() as instance:
         assert len(instance.get_runs(dg.RunsFilter(job_name="curate_shards"))) == 1
     lines = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in result.output.splitlines() if ":" in line}

@@ -143,7 +143,7 @@ def test_raw_files_passed_over_give_bad_input_after_the_valid_shards_are_curated
     (env["raw"] / "old.tar.gz").write_bytes(b"")
     result = curate(env, "--profile", "text", "--no-report", "--set", "policy.keep_expression=width >= 1")
     assert result.exit_code == EXIT_BAD_INPUT, result.output
-    assert "skipped: shard file name 'x y.tar'" in result.output and "done: 1 shards curated" in result.output
+    assert "skipped: shard file name 'x y.tar'" in result.output and "done: 1 shard curated" in result.output
     assert result.output.rstrip().splitlines()[-1] == (
         f"skipped 2 files of {env['raw']}, not curated (each named under 'skipped:' above)")
     assert Warehouse(str(env["wh"])).curated_shards() == {SHARD}
@@ -162,3 +162,24 @@ def test_a_run_whose_every_shard_failed_points_at_no_curated_shard(env):
     assert f"FAILED: {SHARD}" in result.output
     assert "curated shards:" not in result.output and "curate lineage" not in result.output
     assert "web UI:" in result.output
+
+
+def test_a_warehouse_that_is_a_file_is_bad_input_before_any_run(env):
+    """It used to start the run, print the steps' tracebacks, then say ``Not a directory: .../pairs``."""
+    env["wh"].write_text("not a folder")
+    for warehouse in (env["wh"], env["wh"] / "sub" / "wh"):
+        result = CliRunner().invoke(main, ["run", "--raw", str(env["raw"]), "--warehouse", str(warehouse)])
+        assert result.exit_code == EXIT_BAD_INPUT, result.output
+        assert f"{env['wh']} is a file; point --warehouse" in result.output and "Traceback" not in result.output
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_runs() == []
+
+
+def test_a_malformed_compute_variable_is_one_line_naming_it(env, monkeypatch):
+    """The definitions' module reads the same variables when imported: it was imported first, and its
+    pydantic error came out whole ("1 validation error for ComputeResource ... input_value=None")."""
+    monkeypatch.setenv("CURATION_RAY_ACTORS", "four")
+    result = curate(env)
+    assert_refused_before_any_run(env, result, "compute.actors: environment variable CURATION_RAY_ACTORS='four' is "
+                                               "not a valid compute actors")
+    assert "validation error" not in result.output and "input_value" not in result.output

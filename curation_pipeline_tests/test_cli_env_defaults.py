@@ -36,7 +36,7 @@ def test_run_report_and_lineage_read_the_folders_from_the_environment(tmp_path, 
     result = runner.invoke(main, ["run", "--profile", "offline"])
     assert result.exit_code == 0, result.output
     warehouse = cwd / "out" / "wh"
-    assert (warehouse / "curated" / "sample-000001.tar").is_file() and "done: 1 shards curated" in result.output
+    assert (warehouse / "curated" / "sample-000001.tar").is_file() and "done: 1 shard curated" in result.output
     # the UI hint: this run's home, raw folder and warehouse, absolute; not `make ui` (its own home)
     env, command = _ui_env(result.output)
     assert env == {"DAGSTER_HOME": str(tmp_path / "home"), "CURATION_RAW": str(raw),

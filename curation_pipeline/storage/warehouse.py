@@ -264,8 +264,15 @@ class Warehouse:
     def check_reachable(self) -> None:
         """Fail now, not in a run's first step: ``StorageUnreachable`` when object storage cannot be reached,
         ``FileNotFoundError`` naming the bucket when an S3 warehouse's bucket does not exist (writes would
-        fail, and a new prefix in a bucket that does is as absent as a missing bucket to ``exists``)."""
+        fail, and a new prefix in a bucket that does is as absent as a missing bucket to ``exists``); a local
+        warehouse whose path, or the nearest part of it that exists, is a file: ``NotADirectoryError``."""
         if self.is_local:
+            existing = Path(os.path.abspath(self.root))
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            if not existing.is_dir():
+                raise NotADirectoryError(f"warehouse {self.root} cannot be a folder: {existing} is a file; "
+                                         "point --warehouse / CURATION_WAREHOUSE at a folder")
             return
         with object_storage_errors(self.root):
             if self.fs.exists(self._root_path):
