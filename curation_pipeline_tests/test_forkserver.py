@@ -106,7 +106,7 @@ def test_a_served_run_equals_a_run_in_its_own_process(warm):
     assert _served(root, "wh-local") is None and _served(root, "wh-served") is not None
     # relative paths resolved in the client's folder, the same lines on stdout
     assert served.stdout.replace("wh-served", "wh-local") == local.stdout
-    assert "done: 1 shards curated" in served.stdout
+    assert "done: 1 shard curated" in served.stdout
     mine, theirs = _tables(root / "wh-served"), _tables(root / "wh-local")
     assert mine.keys() == theirs.keys() and any(k.endswith(".tar") for k in mine)
     for name, value in theirs.items():
@@ -421,7 +421,7 @@ def test_a_stopped_server_is_not_waited_for(warm):
                                timeout=600)
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert alone.returncode == 0 and "done: 1 shards curated" in alone.stdout, alone.stderr[-2000:]
+    assert alone.returncode == 0 and "done: 1 shard curated" in alone.stdout, alone.stderr[-2000:]
     assert _served(root, "wh-stopped") is None  # it ran itself
     # it dialled the stopped server: had the timeout keyed another address, it would have found no server
     # there, run alone for that reason, and started a second one as it ended
