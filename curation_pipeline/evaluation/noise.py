@@ -378,6 +378,11 @@ def main(argv=None) -> None:
     parser.add_argument("--captions-per-image", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if not (Path(args.flickr) / "captions.jsonl").is_file():
+        parser.error(f"--flickr {args.flickr}: no captions.jsonl there; it takes a folder of photos (images/) with "
+                     "their captions (captions.jsonl: one {\"image\": ..., \"captions\": [...]} a line), such as "
+                     "the Flickr8k research copy beside a checkout (../shared/evaldata/flickr8k_1k_small), which "
+                     "the repository does not hold")
     items = flickr_items(args.flickr)
     items = items[: args.images] if args.images else items
     samples = [s for s in make_labelled(items, seed=args.seed, captions_per_image=args.captions_per_image)

@@ -129,3 +129,13 @@ def test_flickr_heldout_split_meets_the_targets(flickr_dir):
     for name, bound in TARGETS.items():
         assert summary[name] >= bound, (name, summary)
     assert summary["noisy_edit_ratio_p90"] <= MAX_P90_EDIT
+
+
+def test_the_script_names_a_folder_without_captions(tmp_path, capsys):
+    """A fresh clone has no Flickr8k copy: the README's command said so with a traceback (FileNotFoundError)."""
+    from curation_pipeline.evaluation.noise import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--flickr", str(tmp_path / "none"), "--raw", str(tmp_path / "raw"), "--truth", str(tmp_path / "t")])
+    assert exit_.value.code == 2 and "no captions.jsonl there" in capsys.readouterr().err
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "t").exists()
