@@ -940,23 +940,67 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
 
 @main.command()
 @WAREHOUSE
-def report(warehouse) -> None:
+@click.option("--rebuild", is_flag=True, help="Rebuild quality.duckdb from the warehouse's tables first, as `curate "
+              "run` does at its end (after `--no-report` runs, or assets materialized one by one); no shard runs.")
+def report(warehouse, rebuild) -> None:
     """Print the quality report (per shard and overall) from quality.duckdb.
 
     Example: curate report
     """
-    from curation_pipeline.reporting.report import open_report
+    import warnings
+
+    from curation_pipeline.reporting.report import ReportOutOfDate, open_report
     from curation_pipeline.storage.warehouse import StorageUnreachable, Warehouse, object_storage_errors
 
     try:
-        with object_storage_errors(warehouse), open_report(Warehouse(warehouse)) as con:  # local, or s3://
-            for table in ("overall", "shard_summary", "drop_reasons", "rewriter_summary"):
-                click.echo(f"\n## {table}\n")
-                click.echo(con.execute(f"SELECT * FROM {table}").df().to_string(index=False))
+        if rebuild:
+            _rebuild_report(warehouse)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always", ReportOutOfDate)
+            with object_storage_errors(warehouse), open_report(Warehouse(warehouse)) as con:  # local, or s3://
+                for table in ("overall", "shard_summary", "drop_reasons", "rewriter_summary"):
+                    click.echo(f"\n## {table}\n")
+                    click.echo(con.execute(f"SELECT * FROM {table}").df().to_string(index=False))
     except FileNotFoundError as exc:
-        raise BadInput(f"{exc}; run `{curate_command()} demo` or materialize quality_report") from exc
-    except StorageUnreachable as exc:
+        raise BadInput(f"{exc}; run `{curate_command()} report --rebuild` once a shard is curated (`{curate_command()} "
+                       "run`, or `demo`)") from exc
+    except (NotADirectoryError, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
+    for warning in said:  # a line a user reads, not a Python warning with its source line
+        click.echo(f"\nwarning: {warning.message}", err=True)
+
+
+def _rebuild_report(warehouse: str) -> None:
+    """``quality_report`` materialized into ``warehouse`` as ``curate run`` does at its end, its run recorded in the
+    Dagster home; no shard runs. Bad input (exit 2) when no shard of it is decided yet, a failure (exit 1) when
+    the build fails."""
+    import warnings
+
+    from curation_pipeline import helper
+    from curation_pipeline.reporting import charts
+    from curation_pipeline.reporting.report import REQUIRED_TABLES
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    _home_path()
+    helper.start(charts.warm)  # the report's charts: matplotlib in the home's helper, GX only when asked
+    import dagster as dg
+
+    for category in (dg.PreviewWarning, dg.BetaWarning):
+        warnings.filterwarnings("ignore", category=category)
+    from curation_pipeline.definitions import build_definitions
+
+    wh = Warehouse(warehouse)
+    wh.check_reachable()
+    missing = [table for table in REQUIRED_TABLES if not wh.shards(table)]
+    if missing:
+        raise BadInput(f"nothing to report in {warehouse}: no shard has {', '.join(missing)} yet")
+    defs = build_definitions(warehouse_root=warehouse)
+    _dagster_home()
+    failed: list[str] = []
+    with dg.DagsterInstance.get() as instance:
+        if not _report(defs, instance, failed, lambda: None, _run_config(defs)):
+            click.echo("FAILED: quality_report", err=True)
+            sys.exit(EXIT_FAILED)
 
 
 @main.command("sample-data")

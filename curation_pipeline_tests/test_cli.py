@@ -49,6 +49,40 @@ def test_run_then_lineage_and_report(env):
     assert report.exit_code == 0 and "shard_summary" in report.output and "sample-000001" in report.output
 
 
+def test_report_rebuild_builds_the_report_of_runs_made_without_one(env, tmp_path):
+    """After `--no-report` runs the only ways to rebuild it were Dagster's CLI or a run of every shard; the
+    out-of-date warning came as a Python warning with its source line."""
+    import dagster as dg
+
+    runner = CliRunner()
+    (tmp_path / "more").mkdir()
+    raw = raw_with(tmp_path / "more", ["sample-000001", "sample-000002"])
+    result = runner.invoke(main, ["run", "--raw", str(raw), "--warehouse", env["wh"], "--profile", "text",
+                                  "--shard", "sample-000001", "--no-report"])
+    assert result.exit_code == 0 and not (Path(env["wh"]) / "quality.duckdb").exists(), result.output
+    report = runner.invoke(main, ["report", "--warehouse", env["wh"]])
+    assert report.exit_code == EXIT_BAD_INPUT and "report --rebuild" in report.output
+    with dg.DagsterInstance.get() as instance:
+        before = len(instance.get_runs())
+    rebuilt = runner.invoke(main, ["report", "--warehouse", env["wh"], "--rebuild"])
+    assert rebuilt.exit_code == 0 and "sample-000001" in rebuilt.output and "warning" not in rebuilt.output
+    with dg.DagsterInstance.get() as instance:  # one run, the report's, recorded for this warehouse
+        runs = instance.get_runs()
+        assert len(runs) == before + 1 and runs[0].job_name == "quality_report_job"
+        assert runs[0].tags["curation/warehouse"] == str(Path(env["wh"]).resolve())
+    result = runner.invoke(main, ["run", "--raw", str(raw), "--warehouse", env["wh"], "--profile", "text",
+                                  "--shard", "sample-000002", "--no-report"])
+    assert result.exit_code == 0, result.output
+    stale = runner.invoke(main, ["report", "--warehouse", env["wh"]])
+    assert stale.exit_code == 0 and "\nwarning: the report at" in stale.output
+    assert "curate report --rebuild" in stale.output and "ReportOutOfDate" not in stale.output
+    assert "sample-000002" not in stale.output.split("## drop_reasons")[0]  # the build's figures, not yet its
+    fresh = runner.invoke(main, ["report", "--warehouse", env["wh"], "--rebuild"])
+    assert fresh.exit_code == 0 and "warning" not in fresh.output and "sample-000002" in fresh.output
+    nothing = runner.invoke(main, ["report", "--warehouse", str(tmp_path / "none"), "--rebuild"])
+    assert nothing.exit_code == EXIT_BAD_INPUT and "nothing to report" in nothing.output
+
+
 def test_bad_input_exits_2(env, tmp_path):
     runner = CliRunner()
     empty = tmp_path / "empty"

@@ -88,8 +88,8 @@ SIGNAL_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_:]*)=")  # the policy's ``low_
 REQUIRED_TABLES = ("pairs", "quality_scores", "caption_decisions", "final_captions")
 # the statuses other than ok, first first
 LEFT_OUT = ("failed", "stale", "blocked", "incomplete", "undecided", "unpublished", "unsettled")
-REBUILD_HINT = ("materialize quality_report (in the UI, or `dagster asset materialize -m curation_pipeline.definitions "
-                "--select quality_report`), or curate run")
+REBUILD_HINT = ("`curate report --rebuild` (no shard runs), or materialize quality_report (in the UI, or `dagster asset "
+                "materialize -m curation_pipeline.definitions --select quality_report`)")
 SETTLE_HINT = ("settle the pool: turn on dedup_settle_sensor (Automation), or materialize dedup_index (and "
                "selection_cut, with keep_fraction on) then backfill the reselect_shards job for these shards; "
                "curate run settles too")
