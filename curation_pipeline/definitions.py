@@ -8,6 +8,7 @@ import os
 
 import dagster as dg
 
+from curation_pipeline.console import console_logger
 from curation_pipeline.assets.curation import curated_shards
 from curation_pipeline.assets.decisions import caption_decisions
 from curation_pipeline.assets.dedup import dedup_index, dedup_index_job, dedup_settle_sensor
@@ -110,6 +111,7 @@ def build_definitions(**kwargs) -> dg.Definitions:
         sensors=[new_shards_sensor, report_automation, dedup_settle_sensor],
         schedules=[observe_raw_shards_schedule, fill_missing_shards],
         resources=resources,
+        loggers={"console": console_logger},  # Dagster's, without an interrupted step's stack
     )
 
 

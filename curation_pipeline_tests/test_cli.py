@@ -425,9 +425,14 @@ def test_a_ctrl_c_during_a_shards_run_stops_the_whole_command(tmp_path, monkeypa
     finally:
         signal.signal(signal.SIGINT, previous)
     assert sent and result.exit_code == 1 and "Aborted!" in result.output, result.output
+    # said in that one line: not with the forty lines of stack Dagster's console logger printed for each failure
+    assert "DagsterExecutionInterruptedError" not in result.output and "Stack Trace" not in result.output
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_run_records()
         assert [r.dagster_run.tags.get("dagster/partition") for r in runs] == ["sample-000000"]
+        if where == "in a step":  # the event log keeps the failure, for the UI
+            failures = instance.all_logs(runs[0].dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+            assert failures[0].dagster_event.step_failure_data.error.cls_name == "DagsterExecutionInterruptedError"
 
 
 STOPPED_IN_A_STEP = """
