@@ -966,8 +966,11 @@ def report(warehouse, rebuild) -> None:
                        "run`, or `demo`)") from exc
     except (NotADirectoryError, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
-    for warning in said:  # a line a user reads, not a Python warning with its source line
-        click.echo(f"\nwarning: {warning.message}", err=True)
+    for warning in said:  # the report's own: a line a user reads, not a Python warning with its source line
+        if issubclass(warning.category, ReportOutOfDate):
+            click.echo(f"\nwarning: {warning.message}", err=True)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _rebuild_report(warehouse: str) -> None:
