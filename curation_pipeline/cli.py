@@ -358,6 +358,21 @@ def _report(defs, instance, failed: list[str], stop_if_interrupted, run_config: 
 RESOURCE_KEYS = ("scoring", "rewriter", "policy", "compute")
 
 
+def _build_definitions(**kwargs):
+    """``build_definitions(**kwargs)``, its module imported here: the module's default definitions, built when it
+    is imported, read the environment's settings (``CURATION_RAY_ACTORS=four``), refused in one line that names
+    the setting, not pydantic's whole error."""
+    import pydantic
+
+    try:  # a resource not given is built from the environment here too
+        from curation_pipeline.definitions import build_definitions
+
+        return build_definitions(**kwargs)
+    except pydantic.ValidationError as exc:
+        keys = {cls.__name__: key for key, cls in _resource_classes().items()}
+        raise _invalid(keys.get(exc.title, exc.title), exc) from exc
+
+
 def _resource_classes() -> dict[str, type]:
     from curation_pipeline.resources import ComputeResource, PolicyResource, RewriterResource, ScoringResource
 
@@ -623,12 +638,8 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         rewriting.rewriter()
     except (ValueError, ModelUnavailableError) as exc:
         raise BadInput(str(exc)) from exc
-    # imported once the settings are built: its module's default definitions read the same environment
-    # (CURATION_RAY_ACTORS=four), which the loop above refuses with the setting's name
-    from curation_pipeline.definitions import build_definitions
-
-    defs = build_definitions(raw_root=raw, warehouse_root=warehouse, scoring=scoring, rewriter=rewriting,
-                             policy=policy, compute=compute)
+    defs = _build_definitions(raw_root=raw, warehouse_root=warehouse, scoring=scoring, rewriter=rewriting,
+                              policy=policy, compute=compute)
     _dagster_home()
     with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
         redecide: list[str] = []
@@ -903,7 +914,7 @@ def run(ctx, raw, warehouse, shards, no_report, only_missing, pairs, config_file
         code = run_shards(raw, warehouse, shards, not no_report, load_settings(pairs, config_file, given),
                           named=load_settings(pairs, None, given),  # what the command line itself names
                           only_missing=only_missing)
-    except (FileNotFoundError, NotADirectoryError, ValueError, StorageUnreachable) as exc:
+    except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
     sys.exit(code)
 
@@ -952,9 +963,12 @@ def report(warehouse, rebuild) -> None:
     from curation_pipeline.reporting.report import ReportOutOfDate, open_report
     from curation_pipeline.storage.warehouse import StorageUnreachable, Warehouse, object_storage_errors
 
-    try:
-        if rebuild:
+    if rebuild:
+        try:
             _rebuild_report(warehouse)
+        except (FileNotFoundError, NotADirectoryError, PermissionError, StorageUnreachable) as exc:
+            raise BadInput(str(exc)) from exc
+    try:
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always", ReportOutOfDate)
             with object_storage_errors(warehouse), open_report(Warehouse(warehouse)) as con:  # local, or s3://
@@ -962,9 +976,10 @@ def report(warehouse, rebuild) -> None:
                     click.echo(f"\n## {table}\n")
                     click.echo(con.execute(f"SELECT * FROM {table}").df().to_string(index=False))
     except FileNotFoundError as exc:
-        raise BadInput(f"{exc}; run `{curate_command()} report --rebuild` once a shard is curated (`{curate_command()} "
-                       "run`, or `demo`)") from exc
-    except (NotADirectoryError, StorageUnreachable) as exc:
+        hint = "" if rebuild else (f"; build it with `{curate_command()} report --warehouse {shlex.quote(warehouse)} "
+                                   f"--rebuild` once a shard is curated (`{curate_command()} run`, or `demo`)")
+        raise BadInput(f"{exc}{hint}") from exc
+    except (NotADirectoryError, PermissionError, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
     for warning in said:  # the report's own: a line a user reads, not a Python warning with its source line
         if issubclass(warning.category, ReportOutOfDate):
@@ -990,18 +1005,20 @@ def _rebuild_report(warehouse: str) -> None:
 
     for category in (dg.PreviewWarning, dg.BetaWarning):
         warnings.filterwarnings("ignore", category=category)
-    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS, object_storage_errors
 
     wh = Warehouse(warehouse)
-    wh.check_reachable()
-    missing = [table for table in REQUIRED_TABLES if not wh.shards(table)]
+    with object_storage_errors(warehouse):
+        wh.check_reachable()
+        missing = [table for table in REQUIRED_TABLES if not wh.shards(table)]
     if missing:
         raise BadInput(f"nothing to report in {warehouse}: no shard has {', '.join(missing)} yet")
-    defs = build_definitions(warehouse_root=warehouse)
+    env, default = WAREHOUSE_DEFAULTS["raw_root"]  # read by no report; a value, not Dagster's EnvVar, in run config
+    defs = _build_definitions(raw_root=os.environ.get(env) or default, warehouse_root=warehouse)
     _dagster_home()
     failed: list[str] = []
-    with dg.DagsterInstance.get() as instance:
-        if not _report(defs, instance, failed, lambda: None, _run_config(defs)):
+    with dg.DagsterInstance.get() as instance, _stop_on_interrupt() as stop_if_interrupted:  # Ctrl-C: Aborted!
+        if not _report(defs, instance, failed, stop_if_interrupted, _run_config(defs)):
             click.echo("FAILED: quality_report", err=True)
             sys.exit(EXIT_FAILED)
 

@@ -8,7 +8,6 @@ import os
 
 import dagster as dg
 
-from curation_pipeline.console import console_logger
 from curation_pipeline.assets.curation import curated_shards
 from curation_pipeline.assets.decisions import caption_decisions
 from curation_pipeline.assets.dedup import dedup_index, dedup_index_job, dedup_settle_sensor
@@ -23,6 +22,7 @@ from curation_pipeline.assets.selection import selection_cut, selection_cut_job
 from curation_pipeline.automation import (curate_shards_job, fill_missing_shards, new_shards_sensor, observe_raw_job,
                                           observe_raw_shards_schedule, prune_shards, register_shards, report_automation,
                                           report_job, reselect_shards_job)
+from curation_pipeline.console import console_logger
 from curation_pipeline.rewriting.base import CODE_VERSIONS as REWRITER_VERSIONS
 from curation_pipeline.scoring.registry import code_versions
 from curation_pipeline.resources import (WAREHOUSE_DEFAULTS, ComputeResource, PolicyResource, RewriterResource,

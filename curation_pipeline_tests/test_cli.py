@@ -61,7 +61,7 @@ def test_report_rebuild_builds_the_report_of_runs_made_without_one(env, tmp_path
                                   "--shard", "sample-000001", "--no-report"])
     assert result.exit_code == 0 and not (Path(env["wh"]) / "quality.duckdb").exists(), result.output
     report = runner.invoke(main, ["report", "--warehouse", env["wh"]])
-    assert report.exit_code == EXIT_BAD_INPUT and "report --rebuild" in report.output
+    assert report.exit_code == EXIT_BAD_INPUT and f"report --warehouse {env['wh']} --rebuild" in report.output
     with dg.DagsterInstance.get() as instance:
         before = len(instance.get_runs())
     rebuilt = runner.invoke(main, ["report", "--warehouse", env["wh"], "--rebuild"])
@@ -81,6 +81,22 @@ def test_report_rebuild_builds_the_report_of_runs_made_without_one(env, tmp_path
     assert fresh.exit_code == 0 and "warning" not in fresh.output and "sample-000002" in fresh.output
     nothing = runner.invoke(main, ["report", "--warehouse", str(tmp_path / "none"), "--rebuild"])
     assert nothing.exit_code == EXIT_BAD_INPUT and "nothing to report" in nothing.output
+
+
+def test_report_rebuild_reads_the_environment_as_run_does(env, tmp_path, monkeypatch):
+    """A deployment's CURATION_RAW went into the report run's config as Dagster's EnvVar, which Dagster refuses
+    there; a malformed CURATION_RAY_* variable came out as pydantic's whole error."""
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--profile", "text",
+                                  "--no-report"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("CURATION_RAW", env["raw"])
+    rebuilt = runner.invoke(main, ["report", "--warehouse", env["wh"], "--rebuild"])
+    assert rebuilt.exit_code == 0 and "sample-000001" in rebuilt.output, rebuilt.output
+    monkeypatch.setenv("CURATION_RAY_ACTORS", "four")
+    refused = runner.invoke(main, ["report", "--warehouse", env["wh"], "--rebuild"])
+    assert refused.exit_code == EXIT_BAD_INPUT and "validation error" not in refused.output
+    assert "compute.actors: environment variable CURATION_RAY_ACTORS='four'" in refused.output
 
 
 def test_bad_input_exits_2(env, tmp_path):

@@ -167,7 +167,7 @@ def test_a_run_whose_every_shard_failed_points_at_no_curated_shard(env):
 def test_a_warehouse_that_is_a_file_is_bad_input_before_any_run(env):
     """It used to start the run, print the steps' tracebacks, then say ``Not a directory: .../pairs``."""
     env["wh"].write_text("not a folder")
-    for warehouse in (env["wh"], env["wh"] / "sub" / "wh"):
+    for warehouse in (env["wh"], env["wh"] / "sub" / "wh", f"file://{env['wh']}/wh"):  # the path it writes to
         result = CliRunner().invoke(main, ["run", "--raw", str(env["raw"]), "--warehouse", str(warehouse)])
         assert result.exit_code == EXIT_BAD_INPUT, result.output
         assert f"{env['wh']} is a file; point --warehouse" in result.output and "Traceback" not in result.output

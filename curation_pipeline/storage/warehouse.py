@@ -265,10 +265,11 @@ class Warehouse:
         """Fail now, not in a run's first step: ``StorageUnreachable`` when object storage cannot be reached,
         ``FileNotFoundError`` naming the bucket when an S3 warehouse's bucket does not exist (writes would
         fail, and a new prefix in a bucket that does is as absent as a missing bucket to ``exists``); a local
-        warehouse whose path, or the nearest part of it that exists, is a file: ``NotADirectoryError``."""
-        if self.is_local:
-            existing = Path(os.path.abspath(self.root))
-            while not existing.exists() and existing != existing.parent:
+        warehouse whose path, or the nearest part of it that exists, is a file: ``NotADirectoryError``; one in a
+        folder this user cannot enter: ``PermissionError``."""
+        if self.is_local:  # the path it writes to (fsspec's: "~" and file:// resolved)
+            existing = Path(self._root_path)
+            while not existing.exists() and existing != existing.parent:  # PermissionError where it cannot look
                 existing = existing.parent
             if not existing.is_dir():
                 raise NotADirectoryError(f"warehouse {self.root} cannot be a folder: {existing} is a file; "
