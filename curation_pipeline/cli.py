@@ -358,6 +358,17 @@ def _report(defs, instance, failed: list[str], stop_if_interrupted, run_config: 
 RESOURCE_KEYS = ("scoring", "rewriter", "policy", "compute")
 
 
+def _hush_dagster_previews() -> None:
+    """The definitions use preview and beta Dagster features on purpose (partitioned checks, observable sources):
+    said to whoever runs `curate` on every run, it is noise, not advice."""
+    import warnings
+
+    import dagster as dg
+
+    for category in (dg.PreviewWarning, dg.BetaWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def _build_definitions(**kwargs):
     """``build_definitions(**kwargs)``, its module imported here: the module's default definitions, built when it
     is imported, read the environment's settings (``CURATION_RAY_ACTORS=four``), refused in one line that names
@@ -574,15 +585,10 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     # first check; later runs find it warm
     _home_path()
     helper.start(_gx.warm)
-    import warnings
-
     import dagster as dg
     import pydantic
 
-    # the definitions use preview and beta Dagster features on purpose (partitioned checks, observable
-    # sources): said to whoever runs `curate` on every run, it is noise, not advice
-    for category in (dg.PreviewWarning, dg.BetaWarning):
-        warnings.filterwarnings("ignore", category=category)
+    _hush_dagster_previews()
     from curation_pipeline.models.loading import ModelUnavailableError
     from curation_pipeline.reporting import charts
     from curation_pipeline.resources import WarehouseResource
@@ -992,21 +998,17 @@ def _rebuild_report(warehouse: str) -> None:
     """``quality_report`` materialized into ``warehouse`` as ``curate run`` does at its end, its run recorded in the
     Dagster home; no shard runs. Bad input (exit 2) when no shard of it is decided yet, a failure (exit 1) when
     the build fails."""
-    import warnings
-
     from curation_pipeline import helper
     from curation_pipeline.reporting import charts
-    from curation_pipeline.reporting.report import REQUIRED_TABLES
-    from curation_pipeline.storage.warehouse import Warehouse
 
     _home_path()
     helper.start(charts.warm)  # the report's charts: matplotlib in the home's helper, GX only when asked
     import dagster as dg
 
-    for category in (dg.PreviewWarning, dg.BetaWarning):
-        warnings.filterwarnings("ignore", category=category)
-    from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS, object_storage_errors
+    from curation_pipeline.reporting.report import REQUIRED_TABLES
+    from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS, Warehouse, object_storage_errors
 
+    _hush_dagster_previews()
     wh = Warehouse(warehouse)
     with object_storage_errors(warehouse):
         wh.check_reachable()
