@@ -623,7 +623,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
             if name == "policy":  # scoring is built: a decision column it never writes is named first
                 given = settings.get(name, {})
                 _check_decision_columns(built["scoring"],
-                                        given.get("quality_column") or cls.model_fields["quality_column"].default,
+                                        given.get("quality_column") or setting_default("policy.quality_column"),
                                         given.get("keep_expression") if isinstance(given.get("keep_expression"), str)
                                         else None)
             raise _invalid(name, exc) from exc
