@@ -6,6 +6,7 @@ import json
 import os
 import warnings
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -13,6 +14,9 @@ from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import WarehouseResource
 from curation_pipeline.shards.fingerprint import raw_stat, raw_version
 from curation_pipeline.storage.warehouse import object_storage_errors
+
+if TYPE_CHECKING:  # imported where it is used: Dagster's staleness module stays out of the definitions' import
+    from curation_pipeline.staleness import PrefetchedStaleStatusResolver
 
 # one retry of a run whose process died (OOM, a killed pod); a step that failed (a missing file, a
 # blocking check) fails the same way again, so it is not retried
@@ -169,13 +173,15 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
     every raw file gone. The raw location is listed once and the warehouse once per table, never a request per
     shard."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCauseCategory, StaleStatus
+    from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
+
+    from curation_pipeline.staleness import PrefetchedStaleStatusResolver
 
     graph = repository.asset_graph
     view = AssetGraphView(temporal_context=TemporalContext(effective_dt=datetime.now(timezone.utc),
                                                            last_event_id=None),
                           instance=instance, asset_graph=graph)
-    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    resolver = PrefetchedStaleStatusResolver(instance, graph, view, [RAW, *SHARD_KEYS])
     if raw is None:
         raw = warehouse.list_raw()[0]
     stored = stored_shards(warehouse)
@@ -211,14 +217,19 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
             continue
         needs[key] = reason
     # those Dagster calls fresh: looked at together, in a few queries
-    needs.update(not_made_here_in_order(instance, repository, warehouse.root, fresh))
+    needs.update(not_made_here_in_order(instance, repository, warehouse.root, fresh, resolver))
     # a decide half alone only over scores made here, in order: Dagster calls a score half fresh that a run left
     # half made (pairs of a new raw file, its scores not), which the decide half would refuse, run after run
     scores_current = [key for key, reason in needs.items() if reason.startswith(SCORES_CURRENT)]
-    for key, disorder in not_made_here_in_order(instance, repository, warehouse.root, scores_current).items():
+    for key, disorder in not_made_here_in_order(instance, repository, warehouse.root, scores_current,
+                                                resolver).items():
         needs[key] = f"stale: {needs[key].removeprefix(SCORES_CURRENT)}; {disorder}"
+    # held: only a shard with a failed run can be (one query for all of them, not one per shard)
+    failures = instance.get_run_partition_data(dg.RunsFilter(job_name=curate_shards_job.name,
+                                                             statuses=[dg.DagsterRunStatus.FAILURE]))
+    ever_failed = {data.partition for data in failures}
     for key, reason in needs.items():
-        failed = failed_the_same_way(instance, key, code, warehouse.root)
+        failed = failed_the_same_way(instance, key, code, warehouse.root) if key in ever_failed else None
         if failed:
             held[key] = failed
         else:
@@ -227,24 +238,30 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
 
 
 def not_made_here_in_order(instance: dg.DagsterInstance, repository: dg.RepositoryDefinition, root: str,
-                           shards: list[str]) -> dict[str, str]:
+                           shards: list[str], read: "PrefetchedStaleStatusResolver | None" = None) -> dict[str, str]:
     """Shard -> why it needs a run, for shards Dagster calls fresh (or stale only after their scores, before
     their decide half alone is asked for). Dagster's records are the home's, which runs
     into other warehouses share: each shard asset's latest materialization must be one made into this warehouse
     (else this warehouse's copy may be older than what Dagster saw), and none older than one of its inputs in
     the shard (a run that stopped between its steps left new scores under old decisions; Dagster's staleness
     does not look past a table's own inputs' versions). A query per shard asset and one for the runs, whatever
-    the number of shards."""
+    the number of shards, or none where ``read`` (``refresh_plan``'s resolver) has read those records."""
     from curation_pipeline.assets.failures import run_warehouse, warehouse_id
 
     if not shards:
         return {}
     storage = instance.event_log_storage
     wanted = set(shards)
-    latest = {key: storage.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION,
-                                                              wanted) for key in SHARD_KEYS}
-    made_by = {}  # storage id -> run id
-    for key, ids in latest.items():
+    latest, made_by = {}, {}  # asset -> shard -> latest materialization's storage id; storage id -> run id
+    for key in SHARD_KEYS:
+        known = read.latest_materializations(key) if read else None
+        if known:
+            ids, records = known
+            latest[key] = {shard: i for shard, i in ids.items() if shard in wanted}
+            made_by.update({i: records[i].event_log_entry.run_id for i in latest[key].values() if i in records})
+            continue
+        latest[key] = ids = storage.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION,
+                                                                       wanted)
         if ids:
             found = dg.AssetRecordsFilter(asset_key=key, storage_ids=list(ids.values()))
             records = instance.fetch_materializations(found, limit=len(ids)).records

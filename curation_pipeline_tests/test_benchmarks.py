@@ -31,6 +31,8 @@ EXPECTED_KEYS = {
                             "logits_vs_generate", "separate_pairs_per_s", "shared_vs_separate",
                             "pipeline_pairs_per_s", "bare_forward_pairs_per_s", "pipeline_vs_bare"},
     "backfill.py": {"shards", "job_s", "backfill_s", "backfill_vs_job", "executor"},
+    "refresh_plan.py": {"shards", "refresh_plan_s", "per_shard_ms", "to_run", "dagster_statuses_s",
+                        "prefetched_statuses_s", "statuses_vs_dagster", "same_statuses", "shards_12800_s"},
     # --smoke runs the small shape only; a full run adds the same keys for b32 (b32_...)
     "clip_speed.py": {"pairs", "threads", "prompt", "small_params_m", "small_pipeline_pairs_per_s",
                       "small_no_prefetch_pairs_per_s", "small_model_only_pairs_per_s", "small_serial_pairs_per_s",

@@ -1,0 +1,82 @@
+"""Dagster's staleness of every shard, from a few queries per asset instead of several per shard.
+
+Dagster's ``CachingStaleStatusResolver`` looks up each (asset, partition)'s latest record, and each
+partitioned input's newer records, one query at a time: about 13 ms a shard here, so a schedule tick
+over DataComp medium's ~12,800 shards would take minutes, past the daemon's 60 s for a tick. This
+resolver reads the latest storage id of every partition of the assets it is given (one query per
+asset and event type), then their records (a query per 500), and answers from those; whatever it did
+not read (another asset, an observable asset's partition that was also materialized, an input with a
+record after the cursor) goes to Dagster's own code, so the answers are Dagster's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import dagster as dg
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, DataProvenance
+from dagster._core.definitions.events import AssetKeyPartitionKey
+
+RECORDS_PER_QUERY = 500  # storage ids per query: well under SQLite's bound variables
+
+
+class PrefetchedStaleStatusResolver(CachingStaleStatusResolver):
+    def __init__(self, instance: dg.DagsterInstance, asset_graph, loading_context, assets: Iterable[dg.AssetKey]):
+        super().__init__(instance=instance, asset_graph=asset_graph, loading_context=loading_context)
+        # (asset, is_source) -> partition -> latest storage id: what get_latest_data_version_record reads
+        self._latest_ids: dict[tuple[dg.AssetKey, bool], dict[str, int]] = {}
+        # asset -> (partition -> the storage id of its latest record, those records by id, the partitions
+        # left to Dagster): what the queryer's look-up of a partition's latest record finds
+        self._latest: dict[dg.AssetKey, tuple[dict[str, int], dict[int, dg.EventLogRecord], set[str]]] = {}
+        for key in assets:
+            self._prefetch(key)
+
+    def _prefetch(self, key: dg.AssetKey) -> None:
+        node = self.asset_graph.get(key)
+        if not node.is_partitioned:
+            return
+        storage = self._instance.event_log_storage
+        materialized = dict(storage.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION))
+        self._latest_ids[(key, False)] = materialized
+        if node.is_external or node.is_observable:
+            observed = dict(storage.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_OBSERVATION))
+            self._latest_ids[(key, True)] = observed
+        if node.is_observable:  # its latest observation, unless a materialization competes with it
+            ids, undecided, fetch = observed, set(observed) & set(materialized), self._instance.fetch_observations
+        else:
+            record = self.instance_queryer.get_asset_record(key)
+            # no asset record: the queryer finds nothing, whatever the partition
+            ids = materialized if record and record.asset_entry.last_materialization_record else {}
+            undecided, fetch = set(), self._instance.fetch_materializations
+        found = sorted({i for p, i in ids.items() if p not in undecided})
+        records = {}
+        for start in range(0, len(found), RECORDS_PER_QUERY):
+            chunk = found[start:start + RECORDS_PER_QUERY]
+            records.update({r.storage_id: r for r in fetch(dg.AssetRecordsFilter(asset_key=key, storage_ids=chunk),
+                                                           limit=len(chunk)).records})
+        self._latest[key] = (ids, records, undecided)
+
+    def latest_materializations(self, key: dg.AssetKey) -> tuple[dict[str, int], dict[int, dg.EventLogRecord]] | None:
+        """A materialized asset's partition -> latest materialization's storage id, and those records by id, as
+        read here (None: not read here)."""
+        latest = self._latest.get(key)
+        return None if latest is None or self.asset_graph.get(key).is_observable else latest[:2]
+
+    def _get_latest_data_version_record(self, key: AssetKeyPartitionKey) -> dg.EventLogRecord | None:
+        latest = self._latest.get(key.asset_key) if key.partition_key is not None else None
+        if latest is not None:
+            ids, records, undecided = latest
+            if key.partition_key not in ids:
+                return None
+            if key.partition_key not in undecided and ids[key.partition_key] in records:
+                return records[ids[key.partition_key]]
+        return super()._get_latest_data_version_record(key=key)  # left to Dagster, or a record gone since
+
+    def _is_dep_updated(self, provenance: DataProvenance, dep_key: AssetKeyPartitionKey) -> bool:
+        if dep_key.partition_key is not None:
+            latest = self._latest_ids.get((dep_key.asset_key, self.asset_graph.get(dep_key.asset_key).is_external))
+            if latest is not None:
+                newest, cursor = latest.get(dep_key.partition_key), provenance.input_storage_ids[dep_key.asset_key]
+                if newest is None or (cursor and newest <= cursor):  # no record after the cursor
+                    return False
+        return super()._is_dep_updated(provenance, dep_key)

@@ -1,0 +1,90 @@
+"""The prefetching staleness resolver answers as Dagster's own does, from a number of queries that does not
+grow with the shards."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+
+from curation_pipeline.automation import RAW, SHARD_KEYS
+from curation_pipeline.partitions import shard_partitions
+from curation_pipeline.staleness import PrefetchedStaleStatusResolver
+from curation_pipeline_tests.provenance import GRAPH, Home
+
+
+@pytest.fixture
+def home(shipped_home):
+    with dg.DagsterInstance.get() as instance:
+        yield Home(instance)
+
+
+def _resolvers(instance):
+    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=datetime.now(timezone.utc), last_event_id=None),
+                          instance=instance, asset_graph=GRAPH)
+    return (CachingStaleStatusResolver(instance=instance, asset_graph=GRAPH, loading_context=view),
+            PrefetchedStaleStatusResolver(instance, GRAPH, view, [RAW, *SHARD_KEYS]))
+
+
+def _answers(resolver, shards):
+    return {(key.to_user_string(), shard): (resolver.get_status(key, shard),
+                                            sorted(map(repr, resolver.get_stale_causes(key, shard))),
+                                            sorted(map(repr, resolver.get_stale_root_causes(key, shard))))
+            for key in [RAW, *SHARD_KEYS] for shard in shards}
+
+
+def test_every_status_and_cause_is_dagsters(home):
+    for shard in ("fresh", "new-raw", "same-raw", "old-code", "pairs-again", "scores-again"):
+        home.shard(shard)
+    home.instance.add_dynamic_partitions(shard_partitions.name, ["registered-only", "observed-only", "half"])
+    home.observe("half", "r-half")
+    for key in SHARD_KEYS[:2]:  # a run stopped after the scores
+        home.materialize(key, "half")
+    home.observe("new-raw", "r-new-raw-2")  # new content: stale from pairs on
+    home.observe("same-raw", "r-same-raw")  # observed again, same content: fresh
+    home.materialize(SHARD_KEYS[-1], "old-code", code="0")  # made by older code
+    home.materialize(SHARD_KEYS[0], "pairs-again")  # its downstream tables read the older pairs
+    home.materialize(SHARD_KEYS[1], "scores-again")
+    home.observe("observed-only", "r-o")
+    shards = ["fresh", "new-raw", "same-raw", "old-code", "pairs-again", "half", "scores-again", "registered-only",
+              "observed-only", "not-registered"]
+    plain, prefetched = _resolvers(home.instance)
+    expected = _answers(plain, shards)
+    assert _answers(prefetched, shards) == expected
+    # the states are the ones meant: not all alike
+    statuses = {shard: {expected[(k.to_user_string(), shard)][0] for k in SHARD_KEYS} for shard in shards}
+    assert statuses["fresh"] == statuses["same-raw"] == {StaleStatus.FRESH}
+    assert statuses["registered-only"] == statuses["observed-only"] == {StaleStatus.MISSING}
+    assert StaleStatus.STALE in statuses["new-raw"] and StaleStatus.STALE in statuses["old-code"]
+    assert StaleStatus.STALE in statuses["pairs-again"] and StaleStatus.STALE in statuses["scores-again"]
+    assert statuses["half"] == {StaleStatus.FRESH, StaleStatus.MISSING}
+
+
+def test_queries_do_not_grow_with_the_shards(home, monkeypatch):
+    calls = []
+    for name in ("fetch_materializations", "fetch_observations", "get_latest_data_version_record"):
+        original = getattr(type(home.instance), name)
+        monkeypatch.setattr(type(home.instance), name,
+                            lambda self, *a, _name=name, _f=original, **k: calls.append(_name) or _f(self, *a, **k))
+
+    def queries(shards):
+        calls.clear()
+        _, prefetched = _resolvers(home.instance)
+        for shard in shards:
+            for key in SHARD_KEYS:
+                prefetched.get_status(key, shard)
+        return len(calls)
+
+    for i in range(12):  # curated, and only registered (a new shard)
+        home.shard(f"s{i}")
+    home.instance.add_dynamic_partitions(shard_partitions.name, [f"m{i}" for i in range(12)])
+    few = queries([f"{kind}{i}" for kind in "sm" for i in range(3)])
+    many = queries([f"{kind}{i}" for kind in "sm" for i in range(12)])
+    assert few == many
+    plain, _ = _resolvers(home.instance)
+    calls.clear()
+    for shard in [f"s{i}" for i in range(12)]:
+        for key in SHARD_KEYS:
+            plain.get_status(key, shard)
+    assert len(calls) > 12 * len(SHARD_KEYS)  # what it saves: Dagster's asks per shard and asset
