@@ -172,6 +172,14 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
     given: a raw location that is itself missing raises (FileNotFoundError, NotADirectoryError), never reads as
     every raw file gone. The raw location is listed once and the warehouse once per table, never a request per
     shard."""
+    from curation_pipeline.staleness import paused_gc
+
+    with paused_gc():
+        return _refresh_plan(instance, warehouse, repository, raw)
+
+
+def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, repository: dg.RepositoryDefinition,
+                  raw: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str], list[str]]:
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
 

@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from curation_pipeline.automation import RAW, SHARD_KEYS
 from curation_pipeline.partitions import shard_partitions
@@ -52,6 +53,10 @@ def test_every_status_and_cause_is_dagsters(home):
     plain, prefetched = _resolvers(home.instance)
     expected = _answers(plain, shards)
     assert _answers(prefetched, shards) == expected
+    for key in SHARD_KEYS:  # each shard asset's inputs, in Dagster's order
+        for shard in shards:
+            asked = AssetKeyPartitionKey(key, shard)
+            assert prefetched._get_partition_dependencies(key=asked) == plain._get_partition_dependencies(key=asked)
     # the states are the ones meant: not all alike
     statuses = {shard: {expected[(k.to_user_string(), shard)][0] for k in SHARD_KEYS} for shard in shards}
     assert statuses["fresh"] == statuses["same-raw"] == {StaleStatus.FRESH}
@@ -88,3 +93,22 @@ def test_queries_do_not_grow_with_the_shards(home, monkeypatch):
         for key in SHARD_KEYS:
             plain.get_status(key, shard)
     assert len(calls) > 12 * len(SHARD_KEYS)  # what it saves: Dagster's asks per shard and asset
+
+
+def test_collection_resumes_after_the_plan_whatever_happens():
+    import gc
+
+    from curation_pipeline.staleness import paused_gc
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), paused_gc():
+        assert not gc.isenabled()
+        raise RuntimeError("a failed query")
+    assert gc.isenabled()
+    gc.disable()  # a caller that had paused it keeps it paused
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
