@@ -3,9 +3,10 @@ shards need a run: ``automation.refresh_plan`` over N registered shards, against
 resolver asked the same per-shard questions (what ``refresh_plan`` used before ``staleness.py``).
 
 The home is a real Dagster home (the shipped dagster.yaml, its SQLite storage) whose shards carry the events
-runs record (``curation_pipeline_tests.provenance``): of every 10 shards, 8 are curated and fresh, one has a
-raw file observed again with new content (stale) and one is registered but never curated (missing). The
-warehouse holds an empty file per shard table, so the listing says every file is there.
+runs record (``curation_pipeline_tests.provenance``), with metadata about as large as a run's: of every 10
+shards, 8 are curated and fresh, one has a raw file observed again with new content (stale) and one is
+registered but never curated (missing). The warehouse holds an empty file per shard table, so the listing
+says every file is there.
 
 - ``refresh_plan_s``, ``per_shard_ms``: one ``refresh_plan`` (the second of two: the first loads the asset
   graph's caches), and per shard;
@@ -33,6 +34,20 @@ from _common import add_smoke_flag, parse_args, result_line
 
 REPO = Path(__file__).resolve().parents[1]
 TICK_LIMIT_S = 60.0
+
+
+def run_metadata() -> dict:
+    """What a shard table's materialization carries, about as large as a run's (a final_captions record is
+    ~19 KB): its column schema, row count, path, a few figures, a preview and a chart."""
+    import dagster as dg
+
+    columns = [dg.TableColumn(f"column_{i}", "string", description="what the column holds, in a sentence")
+               for i in range(20)]
+    return {"dagster/column_schema": dg.TableSchema(columns=columns), "dagster/row_count": 40,
+            "path": dg.MetadataValue.path("/data/warehouse/final_captions/shard-000000.parquet"),
+            **{f"figure_{i}": 0.5 for i in range(6)},
+            "preview": dg.MetadataValue.md("| key | caption |\n|---|---|\n" + "| 000000001 | a caption |\n" * 60),
+            "chart": dg.MetadataValue.md("![chart](data:image/png;base64," + "A" * 9000 + ")")}
 
 
 def main() -> None:
@@ -63,7 +78,7 @@ def main() -> None:
         stored = resource.warehouse()
         shards = [f"shard-{i:06d}" for i in range(args.shards)]
         with dg.DagsterInstance.get() as instance:
-            made = Home(instance)
+            made = Home(instance, run_metadata())
             for i, shard in enumerate(shards):
                 if i % 10 == 9:  # registered, never curated
                     instance.add_dynamic_partitions(shard_partitions.name, [shard])

@@ -20,8 +20,9 @@ GRAPH = defs.get_repository_def().asset_graph
 class Home:
     """Shards' events as runs record them (data versions, code versions, the input event pointers)."""
 
-    def __init__(self, instance: dg.DagsterInstance):
-        self.instance, self.latest, self.made = instance, {}, 0
+    def __init__(self, instance: dg.DagsterInstance, metadata: dict | None = None):
+        """``metadata``: what each materialization carries besides its tags (a run's: schema, counts, charts)."""
+        self.instance, self.latest, self.made, self.metadata = instance, {}, 0, metadata or {}
         for key in GRAPH.materializable_asset_keys:  # the pool-wide tables the shard assets read
             if not GRAPH.get(key).is_partitioned and any(key in GRAPH.get(k).parent_keys for k in SHARD_KEYS):
                 self.materialize(key)
@@ -46,7 +47,8 @@ class Home:
             if found:
                 tags[get_input_data_version_tag(parent)] = found[1]
                 tags[get_input_event_pointer_tag(parent)] = str(found[0])
-        self.instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=shard, tags=tags))
+        self.instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=shard, tags=tags,
+                                                                         metadata=self.metadata))
         self.latest[(key, shard)] = (self._last(key, shard, False), tags[DATA_VERSION_TAG])
 
     def shard(self, shard, raw="r"):
