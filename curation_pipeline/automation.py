@@ -255,6 +255,7 @@ def not_made_here_in_order(instance: dg.DagsterInstance, repository: dg.Reposito
     does not look past a table's own inputs' versions). A query per shard asset and one for the runs, whatever
     the number of shards, or none where ``read`` (``refresh_plan``'s resolver) has read those records."""
     from curation_pipeline.assets.failures import run_warehouse, warehouse_id
+    from curation_pipeline.staleness import RECORDS_PER_QUERY
 
     if not shards:
         return {}
@@ -270,9 +271,11 @@ def not_made_here_in_order(instance: dg.DagsterInstance, repository: dg.Reposito
             continue
         latest[key] = ids = storage.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION,
                                                                        wanted)
-        if ids:
-            found = dg.AssetRecordsFilter(asset_key=key, storage_ids=list(ids.values()))
-            records = instance.fetch_materializations(found, limit=len(ids)).records
+        found = sorted(ids.values())
+        for start in range(0, len(found), RECORDS_PER_QUERY):  # Dagster's limit: 10,000 records a query
+            chunk = found[start:start + RECORDS_PER_QUERY]
+            records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, storage_ids=chunk),
+                                                      limit=len(chunk)).records
             made_by.update({r.storage_id: r.event_log_entry.run_id for r in records})
     ours = warehouse_id(root)
     run_ids = sorted(set(made_by.values()))

@@ -6,19 +6,27 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.definitions.data_version import DATA_VERSION_TAG, CachingStaleStatusResolver, StaleStatus
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
-from curation_pipeline.automation import RAW, SHARD_KEYS
+from curation_pipeline.automation import RAW, SHARD_KEYS, not_made_here_in_order
+from curation_pipeline.definitions import defs
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.staleness import PrefetchedStaleStatusResolver
 from curation_pipeline_tests.provenance import GRAPH, Home
+
+REPOSITORY = defs.get_repository_def()
+
+
+# what a run's materialization carries besides its tags: the resolver leaves it out, and must answer the same
+METADATA = {"dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn("key", "string")]),
+            "dagster/row_count": 40, "chart": dg.MetadataValue.md("![chart](data:image/png;base64,AAAA)")}
 
 
 @pytest.fixture
 def home(shipped_home):
     with dg.DagsterInstance.get() as instance:
-        yield Home(instance)
+        yield Home(instance, METADATA)
 
 
 def _resolvers(instance):
@@ -31,11 +39,12 @@ def _resolvers(instance):
 def _answers(resolver, shards):
     return {(key.to_user_string(), shard): (resolver.get_status(key, shard),
                                             sorted(map(repr, resolver.get_stale_causes(key, shard))),
-                                            sorted(map(repr, resolver.get_stale_root_causes(key, shard))))
+                                            sorted(map(repr, resolver.get_stale_root_causes(key, shard))),
+                                            resolver.get_current_data_version(key, shard))
             for key in [RAW, *SHARD_KEYS] for shard in shards}
 
 
-def test_every_status_and_cause_is_dagsters(home):
+def test_every_status_and_cause_is_dagsters(home, monkeypatch):
     for shard in ("fresh", "new-raw", "same-raw", "old-code", "pairs-again", "scores-again"):
         home.shard(shard)
     home.instance.add_dynamic_partitions(shard_partitions.name, ["registered-only", "observed-only", "half"])
@@ -53,6 +62,15 @@ def test_every_status_and_cause_is_dagsters(home):
     plain, prefetched = _resolvers(home.instance)
     expected = _answers(plain, shards)
     assert _answers(prefetched, shards) == expected
+    ids, records = prefetched.latest_materializations(SHARD_KEYS[0])
+    assert records and not any(r.asset_materialization.metadata for r in records.values())  # left out
+    assert plain._get_latest_data_version_record(key=AssetKeyPartitionKey(SHARD_KEYS[0], "fresh")) \
+        .asset_materialization.metadata["dagster/row_count"].value == 40
+    # the shards Dagster calls fresh: what refresh_plan looks at next, from the same records
+    root = str(home.instance.root_directory)
+    unsettled = not_made_here_in_order(home.instance, REPOSITORY, root, shards)
+    monkeypatch.setattr(type(home.instance), "fetch_materializations", None)  # read once, not again
+    assert not_made_here_in_order(home.instance, REPOSITORY, root, shards, prefetched) == unsettled
     for key in SHARD_KEYS:  # each shard asset's inputs, in Dagster's order
         for shard in shards:
             asked = AssetKeyPartitionKey(key, shard)
@@ -64,6 +82,30 @@ def test_every_status_and_cause_is_dagsters(home):
     assert StaleStatus.STALE in statuses["new-raw"] and StaleStatus.STALE in statuses["old-code"]
     assert StaleStatus.STALE in statuses["pairs-again"] and StaleStatus.STALE in statuses["scores-again"]
     assert statuses["half"] == {StaleStatus.FRESH, StaleStatus.MISSING}
+
+
+def test_a_raw_file_materialized_and_wiped_assets_as_dagster_reads_them(home):
+    """Cases the prefetch leaves to Dagster or must read as it does: an observable asset's partition that was
+    also materialized (the later of the two counts), a partition only materialized, wiped assets."""
+    for shard in "abcdeg":
+        home.shard(shard)
+    home.instance.add_dynamic_partitions(shard_partitions.name, ["f"])
+    for shard, version in (("a", "m-a"), ("b", "r-b"), ("c", "m-c"), ("f", "m-f")):
+        home.instance.report_runless_asset_event(dg.AssetMaterialization(RAW, partition=shard,
+                                                                         tags={DATA_VERSION_TAG: version}))
+    home.observe("c", "r-c-2")  # observed again after its materialization, with new content
+    shards = list("abcdefg")
+    plain, prefetched = _resolvers(home.instance)
+    assert _answers(prefetched, shards) == _answers(plain, shards)
+    home.instance.wipe_assets([SHARD_KEYS[0]])
+    home.materialize(SHARD_KEYS[0], "d")  # made again after the wipe
+    plain, prefetched = _resolvers(home.instance)
+    assert _answers(prefetched, shards) == _answers(plain, shards)
+    assert plain.get_status(SHARD_KEYS[0], "e") == StaleStatus.MISSING  # the wipe is read
+    home.instance.wipe_assets([RAW])
+    home.observe("g", "r-g")
+    plain, prefetched = _resolvers(home.instance)
+    assert _answers(prefetched, shards) == _answers(plain, shards)
 
 
 def test_queries_do_not_grow_with_the_shards(home, monkeypatch):
