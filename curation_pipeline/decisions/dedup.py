@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -829,6 +831,48 @@ class Stale:
     decided_by: str = ""  # the run that wrote the stale decisions (empty before decisions recorded it)
 
 
+_FOOTERS: OrderedDict[tuple[str, str], dict[str, str]] = OrderedDict()  # (file, file_identity) -> its metadata
+_FOOTERS_LOCK = threading.Lock()  # sensors are evaluated in the code server's threads
+FOOTERS_KEPT = 50_000  # files whose metadata a process keeps (a caption_decisions footer's: about 2 KB)
+
+
+def listed_metadata(wh: Warehouse, table: str, files: dict[str, dict]) -> dict[str, dict[str, str] | Exception]:
+    """Shard -> its table file's metadata (``Warehouse.table_metadata``), for files listed with their details
+    (``shard_files``), or the error reading it raised (FileNotFoundError: gone since the listing; OSError or
+    ValueError: damaged). A file of the same identity (``file_identity``: a replaced file has another) read
+    before in this process is not read again: ``dedup_settle_sensor`` asks for every shard each minute, and
+    on object storage each read is a request, some 10 minutes for 12,800 shards one at a time. The rest are
+    read a few at a time."""
+    out: dict[str, dict[str, str] | Exception] = {}
+    unread = []
+    with _FOOTERS_LOCK:
+        for shard, info in files.items():
+            key = (wh.table_path(table, shard), file_identity(info))
+            if key in _FOOTERS:
+                _FOOTERS.move_to_end(key)
+                out[shard] = dict(_FOOTERS[key])
+            else:
+                unread.append((shard, key))
+
+    def read(item: tuple[str, tuple[str, str]]) -> dict[str, str] | Exception:
+        try:
+            return wh.table_metadata(table, item[0])
+        except (OSError, ValueError) as exc:
+            return exc
+
+    if unread:
+        with ThreadPoolExecutor(READ_THREADS) as reads:  # on object storage each is a round trip
+            found = list(reads.map(read, unread))
+        with _FOOTERS_LOCK:
+            for (shard, key), metadata in zip(unread, found):
+                out[shard] = metadata
+                if not isinstance(metadata, Exception):
+                    _FOOTERS[key] = dict(metadata)
+            while len(_FOOTERS) > FOOTERS_KEPT:
+                _FOOTERS.popitem(last=False)
+    return out
+
+
 def stale_reasons(wh: Warehouse, index: DedupIndex | None = None, assumed: dict | None = None) -> dict[str, Stale]:
     """Shards whose stored decisions used other duplicate rows than the index has for them now (decided
     against an older pool: ``POOL_CHANGED``), or ran under another policy than the one the index records
@@ -850,15 +894,14 @@ def stale_reasons(wh: Warehouse, index: DedupIndex | None = None, assumed: dict 
     out, digests = {}, index.slice_digests()
     groups = index.groups
     clashing = set(groups.loc[groups["incumbent"].astype(bool) & ~groups["dup_keep"].astype(bool), "shard"])
-    for shard in wh.shards("caption_decisions"):
-        if shard not in digests or ((shard in index.frozen or shard in index.blocked) and shard not in clashing):
+    decided = {shard: info for shard, info in wh.shard_files("caption_decisions").items() if shard in digests
+               and not ((shard in index.frozen or shard in index.blocked) and shard not in clashing)}
+    read = listed_metadata(wh, "caption_decisions", decided)
+    for shard in decided:
+        now, metadata = digests[shard], read[shard]
+        if isinstance(metadata, FileNotFoundError):  # deleted between the listing and the read: nothing to re-select
             continue
-        now = digests[shard]
-        try:
-            metadata = wh.table_metadata("caption_decisions", shard)
-        except FileNotFoundError:  # deleted between the listing and the read: nothing left to re-select
-            continue
-        except (OSError, ValueError):  # a damaged file (pyarrow's errors are these): re-selecting replaces it
+        if isinstance(metadata, Exception):  # a damaged file (pyarrow's errors are these): re-selecting replaces it
             out[shard] = Stale(now, POOL_CHANGED)
             continue
         used, _, rules = (metadata.get(DIGEST_KEY) or "").partition(RULES_MARK)
