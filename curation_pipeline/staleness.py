@@ -48,7 +48,8 @@ def _without_metadata(storage: SqlEventLogStorage, key: dg.AssetKey, storage_ids
     """The asset's records of these storage ids, their metadata left out. Staleness reads a record's tags (data
     and code versions, the inputs' versions and event pointers), its run and its time, never its metadata:
     about 15 KB a shard table (schema, previews, charts), most of the time of decoding every shard's records
-    and most of their memory. Where a record's layout is not the one expected, it is decoded whole."""
+    and most of their memory. Where a record's layout is not the one expected, it is decoded whole; a record
+    that cannot be decoded is left out (a partition without one here is asked of Dagster, which skips it)."""
     table = SqlEventLogStorageTable
     query = db_select([table.c.id, table.c.event]).where(
         db.and_(table.c.id.in_(storage_ids), table.c.asset_key == key.to_string()))
@@ -56,16 +57,19 @@ def _without_metadata(storage: SqlEventLogStorage, key: dg.AssetKey, storage_ids
         rows = conn.execute(query).fetchall()
     records = {}
     for storage_id, text in rows:
-        tree = json.loads(text)
-        data = (tree.get("dagster_event") or {}).get("event_specific_data") or {}
-        for field in ("materialization", "asset_observation"):
-            event = data.get(field)
-            if isinstance(event, dict) and event.get("__class__") in ("AssetMaterialization", "AssetObservation"):
-                for name, empty in (("metadata_entries", []), ("metadata", {})):
-                    if isinstance(event.get(name), type(empty)):
-                        event[name] = empty
-        records[storage_id] = dg.EventLogRecord(storage_id=storage_id,
-                                                event_log_entry=deserialize_value(json.dumps(tree), dg.EventLogEntry))
+        try:
+            tree = json.loads(text)
+            data = (tree.get("dagster_event") or {}).get("event_specific_data") or {}
+            for field in ("materialization", "asset_observation"):
+                event = data.get(field)
+                if isinstance(event, dict) and event.get("__class__") in ("AssetMaterialization", "AssetObservation"):
+                    for name, empty in (("metadata_entries", []), ("metadata", {})):
+                        if isinstance(event.get(name), type(empty)):
+                            event[name] = empty
+            entry = deserialize_value(json.dumps(tree), dg.EventLogEntry)
+        except Exception:  # a row that does not parse: left out here, so Dagster's own read handles it (skips it)
+            continue
+        records[storage_id] = dg.EventLogRecord(storage_id=storage_id, event_log_entry=entry)
     return records
 
 

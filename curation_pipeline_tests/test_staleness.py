@@ -154,3 +154,20 @@ def test_collection_resumes_after_the_plan_whatever_happens():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_record_that_does_not_decode_is_read_as_dagster_reads_it(home):
+    """Dagster skips an event row it cannot parse (with a warning); the prefetch must not fail the plan."""
+    from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+
+    for shard in ("a", "b"):
+        home.shard(shard)
+    broken = home.latest[(SHARD_KEYS[0], "a")][0]
+    table = SqlEventLogStorageTable
+    with home.instance.event_log_storage.index_connection() as conn:
+        text = conn.execute(table.select().with_only_columns(table.c.event).where(table.c.id == broken)).scalar()
+        conn.execute(table.update().where(table.c.id == broken).values(event=text[:100]))
+    plain, prefetched = _resolvers(home.instance)
+    expected = _answers(plain, ["a", "b"])
+    assert expected[(SHARD_KEYS[0].to_user_string(), "a")][0] == StaleStatus.MISSING  # what Dagster makes of it
+    assert _answers(prefetched, ["a", "b"]) == expected
