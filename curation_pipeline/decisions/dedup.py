@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -831,30 +832,43 @@ class Stale:
     decided_by: str = ""  # the run that wrote the stale decisions (empty before decisions recorded it)
 
 
-_FOOTERS: OrderedDict[tuple[str, str], dict[str, str]] = OrderedDict()  # (file, file_identity) -> its metadata
+_FOOTERS: OrderedDict[str, tuple[str, dict[str, str]]] = OrderedDict()  # file -> (file_identity, metadata)
 _FOOTERS_LOCK = threading.Lock()  # sensors are evaluated in the code server's threads
 FOOTERS_KEPT = 50_000  # files whose metadata a process keeps (a caption_decisions footer's: about 2 KB)
+SETTLED_S = 2.0  # a file modified this recently is read again next time: a clock of whole seconds, as git's index
+
+
+def _cacheable(info: dict) -> bool:
+    """Whether the listing's details tell one version of the file from the next: an ETag (object storage), or a
+    modification time old enough that a rewrite would change it (on a file system that keeps whole seconds, two
+    rewrites within one can bring back the size, the time and even the inode)."""
+    if info.get("ETag"):
+        return True
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("updated")
+    mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else mtime
+    return isinstance(mtime, (int, float)) and time.time() - mtime > SETTLED_S
 
 
 def listed_metadata(wh: Warehouse, table: str, files: dict[str, dict]) -> dict[str, dict[str, str] | Exception]:
     """Shard -> its table file's metadata (``Warehouse.table_metadata``), for files listed with their details
     (``shard_files``), or the error reading it raised (FileNotFoundError: gone since the listing; OSError or
-    ValueError: damaged). A file of the same identity (``file_identity``: a replaced file has another) read
-    before in this process is not read again: ``dedup_settle_sensor`` asks for every shard each minute, and
-    on object storage each read is a request, some 10 minutes for 12,800 shards one at a time. The rest are
-    read a few at a time."""
+    ValueError: damaged). A file read before in this process, and listed as the same version (``file_identity``,
+    ``_cacheable``), is not read again: ``dedup_settle_sensor`` asks for every shard each minute, and on object
+    storage each read is a request, some 10 minutes for 12,800 shards one at a time. The rest are read a few at
+    a time."""
     out: dict[str, dict[str, str] | Exception] = {}
     unread = []
     with _FOOTERS_LOCK:
         for shard, info in files.items():
-            key = (wh.table_path(table, shard), file_identity(info))
-            if key in _FOOTERS:
-                _FOOTERS.move_to_end(key)
-                out[shard] = dict(_FOOTERS[key])
+            path, identity = wh.table_path(table, shard), file_identity(info)
+            cached = _FOOTERS.get(path)
+            if cached is not None and cached[0] == identity:
+                _FOOTERS.move_to_end(path)
+                out[shard] = dict(cached[1])
             else:
-                unread.append((shard, key))
+                unread.append((shard, path, identity if _cacheable(info) else None))
 
-    def read(item: tuple[str, tuple[str, str]]) -> dict[str, str] | Exception:
+    def read(item: tuple[str, str, str | None]) -> dict[str, str] | Exception:
         try:
             return wh.table_metadata(table, item[0])
         except (OSError, ValueError) as exc:
@@ -864,10 +878,13 @@ def listed_metadata(wh: Warehouse, table: str, files: dict[str, dict]) -> dict[s
         with ThreadPoolExecutor(READ_THREADS) as reads:  # on object storage each is a round trip
             found = list(reads.map(read, unread))
         with _FOOTERS_LOCK:
-            for (shard, key), metadata in zip(unread, found):
+            for (shard, path, identity), metadata in zip(unread, found):
                 out[shard] = metadata
-                if not isinstance(metadata, Exception):
-                    _FOOTERS[key] = dict(metadata)
+                if isinstance(metadata, Exception) or identity is None:
+                    _FOOTERS.pop(path, None)
+                else:
+                    _FOOTERS[path] = (identity, dict(metadata))
+                    _FOOTERS.move_to_end(path)
             while len(_FOOTERS) > FOOTERS_KEPT:
                 _FOOTERS.popitem(last=False)
     return out
