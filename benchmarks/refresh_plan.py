@@ -27,7 +27,6 @@ import shutil
 import tempfile
 import time
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 from _common import add_smoke_flag, parse_args, result_line
@@ -63,14 +62,13 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     try:
         import dagster as dg
-        from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
         from dagster._core.definitions.data_version import CachingStaleStatusResolver
 
         from curation_pipeline.automation import RAW, SHARD_KEYS, TABLE_ASSETS, refresh_plan
         from curation_pipeline.definitions import defs
         from curation_pipeline.partitions import shard_partitions
         from curation_pipeline.resources import WarehouseResource
-        from curation_pipeline.staleness import PrefetchedStaleStatusResolver
+        from curation_pipeline.staleness import PrefetchedStaleStatusResolver, asset_graph_view
         from curation_pipeline_tests.provenance import GRAPH, Home
 
         warehouse = tmp / "warehouse"
@@ -99,10 +97,7 @@ def main() -> None:
 
             def statuses(make) -> tuple[float, dict]:
                 start = time.perf_counter()
-                view = AssetGraphView(temporal_context=TemporalContext(effective_dt=datetime.now(timezone.utc),
-                                                                       last_event_id=None),
-                                      instance=instance, asset_graph=GRAPH)
-                resolver = make(view)
+                resolver = make(asset_graph_view(instance, GRAPH))
                 found = {(key, shard): resolver.get_status(key, shard) for shard in shards for key in SHARD_KEYS}
                 return time.perf_counter() - start, found
 

@@ -180,16 +180,12 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
 
 def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, repository: dg.RepositoryDefinition,
                   raw: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
 
-    from curation_pipeline.staleness import PrefetchedStaleStatusResolver
+    from curation_pipeline.staleness import PrefetchedStaleStatusResolver, asset_graph_view
 
     graph = repository.asset_graph
-    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=datetime.now(timezone.utc),
-                                                           last_event_id=None),
-                          instance=instance, asset_graph=graph)
-    resolver = PrefetchedStaleStatusResolver(instance, graph, view, [RAW, *SHARD_KEYS])
+    resolver = PrefetchedStaleStatusResolver(instance, graph, asset_graph_view(instance, graph), [RAW, *SHARD_KEYS])
     if raw is None:
         raw = warehouse.list_raw()[0]
     stored = stored_shards(warehouse)

@@ -16,9 +16,11 @@ import gc
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
 import dagster as dg
 import sqlalchemy as db
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, DataProvenance
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.definitions.partitions.mapping import IdentityPartitionMapping
@@ -72,6 +74,12 @@ def _without_metadata(storage: SqlEventLogStorage, key: dg.AssetKey, storage_ids
             continue
         records[storage_id] = dg.EventLogRecord(storage_id=storage_id, event_log_entry=entry)
     return records
+
+
+def asset_graph_view(instance: dg.DagsterInstance, asset_graph) -> AssetGraphView:
+    """Dagster's view of the asset graph as of now, through which a staleness resolver loads."""
+    return AssetGraphView(temporal_context=TemporalContext(effective_dt=datetime.now(timezone.utc), last_event_id=None),
+                          instance=instance, asset_graph=asset_graph)
 
 
 class PrefetchedStaleStatusResolver(CachingStaleStatusResolver):

@@ -1,18 +1,15 @@
 """The prefetching staleness resolver answers as Dagster's own does, from a number of queries that does not
 grow with the shards."""
 
-from datetime import datetime, timezone
-
 import dagster as dg
 import pytest
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
 from dagster._core.definitions.data_version import DATA_VERSION_TAG, CachingStaleStatusResolver, StaleStatus
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from curation_pipeline.automation import RAW, SHARD_KEYS, not_made_here_in_order
 from curation_pipeline.definitions import defs
 from curation_pipeline.partitions import shard_partitions
-from curation_pipeline.staleness import PrefetchedStaleStatusResolver
+from curation_pipeline.staleness import PrefetchedStaleStatusResolver, asset_graph_view
 from curation_pipeline_tests.provenance import GRAPH, Home
 
 REPOSITORY = defs.get_repository_def()
@@ -30,8 +27,7 @@ def home(shipped_home):
 
 
 def _resolvers(instance):
-    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=datetime.now(timezone.utc), last_event_id=None),
-                          instance=instance, asset_graph=GRAPH)
+    view = asset_graph_view(instance, GRAPH)
     return (CachingStaleStatusResolver(instance=instance, asset_graph=GRAPH, loading_context=view),
             PrefetchedStaleStatusResolver(instance, GRAPH, view, [RAW, *SHARD_KEYS]))
 

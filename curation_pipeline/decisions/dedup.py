@@ -844,9 +844,8 @@ def _cacheable(info: dict) -> bool:
     rewrites within one can bring back the size, the time and even the inode)."""
     if info.get("ETag"):
         return True
-    mtime = info.get("mtime") or info.get("LastModified") or info.get("updated")
-    mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else mtime
-    return isinstance(mtime, (int, float)) and time.time() - mtime > SETTLED_S
+    mtime = _modified(info)
+    return mtime is not None and time.time() - mtime > SETTLED_S
 
 
 def listed_metadata(wh: Warehouse, table: str, files: dict[str, dict]) -> dict[str, dict[str, str] | Exception]:
