@@ -581,8 +581,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     from curation_pipeline.validation import _gx
 
     # first: unless the home's helper is running, start it: it imports Great Expectations (seconds) on
-    # the other core while Dagster, the definitions and the models load here, and matplotlib after the
-    # first check; later runs find it warm
+    # the other core while Dagster, the definitions and the models load here; later runs find it warm
     _home_path()
     helper.start(_gx.warm)
     import dagster as dg
@@ -590,13 +589,11 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
 
     _hush_dagster_previews()
     from curation_pipeline.models.loading import ModelUnavailableError
-    from curation_pipeline.reporting import charts
     from curation_pipeline.resources import WarehouseResource
     from curation_pipeline.scoring.signals import cpu_threads
     from curation_pipeline.storage.warehouse import Warehouse
 
     helper.check_settings()
-    helper.warm_later(charts.warm)
     found, rejected = WarehouseResource(raw_root=raw, root=warehouse).list_raw()
     Warehouse(warehouse).check_reachable()
     for message in rejected:
@@ -998,11 +995,7 @@ def _rebuild_report(warehouse: str) -> None:
     """``quality_report`` materialized into ``warehouse`` as ``curate run`` does at its end, its run recorded in the
     Dagster home; no shard runs. Bad input (exit 2) when no shard of it is decided yet, a failure (exit 1) when
     the build fails."""
-    from curation_pipeline import helper
-    from curation_pipeline.reporting import charts
-
     _home_path()
-    helper.start(charts.warm)  # the report's charts: matplotlib in the home's helper, GX only when asked
     import dagster as dg
 
     from curation_pipeline.reporting.report import REQUIRED_TABLES

@@ -1,5 +1,5 @@
-"""A warm helper process for the slow-to-import, pure libraries the steps call (Great Expectations,
-matplotlib): their imports leave the runs' critical path, and are paid once, not once per run.
+"""A warm helper process for the slow-to-import, pure library the steps' checks call (Great
+Expectations): its import leaves the runs' critical path, and is paid once, not once per run.
 
 One helper serves every run of a Dagster home. ``curate run`` starts it first thing unless one is
 running, so GX is imported on another core while the run starts; later runs, runs side by side and
@@ -10,8 +10,7 @@ a new helper), and leaves after ``CURATE_HELPER_IDLE_S`` seconds (120) with no c
 once its home is gone. ``call`` runs a function there (plain values in and out, so it gives what it
 gives here), or here: without a home, with ``CURATE_HELPER=off``, or when the helper cannot be
 reached (connecting gives up after ``CURATE_HELPER_CONNECT_TIMEOUT_S``, 20: a stopped helper still
-queues connections; a client that stalls in the handshake holds up only its own). Warm-ups queued
-with ``warm_later`` are sent after the first answered call.
+queues connections; a client that stalls in the handshake holds up only its own).
 """
 
 from __future__ import annotations
@@ -43,11 +42,10 @@ START_TIMEOUT_S = 20.0  # a started helper binds its socket within this (before 
 READY_TIMEOUT_S = 300.0  # the helper's warm-up (GX's import) finishes within this, or calls run in the runs
 PACKAGE = Path(__file__).resolve().parent
 # the modules whose functions run in the helper: a change to any of them starts a new helper
-SERVED = ("helper.py", "values.py", "validation/_gx.py", "reporting/charts.py")
+SERVED = ("helper.py", "values.py", "validation/_gx.py")
 
 _LOCK = threading.Lock()
 _CLIENT: _Client | None = None
-_LATER: list[Callable[[], object]] = []
 _GAVE_UP: set[str] = set()  # helpers (sockets) this process could not reach: their calls run here
 
 
@@ -338,28 +336,8 @@ def check_settings() -> None:
         _seconds(env, default)
 
 
-def warm_later(warm: Callable[[], object]) -> None:
-    """Run ``warm`` in the helper after its first answered call (nothing without a helper)."""
-    with _LOCK:
-        if _CLIENT is not None:
-            _LATER.append(warm)
-
-
 def running() -> bool:
     return _CLIENT is not None
-
-
-def _send_later(client: _Client) -> None:
-    with _LOCK:
-        later, _LATER[:] = list(_LATER), []
-    for warm in later:  # on its own connection, so the caller never waits for it
-        threading.Thread(target=_quietly, args=(client, warm), name="curate-helper-warm", daemon=True).start()
-
-
-def _quietly(client: _Client, warm: Callable[[], object]) -> None:
-    with contextlib.suppress(Exception):
-        client.call(warm, (), {})
-    client.close_mine()
 
 
 def call(fn: Callable[..., T], *args, **kwargs) -> T:
@@ -392,7 +370,6 @@ def call(fn: Callable[..., T], *args, **kwargs) -> T:
                 break
             start(warm)
         else:
-            _send_later(client)
             return result
     return fn(*args, **kwargs)
 
@@ -403,7 +380,6 @@ def shutdown() -> None:
     global _CLIENT
     with _LOCK:
         client, _CLIENT = _CLIENT, None
-        _LATER.clear()
         _GAVE_UP.clear()
     if client is not None:
         client.close()
