@@ -577,7 +577,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     ``settings``: the resources' settings (``load_settings``), the rest their defaults; ``named``: those
     given on the command line (flags and --set), whose models must be ones the run loads; ``only_missing``:
     only the shards that need a run (``_needing_a_run``)."""
-    from curation_pipeline import helper
+    from curation_pipeline import heap, helper
     from curation_pipeline.validation import _gx
 
     # first: unless the home's helper is running, start it: it imports Great Expectations (seconds) on
@@ -643,6 +643,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         raise BadInput(str(exc)) from exc
     defs = _build_definitions(raw_root=raw, warehouse_root=warehouse, scoring=scoring, rewriter=rewriting,
                               policy=policy, compute=compute)
+    heap.freeze(heap.IMPORTED)  # what this process has built so far lives as long as it does
     _dagster_home()
     with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
         redecide: list[str] = []

@@ -476,9 +476,11 @@ def serve(sock: Path, idle_s: float) -> None:
     import gc
     import select
 
+    from curation_pipeline import heap
+
     gc.disable()  # no collection may touch the imported objects before they are frozen
     preload()
-    gc.freeze()  # the children's collections skip them: fewer copied pages, shorter collections
+    heap.freeze(heap.IMPORTED)  # the children's collections skip them: fewer copied pages, shorter collections
     key = sock.with_suffix(".key").read_bytes()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     bound = sock.with_suffix(f".{os.getpid()}.bind")

@@ -29,10 +29,14 @@ def raw_with(tmp_path, shards):
     return raw
 
 
-def test_run_then_lineage_and_report(env):
+def test_run_then_lineage_and_report(env, monkeypatch):
+    from curation_pipeline import heap
+
+    monkeypatch.setattr(heap, "_FROZEN", set())  # and the run froze what its process keeps (test_heap.py)
     runner = CliRunner()
     result = runner.invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--profile", "text"])
     assert result.exit_code == 0, result.output
+    assert heap._FROZEN == {heap.IMPORTED, heap.MODELS}
     assert "done: 1 shard curated" in result.output and "quality.duckdb" in result.output
     lineage = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--shard", "sample-000001",
                                    "--rewritten-only"])

@@ -6,10 +6,11 @@ import json
 import dagster as dg
 import pandas as pd
 
+from curation_pipeline import heap
 from curation_pipeline.assets.ingest import pairs
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA, RAW_SHA_KEY
-from curation_pipeline.assets.metadata import OWNERS, numbers
+from curation_pipeline.assets.metadata import numbers
 from curation_pipeline.checks.quality import SCORES_CHECKS, checked_table, scores_checks, table_out
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
@@ -60,6 +61,7 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
                                     expected=expected, decode=decode_mode(scorers))
         scores = score_stream(scorers, batches, prefetch_depth=scoring.prefetch, faults=faults)
         versions = {s.name: s.version for s in scorers}
+        heap.freeze(heap.MODELS)  # the scorers' lazy models are loaded by now, for the process's life
     # which scorer versions wrote these rows, from which raw file
     scores.attrs[FILE_METADATA] = {"scorers": json.dumps(versions), RAW_SHA_KEY: expected.sha256}
     quality = scores.get(policy.quality_column)
