@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from curation_pipeline.assets.integrity import raw_fingerprint
-from curation_pipeline.assets.io import columns
+from curation_pipeline.assets.io import LOADED, columns, versioned
 from curation_pipeline.assets.metadata import OWNERS, numbers
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import WarehouseResource
@@ -16,7 +16,7 @@ from curation_pipeline.storage.warehouse import FileChanged
 @dg.asset(
     partitions_def=shard_partitions, group_name="curation", owners=OWNERS, tags={"stage": "curation"},
     code_version="2",  # bump when the same inputs give different output (2: the tar records its final_captions)
-    ins={"final_captions": dg.AssetIn(), "quality_scores": dg.AssetIn(),
+    ins={"final_captions": versioned(), "quality_scores": dg.AssetIn(),
          "pairs": columns("key", "meta_json", "meta_error")},
     kinds={"webdataset"},
     description="Curated webdataset .tar of the kept pairs: the original image bytes, the final caption "
@@ -34,12 +34,15 @@ def curated_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     wh = warehouse.warehouse()
     expected_raw = raw_fingerprint(warehouse, shard)
     final, scores = final_captions, quality_scores
-    # the version of final_captions this run loaded, which must still be there when the tar is renamed into
-    # place: the IO manager does not say which file it read, so it is read again here and held to the rows
-    # loaded (another run may have made it again in between)
-    stored, stored_meta, final_version = wh.read_table_versioned("final_captions", shard)
-    if rows_digest(stored) != rows_digest(final):
-        raise FileChanged(_made_again(shard, "before this run began its tar"))
+    # the version of final_captions this run loaded (the IO manager says which), which must still be there
+    # when the tar is renamed into place; another run may have made it again since: if so, the file there now
+    # is held to the rows loaded (the same rows, its checks run again, still make this tar)
+    loaded = final.attrs[LOADED]
+    final_version, stored_meta = loaded["version"], loaded["metadata"]
+    if wh.file_version(wh.table_path("final_captions", shard)) != final_version:
+        stored, stored_meta, final_version = wh.read_table_versioned("final_captions", shard)
+        if rows_digest(stored) != rows_digest(final):
+            raise FileChanged(_made_again(shard, "before this run began its tar"))
     record = curated_record(shard, stored_meta.get(ROWS_DIGEST_KEY))
     kept_keys = final.loc[final["outcome"].ne("dropped"), "key"].tolist()
     path = wh.curated_path(shard)

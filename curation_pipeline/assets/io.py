@@ -28,6 +28,16 @@ def current_raw_sha(wh: Warehouse, shard: str) -> str | None:
         return None
 
 
+LOADED = "loaded"  # a ``versioned`` input's attrs: {"version": the file version read, "metadata": its own metadata}
+
+
+def versioned() -> dg.AssetIn:
+    """An input whose frame says which write of the file it was read from, and that file's own metadata
+    (``attrs[LOADED]``): a step that publishes from it can require that version still be there without
+    reading the table again."""
+    return dg.AssetIn(metadata={"versioned": True})
+
+
 def columns(*names: str, optional: tuple[str, ...] = ()) -> dg.AssetIn:
     """An input that reads only these columns of the upstream table, and those of ``optional`` it has
     (columns that only some scoring profiles make)."""
@@ -57,8 +67,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         meta = context.definition_metadata or {}
         name, shard = context.asset_key.path[-1], context.asset_partition_key
         wh = self.warehouse.warehouse()
-        df, stored = wh.read_table_and_metadata(name, shard, columns=meta.get("columns"),
-                                                optional=meta.get("optional_columns"))
+        df, stored, version = wh.read_table_versioned(name, shard, columns=meta.get("columns"),
+                                                      optional=meta.get("optional_columns"))
         failed = stored.get(FAILED_CHECKS_KEY)
         if failed:
             raise dg.Failure(description=(
@@ -80,7 +90,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         # pyarrow restores the attrs the frame was written with (the file's metadata, checked above): pandas
         # deep-copies a frame's attrs into every Series and frame made from it, a cost in each operation
         # of the step, and a step's output sets its own (FILE_METADATA)
-        df.attrs = {}
+        df.attrs = {LOADED: {"version": version, "metadata": stored}} if meta.get("versioned") else {}
         return df
 
     def _stamp(self, context: dg.OutputContext, wh: Warehouse, name: str, shard: str, metadata: dict) -> None:

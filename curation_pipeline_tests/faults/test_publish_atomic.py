@@ -140,3 +140,49 @@ def test_final_captions_made_again_before_the_tar_is_begun_publishes_nothing(pub
         results[SHARD])
     assert Path(wh.curated_path(SHARD)).read_bytes() == earlier
 
+
+
+def _final_captions_reads(monkeypatch) -> list[str]:
+    """Each read of final_captions by the curated_shards step itself (not through the IO manager)."""
+    import sys
+
+    readers: list[str] = []
+    real = Warehouse.read_table_versioned
+
+    def read(self, table, shard, *args, **kwargs):
+        if table == "final_captions" and sys._getframe(1).f_code.co_name == "curated_shards":
+            readers.append("curated_shards")
+        return real(self, table, shard, *args, **kwargs)
+
+    monkeypatch.setattr(Warehouse, "read_table_versioned", read)
+    return readers
+
+
+def test_the_tar_step_holds_the_version_its_input_was_loaded_from_without_reading_it_again(published, monkeypatch):
+    raw, wh, instance = published
+    readers = _final_captions_reads(monkeypatch)
+    Path(wh.curated_path(SHARD)).unlink()
+    _, results = run_pipeline(raw, wh.root, [SHARD], instance=instance, report=False, scoring=TEXT)
+    assert results[SHARD].success and _status(wh) == ("ok", None)
+    assert readers == []  # the IO manager said which file it loaded: nothing read again
+
+
+def test_final_captions_rewritten_with_the_same_rows_before_the_tar_still_publishes(published, monkeypatch):
+    """Its checks run again (the file stored again, the same rows) after this run loaded it: the tar is still
+    made from the rows there, and renamed into place while that file is."""
+    import curation_pipeline.assets.curation as curation
+
+    raw, wh, instance = published
+    readers = _final_captions_reads(monkeypatch)
+    real = curation.raw_fingerprint
+
+    def checks_run_again(*args, **kwargs):
+        final, metadata = wh.read_table_and_metadata("final_captions", SHARD)
+        wh.write_table("final_captions", SHARD, final, metadata=metadata)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(curation, "raw_fingerprint", checks_run_again)
+    Path(wh.curated_path(SHARD)).unlink()
+    _, results = run_pipeline(raw, wh.root, [SHARD], instance=instance, report=False, scoring=TEXT)
+    assert results[SHARD].success and _status(wh) == ("ok", None)
+    assert readers == ["curated_shards"]  # read again once, found to hold the rows loaded
