@@ -13,7 +13,7 @@ then the pool's ``dedup_index`` run in the offline profile, then every shard dec
 - ``one_run_s``: a run of one shard, start to exit; ``one_run_steps_s`` the time its steps took
   (the shard's own work, first-use loading of models and libraries included) and
   ``outside_steps_s`` the rest: imports, definitions, model loading, instance set-up, exit;
-- ``two_shard_run_s`` and ``several_run_s``: runs of 2 and of ``--shards`` (N >= 3) shards;
+- ``two_shard_run_s`` and ``several_run_s``: runs of 2 and of ``--shards`` (N >= 3, default 5) shards;
   ``runs_one_shard``, ``runs_two_shards``, ``runs_several_shards``: the Dagster runs each made (checked:
   two per shard in both several-shard runs);
 - ``per_shard_s``: what each further shard adds to a run of several, ``(several_run_s -
@@ -22,7 +22,7 @@ then the pool's ``dedup_index`` run in the offline profile, then every shard dec
   rest (orchestration: run start-up, events, look-ups between steps);
 - ``per_shard_scoring_s`` (``quality_scores``, whose step also runs its range check) and
   ``per_shard_non_scoring_s`` (the others, with their checks): a shard's own steps in both passes,
-  averaged over the N-shard run's shards after its first (which pays the first-use loading);
+  the median over the N-shard run's shards after its first (which pays the first-use loading);
 - ``per_shard_non_scoring_steps`` (the steps a shard runs besides ``quality_scores``, both passes),
   ``step_floor_s`` (the shortest step of those shards: ``raw_shards``' look at one small file, so about
   Dagster's own cost of a step) and ``per_shard_non_scoring_floor_s``, their product: what the
@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,7 +151,7 @@ def floor(steps: list[tuple[str, float]]) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shards", type=int, default=3,
+    parser.add_argument("--shards", type=int, default=5,
                         help="shards of the larger several-shard run (>= 3; per_shard_s compares it with a run of 2)")
     parser.add_argument("--profile", default="offline")
     add_smoke_flag(parser, profile="text")
@@ -202,8 +203,9 @@ def main() -> None:
             shards_steps = [steps[s] for s in several[1:]]  # the first shard of a run pays the first-use loading
             per_shard_s = (several_run_s - two_shard_run_s) / (len(several) - len(two))
             per_shard_steps_s = (sum(total(s) for s in steps.values()) - two_steps_s) / (len(several) - len(two))
-            per_shard_scoring_s = sum(split(s)[0] for s in shards_steps) / len(shards_steps)
-            per_shard_non_scoring_s = sum(split(s)[1] for s in shards_steps) / len(shards_steps)
+            # medians: one shard's steps caught by another process's burst on a shared machine move a mean
+            per_shard_scoring_s = statistics.median(split(s)[0] for s in shards_steps)
+            per_shard_non_scoring_s = statistics.median(split(s)[1] for s in shards_steps)
             fixed_per_run_s = two_shard_run_s - len(two) * per_shard_s
             figures.update(several_shards=len(several), two_shard_run_s=two_shard_run_s, several_run_s=several_run_s)
         counts, shortest = zip(*(floor(s) for s in shards_steps))
