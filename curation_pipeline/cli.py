@@ -643,7 +643,9 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         raise BadInput(str(exc)) from exc
     defs = _build_definitions(raw_root=raw, warehouse_root=warehouse, scoring=scoring, rewriter=rewriting,
                               policy=policy, compute=compute)
-    heap.freeze(heap.IMPORTED)  # what this process has built so far lives as long as it does
+    # what this process built so far lives as long as it does (a child of the warm start: its server froze
+    # what it imported before forking, and this does nothing)
+    heap.freeze(heap.IMPORTED)
     _dagster_home()
     with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
         redecide: list[str] = []

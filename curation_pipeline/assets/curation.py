@@ -11,6 +11,7 @@ from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import WarehouseResource
 from curation_pipeline.shards.writer import (ROWS_DIGEST_KEY, curated_record, curated_samples, rows_digest,
                                              verify_curated, write_curated)
+from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY
 from curation_pipeline.storage.warehouse import FileChanged
 
 @dg.asset(
@@ -34,15 +35,22 @@ def curated_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     wh = warehouse.warehouse()
     expected_raw = raw_fingerprint(warehouse, shard)
     final, scores = final_captions, quality_scores
-    # the version of final_captions this run loaded (the IO manager says which), which must still be there
-    # when the tar is renamed into place; another run may have made it again since: if so, the file there now
-    # is held to the rows loaded (the same rows, its checks run again, still make this tar)
-    loaded = final.attrs[LOADED]
-    final_version, stored_meta = loaded["version"], loaded["metadata"]
-    if wh.file_version(wh.table_path("final_captions", shard)) != final_version:
+    # the version of final_captions this run loaded (the IO manager says which; popped, so the frames made from
+    # it do not copy it), which must still be there when the tar is renamed into place; another run may have
+    # made it again since: if so, the file there now is held to the rows loaded (the same rows, its checks run
+    # again and passed, still make this tar)
+    loaded = final.attrs.pop(LOADED, None)
+    final_version, stored_meta = (loaded["version"], loaded["metadata"]) if loaded else (None, {})
+    if loaded is None or wh.file_version(wh.table_path("final_captions", shard)) != final_version:
         stored, stored_meta, final_version = wh.read_table_versioned("final_captions", shard)
         if rows_digest(stored) != rows_digest(final):
             raise FileChanged(_made_again(shard, "before this run began its tar"))
+        if stored_meta.get(FAILED_CHECKS_KEY):  # its checks run again alone, and failed, after it was loaded
+            raise dg.Failure(description=(
+                f"{shard}: final_captions failed its blocking check(s) {stored_meta[FAILED_CHECKS_KEY]} when they "
+                "were run again after this run loaded it, so nothing of it is published (curated/"
+                f"{shard}.tar is as it was): fix the cause, then run its checks again or the shard"),
+                metadata={"shard": shard, "failed_blocking_checks": stored_meta[FAILED_CHECKS_KEY]})
     record = curated_record(shard, stored_meta.get(ROWS_DIGEST_KEY))
     kept_keys = final.loc[final["outcome"].ne("dropped"), "key"].tolist()
     path = wh.curated_path(shard)

@@ -61,7 +61,8 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
                                     expected=expected, decode=decode_mode(scorers))
         scores = score_stream(scorers, batches, prefetch_depth=scoring.prefetch, faults=faults)
         versions = {s.name: s.version for s in scorers}
-        heap.freeze(heap.MODELS)  # the scorers' lazy models are loaded by now, for the process's life
+        if len(scores):  # the scorers' lazy models are loaded by now (an empty shard loads none), for good
+            heap.freeze(heap.MODELS)
     # which scorer versions wrote these rows, from which raw file
     scores.attrs[FILE_METADATA] = {"scorers": json.dumps(versions), RAW_SHA_KEY: expected.sha256}
     quality = scores.get(policy.quality_column)

@@ -49,14 +49,15 @@ def histogram_png(series: dict[str, np.ndarray], title: str, xlabel: str, bins: 
     def y(count: float) -> int:
         return round(bottom - count / y_span * (bottom - top))
 
+    bars = [[(x(edges[i]), y(count[i]), max(x(edges[i]), x(edges[i + 1]) - 1), bottom) for i in np.flatnonzero(count)]
+            for count in counts]
     with _LOCK:
         image = Image.new("RGBA", SIZE, (255, 255, 255, 255))
-        for colour, count in zip(_colours(len(counts)), counts):
+        for colour, boxes in zip(_colours(len(bars)), bars):
             layer = Image.new("RGBA", SIZE, (0, 0, 0, 0))
             pen = ImageDraw.Draw(layer)
-            for i in np.flatnonzero(count):
-                pen.rectangle((x(edges[i]), y(count[i]), max(x(edges[i]), x(edges[i + 1]) - 1), bottom),
-                              fill=(*colour, ALPHA))
+            for box in boxes:
+                pen.rectangle(box, fill=(*colour, ALPHA))
             image.alpha_composite(layer)
         pen = ImageDraw.Draw(image)
         small, ink = _font(8), (0, 0, 0)
@@ -64,15 +65,15 @@ def histogram_png(series: dict[str, np.ndarray], title: str, xlabel: str, bins: 
         values, decimals = ticks(low, high)
         for value in values:
             pen.line((x(value), bottom, x(value), bottom + 3), fill=ink)
-            pen.text((x(value), bottom + 4), f"{value:.{decimals}f}", font=small, fill=ink, anchor="ma")
+            pen.text((x(value), bottom + 4), _label(value, decimals), font=small, fill=ink, anchor="ma")
         values, decimals = ticks(0.0, float(max(tallest, 1)), integer=True)
         for value in values:
             pen.line((left - 3, y(value), left, y(value)), fill=ink)
-            pen.text((left - 5, y(value)), f"{value:.{decimals}f}", font=small, fill=ink, anchor="rm")
+            pen.text((left - 5, y(value)), _label(value, decimals), font=small, fill=ink, anchor="rm")
         pen.text(((left + right) / 2, top - 3), title, font=_font(10), fill=ink, anchor="md")
         pen.text(((left + right) / 2, bottom + 15), xlabel, font=_font(9), fill=ink, anchor="ma")
         if len(series) > 1:
-            _legend(pen, [f"{label} (n={len(v)})" for label, v in zip(series, finite)], small)
+            _legend(pen, legend_labels(series), small, [box for boxes in bars for box in boxes])
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, format="PNG")
     return buffer.getvalue()
@@ -89,16 +90,36 @@ def ticks(low: float, high: float, integer: bool = False) -> tuple[list[float], 
     step = max(multiple * power, 1.0) if integer else multiple * power
     decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + (multiple == 2.5 and step < 10)
     first, last = math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9)
-    return [round(k * step, 12) for k in range(first, last + 1)], decimals
+    return [round(k * step, decimals + 3) for k in range(first, last + 1)], decimals
 
 
-def _legend(pen, labels: list[str], font) -> None:
+def _label(value: float, decimals: int) -> str:
+    """A tick's text: fixed decimals, or 4 significant digits where that would be long (1e9 + 0.25)."""
+    text = f"{value:.{decimals}f}"
+    return text if len(text) <= 8 else f"{value:.4g}"
+
+
+def legend_labels(series: dict[str, np.ndarray]) -> list[str]:
+    """Each series' name and how many of its values are drawn (the finite ones)."""
+    return [f"{label} (n={int(np.isfinite(np.asarray(v, dtype=float)).sum())})" for label, v in series.items()]
+
+
+def _legend(pen, labels: list[str], font, bars: list[tuple[int, int, int, int]]) -> None:
+    """In the top corner whose box covers less of the bars (the right one on a tie)."""
     left, top, right, _ = PLOT
     width = max(pen.textlength(text, font=font) for text in labels) + 22
-    box = (right - 4 - width, top + 4, right - 4, top + 6 + 11 * len(labels))
+    height = 2 + 11 * len(labels)
+
+    def covered(box: tuple[float, float, float, float]) -> float:
+        return sum(max(0.0, min(box[2], b[2]) - max(box[0], b[0])) * max(0.0, min(box[3], b[3]) - max(box[1], b[1]))
+                   for b in bars)
+
+    corners = [(right - 4 - width, top + 4, right - 4, top + 4 + height),
+               (left + 4, top + 4, left + 4 + width, top + 4 + height)]
+    box = min(corners, key=covered)  # min keeps the first (right) of equals
     pen.rounded_rectangle(box, radius=2, fill=(255, 255, 255), outline=(204, 204, 204))
     for i, (colour, text) in enumerate(zip(_colours(len(labels)), labels)):
-        row = top + 7 + 11 * i
+        row = box[1] + 3 + 11 * i
         swatch = tuple(round(255 - (255 - c) * ALPHA / 255) for c in colour)  # the bars' colour on white
         pen.rectangle((box[0] + 4, row + 1, box[0] + 14, row + 7), fill=swatch)
         pen.text((box[0] + 18, row + 4), text, font=font, fill=(0, 0, 0), anchor="lm")

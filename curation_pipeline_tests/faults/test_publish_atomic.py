@@ -186,3 +186,26 @@ def test_final_captions_rewritten_with_the_same_rows_before_the_tar_still_publis
     _, results = run_pipeline(raw, wh.root, [SHARD], instance=instance, report=False, scoring=TEXT)
     assert results[SHARD].success and _status(wh) == ("ok", None)
     assert readers == ["curated_shards"]  # read again once, found to hold the rows loaded
+
+
+def test_final_captions_failing_its_checks_run_again_before_the_tar_publishes_nothing(published, monkeypatch):
+    """Its checks run again alone after this run loaded it, and failed: the same rows, but refused to every
+    later step (the IO manager's rule), so not published either (before: published, the report then calling
+    the new tar one of an earlier run)."""
+    import curation_pipeline.assets.curation as curation
+    from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY
+
+    raw, wh, instance = published
+    earlier = Path(wh.curated_path(SHARD)).read_bytes()
+    real = curation.raw_fingerprint
+
+    def checks_failed_meanwhile(*args, **kwargs):
+        wh.update_table_metadata("final_captions", SHARD, {FAILED_CHECKS_KEY: "caption_length_drift"})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(curation, "raw_fingerprint", checks_failed_meanwhile)
+    _, results = run_pipeline(raw, wh.root, [SHARD], instance=instance, report=False, scoring=TEXT)
+    assert not results[SHARD].success
+    assert ("final_captions failed its blocking check(s) caption_length_drift when they were run again after this "
+            "run loaded it") in _step_error(results[SHARD])
+    assert Path(wh.curated_path(SHARD)).read_bytes() == earlier

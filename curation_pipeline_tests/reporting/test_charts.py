@@ -5,7 +5,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from curation_pipeline.reporting.charts import PLOT, histogram_png, markdown_image, ticks
+from curation_pipeline.reporting.charts import MARGIN, PLOT, _label, histogram_png, legend_labels, markdown_image, ticks
 
 
 def _image(png: bytes) -> np.ndarray:
@@ -50,8 +50,26 @@ def test_bar_heights_follow_the_counts_and_non_finite_values_are_left_out():
     (_, end_first, tall), (start_second, _, short) = bars
     assert end_first < start_second
     assert abs(tall - 2 * short) <= 2, bars  # rounded to whole pixels
-    left, top, _, bottom = PLOT
+    left, top, right, bottom = PLOT
     assert tall >= 0.9 * (bottom - top - 1)  # the tallest bar reaches near the top (a 5% margin above)
+    pad = 3 * MARGIN  # the bins span 0.5-3.5, a margin either side
+
+    def x(value):
+        return left + (value - 0.5 + pad) / (3 + 2 * pad) * (right - left)
+
+    assert abs(bars[0][0] - x(0.5)) <= 2 and abs(bars[0][1] - x(1.5)) <= 2  # each bar on its own bin
+    assert abs(bars[1][0] - x(2.5)) <= 2 and abs(bars[1][1] - x(3.5)) <= 2
+    automatic = _bars(_image(histogram_png({"x": np.array([1.0, 1, 3, np.inf, -np.inf, np.nan])}, "t", "x", bins=3)))
+    assert len(automatic) == 2  # infinities left out of the bins numpy picks too (else it raises)
+
+
+def test_the_title_and_both_axes_carry_text():
+    pixels = _image(histogram_png({"x": np.repeat(np.arange(5.0), [1, 2, 4, 8, 6])}, "a title", "words"))  # y: 0-8
+    left, top, right, bottom = PLOT
+    dark = (pixels < 100).all(axis=2)
+    assert dark[:top - 1, left:right].sum() > 20  # the title, above the axes
+    assert dark[top + 2:bottom - 2, :left - 4].sum() > 20  # the y tick labels, left of the axis
+    assert dark[bottom + 4:, left:right].sum() > 40  # the x tick labels and the x label, below it
 
 
 def test_one_series_has_no_legend_two_have_one_naming_their_finite_counts():
@@ -61,6 +79,16 @@ def test_one_series_has_no_legend_two_have_one_naming_their_finite_counts():
     corner = (slice(top + 4, top + 30), slice(right - 120, right - 4))  # where the legend goes
     assert (one[corner] < 100).all(axis=2).sum() == 0  # bars and white only: no text without a legend
     assert (two[corner] < 100).all(axis=2).sum() > 20  # the legend's text
+    assert legend_labels({"a": np.arange(3.0), "b": np.array([1.0, np.nan, np.inf])}) == ["a (n=3)", "b (n=1)"]
+
+
+def test_the_legend_takes_the_top_corner_the_bars_leave_free():
+    left, top, right, _ = PLOT
+    tall_right = {"a": np.r_[np.full(10, 9.0), 1.0], "b": np.r_[np.full(10, 9.0), 1.0]}
+    pixels = _image(histogram_png(tall_right, "t", "x"))
+    text_in = {side: int((pixels[top + 4:top + 30, cols] < 100).all(axis=2).sum())
+               for side, cols in (("left", slice(left + 4, left + 120)), ("right", slice(right - 120, right - 4)))}
+    assert text_in["left"] > 20 and text_in["right"] == 0, text_in
 
 
 def test_an_empty_series_still_draws():
@@ -76,6 +104,10 @@ def test_ticks_are_round_values_within_the_range():
     assert ticks(0, 7, integer=True) == ([0.0, 2.0, 4.0, 6.0], 0)
     assert ticks(0, 0.004) == ([0.0, 0.001, 0.002, 0.003, 0.004], 3)
     assert ticks(0.35, 0.35) == ([0.35], 3)
+    tiny = ticks(0.0, 1e-300)[0]
+    assert len(tiny) == 5 and len(set(tiny)) == 5  # not rounded to zero
+    values, decimals = ticks(1e9, 1e9 + 1)
+    assert [_label(v, decimals) for v in values][:2] == ["1e+09", "1e+09"]  # short, not 1000000000.25
 
 
 def test_charts_never_import_matplotlib():
