@@ -31,6 +31,16 @@ def pytest_configure(config):
     os.environ["CURATE_CACHE_DIR"] = config._curate_cache
 
 
+# Files that keep one xdist worker busy for minutes (--dist loadfile gives a file to one worker, in collection
+# order): scheduled first, so the other worker runs the rest meanwhile. Collected in their place (near the end),
+# the benchmarks' smoke runs (scale.py alone 4-7 min) were the suite's last minutes, on one worker.
+FIRST = ("test_benchmarks.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in FIRST)  # a stable sort: the rest keep their order
+
+
 def pytest_unconfigure(config):
     for folder in (getattr(config, "_curate_home", None), getattr(config, "_curate_cache", None)):
         if folder:
