@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation_pipeline.shards.keys import SHARD_KEY_PATTERN, validate_key
+from curation_pipeline.storage.table_cache import TABLES as RECENT_TABLES
 from curation_pipeline.tables import TEXT, VECTOR, stored_type
 
 # Where data lives unless configured: the environment variable, else a folder relative to the working
@@ -236,6 +237,9 @@ class Warehouse:
     def __init__(self, root: str):
         self.root = root.rstrip("/")
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
+        # which store a path is on, for RECENT_TABLES: the same bucket name on two endpoints is two stores
+        options = json.dumps(self.fs.storage_options, sort_keys=True, default=str)
+        self._store = f"{type(self.fs).__name__}:{hashlib.sha256(options.encode()).hexdigest()[:16]}"
 
     @property
     def is_local(self) -> bool:
@@ -513,9 +517,27 @@ class Warehouse:
             arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
                                                    **{k.encode(): str(v).encode() for k, v in metadata.items()}})
         footer: list[pq.FileMetaData] = []
+        written = None
         with self.atomic_open(path) as handle:
             pq.write_table(arrow, handle, compression="zstd", metadata_collector=footer)
-        return StoredTable(path, footer[0].schema.to_arrow_schema(), footer[0].num_rows)
+            if self.is_local:  # the version the rename keeps (the file's inode and last write)
+                handle.flush()
+                written = self.file_version(path, handle)
+        stored = StoredTable(path, footer[0].schema.to_arrow_schema(), footer[0].num_rows)
+        if written is not None:  # an object's version (its ETag) is known at its first read
+            self._keep_written(path, written, arrow, stored.schema)
+        return stored
+
+    def _keep_written(self, path: str, version: str, arrow: pa.Table, read_schema: pa.Schema) -> None:
+        """Keep a table just written for this process's next read, as a read gives it: of the schema its
+        footer gives readers (a vector's list items named ``element``, not ``item``; timestamp[s] as ms;
+        dictionary indices as int32), cast without a loss, or not kept."""
+        if not arrow.schema.equals(read_schema, check_metadata=True):
+            try:
+                arrow = arrow.cast(read_schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+                return
+        RECENT_TABLES.put(self._recent_key(path), version, arrow)
 
     def update_table_metadata(self, table: str, shard: str, updates: dict[str, str],
                               read_version: str | None = None) -> str:
@@ -551,9 +573,17 @@ class Warehouse:
         """``read_table_and_metadata``, and the version of the file read (``file_version``): what
         ``update_table_metadata`` needs to change that file only."""
         path = self.table_path(table, shard)
-        if not self.fs.exists(path):
+        try:
+            version = self.file_version(path)
+        except FileNotFoundError:
             raise FileNotFoundError(f"{table} for shard {shard!r} is not in the warehouse ({path}); "
-                                    "materialize it first")
+                                    "materialize it first") from None
+        recent = RECENT_TABLES.get(self._recent_key(path), version)
+        if recent is not None and (columns is None or set(columns) <= set(recent.column_names)):
+            if columns is not None:  # as ParquetFile.read gives them: in the order asked, optional ones after
+                recent = recent.select([*columns, *(c for c in optional or ()
+                                                    if c in recent.column_names and c not in columns)])
+            return recent.to_pandas(), _own_metadata(recent.schema.metadata), version
         with self.fs.open(path, "rb") as handle:
             version = self.file_version(path, handle)
             # the one file read directly: pq.read_table's dataset set-up cost more than reading a shard's table
@@ -566,10 +596,20 @@ class Warehouse:
                 pq.read_table(handle, columns=list(columns))
             arrow = parquet.read(columns=None if columns is None else
                                  [*columns, *(c for c in optional or () if c in present and c not in columns)])
+        if columns is None:
+            RECENT_TABLES.put(self._recent_key(path), version, arrow)
         return arrow.to_pandas(), _own_metadata(arrow.schema.metadata), version
 
+    def _recent_key(self, path: str) -> str:
+        return f"{self._store}|{path}"
+
     def table_metadata(self, table: str, shard: str) -> dict[str, str]:
-        with self.fs.open(self.table_path(table, shard), "rb") as handle:
+        path = self.table_path(table, shard)
+        if self.is_local:  # a stat (on object storage the HEAD would be one more request than a miss makes)
+            recent = RECENT_TABLES.get(self._recent_key(path), self.file_version(path))
+            if recent is not None:
+                return _own_metadata(recent.schema.metadata)
+        with self.fs.open(path, "rb") as handle:
             return _own_metadata(pq.read_schema(handle).metadata)
 
     def has_table(self, table: str, shard: str) -> bool:

@@ -1,0 +1,62 @@
+"""The tables this process last wrote or read, by file and version: read again, they are not.
+
+A shard's steps read each other's tables: ``caption_decisions`` is loaded by the three steps after it,
+``pairs`` and ``quality_scores`` by two each, in the same run, so in the same process. A warehouse file
+never changes in place (every write is a new file renamed into place, ``Warehouse.atomic_open``), so
+the version that names a write (``Warehouse.file_version``: inode, size and modification time, or an
+object's ETag) names its bytes: a table kept with the version it was read at, or written as, is what a
+read of that version gives, without opening and decoding the Parquet again (on object storage, a GET).
+A read asks the file's version first; any other version is read from the file as before.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import pyarrow as pa
+
+# Bytes of Arrow tables kept; beyond, the least recently used go. A 10,000-pair shard's tables are a few
+# MB each (its quality_scores, with one 384-float vector a pair, about 20 MB).
+TABLE_CACHE_BYTES = 256 << 20
+
+
+class TableCache:
+    """Whole tables by key (a file's URL on its file system) at one version each, least recently used
+    dropped beyond ``limit`` bytes. Arrow tables are immutable: every reader converts its own copy."""
+
+    def __init__(self, limit: int = TABLE_CACHE_BYTES):
+        self.limit, self.size = limit, 0
+        self._tables: OrderedDict[str, tuple[str, pa.Table]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, version: str) -> pa.Table | None:
+        with self._lock:
+            entry = self._tables.get(key)
+            if entry is None or entry[0] != version:
+                return None
+            self._tables.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: str, version: str, table: pa.Table) -> None:
+        with self._lock:
+            self._drop(key)
+            if table.nbytes > self.limit:
+                return
+            self._tables[key] = (version, table)
+            self.size += table.nbytes
+            while self.size > self.limit:
+                self._drop(next(iter(self._tables)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tables.clear()
+            self.size = 0
+
+    def _drop(self, key: str) -> None:
+        entry = self._tables.pop(key, None)
+        if entry is not None:
+            self.size -= entry[1].nbytes
+
+
+TABLES = TableCache()
