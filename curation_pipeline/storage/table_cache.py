@@ -16,9 +16,10 @@ from collections import OrderedDict
 
 import pyarrow as pa
 
-# Bytes of Arrow tables kept; beyond, the least recently used go. A 10,000-pair shard's tables are a few
-# MB each (its quality_scores, with one 384-float vector a pair, about 20 MB).
-TABLE_CACHE_BYTES = 256 << 20
+# Bytes of Arrow tables kept; beyond, the least recently used go. Enough for the tables of the shard whose
+# steps are running: a 10,000-pair shard's are a few MB each (its quality_scores, with a 384-float vector a
+# pair, about 20 MB). Read again only within a shard's run, they are not worth more memory than that.
+TABLE_CACHE_BYTES = 64 << 20
 
 
 class TableCache:
@@ -27,7 +28,7 @@ class TableCache:
 
     def __init__(self, limit: int = TABLE_CACHE_BYTES):
         self.limit, self.size = limit, 0
-        self._tables: OrderedDict[str, tuple[str, pa.Table]] = OrderedDict()
+        self._tables: OrderedDict[str, tuple[str, pa.Table, int]] = OrderedDict()  # key: version, table, bytes
         self._lock = threading.Lock()
 
     def get(self, key: str, version: str) -> pa.Table | None:
@@ -39,12 +40,13 @@ class TableCache:
             return entry[1]
 
     def put(self, key: str, version: str, table: pa.Table) -> None:
+        size = table.get_total_buffer_size()  # a sum over its buffers (nbytes walks the values' offsets)
         with self._lock:
             self._drop(key)
-            if table.nbytes > self.limit:
+            if size > self.limit:
                 return
-            self._tables[key] = (version, table)
-            self.size += table.nbytes
+            self._tables[key] = (version, table, size)
+            self.size += size
             while self.size > self.limit:
                 self._drop(next(iter(self._tables)))
 
@@ -56,7 +58,7 @@ class TableCache:
     def _drop(self, key: str) -> None:
         entry = self._tables.pop(key, None)
         if entry is not None:
-            self.size -= entry[1].nbytes
+            self.size -= entry[2]
 
 
 TABLES = TableCache()

@@ -237,9 +237,7 @@ class Warehouse:
     def __init__(self, root: str):
         self.root = root.rstrip("/")
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
-        # which store a path is on, for RECENT_TABLES: the same bucket name on two endpoints is two stores
-        options = json.dumps(self.fs.storage_options, sort_keys=True, default=str)
-        self._store = f"{type(self.fs).__name__}:{hashlib.sha256(options.encode()).hexdigest()[:16]}"
+        self._store: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -559,9 +557,11 @@ class Warehouse:
         return path
 
     def read_table(self, table: str, shard: str, columns: list[str] | None = None,
-                   optional: list[str] | None = None) -> pd.DataFrame:
-        """The whole table, or only ``columns`` and those of ``optional`` it has (Parquet reads nothing else)."""
-        return self.read_table_and_metadata(table, shard, columns, optional)[0]
+                   optional: list[str] | None = None, *, keep: bool = True) -> pd.DataFrame:
+        """The whole table, or only ``columns`` and those of ``optional`` it has (Parquet reads nothing else).
+        A whole table read is kept for this process's next read (``RECENT_TABLES``) unless ``keep`` is off: a
+        read of every shard's table, which reads none of them again."""
+        return self.read_table_versioned(table, shard, columns, optional, keep=keep)[0]
 
     def read_table_and_metadata(self, table: str, shard: str, columns: list[str] | None = None,
                                 optional: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -569,7 +569,8 @@ class Warehouse:
         return self.read_table_versioned(table, shard, columns, optional)[:2]
 
     def read_table_versioned(self, table: str, shard: str, columns: list[str] | None = None,
-                             optional: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, str], str]:
+                             optional: list[str] | None = None, *,
+                             keep: bool = True) -> tuple[pd.DataFrame, dict[str, str], str]:
         """``read_table_and_metadata``, and the version of the file read (``file_version``): what
         ``update_table_metadata`` needs to change that file only."""
         path = self.table_path(table, shard)
@@ -596,11 +597,15 @@ class Warehouse:
                 pq.read_table(handle, columns=list(columns))
             arrow = parquet.read(columns=None if columns is None else
                                  [*columns, *(c for c in optional or () if c in present and c not in columns)])
-        if columns is None:
+        if columns is None and keep:
             RECENT_TABLES.put(self._recent_key(path), version, arrow)
         return arrow.to_pandas(), _own_metadata(arrow.schema.metadata), version
 
     def _recent_key(self, path: str) -> str:
+        """``path``'s key in RECENT_TABLES: with its store (the same bucket name on two endpoints is two)."""
+        if self._store is None:
+            options = json.dumps(self.fs.storage_options, sort_keys=True, default=str)
+            self._store = f"{type(self.fs).__name__}:{hashlib.sha256(options.encode()).hexdigest()[:16]}"
         return f"{self._store}|{path}"
 
     def table_metadata(self, table: str, shard: str) -> dict[str, str]:
@@ -639,5 +644,5 @@ class Warehouse:
         return [self.local_path(self.table_path(table, shard)) for shard in self.shards(table)]
 
     def read_all(self, table: str, exclude: str | None = None) -> pd.DataFrame:
-        frames = [self.read_table(table, s) for s in self.shards(table) if s != exclude]
+        frames = [self.read_table(table, s, keep=False) for s in self.shards(table) if s != exclude]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

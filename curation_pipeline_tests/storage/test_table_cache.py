@@ -10,7 +10,6 @@ import pytest
 
 from curation_pipeline.storage.table_cache import TableCache
 from curation_pipeline.storage.warehouse import RECENT_TABLES, Warehouse
-from curation_pipeline_tests.storage.test_warehouse import warehouse_root  # noqa: F401 - the fixture
 
 
 def _frame() -> pd.DataFrame:
@@ -74,7 +73,7 @@ def test_a_second_read_comes_from_memory_and_a_missing_column_still_raises(tmp_p
     assert wh.table_metadata("pairs", "s1") == {} and reads.count == 3
 
 
-def test_a_file_another_writer_replaced_is_read_again(warehouse_root):  # noqa: F811 - the fixture
+def test_a_file_another_writer_replaced_is_read_again(warehouse_root):
     wh = Warehouse(warehouse_root)
     wh.write_table("caption_decisions", "s1", pd.DataFrame({"key": ["old"]}), metadata={"note": "old"})
     assert wh.read_table("caption_decisions", "s1")["key"].tolist() == ["old"]  # now kept on either store
@@ -118,3 +117,18 @@ def test_the_cache_keeps_the_latest_version_within_its_bytes():
     assert cache.get("a", "v1") is None and cache.get("a", "v2") is tables["c"] and cache.size == 3000
     cache.put("e", "v1", pa.table({"x": pa.array(range(500), pa.int64())}))  # larger than the limit: not kept
     assert cache.get("e", "v1") is None and cache.size == 3000
+
+
+def test_a_read_of_every_shard_keeps_none(tmp_path, monkeypatch):
+    """The evaluation's pool-wide reads read each table once: memory is for a shard's steps."""
+    wh = Warehouse(str(tmp_path))
+    (tmp_path / "final_captions").mkdir()
+    for shard in ("s1", "s2"):  # files this process did not write
+        pq.write_table(pa.Table.from_pandas(pd.DataFrame({"key": [shard]})), wh.table_path("final_captions", shard))
+    RECENT_TABLES.clear()
+    assert wh.read_all("final_captions")["key"].tolist() == ["s1", "s2"]
+    assert RECENT_TABLES.size == 0
+    reads = _Reads(monkeypatch)
+    wh.read_table("final_captions", "s1")
+    wh.read_table("final_captions", "s1")
+    assert reads.count == 1 and RECENT_TABLES.size > 0

@@ -114,24 +114,6 @@ def test_a_failed_fsync_fails_the_write_and_keeps_the_previous_file(tmp_path, mo
     assert wh.read_table("pairs", "s1")["key"].tolist() == ["c"]
 
 
-@pytest.fixture(params=["local", "s3"])
-def warehouse_root(request, tmp_path, monkeypatch):
-    """A local warehouse, and one on an S3-compatible server (s3rver, as in the scale tests)."""
-    if request.param == "local":
-        yield str(tmp_path / "wh")
-        return
-    from curation_pipeline_tests.scale.helpers import S3Server, fresh_s3fs, require, s3_available
-
-    ok, why = s3_available()
-    require(ok, why)
-    with S3Server(tmp_path) as server:
-        for name, value in server.env.items():
-            monkeypatch.setenv(name, value)
-        fresh_s3fs()
-        yield f"s3://{server.bucket}/wh"
-    fresh_s3fs()
-
-
 def test_a_metadata_update_never_writes_old_rows_over_a_newer_table(warehouse_root, monkeypatch):
     """A check executed alone rewrites its table's metadata; another run that stores the table again
     between that read and that write keeps its rows (a real interleaving: the concurrent write goes
