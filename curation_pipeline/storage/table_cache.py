@@ -11,6 +11,7 @@ A read asks the file's version first; any other version is read from the file as
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 
@@ -62,3 +63,11 @@ class TableCache:
 
 
 TABLES = TableCache()
+
+
+def _new_lock_in_child() -> None:
+    """A forked child's lock is free: another thread of its parent may have held it at the fork."""
+    TABLES._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)

@@ -148,6 +148,11 @@ def _own_metadata(meta: dict[bytes, bytes] | None) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in (meta or {}).items() if not k.startswith(b"pandas")}
 
 
+def _local_version(stat: os.stat_result) -> str:
+    """``Warehouse.file_version`` of a local file."""
+    return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def storable(df: pd.DataFrame) -> pd.DataFrame:
     """Strings every column can store: lone surrogates replaced (U+FFFD), memory addresses stripped
     from error texts. Only called when Arrow refused the frame, or for error columns."""
@@ -424,8 +429,7 @@ class Warehouse:
         place); on object storage its ETag (s3fs makes every read of ``handle`` require that ETag, so the
         bytes read are that version's), else its size and modification time."""
         if self.is_local:
-            stat = os.fstat(handle.fileno()) if handle is not None else os.stat(path)
-            return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+            return _local_version(os.fstat(handle.fileno()) if handle is not None else os.stat(path))
         if handle is not None and hasattr(handle, "details"):
             info = handle.details
         else:
@@ -499,7 +503,11 @@ class Warehouse:
         says (the schema a reader gets, e.g. timestamp[s] as timestamp[ms], and the row count), so that no
         caller reads the file back for them (one more GET per table on object storage)."""
         path = self.table_path(table, shard)
+        # a frame of its own (reset_index copies, unless pandas copies on write): the table kept for this
+        # process's reads (RECENT_TABLES) must share no array with the caller's frame, which may change later
         df = df.reset_index(drop=True)
+        if getattr(pd.options.mode, "copy_on_write", True) is not False:
+            df = df.copy(deep=True)
         errors = [c for c in df.columns if df[c].dtype == object and _ERROR_COLUMNS.search(str(c))]
         if errors:  # error texts must read the same on every run
             df = df.assign(**storable(df[errors]))
@@ -515,15 +523,20 @@ class Warehouse:
             arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
                                                    **{k.encode(): str(v).encode() for k, v in metadata.items()}})
         footer: list[pq.FileMetaData] = []
-        written = None
-        with self.atomic_open(path) as handle:
-            pq.write_table(arrow, handle, compression="zstd", metadata_collector=footer)
-            if self.is_local:  # the version the rename keeps (the file's inode and last write)
-                handle.flush()
-                written = self.file_version(path, handle)
-        stored = StoredTable(path, footer[0].schema.to_arrow_schema(), footer[0].num_rows)
-        if written is not None:  # an object's version (its ETag) is known at its first read
-            self._keep_written(path, written, arrow, stored.schema)
+        written = None  # a descriptor of the file written, whatever is at ``path`` once it is renamed there
+        try:
+            with self.atomic_open(path) as handle:
+                pq.write_table(arrow, handle, compression="zstd", metadata_collector=footer)
+                if self.is_local:
+                    handle.flush()
+                    written = os.dup(handle.fileno())
+            stored = StoredTable(path, footer[0].schema.to_arrow_schema(), footer[0].num_rows)
+            if written is not None:  # after the rename, which set its change time; an object's ETag is known
+                # at its first read
+                self._keep_written(path, self._versions(path, fd=written)[1], arrow, stored.schema)
+        finally:
+            if written is not None:
+                os.close(written)
         return stored
 
     def _keep_written(self, path: str, version: str, arrow: pa.Table, read_schema: pa.Schema) -> None:
@@ -574,19 +587,20 @@ class Warehouse:
         """``read_table_and_metadata``, and the version of the file read (``file_version``): what
         ``update_table_metadata`` needs to change that file only."""
         path = self.table_path(table, shard)
+        key = self._recent_key(path)
         try:
-            version = self.file_version(path)
+            version, exact = self._versions(path)
         except FileNotFoundError:
             raise FileNotFoundError(f"{table} for shard {shard!r} is not in the warehouse ({path}); "
                                     "materialize it first") from None
-        recent = RECENT_TABLES.get(self._recent_key(path), version)
+        recent = RECENT_TABLES.get(key, exact)
         if recent is not None and (columns is None or set(columns) <= set(recent.column_names)):
             if columns is not None:  # as ParquetFile.read gives them: in the order asked, optional ones after
-                recent = recent.select([*columns, *(c for c in optional or ()
-                                                    if c in recent.column_names and c not in columns)])
+                recent = recent.select(list(dict.fromkeys(
+                    [*columns, *(c for c in optional or () if c in recent.column_names)])))
             return recent.to_pandas(), _own_metadata(recent.schema.metadata), version
         with self.fs.open(path, "rb") as handle:
-            version = self.file_version(path, handle)
+            version, exact = self._versions(path, handle)
             # the one file read directly: pq.read_table's dataset set-up cost more than reading a shard's table
             parquet = pq.ParquetFile(handle)
             present = set(parquet.schema_arrow.names)
@@ -598,8 +612,30 @@ class Warehouse:
             arrow = parquet.read(columns=None if columns is None else
                                  [*columns, *(c for c in optional or () if c in present and c not in columns)])
         if columns is None and keep:
-            RECENT_TABLES.put(self._recent_key(path), version, arrow)
+            RECENT_TABLES.put(key, exact, arrow)
         return arrow.to_pandas(), _own_metadata(arrow.schema.metadata), version
+
+    def _versions(self, path: str, handle=None, fd: int | None = None) -> tuple[str, str]:
+        """``file_version`` of ``path`` (open in ``handle`` or ``fd``, else opened here), and the stricter one
+        RECENT_TABLES keeps tables at. On a local disk that one adds the device and the inode's change time,
+        which the rename into place sets: a file written again within one timestamp tick (1-10 ms on kernels
+        before 6.13), of the same size, on the inode just freed, is still another version. Both come from an
+        open file: an NFS client asks the server for a file's attributes at its open, where a stat may answer
+        from its cache. On object storage both are the object's ETag (its content's digest)."""
+        if not self.is_local:
+            version = self.file_version(path, handle)
+            return version, version
+        if fd is None and handle is not None:
+            fd = handle.fileno()
+        if fd is not None:
+            stat = os.fstat(fd)
+        else:
+            opened = os.open(path, os.O_RDONLY)
+            try:
+                stat = os.fstat(opened)
+            finally:
+                os.close(opened)
+        return _local_version(stat), f"{stat.st_dev}:{_local_version(stat)}:{stat.st_ctime_ns}"
 
     def _recent_key(self, path: str) -> str:
         """``path``'s key in RECENT_TABLES: with its store (the same bucket name on two endpoints is two)."""
@@ -610,8 +646,8 @@ class Warehouse:
 
     def table_metadata(self, table: str, shard: str) -> dict[str, str]:
         path = self.table_path(table, shard)
-        if self.is_local:  # a stat (on object storage the HEAD would be one more request than a miss makes)
-            recent = RECENT_TABLES.get(self._recent_key(path), self.file_version(path))
+        if self.is_local:  # an open and a stat (on object storage the HEAD would be one more request than a miss makes)
+            recent = RECENT_TABLES.get(self._recent_key(path), self._versions(path)[1])
             if recent is not None:
                 return _own_metadata(recent.schema.metadata)
         with self.fs.open(path, "rb") as handle:

@@ -120,3 +120,23 @@ def test_final_captions_drift_counts_each_length_once_with_the_same_result():
                                                      drift_pairs(final, t.length_unit)["final_caption"], t)
         assert result.n_original == len(drift_pairs(final, t.length_unit))
     assert 0 < len(compared) < (final["outcome"] != "dropped").sum()
+
+
+def test_first_table_pass_sends_a_column_no_expectation_reads_as_zeros(monkeypatch):
+    """A required column only the column-set expectation names (a pairs table's captions and source json)
+    goes as zeros: GX fingerprints and the helper is sent what the first pass sees. Duplicate column names
+    (a frame the constructor cannot rebuild) go as they are."""
+    seen = []
+    validate = _gx.validate
+    monkeypatch.setattr(_gx, "validate", lambda df, specs, fmt="SUMMARY": (seen.append(df.copy()),
+                                                                           validate(df, specs, fmt))[1])
+    df = pd.DataFrame({"key": ["a", "b"], "caption": ["x", None], "score": [0.5, 0.7], "extra": [1, 2]}, index=[5, 5])
+    result = check_table(df, required_columns=["key", "caption", "score"], unique=["key"], ranges={"score": (0, 1)})
+    assert result.passed and len(seen) == 1
+    assert list(seen[0].columns) == ["key", "caption", "score"] and seen[0].index.tolist() == [5, 5]
+    assert seen[0]["caption"].tolist() == [0, 0] and seen[0]["key"].tolist() == ["a", "b"]
+    assert seen[0]["score"].tolist() == [0.5, 0.7]
+    seen.clear()
+    dup = pd.DataFrame([["a", 1, 2]], columns=["key", "n", "n"])
+    result = check_table(dup, required_columns=["key", "n"], unique=["key"])
+    assert result.passed and list(seen[0].columns) == ["key", "n", "n"] and seen[0].iloc[0].tolist() == ["a", 1, 2]
