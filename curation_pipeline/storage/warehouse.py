@@ -506,7 +506,7 @@ class Warehouse:
         # a frame of its own (reset_index copies, unless pandas copies on write): the table kept for this
         # process's reads (RECENT_TABLES) must share no array with the caller's frame, which may change later
         df = df.reset_index(drop=True)
-        if getattr(pd.options.mode, "copy_on_write", True) is not False:
+        if getattr(pd.options.mode, "copy_on_write", True) is True:  # pandas 3 has no such option: it always does
             df = df.copy(deep=True)
         errors = [c for c in df.columns if df[c].dtype == object and _ERROR_COLUMNS.search(str(c))]
         if errors:  # error texts must read the same on every run
@@ -531,9 +531,11 @@ class Warehouse:
                     handle.flush()
                     written = os.dup(handle.fileno())
             stored = StoredTable(path, footer[0].schema.to_arrow_schema(), footer[0].num_rows)
-            if written is not None:  # after the rename, which set its change time; an object's ETag is known
-                # at its first read
-                self._keep_written(path, self._versions(path, fd=written)[1], arrow, stored.schema)
+            if written is not None:  # an object's ETag is known at its first read
+                try:
+                    self._keep_written(path, self._versions(path, fd=written)[1], arrow, stored.schema)
+                except (OSError, pa.ArrowException):  # the table is written: not keeping it costs a read later
+                    pass
         finally:
             if written is not None:
                 os.close(written)
@@ -617,11 +619,12 @@ class Warehouse:
 
     def _versions(self, path: str, handle=None, fd: int | None = None) -> tuple[str, str]:
         """``file_version`` of ``path`` (open in ``handle`` or ``fd``, else opened here), and the stricter one
-        RECENT_TABLES keeps tables at. On a local disk that one adds the device and the inode's change time,
-        which the rename into place sets: a file written again within one timestamp tick (1-10 ms on kernels
-        before 6.13), of the same size, on the inode just freed, is still another version. Both come from an
-        open file: an NFS client asks the server for a file's attributes at its open, where a stat may answer
-        from its cache. On object storage both are the object's ETag (its content's digest)."""
+        RECENT_TABLES keeps tables at. On a local disk that one adds the device and the inode's change time
+        (which an attribute change sets too: a modification time set back with ``touch``, say), and both come
+        from an open file: an NFS client asks the server for a file's attributes at its open, where a stat
+        may answer from its cache. Two whole writes of the same size on one inode within one timestamp tick
+        (1-10 ms on kernels before 6.13) would still read as one version; each write here is fsynced first,
+        which on most disks takes longer. On object storage both are the object's ETag (its content's digest)."""
         if not self.is_local:
             version = self.file_version(path, handle)
             return version, version

@@ -140,13 +140,13 @@ def test_a_read_of_every_shard_keeps_none(tmp_path, monkeypatch):
 
 def test_a_file_written_again_on_the_freed_inode_at_the_same_size_and_time_is_read_again(tmp_path):
     """Two writes of another process after this one's: the second file often gets the first's inode back
-    (ext4 reuses it at once); given the same size and modification time (a tick of 1-10 ms on kernels before
-    6.13 makes that so), only the inode's change time, set by its rename, tells it from the file written here."""
+    (ext4 reuses it at once); of the same size, with its modification time set back to the first's, only the
+    inode's change time (which setting it sets) tells it from the file written here."""
     wh = Warehouse(str(tmp_path))
     path = wh.table_path("caption_decisions", "s1")
     wh.write_table("caption_decisions", "s1", pd.DataFrame({"key": ["keep"]}))
     first = os.stat(path)
-    time.sleep(0.02)  # past a coarse timestamp tick: the renames below set another change time
+    time.sleep(0.02)  # past a coarse timestamp tick (1-10 ms before Linux 6.13): the utime below sets another
     other = Warehouse(str(tmp_path / "other"))  # the bytes another process's warehouse writes
     written = [open(other.write_table("caption_decisions", shard, pd.DataFrame({"key": [shard]})), "rb").read()
                for shard in ("swap", "drop")]
