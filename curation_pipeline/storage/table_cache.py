@@ -3,9 +3,9 @@
 A shard's steps read each other's tables: ``caption_decisions`` is loaded by the three steps after it,
 ``pairs`` and ``quality_scores`` by two each, in the same run, so in the same process. A warehouse file
 never changes in place (every write is a new file renamed into place, ``Warehouse.atomic_open``), so
-the version that names a write (``Warehouse.file_version``: inode, size and modification time, or an
-object's ETag) names its bytes: a table kept with the version it was read at, or written as, is what a
-read of that version gives, without opening and decoding the Parquet again (on object storage, a GET).
+the version that names a write (``Warehouse._versions``: device, inode, size, modification and change time,
+or an object's ETag) names its bytes: a table kept with the version it was read at, or written as, is what
+a read of that version gives, without opening and decoding the Parquet again (on object storage, a GET).
 A read asks the file's version first; any other version is read from the file as before.
 """
 
