@@ -532,24 +532,23 @@ class Warehouse:
                     written = os.dup(handle.fileno())
             stored = StoredTable(path, footer[0].schema.to_arrow_schema(), footer[0].num_rows)
             if written is not None:  # an object's ETag is known at its first read
-                try:
-                    self._keep_written(path, self._versions(path, fd=written)[1], arrow, stored.schema)
-                except (OSError, pa.ArrowException):  # the table is written: not keeping it costs a read later
-                    pass
+                self._keep_written(path, written, arrow, stored.schema)
         finally:
             if written is not None:
                 os.close(written)
         return stored
 
-    def _keep_written(self, path: str, version: str, arrow: pa.Table, read_schema: pa.Schema) -> None:
-        """Keep a table just written for this process's next read, as a read gives it: of the schema its
-        footer gives readers (a vector's list items named ``element``, not ``item``; timestamp[s] as ms;
-        dictionary indices as int32), cast without a loss, or not kept."""
-        if not arrow.schema.equals(read_schema, check_metadata=True):
-            try:
+    def _keep_written(self, path: str, fd: int, arrow: pa.Table, read_schema: pa.Schema) -> None:
+        """Keep a table just written (open in ``fd``, renamed to ``path``) for this process's next read, as a
+        read gives it: of the schema its footer gives readers (a vector's list items named ``element``, not
+        ``item``; timestamp[s] as ms; dictionary indices as int32), cast without a loss, or not kept. The
+        table is written either way: not keeping it costs a read later."""
+        try:
+            version = self._versions(path, fd=fd)[1]
+            if not arrow.schema.equals(read_schema, check_metadata=True):
                 arrow = arrow.cast(read_schema)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
-                return
+        except (OSError, pa.ArrowException, ValueError):
+            return
         RECENT_TABLES.put(self._recent_key(path), version, arrow)
 
     def update_table_metadata(self, table: str, shard: str, updates: dict[str, str],
