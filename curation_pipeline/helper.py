@@ -10,7 +10,8 @@ a new helper), and leaves after ``CURATE_HELPER_IDLE_S`` seconds (120) with no c
 once its home is gone. ``call`` runs a function there (plain values in and out, so it gives what it
 gives here), or here: without a home, with ``CURATE_HELPER=off``, or when the helper cannot be
 reached (connecting gives up after ``CURATE_HELPER_CONNECT_TIMEOUT_S``, 20: a stopped helper still
-queues connections; a client that stalls in the handshake holds up only its own).
+queues connections; a client that stalls in the handshake holds up only its own). What the warm-up defers
+(``deferred``: GX's scipy) runs once no call has been in flight for ``CURATE_HELPER_QUIET_S`` (1).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 MODE_ENV, IDLE_ENV, CALL_TIMEOUT_ENV = "CURATE_HELPER", "CURATE_HELPER_IDLE_S", "CURATE_HELPER_CALL_TIMEOUT_S"
-CONNECT_TIMEOUT_ENV = "CURATE_HELPER_CONNECT_TIMEOUT_S"
+CONNECT_TIMEOUT_ENV, QUIET_ENV = "CURATE_HELPER_CONNECT_TIMEOUT_S", "CURATE_HELPER_QUIET_S"
 DEFAULT_IDLE_S = 120.0
 DEFAULT_CALL_TIMEOUT_S = 900.0  # a call with no answer by then: the helper is wedged, run it here
 # connecting and the key handshake, each step: a helper (or, for the helper, a client) silent that long
@@ -40,9 +41,12 @@ DEFAULT_CALL_TIMEOUT_S = 900.0  # a call with no answer by then: the helper is w
 DEFAULT_CONNECT_TIMEOUT_S = 20.0
 START_TIMEOUT_S = 20.0  # a started helper binds its socket within this (before its heavy imports)
 READY_TIMEOUT_S = 300.0  # the helper's warm-up (GX's import) finishes within this, or calls run in the runs
+# what the warm-up left for later runs once no call has been in flight this long since it ended: a run's
+# calls come tens of milliseconds apart in its deciding steps, seconds apart while it scores
+DEFAULT_QUIET_S = 1.0
 PACKAGE = Path(__file__).resolve().parent
 # the modules whose functions run in the helper: a change to any of them starts a new helper
-SERVED = ("helper.py", "values.py", "validation/_gx.py")
+SERVED = ("helper.py", "values.py", "deferred.py", "validation/_gx.py")
 
 _LOCK = threading.Lock()
 _CLIENT: _Client | None = None
@@ -332,7 +336,7 @@ def check_settings() -> None:
     """Read every seconds setting once in the caller's process (``curate run``), so a malformed one warns
     where the user sees it, not only in the log of a helper started in the background."""
     for env, default in ((IDLE_ENV, DEFAULT_IDLE_S), (CALL_TIMEOUT_ENV, DEFAULT_CALL_TIMEOUT_S),
-                         (CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT_S)):
+                         (CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT_S), (QUIET_ENV, DEFAULT_QUIET_S)):
         _seconds(env, default)
 
 
@@ -410,7 +414,9 @@ def stop(home: str | os.PathLike) -> int | None:
 # --- the helper process itself --------------------------------------------------------------
 
 
-def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> None:
+def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float, quiet_s: float) -> None:
+    """Answer calls once ``warm`` has run; if it returns a function (what it left for later), run that
+    once no call has been in flight for ``quiet_s``, calls that come meanwhile waiting for it."""
     import fcntl
     from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
     from multiprocessing.reduction import ForkingPickler
@@ -424,6 +430,37 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
     ready = threading.Event()
     state = {"clients": 0, "since": time.monotonic()}
     guard = threading.Lock()
+    # calls run side by side, never beside the warm-up's later part: {"calls": in flight, "later": running
+    # it, "last": when the last call, or the warm-up, ended}
+    work = {"calls": 0, "later": False, "last": time.monotonic()}
+    gate = threading.Condition()
+
+    def run(fn, args, kwargs):
+        with gate:
+            gate.wait_for(lambda: not work["later"])
+            work["calls"] += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with gate:
+                work["calls"] -= 1
+                work["last"] = time.monotonic()
+
+    def run_later(later: Callable[[], object]) -> bool:
+        """Run ``later`` if no call has been in flight for quiet_s; whether it ran."""
+        with gate:
+            if work["calls"] or time.monotonic() - work["last"] < quiet_s:
+                return False
+            work["later"] = True
+        try:
+            later()
+        except Exception:  # noqa: BLE001 - what it would have loaded loads when a call first uses it
+            pass
+        finally:
+            with gate:
+                work["later"] = False
+                gate.notify_all()
+        return True
 
     def touch(change: int = 0) -> None:
         with guard:
@@ -461,7 +498,7 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
                         reply = ("unsendable", "the helper is still warming up")
                     else:
                         try:
-                            reply = ("ok", fn(*args, **kwargs))
+                            reply = ("ok", run(fn, args, kwargs))
                         except BaseException as exc:  # noqa: BLE001 - raised again in the caller
                             reply = ("error", exc)
                 try:
@@ -490,11 +527,14 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
 
     threading.Thread(target=accept, daemon=True).start()
     try:
-        warm()
+        later = warm()
     except BaseException:  # noqa: BLE001 - clients see the connection close and run their calls themselves
         with contextlib.suppress(OSError):
             sock.unlink()
         os._exit(1)
+    later = later if callable(later) else None
+    with gate:
+        work["last"] = time.monotonic()
     ready.set()
 
     def idle() -> bool:
@@ -502,7 +542,9 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
             return state["clients"] == 0 and time.monotonic() - state["since"] > idle_s
 
     while True:
-        time.sleep(0.5)
+        time.sleep(0.1 if later else 0.5)
+        if later and run_later(later):
+            later = None
         try:
             replaced = sock.stat().st_ino != mine
         except FileNotFoundError:
@@ -526,7 +568,8 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float) -> 
 def main(argv: list[str]) -> None:
     sock, home, warm = Path(argv[0]), Path(argv[1]), argv[2]
     module, name = warm.split(":")
-    serve(sock, home, getattr(import_module(module), name), _seconds(IDLE_ENV, DEFAULT_IDLE_S))
+    serve(sock, home, getattr(import_module(module), name), _seconds(IDLE_ENV, DEFAULT_IDLE_S),
+          _seconds(QUIET_ENV, DEFAULT_QUIET_S))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import time
 import types
 from multiprocessing.connection import Client
 from multiprocessing.reduction import ForkingPickler
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,7 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv(helper.MODE_ENV, "on")
     monkeypatch.setenv(helper.IDLE_ENV, "2")
+    monkeypatch.setenv(helper.QUIET_ENV, "3600")  # what GX's import deferred stays so: the checks run it
     monkeypatch.setattr(helper, "_GAVE_UP", set())
     (tmp_path / "home").mkdir()
     helper.shutdown()  # whatever an earlier test of this process connected to
@@ -60,9 +62,13 @@ def home(tmp_path, monkeypatch):
         os.kill(pid, 9)
 
 
+SCIPY_STATS = "type(__import__('sys').modules['scipy.stats']).__name__"  # evaluated in the helper
+
+
 def test_the_helper_gives_the_same_outcomes_as_in_process(home, monkeypatch):
     _, pid = home
     assert pid != os.getpid()  # a separate process really runs them
+    assert helper.call(eval, SCIPY_STATS) == "_LazyModule"  # GX's scipy deferred: the drift check runs it
     there = _gx.validate(_frame(), SPECS)
     original = pd.Series(["a dog runs", "two men walk on a road", "a cat", "red car"] * 5)
     final = original.str.replace("a dog runs", "a small brown dog runs fast on the wet sand near the sea")
@@ -78,6 +84,63 @@ def test_the_helper_gives_the_same_outcomes_as_in_process(home, monkeypatch):
     assert check_caption_length_drift(original, final) == drift_there
     assert check_table(_frame(), required_columns=["k", "x"], unique=["k"], ranges={"x": (0, 10)}) == table_there
     assert not table_there.passed and len(table_there.failures) == 2
+
+
+def _warm_with_later():
+    """A warm-up that leaves a slow part for later, which marks its start and end in DAGSTER_HOME."""
+    marks = Path(os.environ["DAGSTER_HOME"])
+
+    def later():
+        (marks / "later-started").touch()
+        time.sleep(1.0)
+        (marks / "later-ended").touch()
+
+    return later
+
+
+def _exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def test_what_gx_deferred_loads_once_no_call_is_in_flight(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv(helper.MODE_ENV, "on")
+    monkeypatch.setenv(helper.QUIET_ENV, "0.01")
+    monkeypatch.setattr(helper, "_GAVE_UP", set())
+    helper.shutdown()
+    helper.start(_gx.warm)
+    try:
+        pid = helper.call(os.getpid)
+        deadline = time.monotonic() + 120  # a bound on a hang, not a measure of speed
+        while helper.call(eval, SCIPY_STATS) != "module":
+            assert time.monotonic() < deadline, "the helper never loaded what GX's import deferred"
+            time.sleep(0.05)
+        assert helper.call(eval, "[type(f).__name__ for f in __import__('sys').meta_path]").count("Deferred") == 0
+        assert helper.call(os.getpid) == pid
+    finally:
+        helper.shutdown()
+        helper.stop(tmp_path)
+
+
+def test_a_call_during_the_later_warm_up_waits_for_it(tmp_path, monkeypatch):
+    """The later part runs with no call beside it (LazyLoader is not thread-safe): a call that comes
+    meanwhile is answered after it ends, by the helper, not refused or run beside it."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv(helper.MODE_ENV, "on")
+    monkeypatch.setenv(helper.QUIET_ENV, "0.01")
+    monkeypatch.setattr(helper, "_GAVE_UP", set())
+    helper.shutdown()
+    helper.start(_warm_with_later)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "later-started").exists():
+            assert time.monotonic() < deadline, "the later part never ran"
+            time.sleep(0.01)
+        assert helper.call(_exists, str(tmp_path / "later-ended"))  # answered only after it ended
+        assert helper.call(os.getpid) != os.getpid()
+    finally:
+        helper.shutdown()
+        helper.stop(tmp_path)
 
 
 def test_later_runs_of_the_home_find_it_warm(home):

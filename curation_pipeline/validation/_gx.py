@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from curation_pipeline import helper
+from curation_pipeline import deferred, helper
 from curation_pipeline.values import plain_tree
 
 if TYPE_CHECKING:
@@ -128,9 +128,15 @@ def _validate_here(df: pd.DataFrame, specs: list[Spec], result_format: Any) -> l
             for i, r in enumerate(results)]
 
 
-def warm() -> None:
-    """Import GX and build the context (the helper's first work)."""
-    _batch_definition()
+DEFERRED = ("scipy", "altair")  # GX imports them for expectations and renderers a run's first checks never use
+
+
+def warm() -> Callable[[], None]:
+    """Import GX and build the context (the helper's first work), ``DEFERRED`` left to the function returned
+    (``deferred``: a run's first check need not wait for them; the helper runs it when no call is in flight)."""
+    with deferred.defer(DEFERRED) as later:
+        _batch_definition()
+    return later.load
 
 
 def validate(df: pd.DataFrame, specs: list[Spec], result_format: Any = "SUMMARY") -> list[Outcome]:
