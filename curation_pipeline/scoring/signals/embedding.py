@@ -69,7 +69,7 @@ class MiniLM:
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=self.max_length)
         self.tokenizer.no_padding()
-        w = {k: v.astype(np.float32) for k, v in load_file(str(path / "model.safetensors")).items()}
+        w = {k: v.astype(np.float32, copy=False) for k, v in load_file(str(path / "model.safetensors")).items()}
         self.eps = config["layer_norm_eps"]
         self.word, self.position, self.token_type = (w[f"embeddings.{name}_embeddings.weight"]
                                                      for name in ("word", "position", "token_type"))
