@@ -225,19 +225,21 @@ def test_a_good_or_unset_helper_timeout_is_read_silently(monkeypatch, recwarn):
     assert not recwarn.list
 
 
-def test_curate_run_warns_of_a_bad_helper_setting_in_the_users_terminal(tmp_path, monkeypatch):
-    """The idle time is read by the helper, started in the background: its warning alone went unseen."""
+@pytest.mark.parametrize("setting", ["CURATE_HELPER_IDLE_S", "CURATE_HELPER_QUIET_S"])
+def test_curate_run_warns_of_a_bad_helper_setting_in_the_users_terminal(tmp_path, monkeypatch, setting):
+    """The idle and quiet times are read by the helper, started in the background: their warnings alone went
+    unseen."""
     import warnings
 
     from curation_pipeline.cli import EXIT_BAD_INPUT
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("CURATE_HELPER_IDLE_S", "2 minutes")
+    monkeypatch.setenv(setting, "2 minutes")
     empty = tmp_path / "raw"
     empty.mkdir()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = CliRunner().invoke(main, ["run", "--raw", str(empty), "--warehouse", str(tmp_path / "wh")])
     assert result.exit_code == EXIT_BAD_INPUT  # no shards: the run stops after reading its settings
-    assert any("CURATE_HELPER_IDLE_S='2 minutes' is not a positive number of seconds" in str(w.message)
+    assert any(f"{setting}='2 minutes' is not a positive number of seconds" in str(w.message)
                for w in caught), [str(w.message) for w in caught]
