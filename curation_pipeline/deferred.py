@@ -7,7 +7,8 @@ the named packages' Python modules are created empty and run on first use (``imp
 ``Deferred.load`` runs them all later, when the helper has time. Extension modules load as they would.
 
 LazyLoader (Python 3.11) is not safe when two threads first touch the same module: the caller runs
-``load`` while no other thread can (the helper: no call in flight).
+``load`` while no other thread can (the helper: no call in flight), and any first use in between under one
+lock (``_gx._LOCK``). A deferred module whose run fails stays half-run in ``sys.modules``: the helper leaves.
 """
 
 from __future__ import annotations

@@ -446,20 +446,26 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float, qui
                 work["calls"] -= 1
                 work["last"] = time.monotonic()
 
+    def leave() -> None:  # clients see the connection close and run their calls themselves (or start another)
+        with contextlib.suppress(OSError):
+            if sock.stat().st_ino == mine:  # not a newer helper's
+                sock.unlink()
+        os._exit(1)
+
     def run_later(later: Callable[[], object]) -> bool:
-        """Run ``later`` if no call has been in flight for quiet_s; whether it ran."""
+        """Run ``later`` if no call has been in flight for quiet_s; whether it ran. If it fails, the helper
+        leaves, as when ``warm`` fails: a module that failed to run stays half-run in this process."""
         with gate:
             if work["calls"] or time.monotonic() - work["last"] < quiet_s:
                 return False
             work["later"] = True
         try:
             later()
-        except Exception:  # noqa: BLE001 - what it would have loaded loads when a call first uses it
-            pass
-        finally:
-            with gate:
-                work["later"] = False
-                gate.notify_all()
+        except BaseException:  # noqa: BLE001 - the calls waiting for it are closed, never served by half a warm-up
+            leave()
+        with gate:
+            work["later"] = False
+            gate.notify_all()
         return True
 
     def touch(change: int = 0) -> None:
@@ -529,9 +535,7 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float, qui
     try:
         later = warm()
     except BaseException:  # noqa: BLE001 - clients see the connection close and run their calls themselves
-        with contextlib.suppress(OSError):
-            sock.unlink()
-        os._exit(1)
+        leave()
     later = later if callable(later) else None
     with gate:
         work["last"] = time.monotonic()

@@ -87,13 +87,24 @@ def test_the_helper_gives_the_same_outcomes_as_in_process(home, monkeypatch):
 
 
 def _warm_with_later():
-    """A warm-up that leaves a slow part for later, which marks its start and end in DAGSTER_HOME."""
+    """A warm-up that leaves a part for later, which marks its start and end in DAGSTER_HOME and runs until
+    half a second after the test says its call is coming (or a minute)."""
     marks = Path(os.environ["DAGSTER_HOME"])
 
     def later():
         (marks / "later-started").touch()
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while not (marks / "call-coming").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
         (marks / "later-ended").touch()
+
+    return later
+
+
+def _warm_with_failing_later():
+    def later():
+        raise ImportError("a deferred module failed to run")
 
     return later
 
@@ -136,8 +147,28 @@ def test_a_call_during_the_later_warm_up_waits_for_it(tmp_path, monkeypatch):
         while not (tmp_path / "later-started").exists():
             assert time.monotonic() < deadline, "the later part never ran"
             time.sleep(0.01)
+        (tmp_path / "call-coming").touch()
         assert helper.call(_exists, str(tmp_path / "later-ended"))  # answered only after it ended
         assert helper.call(os.getpid) != os.getpid()
+    finally:
+        helper.shutdown()
+        helper.stop(tmp_path)
+
+
+def test_a_helper_whose_later_warm_up_fails_leaves(tmp_path, monkeypatch):
+    """A module that failed to run stays half-run in its process: the helper leaves rather than serve with it,
+    as when its warm-up fails, and calls still get answers (from a fresh helper, or run here)."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv(helper.MODE_ENV, "on")
+    monkeypatch.setenv(helper.QUIET_ENV, "0.01")
+    monkeypatch.setattr(helper, "_GAVE_UP", set())
+    helper.shutdown()
+    helper.start(_warm_with_failing_later)
+    try:
+        pid = helper.call(os.getpid)
+        assert pid != os.getpid()
+        assert _gone(pid)
+        assert helper.call(str.upper, "still answered") == "STILL ANSWERED"
     finally:
         helper.shutdown()
         helper.stop(tmp_path)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 Spec = tuple[str, dict]  # a GX expectation class name (gx.expectations.<name>) and its arguments
 
+# held around GX's batch and validation, which first use the packages ``warm`` defers (the KL expectation's
+# scipy.stats): LazyLoader runs a module safely only if no other thread touches it meanwhile
 _LOCK = threading.Lock()
 _BATCH_DEFINITION = None
 _CLASSES: dict[str, type] = {}  # GX expectation class name -> its subclass with ``configuration`` built once
