@@ -40,6 +40,9 @@ then the pool's ``dedup_index`` run in the offline profile, then every shard dec
   ``one_run_cold_s``, ``two_shard_run_cold_s``, ``fixed_per_run_cold_s`` (``two_shard_run_cold_s - 2 *
   per_shard_s``), ``two_runs_cold_s`` and ``two_runs_vs_one_cold`` measure the same after stopping both
   (what a first run pays). The package is byte-compiled first (``make setup`` does the same).
+- ``pairs_step_s`` and ``pairs_step_cold_s``: the one-shard run's ``pairs`` step, warm and cold: its
+  ``pairs_schema`` check is a run's first call to the GX helper, so the difference is what a first run
+  waits for the helper's warm-up (``deferred``: it answers before scipy runs).
 
 Each run sizes its thread pools to the cores divided by the home's ``max_concurrent_runs`` (the
 shipped dagster.yaml says 2), unless ``CURATION_THREADS`` is set. ``--smoke`` skips the warm-up
@@ -219,8 +222,11 @@ def main() -> None:
 
         cold = {}
         if not args.smoke:  # the same measures after stopping the home's warm processes: what a first run pays
+            _, known, _ = step_times(home, known)  # the side-by-side runs': not the cold run's
             stop_warm()
             cold["one_run_cold_s"] = timed_run(args, raw, tmp / "wh-one-cold", [shard], env)
+            steps, known, _ = step_times(home, known)
+            cold["pairs_step_cold_s"] = sum(v for k, v in steps[shard] if k == "pairs")
             stop_warm()
             cold["two_shard_run_cold_s"] = timed_run(args, raw, tmp / "wh-two-cold", two, env)
             cold["fixed_per_run_cold_s"] = cold["two_shard_run_cold_s"] - 2 * per_shard_s
@@ -236,6 +242,7 @@ def main() -> None:
             "served": served,
             "one_run_s": one_run_s,
             "one_run_steps_s": one_run_steps_s,
+            "pairs_step_s": sum(v for k, v in first if k == "pairs"),
             "outside_steps_s": one_run_s - one_run_steps_s,
             "fixed_per_run_s": fixed_per_run_s,
             "per_shard_s": per_shard_s,
