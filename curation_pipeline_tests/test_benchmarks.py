@@ -42,7 +42,8 @@ EXPECTED_KEYS = {
     "overhead.py": {"cores", "threads_per_run", "pairs_per_shard", "served", "one_run_s", "one_run_steps_s",
                     "outside_steps_s", "fixed_per_run_s", "per_shard_s", "per_shard_steps_s",
                     "per_shard_overhead_s", "per_shard_scoring_s", "per_shard_non_scoring_s", "two_runs_s",
-                    "two_runs_vs_one", "per_shard_non_scoring_steps", "step_floor_s", "per_shard_non_scoring_floor_s"},
+                    "two_runs_vs_one", "per_shard_non_scoring_steps", "step_floor_s", "per_shard_non_scoring_floor_s",
+                    "pairs_step_s"},  # a full run adds the cold figures (one_run_cold_s, pairs_step_cold_s, ...)
     "data_juicer.py": {"pairs", "rounds", "served_median_s", "local_median_s"},
     "instance_storage.py": {"runs", "assets", "events_per_run", "dagster_run_ms", "shipped_run_ms",
                             "shipped_vs_dagster"},  # + the ratios when --dj names one
