@@ -17,6 +17,7 @@ queues connections; a client that stalls in the handshake holds up only its own)
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import socket
@@ -463,6 +464,7 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float, qui
             later()
         except BaseException:  # noqa: BLE001 - the calls waiting for it are closed, never served by half a warm-up
             leave()
+        gc.freeze()
         with gate:
             work["later"] = False
             gate.notify_all()
@@ -537,6 +539,7 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float, qui
     except BaseException:  # noqa: BLE001 - clients see the connection close and run their calls themselves
         leave()
     later = later if callable(later) else None
+    gc.freeze()  # what the warm-up made lives as long as the helper: its collections skip it (``heap``)
     with gate:
         work["last"] = time.monotonic()
     ready.set()
