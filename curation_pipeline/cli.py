@@ -637,6 +637,11 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     _check_decision_columns(scoring, rules.quality_column, rules.keep_expression)
     try:  # load models here, once: a model that cannot be loaded is bad input, not a failed run
         cpu_threads()  # a malformed CURATION_THREADS too
+        if not compute.uses_ray:  # duplicate signals and every rewrite's similarity encode captions here
+            from curation_pipeline.scoring.signals.embedding import prefetch_minilm
+
+            scoring.apply_threads()  # the session is sized to the run's budget
+            prefetch_minilm()
         scoring.scorers()
         rewriting.rewriter()
     except (ValueError, ModelUnavailableError) as exc:

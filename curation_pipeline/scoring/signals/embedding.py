@@ -11,7 +11,9 @@ duplicate detection and rewrite minimality share this copy.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
@@ -25,6 +27,7 @@ EMBED_DIM = 384
 ENCODE_TOKENS = 128
 ENCODE_BATCH = 64  # at most this many texts per call (the shortest captions)
 ENCODER_GRAPH = Path(__file__).with_name("minilm_encoder.onnx")
+_LOADING = threading.Lock()
 
 
 def layer_weights(i: int) -> dict:
@@ -115,10 +118,26 @@ class MiniLM:
 def load_minilm() -> MiniLM:
     """The bundled model on CPU (a local path, so no hub lookup happens), its session sized to the
     thread budget now (``cpu_threads``): a session keeps the thread count it was built with, so a
-    changed ``CURATION_THREADS`` in this process (a scoring resource's ``threads``) gets its own."""
+    changed ``CURATION_THREADS`` in this process (a scoring resource's ``threads``) gets its own. One
+    load at a time: a caller that comes while ``prefetch_minilm``'s thread loads it waits for that copy."""
     from curation_pipeline.scoring.signals import cpu_threads
 
-    return _minilm(cpu_threads())
+    with _LOADING:
+        return _minilm(cpu_threads())
+
+
+def prefetch_minilm() -> threading.Thread:
+    """Load the model in a background thread (``curate run``: while its other models load and its first
+    shard is read, not when that shard's duplicate signals first need it). A failure here is left to the
+    first real use to raise."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            load_minilm()
+
+    thread = threading.Thread(target=load, name="minilm-prefetch", daemon=True)
+    thread.start()
+    return thread
 
 
 @lru_cache(maxsize=1)  # one model per process: a new thread budget replaces the old session
