@@ -113,65 +113,52 @@ def _exists(path: str) -> bool:
     return Path(path).exists()
 
 
-def test_what_gx_deferred_loads_once_no_call_is_in_flight(tmp_path, monkeypatch):
+@pytest.fixture()
+def quick_later(tmp_path, monkeypatch):
+    """A home whose helper runs what its warm-up left for later at once (``CURATE_HELPER_QUIET_S`` 0.01): start
+    it with the warm-up given; stopped afterwards."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.setenv(helper.MODE_ENV, "on")
     monkeypatch.setenv(helper.QUIET_ENV, "0.01")
     monkeypatch.setattr(helper, "_GAVE_UP", set())
     helper.shutdown()
-    helper.start(_gx.warm)
-    try:
-        pid = helper.call(os.getpid)
-        deadline = time.monotonic() + 120  # a bound on a hang, not a measure of speed
-        while helper.call(eval, SCIPY_STATS) != "module":
-            assert time.monotonic() < deadline, "the helper never loaded what GX's import deferred"
-            time.sleep(0.05)
-        assert helper.call(eval, "[type(f).__name__ for f in __import__('sys').meta_path]").count("Deferred") == 0
-        assert helper.call(os.getpid) == pid
-    finally:
-        helper.shutdown()
-        helper.stop(tmp_path)
+    yield helper.start
+    helper.shutdown()
+    helper.stop(tmp_path)
 
 
-def test_a_call_during_the_later_warm_up_waits_for_it(tmp_path, monkeypatch):
+def test_what_gx_deferred_loads_once_no_call_is_in_flight(quick_later):
+    quick_later(_gx.warm)
+    pid = helper.call(os.getpid)
+    deadline = time.monotonic() + 120  # a bound on a hang, not a measure of speed
+    while helper.call(eval, SCIPY_STATS) != "module":
+        assert time.monotonic() < deadline, "the helper never loaded what GX's import deferred"
+        time.sleep(0.05)
+    assert helper.call(eval, "[type(f).__name__ for f in __import__('sys').meta_path]").count("Deferred") == 0
+    assert helper.call(os.getpid) == pid
+
+
+def test_a_call_during_the_later_warm_up_waits_for_it(quick_later, tmp_path):
     """The later part runs with no call beside it (LazyLoader is not thread-safe): a call that comes
     meanwhile is answered after it ends, by the helper, not refused or run beside it."""
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.setenv(helper.MODE_ENV, "on")
-    monkeypatch.setenv(helper.QUIET_ENV, "0.01")
-    monkeypatch.setattr(helper, "_GAVE_UP", set())
-    helper.shutdown()
-    helper.start(_warm_with_later)
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "later-started").exists():
-            assert time.monotonic() < deadline, "the later part never ran"
-            time.sleep(0.01)
-        (tmp_path / "call-coming").touch()
-        assert helper.call(_exists, str(tmp_path / "later-ended"))  # answered only after it ended
-        assert helper.call(os.getpid) != os.getpid()
-    finally:
-        helper.shutdown()
-        helper.stop(tmp_path)
+    quick_later(_warm_with_later)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "later-started").exists():
+        assert time.monotonic() < deadline, "the later part never ran"
+        time.sleep(0.01)
+    (tmp_path / "call-coming").touch()
+    assert helper.call(_exists, str(tmp_path / "later-ended"))  # answered only after it ended
+    assert helper.call(os.getpid) != os.getpid()
 
 
-def test_a_helper_whose_later_warm_up_fails_leaves(tmp_path, monkeypatch):
+def test_a_helper_whose_later_warm_up_fails_leaves(quick_later):
     """A module that failed to run stays half-run in its process: the helper leaves rather than serve with it,
     as when its warm-up fails, and calls still get answers (from a fresh helper, or run here)."""
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.setenv(helper.MODE_ENV, "on")
-    monkeypatch.setenv(helper.QUIET_ENV, "0.01")
-    monkeypatch.setattr(helper, "_GAVE_UP", set())
-    helper.shutdown()
-    helper.start(_warm_with_failing_later)
-    try:
-        pid = helper.call(os.getpid)
-        assert pid != os.getpid()
-        assert _gone(pid)
-        assert helper.call(str.upper, "still answered") == "STILL ANSWERED"
-    finally:
-        helper.shutdown()
-        helper.stop(tmp_path)
+    quick_later(_warm_with_failing_later)
+    pid = helper.call(os.getpid)
+    assert pid != os.getpid()
+    assert _gone(pid)
+    assert helper.call(str.upper, "still answered") == "STILL ANSWERED"
 
 
 def test_later_runs_of_the_home_find_it_warm(home):
