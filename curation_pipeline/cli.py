@@ -637,11 +637,6 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     _check_decision_columns(scoring, rules.quality_column, rules.keep_expression)
     try:  # load models here, once: a model that cannot be loaded is bad input, not a failed run
         cpu_threads()  # a malformed CURATION_THREADS too
-        if not compute.uses_ray:  # duplicate signals and every rewrite's similarity encode captions here
-            from curation_pipeline.scoring.signals.embedding import prefetch_minilm
-
-            scoring.apply_threads()  # the session is sized to the run's budget
-            prefetch_minilm()
         scoring.scorers()
         rewriting.rewriter()
     except (ValueError, ModelUnavailableError) as exc:
@@ -664,6 +659,12 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
                 click.echo("nothing to run: every shard selected is curated and up to date (the report is as "
                            "it was)")
                 return EXIT_BAD_INPUT if rejected and not shards else 0
+        if selected and not compute.uses_ray and _embeds_captions(scoring.scorers()):
+            # every shard scored here encodes its captions: MiniLM loads in a background thread while the
+            # first one starts, not when its duplicate signals first need it
+            from curation_pipeline.scoring.signals.embedding import prefetch_minilm
+
+            prefetch_minilm()
         failed, reported, curated = _materialize(defs, instance, selected, report, redecide)
     from curation_pipeline.storage.warehouse import Warehouse
 
@@ -690,6 +691,12 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         click.echo(f"skipped {skipped} file{'s' if skipped != 1 else ''} of {raw}, not curated (each named under "
                    "'skipped:' above)", err=True)
     return EXIT_FAILED if failed else EXIT_BAD_INPUT if skipped else 0
+
+
+def _embeds_captions(scorers) -> bool:
+    from curation_pipeline.scoring.signals.duplicates import DuplicateSignals
+
+    return any(isinstance(s, DuplicateSignals) and s.embed_captions for s in scorers)
 
 
 def _is_url(location: str) -> bool:

@@ -11,7 +11,8 @@ once its home is gone. ``call`` runs a function there (plain values in and out, 
 gives here), or here: without a home, with ``CURATE_HELPER=off``, or when the helper cannot be
 reached (connecting gives up after ``CURATE_HELPER_CONNECT_TIMEOUT_S``, 20: a stopped helper still
 queues connections; a client that stalls in the handshake holds up only its own). What the warm-up defers
-(``deferred``: GX's scipy) runs once no call has been in flight for ``CURATE_HELPER_QUIET_S`` (1).
+(``deferred``: GX's scipy) runs once no call has been in flight for ``CURATE_HELPER_QUIET_S`` (1); should
+that fail, the helper refuses every call (each runs in its caller) until it leaves.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import threading
 import time
 from importlib import import_module
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -64,6 +65,10 @@ class NoAnswer(Unreachable):
 
 class NotSendable(RuntimeError):
     """The call, its answer or its error does not travel (pickling), or the helper is not ready: it runs here."""
+
+
+class _Refused(Exception):
+    """In the helper: a call it will not run (its warm-up failed), answered as not sendable."""
 
 
 def _code_key() -> str:
@@ -390,6 +395,10 @@ def shutdown() -> None:
         client.close()
 
 
+def _name(fn) -> tuple:
+    return getattr(fn, "__qualname__", None), getattr(fn, "__code__", None) and fn.__code__.co_filename
+
+
 def _leave() -> int:
     """Run in the helper: answer, then exit."""
     threading.Timer(0.05, os._exit, (0,)).start()
@@ -432,13 +441,15 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float, qui
     state = {"clients": 0, "since": time.monotonic()}
     guard = threading.Lock()
     # calls run side by side, never beside the warm-up's later part: {"calls": in flight, "later": running
-    # it, "last": when the last call, or the warm-up, ended}
-    work = {"calls": 0, "later": False, "last": time.monotonic()}
+    # it, "last": when the last call, or the warm-up, ended, "failed": why the later part failed, if it did}
+    work = {"calls": 0, "later": False, "last": time.monotonic(), "failed": ""}
     gate = threading.Condition()
 
     def run(fn, args, kwargs):
         with gate:
             gate.wait_for(lambda: not work["later"])
+            if work["failed"] and _name(fn) != _name(_leave):  # ``stop`` still ends it (this module runs as
+                raise _Refused(work["failed"])  # __main__ here: the call's ``_leave`` is another object)
             work["calls"] += 1
         try:
             return fn(*args, **kwargs)
@@ -447,26 +458,28 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float, qui
                 work["calls"] -= 1
                 work["last"] = time.monotonic()
 
-    def leave() -> None:  # clients see the connection close and run their calls themselves (or start another)
+    def leave() -> NoReturn:  # clients see the connection close and run their calls themselves (or start another)
         with contextlib.suppress(OSError):
             if sock.stat().st_ino == mine:  # not a newer helper's
                 sock.unlink()
         os._exit(1)
 
     def run_later(later: Callable[[], object]) -> bool:
-        """Run ``later`` if no call has been in flight for quiet_s; whether it ran. If it fails, the helper
-        leaves, as when ``warm`` fails: a module that failed to run stays half-run in this process."""
+        """Run ``later`` if no call has been in flight for quiet_s; whether it ran. If it fails, a module
+        that failed to run stays half-run in this process: every call is refused from then on (each runs in
+        its caller, which keeps this helper, so no new one is started for each call to fail the same way)."""
         with gate:
             if work["calls"] or time.monotonic() - work["last"] < quiet_s:
                 return False
             work["later"] = True
+        failed = ""
         try:
             later()
-        except BaseException:  # noqa: BLE001 - the calls waiting for it are closed, never served by half a warm-up
-            leave()
+        except BaseException as exc:  # noqa: BLE001 - the calls are refused, never served by half a warm-up
+            failed = f"the helper's warm-up failed ({type(exc).__name__}: {exc})"[:500]
         gc.freeze()
         with gate:
-            work["later"] = False
+            work["later"], work["failed"] = False, failed
             gate.notify_all()
         return True
 
@@ -507,6 +520,8 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float, qui
                     else:
                         try:
                             reply = ("ok", run(fn, args, kwargs))
+                        except _Refused as exc:
+                            reply = ("unsendable", str(exc))
                         except BaseException as exc:  # noqa: BLE001 - raised again in the caller
                             reply = ("error", exc)
                 try:

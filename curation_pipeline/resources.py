@@ -222,15 +222,10 @@ class ScoringResource(dg.ConfigurableResource):
         runs = code_versions(self.as_profile())
         return {name: value for name, value in settings.items() if name in runs}
 
-    def apply_threads(self) -> None:
-        """``threads`` as this process's thread budget, read by ``scoring.signals.cpu_threads`` when a pool or
-        session is sized."""
-        if self.threads > 0:
-            os.environ["CURATION_THREADS"] = str(self.threads)
-
     def scorers(self) -> tuple[Scorer, ...]:
         """Built once per process for a given configuration."""
-        self.apply_threads()
+        if self.threads > 0:  # read by scoring.signals.cpu_threads before the pools are sized
+            os.environ["CURATION_THREADS"] = str(self.threads)
         return _scorers(self.as_profile())
 
 
