@@ -635,6 +635,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     # before any model loads or run starts: a model the run would not use, a decision column it would not score
     _check_models_used(named or {}, scoring, rewriting)
     _check_decision_columns(scoring, rules.quality_column, rules.keep_expression)
+    _dagster_home()  # a fresh home's settings written first: the thread budget reads its max_concurrent_runs
     try:  # load models here, once: a model that cannot be loaded is bad input, not a failed run
         cpu_threads()  # a malformed CURATION_THREADS too
         scoring.scorers()
@@ -646,7 +647,6 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     # what this process built so far lives as long as it does (a child of the warm start: its server froze
     # what it imported before forking, and this does nothing)
     heap.freeze(heap.IMPORTED)
-    _dagster_home()
     with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
         redecide: list[str] = []
         if only_missing:

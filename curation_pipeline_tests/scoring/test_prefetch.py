@@ -190,3 +190,41 @@ def test_limit_torch_threads_sets_torchs_pool():
         assert signals.limit_torch_threads(1) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_budget_follows_the_homes_settings_as_they_are_now(tmp_path, monkeypatch):
+    """A home's first ``curate run`` writes its dagster.yaml: a budget read before must not stick."""
+    monkeypatch.delenv("CURATION_THREADS", raising=False)
+    monkeypatch.setattr(signals, "_cores", lambda: 8)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert signals.concurrent_runs() == 1 and signals.cpu_threads() == 8  # no settings yet
+    (tmp_path / "dagster.yaml").write_text("run_queue:\n  max_concurrent_runs: 2\n")
+    assert signals.concurrent_runs() == 2 and signals.cpu_threads() == 4
+    (tmp_path / "dagster.yaml").write_text("run_queue:\n  max_concurrent_runs: 4\n")  # edited between runs
+    assert signals.cpu_threads() == 2
+
+
+def test_a_fresh_homes_first_run_loads_its_models_on_the_homes_budget(tmp_path, monkeypatch):
+    """``curate run`` writes the shipped dagster.yaml (two runs at once) before it sizes any pool."""
+    from click.testing import CliRunner
+
+    from curation_pipeline import cli
+    from curation_pipeline.demo import generate_sample_shards
+    from curation_pipeline.resources import ScoringResource
+
+    monkeypatch.delenv("CURATION_THREADS", raising=False)
+    monkeypatch.setattr(signals, "_cores", lambda: 8)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "fresh-home"))
+    monkeypatch.setenv("CURATE_HELPER", "off")
+    seen = []
+
+    def scorers(self):  # where the run loads its models: note the budget, then stop the run there
+        seen.append(signals.cpu_threads())
+        raise ValueError("stopped here by the test")
+
+    monkeypatch.setattr(ScoringResource, "scorers", scorers)
+    generate_sample_shards(tmp_path / "raw", n_shards=1)
+    result = CliRunner().invoke(cli.main, ["run", "--raw", str(tmp_path / "raw"), "--warehouse", str(tmp_path / "wh"),
+                                           "--profile", "text"])
+    assert "stopped here by the test" in result.output, result.output
+    assert seen == [4]  # 8 cores over the shipped max_concurrent_runs: 2

@@ -23,7 +23,7 @@ def _cores() -> int:
 
 
 @lru_cache(maxsize=None)
-def _max_concurrent_runs(config: str) -> int:
+def _max_concurrent_runs(config: str, version: tuple) -> int:
     try:
         import yaml
 
@@ -36,9 +36,17 @@ def _max_concurrent_runs(config: str) -> int:
 
 def concurrent_runs() -> int:
     """Shard runs the Dagster instance lets run side by side: ``run_queue.max_concurrent_runs`` of
-    ``$DAGSTER_HOME/dagster.yaml``; 1 without a DAGSTER_HOME (a script, a test, a notebook)."""
+    ``$DAGSTER_HOME/dagster.yaml`` as the file is now (a home's first run writes it); 1 without a
+    DAGSTER_HOME (a script, a test, a notebook) or that file."""
     home = os.environ.get("DAGSTER_HOME")
-    return _max_concurrent_runs(str(Path(home) / "dagster.yaml")) if home else 1
+    if not home:
+        return 1
+    config = Path(home) / "dagster.yaml"
+    try:
+        info = config.stat()
+    except OSError:
+        return 1
+    return _max_concurrent_runs(str(config), (info.st_ino, info.st_size, info.st_mtime_ns))
 
 
 def cpu_threads() -> int:
