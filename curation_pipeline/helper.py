@@ -12,7 +12,7 @@ gives here), or here: without a home, with ``CURATE_HELPER=off``, or when the he
 reached (connecting gives up after ``CURATE_HELPER_CONNECT_TIMEOUT_S``, 20: a stopped helper still
 queues connections; a client that stalls in the handshake holds up only its own). What the warm-up defers
 (``deferred``: GX's scipy) runs once no call has been in flight for ``CURATE_HELPER_QUIET_S`` (1); should
-that fail, the helper refuses every call (each runs in its caller) until it leaves.
+that fail, the helper refuses every call (each runs in its caller) and leaves after its idle time.
 """
 
 from __future__ import annotations
@@ -467,7 +467,8 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float, qui
     def run_later(later: Callable[[], object]) -> bool:
         """Run ``later`` if no call has been in flight for quiet_s; whether it ran. If it fails, a module
         that failed to run stays half-run in this process: every call is refused from then on (each runs in
-        its caller, which keeps this helper, so no new one is started for each call to fail the same way)."""
+        its caller, which keeps this helper, so no new one is started for each call to fail the same way),
+        until the idle time has passed since the failure and the helper leaves."""
         with gate:
             if work["calls"] or time.monotonic() - work["last"] < quiet_s:
                 return False
@@ -479,7 +480,7 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float, qui
             failed = f"the helper's warm-up failed ({type(exc).__name__}: {exc})"[:500]
         gc.freeze()
         with gate:
-            work["later"], work["failed"] = False, failed
+            work["later"], work["failed"], work["last"] = False, failed, time.monotonic()
             gate.notify_all()
         return True
 
@@ -560,6 +561,9 @@ def serve(sock: Path, home: Path, warm: Callable[[], object], idle_s: float, qui
     ready.set()
 
     def idle() -> bool:
+        with gate:  # a helper refusing every call since its idle time counts as idle, clients or not: the
+            if work["failed"] and time.monotonic() - work["last"] > idle_s:  # next starts afresh (a passing
+                return True  # failure heals; a lasting one costs a warm-up per idle time, not per call)
         with guard:
             return state["clients"] == 0 and time.monotonic() - state["since"] > idle_s
 

@@ -154,7 +154,7 @@ def test_a_call_during_the_later_warm_up_waits_for_it(quick_later, tmp_path):
 def test_a_helper_whose_later_warm_up_fails_refuses_every_call(quick_later, tmp_path):
     """A module that failed to run stays half-run in its process: the helper serves nothing from then on,
     each call running in its caller, and it stays (a new helper for each call would fail the same way, each
-    after importing GX again) until ``stop`` or its idle time ends it."""
+    after importing GX again) until ``stop`` ends it."""
     quick_later(_warm_with_failing_later)
     pid = helper.call(os.getpid)
     assert pid != os.getpid()
@@ -167,6 +167,21 @@ def test_a_helper_whose_later_warm_up_fails_refuses_every_call(quick_later, tmp_
     assert not _gone(pid, within=0)  # the same helper: none started again
     helper.shutdown()
     assert helper.stop(tmp_path) == pid and _gone(pid)
+
+
+def test_a_refusing_helper_leaves_after_its_idle_time_though_runs_stay_connected(quick_later, monkeypatch):
+    """So a passing failure (memory, a file missing during an upgrade) heals: the next call starts a fresh
+    helper, even on a home whose runs never leave it idle."""
+    monkeypatch.setenv(helper.IDLE_ENV, "1")
+    quick_later(_warm_with_failing_later)
+    pid = helper.call(os.getpid)
+    deadline = time.monotonic() + 120
+    while helper.call(os.getpid) != os.getpid():  # refused: the later part failed
+        assert time.monotonic() < deadline, "the helper still serves after its later warm-up failed"
+        time.sleep(0.05)
+    assert helper.running()  # this process stays connected all along
+    assert _gone(pid)
+    assert helper.call(str.upper, "answered") == "ANSWERED"  # by a fresh helper, or here
 
 
 def test_later_runs_of_the_home_find_it_warm(home):
