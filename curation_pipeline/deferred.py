@@ -8,7 +8,8 @@ the named packages' Python modules are created empty and run on first use (``imp
 
 LazyLoader (Python 3.11) is not safe when two threads first touch the same module: the caller runs
 ``load`` while no other thread can (the helper: no call in flight), and any first use in between under one
-lock (``_gx._LOCK``). A deferred module whose run fails stays half-run in ``sys.modules``: the helper leaves.
+lock (``_gx._LOCK``). A deferred module whose run fails stays half-run in ``sys.modules``: the helper then
+refuses its calls.
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
-import threading
 from collections.abc import Iterator
-
-_LOCK = threading.Lock()
-
 
 class Deferred(importlib.abc.MetaPathFinder):
     """A finder that defers the Python modules of ``packages``; remembers what it deferred."""
@@ -45,8 +42,7 @@ class Deferred(importlib.abc.MetaPathFinder):
         # only modules run from Python source or bytecode: an extension module creates itself
         if isinstance(spec.loader, (importlib.machinery.SourceFileLoader, importlib.machinery.SourcelessFileLoader)):
             spec.loader = importlib.util.LazyLoader(spec.loader)
-            with _LOCK:
-                self.names.append(name)
+            self.names.append(name)
         return spec
 
     def pending(self) -> int:

@@ -396,7 +396,7 @@ def shutdown() -> None:
 
 
 def _name(fn) -> tuple:
-    return getattr(fn, "__qualname__", None), getattr(fn, "__code__", None) and fn.__code__.co_filename
+    return getattr(fn, "__qualname__", None), getattr(getattr(fn, "__code__", None), "co_filename", None)
 
 
 def _leave() -> int:
