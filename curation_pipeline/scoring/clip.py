@@ -7,6 +7,7 @@ follows ``clipscore.py`` (fp32 on CPU, fp16 on GPU); embeddings are compared in 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -55,11 +56,12 @@ def clipscore_side(image_processor) -> int | None:
     return int(crop["height"])
 
 
-def clipscore_pixels(image, n_px: int, mean, std) -> np.ndarray:
+def clipscore_pixels(image, n_px: int, mean, std, out: np.ndarray | None = None) -> np.ndarray:
     """clipscore.py's transform (openai/CLIP ``_transform``) of a PIL image in its stored mode, as
     torchvision does it, without torchvision: short side to ``n_px`` (long ``int(n_px * long / short)``),
     bicubic in the image's own mode (PIL: P and 1 nearest, RGBA premultiplied), centre crop (rounded
-    offset), then RGB, ``/ 255`` and normalised in float32. (3, n_px, n_px)."""
+    offset), then RGB, ``/ 255`` and normalised in float32 (``normalising_table``). (3, n_px, n_px), written
+    into ``out`` when given (a row of the batch: no copy to stack)."""
     from PIL import Image
 
     width, height = image.size
@@ -69,11 +71,22 @@ def clipscore_pixels(image, n_px: int, mean, std) -> np.ndarray:
     if target != image.size:
         image = image.resize(target, Image.Resampling.BICUBIC)
     left, top = centre_offset(target[0] - n_px), centre_offset(target[1] - n_px)
-    image = image.crop((left, top, left + n_px, top + n_px)).convert("RGB")
-    pixels = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
-    mean = np.asarray(mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(std, dtype=np.float32)[:, None, None]
-    return (pixels - mean) / std
+    rgb = np.asarray(image.crop((left, top, left + n_px, top + n_px)).convert("RGB"), dtype=np.uint8)
+    table = normalising_table(tuple(map(float, mean)), tuple(map(float, std)))
+    out = np.empty((3, n_px, n_px), dtype=np.float32) if out is None else out
+    for channel in range(3):
+        table[channel].take(rgb[:, :, channel], out=out[channel])
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def normalising_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """``(v / 255 - mean) / std`` in float32 for every byte value v, per channel (3, 256): the same float32
+    operations as on each pixel, so bit-for-bit the same values, looked up at a third of the cost."""
+    values = np.arange(256, dtype=np.float32)[None, :] / np.float32(255)
+    table = (values - np.asarray(mean, dtype=np.float32)[:, None]) / np.asarray(std, dtype=np.float32)[:, None]
+    table.flags.writeable = False  # shared by every call
+    return table
 
 
 def clip_text(text: str) -> str:
@@ -190,9 +203,10 @@ class ClipScorer(Scorer):
         image_processor = self.processor.image_processor
         inputs = self.processor(text=texts, return_tensors="pt", padding=self._padding, truncation=True,
                                 max_length=self._max_length)
-        inputs["pixel_values"] = torch.from_numpy(np.stack([
-            clipscore_pixels(im, self._n_px, image_processor.image_mean, image_processor.image_std)
-            for im in images]))
+        pixels = np.empty((len(images), 3, self._n_px, self._n_px), dtype=np.float32)
+        for row, image in enumerate(images):
+            clipscore_pixels(image, self._n_px, image_processor.image_mean, image_processor.image_std, out=pixels[row])
+        inputs["pixel_values"] = torch.from_numpy(pixels)
         return inputs
 
     @inference_mode

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from curation_pipeline.pairs import PairBatch
-from curation_pipeline.scoring.clip import ClipScorer
+from curation_pipeline.scoring.clip import ClipScorer, normalising_table
 from curation_pipeline.shards.reader import decode_image, model_image
 from curation_pipeline_tests.tiny_models import make_tiny_clip
 
@@ -95,3 +95,26 @@ def test_captions_are_cleaned_as_clip_tokenize_cleans_them(scorer, tmp_path):
     assert tokens == scorer.processor.tokenizer(["A photo depicts Tom & Jerry"])["input_ids"][0]
     siglip = ClipScorer(make_tiny_siglip(tmp_path / "siglip"), device="cpu")  # not CLIP: its own tokenizer's text
     assert siglip._text("Tom &amp; Jerry") == "A photo depicts Tom &amp; Jerry"
+
+
+@pytest.mark.parametrize("mean,std", [((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+                                      ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+def test_the_normalising_table_is_the_per_pixel_arithmetic(mean, std):
+    """Every byte value, per channel, as ``/ 255`` then normalised in float32 (CLIP's and SigLIP's constants)."""
+    values = np.arange(256, dtype=np.uint8)
+    pixels = np.stack([values] * 3).astype(np.float32) / np.float32(255)
+    expected = (pixels - np.array(mean, dtype=np.float32)[:, None]) / np.array(std, dtype=np.float32)[:, None]
+    table = normalising_table(mean, std)
+    assert table.dtype == np.float32 and table.shape == (3, 256) and np.array_equal(table, expected)
+
+
+def test_a_batch_of_images_gets_each_its_own_pixels(scorer):
+    """The batch's rows are written in place: each must be its own image's, in order."""
+    images = [_noise(48, 35), _noise(35, 48).convert("L"), _noise(40, 40).quantize(16)]
+    datas = [_file(image) for image in images]
+    decoded = [decode_image(data)[0] for data in datas]
+    prepared = scorer.prepare(PairBatch(["a", "b", "c"], ["x", "y", "z"], decoded))
+    pixels = prepared.chunks[0][1]["pixel_values"].numpy()
+    assert pixels.shape == (3, 3, 32, 32)
+    for row, data in enumerate(datas):
+        assert np.array_equal(pixels[row], _expected(data, 32, scorer.processor.image_processor))

@@ -77,10 +77,10 @@ def clip_resized(monkeypatch):
     seen: list[int] = []
     original = clip.clipscore_pixels
 
-    def transform(image, n_px, *args):
+    def transform(image, n_px, *args, **kwargs):
         short, long = min(image.size), max(image.size)
         seen.append(max(short * long, n_px * int(n_px * long / short)))
-        return original(image, n_px, *args)
+        return original(image, n_px, *args, **kwargs)
 
     monkeypatch.setattr(clip, "clipscore_pixels", transform)
     return seen
