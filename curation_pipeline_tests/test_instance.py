@@ -309,3 +309,44 @@ def test_schema_and_migration_checks_are_asked_once_while_the_answers_stay(home)
         assert all(storage.has_secondary_index(name) == plain.has_secondary_index(name)
                    for name in ("asset_key_index_columns", "no such migration"))
         assert storage.has_asset_key_col("last_materialization_timestamp") and not storage.has_asset_key_col("nope")
+
+
+def test_asset_records_decode_a_stored_materialization_once_and_answer_as_dagster(home):
+    """Each asset step asks for its inputs' asset records (data-version provenance): the pooled storage decodes
+    a stored latest materialization once, and answers as Dagster's own storage on the same files, for an asset
+    only observed, one never seen, and one wiped (its pre-wipe materialization no longer the latest)."""
+    from dagster._serdes import serialize_value
+
+    keys = [dg.AssetKey("table"), dg.AssetKey("seen"), dg.AssetKey("missing")]
+
+    def latest(storage) -> dict[str, str | None]:
+        return {record.asset_entry.asset_key.to_user_string(): (
+            serialize_value(record.asset_entry.last_materialization_record)
+            if record.asset_entry.last_materialization_record else None)
+            for record in storage.get_asset_records(keys)}
+
+    with dg.DagsterInstance.get() as instance:
+        materialize(instance, ["a", "b"])
+        instance.report_runless_asset_event(dg.AssetObservation("seen"))
+        storage = instance.event_log_storage
+        assert isinstance(storage, PooledSqliteEventLogStorage)
+        plain = SqliteEventLogStorage(storage._base_dir)
+        found = latest(storage)
+        assert found == latest(plain) and set(found) == {"table", "seen"} and found["seen"] is None
+        record = storage.get_asset_records(keys[:1])[0].asset_entry.last_materialization_record
+        assert record.partition_key == "b"
+        assert storage.get_asset_records(keys[:1])[0].asset_entry.last_materialization_record is record
+
+        time.sleep(0.01)  # the wipe's time after the materializations'
+        instance.wipe_assets([keys[0]])
+        # a run that began before the wipe stores its materialization after it (the row holds a record older
+        # than the wipe), and an observation makes the row seen again: Dagster's own storage passes the record over
+        with storage.index_connection() as conn:
+            conn.exec_driver_sql("UPDATE asset_keys SET last_materialization = ? WHERE asset_key = ?",
+                                 (serialize_value(record), keys[0].to_string()))
+        instance.report_runless_asset_event(dg.AssetObservation("table"))
+        assert latest(storage) == latest(plain) and latest(storage)["table"] is None
+        materialize(instance, ["c"])
+        found = latest(storage)
+        assert found == latest(plain) and storage.get_asset_records(keys[:1])[0].asset_entry.last_materialization_record \
+            .partition_key == "c"
