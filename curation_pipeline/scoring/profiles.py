@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from curation_pipeline.scoring.base import Scorer
 from curation_pipeline.scoring.clip import DTYPES as CLIP_DTYPES  # the names CLIPScore resolves (no torch import)
+from curation_pipeline.scoring.mlm.score import MIN_SCORE_MASS
 
 PROFILES = ("offline", "text", "clip", "mlm", "full")
 
@@ -23,7 +24,7 @@ class ScoringProfile:
     mlm_model: str | None = None
     mlm_metrics: tuple[str, ...] = ("itm", "odf", "ctq", "su")
     mlm_mode: str = "logits"
-    mlm_min_mass: float = 0.05
+    mlm_min_mass: float = MIN_SCORE_MASS
     mlm_prompt_set: str | None = None  # None: the released checkpoint's own, or zero_shot for chat VLMs
     mlm_vision_tower: str | None = None  # None: the tower the checkpoint's config names
     mlm_pad_to_square: bool | None = None  # None: as MLM_Filter's scoring scripts (no padding)

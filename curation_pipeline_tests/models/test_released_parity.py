@@ -307,6 +307,21 @@ def test_unknown_layout_names_its_type_and_the_supported_ones(tmp_path):
         released_layout(config)
 
 
+def test_a_checkpoint_wrapping_the_image_in_start_and_end_tokens_is_refused(tmp_path):
+    """The reference's format_text wraps the image token when the config says mm_use_im_start_end; the released
+    checkpoints do not, and a prompt without the wrapping would score such a checkpoint wrongly, silently."""
+    import shutil
+
+    copy = tmp_path / "wrapped"
+    shutil.copytree(RELEASED / "mlm-filter-llava-13b-tiny", copy)
+    config = json.loads((copy / "config.json").read_text())
+    assert config["mm_use_im_start_end"] is False
+    config["mm_use_im_start_end"] = True
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnknownLayoutError, match="mm_use_im_start_end is true"):
+        load_released(str(copy), vision_tower=str(RELEASED / "clip-vit-tiny-patch8-32"))
+
+
 def test_missing_vision_tower_says_how_to_give_it():
     with pytest.raises(Exception, match="vision_tower"):
         load_released(str(RELEASED / "mlm-filter-llava-13b-tiny"), vision_tower=None)

@@ -80,7 +80,7 @@ RULES = AcceptanceRules(min_improvement=5, max_edit_ratio=0.5, min_length_ratio=
 
 @pytest.mark.parametrize("before, after, edit, length, sim, accepted, reason", [
     (60, 90, 0.2, 1.0, 0.9, True, "score improved 60 -> 90"),
-    (math.nan, 10, 0.2, 1.0, 0.9, True, "score improved 0 -> 10"),  # unscored original counts as 0
+    (math.nan, 10, 0.2, 1.0, 0.9, True, "score improved unknown -> 10"),  # unscored: the margin over 0
     (60, math.nan, 0.2, 1.0, 0.9, False, "rewrite could not be scored"),
     (60, 64, 0.2, 1.0, 0.9, False, "score did not improve enough (60 -> 64, need +5)"),
     (60, 90, 0.6, 1.0, 0.9, False, "edit ratio 0.60 > 0.5 (not minimal)"),

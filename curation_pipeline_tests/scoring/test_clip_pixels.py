@@ -98,14 +98,20 @@ def test_captions_are_cleaned_as_clip_tokenize_cleans_them(scorer, tmp_path):
 
 
 @pytest.mark.parametrize("mean,std", [((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-                                      ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+                                      ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), ((0.5,), (0.25,))])
 def test_the_normalising_table_is_the_per_pixel_arithmetic(mean, std):
-    """Every byte value, per channel, as ``/ 255`` then normalised in float32 (CLIP's and SigLIP's constants)."""
+    """Every byte value, per channel, as ``/ 255`` then normalised in float32 (CLIP's and SigLIP's constants; one
+    value for all channels broadcasts, as it did over the pixels)."""
     values = np.arange(256, dtype=np.uint8)
     pixels = np.stack([values] * 3).astype(np.float32) / np.float32(255)
     expected = (pixels - np.array(mean, dtype=np.float32)[:, None]) / np.array(std, dtype=np.float32)[:, None]
     table = normalising_table(mean, std)
     assert table.dtype == np.float32 and table.shape == (3, 256) and np.array_equal(table, expected)
+
+
+def test_a_mean_of_another_channel_count_is_refused():
+    with pytest.raises(ValueError, match="image_mean has 4 values; RGB pixels need 1 or 3"):
+        normalising_table((0.5, 0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 def test_a_batch_of_images_gets_each_its_own_pixels(scorer):

@@ -12,6 +12,10 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+# Below this probability on the score tokens a metric is unknown (NaN), not an expectation over noise: the
+# default of the scorer and of the settings that build it
+MIN_SCORE_MASS = 0.05
+
 
 def whole_number_expectation(probs: np.ndarray) -> tuple[float, float]:
     """Expected score and valid mass from the probabilities of the tokens "0".."100"."""

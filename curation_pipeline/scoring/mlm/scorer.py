@@ -32,7 +32,7 @@ from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer, scorable
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
 from curation_pipeline.scoring.mlm.prompts import METRICS, PROMPT_SETS, ZERO_SHOT_CRITERIA, PromptSet
-from curation_pipeline.scoring.mlm.score import (GeneratedOnlyPenalty, ScoreTokens, digit_split_expectation,
+from curation_pipeline.scoring.mlm.score import (MIN_SCORE_MASS, GeneratedOnlyPenalty, ScoreTokens, digit_split_expectation,
                                                  parse_reference_score, parse_score, whole_number_expectation)
 from curation_pipeline.scoring.mlm.tree import TokenTree, TreeState
 
@@ -78,7 +78,7 @@ class MlmFilterScorer(Scorer):
     def __init__(self, model: str, *, metrics=METRICS, mode: str = "logits", prompt_set: str | None = None,
                  vision_tower: str | None = None, pad_to_square: bool | None = None, device: str | None = None,
                  dtype=None, batch_size: int = 4, max_new_tokens: int | None = None,
-                 trust_remote_code: bool = False, min_mass: float = 0.05, name: str = "mlm"):
+                 trust_remote_code: bool = False, min_mass: float = MIN_SCORE_MASS, name: str = "mlm"):
         unknown = set(metrics) - set(METRICS)
         if unknown or not metrics:
             raise ValueError(f"metrics must be a non-empty subset of {METRICS}; got {tuple(metrics)}")
