@@ -11,6 +11,7 @@ event-log and schedule storages keep their connections open in a pool per databa
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
@@ -22,7 +23,7 @@ from typing import NamedTuple
 
 import sqlalchemy as db
 import yaml
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 from dagster._core.assets import AssetDetails
 from dagster._core.events import DagsterEventType
 from dagster._core.instance.ref import InstanceRef
@@ -321,6 +322,25 @@ class PooledSqliteStorage(DagsterSqliteStorage):
         return cls.from_local(inst_data=inst_data, **config_value)
 
 
+@functools.cache
+def _creator_tagging_run_domain() -> type:
+    """Dagster's ``RunDomain`` that also tags a run made to start now (not queued: the daemon starts those) with
+    the process that creates it (``workers.CREATOR_TAG``): a process interrupted between creating and starting a
+    run (Ctrl-C in ``curate run``) would leave it NOT_STARTED for ever, holding its shard from the schedule and
+    the settle sensor; so tagged, it is marked failed once its creator is gone (``workers.settle``)."""
+    from dagster._core.instance.runs.run_domain import RunDomain
+
+    from curation_pipeline.workers import CREATOR_TAG, identity
+
+    class CreatorTaggingRunDomain(RunDomain):
+        def create_run(self, *, tags=None, status=None, **kwargs):
+            if status in (None, DagsterRunStatus.NOT_STARTED):
+                tags = {**(tags or {}), CREATOR_TAG: identity()}
+            return super().create_run(tags=tags, status=status, **kwargs)
+
+    return CreatorTaggingRunDomain
+
+
 class CurationInstance(DagsterInstance):
     """A Dagster instance whose default storage is ``PooledSqliteStorage``, in the folder Dagster itself
     would use: ``DAGSTER_HOME``, a temporary home (``dagster dev`` without one), or ``from_config``'s, and
@@ -330,6 +350,12 @@ class CurationInstance(DagsterInstance):
     @classmethod
     def config_schema(cls) -> dict:
         return {}
+
+    @property
+    def run_domain(self):
+        """Dagster's run domain, whose ``create_run`` every run's creation goes through (``execute_in_process``,
+        the web UI, schedules, sensors), tagging a run with its creator (``_CreatorTaggingRunDomain``)."""
+        return _creator_tagging_run_domain()(self)
 
     def handle_new_event(self, event, *, batch_metadata=None) -> None:
         """Also tags a run with the process that starts it (``workers``), so a run whose process is killed

@@ -6,7 +6,10 @@ half-written shard for curated. Dagster's own run monitoring detects that only f
 ask a worker's health (Kubernetes, ECS), not for local processes. So ``CurationInstance`` tags each run
 with the process that started it (host, pid and the process's start time, so a reused pid is no alibi),
 and a STARTED run whose process on this host is gone is marked failed where it matters (``settle``).
-Runs on another host (a Kubernetes pod) are never judged here: their launcher's monitoring does that.
+A run is also tagged with the process that creates it: a run still NOT_STARTED whose creator is gone never
+starts (an in-process run interrupted between its creation and its start, a launcher killed before launching),
+and is marked failed the same way. Runs on another host (a Kubernetes pod) are never judged here: their
+launcher's monitoring does that.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import socket
 import dagster as dg
 
 WORKER_TAG = "curation/worker"  # host:pid:start of the process that started the run
+CREATOR_TAG = "curation/creator"  # host:pid:start of the process that created it (starts it, or launches it)
 
 
 ZOMBIE = "zombie"  # _start_time of a process that has ended, not yet reaped
@@ -40,13 +44,15 @@ def identity(pid: int | None = None) -> str:
 
 
 def gone(run: dg.DagsterRun) -> str | None:
-    """Why a STARTED run's process is known to be gone, or None (alive, elsewhere, untagged, not STARTED)."""
-    if run.status != dg.DagsterRunStatus.STARTED:
+    """Why a STARTED run's process, or a NOT_STARTED run's creator, is known to be gone, or None (alive,
+    elsewhere, untagged, in another status)."""
+    started = run.status == dg.DagsterRunStatus.STARTED
+    if not started and run.status != dg.DagsterRunStatus.NOT_STARTED:
         return None
-    parts = run.tags.get(WORKER_TAG, "").rsplit(":", 2)
+    parts = run.tags.get(WORKER_TAG if started else CREATOR_TAG, "").rsplit(":", 2)
     if len(parts) != 3 or not parts[1].isdigit() or parts[0] != socket.gethostname():
         return None
-    host, pid, started = parts[0], int(parts[1]), parts[2]
+    host, pid, since = parts[0], int(parts[1]), parts[2]
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -58,8 +64,12 @@ def gone(run: dg.DagsterRun) -> str | None:
     if alive:
         now = _start_time(pid)
         # ended (a zombie), or the pid reused by a process started later; what cannot be read proves nothing
-        alive = now != ZOMBIE and (now is None or not started or now == started)
-    return None if alive else f"its process (pid {pid} on {host}) ended without finishing the run (killed?)"
+        alive = now != ZOMBIE and (now is None or not since or now == since)
+    if alive:
+        return None
+    if started:
+        return f"its process (pid {pid} on {host}) ended without finishing the run (killed?)"
+    return f"the process that created it (pid {pid} on {host}) ended before starting it (interrupted?)"
 
 
 def settle(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
@@ -68,8 +78,9 @@ def settle(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     why = gone(run)
     if why is None:
         return None
-    current = instance.get_run_by_id(run.run_id)  # it may have ended since it was read
-    if current is None or current.status != dg.DagsterRunStatus.STARTED:
+    current = instance.get_run_by_id(run.run_id)  # it may have started or ended since it was read
+    why = gone(current) if current is not None else None
+    if why is None:
         return None
     instance.report_run_failed(current, f"Run marked failed: {why}; re-run its shard.")
     return why

@@ -150,3 +150,48 @@ def test_the_settle_sensor_marks_a_dead_run_failed_instead_of_waiting_on_it(tmp_
                                     tags={WORKER_TAG: identity()})
         assert settle_requests(instance, warehouse, PolicyResource()).startswith(
             f"runs in progress ({alive.run_id[:8]})")
+
+
+# a process that creates a run and ends before starting it (a `curate run` interrupted between the two)
+CREATE_ONLY = """
+import dagster as dg
+
+@dg.op
+def work():
+    pass
+
+@dg.job
+def curate_shards():
+    work()
+
+with dg.DagsterInstance.get() as instance:
+    print(instance.create_run_for_job(curate_shards, run_config={}, tags={"dagster/partition": "sample-000000"}).run_id)
+"""
+
+
+def test_a_run_its_creator_left_not_started_is_marked_failed_and_holds_its_shard_no_longer(tmp_path, monkeypatch):
+    from curation_pipeline.automation import runs_in_flight
+    from curation_pipeline.workers import CREATOR_TAG, gone, identity
+
+    (tmp_path / "home").mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", tmp_path / "home" / "dagster.yaml")  # the shipped instance
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    created = subprocess.run([sys.executable, "-c", CREATE_ONLY], capture_output=True, text=True, check=True,
+                             env={**os.environ, "DAGSTER_HOME": str(tmp_path / "home")})
+    left_id = created.stdout.split()[-1]
+    with dg.DagsterInstance.get() as instance:
+        left = instance.get_run_by_id(left_id)
+        assert left.status == dg.DagsterRunStatus.NOT_STARTED  # as Dagster leaves it, for ever
+        host = left.tags[CREATOR_TAG].rsplit(":", 2)[0]
+        # one this live process made, about to start: in flight, never judged
+        live = instance.create_run_for_job(dg.define_asset_job("curate_shards").resolve(asset_graph=dg.Definitions(
+            assets=[dg.asset(name="a")(lambda: None)]).resolve_asset_graph()), tags={"dagster/partition": "sample-000001"})
+        assert live.tags[CREATOR_TAG] == identity() and gone(live) is None
+        assert gone(left).startswith("the process that created it (pid ") and f"on {host}) ended before starting" \
+            in gone(left)
+        assert set(runs_in_flight(instance)) == {"sample-000001"}  # the left run marked failed, not waited on
+        assert instance.get_run_by_id(left_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(live.run_id).status == dg.DagsterRunStatus.NOT_STARTED
+        from dagster._core.test_utils import create_run_for_test
+
+        assert create_run_for_test(instance, job_name="curate_shards").tags[CREATOR_TAG] == identity()
