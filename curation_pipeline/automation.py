@@ -334,7 +334,8 @@ def failed_the_same_way(instance: dg.DagsterInstance, key: str, code: str | None
     again), asked with the same code versions, which are still the shard assets' code versions, and no new
     raw version was observed since the first of them. One failure is not enough: a storage outage or a
     killed worker can surface as a step failure, so the shard is asked once more. A run whose process died
-    (OOM, a killed pod) has no failed step: asked again, so it resumes. With ``warehouse_root`` (the code
+    (OOM, a killed pod) has no failed step, and one stopped by a signal (Ctrl-C, SIGTERM) fails its step as
+    interrupted: neither counts, so the shard is asked again and resumes. With ``warehouse_root`` (the code
     location's), only runs in that warehouse count (``assets.failures.run_warehouse``): a ``curate run
     --warehouse elsewhere`` that failed twice says nothing of this warehouse's shard."""
     from curation_pipeline.assets.failures import run_warehouse, warehouse_id
@@ -354,12 +355,17 @@ def failed_the_same_way(instance: dg.DagsterInstance, key: str, code: str | None
     then = tags.pop()
     if code is not None and then is not None and then != code:
         return None  # changed code: it may not fail any more
+    from dagster._core.execution.plan.objects import ErrorSource
+
     steps = []
     for record in records:
         failures = instance.get_records_for_run(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE,
                                                 limit=1).records
         if not failures:
             return None
+        failure = failures[0].event_log_entry.dagster_event.event_specific_data
+        if getattr(failure, "error_source", None) == ErrorSource.INTERRUPT:
+            return None  # stopped (Ctrl-C, SIGTERM): says nothing of whether it fails again
         steps.append(failures[0].event_log_entry.step_key)
     first = records[-1]
     if _new_raw_version_since(instance, key, first.end_time or first.update_timestamp.timestamp()):

@@ -285,6 +285,34 @@ def test_a_shard_that_failed_in_a_step_is_retried_once_then_held_until_its_raw_f
         assert list(_tick(defs, instance)) == ["sample-000000"]
 
 
+def test_runs_stopped_by_a_signal_hold_back_nothing(tmp_path):
+    """A `curate run` stopped twice (Ctrl-C, SIGTERM) fails its step as interrupted both times: that says nothing
+    of whether the shard fails again, so it is asked again; two failures of its code hold it, as before."""
+    from dagster._core.events import DagsterEvent, StepFailureData
+    from dagster._core.execution.plan.objects import ErrorSource
+    from dagster._core.test_utils import create_run_for_test
+    from dagster._utils.error import SerializableErrorInfo
+
+    from curation_pipeline.automation import failed_the_same_way
+
+    def failed_twice(instance, shard, source):
+        for _ in range(2):
+            run = create_run_for_test(instance, job_name="curate_shards", status=dg.DagsterRunStatus.FAILURE,
+                                      tags={"dagster/partition": shard})
+            instance.report_dagster_event(DagsterEvent(
+                event_type_value=dg.DagsterEventType.STEP_FAILURE.value, job_name="curate_shards",
+                step_key="quality_scores", event_specific_data=StepFailureData(
+                    error=SerializableErrorInfo("stopped", [], "DagsterExecutionInterruptedError"),
+                    user_failure_data=None, error_source=source)), run_id=run.run_id)
+
+    with dg.instance_for_test() as instance:
+        failed_twice(instance, "sample-000000", ErrorSource.INTERRUPT)
+        failed_twice(instance, "sample-000001", ErrorSource.USER_CODE_ERROR)
+        assert failed_the_same_way(instance, "sample-000000", None) is None
+        held = failed_the_same_way(instance, "sample-000001", None)
+        assert held is not None and held.startswith("sample-000001: failed in 2 runs in a row")
+
+
 def test_failures_in_another_warehouse_hold_back_nothing_here(tmp_path):
     """Every --warehouse shares the Dagster home: two failed ``curate run --warehouse other`` runs of a shard
     (tagged with their warehouse) are no reason to hold back the code location's own run of it."""
