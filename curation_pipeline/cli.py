@@ -429,9 +429,11 @@ def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None,
             raise BadInput(f"config file {config_file} must map resources ({', '.join(RESOURCE_KEYS)}) to settings")
         for resource, values in data.items():
             values = values.get("config", values) if isinstance(values, dict) else values
-            if resource not in RESOURCE_KEYS or not isinstance(values, dict):
-                raise BadInput(f"config file {config_file}: {resource!r} is not one of {', '.join(RESOURCE_KEYS)} "
-                               "with a mapping of settings")
+            if resource not in RESOURCE_KEYS:
+                raise BadInput(f"config file {config_file}: {resource!r} is not one of {', '.join(RESOURCE_KEYS)}")
+            if not isinstance(values, dict):
+                raise BadInput(f"config file {config_file}: {resource!r} must map its settings to values "
+                               f"(got {type(values).__name__} {values!r})")
             settings[resource].update(values)
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -963,7 +965,8 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
         click.echo(f"no rewritten pair among the {history.matched} pair(s) with key={key!r} shard={shard!r}")
         return
     if history.final.empty:
-        raise BadInput(f"no pair with key={key!r} shard={shard!r} in {warehouse}")
+        asked = " and ".join(f"{name} {value!r}" for name, value in (("key", key), ("shard", shard)) if value is not None)
+        raise BadInput(f"no pair with {asked} in {warehouse}")
     click.echo(format_history(history, limit=limit))
 
 

@@ -422,6 +422,7 @@ _POLICY_FIELD = re.compile(r"(?<![\w.])(?:" + "|".join(sorted(_POLICY_SETTINGS, 
 # left empty (None, or "" for the strings) in code, in a launchpad's partial config (Dagster replaces a resource's
 # whole config, so a left-out key arrives empty) or by `curate run` is read here, in the run's process, so the
 # sensor's, schedules' and CLI's runs get a deployment's GPUs and actors too (chart: values.yaml `compute`).
+ENGINES = ("local", "ray")
 COMPUTE_SETTINGS: dict[str, tuple[str, object]] = {
     "engine": ("CURATION_COMPUTE", "local"),
     "address": ("CURATION_RAY_ADDRESS", ""),
@@ -491,6 +492,8 @@ class ComputeResource(RayResource):
         bounds = cls.model_fields[info.field_name].metadata  # the field's ge: one set of bounds for both
         try:
             parsed = TypeAdapter(Annotated[(type(default), *bounds)] if bounds else type(default)).validate_python(raw)
+            if info.field_name == "engine":
+                cls._engine(parsed)
             return _whole_or_fraction_of_gpus(info.field_name, parsed)
         except ValueError as exc:  # pydantic's ValidationError is one
             reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
@@ -504,10 +507,15 @@ class ComputeResource(RayResource):
     def _gpus(cls, gpus: float, info) -> float:
         return _whole_or_fraction_of_gpus(info.field_name, gpus)
 
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, engine: str) -> str:
+        if engine not in ENGINES:  # from the environment: _empty_is_environment names the variable
+            raise ValueError(f"unknown compute engine {engine!r}; choose {' or '.join(ENGINES)}")
+        return engine
+
     @property
     def uses_ray(self) -> bool:
-        if self.engine not in ("local", "ray"):
-            raise ValueError(f"unknown compute engine {self.engine!r}; choose local or ray")
         return self.engine == "ray"
 
     @property

@@ -49,6 +49,9 @@ def test_run_then_lineage_and_report(env, monkeypatch):
     assert none.exit_code == 0 and "no rewritten pair among the 1 pair(s)" in none.output, none.output
     one = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--key", "000010034"])
     assert "original: 'Handwritten mathematical notes" in one.output
+    nowhere = runner.invoke(main, ["lineage", "--warehouse", env["wh"], "--shard", "sample-000009"])
+    assert nowhere.exit_code == EXIT_BAD_INPUT and f"no pair with shard 'sample-000009' in {env['wh']}" in \
+        nowhere.output, nowhere.output  # only what was asked: no key=None
     report = runner.invoke(main, ["report", "--warehouse", env["wh"]])
     assert report.exit_code == 0 and "shard_summary" in report.output and "sample-000001" in report.output
 

@@ -1,5 +1,7 @@
 """`curate run --set` and `--config` reach every resource setting, typed, with clear bad-input errors."""
 
+import re
+
 import pytest
 from click.testing import CliRunner
 
@@ -50,6 +52,17 @@ def test_every_default_comes_from_the_domain_classes():
 def test_malformed_set_is_bad_input(pair):
     with pytest.raises(BadInput, match="RESOURCE.KEY=VALUE"):
         load_settings((pair,))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("polcy: {keep_threshold: 80}", "'polcy' is not one of scoring, rewriter, policy, compute"),
+    ("policy: [1, 2]", "'policy' must map its settings to values (got list [1, 2])"),
+])
+def test_a_config_file_naming_a_resource_wrongly_says_which_and_how(tmp_path, text, message):
+    config = tmp_path / "settings.yaml"
+    config.write_text(text)
+    with pytest.raises(BadInput, match=re.escape(message)):
+        load_settings((), str(config))
 
 
 @pytest.mark.parametrize("pair, message", [

@@ -45,9 +45,14 @@ def test_the_environment_selects_ray_and_the_cluster(monkeypatch):
     assert compute.uses_ray and compute.ray_address == "ray://head.example:10001" and compute.host == "head.example"
 
 
-def test_an_unknown_engine_is_refused():
-    with pytest.raises(ValueError, match="unknown compute engine"):
-        ComputeResource(engine="spark").uses_ray
+def test_an_unknown_engine_is_refused_naming_the_setting(monkeypatch):
+    """Refused when the resource is made (not when a step first asks), naming the field or the variable."""
+    with pytest.raises(ValueError, match=r"engine\n.*unknown compute engine 'spark'; choose local or ray"):
+        ComputeResource(engine="spark")
+    monkeypatch.setenv("CURATION_COMPUTE", "spark")
+    with pytest.raises(ValueError, match="CURATION_COMPUTE='spark' is not a valid compute engine: unknown compute"):
+        ComputeResource()
+    monkeypatch.delenv("CURATION_COMPUTE")
     with pytest.raises(Exception, match="unknown compute engine"):
         with ComputeResource(engine="spark").yield_for_execution(dg.build_init_resource_context()):
             pass
