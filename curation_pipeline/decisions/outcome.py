@@ -7,7 +7,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from curation_pipeline.decisions.policy import DROP, DROPPED, IN_CUT, KEEP, KEPT, REWRITE, REWRITTEN, DecisionPolicy
+from curation_pipeline.decisions.policy import (DROP, DROPPED, IN_CUT, IN_EXPRESSION, KEEP, KEPT, REWRITE, REWRITTEN,
+                                                DecisionPolicy)
 
 FINAL_COLUMNS = [
     "shard", "key", "outcome", "reason", "original_caption", "final_caption", "rewritten",
@@ -30,9 +31,10 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
     rewrite-marked pair takes its last accepted attempt, else the fallback (keep the original if it
     clears ``drop_threshold``); a rewrite that still scores under ``drop_threshold`` is dropped.
 
-    keep_fraction is a filter whose rejects get one chance: a pair outside the cut (``in_keep_fraction``
-    False, as ``decide`` recorded it) is published only through an accepted rewrite, never by the
-    fallback, so the pool keeps the fraction asked plus what rewriting saved (MLM-Filter / DataComp)."""
+    keep_fraction and keep_expression are filters whose rejects get one chance: a pair outside the cut
+    (``in_keep_fraction`` False) or failing the expression (``passes_keep_expression`` False, as ``decide``
+    recorded them) is published only through an accepted rewrite, never by the fallback, so the pool keeps
+    what the filters pass plus what rewriting saved (MLM-Filter / DataComp)."""
     df = decisions.reset_index(drop=True).copy()
     if IN_CUT in df:
         outside = ~df[IN_CUT].fillna(True).astype(bool)
@@ -42,6 +44,12 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
                          "selection_cut and caption_decisions with this policy")
     else:
         outside = pd.Series(False, index=df.index)
+    if IN_EXPRESSION in df:
+        outside = outside | ~df[IN_EXPRESSION].fillna(True).astype(bool)
+    elif policy.keep_expression:  # decided without the mark: the fallback would publish the expression's rejects
+        raise ValueError(f"keep_expression={policy.keep_expression!r} is set but caption_decisions have no "
+                         f"{IN_EXPRESSION!r} column (decided without it, or by an older version): re-materialize "
+                         "caption_decisions with this policy")
     df["original_caption"] = df["key"].map(captions).astype(object)  # text even when empty (not float)
     accepted = lineage[lineage["accepted"].astype(bool)] if len(lineage) else lineage
     best = accepted.sort_values(["key", "attempt"]).groupby("key").tail(1).set_index("key") if len(accepted) else None
@@ -62,7 +70,7 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
     good_rewrite = got & (after >= policy.drop_threshold)
     fallback_ok = (is_rewrite & ~got & ~outside & (policy.fallback == "keep_original")
                    & (before >= policy.drop_threshold))
-    unsaved = is_rewrite & ~got & outside  # outside the cut and no accepted rewrite: dropped, naming the cut
+    unsaved = is_rewrite & ~got & outside  # a filter's reject and no accepted rewrite: dropped, naming the filter
 
     outcome = np.select(
         [df["action"].eq(KEEP), df["action"].eq(DROP), good_rewrite, fallback_ok],

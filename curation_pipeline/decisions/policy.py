@@ -25,6 +25,8 @@ KEEP, REWRITE, DROP = "keep", "rewrite", "drop"
 # set by decide with keep_fraction on: whether the pair is inside the global cut. Outside it a pair is
 # published only through an accepted rewrite (``outcome.resolve_outcomes``), never by the fallback
 IN_CUT = "in_keep_fraction"
+# caption_decisions' column, with keep_expression set: the pair meets it (a filter's reject has one chance)
+IN_EXPRESSION = "passes_keep_expression"
 DUPLICATE_COLUMNS = ("dup_group", "dup_kind", "dup_of")  # set on the scores by dedup, kept in the decisions
 KEPT, REWRITTEN, DROPPED = "kept", "rewritten", "dropped"
 
@@ -247,9 +249,7 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
     for bound in (b for b in bounds() if b.effect == "weak"):
         parts.append(pd.Series(np.where(_bound_hits(df, bound, policy), bound.reason, None), index=df.index))
     if policy.keep_expression:
-        from curation_pipeline.scoring.selection import select
-
-        passed = select(df, policy.keep_expression)
+        passed = passes_keep_expression(df, policy)
         parts.append(pd.Series(np.where(passed, None, f"fails: {policy.keep_expression}"), index=df.index))
     if policy.keep_fraction is not None:
         top = in_top_fraction(df, policy, cut).to_numpy(dtype=bool)
@@ -260,18 +260,28 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
     return pd.Series([v or None for v in joined], index=df.index, dtype=object)
 
 
+def passes_keep_expression(scores: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
+    """Pairs meeting ``keep_expression`` (all True without one): only a known true condition passes."""
+    if not policy.keep_expression:
+        return pd.Series(True, index=scores.index)
+    from curation_pipeline.scoring.selection import select
+
+    return pd.Series(select(scores, policy.keep_expression).to_numpy(dtype=bool), index=scores.index)
+
+
 def caption_published(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.Series:
     """Whether ``decide`` and the outcome publish a pair's caption whatever the rewriter does (its image
     aside): kept as is, or marked for rewriting where a rejected rewrite falls back to an original that
-    clears ``drop_threshold`` (rewrite on, ``fallback: keep_original``, inside the keep_fraction cut).
-    With rewrite off or ``fallback: drop`` a weak caption is not, nor one outside the cut: it is dropped,
-    or kept only if a rewrite is accepted. ``cut``: as for ``decide`` (needed with keep_fraction on)."""
+    clears ``drop_threshold`` (rewrite on, ``fallback: keep_original``, inside the keep_fraction cut and
+    meeting keep_expression). With rewrite off or ``fallback: drop`` a weak caption is not, nor one outside
+    those filters: it is dropped, or kept only if a rewrite is accepted. ``cut``: as for ``decide`` (needed
+    with keep_fraction on)."""
     quality = pd.to_numeric(df[policy.quality_column], errors="coerce") if policy.quality_column in df \
         else pd.Series(np.nan, index=df.index)
     clears_drop = (quality >= policy.drop_threshold).fillna(False).astype(bool)
     if policy.rewrite and policy.fallback == "keep_original":
-        # not weak implies >= keep_threshold >= drop_threshold; outside the cut only a rewrite publishes
-        return clears_drop & in_top_fraction(df, policy, cut)
+        # not weak implies >= keep_threshold >= drop_threshold; outside the filters only a rewrite publishes
+        return clears_drop & in_top_fraction(df, policy, cut) & passes_keep_expression(df, policy)
     if policy.quality_column not in df:
         return pd.Series(False, index=df.index)
     return _weak_caption_reasons(df, policy, cut).isna() & clears_drop
@@ -293,8 +303,8 @@ def in_top_fraction(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut
 
 def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.DataFrame:
     """One decision per pair of the quality_scores table: ``action`` (keep/rewrite/drop), ``reason`` and
-    the quality used; with keep_fraction on, ``in_keep_fraction`` too. ``cut``: the global keep_fraction
-    cut, required when keep_fraction is on."""
+    the quality used; with keep_fraction on, ``in_keep_fraction`` too, and with keep_expression set,
+    ``passes_keep_expression``. ``cut``: the global keep_fraction cut, required when keep_fraction is on."""
     df = scores.reset_index(drop=True)
     image_reason = image_drop_reasons(df, policy)
     weak = _weak_caption_reasons(df, policy, cut)
@@ -309,6 +319,8 @@ def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None =
                               "nsfw_review": review})
     if policy.keep_fraction is not None:  # the outcome reads it: outside the cut, no fallback to the original
         decisions[IN_CUT] = in_top_fraction(df, policy, cut).to_numpy(dtype=bool)
+    if policy.keep_expression:  # the same for a pair failing the expression: a filter, as in MLM-Filter
+        decisions[IN_EXPRESSION] = passes_keep_expression(df, policy).to_numpy(dtype=bool)
     for column in DUPLICATE_COLUMNS:  # which group a pair is in, and which copy it duplicates
         if column in df:
             decisions[column] = df[column].to_numpy()

@@ -27,7 +27,7 @@ def test_drifted_captions_block_the_curated_shard(tmp_path, bloating):
     shard = "sample-000002"
     instance, results = run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=False,
                                      scoring=ScoringResource(profile="text"),
-                                     policy=PolicyResource(keep_expression="text_quality > 100", drop_threshold=0))  # rewrite all
+                                     policy=PolicyResource(keep_threshold=100.0, drop_threshold=0))  # rewrite all but the perfect
     result = results[shard]
     assert not result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
@@ -158,7 +158,7 @@ def test_the_length_chart_shows_the_pairs_the_drift_check_compares(tmp_path, blo
     monkeypatch.setattr(rewriting, "histogram_png", lambda series, *a, **k: drawn.update(series) or real(series, *a, **k))
     shard = "sample-000002"
     run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=False, settle=False, scoring=ScoringResource(profile="text"),
-                 policy=PolicyResource(keep_expression="text_quality > 100", drop_threshold=0.3))
+                 policy=PolicyResource(keep_threshold=100.0, drop_threshold=0.3))
     final = Warehouse(str(tmp_path)).read_table("final_captions", shard)
     kept = final[final["outcome"].ne("dropped")]
     had = caption_lengths(kept["original_caption"]) > 0

@@ -86,3 +86,32 @@ def test_a_keep_fraction_run_publishes_the_cut_and_the_accepted_rewrites_only(sc
     rejected = final[(final["outcome"] == "dropped") & final["reason"].str.contains("rewrite rejected")]
     assert len(rejected) and rejected["reason"].str.contains("outside top 30% by text_quality; ").all()
     assert not pairs(rejected) & top
+
+
+def test_failing_keep_expression_only_an_accepted_rewrite_publishes():
+    """keep_expression is a filter too (MLM-Filter's ITM >= 66 AND ODF >= 20): a pair failing it is rewritten,
+    and published only if the rewrite is accepted; the fallback to its original would publish what the filter
+    rejected. A pair meeting it whose caption is weak keeps the fallback."""
+    from curation_pipeline.decisions.policy import IN_EXPRESSION, caption_published
+
+    scores = pd.DataFrame({"shard": "s", "key": ["good", "weak_in", "out_saved", "out_rejected", "out_unknown"],
+                           "decode_status": "ok", "text_quality": [99.0, 70.0, 99.0, 99.0, 99.0],
+                           "mlm_itm": [80.0, 80.0, 12.0, 12.0, np.nan], "mlm_odf": 50.0})
+    policy = DecisionPolicy(keep_expression="mlm_itm >= 66 and mlm_odf >= 20", drop_duplicates=False)
+    decisions = decide(scores, policy)
+    assert decisions.set_index("key")[IN_EXPRESSION].to_dict() == {
+        "good": True, "weak_in": True, "out_saved": False, "out_rejected": False, "out_unknown": False}
+    lineage = pd.DataFrame([
+        _attempt("weak_in", None, np.nan, False, "no candidate: no change"),
+        _attempt("out_saved", "A dog on a lawn.", 99.5, True, "improved"),
+        _attempt("out_rejected", None, np.nan, False, "no candidate: no change")])
+    captions = pd.Series(scores["key"].to_numpy(), index=scores["key"])
+    out = resolve_outcomes(decisions, captions, lineage, policy).set_index("key")
+    assert out["outcome"].to_dict() == {"good": "kept", "weak_in": "kept", "out_saved": "rewritten",
+                                        "out_rejected": "dropped", "out_unknown": "dropped"}
+    assert out.loc["out_rejected", "reason"] == ("fails: mlm_itm >= 66 and mlm_odf >= 20; "
+                                                 "rewrite rejected (no candidate: no change)")
+    # what the duplicate index counts on being published whatever the rewriter does
+    assert caption_published(scores, policy).tolist() == [True, True, False, False, False]
+    with pytest.raises(ValueError, match="passes_keep_expression"):
+        resolve_outcomes(decisions.drop(columns=[IN_EXPRESSION]), captions, lineage, policy)
