@@ -144,12 +144,18 @@ def format_history(history: CaptionHistory, limit: int = 50) -> str:
             lines.append(f"  by:       {row.rewriter} {row.rewriter_version}{prompt}")
         for a in attempts.itertuples(index=False):
             mark = "accepted" if a.accepted else "rejected"
+            candidate = repr(a.candidate_caption) if isinstance(a.candidate_caption, str) else "no candidate"
             lines.append(f"  attempt {a.attempt} [{a.rewriter} {a.rewriter_version}{_prompt(a.prompt_hash)}, "
-                         f"run {str(a.run_id)[:8]}, {a.created_at}] {mark}: {a.candidate_caption!r} "
-                         f"(score {a.quality_before:.3g} -> {a.quality_after:.3g}{_minimality(a)}; {a.reason})")
+                         f"run {str(a.run_id)[:8]}, {a.created_at}] {mark}: {candidate} "
+                         f"(score {_score(a.quality_before)} -> {_score(a.quality_after)}{_minimality(a)}; {a.reason})")
     if len(history.final) > limit:
         lines.append(f"... {len(history.final) - limit} more pairs (use --limit)")
     return "\n".join(lines)
+
+
+def _score(value) -> str:
+    """A score as the attempt line shows it: an unknown one (not scored, NaN) says so."""
+    return "unknown" if value is None or pd.isna(value) else f"{value:.3g}"
 
 
 # Lineage column -> its word on an attempt line; a measure that was not taken (NaN, or a table made before the
