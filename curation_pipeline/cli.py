@@ -261,7 +261,9 @@ def _materialize(defs, instance, selected: list[str], report: bool,
                                      after_each_run=stop_if_interrupted)
             if two_passes:  # the shards scored above and not re-selected by settling, decided once
                 todo = [s for s in deciding if s not in failed and f"reselect:{s}" not in settled]
-                failed += _run_shards(job, instance, todo, "deciding", run_config, DECIDE_KEYS, stop_if_interrupted)
+                if todo:  # else settling decided them all: no empty "deciding: 0shard" bar
+                    failed += _run_shards(job, instance, todo, "deciding", run_config, DECIDE_KEYS,
+                                          stop_if_interrupted)
         reported = report and _report(defs, instance, failed, stop_if_interrupted, run_config)
     # with keep_fraction on and no cut stored, the scored shards were never decided
     curated = [] if cut and no_cut else [s for s in deciding if s not in failed]
