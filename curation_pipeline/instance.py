@@ -324,18 +324,24 @@ class PooledSqliteStorage(DagsterSqliteStorage):
 
 @functools.cache
 def _creator_tagging_run_domain() -> type:
-    """Dagster's ``RunDomain`` that also tags a run made to start now (not queued: the daemon starts those) with
-    the process that creates it (``workers.CREATOR_TAG``): a process interrupted between creating and starting a
-    run (Ctrl-C in ``curate run``) would leave it NOT_STARTED for ever, holding its shard from the schedule and
-    the settle sensor; so tagged, it is marked failed once its creator is gone (``workers.settle``)."""
+    """Dagster's ``RunDomain`` that also tags a run its creating process starts itself (made to start now, with no
+    code location's origin to launch it from: ``execute_in_process``) with that process (``workers.CREATOR_TAG``):
+    a process interrupted between creating and starting a run (Ctrl-C in ``curate run``) would leave it
+    NOT_STARTED for ever, holding its shard from the schedule and the settle sensor; so tagged, it is marked
+    failed once its creator is gone (``workers.settle``). Worker and creator tags copied from a parent run
+    (re-execution) are dropped: they name the parent's processes."""
     from dagster._core.instance.runs.run_domain import RunDomain
 
-    from curation_pipeline.workers import CREATOR_TAG, identity
+    from curation_pipeline.workers import CREATOR_TAG, WORKER_TAG, identity
 
     class CreatorTaggingRunDomain(RunDomain):
         def create_run(self, *, tags=None, status=None, **kwargs):
-            if status in (None, DagsterRunStatus.NOT_STARTED):
-                tags = {**(tags or {}), CREATOR_TAG: identity()}
+            # a re-execution copies its parent's tags: the parent's processes are not this run's
+            tags = {k: v for k, v in (tags or {}).items() if k not in (CREATOR_TAG, WORKER_TAG)}
+            # only a run no launcher can start (none from a code location: execute_in_process) is its creator's
+            # to start; a daemon that died leaving one of its runs NOT_STARTED submits it again when it resumes
+            if status in (None, DagsterRunStatus.NOT_STARTED) and kwargs.get("remote_job_origin") is None:
+                tags[CREATOR_TAG] = identity()
             return super().create_run(tags=tags, status=status, **kwargs)
 
     return CreatorTaggingRunDomain
@@ -354,17 +360,18 @@ class CurationInstance(DagsterInstance):
     @property
     def run_domain(self):
         """Dagster's run domain, whose ``create_run`` every run's creation goes through (``execute_in_process``,
-        the web UI, schedules, sensors), tagging a run with its creator (``_CreatorTaggingRunDomain``)."""
+        the web UI, schedules, sensors), tagging a run with its creator (``_creator_tagging_run_domain``)."""
         return _creator_tagging_run_domain()(self)
 
     def handle_new_event(self, event, *, batch_metadata=None) -> None:
         """Also tags a run with the process that starts it (``workers``), so a run whose process is killed
         outright can be told from one still running."""
-        super().handle_new_event(event, batch_metadata=batch_metadata)
         if event.dagster_event is not None and event.dagster_event.event_type == DagsterEventType.RUN_START:
             from curation_pipeline.workers import WORKER_TAG, identity
 
+            # before the run reads STARTED: never a moment when a started run names another process
             self.add_run_tags(event.run_id, {WORKER_TAG: identity()})
+        super().handle_new_event(event, batch_metadata=batch_metadata)
 
     @staticmethod
     def config_defaults(base_dir: str) -> dict:

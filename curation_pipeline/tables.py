@@ -65,6 +65,7 @@ TABLES: dict[str, dict[str, str]] = {
         "dup_kind": "What made the group: image, phash, caption, ...",
         "dup_of": "Key of the pair kept for this duplicate group.",
         "in_keep_fraction": "Inside the global keep_fraction cut (when keep_fraction is on); outside it a pair is published only through an accepted rewrite.",
+        "passes_keep_expression": "Meets keep_expression (when it is set); a pair failing it is published only through an accepted rewrite.",
     },
     "rewritten_captions": {
         "attempt": "Attempt number for this pair (1 for the first).",
@@ -119,7 +120,8 @@ TYPES: dict[str, dict[str, str]] = {
     "pairs": dict.fromkeys(("caption_chars", "image_bytes", "width", "height", "n_frames", "original_width",
                             "original_height"), INT),
     "quality_scores": {"width": INT, "height": INT},
-    "caption_decisions": {"quality_before": FLOAT, "nsfw_review": BOOL, "in_keep_fraction": BOOL},
+    "caption_decisions": {"quality_before": FLOAT, "nsfw_review": BOOL, "in_keep_fraction": BOOL,
+                          "passes_keep_expression": BOOL},
     "rewritten_captions": {"attempt": INT, "accepted": BOOL, **dict.fromkeys(
         ("quality_before", "quality_after", "edit_ratio", "length_ratio", "semantic_similarity"), FLOAT)},
     "final_captions": {"rewritten": BOOL, "quality_before": FLOAT, "quality_final": FLOAT},

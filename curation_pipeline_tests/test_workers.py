@@ -195,3 +195,9 @@ def test_a_run_its_creator_left_not_started_is_marked_failed_and_holds_its_shard
         from dagster._core.test_utils import create_run_for_test
 
         assert create_run_for_test(instance, job_name="curate_shards").tags[CREATOR_TAG] == identity()
+        # a re-execution copies its parent's tags: not the parent's processes, which may be long gone
+        from curation_pipeline.workers import WORKER_TAG
+
+        copied = create_run_for_test(instance, job_name="curate_shards", tags={
+            WORKER_TAG: left.tags[CREATOR_TAG], CREATOR_TAG: left.tags[CREATOR_TAG], "dagster/partition": "x"})
+        assert copied.tags[CREATOR_TAG] == identity() and WORKER_TAG not in copied.tags

@@ -13,7 +13,7 @@ from curation_pipeline.assets.metadata import OWNERS, numbers, table
 from curation_pipeline.assets.selection import selection_cut
 from curation_pipeline.decisions.cut_store import CUT_KEY, CutUnavailable, cut_for_shard
 from curation_pipeline.decisions.dedup import DECIDED_BY_KEY, DIGEST_KEY, POLICY_KEY, mark_duplicates, policy_digest
-from curation_pipeline.decisions.policy import IN_CUT, decide
+from curation_pipeline.decisions.policy import IN_CUT, IN_EXPRESSION, decide
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
 from curation_pipeline.resources import PolicyResource, WarehouseResource
@@ -101,7 +101,8 @@ def require_decided_policy(wh: Warehouse, shard: str, policy: PolicyResource, st
     "weak captions of usable images instead of dropping them). Duplicate groups are resolved over the whole "
     "pool (the dedup_index; computed on the spot if it is stale), keeping the largest usable copy, whatever "
     "the order of shard runs. With keep_fraction on, applies the global cut stored by "
-    "selection_cut (materialize that first). No model runs: change thresholds and re-materialize.",
+    "selection_cut (materialize that first); a pair outside it, or failing keep_expression, is published only "
+    "through an accepted rewrite. No model runs: change thresholds and re-materialize.",
 )
 def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, policy: PolicyResource,
                       quality_scores: pd.DataFrame) -> dg.Output[pd.DataFrame]:
@@ -138,6 +139,8 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
                    "rewrite_share": actions.get("rewrite", 0) / n if n else None,
                    "drop_share": actions.get("drop", 0) / n if n else None,
                    "nsfw_review": int(decisions["nsfw_review"].sum())}),
+        **({} if IN_EXPRESSION not in decisions else numbers({
+            "passes_keep_expression": int(decisions[IN_EXPRESSION].sum())})),  # as decide marked them
         **({} if cut is None else numbers({
             "in_keep_fraction": int(decisions[IN_CUT].sum()),  # inside the global cut, as decide marked them
             "keep_fraction": cut.fraction, "keep_fraction_cut_score": cut.cut_score,

@@ -225,7 +225,9 @@ def final_captions_checks(df: pd.DataFrame, n_pairs: int, policy: PolicyResource
 def final_captions_complete(df: pd.DataFrame, kept: pd.DataFrame, n_pairs: int) -> dg.AssetCheckResult:
     result = check_table(df, required_columns=["key", "outcome", "reason", "final_caption"],
                          non_null=["key", "outcome", "reason"], unique=["key"])
-    captionless = kept.loc[kept["final_caption"].isna(), "key"].tolist() if "final_caption" in kept else []
+    # no words (None, blank, whitespace) is no caption, as the drift check and the rewriter count it
+    captionless = kept.loc[caption_lengths(kept["final_caption"]) == 0, "key"].tolist() if "final_caption" in kept \
+        else []
     if captionless:  # a shard may drop everything (all duplicates, say), but nothing kept may lack a caption
         result.passed = False
         result.failures.append(f"{len(captionless)} kept pairs without a final caption: {captionless[:5]}")

@@ -4,7 +4,8 @@ A group can span shards, so it is resolved over every shard's stored fingerprint
 ``dedup_index`` asset). Each group keeps ONE pair, among the members the policy itself would publish:
 an image that passes the image rules and was checked by every enabled one (a scorer that failed on it
 leaves it ``unchecked``), and a caption that is kept, or rewritten with a safe fallback (rewrite on,
-``fallback: keep_original``, a score of at least ``drop_threshold``, inside the keep_fraction cut; with
+``fallback: keep_original``, a score of at least ``drop_threshold``, inside the keep_fraction cut and meeting
+keep_expression; with
 rewrite off or ``fallback: drop``, only a caption good enough to keep as is). Among those: the largest image, then
 the best caption, then (shard, key). So a thumbnail never displaces its original, a copy ``decide``
 drops never takes its group with it, and the same pool gives the same survivors whatever the order or
@@ -73,7 +74,8 @@ INDEX_ASSET = "dedup_index"
 # 6: with keep_fraction on, a copy outside the cut is published only through an accepted rewrite
 # 7: a held shard's pair that its tar publishes but its stored scores hold otherwise or not at all (an earlier
 # raw file's) is grouped by its tar's sidecar (index.json: from_tar)
-INDEX_VERSION = 7
+# 8: a copy failing keep_expression is published only through an accepted rewrite, as one outside the cut
+INDEX_VERSION = 8
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
 # appended to DIGEST_KEY's value, with the decision's rules digest, when those are not the stored index's
 RULES_MARK = ":rules="

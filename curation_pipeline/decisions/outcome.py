@@ -9,6 +9,7 @@ import pandas as pd
 
 from curation_pipeline.decisions.policy import (DROP, DROPPED, IN_CUT, IN_EXPRESSION, KEEP, KEPT, REWRITE, REWRITTEN,
                                                 DecisionPolicy)
+from curation_pipeline.validation.lengths import caption_lengths
 
 FINAL_COLUMNS = [
     "shard", "key", "outcome", "reason", "original_caption", "final_caption", "rewritten",
@@ -68,20 +69,26 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
     is_rewrite = df["action"].eq(REWRITE)
     got = is_rewrite & cand.notna()
     good_rewrite = got & (after >= policy.drop_threshold)
+    # an original with no words (none, blank, whitespace) is no caption to publish, whatever a threshold of 0 says
+    blank = pd.Series(caption_lengths(df["original_caption"]) == 0, index=df.index)
     fallback_ok = (is_rewrite & ~got & ~outside & (policy.fallback == "keep_original")
-                   & (before >= policy.drop_threshold))
+                   & (before >= policy.drop_threshold) & ~blank)
     unsaved = is_rewrite & ~got & outside  # a filter's reject and no accepted rewrite: dropped, naming the filter
+    kept = df["action"].eq(KEEP) & ~blank
 
     outcome = np.select(
-        [df["action"].eq(KEEP), df["action"].eq(DROP), good_rewrite, fallback_ok],
+        [kept, df["action"].eq(DROP), good_rewrite, fallback_ok],
         [KEPT, DROPPED, REWRITTEN, KEPT], default=DROPPED)
     reason = np.select(
-        [df["action"].isin([KEEP, DROP]), good_rewrite, fallback_ok, got, unsaved],
-        [df["reason"],
+        [df["action"].eq(KEEP) & blank, df["action"].isin([KEEP, DROP]), good_rewrite, fallback_ok, got, unsaved,
+         is_rewrite & ~got & blank],
+        ["no caption to keep (" + df["reason"].astype(str) + ")",
+         df["reason"],
          "rewritten: " + df["reason"].astype(str),
          "rewrite rejected (" + rejection.fillna("not attempted").astype(str) + "); kept original",
          "caption still weak after rewriting (" + after.round(1).astype(str) + f" < {policy.drop_threshold:g})",
-         df["reason"].astype(str) + "; rewrite rejected (" + rejection.fillna("not attempted").astype(str) + ")"],
+         df["reason"].astype(str) + "; rewrite rejected (" + rejection.fillna("not attempted").astype(str) + ")",
+         "no caption and no rewrite accepted (" + rejection.fillna("no rewrite attempted").astype(str) + ")"],
         default="caption weak and not rewritten (" + rejection.fillna("no rewrite attempted").astype(str) + ")")
     final = np.where(outcome == REWRITTEN, cand, np.where(outcome == KEPT, df["original_caption"], None))
     out = pd.DataFrame({

@@ -72,7 +72,7 @@ def clipscore_pixels(image, n_px: int, mean, std, out: np.ndarray | None = None)
         image = image.resize(target, Image.Resampling.BICUBIC)
     left, top = centre_offset(target[0] - n_px), centre_offset(target[1] - n_px)
     rgb = np.asarray(image.crop((left, top, left + n_px, top + n_px)).convert("RGB"), dtype=np.uint8)
-    table = normalising_table(tuple(map(float, mean)), tuple(map(float, std)))
+    table = normalising_table(*(tuple(np.asarray(v, dtype=np.float64).reshape(-1).tolist()) for v in (mean, std)))
     out = np.empty((3, n_px, n_px), dtype=np.float32) if out is None else out
     for channel in range(3):
         table[channel].take(rgb[:, :, channel], out=out[channel])

@@ -109,6 +109,14 @@ def test_the_normalising_table_is_the_per_pixel_arithmetic(mean, std):
     assert table.dtype == np.float32 and table.shape == (3, 256) and np.array_equal(table, expected)
 
 
+def test_a_scalar_mean_and_std_broadcast_as_they_did_over_the_pixels():
+    image = _noise(40, 30)
+    from curation_pipeline.scoring.clip import clipscore_pixels
+
+    assert np.array_equal(clipscore_pixels(image, 32, 0.5, np.float32(0.25)),
+                          clipscore_pixels(image, 32, [0.5] * 3, (0.25, 0.25, 0.25)))
+
+
 def test_a_mean_of_another_channel_count_is_refused():
     with pytest.raises(ValueError, match="image_mean has 4 values; RGB pixels need 1 or 3"):
         normalising_table((0.5, 0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
