@@ -42,8 +42,9 @@ Before / after figures (``shard_summary``'s ``*_original`` / ``mean_quality_befo
 figures over the kept ones that had a caption), as the drift check compares them; ``*_all_pairs`` (and the
 ``original_all_pairs`` stage) cover every pair read. ``decoded`` counts the images that decoded in full, as
 ``quality_scores`` decoded them (``pairs.decode_status`` is, by default, from the image header alone, which a
-truncated body passes): NULL for a shard not scored yet, or scored by a profile that decodes no image
-(``text``: its quality_scores has no ``decode_status``). Quantiles are DuckDB's interpolated ones
+truncated body passes): NULL for a shard not scored yet, or for a pool whose quality_scores carry no
+``decode_status`` (tables of an older version; every profile decodes each image now, ``text`` included).
+``no_caption`` counts pairs with no caption or only whitespace. Quantiles are DuckDB's interpolated ones
 (``quantile_cont``); the check's are numpy's ``nearest``.
 Rewriters are reported per name, version (the model) and prompt hash: every VLM is named ``vlm``.
 """
@@ -585,7 +586,8 @@ SHARD_SUMMARY = """
 CREATE TABLE shard_summary AS
 WITH p AS (
   SELECT shard, count(*) AS pairs_read,
-         count(*) FILTER (WHERE caption IS NULL) AS no_caption,
+         -- none, or only whitespace: no word to count, as the drift check and the rewriter see it
+         count(*) FILTER (WHERE caption IS NULL OR regexp_matches(caption, '^[\s\pZ]*$')) AS no_caption,
          count(*) FILTER (WHERE caption_problem IS NOT NULL) AS caption_problems
   FROM pairs GROUP BY shard),
 -- images decoded in full: quality_scores' decode, not pairs' (by default from the image header, which a
@@ -761,7 +763,7 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
             WHERE r.shard IN (SELECT shard FROM ok_shards)""")
         decodes = "decode_status" in {name for name, *_ in con.execute("DESCRIBE quality_scores").fetchall()}
         decoded = ("CASE WHEN count(decode_status) > 0 THEN count(*) FILTER (WHERE decode_status = 'ok') END"
-                   if decodes else "NULL::BIGINT")  # a text-profile pool decodes no image
+                   if decodes else "NULL::BIGINT")  # scores of an older version, made without the column
         con.execute(SHARD_SUMMARY.format(skips=skips, decoded=decoded))
         # per signal, not per reason text (which carries the pair's score); a pair with several signals counts
         # under each
