@@ -120,7 +120,8 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         # keep_fraction cut only an accepted rewrite publishes; no fallback to the original. 3: the drift check's
         # words (as rewritten_captions 6), a mean on its ratio limit passes, a table row says GX's verdict, and
         # unchanged captions have KL 0. 4: the drift check's words, as rewritten_captions 7. 5: nor for a pair
-        # failing keep_expression; an original with no words is never kept as is, whatever drop_threshold says)
+        # failing keep_expression; an original with no words is never kept as is, whatever drop_threshold says,
+        # and the drift check in characters leaves it out, as in words)
         "The final caption of every pair: kept as is, rewritten (the accepted attempt) or dropped, with the "
         "reason. The blocking caption-length drift check runs on this before anything is published.")},
 )

@@ -148,7 +148,10 @@ def _drift_rows(final: pd.DataFrame, unit: str) -> tuple[pd.DataFrame, np.ndarra
     """``drift_pairs`` and the lengths of their original captions."""
     kept = final[final["outcome"].ne("dropped")]
     lengths = caption_lengths(kept["original_caption"], unit)
-    return kept[lengths > 0], lengths[lengths > 0]
+    # captioned: a word, whatever the unit (in characters a caption of only whitespace is no caption either,
+    # as the report and the rewriter count it)
+    captioned = caption_lengths(kept["original_caption"]) > 0 if unit != "words" else lengths > 0
+    return kept[captioned], lengths[captioned]
 
 
 def check_final_captions_drift(final: pd.DataFrame, thresholds: DriftThresholds | None = None) -> DriftResult:

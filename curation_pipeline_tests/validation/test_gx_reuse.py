@@ -122,6 +122,15 @@ def test_final_captions_drift_counts_each_length_once_with_the_same_result():
     assert 0 < len(compared) < (final["outcome"] != "dropped").sum()
 
 
+def test_the_drift_pairs_are_the_same_pairs_in_characters_and_in_words():
+    """A caption of only whitespace has characters but no word: no caption in either unit, as the report and
+    the rewriter count it, so a length_unit of chars compares the pairs the report shows."""
+    final = pd.DataFrame({"outcome": ["kept", "kept", "rewritten", "dropped"],
+                          "original_caption": ["a dog", " \t ", "\u3000", "a cat"],
+                          "final_caption": ["a dog", " \t ", "a bird on a wire", None]})
+    assert drift_pairs(final, "chars").index.tolist() == drift_pairs(final, "words").index.tolist() == [0]
+
+
 def test_first_table_pass_sends_a_column_no_expectation_reads_as_zeros(monkeypatch):
     """A required column only the column-set expectation names (a pairs table's captions and source json)
     goes as zeros: GX fingerprints and the helper is sent what the first pass sees. Duplicate column names
