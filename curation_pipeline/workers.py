@@ -6,9 +6,10 @@ half-written shard for curated. Dagster's own run monitoring detects that only f
 ask a worker's health (Kubernetes, ECS), not for local processes. So ``CurationInstance`` tags each run
 with the process that started it (host, pid and the process's start time, so a reused pid is no alibi),
 and a STARTED run whose process on this host is gone is marked failed where it matters (``settle``).
-A run is also tagged with the process that creates it: a run still NOT_STARTED whose creator is gone never
-starts (an in-process run interrupted between its creation and its start, a launcher killed before launching),
-and is marked failed the same way. Runs on another host (a Kubernetes pod) are never judged here: their
+A run its own process starts (``execute_in_process``: ``curate run``'s) is also tagged with the process that
+creates it: one still NOT_STARTED whose creator is gone never starts (interrupted between its creation and its
+start), and is marked failed the same way; a run a daemon or the web UI launches is not (a daemon that died
+submits its own again when it resumes). Runs on another host (a Kubernetes pod) are never judged here: their
 launcher's monitoring does that.
 """
 
@@ -20,7 +21,7 @@ import socket
 import dagster as dg
 
 WORKER_TAG = "curation/worker"  # host:pid:start of the process that started the run
-CREATOR_TAG = "curation/creator"  # host:pid:start of the process that created it (starts it, or launches it)
+CREATOR_TAG = "curation/creator"  # host:pid:start of the process that created a run it starts itself
 
 
 ZOMBIE = "zombie"  # _start_time of a process that has ended, not yet reaped
