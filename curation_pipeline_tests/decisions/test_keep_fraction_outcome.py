@@ -21,23 +21,28 @@ def _attempt(key, candidate, after, accepted, reason):
             "rewriter": "cleaner", "rewriter_version": "1", "reason": reason}
 
 
+def _one_chance(scores: pd.DataFrame, policy: DecisionPolicy, mark: str, saved_after: float, cut=None) -> pd.DataFrame:
+    """Five pairs, in order: kept, weak inside the filter (its rewrite rejected), and three of the filter's rejects:
+    one saved by an accepted rewrite (scoring ``saved_after``), one whose rewrite is rejected, one not tried.
+    Decided (``mark`` as the filter says), then resolved: the outcomes by key, checked."""
+    keys = scores["key"].tolist()
+    decisions = decide(scores, policy, cut=cut)
+    assert decisions[mark].tolist() == [True, True, False, False, False]
+    lineage = pd.DataFrame([_attempt(keys[1], None, np.nan, False, "no candidate: no change"),
+                            _attempt(keys[2], "A clean caption.", saved_after, True, "improved"),
+                            _attempt(keys[3], None, np.nan, False, "no candidate: no change")])
+    out = resolve_outcomes(decisions, pd.Series(keys, index=keys), lineage, policy).set_index("key")
+    assert out["outcome"].tolist() == ["kept", "kept", "rewritten", "dropped", "dropped"]
+    return out
+
+
 def test_outside_the_cut_only_an_accepted_rewrite_publishes():
     """Default policy (rewrite on, fallback keep_original): every caption below is over drop_threshold,
     so before, each rejected rewrite fell back to its original and the cut dropped nothing."""
     scores = pd.DataFrame({"shard": "s", "key": ["top", "in_weak", "out_saved", "out_rejected", "out_untried"],
                            "decode_status": "ok", "text_quality": [100.0, 90.0, 80.0, 80.0, 70.0]})
     policy = DecisionPolicy(keep_fraction=0.4)
-    decisions = decide(scores, policy, cut=global_cut(scores, 0.4, "text_quality"))
-    assert decisions.set_index("key")[IN_CUT].to_dict() == {
-        "top": True, "in_weak": True, "out_saved": False, "out_rejected": False, "out_untried": False}
-    lineage = pd.DataFrame([
-        _attempt("in_weak", None, np.nan, False, "no candidate: no change"),
-        _attempt("out_saved", "A clean caption.", 100.0, True, "improved"),
-        _attempt("out_rejected", None, np.nan, False, "no candidate: no change")])
-    captions = pd.Series(scores["key"].to_numpy(), index=scores["key"])
-    out = resolve_outcomes(decisions, captions, lineage, policy).set_index("key")
-    assert out["outcome"].to_dict() == {"top": "kept", "in_weak": "kept", "out_saved": "rewritten",
-                                        "out_rejected": "dropped", "out_untried": "dropped"}
+    out = _one_chance(scores, policy, IN_CUT, saved_after=100.0, cut=global_cut(scores, 0.4, "text_quality"))
     assert out.loc["in_weak", "reason"].endswith("kept original")  # inside the cut: the fallback stands
     assert out.loc["out_rejected", "reason"] == ("low_text_quality=80.0; outside top 40% by text_quality; "
                                                  "rewrite rejected (no candidate: no change)")
@@ -98,20 +103,11 @@ def test_failing_keep_expression_only_an_accepted_rewrite_publishes():
                            "decode_status": "ok", "text_quality": [99.0, 70.0, 99.0, 99.0, 99.0],
                            "mlm_itm": [80.0, 80.0, 12.0, 12.0, np.nan], "mlm_odf": 50.0})
     policy = DecisionPolicy(keep_expression="mlm_itm >= 66 and mlm_odf >= 20", drop_duplicates=False)
-    decisions = decide(scores, policy)
-    assert decisions.set_index("key")[IN_EXPRESSION].to_dict() == {
-        "good": True, "weak_in": True, "out_saved": False, "out_rejected": False, "out_unknown": False}
-    lineage = pd.DataFrame([
-        _attempt("weak_in", None, np.nan, False, "no candidate: no change"),
-        _attempt("out_saved", "A dog on a lawn.", 99.5, True, "improved"),
-        _attempt("out_rejected", None, np.nan, False, "no candidate: no change")])
-    captions = pd.Series(scores["key"].to_numpy(), index=scores["key"])
-    out = resolve_outcomes(decisions, captions, lineage, policy).set_index("key")
-    assert out["outcome"].to_dict() == {"good": "kept", "weak_in": "kept", "out_saved": "rewritten",
-                                        "out_rejected": "dropped", "out_unknown": "dropped"}
+    out = _one_chance(scores, policy, IN_EXPRESSION, saved_after=99.5)
     assert out.loc["out_rejected", "reason"] == ("fails: mlm_itm >= 66 and mlm_odf >= 20; "
                                                  "rewrite rejected (no candidate: no change)")
     # what the duplicate index counts on being published whatever the rewriter does
     assert caption_published(scores, policy).tolist() == [True, True, False, False, False]
     with pytest.raises(ValueError, match="passes_keep_expression"):
-        resolve_outcomes(decisions.drop(columns=[IN_EXPRESSION]), captions, lineage, policy)
+        resolve_outcomes(decide(scores, policy).drop(columns=[IN_EXPRESSION]), pd.Series(dtype=object),
+                         empty_lineage(), policy)
