@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fsspec
-
 from curation_pipeline.values import plain_tree
 
 
@@ -16,12 +14,16 @@ def dumps(report: dict) -> str:
 
 def save_report(report: dict, path: str | Path | None = None, *, warehouse_root: str | None = None,
                 name: str = "report.json") -> str:
-    """Write the report to ``path``, or to ``<warehouse_root>/evaluation/<name>``; returns where."""
+    """Write the report to ``path``, or to ``<warehouse_root>/evaluation/<name>``; returns where. As every
+    warehouse write: made whole first (a report that cannot be serialised leaves the old one), then written
+    to a temporary sibling, read back on object storage and renamed (``Warehouse.atomic_open``), never
+    creating a bucket."""
+    from curation_pipeline.storage.warehouse import Warehouse
+
     target = str(path) if path else f"{str(warehouse_root).rstrip('/')}/evaluation/{name}"
-    fs, fs_path = fsspec.core.url_to_fs(target)
-    parent = fs_path.rsplit("/", 1)[0] if "/" in fs_path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(fs_path, "w", encoding="utf-8") as handle:
-        handle.write(dumps(report) + "\n")
+    text = dumps(report) + "\n"
+    folder, _, file_name = target.rstrip("/").rpartition("/")
+    where = Warehouse(folder or ".")
+    with where.atomic_open(where.join(file_name)) as handle:
+        handle.write(text.encode("utf-8"))
     return target
