@@ -20,6 +20,7 @@ import glob
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import socket
@@ -416,7 +417,13 @@ class Warehouse:
                 raise FileChanged(f"{self.fs.unstrip_protocol(path)} was written again since it was read; "
                                   "not replaced") from exc
             raise
-        self.fs.rm_file(tmp)
+        # committed: the new object is live, so a failed delete of the temp one is no failed write (the copy
+        # stays until remove_orphans finds its writer gone)
+        try:
+            self.fs.rm_file(tmp)
+        except Exception as exc:  # noqa: BLE001 (any transport error)
+            logging.getLogger(__name__).warning("wrote %s, but could not remove its temporary copy %s: %s",
+                                                self.fs.unstrip_protocol(path), tmp, exc)
 
     @property
     def _is_s3(self) -> bool:

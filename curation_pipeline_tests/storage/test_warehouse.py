@@ -203,3 +203,32 @@ def test_a_file_is_published_only_while_the_files_it_was_made_from_are_the_versi
             handle.write(b"third")
     assert wh.fs.cat_file(target) == b"first"
     assert [p for p in wh.fs.find(wh.join()) if "/.tmp-" in p] == []
+
+
+def test_a_committed_object_whose_temporary_copy_cannot_be_removed_is_a_write_done(tmp_path, monkeypatch, caplog):
+    """On object storage the commit is a copy, then the temporary object's delete: once the copy is in, the
+    new object is live, so a failed delete (a dropped connection) is logged, not a failed write that the run,
+    the report and a retry would take for one. fsspec's in-memory store stands in for S3 (no rename either)."""
+    import logging
+    import uuid
+
+    import fsspec
+
+    root = f"memory:///wh-{uuid.uuid4().hex}"
+    wh = Warehouse(root)
+    assert not wh.is_local
+    wh.write_table("pairs", "s", pd.DataFrame({"key": ["old"]}))
+    removed = wh.fs.rm_file
+
+    def dropped(path):
+        if ".partial" in path:
+            raise ConnectionError("connection reset")
+        return removed(path)
+
+    monkeypatch.setattr(wh.fs, "rm_file", dropped)
+    with caplog.at_level(logging.WARNING, logger="curation_pipeline.storage.warehouse"):
+        wh.write_table("pairs", "s", pd.DataFrame({"key": ["new"]}))
+    assert wh.read_table("pairs", "s")["key"].tolist() == ["new"]
+    assert "could not remove its temporary copy" in caplog.text and "connection reset" in caplog.text
+    monkeypatch.setattr(wh.fs, "rm_file", removed)  # the store is shared: leave it as found
+    fsspec.filesystem("memory").rm(root.removeprefix("memory://"), recursive=True)
