@@ -158,14 +158,27 @@ def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource
     return refresh_plan(instance, warehouse, repository)[0]
 
 
+class Held(str):
+    """Why a shard is held back (``failed_the_same_way``'s text, which the schedule shows), with ``reason``: why
+    it needs a run at all (as ``refresh_plan``'s shards to run give it), for a run asked by hand."""
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str) -> "Held":
+        held = super().__new__(cls, text)
+        held.reason = reason
+        return held
+
+
 def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, repository: dg.RepositoryDefinition,
-                 raw: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str], list[str]]:
+                 raw: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, Held], list[str]]:
     """The shards to run, partition -> why: "missing" (never materialized, by Dagster), "missing (no <asset> file)"
     (its file is not in the warehouse: deleted, or a changed warehouse root), "stale: <root causes>" (new raw
     content, a changed code_version; ``SCORES_CURRENT`` instead of "stale: " where every root cause is a table
     after the scores, such as another rewriter, and the shard is made in order: its decide half alone needs a
     run), or what ``not_made_here_in_order`` finds of a shard Dagster calls fresh (made since into another
-    warehouse, or left half made); the shards held back, partition -> why: their last two ``curate_shards`` runs
+    warehouse, or left half made); the shards held back, partition -> why (a ``Held``, whose ``reason`` is why
+    the shard needs a run): their last two ``curate_shards`` runs
     failed in a step (``failed_the_same_way``), and neither a new raw version was observed nor the shard assets'
     code versions changed since, so running them again would fail the same way; and the partitions passed over
     because their raw file is gone (nothing to curate from). ``raw`` is ``list_raw``'s shards, listed here if not
@@ -179,7 +192,7 @@ def refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, rep
 
 
 def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, repository: dg.RepositoryDefinition,
-                  raw: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str], list[str]]:
+                  raw: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, Held], list[str]]:
     from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
 
     from curation_pipeline.staleness import PrefetchedStaleStatusResolver, asset_graph_view
@@ -191,7 +204,7 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
     stored = stored_shards(warehouse)
     code = shard_code_versions(repository)
     todo: dict[str, str] = {}
-    held: dict[str, str] = {}
+    held: dict[str, Held] = {}
     gone: list[str] = []
     needs: dict[str, str] = {}
     fresh: list[str] = []
@@ -235,7 +248,7 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
     for key, reason in needs.items():
         failed = failed_the_same_way(instance, key, code, warehouse.root) if key in ever_failed else None
         if failed:
-            held[key] = failed
+            held[key] = Held(failed, reason)
         else:
             todo[key] = reason
     return todo, held, sorted(gone)
@@ -416,7 +429,7 @@ def runs_in_flight(instance: dg.DagsterInstance) -> dict[str, list[dg.RunRecord]
     return flight
 
 
-def _in_flight_note(flight: dict[str, list[dg.RunRecord]], keys: list[str]) -> str:
+def in_flight_note(flight: dict[str, list[dg.RunRecord]], keys: list[str]) -> str:
     """Says which shards wait on a run: those on a started one by run id and start, so a run whose process
     died (and stays STARTED) is seen, with what to do about it."""
     started = [(key, record) for key in keys for record in flight[key]
@@ -505,7 +518,7 @@ def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: Wareho
     flight = runs_in_flight(context.instance)  # its run, waiting or going, is not missing work
     busy = sorted(key for key in todo if key in flight)
     todo = {key: reason for key, reason in todo.items() if key not in flight}
-    in_flight = _in_flight_note(flight, busy)
+    in_flight = in_flight_note(flight, busy)
     missing_raw = (f"{len(gone)} registered shard(s) passed over, their raw file gone: {_some(gone, 10)} "
                    "(prune_shards removes their partitions)" if gone else "")
     # in the log too: a tick that requests runs carries no message

@@ -281,7 +281,7 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     (``_decided_otherwise``): their scores stand, so they are re-decided, rewritten and published again, not
     scored. Returns (shards to run, shards to re-decide); the others are counted, not run. None when the raw
     files could not be observed."""
-    from curation_pipeline.automation import SCORES_CURRENT, refresh_plan
+    from curation_pipeline.automation import SCORES_CURRENT, in_flight_note, refresh_plan, runs_in_flight
 
     _register(instance, selected)
     run_config = _run_config(defs)
@@ -291,15 +291,24 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
         click.echo(f"  observe_raw_shards: {_last_error(observed) or 'failed'}; nothing run", err=True)
         return None
     todo, held, _ = refresh_plan(instance, defs.resources["warehouse"], defs.get_repository_def(), raw)
-    needed = {**todo, **held}
+    needed = {**todo, **{shard: held_back.reason for shard, held_back in held.items()}}  # asked by hand: run
+    # as the schedule: a shard with a run queued, launching or started (another `curate run`, the daemon's) is
+    # not run beside it, both writing its files; a run whose process on this machine is gone no longer counts
+    flight = runs_in_flight(instance)
+    busy = [s for s in selected if s in flight and (s in needed or s in _decided_otherwise(defs, [s]))]
+    if busy:
+        click.echo(f"  in flight, not run: {in_flight_note(flight, busy)}", err=True)
+        selected = [s for s in selected if s not in busy]
     chosen = [s for s in selected if s in needed and not needed[s].startswith(SCORES_CURRENT)]
+    for shard in [s for s in selected if s in held]:
+        click.echo(f"  held by the schedule, run as asked: {held[shard]}", err=True)
     for shard in chosen:
         click.echo(f"  to run: {shard} ({needed[shard]})", err=True)
     redecide = {s: needed[s] for s in selected if s in needed and s not in chosen}  # another rewriter, say
     redecide.update(_decided_otherwise(defs, [s for s in selected if s not in needed]))
     for shard, why in redecide.items():
         click.echo(f"  to re-decide: {shard} ({why})", err=True)
-    fresh = len(selected) - len(chosen) - len(redecide)
+    fresh = len(selected) - len(chosen) - len(redecide)  # those in flight left out above
     if fresh:
         click.echo(f"  up to date, not run: {fresh} shard{'s' if fresh != 1 else ''}", err=True)
     return chosen, list(redecide)

@@ -232,6 +232,37 @@ def test_only_missing_runs_the_new_and_the_replaced_shards_alone(tmp_path, monke
     output = run("--only-missing")
     assert "nothing to run: every shard selected is curated and up to date" in output, output
     assert (made("sample-000001"), made("sample-000002")) == (2, 1)
+    # a new shard with a run started elsewhere (the daemon's, another `curate run`): not run beside it
+    from dagster._core.test_utils import create_run_for_test
+
+    shutil.copy(RAW_SAMPLES / "sample-000000.tar", raw / "sample-000009.tar")
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("shards", ["sample-000009"])
+        busy = create_run_for_test(instance, job_name="curate_shards", status=dg.DagsterRunStatus.STARTED,
+                                   tags={"dagster/partition": "sample-000009"})
+    output = run("--only-missing")
+    assert f"in flight, not run: 1 shard(s) wait on a started run: sample-000009 (run {busy.run_id}" in output, output
+    assert "to run: sample-000009" not in output and made("sample-000009") == 0
+
+    # held by the schedule after two failures in a step: asked by hand it runs, for the reason it needs a run
+    from dagster._core.events import DagsterEvent, StepFailureData
+    from dagster._core.execution.plan.objects import ErrorSource
+    from dagster._utils.error import SerializableErrorInfo
+
+    (Path(wh) / "curated" / "sample-000002.tar").unlink()
+    with dg.DagsterInstance.get() as instance:
+        for _ in range(2):
+            failed = create_run_for_test(instance, job_name="curate_shards", status=dg.DagsterRunStatus.FAILURE,
+                                         tags={"dagster/partition": "sample-000002",
+                                               "curation/warehouse": str(Path(wh).resolve())})
+            instance.report_dagster_event(DagsterEvent(
+                event_type_value=dg.DagsterEventType.STEP_FAILURE.value, job_name="curate_shards",
+                step_key="final_captions", event_specific_data=StepFailureData(
+                    error=SerializableErrorInfo("drifted", [], "Failure"), user_failure_data=None,
+                    error_source=ErrorSource.USER_CODE_ERROR)), run_id=failed.run_id)
+    output = run("--only-missing", "--shard", "sample-000002")
+    assert "held by the schedule, run as asked: sample-000002: failed in 2 runs in a row" in output, output
+    assert "to run: sample-000002 (missing (no curated_shards file))" in output and made("sample-000002") == 2
 
 
 def test_only_missing_runs_a_shard_left_half_made_or_last_made_into_another_warehouse(tmp_path, monkeypatch):
