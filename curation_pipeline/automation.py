@@ -306,7 +306,8 @@ def not_made_here_in_order(instance: dg.DagsterInstance, repository: dg.Reposito
                      and latest[parent].get(shard, -1) > stored]
             if older:
                 out[shard] = (f"incomplete: {key.to_user_string()} is older than its input "
-                              f"{older[0].to_user_string()} (a run stopped between them)")
+                              f"{older[0].to_user_string()} (a run stopped between them, or a blocking check "
+                              "held the later one)")
                 break
     return out
 

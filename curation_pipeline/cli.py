@@ -976,7 +976,8 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
         click.echo(f"no rewritten pair among the {history.matched} pair(s) with key={key!r} shard={shard!r}")
         return
     if history.final.empty:
-        asked = " and ".join(f"{name} {value!r}" for name, value in (("key", key), ("shard", shard)) if value is not None)
+        asked = " and ".join(f"{name} {value!r}" for name, value in (("key", key), ("shard", shard))
+                             if value is not None)
         raise BadInput(f"no pair with {asked} in {warehouse}")
     click.echo(format_history(history, limit=limit))
 

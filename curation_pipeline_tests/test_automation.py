@@ -427,7 +427,7 @@ def test_a_shard_left_half_made_is_asked_again(tmp_path, monkeypatch):
         assert scored.success
         reasons = {k: r.tags["curation/reason"] for k, r in _tick(defs, instance).items()}
         assert reasons == {"sample-000000": "incomplete: caption_decisions is older than its input quality_scores "
-                                            "(a run stopped between them)"}
+                                            "(a run stopped between them, or a blocking check held the later one)"}
         # a new rewriter too: its stale tables all come after the scores, yet the shard is half made, so the
         # whole shard runs (a decide half alone is only for scores made in order)
         from curation_pipeline.rewriting import base as rewriter_base

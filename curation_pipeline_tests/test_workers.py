@@ -184,8 +184,9 @@ def test_a_run_its_creator_left_not_started_is_marked_failed_and_holds_its_shard
         assert left.status == dg.DagsterRunStatus.NOT_STARTED  # as Dagster leaves it, for ever
         host = left.tags[CREATOR_TAG].rsplit(":", 2)[0]
         # one this live process made, about to start: in flight, never judged
-        live = instance.create_run_for_job(dg.define_asset_job("curate_shards").resolve(asset_graph=dg.Definitions(
-            assets=[dg.asset(name="a")(lambda: None)]).resolve_asset_graph()), tags={"dagster/partition": "sample-000001"})
+        graph = dg.Definitions(assets=[dg.asset(name="a")(lambda: None)]).resolve_asset_graph()
+        live = instance.create_run_for_job(dg.define_asset_job("curate_shards").resolve(asset_graph=graph),
+                                           tags={"dagster/partition": "sample-000001"})
         assert live.tags[CREATOR_TAG] == identity() and gone(live) is None
         assert gone(left).startswith("the process that created it (pid ") and f"on {host}) ended before starting" \
             in gone(left)
