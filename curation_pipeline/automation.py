@@ -219,6 +219,11 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
             reason = "missing"
         elif no_file:  # materialized by Dagster's record, but the file is not there (any more)
             reason = f"missing (no {', '.join(no_file)} file{'s' if len(no_file) > 1 else ''})"
+            # only decide-half files gone, the scores' there and fresh: made again from the stored scores (checked
+            # for order below, as any decide half alone)
+            if (all(dg.AssetKey(name) in DECIDE_KEYS for name in no_file)
+                    and all(statuses[asset] == StaleStatus.FRESH for asset in SHARD_KEYS[:2])):
+                reason = SCORES_CURRENT + reason
         elif StaleStatus.STALE in statuses.values():  # Dagster's staleness is per asset, not transitive
             # a new raw file or changed code re-runs the shard; cross-shard inputs (dedup_index,
             # selection_cut) are settled by their own sensor and jobs, not by re-curating
@@ -233,14 +238,17 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
             fresh.append(key)
             continue
         needs[key] = reason
-    # those Dagster calls fresh: looked at together, in a few queries
-    needs.update(not_made_here_in_order(instance, repository, warehouse.root, fresh, resolver))
     # a decide half alone only over scores made here, in order: Dagster calls a score half fresh that a run left
     # half made (pairs of a new raw file, its scores not), which the decide half would refuse, run after run
     scores_current = [key for key, reason in needs.items() if reason.startswith(SCORES_CURRENT)]
     for key, disorder in not_made_here_in_order(instance, repository, warehouse.root, scores_current,
                                                 resolver).items():
-        needs[key] = f"stale: {needs[key].removeprefix(SCORES_CURRENT)}; {disorder}"
+        if disorder.startswith(SCORES_CURRENT):  # out of order only in the decide half: still that half alone
+            needs[key] = f"{needs[key]}; {disorder.removeprefix(SCORES_CURRENT)}"
+        else:
+            needs[key] = f"stale: {needs[key].removeprefix(SCORES_CURRENT)}; {disorder}"
+    # those Dagster calls fresh: looked at together, in a few queries
+    needs.update(not_made_here_in_order(instance, repository, warehouse.root, fresh, resolver))
     # held: only a shard with a failed run can be (one query for all of them, not one per shard)
     failures = instance.get_run_partition_data(dg.RunsFilter(job_name=curate_shards_job.name,
                                                              statuses=[dg.DagsterRunStatus.FAILURE]))
@@ -257,7 +265,8 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
 def not_made_here_in_order(instance: dg.DagsterInstance, repository: dg.RepositoryDefinition, root: str,
                            shards: list[str], read: "PrefetchedStaleStatusResolver | None" = None) -> dict[str, str]:
     """Shard -> why it needs a run, for shards Dagster calls fresh (or stale only after their scores, before
-    their decide half alone is asked for). Dagster's records are the home's, which runs
+    their decide half alone is asked for); ``SCORES_CURRENT`` first where what is wrong comes after the score
+    half, which is made here and in order: the decide half alone is run. Dagster's records are the home's, which runs
     into other warehouses share: each shard asset's latest materialization must be one made into this warehouse
     (else this warehouse's copy may be older than what Dagster saw), and none older than one of its inputs in
     the shard (a run that stopped between its steps left new scores under old decisions; Dagster's staleness
@@ -294,18 +303,20 @@ def not_made_here_in_order(instance: dg.DagsterInstance, repository: dg.Reposito
     out = {}
     for shard in shards:
         for key in SHARD_KEYS:
+            # past the score half (pairs, then quality_scores: made here, in order), the decide half alone
+            decide = SCORES_CURRENT if key in DECIDE_KEYS else ""
             stored = latest[key].get(shard)
             if stored is None:
-                out[shard] = f"missing ({key.to_user_string()} never made)"
+                out[shard] = f"{decide}missing ({key.to_user_string()} never made)"
                 break
             where = into.get(made_by.get(stored), ours)  # a run deleted since: nothing says otherwise
             if where != ours:
-                out[shard] = f"{key.to_user_string()} last made into another warehouse ({where})"
+                out[shard] = f"{decide}{key.to_user_string()} last made into another warehouse ({where})"
                 break
             older = [parent for parent in SHARD_KEYS if parent in graph.get(key).parent_keys
                      and latest[parent].get(shard, -1) > stored]
             if older:
-                out[shard] = (f"incomplete: {key.to_user_string()} is older than its input "
+                out[shard] = (f"{decide}incomplete: {key.to_user_string()} is older than its input "
                               f"{older[0].to_user_string()} (a run stopped between them, or a blocking check "
                               "held the later one)")
                 break

@@ -6,7 +6,7 @@ import time
 
 import dagster as dg
 
-from curation_pipeline.automation import fill_missing_shards, new_shards_sensor
+from curation_pipeline.automation import DECIDE_KEYS, fill_missing_shards, new_shards_sensor
 from curation_pipeline.resources import ScoringResource, WarehouseResource
 from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
 
@@ -396,11 +396,13 @@ def test_a_curated_shard_whose_warehouse_files_are_gone_is_filled_again(tmp_path
         assert sorted(listed) == sorted(["pairs", "quality_scores", "caption_decisions", "rewritten_captions",
                                          "final_captions"])  # once per table and tick, not per shard
         (warehouse / "curated" / "sample-000000.tar").unlink()
-        reasons = {k: r.tags["curation/reason"] for k, r in _tick(defs, instance).items()}
-        assert reasons["sample-000000"] == "missing (no curated_shards file)"
+        request = _tick(defs, instance)["sample-000000"]  # only a decide-half file: that half, from the scores
+        assert request.tags["curation/reason"] == "stale, its scores current: missing (no curated_shards file)"
+        assert list(request.asset_selection) == DECIDE_KEYS
         (warehouse / "pairs" / "sample-000000.parquet").unlink()
-        reasons = {k: r.tags["curation/reason"] for k, r in _tick(defs, instance).items()}
-        assert reasons["sample-000000"] == "missing (no pairs, curated_shards files)"
+        request = _tick(defs, instance)["sample-000000"]
+        assert request.tags["curation/reason"] == "missing (no pairs, curated_shards files)"
+        assert request.asset_selection is None
         # the warehouse root changed (CURATION_WAREHOUSE edited, moved to object storage): all of it is gone
         moved = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh-new"), **resources)
         reasons = {k: r.tags["curation/reason"] for k, r in _tick(moved, instance).items()}
@@ -425,19 +427,30 @@ def test_a_shard_left_half_made_is_asked_again(tmp_path, monkeypatch):
             instance=instance, partition_key="sample-000000",
             asset_selection=[dg.AssetKey("pairs"), dg.AssetKey("quality_scores")])
         assert scored.success
-        reasons = {k: r.tags["curation/reason"] for k, r in _tick(defs, instance).items()}
-        assert reasons == {"sample-000000": "incomplete: caption_decisions is older than its input quality_scores "
-                                            "(a run stopped between them, or a blocking check held the later one)"}
-        # a new rewriter too: its stale tables all come after the scores, yet the shard is half made, so the
-        # whole shard runs (a decide half alone is only for scores made in order)
+        # its scores made in order, its decide half behind them: that half alone, from the stored scores
+        (request,) = _tick(defs, instance).values()
+        assert request.tags["curation/reason"] == (
+            "stale, its scores current: incomplete: caption_decisions is older than its input quality_scores (a run "
+            "stopped between them, or a blocking check held the later one)")
+        assert list(request.asset_selection) == DECIDE_KEYS, request
+        # a new rewriter too: its stale tables all come after the scores, which are in order: still that half
         from curation_pipeline.rewriting import base as rewriter_base
 
         monkeypatch.setitem(rewriter_base.CODE_VERSIONS, "cleaner", "99")
         defs = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse), **resources)
         (request,) = _tick(defs, instance).values()
+        assert list(request.asset_selection) == DECIDE_KEYS, request
+        assert request.tags["curation/reason"].startswith(
+            "stale, its scores current: rewritten_captions has a new code version; incomplete: caption_decisions "
+            "is older than"), request
+        # the score half out of order (pairs made again, its scores not): the decide half would refuse those
+        # scores, so the whole shard runs (a decide half alone is only for scores made in order)
+        assert defs.resolve_job_def("curate_shards").execute_in_process(
+            instance=instance, partition_key="sample-000000", asset_selection=[dg.AssetKey("pairs")]).success
+        (request,) = _tick(defs, instance).values()
         assert request.asset_selection is None, request
         assert request.tags["curation/reason"].startswith("stale: rewritten_captions has a new code version; "
-                                                          "incomplete: caption_decisions is older than"), request
+                                                          "incomplete: quality_scores is older than its input pairs")
 
 
 def test_the_sensor_names_raw_files_it_passes_over(tmp_path):

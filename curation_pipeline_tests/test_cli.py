@@ -262,7 +262,8 @@ def test_only_missing_runs_the_new_and_the_replaced_shards_alone(tmp_path, monke
                     error_source=ErrorSource.USER_CODE_ERROR)), run_id=failed.run_id)
     output = run("--only-missing", "--shard", "sample-000002")
     assert "held by the schedule, run as asked: sample-000002: failed in 2 runs in a row" in output, output
-    assert "to run: sample-000002 (missing (no curated_shards file))" in output and made("sample-000002") == 2
+    assert "to re-decide: sample-000002 (stale, its scores current: missing (no curated_shards file))" in output
+    assert made("sample-000002") == 2
 
 
 def test_only_missing_runs_a_shard_left_half_made_or_last_made_into_another_warehouse(tmp_path, monkeypatch):
@@ -287,8 +288,9 @@ def test_only_missing_runs_a_shard_left_half_made_or_last_made_into_another_ware
         run("--shard", "sample-000001", code=1)
     run("--shard", "sample-000002", warehouse=str(tmp_path / "elsewhere"))
     output = run("--only-missing")
-    assert ("to run: sample-000001 (incomplete: caption_decisions is older than its input quality_scores"
-            in output), output
+    # its scores made in order, only its decide half behind them: that half alone, from the stored scores
+    assert ("to re-decide: sample-000001 (stale, its scores current: incomplete: caption_decisions is older than "
+            "its input quality_scores" in output), output
     assert "to run: sample-000002 (pairs last made into another warehouse" in output, output
     from curation_pipeline.storage.warehouse import Warehouse
 
