@@ -294,8 +294,9 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     needed = {**todo, **{shard: held_back.reason for shard, held_back in held.items()}}  # asked by hand: run
     # as the schedule: a shard with a run queued, launching or started (another `curate run`, the daemon's) is
     # not run beside it, both writing its files; a run whose process on this machine is gone no longer counts
+    otherwise = _decided_otherwise(defs, [s for s in selected if s not in needed])  # read once: footers
     flight = runs_in_flight(instance)
-    busy = [s for s in selected if s in flight and (s in needed or s in _decided_otherwise(defs, [s]))]
+    busy = [s for s in selected if s in flight and (s in needed or s in otherwise)]
     if busy:
         click.echo(f"  in flight, not run: {in_flight_note(flight, busy)}", err=True)
         selected = [s for s in selected if s not in busy]
@@ -305,7 +306,7 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     for shard in chosen:
         click.echo(f"  to run: {shard} ({needed[shard]})", err=True)
     redecide = {s: needed[s] for s in selected if s in needed and s not in chosen}  # another rewriter, say
-    redecide.update(_decided_otherwise(defs, [s for s in selected if s not in needed]))
+    redecide.update({s: why for s, why in otherwise.items() if s not in busy})
     for shard, why in redecide.items():
         click.echo(f"  to re-decide: {shard} ({why})", err=True)
     fresh = len(selected) - len(chosen) - len(redecide)  # those in flight left out above
