@@ -159,3 +159,31 @@ def test_text_profile_scores_are_the_same_with_the_cheaper_decode(tmp_path):
     verify = score_stream(scorers, iter_pair_batches(path, "s", 16, decode="verify"))
     assert full.equals(verify)
     assert full["decode_status"].eq("corrupt").any() and full["datacomp_min_side_ge200"].isna().any()
+
+
+def test_the_accepted_image_formats_decode_without_importing_every_pillow_plugin():
+    """``Image.init()`` (all ~50 plugins) costs a run's first shard 30-70 ms: each extension the reader
+    accepts is decoded by a plugin it registered itself, and a format outside them still decodes."""
+    import subprocess
+    import sys
+
+    code = """
+import io
+from PIL import Image
+from curation_pipeline.shards.reader import IMAGE_EXTS, decode_image
+saved = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP", "gif": "GIF", "tif": "TIFF"}
+assert {e for e in IMAGE_EXTS if e not in ("jpeg", "jfif", "jpe", "tiff")} == set(saved), IMAGE_EXTS
+for fmt in saved.values():
+    out = io.BytesIO()
+    Image.new("RGB", (8, 6), (200, 10, 10)).save(out, format=fmt)
+    image, info = decode_image(out.getvalue())
+    assert info["decode_status"] == "ok" and info["image_format"] == fmt and image.size == (8, 6), info
+assert Image._initialized == 1, Image._initialized
+out = io.BytesIO()
+Image.new("RGB", (8, 6)).save(out, format="TGA")
+image, info = decode_image(out.getvalue())
+assert info["image_format"] == "TGA" and Image._initialized == 2, (info, Image._initialized)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
