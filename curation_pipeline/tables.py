@@ -57,13 +57,15 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "caption_decisions": {
         "action": "keep (as is), rewrite, or drop.",
-        "reason": "Why: the signal and value that decided (e.g. low_text_quality=62.0, duplicate:image).",
+        "reason": "Why: the signal and value that decided (e.g. low_text_quality=62.0, duplicate:near_image).",
         "quality_column": "The score column that decided keep / rewrite / drop.",
         "quality_before": "That score for the original caption.",
         "nsfw_review": "True when the NSFW probability is in the review band (reported, not dropped).",
-        "dup_group": "Duplicate group id (same image or near-identical image and caption), else empty.",
-        "dup_kind": "What made the group: image, phash, caption, ...",
-        "dup_of": "Key of the pair kept for this duplicate group.",
+        "dup_group": "Duplicate group id, named for its kept pair (key, or shard/key in another shard), else empty.",
+        "dup_kind": "The strongest link that put the pair in its group: exact_pair, exact_image, near_image or "
+                    "near_caption.",
+        "dup_of": "The pair kept for its duplicate group: its key in the same shard, shard/key in another; empty "
+                  "for the kept pair and for pairs without duplicates.",
         "in_keep_fraction": "Inside the global keep_fraction cut (when keep_fraction is on); outside it a pair is published only through an accepted rewrite.",
         "passes_keep_expression": "Meets keep_expression (when it is set); a pair failing it is published only through an accepted rewrite.",
     },

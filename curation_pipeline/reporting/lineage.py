@@ -69,6 +69,8 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
                 FROM read_parquet($final, {PARQUET_OPTIONS}) f
                 WHERE {where} {"AND rewritten" if rewritten_only else ""} ORDER BY shard, key""",
             {**params, "final": final_files}).df()
+        final = final.merge(_decided(con, parquet_paths(list(files["caption_decisions"].values())), where, params),
+                            on=["shard", "key"], how="left")
         matched = len(final) if not rewritten_only else con.execute(
             f"SELECT count(*) FROM read_parquet($final, {PARQUET_OPTIONS}) WHERE {where}",
             {**params, "final": final_files}).fetchone()[0]
@@ -100,6 +102,20 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
                           blocked=_blocked(provenance, sorted(shown), warehouse), matched=int(matched))
 
 
+def _decided(con, files: list[str], where: str, params: dict) -> pd.DataFrame:
+    """shard, key, decided_because (the decision's reason: why a pair was sent to the rewriter, which the final
+    reason of a rejected rewrite does not repeat) and dup_of (the kept copy a duplicate was dropped for)."""
+    columns = ["shard", "key", "decided_because", "dup_of"]
+    if not files:
+        return pd.DataFrame(columns=columns)
+    stored = set(con.execute(f"DESCRIBE SELECT * FROM read_parquet($files, {PARQUET_OPTIONS})",
+                             {"files": files}).df()["column_name"])
+    dup_of = "dup_of" if "dup_of" in stored else "NULL"  # a profile without duplicate signals has none
+    return con.execute(f"""SELECT shard, key, reason AS decided_because, {dup_of} AS dup_of
+                           FROM read_parquet($files, {PARQUET_OPTIONS}) WHERE {where}""",
+                       {**params, "files": files}).df()[columns]
+
+
 def _blocked(provenance: dict[str, dict[str, dict[str, str]]], shards: list[str], warehouse: Warehouse
              ) -> dict[str, str]:
     """shard -> a sentence naming its tables that failed a blocking check when made, and the checks, in the
@@ -123,7 +139,8 @@ BLOCKED_MARK = "not published: the shard failed a blocking check (see above)"
 
 
 def format_history(history: CaptionHistory, limit: int = 50) -> str:
-    """Readable text for the CLI: per pair, the final outcome then each attempt."""
+    """Readable text for the CLI: per pair, the final outcome (and the decision's reason where the outcome's
+    does not hold it, and the kept copy of a duplicate), then each attempt."""
     if history.final.empty:
         return "no matching pairs"
     lines = [f"BLOCKED shard {shard}: {why}" for shard, why in history.blocked.items()]
@@ -136,8 +153,15 @@ def format_history(history: CaptionHistory, limit: int = 50) -> str:
             lines.append(f"  BLOCKED:  {BLOCKED_MARK}")
         if row.shard in history.stale:
             lines.append(f"  STALE:    {history.stale_marks.get(row.shard, RAW_MARK)}")
+        decided = getattr(row, "decided_because", None)
+        if isinstance(decided, str) and decided not in str(row.reason):
+            lines.append(f"  decided:  {row.action} ({decided})")
+        dup_of = getattr(row, "dup_of", None)
+        if isinstance(dup_of, str) and dup_of:
+            lines.append(f"  duplicate of: {dup_of}")
         lines.append(f"  original: {row.original_caption!r}")
-        lines.append(f"  final:    {row.final_caption!r}")
+        lines.append(f"  final:    {row.final_caption!r}" if isinstance(row.final_caption, str)
+                     else f"  final:    none ({row.outcome})")
         if row.rewriter:
             accepted = [a for a in attempts.itertuples(index=False) if a.accepted and a.rewriter == row.rewriter]
             prompt = _prompt(accepted[-1].prompt_hash) if accepted else ""

@@ -1,0 +1,41 @@
+"""``curate lineage`` answers *why* for every pair: a caption sent to the rewriter whose rewrite was rejected
+shows the decision's reason (the outcome's reason names only the rejection), and a dropped duplicate names
+the copy kept for it."""
+
+from __future__ import annotations
+
+from curation_pipeline.reporting.lineage import caption_history, format_history
+from curation_pipeline.storage.warehouse import Warehouse
+
+
+def _pair_lines(text: str, shard: str, key: str) -> list[str]:
+    lines = text.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith(f"{shard}/{key}: ")))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("  ")), len(lines))
+    return lines[start:end]
+
+
+def test_lineage_shows_the_decisions_reason_and_the_kept_copy(curated):
+    wh = Warehouse(str(curated["warehouse"]))
+    shard = curated["shards"][0]
+    decisions = wh.read_table("caption_decisions", shard).set_index("key")
+    final = wh.read_table("final_captions", shard).set_index("key")
+    text = format_history(caption_history(wh, shard=shard), limit=1000)
+
+    rejected = [k for k in final.index if final.at[k, "action"] == "rewrite" and not final.at[k, "rewritten"]]
+    assert rejected, "the sample shard has rewrites that were not accepted"
+    for key in rejected:
+        why = decisions.at[key, "reason"]
+        assert why not in final.at[key, "reason"]  # what this test is for: the outcome does not say it
+        assert f"  decided:  rewrite ({why})" in _pair_lines(text, shard, key)
+
+    duplicates = decisions[decisions["dup_of"].notna()]
+    assert len(duplicates), "the sample shards hold duplicates"
+    for key, dup_of in duplicates["dup_of"].items():
+        lines = _pair_lines(text, shard, key)
+        assert f"  duplicate of: {dup_of}" in lines
+        if final.at[key, "outcome"] == "dropped":
+            assert "  final:    none (dropped)" in lines
+
+    kept = next(k for k in final.index if final.at[k, "action"] == "keep")  # its reason is the outcome's own
+    assert not any(line.startswith("  decided:") for line in _pair_lines(text, shard, kept))
