@@ -152,5 +152,7 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
         **({"duplicates": dg.MetadataValue.text(f"not checked: {NOT_DEDUPLICATED}")}
            if dedup is None and rules.drop_duplicates else {}),
         "drop_reasons": dg.MetadataValue.md(counts_markdown(drops, "Drop reasons")),
-        "decisions_preview": table(decisions[["key", "action", "reason", "quality_before"]]),
+        # dup_of: the kept copy a duplicate was dropped for (absent where the profile has no duplicate signals)
+        "decisions_preview": table(decisions[[c for c in ("key", "action", "reason", "quality_before", "dup_of")
+                                              if c in decisions]]),
     })

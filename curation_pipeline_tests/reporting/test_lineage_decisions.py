@@ -39,3 +39,17 @@ def test_lineage_shows_the_decisions_reason_and_the_kept_copy(curated):
 
     kept = next(k for k in final.index if final.at[k, "action"] == "keep")  # its reason is the outcome's own
     assert not any(line.startswith("  decided:") for line in _pair_lines(text, shard, kept))
+
+
+def test_the_uis_decisions_preview_names_the_kept_copy(curated):
+    import dagster as dg
+
+    shard = curated["shards"][0]
+    event = curated["instance"].get_latest_materialization_event(dg.AssetKey("caption_decisions"))
+    records = [e for e in curated["instance"].fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("caption_decisions"), asset_partitions=[shard]), limit=1).records]
+    assert event is not None and records
+    preview = records[0].asset_materialization.metadata["decisions_preview"].value
+    assert [c.name for c in preview.schema.columns] == ["key", "action", "reason", "quality_before", "dup_of"]
+    duplicates = [r.data for r in preview.records if r.data.get("dup_of")]
+    assert duplicates and all(r["reason"].startswith("duplicate:") for r in duplicates)
