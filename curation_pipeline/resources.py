@@ -439,6 +439,7 @@ COMPUTE_SETTINGS: dict[str, tuple[str, object]] = {
     "wait_for_actors_s": ("CURATION_RAY_WAIT_FOR_ACTORS_S", RayOptions.wait_for_actors_s),
     "max_retries": ("CURATION_RAY_MAX_RETRIES", RayOptions.max_retries),
     "coordinator_memory_mb": ("CURATION_RAY_COORDINATOR_MEMORY_MB", RayOptions.coordinator_memory_mb),
+    "shard_timeout_s": ("CURATION_RAY_SHARD_TIMEOUT_S", RayOptions.shard_timeout_s),
 }
 
 
@@ -466,11 +467,11 @@ class ComputeResource(RayResource):
     engine: str = _compute_setting("engine", "local (in the step's process) | ray (Ray Data on the cluster at `address`).")
     address: str = _compute_setting("address", "Ray cluster: ray://<head>:10001 (Ray Client; e.g. KubeRay's head service), <head-ip>:6379 (from a node of the cluster), or auto; none starts a private local Ray.")
     actors: Optional[int] = _compute_setting("actors", "Model actors for scoring (each loads the models once).", ge=1)
-    cpus_per_actor: Optional[float] = _compute_setting("cpus_per_actor", "CPUs Ray reserves for each model actor.", ge=0)
-    gpus_per_actor: Optional[float] = _compute_setting("gpus_per_actor", "GPUs per scoring actor (0 = CPU; a fraction up to 1 shares a GPU, above 1 whole GPUs).", ge=0)
+    cpus_per_actor: Optional[float] = _compute_setting("cpus_per_actor", "CPUs Ray reserves for each model actor.", ge=0, allow_inf_nan=False)
+    gpus_per_actor: Optional[float] = _compute_setting("gpus_per_actor", "GPUs per scoring actor (0 = CPU; a fraction up to 1 shares a GPU, above 1 whole GPUs).", ge=0, allow_inf_nan=False)
     threads_per_actor: Optional[int] = _compute_setting("threads_per_actor", "Intra-op threads of an actor's models (0 = its CPUs, rounded up).", ge=0)
     rewrite_actors: Optional[int] = _compute_setting("rewrite_actors", "Model actors for rewriting (0 = `actors`).", ge=0)
-    rewrite_gpus_per_actor: Optional[float] = _compute_setting("rewrite_gpus_per_actor", "GPUs per rewriting actor (-1 = `gpus_per_actor`).", ge=-1)
+    rewrite_gpus_per_actor: Optional[float] = _compute_setting("rewrite_gpus_per_actor", "GPUs per rewriting actor (-1 = `gpus_per_actor`).", ge=-1, allow_inf_nan=False)
     batch_size: Optional[int] = _compute_setting("batch_size", "Pairs per batch on the cluster (0 = the local engine's: warehouse.batch_size for scoring, rewriter.batch_size for rewriting; other values change how pairs are batched).", ge=0)
     decode_concurrency: Optional[int] = _compute_setting("decode_concurrency", "Most decode tasks at once (0 = Ray Data decides).", ge=0)
     spread: Optional[bool] = _compute_setting("spread", "SPREAD scheduling: actors and decode tasks go to different nodes.")
@@ -478,6 +479,7 @@ class ComputeResource(RayResource):
     wait_for_actors_s: Optional[int] = _compute_setting("wait_for_actors_s", "Seconds to wait until every model actor has loaded before streaming starts (0 = start at once).", ge=0)
     max_retries: Optional[int] = _compute_setting("max_retries", "Restarts of a model actor that died (OOM kill, crash, lost node), each retrying its batch and reloading its models; then the step fails.", ge=0)
     coordinator_memory_mb: Optional[int] = _compute_setting("coordinator_memory_mb", "Memory (MiB) each shard's coordinator task reserves from Ray (it holds the shard's result rows), so a node's coordinators cannot outgrow it.", ge=0)
+    shard_timeout_s: Optional[int] = _compute_setting("shard_timeout_s", "Seconds a shard's work on the cluster may take before it is cancelled and the step fails, naming what it asked for (0 = no limit: a request no node meets, e.g. a GPU on a CPU-only cluster, waits for an autoscaler).", ge=0)
 
     @field_validator(*COMPUTE_SETTINGS, mode="before")
     @classmethod
@@ -528,8 +530,9 @@ class ComputeResource(RayResource):
         return f"Ray cluster {self.address or '(private local)'}"
 
     @property
-    def ray_address(self) -> str | None:  # type: ignore[override]
-        return self.address or None
+    def ray_address(self) -> str:  # type: ignore[override]
+        # none: "local" starts a private Ray; ray.init(None) would join RAY_ADDRESS or the last `ray start`
+        return self.address or "local"
 
     @property
     def created(self) -> bool:  # an existing cluster: nothing to create, wait for, or delete
@@ -545,6 +548,13 @@ class ComputeResource(RayResource):
         forwarded = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM")
                      if k in os.environ}
         return {**forwarded, **super().get_env_vars_to_inject()}
+
+    def on_connect(self, context) -> None:  # dagster-ray's says "via Ray Client" whatever the address
+        via = " (Ray Client)" if self.address.startswith("ray://") else ""
+        context.log.info(f"Connected to {self.display_name}{via}")
+
+    def on_cleanup(self, context, *, deleted: bool) -> None:  # dagster-ray's says "Deleted": nothing is
+        context.log.info(f"Disconnected from {self.display_name}")
 
     def connect(self, context):
         """dagster-ray retries a failed connection for 120 s counted from its first try, and one try can
@@ -570,8 +580,10 @@ class ComputeResource(RayResource):
         or the default): the UI's config form shows only what was typed, so a step's metadata says this."""
         if not self.uses_ray:
             return {"engine": "local"}
-        return {"engine": "ray", "address": self.address or "(private local)",
-                **dataclasses.asdict(self.options(stage, local_batch_size))}
+        options = dataclasses.asdict(self.options(stage, local_batch_size))
+        given = dict(options.pop("data_context"))  # dagster-ray's data_execution_options, where set
+        return {"engine": "ray", "address": self.address or "(private local)", **options,
+                **({"data_execution_options": given} if given else {})}
 
     def options(self, stage: str, local_batch_size: int):
         """RayOptions for ``score`` or ``rewrite``."""
@@ -583,4 +595,17 @@ class ComputeResource(RayResource):
                           threads_per_actor=self.threads_per_actor, decode_concurrency=self.decode_concurrency,
                           spread=self.spread, max_tasks_in_flight=self.max_tasks_in_flight,
                           wait_for_actors_s=self.wait_for_actors_s, max_retries=self.max_retries,
-                          coordinator_memory_mb=self.coordinator_memory_mb)
+                          coordinator_memory_mb=self.coordinator_memory_mb, shard_timeout_s=self.shard_timeout_s,
+                          data_context=self._data_context())
+
+    def _data_context(self) -> tuple:
+        """dagster-ray's ``data_execution_options`` the config set, for each shard's coordinator (``RayOptions``):
+        only what was set, so Ray Data's own defaults stand otherwise."""
+        given, out = self.data_execution_options, {}
+        limits = given.execution_options
+        if any(v is not None for v in (limits.cpu, limits.gpu, limits.object_store_memory)):
+            out["resource_limits"] = (limits.cpu, limits.gpu, limits.object_store_memory)
+        for name in ("verbose_progress", "use_polars"):
+            if name in given.model_fields_set:
+                out[name] = getattr(given, name)
+        return tuple(sorted(out.items()))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 def check_gpus(name: str, gpus: float) -> None:
     """Ray takes a fraction of one GPU (actors share it) or whole GPUs, never 1.5: refuse it here, with the
     knob's name, not in the middle of a shard's step."""
-    if gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
+    if not math.isfinite(gpus) or gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
         raise ValueError(f"{name} must be a fraction of one GPU (0 to 1) or a whole number of GPUs, got {gpus}")
 
 
@@ -33,22 +33,30 @@ class RayOptions:
     # what the shard's coordinator task (it collects the shard's rows) asks Ray for, so the scheduler
     # counts it: a node's coordinators cannot outgrow its memory, however many runs start at once
     coordinator_memory_mb: int = 512
+    # > 0: a shard whose work has not finished after this many seconds is cancelled and fails, naming what it asked
+    # of the cluster; else a request no node can ever meet (a GPU on a CPU-only cluster) waits without end, as Ray
+    # waits for an autoscaler to add such a node
+    shard_timeout_s: int = 0
+    # dagster-ray's ``data_execution_options`` as the config set them, (name, value) pairs: each shard's datasets
+    # are built in its coordinator task, which dagster-ray's own apply (driver and one worker) never reaches
+    data_context: tuple = ()
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.actors < 1:
             raise ValueError(f"actors must be >= 1, got {self.actors}")
-        if self.cpus_per_actor < 0 or self.decode_cpus < 0:
-            raise ValueError("CPUs per actor or task cannot be negative")
+        for name in ("cpus_per_actor", "decode_cpus"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         check_gpus("gpus_per_actor", self.gpus_per_actor)
         for name in ("threads_per_actor", "decode_concurrency", "wait_for_actors_s"):  # 0 = the documented default
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} cannot be negative, got {getattr(self, name)}")
         if self.max_tasks_in_flight < 1:
             raise ValueError(f"max_tasks_in_flight must be >= 1, got {self.max_tasks_in_flight}")
-        if self.max_retries < 0 or self.coordinator_memory_mb < 0:
-            raise ValueError("max_retries and coordinator_memory_mb cannot be negative")
+        if self.max_retries < 0 or self.coordinator_memory_mb < 0 or self.shard_timeout_s < 0:
+            raise ValueError("max_retries, coordinator_memory_mb and shard_timeout_s cannot be negative")
 
     @property
     def threads(self) -> int:

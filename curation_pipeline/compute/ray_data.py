@@ -411,7 +411,14 @@ def _data_context(options: RayOptions | None = None) -> Iterator[None]:
     batches spread over the actors even for a small shard (not packed into 128 MiB blocks)."""
     ctx = ray.data.DataContext.get_current()
     saved = ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars
-    saved_wait = ctx.wait_for_min_actors_s
+    saved_wait, saved_limits = ctx.wait_for_min_actors_s, ctx.execution_options.resource_limits
+    given = dict(options.data_context) if options is not None else {}  # dagster-ray's data_execution_options
+    saved_given = {name: getattr(ctx, name) for name in given if name != "resource_limits"}
+    for name, value in given.items():
+        if name == "resource_limits":
+            ctx.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(*value)
+        else:
+            setattr(ctx, name, value)
     if options is not None and options.wait_for_actors_s > 0:  # the pool starts whole (see RayOptions)
         ctx.wait_for_min_actors_s = options.wait_for_actors_s
     # progress bars would land in the Dagster step's log as carriage-return noise; the step records
@@ -421,7 +428,9 @@ def _data_context(options: RayOptions | None = None) -> Iterator[None]:
         yield
     finally:
         ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars = saved
-        ctx.wait_for_min_actors_s = saved_wait
+        ctx.wait_for_min_actors_s, ctx.execution_options.resource_limits = saved_wait, saved_limits
+        for name, value in saved_given.items():  # a worker process runs later tasks too
+            setattr(ctx, name, value)
 
 
 def _remote_args(options: RayOptions) -> dict:
@@ -487,16 +496,16 @@ def _collect(ds, shard: str, options: RayOptions, loads: str) -> tuple[list[dict
         if cause is not None:
             raise RuntimeError(f"{shard}: a model actor could not load {loads}: {type(cause).__name__}: "
                                f"{str(cause).strip()}") from error
-        done = {r["batch"] for r in rows}
-        first = next(b for b in range(len(done) + 1) if b not in done)
+        # the batches are numbered by their place in the shard: a rewrite's hold only those with targets
+        done = sorted({r["batch"] for r in rows})
         last = str(error).strip().splitlines()[-1][:300] if str(error).strip() else ""
-        came = f"batches 0-{first - 1} came back" if first else "no batch came back"
+        came = (f"{len(done)} batch(es) came back ({_numbers(done)})" if done else "no batch came back")
         again = (f"and again after each of its {options.max_retries} restarts" if options.max_retries
                  else "with no restart allowed")
         raise RuntimeError(
             f"{shard}: a model actor died (killed for memory, crashed, or its node lost) {again} (compute "
-            f"max_retries; each restart reloads the models); {came}, it died on batch {first} or one queued "
-            f"after it ({options.batch_size} pairs a batch). {type(error).__name__}: {last}") from error
+            f"max_retries; each restart reloads the models); {came}, it died on one of the others "
+            f"({options.batch_size} pairs a batch). {type(error).__name__}: {last}") from error
     rows.sort(key=lambda r: r["batch"])
     batches = [r["batch"] for r in rows]
     if len(set(batches)) != len(batches):
@@ -509,6 +518,17 @@ def _collect(ds, shard: str, options: RayOptions, loads: str) -> tuple[list[dict
     return rows, stats
 
 
+def _numbers(batches: list[int]) -> str:
+    """``0-3, 5, 7-8`` for sorted batch numbers."""
+    runs: list[list[int]] = []
+    for b in batches:
+        if runs and b == runs[-1][1] + 1:
+            runs[-1][1] = b
+        else:
+            runs.append([b, b])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def _on_cluster(options: RayOptions, fn, /, *args, **kwargs):
     """``fn`` (which builds and runs a dataset) as a 0-CPU task on the cluster: Ray Data's executor needs
     a core worker, which a Ray Client driver (``ray://``, a Dagster run pod on KubeRay) does not have.
@@ -516,7 +536,23 @@ def _on_cluster(options: RayOptions, fn, /, *args, **kwargs):
     with that much memory unreserved, so however many runs start at once, coordinators cannot outgrow one."""
     memory = {"memory": options.coordinator_memory_mb * 1024 * 1024} if options.coordinator_memory_mb else {}
     task = ray.remote(num_cpus=0, max_retries=0, runtime_env=NO_UNRESERVED_ACCELERATORS, **memory)(fn)
-    return ray.get(task.remote(*args, **kwargs))
+    ref = task.remote(*args, **kwargs)
+    try:
+        return ray.get(ref, timeout=options.shard_timeout_s or None)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True, recursive=True)  # its actors and tasks go with it
+        raise TimeoutError(
+            f"the shard's work on the cluster did not finish within {options.shard_timeout_s} s (compute "
+            f"shard_timeout_s) and was cancelled. Each model actor asks for {options.cpus_per_actor:g} CPU and "
+            f"{options.gpus_per_actor:g} GPU ({options.actors} actor(s)), the coordinator for "
+            f"{options.coordinator_memory_mb} MiB; the cluster has {_resources(ray.cluster_resources())} in all "
+            f"({_resources(ray.available_resources())} free now): a request no node can meet waits for ever") from None
+
+
+def _resources(resources: dict) -> str:
+    """``4 CPU, 0 GPU, 7.5 GiB memory`` of what Ray reports."""
+    return (f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU, "
+            f"{resources.get('memory', 0) / 2**30:.1f} GiB memory")
 
 
 def score_shard(url: str, shard: str, profile, options: RayOptions, expected=None,

@@ -45,6 +45,23 @@ def test_the_environment_selects_ray_and_the_cluster(monkeypatch):
     assert compute.uses_ray and compute.ray_address == "ray://head.example:10001" and compute.host == "head.example"
 
 
+def test_no_address_is_a_private_local_ray_and_the_log_says_what_happened(monkeypatch):
+    """ray.init(address=None) joins RAY_ADDRESS or the last `ray start` on the machine: no address must start a
+    private Ray ("local"); and the step log says connected / disconnected, not dagster-ray's "via Ray Client"
+    for any address and "Deleted" for a cluster nothing deleted."""
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert ComputeResource(engine="ray").ray_address == "local"
+    said = []
+    log = type("Log", (), {"info": lambda self, text: said.append(text)})()
+    context = type("Context", (), {"log": log})()
+    for compute in (ComputeResource(engine="ray"), ComputeResource(engine="ray", address="ray://head:10001")):
+        compute.on_connect(context)
+        compute.on_cleanup(context, deleted=True)
+    assert said == ["Connected to Ray cluster (private local)", "Disconnected from Ray cluster (private local)",
+                    "Connected to Ray cluster ray://head:10001 (Ray Client)",
+                    "Disconnected from Ray cluster ray://head:10001"]
+
+
 def test_an_unknown_engine_is_refused_naming_the_setting(monkeypatch):
     """Refused when the resource is made (not when a step first asks), naming the field or the variable."""
     with pytest.raises(ValueError, match=r"engine\n.*unknown compute engine 'spark'; choose local or ray"):

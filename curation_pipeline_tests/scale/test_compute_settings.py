@@ -30,6 +30,7 @@ ENVIRONMENT = {
     "CURATION_RAY_WAIT_FOR_ACTORS_S": ("wait_for_actors_s", "120", 120),
     "CURATION_RAY_MAX_RETRIES": ("max_retries", "0", 0),
     "CURATION_RAY_COORDINATOR_MEMORY_MB": ("coordinator_memory_mb", "2048", 2048),
+    "CURATION_RAY_SHARD_TIMEOUT_S": ("shard_timeout_s", "900", 900),
 }
 
 
@@ -52,7 +53,7 @@ def test_every_compute_setting_comes_from_the_environment(deployment):
     score, rewrite = compute.options("score", 32), compute.options("rewrite", 8)
     assert score == RayOptions(batch_size=16, actors=4, cpus_per_actor=2.5, gpus_per_actor=0.5, threads_per_actor=3,
                                decode_concurrency=6, spread=False, max_tasks_in_flight=3, wait_for_actors_s=120,
-                               max_retries=0, coordinator_memory_mb=2048)
+                               max_retries=0, coordinator_memory_mb=2048, shard_timeout_s=900)
     assert (rewrite.actors, rewrite.gpus_per_actor, rewrite.batch_size) == (2, 2.0, 16)
 
 
@@ -85,6 +86,8 @@ def test_a_launchpad_config_of_some_keys_keeps_the_environment_for_the_rest(depl
     ("CURATION_RAY_ACTORS", "four", "valid integer"),
     ("CURATION_RAY_THREADS_PER_ACTOR", "-1", "greater than or equal to 0"),
     ("CURATION_RAY_SPREAD", "maybe", "valid boolean"),
+    ("CURATION_RAY_CPUS_PER_ACTOR", "inf", "finite number"),
+    ("CURATION_RAY_GPUS_PER_ACTOR", "nan", "finite number"),
 ])
 def test_a_bad_environment_value_names_its_variable(monkeypatch, env, raw, message):
     monkeypatch.setenv(env, raw)
@@ -103,6 +106,9 @@ def test_a_bad_environment_value_names_its_variable(monkeypatch, env, raw, messa
     ({"actors": 0}, "actors"),
     ({"rewrite_actors": -3}, "rewrite_actors"),
     ({"max_tasks_in_flight": 0}, "max_tasks_in_flight"),
+    ({"cpus_per_actor": float("inf")}, "finite number"),
+    ({"gpus_per_actor": float("nan")}, "finite number"),
+    ({"shard_timeout_s": -1}, "shard_timeout_s"),
 ])
 def test_a_bad_setting_is_refused_when_the_resource_is_made(setting, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -115,6 +121,9 @@ def test_a_bad_setting_is_refused_when_the_resource_is_made(setting, message):
     ({"threads_per_actor": -1}, "threads_per_actor cannot be negative"),
     ({"decode_concurrency": -1}, "decode_concurrency cannot be negative"),
     ({"wait_for_actors_s": -5}, "wait_for_actors_s cannot be negative"),
+    ({"cpus_per_actor": float("inf")}, "cpus_per_actor must be a finite number >= 0, got inf"),
+    ({"gpus_per_actor": float("nan")}, "whole number of GPUs, got nan"),
+    ({"shard_timeout_s": -1}, "shard_timeout_s cannot be negative"),
 ])
 def test_ray_options_refuse_what_ray_would_refuse_or_ignore(options, message):
     with pytest.raises(ValueError, match=message):
@@ -128,7 +137,8 @@ def test_the_charts_compute_values_reach_every_runs_resource(monkeypatch):
 
     values = {"actors": 4, "gpusPerActor": 0.5, "cpusPerActor": 2.5, "threadsPerActor": 3, "rewriteActors": 2,
               "rewriteGpusPerActor": 2, "batchSize": 16, "decodeConcurrency": 6, "spread": False,
-              "maxTasksInFlight": 3, "waitForActorsS": 120, "maxRetries": 0, "coordinatorMemoryMb": 2048}
+              "maxTasksInFlight": 3, "waitForActorsS": 120, "maxRetries": 0, "coordinatorMemoryMb": 2048,
+              "shardTimeoutS": 900}
     env = _env(_kind(_render({"compute": values}), "Deployment")["spec"]["template"]["spec"]["containers"][0])
     knobs = {name: raw for name, (_, raw, _) in ENVIRONMENT.items() if name not in ("CURATION_COMPUTE", "CURATION_RAY_ADDRESS")}
     assert {name: env.get(name) for name in knobs} == knobs
@@ -151,7 +161,11 @@ def test_a_steps_metadata_shows_the_settings_it_resolved(deployment, monkeypatch
     assert score == {"engine": "ray", "address": "ray://head.example:10001", "batch_size": 16, "actors": 4,
                      "cpus_per_actor": 2.5, "gpus_per_actor": 0.5, "threads_per_actor": 3, "decode_concurrency": 6,
                      "decode_cpus": 1.0, "spread": False, "max_tasks_in_flight": 3, "wait_for_actors_s": 120, "max_retries": 0,
-                     "coordinator_memory_mb": 2048}
+                     "coordinator_memory_mb": 2048, "shard_timeout_s": 900}
+    limited = ComputeResource(engine="ray", data_execution_options={"execution_options": {"cpu": 1}, "use_polars": False})
+    assert limited.resolved("score", 32)["data_execution_options"] == {"resource_limits": (1, None, None),
+                                                                       "use_polars": False}
+    assert limited.options("score", 32).data_context == (("resource_limits", (1, None, None)), ("use_polars", False))
     assert (compute.resolved("rewrite", 8)["actors"], compute.resolved("rewrite", 8)["gpus_per_actor"]) == (2, 2.0)
     monkeypatch.setenv("CURATION_COMPUTE", "local")
     assert _compute().resolved("score", 32) == {"engine": "local"}

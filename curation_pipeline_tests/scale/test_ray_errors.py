@@ -83,8 +83,36 @@ def scenario(out: Path) -> dict:
         score_shard(url, SHARD, text, options, faults=on_ray)
         return {"local": local.seen, "ray": on_ray.seen, "ray_sole_traceback": on_ray.sole_traceback("text_quality")}
 
+    def data_context() -> dict:
+        """dagster-ray's data_execution_options reach the coordinator task that builds a shard's datasets (and
+        leave its worker process as they found it)."""
+        import dataclasses
+
+        from curation_pipeline.compute.ray_data import _data_context, _on_cluster
+
+        def probe(opts):
+            with _data_context(opts):
+                ctx = ray.data.DataContext.get_current()
+                return {"cpu": ctx.execution_options.resource_limits.cpu, "use_polars": ctx.use_polars}
+
+        limited = dataclasses.replace(options, data_context=(("resource_limits", (1, None, None)),
+                                                             ("use_polars", True)))
+        return {"limited": _on_cluster(limited, probe, limited), "plain": _on_cluster(options, probe, options)}
+
+    def never_placed() -> dict:
+        """A GPU actor on a cluster without one: cancelled after shard_timeout_s, saying what it asked for."""
+        import dataclasses
+
+        try:
+            score_shard(url, SHARD, ScoringProfile("text"), dataclasses.replace(options, gpus_per_actor=1,
+                                                                                  shard_timeout_s=10))
+        except Exception as e:
+            return {"raised": f"{type(e).__name__}: {e}"}
+        return {"raised": None}
+
     result = {}
-    for name, part in (("load_error", load_error), ("faults", faults)):
+    for name, part in (("load_error", load_error), ("data_context", data_context), ("never_placed", never_placed),
+                       ("faults", faults)):  # faults after never_placed: the cluster still works
         try:
             result[name] = part()
         except Exception:
@@ -163,3 +191,18 @@ def test_a_scorer_raising_on_every_pair_on_ray_reports_its_traceback_as_locally(
 
 if __name__ == "__main__":
     main()
+
+
+@pytest.mark.slow
+def test_dagster_rays_data_execution_options_reach_the_coordinator_that_builds_the_datasets(errors):
+    seen = _ok(errors["data_context"])
+    assert seen["limited"] == {"cpu": 1, "use_polars": True}
+    assert seen["plain"]["cpu"] == float("inf") and seen["plain"]["use_polars"] is False
+
+
+@pytest.mark.slow
+def test_a_request_no_node_can_meet_fails_after_the_shard_timeout_naming_it(errors):
+    raised = _ok(errors["never_placed"])["raised"]
+    assert raised is not None and raised.startswith("TimeoutError: the shard's work on the cluster did not finish "
+                                                    "within 10 s (compute shard_timeout_s)"), raised
+    assert "asks for 1 CPU and 1 GPU" in raised and "the cluster has 2 CPU, 0 GPU" in raised, raised
