@@ -9,7 +9,7 @@ A shard whose ``final_captions`` or ``rewritten_captions`` was made from another
 ``pairs`` read now (the raw shard replaced, only ``pairs`` made again) is marked: its captions are not the
 current file's (``CaptionHistory.stale``, and a ``STALE`` line under each of its pairs). So is a shard whose
 ``final_captions`` resolved other rewrite attempts than its stored ``rewritten_captions`` holds (that table
-made again alone): its published captions are not the rewrites its attempts show (``stale_rewrites``).
+made again alone): its published captions did not come from the attempts it shows (``stale_rewrites``).
 A shard with a table that failed a blocking check when it was made (``failed_blocking_checks`` in its Parquet
 metadata, as the report reads it) is marked ``BLOCKED``: its final captions are shown, but none of them is
 published by that run (no step reads a blocked table), only a curated tar of an earlier run may be.

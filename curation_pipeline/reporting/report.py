@@ -394,15 +394,16 @@ def stale_tables(provenance: dict[str, dict[str, dict[str, str]]], shard: str) -
 def stale_rewrites(provenance: dict[str, dict[str, dict[str, str]]], shard: str) -> str:
     """A sentence ('' if none) when the shard's final_captions resolved other rewrite attempts than its stored
     rewritten_captions holds (that table made again alone: a launchpad run, a new rewriter or policy), so the
-    captions published are not the rewrites its lineage shows. Unrecorded (older tables) is taken as current."""
+    attempts its lineage shows are not those the published captions came from. Unrecorded (older tables) is taken as current."""
     read = provenance.get("final_captions", {}).get(shard, {}).get("attempt_runs")
     stored = provenance.get("rewritten_captions", {}).get(shard, {}).get("attempt_runs")
     if read is None or stored is None or read == stored:
         return ""
     return (f"final_captions (and any curated tar made from it) were made from an earlier rewritten_captions "
             f"({_runs(read)}) than the stored one ({_runs(stored)}): rewritten_captions was made again without "
-            "them, so the captions published are not the rewrites its attempts show; materialize final_captions "
-            "and curated_shards of this shard")
+            "them, so the attempts it shows are not those the published captions came from (a deterministic "
+            "rewriter may have proposed the same captions again: runs are compared, not text); materialize "
+            "final_captions and curated_shards of this shard")
 
 
 def _runs(stamp: str) -> str:
