@@ -35,7 +35,7 @@ from curation_pipeline_tests.scale.helpers import require
 
 DEPLOY = REPO_ROOT / "deploy"
 K8S_VERSION = "1.33"
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
+DAGSTER_PG_SECRET = "dagster-postgresql-secret"  # Dagster's chart's default global.postgresqlSecretName
 
 STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 POD_TEMPLATE = {"type": "object", "required": ["spec"]}
@@ -78,8 +78,17 @@ def _pod_template(template: dict, name: str) -> dict:
     return {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": name}, "template": template}
 
 
+def _kubernetes_validate():
+    """The validator (the scale extra): skipped without it on a developer machine, failed in CI."""
+    try:
+        import kubernetes_validate
+    except ImportError:
+        require(False, "kubernetes-validate checks the manifests: the scale extra (make setup) installs it")
+    return kubernetes_validate
+
+
 def _valid(obj: dict) -> None:
-    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    _kubernetes_validate().validate(obj, K8S_VERSION, strict=True)
 
 
 def _raycluster() -> dict:
@@ -132,13 +141,18 @@ def _dagster_k8s():
     return dagster_k8s.K8sRunLauncher, K8sContainerContext
 
 
+def _dagster_pg_secret(values: dict) -> str:
+    """The Postgres password secret Dagster's chart creates (or is given) for these values."""
+    return values.get("global", {}).get("postgresqlSecretName") or DAGSTER_PG_SECRET
+
+
 def _launcher_config(values: dict) -> dict:
     """What Dagster's chart writes into the instance's ``run_launcher.config`` for these values
     (its ``_run-launcher.tpl``: camelCase keys become dagster-k8s's snake_case ones; the chart adds
     the instance config map, the Postgres secret, DAGSTER_HOME and the service account)."""
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     snake = lambda key: re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()  # noqa: E731
-    config = {"instance_config_map": "dagster-instance", "postgres_password_secret": "dagster-postgresql-secret",
+    config = {"instance_config_map": "dagster-instance", "postgres_password_secret": _dagster_pg_secret(values),
               "dagster_home": "/opt/dagster/dagster_home", "load_incluster_config": True,
               "service_account_name": values["global"]["serviceAccountName"]}
     for key, value in launcher.items():
@@ -238,7 +252,7 @@ def test_plain_kubernetes_objects_validate_strictly():
         _valid(doc)
     broken = copy.deepcopy(next(d for d in docs if d["kind"] == "ServiceAccount"))
     broken["metadata"]["nmae"] = "typo"  # the validator does catch unknown fields
-    with pytest.raises(kubernetes_validate.ValidationError):
+    with pytest.raises(_kubernetes_validate().ValidationError):
         _valid(broken)
 
 
@@ -315,6 +329,22 @@ def test_the_code_server_points_runs_at_the_ray_cluster_and_object_storage():
     assert f"{entry['image']['repository']}:{entry['image']['tag']}" == image
 
 
+def test_the_code_server_reads_the_dagster_instances_postgres_password():
+    """The daemon sends the instance (Dagster's chart: ``password: {env: DAGSTER_PG_PASSWORD}``) to the
+    code server for each sensor and schedule tick, which resolves it in its own environment: without
+    the variable every tick failed. Dagster's own user deployments set it from the same secret."""
+    def password(docs: list[dict]) -> dict:
+        [server] = _kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+        [entry] = [e for e in server["env"] if e["name"] == "DAGSTER_PG_PASSWORD"]
+        return entry
+
+    secret = _dagster_pg_secret(_values())  # what Dagster's chart, installed with dagster-values.yaml, creates
+    assert password(_render()) == {"name": "DAGSTER_PG_PASSWORD", "valueFrom": {
+        "secretKeyRef": {"name": secret, "key": "postgresql-password"}}}
+    other = password(_render({"dagster": {"postgresqlSecretName": "managed-postgres"}}))
+    assert other["valueFrom"]["secretKeyRef"] == {"name": "managed-postgres", "key": "postgresql-password"}
+
+
 def test_run_pods_get_the_code_servers_settings_from_the_launcher(monkeypatch, tmp_path):
     """The run pod's Job as Dagster's daemon builds it, in a process without the code server's
     variables, like the daemon's and webserver's pods (a name-only entry, resolved there, failed
@@ -324,7 +354,7 @@ def test_run_pods_get_the_code_servers_settings_from_the_launcher(monkeypatch, t
     server_env = {e["name"]: e for e in server["env"] if not e["name"].startswith("DAGSTER_")}
     env = _env(server)
     assert {"CURATION_COMPUTE", "CURATION_RAY_ADDRESS", "CURATION_RAW", "CURATION_WAREHOUSE",
-            "RAY_AUTH_TOKEN", "HF_HUB_OFFLINE"} <= set(server_env)
+            "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "HF_HUB_OFFLINE"} <= set(server_env)
     for name in server_env:
         monkeypatch.delenv(name, raising=False)
     assert not set(server_env) & set(os.environ)
@@ -344,6 +374,10 @@ def test_run_pods_get_the_code_servers_settings_from_the_launcher(monkeypatch, t
     assert run_env["CURATION_WAREHOUSE"]["value"] == "s3://curation-bucket/warehouse"
     assert run_env["RAY_AUTH_TOKEN"] == {"name": "RAY_AUTH_TOKEN", "valueFrom": {
         "secretKeyRef": {"name": "curation-ray-auth", "key": "auth_token"}}}
+    # Ray Client sends the token only in the cluster's auth mode: without it the head refuses the run
+    assert run_env["RAY_AUTH_MODE"]["value"] == _kind(_render(), "RayCluster")["spec"]["authOptions"]["mode"] == "token"
+    # the instance's Postgres password: from the run launcher (Dagster's chart's secret), not the context
+    assert run_env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == _dagster_pg_secret(_values())
     assert [f["secretRef"]["name"] for f in container["envFrom"]] == [f["secretRef"]["name"] for f in server["envFrom"]]
     assert container["image"] == image and pod["serviceAccountName"] == deployment["spec"]["template"]["spec"]["serviceAccountName"]
     # the launcher's run pod resources still apply (deep merge), and no GPU
@@ -455,3 +489,93 @@ def test_the_image_installs_the_scale_extra():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert "torch==2.13.0" in dockerfile and "'.[scale]'" in dockerfile
     assert Path(REPO_ROOT / "pyproject.toml").read_text().count("scale = [") == 1
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity in bytes (the suffixes these manifests use)."""
+    number, suffix = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(quantity)).groups()
+    units = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    return int(float(number) * units[suffix])
+
+
+# A Ray Client connection starts a server process on the head (~150 MB idle), and each run
+# holds one (in-process executor): RUN_CLIENT_MEMORY each with headroom, HEAD_BASE_MEMORY for GCS, the
+# dashboard and its agent, the autoscaler
+RUN_CLIENT_MEMORY, HEAD_BASE_MEMORY = 200 * 2**20, 2 * 2**30
+
+
+def _head_memory_errors(cluster: dict, runs: int) -> list[str]:
+    [container] = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    need = runs * RUN_CLIENT_MEMORY + HEAD_BASE_MEMORY
+    return [f"head {kind}.memory {resources[kind]['memory']} < {runs} runs x 200Mi + 2Gi"
+            for kind, resources in (("requests", container["resources"]), ("limits", container["resources"]))
+            if _bytes(resources[kind]["memory"]) < need]
+
+
+def test_the_ray_head_has_memory_for_a_client_server_per_concurrent_run():
+    """Dagster's run queue admits maxConcurrentRuns runs at once, each a Ray Client of the head: a head
+    sized for fewer is OOM-killed with every run on it (the cluster's GCS goes with it)."""
+    runs = _values()["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["maxConcurrentRuns"]
+    for cluster in (_raycluster(), _kind(_render(), "RayCluster")):
+        assert not _head_memory_errors(cluster, runs), _head_memory_errors(cluster, runs)
+    assert _head_memory_errors(_kind(_render(), "RayCluster"), 2 * runs)  # the rule does bind
+
+
+def test_gpu_workers_select_nodes_only_when_told_to():
+    """``nvidia.com/gpu.present`` is set by NVIDIA's GPU Feature Discovery alone: a node selector on it
+    held every GPU worker Pending on clusters with just the device plugin. The GPU request is enough."""
+    for cluster in (_raycluster(), _kind(_render(), "RayCluster")):
+        assert "nodeSelector" not in json.dumps(cluster["spec"]["workerGroupSpecs"])
+    groups = yaml.safe_load((CHART / "values.yaml").read_text())["ray"]["workerGroups"]
+    selector = {"nvidia.com/gpu.present": "true"}
+    labelled = [{**g, "nodeSelector": selector} if g["name"] == "gpu" else g for g in groups]
+    cluster = _kind(_render({"ray": {"workerGroups": labelled}}), "RayCluster")
+    workers = {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
+    assert workers["gpu"]["template"]["spec"]["nodeSelector"] == selector
+    assert "nodeSelector" not in workers["cpu"]["template"]["spec"]
+    _valid(_pod_template(workers["gpu"]["template"], "ray-gpu"))
+
+
+def test_the_example_objects_are_the_ones_everything_names():
+    """deploy/k8s creates the namespace, the service account and (as templates) the secrets; the chart,
+    dagster-values.yaml and the plain RayCluster name them. A name or key that differs leaves pods in
+    CreateContainerConfigError or forbidden, which no schema notices."""
+    objects = _docs("k8s")
+    [namespace] = [d["metadata"]["name"] for d in objects if d["kind"] == "Namespace"]
+    [account] = [d["metadata"]["name"] for d in objects if d["kind"] == "ServiceAccount"]
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in objects if d["kind"] == "Secret"}
+    chart, values, plain = yaml.safe_load((CHART / "values.yaml").read_text()), _values(), _raycluster()
+    docs = _render(namespace=namespace)
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+
+    # one namespace: the objects here, the plain cluster, the run pods, the install commands
+    assert {d["metadata"]["namespace"] for d in objects if d["kind"] != "Namespace"} == {namespace}
+    assert plain["metadata"]["namespace"] == launcher["jobNamespace"] == namespace
+    header = (DEPLOY / "helm" / "dagster-values.yaml").read_text()
+    installs = re.findall(r"helm upgrade --install \S+ \S+ .*?-n (\S+)", header)
+    assert installs and set(installs) == {namespace}
+
+    # one service account: every pod of the chart, of the plain cluster and of every run
+    pods = [_kind(docs, "Deployment")["spec"]["template"],
+            *[g["template"] for _, g in [*_groups(_kind(docs, "RayCluster")), *_groups(plain)]]]
+    assert {pod["spec"]["serviceAccountName"] for pod in pods} == {account} == {chart["serviceAccountName"]}
+    run_account = launcher["runK8sConfig"]["podSpecConfig"]["serviceAccountName"]
+    assert values["global"]["serviceAccountName"] == run_account == account
+
+    # the secrets: exactly the ones the chart names, with the keys read from them
+    store, auth = chart["storage"]["credentialsSecret"], chart["ray"]["authSecret"]
+    assert set(secrets) == {store, auth}
+    assert plain["spec"]["authOptions"]["secretName"] == auth
+    assert auth in json.dumps(_kind(docs, "RayCluster")["spec"]["authOptions"])
+    refs = {e["valueFrom"]["secretKeyRef"]["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+            for e in _kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"] if "valueFrom" in e}
+    assert refs[auth] in secrets[auth] and list(secrets[auth]) == ["auth_token"]  # KubeRay reads auth_token
+    assert refs[chart["dagster"]["postgresqlSecretName"]] == "postgresql-password"  # Dagster's chart makes it
+    assert chart["dagster"]["postgresqlSecretName"] == _dagster_pg_secret(values)
+    # envFrom takes every key as a variable: only the ones s3fs (botocore) reads, the key pair together
+    assert set(secrets[store]) <= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                   "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL"}
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secrets[store])
+    plain_refs = {f["secretRef"]["name"] for _, g in _groups(plain) for c in g["template"]["spec"]["containers"]
+                  for f in c.get("envFrom", [])}
+    assert plain_refs == {store}

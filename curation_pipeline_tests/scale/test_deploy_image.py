@@ -4,11 +4,14 @@ Every run pod runs this image, with the instance Dagster's chart writes (its
 ``configmap-instance.yaml``): run, event log and schedule storage from ``dagster_postgres`` and the
 run launcher the values name (``dagster_k8s`` for ``K8sRunLauncher``). A package missing there
 fails each run at start (``CheckError: Couldn't import module dagster_postgres.run_storage``).
-Checked offline from the Dockerfile's own ``pip install`` commands; no image is built.
+Every Ray pod runs it too: Ray's node agent must serve KubeRay's health probe. And the build itself:
+each COPY source exists and ``.dockerignore`` sends it; the image drops root. Checked offline from
+the Dockerfile's own instructions; no image is built.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -29,24 +32,30 @@ OPTIONS_WITH_VALUE = {"-i", "--index-url", "--extra-index-url", "-c", "--constra
                       "-f", "--find-links", "--target", "-t", "--prefix", "--root"}
 
 
-def pip_installs(dockerfile: str) -> list[tuple[set[str], dict[str, Requirement]]]:
-    """Each ``pip install`` in the Dockerfile's RUN instructions: its options and its requirements
-    by normalised name (local paths such as ``'.[scale]'`` left out). Comment lines are dropped, also
-    inside a continued instruction, as Docker drops them."""
+def _instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """The Dockerfile's instructions as (keyword, arguments), continuation lines joined, comments dropped."""
     instructions, current = [], ""
     for line in dockerfile.splitlines():
-        if line.lstrip().startswith("#"):
+        if line.lstrip().startswith("#") or not (current or line.strip()):
             continue
         if line.rstrip().endswith("\\"):
             current += line.rstrip()[:-1] + " "
             continue
-        instructions.append(current + line)
+        keyword, _, arguments = (current + line).strip().partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
         current = ""
+    return instructions
+
+
+def pip_installs(dockerfile: str) -> list[tuple[set[str], dict[str, Requirement]]]:
+    """Each ``pip install`` in the Dockerfile's RUN instructions: its options and its requirements
+    by normalised name (local paths such as ``'.[scale]'`` left out). Comment lines are dropped, also
+    inside a continued instruction, as Docker drops them."""
     installs = []
-    for instruction in instructions:
-        if not instruction.startswith("RUN "):
+    for keyword, arguments in _instructions(dockerfile):
+        if keyword != "RUN":
             continue
-        for command in re.split(r"&&|;", instruction[4:]):
+        for command in re.split(r"&&|;", arguments):
             words = shlex.split(command)
             if "install" not in words or not {"pip", "pip3"} & {Path(w).name for w in words[:words.index("install")]}:
                 continue
@@ -127,3 +136,130 @@ def test_the_pip_parser_reads_options_extras_and_skips_comments():
     assert _installed(pip_installs(commented)) == {}
     [(options, requirements)] = pip_installs("RUN pip install --no-deps x==1 'psycopg[binary]==3.3.9'\n")
     assert options == {"--no-deps"} and requirements["psycopg"].extras == {"binary"}
+
+
+def _scale_extra_ray() -> Requirement:
+    import tomllib
+
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    [ray] = [Requirement(r) for r in extras["scale"] if Requirement(r).name == "ray"]
+    return ray
+
+
+def test_the_image_installs_ray_with_its_node_agent_at_the_scale_extras_pin():
+    """KubeRay (>= 1.6, rayVersion >= 2.53) probes every Ray pod at the node agent's
+    ``:52365/api/healthz``; without Ray's ``default`` extra the agent runs ``--minimal``, serves no
+    HTTP, and no Ray pod ever got ready (the liveness probe restarted them). The scale extra stays
+    without it for the tests' clusters, so the image adds it at the same version."""
+    installed = _installed(pip_installs((DEPLOY / "Dockerfile").read_text()))
+    assert "ray" in installed, "the image must install ray[default] (KubeRay's health probe)"
+    requirement, _ = installed["ray"]
+    scale = _scale_extra_ray()
+    assert "default" in requirement.extras, f"{requirement}: the node agent needs the default extra"
+    assert scale.extras <= requirement.extras, f"{requirement} drops extras of the scale extra's {scale}"
+    assert _pin(requirement) == _pin(scale), f"{requirement} is not the scale extra's {scale}"
+
+
+def _copy_sources(dockerfile: str) -> list[str]:
+    """What each COPY / ADD takes from the build context (not from another stage, nor a URL)."""
+    sources = []
+    for keyword, arguments in _instructions(dockerfile):
+        if keyword not in ("COPY", "ADD"):
+            continue
+        words = shlex.split(arguments)
+        options = [w for w in words if w.startswith("--")]
+        if any(o.startswith("--from") for o in options):
+            continue
+        sources += [w for w in [w for w in words if not w.startswith("--")][:-1] if "://" not in w]
+    return sources
+
+
+def _dockerignore_patterns(text: str) -> list[tuple[bool, re.Pattern]]:
+    """``.dockerignore`` as Docker reads it (moby/patternmatcher): (exclusion, regex) in order; ``*`` and
+    ``?`` stop at ``/``, ``**`` spans folders; a leading ``!`` re-includes."""
+    patterns = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        exclusion = not line.startswith("!")
+        pattern = os.path.normpath(line.lstrip("!").strip()).lstrip("/")
+        regex, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**", i):
+                i += 2 + pattern.startswith("/", i + 2)
+                regex += ".*" if i >= len(pattern) else "(.*/)?"
+                continue
+            char = pattern[i]
+            regex += "[^/]*" if char == "*" else "[^/]" if char == "?" else re.escape(char)
+            i += 1
+        patterns.append((exclusion, re.compile(f"^{regex}$")))
+    return patterns
+
+
+def _ignored(path: str, patterns: list[tuple[bool, re.Pattern]]) -> bool:
+    """Whether Docker leaves ``path`` out of the context: the last pattern matching it or a folder above it."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    ignored = False
+    for exclusion, regex in patterns:
+        if any(regex.match(candidate) for candidate in candidates):
+            ignored = exclusion
+    return ignored
+
+
+def _context_files(source: str) -> list[str]:
+    """The files under a COPY source, less the bytecode caches a checkout may hold (the image compiles its own)."""
+    root = REPO_ROOT / source
+    if root.is_file():
+        return [source]
+    return sorted(str(p.relative_to(REPO_ROOT)) for p in root.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+
+
+def test_every_copy_source_is_in_the_repository_and_in_the_build_context():
+    """A misspelt COPY source, or one ``.dockerignore`` leaves out, fails the build (`not found`)."""
+    sources = _copy_sources((DEPLOY / "Dockerfile").read_text())
+    assert {"pyproject.toml", "README.md", "curation_pipeline"} <= set(sources)
+    patterns = _dockerignore_patterns((REPO_ROOT / ".dockerignore").read_text())
+    for source in sources:
+        assert (REPO_ROOT / source).exists(), f"COPY {source}: no such file in the repository"
+        files = _context_files(source)
+        assert files, source
+        left_out = [f for f in files if _ignored(f, patterns)]
+        assert not left_out, f".dockerignore leaves out what COPY {source} needs: {left_out[:5]}"
+    # and it keeps the repository's bulk out of the context (sent to the builder on every build)
+    for heavy in (".venv/bin/python", ".git/HEAD", "data/warehouse/x.parquet", ".pytest_cache/v",
+                  "curation_pipeline/__pycache__/cli.cpython-311.pyc", "curation_pipeline.egg-info/PKG-INFO"):
+        assert _ignored(heavy, patterns), heavy
+
+
+def test_the_dockerignore_reader_follows_dockers_rules():
+    patterns = _dockerignore_patterns("# c\n*\n!src\n**/__pycache__\nsrc/*.tmp\n!src/keep.tmp\n")
+    assert _ignored("other/file", patterns) and _ignored("file", patterns)
+    assert not _ignored("src/a/b.py", patterns) and not _ignored("src", patterns)
+    assert _ignored("src/a/__pycache__/b.pyc", patterns) and _ignored("src/x.tmp", patterns)
+    assert not _ignored("src/keep.tmp", patterns) and not _ignored("src/a/x.tmp", patterns)  # * stops at /
+    dockerfile = "FROM x\n# COPY nothing .\nCOPY --chown=1:1 a b \\\n  ./\nCOPY --from=build /x /y\n"
+    assert _copy_sources(dockerfile) == ["a", "b"]
+
+
+def test_the_image_runs_as_a_user_that_owns_dagster_home():
+    """Not root (a container escape is then not root on the node), with a fixed uid that exists (a home
+    for ~/.cache) and owns DAGSTER_HOME, where the run pods' instance writes; the package is compiled
+    while the build is still root, since the user cannot write its __pycache__."""
+    instructions = _instructions((DEPLOY / "Dockerfile").read_text())
+    users = [arguments for keyword, arguments in instructions if keyword == "USER"]
+    assert users, "the image runs as root: add USER <uid>"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and uid != "0", f"USER {users[-1]}: a numeric uid other than 0 (runAsNonRoot checks it)"
+    runs = " && ".join(arguments for keyword, arguments in instructions if keyword == "RUN")
+    assert re.search(rf"useradd\b[^&]*--uid {uid}\b[^&]*--create-home", runs), f"no user with uid {uid} and a home"
+    [home] = [m for keyword, arguments in instructions if keyword == "ENV"
+              for m in re.findall(r"DAGSTER_HOME=(\S+)", arguments)]
+    owned = re.findall(rf"chown (?:-R )?{uid}(?::\d+)? (\S+)", runs)
+    assert any(home == path or home.startswith(path.rstrip("/") + "/") for path in owned), (
+        f"DAGSTER_HOME {home} is not owned by uid {uid}")
+    compiled = [i for i, (keyword, arguments) in enumerate(instructions) if "compileall" in arguments]
+    last_user = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "USER")
+    assert compiled and compiled[-1] < last_user, "compile the package before USER"
