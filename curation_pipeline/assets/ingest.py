@@ -83,9 +83,7 @@ def _inventory(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
             available = "none (the raw location does not exist)"
         raise dg.Failure(description=f"raw shard file {warehouse.raw_url(shard)} does not exist; shards in "
                          f"{warehouse.raw_root}: {available}. Remove stale partitions with the prune_shards job.")
-    wh = warehouse.warehouse()
-    for orphan in wh.clean_temp_files():  # of writers killed in an earlier run (crash, full disk)
-        context.log.warning(f"removed orphaned temp file {orphan}")
+    wh = warehouse.warehouse()  # each write removes its own file's orphans; the report sweeps the rest
     full = warehouse.inventory_decode == "full"  # else image headers only: quality_scores decodes once
     ray_stats = {}
     if compute.uses_ray:  # the same rows, skips and fingerprint, made on the cluster

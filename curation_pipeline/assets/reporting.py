@@ -36,7 +36,12 @@ def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     # home); this run with no warehouse in its run config has the code location's own, where untagged runs wrote
     configured = "warehouse" in (context.run.run_config.get("resources") or {})
     failures = shard_failures(context.instance, warehouse.root, None if configured else warehouse.root)
-    report = build_report(warehouse.warehouse(), failures=failures)
+    wh = warehouse.warehouse()
+    # a write clears its own file's orphans; those of files not written again (a shard never re-run, a crash on
+    # a full disk) go here, where the whole warehouse is read anyway: a shard's step never lists it
+    for orphan in wh.clean_temp_files():
+        context.log.warning(f"removed orphaned temp file {orphan}")
+    report = build_report(wh, failures=failures)
     context.log.info(f"report written to {report.db_path}")
     unsettled = report.shards[report.shards["status"].eq("unsettled")]
     if len(unsettled):

@@ -1,10 +1,13 @@
 """The Parquet warehouse: one file per (table, shard), written atomically through fsspec (a local
 folder or object storage).
 
-Every write goes to a temporary name beside the target (``.tmp-<host>-<pid>-<uuid>-<name>.partial``)
+Every write goes to a temporary name beside the target (``.tmp-<name>.<host>-<pid>-<uuid>.partial``)
 and is renamed into place, so a crash leaves the previous file or none. A failed write removes its
 own temp file; the next writer of the same file removes only the orphans of dead writers (same host,
-no such process) or, elsewhere, a day old. Two live writers never delete each other's temp file. A
+no such process) or, elsewhere, a day old. It finds them by their name's prefix (one listing of just
+those on object storage), never by listing the folder: that holds a file per shard, and a listing per
+write would make a pool of N shards cost N² (the report, which reads every shard, sweeps the whole
+warehouse, ``clean_temp_files``). Two live writers never delete each other's temp file. A
 rewrite of a file it read (``update_table_metadata``) replaces only the version it read: if another
 writer replaced it meanwhile, ``FileChanged`` and nothing written; so is a file made from others (a
 curated tar from its final_captions, ``atomic_open(requires=...)``) when one of them was replaced meanwhile.
@@ -16,7 +19,6 @@ import contextlib
 import errno
 import fcntl
 import fnmatch
-import glob
 import hashlib
 import io
 import json
@@ -65,7 +67,10 @@ HOST = hashlib.sha256(_pid_space().encode()).hexdigest()[:8]
 # each read is a round trip
 READ_THREADS = 16
 ORPHAN_AGE_S = 24 * 3600  # a temp file of another host (or unknown writer) is an orphan after this
-_TEMP = re.compile(r"^\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{32}-")
+TEMP_PREFIX = ".tmp-"
+_WRITER = r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{32}"
+_TEMP = re.compile(rf"^\.tmp-.+\.{_WRITER}\.partial")
+_OLD_TEMP = re.compile(rf"^\.tmp-{_WRITER}-")  # before the name came first: the report's sweep still clears them
 _ERROR_COLUMNS = re.compile(r"(^|_)(error|detail|reason)$")
 
 
@@ -97,15 +102,16 @@ def object_storage_errors(url: str) -> Iterator[None]:
             "AWS_PROFILE or an instance role; an S3-compatible store's address from AWS_ENDPOINT_URL") from exc
 
 
-def temp_name(name: str) -> str:
-    """``.tmp-<host>-<pid>-<uuid>-<name>.partial``: never ``.parquet``/``.tar``, so no glob reads it."""
-    return f".tmp-{HOST}-{os.getpid()}-{uuid.uuid4().hex}-{name}.partial"
+def temp_name(name: str, pid: int | None = None, host: str = HOST) -> str:
+    """``.tmp-<name>.<host>-<pid>-<uuid>.partial``: never ``.parquet``/``.tar``, so no glob reads it; the target's
+    name first, so its writers' temp files share a prefix (``Warehouse.remove_orphans``)."""
+    return f"{TEMP_PREFIX}{name}.{host}-{os.getpid() if pid is None else pid}-{uuid.uuid4().hex}.partial"
 
 
 def writer_alive(basename: str, mtime: float | None = None, now: float | None = None) -> bool:
     """Could the writer of this temp file still be writing it? Unknown writers count as alive
     until the file is ``ORPHAN_AGE_S`` old."""
-    match = _TEMP.match(basename)
+    match = _TEMP.match(basename) or _OLD_TEMP.match(basename)
     if match and match["host"] == HOST:
         pid = int(match["pid"])
         try:
@@ -303,10 +309,31 @@ class Warehouse:
         return os.path.abspath(path) if self.is_local else f"{self.fs.unstrip_protocol(path)}"
 
     def remove_orphans(self, parent: str, name: str = "*", tail: str = "") -> list[str]:
-        """Temp files in ``parent`` (of ``name``, or of any file; ``tail``: after ``.partial``) whose writer
-        is dead; returns them."""
-        pattern = f".tmp-*-{name if name == '*' else glob.escape(name)}.partial{tail}"
-        return self._remove_dead([p for p in self._files(parent) if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], pattern)])
+        """Temp files in ``parent`` (of ``name``, or of any file; ``tail``: after ``.partial``, ``*`` for any) whose
+        writer is dead; returns them. Those of one ``name`` are found by their prefix alone (``temp_name``)."""
+        if name == "*":
+            pattern = f"{TEMP_PREFIX}*.partial{tail}"
+            return self._remove_dead([p for p in self._files(parent)
+                                      if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], pattern)])
+        own = re.compile(rf"^{re.escape(TEMP_PREFIX + name)}\.{_WRITER}\.partial{'.*' if tail == '*' else re.escape(tail)}$",
+                         re.DOTALL)
+        return self._remove_dead([p for p in self._prefixed(parent, TEMP_PREFIX + name + ".")
+                                  if own.match(p.rsplit("/", 1)[-1])])
+
+    def _prefixed(self, folder: str, prefix: str) -> list[str]:
+        """The files directly in ``folder`` whose name starts with ``prefix``: locally from the directory's
+        names (no stat of each), on object storage by a listing of that prefix only (s3fs, gcsfs)."""
+        if self.is_local:
+            try:
+                with os.scandir(self.local_path(folder)) as entries:
+                    return [f"{folder}/{e.name}" for e in entries if e.name.startswith(prefix) and e.is_file()]
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        try:
+            found = self.fs.find(folder, maxdepth=1, prefix=prefix)
+        except FileNotFoundError:
+            return []
+        return [p for p in found if p.rsplit("/", 1)[-1].startswith(prefix)]  # a store that ignored the prefix
 
     def _files(self, folder: str, detail: bool = False) -> list:
         """The files directly in ``folder`` (paths, or fsspec's info dicts), none when it does not exist.

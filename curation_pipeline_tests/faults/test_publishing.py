@@ -20,7 +20,7 @@ import pytest
 
 from curation_pipeline.resources import ScoringResource
 from curation_pipeline.shards.writer import CuratedShardInvalid, verify_curated, write_curated
-from curation_pipeline.storage.warehouse import Warehouse, temp_name
+from curation_pipeline.storage.warehouse import HOST, Warehouse, temp_name
 from curation_pipeline_tests.conftest import REPO_ROOT, require, run_pipeline
 from curation_pipeline_tests.faults import builders
 from curation_pipeline_tests.photos import members as photo_members
@@ -79,7 +79,7 @@ WRITER = textwrap.dedent("""
 def test_two_writers_of_one_file_never_delete_each_others_temp_file(tmp_path):
     wh = Warehouse(str(tmp_path))
     path = wh.table_path("pairs", "s")
-    orphan = tmp_path / "pairs" / f".tmp-{temp_name('x').split('-')[1]}-{dead_pid()}-{'0' * 32}-s.parquet.partial"
+    orphan = tmp_path / "pairs" / temp_name("s.parquet", pid=dead_pid())
     (tmp_path / "pairs").mkdir()
     orphan.write_bytes(b"left by a writer that was killed")
     with wh.atomic_open(path) as handle:
@@ -116,7 +116,7 @@ def test_a_writer_in_another_pid_namespace_keeps_its_temp_file(tmp_path):
 
 def test_a_dead_writers_temp_file_goes_although_its_pid_was_taken_again(tmp_path):
     """pid 1 lives, but started long after this file was last written: not its writer."""
-    host = temp_name("x").split("-")[1]
+    host = HOST
     (tmp_path / "pairs").mkdir()
     orphan = tmp_path / "pairs" / f".tmp-{host}-1-{'0' * 32}-s.parquet.partial"
     orphan.write_bytes(b"left by a writer that was killed")
@@ -172,11 +172,10 @@ def test_report_temp_files_are_removed_on_failure_and_by_the_next_build(small_ra
     assert temp_files(wh_root) == [] and not list(wh_root.glob("*.wal"))
     # 2. what a killed builder leaves (dead pid) goes at the next build; a live builder's file stays
     dead = dead_pid()
-    host = temp_name("x").split("-")[1]
-    orphans = [wh_root / f".tmp-{host}-{dead}-{'1' * 32}-quality.duckdb.partial",
-               wh_root / f".tmp-{host}-{dead}-{'1' * 32}-quality.duckdb.partial.wal",
-               wh_root / "pairs" / f".tmp-{host}-{dead}-{'2' * 32}-s1.parquet.partial"]
-    live = wh_root / f".tmp-{host}-{os.getpid()}-{'3' * 32}-quality.duckdb.partial"
+    host = HOST
+    killed = temp_name("quality.duckdb", pid=dead)
+    orphans = [wh_root / killed, wh_root / f"{killed}.wal", wh_root / "pairs" / temp_name("s1.parquet", pid=dead)]
+    live = wh_root / temp_name("quality.duckdb", pid=os.getpid(), host=host)
     for path in [*orphans, live]:
         path.write_bytes(b"x" * 1000)
     from curation_pipeline.reporting.report import build_report
