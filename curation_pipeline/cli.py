@@ -1076,7 +1076,9 @@ def sample_data(out, shards) -> None:
                    "vision_model_name_or_path); default: the name in its config.")
 def convert_model(src, dst, vision_tower) -> None:
     """Write a released MLM-Filter or AITQE checkpoint (SRC: hub id or directory) as a standard
-    transformers LLaVA directory DST, which transformers, vLLM and this project load natively."""
+    transformers LLaVA directory DST, which transformers and vLLM load without this project. This project's
+    scorers and rewriters take SRC itself: they ask it as its reference does (DST would be a chat VLM, and an
+    AITQE one, having no chat template, is refused)."""
     from curation_pipeline.models.loading import ModelUnavailableError
     from curation_pipeline.models.released import convert_released
 

@@ -191,6 +191,7 @@ class ScoringResource(dg.ConfigurableResource):
     clip: ClipConfig = Field(default_factory=ClipConfig, description="CLIPScore model and switches.")
     mlm: MlmConfig = Field(default_factory=MlmConfig, description="MLM-Filter model and switches.")
     aitqe_model: str = Field(default="", description="AITQE checkpoint (HymanH/AITQE) id or path: adds aitqe_overall (1-10), aitqe_recaption and the reply they were read from (aitqe_reply) to the scores (not in the text profile).")
+    aitqe_vision_tower: str = Field(default="", description="Where the AITQE checkpoint's vision tower loads from (id or local path); empty = the id its config names.")
     device: Device = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
     batch_size: int = Field(default=_S.batch_size, gt=0, description="Batch size of every model scorer (CLIP, MLM-Filter, AITQE, NSFW).")
     trust_remote_code: list[str] = Field(default=[], description="Model ids allowed to run their own code.")
@@ -205,7 +206,8 @@ class ScoringResource(dg.ConfigurableResource):
             name=self.profile, clip_model=clip.model or None, clip_prefix=clip.prefix, clip_dtype=clip.dtype,
             mlm_model=mlm.model or None, mlm_metrics=tuple(mlm.metrics), mlm_mode=mlm.mode, mlm_min_mass=mlm.min_mass,
             mlm_prompt_set=mlm.prompt_set or None, mlm_vision_tower=mlm.vision_tower or None,
-            mlm_pad_to_square=mlm.pad_to_square, mlm_dtype=mlm.dtype, aitqe_model=self.aitqe_model or None, device=self.device or None,
+            mlm_pad_to_square=mlm.pad_to_square, mlm_dtype=mlm.dtype, aitqe_model=self.aitqe_model or None,
+            aitqe_vision_tower=self.aitqe_vision_tower or None, device=self.device or None,
             batch_size=self.batch_size, trust_remote_code=tuple(self.trust_remote_code))
 
     def output_settings(self) -> dict:
@@ -217,8 +219,10 @@ class ScoringResource(dg.ConfigurableResource):
 
         # only what differs from the defaults: a setting added later (at its default) changes no shard's version;
         # a default that changes what a scorer writes comes with a bump of its version, as any such change does
+        aitqe = {"model": self.aitqe_model, "vision_tower": self.aitqe_vision_tower} if self.aitqe_vision_tower \
+            else self.aitqe_model  # the model alone unless a tower is given: the digest of earlier runs stays
         settings = {"clip": self.clip.model_dump(exclude_defaults=True),
-                    "mlm": self.mlm.model_dump(exclude_defaults=True), "aitqe": self.aitqe_model}
+                    "mlm": self.mlm.model_dump(exclude_defaults=True), "aitqe": aitqe}
         runs = code_versions(self.as_profile())
         return {name: value for name, value in settings.items() if name in runs}
 
@@ -231,10 +235,13 @@ class ScoringResource(dg.ConfigurableResource):
 
 @lru_cache(maxsize=4)
 def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams: int, batch_size: int,
-              device: str, trust_remote_code: bool, load_model: bool = True) -> Rewriter:
+              device: str, trust_remote_code: bool, vision_tower: str = "", load_model: bool = True) -> Rewriter:
     generation = {"max_new_tokens": max_new_tokens} if max_new_tokens > 0 else {}
     if kind in MODEL_REWRITERS and not model.strip():  # else the loader's "Model '' could not be loaded"
         raise ValueError(f"rewriter {kind!r} needs rewriter.model (--rewriter-model): a HuggingFace id or a local path")
+    if vision_tower and kind != "aitqe":
+        raise ValueError(f"rewriter.vision_tower is set but rewriter {kind!r} reads none: only the aitqe rewriter's "
+                         "released checkpoint loads its vision tower separately")
     if kind == "cleaner":
         from curation_pipeline.rewriting.cleaner import CaptionCleaner
 
@@ -248,7 +255,8 @@ def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams
         from curation_pipeline.rewriting.aitqe import AitqeRewriter
 
         return AitqeRewriter(model, instruction=prompt or None, batch_size=batch_size, device=device or None,
-                             trust_remote_code=trust_remote_code, load_model=load_model, **generation)
+                             trust_remote_code=trust_remote_code, vision_tower=vision_tower or None,
+                             load_model=load_model, **generation)
     raise ValueError(f"unknown rewriter kind {kind!r}; choose cleaner, vlm or aitqe")
 
 
@@ -263,6 +271,7 @@ class RewriterResource(dg.ConfigurableResource):
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, description="Captions rewritten together (every kind: a batch is what each step reads, rewrites and records at once).")
     device: Device = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
     trust_remote_code: bool = Field(default=False, description="Allow a chat VLM rewriter's own code (never needed for the released AITQE checkpoint).")
+    vision_tower: str = Field(default="", description="Where the released AITQE checkpoint's vision tower loads from (id or local path); empty = the id its config names (aitqe only).")
 
     _numbers = _numbers_only()
 
@@ -281,7 +290,7 @@ class RewriterResource(dg.ConfigurableResource):
         if not load_model and self.kind != "aitqe":
             raise ValueError(f"only an aitqe rewriter is built without its model, not {self.kind!r}")
         return _rewriter(self.kind, self.model, self.prompt, self.max_new_tokens, self.num_beams, self.batch_size,
-                         self.device, self.trust_remote_code, load_model)
+                         self.device, self.trust_remote_code, self.vision_tower, load_model)
 
 
 _P, _A, _D = DecisionPolicy(), AcceptanceRules(), DriftThresholds()  # the domain classes hold every default

@@ -53,7 +53,7 @@ class ReleasedModel:
     pad_to_square: bool  # the checkpoint's image_aspect_ratio == "pad"
     source: str
     config: dict  # the checkpoint's own config.json
-    suppressed: list[int] = field(default_factory=list)  # ids the reference model does not have
+    suppressed: list[int] = field(default_factory=list)  # ids never generated (generation_config.suppress_tokens)
 
     @property
     def repetition_penalty(self) -> float:
@@ -197,8 +197,9 @@ def _tower(name: str, vision_tower: str | None):
         processor = AutoImageProcessor.from_pretrained(source, **_pil_backend())
     except (OSError, ValueError) as exc:
         raise ModelUnavailableError(
-            vision_tower or name, f"{exc}\n(the vision tower named by the checkpoint; pass vision_tower= a local "
-            "directory or id of that tower to load it from elsewhere)") from exc
+            vision_tower or name, f"{exc}\n(the vision tower named by the checkpoint; to load it from elsewhere, give "
+            "a local directory or id of that tower: scoring.mlm.vision_tower, scoring.aitqe_vision_tower, "
+            "rewriter.vision_tower, or convert-model's --vision-tower)") from exc
     kind = config.model_type
     vision_config = getattr(config, "vision_config", config)
     if kind.startswith("clip"):
@@ -248,6 +249,9 @@ def load_released(model: str, *, vision_tower: str | None = None, device: str | 
                                         "does not render")
     tower_name = raw.get("vision_model_name_or_path" if layout == "mm" else "mm_vision_tower")
     tower_class, vision_config, image_processor, tower_source, is_clip = _tower(tower_name, vision_tower)
+    grid = vision_config.image_size // vision_config.patch_size
+    if layout == "mm":
+        _check_aitqe_config(model, raw, grid * grid, is_clip)
 
     text_raw = {k: v for k, v in raw.items() if k not in _TEXT_KEYS_DROPPED and not k.startswith("mm_")}
     text_config = (LlamaConfig if text_type == "llama" else Qwen2Config).from_dict(text_raw)
@@ -268,14 +272,15 @@ def load_released(model: str, *, vision_tower: str | None = None, device: str | 
         projector = "mlp2x_gelu"
     if projector not in ("mlp2x_gelu", "aapool_mlp"):
         raise UnknownLayoutError(model, f"projector type {projector!r} is not supported (mlp2x_gelu, aapool_mlp)")
-    grid = vision_config.image_size // vision_config.patch_size
     image_tokens = int(raw["mm_num_image_tokens"]) if projector == "aapool_mlp" else grid * grid
     native = LlavaConfig(
         vision_config=vision_config.to_dict() | {"model_type": vision_config.model_type},
         text_config=text_config.to_dict() | {"model_type": text_type},
         image_token_index=image_token_id, image_seq_length=image_tokens, projector_hidden_act="gelu",
         vision_feature_select_strategy="default" if drop_cls else "full",
-        vision_feature_layer=int(raw.get("mm_vision_select_layer", -2)), multimodal_projector_bias=True,
+        # AITQE's modeling_mm takes hidden_states[-2] whatever its config says
+        vision_feature_layer=-2 if layout == "mm" else int(raw.get("mm_vision_select_layer", -2)),
+        multimodal_projector_bias=True,
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)))
 
     device = pick_device(device)
@@ -324,15 +329,50 @@ def load_released(model: str, *, vision_tower: str | None = None, device: str | 
         from transformers import GenerationConfig
 
         loaded.generation_config = GenerationConfig.from_pretrained(str(directory))
-    # The reference resizes the embeddings to the tokenizer (LLaVA-Unified's builder), dropping any
-    # padding rows; here they stay, so those ids and the image placeholder are never generated.
-    suppressed = list(range(len(tokenizer), loaded.config.text_config.vocab_size))
+    # Never generated: the image placeholder, and for MLM-Filter the padding rows (ids past the tokenizer), which
+    # its reference drops (LLaVA-Unified's builder resizes the embeddings to the tokenizer). AITQE's reference
+    # keeps all vocab_size rows (inference.py resizes nothing, its logits have vocab_size entries), so only the
+    # placeholder, which is ours, is suppressed there. The one list generate uses (its generation_config).
+    rows = loaded.config.text_config.vocab_size
+    suppressed = [image_token_id] if layout == "mm" else list(range(len(tokenizer), rows))
     loaded.generation_config.suppress_tokens = suppressed
     loaded.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
         else tokenizer.eos_token_id
     finish(loaded, device)
     return ReleasedModel(loaded, tokenizer, image_processor, layout, family, image_token_id, image_tokens,
                          raw.get("image_aspect_ratio") == "pad", model, raw, suppressed)
+
+
+# AITQE config values its reference (modeling_mm, data_processor @ 2810aee) runs, and the parity goldens cover:
+# key -> (the value when the key is absent, None: the reference reads it unconditionally; the one supported).
+# Anything else would be run otherwise than the reference runs it (or the reference refuses it), so it is refused.
+_AITQE_SUPPORTED = {
+    "image_aspect_ratio": ("square", "square"),  # MMForCausalLM asserts it
+    "mm_projector_type": ("mlp", "mlp"),  # the only projector MMForCausalLM builds (Linear-GELU-Linear)
+    "pooling_kernel": (None, 1),  # MMDataProcessor: "MLP only has kernel 1"
+}
+
+
+def _check_aitqe_config(model: str, raw: dict, patches: int, is_clip: bool) -> None:
+    """Refuse an AITQE (``mm``) config that this loader would run differently from the reference: every image
+    placeholder count but ``image_tile_tokens`` = the tower's patches (the reference splices that many features,
+    one per patch, into as many slots), another aspect-ratio mode, projector or pooling, a tower that is not
+    SigLIP (the reference loads it as ``SiglipVisionModel``)."""
+    for key, (default, supported) in _AITQE_SUPPORTED.items():
+        value = raw.get(key, default)
+        if value != supported:
+            raise UnknownLayoutError(model, f"AITQE config {key} is {value!r}; only {supported!r} is supported "
+                                            "(what the reference runs and the parity tests pin)")
+    tiles = raw.get("image_tile_tokens")
+    if tiles != patches:
+        raise UnknownLayoutError(model, f"AITQE config image_tile_tokens is {tiles!r}; only {patches} is supported "
+                                        "(the vision tower's patches: one image token per patch feature)")
+    if is_clip:
+        raise UnknownLayoutError(model, "AITQE's vision tower is a CLIP model; its reference loads the tower as "
+                                        "SigLIP (SiglipVisionModel), so only a SigLIP tower is supported")
+    if "siglip" not in str(raw.get("vision_model_name_or_path")).lower():
+        raise UnknownLayoutError(model, "AITQE config vision_model_name_or_path has no 'siglip' in it: the reference "
+                                        "then drops the first patch feature, one fewer than its image_tile_tokens")
 
 
 def _native_key(key: str, expected: set[str]) -> str:

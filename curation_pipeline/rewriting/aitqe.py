@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from curation_pipeline.models.loading import ModelUnavailableError, inference_mode, load_vlm, prepare_source
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
@@ -64,7 +65,12 @@ _BARE_VALUE_RE = re.compile(
 # there, perhaps inside that key), "}", a line end or the end. A comma alone does not: captions have commas.
 _VALUE_END = (r"""(?=[ \t]*(?:,\s*(?:["']?[A-Za-z][\w /\-]{0,59}["']?\s*[:=]|["']?[A-Za-z][\w /\-]{0,59}$|$)"""
               r"""|[}\n]|$))""")
-_NUMBER_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:(?:/|out of)\s*(\d+(?:\.\d+)?))?")
+# A score value is the number alone (ASCII digits, no exponent, no bare "3."), optionally on a scale ("8/10",
+# "8 out of 10"), quoted, or ending in the <Overall> marker: "8 dogs" or "3.7e1" are no score.
+_NUMBER_RE = re.compile(r"""\s*(?P<q>["'“‘])?\s*(-?[0-9]+(?:\.[0-9]+)?)"""
+                        r"""\s*(?:(?:/|out of)\s*([0-9]+(?:\.[0-9]+)?))?\s*(?:<Overall[>}])?\s*(?(q)["'”’])\s*""")
+# A score key's unquoted value: up to a comma, "}" or a line end (a number holds none of them).
+_BARE_SCORE_RE = re.compile(r"(?P<v>[^,}\n]*)")
 _ESCAPES = {"n": "\n", "t": "\t", '"': '"', "'": "'", "\\": "\\", "/": "/"}
 
 
@@ -120,9 +126,9 @@ def _unescape(value: str) -> str:
 
 @dataclass
 class _Entry:
-    """One key-value pair as the tolerant scan read it: the key normalised, where its value starts, whether a
-    quoted value was never closed (``cut_off``) or its end could not be told for sure (``ambiguous``), and
-    whether it was quoted at all."""
+    """One key-value pair as the tolerant scan read it: the key normalised, where its value starts, whether the
+    reply ends inside the value (``cut_off``: a quoted one never closed, an unquoted one running to the reply's
+    end) or its end could not be told for sure (``ambiguous``), and whether it was quoted at all."""
 
     key: str
     value: object
@@ -130,6 +136,10 @@ class _Entry:
     cut_off: bool = False
     ambiguous: bool = False
     quoted: bool = True
+
+
+def _is_score_key(key: str) -> bool:
+    return key in _OVERALL_KEYS or key.endswith("_score")
 
 
 def _scan(text: str) -> list[_Entry]:
@@ -144,8 +154,9 @@ def _scan(text: str) -> list[_Entry]:
             value, pos, closed, entry.ambiguous = _quoted_value(text, start)
             entry.cut_off = not closed
         else:
-            bare = _BARE_VALUE_RE.match(text, start)
+            bare = (_BARE_SCORE_RE if _is_score_key(entry.key) else _BARE_VALUE_RE).match(text, start)
             value, pos, entry.quoted = bare.group("v"), max(bare.end(), start + 1), False
+            entry.cut_off = bare.end() == len(text)
         entry.value = _unescape(value).strip()
         entries.append(entry)
     return entries
@@ -170,18 +181,22 @@ def _marked_overall(text: str) -> tuple[str, int] | None:
     return (value.group("v"), marker.start()) if value is not None else None
 
 
-def _score(value, what: str, errors: list[str]) -> float:
-    """A 1-10 score from 8, "8", "8.5", "8/10", "2<Overall>"; NaN (and an error) otherwise."""
+def _score(value, what: str, errors: list[str], cut_off: bool = False) -> float:
+    """A 1-10 score from 8, "8", "8.5", "8/10", "2<Overall>"; NaN (and an error) otherwise. ``cut_off``: the reply
+    ends inside the value, so its number may be incomplete (Qwen2 writes "10" as "1", "0"): no score."""
+    if cut_off:
+        errors.append(f"{what} cut off: the reply ends inside it (raise max_new_tokens)")
+        return math.nan
     if isinstance(value, bool):
         value = None
     if isinstance(value, (int, float)):
         number, scale = float(value), None
     else:
-        match = _NUMBER_RE.match(str(value or "").replace(OVERALL_MARKER, ""))
+        match = _NUMBER_RE.fullmatch(str(value or ""))
         if match is None:
             errors.append(f"{what} is not a number: {str(value)[:20]!r}")
             return math.nan
-        number, scale = float(match.group(1)), match.group(2)
+        number, scale = float(match.group(2)), match.group(3)
     if scale is not None and float(scale) != 10:
         errors.append(f"{what} is not on the 1-10 scale: {number:g}/{scale}")
         return math.nan
@@ -201,7 +216,10 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
     before it; the keys read after a recaption whose end is ambiguous may be text inside that recaption,
     so no score is taken from them (without the marker, the overall is the last overall key, and only
     keys after it give sub-scores). An unquoted recaption must be followed by the overall (AITQE's
-    order), or where it ends is a guess ("A menu, Price list: 5 dollars")."""
+    order), or where it ends is a guess ("A menu, Price list: 5 dollars"). A value the reply ends inside
+    (its quote never closed, or unquoted up to the reply's end) may have been cut by the token budget: such a
+    recaption is not returned, such a score is NaN (``"Overall Score": "1`` may be the "1" of "10"); the
+    ``<Overall>`` marker ends the overall. Judged from the text alone, so a stored reply reads as a fresh one."""
     if text is None or not text.strip():
         return AitqeOutput(None, math.nan, error="empty output")
     body = _FENCE_RE.sub("", text)
@@ -240,8 +258,10 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
         elif unexpected:
             errors.append(f"recaption end ambiguous (unquoted, followed by {entries[following].key!r}, "
                           "not the overall score)")
+        elif entry.value is not None and not isinstance(entry.value, str):  # strict JSON: a list, a number
+            errors.append(f"recaption is not text but {type(entry.value).__name__}")
         else:
-            recaption = re.sub(r"\s+", " ", str(entry.value or "")).strip() or None
+            recaption = re.sub(r"\s+", " ", entry.value or "").strip() or None
             if recaption is None:
                 errors.append("empty recaption")
 
@@ -258,7 +278,7 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
         chosen = ([entries[overall_at[-1]]] if untrusted and overall_at else
                   [e for k in _OVERALL_KEYS for e in trusted if e.key == k][:1])
         if chosen:
-            overall = _score(chosen[0].value, "overall score", errors)
+            overall = _score(chosen[0].value, "overall score", errors, chosen[0].cut_off)
         else:
             errors.append("no overall score")
             overall = math.nan
@@ -268,7 +288,7 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
         if entry.key.endswith("_score") and entry.key not in _OVERALL_KEYS:
             name = entry.key[:-len("_score")]
             if name not in subscores:
-                subscores[name] = _score(entry.value, f"{name} score", errors)
+                subscores[name] = _score(entry.value, f"{name} score", errors, entry.cut_off)
     return AitqeOutput(recaption, overall, subscores, "; ".join(errors) or None)
 
 
@@ -339,17 +359,22 @@ class AitqeGenerator:
         model = self.released.model
         device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
         extra = {"stop_strings": self.stop_strings, "tokenizer": self.tokenizer} if self.stop_strings else {}
+        # the image placeholder is never generated: the loader's generation_config suppresses it (released.py)
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              pixel_values=self.released.pixel_values(images).to(device, dtype),
-                             max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
-                             suppress_tokens=[self.released.image_token_id], **extra)
+                             max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1, **extra)
         return [text.strip() for text in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
 
 
 def load_aitqe(model: str, *, max_new_tokens: int, stop_strings: list[str] | None, device: str | None = None,
                dtype=None, trust_remote_code: bool = False, vision_tower: str | None = None):
     """The released AITQE checkpoint, or any chat VLM fine-tuned on AITQE's format."""
-    prepare_source(model)  # a missing local directory fails here, once
+    converted = Path(prepare_source(model)) / "released_layout.json"  # a missing local directory fails here, once
+    written = json.loads(converted.read_text()) if converted.is_file() else {}
+    if written.get("layout") == "mm":  # transformers runs it, this project asks the original as its reference does
+        raise ModelUnavailableError(model, "a directory `curate convert-model` wrote from an AITQE checkpoint has no "
+                                           "chat template nor AITQE's prompt format: give the original checkpoint "
+                                           f"({written.get('source')})")
     layout = released_layout(read_config(model))
     if layout == "mm":
         return AitqeGenerator(load_released(model, vision_tower=vision_tower, device=device, dtype=dtype),
@@ -365,6 +390,17 @@ def precision(generator) -> str:
     """The dtype the loaded model generates in ("bfloat16", "float32"): replies differ by it."""
     model = generator.released.model if isinstance(generator, AitqeGenerator) else generator.model
     return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def planned_precision(model: str, device: str | None = None, dtype=None) -> tuple[str, bool]:
+    """(the dtype ``load_aitqe`` would load ``model`` in on ``device`` in this process, as ``precision`` names it;
+    whether it is the released checkpoint), without reading the weights: the precision depends on the GPU."""
+    from curation_pipeline.models.loading import pick_device, pick_dtype
+    from curation_pipeline.models.released import released_dtype
+
+    layout, device = released_layout(read_config(model)), pick_device(device)
+    chosen = released_dtype(layout, device, dtype) if layout == "mm" else pick_dtype(device, dtype)
+    return str(chosen).removeprefix("torch."), layout == "mm"
 
 
 def aitqe_instruction(generator, prompt: str, caption: str | None) -> str:
@@ -421,20 +457,27 @@ class AitqeRewriter(GeneratingRewriter):
         super().__init__(instruction or DEFAULT_INSTRUCTION, batch_size,
                          f"the AITQE instruction must contain {CAPTION_PLACEHOLDER}")
         self.model, self.max_new_tokens, self.vision_tower = model, max_new_tokens, vision_tower
-        self.trust_remote_code = trust_remote_code
+        self.trust_remote_code, self.dtype = trust_remote_code, dtype
         self.stop_strings = [OVERALL_MARKER] if stop_after_overall else None
         # 3: images as the reference decodes them (shards.reader.model_image); 4: a caption holding the
         # released checkpoint's pad token is refused, as the reference refuses it (AitqeGenerator.refusal);
         # 5: a recaption holding escaped quotes is no longer rejected as ambiguous (_quoted_value); 6: \uXXXX escapes
         # decoded in a reply cut off at <Overall> too, as in a complete one (_unescape); 7: the overall is the value
         # before <Overall>, and an unquoted recaption followed by another key than the overall is ambiguous
-        # (parse_aitqe_output); 8: a caption holding <img_start>/<img_end> is refused (AitqeGenerator.refusal)
-        self.version = f"{CODE_VERSIONS['aitqe']}:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+        # (parse_aitqe_output); 8: a caption holding <img_start>/<img_end> is refused (AitqeGenerator.refusal);
+        # 9: the version names the precision and a vision tower given in place of the checkpoint's, as the scorer's;
+        # a score the reply ends inside is NaN, a score value must be the number alone, a non-text recaption is an
+        # error; a recaption kept where the score failed keeps the parse error (parse_aitqe_output, _candidate)
         # load_model=False: the settings, version and ``answer`` only, for targets all answered from the replies the
         # scorer stored (``rewriting.reuse``, on a Ray actor): asked to generate, it raises
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,
                                     device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                     vision_tower=vision_tower) if load_model else UnloadedGenerator()
+        # the loaded model's precision, or the one it would load in here (a Ray actor: the GPU it was given)
+        dtype_name = precision(self.generator) if load_model else planned_precision(model, device, dtype)[0]
+        tower = f":tower={vision_tower}" if vision_tower else ""
+        self.version = (f"{CODE_VERSIONS['aitqe']}:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+                        f":dtype={dtype_name}{tower}")
         reason = (self.generator.refusal(self.prompt.replace(CAPTION_PLACEHOLDER, ""))
                   if isinstance(self.generator, AitqeGenerator) else None)
         if reason:
@@ -455,7 +498,8 @@ class AitqeRewriter(GeneratingRewriter):
 
     @staticmethod
     def _candidate(reply: str) -> RewriteCandidate:
+        """The recaption, with the parse's error even where there is one (a score out of range): the lineage
+        records it with the verdict."""
         parsed = parse_aitqe_output(reply)
         scores = {"aitqe_overall": parsed.overall, **{f"aitqe_{k}": v for k, v in parsed.subscores.items()}}
-        error = None if parsed.recaption else parsed.error
-        return RewriteCandidate(parsed.recaption, error=error, raw=reply, scores=scores)
+        return RewriteCandidate(parsed.recaption, error=parsed.error, raw=reply, scores=scores)

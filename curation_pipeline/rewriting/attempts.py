@@ -64,6 +64,8 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
             if cand.caption:
                 accepted, reason = judge(before, float(after[i]), edit, length, float(sims[i]), rules,
                                          original=original, candidate=cand.caption, fresh=fresh[i])
+                if cand.error:  # what else the reply got wrong (AITQE: a score that did not parse)
+                    reason = f"{reason}; reply: {cand.error}"
             else:
                 accepted, reason = False, f"no candidate: {cand.error or 'empty output'}"
             rows.append({

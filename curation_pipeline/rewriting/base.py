@@ -13,8 +13,9 @@ from curation_pipeline.validation.lengths import words
 @dataclass
 class RewriteCandidate:
     """What a rewriter proposed for one pair, before verification: ``caption`` (None, with ``error``
-    saying why, when nothing usable came), ``raw`` (the untouched output, for lineage) and ``scores``
-    (any the rewriter itself emitted: AITQE rates while it rewrites)."""
+    saying why, when nothing usable came; ``error`` with a caption: what else the reply got wrong, recorded
+    with the verdict), ``raw`` (the untouched output, for lineage) and ``scores`` (any the rewriter itself
+    emitted: AITQE rates while it rewrites)."""
 
     caption: str | None
     error: str | None = None
@@ -41,7 +42,7 @@ def hash_prompt(prompt: str | None) -> str | None:
 # Each rewriter kind's code version, known without importing its module (a model rewriter's imports torch):
 # bump when the same inputs give other rewrites (each class says why each was). rewritten_captions' code
 # version is made of the configured kind's; a model rewriter's ``version`` adds its model and settings.
-CODE_VERSIONS = {"cleaner": "13", "vlm": "4", "aitqe": "8"}
+CODE_VERSIONS = {"cleaner": "13", "vlm": "4", "aitqe": "9"}
 
 
 class Rewriter(ABC):

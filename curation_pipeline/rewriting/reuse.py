@@ -35,7 +35,7 @@ import pandas as pd
 
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.aitqe import (DEFAULT_INSTRUCTION, OVERALL_MARKER, AitqeGenerator, AitqeRewriter,
-                                               precision)
+                                               planned_precision, precision)
 from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
 from curation_pipeline.scoring.aitqe import REPLY_COLUMN, AitqeScorer, scorer_version
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY, raw_sha
@@ -72,12 +72,7 @@ class AitqeCall:
         ``device`` (None: the one this process picks): the layout from the checkpoint's config and the
         precision ``load_aitqe`` gives it, without reading the weights. Run where the model would load (a Ray
         task with the rewrite actors' resources): the precision depends on the GPU there."""
-        from curation_pipeline.models.loading import pick_device, pick_dtype
-        from curation_pipeline.models.released import read_config, released_dtype, released_layout
-
-        layout, device = released_layout(read_config(rewriter.model)), pick_device(device)
-        dtype = released_dtype(layout, device) if layout == "mm" else pick_dtype(device)
-        return cls._make(rewriter, str(dtype).removeprefix("torch."), layout == "mm")
+        return cls._make(rewriter, *planned_precision(rewriter.model, device, rewriter.dtype))
 
     @classmethod
     def _make(cls, rewriter: AitqeRewriter, dtype: str, released: bool) -> "AitqeCall":

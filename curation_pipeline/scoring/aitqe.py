@@ -36,7 +36,9 @@ def scorer_version(model: str, max_new_tokens: int, dtype: str, vision_tower: st
     # cut off at <Overall> rates with the value just before the marker, not an "Overall Score" inside an ambiguous
     # recaption, and an unquoted recaption followed by another key than the overall is ambiguous
     # (rewriting.aitqe.parse_aitqe_output); 8: a caption holding <img_start>/<img_end> gets no score (nor reply),
-    # as the reference's processor would rewrite it or load an image it names (AitqeGenerator.refusal)
+    # as the reference's processor would rewrite it or load an image it names (AitqeGenerator.refusal); 9: a score
+    # the reply ends inside (no <Overall> after it) is NaN, it may be the "1" of "10"; a score value must be the
+    # number alone ("8 dogs", "3.7e1" are none); a recaption that is not text is an error (parse_aitqe_output)
     tower = f":tower={vision_tower}" if vision_tower else ""
     return f"{AitqeScorer.version}:{model}:max_new={max_new_tokens}:dtype={dtype}{tower}"
 
@@ -46,7 +48,7 @@ class AitqeScorer(Scorer):
     both were read from; None where the model was not asked), ``aitqe_error``."""
 
     name = "aitqe"
-    version = "8"  # the code's (``scorer_version`` says why each); an instance's adds its model and settings
+    version = "9"  # the code's (``scorer_version`` says why each); an instance's adds its model and settings
     outputs = (ScoreColumn("aitqe_overall", "AITQE's overall rating of the pair, 1-10.", range=(1, 10)),
                ScoreColumn("aitqe_recaption", "AITQE's recaption of the image.", "str"),
                ScoreColumn(REPLY_COLUMN, "AITQE's reply as generated, which the rating and recaption were read from "
@@ -57,7 +59,10 @@ class AitqeScorer(Scorer):
 
     @classmethod
     def from_profile(cls, profile) -> "AitqeScorer | None":
-        return cls(profile.aitqe_model, device=profile.device, batch_size=profile.batch_size) if profile.aitqe_model else None
+        if not profile.aitqe_model:
+            return None
+        return cls(profile.aitqe_model, device=profile.device, batch_size=profile.batch_size,
+                   vision_tower=profile.aitqe_vision_tower)
 
     @classmethod
     def profile_columns(cls, profile) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ class ScoringProfile:
     # fp32 on CPU
     mlm_dtype: str = "auto"
     aitqe_model: str | None = None  # adds AITQE's overall rating and recaption as scores
+    aitqe_vision_tower: str | None = None  # None: the tower the AITQE checkpoint's config names
     device: str | None = None
     batch_size: int = 32
     trust_remote_code: tuple[str, ...] = field(default_factory=tuple)
@@ -49,6 +50,9 @@ class ScoringProfile:
         if self.name in ("mlm", "full") and not self.mlm_model:
             raise ValueError(f"scoring profile {self.name!r} needs scoring.mlm.model (--mlm-model): a HuggingFace id "
                              "or a local path")
+        if self.aitqe_vision_tower and not self.aitqe_model:  # no scorer would read it
+            raise ValueError("scoring.aitqe_vision_tower is set but scoring.aitqe_model is not: it is where that "
+                             "checkpoint's vision tower loads from")
         if self.batch_size < 1:  # 0 fails every model pair, a negative one scores none and says nothing
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 

@@ -30,7 +30,15 @@ CASES = {
                           "A brown dog runs on the beach.", 3.0, {}, None),
     "reference post-processing": ('{"Recaption": "A brown dog runs on the beach.", "Overall Score": "3<Overall}',
                                   "A brown dog runs on the beach.", 3.0, {}, None),
-    "cut off mid-score": ('{"Recaption": "A red bus.", "Overall Score": "7', "A red bus.", 7.0, {}, None),
+    # the reply ends inside the score, no <Overall> after it: "1" may be the first digit of "10" (Qwen2 writes
+    # one digit a token), so no score; the recaption before it closed, so it stands
+    "cut off mid-score": ('{"Recaption": "A man riding a bike.", "Overall Score": "1', "A man riding a bike.", NAN, {},
+                          "overall score cut off"),
+    "cut off mid-score, unquoted": ('{"Recaption": "A red bus.", "Overall Score": 1', "A red bus.", NAN, {},
+                                    "overall score cut off"),
+    "cut off in a sub-score": ('{"Recaption": "A red bus.", "Overall Score": "7<Overall>", "Text Quality Score": "1',
+                               "A red bus.", 7.0, {"text_quality": NAN}, "text_quality score cut off"),
+    "unquoted recaption cut off": ("Recaption: A red bus on a city", None, NAN, {}, "recaption cut off"),
     "cut off after a comma": ('{"Recaption": "A red bus.", "Overall Score": 7, "Text Qual',
                               "A red bus.", 7.0, {}, None),
     "python dict": ("{'Recaption': 'A dog\\'s ball on the grass', 'Overall Score': 8, 'Text Quality Score': '8/10'}",
@@ -39,8 +47,10 @@ CASES = {
                                             "A dog's ball", 6.0, {}, None),
     "unquoted keys": ('{Recaption: "Two kids, one in red, play in the sand", Overall Score: 7.5}',
                       "Two kids, one in red, play in the sand", 7.5, {}, None),
-    "unquoted everything": ("Recaption: A red bus on a city street, at night\nOverall Score: 4/10",
-                            "A red bus on a city street, at night", 4.0, {}, None),
+    "unquoted everything": ("Recaption: A red bus on a city street, at night\nOverall Score: 4/10\n"
+                            "Overall Explanation: clear", "A red bus on a city street, at night", 4.0, {}, None),
+    "unquoted, ending in the score": ("Recaption: A red bus on a city street, at night\nOverall Score: 4/10",
+                                      "A red bus on a city street, at night", NAN, {}, "overall score cut off"),
     "prose and code fence": ('Sure! Here is my evaluation:\n```json\n{"recaption": "A cat on a mat.", '
                              '"overall": "6/10"}\n```\nHope it helps.', "A cat on a mat.", 6.0, {}, None),
     "key variant, inner quotes": ('{"Rewritten caption": "A girl sings "Happy Birthday" to her dad", '
@@ -51,11 +61,12 @@ CASES = {
                                       2.0, {}, None),
     "inner quote and comma, double": ('{"Recaption": "A sign reading "OPEN", hanging on a door", "Overall Score": 2}',
                                       'A sign reading "OPEN", hanging on a door', 2.0, {}, None),
-    "inner quote, comma inside": ("{'Recaption': 'A sign reading 'OPEN, GO IN', hanging on a door', 'Overall Score': 2",
+    "inner quote, comma inside": ("{'Recaption': 'A sign reading 'OPEN, GO IN', hanging on a door', "
+                                  "'Overall Score': 2}",
                                   "A sign reading 'OPEN, GO IN', hanging on a door", 2.0, {}, None),
     "cut off after the recaption": ('{"Recaption": "A red bus.", "Overa', "A red bus.", NAN, {}, "no overall score"),
     # "Hours:" reads like a key: the value's end cannot be told, and a truncated caption is worse than none
-    "ambiguous end": ("{'Recaption': 'A sign reading 'OPEN', Hours: 9-5', 'Overall Score': 3", None, 3.0, {},
+    "ambiguous end": ("{'Recaption': 'A sign reading 'OPEN', Hours: 9-5', 'Overall Score': 3}", None, 3.0, {},
                       "recaption end ambiguous"),
     "escaped quotes": ('{"Recaption": "A sign reads \\"Open\\"", "Overall Score": "8.5"}',
                        'A sign reads "Open"', 8.5, {}, None),
@@ -70,11 +81,20 @@ CASES = {
     "escaped backslash before the end": (r'{"Recaption": "A path C:\\", "Overall Score": "2<Overall>',
                                          "A path C:\\", 2.0, {}, None),
     "escaped and unescaped, ambiguous end": (r'{"Recaption": "A sign \"OPEN\" then "CLOSED", Hours: 9-5", '
-                                             r'"Overall Score": 3', None, 3.0, {}, "recaption end ambiguous"),
+                                             r'"Overall Score": 3}', None, 3.0, {}, "recaption end ambiguous"),
     "out of range": ('{"Recaption": "A dog", "Overall Score": 12, "Text Quality Score": 0}', "A dog", NAN,
                      {"text_quality": NAN}, "overall score out of range 1-10: 12"),
     "wrong scale": ('{"Recaption": "A dog", "Overall Score": "85/100"}', "A dog", NAN, {}, "not on the 1-10 scale"),
     "not a number": ('{"Recaption": "A dog", "Overall Score": "eight"}', "A dog", NAN, {}, "not a number"),
+    # the whole value must be the number (ASCII digits): no prefix of it is taken
+    "number then words": ('{"Recaption": "A dog", "Overall Score": "8 dogs<Overall>', "A dog", NAN, {},
+                          "not a number: '8 dogs'"),
+    "exponent": ('{"Recaption": "A dog", "Overall Score": "3.7e1"}', "A dog", NAN, {}, "not a number"),
+    "trailing point": ('{"Recaption": "A dog", "Overall Score": "3."}', "A dog", NAN, {}, "not a number"),
+    "full-width digit": ('{"Recaption": "A dog", "Overall Score": "２"}', "A dog", NAN, {}, "not a number"),
+    "quoted, spaced, out of 10": ("{'Recaption': 'A dog', 'Overall Score': ' 8 out of 10 '}", "A dog", 8.0, {}, None),
+    "recaption not text": ('{"Recaption": ["A dog", "a ball"], "Overall Score": 7}', None, 7.0, {},
+                           "recaption is not text but list"),
     "recaption cut off": ('{"Recaption": "A man climbs a rock wall while a wo', None, NAN, {}, "recaption cut off"),
     "empty recaption": ('{"Recaption": "", "Overall Score": 9}', None, 9.0, {}, "empty recaption"),
     "no recaption": ('{"Overall Score": 9, "Text Quality Score": 9}', None, 9.0, {"text_quality": 9.0},

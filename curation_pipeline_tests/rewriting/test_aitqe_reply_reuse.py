@@ -115,7 +115,7 @@ def test_the_rewriter_answers_from_the_stored_reply_with_the_same_lineage(calls,
     for reason in ("recaption cut off", "no recaption", "which the reference refuses", "no candidate: no image"):
         assert reason in reasons, reason
     assert reused["rewriter_version"].eq(rewriter.version).all() and reused["rewriter"].eq("aitqe").all()
-    assert "7 of 9 from the replies aitqe@8:" in reusing.summary(len(reused))
+    assert "7 of 9 from the replies aitqe@9:" in reusing.summary(len(reused))
 
 
 def test_a_pair_scored_with_another_caption_or_without_its_image_is_generated(calls, scorer, batch):
@@ -171,7 +171,7 @@ def test_only_aitqe_is_wrapped_and_the_scores_are_read_only_when_they_can_serve(
     assert reuse_stored_replies(cleaner, unread, SHA) is cleaner
     custom = AitqeRewriter(MODEL, instruction="Rate: {caption}", device="cpu", vision_tower=TOWER)
     assert "instruction" in reuse_stored_replies(custom, unread, SHA).summary(3)
-    assert scorer.version.startswith("8:") and ":dtype=float32:" in scorer.version and TOWER in scorer.version
+    assert scorer.version.startswith("9:") and ":dtype=float32:" in scorer.version and TOWER in scorer.version
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def test_a_pipeline_run_takes_the_scored_replies_and_publishes_the_same_captions
     assert targets >= 5 and asked >= 5
     assert _called(calls, model) == 0 and calls  # the scorer generated; the rewriter did not
     assert meta["reused_from_quality_scores"].value == asked
-    assert f"{asked} of {targets} from the replies aitqe@8:" in meta["aitqe_replies"].value
+    assert f"{asked} of {targets} from the replies aitqe@9:" in meta["aitqe_replies"].value
 
     # The rewrite again, as before this reuse: every target generated, the same lineage and captions.
     from curation_pipeline.rewriting import reuse as module

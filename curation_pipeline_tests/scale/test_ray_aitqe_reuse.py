@@ -163,7 +163,7 @@ def test_ray_answers_every_target_from_the_stored_replies_without_loading_the_mo
     drop = ["created_at"]
     pd.testing.assert_frame_equal(lineage.drop(columns=drop), local.drop(columns=drop))
     assert reuse.reused == model.reused and reuse.summary(len(lineage)) == model.summary(len(local))
-    assert f"{TARGETS} of {TARGETS} from the replies aitqe@8:" in reuse.summary(len(lineage))
+    assert f"{TARGETS} of {TARGETS} from the replies aitqe@9:" in reuse.summary(len(lineage))
     assert stats.pairs == TARGETS and lineage["rewriter_output"].notna().all()
 
 
