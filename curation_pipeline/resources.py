@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Optional, Union, get_args, get_origin
 
 import dagster as dg
 from dagster_ray import RayResource
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
 
 from curation_pipeline.compute.options import RayOptions, check_gpus
 from curation_pipeline.decisions.policy import DecisionPolicy
@@ -473,6 +473,7 @@ class ComputeResource(RayResource):
     or deletes the cluster; with ``local`` Ray is never imported.
     """
 
+    _was_connected: bool = PrivateAttr(default=False)
     engine: str = _compute_setting("engine", "local (in the step's process) | ray (Ray Data on the cluster at `address`).")
     address: str = _compute_setting("address", "Ray cluster: ray://<head>:10001 (Ray Client; e.g. KubeRay's head service), <head-ip>:6379 (from a node of the cluster), or auto; none starts a private local Ray.")
     actors: Optional[int] = _compute_setting("actors", "Model actors for scoring (each loads the models once).", ge=1)
@@ -561,9 +562,11 @@ class ComputeResource(RayResource):
     def on_connect(self, context) -> None:  # dagster-ray's says "via Ray Client" whatever the address
         via = " (Ray Client)" if self.address.startswith("ray://") else ""
         context.log.info(f"Connected to {self.display_name}{via}")
+        self._was_connected = True
 
     def on_cleanup(self, context, *, deleted: bool) -> None:  # dagster-ray's says "Deleted": nothing is
-        context.log.info(f"Disconnected from {self.display_name}")
+        if self._was_connected:  # dagster-ray calls it after a failed connection too
+            context.log.info(f"Disconnected from {self.display_name}")
 
     def connect(self, context):
         """dagster-ray retries a failed connection for 120 s counted from its first try, and one try can

@@ -266,7 +266,7 @@ def pairs_inventory(url: str, shard: str, options: RayOptions, limits: ReaderLim
                     full_decode: bool = False) -> PairsInventory:
     """``pairs`` on the cluster: the same rows, skips and fingerprint as ``ShardReader(url, shard)``
     iterated locally; decode tasks work on batches of ``options.batch_size`` samples."""
-    return _on_cluster(options, _pairs_inventory, url, shard, options, limits, full_decode)
+    return _on_cluster(options, _pairs_inventory, url, shard, options, limits, full_decode, actors=False)
 
 
 def _pairs_inventory(url: str, shard: str, options: RayOptions, limits: ReaderLimits,
@@ -413,12 +413,12 @@ def _data_context(options: RayOptions | None = None) -> Iterator[None]:
     saved = ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars
     saved_wait, saved_limits = ctx.wait_for_min_actors_s, ctx.execution_options.resource_limits
     given = dict(options.data_context) if options is not None else {}  # dagster-ray's data_execution_options
-    saved_given = {name: getattr(ctx, name) for name in given if name != "resource_limits"}
+    saved_given = {name: getattr(_holder(ctx, name), name) for name in given if name != "resource_limits"}
     for name, value in given.items():
         if name == "resource_limits":
             ctx.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(*value)
         else:
-            setattr(ctx, name, value)
+            setattr(_holder(ctx, name), name, value)
     if options is not None and options.wait_for_actors_s > 0:  # the pool starts whole (see RayOptions)
         ctx.wait_for_min_actors_s = options.wait_for_actors_s
     # progress bars would land in the Dagster step's log as carriage-return noise; the step records
@@ -430,7 +430,12 @@ def _data_context(options: RayOptions | None = None) -> Iterator[None]:
         ctx.execution_options.preserve_order, ctx.target_max_block_size, ctx.enable_progress_bars = saved
         ctx.wait_for_min_actors_s, ctx.execution_options.resource_limits = saved_wait, saved_limits
         for name, value in saved_given.items():  # a worker process runs later tasks too
-            setattr(ctx, name, value)
+            setattr(_holder(ctx, name), name, value)
+
+
+def _holder(ctx, name: str):
+    """Where a Ray Data setting lives: ``verbose_progress`` on the execution options, the rest on the context."""
+    return ctx.execution_options if name == "verbose_progress" else ctx
 
 
 def _remote_args(options: RayOptions) -> dict:
@@ -485,8 +490,8 @@ def _collect(ds, shard: str, options: RayOptions, loads: str) -> tuple[list[dict
     """The per-batch result rows in batch order, and the workers' report. A model actor whose models failed to
     load (``loads``: what it loads) fails the shard with its own exception, as building them locally does: Ray
     restarts no actor whose constructor raised. One that died more often than ``max_retries`` fails the shard,
-    naming the first batch that did not come back (rows come back in batch order; the batch it died on is that
-    one or one queued after it)."""
+    naming the batches that came back (numbered by their place in the shard: a rewrite's batches are those with
+    targets, so the numbers may have gaps); it died on one of the others."""
     rows: list[dict] = []
     try:
         for row in _rows(ds):
@@ -499,13 +504,14 @@ def _collect(ds, shard: str, options: RayOptions, loads: str) -> tuple[list[dict
         # the batches are numbered by their place in the shard: a rewrite's hold only those with targets
         done = sorted({r["batch"] for r in rows})
         last = str(error).strip().splitlines()[-1][:300] if str(error).strip() else ""
-        came = (f"{len(done)} batch(es) came back ({_numbers(done)})" if done else "no batch came back")
+        came = (f"{len(done)} batch(es) came back ({_numbers(done)}), it died on one of the others" if done
+                else "no batch came back")
         again = (f"and again after each of its {options.max_retries} restarts" if options.max_retries
                  else "with no restart allowed")
         raise RuntimeError(
             f"{shard}: a model actor died (killed for memory, crashed, or its node lost) {again} (compute "
-            f"max_retries; each restart reloads the models); {came}, it died on one of the others "
-            f"({options.batch_size} pairs a batch). {type(error).__name__}: {last}") from error
+            f"max_retries; each restart reloads the models); {came} ({options.batch_size} pairs a batch). "
+            f"{type(error).__name__}: {last}") from error
     rows.sort(key=lambda r: r["batch"])
     batches = [r["batch"] for r in rows]
     if len(set(batches)) != len(batches):
@@ -529,24 +535,32 @@ def _numbers(batches: list[int]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
-def _on_cluster(options: RayOptions, fn, /, *args, **kwargs):
+def _on_cluster(options: RayOptions, fn, /, *args, actors: bool = True, **kwargs):
     """``fn`` (which builds and runs a dataset) as a 0-CPU task on the cluster: Ray Data's executor needs
     a core worker, which a Ray Client driver (``ray://``, a Dagster run pod on KubeRay) does not have.
     It holds the shard's result rows, so it reserves ``coordinator_memory_mb``: Ray places it only on a node
     with that much memory unreserved, so however many runs start at once, coordinators cannot outgrow one."""
     memory = {"memory": options.coordinator_memory_mb * 1024 * 1024} if options.coordinator_memory_mb else {}
     task = ray.remote(num_cpus=0, max_retries=0, runtime_env=NO_UNRESERVED_ACCELERATORS, **memory)(fn)
-    ref = task.remote(*args, **kwargs)
+    asks = (f"model actors ask for {options.cpus_per_actor:g} CPU and {options.gpus_per_actor:g} GPU each "
+            f"({options.actors} actor(s)), the coordinator for {options.coordinator_memory_mb} MiB") if actors else (
+            f"the coordinator asks for {options.coordinator_memory_mb} MiB, each decode task "
+            f"{options.decode_cpus:g} CPU")
+    return _get(task.remote(*args, **kwargs), options, asks)
+
+
+def _get(ref, options: RayOptions, asks: str):
+    """``ray.get`` of a task that runs a shard's work, within ``shard_timeout_s``: past it the task is cancelled
+    (the actors and tasks it started go with it) and the step fails, saying what the work asked of the cluster."""
     try:
         return ray.get(ref, timeout=options.shard_timeout_s or None)
     except ray.exceptions.GetTimeoutError:
-        ray.cancel(ref, force=True, recursive=True)  # its actors and tasks go with it
+        ray.cancel(ref, force=True, recursive=True)
         raise TimeoutError(
             f"the shard's work on the cluster did not finish within {options.shard_timeout_s} s (compute "
-            f"shard_timeout_s) and was cancelled. Each model actor asks for {options.cpus_per_actor:g} CPU and "
-            f"{options.gpus_per_actor:g} GPU ({options.actors} actor(s)), the coordinator for "
-            f"{options.coordinator_memory_mb} MiB; the cluster has {_resources(ray.cluster_resources())} in all "
-            f"({_resources(ray.available_resources())} free now): a request no node can meet waits for ever") from None
+            f"shard_timeout_s) and was cancelled. Its {asks}; the cluster has "
+            f"{_resources(ray.cluster_resources())} in all ({_resources(ray.available_resources())} free now): "
+            "a request no node can meet waits for ever") from None
 
 
 def _resources(resources: dict) -> str:
@@ -605,7 +619,9 @@ def _plan_call(rewriter: dict, options: RayOptions):
     """``_planned_call`` as a task with the rewrite actors' resources (no model loads)."""
     task = ray.remote(num_cpus=options.cpus_per_actor, num_gpus=options.gpus_per_actor or None,
                       max_retries=options.max_retries, runtime_env=NO_UNRESERVED_ACCELERATORS)(_planned_call)
-    return ray.get(task.remote(rewriter, options.threads))
+    return _get(task.remote(rewriter, options.threads), options,
+                f"reply-reuse planning task asks for the rewrite actors' {options.cpus_per_actor:g} CPU and "
+                f"{options.gpus_per_actor:g} GPU")
 
 
 def _score_shard(url: str, shard: str, profile, options: RayOptions, expected=None,

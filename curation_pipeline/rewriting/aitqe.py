@@ -127,8 +127,8 @@ def _unescape(value: str) -> str:
 @dataclass
 class _Entry:
     """One key-value pair as the tolerant scan read it: the key normalised, where its value starts, whether the
-    reply ends inside the value (``cut_off``: a quoted one never closed, an unquoted one running to the reply's
-    end) or its end could not be told for sure (``ambiguous``), and whether it was quoted at all."""
+    reply ends inside the value (``cut_off``: a quoted one never closed, an unquoted one running to the end of
+    a ``{...}`` never closed) or its end could not be told for sure (``ambiguous``), and whether it was quoted at all."""
 
     key: str
     value: object
@@ -142,8 +142,8 @@ def _is_score_key(key: str) -> bool:
     return key in _OVERALL_KEYS or key.endswith("_score")
 
 
-def _scan(text: str) -> list[_Entry]:
-    """Key-value pairs read one by one, in order, repeated keys included."""
+def _scan(text: str, braced: bool = False) -> list[_Entry]:
+    """Key-value pairs read one by one, in order, repeated keys included (``braced``: the reply opened a ``{``)."""
     entries: list[_Entry] = []
     pos = 0
     while (key_match := _KEY_RE.search(text, pos)) is not None:
@@ -155,8 +155,10 @@ def _scan(text: str) -> list[_Entry]:
             entry.cut_off = not closed
         else:
             bare = (_BARE_SCORE_RE if _is_score_key(entry.key) else _BARE_VALUE_RE).match(text, start)
+            # an unquoted value running to the reply's end: cut off inside a {...} never closed; in plain text
+            # the reply may have ended at EOS, which the parser cannot tell from the token budget: taken as whole
             value, pos, entry.quoted = bare.group("v"), max(bare.end(), start + 1), False
-            entry.cut_off = bare.end() == len(text)
+            entry.cut_off = braced and bare.end() == len(text)  # the value stops at a closing "}"
         entry.value = _unescape(value).strip()
         entries.append(entry)
     return entries
@@ -217,7 +219,7 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
     so no score is taken from them (without the marker, the overall is the last overall key, and only
     keys after it give sub-scores). An unquoted recaption must be followed by the overall (AITQE's
     order), or where it ends is a guess ("A menu, Price list: 5 dollars"). A value the reply ends inside
-    (its quote never closed, or unquoted up to the reply's end) may have been cut by the token budget: such a
+    (its quote never closed, or unquoted up to the end of a ``{`` never closed) may have been cut by the token budget: such a
     recaption is not returned, such a score is NaN (``"Overall Score": "1`` may be the "1" of "10"); the
     ``<Overall>`` marker ends the overall. Judged from the text alone, so a stored reply reads as a fresh one."""
     if text is None or not text.strip():
@@ -231,7 +233,7 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
         entries = [_Entry(_normalise_key(k), v) for k, v in parsed.items()]
     else:
         body = body.lstrip("{")
-        entries = _scan(body)
+        entries = _scan(body, braced=brace >= 0)
         marked = _marked_overall(body)
     errors: list[str] = []
 

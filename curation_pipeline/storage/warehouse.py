@@ -369,7 +369,8 @@ class Warehouse:
         if not self.fs.exists(self._root_path):
             return []
         found = self.fs.find(self._root_path, maxdepth=3)  # tables, curated/, selection/, dedup/, dedup/cache/
-        return self._remove_dead(sorted(p for p in found if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], ".tmp-*.partial")))
+        # ``.partial*``: a report build's DuckDB ``.partial.wal`` too (its own writer clears the new format's)
+        return self._remove_dead(sorted(p for p in found if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], ".tmp-*.partial*")))
 
     @contextlib.contextmanager
     def atomic_open(self, path: str, verify: Callable[[str], None] | None = None,

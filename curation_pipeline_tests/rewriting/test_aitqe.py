@@ -38,7 +38,11 @@ CASES = {
                                     "overall score cut off"),
     "cut off in a sub-score": ('{"Recaption": "A red bus.", "Overall Score": "7<Overall>", "Text Quality Score": "1',
                                "A red bus.", 7.0, {"text_quality": NAN}, "text_quality score cut off"),
-    "unquoted recaption cut off": ("Recaption: A red bus on a city", None, NAN, {}, "recaption cut off"),
+    # plain text may end at EOS (whole) or at the token budget: the parser cannot tell, so it is taken as whole;
+    # in a {...} never closed, the end of the reply is a cut
+    "unquoted recaption at the end": ("Recaption: A red bus on a city", "A red bus on a city", NAN, {},
+                                      "no overall score"),
+    "unquoted recaption cut off in braces": ("{Recaption: A red bus on a city", None, NAN, {}, "recaption cut off"),
     "cut off after a comma": ('{"Recaption": "A red bus.", "Overall Score": 7, "Text Qual',
                               "A red bus.", 7.0, {}, None),
     "python dict": ("{'Recaption': 'A dog\\'s ball on the grass', 'Overall Score': 8, 'Text Quality Score': '8/10'}",
@@ -50,7 +54,7 @@ CASES = {
     "unquoted everything": ("Recaption: A red bus on a city street, at night\nOverall Score: 4/10\n"
                             "Overall Explanation: clear", "A red bus on a city street, at night", 4.0, {}, None),
     "unquoted, ending in the score": ("Recaption: A red bus on a city street, at night\nOverall Score: 4/10",
-                                      "A red bus on a city street, at night", NAN, {}, "overall score cut off"),
+                                      "A red bus on a city street, at night", 4.0, {}, None),
     "prose and code fence": ('Sure! Here is my evaluation:\n```json\n{"recaption": "A cat on a mat.", '
                              '"overall": "6/10"}\n```\nHope it helps.', "A cat on a mat.", 6.0, {}, None),
     "key variant, inner quotes": ('{"Rewritten caption": "A girl sings "Happy Birthday" to her dad", '

@@ -54,6 +54,8 @@ def test_no_address_is_a_private_local_ray_and_the_log_says_what_happened(monkey
     said = []
     log = type("Log", (), {"info": lambda self, text: said.append(text)})()
     context = type("Context", (), {"log": log})()
+    never = ComputeResource(engine="ray", address="ray://head:10001")
+    never.on_cleanup(context, deleted=True)  # dagster-ray's cleanup after a connection that failed
     for compute in (ComputeResource(engine="ray"), ComputeResource(engine="ray", address="ray://head:10001")):
         compute.on_connect(context)
         compute.on_cleanup(context, deleted=True)

@@ -93,10 +93,11 @@ def scenario(out: Path) -> dict:
         def probe(opts):
             with _data_context(opts):
                 ctx = ray.data.DataContext.get_current()
-                return {"cpu": ctx.execution_options.resource_limits.cpu, "use_polars": ctx.use_polars}
+                return {"cpu": ctx.execution_options.resource_limits.cpu, "use_polars": ctx.use_polars,
+                        "verbose_progress": ctx.execution_options.verbose_progress}
 
         limited = dataclasses.replace(options, data_context=(("resource_limits", (1, None, None)),
-                                                             ("use_polars", True)))
+                                                             ("use_polars", True), ("verbose_progress", False)))
         return {"limited": _on_cluster(limited, probe, limited), "plain": _on_cluster(options, probe, options)}
 
     def never_placed() -> dict:
@@ -196,8 +197,8 @@ if __name__ == "__main__":
 @pytest.mark.slow
 def test_dagster_rays_data_execution_options_reach_the_coordinator_that_builds_the_datasets(errors):
     seen = _ok(errors["data_context"])
-    assert seen["limited"] == {"cpu": 1, "use_polars": True}
-    assert seen["plain"]["cpu"] == float("inf") and seen["plain"]["use_polars"] is False
+    assert seen["limited"] == {"cpu": 1, "use_polars": True, "verbose_progress": False}
+    assert seen["plain"] == {"cpu": float("inf"), "use_polars": False, "verbose_progress": True}
 
 
 @pytest.mark.slow
@@ -205,4 +206,4 @@ def test_a_request_no_node_can_meet_fails_after_the_shard_timeout_naming_it(erro
     raised = _ok(errors["never_placed"])["raised"]
     assert raised is not None and raised.startswith("TimeoutError: the shard's work on the cluster did not finish "
                                                     "within 10 s (compute shard_timeout_s)"), raised
-    assert "asks for 1 CPU and 1 GPU" in raised and "the cluster has 2 CPU, 0 GPU" in raised, raised
+    assert "model actors ask for 1 CPU and 1 GPU each" in raised and "the cluster has 2 CPU, 0 GPU" in raised, raised
