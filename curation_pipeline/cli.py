@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shlex
 import sys
@@ -17,6 +18,7 @@ import click
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+OBSERVE_NAMED_MAX = 2000  # --only-missing observes the shards named, up to this many (a run tag), else all
 
 
 class BadInput(click.ClickException):
@@ -283,10 +285,15 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     files could not be observed."""
     from curation_pipeline.automation import SCORES_CURRENT, in_flight_note, refresh_plan, runs_in_flight
 
+    from curation_pipeline.assets.ingest import OBSERVE_TAG
+
     _register(instance, selected)
     run_config = _run_config(defs)
+    # only the shards asked for (``--shard``): observing all of a large pool on each call cost O(pool)
+    named = ({OBSERVE_TAG: json.dumps(sorted(selected))}
+             if len(selected) <= OBSERVE_NAMED_MAX and len(selected) < len(raw) else {})
     observed = defs.resolve_job_def("observe_raw_shards").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=run_config, tags=_run_tags(run_config))
+        instance=instance, raise_on_error=False, run_config=run_config, tags={**_run_tags(run_config), **named})
     if not observed.success:  # unobserved, a replaced raw file would read as up to date
         click.echo(f"  observe_raw_shards: {_last_error(observed) or 'failed'}; nothing run", err=True)
         return None

@@ -193,6 +193,35 @@ def test_several_shards_are_scored_then_decided_once_against_the_whole_pool(tmp_
                              curated["shards"]) == []
 
 
+def test_only_missing_with_shards_named_observes_only_those(tmp_path, monkeypatch):
+    """`--only-missing --shard X` observes X's raw file, not every registered shard's (a footer and a stat each:
+    O(pool) per call); the shards left out are observed when asked for."""
+    import dagster as dg
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw, wh = raw_with(tmp_path, ["sample-000001", "sample-000002"]), str(tmp_path / "wh")
+
+    def run(*extra):
+        result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", wh, "--profile", "text",
+                                           "--no-report", *extra])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def observed() -> set[str]:  # the partitions the latest observation run observed
+        with dg.DagsterInstance.get() as instance:
+            (last,) = instance.get_runs(dg.RunsFilter(job_name="observe_raw_shards"), limit=1)
+            events = instance.all_logs(last.run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION)
+            return {e.dagster_event.partition for e in events}
+
+    run()
+    shutil.copy(RAW_SAMPLES / "sample-000000.tar", raw / "sample-000002.tar")  # replaced, not asked for
+    output = run("--only-missing", "--shard", "sample-000001")
+    assert "nothing to run" in output and observed() == {"sample-000001"}, output
+    output = run("--only-missing")
+    assert "to run: sample-000002 (stale: raw_shards has a new data version)" in output, output
+    assert observed() == {"sample-000001", "sample-000002"}
+
+
 def test_only_missing_runs_the_new_and_the_replaced_shards_alone(tmp_path, monkeypatch):
     """--only-missing picks what the fill_missing_shards schedule would: a shard never curated, then one whose
     raw file was replaced (observed first, so its new content reads as stale); an up-to-date shard gets no run."""

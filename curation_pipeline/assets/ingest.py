@@ -2,6 +2,8 @@
 
 
 import contextlib
+import json
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import pandas as pd
@@ -15,6 +17,10 @@ from curation_pipeline.reporting.markdown import counts_markdown
 from curation_pipeline.resources import ComputeResource, PolicyResource, WarehouseResource
 from curation_pipeline.shards.fingerprint import RawFingerprint, observed_version
 from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader
+from curation_pipeline.storage.warehouse import READ_THREADS
+
+# a run tag: the shards (a JSON list) an observation of no partition covers, where not every registered one
+OBSERVE_TAG = "curation/observe_shards"
 
 @dg.observable_source_asset(
     partitions_def=shard_partitions, group_name="ingest",
@@ -29,18 +35,29 @@ def raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> 
     versions: dict[str, dg.DataVersion] = {}
     wh = warehouse.warehouse()
     hashed, unrecorded = 0, []
-    # in a shard's run: that shard, first, so pairs records the version it derives from
-    shards = ([context.partition_key] if context.has_partition_key
-              else context.instance.get_dynamic_partitions(shard_partitions.name))
-    for shard in shards:
+    # in a shard's run: that shard, first, so pairs records the version it derives from; `curate run --shard`
+    # names its shards (OBSERVE_TAG): observing every registered one cost each call O(pool)
+    registered = (None if context.has_partition_key
+                  else set(context.instance.get_dynamic_partitions(shard_partitions.name)))
+    named = context.run.tags.get(OBSERVE_TAG)
+    shards = ([context.partition_key] if registered is None
+              else [s for s in json.loads(named) if s in registered] if named else sorted(registered))
+
+    def observe(shard: str):
         read = None
         with contextlib.suppress(FileNotFoundError, KeyError, ValueError):  # pairs not yet run for it
             read = RawFingerprint.from_json(wh.table_metadata("pairs", shard)[FINGERPRINT_KEY])
         try:
-            observed = observed_version(wh, shard, warehouse.raw_url(shard), read)
+            return observed_version(wh, shard, warehouse.raw_url(shard), read)
         except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:  # pairs fails on it, naming it
+            return exc
+
+    with ThreadPoolExecutor(READ_THREADS) as pool:  # a footer and a stat each: round trips on object storage
+        seen = list(pool.map(observe, shards)) if len(shards) > 1 else [observe(s) for s in shards]
+    for shard, observed in zip(shards, seen):
+        if isinstance(observed, Exception):
             context.log.warning(f"{shard}: raw file {warehouse.raw_url(shard)} cannot be observed "
-                                f"({type(exc).__name__}); prune_shards removes partitions whose file is gone")
+                                f"({type(observed).__name__}); prune_shards removes partitions whose file is gone")
             continue
         versions[shard] = dg.DataVersion(observed.sha256)
         hashed += observed.hashed
