@@ -194,12 +194,17 @@ def _frozen(warehouse: Warehouse, record: dict) -> set[str]:
 
 
 def _cuts_applied(warehouse: Warehouse):
-    """(shard, the CUT_KEY its stored decisions record, None without one) for every decided shard."""
-    for shard in warehouse.shards("caption_decisions"):
-        try:
-            yield shard, warehouse.table_metadata("caption_decisions", shard).get(CUT_KEY)
-        except FileNotFoundError:  # replaced between the listing and the read: picked up next time
+    """(shard, the CUT_KEY its stored decisions record, None without one) for every decided shard: the footers
+    through the settle sensor's cache (``listed_metadata``: one listing, unchanged files not read again)."""
+    from curation_pipeline.decisions.dedup import listed_metadata
+
+    read = listed_metadata(warehouse, "caption_decisions", warehouse.shard_files("caption_decisions"))
+    for shard, metadata in read.items():
+        if isinstance(metadata, FileNotFoundError):  # replaced between the listing and the read: picked up next time
             continue
+        if isinstance(metadata, Exception):
+            raise metadata
+        yield shard, metadata.get(CUT_KEY)
 
 
 def cut_staleness(warehouse: Warehouse) -> dict[str, str]:
@@ -299,4 +304,5 @@ def undecided_shards(warehouse: Warehouse) -> list[str]:
     record = read_cut_record(warehouse)
     if record is None or record.get("status") != "on":
         return []
-    return [shard for shard in sorted(record.get("shards") or {}) if not warehouse.has_table("caption_decisions", shard)]
+    decided = set(warehouse.shards("caption_decisions"))  # one listing, not a look-up per shard
+    return [shard for shard in sorted(record.get("shards") or {}) if shard not in decided]

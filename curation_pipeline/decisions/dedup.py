@@ -500,8 +500,17 @@ class DedupIndex:
         return self.groups[self.groups["shard"].eq(shard)]
 
     def slice_digests(self) -> dict[str, str]:
-        """``slice_digest`` of every indexed shard's rows, in one pass over the groups (not one per shard)."""
-        found = {shard: slice_digest(rows) for shard, rows in self.groups.groupby("shard", sort=False)}
+        """``slice_digest`` of every indexed shard's rows, the same text hashed, with the lines made for the whole
+        index at once (the settle sensor asks each tick: a frame and a sort per shard grew with the pool)."""
+        groups = self.groups
+        found: dict[str, str] = {}
+        if len(groups):
+            rows = groups.sort_values(["shard", "key"], kind="mergesort")
+            keep = rows["dup_keep"].astype(bool).map({True: "True", False: "False"})
+            lines = (rows["key"].astype(str) + "\t" + rows["dup_group"].astype(str) + "\t"
+                     + rows["dup_kind"].astype(str) + "\t" + keep)
+            for shard, text in lines.groupby(rows["shard"].to_numpy(), sort=False):
+                found[shard] = hashlib.sha256("\n".join(text.tolist()).encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return {shard: found.get(shard, "none") for shard in sorted(self.identity)}
 
 
