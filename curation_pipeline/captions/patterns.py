@@ -92,7 +92,12 @@ def url_spans(text: str) -> list[tuple[int, int]]:
 
 def labelled_url_spans(text: str) -> list[tuple[int, int]]:
     """``LABELLED_URL_RE`` spans (a link with the words that introduce it), less site names used as names."""
-    return [m.span() for m in LABELLED_URL_RE.finditer(text) if not _is_site_name(text, *m.span("url"))]
+    return [m.span() for m in labelled_url_matches(text)]
+
+
+def labelled_url_matches(text: str) -> list[re.Match]:
+    """The ``LABELLED_URL_RE`` matches of ``labelled_url_spans``."""
+    return [m for m in LABELLED_URL_RE.finditer(text) if not _is_site_name(text, *m.span("url"))]
 
 FILENAME_RE = compiled.compile(
     # Phone / desktop screenshots and messenger exports, with their timestamps.
@@ -852,6 +857,11 @@ CLAUSE_SEPARATORS = ",;:|•·–—-/\\~+&"
 SENTENCE_ENDS = ".!?…"
 _LABEL_BEFORE = CLAUSE_SEPARATORS + SENTENCE_ENDS + "([{:\"”"
 _LABEL_AFTER = CLAUSE_SEPARATORS + SENTENCE_ENDS + ")]}"
+
+
+def label_spans(matches: Iterable[re.Match], text: str) -> list[tuple[int, int]]:
+    """``_label_spans``: for the cleaner's links and file names."""
+    return _label_spans(matches, text)
 
 
 def _label_spans(matches: Iterable[re.Match], text: str) -> list[tuple[int, int]]:

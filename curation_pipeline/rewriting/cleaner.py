@@ -28,7 +28,8 @@ from curation_pipeline.captions.patterns import (
     has_bad_encoding,
     is_all_caps,
     is_shown_text,
-    labelled_url_spans,
+    label_spans,
+    labelled_url_matches,
     normalize_whitespace,
     remove_control_chars,
     remove_hashtags,
@@ -197,8 +198,11 @@ OPERATIONS: dict[str, Callable[[str], str]] = {
     "strip_punctuation": _strip_punctuation,
     "remove_bracket_notes": _cutter(bracket_note_spans),
     "remove_ads": _cutter(_not_shown_text(ad_spans)),
-    "remove_urls": _cutter(labelled_url_spans),  # a site named as a name stays ("a sign for Hotels.com")
-    "remove_filenames": _cutter(_matches(FILENAME_RE)),
+    # a site named as a name stays ("a sign for Hotels.com"); a link or file name inside a sentence is part of what
+    # it says ("A website https://x.com is shown on a laptop"): cut, it left a hole ("A is shown on a laptop")
+    "remove_urls": _cutter(lambda text: label_spans(labelled_url_matches(text), text)),
+    "remove_filenames": _cutter(lambda text: label_spans((m for m in FILENAME_RE.finditer(text) if m.end() > m.start()),
+                                                         text)),
     # the very spans the scorer's "credit" and "boilerplate" rules see
     "remove_credits": _cutter(credit_spans),
     "remove_boilerplate": _cutter(boilerplate_spans),
@@ -256,6 +260,9 @@ class CaptionCleaner(Rewriter):
     #     separator; "la fuente -" is a fountain, no credit; Latin acronyms in Chinese or Arabic and Cherokee are no
     #     shouting; Turkish and Azeri "KIRMIZI" lowers to "kırmızı"; one word twice is reduplication, kept, outside
     #     English ("अलग अलग", "renk renk"); a zero-width space between Thai, Lao, Myanmar or Khmer words stays
+    # 14: a link or a file name is cut only as a label, at a clause's start or end and not text shown in the image:
+    #     inside a sentence it is what the sentence says ("A website https://x.com is shown on a laptop" was left
+    #     "A is shown on a laptop", "A sign reading www.joes-pizza.com above the door" lost the sign's text)
     version = CODE_VERSIONS["cleaner"]
     needs_images = False
     prompt = None

@@ -74,4 +74,4 @@ def test_the_repeat_prefilter_reads_whole_words():
 
 
 def test_the_cleaner_version_says_its_output_changed():
-    assert CaptionCleaner().version == "13"
+    assert int(CaptionCleaner().version) >= 13  # 13: repeats of whole words with their marks

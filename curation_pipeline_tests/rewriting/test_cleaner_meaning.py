@@ -176,3 +176,32 @@ def test_angle_brackets_that_open_no_tag_stay(caption):
     candidate = clean_one(caption)
     assert "<" in (candidate.caption or caption)
     assert "remove_html_tags" not in (candidate.raw or "")
+
+
+# A link or a file name inside a sentence is what the sentence says: cut out, it left a hole ("A is shown on a
+# laptop screen") that the checks took for a clean caption. Standing as a label, at a clause's edge, it goes.
+IN_SENTENCE = [
+    "A website https://example.com is shown on a laptop screen",
+    "The homepage of example.com on a phone",
+    "A sign reading www.joes-pizza.com above the door",
+    "A man visits https://example.com/about on his laptop in a cafe .",
+    "A still from IMG_1234.JPG showing a dog",
+]
+
+
+@pytest.mark.parametrize("caption", IN_SENTENCE)
+def test_a_link_or_file_name_inside_a_sentence_stays(caption):
+    candidate = clean_one(caption)
+    assert candidate.caption in (None, caption), candidate  # nothing to do, or the caption whole
+
+
+@pytest.mark.parametrize("caption, cleaned", [
+    ("A dog on the beach. Source: http://x.com/123", "A dog on the beach."),
+    ("A dog on the beach http://x.com/123", "A dog on the beach"),
+    ("http://x.com/123 A dog on the beach", "A dog on the beach"),
+    ("A dog on the beach - www.site.com", "A dog on the beach"),
+    ("A dog on the beach IMG_1234.JPG", "A dog on the beach"),
+    ("A dog | IMG_1234.JPG", "A dog"),
+])
+def test_a_link_or_file_name_standing_as_a_label_goes(caption, cleaned):
+    assert clean_one(caption).caption == cleaned
