@@ -31,6 +31,9 @@ EXPECTED_KEYS = {
                             "logits_vs_generate", "separate_pairs_per_s", "shared_vs_separate",
                             "pipeline_pairs_per_s", "bare_forward_pairs_per_s", "pipeline_vs_bare"},
     "backfill.py": {"shards", "job_s", "backfill_s", "backfill_vs_job", "executor"},
+    "pool_growth.py": {"shards", "rows", "write_ms", "orphan_lookup_ms", "folder_listing_ms", "slice_digests_s",
+                       "slice_digests_per_shard_frames_s", "shards_growth", "write_growth", "orphan_lookup_growth",
+                       "folder_listing_growth", "slice_digests_growth"},
     "refresh_plan.py": {"shards", "refresh_plan_s", "per_shard_ms", "to_run", "dagster_statuses_s",
                         "prefetched_statuses_s", "statuses_vs_dagster", "same_statuses", "shards_12800_s"},
     # --smoke runs the small shape only; a full run adds the same keys for b32 (b32_...)
