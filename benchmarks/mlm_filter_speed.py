@@ -78,7 +78,6 @@ def main() -> None:
         "logits_pairs_per_s": n / t_logits,
         "generate_pairs_per_s": n / t_generate,
         "logits_vs_generate": t_generate / t_logits,
-        "shared_prefix_pairs_per_s": n / t_logits,
         "separate_pairs_per_s": n / t_separate,
         "shared_vs_separate": t_separate / t_logits,
         "pipeline_pairs_per_s": n / t_pipeline,

@@ -65,6 +65,8 @@ from pathlib import Path
 
 from _common import add_smoke_flag, compile_package, parse_args, result_line
 
+from curation_pipeline.demo.samples import SAMPLES_PER_SHARD
+
 CURATE = Path(sys.executable).with_name("curate")
 
 
@@ -237,7 +239,7 @@ def main() -> None:
         figures = {
             "cores": signals._cores(),
             "threads_per_run": signals.cpu_threads(),
-            "pairs_per_shard": 40,
+            "pairs_per_shard": SAMPLES_PER_SHARD,  # the demo shards' size, as generated
             "shard": shard,
             "served": served,
             "one_run_s": one_run_s,
