@@ -105,6 +105,8 @@ def read_expert(path, captions: dict[str, str] | None, references: dict[str, lis
         except ValueError:
             raise ValueError(f"{path}:{n}: expert scores must be numbers 1-4, got {parts[2:]}") from None
         caption = _caption_for(caption_id, captions, path, n)
+        # by the caption's text, as CLIPScore's flickr8k_example/download.py does (SPICE's protocol): the same
+        # words as one of the image's references is left out, whichever image that caption id belongs to
         if skip_references and references is not None and caption in references.get(image, []):
             skipped += 1
             continue
@@ -150,7 +152,11 @@ def read_generic(path) -> pd.DataFrame:
     if missing or df.empty:
         raise ValueError(f"{path}: each record needs image, caption and score (or key and score); missing "
                          f"{sorted(missing) or 'records'}")
-    df["score"] = pd.to_numeric(df["score"], errors="coerce")
+    raw = df["score"]
+    df["score"] = pd.to_numeric(raw, errors="coerce")
+    # a value that is no number ("n/a", "3,5") is left out of the correlation, and said so (``evaluate_agreement``)
+    unread = raw[df["score"].isna() & raw.notna() & raw.astype(str).str.strip().ne("")]
+    df.attrs["unread_scores"] = [str(v) for v in unread.drop_duplicates().head(3)]
     for column in ("image", "caption", "key", "shard"):
         if column not in df:
             df[column] = None
@@ -347,8 +353,13 @@ def evaluate_agreement(joined: pd.DataFrame, *, protocols=("mean", "each"), n_bo
     numeric = joined[["score", "metric"]].apply(pd.to_numeric, errors="coerce")
     scored = joined[comparable(numeric["score"], numeric["metric"])]  # the rows correlations() keeps
     note = joined.attrs.get("unmatched_note")
+    human = np.isfinite(numeric["score"].to_numpy(dtype=float))
     report = {"format": fmt, "path": joined.attrs.get("path"), "judged_pairs": int(len(joined)),
               "matched_pairs": int(len(scored)), "skipped_references": int(joined.attrs.get("skipped_references", 0)),
+              # why the judged pairs not scored were left out: no human score that is a number, or no score of the
+              # metric (not in the warehouse, or unknown there)
+              "no_human_score": int((~human).sum()), "unread_human_scores": joined.attrs.get("unread_scores", []),
+              "no_metric": int((human & ~np.isfinite(numeric["metric"].to_numpy(dtype=float))).sum()),
               "unmatched_note": note, "results": []}
     if len(scored) < 3:
         raise ValueError(f"only {len(scored)} of {len(joined)} judged pairs have a finite score to compare"
@@ -403,6 +414,12 @@ def format_agreement(report: dict) -> str:
              f"{report['matched_pairs']} of {report['judged_pairs']} judged pairs scored")
     if report.get("skipped_references"):
         title += f"; {report['skipped_references']} candidates that are their image's own reference left out"
+    if report.get("no_human_score"):
+        examples = ", ".join(repr(v) for v in report.get("unread_human_scores") or [])
+        title += (f"; {report['no_human_score']} without a human score that is a number"
+                  + (f" (e.g. {examples})" if examples else ""))
+    if report.get("no_metric"):
+        title += f"; {report['no_metric']} without a {report['score']} score"
     if report.get("unmatched_note"):
         title += f"\nunmatched: {report['unmatched_note']}"
     return format_correlations([(r["label"], r) for r in report["results"]], title)

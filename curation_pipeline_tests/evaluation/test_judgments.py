@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from curation_pipeline.cli import main
 from curation_pipeline.evaluation.judgments import (
     agreement_report,
+    format_agreement,
     join_scores,
     read_judgments,
     reference_minilm_scores,
@@ -338,3 +339,18 @@ def _agreement_failure(config: dict, tmp_path, wh) -> str:
                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     assert not run.success and not run.get_asset_materialization_events()
     return next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.message
+
+
+def test_judged_pairs_left_out_are_counted_with_the_reason(tmp_path):
+    """A human score that is no number ("n/a", a decimal comma) is left out of the correlation, and the report
+    says how many and shows one, as it says how many have no score of the metric."""
+    rows = [("a dog runs on grass", "a dog running on the grass", str(s)) for s in (1, 2, 3, 4, 5, 2, 4)]
+    rows += [("a cat sleeps", "a cat sleeping", "n/a"), ("a red car", "a red car parked", "3,5")]
+    path = tmp_path / "j.csv"
+    path.write_text("image,caption,references,score\n" + "".join(
+        f"img{i}.jpg,{cap},\"[\"\"{ref}\"\"]\",\"{score}\"\n" for i, (ref, cap, score) in enumerate(rows)))
+    report = agreement_report(path, "ref_minilm", n_boot=10)
+    assert (report["judged_pairs"], report["matched_pairs"], report["no_human_score"]) == (9, 7, 2)
+    assert report["unread_human_scores"] == ["n/a", "3,5"] and report["no_metric"] == 0
+    title = format_agreement(report).splitlines()[0]
+    assert "7 of 9 judged pairs scored; 2 without a human score that is a number (e.g. 'n/a', '3,5')" in title
