@@ -27,9 +27,10 @@ from curation_pipeline.captions.patterns import (
     credit_spans,
     has_bad_encoding,
     is_all_caps,
+    URL_RE,
     is_shown_text,
-    label_spans,
     labelled_url_matches,
+    noise_free_words,
     normalize_whitespace,
     remove_control_chars,
     remove_hashtags,
@@ -140,6 +141,43 @@ def _matches(pattern: re.Pattern) -> Callable[[str], list[tuple[int, int]]]:
     return lambda text: [m.span() for m in pattern.finditer(text) if m.end() > m.start()]
 
 
+_CLAUSE_END_CHARS = set(CLAUSE_SEPARATORS) | set(SENTENCE_ENDS)
+_TRAILING_PUNCTUATION = ",;:.!?"
+_NEXT_WORDS = 120  # characters after a link read to tell whether its clause goes on describing
+
+
+def _unless_in_a_sentence(matches, text: str) -> list[tuple[int, int]]:
+    """The spans of links or file names to cut: all but those inside a sentence (a word before, and the clause
+    going on with words that describe: "A website https://x.com is shown on a laptop") and text shown in the
+    image. What follows in the clause may be more noise ("#dog", "© Jane Doe", "stock photo", "(2019)", "@user"):
+    then the link is still a label. A comma the link's pattern took in ("https://x.com/a, with a ball") is
+    punctuation, not the link's."""
+    spans = []
+    for m in matches:
+        start, end = m.span()
+        core = end
+        while core > start and text[core - 1] in _TRAILING_PUNCTUATION:
+            core -= 1
+        if is_shown_text(text, start):
+            continue
+        before = text[:start].rstrip()
+        after = text[end:] if core == end else text[core:]
+        starts_clause = not before or before[-1] in _CLAUSE_END_CHARS or before[-1] in "([{\"“"
+        rest = after[:_NEXT_WORDS]  # what follows decides; a bound keeps a caption of many matches linear
+        rest = rest[:next((i for i, ch in enumerate(rest) if ch in _CLAUSE_END_CHARS), len(rest))].strip()
+        described = bool(rest) and rest[0].isalpha() and rest[0].islower() and bool(noise_free_words(rest))
+        if starts_clause or not described:
+            spans.append((start, end))
+    return spans
+
+
+def _filenames_outside_links(text: str) -> list[re.Match]:
+    """``FILENAME_RE`` matches but those inside a link (a file name in its path): the link is cut or kept whole."""
+    links = [m.span() for m in URL_RE.finditer(text)] if "." in text else []
+    return [m for m in FILENAME_RE.finditer(text) if m.end() > m.start()
+            and not any(a <= m.start() and m.end() <= b for a, b in links)]
+
+
 def _not_shown_text(find: Callable[[str], list[tuple[int, int]]]) -> Callable[[str], list[tuple[int, int]]]:
     """``find``'s spans, less those that are text shown in the image ("a shirt reading Order online")."""
     return lambda text: [(s, e) for s, e in find(text) if not is_shown_text(text, s)]
@@ -200,9 +238,8 @@ OPERATIONS: dict[str, Callable[[str], str]] = {
     "remove_ads": _cutter(_not_shown_text(ad_spans)),
     # a site named as a name stays ("a sign for Hotels.com"); a link or file name inside a sentence is part of what
     # it says ("A website https://x.com is shown on a laptop"): cut, it left a hole ("A is shown on a laptop")
-    "remove_urls": _cutter(lambda text: label_spans(labelled_url_matches(text), text)),
-    "remove_filenames": _cutter(lambda text: label_spans((m for m in FILENAME_RE.finditer(text) if m.end() > m.start()),
-                                                         text)),
+    "remove_urls": _cutter(lambda text: _unless_in_a_sentence(labelled_url_matches(text), text)),
+    "remove_filenames": _cutter(lambda text: _unless_in_a_sentence(_filenames_outside_links(text), text)),
     # the very spans the scorer's "credit" and "boilerplate" rules see
     "remove_credits": _cutter(credit_spans),
     "remove_boilerplate": _cutter(boilerplate_spans),
@@ -260,9 +297,9 @@ class CaptionCleaner(Rewriter):
     #     separator; "la fuente -" is a fountain, no credit; Latin acronyms in Chinese or Arabic and Cherokee are no
     #     shouting; Turkish and Azeri "KIRMIZI" lowers to "kırmızı"; one word twice is reduplication, kept, outside
     #     English ("अलग अलग", "renk renk"); a zero-width space between Thai, Lao, Myanmar or Khmer words stays
-    # 14: a link or a file name is cut only as a label, at a clause's start or end and not text shown in the image:
-    #     inside a sentence it is what the sentence says ("A website https://x.com is shown on a laptop" was left
-    #     "A is shown on a laptop", "A sign reading www.joes-pizza.com above the door" lost the sign's text)
+    # 14: a link or a file name inside a sentence (a word before it, words describing after it in its clause) is what
+    #     the sentence says, kept ("A website https://x.com is shown on a laptop" was left "A is shown on a laptop"),
+    #     as is one that is text shown in the image; a file name in a kept link's path is the link's
     version = CODE_VERSIONS["cleaner"]
     needs_images = False
     prompt = None

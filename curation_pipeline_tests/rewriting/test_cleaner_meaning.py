@@ -186,6 +186,8 @@ IN_SENTENCE = [
     "A sign reading www.joes-pizza.com above the door",
     "A man visits https://example.com/about on his laptop in a cafe .",
     "A still from IMG_1234.JPG showing a dog",
+    "A website https://example.com/logo.png is shown on a laptop",  # its file name is part of the link: no cut
+    "A laptop showing www.site.com/photos/IMG_1234.JPG in a browser",
 ]
 
 
@@ -202,6 +204,16 @@ def test_a_link_or_file_name_inside_a_sentence_stays(caption):
     ("A dog on the beach - www.site.com", "A dog on the beach"),
     ("A dog on the beach IMG_1234.JPG", "A dog on the beach"),
     ("A dog | IMG_1234.JPG", "A dog"),
+    # more noise after it in the clause: still a label (the links go with their hashtags, credits, labels)
+    ("A dog on the beach http://x.com/123 #dog #beach", "A dog on the beach"),
+    ("A sunset https://t.co/abc https://t.co/def #sun", "A sunset"),
+    ("A dog on the beach http://x.com/123 © John Smith", "A dog on the beach"),
+    ("A dog on the beach http://x.com/123 stock photo", "A dog on the beach"),
+    ("A dog on the beach IMG_1234.JPG #dog", "A dog on the beach"),
+    ("A dog on the beach http://x.com/123 (2019)", "A dog on the beach (2019)"),
+    ("A dog on the beach IMG_1234.JPG 1920x1080", "A dog on the beach 1920x1080"),
+    # a comma the link's pattern took in is punctuation: the clause ends there
+    ("A dog on grass https://x.com/a, with a ball", "A dog on grass with a ball"),
 ])
 def test_a_link_or_file_name_standing_as_a_label_goes(caption, cleaned):
     assert clean_one(caption).caption == cleaned
