@@ -297,7 +297,9 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     if not observed.success:  # unobserved, a replaced raw file would read as up to date
         click.echo(f"  observe_raw_shards: {_last_error(observed) or 'failed'}; nothing run", err=True)
         return None
-    todo, held, _ = refresh_plan(instance, defs.resources["warehouse"], defs.get_repository_def(), raw)
+    # only the shards asked for are judged: the others count as absent here (no status looked up for them)
+    todo, held, _ = refresh_plan(instance, defs.resources["warehouse"], defs.get_repository_def(),
+                                 {s: raw[s] for s in selected if s in raw} if named else raw)
     needed = {**todo, **{shard: held_back.reason for shard, held_back in held.items()}}  # asked by hand: run
     # as the schedule: a shard with a run queued, launching or started (another `curate run`, the daemon's) is
     # not run beside it, both writing its files; a run whose process on this machine is gone no longer counts

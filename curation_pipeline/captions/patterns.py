@@ -859,11 +859,6 @@ _LABEL_BEFORE = CLAUSE_SEPARATORS + SENTENCE_ENDS + "([{:\"”"
 _LABEL_AFTER = CLAUSE_SEPARATORS + SENTENCE_ENDS + ")]}"
 
 
-def label_spans(matches: Iterable[re.Match], text: str) -> list[tuple[int, int]]:
-    """``_label_spans``: for the cleaner's links and file names."""
-    return _label_spans(matches, text)
-
-
 def _label_spans(matches: Iterable[re.Match], text: str) -> list[tuple[int, int]]:
     """(start, end) of every match that stands as a label and is not text shown in the image. A label stands at
     the start or the end of a clause; one with words of its clause on both sides is part of the description ("The
