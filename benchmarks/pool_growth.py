@@ -5,17 +5,17 @@ A pool of N shards is a warehouse holding a file per shard in each table folder.
 what the settle sensor does once per tick:
 
 - ``write_ms``: one ``Warehouse.write_table`` into a folder of N shards' files (a one-row table: the time is the
-  write's bookkeeping, chiefly finding the orphaned temp files of the file written);
-- ``orphan_lookup_ms``: that look-up alone (``remove_orphans`` of one file), best of ``--repeats``;
+  write's bookkeeping and its fsync, which swings 2-8 ms from run to run whatever N);
+- ``orphan_lookup_ms``: finding the orphaned temp files of the file written (``remove_orphans`` of one file: its
+  folder's ``.tmp`` folder, by the name's prefix), best of ``--repeats``;
 - ``folder_listing_ms``: the listing of the whole folder, with each file's details, that the look-up used to be
   (``Warehouse._files``): what a write cost per write before, for comparison;
 - ``slice_digests_s``: ``DedupIndex.slice_digests`` over an index of N shards of ``--rows`` grouped pairs each (the
   settle sensor, each tick), and ``slice_digests_per_shard_frames_s``, the same digests one frame a shard (the way
   it was made before): both grow with N (once per tick), the first ~15x less steeply.
 
-``*_growth``: the figure at the largest pool over the smallest, while the pool grew ``shards_growth``-fold. Locally
-the look-up still scans the folder's names (no details, ~0.35 us a file), so it grows with the pool, 12x less
-steeply than the listing did; on object storage it is one listing of the file's own prefix.
+``*_growth``: the figure at the largest pool over the smallest, while the pool grew ``shards_growth``-fold: the
+look-up's stays near 1 (it reads the ``.tmp`` folder, which holds only writes in flight and orphans).
 """
 
 from __future__ import annotations

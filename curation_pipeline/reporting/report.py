@@ -75,7 +75,7 @@ from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, attempt_runs
 from curation_pipeline.reporting.markdown import markdown_table
 from curation_pipeline.shards.writer import FINAL_CAPTIONS_KEY, ROWS_DIGEST_KEY, read_curated_record
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY, FINGERPRINT_KEY, RAW_SHA_KEY, raw_sha
-from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_name
+from curation_pipeline.storage.warehouse import TABLES, TEMP_DIR, Warehouse, temp_name
 from curation_pipeline.validation.lengths import caption_lengths
 from curation_pipeline.values import plain
 
@@ -652,7 +652,8 @@ def build_report(warehouse: Warehouse, failures: dict[str, str] | None = None) -
         # such a local warehouse gets its report built elsewhere and copied into place, as on object storage
         return _build_remote(warehouse, failures or {})
     final_path = warehouse.local_path(warehouse.report_db_path)
-    tmp_path = os.path.join(os.path.dirname(final_path), temp_name(os.path.basename(final_path)))
+    os.makedirs(os.path.join(os.path.dirname(final_path), TEMP_DIR), exist_ok=True)  # where remove_orphans looks
+    tmp_path = os.path.join(os.path.dirname(final_path), TEMP_DIR, temp_name(os.path.basename(final_path)))
     try:
         report = _build(warehouse, failures or {}, final_path, tmp_path)
         with _replacing_database(final_path):
@@ -690,7 +691,7 @@ def _replacing_database(final_path: str):
     this writer, which the next build removes if this one dies) before the rename, back if the rename
     fails, and removed after it."""
     wal = f"{final_path}.wal"
-    aside = os.path.join(os.path.dirname(final_path), temp_name(os.path.basename(final_path)) + ".wal")
+    aside = os.path.join(os.path.dirname(final_path), TEMP_DIR, temp_name(os.path.basename(final_path)) + ".wal")
     try:
         os.replace(wal, aside)
     except FileNotFoundError:

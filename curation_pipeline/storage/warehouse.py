@@ -1,13 +1,13 @@
 """The Parquet warehouse: one file per (table, shard), written atomically through fsspec (a local
 folder or object storage).
 
-Every write goes to a temporary name beside the target (``.tmp-<name>.<host>-<pid>-<uuid>.partial``)
-and is renamed into place, so a crash leaves the previous file or none. A failed write removes its
-own temp file; the next writer of the same file removes only the orphans of dead writers (same host,
-no such process) or, elsewhere, a day old. It finds them by their name's prefix (one listing of just
-those on object storage), never by listing the folder: that holds a file per shard, and a listing per
-write would make a pool of N shards cost N² (the report, which reads every shard, sweeps the whole
-warehouse, ``clean_temp_files``). Two live writers never delete each other's temp file. A
+Every write goes to a temporary name in the target's folder's ``.tmp`` folder
+(``.tmp/.tmp-<name>.<host>-<pid>-<uuid>.partial``) and is renamed into place, so a crash leaves the previous file
+or none. A failed write removes its own temp file; the next writer of the same file removes only the orphans of
+dead writers (same host, no such process) or, elsewhere, a day old. It finds them in ``.tmp`` by their name's
+prefix, never by listing the folder: that holds a file per shard, and a listing per write made a pool of N shards
+cost N² (the report, which reads every shard, sweeps the whole warehouse, ``clean_temp_files``). Two live writers
+never delete each other's temp file. A
 rewrite of a file it read (``update_table_metadata``) replaces only the version it read: if another
 writer replaced it meanwhile, ``FileChanged`` and nothing written; so is a file made from others (a
 curated tar from its final_captions, ``atomic_open(requires=...)``) when one of them was replaced meanwhile.
@@ -68,6 +68,7 @@ HOST = hashlib.sha256(_pid_space().encode()).hexdigest()[:8]
 READ_THREADS = 16
 ORPHAN_AGE_S = 24 * 3600  # a temp file of another host (or unknown writer) is an orphan after this
 TEMP_PREFIX = ".tmp-"
+TEMP_DIR = ".tmp"  # beside a folder's files, where its writers' temp files go (a sub-folder: no shard's file)
 _WRITER = r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{32}"
 _TEMP = re.compile(rf"^\.tmp-.+\.{_WRITER}\.partial")
 _OLD_TEMP = re.compile(rf"^\.tmp-{_WRITER}-")  # before the name came first: the report's sweep still clears them
@@ -100,6 +101,11 @@ def object_storage_errors(url: str) -> Iterator[None]:
         raise StorageUnreachable(
             f"cannot reach {url}: {exc}. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
             "AWS_PROFILE or an instance role; an S3-compatible store's address from AWS_ENDPOINT_URL") from exc
+
+
+def temp_folder(folder: str) -> str:
+    """Where the temp files of ``folder``'s files are written (``TEMP_DIR``)."""
+    return f"{folder}/{TEMP_DIR}"
 
 
 def temp_name(name: str, pid: int | None = None, host: str = HOST) -> str:
@@ -317,7 +323,7 @@ class Warehouse:
                                       if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], pattern)])
         own = re.compile(rf"^{re.escape(TEMP_PREFIX + name)}\.{_WRITER}\.partial{'.*' if tail == '*' else re.escape(tail)}$",
                          re.DOTALL)
-        return self._remove_dead([p for p in self._prefixed(parent, TEMP_PREFIX + name + ".")
+        return self._remove_dead([p for p in self._prefixed(temp_folder(parent), TEMP_PREFIX + name + ".")
                                   if own.match(p.rsplit("/", 1)[-1])])
 
     def _prefixed(self, folder: str, prefix: str) -> list[str]:
@@ -368,7 +374,9 @@ class Warehouse:
         """Orphaned temp files anywhere in the warehouse (tables, curated/, selection/, dedup/, dedup/cache/)."""
         if not self.fs.exists(self._root_path):
             return []
-        found = self.fs.find(self._root_path, maxdepth=3)  # tables, curated/, selection/, dedup/, dedup/cache/
+        # their .tmp folders: of the root, tables, curated/, selection/, dedup/, dedup/cache/ (and files beside
+        # them, from before the .tmp folders)
+        found = self.fs.find(self._root_path, maxdepth=4)
         # ``.partial*``: a report build's DuckDB ``.partial.wal`` too (its own writer clears the new format's)
         return self._remove_dead(sorted(p for p in found if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], ".tmp-*.partial*")))
 
@@ -383,9 +391,9 @@ class Warehouse:
         versions when the rename comes, checked the same way (a curated tar and its final_captions)."""
         parent, name = path.rsplit("/", 1)
         if self.is_local:  # object stores have no folders (and s3fs's makedirs would create a mistyped bucket)
-            self.fs.makedirs(parent, exist_ok=True)
+            self.fs.makedirs(temp_folder(parent), exist_ok=True)
         self.remove_orphans(parent, name)  # left by a killed writer of this file; live writers' stay
-        tmp = f"{parent}/{temp_name(name)}"
+        tmp = f"{temp_folder(parent)}/{temp_name(name)}"
         try:
             with self.fs.open(tmp, "wb") as raw:
                 handle = raw if self.is_local else _Digesting(raw)

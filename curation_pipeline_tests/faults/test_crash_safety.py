@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation_pipeline.shards.fingerprint import OBSERVED
-from curation_pipeline.storage.warehouse import TABLES
+from curation_pipeline.storage.warehouse import TABLES, TEMP_DIR
 from curation_pipeline_tests.faults import builders, flickr
 
 pytestmark = pytest.mark.faults
@@ -54,7 +54,7 @@ def temp_files(warehouse: Path) -> list[Path]:
 def kill_while_writing(raw: Path, warehouse: Path, home: Path, folder: str, timeout: float = 300) -> Path:
     """Start a run and SIGKILL its process group the moment ``folder`` holds a temporary file."""
     proc = curate(raw, warehouse, home)
-    target = warehouse / folder
+    target = warehouse / folder / TEMP_DIR  # where the folder's writers put their temp files
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -172,7 +172,9 @@ def test_an_orphan_temp_file_does_not_break_other_readers(tmp_path):
     assert results["sample-000001"].success
     for table in TABLES:  # what a writer killed mid-write leaves behind
         good = (wh_root / table / "sample-000001.parquet").read_bytes()
-        (wh_root / table / ".tmp-0123456789abcdef-sample-000000.parquet.partial").write_bytes(good[: len(good) // 2])
+        for where in (wh_root / table, wh_root / table / TEMP_DIR):  # in the folder, as before .tmp folders, and in it
+            where.mkdir(exist_ok=True)
+            (where / ".tmp-0123456789abcdef-sample-000000.parquet.partial").write_bytes(good[: len(good) // 2])
     wh = Warehouse(str(wh_root))
     assert wh.shards("final_captions") == ["sample-000001"]
     assert build_report(wh).overall["pairs_read"] == 40

@@ -117,7 +117,7 @@ def test_final_captions_made_again_while_the_tar_is_written_publishes_nothing(pu
     assert "FileChanged" in error and (f"{SHARD}: its final_captions was made again by another run (or its checks "
                                        "run again) while this run wrote its tar") in error
     assert "run the shard again" in error
-    assert tar.read_bytes() == earlier and not list(tar.parent.glob(".tmp-*"))
+    assert tar.read_bytes() == earlier and not list(tar.parent.rglob(".tmp-*"))
     assert _status(wh)[0] == "unpublished"  # the other run's final_captions, this older tar: said, not ok
 
 

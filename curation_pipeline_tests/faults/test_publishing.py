@@ -20,7 +20,7 @@ import pytest
 
 from curation_pipeline.resources import ScoringResource
 from curation_pipeline.shards.writer import CuratedShardInvalid, verify_curated, write_curated
-from curation_pipeline.storage.warehouse import HOST, Warehouse, temp_name
+from curation_pipeline.storage.warehouse import HOST, TEMP_DIR, Warehouse, temp_name
 from curation_pipeline_tests.conftest import REPO_ROOT, require, run_pipeline
 from curation_pipeline_tests.faults import builders
 from curation_pipeline_tests.photos import members as photo_members
@@ -79,8 +79,8 @@ WRITER = textwrap.dedent("""
 def test_two_writers_of_one_file_never_delete_each_others_temp_file(tmp_path):
     wh = Warehouse(str(tmp_path))
     path = wh.table_path("pairs", "s")
-    orphan = tmp_path / "pairs" / temp_name("s.parquet", pid=dead_pid())
-    (tmp_path / "pairs").mkdir()
+    orphan = tmp_path / "pairs" / TEMP_DIR / temp_name("s.parquet", pid=dead_pid())
+    orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"left by a writer that was killed")
     with wh.atomic_open(path) as handle:
         handle.write(b"first writer")
@@ -174,9 +174,11 @@ def test_report_temp_files_are_removed_on_failure_and_by_the_next_build(small_ra
     dead = dead_pid()
     host = HOST
     killed = temp_name("quality.duckdb", pid=dead)
-    orphans = [wh_root / killed, wh_root / f"{killed}.wal", wh_root / "pairs" / temp_name("s1.parquet", pid=dead)]
-    live = wh_root / temp_name("quality.duckdb", pid=os.getpid(), host=host)
+    orphans = [wh_root / TEMP_DIR / killed, wh_root / TEMP_DIR / f"{killed}.wal",
+               wh_root / "pairs" / TEMP_DIR / temp_name("s1.parquet", pid=dead)]
+    live = wh_root / TEMP_DIR / temp_name("quality.duckdb", pid=os.getpid(), host=host)
     for path in [*orphans, live]:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x" * 1000)
     from curation_pipeline.reporting.report import build_report
 

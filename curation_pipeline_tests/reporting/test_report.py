@@ -252,7 +252,7 @@ def test_glob_characters_in_the_warehouse_path_read_exactly_its_files(tmp_path, 
     o = overall_values(build_report(wh))
     assert (o["pairs_read"], o["dropped"]) == (4, 1)
     assert (tmp_path / folder / "wh" / "quality.duckdb").is_file()
-    assert not list((tmp_path / folder / "wh").glob(".tmp-*"))
+    assert not list((tmp_path / folder / "wh").rglob(".tmp-*"))
     with open_report(wh) as con:
         assert con.execute("SELECT count(*) FROM pairs").fetchone()[0] == 4
     assert caption_history(wh).final["key"].tolist() == keys
@@ -334,7 +334,7 @@ def test_a_rebuild_removes_the_old_reports_wal(tmp_path):
 
     build_report(wh)
     assert not (tmp_path / "wh" / "quality.duckdb.wal").exists()
-    assert not list((tmp_path / "wh").glob(".tmp-*"))
+    assert not list((tmp_path / "wh").rglob(".tmp-*"))
     with open_report(wh) as con:
         assert con.execute("SELECT count(*) FROM shard_summary").fetchone() == (1,)
     with duckdb.connect(str(db)) as con:  # read-write too

@@ -120,8 +120,8 @@ def test_an_s3_warehouse_under_a_prefix_with_glob_characters(s3, monkeypatch):
     assert wh.clean_temp_files() == [orphan]
     assert _listing(fs, f"{server.bucket}/run[1]/wh") == [f"{server.bucket}/run[1]/wh/pairs/s1.parquet"]
     # a write clears its own file's orphans, found by their prefix (one listing of those, not of the folder)
-    mine = f"{server.bucket}/run[1]/wh/pairs/{warehouse.temp_name('s1.parquet', pid=123, host='deadbeef')}"
-    other = f"{server.bucket}/run[1]/wh/pairs/{warehouse.temp_name('s2.parquet', pid=123, host='deadbeef')}"
+    mine = f"{server.bucket}/run[1]/wh/pairs/.tmp/{warehouse.temp_name('s1.parquet', pid=123, host='deadbeef')}"
+    other = f"{server.bucket}/run[1]/wh/pairs/.tmp/{warehouse.temp_name('s2.parquet', pid=123, host='deadbeef')}"
     fs.pipe_file(mine, b"a crashed pod's upload")
     fs.pipe_file(other, b"another file's")
     wh.write_table("pairs", "s1", pd.DataFrame({"key": ["b"]}))

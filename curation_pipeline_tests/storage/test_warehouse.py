@@ -236,23 +236,25 @@ def test_a_committed_object_whose_temporary_copy_cannot_be_removed_is_a_write_do
 
 def test_a_write_clears_its_own_files_orphans_without_listing_the_folder(tmp_path, monkeypatch):
     """A table's folder holds a file per shard: listing it at every write made a pool of N shards cost N² (20,000
-    shards: 0.1 s a write, and the pairs step's sweep of the whole warehouse 0.7 s). A write finds the temp files
-    of its own file by their prefix; those of other files are left for the report's sweep."""
+    shards: 0.1 s a write, and the pairs step's sweep of the whole warehouse 0.7 s). Temp files go to the folder's
+    .tmp folder, where a write finds its own file's by their prefix; other files' are left for the report's sweep."""
     from curation_pipeline_tests.faults.test_publishing import dead_pid
 
-    from curation_pipeline.storage.warehouse import temp_name
+    from curation_pipeline.storage.warehouse import TEMP_DIR, temp_name
 
     wh = Warehouse(str(tmp_path))
     folder = tmp_path / "pairs"
-    folder.mkdir()
+    (folder / TEMP_DIR).mkdir(parents=True)
     for i in range(200):
         (folder / f"s{i}.parquet").write_bytes(b"x")
     dead = dead_pid()
-    mine = folder / temp_name("s1.parquet", pid=dead)  # a killed writer of the file written now
-    live = folder / temp_name("s1.parquet")  # this process: alive, so never its orphan
-    other = folder / temp_name("s2.parquet", pid=dead)  # another file's: the report's sweep takes it
-    alike = folder / temp_name("s1.parquet.bak", pid=dead)  # a name that only starts like it
-    for path in (mine, live, other, alike):
+    temps = folder / TEMP_DIR
+    mine = temps / temp_name("s1.parquet", pid=dead)  # a killed writer of the file written now
+    live = temps / temp_name("s1.parquet")  # this process: alive, so never its orphan
+    other = temps / temp_name("s2.parquet", pid=dead)  # another file's: the report's sweep takes it
+    alike = temps / temp_name("s1.parquet.bak", pid=dead)  # a name that only starts like it
+    beside = folder / temp_name("s1.parquet", pid=dead)  # where temp files went before: the sweep takes it
+    for path in (mine, live, other, alike, beside):
         path.write_bytes(b"partial")
 
     def no_listing(*args, **kwargs):
@@ -261,7 +263,9 @@ def test_a_write_clears_its_own_files_orphans_without_listing_the_folder(tmp_pat
     monkeypatch.setattr(type(wh.fs), "ls", no_listing)
     monkeypatch.setattr(type(wh.fs), "find", no_listing)
     wh.write_table("pairs", "s1", pd.DataFrame({"key": ["a"]}))
-    assert not mine.exists() and live.exists() and other.exists() and alike.exists()
+    assert not mine.exists() and live.exists() and other.exists() and alike.exists() and beside.exists()
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(
+        [*(f"s{i}.parquet" for i in range(200)), beside.name]) and (folder / "s1.parquet").stat().st_size > 1
     monkeypatch.undo()
-    assert sorted(p.rsplit("/", 1)[-1] for p in wh.clean_temp_files()) == sorted([other.name, alike.name])
+    assert sorted(p.rsplit("/", 1)[-1] for p in wh.clean_temp_files()) == sorted([other.name, alike.name, beside.name])
     assert live.exists()
