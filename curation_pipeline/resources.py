@@ -88,9 +88,11 @@ class WarehouseResource(dg.ConfigurableResource):
         import fsspec
 
         fs, root = fsspec.core.url_to_fs(self.raw_root)
-        if not fs.exists(root):
-            raise FileNotFoundError(f"raw shard location {self.raw_root!r} does not exist")
-        if fs.isfile(root):
+        try:  # not fs.exists / isfile: they swallow any exception, a Ctrl-C during the stat read as "does not exist"
+            kind = fs.info(root).get("type")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"raw shard location {self.raw_root!r} does not exist") from None
+        if kind == "file":
             raise NotADirectoryError(f"raw shard location {self.raw_root!r} is a file: give the folder that holds "
                                      "the .tar shards")
         found, rejected = {}, []

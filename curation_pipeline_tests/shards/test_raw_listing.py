@@ -4,6 +4,8 @@ instead of passing over them as if they were a README."""
 import gzip
 import shutil
 
+import pytest
+
 import dagster as dg
 from click.testing import CliRunner
 
@@ -49,3 +51,20 @@ def test_curate_run_says_each_compressed_shard_is_not_read(tmp_path, monkeypatch
     skipped = [line for line in result.output.splitlines() if line.startswith("skipped: ")]
     assert len(skipped) == len(COMPRESSED) and all("decompress it" in line for line in skipped)
     assert "no .tar shards found" in result.output
+
+
+def test_an_interrupt_while_the_raw_location_is_read_is_no_missing_location(tmp_path, monkeypatch):
+    """fsspec's exists() swallows any exception: a Ctrl-C landing in its stat read as "raw shard location does not
+    exist" (exit 2, a bad input) instead of stopping the run."""
+    import fsspec.implementations.local as local
+
+    from curation_pipeline.resources import WarehouseResource
+
+    (tmp_path / "raw").mkdir()
+
+    def interrupted(self, path, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local.LocalFileSystem, "info", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        WarehouseResource(raw_root=str(tmp_path / "raw"), root=str(tmp_path / "wh")).list_raw()
