@@ -155,7 +155,7 @@ def read_generic(path) -> pd.DataFrame:
     raw = df["score"]
     df["score"] = pd.to_numeric(raw, errors="coerce")
     # a value that is no number ("n/a", "3,5") is left out of the correlation, and said so (``evaluate_agreement``)
-    unread = raw[df["score"].isna() & raw.notna() & raw.astype(str).str.strip().ne("")]
+    unread = raw[~np.isfinite(df["score"].to_numpy(dtype=float)) & raw.notna() & raw.astype(str).str.strip().ne("")]
     df.attrs["unread_scores"] = [str(v) for v in unread.drop_duplicates().head(3)]
     for column in ("image", "caption", "key", "shard"):
         if column not in df:
@@ -362,8 +362,13 @@ def evaluate_agreement(joined: pd.DataFrame, *, protocols=("mean", "each"), n_bo
               "no_metric": int((human & ~np.isfinite(numeric["metric"].to_numpy(dtype=float))).sum()),
               "unmatched_note": note, "results": []}
     if len(scored) < 3:
+        unread = ", ".join(repr(v) for v in report["unread_human_scores"])
+        why = [f"{report['no_human_score']} without a human score that is a number"
+               + (f" (e.g. {unread})" if unread else "")] if report["no_human_score"] else []
+        why += [f"{report['no_metric']} without a score of the metric"] if report["no_metric"] else []
+        why += [note] if note else []
         raise ValueError(f"only {len(scored)} of {len(joined)} judged pairs have a finite score to compare"
-                         + (f": {note}" if note else ""))
+                         + (f": {'; '.join(why)}" if why else ""))
     if fmt == "expert" and "ratings" in scored:
         for protocol in protocols:
             if protocol == "mean":

@@ -354,3 +354,12 @@ def test_judged_pairs_left_out_are_counted_with_the_reason(tmp_path):
     assert report["unread_human_scores"] == ["n/a", "3,5"] and report["no_metric"] == 0
     title = format_agreement(report).splitlines()[0]
     assert "7 of 9 judged pairs scored; 2 without a human score that is a number (e.g. 'n/a', '3,5')" in title
+
+
+def test_too_few_pairs_left_says_why(tmp_path):
+    path = tmp_path / "j.csv"
+    path.write_text("image,caption,references,score\n" + "".join(
+        f'img{i}.jpg,a dog on grass,"[""a dog running on grass""]","{v}"\n' for i, v in enumerate(["3,5", "n/a", "inf"])))
+    with pytest.raises(ValueError, match=r"only 0 of 3 judged pairs have a finite score to compare: 3 without a human "
+                                         r"score that is a number \(e.g. '3,5', 'n/a', 'inf'\)"):
+        agreement_report(path, "ref_minilm", n_boot=10)
