@@ -97,13 +97,14 @@ def main() -> None:
         if digests != one_by_one:
             raise SystemExit("slice_digests differ from slice_digest's: the benchmark compares unequal work")
         print(f"{size} shards: a write {figures['write_ms'][-1]:.2f} ms, its orphan look-up "
-              f"{figures['orphan_lookup_ms'][-1]:.2f} ms (a listing of the folder: {figures['folder_listing_ms'][-1]:.1f}"
-              f" ms); slice digests {figures['slice_digests_s'][-1]:.3f} s (one frame a shard: "
+              f"{figures['orphan_lookup_ms'][-1]:.2f} ms (a listing of the folder: "
+              f"{figures['folder_listing_ms'][-1]:.1f} ms); slice digests {figures['slice_digests_s'][-1]:.3f} s (one frame a shard: "
               f"{figures['slice_digests_per_shard_frames_s'][-1]:.3f} s)")
     figures["shards_growth"] = sizes[-1] / sizes[0]
     for key in ("write_ms", "orphan_lookup_ms", "folder_listing_ms", "slice_digests_s"):
         figures[f"{key.rsplit('_', 1)[0]}_growth"] = figures[key][-1] / max(figures[key][0], 1e-9)
-    figures = {k: ([round(x, 3) for x in v] if isinstance(v, list) and k != "shards" else v) for k, v in figures.items()}
+    figures = {k: ([round(x, 3) for x in v] if isinstance(v, list) and k != "shards" else v)
+               for k, v in figures.items()}
     result_line(figures)
 
 

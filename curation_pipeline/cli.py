@@ -283,9 +283,8 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     (``_decided_otherwise``): their scores stand, so they are re-decided, rewritten and published again, not
     scored. Returns (shards to run, shards to re-decide); the others are counted, not run. None when the raw
     files could not be observed."""
-    from curation_pipeline.automation import SCORES_CURRENT, in_flight_note, refresh_plan, runs_in_flight
-
     from curation_pipeline.assets.ingest import OBSERVE_TAG
+    from curation_pipeline.automation import SCORES_CURRENT, in_flight_note, refresh_plan, runs_in_flight
 
     _register(instance, selected)
     run_config = _run_config(defs)

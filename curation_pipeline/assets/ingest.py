@@ -53,7 +53,7 @@ def raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> 
             return exc
 
     with ThreadPoolExecutor(READ_THREADS) as pool:  # a footer and a stat each: round trips on object storage
-        seen = list(pool.map(observe, shards)) if len(shards) > 1 else [observe(s) for s in shards]
+        seen = list(pool.map(observe, shards))  # threads start as needed: one for a shard's own run
     for shard, observed in zip(shards, seen):
         if isinstance(observed, Exception):
             context.log.warning(f"{shard}: raw file {warehouse.raw_url(shard)} cannot be observed "

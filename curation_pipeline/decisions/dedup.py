@@ -510,7 +510,8 @@ class DedupIndex:
             lines = (rows["key"].astype(str) + "\t" + rows["dup_group"].astype(str) + "\t"
                      + rows["dup_kind"].astype(str) + "\t" + keep)
             for shard, text in lines.groupby(rows["shard"].to_numpy(), sort=False):
-                found[shard] = hashlib.sha256("\n".join(text.tolist()).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+                joined = "\n".join(text.tolist()).encode("utf-8", "surrogatepass")
+                found[shard] = hashlib.sha256(joined).hexdigest()[:32]
         return {shard: found.get(shard, "none") for shard in sorted(self.identity)}
 
 

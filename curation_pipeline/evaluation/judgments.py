@@ -362,11 +362,7 @@ def evaluate_agreement(joined: pd.DataFrame, *, protocols=("mean", "each"), n_bo
               "no_metric": int((human & ~np.isfinite(numeric["metric"].to_numpy(dtype=float))).sum()),
               "unmatched_note": note, "results": []}
     if len(scored) < 3:
-        unread = ", ".join(repr(v) for v in report["unread_human_scores"])
-        why = [f"{report['no_human_score']} without a human score that is a number"
-               + (f" (e.g. {unread})" if unread else "")] if report["no_human_score"] else []
-        why += [f"{report['no_metric']} without a score of the metric"] if report["no_metric"] else []
-        why += [note] if note else []
+        why = _left_out(report, "a score of the metric") + ([note] if note else [])
         raise ValueError(f"only {len(scored)} of {len(joined)} judged pairs have a finite score to compare"
                          + (f": {'; '.join(why)}" if why else ""))
     if fmt == "expert" and "ratings" in scored:
@@ -412,6 +408,14 @@ def agreement_report(judgments_path, score: str, *, fmt: str = "auto", captions_
     return report
 
 
+def _left_out(report: dict, no_metric: str) -> list[str]:
+    """Why judged pairs were not compared: no human score that is a number (with examples), no ``no_metric``."""
+    examples = ", ".join(repr(v) for v in report.get("unread_human_scores") or [])
+    why = [f"{report['no_human_score']} without a human score that is a number"
+           + (f" (e.g. {examples})" if examples else "")] if report.get("no_human_score") else []
+    return why + ([f"{report['no_metric']} without {no_metric}"] if report.get("no_metric") else [])
+
+
 def format_agreement(report: dict) -> str:
     from curation_pipeline.evaluation.agreement import format_correlations
 
@@ -419,12 +423,7 @@ def format_agreement(report: dict) -> str:
              f"{report['matched_pairs']} of {report['judged_pairs']} judged pairs scored")
     if report.get("skipped_references"):
         title += f"; {report['skipped_references']} candidates that are their image's own reference left out"
-    if report.get("no_human_score"):
-        examples = ", ".join(repr(v) for v in report.get("unread_human_scores") or [])
-        title += (f"; {report['no_human_score']} without a human score that is a number"
-                  + (f" (e.g. {examples})" if examples else ""))
-    if report.get("no_metric"):
-        title += f"; {report['no_metric']} without a {report['score']} score"
+    title += "".join(f"; {why}" for why in _left_out(report, f"a {report['score']} score"))
     if report.get("unmatched_note"):
         title += f"\nunmatched: {report['unmatched_note']}"
     return format_correlations([(r["label"], r) for r in report["results"]], title)

@@ -75,7 +75,7 @@ from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, attempt_runs
 from curation_pipeline.reporting.markdown import markdown_table
 from curation_pipeline.shards.writer import FINAL_CAPTIONS_KEY, ROWS_DIGEST_KEY, read_curated_record
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY, FINGERPRINT_KEY, RAW_SHA_KEY, raw_sha
-from curation_pipeline.storage.warehouse import TABLES, TEMP_DIR, Warehouse, temp_name
+from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_folder, temp_name
 from curation_pipeline.validation.lengths import caption_lengths
 from curation_pipeline.values import plain
 
@@ -394,7 +394,8 @@ def stale_tables(provenance: dict[str, dict[str, dict[str, str]]], shard: str) -
 def stale_rewrites(provenance: dict[str, dict[str, dict[str, str]]], shard: str) -> str:
     """A sentence ('' if none) when the shard's final_captions resolved other rewrite attempts than its stored
     rewritten_captions holds (that table made again alone: a launchpad run, a new rewriter or policy), so the
-    attempts its lineage shows are not those the published captions came from. Unrecorded (older tables) is taken as current."""
+    attempts its lineage shows are not those the published captions came from. Unrecorded (older tables) is taken
+    as current."""
     read = provenance.get("final_captions", {}).get(shard, {}).get("attempt_runs")
     stored = provenance.get("rewritten_captions", {}).get(shard, {}).get("attempt_runs")
     if read is None or stored is None or read == stored:
@@ -652,8 +653,9 @@ def build_report(warehouse: Warehouse, failures: dict[str, str] | None = None) -
         # such a local warehouse gets its report built elsewhere and copied into place, as on object storage
         return _build_remote(warehouse, failures or {})
     final_path = warehouse.local_path(warehouse.report_db_path)
-    os.makedirs(os.path.join(os.path.dirname(final_path), TEMP_DIR), exist_ok=True)  # where remove_orphans looks
-    tmp_path = os.path.join(os.path.dirname(final_path), TEMP_DIR, temp_name(os.path.basename(final_path)))
+    temps = temp_folder(os.path.dirname(final_path))  # where remove_orphans looks
+    os.makedirs(temps, exist_ok=True)
+    tmp_path = os.path.join(temps, temp_name(os.path.basename(final_path)))
     try:
         report = _build(warehouse, failures or {}, final_path, tmp_path)
         with _replacing_database(final_path):
@@ -691,7 +693,7 @@ def _replacing_database(final_path: str):
     this writer, which the next build removes if this one dies) before the rename, back if the rename
     fails, and removed after it."""
     wal = f"{final_path}.wal"
-    aside = os.path.join(os.path.dirname(final_path), TEMP_DIR, temp_name(os.path.basename(final_path)) + ".wal")
+    aside = os.path.join(temp_folder(os.path.dirname(final_path)), temp_name(os.path.basename(final_path)) + ".wal")
     try:
         os.replace(wal, aside)
     except FileNotFoundError:

@@ -128,7 +128,8 @@ def _unescape(value: str) -> str:
 class _Entry:
     """One key-value pair as the tolerant scan read it: the key normalised, where its value starts, whether the
     reply ends inside the value (``cut_off``: a quoted one never closed, an unquoted one running to the end of
-    a ``{...}`` never closed) or its end could not be told for sure (``ambiguous``), and whether it was quoted at all."""
+    a ``{...}`` never closed) or its end could not be told for sure (``ambiguous``), and whether it was quoted
+    at all."""
 
     key: str
     value: object
@@ -219,9 +220,9 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
     so no score is taken from them (without the marker, the overall is the last overall key, and only
     keys after it give sub-scores). An unquoted recaption must be followed by the overall (AITQE's
     order), or where it ends is a guess ("A menu, Price list: 5 dollars"). A value the reply ends inside
-    (its quote never closed, or unquoted up to the end of a ``{`` never closed) may have been cut by the token budget: such a
-    recaption is not returned, such a score is NaN (``"Overall Score": "1`` may be the "1" of "10"); the
-    ``<Overall>`` marker ends the overall. Judged from the text alone, so a stored reply reads as a fresh one."""
+    (its quote never closed, or unquoted up to the end of a ``{`` never closed) may have been cut by the token
+    budget: such a recaption is not returned, such a score is NaN (``"Overall Score": "1`` may be the "1" of
+    "10"); the ``<Overall>`` marker ends the overall. Judged from the text alone, so a stored reply reads as a fresh one."""
     if text is None or not text.strip():
         return AitqeOutput(None, math.nan, error="empty output")
     body = _FENCE_RE.sub("", text)

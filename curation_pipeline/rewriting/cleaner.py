@@ -19,6 +19,7 @@ from curation_pipeline.captions.patterns import (
     CLAUSE_SEPARATORS,
     FILENAME_RE,
     SENTENCE_ENDS,
+    URL_RE,
     WHITESPACE_RE,
     ad_spans,
     boilerplate_spans,
@@ -27,7 +28,6 @@ from curation_pipeline.captions.patterns import (
     credit_spans,
     has_bad_encoding,
     is_all_caps,
-    URL_RE,
     is_shown_text,
     labelled_url_matches,
     noise_free_words,
@@ -137,10 +137,6 @@ def _cutter(find: Callable[[str], list[tuple[int, int]]]) -> Callable[[str], str
     return remove
 
 
-def _matches(pattern: re.Pattern) -> Callable[[str], list[tuple[int, int]]]:
-    return lambda text: [m.span() for m in pattern.finditer(text) if m.end() > m.start()]
-
-
 _CLAUSE_END_CHARS = set(CLAUSE_SEPARATORS) | set(SENTENCE_ENDS)
 _TRAILING_PUNCTUATION = ",;:.!?"
 _NEXT_WORDS = 120  # characters after a link read to tell whether its clause goes on describing
@@ -161,7 +157,7 @@ def _unless_in_a_sentence(matches, text: str) -> list[tuple[int, int]]:
         if is_shown_text(text, start):
             continue
         before = text[:start].rstrip()
-        after = text[end:] if core == end else text[core:]
+        after = text[core:]
         starts_clause = not before or before[-1] in _CLAUSE_END_CHARS or before[-1] in "([{\"“"
         rest = after[:_NEXT_WORDS]  # what follows decides; a bound keeps a caption of many matches linear
         rest = rest[:next((i for i, ch in enumerate(rest) if ch in _CLAUSE_END_CHARS), len(rest))].strip()

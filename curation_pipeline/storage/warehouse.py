@@ -314,15 +314,11 @@ class Warehouse:
         """Where a user or DuckDB opens ``path``: an absolute local path, or the object store's URL."""
         return os.path.abspath(path) if self.is_local else f"{self.fs.unstrip_protocol(path)}"
 
-    def remove_orphans(self, parent: str, name: str = "*", tail: str = "") -> list[str]:
-        """Temp files in ``parent`` (of ``name``, or of any file; ``tail``: after ``.partial``, ``*`` for any) whose
-        writer is dead; returns them. Those of one ``name`` are found by their prefix alone (``temp_name``)."""
-        if name == "*":
-            pattern = f"{TEMP_PREFIX}*.partial{tail}"
-            return self._remove_dead([p for p in self._files(parent)
-                                      if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], pattern)])
-        own = re.compile(rf"^{re.escape(TEMP_PREFIX + name)}\.{_WRITER}\.partial{'.*' if tail == '*' else re.escape(tail)}$",
-                         re.DOTALL)
+    def remove_orphans(self, parent: str, name: str, tail: str = "") -> list[str]:
+        """Temp files of ``parent``'s file ``name`` (``tail``: after ``.partial``, ``*`` for any) whose writer is
+        dead; returns them. Found in its ``.tmp`` folder by their prefix alone (``temp_name``)."""
+        after = ".*" if tail == "*" else re.escape(tail)
+        own = re.compile(rf"^{re.escape(TEMP_PREFIX + name)}\.{_WRITER}\.partial{after}$", re.DOTALL)
         return self._remove_dead([p for p in self._prefixed(temp_folder(parent), TEMP_PREFIX + name + ".")
                                   if own.match(p.rsplit("/", 1)[-1])])
 
@@ -378,7 +374,8 @@ class Warehouse:
         # them, from before the .tmp folders)
         found = self.fs.find(self._root_path, maxdepth=4)
         # ``.partial*``: a report build's DuckDB ``.partial.wal`` too (its own writer clears the new format's)
-        return self._remove_dead(sorted(p for p in found if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], ".tmp-*.partial*")))
+        return self._remove_dead(sorted(p for p in found
+                                        if fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], f"{TEMP_PREFIX}*.partial*")))
 
     @contextlib.contextmanager
     def atomic_open(self, path: str, verify: Callable[[str], None] | None = None,
