@@ -8,10 +8,11 @@ import pandas as pd
 
 from curation_pipeline.assets.decisions import policy_record, require_decided_policy
 from curation_pipeline.assets.integrity import raw_fingerprint
-from curation_pipeline.assets.io import FILE_METADATA, columns
+from curation_pipeline.assets.io import FILE_METADATA, LOADED, columns, versioned
 from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, table
 from curation_pipeline.checks.quality import FINAL_CAPTION_CHECKS, checked_table, final_captions_checks, table_out
-from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, attempt_runs, resolve_outcomes
+from curation_pipeline.decisions.dedup import DECIDED_BY_KEY
+from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, DECISIONS_RUN_KEY, attempt_runs, resolve_outcomes
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.reporting.lineage import lineage_preview
@@ -114,7 +115,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
 
 @dg.multi_asset(
     name="final_captions", partitions_def=shard_partitions, can_subset=True, check_specs=FINAL_CAPTION_CHECKS,
-    ins={"caption_decisions": dg.AssetIn(), "pairs": columns("key", "caption"), "rewritten_captions": dg.AssetIn()},
+    ins={"caption_decisions": versioned(), "pairs": columns("key", "caption"), "rewritten_captions": dg.AssetIn()},
     outs={"final_captions": table_out(
         "rewriting", "5",  # code version: bump when the same inputs give different output (2: outside the
         # keep_fraction cut only an accepted rewrite publishes; no fallback to the original. 3: the drift check's
@@ -140,12 +141,16 @@ def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, po
     raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
     # outcomes resolve the decisions under their own rules (a duplicate group's kept copy stays published)
     require_decided_policy(warehouse.warehouse(), shard, policy, "final_captions")
+    # the run that made these decisions, then no attrs: pandas would deep-copy them into every frame made from it
+    decided_by = caption_decisions.attrs.pop(LOADED, {}).get("metadata", {}).get(DECIDED_BY_KEY)
     final = resolve_outcomes(caption_decisions, pairs.set_index("key")["caption"], rewritten_captions,
                              policy.decision_policy())
-    # which rewritten_captions this resolved: lineage flags the shard when that table is made again alone
+    # which rewritten_captions and caption_decisions this resolved: lineage flags the shard when either is made
+    # again alone
     runs = rewritten_captions["run_id"] if "run_id" in rewritten_captions else ()
     # and a digest of these rows: the curated tar made from them records it (a killed run's stale tar is told)
-    final.attrs[FILE_METADATA] = {ATTEMPT_RUNS_KEY: attempt_runs(runs), ROWS_DIGEST_KEY: rows_digest(final)}
+    final.attrs[FILE_METADATA] = {ATTEMPT_RUNS_KEY: attempt_runs(runs), ROWS_DIGEST_KEY: rows_digest(final),
+                                  **({DECISIONS_RUN_KEY: decided_by} if decided_by else {})}
     outcomes = final["outcome"].value_counts()
     n = len(final)  # an empty shard has no rates: left empty, not 0
     kept = final[final["outcome"].ne("dropped")]

@@ -18,6 +18,9 @@ FINAL_COLUMNS = [
 # final_captions' Parquet metadata: the runs that made the rewrite attempts it resolved (``attempt_runs``), so a
 # rewritten_captions made again without it (its rows carry their run) shows as not what was published
 ATTEMPT_RUNS_KEY = "rewritten_captions_runs"
+# and the run that made the caption_decisions it resolved (their ``DECIDED_BY_KEY``): decisions made again without
+# it show as newer than what was published
+DECISIONS_RUN_KEY = "caption_decisions_run"
 
 
 def attempt_runs(run_ids: Iterable) -> str:

@@ -9,7 +9,9 @@ A shard whose ``final_captions`` or ``rewritten_captions`` was made from another
 ``pairs`` read now (the raw shard replaced, only ``pairs`` made again) is marked: its captions are not the
 current file's (``CaptionHistory.stale``, and a ``STALE`` line under each of its pairs). So is a shard whose
 ``final_captions`` resolved other rewrite attempts than its stored ``rewritten_captions`` holds (that table
-made again alone): its published captions did not come from the attempts it shows (``stale_rewrites``).
+made again alone): its published captions did not come from the attempts it shows (``stale_rewrites``); and one
+whose ``final_captions`` resolved the decisions of another run than its stored ``caption_decisions``
+(``stale_decisions``): the ``decided:`` lines are not the decisions it was published under.
 A shard with a table that failed a blocking check when it was made (``failed_blocking_checks`` in its Parquet
 metadata, as the report reads it) is marked ``BLOCKED``: its final captions are shown, but none of them is
 published by that run (no step reads a blocked table), only a curated tar of an earlier run may be.
@@ -25,6 +27,7 @@ from curation_pipeline.reporting.report import (
     PARQUET_OPTIONS,
     parquet_paths,
     register_warehouse,
+    stale_decisions,
     stale_rewrites,
     stale_tables,
     table_provenance,
@@ -98,6 +101,8 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
             stale[s], marks[s] = why, RAW_MARK
         elif why := stale_rewrites(provenance, s):
             stale[s], marks[s] = why, REWRITES_MARK
+        elif why := stale_decisions(provenance, s):
+            stale[s], marks[s] = why, DECISIONS_MARK
     return CaptionHistory(final=final, attempts=attempts, stale=stale, stale_marks=marks,
                           blocked=_blocked(provenance, sorted(shown), warehouse), matched=int(matched))
 
@@ -135,6 +140,7 @@ def _blocked(provenance: dict[str, dict[str, dict[str, str]]], shards: list[str]
 
 RAW_MARK = "made from another raw file than the shard's pairs read now (see above)"
 REWRITES_MARK = "final caption made from earlier rewrite attempts than those below (see above)"
+DECISIONS_MARK = "final caption resolved earlier decisions than the one shown (see above)"
 BLOCKED_MARK = "not published: the shard failed a blocking check (see above)"
 
 

@@ -11,7 +11,8 @@ Every shard with a table is listed in ``shard_summary`` with a ``status`` and, u
 ``status_detail`` saying why: ``failed`` (its last run failed or was canceled; ``error``), ``stale`` (a
 table was made from another raw file than the one its ``pairs`` read now: the raw shard was replaced
 and only part of the shard made again; or ``final_captions`` resolved other rewrite attempts than the
-stored ``rewritten_captions`` holds, that table made again alone: ``stale_rewrites``), ``blocked`` (a
+stored ``rewritten_captions`` holds, that table made again alone: ``stale_rewrites``; or other decisions than the
+stored ``caption_decisions``: ``stale_decisions``), ``blocked`` (a
 table failed a blocking check when it was made: not published, though a curated tar of an earlier run
 stays, and is named), ``incomplete`` (a table missing, e.g. no ``pairs``), ``undecided`` (scored,
 or only read, but no ``final_captions`` yet) or ``unsettled`` (decided against an older duplicate index
@@ -69,9 +70,9 @@ import pyarrow as pa
 from fsspec.implementations.dirfs import DirFileSystem
 
 from curation_pipeline.decisions.cut_store import cut_staleness, frozen_outside_cut
-from curation_pipeline.decisions.dedup import (DIGEST_KEY, OTHER_RULES, READ_THREADS, file_identity, pool_identity,
+from curation_pipeline.decisions.dedup import (DECIDED_BY_KEY, DIGEST_KEY, OTHER_RULES, READ_THREADS, file_identity, pool_identity,
                                                read_index, read_manifest, stale_reasons)
-from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, attempt_runs
+from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, DECISIONS_RUN_KEY, attempt_runs
 from curation_pipeline.reporting.markdown import markdown_table
 from curation_pipeline.shards.writer import FINAL_CAPTIONS_KEY, ROWS_DIGEST_KEY, read_curated_record
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY, FINGERPRINT_KEY, RAW_SHA_KEY, raw_sha
@@ -337,11 +338,13 @@ def _create_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> dict[
 def table_provenance(con: duckdb.DuckDBPyConnection, files: dict[str, dict[str, str]]
                      ) -> dict[str, dict[str, dict[str, str]]]:
     """table -> shard -> what its file records (raw sha256 ``raw``, failed blocking checks ``failed``; for
-    final_captions ``attempt_runs``, the rewrite attempts' runs it resolved, None when unrecorded), from the
+    final_captions ``attempt_runs``, the rewrite attempts' runs it resolved, and ``decisions_run``, the run of the
+    decisions it resolved; for caption_decisions ``decisions_run``, the run that made them; None when
+    unrecorded), from the
     files' Parquet footers, one DuckDB query per table (through the warehouse's file system); for
     rewritten_captions ``attempt_runs`` is that of its rows (one more query, of the run_id column)."""
     out: dict[str, dict[str, dict[str, str]]] = {}
-    keys = [FINGERPRINT_KEY, RAW_SHA_KEY, FAILED_CHECKS_KEY, ATTEMPT_RUNS_KEY]
+    keys = [FINGERPRINT_KEY, RAW_SHA_KEY, FAILED_CHECKS_KEY, ATTEMPT_RUNS_KEY, DECIDED_BY_KEY, DECISIONS_RUN_KEY]
     for table, by_shard in files.items():
         shard_of = {os.path.basename(f)[: -len(".parquet")]: s for s, f in by_shard.items()}
         meta: dict[str, dict[str, str]] = {s: {} for s in by_shard}
@@ -354,8 +357,10 @@ def table_provenance(con: duckdb.DuckDBPyConnection, files: dict[str, dict[str, 
                 shard = shard_of.get(file.rsplit("/", 1)[-1][: -len(".parquet")])
                 if shard is not None:
                     meta[shard][key] = value
+        run_key = DECIDED_BY_KEY if table == "caption_decisions" else DECISIONS_RUN_KEY
         out[table] = {s: {"raw": raw_sha(m), "failed": m.get(FAILED_CHECKS_KEY) or "",
-                          "attempt_runs": m.get(ATTEMPT_RUNS_KEY)} for s, m in meta.items()}
+                          "attempt_runs": m.get(ATTEMPT_RUNS_KEY), "decisions_run": m.get(run_key)}
+                      for s, m in meta.items()}
     if files.get("rewritten_captions"):
         import duckdb
 
@@ -405,6 +410,20 @@ def stale_rewrites(provenance: dict[str, dict[str, dict[str, str]]], shard: str)
             "them, so the attempts it shows are not those the published captions came from (a deterministic "
             "rewriter may have proposed the same captions again: runs are compared, not text); materialize "
             "final_captions and curated_shards of this shard")
+
+
+def stale_decisions(provenance: dict[str, dict[str, dict[str, str]]], shard: str) -> str:
+    """A sentence ('' if none) when the shard's final_captions resolved the decisions of another run than its
+    stored caption_decisions (those made again alone, or a run that failed after deciding), so the decisions
+    lineage shows are not those the published captions came from. Unrecorded (older tables) is taken as current."""
+    read = provenance.get("final_captions", {}).get(shard, {}).get("decisions_run")
+    stored = provenance.get("caption_decisions", {}).get(shard, {}).get("decisions_run")
+    if not read or not stored or read == stored:
+        return ""
+    return (f"final_captions (and any curated tar made from it) resolved the decisions of run {read[:8]}, but the "
+            f"stored caption_decisions are run {stored[:8]}'s: the shard was decided again without them, so its "
+            "decisions are not those the published captions came from (runs are compared, not decisions); "
+            "materialize rewritten_captions, final_captions and curated_shards of this shard")
 
 
 def _runs(stamp: str) -> str:
@@ -545,7 +564,7 @@ def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: d
         if shard in failures:
             problems.append(("failed", f"last run: {str(failures[shard])[:500]}"))
         _, stale = stale_tables(provenance, shard)
-        stale = stale or stale_rewrites(provenance, shard)
+        stale = stale or stale_rewrites(provenance, shard) or stale_decisions(provenance, shard)
         if stale:
             problems.append(("stale", stale))
         for table in TABLES:

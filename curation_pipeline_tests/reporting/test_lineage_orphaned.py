@@ -69,3 +69,46 @@ def test_rewritten_captions_made_again_alone_marks_the_shard_stale(tmp_path):
         fixed = wh.read_table("final_captions", SHARD)
         accepted = set(attempts.loc[attempts["accepted"], "key"])
         assert set(fixed.loc[fixed["rewritten"], "key"]) <= accepted
+
+
+def test_caption_decisions_made_again_alone_marks_the_shard_stale(tmp_path):
+    """The same for the decisions: decided again (the UI, one asset) while final_captions still resolves the
+    earlier run's, so the ``decided:`` lines are not what was published under."""
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.resources import ScoringResource
+    from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES
+
+    raw, wh_dir = tmp_path / "raw", tmp_path / "wh"
+    raw.mkdir()
+    shutil.copy(RAW_SAMPLES / f"{SHARD}.tar", raw / f"{SHARD}.tar")
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(wh_dir), scoring=ScoringResource(profile="text"))
+    wh = Warehouse(str(wh_dir))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("shards", [SHARD])
+        job = defs.resolve_job_def("curate_shards")
+
+        def run(names=None):
+            keys = [dg.AssetKey(n) for n in names] if names else None
+            result = job.execute_in_process(partition_key=SHARD, instance=instance, raise_on_error=False,
+                                            run_config=QUIET, asset_selection=keys)
+            return result.run_id if result.success else None
+
+        first = run()
+        assert first and caption_history(wh, shard=SHARD).stale == {}
+
+        again = run(["caption_decisions"])
+        assert again
+        history = caption_history(wh, shard=SHARD)
+        why = history.stale.get(SHARD, "")
+        assert why.startswith(f"final_captions (and any curated tar made from it) resolved the decisions of run "
+                              f"{first[:8]}, but the stored caption_decisions are run {again[:8]}'s")
+        text = format_history(history, limit=100)
+        assert text.startswith(f"STALE shard {SHARD}: {why}")
+        mark = "  STALE:    final caption resolved earlier decisions than the one shown (see above)"
+        assert text.count(mark) == len(history.final) > 0
+        shards = build_report(wh).shards.set_index("shard")
+        assert shards["status"][SHARD] == "stale" and shards["status_detail"][SHARD] == why
+
+        assert run(["rewritten_captions", "final_captions", "curated_shards"])  # the remedy named
+        assert caption_history(wh, shard=SHARD).stale == {}
+        assert build_report(wh).shards.set_index("shard")["status"][SHARD] == "ok"
