@@ -898,14 +898,14 @@ def report_markdown(report: Report) -> str:
     lines = [
         f"**{o['pairs_read']} pairs** in {o['counted_shards']} shards: {o['kept_as_is']} kept as is, "
         f"{o['rewritten']} rewritten, {o['dropped']} dropped, {o['skipped_members']} members skipped.",
-        *([f"", f"**{len(left_out)} of {o['shards']} shards left out** of every figure pooled over shards ({why}; "
+        *(["", f"**{len(left_out)} of {o['shards']} shards left out** of every figure pooled over shards ({why}; "
            f"{o['left_out_pairs_read']} pairs read): see *Shards left out*."] if len(left_out) else []),
-        *([f"", f"**The pool is not settled**: {o['unsettled_shards']} shards were decided against an older duplicate "
+        *(["", f"**The pool is not settled**: {o['unsettled_shards']} shards were decided against an older duplicate "
            f"index or keep_fraction cut (shards run one by one, as a backfill does: a cross-shard duplicate may "
            f"be published twice), or under another policy than dedup_index's. To {SETTLE_HINT} (each shard's "
            f"reason under *Shards left out* says how); then rebuild this report."]
           if o.get("unsettled_shards") else []),
-        *([f"", f"**{len(frozen)} frozen shards** ({', '.join(frozen['shard'])}) cannot be re-selected (no raw file or "
+        *(["", f"**{len(frozen)} frozen shards** ({', '.join(frozen['shard'])}) cannot be re-selected (no raw file or "
            f"no registered partition): counted, as they publish their curated tar, but decided otherwise than the "
            f"pool's keep_fraction rule; their status_detail says what to do."] if len(frozen) else []),
         "", "### Per shard", "",
