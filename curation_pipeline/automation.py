@@ -338,9 +338,12 @@ def stored_shards(warehouse: WarehouseResource) -> dict[dg.AssetKey, set[str]]:
     return stored
 
 
-# a run records the shard assets' code versions it was asked with (schedule and sensor runs), so a failed
-# run is tried again once the code changed; a run launched by hand has none, and waits for a new raw file
+# a run records the shard assets' code versions and the code location's settings it was asked with (schedule and
+# sensor runs), so a failed run is tried again once either changed; a run launched by hand has none, and waits for
+# a new raw file
 CODE_TAG = "curation/code_versions"
+# the resources whose settings can make a shard fail or pass (a model path, a drift limit, a Ray address)
+SETTINGS_RESOURCES = ("scoring", "rewriter", "policy", "compute")
 # finished runs in a row, all failed in a step with the same code and raw version, that hold a shard back
 HELD_AFTER = 2
 
@@ -349,7 +352,20 @@ def shard_code_versions(repository: dg.RepositoryDefinition | None) -> str | Non
     if repository is None:
         return None
     graph = repository.asset_graph
-    return ",".join(f"{key.to_user_string()}={graph.get(key).code_version}" for key in SHARD_KEYS if graph.has(key))
+    code = ",".join(f"{key.to_user_string()}={graph.get(key).code_version}" for key in SHARD_KEYS if graph.has(key))
+    return f"{code};settings={location_settings(repository)}"
+
+
+def location_settings(repository: dg.RepositoryDefinition) -> str:
+    """A digest of the settings the code location gives its runs (``SETTINGS_RESOURCES``, as defined there; a
+    launchpad's run config is not the location's): fixing a model path or a policy limit there asks a held shard
+    again. Only a digest is recorded, never the values."""
+    import hashlib
+
+    resources = repository.get_top_level_resources()
+    config = {name: field.default_value for name in SETTINGS_RESOURCES
+              if name in resources and (field := resources[name].config_field) is not None and field.default_provided}
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def failed_the_same_way(instance: dg.DagsterInstance, key: str, code: str | None,
@@ -379,7 +395,7 @@ def failed_the_same_way(instance: dg.DagsterInstance, key: str, code: str | None
         return None  # asked with other code versions: the later failure is the first of its code
     then = tags.pop()
     if code is not None and then is not None and then != code:
-        return None  # changed code: it may not fail any more
+        return None  # changed code or settings: it may not fail any more
     from dagster._core.execution.plan.objects import ErrorSource
 
     steps = []
@@ -397,7 +413,7 @@ def failed_the_same_way(instance: dg.DagsterInstance, key: str, code: str | None
         return None
     runs = " and ".join(f"{r.dagster_run.run_id}{f' (step {step})' if step else ''}" for r, step in zip(records, steps))
     return (f"{key}: failed in {HELD_AFTER} runs in a row, {runs}; fix and re-run it, or materialize it by hand (it "
-            "is asked again after a new raw version is observed or its code changes)")
+            "is asked again after a new raw version is observed, or its code or the code location's settings change)")
 
 
 def _new_raw_version_since(instance: dg.DagsterInstance, key: str, since: float) -> bool:
@@ -516,8 +532,8 @@ observe_raw_shards_schedule = dg.ScheduleDefinition(
              "inputs) or last made into another warehouse; one whose stale tables all come after its scores "
              "(another rewriter version or model) runs its decide half alone, from its stored scores. A shard whose "
              "last run failed in a step is asked once more; one whose last two runs failed in a step is held (named "
-             "in the tick, with both runs) until a new raw version is observed or the code changes. A shard with a "
-             "run queued, launching or started is left to that run (one started is named, with its run id: a run "
+             "in the tick, with both runs) until a new raw version is observed or the code or the location's "
+             "settings change. A shard with a run queued, launching or started is left to that run (one started is named, with its run id: a run "
              "whose process died stays STARTED until terminated or failed by run monitoring).")
 def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
     try:  # listed once for every shard; the location itself missing is not every raw file gone

@@ -229,7 +229,8 @@ def _tick(defs, instance):
     return result.skip_message
 
 
-def test_a_shard_that_failed_in_a_step_is_retried_once_then_held_until_its_raw_file_or_code_changes(tmp_path):
+def test_a_shard_that_failed_in_a_step_is_retried_once_then_held_until_its_raw_file_code_or_settings_change(
+        tmp_path):
     """One step failure may be an outage or a killed worker: asked once more. Two in a row would fail again
     the same way: re-running it every night would re-score the whole shard only to fail at the same step."""
     from dagster._core.test_utils import create_run_for_test
@@ -276,6 +277,12 @@ def test_a_shard_that_failed_in_a_step_is_retried_once_then_held_until_its_raw_f
         changed = dg.Definitions(assets=bumped, resources=defs.resources)
         assert list(shards_to_refresh(instance, defs.resources["warehouse"], changed.get_repository_def())) == [
             "sample-000000"]
+        # so is a change of the code location's settings (the drift limit that failed it, fixed)
+        fixed = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
+                                  scoring=ScoringResource(profile="text"),
+                                  policy=PolicyResource(rewrite=False, drift=DriftConfig(min_rows=1)))
+        assert list(_tick(fixed, instance)) == ["sample-000000"]
+        assert isinstance(_tick(defs, instance), str)  # the same settings again: still held
         # a new raw version observed since the failed runs: asked again
         data = bytearray((raw / "sample-000000.tar").read_bytes())
         data[-1] ^= 1
