@@ -36,7 +36,7 @@ from curation_pipeline.scoring.run import Faults
 from curation_pipeline.scoring.signals import limit_torch_threads
 from curation_pipeline.shards.fingerprint import RawFingerprint
 from curation_pipeline.shards.reader import (ReaderLimits, Sample, ShardReader, ShardSkip, attach_model_image,
-                                             decode_image, kept_decode, open_stored)
+                                             decode_image, kept_decode, open_image, open_stored)
 
 
 READ_CPUS = 0.5  # the read task streams one tar (I/O and hashing); decode and the models take the CPUs
@@ -204,12 +204,10 @@ def decode_batches(table: pa.Table, limits: ReaderLimits = ReaderLimits(), full:
 
 
 def _images(row: dict) -> list:
-    import io
-
     from PIL import Image
 
     if "encoded" in row:  # verified where decoded: the same unloaded image the local reader hands on
-        return [Image.open(io.BytesIO(data)) if data is not None else None for data in row["encoded"]]
+        return [open_image(data) if data is not None else None for data in row["encoded"]]
 
     def rgb(prefix: str) -> list:
         return [Image.frombytes("RGB", (int(w), int(h)), data) if data is not None else None

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Literal
 
 import fsspec
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 # every IMAGE_EXTS format registered up front: ``Image.open`` of one Pillow has not yet imported runs
 # ``Image.init()``, importing all of its ~50 plugins (30-70 ms, on a run's first shard). The order stays
@@ -62,6 +62,10 @@ def base_plus_ext(name: str) -> tuple[str | None, str | None]:
 # jfif and jpe are JPEG's other names: PIL decodes them, the curated tar keeps the member's extension and
 # webdataset's decoder (``autodecode.IMAGE_EXTENSIONS``) and ``verify_curated`` read them back
 IMAGE_EXTS = ("jpg", "jpeg", "jfif", "jpe", "png", "webp", "bmp", "gif", "tif", "tiff")
+# The Pillow formats of IMAGE_EXTS, the only ones opened, whatever a member's name: another format's plugin
+# (EPS and PDF hand the bytes to Ghostscript; others are rarely used) never sees a shard's untrusted bytes
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+NOT_AN_IMAGE = "not a JPEG, PNG, WebP, BMP, GIF or TIFF image (no other format is opened)"
 CAPTION_EXTS = ("txt", "caption")
 META_EXTS = ("json",)
 
@@ -330,11 +334,16 @@ def kept_decode(image: Image.Image | None) -> bool | None:
     return None if attached is None else bool(attached[2])
 
 
+def open_image(data: bytes) -> Image.Image:
+    """``Image.open`` of a member's bytes, in one of ``IMAGE_FORMATS`` only (lazy: the header read)."""
+    return Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+
+
 def open_stored(data: bytes) -> Image.Image:
     """The file's own decode again from its bytes, as ``decode_image`` made it (first frame, loaded)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        im = Image.open(io.BytesIO(data))
+        im = open_image(data)
         im.seek(0)
         im.load()
     return im
@@ -394,7 +403,7 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
             # max_pixels, checked from the header below, is the limit: PIL's warning (above its global
             # MAX_IMAGE_PIXELS, ~89 MP) would shadow it; its DecompressionBombError (2x that) still holds
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = open_image(data)
             info.update(image_format=im.format, image_mode=im.mode, width=im.size[0], height=im.size[1],
                         n_frames=int(getattr(im, "n_frames", 1)))
             if im.size[0] * im.size[1] > limits.max_pixels:
@@ -405,7 +414,7 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
                 return None, info
             header = im
             if full == "verify":
-                im = Image.open(io.BytesIO(data))
+                im = open_image(data)
                 im.draft(None, (1, 1))  # JPEG: the smallest DCT scale; other formats ignore it
             im.seek(0)
             im.load()
@@ -417,6 +426,9 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
                 attach_model_image(rgb, im, differs=oriented or not plain)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         info.update(decode_status="too_large", decode_error=error_text(exc).split(": ", 1)[-1])
+        return None, info
+    except UnidentifiedImageError:
+        info.update(decode_status="corrupt", decode_error=NOT_AN_IMAGE)
         return None, info
     except Exception as exc:  # PIL raises many types for bad bytes
         info.update(decode_status="corrupt", decode_error=error_text(exc))

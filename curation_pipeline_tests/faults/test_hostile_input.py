@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from curation_pipeline.resources import ScoringResource
-from curation_pipeline.shards.reader import ReaderLimits, ShardReader, parse_meta
+from curation_pipeline.shards.reader import NOT_AN_IMAGE, ReaderLimits, ShardReader, decode_image, parse_meta
 from curation_pipeline.storage.warehouse import Warehouse
 from curation_pipeline_tests.conftest import REPO_ROOT, run_pipeline
 from curation_pipeline_tests.faults import builders
@@ -205,6 +205,21 @@ def test_error_texts_hold_no_memory_address_and_tables_are_byte_identical(tmp_pa
         assert results["jsons"].success
         files.append({t: (tmp_path / run / t / "jsons.parquet").read_bytes() for t in ("pairs", "skips")})
     pairs = Warehouse(str(tmp_path / "a")).read_table("pairs", "jsons").set_index("key")
-    assert pairs["decode_error"]["garbage"] == "UnidentifiedImageError: cannot identify image file <_io.BytesIO object>"
+    assert pairs["decode_error"]["garbage"] == NOT_AN_IMAGE
     assert not pairs["decode_error"].dropna().str.contains("0x").any()
     assert files[0] == files[1]
+
+
+@pytest.mark.parametrize("full", [True, False, "verify"])
+def test_an_image_member_of_another_format_is_never_opened_by_its_plugin(monkeypatch, full):
+    """PostScript named .jpg: Pillow would read it as EPS and hand it to Ghostscript on load (untrusted code
+    run on the worker); every decode refuses it by content, naming the formats it opens."""
+    from PIL import EpsImagePlugin
+
+    called = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: called.append(a))
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: called.append("open"))
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    image, info = decode_image(eps, full=full)
+    assert image is None and info["decode_status"] == "corrupt" and info["decode_error"] == NOT_AN_IMAGE
+    assert called == []
