@@ -55,9 +55,19 @@ def test_prefix_is_applied_and_optional(model_dir, images):
     assert no_prefix.score(batch)["clip_cosine"][0] != pytest.approx(with_prefix, abs=1e-6)
 
 
-def test_long_text_is_truncated(model_dir, images):
-    frame = ClipScorer(model_dir).score(PairBatch(["a"], ["a dog runs " * 200], images[:1]))
-    assert np.isfinite(frame["clip_cosine"][0]) and frame["clip_error"][0] is None
+def test_long_text_is_cut_to_the_model_context_ending_in_its_end_token(model_dir, images):
+    """As ``clip.tokenize(truncate=True)`` in clipscore.py: the row is the full context, its last token the
+    end-of-text one, and the score is that of the cut text."""
+    scorer = ClipScorer(model_dir)
+    caption = "a dog runs " * 200
+    ids = scorer.inputs(images[:1], [scorer._text(caption)])["input_ids"][0].tolist()
+    assert len(ids) == scorer.model.config.text_config.max_position_embeddings == 16
+    if "siglip" not in scorer.model.config.model_type:  # SigLIP pads to the context and has no end token there
+        assert ids[-1] == scorer.processor.tokenizer.eos_token_id and ids.count(ids[-1]) == 1
+    frame = scorer.score(PairBatch(["a"], [caption], images[:1]))
+    assert frame["clip_error"][0] is None
+    np.testing.assert_allclose(frame["clip_cosine"], _hand_cosines(scorer, images[:1], [f"A photo depicts {caption}"]),
+                               atol=1e-5)
 
 
 def test_missing_image_or_caption_is_nan_with_reason(model_dir, images):
