@@ -704,6 +704,10 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     # files of --raw passed over (a name that is no shard key, a .tar.gz, ...): the valid shards are curated,
     # then the exit code says bad input so a script notices; not when --shard named what to curate
     skipped = 0 if shards else len(rejected)
+    # raw files read only up to damage (a cut download, an HTML page saved as .tar): curated, but a script must notice
+    damaged = _damaged(wh, [shard for shard in selected if shard not in failed])
+    for shard, detail in damaged.items():
+        click.echo(f"damaged: {shard}.tar: {detail}", err=True)
     if failed:
         click.echo(f"FAILED: {', '.join(failed)}", err=True)
     else:
@@ -712,7 +716,31 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     if skipped:
         click.echo(f"skipped {skipped} file{'s' if skipped != 1 else ''} of {raw}, not curated (each named under "
                    "'skipped:' above)", err=True)
-    return EXIT_FAILED if failed else EXIT_BAD_INPUT if skipped else 0
+    if damaged:
+        click.echo(f"{len(damaged)} raw file{'s' if len(damaged) != 1 else ''} read only up to damage (each named "
+                   "under 'damaged:' above): replace them and run those shards again", err=True)
+    return EXIT_FAILED if failed else EXIT_BAD_INPUT if skipped or damaged else 0
+
+
+DAMAGE_SAYS = {"unreadable_tar": "no sample read: not a tar, or damaged at its start",
+               "corrupt_tar": "nothing after it read", "truncated_tar": "the file ends there"}
+
+
+def _damaged(wh, shards: list[str]) -> dict[str, str]:
+    """shard -> its skips that say its raw file is damaged (``TAR_DAMAGE``), for the shards read by this run."""
+    from curation_pipeline.shards.reader import TAR_DAMAGE
+
+    out = {}
+    for shard in shards:
+        try:
+            skips = wh.read_table("skips", shard, columns=["reason", "detail"], keep=False)
+        except FileNotFoundError:
+            continue
+        damage = skips[skips["reason"].isin(TAR_DAMAGE)]
+        if len(damage):
+            out[shard] = "; ".join(f"{r.reason} {r.detail} ({DAMAGE_SAYS[r.reason]})"
+                                   for r in damage.itertuples(index=False))
+    return out
 
 
 def _embeds_captions(scorers) -> bool:

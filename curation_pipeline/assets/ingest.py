@@ -16,7 +16,7 @@ from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
 from curation_pipeline.resources import ComputeResource, PolicyResource, WarehouseResource
 from curation_pipeline.shards.fingerprint import RawFingerprint, observed_version
-from curation_pipeline.shards.reader import RECORD_COLUMNS, ShardReader
+from curation_pipeline.shards.reader import RECORD_COLUMNS, TAR_DAMAGE, ShardReader
 from curation_pipeline.storage.warehouse import READ_THREADS
 
 # a run tag: the shards (a JSON list) an observation of no partition covers, where not every registered one
@@ -121,6 +121,9 @@ def _inventory(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     status = inventory["decode_status"].value_counts() if len(inventory) else pd.Series(dtype=int)
     skip_counts = skips["reason"].value_counts()
     context.log.info(f"{shard}: {len(inventory)} pairs, {len(skips)} skipped members")
+    for damage in skips[skips["reason"].isin(TAR_DAMAGE)].itertuples(index=False):
+        context.log.warning(f"{shard}: the raw file is damaged, nothing after it is read: {damage.reason} "
+                            f"{damage.detail}")
     # named for what was checked: a header read says nothing of the body (a truncated image passes it), so its
     # counts are no decode's; quality_scores decodes every image, and the report's ``decoded`` counts that
     ok, not_ok = ("decoded", "undecodable") if full else ("headers_ok", "headers_not_ok")

@@ -65,6 +65,8 @@ IMAGE_EXTS = ("jpg", "jpeg", "jfif", "jpe", "png", "webp", "bmp", "gif", "tif", 
 # The Pillow formats of IMAGE_EXTS, the only ones opened, whatever a member's name: another format's plugin
 # (EPS and PDF hand the bytes to Ghostscript; others are rarely used) never sees a shard's untrusted bytes
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+# skips that say the raw file itself is damaged: what comes after the damage is not read (none of it, at 0 members)
+TAR_DAMAGE = ("unreadable_tar", "corrupt_tar", "truncated_tar")
 NOT_AN_IMAGE = "not a JPEG, PNG, WebP, BMP, GIF or TIFF image (no other format is opened)"
 CAPTION_EXTS = ("txt", "caption")
 META_EXTS = ("json",)

@@ -259,3 +259,26 @@ def test_model_faults_in_a_real_partition_retry_smaller_and_mark_pairs_missing(t
     assert scores["flaky_error"].drop(poison).isna().all()
     assert metadata(result, "quality_scores")["missing_flaky"] == 1
     assert metadata(result, "curated_shards")["samples"] > 0
+
+
+def test_curate_run_names_raw_files_read_only_up_to_damage_and_exits_bad_input(tmp_path, monkeypatch):
+    """An HTML page saved as .tar and a download cut short are curated as far as they read (counted skips), but
+    `curate run` names each and exits 2, as for skipped files: "done" and 0 would hide them from a script."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    good = (RAW_SAMPLES / "sample-000000.tar").read_bytes()
+    (raw / "good.tar").write_bytes(good)
+    (raw / "page.tar").write_bytes(b"<html><body>503 Service Unavailable" + b" " * 2000 + b"</body></html>\n")
+    (raw / "cut.tar").write_bytes(good[: len(good) // 2])
+    out = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--no-report",
+                                    "--set", "scoring.profile=text"])
+    assert out.exit_code == EXIT_BAD_INPUT, out.output
+    damaged = [line for line in out.output.splitlines() if line.startswith("damaged: ")]
+    assert [line.split(":")[1].strip() for line in damaged] == ["cut.tar", "page.tar"]
+    assert "truncated_tar after " in damaged[0] and damaged[0].endswith("(the file ends there)")
+    assert damaged[1] == ("damaged: page.tar: unreadable_tar after 0 members: ReadError: bad checksum (no sample "
+                          "read: not a tar, or damaged at its start)")
+    assert "done: 3 shards curated" in out.output
+    assert "2 raw files read only up to damage" in out.output
+    assert (tmp_path / "wh" / "curated" / "good.tar").exists()
