@@ -172,6 +172,13 @@ class _Members:
             self.meta_unread = unread.error
 
     @property
+    def parts(self) -> frozenset[str]:
+        """The parts read (image, caption, meta): a later member of the key of another part means the sample's
+        members were not adjacent."""
+        return frozenset(part for part, data in (("image", self.image), ("caption", self.caption),
+                                                 ("meta", self.meta)) if data is not None)
+
+    @property
     def read_any(self) -> bool:
         """Whether an image, caption or json member of the key was read: else it is no sample, only the counted
         skips of its members (as a key whose only member is skipped unread)."""
@@ -596,7 +603,7 @@ class ShardReader:
         unread belongs to the sample of its key around it, but never starts or splits one: it is held
         until the next read member says whether that sample is its own."""
         current: _Members | None = None
-        seen: set[str] = set()
+        seen: dict[str, frozenset[str]] = {}  # key -> the parts its sample read
         pending: tuple[str, list[_Unread]] | None = None  # unread members of a sample not begun yet
         for name, data in self._members():
             key, ext = base_plus_ext(name)
@@ -619,9 +626,13 @@ class ShardReader:
             if current is None or key != current.key:
                 if current is not None and not current.duplicate and current.read_any:
                     yield current
-                    seen.add(current.key)
+                    seen[current.key] = current.parts
                 if key in seen:
-                    self._skip("duplicate_key", key=key, member=name, detail="key already read earlier in shard")
+                    part = _Unread(ext.lower(), "", "").part
+                    self._skip("duplicate_key", key=key, member=name, detail="key already read earlier in shard" + (
+                        f", without its {part}: the sample's members are not next to each other (webdataset reads "
+                        "a sample from consecutive members; write the tar in name order, e.g. `tar --sort=name`)"
+                        if part is not None and part not in seen[key] else ""))
                     current, pending = _Members(key=key, duplicate=True), None
                     continue
                 current = _Members(key=key)

@@ -187,3 +187,20 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_tar_not_in_name_order_is_said_to_split_its_samples(tmp_path):
+    """`tar -cf x.tar .` writes a folder in directory order: a sample's caption comes after another sample's
+    image, and webdataset's grouping (consecutive members) reads every sample as half. Each later half is a
+    duplicate_key skip that says why, not only that the key came twice."""
+    jpg = faults.jpeg()
+    path = builders.write_members(tmp_path / "u.tar", [("a.jpg", jpg), ("b.jpg", jpg), ("a.txt", b"a dog"),
+                                                       ("b.txt", b"a cat"), ("c.jpg", jpg), ("c.txt", b"x"),
+                                                       ("d.jpg", jpg), ("d.txt", b"y"), ("c.jpg", jpg)])
+    reader = ShardReader(str(path), "u")
+    assert [(s.key, s.caption) for s in reader] == [("a", None), ("b", None), ("c", "x"), ("d", "y")]
+    details = {s.key: s.detail for s in reader.skips if s.reason == "duplicate_key"}
+    split = ("key already read earlier in shard, without its caption: the sample's members are not next to each "
+             "other (webdataset reads a sample from consecutive members; write the tar in name order, e.g. "
+             "`tar --sort=name`)")
+    assert details == {"a": split, "b": split, "c": "key already read earlier in shard"}  # c: a true duplicate
