@@ -118,6 +118,7 @@ def test_too_few_rows_passes_with_a_note(captions):
     assert result.expectations == []
     meta = result.to_metadata()
     assert "drift_kl" not in meta
+    assert "KL divergence" not in result.to_markdown() and "nan" not in result.to_markdown()  # no divergence to show
     assert meta["drift_note"] == result.note
 
 
