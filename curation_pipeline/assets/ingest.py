@@ -18,6 +18,7 @@ from curation_pipeline.resources import ComputeResource, PolicyResource, Warehou
 from curation_pipeline.shards.fingerprint import RawFingerprint, observed_version
 from curation_pipeline.shards.reader import RECORD_COLUMNS, TAR_DAMAGE, ShardReader
 from curation_pipeline.storage.warehouse import READ_THREADS
+from curation_pipeline.validation.lengths import caption_lengths
 
 # a run tag: the shards (a JSON list) an observation of no partition covers, where not every registered one
 OBSERVE_TAG = "curation/observe_shards"
@@ -130,7 +131,8 @@ def _inventory(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     return inventory, {
         **numbers({"pairs": len(inventory), ok: int(status.get("ok", 0)),
                    not_ok: int(len(inventory) - status.get("ok", 0)),
-                   "no_caption": int(inventory["caption"].isna().sum()) if len(inventory) else 0,
+                   # no word (none, or only whitespace), as the report, the drift check and the rewriter count it
+                   "no_caption": int((caption_lengths(inventory["caption"]) == 0).sum()) if len(inventory) else 0,
                    "caption_problems": int(inventory["caption_problem"].notna().sum()) if len(inventory) else 0,
                    "skipped_members": len(skips), "raw_bytes": fingerprint.size,
                    "meta_errors": int(inventory["meta_error"].notna().sum()) if len(inventory) else 0}),

@@ -45,7 +45,7 @@ figures over the kept ones that had a caption), as the drift check compares them
 ``quality_scores`` decoded them (``pairs.decode_status`` is, by default, from the image header alone, which a
 truncated body passes): NULL for a shard not scored yet, or for a pool whose quality_scores carry no
 ``decode_status`` (tables of an older version; every profile decodes each image now, ``text`` included).
-``no_caption`` counts pairs with no caption or only whitespace. Quantiles are DuckDB's interpolated ones
+``no_caption`` counts pairs whose caption has no word (none, or only whitespace), as ``word_count`` counts. Quantiles are DuckDB's interpolated ones
 (``quantile_cont``); the check's are numpy's ``nearest``.
 Rewriters are reported per name, version (the model) and prompt hash: every VLM is named ``vlm``.
 """
@@ -607,8 +607,8 @@ SHARD_SUMMARY = """
 CREATE TABLE shard_summary AS
 WITH p AS (
   SELECT shard, count(*) AS pairs_read,
-         -- none, or only whitespace: no word to count, as the drift check and the rewriter see it
-         count(*) FILTER (WHERE caption IS NULL OR regexp_matches(caption, '^[\s\pZ]*$')) AS no_caption,
+         -- no word (none, only whitespace or controls), as the drift check and the rewriter count it
+         count(*) FILTER (WHERE word_count(caption) = 0) AS no_caption,
          count(*) FILTER (WHERE caption_problem IS NOT NULL) AS caption_problems
   FROM pairs GROUP BY shard),
 -- images decoded in full: quality_scores' decode, not pairs' (by default from the image header, which a

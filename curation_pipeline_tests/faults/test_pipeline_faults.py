@@ -282,3 +282,24 @@ def test_curate_run_names_raw_files_read_only_up_to_damage_and_exits_bad_input(t
     assert "done: 3 shards curated" in out.output
     assert "2 raw files read only up to damage" in out.output
     assert (tmp_path / "wh" / "curated" / "good.tar").exists()
+
+
+def test_the_pairs_step_and_the_report_count_no_caption_alike(tmp_path):
+    """A caption of only whitespace is no caption to the drift check, the rewriter and the report: the partition's
+    metadata counts it too (it counted only missing captions)."""
+    from curation_pipeline_tests.faults import builders
+    from curation_pipeline_tests.shards.faults import jpeg
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    members = [("a.jpg", jpeg()), ("a.txt", b"A dog runs on the grass."), ("b.jpg", jpeg()), ("b.txt", b" \t\n"),
+               ("c.jpg", jpeg()), ("d.jpg", jpeg()), ("d.txt", "\u3000\x0b".encode())]
+    builders.write_members(raw / "caps.tar", members)
+    _, results = run_pipeline(raw, tmp_path / "wh", ["caps"], scoring=ScoringResource(profile="text"))
+    assert results["caps"].success
+    report = duckdb.connect(str(tmp_path / "wh" / "quality.duckdb"), read_only=True)
+    try:
+        (in_report,) = report.execute("SELECT no_caption FROM shard_summary WHERE shard = 'caps'").fetchone()
+    finally:
+        report.close()
+    assert metadata(results["caps"], "pairs")["no_caption"] == in_report == 3

@@ -200,12 +200,12 @@ def test_length_figures_leave_out_captions_written_for_pairs_that_had_none(tmp_p
 
 
 def test_no_caption_counts_the_pairs_without_a_word(tmp_path):
-    """None, empty, whitespace and an ideographic space are no caption, as the drift check and the rewriter
-    count it; a caption of one character is one."""
-    captions = ["a dog", None, "", " \t ", "\u3000", "#"]
+    """None, empty, whitespace, an ideographic space and controls Python counts as space (\\x0b, \\x1c, \\x85) are
+    no caption, as the drift check and the rewriter count it; a caption of one character is one."""
+    captions = ["a dog", None, "", " \t ", "\u3000", "\x0b\x1c\x85", "#"]
     wh = Warehouse(str(tmp_path / "wh"))
     _fill(wh, captions=captions, outcomes=["kept"] * len(captions))
-    assert build_report(wh).shards.set_index("shard").loc[SHARD, "no_caption"] == 4
+    assert build_report(wh).shards.set_index("shard").loc[SHARD, "no_caption"] == 5
 
 
 def test_rewriters_are_split_by_model_and_prompt(tmp_path):
