@@ -272,6 +272,17 @@ def parse_meta(data: bytes, member: str, limits: ReaderLimits = ReaderLimits()) 
     return meta, f"{where} {'; '.join(notes)}" if notes else None
 
 
+# json keys other datasets keep a caption under (LAION's parquet TEXT, alt text, ...): named where no caption was read
+_CAPTION_LIKE = frozenset({"text", "txt", "alt", "alt_text", "alttext", "description", "title", "captions", "prompt",
+                           "sentence", "label"})
+
+
+def _caption_like_keys(meta: dict | None) -> list[str]:
+    """The keys of ``meta`` that look like a caption's (``_CAPTION_LIKE``, any case) and hold text, first three."""
+    return [k for k, v in (meta or {}).items()
+            if isinstance(k, str) and k.lower() in _CAPTION_LIKE and isinstance(v, str) and v.strip()][:3]
+
+
 def _saved_as(text: str) -> str:
     """A caption file's text without how it was saved: a leading BOM, final line endings."""
     return text.removeprefix("\ufeff").rstrip("\r\n")
@@ -703,6 +714,9 @@ class ShardReader:
                 problems.append(f"no caption member in sample ({first}"
                                 + (f", and {more} more unsupported member{'s' if more > 1 else ''}" if more else "")
                                 + f"), caption members are .{', .'.join(CAPTION_EXTS)}")  # one part: no '; '
+            elif not problems and (other := _caption_like_keys(meta)):  # {"TEXT": ...}: read nowhere, and said
+                problems.append(f"no caption member in sample, and no 'caption' in its json (which has "
+                                f"{', '.join(repr(k) for k in other)}: only 'caption' is read)")
             return None, None, "; ".join(problems) or None
         if "\x00" in text:
             problems.append("NUL bytes removed")

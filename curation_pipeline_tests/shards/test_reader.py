@@ -204,3 +204,19 @@ def test_a_tar_not_in_name_order_is_said_to_split_its_samples(tmp_path):
              "other (webdataset reads a sample from consecutive members; write the tar in name order, e.g. "
              "`tar --sort=name`)")
     assert details == {"a": split, "b": split, "c": "key already read earlier in shard"}  # c: a true duplicate
+
+
+def test_a_caption_kept_under_another_json_key_is_named_not_read(tmp_path):
+    """{"TEXT": ...} (LAION's parquet column) and no .txt: the pair has no caption, and its caption_problem says
+    which keys its json has instead, rather than nothing."""
+    import json
+
+    jpg = faults.jpeg()
+    path = builders.write_members(tmp_path / "j.tar", [
+        ("a.jpg", jpg), ("a.json", json.dumps({"TEXT": "a dog", "alt": "", "url": "http://x"}).encode()),
+        ("b.jpg", jpg), ("b.json", json.dumps({"url": "http://x", "text": 3}).encode())])
+    rows = {s.key: s for s in ShardReader(str(path), "j")}
+    assert rows["a"].caption is None and rows["a"].record["caption_problem"] == (
+        "no caption member in sample, and no 'caption' in its json (which has 'TEXT': only 'caption' is read)")
+    assert ShardReader.problem_kind(rows["a"].record["caption_problem"]) == "no caption member"
+    assert rows["b"].caption is None and rows["b"].record["caption_problem"] is None  # nothing text-like to name
