@@ -82,7 +82,8 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
         # .jpe are images; caption_problem / meta_error / decode_error name a caption, json or image member
         # not read; caption_problem records NUL bytes removed and a json caption the .txt overrode. 4: a pair
         # with no caption names the members never parsed, y.text, in caption_problem. 5: and its json's
-        # caption-like keys; an image of a format other than JPEG, PNG, WebP, BMP, GIF or TIFF is not opened)
+        # caption-like keys; an image of a format other than JPEG, PNG, WebP, BMP, GIF or TIFF is not opened; a
+        # caption cut at max_caption_chars ends before a word the cut would split)
         "Inventory of every sample in the shard: key, caption, image size/format/bytes, content hashes, decode "
         "status and error. Members that are not samples are counted in the `skips` table.")},
 )

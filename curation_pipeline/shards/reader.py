@@ -283,6 +283,18 @@ def _caption_like_keys(meta: dict | None) -> list[str]:
             if isinstance(k, str) and k.lower() in _CAPTION_LIKE and isinstance(v, str) and v.strip()][:3]
 
 
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, and back to the space before a word the cut would split (``coff`` of
+    ``coffee`` reads as another word to every scorer and rewriter), where that space is in the second half; a
+    script written without spaces is cut at the limit."""
+    cut = text[:limit]
+    if limit and cut[-1].isalnum() and text[limit].isalnum():
+        space = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
+        if space > limit // 2:
+            return cut[:space].rstrip()
+    return cut
+
+
 def _saved_as(text: str) -> str:
     """A caption file's text without how it was saved: a leading BOM, final line endings."""
     return text.removeprefix("\ufeff").rstrip("\r\n")
@@ -727,7 +739,7 @@ class ShardReader:
                 problems.append(f"json caption differs (.{source} used)")
         if len(text) > self.limits.max_caption_chars:
             problems.append(f"truncated from {len(text)} chars")
-            text = text[: self.limits.max_caption_chars]
+            text = _cut(text, self.limits.max_caption_chars)
         return text, source, "; ".join(problems) or None
 
     def __iter__(self) -> Iterator[Sample]:

@@ -220,3 +220,19 @@ def test_a_caption_kept_under_another_json_key_is_named_not_read(tmp_path):
         "no caption member in sample, and no 'caption' in its json (which has 'TEXT': only 'caption' is read)")
     assert ShardReader.problem_kind(rows["a"].record["caption_problem"]) == "no caption member"
     assert rows["b"].caption is None and rows["b"].record["caption_problem"] is None  # nothing text-like to name
+
+
+def test_a_caption_cut_at_the_limit_never_ends_in_part_of_a_word(tmp_path):
+    """A 100,000-character caption cut at 10,000: "... coffee coff" gave scorers and the cleaner a new word
+    ("coff") that was never written; the cut goes back to the space before it. Punctuation after a whole word,
+    or a script without spaces, is cut at the limit."""
+    jpg = faults.jpeg()
+    path = builders.write_members(tmp_path / "c.tar", [
+        ("a.jpg", jpg), ("a.txt", b"coffee " * 20), ("b.jpg", jpg), ("b.txt", b"A dog runs in a park. More."),
+        ("c.jpg", jpg), ("c.txt", ("\u732b" * 40).encode())])
+    rows = {s.key: s for s in ShardReader(str(path), "c", limits=ReaderLimits(max_caption_chars=60))}
+    assert rows["a"].caption == " ".join(["coffee"] * 8)  # not "... coffee coff"
+    assert rows["a"].record["caption_problem"] == "truncated from 140 chars"
+    cut = {s.key: s for s in ShardReader(str(path), "c", limits=ReaderLimits(max_caption_chars=20))}
+    assert cut["b"].caption == "A dog runs in a park"  # whole words: cut at the limit
+    assert cut["c"].caption == "\u732b" * 20
