@@ -357,14 +357,19 @@ def shard_code_versions(repository: dg.RepositoryDefinition | None) -> str | Non
 
 
 def location_settings(repository: dg.RepositoryDefinition) -> str:
-    """A digest of the settings the code location gives its runs (``SETTINGS_RESOURCES``, as defined there; a
-    launchpad's run config is not the location's): fixing a model path or a policy limit there asks a held shard
-    again. Only a digest is recorded, never the values."""
+    """A digest of the settings the code location gives its runs (``SETTINGS_RESOURCES``, as defined there, and
+    the compute variables of its environment; a launchpad's run config is not the location's): fixing a model
+    path, a policy limit or a Ray address there asks a held shard again. Only a digest is recorded, never the
+    values."""
     import hashlib
+
+    from curation_pipeline.resources import COMPUTE_SETTINGS
 
     resources = repository.get_top_level_resources()
     config = {name: field.default_value for name in SETTINGS_RESOURCES
               if name in resources and (field := resources[name].config_field) is not None and field.default_provided}
+    # and what a run's process reads for compute settings left empty (a deployment sets them there, the chart too)
+    config["environment"] = {env: os.environ.get(env) for env, _ in COMPUTE_SETTINGS.values()}
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

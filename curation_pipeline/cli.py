@@ -1,7 +1,7 @@
 """``curate``: the demo run, runs over a folder of shards, lineage look-ups and the report.
 
 Exit codes: 0 success; 1 a run or check failed; 2 bad input (no shards found, an
-invalid shard name, an unknown key, a model that cannot be loaded).
+invalid shard name, an unknown key, a model that cannot be loaded, a raw file read only up to damage).
 """
 
 from __future__ import annotations
@@ -728,19 +728,21 @@ DAMAGE_SAYS = {"unreadable_tar": "no sample read: not a tar, or damaged at its s
 
 def _damaged(wh, shards: list[str]) -> dict[str, str]:
     """shard -> its skips that say its raw file is damaged (``TAR_DAMAGE``), for the shards read by this run."""
-    from curation_pipeline.shards.reader import TAR_DAMAGE
+    from concurrent.futures import ThreadPoolExecutor
 
-    out = {}
-    for shard in shards:
+    from curation_pipeline.shards.reader import TAR_DAMAGE
+    from curation_pipeline.storage.warehouse import READ_THREADS
+
+    def damage(shard: str) -> str | None:
         try:
             skips = wh.read_table("skips", shard, columns=["reason", "detail"], keep=False)
         except FileNotFoundError:
-            continue
-        damage = skips[skips["reason"].isin(TAR_DAMAGE)]
-        if len(damage):
-            out[shard] = "; ".join(f"{r.reason} {r.detail} ({DAMAGE_SAYS[r.reason]})"
-                                   for r in damage.itertuples(index=False))
-    return out
+            return None
+        told = skips[skips["reason"].isin(TAR_DAMAGE)]
+        return "; ".join(f"{r.reason} {r.detail} ({DAMAGE_SAYS[r.reason]})" for r in told.itertuples(index=False))
+
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # a request or two each on object storage
+        return {shard: told for shard, told in zip(shards, pool.map(damage, shards)) if told}
 
 
 def _embeds_captions(scorers) -> bool:

@@ -532,3 +532,27 @@ def test_the_schedule_names_a_missing_raw_location_and_the_shards_whose_raw_file
             run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}}).success
         assert tick() == ("nothing to run. 1 registered shard(s) passed over, their raw file gone: sample-000001 "
                           "(prune_shards removes their partitions)")
+
+
+def test_the_settings_digest_follows_the_compute_variables_a_deployment_sets(monkeypatch):
+    """A deployment (the chart too) gives compute settings as environment variables, read where a run starts:
+    fixing a wrong Ray address there asks a held shard again, as a change in code does. The digest is the same
+    in every process for the same settings."""
+    import subprocess
+    import sys
+
+    from curation_pipeline.automation import location_settings
+    from curation_pipeline.definitions import build_definitions
+
+    def digest() -> str:
+        return location_settings(build_definitions(raw_root="/r", warehouse_root="/w").get_repository_def())
+
+    monkeypatch.delenv("CURATION_RAY_ADDRESS", raising=False)
+    before = digest()
+    monkeypatch.setenv("CURATION_RAY_ADDRESS", "ray://head:10001")
+    assert digest() != before
+    code = ("from curation_pipeline.automation import location_settings\n"
+            "from curation_pipeline.definitions import build_definitions\n"
+            "print(location_settings(build_definitions(raw_root='/r', warehouse_root='/w').get_repository_def()))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert other.stdout.strip() == digest(), other.stderr[-2000:]

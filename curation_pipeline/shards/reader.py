@@ -143,6 +143,9 @@ class _Unread:
                 else "meta" if last in META_EXTS else None)
 
 
+_PARTS: dict[frozenset[str], frozenset[str]] = {}  # each combination of parts once, however many keys are seen
+
+
 @dataclass
 class _Members:
     key: str
@@ -371,6 +374,12 @@ def open_image(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
 
 
+def _opened_format(data: bytes) -> str | None:
+    """The one of ``IMAGE_FORMATS`` whose signature ``data`` starts with (its plugin's own check), or None."""
+    return next((fmt for fmt in IMAGE_FORMATS if fmt in Image.OPEN
+                 and ((accept := Image.OPEN[fmt][1]) is None or accept(data[:16]))), None)
+
+
 def open_stored(data: bytes) -> Image.Image:
     """The file's own decode again from its bytes, as ``decode_image`` made it (first frame, loaded)."""
     with warnings.catch_warnings():
@@ -459,8 +468,10 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         info.update(decode_status="too_large", decode_error=error_text(exc).split(": ", 1)[-1])
         return None, info
-    except UnidentifiedImageError:
-        info.update(decode_status="corrupt", decode_error=NOT_AN_IMAGE)
+    except UnidentifiedImageError as exc:  # a format opened, damaged in its header, says so; any other is refused
+        fmt = _opened_format(data)
+        info.update(decode_status="corrupt", decode_error=(
+            f"starts as a {fmt} file but its header cannot be read ({error_text(exc)})" if fmt else NOT_AN_IMAGE))
         return None, info
     except Exception as exc:  # PIL raises many types for bad bytes
         info.update(decode_status="corrupt", decode_error=error_text(exc))
@@ -649,7 +660,7 @@ class ShardReader:
             if current is None or key != current.key:
                 if current is not None and not current.duplicate and current.read_any:
                     yield current
-                    seen[current.key] = current.parts
+                    seen[current.key] = _PARTS.setdefault(current.parts, current.parts)  # one object per combination
                 if key in seen:
                     part = _Unread(ext.lower(), "", "").part
                     self._skip("duplicate_key", key=key, member=name, detail="key already read earlier in shard" + (

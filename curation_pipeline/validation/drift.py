@@ -99,7 +99,7 @@ class DriftResult:
         stats = [(f"mean ({unit})", "mean", self.mean_original, self.mean_final)]
         stats += [(f"{_pname(q)} ({unit})", _pname(q), v, self.quantiles_final.get(q, math.nan))
                   for q, v in self.quantiles_original.items()]
-        if math.isfinite(self.kl):  # not compared (too few rows): no divergence to show
+        if not math.isnan(self.kl):  # not compared (too few rows): no divergence to show
             stats.append(("KL divergence", "kl", 0.0, self.kl))
         for label, name, before, after in stats:
             band = self.allowed.get(name)

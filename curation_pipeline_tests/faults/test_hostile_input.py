@@ -223,3 +223,13 @@ def test_an_image_member_of_another_format_is_never_opened_by_its_plugin(monkeyp
     image, info = decode_image(eps, full=full)
     assert image is None and info["decode_status"] == "corrupt" and info["decode_error"] == NOT_AN_IMAGE
     assert called == []
+
+
+def test_a_damaged_header_of_a_format_opened_is_told_from_another_format():
+    """GIF89a and no more, or a JPEG's first marker alone: a GIF or JPEG whose header cannot be read, not a file
+    of some other format."""
+    for data, fmt in ((b"GIF89a", "GIF"), (b"\xff\xd8\xff\xe0", "JPEG")):
+        _, info = decode_image(data)
+        assert info["decode_status"] == "corrupt"
+        assert info["decode_error"].startswith(f"starts as a {fmt} file but its header cannot be read (")
+    assert decode_image(b"%PDF-1.7 not an image")[1]["decode_error"] == NOT_AN_IMAGE

@@ -2,6 +2,7 @@
 set, ``curation_pipeline_tests/photos.py``: the same numbers on every machine, no ../shared needed):
 another caption of the same photo passes, padding and truncation fail."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -119,6 +120,9 @@ def test_too_few_rows_passes_with_a_note(captions):
     meta = result.to_metadata()
     assert "drift_kl" not in meta
     assert "KL divergence" not in result.to_markdown() and "nan" not in result.to_markdown()  # no divergence to show
+    # compared, but with no value (GX returned none): an infinite divergence, shown failing
+    failing = dataclasses.replace(result, kl=math.inf, ok={"kl": False}, allowed={"kl": (0.0, 0.25)})
+    assert "| KL divergence | 0 | inf | 0-0.25 | no |" in failing.to_markdown()
     assert meta["drift_note"] == result.note
 
 
