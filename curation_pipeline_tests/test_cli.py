@@ -904,3 +904,34 @@ def test_printed_commands_run_where_the_virtualenv_is_not_activated(tmp_path, mo
     assert curate_command() == str(own.absolute().relative_to(Path.cwd().absolute()))
     monkeypatch.setenv("PATH", f"{own.parent}:/usr/bin:/bin")
     assert curate_command() == "curate"
+
+
+def test_a_shard_run_names_the_other_shards_it_re_selects(tmp_path, monkeypatch):
+    """`curate run --shard b` where b holds a larger copy of a pair of a (curated by an earlier run): a's copy is
+    no longer its group's kept one, so the run re-decides and publishes a again; it says so, naming a, rather
+    than "done: 1 shard curated" alone."""
+    import io
+
+    from PIL import Image
+
+    from curation_pipeline_tests.faults import builders
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(RAW_SAMPLES / "sample-000000.tar", raw / "shard-a.tar")
+    with tarfile.open(RAW_SAMPLES / "sample-000000.tar") as source:
+        members = {m.name: source.extractfile(m).read() for m in source.getmembers() if m.isfile()}
+    key = sorted(members)[0].split(".", 1)[0]
+    image = Image.open(io.BytesIO(members[f"{key}.jpg"]))
+    larger = io.BytesIO()
+    image.resize((image.width * 2, image.height * 2), Image.LANCZOS).save(larger, "JPEG", quality=95)
+    builders.write_members(raw / "shard-b.tar", [("copy.jpg", larger.getvalue()), ("copy.txt", members[f"{key}.txt"])])
+    run = ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh")]
+    first_run = CliRunner().invoke(main, [*run, "--shard", "shard-a"])
+    assert first_run.exit_code == 0, first_run.output
+    assert "re-selected" not in first_run.output
+    second = CliRunner().invoke(main, [*run, "--shard", "shard-b"])
+    assert second.exit_code == 0, second.output
+    assert ("  re-selected 1 other shard against the pool as it is now (their duplicates or keep_fraction cut "
+            "changed): shard-a") in second.output
