@@ -935,3 +935,40 @@ def test_a_shard_run_names_the_other_shards_it_re_selects(tmp_path, monkeypatch)
     assert second.exit_code == 0, second.output
     assert ("  re-selected 1 other shard against the pool as it is now (their duplicates or keep_fraction cut "
             "changed): shard-a") in second.output
+
+
+def test_the_shipped_baseline_selections_select_as_datacomp_and_laion_do(tmp_path, monkeypatch):
+    """docs/selections: DataComp's CLIP-score baseline keeps the pool's top 30% by raw cosine, one cut over every
+    shard; the LAION-style one, from the same scores (not scored again), keeps cosine >= 0.28 and English. With a
+    tiny random CLIP the pairs differ from the real models', the rules do not."""
+    import numpy as np
+
+    from curation_pipeline.storage.warehouse import Warehouse
+    from curation_pipeline_tests.tiny_models import make_tiny_clip
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    shards = ["sample-000000", "sample-000001", "sample-000002"]
+    raw, wh = raw_with(tmp_path, shards), tmp_path / "wh"
+    selections = Path(__file__).resolve().parents[1] / "docs" / "selections"
+    model = make_tiny_clip(tmp_path / "clip")
+    run = ["run", "--raw", str(raw), "--warehouse", str(wh), "--set", f"scoring.clip.model={model}"]
+
+    def published() -> set[tuple[str, str]]:
+        final = pd.concat([Warehouse(str(wh)).read_table("final_captions", s) for s in shards])
+        return set(map(tuple, final.loc[final["outcome"].ne("dropped"), ["shard", "key"]].to_numpy()))
+
+    result = CliRunner().invoke(main, [*run, "--config", str(selections / "datacomp_clip_score.yaml")])
+    assert result.exit_code == 0, result.output
+    scores = pd.concat([Warehouse(str(wh)).read_table("quality_scores", s) for s in shards])
+    scored = scores[scores["clip_cosine"].notna()].sort_values("clip_cosine", ascending=False)
+    top = int(np.floor(0.3 * len(scored)))
+    assert scored["clip_cosine"].iloc[top - 1] > scored["clip_cosine"].iloc[top]  # no tie at the cut: one top set
+    assert published() == set(map(tuple, scored.head(top)[["shard", "key"]].to_numpy())) and top > 0
+    made = {s: (wh / "quality_scores" / f"{s}.parquet").stat().st_mtime_ns for s in shards}
+
+    result = CliRunner().invoke(main, [*run, "--only-missing", "--config", str(selections / "laion_clip.yaml")])
+    assert result.exit_code == 0, result.output
+    assert {s: (wh / "quality_scores" / f"{s}.parquet").stat().st_mtime_ns for s in shards} == made  # not re-scored
+    english = scores["datacomp_english"].fillna(False).astype(bool)
+    assert published() == set(map(tuple, scores.loc[(scores["clip_cosine"] >= 0.28) & english,
+                                                     ["shard", "key"]].to_numpy()))
