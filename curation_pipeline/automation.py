@@ -538,7 +538,8 @@ observe_raw_shards_schedule = dg.ScheduleDefinition(
              "(another rewriter version or model) runs its decide half alone, from its stored scores. A shard whose "
              "last run failed in a step is asked once more; one whose last two runs failed in a step is held (named "
              "in the tick, with both runs) until a new raw version is observed or the code or the location's "
-             "settings change. A shard with a run queued, launching or started is left to that run (one started is named, with its run id: a run "
+             "settings change. A shard with a run queued, launching or started is left to that run (one started is "
+             "named, with its run id: a run "
              "whose process died stays STARTED until terminated or failed by run monitoring).")
 def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
     try:  # listed once for every shard; the location itself missing is not every raw file gone

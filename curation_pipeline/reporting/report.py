@@ -45,8 +45,8 @@ figures over the kept ones that had a caption), as the drift check compares them
 ``quality_scores`` decoded them (``pairs.decode_status`` is, by default, from the image header alone, which a
 truncated body passes): NULL for a shard not scored yet, or for a pool whose quality_scores carry no
 ``decode_status`` (tables of an older version; every profile decodes each image now, ``text`` included).
-``no_caption`` counts pairs whose caption has no word (none, or only whitespace), as ``word_count`` counts. Quantiles are DuckDB's interpolated ones
-(``quantile_cont``); the check's are numpy's ``nearest``.
+``no_caption`` counts pairs whose caption has no word (none, or only whitespace), as ``word_count`` counts.
+Quantiles are DuckDB's interpolated ones (``quantile_cont``); the check's are numpy's ``nearest``.
 Rewriters are reported per name, version (the model) and prompt hash: every VLM is named ``vlm``.
 """
 
@@ -70,8 +70,8 @@ import pyarrow as pa
 from fsspec.implementations.dirfs import DirFileSystem
 
 from curation_pipeline.decisions.cut_store import cut_staleness, frozen_outside_cut
-from curation_pipeline.decisions.dedup import (DECIDED_BY_KEY, DIGEST_KEY, OTHER_RULES, READ_THREADS, file_identity, pool_identity,
-                                               read_index, read_manifest, stale_reasons)
+from curation_pipeline.decisions.dedup import (DECIDED_BY_KEY, DIGEST_KEY, OTHER_RULES, READ_THREADS, file_identity,
+                                               pool_identity, read_index, read_manifest, stale_reasons)
 from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, DECISIONS_RUN_KEY, attempt_runs
 from curation_pipeline.reporting.markdown import markdown_table
 from curation_pipeline.shards.writer import FINAL_CAPTIONS_KEY, ROWS_DIGEST_KEY, read_curated_record

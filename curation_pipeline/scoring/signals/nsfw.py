@@ -28,7 +28,8 @@ class NsfwScorer(Scorer):
     name = "nsfw"
     version = "1"
     needs_images = True
-    outputs = (ScoreColumn("nsfw_prob", "Yahoo Open NSFW probability (under 0.2 safe, 0.8 and over unsafe).", range=(0, 1)),
+    outputs = (ScoreColumn("nsfw_prob", "Yahoo Open NSFW probability (under 0.2 safe, 0.8 and over unsafe).",
+                           range=(0, 1)),
                error_column("nsfw"))
     bounds = (Bound("nsfw_prob", ">=", "nsfw_drop", "nsfw"),)
 
