@@ -16,16 +16,23 @@ from curation_pipeline.storage.warehouse import Warehouse
 SHARD = "sample-000001"  # has captions the cleaner rewrites
 
 
-def test_rewritten_captions_made_again_alone_marks_the_shard_stale(tmp_path):
+def _one_shard(tmp_path) -> tuple[dg.Definitions, Warehouse]:
+    """Definitions over a raw folder holding SHARD (text profile), and their warehouse."""
     from curation_pipeline.definitions import build_definitions
     from curation_pipeline.resources import ScoringResource
-    from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES
+    from curation_pipeline_tests.conftest import RAW_SAMPLES
 
     raw, wh_dir = tmp_path / "raw", tmp_path / "wh"
     raw.mkdir()
     shutil.copy(RAW_SAMPLES / f"{SHARD}.tar", raw / f"{SHARD}.tar")
     defs = build_definitions(raw_root=str(raw), warehouse_root=str(wh_dir), scoring=ScoringResource(profile="text"))
-    wh = Warehouse(str(wh_dir))
+    return defs, Warehouse(str(wh_dir))
+
+
+def test_rewritten_captions_made_again_alone_marks_the_shard_stale(tmp_path):
+    from curation_pipeline_tests.conftest import QUIET
+
+    defs, wh = _one_shard(tmp_path)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shards", [SHARD])
         job = defs.resolve_job_def("curate_shards")
@@ -74,15 +81,9 @@ def test_rewritten_captions_made_again_alone_marks_the_shard_stale(tmp_path):
 def test_caption_decisions_made_again_alone_marks_the_shard_stale(tmp_path):
     """The same for the decisions: decided again (the UI, one asset) while final_captions still resolves the
     earlier run's, so the ``decided:`` lines are not what was published under."""
-    from curation_pipeline.definitions import build_definitions
-    from curation_pipeline.resources import ScoringResource
-    from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES
+    from curation_pipeline_tests.conftest import QUIET
 
-    raw, wh_dir = tmp_path / "raw", tmp_path / "wh"
-    raw.mkdir()
-    shutil.copy(RAW_SAMPLES / f"{SHARD}.tar", raw / f"{SHARD}.tar")
-    defs = build_definitions(raw_root=str(raw), warehouse_root=str(wh_dir), scoring=ScoringResource(profile="text"))
-    wh = Warehouse(str(wh_dir))
+    defs, wh = _one_shard(tmp_path)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shards", [SHARD])
         job = defs.resolve_job_def("curate_shards")
