@@ -29,6 +29,15 @@ def _one_shard(tmp_path) -> tuple[dg.Definitions, Warehouse]:
     return defs, Warehouse(str(wh_dir))
 
 
+def _marked_stale(wh: Warehouse, history, why: str, mark: str) -> None:
+    """Lineage heads its text with the shard's STALE line and marks each pair; the report says the same."""
+    text = format_history(history, limit=100)
+    assert text.startswith(f"STALE shard {SHARD}: {why}")
+    assert text.count(f"  STALE:    {mark} (see above)") == len(history.final) > 0
+    shards = build_report(wh).shards.set_index("shard")
+    assert shards["status"][SHARD] == "stale" and shards["status_detail"][SHARD] == why
+
+
 def test_rewritten_captions_made_again_alone_marks_the_shard_stale(tmp_path):
     from curation_pipeline_tests.conftest import QUIET
 
@@ -61,12 +70,7 @@ def test_rewritten_captions_made_again_alone_marks_the_shard_stale(tmp_path):
         assert why.startswith("final_captions (and any curated tar made from it) were made from an earlier "
                               "rewritten_captions")
         assert why.endswith("materialize final_captions and curated_shards of this shard")
-        text = format_history(history, limit=100)
-        assert text.startswith(f"STALE shard {SHARD}: {why}")
-        mark = "  STALE:    final caption made from earlier rewrite attempts than those below (see above)"
-        assert text.count(mark) == len(history.final) > 0
-        shards = build_report(wh).shards.set_index("shard")
-        assert shards["status"][SHARD] == "stale" and shards["status_detail"][SHARD] == why
+        _marked_stale(wh, history, why, "final caption made from earlier rewrite attempts than those below")
 
         # the remedy named: final_captions and curated_shards of the shard made again
         assert run(["final_captions", "curated_shards"], policy={"acceptance": {"min_improvement": 40.0}})
@@ -103,12 +107,7 @@ def test_caption_decisions_made_again_alone_marks_the_shard_stale(tmp_path):
         why = history.stale.get(SHARD, "")
         assert why.startswith(f"final_captions (and any curated tar made from it) resolved the decisions of run "
                               f"{first[:8]}, but the stored caption_decisions are run {again[:8]}'s")
-        text = format_history(history, limit=100)
-        assert text.startswith(f"STALE shard {SHARD}: {why}")
-        mark = "  STALE:    final caption resolved earlier decisions than the one shown (see above)"
-        assert text.count(mark) == len(history.final) > 0
-        shards = build_report(wh).shards.set_index("shard")
-        assert shards["status"][SHARD] == "stale" and shards["status_detail"][SHARD] == why
+        _marked_stale(wh, history, why, "final caption resolved earlier decisions than the one shown")
 
         assert run(["rewritten_captions", "final_captions", "curated_shards"])  # the remedy named
         assert caption_history(wh, shard=SHARD).stale == {}
