@@ -368,9 +368,16 @@ def _report(defs, instance, failed: list[str], stop_if_interrupted, run_config: 
     has been decided yet: there is nothing to report. Returns whether it was rebuilt; a failed build is
     added to ``failed``."""
     from curation_pipeline.reporting.report import REQUIRED_TABLES
+    from curation_pipeline.storage.warehouse import StorageUnreachable, object_storage_errors
 
     wh = defs.resources["warehouse"].warehouse()
-    missing = [table for table in REQUIRED_TABLES if not wh.shards(table)]
+    try:  # storage lost during the run: the shards' failures say so already, the summary still comes
+        with object_storage_errors(wh.root):
+            missing = [table for table in REQUIRED_TABLES if not wh.shards(table)]
+    except StorageUnreachable as exc:
+        click.echo(f"  quality_report: not built, {exc}", err=True)
+        failed.append("quality_report")
+        return False
     if missing:  # what build_report needs of at least one shard
         click.echo(f"  quality_report: not built, no shard has {', '.join(missing)} yet", err=True)
         return False
@@ -743,7 +750,11 @@ def _damaged(wh, shards: list[str]) -> dict[str, str]:
     def damage(shard: str) -> str | None:
         try:
             skips = wh.read_table("skips", shard, columns=["reason", "detail"], keep=False)
-        except FileNotFoundError:
+        except (FileNotFoundError, OSError, ValueError):  # gone, or storage lost: the run's own failures say so
+            return None
+        except Exception as exc:  # botocore's own, storage lost since: as above, never a traceback over the summary
+            if not type(exc).__module__.startswith(("botocore", "aiobotocore")):
+                raise
             return None
         told = skips[skips["reason"].isin(TAR_DAMAGE)]
         return "; ".join(f"{r.reason} {r.detail} ({DAMAGE_SAYS[r.reason]})" for r in told.itertuples(index=False))

@@ -972,3 +972,23 @@ def test_the_shipped_baseline_selections_select_as_datacomp_and_laion_do(tmp_pat
     english = scores["datacomp_english"].fillna(False).astype(bool)
     assert published() == set(map(tuple, scores.loc[(scores["clip_cosine"] >= 0.28) & english,
                                                      ["shard", "key"]].to_numpy()))
+
+
+def test_storage_lost_after_the_runs_is_a_failed_report_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """The object store gone mid-run: the shards fail naming it, then the report's listing raised botocore's error
+    out of `curate run`, a traceback instead of the FAILED summary."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from curation_pipeline import cli
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    def lost(self, table):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9/curation")
+
+    defs = build_definitions(raw_root=str(tmp_path / "raw"), warehouse_root=str(tmp_path / "wh"))
+    monkeypatch.setattr(Warehouse, "shards", lost)
+    failed: list[str] = []
+    assert cli._report(defs, None, failed, lambda: None, {}) is False
+    assert failed == ["quality_report"]
+    assert f"  quality_report: not built, cannot reach {tmp_path / 'wh'}: Could not connect" in capsys.readouterr().err

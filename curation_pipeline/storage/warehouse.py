@@ -98,9 +98,14 @@ def object_storage_errors(url: str) -> Iterator[None]:
         refused = isinstance(exc, PermissionError) and "://" in url  # s3fs's AccessDenied, InvalidAccessKeyId
         if not (refused or type(exc).__module__.startswith(("botocore", "aiobotocore"))):
             raise
+        said = str(exc).rstrip(".")
+        userinfo = re.match(r"^[a-zA-Z][\w+.-]*://([^/@]*)@", url)  # s3://KEY:SECRET@bucket: never echoed
+        if userinfo:
+            url, said = url.replace(userinfo[1], "***"), said.replace(userinfo[1], "***")
         raise StorageUnreachable(
-            f"cannot reach {url}: {exc}. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-            "AWS_PROFILE or an instance role; an S3-compatible store's address from AWS_ENDPOINT_URL") from exc
+            f"cannot reach {url}: {said}. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE or an instance role (never from the URL); an S3-compatible store's address from "
+            "AWS_ENDPOINT_URL") from (None if userinfo else exc)
 
 
 def temp_folder(folder: str) -> str:

@@ -269,3 +269,25 @@ def test_a_write_clears_its_own_files_orphans_without_listing_the_folder(tmp_pat
     monkeypatch.undo()
     assert sorted(p.rsplit("/", 1)[-1] for p in wh.clean_temp_files()) == sorted([other.name, alike.name, beside.name])
     assert live.exists()
+
+
+def test_credentials_typed_into_an_object_storage_url_are_never_echoed():
+    """s3fs takes no credentials from a URL (s3://KEY:SECRET@bucket reads as a bucket named so); the error said
+    the URL and botocore's message, both holding the secret, and chained that message as its cause."""
+    import botocore.exceptions
+
+    from curation_pipeline.storage.warehouse import StorageUnreachable, object_storage_errors
+
+    url = "s3://AKIDEXAMPLE:Very-Secret-77@curation/wh"
+    with pytest.raises(StorageUnreachable) as caught:
+        with object_storage_errors(url):
+            raise botocore.exceptions.ParamValidationError(report='Invalid bucket name "AKIDEXAMPLE:Very-Secret-77'
+                                                                  '@curation"')
+    said = str(caught.value)
+    assert said.startswith('cannot reach s3://***@curation/wh: Parameter validation failed:\nInvalid bucket name '
+                           '"***@curation"')
+    assert "Very-Secret" not in said and "AKIDEXAMPLE" not in said and caught.value.__cause__ is None
+    with pytest.raises(StorageUnreachable) as plain:  # a URL without credentials keeps its cause
+        with object_storage_errors("s3://curation/wh"):
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+    assert plain.value.__cause__ is not None and "cannot reach s3://curation/wh: Could not connect" in str(plain.value)
