@@ -1173,6 +1173,7 @@ def export_uids(warehouse, out, shards) -> None:
 
     Example: curate export-uids --out kept_uids.npy
     """
+    from curation_pipeline.reporting.report import publication_problems
     from curation_pipeline.shards.keys import InvalidShardName, validate_key
     from curation_pipeline.shards.uids import kept_uids, write_subset
     from curation_pipeline.storage.warehouse import StorageUnreachable, Warehouse, object_storage_errors
@@ -1187,6 +1188,8 @@ def export_uids(warehouse, out, shards) -> None:
             if missing or not wanted:
                 raise BadInput(f"no curated shard {', '.join(missing) or 'at all'} in {folder}; run `curate run` first")
             found = kept_uids(_local_tars(wh, wanted))
+            # a tar a killed or replaced run left: exported as it is in curated/, but said, as the report says it
+            stale, _ = publication_problems(wh, dict.fromkeys(wanted, 0))
     except (InvalidShardName, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
     try:
@@ -1198,6 +1201,8 @@ def export_uids(warehouse, out, shards) -> None:
                          ("with a uid that is not hex", found.bad_uid)):
         if where:
             click.echo(f"  {len(where)} samples {label} (not exported), e.g. {', '.join(where[:5])}", err=True)
+    for shard, why in stale.items():
+        click.echo(f"  warning: {shard}: {why} (its uids are exported as the tar has them)", err=True)
 
 
 @main.command("evaluate")

@@ -40,6 +40,7 @@ def test_export_uids_writes_datacomps_subset_format(hostile_run, tmp_path):
     assert builders.DATACOMP_META["uid"] in kept and len(kept) == 3
     assert f"3 uids from {len(sidecars)} curated samples in 1 shards" in result.output
     assert f"{len(sidecars) - 3} samples without a uid in their source json" in result.output
+    assert "warning" not in result.output  # its tar is the current final_captions'
     # as resharder.py loads it: np.load, dtype u8,u8 (little-endian), sorted
     with open(out, "rb") as handle:
         assert handle.read(6) == b"\x93NUMPY"
@@ -68,3 +69,22 @@ def test_uid_pairs_split_the_128_bits_as_datacomp():
 def test_export_uids_without_curated_shards_is_bad_input(tmp_path):
     result = CliRunner().invoke(main, ["export-uids", "--warehouse", str(tmp_path), "--out", str(tmp_path / "x.npy")])
     assert result.exit_code == EXIT_BAD_INPUT and "no curated shard" in result.output
+
+
+def test_export_uids_says_which_tars_are_not_the_current_final_captions(hostile_run, tmp_path):
+    """A tar left by a run killed while publishing (or replaced since): the report calls it unpublished; the
+    export still reads it, as curated/ holds it, and now says so, naming the shard."""
+    import shutil
+
+    from curation_pipeline.shards.writer import ROWS_DIGEST_KEY
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    hostile, _, _ = hostile_run
+    copy = tmp_path / "wh"
+    shutil.copytree(hostile.warehouse, copy)
+    Warehouse(str(copy)).update_table_metadata("final_captions", "badjson", {ROWS_DIGEST_KEY: "0" * 64})
+    result = CliRunner().invoke(main, ["export-uids", "--warehouse", str(copy), "--shard", "badjson",
+                                       "--out", str(tmp_path / "kept.npy")])
+    assert result.exit_code == 0, result.output
+    assert ("  warning: badjson: curated/badjson.tar was not made from the current final_captions (a run was "
+            "killed while publishing, or another run replaced it)") in result.output
