@@ -750,7 +750,7 @@ def _damaged(wh, shards: list[str]) -> dict[str, str]:
     def damage(shard: str) -> str | None:
         try:
             skips = wh.read_table("skips", shard, columns=["reason", "detail"], keep=False)
-        except (FileNotFoundError, OSError, ValueError):  # gone, or storage lost: the run's own failures say so
+        except (OSError, ValueError):  # gone, unreadable, or storage lost: the run's own failures say so
             return None
         except Exception as exc:  # botocore's own, storage lost since: as above, never a traceback over the summary
             if not type(exc).__module__.startswith(("botocore", "aiobotocore")):
