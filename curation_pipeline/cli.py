@@ -1161,6 +1161,31 @@ def _local_tars(wh, shards: list[str]):
             yield local
 
 
+def _unpublished(wh, shards: list[str]) -> dict[str, str]:
+    """shard -> why its tar is not its current final_captions (a killed or replaced run's: an empty tar where the
+    table keeps pairs too), as the report calls it unpublished; exported as curated/ holds it, but said. A table
+    that cannot be read is said as such."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curation_pipeline.reporting.report import publication_problems
+    from curation_pipeline.storage.warehouse import READ_THREADS
+
+    def kept(shard: str) -> int | str:
+        try:
+            return int(wh.read_table("final_captions", shard, columns=["outcome"], keep=False)["outcome"]
+                       .ne("dropped").sum())
+        except FileNotFoundError:
+            return 0  # no table: its tar is checked as one that keeps nothing
+        except (OSError, ValueError) as exc:
+            return f"its final_captions cannot be read ({type(exc).__name__}: {exc}), so its tar is not checked"
+
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        counts = dict(zip(shards, pool.map(kept, shards)))
+    unreadable = {shard: why for shard, why in counts.items() if isinstance(why, str)}
+    found, _ = publication_problems(wh, {shard: n for shard, n in counts.items() if isinstance(n, int)})
+    return {**found, **unreadable}
+
+
 @main.command("export-uids")
 @WAREHOUSE
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .npy file to write.")
@@ -1173,7 +1198,6 @@ def export_uids(warehouse, out, shards) -> None:
 
     Example: curate export-uids --out kept_uids.npy
     """
-    from curation_pipeline.reporting.report import publication_problems
     from curation_pipeline.shards.keys import InvalidShardName, validate_key
     from curation_pipeline.shards.uids import kept_uids, write_subset
     from curation_pipeline.storage.warehouse import StorageUnreachable, Warehouse, object_storage_errors
@@ -1188,8 +1212,7 @@ def export_uids(warehouse, out, shards) -> None:
             if missing or not wanted:
                 raise BadInput(f"no curated shard {', '.join(missing) or 'at all'} in {folder}; run `curate run` first")
             found = kept_uids(_local_tars(wh, wanted))
-            # a tar a killed or replaced run left: exported as it is in curated/, but said, as the report says it
-            stale, _ = publication_problems(wh, dict.fromkeys(wanted, 0))
+            stale = _unpublished(wh, wanted)
     except (InvalidShardName, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
     try:

@@ -959,6 +959,9 @@ def test_the_shipped_baseline_selections_select_as_datacomp_and_laion_do(tmp_pat
 
     result = CliRunner().invoke(main, [*run, "--config", str(selections / "datacomp_clip_score.yaml")])
     assert result.exit_code == 0, result.output
+    for shard in shards:  # the cosine of the bare caption, as DataComp's and LAION's: the scorer records it
+        scorers = json.loads(Warehouse(str(wh)).table_metadata("quality_scores", shard)["scorers"])
+        assert scorers["clip"] == f"4:{model}:prefix=none", scorers
     scores = pd.concat([Warehouse(str(wh)).read_table("quality_scores", s) for s in shards])
     scored = scores[scores["clip_cosine"].notna()].sort_values("clip_cosine", ascending=False)
     top = int(np.floor(0.3 * len(scored)))

@@ -132,8 +132,6 @@ def test_a_minimum_above_its_maximum_is_refused(policy, message):
     ({"keep_threshold": 950}, "policy.keep_threshold=950 is outside text_quality's declared range 0..100",
      "keep_threshold"),
     ({"keep_fraction": 1.5}, "policy.keep_fraction must be in [0, 1]", "keep_fraction"),
-    ({"nsfw": {"drop": 0.5, "review": 0.9}}, "policy.nsfw.review=0.9 is above policy.nsfw.drop=0.5: no pair would "
-     "be reported for review", "nsfw_review"),
 ])
 def test_the_policy_domain_errors_name_the_settings(policy, named, field):
     """DecisionPolicy's checks name its fields (nsfw_drop=80): said as the settings given (policy.nsfw.drop)."""

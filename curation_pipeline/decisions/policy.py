@@ -99,9 +99,6 @@ class DecisionPolicy:
         if scale is not None and not scale[0] <= self.nsfw_review <= scale[1]:
             raise ValueError(f"nsfw_review={self.nsfw_review:g} is outside {_REVIEW_COLUMN}'s declared range "
                              f"{scale[0]:g}..{scale[1]:g}")
-        if self.nsfw_drop is not None and self.nsfw_review > self.nsfw_drop:
-            raise ValueError(f"nsfw_review={self.nsfw_review:g} is above nsfw_drop={self.nsfw_drop:g}: no pair would "
-                             "be reported for review (the band runs from review up to drop)")
         for column in sorted(columns_used(self.keep_expression)):
             if column in declared and declared[column].kind in ("str", "json"):  # a bool reads as 0 / 1
                 raise ValueError(f"keep_expression compares {column!r}, a {declared[column].kind} column, "

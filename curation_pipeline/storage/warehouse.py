@@ -99,9 +99,12 @@ def object_storage_errors(url: str) -> Iterator[None]:
         if not (refused or type(exc).__module__.startswith(("botocore", "aiobotocore"))):
             raise
         said = str(exc).rstrip(".")
-        userinfo = re.match(r"^[a-zA-Z][\w+.-]*://([^/@]*)@", url)  # s3://KEY:SECRET@bucket: never echoed
+        # s3://KEY:SECRET@bucket (a secret may hold "/"): never echoed, nor the part botocore took for a bucket
+        userinfo = re.match(r"^[a-zA-Z][\w+.-]*://(.*)@", url)
         if userinfo:
-            url, said = url.replace(userinfo[1], "***"), said.replace(userinfo[1], "***")
+            for piece in sorted({userinfo[1], *re.split(r"[/:]", userinfo[1])}, key=len, reverse=True):
+                if len(piece) >= 3:
+                    url, said = url.replace(piece, "***"), said.replace(piece, "***")
         raise StorageUnreachable(
             f"cannot reach {url}: {said}. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
             "AWS_PROFILE or an instance role (never from the URL); an S3-compatible store's address from "

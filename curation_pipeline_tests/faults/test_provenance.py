@@ -88,3 +88,10 @@ def test_export_uids_says_which_tars_are_not_the_current_final_captions(hostile_
     assert result.exit_code == 0, result.output
     assert ("  warning: badjson: curated/badjson.tar was not made from the current final_captions (a run was "
             "killed while publishing, or another run replaced it)") in result.output
+    # an empty tar (it records nothing) where the table keeps pairs: a killed run's, said too
+    with tarfile.open(copy / "curated" / "badjson.tar", "w"):
+        pass
+    result = CliRunner().invoke(main, ["export-uids", "--warehouse", str(copy), "--shard", "badjson",
+                                       "--out", str(tmp_path / "none.npy")])
+    assert result.exit_code == 0, result.output
+    assert "  warning: badjson: curated/badjson.tar is empty, though final_captions keeps " in result.output

@@ -287,6 +287,13 @@ def test_credentials_typed_into_an_object_storage_url_are_never_echoed():
     assert said.startswith('cannot reach s3://***@curation/wh: Parameter validation failed:\nInvalid bucket name '
                            '"***@curation"')
     assert "Very-Secret" not in said and "AKIDEXAMPLE" not in said and caught.value.__cause__ is None
+    # an AWS secret often holds "/": botocore then takes the part before it for the bucket
+    with pytest.raises(StorageUnreachable) as slashed:
+        with object_storage_errors("s3://KEYID:wJalrXUtn/SEKRIT3+x@b/raw"):
+            raise botocore.exceptions.ParamValidationError(report='Invalid bucket name "KEYID:wJalrXUtn"')
+    said = str(slashed.value)
+    assert said.startswith("cannot reach s3://***@b/raw: ") and '"***:***"' in said
+    assert not any(part in said for part in ("KEYID", "wJalrXUtn", "SEKRIT3"))
     with pytest.raises(StorageUnreachable) as plain:  # a URL without credentials keeps its cause
         with object_storage_errors("s3://curation/wh"):
             raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
