@@ -73,15 +73,17 @@ def curated_record(shard: str, rows: str | None) -> dict[str, str]:
 
 
 def sidecar(row: dict[str, Any], scores: dict[str, Any], source: dict[str, Any] | None = None,
-            source_error: str | None = None) -> dict[str, Any]:
-    """A kept pair's ``.json`` sidecar."""
+            source_error: str | None = None, caption_problem: str | None = None) -> dict[str, Any]:
+    """A kept pair's ``.json`` sidecar; ``caption_problem``: what the reader repaired in the original caption
+    (truncated, NUL bytes removed, invalid UTF-8 replaced), which ``original_caption`` alone does not show."""
     return {"key": row["key"], "source_shard": row["shard"], "caption": row["final_caption"],
             "original_caption": row["original_caption"], "rewritten": bool(row["rewritten"]),
             "rewriter": row.get("rewriter"), "rewriter_version": row.get("rewriter_version"),
             "outcome_reason": row["reason"], "quality_column": row["quality_column"],
             "quality_before": row["quality_before"], "quality_final": row["quality_final"], "scores": scores,
             "source": source,  # the raw sample's own json, whole (None if it had none or it was unreadable)
-            **({"source_error": source_error} if source_error else {})}
+            **({"source_error": source_error} if source_error else {}),
+            **({"caption_problem": caption_problem} if caption_problem else {})}
 
 
 def write_curated(handle: IO[bytes], samples: Iterable[tuple[str, str, bytes, dict[str, Any]]],
@@ -220,4 +222,5 @@ def curated_samples(raw_url: str, shard: str, final: pd.DataFrame, scores: pd.Da
         source = json.loads(text) if isinstance(text, str) else None
         source_error = source_error if isinstance(source_error, str) else None
         yield (sample.key, sample.record["image_ext"], sample.image_data,
-               plain_dict(sidecar(row, plain_dict(by_key[sample.key]), source, source_error)))
+               plain_dict(sidecar(row, plain_dict(by_key[sample.key]), source, source_error,
+                                  sample.record.get("caption_problem"))))

@@ -303,3 +303,28 @@ def test_the_pairs_step_and_the_report_count_no_caption_alike(tmp_path):
     finally:
         report.close()
     assert metadata(results["caps"], "pairs")["no_caption"] == in_report == 3
+
+
+def test_a_curated_sidecar_says_what_was_repaired_in_its_original_caption(tmp_path):
+    """A caption with NUL bytes, or cut at max_caption_chars: the sidecar's original_caption is the repaired text,
+    and its caption_problem says so (a consumer of the curated tar sees it without the warehouse); a caption read
+    as it was has no such key."""
+    import json
+
+    from curation_pipeline_tests.faults import builders
+    from curation_pipeline_tests.shards.faults import jpeg
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    long = ("A brown dog runs across the green grass of a sunny park. " * 200).encode()
+    builders.write_members(raw / "fixed.tar", [
+        ("a.jpg", jpeg((320, 240))), ("a.txt", b"A brown dog runs across the green grass of a park."),
+        ("b.jpg", jpeg((320, 240), (20, 90, 200))), ("b.txt", b"A black cat\x00 sleeps on a red sofa at home."),
+        ("c.jpg", jpeg((320, 240), (90, 200, 20))), ("c.txt", long)])
+    _, results = run_pipeline(raw, tmp_path / "wh", ["fixed"], report=False, settle=False,
+                              scoring=ScoringResource(profile="text"))
+    assert results["fixed"].success
+    members = curated_members(tmp_path / "wh" / "curated" / "fixed.tar")
+    said = {name[: -len(".json")]: json.loads(data).get("caption_problem") for name, data in members.items()
+            if name.endswith(".json")}
+    assert said == {"a": None, "b": "NUL bytes removed", "c": f"truncated from {len(long)} chars"}
