@@ -745,16 +745,13 @@ def _damaged(wh, shards: list[str]) -> dict[str, str]:
     from concurrent.futures import ThreadPoolExecutor
 
     from curation_pipeline.shards.reader import TAR_DAMAGE
-    from curation_pipeline.storage.warehouse import READ_THREADS
+    from curation_pipeline.storage.warehouse import READ_THREADS, object_storage_errors
 
     def damage(shard: str) -> str | None:
-        try:
-            skips = wh.read_table("skips", shard, columns=["reason", "detail"], keep=False)
-        except (OSError, ValueError):  # gone, unreadable, or storage lost: the run's own failures say so
-            return None
-        except Exception as exc:  # botocore's own, storage lost since: as above, never a traceback over the summary
-            if not type(exc).__module__.startswith(("botocore", "aiobotocore")):
-                raise
+        try:  # gone, unreadable, or storage lost since: the run's own failures say so, never a traceback here
+            with object_storage_errors(wh.root):
+                skips = wh.read_table("skips", shard, columns=["reason", "detail"], keep=False)
+        except (OSError, ValueError):  # StorageUnreachable is an OSError
             return None
         told = skips[skips["reason"].isin(TAR_DAMAGE)]
         return "; ".join(f"{r.reason} {r.detail} ({DAMAGE_SAYS[r.reason]})" for r in told.itertuples(index=False))

@@ -137,10 +137,14 @@ class _Unread:
 
     @property
     def part(self) -> str | None:
-        """Which member of its sample it is, by its extension's last part (``v1.jpg``: image)."""
-        last = self.ext.rsplit(".", 1)[-1]
-        return ("image" if last in IMAGE_EXTS else "caption" if last in CAPTION_EXTS
-                else "meta" if last in META_EXTS else None)
+        return _part(self.ext)
+
+
+def _part(ext: str) -> str | None:
+    """Which member of its sample an extension names, by its last part (``v1.jpg``: image)."""
+    last = ext.rsplit(".", 1)[-1]
+    return ("image" if last in IMAGE_EXTS else "caption" if last in CAPTION_EXTS
+            else "meta" if last in META_EXTS else None)
 
 
 _PARTS: dict[frozenset[str], frozenset[str]] = {}  # each combination of parts once, however many keys are seen
@@ -662,7 +666,7 @@ class ShardReader:
                     yield current
                     seen[current.key] = _PARTS.setdefault(current.parts, current.parts)  # one object per combination
                 if key in seen:
-                    part = _Unread(ext.lower(), "", "").part
+                    part = _part(ext.lower())
                     self._skip("duplicate_key", key=key, member=name, detail="key already read earlier in shard" + (
                         f", without its {part}: the sample's members are not next to each other (webdataset reads "
                         "a sample from consecutive members; write the tar in name order, e.g. `tar --sort=name`)"
