@@ -26,7 +26,8 @@ then the pool's ``dedup_index`` run in the offline profile, then every shard dec
 - ``per_shard_non_scoring_steps`` (the steps a shard runs besides ``quality_scores``, both passes),
   ``step_floor_s`` (the shortest step of those shards: ``raw_shards``' look at one small file, so about
   Dagster's own cost of a step) and ``per_shard_non_scoring_floor_s``, their product: what the
-  non-scoring steps would cost if they did no work at all;
+  non-scoring steps would cost if they did no work at all; ``per_shard_step_s``: each step's own median
+  over those shards (not with ``--smoke``), where the time goes;
 - ``fixed_per_run_s``: ``two_shard_run_s - 2 * per_shard_s``, what a run of several shards costs
   beyond what its shards add: process start, imports, definitions, instance set-up, first-use
   loading, exit, and the pool-wide ``dedup_index`` run's fixed part (a one-shard run's one pass has
@@ -148,6 +149,14 @@ def split(steps: list[tuple[str, float]]) -> tuple[float, float]:
     return scoring, total(steps) - scoring
 
 
+def by_step(shards_steps: list[list[tuple[str, float]]]) -> dict[str, float]:
+    """Each step's median over the shards of its time per shard (both passes summed): where the
+    non-scoring time goes."""
+    keys = sorted({k for steps in shards_steps for k, _ in steps})
+    return {k: round(statistics.median(sum(v for kk, v in steps if kk == k) for steps in shards_steps), 4)
+            for k in keys}
+
+
 def floor(steps: list[tuple[str, float]]) -> tuple[int, float]:
     """The non-scoring steps a shard ran, and the shortest step: ``raw_shards`` observing one small file,
     so about Dagster's own cost of a step (events, input loading, partition look-ups)."""
@@ -211,6 +220,7 @@ def main() -> None:
             # medians: one shard's steps caught by another process's burst on a shared machine move a mean
             per_shard_scoring_s = statistics.median(split(s)[0] for s in shards_steps)
             per_shard_non_scoring_s = statistics.median(split(s)[1] for s in shards_steps)
+            figures["per_shard_step_s"] = by_step(shards_steps)
             fixed_per_run_s = two_shard_run_s - len(two) * per_shard_s
             figures.update(several_shards=len(several), two_shard_run_s=two_shard_run_s, several_run_s=several_run_s)
         counts, shortest = zip(*(floor(s) for s in shards_steps))
