@@ -19,8 +19,8 @@ from curation_pipeline.reporting.lineage import lineage_preview
 from curation_pipeline.resources import (ComputeResource, PolicyResource, RewriterResource, ScoringResource,
                                          WarehouseResource)
 from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
-from curation_pipeline.rewriting.targets import (known_embeddings, needed_columns, rewrite_needs_images,
-                                                 rewrite_targets, target_batches)
+from curation_pipeline.rewriting.targets import (blind_judge_warning, known_embeddings, needed_columns,
+                                                 rewrite_needs_images, rewrite_targets, target_batches)
 from curation_pipeline.scoring.run import score_batch
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
 from curation_pipeline.shards.writer import ROWS_DIGEST_KEY, rows_digest
@@ -30,7 +30,7 @@ from curation_pipeline.validation.lengths import caption_lengths
 
 @dg.asset(
     partitions_def=shard_partitions, group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"},
-    code_version="7",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
+    code_version="8",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
     # 3: edit and length ratios count the drift check's words; 4: the edit ratio ignores case and edge
     # punctuation, a placeholder-only caption is fresh, a cut tail and markup are judged anew; 5: full-width
     # brackets and separators are checked as ASCII ones, punctuation glued to a word of a script without spaces is
@@ -39,7 +39,9 @@ from curation_pipeline.validation.lengths import caption_lengths
     # 7: a Thai, Lao, Myanmar or Khmer combining mark is part of its character's word; the edit ratio compares
     # words in NFC with Turkish İ/ı as i, a Hebrew gershayim or geresh typed as '"' or "'" is no quote mark, the
     # well-formedness check reads original and candidate in NFC, counts a tail's words as the drift check does,
-    # and knows 〖〗〘〙, an opening 〝 and the Arabic comma and semicolon as separators)
+    # and knows 〖〗〘〙, an opening 〝 and the Arabic comma and semicolon as separators; 8: the original again is
+    # no rewrite, a margin of 0 asks for a gain, a gain equal to the margin passes in floating point, a model's
+    # refusal or report of its edit is malformed, a lead-in may carry a parenthesis)
     ins={"caption_decisions": dg.AssetIn(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     kinds={"parquet"},
@@ -57,6 +59,9 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     decisions, scores = caption_decisions, quality_scores
     targets = rewrite_targets(decisions, scores)
     needed = needed_columns(policy.quality_column)
+    blind = blind_judge_warning(rewriter.kind, needed, scoring.profile, policy.acceptance_rules())
+    if blind and len(targets):
+        context.log.warning(blind)
     from curation_pipeline.rewriting.reuse import (REPLY_COLUMN, SCORES_TABLE, STORED_COLUMNS, ReplyReuse,
                                                    reuse_stored_replies)
 

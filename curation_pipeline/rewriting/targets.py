@@ -67,3 +67,21 @@ def rewrite_needs_images(kind: str, needed: set[str], profile: str) -> bool:
         raise ValueError(f"unknown rewriter kind {kind!r}; choose cleaner, vlm or aitqe")
     rescorers = [cls for cls in scorer_classes(profile) if needed & {c.name for c in cls.outputs}]
     return model.needs_images or any(cls.needs_images for cls in rescorers)
+
+
+def blind_judge_warning(kind: str, needed: set[str], profile: str, rules) -> str | None:
+    """Why a model rewriter's candidates may be accepted unseen, or None: its rewrites are judged by scores that
+    do not look at the image (``text_quality``) and no bound keeps them near the original, so a fluent caption of
+    another image, or a translation, scores better and passes. The well-formedness check still refuses model talk."""
+    from curation_pipeline.rewriting.cleaner import CaptionCleaner
+    from curation_pipeline.scoring.registry import scorer_classes
+
+    if kind == CaptionCleaner.name or any(cls.needs_images for cls in scorer_classes(profile)
+                                          if needed & {c.name for c in cls.outputs}):
+        return None
+    if rules.max_edit_ratio is not None or rules.min_similarity is not None:
+        return None
+    return (f"the {kind} rewriter's candidates are judged by {', '.join(sorted(needed))}, which does not see the "
+            "image, and no minimality bound is set: a caption of something else, or a translation, can be "
+            "accepted. Set policy.acceptance.min_similarity (e.g. 0.5) or max_edit_ratio, or judge by an "
+            "image-text score")

@@ -6,8 +6,8 @@ ratio and (with an embedder) a semantic similarity, and must improve its score b
 inside the configured bounds and be well formed. ``wellformedness_problems`` shares no pattern with
 ``captions.patterns`` (which the scorer and the cleaner both use) on purpose: a re-score with the
 cleaner's own patterns cannot see what the cleaner missed, so this check looks at the candidate's
-shape instead (balanced brackets and quotes, no label stub, model lead-in, link debris, markup or ID left
-after a separator, no stray punctuation, invisible characters or irregular whitespace).
+shape instead (balanced brackets and quotes, no label stub, model lead-in, refusal or commentary, link debris,
+markup or ID left after a separator, no stray punctuation, invisible characters or irregular whitespace).
 """
 
 from __future__ import annotations
@@ -182,9 +182,17 @@ _ID_TAIL = re.compile(r"(?:\s[-–—|•·/｜／]|[,;:，；：、])\s+(?P<lab
 # A chat model's announcement kept with its answer: "The edited caption is: ...", "Revised caption - ...",
 # "Sure, here is the new caption ...".
 _LEAD_IN = re.compile(
-    r"\b(?:(?:edited|revised|new|rewritten|improved|corrected|updated|final)\s+caption(?:\s+is)?|caption\s+is)"
+    r"\b(?:(?:edited|revised|new|rewritten|improved|corrected|updated|final)\s+caption(?:\s*\([^()]{0,40}\))?"
+    r"(?:\s+is)?|caption\s+is)"
     r"\s*(?::|[-–—](?=\s))|^\W*(?:the\s+)?caption\s*(?::|[-–—](?=\s))"
     r"|\bhere(?:\s+is|'s|’s)\s+(?:the|an?|my|your)\s+(?:\w+\s+)?caption\b", re.IGNORECASE)
+# A model declining the task ("I'm sorry, but I can't ...", "As an AI ...") or reporting its edit ("A cat on a mat.
+# (I removed the credit line.)", "Note: ..."): talk about the caption, not a caption.
+_REFUSAL = re.compile(r"^\W*(?:(?:I['’]m|I\s+am)\s+(?:sorry|afraid|unable|not\s+able)\b|sorry\b|I\s+apologi[sz]e\b"
+                      r"|I\s+(?:cannot|can['’]?t|could\s*n['’]?t|won['’]?t)\b|as\s+an\s+(?:AI|language\s+model)\b"
+                      r"|unfortunately,?\s+I\b)", re.IGNORECASE)
+_EDIT_REPORT = re.compile(r"\bI(?:['’]ve|\s+have)?\s+(?:removed|deleted|dropped|changed|edited|corrected|rewrote"
+                          r"|rewritten|fixed|replaced|updated)\b|(?<!\w)note\s*:", re.IGNORECASE)
 _BIDI_MARKS = "\u200e\u200f\u061c"  # LRM, RLM, ALM: needed in right-to-left text, so kept if the original had them
 # What a leftover after a sentence starts with ("A dog runs . | Jane Doe"), full-width forms included.
 _SEPARATOR_START = "|-–—•·/,;:｜／，；：、،؛"  # Arabic comma and semicolon too
@@ -462,6 +470,15 @@ def _lead_in(candidate: str, original: str | None) -> str | None:
     return match.group(0).strip()
 
 
+def _model_talk(candidate: str, original: str | None) -> str | None:
+    """A refusal or a report of the edit the original did not have (a caption may quote one: "Sorry" the film)."""
+    for kind, pattern in (("model refusal", _REFUSAL), ("model commentary", _EDIT_REPORT)):
+        match = pattern.search(candidate)
+        if match and not (original is not None and _in_original(match.group(0).strip(" \t\n\"'“‘(["), original)):
+            return f"{kind} {match.group(0).strip()!r}"
+    return None
+
+
 def _starts_with_punctuation(candidate: str, original: str | None) -> bool:
     """A leading mark that is not part of the first word: "-5 degrees" and ".5 mm" start with a number,
     and ".NET" is a word when the original started with it too."""
@@ -502,6 +519,9 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
     lead_in = _lead_in(candidate, original)
     if lead_in:
         problems.append(f"model lead-in {lead_in!r}")
+    talk = _model_talk(candidate, original)
+    if talk:
+        problems.append(talk)
     if _LINK_DEBRIS.search(candidate):
         problems.append("link debris")
     tags = [t for t in _MARKUP.findall(candidate) if t not in raw_tags]
@@ -548,13 +568,19 @@ def judge(quality_before: float, quality_after: float, edit: float, length: floa
         problems = wellformedness_problems(candidate, None if fresh else original)
         if problems:
             return False, "malformed rewrite: " + "; ".join(problems)
+    if not fresh and candidate is not None and original is not None and candidate == original:
+        # the original again is no rewrite: accepted, it would publish a pair its decision filtered out (a fix of
+        # whitespace, case or quotes alone is a change)
+        return False, "no change: the candidate is the original"
     # an unknown score before (NaN) is no score to beat but the margin over 0; the reason says unknown, never 0
     before = 0.0 if math.isnan(quality_before) else quality_before
-    shown = "unknown" if math.isnan(quality_before) else f"{before:.3g}"
-    if quality_after < before + rules.min_improvement:
-        return False, f"score did not improve enough ({shown} -> {quality_after:.3g}, need +{rules.min_improvement:g})"
+    shown, after_shown = _shown(before, quality_after)
+    shown = "unknown" if math.isnan(quality_before) else shown
+    if not _improved(before, quality_after, rules.min_improvement):
+        return False, f"score did not improve enough ({shown} -> {after_shown}, need +{rules.min_improvement:g})"
     if rules.min_quality is not None and quality_after < rules.min_quality:
-        return False, f"still weak after rewriting ({quality_after:.3g} < {rules.min_quality:g})"
+        floor_shown, after_shown = _shown(rules.min_quality, quality_after)
+        return False, f"still weak after rewriting ({after_shown} < {floor_shown})"
     if fresh:
         edit = length = similarity = math.nan
     if rules.max_edit_ratio is not None and not math.isnan(edit) and edit > rules.max_edit_ratio:
@@ -565,4 +591,24 @@ def judge(quality_before: float, quality_after: float, edit: float, length: floa
         return False, f"length ratio {length:.2f} > {rules.max_length_ratio:g}"
     if rules.min_similarity is not None and not math.isnan(similarity) and similarity < rules.min_similarity:
         return False, f"semantic similarity {similarity:.2f} < {rules.min_similarity:g} (meaning changed)"
-    return True, f"score improved {shown} -> {quality_after:.3g}"
+    return True, f"score improved {shown} -> {after_shown}"
+
+
+def _improved(before: float, after: float, margin: float) -> bool:
+    """A gain of at least ``margin`` (a gain equal to it passes, though 0.3 - 0.2 is 0.0999... in binary); a margin
+    of 0 asks for a gain at all ("accepted only if it scores better": a tie is no improvement). Only a negative
+    margin, which code may set (the settings may not), lets a rewrite score lower."""
+    gain = after - before
+    tolerance = 1e-9 * max(1.0, abs(before), abs(after))
+    return gain > tolerance if margin == 0 else gain >= margin - tolerance
+
+
+def _shown(a: float, b: float) -> tuple[str, str]:
+    """Two scores as a reason prints them: 3 significant digits, more where those would make different
+    scores look equal ("59.99 < 60", not "60 < 60")."""
+    for digits in (3, 4, 6, 10, 17):
+        shown = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if shown[0] != shown[1] or a == b:
+            return shown
+    return shown
+

@@ -50,17 +50,50 @@ _SPACE_RE = re.compile(r"\s+")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")  # control bytes, replacement char
 
 
-def clean_output(text: str | None) -> str:
-    """The caption in a model reply: its first line (after one that only announces the answer), without
-    a "Caption:" label, wrapping quotes or control characters, whitespace collapsed ("" if nothing left)."""
+# Markdown a chat model starts a line with: a header ("### "), a block quote ("> "); and emphasis around a line.
+_MARKDOWN_START = re.compile(r"^(?:#{1,6}\s+|>\s*)+")
+_EMPHASIS = "*_`"
+# A line that only announces what follows: a courtesy word ("Sure.", "Okay!"), a caption label with or without its
+# colon or dash ("Edited caption -", "### Caption", "**Edited caption:**"), a "Here is ..." ending in a colon.
+_ANNOUNCES = re.compile(
+    r"^(?:(?:sure|okay|ok|certainly|of\s+course|absolutely|alright|all\s+right|done|here\s+you\s+go)\W*"
+    r"|(?:the\s+)?(?:(?:new|edited|corrected|revised|rewritten|improved|updated|final)\s+)?caption"
+    r"(?:\s*\([^()]{0,40}\))?(?:\s+is)?\s*[:\-–—]?|.*:)$", re.IGNORECASE)
+
+
+def _bare(line: str) -> str:
+    """A line without the markdown around it: header and quote marks, emphasis at both ends."""
+    return _MARKDOWN_START.sub("", line).strip(_EMPHASIS + " ").strip()
+
+
+def caption_line(text: str | None) -> tuple[str, bool]:
+    """The caption in a model reply (``clean_output``), and whether a further line followed it: then the
+    caption line was finished, even if the reply was cut off later (a model that goes on to explain its edit)."""
     lines = [line.strip() for line in _CONTROL_RE.sub("", text or "").splitlines() if line.strip()]
-    if len(lines) > 1 and lines[0].endswith(":"):
-        lines = lines[1:]
-    line, previous = (lines[0] if lines else ""), None
+    first = 0
+    while first < len(lines) - 1 and _ANNOUNCES.match(_bare(lines[first])):
+        first += 1
+    line, previous = (_MARKDOWN_START.sub("", lines[first]) if lines else ""), None
     while line != previous:  # labels and quotes nest either way: 'Caption: "..."', '"Caption: ..."'
         previous = line
-        line = _unquote(_LABEL_RE.sub("", line, count=1).strip())
-    return _SPACE_RE.sub(" ", line).strip()
+        line = _unquote(_unemphasise(_LABEL_RE.sub("", line, count=1).strip()))
+    return _SPACE_RE.sub(" ", line).strip(), first < len(lines) - 1
+
+
+def _unemphasise(line: str) -> str:
+    """Without markdown emphasis around the whole line ("**A dog runs.**"), only where it is its one pair."""
+    for mark in ("**", "__", "*", "_", "`"):
+        if len(line) > 2 * len(mark) and line.startswith(mark) and line.endswith(mark) \
+                and mark not in line[len(mark):-len(mark)]:
+            return line[len(mark):-len(mark)].strip()
+    return line
+
+
+def clean_output(text: str | None) -> str:
+    """The caption in a model reply: its first line after any that only announce the answer (a courtesy word,
+    a caption label, a line ending in a colon), without markdown header or quote marks, a "Caption:" label,
+    wrapping quotes or control characters, whitespace collapsed ("" if nothing left)."""
+    return caption_line(text)[0]
 
 
 def _unquote(line: str) -> str:
@@ -189,6 +222,8 @@ class VlmRewriter(GeneratingRewriter):
                          f"the rewrite prompt must contain {CAPTION_PLACEHOLDER} where the caption goes")
         # 3: chat lead-ins ("Sure, here is the edited caption:", "Revised caption - ") removed from replies
         # 4: a reply cut off at max_new_tokens is no candidate (it ends mid-phrase)
+        # 5: markdown header and quote marks removed; lines of only a courtesy word or a caption label skipped;
+        # a reply cut off after its caption line keeps that line
         self.version = f"{CODE_VERSIONS['vlm']}:{model}:beams={num_beams}:max_new={max_new_tokens}"
         loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         self.generator = ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, num_beams=num_beams)
@@ -204,10 +239,11 @@ class VlmRewriter(GeneratingRewriter):
 
     @staticmethod
     def _candidate(reply: str) -> RewriteCandidate:
-        if getattr(reply, "cut_off", False):  # a caption cut mid-phrase must not be judged as a finished one
+        caption, finished = caption_line(reply)
+        # a caption cut mid-phrase must not be judged as a finished one; a finished line before the cut is one
+        if getattr(reply, "cut_off", False) and not finished:
             return RewriteCandidate(None, error="reply cut off at max_new_tokens (raise rewriter.max_new_tokens)",
                                     raw=str(reply))
-        caption = clean_output(reply)
         return RewriteCandidate(caption or None, error=None if caption else "empty output", raw=str(reply))
 
 

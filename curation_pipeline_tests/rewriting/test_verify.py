@@ -93,6 +93,55 @@ def test_judge(before, after, edit, length, sim, accepted, reason):
     assert judge(before, after, edit, length, sim, RULES) == (accepted, reason)
 
 
+def test_a_gain_equal_to_the_margin_passes_and_a_tie_never_does():
+    # 0.3 - 0.2 is 0.09999999999999998 in binary: still the margin of 0.1
+    assert judge(0.2, 0.3, 0, 1, 1, AcceptanceRules(min_improvement=0.1)) == (True, "score improved 0.2 -> 0.3")
+    assert judge(50, 50, 0, 1, 1, AcceptanceRules(min_improvement=0)) == (
+        False, "score did not improve enough (50 -> 50, need +0)")  # "accepted only if it scores better"
+    assert judge(50, 50.5, 0, 1, 1, AcceptanceRules(min_improvement=0))[0]
+    # numbers that differ are never printed alike
+    assert judge(50, 59.99, 0, 1, 1, AcceptanceRules(min_improvement=1, min_quality=60)) == (
+        False, "still weak after rewriting (59.99 < 60)")
+
+
+def test_the_original_again_is_no_rewrite():
+    """Accepted, an echo would publish unchanged a pair its decision filtered out (keep_fraction, keep_expression)."""
+    rules = AcceptanceRules(min_improvement=0)
+    assert judge(90, 100, 0.0, 1.0, 1.0, rules, original="A dog on a lawn", candidate="A dog on a lawn") == (
+        False, "no change: the candidate is the original")
+    # a fix of whitespace or case alone is a change (the cleaner's whitespace repairs)
+    assert judge(90, 100, 0.0, 1.0, 1.0, rules, original="A dog \u00a0on a lawn", candidate="A dog on a lawn")[0]
+    assert judge(90, 100, 0.0, 1.0, 1.0, rules, original="A DOG ON A LAWN", candidate="A dog on a lawn")[0]
+
+
+@pytest.mark.parametrize("original, candidate, problem", [
+    ("Zwei Kinder am Strand", "I'm sorry, but I can't help with identifying people in this image.",
+     'model refusal "I\'m sorry"'),
+    ("kids beach", "As an AI, I cannot see the image.", "model refusal 'As an AI'"),
+    ("A cat on a mat. Photo: Jane", "A cat on a mat. (I removed the credit line.)", "model commentary 'I removed'"),
+    ("A cat on a mat IMG_1.jpg", "A cat on a mat. Note: the file name was dropped.", "model commentary 'Note:'"),
+    ("red barn dusk IMG_1.jpg", "Edited caption (minimal): A red barn at dusk.",
+     "model lead-in 'Edited caption (minimal):'"),
+])
+def test_a_reply_about_the_task_is_no_caption(original, candidate, problem):
+    from curation_pipeline.rewriting.verify import wellformedness_problems
+
+    assert wellformedness_problems(candidate, original) == [problem]
+    assert judge(10, 100, 0.5, 1.0, 0.9, AcceptanceRules(), original=original, candidate=candidate) == (
+        False, f"malformed rewrite: {problem}")
+
+
+@pytest.mark.parametrize("original, candidate", [
+    ("Sorry Seems to Be the Hardest Word, live IMG_2.jpg", "Sorry Seems to Be the Hardest Word, live"),
+    ("The flowers I kept from the wedding #love", "The flowers I kept from the wedding"),
+    ("Note: the museum is closed on Mondays. www.example.com", "Note: the museum is closed on Mondays."),
+])
+def test_a_caption_with_such_words_of_its_own_passes(original, candidate):
+    from curation_pipeline.rewriting.verify import wellformedness_problems
+
+    assert wellformedness_problems(candidate, original) == []
+
+
 def test_disabled_bounds_accept_any_improvement():
     assert judge(10, 11, 1.0, 9.0, -1.0, AcceptanceRules())[0]
 

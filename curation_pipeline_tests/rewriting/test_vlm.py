@@ -4,6 +4,7 @@ from PIL import Image
 from curation_pipeline.models.loading import ModelUnavailableError
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.attempts import rewrite_batches
+from curation_pipeline.rewriting.base import CODE_VERSIONS
 from curation_pipeline.rewriting.verify import AcceptanceRules
 from curation_pipeline.rewriting.vlm import (DEFAULT_PROMPT, NO_CAPTION_PROMPT, GeneratingRewriter, VlmRewriter,
                                              clean_output)
@@ -36,6 +37,14 @@ from curation_pipeline_tests import tiny_models
     # ... but only a lead-in: the caption's own words stay
     ("Okay sign painted on a wall", "Okay sign painted on a wall"), ("Sure thing, a dog", "Sure thing, a dog"),
     ("Caption-worthy sunset over the sea", "Caption-worthy sunset over the sea"),
+    # markdown: header and quote marks, emphasis around the line, a line that only announces (a courtesy word,
+    # a label with or without its colon or dash)
+    ("### Caption\nA dog runs on the grass.", "A dog runs on the grass."),
+    ("> A dog runs on the grass.", "A dog runs on the grass."),
+    ("**Edited caption:**\nA dog runs.", "A dog runs."), ("Edited caption -\nA dog runs.", "A dog runs."),
+    ("Sure.\nA dog runs.", "A dog runs."), ("Here you go!\n**Caption:** A dog.", "A dog."),
+    ("**A dog runs.**", "A dog runs."), ("Edited caption (minimal):\nA red barn.", "A red barn."),
+    ("A file_name_here.jpg", "A file_name_here.jpg"), ("Done", "Done"),  # a one-line reply is the caption
 ])
 def test_clean_output(reply, expected):
     assert clean_output(reply) == expected
@@ -95,7 +104,7 @@ def batch(flickr_dir):
 
 def test_generates_cleaned_candidates(model_dir, batch):
     rewriter = VlmRewriter(model_dir, max_new_tokens=8, batch_size=2)
-    assert rewriter.ident.startswith("vlm@4:") and model_dir in rewriter.version
+    assert rewriter.ident.startswith(f"vlm@{CODE_VERSIONS['vlm']}:") and model_dir in rewriter.version
     assert rewriter.prompt == DEFAULT_PROMPT and len(rewriter.prompt_hash) == 16
     calls, generate = [], rewriter.generator.generate
 
@@ -132,6 +141,21 @@ def test_a_reply_cut_off_at_max_new_tokens_is_no_candidate(model_dir, batch):
     assert [(c.caption, c.error) for c in candidates] == [
         (None, "reply cut off at max_new_tokens (raise rewriter.max_new_tokens)")] * len(batch)
     assert all(isinstance(c.raw, str) and type(c.raw) is str for c in candidates)
+
+
+def test_a_reply_cut_off_after_its_caption_line_keeps_that_line():
+    """A chatty model that goes on to explain its edit runs out of tokens after a finished caption line."""
+    from curation_pipeline.rewriting.vlm import Reply
+
+    def reply(text: str) -> Reply:
+        r = Reply(text)
+        r.cut_off = True
+        return r
+
+    kept = VlmRewriter._candidate(reply("A dog runs on the grass.\n\nI removed the photographer credit and"))
+    assert (kept.caption, kept.error) == ("A dog runs on the grass.", None)
+    cut = VlmRewriter._candidate(reply("Edited caption:\nA dog runs on the"))  # the caption line itself was cut
+    assert (cut.caption, cut.error) == (None, "reply cut off at max_new_tokens (raise rewriter.max_new_tokens)")
 
 
 def test_cut_off_is_a_full_budget_without_an_end_token():
