@@ -36,6 +36,8 @@ SHAPES = [
     "[a](b){c} ", "a - b - ", "a\n", "stock photo\t", "IMG_1234 ", "(source: http://x.com/a) ",
     # labels and bylines beyond English, credits after an ad
     "Bild: ", "Quelle: dpa ", "Foto de Juan Pérez/EFE ", "Photo par Jean Dupont ", "(Fonte ", "New arrivals Photo: ",
+    # quotes that close nothing after an ad trigger (the quoted text of a sign is no ad)
+    "'a ", "Sale! 'a ", "Sale! «a ", "Sale! „a ",
 ]
 # A phrase, a run of one separator, then a tail: the rules' patterns must not read a long run once per start.
 RUNS = [("Tags:", " ", " x"), ("image may contain:", " ", " x"), ("stock photo", " ", " x"),

@@ -486,7 +486,49 @@ _AD_FILLERS = _AD_CONNECTORS | frozenset("online here instantly in store stores 
 WORD_RE = re.compile(r"[^\W\d_]+")
 
 
-_QUOTED_RE = re.compile(r'"[^"\n]*"|“[^”\n]*”')
+# Quoted text as each language writes it: signage ('a banner 'Free shipping'', «50% off», 「大特価」) is described, not
+# advertised. Opening mark -> the marks that close it, on the same line. A straight single quote opens only at a
+# word's start, before a non-space, and a straight or curly single quote closes only where no letter follows and (the
+# straight one) after a non-space, so an apostrophe ("dog's", "Tom’s") is neither.
+_QUOTE_CLOSERS = {'"': '"', "“": "”", "„": "“”", "«": "»", "»": "«", "‚": "‘’", "「": "」", "『": "』", "‘": "’", "'": "'"}
+_QUOTE_MARKS = frozenset(_QUOTE_CLOSERS)
+_APOSTROPHE_LIKE = frozenset("'’")
+_CLOSING_MARKS = frozenset("".join(_QUOTE_CLOSERS.values()))
+
+
+def quoted_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each quoted stretch, leftmost first, none overlapping: an opening mark and the first mark after
+    it that closes it on its line. Each opener looks its closer up in a list (bisection), so a caption of thousands
+    of unclosed quotes costs n log n, not a scan to the line's end per quote."""
+    def word(k: int) -> bool:
+        return 0 <= k < len(text) and (text[k].isalnum() or text[k] == "_")
+
+    closers: dict[str, list[int]] = {}
+    openers: list[int] = []
+    lines: list[int] = []
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            lines.append(i)
+            continue
+        if ch in _CLOSING_MARKS and not (ch in _APOSTROPHE_LIKE and word(i + 1)):
+            closers.setdefault(ch, []).append(i)
+        if ch in _QUOTE_MARKS and (ch != "'" or (not word(i - 1) and i + 1 < len(text) and not text[i + 1].isspace())):
+            openers.append(i)
+    spans: list[tuple[int, int]] = []
+    done = 0
+    for i in openers:
+        if i < done:
+            continue
+        after = [found[k] for c in _QUOTE_CLOSERS[text[i]]
+                 if (found := closers.get(c)) and (k := bisect.bisect_right(found, i)) < len(found)]
+        if not after:
+            continue
+        close, line = min(after), bisect.bisect_right(lines, i)
+        if (line < len(lines) and close > lines[line]) or (text[i] == "'" and text[close - 1].isspace()):
+            continue
+        spans.append((i, close + 1))
+        done = close + 1
+    return spans
 
 
 @functools.lru_cache(maxsize=8)
@@ -704,8 +746,8 @@ def ad_triggers(text: str) -> list[re.Match]:
     if weak:
         triggers += _weak_ads_once_cut(text, triggers, weak)
         triggers.sort(key=lambda t: t.start())
-    if triggers and ('"' in text or "“" in text):
-        quoted = [m.span() for m in _QUOTED_RE.finditer(text)]  # in order, none overlapping
+    if triggers and not _QUOTE_MARKS.isdisjoint(text):
+        quoted = quoted_spans(text)  # in order, none overlapping
         quoted_starts = [s for s, _ in quoted]
 
         def in_quotes(pos: int) -> bool:

@@ -296,6 +296,8 @@ class CaptionCleaner(Rewriter):
     # 14: a link or a file name inside a sentence (a word before it, words describing after it in its clause) is what
     #     the sentence says, kept ("A website https://x.com is shown on a laptop" was left "A is shown on a laptop"),
     #     as is one that is text shown in the image; a file name in a kept link's path is the link's
+    # 15: an ad trigger inside quotes of any language ('50% off', ‘Free shipping’, «Sale») is sign text and stays,
+    #     as inside double quotes ("A store window with a '50% off' sign" was cut to "A store window with a '")
     version = CODE_VERSIONS["cleaner"]
     needs_images = False
     prompt = None

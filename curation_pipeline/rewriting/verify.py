@@ -197,6 +197,8 @@ _BIDI_MARKS = "\u200e\u200f\u061c"  # LRM, RLM, ALM: needed in right-to-left tex
 # What a leftover after a sentence starts with ("A dog runs . | Jane Doe"), full-width forms included.
 _SEPARATOR_START = "|-–—•·/,;:｜／，；：、،؛"  # Arabic comma and semicolon too
 _SEPARATOR_END = tuple(",;:|/\\-–—•·+&([{、：，；｜／（［｛【《〈〔〖〘،؛")
+# A quote mark that opens nothing: the caption's last character, alone after a space.
+_OPEN_QUOTE_END = re.compile(r"(?:^|\s)[\"'“‘«„‚「『]$")
 # opening quotes and brackets as each language writes them, and signs
 _OPENING_OK = "\"'“”‘«„‚»「『〝¿¡([{（［｛【《〈〔〖〘#@$€£"
 
@@ -437,7 +439,7 @@ def _dangling_end(candidate: str, original: str | None) -> str | None:
     if match is None or original is None:
         return None
     last = candidate[:match.end()].split()[-3:]  # the cut's last words, to find it in the original
-    cut = r"(?<!\S)" + r"\s+".join(map(re.escape, last)) + r"\s+[\w$€£¥]"
+    cut = r"(?<!\S)" + r"\s+".join(map(re.escape, last)) + r"\s+[\"'“‘«„‚「『]?[\w$€£¥]"  # a quoted word goes on too
     return match.group(1) if re.search(cut, html.unescape(original), re.IGNORECASE) else None
 
 
@@ -530,6 +532,8 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
     stripped = candidate.strip()
     if stripped.endswith(_SEPARATOR_END):
         problems.append(f"trailing separator {stripped[-1]!r}")
+    elif _OPEN_QUOTE_END.search(stripped):  # "A store window with a '": the quote's text was cut away
+        problems.append(f"dangling quote {stripped[-1]!r}")
     if stripped and _starts_with_punctuation(stripped, original):
         problems.append(f"starts with {stripped[0]!r}")
     id_tail = _id_tail(stripped, original)

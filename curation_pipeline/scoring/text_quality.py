@@ -61,6 +61,13 @@ MIN_HASHTAGS = 3
 MAX_HASHTAG_SHARE = 0.3
 
 
+def _one_token(tokens: list[str]) -> bool:
+    """Whether the whitespace tokens are copies of one word, but for case and the punctuation at their edges
+    ("coffee, Coffee coffee!"): a letter word repeated among numbers or codes ("word0 word1 ...") is not."""
+    return len({"".join(ch for ch in t if not unicodedata.category(ch).startswith(("P", "S"))).casefold()
+                for t in tokens} - {""}) == 1
+
+
 def caption_rules(caption: str | None) -> list[str]:
     """Rule ids fired by one caption, in ``PENALTIES`` order."""
     if caption is None or not caption.strip():
@@ -87,8 +94,8 @@ def caption_rules(caption: str | None) -> list[str]:
     if not caption.isascii():  # a mark (Thai vowel sign, tone mark) is part of its character, no character itself
         n_words += sum(1 for ch in NO_SPACE_SCRIPT_RE.findall(caption) if unicodedata.category(ch)[0] != "M") // 2
     unique_words = len({w.lower() for w in marked})
-    if unique_words == 1 and len(marked) >= MIN_COPIES_ONE_WORD and n_words > 1:
-        n_words = 1
+    if unique_words == 1 and len(marked) >= MIN_COPIES_ONE_WORD and n_words > 1 and _one_token(tokens):
+        n_words = 1  # "Day 1 Day 2 Day 3 Day 4" has one letter word too, but is no word repeated
     low_variety = len(marked) >= MIN_WORDS_FOR_UNIQUE_RATIO and unique_words < MIN_UNIQUE_RATIO * len(marked)
 
     fired = {
@@ -145,7 +152,10 @@ class CaptionTextQuality(Scorer):
     #    was 80); Latin acronyms in a script without case, and Cherokee, are no all_caps; a Catalan "l·l", "la fuente -"
     #    (a fountain) and a zero-width space between Thai, Lao, Myanmar or Khmer words fire nothing (were boilerplate,
     #    credit, control_chars); a hashtag takes its marks; a Thai mark is no character of the length
-    version = "10"
+    # 11: an ad trigger inside quotes of any language ('50% off', ‘Free shipping’, «Sale», 「大特価」) is sign text, as
+    #    inside double quotes; one letter word among numbers ("Day 1 Day 2 Day 3 Day 4", "word0 ... word99") is no
+    #    word repeated: no longer very_short (or only too_long where it is)
+    version = "11"
     needs_images = False
     outputs = (
         ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",

@@ -131,6 +131,17 @@ def test_a_reply_about_the_task_is_no_caption(original, candidate, problem):
         False, f"malformed rewrite: {problem}")
 
 
+@pytest.mark.parametrize("original, candidate, problem", [
+    ("A store window with a '50% off' sign", "A store window with a '", "dangling quote \"'\""),
+    ("A shop window with a ‘Free shipping’ sticker", "A shop window with a", "ends on 'a'"),
+    ("A shop with a «50% off» poster", "A shop with a", "ends on 'a'"),
+])
+def test_a_cut_before_a_quote_is_no_finished_caption(original, candidate, problem):
+    from curation_pipeline.rewriting.verify import wellformedness_problems
+
+    assert wellformedness_problems(candidate, original) == [problem]
+
+
 @pytest.mark.parametrize("original, candidate", [
     ("Sorry Seems to Be the Hardest Word, live IMG_2.jpg", "Sorry Seems to Be the Hardest Word, live"),
     ("The flowers I kept from the wedding #love", "The flowers I kept from the wedding"),

@@ -193,7 +193,7 @@ def test_scorer_columns_and_missing_captions():
     assert df["text_quality"].dtype == "float64"
     assert df["text_quality"].tolist() == [100.0, 0.0, 0.0]
     assert df["text_quality_rules"].tolist() == ["", "empty", "empty"]
-    assert scorer.needs_images is False and scorer.ident == "text_quality@10"
+    assert scorer.needs_images is False and scorer.ident == "text_quality@11"
 
 
 def test_score_is_clamped():
@@ -274,6 +274,28 @@ def test_one_word_repeated_scores_as_one_word():
         assert caption_rules(junk) == ["too_short", "very_short", "repetition"]
         assert caption_score(caption_rules(junk)) == caption_score(caption_rules(junk.split()[0])) - 20
     assert caption_rules("Talk talk talk") == ["repetition"]
+    # one letter word among numbers or codes is no word repeated (digits are no letters, but are words)
+    assert caption_rules("Day 1 Day 2 Day 3 Day 4") == [] == caption_rules("Photo 1 photo 2 photo 3 photo 4")
+    assert caption_rules(" ".join(f"word{i}" for i in range(100))) == ["repetition", "too_long"]
+    assert caption_rules("coffee, Coffee coffee coffee!") == ["too_short", "very_short", "repetition"]
+
+
+@pytest.mark.parametrize("caption", [
+    "A store window with a '50% off' sign", "Children holding a banner 'Free shipping' at a parade",
+    "A shop window with a ‘Free shipping’ sticker", "A shop with a «50% off» poster",
+    "Ein Schild „Jetzt kaufen“ am Laden",
+    "A dog's bowl with a 'Free shipping' sticker",  # the apostrophe opens no quote
+])
+def test_ad_words_in_quotes_of_any_language_are_sign_text(caption):
+    """As in double quotes: the scorer and the cleaner both read the quoted words as what the sign says (the
+    cleaner cut "A store window with a '50% off' sign" to "A store window with a '" and published it)."""
+    from curation_pipeline.pairs import PairBatch
+    from curation_pipeline.rewriting.cleaner import CaptionCleaner
+
+    assert caption_rules(caption) == []
+    assert CaptionCleaner().rewrite(PairBatch(["k"], [caption]))[0].caption is None  # no change
+    assert "advertising" in caption_rules(caption.replace("'", "").replace("‘", "").replace("’", "").replace("«", "")
+                                          .replace("»", "").replace("„", "").replace("“", "")) or "Jetzt" in caption
 
 
 # Rules that mark a caption as noisy (length rules aside): a human caption fires none of them.
