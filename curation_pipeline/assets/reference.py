@@ -29,14 +29,16 @@ class ReferenceConfig(dg.Config):
     description="The caption-length distribution new shards are held to: exact counts per length (words or "
     "characters, as policy.drift.length_unit says) of the original captions in the stored pairs of the chosen "
     "shards (config `shards`; default all). Pinned until materialized again: later shards are compared with it "
-    "by the non-blocking check caption_length_vs_reference on pairs. No model runs.",
+    "by the non-blocking check caption_length_vs_reference on pairs. Fewer than policy.drift.min_rows captions "
+    "fails: such a reference would let every shard pass uncompared. No model runs.",
 )
 def caption_length_reference(context: dg.AssetExecutionContext, config: ReferenceConfig,
                              warehouse: WarehouseResource, policy: PolicyResource) -> dg.MaterializeResult:
     thresholds = policy.drift_thresholds()
     wh = warehouse.warehouse()
     try:
-        reference = build_reference(wh, thresholds.length_unit, config.shards or None, run_id=context.run_id)
+        reference = build_reference(wh, thresholds.length_unit, config.shards or None, run_id=context.run_id,
+                                    min_rows=thresholds.min_rows)
     except ReferenceUnavailable as exc:
         raise dg.Failure(description=str(exc)) from exc
     path = write_reference(wh, reference)

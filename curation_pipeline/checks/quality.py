@@ -41,7 +41,8 @@ PAIRS_CHECKS = [
           "Warns (never blocks) when the shard's original captions do not look like the pinned reference "
           f"({REFERENCE_ASSET}): the same KL, mean and quantile limits as the drift check (policy.drift). A "
           "changed source (truncated captions, file names, alt-text stubs) shows here before it is curated. "
-          "Passes without comparing until the reference is built.", blocking=False),
+          "Passes without comparing until the reference is built (one of fewer than policy.drift.min_rows captions "
+          "is refused).", blocking=False),
 ]
 SCORES_CHECKS = [
     _spec("scores_in_range", "quality_scores",

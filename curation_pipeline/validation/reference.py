@@ -54,8 +54,9 @@ def shard_counts(warehouse: Warehouse, shard: str, unit: str) -> LengthCounts:
 
 
 def build_reference(warehouse: Warehouse, unit: str, shards: list[str] | None = None,
-                    run_id: str | None = None) -> LengthReference:
-    """The counts over ``shards`` (default: every shard with stored pairs), read 16 shards at a time."""
+                    run_id: str | None = None, min_rows: int = 0) -> LengthReference:
+    """The counts over ``shards`` (default: every shard with stored pairs), read 16 shards at a time. Fewer than
+    ``min_rows`` captions is no reference: every later shard would pass "not compared" against it, for good."""
     stored = warehouse.shards("pairs")
     if not stored:
         raise ReferenceUnavailable("no pairs are stored in the warehouse: materialize pairs for the shards the "
@@ -67,8 +68,14 @@ def build_reference(warehouse: Warehouse, unit: str, shards: list[str] | None = 
                              f"; materialize pairs for them first (shards with pairs: {len(stored)})")
     with ThreadPoolExecutor(READ_THREADS) as reads:
         parts = list(reads.map(lambda shard: shard_counts(warehouse, shard, unit), chosen))
+    counts = LengthCounts.total(parts, unit)
+    if counts.n < min_rows:
+        raise ReferenceUnavailable(
+            f"the reference's {len(chosen)} shard(s) hold {counts.n} captions, fewer than policy.drift.min_rows "
+            f"({min_rows}): every shard checked against it would pass without a comparison. Choose more shards "
+            "(config shards, or none for every shard with stored pairs), or lower policy.drift.min_rows")
     built = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return LengthReference(LengthCounts.total(parts, unit), tuple(chosen), built, run_id)
+    return LengthReference(counts, tuple(chosen), built, run_id)
 
 
 def write_reference(warehouse: Warehouse, reference: LengthReference) -> str:

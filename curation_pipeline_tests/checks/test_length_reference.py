@@ -35,8 +35,9 @@ def _pairs(defs, instance, shard):
     return {c.check_name: c for c in result.get_asset_check_evaluations()}["caption_length_vs_reference"]
 
 
-def _reference(defs, instance, tmp_path, shards):
-    resources = build_resources(raw_root=str(tmp_path / "raw"), warehouse_root=str(tmp_path / "warehouse"))
+def _reference(defs, instance, tmp_path, shards, **overrides):
+    resources = build_resources(raw_root=str(tmp_path / "raw"), warehouse_root=str(tmp_path / "warehouse"),
+                                **overrides)
     return dg.materialize([caption_length_reference], instance=instance, resources=resources, raise_on_error=False,
                           run_config={**QUIET, "ops": {"caption_length_reference": {"config": {"shards": shards}}}})
 
@@ -75,6 +76,21 @@ def test_a_reference_over_shards_without_pairs_fails_naming_them(home):
     assert not result.success
     failure = [e for e in result.all_events if e.is_step_failure][0]
     assert "no stored pairs for 1 of the reference's shards: nope-1" in str(failure.event_specific_data.error)
+
+
+def test_a_reference_too_small_to_compare_with_is_refused(home):
+    """A reference of fewer than min_rows captions would let every later shard pass "not compared", for good."""
+    from curation_pipeline.resources import DriftConfig, PolicyResource
+
+    defs, instance, tmp_path = home
+    _pairs(defs, instance, "sample-000000")  # 40 captions
+    strict = PolicyResource(drift=DriftConfig(min_rows=50))
+    result = _reference(defs, instance, tmp_path, ["sample-000000"], policy=strict)
+    assert not result.success and read_reference(Warehouse(str(tmp_path / "warehouse"))) is None
+    failure = [e for e in result.all_events if e.is_step_failure][0]
+    assert ("the reference's 1 shard(s) hold 40 captions, fewer than policy.drift.min_rows (50)"
+            in str(failure.event_specific_data.error))
+    assert _reference(defs, instance, tmp_path, ["sample-000000"]).success  # 40 >= the default 20
 
 
 def test_a_reference_in_another_unit_is_not_compared(home):
