@@ -164,10 +164,11 @@ def _flag(df: pd.DataFrame, column: str, predicate) -> pd.Series:
 def image_drop_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
     """The first reason, in a fixed order, that makes a pair's image unusable."""
     status = df.get("decode_status", pd.Series("ok", index=df.index)).fillna("missing")
+    missing, corrupt, too_large = IMAGE_STATUS_REASONS
     checks: list[tuple[str, pd.Series]] = [
-        ("image_missing", status.isin(["missing", "empty"])),
-        ("image_corrupt", status.eq("corrupt")),
-        ("image_too_large", status.eq("too_large")),
+        (missing, status.isin(["missing", "empty"])),
+        (corrupt, status.eq("corrupt")),
+        (too_large, status.eq("too_large")),
     ]
     drop_bounds = [b for b in bounds() if b.effect == "drop"]
     checks += [(b.reason, _bound_hits(df, b, policy)) for b in drop_bounds]
@@ -178,6 +179,19 @@ def image_drop_reasons(df: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
         kind = df.get("dup_kind", pd.Series(None, index=df.index)).fillna("duplicate")
         checks.append(("duplicate:" + kind, ~df["dup_keep"].fillna(True).astype(bool)))
     return _first_reason(df.index, checks)
+
+
+IMAGE_STATUS_REASONS = ("image_missing", "image_corrupt", "image_too_large")
+
+
+def is_image_drop(reason: str | None) -> bool:
+    """Whether a decision's reason is one ``image_drop_reasons`` gives: the pair was dropped for its image (or as a
+    duplicate), whatever its caption, so the drop says nothing about the caption."""
+    if not isinstance(reason, str):
+        return False
+    first = reason.split(";", 1)[0].strip()
+    return (first in IMAGE_STATUS_REASONS or first.startswith(("unchecked:", "duplicate:"))
+            or any(first == b.reason or first.startswith(b.reason + "=") for b in bounds() if b.effect == "drop"))
 
 
 def _first_reason(index: pd.Index, checks: list[tuple[str | pd.Series, pd.Series]]) -> pd.Series:

@@ -3,7 +3,10 @@
 The truth file is what ``evaluation.noise.write_truth`` writes. Per label: the share kept, rewritten
 and dropped; for noisy samples also ``caught`` (not kept as it came), ``exactly_clean`` (the final
 caption equals the clean source) and edit-ratio quantiles against the clean source
-(``rewriting.verify.edit_ratio``); for clean samples every false change, with examples.
+(``rewriting.verify.edit_ratio``); for clean samples every false change, with examples. A sample dropped for its
+image (``image_too_small``, ``nsfw``, a duplicate: ``decisions.policy.is_image_drop``) says nothing about its caption:
+it counts in its label's shares and drop reasons, and is left out of the caption figures (caught, exactly clean,
+false changes, junk and mismatched dropped), which are over the samples whose caption was judged.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from curation_pipeline.decisions.policy import is_image_drop
 from curation_pipeline.evaluation.keys import EXAMPLES, require_unambiguous_keys
 from curation_pipeline.evaluation.noise import LABELS
 from curation_pipeline.reporting.report import reason_signals
@@ -141,7 +145,13 @@ def evaluate_labels(joined: pd.DataFrame, examples: int = 10) -> dict:
             # by the signal each reason names, as the quality report counts them: not split by a pair's own
             # score ("low_text_quality=30.0" and "=0.0" are one reason; "duplicate:near_image" stays whole)
             "drop_reasons": _top(dropped.map(reason_signals).explode(), 3),
+            "dropped_for_image": int((part["outcome"].eq("dropped") & part["reason"].map(is_image_drop)).sum()),
         }
+    for_image = df["outcome"].eq("dropped") & df["reason"].map(is_image_drop)
+    report["dropped_for_image"] = int(for_image.sum())
+    report["image_drop_reasons"] = _top(df.loc[for_image, "reason"].fillna("").astype(str)
+                                        .map(reason_signals).explode(), 5) if for_image.any() else {}
+    df = df[~for_image]  # the caption figures: over the samples whose caption was judged
     noisy = df[df["label"].eq("noisy")].copy()
     noisy["caught"] = ~noisy["outcome"].eq("kept")
     noisy["exactly_clean"] = noisy["final_caption"].eq(noisy["clean"]) & noisy["outcome"].ne("dropped")
@@ -222,6 +232,10 @@ def format_labels_report(report: dict) -> str:
         lines.append(f"  {ex['key']}: {ex['caption']!r} -> {ex['final_caption']!r} ({ex['outcome']}: {ex['reason']})")
     lines.append(f"junk: dropped {_pct(report['junk']['dropped'])}; mismatched: dropped "
                  f"{_pct(report['mismatched']['dropped'])} (only an image-text score can see a mismatch)")
+    if report.get("dropped_for_image"):
+        reasons = ", ".join(f"{k} {v}" for k, v in report["image_drop_reasons"].items())
+        lines.append(f"left out of the caption figures above: {report['dropped_for_image']} samples dropped for their "
+                     f"image, whatever their caption ({reasons})")
     if noisy["not_clean_examples"]:
         lines += ["", "noisy samples not exactly clean (first few):"]
         for ex in noisy["not_clean_examples"]:

@@ -34,7 +34,7 @@ def test_report_figures():
     report = evaluate_labels(join_outcomes(TRUTH, FINAL))
     assert report["samples"] == 8
     assert report["labels"]["clean"] == {"n": 2, "kept_unchanged": 0.5, "rewritten": 0.5, "dropped": 0.0,
-                                         "drop_reasons": {}}
+                                         "drop_reasons": {}, "dropped_for_image": 0}
     assert report["labels"]["junk"]["drop_reasons"] == {"weak": 1}
     noisy = report["noisy"]
     assert noisy["n"] == 4 and noisy["caught"] == 0.75 and noisy["exactly_clean"] == 0.25 and noisy["dropped"] == 0.25
@@ -49,6 +49,30 @@ def test_report_figures():
     assert report["summary"]["clean_kept_unchanged"] == 0.5
     text = format_labels_report(report)
     assert "exactly clean 25.0%" in text and "A cat sleeps." in text
+
+
+def test_a_sample_dropped_for_its_image_is_no_caption_verdict():
+    """A thumbnail or an NSFW photo is dropped whatever its caption: counting that as a noisy caption caught, a clean
+    one changed or a mismatch seen credits (or blames) the caption work with what it never did."""
+    truth = pd.concat([TRUTH, pd.DataFrame([
+        {"key": "c3", "label": "clean", "caption": "A red bus", "clean": "A red bus", "kinds": []},
+        {"key": "n5", "label": "noisy", "caption": "A bus #a #b", "clean": "A bus", "kinds": ["hashtags"]},
+        {"key": "m2", "label": "mismatched", "caption": "A cow", "clean": None, "kinds": []},
+    ]).assign(shard=None)])
+    final = pd.concat([FINAL, pd.DataFrame([
+        {"key": "c3", "outcome": "dropped", "final_caption": None, "reason": "image_too_small"},
+        {"key": "n5", "outcome": "dropped", "final_caption": None, "reason": "nsfw"},
+        {"key": "m2", "outcome": "dropped", "final_caption": None, "reason": "duplicate:near_image"},
+    ]).assign(original_caption=None)])
+    report, before = evaluate_labels(join_outcomes(truth, final)), evaluate_labels(join_outcomes(TRUTH, FINAL))
+    for part in ("noisy", "clean", "junk", "mismatched"):  # the caption figures: as without those three samples
+        assert report[part] == before[part], part
+    assert report["labels"]["clean"]["n"] == 3 and report["labels"]["clean"]["dropped_for_image"] == 1
+    assert report["labels"]["clean"]["drop_reasons"] == {"image_too_small": 1}  # still counted where it was
+    assert report["dropped_for_image"] == 3
+    assert report["image_drop_reasons"] == {"duplicate:near_image": 1, "image_too_small": 1, "nsfw": 1}
+    assert ("left out of the caption figures above: 3 samples dropped for their image, whatever their caption"
+            in format_labels_report(report))
 
 
 def test_drop_reasons_count_each_signal_whatever_the_pairs_score():
