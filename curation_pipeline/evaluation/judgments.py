@@ -10,7 +10,8 @@ Formats (``read_judgments``), one row per judged pair (``pair``, ``image``, ``ca
   of "yes" (the score), number of yes, number of no.
 * ``generic``: CSV (header row) or JSON lines with ``image``, ``caption`` and ``score``; optional ``key``
   and ``shard`` (join on the warehouse's sample key instead) and ``references`` (a list of reference
-  captions, for the reference baseline).
+  captions, for the reference baseline). A pair may be rated in several rows (one per annotator): ``pair``
+  names the pair each row rates, and the bootstrap draws pairs.
 """
 
 from __future__ import annotations
@@ -163,8 +164,24 @@ def read_generic(path) -> pd.DataFrame:
     if "references" in df:
         df["references"] = df["references"].apply(
             lambda v: json.loads(v) if isinstance(v, str) and v.startswith("[") else v)
-    df["pair"] = [str(i) for i in range(len(df))]
+    df["pair"] = _generic_pairs(df)
     return df
+
+
+def _generic_pairs(df: pd.DataFrame) -> list[str]:
+    """Which judged pair each row rates: its (shard, key) where the file names keys, else its image and caption as
+    the join compares them. A file of one row per annotator rates a pair several times: the bootstrap then draws
+    pairs, not rows, and the report counts pairs (``evaluate_agreement``)."""
+    keyed = df["key"].map(_present)
+    return [json.dumps(["key", shard if _present(shard) else None, str(key)]) if has_key
+            else json.dumps(["image", image_id(image), normalize_caption(caption)])
+            for has_key, shard, key, image, caption in zip(keyed, df["shard"], df["key"], df["image"], df["caption"])]
+
+
+def _present(value) -> bool:
+    """A value given: not None, NaN, or an empty cell (a CSV's blank column reads as "")."""
+    return value is not None and not (isinstance(value, float) and np.isnan(value)) \
+        and not (isinstance(value, str) and not value.strip())
 
 
 def read_judgments(path, fmt: str = "auto", captions_file=None, skip_references: bool = True) -> pd.DataFrame:
@@ -239,8 +256,8 @@ def join_scores(judgments: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     and case folded). Pairs scored more than once (the same image and caption in two shards) take
     their mean. ``attrs["unmatched_note"]`` says how pairs were joined and shows one not found next to
     one the warehouse has, so that a join which finds nothing names its cause."""
-    if "key" in judgments and judgments["key"].notna().all():
-        on = ["shard", "key"] if "shard" in judgments and judgments["shard"].notna().all() else ["key"]
+    if "key" in judgments and judgments["key"].map(_present).all():  # a CSV's blank key column names no key
+        on = ["shard", "key"] if "shard" in judgments and judgments["shard"].map(_present).all() else ["key"]
         if on == ["key"]:
             require_unambiguous_keys(judgments["key"], scores, judgments.attrs.get("path") or "the judgment file",
                                      "the warehouse's quality_scores")
@@ -379,7 +396,11 @@ def evaluate_agreement(joined: pd.DataFrame, *, protocols=("mean", "each"), n_bo
             report["results"].append({"protocol": protocol, "label": label, **result})
     else:
         label = "share of yes per pair" if fmt == "crowdflower" else "human score per pair"
-        result = correlations(scored["score"], scored["metric"], n_boot=n_boot, seed=seed)
+        # a pair rated in several rows (one per annotator) is drawn whole, so its ratings do not narrow the interval
+        groups = scored["pair"].to_numpy() if "pair" in scored else None
+        result = correlations(scored["score"], scored["metric"], groups=groups, n_boot=n_boot, seed=seed)
+        if result["n_groups"] < result["n"]:
+            label = "each rating (rows), drawn by pair"
         report["results"].append({"protocol": "pair", "label": label, **result})
     return report
 

@@ -147,6 +147,29 @@ def test_join_and_agreement_with_a_warehouse_column(flickr_files, tmp_path):
 
 
 
+def test_a_pair_rated_in_several_rows_is_one_pair(flickr_files, tmp_path):
+    """One row per annotator is a common layout: the bootstrap draws pairs (all their rows), and the report counts
+    pairs, so three ratings of a pair do not narrow the interval as three pairs would. A blank key column (a CSV
+    cell reads as "") names no key: the join falls back to image and caption."""
+    import csv
+
+    judgments = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])
+    wh = _warehouse(tmp_path, judgments, lambda img, cap: _right(img, cap) + len(cap) / 100)
+    path = tmp_path / "annotators.csv"
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["shard", "key", "image", "caption", "score"])
+        for row in judgments.itertuples():
+            for offset in (-0.5, 0.0, 0.5):
+                out.writerow(["", "", row.image, row.caption, row.score + offset])
+    report = agreement_report(path, "my_score", warehouse_root=wh.root, n_boot=30)
+    result = report["results"][0]
+    pairs = len(judgments.drop_duplicates(["image", "caption"]))
+    assert result["n"] == 3 * len(judgments) and result["n_groups"] == pairs
+    assert result["label"] == "each rating (rows), drawn by pair" and report["matched_pairs"] == 3 * len(judgments)
+    assert "judged pairs" not in (report["unmatched_note"] or "")  # every row matched on image and caption
+
+
 def test_judgments_by_key_alone_must_name_one_shard(tmp_path):
     wh = Warehouse(str(tmp_path / "wh"))
     for shard, n, sign in (("part-000000", 7, 1.0), ("part-000001", 4, -1.0)):  # keys restart in every shard
