@@ -108,8 +108,14 @@ def join_outcomes(truth: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
                          f"{str(first['original_caption'])[:60]!r}): is the truth file from another run of the "
                          "generator (another --seed) than these shards?")
     out = joined[same].reset_index(drop=True)
+    # noise that ingest removed (a NUL byte, a leading BOM): the pipeline was given the clean caption, so the sample
+    # is scored as the clean one it received, not as noise the cleaner missed
+    got = out["original_caption"]
+    removed = out["label"].eq("noisy") & got.map(_is_text) & got.eq(out["clean"])
+    out.loc[removed, "label"] = "clean"
     out.attrs.update(labelled=int(len(truth)), not_in_warehouse=int(len(truth) - len(joined)),
-                     caption_mismatches=int(len(differ)), caption_unchecked=int((~checked).sum()))
+                     caption_mismatches=int(len(differ)), caption_unchecked=int((~checked).sum()),
+                     noise_removed_at_ingest=int(removed.sum()))
     return out
 
 
@@ -135,7 +141,8 @@ def evaluate_labels(joined: pd.DataFrame, examples: int = 10) -> dict:
     report: dict = {"samples": int(len(df)), "labelled": int(joined.attrs.get("labelled", len(df))),
                     "unmatched": int(joined.attrs.get("not_in_warehouse", 0)),
                     "caption_mismatches": int(joined.attrs.get("caption_mismatches", 0)),
-                    "caption_unchecked": int(joined.attrs.get("caption_unchecked", 0)), "labels": {}}
+                    "caption_unchecked": int(joined.attrs.get("caption_unchecked", 0)),
+                    "noise_removed_at_ingest": int(joined.attrs.get("noise_removed_at_ingest", 0)), "labels": {}}
     for label in LABELS:
         part = df[df["label"].eq(label)]
         dropped = part.loc[part["outcome"].eq("dropped"), "reason"].fillna("").astype(str)
@@ -210,6 +217,9 @@ def format_labels_report(report: dict) -> str:
         head += f"; {report['caption_mismatches']} left out: caption differs from the pair's original_caption"
     if report.get("caption_unchecked"):
         head += f"; {report['caption_unchecked']} with no caption to check"
+    if report.get("noise_removed_at_ingest"):
+        head += (f"; {report['noise_removed_at_ingest']} noisy samples counted as clean: ingest removed their noise "
+                 "(a NUL byte, a leading BOM) before any rule saw it")
     lines = [head, "",
              f"{'label':<12}{'n':>7}{'kept unchanged':>17}{'rewritten':>12}{'dropped':>10}"]
     for label, row in report["labels"].items():

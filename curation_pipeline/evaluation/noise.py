@@ -11,8 +11,9 @@ Jane Doe.", "© 2019 Jane Doe. All rights reserved."), ``whitespace`` (tabs, lin
 https://...)", "[Photo: Jane Doe]"), ``entity_quotes`` (the caption wrapped in ``&quot;...&quot;``),
 ``url``, ``hashtags``, ``stock`` ("Stock Photo - ...") and ``filename`` ("IMG_2041.JPG - ...").
 
-Noise is added next to the caption with a separator, never by editing its words, and never with a
-separator that would change the caption's own ending, so "exactly clean" is a well-defined target.
+Noise is added next to the caption with a separator, never with a separator that would change the caption's
+own ending; ``whitespace`` and ``control`` put characters between or inside words without changing one. Either way
+the clean source is recoverable, so "exactly clean" is a well-defined target.
 Samples go to ``dev`` or ``heldout`` by a hash of their image: the cleaner's rules are written from
 ``dev`` and measured on ``heldout``.
 """

@@ -75,6 +75,26 @@ def test_a_sample_dropped_for_its_image_is_no_caption_verdict():
             in format_labels_report(report))
 
 
+def test_noise_that_ingest_removed_is_scored_as_the_clean_caption_the_pipeline_got():
+    """A NUL byte or a leading BOM never reaches a rule from a shard (ingest removes it): the warehouse's pair is
+    the clean caption, kept as it came, which is no noise missed. The in-process caption path sees the noise."""
+    truth = pd.DataFrame([
+        {"key": "n1", "label": "noisy", "caption": "A d\x00og runs", "clean": "A dog runs", "kinds": ["control"]},
+        {"key": "n2", "label": "noisy", "caption": "A dog\u200b runs", "clean": "A dog runs", "kinds": ["control"]},
+    ]).assign(shard=None)
+    final = pd.DataFrame([
+        {"key": "n1", "outcome": "kept", "final_caption": "A dog runs", "reason": "ok",
+         "original_caption": "A dog runs"},
+        {"key": "n2", "outcome": "kept", "final_caption": "A dog\u200b runs", "reason": "ok",
+         "original_caption": "A dog\u200b runs"},
+    ])
+    report = evaluate_labels(join_outcomes(truth, final))
+    assert report["noise_removed_at_ingest"] == 1
+    assert report["labels"]["clean"]["n"] == 1 and report["clean"]["kept_unchanged"] == 1.0
+    assert report["noisy"]["n"] == 1 and report["noisy"]["caught"] == 0.0  # the zero-width space reached the rules
+    assert "1 noisy samples counted as clean: ingest removed their noise" in format_labels_report(report)
+
+
 def test_drop_reasons_count_each_signal_whatever_the_pairs_score():
     """Each junk pair dropped for low text quality counts under one reason, not one per score; a duplicate's
     kind and a second signal of the same pair are their own."""
