@@ -14,7 +14,10 @@ whose ``final_captions`` resolved the decisions of another run than its stored `
 (``stale_decisions``): the ``decided:`` lines are not the decisions it was published under.
 A shard with a table that failed a blocking check when it was made (``failed_blocking_checks`` in its Parquet
 metadata, as the report reads it) is marked ``BLOCKED``: its final captions are shown, but none of them is
-published by that run (no step reads a blocked table), only a curated tar of an earlier run may be.
+published by that run (no step reads a blocked table), only a curated tar of an earlier run may be. A shard
+whose curated tar is missing or was not made from its current ``final_captions`` (``final_captions`` made again
+without ``curated_shards``, a run killed while publishing) is marked ``UNPUBLISHED``, as the report marks it: what
+is published there is not what these lines show.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pandas as pd
 from curation_pipeline.reporting.report import (
     PARQUET_OPTIONS,
     parquet_paths,
+    publication_problems,
     register_warehouse,
     stale_decisions,
     stale_rewrites,
@@ -45,6 +49,8 @@ class CaptionHistory:
     stale_marks: dict[str, str] = field(default_factory=dict)  # shard -> the STALE line under each of its pairs
     # shard -> which table failed which blocking check(s), and what of the shard is published, for blocked shards
     blocked: dict[str, str] = field(default_factory=dict)
+    # shard -> why its published tar is not made from these final captions (``report.publication_problems``)
+    unpublished: dict[str, str] = field(default_factory=dict)
     matched: int = 0  # pairs matching key/shard, rewritten or not: with ``rewritten_only``, none rewritten is no error
 
 
@@ -58,7 +64,8 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
     final_files = parquet_paths(list(files["final_captions"].values()))
     attempt_files = parquet_paths(list(files["rewritten_captions"].values()))
     if not final_files:
-        raise FileNotFoundError(f"no final_captions under {warehouse.root}: run the pipeline first")
+        why = unresolved(warehouse, shard) if shard is not None else None
+        raise FileNotFoundError(why or f"no final_captions under {warehouse.root}: run the pipeline first")
     where = "($key IS NULL OR key = $key) AND ($shard IS NULL OR shard = $shard)"
     params = {"key": key, "shard": shard}
     import duckdb  # here, not at import: a run that never looks up lineage never pays for it
@@ -92,6 +99,11 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
         shown = set(final["shard"])  # the raw file each of their tables came from, from the files' metadata
         provenance = table_provenance(con, {t: {s: f for s, f in by_shard.items() if s in shown}
                                             for t, by_shard in files.items()})
+        # what each shown shard keeps in all (not only the pairs shown): what its published tar must hold
+        kept = dict(con.execute(
+            f"""SELECT shard, count(*) FILTER (WHERE outcome <> 'dropped') FROM read_parquet($final, {PARQUET_OPTIONS})
+                WHERE list_contains($shown, shard) GROUP BY shard""",
+            {"final": final_files, "shown": sorted(shown)}).fetchall()) if shown else {}
     finally:
         con.close()
     stale, marks = {}, {}
@@ -103,8 +115,22 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
             stale[s], marks[s] = why, REWRITES_MARK
         elif why := stale_decisions(provenance, s):
             stale[s], marks[s] = why, DECISIONS_MARK
-    return CaptionHistory(final=final, attempts=attempts, stale=stale, stale_marks=marks,
-                          blocked=_blocked(provenance, sorted(shown), warehouse), matched=int(matched))
+    blocked = _blocked(provenance, sorted(shown), warehouse)  # says itself what of the shard is published
+    unpublished, _ = publication_problems(warehouse, {s: int(kept.get(s, 0)) for s in shown if s not in blocked})
+    return CaptionHistory(final=final, attempts=attempts, stale=stale, stale_marks=marks, blocked=blocked,
+                          unpublished=unpublished, matched=int(matched))
+
+
+def unresolved(warehouse: Warehouse, shard: str) -> str | None:
+    """Why a shard with no final_captions is not shown, where it has earlier tables: its run stopped before
+    resolving it (the tables it has, so its attempts are not taken for lost), else None."""
+    if shard in warehouse.shards("final_captions"):
+        return None
+    made = [table for table in TABLES if table != "final_captions" and shard in warehouse.shards(table)]
+    if not made:
+        return None
+    return (f"shard {shard!r} has {', '.join(made)} but no final_captions yet (its run stopped before resolving "
+            f"it): run `curate run --shard {shard}`, or materialize final_captions for it, then look again")
 
 
 def _decided(con, files: list[str], where: str, params: dict) -> pd.DataFrame:
@@ -142,6 +168,7 @@ RAW_MARK = "made from another raw file than the shard's pairs read now (see abov
 REWRITES_MARK = "final caption made from earlier rewrite attempts than those below (see above)"
 DECISIONS_MARK = "final caption resolved earlier decisions than the one shown (see above)"
 BLOCKED_MARK = "not published: the shard failed a blocking check (see above)"
+UNPUBLISHED_MARK = "the published tar was not made from this final caption (see above)"
 
 
 def format_history(history: CaptionHistory, limit: int = 50) -> str:
@@ -150,6 +177,7 @@ def format_history(history: CaptionHistory, limit: int = 50) -> str:
     if history.final.empty:
         return "no matching pairs"
     lines = [f"BLOCKED shard {shard}: {why}" for shard, why in history.blocked.items()]
+    lines += [f"UNPUBLISHED shard {shard}: {why}" for shard, why in history.unpublished.items()]
     lines += [f"STALE shard {shard}: {why}" for shard, why in history.stale.items()]
     grouped = {k: g for k, g in history.attempts.groupby(["shard", "key"])} if len(history.attempts) else {}
     for row in history.final.head(limit).itertuples(index=False):
@@ -157,6 +185,8 @@ def format_history(history: CaptionHistory, limit: int = 50) -> str:
         lines.append(f"{row.shard}/{row.key}: {row.outcome.upper()} — {row.reason}")
         if row.shard in history.blocked:
             lines.append(f"  BLOCKED:  {BLOCKED_MARK}")
+        if row.shard in history.unpublished:
+            lines.append(f"  UNPUBLISHED: {UNPUBLISHED_MARK}")
         if row.shard in history.stale:
             lines.append(f"  STALE:    {history.stale_marks.get(row.shard, RAW_MARK)}")
         decided = getattr(row, "decided_because", None)
@@ -165,6 +195,9 @@ def format_history(history: CaptionHistory, limit: int = 50) -> str:
         dup_of = getattr(row, "dup_of", None)
         if isinstance(dup_of, str) and dup_of:
             lines.append(f"  duplicate of: {dup_of}")
+        if not pd.isna(row.quality_before):  # the score the decision read, and the published caption's
+            final = f" -> {_score(row.quality_final)}" if row.outcome == "rewritten" else ""
+            lines.append(f"  score:    {row.quality_column} {_score(row.quality_before)}{final}")
         lines.append(f"  original: {row.original_caption!r}")
         lines.append(f"  final:    {row.final_caption!r}" if isinstance(row.final_caption, str)
                      else f"  final:    none ({row.outcome})")
