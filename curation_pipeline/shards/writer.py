@@ -75,7 +75,8 @@ def curated_record(shard: str, rows: str | None) -> dict[str, str]:
 def sidecar(row: dict[str, Any], scores: dict[str, Any], source: dict[str, Any] | None = None,
             source_error: str | None = None, caption_problem: str | None = None) -> dict[str, Any]:
     """A kept pair's ``.json`` sidecar; ``caption_problem``: what the reader repaired in the original caption
-    (truncated, NUL bytes removed, invalid UTF-8 replaced), which ``original_caption`` alone does not show."""
+    (truncated, NUL bytes removed, invalid UTF-8 replaced), which ``original_caption`` alone does not show.
+    ``scores`` are of the image and the original caption (quality_scores'); a rewrite's own is ``quality_final``."""
     return {"key": row["key"], "source_shard": row["shard"], "caption": row["final_caption"],
             "original_caption": row["original_caption"], "rewritten": bool(row["rewritten"]),
             "rewriter": row.get("rewriter"), "rewriter_version": row.get("rewriter_version"),
