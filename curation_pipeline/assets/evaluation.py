@@ -52,8 +52,9 @@ def _results_table(report: dict) -> pd.DataFrame:
 
 @dg.asset(
     group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
-    code_version="4",  # bump when the same inputs give different output (3: a constant side fails, not NaN;
-    # 4: in any row, e.g. Expert's mean per pair)
+    code_version="5",  # bump when the same inputs give different output (3: a constant side fails, not NaN;
+    # 4: in any row, e.g. Expert's mean per pair; 5: a generic file's pair rated in several rows is drawn whole by
+    # the bootstrap and counted once; a blank key cell names no key)
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Agreement of a score column with human judgments (Flickr8k-Expert, Flickr8k-CrowdFlower or a "
@@ -95,9 +96,10 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
 
 @dg.asset(
     group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
-    code_version="4",  # bump when the same inputs give different output (2: edit ratios count half-width kana
+    code_version="5",  # bump when the same inputs give different output (2: edit ratios count half-width kana
     # and Han of Extension B and later as the drift check's words; 3: captions checked against original_caption;
-    # 4: a Thai, Lao, Myanmar or Khmer combining mark is part of its character's word)
+    # 4: a Thai, Lao, Myanmar or Khmer combining mark is part of its character's word; 5: a sample dropped for its
+    # image is left out of the caption figures, and one whose noise ingest removed counts as clean)
     deps=[dg.AssetDep(final_captions, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Curation decisions scored against per-sample labels (clean / noisy / junk / mismatched): kept, "

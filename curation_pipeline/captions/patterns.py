@@ -488,12 +488,15 @@ WORD_RE = re.compile(r"[^\W\d_]+")
 
 # Quoted text as each language writes it: signage ('a banner 'Free shipping'', «50% off», 「大特価」) is described, not
 # advertised. Opening mark -> the marks that close it, on the same line. A straight single quote opens only at a
-# word's start, before a non-space, and a straight or curly single quote closes only where no letter follows and (the
-# straight one) after a non-space, so an apostrophe ("dog's", "Tom’s") is neither.
+# word's start, before a letter or digit, and not an elision ('90s, '19, 'til, 'em, rock 'n' roll: '50% off' is a
+# quote); it closes after a non-space and
+# spans no "|" (a listing's separator: "Vintage '90s ... | Free shipping | ... kids' collection" quotes nothing). A
+# straight or curly single quote closes only where no letter follows, so an apostrophe ("dog's", "Tom’s") is neither.
 _QUOTE_CLOSERS = {'"': '"', "“": "”", "„": "“”", "«": "»", "»": "«", "‚": "‘’", "「": "」", "『": "』", "‘": "’", "'": "'"}
 _QUOTE_MARKS = frozenset(_QUOTE_CLOSERS)
 _APOSTROPHE_LIKE = frozenset("'’")
 _CLOSING_MARKS = frozenset("".join(_QUOTE_CLOSERS.values()))
+_ELISIONS = re.compile(r"(?:til|tis|twas|em|cause|n)\b|\d\ds?\b(?!%)", re.IGNORECASE)  # '90s, '19: a year
 
 
 def quoted_spans(text: str) -> list[tuple[int, int]]:
@@ -506,13 +509,17 @@ def quoted_spans(text: str) -> list[tuple[int, int]]:
     closers: dict[str, list[int]] = {}
     openers: list[int] = []
     lines: list[int] = []
+    bars: list[int] = []
     for i, ch in enumerate(text):
         if ch == "\n":
             lines.append(i)
             continue
+        if ch == "|":
+            bars.append(i)
         if ch in _CLOSING_MARKS and not (ch in _APOSTROPHE_LIKE and word(i + 1)):
             closers.setdefault(ch, []).append(i)
-        if ch in _QUOTE_MARKS and (ch != "'" or (not word(i - 1) and i + 1 < len(text) and not text[i + 1].isspace())):
+        if ch in _QUOTE_MARKS and (ch != "'" or (not word(i - 1) and i + 1 < len(text) and text[i + 1].isalnum()
+                                                 and not _ELISIONS.match(text, i + 1))):
             openers.append(i)
     spans: list[tuple[int, int]] = []
     done = 0
@@ -524,7 +531,8 @@ def quoted_spans(text: str) -> list[tuple[int, int]]:
         if not after:
             continue
         close, line = min(after), bisect.bisect_right(lines, i)
-        if (line < len(lines) and close > lines[line]) or (text[i] == "'" and text[close - 1].isspace()):
+        if (line < len(lines) and close > lines[line]) or (text[i] == "'" and (
+                text[close - 1].isspace() or bisect.bisect_right(bars, i) < bisect.bisect_left(bars, close))):
             continue
         spans.append((i, close + 1))
         done = close + 1

@@ -250,13 +250,24 @@ def _unmatched_note(joined: pd.DataFrame, metric: pd.DataFrame, on: list[str], h
             f"(e.g. {show(missing.iloc[0])}; the warehouse has {stored})")
 
 
+def _joins_on_key(judgments: pd.DataFrame) -> bool:
+    """On the key where every row names one, or where some do and no row names its image and caption (a key-only
+    file with a blank cell: its other rows still join, the blank one is unmatched); a CSV's blank key column
+    (every cell "") names no key, so the join is on image and caption."""
+    if "key" not in judgments:
+        return False
+    keyed = judgments["key"].map(_present)
+    pictured = judgments["image"].map(_present) & judgments["caption"].map(_present)
+    return bool(keyed.all() or (keyed.any() and not pictured.any()))
+
+
 def join_scores(judgments: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """Judgments with the warehouse's ``metric``: on (shard,) key when the judgments carry keys (a key
     alone must name one shard of ``scores``), else on the image file name and the caption (whitespace
     and case folded). Pairs scored more than once (the same image and caption in two shards) take
     their mean. ``attrs["unmatched_note"]`` says how pairs were joined and shows one not found next to
     one the warehouse has, so that a join which finds nothing names its cause."""
-    if "key" in judgments and judgments["key"].map(_present).all():  # a CSV's blank key column names no key
+    if _joins_on_key(judgments):
         on = ["shard", "key"] if "shard" in judgments and judgments["shard"].map(_present).all() else ["key"]
         if on == ["key"]:
             require_unambiguous_keys(judgments["key"], scores, judgments.attrs.get("path") or "the judgment file",

@@ -188,17 +188,20 @@ _LEAD_IN = re.compile(
     r"|\bhere(?:\s+is|'s|’s)\s+(?:the|an?|my|your)\s+(?:\w+\s+)?caption\b", re.IGNORECASE)
 # A model declining the task ("I'm sorry, but I can't ...", "As an AI ...") or reporting its edit ("A cat on a mat.
 # (I removed the credit line.)", "Note: ..."): talk about the caption, not a caption.
-_REFUSAL = re.compile(r"^\W*(?:(?:I['’]m|I\s+am)\s+(?:sorry|afraid|unable|not\s+able)\b|sorry\b|I\s+apologi[sz]e\b"
-                      r"|I\s+(?:cannot|can['’]?t|could\s*n['’]?t|won['’]?t)\b|as\s+an\s+(?:AI|language\s+model)\b"
-                      r"|unfortunately,?\s+I\b)", re.IGNORECASE)
+_VERBS_DECLINED = ("help|assist|provide|identify|determine|see|describe|view|access|tell|answer|comply|fulfil|fulfill|"
+                   "do|generate|create|make|process|analy[sz]e|recogni[sz]e|caption|edit|rewrite|complete")
+_REFUSAL = re.compile(
+    r"^\W*(?:(?:I['’]m|I\s+am)\s+(?:sorry|afraid)\b[^.!?]*?\b(?:I|but|cannot|can['’]?t|unable)\b"
+    r"|(?:I['’]m|I\s+am)\s+(?:unable|not\s+able)\s+to\b|sorry,?\s+(?:but\s+)?I\b|I\s+apologi[sz]e\b"
+    rf"|I\s+(?:cannot|can['’]?t|could\s*n['’]?t|won['’]?t)\s+(?:{_VERBS_DECLINED})\b"
+    r"|as\s+an\s+(?:AI|language\s+model)\b|unfortunately,?\s+I\b)", re.IGNORECASE)
+# an edit reported in the first person, or a note starting the caption or one of its sentences
 _EDIT_REPORT = re.compile(r"\bI(?:['’]ve|\s+have)?\s+(?:removed|deleted|dropped|changed|edited|corrected|rewrote"
-                          r"|rewritten|fixed|replaced|updated)\b|(?<!\w)note\s*:", re.IGNORECASE)
+                          r"|rewritten|fixed|replaced|updated)\b|(?:^|[.!?(]\s*)note\s*:", re.IGNORECASE)
 _BIDI_MARKS = "\u200e\u200f\u061c"  # LRM, RLM, ALM: needed in right-to-left text, so kept if the original had them
 # What a leftover after a sentence starts with ("A dog runs . | Jane Doe"), full-width forms included.
 _SEPARATOR_START = "|-–—•·/,;:｜／，；：、،؛"  # Arabic comma and semicolon too
 _SEPARATOR_END = tuple(",;:|/\\-–—•·+&([{、：，；｜／（［｛【《〈〔〖〘،؛")
-# A quote mark that opens nothing: the caption's last character, alone after a space.
-_OPEN_QUOTE_END = re.compile(r"(?:^|\s)[\"'“‘«„‚「『]$")
 # opening quotes and brackets as each language writes them, and signs
 _OPENING_OK = "\"'“”‘«„‚»「『〝¿¡([{（［｛【《〈〔〖〘#@$€£"
 
@@ -473,12 +476,35 @@ def _lead_in(candidate: str, original: str | None) -> str | None:
 
 
 def _model_talk(candidate: str, original: str | None) -> str | None:
-    """A refusal or a report of the edit the original did not have (a caption may quote one: "Sorry" the film)."""
+    """A refusal or a report of the edit the original did not have (a caption may quote one: "Sorry" the film),
+    apostrophes compared as one (the cleaner repairs "Iâ€™m" to "I’m")."""
+    def apostrophes(text: str) -> str:
+        return text.replace("â€™", "'").replace("’", "'")
+
     for kind, pattern in (("model refusal", _REFUSAL), ("model commentary", _EDIT_REPORT)):
         match = pattern.search(candidate)
-        if match and not (original is not None and _in_original(match.group(0).strip(" \t\n\"'“‘(["), original)):
-            return f"{kind} {match.group(0).strip()!r}"
+        said = match.group(0).strip(" \t\n\"'“‘([.!?") if match else ""
+        if match and not (original is not None and _in_original(apostrophes(said), apostrophes(original))):
+            return f"{kind} {match.group(0).strip(' .!?(')!r}"
     return None
+
+
+# A quote mark that only opens: where it ends a caption, what it quoted was cut away.
+_CLOSES_EARLIER = {"“": "„", "«": "»", "‘": "‚"}  # German „…“, Danish »…«, German ‚…‘: these close a quote too
+
+
+def _dangling_quote(text: str) -> bool:
+    """The caption ends on a quote mark alone after a space that opens a quote rather than closing one: a straight
+    mark is the odd one of its kind (apostrophes in words aside), a curly one opens unless it closes an earlier
+    opener of its language (tokenised captions space closing quotes: 'says " active . "' is finished)."""
+    if len(text) < 2 or not text[-2].isspace() or text[-1] not in "\"'“‘«„‚「『":
+        return False
+    mark, body = text[-1], text[:-1]
+    if mark in "\"'":
+        marks = sum(1 for i, ch in enumerate(body) if ch == mark and not (
+            mark == "'" and 0 < i < len(body) - 1 and body[i - 1].isalnum() and body[i + 1].isalnum()))
+        return marks % 2 == 0
+    return not (mark in _CLOSES_EARLIER and _CLOSES_EARLIER[mark] in body)
 
 
 def _starts_with_punctuation(candidate: str, original: str | None) -> bool:
@@ -532,7 +558,7 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
     stripped = candidate.strip()
     if stripped.endswith(_SEPARATOR_END):
         problems.append(f"trailing separator {stripped[-1]!r}")
-    elif _OPEN_QUOTE_END.search(stripped):  # "A store window with a '": the quote's text was cut away
+    elif _dangling_quote(stripped):  # "A store window with a '": the quote's text was cut away
         problems.append(f"dangling quote {stripped[-1]!r}")
     if stripped and _starts_with_punctuation(stripped, original):
         problems.append(f"starts with {stripped[0]!r}")

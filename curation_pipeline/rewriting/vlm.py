@@ -51,7 +51,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")  # control bytes, re
 
 
 # Markdown a chat model starts a line with: a header ("### "), a block quote ("> "); and emphasis around a line.
-_MARKDOWN_START = re.compile(r"^(?:#{1,6}\s+|>\s*)+")
+_MARKDOWN_START = re.compile(r"^(?:#{1,6}\s+|>\s+(?=\D))+")  # "> 50 people ..." is a caption: more than 50
 _EMPHASIS = "*_`"
 # A line that only announces what follows: a courtesy word ("Sure.", "Okay!"), a caption label with or without its
 # colon or dash ("Edited caption -", "### Caption", "**Edited caption:**"), a "Here is ..." ending in a colon.

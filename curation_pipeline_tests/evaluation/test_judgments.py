@@ -211,6 +211,17 @@ def test_a_key_join_that_finds_nothing_says_so(tmp_path):
     assert "JSON numbers" not in named["unmatched_note"]
 
 
+def test_a_blank_key_in_a_key_only_file_leaves_the_other_rows_joined(tmp_path):
+    wh = Warehouse(str(tmp_path / "wh"))
+    keys = [f"{i:07d}" for i in range(4)]
+    wh.write_table("quality_scores", "judged-000000", pd.DataFrame({
+        "shard": "judged-000000", "key": keys, "caption": keys, "my_score": [0.0, 1.0, 2.0, 3.0]}))
+    (tmp_path / "keys.csv").write_text("key,score\n0000000,0\n,5\n0000002,2\n0000003,3\n")
+    report = agreement_report(tmp_path / "keys.csv", "my_score", warehouse_root=wh.root, n_boot=10)
+    assert report["matched_pairs"] == 3 and report["results"][0]["pearson"]["value"] == pytest.approx(1.0)
+    assert "joined on key: 1 judged pairs are not in the warehouse's quality_scores" in report["unmatched_note"]
+
+
 def test_reference_baseline_runs_without_a_warehouse(flickr_files):
     report = agreement_report(flickr_files["expert"], "ref_minilm", captions_file=flickr_files["token"], n_boot=30)
     tau = report["results"][0]["kendall_tau_c"]["value"]

@@ -116,7 +116,7 @@ def test_the_original_again_is_no_rewrite():
 
 @pytest.mark.parametrize("original, candidate, problem", [
     ("Zwei Kinder am Strand", "I'm sorry, but I can't help with identifying people in this image.",
-     'model refusal "I\'m sorry"'),
+     'model refusal "I\'m sorry, but"'),
     ("kids beach", "As an AI, I cannot see the image.", "model refusal 'As an AI'"),
     ("A cat on a mat. Photo: Jane", "A cat on a mat. (I removed the credit line.)", "model commentary 'I removed'"),
     ("A cat on a mat IMG_1.jpg", "A cat on a mat. Note: the file name was dropped.", "model commentary 'Note:'"),
@@ -148,6 +148,22 @@ def test_a_cut_before_a_quote_is_no_finished_caption(original, candidate, proble
     ("Note: the museum is closed on Mondays. www.example.com", "Note: the museum is closed on Mondays."),
 ])
 def test_a_caption_with_such_words_of_its_own_passes(original, candidate):
+    from curation_pipeline.rewriting.verify import wellformedness_problems
+
+    assert wellformedness_problems(candidate, original) == []
+
+
+@pytest.mark.parametrize("original, candidate", [
+    # a closing quote spaced as tokenised captions write it (Flickr, COCO): finished, not dangling
+    ('behind her is a sign that says " active . " www.x.com', 'behind her is a sign that says " active . "'),
+    ('A shop with a „Sale“ sign IMG_1.jpg', 'A shop with a „Sale“ sign'),
+    # the cleaner repaired "Iâ€™m" to "I’m": still the original's words
+    ("Iâ€™m sorry card with a teddy bear #card #sorry #teddy", "I’m sorry card with a teddy bear"),
+    # fresh captions (no original) that only look like model talk
+    (None, "Sorry, we're closed sign on a door"), (None, "I can't believe it's not butter tub on a shelf"),
+    (None, "A 'Note:' label on a jar"),
+])
+def test_ordinary_captions_are_no_model_talk_or_dangling_quote(original, candidate):
     from curation_pipeline.rewriting.verify import wellformedness_problems
 
     assert wellformedness_problems(candidate, original) == []

@@ -45,6 +45,7 @@ from curation_pipeline_tests import tiny_models
     ("Sure.\nA dog runs.", "A dog runs."), ("Here you go!\n**Caption:** A dog.", "A dog."),
     ("**A dog runs.**", "A dog runs."), ("Edited caption (minimal):\nA red barn.", "A red barn."),
     ("A file_name_here.jpg", "A file_name_here.jpg"), ("Done", "Done"),  # a one-line reply is the caption
+    ("> 50 people protest outside city hall", "> 50 people protest outside city hall"),  # more than 50, no quote
 ])
 def test_clean_output(reply, expected):
     assert clean_output(reply) == expected

@@ -283,7 +283,7 @@ def test_one_word_repeated_scores_as_one_word():
 @pytest.mark.parametrize("caption", [
     "A store window with a '50% off' sign", "Children holding a banner 'Free shipping' at a parade",
     "A shop window with a ‘Free shipping’ sticker", "A shop with a «50% off» poster",
-    "Ein Schild „Jetzt kaufen“ am Laden",
+    "Ein Schild „Free shipping“ am Laden",
     "A dog's bowl with a 'Free shipping' sticker",  # the apostrophe opens no quote
 ])
 def test_ad_words_in_quotes_of_any_language_are_sign_text(caption):
@@ -294,8 +294,8 @@ def test_ad_words_in_quotes_of_any_language_are_sign_text(caption):
 
     assert caption_rules(caption) == []
     assert CaptionCleaner().rewrite(PairBatch(["k"], [caption]))[0].caption is None  # no change
-    assert "advertising" in caption_rules(caption.replace("'", "").replace("‘", "").replace("’", "").replace("«", "")
-                                          .replace("»", "").replace("„", "").replace("“", "")) or "Jetzt" in caption
+    unquoted = caption.replace("a dog's", "a dog").translate(str.maketrans("", "", "'‘’«»„“"))
+    assert "advertising" in caption_rules(unquoted)  # the same words outside quotes are an ad
 
 
 # Rules that mark a caption as noisy (length rules aside): a human caption fires none of them.
