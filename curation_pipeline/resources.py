@@ -334,7 +334,8 @@ class ImageQualityConfig(_Group):
     min_sharpness: Optional[float] = Field(default=_P.min_sharpness, ge=0, description="Drop images blurrier than this Laplacian variance (empty = off).")
     min_brightness: Optional[float] = Field(default=_P.min_brightness, description="Drop nearly black images (empty = off).")
     max_brightness: Optional[float] = Field(default=_P.max_brightness, description="Drop nearly white images (empty = off).")
-    min_entropy: Optional[float] = Field(default=_P.min_entropy, description="Drop flat images (bits; empty = off).")
+    min_entropy: Optional[float] = Field(default=_P.min_entropy, description="Drop images with less grey-histogram entropy (bits; empty = off: a two-tone logo has under 1 bit at thumbnail size).")
+    min_contrast: Optional[float] = Field(default=_P.min_contrast, description="Drop flat images (blank, placeholder): luma standard deviation under this, 0-0.5 (empty = off).")
 
     @model_validator(mode="after")
     def _ordered(self) -> "ImageQualityConfig":
@@ -404,7 +405,8 @@ class PolicyResource(dg.ConfigurableResource):
             caption_rules_mark_weak=self.caption_rules_mark_weak, fallback=self.fallback,
             min_improvement=self.acceptance.min_improvement, nsfw_drop=self.nsfw.drop, nsfw_review=self.nsfw.review,
             max_text_area=image.max_text_area, min_sharpness=image.min_sharpness, min_brightness=image.min_brightness,
-            max_brightness=image.max_brightness, min_entropy=image.min_entropy, drop_duplicates=self.drop_duplicates)
+            max_brightness=image.max_brightness, min_entropy=image.min_entropy, min_contrast=image.min_contrast,
+            drop_duplicates=self.drop_duplicates)
 
     def acceptance_rules(self) -> AcceptanceRules:
         # a rewrite still under drop_threshold would be dropped anyway: not accepted (the lineage says so);
@@ -423,7 +425,7 @@ _POLICY_SETTINGS = {
     "min_improvement": "acceptance.min_improvement", "nsfw_drop": "nsfw.drop", "nsfw_review": "nsfw.review",
     "require_image_rules": "image.require_datacomp_rules",
     **{name: f"image.{name}" for name in ("max_text_area", "min_sharpness", "min_brightness", "max_brightness",
-                                          "min_entropy")},
+                                          "min_entropy", "min_contrast")},
     **{name: name for name in PolicyResource.model_fields if name in DecisionPolicy.__dataclass_fields__ and "_" in name},
 }
 _POLICY_FIELD = re.compile(r"(?<![\w.])(?:" + "|".join(sorted(_POLICY_SETTINGS, key=len, reverse=True)) + r")(?!\w)")

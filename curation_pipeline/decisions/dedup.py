@@ -122,7 +122,7 @@ def rules_digest(policy) -> str:
 
     fields = {name: getattr(policy, name) for name in (
         "quality_column", "drop_threshold", "require_image_rules", "nsfw_drop", "max_text_area", "min_sharpness",
-        "min_brightness", "max_brightness", "min_entropy",
+        "min_brightness", "max_brightness", "min_entropy", "min_contrast",
         # whether a caption is published (``caption_published``): kept, or rewritten with a safe fallback
         "keep_threshold", "rewrite", "fallback", "keep_expression", "keep_fraction", "caption_rules_mark_weak")}
     fields.update(version=INDEX_VERSION, phash=groups.PHASH_MAX_DISTANCE, cosine=groups.CAPTION_MIN_COSINE,

@@ -319,17 +319,21 @@ def _sha(data: bytes) -> str:
 
 def _to_rgb(im: Image.Image) -> tuple[Image.Image, bool]:
     """Every mode scraped data comes in (CMYK, 16-bit, palette+alpha, LA) to plain RGB, and whether
-    that is ``im.convert("RGB")`` pixel for pixel (False: 16-bit scaled, not clipped; transparency
-    composited onto white, not dropped)."""
+    that is ``im.convert("RGB")`` pixel for pixel (False: 16-bit and wider values scaled, not clipped, and 0-1
+    floats scaled to 0-255; transparency composited onto white, not dropped)."""
     plain = True
     if im.mode == "P":
         im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
     if im.mode.startswith("I;16"):
-        im = im.convert("I")  # point() refuses I;16B / I;16L / I;16N
-    if im.mode == "I":
-        im, plain = im.point(lambda v: v * (1 / 256)).convert("L"), False
-    if im.mode == "F":
-        im = im.convert("L")
+        im, plain = im.convert("I").point(lambda v: v * (1 / 256)).convert("L"), False  # point() refuses I;16B
+    if im.mode == "I":  # 32-bit: scaled by the depth its values need (8-bit values stored wide stay as they are)
+        high = im.getextrema()[1]
+        scale = 1.0 if high <= 255 else 1 / 256 if high <= 65535 else 1 / (1 << 24)
+        im, plain = im.point(lambda v: v * scale).convert("L"), plain and scale == 1.0
+    if im.mode == "F":  # a float image in 0-1 (as scientific TIFFs store it) is scaled to 0-255, else clipped
+        low, high = im.getextrema()
+        unit = 0.0 <= low and high <= 1.0
+        im, plain = (im.point(lambda v: v * 255.0) if unit else im).convert("L"), plain and not unit
     if im.mode in ("RGBA", "LA", "PA"):
         rgba = im.convert("RGBA")
         alpha = rgba.getchannel("A")

@@ -216,3 +216,21 @@ def test_the_ray_path_hands_the_models_the_same_decode(shard):
         assert np.array_equal(np.asarray(ours), np.asarray(local))
         assert np.array_equal(np.asarray(model_image(ours)), np.asarray(model_image(local)))
     assert [reference_decode(im) is not None for im in images] == [True, True, False]
+
+
+@pytest.mark.parametrize("name, values", [
+    ("int32 holding 8-bit values", lambda a: a.astype(np.int32)),
+    ("int32 holding 16-bit values", lambda a: (a.astype(np.int64) * 257).astype(np.int32)),
+    ("16-bit", lambda a: (a.astype(np.uint32) * 257).astype(np.uint16)),
+    ("float in 0-1", lambda a: (a / 255).astype(np.float32)),
+    ("float in 0-255", lambda a: a.astype(np.float32)),
+])
+def test_wide_and_float_grey_images_decode_to_the_grey_they_show(name, values):
+    """A 32-bit TIFF of 8-bit values was divided by 256 (black: dropped as image_underexposed), and a 0-1 float
+    TIFF clipped to black: each decodes to the pixels of the same picture as 8-bit grey."""
+    grey = (np.arange(64 * 64).reshape(64, 64) % 256).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(values(grey)).save(buffer, "TIFF")
+    image, info = decode_image(buffer.getvalue())
+    assert info["decode_status"] == "ok", info
+    assert np.abs(np.asarray(image)[..., 0].astype(int) - grey).max() <= 1, name

@@ -1,7 +1,12 @@
-"""Model-free image quality: sharpness, exposure and entropy of the luma channel.
+"""Model-free image quality: sharpness, exposure, contrast and entropy of the luma channel.
 
-Measured on a grey copy downscaled to ``IQ_WORKING_SIDE`` so a photo and its thumbnail land on the
-same scale (within 5% on Flickr photos); smaller images are not upscaled, which would blur them.
+Measured on a grey copy downscaled to ``IQ_WORKING_SIDE`` so a photo and its thumbnail land on about the same
+scale (sharpness within 5% for thumbnails of 256 px and more, within about 30% at 200 px on Flickr photos);
+smaller images are not upscaled, which would blur them.
+
+A flat image (a blank, a placeholder) is told by its contrast, not its entropy: a two-tone logo or line drawing
+has at most 1 bit of entropy at thumbnail size yet is as sharp as an image gets, while a blank frame with a
+little sensor or JPEG noise has over 2 bits and nothing in it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from curation_pipeline.scoring.columns import Bound, ScoreColumn, error_column
 IQ_WORKING_SIDE = 256
 DARK_LEVEL = 10  # luma <= this (of 255) counts as crushed shadow
 BRIGHT_LEVEL = 245  # luma >= this counts as blown highlight
+MEASURES = 6  # the value columns, in ``outputs`` order
 
 def working_gray(image: Image.Image, side: int = IQ_WORKING_SIDE) -> np.ndarray:
     """Luma (ITU-R 601, as PIL's "L") at the working resolution, uint8."""
@@ -29,8 +35,9 @@ def working_gray(image: Image.Image, side: int = IQ_WORKING_SIDE) -> np.ndarray:
 
 
 def laplacian_variance(gray: np.ndarray) -> float:
-    """Variance of the 4-neighbour Laplacian on 0-255 values (OpenCV ``Laplacian`` ksize=1),
-    so the usual "under ~100 is blurry" rule of thumb keeps its scale."""
+    """Variance of the 4-neighbour Laplacian on 0-255 values (OpenCV ``Laplacian`` ksize=1). At the working
+    side, so it sees blur visible at 256 px: the "under ~100 is blurry" rule of thumb, made for full-size
+    images, catches only blur of about 1% of the image's side here."""
     g = gray.astype(np.float32)
     lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
     return float(lap.var())
@@ -47,38 +54,43 @@ class ImageQualityScorer(Scorer):
     """Sharpness, mean brightness, clipped shadow / highlight shares and entropy."""
 
     name = "image_quality"
-    version = "1"
+    version = "2"  # 2: iq_contrast, the luma's standard deviation, by which the policy tells a flat image
     needs_images = True
     outputs = (ScoreColumn("iq_sharpness", "Sharpness: variance of the Laplacian of the grey image."),
                ScoreColumn("iq_brightness", "Mean brightness, 0 (black) to 1 (white).", range=(0, 1)),
                ScoreColumn("iq_dark_frac", "Share of clipped-dark pixels.", range=(0, 1)),
                ScoreColumn("iq_bright_frac", "Share of clipped-bright pixels.", range=(0, 1)),
-               ScoreColumn("iq_entropy", "Entropy of the grey histogram in bits (0 = flat).", range=(0, 8)),
+               ScoreColumn("iq_entropy", "Entropy of the grey histogram in bits (0 = one grey level).", range=(0, 8)),
+               ScoreColumn("iq_contrast", "Contrast: standard deviation of the grey image, 0 (one grey level) "
+                           "to 0.5.", range=(0, 0.5)),
                error_column("iq"))
     bounds = (Bound("iq_sharpness", "<", "min_sharpness", "image_blurry"),
               Bound("iq_brightness", "<", "min_brightness", "image_underexposed"),
               Bound("iq_brightness", ">", "max_brightness", "image_overexposed"),
-              Bound("iq_entropy", "<", "min_entropy", "image_flat"))
+              Bound("iq_entropy", "<", "min_entropy", "image_flat"),
+              Bound("iq_contrast", "<", "min_contrast", "image_flat"))
 
     def _measure(self, image: Image.Image) -> tuple[list[float], str | None]:
         gray = working_gray(image)
         thin = min(gray.shape) < 3
         values = [np.nan if thin else laplacian_variance(gray), float(gray.mean()) / 255.0,
-                  float((gray <= DARK_LEVEL).mean()), float((gray >= BRIGHT_LEVEL).mean()), gray_entropy(gray)]
+                  float((gray <= DARK_LEVEL).mean()), float((gray >= BRIGHT_LEVEL).mean()), gray_entropy(gray),
+                  float(gray.std()) / 255.0]
         return values, ("image too thin for a Laplacian" if thin else None)
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
         rows, errors = [], []
         for image in batch.images:
             if image is None:
-                values, error = [np.nan] * 5, NO_IMAGE
+                values, error = [np.nan] * MEASURES, NO_IMAGE
             else:
                 try:
                     values, error = self._measure(image)
                 except Exception as exc:  # one odd image must not fail the batch
-                    values, error = [np.nan] * 5, f"{type(exc).__name__}: {exc}"[:200]
+                    values, error = [np.nan] * MEASURES, f"{type(exc).__name__}: {exc}"[:200]
             rows.append(values)
             errors.append(error)
-        frame = pd.DataFrame(np.array(rows, dtype=float).reshape(len(rows), 5), columns=list(self.columns[:-1]))
+        frame = pd.DataFrame(np.array(rows, dtype=float).reshape(len(rows), MEASURES),
+                             columns=list(self.columns[:-1]))
         frame["iq_error"] = pd.Series(errors, dtype=object)
         return frame

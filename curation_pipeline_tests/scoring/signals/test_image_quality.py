@@ -54,8 +54,26 @@ def test_real_photos_pass_the_policy_default_bounds(photos):
     """The policy holds the only image-quality bounds; clean photos must pass its defaults."""
     out, policy = score(photos), DecisionPolicy()
     assert (out["iq_brightness"] >= policy.min_brightness).all() and (out["iq_brightness"] <= policy.max_brightness).all()
-    assert (out["iq_entropy"] >= policy.min_entropy).all()
+    assert (out["iq_contrast"] >= policy.min_contrast).all() and policy.min_entropy is None
     assert out["iq_error"].isna().all()
+
+
+def test_a_flat_image_is_told_by_its_contrast_not_its_entropy():
+    """A two-tone logo at thumbnail size has under 1 bit of entropy and is as sharp as images get: not flat. A blank
+    frame with a little noise has over 2 bits and nothing in it: flat. So is a placeholder with a line of text."""
+    from PIL import ImageDraw
+
+    from curation_pipeline.decisions.policy import image_drop_reasons
+
+    logo = np.full((164, 200), 255, dtype=np.uint8)
+    logo[40:120, 50:150] = 0  # black on white, bilevel
+    noise = np.clip(128 + np.random.default_rng(0).normal(0, 1.5, (240, 320)), 0, 255).astype(np.uint8)
+    placeholder = Image.new("RGB", (320, 240), (230, 230, 230))
+    ImageDraw.Draw(placeholder).text((100, 110), "No image available", fill=(120, 120, 120))
+    out = score([Image.fromarray(logo).convert("RGB"), Image.fromarray(noise).convert("RGB"), placeholder])
+    assert out["iq_entropy"].iloc[0] < 1.0 < out["iq_entropy"].iloc[1]  # entropy would judge them the other way
+    reasons = image_drop_reasons(out.assign(decode_status="ok"), DecisionPolicy())
+    assert reasons.isna().tolist() == [True, False, False] and reasons.iloc[1:].tolist() == ["image_flat"] * 2
 
 
 def test_entropy_of_a_two_level_image_is_one_bit():
