@@ -335,7 +335,7 @@ class ImageQualityConfig(_Group):
     min_brightness: Optional[float] = Field(default=_P.min_brightness, description="Drop nearly black images (empty = off).")
     max_brightness: Optional[float] = Field(default=_P.max_brightness, description="Drop nearly white images (empty = off).")
     min_entropy: Optional[float] = Field(default=_P.min_entropy, description="Drop images with less grey-histogram entropy (bits; empty = off: a two-tone logo has under 1 bit at thumbnail size).")
-    min_contrast: Optional[float] = Field(default=_P.min_contrast, description="Drop flat images (blank, placeholder): luma standard deviation under this, 0-0.5 (empty = off).")
+    min_contrast: Optional[float] = Field(default=_P.min_contrast, description="Drop flat images (blank, placeholder): the colour channels' largest standard deviation under this, 0-0.5 (empty = off).")
 
     @model_validator(mode="after")
     def _ordered(self) -> "ImageQualityConfig":

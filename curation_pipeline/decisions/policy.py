@@ -54,7 +54,7 @@ class DecisionPolicy:
     min_brightness: float | None = 0.03
     max_brightness: float | None = 0.97
     min_entropy: float | None = None  # off: a two-tone logo has under 1 bit at thumbnail size (min_contrast tells)
-    min_contrast: float | None = 0.02  # a blank or placeholder frame: luma std under 5 of 255 (Flickr's least 0.065)
+    min_contrast: float | None = 0.02  # a blank or placeholder frame: every colour's std under 5 of 255 (Flickr: 0.081+)
     drop_duplicates: bool = True
     extra: dict = field(default_factory=dict)
 

@@ -6,7 +6,8 @@ smaller images are not upscaled, which would blur them.
 
 A flat image (a blank, a placeholder) is told by its contrast, not its entropy: a two-tone logo or line drawing
 has at most 1 bit of entropy at thumbnail size yet is as sharp as an image gets, while a blank frame with a
-little sensor or JPEG noise has over 2 bits and nothing in it.
+little sensor or JPEG noise has over 2 bits and nothing in it. Contrast is taken per colour channel: a gradient
+from blue to red varies little in luma and a lot in colour.
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ def working_gray(image: Image.Image, side: int = IQ_WORKING_SIDE) -> np.ndarray:
     return np.asarray(gray)
 
 
+def colour_contrast(image: Image.Image, side: int = IQ_WORKING_SIDE) -> float:
+    """The largest standard deviation of the R, G and B channels at the working side (box-averaged, so sensor
+    and JPEG noise count for little), 0 (one colour) to 0.5."""
+    rgb = image.convert("RGB")
+    scale = side / max(rgb.size)
+    if scale < 1:
+        rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BOX)
+    pixels = np.asarray(rgb, dtype=np.float32).reshape(-1, 3)
+    return float(pixels.std(axis=0).max()) / 255.0
+
+
 def laplacian_variance(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian on 0-255 values (OpenCV ``Laplacian`` ksize=1). At the working
     side, so it sees blur visible at 256 px: the "under ~100 is blurry" rule of thumb, made for full-size
@@ -54,15 +66,15 @@ class ImageQualityScorer(Scorer):
     """Sharpness, mean brightness, clipped shadow / highlight shares and entropy."""
 
     name = "image_quality"
-    version = "2"  # 2: iq_contrast, the luma's standard deviation, by which the policy tells a flat image
+    version = "2"  # 2: iq_contrast, the colour channels' largest standard deviation: how the policy tells a flat image
     needs_images = True
     outputs = (ScoreColumn("iq_sharpness", "Sharpness: variance of the Laplacian of the grey image."),
                ScoreColumn("iq_brightness", "Mean brightness, 0 (black) to 1 (white).", range=(0, 1)),
                ScoreColumn("iq_dark_frac", "Share of clipped-dark pixels.", range=(0, 1)),
                ScoreColumn("iq_bright_frac", "Share of clipped-bright pixels.", range=(0, 1)),
                ScoreColumn("iq_entropy", "Entropy of the grey histogram in bits (0 = one grey level).", range=(0, 8)),
-               ScoreColumn("iq_contrast", "Contrast: standard deviation of the grey image, 0 (one grey level) "
-                           "to 0.5.", range=(0, 0.5)),
+               ScoreColumn("iq_contrast", "Contrast: the largest standard deviation of the R, G and B channels, "
+                           "0 (one colour) to 0.5.", range=(0, 0.5)),
                error_column("iq"))
     bounds = (Bound("iq_sharpness", "<", "min_sharpness", "image_blurry"),
               Bound("iq_brightness", "<", "min_brightness", "image_underexposed"),
@@ -75,7 +87,7 @@ class ImageQualityScorer(Scorer):
         thin = min(gray.shape) < 3
         values = [np.nan if thin else laplacian_variance(gray), float(gray.mean()) / 255.0,
                   float((gray <= DARK_LEVEL).mean()), float((gray >= BRIGHT_LEVEL).mean()), gray_entropy(gray),
-                  float(gray.std()) / 255.0]
+                  colour_contrast(image)]
         return values, ("image too thin for a Laplacian" if thin else None)
 
     def score(self, batch: PairBatch) -> pd.DataFrame:
