@@ -17,7 +17,7 @@ from curation_pipeline.assets.metadata import table_metadata
 from curation_pipeline.resources import WarehouseResource
 from curation_pipeline.storage.provenance import (FAILED_CHECKS_KEY, FILE_METADATA, FINGERPRINT_KEY,  # noqa: F401
                                                   RAW_SHA_KEY, raw_sha)
-from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline.storage.warehouse import FileChanged, Warehouse
 
 
 def current_raw_sha(wh: Warehouse, shard: str) -> str | None:
@@ -51,6 +51,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     warehouse: dg.ResourceDependency[WarehouseResource]
     # (run, step, shard) -> the raw files (sha256) its loaded inputs came from, as checked when loaded
     _read_from: dict[tuple, set[str]] = PrivateAttr(default_factory=dict)
+    # (run, step, shard) -> the shard's tables it loaded: path -> the version read, required at its commit
+    _read_versions: dict[tuple, dict[str, str]] = PrivateAttr(default_factory=dict)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         name, shard = context.asset_key.path[-1], context.asset_partition_key
@@ -58,8 +60,17 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         metadata = dict(obj.attrs.get(FILE_METADATA) or {})
         if name != "pairs" and FINGERPRINT_KEY not in metadata:
             self._stamp(context, wh, name, shard, metadata)
-        # the schema as its footer stores it, which DuckDB and readers see: from the write, not read back
-        stored = wh.store_table(name, shard, obj, metadata=metadata or None)
+        # the schema as its footer stores it, which DuckDB and readers see: from the write, not read back. Only
+        # while every table the step loaded is still the one it read: another run that made one of them again
+        # meanwhile (two runs deciding one shard) would otherwise leave this table made from the old one
+        read = self._read_versions.get(_step(context, shard))
+        try:
+            stored = wh.store_table(name, shard, obj, metadata=metadata or None, requires=read)
+        except FileChanged as exc:
+            raise dg.Failure(description=(
+                f"{name} of shard {shard!r} was not written: a table this step read was made again by another run "
+                f"while it ran ({exc}). The other run's tables stand; run the shard again if they are not the "
+                "ones wanted."), metadata={"shard": shard, "table": name}) from exc
         context.add_output_metadata({**table_metadata(name, stored.schema, stored.rows),
                                      "path": dg.MetadataValue.path(wh.local_path(stored.path))})
 
@@ -69,6 +80,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         wh = self.warehouse.warehouse()
         df, stored, version = wh.read_table_versioned(name, shard, columns=meta.get("columns"),
                                                       optional=meta.get("optional_columns"))
+        if version is not None:
+            self._read_versions.setdefault(_step(context, shard), {})[wh.table_path(name, shard)] = version
         failed = stored.get(FAILED_CHECKS_KEY)
         if failed:
             raise dg.Failure(description=(

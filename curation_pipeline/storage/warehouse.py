@@ -545,11 +545,12 @@ class Warehouse:
         return self.store_table(table, shard, df, metadata).path
 
     def store_table(self, table: str, shard: str, df: pd.DataFrame,
-                    metadata: dict[str, str] | None = None) -> StoredTable:
+                    metadata: dict[str, str] | None = None, requires: dict[str, str] | None = None) -> StoredTable:
         """``df`` written atomically as the shard's table, each column of its declared type
         (``_with_stored_types``), with ``metadata`` in its schema; returns the path and what the footer written
         says (the schema a reader gets, e.g. timestamp[s] as timestamp[ms], and the row count), so that no
-        caller reads the file back for them (one more GET per table on object storage)."""
+        caller reads the file back for them (one more GET per table on object storage). ``requires``: the
+        tables it was made from (path -> version read), which must still be those (``atomic_open``)."""
         path = self.table_path(table, shard)
         # a frame of its own (reset_index copies, unless pandas copies on write): the table kept for this
         # process's reads (RECENT_TABLES) must share no array with the caller's frame, which may change later
@@ -573,7 +574,7 @@ class Warehouse:
         footer: list[pq.FileMetaData] = []
         written = None  # a descriptor of the file written, whatever is at ``path`` once it is renamed there
         try:
-            with self.atomic_open(path) as handle:
+            with self.atomic_open(path, requires=requires) as handle:
                 pq.write_table(arrow, handle, compression="zstd", metadata_collector=footer)
                 if self.is_local:
                     handle.flush()
