@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from curation_pipeline.partitions import shard_partitions
+from curation_pipeline.partitions import add_shards, shard_partitions
 from curation_pipeline.resources import WarehouseResource
 from curation_pipeline.shards.fingerprint import raw_stat, raw_version
 from curation_pipeline.storage.warehouse import object_storage_errors
@@ -485,8 +485,8 @@ def in_flight_note(flight: dict[str, list[dg.RunRecord]], keys: list[str]) -> st
 @dg.op(description="Adds every valid .tar in the raw location as a shard partition; launches no work.")
 def register_raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
     found, rejected, known, new = _unregistered(context, warehouse)
-    if new:
-        context.instance.add_dynamic_partitions(shard_partitions.name, new)
+    if new:  # a `curate run` registering the same keys meanwhile is retried, not a failed op
+        new = add_shards(context.instance, new)
     for key in new:  # observed as registered: whatever path materializes pairs later, it records this version
         context.log_event(dg.AssetObservation(asset_key="raw_shards", partition=key,
                                               tags={"dagster/data_version": raw_version(found[key])}))

@@ -199,9 +199,10 @@ def _run_shards(job, instance, shards: list[str], desc: str, run_config: dict, a
 
 def _register(instance, shards: list[str]) -> None:
     """The shards as partitions, those not yet registered (concurrent `curate run`s register theirs in turn)."""
-    with home_lock(Path(os.environ["DAGSTER_HOME"])):
-        instance.add_dynamic_partitions("shards", [shard for shard in shards
-                                                   if not instance.has_dynamic_partition("shards", shard)])
+    from curation_pipeline.partitions import add_shards
+
+    with home_lock(Path(os.environ["DAGSTER_HOME"])):  # another writer outside the lock is retried (add_shards)
+        add_shards(instance, shards)
 
 
 def _materialize(defs, instance, selected: list[str], report: bool,
@@ -279,7 +280,8 @@ def _materialize(defs, instance, selected: list[str], report: bool,
     return failed, reported, curated
 
 
-def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> tuple[list[str], list[str]] | None:
+def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]
+                   ) -> tuple[list[str], list[str], list[str]] | None:
     """The shards of ``selected`` that need a run, as the ``fill_missing_shards`` schedule picks them
     (``refresh_plan``): never curated, a file of theirs gone from the warehouse, stale by a replaced raw file
     or changed code (another profile, scorer or rewriter version, or another model: ``output_settings``), left
@@ -288,8 +290,8 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     hand. Apart: the shards whose stale tables all come after their scores (``SCORES_CURRENT``: another rewriter
     version or model), and those of the rest decided under other policy settings than this run's
     (``_decided_otherwise``): their scores stand, so they are re-decided, rewritten and published again, not
-    scored. Returns (shards to run, shards to re-decide); the others are counted, not run. None when the raw
-    files could not be observed."""
+    scored. Returns (shards to run, shards to re-decide, shards left to a run in flight); the others are counted,
+    not run. None when the raw files could not be observed."""
     from curation_pipeline.assets.ingest import OBSERVE_TAG
     from curation_pipeline.automation import SCORES_CURRENT, in_flight_note, refresh_plan, runs_in_flight
 
@@ -327,7 +329,7 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]) -> 
     fresh = len(selected) - len(chosen) - len(redecide)  # those in flight left out above
     if fresh:
         click.echo(f"  up to date, not run: {fresh} shard{'s' if fresh != 1 else ''}", err=True)
-    return chosen, list(redecide)
+    return chosen, list(redecide), busy
 
 
 def _decided_otherwise(defs, shards: list[str]) -> dict[str, str]:
@@ -690,9 +692,12 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
             if plan is None:
                 click.echo("FAILED: observe_raw_shards", err=True)
                 return EXIT_FAILED
-            selected, redecide = plan
+            selected, redecide, busy = plan
             if not selected and not redecide:
-                click.echo("nothing to run: every shard selected is curated and up to date (the report is as "
+                click.echo(f"nothing to run here: {len(busy)} shard{'s' if len(busy) != 1 else ''} in flight in "
+                           "another run (named above), every other shard selected curated and up to date (the "
+                           "report is as it was)" if busy else
+                           "nothing to run: every shard selected is curated and up to date (the report is as "
                            "it was)")
                 return EXIT_BAD_INPUT if rejected and not shards else 0
         if selected and not compute.uses_ray and _embeds_captions(scoring.scorers()):

@@ -556,3 +556,26 @@ def test_the_settings_digest_follows_the_compute_variables_a_deployment_sets(mon
             "print(location_settings(build_definitions(raw_root='/r', warehouse_root='/w').get_repository_def()))")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert other.stdout.strip() == digest(), other.stderr[-2000:]
+
+
+def test_a_shard_another_process_registers_meanwhile_is_no_failure(tmp_path):
+    """Dagster's add_dynamic_partitions checks, then inserts: a `curate run` and the UI's register_shards adding one
+    key at once fail the slower insert on the unique key (SQLite IntegrityError). The keys are looked up again."""
+    from sqlalchemy.exc import IntegrityError
+
+    from curation_pipeline.partitions import add_shards
+
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))
+    insert, raced = instance.add_dynamic_partitions, []
+
+    def racing(name, keys):
+        if not raced:  # the other process's insert lands between this one's check and its insert
+            raced.append(keys)
+            insert(name, keys[:1])
+            raise IntegrityError("INSERT INTO dynamic_partitions", {}, Exception("UNIQUE constraint failed"))
+        return insert(name, keys)
+
+    instance.add_dynamic_partitions = racing
+    assert add_shards(instance, ["s-000001", "s-000002"]) == ["s-000002"]
+    assert raced == [["s-000001", "s-000002"]]
+    assert instance.get_dynamic_partitions("shards") == ["s-000001", "s-000002"]

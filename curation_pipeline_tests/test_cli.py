@@ -272,6 +272,8 @@ def test_only_missing_runs_the_new_and_the_replaced_shards_alone(tmp_path, monke
     output = run("--only-missing")
     assert f"in flight, not run: 1 shard(s) wait on a started run: sample-000009 (run {busy.run_id}" in output, output
     assert "to run: sample-000009" not in output and made("sample-000009") == 0
+    # not "every shard ... up to date": one was left to the run in flight
+    assert "nothing to run here: 1 shard in flight in another run (named above)" in output, output
 
     # held by the schedule after two failures in a step: asked by hand it runs, for the reason it needs a run
     from dagster._core.events import DagsterEvent, StepFailureData
