@@ -939,6 +939,23 @@ def test_a_shard_run_names_the_other_shards_it_re_selects(tmp_path, monkeypatch)
             "changed): shard-a") in second.output
 
 
+@pytest.mark.parametrize("name", ["datacomp_clip_score.yaml", "laion_clip.yaml"])
+def test_the_shipped_baselines_turn_every_image_bound_off(name):
+    """DataComp's and LAION's selections apply no other rule: each image bound the scorers declare is off in them,
+    one added since included (policy.image.min_contrast was on by default there, unseen by the run below, whose
+    sample images all pass it)."""
+    import yaml
+
+    from curation_pipeline.resources import PolicyResource
+    from curation_pipeline.scoring.registry import bounds
+
+    settings = yaml.safe_load((Path(__file__).resolve().parents[1] / "docs" / "selections" / name).read_text())
+    policy = PolicyResource(**settings["policy"]).decision_policy()
+    on = [b.setting for b in bounds() if b.effect == "drop" and getattr(policy, b.setting) not in (None, False)]
+    assert on == [], on
+    assert not policy.require_image_rules and policy.nsfw_drop is None and not policy.drop_duplicates
+
+
 def test_the_shipped_baseline_selections_select_as_datacomp_and_laion_do(tmp_path, monkeypatch):
     """docs/selections: DataComp's CLIP-score baseline keeps the pool's top 30% by raw cosine, one cut over every
     shard; the LAION-style one, from the same scores (not scored again), keeps cosine >= 0.28 and English. With a

@@ -69,8 +69,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         except FileChanged as exc:
             raise dg.Failure(description=(
                 f"{name} of shard {shard!r} was not written: a table this step read was made again by another run "
-                f"while it ran ({exc}). The other run's tables stand; run the shard again if they are not the "
-                "ones wanted."), metadata={"shard": shard, "table": name}) from exc
+                f"(or its checks run again) while it ran ({exc}). The other run's tables stand; run the shard again "
+                "if they are not the ones wanted."), metadata={"shard": shard, "table": name}) from exc
         context.add_output_metadata({**table_metadata(name, stored.schema, stored.rows),
                                      "path": dg.MetadataValue.path(wh.local_path(stored.path))})
 

@@ -500,10 +500,20 @@ def _dangling_quote(text: str) -> bool:
     if len(text) < 2 or not text[-2].isspace() or text[-1] not in "\"'“‘«„‚「『":
         return False
     mark, body = text[-1], text[:-1]
-    if mark in "\"'":
-        marks = sum(1 for i, ch in enumerate(body) if ch == mark and not (
-            mark == "'" and 0 < i < len(body) - 1 and body[i - 1].isalnum() and body[i + 1].isalnum()))
-        return marks % 2 == 0
+    if mark == '"':  # never an apostrophe: the odd one opens
+        return body.count('"') % 2 == 0
+    if mark == "'":  # an apostrophe inside or ending a word ("dog's", "kids'") closes only a quote that is open
+        quoting = False
+        for i, ch in enumerate(body):
+            if ch != "'":
+                continue
+            before = body[i - 1] if i else " "
+            after = body[i + 1] if i + 1 < len(body) else " "
+            if not quoting and not before.isalnum() and not after.isspace():
+                quoting = True
+            elif quoting and not before.isspace() and not after.isalnum():
+                quoting = False
+        return not quoting
     return not (mark in _CLOSES_EARLIER and _CLOSES_EARLIER[mark] in body)
 
 

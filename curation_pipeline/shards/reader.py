@@ -327,8 +327,8 @@ def _to_rgb(im: Image.Image) -> tuple[Image.Image, bool]:
     if im.mode.startswith("I;16"):
         im, plain = im.convert("I").point(lambda v: v * (1 / 256)).convert("L"), False  # point() refuses I;16B
     if im.mode == "I":  # 32-bit: scaled by the depth its values need (8-bit values stored wide stay as they are)
-        high = im.getextrema()[1]
-        scale = 1.0 if high <= 255 else 1 / 256 if high <= 65535 else 1 / (1 << 24)
+        high = int(im.getextrema()[1])  # signed: a full-range image tops out at 2**31 - 1
+        scale = 1.0 if high <= 255 else 1 / 256 if high <= 65535 else 1 / (1 << (high.bit_length() - 8))
         im, plain = im.point(lambda v: v * scale).convert("L"), plain and scale == 1.0
     if im.mode == "F":  # a float image in 0-1 (as scientific TIFFs store it) is scaled to 0-255, else clipped
         low, high = im.getextrema()

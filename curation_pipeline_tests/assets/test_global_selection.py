@@ -21,7 +21,7 @@ SHARDS = ["sample-000000", "sample-000001"]
 # everything but the keep_fraction cut is relaxed, so "kept as is" means "inside the cut, image decodable"
 RELAXED = dict(keep_threshold=0.0, drop_threshold=0.0, caption_rules_mark_weak=False, drop_duplicates=False,
                image=ImageQualityConfig(require_datacomp_rules=False, min_brightness=None, max_brightness=None,
-                                        min_entropy=None),
+                                        min_entropy=None, min_contrast=None),
                nsfw=NsfwConfig(drop=None))
 
 

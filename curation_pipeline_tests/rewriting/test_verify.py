@@ -135,6 +135,9 @@ def test_a_reply_about_the_task_is_no_caption(original, candidate, problem):
     ("A store window with a '50% off' sign", "A store window with a '", "dangling quote \"'\""),
     ("A shop window with a ‘Free shipping’ sticker", "A shop window with a", "ends on 'a'"),
     ("A shop with a «50% off» poster", "A shop with a", "ends on 'a'"),
+    # a possessive before it ("kids'") is no quote that the last mark would close
+    ("The kids' toys in a store window with a '50% off' sign", "The kids' toys in a store window with a '",
+     "dangling quote \"'\""),
 ])
 def test_a_cut_before_a_quote_is_no_finished_caption(original, candidate, problem):
     from curation_pipeline.rewriting.verify import wellformedness_problems

@@ -222,6 +222,8 @@ def test_the_ray_path_hands_the_models_the_same_decode(shard):
     ("int32 holding 8-bit values", lambda a: a.astype(np.int32)),
     ("int32 holding 16-bit values", lambda a: (a.astype(np.int64) * 257).astype(np.int32)),
     ("16-bit", lambda a: (a.astype(np.uint32) * 257).astype(np.uint16)),
+    ("int32 of the full signed range", lambda a: (a.astype(np.int64) * ((1 << 31) - 1) // 255).astype(np.int32)),
+    ("int32 of 24 bits", lambda a: (a.astype(np.int64) * ((1 << 24) - 1) // 255).astype(np.int32)),
     ("float in 0-1", lambda a: (a / 255).astype(np.float32)),
     ("float in 0-255", lambda a: a.astype(np.float32)),
 ])
