@@ -141,6 +141,18 @@ def run_pipeline(raw: Path, warehouse: Path, shards: list[str], instance=None, r
     return instance, results
 
 
+def one_shard_curated(tmp_path: Path, shard: str, scoring=None):
+    """``shard`` copied into ``tmp_path / "raw"`` and curated into ``tmp_path / "warehouse"`` (no report, no settle):
+    (raw, warehouse, instance), for a test that then runs some of its steps again."""
+    raw, warehouse = tmp_path / "raw", tmp_path / "warehouse"
+    raw.mkdir()
+    shutil.copy(RAW_SAMPLES / f"{shard}.tar", raw / f"{shard}.tar")
+    instance, results = run_pipeline(raw, warehouse, [shard], report=False, settle=False,
+                                     **({"scoring": scoring} if scoring is not None else {}))
+    assert results[shard].success
+    return raw, warehouse, instance
+
+
 @pytest.fixture(scope="session")
 def curated(tmp_path_factory):
     """The sample shards 000000 and 000001 through the whole offline pipeline, once per session."""

@@ -3,27 +3,21 @@ the UI): a table is committed only while every table its step loaded is still th
 fails and the other run's tables stand. Before, the slower run's final_captions, made from the rewrites it had
 read, replaced the faster run's, and the shard was left STALE with both runs reported done."""
 
-import shutil
-
 import dagster as dg
 import pytest
 
 from curation_pipeline.definitions import build_definitions
 from curation_pipeline.resources import ScoringResource
 from curation_pipeline.storage.warehouse import Warehouse
-from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES, run_pipeline
+from curation_pipeline_tests.conftest import QUIET, one_shard_curated
 
 SHARD = "sample-000002"
 
 
 @pytest.mark.parametrize("remade", ["rewritten_captions", "caption_decisions"])
 def test_a_table_made_from_inputs_another_run_made_again_is_not_committed(tmp_path, monkeypatch, remade):
-    raw, warehouse = tmp_path / "raw", tmp_path / "warehouse"
-    raw.mkdir()
-    shutil.copy(RAW_SAMPLES / f"{SHARD}.tar", raw / f"{SHARD}.tar")
     scoring = ScoringResource(profile="text")
-    instance, results = run_pipeline(raw, warehouse, [SHARD], report=False, settle=False, scoring=scoring)
-    assert results[SHARD].success
+    raw, warehouse, instance = one_shard_curated(tmp_path, SHARD, scoring)
     wh = Warehouse(str(warehouse))
     before = wh.fs.cat(wh.table_path("final_captions", SHARD))
 

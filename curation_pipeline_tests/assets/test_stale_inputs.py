@@ -1,14 +1,12 @@
 """A shard whose raw file was replaced and whose pairs was made again must not feed its old tables into
 a later step: curated_shards run alone would publish the new images with the old captions and scores."""
 
-import shutil
-
 import dagster as dg
 
 from curation_pipeline.definitions import build_definitions
 from curation_pipeline.resources import ScoringResource
 from curation_pipeline.storage.warehouse import Warehouse
-from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES, run_pipeline, truncated_captions_copy
+from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES, one_shard_curated, truncated_captions_copy
 
 SHARD = "sample-000002"
 
@@ -20,12 +18,8 @@ def _run(defs, instance, *assets):
 
 
 def test_old_tables_of_a_replaced_raw_shard_are_refused_until_made_again(tmp_path):
-    raw, warehouse = tmp_path / "raw", tmp_path / "warehouse"
-    raw.mkdir()
-    shutil.copy(RAW_SAMPLES / f"{SHARD}.tar", raw / f"{SHARD}.tar")
     scoring = ScoringResource(profile="text")
-    instance, results = run_pipeline(raw, warehouse, [SHARD], report=False, settle=False, scoring=scoring)
-    assert results[SHARD].success
+    raw, warehouse, instance = one_shard_curated(tmp_path, SHARD, scoring)
     wh = Warehouse(str(warehouse))
     published = wh.fs.cat(wh.curated_path(SHARD))
     first_sha = wh.table_metadata("final_captions", SHARD)["raw_sha256"]
