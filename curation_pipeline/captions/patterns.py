@@ -488,15 +488,17 @@ WORD_RE = re.compile(r"[^\W\d_]+")
 
 # Quoted text as each language writes it: signage ('a banner 'Free shipping'', «50% off», 「大特価」) is described, not
 # advertised. Opening mark -> the marks that close it, on the same line. A straight single quote opens only at a
-# word's start, before a letter or digit, and not an elision ('90s, 'til, 'em, rock 'n' roll: '50% off' and '99 cents'
-# are quotes); it closes after a non-space and
+# word's start, before a letter or digit, and not an elision ('90s, '19, 'til, 'em, rock 'n' roll: '50% off' and
+# '99 cents' are quotes); it closes after a non-space and
 # spans no "|" (a listing's separator: "Vintage '90s ... | Free shipping | ... kids' collection" quotes nothing). A
 # straight or curly single quote closes only where no letter follows, so an apostrophe ("dog's", "Tom’s") is neither.
 _QUOTE_CLOSERS = {'"': '"', "“": "”", "„": "“”", "«": "»", "»": "«", "‚": "‘’", "「": "」", "『": "』", "‘": "’", "'": "'"}
 _QUOTE_MARKS = frozenset(_QUOTE_CLOSERS)
 _APOSTROPHE_LIKE = frozenset("'’")
 _CLOSING_MARKS = frozenset("".join(_QUOTE_CLOSERS.values()))
-_ELISIONS = re.compile(r"(?:til|tis|twas|em|cause|n|\d\ds)\b", re.IGNORECASE)  # '90s: a decade ('99 cents' quotes)
+# '90s, '19: a decade, a year; not a price or a share ('99 cents', '15 percent off', '50% off' open quotes)
+_ELISIONS = re.compile(r"(?:til|tis|twas|em|cause|n|\d\ds)\b"
+                       r"|\d\d\b(?!\s*(?:%|¢|€|\$|£|cents?\b|percent\b|pence\b|off\b))", re.IGNORECASE)
 
 
 def quoted_spans(text: str) -> list[tuple[int, int]]:

@@ -491,6 +491,10 @@ def _model_talk(candidate: str, original: str | None) -> str | None:
 
 # A quote mark that only opens: where it ends a caption, what it quoted was cut away.
 _CLOSES_EARLIER = {"“": "„", "«": "»", "‘": "‚"}  # German „…“, Danish »…«, German ‚…‘: these close a quote too
+# An apostrophe that starts a word it shortens ('90s, '19, 'til, 'em, rock 'n' roll): no quote opens there. Written
+# here, not taken from captions.patterns: this check shares no pattern with the cleaner's.
+_ELISION = re.compile(r"(?:til|tis|twas|em|cause|n|\d\ds)\b|\d\d\b(?!\s*(?:%|¢|€|\$|£|cents?\b|percent\b|pence\b"
+                      r"|off\b))", re.IGNORECASE)
 
 
 def _dangling_quote(text: str) -> bool:
@@ -509,12 +513,16 @@ def _dangling_quote(text: str) -> bool:
                 continue
             before = body[i - 1] if i else " "
             after = body[i + 1] if i + 1 < len(body) else " "
-            if not quoting and not before.isalnum() and not after.isspace():
+            if before.isspace() and after.isspace():  # tokenised: "says ' open '" opens, then closes
+                quoting = not quoting
+            elif not quoting and not before.isalnum() and not after.isspace() \
+                    and not _ELISION.match(body, i + 1):  # '90s, 'til: no quote
                 quoting = True
             elif quoting and not before.isspace() and not after.isalnum():
                 quoting = False
         return not quoting
-    return not (mark in _CLOSES_EARLIER and _CLOSES_EARLIER[mark] in body)
+    # a mark that also closes another language's quote does so only where one of those is open
+    return not (mark in _CLOSES_EARLIER and body.count(_CLOSES_EARLIER[mark]) > body.count(mark))
 
 
 def _starts_with_punctuation(candidate: str, original: str | None) -> bool:

@@ -138,11 +138,20 @@ def test_a_reply_about_the_task_is_no_caption(original, candidate, problem):
     # a possessive before it ("kids'") is no quote that the last mark would close
     ("The kids' toys in a store window with a '50% off' sign", "The kids' toys in a store window with a '",
      "dangling quote \"'\""),
+    # an elision opens no quote that the last mark would close; nor does a closed guillemet pair
+    ("A '90s diner with a 'Free refills' sign", "A '90s diner with a '", "dangling quote \"'\""),
 ])
 def test_a_cut_before_a_quote_is_no_finished_caption(original, candidate, problem):
     from curation_pipeline.rewriting.verify import wellformedness_problems
 
     assert wellformedness_problems(candidate, original) == [problem]
+
+
+def test_a_guillemet_that_opens_is_dangling_though_another_pair_closed():
+    from curation_pipeline.rewriting.verify import _dangling_quote
+
+    assert _dangling_quote("A shop with a «50% off» poster and a «")
+    assert not _dangling_quote("Ein dänisches »Salg« Schild und »Tilbud «")  # closes the Danish »…«
 
 
 @pytest.mark.parametrize("original, candidate", [
@@ -162,6 +171,8 @@ def test_a_caption_with_such_words_of_its_own_passes(original, candidate):
     ('A shop with a „Sale“ sign IMG_1.jpg', 'A shop with a „Sale“ sign'),
     # the cleaner repaired "Iâ€™m" to "I’m": still the original's words
     ("Iâ€™m sorry card with a teddy bear #card #sorry #teddy", "I’m sorry card with a teddy bear"),
+    # tokenised single quotes, spaced on both sides
+    ("a shop sign that says ' open ' | Free shipping on all orders", "a shop sign that says ' open '"),
     # fresh captions (no original) that only look like model talk
     (None, "Sorry, we're closed sign on a door"), (None, "I can't believe it's not butter tub on a shelf"),
     (None, "A 'Note:' label on a jar"),
