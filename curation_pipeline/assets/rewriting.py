@@ -42,7 +42,8 @@ from curation_pipeline.validation.lengths import caption_lengths
     # and knows 〖〗〘〙, an opening 〝 and the Arabic comma and semicolon as separators; 8: the original again is
     # no rewrite, a margin of 0 asks for a gain, a gain equal to the margin passes in floating point, a model's
     # refusal or report of its edit is malformed, a lead-in may carry a parenthesis, a quote mark left alone at the
-    # end is dangling and a cut before a quoted word ends on its article)
+    # end is dangling and a cut before a quoted word ends on its article, a last segment of only label words the
+    # original went on after is a dangling label)
     ins={"caption_decisions": dg.AssetIn(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     kinds={"parquet"},

@@ -525,6 +525,29 @@ def _dangling_quote(text: str) -> bool:
     return not (mark in _CLOSES_EARLIER and body.count(_CLOSES_EARLIER[mark]) > body.count(mark))
 
 
+# Words a stock or credit label is made of: a last segment of only these is what is left of one ("- Free Stock" of
+# "- Free Stock Photo by Pixabay").
+_STUB_WORDS = _LABEL_WORDS | frozenset(("free", "stock", "royalty", "royalty-free", "hd", "vector"))
+_LAST_SEGMENT = re.compile(r"\s[-–—|•·｜]\s+([^-–—|•·｜]+?)\s*$")
+
+
+def _label_tail(candidate: str, original: str | None) -> str | None:
+    """The separator and last segment ending the candidate, where that segment is only label words and the original
+    went on after it in the same segment: the stub a cut in the middle of a label left. A whole segment the original
+    had ("Tibet - Free", "Tibet - Free #travel"), or a fresh caption, is no leftover."""
+    match = _LAST_SEGMENT.search(candidate)
+    if match is None or original is None:
+        return None
+    words = [_comparable(w) for w in match.group(1).split()]
+    if not words or not all(w in _STUB_WORDS for w in words):
+        return None
+    segment = r"\s+".join(map(re.escape, match.group(1).split()))
+    # whole where the original's segment ended there: at its end, a separator, an end mark or a tag ("#travel")
+    whole = re.search(r"(?:^|[-–—|•·｜]\s*)" + segment + r"(?:\s*(?:$|[-–—|•·｜.!?,;])|\s+[#@])", original,
+                      re.IGNORECASE)
+    return None if whole else match.group(0).strip()
+
+
 def _starts_with_punctuation(candidate: str, original: str | None) -> bool:
     """A leading mark that is not part of the first word: "-5 degrees" and ".5 mm" start with a number,
     and ".NET" is a word when the original started with it too."""
@@ -589,6 +612,8 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
     tail = _tail_fragment(candidate)
     if tail is not None and (original is None or (_tail_fragment(original) != tail and not _cut_tail(tail, original))):
         problems.append(f"dangling fragment {tail!r}")
+    elif (label := _label_tail(stripped, original)) is not None:
+        problems.append(f"dangling label {label!r}")
     if _lone_punctuation_runs(candidate) > (_lone_punctuation_runs(original) if original is not None else 0):
         problems.append("lone punctuation")
     if _invisible(candidate, "".join(ch for ch in _BIDI_MARKS if original is not None and ch in original)):

@@ -147,6 +147,20 @@ def test_a_cut_before_a_quote_is_no_finished_caption(original, candidate, proble
     assert wellformedness_problems(candidate, original) == [problem]
 
 
+@pytest.mark.parametrize("original, candidate, problem", [
+    # a credit cut out of a stock label it shared a word with ("Photo") left the label's first words
+    ("Mountain lake at sunrise - Free Stock Photo by Pixabay", "Mountain lake at sunrise - Free Stock",
+     "dangling label '- Free Stock'"),
+    ("Cute kitten in a basket - Free Photo by Pexels", "Cute kitten in a basket - Free", "dangling label '- Free'"),
+    ("Tibet - Free #travel", "Tibet - Free", None),  # the original's own whole segment
+    ("Red dress - Size M Shop Now", "Red dress - Size M", None),  # no label words
+])
+def test_a_label_cut_in_its_middle_is_no_finished_caption(original, candidate, problem):
+    from curation_pipeline.rewriting.verify import wellformedness_problems
+
+    assert wellformedness_problems(candidate, original) == ([problem] if problem else [])
+
+
 def test_a_guillemet_that_opens_is_dangling_though_another_pair_closed():
     from curation_pipeline.rewriting.verify import _dangling_quote
 
