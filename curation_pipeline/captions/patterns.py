@@ -489,9 +489,9 @@ WORD_RE = re.compile(r"[^\W\d_]+")
 # Quoted text as each language writes it: signage ('a banner 'Free shipping'', «50% off», 「大特価」) is described, not
 # advertised. Opening mark -> the marks that close it, on the same line. A straight single quote opens only at a
 # word's start, before a letter or digit, and not an elision ('90s, '19, 'til, 'em, rock 'n' roll: '50% off' and
-# '99 cents' are quotes); it closes after a non-space and
-# spans no "|" (a listing's separator: "Vintage '90s ... | Free shipping | ... kids' collection" quotes nothing). A
-# straight or curly single quote closes only where no letter follows, so an apostrophe ("dog's", "Tom’s") is neither.
+# '99 cents' are quotes); it closes after a non-space and spans no "|" (a listing's separator: "Vintage '90s ... |
+# Free shipping | ... kids' collection" quotes nothing). A straight or curly single quote closes only where no letter
+# follows, so an apostrophe ("dog's", "Tom’s") is neither.
 _QUOTE_CLOSERS = {'"': '"', "“": "”", "„": "“”", "«": "»", "»": "«", "‚": "‘’", "「": "」", "『": "』", "‘": "’", "'": "'"}
 _QUOTE_MARKS = frozenset(_QUOTE_CLOSERS)
 _APOSTROPHE_LIKE = frozenset("'’")

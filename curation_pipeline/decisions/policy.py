@@ -9,6 +9,7 @@ bad after rewriting. Every decision carries a reason that names the signal.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -54,7 +55,7 @@ class DecisionPolicy:
     min_brightness: float | None = 0.03
     max_brightness: float | None = 0.97
     min_entropy: float | None = None  # off: a two-tone logo has under 1 bit at thumbnail size (min_contrast tells)
-    min_contrast: float | None = 0.02  # a blank or placeholder frame: every colour's std under 5 of 255 (Flickr: 0.081+)
+    min_contrast: float | None = 0.02  # a blank or placeholder: every colour's std under 5 of 255 (Flickr: 0.081+)
     drop_duplicates: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -191,8 +192,13 @@ def is_image_drop(reason: str | None) -> bool:
     if not isinstance(reason, str):
         return False
     first = reason.split(";", 1)[0].strip()
-    return (first in IMAGE_STATUS_REASONS or first.startswith(("unchecked:", "duplicate:"))
-            or any(first == b.reason or first.startswith(b.reason + "=") for b in bounds() if b.effect == "drop"))
+    return first in _image_reasons() or first.startswith(("unchecked:", "duplicate:"))
+
+
+@functools.lru_cache(maxsize=1)
+def _image_reasons() -> frozenset[str]:
+    """The fixed labels of ``image_drop_reasons``: the image statuses and every drop bound's reason."""
+    return frozenset(IMAGE_STATUS_REASONS) | {b.reason for b in bounds() if b.effect == "drop"}
 
 
 def _first_reason(index: pd.Index, checks: list[tuple[str | pd.Series, pd.Series]]) -> pd.Series:

@@ -498,9 +498,10 @@ _ELISION = re.compile(r"(?:til|tis|twas|em|cause|n|\d\ds)\b|\d\d\b(?!\s*(?:%|¢|
 
 
 def _dangling_quote(text: str) -> bool:
-    """The caption ends on a quote mark alone after a space that opens a quote rather than closing one: a straight
-    mark is the odd one of its kind (apostrophes in words aside), a curly one opens unless it closes an earlier
-    opener of its language (tokenised captions space closing quotes: 'says " active . "' is finished)."""
+    """The caption ends on a quote mark alone after a space that opens a quote rather than closing one: a '"' is the
+    odd one of its kind (tokenised captions space closing quotes: 'says " active . "' is finished); a "'" opens where
+    no quote is open, read past apostrophes and elisions ("kids'", "'90s"); a curly one opens unless it closes an
+    open quote of another language's ("„Sale“")."""
     if len(text) < 2 or not text[-2].isspace() or text[-1] not in "\"'“‘«„‚「『":
         return False
     mark, body = text[-1], text[:-1]

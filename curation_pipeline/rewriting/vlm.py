@@ -36,11 +36,12 @@ NO_CAPTION_PROMPT = (
 # What a chat model says before its answer: "Sure, here is the edited caption:", "The revised caption is: ...",
 # "**Caption:**", "New caption - ...". A dash ends the label only before a space ("Caption-worthy sunset" is a
 # caption), and a courtesy word ("Sure,", "Okay.") goes only with a label after it ("Okay sign on a wall" stays).
-_CAPTION_LABEL = (r"\**\s*(?:the\s+)?(?:(?:new|edited|corrected|revised|rewritten|improved|updated|final)\s+)?"
-                  r"caption(?:\s+is)?\s*\**\s*(?::|[-–—](?=\s))\s*\**")
+_CAPTION_WORDS = r"(?:the\s+)?(?:(?:new|edited|corrected|revised|rewritten|improved|updated|final)\s+)?caption"
+_COURTESY = r"(?:sure|okay|ok|certainly|of\s+course|absolutely|alright|all\s+right)"
+_CAPTION_LABEL = rf"\**\s*{_CAPTION_WORDS}(?:\s+is)?\s*\**\s*(?::|[-–—](?=\s))\s*\**"
 _HERE_IS = r"(?:here\s+is|here['’]s)\b[^:]*:\s*"
 _LABEL_RE = re.compile(
-    rf"^(?:(?:sure|okay|ok|certainly|of\s+course|absolutely|alright|all\s+right)\b[\s,.!:;–—-]*"
+    rf"^(?:{_COURTESY}\b[\s,.!:;–—-]*"
     rf"(?={_HERE_IS}|{_CAPTION_LABEL}))?(?:{_HERE_IS})?(?:{_CAPTION_LABEL})?",
     re.IGNORECASE,
 )
@@ -56,9 +57,8 @@ _EMPHASIS = "*_`"
 # A line that only announces what follows: a courtesy word ("Sure.", "Okay!"), a caption label with or without its
 # colon or dash ("Edited caption -", "### Caption", "**Edited caption:**"), a "Here is ..." ending in a colon.
 _ANNOUNCES = re.compile(
-    r"^(?:(?:sure|okay|ok|certainly|of\s+course|absolutely|alright|all\s+right|done|here\s+you\s+go)\W*"
-    r"|(?:the\s+)?(?:(?:new|edited|corrected|revised|rewritten|improved|updated|final)\s+)?caption"
-    r"(?:\s*\([^()]{0,40}\))?(?:\s+is)?\s*[:\-–—]?|.*:)$", re.IGNORECASE)
+    rf"^(?:(?:{_COURTESY}|done|here\s+you\s+go)\W*"
+    rf"|{_CAPTION_WORDS}(?:\s*\([^()]{{0,40}}\))?(?:\s+is)?\s*[:\-–—]?|.*:)$", re.IGNORECASE)
 
 
 def _bare(line: str) -> str:

@@ -1,4 +1,4 @@
-"""Model-free image quality: sharpness, exposure, contrast and entropy of the luma channel.
+"""Model-free image quality: sharpness, exposure and entropy of the luma channel, and colour contrast.
 
 Measured on a grey copy downscaled to ``IQ_WORKING_SIDE`` so a photo and its thumbnail land on about the same
 scale (sharpness within 5% for thumbnails of 256 px and more, within about 30% at 200 px on Flickr photos);
@@ -23,7 +23,6 @@ from curation_pipeline.scoring.columns import Bound, ScoreColumn, error_column
 IQ_WORKING_SIDE = 256
 DARK_LEVEL = 10  # luma <= this (of 255) counts as crushed shadow
 BRIGHT_LEVEL = 245  # luma >= this counts as blown highlight
-MEASURES = 6  # the value columns, in ``outputs`` order
 
 def working_gray(image: Image.Image, side: int = IQ_WORKING_SIDE) -> np.ndarray:
     """Luma (ITU-R 601, as PIL's "L") at the working resolution, uint8."""
@@ -71,7 +70,7 @@ class ImageQualityScorer(Scorer):
     """Sharpness, mean brightness, clipped shadow / highlight shares and entropy."""
 
     name = "image_quality"
-    version = "2"  # 2: iq_contrast, the colour channels' largest standard deviation: how the policy tells a flat image
+    version = "2"  # 2: iq_contrast, the colour channels' largest standard deviation, which tells a flat image
     needs_images = True
     outputs = (ScoreColumn("iq_sharpness", "Sharpness: variance of the Laplacian of the grey image."),
                ScoreColumn("iq_brightness", "Mean brightness, 0 (black) to 1 (white).", range=(0, 1)),
@@ -86,6 +85,7 @@ class ImageQualityScorer(Scorer):
               Bound("iq_brightness", ">", "max_brightness", "image_overexposed"),
               Bound("iq_entropy", "<", "min_entropy", "image_flat"),
               Bound("iq_contrast", "<", "min_contrast", "image_flat"))
+    measures = len(outputs) - 1  # the value columns, in ``outputs`` order (the last is the error column)
 
     def _measure(self, image: Image.Image) -> tuple[list[float], str | None]:
         gray = working_gray(image)
@@ -99,15 +99,15 @@ class ImageQualityScorer(Scorer):
         rows, errors = [], []
         for image in batch.images:
             if image is None:
-                values, error = [np.nan] * MEASURES, NO_IMAGE
+                values, error = [np.nan] * self.measures, NO_IMAGE
             else:
                 try:
                     values, error = self._measure(image)
                 except Exception as exc:  # one odd image must not fail the batch
-                    values, error = [np.nan] * MEASURES, f"{type(exc).__name__}: {exc}"[:200]
+                    values, error = [np.nan] * self.measures, f"{type(exc).__name__}: {exc}"[:200]
             rows.append(values)
             errors.append(error)
-        frame = pd.DataFrame(np.array(rows, dtype=float).reshape(len(rows), MEASURES),
+        frame = pd.DataFrame(np.array(rows, dtype=float).reshape(len(rows), self.measures),
                              columns=list(self.columns[:-1]))
         frame["iq_error"] = pd.Series(errors, dtype=object)
         return frame
