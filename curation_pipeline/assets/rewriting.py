@@ -124,12 +124,13 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     name="final_captions", partitions_def=shard_partitions, can_subset=True, check_specs=FINAL_CAPTION_CHECKS,
     ins={"caption_decisions": versioned(), "pairs": columns("key", "caption"), "rewritten_captions": dg.AssetIn()},
     outs={"final_captions": table_out(
-        "rewriting", "5",  # code version: bump when the same inputs give different output (2: outside the
+        "rewriting", "6",  # code version: bump when the same inputs give different output (2: outside the
         # keep_fraction cut only an accepted rewrite publishes; no fallback to the original. 3: the drift check's
         # words (as rewritten_captions 6), a mean on its ratio limit passes, a table row says GX's verdict, and
         # unchanged captions have KL 0. 4: the drift check's words, as rewritten_captions 7. 5: nor for a pair
         # failing keep_expression; an original with no words is never kept as is, whatever drop_threshold says,
-        # and the drift check in characters leaves it out, as in words)
+        # and the drift check in characters leaves it out, as in words. 6: a kept original's reason starts with
+        # why it was up for a rewrite, its decision's reason: "not_english; rewrite rejected (...); kept original")
         "The final caption of every pair: kept as is, rewritten (the accepted attempt) or dropped, with the "
         "reason. The blocking caption-length drift check runs on this before anything is published.")},
 )

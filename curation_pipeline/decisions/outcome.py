@@ -88,7 +88,9 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
         ["no caption to keep (" + df["reason"].astype(str) + ")",
          df["reason"],
          "rewritten: " + df["reason"].astype(str),
-         "rewrite rejected (" + rejection.fillna("not attempted").astype(str) + "); kept original",
+         # why it was up for a rewrite too: a kept "not_english" caption says so, not only that its rewrite failed
+         df["reason"].astype(str) + "; rewrite rejected (" + rejection.fillna("not attempted").astype(str)
+         + "); kept original",
          "caption still weak after rewriting (" + after.round(1).astype(str) + f" < {policy.drop_threshold:g})",
          df["reason"].astype(str) + "; rewrite rejected (" + rejection.fillna("not attempted").astype(str) + ")",
          "no caption and no rewrite accepted (" + rejection.fillna("no rewrite attempted").astype(str) + ")"],

@@ -189,7 +189,8 @@ def test_outcomes_follow_acceptance_and_fallback():
     assert out.loc["r_ok", "final_caption"] == "B!" and out.loc["r_ok", "rewriter"] == "cleaner"
     assert out.loc["r_ok", "quality_final"] == 90.0
     assert out.loc["r_rej_keep", "final_caption"] == "d"
-    assert "kept original" in out.loc["r_rej_keep", "reason"]
+    # the decision's reason first: why a rewrite was tried, then why the original stands
+    assert out.loc["r_rej_keep", "reason"] == "weak; rewrite rejected (score did not improve); kept original"
     assert "still weak after rewriting" in out.loc["r_low", "reason"]
     assert out.loc["d", "final_caption"] is None
     dropping = resolve_outcomes(decisions, captions, lineage, DecisionPolicy(drop_threshold=65, fallback="drop"))
