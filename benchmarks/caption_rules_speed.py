@@ -36,6 +36,8 @@ SHAPES = [
     "[a](b){c} ", "a - b - ", "a\n", "stock photo\t", "IMG_1234 ", "(source: http://x.com/a) ",
     # labels and bylines beyond English, credits after an ad
     "Bild: ", "Quelle: dpa ", "Foto de Juan Pérez/EFE ", "Photo par Jean Dupont ", "(Fonte ", "New arrivals Photo: ",
+    # wire credits and stock sites: an agency ending a title, a place before a bar, a site as a title's start
+    "| AFP ", "Paris | AFP ", "in Paris / Reuters ", "REUTERS/Jane Doe ", "Jane Doe/dpa/", "Shutterstock dog ",
     # quotes that close nothing after an ad trigger (the quoted text of a sign is no ad)
     "'a ", "Sale! 'a ", "Sale! «a ", "Sale! „a ",
 ]

@@ -148,7 +148,8 @@ _NAME = rf"(?-i:(?>{_NOT_STOP}{_NAME_WORD}{_NAME_REST}){_NAME_END})"
 # An organisation may start with "The" ("for The Guardian"); only after "for", "via", "at", "of".
 _ORG = rf"(?-i:(?>(?:The[ ]+)?{_NOT_STOP}{_NAME_WORD}{_NAME_REST}){_NAME_END})"
 _AGENCIES = (
-    r"(?:AP|AFP|Reuters|Getty(?:\s+Images)?|EPA|PA(?:\s+Images)?|Xinhua|Bloomberg|Shutterstock|Alamy|iStock(?:photo)?"
+    r"(?:AP|AFP|Reuters|REUTERS|Getty(?:\s+Images)?|EPA-EFE|EPA|PA(?:\s+Images)?|Xinhua|Bloomberg|Shutterstock|Alamy"
+    r"|iStock(?:photo)?"
     r"|Corbis|Associated\s+Press|NurPhoto|Sipa|REX|Rex\s+Features|ZUMA(?:\s+Press)?|Anadolu|UPI|dpa|EFE|ANSA|Flickr"
     r"|Wikimedia(?:\s+Commons)?|Unsplash|Pexels|Pixabay|NASA|Magnum(?:\s+Photos)?)"
 )
@@ -156,9 +157,18 @@ _AGENCIES = (
 # The one agency written in lower case, "dpa", is a credit's name too ("Quelle: dpa", "Source: dpa").
 _CREDITED = (
     rf"(?:(?-i:Flickr|Instagram|Twitter|YouTube|Facebook)\s+user\s+@?[\w.-]+|(?-i:dpa(?![\w@]){_NAME_END})|{_NAME})"
-    rf"(?:\s*[/|]\s*{_NAME}|\s+(?:for|via|at|of|from|on|and|&)\s+{_ORG}|,\s*(?-i:{_AGENCIES})\b)*"
+    rf"(?:\s*[/|]\s*(?:{_NAME}|(?-i:dpa)(?![\w@]))|\s+(?:for|via|at|of|from|on|and|&)\s+{_ORG}"
+    rf"|,\s*(?-i:{_AGENCIES})\b)*"
 )
 _MEDIA = r"(?:photos?|images?|pictures?|photography|footage|vectors?|illustrations?)"
+# What follows a company's name when it is the subject: "Getty Images headquarters", "Shutterstock CEO Jon Oringer".
+_COMPANY_WORD = (
+    r"(?:headquarters|hq|offices?|buildings?|ceo|cfo|cto|founders?|co-?founders?|executives?|employees?|staff|team"
+    r"|logos?|signs?|banners?|booths?|stores?|apps?|website|homepage|account|shares|stock\s+price|contributors?"
+    r"|photographers?|event|conference|party|awards?|is|was|are|were|has|had|have|acquires?|acquired|announces?"
+    r"|announced|launches?|launched|buys?|bought|sells?|sold|says|said|reports?|reported|agrees?|agreed|merges?|merged"
+    r"|and|&|vs\.?|v\.)(?![\w&])"
+)
 _STOCK_SITES = (
     r"(?:shutterstock|alamy|getty\s*images|istock(?:photo)?|dreamstime|depositphotos"
     r"|123rf|adobe\s+stock|fotolia|bigstock(?:photo)?|pixabay|unsplash|pexels)(?:\.com)?"
@@ -205,7 +215,10 @@ _LOREM = (
 # caption's positions, where the many branches would each be tried in turn; so too for the credit and ad triggers).
 BOILERPLATE_RE = compiled.compile(
     r"(?<!\w)(?=\w)(?:"
-    rf"(?:(?:on|via|from|at)\s+)?{_STOCK_SITES}{_STOCK_ID}?"
+    # a stock site's name with its ID, ending its clause, before a stock label, or starting a clause as a page
+    # title's ("Shutterstock dog portrait"), unless the company is the subject ("Getty Images headquarters")
+    rf"(?:(?:on|via|from|at)\s+)?{_STOCK_SITES}(?:{_STOCK_ID}|{_CLAUSE_END}|(?=\s+(?:stock|royalty|free|{_MEDIA})\b))"
+    rf"|(?=[sagid1fbpu]){_CLAUSE_START}{_STOCK_SITES}(?!\s+{_COMPANY_WORD})"
     rf"|royalty[\s-]free(?:\s+stock)?(?:\s+{_MEDIA})?{_STOCK_ID}?(?:\s+(?:of|for))?"
     rf"|stock\s+{_MEDIA}{_STOCK_ID}?(?:\s+(?:of|for))?"
     rf"|free\s+(?:stock\s+)?(?:photos?|images?|pictures?){_STOCK_ID}?(?:\s+(?:of|for))?"
@@ -293,8 +306,10 @@ _RIGHTS = r"(?:[\s.,;-]*all\s+rights\s+reserved)"
 _CREDIT_END = r"(?=\s*(?:$|[|•·:;)\]]|[-–—]\s|[.!?…](?:\s|$)))"
 # The two credits that start with a name: "Jane Doe/AP Photo", and an agency credit with no label: "Jane Doe/Getty
 # Images", "Jane Doe | AFP" (``_credit_matches`` looks for them its own way).
-_NAME_AGENCY_PHOTO = rf"{_NAME}\s*/\s*(?-i:{_AGENCIES})\s+(?:photos?|images?)"
-_NAME_AGENCY = rf"{_NAME}\s*[/|]\s*(?-i:{_AGENCIES})\b"
+# Neither starts right after a lower-case word: "Protesters march in Paris | AFP" names a place, not a photographer.
+_NAME_FIRST_START = rf"(?-i:(?<![{_LOWER}]\s))"
+_NAME_AGENCY_PHOTO = rf"{_NAME_FIRST_START}{_NAME}\s*/\s*(?-i:{_AGENCIES})\s+(?:photos?|images?)"
+_NAME_AGENCY = rf"{_NAME_FIRST_START}{_NAME}\s*[/|]\s*(?-i:{_AGENCIES})\b"
 # A byline in another language: "Photo par Jean Dupont", "Foto por Juan Pérez", and with "von", "de" or "di", which say
 # "of" as often as "by" ("Foto de Machu Picchu", "Foto de Real Madrid", "Bild von Weihnachtsmarkt Dresden"), only
 # with an agency after a slash or a bar: "Foto von Hans Müller/dpa", "Foto de Juan Pérez | EFE". A credit only as a
@@ -349,6 +364,9 @@ _CREDIT_PATTERN = (
     rf"|museum|gallery|archive)s?\b|{_CREDITED})"
     # AP Photo/Jane Doe / Reuters/Jane Doe / Jane Doe/AP Photo
     rf"|(?-i:{_AGENCIES})(?:\s+(?:photos?|images?))?\s*/\s*{_CREDITED}"
+    # An agency alone, the last of a title's parts: "Protesters march in Paris | AFP", "A rocket launch - NASA"
+    rf"|(?:(?<=[|•·])|(?<=[|•·]\s)|(?<=\s[-–—/]\s))(?-i:{_AGENCIES})(?:\s+(?:photos?|images?))?"
+    r"(?=[.!?…]?\s*(?:$|[|•·]))"
     rf"|{_NAME_AGENCY_PHOTO}"
     # - via @jdoe / . via Reuters: at the start of a clause (never "goes via Main Street") and ending it
     # ("Via Appia, an ancient Roman road" is a road); an agency may be followed by a comma ("Via AP, a ...").
@@ -856,7 +874,7 @@ _CREDIT_KEYWORDS = frozenset(
     "fotografia fotografias fotografie bild bilder imagen imagem imagens immagine crédit crédits crédito créditos "
     "credito crediti quelle quellen bildquelle bildquellen fotoquelle fotoquellen fuente fuentes fonte bildnachweis "
     "fotonachweis".split()
-)
+) | {word.lower() for word in re.findall(r"[A-Za-z]{2,}", _AGENCIES.replace("\\s", " "))}  # "A rocket launch - NASA"
 
 
 def _lower_words(text: str, words: list[str] | None) -> set[str]:

@@ -298,6 +298,10 @@ class CaptionCleaner(Rewriter):
     #     as is one that is text shown in the image; a file name in a kept link's path is the link's
     # 15: an ad trigger inside quotes of any language ('50% off', ‘Free shipping’, «Sale») is sign text and stays,
     #     as inside double quotes ("A store window with a '50% off' sign" was cut to "A store window with a '")
+    # 16: a stock site's name inside its clause, or starting one as the company ("Getty Images headquarters in
+    #     Seattle", "Adobe Stock logo"), stays (was cut to "Headquarters in Seattle"); a name-first credit never
+    #     starts after a lower-case word ("Protesters march in Paris | AFP" was cut to "Protesters march in"); an
+    #     agency alone ending a title ("| AFP", "- NASA"), REUTERS/..., EPA-EFE/... and ".../dpa" after a name go whole
     version = CODE_VERSIONS["cleaner"]
     needs_images = False
     prompt = None

@@ -155,7 +155,9 @@ class CaptionTextQuality(Scorer):
     # 11: an ad trigger inside quotes of any language ('50% off', ‘Free shipping’, «Sale», 「大特価」) is sign text, as
     #    inside double quotes; one letter word among numbers ("Day 1 Day 2 Day 3 Day 4", "word0 ... word99") is no
     #    word repeated: no longer very_short (or only too_long where it is)
-    version = "11"
+    # 12: credit and boilerplate as the cleaner 16 reads them: a stock site as the subject ("Getty Images
+    #    headquarters") is none, nor a place before "| AFP"; "| AFP", "REUTERS/Jane Doe", "EPA-EFE/..." are credits
+    version = "12"
     needs_images = False
     outputs = (
         ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",

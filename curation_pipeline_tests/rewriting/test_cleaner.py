@@ -43,7 +43,18 @@ CASES = {
     "Screen Shot 2020-05-01 at 12.30.00 PM.png a chart": ("A chart", "remove_filenames"),
     # Boilerplate and the separators it leaves behind.
     "A beach at sunset - Photo by John Smith": ("A beach at sunset", "remove_credits"),
-    "Beach sunset - stock photo - Alamy": ("Beach sunset", "remove_boilerplate"),
+    "Beach sunset - stock photo - Alamy": ("Beach sunset", "remove_credits,remove_boilerplate"),
+    # A stock site's name as a page title's start goes (the company as the subject stays: below).
+    "Shutterstock dog portrait": ("Dog portrait", "remove_boilerplate"),
+    "Alamy Stock Photo ABC123 - A dog on grass": ("A dog on grass", "remove_boilerplate"),
+    # A wire credit: the agency alone ending a title, upper case, or EPA-EFE; the place before it is no name.
+    "Protesters march in Paris | AFP": ("Protesters march in Paris", "remove_credits"),
+    "Fans cheer in New York / Reuters": ("Fans cheer in New York", "remove_credits"),
+    "A rocket lifts off - NASA.": ("A rocket lifts off", "remove_credits"),
+    "Sunset over London | Jane Doe | AFP": ("Sunset over London", "remove_credits"),
+    "Protesters march in Paris. REUTERS/Benoit Tessier": ("Protesters march in Paris.", "remove_credits"),
+    "Protesters march in Paris. EPA-EFE/YOAN VALAT": ("Protesters march in Paris.", "remove_credits"),
+    "Protesters march in Paris | AFP PHOTO / LUDOVIC MARIN": ("Protesters march in Paris", "remove_credits"),
     "Stock Photo - Beach sunset": ("Beach sunset", "remove_boilerplate"),
     "Royalty free stock photo of a dog on grass": ("A dog on grass", "remove_boilerplate"),
     # a generated list of guesses goes with its label ("2 people, people smiling" is a tag list, no caption)
@@ -270,6 +281,10 @@ def test_cleaning_is_idempotent(caption):
         "Portrait of Émile Zola",
         # a song's title is no call to action
         "Blondie performing Call Me.",
+        # a stock site or an agency as the subject, and a place before a bar
+        "Getty Images headquarters in Seattle", "Shutterstock CEO Jon Oringer speaks at a conference",
+        "Adobe Stock logo on a phone screen", "Meeting at Alamy headquarters", "A dog on Unsplash today",
+        "The AP style guide on a desk",
     ],
 )
 def test_unrecognised_text_is_left_alone(caption):

@@ -43,6 +43,7 @@ RULE_CASES = {
          "A close-up of a painted thumbnail.", "A photo 2019 of the family.", "The website offers a free download.",
          # the cleaner keeps these (text shown in the image, a match inside its clause): so must the score
          "A sign that says Free Downloads", "A man in a shirt reading stock photo", "A dog on Unsplash today",
+         "Getty Images headquarters in Seattle", "Adobe Stock logo on a phone screen",
          "A poster: Image may contain",
          # the same words in descriptions
          "A man hanging wallpaper in a kitchen", "A laptop showing an HD wallpaper", "A boy watching YouTube",
@@ -66,7 +67,8 @@ RULE_CASES = {
          "A dog runs . Credit: Jane Doe/Reuters", "Photo: Jane Doe. A dog runs", "A dog runs (Source: Reuters)",
          "A dog runs (source: http://example.com/a)", "Photograph: Jane Doe for The Guardian", "Jane Doe/Getty Images",
          "A dog runs [via Reuters]", "A dog runs {www.example.com}", "Copyright 2015 Jane Doe. All rights reserved.", "A dog runs - via Flickr",
-         "Copyright 2019 John Smith, a dog runs", "A red barn. photo by jsmith", "A dog runs. credit: jsmith"],
+         "Copyright 2019 John Smith, a dog runs", "A red barn. photo by jsmith", "A dog runs. credit: jsmith",
+         "Protesters march in Paris | AFP", "A dog runs. REUTERS/Jane Doe"],
         [CLEAN, "A photographer takes a photo of a couple", "A credit card on a table", "The source of the river",
          "A bus goes via Main Street", "Photo of a dog by the lake", "A man takes a photo by the river",
          "Via Appia, an ancient Roman road.", "Copyright law books on a shelf.",
@@ -74,7 +76,7 @@ RULE_CASES = {
          # the cleaner keeps these (text shown in the image, a match inside its clause): so must the score
          "A man in a shirt reading Photo by John Smith", "A sign that says Copyright 2019 Jane Doe",
          "A woman holding a © sign", "A mug with all rights reserved printed on it", "A nice photo by the lake",
-         "Paris photo by night"],
+         "Paris photo by night", "The AP style guide on a desk"],
     ),
     "control_chars": (
         ["A d\x00og runs", "A \x1b[31mdog\x1b[0m runs", "\ufeffA dog runs", "A dog \u202eruns", "A dog\u200b runs",
@@ -193,7 +195,7 @@ def test_scorer_columns_and_missing_captions():
     assert df["text_quality"].dtype == "float64"
     assert df["text_quality"].tolist() == [100.0, 0.0, 0.0]
     assert df["text_quality_rules"].tolist() == ["", "empty", "empty"]
-    assert scorer.needs_images is False and scorer.ident == "text_quality@11"
+    assert scorer.needs_images is False and scorer.ident == "text_quality@12"
 
 
 def test_score_is_clamped():
