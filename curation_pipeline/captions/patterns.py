@@ -402,6 +402,11 @@ def __getattr__(name: str):
 # --- advertising and calls to action --------------------------------------------------
 # A trigger is a phrase a description of a photo does not contain. The ad is the whole
 # clause around it (``ad_spans``), or the tail of a clause that starts with a description.
+# What a sale's words name when a graphic shows them: "Summer Sale banner with palm trees", "50% off sale tag vector
+# illustration" describe the picture of a banner or a tag (stock graphics), not an offer.
+_AD_GRAPHIC = (r"(?!\s+(?:(?:sale|offer|deals?|discount)\s+)?(?:banners?|posters?|flyers?|fliers?|tags?|stickers?|labels?|badges?|signs?|billboards?"
+               r"|templates?|coupons?|vouchers?|icons?|backgrounds?|stamps?|ribbons?|logos?|illustrations?|vectors?"
+               r"|graphics?|mock-?ups?|lettering|typography)\b)")
 _AD_TRIGGERS = [
     r"click\s+(?:here|now|below|(?:on\s+)?(?:the|this)\s+link|(?:the\s+)?(?:image|photo|picture|button)\s+(?:to|for)"
     r"(?!\s+(?:enlarge|zoom|view|see\s+(?:larger|full)))"
@@ -428,12 +433,12 @@ _AD_TRIGGERS = [
     r"visit\s+(?:(?:https?://|www\.)[^\s()\[\]{}<>\"]+|[\w-]+\.(?:com|net|org|shop|store)\b[^\s()\[\]{}<>\"]*)",
     r"add\s+to\s+(?:your\s+)?(?:cart|basket|bag|wish\s*list|favou?rites)",
     r"(?:(?:up\s+to|an?\s+extra|extra|flat|get|save)\s+)?\d{1,3}(?:[.,]\d+)?\s*%\s*(?:off|discount|sale|savings?"
-    r"|cash\s*back)",
+    rf"|cash\s*back){_AD_GRAPHIC}",
     r"save\s+(?:up\s+to\s+)?(?:[$€£]\s?\d[\d.,]*|\d{1,3}\s*%)",
-    r"free\s+(?:shipping|delivery|returns?)",
+    rf"free\s+(?:shipping|delivery|returns?){_AD_GRAPHIC}",
     r"free\s+(?:gift|trial|quote|estimate)s?\b",
-    r"(?:limited|special|exclusive|introductory)\s+(?:time\s+)?(?:offer|deal|discount|promotion|price)s?",
-    r"limited\s+time(?:\s+only)?",
+    rf"(?:limited|special|exclusive|introductory)\s+(?:time\s+)?(?:offer|deal|discount|promotion|price)s?{_AD_GRAPHIC}",
+    rf"limited\s+time(?:\s+only)?{_AD_GRAPHIC}",
     r"(?:today|this\s+week(?:end)?|this\s+month|one\s+day|online)\s+only",
     r"while\s+(?:supplies|stocks?)\s+lasts?",
     r"(?:don'?t|do\s+not)\s+miss\s+(?:out|this|it)",
@@ -442,7 +447,7 @@ _AD_TRIGGERS = [
     # "Summer sale!" / "- Flash sale ends tonight", never "a crowd at the Black Friday sale"
     r"(?=[bcefhmsw])(?:^|(?<=[.!?|:•·,;\-–—]\s)|(?<=[|•·:]))"
     r"(?:flash|clearance|mega|huge|big|summer|winter|spring|holiday"
-    r"|black\s+friday|cyber\s+monday|end\s+of\s+season)\s+sale"
+    rf"|black\s+friday|cyber\s+monday|end\s+of\s+season)\s+sale{_AD_GRAPHIC}"
     r"|(?:flash|clearance|mega|huge|big|summer|winter|spring|holiday|black\s+friday|cyber\s+monday)\s+sale"
     r"(?=\s*(?:!|ends|now|starts|today|on\s+now))",
     r"sale\s+(?:ends|price|now\s+on|starts)",

@@ -301,7 +301,9 @@ class CaptionCleaner(Rewriter):
     # 16: a stock site's name inside its clause, or starting one as the company ("Getty Images headquarters in
     #     Seattle", "Adobe Stock logo"), stays (was cut to "Headquarters in Seattle"); a name-first credit never
     #     starts after a lower-case word ("Protesters march in Paris | AFP" was cut to "Protesters march in"); an
-    #     agency alone ending a title ("| AFP", "- NASA"), REUTERS/..., EPA-EFE/... and ".../dpa" after a name go whole
+    #     agency alone ending a title ("| AFP", "- NASA"), REUTERS/..., EPA-EFE/... and ".../dpa" after a name go whole;
+    #     a sale's words before a graphic's noun name what it shows and stay ("Summer Sale banner with palm trees",
+    #     "50% off sale tag", "Free shipping badge icon set" were cut whole)
     version = CODE_VERSIONS["cleaner"]
     needs_images = False
     prompt = None

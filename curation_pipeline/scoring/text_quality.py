@@ -156,7 +156,8 @@ class CaptionTextQuality(Scorer):
     #    inside double quotes; one letter word among numbers ("Day 1 Day 2 Day 3 Day 4", "word0 ... word99") is no
     #    word repeated: no longer very_short (or only too_long where it is)
     # 12: credit and boilerplate as the cleaner 16 reads them: a stock site as the subject ("Getty Images
-    #    headquarters") is none, nor a place before "| AFP"; "| AFP", "REUTERS/Jane Doe", "EPA-EFE/..." are credits
+    #    headquarters") is none, nor a place before "| AFP"; "| AFP", "REUTERS/Jane Doe", "EPA-EFE/..." are credits;
+    #    a sale's words before a graphic's noun are no ad ("Summer Sale banner with palm trees": 100, was 70)
     version = "12"
     needs_images = False
     outputs = (

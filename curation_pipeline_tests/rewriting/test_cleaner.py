@@ -285,6 +285,9 @@ def test_cleaning_is_idempotent(caption):
         "Getty Images headquarters in Seattle", "Shutterstock CEO Jon Oringer speaks at a conference",
         "Adobe Stock logo on a phone screen", "Meeting at Alamy headquarters", "A dog on Unsplash today",
         "The AP style guide on a desk",
+        # a sale's words naming what a graphic shows (stock graphics of banners and tags)
+        "Summer Sale banner with palm trees", "Black Friday sale poster template", "Mega sale badge set",
+        "Free shipping badge icon set", "Limited time offer banner with confetti",
     ],
 )
 def test_unrecognised_text_is_left_alone(caption):
