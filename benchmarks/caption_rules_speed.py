@@ -38,6 +38,8 @@ SHAPES = [
     "Bild: ", "Quelle: dpa ", "Foto de Juan Pérez/EFE ", "Photo par Jean Dupont ", "(Fonte ", "New arrivals Photo: ",
     # wire credits and stock sites: an agency ending a title, a place before a bar, a site as a title's start
     "| AFP ", "Paris | AFP ", "in Paris / Reuters ", "REUTERS/Jane Doe ", "Jane Doe/dpa/", "Shutterstock dog ",
+    # a sale's words before a graphic's noun
+    "Summer sale banner ", "50% off sale sale ", "free shipping offer ",
     # quotes that close nothing after an ad trigger (the quoted text of a sign is no ad)
     "'a ", "Sale! 'a ", "Sale! «a ", "Sale! „a ",
 ]

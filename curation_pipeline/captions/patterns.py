@@ -18,7 +18,7 @@ import bisect
 import functools
 import html
 import re
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from curation_pipeline.captions import compiled
 from curation_pipeline.captions.classes import class_body, in_category
@@ -153,11 +153,19 @@ _AGENCIES = (
     r"|Corbis|Associated\s+Press|NurPhoto|Sipa|REX|Rex\s+Features|ZUMA(?:\s+Press)?|Anadolu|UPI|dpa|EFE|ANSA|Flickr"
     r"|Wikimedia(?:\s+Commons)?|Unsplash|Pexels|Pixabay|NASA|Magnum(?:\s+Photos)?)"
 )
+# The news agencies, whose name alone ending a title is a credit ("... | AFP"; the stock sites and site names there are
+# boilerplate's); AP, PA and Anadolu only with their media word, as a state or a region ends a title too ("- PA").
+_WIRE_AGENCIES = (
+    r"(?:AP\s+Photo|AFP|Reuters|REUTERS|EPA-EFE|EPA|PA\s+(?:Images|Wire|Photo)|Xinhua|Bloomberg|Corbis"
+    r"|Associated\s+Press|NurPhoto|Sipa(?:\s+USA)?|Rex\s+Features|ZUMA(?:\s+Press|\s+Wire)?|Anadolu\s+Agency|UPI|dpa"
+    r"|EFE|ANSA|NASA|Magnum(?:\s+Photos)?)"
+)
 # "Jane Doe/Reuters", "Jane Doe | AFP", "Jane Doe for The Guardian", "Jane Doe, Getty Images".
 # The one agency written in lower case, "dpa", is a credit's name too ("Quelle: dpa", "Source: dpa").
 _CREDITED = (
-    rf"(?:(?-i:Flickr|Instagram|Twitter|YouTube|Facebook)\s+user\s+@?[\w.-]+|(?-i:dpa(?![\w@]){_NAME_END})|{_NAME})"
-    rf"(?:\s*[/|]\s*(?:{_NAME}|(?-i:dpa)(?![\w@]))|\s+(?:for|via|at|of|from|on|and|&)\s+{_ORG}"
+    rf"(?:(?-i:Flickr|Instagram|Twitter|YouTube|Facebook)\s+user\s+@?[\w.-]+|(?-i:dpa(?:-\w+)*(?![\w@-]){_NAME_END})"
+    rf"|{_NAME})"
+    rf"(?:\s*[/|]\s*(?:{_NAME}|(?-i:dpa(?:-\w+)*)(?![\w@-]))|\s+(?:for|via|at|of|from|on|and|&)\s+{_ORG}"
     rf"|,\s*(?-i:{_AGENCIES})\b)*"
 )
 _MEDIA = r"(?:photos?|images?|pictures?|photography|footage|vectors?|illustrations?)"
@@ -217,8 +225,9 @@ BOILERPLATE_RE = compiled.compile(
     r"(?<!\w)(?=\w)(?:"
     # a stock site's name with its ID, ending its clause, before a stock label, or starting a clause as a page
     # title's ("Shutterstock dog portrait"), unless the company is the subject ("Getty Images headquarters")
-    rf"(?:(?:on|via|from|at)\s+)?{_STOCK_SITES}(?:{_STOCK_ID}|{_CLAUSE_END}|(?=\s+(?:stock|royalty|free|{_MEDIA})\b))"
-    rf"|(?=[sagid1fbpu]){_CLAUSE_START}{_STOCK_SITES}(?!\s+{_COMPANY_WORD})"
+    rf"(?:(?:on|via|from|at)\s+|(?<!\bof\s)(?<!\bfor\s)){_STOCK_SITES}"  # not "the founder of Shutterstock"
+    rf"(?:{_STOCK_ID}|{_CLAUSE_END}|(?=\s+(?:stock|royalty|free|{_MEDIA})\b))"
+    rf"|(?=[sagid1fbpu]){_CLAUSE_START}{_STOCK_SITES}(?!['’]|\s+{_COMPANY_WORD})"
     rf"|royalty[\s-]free(?:\s+stock)?(?:\s+{_MEDIA})?{_STOCK_ID}?(?:\s+(?:of|for))?"
     rf"|stock\s+{_MEDIA}{_STOCK_ID}?(?:\s+(?:of|for))?"
     rf"|free\s+(?:stock\s+)?(?:photos?|images?|pictures?){_STOCK_ID}?(?:\s+(?:of|for))?"
@@ -306,10 +315,10 @@ _RIGHTS = r"(?:[\s.,;-]*all\s+rights\s+reserved)"
 _CREDIT_END = r"(?=\s*(?:$|[|•·:;)\]]|[-–—]\s|[.!?…](?:\s|$)))"
 # The two credits that start with a name: "Jane Doe/AP Photo", and an agency credit with no label: "Jane Doe/Getty
 # Images", "Jane Doe | AFP" (``_credit_matches`` looks for them its own way).
-# Neither starts right after a lower-case word: "Protesters march in Paris | AFP" names a place, not a photographer.
-_NAME_FIRST_START = rf"(?-i:(?<![{_LOWER}]\s))"
-_NAME_AGENCY_PHOTO = rf"{_NAME_FIRST_START}{_NAME}\s*/\s*(?-i:{_AGENCIES})\s+(?:photos?|images?)"
-_NAME_AGENCY = rf"{_NAME_FIRST_START}{_NAME}\s*[/|]\s*(?-i:{_AGENCIES})\b"
+# Where the agency starts is a group of each: after a preposition the name is a place's ("Protesters march in Paris |
+# AFP"), and only the agency is the credit (``credit_spans``).
+_NAME_AGENCY_PHOTO = rf"{_NAME}\s*/\s*(?P<agency_photo>(?-i:{_AGENCIES})\s+(?:photos?|images?))"
+_NAME_AGENCY = rf"{_NAME}\s*[/|]\s*(?P<agency>(?-i:{_AGENCIES})\b(?:\s+(?:photos?|images?)\b(?!\s*/))?)"
 # A byline in another language: "Photo par Jean Dupont", "Foto por Juan Pérez", and with "von", "de" or "di", which say
 # "of" as often as "by" ("Foto de Machu Picchu", "Foto de Real Madrid", "Bild von Weihnachtsmarkt Dresden"), only
 # with an agency after a slash or a bar: "Foto von Hans Müller/dpa", "Foto de Juan Pérez | EFE". A credit only as a
@@ -364,9 +373,10 @@ _CREDIT_PATTERN = (
     rf"|museum|gallery|archive)s?\b|{_CREDITED})"
     # AP Photo/Jane Doe / Reuters/Jane Doe / Jane Doe/AP Photo
     rf"|(?-i:{_AGENCIES})(?:\s+(?:photos?|images?))?\s*/\s*{_CREDITED}"
-    # An agency alone, the last of a title's parts: "Protesters march in Paris | AFP", "A rocket launch - NASA"
-    rf"|(?:(?<=[|•·])|(?<=[|•·]\s)|(?<=\s[-–—/]\s))(?-i:{_AGENCIES})(?:\s+(?:photos?|images?))?"
-    r"(?=[.!?…]?\s*(?:$|[|•·]))"
+    # A news agency alone, the last of a title's parts: "Protesters march in Paris | AFP", "A rocket launch - NASA"
+    # (or before what another rule cuts: "- AFP via Getty Images", "| NASA #space")
+    rf"|(?:(?<=[|•·])|(?<=[|•·]\s)|(?<=\s[-–—/]\s))(?-i:{_WIRE_AGENCIES})(?:\s+(?:photos?|images?))?"
+    r"(?=[.!?…]?\s*(?:$|[|•·]|\s[-–—]\s|\s+via\s|\s*#))"
     rf"|{_NAME_AGENCY_PHOTO}"
     # - via @jdoe / . via Reuters: at the start of a clause (never "goes via Main Street") and ending it
     # ("Via Appia, an ancient Roman road" is a road); an agency may be followed by a comma ("Via AP, a ...").
@@ -404,9 +414,9 @@ def __getattr__(name: str):
 # clause around it (``ad_spans``), or the tail of a clause that starts with a description.
 # What a sale's words name when a graphic shows them: "Summer Sale banner with palm trees", "50% off sale tag vector
 # illustration" describe the picture of a banner or a tag (stock graphics), not an offer.
-_AD_GRAPHIC = (r"(?!\s+(?:(?:sale|offer|deals?|discount)\s+)?(?:banners?|posters?|flyers?|fliers?|tags?|stickers?|labels?|badges?|signs?|billboards?"
-               r"|templates?|coupons?|vouchers?|icons?|backgrounds?|stamps?|ribbons?|logos?|illustrations?|vectors?"
-               r"|graphics?|mock-?ups?|lettering|typography)\b)")
+_AD_GRAPHIC = (r"(?!\s+(?:(?:sale|offer|deals?|discount)\s+)?(?:banners?|posters?|flyers?|fliers?|tags?|stickers?"
+               r"|labels?|badges?|signs?|billboards?|templates?|coupons?|vouchers?|icons?|backgrounds?|stamps?|ribbons?"
+               r"|logos?|illustrations?|vectors?|graphics?|mock-?ups?|lettering|typography)\b)")
 _AD_TRIGGERS = [
     r"click\s+(?:here|now|below|(?:on\s+)?(?:the|this)\s+link|(?:the\s+)?(?:image|photo|picture|button)\s+(?:to|for)"
     r"(?!\s+(?:enlarge|zoom|view|see\s+(?:larger|full)))"
@@ -879,7 +889,7 @@ _CREDIT_KEYWORDS = frozenset(
     "fotografia fotografias fotografie bild bilder imagen imagem imagens immagine crédit crédits crédito créditos "
     "credito crediti quelle quellen bildquelle bildquellen fotoquelle fotoquellen fuente fuentes fonte bildnachweis "
     "fotonachweis".split()
-) | {word.lower() for word in re.findall(r"[A-Za-z]{2,}", _AGENCIES.replace("\\s", " "))}  # "A rocket launch - NASA"
+) | {word.lower() for word in re.findall(r"[A-Za-z]{2,}", _WIRE_AGENCIES.replace("\\s", " "))}  # "Rocket - NASA"
 
 
 def _lower_words(text: str, words: list[str] | None) -> set[str]:
@@ -1184,8 +1194,25 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
     reading Photo by John Smith" has none). Bracketed notes are ``bracket_note_spans``. A byline in another language
     that is all the caption's words stays: "Photo par Jean Dupont" alone may be his portrait."""
     bounds: list[int] = []  # where the caption's letters start and end, read once where a byline needs them
+    others = _credit_others_re()  # compiled already: the matches come from it or from the whole (``credit_re``)
+    placed: list[re.Match | _Cut] = []  # credits read again from their agency: "in Paris | AFP"
+    covered = [0]  # the end of the last of them, which a later match may start inside
 
     def kept(m: re.Match) -> bool:
+        start = m.start()
+        if start < covered[0]:
+            return False
+        # a name-first credit (its agency group matched: the others' pattern has none) after a place's word
+        if text[start - 1:start].isspace() and text[start - 2:start - 1] in _PLACE_WORD_ENDS and m.re is not others:
+            agency = m.start("agency")
+            if agency < 0:
+                agency = m.start("agency_photo")
+            if agency >= 0 and _PLACE_BEFORE_RE.search(text, max(0, start - 12), start):
+                # the credit is the agency's own ("AFP PHOTO / JANE DOE" read whole), or the agency alone
+                again = others.match(text, agency)
+                placed.append(again if again is not None and again.end() >= m.end() else _Cut(agency, m.end()))
+                covered[0] = placed[-1].span()[1]
+                return False
         if m.start("byline") < 0:
             return True
         if not bounds:
@@ -1193,7 +1220,24 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
             bounds.extend((first.start() if first else len(text), len(text) - last.start() if last else 0))
         return bounds[0] < m.start("byline") or bounds[1] > m.end("byline")
 
-    return _label_spans(filter(kept, _credit_matches(text)), text)
+    spans = _label_spans(filter(kept, _credit_matches(text)), text)
+    return sorted(spans + _label_spans(placed, text)) if placed else spans
+
+
+# A name-first credit ("Jane Doe/AFP", "Jane Doe | AFP") right after one of these words names a place or a person
+# shown ("Protesters march in Paris | AFP", "A portrait of Jane Doe/AFP"): only its agency is the credit.
+_PLACE_BEFORE_RE = re.compile(
+    r"\b(?:in|at|on|of|from|near|to|over|into|across|around|outside|inside|through|the)\s+$", re.IGNORECASE)
+_PLACE_WORD_ENDS = frozenset("ntfmroesdhNTFMROESDH")  # their last letters: a cheap look first, at every match
+
+
+class _Cut(NamedTuple):
+    """A span to cut that is not a whole match (read by ``_label_spans`` as a match is)."""
+    start: int
+    end: int
+
+    def span(self) -> tuple[int, int]:
+        return self.start, self.end
 
 
 def has_boilerplate(text: str) -> bool:

@@ -24,7 +24,11 @@ def _texts():
               "Crédit photo : Jean Dupont",
               "Bild: Hans Müller", "Quelle: dpa", "Fuente: EFE", "Fotografía: Juan Pérez", "A dog (Bildquelle: dpa)",
               "A girl on a beach. Shop our collection #summer", "Red dress. New arrivals #fun", "#sale Shop the look",
-              "Blue mug | Ships worldwide #fun", "Leather bag. Now $131.99 #fun", "A sign reading Now $5 #vintage"]
+              "Blue mug | Ships worldwide #fun", "Leather bag. Now $131.99 #fun", "A sign reading Now $5 #vintage",
+              # wire credits and stock sites: an agency alone, after a place, as the subject
+              "A rocket launch - NASA", "A woman hiking - iStockphoto", "Homes for sale in Gettysburg - PA",
+              "Protesters march in Paris | AFP", "A portrait of Jane Doe/AFP", "Protesters | AP Photo",
+              "Getty Images headquarters in Seattle", "Protesters march in Paris - AFP via Getty Images"]
     return texts
 
 

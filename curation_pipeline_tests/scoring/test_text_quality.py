@@ -325,3 +325,11 @@ def test_no_human_caption_is_taken_for_noise(flickr_dir):
     assert flagged == []
     cut = [(c, ops) for c in captions if set(ops := clean_caption(c)[1]) - {"strip_punctuation"}]
     assert cut == []
+
+
+def test_a_stock_site_ending_a_title_is_boilerplate_once_not_a_credit_too():
+    """A stock site or a site name ending a title is the boilerplate rule's (30), not a news credit as well (60)."""
+    for caption in ["Golden retriever puppy on the grass | Shutterstock", "A beach - Pixabay", "A dog | Flickr"]:
+        assert caption_rules(caption) == ["boilerplate"], caption
+    assert caption_rules("Protesters march in Paris | AFP") == ["credit"]
+
