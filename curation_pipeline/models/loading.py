@@ -129,6 +129,31 @@ def pick_dtype(device: str, preferred: torch.dtype | str | None = None) -> torch
     return torch.float32
 
 
+def model_revision(model: str) -> str | None:
+    """The commit of the snapshot a HuggingFace id resolves to in the local cache (its ``refs/main``, what
+    ``from_pretrained`` loads offline), so two snapshots under one id read apart in lineage; None for a local path
+    (transformers records no commit for a directory) or an id not in the cache."""
+    if _looks_like_path(model):
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "config.json")
+    except Exception:  # noqa: BLE001 - an id the hub's rules reject: no revision to tell, the load says why
+        return None
+    if not isinstance(found, str):
+        return None
+    path = Path(found)
+    return path.parent.name if path.parent.parent.name == "snapshots" else None
+
+
+def model_ident(model: str) -> str:
+    """The model as a version names it: a HuggingFace id with its cached snapshot's commit (``org/name@1a2b3c4d5e6f``),
+    a local path as given."""
+    revision = model_revision(model)
+    return f"{model}@{revision[:12]}" if revision else model
+
+
 def prepare_source(model: str) -> str:
     """Expand ``~`` and reject a missing local directory before any hub lookup."""
     expanded = os.path.expanduser(model)

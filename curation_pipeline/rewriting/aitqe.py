@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation_pipeline.models.loading import ModelUnavailableError, inference_mode, load_vlm, prepare_source
+from curation_pipeline.models.loading import (ModelUnavailableError, inference_mode, load_vlm, model_ident,
+                                              prepare_source)
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import ContractError, PairBatch
 from curation_pipeline.rewriting.base import CODE_VERSIONS, RewriteCandidate, hash_prompt
@@ -478,8 +479,9 @@ class AitqeRewriter(GeneratingRewriter):
                                     vision_tower=vision_tower) if load_model else UnloadedGenerator()
         # the loaded model's precision, or the one it would load in here (a Ray actor: the GPU it was given)
         dtype_name = precision(self.generator) if load_model else planned_precision(model, device, dtype)[0]
-        tower = f":tower={vision_tower}" if vision_tower else ""
-        self.version = (f"{CODE_VERSIONS['aitqe']}:{model}:max_new={max_new_tokens}:stop={int(stop_after_overall)}"
+        tower = f":tower={model_ident(vision_tower)}" if vision_tower else ""
+        self.version = (f"{CODE_VERSIONS['aitqe']}:{model_ident(model)}:max_new={max_new_tokens}"
+                        f":stop={int(stop_after_overall)}"
                         f":dtype={dtype_name}{tower}")
         reason = (self.generator.refusal(self.prompt.replace(CAPTION_PLACEHOLDER, ""))
                   if isinstance(self.generator, AitqeGenerator) else None)

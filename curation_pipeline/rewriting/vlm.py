@@ -11,7 +11,7 @@ import re
 from typing import Callable
 
 from curation_pipeline.models.aspect import model_input
-from curation_pipeline.models.loading import inference_mode, load_vlm
+from curation_pipeline.models.loading import inference_mode, load_vlm, model_ident
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.base import CODE_VERSIONS, RewriteCandidate, Rewriter, hash_prompt, no_caption_to_edit
 
@@ -224,8 +224,9 @@ class VlmRewriter(GeneratingRewriter):
         # 4: a reply cut off at max_new_tokens is no candidate (it ends mid-phrase)
         # 5: markdown header and quote marks removed; lines of only a courtesy word or a caption label skipped;
         # a reply cut off after its caption line keeps that line
-        self.version = f"{CODE_VERSIONS['vlm']}:{model}:beams={num_beams}:max_new={max_new_tokens}"
         loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        # after loading: a snapshot fetched just now is the one named
+        self.version = f"{CODE_VERSIONS['vlm']}:{model_ident(model)}:beams={num_beams}:max_new={max_new_tokens}"
         self.generator = ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, num_beams=num_beams)
 
     def template(self, caption: str | None) -> str:

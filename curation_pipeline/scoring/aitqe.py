@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from curation_pipeline.models.loading import model_ident
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.aitqe import (AITQE_MAX_NEW_TOKENS, DEFAULT_INSTRUCTION, OVERALL_MARKER,
                                                aitqe_instruction, load_aitqe, parse_aitqe_output, precision,
@@ -39,8 +40,8 @@ def scorer_version(model: str, max_new_tokens: int, dtype: str, vision_tower: st
     # as the reference's processor would rewrite it or load an image it names (AitqeGenerator.refusal); 9: a score
     # the reply ends inside (no <Overall> after it) is NaN, it may be the "1" of "10"; a score value must be the
     # number alone ("8 dogs", "3.7e1" are none); a recaption that is not text is an error (parse_aitqe_output)
-    tower = f":tower={vision_tower}" if vision_tower else ""
-    return f"{AitqeScorer.version}:{model}:max_new={max_new_tokens}:dtype={dtype}{tower}"
+    tower = f":tower={model_ident(vision_tower)}" if vision_tower else ""  # an id with its cached snapshot's commit
+    return f"{AitqeScorer.version}:{model_ident(model)}:max_new={max_new_tokens}:dtype={dtype}{tower}"
 
 
 class AitqeScorer(Scorer):

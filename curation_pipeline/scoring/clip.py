@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from curation_pipeline.models.aspect import bound_aspect, model_input
-from curation_pipeline.models.loading import inference_mode, load_clip, pick_device
+from curation_pipeline.models.loading import inference_mode, load_clip, model_ident, pick_device
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer, scorable
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
@@ -184,7 +184,7 @@ class ClipScorer(Scorer):
         #    the file's own mode, then RGB; the crop offset rounded as torchvision's, not HF's floor), and
         #    cleans the text as clip.tokenize does (``clip_text``)
         code = ClipScorer.siglip_version if self._n_px is None else ClipScorer.version
-        self.version = ":".join([f"{code}:{model}", *settings])
+        self.version = ":".join([f"{code}:{model_ident(model)}", *settings])
         # SigLIP was trained on texts padded to the full context; CLIP on the longest in batch.
         self._padding = "max_length" if "siglip" in self.model.config.model_type else True
         self._max_length = self.model.config.text_config.max_position_embeddings

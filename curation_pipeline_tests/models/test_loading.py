@@ -131,3 +131,47 @@ def test_load_released_on_cuda_loads_mlm_filter_in_float16(monkeypatch):
                                        vision_tower=str(RELEASED / "siglip-tiny-patch8-32"))
     assert {p.dtype for p in loaded.model.parameters()} == {torch.float16}
     assert {p.dtype for p in aitqe.model.parameters()} == {torch.bfloat16}
+
+
+def _cache_snapshot(cache, repo: str, commit: str, checkpoint) -> None:
+    """``checkpoint``'s files as the HuggingFace cache holds a download of ``repo`` at ``commit`` (refs/main -> it)."""
+    import shutil
+
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(checkpoint, folder / "snapshots" / commit)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+
+
+def test_a_hub_model_is_named_with_its_cached_snapshot(tmp_path):
+    """Lineage says by which model: a scorer loaded by HuggingFace id names the snapshot it loaded, so two snapshots
+    under one id (a checkpoint updated on the hub) read apart; a local path is named as given. In a fresh process,
+    as the hub's cache location is read when huggingface_hub is imported."""
+    import os
+    import subprocess
+    import sys
+
+    from curation_pipeline_tests.tiny_models import make_tiny_clip
+
+    checkpoint, cache = make_tiny_clip(tmp_path / "clip"), tmp_path / "hub"
+    first, second = "1a2b3c4d5e6f" + "0" * 28, "9f8e7d6c5b4a" + "1" * 28
+    _cache_snapshot(cache, "tiny-org/tiny-clip", first, checkpoint)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from curation_pipeline.models.loading import model_ident, model_revision\n"
+        "from curation_pipeline.scoring.clip import ClipScorer\n"
+        "print(ClipScorer('tiny-org/tiny-clip').version)\n"
+        "print(ClipScorer(sys.argv[1]).version)\n"
+        "print(model_revision(sys.argv[1]), model_revision('tiny-org/not-cached'))\n"
+        "cache = Path(sys.argv[2]) / 'models--tiny-org--tiny-clip'\n"
+        "(cache / 'snapshots' / sys.argv[3]).symlink_to(cache / 'snapshots' / sys.argv[4])\n"
+        "(cache / 'refs' / 'main').write_text(sys.argv[3])\n"
+        "print(model_ident('tiny-org/tiny-clip'))\n")
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", script, checkpoint, str(cache), second, first], env=env,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].split(":")[1] == "tiny-org/tiny-clip@1a2b3c4d5e6f"
+    assert out[1].split(":", 1)[1] == checkpoint  # a local directory: as given
+    assert out[2] == "None None"
+    assert out[3] == "tiny-org/tiny-clip@9f8e7d6c5b4a"  # the updated snapshot

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from curation_pipeline.models.aspect import model_input
-from curation_pipeline.models.loading import cache_argument, inference_mode, load_vlm, output_cache
+from curation_pipeline.models.loading import cache_argument, inference_mode, load_vlm, model_ident, output_cache
 from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer, scorable
@@ -122,8 +122,8 @@ class MlmFilterScorer(Scorer):
         # replies read exactly as the authors' reader (first line unstripped for the v2 scripts, "," ";" at the ends
         # only, ints outside 0-100 kept)
         precision = [] if str(self.dtype) == "torch.float32" else [str(self.dtype).removeprefix("torch.")]
-        self.version = ":".join([f"{MlmFilterScorer.version}:{model}:{mode}:{self.prompts.name}:{self.prompts.hash}:{self.max_new_tokens}",
-                                 *precision])
+        self.version = ":".join([f"{MlmFilterScorer.version}:{model_ident(model)}:{mode}:{self.prompts.name}",
+                                 f"{self.prompts.hash}:{self.max_new_tokens}", *precision])
         self._suppressed = self.released.suppressed if self.released else []
         self._penalty = self.released.repetition_penalty if self.released else 1.0
         if self.released:
