@@ -35,7 +35,9 @@ IMAGE_FIELDS = ("image", "image_id", "filename", "file_name", "image_path", "pat
 
 
 def normalize_caption(text) -> str:
-    return " ".join(str(text).split()).lower() if isinstance(text, str) else ""
+    """Case and whitespace folded, and NUL bytes dropped as ingest drops them (``reader.file_caption``): a judgment
+    file's caption holding one still joins the pair the warehouse stored without it."""
+    return " ".join(text.replace("\x00", "").split()).lower() if isinstance(text, str) else ""
 
 
 def image_id(value) -> str:

@@ -132,6 +132,9 @@ def test_join_and_agreement_with_a_warehouse_column(flickr_files, tmp_path):
     scores = warehouse_scores(wh, "my_score")
     joined = join_scores(judgments, scores)
     assert joined.attrs["matched"] == len(judgments)  # matched on image file name + caption, folders ignored
+    # a NUL byte in a judged caption is dropped, as ingest dropped it from the stored one
+    nul = judgments.assign(caption=[c.replace(" ", " \x00", 1) for c in judgments["caption"]])
+    assert nul["caption"].str.contains("\x00").all() and join_scores(nul, scores).attrs["matched"] == len(judgments)
     report = agreement_report(flickr_files["expert"], "my_score", captions_file=flickr_files["token"],
                               warehouse_root=wh.root, n_boot=30)
     assert [r["protocol"] for r in report["results"]] == ["mean", "each"]
