@@ -59,6 +59,9 @@ class AitqeCall:
     stop_strings: tuple[str, ...] | None
     trust_remote_code: bool
     released: bool
+    # what the AITQE scorer stores as its version when it asks this, resolved where the call is made or planned: the
+    # model's cached snapshot is that node's (``model_ident``), a driver without the model reads it from here
+    scorer_version: str
 
     @classmethod
     def of(cls, rewriter: AitqeRewriter) -> "AitqeCall":
@@ -78,12 +81,8 @@ class AitqeCall:
     def _make(cls, rewriter: AitqeRewriter, dtype: str, released: bool) -> "AitqeCall":
         stop = tuple(rewriter.stop_strings) if rewriter.stop_strings else None
         return cls(rewriter.model, rewriter.max_new_tokens, dtype, rewriter.vision_tower, rewriter.prompt, stop,
-                   rewriter.trust_remote_code, released)
-
-    @property
-    def scorer_version(self) -> str:
-        """What the AITQE scorer stores as its version when it asks this."""
-        return scorer_version(self.model, self.max_new_tokens, self.dtype, self.vision_tower)
+                   rewriter.trust_remote_code, released,
+                   scorer_version(rewriter.model, rewriter.max_new_tokens, dtype, rewriter.vision_tower))
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,23 @@ def test_another_call_is_generated(calls, scorer, batch, tmp_path, change):
     assert reusing.summary(9).startswith("all 9 generated: ")
 
 
+def test_a_call_planned_where_the_model_is_keeps_its_snapshot_on_a_driver_without_it(scorer, batch, monkeypatch):
+    """On Ray the call is planned in a task with the rewrite actors' resources, on a node holding the model, and the
+    driver (which may hold no copy: the README's gpu group) compares it with the version stored with the scores:
+    that comparison reads the snapshot named where the call was planned, not the driver's cache."""
+    from curation_pipeline.models import loading
+    from curation_pipeline.rewriting.reuse import AitqeCall, stored_replies
+
+    rewriter = AitqeRewriter(MODEL, max_new_tokens=48, batch_size=2, device="cpu", vision_tower=TOWER, load_model=False)
+    commit = "1a2b3c4d5e6f" + "0" * 28
+    with monkeypatch.context() as node:  # the node with the model: its cache holds the checkpoint's snapshot
+        node.setattr(loading, "model_revision", lambda model: commit if model == MODEL else None)
+        call = AitqeCall.planned(rewriter, "cpu")
+    assert f"{MODEL}@1a2b3c4d5e6f:" in call.scorer_version  # as the scorer on that node stored it
+    found = stored_replies(call, rewriter.ident, lambda: _stored(scorer, batch, call.scorer_version), SHA)
+    assert found.why_not is None and len(found.replies) == 7
+
+
 def test_only_aitqe_is_wrapped_and_the_scores_are_read_only_when_they_can_serve(scorer):
     from curation_pipeline.rewriting.cleaner import CaptionCleaner
     from curation_pipeline.rewriting.reuse import reuse_stored_replies
