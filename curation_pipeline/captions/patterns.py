@@ -317,8 +317,10 @@ _CREDIT_END = r"(?=\s*(?:$|[|•·:;)\]]|[-–—]\s|[.!?…](?:\s|$)))"
 # Images", "Jane Doe | AFP" (``_credit_matches`` looks for them its own way).
 # Where the agency starts is a group of each: after a preposition the name is a place's ("Protesters march in Paris |
 # AFP"), and only the agency is the credit (``credit_spans``).
-_NAME_AGENCY_PHOTO = rf"{_NAME}\s*/\s*(?P<agency_photo>(?-i:{_AGENCIES})\s+(?:photos?|images?))"
-_NAME_AGENCY = rf"{_NAME}\s*[/|]\s*(?P<agency>(?-i:{_AGENCIES})\b(?:\s+(?:photos?|images?)\b(?!\s*/))?)"
+# Its media word ends the credit: "Jane Doe | AFP Photo by John Roe" is two credits, not "Photo" taken by the first.
+_PHOTO_ENDS = r"(?=\s*(?:$|[|•·;)\]]|[-–—]\s|[.!?…](?:\s|$)))"
+_NAME_AGENCY_PHOTO = rf"{_NAME}\s*/\s*(?P<agency_photo>(?-i:{_AGENCIES})\s+(?:photos?|images?){_PHOTO_ENDS})"
+_NAME_AGENCY = rf"{_NAME}\s*[/|]\s*(?P<agency>(?-i:{_AGENCIES})\b(?:\s+(?:photos?|images?){_PHOTO_ENDS})?)"
 # A byline in another language: "Photo par Jean Dupont", "Foto por Juan Pérez", and with "von", "de" or "di", which say
 # "of" as often as "by" ("Foto de Machu Picchu", "Foto de Real Madrid", "Bild von Weihnachtsmarkt Dresden"), only
 # with an agency after a slash or a bar: "Foto von Hans Müller/dpa", "Foto de Juan Pérez | EFE". A credit only as a
@@ -376,7 +378,7 @@ _CREDIT_PATTERN = (
     # A news agency alone, the last of a title's parts: "Protesters march in Paris | AFP", "A rocket launch - NASA"
     # (or before what another rule cuts: "- AFP via Getty Images", "| NASA #space")
     rf"|(?:(?<=[|•·])|(?<=[|•·]\s)|(?<=\s[-–—/]\s))(?-i:{_WIRE_AGENCIES})(?:\s+(?:photos?|images?))?"
-    r"(?=[.!?…]?\s*(?:$|[|•·]|\s[-–—]\s|\s+via\s|\s*#))"
+    rf"(?:\s*[-–—,/]\s*{_CREDITED})?(?=[.!?…]?\s*(?:$|[|•·]|\s+via\s|\s*#))"  # "| AFP Photo - Jane Doe" whole
     rf"|{_NAME_AGENCY_PHOTO}"
     # - via @jdoe / . via Reuters: at the start of a clause (never "goes via Main Street") and ending it
     # ("Via Appia, an ancient Roman road" is a road); an agency may be followed by a comma ("Via AP, a ...").
@@ -413,10 +415,15 @@ def __getattr__(name: str):
 # A trigger is a phrase a description of a photo does not contain. The ad is the whole
 # clause around it (``ad_spans``), or the tail of a clause that starts with a description.
 # What a sale's words name when a graphic shows them: "Summer Sale banner with palm trees", "50% off sale tag vector
-# illustration" describe the picture of a banner or a tag (stock graphics), not an offer.
-_AD_GRAPHIC = (r"(?!\s+(?:(?:sale|offer|deals?|discount)\s+)?(?:banners?|posters?|flyers?|fliers?|tags?|stickers?"
-               r"|labels?|badges?|signs?|billboards?|templates?|coupons?|vouchers?|icons?|backgrounds?|stamps?|ribbons?"
-               r"|logos?|illustrations?|vectors?|graphics?|mock-?ups?|lettering|typography)\b)")
+# illustration" describe the picture of a banner or a tag (stock graphics), not an offer. The graphic's noun ends its
+# clause or goes on as a graphic's description does ("... banner design", "... badge icon set"): "50% off sale tags on
+# all jeans", "Free shipping stickers and decals", "40% off Sale Sign Up" and "Tags: summer" stay ads.
+_GRAPHIC_NOUN = (r"(?:banners?|posters?|flyers?|fliers?|tags?|stickers?|labels?|badges?|signs?|billboards?|templates?"
+                 r"|coupons?|vouchers?|icons?|backgrounds?|stamps?|ribbons?|logos?|illustrations?|vectors?|graphics?"
+                 r"|mock-?ups?|lettering|typography)")
+_AD_GRAPHIC = (r"(?!\s+(?:(?:sale|offer|deals?|discount|price|promo|web|square|round|neon|text)\s+){0,2}"
+               rf"{_GRAPHIC_NOUN}(?:\s*(?:$|[|•·;,)\]]|[-–—]\s|[.!?…](?:\s|$))|\s+(?:with|design|template|vector|set"
+               rf"|isolated|concept|elements?|layout|collection|{_GRAPHIC_NOUN})\b))")
 _AD_TRIGGERS = [
     r"click\s+(?:here|now|below|(?:on\s+)?(?:the|this)\s+link|(?:the\s+)?(?:image|photo|picture|button)\s+(?:to|for)"
     r"(?!\s+(?:enlarge|zoom|view|see\s+(?:larger|full)))"

@@ -61,6 +61,11 @@ CASES = {
     "Protesters march in Paris - AFP via Getty Images": ("Protesters march in Paris", "remove_credits"),
     "A rocket launch | NASA #space #rocket": ("A rocket launch", "remove_credits,remove_hashtags"),
     "Ein Hund im Park. Foto: Jane Doe/dpa-tmn": ("Ein Hund im Park.", "remove_credits"),
+    # a credit's media word ends it, so a byline after it is a credit too; a name after a lone agency goes with it
+    "Firefighters battle a blaze. Jane Doe | AFP Photo by John Roe": ("Firefighters battle a blaze.", "remove_credits"),
+    "Rally in Paris/Reuters Photo by John Roe": ("Rally in Paris", "remove_credits"),
+    "The Eiffel Tower | AFP Photo - Jane Doe": ("The Eiffel Tower", "remove_credits"),
+    "Rally in Paris | AFP, Jane Doe": ("Rally in Paris", "remove_credits"),
     "Stock Photo - Beach sunset": ("Beach sunset", "remove_boilerplate"),
     "Royalty free stock photo of a dog on grass": ("A dog on grass", "remove_boilerplate"),
     # a generated list of guesses goes with its label ("2 people, people smiling" is a tag list, no caption)
