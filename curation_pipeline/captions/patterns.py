@@ -320,7 +320,8 @@ _CREDIT_END = r"(?=\s*(?:$|[|•·:;)\]]|[-–—]\s|[.!?…](?:\s|$)))"
 # Its media word ends the credit: "Jane Doe | AFP Photo by John Roe" is two credits, not "Photo" taken by the first.
 _PHOTO_ENDS = r"(?=\s*(?:$|[|•·;)\]]|[-–—]\s|[.!?…](?:\s|$)))"
 _NAME_AGENCY_PHOTO = rf"{_NAME}\s*/\s*(?P<agency_photo>(?-i:{_AGENCIES})\s+(?:photos?|images?){_PHOTO_ENDS})"
-_NAME_AGENCY = rf"{_NAME}\s*[/|]\s*(?P<agency>(?-i:{_AGENCIES})\b(?:\s+(?:photos?|images?){_PHOTO_ENDS})?)"
+_NAME_AGENCY = (rf"{_NAME}\s*[/|]\s*(?P<agency>(?-i:dpa(?:-\w+)+)(?![\w@-])"  # "Jane Doe/dpa-tmn" whole
+                rf"|(?-i:{_AGENCIES})\b(?:\s+(?:photos?|images?){_PHOTO_ENDS})?)")
 # A byline in another language: "Photo par Jean Dupont", "Foto por Juan Pérez", and with "von", "de" or "di", which say
 # "of" as often as "by" ("Foto de Machu Picchu", "Foto de Real Madrid", "Bild von Weihnachtsmarkt Dresden"), only
 # with an agency after a slash or a bar: "Foto von Hans Müller/dpa", "Foto de Juan Pérez | EFE". A credit only as a
@@ -1215,9 +1216,14 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
             if agency < 0:
                 agency = m.start("agency_photo")
             if agency >= 0 and _PLACE_BEFORE_RE.search(text, max(0, start - 12), start):
-                # the credit is the agency's own ("AFP PHOTO / JANE DOE" read whole), or the agency alone
+                # the credit is the agency's own ("AFP PHOTO / JANE DOE" read whole), or the agency alone, unless
+                # it may be a state's or a region's abbreviation ("Farmhouse in Lancaster/PA")
                 again = others.match(text, agency)
-                placed.append(again if again is not None and again.end() >= m.end() else _Cut(agency, m.end()))
+                if again is None or again.end() < m.end():
+                    if text[agency:m.end()] in _REGION_LIKE_AGENCIES:
+                        return False
+                    again = _Cut(agency, m.end())
+                placed.append(again)
                 covered[0] = placed[-1].span()[1]
                 return False
         if m.start("byline") < 0:
@@ -1236,6 +1242,7 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
 _PLACE_BEFORE_RE = re.compile(
     r"\b(?:in|at|on|of|from|near|to|over|into|across|around|outside|inside|through|the)\s+$", re.IGNORECASE)
 _PLACE_WORD_ENDS = frozenset("ntfmroesdhNTFMROESDH")  # their last letters: a cheap look first, at every match
+_REGION_LIKE_AGENCIES = frozenset({"AP", "PA", "Anadolu"})  # as ``_WIRE_AGENCIES`` takes them only with their word
 
 
 class _Cut(NamedTuple):

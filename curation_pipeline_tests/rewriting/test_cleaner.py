@@ -61,6 +61,7 @@ CASES = {
     "Protesters march in Paris - AFP via Getty Images": ("Protesters march in Paris", "remove_credits"),
     "A rocket launch | NASA #space #rocket": ("A rocket launch", "remove_credits,remove_hashtags"),
     "Ein Hund im Park. Foto: Jane Doe/dpa-tmn": ("Ein Hund im Park.", "remove_credits"),
+    "A dog on a sofa. Jane Doe/dpa-tmn": ("A dog on a sofa.", "remove_credits"),
     # a credit's media word ends it, so a byline after it is a credit too; a name after a lone agency goes with it
     "Firefighters battle a blaze. Jane Doe | AFP Photo by John Roe": ("Firefighters battle a blaze.", "remove_credits"),
     "Rally in Paris/Reuters Photo by John Roe": ("Rally in Paris", "remove_credits"),
@@ -298,7 +299,8 @@ def test_cleaning_is_idempotent(caption):
         "The AP style guide on a desk", "Shutterstock's headquarters in the Empire State Building",
         "Jon Oringer, founder of Shutterstock",
         # a state or a region ends a title as an abbreviation does: AP and PA only as "AP Photo", "PA Images"
-        "Homes for sale in Gettysburg - PA", "Tirupati temple - AP",
+        "Homes for sale in Gettysburg - PA", "Tirupati temple - AP", "Homes for sale in Gettysburg | PA",
+        "Farmhouse in Lancaster/PA",
         # a sale's words naming what a graphic shows (stock graphics of banners and tags)
         "Summer Sale banner with palm trees", "Black Friday sale poster template", "Mega sale badge set",
         "Free shipping badge icon set", "Limited time offer banner with confetti",
