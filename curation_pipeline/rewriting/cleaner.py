@@ -299,9 +299,10 @@ class CaptionCleaner(Rewriter):
     # 15: an ad trigger inside quotes of any language ('50% off', ‘Free shipping’, «Sale») is sign text and stays,
     #     as inside double quotes ("A store window with a '50% off' sign" was cut to "A store window with a '")
     # 16: a stock site's name inside its clause, or starting one as the company ("Getty Images headquarters in
-    #     Seattle", "Adobe Stock logo"), stays (was cut to "Headquarters in Seattle"); a name-first credit never
-    #     starts after a lower-case word ("Protesters march in Paris | AFP" was cut to "Protesters march in"); an
-    #     agency alone ending a title ("| AFP", "- NASA"), REUTERS/..., EPA-EFE/... and ".../dpa" after a name go whole;
+    #     Seattle", "Adobe Stock logo"), stays (was cut to "Headquarters in Seattle"); a name-first credit after a
+    #     place's word (in, at, of, the, ...) is its agency's alone ("Protesters march in Paris | AFP" was cut to
+    #     "Protesters march in"); a news agency alone ending a title ("| AFP", "- NASA"), REUTERS/..., EPA-EFE/...
+    #     and ".../dpa-tmn" after a name go whole; a credit's media word ends it ("| AFP Photo by John Roe");
     #     a sale's words before a graphic's noun name what it shows and stay ("Summer Sale banner with palm trees",
     #     "50% off sale tag", "Free shipping badge icon set" were cut whole)
     version = CODE_VERSIONS["cleaner"]
