@@ -1204,11 +1204,12 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
     bounds: list[int] = []  # where the caption's letters start and end, read once where a byline needs them
     others = _credit_others_re()  # compiled already: the matches come from it or from the whole (``credit_re``)
     placed: list[re.Match | _Cut] = []  # credits read again from their agency: "in Paris | AFP"
-    covered = [0]  # the end of the last of them, which a later match may start inside
+    covered = 0  # the end of the last of them, which a later match may start inside
 
     def kept(m: re.Match) -> bool:
+        nonlocal covered
         start = m.start()
-        if start < covered[0]:
+        if start < covered:
             return False
         # a name-first credit (its agency group matched: the others' pattern has none) after a place's word
         if text[start - 1:start].isspace() and text[start - 2:start - 1] in _PLACE_WORD_ENDS and m.re is not others:
@@ -1224,7 +1225,7 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
                         return False
                     again = _Cut(agency, m.end())
                 placed.append(again)
-                covered[0] = placed[-1].span()[1]
+                covered = again.span()[1]
                 return False
         if m.start("byline") < 0:
             return True
@@ -1239,9 +1240,11 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
 
 # A name-first credit ("Jane Doe/AFP", "Jane Doe | AFP") right after one of these words names a place or a person
 # shown ("Protesters march in Paris | AFP", "A portrait of Jane Doe/AFP"): only its agency is the credit.
-_PLACE_BEFORE_RE = re.compile(
-    r"\b(?:in|at|on|of|from|near|to|over|into|across|around|outside|inside|through|the)\s+$", re.IGNORECASE)
-_PLACE_WORD_ENDS = frozenset("ntfmroesdhNTFMROESDH")  # their last letters: a cheap look first, at every match
+_PLACE_WORDS = ("in", "at", "on", "of", "from", "near", "to", "over", "into", "across", "around", "outside", "inside",
+                "through", "the")
+_PLACE_BEFORE_RE = re.compile(rf"\b(?:{'|'.join(_PLACE_WORDS)})\s+$", re.IGNORECASE)
+# their last letters, either case: a cheap look first, at every match
+_PLACE_WORD_ENDS = frozenset(word[-1] for word in _PLACE_WORDS) | frozenset(word[-1].upper() for word in _PLACE_WORDS)
 _REGION_LIKE_AGENCIES = frozenset({"AP", "PA", "Anadolu"})  # as ``_WIRE_AGENCIES`` takes them only with their word
 
 
