@@ -122,8 +122,8 @@ class Sample:
 
 
 # how each note of ``_caption`` starts, but a caption member's not read (it starts with the member's name)
-_PROBLEM_KINDS = ("invalid utf-8 replaced", "NUL bytes removed", "truncated from", "non-text json caption",
-                  "json caption used", "json caption differs", "no caption member")
+_PROBLEM_KINDS = ("invalid utf-8 replaced", "utf-16 decoded", "NUL bytes removed", "truncated from",
+                  "non-text json caption", "json caption used", "json caption differs", "no caption member")
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,15 @@ class _Members:
             self.caption_unread = unread.error
         elif part == "meta" and self.meta_unread is None:
             self.meta_unread = unread.error
+
+    def cut_short(self) -> None:
+        """The sample the tar's damage came right after: each part it has none of may have been lost there."""
+        for part, ext, read in (("image", "jpg", self.image is not None or self.unread is not None),
+                                ("caption", "txt", self.caption is not None or self.caption_unread is not None),
+                                ("meta", "json", self.meta is not None or self.meta_unread is not None)):
+            if not read:
+                self.attach(_Unread(ext, "missing", f"no {part} member read before the tar's damage right after "
+                                                    "this sample: it may have been lost there"))
 
     @property
     def parts(self) -> frozenset[str]:
@@ -300,6 +309,9 @@ def _cut(text: str, limit: int) -> str:
         if space > limit // 2:
             return cut[:space].rstrip()
     return cut
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def _saved_as(text: str) -> str:
@@ -522,6 +534,7 @@ class ShardReader:
         self.url, self.shard, self.limits, self.decode, self.expected = url, shard, limits, decode, expected
         self.skips: list[ShardSkip] = []
         self.fingerprint: RawFingerprint | None = None
+        self._cut = False  # the tar's damage may have hidden members of the last sample read before it
 
     def _skip(self, reason: str, key: str | None = None, member: str | None = None, detail: str = "") -> None:
         self.skips.append(ShardSkip(reason, printable_name(key) if key is not None else None,
@@ -562,13 +575,20 @@ class ShardReader:
         stream, end = tar.fileobj, tar.offset
         # stream.at == end always (next() reads a header block in one call); checked, as a miss would hide a loss
         size, zeros = len(stream.block), stream.block.count(0) == len(stream.block) and stream.at == end
+        run = size if zeros else 0  # zero bytes from that block on, before any data
         while zeros and (chunk := stream.read(1 << 20)):  # decompressed, for a compressed shard
-            size, zeros = size + len(chunk), chunk.count(0) == len(chunk)
+            lead = len(chunk) - len(chunk.lstrip(b"\0"))
+            size, zeros, run = size + len(chunk), lead == len(chunk), run + lead
         if zeros and size >= 2 * tarfile.BLOCKSIZE:
             return
+        # a marker begun (or whole, with data after it) ended the archive: every member of it was read
+        self._cut = size == 0 or (not zeros and run < 2 * tarfile.BLOCKSIZE)
         if not zeros and size >= tarfile.BLOCKSIZE:
-            self._skip("corrupt_tar", detail=f"after {read} members: the block at tar offset {end} is not a valid "
-                       "header (bad checksum or zeroed) and data follows it; the rest of the shard is not read")
+            self._skip("corrupt_tar", detail=f"after {read} members: " + (
+                f"an end-of-archive marker at tar offset {end}, then more data (tars joined with `cat`? `tar -i` "
+                "reads past the marker; write them as one archive)" if run >= 2 * tarfile.BLOCKSIZE else
+                f"the block at tar offset {end} is not a valid header (bad checksum or zeroed) and data follows it")
+                + "; the rest of the shard is not read")
         else:
             found = f"{size} of the 1024 zero bytes of an end-of-archive marker" if zeros else f"{size} bytes of a header"
             self._skip("truncated_tar", detail=f"after {read} members: cut short at tar offset {end}, {found}")
@@ -623,7 +643,7 @@ class ShardReader:
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             if stream.error is not None:
                 raise
-            reason = "truncated_tar" if read else "unreadable_tar"
+            reason, self._cut = "truncated_tar" if read else "unreadable_tar", True
             self._skip(reason, detail=f"after {read} members: {error_text(exc)}")
 
     def _finish(self, stat, stream: HashingReader) -> None:
@@ -659,7 +679,9 @@ class ShardReader:
                     pending = key, [data]
                 continue
             if key is None:
-                self._skip("no_extension", member=name)
+                self._skip("no_extension", member=name, detail=(
+                    "the name starts with a dot, so it has no key (a hidden or AppleDouble file: .DS_Store, ._0.jpg)"
+                    if name.rsplit("/", 1)[-1].startswith(".") else "no '.' in the name: members are <key>.<ext>"))
                 continue
             ext = ext.lower()
             if key.startswith("/") or ".." in key.split("/"):
@@ -681,7 +703,8 @@ class ShardReader:
                 for unread in pending[1] if pending and pending[0] == key else ():
                     current.attach(unread)
             pending = None
-            if current.duplicate:
+            if current.duplicate:  # each member of a repeated key is one skip: the members add up to the tar's
+                self._skip("duplicate_key", key=key, member=name, detail="another member of the repeated key")
                 continue
             if ext in IMAGE_EXTS:
                 if current.image is None:
@@ -707,6 +730,8 @@ class ShardReader:
                 else:  # the pair's decode_error, caption_problem or meta_error says why
                     current.attach(_Unread(ext, "missing", f"{printable_name(name)} not read: {dotted}"))
         if current is not None and not current.duplicate and current.read_any:
+            if self._cut and pending is None:  # (a member of a later key came: this sample had ended)
+                current.cut_short()
             yield current
 
     @staticmethod
@@ -726,11 +751,15 @@ class ShardReader:
         if group.caption is None and group.caption_unread is not None:  # before what was used instead
             problems.append(group.caption_unread.replace("; ", ", "))
         if group.caption is not None:
-            try:
-                text = group.caption.decode("utf-8")
-            except UnicodeDecodeError:
-                text = group.caption.decode("utf-8", errors="replace")
-                problems.append("invalid utf-8 replaced")
+            if group.caption.startswith(_UTF16_BOMS):  # PowerShell 5's `>` and Out-File write UTF-16
+                text = group.caption.decode("utf-16", errors="replace")
+                problems.append("utf-16 decoded" + (", invalid parts replaced" if "\ufffd" in text else ""))
+            else:
+                try:
+                    text = group.caption.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = group.caption.decode("utf-8", errors="replace")
+                    problems.append("invalid utf-8 replaced")
             source = group.caption_ext
         elif isinstance(json_caption, str):
             text, source = json_caption, "json"

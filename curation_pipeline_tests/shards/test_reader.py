@@ -51,8 +51,9 @@ def test_good_and_broken_members_in_one_shard(tmp_path):
     assert samples["l"].record["n_frames"] == 3
     assert samples["b"].record["decode_error"]
     reasons = sorted((s.reason, s.member) for s in reader.skips)
-    assert reasons == [("duplicate_key", "a.jpg"), ("unsupported_member", "m.pickle"), ("unsupported_member", "m.pth"),
-                       ("unsupported_member", "m.pyd"), ("unsupported_member", "n.xyz")]
+    assert reasons == [("duplicate_key", "a.jpg"), ("duplicate_key", "a.txt"), ("unsupported_member", "m.pickle"),
+                       ("unsupported_member", "m.pth"), ("unsupported_member", "m.pyd"),
+                       ("unsupported_member", "n.xyz")]
 
 
 def test_pickle_members_are_never_unpickled(tmp_path, monkeypatch):
@@ -76,6 +77,91 @@ def test_truncated_tar_keeps_the_samples_before_the_cut(tmp_path):
     assert reasons[-1] == "truncated_tar" and set(reasons) <= {"unreadable_member", "truncated_tar"}
     assert all(s.caption.startswith("caption") for s in samples.values())
 
+
+
+def test_a_sample_cut_short_by_the_tars_damage_says_what_it_may_have_lost(tmp_path):
+    """An img2dataset tar cut at the header of a sample's json: that sample's image was read whole, so it looked
+    complete; its row says its caption and json may have been lost there, not that it never had them. A tar cut
+    inside its end-of-archive marker lost nothing: its last sample says nothing."""
+    import json
+    import tarfile
+
+    members = [(f"{i:03d}.{ext}", data) for i in range(3) for ext, data in (
+        ("jpg", faults.jpeg()), ("json", json.dumps({"caption": f"caption {i}"}).encode()),
+        ("txt", f"caption {i}".encode()))]
+    path = builders.write_members(tmp_path / "full.tar", members)
+    with tarfile.open(path) as tar:
+        offset = next(m.offset for m in tar if m.name == "002.json")
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(path.read_bytes()[:offset])
+    reader, samples = read(cut)
+    assert [s.reason for s in reader.skips] == ["truncated_tar"]
+    lost = "no {} member read before the tar's damage right after this sample: it may have been lost there"
+    last = samples["002"].record
+    assert last["caption"] is None and last["caption_problem"] == lost.format("caption")
+    assert last["meta_error"] == lost.format("meta") and last["decode_status"] == "ok"
+    assert ShardReader.problem_kind(last["caption_problem"]) == "no caption member"
+    assert all(samples[k].record["caption_problem"] is None for k in ("000", "001"))
+    # cut inside the data of its caption instead: the json's caption is used, and the row says why
+    cut.write_bytes(path.read_bytes()[:offset + 600])
+    last = read(cut)[1]["002"].record
+    assert last["caption"] == "caption 2" and last["caption_problem"] == lost.format("caption") + "; json caption used"
+    # samples with no json, cut inside the first member of the next sample: the one before had ended
+    plain = builders.write_members(tmp_path / "plain.tar", [m for m in members if not m[0].endswith(".json")])
+    with tarfile.open(plain) as tar:
+        offset = next(m.offset_data for m in tar if m.name == "002.jpg")
+    cut.write_bytes(plain.read_bytes()[:offset + 100])
+    reader, samples = read(cut)
+    assert [s.reason for s in reader.skips] == ["unreadable_member", "truncated_tar"]
+    assert list(samples) == ["000", "001"]
+    assert samples["001"].record["caption_problem"] is None and samples["001"].record["meta_error"] is None
+    # cut inside the end-of-archive marker: every member was read
+    end = -(-len(path.read_bytes().rstrip(b"\0")) // 512) * 512  # the last member's data padded to its block
+    cut.write_bytes(path.read_bytes()[:end + 512])
+    reader, samples = read(cut)
+    assert [s.reason for s in reader.skips] == ["truncated_tar"]
+    assert samples["002"].record["caption_problem"] is None and samples["002"].record["meta_error"] is None
+
+
+def test_every_member_of_a_repeated_key_is_a_skip_and_the_members_add_up(tmp_path):
+    """The pairs' metadata counts skipped members: a repeated sample of three members is three skips."""
+    jpg = faults.jpeg()
+    path = builders.write_members(tmp_path / "d.tar", [("a.jpg", jpg), ("a.txt", b"A"), ("a.json", b"{}"),
+                                                       ("b.jpg", jpg), ("a.jpg", jpg), ("a.txt", b"B"),
+                                                       ("a.json", b"{}")])
+    reader, samples = read(path)
+    assert samples["a"].caption == "A"  # the first sample wins
+    assert [(s.reason, s.member) for s in reader.skips] == [
+        ("duplicate_key", "a.jpg"), ("duplicate_key", "a.txt"), ("duplicate_key", "a.json")]
+    assert 4 + len(reader.skips) == 7  # the first a's three members and b's image are read: the rest are skips
+
+
+def test_odd_tars_and_captions_say_what_they_are(tmp_path):
+    """A UTF-16 caption file (PowerShell 5's ``>``) is read as what it says; a dot file and two tars joined with
+    ``cat`` are skips that name what they are."""
+    jpg = faults.jpeg()
+    path = builders.write_members(tmp_path / "u.tar", [
+        (".DS_Store", b"x"), ("README", b"y"),
+        ("a.jpg", jpg), ("a.txt", "Ein Hund läuft über die Straße\r\n".encode("utf-16")),
+        ("b.jpg", jpg), ("b.txt", "Straße".encode("utf-16")[:-1])])
+    reader, samples = read(path)
+    assert samples["a"].caption == "Ein Hund läuft über die Straße"
+    assert samples["a"].record["caption_problem"] == "utf-16 decoded"
+    assert samples["b"].record["caption_problem"] == "utf-16 decoded, invalid parts replaced"
+    assert ShardReader.problem_kind("utf-16 decoded") == "utf-16 decoded"
+    assert [(s.reason, s.member, s.detail.split(",")[0]) for s in reader.skips] == [
+        ("no_extension", ".DS_Store", "the name starts with a dot"), ("no_extension", "README", "no '.' in the name: "
+                                                                      "members are <key>.<ext>")]
+    first = builders.write_members(tmp_path / "p1.tar", [("a.jpg", jpg), ("a.txt", b"A")])
+    second = builders.write_members(tmp_path / "p2.tar", [("b.jpg", jpg), ("b.txt", b"B")])
+    joined = tmp_path / "joined.tar"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    reader, samples = read(joined)
+    assert list(samples) == ["a"] and samples["a"].record["caption_problem"] is None
+    (skip,) = reader.skips
+    end = -(-len(first.read_bytes().rstrip(b"\0")) // 512) * 512  # the last member's data padded to its block
+    assert skip.reason == "corrupt_tar" and skip.detail.startswith(
+        f"after 2 members: an end-of-archive marker at tar offset {end}, then more data (tars joined with `cat`?")
 
 def test_empty_and_non_tar_files(tmp_path):
     empty = tmp_path / "empty.tar"
