@@ -52,7 +52,7 @@ def curated_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResour
                 "were run again after this run loaded it, so nothing of it is published (curated/"
                 f"{shard}.tar is as it was): fix the cause, then run its checks again or the shard"),
                 metadata={"shard": shard, "failed_blocking_checks": stored_meta[FAILED_CHECKS_KEY]})
-    record = curated_record(shard, stored_meta.get(ROWS_DIGEST_KEY))
+    record = curated_record(shard, stored_meta.get(ROWS_DIGEST_KEY), expected_raw.sha256)
     kept_keys = final.loc[final["outcome"].ne("dropped"), "key"].tolist()
     path = wh.curated_path(shard)
     written = 0

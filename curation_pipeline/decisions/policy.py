@@ -28,6 +28,7 @@ KEEP, REWRITE, DROP = "keep", "rewrite", "drop"
 IN_CUT = "in_keep_fraction"
 # caption_decisions' column, with keep_expression set: the pair meets it (a filter's reject has one chance)
 IN_EXPRESSION = "passes_keep_expression"
+EXPRESSION_FAILED = "fails: "  # a pair's reason when policy.keep_expression fails: the expression follows, whole
 DUPLICATE_COLUMNS = ("dup_group", "dup_kind", "dup_of")  # set on the scores by dedup, kept in the decisions
 KEPT, REWRITTEN, DROPPED = "kept", "rewritten", "dropped"
 
@@ -271,7 +272,7 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
         parts.append(pd.Series(np.where(_bound_hits(df, bound, policy), bound.reason, None), index=df.index))
     if policy.keep_expression:
         passed = passes_keep_expression(df, policy)
-        parts.append(pd.Series(np.where(passed, None, f"fails: {policy.keep_expression}"), index=df.index))
+        parts.append(pd.Series(np.where(passed, None, EXPRESSION_FAILED + policy.keep_expression), index=df.index))
     if policy.keep_fraction is not None:
         top = in_top_fraction(df, policy, cut).to_numpy(dtype=bool)
         parts.append(pd.Series(np.where(top, None, f"outside top {policy.keep_fraction * 100:g}% by {policy.quality_column}"),

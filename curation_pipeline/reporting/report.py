@@ -73,8 +73,9 @@ from curation_pipeline.decisions.cut_store import cut_staleness, frozen_outside_
 from curation_pipeline.decisions.dedup import (DECIDED_BY_KEY, DIGEST_KEY, OTHER_RULES, READ_THREADS, file_identity,
                                                pool_identity, read_index, read_manifest, stale_reasons)
 from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, DECISIONS_RUN_KEY, attempt_runs
+from curation_pipeline.decisions.policy import EXPRESSION_FAILED
 from curation_pipeline.reporting.markdown import markdown_table
-from curation_pipeline.shards.writer import FINAL_CAPTIONS_KEY, ROWS_DIGEST_KEY, read_curated_record
+from curation_pipeline.shards.writer import FINAL_CAPTIONS_KEY, RAW_KEY, ROWS_DIGEST_KEY, read_curated_record
 from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY, FINGERPRINT_KEY, RAW_SHA_KEY, raw_sha
 from curation_pipeline.storage.warehouse import TABLES, Warehouse, temp_folder, temp_name
 from curation_pipeline.validation.lengths import caption_lengths
@@ -146,9 +147,8 @@ def reason_signals(reason: str | None) -> list[str]:
         named = SIGNAL_VALUE.match(part)
         if named:
             part = named[1]
-        elif " (" in part:
-            head = _split_top_level(part, " (")[0].rstrip()
-            part = head if head and not head.endswith(":") else part  # ``fails: (a > 1)`` is its expression
+        elif " (" in part and not part.startswith(EXPRESSION_FAILED):  # ``fails: a and (b or c)``: all expression
+            part = _split_top_level(part, " (")[0].rstrip() or part
         if part and part not in signals:
             signals.append(part)
     return signals or ["unknown"]
@@ -531,10 +531,11 @@ def _publication_problem(warehouse: Warehouse, shard: str, keeps: int, listed: b
     recorded = found.record.get(FINAL_CAPTIONS_KEY)
     if recorded is None and found.empty:  # an empty tar holds exactly what a table that keeps no pair keeps
         return f"{where} is empty, though final_captions keeps {keeps} pairs: {RERUN_HINT}" if keeps else None
-    try:  # the table's footer only: the digest it recorded of its rows
-        current = warehouse.table_metadata("final_captions", shard).get(ROWS_DIGEST_KEY)
+    try:  # the table's footer only: the digest it recorded of its rows, and the raw file it came from
+        meta = warehouse.table_metadata("final_captions", shard)
     except FileNotFoundError:  # removed since the listing: the shard is reported without it
         return None
+    current, images, made_from = meta.get(ROWS_DIGEST_KEY), found.record.get(RAW_KEY), raw_sha(meta)
     if recorded is None and current is None:  # both made before either recorded it (a warehouse of before)
         return UNVERIFIED
     if recorded is None:
@@ -543,6 +544,9 @@ def _publication_problem(warehouse: Warehouse, shard: str, keeps: int, listed: b
     if current != recorded:
         return (f"{where} was not made from the current final_captions (a run was killed while publishing, or "
                 f"another run replaced it): {RERUN_HINT}")
+    if images and made_from and images != made_from:  # the same rows from a re-encoded download
+        return (f"{where} holds the images of another raw file (sha256 {images[:16]}) than its final_captions was "
+                f"made from ({made_from[:16]}): the raw shard was replaced and its tar not made again: {RERUN_HINT}")
     return None
 
 

@@ -6,7 +6,8 @@ trainer can audit or undo any rewrite), with the source sample's own json whole 
 not exactly the kept pairs is never published.
 
 A curated tar records which ``final_captions`` it was made from (``curated_record``: the digest of that
-table's rows, which the table recorded when it was made, ``ROWS_DIGEST_KEY``) in a PAX global header, its first block,
+table's rows, which the table recorded when it was made, ``ROWS_DIGEST_KEY``), and the raw file its images and
+source json came from, in a PAX global header, its first block,
 written with the tar and so renamed into place with it: the report (``read_curated_record``, which reads
 only the tar's first blocks, against the table's Parquet footer) tells a tar of the current table from one
 a killed or concurrent run left. Readers (tarfile, webdataset, GNU
@@ -37,6 +38,7 @@ from curation_pipeline.values import jsonable, plain_dict
 
 # the keys of a curated tar's PAX global header (a vendor's keywords are "VENDOR.keyword", POSIX.1-2008)
 FINAL_CAPTIONS_KEY = "CURATION.final_captions_rows"  # the rows digest of the final_captions it was made from
+RAW_KEY = "CURATION.raw_sha256"  # the raw file its images came from: final_captions' rows alone do not say
 SHARD_KEY = "CURATION.shard"
 # in final_captions' own file metadata: rows_digest of its rows when it was made (a check run alone later keeps
 # it): content, not a run, so the same inputs still give the same tar bytes, on either engine
@@ -65,11 +67,12 @@ def rows_digest(table: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def curated_record(shard: str, rows: str | None) -> dict[str, str]:
+def curated_record(shard: str, rows: str | None, raw: str | None = None) -> dict[str, str]:
     """The record a shard's curated tar carries of the final_captions it was made from: the digest that
     table recorded of its rows (``ROWS_DIGEST_KEY`` of its metadata; none for a table made before tables
-    recorded it)."""
-    return {SHARD_KEY: shard, **({FINAL_CAPTIONS_KEY: rows} if rows else {})}
+    recorded it), and the sha256 of the raw file it read (a re-encoded download under the same keys and
+    captions gives the same rows, not the same images)."""
+    return {SHARD_KEY: shard, **({FINAL_CAPTIONS_KEY: rows} if rows else {}), **({RAW_KEY: raw} if raw else {})}
 
 
 def sidecar(row: dict[str, Any], scores: dict[str, Any], source: dict[str, Any] | None = None,

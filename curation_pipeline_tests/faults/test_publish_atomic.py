@@ -209,3 +209,38 @@ def test_final_captions_failing_its_checks_run_again_before_the_tar_publishes_no
     assert ("final_captions failed its blocking check(s) caption_length_drift when they were run again after this "
             "run loaded it") in _step_error(results[SHARD])
     assert Path(wh.curated_path(SHARD)).read_bytes() == earlier
+
+
+def test_a_tar_of_a_replaced_raw_file_is_unpublished_though_its_rows_are_the_same(published):
+    """A raw shard downloaded again with its images re-encoded (the same keys, captions and json) gives the text
+    profile the same final_captions rows; a run that made every table again but stopped before publishing left
+    the old tar, whose images are no longer the raw file's, and the report said ok. The tar records its raw file."""
+    import io
+
+    import dagster as dg
+    from PIL import Image
+
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline_tests.conftest import QUIET
+
+    raw, wh, instance = published
+    members = []
+    for name, data in photo_members(3, prefix=SHARD):
+        if name.endswith(".jpg"):
+            out = io.BytesIO()
+            Image.open(io.BytesIO(data)).save(out, "JPEG", quality=70)
+            data = out.getvalue()
+        members.append((name, data))
+    builders.write_members(raw / f"{SHARD}.tar", members)
+    defs = build_definitions(raw_root=str(raw), warehouse_root=wh.root, scoring=TEXT)
+    tables = [dg.AssetKey(name) for name in ("pairs", "quality_scores", "caption_decisions", "rewritten_captions",
+                                             "final_captions")]
+    assert defs.resolve_job_def("curate_shards").execute_in_process(
+        partition_key=SHARD, instance=instance, asset_selection=tables, run_config=QUIET).success
+    status, detail = _status(wh)
+    assert status == "unpublished" and detail.startswith(
+        f"curated/{SHARD}.tar holds the images of another raw file (sha256 ") and detail.endswith(
+        "the raw shard was replaced and its tar not made again: run the shard again (curate run --shard, or "
+        "materialize its assets)")
+    _, results = run_pipeline(raw, wh.root, [SHARD], instance=instance, report=False, scoring=TEXT)
+    assert results[SHARD].success and _status(wh) == ("ok", None)

@@ -102,7 +102,8 @@ def test_drop_reasons_count_each_signal_not_each_score_value(tmp_path):
                "caption still weak after rewriting (60.0 < 65)", "caption still weak after rewriting (58.5 < 65)",
                "caption weak and not rewritten (no candidate: no caption)",
                "caption weak and not rewritten (quality 40.0 -> 41.0; gain 1.0 < 5)",
-               "fails: text_quality >= 50", "outside top 50% by text_quality", "kept for a reason"]
+               "fails: text_quality >= 50", "fails: a >= 50 and (b > 0.5 or c >= 90)",
+               "fails: (a > 1) or b < 2", "outside top 50% by text_quality", "kept for a reason"]
     outcomes = ["dropped"] * (len(reasons) - 1) + ["kept"]
     wh = Warehouse(str(tmp_path / "wh"))
     _fill(wh, captions=[f"caption {i}" for i in range(len(reasons))], outcomes=outcomes, reasons=reasons)
@@ -112,7 +113,8 @@ def test_drop_reasons_count_each_signal_not_each_score_value(tmp_path):
     assert got == {"low_text_quality": 3, "not_english": 2, "too_few_words": 1, "duplicate:near_image": 2,
                    "image_too_small": 1, "caption still weak after rewriting": 2,
                    "caption weak and not rewritten": 2, "fails: text_quality >= 50": 1,
-                   "outside top 50% by text_quality": 1}
+                   "fails: a >= 50 and (b > 0.5 or c >= 90)": 1, "fails: (a > 1) or b < 2": 1,
+                   "outside top 50% by text_quality": 1}  # an expression whole, brackets and all
     assert set(report.drop_reasons["shard"]) == {SHARD}
     md = report_markdown(report)
     assert "| low_text_quality | 3 |" in md and "=30.0" not in md
