@@ -396,6 +396,17 @@ def _materialize_buffers(model) -> None:
                     raise RuntimeError(f"buffer {module_name}.{name} has no value after loading")
 
 
+CONVERTED = "released_layout.json"  # what convert_released records beside the model it writes
+
+
+def converted_from(model: str) -> dict:
+    """What ``curate convert-model`` recorded in a directory it wrote (its source, layout and family), else {}.
+    Such a directory is a native LLaVA for transformers and vLLM: it has neither the authors' prompt format nor
+    a chat template, so this project's scorers ask for the original. A missing local directory fails here."""
+    path = Path(prepare_source(model)) / CONVERTED
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def convert_released(model: str, destination: str | os.PathLike, *, vision_tower: str | None = None) -> Path:
     """Write a released checkpoint as a standard transformers LLaVA directory (model,
     tokenizer with the ``<image>`` token, image processor), loadable without this project."""
@@ -422,7 +433,7 @@ def convert_released(model: str, destination: str | os.PathLike, *, vision_tower
                                num_additional_image_tokens=1 if loaded.model.config.vision_feature_select_strategy
                                == "default" else 0)
     processor.save_pretrained(destination)
-    (destination / "released_layout.json").write_text(json.dumps(
+    (destination / CONVERTED).write_text(json.dumps(
         {"source": model, "layout": loaded.layout, "family": loaded.family,
          "pad_to_square": loaded.pad_to_square}, indent=2) + "\n")
     return destination

@@ -16,11 +16,10 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from curation_pipeline.models.loading import (ModelUnavailableError, inference_mode, load_vlm, model_ident,
-                                              prepare_source)
-from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
+from curation_pipeline.models.loading import ModelUnavailableError, inference_mode, load_vlm, model_ident
+from curation_pipeline.models.released import (ReleasedModel, converted_from, load_released, read_config,
+                                               released_layout)
 from curation_pipeline.pairs import ContractError, PairBatch
 from curation_pipeline.rewriting.base import CODE_VERSIONS, RewriteCandidate, hash_prompt
 from curation_pipeline.rewriting.vlm import CAPTION_PLACEHOLDER, DEFAULT_BATCH_SIZE, ChatGenerator, GeneratingRewriter
@@ -373,8 +372,7 @@ class AitqeGenerator:
 def load_aitqe(model: str, *, max_new_tokens: int, stop_strings: list[str] | None, device: str | None = None,
                dtype=None, trust_remote_code: bool = False, vision_tower: str | None = None):
     """The released AITQE checkpoint, or any chat VLM fine-tuned on AITQE's format."""
-    converted = Path(prepare_source(model)) / "released_layout.json"  # a missing local directory fails here, once
-    written = json.loads(converted.read_text()) if converted.is_file() else {}
+    written = converted_from(model)  # a missing local directory fails here, once
     if written.get("layout") == "mm":  # transformers runs it, this project asks the original as its reference does
         raise ModelUnavailableError(model, "a directory `curate convert-model` wrote from an AITQE checkpoint has no "
                                            "chat template nor AITQE's prompt format: give the original checkpoint "

@@ -346,6 +346,22 @@ def test_convert_model_writes_a_directory_plain_transformers_loads(tmp_path):
         _close(native(**inputs).logits.numpy(), ours.model(**inputs).logits.numpy())
 
 
+def test_a_converted_mlm_filter_directory_is_refused_naming_the_original(tmp_path):
+    """The converted directory has a native LLaVA config: taken for a chat VLM, it was refused for want of a
+    chat template, or (with one in its tokenizer) scored silently with the zero-shot paraphrase, to which the
+    paper's thresholds do not apply. The scorer names the checkpoint to give instead."""
+    from curation_pipeline.models.loading import ModelUnavailableError
+    from curation_pipeline.models.released import convert_released
+    from curation_pipeline.scoring.mlm.scorer import MlmFilterScorer
+
+    source = RELEASED / "mlm-filter-llama-3-8b-tiny"
+    out = convert_released(str(source), tmp_path / "out", vision_tower=str(RELEASED / "clip-vit-tiny-patch8-32"))
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    (out / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": "{{ messages }}"}))
+    with pytest.raises(ModelUnavailableError, match=f"`curate convert-model` wrote it from '{source}'.*give the "
+                                                    "original checkpoint"):
+        MlmFilterScorer(str(out), device="cpu")
+
 def test_convert_refuses_the_pooled_projector_with_a_reason(tmp_path):
     from curation_pipeline.models.released import convert_released
 

@@ -26,8 +26,10 @@ import numpy as np
 import pandas as pd
 
 from curation_pipeline.models.aspect import model_input
-from curation_pipeline.models.loading import cache_argument, inference_mode, load_vlm, model_ident, output_cache
-from curation_pipeline.models.released import ReleasedModel, load_released, read_config, released_layout
+from curation_pipeline.models.loading import (ModelUnavailableError, cache_argument, inference_mode, load_vlm,
+                                              model_ident, output_cache)
+from curation_pipeline.models.released import (ReleasedModel, converted_from, load_released, read_config,
+                                               released_layout)
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer, scorable
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
@@ -91,6 +93,10 @@ class MlmFilterScorer(Scorer):
         self.name, self.metrics, self.mode = name, tuple(metrics), mode
         self.batch_size, self.min_mass = batch_size, min_mass
         self.released: ReleasedModel | None = None
+        if written := converted_from(model):  # else scored silently with the zero-shot paraphrase, or refused vaguely
+            raise ModelUnavailableError(model, f"`curate convert-model` wrote it from {written.get('source')!r} for "
+                                               "transformers and vLLM: it keeps neither the authors' prompt format "
+                                               "nor a chat template; give the original checkpoint")
         if released_layout(read_config(model)) is not None:
             self.released = load_released(model, vision_tower=vision_tower, device=device, dtype=dtype)
             if self.released.family == "aitqe":
