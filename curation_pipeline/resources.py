@@ -353,7 +353,7 @@ class DriftConfig(_Group):
     mean_ratio_max: float = Field(default=_D.mean_ratio_max, gt=0, description="Max final/original mean length.")
     quantile_tolerance: float = Field(default=_D.quantile_tolerance, ge=0, description="Relative band around each quantile.")
     quantile_floor: float = Field(default=_D.quantile_abs_floor, ge=0, description="The band is never narrower than this many words (characters with length_unit chars).")
-    min_rows: int = Field(default=_D.min_rows, ge=0, description="Fewer kept pairs pass with a note.")
+    min_rows: int = Field(default=_D.min_rows, ge=0, description="Fewer kept pairs: only their mean length is held.")
     length_unit: Literal["words", "chars"] = Field(default=_D.length_unit, description="Length in words (whitespace tokens; a character of a script without spaces each) or characters.")
 
     @model_validator(mode="after")

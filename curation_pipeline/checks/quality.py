@@ -6,6 +6,7 @@ alone, as the UI's *Execute* on it does: the asset's step then reads the stored 
 making it (``checked_table``).
 """
 
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from types import SimpleNamespace
@@ -253,7 +254,8 @@ def _drift_check_result(result: DriftResult, check_name: str, severity: dg.Asset
     return dg.AssetCheckResult(
         check_name=check_name, passed=bool(result.passed), severity=severity,
         description=("; ".join(result.failures) if result.failures else
-                     f"not compared: {result.note}" if result.note else  # passed unevaluated: say why
+                     f"not compared: {result.note}" if not result.expectations else  # passed unevaluated: say why
+                     f"{stable}: mean ratio {result.mean_ratio:.2f} ({result.note})" if math.isnan(result.kl) else
                      f"{stable}: KL {result.kl:.3f}, mean ratio {result.mean_ratio:.2f}")[:1000],
         metadata={**numbers({k: v for k, v in meta.items() if not isinstance(v, (str, bool))}),
                   "drift_table": dg.MetadataValue.md(result.to_markdown()), **(metadata or {})})

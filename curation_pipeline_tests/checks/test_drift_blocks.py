@@ -64,7 +64,9 @@ def test_the_same_shard_passes_with_the_real_cleaner(tmp_path):
     assert checks["caption_length_drift"].passed and results[shard].success
 
 
-def test_a_drift_check_with_too_few_kept_pairs_passes_and_says_it_did_not_compare():
+def test_a_drift_check_with_too_few_kept_pairs_holds_their_mean_alone():
+    """Fewer kept pairs than min_rows: their length distribution is not compared, their mean is (it moves only
+    by what the rewrites changed): a shard of 16 kept pairs padded 1.6x longer was published."""
     import pandas as pd
 
     from curation_pipeline.checks.quality import caption_length_drift
@@ -72,8 +74,13 @@ def test_a_drift_check_with_too_few_kept_pairs_passes_and_says_it_did_not_compar
     kept = pd.DataFrame({"outcome": ["rewritten", "kept"], "original_caption": ["a dog", "a cat"],
                          "final_caption": ["a dog running", "a cat"]})
     result = caption_length_drift(kept, PolicyResource())
-    assert result.passed
-    assert result.description.startswith("not compared: too few rows to compare (original 2, final 2")
+    assert result.passed  # 1.25x: on the limit
+    assert result.description == ("caption lengths stable: mean ratio 1.25 (too few rows to compare (original 2, "
+                                  "final 2; min_rows 20): the distribution not compared, the mean held to its limits)")
+    padded = caption_length_drift(kept.assign(final_caption=["a dog running fast on the grass", "a cat"]),
+                                  PolicyResource())
+    assert not padded.passed and padded.description == "mean caption length grew 2.25x (2.0 -> 4.5 words), " \
+        "allowed 0.80-1.25x"
     none = caption_length_drift(kept.iloc[:0], PolicyResource())
     assert none.passed and none.description.startswith("not compared: ")
 

@@ -111,10 +111,22 @@ def test_truncating_to_two_words_fails(captions):
     assert result.kl > 1.0
 
 
-def test_too_few_rows_passes_with_a_note(captions):
-    result = check_caption_length_drift(captions["c0"][:19], captions["c0"][:19].str.upper() + " extra words here")
+def test_too_few_rows_hold_only_the_mean_of_the_same_pairs(captions):
+    """Below min_rows a distribution says too little; the same pairs' mean still moves only by what rewriting
+    changed, so it is held to its limits (padded rewrites of 16 kept pairs were published)."""
+    padded = check_caption_length_drift(captions["c0"][:19], captions["c0"][:19].str.upper() + " extra words here")
+    assert not padded.passed and math.isnan(padded.kl) and len(padded.expectations) == 1
+    assert padded.note == ("too few rows to compare (original 19, final 19; min_rows 20): the distribution not "
+                           "compared, the mean held to its limits")
+    (failure,) = padded.failures
+    assert failure.startswith("mean caption length grew ") and failure.endswith("allowed 0.80-1.25x")
+    assert "| mean (words) |" in padded.to_markdown() and "KL divergence" not in padded.to_markdown()
+    same = check_caption_length_drift(captions["c0"][:19], captions["c0"][:19])
+    assert same.passed and same.ok == {"mean": True} and same.failures == []
+    # two sides of different rows (not the same pairs): nothing compared
+    result = check_caption_length_drift(captions["c0"][:19], captions["c0"][:18].str.upper() + " extra words here")
     assert result.passed
-    assert result.note == "too few rows to compare (original 19, final 19; min_rows 20)"
+    assert result.note == "too few rows to compare (original 19, final 18; min_rows 20)"
     assert math.isnan(result.kl)
     assert result.expectations == []
     meta = result.to_metadata()
