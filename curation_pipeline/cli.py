@@ -206,10 +206,11 @@ def _register(instance, shards: list[str]) -> None:
 
 
 def _materialize(defs, instance, selected: list[str], report: bool,
-                 redecide: list[str] = ()) -> tuple[list[str], bool, list[str]]:
+                 redecide: list[str] = (), settle: bool = False) -> tuple[list[str], bool, list[str]]:
     """Run each shard's job, then the report (``_report``); returns what failed, whether the report
     was rebuilt, and the shards of ``selected`` and ``redecide`` curated (decided and published) by this run.
-    The shards of ``redecide`` are not scored: they join the decide pass, as in a re-selection.
+    The shards of ``redecide`` are not scored: they join the decide pass, as in a re-selection. ``settle``:
+    the pool is settled (duplicates, cut) even where no shard is scored or decided here.
 
     Several shards go in two passes: every shard scored first, then the duplicate index over the
     whole pool, then every shard decided once against it. One pass per shard would decide each
@@ -237,7 +238,7 @@ def _materialize(defs, instance, selected: list[str], report: bool,
         failed = _run_shards(job, instance, selected, desc, run_config, assets,
                              stop_if_interrupted) if selected else []
         # the pool moved: a shard scored, or one to decide under this run's settings
-        scored = len(failed) < len(selected) or bool(redecide)
+        scored = len(failed) < len(selected) or bool(redecide) or settle
         no_cut = False  # the cut this run needs is not stored: with it on, no shard can be decided
         if (cut and scored) or uncut:
             result = defs.resolve_job_def("selection_cut_job").execute_in_process(
@@ -278,6 +279,21 @@ def _materialize(defs, instance, selected: list[str], report: bool,
     # with keep_fraction on and no cut stored, the scored shards were never decided
     curated = [] if cut and no_cut else [s for s in deciding if s not in failed]
     return failed, reported, curated
+
+
+def _to_settle(defs, instance) -> bool:
+    """Whether the pool needs settling though no shard needs a run (``--only-missing``): a shard removed, or
+    a frozen one's raw file back, leaves its duplicates' other copies withheld until the index is rebuilt and
+    they are re-selected. The settle sensor's own test (``settle_requests``), each request printed."""
+    from curation_pipeline.assets.dedup import settle_requests
+
+    requests = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    if isinstance(requests, str) or not requests:
+        return False
+    for request in requests:
+        click.echo(f"to settle: {request.partition_key or request.job_name.removesuffix('_job')} "
+                   f"({request.tags.get('curation/reason') or 'the pool changed since its shards were decided'})")
+    return True
 
 
 def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]
@@ -687,13 +703,15 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     heap.freeze(heap.IMPORTED)
     with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
         redecide: list[str] = []
+        settle = False  # nothing to run, but the pool moved since its shards were decided (a shard removed)
         if only_missing:
             plan = _needing_a_run(defs, instance, selected, found)
             if plan is None:
                 click.echo("FAILED: observe_raw_shards", err=True)
                 return EXIT_FAILED
             selected, redecide, busy = plan
-            if not selected and not redecide:
+            settle = not selected and not redecide and not busy and _to_settle(defs, instance)
+            if not selected and not redecide and not settle:
                 click.echo(f"nothing to run here: {len(busy)} shard{'s' if len(busy) != 1 else ''} in flight in "
                            "another run (named above), every other shard selected curated and up to date (the "
                            "report is as it was)" if busy else
@@ -706,7 +724,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
             from curation_pipeline.scoring.signals.embedding import prefetch_minilm
 
             prefetch_minilm()
-        failed, reported, curated = _materialize(defs, instance, selected, report, redecide)
+        failed, reported, curated = _materialize(defs, instance, selected, report, redecide, settle=settle)
     from curation_pipeline.storage.warehouse import Warehouse
 
     wh = Warehouse(warehouse)
@@ -731,7 +749,8 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         click.echo(f"FAILED: {', '.join(failed)}", err=True)
     else:
         done = len(selected) + len(redecide)
-        click.echo(f"done: {done} shard{'s' * (done != 1)} curated")
+        click.echo(f"done: {done} shard{'s' * (done != 1)} curated" if done or not settle else
+                   "done: the pool settled (no shard needed a run of its own)")
     if skipped:
         click.echo(f"skipped {skipped} file{'s' if skipped != 1 else ''} of {raw}, not curated (each named under "
                    "'skipped:' above)", err=True)

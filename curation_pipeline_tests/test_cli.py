@@ -193,6 +193,41 @@ def test_several_shards_are_scored_then_decided_once_against_the_whole_pool(tmp_
                              curated["shards"]) == []
 
 
+def test_only_missing_settles_the_pool_after_a_shard_is_removed(tmp_path, monkeypatch):
+    """A shard withdrawn (its raw file and warehouse files deleted) left the pairs it held copies of dropped as
+    its duplicates: --only-missing found no shard to run and said so, settling nothing. It now settles the pool
+    as the settle sensor would, and those pairs are decided again."""
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw, wh = raw_with(tmp_path, ["sample-000000", "sample-000001", "sample-000002"]), tmp_path / "wh"
+    runner = CliRunner()
+
+    def run(*extra):
+        result = runner.invoke(main, ["run", "--raw", str(raw), "--warehouse", str(wh), "--no-report", *extra])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def copies_of(shard):  # pairs dropped as duplicates of a pair in ``shard``
+        return {(s, k) for s in ("sample-000000", "sample-000001")
+                for k, of in Warehouse(str(wh)).read_table("caption_decisions", s)[["key", "dup_of"]].itertuples(
+                    index=False) if isinstance(of, str) and of.startswith(f"{shard}/")}
+
+    run()
+    withheld = copies_of("sample-000002")
+    assert withheld  # the sample shards share near-duplicate photos
+    (raw / "sample-000002.tar").unlink()
+    for path in wh.rglob("sample-000002.*"):
+        path.unlink()
+    output = run("--only-missing")
+    assert "up to date, not run: 2 shards" in output and "to settle: dedup_index" in output, output
+    assert "done: the pool settled (no shard needed a run of its own)" in output
+    assert copies_of("sample-000002") == set()
+    final = {s: Warehouse(str(wh)).read_table("final_captions", s).set_index("key")["reason"]
+             for s in ("sample-000000", "sample-000001")}
+    assert not any(str(final[s][k]).startswith("duplicate") for s, k in withheld)
+    assert "nothing to run: every shard selected is curated and up to date" in run("--only-missing")
+
 def test_only_missing_with_shards_named_observes_only_those(tmp_path, monkeypatch):
     """`--only-missing --shard X` observes X's raw file, not every registered shard's (a footer and a stat each:
     O(pool) per call); the shards left out are observed when asked for."""

@@ -461,7 +461,8 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
             else:
                 out.setdefault(shard, []).append(
                     f"decided against an older duplicate index (the pool grew or changed since; index of "
-                    f"{current.computed_at or 'unknown time'}): a cross-shard duplicate may be published twice")
+                    f"{current.computed_at or 'unknown time'}): a cross-shard duplicate may be published twice, "
+                    "or withheld as a copy of a pair no longer in the pool")
     elif not covering and manifests and len(identity) > 1:
         newer = sorted(s for s, version in identity.items()
                        if all(m["identity"].get(s) != version for m in manifests.values()))
@@ -474,7 +475,7 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
             if used is not None:
                 out.setdefault(shard, []).append(
                     f"no duplicate index covers the pool as it is now (quality_scores {since}): a cross-shard "
-                    "duplicate may be published twice")
+                    "duplicate may be published twice, or withheld as a copy of a pair no longer in the pool")
     for shard, why in cut_staleness(warehouse).items():
         out.setdefault(shard, []).append(why)
     return {shard: f"{'; '.join(why)}. To {SETTLE_HINT}" if shard not in other_rules
@@ -905,8 +906,8 @@ def report_markdown(report: Report) -> str:
         *(["", f"**{len(left_out)} of {o['shards']} shards left out** of every figure pooled over shards ({why}; "
            f"{o['left_out_pairs_read']} pairs read): see *Shards left out*."] if len(left_out) else []),
         *(["", f"**The pool is not settled**: {o['unsettled_shards']} shards were decided against an older duplicate "
-           f"index or keep_fraction cut (shards run one by one, as a backfill does: a cross-shard duplicate may "
-           f"be published twice), or under another policy than dedup_index's. To {SETTLE_HINT} (each shard's "
+           f"index or keep_fraction cut (shards run one by one, as a backfill does, or a shard removed: a cross-shard "
+           f"duplicate may be published twice, or withheld as a copy of a pair no longer in the pool), or under another policy than dedup_index's. To {SETTLE_HINT} (each shard's "
            f"reason under *Shards left out* says how); then rebuild this report."]
           if o.get("unsettled_shards") else []),
         *(["", f"**{len(frozen)} frozen shards** ({', '.join(frozen['shard'])}) cannot be re-selected (no raw file or "
