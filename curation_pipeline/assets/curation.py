@@ -16,8 +16,8 @@ from curation_pipeline.storage.warehouse import FileChanged
 
 @dg.asset(
     partitions_def=shard_partitions, group_name="curation", owners=OWNERS, tags={"stage": "curation"},
-    code_version="3",  # bump when the same inputs give different output (2: the tar records its final_captions;
-    # 3: a sidecar carries the original caption's caption_problem)
+    code_version="4",  # bump when the same inputs give different output (2: the tar records its final_captions;
+    # 3: a sidecar carries the original caption's caption_problem; 4: the tar records its raw file's sha256)
     ins={"final_captions": versioned(), "quality_scores": dg.AssetIn(),
          "pairs": columns("key", "meta_json", "meta_error")},
     kinds={"webdataset"},

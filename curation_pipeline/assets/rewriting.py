@@ -1,6 +1,7 @@
 """Stage 4, rewriting: weak captions of usable images are rewritten, verified, and resolved."""
 
 
+import dataclasses
 import functools
 
 import dagster as dg
@@ -19,7 +20,7 @@ from curation_pipeline.reporting.lineage import lineage_preview
 from curation_pipeline.resources import (ComputeResource, PolicyResource, RewriterResource, ScoringResource,
                                          WarehouseResource)
 from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
-from curation_pipeline.rewriting.targets import (blind_judge_warning, known_embeddings, needed_columns,
+from curation_pipeline.rewriting.targets import (blind_judge_warning, judged_blind, known_embeddings, needed_columns,
                                                  rewrite_needs_images, rewrite_targets, target_batches)
 from curation_pipeline.scoring.run import score_batch
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
@@ -30,7 +31,7 @@ from curation_pipeline.validation.lengths import caption_lengths
 
 @dg.asset(
     partitions_def=shard_partitions, group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"},
-    code_version="8",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
+    code_version="9",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
     # 3: edit and length ratios count the drift check's words; 4: the edit ratio ignores case and edge
     # punctuation, a placeholder-only caption is fresh, a cut tail and markup are judged anew; 5: full-width
     # brackets and separators are checked as ASCII ones, punctuation glued to a word of a script without spaces is
@@ -61,7 +62,10 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     decisions, scores = caption_decisions, quality_scores
     targets = rewrite_targets(decisions, scores)
     needed = needed_columns(policy.quality_column)
-    blind = blind_judge_warning(rewriter.kind, needed, scoring.profile, policy.acceptance_rules())
+    rules = policy.acceptance_rules()
+    if judged_blind(rewriter.kind, needed, scoring.profile):  # a made-up count scores like a corrected one
+        rules = dataclasses.replace(rules, keep_facts=True)
+    blind = blind_judge_warning(rewriter.kind, needed, scoring.profile, rules)
     if blind and len(targets):
         context.log.warning(blind)
     from curation_pipeline.rewriting.reuse import (REPLY_COLUMN, SCORES_TABLE, STORED_COLUMNS, ReplyReuse,
@@ -81,7 +85,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         lineage, stats, reuse = rewrite_shard(
             warehouse.raw_url(shard), shard, targets, with_images=rewrite_needs_images(rewriter.kind, needed, scoring.profile),
             rewriter=rewriter.model_dump(), profile=scoring.as_profile(), needed=needed,
-            quality_column=policy.quality_column, rules=policy.acceptance_rules(), run_id=context.run_id,
+            quality_column=policy.quality_column, rules=rules, run_id=context.run_id,
             options=compute.options("rewrite", rewriter.batch_size), expected=expected, stored=stored,
             raw_file=expected.sha256)
         ray_stats = stats.metadata()
@@ -97,7 +101,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
             shard=shard, rewriter=model, rescore=lambda b: score_batch(rescorers, b),
             quality_column=policy.quality_column,
             scores_before=dict(zip(targets["key"], targets["quality_before"].astype(float))),
-            rules=policy.acceptance_rules(), run_id=context.run_id,
+            rules=rules, run_id=context.run_id,
             similarity=functools.partial(caption_similarity, known=known_embeddings(targets)))
     # the rules its rewrites were accepted under: a run of this step alone may tune them (curate run --only-missing
     # compares them with its own)
@@ -124,13 +128,15 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     name="final_captions", partitions_def=shard_partitions, can_subset=True, check_specs=FINAL_CAPTION_CHECKS,
     ins={"caption_decisions": versioned(), "pairs": columns("key", "caption"), "rewritten_captions": dg.AssetIn()},
     outs={"final_captions": table_out(
-        "rewriting", "6",  # code version: bump when the same inputs give different output (2: outside the
+        "rewriting", "7",  # code version: bump when the same inputs give different output (2: outside the
         # keep_fraction cut only an accepted rewrite publishes; no fallback to the original. 3: the drift check's
         # words (as rewritten_captions 6), a mean on its ratio limit passes, a table row says GX's verdict, and
         # unchanged captions have KL 0. 4: the drift check's words, as rewritten_captions 7. 5: nor for a pair
         # failing keep_expression; an original with no words is never kept as is, whatever drop_threshold says,
         # and the drift check in characters leaves it out, as in words. 6: a kept original's reason starts with
-        # why it was up for a rewrite, its decision's reason: "not_english; rewrite rejected (...); kept original")
+        # why it was up for a rewrite, its decision's reason: "not_english; rewrite rejected (...); kept original".
+        # 7: a dropped one's says why its original was not kept: "(...; fallback: drop)" or "(...; original 60.0 <
+        # drop_threshold 65)"; caption_length_drift under min_rows holds the mean)
         "The final caption of every pair: kept as is, rewritten (the accepted attempt) or dropped, with the "
         "reason. The blocking caption-length drift check runs on this before anything is published.")},
 )

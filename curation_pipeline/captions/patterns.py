@@ -1224,7 +1224,11 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
                     if text[agency:m.end()] in _REGION_LIKE_AGENCIES:
                         return False
                     again = _Cut(agency, m.end())
-                placed.append(again)
+                # from the separator that tied it to the place ("Kyiv/Reuters, 2022": not "Kyiv/, 2022")
+                cut = agency
+                while cut > start and text[cut - 1] in _NAME_AGENCY_GLUE:
+                    cut -= 1
+                placed.append(_Cut(cut, again.span()[1]))
                 covered = again.span()[1]
                 return False
         if m.start("byline") < 0:
@@ -1246,6 +1250,7 @@ _PLACE_BEFORE_RE = re.compile(rf"\b(?:{'|'.join(_PLACE_WORDS)})\s+$", re.IGNOREC
 # their last letters, either case: a cheap look first, at every match
 _PLACE_WORD_ENDS = frozenset(word[-1] for word in _PLACE_WORDS) | frozenset(word[-1].upper() for word in _PLACE_WORDS)
 _REGION_LIKE_AGENCIES = frozenset({"AP", "PA", "Anadolu"})  # as ``_WIRE_AGENCIES`` takes them only with their word
+_NAME_AGENCY_GLUE = frozenset(" \t/|\\-–—·•:")  # between a name-first credit's name and its agency
 
 
 class _Cut(NamedTuple):
@@ -1602,6 +1607,9 @@ def has_filename(text: str) -> bool:
     return _FILENAME_HINT_RE.search(text) is not None and FILENAME_RE.search(text) is not None
 
 
+_TIED_AFTER_TAGS = tuple(",;:")
+
+
 def _drop_hashtags(match: re.Match) -> str:
     before, tags, mark = match.group(1) or "", match.group(2), match.group(3)
     single = HASHTAG_RE.fullmatch(tags)
@@ -1614,7 +1622,8 @@ def _drop_hashtags(match: re.Match) -> str:
     before = before.rstrip()
     if before.endswith((".", "!", "?")):
         mark = ""
-    return f"{before}{mark} "
+    # the caption's own punctuation after the run stays tied to the word before it ("Paris #a #b, 2019")
+    return f"{before}{mark}" if match.string[match.end():match.end() + 1] in _TIED_AFTER_TAGS else f"{before}{mark} "
 
 
 def has_droppable_hashtags(text: str) -> bool:

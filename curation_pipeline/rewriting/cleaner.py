@@ -140,6 +140,7 @@ def _cutter(find: Callable[[str], list[tuple[int, int]]]) -> Callable[[str], str
 _CLAUSE_END_CHARS = set(CLAUSE_SEPARATORS) | set(SENTENCE_ENDS)
 _TRAILING_PUNCTUATION = ",;:.!?"
 _NEXT_WORDS = 120  # characters after a link read to tell whether its clause goes on describing
+_POSSESSIVE = ("'s", "’s")
 
 
 def _unless_in_a_sentence(matches, text: str) -> list[tuple[int, int]]:
@@ -158,6 +159,9 @@ def _unless_in_a_sentence(matches, text: str) -> list[tuple[int, int]]:
             continue
         before = text[:start].rstrip()
         after = text[core:]
+        # "example.com's homepage" (the link's pattern may take the "'s" in): a name in the sentence
+        if text[core - 2:core] in _POSSESSIVE or (after[:2] in _POSSESSIVE and not after[2:3].isalnum()):
+            continue
         starts_clause = not before or before[-1] in _CLAUSE_END_CHARS or before[-1] in "([{\"“"
         rest = after[:_NEXT_WORDS]  # what follows decides; a bound keeps a caption of many matches linear
         rest = rest[:next((i for i, ch in enumerate(rest) if ch in _CLAUSE_END_CHARS), len(rest))].strip()

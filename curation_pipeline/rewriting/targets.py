@@ -69,15 +69,23 @@ def rewrite_needs_images(kind: str, needed: set[str], profile: str) -> bool:
     return model.needs_images or any(cls.needs_images for cls in rescorers)
 
 
-def blind_judge_warning(kind: str, needed: set[str], profile: str, rules) -> str | None:
-    """Why a model rewriter's candidates may be accepted unseen, or None: its rewrites are judged by scores that
-    do not look at the image (``text_quality``) and no bound keeps them near the original, so a fluent caption of
-    another image, or a translation, scores better and passes. The well-formedness check still refuses model talk."""
+def judged_blind(kind: str, needed: set[str], profile: str) -> bool:
+    """Whether a model rewriter's candidates are judged only by scores that do not look at the image
+    (``text_quality``): a count corrected to the picture and one made up score alike, so their facts are held
+    to the original's (``AcceptanceRules.keep_facts``). The cleaner only removes: never judged blind."""
     from curation_pipeline.rewriting.cleaner import CaptionCleaner
     from curation_pipeline.scoring.registry import scorer_classes
 
-    if kind == CaptionCleaner.name or any(cls.needs_images for cls in scorer_classes(profile)
-                                          if needed & {c.name for c in cls.outputs}):
+    return kind != CaptionCleaner.name and not any(cls.needs_images for cls in scorer_classes(profile)
+                                                   if needed & {c.name for c in cls.outputs})
+
+
+def blind_judge_warning(kind: str, needed: set[str], profile: str, rules) -> str | None:
+    """Why a model rewriter's candidates may be accepted unseen, or None: its rewrites are judged by scores that
+    do not look at the image (``text_quality``) and no bound keeps them near the original, so a fluent caption of
+    another image, or a translation, scores better and passes. The well-formedness check still refuses model talk,
+    and the facts check a number added or a negation dropped."""
+    if not judged_blind(kind, needed, profile):
         return None
     if rules.max_edit_ratio is not None or rules.min_similarity is not None:
         return None

@@ -130,6 +130,10 @@ class AcceptanceRules:
     check_wellformed: bool = True
     # A rewrite must score at least this, or the pair is dropped anyway; the pipeline passes policy.drop_threshold.
     min_quality: float | None = None
+    # No number added, no negation dropped (``changed_facts``): on where a model rewrites and only text scores
+    # judge (``targets.judged_blind``): they cannot tell a corrected count from a made-up one, or "not smiling"
+    # from "smiling"
+    keep_facts: bool = False
 
 
 # --- the independent check ------------------------------------------------------------
@@ -626,6 +630,35 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
     return problems
 
 
+_NUMBER_RE = re.compile(r"\d+(?:[.,:]\d+)*")
+_NEGATIONS = frozenset({"not", "no", "never", "without", "nothing", "nobody", "none", "neither", "nor", "cannot"})
+_LINKING = frozenset({"a", "an", "the", "be", "been", "being", "to", "any", "very", "so", "yet", "even"})  # "not a cat"
+
+
+def _negation(word: str) -> bool:
+    return word in _NEGATIONS or word.endswith(("n't", "n’t"))
+
+
+def changed_facts(original: str, candidate: str) -> str | None:
+    """What a rewrite changed that its words' scores cannot see, in words, or None: a number the original does
+    not have ("Built in 1850" -> "Built in 1950"), or a negation gone from before a word the rewrite keeps
+    ("a man who is not smiling" -> "a man who is smiling"). Removing noise adds no number and keeps its words'
+    negations."""
+    had = set(_NUMBER_RE.findall(original))
+    new = [n for n in _NUMBER_RE.findall(candidate) if n not in had]
+    if new:
+        return f"a number the original does not have ({new[0]})"
+    before, after = _edit_words(original), _edit_words(candidate)
+    for i, word in enumerate(before):
+        negated = next((w for w in before[i + 1:i + 4] if w not in _LINKING), None) if _negation(word) else None
+        if negated is None:
+            continue
+        kept = [j for j, w in enumerate(after) if w == negated]
+        if kept and not any(_negation(w) for j in kept for w in after[max(0, j - 3):j]):
+            return f"a negation dropped ({word!r} before {negated!r})"
+    return None
+
+
 def judge(quality_before: float, quality_after: float, edit: float, length: float, similarity: float,
           rules: AcceptanceRules, *, original: str | None = None,
           candidate: str | None = None, fresh: bool | None = None) -> tuple[bool, str]:
@@ -646,6 +679,10 @@ def judge(quality_before: float, quality_after: float, edit: float, length: floa
         # the original again is no rewrite: accepted, it would publish a pair its decision filtered out (a fix of
         # whitespace, case or quotes alone is a change)
         return False, "no change: the candidate is the original"
+    if rules.keep_facts and not fresh and candidate is not None and original is not None:
+        fact = changed_facts(original, candidate)
+        if fact:
+            return False, f"changes what a text-only judge cannot check: {fact}"
     # an unknown score before (NaN) is no score to beat but the margin over 0; the reason says unknown, never 0
     before = 0.0 if math.isnan(quality_before) else quality_before
     shown, after_shown = _shown(before, quality_after)

@@ -1,5 +1,6 @@
 """A partition materialized with model profiles: CLIPScore and MLM-Filter metrics from tiny local models."""
 
+import dataclasses
 import math
 
 import pytest
@@ -65,6 +66,15 @@ def test_vlm_rewriter_partition_records_verified_lineage(tmp_path, models, monke
     # The tiny random VLM never emits an end token, so every reply would be cut off at max_new_tokens
     # (no candidate); taken as finished, its random replies reach the rules.
     monkeypatch.setattr(ChatGenerator, "generate", finished(ChatGenerator.generate))
+    import curation_pipeline.assets.rewriting as step
+
+    real, given = step.rewrite_batches, []
+
+    def recorded(*args, rules, **kwargs):  # the rules the step judged with
+        given.append(rules)
+        return real(*args, rules=rules, **kwargs)
+
+    monkeypatch.setattr(step, "rewrite_batches", recorded)
     shard = "sample-000001"
     rewriter = RewriterResource(kind="vlm", model=models["mlm"], max_new_tokens=12, batch_size=8)
     policy = PolicyResource(acceptance=AcceptanceConfig(min_similarity=0.2, max_edit_ratio=0.95), drift=LOOSE_DRIFT)
@@ -80,6 +90,9 @@ def test_vlm_rewriter_partition_records_verified_lineage(tmp_path, models, monke
     # the rules the partition ran with: the policy's bounds, its default margin and drop threshold
     rules = AcceptanceRules(min_improvement=1.0, max_edit_ratio=0.95, min_similarity=0.2, min_quality=65.0)
     assert policy.acceptance_rules() == rules
+    # judged by text_quality, blind to the image: a number added or a negation dropped is refused too
+    rules = dataclasses.replace(rules, keep_facts=True)
+    assert given == [rules]
     candidates = lineage["candidate_caption"].notna()
     assert candidates.sum() >= len(lineage) // 2, lineage[["key", "reason"]]
     for row in lineage.itertuples():

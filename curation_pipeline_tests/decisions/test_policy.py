@@ -193,8 +193,14 @@ def test_outcomes_follow_acceptance_and_fallback():
     assert out.loc["r_rej_keep", "reason"] == "weak; rewrite rejected (score did not improve); kept original"
     assert "still weak after rewriting" in out.loc["r_low", "reason"]
     assert out.loc["d", "final_caption"] is None
-    dropping = resolve_outcomes(decisions, captions, lineage, DecisionPolicy(drop_threshold=65, fallback="drop"))
-    assert dropping.set_index("key").loc["r_rej_keep", "outcome"] == "dropped"
+    # a dropped one says why its original was not kept instead: under drop_threshold, or the fallback
+    assert out.loc["r_rej_drop", "reason"] == ("caption weak and not rewritten (no candidate: no change; original 20.0 "
+                                               "< drop_threshold 65)")
+    dropping = resolve_outcomes(decisions, captions, lineage,
+                                DecisionPolicy(drop_threshold=65, fallback="drop")).set_index("key")
+    assert dropping.loc["r_rej_keep", "outcome"] == "dropped"
+    assert dropping.loc["r_rej_keep", "reason"] == ("caption weak and not rewritten (score did not improve; "
+                                                    "fallback: drop)")
 
 
 def test_keep_fraction_applies_the_global_cut_exactly():

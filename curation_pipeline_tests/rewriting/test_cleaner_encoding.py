@@ -59,7 +59,7 @@ def test_lost_bytes_are_not_repaired_and_the_policy_drops_the_pair(garbled_run):
     row = wh.read_table("final_captions", SHARD).set_index("key").loc["000000011"]
     assert row["original_caption"] == "A caf\ufffd on the corner"
     assert row["outcome"] == "dropped" and row["final_caption"] is None
-    assert row["reason"].endswith("(no candidate: no change)")  # 60 alone is under drop_threshold 65
+    assert row["reason"].endswith("(no candidate: no change; original 60.0 < drop_threshold 65)")  # says why dropped
     with tarfile.open(garbled_run / "curated" / f"{SHARD}.tar") as tar:
         assert "000000011.txt" not in tar.getnames()
 

@@ -291,3 +291,26 @@ def test_the_cleaners_repairs_pass(original, expected):
     candidate, _ = clean_caption(original)
     assert candidate == expected
     assert wellformedness_problems(candidate, original) == []
+
+
+@pytest.mark.parametrize("original,candidate,said", [
+    ("Built in 1850, the old mill. Source: Wikipedia", "Built in 1950, the old mill.",
+     "a number the original does not have (1950)"),
+    ("Price 1,000 dollars", "Price 1000 dollars", "a number the original does not have (1000)"),
+    ("A man who is not smiling | Getty Images", "A man who is smiling.", "a negation dropped ('not' before 'smiling')"),
+    ("There is no dog", "There is a dog", "a negation dropped ('no' before 'dog')"),
+    ("A man without a hat", "A man with a hat", "a negation dropped ('without' before 'hat')"),
+    ("A dog that isn't barking", "A dog that is not barking", None),
+    ("A dog, not a cat, sits | Getty", "A dog sits on a mat", None),  # the negated word is gone with its negation
+    ("Two dogs play. Photo: Jane Doe 2019", "Two dogs play.", None),  # numbers removed with the noise
+    ("Crowd at 10:30 in Paris #news", "Crowd at 10:30 in Paris.", None),
+])
+def test_changed_facts_are_a_number_added_or_a_negation_dropped(original, candidate, said):
+    from curation_pipeline.rewriting.verify import changed_facts
+
+    assert changed_facts(original, candidate) == said
+    rules = AcceptanceRules(keep_facts=True)
+    accepted, reason = judge(40.0, 100.0, 0.1, 1.0, 0.9, rules, original=original, candidate=candidate)
+    assert (accepted, reason) == ((True, "score improved 40 -> 100") if said is None else
+                                  (False, f"changes what a text-only judge cannot check: {said}"))
+    assert judge(40.0, 100.0, 0.1, 1.0, 0.9, AcceptanceRules(), original=original, candidate=candidate)[0]
