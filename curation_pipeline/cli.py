@@ -127,19 +127,27 @@ def _stop_on_interrupt():
     SIGTERM and SIGHUP (a scheduler or pod stopping the run, a closed terminal) would otherwise kill
     the process mid-step and leave its Dagster run STARTED for ever, which also holds off the settle
     sensor; here they stop it as a Ctrl-C does: the run marked failed, exit 1. (Dagster maps SIGTERM
-    to its SIGINT handler during a run.) A signal this process ignores (``nohup``) never stops the
-    command, though Dagster takes even an ignored SIGINT during a run and fails the step it lands in."""
+    to its SIGINT handler during a run.) A signal this process ignores (``nohup``, a background job's
+    SIGINT) never stops the command: Dagster would take even an ignored SIGINT during a run and fail the step it
+    lands in, so while SIGINT is ignored its handler is only kept here, for SIGTERM and SIGHUP to call."""
     import signal
     import threading
+
+    from dagster._utils import interrupts
 
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
     ignored = {s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) == signal.SIG_IGN}
     stopping = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} - ignored
+    dagster_handler = [signal.SIG_IGN]  # while SIGINT is ignored: the handler Dagster would have given it
+    replace = interrupts._replace_interrupt_signal
+    if signal.SIGINT in ignored:
+        interrupts._replace_interrupt_signal = lambda handler: dagster_handler.__setitem__(0, handler)
 
     def as_interrupt(_signum, frame) -> None:
-        handler = signal.getsignal(signal.SIGINT)  # Dagster's during a run, else Python's KeyboardInterrupt
+        # Dagster's during a run, else Python's KeyboardInterrupt
+        handler = dagster_handler[0] if signal.SIGINT in ignored else signal.getsignal(signal.SIGINT)
         if not callable(handler):
             raise KeyboardInterrupt
         handler(signal.SIGINT, frame)
@@ -165,6 +173,7 @@ def _stop_on_interrupt():
     try:
         yield check
     finally:
+        interrupts._replace_interrupt_signal = replace
         signal.set_wakeup_fd(previous)
         os.close(read)
         os.close(write)
@@ -285,9 +294,13 @@ def _to_settle(defs, instance) -> bool:
     """Whether the pool needs settling though no shard needs a run (``--only-missing``): a shard removed, or
     a frozen one's raw file back, leaves its duplicates' other copies withheld until the index is rebuilt and
     they are re-selected. The settle sensor's own test (``settle_requests``), each request printed."""
-    from curation_pipeline.assets.dedup import settle_requests
+    from curation_pipeline.assets.dedup import no_pool_to_settle, settle_requests
+    from curation_pipeline.decisions.dedup import read_index
 
-    requests = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    warehouse, policy = defs.resources["warehouse"], defs.resources["policy"]
+    if policy.keep_fraction is None and no_pool_to_settle(warehouse.warehouse(), read_index(warehouse.warehouse())):
+        return False  # as a run settles: no index for one shard, or a pool without duplicate signals
+    requests = settle_requests(instance, warehouse, policy)
     if isinstance(requests, str) or not requests:
         return False
     for request in requests:
@@ -735,14 +748,15 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     if reported:  # the path of an old report would pass it off as this run's
         click.echo(f"quality report: {shlex.quote(wh.local_path(wh.report_db_path))}  "
                    f"({curate_command()} report --warehouse {quoted})")
-    if curated:
-        click.echo(f"lineage:        {curate_command()} lineage --warehouse {quoted} --shard {curated[0]}")
+    # raw files read only up to damage (a cut download, an HTML page saved as .tar): curated, but a script must notice
+    damaged = _damaged(wh, [shard for shard in selected if shard not in failed])
+    if curated:  # a shard read whole: an unreadable one has no pair to show
+        shown = next((shard for shard in curated if shard not in damaged), curated[0])
+        click.echo(f"lineage:        {curate_command()} lineage --warehouse {quoted} --shard {shown}")
     click.echo(f"web UI:         {ui_command(raw, warehouse)}, then open http://127.0.0.1:3000")
     # files of --raw passed over (a name that is no shard key, a .tar.gz, ...): the valid shards are curated,
     # then the exit code says bad input so a script notices; not when --shard named what to curate
     skipped = 0 if shards else len(rejected)
-    # raw files read only up to damage (a cut download, an HTML page saved as .tar): curated, but a script must notice
-    damaged = _damaged(wh, [shard for shard in selected if shard not in failed])
     for shard, detail in damaged.items():
         click.echo(f"damaged: {shard}.tar: {detail}", err=True)
     if failed:
@@ -978,9 +992,15 @@ def demo(warehouse: str) -> None:
 
     Example: curate demo
     """
+    from curation_pipeline.storage.warehouse import StorageUnreachable
+
     raw = str(sample_shards_folder())
-    sys.exit(run_shards(raw, warehouse, SAMPLE_SHARDS, True,
-                        {"scoring": {"profile": "offline"}, "rewriter": {"kind": "cleaner"}}))
+    try:  # bad input as `run` says it: one line, exit 2
+        code = run_shards(raw, warehouse, SAMPLE_SHARDS, True,
+                          {"scoring": {"profile": "offline"}, "rewriter": {"kind": "cleaner"}})
+    except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError, StorageUnreachable) as exc:
+        raise BadInput(str(exc)) from exc
+    sys.exit(code)
 
 
 @main.command()
@@ -1236,8 +1256,11 @@ def export_uids(warehouse, out, shards) -> None:
                 raise BadInput(f"no curated shard {', '.join(missing) or 'at all'} in {folder}; run `curate run` first")
             found = kept_uids(_local_tars(wh, wanted))
             stale = _unpublished(wh, wanted)
-    except (InvalidShardName, StorageUnreachable) as exc:
+    except (InvalidShardName, StorageUnreachable, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         raise BadInput(str(exc)) from exc
+    if found.samples and not found.uids:  # an empty subset file would select nothing, and a script never notice
+        raise BadInput(f"none of the {found.samples} curated samples in {found.shards} shards has a hex uid in its "
+                       f"source json (e.g. {', '.join((found.without_uid or found.bad_uid)[:3])}); {out} not written")
     try:
         array = write_subset(out, found.uids)
     except OSError as exc:  # a folder where the file should go, no permission, a full disk
@@ -1249,6 +1272,8 @@ def export_uids(warehouse, out, shards) -> None:
             click.echo(f"  {len(where)} samples {label} (not exported), e.g. {', '.join(where[:5])}", err=True)
     for shard, why in stale.items():
         click.echo(f"  warning: {shard}: {why} (its uids are exported as the tar has them)", err=True)
+    if found.without_uid or found.bad_uid:  # the subset misses published samples: a script must notice
+        sys.exit(EXIT_BAD_INPUT)
 
 
 @main.command("evaluate")

@@ -115,4 +115,15 @@ def build_definitions(**kwargs) -> dg.Definitions:
     )
 
 
-defs = build_definitions()
+def __getattr__(name: str):
+    """``defs``, the code location's definitions (what the UI and the daemon load from this module), built
+    on first use: ``curate run`` imports ``build_definitions`` and builds its own from its settings, so a bad
+    ``CURATION_*`` variable its ``--set`` overrides must not fail the import first."""
+    if name == "defs":
+        built = globals()["defs"] = build_definitions()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "defs"})  # Dagster finds the definitions by listing the module

@@ -124,3 +124,19 @@ def test_sample_data_writes_where_run_reads(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["sample-data", "--shards", "1"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "myraw" / "sample-000000.tar").is_file() and not (tmp_path / "data").exists()
+
+
+def test_a_bad_environment_setting_that_set_overrides_fails_nothing_at_import():
+    """``--set compute.engine=local`` wins over ``CURATION_COMPUTE`` (README: a key left unset reads its variable),
+    but importing the definitions built the code location's own from the variable first, and failed the command.
+    The code location's ``defs`` is built on first use; it still refuses the bad variable, clearly."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import curation_pipeline.definitions as d\n"
+            "try:\n    d.defs\nexcept Exception as exc:\n    print('refused:', exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CURATION_COMPUTE": "bogus", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refused: " in done.stdout and "CURATION_COMPUTE='bogus' is not a valid compute engine" in done.stdout

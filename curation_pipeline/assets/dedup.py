@@ -264,6 +264,12 @@ def _noted(reason: str, note: str) -> str:
     return f"{reason}; {note}" if note else reason
 
 
+def no_pool_to_settle(wh, stored: DedupIndex | None) -> bool:
+    """Fewer than two scored shards, or none scored with duplicate signals, and no index stored: no duplicate
+    spans shards, and ``curate run`` builds no index for them (the sensor's would settle nothing)."""
+    return (len(wh.shards("quality_scores")) < 2 or not pool_has_signals(wh)) and stored is None
+
+
 def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None,
                       results: dict | None = None, after_each_run=lambda: None, say=lambda message: None,
                       own=()) -> list[str]:
@@ -277,7 +283,7 @@ def settle_duplicates(defs: dg.Definitions, instance: dg.DagsterInstance, run_co
     warehouse: WarehouseResource = defs.resources["warehouse"]
     wh = warehouse.warehouse()
     stored = read_index(wh)
-    if (len(wh.shards("quality_scores")) < 2 or not pool_has_signals(wh)) and stored is None:
+    if no_pool_to_settle(wh, stored):
         return []
     run_config = run_config or {}
     ours = policy_config(defs.resources["policy"])  # also what a decision that records no policy ran under

@@ -91,8 +91,8 @@ SIGNAL_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_:]*)=")  # the policy's ``low_
 REQUIRED_TABLES = ("pairs", "quality_scores", "caption_decisions", "final_captions")
 # the statuses other than ok, first first
 LEFT_OUT = ("failed", "stale", "blocked", "incomplete", "undecided", "unpublished", "unsettled")
-REBUILD_HINT = ("`curate report --rebuild` (no shard runs), or materialize quality_report (in the UI, or `dagster asset "
-                "materialize -m curation_pipeline.definitions --select quality_report`)")
+REBUILD_HINT = ("`curate report --warehouse {warehouse} --rebuild` (no shard runs), or materialize quality_report (in "
+                "the UI, or `dagster asset materialize -m curation_pipeline.definitions --select quality_report`)")
 SETTLE_HINT = ("settle the pool: turn on dedup_settle_sensor (Automation), or materialize dedup_index (and "
                "selection_cut, with keep_fraction on) then backfill the reselect_shards job for these shards; "
                "curate run settles too")
@@ -235,7 +235,8 @@ def _repoint_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None
         warnings.warn(ReportOutOfDate(
             f"the report at {warehouse.local_path(warehouse.report_db_path)} is out of date: {'; '.join(parts)}. "
             "Its summary tables (shard_summary, overall, ...) still show the figures of the build, its views the "
-            f"files there now (less those gone, without those added). Rebuild it: {REBUILD_HINT}."), stacklevel=4)
+            "files there now (less those gone, without those added). Rebuild it: "
+            f"{REBUILD_HINT.format(warehouse=shlex.quote(warehouse.root))}."), stacklevel=4)
 
 
 def _shown(names: list[str], limit: int = 10) -> str:

@@ -33,7 +33,7 @@ def test_export_uids_writes_datacomps_subset_format(hostile_run, tmp_path):
     out = tmp_path / "kept.npy"
     result = CliRunner().invoke(main, ["export-uids", "--warehouse", str(hostile.warehouse), "--shard", "badjson",
                                        "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == EXIT_BAD_INPUT, result.output  # written, but it misses published samples
     with tarfile.open(hostile.warehouse / "curated" / "badjson.tar") as tar:
         sidecars = [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
     kept = sorted((s["source"] or {}).get("uid") for s in sidecars if (s["source"] or {}).get("uid"))
@@ -69,6 +69,21 @@ def test_uid_pairs_split_the_128_bits_as_datacomp():
 def test_export_uids_without_curated_shards_is_bad_input(tmp_path):
     result = CliRunner().invoke(main, ["export-uids", "--warehouse", str(tmp_path), "--out", str(tmp_path / "x.npy")])
     assert result.exit_code == EXIT_BAD_INPUT and "no curated shard" in result.output
+    (tmp_path / "afile").write_text("x")  # a file as the warehouse: one line, not a traceback
+    result = CliRunner().invoke(main, ["export-uids", "--warehouse", str(tmp_path / "afile"), "--out",
+                                       str(tmp_path / "x.npy")])
+    assert result.exit_code == EXIT_BAD_INPUT and "Traceback" not in result.output, result.output
+
+
+def test_export_uids_of_samples_without_uids_writes_nothing(hostile_run, tmp_path):
+    """The sample shards' json has no uid: an empty subset file would select nothing from the pool, and a
+    script would not notice. Nothing is written, exit 2."""
+    hostile, _, _ = hostile_run
+    out = tmp_path / "kept.npy"
+    result = CliRunner().invoke(main, ["export-uids", "--warehouse", str(hostile.warehouse), "--shard", "hostile",
+                                       "--out", str(out)])
+    assert result.exit_code == EXIT_BAD_INPUT and "has a hex uid in its source json" in result.output, result.output
+    assert not out.exists()
 
 
 def test_export_uids_says_which_tars_are_not_the_current_final_captions(hostile_run, tmp_path):
@@ -85,7 +100,7 @@ def test_export_uids_says_which_tars_are_not_the_current_final_captions(hostile_
     Warehouse(str(copy)).update_table_metadata("final_captions", "badjson", {ROWS_DIGEST_KEY: "0" * 64})
     result = CliRunner().invoke(main, ["export-uids", "--warehouse", str(copy), "--shard", "badjson",
                                        "--out", str(tmp_path / "kept.npy")])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == EXIT_BAD_INPUT, result.output  # (samples without a uid)
     assert ("  warning: badjson: curated/badjson.tar was not made from the current final_captions (a run was "
             "killed while publishing, or another run replaced it)") in result.output
     # an empty tar (it records nothing) where the table keeps pairs: a killed run's, said too
