@@ -490,7 +490,7 @@ class ComputeResource(RayResource):
     decode_concurrency: Optional[int] = _compute_setting("decode_concurrency", "Most decode tasks at once (0 = Ray Data decides).", ge=0)
     spread: Optional[bool] = _compute_setting("spread", "SPREAD scheduling: actors and decode tasks go to different nodes.")
     max_tasks_in_flight: Optional[int] = _compute_setting("max_tasks_in_flight", "Batches queued per actor.", ge=1)
-    wait_for_actors_s: Optional[int] = _compute_setting("wait_for_actors_s", "Seconds to wait until every model actor has loaded before streaming starts (0 = start at once).", ge=0)
+    wait_for_actors_s: Optional[int] = _compute_setting("wait_for_actors_s", "Seconds to wait until every model actor has loaded before streaming starts (0 = start at once); a shard fails when not all have.", ge=0)
     max_retries: Optional[int] = _compute_setting("max_retries", "Restarts of a model actor that died (OOM kill, crash, lost node), each retrying its batch and reloading its models; then the step fails.", ge=0)
     coordinator_memory_mb: Optional[int] = _compute_setting("coordinator_memory_mb", "Memory (MiB) each shard's coordinator task reserves from Ray (it holds the shard's result rows), so a node's coordinators cannot outgrow it.", ge=0)
     shard_timeout_s: Optional[int] = _compute_setting("shard_timeout_s", "Seconds a shard's work on the cluster may take before it is cancelled and the step fails, naming what it asked for (0 = no limit: a request no node meets, e.g. a GPU on a CPU-only cluster, waits for an autoscaler).", ge=0)

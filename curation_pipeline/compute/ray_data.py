@@ -547,11 +547,22 @@ def _on_cluster(options: RayOptions, fn, /, *args, actors: bool = True, **kwargs
     return _get(task.remote(*args, **kwargs), options, asks)
 
 
+ACTORS_LATE = "Timed out while starting actors"  # Ray Data's error when its actor pool is not up in time
+
+
 def _get(ref, options: RayOptions, asks: str):
     """``ray.get`` of a task that runs a shard's work, within ``shard_timeout_s``: past it the task is cancelled
     (the actors and tasks it started go with it) and the step fails, saying what the work asked of the cluster."""
     try:
         return ray.get(ref, timeout=options.shard_timeout_s or None)
+    except ray.exceptions.RayTaskError as exc:  # the work itself raised (a timeout of its own is no shard_timeout_s)
+        # Ray Data's wait for the pool (wait_for_actors_s) ran out: the shard fails
+        if ACTORS_LATE in str(getattr(exc, "cause", None)) or ACTORS_LATE in str(exc):
+            raise TimeoutError(
+                f"not every model actor had loaded its models within compute wait_for_actors_s "
+                f"({options.wait_for_actors_s} s), so Ray Data failed the shard: raise it past the models' load "
+                f"time, or set 0 to start with the actors that are up. Its {asks}") from exc
+        raise
     except ray.exceptions.GetTimeoutError:
         ray.cancel(ref, force=True, recursive=True)
         raise TimeoutError(

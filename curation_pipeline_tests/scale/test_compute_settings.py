@@ -179,3 +179,33 @@ def test_a_local_materialization_records_its_compute_settings(curated):
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[shard]),
             limit=1).records[0].event_log_entry.asset_materialization.metadata
         assert metadata["compute_settings"].value == {"engine": "local"}, asset
+
+
+def test_actors_late_for_wait_for_actors_s_is_said_so_not_a_shard_timeout(monkeypatch):
+    """Ray Data fails the shard when its actor pool is not up within wait_for_actors_s; that error comes out of the
+    coordinator task, as a RayTaskError that is also a GetTimeoutError, and was read as shard_timeout_s running out
+    ("did not finish within 0 s"), the task cancelled and the cause dropped."""
+    import ray
+
+    from curation_pipeline.compute import ray_data
+    from curation_pipeline.compute.options import RayOptions
+
+    late = ray.exceptions.RayTaskError("run", "Traceback ...", ray.exceptions.GetTimeoutError(
+        "Timed out while starting actors. This may mean that the cluster does not have enough resources")
+    ).as_instanceof_cause()
+    cancelled = []
+
+    def get(ref, timeout=None):
+        raise late
+
+    monkeypatch.setattr(ray, "get", get)
+    monkeypatch.setattr(ray, "cancel", lambda ref, **kwargs: cancelled.append(ref))
+    with pytest.raises(TimeoutError, match=r"within compute wait_for_actors_s \(60 s\), so Ray Data failed the "
+                                           r"shard: raise it past the models' load time") as raised:
+        ray_data._get("ref", RayOptions(wait_for_actors_s=60, shard_timeout_s=0), "model actors ask for ...")
+    assert raised.value.__cause__ is late and cancelled == []
+    other = ray.exceptions.RayTaskError("run", "Traceback ...", ValueError("a scorer failed")).as_instanceof_cause()
+    monkeypatch.setattr(ray, "get", lambda ref, timeout=None: (_ for _ in ()).throw(other))
+    with pytest.raises(ValueError):  # the work's own error, as it came
+        ray_data._get("ref", RayOptions(shard_timeout_s=900), "...")
+    assert cancelled == []
