@@ -217,6 +217,12 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
         reason = None
         if StaleStatus.MISSING in statuses.values():
             reason = "missing"
+            never = [asset for asset in SHARD_KEYS if statuses[asset] == StaleStatus.MISSING]
+            # a first run stopped or held after scoring: its decide half alone, once its scores are checked made
+            # here and in order below (what not_made_here_in_order says of it, so said once)
+            if all(asset in DECIDE_KEYS for asset in never) and all(statuses[asset] == StaleStatus.FRESH
+                                                                  for asset in SHARD_KEYS[:2]):
+                reason = f"{SCORES_CURRENT}missing ({never[0].to_user_string()} never made)"
         elif no_file:  # materialized by Dagster's record, but the file is not there (any more)
             reason = f"missing (no {', '.join(no_file)} file{'s' if len(no_file) > 1 else ''})"
             # only decide-half files gone, the scores' there and fresh: made again from the stored scores (checked
@@ -244,7 +250,8 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
     for key, disorder in not_made_here_in_order(instance, repository, warehouse.root, scores_current,
                                                 resolver).items():
         if disorder.startswith(SCORES_CURRENT):  # out of order only in the decide half: still that half alone
-            needs[key] = f"{needs[key]}; {disorder.removeprefix(SCORES_CURRENT)}"
+            if disorder != needs[key]:
+                needs[key] = f"{needs[key]}; {disorder.removeprefix(SCORES_CURRENT)}"
         else:
             needs[key] = f"stale: {needs[key].removeprefix(SCORES_CURRENT)}; {disorder}"
     # those Dagster calls fresh: looked at together, in a few queries
@@ -457,7 +464,7 @@ def runs_in_flight(instance: dg.DagsterInstance) -> dict[str, list[dg.RunRecord]
     flight: dict[str, list[dg.RunRecord]] = {}
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
         key = record.dagster_run.tags.get("dagster/partition")
-        if key is not None and settle(instance, record.dagster_run) is None:
+        if key is not None and settle(instance, record.dagster_run, asked_again=True) is None:
             flight.setdefault(key, []).append(record)
     return flight
 
@@ -521,7 +528,8 @@ def prune_shards():
 # The report follows shard runs by declarative automation, evaluated only while automation is on.
 report_automation = dg.AutomationConditionSensorDefinition(
     "report_automation", target=dg.AssetSelection.assets("quality_report"), default_status=DEFAULT_STATUS,
-    description="Refreshes quality_report after curated shards change (its eager automation condition).")
+    description="Refreshes quality_report after curated shards change, once no shard run is in progress (its "
+    "automation condition), whether or not every registered shard is curated yet.")
 
 
 observe_raw_shards_schedule = dg.ScheduleDefinition(

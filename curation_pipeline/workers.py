@@ -73,9 +73,11 @@ def gone(run: dg.DagsterRun) -> str | None:
     return f"the process that created it (pid {pid} on {host}) ended before starting it (interrupted?)"
 
 
-def settle(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+def settle(instance: dg.DagsterInstance, run: dg.DagsterRun, asked_again: bool = False) -> str | None:
     """Mark ``run`` failed if its process is gone (what Dagster's run monitoring does for a worker it can
-    ask); returns why, or None when the run stands as it is."""
+    ask); returns why, or None when the run stands as it is. ``asked_again``: the caller requests its work anew
+    (the schedule, the settle sensor, ``curate run --only-missing``), so Dagster's run retries must not also
+    queue it (a second run of the same shard at once)."""
     why = gone(run)
     if why is None:
         return None
@@ -84,4 +86,8 @@ def settle(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     if why is None:
         return None
     instance.report_run_failed(current, f"Run marked failed: {why}; re-run its shard.")
+    if asked_again:  # after the failure, which sets Dagster's own verdict
+        from dagster._core.storage.tags import WILL_RETRY_TAG
+
+        instance.add_run_tags(current.run_id, {WILL_RETRY_TAG: "false"})
     return why

@@ -8,7 +8,7 @@ import dagster as dg
 
 from curation_pipeline.automation import DECIDE_KEYS, fill_missing_shards, new_shards_sensor
 from curation_pipeline.resources import ScoringResource, WarehouseResource
-from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
+from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES, run_pipeline
 
 
 def _raw(tmp_path, names):
@@ -262,7 +262,9 @@ def test_a_shard_that_failed_in_a_step_is_retried_once_then_held_until_its_raw_f
         assert request.tags["curation/reason"] == "missing"
         first = run(request)
         (request,) = _tick(defs, instance).values()  # one failure in a step: retried on the next tick
-        assert request.tags["curation/reason"] == "missing"
+        # its scores made, its tar held back by the check: the decide half alone
+        assert request.tags["curation/reason"] == "stale, its scores current: missing (curated_shards never made)"
+        assert list(request.asset_selection) == DECIDE_KEYS
         second = run(request)
         skipped = _tick(defs, instance)  # two in a row, same code and raw version: held, naming both runs
         assert isinstance(skipped, str) and "sample-000000: failed in 2 runs in a row" in skipped
@@ -460,6 +462,35 @@ def test_a_shard_left_half_made_is_asked_again(tmp_path, monkeypatch):
                                                           "incomplete: quality_scores is older than its input pairs")
 
 
+def test_a_first_run_stopped_after_scoring_gets_its_decide_half_alone(tmp_path):
+    """A shard's first run that stopped (or was held by a blocking check) after its scores: its decide tables were
+    never made, so Dagster calls them MISSING, which asked for the whole shard, its models again (GPU hours a
+    shard with a model profile). Its scores are current and made here in order: the decide half alone."""
+    from curation_pipeline.definitions import build_definitions
+
+    raw = _raw(tmp_path, ["sample-000000.tar"])
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
+                             scoring=ScoringResource(profile="text"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("shards", ["sample-000000"])
+        scored = defs.resolve_job_def("curate_shards").execute_in_process(
+            instance=instance, partition_key="sample-000000", run_config=QUIET,
+            asset_selection=[dg.AssetKey("raw_shards"), dg.AssetKey("pairs"), dg.AssetKey("quality_scores")])
+        assert scored.success
+        (request,) = _tick(defs, instance).values()
+        assert request.tags["curation/reason"] == "stale, its scores current: missing (caption_decisions never made)"
+        assert list(request.asset_selection) == DECIDE_KEYS, request
+        assert defs.resolve_job_def("curate_shards").execute_in_process(  # what the run asked for does the rest
+            instance=instance, partition_key="sample-000000", run_config=QUIET,
+            asset_selection=request.asset_selection).success
+        assert _tick(defs, instance) == "every registered shard is curated and fresh"
+        # the scores out of order (pairs made again, its scores not): the whole shard, as before
+        assert defs.resolve_job_def("curate_shards").execute_in_process(
+            instance=instance, partition_key="sample-000000", run_config=QUIET,
+            asset_selection=[dg.AssetKey("pairs")]).success
+        (request,) = _tick(defs, instance).values()
+        assert request.asset_selection is None, request
+
 def test_the_sensor_names_raw_files_it_passes_over(tmp_path):
     """An upper-case .TAR, or shards one folder down (raw/part-00/000000.tar), are said, not ignored."""
     raw = _raw(tmp_path, ["a-1.tar", "SHARD-1.TAR"])
@@ -579,3 +610,43 @@ def test_a_shard_another_process_registers_meanwhile_is_no_failure(tmp_path):
     assert add_shards(instance, ["s-000001", "s-000002"]) == ["s-000002"]
     assert raced == [["s-000001", "s-000002"]]
     assert instance.get_dynamic_partitions("shards") == ["s-000001", "s-000002"]
+
+
+def test_the_report_refreshes_after_shards_change_though_one_registered_shard_is_not_curated(tmp_path):
+    """quality_report's condition was Dagster's eager(), whose ~any_deps_missing() held every refresh once one
+    registered shard had no curated tar (new and waiting for its run, held, or failing: the report is where failed
+    shards are listed). It is asked after curated shards change, whatever the others' state; never while a run
+    of theirs is in progress, nor before any shard is curated."""
+    from curation_pipeline.definitions import build_definitions
+
+    raw = _raw(tmp_path, ["sample-000000.tar", "sample-000001.tar"])
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
+                             scoring=ScoringResource(profile="text"))
+    report = dg.AssetSelection.assets("quality_report")
+    with dg.instance_for_test() as instance:
+        cursor = None
+
+        def asked() -> bool:  # one tick of report_automation; what it asks for is run
+            nonlocal cursor
+            result = dg.evaluate_automation_conditions(defs=defs, asset_selection=report, instance=instance,
+                                                       cursor=cursor)
+            cursor = result.cursor
+            wanted = any(r.true_subset.size for r in result.results)
+            if wanted:
+                assert defs.resolve_job_def("quality_report_job").execute_in_process(
+                    instance=instance, run_config=QUIET).success
+            return wanted
+
+        def curate(shard) -> bool:
+            return defs.resolve_job_def("curate_shards").execute_in_process(
+                instance=instance, partition_key=shard, run_config=QUIET, raise_on_error=False).success
+
+        instance.add_dynamic_partitions("shards", ["sample-000000", "sample-000001"])
+        assert not asked()  # nothing curated: nothing to report
+        assert curate("sample-000000") and curate("sample-000001")
+        assert asked() and not asked()  # once, then nothing changed
+        instance.add_dynamic_partitions("shards", ["missing-000009"])  # registered, its raw file gone: it fails
+        assert not curate("missing-000009")
+        assert curate("sample-000001")
+        assert asked()  # eager() asked nothing here, nor at any later tick
+        assert not asked()

@@ -23,7 +23,8 @@ def wait(context):
     Path(sys.argv[1]).write_text(context.run_id)
     time.sleep(600)
 
-@dg.job(tags={"dagster/partition": "sample-000000", "curation/warehouse": sys.argv[2]})
+@dg.job(tags={"dagster/partition": "sample-000000", "curation/warehouse": sys.argv[2], "dagster/max_retries": "1",
+             "dagster/retry_on_asset_or_op_failure": "false"})  # as curate_shards runs are tagged (RETRY_CRASHES)
 def curate_shards():
     wait()
 
@@ -47,6 +48,8 @@ def _started(tmp_path, name):
 def test_a_run_killed_outright_is_marked_failed_and_holds_its_shard_no_longer(tmp_path, monkeypatch):
     from curation_pipeline.assets.failures import shard_failures
     from curation_pipeline.automation import runs_in_flight
+    from dagster._core.storage.tags import WILL_RETRY_TAG
+
     from curation_pipeline.workers import WORKER_TAG, gone
 
     (tmp_path / "home").mkdir()
@@ -71,6 +74,8 @@ def test_a_run_killed_outright_is_marked_failed_and_holds_its_shard_no_longer(tm
             assert [r.dagster_run.run_id for r in runs_in_flight(instance)["sample-000000"]] == [live_id]
             dead = instance.get_run_by_id(killed_id)
             assert dead.status == dg.DagsterRunStatus.FAILURE
+            # the schedule asks for the shard anew: Dagster's run retries must not queue a second run of it too
+            assert dead.tags[WILL_RETRY_TAG] == "false"
             assert why in instance.all_logs(killed_id, of_type=dg.DagsterEventType.RUN_FAILURE)[-1].dagster_event.message
             assert gone(instance.get_run_by_id(live_id)) is None
             live.send_signal(signal.SIGKILL)
@@ -80,6 +85,7 @@ def test_a_run_killed_outright_is_marked_failed_and_holds_its_shard_no_longer(tm
             assert failures["sample-000000"].startswith(f"run {live_id[:8]} did not finish: its process (pid "
                                                         f"{live.pid} ")
             assert instance.get_run_by_id(live_id).status == dg.DagsterRunStatus.FAILURE
+            assert instance.get_run_by_id(live_id).tags[WILL_RETRY_TAG] == "true"  # the report asks for nothing
             assert runs_in_flight(instance) == {}
             # a run marked failed so is reported with that message (its RUN_FAILURE has no user message)
             instance.delete_run(live_id)

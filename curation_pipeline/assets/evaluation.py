@@ -72,7 +72,7 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
         report = agreement_report(config.judgments, config.score_column, fmt=config.format,
                                   captions_file=config.captions or None, warehouse_root=warehouse.root,
                                   n_boot=config.bootstrap, skip_references=not config.keep_reference_candidates)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # a missing file, a folder given as the file, no permission
         raise dg.Failure(description=str(exc)) from exc
     cause = undefined_cause(report, config.score_column, "score_column")
     if cause:  # a row of NaN coefficients: a materialization with it would look like a result
@@ -116,7 +116,7 @@ def curation_vs_labels(context: dg.AssetExecutionContext, config: LabelsConfig,
         raise dg.Failure(description="set config.truth (the truth file) in the launchpad")
     try:
         report = labels_report(config.truth, warehouse_root=warehouse.root, from_captions=config.from_captions)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # a missing file, a folder given as the file, no permission
         raise dg.Failure(description=str(exc)) from exc
     path = save_report(report, warehouse_root=warehouse.root, name="labels.json")
     context.log.info("\n" + format_labels_report(report))

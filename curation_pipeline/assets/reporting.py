@@ -13,6 +13,14 @@ from curation_pipeline.reporting.report import (SETTLE_HINT, build_report, overa
 from curation_pipeline.resources import WarehouseResource
 
 
+# Dagster's eager() less its ~any_deps_missing() (one registered shard not curated yet, held or failing, stopped every
+# later refresh, and the report is where failed shards are listed) and its newly_missing() (with no shard curated,
+# a report has nothing to read and fails)
+AFTER_CURATED_SHARDS_CHANGE = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled() & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()).with_label("after curated shards change")
+
+
 @dg.asset(
     group_name="reporting", owners=OWNERS, tags={"stage": "reporting"},
     code_version="8",  # bump when the same inputs give different output (3: the unsettled status; 4: decoded = full
@@ -22,7 +30,7 @@ from curation_pipeline.resources import WarehouseResource
     # Myanmar or Khmer combining mark is part of its character's word)
     deps=[curated_shards],
     kinds={"duckdb"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=AFTER_CURATED_SHARDS_CHANGE,
     description="quality.duckdb in the warehouse: views over every per-shard table (pairs, quality_scores, "
     "caption_decisions, rewritten_captions, final_captions, skips) and report tables (shard_summary, drop_reasons, "
     "score_distribution, caption_lengths, rewriter_summary, overall). Each shard has a status (ok, failed, "

@@ -363,6 +363,9 @@ def test_a_constant_mean_of_varied_expert_scores_is_an_error(flickr_files, tmp_p
               "score_column": "my_score", "bootstrap": 5}
     assert "mean of the 3 expert scores per pair: the human scores are constant" in \
         _agreement_failure(config, tmp_path, wh)
+    # a folder given as the judgment file: the step's own failure, saying so, not a traceback of IsADirectoryError
+    said = _agreement_failure({**config, "judgments": str(tmp_path)}, tmp_path, wh)
+    assert "Is a directory" in said and "IsADirectoryError" not in said, said
 
 
 def _agreement_failure(config: dict, tmp_path, wh) -> str:
