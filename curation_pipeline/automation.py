@@ -214,21 +214,21 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
             continue
         statuses = {asset: resolver.get_status(asset, key) for asset in SHARD_KEYS}
         no_file = [asset.to_user_string() for asset in SHARD_KEYS if key not in stored[asset]]
+        # the score half there and fresh: a decide half alone can run from it
+        scores_there = all(statuses[asset] == StaleStatus.FRESH and key in stored[asset] for asset in SHARD_KEYS[:2])
         reason = None
         if StaleStatus.MISSING in statuses.values():
             reason = "missing"
             never = [asset for asset in SHARD_KEYS if statuses[asset] == StaleStatus.MISSING]
             # a first run stopped or held after scoring: its decide half alone, once its scores are checked made
             # here and in order below (what not_made_here_in_order says of it, so said once)
-            if all(asset in DECIDE_KEYS for asset in never) and all(statuses[asset] == StaleStatus.FRESH
-                                                                  for asset in SHARD_KEYS[:2]):
+            if all(asset in DECIDE_KEYS for asset in never) and scores_there:
                 reason = f"{SCORES_CURRENT}missing ({never[0].to_user_string()} never made)"
         elif no_file:  # materialized by Dagster's record, but the file is not there (any more)
             reason = f"missing (no {', '.join(no_file)} file{'s' if len(no_file) > 1 else ''})"
             # only decide-half files gone, the scores' there and fresh: made again from the stored scores (checked
             # for order below, as any decide half alone)
-            if (all(dg.AssetKey(name) in DECIDE_KEYS for name in no_file)
-                    and all(statuses[asset] == StaleStatus.FRESH for asset in SHARD_KEYS[:2])):
+            if all(dg.AssetKey(name) in DECIDE_KEYS for name in no_file) and scores_there:
                 reason = SCORES_CURRENT + reason
         elif StaleStatus.STALE in statuses.values():  # Dagster's staleness is per asset, not transitive
             # a new raw file or changed code re-runs the shard; cross-shard inputs (dedup_index,

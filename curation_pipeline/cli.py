@@ -141,9 +141,17 @@ def _stop_on_interrupt():
     ignored = {s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) == signal.SIG_IGN}
     stopping = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} - ignored
     dagster_handler = [signal.SIG_IGN]  # while SIGINT is ignored: the handler Dagster would have given it
-    replace = interrupts._replace_interrupt_signal
-    if signal.SIGINT in ignored:
-        interrupts._replace_interrupt_signal = lambda handler: dagster_handler.__setitem__(0, handler)
+
+    class _SigintKept:
+        """``signal`` as Dagster's interrupt helpers see it while SIGINT stays ignored: the handler they install
+        and save (nested: a step's inside the run's) is kept here, so each restores the one it replaced."""
+
+        def __getattr__(self, name):
+            return getattr(signal, name)
+
+        @staticmethod
+        def getsignal(signum):
+            return dagster_handler[0] if signum == signal.SIGINT else signal.getsignal(signum)
 
     def as_interrupt(_signum, frame) -> None:
         # Dagster's during a run, else Python's KeyboardInterrupt
@@ -170,10 +178,14 @@ def _stop_on_interrupt():
             if any(s in stopping for s in os.read(read, 1024)):
                 raise KeyboardInterrupt
 
+    replace, module = interrupts._replace_interrupt_signal, interrupts.signal
     try:
+        if signal.SIGINT in ignored:
+            interrupts._replace_interrupt_signal = lambda handler: dagster_handler.__setitem__(0, handler)
+            interrupts.signal = _SigintKept()
         yield check
     finally:
-        interrupts._replace_interrupt_signal = replace
+        interrupts._replace_interrupt_signal, interrupts.signal = replace, module
         signal.set_wakeup_fd(previous)
         os.close(read)
         os.close(write)

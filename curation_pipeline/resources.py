@@ -195,7 +195,8 @@ class ScoringResource(dg.ConfigurableResource):
     aitqe_model: str = Field(default="", description="AITQE checkpoint (HymanH/AITQE) id or path: adds aitqe_overall (1-10), aitqe_recaption and the reply they were read from (aitqe_reply) to the scores (not in the text profile).")
     aitqe_vision_tower: str = Field(default="", description="Where the AITQE checkpoint's vision tower loads from (id or local path); empty = the id its config names.")
     device: Device = Field(default="", description="cuda | mps | cpu; empty picks automatically.")
-    batch_size: int = Field(default=_S.batch_size, gt=0, description="Batch size of every model scorer (CLIP, MLM-Filter, AITQE, NSFW).")
+    batch_size: int = Field(default=_S.batch_size, gt=0,
+                            description="Batch size of every model scorer (CLIP, MLM-Filter, AITQE; not NSFW's).")
     trust_remote_code: list[str] = Field(default=[], description="Model ids allowed to run their own code.")
     threads: int = Field(default=0, ge=0, description="Threads for this run's pools (torch, ONNX Runtime, decode); 0 = the cores / dagster.yaml's run_queue.max_concurrent_runs (env CURATION_THREADS).")
     prefetch: int = Field(default=DEFAULT_DEPTH, ge=0, description="Batches read, decoded and preprocessed ahead of the models in a background thread; 0 = serially (always serial when no scorer reads pixels, as in the text profile).")

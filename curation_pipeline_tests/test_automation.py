@@ -480,6 +480,14 @@ def test_a_first_run_stopped_after_scoring_gets_its_decide_half_alone(tmp_path):
         (request,) = _tick(defs, instance).values()
         assert request.tags["curation/reason"] == "stale, its scores current: missing (caption_decisions never made)"
         assert list(request.asset_selection) == DECIDE_KEYS, request
+        # its scores file gone meanwhile: the whole shard (a decide half would fail on it, run after run)
+        scores = tmp_path / "wh" / "quality_scores" / "sample-000000.parquet"
+        kept = scores.read_bytes()
+        scores.unlink()
+        (request,) = _tick(defs, instance).values()
+        assert request.tags["curation/reason"] == "missing" and request.asset_selection is None, request
+        scores.write_bytes(kept)
+        (request,) = _tick(defs, instance).values()
         assert defs.resolve_job_def("curate_shards").execute_in_process(  # what the run asked for does the rest
             instance=instance, partition_key="sample-000000", run_config=QUIET,
             asset_selection=request.asset_selection).success

@@ -818,6 +818,21 @@ def test_the_signal_watch_keeps_what_the_process_ignores_and_rearms_sigterm_afte
             with pytest.raises(KeyboardInterrupt):
                 os.kill(os.getpid(), signal.SIGTERM)
                 stop_if_interrupted()
+            # between two steps of a run (a step's handler put back, the run's in place), a SIGTERM is captured
+            # for the run to stop at its next step, never raised inside Dagster's own code
+            from dagster._core.errors import DagsterExecutionInterruptedError
+            from dagster._utils.interrupts import capture_interrupts, check_captured_interrupt, raise_interrupts_as
+
+            with capture_interrupts():
+                with raise_interrupts_as(DagsterExecutionInterruptedError):
+                    pass
+                os.kill(os.getpid(), signal.SIGTERM)
+                assert check_captured_interrupt()
+            with pytest.raises(KeyboardInterrupt):  # and the command stops after the run
+                stop_if_interrupted()
+        from dagster._utils import interrupts
+
+        assert interrupts.signal is signal  # Dagster's own again
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # put back as found
     finally:
         for s, handler in saved.items():

@@ -174,7 +174,7 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     # a run killed outright (OOM, SIGKILL) stays STARTED: one whose process on this machine is gone is marked
     # failed here (workers.settle); one elsewhere stays until its launcher's run monitoring or the UI ends it
     active = [run for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=20)
-              if settle(instance, run, asked_again=True) is None][:5]
+              if settle(instance, run) is None][:5]  # (its shard is the schedule's to ask again, or the retries')
     if active:
         return (f"runs in progress ({', '.join(r.run_id[:8] for r in active)}): the pool is still changing. A run "
                 "whose process died on another machine stays STARTED until run monitoring marks it failed: else "

@@ -22,8 +22,9 @@ from curation_pipeline.scoring.signals import cpu_threads
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
 from curation_pipeline.scoring.signals.embedding import EMBED_DIM
 
-# On Flickr photos a JPEG q60 re-encode, a half-size copy or a slight blur moves the
-# pHash by <= 2 bits; unrelated photos sit >= 14 bits apart (32 typical). A loose
+# On Flickr photos a JPEG q60 re-encode, a half-size copy or a slight blur moves the pHash by <= 2 bits; a crop
+# of more than ~2.5% a side moves it 4-26; the closest different photos sit 12 bits apart (32 typical), and
+# sparse text cards of one layout can sit within 6 (README: what counts as a duplicate). A loose
 # paraphrase of a caption scores ~0.7 cosine, a light rewording ("plays" / "is playing") 0.96+.
 PHASH_MAX_DISTANCE = 6
 NEAR_CAPTION_PHASH_MAX_DISTANCE = 12

@@ -631,6 +631,13 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
 
 
 _NUMBER_RE = re.compile(r"\d+(?:[.,:]\d+)*")
+_THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # "1,000" is 1000
+# number words a rewrite may write for a figure ("three dogs" -> "3 dogs"); not "one", which is as often "a"
+_NUMBER_WORDS = {word: str(n) for n, word in enumerate(
+    "zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split()) if word != "_"}
+_NUMBER_WORDS.update({word: str(10 * n) for n, word in enumerate(
+    "thirty forty fifty sixty seventy eighty ninety".split(), start=3)})
 _NEGATIONS = frozenset({"not", "no", "never", "without", "nothing", "nobody", "none", "neither", "nor", "cannot"})
 _LINKING = frozenset({"a", "an", "the", "be", "been", "being", "to", "any", "very", "so", "yet", "even"})  # "not a cat"
 
@@ -639,23 +646,43 @@ def _negation(word: str) -> bool:
     return word in _NEGATIONS or word.endswith(("n't", "n’t"))
 
 
-def changed_facts(original: str, candidate: str) -> str | None:
-    """What a rewrite changed that its words' scores cannot see, in words, or None: a number the original does
-    not have ("Built in 1850" -> "Built in 1950"), or a negation gone from before a word the rewrite keeps
-    ("a man who is not smiling" -> "a man who is smiling"). Removing noise adds no number and keeps its words'
-    negations."""
-    had = set(_NUMBER_RE.findall(original))
-    new = [n for n in _NUMBER_RE.findall(candidate) if n not in had]
-    if new:
-        return f"a number the original does not have ({new[0]})"
-    before, after = _edit_words(original), _edit_words(candidate)
+def _numbers(text: str) -> dict[tuple[str, ...], str]:
+    """The figures a caption states, each as its digit runs ("10.30" and "10:30" alike, "1,000" as 1000, "three"
+    as 3) -> as written."""
+    found = {tuple(re.split(r"[.,:]", n)): n for n in _NUMBER_RE.findall(_THOUSANDS_RE.sub("", text))}
+    for word in _edit_words(text):
+        if word in _NUMBER_WORDS:
+            found.setdefault((_NUMBER_WORDS[word],), word)
+    return found
+
+
+def _negation_gone(before: list[str], after: list[str]) -> str | None:
+    """A negation of ``before`` whose word ``after`` keeps with none before it: "'not' before 'smiling'"."""
     for i, word in enumerate(before):
         negated = next((w for w in before[i + 1:i + 4] if w not in _LINKING), None) if _negation(word) else None
-        if negated is None:
+        if negated is None or negated.isdigit():  # "No. 10 Downing Street", "platform no 9": a number's sign
             continue
         kept = [j for j, w in enumerate(after) if w == negated]
         if kept and not any(_negation(w) for j in kept for w in after[max(0, j - 3):j]):
-            return f"a negation dropped ({word!r} before {negated!r})"
+            return f"{word!r} before {negated!r}"
+    return None
+
+
+def changed_facts(original: str, candidate: str) -> str | None:
+    """What a rewrite changed that its words' scores cannot see, in words, or None: a figure the original does
+    not state ("Built in 1850" -> "Built in 1950"; "three" -> "3" and "1,000" -> "1000" are the same), or an
+    English negation gone from before a word the rewrite keeps ("a man who is not smiling" -> "a man who is
+    smiling"), or put before one ("smiling" -> "not smiling"). Removing noise adds no figure and keeps its words'
+    negations. Negations of other languages are not read."""
+    had = _numbers(original)
+    new = [written for figure, written in _numbers(candidate).items() if figure not in had]
+    if new:
+        return f"a number the original does not have ({new[0]})"
+    before, after = _edit_words(original), _edit_words(candidate)
+    if gone := _negation_gone(before, after):
+        return f"a negation dropped ({gone})"
+    if added := _negation_gone(after, before):
+        return f"a negation added ({added})"
     return None
 
 

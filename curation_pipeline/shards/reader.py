@@ -499,6 +499,9 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
     return rgb, info
 
 
+_GZIP_TRAILER = 8  # a gzip member's CRC32 and length, after its compressed data
+
+
 class _LastRead:
     """tarfile's stream, remembering where its last read began and (the first block of) what it got: when
     iteration ends, that is the block tarfile read at ``tar.offset`` and could not take as a header."""
@@ -580,6 +583,13 @@ class ShardReader:
             lead = len(chunk) - len(chunk.lstrip(b"\0"))
             size, zeros, run = size + len(chunk), lead == len(chunk), run + lead
         if zeros and size >= 2 * tarfile.BLOCKSIZE:
+            # a gzip member ends the stream tarfile reads, and what follows it waits unread: a second archive
+            compressed = getattr(stream, "_stream", None)
+            trailing = len(getattr(getattr(compressed, "cmp", None), "unused_data", b"")) - _GZIP_TRAILER
+            if getattr(compressed, "comptype", None) == "gz" and trailing > 0:
+                self._skip("corrupt_tar", detail=f"after {read} members: the gzip stream ended, then {trailing} "
+                           "more bytes (gzip'd tars joined with `cat`? `tar -izxf` reads on; write them as one "
+                           "archive); the rest of the shard is not read")
             return
         # a marker begun (or whole, with data after it) ended the archive: every member of it was read
         self._cut = size == 0 or (not zeros and run < 2 * tarfile.BLOCKSIZE)

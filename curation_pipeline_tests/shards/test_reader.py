@@ -162,6 +162,18 @@ def test_odd_tars_and_captions_say_what_they_are(tmp_path):
     end = -(-len(first.read_bytes().rstrip(b"\0")) // 512) * 512  # the last member's data padded to its block
     assert skip.reason == "corrupt_tar" and skip.detail.startswith(
         f"after 2 members: an end-of-archive marker at tar offset {end}, then more data (tars joined with `cat`?")
+    # gzip'd: the first member's stream ends the tar, the second archive waited unread, and nothing said so
+    import gzip
+
+    joined.write_bytes(gzip.compress(first.read_bytes()) + gzip.compress(second.read_bytes()))
+    reader, samples = read(joined)
+    assert list(samples) == ["a"]
+    (skip,) = reader.skips
+    assert skip.reason == "corrupt_tar" and skip.detail.startswith("after 2 members: the gzip stream ended, then ")
+    joined.write_bytes(gzip.compress(first.read_bytes()))  # one gzip'd tar: read whole, nothing said
+    reader, samples = read(joined)
+    assert list(samples) == ["a"] and reader.skips == []
+
 
 def test_empty_and_non_tar_files(tmp_path):
     empty = tmp_path / "empty.tar"
