@@ -468,6 +468,11 @@ def preload() -> None:
 
     scorer_classes()
     patterns.compile_credit_patterns()  # else compiled in each run, when a caption first needs them
+    # the code location's definitions built once here, as importing them did before they were built on first use:
+    # a run's own build then finds Dagster's and pydantic's caches warm (a bad CURATION_* variable is each run's
+    # to report, or to override with --set)
+    with contextlib.suppress(Exception):
+        curation_pipeline.definitions.defs  # noqa: B018
     Image.init()
     curation_pipeline.instance.new_run_database()
 
