@@ -19,6 +19,15 @@ def _raw(tmp_path, names):
     return raw
 
 
+def _text_definitions(tmp_path, names):
+    """``_raw``'s folder and the definitions of a text-profile pipeline over it, into ``tmp_path / "wh"``."""
+    from curation_pipeline.definitions import build_definitions
+
+    raw = _raw(tmp_path, names)
+    return raw, build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
+                                  scoring=ScoringResource(profile="text"))
+
+
 def test_sensor_adds_new_shards_and_requests_their_runs(tmp_path):
     raw = _raw(tmp_path, ["a-1.tar", "b_2.tar", "bad name.tar"])
     instance = dg.DagsterInstance.ephemeral()
@@ -203,11 +212,7 @@ def test_report_refreshes_by_declarative_automation_only_when_automation_is_on()
 
 
 def test_a_partition_without_its_raw_file_fails_naming_the_file_and_the_shards(tmp_path):
-    from curation_pipeline.definitions import build_definitions
-
-    raw = _raw(tmp_path, ["sample-000000.tar"])
-    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
-                             scoring=ScoringResource(profile="text"))
+    raw, defs = _text_definitions(tmp_path, ["sample-000000.tar"])
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shards", ["sampel-000000"])
         result = defs.resolve_job_def("curate_shards").execute_in_process(
@@ -466,11 +471,7 @@ def test_a_first_run_stopped_after_scoring_gets_its_decide_half_alone(tmp_path):
     """A shard's first run that stopped (or was held by a blocking check) after its scores: its decide tables were
     never made, so Dagster calls them MISSING, which asked for the whole shard, its models again (GPU hours a
     shard with a model profile). Its scores are current and made here in order: the decide half alone."""
-    from curation_pipeline.definitions import build_definitions
-
-    raw = _raw(tmp_path, ["sample-000000.tar"])
-    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
-                             scoring=ScoringResource(profile="text"))
+    raw, defs = _text_definitions(tmp_path, ["sample-000000.tar"])
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shards", ["sample-000000"])
         scored = defs.resolve_job_def("curate_shards").execute_in_process(
@@ -625,11 +626,7 @@ def test_the_report_refreshes_after_shards_change_though_one_registered_shard_is
     registered shard had no curated tar (new and waiting for its run, held, or failing: the report is where failed
     shards are listed). It is asked after curated shards change, whatever the others' state; never while a run
     of theirs is in progress, nor before any shard is curated."""
-    from curation_pipeline.definitions import build_definitions
-
-    raw = _raw(tmp_path, ["sample-000000.tar", "sample-000001.tar"])
-    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"),
-                             scoring=ScoringResource(profile="text"))
+    raw, defs = _text_definitions(tmp_path, ["sample-000000.tar", "sample-000001.tar"])
     report = dg.AssetSelection.assets("quality_report")
     with dg.instance_for_test() as instance:
         cursor = None
