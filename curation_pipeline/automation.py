@@ -457,14 +457,18 @@ IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
 
 def runs_in_flight(instance: dg.DagsterInstance) -> dict[str, list[dg.RunRecord]]:
     """Partition -> its runs queued, launching or started, of any job (a ``reselect_shards`` run writes the
-    same files). A started run whose process on this host is gone is marked failed first (``workers``):
-    it holds its shard no longer."""
-    from curation_pipeline.workers import settle
+    same files), or failed and about to be retried by Dagster (``workers.waiting_to_retry``). A started run whose
+    process on this host is gone is marked failed first (``workers``): it holds its shard no longer."""
+    from curation_pipeline.workers import settle, waiting_to_retry
 
     flight: dict[str, list[dg.RunRecord]] = {}
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
         key = record.dagster_run.tags.get("dagster/partition")
         if key is not None and settle(instance, record.dagster_run, asked_again=True) is None:
+            flight.setdefault(key, []).append(record)
+    for record in waiting_to_retry(instance):  # failed, its retry about to be launched: asked already
+        key = record.dagster_run.tags.get("dagster/partition")
+        if key is not None:
             flight.setdefault(key, []).append(record)
     return flight
 

@@ -73,6 +73,19 @@ def gone(run: dg.DagsterRun) -> str | None:
     return f"the process that created it (pid {pid} on {host}) ended before starting it (interrupted?)"
 
 
+def waiting_to_retry(instance: dg.DagsterInstance, limit: int = 100) -> list[dg.RunRecord]:
+    """Failed runs Dagster's run retries will launch again and have not yet (a few seconds, between the failure
+    and the retry daemon's next pass): in flight as much as a queued run. Only runs launched from a code location
+    (a daemon's, the UI's): Dagster cannot re-launch an in-process run (``curate run``'s), which would wait for
+    ever."""
+    from dagster._core.storage.tags import WILL_RETRY_TAG
+
+    records = instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE],
+                                                             tags={WILL_RETRY_TAG: "true"}), limit=limit)
+    return [r for r in records if r.dagster_run.is_complete_and_waiting_to_retry
+            and r.dagster_run.remote_job_origin is not None]
+
+
 def settle(instance: dg.DagsterInstance, run: dg.DagsterRun, asked_again: bool = False) -> str | None:
     """Mark ``run`` failed if its process is gone (what Dagster's run monitoring does for a worker it can
     ask); returns why, or None when the run stands as it is. ``asked_again``: the caller requests its work anew

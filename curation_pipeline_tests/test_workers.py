@@ -208,3 +208,33 @@ def test_a_run_its_creator_left_not_started_is_marked_failed_and_holds_its_shard
         copied = create_run_for_test(instance, job_name="curate_shards", tags={
             WORKER_TAG: left.tags[CREATOR_TAG], CREATOR_TAG: left.tags[CREATOR_TAG], "dagster/partition": "x"})
         assert copied.tags[CREATOR_TAG] == identity() and WORKER_TAG not in copied.tags
+
+
+def test_a_failed_run_about_to_be_retried_is_in_flight(tmp_path):
+    """Between a dead run marked failed (Dagster then tags it to be retried) and the retry daemon's next pass, the
+    run was in neither list: the schedule asked for its shard again and the settle sensor went on settling, then the
+    retry launched too. Counted in flight; an in-process run (``curate run``'s), which Dagster cannot re-launch, not."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+    from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
+    from dagster._core.test_utils import create_run_for_test
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    from curation_pipeline.assets.dedup import settle_requests
+    from curation_pipeline.automation import runs_in_flight
+    from curation_pipeline.resources import PolicyResource, WarehouseResource
+
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="curation_pipeline.definitions", attribute="defs"),
+        location_name="curation_pipeline"), "__repository__"), "curate_shards")
+    with dg.instance_for_test() as instance:
+        failed = {"status": dg.DagsterRunStatus.FAILURE, "job_name": "curate_shards"}
+        launched = create_run_for_test(instance, **failed, remote_job_origin=origin,
+                                       tags={WILL_RETRY_TAG: "true", "dagster/partition": "s1"})
+        create_run_for_test(instance, **failed, tags={WILL_RETRY_TAG: "true", "dagster/partition": "s2"})  # in-process
+        assert {key: [r.dagster_run.run_id for r in runs] for key, runs in runs_in_flight(instance).items()} == {
+            "s1": [launched.run_id]}
+        said = settle_requests(instance, WarehouseResource(raw_root=str(tmp_path), root=str(tmp_path / "wh")),
+                               PolicyResource())
+        assert isinstance(said, str) and said.startswith(f"runs in progress ({launched.run_id[:8]})"), said
+        instance.add_run_tags(launched.run_id, {AUTO_RETRY_RUN_ID_TAG: "retry"})  # its retry launched: that one counts
+        assert runs_in_flight(instance) == {}

@@ -169,12 +169,13 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
     re-selection of each shard decided against an older index or another cut, or under other rules. All
     under the policy the stored index was built with (``settle_policy``; ``info`` says when it is not the
     code location's ``policy``), never the reverse. A string says why nothing is requested."""
-    from curation_pipeline.workers import settle
+    from curation_pipeline.workers import settle, waiting_to_retry
 
     # a run killed outright (OOM, SIGKILL) stays STARTED: one whose process on this machine is gone is marked
     # failed here (workers.settle); one elsewhere stays until its launcher's run monitoring or the UI ends it
     active = [run for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=20)
               if settle(instance, run) is None][:5]  # (its shard is the schedule's to ask again, or the retries')
+    active += [record.dagster_run for record in waiting_to_retry(instance, limit=5)]  # about to change the pool
     if active:
         return (f"runs in progress ({', '.join(r.run_id[:8] for r in active)}): the pool is still changing. A run "
                 "whose process died on another machine stays STARTED until run monitoring marks it failed: else "

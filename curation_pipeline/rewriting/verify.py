@@ -660,7 +660,7 @@ def _negation_gone(before: list[str], after: list[str]) -> str | None:
     """A negation of ``before`` whose word ``after`` keeps with none before it: "'not' before 'smiling'"."""
     for i, word in enumerate(before):
         negated = next((w for w in before[i + 1:i + 4] if w not in _LINKING), None) if _negation(word) else None
-        if negated is None or negated.isdigit():  # "No. 10 Downing Street", "platform no 9": a number's sign
+        if negated is None or (word == "no" and negated.isdigit()):  # "No. 10 Downing Street": a number's sign
             continue
         kept = [j for j, w in enumerate(after) if w == negated]
         if kept and not any(_negation(w) for j in kept for w in after[max(0, j - 3):j]):

@@ -304,6 +304,7 @@ def test_the_cleaners_repairs_pass(original, expected):
     ("Meeting at 10.30 | Getty", "Meeting at 10:30", None),
     ("Platform no. 9 | Getty", "Platform number 9", None),
     ("No. 10 Downing Street | Getty", "10 Downing Street", None),
+    ("This shirt is not 100% cotton | Getty", "This shirt is 100% cotton", "a negation dropped ('not' before '100')"),
     ("A dog | Getty", "One dog", None),  # "one" is as often "a": not read as a figure
     ("A man who is not smiling | Getty Images", "A man who is smiling.", "a negation dropped ('not' before 'smiling')"),
     ("There is no dog", "There is a dog", "a negation dropped ('no' before 'dog')"),

@@ -162,17 +162,24 @@ def test_odd_tars_and_captions_say_what_they_are(tmp_path):
     end = -(-len(first.read_bytes().rstrip(b"\0")) // 512) * 512  # the last member's data padded to its block
     assert skip.reason == "corrupt_tar" and skip.detail.startswith(
         f"after 2 members: an end-of-archive marker at tar offset {end}, then more data (tars joined with `cat`?")
-    # gzip'd: the first member's stream ends the tar, the second archive waited unread, and nothing said so
+    # compressed: the first stream ends the tar, the second archive waited unread, and nothing said so
+    import bz2
     import gzip
+    import lzma
 
-    joined.write_bytes(gzip.compress(first.read_bytes()) + gzip.compress(second.read_bytes()))
-    reader, samples = read(joined)
-    assert list(samples) == ["a"]
-    (skip,) = reader.skips
-    assert skip.reason == "corrupt_tar" and skip.detail.startswith("after 2 members: the gzip stream ended, then ")
-    joined.write_bytes(gzip.compress(first.read_bytes()))  # one gzip'd tar: read whole, nothing said
-    reader, samples = read(joined)
-    assert list(samples) == ["a"] and reader.skips == []
+    for kind, compress in (("gzip", gzip.compress), ("bzip2", bz2.compress), ("xz", lzma.compress)):
+        joined.write_bytes(compress(first.read_bytes()) + compress(second.read_bytes()))
+        reader, samples = read(joined)
+        assert list(samples) == ["a"]
+        (skip,) = reader.skips
+        assert skip.reason == "corrupt_tar" and skip.detail.startswith(
+            f"after 2 members: the {kind} stream ended, then another ({kind}'d tars joined with `cat`?"), kind
+        joined.write_bytes(compress(first.read_bytes()) + bytes(512))  # one, zero-padded: read whole, nothing said
+        reader, samples = read(joined)
+        assert list(samples) == ["a"] and reader.skips == [], kind
+    joined.write_bytes(gzip.compress(first.read_bytes()) + b"X")  # gzip reads on past junk; said, not as an archive
+    assert [s.detail for s in read(joined)[0].skips] == [
+        "after 2 members: the gzip stream ended, then bytes that are no archive; not read"]
 
 
 def test_empty_and_non_tar_files(tmp_path):
