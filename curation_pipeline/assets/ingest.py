@@ -85,7 +85,7 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
         # caption-like keys; an image of a format other than JPEG, PNG, WebP, BMP, GIF or TIFF is not opened; a
         # caption cut at max_caption_chars ends before a word the cut would split. 6: a sample the tar's damage came
         # right after says which parts it may have lost there; a UTF-16 caption file is decoded; each member of a
-        # repeated key is a skip)
+        # repeated key is a skip; tars joined with cat, plain or compressed, are a skip)
         "Inventory of every sample in the shard: key, caption, image size/format/bytes, content hashes, decode "
         "status and error. Members that are not samples are counted in the `skips` table.")},
 )
