@@ -310,7 +310,8 @@ def _to_settle(defs, instance) -> bool:
     from curation_pipeline.decisions.dedup import read_index
 
     warehouse, policy = defs.resources["warehouse"], defs.resources["policy"]
-    if policy.keep_fraction is None and no_pool_to_settle(warehouse.warehouse(), read_index(warehouse.warehouse())):
+    wh = warehouse.warehouse()
+    if policy.keep_fraction is None and no_pool_to_settle(wh, read_index(wh)):
         return False  # as a run settles: no index for one shard, or a pool without duplicate signals
     requests = settle_requests(instance, warehouse, policy)
     if isinstance(requests, str) or not requests:

@@ -88,9 +88,9 @@ def waiting_to_retry(instance: dg.DagsterInstance, limit: int = 100) -> list[dg.
 
 def settle(instance: dg.DagsterInstance, run: dg.DagsterRun, asked_again: bool = False) -> str | None:
     """Mark ``run`` failed if its process is gone (what Dagster's run monitoring does for a worker it can
-    ask); returns why, or None when the run stands as it is. ``asked_again``: the caller requests its work anew
-    (the schedule, the settle sensor, ``curate run --only-missing``), so Dagster's run retries must not also
-    queue it (a second run of the same shard at once)."""
+    ask); returns why, or None when the run stands as it is. ``asked_again``: the caller requests its shard anew
+    (the schedule, ``curate run --only-missing``), so Dagster's run retries must not also queue it (a second run
+    of the same shard at once)."""
     why = gone(run)
     if why is None:
         return None

@@ -96,9 +96,9 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
          "no caption and no rewrite accepted (" + rejection.fillna("no rewrite attempted").astype(str) + ")"],
         # and why the original was not kept instead: the fallback, or a score under drop_threshold
         default="caption weak and not rewritten (" + rejection.fillna("no rewrite attempted").astype(str) + "; "
-        + np.where(policy.fallback != "keep_original", "fallback: drop",
-                   np.where(before.isna(), "original unscored",
-                            "original " + before.round(1).astype(str) + f" < drop_threshold {policy.drop_threshold:g}"))
+        + ("fallback: drop" if policy.fallback != "keep_original" else
+           np.where(before.isna(), "original unscored",
+                    "original " + before.round(1).astype(str) + f" < drop_threshold {policy.drop_threshold:g}"))
         + ")")
     final = np.where(outcome == REWRITTEN, cand, np.where(outcome == KEPT, df["original_caption"], None))
     out = pd.DataFrame({

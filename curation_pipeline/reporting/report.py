@@ -908,7 +908,8 @@ def report_markdown(report: Report) -> str:
            f"{o['left_out_pairs_read']} pairs read): see *Shards left out*."] if len(left_out) else []),
         *(["", f"**The pool is not settled**: {o['unsettled_shards']} shards were decided against an older duplicate "
            f"index or keep_fraction cut (shards run one by one, as a backfill does, or a shard removed: a cross-shard "
-           f"duplicate may be published twice, or withheld as a copy of a pair no longer in the pool), or under another policy than dedup_index's. To {SETTLE_HINT} (each shard's "
+           f"duplicate may be published twice, or withheld as a copy of a pair no longer in the pool), or under "
+           f"another policy than dedup_index's. To {SETTLE_HINT} (each shard's "
            f"reason under *Shards left out* says how); then rebuild this report."]
           if o.get("unsettled_shards") else []),
         *(["", f"**{len(frozen)} frozen shards** ({', '.join(frozen['shard'])}) cannot be re-selected (no raw file or "

@@ -634,8 +634,8 @@ _NUMBER_RE = re.compile(r"\d+(?:[.,:]\d+)*")
 _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # "1,000" is 1000
 # number words a rewrite may write for a figure ("three dogs" -> "3 dogs"); not "one", which is as often "a"
 _NUMBER_WORDS = {word: str(n) for n, word in enumerate(
-    "zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split()) if word != "_"}
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split()) if word != "one"}
 _NUMBER_WORDS.update({word: str(10 * n) for n, word in enumerate(
     "thirty forty fifty sixty seventy eighty ninety".split(), start=3)})
 _NEGATIONS = frozenset({"not", "no", "never", "without", "nothing", "nobody", "none", "neither", "nor", "cannot"})

@@ -500,7 +500,8 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
 
 
 _GZIP_TRAILER = 8  # a gzip member's CRC32 and length, after its compressed data
-_STREAM_MAGIC = {"gz": b"\x1f\x8b", "bz2": b"BZh", "xz": b"\xfd7zXZ\x00"}  # how each kind of stream starts
+# tarfile's compression -> its name and how a stream of it starts
+_STREAMS = {"gz": ("gzip", b"\x1f\x8b"), "bz2": ("bzip2", b"BZh"), "xz": ("xz", b"\xfd7zXZ\x00")}
 _LOOK_AFTER_STREAM = 1 << 16  # bytes read past a compressed stream to tell padding from more data
 
 
@@ -631,8 +632,8 @@ class ShardReader:
             rest += compressed.fileobj.read(_LOOK_AFTER_STREAM - len(rest))
         if not rest.strip(b"\0"):
             return
-        kind = {"gz": "gzip", "bz2": "bzip2", "xz": "xz"}.get(compressed.comptype, compressed.comptype)
-        if rest.lstrip(b"\0").startswith(_STREAM_MAGIC.get(compressed.comptype, b"\0")):
+        kind, magic = _STREAMS.get(compressed.comptype, (compressed.comptype, b"\0"))
+        if rest.lstrip(b"\0").startswith(magic):
             self._skip("corrupt_tar", detail=f"after {read} members: the {kind} stream ended, then another "
                        f"({kind}'d tars joined with `cat`? `tar -i` reads on; write them as one archive); the rest "
                        "of the shard is not read")

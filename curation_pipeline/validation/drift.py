@@ -166,10 +166,11 @@ def check_final_captions_drift(final: pd.DataFrame, thresholds: DriftThresholds 
 
 def check_caption_length_drift(original: pd.Series, final: pd.Series,
                                thresholds: DriftThresholds | None = None) -> DriftResult:
-    """Compare final caption lengths with the shard's original captions (the caller picks the rows)."""
+    """Compare final caption lengths with the shard's original captions: the same pairs before and after (the caller
+    picks the rows; sides of unequal length are not compared below min_rows)."""
     t = thresholds or DriftThresholds()
     return compare_lengths(LengthCounts.of_captions(original, t.length_unit),
-                           caption_lengths(final, t.length_unit), t, paired=len(original) == len(final))
+                           caption_lengths(final, t.length_unit), t, paired=True)
 
 
 def compare_lengths(reference: LengthCounts, lengths: np.ndarray, thresholds: DriftThresholds | None = None,
