@@ -236,6 +236,9 @@ class ScoringResource(dg.ConfigurableResource):
         return _scorers(self.as_profile())
 
 
+_MAX_NEW_TOKENS = {"vlm": VLM_MAX_NEW_TOKENS, "aitqe": AITQE_MAX_NEW_TOKENS}  # what rewriter.max_new_tokens 0 means
+
+
 @lru_cache(maxsize=4)
 def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams: int, batch_size: int,
               device: str, trust_remote_code: bool, vision_tower: str = "", load_model: bool = True) -> Rewriter:
@@ -285,7 +288,12 @@ class RewriterResource(dg.ConfigurableResource):
         unread = {"kind", "batch_size", "device", "trust_remote_code"}
         if self.kind == "aitqe":  # AITQE generates greedily: num_beams never reaches it
             unread.add("num_beams")
-        return {} if self.kind == "cleaner" else self.model_dump(exclude=unread, exclude_defaults=True)
+        if self.kind == "cleaner":
+            return {}
+        settings = self.model_dump(exclude=unread, exclude_defaults=True)
+        if settings.get("max_new_tokens") == _MAX_NEW_TOKENS[self.kind]:  # the default, written out: the same rewrites
+            del settings["max_new_tokens"]
+        return settings
 
     def rewriter(self, load_model: bool = True) -> Rewriter:
         """``load_model=False``: an ``aitqe`` rewriter without its model (``AitqeRewriter``), for targets all

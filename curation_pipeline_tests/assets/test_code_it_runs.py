@@ -8,6 +8,8 @@ from curation_pipeline.automation import SCORES_CURRENT, shards_to_refresh
 from curation_pipeline.definitions import build_definitions
 from curation_pipeline.resources import ClipConfig, MlmConfig, RewriterResource, ScoringResource
 from curation_pipeline.rewriting import base as rewriter_base
+from curation_pipeline.rewriting.aitqe import AITQE_MAX_NEW_TOKENS
+from curation_pipeline.rewriting.vlm import VLM_MAX_NEW_TOKENS
 from curation_pipeline.scoring.aitqe import AitqeScorer
 from curation_pipeline.scoring.aitqe import scorer_version as aitqe_scorer_version
 from curation_pipeline.scoring.clip import ClipScorer
@@ -78,6 +80,12 @@ def test_another_model_or_switch_changes_the_code_version_a_faster_setting_does_
                  REWRITES) == rewrites
     assert _code(build_definitions(rewriter=vlm.model_copy(update={"model": "other/vlm"})), REWRITES) != rewrites
     assert _code(build_definitions(rewriter=vlm.model_copy(update={"prompt": "Fix: {caption}"})), REWRITES) != rewrites
+    for kind, default in (("vlm", VLM_MAX_NEW_TOKENS), ("aitqe", AITQE_MAX_NEW_TOKENS)):  # 0 means the default
+        implicit = _code(build_definitions(rewriter=RewriterResource(kind=kind, model="some/vlm")), REWRITES)
+        assert _code(build_definitions(rewriter=RewriterResource(kind=kind, model="some/vlm", max_new_tokens=default)),
+                     REWRITES) == implicit, kind
+        assert _code(build_definitions(rewriter=RewriterResource(kind=kind, model="some/vlm",
+                                                                 max_new_tokens=default + 1)), REWRITES) != implicit
     assert _code(build_definitions(rewriter=RewriterResource(model="unread")), REWRITES) == _code(
         build_definitions(), REWRITES)  # the cleaner reads no model
 
