@@ -367,9 +367,11 @@ class RewriteActor:
         from curation_pipeline.scoring.profiles import build_scorers, caption_scorers
         from curation_pipeline.scoring.signals.embedding import caption_similarity
 
-        self.model = RewriterResource(**rewriter).rewriter(load_model)
+        self.model, self.not_reused = RewriterResource(**rewriter).rewriter(load_model), ""
         if reuse is not None:  # a loaded model must make the planned call, else it generates every target
-            self.model = ReplyReuse(self.model, reuse.checked(self.model) if load_model else reuse)
+            checked = reuse.checked(self.model) if load_model else reuse
+            self.model = ReplyReuse(self.model, checked)
+            self.not_reused = checked.why_not if checked is not reuse else ""  # the plan's own why: the driver's
         # the profile's scorers that make a needed column (as locally); the caption scorers come first
         # in every profile, so when they make all of them the image models are not loaded at all
         needed = set(needed)
@@ -397,7 +399,7 @@ class RewriteActor:
                 quality_column=self.quality_column, scores_before=self.scores_before, rules=self.rules,
                 run_id=self.run_id, similarity=self.similarity))
             reused = getattr(self.model, "reused", set())  # the batch's targets answered from stored replies
-            out.append({**result, "reused": json.dumps([k for k in keys if k in reused])})
+            out.append({**result, "reused": json.dumps([k for k in keys if k in reused]), "not_reused": self.not_reused})
         return pa.Table.from_pylist(out)
 
 
@@ -602,7 +604,7 @@ def rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: b
     # a chat VLM's caption handling needs its processor: only the released checkpoint is answered unloaded
     load_model = (reuse is None or not reuse.call.released
                   or not reuse.answers_all(targets["key"], targets["caption"]))
-    lineage, stats, reused = _on_cluster(
+    lineage, stats, (reused, not_reused) = _on_cluster(
         options, _rewrite_shard, url, shard, targets, with_images=with_images, rewriter=rewriter, profile=profile,
         needed=needed, quality_column=quality_column, rules=rules, run_id=run_id, options=options,
         expected=expected, limits=limits, reuse=reuse, load_model=load_model)
@@ -610,7 +612,7 @@ def rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: b
         return lineage, stats, None
     from curation_pipeline.rewriting.reuse import Reuse
 
-    return lineage, stats, Reuse(reuse, reused)
+    return lineage, stats, Reuse(reuse, reused, not_reused)
 
 
 def plan_reuse(targets: pd.DataFrame, rewriter: dict, options: RayOptions, stored, raw_file: str | None):
@@ -671,21 +673,23 @@ def rewrite_actor_kwargs(shard: str, targets: pd.DataFrame, *, rewriter: dict, p
             "known": known_embeddings(targets), "threads": threads, "reuse": reuse, "load_model": load_model}
 
 
-def rewrite_lineage(rows: list[dict], shard: str, targets: pd.DataFrame) -> tuple[pd.DataFrame, set[str]]:
-    """The lineage of the actors' rows (in batch order), and the targets answered from stored replies."""
+def rewrite_lineage(rows: list[dict], shard: str, targets: pd.DataFrame) -> tuple[pd.DataFrame, set[str], set[str]]:
+    """The lineage of the actors' rows (in batch order), the targets answered from stored replies, and why an
+    actor answered none from them (its loaded model asks otherwise than the driver planned)."""
     from curation_pipeline.rewriting.attempts import LINEAGE_COLUMNS, empty_lineage
 
     records = [row for r in rows for row in pickle.loads(r["frame"]).to_dict("records")]
     lineage = pd.DataFrame(records, columns=LINEAGE_COLUMNS) if records else empty_lineage()
     if len(lineage) != len(targets):
         raise RuntimeError(f"{shard}: {len(lineage)} lineage rows for {len(targets)} pairs to rewrite")
-    return lineage, {key for r in rows for key in json.loads(r.get("reused") or "[]")}
+    return (lineage, {key for r in rows for key in json.loads(r.get("reused") or "[]")},
+            {r["not_reused"] for r in rows if r.get("not_reused")})
 
 
 def _rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: bool, rewriter: dict,
                    profile, needed: set[str], quality_column: str, rules, run_id: str, options: RayOptions,
                    expected=None, limits: ReaderLimits = ReaderLimits(), reuse=None,
-                   load_model: bool = True) -> tuple[pd.DataFrame, RayStats, set[str]]:
+                   load_model: bool = True) -> tuple[pd.DataFrame, RayStats, tuple[set[str], set[str]]]:
     kwargs = rewrite_actor_kwargs(shard, targets, rewriter=rewriter, profile=profile, needed=needed,
                                   quality_column=quality_column, rules=rules, run_id=run_id, threads=options.threads,
                                   reuse=reuse, load_model=load_model)
@@ -705,8 +709,8 @@ def _rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: 
         what = "rewriter" if load_model else "rewriter's settings (every target answered from its stored reply)"
         loads = _named(f"the {rewriter['kind']} {what} and its re-scorers", model=rewriter["model"])
         rows, stats = _collect(_actors(ds, RewriteActor, kwargs, options), shard, options, loads)
-    lineage, reused = rewrite_lineage(rows, shard, targets)
-    return lineage, stats, reused
+    lineage, reused, not_reused = rewrite_lineage(rows, shard, targets)
+    return lineage, stats, (reused, not_reused)
 
 
 def score_model_stage(url: str, shard: str, profile, options: RayOptions,

@@ -135,13 +135,16 @@ class StoredReplies:
 @dataclass
 class Reuse:
     """Which candidates came from stored replies (``reused``: keys, so a batch split and retried is not
-    counted twice), for the run's metadata."""
+    counted twice), for the run's metadata; ``not_reused``: why a Ray actor answered none from them, where its
+    loaded model asks otherwise than the driver planned (``StoredReplies.checked``)."""
 
     stored: StoredReplies
     reused: set[str] = field(default_factory=set)
+    not_reused: set[str] = field(default_factory=set)
 
     def summary(self, attempts: int) -> str:
-        return self.stored.summary(len(self.reused), attempts)
+        said = self.stored.summary(len(self.reused), attempts)
+        return "; ".join([said, *(f"an actor generated all its targets: {why}" for why in sorted(self.not_reused))])
 
 
 class ReplyReuse(Rewriter):

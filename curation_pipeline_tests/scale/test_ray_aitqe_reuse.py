@@ -219,3 +219,25 @@ def test_an_aitqe_rewriter_without_its_model_loads_nothing_and_never_generates(a
         unloaded.generator.generate([None], ["x"])
     with pytest.raises(ValueError, match="only an aitqe rewriter"):
         RewriterResource(kind="cleaner").rewriter(load_model=False)
+
+
+def test_ray_actor_whose_model_asks_otherwise_than_planned_generates_and_says_why(
+        aitqe_dir, targets, stored, calls, loads, in_process, monkeypatch):  # noqa: F811
+    """A GPU node loading the model in another precision than the planning task found: its actor generates
+    every target, and the run's summary says why, as the local rewrite's does."""
+    import dataclasses
+
+    frame, meta = stored
+    frame = frame.copy()
+    frame.loc[0, "caption"] = frame.loc[0, "caption"] + "."  # one target without a reply: the actor loads the model
+    real = ray_data._planned_call
+    monkeypatch.setattr(ray_data, "_plan_call", lambda rewriter, options: (
+        lambda call, asker: (dataclasses.replace(call, dtype="float16"), asker))(*real(rewriter, 1)))
+    calls.clear(), loads.clear()
+
+    lineage, _, reuse = _on_ray(_settings(aitqe_dir), targets, (frame, meta))
+    assert loads == [aitqe_dir] and _generated(calls) == TARGETS and reuse.reused == set()
+    summary = reuse.summary(len(lineage))
+    assert summary.startswith(f"0 of {TARGETS} from the replies aitqe@9:"), summary
+    assert "; an actor generated all its targets: the rewriter loaded as AitqeCall(" in summary
+    assert "dtype='float32'" in summary and "dtype='float16'" in summary
