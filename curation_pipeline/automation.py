@@ -12,7 +12,7 @@ import dagster as dg
 
 from curation_pipeline.partitions import add_shards, shard_partitions
 from curation_pipeline.resources import WarehouseResource
-from curation_pipeline.shards.fingerprint import raw_stat, raw_version
+from curation_pipeline.shards.fingerprint import observed_version, raw_stat
 from curation_pipeline.storage.warehouse import object_storage_errors
 
 if TYPE_CHECKING:  # imported where it is used: Dagster's staleness module stays out of the definitions' import
@@ -495,12 +495,23 @@ def in_flight_note(flight: dict[str, list[dg.RunRecord]], keys: list[str]) -> st
 
 @dg.op(description="Adds every valid .tar in the raw location as a shard partition; launches no work.")
 def register_raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curation_pipeline.storage.warehouse import READ_THREADS
+
     found, rejected, known, new = _unregistered(context, warehouse)
     if new:  # a `curate run` registering the same keys meanwhile is retried, not a failed op
         new = add_shards(context.instance, new)
-    for key in new:  # observed as registered: whatever path materializes pairs later, it records this version
-        context.log_event(dg.AssetObservation(asset_key="raw_shards", partition=key,
-                                              tags={"dagster/data_version": raw_version(found[key])}))
+    wh = warehouse.warehouse()
+    with ThreadPoolExecutor(READ_THREADS) as pool:  # each file read whole: many at once on object storage
+        # as raw_shards observes (its stat recorded in the warehouse): the next observation reads it no more
+        seen = list(pool.map(lambda key: observed_version(wh, key, found[key], None), new))
+    for key, observed in zip(new, seen):  # observed as registered: whatever path materializes pairs later, it
+        context.log_event(dg.AssetObservation(  # records this version
+            asset_key="raw_shards", partition=key, tags={"dagster/data_version": observed.sha256}))
+        if observed.unrecorded:
+            context.log.warning(f"{key}: hashed, its stat not recorded ({observed.unrecorded}): read again when "
+                                "raw_shards is next observed")
     context.log.info(f"registered {len(new)} new shard(s): {', '.join(new) or 'none'}; "
                      f"{len(known)} already known, {len(rejected)} file name(s) rejected")
 

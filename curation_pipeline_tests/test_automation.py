@@ -1,5 +1,6 @@
 """The sensor registers new shards as partitions; the schedule requests missing and stale ones."""
 
+import hashlib
 import os
 import shutil
 import time
@@ -181,7 +182,17 @@ def test_register_shards_fills_a_fresh_instance_without_running_anything(tmp_pat
         result = defs.resolve_job_def("register_shards").execute_in_process(instance=instance)
         assert result.success
         assert sorted(instance.get_dynamic_partitions("shards")) == ["sample-000000", "sample-000001"]
-        assert instance.get_runs_count() == 1 and not (tmp_path / "wh").exists()
+        assert instance.get_runs_count() == 1 and not (tmp_path / "wh" / "pairs").exists()
+        observed = {e.event_specific_data.asset_observation.partition:
+                    e.event_specific_data.asset_observation.tags["dagster/data_version"]
+                    for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
+        assert observed == {key: hashlib.sha256((raw / f"{key}.tar").read_bytes()).hexdigest()
+                            for key in ("sample-000000", "sample-000001")}
+        # the stats hashed are recorded as an observation's are: the next one reads no file again
+        observe = defs.resolve_job_def("observe_raw_shards").execute_in_process(instance=instance)
+        assert observe.success
+        logs = [e.user_message for e in instance.all_logs(observe.run_id) if "raw shard(s)" in e.user_message]
+        assert any("observed 2 raw shard(s); read 0 whose stat was new" in m for m in logs), logs
 
 
 def test_missing_raw_file_is_skipped_by_the_schedule_and_pruned(tmp_path):

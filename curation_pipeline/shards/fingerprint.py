@@ -136,11 +136,6 @@ def fingerprint(url: str) -> RawFingerprint:
     return RawFingerprint(size, sha, after.mtime, after.identity)
 
 
-def raw_version(url: str) -> str:
-    """The file's SHA-256, Dagster's data version of a raw shard, read in full (a shard being registered)."""
-    return hash_file(url)[1]
-
-
 # warehouse folder: per shard, the stat and SHA-256 an observation last had to hash the raw file for
 OBSERVED = "raw_observed"
 
