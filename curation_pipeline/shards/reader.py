@@ -24,13 +24,16 @@ orientation, transparency on white) for content signals, the reference one for m
 
 from __future__ import annotations
 
+import bz2
 import hashlib
 import io
 import json
+import lzma
 import math
 import re
 import tarfile
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Any, Iterator, Literal
 
@@ -499,28 +502,115 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
     return rgb, info
 
 
-_GZIP_TRAILER = 8  # a gzip member's CRC32 and length, after its compressed data
-# tarfile's compression -> its name and how a stream of it starts
+# tarfile's compression -> its name and how a stream of it starts (as tarfile's ``r|*`` tells them apart)
 _STREAMS = {"gz": ("gzip", b"\x1f\x8b"), "bz2": ("bzip2", b"BZh"), "xz": ("xz", b"\xfd7zXZ\x00")}
 _LOOK_AFTER_STREAM = 1 << 16  # bytes read past a compressed stream to tell padding from more data
+_RAW_READ = 1 << 14  # compressed bytes fed to the decompressor at a time (tarfile fed 10 KiB)
+# a compressed shard may decompress to this many times its compressed bytes read so far, plus the slack: JPEG tars
+# barely compress (1.0-1.2x), a tar of captions only a few times; bzip2'd zeros shrink 900,000 to 1
+MAX_INFLATION, INFLATION_SLACK = 100, 64 << 20
+MAX_EXTENDED_HEADER = 1 << 20  # a pax or GNU long-name header's data, read whole by tarfile before any check
 
 
-def _rest_of_stream(compressed) -> Iterator[bytes]:
-    """What is left of tarfile's decompressed stream (``tarfile._Stream``), chunk by chunk, up to the end of the
-    compressed stream and no further."""
-    if compressed.dbuf:
-        data, compressed.dbuf = compressed.dbuf, b""
-        yield data
-    while not compressed.cmp.eof:
-        raw, compressed.buf = compressed.buf or compressed.fileobj.read(compressed.bufsize), b""
-        if not raw:
-            return
-        try:
-            data = compressed.cmp.decompress(raw)
-        except compressed.exception as exc:
-            raise tarfile.ReadError("invalid compressed data") from exc
-        if data:
-            yield data
+class TarRefused(tarfile.ReadError):
+    """A shard the reader stops reading on purpose (a decompression bomb, an oversized extended header): the rest
+    is a ``corrupt_tar`` skip, never taken for a file cut short."""
+
+
+def _compression(head: bytes) -> str | None:
+    """The shard's compression, told from its first bytes as tarfile's ``r|*`` tells it (None: a plain tar)."""
+    if head.startswith(b"\x1f\x8b\x08"):
+        return "gz"
+    if head[0:3] == b"BZh" and head[4:10] == b"1AY&SY":
+        return "bz2"
+    if head.startswith((b"\x5d\x00\x00\x80", b"\xfd7zXZ")):
+        return "xz"
+    return None
+
+
+class _Replayed:
+    """``raw``, its first bytes (read to tell its compression) given back first."""
+
+    def __init__(self, head: bytes, raw):
+        self._head, self._raw = head, raw
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            data, self._head = (self._head, b"") if size < 0 else (self._head[:size], self._head[size:])
+            return data
+        return self._raw.read(size)
+
+
+class _Decompressed:
+    """A compressed shard's first stream, at most ``size`` decompressed bytes a read and never past the stream's
+    end (``unused_data``: what came after it, as far as read). tarfile's own ``r|*`` decompressed each raw chunk
+    whole and copied what was left at every 512-byte read: a few KB of bzip2'd zeros held gigabytes, and many
+    small members took time growing with their square. Decompressing more than ``MAX_INFLATION`` times the
+    compressed bytes (plus ``INFLATION_SLACK``) is refused (``TarRefused``)."""
+
+    def __init__(self, kind: str, raw):
+        self.kind, self._raw = kind, raw
+        self._cmp = (zlib.decompressobj(16 + zlib.MAX_WBITS) if kind == "gz"  # gzip's header and trailer checked
+                     else bz2.BZ2Decompressor() if kind == "bz2" else lzma.LZMADecompressor())
+        self._tail = b""  # zlib's input not yet decompressed (its unconsumed_tail)
+        self.compressed = self.decompressed = 0
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._cmp.unused_data if self._cmp.eof else b""
+
+    def read(self, size: int = -1) -> bytes:
+        size = size if size is not None and size >= 0 else _RAW_READ
+        while size and not self._cmp.eof:
+            feed = self._input()
+            if feed is None:  # the file ended inside the stream: tarfile finds it cut short
+                return b""
+            try:
+                data = self._cmp.decompress(feed, size)
+            except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
+                raise tarfile.ReadError(f"invalid {_STREAMS[self.kind][0]} data ({error_text(exc)})") from exc
+            if self.kind == "gz":
+                self._tail = self._cmp.unconsumed_tail
+            if data:
+                self.decompressed += len(data)
+                if self.decompressed > MAX_INFLATION * self.compressed + INFLATION_SLACK:
+                    raise TarRefused(
+                        f"the {_STREAMS[self.kind][0]} stream decompresses to over {MAX_INFLATION} times its size "
+                        f"({self.decompressed:,} bytes from {self.compressed:,}): a decompression bomb? not read on")
+                return data
+        return b""
+
+    def _input(self) -> bytes | None:
+        """What to decompress next: the input zlib left, nothing where bz2/lzma hold unread input, else the file's
+        next bytes (None at its end)."""
+        if self.kind == "gz" and self._tail:
+            return self._tail
+        if self.kind != "gz" and not self._cmp.needs_input:
+            return b""
+        raw = self._raw.read(_RAW_READ)
+        self.compressed += len(raw)
+        return raw or None
+
+    def read_raw(self, size: int) -> bytes:
+        """The file's bytes after what was given to the decompressor (after the stream's end: never decompressed)."""
+        return self._raw.read(size)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a pax or GNU long-name header's data whole, before any member is checked: bounded first."""
+
+    def _proc_pax(self, tar):
+        self._bounded("a pax extended header")
+        return super()._proc_pax(tar)
+
+    def _proc_gnulong(self, tar):
+        self._bounded("a GNU long-name header")
+        return super()._proc_gnulong(tar)
+
+    def _bounded(self, what: str) -> None:
+        if self.size > MAX_EXTENDED_HEADER:
+            raise TarRefused(f"{what} at tar offset {self.offset} declares {self.size:,} bytes, over the "
+                             f"{MAX_EXTENDED_HEADER:,}-byte limit; not read on")
 
 
 class _LastRead:
@@ -541,7 +631,7 @@ class _LastRead:
 
 
 class _EndCheckedTar(tarfile.TarFile):
-    """``open(mode="r|*")`` builds its stream and passes it here: wrapped before the first header is read."""
+    """``open(mode="r|")`` builds its stream and passes it here: wrapped before the first header is read."""
 
     def __init__(self, name=None, mode="r", fileobj=None, **kwargs):
         super().__init__(name, mode, _LastRead(fileobj), **kwargs)
@@ -559,6 +649,7 @@ class ShardReader:
         self.skips: list[ShardSkip] = []
         self.fingerprint: RawFingerprint | None = None
         self._cut = False  # the tar's damage may have hidden members of the last sample read before it
+        self._decompressed: _Decompressed | None = None  # a compressed shard's stream
 
     def _skip(self, reason: str, key: str | None = None, member: str | None = None, detail: str = "") -> None:
         self.skips.append(ShardSkip(reason, printable_name(key) if key is not None else None,
@@ -600,10 +691,8 @@ class ShardReader:
         # stream.at == end always (next() reads a header block in one call); checked, as a miss would hide a loss
         size, zeros = len(stream.block), stream.block.count(0) == len(stream.block) and stream.at == end
         run = size if zeros else 0  # zero bytes from that block on, before any data
-        compressed = stream._stream if getattr(stream._stream, "comptype", "tar") != "tar" else None
-        # decompressed up to the compressed stream's end only: tarfile's own reads past it keep every further raw
-        # byte in the decompressor, copied at each read (a second archive of 32 MB took 20 s)
-        chunks = _rest_of_stream(compressed) if compressed is not None else iter(lambda: stream.read(1 << 20), b"")
+        compressed = self._decompressed  # read up to its stream's end only (``_Decompressed``)
+        chunks = iter(lambda: stream.read(1 << 20), b"")
         while zeros and (chunk := next(chunks, b"")):
             lead = len(chunk) - len(chunk.lstrip(b"\0"))
             size, zeros, run = size + len(chunk), lead == len(chunk), run + lead
@@ -627,12 +716,12 @@ class ShardReader:
         """What follows a compressed archive's stream, which tarfile never reads: zeros (padding, as gzip allows)
         are nothing; another stream of the same kind is a second archive (compressed tars joined with ``cat``),
         unread; anything else is bytes that are no archive."""
-        rest = compressed.cmp.unused_data[_GZIP_TRAILER if compressed.comptype == "gz" else 0:]
+        rest = compressed.unused_data
         if len(rest) < _LOOK_AFTER_STREAM:
-            rest += compressed.fileobj.read(_LOOK_AFTER_STREAM - len(rest))
+            rest += compressed.read_raw(_LOOK_AFTER_STREAM - len(rest))
         if not rest.strip(b"\0"):
             return
-        kind, magic = _STREAMS.get(compressed.comptype, (compressed.comptype, b"\0"))
+        kind, magic = _STREAMS[compressed.kind]
         if rest.lstrip(b"\0").startswith(magic):
             self._skip("corrupt_tar", detail=f"after {read} members: the {kind} stream ended, then another "
                        f"({kind}'d tars joined with `cat`? `tar -i` reads on; write them as one archive); the rest "
@@ -665,7 +754,10 @@ class ShardReader:
         the fingerprint (of every byte received) still matched the file."""
         read = 0
         try:
-            tar = _EndCheckedTar.open(fileobj=stream, mode="r|*")
+            head = stream.read(10)
+            source, kind = _Replayed(head, stream), _compression(head)
+            self._decompressed = _Decompressed(kind, source) if kind else None
+            tar = _EndCheckedTar.open(fileobj=self._decompressed or source, mode="r|", tarinfo=_BoundedTarInfo)
             for info in tar:
                 read += 1
                 tar.members = []  # tarfile keeps every header otherwise (memory grows with the shard)
@@ -674,7 +766,7 @@ class ShardReader:
                     try:
                         data = tar.extractfile(info).read()
                     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-                        if stream.error is not None:
+                        if stream.error is not None or isinstance(exc, TarRefused):
                             raise
                         self._skip("unreadable_member", key=base_plus_ext(info.name)[0], member=info.name,
                                    detail=error_text(exc))
@@ -691,8 +783,9 @@ class ShardReader:
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             if stream.error is not None:
                 raise
-            reason, self._cut = "truncated_tar" if read else "unreadable_tar", True
-            self._skip(reason, detail=f"after {read} members: {error_text(exc)}")
+            reason = "corrupt_tar" if isinstance(exc, TarRefused) else "truncated_tar" if read else "unreadable_tar"
+            self._cut = True
+            self._skip(reason, detail=f"after {read} members: {str(exc) if reason == 'corrupt_tar' else error_text(exc)}")
 
     def _finish(self, stat, stream: HashingReader) -> None:
         """Record what was read; compare it with what ``pairs`` recorded (if given)."""

@@ -273,3 +273,65 @@ def test_a_json_caption_that_is_not_text_is_a_caption_problem(tmp_path, caption,
     assert samples["b"].record["caption_problem"] is None  # null: no caption, nothing wrong with it
     assert samples["c"].caption == "txt" and samples["c"].record["caption_problem"] is None  # the .txt wins
     assert reader.skips == []
+
+
+def test_a_decompression_bomb_is_refused_with_memory_bounded(tmp_path, good):
+    """A few KB of bzip2'd zeros after a valid tar, named .tar: tarfile's own stream mode decompressed each chunk
+    whole (3.5 GB held for 2 GB of zeros), and the zeros read as padding with no skip. Now a compressed shard is
+    decompressed a bounded read at a time, and past ``MAX_INFLATION`` times its size it is refused."""
+    import bz2
+    import tracemalloc
+
+    raw, _, _ = good
+    squeeze = bz2.BZ2Compressor(9)
+    zeros = bytes(16 << 20)
+    parts = [squeeze.compress(raw)] + [squeeze.compress(zeros) for _ in range(8)] + [squeeze.flush()]
+    path = tmp_path / "bomb.tar"
+    path.write_bytes(b"".join(parts))
+    assert path.stat().st_size < 20_000  # 128 MB of zeros in it
+    tracemalloc.start()
+    try:
+        reader, samples = read(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(samples) == N  # the samples before the bomb are read
+    (skip,) = reader.skips
+    assert skip.reason == "corrupt_tar" and "decompresses to over 100 times its size" in skip.detail
+    assert "a decompression bomb?" in skip.detail and skip.detail.startswith(f"after {2 * N} members: the bzip2")
+    assert peak < 16 << 20, peak  # never the zeros at once
+    assert reader.fingerprint.size == path.stat().st_size  # every byte still hashed
+
+
+@pytest.mark.parametrize("header", ["pax", "gnu"])
+def test_an_oversized_extended_header_is_refused_unread(tmp_path, header):
+    """tarfile reads a pax header's or GNU long name's data whole before any member check (200 MB held for one
+    comment): over ``MAX_EXTENDED_HEADER`` the shard is refused there, the samples before it kept."""
+    import tracemalloc
+
+    from curation_pipeline.shards.reader import MAX_EXTENDED_HEADER
+
+    path = tmp_path / "x.tar"
+    fmt = tarfile.PAX_FORMAT if header == "pax" else tarfile.GNU_FORMAT
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for name, data in MEMBERS[:2]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("big/" + "n" * (4 << 20) + ".txt" if header == "gnu" else "big.txt")
+        if header == "pax":
+            info.pax_headers = {"comment": "A" * (4 << 20)}
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"a cat"))
+    tracemalloc.start()
+    try:
+        reader, samples = read(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert list(samples) == ["s000"]
+    (skip,) = reader.skips
+    what = "a pax extended header" if header == "pax" else "a GNU long-name header"
+    assert skip.reason == "corrupt_tar" and skip.detail.startswith(f"after 2 members: {what} at tar offset ")
+    assert f"over the {MAX_EXTENDED_HEADER:,}-byte limit; not read on" in skip.detail
+    assert peak < 2 << 20, peak
