@@ -91,16 +91,17 @@ def read_shard_batches(url: str, shard: str, batch_size: int, expected=None, key
     ``iter_pair_batches`` batches); with ``keys`` only those stay. With ``trailer``, a last row (batch
     ``TRAILER``) holds the reader's skips and the fingerprint, known only once the whole tar streamed."""
     reader = ShardReader(url, shard, limits, decode=False, expected=expected)
-    batch, seen, records, images = 0, 0, [], []
+    batch, seen, pixels, records, images = 0, 0, 0, [], []
     for sample in reader:
         seen += 1
+        pixels += sample.pixels(limits)  # as iter_pair_batches cuts a batch of large images early
         if keys is None or sample.key in keys:
             records.append(json.dumps(sample.record))
             images.append(sample.image_data)
-        if seen == batch_size:
+        if seen == batch_size or pixels >= limits.max_batch_pixels:
             if records:
                 yield _batch_row(batch, records, images)
-            batch, seen, records, images = batch + 1, 0, [], []
+            batch, seen, pixels, records, images = batch + 1, 0, 0, [], []
     if records:
         yield _batch_row(batch, records, images)
     if trailer:
