@@ -57,8 +57,13 @@ class TextInImageScorer(Scorer):
             settings["text_score"] = text_score
         defaults = {"max_side": OCR_MAX_SIDE, "det_only": True, "box_thresh": 0.5, "text_score": 0.5}
         self.version = "+".join([type(self).version, *(f"{k}={v}" for k, v in settings.items() if v != defaults[k])])
-        from rapidocr_onnxruntime import RapidOCR  # the engine's runtime and OpenCV: only when built
-
+        try:
+            from rapidocr_onnxruntime import RapidOCR  # the engine's runtime and OpenCV: only when built
+        except ImportError as exc:  # OpenCV's wheel links the system's libGL and GLib, absent from minimal images
+            if ".so" not in str(exc):
+                raise
+            raise ImportError(f"the OCR scorer's OpenCV cannot load a system library ({exc}): install libGL and GLib "
+                              "(Debian/Ubuntu: apt-get install libgl1 libglib2.0-0)") from exc
         self._engine = RapidOCR(det_limit_type="max", det_limit_side_len=max_side, det_box_thresh=box_thresh,
                                 text_score=text_score, intra_op_num_threads=intra_op_threads or cpu_threads(),
                                 inter_op_num_threads=1)

@@ -82,3 +82,22 @@ def test_recognition_mode_and_missing_image(photos):
     assert out["ocr_boxes"].iloc[0] >= 1
     assert out["ocr_boxes"].isna().iloc[1] and out["ocr_area_frac"].isna().iloc[1]
     assert out["ocr_error"].tolist() == [None, "no image"]
+
+
+def test_a_missing_system_library_names_the_packages(monkeypatch):
+    """OpenCV's wheel links libGL and GLib, which minimal Debian/Ubuntu images lack: the scorer names the packages
+    instead of a bare traceback from deep in rapidocr."""
+    import builtins
+    import sys
+
+    real = builtins.__import__
+
+    def without_libgl(name, *args, **kwargs):
+        if name == "rapidocr_onnxruntime":
+            raise ImportError("libGL.so.1: cannot open shared object file: No such file or directory")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "rapidocr_onnxruntime", raising=False)
+    monkeypatch.setattr(builtins, "__import__", without_libgl)
+    with pytest.raises(ImportError, match=r"libGL\.so\.1.*apt-get install libgl1 libglib2\.0-0"):
+        TextInImageScorer()
