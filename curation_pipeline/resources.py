@@ -18,7 +18,7 @@ from dagster_ray import RayResource
 from pydantic import ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
 
 from curation_pipeline.compute.options import RayOptions, check_gpus
-from curation_pipeline.decisions.policy import DecisionPolicy
+from curation_pipeline.decisions.policy import DecisionPolicy, StillWeak
 from curation_pipeline.rewriting.aitqe import AITQE_MAX_NEW_TOKENS
 from curation_pipeline.rewriting.base import Rewriter
 from curation_pipeline.rewriting.verify import MIN_IMPROVEMENT_SHARE, AcceptanceRules
@@ -420,8 +420,9 @@ class PolicyResource(dg.ConfigurableResource):
     def acceptance_rules(self) -> AcceptanceRules:
         # a rewrite still under drop_threshold would be dropped anyway: not accepted (the lineage says so);
         # the margin is the policy's, resolved on (and checked against) quality_column's declared range
-        acceptance = {**self.acceptance.model_dump(), "min_improvement": self.decision_policy().min_improvement}
-        return AcceptanceRules(**acceptance, min_quality=self.drop_threshold)
+        decision = self.decision_policy()
+        acceptance = {**self.acceptance.model_dump(), "min_improvement": decision.min_improvement}
+        return AcceptanceRules(**acceptance, min_quality=self.drop_threshold, still_weak=StillWeak(decision))
 
     def drift_thresholds(self) -> DriftThresholds:
         d = self.drift.model_dump()

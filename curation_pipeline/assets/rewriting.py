@@ -21,7 +21,8 @@ from curation_pipeline.resources import (ComputeResource, PolicyResource, Rewrit
                                          WarehouseResource)
 from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
 from curation_pipeline.rewriting.targets import (blind_judge_warning, judged_blind, known_embeddings, needed_columns,
-                                                 rewrite_needs_images, rewrite_targets, target_batches)
+                                                 rescored_columns, rewrite_needs_images, rewrite_targets,
+                                                 target_batches)
 from curation_pipeline.scoring.run import score_batch
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
 from curation_pipeline.shards.writer import ROWS_DIGEST_KEY, rows_digest
@@ -31,7 +32,7 @@ from curation_pipeline.validation.lengths import caption_lengths
 
 @dg.asset(
     partitions_def=shard_partitions, group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"},
-    code_version="9",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
+    code_version="10",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
     # 3: edit and length ratios count the drift check's words; 4: the edit ratio ignores case and edge
     # punctuation, a placeholder-only caption is fresh, a cut tail and markup are judged anew; 5: full-width
     # brackets and separators are checked as ASCII ones, punctuation glued to a word of a script without spaces is
@@ -44,7 +45,8 @@ from curation_pipeline.validation.lengths import caption_lengths
     # no rewrite, a margin of 0 asks for a gain, a gain equal to the margin passes in floating point, a model's
     # refusal or report of its edit is malformed, a lead-in may carry a parenthesis, a quote mark left alone at the
     # end is dangling and a cut before a quoted word ends on its article, a last segment of only label words the
-    # original went on after is a dangling label)
+    # original went on after is a dangling label; 9: keep_facts where judged blind; 10: a candidate still hitting a
+    # weak-caption bound, not English or too few words, is rejected)
     ins={"caption_decisions": dg.AssetIn(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     kinds={"parquet"},
@@ -94,8 +96,9 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
 
         model = reuse_stored_replies(rewriter.rewriter(), stored, expected.sha256)
         reuse = model.reuse if isinstance(model, ReplyReuse) else None
-        rescorers = [s for s in scoring.scorers() if needed & set(s.columns)]
-        with_images = model.needs_images or any(s.needs_images for s in rescorers)
+        rescorers = [s for s in scoring.scorers() if rescored_columns(needed, rules) & set(s.columns)]
+        # the judge's scorers only: the weak-caption rules' columns are the caption's (rescored_columns)
+        with_images = model.needs_images or any(s.needs_images for s in rescorers if needed & set(s.columns))
         lineage = rewrite_batches(
             target_batches(targets, warehouse.raw_url(shard), shard, with_images, rewriter.batch_size, expected),
             shard=shard, rewriter=model, rescore=lambda b: score_batch(rescorers, b),

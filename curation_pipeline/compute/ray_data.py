@@ -365,6 +365,7 @@ class RewriteActor:
         limit_threads(threads)
         from curation_pipeline.resources import RewriterResource
         from curation_pipeline.rewriting.reuse import ReplyReuse
+        from curation_pipeline.rewriting.targets import rescored_columns
         from curation_pipeline.scoring.profiles import build_scorers, caption_scorers
         from curation_pipeline.scoring.signals.embedding import caption_similarity
 
@@ -375,7 +376,7 @@ class RewriteActor:
             self.not_reused = checked.why_not if checked is not reuse else ""  # the plan's own why: the driver's
         # the profile's scorers that make a needed column (as locally); the caption scorers come first
         # in every profile, so when they make all of them the image models are not loaded at all
-        needed = set(needed)
+        needed = rescored_columns(set(needed), rules)  # with the weak-caption rules' columns, as locally
         cheap = caption_scorers()
         scorers = cheap if needed <= {c for s in cheap for c in s.columns} else build_scorers(profile)
         self.rescorers = [s for s in scorers if needed & set(s.columns)]

@@ -282,6 +282,32 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
     return pd.Series([v or None for v in joined], index=df.index, dtype=object)
 
 
+@dataclass(frozen=True, eq=False)
+class StillWeak:
+    """The weak-caption bounds (``effect="weak"``: not English, too few words) a rewrite's scores still hit, as the
+    decision reads them, where the policy publishes no weak caption (``fallback: drop``): there a candidate the
+    decision would call weak again is no fix, whatever its quality score (the cleaner takes a credit off a French
+    caption, text_quality rises, and it was published while its twin without the credit was dropped). With
+    ``keep_original`` a weak original above drop_threshold is published, so a better-scoring candidate that is weak
+    the same way is too: nothing is checked."""
+
+    policy: DecisionPolicy
+
+    @property
+    def columns(self) -> frozenset[str]:
+        """The columns those bounds read (those the policy switches on): re-scored on each candidate."""
+        if self.policy.fallback == "keep_original":
+            return frozenset()
+        return frozenset(b.column for b in bounds() if b.effect == "weak" and _enabled(b, self.policy))
+
+    def __call__(self, scores: pd.DataFrame) -> list[str | None]:
+        """Per row, the bounds hit ("; "-joined), or None; a column the scores lack is no hit (as for the decision)."""
+        hits = [np.where(_bound_hits(scores, b, self.policy), b.reason, None)
+                for b in bounds() if b.effect == "weak" and b.column in self.columns]
+        return ["; ".join(v for v in row if isinstance(v, str)) or None for row in zip(*hits)] if hits \
+            else [None] * len(scores)
+
+
 def passes_keep_expression(scores: pd.DataFrame, policy: DecisionPolicy) -> pd.Series:
     """Pairs meeting ``keep_expression`` (all True without one): only a known true condition passes."""
     if not policy.keep_expression:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import pandas as pd
 
 from curation_pipeline.decisions.outcome import resolve_outcomes
-from curation_pipeline.decisions.policy import DecisionPolicy, decide
+from curation_pipeline.decisions.policy import DecisionPolicy, StillWeak, decide
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
 from curation_pipeline.rewriting.base import Rewriter
+from curation_pipeline.rewriting.targets import rescored_columns
 from curation_pipeline.rewriting.verify import AcceptanceRules
 
 
@@ -26,7 +27,8 @@ def curate_captions(keys: list[str], captions: list[str | None], *, policy: Deci
     from curation_pipeline.scoring.run import score_batch
 
     policy = policy or DecisionPolicy()
-    rules = rules or AcceptanceRules(min_improvement=policy.min_improvement, min_quality=policy.drop_threshold)
+    rules = rules or AcceptanceRules(min_improvement=policy.min_improvement, min_quality=policy.drop_threshold,
+                                     still_weak=StillWeak(policy))
     rewriter = rewriter or CaptionCleaner()
     scorers = caption_scorers()
     frames = [score_batch(scorers, part) for part in PairBatch(list(keys), list(captions)).chunks(batch_size)]
@@ -40,7 +42,7 @@ def curate_captions(keys: list[str], captions: list[str | None], *, policy: Deci
     if targets.empty:
         lineage = empty_lineage()
     else:
-        rescorers = [s for s in scorers if policy.quality_column in s.columns]
+        rescorers = [s for s in scorers if rescored_columns({policy.quality_column}, rules) & set(s.columns)]
         batch = PairBatch(targets["key"].tolist(), [by_key[k] for k in targets["key"]])
         lineage = rewrite_batches(batch.chunks(batch_size), shard=shard, rewriter=rewriter,
                                   rescore=lambda b: score_batch(rescorers, b), quality_column=policy.quality_column,

@@ -43,12 +43,15 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
     for batch in prefetch(batches, depth=prefetch_depth, name="curate-rewrite-prefetch"):
         candidates = rewrite_with_retry(rewriter, batch)
         usable = [i for i, c in enumerate(candidates) if c.caption]
-        after = np.full(len(batch), math.nan)
+        after, weak = np.full(len(batch), math.nan), [None] * len(batch)
         if usable:
             sub = PairBatch([batch.keys[i] for i in usable], [candidates[i].caption for i in usable],
                             [batch.images[i] for i in usable])
             rescored = rescore(sub)
             after[usable] = pd.to_numeric(rescored[quality_column], errors="coerce").to_numpy(dtype=float)
+            if rules.still_weak is not None:
+                for i, hit in zip(usable, rules.still_weak(rescored.reset_index(drop=True))):
+                    weak[i] = hit
         # a fresh caption for a pair that had none to edit (as the rewriter saw it: no words, or only the
         # image placeholder) is no edit: its edit ratio, length ratio and similarity are not measured (NaN)
         fresh = [rewriter.no_caption_to_edit(c) for c in batch.captions]
@@ -63,7 +66,7 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
             length = length_ratio(original, cand.caption) if measured else math.nan
             if cand.caption:
                 accepted, reason = judge(before, float(after[i]), edit, length, float(sims[i]), rules,
-                                         original=original, candidate=cand.caption, fresh=fresh[i])
+                                         original=original, candidate=cand.caption, fresh=fresh[i], weak=weak[i])
                 if cand.error:  # what else the reply got wrong (AITQE: a score that did not parse)
                     reason = f"{reason}; reply: {cand.error}"
             else:

@@ -38,6 +38,13 @@ def needed_columns(quality_column: str) -> set[str]:
     return {quality_column}
 
 
+def rescored_columns(needed: set[str], rules) -> set[str]:
+    """What a candidate is scored on: ``needed`` (its judge), and the columns of the weak-caption bounds it must
+    clear (``AcceptanceRules.still_weak``). Those are caption rules (DataComp's language and length): they never
+    make a rewrite decode its images (``rewrite_needs_images`` reads ``needed`` alone)."""
+    return set(needed) | (set(rules.still_weak.columns) if rules.still_weak is not None else set())
+
+
 def target_batches(targets: pd.DataFrame, raw_url: str, shard: str, with_images: bool, batch_size: int,
                    expected: RawFingerprint | None = None) -> Iterator[PairBatch]:
     """Only the pairs to rewrite; images are decoded again only when a model needs them."""

@@ -17,7 +17,8 @@ import html
 import math
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from curation_pipeline.rewriting.base import no_caption_to_edit
 from curation_pipeline.validation.lengths import words
@@ -134,6 +135,9 @@ class AcceptanceRules:
     # judge (``targets.judged_blind``): they cannot tell a corrected count from a made-up one, or "not smiling"
     # from "smiling"
     keep_facts: bool = False
+    # The decision's weak-caption bounds (``decisions.policy.StillWeak``: the columns it reads, and per row of a
+    # candidate's scores the bounds still hit): under fallback: drop a candidate still not English is no fix.
+    still_weak: Any = field(default=None, compare=False)
 
 
 # --- the independent check ------------------------------------------------------------
@@ -688,7 +692,7 @@ def changed_facts(original: str, candidate: str) -> str | None:
 
 def judge(quality_before: float, quality_after: float, edit: float, length: float, similarity: float,
           rules: AcceptanceRules, *, original: str | None = None,
-          candidate: str | None = None, fresh: bool | None = None) -> tuple[bool, str]:
+          candidate: str | None = None, fresh: bool | None = None, weak: str | None = None) -> tuple[bool, str]:
     """Accepted or not, and the first reason that decided it. With ``candidate`` given and
     ``rules.check_wellformed`` on, the well-formedness check must pass too, whatever the score says.
     A fresh caption (``fresh``; when None: ``candidate`` given and no caption to edit in ``original``,
@@ -710,6 +714,8 @@ def judge(quality_before: float, quality_after: float, edit: float, length: floa
         fact = changed_facts(original, candidate)
         if fact:
             return False, f"changes what a text-only judge cannot check: {fact}"
+    if weak:  # the candidate's own scores hit a bound that makes a caption weak (``AcceptanceRules.still_weak``)
+        return False, f"still {weak} after rewriting (fallback: drop publishes no weak caption)"
     # an unknown score before (NaN) is no score to beat but the margin over 0; the reason says unknown, never 0
     before = 0.0 if math.isnan(quality_before) else quality_before
     shown, after_shown = _shown(before, quality_after)

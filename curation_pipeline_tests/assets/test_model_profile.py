@@ -60,7 +60,10 @@ def test_full_profile_scores_and_selects_with_model_columns(tmp_path, models):
 def test_vlm_rewriter_partition_records_verified_lineage(tmp_path, models, monkeypatch):
     from curation_pipeline.resources import RewriterResource
     from curation_pipeline.rewriting.vlm import ChatGenerator
+    from curation_pipeline.pairs import PairBatch
     from curation_pipeline.rewriting.verify import AcceptanceRules, judge
+    from curation_pipeline.scoring.profiles import caption_scorers
+    from curation_pipeline.scoring.run import score_batch
     from curation_pipeline_tests.rewriting.test_rewrite_end_to_end import finished
 
     # The tiny random VLM never emits an end token, so every reply would be cut off at max_new_tokens
@@ -95,12 +98,16 @@ def test_vlm_rewriter_partition_records_verified_lineage(tmp_path, models, monke
     assert given == [rules]
     candidates = lineage["candidate_caption"].notna()
     assert candidates.sum() >= len(lineage) // 2, lineage[["key", "reason"]]
+    scorers = caption_scorers()
     for row in lineage.itertuples():
         if row.candidate_caption is None:
             assert not row.accepted and row.reason.startswith("no candidate: "), row.reason
             continue
+        # a candidate still weak by the decision's caption rules (the tiny model's random text is no English)
+        (weak,) = given[0].still_weak(score_batch(scorers, PairBatch([row.key], [row.candidate_caption])))
         expected = judge(row.quality_before, row.quality_after, row.edit_ratio, row.length_ratio,
-                         row.semantic_similarity, rules, original=row.original_caption, candidate=row.candidate_caption)
+                         row.semantic_similarity, rules, original=row.original_caption, candidate=row.candidate_caption,
+                         weak=weak)
         assert (row.accepted, row.reason) == expected, row.key
     # random text shares no word with a caption (edit bound), but is accepted as a fresh caption where none was
     accepted = lineage[lineage["accepted"]]
