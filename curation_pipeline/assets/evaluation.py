@@ -52,9 +52,10 @@ def _results_table(report: dict) -> pd.DataFrame:
 
 @dg.asset(
     group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
-    code_version="5",  # bump when the same inputs give different output (3: a constant side fails, not NaN;
+    code_version="6",  # bump when the same inputs give different output (3: a constant side fails, not NaN;
     # 4: in any row, e.g. Expert's mean per pair; 5: a generic file's pair rated in several rows is drawn whole by
-    # the bootstrap and counted once; a blank key cell names no key)
+    # the bootstrap and counted once; a blank key cell names no key; 6: judged_pairs and matched_pairs count pairs,
+    # judged_rows and matched_rows the rows)
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Agreement of a score column with human judgments (Flickr8k-Expert, Flickr8k-CrowdFlower or a "
@@ -86,6 +87,7 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
         "format": report["format"],
         "protocol": head["label"],  # the row the coefficients below come from; "results" has every row
         **numbers(_known({"judged_pairs": report["judged_pairs"], "matched_pairs": report["matched_pairs"],
+                          "judged_rows": report["judged_rows"], "matched_rows": report["matched_rows"],
                           "kendall_tau_c": head["kendall_tau_c"]["value"],
                           "kendall_tau_b": head["kendall_tau_b"]["value"],
                           "spearman": head["spearman"]["value"], "pearson": head["pearson"]["value"]})),

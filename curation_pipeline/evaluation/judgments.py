@@ -238,6 +238,11 @@ def warehouse_scores(warehouse, column: str) -> pd.DataFrame:
     return out
 
 
+def _count_pairs(rows: pd.DataFrame) -> int:
+    """How many judged pairs ``rows`` rate: a generic file may rate a pair in several rows (one per annotator)."""
+    return int(rows["pair"].nunique()) if "pair" in rows else len(rows)
+
+
 def _unmatched_note(joined: pd.DataFrame, metric: pd.DataFrame, on: list[str], how: str) -> str | None:
     """How the join was made, with a judged pair it did not find next to one the warehouse has."""
     missing = joined[joined["_merge"].eq("left_only")]
@@ -248,7 +253,7 @@ def _unmatched_note(joined: pd.DataFrame, metric: pd.DataFrame, on: list[str], h
         return " / ".join(repr(row[c]) for c in on)
 
     stored = f"e.g. {show(metric.iloc[0])}" if len(metric) else "none"
-    return (f"joined on {how}: {len(missing)} judged pairs are not in the warehouse's quality_scores "
+    return (f"joined on {how}: {_count_pairs(missing)} judged pairs are not in the warehouse's quality_scores "
             f"(e.g. {show(missing.iloc[0])}; the warehouse has {stored})")
 
 
@@ -384,16 +389,18 @@ def evaluate_agreement(joined: pd.DataFrame, *, protocols=("mean", "each"), n_bo
     scored = joined[comparable(numeric["score"], numeric["metric"])]  # the rows correlations() keeps
     note = joined.attrs.get("unmatched_note")
     human = np.isfinite(numeric["score"].to_numpy(dtype=float))
-    report = {"format": fmt, "path": joined.attrs.get("path"), "judged_pairs": int(len(joined)),
-              "matched_pairs": int(len(scored)), "skipped_references": int(joined.attrs.get("skipped_references", 0)),
-              # why the judged pairs not scored were left out: no human score that is a number, or no score of the
-              # metric (not in the warehouse, or unknown there)
-              "no_human_score": int((~human).sum()), "unread_human_scores": joined.attrs.get("unread_scores", []),
-              "no_metric": int((human & ~np.isfinite(numeric["metric"].to_numpy(dtype=float))).sum()),
+    # pairs are what was judged; rows are ratings (several per pair where a generic file has one row per annotator)
+    report = {"format": fmt, "path": joined.attrs.get("path"), "judged_pairs": _count_pairs(joined),
+              "matched_pairs": _count_pairs(scored), "judged_rows": int(len(joined)), "matched_rows": int(len(scored)),
+              "skipped_references": int(joined.attrs.get("skipped_references", 0)),
+              # why the rows not scored were left out: no human score that is a number, or no score of the metric
+              # (not in the warehouse, or unknown there)
+              "no_human_score_rows": int((~human).sum()), "unread_human_scores": joined.attrs.get("unread_scores", []),
+              "no_metric_rows": int((human & ~np.isfinite(numeric["metric"].to_numpy(dtype=float))).sum()),
               "unmatched_note": note, "results": []}
     if len(scored) < 3:
         why = _left_out(report, "a score of the metric") + ([note] if note else [])
-        raise ValueError(f"only {len(scored)} of {len(joined)} judged pairs have a finite score to compare"
+        raise ValueError(f"only {_scored_of_judged(report)} have a finite score to compare"
                          + (f": {'; '.join(why)}" if why else ""))
     if fmt == "expert" and "ratings" in scored:
         for protocol in protocols:
@@ -442,19 +449,30 @@ def agreement_report(judgments_path, score: str, *, fmt: str = "auto", captions_
     return report
 
 
+def _several_rows(report: dict) -> bool:
+    """Whether some pair is rated in several rows: rows are then counted as ratings, apart from pairs."""
+    return report["judged_rows"] != report["judged_pairs"]
+
+
+def _scored_of_judged(report: dict) -> str:
+    """The "M of N judged pairs" a report says, with the ratings where a pair has several rows."""
+    said = f"{report['matched_pairs']} of {report['judged_pairs']} judged pairs"
+    return said + (f" ({report['matched_rows']} of {report['judged_rows']} ratings)" if _several_rows(report) else "")
+
+
 def _left_out(report: dict, no_metric: str) -> list[str]:
-    """Why judged pairs were not compared: no human score that is a number (with examples), no ``no_metric``."""
+    """Why judged rows were not compared: no human score that is a number (with examples), no ``no_metric``."""
+    unit = " ratings" if _several_rows(report) else ""
     examples = ", ".join(repr(v) for v in report.get("unread_human_scores") or [])
-    why = [f"{report['no_human_score']} without a human score that is a number"
-           + (f" (e.g. {examples})" if examples else "")] if report.get("no_human_score") else []
-    return why + ([f"{report['no_metric']} without {no_metric}"] if report.get("no_metric") else [])
+    why = [f"{report['no_human_score_rows']}{unit} without a human score that is a number"
+           + (f" (e.g. {examples})" if examples else "")] if report.get("no_human_score_rows") else []
+    return why + ([f"{report['no_metric_rows']}{unit} without {no_metric}"] if report.get("no_metric_rows") else [])
 
 
 def format_agreement(report: dict) -> str:
     from curation_pipeline.evaluation.agreement import format_correlations
 
-    title = (f"{report['score']} vs {report['format']} judgments ({report['path']}): "
-             f"{report['matched_pairs']} of {report['judged_pairs']} judged pairs scored")
+    title = f"{report['score']} vs {report['format']} judgments ({report['path']}): {_scored_of_judged(report)} scored"
     if report.get("skipped_references"):
         title += f"; {report['skipped_references']} candidates that are their image's own reference left out"
     title += "".join(f"; {why}" for why in _left_out(report, f"a {report['score']} score"))

@@ -169,8 +169,29 @@ def test_a_pair_rated_in_several_rows_is_one_pair(flickr_files, tmp_path):
     result = report["results"][0]
     pairs = len(judgments.drop_duplicates(["image", "caption"]))
     assert result["n"] == 3 * len(judgments) and result["n_groups"] == pairs
-    assert result["label"] == "each rating (rows), drawn by pair" and report["matched_pairs"] == 3 * len(judgments)
+    assert result["label"] == "each rating (rows), drawn by pair" and report["matched_rows"] == 3 * len(judgments)
+    assert report["matched_pairs"] == report["judged_pairs"] == pairs
     assert "judged pairs" not in (report["unmatched_note"] or "")  # every row matched on image and caption
+
+
+def test_the_report_counts_pairs_rated_in_several_rows_as_pairs(tmp_path):
+    """Three annotators per pair: the title, the counts and the unmatched note say pairs where they mean pairs
+    (it said "9 of 9 judged pairs scored" for 3 pairs), and count the rows as ratings."""
+    wh = Warehouse(str(tmp_path / "wh"))
+    wh.write_table("quality_scores", "judged-000000", pd.DataFrame({
+        "shard": "judged-000000", "key": ["0000000", "0000001"], "caption": ["a dog", "a cat"],
+        "my_score": [1.0, 2.0]}))
+    path = tmp_path / "annotators.csv"
+    ratings = {"0000000": (1, 2, 1), "0000001": (3, 4, "n/a"), "0000009": (2, 2, 3)}  # 0000009: not in the warehouse
+    path.write_text("key,score\n" + "".join(f"{key},{r}\n" for key, rs in ratings.items() for r in rs))
+    report = agreement_report(path, "my_score", warehouse_root=wh.root, n_boot=5)
+    assert (report["judged_pairs"], report["matched_pairs"], report["judged_rows"], report["matched_rows"]) == \
+        (3, 2, 9, 5)
+    assert (report["no_human_score_rows"], report["no_metric_rows"]) == (1, 3)
+    assert "joined on key: 1 judged pairs are not in the warehouse's quality_scores" in report["unmatched_note"]
+    title = format_agreement(report).splitlines()[0]
+    assert "2 of 3 judged pairs (5 of 9 ratings) scored; 1 ratings without a human score that is a number " \
+        "(e.g. 'n/a'); 3 ratings without a my_score score" in title, title
 
 
 def test_judgments_by_key_alone_must_name_one_shard(tmp_path):
@@ -304,6 +325,8 @@ def test_assets_show_the_evaluation(flickr_files, tmp_path):
     assert result.success
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert meta["human_agreement"]["kendall_tau_c"].value > 0.5
+    shown = meta["human_agreement"]
+    assert shown["matched_pairs"].value == shown["matched_rows"].value == len(EXPERT)  # Expert: one row a pair
     # the headline is the protocol of the published figures (each expert score a row), and says so
     saved = json.loads((tmp_path / "wh" / "evaluation" / "agreement-expert-my_score.json").read_text())
     mean, each = ({r["protocol"]: r for r in saved["results"]}[p]["kendall_tau_c"]["value"] for p in ("mean", "each"))
@@ -390,8 +413,8 @@ def test_judged_pairs_left_out_are_counted_with_the_reason(tmp_path):
     path.write_text("image,caption,references,score\n" + "".join(
         f"img{i}.jpg,{cap},\"[\"\"{ref}\"\"]\",\"{score}\"\n" for i, (ref, cap, score) in enumerate(rows)))
     report = agreement_report(path, "ref_minilm", n_boot=10)
-    assert (report["judged_pairs"], report["matched_pairs"], report["no_human_score"]) == (9, 7, 2)
-    assert report["unread_human_scores"] == ["n/a", "3,5"] and report["no_metric"] == 0
+    assert (report["judged_pairs"], report["matched_pairs"], report["no_human_score_rows"]) == (9, 7, 2)
+    assert report["unread_human_scores"] == ["n/a", "3,5"] and report["no_metric_rows"] == 0
     title = format_agreement(report).splitlines()[0]
     assert "7 of 9 judged pairs scored; 2 without a human score that is a number (e.g. 'n/a', '3,5')" in title
 
