@@ -49,7 +49,7 @@ def image_id(value) -> str:
 
 def _tab_rows(path) -> Iterator[tuple[int, list[str]]]:
     """(line number, tab-separated fields) of every non-blank line."""
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         for n, line in enumerate(handle, 1):
             if line.strip():
                 yield n, line.rstrip("\n").split("\t")
@@ -72,7 +72,7 @@ def sniff_format(path: str | Path) -> str:
     path = Path(path)
     if path.suffix.lower() in (".csv", ".jsonl", ".json"):
         return "generic"
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         first = next((line for line in handle if line.strip()), "")
     parts = first.rstrip("\n").split("\t")
     if len(parts) == 5 and "#" in parts[1]:
@@ -139,7 +139,7 @@ def read_crowdflower(path, captions: dict[str, str] | None) -> pd.DataFrame:
 
 def read_generic(path) -> pd.DataFrame:
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     if path.suffix.lower() == ".csv":
         records = list(csv.DictReader(io.StringIO(text)))
     else:

@@ -32,7 +32,7 @@ MAX_CAPTION_MISMATCH_SHARE = 0.01
 
 def read_truth(path: str | Path) -> pd.DataFrame:
     rows = []
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         for n, line in enumerate(handle, 1):
             if not line.strip():
                 continue

@@ -324,7 +324,7 @@ def shipped_items() -> list[tuple[str, list[str]]]:
 def flickr_items(folder: str | Path) -> list[tuple[str, list[str]]]:
     """(image file, its five captions) from a ``captions.jsonl`` folder such as flickr8k_1k_small."""
     items = []
-    with open(Path(folder) / "captions.jsonl", encoding="utf-8") as handle:
+    with open(Path(folder) / "captions.jsonl", encoding="utf-8-sig") as handle:
         for line in handle:
             row = json.loads(line)
             items.append((row["image"], list(row["captions"])))

@@ -104,6 +104,29 @@ def test_generic_readers(tmp_path):
         read_judgments(tmp_path / "bad.csv")
 
 
+BOM = "\ufeff"  # Excel's "CSV UTF-8" and Notepad start a file with it
+
+
+def test_files_saved_with_a_bom_read_as_without(flickr_files, tmp_path):
+    """A BOM made the first header "\\ufeffimage": the reader said image and caption were missing, and a file with
+    key first joined on image and caption instead (finding nothing); Flickr8k files lost their first row's name."""
+    (tmp_path / "j.csv").write_text(BOM + "image,caption,score\na.jpg,A dog,3\nb.jpg,A cat,1\n", encoding="utf-8")
+    assert read_judgments(tmp_path / "j.csv")["image"].tolist() == ["a.jpg", "b.jpg"]
+    (tmp_path / "j.jsonl").write_text(BOM + '{"key": "0000001", "score": 2}\n', encoding="utf-8")
+    assert read_judgments(tmp_path / "j.jsonl")["key"].tolist() == ["0000001"]
+    wh = Warehouse(str(tmp_path / "wh"))
+    keys = [f"{i:07d}" for i in range(4)]
+    wh.write_table("quality_scores", "judged-000000", pd.DataFrame({
+        "shard": "judged-000000", "key": keys, "caption": keys, "my_score": [0.0, 1.0, 2.0, 3.0]}))
+    (tmp_path / "keys.csv").write_text(BOM + "key,score\n" + "".join(f"{k},{i}\n" for i, k in enumerate(keys)),
+                                       encoding="utf-8")
+    assert agreement_report(tmp_path / "keys.csv", "my_score", warehouse_root=wh.root, n_boot=5)["matched_pairs"] == 4
+    for name in ("token", "expert"):
+        flickr_files[name].write_text(BOM + flickr_files[name].read_text(), encoding="utf-8")
+    expert = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])
+    assert expert.attrs["format"] == "expert" and expert["image"].iloc[0] == EXPERT[0][0]
+
+
 def _warehouse(tmp_path, judgments, metric):
     """A warehouse holding the judged pairs, scored by ``metric``, images named in the sample json."""
     wh = Warehouse(str(tmp_path / "wh"))

@@ -82,6 +82,9 @@ def test_truth_file_round_trip(tmp_path):
     truth = read_truth(write_truth(samples, tmp_path / "truth.jsonl"))
     assert truth["key"].tolist() == [s.key for s in samples]
     assert truth.loc[truth["label"].eq("noisy"), "kinds"].map(len).min() >= 1
+    saved_by_notepad = tmp_path / "bom.jsonl"  # a BOM first: the first line was "not JSON"
+    saved_by_notepad.write_text("\ufeff" + (tmp_path / "truth.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    assert read_truth(saved_by_notepad)["key"].tolist() == truth["key"].tolist()
     (tmp_path / "bad.jsonl").write_text('{"key": "a", "label": "noisy", "caption": "x"}\n')
     with pytest.raises(ValueError, match="clean"):
         read_truth(tmp_path / "bad.jsonl")
@@ -129,6 +132,12 @@ def test_flickr_heldout_split_meets_the_targets(flickr_dir):
     for name, bound in TARGETS.items():
         assert summary[name] >= bound, (name, summary)
     assert summary["noisy_edit_ratio_p90"] <= MAX_P90_EDIT
+
+
+def test_a_captions_file_with_a_bom_reads(tmp_path):
+    (tmp_path / "captions.jsonl").write_text('\ufeff{"image": "images/a.jpg", "captions": ["A dog ."]}\n',
+                                             encoding="utf-8")
+    assert noise.flickr_items(tmp_path) == [("images/a.jpg", ["A dog ."])]
 
 
 def test_the_script_names_a_folder_without_captions(tmp_path, capsys):
