@@ -98,10 +98,11 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
 
 @dg.asset(
     group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
-    code_version="5",  # bump when the same inputs give different output (2: edit ratios count half-width kana
+    code_version="6",  # bump when the same inputs give different output (2: edit ratios count half-width kana
     # and Han of Extension B and later as the drift check's words; 3: captions checked against original_caption;
     # 4: a Thai, Lao, Myanmar or Khmer combining mark is part of its character's word; 5: a sample dropped for its
-    # image is left out of the caption figures, and one whose noise ingest removed counts as clean)
+    # image is left out of the caption figures, and one whose noise ingest removed counts as clean; 6: a truth
+    # caption over the reader's limit is cut as ingest cuts it, back to a space)
     deps=[dg.AssetDep(final_captions, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Curation decisions scored against per-sample labels (clean / noisy / junk / mismatched): kept, "

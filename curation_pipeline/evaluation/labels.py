@@ -22,7 +22,7 @@ from curation_pipeline.evaluation.keys import EXAMPLES, require_unambiguous_keys
 from curation_pipeline.evaluation.noise import LABELS
 from curation_pipeline.reporting.report import reason_signals
 from curation_pipeline.rewriting.verify import edit_ratio
-from curation_pipeline.shards.reader import ReaderLimits, file_caption
+from curation_pipeline.shards.reader import ReaderLimits, cut_caption, file_caption
 
 QUANTILES = (0.5, 0.9, 0.99)
 # Joined samples whose truth caption is not the warehouse's original_caption are left out; past this share
@@ -68,9 +68,9 @@ def _names_shards(truth: pd.DataFrame) -> list[str]:
 
 
 def as_ingested(caption: str) -> str:
-    """A truth caption as ingest stores it from a caption file (``file_caption``, then the reader's length
-    limit, which no setting changes)."""
-    return file_caption(caption)[: ReaderLimits.max_caption_chars]
+    """A truth caption as ingest stores it from a caption file (``file_caption``, then the reader's cut at its
+    length limit, which no setting changes and which backs off to a space rather than split a word)."""
+    return cut_caption(file_caption(caption), ReaderLimits.max_caption_chars)
 
 
 def _is_text(value) -> bool:

@@ -322,10 +322,13 @@ def _caption_like_keys(meta: dict | None) -> list[str]:
             if isinstance(k, str) and k.lower() in _CAPTION_LIKE and isinstance(v, str) and v.strip()][:3]
 
 
-def _cut(text: str, limit: int) -> str:
+def cut_caption(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, and back to the space before a word the cut would split (``coff`` of
     ``coffee`` reads as another word to every scorer and rewriter), where that space is in the second half; a
-    script written without spaces is cut at the limit."""
+    script written without spaces is cut at the limit. Public: the labels report cuts a truth caption as ingest
+    did (``evaluation.labels.as_ingested``)."""
+    if len(text) <= limit:
+        return text
     cut = text[:limit]
     if limit and cut[-1].isalnum() and text[limit].isalnum():
         space = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
@@ -948,7 +951,7 @@ class ShardReader:
                 problems.append(f"json caption differs (.{source} used)")
         if len(text) > self.limits.max_caption_chars:
             problems.append(f"truncated from {len(text)} chars")
-            text = _cut(text, self.limits.max_caption_chars)
+            text = cut_caption(text, self.limits.max_caption_chars)
         return text, source, "; ".join(problems) or None
 
     def __iter__(self) -> Iterator[Sample]:

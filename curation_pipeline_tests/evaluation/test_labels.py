@@ -95,6 +95,25 @@ def test_noise_that_ingest_removed_is_scored_as_the_clean_caption_the_pipeline_g
     assert "1 noisy samples counted as clean: ingest removed their noise" in format_labels_report(report)
 
 
+def test_a_long_truth_caption_is_cut_as_the_reader_cuts_it(tmp_path):
+    """Ingest cuts a caption over the reader's limit back to a space ("... coffee", not "... coffee coff"); the
+    labels report sliced the truth caption at the limit, so a long labelled caption counted as a caption mismatch."""
+    from curation_pipeline.evaluation.labels import as_ingested
+    from curation_pipeline.shards.reader import ShardReader
+    from curation_pipeline.shards.writer import write_tar
+    from curation_pipeline_tests.shards.faults import jpeg
+
+    caption = "coffee " * 1500  # 10,500 characters: the limit falls inside a word
+    tar = write_tar(tmp_path / "long.tar", [("k.jpg", jpeg()), ("k.txt", caption.encode("utf-8"))])
+    stored = next(iter(ShardReader(str(tar), "long"))).caption
+    assert as_ingested(caption) == stored and stored.endswith("coffee")
+    truth = pd.DataFrame([{"key": "k", "label": "clean", "caption": caption, "clean": caption, "kinds": []}])
+    final = pd.DataFrame([{"key": "k", "outcome": "kept", "final_caption": stored, "reason": "ok",
+                           "original_caption": stored}])
+    joined = join_outcomes(truth.assign(shard=None), final)
+    assert len(joined) == 1 and joined.attrs["caption_mismatches"] == 0
+
+
 def test_drop_reasons_count_each_signal_whatever_the_pairs_score():
     """Each junk pair dropped for low text quality counts under one reason, not one per score; a duplicate's
     kind and a second signal of the same pair are their own."""

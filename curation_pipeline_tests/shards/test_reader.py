@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from curation_pipeline.shards.reader import ReaderLimits, ShardReader, iter_pair_batches
+from curation_pipeline.shards.reader import ReaderLimits, ShardReader, cut_caption, iter_pair_batches
 from curation_pipeline_tests.conftest import RAW_SAMPLES
 from curation_pipeline_tests.faults import builders
 from curation_pipeline_tests.shards import faults
@@ -341,3 +341,4 @@ def test_a_caption_cut_at_the_limit_never_ends_in_part_of_a_word(tmp_path):
     cut = {s.key: s for s in ShardReader(str(path), "c", limits=ReaderLimits(max_caption_chars=20))}
     assert cut["b"].caption == "A dog runs in a park"  # whole words: cut at the limit
     assert cut["c"].caption == "\u732b" * 20
+    assert cut_caption("coffee", 6) == "coffee" and cut_caption("", 6) == ""  # within the limit: as it is
