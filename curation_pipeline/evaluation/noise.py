@@ -25,6 +25,8 @@ import json
 import random
 import re
 import string
+import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -342,12 +344,27 @@ def write_truth(samples: Iterable[LabelledSample | dict], path: str | Path) -> P
     return path
 
 
+def _warn_of_shared_photos(samples: list[LabelledSample]) -> None:
+    """Several captions of one photo (``captions_per_image`` > 1) write its bytes once each: exact duplicates,
+    of which `curate run`'s dedup keeps one, so the labels of the others would never be scored."""
+    copies = Counter(sample.image for sample in samples)
+    shared = {image: n for image, n in copies.items() if n > 1}
+    if shared:
+        warnings.warn(f"{len(shared)} photos are written with several captions ({sum(shared.values())} samples): "
+                      "the copies are exact duplicates, so `curate run` keeps one of each (duplicate:exact_image) and "
+                      "the labels of the others are never scored; run it with --set policy.drop_duplicates=false, "
+                      "or write one caption per photo", stacklevel=3)
+
+
 def write_labelled_shards(samples: list[LabelledSample], images_dir: str | Path, out_dir: str | Path,
                           truth_path: str | Path, per_shard: int = 500, prefix: str = "labelled") -> list[Path]:
     """Webdataset shards of the labelled samples (the photo's bytes, the caption as given, a json naming
     the photo) and the truth file with each sample's ``shard``, so that `curate run` on the shards and
-    then `curate evaluate --labels` score the whole pipeline, images included."""
+    then `curate evaluate --labels` score the whole pipeline, images included. Warns where a photo carries
+    several captions (``_warn_of_shared_photos``)."""
     from curation_pipeline.shards.writer import write_tar
+
+    _warn_of_shared_photos(samples)
 
     def members(sample: LabelledSample) -> list[tuple[str, bytes]]:
         image = Path(images_dir) / str(sample.image)

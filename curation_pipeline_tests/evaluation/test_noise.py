@@ -140,6 +140,25 @@ def test_a_captions_file_with_a_bom_reads(tmp_path):
     assert noise.flickr_items(tmp_path) == [("images/a.jpg", ["A dog ."])]
 
 
+def test_several_captions_of_a_photo_in_shards_warn_of_the_duplicate_images(tmp_path):
+    """--captions-per-image 2 wrote each photo's bytes twice: `curate run` kept one copy (duplicate:exact_image),
+    so half the labels were never scored, in silence. Writing such shards says so and how to run them."""
+    import warnings
+
+    items = [(f"p{i}.jpg", [f"A dog number {i} runs .", f"A dog {i} on the grass ."]) for i in range(6)]
+    images = tmp_path / "images"
+    images.mkdir()
+    for image, _ in items:
+        (images / image).write_bytes(b"\xff\xd8not-really-a-jpeg")
+    two = make_labelled(items, captions_per_image=2)
+    with pytest.warns(UserWarning, match=r"6 photos are written with several captions \(12 samples\): the copies are "
+                                         r"exact duplicates.*--set policy.drop_duplicates=false"):
+        noise.write_labelled_shards(two, images, tmp_path / "raw2", tmp_path / "truth2.jsonl")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one caption per photo: no copies, no warning
+        noise.write_labelled_shards(make_labelled(items), images, tmp_path / "raw1", tmp_path / "truth1.jsonl")
+
+
 def test_the_script_names_a_folder_without_captions(tmp_path, capsys):
     """A fresh clone has no Flickr8k copy: the README's command said so with a traceback (FileNotFoundError)."""
     from curation_pipeline.evaluation.noise import main
