@@ -217,9 +217,14 @@ def warehouse_scores(warehouse, column: str) -> pd.DataFrame:
     if scores.empty:
         raise ValueError(f"no quality_scores in the warehouse at {warehouse.root}; run `curate run` on the judged "
                          "pairs first")
+    numeric = sorted(c for c in scores.columns if pd.api.types.is_numeric_dtype(scores[c]))
     if column not in scores:
-        numeric = sorted(c for c in scores.columns if pd.api.types.is_numeric_dtype(scores[c]))
         raise ValueError(f"score column {column!r} is not in quality_scores; numeric columns: {', '.join(numeric)}")
+    if column not in numeric:  # text (datacomp_lang) read as NaN everywhere: "only 0 of N judged pairs" said nothing
+        held = scores[column].dropna()
+        raise ValueError(f"score column {column!r} of quality_scores is not numeric ("
+                         + (f"e.g. {held.iloc[0]!r}" if len(held) else "it holds no value")
+                         + f"); numeric columns: {', '.join(numeric)}")
     out = scores[["shard", "key", "caption"]].copy()
     out["metric"] = pd.to_numeric(scores[column], errors="coerce").to_numpy()
     pairs = warehouse.read_all("pairs")

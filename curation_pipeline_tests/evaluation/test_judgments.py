@@ -173,6 +173,20 @@ def test_join_and_agreement_with_a_warehouse_column(flickr_files, tmp_path):
 
 
 
+def test_a_score_column_that_is_not_numeric_is_refused(flickr_files, tmp_path):
+    """A text column (datacomp_lang) read as NaN everywhere: the run said "only 0 of 12 judged pairs have a finite
+    score", not that the column holds no numbers."""
+    judgments = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])
+    wh = _warehouse(tmp_path, judgments, _right)
+    wh.write_table("quality_scores", "judged-000000", wh.read_all("quality_scores").assign(lang="en"))
+    with pytest.raises(ValueError, match=r"score column 'lang' of quality_scores is not numeric \(e.g. 'en'\); "
+                                         r"numeric columns: my_score$"):
+        warehouse_scores(wh, "lang")
+    result = CliRunner().invoke(main, ["evaluate", "--judgments", str(flickr_files["expert"]), "--captions",
+                                       str(flickr_files["token"]), "--score", "lang", "--warehouse", wh.root])
+    assert result.exit_code == 2 and "'lang' of quality_scores is not numeric" in result.output, result.output
+
+
 def test_a_pair_rated_in_several_rows_is_one_pair(flickr_files, tmp_path):
     """One row per annotator is a common layout: the bootstrap draws pairs (all their rows), and the report counts
     pairs, so three ratings of a pair do not narrow the interval as three pairs would. A blank key column (a CSV
