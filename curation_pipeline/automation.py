@@ -12,7 +12,7 @@ import dagster as dg
 
 from curation_pipeline.partitions import add_shards, shard_partitions
 from curation_pipeline.resources import WarehouseResource
-from curation_pipeline.shards.fingerprint import observed_version, raw_stat
+from curation_pipeline.shards.fingerprint import Observed, hash_file, observed_version, raw_stat
 from curation_pipeline.storage.warehouse import object_storage_errors
 
 if TYPE_CHECKING:  # imported where it is used: Dagster's staleness module stays out of the definitions' import
@@ -503,11 +503,29 @@ def register_raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseReso
     if new:  # a `curate run` registering the same keys meanwhile is retried, not a failed op
         new = add_shards(context.instance, new)
     wh = warehouse.warehouse()
+
+    def observe(key: str) -> Observed | OSError:
+        """As raw_shards observes (the stat recorded in the warehouse: the next observation reads it no more).
+        The record is a cache: a warehouse that cannot be reached (registering needs only the raw folder) costs
+        the next observation a read, never the registration; a raw file gone since the listing is said."""
+        try:
+            return observed_version(wh, key, found[key], None)
+        except OSError as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - botocore's own errors when the warehouse's store is down
+            try:
+                return Observed(hash_file(found[key])[1], hashed=True, unrecorded=f"{type(exc).__name__}: {exc}")
+            except OSError as gone:
+                return gone
+
     with ThreadPoolExecutor(READ_THREADS) as pool:  # each file read whole: many at once on object storage
-        # as raw_shards observes (its stat recorded in the warehouse): the next observation reads it no more
-        seen = list(pool.map(lambda key: observed_version(wh, key, found[key], None), new))
+        seen = list(pool.map(observe, new))
     for key, observed in zip(new, seen):  # observed as registered: whatever path materializes pairs later, it
-        context.log_event(dg.AssetObservation(  # records this version
+        if isinstance(observed, OSError):  # records the version observed here
+            context.log.warning(f"{key}: raw file {found[key]} cannot be observed ({type(observed).__name__}: "
+                                f"{observed}); its run will say why, prune_shards removes a partition whose file is gone")
+            continue
+        context.log_event(dg.AssetObservation(
             asset_key="raw_shards", partition=key, tags={"dagster/data_version": observed.sha256}))
         if observed.unrecorded:
             context.log.warning(f"{key}: hashed, its stat not recorded ({observed.unrecorded}): read again when "

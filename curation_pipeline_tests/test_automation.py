@@ -195,6 +195,40 @@ def test_register_shards_fills_a_fresh_instance_without_running_anything(tmp_pat
         assert any("observed 2 raw shard(s); read 0 whose stat was new" in m for m in logs), logs
 
 
+def test_register_shards_needs_only_the_raw_folder(tmp_path, monkeypatch):
+    """The warehouse's stat record is a cache: with its store down, registering still observes each new file, and
+    one raw file gone since the listing loses only its own observation, said in the log."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    raw = _raw(tmp_path, ["sample-000000.tar", "sample-000001.tar", "sample-000002.tar"])
+    listed = WarehouseResource.list_raw
+
+    def list_then_delete(self):  # listed, then deleted before it is read
+        found = listed(self)
+        (raw / "sample-000001.tar").unlink()
+        return found
+
+    def down(self, path):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+    monkeypatch.setattr(WarehouseResource, "list_raw", list_then_delete)
+    monkeypatch.setattr(Warehouse, "read_json", down)
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"))
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("register_shards").execute_in_process(instance=instance, raise_on_error=False)
+        assert result.success
+        assert sorted(instance.get_dynamic_partitions("shards")) == [f"sample-00000{i}" for i in range(3)]
+        observed = sorted(e.event_specific_data.asset_observation.partition for e in result.all_events
+                          if e.event_type_value == "ASSET_OBSERVATION")
+        assert observed == ["sample-000000", "sample-000002"]
+        logs = " | ".join(e.user_message for e in instance.all_logs(result.run_id))
+        assert "sample-000001: raw file" in logs and "cannot be observed (FileNotFoundError" in logs
+        assert "sample-000000: hashed, its stat not recorded (EndpointConnectionError" in logs
+
+
 def test_missing_raw_file_is_skipped_by_the_schedule_and_pruned(tmp_path):
     from curation_pipeline.definitions import build_definitions
 
