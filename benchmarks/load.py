@@ -1,11 +1,20 @@
 """Load benchmark: many Flickr8k shards through the whole offline job in one process.
 
-Builds ``--shards`` webdataset shards of ``--pairs`` real photos each (cycling over the 1,000
-photos with their first caption, keys varied per shard) in a temporary folder, materializes
-every shard partition with the ``offline`` scoring profile in ONE process, and reports pairs/s
-and peak RSS. Then one 10,000-pair shard and one 1,000-pair shard each run in a FRESH
-subprocess, so the peak memory is per shard: their ratio shows that memory is bounded by the
+Builds ``--shards`` webdataset shards of ``--pairs`` real photos each in a temporary folder,
+materializes every shard partition with the ``offline`` scoring profile in ONE process, and
+reports pairs/s and peak RSS. Then one 10,000-pair shard and one 1,000-pair shard each run in a
+FRESH subprocess, so the peak memory is per shard: their ratio shows that memory is bounded by the
 batch size, not by the shard size (target <= 1.3).
+
+Every pair goes through every step, so a shard's size is what its later steps see: the shards
+cycle over the Flickr photos that DataComp's size rule keeps (329 of the 1,000; RESULT
+``photos``), with their first caption; each pass after the first is a distinct copy
+(``faults.flickr.distinct_copy``: re-encoded with marked pixels, the caption ending ``(copy N)``),
+so no pair is an exact duplicate. The copies are still near duplicates (pHash), so the policy
+runs with ``drop_duplicates=false`` (RESULT ``drop_duplicates``): duplicates are grouped and
+marked, not dropped. ``kept_pairs`` counts the pairs published. Before 2026-12-07 the copies
+were byte-identical and dropped, and two thirds of the photos were too small: most pairs left
+after scoring.
 
     python benchmarks/load.py                       # 50 shards x 1,000 pairs (long)
     python benchmarks/load.py --shards 4 --pairs 250  # quick
@@ -33,15 +42,33 @@ from _common import add_smoke_flag, image_rows, parse_args, result_line, target,
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
+MIN_SIDE = 200  # DataComp's size rule (scoring.datacomp): a photo with a shorter side is dropped after scoring
+
+
+def kept_photos(smoke: bool = False) -> tuple[tuple[str, str], ...]:
+    """The photos DataComp's size rule keeps (329 of the 1,000 Flickr ones; every generated one): with the rest,
+    two thirds of the pairs would leave after scoring, and a shard's later steps would see a varying share."""
+    from PIL import Image
+
+    rows = []
+    for path, caption in image_rows(None, smoke):
+        with Image.open(path) as image:
+            if min(image.size) >= MIN_SIDE:
+                rows.append((str(path), caption))
+    if not rows:
+        raise SystemExit(f"no photo of at least {MIN_SIDE} px on its shorter side")
+    return tuple(rows)
+
+
 def build_shards(raw: Path, shards: int, pairs: int, prefix: str = "load", smoke: bool = False) -> list[str]:
     from curation_pipeline_tests.faults import builders, flickr
 
-    rows = tuple((str(path), caption) for path, caption in image_rows(None, smoke))
+    rows = kept_photos(smoke)
     raw.mkdir(parents=True, exist_ok=True)
     names = []
     for s in range(shards):
         name = f"{prefix}-{s:06d}"
-        members = flickr.flickr_members(pairs, prefix=f"{s:04d}", rows=rows, start=s * pairs)
+        members = flickr.flickr_members(pairs, prefix=f"{s:04d}", rows=rows, start=s * pairs, distinct=True)
         builders.write_members(raw / f"{name}.tar", members)
         names.append(name)
     return names
@@ -63,17 +90,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: best effort
 
 
-def run(raw: Path, warehouse: Path, shards: list[str], report: bool = True) -> float:
-    from curation_pipeline.resources import ScoringResource
+def run(raw: Path, warehouse: Path, shards: list[str], report: bool = True) -> tuple[float, int]:
+    """Seconds to curate ``shards`` and the pairs kept. Duplicates are marked but kept: the copies are near
+    duplicates by construction, and dropping them would leave the steps after scoring ~1,000 pairs."""
+    from curation_pipeline.resources import PolicyResource, ScoringResource
+    from curation_pipeline.storage.warehouse import Warehouse
     from curation_pipeline_tests.conftest import run_pipeline
 
     start = time.perf_counter()
-    _, results = run_pipeline(raw, warehouse, shards, report=report, scoring=ScoringResource(profile="offline"))
+    _, results = run_pipeline(raw, warehouse, shards, report=report, scoring=ScoringResource(profile="offline"),
+                              policy=PolicyResource(drop_duplicates=False))
     elapsed = time.perf_counter() - start
     failed = [name for name, r in results.items() if not r.success]
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)}")
-    return elapsed
+    wh = Warehouse(str(warehouse))
+    outcomes = (wh.read_table("final_captions", shard, columns=["outcome"], keep=False)["outcome"] for shard in shards)
+    kept = sum(int(outcome.ne("dropped").sum()) for outcome in outcomes)
+    return elapsed, kept
 
 
 def single(pairs: int, smoke: bool = False) -> None:
@@ -81,8 +115,8 @@ def single(pairs: int, smoke: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="load-single-") as tmp:
         raw = Path(tmp) / "raw"
         names = build_shards(raw, 1, pairs, prefix="single", smoke=smoke)
-        elapsed = run(raw, Path(tmp) / "wh", names, report=False)
-    print("SINGLE " + json.dumps({"pairs": pairs, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}))
+        elapsed, kept = run(raw, Path(tmp) / "wh", names, report=False)
+    print("SINGLE " + json.dumps({"pairs": pairs, "kept": kept, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}))
 
 
 def single_in_subprocess(pairs: int, smoke: bool = False) -> dict:
@@ -115,23 +149,26 @@ def main() -> None:
             t = time.perf_counter()
             names = build_shards(raw, args.shards, args.pairs, smoke=args.smoke)
             print(f"built {len(names)} shards in {time.perf_counter() - t:.1f} s", flush=True)
-            elapsed = run(raw, Path(tmp) / "wh", names)
+            elapsed, kept = run(raw, Path(tmp) / "wh", names)
         total = args.shards * args.pairs
-        figures = {"shards": args.shards, "pairs_per_shard": args.pairs, "pairs": total, "seconds": elapsed,
-                   "pairs_per_s": total / elapsed, "peak_rss_mb": peak_rss_mb()}
+        figures = {"shards": args.shards, "pairs_per_shard": args.pairs, "pairs": total, "kept_pairs": kept,
+                   "seconds": elapsed, "pairs_per_s": total / elapsed, "peak_rss_mb": peak_rss_mb()}
         print(f"{total} pairs in {elapsed:.1f} s: {total / elapsed:.1f} pairs/s ({elapsed / args.shards:.1f} s "
-              f"per shard, report included); peak RSS {figures['peak_rss_mb']:.0f} MB", flush=True)
+              f"per shard, report included); {kept} kept (duplicates marked, not dropped); "
+              f"peak RSS {figures['peak_rss_mb']:.0f} MB", flush=True)
     small = single_in_subprocess(args.small, args.smoke)
-    print(f"single {args.small}-pair shard: peak RSS {small['peak_rss_mb']:.0f} MB ({small['seconds']:.1f} s)",
-          flush=True)
+    print(f"single {args.small}-pair shard: peak RSS {small['peak_rss_mb']:.0f} MB ({small['seconds']:.1f} s, "
+          f"{small['kept']} kept)", flush=True)
     big = single_in_subprocess(args.big, args.smoke)
-    print(f"single {args.big}-pair shard: peak RSS {big['peak_rss_mb']:.0f} MB ({big['seconds']:.1f} s)", flush=True)
+    print(f"single {args.big}-pair shard: peak RSS {big['peak_rss_mb']:.0f} MB ({big['seconds']:.1f} s, "
+          f"{big['kept']} kept)", flush=True)
     ratio = big["peak_rss_mb"] / small["peak_rss_mb"]
     print(f"peak-memory ratio {args.big}/{args.small} pairs: {ratio:.2f} {target('<= 1.3')}")
     result_line({
-        **figures,
-        "small_shard_pairs": args.small, "small_shard_peak_rss_mb": small["peak_rss_mb"],
-        "big_shard_pairs": args.big, "big_shard_peak_rss_mb": big["peak_rss_mb"],
+        "drop_duplicates": False, "photos": len(kept_photos(args.smoke)), **figures,
+        "small_shard_pairs": args.small, "small_shard_kept": small["kept"],
+        "small_shard_peak_rss_mb": small["peak_rss_mb"],
+        "big_shard_pairs": args.big, "big_shard_kept": big["kept"], "big_shard_peak_rss_mb": big["peak_rss_mb"],
         "peak_rss_ratio_big_small": ratio, "ratio_target": 1.3, "ratio_ok": verdict(ratio <= 1.3),
     })
 

@@ -34,15 +34,42 @@ def large_flickr_rows(min_side: int = 200) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def flickr_members(n: int, prefix: str = "p", rows=None, start: int = 0) -> list[tuple[str, bytes]]:
-    """``n`` samples ``{prefix}{i:06d}.jpg`` + ``.txt``, cycling over the photos."""
+def flickr_members(n: int, prefix: str = "p", rows=None, start: int = 0,
+                   distinct: bool = False) -> list[tuple[str, bytes]]:
+    """``n`` samples ``{prefix}{i:06d}.jpg`` + ``.txt``, cycling over the photos. With ``distinct``, each pass
+    after the first (copy ``c`` of a photo) is no byte, pixel or caption copy of another: the photo re-encoded
+    with one pixel inverted where no other copy has it, the caption ending ``(copy c)`` (``distinct_copy``)."""
     rows = rows or flickr_rows()
     members = []
     for i in range(start, start + n):
         path, caption = rows[i % len(rows)]
         key = f"{prefix}{i:06d}"
-        members.append((f"{key}.jpg", Path(path).read_bytes()))
-        members.append((f"{key}.txt", caption.strip().encode("utf-8")))
+        copy = i // len(rows) if distinct else 0
+        image, caption = distinct_copy(Path(path).read_bytes(), caption.strip(), copy)
+        members.append((f"{key}.jpg", image))
+        members.append((f"{key}.txt", caption.encode("utf-8")))
     return members
 
 
+def distinct_copy(image: bytes, caption: str, copy: int) -> tuple[bytes, str]:
+    """Copy ``copy`` of a pair (0: the pair as is). The image is re-encoded with the 8x8 blocks of its top row
+    inverted where ``copy``'s bits are set: a whole inverted block survives JPEG's quantization (one pixel may
+    not), so no two copies share their pixels, and no exact duplicate is made. It stays a near duplicate (pHash)
+    of the photo, which the perceptual hash is there to catch."""
+    if copy == 0:
+        return image, caption
+    import io
+
+    from PIL import ImageOps
+
+    with Image.open(io.BytesIO(image)) as im:
+        rgb = im.convert("RGB")
+    if copy >= 2 ** (rgb.width // 8):
+        raise ValueError(f"copy {copy} of a {rgb.width} px wide photo: its top row has too few 8x8 blocks to mark it")
+    for bit in range(rgb.width // 8):
+        if copy >> bit & 1:
+            box = (8 * bit, 0, 8 * bit + 8, min(8, rgb.height))
+            rgb.paste(ImageOps.invert(rgb.crop(box)), box)
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=95)
+    return out.getvalue(), f"{caption} (copy {copy})"
