@@ -1670,3 +1670,14 @@ def noise_free_words(text: str) -> list[str]:
         for start, end in reversed(spans(text)):
             text = text[:start] + " " + text[end:]
     return HASHTAG_RE.sub(" ", text).split()
+
+
+# The work kept per caption text (not the compiled patterns, which every caption shares): a benchmark clears it so
+# that each timed call pays what a new caption pays. test_patterns checks that every cache taking a text is here.
+CAPTION_CACHES = (_segment_delims, _cut_after_ads, _reversed)
+
+
+def clear_caption_caches() -> None:
+    """Forget every caption's cached work (``CAPTION_CACHES``): a caption read again costs what a new one does."""
+    for cache in CAPTION_CACHES:
+        cache.cache_clear()

@@ -708,3 +708,25 @@ def test_quoted_spans_are_the_pattern_without_its_quadratic_cost():
     for year in ("Class of '19 hoodie. Buy now! Free shipping on all kids' sizes",
                  "Fall '22 dress - Free shipping - ladies' fashion"):
         assert P.quoted_spans(year) == [], year
+
+
+def test_caption_caches_lists_every_per_text_cache():
+    """caption_rules_speed clears ``CAPTION_CACHES`` before each timed call: a cache of a caption's work left out
+    would let a repeated caption skip that work and look faster than a new one."""
+    import importlib
+    import pkgutil
+
+    import curation_pipeline.captions as captions
+
+    modules = [importlib.import_module(f"curation_pipeline.captions.{m.name}")
+               for m in pkgutil.iter_modules(captions.__path__)]
+    modules += [importlib.import_module(name) for name in ("curation_pipeline.rewriting.cleaner",
+                                                           "curation_pipeline.scoring.text_quality")]
+    per_text = {f"{module.__name__}.{name}" for module in modules for name, value in vars(module).items()
+                if hasattr(value, "cache_clear") and getattr(value, "__module__", None) == module.__name__
+                and inspect.signature(value).parameters}
+    assert per_text == {f"{f.__module__}.{f.__name__}" for f in P.CAPTION_CACHES}
+    text = "Stock photo | a dog"
+    P.has_ad(text)
+    P.clear_caption_caches()
+    assert all(f.cache_info().currsize == 0 for f in P.CAPTION_CACHES)
