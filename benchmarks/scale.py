@@ -17,9 +17,14 @@ worker and of each of two shard runs side by side; ``<p>_ray1_vs_local_1thread``
 start-up and model loading included), ``<p>_ray1_loaded_pairs_per_s`` / ``..._ray2_...`` (the same
 run from its first model call on: models loaded, as the local figure's are;
 ``<p>_ray1_loaded_vs_local``), ``<p>_ray1_allcores_...`` (one worker whose actor's models get every
-core, the local engine's budget, wall and loaded, and their ratios to local), ``<p>_ray1_model_pairs_per_s`` / ``..._ray2_...`` (the model stage alone, measured the same way for both: the shard decoded and materialized first,
-then the actor pool over it; the sum of each actor's pairs over its seconds in model calls; 1 and
-2 workers take turns ``--repeats`` times and each keeps its best round),
+core, the local engine's budget, wall and loaded, and their ratios to local),
+``<p>_ray1_model_pairs_per_s`` / ``..._ray2_...`` (the model stage alone, measured the same way for
+both: the shard decoded and materialized first, then the actor pool over it; the sum of each
+actor's pairs over its seconds in model calls, so two actors taking turns on one core show 2x with
+no gain), ``<p>_ray1_model_wall_pairs_per_s`` / ``..._ray2_...`` (the same stage's pairs over its
+wall time, first model call's start to last one's end; ``<p>_ray2_vs_ray1_model_wall`` is what the
+1.6x target judges); 1 and 2 workers take turns ``--repeats`` times and each keeps its best round
+of each figure,
 ``<p>_ray1_ceiling_vs_local`` (one worker's model stage alone over the local rate: the most one
 worker can reach, with decoding and streaming free),
 ``..._pipelined_model_pairs_per_s`` (the same sum inside the streaming run, where decoding
@@ -138,11 +143,12 @@ def ray_run(profile, shard: Path, batch_size: int, workers: int, threads: int = 
 
 def ray_model_stage(profile, shard: Path, batch_size: int, workers: int):
     """The model stage alone, measured the same way for 1 and 2 workers: the shard decoded first
-    (materialized), then the actor pool over it; rate = sum over actors of pairs / busy seconds."""
+    (materialized), then the actor pool over it; rates: the sum over actors of pairs / busy seconds,
+    and pairs / the stage's wall seconds (what a second actor gains in fact)."""
     from curation_pipeline.compute.ray_data import score_model_stage
 
     pairs, stats = score_model_stage(str(shard), shard.stem, profile, _options(batch_size, workers))
-    return stats.model_pairs_per_s, stats
+    return stats.model_pairs_per_s, stats.model_wall_pairs_per_s, stats
 
 
 def measure(args) -> dict:
@@ -191,11 +197,13 @@ def measure(args) -> dict:
                     # clip_speed.py does): both see the same spells of load from the rest of the machine
                     for _ in range(args.repeats):
                         for workers in (1, 2):
-                            model, stats = ray_model_stage(profile, big, args.batch_size, workers)
+                            model, model_wall, stats = ray_model_stage(profile, big, args.batch_size, workers)
                             if model > figures.get(f"{name}_ray{workers}_model_pairs_per_s", 0):
                                 figures[f"{name}_ray{workers}_model_pairs_per_s"] = model
                                 figures[f"{name}_ray{workers}_model_cores_per_actor"] = stats.model_cores_per_actor
                                 figures[f"{name}_ray{workers}_model_actors"] = len(stats.workers)
+                            wall_key = f"{name}_ray{workers}_model_wall_pairs_per_s"
+                            figures[wall_key] = max(model_wall, figures.get(wall_key, 0))
                     figures[f"{name}_ray1_vs_local"] = figures[f"{name}_ray1_pairs_per_s"] / figures[f"{name}_local_pairs_per_s"]
                     figures[f"{name}_ray1_vs_local_1thread"] = (figures[f"{name}_ray1_pairs_per_s"]
                                                                 / figures[f"{name}_local_1thread_pairs_per_s"])
@@ -209,6 +217,8 @@ def measure(args) -> dict:
                                                                 / figures[f"{name}_local_pairs_per_s"])
                     figures[f"{name}_ray2_vs_ray1_model"] = (figures[f"{name}_ray2_model_pairs_per_s"]
                                                              / figures[f"{name}_ray1_model_pairs_per_s"])
+                    figures[f"{name}_ray2_vs_ray1_model_wall"] = (figures[f"{name}_ray2_model_wall_pairs_per_s"]
+                                                                  / figures[f"{name}_ray1_model_wall_pairs_per_s"])
                     figures[f"{name}_ray2_vs_ray1_pipelined_model"] = (
                         figures[f"{name}_ray2_pipelined_model_pairs_per_s"]
                         / figures[f"{name}_ray1_pipelined_model_pairs_per_s"])
@@ -232,7 +242,9 @@ def measure(args) -> dict:
                                         for p in args.profiles},
         "ray1_allcores_loaded_ge_0.8x_local": {p: verdict(figures[f"{p}_ray1_allcores_loaded_vs_local"] >= 0.8)
                                                for p in args.profiles},
-        "ray2_model_ge_1.6x_ray1": {p: verdict(figures[f"{p}_ray2_vs_ray1_model"] >= 1.6) for p in args.profiles},
+        # judged on wall time: the busy-time sum shows 2x for two actors taking turns on one core
+        "ray2_model_wall_ge_1.6x_ray1": {p: verdict(figures[f"{p}_ray2_vs_ray1_model_wall"] >= 1.6)
+                                         for p in args.profiles},
     }
     return figures
 
@@ -245,7 +257,8 @@ def measured_keys(profiles) -> list[str]:
         "ray1_loaded_vs_local", "ray1_loaded_vs_local_1thread", "ray1_allcores_pairs_per_s",
         "ray1_allcores_loaded_pairs_per_s", "ray1_allcores_vs_local", "ray1_allcores_loaded_vs_local",
         "ray1_model_pairs_per_s", "ray2_model_pairs_per_s", "ray1_vs_local", "ray1_ceiling_vs_local",
-        "ray2_vs_ray1_model", "ray1_pipelined_model_pairs_per_s", "ray2_pipelined_model_pairs_per_s",
+        "ray2_vs_ray1_model", "ray1_model_wall_pairs_per_s", "ray2_model_wall_pairs_per_s",
+        "ray2_vs_ray1_model_wall", "ray1_pipelined_model_pairs_per_s", "ray2_pipelined_model_pairs_per_s",
         "ray2_vs_ray1_pipelined_model", "ray1_pipelined_cores_per_actor", "ray2_pipelined_cores_per_actor",
         "ray1_model_cores_per_actor", "ray2_model_cores_per_actor", "ray1_model_actors", "ray2_model_actors",
         "ray1_nodes", "ray2_nodes")

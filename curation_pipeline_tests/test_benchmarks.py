@@ -73,7 +73,9 @@ EXPECTED_KEYS = {
                  "tiny_clip_ray1_loaded_vs_local", "tiny_clip_ray1_loaded_vs_local_1thread",
                  "tiny_clip_ray1_allcores_pairs_per_s", "tiny_clip_ray1_allcores_loaded_pairs_per_s",
                  "tiny_clip_ray1_allcores_vs_local", "tiny_clip_ray1_allcores_loaded_vs_local",
-                 "tiny_clip_ray1_model_cores_per_actor", "tiny_clip_ray2_model_cores_per_actor"},
+                 "tiny_clip_ray1_model_cores_per_actor", "tiny_clip_ray2_model_cores_per_actor",
+                 "tiny_clip_ray1_model_wall_pairs_per_s", "tiny_clip_ray2_model_wall_pairs_per_s",
+                 "tiny_clip_ray2_vs_ray1_model_wall"},
 }
 # Target verdicts: a smoke run gives none (null, or a structure of nulls)
 VERDICTS = {"targets_met", "ratio_ok", "targets"}

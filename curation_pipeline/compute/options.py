@@ -102,8 +102,15 @@ class RayStats:
     @property
     def model_pairs_per_s(self) -> float:
         """The model stage's throughput with every actor busy: the sum of each actor's own rate over its
-        seconds in model calls, so start-up and waiting for input do not count."""
+        seconds in model calls, so start-up and waiting for input do not count. Actors that take turns (no
+        core each) add up here with no gain in wall time: ``model_wall_pairs_per_s`` says what they gained."""
         return sum(pairs / busy for pairs, busy in self.per_worker.values() if busy > 0)
+
+    @property
+    def model_wall_pairs_per_s(self) -> float:
+        """Pairs over the model stage's wall time (``model_seconds``: first call's start to last call's end),
+        waits between calls included: what more actors gain in fact."""
+        return self.pairs / self.model_seconds if self.model_seconds > 0 else 0.0
 
     @property
     def model_cores_per_actor(self) -> float:

@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from curation_pipeline.compute.options import RayOptions
+from curation_pipeline.compute.options import RayOptions, RayStats
 from curation_pipeline.resources import ComputeResource
 from curation_pipeline_tests.conftest import RAW_SAMPLES, REPO_ROOT
 
@@ -99,6 +99,23 @@ def test_actor_retries_and_coordinator_memory_are_configuration():
     assert (chosen.max_retries, chosen.coordinator_memory_mb) == (0, 2048)
     with pytest.raises(ValueError):
         RayOptions(max_retries=-1)
+
+
+def test_ray_stats_wall_rate_shows_actors_taking_turns():
+    """Two actors that take turns (one core between them) sum to twice one actor's busy rate, yet the stage's
+    wall time is what one actor alone would take: the wall rate says so (synthetic timings, no cluster)."""
+    turns = RayStats()
+    for i in range(4):  # 4 batches of 10 pairs, 1 s each, the actors alternating: 4 s of wall time
+        turns.add_batch("n", 1 + i % 2, 100.0, 10, 100.0 + i, 101.0 + i)
+    assert turns.model_pairs_per_s == pytest.approx(20.0)
+    assert turns.model_seconds == pytest.approx(4.0)
+    assert turns.model_wall_pairs_per_s == pytest.approx(10.0)
+    side_by_side = RayStats()
+    for i in range(4):  # the same batches, two at a time: 2 s
+        side_by_side.add_batch("n", 1 + i % 2, 100.0, 10, 100.0 + i // 2, 101.0 + i // 2)
+    assert side_by_side.model_pairs_per_s == pytest.approx(20.0)
+    assert side_by_side.model_wall_pairs_per_s == pytest.approx(20.0)
+    assert RayStats().model_wall_pairs_per_s == 0.0
 
 
 @pytest.mark.parametrize("batch_size", [7, 32])
@@ -216,7 +233,7 @@ def test_an_actor_sizes_every_thread_pool_to_its_cpu_allotment():
     OpenCV, the BLAS pools and the ONNX signals all get that many threads, whatever the host has."""
     code = """
 import numpy, torch, cv2, threadpoolctl
-from curation_pipeline.compute.options import RayOptions
+from curation_pipeline.compute.options import RayOptions, RayStats
 from curation_pipeline.compute.ray_data import limit_threads
 from curation_pipeline.scoring.signals import cpu_threads
 limit_threads(RayOptions(cpus_per_actor=1).threads)
