@@ -14,8 +14,9 @@ what the settle sensor does once per tick:
   settle sensor, each tick), and ``slice_digests_per_shard_frames_s``, the same digests one frame a shard (the way
   it was made before): both grow with N (once per tick), the first ~15x less steeply.
 
-``*_growth``: the figure at the largest pool over the smallest, while the pool grew ``shards_growth``-fold: the
-look-up's stays near 1 (it reads the ``.tmp`` folder, which holds only writes in flight and orphans).
+``*_growth``: the figure at the largest pool over the one at the smallest (whatever order ``--shards`` gives them
+in), while the pool grew ``shards_growth``-fold: the look-up's stays near 1 (it reads the ``.tmp`` folder, which
+holds only writes in flight and orphans).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def main() -> None:
     add_smoke_flag(parser, shards="50,200", repeats=2)
     args = parse_args(parser)
     sizes = [int(s) for s in args.shards.split(",")]
+    if min(sizes) < 1:
+        parser.error(f"--shards {args.shards}: every pool size must be at least 1")
     rng = np.random.default_rng(0)
     table = pd.DataFrame({"key": ["a"]})
     figures: dict = {"shards": sizes, "rows": args.rows, "write_ms": [], "orphan_lookup_ms": [],
@@ -100,9 +103,11 @@ def main() -> None:
               f"{figures['orphan_lookup_ms'][-1]:.2f} ms (a listing of the folder: "
               f"{figures['folder_listing_ms'][-1]:.1f} ms); slice digests {figures['slice_digests_s'][-1]:.3f} s (one frame a shard: "
               f"{figures['slice_digests_per_shard_frames_s'][-1]:.3f} s)")
-    figures["shards_growth"] = sizes[-1] / sizes[0]
+    # the smallest and the largest pool, not the first and the last given: "8000,2000,8000" grew 4-fold
+    small, large = sizes.index(min(sizes)), sizes.index(max(sizes))
+    figures["shards_growth"] = sizes[large] / sizes[small]
     for key in ("write_ms", "orphan_lookup_ms", "folder_listing_ms", "slice_digests_s"):
-        figures[f"{key.rsplit('_', 1)[0]}_growth"] = figures[key][-1] / max(figures[key][0], 1e-9)
+        figures[f"{key.rsplit('_', 1)[0]}_growth"] = figures[key][large] / max(figures[key][small], 1e-9)
     figures = {k: ([round(x, 3) for x in v] if isinstance(v, list) and k != "shards" else v)
                for k, v in figures.items()}
     result_line(figures)
