@@ -18,13 +18,17 @@ stays below even that.
 Models: ``--model PATH`` (any local CLIP / SigLIP directory), else random weights built from
 configs at two shapes (``--shape``): ``b32`` (ViT-B/32: 224 px, patch 32, 12+12 layers, 768/512
 wide) and ``small`` (23M parameters: 6+6 layers, 384 wide). Torch's threads follow the run's
-thread budget (``CURATION_THREADS``, default every core) in all three.
+thread budget in all three: ``--threads``, else ``CURATION_THREADS`` where set, else every core this
+process may run on, set explicitly (as scale.py does): left unset, the budget would be the cores divided
+by ``$DAGSTER_HOME/dagster.yaml``'s ``max_concurrent_runs``, one thread on two cores under the Makefile's
+home. RESULT ``threads`` is the budget used.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import tarfile
 import tempfile
 import time
@@ -36,7 +40,7 @@ from _common import add_smoke_flag, image_rows, parse_args, result_line
 
 from curation_pipeline.scoring.clip import CLIPSCORE_PREFIX, ClipScorer
 from curation_pipeline.scoring.run import score_stream
-from curation_pipeline.scoring.signals import cpu_threads, limit_torch_threads
+from curation_pipeline.scoring.signals import THREADS_ENV, _cores, cpu_threads, limit_torch_threads
 from curation_pipeline.shards.reader import iter_pair_batches
 
 SHAPES = {
@@ -183,8 +187,16 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=2, help="batches decoded ahead (the pipeline's default)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each mode; the fastest counts")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="model threads (default: CURATION_THREADS where set, else every core)")
     add_smoke_flag(parser, pairs=8, batch_size=4, repeats=1, shape="small")
     args = parse_args(parser)
+    if args.threads < 0:
+        parser.error("--threads must be 0 (the default) or more")
+    if args.threads:
+        os.environ[THREADS_ENV] = str(args.threads)
+    elif os.environ.get(THREADS_ENV, "").strip() in ("", "0"):  # unset: the Dagster home's share, not every core
+        os.environ[THREADS_ENV] = str(_cores())
     rows = image_rows(args.pairs, smoke=args.smoke)
     figures = {"pairs": len(rows), "threads": cpu_threads(), "prompt": bool(args.prompt)}
     with tempfile.TemporaryDirectory() as tmp:
