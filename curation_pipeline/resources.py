@@ -383,7 +383,7 @@ class PolicyResource(dg.ConfigurableResource):
     rewrite: bool = Field(default=_P.rewrite, description="False turns the pipeline into a plain filter.")
     keep_expression: Optional[str] = Field(default=_P.keep_expression, description='Extra keep condition, e.g. "mlm_itm >= 66 and mlm_odf >= 20" (empty = none): a filter; a pair failing it is published only through an accepted rewrite.')
     caption_rules_mark_weak: bool = Field(default=_P.caption_rules_mark_weak, description="Failing DataComp caption rules marks a caption weak.")
-    fallback: Literal["keep_original", "drop"] = Field(default=_P.fallback, description="After a rejected rewrite: keep the original caption (if above drop_threshold, and never outside the keep_fraction cut or failing keep_expression) or drop the pair.")
+    fallback: Literal["keep_original", "drop"] = Field(default=_P.fallback, description="After a rejected rewrite: keep the original caption (if above drop_threshold, and never outside the keep_fraction cut or failing keep_expression) or drop the pair; with drop, a rewrite still failing a DataComp caption rule (not English, too few words) is rejected.")
     drop_duplicates: bool = Field(default=_P.drop_duplicates, description="Keep one pair per duplicate group.")
     warn_drop_share: float = Field(default=0.9, ge=0, le=1, description="The kept_share check warns (never blocks) above this dropped share, or when a shard keeps nothing.")
     max_unscored_share: float = Field(default=0.5, ge=0, le=1, description="The scores_complete check fails a shard (blocking) where a scorer raised on more than this share of the pairs it attempted, or on all of them (at least 2).")

@@ -285,8 +285,8 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
 @dataclass(frozen=True, eq=False)
 class StillWeak:
     """The weak-caption bounds (``effect="weak"``: not English, too few words) a rewrite's scores still hit, as the
-    decision reads them, where the policy publishes no weak caption (``fallback: drop``): there a candidate the
-    decision would call weak again is no fix, whatever its quality score (the cleaner takes a credit off a French
+    decision reads them, where the policy publishes no original failing one (``fallback: drop``): there a candidate
+    failing one is no fix, whatever its quality score (the cleaner takes a credit off a French
     caption, text_quality rises, and it was published while its twin without the credit was dropped). With
     ``keep_original`` a weak original above drop_threshold is published, so a better-scoring candidate that is weak
     the same way is too: nothing is checked."""

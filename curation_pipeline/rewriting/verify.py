@@ -715,7 +715,7 @@ def judge(quality_before: float, quality_after: float, edit: float, length: floa
         if fact:
             return False, f"changes what a text-only judge cannot check: {fact}"
     if weak:  # the candidate's own scores hit a bound that makes a caption weak (``AcceptanceRules.still_weak``)
-        return False, f"still {weak} after rewriting (fallback: drop publishes no weak caption)"
+        return False, f"still {weak} after rewriting (fallback: drop publishes no caption failing a caption rule)"
     # an unknown score before (NaN) is no score to beat but the margin over 0; the reason says unknown, never 0
     before = 0.0 if math.isnan(quality_before) else quality_before
     shown, after_shown = _shown(before, quality_after)

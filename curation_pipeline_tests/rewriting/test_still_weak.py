@@ -33,7 +33,7 @@ def test_a_candidate_still_weak_by_a_caption_rule_is_rejected_saying_which():
     rules = PolicyResource(fallback="drop").acceptance_rules()
     assert rules.still_weak.columns == {"datacomp_english", "datacomp_words_gt2", "datacomp_chars_gt5"}
     got = _rewrite(rules)
-    why = "after rewriting (fallback: drop publishes no weak caption)"
+    why = "after rewriting (fallback: drop publishes no caption failing a caption rule)"
     assert got["fr"] == (False, "Un chien qui court sur la plage au coucher du soleil.", f"still not_english {why}")
     assert got["en"][:2] == (True, "A brown dog running along the beach at sunset.")
     assert got["short"] == (False, "Dog.", f"still too_few_words; too_few_chars {why}")
