@@ -102,7 +102,8 @@ class HashingReader:
         try:
             data = self._handle.read(size)
         except Exception as exc:
-            self.error = exc
+            if not isinstance(exc, (RecursionError, MemoryError)):  # the reader's own state, not the file's
+                self.error = exc
             raise
         self._sha.update(data)
         self.bytes_read += len(data)

@@ -529,15 +529,19 @@ def decode_image(data: bytes | None, limits: ReaderLimits = ReaderLimits(),
 _STREAMS = {"gz": ("gzip", b"\x1f\x8b"), "bz2": ("bzip2", b"BZh"), "xz": ("xz", b"\xfd7zXZ\x00")}
 _LOOK_AFTER_STREAM = 1 << 16  # bytes read past a compressed stream to tell padding from more data
 _RAW_READ = 1 << 14  # compressed bytes fed to the decompressor at a time (tarfile fed 10 KiB)
-# a compressed shard may decompress to this many times its compressed bytes read so far, plus the slack: JPEG tars
-# barely compress (1.0-1.2x), a tar of captions only a few times; bzip2'd zeros shrink 900,000 to 1
-MAX_INFLATION, INFLATION_SLACK = 100, 64 << 20
-MAX_EXTENDED_HEADER = 1 << 20  # a pax or GNU long-name header's data, read whole by tarfile before any check
+# a compressed shard may decompress to this many times its compressed bytes read so far, plus the slack: web images
+# barely compress and caption tars some 10-50x; synthetic shards of one image repeated (bzip2 380x, gzip'd white
+# scans 1020x) stay under the slack; bzip2'd zeros shrink 900,000 to 1. A bomb costs the slack's decompression and
+# 200x its size (gzip cannot pass ~1032x): a few seconds
+MAX_INFLATION, INFLATION_SLACK = 200, 1 << 30
+# a pax or GNU long-name header's data, read whole by tarfile before any check, and how many may come before a
+# member (tarfile reads a chain of them by recursion: 3,000 tiny ones overflowed the stack)
+MAX_EXTENDED_HEADER, MAX_EXTENDED_HEADERS = 1 << 20, 16
 
 
 class TarRefused(tarfile.ReadError):
-    """A shard the reader stops reading on purpose (a decompression bomb, an oversized extended header): the rest
-    is a ``corrupt_tar`` skip, never taken for a file cut short."""
+    """Where the reader stops on purpose (a decompression bomb, oversized or endless extended headers, a compressed
+    stream failing its check): the rest is a ``corrupt_tar`` skip, never taken for a file cut short."""
 
 
 def _compression(head: bytes) -> str | None:
@@ -565,75 +569,106 @@ class _Replayed:
 
 
 class _Decompressed:
-    """A compressed shard's first stream, at most ``size`` decompressed bytes a read and never past the stream's
-    end (``unused_data``: what came after it, as far as read). tarfile's own ``r|*`` decompressed each raw chunk
-    whole and copied what was left at every 512-byte read: a few KB of bzip2'd zeros held gigabytes, and many
-    small members took time growing with their square. Decompressing more than ``MAX_INFLATION`` times the
-    compressed bytes (plus ``INFLATION_SLACK``) is refused (``TarRefused``)."""
+    """A compressed shard, at most ``size`` decompressed bytes a read. tarfile's own ``r|*`` decompressed each raw
+    chunk whole and copied what was left at every 512-byte read: a few KB of bzip2'd zeros held gigabytes, and many
+    small members took time growing with their square. Streams that follow one another (pbzip2's, bgzip's gzip
+    members, ``gzip >>``) read as one, as the gzip and bz2 modules read them; ``unused_data``: what followed the
+    last, which no stream starts. Past ``MAX_INFLATION`` times the compressed bytes (plus ``INFLATION_SLACK``), and
+    at a stream failing its check, it stops (``TarRefused``)."""
 
     def __init__(self, kind: str, raw):
-        self.kind, self._raw = kind, raw
-        self._cmp = (zlib.decompressobj(16 + zlib.MAX_WBITS) if kind == "gz"  # gzip's header and trailer checked
-                     else bz2.BZ2Decompressor() if kind == "bz2" else lzma.LZMADecompressor())
-        self._tail = b""  # zlib's input not yet decompressed (its unconsumed_tail)
+        self.kind, self.name, self._raw = kind, _STREAMS[kind][0], raw
+        self._cmp = self._decompressor()
+        self._pending = b""  # input not yet given to the decompressor (zlib's unconsumed_tail, a next stream's start)
+        self.unused_data = b""
         self.compressed = self.decompressed = 0
 
-    @property
-    def unused_data(self) -> bytes:
-        return self._cmp.unused_data if self._cmp.eof else b""
+    def _decompressor(self):
+        if self.kind == "gz":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip's header and trailer, its CRC checked
+        return bz2.BZ2Decompressor() if self.kind == "bz2" else lzma.LZMADecompressor()
 
     def read(self, size: int = -1) -> bytes:
         size = size if size is not None and size >= 0 else _RAW_READ
-        while size and not self._cmp.eof:
+        while size:
+            if self._cmp.eof and not self._next_stream():
+                return b""
             feed = self._input()
             if feed is None:  # the file ended inside the stream: tarfile finds it cut short
                 return b""
             try:
                 data = self._cmp.decompress(feed, size)
             except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
-                raise tarfile.ReadError(f"invalid {_STREAMS[self.kind][0]} data ({error_text(exc)})") from exc
-            if self.kind == "gz":
-                self._tail = self._cmp.unconsumed_tail
+                raise TarRefused(f"the {self.name} stream fails its check ({error_text(exc)}): the bytes of a "
+                                 "member read before it may be corrupt, which one is unknown; not read on") from exc
+            if self.kind == "gz":  # at the stream's end what is left is unused_data (zlib keeps it in both)
+                self._pending = b"" if self._cmp.eof else self._cmp.unconsumed_tail
             if data:
                 self.decompressed += len(data)
                 if self.decompressed > MAX_INFLATION * self.compressed + INFLATION_SLACK:
                     raise TarRefused(
-                        f"the {_STREAMS[self.kind][0]} stream decompresses to over {MAX_INFLATION} times its size "
-                        f"({self.decompressed:,} bytes from {self.compressed:,}): a decompression bomb? not read on")
+                        f"the {self.name} stream decompresses to over {MAX_INFLATION} times its size "
+                        f"({self.decompressed:,} bytes from {self.compressed:,}): a decompression bomb, or content "
+                        "that repeats throughout? not read on")
                 return data
         return b""
 
     def _input(self) -> bytes | None:
-        """What to decompress next: the input zlib left, nothing where bz2/lzma hold unread input, else the file's
+        """What to decompress next: input held back, nothing where bz2/lzma hold unread input, else the file's
         next bytes (None at its end)."""
-        if self.kind == "gz" and self._tail:
-            return self._tail
+        if self._pending:
+            feed, self._pending = self._pending, b""
+            return feed
         if self.kind != "gz" and not self._cmp.needs_input:
             return b""
-        raw = self._raw.read(_RAW_READ)
+        return self._raw_read(_RAW_READ) or None
+
+    def _next_stream(self) -> bool:
+        """At a stream's end: another of the same kind right after it goes on (a new decompressor); else what
+        follows is ``unused_data``, never decompressed."""
+        rest = self._cmp.unused_data + self._pending
+        self._pending = b""
+        magic = _STREAMS[self.kind][1]
+        while len(rest) < len(magic) and (more := self._raw_read(_RAW_READ)):
+            rest += more
+        if not rest.startswith(magic):
+            self.unused_data = rest
+            return False
+        self._cmp, self._pending = self._decompressor(), rest
+        return True
+
+    def _raw_read(self, size: int) -> bytes:
+        raw = self._raw.read(size)
         self.compressed += len(raw)
-        return raw or None
+        return raw
 
     def read_raw(self, size: int) -> bytes:
-        """The file's bytes after what was given to the decompressor (after the stream's end: never decompressed)."""
+        """The file's bytes after what was given to the decompressor (after the last stream: never decompressed)."""
         return self._raw.read(size)
 
 
 class _BoundedTarInfo(tarfile.TarInfo):
-    """tarfile reads a pax or GNU long-name header's data whole, before any member is checked: bounded first."""
+    """tarfile reads a pax or GNU long-name header's data whole, before any member is checked, and a chain of them
+    by recursion: bounded first, in size and in number before one member (``_EndCheckedTar.extended``)."""
 
     def _proc_pax(self, tar):
-        self._bounded("a pax extended header")
+        self._bounded("a pax extended header", tar)
         return super()._proc_pax(tar)
 
     def _proc_gnulong(self, tar):
-        self._bounded("a GNU long-name header")
+        self._bounded("a GNU long-name header", tar)
         return super()._proc_gnulong(tar)
 
-    def _bounded(self, what: str) -> None:
-        if self.size > MAX_EXTENDED_HEADER:
-            raise TarRefused(f"{what} at tar offset {self.offset} declares {self.size:,} bytes, over the "
-                             f"{MAX_EXTENDED_HEADER:,}-byte limit; not read on")
+    def _bounded(self, what: str, tar) -> None:
+        count, size = tar.extended
+        count, size = count + 1, size + self.size
+        if size > MAX_EXTENDED_HEADER:
+            raise TarRefused(f"{what} at tar offset {self.offset} declares {self.size:,} bytes, with those before the "
+                             f"member {size:,}, over the {MAX_EXTENDED_HEADER:,}-byte limit; not read on")
+        if count > MAX_EXTENDED_HEADERS:
+            raise TarRefused(f"{what} at tar offset {self.offset} is the {count}th extended header before one "
+                             f"member, over the limit of {MAX_EXTENDED_HEADERS}; not read on")
+        tar.extended = count, size
 
 
 class _LastRead:
@@ -657,6 +692,7 @@ class _EndCheckedTar(tarfile.TarFile):
     """``open(mode="r|")`` builds its stream and passes it here: wrapped before the first header is read."""
 
     def __init__(self, name=None, mode="r", fileobj=None, **kwargs):
+        self.extended = 0, 0  # the extended headers (how many, their bytes) read since the last member
         super().__init__(name, mode, _LastRead(fileobj), **kwargs)
 
 
@@ -736,9 +772,9 @@ class ShardReader:
             self._skip("truncated_tar", detail=f"after {read} members: cut short at tar offset {end}, {found}")
 
     def _after_stream(self, compressed, read: int) -> None:
-        """What follows a compressed archive's stream, which tarfile never reads: zeros (padding, as gzip allows)
-        are nothing; another stream of the same kind is a second archive (compressed tars joined with ``cat``),
-        unread; anything else is bytes that are no archive."""
+        """What follows a compressed archive's last stream, which tarfile never reads: zeros (padding, as gzip
+        allows) are nothing; another stream of the same kind after them is a second archive, unread; anything else
+        is bytes that are no archive. (A stream right after another is read on: ``_Decompressed``.)"""
         rest = compressed.unused_data
         if len(rest) < _LOOK_AFTER_STREAM:
             rest += compressed.read_raw(_LOOK_AFTER_STREAM - len(rest))
@@ -775,7 +811,7 @@ class ShardReader:
         """Damage tarfile meets in the bytes it got is a skip. An error of the file itself (``stream.error``)
         raises: tarfile drops the bytes it had buffered, so the samples after it would vanish unseen while
         the fingerprint (of every byte received) still matched the file."""
-        read = 0
+        read, ended = 0, False
         try:
             head = stream.read(10)
             source, kind = _Replayed(head, stream), _compression(head)
@@ -784,6 +820,7 @@ class ShardReader:
             for info in tar:
                 read += 1
                 tar.members = []  # tarfile keeps every header otherwise (memory grows with the shard)
+                tar.extended = 0, 0  # the next member's extended headers are counted afresh
                 skipped = self._header_skip(info)
                 if skipped is False:
                     try:
@@ -802,13 +839,15 @@ class ShardReader:
                 if skipped is not True and ext is not None and ext.lower() in (*IMAGE_EXTS, *CAPTION_EXTS,
                                                                                *META_EXTS):
                     yield info.name, _Unread(ext.lower(), *skipped)
+            ended = True  # every member read: what fails after (a compressed stream's check) hid none
             self._check_end(tar, read)
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             if stream.error is not None:
                 raise
-            reason = "corrupt_tar" if isinstance(exc, TarRefused) else "truncated_tar" if read else "unreadable_tar"
-            self._cut = True
-            self._skip(reason, detail=f"after {read} members: {str(exc) if reason == 'corrupt_tar' else error_text(exc)}")
+            refused = isinstance(exc, TarRefused)
+            reason = "corrupt_tar" if refused else "truncated_tar" if read else "unreadable_tar"
+            self._cut = not ended
+            self._skip(reason, detail=f"after {read} members: {str(exc) if refused else error_text(exc)}")
 
     def _finish(self, stat, stream: HashingReader) -> None:
         """Record what was read; compare it with what ``pairs`` recorded (if given)."""
