@@ -523,7 +523,8 @@ def register_raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseReso
     for key, observed in zip(new, seen):  # observed as registered: whatever path materializes pairs later, it
         if isinstance(observed, OSError):  # records the version observed here
             context.log.warning(f"{key}: raw file {found[key]} cannot be observed ({type(observed).__name__}: "
-                                f"{observed}); its run will say why, prune_shards removes a partition whose file is gone")
+                                f"{observed}); its run will say why, prune_shards removes a partition whose file "
+                                "is gone")
             continue
         context.log_event(dg.AssetObservation(
             asset_key="raw_shards", partition=key, tags={"dagster/data_version": observed.sha256}))

@@ -401,7 +401,8 @@ class RewriteActor:
                 quality_column=self.quality_column, scores_before=self.scores_before, rules=self.rules,
                 run_id=self.run_id, similarity=self.similarity))
             reused = getattr(self.model, "reused", set())  # the batch's targets answered from stored replies
-            out.append({**result, "reused": json.dumps([k for k in keys if k in reused]), "not_reused": self.not_reused})
+            out.append({**result, "reused": json.dumps([k for k in keys if k in reused]),
+                        "not_reused": self.not_reused})
         return pa.Table.from_pylist(out)
 
 

@@ -23,9 +23,9 @@ def _rewrite(rules):
     batch = PairBatch(list(CAPTIONS), list(CAPTIONS.values()))
     before = score_batch(scorers, batch)
     rescorers = [s for s in scorers if rescored_columns({"text_quality"}, rules) & set(s.columns)]
-    lineage = rewrite_batches([batch], shard="s", rewriter=CaptionCleaner(), rescore=lambda b: score_batch(rescorers, b),
-                              quality_column="text_quality", scores_before=dict(zip(CAPTIONS, before["text_quality"])),
-                              rules=rules, run_id="r")
+    lineage = rewrite_batches([batch], shard="s", rewriter=CaptionCleaner(),
+                              rescore=lambda b: score_batch(rescorers, b), quality_column="text_quality",
+                              scores_before=dict(zip(CAPTIONS, before["text_quality"])), rules=rules, run_id="r")
     return {row.key: (row.accepted, row.candidate_caption, row.reason) for row in lineage.itertuples()}
 
 

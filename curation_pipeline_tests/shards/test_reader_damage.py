@@ -300,7 +300,8 @@ def test_a_decompression_bomb_is_refused_with_memory_bounded(tmp_path, good, mon
     assert len(samples) == N  # the samples before the bomb are read
     (skip,) = reader.skips
     assert skip.reason == "corrupt_tar" and "decompresses to over 200 times its size" in skip.detail
-    assert "a decompression bomb, or content that repeats throughout?" in skip.detail and skip.detail.startswith(f"after {2 * N} members: the bzip2")
+    assert "a decompression bomb, or content that repeats throughout?" in skip.detail
+    assert skip.detail.startswith(f"after {2 * N} members: the bzip2")
     assert peak < 16 << 20, peak  # never the zeros at once
     assert reader.fingerprint.size == path.stat().st_size  # every byte still hashed
 
