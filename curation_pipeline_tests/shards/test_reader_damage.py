@@ -31,6 +31,17 @@ def read(path, **kwargs):
     return reader, {s.key: s for s in reader}
 
 
+def read_traced(path):
+    """``read``, and the most memory Python held meanwhile."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        return *read(path), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """A valid 10-sample tar and the header offset of s005's first member."""
@@ -281,7 +292,6 @@ def test_a_decompression_bomb_is_refused_with_memory_bounded(tmp_path, good, mon
     decompressed a bounded read at a time, and past ``MAX_INFLATION`` times its size (plus a slack of 1 GiB, here
     64 MiB) it is refused."""
     import bz2
-    import tracemalloc
 
     monkeypatch.setattr(reader_module, "INFLATION_SLACK", 64 << 20)
     raw, _, _ = good
@@ -291,12 +301,7 @@ def test_a_decompression_bomb_is_refused_with_memory_bounded(tmp_path, good, mon
     path = tmp_path / "bomb.tar"
     path.write_bytes(b"".join(parts))
     assert path.stat().st_size < 20_000  # 128 MB of zeros in it
-    tracemalloc.start()
-    try:
-        reader, samples = read(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    reader, samples, peak = read_traced(path)
     assert len(samples) == N  # the samples before the bomb are read
     (skip,) = reader.skips
     assert skip.reason == "corrupt_tar" and "decompresses to over 200 times its size" in skip.detail
@@ -310,8 +315,6 @@ def test_a_decompression_bomb_is_refused_with_memory_bounded(tmp_path, good, mon
 def test_an_oversized_extended_header_is_refused_unread(tmp_path, header):
     """tarfile reads a pax header's or GNU long name's data whole before any member check (200 MB held for one
     comment): over ``MAX_EXTENDED_HEADER`` the shard is refused there, the samples before it kept."""
-    import tracemalloc
-
     from curation_pipeline.shards.reader import MAX_EXTENDED_HEADER
 
     path = tmp_path / "x.tar"
@@ -326,12 +329,7 @@ def test_an_oversized_extended_header_is_refused_unread(tmp_path, header):
             info.pax_headers = {"comment": "A" * (4 << 20)}
         info.size = 5
         tar.addfile(info, io.BytesIO(b"a cat"))
-    tracemalloc.start()
-    try:
-        reader, samples = read(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    reader, samples, peak = read_traced(path)
     assert list(samples) == ["s000"]
     (skip,) = reader.skips
     what = "a pax extended header" if header == "pax" else "a GNU long-name header"
