@@ -286,10 +286,10 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
 class StillWeak:
     """The weak-caption bounds (``effect="weak"``: not English, too few words) a rewrite's scores still hit, as the
     decision reads them, where the policy publishes no original failing one (``fallback: drop``): there a candidate
-    failing one is no fix, whatever its quality score (the cleaner takes a credit off a French
-    caption, text_quality rises, and it was published while its twin without the credit was dropped). With
-    ``keep_original`` a weak original above drop_threshold is published, so a better-scoring candidate that is weak
-    the same way is too: nothing is checked."""
+    failing one is no fix, whatever its quality score (the cleaner takes a credit off a French caption, text_quality
+    rises, and it was published while its twin without the credit was dropped). With ``keep_original`` a weak
+    original above drop_threshold is published, so a better-scoring candidate that is weak the same way is too:
+    nothing is checked."""
 
     policy: DecisionPolicy
 
@@ -302,8 +302,9 @@ class StillWeak:
 
     def __call__(self, scores: pd.DataFrame) -> list[str | None]:
         """Per row, the bounds hit ("; "-joined), or None; a column the scores lack is no hit (as for the decision)."""
+        checked = self.columns
         hits = [np.where(_bound_hits(scores, b, self.policy), b.reason, None)
-                for b in bounds() if b.effect == "weak" and b.column in self.columns]
+                for b in bounds() if b.effect == "weak" and b.column in checked]
         return ["; ".join(v for v in row if isinstance(v, str)) or None for row in zip(*hits)] if hits \
             else [None] * len(scores)
 

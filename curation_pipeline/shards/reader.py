@@ -663,8 +663,9 @@ class _BoundedTarInfo(tarfile.TarInfo):
         count, size = tar.extended
         count, size = count + 1, size + self.size
         if size > MAX_EXTENDED_HEADER:
-            raise TarRefused(f"{what} at tar offset {self.offset} declares {self.size:,} bytes, with those before the "
-                             f"member {size:,}, over the {MAX_EXTENDED_HEADER:,}-byte limit; not read on")
+            before = f" ({size:,} with those before it for one member)" if count > 1 else ""
+            raise TarRefused(f"{what} at tar offset {self.offset} declares {self.size:,} bytes{before}, over the "
+                             f"{MAX_EXTENDED_HEADER:,}-byte limit; not read on")
         if count > MAX_EXTENDED_HEADERS:
             raise TarRefused(f"{what} at tar offset {self.offset} is the {count}th extended header before one "
                              f"member, over the limit of {MAX_EXTENDED_HEADERS}; not read on")
