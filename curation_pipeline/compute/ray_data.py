@@ -87,21 +87,18 @@ def _batch_row(batch: int, records: list[str], images: list[bytes | None]) -> pa
 
 def read_shard_batches(url: str, shard: str, batch_size: int, expected=None, keys: frozenset[str] | None = None,
                        limits: ReaderLimits = ReaderLimits(), trailer: bool = False) -> Iterator[pa.Table]:
-    """The shard's samples, undecoded, one row per batch of ``batch_size`` samples read (as
-    ``iter_pair_batches`` batches); with ``keys`` only those stay. With ``trailer``, a last row (batch
+    """The shard's samples, undecoded, one row per batch of ``batch_size`` samples (as ``iter_pair_batches``
+    batches them, ``keys`` alike: only those samples, in full batches). With ``trailer``, a last row (batch
     ``TRAILER``) holds the reader's skips and the fingerprint, known only once the whole tar streamed."""
-    reader = ShardReader(url, shard, limits, decode=False, expected=expected)
-    batch, seen, pixels, records, images = 0, 0, 0, [], []
+    reader = ShardReader(url, shard, limits, decode=False, expected=expected, keys=keys)
+    batch, pixels, records, images = 0, 0, [], []
     for sample in reader:
-        seen += 1
         pixels += sample.pixels(limits)  # as iter_pair_batches cuts a batch of large images early
-        if keys is None or sample.key in keys:
-            records.append(json.dumps(sample.record))
-            images.append(sample.image_data)
-        if seen == batch_size or pixels >= limits.max_batch_pixels:
-            if records:
-                yield _batch_row(batch, records, images)
-            batch, seen, pixels, records, images = batch + 1, 0, 0, [], []
+        records.append(json.dumps(sample.record))
+        images.append(sample.image_data)
+        if len(records) == batch_size or pixels >= limits.max_batch_pixels:
+            yield _batch_row(batch, records, images)
+            batch, pixels, records, images = batch + 1, 0, [], []
     if records:
         yield _batch_row(batch, records, images)
     if trailer:

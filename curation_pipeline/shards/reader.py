@@ -35,7 +35,7 @@ import tarfile
 import warnings
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Any, Collection, Iterator, Literal
 
 import fsspec
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -701,11 +701,14 @@ class ShardReader:
     """Iterate the samples of one shard (consecutive members sharing a key, as webdataset groups them;
     a key seen again later is a ``duplicate_key`` skip); ``skips`` fills in as it goes. After a full
     iteration ``fingerprint`` holds what was read; with ``expected`` (what ``pairs`` recorded) the bytes
-    read must hash to it, else ``RawShardChanged``: stored rows must never meet another file's images."""
+    read must hash to it, else ``RawShardChanged``: stored rows must never meet another file's images.
+    With ``keys``, only those samples are yielded (and decoded); every byte is still read and hashed."""
 
     def __init__(self, url: str, shard: str, limits: ReaderLimits = ReaderLimits(),
-                 decode: Decode = True, expected: RawFingerprint | None = None):
+                 decode: Decode = True, expected: RawFingerprint | None = None,
+                 keys: Collection[str] | None = None):
         self.url, self.shard, self.limits, self.decode, self.expected = url, shard, limits, decode, expected
+        self.keys = keys
         self.skips: list[ShardSkip] = []
         self.fingerprint: RawFingerprint | None = None
         self._cut = False  # the tar's damage may have hidden members of the last sample read before it
@@ -996,6 +999,8 @@ class ShardReader:
 
     def __iter__(self) -> Iterator[Sample]:
         for group in self._groups():
+            if self.keys is not None and group.key not in self.keys:
+                continue
             meta = meta_error = None
             if group.meta is not None:
                 meta, meta_error = parse_meta(group.meta, group.meta_name or f"{group.key}.json", self.limits)
@@ -1032,22 +1037,23 @@ class ShardReader:
 
 
 def iter_pair_batches(url: str, shard: str, batch_size: int = 64, limits: ReaderLimits = ReaderLimits(),
-                      expected: RawFingerprint | None = None,
-                      decode: Literal[True, "verify"] = True) -> Iterator[tuple[PairBatch, list[dict]]]:
+                      expected: RawFingerprint | None = None, decode: Literal[True, "verify"] = True,
+                      keys: Collection[str] | None = None) -> Iterator[tuple[PairBatch, list[dict]]]:
     """Decoded batches for scorers (with the json's original image sizes): memory is bounded by
     ``batch_size`` and ``limits.max_batch_pixels``, not shard size. With ``expected``, a different file read
     raises ``RawShardChanged``. ``decode="verify"`` when no scorer reads pixels (``decode_image``): the same
-    rows, cheaper."""
-    keys, captions, images, sizes, records, pixels = [], [], [], [], [], 0
-    for sample in ShardReader(url, shard, limits, decode=decode, expected=expected):
-        keys.append(sample.key)
+    rows, cheaper. With ``keys`` (a rewrite's targets), batches of those samples alone: full batches for the
+    model, however few of the shard's pairs they are, and no other image decoded."""
+    names, captions, images, sizes, records, pixels = [], [], [], [], [], 0
+    for sample in ShardReader(url, shard, limits, decode=decode, expected=expected, keys=keys):
+        names.append(sample.key)
         captions.append(sample.caption)
         images.append(sample.image)
         sizes.append(sample.original_size)
         records.append(sample.record)
         pixels += sample.pixels(limits)
-        if len(keys) == batch_size or pixels >= limits.max_batch_pixels:
-            yield PairBatch(keys, captions, images, sizes), records
-            keys, captions, images, sizes, records, pixels = [], [], [], [], [], 0
-    if keys:
-        yield PairBatch(keys, captions, images, sizes), records
+        if len(names) == batch_size or pixels >= limits.max_batch_pixels:
+            yield PairBatch(names, captions, images, sizes), records
+            names, captions, images, sizes, records, pixels = [], [], [], [], [], 0
+    if names:
+        yield PairBatch(names, captions, images, sizes), records

@@ -133,11 +133,15 @@ def test_the_ray_read_makes_the_local_engines_batches(batch_size):
         undecoded = [{k: v for k, v in r.items() if k not in DECODE_FIELDS} for r in records]
         assert remote == undecoded  # the reader's records, decoding left to the decode tasks
 
-    wanted = frozenset(k for keys, _ in local for k in keys[::3])
+    # a rewrite's targets: full batches of them alone, in shard order, locally and on Ray alike
+    order = [k for keys, _ in local for k in keys]
+    wanted = frozenset(order[::3])
     filtered = [row for table in read_shard_batches(url, "sample-000001", batch_size, keys=wanted)
                 for row in table.to_pylist()]
-    expected = [[k for k in keys if k in wanted] for keys, _ in local]
-    assert [[json.loads(t)["key"] for t in row["records"]] for row in filtered] == [e for e in expected if e]
+    targets = [k for k in order if k in wanted]
+    expected = [targets[i:i + batch_size] for i in range(0, len(targets), batch_size)]
+    assert [[json.loads(t)["key"] for t in row["records"]] for row in filtered] == expected
+    assert [batch.keys for batch, _ in iter_pair_batches(url, "sample-000001", batch_size, keys=wanted)] == expected
 
 
 DECODE_FIELDS = {"image_format", "image_mode", "width", "height", "n_frames", "decode_status", "decode_error"}
