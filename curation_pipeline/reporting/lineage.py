@@ -59,7 +59,8 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
     """Pairs matching ``key`` and/or ``shard`` with their lineage; both None means all."""
     if shard is not None:
         validate_key(shard)
-    files = {table: {s: warehouse.local_path(warehouse.table_path(table, s)) for s in warehouse.shards(table)}
+    listed = {table: warehouse.shard_files(table) for table in TABLES}
+    files = {table: {s: warehouse.local_path(warehouse.table_path(table, s)) for s in listed[table]}
              for table in TABLES}
     final_files = parquet_paths(list(files["final_captions"].values()))
     attempt_files = parquet_paths(list(files["rewritten_captions"].values()))
@@ -71,7 +72,9 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
     import duckdb  # here, not at import: a run that never looks up lineage never pays for it
 
     con = duckdb.connect()
-    register_warehouse(con, warehouse)  # s3:// through the warehouse's fsspec filesystem, as the report
+    fs = register_warehouse(con, warehouse)  # s3:// through the warehouse's fsspec filesystem, as the report
+    if fs is not None:  # and the files' details from these listings, not a request each per query
+        fs.remember(info for infos in listed.values() for info in infos.values())
     try:
         final = con.execute(
             f"""SELECT f.shard, f.key, f.outcome, f.reason, f.original_caption, f.final_caption, f.rewriter,

@@ -53,7 +53,9 @@ Rewriters are reported per name, version (the model) and prompt hash: every VLM 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import glob
+import inspect
 import os
 import re
 import shlex
@@ -267,11 +269,24 @@ class ExactFileSystem(DirFileSystem):
     ``glob`` of an escaped file path (what ``parquet_paths`` writes), answered by looking that one file up.
     DuckDB globs every path it reads, and fsspec's glob lists everything from the first ``[`` or ``?`` up
     (under ``s3://bucket/wh[1]/``: the whole bucket, per file) and, where the store's nested listings are
-    incomplete, finds nothing; a lookup reads exactly the file named, never a temp file beside it."""
+    incomplete, finds nothing; a lookup reads exactly the file named, never a temp file beside it.
+
+    The files of a listing handed to ``remember`` are answered from it (glob, info, size, modification
+    time, and the details a read is opened with): DuckDB asks for them at every query that reads a file, which
+    on S3 was four requests a file a query (about 190 a shard for the report). Those files are then read as
+    listed: on s3fs one replaced since fails its read (``FileExpired``), never read as a mix of versions."""
 
     def __init__(self, fs):
         super().__init__(path="/", fs=fs)  # no prefix in fact: _join / _relpath pass every path through
         self.protocol = fs.protocol  # DuckDB routes a path to the filesystem registered for its protocol
+        self.listed: dict[str, dict] = {}  # path as the store names it -> its details, from a listing
+        self._opens_sized = "size" in inspect.signature(fs._open).parameters  # s3fs: no request to learn it
+
+    def remember(self, infos) -> None:
+        self.listed.update((self.fs._strip_protocol(info["name"]), info) for info in infos)
+
+    def _known(self, path) -> dict | None:
+        return self.listed.get(self.fs._strip_protocol(path)) if self.listed else None
 
     def _join(self, path):
         return path
@@ -283,14 +298,44 @@ class ExactFileSystem(DirFileSystem):
         file = escaped_file(path)
         if file is None or kwargs:  # a real pattern (a query of the user's): the store's own glob
             return self.fs.glob(path, **kwargs)
-        return [self.fs._strip_protocol(file)] if self.fs.isfile(file) else []
+        name = self.fs._strip_protocol(file)
+        return [name] if name in self.listed or self.fs.isfile(file) else []
+
+    def info(self, path, **kwargs):
+        known = self._known(path)
+        return dict(known) if known is not None and not kwargs else super().info(path, **kwargs)
+
+    def size(self, path):
+        known = self._known(path)
+        return known["size"] if known is not None and known.get("size") is not None else super().size(path)
+
+    def modified(self, path):
+        known = self._known(path)
+        if known is not None and isinstance(known.get("LastModified"), datetime.datetime):  # s3fs's own answer
+            return known["LastModified"]
+        return super().modified(path)
+
+    def open(self, path, mode="rb", *args, **kwargs):
+        known = self._known(path) if "r" in mode and self._opens_sized and "size" not in kwargs else None
+        if known is None or known.get("size") is None:
+            return super().open(path, mode, *args, **kwargs)
+        handle = super().open(path, mode, *args, size=known["size"], **kwargs)
+        handle.details = known  # what s3fs would ask for with a request of its own before the first read
+        if known.get("ETag") and isinstance(getattr(handle, "read_kw", None), dict):
+            # as s3fs does with what it asked for: a file replaced since the listing fails (FileExpired)
+            handle.read_kw = {**handle.read_kw, "IfMatch": known["ETag"]}
+        return handle
 
 
-def register_warehouse(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None:
+def register_warehouse(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> ExactFileSystem | None:
     """Let ``con`` read the warehouse's files: on object storage through its own fsspec filesystem (no httpfs,
-    the warehouse's credentials), as an ``ExactFileSystem``; local files DuckDB reads itself."""
-    if not warehouse.is_local:
-        con.register_filesystem(ExactFileSystem(warehouse.fs))
+    the warehouse's credentials), as an ``ExactFileSystem`` (returned: a build hands it its listings); local
+    files DuckDB reads itself."""
+    if warehouse.is_local:
+        return None
+    fs = ExactFileSystem(warehouse.fs)
+    con.register_filesystem(fs)
+    return fs
 
 
 # Every read_parquet of warehouse files: no hive partitioning, or a ``name=value`` folder above the
@@ -309,13 +354,17 @@ def _path_list(files: list[str]) -> str:
     return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in parquet_paths(files)) + "]"
 
 
-def _create_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> dict[str, dict[str, str]]:
+def _create_views(con: duckdb.DuckDBPyConnection, warehouse: Warehouse,
+                  fs: ExactFileSystem | None = None) -> dict[str, dict[str, str]]:
     """A view per table over its shard files; returns table -> shard -> file, for the tables present.
     ``report_files`` records each file with its version as listed before any is read (a file written again
-    during the build reads as changed: a warning too many, never one too few)."""
+    during the build reads as changed: a warning too many, never one too few). ``fs`` (object storage)
+    answers for the files from these listings."""
     present, versions = {}, {}
     for table in TABLES:
         listed = warehouse.shard_files(table)
+        if fs is not None:
+            fs.remember(listed.values())
         files = {shard: warehouse.local_path(warehouse.table_path(table, shard)) for shard in listed}
         if not files:
             continue
@@ -743,9 +792,9 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
                          "set TMPDIR to a folder without one")
     con = duckdb.connect(tmp_path)
     register_word_count(con)
-    register_warehouse(con, warehouse)
+    fs = register_warehouse(con, warehouse)
     try:
-        views = _create_views(con, warehouse)
+        views = _create_views(con, warehouse, fs)
         for needed in REQUIRED_TABLES:
             if needed not in views:
                 raise FileNotFoundError(

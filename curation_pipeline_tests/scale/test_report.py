@@ -153,3 +153,63 @@ def test_a_question_mark_in_the_path_on_s3_reads_exactly_its_file(s3, tmp_path):
         register_warehouse(con, remote)
         assert con.execute("SELECT caption FROM read_parquet($files) ORDER BY key", {"files": files}
                            ).fetchall() == [("a dog  runs",), ("",), ("\ttwo\nwords ",), ("x",)]
+
+
+@pytest.fixture()
+def s3_requests(monkeypatch):
+    """Every S3 request this process makes, by operation."""
+    import collections
+
+    import s3fs
+
+    made, real = collections.Counter(), s3fs.S3FileSystem._call_s3
+
+    async def call(self, method, *args, **kwargs):
+        made[method] += 1
+        return await real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", call)
+    return made
+
+
+def test_the_report_asks_s3_for_each_files_details_once_from_its_listing(s3, s3_requests):
+    """DuckDB asks for a file's details (glob, size, modification time, the open's own look-up) at every query
+    that reads it: about 190 HEAD requests a shard for one build (a rebuild of 12,800 shards: 2.4 million).
+    The build's listings answer them."""
+    server, _ = s3
+    remote = Warehouse(f"s3://{server.bucket}/warehouse")
+    for i in range(6):
+        shard = f"shard-{i}"
+        for table, df in _tables(shard, ["a dog  runs", "", "one"], ["a dog runs", "a new caption", None]).items():
+            remote.write_table(table, shard, df)
+        publish(remote, shard)
+    s3_requests.clear()
+    report = build_report(remote)
+    assert report.overall["pairs_read"] == 18 and report.overall["rewritten"] == 12
+    # the curated tars' records and the report's own upload: a few; none per query
+    assert s3_requests["head_object"] <= 3 * 6 + 5, dict(s3_requests)
+
+
+def test_a_file_replaced_after_its_listing_fails_its_read_and_is_never_read_in_part(s3):
+    """Read as listed, a file written again since must not be read with the old size over the new bytes: the
+    read is held to the listing's ETag. S3 itself checks it (If-Match); s3rver ignores If-Match, so here s3fs
+    checks it on each answer (``local_expiry_check``, as for stores that ignore it)."""
+    import s3fs
+    from s3fs.utils import FileExpired
+
+    from curation_pipeline.reporting.report import ExactFileSystem
+
+    server, _ = s3
+    fs = s3fs.S3FileSystem(local_expiry_check=True, skip_instance_cache=True)
+    path = f"{server.bucket}/t/x.bin"
+    fs.pipe_file(path, b"first version")
+    exact = ExactFileSystem(fs)
+    exact.remember([fs.info(path)])
+    with exact.open(f"s3://{path}", "rb") as handle:
+        assert handle.read() == b"first version"
+    fs.pipe_file(path, b"the second version, longer")
+    with pytest.raises(FileExpired), exact.open(f"s3://{path}", "rb") as handle:
+        handle.read()
+    exact.listed.clear()  # no listing: each read looks the file up, as before
+    with exact.open(f"s3://{path}", "rb") as handle:
+        assert handle.read() == b"the second version, longer"
