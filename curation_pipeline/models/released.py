@@ -255,8 +255,9 @@ def load_released(model: str, *, vision_tower: str | None = None, device: str | 
 
     text_raw = {k: v for k, v in raw.items() if k not in _TEXT_KEYS_DROPPED and not k.startswith("mm_")}
     text_config = (LlamaConfig if text_type == "llama" else Qwen2Config).from_dict(text_raw)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    try:  # with the text config: transformers does not know llava_llama, and its bare stand-in for that
+        # config fails on rope_scaling (every Llama-3.1 / 3.2 checkpoint: mlm-filter-llama-3.2-3b)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), config=text_config)
     except (OSError, ValueError) as exc:
         raise ModelUnavailableError(model, exc) from exc
     vocab = text_config.vocab_size
