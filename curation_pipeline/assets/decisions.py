@@ -9,13 +9,14 @@ import pandas as pd
 from curation_pipeline.assets.dedup import dedup_index, policy_change, policy_config
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA
-from curation_pipeline.assets.metadata import OWNERS, numbers, table
+from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, shown, table
 from curation_pipeline.assets.selection import selection_cut
 from curation_pipeline.decisions.cut_store import CUT_KEY, CutUnavailable, cut_for_shard
 from curation_pipeline.decisions.dedup import DECIDED_BY_KEY, DIGEST_KEY, POLICY_KEY, mark_duplicates, policy_digest
 from curation_pipeline.decisions.policy import IN_CUT, IN_EXPRESSION, decide
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
+from curation_pipeline.reporting.report import reason_signals
 from curation_pipeline.resources import PolicyResource, WarehouseResource
 from curation_pipeline.storage.warehouse import Warehouse
 
@@ -131,7 +132,8 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
         used[CUT_KEY] = cut.rule_digest()
     decisions.attrs[FILE_METADATA] = used
     actions = decisions["action"].value_counts()
-    drops = decisions.loc[decisions["action"].eq("drop"), "reason"].str.split(" ").str[0].value_counts()
+    # by the signals each reason names, as the report counts them (not its first word: one row per score value)
+    drops = decisions.loc[decisions["action"].eq("drop"), "reason"].map(reason_signals).explode().value_counts()
     n = len(decisions)  # an empty shard has no shares: left empty, not 0
     return dg.Output(decisions, metadata={
         **numbers({"pairs": len(decisions), "keep": int(actions.get("keep", 0)),
@@ -155,4 +157,6 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
         # dup_of: the kept copy a duplicate was dropped for (absent where the profile has no duplicate signals)
         "decisions_preview": table(decisions[[c for c in ("key", "action", "reason", "quality_before", "dup_of")
                                               if c in decisions]]),
+        "decisions_shown": shown(decisions, PREVIEW_ROWS, "pairs", f"the caption_decisions table, or curate lineage "
+                                 f"--shard {shard}"),
     })

@@ -10,7 +10,7 @@ import pandas as pd
 from curation_pipeline.assets.decisions import policy_record, require_decided_policy
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA, LOADED, columns, versioned
-from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, table
+from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, shown, table
 from curation_pipeline.checks.quality import FINAL_CAPTION_CHECKS, checked_table, final_captions_checks, table_out
 from curation_pipeline.decisions.dedup import DECIDED_BY_KEY
 from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, DECISIONS_RUN_KEY, attempt_runs, resolve_outcomes
@@ -187,4 +187,6 @@ def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, po
         "caption_length_histogram": dg.MetadataValue.md(chart),
         "rewritten_preview": table(final.loc[final["rewritten"], ["key", "original_caption", "final_caption",
                                                                    "quality_before", "quality_final", "reason"]]),
+        "rewritten_shown": shown(final.loc[final["rewritten"]], PREVIEW_ROWS, "rewritten pairs",
+                                 f"curate lineage --shard {shard} --rewritten-only"),
     }

@@ -60,3 +60,54 @@ def test_the_uis_decisions_preview_names_the_kept_copy(curated):
     assert [c.name for c in preview.schema.columns] == ["key", "action", "reason", "quality_before", "dup_of"]
     duplicates = [r.data for r in preview.records if r.data.get("dup_of")]
     assert duplicates and all(r["reason"].startswith("duplicate:") for r in duplicates)
+
+
+
+def test_the_uis_drop_reasons_count_signals_as_the_report_does(tmp_path):
+    """``drop_reasons`` grouped by a reason's first word: with rewriting off, ``low_text_quality=30.0`` made a row
+    per score value, and a second signal of a reason (``; too_few_words``) was never counted. It counts each
+    signal now, as the report's ``drop_reasons`` does."""
+    import re
+
+    import dagster as dg
+
+    from curation_pipeline.reporting.report import reason_signals
+    from curation_pipeline.resources import PolicyResource, ScoringResource
+    from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
+
+    shard = "sample-000001"
+    instance, _ = run_pipeline(RAW_SAMPLES, tmp_path / "wh", [shard], report=False, settle=False,
+                               scoring=ScoringResource(profile="text"), policy=PolicyResource(rewrite=False))
+    decisions = Warehouse(str(tmp_path / "wh")).read_table("caption_decisions", shard)
+    record = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("caption_decisions"), asset_partitions=[shard]), limit=1).records[0]
+    metadata = record.asset_materialization.metadata
+    shown = {k: int(v) for k, v in re.findall(r"^\| (.+?) \| (\d+) \|$", metadata["drop_reasons"].value, re.M)}
+    expected = {}
+    reasons = decisions.loc[decisions["action"].eq("drop"), "reason"]
+    for reason in reasons:
+        for signal in reason_signals(reason):
+            expected[signal] = expected.get(signal, 0) + 1
+    assert reasons.str.contains("=").any() and reasons.str.contains("; ").any()  # values, and several signals
+    assert shown == expected
+    assert not any("=" in signal for signal in shown)  # a score's value is no reason of its own
+
+
+def test_the_uis_previews_say_what_they_leave_out(curated):
+    import dagster as dg
+
+    wh, instance = Warehouse(str(curated["warehouse"])), curated["instance"]
+    for shard in curated["shards"]:
+        n = len(wh.read_table("caption_decisions", shard))
+        record = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("caption_decisions"), asset_partitions=[shard]), limit=1).records[0]
+        assert record.asset_materialization.metadata["decisions_shown"].value == (
+            f"all {n} pairs" if n <= 30 else
+            f"first 30 of {n} pairs; all: the caption_decisions table, or curate lineage --shard {shard}")
+
+        rewritten = int(wh.read_table("final_captions", shard)["rewritten"].sum())
+        record = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("final_captions"), asset_partitions=[shard]), limit=1).records[0]
+        assert record.asset_materialization.metadata["rewritten_shown"].value == (
+            f"all {rewritten} rewritten pairs" if rewritten <= 30 else
+            f"first 30 of {rewritten} rewritten pairs; all: curate lineage --shard {shard} --rewritten-only")
