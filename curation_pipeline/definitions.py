@@ -2,8 +2,6 @@
 code location."""
 
 
-import hashlib
-import json
 import os
 
 import dagster as dg
@@ -23,8 +21,7 @@ from curation_pipeline.automation import (curate_shards_job, fill_missing_shards
                                           observe_raw_shards_schedule, prune_shards, register_shards, report_automation,
                                           report_job, reselect_shards_job)
 from curation_pipeline.console import console_logger
-from curation_pipeline.rewriting.base import CODE_VERSIONS as REWRITER_VERSIONS
-from curation_pipeline.scoring.registry import code_versions
+from curation_pipeline.assets.made_of import rewriter_made_of, scoring_made_of
 from curation_pipeline.resources import (WAREHOUSE_DEFAULTS, ComputeResource, PolicyResource, RewriterResource,
                                          ScoringResource, WarehouseResource)
 
@@ -60,45 +57,20 @@ def build_resources(raw_root: str | None = None, warehouse_root: str | None = No
 EXECUTOR = dg.in_process_executor
 
 
-def with_code_it_runs(asset: dg.AssetsDefinition, runs: dict[str, str], settings: dict | None = None
-                      ) -> dg.AssetsDefinition:
+def with_code_it_runs(asset: dg.AssetsDefinition, made: str) -> dg.AssetsDefinition:
     """``asset`` whose code version also names the version of each piece of code it runs in this code location
     (quality_scores: its profile's scorers; rewritten_captions: its rewriter), e.g. ``2+datacomp.3,nsfw.1``, and
-    a digest of the ``settings`` that choose what that code writes (a model, its prompt or precision:
+    a digest of the settings that choose what that code writes (a model, its prompt or precision:
     ``output_settings``), e.g. ``2+datacomp.3,...,clip.4@fbad86319676``: a scorer's or rewriter's new version, or
     another model, marks the partitions made before stale, as a bump of the asset's own does (a run under other
-    scorers or models, set in its run config, is compared with this location's)."""
-    made_of = ",".join(f"{name}.{version}" for name, version in runs.items())
-    if settings:
-        made_of += "@" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}+{made_of}"))
+    scorers or models, set in its run config, records its own: ``assets.made_of.output_provenance``)."""
+    return asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}+{made}"))
 
 
 def versioned_assets(resources: dict) -> list[dg.AssetsDefinition]:
-    scoring, rewriter = resources["scoring"], resources["rewriter"]
-    runs = {quality_scores.key: _scorer_versions(scoring),
-            rewritten_captions.key: ({rewriter.kind: REWRITER_VERSIONS[rewriter.kind]}
-                                     if isinstance(rewriter, RewriterResource) else None)}
-    settings = {quality_scores.key: _scorer_settings(scoring),
-                rewritten_captions.key: rewriter.output_settings() if isinstance(rewriter, RewriterResource) else None}
-    return [with_code_it_runs(asset, made_of, settings[asset.key]) if (made_of := runs.get(asset.key)) else asset
-            for asset in ASSETS]
-
-
-def _scorer_versions(scoring) -> dict[str, str] | None:
-    if not isinstance(scoring, ScoringResource):
-        return None
-    try:
-        return code_versions(scoring.as_profile())
-    except ValueError:  # e.g. a model profile without its model: its runs fail naming the setting, not the load
-        return None
-
-
-def _scorer_settings(scoring) -> dict | None:
-    try:
-        return scoring.output_settings() if isinstance(scoring, ScoringResource) else None
-    except ValueError:  # as in _scorer_versions
-        return None
+    made = {quality_scores.key: scoring_made_of(resources["scoring"]),
+            rewritten_captions.key: rewriter_made_of(resources["rewriter"])}
+    return [with_code_it_runs(asset, made[asset.key]) if made.get(asset.key) else asset for asset in ASSETS]
 
 
 def build_definitions(**kwargs) -> dg.Definitions:

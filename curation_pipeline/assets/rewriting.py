@@ -10,6 +10,7 @@ import pandas as pd
 from curation_pipeline.assets.decisions import policy_record, require_decided_policy
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA, LOADED, columns, versioned
+from curation_pipeline.assets.made_of import output_provenance, rewriter_made_of
 from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, shown, table
 from curation_pipeline.checks.quality import FINAL_CAPTION_CHECKS, checked_table, final_captions_checks, table_out
 from curation_pipeline.decisions.dedup import DECIDED_BY_KEY
@@ -113,7 +114,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     gain = (lineage.loc[lineage["accepted"].astype(bool), "quality_after"].astype(float)
             - lineage.loc[lineage["accepted"].astype(bool), "quality_before"].astype(float))
     preview = lineage_preview(lineage, decisions, PREVIEW_ROWS)
-    return dg.Output(lineage, metadata={
+    return dg.Output(lineage, **output_provenance(context, rewriter_made_of(rewriter), "rewriter"), metadata={
         **numbers({"attempts": len(lineage), "accepted": accepted, "rejected": len(lineage) - accepted,
                    "acceptance_rate": accepted / len(lineage) if len(lineage) else None,  # no attempts: empty, not 0
                    "mean_score_gain": float(gain.mean()) if len(gain) else None}),

@@ -10,6 +10,7 @@ from curation_pipeline import heap
 from curation_pipeline.assets.ingest import pairs
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA, RAW_SHA_KEY
+from curation_pipeline.assets.made_of import output_provenance, scoring_made_of
 from curation_pipeline.assets.metadata import numbers
 from curation_pipeline.checks.quality import SCORES_CHECKS, checked_table, scores_checks, table_out
 from curation_pipeline.partitions import shard_partitions
@@ -35,7 +36,9 @@ def quality_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     # its check alone reads the stored scores: no model runs
     yield from checked_table(context, warehouse, "quality_scores",
                              lambda: _score(context, warehouse, scoring, policy, compute),
-                             lambda scores: scores_checks(scores, policy))
+                             lambda scores: scores_checks(scores, policy),
+                             # the scorers this run's config picked, where they are not the code location's
+                             lambda: output_provenance(context, scoring_made_of(scoring), "scoring"))
 
 
 def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scoring: ScoringResource,

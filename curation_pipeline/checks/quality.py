@@ -77,12 +77,13 @@ def table_out(stage: str, code_version: str, description: str, kinds: tuple[str,
 
 
 def checked_table(context: dg.AssetExecutionContext, warehouse: WarehouseResource, name: str,
-                  make: Callable[[], tuple[pd.DataFrame, dict]], checks: Callable[[pd.DataFrame], Checks]
-                  ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+                  make: Callable[[], tuple[pd.DataFrame, dict]], checks: Callable[[pd.DataFrame], Checks],
+                  provenance: Callable[[], dict] = dict) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """The body of such an asset: its table made (``make``: table and metadata) when the asset is selected,
     else the stored one (only checks run, as the UI's Execute on one does: its blocking checks' verdict is
     stored with it again, ``FAILED_CHECKS_KEY``); then the results of the checks selected in this run (every
-    one, unless a run picked some) over that table."""
+    one, unless a run picked some) over that table. ``provenance``: more of the made table's ``dg.Output``
+    arguments (``assets.made_of.output_provenance``)."""
     done: dict[str, dg.AssetCheckResult] = {}
     if context.selected_asset_keys:
         table, metadata = make()
@@ -91,7 +92,7 @@ def checked_table(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         # Dagster's blocking holds in this run only, and the IO manager refuses it to any later step
         done = _blocking(name, evaluations)
         table.attrs.setdefault(FILE_METADATA, {})[FAILED_CHECKS_KEY] = _failed(done)
-        yield dg.Output(table, output_name=name, metadata=metadata)
+        yield dg.Output(table, output_name=name, metadata=metadata, **provenance())
     else:
         wh, shard = warehouse.warehouse(), context.partition_key
         for _ in range(3):  # a table another run stores again while its checks run is checked as it now is
