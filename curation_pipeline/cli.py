@@ -460,12 +460,14 @@ def _build_definitions(**kwargs):
     except pydantic.ValidationError as exc:
         keys = {cls.__name__: key for key, cls in _resource_classes().items()}
         raise _invalid(keys.get(exc.title, exc.title), exc) from exc
+    except ValueError as exc:  # the location's settings file (CURATION_SETTINGS), named in the message
+        raise BadInput(str(exc)) from exc
 
 
 def _resource_classes() -> dict[str, type]:
-    from curation_pipeline.resources import ComputeResource, PolicyResource, RewriterResource, ScoringResource
+    from curation_pipeline.resources import RESOURCE_CLASSES
 
-    return dict(zip(RESOURCE_KEYS, (ScoringResource, RewriterResource, PolicyResource, ComputeResource)))
+    return RESOURCE_CLASSES
 
 
 def setting_default(setting: str):
@@ -489,30 +491,24 @@ def _put(settings: dict[str, dict], resource: str, key: str, value, source: str)
 
 
 def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None,
-                  flags: dict[str, object] | None = None) -> dict[str, dict]:
-    """Resource settings, each from the last of: a YAML file (``policy: {keep_threshold: 80}`` or run
-    config's ``resources:`` section), ``--set policy.drift.max_kl=0.3`` pairs (later wins; values are
-    YAML, ``null`` = off), then ``flags`` (``{"scoring.profile": "text"}``; None = not given). Anything
-    unset keeps the resource's default."""
+                  flags: dict[str, object] | None = None, location_file: str | None = None) -> dict[str, dict]:
+    """Resource settings, each from the last of: the code location's settings file (``location_file``:
+    ``CURATION_SETTINGS``, so a run here and the UI's agree), a YAML file (``policy: {keep_threshold: 80}`` or run
+    config's ``resources:`` section; a resource's top-level keys replace the location file's),
+    ``--set policy.drift.max_kl=0.3`` pairs (later wins; values are YAML, ``null`` = off), then ``flags``
+    (``{"scoring.profile": "text"}``; None = not given). Anything unset keeps the resource's default."""
     import yaml
 
+    from curation_pipeline.resources import read_settings_file
+
     settings: dict[str, dict] = {key: {} for key in RESOURCE_KEYS}
-    if config_file:
-        try:
-            data = yaml.safe_load(Path(config_file).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise BadInput(f"cannot read config file {config_file}: {exc}") from exc
-        data = data.get("resources", data) if isinstance(data, dict) else None
-        if not isinstance(data, dict):
-            raise BadInput(f"config file {config_file} must map resources ({', '.join(RESOURCE_KEYS)}) to settings")
-        for resource, values in data.items():
-            values = values.get("config", values) if isinstance(values, dict) else values
-            if resource not in RESOURCE_KEYS:
-                raise BadInput(f"config file {config_file}: {resource!r} is not one of {', '.join(RESOURCE_KEYS)}")
-            if not isinstance(values, dict):
-                raise BadInput(f"config file {config_file}: {resource!r} must map its settings to values "
-                               f"(got {type(values).__name__} {values!r})")
-            settings[resource].update(values)
+    for path in (location_file, config_file):
+        if path:
+            try:
+                for resource, values in read_settings_file(path).items():
+                    settings[resource].update(values)
+            except ValueError as exc:
+                raise BadInput(str(exc)) from exc
     for pair in pairs:
         name, sep, value = pair.partition("=")
         resource, dot, key = name.strip().partition(".")
@@ -1044,16 +1040,19 @@ def demo(warehouse: str) -> None:
 def run(ctx, raw, warehouse, shards, no_report, only_missing, pairs, config_file, **flags) -> None:
     """Curate the shards in --raw into --warehouse, then rebuild the report.
 
-    Each setting comes from the last of: the resource's default, --config, --set, its own flag.
+    Each setting comes from the last of: the resource's default, the file CURATION_SETTINGS names (the code
+    location's, as the UI's runs), --config, --set, its own flag.
 
     Example: curate run --raw /data/laion/shards --warehouse /data/curated --profile clip
     --clip-model openai/clip-vit-base-patch32
     """
+    from curation_pipeline.resources import SETTINGS_FILE_ENV
     from curation_pipeline.storage.warehouse import StorageUnreachable
 
     try:
         given = {p.setting: flags[p.name] for p in ctx.command.params if isinstance(p, SettingFlag)}
-        code = run_shards(raw, warehouse, shards, not no_report, load_settings(pairs, config_file, given),
+        location = os.environ.get(SETTINGS_FILE_ENV)  # the UI's settings, under this command's own
+        code = run_shards(raw, warehouse, shards, not no_report, load_settings(pairs, config_file, given, location),
                           named=load_settings(pairs, None, given),  # what the command line itself names
                           only_missing=only_missing)
     except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError, StorageUnreachable) as exc:

@@ -22,8 +22,9 @@ from curation_pipeline.automation import (curate_shards_job, fill_missing_shards
                                           report_job, reselect_shards_job)
 from curation_pipeline.console import console_logger
 from curation_pipeline.assets.made_of import rewriter_made_of, scoring_made_of
-from curation_pipeline.resources import (WAREHOUSE_DEFAULTS, ComputeResource, PolicyResource, RewriterResource,
-                                         ScoringResource, WarehouseResource)
+from curation_pipeline.resources import (RESOURCE_CLASSES, SETTINGS_FILE_ENV, WAREHOUSE_DEFAULTS, ComputeResource,
+                                         PolicyResource, RewriterResource, ScoringResource, WarehouseResource,
+                                         location_resources)
 
 ASSETS = [raw_shards, pairs, caption_length_reference, quality_scores, selection_cut, dedup_index, caption_decisions,
           rewritten_captions, final_captions, curated_shards, quality_report]
@@ -36,19 +37,23 @@ def _setting(env: str, default: str):
 
 
 def build_resources(raw_root: str | None = None, warehouse_root: str | None = None, **overrides) -> dict:
-    """Resources from environment defaults; tests and the CLI pass explicit roots and overrides."""
+    """Resources from environment defaults, and the settings file ``CURATION_SETTINGS`` names (the code location's
+    profile, models, policy and compute: what the UI's, the schedules' and the sensors' runs use); tests and the
+    CLI pass explicit roots and overrides."""
     warehouse = overrides.get("warehouse") or WarehouseResource(
         raw_root=raw_root or _setting(*WAREHOUSE_DEFAULTS["raw_root"]),
         root=warehouse_root or _setting(*WAREHOUSE_DEFAULTS["root"]))
+    path = os.environ.get(SETTINGS_FILE_ENV)
+    located = location_resources(path) if path and not all(overrides.get(k) for k in RESOURCE_CLASSES) else {}
     return {
         "warehouse": warehouse,
         "io_manager": warehouse_io_manager,  # per-shard tables between assets, in the run's warehouse
-        "scoring": overrides.get("scoring") or ScoringResource(),
-        "rewriter": overrides.get("rewriter") or RewriterResource(),
-        "policy": overrides.get("policy") or PolicyResource(),
+        "scoring": overrides.get("scoring") or located.get("scoring") or ScoringResource(),
+        "rewriter": overrides.get("rewriter") or located.get("rewriter") or RewriterResource(),
+        "policy": overrides.get("policy") or located.get("policy") or PolicyResource(),
         # where decoding, scoring and rewriting run: this process (local) or a Ray cluster (README "Scaling out");
         # every setting left empty is read from the environment of the run's process (resources.COMPUTE_SETTINGS)
-        "compute": overrides.get("compute") or ComputeResource(),
+        "compute": overrides.get("compute") or located.get("compute") or ComputeResource(),
     }
 
 

@@ -635,3 +635,55 @@ class ComputeResource(RayResource):
             if name in given.model_fields_set:
                 out[name] = getattr(given, name)
         return tuple(sorted(out.items()))
+
+
+# --- the code location's own settings -----------------------------------------------------------------------
+
+SETTINGS_FILE_ENV = "CURATION_SETTINGS"  # a YAML file of settings, as `curate run --config` reads one
+RESOURCE_CLASSES = {"scoring": ScoringResource, "rewriter": RewriterResource, "policy": PolicyResource,
+                    "compute": ComputeResource}
+
+
+def read_settings_file(path: str) -> dict[str, dict]:
+    """Resource -> settings from a YAML file: ``{policy: {keep_threshold: 80}, scoring: {...}}`` or a Dagster run
+    config's ``resources:`` section; ValueError naming the file and what is wrong in it."""
+    import yaml
+
+    settings: dict[str, dict] = {key: {} for key in RESOURCE_CLASSES}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read config file {path}: {exc}") from exc
+    data = data.get("resources", data) if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must map resources ({', '.join(RESOURCE_CLASSES)}) to settings")
+    for resource, values in data.items():
+        values = values.get("config", values) if isinstance(values, dict) else values
+        if resource not in RESOURCE_CLASSES:
+            raise ValueError(f"config file {path}: {resource!r} is not one of {', '.join(RESOURCE_CLASSES)}")
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {path}: {resource!r} must map its settings to values "
+                             f"(got {type(values).__name__} {values!r})")
+        settings[resource].update(values)
+    return settings
+
+
+def location_resources(path: str) -> dict[str, dg.ConfigurableResource]:
+    """The resources a code location is given by its settings file (``CURATION_SETTINGS``), those it names: the UI's
+    runs, the schedules' and the sensors' use them, and the model assets' code versions name their models. A
+    launchpad's run config still overrides them for its run. ValueError naming the file and the setting."""
+    built = {}
+    for name, given in read_settings_file(path).items():
+        if not given:
+            continue
+        cls = RESOURCE_CLASSES[name]
+        unknown = sorted(set(given) - set(cls.model_fields))
+        if unknown:
+            raise ValueError(f"{SETTINGS_FILE_ENV}={path}: unknown {name} setting {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(cls.model_fields))}")
+        try:
+            built[name] = cls(**given)
+        except (ValidationError, dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
+            raise ValueError(f"{SETTINGS_FILE_ENV}={path}: invalid {name} setting: {exc}") from exc
+    return built

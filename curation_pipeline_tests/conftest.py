@@ -6,6 +6,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the code location's settings file is a test's own (test_location_settings.py), never the shell's
+os.environ.pop("CURATION_SETTINGS", None)
 # the GX helper that runs with a DAGSTER_HOME (curation_pipeline.helper) leaves soon after a test's runs
 os.environ.setdefault("CURATE_HELPER_IDLE_S", "15")
 # each test's `curate` processes run in their own process (a warm server per test environment would

@@ -1,0 +1,86 @@
+"""The code location's own settings (``CURATION_SETTINGS``, a YAML file as ``curate run --config`` reads): the UI's,
+the schedules' and the sensors' runs use its profile, models, policy and compute, and the model assets' code versions
+name them. Without it the location always scored with the offline profile and rewrote with the cleaner: a
+deployment could run a model only from each launchpad run's config, and its schedule scored every new shard
+without it. ``curate run`` starts from the same file, under its own --config, --set and flags."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+
+from curation_pipeline.cli import load_settings, main
+from curation_pipeline.definitions import build_definitions
+from curation_pipeline.resources import SETTINGS_FILE_ENV, PolicyResource, ScoringResource
+from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES
+
+SHARD = "sample-000001"
+
+
+@pytest.fixture()
+def location(tmp_path, monkeypatch):
+    path = tmp_path / "location.yaml"
+    path.write_text("scoring: {profile: text}\npolicy: {keep_threshold: 75}\n")
+    monkeypatch.setenv(SETTINGS_FILE_ENV, str(path))
+    return path
+
+
+def test_the_location_runs_with_its_settings_file(location, tmp_path):
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(tmp_path / "wh"))
+    assert defs.resources["scoring"].profile == "text" and defs.resources["policy"].keep_threshold == 75
+    assert defs.resources["rewriter"].kind == "cleaner"  # what the file leaves out: the defaults
+    expected = build_definitions(scoring=ScoringResource(profile="text"))
+    graph, text = (d.get_repository_def().asset_graph for d in (defs, expected))
+    key = dg.AssetKey("quality_scores")
+    assert graph.get(key).code_version == text.get(key).code_version  # its scorers, not the offline profile's
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("shards", [SHARD])
+    assert defs.resolve_job_def("curate_shards").execute_in_process(partition_key=SHARD, instance=instance,
+                                                                    run_config=QUIET).success
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    scores = Warehouse(str(tmp_path / "wh")).read_table("quality_scores", SHARD)
+    assert "text_quality" in scores and "nsfw_prob" not in scores  # the text profile's columns only
+    # explicit resources (curate run, tests) win over the file
+    assert build_definitions(policy=PolicyResource(keep_threshold=90)).resources["policy"].keep_threshold == 90
+
+
+@pytest.mark.parametrize("text,message", [
+    ("scoring: {profile: fancy}\n", r"CURATION_SETTINGS=.*location\.yaml: invalid scoring setting"),
+    ("scoring: {colour: red}\n", r"CURATION_SETTINGS=.*: unknown scoring setting colour; known: "),
+    ("- a list\n", r"config file .*location\.yaml must map resources"),
+    ("weights: {a: 1}\n", r"'weights' is not one of scoring, rewriter, policy, compute"),
+])
+def test_a_bad_settings_file_is_refused_naming_the_file_and_the_setting(location, text, message):
+    location.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        build_definitions()
+    result = CliRunner().invoke(main, ["report", "--rebuild", "--warehouse", str(location.parent / "none")])
+    assert result.exit_code == 2
+
+
+def test_curate_run_starts_from_the_locations_file_under_its_own_settings(location, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("policy: {keep_threshold: 80}\n")
+    path = str(location)
+    assert load_settings((), None, {}, path)["scoring"] == {"profile": "text"}
+    merged = load_settings(("policy.fallback=drop",), str(config), {"scoring.profile": "offline"}, path)
+    assert merged["scoring"] == {"profile": "offline"}  # a flag over the location's file
+    assert merged["policy"] == {"keep_threshold": 80, "fallback": "drop"}  # --config's key over the file's, --set
+
+
+def test_curate_run_scores_with_the_locations_profile(location, tmp_path, monkeypatch):
+    import shutil
+
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(RAW_SAMPLES / f"{SHARD}.tar", raw)
+    result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--no-report"])
+    assert result.exit_code == 0, result.output
+    scores = Warehouse(str(tmp_path / "wh")).read_table("quality_scores", SHARD)
+    assert "text_quality" in scores and "nsfw_prob" not in scores
