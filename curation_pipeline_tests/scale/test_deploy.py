@@ -579,3 +579,45 @@ def test_the_example_objects_are_the_ones_everything_names():
     plain_refs = {f["secretRef"]["name"] for _, g in _groups(plain) for c in g["template"]["spec"]["containers"]
                   for f in c.get("envFrom", [])}
     assert plain_refs == {store}
+
+
+def test_the_locations_settings_reach_the_code_server_and_every_run_pod(monkeypatch, tmp_path):
+    """Values ``settings`` (README "Configuration"): a ConfigMap of the settings file, mounted in the code server
+    and in each run pod, named by CURATION_SETTINGS; none of it without settings."""
+    settings = {"scoring": {"profile": "clip", "clip": {"model": "openai/clip-vit-base-patch32"}},
+                "rewriter": {"kind": "aitqe", "model": "HymanH/AITQE"}, "policy": {"keep_threshold": 80}}
+    docs = _render({"settings": settings})
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Deployment", "RayCluster", "Service"]
+    config_map = _kind(docs, "ConfigMap")
+    _valid(config_map)
+    assert yaml.safe_load(config_map["data"]["settings.yaml"]) == settings
+    deployment = _kind(docs, "Deployment")
+    _valid(deployment)
+    pod = deployment["spec"]["template"]["spec"]
+    [server] = pod["containers"]
+    path = _env(server)["CURATION_SETTINGS"]
+    [mount] = server["volumeMounts"]
+    assert path == f"{mount['mountPath']}/settings.yaml" and mount["readOnly"] is True
+    assert pod["volumes"] == [{"name": mount["name"], "configMap": {"name": config_map["metadata"]["name"]}}]
+
+    for entry in server["env"]:
+        monkeypatch.delenv(entry["name"], raising=False)
+    job = _run_pod_job(deployment, tmp_path)
+    _valid(job)
+    run_pod = job["spec"]["template"]["spec"]
+    [container] = run_pod["containers"]
+    assert {"name": "CURATION_SETTINGS", "value": path} in container["env"]
+    assert container["volumeMounts"] == server["volumeMounts"] and run_pod["volumes"] == pod["volumes"]
+
+    # what the code location builds from the mounted file
+    from curation_pipeline.definitions import build_resources
+
+    (tmp_path / "settings.yaml").write_text(config_map["data"]["settings.yaml"])
+    monkeypatch.setenv("CURATION_SETTINGS", str(tmp_path / "settings.yaml"))
+    resources = build_resources()
+    assert resources["scoring"].profile == "clip" and resources["scoring"].clip.model == settings["scoring"]["clip"]["model"]
+    assert resources["rewriter"].kind == "aitqe" and resources["policy"].keep_threshold == 80
+
+    plain = _kind(_render(), "Deployment")  # no settings: no file, no variable, no volume
+    assert "CURATION_SETTINGS" not in _env(plain["spec"]["template"]["spec"]["containers"][0])
+    assert "volumes" not in plain["spec"]["template"]["spec"]

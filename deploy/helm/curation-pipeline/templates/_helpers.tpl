@@ -19,3 +19,7 @@ envFrom:
   - secretRef: {name: {{ .Values.storage.credentialsSecret }}}
 {{- end }}
 {{- end -}}
+
+{{- /* The ConfigMap of the code location's settings file, and where the code server and run pods mount it */ -}}
+{{- define "curation.settingsName" -}}{{ .Values.userCode.name }}-settings{{- end -}}
+{{- define "curation.settingsDir" -}}/etc/curation{{- end -}}
