@@ -61,6 +61,7 @@ def kept_photos(smoke: bool = False) -> tuple[tuple[str, str], ...]:
 
 
 def build_shards(raw: Path, shards: int, pairs: int, prefix: str = "load", smoke: bool = False) -> list[str]:
+    """Each shard written a member at a time (a 10,000-pair shard's photos are never held at once)."""
     from curation_pipeline_tests.faults import builders, flickr
 
     rows = kept_photos(smoke)
@@ -68,7 +69,7 @@ def build_shards(raw: Path, shards: int, pairs: int, prefix: str = "load", smoke
     names = []
     for s in range(shards):
         name = f"{prefix}-{s:06d}"
-        members = flickr.flickr_members(pairs, prefix=f"{s:04d}", rows=rows, start=s * pairs, distinct=True)
+        members = flickr.iter_flickr_members(pairs, prefix=f"{s:04d}", rows=rows, start=s * pairs, distinct=True)
         builders.write_members(raw / f"{name}.tar", members)
         names.append(name)
     return names
@@ -110,18 +111,21 @@ def run(raw: Path, warehouse: Path, shards: list[str], report: bool = True) -> t
     return elapsed, kept
 
 
-def single(pairs: int, smoke: bool = False) -> None:
-    """Child mode: one shard of ``pairs`` pairs; prints a JSON line with its peak RSS."""
+def single(pairs: int, raw: Path) -> None:
+    """Child mode: the one shard in ``raw`` (``pairs`` pairs); prints a JSON line with its peak RSS: the
+    pipeline's alone, the shard built by the parent (until 2026-12-07 the child built it, holding every photo
+    of it at once: its peak grew with the shard by itself)."""
+    [name] = [p.stem for p in raw.glob("*.tar")]
     with tempfile.TemporaryDirectory(prefix="load-single-") as tmp:
-        raw = Path(tmp) / "raw"
-        names = build_shards(raw, 1, pairs, prefix="single", smoke=smoke)
-        elapsed, kept = run(raw, Path(tmp) / "wh", names, report=False)
+        elapsed, kept = run(raw, Path(tmp) / "wh", [name], report=False)
     print("SINGLE " + json.dumps({"pairs": pairs, "kept": kept, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}))
 
 
 def single_in_subprocess(pairs: int, smoke: bool = False) -> dict:
-    command = [sys.executable, __file__, "--single", str(pairs)] + (["--smoke"] if smoke else [])
-    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    with tempfile.TemporaryDirectory(prefix="load-single-raw-") as tmp:
+        build_shards(Path(tmp), 1, pairs, prefix="single", smoke=smoke)
+        command = [sys.executable, __file__, "--single", str(pairs), "--single-raw", tmp]
+        out = subprocess.run(command, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"single-shard run of {pairs} pairs failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
     line = next(line for line in out.stdout.splitlines()[::-1] if line.startswith("SINGLE "))
@@ -135,10 +139,11 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=10_000, help="pairs in the large single shard")
     parser.add_argument("--small", type=int, default=1_000, help="pairs in the small single shard")
     parser.add_argument("--single", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--single-raw", default=None, help=argparse.SUPPRESS)
     add_smoke_flag(parser, shards=1, pairs=8, big=16, small=8)
     args = parse_args(parser)
     if args.single:
-        single(args.single, args.smoke)
+        single(args.single, Path(args.single_raw))
         return
     figures = {}
     if args.shards:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from curation_pipeline_tests.photos import members as photo_members
@@ -112,8 +113,8 @@ def hostile_json_members() -> list[tuple[str, bytes]]:
     return out
 
 
-def write_members(path: Path, members: list[tuple[str, bytes]], tar_format: int = tarfile.GNU_FORMAT) -> Path:
-    """A tar of ``members`` with fixed headers (reproducible bytes)."""
+def write_members(path: Path, members: Iterable[tuple[str, bytes]], tar_format: int = tarfile.GNU_FORMAT) -> Path:
+    """A tar of ``members`` (any iterable: written as they come) with fixed headers (reproducible bytes)."""
     with tarfile.open(path, "w", format=tar_format) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)

@@ -6,6 +6,7 @@ makes from scikit-image's bundled photos (``conftest.photo_root``): never requir
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,16 +40,20 @@ def flickr_members(n: int, prefix: str = "p", rows=None, start: int = 0,
     """``n`` samples ``{prefix}{i:06d}.jpg`` + ``.txt``, cycling over the photos. With ``distinct``, each pass
     after the first (copy ``c`` of a photo) is no byte, pixel or caption copy of another: the photo re-encoded
     with one pixel inverted where no other copy has it, the caption ending ``(copy c)`` (``distinct_copy``)."""
+    return list(iter_flickr_members(n, prefix, rows, start, distinct))
+
+
+def iter_flickr_members(n: int, prefix: str = "p", rows=None, start: int = 0,
+                        distinct: bool = False) -> Iterator[tuple[str, bytes]]:
+    """``flickr_members`` one member at a time: a shard of 10,000 photos written without holding them all."""
     rows = rows or flickr_rows()
-    members = []
     for i in range(start, start + n):
         path, caption = rows[i % len(rows)]
         key = f"{prefix}{i:06d}"
         copy = i // len(rows) if distinct else 0
         image, caption = distinct_copy(Path(path).read_bytes(), caption.strip(), copy)
-        members.append((f"{key}.jpg", image))
-        members.append((f"{key}.txt", caption.encode("utf-8")))
-    return members
+        yield f"{key}.jpg", image
+        yield f"{key}.txt", caption.encode("utf-8")
 
 
 def distinct_copy(image: bytes, caption: str, copy: int) -> tuple[bytes, str]:
