@@ -843,10 +843,11 @@ def curate_command() -> str:
 
 
 def ui_command(raw: str, warehouse: str) -> str:
-    """The command that opens the web UI on this run's home, raw folder and warehouse: the definitions read
-    them from the environment, so each is passed, absolute. ``make ui`` is offered only where it opens the
+    """The command that opens the web UI on this run's home, raw folder, warehouse and settings file
+    (``CURATION_SETTINGS``, where set): the definitions read them from the environment, so each is passed, absolute. ``make ui`` is offered only where it opens the
     same ones: it sets DAGSTER_HOME to the repository's default home itself and leaves the other two to the
     environment (or their defaults, under the repository)."""
+    from curation_pipeline.resources import SETTINGS_FILE_ENV
     from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS
 
     home = Path(os.environ["DAGSTER_HOME"])  # made absolute by _home_path
@@ -856,6 +857,9 @@ def ui_command(raw: str, warehouse: str) -> str:
         name, default = WAREHOUSE_DEFAULTS[field]
         env[name] = _absolute(given, Path.cwd())
         make_ui &= env[name] == _absolute(os.environ.get(name) or default, REPO)
+    if os.environ.get(SETTINGS_FILE_ENV):  # the settings this run started from: the UI's code location's too
+        env[SETTINGS_FILE_ENV] = _absolute(os.environ[SETTINGS_FILE_ENV], Path.cwd())
+        make_ui = False  # the command carries it, absolute (make runs in the repository)
     command = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     if not (REPO / "workspace.yaml").is_file():  # an installed package (pip install ., an image): no checkout
         dagster = shlex.quote(str(Path(sys.executable).with_name("dagster")))

@@ -84,6 +84,21 @@ def test_make_ui_is_offered_only_where_it_opens_the_runs_home_and_folders(monkey
         ".venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000")
 
 
+def test_the_ui_hint_carries_the_settings_file_absolute(monkeypatch, tmp_path):
+    """A run started from CURATION_SETTINGS: the UI it points at must load the same settings (else its location
+    scores with the offline profile and reads the run's shards stale), from any folder."""
+    from curation_pipeline.cli import ui_command
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(REPO / "data" / "dagster_home"))
+    monkeypatch.delenv("CURATION_RAW", raising=False)
+    monkeypatch.delenv("CURATION_WAREHOUSE", raising=False)
+    monkeypatch.setenv("CURATION_SETTINGS", "location.yaml")
+    hint = ui_command(str(REPO / "data" / "raw"), str(REPO / "data" / "warehouse"))
+    assert f"CURATION_SETTINGS={tmp_path / 'location.yaml'} " in hint and "make ui" not in hint
+    assert hint.startswith(f"cd {REPO} && ")
+
+
 def test_sample_data_refuses_a_url_and_the_empty_raw_hint_offers_it_only_for_a_folder(tmp_path, monkeypatch):
     """sample-data writes a local folder: given s3://..., it made ./s3:/... on local disk."""
     monkeypatch.chdir(tmp_path)

@@ -618,6 +618,9 @@ def test_the_locations_settings_reach_the_code_server_and_every_run_pod(monkeypa
     assert resources["scoring"].profile == "clip" and resources["scoring"].clip.model == settings["scoring"]["clip"]["model"]
     assert resources["rewriter"].kind == "aitqe" and resources["policy"].keep_threshold == 80
 
+    # other settings restart the code server (it reads them once): its pod template changes with them
+    other = _kind(_render({"settings": {**settings, "policy": {"keep_threshold": 70}}}), "Deployment")
+    assert other["spec"]["template"] != deployment["spec"]["template"]
     plain = _kind(_render(), "Deployment")  # no settings: no file, no variable, no volume
     assert "CURATION_SETTINGS" not in _env(plain["spec"]["template"]["spec"]["containers"][0])
     assert "volumes" not in plain["spec"]["template"]["spec"]
