@@ -31,6 +31,7 @@ from curation_pipeline.reporting.report import (
     parquet_paths,
     publication_problems,
     register_warehouse,
+    reread_on_replaced,
     stale_decisions,
     stale_rewrites,
     stale_tables,
@@ -59,6 +60,12 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
     """Pairs matching ``key`` and/or ``shard`` with their lineage; both None means all."""
     if shard is not None:
         validate_key(shard)
+    return reread_on_replaced(warehouse, lambda seen: _history(warehouse, key, shard, rewritten_only, seen),
+                              "the lineage look-up")
+
+
+def _history(warehouse: Warehouse, key: str | None, shard: str | None, rewritten_only: bool,
+             seen: list) -> CaptionHistory:
     listed = {table: warehouse.shard_files(table) for table in TABLES}
     files = {table: {s: warehouse.local_path(warehouse.table_path(table, s)) for s in listed[table]}
              for table in TABLES}
@@ -75,6 +82,7 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
     fs = register_warehouse(con, warehouse)  # s3:// through the warehouse's fsspec filesystem, as the report
     if fs is not None:  # and the files' details from these listings, not a request each per query
         fs.remember(info for infos in listed.values() for info in infos.values())
+        seen.append(fs)
     try:
         final = con.execute(
             f"""SELECT f.shard, f.key, f.outcome, f.reason, f.original_caption, f.final_caption, f.rewriter,

@@ -65,7 +65,7 @@ import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -336,6 +336,41 @@ def register_warehouse(con: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> 
     fs = ExactFileSystem(warehouse.fs)
     con.register_filesystem(fs)
     return fs
+
+
+T = TypeVar("T")
+REREADS = 2  # times a build or look-up starts again when a file it listed was replaced while it read
+
+
+def replaced_since(warehouse: Warehouse, fs: ExactFileSystem | None) -> list[str]:
+    """The table files ``fs`` answered for from a listing that are not that version now (written again by a shard
+    run, or removed): a read held to its listing fails on them, and a fresh listing reads them as they are."""
+    if fs is None or not fs.listed:
+        return []
+    now = {fs.fs._strip_protocol(info["name"]): info for table in TABLES
+           for info in warehouse.shard_files(table).values()}
+    return sorted(name for name, info in fs.listed.items()
+                  if name not in now or file_identity(now[name]) != file_identity(info))
+
+
+def reread_on_replaced(warehouse: Warehouse, read: Callable[[list], T], what: str) -> T:
+    """``read(seen)`` (which appends the filesystem it registers to ``seen``), again, with fresh listings, where it
+    failed on a file replaced since its listing (up to ``REREADS`` times): a report built while shard runs write
+    reads each file as listed, never a mix of versions, and is not lost to a run that wrote in the meantime."""
+    for attempt in range(REREADS + 1):
+        seen: list = []
+        try:
+            return read(seen)
+        except Exception as exc:
+            replaced = replaced_since(warehouse, seen[0] if seen else None)
+            if not replaced:
+                raise
+            if attempt == REREADS:
+                raise RuntimeError(f"{what}: files were written again while it read them, {REREADS + 1} times "
+                                   f"(last: {_shown(replaced)}): try again once the runs writing them are done"
+                                   ) from exc
+            warnings.warn(f"{what}: {_shown(replaced)} written again while it read them: reading anew", stacklevel=2)
+    raise AssertionError("unreachable")
 
 
 # Every read_parquet of warehouse files: no hive partitioning, or a ``name=value`` folder above the
@@ -752,7 +787,13 @@ def _build_remote(warehouse: Warehouse, failures: dict[str, str]) -> Report:
     with tempfile.TemporaryDirectory(prefix="quality-report-") as folder:
         local = os.path.join(folder, "quality.duckdb")
         final_path = warehouse.local_path(warehouse.report_db_path)
-        report = _build(warehouse, failures, final_path, local)
+
+        def build(seen: list) -> Report:
+            with contextlib.suppress(FileNotFoundError):  # a failed build's database: each build starts afresh
+                os.remove(local)
+            return _build(warehouse, failures, final_path, local, seen)
+
+        report = reread_on_replaced(warehouse, build, "the report's build")
         with (_replacing_database(final_path) if warehouse.is_local else contextlib.nullcontext()), \
                 open(local, "rb") as src, warehouse.atomic_open(warehouse.report_db_path) as out:
             shutil.copyfileobj(src, out, 1 << 20)
@@ -784,7 +825,9 @@ def _replacing_database(final_path: str):
             os.remove(aside)
 
 
-def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_path: str) -> Report:
+def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_path: str,
+           seen: list | None = None) -> Report:
+    """``seen``: gets the object-storage filesystem the build reads through (``reread_on_replaced``)."""
     import duckdb
 
     if "?" in tmp_path:
@@ -793,6 +836,8 @@ def _build(warehouse: Warehouse, failures: dict[str, str], final_path: str, tmp_
     con = duckdb.connect(tmp_path)
     register_word_count(con)
     fs = register_warehouse(con, warehouse)
+    if seen is not None and fs is not None:
+        seen.append(fs)
     try:
         views = _create_views(con, warehouse, fs)
         for needed in REQUIRED_TABLES:

@@ -213,3 +213,60 @@ def test_a_file_replaced_after_its_listing_fails_its_read_and_is_never_read_in_p
     exact.listed.clear()  # no listing: each read looks the file up, as before
     with exact.open(f"s3://{path}", "rb") as handle:
         assert handle.read() == b"the second version, longer"
+
+
+@pytest.fixture()
+def etag_checked(s3, monkeypatch):
+    """The warehouse's s3fs checks each answer's ETag itself (s3rver ignores If-Match, which S3 honours)."""
+    server, _ = s3
+    remote = Warehouse(f"s3://{server.bucket}/warehouse")
+    monkeypatch.setattr(remote.fs, "local_expiry_check", True)
+    return remote
+
+
+def test_a_report_built_while_a_run_writes_a_table_reads_it_anew(etag_checked, monkeypatch):
+    """Its reads held to the build's listing, a table a shard run wrote meanwhile failed the whole build: it is
+    built again from a fresh listing, with the new table."""
+    from curation_pipeline.reporting import report as report_module
+
+    remote = etag_checked
+    _fill(remote)
+    real, calls = report_module._create_views, []
+
+    def create_views(con, warehouse, fs=None):
+        views = real(con, warehouse, fs)
+        calls.append(1)
+        if len(calls) == 1:  # a run writes shard-b's pairs again, after the listing
+            pairs = warehouse.read_table("pairs", "shard-b")
+            warehouse.write_table("pairs", "shard-b", pd.concat([pairs, pairs.tail(1).assign(key="shard-b-new")]))
+        return views
+
+    monkeypatch.setattr(report_module, "_create_views", create_views)
+    with pytest.warns(UserWarning, match=r"pairs/shard-b\.parquet written again while it read them: reading anew"):
+        report = build_report(remote)
+    assert len(calls) == 2 and report.overall["pairs_read"] == 8  # the new table's 4 rows
+
+
+def test_a_lineage_look_up_while_a_run_writes_a_table_reads_it_anew(etag_checked, curated, monkeypatch):
+    from curation_pipeline.reporting import lineage
+
+    remote, local = etag_checked, Warehouse(str(curated["warehouse"]))
+    shard = curated["shards"][0]
+    for table in ("pairs", "caption_decisions", "rewritten_captions", "final_captions"):
+        remote.fs.put_file(local.local_path(local.table_path(table, shard)),
+                           remote.table_path(table, shard).removeprefix("s3://"))
+    expected = lineage.caption_history(local, shard=shard)
+    real, calls = lineage.register_warehouse, []
+
+    def register(con, warehouse):
+        calls.append(1)
+        if len(calls) == 1:  # after the listing: final_captions written again (the same rows, other bytes)
+            final = warehouse.read_table("final_captions", shard)
+            warehouse.write_table("final_captions", shard, final.iloc[::-1].sort_values("key", kind="stable"))
+        return real(con, warehouse)
+
+    monkeypatch.setattr(lineage, "register_warehouse", register)
+    with pytest.warns(UserWarning, match="final_captions/.*written again while it read them"):
+        got = lineage.caption_history(remote, shard=shard)
+    assert len(calls) == 2
+    pd.testing.assert_frame_equal(got.final, expected.final)
