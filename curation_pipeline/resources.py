@@ -683,7 +683,26 @@ def location_resources(path: str) -> dict[str, dg.ConfigurableResource]:
             raise ValueError(f"{SETTINGS_FILE_ENV}={path}: unknown {name} setting {', '.join(unknown)}; known: "
                              f"{', '.join(sorted(cls.model_fields))}")
         try:
-            built[name] = cls(**given)
+            instance = cls(**given)
         except (ValidationError, dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
             raise ValueError(f"{SETTINGS_FILE_ENV}={path}: invalid {name} setting: {exc}") from exc
+        built[name] = _defaulting_to(cls, given, instance)(**given)
     return built
+
+
+def _defaulting_to(cls: type, given: dict, instance) -> type:
+    """``cls`` whose defaults are the settings file's values (nested groups too): Dagster replaces a resource's
+    whole config with a launchpad's, so a run config setting one key (``scoring: {batch_size: 8}``) would run
+    every other key at the class's default, not the file's profile and models."""
+    import pydantic
+
+    fields = {}
+    for key, value in given.items():
+        field, current = cls.model_fields[key], getattr(instance, key)
+        if isinstance(value, dict) and isinstance(current, dg.Config):  # a group: its own keys default to the file's
+            group = _defaulting_to(type(current), value, current)
+            fields[key] = (group, Field(default_factory=lambda group=group, value=value: group(**value),
+                                        description=field.description))
+        else:
+            fields[key] = (field.annotation, Field(default=current, description=field.description))
+    return pydantic.create_model(cls.__name__, __base__=cls, __module__=cls.__module__, **fields)

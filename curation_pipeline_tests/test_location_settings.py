@@ -84,3 +84,33 @@ def test_curate_run_scores_with_the_locations_profile(location, tmp_path, monkey
     assert result.exit_code == 0, result.output
     scores = Warehouse(str(tmp_path / "wh")).read_table("quality_scores", SHARD)
     assert "text_quality" in scores and "nsfw_prob" not in scores
+
+
+def test_a_run_config_setting_some_keys_keeps_the_files_others(tmp_path, monkeypatch):
+    """Dagster replaces a resource's whole config with a launchpad's: a run config setting ``scoring.batch_size``
+    alone ran the offline profile and the default policy, not the file's. The file's values are the resources'
+    defaults now, nested groups' keys too."""
+    path = tmp_path / "location.yaml"
+    path.write_text("scoring: {profile: text, batch_size: 4}\n"
+                    "policy: {keep_threshold: 75, drift: {max_kl: 0.4, min_rows: 5}}\n")
+    monkeypatch.setenv(SETTINGS_FILE_ENV, str(path))
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(tmp_path / "wh"))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("shards", [SHARD])
+    config = {**QUIET, "resources": {"scoring": {"config": {"batch_size": 8}},
+                                     "policy": {"config": {"drift": {"min_rows": 3}}}}}
+    assert defs.resolve_job_def("curate_shards").execute_in_process(partition_key=SHARD, instance=instance,
+                                                                    run_config=config).success
+    import json
+
+    from curation_pipeline.assets.decisions import POLICY_CONFIG_KEY
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    wh = Warehouse(str(tmp_path / "wh"))
+    assert "nsfw_prob" not in wh.read_table("quality_scores", SHARD)  # still the text profile
+    used = json.loads(wh.table_metadata("caption_decisions", SHARD)[POLICY_CONFIG_KEY])
+    assert used["keep_threshold"] == 75 and used["drift"]["max_kl"] == 0.4 and used["drift"]["min_rows"] == 3
+    tags = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("quality_scores"), asset_partitions=[SHARD]), limit=1).records[0].asset_materialization.tags
+    assert tags["dagster/code_version"] == defs.get_repository_def().asset_graph.get(
+        dg.AssetKey("quality_scores")).code_version  # a faster setting is no other code
