@@ -16,6 +16,8 @@ from pathlib import Path
 
 import click
 
+from curation_pipeline.settings_file import RESOURCE_KEYS, SETTINGS_FILE_ENV, read_settings_file
+
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 OBSERVE_NAMED_MAX = 2000  # --only-missing observes the shards named, up to this many (a run tag), else all
@@ -433,9 +435,6 @@ def _report(defs, instance, failed: list[str], stop_if_interrupted, run_config: 
     return result.success
 
 
-RESOURCE_KEYS = ("scoring", "rewriter", "policy", "compute")
-
-
 def _hush_dagster_previews() -> None:
     """The definitions use preview and beta Dagster features on purpose (partitioned checks, observable sources):
     said to whoever runs `curate` on every run, it is noise, not advice."""
@@ -490,23 +489,30 @@ def _put(settings: dict[str, dict], resource: str, key: str, value, source: str)
     target[leaf] = value
 
 
+def _merge(target: dict, values: dict) -> None:
+    """``values`` over ``target``, groups key by key (``policy: {drift: {min_rows: 3}}`` keeps the drift's other keys)."""
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
 def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None,
                   flags: dict[str, object] | None = None, location_file: str | None = None) -> dict[str, dict]:
     """Resource settings, each from the last of: the code location's settings file (``location_file``:
     ``CURATION_SETTINGS``, so a run here and the UI's agree), a YAML file (``policy: {keep_threshold: 80}`` or run
-    config's ``resources:`` section; a resource's top-level keys replace the location file's),
+    config's ``resources:`` section; its keys replace the location file's, key by key in nested groups too),
     ``--set policy.drift.max_kl=0.3`` pairs (later wins; values are YAML, ``null`` = off), then ``flags``
     (``{"scoring.profile": "text"}``; None = not given). Anything unset keeps the resource's default."""
     import yaml
-
-    from curation_pipeline.resources import read_settings_file
 
     settings: dict[str, dict] = {key: {} for key in RESOURCE_KEYS}
     for path in (location_file, config_file):
         if path:
             try:
                 for resource, values in read_settings_file(path).items():
-                    settings[resource].update(values)
+                    _merge(settings[resource], values)
             except ValueError as exc:
                 raise BadInput(str(exc)) from exc
     for pair in pairs:
@@ -844,10 +850,10 @@ def curate_command() -> str:
 
 def ui_command(raw: str, warehouse: str) -> str:
     """The command that opens the web UI on this run's home, raw folder, warehouse and settings file
-    (``CURATION_SETTINGS``, where set): the definitions read them from the environment, so each is passed, absolute. ``make ui`` is offered only where it opens the
+    (``CURATION_SETTINGS``, where set): the definitions read them from the environment, so each is passed,
+    absolute. ``make ui`` is offered only where it opens the
     same ones: it sets DAGSTER_HOME to the repository's default home itself and leaves the other two to the
     environment (or their defaults, under the repository)."""
-    from curation_pipeline.resources import SETTINGS_FILE_ENV
     from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS
 
     home = Path(os.environ["DAGSTER_HOME"])  # made absolute by _home_path
@@ -1050,7 +1056,6 @@ def run(ctx, raw, warehouse, shards, no_report, only_missing, pairs, config_file
     Example: curate run --raw /data/laion/shards --warehouse /data/curated --profile clip
     --clip-model openai/clip-vit-base-patch32
     """
-    from curation_pipeline.resources import SETTINGS_FILE_ENV
     from curation_pipeline.storage.warehouse import StorageUnreachable
 
     try:

@@ -26,6 +26,7 @@ from curation_pipeline.rewriting.vlm import DEFAULT_BATCH_SIZE, DEFAULT_NUM_BEAM
 from curation_pipeline.scoring.base import Scorer
 from curation_pipeline.scoring.prefetch import DEFAULT_DEPTH
 from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
+from curation_pipeline.settings_file import RESOURCE_KEYS, SETTINGS_FILE_ENV, read_settings_file
 from curation_pipeline.shards.keys import InvalidShardName, shard_key, validate_key
 from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS, Warehouse, object_storage_errors  # noqa: F401 (re-exported)
 from curation_pipeline.validation.drift import DriftThresholds
@@ -639,34 +640,7 @@ class ComputeResource(RayResource):
 
 # --- the code location's own settings -----------------------------------------------------------------------
 
-SETTINGS_FILE_ENV = "CURATION_SETTINGS"  # a YAML file of settings, as `curate run --config` reads one
-RESOURCE_CLASSES = {"scoring": ScoringResource, "rewriter": RewriterResource, "policy": PolicyResource,
-                    "compute": ComputeResource}
-
-
-def read_settings_file(path: str) -> dict[str, dict]:
-    """Resource -> settings from a YAML file: ``{policy: {keep_threshold: 80}, scoring: {...}}`` or a Dagster run
-    config's ``resources:`` section; ValueError naming the file and what is wrong in it."""
-    import yaml
-
-    settings: dict[str, dict] = {key: {} for key in RESOURCE_CLASSES}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read config file {path}: {exc}") from exc
-    data = data.get("resources", data) if isinstance(data, dict) else None
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must map resources ({', '.join(RESOURCE_CLASSES)}) to settings")
-    for resource, values in data.items():
-        values = values.get("config", values) if isinstance(values, dict) else values
-        if resource not in RESOURCE_CLASSES:
-            raise ValueError(f"config file {path}: {resource!r} is not one of {', '.join(RESOURCE_CLASSES)}")
-        if not isinstance(values, dict):
-            raise ValueError(f"config file {path}: {resource!r} must map its settings to values "
-                             f"(got {type(values).__name__} {values!r})")
-        settings[resource].update(values)
-    return settings
+RESOURCE_CLASSES = dict(zip(RESOURCE_KEYS, (ScoringResource, RewriterResource, PolicyResource, ComputeResource)))
 
 
 def location_resources(path: str) -> dict[str, dg.ConfigurableResource]:

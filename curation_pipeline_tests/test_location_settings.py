@@ -114,3 +114,11 @@ def test_a_run_config_setting_some_keys_keeps_the_files_others(tmp_path, monkeyp
         asset_key=dg.AssetKey("quality_scores"), asset_partitions=[SHARD]), limit=1).records[0].asset_materialization.tags
     assert tags["dagster/code_version"] == defs.get_repository_def().asset_graph.get(
         dg.AssetKey("quality_scores")).code_version  # a faster setting is no other code
+
+
+def test_curate_runs_config_file_replaces_the_locations_keys_one_by_one(location, tmp_path):
+    location.write_text("policy: {keep_threshold: 75, drift: {max_kl: 0.4, min_rows: 5}}\n")
+    config = tmp_path / "run.yaml"
+    config.write_text("policy: {drift: {min_rows: 3}}\n")
+    merged = load_settings((), str(config), {}, str(location))
+    assert merged["policy"] == {"keep_threshold": 75, "drift": {"max_kl": 0.4, "min_rows": 3}}
