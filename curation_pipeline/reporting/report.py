@@ -274,7 +274,8 @@ class ExactFileSystem(DirFileSystem):
     The files of a listing handed to ``remember`` are answered from it (glob, info, size, modification
     time, and the details a read is opened with): DuckDB asks for them at every query that reads a file, which
     on S3 was four requests a file a query (about 190 a shard for the report). Those files are then read as
-    listed: on s3fs one replaced since fails its read (``FileExpired``), never read as a mix of versions."""
+    listed: on s3fs one replaced since fails its read (``FileExpired``), never read as a mix of versions, and
+    the build or look-up reads anew from a fresh listing (``reread_on_replaced``)."""
 
     def __init__(self, fs):
         super().__init__(path="/", fs=fs)  # no prefix in fact: _join / _relpath pass every path through
