@@ -55,6 +55,8 @@ EXPECTED_KEYS = {
     "offline_signals.py": {"pairs", "decode_pairs_per_s", "ms_per_pair_nsfw", "ms_per_pair_ocr",
                            "ms_per_pair_dup", "ms_per_pair_image_quality", "ms_per_pair_datacomp",
                            "ms_per_pair_text_quality", "full_pairs_per_s", "slowdown_vs_decode"},
+    "report_s3.py": {"shards", "rounds", "build_s", "head_requests", "get_requests", "list_requests",
+                     "head_per_shard"},
     "load.py": {"pairs", "seconds", "pairs_per_s", "peak_rss_mb", "small_shard_peak_rss_mb",
                 "big_shard_peak_rss_mb", "peak_rss_ratio_big_small"},
     "caption_rules_speed.py": {"shapes", "chars", "rules_max_s", "rules_worst", "clean_max_s", "clean_worst",
