@@ -122,3 +122,16 @@ def test_curate_runs_config_file_replaces_the_locations_keys_one_by_one(location
     config.write_text("policy: {drift: {min_rows: 3}}\n")
     merged = load_settings((), str(config), {}, str(location))
     assert merged["policy"] == {"keep_threshold": 75, "drift": {"max_kl": 0.4, "min_rows": 3}}
+
+
+def test_the_readmes_settings_example_is_a_valid_location_file(tmp_path):
+    from curation_pipeline.resources import location_resources
+    from curation_pipeline_tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    example = readme[readme.index("# settings.yaml; then"):]
+    path = tmp_path / "settings.yaml"
+    path.write_text(example[:example.index("```")])
+    built = location_resources(str(path))
+    assert built["scoring"].profile == "full" and built["rewriter"].kind == "aitqe"
+    assert built["policy"].decision_policy().quality_column == "mlm_itm"

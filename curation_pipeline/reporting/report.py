@@ -790,8 +790,9 @@ def _build_remote(warehouse: Warehouse, failures: dict[str, str]) -> Report:
         final_path = warehouse.local_path(warehouse.report_db_path)
 
         def build(seen: list) -> Report:
-            with contextlib.suppress(FileNotFoundError):  # a failed build's database: each build starts afresh
-                os.remove(local)
+            for leftover in (local, f"{local}.wal"):  # a failed build's database: each build starts afresh
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(leftover)
             return _build(warehouse, failures, final_path, local, seen)
 
         report = reread_on_replaced(warehouse, build, "the report's build")
