@@ -490,7 +490,8 @@ def _put(settings: dict[str, dict], resource: str, key: str, value, source: str)
 
 
 def _merge(target: dict, values: dict) -> None:
-    """``values`` over ``target``, groups key by key (``policy: {drift: {min_rows: 3}}`` keeps the drift's other keys)."""
+    """``values`` over ``target``, groups key by key (``policy: {drift: {min_rows: 3}}`` keeps the drift's
+    other keys)."""
     for key, value in values.items():
         if isinstance(value, dict) and isinstance(target.get(key), dict):
             _merge(target[key], value)

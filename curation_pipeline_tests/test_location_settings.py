@@ -110,8 +110,9 @@ def test_a_run_config_setting_some_keys_keeps_the_files_others(tmp_path, monkeyp
     assert "nsfw_prob" not in wh.read_table("quality_scores", SHARD)  # still the text profile
     used = json.loads(wh.table_metadata("caption_decisions", SHARD)[POLICY_CONFIG_KEY])
     assert used["keep_threshold"] == 75 and used["drift"]["max_kl"] == 0.4 and used["drift"]["min_rows"] == 3
-    tags = instance.fetch_materializations(dg.AssetRecordsFilter(
-        asset_key=dg.AssetKey("quality_scores"), asset_partitions=[SHARD]), limit=1).records[0].asset_materialization.tags
+    [record] = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("quality_scores"), asset_partitions=[SHARD]), limit=1).records
+    tags = record.asset_materialization.tags
     assert tags["dagster/code_version"] == defs.get_repository_def().asset_graph.get(
         dg.AssetKey("quality_scores")).code_version  # a faster setting is no other code
 

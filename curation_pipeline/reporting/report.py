@@ -358,7 +358,8 @@ def reread_on_replaced(warehouse: Warehouse, read: Callable[[list], T], what: st
     """``read(seen)`` (which appends the filesystem it registers to ``seen``), again, with fresh listings, where it
     failed on a file replaced since its listing (up to ``REREADS`` times): a report built while shard runs write
     reads each file as listed, never a mix of versions, and is not lost to a run that wrote in the meantime."""
-    for attempt in range(REREADS + 1):
+    attempt = 0
+    while True:
         seen: list = []
         try:
             return read(seen)
@@ -371,7 +372,7 @@ def reread_on_replaced(warehouse: Warehouse, read: Callable[[list], T], what: st
                                    f"(last: {_shown(replaced)}): try again once the runs writing them are done"
                                    ) from exc
             warnings.warn(f"{what}: {_shown(replaced)} written again while it read them: reading anew", stacklevel=2)
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 # Every read_parquet of warehouse files: no hive partitioning, or a ``name=value`` folder above the

@@ -615,7 +615,8 @@ def test_the_locations_settings_reach_the_code_server_and_every_run_pod(monkeypa
     (tmp_path / "settings.yaml").write_text(config_map["data"]["settings.yaml"])
     monkeypatch.setenv("CURATION_SETTINGS", str(tmp_path / "settings.yaml"))
     resources = build_resources()
-    assert resources["scoring"].profile == "clip" and resources["scoring"].clip.model == settings["scoring"]["clip"]["model"]
+    scoring = resources["scoring"]
+    assert scoring.profile == "clip" and scoring.clip.model == settings["scoring"]["clip"]["model"]
     assert resources["rewriter"].kind == "aitqe" and resources["policy"].keep_threshold == 80
 
     # other settings restart the code server (it reads them once): its pod template changes with them
