@@ -387,7 +387,7 @@ class PolicyResource(dg.ConfigurableResource):
     fallback: Literal["keep_original", "drop"] = Field(default=_P.fallback, description="After a rejected rewrite: keep the original caption (if above drop_threshold, and never outside the keep_fraction cut or failing keep_expression) or drop the pair; with drop, a rewrite still failing a DataComp caption rule (not English, too few words) is rejected.")
     drop_duplicates: bool = Field(default=_P.drop_duplicates, description="Keep one pair per duplicate group.")
     warn_drop_share: float = Field(default=0.9, ge=0, le=1, description="The kept_share check warns (never blocks) above this dropped share, or when a shard keeps nothing.")
-    max_unscored_share: float = Field(default=0.5, ge=0, le=1, description="The scores_complete check fails a shard (blocking) where a scorer raised on more than this share of the pairs it attempted, or on all of them (at least 2).")
+    max_unscored_share: float = Field(default=0.5, ge=0, le=1, description="The scores_complete check fails a shard (blocking) where a scorer raised on more than this share of the pairs it attempted, or on all of them (at least 2); rewrites_complete likewise for the rewriter.")
     acceptance: AcceptanceConfig = Field(default_factory=AcceptanceConfig, description="When a rewrite is accepted.")
     nsfw: NsfwConfig = Field(default_factory=NsfwConfig, description="NSFW drop and review bands.")
     image: ImageQualityConfig = Field(default_factory=ImageQualityConfig, description="Image-quality drop bounds.")

@@ -11,8 +11,9 @@ from curation_pipeline.assets.decisions import policy_record, require_decided_po
 from curation_pipeline.assets.integrity import raw_fingerprint
 from curation_pipeline.assets.io import FILE_METADATA, LOADED, columns, versioned
 from curation_pipeline.assets.made_of import output_provenance, rewriter_made_of
-from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, shown, table
-from curation_pipeline.checks.quality import FINAL_CAPTION_CHECKS, checked_table, final_captions_checks, table_out
+from curation_pipeline.assets.metadata import PREVIEW_ROWS, numbers, shown, table
+from curation_pipeline.checks.quality import (FINAL_CAPTION_CHECKS, REWRITE_CHECKS, checked_table,
+                                             final_captions_checks, rewrites_checks, table_out)
 from curation_pipeline.decisions.dedup import DECIDED_BY_KEY
 from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, DECISIONS_RUN_KEY, attempt_runs, resolve_outcomes
 from curation_pipeline.partitions import shard_partitions
@@ -31,33 +32,47 @@ from curation_pipeline.validation.drift import drift_pairs
 from curation_pipeline.validation.lengths import caption_lengths
 
 
-@dg.asset(
-    partitions_def=shard_partitions, group_name="rewriting", owners=OWNERS, tags={"stage": "rewriting"},
-    code_version="10",  # bump when the same inputs give different output (2: a rewrite must reach drop_threshold;
-    # 3: edit and length ratios count the drift check's words; 4: the edit ratio ignores case and edge
-    # punctuation, a placeholder-only caption is fresh, a cut tail and markup are judged anew; 5: full-width
-    # brackets and separators are checked as ASCII ones, punctuation glued to a word of a script without spaces is
-    # no edit, and the edit ratio is one exact division, so a ratio equal to max_edit_ratio passes; 6: words count
-    # half-width kana and Han of Extension B and later, and glued punctuation is part of its word: length ratios;
-    # 7: a Thai, Lao, Myanmar or Khmer combining mark is part of its character's word; the edit ratio compares
-    # words in NFC with Turkish İ/ı as i, a Hebrew gershayim or geresh typed as '"' or "'" is no quote mark, the
-    # well-formedness check reads original and candidate in NFC, counts a tail's words as the drift check does,
-    # and knows 〖〗〘〙, an opening 〝 and the Arabic comma and semicolon as separators; 8: the original again is
-    # no rewrite, a margin of 0 asks for a gain, a gain equal to the margin passes in floating point, a model's
-    # refusal or report of its edit is malformed, a lead-in may carry a parenthesis, a quote mark left alone at the
-    # end is dangling and a cut before a quoted word ends on its article, a last segment of only label words the
-    # original went on after is a dangling label; 9: keep_facts where judged blind; 10: a candidate still hitting a
-    # weak-caption bound, not English or too few words, is rejected)
+@dg.multi_asset(
+    name="rewritten_captions", partitions_def=shard_partitions, can_subset=True, check_specs=REWRITE_CHECKS,
     ins={"caption_decisions": dg.AssetIn(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
-    kinds={"parquet"},
-    description="Lineage of every rewrite attempt: original and candidate caption, rewriter and version, "
-    "prompt hash, score before/after, edit ratio, length ratio, semantic similarity, accepted or not and "
-    "why, run id and time. Only pairs decided `rewrite` are attempted.",
+    outs={"rewritten_captions": table_out(
+        "rewriting", "11",
+        # code version: bump when the same inputs give different output (2: a rewrite must reach drop_threshold; 3: edit
+        # and length ratios count the drift check's words; 4: the edit ratio ignores case and edge punctuation, a
+        # placeholder-only caption is fresh, a cut tail and markup are judged anew; 5: full-width brackets and
+        # separators are checked as ASCII ones, punctuation glued to a word of a script without spaces is no edit, and
+        # the edit ratio is one exact division, so a ratio equal to max_edit_ratio passes; 6: words count half-width
+        # kana and Han of Extension B and later, and glued punctuation is part of its word: length ratios; 7: a Thai,
+        # Lao, Myanmar or Khmer combining mark is part of its character's word; the edit ratio compares words in NFC
+        # with Turkish İ/ı as i, a Hebrew gershayim or geresh typed as '"' or "'" is no quote mark, the well-formedness
+        # check reads original and candidate in NFC, counts a tail's words as the drift check does, and knows 〖〗〘〙, an
+        # opening 〝 and the Arabic comma and semicolon as separators; 8: the original again is no rewrite, a margin of 0
+        # asks for a gain, a gain equal to the margin passes in floating point, a model's refusal or report of its edit
+        # is malformed, a lead-in may carry a parenthesis, a quote mark left alone at the end is dangling and a cut
+        # before a quoted word ends on its article, a last segment of only label words the original went on after is a
+        # dangling label; 9: keep_facts where judged blind; 10: a candidate still hitting a weak-caption bound, not
+        # English or too few words, is rejected; 11: keep_facts reads a figure of several number words ("twenty-three",
+        # "a hundred", "two hundred and five") as one)
+        "Lineage of every rewrite attempt: original and candidate caption, rewriter and version, prompt hash, "
+        "score before/after, edit ratio, length ratio, semantic similarity, accepted or not and why, run id and "
+        "time. Only pairs decided `rewrite` are attempted.")},
 )
 def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scoring: ScoringResource,
                        rewriter: RewriterResource, policy: PolicyResource, compute: ComputeResource,
-                       caption_decisions: pd.DataFrame, quality_scores: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+                       caption_decisions: pd.DataFrame, quality_scores: pd.DataFrame):
+    # its check alone reads the stored lineage: no model runs
+    yield from checked_table(
+        context, warehouse, "rewritten_captions",
+        lambda: _rewrite(context, warehouse, scoring, rewriter, policy, compute, caption_decisions, quality_scores),
+        lambda lineage: rewrites_checks(lineage, policy),
+        # the rewriter this run's config picked, where it is not the code location's
+        lambda: output_provenance(context, rewriter_made_of(rewriter), "rewriter"))
+
+
+def _rewrite(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scoring: ScoringResource,
+             rewriter: RewriterResource, policy: PolicyResource, compute: ComputeResource,
+             caption_decisions: pd.DataFrame, quality_scores: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     shard = context.partition_key
     expected = raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
     # targets and acceptance are the decisions' own rules: not another run's policy
@@ -114,7 +129,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     gain = (lineage.loc[lineage["accepted"].astype(bool), "quality_after"].astype(float)
             - lineage.loc[lineage["accepted"].astype(bool), "quality_before"].astype(float))
     preview = lineage_preview(lineage, decisions, PREVIEW_ROWS)
-    return dg.Output(lineage, **output_provenance(context, rewriter_made_of(rewriter), "rewriter"), metadata={
+    return lineage, {
         **numbers({"attempts": len(lineage), "accepted": accepted, "rejected": len(lineage) - accepted,
                    "acceptance_rate": accepted / len(lineage) if len(lineage) else None,  # no attempts: empty, not 0
                    "mean_score_gain": float(gain.mean()) if len(gain) else None}),
@@ -125,7 +140,7 @@ def rewritten_captions(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         "lineage": table(preview),
         "lineage_shown": dg.MetadataValue.text(f"first {len(preview)} of {len(lineage)} attempts (accepted first); "
                                                "all rows: curate lineage, or the rewritten_captions table"),
-    })
+    }
 
 
 @dg.multi_asset(

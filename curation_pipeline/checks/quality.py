@@ -18,6 +18,7 @@ from curation_pipeline.assets.io import FAILED_CHECKS_KEY, FILE_METADATA
 from curation_pipeline.assets.metadata import OWNERS, numbers
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.resources import PolicyResource, WarehouseResource
+from curation_pipeline.rewriting.attempts import rewriter_raised
 from curation_pipeline.scoring.columns import ERROR_SUFFIX, error_columns
 from curation_pipeline.scoring.registry import score_ranges, scorer_classes
 from curation_pipeline.scoring.run import raised_on
@@ -54,6 +55,13 @@ SCORES_CHECKS = [
           "the shard. A pair the model rejects stays a NaN with its reason; pairs without an image or "
           "caption are the reader's counted skips, not attempts."),
 ]
+REWRITE_CHECKS = [
+    _spec("rewrites_complete", "rewritten_captions",
+          "The rewriter did not fail systematically: one that raised (CUDA error, out of memory, a broken "
+          "checkpoint) on all of at least 2 pairs it attempted, or on more than policy.max_unscored_share of them, "
+          "fails the shard, which is then run again: else each weak caption it would have saved is dropped as "
+          "not rewritten. A reply that gives no usable caption is a rejected attempt, not a failure."),
+]
 FINAL_CAPTION_CHECKS = [
     _spec("final_captions_complete", "final_captions",
           "Final captions: one row per pair, outcome and reason always set, kept pairs have a caption."),
@@ -65,7 +73,7 @@ FINAL_CAPTION_CHECKS = [
           "pairs: a shard of pure duplicates or junk publishes an empty or thin tar, which is legitimate but "
           "worth a look.", blocking=False),
 ]
-ALL_CHECK_SPECS = [*PAIRS_CHECKS, *SCORES_CHECKS, *FINAL_CAPTION_CHECKS]
+ALL_CHECK_SPECS = [*PAIRS_CHECKS, *SCORES_CHECKS, *REWRITE_CHECKS, *FINAL_CAPTION_CHECKS]
 BLOCKING = {(spec.asset_key.path[-1], spec.name) for spec in ALL_CHECK_SPECS if spec.blocking}
 
 
@@ -199,6 +207,29 @@ def scores_complete(df: pd.DataFrame, policy: PolicyResource) -> dg.AssetCheckRe
         description=described[:1000] or (f"raised on the most: {worst.scorer}, {worst.pairs} of the {worst.attempted} "
                                          f"pairs it attempted ({worst.share:.0%})" if worst and worst.pairs
                                          else f"no scorer raised on any of {len(df)} pairs"),
+        metadata=metadata)
+
+
+def rewrites_checks(lineage: pd.DataFrame, policy: PolicyResource) -> Checks:
+    return {"rewrites_complete": lambda: rewrites_complete(lineage, policy)}
+
+
+def rewrites_complete(lineage: pd.DataFrame, policy: PolicyResource) -> dg.AssetCheckResult:
+    """As ``scores_complete`` for a scorer: a pair the rewriter raised on is counted, a rewriter that raised on
+    (nearly) every pair fails the shard."""
+    r = rewriter_raised(lineage)
+    failed = r.systematic(policy.max_unscored_share)
+    metadata = numbers({"attempts": r.attempted, "raised": r.pairs, "raised_share": r.share if r.attempted else None})
+    if failed:
+        metadata["error"] = dg.MetadataValue.text(r.reason or "")
+    return dg.AssetCheckResult(
+        check_name="rewrites_complete", passed=not failed, severity=dg.AssetCheckSeverity.ERROR,
+        description=(f"{r.scorer} raised on {r.pairs} of the {r.attempted} pairs it attempted ("
+                     + ("all" if r.pairs == r.attempted else
+                        f"{r.share:.0%}, above max_unscored_share {policy.max_unscored_share:.0%}")
+                     + f"), most often ({r.reason_pairs} pairs) {r.reason}")[:1000] if failed else
+        f"{r.scorer} raised on {r.pairs} of the {r.attempted} pairs it attempted" if r.attempted else
+        "no rewrites attempted",
         metadata=metadata)
 
 

@@ -14,6 +14,7 @@ from curation_pipeline.pairs import PairBatch, split_on_failure
 from curation_pipeline.rewriting.base import RewriteCandidate, Rewriter
 from curation_pipeline.rewriting.verify import AcceptanceRules, edit_ratio, judge, length_ratio
 from curation_pipeline.scoring.prefetch import DEFAULT_DEPTH, prefetch
+from curation_pipeline.scoring.run import Raised
 
 LINEAGE_COLUMNS = [
     "shard", "key", "attempt", "rewriter", "rewriter_version", "prompt_hash",
@@ -21,6 +22,9 @@ LINEAGE_COLUMNS = [
     "edit_ratio", "length_ratio", "semantic_similarity", "accepted", "reason",
     "rewriter_output", "rewriter_scores", "run_id", "created_at",
 ]
+
+NO_CANDIDATE = "no candidate: "  # the reason of an attempt that got no caption, then why
+RAISED = "rewriter failed: "  # why, where the rewriter raised on the pair (``rewrite_with_retry``)
 
 Rescore = Callable[[PairBatch], pd.DataFrame]
 Similarity = Callable[[list[str], list[str]], np.ndarray]
@@ -70,7 +74,7 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
                 if cand.error:  # what else the reply got wrong (AITQE: a score that did not parse)
                     reason = f"{reason}; reply: {cand.error}"
             else:
-                accepted, reason = False, f"no candidate: {cand.error or 'empty output'}"
+                accepted, reason = False, f"{NO_CANDIDATE}{cand.error or 'empty output'}"
             rows.append({
                 "shard": shard, "key": key, "attempt": attempt,
                 "rewriter": rewriter.name, "rewriter_version": rewriter.version,
@@ -90,12 +94,24 @@ def rewrite_with_retry(rewriter: Rewriter, batch: PairBatch) -> list[RewriteCand
     and a pair that still fails gets no candidate, with the reason, instead of stopping the shard."""
     candidates = split_on_failure(
         batch, rewriter.rewrite,
-        failed=lambda part, exc: [RewriteCandidate(None, error=f"rewriter failed: {type(exc).__name__}: {exc}"[:300])
+        failed=lambda part, exc: [RewriteCandidate(None, error=f"{RAISED}{type(exc).__name__}: {exc}"[:300])
                                   for _ in range(len(part))],
         combine=lambda parts: [c for part in parts for c in part])
     if len(candidates) != len(batch):
         raise RuntimeError(f"{rewriter.ident} returned {len(candidates)} candidates for {len(batch)} pairs")
     return candidates
+
+
+def rewriter_raised(lineage: pd.DataFrame) -> Raised:
+    """The attempts on which the rewriter raised, of all its attempts, with its most common reason: a rewriter
+    that fails on every pair (out of memory, a broken checkpoint) leaves each weak caption unsaved, and decisions
+    drop them as if no rewrite had been good enough (the ``rewrites_complete`` check fails such a shard)."""
+    reasons = lineage["reason"].astype(str) if len(lineage) else pd.Series(dtype=str)
+    raised = reasons[reasons.str.startswith(NO_CANDIDATE + RAISED)].str.removeprefix(NO_CANDIDATE)
+    top = raised.value_counts()
+    names = lineage["rewriter"].dropna().unique() if len(lineage) else ()
+    return Raised(", ".join(map(str, names)) or "rewriter", len(raised), len(lineage),
+                  str(top.index[0]) if len(top) else None, int(top.iloc[0]) if len(top) else 0)
 
 
 def _scores_text(scores: dict[str, float]) -> str | None:

@@ -636,12 +636,15 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
 
 _NUMBER_RE = re.compile(r"\d+(?:[.,:]\d+)*")
 _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # "1,000" is 1000
-# number words a rewrite may write for a figure ("three dogs" -> "3 dogs"); not "one", which is as often "a"
-_NUMBER_WORDS = {word: str(n) for n, word in enumerate(
+# number words a rewrite may write for a figure ("three dogs" -> "3 dogs", "twenty-three" -> "23", "a hundred" ->
+# "100"); "one" alone is no figure, as it is as often "a", nor "a" (or "one") but before a scale word
+_UNITS = {word: n for n, word in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split()) if word != "one"}
-_NUMBER_WORDS.update({word: str(10 * n) for n, word in enumerate(
-    "thirty forty fifty sixty seventy eighty ninety".split(), start=3)})
+    "seventeen eighteen nineteen".split())}
+_TENS = {word: 10 * n for n, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(),
+                                                start=2)}
+_SCALES = {"dozen": 12, "hundred": 100, "thousand": 1000, "million": 10 ** 6, "billion": 10 ** 9}
+_NUMBER_PARTS = {**_UNITS, **_TENS, **_SCALES}
 _NEGATIONS = frozenset({"not", "no", "never", "without", "nothing", "nobody", "none", "neither", "nor", "cannot"})
 _LINKING = frozenset({"a", "an", "the", "be", "been", "being", "to", "any", "very", "so", "yet", "even"})  # "not a cat"
 
@@ -654,10 +657,46 @@ def _numbers(text: str) -> dict[tuple[str, ...], str]:
     """The figures a caption states, each as its digit runs ("10.30" and "10:30" alike, "1,000" as 1000, "three"
     as 3) -> as written."""
     found = {tuple(re.split(r"[.,:]", n)): n for n in _NUMBER_RE.findall(_THOUSANDS_RE.sub("", text))}
-    for word in _edit_words(text):
-        if word in _NUMBER_WORDS:
-            found.setdefault((_NUMBER_WORDS[word],), word)
+    for value, written in _number_words(_edit_words(text)):
+        found.setdefault((str(value),), written)
     return found
+
+
+def _number_words(words: list[str]) -> list[tuple[int, str]]:
+    """Each figure written in English words, as its value and its words: "twenty-three" and "twenty three" 23,
+    "a hundred" 100, "two hundred and five" 205, "a dozen" 12, "seven-year-old" 7. "one" alone is no figure;
+    words that do not make one number ("five six", "three and two") are figures each."""
+    pieces = [(i, piece) for i, word in enumerate(words) for piece in word.split("-")]
+    out: list[tuple[int, str]] = []
+    k = 0
+    while k < len(pieces):
+        first, total, current, parts, last = pieces[k][0], 0, 0, [], None
+        if pieces[k][1] in ("a", "one") and k + 1 < len(pieces) and pieces[k + 1][1] in _SCALES:
+            current, last, k = 1, "unit", k + 1  # "a hundred": one hundred
+        while k < len(pieces):
+            piece = pieces[k][1]
+            if piece == "and" and last == "scale" and k + 1 < len(pieces) and pieces[k + 1][1] in _NUMBER_PARTS:
+                k += 1  # "two hundred and five"
+                continue
+            kind = ("scale" if piece in _SCALES else "tens" if piece in _TENS else
+                    "unit" if piece in _UNITS and _UNITS[piece] < 10 else "teen" if piece in _UNITS else None)
+            if kind is None or not (last is None or (last == "tens" and kind == "unit" and _UNITS[piece] > 0)
+                                    or (last == "scale" and kind != "scale") or (last != "scale" and kind == "scale")
+                                    or (kind == last == "scale" and _SCALES[piece] > _SCALES[parts[-1]])):
+                break  # "two hundred thousand" is one number; "five six" two
+            if kind == "scale":
+                current = max(current, 1) * _SCALES[piece]
+                if _SCALES[piece] >= 1000:  # "two thousand three hundred": the thousands are done
+                    total, current = total + current, 0
+            else:
+                current += _NUMBER_PARTS[piece]
+            parts.append(piece)
+            last, k = kind, k + 1
+        if parts and parts != ["one"]:
+            out.append((total + current, " ".join(words[first:pieces[k - 1][0] + 1])))
+        elif not parts:
+            k += 1
+    return out
 
 
 def _negation_gone(before: list[str], after: list[str]) -> str | None:

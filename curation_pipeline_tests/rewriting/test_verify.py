@@ -313,6 +313,19 @@ def test_the_cleaners_repairs_pass(original, expected):
     ("A dog, not a cat, sits | Getty", "A dog sits on a mat", None),  # the negated word is gone with its negation
     ("Two dogs play. Photo: Jane Doe 2019", "Two dogs play.", None),  # numbers removed with the noise
     ("Crowd at 10:30 in Paris #news", "Crowd at 10:30 in Paris.", None),
+    # figures of several words, or of a scale word, are one figure each: as new, and as the same one in digits
+    ("Three dogs on the beach #dogs", "Twenty-three dogs on the beach.", "a number the original does not have "
+     "(twenty-three)"),
+    ("coins", "A hundred old coins", "a number the original does not have (a hundred)"),
+    ("eggs in a box", "A dozen eggs in a box", "a number the original does not have (a dozen)"),
+    ("a crowd | Getty", "a crowd of two hundred thousand",
+     "a number the original does not have (two hundred thousand)"),
+    ("twenty three dogs | Getty", "23 dogs", None),
+    ("a dozen eggs | Getty", "12 eggs", None),
+    ("two hundred and five birds | Getty", "205 birds", None),
+    ("a seven-year-old boy | Getty", "a 7-year-old boy", None),
+    ("A thousand and one nights | Getty", "1001 nights", None),
+    ("three cats and two dogs | Getty", "3 cats and 2 dogs", None),  # two figures, not 5 or 32
 ])
 def test_changed_facts_are_a_number_added_or_a_negation_dropped(original, candidate, said):
     from curation_pipeline.rewriting.verify import changed_facts
