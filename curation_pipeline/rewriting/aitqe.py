@@ -124,6 +124,9 @@ def _unescape(value: str) -> str:
     return decoded
 
 
+_NO_VALUE = frozenset({"null", "None"})  # a recaption left unquoted as JSON's or Python's "no value"
+
+
 @dataclass
 class _Entry:
     """One key-value pair as the tolerant scan read it: the key normalised, where its value starts, whether the
@@ -265,6 +268,8 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
             errors.append(f"recaption is not text but {type(entry.value).__name__}")
         else:
             recaption = re.sub(r"\s+", " ", entry.value or "").strip() or None
+            if not entry.quoted and recaption in _NO_VALUE:  # as strict JSON reads it: no recaption, not the word
+                recaption = None
             if recaption is None:
                 errors.append("empty recaption")
 
@@ -469,7 +474,8 @@ class AitqeRewriter(GeneratingRewriter):
         # (parse_aitqe_output); 8: a caption holding <img_start>/<img_end> is refused (AitqeGenerator.refusal);
         # 9: the version names the precision and a vision tower given in place of the checkpoint's, as the scorer's;
         # a score the reply ends inside is NaN, a score value must be the number alone, a non-text recaption is an
-        # error; a recaption kept where the score failed keeps the parse error (parse_aitqe_output, _candidate)
+        # error; a recaption kept where the score failed keeps the parse error (parse_aitqe_output, _candidate);
+        # 10: an unquoted null or None recaption is none, in a reply cut at <Overall> too (parse_aitqe_output)
         # load_model=False: the settings, version and ``answer`` only, for targets all answered from the replies the
         # scorer stored (``rewriting.reuse``, on a Ray actor): asked to generate, it raises
         self.generator = load_aitqe(model, max_new_tokens=max_new_tokens, stop_strings=self.stop_strings,

@@ -101,6 +101,11 @@ CASES = {
                            "recaption is not text but list"),
     "recaption cut off": ('{"Recaption": "A man climbs a rock wall while a wo', None, NAN, {}, "recaption cut off"),
     "empty recaption": ('{"Recaption": "", "Overall Score": 9}', None, 9.0, {}, "empty recaption"),
+    # null as strict JSON reads it, in a reply cut at <Overall> too (the tolerant scan), or Python's None: no caption
+    "null recaption": ('{"Recaption": null, "Overall Score": 9}', None, 9.0, {}, "empty recaption"),
+    "null recaption, cut": ('{"Recaption": null, "Overall Score": "9<Overall>', None, 9.0, {}, "empty recaption"),
+    "None recaption, cut": ("{'Recaption': None, 'Overall Score': '9<Overall>", None, 9.0, {}, "empty recaption"),
+    "the word null, quoted": ('{"Recaption": "null", "Overall Score": "9<Overall>', "null", 9.0, {}, None),
     "no recaption": ('{"Overall Score": 9, "Text Quality Score": 9}', None, 9.0, {"text_quality": 9.0},
                      "no recaption"),
     "gibberish": ("M\x13 near D rD rD}{", None, NAN, {}, "no recaption; no overall score"),

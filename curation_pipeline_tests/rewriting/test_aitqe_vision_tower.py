@@ -48,7 +48,7 @@ def test_the_rewriter_setting_reaches_the_rewriter_and_its_version():
 
     settings = {"kind": "aitqe", "model": MODEL, "vision_tower": TOWER, "device": "cpu"}
     loaded = RewriterResource(**settings).rewriter()
-    assert loaded.version == f"9:{MODEL}:max_new=384:stop=1:dtype=float32:tower={TOWER}"
+    assert loaded.version == f"10:{MODEL}:max_new=384:stop=1:dtype=float32:tower={TOWER}"
     assert RewriterResource(**settings).rewriter(load_model=False).version == loaded.version
     assert RewriterResource(**settings).output_settings()["vision_tower"] == TOWER
     with pytest.raises(ModelUnavailableError, match="rewriter.vision_tower"):
