@@ -1343,11 +1343,11 @@ def evaluate(warehouse, judgments, score, fmt, captions_file, keep_reference_can
         raise BadInput("give either --judgments (with --score) or --labels")
     try:
         if labels:
-            from curation_pipeline.evaluation.labels import format_labels_report, labels_report
+            from curation_pipeline.evaluation.labels import format_labels_report, labels_report, report_name
 
             result = labels_report(labels, warehouse_root=warehouse, from_captions=from_captions, examples=examples)
             click.echo(format_labels_report(result))
-            name = "labels.json"
+            name = report_name(from_captions)
         else:
             from curation_pipeline.evaluation.judgments import (agreement_report, format_agreement, read_judgments,
                                                                 undefined_cause, write_judgment_shards)

@@ -98,11 +98,12 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
 
 @dg.asset(
     group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
-    code_version="6",  # bump when the same inputs give different output (2: edit ratios count half-width kana
+    code_version="7",  # bump when the same inputs give different output (2: edit ratios count half-width kana
     # and Han of Extension B and later as the drift check's words; 3: captions checked against original_caption;
     # 4: a Thai, Lao, Myanmar or Khmer combining mark is part of its character's word; 5: a sample dropped for its
     # image is left out of the caption figures, and one whose noise ingest removed counts as clean; 6: a truth
-    # caption over the reader's limit is cut as ingest cuts it, back to a space)
+    # caption over the reader's limit is cut as ingest cuts it, back to a space; 7: from_captions saves its own
+    # file, labels-from-captions.json)
     deps=[dg.AssetDep(final_captions, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Curation decisions scored against per-sample labels (clean / noisy / junk / mismatched): kept, "
@@ -112,7 +113,7 @@ def human_agreement(context: dg.AssetExecutionContext, config: AgreementConfig,
 )
 def curation_vs_labels(context: dg.AssetExecutionContext, config: LabelsConfig,
                        warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from curation_pipeline.evaluation.labels import format_labels_report, labels_report
+    from curation_pipeline.evaluation.labels import format_labels_report, labels_report, report_name
     from curation_pipeline.evaluation.reports import save_report
 
     if not config.truth:
@@ -121,14 +122,19 @@ def curation_vs_labels(context: dg.AssetExecutionContext, config: LabelsConfig,
         report = labels_report(config.truth, warehouse_root=warehouse.root, from_captions=config.from_captions)
     except (ValueError, OSError) as exc:  # a missing file, a folder given as the file, no permission
         raise dg.Failure(description=str(exc)) from exc
-    path = save_report(report, warehouse_root=warehouse.root, name="labels.json")
+    path = save_report(report, warehouse_root=warehouse.root, name=report_name(config.from_captions))
     context.log.info("\n" + format_labels_report(report))
     per_label = pd.DataFrame([{"label": k, **v} for k, v in report["labels"].items()])
+    clean = report["clean"]
     return dg.MaterializeResult(metadata={
+        "source": report["source"],  # the warehouse's curation, or the caption path run over the truth's captions
         **numbers(_known({"samples": report["samples"], "unmatched": report["unmatched"],
-                          "caption_mismatches": report["caption_mismatches"], **report["summary"],
+                          "caption_mismatches": report["caption_mismatches"],
+                          # left out of the caption figures (they judge captions): none of them may read as perfect
+                          "dropped_for_image": report.get("dropped_for_image", 0), **report["summary"],
                           "noisy_edit_ratio_p50": report["noisy"]["edit_ratio"]["p50"],
-                          "clean_false_changes": report["clean"]["false_changes"]})),
+                          "clean_judged": clean["n"],
+                          "clean_false_changes": clean["false_changes"] if clean["n"] else None})),
         "per_label": table(per_label),
         "false_changes": table(pd.DataFrame(report["clean"]["false_change_examples"])),
         "path": dg.MetadataValue.path(path),

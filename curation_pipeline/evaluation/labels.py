@@ -254,6 +254,12 @@ def format_labels_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def report_name(from_captions: bool) -> str:
+    """The saved report's file name: one scored in process over the truth's captions (default policy, cleaner)
+    is kept apart from one of the warehouse's curation, so neither replaces the other."""
+    return "labels-from-captions.json" if from_captions else "labels.json"
+
+
 def labels_report(truth_path, *, warehouse_root: str | None = None, from_captions: bool = False,
                   examples: int = 10) -> dict:
     """Score the curation against a truth file: the warehouse's final_captions, or (``from_captions``)

@@ -370,8 +370,14 @@ def test_assets_show_the_evaluation(flickr_files, tmp_path):
     assert round(mean, 4) != round(each, 4)
     assert meta["human_agreement"]["kendall_tau_c"].value == pytest.approx(each, abs=1e-4)
     assert meta["human_agreement"]["protocol"].value == "each expert score (CLIPScore's rows)"
-    assert meta["curation_vs_labels"]["noisy_caught"].value >= 0.95
-    assert (tmp_path / "wh" / "evaluation" / "labels.json").is_file()
+    labelled = meta["curation_vs_labels"]
+    assert labelled["noisy_caught"].value >= 0.95
+    # what the figures come from, and how many of them judge a clean caption
+    assert labelled["source"].value == "caption path in process (text scorers, default policy, cleaner)"
+    assert labelled["dropped_for_image"].value == 0 and labelled["clean_judged"].value > 0
+    # its own file: the report of the warehouse's curation (labels.json) is not replaced
+    assert (tmp_path / "wh" / "evaluation" / "labels-from-captions.json").is_file()
+    assert not (tmp_path / "wh" / "evaluation" / "labels.json").exists()
     unset = dg.materialize([human_agreement], resources=resources, raise_on_error=False,
                            instance=dg.DagsterInstance.ephemeral())
     assert not unset.success
@@ -463,3 +469,26 @@ def test_too_few_pairs_left_says_why(tmp_path):
     with pytest.raises(ValueError, match=r"only 0 of 3 judged pairs have a finite score to compare: 3 without a human "
                                          r"score that is a number \(e.g. '3,5', 'n/a', 'inf'\)"):
         agreement_report(path, "ref_minilm", n_boot=10)
+
+
+def test_labels_whose_every_sample_was_dropped_for_its_image_show_no_clean_figure_in_the_ui(tmp_path):
+    """Nothing judged is no perfect score: the UI's metadata leaves clean_false_changes out and counts the drops."""
+    from curation_pipeline.assets.evaluation import curation_vs_labels
+    from curation_pipeline.resources import WarehouseResource
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    wh = Warehouse(str(tmp_path / "wh"))
+    captions = {"a": "A dog runs on the beach.", "b": "Two cats sleep on a sofa."}
+    wh.write_table("final_captions", "s", pd.DataFrame({
+        "shard": "s", "key": list(captions), "outcome": "dropped", "reason": "image_too_small",
+        "original_caption": list(captions.values()), "final_caption": None}))
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text("".join(json.dumps({"shard": "s", "key": k, "label": "clean", "caption": c}) + "\n"
+                             for k, c in captions.items()))
+    result = dg.materialize([curation_vs_labels], resources={"warehouse": WarehouseResource(root=str(wh.root))},
+                            run_config={"ops": {"curation_vs_labels": {"config": {"truth": str(truth)}}}},
+                            instance=dg.DagsterInstance.ephemeral())
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["samples"].value == 2 and meta["dropped_for_image"].value == 2
+    assert meta["clean_judged"].value == 0 and "clean_false_changes" not in meta
+    assert meta["source"].value == f"final_captions of {wh.root}"
