@@ -221,6 +221,8 @@ class ScoringResource(dg.ConfigurableResource):
         quality_scores' code version names their digest: scores made with another model read stale."""
         from curation_pipeline.scoring.registry import code_versions
 
+        if type(self) in _DECLARED:  # the location's settings file's class, whose defaults are the file's values
+            return as_declared(self).output_settings()
         # only what differs from the defaults: a setting added later (at its default) changes no shard's version;
         # a default that changes what a scorer writes comes with a bump of its version, as any such change does
         aitqe = {"model": self.aitqe_model, "vision_tower": self.aitqe_vision_tower} if self.aitqe_vision_tower \
@@ -286,6 +288,8 @@ class RewriterResource(dg.ConfigurableResource):
         """The settings, besides its code, that change what a model rewriter writes (none for the cleaner, which
         reads none): not batch size, device or trust_remote_code. rewritten_captions' code version names their
         digest: rewrites made with another model or prompt read stale."""
+        if type(self) in _DECLARED:  # the location's settings file's class, whose defaults are the file's values
+            return as_declared(self).output_settings()
         unread = {"kind", "batch_size", "device", "trust_remote_code"}
         if self.kind == "aitqe":  # AITQE generates greedily: num_beams never reaches it
             unread.add("num_beams")
@@ -633,7 +637,7 @@ class ComputeResource(RayResource):
         if any(v is not None for v in (limits.cpu, limits.gpu, limits.object_store_memory)):
             out["resource_limits"] = (limits.cpu, limits.gpu, limits.object_store_memory)
         for name in ("verbose_progress", "use_polars"):
-            if name in given.model_fields_set:
+            if name in fields_set(given):
                 out[name] = getattr(given, name)
         return tuple(sorted(out.items()))
 
@@ -679,4 +683,31 @@ def _defaulting_to(cls: type, given: dict, instance) -> type:
                                         description=field.description))
         else:
             fields[key] = (field.annotation, Field(default=current, description=field.description))
-    return pydantic.create_model(cls.__name__, __base__=cls, __module__=cls.__module__, **fields)
+    made = pydantic.create_model(cls.__name__, __base__=cls, __module__=cls.__module__, **fields)
+    _DECLARED[made], _FILE_SET[made] = cls, frozenset(given)
+    return made
+
+
+# a class ``_defaulting_to`` made -> the class it stands for, whose defaults are the declared ones; and the keys the
+# settings file set, which that class holds as its defaults
+_DECLARED: dict[type, type] = {}
+_FILE_SET: dict[type, frozenset[str]] = {}
+
+
+def fields_set(config) -> set[str]:
+    """The keys set on ``config`` to other than their declared default: by its run's config, or by the location's
+    settings file (``_defaulting_to``), whose values its class holds as defaults."""
+    declared = _DECLARED.get(type(config))
+    if declared is None:
+        return set(config.model_fields_set)
+    return set(config.model_fields_set) | {
+        key for key in _FILE_SET[type(config)]
+        if getattr(config, key) != declared.model_fields[key].get_default(call_default_factory=True)}
+
+
+def as_declared(config):
+    """``config`` as an instance of the class it stands for: what differs from the declared defaults (a model the
+    settings file names) is a setting there, which the code versions' digests name (``output_settings``), not a
+    default left out of them."""
+    declared = _DECLARED.get(type(config))
+    return config if declared is None else declared(**config.model_dump())

@@ -117,6 +117,35 @@ def test_a_run_config_setting_some_keys_keeps_the_files_others(tmp_path, monkeyp
         dg.AssetKey("quality_scores")).code_version  # a faster setting is no other code
 
 
+def test_the_locations_models_are_in_its_code_versions(tmp_path, monkeypatch):
+    """The file's values are its resources' defaults (above), and a code version's digest names the settings that
+    differ from the defaults: it named no model of the file, so another model left every shard fresh, and
+    ``curate run`` (plain resources, the model named) and the location's schedule each re-made the other's shards."""
+    from curation_pipeline.resources import ClipConfig, ComputeResource, RewriterResource, location_resources
+
+    def versions(defs):
+        graph = defs.get_repository_def().asset_graph
+        return [graph.get(dg.AssetKey(k)).code_version for k in ("quality_scores", "rewritten_captions")]
+
+    found = {}
+    for clip, vlm in (("clip-a", "vlm-x"), ("clip-b", "vlm-y")):
+        path = tmp_path / f"{clip}.yaml"
+        path.write_text(f"scoring: {{profile: clip, clip: {{model: {clip}}}}}\nrewriter: {{kind: vlm, model: {vlm}}}\n")
+        monkeypatch.setenv(SETTINGS_FILE_ENV, str(path))
+        found[clip] = versions(build_definitions())
+        monkeypatch.delenv(SETTINGS_FILE_ENV)
+        plain = versions(build_definitions(scoring=ScoringResource(profile="clip", clip=ClipConfig(model=clip)),
+                                           rewriter=RewriterResource(kind="vlm", model=vlm)))
+        assert found[clip] == plain  # what curate run with the same settings records
+    assert all(a != b for a, b in zip(found["clip-a"], found["clip-b"]))
+    # a key the file sets counts as set, not as a default: dagster-ray's options are passed only where set
+    path = tmp_path / "compute.yaml"
+    path.write_text("compute: {engine: ray, data_execution_options: {verbose_progress: false}}\n")
+    built = location_resources(str(path))["compute"]
+    plain = ComputeResource(engine="ray", data_execution_options={"verbose_progress": False})
+    assert dict(built._data_context()) == dict(plain._data_context()) == {"verbose_progress": False}
+
+
 def test_curate_runs_config_file_replaces_the_locations_keys_one_by_one(location, tmp_path):
     location.write_text("policy: {keep_threshold: 75, drift: {max_kl: 0.4, min_rows: 5}}\n")
     config = tmp_path / "run.yaml"
