@@ -134,7 +134,7 @@ def curation_vs_labels(context: dg.AssetExecutionContext, config: LabelsConfig,
                           "dropped_for_image": report.get("dropped_for_image", 0), **report["summary"],
                           "noisy_edit_ratio_p50": report["noisy"]["edit_ratio"]["p50"],
                           "clean_judged": clean["n"],
-                          "clean_false_changes": clean["false_changes"] if clean["n"] else None})),
+                          "clean_false_changes": clean["false_changes"]})),  # None where none was judged
         "per_label": table(per_label),
         "false_changes": table(pd.DataFrame(report["clean"]["false_change_examples"])),
         "path": dg.MetadataValue.path(path),

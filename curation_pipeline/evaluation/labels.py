@@ -185,7 +185,8 @@ def evaluate_labels(joined: pd.DataFrame, examples: int = 10) -> dict:
     clean = df[df["label"].eq("clean")]
     changed = clean[~clean["outcome"].eq("kept")]
     report["clean"] = {
-        "n": int(len(clean)), "kept_unchanged": _share(clean["outcome"].eq("kept")), "false_changes": int(len(changed)),
+        "n": int(len(clean)), "kept_unchanged": _share(clean["outcome"].eq("kept")),
+        "false_changes": int(len(changed)) if len(clean) else None,  # nothing judged is no perfect score
         "false_change_examples": _examples(changed, examples, ["key", "caption", "final_caption", "outcome", "reason"]),
     }
     junk = df[df["label"].eq("junk")]
@@ -237,7 +238,8 @@ def format_labels_report(report: dict) -> str:
             lines.append(f"{kind:<18}{row['n']:>6}{_pct(row['caught']):>9}{_pct(row['exactly_clean']):>15}"
                          f"{row['alone_n']:>10}{_pct(row['alone_exactly_clean']):>8}")
     clean = report["clean"]
-    lines += ["", f"clean: kept unchanged {_pct(clean['kept_unchanged'])}, false changes {clean['false_changes']}"]
+    false_changes = "n/a" if clean["false_changes"] is None else clean["false_changes"]
+    lines += ["", f"clean: kept unchanged {_pct(clean['kept_unchanged'])}, false changes {false_changes}"]
     for ex in clean["false_change_examples"]:
         lines.append(f"  {ex['key']}: {ex['caption']!r} -> {ex['final_caption']!r} ({ex['outcome']}: {ex['reason']})")
     lines.append(f"junk: dropped {_pct(report['junk']['dropped'])}; mismatched: dropped "

@@ -20,7 +20,7 @@ from curation_pipeline.scoring.signals.image_quality import ImageQualityScorer
 from curation_pipeline.scoring.signals.nsfw import NsfwScorer
 from curation_pipeline.scoring.signals.ocr import TextInImageScorer
 from curation_pipeline.scoring.text_quality import CaptionTextQuality
-from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
+from curation_pipeline_tests.conftest import RAW_SAMPLES, REPO_ROOT, run_pipeline
 
 SCORES, REWRITES = dg.AssetKey("quality_scores"), dg.AssetKey("rewritten_captions")
 REWRITE_OWN = rewritten_captions.specs_by_key[REWRITES].code_version  # the asset's own part
@@ -42,6 +42,8 @@ def test_each_profile_names_the_scorers_it_runs_and_the_rewriter_its_kind(monkey
         f"{offline},clip.{ClipScorer.version},mlm.{MlmFilterScorer.version},aitqe.{AitqeScorer.version}@")
     cleaner, aitqe = rewriter_base.CODE_VERSIONS["cleaner"], rewriter_base.CODE_VERSIONS["aitqe"]
     assert _code(build_definitions(), REWRITES) == f"{REWRITE_OWN}+cleaner.{cleaner}"
+    readme = (REPO_ROOT / "README.md").read_text()  # its examples are today's versions (they went out of date)
+    assert f"e.g. `{text}`" in readme and f"`{REWRITE_OWN}+cleaner.{cleaner}`" in readme
     assert _code(build_definitions(rewriter=RewriterResource(kind="aitqe", model="some/aitqe")), REWRITES).startswith(
         f"{REWRITE_OWN}+aitqe.{aitqe}@")
     # the version a model scorer's instance stores starts with its class's, which these are made of

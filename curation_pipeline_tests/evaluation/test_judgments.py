@@ -492,3 +492,8 @@ def test_labels_whose_every_sample_was_dropped_for_its_image_show_no_clean_figur
     assert meta["samples"].value == 2 and meta["dropped_for_image"].value == 2
     assert meta["clean_judged"].value == 0 and "clean_false_changes" not in meta
     assert meta["source"].value == f"final_captions of {wh.root}"
+    # and so do the saved report and the CLI's table
+    saved = json.loads((tmp_path / "wh" / "evaluation" / "labels.json").read_text())
+    assert saved["clean"]["n"] == 0 and saved["clean"]["false_changes"] is None
+    out = CliRunner().invoke(main, ["evaluate", "--labels", str(truth), "--warehouse", str(tmp_path / "wh")])
+    assert out.exit_code == 0 and "clean: kept unchanged n/a, false changes n/a" in out.output, out.output
