@@ -590,7 +590,16 @@ class ComputeResource(RayResource):
     def connect(self, context):
         """dagster-ray retries a failed connection for 120 s counted from its first try, and one try can
         outlast that: when the head's proxy fails to start the connection's server process, the client
-        waits out the channel timeout. A few fresh tries then connect."""
+        waits out the channel timeout. A few fresh tries then connect. A head's GCS address where nothing
+        answers fails at once (``compute.address``): Ray's own retries would hold the run about 41 minutes."""
+        from curation_pipeline.compute.address import unreachable
+
+        why = unreachable(self.address)
+        if why:
+            raise ConnectionError(
+                f"no Ray cluster answers at {self.address} (compute address, ${COMPUTE_SETTINGS['address'][0]}): "
+                f"{why}. Start the head there (ray start --head --port=...) or fix the address; from outside the cluster "
+                "use its Ray Client address, ray://<head>:10001")
         for attempt in range(3):
             try:
                 return super().connect(context)

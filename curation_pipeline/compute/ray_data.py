@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 import pickle
+import re
 import resource
 import time
 import warnings
@@ -546,7 +547,32 @@ def _on_cluster(options: RayOptions, fn, /, *args, actors: bool = True, **kwargs
             f"({options.actors} actor(s)), the coordinator for {options.coordinator_memory_mb} MiB") if actors else (
             f"the coordinator asks for {options.coordinator_memory_mb} MiB, each decode task "
             f"{options.decode_cpus:g} CPU")
-    return _get(task.remote(*args, **kwargs), options, asks)
+    try:
+        return _get(task.remote(*args, **kwargs), options, asks)
+    except (ModuleNotFoundError, ray.exceptions.RayError) as exc:
+        if not _package_missing(exc):
+            raise
+        raise ModuleNotFoundError(
+            f"the Ray cluster's nodes cannot import this package ({_missing(exc)}): the driver has it, the "
+            "cluster's workers do not. Install this version of curation-pipeline, with its dependencies, on every "
+            "node (README, Scaling out)", name=PACKAGE) from exc
+
+
+PACKAGE = __name__.split(".")[0]
+
+
+def _package_missing(exc: BaseException) -> bool:
+    """A worker could not import this package: over Ray Client the driver gets the worker's ModuleNotFoundError
+    itself, as if it lacked the package; through a GCS address, a RayTaskError of a RaySystemError saying so."""
+    if isinstance(exc, ModuleNotFoundError):
+        return (exc.name or "").split(".")[0] == PACKAGE
+    return f"No module named '{PACKAGE}" in str(exc)
+
+
+def _missing(exc: BaseException) -> str:
+    """``No module named '...'``, out of a worker's traceback too."""
+    said = re.search(rf"No module named '{PACKAGE}[^']*'", str(exc))
+    return said.group(0) if said else str(exc)
 
 
 ACTORS_LATE = "Timed out while starting actors"  # Ray Data's error when its actor pool is not up in time

@@ -33,3 +33,41 @@ def test_it_gives_up_after_three_tries_and_other_errors_are_not_retried(monkeypa
     monkeypatch.setattr(RayResource, "connect", lambda self, context: (_ for _ in ()).throw(ValueError("bad")))
     with pytest.raises(ValueError):
         ComputeResource(engine="ray", address="ray://127.0.0.1:1").connect(None)
+
+
+def test_a_head_address_where_nothing_listens_fails_at_once_naming_it(monkeypatch):
+    """``ray.init`` retried such an address 20 times, about 41 s each, and the resource's tries and dagster-ray's
+    again: a mistyped ``<head>:6379`` held each shard's run about 41 minutes, saying nothing. A TCP connection to
+    the port tells first; Ray is never asked."""
+    import socket
+
+    import ray
+
+    with socket.socket() as probe:  # a loopback port nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(RayResource, "connect", lambda self, context: pytest.fail("Ray was asked to connect"))
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init ran"))
+    with pytest.raises(ConnectionError, match=rf"no Ray cluster answers at 127\.0\.0\.1:{port} \(compute address, "
+                                              r"\$CURATION_RAY_ADDRESS\): ConnectionRefusedError"):
+        ComputeResource(engine="ray", address=f"127.0.0.1:{port}").connect(None)
+
+
+@pytest.mark.parametrize("address,endpoint", [
+    ("10.0.0.5:6379", ("10.0.0.5", 6379)), ("head", ("head", 6379)), ("[fd00::5]:6380", ("fd00::5", 6380)),
+    ("fd00::5", ("fd00::5", 6379)), ("auto", None), ("local", None), ("ray://head:10001", None), ("", None),
+])
+def test_only_a_gcs_address_is_probed(address, endpoint):
+    from curation_pipeline.compute.address import gcs_endpoint
+
+    assert gcs_endpoint(address) == endpoint
+
+
+def test_a_head_that_answers_is_joined(monkeypatch):
+    import socket
+
+    with socket.socket() as head:
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        monkeypatch.setattr(RayResource, "connect", lambda self, context: "connected")
+        assert ComputeResource(engine="ray", address=f"127.0.0.1:{head.getsockname()[1]}").connect(None) == "connected"
