@@ -143,6 +143,22 @@ def run_pipeline(raw: Path, warehouse: Path, shards: list[str], instance=None, r
     return instance, results
 
 
+def failure_alone(warehouse: Path, instance, shard: str, asset: str, **resources) -> str:
+    """The step failure of a run of ``asset`` alone for ``shard`` (the UI's Materialize of it, a re-selection),
+    which must fail: its description."""
+    import dagster as dg
+
+    from curation_pipeline.definitions import build_definitions
+
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse), **resources)
+    later = defs.resolve_job_def("curate_shards").execute_in_process(
+        partition_key=shard, instance=instance, asset_selection=[dg.AssetKey(asset)], raise_on_error=False,
+        run_config=QUIET)
+    assert not later.success
+    failure = next(e for e in later.all_events if e.event_type_value == "STEP_FAILURE")
+    return failure.event_specific_data.user_failure_data.description
+
+
 def one_shard_curated(tmp_path: Path, shard: str, scoring=None):
     """``shard`` copied into ``tmp_path / "raw"`` and curated into ``tmp_path / "warehouse"`` (no report, no settle):
     (raw, warehouse, instance), for a test that then runs some of its steps again."""

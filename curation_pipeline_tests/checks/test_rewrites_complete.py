@@ -2,13 +2,12 @@
 does: else each weak caption it would have saved is dropped as "not rewritten", the run succeeds, and the shard
 reads up to date. One pair it raises on is that pair's rejected attempt."""
 
-import dagster as dg
 import pytest
 
 from curation_pipeline.resources import ScoringResource
 from curation_pipeline.rewriting.cleaner import CaptionCleaner
 from curation_pipeline.storage.warehouse import Warehouse
-from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES, run_pipeline
+from curation_pipeline_tests.conftest import RAW_SAMPLES, failure_alone, run_pipeline
 
 SHARD = "sample-000002"
 OOM = "CUDA out of memory. Tried to allocate 2.00 GiB"
@@ -49,17 +48,8 @@ def test_a_rewriter_raising_on_every_pair_fails_the_shard_and_a_later_run_makes_
     assert wh.table_metadata("rewritten_captions", SHARD)["failed_blocking_checks"] == "rewrites_complete"
     assert not wh.has_table("final_captions", SHARD) and not wh.fs.exists(wh.curated_path(SHARD))
     # a run of final_captions alone refuses it, saying why
-    from curation_pipeline.definitions import build_definitions
-
-    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(tmp_path),
-                             scoring=ScoringResource(profile="text"))
-    later = defs.resolve_job_def("curate_shards").execute_in_process(
-        partition_key=SHARD, instance=instance, asset_selection=[dg.AssetKey("final_captions")],
-        raise_on_error=False, run_config=QUIET)
-    assert not later.success
-    failure = next(e for e in later.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "rewritten_captions of shard 'sample-000002' failed its blocking check(s) rewrites_complete" in \
-        failure.event_specific_data.user_failure_data.description
+    said = failure_alone(tmp_path, instance, SHARD, "final_captions", scoring=ScoringResource(profile="text"))
+    assert "rewritten_captions of shard 'sample-000002' failed its blocking check(s) rewrites_complete" in said
 
     # the rewriter mended, the shard's next run rewrites and publishes it
     monkeypatch.undo()

@@ -13,7 +13,7 @@ from curation_pipeline.scoring import registry
 from curation_pipeline.scoring.base import Scorer, scorable
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
 from curation_pipeline.storage.warehouse import Warehouse
-from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES, run_pipeline
+from curation_pipeline_tests.conftest import RAW_SAMPLES, failure_alone, run_pipeline
 
 SHARD = "sample-000002"  # 40 pairs, some without a decodable image or a caption
 CUDA = "CUDA error: an illegal memory access was encountered"
@@ -86,16 +86,8 @@ def test_a_scorer_raising_on_every_pair_fails_the_shard_and_nothing_is_published
     assert len(logs) == 1 and "Traceback (most recent call last)" in logs[0] and CUDA in logs[0]
 
     # a later run (the UI's Materialize of caption_decisions, a re-selection) refuses the stored scores
-    from curation_pipeline.definitions import build_definitions
-
-    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(tmp_path),
-                             scoring=ScoringResource(profile="text"))
-    later = defs.resolve_job_def("curate_shards").execute_in_process(
-        partition_key=SHARD, instance=instance, asset_selection=[dg.AssetKey("caption_decisions")],
-        raise_on_error=False, run_config=QUIET)
-    assert not later.success
-    failure = next(e for e in later.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "failed its blocking check(s) scores_complete" in failure.event_specific_data.user_failure_data.description
+    said = failure_alone(tmp_path, instance, SHARD, "caption_decisions", scoring=ScoringResource(profile="text"))
+    assert "failed its blocking check(s) scores_complete" in said
     assert not wh.has_table("caption_decisions", SHARD) and not wh.fs.exists(wh.curated_path(SHARD))
 
 
