@@ -124,7 +124,7 @@ def _unescape(value: str) -> str:
     return decoded
 
 
-_NO_VALUE = frozenset({"null", "None"})  # a recaption left unquoted as JSON's or Python's "no value"
+_NO_VALUE = frozenset({"null", "none"})  # a recaption left unquoted as JSON's or Python's "no value", any case
 
 
 @dataclass
@@ -268,7 +268,7 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
             errors.append(f"recaption is not text but {type(entry.value).__name__}")
         else:
             recaption = re.sub(r"\s+", " ", entry.value or "").strip() or None
-            if not entry.quoted and recaption in _NO_VALUE:  # as strict JSON reads it: no recaption, not the word
+            if not entry.quoted and recaption is not None and recaption.lower() in _NO_VALUE:  # as strict JSON reads it: no recaption, not the word
                 recaption = None
             if recaption is None:
                 errors.append("empty recaption")

@@ -665,8 +665,12 @@ def _numbers(text: str) -> dict[tuple[str, ...], str]:
 def _number_words(words: list[str]) -> list[tuple[int, str]]:
     """Each figure written in English words, as its value and its words: "twenty-three" and "twenty three" 23,
     "a hundred" 100, "two hundred and five" 205, "a dozen" 12, "seven-year-old" 7. "one" alone is no figure;
-    words that do not make one number ("five six", "three and two") are figures each."""
+    words that do not make one number ("five six", "three and two") are figures each, and so is the number a
+    hyphenated modifier starts ("forty five-star hotels": 40 and 5)."""
     pieces = [(i, piece) for i, word in enumerate(words) for piece in word.split("-")]
+    # the pieces that start a word that is not all number words: those never continue an earlier word's number
+    modifiers = {k for k, (i, piece) in enumerate(pieces) if (k == 0 or pieces[k - 1][0] != i)
+                 and not all(p in _NUMBER_PARTS for p in words[i].split("-"))}
     out: list[tuple[int, str]] = []
     k = 0
     while k < len(pieces):
@@ -678,6 +682,8 @@ def _number_words(words: list[str]) -> list[tuple[int, str]]:
             if piece == "and" and last == "scale" and k + 1 < len(pieces) and pieces[k + 1][1] in _NUMBER_PARTS:
                 k += 1  # "two hundred and five"
                 continue
+            if parts and k in modifiers:
+                break
             kind = ("scale" if piece in _SCALES else "tens" if piece in _TENS else
                     "unit" if piece in _UNITS and _UNITS[piece] < 10 else "teen" if piece in _UNITS else None)
             if kind is None or not (last is None or (last == "tens" and kind == "unit" and _UNITS[piece] > 0)
@@ -691,9 +697,9 @@ def _number_words(words: list[str]) -> list[tuple[int, str]]:
             else:
                 current += _NUMBER_PARTS[piece]
             parts.append(piece)
-            last, k = kind, k + 1
+            last, end, k = kind, pieces[k][0], k + 1
         if parts and parts != ["one"]:
-            out.append((total + current, " ".join(words[first:pieces[k - 1][0] + 1])))
+            out.append((total + current, " ".join(words[first:end + 1])))
         elif not parts:
             k += 1
     return out

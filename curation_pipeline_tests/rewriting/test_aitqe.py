@@ -105,6 +105,7 @@ CASES = {
     "null recaption": ('{"Recaption": null, "Overall Score": 9}', None, 9.0, {}, "empty recaption"),
     "null recaption, cut": ('{"Recaption": null, "Overall Score": "9<Overall>', None, 9.0, {}, "empty recaption"),
     "None recaption, cut": ("{'Recaption': None, 'Overall Score': '9<Overall>", None, 9.0, {}, "empty recaption"),
+    "NULL recaption, cut": ('{"Recaption": NULL, "Overall Score": "9<Overall>', None, 9.0, {}, "empty recaption"),
     "the word null, quoted": ('{"Recaption": "null", "Overall Score": "9<Overall>', "null", 9.0, {}, None),
     "no recaption": ('{"Overall Score": 9, "Text Quality Score": 9}', None, 9.0, {"text_quality": 9.0},
                      "no recaption"),

@@ -326,6 +326,11 @@ def test_the_cleaners_repairs_pass(original, expected):
     ("a seven-year-old boy | Getty", "a 7-year-old boy", None),
     ("A thousand and one nights | Getty", "1001 nights", None),
     ("three cats and two dogs | Getty", "3 cats and 2 dogs", None),  # two figures, not 5 or 32
+    # a hyphenated modifier's number is its own: "forty five-star hotels" are 40, not 45
+    ("forty five-star hotels in Paris | Getty", "40 five-star hotels in Paris.", None),
+    ("forty five-star hotels in Paris | Getty", "45 hotels in Paris.", "a number the original does not have (45)"),
+    ("a dozen three-year-olds at a party | Getty", "15 kids at a party.",
+     "a number the original does not have (15)"),
 ])
 def test_changed_facts_are_a_number_added_or_a_negation_dropped(original, candidate, said):
     from curation_pipeline.rewriting.verify import changed_facts
