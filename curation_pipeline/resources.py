@@ -598,8 +598,8 @@ class ComputeResource(RayResource):
         if why:
             raise ConnectionError(
                 f"no Ray cluster answers at {self.address} (compute address, ${COMPUTE_SETTINGS['address'][0]}): "
-                f"{why}. Start the head there (ray start --head --port=...) or fix the address; from outside the cluster "
-                "use its Ray Client address, ray://<head>:10001")
+                f"{why}. Start the head there (ray start --head --port=...) or fix the address; from outside the "
+                "cluster use its Ray Client address, ray://<head>:10001")
         for attempt in range(3):
             try:
                 return super().connect(context)

@@ -39,4 +39,4 @@ def unreachable(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
         with socket.create_connection(endpoint, timeout=timeout_s):
             return None
     except OSError as exc:
-        return f"{type(exc).__name__}: {exc.strerror or exc}" if exc.strerror else f"{type(exc).__name__}: {exc}"
+        return f"{type(exc).__name__}: {exc.strerror or exc}"

@@ -79,7 +79,8 @@ def _history(warehouse: Warehouse, key: str | None, shard: str | None, rewritten
     import duckdb  # here, not at import: a run that never looks up lineage never pays for it
 
     con = duckdb.connect()
-    fs = register_warehouse(con, warehouse, as_listed=True)  # s3:// through the warehouse's fsspec filesystem, as the report
+    # s3:// through the warehouse's fsspec filesystem, as the report
+    fs = register_warehouse(con, warehouse, as_listed=True)
     if fs is not None:  # and the files' details from these listings, not a request each per query
         fs.remember(info for infos in listed.values() for info in infos.values())
         seen.append(fs)

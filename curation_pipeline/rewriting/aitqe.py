@@ -268,7 +268,8 @@ def parse_aitqe_output(text: str | None) -> AitqeOutput:
             errors.append(f"recaption is not text but {type(entry.value).__name__}")
         else:
             recaption = re.sub(r"\s+", " ", entry.value or "").strip() or None
-            if not entry.quoted and recaption is not None and recaption.lower() in _NO_VALUE:  # as strict JSON reads it: no recaption, not the word
+            # as strict JSON reads an unquoted null: no recaption, not the word
+            if not entry.quoted and recaption is not None and recaption.lower() in _NO_VALUE:
                 recaption = None
             if recaption is None:
                 errors.append("empty recaption")
