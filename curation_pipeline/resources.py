@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Optional, Union, get_args, get_origin
 import dagster as dg
 from dagster_ray import RayResource
 from pydantic import ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from curation_pipeline.compute.options import RayOptions, check_gpus
 from curation_pipeline.decisions.policy import DecisionPolicy, StillWeak
@@ -688,10 +689,10 @@ def _defaulting_to(cls: type, given: dict, instance) -> type:
         field, current = cls.model_fields[key], getattr(instance, key)
         if isinstance(value, dict) and isinstance(current, dg.Config):  # a group: its own keys default to the file's
             group = _defaulting_to(type(current), value, current)
-            fields[key] = (group, Field(default_factory=lambda group=group, value=value: group(**value),
-                                        description=field.description))
-        else:
-            fields[key] = (field.annotation, Field(default=current, description=field.description))
+            fields[key] = (group, FieldInfo.merge_field_infos(
+                field, default_factory=lambda group=group, value=value: group(**value)))
+        else:  # the field as declared, its bounds too (a launchpad's out-of-range value is refused), but its default
+            fields[key] = (field.annotation, FieldInfo.merge_field_infos(field, default=current))
     made = pydantic.create_model(cls.__name__, __base__=cls, __module__=cls.__module__, **fields)
     _DECLARED[made], _FILE_SET[made] = cls, frozenset(given)
     return made

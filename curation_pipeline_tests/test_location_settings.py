@@ -146,6 +146,25 @@ def test_the_locations_models_are_in_its_code_versions(tmp_path, monkeypatch):
     assert dict(built._data_context()) == dict(plain._data_context()) == {"verbose_progress": False}
 
 
+def test_a_launchpad_value_out_of_bounds_is_refused_for_a_key_the_file_sets(tmp_path):
+    """The file's values became the fields' defaults, and those fields lost their bounds: a launchpad's
+    ``warn_drop_share: 5`` or ``drift: {max_kl: -1}`` ran where the file set the key, and was refused elsewhere."""
+    from pydantic import ValidationError
+
+    from curation_pipeline.resources import location_resources
+
+    path = tmp_path / "location.yaml"
+    path.write_text("policy: {warn_drop_share: 0.8, drift: {max_kl: 0.3}}\nscoring: {mlm: {min_mass: 0.1}}\n")
+    built = location_resources(str(path))
+    policy, scoring = type(built["policy"]), type(built["scoring"])
+    assert policy(warn_drop_share=0.7).warn_drop_share == 0.7 and policy().drift.max_kl == 0.3
+    for launchpad in ({"warn_drop_share": 5}, {"drift": {"max_kl": -1}}):
+        with pytest.raises(ValidationError, match="greater_than_equal|less_than_equal"):
+            policy(**launchpad)
+    with pytest.raises(ValidationError, match="less_than_equal"):
+        scoring(mlm={"min_mass": 1.5})
+
+
 def test_curate_runs_config_file_replaces_the_locations_keys_one_by_one(location, tmp_path):
     location.write_text("policy: {keep_threshold: 75, drift: {max_kl: 0.4, min_rows: 5}}\n")
     config = tmp_path / "run.yaml"
