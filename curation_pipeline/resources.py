@@ -247,11 +247,7 @@ _MAX_NEW_TOKENS = {"vlm": VLM_MAX_NEW_TOKENS, "aitqe": AITQE_MAX_NEW_TOKENS}  # 
 def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams: int, batch_size: int,
               device: str, trust_remote_code: bool, vision_tower: str = "", load_model: bool = True) -> Rewriter:
     generation = {"max_new_tokens": max_new_tokens} if max_new_tokens > 0 else {}
-    if kind in MODEL_REWRITERS and not model.strip():  # else the loader's "Model '' could not be loaded"
-        raise ValueError(f"rewriter {kind!r} needs rewriter.model (--rewriter-model): a HuggingFace id or a local path")
-    if vision_tower and kind != "aitqe":
-        raise ValueError(f"rewriter.vision_tower is set but rewriter {kind!r} reads none: only the aitqe rewriter's "
-                         "released checkpoint loads its vision tower separately")
+    _check_rewriter(kind, model, vision_tower)
     if kind == "cleaner":
         from curation_pipeline.rewriting.cleaner import CaptionCleaner
 
@@ -268,6 +264,15 @@ def _rewriter(kind: str, model: str, prompt: str, max_new_tokens: int, num_beams
                              trust_remote_code=trust_remote_code, vision_tower=vision_tower or None,
                              load_model=load_model, **generation)
     raise ValueError(f"unknown rewriter kind {kind!r}; choose cleaner, vlm or aitqe")
+
+
+def _check_rewriter(kind: str, model: str, vision_tower: str) -> None:
+    """What is wrong with a rewriter's settings that needs no model loaded to tell: ValueError."""
+    if kind in MODEL_REWRITERS and not model.strip():  # else the loader's "Model '' could not be loaded"
+        raise ValueError(f"rewriter {kind!r} needs rewriter.model (--rewriter-model): a HuggingFace id or a local path")
+    if vision_tower and kind != "aitqe":
+        raise ValueError(f"rewriter.vision_tower is set but rewriter {kind!r} reads none: only the aitqe rewriter's "
+                         "released checkpoint loads its vision tower separately")
 
 
 class RewriterResource(dg.ConfigurableResource):
@@ -672,6 +677,11 @@ def location_resources(path: str) -> dict[str, dg.ConfigurableResource]:
                              f"{', '.join(sorted(cls.model_fields))}")
         try:
             instance = cls(**given)
+            # what a run would refuse before its first step, told without a model loaded (curate run refuses it too)
+            if name == "scoring":
+                instance.as_profile()
+            elif name == "rewriter":
+                _check_rewriter(instance.kind, instance.model, instance.vision_tower)
         except (ValidationError, dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
             raise ValueError(f"{SETTINGS_FILE_ENV}={path}: invalid {name} setting: {exc}") from exc
         built[name] = _defaulting_to(cls, given, instance)(**given)

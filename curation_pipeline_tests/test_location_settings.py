@@ -52,6 +52,10 @@ def test_the_location_runs_with_its_settings_file(location, tmp_path):
     ("scoring: {colour: red}\n", r"CURATION_SETTINGS=.*: unknown scoring setting colour; known: "),
     ("- a list\n", r"config file .*location\.yaml must map resources"),
     ("weights: {a: 1}\n", r"'weights' is not one of scoring, rewriter, policy, compute"),
+    # what each run would refuse before its first step (curate run refuses it up front), told at load
+    ("scoring: {profile: clip}\n", r"invalid scoring setting: scoring profile 'clip' needs scoring\.clip\.model"),
+    ("rewriter: {kind: vlm}\n", r"invalid rewriter setting: rewriter 'vlm' needs rewriter\.model"),
+    ("rewriter: {kind: vlm, model: m, vision_tower: /x}\n", r"invalid rewriter setting: rewriter\.vision_tower is set"),
 ])
 def test_a_bad_settings_file_is_refused_naming_the_file_and_the_setting(location, text, message):
     location.write_text(text)
