@@ -222,7 +222,7 @@ class ScoringResource(dg.ConfigurableResource):
         quality_scores' code version names their digest: scores made with another model read stale."""
         from curation_pipeline.scoring.registry import code_versions
 
-        if type(self) in _DECLARED:  # the location's settings file's class, whose defaults are the file's values
+        if type(self) in _FROM_FILE:  # the location's settings file's class, whose defaults are the file's values
             return as_declared(self).output_settings()
         # only what differs from the defaults: a setting added later (at its default) changes no shard's version;
         # a default that changes what a scorer writes comes with a bump of its version, as any such change does
@@ -294,7 +294,7 @@ class RewriterResource(dg.ConfigurableResource):
         """The settings, besides its code, that change what a model rewriter writes (none for the cleaner, which
         reads none): not batch size, device or trust_remote_code. rewritten_captions' code version names their
         digest: rewrites made with another model or prompt read stale."""
-        if type(self) in _DECLARED:  # the location's settings file's class, whose defaults are the file's values
+        if type(self) in _FROM_FILE:  # the location's settings file's class, whose defaults are the file's values
             return as_declared(self).output_settings()
         unread = {"kind", "batch_size", "device", "trust_remote_code"}
         if self.kind == "aitqe":  # AITQE generates greedily: num_beams never reaches it
@@ -704,24 +704,23 @@ def _defaulting_to(cls: type, given: dict, instance) -> type:
         else:  # the field as declared, its bounds too (a launchpad's out-of-range value is refused), but its default
             fields[key] = (field.annotation, FieldInfo.merge_field_infos(field, default=current))
     made = pydantic.create_model(cls.__name__, __base__=cls, __module__=cls.__module__, **fields)
-    _DECLARED[made], _FILE_SET[made] = cls, frozenset(given)
+    _FROM_FILE[made] = cls, frozenset(given)
     return made
 
 
-# a class ``_defaulting_to`` made -> the class it stands for, whose defaults are the declared ones; and the keys the
-# settings file set, which that class holds as its defaults
-_DECLARED: dict[type, type] = {}
-_FILE_SET: dict[type, frozenset[str]] = {}
+# a class ``_defaulting_to`` made -> the class it stands for, whose defaults are the declared ones, and the keys the
+# settings file set, which the made class holds as its defaults
+_FROM_FILE: dict[type, tuple[type, frozenset[str]]] = {}
 
 
 def fields_set(config) -> set[str]:
     """The keys set on ``config`` to other than their declared default: by its run's config, or by the location's
     settings file (``_defaulting_to``), whose values its class holds as defaults."""
-    declared = _DECLARED.get(type(config))
-    if declared is None:
+    if type(config) not in _FROM_FILE:
         return set(config.model_fields_set)
+    declared, in_file = _FROM_FILE[type(config)]
     return set(config.model_fields_set) | {
-        key for key in _FILE_SET[type(config)]
+        key for key in in_file
         if getattr(config, key) != declared.model_fields[key].get_default(call_default_factory=True)}
 
 
@@ -729,5 +728,7 @@ def as_declared(config):
     """``config`` as an instance of the class it stands for: what differs from the declared defaults (a model the
     settings file names) is a setting there, which the code versions' digests name (``output_settings``), not a
     default left out of them."""
-    declared = _DECLARED.get(type(config))
-    return config if declared is None else declared(**config.model_dump())
+    if type(config) not in _FROM_FILE:
+        return config
+    declared, _ = _FROM_FILE[type(config)]
+    return declared(**config.model_dump())
