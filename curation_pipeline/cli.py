@@ -286,6 +286,17 @@ def _materialize(defs, instance, selected: list[str], report: bool,
             if not no_cut:  # else the stored cut is not this run's: re-selecting would not settle them
                 failed += settle_cut(defs, instance, run_config, skip=tuple(deciding), results=settled,
                                      after_each_run=stop_if_interrupted)
+            if two_passes:  # the shards scored above and not re-selected by settling, decided once
+                todo = [s for s in deciding if s not in failed and f"reselect:{s}" not in settled]
+                newly = _run_shards(job, instance, todo, "deciding", run_config, DECIDE_KEYS,
+                                    stop_if_interrupted) if todo else []  # none: no empty "deciding: 0shard" bar
+                # a shard that failed a blocking check publishes nothing, and the index above ranked its pairs
+                # first: their copies elsewhere were withheld for it. Settled again (as the sensor would) until no
+                # re-selected shard fails anew
+                while newly:
+                    failed += newly
+                    newly = [s for s in settle_duplicates(defs, instance, run_config, settled, stop_if_interrupted,
+                                                          own=deciding) if s not in failed]
             # shards of earlier runs this one re-decided and published again: the pool they were decided against moved
             others = sorted(k.split(":", 1)[1] for k in settled if k.startswith("reselect:")
                             and k.split(":", 1)[1] not in deciding)
@@ -293,11 +304,6 @@ def _materialize(defs, instance, selected: list[str], report: bool,
                 click.echo(f"  re-selected {len(others)} other shard{'s' * (len(others) != 1)} against the pool as "
                            f"it is now (their duplicates or keep_fraction cut changed): {', '.join(others[:20])}"
                            + (f" and {len(others) - 20} more" if len(others) > 20 else ""), err=True)
-            if two_passes:  # the shards scored above and not re-selected by settling, decided once
-                todo = [s for s in deciding if s not in failed and f"reselect:{s}" not in settled]
-                if todo:  # else settling decided them all: no empty "deciding: 0shard" bar
-                    failed += _run_shards(job, instance, todo, "deciding", run_config, DECIDE_KEYS,
-                                          stop_if_interrupted)
         reported = report and _report(defs, instance, failed, stop_if_interrupted, run_config)
     # with keep_fraction on and no cut stored, the scored shards were never decided
     curated = [] if cut and no_cut else [s for s in deciding if s not in failed]

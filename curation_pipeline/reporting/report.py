@@ -73,7 +73,8 @@ from fsspec.implementations.dirfs import DirFileSystem
 
 from curation_pipeline.decisions.cut_store import cut_staleness, frozen_outside_cut
 from curation_pipeline.decisions.dedup import (DECIDED_BY_KEY, DIGEST_KEY, OTHER_RULES, READ_THREADS, file_identity,
-                                               pool_identity, read_index, read_manifest, stale_reasons)
+                                               held_identity, pool_identity, read_index, read_manifest,
+                                               stale_reasons)
 from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, DECISIONS_RUN_KEY, attempt_runs
 from curation_pipeline.decisions.policy import EXPRESSION_FAILED
 from curation_pipeline.reporting.markdown import markdown_table
@@ -535,14 +536,17 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
     ``caption_decisions`` dedups against the pool as it stood when it
     ran, so shards run one by one (a UI backfill, a ``dagster asset materialize`` loop) publish a cross-shard
     duplicate twice until they are re-selected. The index is the ``dedup_index`` asset's, else the one the
-    last decision computed (its cache), whichever covers the scored pool as it is now; when neither does
-    (scores written since the last decision), every shard decided with duplicate rows is named, as which of
+    last decision computed (its cache), whichever covers the scored pool and its blocked shards as they are now;
+    when neither does (scores written since the last decision, a shard that failed a blocking check since, as
+    the sensor compares them), every shard decided with duplicate rows is named, as which of
     them change is known only once the index is rebuilt. A shard decided under another policy than the one
     the stored index records is named as such, with how to settle it (``RULES_HINT``); the code location's
     policy is not known here, so a decision that records no policy (made before decisions did) is not."""
     identity = pool_identity(warehouse)
     manifests = {cache: m for cache in (False, True) if (m := read_manifest(warehouse, cache=cache)) is not None}
-    covering = [cache for cache, m in manifests.items() if m["identity"] == identity]
+    # a shard that failed a blocking check since (or was mended) is another pool: its pairs published or not
+    blocked = held_identity(warehouse, ())[1] if manifests else {}
+    covering = [cache for cache, m in manifests.items() if m["identity"] == identity and m["blocked"] == blocked]
     current = read_index(warehouse, cache=covering[0]) if covering else None  # None too while it is being written
     out: dict[str, list[str]] = {}
     other_rules: set[str] = set()
@@ -562,7 +566,11 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
     elif not covering and manifests and len(identity) > 1:
         newer = sorted(s for s, version in identity.items()
                        if all(m["identity"].get(s) != version for m in manifests.values()))
-        since = f"written since: {_shown(newer, 5)}" if newer else "removed since"
+        moved = sorted(s for s in {*blocked, *(s for m in manifests.values() for s in m["blocked"])}
+                       if all(m["blocked"].get(s) != blocked.get(s) for m in manifests.values()))
+        since = (f"quality_scores written since: {_shown(newer, 5)}" if newer else
+                 f"a blocking check failed, or passed again, since on: {_shown(moved, 5)}" if moved else
+                 "quality_scores removed since")
         for shard in warehouse.shards("caption_decisions"):
             try:
                 used = warehouse.table_metadata("caption_decisions", shard).get(DIGEST_KEY)
@@ -570,7 +578,7 @@ def unsettled_shards(warehouse: Warehouse) -> dict[str, str]:
                 continue
             if used is not None:
                 out.setdefault(shard, []).append(
-                    f"no duplicate index covers the pool as it is now (quality_scores {since}): a cross-shard "
+                    f"no duplicate index covers the pool as it is now ({since}): a cross-shard "
                     "duplicate may be published twice, or withheld as a copy of a pair no longer in the pool")
     for shard, why in cut_staleness(warehouse).items():
         out.setdefault(shard, []).append(why)

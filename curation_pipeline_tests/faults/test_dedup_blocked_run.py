@@ -1,0 +1,62 @@
+"""One ``curate run`` of two shards that share photos, where one shard fails a blocking check when it is
+decided: that shard publishes nothing, so the other must publish the copies the pool index first kept in
+it. The run settles again after deciding (as the settle sensor would), and the report holds a pool whose
+blocked shards moved since its index to be unsettled, as the sensor does, instead of calling it settled."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+from click.testing import CliRunner
+
+from curation_pipeline.checks import quality
+from curation_pipeline.cli import EXIT_FAILED, main
+from curation_pipeline.reporting.report import unsettled_shards
+from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY
+from curation_pipeline.storage.warehouse import Warehouse
+from curation_pipeline_tests.faults import builders
+from curation_pipeline_tests.faults.test_dedup_order import shard_members
+
+pytestmark = pytest.mark.faults
+
+PADDING = " photographed in great detail with a wide angle lens on a bright sunny afternoon near the river"
+
+
+def drifting_dup_a(real):
+    """The drift check as it is, shown dup-a's final captions bloated (as a rewriter gone wrong would write
+    them): dup-a's final_captions fail it, dup-b's pass."""
+    def check(final, policy):
+        if final["shard"].eq("dup-a").all():
+            final = final.assign(final_caption=final["final_caption"] + PADDING)
+        return real(final, policy)
+    return check
+
+
+def test_a_shard_failing_its_decision_leaves_its_copies_published_elsewhere(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for shard, members in shard_members().items():
+        builders.write_members(raw / f"{shard}.tar", members)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CURATE_FORKSERVER", "off")  # the shards run in this process, with its check
+    monkeypatch.setattr(quality, "caption_length_drift", drifting_dup_a(quality.caption_length_drift))
+    wh = tmp_path / "wh"
+    result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(wh)])
+    assert result.exit_code == EXIT_FAILED and "FAILED: dup-a" in result.output, result.output
+    assert "caption_length_drift" in result.output
+    assert not (wh / "curated" / "dup-a.tar").exists()
+    # the ten photos both shards hold alike went to dup-a by name, then dup-a published nothing: dup-b's
+    # copies of them are published (and its originals of dup-a's thumbnails, and its own unique pairs)
+    with tarfile.open(wh / "curated" / "dup-b.tar") as tar:
+        published = sorted({member.name.split(".")[0] for member in tar.getmembers()})
+    assert published == sorted([f"t{i:03d}" for i in range(5, 20)] + [f"v{i:03d}" for i in range(10)])
+    final = Warehouse(str(wh)).read_table("final_captions", "dup-b")
+    assert not final["reason"].astype(str).str.startswith("duplicate").any(), final["reason"].value_counts()
+    assert unsettled_shards(Warehouse(str(wh))) == {}
+
+    # a mark that appears since the index was built (here dup-b's final_captions failing a check) is another
+    # pool: which copies survive is not known until the index is rebuilt, and the report says so
+    Warehouse(str(wh)).update_table_metadata("final_captions", "dup-b", {FAILED_CHECKS_KEY: "caption_length_drift"})
+    unsettled = unsettled_shards(Warehouse(str(wh)))
+    assert "a blocking check failed, or passed again, since on: dup-b" in unsettled.get("dup-b", ""), unsettled
