@@ -228,6 +228,19 @@ def _register(instance, shards: list[str]) -> None:
         add_shards(instance, shards)
 
 
+def _register_pool(instance, defs, raw: dict[str, str]) -> None:
+    """The warehouse's scored shards with a raw file here that this Dagster home has not registered (curated
+    under another home): registered, or settling would hold them as frozen, as if their raw file were gone,
+    and never re-select them under this run's policy or a changed duplicate index."""
+    from curation_pipeline.decisions.dedup import pool_identity
+    from curation_pipeline.partitions import shard_partitions
+
+    known = set(instance.get_dynamic_partitions(shard_partitions.name))
+    unregistered = [s for s in pool_identity(defs.resources["warehouse"].warehouse()) if s in raw and s not in known]
+    if unregistered:
+        _register(instance, unregistered)
+
+
 def _materialize(defs, instance, selected: list[str], report: bool,
                  redecide: list[str] = (), settle: bool = False) -> tuple[list[str], bool, list[str]]:
     """Run each shard's job, then the report (``_report``); returns what failed, whether the report
@@ -737,6 +750,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     # what it imported before forking, and this does nothing)
     heap.freeze(heap.IMPORTED)
     with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
+        _register_pool(instance, defs, found)
         redecide: list[str] = []
         settle = False  # nothing to run, but the pool moved since its shards were decided (a shard removed)
         if only_missing:

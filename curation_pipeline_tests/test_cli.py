@@ -962,10 +962,12 @@ def test_printed_commands_run_where_the_virtualenv_is_not_activated(tmp_path, mo
     assert curate_command() == "curate"
 
 
-def test_a_shard_run_names_the_other_shards_it_re_selects(tmp_path, monkeypatch):
+@pytest.mark.parametrize("home", ["same", "another"])
+def test_a_shard_run_names_the_other_shards_it_re_selects(tmp_path, monkeypatch, home):
     """`curate run --shard b` where b holds a larger copy of a pair of a (curated by an earlier run): a's copy is
     no longer its group's kept one, so the run re-decides and publishes a again; it says so, naming a, rather
-    than "done: 1 shard curated" alone."""
+    than "done: 1 shard curated" alone. Also from another Dagster home (run elsewhere, another machine), where
+    a is no registered partition: it was held as frozen (its raw file as if gone) and never re-selected."""
     import io
 
     from PIL import Image
@@ -987,6 +989,7 @@ def test_a_shard_run_names_the_other_shards_it_re_selects(tmp_path, monkeypatch)
     first_run = CliRunner().invoke(main, [*run, "--shard", "shard-a"])
     assert first_run.exit_code == 0, first_run.output
     assert "re-selected" not in first_run.output
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ("home" if home == "same" else "home-2")))
     second = CliRunner().invoke(main, [*run, "--shard", "shard-b"])
     assert second.exit_code == 0, second.output
     assert ("  re-selected 1 other shard against the pool as it is now (their duplicates or keep_fraction cut "
