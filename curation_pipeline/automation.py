@@ -446,22 +446,47 @@ def _new_raw_version_since(instance: dg.DagsterInstance, key: str, since: float)
                             != extract_data_version_from_entry(then.event_log_entry))
 
 
-# A run queued, launching or started: its shard is in flight, not missing (as for the settle sensor, which
-# waits for every such run). A STARTED run whose process died (OOM, SIGKILL) stays STARTED until run
-# monitoring marks it failed (Kubernetes: deploy/helm/dagster-values.yaml; the local run launcher cannot
-# check a run's process, so monitoring would not) or it is terminated in the UI; asking again before that
-# would launch a second run of the shard beside one that may be live.
+# A run queued, launching, started or being canceled (it may still write its shard's files): its shard is in
+# flight, not missing (as for the settle sensor, which waits for every such run). A STARTED run whose process
+# died (OOM, SIGKILL) stays STARTED until run monitoring marks it failed (Kubernetes:
+# deploy/helm/dagster-values.yaml; the local run launcher cannot check a run's process, so monitoring would
+# not) or it is terminated in the UI; asking again before that would launch a second run of the shard beside
+# one that may be live.
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-             dg.DagsterRunStatus.STARTED]
+             dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+def backfill_pending(instance: dg.DagsterInstance) -> set[str]:
+    """The partitions that a backfill in progress has yet to launch a run for. The daemon launches a large
+    backfill's runs a chunk at a time (minutes for thousands of shards): asked for meanwhile, a shard would
+    run twice. A job backfill launches in the order of its partitions, after the last one it recorded; an
+    asset backfill's are its targets not yet requested."""
+    from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+
+    pending: set[str] = set()
+    for backfill in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
+        if backfill.partition_names is not None:
+            names = list(backfill.partition_names)
+            last = backfill.last_submitted_partition_name
+            pending.update(names[names.index(last) + 1:] if last in names else names)
+        elif backfill.asset_backfill_data is not None:
+            data = backfill.asset_backfill_data
+            requested = data.requested_subset.partitions_subsets_by_asset_key
+            for key, subset in data.target_subset.partitions_subsets_by_asset_key.items():
+                asked = requested.get(key)
+                pending.update(set(subset.get_partition_keys())
+                               - (set(asked.get_partition_keys()) if asked is not None else set()))
+    return pending
 
 
 def runs_in_flight(instance: dg.DagsterInstance) -> dict[str, list[dg.RunRecord]]:
     """Partition -> its runs queued, launching or started, of any job (a ``reselect_shards`` run writes the
-    same files), or failed and about to be retried by Dagster (``workers.waiting_to_retry``). A started run whose
-    process on this host is gone is marked failed first (``workers``): it holds its shard no longer."""
+    same files), or failed and about to be retried by Dagster (``workers.waiting_to_retry``); a partition a
+    backfill in progress has yet to launch (``backfill_pending``) -> no run. A started run whose process on
+    this host is gone is marked failed first (``workers``): it holds its shard no longer."""
     from curation_pipeline.workers import settle, waiting_to_retry
 
-    flight: dict[str, list[dg.RunRecord]] = {}
+    flight: dict[str, list[dg.RunRecord]] = {key: [] for key in backfill_pending(instance)}
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
         key = record.dagster_run.tags.get("dagster/partition")
         if key is not None and settle(instance, record.dagster_run, asked_again=True) is None:
@@ -478,7 +503,8 @@ def in_flight_note(flight: dict[str, list[dg.RunRecord]], keys: list[str]) -> st
     died (and stays STARTED) is seen, with what to do about it."""
     started = [(key, record) for key in keys for record in flight[key]
                if record.dagster_run.status == dg.DagsterRunStatus.STARTED]
-    waiting = [key for key in keys if key not in {k for k, _ in started}]
+    waiting = [key for key in keys if key not in {k for k, _ in started} and flight[key]]
+    backfilled = [key for key in keys if not flight[key]]
     notes = []
     if started:
         named = [f"{key} (run {r.dagster_run.run_id}" + (
@@ -490,6 +516,10 @@ def in_flight_note(flight: dict[str, list[dg.RunRecord]], keys: list[str]) -> st
                      "(Runs), and the next tick asks for its shard again")
     if waiting:
         notes.append(f"{len(waiting)} shard(s) with a run waiting to start: {_some(waiting, 10)}")
+    if backfilled:
+        notes.append(f"{len(backfilled)} shard(s) of a backfill in progress, their runs not launched yet (the "
+                     f"daemon launches them; cancel the backfill under Runs > Backfills to have them asked here): "
+                     f"{_some(backfilled, 10)}")
     return ". ".join(notes)
 
 
@@ -580,7 +610,8 @@ observe_raw_shards_schedule = dg.ScheduleDefinition(
              "(another rewriter version or model) runs its decide half alone, from its stored scores. A shard whose "
              "last run failed in a step is asked once more; one whose last two runs failed in a step is held (named "
              "in the tick, with both runs) until a new raw version is observed or the code or the location's "
-             "settings change. A shard with a run queued, launching or started is left to that run (one started is "
+             "settings change. A shard with a run queued, launching, started or being canceled, or in a backfill still "
+             "launching its runs, is left to that run (one started is "
              "named, with its run id: a run "
              "whose process died stays STARTED until terminated or failed by run monitoring).")
 def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):

@@ -372,8 +372,9 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]
     todo, held, _ = refresh_plan(instance, defs.resources["warehouse"], defs.get_repository_def(),
                                  {s: raw[s] for s in selected if s in raw} if named else raw)
     needed = {**todo, **{shard: held_back.reason for shard, held_back in held.items()}}  # asked by hand: run
-    # as the schedule: a shard with a run queued, launching or started (another `curate run`, the daemon's) is
-    # not run beside it, both writing its files; a run whose process on this machine is gone no longer counts
+    # as the schedule: a shard with a run queued, launching or started (another `curate run`, the daemon's, a
+    # backfill's yet to launch) is not run beside it, both writing its files; a run whose process on this machine
+    # is gone no longer counts
     otherwise = _decided_otherwise(defs, [s for s in selected if s not in needed])  # read once: footers
     flight = runs_in_flight(instance)
     busy = [s for s in selected if s in flight and (s in needed or s in otherwise)]

@@ -45,9 +45,9 @@ def identity(pid: int | None = None) -> str:
 
 
 def gone(run: dg.DagsterRun) -> str | None:
-    """Why a STARTED run's process, or a NOT_STARTED run's creator, is known to be gone, or None (alive,
-    elsewhere, untagged, in another status)."""
-    started = run.status == dg.DagsterRunStatus.STARTED
+    """Why a STARTED (or CANCELING) run's process, or a NOT_STARTED run's creator, is known to be gone, or None
+    (alive, elsewhere, untagged, in another status)."""
+    started = run.status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
     if not started and run.status != dg.DagsterRunStatus.NOT_STARTED:
         return None
     parts = run.tags.get(WORKER_TAG if started else CREATOR_TAG, "").rsplit(":", 2)
@@ -98,6 +98,9 @@ def settle(instance: dg.DagsterInstance, run: dg.DagsterRun, asked_again: bool =
     why = gone(current) if current is not None else None
     if why is None:
         return None
+    if current.status == dg.DagsterRunStatus.CANCELING:  # what was asked of it, done
+        instance.report_run_canceled(current, f"Run marked canceled: {why}; re-run its shard.")
+        return why
     instance.report_run_failed(current, f"Run marked failed: {why}; re-run its shard.")
     if asked_again:  # after the failure, which sets Dagster's own verdict
         from dagster._core.storage.tags import WILL_RETRY_TAG

@@ -158,6 +158,27 @@ def test_the_settle_sensor_marks_a_dead_run_failed_instead_of_waiting_on_it(tmp_
             f"runs in progress ({alive.run_id[:8]})")
 
 
+def test_a_run_being_canceled_is_in_flight_until_its_process_ends(tmp_path):
+    """A terminated run stays CANCELING while its process winds down, and may still write its shard's files:
+    asking for the shard again then ran a second run beside it. Its process gone, it is marked canceled."""
+    from dagster._core.test_utils import create_run_for_test
+
+    from curation_pipeline.automation import runs_in_flight
+    from curation_pipeline.workers import WORKER_TAG, identity
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    tag = identity(ended.pid)
+    ended.wait()
+    with dg.instance_for_test() as instance:
+        canceling = {"job_name": "curate_shards", "status": dg.DagsterRunStatus.CANCELING}
+        alive = create_run_for_test(instance, **canceling, tags={WORKER_TAG: identity(), "dagster/partition": "s1"})
+        dead = create_run_for_test(instance, **canceling, tags={WORKER_TAG: tag, "dagster/partition": "s2"})
+        flight = runs_in_flight(instance)
+        assert [r.dagster_run.run_id for r in flight["s1"]] == [alive.run_id] and "s2" not in flight, flight
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.CANCELED
+        assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.CANCELING
+
+
 # a process that creates a run and ends before starting it (a `curate run` interrupted between the two)
 CREATE_ONLY = """
 import dagster as dg

@@ -20,7 +20,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 from curation_pipeline.assets.metadata import OWNERS, numbers, shown, table
 from curation_pipeline.assets.scoring import quality_scores
 from curation_pipeline.assets.selection import cut_request, cut_stale, selection_cut_job
-from curation_pipeline.automation import (DEFAULT_STATUS, IN_FLIGHT, reselect_each, reselectable,
+from curation_pipeline.automation import (DEFAULT_STATUS, IN_FLIGHT, backfill_pending, reselect_each, reselectable,
                                           reselect_shards_job)
 from curation_pipeline.decisions.cut_store import other_cut
 from curation_pipeline.decisions.dedup import (INDEX_ASSET, DedupIndex, cut_mismatch, dropped_for_another_shard,
@@ -180,6 +180,10 @@ def settle_requests(instance: dg.DagsterInstance, warehouse: WarehouseResource,
         return (f"runs in progress ({', '.join(r.run_id[:8] for r in active)}): the pool is still changing. A run "
                 "whose process died on another machine stays STARTED until run monitoring marks it failed: else "
                 "terminate it in the UI (Runs) and settling resumes.")
+    launching = backfill_pending(instance)
+    if launching:
+        return (f"a backfill in progress has yet to launch the runs of {len(launching)} shard(s): the pool is still "
+                "changing")
     wh = warehouse.warehouse()
     identity = pool_identity(wh)
     if not identity:
