@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import dagster as dg
+from pydantic import Field
 
 from curation_pipeline.partitions import add_shards, shard_partitions
 from curation_pipeline.resources import WarehouseResource
@@ -104,7 +105,7 @@ DEFAULT_SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if _ON else dg.Defaul
            "sensor's log and tick, never renamed or moved.")
 def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     try:
-        found, rejected, _, new = _unregistered(context, warehouse)
+        found, rejected, known, new = _unregistered(context, warehouse)
     except (FileNotFoundError, NotADirectoryError) as exc:
         return dg.SensorResult(skip_reason=str(exc))
     # the file's stat in the run key: a shard pruned, then added again, runs again
@@ -117,7 +118,8 @@ def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
         return dg.SensorResult(skip_reason=(
             f"{len(waiting)} new shard(s) wait a tick for their files to stop changing: {', '.join(waiting[:10])}"
             + (f" ({len(rejected)} rejected names: {_some(rejected, 3)})" if rejected else "")
-            if waiting else f"no new shards ({len(found)} known, {len(rejected)} rejected names"
+            if waiting else f"no new shards ({len(found)} in the raw location, {len(known)} registered, "
+            f"{len(rejected)} rejected names"
             + (f": {_some(rejected, 3)}" if rejected else "") + ")"))
     # a tick that requests runs carries no message (Dagster takes a skip reason or run requests, never both):
     # the rejected names are in its log (``_unregistered``), as on every tick
@@ -571,13 +573,24 @@ def register_shards():
     register_raw_shards()
 
 
+class PruneConfig(dg.Config):
+    remove_all: bool = Field(default=False, description="Remove every partition when the raw location lists no "
+                             "shard at all (else the op fails: an unmounted disk leaves an empty mount point).")
+
+
 @dg.op(description="Removes shard partitions whose raw file no longer exists (typos, deleted files).")
-def remove_stale_partitions(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
+def remove_stale_partitions(context: dg.OpExecutionContext, config: PruneConfig, warehouse: WarehouseResource) -> None:
     known = context.instance.get_dynamic_partitions(shard_partitions.name)
     try:  # the location itself missing (unmounted, a typo, an outage) is not "every file deleted"
         found = warehouse.list_raw()[0]
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise dg.Failure(description=f"{exc}; no partition removed") from exc
+    if known and not found and not config.remove_all:  # nor is a location that lists nothing (an empty mount point)
+        raise dg.Failure(description=(
+            f"{warehouse.raw_root} lists no shard at all, and {len(known)} partition(s) are registered: no partition "
+            "removed (a disk not mounted leaves its mount point empty; the shards would be curated again from "
+            "scratch once it is back). If every shard is truly gone, run prune_shards with config "
+            "`ops: {remove_stale_partitions: {config: {remove_all: true}}}`"))
     gone = [key for key in known if key not in found]
     for key in gone:
         context.instance.delete_dynamic_partition(shard_partitions.name, key)

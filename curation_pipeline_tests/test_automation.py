@@ -82,6 +82,16 @@ def test_prune_removes_nothing_when_the_raw_location_is_missing(tmp_path):
     assert sorted(warehouse.list_raw()[0]) == ["a-1", "linked-3"]
     assert prune_shards.execute_in_process(instance=instance, resources={"warehouse": warehouse}).success
     assert sorted(instance.get_dynamic_partitions("shards")) == ["a-1", "linked-3"]
+    # nor is a location that lists no shard at all (an unmounted disk's empty mount point) unless asked
+    (tmp_path / "empty").mkdir()
+    empty = {"warehouse": WarehouseResource(raw_root=str(tmp_path / "empty"), root=str(tmp_path / "wh"))}
+    refused = prune_shards.execute_in_process(instance=instance, resources=empty, raise_on_error=False)
+    assert not refused.success and sorted(instance.get_dynamic_partitions("shards")) == ["a-1", "linked-3"]
+    failure = refused.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert "lists no shard at all, and 2 partition(s) are registered: no partition removed" in failure.description
+    assert prune_shards.execute_in_process(instance=instance, resources=empty, run_config={
+        "ops": {"remove_stale_partitions": {"config": {"remove_all": True}}}}).success
+    assert instance.get_dynamic_partitions("shards") == []
 
 
 def test_sensor_skips_when_raw_location_is_missing(tmp_path):
@@ -559,7 +569,7 @@ def test_the_sensor_names_raw_files_it_passes_over(tmp_path):
     assert list(found) == ["a-1"] and len(rejected) == 2
     with dg.build_sensor_context(instance=instance, resources={"warehouse": warehouse}) as context:
         message = new_shards_sensor(context).skip_reason.skip_message
-    assert "1 known, 2 rejected names" in message
+    assert "1 in the raw location, 1 registered, 2 rejected names" in message
     assert "'SHARD-1.TAR'" in message and "rename to .tar" in message
     assert "'part-00/000000.tar' is in a subfolder: raw_root must be the folder holding the shards" in message
 

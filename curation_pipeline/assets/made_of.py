@@ -67,7 +67,8 @@ def output_provenance(context: dg.AssetExecutionContext, made: str | None, what:
     actual = f"{base}+{made}"
     context.log.warning(
         f"{context.partition_key}: this run's {what} settings are not the code location's: recorded as made with "
-        f"code version {actual} (the location's: {version}); the shard reads stale in the UI, and the location's "
-        "schedule makes it again with the location's settings (set those where the code location is defined)")
+        f"code version {actual} (the location's: {version}); the shard reads stale to the location's "
+        "fill_missing_shards schedule (and `curate run --only-missing` with its settings), which makes it again with "
+        "the location's settings (set those where the code location is defined)")
     digest = hashlib.sha256(f"{actual}:{context.run_id}".encode()).hexdigest()
     return {"tags": {CODE_VERSION_TAG: actual}, "data_version": dg.DataVersion(digest)}
