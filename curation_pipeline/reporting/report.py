@@ -655,12 +655,20 @@ def _publication_problem(warehouse: Warehouse, shard: str, keeps: int, listed: b
     return None
 
 
+def _failed_on(failure: str, marks: dict[str, str]) -> bool:
+    """Whether a run's failure is the blocking check its table records (``marks``: table -> its failed checks):
+    one event, reported once, as blocked (the status that says what to do), not failed too."""
+    return "DagsterAssetCheckFailedError" in failure and any(
+        f"{table}: {check}" in failure for table, checks in marks.items() for check in checks.split(","))
+
+
 def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: dict[str, str],
                    unsettled: dict[str, str] | None = None, published: set[str] | frozenset = frozenset(),
                    notes: dict[str, str] | None = None,
                    unpublished: dict[str, str] | None = None) -> dict[str, tuple[str, str | None]]:
     """shard -> (status, why not ok) for every shard with a table or a failed run; the status is the first
-    of failed, stale, blocked, incomplete, undecided, unpublished (``unpublished``: shard -> why, from
+    of failed (a run's failure on the blocking check a table records is blocked alone), stale, blocked,
+    incomplete, undecided, unpublished (``unpublished``: shard -> why, from
     ``publication_problems``), unsettled (``unsettled``: shard -> why) that applies (the detail names them
     all), else ok. ``published``: the shards with a curated tar (a blocked shard's may be an earlier run's,
     which a blocked table does not withdraw, and its detail says so: not unpublished too). ``notes``: shard
@@ -670,14 +678,14 @@ def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: d
     out = {}
     for shard in shards:
         problems: list[tuple[str, str]] = []
-        if shard in failures:
+        marks = {table: failed for table in TABLES if (failed := provenance.get(table, {}).get(shard, {}).get("failed"))}
+        if shard in failures and not _failed_on(str(failures[shard]), marks):
             problems.append(("failed", f"last run: {str(failures[shard])[:500]}"))
         _, stale = stale_tables(provenance, shard)
         stale = stale or stale_rewrites(provenance, shard) or stale_decisions(provenance, shard)
         if stale:
             problems.append(("stale", stale))
-        for table in TABLES:
-            failed = provenance.get(table, {}).get(shard, {}).get("failed")
+        for table, failed in marks.items():
             if failed:
                 problems.append(("blocked", f"{table} failed its blocking check(s) {failed.replace(',', ', ')} when "
                                             "it was made: " + (

@@ -40,6 +40,16 @@ def test_drifted_captions_block_the_curated_shard(tmp_path, bloating):
     assert final["rewritten"].sum() >= 8  # the weak captions' rewrites really were accepted...
     assert not wh.fs.exists(wh.curated_path(shard))  # ...and still nothing was published
     assert wh.table_metadata("final_captions", shard)["failed_blocking_checks"] == "caption_length_drift"
+    # the report counts it blocked, as lineage names it, not failed: the run's failure is that check
+    from curation_pipeline.assets.failures import shard_failures
+    from curation_pipeline.reporting.report import build_report, overall_values
+
+    failures = shard_failures(instance, str(tmp_path), location_root=str(tmp_path))
+    assert "caption_length_drift" in failures[shard]
+    report = build_report(wh, failures=failures)
+    status, detail = report.shards.set_index("shard").loc[shard, ["status", "status_detail"]]
+    assert status == "blocked" and detail.startswith("final_captions failed its blocking check(s) caption_length_drift")
+    assert (overall_values(report)["blocked_shards"], overall_values(report)["failed_shards"]) == (1, 0)
 
     # Dagster's blocking holds in its own run: curated_shards materialized alone later (the UI's
     # Materialize on it) must not publish the stored, drifted final captions either
