@@ -678,7 +678,8 @@ def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: d
     out = {}
     for shard in shards:
         problems: list[tuple[str, str]] = []
-        marks = {table: failed for table in TABLES if (failed := provenance.get(table, {}).get(shard, {}).get("failed"))}
+        marks = {table: failed for table in TABLES
+                 if (failed := provenance.get(table, {}).get(shard, {}).get("failed"))}
         if shard in failures and not _failed_on(str(failures[shard]), marks):
             problems.append(("failed", f"last run: {str(failures[shard])[:500]}"))
         _, stale = stale_tables(provenance, shard)
