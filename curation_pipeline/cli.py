@@ -1102,7 +1102,7 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
 
     Example: curate lineage --shard sample-000001 --rewritten-only
     """
-    from curation_pipeline.reporting.lineage import caption_history, format_history, unresolved
+    from curation_pipeline.reporting.lineage import caption_history, format_history, undecided_shard, unresolved
     from curation_pipeline.shards.keys import InvalidShardName
     from curation_pipeline.storage.warehouse import StorageUnreachable, Warehouse, object_storage_errors
 
@@ -1120,7 +1120,10 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
         asked = " and ".join(f"{name} {value!r}" for name, value in (("key", key), ("shard", shard))
                              if value is not None)
         with object_storage_errors(warehouse):
-            why = unresolved(Warehouse(warehouse), shard) if shard is not None else None
+            wh = Warehouse(warehouse)
+            # a key alone: it may be a pair of a shard not resolved yet
+            where = shard if shard is not None else undecided_shard(wh, key)
+            why = unresolved(wh, where) if where is not None else None
         raise BadInput(f"no pair with {asked} in {warehouse}" + (f": {why}" if why else ""))
     click.echo(format_history(history, limit=limit))
 

@@ -145,6 +145,19 @@ def unresolved(warehouse: Warehouse, shard: str) -> str | None:
             f"it): run `curate run --shard {shard}`, or materialize final_captions for it, then look again")
 
 
+def undecided_shard(warehouse: Warehouse, key: str) -> str | None:
+    """The shard without final_captions whose pairs hold ``key``, if any: a key looked up alone and not found
+    may be a pair its run has not resolved yet, which ``unresolved`` then says (only those shards' keys are read)."""
+    decided = set(warehouse.shards("final_captions"))
+    for shard in sorted(set(warehouse.shards("pairs")) - decided):
+        try:
+            if warehouse.read_table("pairs", shard, columns=["key"], keep=False)["key"].eq(key).any():
+                return shard
+        except FileNotFoundError:  # removed since the listing
+            continue
+    return None
+
+
 def _decided(con, files: list[str], where: str, params: dict) -> pd.DataFrame:
     """shard, key, decided_because (the decision's reason: why a pair was sent to the rewriter, which the final
     reason of a rejected rewrite does not repeat) and dup_of (the kept copy a duplicate was dropped for)."""

@@ -61,3 +61,8 @@ def test_a_shard_not_resolved_yet_is_named_as_such(tmp_path):
     _fill(wh, "done", **FOUR)  # with a final_captions elsewhere: an unknown shard is still just unknown
     unknown = CliRunner().invoke(main, ["lineage", "--warehouse", wh.root, "--shard", "nope"])
     assert unknown.exit_code == 2 and "no pair with shard 'nope'" in unknown.output and "has" not in unknown.output
+    # one of its pairs looked up by key alone: its shard is found and named as not resolved yet, not "no pair"
+    by_key = CliRunner().invoke(main, ["lineage", "--warehouse", wh.root, "--key", "stopped-001"])
+    assert by_key.exit_code == 2 and "shard 'stopped' has pairs, quality_scores" in by_key.output, by_key.output
+    nowhere = CliRunner().invoke(main, ["lineage", "--warehouse", wh.root, "--key", "nope-001"])
+    assert nowhere.exit_code == 2 and "no pair with key 'nope-001'" in nowhere.output and "has" not in nowhere.output
