@@ -77,7 +77,7 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
 @dg.multi_asset(
     name="pairs", partitions_def=shard_partitions, can_subset=True, deps=[raw_shards], check_specs=PAIRS_CHECKS,
     outs={"pairs": table_out(
-        "ingest", "7",  # code version: bump when the same inputs give different output (2: a caption file's
+        "ingest", "8",  # code version: bump when the same inputs give different output (2: a caption file's
         # BOM and line ending are not caption; a json sidecar with NaN is read, the NaN as null. 3: .jfif and
         # .jpe are images; caption_problem / meta_error / decode_error name a caption, json or image member
         # not read; caption_problem records NUL bytes removed and a json caption the .txt overrode. 4: a pair
@@ -87,7 +87,8 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
         # right after says which parts it may have lost there; a UTF-16 caption file is decoded; each member of a
         # repeated key is a skip; tars joined with cat, plain or compressed, are a skip. 7: compressed streams that
         # follow one another read as one, a stream failing its check, a decompression bomb and oversized or
-        # chained extended headers are corrupt_tar skips)
+        # chained extended headers are corrupt_tar skips. 8: an empty caption file beside a json caption gives
+        # way to it)
         "Inventory of every sample in the shard: key, caption, image size/format/bytes, content hashes, decode "
         "status and error. Members that are not samples are counted in the `skips` table.")},
 )

@@ -990,7 +990,14 @@ class ShardReader:
             text = text.replace("\x00", "")
         if source != "json":
             text = _saved_as(text)
-            if isinstance(json_caption, str) and file_caption(json_caption) != text:
+            if isinstance(json_caption, str) and not text.strip() and json_caption.strip():
+                # an empty caption file beside a json caption (a writer that failed to fill one): the text
+                # there is, not a pair dropped for want of a caption
+                problems.append(f"json caption used (.{source} empty)")
+                if "\x00" in json_caption and "NUL bytes removed" not in problems:
+                    problems.append("NUL bytes removed")
+                text, source = json_caption.replace("\x00", ""), "json"
+            elif isinstance(json_caption, str) and file_caption(json_caption) != text:
                 problems.append(f"json caption differs (.{source} used)")
         if len(text) > self.limits.max_caption_chars:
             problems.append(f"truncated from {len(text)} chars")

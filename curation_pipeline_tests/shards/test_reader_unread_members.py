@@ -156,6 +156,23 @@ def test_a_json_caption_the_caption_file_overrides_is_noted(tmp_path):
     assert rows["d"]["caption_problem"] == "NUL bytes removed"  # the same caption once the NUL is gone
 
 
+def test_an_empty_caption_file_gives_way_to_the_json_caption(tmp_path):
+    """An empty (or blank) .txt beside a json caption took precedence: the pair had caption '' and was dropped
+    for want of one, though its json said what the image shows."""
+    path = builders.write_members(tmp_path / "s.tar", [
+        ("a.jpg", JPG), ("a.txt", b""), ("a.json", json.dumps({"caption": "A real caption from json"}).encode()),
+        ("b.jpg", JPG), ("b.txt", b" \r\n"), ("b.json", json.dumps({"caption": "A dog\u0000 on a lawn."}).encode()),
+        ("c.jpg", JPG), ("c.txt", b""), ("c.json", json.dumps({"caption": "  "}).encode()),
+    ])
+    reader, rows = records(path, "header")
+    assert (rows["a"]["caption"], rows["a"]["caption_source"]) == ("A real caption from json", "json")
+    assert rows["a"]["caption_problem"] == "json caption used (.txt empty)"
+    assert (rows["b"]["caption"], rows["b"]["caption_problem"]) == (
+        "A dog on a lawn.", "json caption used (.txt empty); NUL bytes removed")
+    assert (rows["c"]["caption"], rows["c"]["caption_source"]) == ("", "txt")  # neither says anything
+    assert reader.problem_kind(rows["a"]["caption_problem"]) == "json caption used"
+
+
 
 def test_a_caption_whose_extension_is_never_parsed_is_named_in_caption_problem(tmp_path):
     path = builders.write_members(tmp_path / "s.tar", [
