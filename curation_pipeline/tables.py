@@ -62,7 +62,8 @@ TABLES: dict[str, dict[str, str]] = {
         "quality_before": "That score for the original caption.",
         "nsfw_review": "True when the NSFW probability is in the review band (reported, not dropped).",
         "dup_group": "Duplicate group id, named for its kept pair (key, or shard/key in another shard), else empty.",
-        "dup_kind": "The strongest link that put the pair in its group: exact_pair, exact_image, near_image or "
+        "dup_kind": "How a dropped copy is joined to the pair kept (the weakest link on the strongest path between "
+                    "them; for the pair kept, its strongest link): exact_pair, exact_image, near_image or "
                     "near_caption.",
         "dup_of": "The pair kept for its duplicate group: its key in the same shard, shard/key in another; empty "
                   "for the kept pair and for pairs without duplicates.",

@@ -75,7 +75,9 @@ INDEX_ASSET = "dedup_index"
 # 7: a held shard's pair that its tar publishes but its stored scores hold otherwise or not at all (an earlier
 # raw file's) is grouped by its tar's sidecar (index.json: from_tar)
 # 8: a copy failing keep_expression is published only through an accepted rewrite, as one outside the cut
-INDEX_VERSION = 8
+# 9: a dropped copy's dup_kind is how it is joined to the copy kept (the weakest link on the strongest path
+# between them), not its strongest link to any pair
+INDEX_VERSION = 9
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
 # appended to DIGEST_KEY's value, with the decision's rules digest, when those are not the stored index's
 RULES_MARK = ":rules="
@@ -519,6 +521,28 @@ def _label(shards: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return np.char.add(np.char.add(shards.astype(str), "/"), keys.astype(str)) if len(shards) else np.array([], str)
 
 
+def _joined_to_survivor(n: int, src: np.ndarray, dst: np.ndarray, kind: np.ndarray, survivor: np.ndarray,
+                        rank: np.ndarray) -> np.ndarray:
+    """Per pair, the strongest kind k such that links of kind k or stronger join it to its group's survivor
+    (the weakest link on the strongest path between them); a survivor keeps its strongest link (``rank``)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from curation_pipeline.decisions.duplicate_groups import KINDS
+
+    out = np.zeros(n, dtype=np.int8)
+    for k in range(len(KINDS) - 1, 0, -1):  # strongest first: a pair takes the first kind that joins it
+        strong = kind >= k
+        if not strong.any():
+            continue
+        component = connected_components(coo_matrix((np.ones(int(strong.sum()), np.int8),
+                                                     (src[strong], dst[strong])), shape=(n, n)), directed=False)[1]
+        out[(out == 0) & (component == component[survivor])] = k
+    own = survivor == np.arange(n)
+    out[own] = rank[own]
+    return out
+
+
 def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
                 identity: dict[str, str] | None = None, vectors=None, cut=None,
                 frozen: Frozen | None = None, from_tar: np.ndarray | None = None) -> DedupIndex:
@@ -586,6 +610,9 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
                        -pref["tier"].to_numpy(), -stand, component))
     first = pd.Series(best, index=component[best]).groupby(level=0).first()
     survivor = first.reindex(component).to_numpy() if n else np.zeros(0, np.int64)
+    # a dropped copy's kind says how it is joined to the copy kept: exact to a third pair and near to the
+    # survivor is a near copy of what is published (reviewing near drops must find it), not an exact one
+    joined = _joined_to_survivor(n, src, dst, kind, survivor, rank)
     grouped = rank > 0
     rows = np.flatnonzero(grouped)
     surv = survivor[rows]
@@ -595,7 +622,7 @@ def build_index(pool: pd.DataFrame, policy, previous: DedupIndex | None = None,
     groups = pd.DataFrame({
         "shard": shards[rows], "key": keys[rows],
         "dup_group": label.astype(object),
-        "dup_kind": np.array(KINDS, dtype=object)[rank[rows]],
+        "dup_kind": np.array(KINDS, dtype=object)[joined[rows]],
         "dup_keep": keep,
         "dup_of": np.where(keep, None, label).astype(object),
         # the kept copy's shard: the label reads ``key`` in the same shard and ``shard/key`` in another,

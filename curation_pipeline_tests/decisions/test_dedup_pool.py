@@ -282,3 +282,26 @@ def test_a_refresh_after_a_linking_shard_changes_or_leaves_groups_as_a_rebuild()
         refreshed = build_index(pd.DataFrame(rows), policy, first, identity)
         assert _groups(refreshed) == _groups(build_index(pd.DataFrame(rows), policy, None, identity))
         assert _groups(refreshed) == [["s1", "a1", "near_image", True], ["s2", "b1", "near_image", False]]
+
+
+def test_a_dropped_copy_is_labelled_by_how_it_is_joined_to_the_copy_kept():
+    """s1/a is kept; s2/b is a near image of it, and s3/c is b's exact pair (same image and caption). c's drop
+    was labelled exact_pair with dup_of s1/a, as if a were its exact copy: one reviewing near_image drops (the
+    colour variants the README warns of) missed it. c is joined to a by a near link only."""
+    near_a = "0123456789abcdef"
+    near_b = f"{int(near_a, 16) ^ 0b111:016x}"
+    b = _row("s2", "b", near_b, 2, quality=70)
+    c = {**_row("s3", "c", near_b, 3, quality=60), "dup_image_sha": b["dup_image_sha"],
+         "dup_caption_norm_sha": b["dup_caption_norm_sha"]}
+    pool = pd.DataFrame([_row("s1", "a", near_a, 1, quality=90), b, c])
+    index = build_index(pool, DecisionPolicy(), None, {"s1": "v1", "s2": "v1", "s3": "v1"})
+    rows = index.groups.set_index(["shard", "key"])
+    assert rows.loc[("s1", "a"), ["dup_kind", "dup_keep"]].tolist() == ["near_image", True]
+    assert rows.loc[("s2", "b"), ["dup_kind", "dup_of"]].tolist() == ["near_image", "s1/a"]
+    assert rows.loc[("s3", "c"), ["dup_kind", "dup_of"]].tolist() == ["near_image", "s1/a"]
+    # with b kept instead, c is its exact pair, and a its near image
+    index = build_index(pool.assign(text_quality=[60.0, 90.0, 70.0]), DecisionPolicy(), None,
+                        {"s1": "v1", "s2": "v1", "s3": "v1"})
+    rows = index.groups.set_index(["shard", "key"])
+    assert rows.loc[("s2", "b"), ["dup_kind", "dup_keep"]].tolist() == ["exact_pair", True]
+    assert rows.loc[("s3", "c"), "dup_kind"] == "exact_pair" and rows.loc[("s1", "a"), "dup_kind"] == "near_image"
