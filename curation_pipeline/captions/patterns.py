@@ -909,7 +909,11 @@ def _lower_words(text: str, words: list[str] | None) -> set[str]:
 # The object needs its article: "Vintage poster: buy now" is a shop's listing.
 _SHOWN_INTROS = ("says", "saying", "said", "reads", "reading", "read", "that says", "which says", "with the word",
                  "with the words", "with the text", "with the slogan", "labeled", "labelled", "titled", "entitled",
-                 "printed", "written")
+                 "printed", "written",
+                 # a verb whose object is what follows: the description says what is displayed or offered ("Shop
+                 # window displaying 50% off signs", "a store offering free shipping"), it is no ad
+                 "displaying", "displays", "showing", "shows", "offering", "offers", "advertising", "advertises",
+                 "announcing", "announces", "promoting", "promotes", "featuring", "features")
 _SHOWN_DETERMINERS = ("a", "an", "the", "this", "that", "his", "her", "their", "its")
 _SHOWN_SURFACES = ("sign", "poster", "banner", "billboard", "placard", "plaque", "notice", "t-shirt", "tshirt", "shirt",
                    "sticker", "label", "card", "screen")
@@ -1245,7 +1249,9 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
 # A name-first credit ("Jane Doe/AFP", "Jane Doe | AFP") right after one of these words names a place or a person
 # shown ("Protesters march in Paris | AFP", "A portrait of Jane Doe/AFP"): only its agency is the credit.
 _PLACE_WORDS = ("in", "at", "on", "of", "from", "near", "to", "over", "into", "across", "around", "outside", "inside",
-                "through", "the")
+                "through", "the",
+                # or names a side, a partner: "USA vs Netherlands | AP Photo", "Biden and Macron | AFP"
+                "vs", "versus", "and", "with", "against", "between")
 _PLACE_BEFORE_RE = re.compile(rf"\b(?:{'|'.join(_PLACE_WORDS)})\s+$", re.IGNORECASE)
 # their last letters, either case: a cheap look first, at every match
 _PLACE_WORD_ENDS = frozenset(word[-1] for word in _PLACE_WORDS) | frozenset(word[-1].upper() for word in _PLACE_WORDS)
@@ -1500,7 +1506,10 @@ REPEAT_RE = compiled.compile(
     "repeat")
 # Doubled words that are usually meant ("she had had enough", "very very tall"); a
 # capitalised double is a name ("Bora Bora", "New York New York") and is kept too.
-ALLOWED_DOUBLES = frozenset({"had", "that", "very", "bye", "ha", "no", "so"})
+# and English words made of a doubled word ("mahi mahi", "pom pom", "choo choo train", "knock knock")
+ALLOWED_DOUBLES = frozenset({"had", "that", "very", "bye", "ha", "no", "so", "mahi", "bora", "walla", "wagga", "pago",
+                             "baden", "sing", "tom", "pom", "chop", "can", "cha", "choo", "knock", "dik", "ylang",
+                             "tut", "yum", "boo", "night", "aye", "dum", "bonbon", "tsk", "wee"})
 
 # Scripts written without spaces between words (CJK ideographs, kana, Thai, Lao,
 # Khmer, Myanmar): whitespace tokens undercount their words.

@@ -158,7 +158,10 @@ class CaptionTextQuality(Scorer):
     # 12: credit and boilerplate as the cleaner 16 reads them: a stock site as the subject ("Getty Images
     #    headquarters") is none, nor a place before "| AFP"; "| AFP", "REUTERS/Jane Doe", "EPA-EFE/..." are credits;
     #    a sale's words before a graphic's noun are no ad ("Summer Sale banner with palm trees": 100, was 70)
-    version = "12"
+    # 13: as the cleaner 18 reads them: an offer after a verb of what is shown ("displaying", "offering") is described,
+    #    no ad; a name-first credit after "vs" or "and" is its agency alone; a doubled English word ("mahi mahi") is
+    #    no repeat
+    version = "13"
     needs_images = False
     outputs = (
         ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",

@@ -65,6 +65,9 @@ PROSE = [
     "A girl in a red coat, blue jeans, white shoes, black hat, green scarf, and gloves",
     "A sign that says image not found",
     "Mark Rothko, Untitled, 1969",
+    # an offer as the object of what the picture shows: described, not advertised
+    "Shop window displaying 50% off signs on Black Friday",
+    "Shoppers wait outside a store offering free shipping on all orders",
 ]
 
 
@@ -136,6 +139,11 @@ NOISE = {
     "A mountain lake HD wallpaper 4k": ("A mountain lake", "remove_boilerplate"),
     "Abstract blue background. Vector EPS 10": ("Abstract blue background.", "remove_boilerplate"),
     "A red barn at sunset. photo by jsmith": ("A red barn at sunset.", "remove_credits"),
+    # a name-first credit after a side's or partner's word: only the agency goes, never the name
+    "Women's World Cup final 2019 - USA vs Netherlands | AP Photo": (
+        "Women's World Cup final 2019 - USA vs Netherlands", "remove_credits"),
+    # a word English makes by doubling is no repeat
+    "Mahi mahi fillet on a plate. Credit: John Smith": ("Mahi mahi fillet on a plate.", "remove_credits"),
 }
 
 

@@ -244,6 +244,11 @@ def test_min_quality(before, after, min_quality, accepted, reason):
     ("A dog that is not a stock photo", "A dog that is not a", "ends on 'a'"),
     ("CONTAINER SHIPS WAIT IN AN INTERNATIONAL SHIPPING LANE", "container ships wait in an", "ends on 'an'"),
     ("Ships wait in an&nbsp;international lane", "Ships wait in an", "ends on 'an'"),
+    # a verb whose object was cut, a side without its other
+    ("Shop window displaying 50% off signs on Black Friday", "Shop window displaying", "ends on 'displaying'"),
+    ("Shoppers wait outside a store offering free shipping", "Shoppers wait outside a store offering",
+     "ends on 'offering'"),
+    ("World Cup final 2019 - USA vs Netherlands | AP Photo", "World Cup final 2019 - USA vs", "ends on 'vs'"),
 ])
 def test_a_rewrite_may_not_stop_mid_clause(original, candidate, problem):
     from curation_pipeline.rewriting.verify import wellformedness_problems
