@@ -413,7 +413,7 @@ class PolicyResource(dg.ConfigurableResource):
         try:
             self.decision_policy()
         except ValueError as exc:
-            raise ValueError(_POLICY_FIELD.sub(lambda m: f"policy.{_POLICY_SETTINGS[m[0]]}", str(exc))) from None
+            raise ValueError(_POLICY_FIELD.sub(lambda m: f"policy.{POLICY_SETTINGS[m[0]]}", str(exc))) from None
         return self
 
     def decision_policy(self) -> DecisionPolicy:
@@ -442,14 +442,14 @@ class PolicyResource(dg.ConfigurableResource):
 
 # DecisionPolicy's fields as the settings that fill them: nested, or the policy's own key of the same name (those
 # with an underscore: a plain word such as "rewrite" in a message is no field)
-_POLICY_SETTINGS = {
+POLICY_SETTINGS = {
     "min_improvement": "acceptance.min_improvement", "nsfw_drop": "nsfw.drop", "nsfw_review": "nsfw.review",
     "require_image_rules": "image.require_datacomp_rules",
     **{name: f"image.{name}" for name in ("max_text_area", "min_sharpness", "min_brightness", "max_brightness",
                                           "min_entropy", "min_contrast")},
     **{name: name for name in PolicyResource.model_fields if name in DecisionPolicy.__dataclass_fields__ and "_" in name},
 }
-_POLICY_FIELD = re.compile(r"(?<![\w.])(?:" + "|".join(sorted(_POLICY_SETTINGS, key=len, reverse=True)) + r")(?!\w)")
+_POLICY_FIELD = re.compile(r"(?<![\w.])(?:" + "|".join(sorted(POLICY_SETTINGS, key=len, reverse=True)) + r")(?!\w)")
 
 
 # Every setting of the `compute` resource a deployment gives: field -> (environment variable, default). A field

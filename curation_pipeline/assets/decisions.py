@@ -13,11 +13,11 @@ from curation_pipeline.assets.metadata import OWNERS, PREVIEW_ROWS, numbers, sho
 from curation_pipeline.assets.selection import selection_cut
 from curation_pipeline.decisions.cut_store import CUT_KEY, CutUnavailable, cut_for_shard
 from curation_pipeline.decisions.dedup import DECIDED_BY_KEY, DIGEST_KEY, POLICY_KEY, mark_duplicates, policy_digest
-from curation_pipeline.decisions.policy import IN_CUT, IN_EXPRESSION, decide
+from curation_pipeline.decisions.policy import IN_CUT, IN_EXPRESSION, decide, unjudged_bounds
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
 from curation_pipeline.reporting.report import reason_signals
-from curation_pipeline.resources import PolicyResource, WarehouseResource
+from curation_pipeline.resources import POLICY_SETTINGS, PolicyResource, WarehouseResource
 from curation_pipeline.storage.warehouse import Warehouse
 
 
@@ -128,6 +128,14 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
         used[DIGEST_KEY] = dedup.digest
     elif rules.drop_duplicates:  # on by default: a profile without fingerprints must not pass for deduplicated
         context.log.warning(f"{shard}: {NOT_DEDUPLICATED}")
+    # so too a bound on (nsfw.drop, image.min_brightness, ... by default) whose column these scores lack
+    unjudged = sorted({f"policy.{POLICY_SETTINGS.get(b.setting, b.setting)} ({b.column})"
+                       for b in unjudged_bounds(scores.columns, rules)})
+    not_judged = (f"on, but no column of theirs in these quality_scores (their profile runs no scorer of it): "
+                  f"{', '.join(unjudged)}; no pair is held to them. Score with a profile that computes them, or turn "
+                  "them off") if unjudged else None
+    if not_judged:
+        context.log.warning(f"{shard}: bounds {not_judged}")
     if cut is not None:
         used[CUT_KEY] = cut.rule_digest()
     decisions.attrs[FILE_METADATA] = used
@@ -153,6 +161,7 @@ def caption_decisions(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             "dedup_source": dg.MetadataValue.text(dedup.source)}),
         **({"duplicates": dg.MetadataValue.text(f"not checked: {NOT_DEDUPLICATED}")}
            if dedup is None and rules.drop_duplicates else {}),
+        **({"bounds_not_checked": dg.MetadataValue.text(not_judged)} if not_judged else {}),
         "drop_reasons": dg.MetadataValue.md(counts_markdown(drops, "Drop reasons")),
         # dup_of: the kept copy a duplicate was dropped for (absent where the profile has no duplicate signals)
         "decisions_preview": table(decisions[[c for c in ("key", "action", "reason", "quality_before", "dup_of")

@@ -221,6 +221,12 @@ def _enabled(bound: Bound, policy: DecisionPolicy) -> bool:
     return setting is not None and setting is not False
 
 
+def unjudged_bounds(columns, policy: DecisionPolicy) -> list[Bound]:
+    """The bounds the policy turns on whose column the scores lack (their profile runs no scorer of it, as
+    ``text`` reads no image): they judge no pair, and a pair passes them unseen."""
+    return [b for b in bounds() if _enabled(b, policy) and b.column not in columns]
+
+
 def _bound_hits(df: pd.DataFrame, bound: Bound, policy: DecisionPolicy) -> pd.Series:
     """Rows a scorer's declared bound fires on; never where the policy turns it off (None / False)."""
     if not _enabled(bound, policy):
