@@ -148,7 +148,7 @@ def _rewrite(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sc
     name="final_captions", partitions_def=shard_partitions, can_subset=True, check_specs=FINAL_CAPTION_CHECKS,
     ins={"caption_decisions": versioned(), "pairs": columns("key", "caption"), "rewritten_captions": dg.AssetIn()},
     outs={"final_captions": table_out(
-        "rewriting", "7",  # code version: bump when the same inputs give different output (2: outside the
+        "rewriting", "8",  # code version: bump when the same inputs give different output (2: outside the
         # keep_fraction cut only an accepted rewrite publishes; no fallback to the original. 3: the drift check's
         # words (as rewritten_captions 6), a mean on its ratio limit passes, a table row says GX's verdict, and
         # unchanged captions have KL 0. 4: the drift check's words, as rewritten_captions 7. 5: nor for a pair
@@ -156,7 +156,8 @@ def _rewrite(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sc
         # and the drift check in characters leaves it out, as in words. 6: a kept original's reason starts with
         # why it was up for a rewrite, its decision's reason: "not_english; rewrite rejected (...); kept original".
         # 7: a dropped one's says why its original was not kept: "(...; fallback: drop)" or "(...; original 60.0 <
-        # drop_threshold 65)"; caption_length_drift under min_rows holds the mean)
+        # drop_threshold 65)"; caption_length_drift under min_rows holds the mean. 8: a score in a reason never
+        # rounds onto drop_threshold, and reads to its thousandths under a threshold below 10)
         "The final caption of every pair: kept as is, rewritten (the accepted attempt) or dropped, with the "
         "reason. The blocking caption-length drift check runs on this before anything is published.")},
 )

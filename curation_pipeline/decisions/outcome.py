@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from curation_pipeline.decisions.policy import (DROP, DROPPED, IN_CUT, IN_EXPRESSION, KEEP, KEPT, REWRITE, REWRITTEN,
-                                                DecisionPolicy)
+                                                DecisionPolicy, shown_below)
 from curation_pipeline.validation.lengths import caption_lengths
 
 FINAL_COLUMNS = [
@@ -91,14 +91,16 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
          # why it was up for a rewrite too: a kept "not_english" caption says so, not only that its rewrite failed
          df["reason"].astype(str) + "; rewrite rejected (" + rejection.fillna("not attempted").astype(str)
          + "); kept original",
-         "caption still weak after rewriting (" + after.round(1).astype(str) + f" < {policy.drop_threshold:g})",
+         "caption still weak after rewriting (" + shown_below(after, policy.drop_threshold)
+         + f" < {policy.drop_threshold:g})",
          df["reason"].astype(str) + "; rewrite rejected (" + rejection.fillna("not attempted").astype(str) + ")",
          "no caption and no rewrite accepted (" + rejection.fillna("no rewrite attempted").astype(str) + ")"],
         # and why the original was not kept instead: the fallback, or a score under drop_threshold
         default="caption weak and not rewritten (" + rejection.fillna("no rewrite attempted").astype(str) + "; "
         + ("fallback: drop" if policy.fallback != "keep_original" else
            np.where(before.isna(), "original unscored",
-                    "original " + before.round(1).astype(str) + f" < drop_threshold {policy.drop_threshold:g}"))
+                    "original " + shown_below(before, policy.drop_threshold)
+                    + f" < drop_threshold {policy.drop_threshold:g}"))
         + ")")
     final = np.where(outcome == REWRITTEN, cand, np.where(outcome == KEPT, df["original_caption"], None))
     out = pd.DataFrame({

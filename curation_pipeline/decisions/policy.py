@@ -249,11 +249,12 @@ def _unchecked(df: pd.DataFrame, bound: Bound, policy: DecisionPolicy) -> pd.Ser
     return df[bound.column].isna() & failed
 
 
-def _shown_below(values: pd.Series, threshold: float) -> pd.Series:
-    """Scores as a reason shows them, to one decimal; one below ``threshold`` that would round onto it or past
+def shown_below(values: pd.Series, threshold: float) -> pd.Series:
+    """Scores as a reason shows them, to one decimal (three under a threshold below 10: 0.66 and 0.74 both read
+    0.7 on a 0-1 scale); one below ``threshold`` that would round onto it or past
     it (94.96 under 95, 0.76 under a clip_score 0.8) with the digits that keep it below, so that a reason
     never shows a value the threshold passes."""
-    shown = values.round(1)
+    shown = values.round(1 if abs(threshold) >= 10 else 3)  # a 0-1 score (clip_score) needs its hundredths
     near = values.lt(threshold) & shown.ge(threshold)
     text = shown.astype(str)
     if near.any():
@@ -271,8 +272,9 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
     parts: list[pd.Series] = []
     rules = df.get("text_quality_rules", pd.Series("", index=df.index)).fillna("")
     low = quality.isna() | (quality < policy.keep_threshold)
-    label = "low_" + policy.quality_column + "=" + _shown_below(quality, policy.keep_threshold)
-    label = label.where(rules.eq(""), label + " (" + rules + ")")
+    label = "low_" + policy.quality_column + "=" + shown_below(quality, policy.keep_threshold)
+    if policy.quality_column == "text_quality":  # its rules say why that score is low, not why another is
+        label = label.where(rules.eq(""), label + " (" + rules + ")")
     parts.append(label.where(low))
     for bound in (b for b in bounds() if b.effect == "weak"):
         parts.append(pd.Series(np.where(_bound_hits(df, bound, policy), bound.reason, None), index=df.index))

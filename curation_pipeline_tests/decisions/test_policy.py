@@ -260,12 +260,28 @@ def test_a_low_score_is_never_shown_at_or_past_its_threshold():
     assert reason(12.0, keep_threshold=95.0) == "low_text_quality=12.0"
     assert reason(0.76, "clip_score", keep_threshold=0.8, drop_threshold=0.1) == "low_clip_score=0.76"
     assert reason(0.7, "clip_score", keep_threshold=0.8, drop_threshold=0.1) == "low_clip_score=0.7"
+    # on a 0-1 scale to its thousandths: 0.66 and 0.74 (one dropped, one kept) read 0.7 alike before
+    assert reason(0.6612, "clip_score", keep_threshold=0.8, drop_threshold=0.1) == "low_clip_score=0.661"
+    # and text_quality's rules only beside its own score: a credit is not why a clip_score is low
+    table = scores(clip_score=[0.5, 0.9, 0.9, 0.9, 0.9, 0.9], text_quality_rules=["credit", "", "", "", "", ""])
+    decided = decide(table, DecisionPolicy(quality_column="clip_score", keep_threshold=0.8, drop_threshold=0.1))
+    assert decided.set_index("key").loc["good", "reason"] == "low_clip_score=0.5"
+
+
+def test_an_outcome_never_shows_a_score_rounded_onto_its_drop_threshold():
+    """0.66 under a clip_score drop_threshold of 0.7 read "original 0.7 < drop_threshold 0.7"."""
+    table = scores(clip_score=[0.66, 0.9, 0.9, 0.9, 0.9, 0.9])
+    policy = DecisionPolicy(quality_column="clip_score", keep_threshold=0.8, drop_threshold=0.7)
+    decisions = decide(table, policy)
+    final = resolve_outcomes(decisions, table.set_index("key")["caption"], empty_lineage(), policy)
+    reason = final.set_index("key").loc["good", "reason"]
+    assert "original 0.66 < drop_threshold 0.7" in reason, reason
 
 
 def test_a_score_a_hair_under_its_threshold_is_shown_under_it():
     """The float just below the threshold: 15 significant digits would round it onto the threshold."""
-    from curation_pipeline.decisions.policy import _shown_below
+    from curation_pipeline.decisions.policy import shown_below
 
-    shown = _shown_below(pd.Series([np.nextafter(95.0, 0.0), np.nextafter(0.8, 0.0)]), 95.0).tolist()
+    shown = shown_below(pd.Series([np.nextafter(95.0, 0.0), np.nextafter(0.8, 0.0)]), 95.0).tolist()
     assert float(shown[0]) < 95.0 and shown[1] == "0.8"  # 0.8 is below 95: one decimal
-    assert float(_shown_below(pd.Series([np.nextafter(0.8, 0.0)]), 0.8).iloc[0]) < 0.8
+    assert float(shown_below(pd.Series([np.nextafter(0.8, 0.0)]), 0.8).iloc[0]) < 0.8
