@@ -641,25 +641,35 @@ def _writers(column: str, scoring) -> str:
     return "no registered scorer writes it"
 
 
-def _check_decision_columns(scoring, quality_column: str, keep_expression: str | None) -> None:
+def _check_decision_columns(scoring, quality_column: str, keep_expression: str | None,
+                            written: list[str] | None = None) -> None:
     """The policy's quality_column and keep_expression's columns must be ones this run's scores hold: else
     every shard is scored, then fails its checks (``scores_in_range``: missing columns). The scores are the
     profile's declared columns; a keep_expression may also read the inventory columns the score table starts
     with and, where the profile fingerprints duplicates, the duplicate columns ``decide`` is given
     (``decisions.dedup.mark_duplicates``). Checked before the policy's thresholds are checked against the
-    column's range: a column the run never writes is the mistake to name, not thresholds on its scale."""
+    column's range: a column the run never writes is the mistake to name, not thresholds on its scale.
+    ``written``: the columns of the scorers as loaded, once they are (a CLIP model writes no clip_sigmoid)."""
     from curation_pipeline.decisions.dedup import RESULT_COLUMNS
     from curation_pipeline.scoring.registry import columns_of, profile_columns, score_columns
     from curation_pipeline.scoring.run import INVENTORY_COLUMNS
     from curation_pipeline.scoring.selection import columns_used
 
-    scores = profile_columns(scoring.as_profile())
+    scores = profile_columns(scoring.as_profile()) if written is None else written
     declared = score_columns()
-    where = f"profile {scoring.profile!r}" + (" with scoring.aitqe_model" if scoring.aitqe_model else "")
+    where = f"profile {scoring.profile!r}" + (" with scoring.aitqe_model" if scoring.aitqe_model else "") + (
+        " with the models given" if written is not None else "")
     numeric = ", ".join(c for c in scores if declared[c].numeric)
+    profiled = set(profile_columns(scoring.as_profile()))
+
+    def writers(column: str) -> str:
+        if column in profiled:  # the profile declares it, the model given does not write it
+            return f"not by the model given: {declared[column].description}"
+        return _writers(column, scoring)
+
     if quality_column not in scores:
         raise BadInput(f"policy.quality_column: decision column {quality_column!r} is not among the scores "
-                       f"{where} writes ({_writers(quality_column, scoring)}); pick one of its scores: {numeric}")
+                       f"{where} writes ({writers(quality_column)}); pick one of its scores: {numeric}")
     readable = set(scores) | set(INVENTORY_COLUMNS)
     if set(columns_of("dup")) <= set(scores):  # the duplicate scorer runs: decide() reads the pool's groups too
         readable |= set(RESULT_COLUMNS)
@@ -669,7 +679,7 @@ def _check_decision_columns(scoring, quality_column: str, keep_expression: str |
         unknown = []
     if unknown:
         raise BadInput(f"policy.keep_expression {keep_expression!r} reads "
-                       + "; ".join(f"{c!r} ({_writers(c, scoring)})" for c in unknown)
+                       + "; ".join(f"{c!r} ({writers(c)})" for c in unknown)
                        + f", not among the columns {where} writes; its scores: {numeric}")
 
 
@@ -745,6 +755,9 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         rewriting.rewriter()
     except (ValueError, ModelUnavailableError) as exc:
         raise BadInput(str(exc)) from exc
+    # and what the models loaded write: a declared column only some models have (clip_sigmoid: SigLIP's alone)
+    _check_decision_columns(scoring, rules.quality_column, rules.keep_expression,
+                            written=[c for scorer in scoring.scorers() for c in scorer.columns])
     defs = _build_definitions(raw_root=raw, warehouse_root=warehouse, scoring=scoring, rewriter=rewriting,
                               policy=policy, compute=compute)
     # what this process built so far lives as long as it does (a child of the warm start: its server froze

@@ -74,6 +74,19 @@ def test_decision_columns_are_checked_without_loading_a_model(env, monkeypatch):
                                   "MLM-Filter writes it, in profile mlm or full")
 
 
+def test_a_column_only_some_models_write_is_checked_against_the_model_given(env, tmp_path):
+    """clip_sigmoid is declared by the CLIP scorer but written by a SigLIP model alone: with a CLIP model the
+    run scored every shard, then failed each one's scores_in_range check (missing columns)."""
+    from curation_pipeline_tests.tiny_models import make_tiny_clip
+
+    model = make_tiny_clip(tmp_path / "clip")
+    result = curate(env, "--profile", "clip", "--clip-model", model, "--set", "policy.quality_column=clip_sigmoid",
+                    "--set", "policy.keep_threshold=0.5", "--set", "policy.drop_threshold=0.1")
+    assert_refused_before_any_run(
+        env, result, "decision column 'clip_sigmoid' is not among the scores profile 'clip' with the models given",
+        "not by the model given: SigLIP's match probability (sigmoid models only)", "clip_score")
+
+
 def test_the_columns_a_decision_may_read_are_the_profiles_and_the_tables_it_is_given():
     """Declared outputs of the scorers the profile runs (AITQE's only with its model, MLM-Filter's for the
     metrics asked), plus the inventory columns and, with duplicate signals, the duplicate groups."""
