@@ -141,7 +141,9 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 @lru_cache(maxsize=4)
-def _scorers(profile: ScoringProfile) -> tuple[Scorer, ...]:
+def _scorers(profile: ScoringProfile, threads: int) -> tuple[Scorer, ...]:
+    """``threads``: the budget the ONNX Runtime sessions (NSFW, OCR) were sized to when built, so another one
+    builds them again (``cpu_threads``, read from the environment ``scorers`` sets)."""
     return tuple(build_scorers(profile))
 
 
@@ -235,9 +237,11 @@ class ScoringResource(dg.ConfigurableResource):
 
     def scorers(self) -> tuple[Scorer, ...]:
         """Built once per process for a given configuration."""
+        from curation_pipeline.scoring.signals import cpu_threads
+
         if self.threads > 0:  # read by scoring.signals.cpu_threads before the pools are sized
             os.environ["CURATION_THREADS"] = str(self.threads)
-        return _scorers(self.as_profile())
+        return _scorers(self.as_profile(), cpu_threads())
 
 
 _MAX_NEW_TOKENS = {"vlm": VLM_MAX_NEW_TOKENS, "aitqe": AITQE_MAX_NEW_TOKENS}  # what rewriter.max_new_tokens 0 means

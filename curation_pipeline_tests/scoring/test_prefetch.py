@@ -228,3 +228,16 @@ def test_a_fresh_homes_first_run_loads_its_models_on_the_homes_budget(tmp_path, 
                                            "--profile", "text"])
     assert "stopped here by the test" in result.output, result.output
     assert seen == [4]  # 8 cores over the shipped max_concurrent_runs: 2
+
+
+def test_scorers_built_for_another_thread_budget_are_built_again(monkeypatch):
+    """The ONNX Runtime sessions (NSFW, OCR) are sized when built: the scorers cached by profile alone kept a
+    session of 1 thread for a later resource of 2 in the same process (a notebook, the Python API)."""
+    from curation_pipeline.resources import ScoringResource
+
+    monkeypatch.setenv("CURATION_THREADS", "1")  # restored after: scorers() sets it from threads
+    one = ScoringResource(profile="offline", threads=1).scorers()
+    two = ScoringResource(profile="offline", threads=2).scorers()
+    assert two is not one and ScoringResource(profile="offline", threads=1).scorers() is one
+    nsfw = [next(s for s in scorers if type(s).__name__ == "NsfwScorer") for scorers in (one, two)]
+    assert [s._classifier._session.get_session_options().intra_op_num_threads for s in nsfw] == [1, 2]
