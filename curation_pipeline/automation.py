@@ -473,11 +473,12 @@ def backfill_pending(instance: dg.DagsterInstance) -> set[str]:
             pending.update(names[names.index(last) + 1:] if last in names else names)
         elif backfill.asset_backfill_data is not None:
             data = backfill.asset_backfill_data
-            requested = data.requested_subset.partitions_subsets_by_asset_key
+            # requested, or never to be: below a failed partition
+            done = (data.requested_subset.partitions_subsets_by_asset_key,
+                    data.failed_and_downstream_subset.partitions_subsets_by_asset_key)
             for key, subset in data.target_subset.partitions_subsets_by_asset_key.items():
-                asked = requested.get(key)
-                pending.update(set(subset.get_partition_keys())
-                               - (set(asked.get_partition_keys()) if asked is not None else set()))
+                pending.update(set(subset.get_partition_keys()).difference(
+                    *(part[key].get_partition_keys() for part in done if key in part)))
     return pending
 
 

@@ -259,7 +259,8 @@ def _materialize(defs, instance, selected: list[str], report: bool,
     from curation_pipeline.assets.dedup import settle_duplicates
     from curation_pipeline.assets.selection import settle_cut
     from curation_pipeline.automation import DECIDE_KEYS, SCORE_KEYS
-    from curation_pipeline.decisions.cut_store import read_cut_record
+    from curation_pipeline.decisions.cut_store import CUT_ASSET, read_cut_record
+    from curation_pipeline.decisions.dedup import INDEX_ASSET
 
     _register(instance, selected)
     job = defs.resolve_job_def("curate_shards")
@@ -286,10 +287,11 @@ def _materialize(defs, instance, selected: list[str], report: bool,
                 click.echo(f"  selection_cut: {_last_error(result) or 'failed'}; " + (
                     f"scored but not decided: {', '.join(undecided)}" if cut else
                     "it still records keep_fraction on, so the report holds the pool to that cut"), err=True)
-                failed.append("selection_cut")
+                failed.append(CUT_ASSET)
         # cross-shard dedup over the whole pool, whatever order the shards ran in
         if scored and not (cut and no_cut):
             settled: dict = {}
+            indexed = len(failed)  # a shard failing from here on is not known to the index as blocked
             # says so when the pool was decided under another policy: this run's re-selects those shards
             failed += settle_duplicates(defs, instance, run_config, settled, stop_if_interrupted,
                                         say=lambda message: click.echo(f"  {message}", err=True),
@@ -301,15 +303,17 @@ def _materialize(defs, instance, selected: list[str], report: bool,
                                      after_each_run=stop_if_interrupted)
             if two_passes:  # the shards scored above and not re-selected by settling, decided once
                 todo = [s for s in deciding if s not in failed and f"reselect:{s}" not in settled]
-                newly = _run_shards(job, instance, todo, "deciding", run_config, DECIDE_KEYS,
-                                    stop_if_interrupted) if todo else []  # none: no empty "deciding: 0shard" bar
-                # a shard that failed a blocking check publishes nothing, and the index above ranked its pairs
-                # first: their copies elsewhere were withheld for it. Settled again (as the sensor would) until no
-                # re-selected shard fails anew
-                while newly:
-                    failed += newly
-                    newly = [s for s in settle_duplicates(defs, instance, run_config, settled, stop_if_interrupted,
-                                                          own=deciding) if s not in failed]
+                if todo:  # else settling decided them all: no empty "deciding: 0shard" bar
+                    failed += _run_shards(job, instance, todo, "deciding", run_config, DECIDE_KEYS,
+                                          stop_if_interrupted)
+            # a shard that failed since the index was built (deciding, or re-selected by settling) may have failed a
+            # blocking check: it publishes nothing new, and the index ranked its pairs as published, withholding
+            # their copies elsewhere. Settled again (as the sensor would) until no shard fails anew
+            newly = [s for s in failed[indexed:] if s not in (INDEX_ASSET, CUT_ASSET)]
+            while newly:
+                newly = [s for s in settle_duplicates(defs, instance, run_config, settled, stop_if_interrupted,
+                                                      own=deciding) if s not in failed]
+                failed += newly
             # shards of earlier runs this one re-decided and published again: the pool they were decided against moved
             others = sorted(k.split(":", 1)[1] for k in settled if k.startswith("reselect:")
                             and k.split(":", 1)[1] not in deciding)

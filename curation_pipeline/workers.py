@@ -47,8 +47,10 @@ def identity(pid: int | None = None) -> str:
 def gone(run: dg.DagsterRun) -> str | None:
     """Why a STARTED (or CANCELING) run's process, or a NOT_STARTED run's creator, is known to be gone, or None
     (alive, elsewhere, untagged, in another status)."""
-    started = run.status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
-    if not started and run.status != dg.DagsterRunStatus.NOT_STARTED:
+    # a run being canceled before it started has no worker yet: its creator stands for it
+    started = run.status == dg.DagsterRunStatus.STARTED or (
+        run.status == dg.DagsterRunStatus.CANCELING and WORKER_TAG in run.tags)
+    if not started and run.status not in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.CANCELING):
         return None
     parts = run.tags.get(WORKER_TAG if started else CREATOR_TAG, "").rsplit(":", 2)
     if len(parts) != 3 or not parts[1].isdigit() or parts[0] != socket.gethostname():

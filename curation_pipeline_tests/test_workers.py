@@ -164,7 +164,7 @@ def test_a_run_being_canceled_is_in_flight_until_its_process_ends(tmp_path):
     from dagster._core.test_utils import create_run_for_test
 
     from curation_pipeline.automation import runs_in_flight
-    from curation_pipeline.workers import WORKER_TAG, identity
+    from curation_pipeline.workers import CREATOR_TAG, WORKER_TAG, identity
 
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     tag = identity(ended.pid)
@@ -173,9 +173,13 @@ def test_a_run_being_canceled_is_in_flight_until_its_process_ends(tmp_path):
         canceling = {"job_name": "curate_shards", "status": dg.DagsterRunStatus.CANCELING}
         alive = create_run_for_test(instance, **canceling, tags={WORKER_TAG: identity(), "dagster/partition": "s1"})
         dead = create_run_for_test(instance, **canceling, tags={WORKER_TAG: tag, "dagster/partition": "s2"})
+        # canceled before it started: no worker yet, its creator stands for it
+        unstarted = create_run_for_test(instance, **canceling, tags={CREATOR_TAG: tag, "dagster/partition": "s3"})
         flight = runs_in_flight(instance)
         assert [r.dagster_run.run_id for r in flight["s1"]] == [alive.run_id] and "s2" not in flight, flight
-        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.CANCELED
+        assert "s3" not in flight
+        for run in (dead, unstarted):
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED
         assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.CANCELING
 
 

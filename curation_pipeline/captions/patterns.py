@@ -818,6 +818,22 @@ _NON_SPACE_RE = re.compile(r"\S")
 _LABEL_DELIM_RE = re.compile(r"\s*[:|•·\-–—]")
 
 
+# A verb whose object the trigger is, inside a clause that names what shows or offers it: "Shop window displaying
+# 50% off signs", "a store offering free shipping" describe the window and the store. Never at the clause's start
+# ("Offering free shipping worldwide." is the ad), nor the -s forms ("features", "shows", "offers" are as often nouns).
+_OFFER_VERBS = frozenset("displaying showing offering advertising announcing promoting featuring".split())
+
+
+def _offered(text: str, tokens: list[tuple[int, int]], token_starts: list[int], start: int, seg_start: int) -> bool:
+    """Whether the trigger at ``start`` is the object of an offer verb (``_OFFER_VERBS``) with a word of its
+    clause before that verb."""
+    k = bisect.bisect_left(token_starts, start) - 1
+    if k < 1 or tokens[k][1] != start - 1 and text[tokens[k][1]:start].strip():
+        return False  # no word right before the trigger (only a space between)
+    verb = text[tokens[k][0]:tokens[k][1]]
+    return verb.lower() in _OFFER_VERBS and tokens[k - 1][0] >= seg_start and not verb[0].isupper()
+
+
 def ad_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of every advertising clause, merged, left to right. A clause holding a trigger goes
     whole; if it starts with a description ("Red dress 50% off"), only the trigger on (and the
@@ -848,6 +864,8 @@ def ad_spans(text: str) -> list[tuple[int, int]]:
     for m in triggers:
         i = bisect.bisect_right(delim_ends, m.start()) - 1
         seg_start = delim_ends[i] if i >= 0 else 0
+        if _offered(text, tokens, token_starts, m.start(), seg_start):
+            continue
         j = bisect.bisect_left(delim_starts, m.end())
         seg_end = delim_starts[j] if j < len(delim_starts) else len(text)
         start = seg_start
@@ -856,7 +874,9 @@ def ad_spans(text: str) -> list[tuple[int, int]]:
         k = bisect.bisect_left(token_starts, m.start()) - 1
         if k >= 0 and tokens[k][0] >= seg_start:
             word = text[tokens[k][0]:min(tokens[k][1], m.start())]
-            if _is_description(word):
+            if word.lower() in _OFFER_VERBS and (k == 0 or tokens[k - 1][0] < seg_start):
+                pass  # the clause's own verb ("Offering free shipping worldwide"): the ad's first word
+            elif _is_description(word):
                 start = tokens[k][0] + len(word)
             else:
                 d = last_description(k - 1)
@@ -909,11 +929,7 @@ def _lower_words(text: str, words: list[str] | None) -> set[str]:
 # The object needs its article: "Vintage poster: buy now" is a shop's listing.
 _SHOWN_INTROS = ("says", "saying", "said", "reads", "reading", "read", "that says", "which says", "with the word",
                  "with the words", "with the text", "with the slogan", "labeled", "labelled", "titled", "entitled",
-                 "printed", "written",
-                 # a verb whose object is what follows: the description says what is displayed or offered ("Shop
-                 # window displaying 50% off signs", "a store offering free shipping"), it is no ad
-                 "displaying", "displays", "showing", "shows", "offering", "offers", "advertising", "advertises",
-                 "announcing", "announces", "promoting", "promotes", "featuring", "features")
+                 "printed", "written")
 _SHOWN_DETERMINERS = ("a", "an", "the", "this", "that", "his", "her", "their", "its")
 _SHOWN_SURFACES = ("sign", "poster", "banner", "billboard", "placard", "plaque", "notice", "t-shirt", "tshirt", "shirt",
                    "sticker", "label", "card", "screen")
@@ -1250,8 +1266,9 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
 # shown ("Protesters march in Paris | AFP", "A portrait of Jane Doe/AFP"): only its agency is the credit.
 _PLACE_WORDS = ("in", "at", "on", "of", "from", "near", "to", "over", "into", "across", "around", "outside", "inside",
                 "through", "the",
-                # or names a side, a partner: "USA vs Netherlands | AP Photo", "Biden and Macron | AFP"
-                "vs", "versus", "and", "with", "against", "between")
+                # or names a side: "USA vs Netherlands | AP Photo" ("and", "with" also join two photographers'
+                # names in one byline: "Jane Doe and John Smith/Reuters")
+                "vs", "versus", "against", "between")
 _PLACE_BEFORE_RE = re.compile(rf"\b(?:{'|'.join(_PLACE_WORDS)})\s+$", re.IGNORECASE)
 # their last letters, either case: a cheap look first, at every match
 _PLACE_WORD_ENDS = frozenset(word[-1] for word in _PLACE_WORDS) | frozenset(word[-1].upper() for word in _PLACE_WORDS)
@@ -1506,10 +1523,10 @@ REPEAT_RE = compiled.compile(
     "repeat")
 # Doubled words that are usually meant ("she had had enough", "very very tall"); a
 # capitalised double is a name ("Bora Bora", "New York New York") and is kept too.
-# and English words made of a doubled word ("mahi mahi", "pom pom", "choo choo train", "knock knock")
+# and English words made of a doubled word that is no word of its own ("mahi mahi", "pom pom", "choo choo train";
+# not "can can", whose doubled "can" is as often a typo)
 ALLOWED_DOUBLES = frozenset({"had", "that", "very", "bye", "ha", "no", "so", "mahi", "bora", "walla", "wagga", "pago",
-                             "baden", "sing", "tom", "pom", "chop", "can", "cha", "choo", "knock", "dik", "ylang",
-                             "tut", "yum", "boo", "night", "aye", "dum", "bonbon", "tsk", "wee"})
+                             "baden", "pom", "cha", "choo", "knock", "dik", "ylang", "tom"})
 
 # Scripts written without spaces between words (CJK ideographs, kana, Thai, Lao,
 # Khmer, Myanmar): whitespace tokens undercount their words.

@@ -145,11 +145,15 @@ def unresolved(warehouse: Warehouse, shard: str) -> str | None:
             f"it): run `curate run --shard {shard}`, or materialize final_captions for it, then look again")
 
 
+UNDECIDED_LOOKED_UP = 50  # at most this many undecided shards' keys read for a key not found (a request each on S3)
+
+
 def undecided_shard(warehouse: Warehouse, key: str) -> str | None:
     """The shard without final_captions whose pairs hold ``key``, if any: a key looked up alone and not found
-    may be a pair its run has not resolved yet, which ``unresolved`` then says (only those shards' keys are read)."""
-    decided = set(warehouse.shards("final_captions"))
-    for shard in sorted(set(warehouse.shards("pairs")) - decided):
+    may be a pair its run has not resolved yet, which ``unresolved`` then says (only those shards' keys are read,
+    and none where more than ``UNDECIDED_LOOKED_UP`` are undecided: a large first run in progress)."""
+    undecided = sorted(set(warehouse.shards("pairs")) - set(warehouse.shards("final_captions")))
+    for shard in undecided if len(undecided) <= UNDECIDED_LOOKED_UP else ():
         try:
             if warehouse.read_table("pairs", shard, columns=["key"], keep=False)["key"].eq(key).any():
                 return shard

@@ -310,7 +310,7 @@ class CaptionCleaner(Rewriter):
     #     a sale's words before a graphic's noun name what it shows and stay ("Summer Sale banner with palm trees",
     #     "50% off sale tag", "Free shipping badge icon set" were cut whole)
     # 18: an offer after a verb of what is shown stays ("Shop window displaying 50% off signs" was cut to "Shop
-    #     window displaying"); a name-first credit after "vs", "and", "with" is its agency's alone ("USA vs
+    #     window displaying"); a name-first credit after "vs" or "versus" is its agency's alone ("USA vs
     #     Netherlands | AP Photo" was cut to "USA vs"); a doubled English word stays ("Mahi mahi fillet" lost a "mahi")
     version = CODE_VERSIONS["cleaner"]
     needs_images = False

@@ -438,9 +438,9 @@ def _stub(candidate: str, original: str | None) -> str | None:
 _DANGLING_END = re.compile(
     r"(?<![\w'’-])(a|an|the|of|at|to|for|with|from|into|onto|and|or|but|nor|than"
     r"|is|are|was|were|not|cost|costs|my|your|his|their|our|its|vs|versus"
-    # a verb that needs its object: what it displays or offers was cut ("Shop window displaying", "a store offering")
-    r"|displaying|displays|showing|shows|offering|offers|advertising|advertises|announcing|announces|promoting"
-    r"|promotes|featuring|features|reading|reads|saying|says)\s*$")
+    # a verb that needs its object: what it displays or offers was cut ("Shop window displaying", "a store offering";
+    # not "features", "shows": a caption ends on those nouns)
+    r"|displaying|showing|offering|advertising|announcing|promoting|featuring)\s*$")
 
 
 def _dangling_end(candidate: str, original: str | None) -> str | None:

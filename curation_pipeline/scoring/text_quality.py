@@ -159,7 +159,7 @@ class CaptionTextQuality(Scorer):
     #    headquarters") is none, nor a place before "| AFP"; "| AFP", "REUTERS/Jane Doe", "EPA-EFE/..." are credits;
     #    a sale's words before a graphic's noun are no ad ("Summer Sale banner with palm trees": 100, was 70)
     # 13: as the cleaner 18 reads them: an offer after a verb of what is shown ("displaying", "offering") is described,
-    #    no ad; a name-first credit after "vs" or "and" is its agency alone; a doubled English word ("mahi mahi") is
+    #    no ad; a name-first credit after "vs" is its agency alone; a doubled English word ("mahi mahi") is
     #    no repeat
     version = "13"
     needs_images = False

@@ -60,3 +60,37 @@ def test_a_shard_failing_its_decision_leaves_its_copies_published_elsewhere(tmp_
     Warehouse(str(wh)).update_table_metadata("final_captions", "dup-b", {FAILED_CHECKS_KEY: "caption_length_drift"})
     unsettled = unsettled_shards(Warehouse(str(wh)))
     assert "a blocking check failed, or passed again, since on: dup-b" in unsettled.get("dup-b", ""), unsettled
+
+
+def test_a_shard_of_an_earlier_run_failing_when_re_selected_is_settled_again(tmp_path, monkeypatch):
+    """dup-b, curated by an earlier run, is re-selected by a run of dup-a and fails its blocking check there: its
+    earlier tar stays published, so dup-a must give way to it again, or ten photos are published twice."""
+    import hashlib
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for shard, members in shard_members().items():
+        builders.write_members(raw / f"{shard}.tar", members)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CURATE_FORKSERVER", "off")
+    wh = tmp_path / "wh"
+    run = ["run", "--raw", str(raw), "--warehouse", str(wh)]
+    first = CliRunner().invoke(main, [*run, "--shard", "dup-b"])
+    assert first.exit_code == 0, first.output
+    real = quality.caption_length_drift
+
+    def drifting_dup_b(final, policy):
+        if final["shard"].eq("dup-b").all():
+            final = final.assign(final_caption=final["final_caption"] + PADDING)
+        return real(final, policy)
+
+    monkeypatch.setattr(quality, "caption_length_drift", drifting_dup_b)
+    second = CliRunner().invoke(main, [*run, "--shard", "dup-a"])
+    assert second.exit_code == EXIT_FAILED and "FAILED: dup-b" in second.output, second.output
+    hashes = []
+    for shard in ("dup-a", "dup-b"):
+        with tarfile.open(wh / "curated" / f"{shard}.tar") as tar:
+            hashes += [hashlib.sha256(tar.extractfile(m).read()).hexdigest() for m in tar.getmembers()
+                       if m.name.endswith(".jpg")]
+    assert len(hashes) == len(set(hashes)), len(hashes) - len(set(hashes))  # no photo published twice
+    assert unsettled_shards(Warehouse(str(wh))) == {}

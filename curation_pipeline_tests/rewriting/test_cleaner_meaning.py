@@ -144,6 +144,11 @@ NOISE = {
         "Women's World Cup final 2019 - USA vs Netherlands", "remove_credits"),
     # a word English makes by doubling is no repeat
     "Mahi mahi fillet on a plate. Credit: John Smith": ("Mahi mahi fillet on a plate.", "remove_credits"),
+    # an offer verb starting its clause is the ad's own first word, not a description left dangling
+    "Handmade luxury watch in gold. Offering free shipping worldwide.": ("Handmade luxury watch in gold.",
+                                                                        "remove_ads"),
+    # nouns the offer verbs' -s forms also spell leave a label as it was
+    "Close-up of her facial features stock photo": ("Close-up of her facial features", "remove_boilerplate"),
 }
 
 

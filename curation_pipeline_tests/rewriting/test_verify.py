@@ -257,6 +257,9 @@ def test_a_rewrite_may_not_stop_mid_clause(original, candidate, problem):
 
 
 @pytest.mark.parametrize("original, candidate", [
+    # a noun the offer verbs' -s forms spell ends a caption
+    ("A beautiful girl with striking facial features stock photo", "A beautiful girl with striking facial features"),
+    ("Kids watching their favorite TV shows Getty Images", "Kids watching their favorite TV shows"),
     ("A man looks on - Photo: Jane Doe", "A man looks on"),  # a particle, not a preposition
     ("What the dog is waiting for", "What the dog is waiting for"),  # the original ends so itself
     # a name, not an article or conjunction: the rule reads lower-case words only
