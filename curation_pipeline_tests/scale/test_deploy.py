@@ -329,6 +329,22 @@ def test_the_code_server_points_runs_at_the_ray_cluster_and_object_storage():
     assert f"{entry['image']['repository']}:{entry['image']['tag']}" == image
 
 
+def test_automation_starts_on_and_a_null_engine_is_the_local_one():
+    """The runMonitoring comment and the README's resume rely on the nightly schedule: without
+    CURATION_AUTOMATION the location's sensors and schedules start stopped. compute.engine null rendered
+    CURATION_COMPUTE='<nil>', which the code location refused to load."""
+    from curation_pipeline.resources import ComputeResource
+
+    def env(values: dict) -> dict:
+        [container] = _kind(_render(values), "Deployment")["spec"]["template"]["spec"]["containers"]
+        return _env(container)
+
+    assert env({})["CURATION_AUTOMATION"] == "on"
+    assert "CURATION_AUTOMATION" not in env({"automation": False})
+    local = env({"compute": {"engine": None}})["CURATION_COMPUTE"]
+    assert local == "local" and not ComputeResource(engine=local).uses_ray
+
+
 def test_the_code_server_reads_the_dagster_instances_postgres_password():
     """The daemon sends the instance (Dagster's chart: ``password: {env: DAGSTER_PG_PASSWORD}``) to the
     code server for each sensor and schedule tick, which resolves it in its own environment: without

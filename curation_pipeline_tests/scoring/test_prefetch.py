@@ -241,3 +241,26 @@ def test_scorers_built_for_another_thread_budget_are_built_again(monkeypatch):
     assert two is not one and ScoringResource(profile="offline", threads=1).scorers() is one
     nsfw = [next(s for s in scorers if type(s).__name__ == "NsfwScorer") for scorers in (one, two)]
     assert [s._classifier._session.get_session_options().intra_op_num_threads for s in nsfw] == [1, 2]
+
+
+def test_the_cores_are_held_to_the_cgroup_cpu_quota(tmp_path, monkeypatch):
+    """A Kubernetes run pod limited to 1 CPU sees every core of its node in its affinity mask: its pools were
+    sized to the node. cgroup v2's cpu.max, else v1's cfs quota; none (max, -1, unreadable) leaves the mask."""
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert signals.cgroup_cpu_quota(str(v2)) == 1.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert signals.cgroup_cpu_quota(str(v2)) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert signals.cgroup_cpu_quota(str(v1)) == 1.0
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert signals.cgroup_cpu_quota(str(v1)) is None and signals.cgroup_cpu_quota(str(tmp_path / "none")) is None
+    monkeypatch.setattr(signals, "cgroup_cpu_quota", lambda: 1.5)
+    monkeypatch.setattr(signals.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("CURATION_THREADS", raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert signals._cores() == 2 and signals.cpu_threads() == 2  # 1.5 CPUs: two threads, not sixteen

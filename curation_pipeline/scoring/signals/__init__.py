@@ -7,6 +7,7 @@ cores instead of each oversubscribing them.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from functools import lru_cache
@@ -18,8 +19,28 @@ THREADS_ENV = "CURATION_THREADS"
 
 
 def _cores() -> int:
-    """The cores this process may run on: the affinity mask, not the host's count, in containers."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The cores this process may run on: the affinity mask, not the host's count, in containers; and no more
+    than its CPU quota (a Kubernetes pod's CPU limit leaves the mask at the node's every core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return min(cores, max(math.ceil(quota), 1)) if quota is not None else cores
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPUs this process's cgroup may use (quota / period: cgroup v2's ``cpu.max``, else v1's
+    ``cpu.cfs_quota_us``), None with no quota or none readable."""
+    base = Path(root)
+    try:
+        quota, period = (base / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((base / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((base / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 @lru_cache(maxsize=None)
