@@ -613,9 +613,14 @@ class ComputeResource(RayResource):
         for attempt in range(3):
             try:
                 return super().connect(context)
-            except ConnectionError:
+            except ConnectionError as exc:
                 if attempt == 2:
-                    raise
+                    # the port answered (else ``unreachable`` said so): a cluster that asks for a token this
+                    # process does not hold, or another, times out alike, saying nothing of it
+                    raise type(exc)(
+                        f"{exc} (a Ray cluster answers at {self.address}, yet no connection was made: if it runs "
+                        "with RAY_AUTH_MODE=token, this process needs the same RAY_AUTH_MODE and RAY_AUTH_TOKEN; "
+                        "on Kubernetes, the curation-ray-auth secret the chart names)") from exc
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):
