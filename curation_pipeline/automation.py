@@ -483,10 +483,11 @@ def backfill_pending(instance: dg.DagsterInstance) -> set[str]:
 
 
 def runs_in_flight(instance: dg.DagsterInstance) -> dict[str, list[dg.RunRecord]]:
-    """Partition -> its runs queued, launching or started, of any job (a ``reselect_shards`` run writes the
-    same files), or failed and about to be retried by Dagster (``workers.waiting_to_retry``); a partition a
-    backfill in progress has yet to launch (``backfill_pending``) -> no run. A started run whose process on
-    this host is gone is marked failed first (``workers``): it holds its shard no longer."""
+    """Partition -> its runs queued, launching, started or being canceled, of any job (a ``reselect_shards``
+    run writes the same files), or failed and about to be retried by Dagster (``workers.waiting_to_retry``); a
+    partition a backfill in progress has yet to launch (``backfill_pending``) -> no run. A started (or canceling)
+    run whose process on this host is gone is marked failed (canceled) first (``workers``): it holds its shard no
+    longer."""
     from curation_pipeline.workers import settle, waiting_to_retry
 
     flight: dict[str, list[dg.RunRecord]] = {key: [] for key in backfill_pending(instance)}

@@ -617,10 +617,14 @@ class ComputeResource(RayResource):
                 if attempt == 2:
                     # the port answered (else ``unreachable`` said so): a cluster that asks for a token this
                     # process does not hold, or another, times out alike, saying nothing of it
-                    raise type(exc)(
-                        f"{exc} (a Ray cluster answers at {self.address}, yet no connection was made: if it runs "
-                        "with RAY_AUTH_MODE=token, this process needs the same RAY_AUTH_MODE and RAY_AUTH_TOKEN; "
-                        "on Kubernetes, the curation-ray-auth secret the chart names)") from exc
+                    message = (f"{exc} (a Ray cluster answers at {self.address}, yet no connection was made: if "
+                               "it runs with RAY_AUTH_MODE=token, this process needs the same RAY_AUTH_MODE and "
+                               "RAY_AUTH_TOKEN; on Kubernetes, the curation-ray-auth secret the chart names)")
+                    try:
+                        said = type(exc)(message)
+                    except TypeError:  # a subclass built with other arguments: said as a plain ConnectionError
+                        said = ConnectionError(message)
+                    raise said from exc
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):

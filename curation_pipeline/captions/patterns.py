@@ -828,8 +828,8 @@ def _offered(text: str, tokens: list[tuple[int, int]], token_starts: list[int], 
     """Whether the trigger at ``start`` is the object of an offer verb (``_OFFER_VERBS``) with a word of its
     clause before that verb."""
     k = bisect.bisect_left(token_starts, start) - 1
-    if k < 1 or tokens[k][1] != start - 1 and text[tokens[k][1]:start].strip():
-        return False  # no word right before the trigger (only a space between)
+    if k < 1 or text[tokens[k][1]:start].strip():
+        return False  # no word right before the trigger (nothing but spaces between), or none before that
     verb = text[tokens[k][0]:tokens[k][1]]
     return verb.lower() in _OFFER_VERBS and tokens[k - 1][0] >= seg_start and not verb[0].isupper()
 

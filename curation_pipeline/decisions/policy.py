@@ -254,7 +254,7 @@ def shown_below(values: pd.Series, threshold: float) -> pd.Series:
     0.7 on a 0-1 scale); one below ``threshold`` that would round onto it or past
     it (94.96 under 95, 0.76 under a clip_score 0.8) with the digits that keep it below, so that a reason
     never shows a value the threshold passes."""
-    shown = values.round(1 if abs(threshold) >= 10 else 3)  # a 0-1 score (clip_score) needs its hundredths
+    shown = values.round(1 if abs(threshold) >= 10 else 3)  # a 0-1 score (clip_score) needs its thousandths
     near = values.lt(threshold) & shown.ge(threshold)
     text = shown.astype(str)
     if near.any():

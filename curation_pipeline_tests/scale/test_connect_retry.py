@@ -73,3 +73,14 @@ def test_a_head_that_answers_is_joined(monkeypatch):
         head.listen()
         monkeypatch.setattr(RayResource, "connect", lambda self, context: "connected")
         assert ComputeResource(engine="ray", address=f"127.0.0.1:{head.getsockname()[1]}").connect(None) == "connected"
+
+
+def test_a_connection_error_built_with_other_arguments_still_names_the_token(monkeypatch):
+    class Refused(ConnectionError):
+        def __init__(self, host, port):
+            super().__init__(f"refused by {host}:{port}")
+
+    monkeypatch.setattr(RayResource, "connect", lambda self, context: (_ for _ in ()).throw(Refused("h", 1)))
+    with pytest.raises(ConnectionError, match=r"refused by h:1 \(a Ray cluster answers.*RAY_AUTH_TOKEN") as raised:
+        ComputeResource(engine="ray", address="ray://127.0.0.1:1").connect(None)
+    assert isinstance(raised.value.__cause__, Refused)
