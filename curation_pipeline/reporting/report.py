@@ -687,12 +687,11 @@ def shard_statuses(provenance: dict[str, dict[str, dict[str, str]]], failures: d
         if stale:
             problems.append(("stale", stale))
         for table, failed in marks.items():
-            if failed:
-                problems.append(("blocked", f"{table} failed its blocking check(s) {failed.replace(',', ', ')} when "
-                                            "it was made: " + (
-                                                f"not published, but curated/{shard}.tar of an earlier run still "
-                                                "is (re-run the shard, or delete that tar to withdraw it)"
-                                                if shard in published else "nothing of it is published")))
+            problems.append(("blocked", f"{table} failed its blocking check(s) {failed.replace(',', ', ')} when "
+                                        "it was made: " + (
+                                            f"not published, but curated/{shard}.tar of an earlier run still "
+                                            "is (re-run the shard, or delete that tar to withdraw it)"
+                                            if shard in published else "nothing of it is published")))
         missing = [t for t in REQUIRED_TABLES if shard not in provenance.get(t, {})]
         if "pairs" in missing or (missing and "final_captions" not in missing):
             problems.append(("incomplete", f"no {', '.join(missing)}"))

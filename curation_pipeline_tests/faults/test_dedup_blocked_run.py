@@ -23,26 +23,35 @@ pytestmark = pytest.mark.faults
 PADDING = " photographed in great detail with a wide angle lens on a bright sunny afternoon near the river"
 
 
-def drifting_dup_a(real):
-    """The drift check as it is, shown dup-a's final captions bloated (as a rewriter gone wrong would write
-    them): dup-a's final_captions fail it, dup-b's pass."""
+def drifting(shard: str, monkeypatch) -> None:
+    """The drift check as it is, shown ``shard``'s final captions bloated (as a rewriter gone wrong would write
+    them): that shard's final_captions fail it, the other's pass."""
+    real = quality.caption_length_drift
+
     def check(final, policy):
-        if final["shard"].eq("dup-a").all():
+        if final["shard"].eq(shard).all():
             final = final.assign(final_caption=final["final_caption"] + PADDING)
         return real(final, policy)
-    return check
+
+    monkeypatch.setattr(quality, "caption_length_drift", check)
 
 
-def test_a_shard_failing_its_decision_leaves_its_copies_published_elsewhere(tmp_path, monkeypatch):
+def pool(tmp_path, monkeypatch) -> list[str]:
+    """dup-a and dup-b in a raw folder, a Dagster home for them; the command line of a run into tmp_path/wh."""
     raw = tmp_path / "raw"
     raw.mkdir()
     for shard, members in shard_members().items():
         builders.write_members(raw / f"{shard}.tar", members)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("CURATE_FORKSERVER", "off")  # the shards run in this process, with its check
-    monkeypatch.setattr(quality, "caption_length_drift", drifting_dup_a(quality.caption_length_drift))
+    monkeypatch.setenv("CURATE_FORKSERVER", "off")  # the shards run in this process, with its drift check
+    return ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh")]
+
+
+def test_a_shard_failing_its_decision_leaves_its_copies_published_elsewhere(tmp_path, monkeypatch):
+    run = pool(tmp_path, monkeypatch)
+    drifting("dup-a", monkeypatch)
     wh = tmp_path / "wh"
-    result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(wh)])
+    result = CliRunner().invoke(main, run)
     assert result.exit_code == EXIT_FAILED and "FAILED: dup-a" in result.output, result.output
     assert "caption_length_drift" in result.output
     assert not (wh / "curated" / "dup-a.tar").exists()
@@ -67,24 +76,10 @@ def test_a_shard_of_an_earlier_run_failing_when_re_selected_is_settled_again(tmp
     earlier tar stays published, so dup-a must give way to it again, or ten photos are published twice."""
     import hashlib
 
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for shard, members in shard_members().items():
-        builders.write_members(raw / f"{shard}.tar", members)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("CURATE_FORKSERVER", "off")
-    wh = tmp_path / "wh"
-    run = ["run", "--raw", str(raw), "--warehouse", str(wh)]
+    run, wh = pool(tmp_path, monkeypatch), tmp_path / "wh"
     first = CliRunner().invoke(main, [*run, "--shard", "dup-b"])
     assert first.exit_code == 0, first.output
-    real = quality.caption_length_drift
-
-    def drifting_dup_b(final, policy):
-        if final["shard"].eq("dup-b").all():
-            final = final.assign(final_caption=final["final_caption"] + PADDING)
-        return real(final, policy)
-
-    monkeypatch.setattr(quality, "caption_length_drift", drifting_dup_b)
+    drifting("dup-b", monkeypatch)
     second = CliRunner().invoke(main, [*run, "--shard", "dup-a"])
     assert second.exit_code == EXIT_FAILED and "FAILED: dup-b" in second.output, second.output
     hashes = []
