@@ -561,12 +561,16 @@ def load_settings(pairs: tuple[str, ...] = (), config_file: str | None = None,
 def _invalid(resource: str, exc: Exception) -> BadInput:
     """A resource's pydantic ValidationError as bad input naming each setting by its dotted name
     (``policy.drift.max_kl: ... (got -1)``), not the resource class and a bare location."""
+    from curation_pipeline.storage.warehouse import mask_credentials
+
     lines = []
     for error in exc.errors():
         setting = ".".join([resource, *map(str, error["loc"])])
         message = error["msg"].removeprefix("Value error, ")
-        given = error["loc"] and not message.startswith("environment variable")  # that one says what it got
-        lines.append(f"{setting}: {message}" + (f" (got {error['input']!r})" if given else ""))
+        got = mask_credentials(error["input"]) if isinstance(error["input"], str) else error["input"]
+        # an environment variable's message says what it got, and so does a URL refused for its credentials
+        given = error["loc"] and not message.startswith("environment variable") and f"{got}:" not in message
+        lines.append(f"{setting}: {message}" + (f" (got {got!r})" if given else ""))
     return BadInput("\n".join(lines))
 
 
@@ -711,7 +715,10 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     from curation_pipeline.storage.warehouse import Warehouse
 
     helper.check_settings()
-    found, rejected = WarehouseResource(raw_root=raw, root=warehouse).list_raw()
+    try:
+        found, rejected = WarehouseResource(raw_root=raw, root=warehouse).list_raw()
+    except pydantic.ValidationError as exc:
+        raise _invalid("warehouse", exc) from None
     Warehouse(warehouse).check_reachable()
     for message in rejected:
         click.echo(f"skipped: {message}", err=True)
@@ -909,7 +916,10 @@ def ui_command(raw: str, warehouse: str) -> str:
     if not (REPO / "workspace.yaml").is_file():  # an installed package (pip install ., an image): no checkout
         dagster = shlex.quote(str(Path(sys.executable).with_name("dagster")))
         return f"{command} {dagster} dev -m curation_pipeline.definitions -h 127.0.0.1 -p 3000"
-    command += " .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000"
+    dagster = Path(sys.executable).with_name("dagster").absolute()  # this run's environment: `make ui`'s .venv or not
+    in_venv = dagster == (REPO / ".venv" / "bin" / "dagster").absolute()
+    make_ui &= in_venv
+    command += f" {'.venv/bin/dagster' if in_venv else shlex.quote(str(dagster))} dev -w workspace.yaml -h 127.0.0.1 -p 3000"
     if Path.cwd().resolve() != REPO:  # the virtualenv and workspace.yaml are the repository's
         command = f"cd {shlex.quote(str(REPO))} && {command}"
     return f"make ui   (= {command})" if make_ui else command

@@ -29,7 +29,8 @@ from curation_pipeline.scoring.prefetch import DEFAULT_DEPTH
 from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
 from curation_pipeline.settings_file import RESOURCE_KEYS, SETTINGS_FILE_ENV, read_settings_file
 from curation_pipeline.shards.keys import InvalidShardName, shard_key, validate_key
-from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS, Warehouse, object_storage_errors  # noqa: F401 (re-exported)
+from curation_pipeline.storage.warehouse import (WAREHOUSE_DEFAULTS, Warehouse, object_storage_errors,  # noqa: F401 (re-exported)
+                                                refuse_credentials)
 from curation_pipeline.validation.drift import DriftThresholds
 
 
@@ -58,6 +59,8 @@ def _numbers_only():
 class WarehouseResource(dg.ConfigurableResource):
     """Raw shards in, Parquet tables, curated shards and the DuckDB report out (fsspec URLs work)."""
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # a URL refused for its credentials is not echoed
+
     raw_root: str = Field(default="", validate_default=True, description="Folder or URL holding raw webdataset .tar shards; empty = env CURATION_RAW, else data/raw.")
     root: str = Field(default="", validate_default=True, description="Warehouse root for Parquet tables, curated shards, quality.duckdb; empty = env CURATION_WAREHOUSE, else data/warehouse.")
     batch_size: int = Field(default=32, gt=0, description="Pairs decoded and scored together; bounds memory.")
@@ -71,7 +74,7 @@ class WarehouseResource(dg.ConfigurableResource):
         """Dagster replaces the whole config of a resource given in run config, so a field left out there
         (only batch_size set, say) gets its default here, read in the run's process as an EnvVar would be."""
         env, default = WAREHOUSE_DEFAULTS[info.field_name]
-        return value or os.environ.get(env) or default
+        return refuse_credentials(value or os.environ.get(env) or default)
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.root)
@@ -102,9 +105,15 @@ class WarehouseResource(dg.ConfigurableResource):
         # subfolders too, only to say that shards there are not registered
         # (a symlinked shard is listed as "other": it counts when it leads to a file)
         base = root.rstrip("/")
-        entries = fs.find(base, maxdepth=2, withdirs=False, detail=True)
-        files = [name for name, e in entries.items()
-                 if e.get("type") == "file" or (e.get("type") == "other" and fs.isfile(name))]
+        entries = fs.find(base, maxdepth=2, withdirs=True, detail=True)
+        files = []
+        for name, e in entries.items():
+            if e.get("type") == "file" or (e.get("type") == "other" and fs.isfile(name)):
+                files.append(name)
+            elif name.lower().endswith(".tar") and name.rstrip("/") != base:  # named as a shard, but no file
+                what = ("a folder" if e.get("type") == "directory" or fs.isdir(name)
+                        else "a link to nothing (an unmounted disk?)")
+                rejected.append(f"{name[len(base):].lstrip('/')!r} is {what}: not read")
         for path in sorted(files):
             rel = path[len(base):].lstrip("/") if path.startswith(base) else path.rsplit("/", 1)[-1]
             name = rel.rsplit("/", 1)[-1]

@@ -3,6 +3,7 @@ CURATION_WAREHOUSE, else the default), and its UI hint opens the UI on the run's
 
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -82,6 +83,11 @@ def test_make_ui_is_offered_only_where_it_opens_the_runs_home_and_folders(monkey
     assert ui_command("data/raw", "/elsewhere") == (
         "DAGSTER_HOME='/tmp/another home' CURATION_RAW=" f"{REPO / 'data' / 'raw'} CURATION_WAREHOUSE=/elsewhere "
         ".venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000")
+    # installed into another environment (pip install -e . in one's own): its dagster, and no `make ui` (the .venv's)
+    monkeypatch.setattr(sys, "executable", "/opt/env/bin/python")
+    monkeypatch.setenv("DAGSTER_HOME", str(REPO / "data" / "dagster_home"))
+    assert ui_command("data/raw", "/elsewhere").endswith(
+        "CURATION_WAREHOUSE=/elsewhere /opt/env/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000")
 
 
 def test_the_ui_hint_carries_the_settings_file_absolute(monkeypatch, tmp_path):

@@ -57,6 +57,13 @@ def test_malformed_set_is_bad_input(pair):
 @pytest.mark.parametrize("text, message", [
     ("polcy: {keep_threshold: 80}", "'polcy' is not one of scoring, rewriter, policy, compute"),
     ("policy: [1, 2]", "'policy' must map its settings to values (got list [1, 2])"),
+    # beside a run config's resources: or a resource's config:, a section was dropped without a word
+    ("resources: {scoring: {config: {profile: offline}}}\npolicy: {keep_threshold: 150}",
+     "'policy' beside resources: in the top level is not read (a run's ops, execution or loggers are not settings); "
+     "move it under resources: or remove it"),
+    ("resources: {}\nops: {pairs: {}}\nexecution: {}", "'ops', 'execution' beside resources:"),
+    ("policy: {config: {keep_threshold: 80}, keep_threshold: 150}",
+     "'keep_threshold' beside config: in 'policy' is not read (its settings go under config:)"),
 ])
 def test_a_config_file_naming_a_resource_wrongly_says_which_and_how(tmp_path, text, message):
     config = tmp_path / "settings.yaml"

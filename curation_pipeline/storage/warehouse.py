@@ -98,17 +98,36 @@ def object_storage_errors(url: str) -> Iterator[None]:
         refused = isinstance(exc, PermissionError) and "://" in url  # s3fs's AccessDenied, InvalidAccessKeyId
         if not (refused or type(exc).__module__.startswith(("botocore", "aiobotocore"))):
             raise
-        said = str(exc).rstrip(".")
-        # s3://KEY:SECRET@bucket (a secret may hold "/"): never echoed, nor the part botocore took for a bucket
-        userinfo = re.match(r"^[a-zA-Z][\w+.-]*://(.*)@", url)
-        if userinfo:
-            for piece in sorted({userinfo[1], *re.split(r"[/:]", userinfo[1])}, key=len, reverse=True):
-                if len(piece) >= 3:
-                    url, said = url.replace(piece, "***"), said.replace(piece, "***")
-        raise StorageUnreachable(
-            f"cannot reach {url}: {said}. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-            "AWS_PROFILE or an instance role (never from the URL); an S3-compatible store's address from "
-            "AWS_ENDPOINT_URL") from (None if userinfo else exc)
+        # s3://KEY:SECRET@bucket: never echoed, nor the part botocore took for a bucket
+        said = mask_credentials(url, str(exc).rstrip("."))
+        raise StorageUnreachable(f"cannot reach {mask_credentials(url)}: {said}. {CREDENTIALS_FROM}") from (
+            None if _USERINFO.match(url) else exc)
+
+
+# where object storage's credentials come from: never from a URL (s3fs reads s3://KEY:SECRET@bucket as a bucket)
+CREDENTIALS_FROM = ("Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance "
+                    "role (never from the URL); an S3-compatible store's address from AWS_ENDPOINT_URL")
+_USERINFO = re.compile(r"^[a-zA-Z][\w+.-]*://(.*)@")
+
+
+def mask_credentials(url: str, text: str | None = None) -> str:
+    """``text`` (the URL itself when not given) with the credentials typed into ``url`` (``s3://KEY:SECRET@...``,
+    a secret may hold "/") and each of their parts of 3 characters or more replaced by ``***``."""
+    text = url if text is None else text
+    userinfo = _USERINFO.match(url)
+    if userinfo:
+        for piece in sorted({userinfo[1], *re.split(r"[/:]", userinfo[1])}, key=len, reverse=True):
+            if len(piece) >= 3:
+                text = text.replace(piece, "***")
+    return text
+
+
+def refuse_credentials(url: str) -> str:
+    """``url`` unchanged, unless it carries credentials: refused before any read, so no library's error (nor an
+    event log, a compute log or run metadata that stores it) ever holds them."""
+    if _USERINFO.match(url):
+        raise ValueError(f"{mask_credentials(url)}: credentials in a URL are refused. {CREDENTIALS_FROM}")
+    return url
 
 
 def temp_folder(folder: str) -> str:

@@ -134,6 +134,41 @@ def test_partition_keys_with_path_characters_are_refused_by_the_warehouse(tmp_pa
     assert not any(tmp_path.rglob("*.parquet"))
 
 
+def test_credentials_typed_into_a_warehouse_url_reach_no_run_record(tmp_path, monkeypatch):
+    """s3fs reads s3://KEY:SECRET@bucket as a bucket named so: a Dagster run (the UI's, a schedule's) reached botocore
+    before any check, and its error, secret included, went into the event log and the compute logs. The resource
+    refuses such a URL when the run starts, masked; `curate run` says the same."""
+    import dagster as dg
+    from click.testing import CliRunner
+
+    from curation_pipeline.assets.ingest import pairs
+    from curation_pipeline.cli import main
+    from curation_pipeline.definitions import build_resources
+    from curation_pipeline.resources import WarehouseResource
+
+    secret = "Very-Secret-77"
+    url = f"s3://AKIDEXAMPLE:{secret}/x@bucket/raw"
+    monkeypatch.setenv("CURATION_RAW", url)  # read when the run starts (dg.EnvVar)
+    monkeypatch.setenv("CURATION_WAREHOUSE", str(tmp_path / "wh"))
+    (tmp_path / "home").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(tmp_path / "home"))
+    instance.add_dynamic_partitions("shards", ["s-000000"])
+    result = dg.materialize([pairs], partition_key="s-000000", resources=build_resources(), instance=instance,
+                            raise_on_error=False)
+    assert not result.success
+    said = "\n".join(str(e.event_specific_data) for e in result.all_events)
+    assert "s3://***@bucket/raw: credentials in a URL are refused" in said
+    stored = [p for p in (tmp_path / "home").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert stored == [] and "AKIDEXAMPLE" not in said
+    for field in ("raw_root", "root"):
+        with pytest.raises(ValueError) as refused:
+            WarehouseResource(**{field: "s3://AKIDEXAMPLE:" + secret + "@bucket/raw"})
+        assert secret not in str(refused.value) and "AKIDEXAMPLE" not in str(refused.value)
+    ran = CliRunner().invoke(main, ["run", "--raw", str(tmp_path), "--warehouse", url.replace("/raw", "/wh")])
+    assert ran.exit_code == 2 and secret not in ran.output
+    assert "warehouse.root: s3://***@bucket/wh: credentials in a URL are refused" in ran.output
+
+
 def _texts():
     files = [REPO_ROOT / "Makefile", REPO_ROOT / "README.md", REPO_ROOT / "workspace.yaml",
              *sorted((REPO_ROOT / "docs").glob("**/*.md")), *sorted((REPO_ROOT / "curation_pipeline").rglob("*.py")),

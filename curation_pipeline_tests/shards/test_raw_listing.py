@@ -68,3 +68,23 @@ def test_an_interrupt_while_the_raw_location_is_read_is_no_missing_location(tmp_
     monkeypatch.setattr(local.LocalFileSystem, "info", interrupted)
     with pytest.raises(KeyboardInterrupt):
         WarehouseResource(raw_root=str(tmp_path / "raw"), root=str(tmp_path / "wh")).list_raw()
+
+
+def test_a_shard_name_that_is_no_file_is_reported_not_passed_over(tmp_path, monkeypatch):
+    """A shard linked from a disk that is not mounted, or a folder named as a shard, was dropped from the listing
+    without a word: `curate run` said "done" with exit 0, and the sensor never counted it."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(RAW_SAMPLES / "sample-000000.tar", raw / "good-000000.tar")
+    (raw / "linked-000001.tar").symlink_to(tmp_path / "unmounted" / "shard-1.tar")
+    (raw / "linked-000002.tar").symlink_to(raw / "good-000000.tar")  # a link that leads to a file counts
+    (raw / "folder-000003.tar").mkdir()
+    found, rejected = WarehouseResource(raw_root=str(raw), root=str(tmp_path / "wh")).list_raw()
+    assert sorted(found) == ["good-000000", "linked-000002"]
+    assert sorted(rejected) == ["'folder-000003.tar' is a folder: not read",
+                                "'linked-000001.tar' is a link to nothing (an unmounted disk?): not read"]
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    (raw / "linked-000002.tar").unlink()
+    result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--no-report"])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert "skipped: 'linked-000001.tar' is a link to nothing" in result.output
