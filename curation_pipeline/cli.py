@@ -919,7 +919,8 @@ def ui_command(raw: str, warehouse: str) -> str:
     dagster = Path(sys.executable).with_name("dagster").absolute()  # this run's environment: `make ui`'s .venv or not
     in_venv = dagster == (REPO / ".venv" / "bin" / "dagster").absolute()
     make_ui &= in_venv
-    command += f" {'.venv/bin/dagster' if in_venv else shlex.quote(str(dagster))} dev -w workspace.yaml -h 127.0.0.1 -p 3000"
+    dagster_command = ".venv/bin/dagster" if in_venv else shlex.quote(str(dagster))
+    command += f" {dagster_command} dev -w workspace.yaml -h 127.0.0.1 -p 3000"
     if Path.cwd().resolve() != REPO:  # the virtualenv and workspace.yaml are the repository's
         command = f"cd {shlex.quote(str(REPO))} && {command}"
     return f"make ui   (= {command})" if make_ui else command

@@ -29,8 +29,8 @@ from curation_pipeline.scoring.prefetch import DEFAULT_DEPTH
 from curation_pipeline.scoring.profiles import ScoringProfile, build_scorers
 from curation_pipeline.settings_file import RESOURCE_KEYS, SETTINGS_FILE_ENV, read_settings_file
 from curation_pipeline.shards.keys import InvalidShardName, shard_key, validate_key
-from curation_pipeline.storage.warehouse import (WAREHOUSE_DEFAULTS, Warehouse, object_storage_errors,  # noqa: F401 (re-exported)
-                                                refuse_credentials)
+from curation_pipeline.storage.warehouse import object_storage_errors  # noqa: F401 (re-exported)
+from curation_pipeline.storage.warehouse import WAREHOUSE_DEFAULTS, Warehouse, refuse_credentials
 from curation_pipeline.validation.drift import DriftThresholds
 
 
