@@ -60,6 +60,8 @@ def test_whole_number_expectation():
 @pytest.mark.parametrize("reply, expected", [
     ("85", 85.0), ("Score: 85", 85.0), ("85/100", 85.0), ("85.", 85.0), (" 100\nbecause", 100.0),
     ("7,5;", 75.0), ("0", 0.0), ("score=42", 42.0),
+    # a chat model's markdown and percent forms were "unparseable"
+    ("**85**", 85.0), ("**Score:** 85", 85.0), ("85%", 85.0), ("Score: 85 out of 100", 85.0), ("`70`.", 70.0),
 ])
 def test_parser_accepts(reply, expected):
     assert parse_score(reply) == (expected, None)
@@ -68,6 +70,7 @@ def test_parser_accepts(reply, expected):
 @pytest.mark.parametrize("reply, reason", [
     ("", "empty"), (None, "empty"), ("101", "out of range"), ("850", "out of range"),
     ("good", "unparseable"), ("about 85", "unparseable"), ("85 points", "unparseable"),
+    ("85 out of 10", "unparseable"), ("**", "unparseable"),
 ])
 def test_parser_rejects_with_reason(reply, reason):
     value, why = parse_score(reply)
@@ -335,6 +338,7 @@ def test_generate_mode_returns_scores_or_reasons(vlm_dir, batch, monkeypatch):
     scorer = _peaked(MlmFilterScorer(vlm_dir, mode="generate", metrics=("ctq",), min_mass=0.0))
     assert scorer.version.startswith("6:") and scorer.prompt_hash in scorer.version
     assert not scorer.version.endswith("float16")  # float32 on CPU: no precision in the version
+    assert scorer.version.endswith(":parse2")  # a chat VLM's replies as parse_score reads them (the released: below)
     # generation decodes what logits mode reads greedily from its tree: the same integer (or none) per pair
     logits = MlmFilterScorer(vlm_dir, metrics=("ctq",), min_mass=0.0)
     logits.model = scorer.model
@@ -368,7 +372,7 @@ def test_mlm_dtype_setting_reaches_the_released_model():
     assert MlmFilterScorer.from_profile(ScoringProfile(**profile)).dtype == torch.float32  # auto on CPU
     scorer = MlmFilterScorer.from_profile(ScoringProfile(**profile, mlm_dtype="bfloat16"))
     assert scorer.dtype == torch.bfloat16 and {p.dtype for p in scorer.model.parameters()} == {torch.bfloat16}
-    assert scorer.version.endswith(":bfloat16")  # scores of another precision are other scores
+    assert scorer.version.endswith(":bfloat16")  # scores of another precision are other scores (no parse_score)
     with pytest.raises(ValueError, match="mlm_dtype"):
         ScoringProfile(**profile, mlm_dtype="int8")
     from curation_pipeline.resources import ScoringResource  # the Dagster setting scoring.mlm.dtype

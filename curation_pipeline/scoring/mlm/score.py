@@ -46,14 +46,18 @@ def digit_split_expectation(first: np.ndarray, second: np.ndarray, after_ten: np
     return whole_number_expectation(scores)
 
 
-_SCORE_LINE = re.compile(r"^(?:score\s*[:=]?\s*)?(\d+(?:\.\d*)?)\s*(?:/\s*100)?\s*\.?$", re.IGNORECASE)
+_SCORE_LINE = re.compile(r"^(?:score\s*[:=]?\s*)?(\d+(?:\.\d*)?)\s*(?:/\s*100|%|out\s+of\s+100)?\s*\.?$",
+                         re.IGNORECASE)
+# the revision of parse_score, part of a zero-shot scorer's version (2: markdown emphasis, "85%", "85 out of 100")
+PARSE_VERSION = "2"
 
 
 def parse_score(reply: str | None) -> tuple[float, str | None]:
     """MLM-Filter's tolerant first-line parser: (score, None) or (NaN, reason), never 0 by default."""
     if reply is None or not reply.strip():
         return math.nan, "empty reply"
-    line = reply.strip().splitlines()[0].replace(",", "").replace(";", "").strip()
+    # a chat model's markdown emphasis (**85**, __Score:__ 85) is no part of the score
+    line = re.sub(r"[*_`]", "", reply.strip().splitlines()[0]).replace(",", "").replace(";", "").strip()
     match = _SCORE_LINE.match(line)
     if match is None:
         return math.nan, f"unparseable reply: {line[:40]!r}"

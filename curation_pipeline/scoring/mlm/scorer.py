@@ -7,17 +7,21 @@ the greedy integer the reference decodes (the paper's thresholds are set on it),
 ``<name>_<metric>_expected``, the expected score under the model's distribution. The shared
 image+caption prefix is prefilled once; every metric's suffix and the score's digit walk run on
 top of the KV cache as sibling branches of a token tree. A greedy reply that leaves the tree is
-decoded by ``generate``, so the greedy column is exact in float32 and float16. In bfloat16 the cached prefix
-and the tree round otherwise than one pass over the whole prompt, and a near-tie can decode another integer
-(the tests' random tiny checkpoints: 19 against 24): ``mode="generate"`` decodes every metric as the
-reference does.
+decoded by ``generate``, so the greedy column is exact in float32. In half precision (float16, bfloat16)
+the cached prefix and the tree round otherwise than one pass over the whole prompt, and a near-tie can
+decode another integer (the tests' random tiny checkpoints: 19 against 24 in bfloat16, 34 against 81 in
+float16): ``mode="generate"`` decodes every metric as the reference does.
 Digit-per-token tokenizers (Qwen2, SmolLM) need the digit walk of ``digit_split_expectation``
 ("100" is three tokens); one-token-per-number tokenizers read ``P(s) = P1(token s)``.
 
 Parity with the authors' code is parity with their scripts run at batch size 1. MLM_Filter's batch
 scripts left-pad a batch and pass no ``attention_mask`` to ``generate``, so the pad tokens are embedded
-and attended and a pair's score depends on the captions it was batched with. Here padding is masked:
-every pair scores as the reference scores it alone, whatever ``batch_size``.
+and attended and a pair's score depends on the captions it was batched with. Here padding is masked: in float32
+every pair scores as the reference scores it alone, whatever ``batch_size``. In half precision a batch's
+shapes change the rounding too (the padded length, the kernels chosen), so a near-tie can still decode
+another integer than alone (the tiny checkpoints: 77 against 21, a few pairs in a hundred; a trained
+model's scores are rarely that flat): ``dtype: float32``, or ``batch_size: 1`` with ``mode: generate``
+in the reference's float16, for cuts that never move.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer, scorable
 from curation_pipeline.scoring.columns import ScoreColumn, error_column
 from curation_pipeline.scoring.mlm.prompts import METRICS, PROMPT_SETS, ZERO_SHOT_CRITERIA, PromptSet
-from curation_pipeline.scoring.mlm.score import (MIN_SCORE_MASS, GeneratedOnlyPenalty, ScoreTokens, digit_split_expectation,
-                                                 parse_reference_score, parse_score, whole_number_expectation)
+from curation_pipeline.scoring.mlm.score import (MIN_SCORE_MASS, PARSE_VERSION, GeneratedOnlyPenalty, ScoreTokens,
+                                                 digit_split_expectation, parse_reference_score, parse_score,
+                                                 whole_number_expectation)
 from curation_pipeline.scoring.mlm.tree import TokenTree, TreeState
 
 if TYPE_CHECKING:
@@ -134,8 +139,10 @@ class MlmFilterScorer(Scorer):
         # replies read exactly as the authors' reader (first line unstripped for the v2 scripts, "," ";" at the ends
         # only, ints outside 0-100 kept)
         precision = [] if str(self.dtype) == "torch.float32" else [str(self.dtype).removeprefix("torch.")]
+        # a chat VLM's replies are read by parse_score, the released checkpoints' as their authors read them
+        parser = [] if self.released else [f"parse{PARSE_VERSION}"]
         self.version = ":".join([f"{MlmFilterScorer.version}:{model_ident(model)}:{mode}:{self.prompts.name}",
-                                 f"{self.prompts.hash}:{self.max_new_tokens}", *precision])
+                                 f"{self.prompts.hash}:{self.max_new_tokens}", *precision, *parser])
         self._suppressed = self.released.suppressed if self.released else []
         self._penalty = self.released.repetition_penalty if self.released else 1.0
         if self.released:
