@@ -798,7 +798,15 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
             from curation_pipeline.scoring.signals.embedding import prefetch_minilm
 
             prefetch_minilm()
-        failed, reported, curated = _materialize(defs, instance, selected, report, redecide, settle=settle)
+        from curation_pipeline.storage.warehouse import StorageUnreachable, object_storage_errors
+
+        try:  # the store lost mid-run (between runs: settling, the report): one line, not botocore's traceback
+            with object_storage_errors(warehouse):
+                failed, reported, curated = _materialize(defs, instance, selected, report, redecide, settle=settle)
+        except StorageUnreachable as exc:
+            click.echo(f"FAILED: {exc}; once it answers again, `curate run --only-missing` runs what is left",
+                       err=True)
+            return EXIT_FAILED
     from curation_pipeline.storage.warehouse import Warehouse
 
     wh = Warehouse(warehouse)
@@ -1139,7 +1147,9 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
     try:
         with object_storage_errors(warehouse):
             history = caption_history(Warehouse(warehouse), key=key, shard=shard, rewritten_only=rewritten_only)
-    except (FileNotFoundError, NotADirectoryError, InvalidShardName, StorageUnreachable) as exc:
+    except FileNotFoundError as exc:
+        raise BadInput(_missing_bucket(warehouse) or str(exc)) from exc
+    except (NotADirectoryError, InvalidShardName, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
     if history.final.empty and history.matched:  # --rewritten-only: the pairs are there, none rewritten
         click.echo(f"no rewritten pair among the {history.matched} pair(s) with key={key!r} shard={shard!r}")
@@ -1154,6 +1164,20 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
             why = unresolved(wh, where) if where is not None else None
         raise BadInput(f"no pair with {asked} in {warehouse}" + (f": {why}" if why else ""))
     click.echo(format_history(history, limit=limit))
+
+
+def _missing_bucket(warehouse: str) -> str | None:
+    """Why nothing was found in an object-storage warehouse, where the reason is its bucket (a typo): not "run
+    the pipeline first"."""
+    from curation_pipeline.storage.warehouse import StorageUnreachable, Warehouse
+
+    try:
+        Warehouse(warehouse).check_reachable()
+    except (FileNotFoundError, StorageUnreachable) as exc:  # a local one's is never a FileNotFoundError
+        return str(exc)
+    except OSError:
+        return None
+    return None
 
 
 @main.command()
@@ -1185,7 +1209,7 @@ def report(warehouse, rebuild) -> None:
     except FileNotFoundError as exc:
         hint = "" if rebuild else (f"; build it with `{curate_command()} report --warehouse {shlex.quote(warehouse)} "
                                    f"--rebuild` once a shard is curated (`{curate_command()} run`, or `demo`)")
-        raise BadInput(f"{exc}{hint}") from exc
+        raise BadInput(_missing_bucket(warehouse) or f"{exc}{hint}") from exc
     except (NotADirectoryError, PermissionError, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
     for warning in said:  # the report's own: a line a user reads, not a Python warning with its source line

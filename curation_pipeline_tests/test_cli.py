@@ -1071,3 +1071,21 @@ def test_storage_lost_after_the_runs_is_a_failed_report_line_not_a_traceback(tmp
     assert cli._report(defs, None, failed, lambda: None, {}) is False
     assert failed == ["quality_report"]
     assert f"  quality_report: not built, cannot reach {tmp_path / 'wh'}: Could not connect" in capsys.readouterr().err
+
+
+def test_the_store_lost_between_runs_is_one_line_not_a_traceback(env, monkeypatch):
+    """Object storage lost while `curate run` settled the pool (between Dagster runs, in the command itself):
+    botocore's traceback ended the command; now one line says what could not be reached and how to go on."""
+    import botocore.exceptions
+
+    from curation_pipeline.assets import dedup
+    from curation_pipeline.cli import EXIT_FAILED
+
+    def lost(*args, **kwargs):
+        raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9/curation/wh/dedup")
+
+    monkeypatch.setattr(dedup, "settle_duplicates", lost)
+    result = CliRunner().invoke(main, ["run", "--raw", env["raw"], "--warehouse", env["wh"], "--no-report"])
+    assert result.exit_code == EXIT_FAILED and isinstance(result.exception, SystemExit), result.output
+    assert f"FAILED: cannot reach {env['wh']}: Could not connect to the endpoint URL" in result.output
+    assert "curate run --only-missing` runs what is left" in result.output and "Traceback" not in result.output

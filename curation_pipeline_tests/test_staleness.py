@@ -167,3 +167,57 @@ def test_a_record_that_does_not_decode_is_read_as_dagster_reads_it(home):
     expected = _answers(plain, ["a", "b"])
     assert expected[(SHARD_KEYS[0].to_user_string(), "a")][0] == StaleStatus.MISSING  # what Dagster makes of it
     assert _answers(prefetched, ["a", "b"]) == expected
+
+
+def test_pairs_made_outside_its_shards_run_reads_fresh_until_its_raw_file_changes(shipped_home, tmp_path):
+    """The UI's Materialize and asset backfills run pairs without observing the shard first: Dagster pointed its
+    raw_shards input at the latest observation of any shard, so the next observation of the very file it read
+    marked the shard stale (the schedule ran it again whole), and a file replaced and made before being observed
+    read stale the same way. pairs points the input at the shard's own observation of what it read."""
+    import shutil
+
+    from dagster._core.definitions.data_version import get_input_data_version_tag
+    from dagster._core.definitions.observe import observe as observe_assets
+
+    from curation_pipeline.assets.ingest import pairs, raw_shards
+    from curation_pipeline.definitions import build_resources
+    from curation_pipeline.shards.fingerprint import hash_file
+    from curation_pipeline_tests.conftest import QUIET, RAW_SAMPLES
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for shard in ("sample-000001", "sample-000002"):
+        shutil.copy(RAW_SAMPLES / "sample-000001.tar", raw / f"{shard}.tar")
+    resources = build_resources(str(raw), str(tmp_path / "wh"))
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(shard_partitions.name, ["sample-000001", "sample-000002"])
+
+        def observe(shard):
+            assert observe_assets([raw_shards], partition_key=shard, resources=resources, instance=instance,
+                              run_config=QUIET).success
+
+        def make(shard):  # the asset path: no observation in the run
+            made = dg.materialize([raw_shards, pairs], selection=[pairs.key], partition_key=shard,
+                                  resources=resources, instance=instance, run_config=QUIET)
+            assert made.success
+            return made.asset_materializations_for_node("pairs")[0]
+
+        def status(shard):
+            view = asset_graph_view(instance, GRAPH)
+            return CachingStaleStatusResolver(instance=instance, asset_graph=GRAPH, loading_context=view) \
+                .get_status(dg.AssetKey("pairs"), shard)
+
+        observe("sample-000001")  # the latest observation of the asset: another shard's
+        made = make("sample-000002")  # its partition added by hand: never observed
+        sha = hash_file(str(raw / "sample-000002.tar"))[1]
+        assert made.tags[get_input_data_version_tag(RAW)] == sha  # was the hash of no version at all
+        observe("sample-000002")  # the file it read
+        assert status("sample-000002") == StaleStatus.FRESH
+        shutil.copy(RAW_SAMPLES / "sample-000002.tar", raw / "sample-000002.tar")  # replaced, made before observed
+        observe("sample-000001")
+        make("sample-000002")
+        observe("sample-000002")
+        assert status("sample-000002") == StaleStatus.FRESH
+        shutil.copy(RAW_SAMPLES / "sample-000000.tar", raw / "sample-000002.tar")  # replaced after: stale
+        observe("sample-000002")
+        assert status("sample-000002") == StaleStatus.STALE

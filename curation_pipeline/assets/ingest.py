@@ -3,6 +3,7 @@
 
 import contextlib
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
@@ -94,8 +95,37 @@ SKIP_COLUMNS = ["shard", "reason", "key", "member", "detail"]
 )
 def pairs(context: dg.AssetExecutionContext, warehouse: WarehouseResource, compute: ComputeResource,
           policy: PolicyResource):
-    yield from checked_table(context, warehouse, "pairs", lambda: _inventory(context, warehouse, compute),
-                             lambda table: pairs_checks(table, context.partition_key, warehouse, policy))
+    for event in checked_table(context, warehouse, "pairs", lambda: _inventory(context, warehouse, compute),
+                               lambda table: pairs_checks(table, context.partition_key, warehouse, policy)):
+        if isinstance(event, dg.Output):
+            yield from _derived_from(context, event.value)
+        yield event
+
+
+def _derived_from(context: dg.AssetExecutionContext, inventory: pd.DataFrame) -> Iterator[dg.AssetObservation]:
+    """Point the table's raw_shards input at this shard's observation of the file it read. Dagster points a
+    partition's input at the asset's latest observation of any shard, with a version hashed from materializations
+    only: a shard made outside its own job's run (the UI's Materialize, an asset backfill), never observed or
+    replaced since, read as stale at the next observation, and the schedule ran it again whole. Where the shard's
+    latest observation is of another file (or none), the file read is observed here first."""
+    from dagster._core.definitions.data_version import DATA_VERSION_TAG, extract_data_version_from_entry
+    from dagster._core.execution.context.data_version_cache import InputAssetVersionInfo
+
+    shard, step = context.partition_key, context.get_step_execution_context()
+    read = dg.DataVersion(RawFingerprint.from_json(inventory.attrs[FILE_METADATA][FINGERPRINT_KEY]).sha256)
+
+    def latest() -> dg.EventLogRecord | None:
+        return context.instance.get_latest_data_version_record(raw_shards.key, True, shard)
+
+    record = latest()
+    if record is None or extract_data_version_from_entry(record.event_log_entry) != read:
+        # stored before this generator goes on (Dagster handles each event as it is yielded)
+        yield dg.AssetObservation(asset_key=raw_shards.key, partition=shard, tags={DATA_VERSION_TAG: read.value},
+                                  metadata={"observed_by": dg.MetadataValue.text("pairs, as it read the file")})
+        record = latest()
+    if record is not None and extract_data_version_from_entry(record.event_log_entry) == read:
+        step.input_asset_records[raw_shards.key] = InputAssetVersionInfo(  # the dict the materialization reads
+            record.storage_id, record.event_log_entry.dagster_event_type, read, record.run_id, record.timestamp)
 
 
 def _inventory(context: dg.AssetExecutionContext, warehouse: WarehouseResource,

@@ -163,6 +163,11 @@ def test_a_missing_warehouse_bucket_is_bad_input_before_any_run(s3, tmp_path, mo
     assert result.exit_code == EXIT_BAD_INPUT, result.output
     assert f"bucket '{server.bucket}-missing' of warehouse {missing} does not exist" in result.output
     assert "FAILED" not in result.output and "Traceback" not in result.output  # no run was started
+    # the report and lineage said "no report ... build it" and "run the pipeline first"
+    for command in (["report"], ["lineage", "--shard", "sample-000001"]):
+        result = CliRunner().invoke(main, [*command, "--warehouse", missing])
+        assert result.exit_code == EXIT_BAD_INPUT, result.output
+        assert f"bucket '{server.bucket}-missing' of warehouse {missing} does not exist" in result.output
     Warehouse(f"s3://{server.bucket}/a-new-prefix/wh").check_reachable()
 
 
