@@ -145,9 +145,11 @@ def read_generic(path) -> pd.DataFrame:
     else:
         stripped = text.lstrip()
         if stripped.startswith("["):
-            records = json.loads(stripped)
+            records = _json(path, stripped, None)
         else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            records = [_json(path, line, n) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not records:  # a CSV with its header only reads as no columns: not "missing image, caption and score"
+        raise ValueError(f"{path}: no records")
     df = pd.DataFrame(records)
     missing = {"score"} - set(df.columns)
     if not {"key"} <= set(df.columns) and not {"image", "caption"} <= set(df.columns):
@@ -168,6 +170,17 @@ def read_generic(path) -> pd.DataFrame:
             lambda v: json.loads(v) if isinstance(v, str) and v.startswith("[") else v)
     df["pair"] = _generic_pairs(df)
     return df
+
+
+def _json(path: Path, text: str, line: int | None):
+    """One JSON value of a judgment file; its error names the file and line (a line is parsed alone)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"{path}:{line}" if line is not None else f"{path}:{exc.lineno}"
+        hint = "" if line != 1 else "; a CSV file must be named .csv"
+        raise ValueError(f"{where}: not JSON ({exc.msg}): each line must be one JSON object (JSON lines), or the "
+                         f"file one JSON list{hint}") from None
 
 
 def _generic_pairs(df: pd.DataFrame) -> list[str]:
@@ -280,7 +293,12 @@ def join_scores(judgments: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     their mean. ``attrs["unmatched_note"]`` says how pairs were joined and shows one not found next to
     one the warehouse has, so that a join which finds nothing names its cause."""
     if _joins_on_key(judgments):
-        on = ["shard", "key"] if "shard" in judgments and judgments["shard"].map(_present).all() else ["key"]
+        sharded = judgments["shard"].map(_present) if "shard" in judgments else pd.Series(False, judgments.index)
+        if sharded.any() and not sharded.all():  # a join on the key alone would take a named shard for another
+            raise ValueError(f"{judgments.attrs.get('path') or 'the judgment file'}: {int((~sharded).sum())} row(s) "
+                             f"name no shard while {int(sharded.sum())} do: fill the shard column on every row, or "
+                             "leave it out to join on the key alone")
+        on = ["shard", "key"] if sharded.all() and "shard" in judgments else ["key"]
         if on == ["key"]:
             require_unambiguous_keys(judgments["key"], scores, judgments.attrs.get("path") or "the judgment file",
                                      "the warehouse's quality_scores")

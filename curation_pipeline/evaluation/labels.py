@@ -206,14 +206,19 @@ def evaluate_labels(joined: pd.DataFrame, examples: int = 10) -> dict:
     return report
 
 
+# where --from-captions takes the outcomes from: the pipeline's caption path, in this process, no warehouse
+FROM_CAPTIONS = "caption path in process (text scorers, default policy, cleaner)"
+
+
 def _pct(value: float) -> str:
     return "n/a" if value != value else f"{100 * value:.1f}%"
 
 
 def format_labels_report(report: dict) -> str:
     """A plain-text table of the report, for the terminal."""
-    head = (f"{report['samples']} of {report.get('labelled', report['samples'])} labelled samples matched; "
-            f"{report.get('unmatched', 0)} not in the warehouse")
+    head = f"{report['samples']} of {report.get('labelled', report['samples'])} labelled samples matched"
+    if report.get("source") != FROM_CAPTIONS:  # --from-captions reads no warehouse
+        head += f"; {report.get('unmatched', 0)} not in the warehouse"
     if report.get("caption_mismatches"):
         head += f"; {report['caption_mismatches']} left out: caption differs from the pair's original_caption"
     if report.get("caption_unchecked"):
@@ -279,7 +284,7 @@ def labels_report(truth_path, *, warehouse_root: str | None = None, from_caption
                                for shard, part in truth.groupby("shard", sort=False)], ignore_index=True)
         else:
             final, _ = curate_captions(truth["key"].tolist(), truth["caption"].tolist())
-        source = "caption path in process (text scorers, default policy, cleaner)"
+        source = FROM_CAPTIONS
     else:
         from curation_pipeline.storage.warehouse import Warehouse
 

@@ -102,6 +102,16 @@ def test_generic_readers(tmp_path):
     (tmp_path / "bad.csv").write_text("picture,text\nx,y\n")
     with pytest.raises(ValueError, match="score"):
         read_judgments(tmp_path / "bad.csv")
+    # said without the file, at the wrong line, or as missing the columns the header has
+    (tmp_path / "bad.jsonl").write_text('{"key": "k1", "score": 1}\n{key: "k2"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not JSON \(Expecting property name"):
+        read_judgments(tmp_path / "bad.jsonl")
+    (tmp_path / "j.tsv").write_text("image,caption,score\na.jpg,A dog,3\n")
+    with pytest.raises(ValueError, match=r"j.tsv:1: not JSON .*; a CSV file must be named .csv"):
+        read_judgments(tmp_path / "j.tsv", fmt="generic")
+    (tmp_path / "header.csv").write_text("image,caption,score\n")
+    with pytest.raises(ValueError, match=r"header.csv: no records$"):
+        read_judgments(tmp_path / "header.csv")
 
 
 BOM = "\ufeff"  # Excel's "CSV UTF-8" and Notepad start a file with it
@@ -249,6 +259,10 @@ def test_judgments_by_key_alone_must_name_one_shard(tmp_path):
     assert named["matched_pairs"] == 4 and named["results"][0]["pearson"]["value"] == pytest.approx(-1.0)
     only_one = report([{"key": f"{i:06d}", "score": i} for i in range(4, 7)], "unique.jsonl")  # shard 0 only
     assert only_one["matched_pairs"] == 3 and only_one["results"][0]["pearson"]["value"] == pytest.approx(1.0)
+    # one blank shard cell: every row was joined on its key alone, a shard the warehouse lacks taken for another
+    mixed = [{"key": f"{i:06d}", "score": i, "shard": "" if i == 4 else "part-000009"} for i in range(4, 7)]
+    with pytest.raises(ValueError, match=r"mixed.jsonl: 1 row\(s\) name no shard while 2 do: fill the shard column"):
+        report(mixed, "mixed.jsonl")
 
 def test_a_key_join_that_finds_nothing_says_so(tmp_path):
     wh = Warehouse(str(tmp_path / "wh"))
@@ -340,6 +354,7 @@ def test_cli_labels_from_captions(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["summary"]["noisy_caught"] >= 0.95 and "kept unchanged" in result.output
+    assert "labelled samples matched\n" in result.output and "not in the warehouse" not in result.output  # none read
     missing = CliRunner().invoke(main, ["evaluate", "--labels", str(truth), "--warehouse", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "final_captions" in missing.output
 
