@@ -11,7 +11,7 @@ against its label (``curation_pipeline.evaluation.labels``).
 Targets on the held-out split: noisy caught >= 95%, exactly clean >= 80%, p90 edit ratio of
 the cleaned caption vs its clean source <= 0.15, clean captions kept unchanged >= 99%.
 
-``--smoke`` (or no Flickr folder with ``--smoke``) uses the captions the repository ships
+``--smoke`` reads the Flickr folder where there is one, else the captions the repository ships
 (``evaluation.shipped_captions``): a few seconds, no figures worth quoting.
 """
 
