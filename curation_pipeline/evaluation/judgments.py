@@ -145,7 +145,7 @@ def read_generic(path) -> pd.DataFrame:
     else:
         stripped = text.lstrip()
         if stripped.startswith("["):
-            records = _json(path, stripped, None)
+            records = _json(path, text, None)  # its own line numbers
         else:
             records = [_json(path, line, n) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not records:  # a CSV with its header only reads as no columns: not "missing image, caption and score"

@@ -107,7 +107,8 @@ def object_storage_errors(url: str) -> Iterator[None]:
 # where object storage's credentials come from: never from a URL (s3fs reads s3://KEY:SECRET@bucket as a bucket)
 CREDENTIALS_FROM = ("Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance "
                     "role (never from the URL); an S3-compatible store's address from AWS_ENDPOINT_URL")
-_USERINFO = re.compile(r"^[a-zA-Z][\w+.-]*://(.*)@")
+# credentials before the host: KEY@ or KEY:SECRET@ (a secret may hold "/"); an "@" further on is a path's
+_USERINFO = re.compile(r"^[a-zA-Z][\w+.-]*://([^/@:]*:[^@]*|[^/@]*)@")
 
 
 def mask_credentials(url: str, text: str | None = None) -> str:

@@ -109,6 +109,9 @@ def test_generic_readers(tmp_path):
     (tmp_path / "j.tsv").write_text("image,caption,score\na.jpg,A dog,3\n")
     with pytest.raises(ValueError, match=r"j.tsv:1: not JSON .*; a CSV file must be named .csv"):
         read_judgments(tmp_path / "j.tsv", fmt="generic")
+    (tmp_path / "list.json").write_text('\n\n\n[\n{"key": "k1", "score": 1},\n{key: 2}\n]\n')  # line 6
+    with pytest.raises(ValueError, match=r"list.json:6: not JSON"):
+        read_judgments(tmp_path / "list.json", fmt="generic")
     (tmp_path / "header.csv").write_text("image,caption,score\n")
     with pytest.raises(ValueError, match=r"header.csv: no records$"):
         read_judgments(tmp_path / "header.csv")
