@@ -507,6 +507,11 @@ def _collect(ds, shard: str, options: RayOptions, loads: str) -> tuple[list[dict
         last = str(error).strip().splitlines()[-1][:300] if str(error).strip() else ""
         came = (f"{len(done)} batch(es) came back ({_numbers(done)}), it died on one of the others" if done
                 else "no batch came back")
+        if isinstance(error, ray.exceptions.ActorUnavailableError):  # its node lost: no restart was tried
+            raise RuntimeError(
+                f"{shard}: a model actor became unreachable (its node or raylet lost); the shard is not retried "
+                f"on the cluster: run it again once the cluster has the nodes it needs; {came} "
+                f"({options.batch_size} pairs a batch). {type(error).__name__}: {last}") from error
         again = (f"and again after each of its {options.max_retries} restarts" if options.max_retries
                  else "with no restart allowed")
         raise RuntimeError(

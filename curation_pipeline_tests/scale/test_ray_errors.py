@@ -207,3 +207,24 @@ def test_a_request_no_node_can_meet_fails_after_the_shard_timeout_naming_it(erro
     assert raised is not None and raised.startswith("TimeoutError: the shard's work on the cluster did not finish "
                                                     "within 10 s (compute shard_timeout_s)"), raised
     assert "model actors ask for 1 CPU and 1 GPU each" in raised and "the cluster has 2 CPU, 0 GPU" in raised, raised
+
+
+def test_a_model_actor_whose_node_is_lost_is_not_said_to_have_restarted(monkeypatch):
+    """Ray's ActorUnavailableError (the actor's node or raylet lost) is a RayActorError: the shard failed at once
+    with "died ... and again after each of its 2 restarts", restarts that never happened."""
+    import ray.exceptions
+
+    from curation_pipeline.compute import ray_data
+    from curation_pipeline.compute.options import RayOptions
+
+    def lost(ds):
+        yield {"batch": 0}
+        raise ray.exceptions.ActorUnavailableError("The actor is temporarily unavailable: node lost", None)
+
+    monkeypatch.setattr(ray_data, "_rows", lost)
+    with pytest.raises(RuntimeError) as failed:
+        ray_data._collect(None, SHARD, RayOptions(batch_size=2, max_retries=2), "its scorers")
+    said = str(failed.value)
+    assert said.startswith(f"{SHARD}: a model actor became unreachable (its node or raylet lost); the shard is not "
+                           "retried on the cluster") and "restarts" not in said, said
+    assert "1 batch(es) came back (0)" in said and "ActorUnavailableError" in said
