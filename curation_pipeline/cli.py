@@ -712,7 +712,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     from curation_pipeline.models.loading import ModelUnavailableError
     from curation_pipeline.resources import WarehouseResource
     from curation_pipeline.scoring.signals import cpu_threads
-    from curation_pipeline.storage.warehouse import Warehouse
+    from curation_pipeline.storage.warehouse import StorageUnreachable, Warehouse, object_storage_errors
 
     helper.check_settings()
     try:
@@ -798,8 +798,6 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
             from curation_pipeline.scoring.signals.embedding import prefetch_minilm
 
             prefetch_minilm()
-        from curation_pipeline.storage.warehouse import StorageUnreachable, object_storage_errors
-
         try:  # the store lost mid-run (between runs: settling, the report): one line, not botocore's traceback
             with object_storage_errors(warehouse):
                 failed, reported, curated = _materialize(defs, instance, selected, report, redecide, settle=settle)
@@ -807,8 +805,6 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
             click.echo(f"FAILED: {exc}; once it answers again, `curate run --only-missing` runs what is left",
                        err=True)
             return EXIT_FAILED
-    from curation_pipeline.storage.warehouse import Warehouse
-
     wh = Warehouse(warehouse)
     quoted = shlex.quote(warehouse)  # every path printed as a shell word: copied, a space or quote still works
     click.echo("")
@@ -921,10 +917,9 @@ def ui_command(raw: str, warehouse: str) -> str:
         env[SETTINGS_FILE_ENV] = _absolute(os.environ[SETTINGS_FILE_ENV], Path.cwd())
         make_ui = False  # the command carries it, absolute (make runs in the repository)
     command = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    if not (REPO / "workspace.yaml").is_file():  # an installed package (pip install ., an image): no checkout
-        dagster = shlex.quote(str(Path(sys.executable).with_name("dagster")))
-        return f"{command} {dagster} dev -m curation_pipeline.definitions -h 127.0.0.1 -p 3000"
     dagster = Path(sys.executable).with_name("dagster").absolute()  # this run's environment: `make ui`'s .venv or not
+    if not (REPO / "workspace.yaml").is_file():  # an installed package (pip install ., an image): no checkout
+        return f"{command} {shlex.quote(str(dagster))} dev -m curation_pipeline.definitions -h 127.0.0.1 -p 3000"
     in_venv = dagster == (REPO / ".venv" / "bin" / "dagster").absolute()
     make_ui &= in_venv
     dagster_command = ".venv/bin/dagster" if in_venv else shlex.quote(str(dagster))

@@ -112,7 +112,7 @@ class WarehouseResource(dg.ConfigurableResource):
                 files.append(name)
             elif name.lower().endswith(".tar") and name.rstrip("/") != base:  # named as a shard, but no file
                 what = ("a folder" if e.get("type") == "directory" or fs.isdir(name) else "a link to nothing (an "
-                        "unmounted disk?)" if e.get("islink") or os.path.islink(name) else "not a regular file")
+                        "unmounted disk?)" if e.get("islink") else "not a regular file")
                 rejected.append(f"{name[len(base):].lstrip('/')!r} is {what}: not read")
         for path in sorted(files):
             rel = path[len(base):].lstrip("/") if path.startswith(base) else path.rsplit("/", 1)[-1]
