@@ -145,7 +145,7 @@ def _inventory(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         from curation_pipeline.compute.ray_data import pairs_inventory
 
         made = pairs_inventory(warehouse.raw_url(shard), shard, compute.options("score", warehouse.batch_size),
-                               full_decode=full)
+                               full_decode=full, warn=context.log.warning)
         inventory, skipped, fingerprint = made.inventory, made.skips, made.fingerprint
         ray_stats = made.stats.metadata()
     else:

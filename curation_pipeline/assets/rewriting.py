@@ -106,7 +106,7 @@ def _rewrite(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sc
             rewriter=rewriter.model_dump(), profile=scoring.as_profile(), needed=needed,
             quality_column=policy.quality_column, rules=rules, run_id=context.run_id,
             options=compute.options("rewrite", rewriter.batch_size), expected=expected, stored=stored,
-            raw_file=expected.sha256)
+            raw_file=expected.sha256, warn=context.log.warning)
         ray_stats = stats.metadata()
     else:
         from curation_pipeline.scoring.signals.embedding import caption_similarity

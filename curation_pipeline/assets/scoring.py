@@ -53,7 +53,7 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
         # model scorer's name and columns are its instance's, not its class's)
         scores, scorers, stats = score_shard(warehouse.raw_url(shard), shard, scoring.as_profile(),
                                              compute.options("score", warehouse.batch_size), expected=expected,
-                                             faults=faults)
+                                             faults=faults, warn=context.log.warning)
         versions = {s.name: s.version for s in scorers}
         ray_stats = stats.metadata()
         context.log.info(f"{shard}: scored {stats.pairs} pairs in {stats.batches} batches on {len(stats.nodes)} "

@@ -41,6 +41,7 @@ from curation_pipeline.shards.reader import (ReaderLimits, Sample, ShardReader, 
 
 
 READ_CPUS = 0.5  # the read task streams one tar (I/O and hashing); decode and the models take the CPUs
+Warn = Callable[[str], None]  # the step's log, for what the cluster should know before a shard waits on it
 TRAILER = -1  # the inventory read's last row: the reader's skips and fingerprint, after every batch
 # Ray 2.60 no longer hides a node's GPUs from a worker that reserves none (CUDA_VISIBLE_DEVICES stays
 # as the node has it), so a CPU actor on a GPU node would load its models on a GPU it does not hold,
@@ -260,10 +261,10 @@ class PairsInventory:
 
 
 def pairs_inventory(url: str, shard: str, options: RayOptions, limits: ReaderLimits = ReaderLimits(),
-                    full_decode: bool = False) -> PairsInventory:
+                    full_decode: bool = False, warn: Warn | None = None) -> PairsInventory:
     """``pairs`` on the cluster: the same rows, skips and fingerprint as ``ShardReader(url, shard)``
     iterated locally; decode tasks work on batches of ``options.batch_size`` samples."""
-    return _on_cluster(options, _pairs_inventory, url, shard, options, limits, full_decode, actors=False)
+    return _on_cluster(options, _pairs_inventory, url, shard, options, limits, full_decode, actors=False, warn=warn)
 
 
 def _pairs_inventory(url: str, shard: str, options: RayOptions, limits: ReaderLimits,
@@ -541,11 +542,13 @@ def _numbers(batches: list[int]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
-def _on_cluster(options: RayOptions, fn, /, *args, actors: bool = True, **kwargs):
+def _on_cluster(options: RayOptions, fn, /, *args, actors: bool = True, warn: Warn | None = None, **kwargs):
     """``fn`` (which builds and runs a dataset) as a 0-CPU task on the cluster: Ray Data's executor needs
     a core worker, which a Ray Client driver (``ray://``, a Dagster run pod on KubeRay) does not have.
     It holds the shard's result rows, so it reserves ``coordinator_memory_mb``: Ray places it only on a node
-    with that much memory unreserved, so however many runs start at once, coordinators cannot outgrow one."""
+    with that much memory unreserved, so however many runs start at once, coordinators cannot outgrow one.
+    ``warn`` (the step's log) first hears why the cluster as it is cannot run the work (``capacity_shortfall``)."""
+    _say_shortfall(options, actors, warn)
     memory = {"memory": options.coordinator_memory_mb * 1024 * 1024} if options.coordinator_memory_mb else {}
     task = ray.remote(num_cpus=0, max_retries=0, runtime_env=NO_UNRESERVED_ACCELERATORS, **memory)(fn)
     asks = (f"model actors ask for {options.cpus_per_actor:g} CPU and {options.gpus_per_actor:g} GPU each "
@@ -561,6 +564,37 @@ def _on_cluster(options: RayOptions, fn, /, *args, actors: bool = True, **kwargs
             f"the Ray cluster's nodes cannot import this package ({_missing(exc)}): the driver has it, the "
             "cluster's workers do not. Install this version of curation-pipeline, with its dependencies, on every "
             "node (README, Scaling out)", name=PACKAGE) from exc
+
+
+def capacity_shortfall(options: RayOptions, nodes: list[dict], actors: bool = True) -> str | None:
+    """Why the cluster's live ``nodes`` (``ray.nodes()``) can never run a shard's work at once, or None. The
+    model actors hold their CPUs and GPUs for the whole shard, and the read and decode tasks need theirs
+    beside them: where the actors take every CPU, Ray waits for ever, saying nothing. An autoscaler may
+    still add nodes (KubeRay's GPU group starts at none), so this is said, not refused."""
+    alive = [node.get("Resources", {}) for node in nodes if node.get("Alive")]
+    cpus, gpus = (sum(r.get(kind, 0) for r in alive) for kind in ("CPU", "GPU"))
+    beside = max(READ_CPUS, options.decode_cpus)  # the read task, then decode tasks, beside the actors
+    need_cpus = beside + (options.actors * options.cpus_per_actor if actors else 0)
+    need_gpus = options.actors * options.gpus_per_actor if actors else 0
+    fits_one = any(r.get("CPU", 0) >= options.cpus_per_actor and r.get("GPU", 0) >= options.gpus_per_actor
+                   for r in alive)
+    if cpus >= need_cpus and gpus >= need_gpus and (fits_one or not actors):
+        return None
+    asks = (f"{options.actors} model actor(s) of {options.cpus_per_actor:g} CPU and {options.gpus_per_actor:g} GPU, "
+            f"which hold them for the whole shard, and beside them {beside:g} CPU to read and decode"
+            if actors else f"{beside:g} CPU to read and decode")
+    until = (f"it fails after compute shard_timeout_s ({options.shard_timeout_s} s)" if options.shard_timeout_s
+             else "without one it waits for ever: set compute shard_timeout_s to fail instead")
+    return (f"the Ray cluster has {cpus:g} CPU and {gpus:g} GPU on {len(alive)} node(s)"
+            f"{'' if fits_one or not actors else ', and no node holds one model actor'}; this shard's work needs "
+            f"{need_cpus:g} CPU and {need_gpus:g} GPU at once ({asks}). It waits until an autoscaler adds nodes; "
+            f"{until}. Lower compute actors, cpus_per_actor or gpus_per_actor to run on the cluster as it is")
+
+
+def _say_shortfall(options: RayOptions, actors: bool, warn: Warn | None) -> None:
+    short = capacity_shortfall(options, ray.nodes(), actors=actors) if warn is not None else None
+    if short:
+        warn(short)
 
 
 PACKAGE = __name__.split(".")[0]
@@ -612,12 +646,13 @@ def _resources(resources: dict) -> str:
 
 
 def score_shard(url: str, shard: str, profile, options: RayOptions, expected=None,
-                limits: ReaderLimits = ReaderLimits(),
-                faults: Faults | None = None) -> tuple[pd.DataFrame, list[SimpleNamespace], RayStats]:
+                limits: ReaderLimits = ReaderLimits(), faults: Faults | None = None,
+                warn: Warn | None = None) -> tuple[pd.DataFrame, list[SimpleNamespace], RayStats]:
     """``quality_scores`` on the cluster: (score table, the scorers the cluster built as name, version and
     columns, stats), the table equal to ``score_stream`` over ``iter_pair_batches`` with the same ``batch_size``;
     ``faults`` collects what the scorers raised, as ``score_stream``'s does."""
-    table, specs, stats, raised = _on_cluster(options, _score_shard, url, shard, profile, options, expected, limits)
+    table, specs, stats, raised = _on_cluster(options, _score_shard, url, shard, profile, options, expected, limits,
+                                              warn=warn)
     if faults is not None:
         faults.merge(raised)
     return table, specs, stats
@@ -626,11 +661,12 @@ def score_shard(url: str, shard: str, profile, options: RayOptions, expected=Non
 def rewrite_shard(url: str, shard: str, targets: pd.DataFrame, *, with_images: bool, rewriter: dict,
                   profile, needed: set[str], quality_column: str, rules, run_id: str, options: RayOptions,
                   expected=None, limits: ReaderLimits = ReaderLimits(), stored=None,
-                  raw_file: str | None = None) -> tuple[pd.DataFrame, RayStats, object]:
+                  raw_file: str | None = None, warn: Warn | None = None) -> tuple[pd.DataFrame, RayStats, object]:
     """``rewritten_captions`` on the cluster: the lineage table (one row per target of ``targets``: key,
     quality_before, caption), as ``rewrite_batches`` builds it locally, stats, and for an ``aitqe`` rewriter
     the targets answered from the replies its scorer stored (``rewriting.reuse.Reuse``; None for another
     rewriter). ``stored``, ``raw_file``: as ``reuse_stored_replies`` takes them (None: nothing reused)."""
+    _say_shortfall(options, True, warn)  # before the planning task, which asks for an actor's resources
     reuse = plan_reuse(targets, rewriter, options, stored, raw_file)
     # a chat VLM's caption handling needs its processor: only the released checkpoint is answered unloaded
     load_model = (reuse is None or not reuse.call.released

@@ -104,16 +104,28 @@ def scenario(out: Path) -> dict:
         """A GPU actor on a cluster without one: cancelled after shard_timeout_s, saying what it asked for."""
         import dataclasses
 
+        warned: list[str] = []
         try:
             score_shard(url, SHARD, ScoringProfile("text"), dataclasses.replace(options, gpus_per_actor=1,
-                                                                                  shard_timeout_s=10))
+                                                                                  shard_timeout_s=10),
+                        warn=warned.append)
         except Exception as e:
-            return {"raised": f"{type(e).__name__}: {e}"}
-        return {"raised": None}
+            return {"raised": f"{type(e).__name__}: {e}", "warned": warned}
+        return {"raised": None, "warned": warned}
+
+    def capacity() -> dict:
+        """What the step log is told of this 2-CPU cluster as ``ray.nodes()`` reports it."""
+        import dataclasses
+
+        from curation_pipeline.compute.ray_data import capacity_shortfall
+
+        nodes = ray.nodes()
+        return {"two_actors": capacity_shortfall(dataclasses.replace(options, actors=2), nodes),
+                "one_actor": capacity_shortfall(options, nodes)}
 
     result = {}
     for name, part in (("load_error", load_error), ("data_context", data_context), ("never_placed", never_placed),
-                       ("faults", faults)):  # faults after never_placed: the cluster still works
+                       ("capacity", capacity), ("faults", faults)):  # faults after never_placed: the cluster still works
         try:
             result[name] = part()
         except Exception:
@@ -207,6 +219,54 @@ def test_a_request_no_node_can_meet_fails_after_the_shard_timeout_naming_it(erro
     assert raised is not None and raised.startswith("TimeoutError: the shard's work on the cluster did not finish "
                                                     "within 10 s (compute shard_timeout_s)"), raised
     assert "model actors ask for 1 CPU and 1 GPU each" in raised and "the cluster has 2 CPU, 0 GPU" in raised, raised
+    # the step log heard why before the shard waited: the timeout is its only way out
+    assert _ok(errors["never_placed"])["warned"] == [
+        "the Ray cluster has 2 CPU and 0 GPU on 1 node(s), and no node holds one model actor; this shard's work needs "
+        "1.5 CPU and 1 GPU at once (1 model actor(s) of 1 CPU and 1 GPU, which hold them for the whole shard, and "
+        "beside them 0.5 CPU to read and decode). It waits until an autoscaler adds nodes; it fails after compute "
+        "shard_timeout_s (10 s). Lower compute actors, cpus_per_actor or gpus_per_actor to run on the cluster as it is"]
+
+
+@pytest.mark.slow
+def test_model_actors_taking_every_cpu_are_named_from_the_clusters_own_node_table(errors):
+    """Two 1-CPU actors on a 2-CPU cluster leave nothing for the read and decode tasks: Ray waits for ever."""
+    seen = _ok(errors["capacity"])
+    assert seen["one_actor"] is None
+    assert seen["two_actors"].startswith("the Ray cluster has 2 CPU and 0 GPU on 1 node(s); this shard's work needs "
+                                         "2.5 CPU and 0 GPU at once (2 model actor(s)"), seen
+    assert "without one it waits for ever: set compute shard_timeout_s" in seen["two_actors"], seen
+
+
+def _node(cpus: float, gpus: float = 0, alive: bool = True) -> dict:
+    """A ``ray.nodes()`` entry."""
+    return {"Alive": alive, "Resources": {"CPU": cpus, **({"GPU": gpus} if gpus else {}), "memory": 2.0**33}}
+
+
+@pytest.mark.parametrize("nodes, options, short", [
+    ([_node(4)], dict(actors=3), None),  # 3 CPU of actors + 1 to decode
+    ([_node(4)], dict(actors=4), "has 4 CPU and 0 GPU on 1 node(s); this shard's work needs 5 CPU and 0 GPU"),
+    ([_node(4), _node(8, alive=False)], dict(actors=4), "has 4 CPU and 0 GPU on 1 node(s);"),  # a dead node holds nothing
+    ([_node(1), _node(1), _node(1)], dict(cpus_per_actor=2), "has 3 CPU and 0 GPU on 3 node(s), and no node holds one"),
+    ([_node(8, 1)], dict(actors=2, gpus_per_actor=0.5), None),  # two actors share the GPU
+    ([_node(8, 1)], dict(actors=2, gpus_per_actor=1), "needs 3 CPU and 2 GPU at once"),
+    ([_node(8, 1), _node(8, 1)], dict(gpus_per_actor=2), "and no node holds one model actor"),
+    ([_node(0.75)], dict(cpus_per_actor=0.25, decode_cpus=0.25), None),  # read's 0.5 CPU, then decode's 0.25
+])
+def test_capacity_shortfall_counts_the_actors_beside_read_and_decode(nodes, options, short):
+    from curation_pipeline.compute.options import RayOptions
+    from curation_pipeline.compute.ray_data import capacity_shortfall
+
+    said = capacity_shortfall(RayOptions(**options), nodes)
+    assert (said is None) if short is None else (said is not None and short in said), said
+
+
+def test_capacity_shortfall_of_work_without_actors_counts_read_and_decode_only():
+    from curation_pipeline.compute.options import RayOptions
+    from curation_pipeline.compute.ray_data import capacity_shortfall
+
+    assert capacity_shortfall(RayOptions(actors=4, gpus_per_actor=1), [_node(1)], actors=False) is None
+    said = capacity_shortfall(RayOptions(decode_cpus=2), [_node(1)], actors=False)
+    assert said is not None and "needs 2 CPU and 0 GPU at once (2 CPU to read and decode)" in said, said
 
 
 def test_a_model_actor_whose_node_is_lost_is_not_said_to_have_restarted(monkeypatch):
