@@ -609,16 +609,20 @@ class ComputeResource(RayResource):
     def connect(self, context):
         """dagster-ray retries a failed connection for 120 s counted from its first try, and one try can
         outlast that: when the head's proxy fails to start the connection's server process, the client
-        waits out the channel timeout. A few fresh tries then connect. A head's GCS address where nothing
-        answers fails at once (``compute.address``): Ray's own retries would hold the run about 41 minutes."""
-        from curation_pipeline.compute.address import unreachable
+        waits out the channel timeout. A few fresh tries then connect. A head's address where nothing answers
+        fails at once (``compute.address``): Ray's own retries would hold the run about 41 minutes."""
+        from curation_pipeline.compute.address import CLIENT_SCHEME, unreachable
 
         why = unreachable(self.address)
         if why:
+            start = ("Start the head there (ray start --head: its Ray Client server listens on 10001; on Kubernetes, "
+                     "the head service's client port) or fix the address"
+                     if self.address.strip().lower().startswith(CLIENT_SCHEME) else
+                     "Start the head there (ray start --head --port=...) or fix the address; from outside the "
+                     "cluster use its Ray Client address, ray://<head>:10001")
             raise ConnectionError(
                 f"no Ray cluster answers at {self.address} (compute address, ${COMPUTE_SETTINGS['address'][0]}): "
-                f"{why}. Start the head there (ray start --head --port=...) or fix the address; from outside the "
-                "cluster use its Ray Client address, ray://<head>:10001")
+                f"{why}. {start}")
         for attempt in range(3):
             try:
                 return super().connect(context)

@@ -1,10 +1,27 @@
+import socket
+
 import pytest
 from dagster_ray import RayResource
 
 from curation_pipeline.resources import ComputeResource
 
 
-def test_a_connection_whose_server_died_at_start_is_tried_afresh(monkeypatch):
+@pytest.fixture
+def client_address():
+    """A ``ray://`` address on loopback where something listens, as a head's Ray Client server would."""
+    with socket.socket() as head:
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        yield f"ray://127.0.0.1:{head.getsockname()[1]}"
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:  # a loopback port nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_connection_whose_server_died_at_start_is_tried_afresh(monkeypatch, client_address):
     calls = []
 
     def flaky(self, context):
@@ -14,11 +31,11 @@ def test_a_connection_whose_server_died_at_start_is_tried_afresh(monkeypatch):
         return "connected"
 
     monkeypatch.setattr(RayResource, "connect", flaky)
-    assert ComputeResource(engine="ray", address="ray://127.0.0.1:1").connect(None) == "connected"
+    assert ComputeResource(engine="ray", address=client_address).connect(None) == "connected"
     assert len(calls) == 3
 
 
-def test_it_gives_up_after_three_tries_and_other_errors_are_not_retried(monkeypatch):
+def test_it_gives_up_after_three_tries_and_other_errors_are_not_retried(monkeypatch, client_address):
     calls = []
 
     def broken(self, context):
@@ -27,27 +44,23 @@ def test_it_gives_up_after_three_tries_and_other_errors_are_not_retried(monkeypa
 
     monkeypatch.setattr(RayResource, "connect", broken)
     # a cluster that asks for a token this process lacks times out alike: the error names the likely cause
-    with pytest.raises(ConnectionAbortedError, match=r"down \(a Ray cluster answers at ray://127.0.0.1:1.*"
+    with pytest.raises(ConnectionAbortedError, match=rf"down \(a Ray cluster answers at {client_address}.*"
                                                      r"RAY_AUTH_MODE and RAY_AUTH_TOKEN"):
-        ComputeResource(engine="ray", address="ray://127.0.0.1:1").connect(None)
+        ComputeResource(engine="ray", address=client_address).connect(None)
     assert len(calls) == 3
 
     monkeypatch.setattr(RayResource, "connect", lambda self, context: (_ for _ in ()).throw(ValueError("bad")))
     with pytest.raises(ValueError):
-        ComputeResource(engine="ray", address="ray://127.0.0.1:1").connect(None)
+        ComputeResource(engine="ray", address=client_address).connect(None)
 
 
 def test_a_head_address_where_nothing_listens_fails_at_once_naming_it(monkeypatch):
     """``ray.init`` retried such an address 20 times, about 41 s each, and the resource's tries and dagster-ray's
     again: a mistyped ``<head>:6379`` held each shard's run about 41 minutes, saying nothing. A TCP connection to
     the port tells first; Ray is never asked."""
-    import socket
-
     import ray
 
-    with socket.socket() as probe:  # a loopback port nothing listens on once this closes
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _closed_port()
     monkeypatch.setattr(RayResource, "connect", lambda self, context: pytest.fail("Ray was asked to connect"))
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init ran"))
     with pytest.raises(ConnectionError, match=rf"no Ray cluster answers at 127\.0\.0\.1:{port} \(compute address, "
@@ -55,19 +68,34 @@ def test_a_head_address_where_nothing_listens_fails_at_once_naming_it(monkeypatc
         ComputeResource(engine="ray", address=f"127.0.0.1:{port}").connect(None)
 
 
+def test_a_ray_client_address_where_nothing_listens_fails_at_once_not_blamed_on_a_token(monkeypatch):
+    """Ray Client's own tries took about 96 s, then the resource's message guessed at a missing auth token."""
+    import ray
+
+    port = _closed_port()
+    monkeypatch.setattr(RayResource, "connect", lambda self, context: pytest.fail("Ray was asked to connect"))
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init ran"))
+    with pytest.raises(ConnectionError) as raised:
+        ComputeResource(engine="ray", address=f"ray://127.0.0.1:{port}").connect(None)
+    said = str(raised.value)
+    assert said.startswith(f"no Ray cluster answers at ray://127.0.0.1:{port} (compute address, $CURATION_RAY_ADDRESS): "
+                           "ConnectionRefusedError"), said
+    assert "Ray Client server listens on 10001" in said and "TOKEN" not in said, said
+
+
 @pytest.mark.parametrize("address,endpoint", [
     ("10.0.0.5:6379", ("10.0.0.5", 6379)), ("head", ("head", 6379)), ("[fd00::5]:6380", ("fd00::5", 6380)),
-    ("fd00::5", ("fd00::5", 6379)), ("auto", None), ("local", None), ("ray://head:10001", None), ("", None),
+    ("fd00::5", ("fd00::5", 6379)), ("auto", None), ("local", None), ("", None),
+    ("ray://head:10001", ("head", 10001)), ("ray://head", ("head", 10001)), ("RAY://[fd00::5]:10002", ("fd00::5", 10002)),
+    ("ray://head:10001/", ("head", 10001)), ("ray://", None), ("anyscale://cluster", None),
 ])
-def test_only_a_gcs_address_is_probed(address, endpoint):
-    from curation_pipeline.compute.address import gcs_endpoint
+def test_a_gcs_or_ray_client_address_is_probed(address, endpoint):
+    from curation_pipeline.compute.address import head_endpoint
 
-    assert gcs_endpoint(address) == endpoint
+    assert head_endpoint(address) == endpoint
 
 
 def test_a_head_that_answers_is_joined(monkeypatch):
-    import socket
-
     with socket.socket() as head:
         head.bind(("127.0.0.1", 0))
         head.listen()
@@ -75,12 +103,12 @@ def test_a_head_that_answers_is_joined(monkeypatch):
         assert ComputeResource(engine="ray", address=f"127.0.0.1:{head.getsockname()[1]}").connect(None) == "connected"
 
 
-def test_a_connection_error_built_with_other_arguments_still_names_the_token(monkeypatch):
+def test_a_connection_error_built_with_other_arguments_still_names_the_token(monkeypatch, client_address):
     class Refused(ConnectionError):
         def __init__(self, host, port):
             super().__init__(f"refused by {host}:{port}")
 
     monkeypatch.setattr(RayResource, "connect", lambda self, context: (_ for _ in ()).throw(Refused("h", 1)))
     with pytest.raises(ConnectionError, match=r"refused by h:1 \(a Ray cluster answers.*RAY_AUTH_TOKEN") as raised:
-        ComputeResource(engine="ray", address="ray://127.0.0.1:1").connect(None)
+        ComputeResource(engine="ray", address=client_address).connect(None)
     assert isinstance(raised.value.__cause__, Refused)
