@@ -32,14 +32,15 @@ from curation_pipeline.resources import PolicyResource, WarehouseResource
 
 @dg.asset(
     name=INDEX_ASSET, group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
-    code_version="10",  # bump when the same inputs give different output (2: the survivor is a copy decide()
+    code_version="11",  # bump when the same inputs give different output (2: the survivor is a copy decide()
     # keeps: checked by every enabled image rule, a caption kept or safely rewritten under the policy; 3: a
     # frozen shard's published pairs survive; 4: a copy in quality_scores that failed a blocking check ranks last,
     # and a frozen shard publishes what its curated tar holds; 5: so does a shard with a blocking mark on
     # quality_scores or final_captions; 6: with keep_fraction on, a copy outside the cut is not safe; 7: a held
     # shard's tar pair its stored scores no longer hold is grouped by the tar's sidecar; 8: built before
     # selection_cut, the cut it picks under leaves frozen shards out, as the stored one does; 9: a copy failing
-    # keep_expression is not safe either; 10: a dropped copy's dup_kind is how it is joined to the copy kept)
+    # keep_expression is not safe either; 10: a dropped copy's dup_kind is how it is joined to the copy kept;
+    # 11: a copy whose weak-caption check failed on it, its scorer's error set, is weak)
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"parquet"},
     description="Duplicate groups over ALL shards (exact pixels, exact pairs, near images by pHash, near captions "

@@ -77,7 +77,8 @@ INDEX_ASSET = "dedup_index"
 # 8: a copy failing keep_expression is published only through an accepted rewrite, as one outside the cut
 # 9: a dropped copy's dup_kind is how it is joined to the copy kept (the weakest link on the strongest path
 # between them), not its strongest link to any pair
-INDEX_VERSION = 9
+# 10: a copy whose weak-caption check failed on it (its scorer's error, no value) is weak (caption_unchecked:)
+INDEX_VERSION = 10
 DIGEST_KEY = "dedup_digest"  # in caption_decisions' Parquet metadata: the digest of the rows it used
 # appended to DIGEST_KEY's value, with the decision's rules digest, when those are not the stored index's
 RULES_MARK = ":rules="

@@ -277,7 +277,7 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
         label = label.where(rules.eq(""), label + " (" + rules + ")")
     parts.append(label.where(low))
     for bound in (b for b in bounds() if b.effect == "weak"):
-        parts.append(pd.Series(np.where(_bound_hits(df, bound, policy), bound.reason, None), index=df.index))
+        parts.append(pd.Series(_weak_hits(df, bound, policy), index=df.index))
     if policy.keep_expression:
         passed = passes_keep_expression(df, policy)
         parts.append(pd.Series(np.where(passed, None, EXPRESSION_FAILED + policy.keep_expression), index=df.index))
@@ -288,6 +288,16 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
     # row by row over arrays: a DataFrame's apply(axis=1) built a Series per row
     joined = ["; ".join(v for v in row if isinstance(v, str)) for row in zip(*(p.to_numpy(dtype=object) for p in parts))]
     return pd.Series([v or None for v in joined], index=df.index, dtype=object)
+
+
+WEAK_UNCHECKED = "caption_unchecked:"  # not "unchecked:", which names an image drop (``is_image_drop``)
+
+
+def _weak_hits(df: pd.DataFrame, bound: Bound, policy: DecisionPolicy) -> np.ndarray:
+    """Per row, the weak bound's reason where it fires, or where its scorer failed on the pair (no value, its
+    error says why: a caption whose language check raised is not English-checked), else None."""
+    return np.where(_bound_hits(df, bound, policy), bound.reason,
+                    np.where(_unchecked(df, bound, policy), WEAK_UNCHECKED + bound.column, None))
 
 
 @dataclass(frozen=True, eq=False)
@@ -311,8 +321,7 @@ class StillWeak:
     def __call__(self, scores: pd.DataFrame) -> list[str | None]:
         """Per row, the bounds hit ("; "-joined), or None; a column the scores lack is no hit (as for the decision)."""
         checked = self.columns
-        hits = [np.where(_bound_hits(scores, b, self.policy), b.reason, None)
-                for b in bounds() if b.effect == "weak" and b.column in checked]
+        hits = [_weak_hits(scores, b, self.policy) for b in bounds() if b.effect == "weak" and b.column in checked]
         return ["; ".join(v for v in row if isinstance(v, str)) or None for row in zip(*hits)] if hits \
             else [None] * len(scores)
 

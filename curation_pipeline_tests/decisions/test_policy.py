@@ -62,6 +62,26 @@ def test_an_image_a_drop_rule_could_not_check_is_not_published_as_if_it_passed()
     assert unscored.loc["good", "action"] == "keep"  # the profile runs no NSFW model: no rule to check
 
 
+def test_a_caption_whose_weak_check_failed_is_not_kept_as_if_it_passed():
+    """The DataComp rules raised on a pair (each value NA, the error set): its caption was never language-checked,
+    so it is weak, as an image a drop rule could not check is dropped, and a rewrite candidate failing so is not
+    passed as if English. With the switch off nothing is checked."""
+    from curation_pipeline.decisions.policy import StillWeak
+
+    failed = "RuntimeError: fasttext broke"
+    s = scores(datacomp_english=pd.array([pd.NA, False, True, True, True, True], dtype="boolean"),
+               datacomp_error=[failed, None, None, None, None, None])
+    lenient = DecisionPolicy(require_image_rules=False, nsfw_drop=None, drop_duplicates=False)
+    d = decide(s, lenient).set_index("key")
+    assert d.loc["good", "action"] == "rewrite" and d.loc["good", "reason"] == "caption_unchecked:datacomp_english"
+    assert decide(s, DecisionPolicy(**{**vars(lenient), "rewrite": False})).set_index("key").loc[
+        "good", "reason"] == "caption_unchecked:datacomp_english"
+    off = DecisionPolicy(**{**vars(lenient), "caption_rules_mark_weak": False})
+    assert decide(s, off).set_index("key").loc["good", "action"] == "keep"
+    still = StillWeak(DecisionPolicy(fallback="drop"))
+    assert still(s.iloc[:2].reset_index(drop=True)) == ["caption_unchecked:datacomp_english", "not_english"]
+
+
 def test_switches_change_decisions_without_rescoring():
     d = decide(scores(), DecisionPolicy(rewrite=False, require_image_rules=False, drop_duplicates=False)).set_index("key")
     assert d.loc["weak", "action"] == "drop" and d.loc["small", "action"] == "keep" and d.loc["dup", "action"] == "keep"
