@@ -78,6 +78,11 @@ class DecisionPolicy:
         """Thresholds on the scales the scorers declare: 95 on AITQE's 1-10 or an NSFW bound of 80 (a
         percentage) would run, and quietly rewrite or keep everything."""
         ranges, declared = score_scales(), score_columns()
+        if self.quality_column in declared and not declared[self.quality_column].numeric:
+            # else every shard is scored first, then fails ranking a text or a True/False as a quality
+            raise ValueError(f"quality_column {self.quality_column!r} is a {declared[self.quality_column].kind} "
+                             "column: pick a numeric score (" + ", ".join(
+                                 c for c, d in declared.items() if d.numeric and c in ranges) + ")")
         scale = ranges.get(self.quality_column)
         if scale is not None:
             for name in ("keep_threshold", "drop_threshold"):

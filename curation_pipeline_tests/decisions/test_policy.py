@@ -113,6 +113,9 @@ def test_thresholds_are_validated():
     ({"nsfw_drop": 80, "nsfw_review": 20}, "nsfw_drop=80 is outside nsfw_prob's declared range 0..1"),
     ({"min_brightness": 3}, "min_brightness=3 is outside iq_brightness's declared range"),
     ({"keep_expression": "dup_phash > 0"}, "compares 'dup_phash', a str column"),
+    # ranked as a quality, a text failed only after the shard was scored, a True/False only in rewriting
+    ({"quality_column": "datacomp_lang"}, "quality_column 'datacomp_lang' is a str column: pick a numeric score ("),
+    ({"quality_column": "datacomp_english"}, "quality_column 'datacomp_english' is a bool column"),
     ({"keep_expression": "aitqe_overall >= 70"}, "compares aitqe_overall with 70, outside its declared range 1..10"),
     ({"keep_expression": "not (0.2 < clip_sigmoid <= 1.5)"}, "compares clip_sigmoid with 1.5, outside its declared range 0..1"),
     ({"keep_expression": "mlm_itm >= 66 or clip_cosine > -2"}, "compares clip_cosine with -2, outside its declared range -1..1"),
