@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from curation_pipeline.settings_checks import SettingsConflict, check_decision_columns, check_models_used
 from curation_pipeline.settings_file import RESOURCE_KEYS, SETTINGS_FILE_ENV, read_settings_file
 
 EXIT_FAILED = 1
@@ -574,121 +575,32 @@ def _invalid(resource: str, exc: Exception) -> BadInput:
     return BadInput("\n".join(lines))
 
 
-# the model settings that only some profiles or rewriters read: setting -> the registry entry of the scorer
-# that reads it (``scoring.registry.SCORERS``) and the scorer's name in messages
-SCORER_MODELS = {
-    "scoring.clip.model": ("curation_pipeline.scoring.clip:ClipScorer", "CLIPScore"),
-    "scoring.mlm.model": ("curation_pipeline.scoring.mlm.scorer:MlmFilterScorer", "MLM-Filter"),
-    "scoring.aitqe_model": ("curation_pipeline.scoring.aitqe:AitqeScorer", "AITQE scorer"),
-}
-
-
 def _setting_name(setting: str) -> str:
     """``scoring.clip.model (--clip-model)``: a setting with the flag of ``curate run`` that sets it, if any."""
     flags = [p.opts[0] for p in run.params if isinstance(p, SettingFlag) and p.setting == setting]
     return f"{setting} ({flags[0]})" if flags else setting
 
 
-def _check_models_used(settings: dict[str, dict], scoring, rewriting) -> None:
-    """A model named in ``settings`` (those given on the command line) that the run would not load, or another
-    setting of a scorer the profile does not run (``--clip-prefix`` on the offline profile), is bad input, not
-    a run without it: ``--clip-model`` on the offline profile used to exit 0 with no clip_score.
-    A model from --config alone is not checked: a flag that picks another profile or rewriter overrides the
-    file's choice, and its model with it."""
-    from curation_pipeline.resources import MODEL_REWRITERS
-    from curation_pipeline.scoring.registry import SCORERS
-
-    def given(setting: str):
-        value = settings
-        for part in setting.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        return value
-
-    runs = dict(SCORERS)
-    for setting, (entry, scorer) in SCORER_MODELS.items():
-        if scoring.profile in runs[entry]:
-            continue
-        group = setting.rsplit(".", 1)[0]  # scoring.clip's other settings too (--clip-prefix); not all of scoring
-        named = [setting] if given(setting) else []
-        if group != "scoring":
-            named += sorted(f"{group}.{key}" for key in given(group) or {} if f"{group}.{key}" != setting)
-        if named:
-            raise BadInput(f"{_setting_name(named[0])} is set but profile {scoring.profile!r} runs no {scorer}: "
-                           f"add --profile {_either(runs[entry])}")
-    if given("rewriter.model") and rewriting.kind not in MODEL_REWRITERS:
-        raise BadInput(f"{_setting_name('rewriter.model')} is set but rewriter {rewriting.kind!r} uses no model: "
-                       f"add --rewriter {_either(MODEL_REWRITERS)}")
-
-
-def _either(choices) -> str:
-    """``clip or full``, ``offline, clip, mlm or full``."""
-    *rest, last = choices
-    return f"{', '.join(rest)} or {last}" if rest else last
-
-
-def _model_of(entry: str) -> str | None:
-    """The model setting of a registry entry's scorer, if one of ``SCORER_MODELS``."""
-    return next((setting for setting, (e, _) in SCORER_MODELS.items() if e == entry), None)
-
-
-def _writers(column: str, scoring) -> str:
-    """Which registered scorer writes ``column``, in which profiles, and what else it needs."""
-    from curation_pipeline.decisions.dedup import RESULT_COLUMNS
-    from curation_pipeline.scoring.registry import SCORERS, scorer_classes
-
-    for (entry, profiles), cls in zip(SCORERS, scorer_classes()):
-        names = [c.name for c in cls.outputs]
-        if column in names or (column in RESULT_COLUMNS and cls.name == "dup"):
-            model = _model_of(entry)
-            label = SCORER_MODELS[model][1] if model else cls.__name__
-            if scoring.profile in profiles and model == "scoring.mlm.model":  # a metric not asked for
-                return f"{label} writes it when scoring.mlm.metrics asks for its metric"
-            return (f"{label} {'sets it on the scores' if column not in names else 'writes it'}, in profile "
-                    f"{_either(profiles)}" + (f" with {_setting_name(model)} set" if model == "scoring.aitqe_model"
-                                              else ""))
-    return "no registered scorer writes it"
+def _check_models_used(settings: dict[str, dict], named: dict[str, dict], scoring, rewriting) -> None:
+    """``settings_checks.check_models_used`` over what the run was given: the command line's and the --config
+    file's settings, except a file's settings of a choice the command line made again (a flag that picks another
+    profile or rewriter overrides the file's choice, and so its models and switches)."""
+    given = {**settings}
+    for group, choice in (("scoring", "profile"), ("rewriter", "kind")):
+        if choice in (named.get(group) or {}):
+            given[group] = named[group]
+    try:
+        check_models_used(given, scoring, rewriting, name_of=_setting_name)
+    except SettingsConflict as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _check_decision_columns(scoring, quality_column: str, keep_expression: str | None,
                             written: list[str] | None = None) -> None:
-    """The policy's quality_column and keep_expression's columns must be ones this run's scores hold: else
-    every shard is scored, then fails its checks (``scores_in_range``: missing columns). The scores are the
-    profile's declared columns; a keep_expression may also read the inventory columns the score table starts
-    with and, where the profile fingerprints duplicates, the duplicate columns ``decide`` is given
-    (``decisions.dedup.mark_duplicates``). Checked before the policy's thresholds are checked against the
-    column's range: a column the run never writes is the mistake to name, not thresholds on its scale.
-    ``written``: the columns of the scorers as loaded, once they are (a CLIP model writes no clip_sigmoid)."""
-    from curation_pipeline.decisions.dedup import RESULT_COLUMNS
-    from curation_pipeline.scoring.registry import columns_of, profile_columns, score_columns
-    from curation_pipeline.scoring.run import INVENTORY_COLUMNS
-    from curation_pipeline.scoring.selection import columns_used
-
-    scores = profile_columns(scoring.as_profile()) if written is None else written
-    declared = score_columns()
-    where = f"profile {scoring.profile!r}" + (" with scoring.aitqe_model" if scoring.aitqe_model else "") + (
-        " with the models given" if written is not None else "")
-    numeric = ", ".join(c for c in scores if declared[c].numeric)
-    profiled = set(profile_columns(scoring.as_profile()))
-
-    def writers(column: str) -> str:
-        if column in profiled:  # the profile declares it, the model given does not write it
-            return f"not by the model given: {declared[column].description}"
-        return _writers(column, scoring)
-
-    if quality_column not in scores:
-        raise BadInput(f"policy.quality_column: decision column {quality_column!r} is not among the scores "
-                       f"{where} writes ({writers(quality_column)}); pick one of its scores: {numeric}")
-    readable = set(scores) | set(INVENTORY_COLUMNS)
-    if set(columns_of("dup")) <= set(scores):  # the duplicate scorer runs: decide() reads the pool's groups too
-        readable |= set(RESULT_COLUMNS)
     try:
-        unknown = sorted(columns_used(keep_expression) - readable) if keep_expression else []
-    except ValueError:  # not an expression: the policy's own check says why
-        unknown = []
-    if unknown:
-        raise BadInput(f"policy.keep_expression {keep_expression!r} reads "
-                       + "; ".join(f"{c!r} ({writers(c)})" for c in unknown)
-                       + f", not among the columns {where} writes; its scores: {numeric}")
+        check_decision_columns(scoring, quality_column, keep_expression, written, name_of=_setting_name)
+    except SettingsConflict as exc:
+        raise BadInput(str(exc)) from None
 
 
 def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
@@ -757,7 +669,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     except (pydantic.ValidationError, dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
         raise BadInput(f"invalid setting: {exc}") from exc
     # before any model loads or run starts: a model the run would not use, a decision column it would not score
-    _check_models_used(named or {}, scoring, rewriting)
+    _check_models_used(settings, named or {}, scoring, rewriting)
     _check_decision_columns(scoring, rules.quality_column, rules.keep_expression)
     _dagster_home()  # a fresh home's settings written first: the thread budget reads its max_concurrent_runs
     try:  # load models here, once: a model that cannot be loaded is bad input, not a failed run

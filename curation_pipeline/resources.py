@@ -711,6 +711,15 @@ def location_resources(path: str) -> dict[str, dg.ConfigurableResource]:
         except (ValidationError, dg.DagsterInvalidConfigError, TypeError, ValueError) as exc:
             raise ValueError(f"{SETTINGS_FILE_ENV}={path}: invalid {name} setting: {exc}") from exc
         built[name] = _defaulting_to(cls, given, instance)(**given)
+    if {"scoring", "policy"} & set(built):  # the schedules' and sensors' runs score with these: refused as curate run
+        from curation_pipeline.settings_checks import SettingsConflict, check_decision_columns
+
+        scoring = built.get("scoring") or ScoringResource()
+        try:  # else each shard is scored, then fails its checks (scores_in_range: missing columns)
+            rules = (built.get("policy") or PolicyResource()).decision_policy()
+            check_decision_columns(scoring, rules.quality_column, rules.keep_expression)
+        except (SettingsConflict, ValueError) as exc:
+            raise ValueError(f"{SETTINGS_FILE_ENV}={path}: invalid policy setting: {exc}") from None
     return built
 
 

@@ -128,6 +128,37 @@ def test_a_model_the_run_would_not_load_is_bad_input_before_any_run(env, args, m
     assert_refused_before_any_run(env, curate(env, *args), message)
 
 
+@pytest.mark.parametrize("config, args, message", [
+    # --config alone: its settings are the run's, checked as the command line's (they ran with exit 0, unread)
+    ("scoring: {clip: {model: /nonexistent, prefix: false}}\n", [],
+     "scoring.clip.model (--clip-model) is set but profile 'offline' runs no CLIPScore"),
+    ("rewriter: {prompt: 'Rewrite {caption}'}\n", [], "rewriter.prompt is set but rewriter 'cleaner' never reads it"),
+    (None, ["--set", "rewriter.num_beams=4"], "rewriter.num_beams is set but rewriter 'cleaner' never reads it"),
+    (None, ["--set", "rewriter.max_new_tokens=10"], "rewriter.max_new_tokens is set but rewriter 'cleaner'"),
+    (None, ["--rewriter", "aitqe", "--rewriter-model", "/nonexistent", "--set", "rewriter.num_beams=3"],
+     "rewriter.num_beams is set but rewriter 'aitqe' never reads it: leave it out, or add --rewriter vlm"),
+])
+def test_a_setting_the_run_would_not_read_is_bad_input_wherever_it_was_given(env, tmp_path, config, args, message):
+    if config:
+        (tmp_path / "run.yaml").write_text(config)
+        args = ["--config", str(tmp_path / "run.yaml"), *args]
+    assert_refused_before_any_run(env, curate(env, *args), message)
+
+
+def test_a_flag_that_chooses_again_overrides_the_config_files_settings_of_its_choice(env, tmp_path):
+    """The file's profile and its model are replaced by the flag's choice: not the run's settings, not checked."""
+    from curation_pipeline.cli import _check_models_used
+    from curation_pipeline.resources import RewriterResource, ScoringResource
+
+    merged = {"scoring": {"profile": "offline", "clip": {"model": "/m"}}, "rewriter": {"prompt": "p {caption}"}}
+    _check_models_used(merged, {"scoring": {"profile": "offline"}, "rewriter": {"kind": "cleaner"}},
+                       ScoringResource(), RewriterResource())
+    from curation_pipeline.cli import BadInput
+
+    with pytest.raises(BadInput, match="rewriter.prompt is set but rewriter 'cleaner' never reads it"):
+        _check_models_used(merged, {"scoring": {"profile": "offline"}}, ScoringResource(), RewriterResource())
+
+
 @pytest.mark.parametrize("pair, message", [
     ("policy.drift.max_kl=abc", "policy.drift.max_kl: Input should be a valid number, unable to parse string as a "
                                 "number (got 'abc')"),

@@ -56,6 +56,12 @@ def test_the_location_runs_with_its_settings_file(location, tmp_path):
     ("scoring: {profile: clip}\n", r"invalid scoring setting: scoring profile 'clip' needs scoring\.clip\.model"),
     ("rewriter: {kind: vlm}\n", r"invalid rewriter setting: rewriter 'vlm' needs rewriter\.model"),
     ("rewriter: {kind: vlm, model: m, vision_tower: /x}\n", r"invalid rewriter setting: rewriter\.vision_tower is set"),
+    # a decision column the file's profile never writes: each scheduled shard was scored, then failed its checks
+    ("scoring: {clip: {model: m}}\npolicy: {quality_column: clip_score, keep_threshold: 0.8, drop_threshold: 0.5}\n",
+     r"invalid policy setting: policy\.quality_column: decision column 'clip_score' is not among the scores profile "
+     r"'offline' writes \(CLIPScore writes it, in profile clip or full\)"),
+    ("policy: {keep_expression: 'mlm_itm >= 60'}\n", r"invalid policy setting: policy\.keep_expression 'mlm_itm >= 60' "
+     r"reads 'mlm_itm' \(MLM-Filter writes it, in profile mlm or full\)"),
 ])
 def test_a_bad_settings_file_is_refused_naming_the_file_and_the_setting(location, text, message):
     location.write_text(text)
