@@ -350,3 +350,20 @@ def test_asset_records_decode_a_stored_materialization_once_and_answer_as_dagste
         found = latest(storage)
         assert found == latest(plain) and storage.get_asset_records(keys[:1])[0].asset_entry.last_materialization_record \
             .partition_key == "c"
+
+
+def test_the_run_queue_starts_one_run_per_shard_at_a_time(home):
+    """A UI backfill queued beside the schedule's run of the same shard was dequeued with it: the shard was scored
+    twice and the later writer failed. The shipped queue holds it until the first run ends; other shards go on."""
+    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
+    from dagster._core.test_utils import create_run_for_test
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+
+    origin = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("curation"), "__repository__")
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        for job, shard in (("curate_shards", "s1"), ("__ASSET_JOB", "s1"), ("curate_shards", "s2")):
+            create_run_for_test(instance, job_name=job, remote_job_origin=origin.get_job_origin(job),
+                                status=dg.DagsterRunStatus.QUEUED, tags={"dagster/partition": shard})
+        daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+        picked = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)
+    assert sorted(run.tags["dagster/partition"] for run in picked) == ["s1", "s2"]
