@@ -105,11 +105,13 @@ DEFAULT_SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if _ON else dg.Defaul
            "sensor's log and tick, never renamed or moved.")
 def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     try:
-        found, rejected, known, new = _unregistered(context, warehouse)
+        found, rejected, known, new, listed = _unregistered(context, warehouse)
     except (FileNotFoundError, NotADirectoryError) as exc:
         return dg.SensorResult(skip_reason=str(exc))
-    # the file's stat in the run key: a shard pruned, then added again, runs again
-    stats = {key: _file_run_key(key, found[key]) for key in new}
+    # the file's stat in the run key: a shard pruned, then added again, runs again. An object store's comes with
+    # its listing: a request per new file (a HEAD on S3) held a tick with thousands of them past Dagster's 60 s
+    # limit, so it saved no cursor and the next tick started over
+    stats = {key: _file_run_key(key, found[key], listed.get(key)) for key in new}
     seen = json.loads(context.cursor) if context.cursor else {}
     ready = [key for key in new if seen.get(key) == stats[key]]  # unchanged since the last tick: copied whole
     context.update_cursor(json.dumps({k: v for k, v in stats.items() if k not in ready}, sort_keys=True))
@@ -131,26 +133,29 @@ def new_shards_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
     )
 
 
-def _file_run_key(key: str, url: str) -> str:
-    try:
-        stat = raw_stat(url)
-    except OSError:  # gone since the listing: the run reports it
-        return f"shard:{key}"
+def _file_run_key(key: str, url: str, stat=None) -> str:
+    if stat is None:
+        try:
+            stat = raw_stat(url)
+        except OSError:  # gone since the listing: the run reports it
+            return f"shard:{key}"
     return f"shard:{key}:{stat.size}:{stat.identity or stat.mtime}"
 
 
 LOGGED_REJECTS = 20
 
 
-def _unregistered(context, warehouse: WarehouseResource) -> tuple[dict[str, str], list[str], set[str], list[str]]:
-    """The raw shards found, the rejected file names (logged), the registered partitions, and the new shards."""
-    found, rejected = warehouse.list_raw()
+def _unregistered(context, warehouse: WarehouseResource) -> tuple[dict[str, str], list[str], set[str], list[str],
+                                                                  dict]:
+    """The raw shards found, the rejected file names (logged), the registered partitions, the new shards, and
+    the stats their listing gave (``list_raw_stats``)."""
+    found, rejected, listed = warehouse.list_raw_stats()
     for message in rejected[:LOGGED_REJECTS]:  # every tick: a folder of misplaced shards is not a flood
         context.log.warning(message)
     if len(rejected) > LOGGED_REJECTS:
         context.log.warning(f"and {len(rejected) - LOGGED_REJECTS} more raw file(s) rejected")
     known = set(context.instance.get_dynamic_partitions(shard_partitions.name))
-    return found, rejected, known, sorted(set(found) - known)
+    return found, rejected, known, sorted(set(found) - known), listed
 
 
 def shards_to_refresh(instance: dg.DagsterInstance, warehouse: WarehouseResource,
@@ -533,7 +538,7 @@ def register_raw_shards(context: dg.OpExecutionContext, warehouse: WarehouseReso
 
     from curation_pipeline.storage.warehouse import READ_THREADS
 
-    found, rejected, known, new = _unregistered(context, warehouse)
+    found, rejected, known, new, _ = _unregistered(context, warehouse)
     if new:  # a `curate run` registering the same keys meanwhile is retried, not a failed op
         new = add_shards(context.instance, new)
     wh = warehouse.warehouse()

@@ -214,7 +214,7 @@ def test_register_shards_needs_only_the_raw_folder(tmp_path, monkeypatch):
     from curation_pipeline.storage.warehouse import Warehouse
 
     raw = _raw(tmp_path, ["sample-000000.tar", "sample-000001.tar", "sample-000002.tar"])
-    listed = WarehouseResource.list_raw
+    listed = WarehouseResource.list_raw_stats
 
     def list_then_delete(self):  # listed, then deleted before it is read
         found = listed(self)
@@ -224,7 +224,7 @@ def test_register_shards_needs_only_the_raw_folder(tmp_path, monkeypatch):
     def down(self, path):
         raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
 
-    monkeypatch.setattr(WarehouseResource, "list_raw", list_then_delete)
+    monkeypatch.setattr(WarehouseResource, "list_raw_stats", list_then_delete)
     monkeypatch.setattr(Warehouse, "read_json", down)
     defs = build_definitions(raw_root=str(raw), warehouse_root=str(tmp_path / "wh"))
     with dg.instance_for_test() as instance:

@@ -79,9 +79,18 @@ def raw_stat(url: str) -> RawStat:
     info = fs.info(path)
     if info.get("type") == "directory":
         raise IsADirectoryError(f"raw shard {url} is a directory")
+    return stat_of_listing(info)
+
+
+def stat_of_listing(info: dict) -> RawStat:
+    """An object store's file details (``fs.info``, or one entry of a detailed listing, which holds the same)."""
     mtime = info.get("mtime") or info.get("LastModified") or info.get("updated") or ""
     identity = info.get("ETag") or info.get("etag") or info.get("generation") or info.get("md5Hash") or ""
     return RawStat(int(info.get("size") or 0), str(mtime), str(identity).strip('"'))
+
+
+def is_local_url(url: str) -> bool:
+    return _is_local(fsspec.core.url_to_fs(url)[0])
 
 
 def _is_local(fs) -> bool:

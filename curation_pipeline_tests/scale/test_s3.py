@@ -203,3 +203,25 @@ def test_missing_credentials_are_one_clear_error_before_any_run(s3, tmp_path, mo
     assert "not-the-secret" not in result.output
     assert "AWS_ACCESS_KEY_ID" in result.output and "Traceback" not in result.output
     assert "FAILED" not in result.output and not (tmp_path / "wh").exists()  # no run was started
+
+
+def test_the_new_shard_sensor_keys_runs_from_the_listing_not_a_request_per_file(s3, tmp_path, monkeypatch):
+    """On S3 a request per new file (a HEAD) held a tick with thousands of new shards past Dagster's 60 s limit,
+    so it saved no cursor and the next tick started over. The listing's own details give the same run keys."""
+    import dagster as dg
+
+    from curation_pipeline import automation
+    from curation_pipeline.resources import WarehouseResource
+
+    server, fs = s3
+    for name in ("a-1", "b-2", "c-3"):
+        fs.put(str(RAW_SAMPLES / "sample-000000.tar"), f"{server.bucket}/raw/{name}.tar")
+    raw = f"s3://{server.bucket}/raw"
+    by_head = {key: automation._file_run_key(key, f"{raw}/{key}.tar") for key in ("a-1", "b-2", "c-3")}
+    monkeypatch.setattr(automation, "raw_stat", lambda url: pytest.fail(f"a request for {url}"))
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={
+            "warehouse": WarehouseResource(raw_root=raw, root=str(tmp_path / "wh"))}) as context:
+        assert not automation.new_shards_sensor(context).run_requests  # each waits a tick, as on a local disk
+        requests = automation.new_shards_sensor(context).run_requests
+    assert {r.partition_key: r.run_key for r in requests} == by_head
+    assert all(key.startswith(f"shard:{k}:") and len(key.split(":")) == 4 for k, key in by_head.items())
