@@ -17,8 +17,8 @@ import pandas as pd
 from curation_pipeline.assets.io import FAILED_CHECKS_KEY, FILE_METADATA
 from curation_pipeline.assets.metadata import OWNERS, numbers
 from curation_pipeline.partitions import shard_partitions
-from curation_pipeline.resources import PolicyResource, WarehouseResource
-from curation_pipeline.rewriting.attempts import rewriter_raised
+from curation_pipeline.resources import MODEL_REWRITERS, PolicyResource, WarehouseResource
+from curation_pipeline.rewriting.attempts import replies_unread, rewriter_raised
 from curation_pipeline.scoring.columns import ERROR_SUFFIX, error_columns
 from curation_pipeline.scoring.registry import score_ranges, scorer_classes
 from curation_pipeline.scoring.run import raised_on
@@ -218,19 +218,31 @@ def rewrites_complete(lineage: pd.DataFrame, policy: PolicyResource) -> dg.Asset
     """As ``scores_complete`` for a scorer: a pair the rewriter raised on is counted, a rewriter that raised on
     (nearly) every pair fails the shard."""
     r = rewriter_raised(lineage)
-    failed = r.systematic(policy.max_unscored_share)
-    metadata = numbers({"attempts": r.attempted, "raised": r.pairs, "raised_share": r.share if r.attempted else None})
+    u = replies_unread(lineage, MODEL_REWRITERS)  # a model that replied, but never with a caption to read
+    failed, unread = r.systematic(policy.max_unscored_share), u.systematic(policy.max_unscored_share)
+    metadata = numbers({"attempts": r.attempted, "raised": r.pairs, "raised_share": r.share if r.attempted else None,
+                        "replies_unread": u.pairs})
+    if failed or unread:
+        metadata["error"] = dg.MetadataValue.text((r if failed else u).reason or "")
+
+    def share(x) -> str:
+        return "all" if x.pairs == x.attempted else f"{x.share:.0%}, above max_unscored_share {policy.max_unscored_share:.0%}"
+
     if failed:
-        metadata["error"] = dg.MetadataValue.text(r.reason or "")
+        described = (f"{r.scorer} raised on {r.pairs} of the {r.attempted} pairs it attempted ({share(r)}), most often "
+                     f"({r.reason_pairs} pairs) {r.reason}")
+    elif unread:
+        described = (f"{u.scorer} replied with no readable caption on {u.pairs} of the {u.attempted} pairs "
+                     f"it attempted ({share(u)}), most often ({u.reason_pairs} pairs) {u.reason}: raise "
+                     "rewriter.max_new_tokens where replies are cut off, or check that the checkpoint answers in its "
+                     "rewriter's format")
+    else:
+        described = (f"{r.scorer} raised on {r.pairs} of the {r.attempted} pairs it attempted"
+                     + (f"; replied with no readable caption on {u.pairs}" if u.pairs else "")) if r.attempted \
+            else "no rewrites attempted"
     return dg.AssetCheckResult(
-        check_name="rewrites_complete", passed=not failed, severity=dg.AssetCheckSeverity.ERROR,
-        description=(f"{r.scorer} raised on {r.pairs} of the {r.attempted} pairs it attempted ("
-                     + ("all" if r.pairs == r.attempted else
-                        f"{r.share:.0%}, above max_unscored_share {policy.max_unscored_share:.0%}")
-                     + f"), most often ({r.reason_pairs} pairs) {r.reason}")[:1000] if failed else
-        f"{r.scorer} raised on {r.pairs} of the {r.attempted} pairs it attempted" if r.attempted else
-        "no rewrites attempted",
-        metadata=metadata)
+        check_name="rewrites_complete", passed=not (failed or unread), severity=dg.AssetCheckSeverity.ERROR,
+        description=described[:1000], metadata=metadata)
 
 
 def _registered_scorers(df: pd.DataFrame) -> list[SimpleNamespace]:

@@ -114,6 +114,22 @@ def rewriter_raised(lineage: pd.DataFrame) -> Raised:
                   str(top.index[0]) if len(top) else None, int(top.iloc[0]) if len(top) else 0)
 
 
+def replies_unread(lineage: pd.DataFrame, model_rewriters) -> Raised:
+    """The attempts on which a model (a rewriter of ``model_rewriters``) replied, yet no caption could be read from
+    its reply, of all its attempts: replies cut off at max_new_tokens, or a checkpoint not trained on the format,
+    leave every weak caption unsaved as a rewriter that raises does, with nothing raised."""
+    if not len(lineage):
+        return Raised("rewriter", 0, 0)
+    reasons = lineage["reason"].astype(str)
+    model = lineage["rewriter"].isin(list(model_rewriters))
+    unread = (model & reasons.str.startswith(NO_CANDIDATE) & ~reasons.str.startswith(NO_CANDIDATE + RAISED)
+              & lineage["rewriter_output"].notna())
+    top = reasons[unread].str.removeprefix(NO_CANDIDATE).value_counts()
+    names = lineage.loc[model, "rewriter"].dropna().unique()
+    return Raised(", ".join(map(str, names)) or "rewriter", int(unread.sum()), int(model.sum()),
+                  str(top.index[0]) if len(top) else None, int(top.iloc[0]) if len(top) else 0)
+
+
 def _scores_text(scores: dict[str, float]) -> str | None:
     """The rewriter's own scores as JSON, keys sorted; a missing score (NaN) is null, as JSON has no NaN."""
     if not scores:

@@ -73,3 +73,39 @@ def test_a_rewriter_raising_on_one_pair_passes(tmp_path, failing):
     assert lineage["reason"].str.contains("rewriter failed").sum() == 1
     assert checks["rewrites_complete"].metadata["raised"].value == 1
     assert wh.fs.exists(wh.curated_path(SHARD))
+
+
+def _lineage(rewriter: str, reasons: list[str], replies: list[str | None]):
+    import pandas as pd
+
+    from curation_pipeline.rewriting.attempts import LINEAGE_COLUMNS
+
+    rows = [{"shard": SHARD, "key": f"k{i}", "attempt": 1, "rewriter": rewriter, "reason": reason,
+             "rewriter_output": reply, "accepted": False} for i, (reason, reply) in enumerate(zip(reasons, replies))]
+    return pd.DataFrame(rows).reindex(columns=LINEAGE_COLUMNS)
+
+
+def test_a_model_whose_replies_hold_no_readable_caption_fails_the_shard_as_one_that_raises():
+    """AITQE with too small a max_new_tokens (every reply cut off) or a checkpoint not trained on its format: every
+    weak caption fell back or was dropped, and the check said the rewriter "raised on 0 of the 4 pairs"."""
+    from curation_pipeline.checks.quality import rewrites_complete
+    from curation_pipeline.resources import PolicyResource
+
+    unread = "no candidate: no recaption; no overall score"
+    cut = _lineage("aitqe", [unread] * 3 + ["score improved 70 -> 100"], ["{\"Overall", "x", "y", "{...}"])
+    result = rewrites_complete(cut, PolicyResource())
+    assert not result.passed and result.metadata["replies_unread"].value == 3
+    assert result.description.startswith(
+        "aitqe replied with no readable caption on 3 of the 4 pairs it attempted (75%, above max_unscored_share"), \
+        result.description
+    assert "most often (3 pairs) no recaption; no overall score: raise rewriter.max_new_tokens" in result.description
+    # the cleaner's "no change" is no reply left unread, and a model's refusal to take a pair (no reply) neither
+    cleaner = _lineage("cleaner", ["no candidate: no change", "no candidate: nothing left after cleaning"], [None, "x"])
+    assert rewrites_complete(cleaner, PolicyResource()).passed
+    refused = _lineage("aitqe", ["no candidate: no image"] * 3, [None] * 3)
+    assert rewrites_complete(refused, PolicyResource()).passed
+    one = _lineage("vlm", ["no candidate: empty output", "score improved 70 -> 100", "score improved 40 -> 90"],
+                   ["", "a", "b"])
+    said = rewrites_complete(one, PolicyResource())
+    assert said.passed and said.description == "vlm raised on 0 of the 3 pairs it attempted; replied with no " \
+                                               "readable caption on 1", said.description
