@@ -37,7 +37,7 @@ from curation_pipeline.validation.lengths import caption_lengths
     ins={"caption_decisions": dg.AssetIn(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     outs={"rewritten_captions": table_out(
-        "rewriting", "12",
+        "rewriting", "13",
         # code version: bump when the same inputs give different output (2: a rewrite must reach drop_threshold; 3: edit
         # and length ratios count the drift check's words; 4: the edit ratio ignores case and edge punctuation, a
         # placeholder-only caption is fresh, a cut tail and markup are judged anew; 5: full-width brackets and
@@ -54,7 +54,8 @@ from curation_pipeline.validation.lengths import caption_lengths
         # dangling label; 9: keep_facts where judged blind; 10: a candidate still hitting a weak-caption bound, not
         # English or too few words, is rejected; 11: keep_facts reads a figure of several number words ("twenty-three",
         # "a hundred", "two hundred and five") as one; 12: a candidate ending on a verb whose object was cut
-        # ("displaying", "offering") or on "vs" where the original went on is dangling)
+        # ("displaying", "offering") or on "vs" where the original went on is dangling; 13: a model's reply that it saw
+        # no image or that the caption needs no edit, a generic "Answer:" label and a "(Removed ...)" note are malformed)
         "Lineage of every rewrite attempt: original and candidate caption, rewriter and version, prompt hash, "
         "score before/after, edit ratio, length ratio, semantic similarity, accepted or not and why, run id and "
         "time. Only pairs decided `rewrite` are attempted.")},

@@ -193,7 +193,8 @@ _LEAD_IN = re.compile(
     r"\b(?:(?:edited|revised|new|rewritten|improved|corrected|updated|final)\s+caption(?:\s*\([^()]{0,40}\))?"
     r"(?:\s+is)?|caption\s+is)"
     r"\s*(?::|[-–—](?=\s))|^\W*(?:the\s+)?caption\s*(?::|[-–—](?=\s))"
-    r"|\bhere(?:\s+is|'s|’s)\s+(?:the|an?|my|your)\s+(?:\w+\s+)?caption\b", re.IGNORECASE)
+    r"|\bhere(?:\s+is|'s|’s)\s+(?:the|an?|my|your)\s+(?:\w+\s+)?caption\b"
+    r"|^\W*(?:answer|output|response|edited|revised|rewritten|corrected)\s*:", re.IGNORECASE)
 # A model declining the task ("I'm sorry, but I can't ...", "As an AI ...") or reporting its edit ("A cat on a mat.
 # (I removed the credit line.)", "Note: ..."): talk about the caption, not a caption.
 _VERBS_DECLINED = ("help|assist|provide|identify|determine|see|describe|view|access|tell|answer|comply|fulfil|fulfill|"
@@ -202,10 +203,20 @@ _REFUSAL = re.compile(
     r"^\W*(?:(?:I['’]m|I\s+am)\s+(?:sorry|afraid)\b[^.!?]*?\b(?:I|but|cannot|can['’]?t|unable)\b"
     r"|(?:I['’]m|I\s+am)\s+(?:unable|not\s+able)\s+to\b|sorry,?\s+(?:but\s+)?I\b|I\s+apologi[sz]e\b"
     rf"|I\s+(?:cannot|can['’]?t|could\s*n['’]?t|won['’]?t)\s+(?:{_VERBS_DECLINED})\b"
-    r"|as\s+an\s+(?:AI|language\s+model)\b|unfortunately,?\s+I\b)", re.IGNORECASE)
+    r"|as\s+an\s+(?:AI|language\s+model)\b|unfortunately,?\s+I\b"
+    # a model that saw no image, or judged the caption instead of editing it
+    r"|I\s+(?:don['’]?t|do\s+not)\s+(?:see|have)\b"
+    r"|(?:there\s+(?:is|was)\s+)?no\s+image\s+(?:is\s+|was\s+)?(?:provided|attached|given|shown|included)\b"
+    r"|there\s+(?:is|was)\s+no\s+image\W*$"
+    r"|no\s+(?:edits?|changes?|corrections?)\s+(?:are\s+|is\s+|were\s+)?(?:needed|necessary|required|made)\b"
+    r"|the\s+(?:original\s+|given\s+)?caption\s+(?:is|seems|looks|appears)\s+(?:already\s+|to\s+be\s+)*"
+    r"(?:accurate|correct|fine|good|appropriate|clean)\b"
+    r"|the\s+(?:original\s+|given\s+)?caption\s+(?:does\s+not|doesn['’]t)\s+(?:match|describe|fit)\b)",
+    re.IGNORECASE)
 # an edit reported in the first person, or a note starting the caption or one of its sentences
-_EDIT_REPORT = re.compile(r"\bI(?:['’]ve|\s+have)?\s+(?:removed|deleted|dropped|changed|edited|corrected|rewrote"
-                          r"|rewritten|fixed|replaced|updated)\b|(?:^|[.!?(]\s*)note\s*:", re.IGNORECASE)
+_EDIT_VERBS = r"removed|deleted|dropped|changed|edited|corrected|rewrote|rewritten|fixed|replaced|updated"
+_EDIT_REPORT = re.compile(rf"\bI(?:['’]ve|\s+have)?\s+(?:{_EDIT_VERBS})\b|(?:^|[.!?(]\s*)note\s*:"
+                          rf"|\(\s*(?:{_EDIT_VERBS}|removing|deleting|dropping)\b", re.IGNORECASE)
 _BIDI_MARKS = "\u200e\u200f\u061c"  # LRM, RLM, ALM: needed in right-to-left text, so kept if the original had them
 # What a leftover after a sentence starts with ("A dog runs . | Jane Doe"), full-width forms included.
 _SEPARATOR_START = "|-–—•·/,;:｜／，；：、،؛"  # Arabic comma and semicolon too

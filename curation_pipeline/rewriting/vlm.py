@@ -38,7 +38,8 @@ NO_CAPTION_PROMPT = (
 # caption), and a courtesy word ("Sure,", "Okay.") goes only with a label after it ("Okay sign on a wall" stays).
 _CAPTION_WORDS = r"(?:the\s+)?(?:(?:new|edited|corrected|revised|rewritten|improved|updated|final)\s+)?caption"
 _COURTESY = r"(?:sure|okay|ok|certainly|of\s+course|absolutely|alright|all\s+right)"
-_CAPTION_LABEL = rf"\**\s*{_CAPTION_WORDS}(?:\s+is)?\s*\**\s*(?::|[-–—](?=\s))\s*\**"
+_CAPTION_LABEL = (rf"\**\s*(?:{_CAPTION_WORDS}(?:\s+is)?\s*\**\s*(?::|[-–—](?=\s))"
+                  r"|(?:answer|output|response|edited|revised|rewritten|corrected)\s*\**\s*:)\s*\**")
 _HERE_IS = r"(?:here\s+is|here['’]s)\b[^:]*:\s*"
 _LABEL_RE = re.compile(
     rf"^(?:{_COURTESY}\b[\s,.!:;–—-]*"
@@ -77,6 +78,9 @@ def caption_line(text: str | None) -> tuple[str, bool]:
     while line != previous:  # labels and quotes nest either way: 'Caption: "..."', '"Caption: ..."'
         previous = line
         line = _unquote(_unemphasise(_LABEL_RE.sub("", line, count=1).strip()))
+        for mark in ("**", "__"):  # "Caption: **A dog.**": the label took the opening mark with it
+            if line.endswith(mark) and line.count(mark) == 1:
+                line = line[:-len(mark)].rstrip()
     return _SPACE_RE.sub(" ", line).strip(), first < len(lines) - 1
 
 
@@ -224,6 +228,7 @@ class VlmRewriter(GeneratingRewriter):
         # 4: a reply cut off at max_new_tokens is no candidate (it ends mid-phrase)
         # 5: markdown header and quote marks removed; lines of only a courtesy word or a caption label skipped;
         # a reply cut off after its caption line keeps that line
+        # 6: a generic label ("Answer:", "Output:") removed, and an emphasis mark the label left alone at the end
         loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         # after loading: a snapshot fetched just now is the one named
         self.version = f"{CODE_VERSIONS['vlm']}:{model_ident(model)}:beams={num_beams}:max_new={max_new_tokens}"

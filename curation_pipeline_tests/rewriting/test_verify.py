@@ -122,6 +122,18 @@ def test_the_original_again_is_no_rewrite():
     ("A cat on a mat IMG_1.jpg", "A cat on a mat. Note: the file name was dropped.", "model commentary 'Note:'"),
     ("red barn dusk IMG_1.jpg", "Edited caption (minimal): A red barn at dusk.",
      "model lead-in 'Edited caption (minimal):'"),
+    # a model that saw no image or judged the caption instead of editing it: with a judge blind to the image
+    # (text_quality) each scored 100 and was published
+    ("Stock Photo - dog on beach - 123456", "I don't see an image attached.", "model refusal \"I don't see\""),
+    ("Stock Photo - dog on beach - 123456", "There is no image provided.", "model refusal 'There is no image provided'"),
+    ("Stock Photo - dog on beach - 123456", "There is no image.", "model refusal 'There is no image'"),
+    ("Stock Photo - dog on beach - 123456", "The caption is accurate.", "model refusal 'The caption is accurate'"),
+    ("Stock Photo - dog on beach - 123456", "No edits are necessary.", "model refusal 'No edits are necessary'"),
+    ("Stock Photo - dog on beach - 123456", "The caption does not match the image.",
+     "model refusal 'The caption does not match'"),
+    ("Stock Photo - dog on beach - 123456", "A dog on the beach. (Removed the stock photo credit and ID.)",
+     "model commentary 'Removed'"),
+    ("dog beach IMG_2.jpg", "Answer: A dog on the beach.", "model lead-in 'Answer:'"),
 ])
 def test_a_reply_about_the_task_is_no_caption(original, candidate, problem):
     from curation_pipeline.rewriting.verify import wellformedness_problems
@@ -349,3 +361,13 @@ def test_changed_facts_are_a_number_added_or_a_negation_dropped(original, candid
     assert (accepted, reason) == ((True, "score improved 40 -> 100") if said is None else
                                   (False, f"changes what a text-only judge cannot check: {said}"))
     assert judge(40.0, 100.0, 0.1, 1.0, 0.9, AcceptanceRules(), original=original, candidate=candidate)[0]
+
+
+@pytest.mark.parametrize("candidate", [
+    "There is no image on the screen of a phone in a hand.", "No image editing software on a laptop screen",
+    "The caption contest winner holds a trophy", "A poster that says I don't see colour",
+])
+def test_a_caption_about_images_or_captions_is_no_model_talk(candidate):
+    from curation_pipeline.rewriting.verify import wellformedness_problems
+
+    assert wellformedness_problems(candidate, "IMG_1.jpg phone") == []

@@ -46,6 +46,10 @@ from curation_pipeline_tests import tiny_models
     ("**A dog runs.**", "A dog runs."), ("Edited caption (minimal):\nA red barn.", "A red barn."),
     ("A file_name_here.jpg", "A file_name_here.jpg"), ("Done", "Done"),  # a one-line reply is the caption
     ("> 50 people protest outside city hall", "> 50 people protest outside city hall"),  # more than 50, no quote
+    # a generic label ("Answer:", "Output:"), and emphasis whose opening mark went with the label
+    ("Answer: A dog on the beach.", "A dog on the beach."), ("Output: **A dog.**", "A dog."),
+    ("Caption: **A dog on the beach.**", "A dog on the beach."), ("A dog __init__ file", "A dog __init__ file"),
+    ("Result: 2-1 win at home", "Result: 2-1 win at home"),  # a scoreboard's own words
 ])
 def test_clean_output(reply, expected):
     assert clean_output(reply) == expected
