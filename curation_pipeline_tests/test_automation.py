@@ -697,9 +697,9 @@ def test_the_report_refreshes_after_shards_change_though_one_registered_shard_is
                     instance=instance, run_config=QUIET).success
             return wanted
 
-        def curate(shard) -> bool:
+        def curate(shard, run_config=QUIET) -> bool:
             return defs.resolve_job_def("curate_shards").execute_in_process(
-                instance=instance, partition_key=shard, run_config=QUIET, raise_on_error=False).success
+                instance=instance, partition_key=shard, run_config=run_config, raise_on_error=False).success
 
         instance.add_dynamic_partitions("shards", ["sample-000000", "sample-000001"])
         assert not asked()  # nothing curated: nothing to report
@@ -710,3 +710,8 @@ def test_the_report_refreshes_after_shards_change_though_one_registered_shard_is
         assert curate("sample-000001")
         assert asked()  # eager() asked nothing here, nor at any later tick
         assert not asked()
+        # a re-run whose final_captions fails its blocking drift check publishes no tar: the report (where such a
+        # shard reads blocked) was not asked, and went on calling it ok
+        strict = {**QUIET, "resources": {"policy": {"config": {"drift": {"max_kl": 0.0}}}}}
+        assert not curate("sample-000000", strict)
+        assert asked() and not asked()

@@ -28,7 +28,8 @@ AFTER_CURATED_SHARDS_CHANGE = (
     # 6: word counts count half-width kana and Han of Extension B and later, and glued punctuation is no word;
     # 7: the unpublished status, a curated tar missing or not made from the current final_captions; 8: a Thai, Lao,
     # Myanmar or Khmer combining mark is part of its character's word)
-    deps=[curated_shards],
+    # what it reads: a shard's tables are stored (stamped) when their blocking check fails, and no tar is made
+    deps=["quality_scores", "rewritten_captions", "final_captions", curated_shards],
     kinds={"duckdb"},
     automation_condition=AFTER_CURATED_SHARDS_CHANGE,
     description="quality.duckdb in the warehouse: views over every per-shard table (pairs, quality_scores, "
