@@ -22,7 +22,7 @@ from curation_pipeline.rewriting.attempts import replies_unread, rewriter_raised
 from curation_pipeline.scoring.columns import ERROR_SUFFIX, error_columns
 from curation_pipeline.scoring.registry import score_ranges, scorer_classes
 from curation_pipeline.scoring.run import raised_on
-from curation_pipeline.shards.reader import RECORD_COLUMNS
+from curation_pipeline.shards.reader import RECORD_COLUMNS, TAR_DAMAGE
 from curation_pipeline.storage.warehouse import FileChanged
 from curation_pipeline.validation.drift import DriftResult, check_final_captions_drift, compare_lengths
 from curation_pipeline.validation.lengths import caption_lengths
@@ -45,6 +45,11 @@ PAIRS_CHECKS = [
           "changed source (truncated captions, file names, alt-text stubs) shows here before it is curated. "
           "Passes without comparing until the reference is built (one of fewer than policy.drift.min_rows captions "
           "is refused).", blocking=False),
+    _spec("pairs_read_whole", "pairs",
+          "Warns (never blocks) when samples of the raw file were lost before any scoring: the tar is damaged "
+          "(nothing after the damage is read), or members were skipped and no pair was read (keys with a dot, "
+          "absolute paths, a tar written in directory order), or more samples' members were skipped as unsafe, "
+          "repeated or unreadable than pairs were read. The skips table says why, member by member.", blocking=False),
 ]
 SCORES_CHECKS = [
     _spec("scores_in_range", "quality_scores",
@@ -153,7 +158,38 @@ def pairs_checks(df: pd.DataFrame, shard: str, warehouse: WarehouseResource, pol
         result = check_table(df, required_columns=RECORD_COLUMNS, non_null=["key", "decode_status"], unique=["key"])
         return _table_check_result(result, f"{len(df)} rows, schema and keys ok", "pairs_schema")
     return {"pairs_schema": pairs_schema,
-            "caption_length_vs_reference": lambda: caption_length_vs_reference(df, shard, warehouse, policy)}
+            "caption_length_vs_reference": lambda: caption_length_vs_reference(df, shard, warehouse, policy),
+            "pairs_read_whole": lambda: pairs_read_whole(df, warehouse.warehouse().read_table("skips", shard))}
+
+
+# skips that lose (a member of) a sample, not a file beside the samples (an extra image, a .cls never parsed)
+SAMPLE_LOSSES = ("unsafe_key", "duplicate_key", "not_a_file", "undecodable_name", "unsafe_name", "member_too_large",
+                 "unreadable_member", "no_extension")
+
+
+def pairs_read_whole(df: pd.DataFrame, skips: pd.DataFrame) -> dg.AssetCheckResult:
+    """A shard whose every sample was skipped (keys with a dot) finished ok with 0 pairs, and one read only up to
+    damage was ok everywhere but ``curate run``'s console: the samples lost are in the skips table alone."""
+    reasons = skips["reason"] if len(skips) else pd.Series(dtype=str)
+    damage = skips[reasons.isin(TAR_DAMAGE)]
+    lost = int(reasons.isin(SAMPLE_LOSSES).sum())
+    dotted = int((reasons.eq("unsupported_member") & skips.get("detail", pd.Series(dtype=str)).astype(str)
+                  .str.contains("a key ends at the first dot", regex=False)).sum()) if len(skips) else 0
+    problems = [f"the raw file is damaged, nothing after it was read: {row.reason} {row.detail}"
+                for row in damage.itertuples(index=False)]
+    if len(skips) and not len(df):
+        top = skips.groupby("reason")["reason"].size().sort_values(ascending=False)
+        example = skips[reasons.eq(top.index[0])].iloc[0]
+        problems.append(f"no pair read; {len(skips)} members skipped, most often {top.index[0]} ({int(top.iloc[0])}"
+                        + (f": {example['detail']}" if example.get("detail") else "") + ")")
+    elif lost + dotted > len(df):
+        problems.append(f"{lost + dotted} members of samples skipped (unsafe, repeated, unreadable or dotted keys), "
+                        f"more than the {len(df)} pairs read")
+    return dg.AssetCheckResult(
+        check_name="pairs_read_whole", passed=not problems, severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(problems)[:1000] or f"{len(df)} pairs read, {len(skips)} members skipped",
+        metadata=numbers({"pairs": len(df), "skipped_members": len(skips), "sample_members_lost": lost + dotted,
+                          "damage": len(damage)}))
 
 
 def caption_length_vs_reference(df: pd.DataFrame, shard: str, warehouse: WarehouseResource,
