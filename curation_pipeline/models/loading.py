@@ -28,8 +28,8 @@ class ModelUnavailableError(RuntimeError):
         if _is_missing_files(cause):
             offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
             message += (
-                "\nTo supply it: pass a local directory holding the checkpoint (huggingface-cli download "
-                "--local-dir), or download it into the HuggingFace cache (HF_HOME) on a machine with network access"
+                f"\nTo supply it: pass a local directory holding the checkpoint (hf download {model} "
+                "--local-dir DIR), or download it into the HuggingFace cache (HF_HOME) on a machine with network access"
                 + (" and keep HF_HUB_OFFLINE=1 here" if offline else "")
                 + "; on a networked machine, unset HF_HUB_OFFLINE to download it.")
         super().__init__(message)

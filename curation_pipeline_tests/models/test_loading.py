@@ -7,6 +7,8 @@ from curation_pipeline.models import loading
 from curation_pipeline.models.loading import ModelUnavailableError, load_clip, load_vlm, pick_device, pick_dtype
 from curation_pipeline_tests.tiny_models import make_tiny_idefics3
 
+pytestmark = pytest.mark.faults  # cited in docs/faults.md: runs with -m faults
+
 
 def test_missing_local_path_names_model_and_guidance(tmp_path):
     missing = str(tmp_path / "nope")

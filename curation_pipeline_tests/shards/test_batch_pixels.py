@@ -4,9 +4,13 @@ cut at the same samples, so their batches, and the rows scored from them, stay a
 
 import json
 
+import pytest
+
 from curation_pipeline.shards.reader import ReaderLimits, iter_pair_batches
 from curation_pipeline_tests.faults import builders
 from curation_pipeline_tests.shards import faults
+
+pytestmark = pytest.mark.faults  # cited in docs/faults.md: runs with -m faults
 
 
 def test_large_images_end_a_batch_early_alike_locally_and_on_ray(tmp_path):

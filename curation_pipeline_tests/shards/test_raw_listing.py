@@ -14,6 +14,8 @@ from curation_pipeline.cli import EXIT_BAD_INPUT, main
 from curation_pipeline.resources import WarehouseResource
 from curation_pipeline_tests.conftest import RAW_SAMPLES
 
+pytestmark = pytest.mark.faults  # cited in docs/faults.md: runs with -m faults
+
 COMPRESSED = ["a.tar.gz", "b.tgz", "c.tar.zst", "d.tar.bz2", "e.TAR.XZ"]
 
 

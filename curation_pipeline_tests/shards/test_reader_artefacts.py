@@ -27,6 +27,8 @@ from curation_pipeline_tests.faults import builders
 from curation_pipeline_tests.shards import faults
 from curation_pipeline_tests.tiny_models import RELEASED, make_tiny_clip
 
+pytestmark = pytest.mark.faults  # cited in docs/faults.md: runs with -m faults
+
 CAPTION = "A brown dog runs across a green lawn."
 
 
