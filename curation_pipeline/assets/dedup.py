@@ -11,6 +11,7 @@ is blocked: either publishes its curated tar, whose pairs survive their groups.
 import functools
 import hashlib
 import json
+import os
 from dataclasses import replace
 
 import dagster as dg
@@ -59,8 +60,9 @@ def dedup_index(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                 policy: PolicyResource) -> dg.MaterializeResult:
     wh = warehouse.warehouse()
     index = refresh_index(wh, policy.decision_policy(), frozen=frozen_shards(context.instance, warehouse))
-    # the policy it was built under is the one the settle sensor keeps the pool decided with
-    index = replace(index, policy=policy_config(policy))
+    # the policy it was built under is the one the settle sensor keeps the pool decided with, until the code
+    # location's own policy changes
+    index = replace(index, policy=policy_config(policy), location_policy=location_policy_digest())
     paths = write_index(wh, index, run_id=context.run_id)
     stale = stale_reasons(wh, index)
     groups = index.groups
@@ -117,14 +119,32 @@ def policy_config(policy: PolicyResource) -> dict:
     return policy.model_dump(mode="json")
 
 
+def location_policy_digest(policy: PolicyResource | None = None) -> str:
+    """A digest of the code location's own policy (its settings file's, else the defaults; ``policy``: the location's
+    resource where the caller holds it), as the settle sensor is given it."""
+    if policy is None:
+        from curation_pipeline.resources import SETTINGS_FILE_ENV, location_resources
+
+        path = os.environ.get(SETTINGS_FILE_ENV, "").strip()
+        policy = (location_resources(path) if path else {}).get("policy") or PolicyResource()
+    text = json.dumps(policy_config(policy), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def settle_policy(stored: DedupIndex | None, policy: PolicyResource) -> tuple[PolicyResource, dict | None, str]:
     """The policy to settle under: the one the stored dedup_index was built with (the rules the pool was last
-    decided with on purpose, e.g. a launchpad's keep_fraction), else the code location's ``policy``. With
+    decided with on purpose, e.g. a launchpad's keep_fraction), else the code location's ``policy``, and so where
+    the location's own policy changed since the index was built (its settings file edited: the newer intent). With
     the run config that asks for it (None: the code location's own) and a note saying how they differ (none
     where only settings that decide nothing do: those are settled under as stored, unreported). A stored
     config this code no longer accepts raises a ValueError."""
     if stored is None or stored.policy is None:
         return policy, None, ""
+    if stored.location_policy is not None and stored.location_policy != location_policy_digest(policy):
+        differs = _policy_differences(stored.policy, policy_config(policy), "code location")
+        return policy, None, ("" if not differs else
+                              f"settling under the code location's policy, changed since dedup_index was built "
+                              f"({stored.computed_at or 'unknown time'}) with {', '.join(differs)}")
     how = "materialize dedup_index with the policy to settle under"
     try:
         settled = PolicyResource(**stored.policy)

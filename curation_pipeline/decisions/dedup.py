@@ -498,6 +498,9 @@ class DedupIndex:
     # ``GlobalCut.rule_digest`` of the keep_fraction cut its survivors were picked under (``needs_cut``), None
     # without one: an index picked under another cut than the stored one is stale (``cut_mismatch``)
     cut: str | None = None
+    # a digest of the code location's own policy when it was built: where the location's policy changed since
+    # (its settings file edited), that edit, not the stored policy, is what the pool is settled under
+    location_policy: str | None = None
 
     def for_shard(self, shard: str) -> pd.DataFrame:
         return self.groups[self.groups["shard"].eq(shard)]
@@ -688,7 +691,7 @@ def write_index(wh: Warehouse, index: DedupIndex, cache: bool = False, **provena
                 "links": int(len(index.links)),
                 "groups_digest": _file_digest(index.groups), "links_digest": _file_digest(index.links),
                 "shards": index.slice_digests(), **({} if index.policy is None else {"policy": index.policy}),
-                "cut": index.cut,
+                "cut": index.cut, **({} if index.location_policy is None else {"location_policy": index.location_policy}),
                 **provenance}
     wh.write_json(paths["manifest"], manifest)
     return paths
@@ -722,7 +725,7 @@ def read_index(wh: Warehouse, cache: bool = False) -> DedupIndex | None:
         return None  # a concurrent writer is between its files: treat as absent
     return DedupIndex(tables["groups"], tables["links"], manifest["identity"], manifest["rules"],
                       manifest.get("computed_at", ""), manifest["frozen"], manifest["blocked"], manifest["unindexed"],
-                      manifest["from_tar"], manifest.get("policy"), manifest.get("cut"))
+                      manifest["from_tar"], manifest.get("policy"), manifest.get("cut"), manifest.get("location_policy"))
 
 
 # --- per shard ---------------------------------------------------------------------------------

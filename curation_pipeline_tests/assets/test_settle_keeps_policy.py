@@ -307,3 +307,33 @@ def test_a_cli_run_under_another_policy_says_which_shards_it_reselects(scored, t
     assert settle_duplicates(defs, instance, QUIET, after_each_run=lambda: events.append("run"),
                              say=events.append) == []
     assert events == ["run"], events
+
+
+def test_an_edit_of_the_locations_own_policy_is_settled_under_not_reverted(scored, tmp_path, monkeypatch):  # noqa: F811
+    """The index keeps a launchpad's policy until the code location's own changes: the settings file edited to
+    keep_threshold 80 was reverted to the index's 95 for every new shard, each decided twice."""
+    from curation_pipeline.settings_file import SETTINGS_FILE_ENV
+
+    warehouse = copy_of(scored, tmp_path)
+    settings = tmp_path / "location.yaml"
+    settings.write_text("policy: {keep_threshold: 95}\n")
+    monkeypatch.setenv(SETTINGS_FILE_ENV, str(settings))
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))
+    instance = new_instance()
+    run(defs, instance, "dedup_index_job")
+    for shard in SHARDS:
+        run(defs, instance, "reselect_shards", shard)
+    assert settle(defs, instance)[0] == []
+
+    settings.write_text("policy: {keep_threshold: 80}\n")  # the file edited, the location reloaded
+    defs = build_definitions(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse))
+    asked, why = settle(defs, instance)
+    assert [(r.job_name, r.run_config) for r in asked][:1] == [("dedup_index_job", {})], asked
+    assert all(not r.run_config for r in asked)  # each under the location's own policy: no run config
+    assert sorted(r.partition_key for r in asked if r.job_name == "reselect_shards") == SHARDS
+    manifest = json.loads((warehouse / "dedup" / "index.json").read_text())
+    assert manifest["policy"]["keep_threshold"] == 80
+    # a launchpad's policy is still kept while the location's stays as it is
+    run(defs, instance, "dedup_index_job", run_config=policy(keep_threshold=90))
+    asked, why = settle(defs, instance)
+    assert {r.run_config["resources"]["policy"]["config"]["keep_threshold"] for r in asked} == {90}, asked
