@@ -272,6 +272,20 @@ def _folder_lock(folder: str) -> Iterator[None]:
             os.close(fd)
 
 
+def _sync_folder(folder: str) -> None:
+    """fsync a local folder, so a rename into it is on disk: the file's own fsync keeps its bytes, not the
+    folder entry naming it, and a power cut after a publish could bring back the file it replaced."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # a file system that cannot sync a folder (EINVAL): nothing more to do
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # Object stores: no listing cache. A long-lived process (the code server evaluating the sensor) must
 # see shards and tables that other processes write; s3fs would otherwise cache listings for good.
 fsspec.config.conf.setdefault("s3", {}).setdefault("use_listings_cache", False)
@@ -463,6 +477,7 @@ class Warehouse:
                 if replaces is not None:
                     self._still_at(path, replaces)
                 os.replace(tmp, path)
+                _sync_folder(path.rsplit("/", 1)[0])  # the rename itself survives a power cut, not only the bytes
             return
         self._still_required(path, requires)
         conditional = {}

@@ -298,3 +298,24 @@ def test_credentials_typed_into_an_object_storage_url_are_never_echoed():
         with object_storage_errors("s3://curation/wh"):
             raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
     assert plain.value.__cause__ is not None and "cannot reach s3://curation/wh: Could not connect" in str(plain.value)
+
+
+def test_a_local_commit_syncs_the_folder_it_renames_into(tmp_path, monkeypatch):
+    """The temp file's fsync keeps its bytes, not the folder entry the rename made: a power cut after a
+    publish could bring back the file it replaced while Dagster recorded the new one."""
+    import os
+
+    import pandas as pd
+
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    synced, real = [], os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    wh = Warehouse(str(tmp_path))
+    wh.write_table("pairs", "s1", pd.DataFrame({"key": ["a"]}))
+    assert str(tmp_path / "pairs") in synced, synced
