@@ -181,7 +181,8 @@ _LINK_DEBRIS = re.compile(r"://|\bwww\.|\bhttps?(?=[:/])", re.IGNORECASE)
 _MARKUP = re.compile(r"<[a-zA-Z/][^<>]*>")
 # A period after a title, a common abbreviation or an initial ends no sentence: "Dr. Smith", "Mt. Fuji", "J. Doe".
 _ABBREVIATION_DOT = re.compile(r"\b(?:(?i:dr|drs|mr|mrs|ms|mx|prof|sr|jr|st|ste|mt|mts|ft|gen|col|capt|lt|sgt|cpl|adm"
-                               r"|gov|sen|rep|pres|rev|hon|fr|vs|ave|blvd|rd|hwy)|[A-Z])\.(?=\s)")
+                               r"|gov|sen|rep|pres|rev|hon|fr|vs|ave|blvd|rd|hwy|no|nos|vol|vols|fig|figs|pp|approx|ca"
+                               r"|etc|inc|ltd|co|corp|dept|est)|[A-Z])\.(?=\s)")
 # A code after the last separator ("A barn - 16086", "A barn, ID 123456", "A barn - ABC123"): the ID a removed
 # stock or file label leaves. A bare one needs five characters and three digits, so a year ("iPhone 12 - 2020"),
 # a model or road number ("Boeing - 747", "Route 66") is none.
@@ -582,6 +583,14 @@ def _starts_with_punctuation(candidate: str, original: str | None) -> bool:
     return not (any(ch.isalnum() for ch in first) and original is not None and original.split()[:1] == [first])
 
 
+def _link_debris(candidate: str, original: str | None) -> bool:
+    """A piece of a link the original did not hold whole: one kept as it was (a sign reading "www.shop.com")
+    is the caption's own text, not what a removal left."""
+    pieces = [t.strip(".,;:!?\"'()[]") for t in candidate.split() if _LINK_DEBRIS.search(t)]
+    whole = {t.strip(".,;:!?\"'()[]") for t in (original or "").split()}
+    return any(piece not in whole for piece in pieces)
+
+
 def wellformedness_problems(candidate: str, original: str | None = None) -> list[str]:
     """What is broken about a rewrite, in words; empty when it looks like a finished caption. Defects
     the original already had (unbalanced brackets or quotes, empty pairs, lone punctuation, a short last
@@ -614,7 +623,7 @@ def wellformedness_problems(candidate: str, original: str | None = None) -> list
     talk = _model_talk(candidate, original)
     if talk:
         problems.append(talk)
-    if _LINK_DEBRIS.search(candidate):
+    if _link_debris(candidate, original):
         problems.append("link debris")
     tags = [t for t in _MARKUP.findall(candidate) if t not in raw_tags]
     if tags:

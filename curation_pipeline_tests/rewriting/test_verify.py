@@ -371,3 +371,19 @@ def test_a_caption_about_images_or_captions_is_no_model_talk(candidate):
     from curation_pipeline.rewriting.verify import wellformedness_problems
 
     assert wellformedness_problems(candidate, "IMG_1.jpg phone") == []
+
+
+@pytest.mark.parametrize("original, candidate", [
+    ("Chanel No. 5 bottle IMG_1.jpg", "A bottle of Chanel No. 5"),
+    ("Time magazine Vol. 12 | Getty Images", "The cover of Time magazine, Vol. 12"),
+    ("Results slide Fig. 2 IMG_3.jpg", "A slide titled Results, Fig. 2"),
+    # a link the original held whole, kept as it was (a sign reading it), is the caption's own text
+    ("Visit www.shop.com for deals IMG_2.jpg", "Visit www.shop.com for deals"),
+])
+def test_text_an_image_shows_is_no_fragment_or_debris(original, candidate):
+    """AITQE describes text shown in the image: a period after No., Vol. or Fig. read as a sentence end left a
+    'dangling fragment', and a link kept whole was 'link debris'."""
+    from curation_pipeline.rewriting.verify import wellformedness_problems
+
+    assert wellformedness_problems(candidate, original) == []
+    assert wellformedness_problems("A dog http://x.co", "A dog http://x.co/a") == ["link debris"]  # a link cut short
