@@ -14,6 +14,8 @@ import ast
 import json
 import math
 import re
+import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -375,23 +377,49 @@ class AitqeGenerator:
         return [text.strip() for text in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
 
 
+class _LoadedVlm:
+    """A chat VLM and its processor as one object, so the loaded pair can be shared (``_shared``)."""
+
+    def __init__(self, loaded):
+        self.model, self.processor = loaded
+
+
+# (how it was loaded) -> the loaded model, while a scorer or rewriter holds it: the AITQE scorer and rewriter
+# of one process share one copy (the released checkpoint is some 16 GB in bf16; two did not fit where one did)
+_LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_LOADING = threading.Lock()
+
+
+def _shared(key: tuple, load: Callable[[], object]):
+    with _LOADING:
+        loaded = _LOADED.get(key)
+        if loaded is None:
+            loaded = load()
+            _LOADED[key] = loaded
+        return loaded
+
+
 def load_aitqe(model: str, *, max_new_tokens: int, stop_strings: list[str] | None, device: str | None = None,
                dtype=None, trust_remote_code: bool = False, vision_tower: str | None = None):
-    """The released AITQE checkpoint, or any chat VLM fine-tuned on AITQE's format."""
+    """The released AITQE checkpoint, or any chat VLM fine-tuned on AITQE's format; the model itself is shared
+    with any other generator of this process loaded the same way (the scorer's and the rewriter's)."""
     written = converted_from(model)  # a missing local directory fails here, once
     if written.get("layout") == "mm":  # transformers runs it, this project asks the original as its reference does
         raise ModelUnavailableError(model, "a directory `curate convert-model` wrote from an AITQE checkpoint has no "
                                            "chat template nor AITQE's prompt format: give the original checkpoint "
                                            f"({written.get('source')})")
     layout = released_layout(read_config(model))
+    key = (model, vision_tower, device, str(dtype), trust_remote_code, layout)
     if layout == "mm":
-        return AitqeGenerator(load_released(model, vision_tower=vision_tower, device=device, dtype=dtype),
-                              max_new_tokens=max_new_tokens,
-                              stop_strings=stop_strings)
+        released = _shared(key, lambda: load_released(model, vision_tower=vision_tower, device=device, dtype=dtype))
+        return AitqeGenerator(released, max_new_tokens=max_new_tokens, stop_strings=stop_strings)
     if layout is not None:
         raise ModelUnavailableError(model, f"a released {layout!r} checkpoint is an MLM-Filter scorer, not AITQE")
-    loaded, processor = load_vlm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    return ChatGenerator(loaded, processor, max_new_tokens=max_new_tokens, stop_strings=stop_strings)
+    pair = _shared(key, lambda: _LoadedVlm(load_vlm(model, device=device, dtype=dtype,
+                                                    trust_remote_code=trust_remote_code)))
+    generator = ChatGenerator(pair.model, pair.processor, max_new_tokens=max_new_tokens, stop_strings=stop_strings)
+    generator.shared = pair  # held while the generator is: the next load of the same model finds it
+    return generator
 
 
 def precision(generator) -> str:

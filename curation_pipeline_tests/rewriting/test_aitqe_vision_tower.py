@@ -63,3 +63,14 @@ def test_the_rewriter_version_tells_precisions_apart():
     assert AitqeRewriter(MODEL, vision_tower=TOWER, device="cpu", dtype="bfloat16", load_model=False).version \
         == half.version
     assert half.version != AitqeRewriter(MODEL, vision_tower=TOWER, device="cpu").version
+
+
+def test_the_aitqe_scorer_and_rewriter_of_one_process_share_one_loaded_model():
+    """Each loaded its own copy of the checkpoint (about 16 GB in bf16): two did not fit where one did. Settings
+    given at each call (the scorer stops at <Overall>, its own budget) stay each one's own."""
+    scorer = AitqeScorer(MODEL, vision_tower=TOWER, batch_size=1, max_new_tokens=8)
+    rewriter = AitqeRewriter(MODEL, vision_tower=TOWER, batch_size=1, max_new_tokens=12)
+    assert rewriter.generator.released is scorer.generator.released
+    assert (scorer.generator.max_new_tokens, rewriter.generator.max_new_tokens) == (8, 12)
+    other = AitqeRewriter(MODEL, batch_size=1, max_new_tokens=8, vision_tower=TOWER, dtype="float16")
+    assert other.generator.released is not scorer.generator.released  # loaded another way: its own
