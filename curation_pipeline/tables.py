@@ -91,8 +91,9 @@ TABLES: dict[str, dict[str, str]] = {
                     "and passed the minimality and well-formedness checks).",
         "reason": "Why it was accepted or rejected, with the numbers.",
         "rewriter_output": "The model's raw output, untouched (for audits).",
-        "rewriter_scores": "Scores the rewriter itself emitted (AITQE's ratings), as json (keys sorted; a missing "
-                           "score is null).",
+        "rewriter_scores": "Scores the rewriter itself emitted, as json (keys sorted; a missing score is null): "
+                           "AITQE's rating of the original caption it was given, not of its candidate (quality_after "
+                           "judges that).",
         "run_id": "Dagster run that made the attempt.",
         "created_at": "When the attempt was made (UTC, ISO 8601).",
     },
