@@ -12,7 +12,8 @@ import pandas as pd
 from curation_pipeline.assets.integrity import FINGERPRINT_KEY
 from curation_pipeline.assets.io import FILE_METADATA
 from curation_pipeline.assets.metadata import numbers, table
-from curation_pipeline.checks.quality import PAIRS_CHECKS, checked_table, pairs_checks, table_out
+from curation_pipeline.checks.quality import (PAIRS_CHECKS, SKIPS_ATTR, checked_table, pairs_checks,
+                                              skips_summary, table_out)
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.markdown import counts_markdown
 from curation_pipeline.resources import ComputeResource, PolicyResource, WarehouseResource
@@ -154,6 +155,7 @@ def _inventory(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         skipped, fingerprint = reader.skips, reader.fingerprint
     skips = pd.DataFrame([{"shard": shard, **vars(s)} for s in skipped], columns=SKIP_COLUMNS)
     wh.write_table("skips", shard, skips)
+    inventory.attrs[SKIPS_ATTR] = skips_summary(skips)  # for pairs_read_whole, which would read them back
     # the fingerprint of what was read: every later step checks the raw file against it
     inventory.attrs[FILE_METADATA] = {FINGERPRINT_KEY: fingerprint.to_json()}
     status = inventory["decode_status"].value_counts() if len(inventory) else pd.Series(dtype=int)

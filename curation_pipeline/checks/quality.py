@@ -159,37 +159,54 @@ def pairs_checks(df: pd.DataFrame, shard: str, warehouse: WarehouseResource, pol
         return _table_check_result(result, f"{len(df)} rows, schema and keys ok", "pairs_schema")
     return {"pairs_schema": pairs_schema,
             "caption_length_vs_reference": lambda: caption_length_vs_reference(df, shard, warehouse, policy),
-            "pairs_read_whole": lambda: pairs_read_whole(df, warehouse.warehouse().read_table("skips", shard))}
+            "pairs_read_whole": lambda: pairs_read_whole(df, _skips_of(df, shard, warehouse))}
 
 
+SKIPS_ATTR = "curation_skips"  # pairs' skips as ``skips_summary`` says them, in its table's attrs (not stored)
 # skips that lose (a member of) a sample, not a file beside the samples (an extra image, a .cls never parsed)
 SAMPLE_LOSSES = ("unsafe_key", "duplicate_key", "not_a_file", "undecodable_name", "unsafe_name", "member_too_large",
                  "unreadable_member", "no_extension")
+DOTTED = "a key ends at the first dot"  # the reader's reason for a member whose key holds a dot
 
 
-def pairs_read_whole(df: pd.DataFrame, skips: pd.DataFrame) -> dg.AssetCheckResult:
+def skips_summary(skips: pd.DataFrame) -> dict:
+    """What ``pairs_read_whole`` reads of a shard's skips: small, so it can ride in the table's attrs."""
+    if not len(skips):
+        return {"members": 0, "lost": 0, "damage": [], "top": None}
+    reasons, details = skips["reason"].astype(str), skips["detail"].fillna("").astype(str)
+    top = reasons.value_counts()
+    detail = details[reasons.eq(top.index[0])].iloc[0]
+    return {"members": len(skips),
+            "lost": int(reasons.isin(SAMPLE_LOSSES).sum() + (reasons.eq("unsupported_member")
+                                                             & details.str.contains(DOTTED, regex=False)).sum()),
+            "damage": [f"{r} {d}".strip() for r, d in zip(reasons, details) if r in TAR_DAMAGE],
+            "top": [str(top.index[0]), int(top.iloc[0]), detail]}
+
+
+def _skips_of(df: pd.DataFrame, shard: str, warehouse: WarehouseResource) -> dict:
+    """The skips the inventory was made with (in hand where pairs made it), else the stored ones (a check run
+    alone): one read less per shard."""
+    summary = df.attrs.get(SKIPS_ATTR)
+    return summary if summary is not None else skips_summary(warehouse.warehouse().read_table("skips", shard))
+
+
+def pairs_read_whole(df: pd.DataFrame, skips: dict) -> dg.AssetCheckResult:
     """A shard whose every sample was skipped (keys with a dot) finished ok with 0 pairs, and one read only up to
-    damage was ok everywhere but ``curate run``'s console: the samples lost are in the skips table alone."""
-    reasons = skips["reason"] if len(skips) else pd.Series(dtype=str)
-    damage = skips[reasons.isin(TAR_DAMAGE)]
-    lost = int(reasons.isin(SAMPLE_LOSSES).sum())
-    dotted = int((reasons.eq("unsupported_member") & skips.get("detail", pd.Series(dtype=str)).astype(str)
-                  .str.contains("a key ends at the first dot", regex=False)).sum()) if len(skips) else 0
-    problems = [f"the raw file is damaged, nothing after it was read: {row.reason} {row.detail}"
-                for row in damage.itertuples(index=False)]
-    if len(skips) and not len(df):
-        top = skips.groupby("reason")["reason"].size().sort_values(ascending=False)
-        example = skips[reasons.eq(top.index[0])].iloc[0]
-        problems.append(f"no pair read; {len(skips)} members skipped, most often {top.index[0]} ({int(top.iloc[0])}"
-                        + (f": {example['detail']}" if example.get("detail") else "") + ")")
-    elif lost + dotted > len(df):
-        problems.append(f"{lost + dotted} members of samples skipped (unsafe, repeated, unreadable or dotted keys), "
+    damage was ok everywhere but ``curate run``'s console: the samples lost are in the skips table alone.
+    ``skips``: ``skips_summary`` of the shard's skips."""
+    problems = [f"the raw file is damaged, nothing after it was read: {damage}" for damage in skips["damage"]]
+    if skips["members"] and not len(df):
+        reason, count, detail = skips["top"]
+        problems.append(f"no pair read; {skips['members']} members skipped, most often {reason} ({count}"
+                        + (f": {detail}" if detail else "") + ")")
+    elif skips["lost"] > len(df):
+        problems.append(f"{skips['lost']} members of samples skipped (unsafe, repeated, unreadable or dotted keys), "
                         f"more than the {len(df)} pairs read")
     return dg.AssetCheckResult(
         check_name="pairs_read_whole", passed=not problems, severity=dg.AssetCheckSeverity.WARN,
-        description="; ".join(problems)[:1000] or f"{len(df)} pairs read, {len(skips)} members skipped",
-        metadata=numbers({"pairs": len(df), "skipped_members": len(skips), "sample_members_lost": lost + dotted,
-                          "damage": len(damage)}))
+        description="; ".join(problems)[:1000] or f"{len(df)} pairs read, {skips['members']} members skipped",
+        metadata=numbers({"pairs": len(df), "skipped_members": skips["members"], "sample_members_lost": skips["lost"],
+                          "damage": len(skips["damage"])}))
 
 
 def caption_length_vs_reference(df: pd.DataFrame, shard: str, warehouse: WarehouseResource,

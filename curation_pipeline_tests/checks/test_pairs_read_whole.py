@@ -40,14 +40,14 @@ def test_a_shard_of_dotted_keys_and_a_damaged_one_warn_on_pairs(tmp_path, monkey
 def test_a_whole_shard_passes_and_files_beside_its_samples_are_no_loss():
     import pandas as pd
 
-    from curation_pipeline.checks.quality import pairs_read_whole
+    from curation_pipeline.checks.quality import pairs_read_whole, skips_summary
 
     pairs = pd.DataFrame({"key": ["a", "b"]})
     beside = pd.DataFrame({"reason": ["unsupported_member", "extra_image", "unsupported_member"],
                            "detail": [".cls is never parsed", "", ".npy is never parsed"]})
-    said = pairs_read_whole(pairs, beside)
+    said = pairs_read_whole(pairs, skips_summary(beside))
     assert said.passed and said.description == "2 pairs read, 3 members skipped"
     lost = pd.DataFrame({"reason": ["duplicate_key", "unsafe_key", "unsafe_key"], "detail": ["", "", ""]})
-    said = pairs_read_whole(pairs, lost)
+    said = pairs_read_whole(pairs, skips_summary(lost))
     assert not said.passed and said.description == ("3 members of samples skipped (unsafe, repeated, unreadable or "
                                                     "dotted keys), more than the 2 pairs read")
