@@ -647,7 +647,8 @@ def fill_missing_shards(context: dg.ScheduleEvaluationContext, warehouse: Wareho
     todo = {key: reason for key, reason in todo.items() if key not in flight}
     in_flight = in_flight_note(flight, busy)
     missing_raw = (f"{len(gone)} registered shard(s) passed over, their raw file gone: {_some(gone, 10)} "
-                   "(prune_shards removes their partitions)" if gone else "")
+                   "(prune_shards removes their partitions; a curated tar such a shard made stays published, its pairs "
+                   "each duplicate group's survivor: delete curated/<shard>.tar to withdraw it)" if gone else "")
     # in the log too: a tick that requests runs carries no message
     if in_flight:
         context.log.info(in_flight)

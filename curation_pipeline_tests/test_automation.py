@@ -626,7 +626,8 @@ def test_the_schedule_names_a_missing_raw_location_and_the_shards_whose_raw_file
             partition_key="sample-000000", instance=instance, tags=request.tags,
             run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}}).success
         assert tick() == ("nothing to run. 1 registered shard(s) passed over, their raw file gone: sample-000001 "
-                          "(prune_shards removes their partitions)")
+                          "(prune_shards removes their partitions; a curated tar such a shard made stays published, "
+                          "its pairs each duplicate group's survivor: delete curated/<shard>.tar to withdraw it)")
 
 
 def test_the_settings_digest_follows_the_compute_variables_a_deployment_sets(monkeypatch):
