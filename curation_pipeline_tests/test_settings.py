@@ -132,8 +132,12 @@ def test_a_run_uses_the_flags_given_over_the_config_file_and_the_file_over_the_d
 
     from curation_pipeline.cli import setting_default
     from curation_pipeline.resources import ScoringResource
+    from curation_pipeline.rewriting.vlm import ChatGenerator
+    from curation_pipeline_tests.rewriting.test_rewrite_end_to_end import finished
     from curation_pipeline_tests.tiny_models import make_tiny_llava
 
+    # a tiny random VLM never ends its reply: each cut off, no candidate, and rewrites_complete fails the shard
+    monkeypatch.setattr(ChatGenerator, "generate", finished(ChatGenerator.generate))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     raw = tmp_path / "raw"
     raw.mkdir()

@@ -119,14 +119,13 @@ def policy_config(policy: PolicyResource) -> dict:
     return policy.model_dump(mode="json")
 
 
-def location_policy_digest(policy: PolicyResource | None = None) -> str:
-    """A digest of the code location's own policy (its settings file's, else the defaults; ``policy``: the location's
-    resource where the caller holds it), as the settle sensor is given it."""
-    if policy is None:
-        from curation_pipeline.resources import SETTINGS_FILE_ENV, location_resources
+def location_policy_digest() -> str:
+    """A digest of the code location's own policy (its settings file's, else the defaults), as the settle sensor is
+    given it: read from the file, whatever policy a run was given (``curate run --set``, a launchpad)."""
+    from curation_pipeline.resources import SETTINGS_FILE_ENV, location_resources
 
-        path = os.environ.get(SETTINGS_FILE_ENV, "").strip()
-        policy = (location_resources(path) if path else {}).get("policy") or PolicyResource()
+    path = os.environ.get(SETTINGS_FILE_ENV, "").strip()
+    policy = (location_resources(path) if path else {}).get("policy") or PolicyResource()
     text = json.dumps(policy_config(policy), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -140,7 +139,7 @@ def settle_policy(stored: DedupIndex | None, policy: PolicyResource) -> tuple[Po
     config this code no longer accepts raises a ValueError."""
     if stored is None or stored.policy is None:
         return policy, None, ""
-    if stored.location_policy is not None and stored.location_policy != location_policy_digest(policy):
+    if stored.location_policy is not None and stored.location_policy != location_policy_digest():
         differs = _policy_differences(stored.policy, policy_config(policy), "code location")
         return policy, None, ("" if not differs else
                               f"settling under the code location's policy, changed since dedup_index was built "

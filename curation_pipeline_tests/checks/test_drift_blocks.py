@@ -175,7 +175,7 @@ def test_the_length_chart_shows_the_pairs_the_drift_check_compares(tmp_path, blo
     monkeypatch.setattr(rewriting, "histogram_png", lambda series, *a, **k: drawn.update(series) or real(series, *a, **k))
     shard = "sample-000002"
     run_pipeline(RAW_SAMPLES, tmp_path, [shard], report=False, settle=False, scoring=ScoringResource(profile="text"),
-                 policy=PolicyResource(keep_threshold=100.0, drop_threshold=0.3))
+                 policy=PolicyResource(keep_threshold=100.0, drop_threshold=65.0))  # a weak rewrite drops its pair
     final = Warehouse(str(tmp_path)).read_table("final_captions", shard)
     kept = final[final["outcome"].ne("dropped")]
     had = caption_lengths(kept["original_caption"]) > 0
