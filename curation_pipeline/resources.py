@@ -98,7 +98,7 @@ class WarehouseResource(dg.ConfigurableResource):
     def _list_raw(self) -> tuple[dict[str, str], list[str], dict]:
         import fsspec
 
-        from curation_pipeline.shards.fingerprint import _is_local, stat_of_listing
+        from curation_pipeline.shards.fingerprint import is_local_fs, stat_of_listing
 
         fs, root = fsspec.core.url_to_fs(self.raw_root)
         try:  # not fs.exists / isfile: they swallow any exception, a Ctrl-C during the stat read as "does not exist"
@@ -109,7 +109,7 @@ class WarehouseResource(dg.ConfigurableResource):
             raise NotADirectoryError(f"raw shard location {self.raw_root!r} is a file: give the folder that holds "
                                      "the .tar shards")
         found, rejected, stats = {}, [], {}
-        listed = not _is_local(fs)
+        listed = not is_local_fs(fs)
         # listed, not globbed: a [, * or ? in the location's own path is a character; one level of
         # subfolders too, only to say that shards there are not registered
         # (a symlinked shard is listed as "other": it counts when it leads to a file)
@@ -624,13 +624,13 @@ class ComputeResource(RayResource):
         outlast that: when the head's proxy fails to start the connection's server process, the client
         waits out the channel timeout. A few fresh tries then connect. A head's address where nothing answers
         fails at once (``compute.address``): Ray's own retries would hold the run about 41 minutes."""
-        from curation_pipeline.compute.address import CLIENT_SCHEME, unreachable
+        from curation_pipeline.compute.address import is_client_address, unreachable
 
         why = unreachable(self.address)
         if why:
             start = ("Start the head there (ray start --head: its Ray Client server listens on 10001; on Kubernetes, "
                      "the head service's client port) or fix the address"
-                     if self.address.strip().lower().startswith(CLIENT_SCHEME) else
+                     if is_client_address(self.address) else
                      "Start the head there (ray start --head --port=...) or fix the address; from outside the "
                      "cluster use its Ray Client address, ray://<head>:10001")
             raise ConnectionError(

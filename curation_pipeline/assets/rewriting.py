@@ -55,9 +55,9 @@ from curation_pipeline.validation.lengths import caption_lengths
         # English or too few words, is rejected; 11: keep_facts reads a figure of several number words ("twenty-three",
         # "a hundred", "two hundred and five") as one; 12: a candidate ending on a verb whose object was cut
         # ("displaying", "offering") or on "vs" where the original went on is dangling; 13: a model's reply that it saw
-        # no image or that the caption needs no edit, a generic "Answer:" label and a "(Removed ...)" note are malformed;
-        # a period after No., Vol., Fig. (and pp, approx, ca, etc, inc, ltd, co, corp, dept, est) ends no sentence, and a
-        # link the original held whole is no link debris)
+        # no image or that the caption needs no edit, a generic "Answer:" label and a "(Removed ...)" note are
+        # malformed; a period after No., Vol., Fig. (and pp, approx, ca, etc, inc, ltd, co, corp, dept, est) ends no
+        # sentence, and a link the original held whole is no link debris)
         "Lineage of every rewrite attempt: original and candidate caption, rewriter and version, prompt hash, "
         "score before/after, edit ratio, length ratio, semantic similarity, accepted or not and why, run id and "
         "time. Only pairs decided `rewrite` are attempted.")},

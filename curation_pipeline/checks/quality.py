@@ -22,7 +22,7 @@ from curation_pipeline.rewriting.attempts import replies_unread, rewriter_raised
 from curation_pipeline.scoring.columns import ERROR_SUFFIX, error_columns
 from curation_pipeline.scoring.registry import score_ranges, scorer_classes
 from curation_pipeline.scoring.run import raised_on
-from curation_pipeline.shards.reader import RECORD_COLUMNS, TAR_DAMAGE
+from curation_pipeline.shards.reader import DOTTED_KEY, RECORD_COLUMNS, TAR_DAMAGE
 from curation_pipeline.storage.warehouse import FileChanged
 from curation_pipeline.validation.drift import DriftResult, check_final_captions_drift, compare_lengths
 from curation_pipeline.validation.lengths import caption_lengths
@@ -166,7 +166,6 @@ SKIPS_ATTR = "curation_skips"  # pairs' skips as ``skips_summary`` says them, in
 # skips that lose (a member of) a sample, not a file beside the samples (an extra image, a .cls never parsed)
 SAMPLE_LOSSES = ("unsafe_key", "duplicate_key", "not_a_file", "undecodable_name", "unsafe_name", "member_too_large",
                  "unreadable_member", "no_extension")
-DOTTED = "a key ends at the first dot"  # the reader's reason for a member whose key holds a dot
 
 
 def skips_summary(skips: pd.DataFrame) -> dict:
@@ -178,7 +177,7 @@ def skips_summary(skips: pd.DataFrame) -> dict:
     detail = details[reasons.eq(top.index[0])].iloc[0]
     return {"members": len(skips),
             "lost": int(reasons.isin(SAMPLE_LOSSES).sum() + (reasons.eq("unsupported_member")
-                                                             & details.str.contains(DOTTED, regex=False)).sum()),
+                                                             & details.str.contains(DOTTED_KEY, regex=False)).sum()),
             "damage": [f"{r} {d}".strip() for r, d in zip(reasons, details) if r in TAR_DAMAGE],
             "top": [str(top.index[0]), int(top.iloc[0]), detail]}
 
@@ -249,11 +248,7 @@ def scores_complete(df: pd.DataFrame, policy: PolicyResource) -> dg.AssetCheckRe
                 **numbers({f"raised_share_{r.scorer}": r.share for r in raised.values()})}
     for r in failed:
         metadata[f"error_{r.scorer}"] = dg.MetadataValue.text(r.reason or "")
-    described = "; ".join(
-        f"{r.scorer} raised on {r.pairs} of the {r.attempted} pairs it attempted ("
-        + ("all" if r.pairs == r.attempted else f"{r.share:.0%}, above max_unscored_share "
-                                                f"{policy.max_unscored_share:.0%}")
-        + f"), most often ({r.reason_pairs} pairs) {r.reason}" for r in failed)
+    described = "; ".join(_systematic(r, "raised", policy) for r in failed)
     worst = max(raised.values(), key=lambda r: r.share, default=None)
     return dg.AssetCheckResult(
         check_name="scores_complete", passed=not failed, severity=dg.AssetCheckSeverity.ERROR,
@@ -261,6 +256,14 @@ def scores_complete(df: pd.DataFrame, policy: PolicyResource) -> dg.AssetCheckRe
                                          f"pairs it attempted ({worst.share:.0%})" if worst and worst.pairs
                                          else f"no scorer raised on any of {len(df)} pairs"),
         metadata=metadata)
+
+
+def _systematic(r, did: str, policy: PolicyResource) -> str:
+    """What a ``Raised`` that failed its check (``systematic``) says: how many of its pairs, and why most often."""
+    share = "all" if r.pairs == r.attempted else \
+        f"{r.share:.0%}, above max_unscored_share {policy.max_unscored_share:.0%}"
+    return (f"{r.scorer} {did} on {r.pairs} of the {r.attempted} pairs it attempted ({share}), most often "
+            f"({r.reason_pairs} pairs) {r.reason}")
 
 
 def rewrites_checks(lineage: pd.DataFrame, policy: PolicyResource) -> Checks:
@@ -278,17 +281,11 @@ def rewrites_complete(lineage: pd.DataFrame, policy: PolicyResource) -> dg.Asset
     if failed or unread:
         metadata["error"] = dg.MetadataValue.text((r if failed else u).reason or "")
 
-    def share(x) -> str:
-        return "all" if x.pairs == x.attempted else f"{x.share:.0%}, above max_unscored_share {policy.max_unscored_share:.0%}"
-
     if failed:
-        described = (f"{r.scorer} raised on {r.pairs} of the {r.attempted} pairs it attempted ({share(r)}), most often "
-                     f"({r.reason_pairs} pairs) {r.reason}")
+        described = _systematic(r, "raised", policy)
     elif unread:
-        described = (f"{u.scorer} replied with no readable caption on {u.pairs} of the {u.attempted} pairs "
-                     f"it attempted ({share(u)}), most often ({u.reason_pairs} pairs) {u.reason}: raise "
-                     "rewriter.max_new_tokens where replies are cut off, or check that the checkpoint answers in its "
-                     "rewriter's format")
+        described = (_systematic(u, "replied with no readable caption", policy) + ": raise rewriter.max_new_tokens "
+                     "where replies are cut off, or check that the checkpoint answers in its rewriter's format")
     else:
         described = (f"{r.scorer} raised on {r.pairs} of the {r.attempted} pairs it attempted"
                      + (f"; replied with no readable caption on {u.pairs}" if u.pairs else "")) if r.attempted \

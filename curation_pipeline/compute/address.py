@@ -16,12 +16,17 @@ CLIENT_SCHEME = "ray://"
 PROBE_TIMEOUT_S = 10.0
 
 
+def is_client_address(address: str) -> bool:
+    """A Ray Client address (``ray://...``), not a head's GCS address."""
+    return address.strip().lower().startswith(CLIENT_SCHEME)
+
+
 def head_endpoint(address: str) -> tuple[str, int] | None:
     """(host, port) of a GCS address (``10.0.0.5:6379``, ``head``, ``[fd00::5]:6379``) or a Ray Client address
     (``ray://head:10001``, ``ray://head``); None for the forms Ray resolves itself (``auto``, ``local``, another
     scheme) and for none."""
     address = address.strip()
-    client = address.lower().startswith(CLIENT_SCHEME)
+    client = is_client_address(address)
     if client:
         address = address[len(CLIENT_SCHEME):].split("/", 1)[0]
     if not address or address in ("auto", "local") or "://" in address:

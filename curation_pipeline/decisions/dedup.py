@@ -691,7 +691,8 @@ def write_index(wh: Warehouse, index: DedupIndex, cache: bool = False, **provena
                 "links": int(len(index.links)),
                 "groups_digest": _file_digest(index.groups), "links_digest": _file_digest(index.links),
                 "shards": index.slice_digests(), **({} if index.policy is None else {"policy": index.policy}),
-                "cut": index.cut, **({} if index.location_policy is None else {"location_policy": index.location_policy}),
+                "cut": index.cut,
+                **({} if index.location_policy is None else {"location_policy": index.location_policy}),
                 **provenance}
     wh.write_json(paths["manifest"], manifest)
     return paths
@@ -725,7 +726,8 @@ def read_index(wh: Warehouse, cache: bool = False) -> DedupIndex | None:
         return None  # a concurrent writer is between its files: treat as absent
     return DedupIndex(tables["groups"], tables["links"], manifest["identity"], manifest["rules"],
                       manifest.get("computed_at", ""), manifest["frozen"], manifest["blocked"], manifest["unindexed"],
-                      manifest["from_tar"], manifest.get("policy"), manifest.get("cut"), manifest.get("location_policy"))
+                      manifest["from_tar"], manifest.get("policy"), manifest.get("cut"),
+                      manifest.get("location_policy"))
 
 
 # --- per shard ---------------------------------------------------------------------------------

@@ -107,11 +107,7 @@ def rewriter_raised(lineage: pd.DataFrame) -> Raised:
     that fails on every pair (out of memory, a broken checkpoint) leaves each weak caption unsaved, and decisions
     drop them as if no rewrite had been good enough (the ``rewrites_complete`` check fails such a shard)."""
     reasons = lineage["reason"].astype(str) if len(lineage) else pd.Series(dtype=str)
-    raised = reasons[reasons.str.startswith(NO_CANDIDATE + RAISED)].str.removeprefix(NO_CANDIDATE)
-    top = raised.value_counts()
-    names = lineage["rewriter"].dropna().unique() if len(lineage) else ()
-    return Raised(", ".join(map(str, names)) or "rewriter", len(raised), len(lineage),
-                  str(top.index[0]) if len(top) else None, int(top.iloc[0]) if len(top) else 0)
+    return _counted(lineage, reasons.str.startswith(NO_CANDIDATE + RAISED), pd.Series(True, index=lineage.index))
 
 
 def replies_unread(lineage: pd.DataFrame, model_rewriters) -> Raised:
@@ -124,9 +120,16 @@ def replies_unread(lineage: pd.DataFrame, model_rewriters) -> Raised:
     model = lineage["rewriter"].isin(list(model_rewriters))
     unread = (model & reasons.str.startswith(NO_CANDIDATE) & ~reasons.str.startswith(NO_CANDIDATE + RAISED)
               & lineage["rewriter_output"].notna())
-    top = reasons[unread].str.removeprefix(NO_CANDIDATE).value_counts()
-    names = lineage.loc[model, "rewriter"].dropna().unique()
-    return Raised(", ".join(map(str, names)) or "rewriter", int(unread.sum()), int(model.sum()),
+    return _counted(lineage, unread, model)
+
+
+def _counted(lineage: pd.DataFrame, hit: pd.Series, attempted: pd.Series) -> Raised:
+    """``Raised`` of the ``attempted`` attempts, ``hit`` of them, with their most common reason (after
+    ``NO_CANDIDATE``) and the rewriters that made them."""
+    top = lineage.loc[hit, "reason"].astype(str).str.removeprefix(NO_CANDIDATE).value_counts() if len(lineage) \
+        else pd.Series(dtype=int)
+    names = lineage.loc[attempted, "rewriter"].dropna().unique() if len(lineage) else ()
+    return Raised(", ".join(map(str, names)) or "rewriter", int(hit.sum()), int(attempted.sum()),
                   str(top.index[0]) if len(top) else None, int(top.iloc[0]) if len(top) else 0)
 
 

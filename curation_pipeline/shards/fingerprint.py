@@ -71,7 +71,7 @@ class RawFingerprint:
 def raw_stat(url: str) -> RawStat:
     """Size and identity without reading the content. Raises FileNotFoundError / IsADirectoryError."""
     fs, path = fsspec.core.url_to_fs(url)
-    if _is_local(fs):
+    if is_local_fs(fs):
         st = os.stat(path)
         if not os.path.isfile(path):
             raise IsADirectoryError(f"raw shard {url} is not a regular file")
@@ -89,11 +89,7 @@ def stat_of_listing(info: dict) -> RawStat:
     return RawStat(int(info.get("size") or 0), str(mtime), str(identity).strip('"'))
 
 
-def is_local_url(url: str) -> bool:
-    return _is_local(fsspec.core.url_to_fs(url)[0])
-
-
-def _is_local(fs) -> bool:
+def is_local_fs(fs) -> bool:
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocols or "local" in protocols
 

@@ -224,12 +224,15 @@ class _Members:
         return any(part is not None for part in (self.image, self.caption, self.meta))
 
 
+DOTTED_KEY = "a key ends at the first dot"  # in the skip's detail where a key holds a dot (pairs_read_whole reads it)
+
+
 def _dotted(key: str, ext: str) -> str | None:
     """Why a member whose extension ends like a parsed one (``img.v1.jpg``: ``v1.jpg``) is not parsed: the
     key ends at the first dot of the name, as webdataset splits it. None for any other extension."""
     if "." not in ext or ext.rsplit(".", 1)[1] not in (*IMAGE_EXTS, *CAPTION_EXTS, *META_EXTS):
         return None
-    return (f".{printable_name(ext)} is never parsed: a key ends at the first dot (as webdataset splits names), so "
+    return (f".{printable_name(ext)} is never parsed: {DOTTED_KEY} (as webdataset splits names), so "
             f"this member's key is {printable_name(key)!r}; rename it without a dot in the key")
 
 

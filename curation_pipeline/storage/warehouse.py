@@ -255,35 +255,29 @@ class _Digesting:
 
 
 @contextlib.contextmanager
-def _folder_lock(folder: str) -> Iterator[None]:
+def _folder_lock(folder: str) -> Iterator[Callable[[], None]]:
     """An exclusive ``flock`` on a local folder itself (no lock file), released on exit or by the process's
-    death. A file system that refuses it on a folder (NFS: EBADF) gives no lock: the caller goes on."""
+    death. A file system that refuses it on a folder (NFS: EBADF) gives no lock: the caller goes on. Yields the
+    folder's fsync, so a rename into it is on disk: a file's own fsync keeps its bytes, not the folder entry
+    naming it, and a power cut after a publish could bring back the file it replaced."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         fd = None
+
+    def sync() -> None:
+        if fd is not None:
+            with contextlib.suppress(OSError):  # a file system that cannot sync a folder (EINVAL): nothing more
+                os.fsync(fd)
+
     try:
         if fd is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        yield sync
     finally:
         if fd is not None:
             os.close(fd)
-
-
-def _sync_folder(folder: str) -> None:
-    """fsync a local folder, so a rename into it is on disk: the file's own fsync keeps its bytes, not the
-    folder entry naming it, and a power cut after a publish could bring back the file it replaced."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):  # a file system that cannot sync a folder (EINVAL): nothing more to do
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # Object stores: no listing cache. A long-lived process (the code server evaluating the sensor) must
@@ -471,13 +465,12 @@ class Warehouse:
         if self.is_local:
             folders = sorted({p.rsplit("/", 1)[0] for p in (path, *(requires or {}))})
             with contextlib.ExitStack() as locks:
-                for folder in folders:
-                    locks.enter_context(_folder_lock(folder))
+                syncs = {folder: locks.enter_context(_folder_lock(folder)) for folder in folders}
                 self._still_required(path, requires)
                 if replaces is not None:
                     self._still_at(path, replaces)
                 os.replace(tmp, path)
-                _sync_folder(path.rsplit("/", 1)[0])  # the rename itself survives a power cut, not only the bytes
+                syncs[path.rsplit("/", 1)[0]]()  # the rename itself survives a power cut, not only the bytes
             return
         self._still_required(path, requires)
         conditional = {}

@@ -18,8 +18,8 @@ def test_every_step_and_check_succeeds(curated):
     for shard in curated["shards"]:
         checks = {c.check_name: c.passed for c in curated["results"][shard].get_asset_check_evaluations()}
         assert checks == {"pairs_schema": True, "caption_length_vs_reference": True, "pairs_read_whole": True,
-                          "scores_in_range": True, "scores_complete": True, "rewrites_complete": True, "final_captions_complete": True,
-                          "caption_length_drift": True, "kept_share": True}
+                          "scores_in_range": True, "scores_complete": True, "rewrites_complete": True,
+                          "final_captions_complete": True, "caption_length_drift": True, "kept_share": True}
 
 
 def test_pairs_inventory_matches_the_shard(curated):

@@ -125,7 +125,8 @@ def test_the_original_again_is_no_rewrite():
     # a model that saw no image or judged the caption instead of editing it: with a judge blind to the image
     # (text_quality) each scored 100 and was published
     ("Stock Photo - dog on beach - 123456", "I don't see an image attached.", "model refusal \"I don't see\""),
-    ("Stock Photo - dog on beach - 123456", "There is no image provided.", "model refusal 'There is no image provided'"),
+    ("Stock Photo - dog on beach - 123456", "There is no image provided.",
+     "model refusal 'There is no image provided'"),
     ("Stock Photo - dog on beach - 123456", "There is no image.", "model refusal 'There is no image'"),
     ("Stock Photo - dog on beach - 123456", "The caption is accurate.", "model refusal 'The caption is accurate'"),
     ("Stock Photo - dog on beach - 123456", "No edits are necessary.", "model refusal 'No edits are necessary'"),

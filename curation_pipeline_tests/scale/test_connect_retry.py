@@ -78,15 +78,16 @@ def test_a_ray_client_address_where_nothing_listens_fails_at_once_not_blamed_on_
     with pytest.raises(ConnectionError) as raised:
         ComputeResource(engine="ray", address=f"ray://127.0.0.1:{port}").connect(None)
     said = str(raised.value)
-    assert said.startswith(f"no Ray cluster answers at ray://127.0.0.1:{port} (compute address, $CURATION_RAY_ADDRESS): "
-                           "ConnectionRefusedError"), said
+    assert said.startswith(f"no Ray cluster answers at ray://127.0.0.1:{port} (compute address, "
+                           "$CURATION_RAY_ADDRESS): ConnectionRefusedError"), said
     assert "Ray Client server listens on 10001" in said and "TOKEN" not in said, said
 
 
 @pytest.mark.parametrize("address,endpoint", [
     ("10.0.0.5:6379", ("10.0.0.5", 6379)), ("head", ("head", 6379)), ("[fd00::5]:6380", ("fd00::5", 6380)),
     ("fd00::5", ("fd00::5", 6379)), ("auto", None), ("local", None), ("", None),
-    ("ray://head:10001", ("head", 10001)), ("ray://head", ("head", 10001)), ("RAY://[fd00::5]:10002", ("fd00::5", 10002)),
+    ("ray://head:10001", ("head", 10001)), ("ray://head", ("head", 10001)),
+    ("RAY://[fd00::5]:10002", ("fd00::5", 10002)),
     ("ray://head:10001/", ("head", 10001)), ("ray://", None), ("anyscale://cluster", None),
 ])
 def test_a_gcs_or_ray_client_address_is_probed(address, endpoint):

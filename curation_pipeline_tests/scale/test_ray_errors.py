@@ -125,7 +125,7 @@ def scenario(out: Path) -> dict:
 
     result = {}
     for name, part in (("load_error", load_error), ("data_context", data_context), ("never_placed", never_placed),
-                       ("capacity", capacity), ("faults", faults)):  # faults after never_placed: the cluster still works
+                       ("capacity", capacity), ("faults", faults)):  # faults after never_placed: it still works
         try:
             result[name] = part()
         except Exception:
@@ -245,7 +245,7 @@ def _node(cpus: float, gpus: float = 0, alive: bool = True) -> dict:
 @pytest.mark.parametrize("nodes, options, short", [
     ([_node(4)], dict(actors=3), None),  # 3 CPU of actors + 1 to decode
     ([_node(4)], dict(actors=4), "has 4 CPU and 0 GPU on 1 node(s); this shard's work needs 5 CPU and 0 GPU"),
-    ([_node(4), _node(8, alive=False)], dict(actors=4), "has 4 CPU and 0 GPU on 1 node(s);"),  # a dead node holds nothing
+    ([_node(4), _node(8, alive=False)], dict(actors=4), "has 4 CPU and 0 GPU on 1 node(s);"),  # a dead one: none
     ([_node(1), _node(1), _node(1)], dict(cpus_per_actor=2), "has 3 CPU and 0 GPU on 3 node(s), and no node holds one"),
     ([_node(8, 1)], dict(actors=2, gpus_per_actor=0.5), None),  # two actors share the GPU
     ([_node(8, 1)], dict(actors=2, gpus_per_actor=1), "needs 3 CPU and 2 GPU at once"),
