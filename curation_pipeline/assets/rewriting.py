@@ -34,7 +34,7 @@ from curation_pipeline.validation.lengths import caption_lengths
 
 @dg.multi_asset(
     name="rewritten_captions", partitions_def=shard_partitions, can_subset=True, check_specs=REWRITE_CHECKS,
-    ins={"caption_decisions": dg.AssetIn(),
+    ins={"caption_decisions": versioned(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     outs={"rewritten_captions": table_out(
         "rewriting", "13",
@@ -81,6 +81,8 @@ def _rewrite(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sc
     expected = raw_fingerprint(warehouse, shard)  # the raw file must still be the one pairs read
     # targets and acceptance are the decisions' own rules: not another run's policy
     require_decided_policy(warehouse.warehouse(), shard, policy, "rewritten_captions")
+    # the run whose decisions these attempts are for: final_captions refuses to resolve other decisions with them
+    decided_by = caption_decisions.attrs.pop(LOADED, {}).get("metadata", {}).get(DECIDED_BY_KEY)
     decisions, scores = caption_decisions, quality_scores
     targets = rewrite_targets(decisions, scores)
     needed = needed_columns(policy.quality_column)
@@ -128,7 +130,7 @@ def _rewrite(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sc
             similarity=functools.partial(caption_similarity, known=known_embeddings(targets)))
     # the rules its rewrites were accepted under: a run of this step alone may tune them (curate run --only-missing
     # compares them with its own)
-    lineage.attrs[FILE_METADATA] = policy_record(policy)
+    lineage.attrs[FILE_METADATA] = {**policy_record(policy), **({DECISIONS_RUN_KEY: decided_by} if decided_by else {})}
     accepted = int(lineage["accepted"].sum()) if len(lineage) else 0
     gain = (lineage.loc[lineage["accepted"].astype(bool), "quality_after"].astype(float)
             - lineage.loc[lineage["accepted"].astype(bool), "quality_before"].astype(float))
@@ -149,7 +151,7 @@ def _rewrite(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sc
 
 @dg.multi_asset(
     name="final_captions", partitions_def=shard_partitions, can_subset=True, check_specs=FINAL_CAPTION_CHECKS,
-    ins={"caption_decisions": versioned(), "pairs": columns("key", "caption"), "rewritten_captions": dg.AssetIn()},
+    ins={"caption_decisions": versioned(), "pairs": columns("key", "caption"), "rewritten_captions": versioned()},
     outs={"final_captions": table_out(
         "rewriting", "8",  # code version: bump when the same inputs give different output (2: outside the
         # keep_fraction cut only an accepted rewrite publishes; no fallback to the original. 3: the drift check's
@@ -172,6 +174,28 @@ def final_captions(context: dg.AssetExecutionContext, warehouse: WarehouseResour
         lambda final: final_captions_checks(final, len(pairs), policy))
 
 
+def require_attempts_for(decisions: pd.DataFrame, decided_by: str | None, lineage: pd.DataFrame,
+                         attempted_for: str | None, shard: str) -> None:
+    """The rewrite attempts must be those made for these decisions: after caption_decisions alone was made again
+    (the UI selects assets freely) the stored attempts are another decision's, and resolving with them would drop
+    a newly marked pair as "rewrite rejected (not attempted)", unseen. Unrecorded (older tables) is taken as
+    current, yet every pair marked ``rewrite`` must have an attempt."""
+    again = (f"materialize rewritten_captions, final_captions and curated_shards of shard {shard!r} (or the whole "
+             "shard) together")
+    if decided_by and attempted_for and decided_by != attempted_for:
+        raise dg.Failure(description=(
+            f"rewritten_captions of shard {shard!r} were made for the decisions of run {attempted_for[:8]}, but the "
+            f"stored caption_decisions are run {decided_by[:8]}'s: the shard was decided again without rewriting; "
+            + again), metadata={"shard": shard, "decisions_run": decided_by, "attempts_for_run": attempted_for})
+    marked = decisions.loc[decisions["action"].eq("rewrite"), "key"]
+    missing = marked[~marked.isin(lineage["key"])] if len(marked) else marked
+    if len(missing):
+        raise dg.Failure(description=(
+            f"{len(missing)} of the {len(marked)} pairs of shard {shard!r} decided 'rewrite' have no rewrite attempt "
+            f"in rewritten_captions (first: {missing.iloc[0]!r}): its attempts were made for other decisions; " + again),
+            metadata={"shard": shard, "unattempted": len(missing)})
+
+
 def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, policy: PolicyResource,
              caption_decisions: pd.DataFrame, pairs: pd.DataFrame,
              rewritten_captions: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -181,6 +205,8 @@ def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, po
     require_decided_policy(warehouse.warehouse(), shard, policy, "final_captions")
     # the run that made these decisions, then no attrs: pandas would deep-copy them into every frame made from it
     decided_by = caption_decisions.attrs.pop(LOADED, {}).get("metadata", {}).get(DECIDED_BY_KEY)
+    attempted_for = rewritten_captions.attrs.pop(LOADED, {}).get("metadata", {}).get(DECISIONS_RUN_KEY)
+    require_attempts_for(caption_decisions, decided_by, rewritten_captions, attempted_for, shard)
     final = resolve_outcomes(caption_decisions, pairs.set_index("key")["caption"], rewritten_captions,
                              policy.decision_policy())
     # which rewritten_captions and caption_decisions this resolved: lineage flags the shard when either is made

@@ -112,3 +112,61 @@ def test_caption_decisions_made_again_alone_marks_the_shard_stale(tmp_path):
         assert run(["rewritten_captions", "final_captions", "curated_shards"])  # the remedy named
         assert caption_history(wh, shard=SHARD).stale == {}
         assert build_report(wh).shards.set_index("shard")["status"][SHARD] == "ok"
+
+
+def test_final_captions_refuse_attempts_made_for_other_decisions(tmp_path):
+    """Decided again alone, then final_captions and curated_shards alone (the UI selects assets freely): the stored
+    attempts are the earlier decisions', so a pair newly marked ``rewrite`` would be dropped as "not attempted"
+    unseen. The step fails naming the remedy, and nothing is published from them."""
+    from curation_pipeline_tests.conftest import QUIET
+
+    defs, wh = _one_shard(tmp_path)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("shards", [SHARD])
+        job = defs.resolve_job_def("curate_shards")
+
+        def run(names=None, policy=None):
+            config = {**QUIET, **({"resources": {"policy": {"config": policy}}} if policy else {})}
+            keys = [dg.AssetKey(n) for n in names] if names else None
+            return job.execute_in_process(partition_key=SHARD, instance=instance, raise_on_error=False,
+                                          run_config=config, asset_selection=keys)
+
+        assert run(policy={"keep_threshold": 65.0}).success
+        published = wh.read_table("final_captions", SHARD)
+        stricter = {"keep_threshold": 95.0}  # more pairs marked rewrite than the stored attempts cover
+        again = run(["caption_decisions"], policy=stricter)
+        assert again.success
+        decisions = wh.read_table("caption_decisions", SHARD)
+        attempts = wh.read_table("rewritten_captions", SHARD)
+        assert not set(decisions.loc[decisions["action"].eq("rewrite"), "key"]) <= set(attempts["key"])
+
+        failed = run(["final_captions", "curated_shards"], policy=stricter)
+        assert not failed.success
+        failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
+        text = failure.event_specific_data.error.message
+        assert "rewritten_captions of shard" in text
+        assert f"stored caption_decisions are run {again.run_id[:8]}'s" in text
+        assert "materialize rewritten_captions, final_captions and curated_shards" in text
+        assert wh.read_table("final_captions", SHARD).equals(published)  # nothing resolved from the stale attempts
+
+        assert run(["rewritten_captions", "final_captions", "curated_shards"], policy=stricter).success  # the remedy
+        final = wh.read_table("final_captions", SHARD)
+        assert not final["reason"].str.contains("not attempted").any()
+
+
+def test_a_pair_marked_rewrite_without_an_attempt_is_refused_though_unrecorded():
+    """Attempts from before their decisions' run was recorded are taken as current, yet each pair marked
+    ``rewrite`` must have one."""
+    import pandas as pd
+    import pytest
+
+    from curation_pipeline.assets.rewriting import require_attempts_for
+
+    decisions = pd.DataFrame({"key": ["a", "b", "c"], "action": ["keep", "rewrite", "rewrite"]})
+    require_attempts_for(decisions, "run-2", pd.DataFrame({"key": ["b", "c"]}), None, SHARD)
+    with pytest.raises(dg.Failure, match=r"1 of the 2 pairs of shard 'sample-000001' decided 'rewrite' have no "
+                                         r"rewrite attempt in rewritten_captions \(first: 'c'\)"):
+        require_attempts_for(decisions, "run-2", pd.DataFrame({"key": ["b"]}), None, SHARD)
+    with pytest.raises(dg.Failure, match="made for the decisions of run run-1, but the stored caption_decisions are "
+                                         "run run-2's"):
+        require_attempts_for(decisions, "run-2", pd.DataFrame({"key": ["b", "c"]}), "run-1", SHARD)
