@@ -397,7 +397,11 @@ def test_run_pods_get_the_code_servers_settings_from_the_launcher(monkeypatch, t
     assert [f["secretRef"]["name"] for f in container["envFrom"]] == [f["secretRef"]["name"] for f in server["envFrom"]]
     assert container["image"] == image and pod["serviceAccountName"] == deployment["spec"]["template"]["spec"]["serviceAccountName"]
     # the launcher's run pod resources still apply (deep merge), and no GPU
-    assert container["resources"] == _values()["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]["resources"]
+    resources = _values()["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]["resources"]
+    assert container["resources"] == resources
+    # its pools sized to the CPU it requests: a pod with no CPU limit sees every core of its node
+    assert "cpu" not in resources.get("limits", {})
+    assert run_env["CURATION_THREADS"]["value"] == resources["requests"]["cpu"]
     assert "nvidia.com/gpu" not in json.dumps(job)
 
     # the definitions read that configuration from the run pod's environment
@@ -641,3 +645,16 @@ def test_the_locations_settings_reach_the_code_server_and_every_run_pod(monkeypa
     plain = _kind(_render(), "Deployment")  # no settings: no file, no variable, no volume
     assert "CURATION_SETTINGS" not in _env(plain["spec"]["template"]["spec"]["containers"][0])
     assert "volumes" not in plain["spec"]["template"]["spec"]
+
+
+def test_nothing_deployed_reports_usage_where_the_local_setup_does_not():
+    """Dagster's telemetry is off in the local dagster.yaml and the local Ray clusters report no usage stats
+    (``compute/cluster.py``): the same on Kubernetes."""
+    assert yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["telemetry"] == {"enabled": False}
+    assert _values()["telemetry"] == {"enabled": False}
+    for cluster in (_kind(_render(), "RayCluster"), *[d for d in _docs("kuberay") if d["kind"] == "RayCluster"]):
+        spec = cluster["spec"]
+        pods = [spec["headGroupSpec"]["template"], *[g["template"] for g in spec.get("workerGroupSpecs", [])]]
+        for pod in pods:
+            for container in pod["spec"]["containers"]:
+                assert _env(container)["RAY_USAGE_STATS_ENABLED"] == "0", container["name"]

@@ -182,6 +182,11 @@ def test_thread_budget_divides_the_cores_by_concurrent_runs(tmp_path, monkeypatc
         monkeypatch.setenv("CURATION_THREADS", typo)
         with pytest.raises(ValueError, match=f"CURATION_THREADS must be a whole number.*{typo!r}"):
             signals.cpu_threads()
+    # the run_coordinator form, which Dagster's Helm chart writes
+    (other / "dagster.yaml").write_text("run_coordinator:\n  module: dagster.core.run_coordinator\n"
+                                        "  class: QueuedRunCoordinator\n  config:\n    max_concurrent_runs: 4\n")
+    monkeypatch.delenv("CURATION_THREADS")
+    assert signals.concurrent_runs() == 4 and signals.cpu_threads() == 2
 
 
 def test_limit_torch_threads_sets_torchs_pool():

@@ -49,16 +49,19 @@ def _max_concurrent_runs(config: str, version: tuple) -> int:
         import yaml
 
         data = yaml.safe_load(Path(config).read_text()) or {}
-        value = int((data.get("run_queue") or {}).get("max_concurrent_runs") or 1)
+        # dagster.yaml's run_queue, or the run_coordinator form (Dagster's Helm chart writes that one)
+        value = ((data.get("run_queue") or {}).get("max_concurrent_runs")
+                 or ((data.get("run_coordinator") or {}).get("config") or {}).get("max_concurrent_runs"))
+        value = int(value or 1)
     except Exception:  # noqa: BLE001 - unreadable or malformed: Dagster reports it; assume one run
         return 1
     return max(value, 1)
 
 
 def concurrent_runs() -> int:
-    """Shard runs the Dagster instance lets run side by side: ``run_queue.max_concurrent_runs`` of
-    ``$DAGSTER_HOME/dagster.yaml`` as the file is now (a home's first run writes it); 1 without a
-    DAGSTER_HOME (a script, a test, a notebook) or that file."""
+    """Shard runs the Dagster instance lets run side by side: ``run_queue.max_concurrent_runs`` (or
+    ``run_coordinator.config.max_concurrent_runs``) of ``$DAGSTER_HOME/dagster.yaml`` as the file is now (a
+    home's first run writes it); 1 without a DAGSTER_HOME (a script, a test, a notebook) or that file."""
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         return 1
