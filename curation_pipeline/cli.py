@@ -1238,11 +1238,15 @@ def _unpublished(wh, shards: list[str]) -> dict[str, str]:
 @WAREHOUSE
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .npy file to write.")
 @click.option("--shard", "shards", multiple=True, help="Only these curated shards (repeatable); default all.")
-def export_uids(warehouse, out, shards) -> None:
-    """Write the uids of every published (curated) sample as DataComp's subset file: a sorted .npy of
-    uid pairs (np.dtype("u8,u8"), the high and low 64 bits of the hex uid), as its resharder.py reads
-    with --subset_file, so the selection can be applied to the original pool. The uid is the source
-    sample's json `uid` (carried in the curated sidecar under `source`).
+@click.option("--rewritten", type=click.Choice(["leave-out", "include"]), default="leave-out", show_default=True,
+              help="Rewritten samples: the resharder would copy them from the original pool with the weak caption "
+                   "the rewrite replaced, so they are left out unless you will put the curated captions back.")
+def export_uids(warehouse, out, shards, rewritten) -> None:
+    """Write the uids of every published (curated) sample kept as is as DataComp's subset file: a sorted
+    .npy of uid pairs (np.dtype("u8,u8"), the high and low 64 bits of the hex uid), as its resharder.py
+    reads with --subset_file, so the filtering can be applied to the original pool. The uid is the source
+    sample's json `uid` (carried in the curated sidecar under `source`). Rewritten samples are left out
+    (counted) unless --rewritten include: the pool holds their original captions.
 
     Example: curate export-uids --out kept_uids.npy
     """
@@ -1259,18 +1263,28 @@ def export_uids(warehouse, out, shards) -> None:
             missing = [s for s in wanted if s not in published]
             if missing or not wanted:
                 raise BadInput(f"no curated shard {', '.join(missing) or 'at all'} in {folder}; run `curate run` first")
-            found = kept_uids(_local_tars(wh, wanted))
+            found = kept_uids(_local_tars(wh, wanted), rewritten=rewritten == "include")
             stale = _unpublished(wh, wanted)
     except (InvalidShardName, StorageUnreachable, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         raise BadInput(str(exc)) from exc
     if found.samples and not found.uids:  # an empty subset file would select nothing, and a script never notice
-        raise BadInput(f"none of the {found.samples} curated samples in {found.shards} shards has a hex uid in its "
-                       f"source json (e.g. {', '.join((found.without_uid or found.bad_uid)[:3])}); {out} not written")
+        if found.without_uid or found.bad_uid:
+            raise BadInput(f"none of the {found.samples} curated samples in {found.shards} shards has a hex uid in "
+                           f"its source json (e.g. {', '.join((found.without_uid or found.bad_uid)[:3])}); {out} not "
+                           "written")
+        raise BadInput(f"all {found.samples} curated samples in {found.shards} shards are rewritten, none kept as is: "
+                       f"--rewritten include exports them (the pool holds their original captions); {out} not written")
     try:
         array = write_subset(out, found.uids)
     except OSError as exc:  # a folder where the file should go, no permission, a full disk
         raise BadInput(f"cannot write {out}: {exc}") from exc
     click.echo(f"{len(array)} uids from {found.samples} curated samples in {found.shards} shards -> {out}")
+    if found.rewritten and found.rewritten_exported:
+        click.echo(f"  {len(found.rewritten)} of them rewritten: the resharder copies their original captions from "
+                   "the pool; take their captions from the curated tars", err=True)
+    elif found.rewritten:
+        click.echo(f"  {len(found.rewritten)} rewritten samples left out (the pool holds their original captions; "
+                   "--rewritten include to export them), e.g. " + ", ".join(found.rewritten[:3]), err=True)
     for label, where in (("without a uid in their source json", found.without_uid),
                          ("with a uid that is not hex", found.bad_uid)):
         if where:

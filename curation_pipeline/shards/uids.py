@@ -42,11 +42,15 @@ class UidExport:
     samples: int = 0
     without_uid: list[str] = field(default_factory=list)  # shard/key of kept samples whose source has no uid
     bad_uid: list[str] = field(default_factory=list)
+    rewritten: list[str] = field(default_factory=list)  # shard/key of rewritten samples: left out, or exported
+    rewritten_exported: bool = False
 
 
-def kept_uids(curated: Iterable[Path]) -> UidExport:
-    """The ``source.uid`` of every sample in the given curated tars (the published selection)."""
-    out = UidExport()
+def kept_uids(curated: Iterable[Path], rewritten: bool = False) -> UidExport:
+    """The ``source.uid`` of every sample in the given curated tars (the published selection). A rewritten
+    sample's uid only with ``rewritten``: DataComp's resharder copies a selected sample from the original pool,
+    so its uid would bring back the weak original caption the rewrite replaced."""
+    out = UidExport(rewritten_exported=rewritten)
     for path in curated:
         out.shards += 1
         with tarfile.open(path, "r:") as tar:
@@ -56,6 +60,10 @@ def kept_uids(curated: Iterable[Path]) -> UidExport:
                 out.samples += 1
                 meta = json.loads(tar.extractfile(info).read().decode("utf-8"))
                 where = f"{meta.get('source_shard')}/{meta.get('key')}"
+                if meta.get("rewritten"):
+                    out.rewritten.append(where)
+                    if not rewritten:
+                        continue
                 uid = (meta.get("source") or {}).get("uid")
                 if uid is None:
                     out.without_uid.append(where)

@@ -110,3 +110,47 @@ def test_export_uids_says_which_tars_are_not_the_current_final_captions(hostile_
                                        "--out", str(tmp_path / "none.npy")])
     assert result.exit_code == 0, result.output
     assert "  warning: badjson: curated/badjson.tar is empty, though final_captions keeps " in result.output
+
+
+def test_export_uids_leaves_rewritten_samples_out_unless_asked(tmp_path):
+    """DataComp's resharder copies a selected sample from the original pool: a rewritten sample's uid would bring
+    back the weak caption its rewrite replaced. Left out by default (counted), exported only when asked."""
+    import hashlib
+    import io
+
+    from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shard = "sample-000001"  # captions the cleaner rewrites
+    with tarfile.open(RAW_SAMPLES / f"{shard}.tar") as src, tarfile.open(raw / f"{shard}.tar", "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            if member.name.endswith(".json"):  # as DataComp's: a 32-hex-digit uid per sample
+                meta = {**json.loads(data), "uid": hashlib.md5(member.name.encode()).hexdigest()}
+                data = json.dumps(meta).encode()
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data))
+    warehouse = tmp_path / "wh"
+    _, results = run_pipeline(raw, warehouse, [shard], report=False)
+    assert results[shard].success
+    with tarfile.open(warehouse / "curated" / f"{shard}.tar") as tar:
+        sidecars = [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
+    as_is = {s["source"]["uid"] for s in sidecars if not s["rewritten"]}
+    rewritten = {s["source"]["uid"] for s in sidecars if s["rewritten"]}
+    assert as_is and rewritten
+
+    out = tmp_path / "kept.npy"
+    result = CliRunner().invoke(main, ["export-uids", "--warehouse", str(warehouse), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    subset = np.load(out)
+    assert len(subset) == len(as_is) and all(datacomp_selects(subset, u) for u in as_is)
+    assert not any(datacomp_selects(subset, u) for u in rewritten)
+    assert f"{len(rewritten)} rewritten samples left out" in result.output and "--rewritten include" in result.output
+
+    result = CliRunner().invoke(main, ["export-uids", "--warehouse", str(warehouse), "--out", str(out),
+                                       "--rewritten", "include"])
+    assert result.exit_code == 0, result.output
+    subset = np.load(out)
+    assert len(subset) == len(as_is | rewritten) and all(datacomp_selects(subset, u) for u in rewritten)
+    assert f"{len(rewritten)} of them rewritten: the resharder copies their original captions" in result.output
