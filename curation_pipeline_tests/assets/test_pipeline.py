@@ -127,8 +127,10 @@ def test_rewriting_reuses_the_stored_original_vectors_with_the_same_similarities
     assert len(before) and before["candidate_caption"].notna().any()
     encoded, real = [], embedding.caption_embeddings
     monkeypatch.setattr(embedding, "caption_embeddings", lambda texts, **kw: encoded.extend(texts) or real(texts))
-    result = dg.materialize(ASSETS, selection=["rewritten_captions"], partition_key=shard,
-                            instance=curated["instance"],
+    # an instance of its own: the shared one's latest rewritten_captions must stay the shared warehouse's
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("shards", [shard])
+    result = dg.materialize(ASSETS, selection=["rewritten_captions"], partition_key=shard, instance=instance,
                             resources=build_resources(raw_root=str(RAW_SAMPLES), warehouse_root=str(warehouse)))
     assert result.success
     after = Warehouse(str(warehouse)).read_table("rewritten_captions", shard)
