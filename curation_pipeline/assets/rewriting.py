@@ -192,7 +192,8 @@ def require_attempts_for(decisions: pd.DataFrame, decided_by: str | None, lineag
     if len(missing):
         raise dg.Failure(description=(
             f"{len(missing)} of the {len(marked)} pairs of shard {shard!r} decided 'rewrite' have no rewrite attempt "
-            f"in rewritten_captions (first: {missing.iloc[0]!r}): its attempts were made for other decisions; " + again),
+            f"in rewritten_captions (first: {missing.iloc[0]!r}): its attempts were made for other decisions; "
+            + again),
             metadata={"shard": shard, "unattempted": len(missing)})
 
 
