@@ -69,6 +69,7 @@ TABLES: dict[str, dict[str, str]] = {
                   "for the kept pair and for pairs without duplicates.",
         "in_keep_fraction": "Inside the global keep_fraction cut (when keep_fraction is on); outside it a pair is published only through an accepted rewrite.",
         "passes_keep_expression": "Meets keep_expression (when it is set); a pair failing it is published only through an accepted rewrite.",
+        "rewrite_needs": "The least quality_column score a rewrite of the pair must reach to be published: drop_threshold, or more outside the filters (inside the keep_fraction cut at its tie-break place; meeting keep_expression with the pair's other scores as stored); empty where no score would, and the pair is dropped unrewritten.",
     },
     "rewritten_captions": {
         "attempt": "Attempt number for this pair (1 for the first).",
@@ -125,7 +126,7 @@ TYPES: dict[str, dict[str, str]] = {
                             "original_height"), INT),
     "quality_scores": {"width": INT, "height": INT},
     "caption_decisions": {"quality_before": FLOAT, "nsfw_review": BOOL, "in_keep_fraction": BOOL,
-                          "passes_keep_expression": BOOL},
+                          "passes_keep_expression": BOOL, "rewrite_needs": FLOAT},
     "rewritten_captions": {"attempt": INT, "accepted": BOOL, **dict.fromkeys(
         ("quality_before", "quality_after", "edit_ratio", "length_ratio", "semantic_similarity"), FLOAT)},
     "final_captions": {"rewritten": BOOL, "quality_before": FLOAT, "quality_final": FLOAT},

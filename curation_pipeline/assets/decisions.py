@@ -93,11 +93,12 @@ def require_decided_policy(wh: Warehouse, shard: str, policy: PolicyResource, st
 
 @dg.asset(
     partitions_def=shard_partitions, group_name="decisions", owners=OWNERS, tags={"stage": "decisions"},
-    code_version="6",  # bump when the same inputs give different output (2: in_keep_fraction per pair; 3: a low
+    code_version="7",  # bump when the same inputs give different output (2: in_keep_fraction per pair; 3: a low
     # score that rounds onto its threshold is shown with the digits that keep it below; 4: passes_keep_expression
     # per pair, with keep_expression set; 5: a score under a threshold below 10 is shown to its thousandths, and
     # text_quality's rules only beside text_quality; 6: a weak-caption check whose scorer failed on the pair is
-    # weak, caption_unchecked:<column>, not a pass)
+    # weak, caption_unchecked:<column>, not a pass; 7: rewrite_needs per pair, and a pair outside the filters that no
+    # rewrite's score could publish is dropped, not rewritten; a tie at the cut that lost the draw says so)
     deps=[selection_cut, dedup_index],  # cross-shard inputs; quality_scores is this shard's table
     kinds={"parquet"},
     description="Keep, rewrite or drop for every pair, with the reason naming the signal (AITQE: rewrite "

@@ -153,7 +153,7 @@ def _rewrite(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sc
     name="final_captions", partitions_def=shard_partitions, can_subset=True, check_specs=FINAL_CAPTION_CHECKS,
     ins={"caption_decisions": versioned(), "pairs": columns("key", "caption"), "rewritten_captions": versioned()},
     outs={"final_captions": table_out(
-        "rewriting", "8",  # code version: bump when the same inputs give different output (2: outside the
+        "rewriting", "9",  # code version: bump when the same inputs give different output (2: outside the
         # keep_fraction cut only an accepted rewrite publishes; no fallback to the original. 3: the drift check's
         # words (as rewritten_captions 6), a mean on its ratio limit passes, a table row says GX's verdict, and
         # unchanged captions have KL 0. 4: the drift check's words, as rewritten_captions 7. 5: nor for a pair
@@ -162,7 +162,8 @@ def _rewrite(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sc
         # why it was up for a rewrite, its decision's reason: "not_english; rewrite rejected (...); kept original".
         # 7: a dropped one's says why its original was not kept: "(...; fallback: drop)" or "(...; original 60.0 <
         # drop_threshold 65)"; caption_length_drift under min_rows holds the mean. 8: a score in a reason never
-        # rounds onto drop_threshold, and reads to its thousandths under a threshold below 10)
+        # rounds onto drop_threshold, and reads to its thousandths under a threshold below 10. 9: a rewrite of a pair
+        # outside the filters publishes only at its rewrite_needs: inside the cut, meeting the expression)
         "The final caption of every pair: kept as is, rewritten (the accepted attempt) or dropped, with the "
         "reason. The blocking caption-length drift check runs on this before anything is published.")},
 )

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from curation_pipeline.decisions.policy import (DROP, DROPPED, IN_CUT, IN_EXPRESSION, KEEP, KEPT, REWRITE, REWRITTEN,
-                                                DecisionPolicy, shown_below)
+from curation_pipeline.decisions.policy import (DROP, DROPPED, IN_CUT, IN_EXPRESSION, KEEP, KEPT, REWRITE,
+                                                REWRITE_NEEDS, REWRITTEN, DecisionPolicy, shown_below)
 from curation_pipeline.validation.lengths import caption_lengths
 
 FINAL_COLUMNS = [
@@ -38,7 +38,9 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
     keep_fraction and keep_expression are filters whose rejects get one chance: a pair outside the cut
     (``in_keep_fraction`` False) or failing the expression (``passes_keep_expression`` False, as ``decide``
     recorded them) is published only through an accepted rewrite, never by the fallback, so the pool keeps
-    what the filters pass plus what rewriting saved (MLM-Filter / DataComp)."""
+    what the filters pass plus what rewriting saved (MLM-Filter / DataComp). Saved means the rewrite's score
+    passes the filter it failed (``rewrite_needs``, as ``decide`` recorded it: inside the cut, or meeting the
+    expression with the pair's other scores as stored), not only ``drop_threshold``."""
     df = decisions.reset_index(drop=True).copy()
     if IN_CUT in df:
         outside = ~df[IN_CUT].fillna(True).astype(bool)
@@ -71,7 +73,11 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
 
     is_rewrite = df["action"].eq(REWRITE)
     got = is_rewrite & cand.notna()
-    good_rewrite = got & (after >= policy.drop_threshold)
+    # what each pair's rewrite must score, as decided (older decisions: drop_threshold alone)
+    needs = (pd.to_numeric(df[REWRITE_NEEDS], errors="coerce") if REWRITE_NEEDS in df
+             else pd.Series(float(policy.drop_threshold), index=df.index))
+    good_rewrite = got & (after >= needs)
+    short = got & (after >= policy.drop_threshold) & ~good_rewrite  # clears drop_threshold, not the filter it failed
     # an original with no words (none, blank, whitespace) is no caption to publish, whatever a threshold of 0 says
     blank = pd.Series(caption_lengths(df["original_caption"]) == 0, index=df.index)
     fallback_ok = (is_rewrite & ~got & ~outside & (policy.fallback == "keep_original")
@@ -83,14 +89,16 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
         [kept, df["action"].eq(DROP), good_rewrite, fallback_ok],
         [KEPT, DROPPED, REWRITTEN, KEPT], default=DROPPED)
     reason = np.select(
-        [df["action"].eq(KEEP) & blank, df["action"].isin([KEEP, DROP]), good_rewrite, fallback_ok, got, unsaved,
-         is_rewrite & ~got & blank],
+        [df["action"].eq(KEEP) & blank, df["action"].isin([KEEP, DROP]), good_rewrite, fallback_ok, short, got,
+         unsaved, is_rewrite & ~got & blank],
         ["no caption to keep (" + df["reason"].astype(str) + ")",
          df["reason"],
          "rewritten: " + df["reason"].astype(str),
          # why it was up for a rewrite too: a kept "not_english" caption says so, not only that its rewrite failed
          df["reason"].astype(str) + "; rewrite rejected (" + rejection.fillna("not attempted").astype(str)
          + "); kept original",
+         df["reason"].astype(str) + "; rewrite scored " + shown_below(after, policy.drop_threshold)
+         + ", short of what that filter needs",
          "caption still weak after rewriting (" + shown_below(after, policy.drop_threshold)
          + f" < {policy.drop_threshold:g})",
          df["reason"].astype(str) + "; rewrite rejected (" + rejection.fillna("not attempted").astype(str) + ")",

@@ -19,7 +19,8 @@ import pandas as pd
 from curation_pipeline.rewriting.verify import MIN_IMPROVEMENT_SHARE, default_min_improvement
 from curation_pipeline.scoring.columns import OPERATORS, Bound
 from curation_pipeline.scoring.registry import bounds, error_columns_of, score_columns, score_scales
-from curation_pipeline.scoring.selection import GlobalCut, check_expression, columns_used, in_cut
+from curation_pipeline.scoring.selection import (GlobalCut, check_expression, columns_used, cut_needs, in_cut,
+                                                 least_passing)
 
 
 KEEP, REWRITE, DROP = "keep", "rewrite", "drop"
@@ -29,6 +30,9 @@ IN_CUT = "in_keep_fraction"
 # caption_decisions' column, with keep_expression set: the pair meets it (a filter's reject has one chance)
 IN_EXPRESSION = "passes_keep_expression"
 EXPRESSION_FAILED = "fails: "  # a pair's reason when policy.keep_expression fails: the expression follows, whole
+# caption_decisions' column: the least quality_column score a rewrite of the pair must reach to be published:
+# drop_threshold, or more outside the filters (``rewrite_needs``); empty where no score can publish it
+REWRITE_NEEDS = "rewrite_needs"
 DUPLICATE_COLUMNS = ("dup_group", "dup_kind", "dup_of")  # set on the scores by dedup, kept in the decisions
 KEPT, REWRITTEN, DROPPED = "kept", "rewritten", "dropped"
 
@@ -288,8 +292,12 @@ def _weak_caption_reasons(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalC
         parts.append(pd.Series(np.where(passed, None, EXPRESSION_FAILED + policy.keep_expression), index=df.index))
     if policy.keep_fraction is not None:
         top = in_top_fraction(df, policy, cut).to_numpy(dtype=bool)
-        parts.append(pd.Series(np.where(top, None, f"outside top {policy.keep_fraction * 100:g}% by {policy.quality_column}"),
-                               index=df.index))
+        outside = f"outside top {policy.keep_fraction * 100:g}% by {policy.quality_column}"
+        if cut.cut_score is not None:  # a pair at the cut score lost the draw among its ties: not below the cut
+            tied = (quality == cut.cut_score).to_numpy(dtype=bool)
+            outside = np.where(tied, f"{outside} (tied at the cut score {cut.cut_score:g}, not drawn: "
+                                     f"{cut.ties_kept} of {cut.ties_at_cut} ties kept)", outside)
+        parts.append(pd.Series(np.where(top, None, outside), index=df.index))
     # row by row over arrays: a DataFrame's apply(axis=1) built a Series per row
     joined = ["; ".join(v for v in row if isinstance(v, str)) for row in zip(*(p.to_numpy(dtype=object) for p in parts))]
     return pd.Series([v or None for v in joined], index=df.index, dtype=object)
@@ -372,6 +380,25 @@ def in_top_fraction(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut
     return in_cut(scores, cut)
 
 
+def rewrite_needs(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.Series:
+    """Per pair, the least ``quality_column`` score its rewrite must reach to be published: ``drop_threshold``;
+    outside the keep_fraction cut, a score that puts it inside (``cut_needs``: its tie-break place counts); failing
+    keep_expression, one at which the expression holds with the pair's other scores as stored (``least_passing``:
+    a rewrite re-scores the quality column alone). NaN where no score would (a failing term on the image)."""
+    needs = pd.Series(float(policy.drop_threshold), index=df.index)
+    if policy.keep_fraction is not None:
+        inside = in_top_fraction(df, policy, cut)
+        needs = needs.where(inside, np.maximum(needs, cut_needs(df, cut)))  # NaN (nothing kept) stays NaN
+    if policy.keep_expression:
+        passed = passes_keep_expression(df, policy)
+        if not passed.all():
+            low, high = score_scales().get(policy.quality_column) or (-np.inf, np.inf)
+            failing = ~passed
+            reach = least_passing(df[failing], policy.keep_expression, policy.quality_column, low, high)
+            needs[failing] = np.maximum(needs[failing], reach)
+    return needs
+
+
 def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.DataFrame:
     """One decision per pair of the quality_scores table: ``action`` (keep/rewrite/drop), ``reason`` and
     the quality used; with keep_fraction on, ``in_keep_fraction`` too, and with keep_expression set,
@@ -383,6 +410,14 @@ def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None =
     action = np.where(image_reason.notna(), DROP, np.where(weak.isna(), KEEP, REWRITE if policy.rewrite else DROP))
     good = f"{policy.quality_column}>={policy.keep_threshold:g}"
     reason = np.where(image_reason.notna(), image_reason, np.where(weak.isna(), good, weak))
+    needs = rewrite_needs(df, policy, cut)
+    high = (score_scales().get(policy.quality_column) or (-np.inf, np.inf))[1]
+    # outside the filters and no score a rewrite could reach publishes it (a term on the image fails, or it lost
+    # the draw at the top of the scale): dropped now, not rewritten to be dropped
+    hopeless = (action == REWRITE) & (needs.isna() | (needs > high)).to_numpy(dtype=bool)
+    action = np.where(hopeless, DROP, action)
+    reason = np.where(hopeless, pd.Series(reason, dtype=object).astype(str)
+                      + f"; not rewritten: no {policy.quality_column} a rewrite could score publishes it", reason)
     drop_at = np.inf if policy.nsfw_drop is None else policy.nsfw_drop
     review = _flag(df, "nsfw_prob", lambda s: (s >= policy.nsfw_review) & (s < drop_at))
     decisions = pd.DataFrame({"shard": df["shard"], "key": df["key"], "action": action, "reason": reason,
@@ -392,6 +427,7 @@ def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None =
         decisions[IN_CUT] = in_top_fraction(df, policy, cut).to_numpy(dtype=bool)
     if policy.keep_expression:  # the same for a pair failing the expression: a filter, as in MLM-Filter
         decisions[IN_EXPRESSION] = passes_keep_expression(df, policy).to_numpy(dtype=bool)
+    decisions[REWRITE_NEEDS] = needs.to_numpy(dtype=float)
     for column in DUPLICATE_COLUMNS:  # which group a pair is in, and which copy it duplicates
         if column in df:
             decisions[column] = df[column].to_numpy()

@@ -32,9 +32,10 @@ def known_embeddings(targets: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def needed_columns(quality_column: str) -> set[str]:
-    """The scores a rewrite is judged by: the quality column. The keep expression chooses which captions
-    are rewritten, not whether a rewrite is accepted, so its columns are not re-scored (an MLM metric in
-    it would cost four prompts a candidate, and images decoded for a text-only rewriter)."""
+    """The scores a rewrite is judged by: the quality column. The keep expression's other columns are not
+    re-scored (an MLM metric in it would cost four prompts a candidate, and images decoded for a text-only
+    rewriter): a pair failing it is published only at a quality score meeting it with those as stored
+    (``policy.rewrite_needs``)."""
     return {quality_column}
 
 

@@ -232,10 +232,61 @@ def in_cut(scores: pd.DataFrame, cut: GlobalCut) -> pd.Series:
     above = value > cut.cut_score
     tied = value == cut.cut_score
     if tied.any():
-        b_rank, b_shard, b_key = cut.boundary
-        rank = tie_rank(pool["shard"], pool["key"])
-        shard, key = pool["shard"].to_numpy(), pool["key"].to_numpy()
-        before = (rank < b_rank) | ((rank == b_rank) & ((shard < b_shard) | ((shard == b_shard) & (key <= b_key))))
-        above = above | (tied & before)
+        above = above | (tied & _drawn(pool, cut))
     keep[:] = above
     return keep
+
+
+def _drawn(pool: pd.DataFrame, cut: GlobalCut) -> np.ndarray:
+    """Whether each pair's tie-break place is among those the cut keeps at ``cut_score``."""
+    b_rank, b_shard, b_key = cut.boundary
+    rank = tie_rank(pool["shard"], pool["key"])
+    shard, key = pool["shard"].to_numpy(), pool["key"].to_numpy()
+    return (rank < b_rank) | ((rank == b_rank) & ((shard < b_shard) | ((shard == b_shard) & (key <= b_key))))
+
+
+def cut_needs(scores: pd.DataFrame, cut: GlobalCut) -> pd.Series:
+    """Per row, the least score at which the pair would be inside the cut: ``cut_score`` where its tie-break
+    place is kept, else just above it; NaN when the cut keeps nothing. What a rewrite of a pair outside the cut
+    must score to be published: a pair that lost the draw at the cut score is not saved by a rewrite that only
+    ties it, while an untouched twin at that score stays out."""
+    pool = _pool(scores, cut.quality_column)
+    if cut.kept == 0 or cut.cut_score is None or cut.boundary is None:
+        return pd.Series(np.nan, index=scores.index)
+    return pd.Series(np.where(_drawn(pool, cut), cut.cut_score, np.nextafter(cut.cut_score, np.inf)),
+                     index=scores.index)
+
+
+def least_passing(scores: pd.DataFrame, expr: str, column: str, low: float = -np.inf,
+                  high: float = np.inf) -> pd.Series:
+    """Per row, the least value of ``column`` in ``low..high`` from which up to ``high`` the expression holds,
+    the row's other columns as they are; NaN where it fails at ``high``. What a rewrite, which re-scores
+    ``column`` alone, must score for its pair to pass (a term on the image, or on a score not re-scored, stays
+    failed). Exact for any expression: its truth in ``column`` changes only at the numbers and other columns
+    ``column`` is compared with, so each of those is tried, and just either side of it."""
+    numbers, others = set(), set()
+    for node in ast.walk(_parse(expr)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            for a, b in zip(operands, operands[1:]):
+                for name, other in ((a, b), (b, a)):
+                    if isinstance(name, ast.Name) and name.id == column:
+                        if isinstance(other, ast.Name):
+                            others.add(other.id)
+                        else:
+                            numbers.add(_number(other, expr))
+    rows = len(scores)
+    marks = [np.full(rows, float(c)) for c in numbers]
+    marks += [pd.to_numeric(scores[name], errors="coerce").to_numpy(dtype=float) for name in others if name in scores]
+    points = [np.full(rows, float(high)), np.full(rows, float(low))]
+    for mark in marks:  # the truth may change at a mark: on it, and on either side of it
+        points += [mark, np.nextafter(mark, -np.inf), np.nextafter(mark, np.inf)]
+    grid = np.sort(np.clip(np.nan_to_num(np.column_stack(points), nan=high), low, high), axis=1)[:, ::-1]
+    frame = scores[[c for c in columns_used(expr) if c in scores]].copy()
+    need = np.full(rows, np.nan)
+    holding = np.ones(rows, dtype=bool)
+    for j in range(grid.shape[1]):  # from ``high`` down: the lowest point of the unbroken run that passes
+        frame[column] = grid[:, j]
+        holding &= select(frame, expr).to_numpy(dtype=bool)
+        need = np.where(holding, grid[:, j], need)
+    return pd.Series(need, index=scores.index)

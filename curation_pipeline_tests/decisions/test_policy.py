@@ -91,7 +91,9 @@ def test_keep_expression_over_model_columns():
     s = scores(mlm_itm=[80.0, 90.0, 10.0, 80.0, 80.0, 40.0], mlm_odf=[30.0, 30.0, 0.0, 30.0, 30.0, 30.0])
     d = decide(s, DecisionPolicy(keep_expression="mlm_itm >= 66 and mlm_odf >= 20", drop_duplicates=False,
                                  require_image_rules=False, nsfw_drop=None)).set_index("key")
-    assert d.loc["dup", "action"] == "rewrite" and "fails: mlm_itm >= 66" in d.loc["dup", "reason"]
+    # failing it on a score a text_quality rewrite does not re-score: no rewrite could publish it
+    assert d.loc["dup", "action"] == "drop" and "fails: mlm_itm >= 66" in d.loc["dup", "reason"]
+    assert d.loc["dup", "reason"].endswith("not rewritten: no text_quality a rewrite could score publishes it")
     assert d.loc["good", "action"] == "keep"
 
 
