@@ -28,6 +28,10 @@ class BadInput(click.ClickException):
     exit_code = EXIT_BAD_INPUT
 
 
+class Failed(click.ClickException):
+    exit_code = EXIT_FAILED
+
+
 REPO = Path(__file__).resolve().parents[1]
 INSTANCE_YAML = REPO / "dagster.yaml"
 HOME_DEFAULT = Path("data", "dagster_home")  # under the working folder; `make ui` always uses the repository's
@@ -44,6 +48,33 @@ def home_lock(home: Path):
         return
     with open(home / ".curate.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def warehouse_lock(home: Path, warehouse: str, say=lambda message: None):
+    """One `curate run` at a time per warehouse and Dagster home: a second one planned shards the first had
+    scored and not yet decided (no run of theirs existed to tell it) and decided them beside it, twice, each
+    publishing its own. It waits, after ``say`` tells who holds the lock."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (run one `curate run` at a time there)
+        yield
+        return
+    name = hashlib.sha256(_absolute(warehouse, Path.cwd()).encode()).hexdigest()[:16]
+    with open(home / f".curate-run-{name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            say(f"waiting for another `curate run` on {warehouse} ({handle.read().strip() or 'a process'}) to end")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
         try:
             yield
         finally:
@@ -315,6 +346,17 @@ def _materialize(defs, instance, selected: list[str], report: bool,
                 newly = [s for s in settle_duplicates(defs, instance, run_config, settled, stop_if_interrupted,
                                                       own=deciding) if s not in failed]
                 failed += newly
+            # the reverse: a shard blocked when the index was built that passes now (decided again under new
+            # settings) is another pool too. Settled again while the settle sensor's own test finds work (bounded:
+            # a round that leaves the same requests would only repeat)
+            asked = None
+            while two_passes and (requests := _settle_requested(defs, instance)) and requests != asked:
+                asked = requests
+                failed += [s for s in settle_duplicates(defs, instance, run_config, settled, stop_if_interrupted,
+                                                        own=deciding) if s not in failed]
+                if cut and not no_cut:
+                    failed += [s for s in settle_cut(defs, instance, run_config, results=settled,
+                                                     after_each_run=stop_if_interrupted) if s not in failed]
             # shards of earlier runs this one re-decided and published again: the pool they were decided against moved
             others = sorted(k.split(":", 1)[1] for k in settled if k.startswith("reselect:")
                             and k.split(":", 1)[1] not in deciding)
@@ -326,6 +368,17 @@ def _materialize(defs, instance, selected: list[str], report: bool,
     # with keep_fraction on and no cut stored, the scored shards were never decided
     curated = [] if cut and no_cut else [s for s in deciding if s not in failed]
     return failed, reported, curated
+
+
+def _settle_requested(defs, instance) -> tuple[str, ...]:
+    """What the settle sensor would request now (its own test, ``settle_requests``), as comparable names; none
+    while something else keeps the pool changing (a run in progress)."""
+    from curation_pipeline.assets.dedup import settle_requests
+
+    requests = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    if isinstance(requests, str):
+        return ()
+    return tuple(sorted(r.partition_key or r.job_name for r in requests))
 
 
 def _to_settle(defs, instance) -> bool:
@@ -377,6 +430,9 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]
     todo, held, _ = refresh_plan(instance, defs.resources["warehouse"], defs.get_repository_def(),
                                  {s: raw[s] for s in selected if s in raw} if named else raw)
     needed = {**todo, **{shard: held_back.reason for shard, held_back in held.items()}}  # asked by hand: run
+    # Dagster's records say up to date, but a file of the shard's scoring cannot be read (truncated, overwritten):
+    # run, else the pool's next read of it (the duplicate index, the cut) fails every shard's run
+    needed.update(_unreadable(defs, [s for s in selected if s not in needed], SCORED_TABLES))
     # as the schedule: a shard with a run queued, launching or started (another `curate run`, the daemon's, a
     # backfill's yet to launch) is not run beside it, both writing its files; a run whose process on this machine
     # is gone no longer counts
@@ -401,6 +457,36 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]
     return chosen, list(redecide), busy
 
 
+SCORED_TABLES = ("pairs", "skips", "quality_scores")  # a shard's tables that only a run of the whole shard makes
+
+
+def _unreadable(defs, shards: list[str], tables: tuple[str, ...]) -> dict[str, str]:
+    """Shard -> which of its ``tables`` files cannot be read (its footer: one request each on object storage), for
+    the shards with such a file; a file the shard does not have is the schedule's to name missing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curation_pipeline.storage.warehouse import READ_THREADS
+
+    wh = defs.resources["warehouse"].warehouse()
+    listed = {table: set(wh.shards(table)) for table in tables}
+
+    def why(shard: str) -> str | None:
+        for table in tables:
+            if shard not in listed[table]:
+                continue
+            try:
+                wh.table_metadata(table, shard)
+            except FileNotFoundError:  # removed since the listing: named missing next time
+                continue
+            except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+                return f"its {table} file cannot be read ({wh.table_path(table, shard)}: {exc}): made again"
+        return None
+
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        reasons = dict(zip(shards, pool.map(why, shards)))
+    return {shard: reason for shard, reason in reasons.items() if reason}
+
+
 def _decided_otherwise(defs, shards: list[str]) -> dict[str, str]:
     """Shard -> why its stored decisions or rewrites do not hold under this run's policy: the settings its
     caption_decisions were made under that differ (``decided_under_other_policy``), or its rewrites' acceptance
@@ -414,15 +500,18 @@ def _decided_otherwise(defs, shards: list[str]) -> dict[str, str]:
 
     wh, policy = defs.resources["warehouse"].warehouse(), defs.resources["policy"]
     decided, rewritten = set(wh.shards("caption_decisions")), set(wh.shards("rewritten_captions"))
+    resolved = set(wh.shards("final_captions"))
 
     def why(shard: str) -> str | None:
         try:
             decisions = wh.table_metadata("caption_decisions", shard)
             rewrites = wh.table_metadata("rewritten_captions", shard) if shard in rewritten else None
+            if shard in resolved:  # read by lineage and the report: a damaged one is made again
+                wh.table_metadata("final_captions", shard)
         except FileNotFoundError:  # removed since the listing: the schedule's plan names it missing next time
             return None
         except (OSError, ValueError) as exc:  # a damaged file (pyarrow's errors are these): made again
-            return f"its stored decisions or rewrites cannot be read: {exc}"
+            return f"its stored decisions, rewrites or final captions cannot be read: {exc}"
         differs = [*decided_under_other_policy(decisions, policy),
                    *accepted_under_other_rules(decisions, rewrites, policy)]
         return f"decided under other settings: {'; '.join(differs)}" if differs else None
@@ -686,7 +775,8 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     # what this process built so far lives as long as it does (a child of the warm start: its server froze
     # what it imported before forking, and this does nothing)
     heap.freeze(heap.IMPORTED)
-    with dg.DagsterInstance.get() as instance:  # also makes it the definitions' state storage
+    with (warehouse_lock(Path(os.environ["DAGSTER_HOME"]), warehouse, say=lambda m: click.echo(m, err=True)),
+          dg.DagsterInstance.get() as instance):  # also makes it the definitions' state storage
         _register_pool(instance, defs, found)
         redecide: list[str] = []
         settle = False  # nothing to run, but the pool moved since its shards were decided (a shard removed)
@@ -698,11 +788,17 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
             selected, redecide, busy = plan
             settle = not selected and not redecide and not busy and _to_settle(defs, instance)
             if not selected and not redecide and not settle:
+                # a report removed, or never built (runs with --no-report): built now, from the tables as they are
+                wh_now = defs.resources["warehouse"].warehouse()
+                rebuilt = report and not busy and not wh_now.fs.exists(wh_now.report_db_path)
+                if rebuilt and not _report(defs, instance, [], lambda: None, _run_config(defs)):
+                    click.echo("FAILED: quality_report", err=True)
+                    return EXIT_FAILED
+                said = ("the report was missing: built" if rebuilt else "the report is as it was")
                 click.echo(f"nothing to run here: {len(busy)} shard{'s' if len(busy) != 1 else ''} in flight in "
-                           "another run (named above), every other shard selected curated and up to date (the "
-                           "report is as it was)" if busy else
-                           "nothing to run: every shard selected is curated and up to date (the report is as "
-                           "it was)")
+                           f"another run (named above), every other shard selected curated and up to date ({said})"
+                           if busy else
+                           f"nothing to run: every shard selected is curated and up to date ({said})")
                 return EXIT_BAD_INPUT if rejected and not shards else 0
         if selected and not compute.uses_ray and _embeds_captions(scoring.scorers()):
             # every shard scored here encodes its captions: MiniLM loads in a background thread while the
@@ -722,6 +818,9 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     click.echo("")
     if curated:  # else nothing of this run was published: no folder or shard to point at
         click.echo(f"curated shards: {shlex.quote(wh.local_path(wh.curated_dir) + '/')}")
+    cut = _cut_summary(wh) if curated and defs.resources["policy"].keep_fraction is not None else None
+    if cut:  # what the fraction asked became: otherwise only in the cut's file and Dagster's metadata
+        click.echo(f"keep_fraction:  {cut}")
     if reported:  # the path of an old report would pass it off as this run's
         click.echo(f"quality report: {shlex.quote(wh.local_path(wh.report_db_path))}  "
                    f"({curate_command()} report --warehouse {quoted})")
@@ -749,6 +848,21 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         click.echo(f"{len(damaged)} raw file{'s' if len(damaged) != 1 else ''} read only up to damage (each named "
                    "under 'damaged:' above): replace them and run those shards again", err=True)
     return EXIT_FAILED if failed else EXIT_BAD_INPUT if skipped or damaged else 0
+
+
+def _cut_summary(wh) -> str | None:
+    """The stored keep_fraction cut in one line: pairs inside of those scored, the cut score and its ties."""
+    from curation_pipeline.decisions.cut_store import read_cut_record
+
+    record = read_cut_record(wh) or {}
+    if record.get("status") != "on":
+        return None
+    line = (f"{record.get('kept', 0)} of {record.get('scored', 0)} scored pairs kept as is (top "
+            f"{float(record['fraction']) * 100:g}% by {record['quality_column']}")
+    if record.get("cut_score") is None:
+        return line + ": none)"
+    return (line + f": cut score {record['cut_score']:g}, {record.get('ties_kept', 0)} of "
+            f"{record.get('ties_at_cut', 0)} pairs tied at it drawn by key)")
 
 
 DAMAGE_SAYS = {"unreadable_tar": "no sample read: not a tar, or damaged at its start",
@@ -1045,6 +1159,8 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
 
     Example: curate lineage --shard sample-000001 --rewritten-only
     """
+    import duckdb
+
     from curation_pipeline.reporting.lineage import caption_history, format_history, undecided_shard, unresolved
     from curation_pipeline.shards.keys import InvalidShardName
     from curation_pipeline.storage.warehouse import StorageUnreachable, Warehouse, object_storage_errors
@@ -1058,6 +1174,9 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
         raise BadInput(_missing_bucket(warehouse) or str(exc)) from exc
     except (NotADirectoryError, InvalidShardName, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
+    except duckdb.Error as exc:  # a damaged table file: DuckDB's message names it
+        raise Failed(f"cannot read the tables of {warehouse}: {str(exc).splitlines()[0]}; `curate run "
+                     "--only-missing` makes a damaged file again") from exc
     if history.final.empty and history.matched:  # --rewritten-only: the pairs are there, none rewritten
         click.echo(f"no rewritten pair among the {history.matched} pair(s) with key={key!r} shard={shard!r}")
         return
@@ -1209,6 +1328,39 @@ def _local_tars(wh, shards: list[str]):
             yield local
 
 
+def _withheld(wh, shards: list[str]) -> dict[str, str]:
+    """shard -> why its tar is not the pool's settled selection, as the report says it: blocked (a table of the
+    shard failed a blocking check, so curated/ holds an earlier run's tar, if any) or unsettled (decided against
+    an older duplicate index or another keep_fraction cut). Table footers, a few at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curation_pipeline.reporting.report import unsettled_shards
+    from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY
+    from curation_pipeline.storage.warehouse import READ_THREADS, TABLES
+
+    listed = {table: set(wh.shards(table)) for table in TABLES}
+
+    def blocked(shard: str) -> str | None:
+        for table in TABLES:
+            if shard not in listed[table]:
+                continue
+            try:
+                failed = wh.table_metadata(table, shard).get(FAILED_CHECKS_KEY)
+            except (OSError, ValueError) as exc:  # removed since the listing, or damaged
+                return f"its {table} cannot be read ({exc})"
+            if failed:
+                return (f"blocked: {table} failed its blocking check(s) {failed.replace(',', ', ')}, so its tar is "
+                        "an earlier run's")
+        return None
+
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        out = {shard: why for shard, why in zip(shards, pool.map(blocked, shards)) if why}
+    for shard, why in unsettled_shards(wh).items():
+        if shard in shards and shard not in out:
+            out[shard] = f"unsettled: {why}"
+    return out
+
+
 def _unpublished(wh, shards: list[str]) -> dict[str, str]:
     """shard -> why its tar is not its current final_captions (a killed or replaced run's: an empty tar where the
     table keeps pairs too), as the report calls it unpublished; exported as curated/ holds it, but said. A table
@@ -1241,12 +1393,17 @@ def _unpublished(wh, shards: list[str]) -> dict[str, str]:
 @click.option("--rewritten", type=click.Choice(["leave-out", "include"]), default="leave-out", show_default=True,
               help="Rewritten samples: the resharder would copy them from the original pool with the weak caption "
                    "the rewrite replaced, so they are left out unless you will put the curated captions back.")
-def export_uids(warehouse, out, shards, rewritten) -> None:
+@click.option("--as-published", is_flag=True,
+              help="Also export the tars of shards the report calls blocked or unsettled, as curated/ holds them.")
+def export_uids(warehouse, out, shards, rewritten, as_published) -> None:
     """Write the uids of every published (curated) sample kept as is as DataComp's subset file: a sorted
     .npy of uid pairs (np.dtype("u8,u8"), the high and low 64 bits of the hex uid), as its resharder.py
     reads with --subset_file, so the filtering can be applied to the original pool. The uid is the source
     sample's json `uid` (carried in the curated sidecar under `source`). Rewritten samples are left out
-    (counted) unless --rewritten include: the pool holds their original captions.
+    (counted) unless --rewritten include: the pool holds their original captions. Shards the report calls
+    blocked (a blocking check failed: the tar is an earlier run's) or unsettled (decided against an older pool:
+    a cross-shard duplicate twice, or another keep_fraction cut) are left out, named, and the exit code is 1,
+    unless --as-published.
 
     Example: curate export-uids --out kept_uids.npy
     """
@@ -1263,10 +1420,18 @@ def export_uids(warehouse, out, shards, rewritten) -> None:
             missing = [s for s in wanted if s not in published]
             if missing or not wanted:
                 raise BadInput(f"no curated shard {', '.join(missing) or 'at all'} in {folder}; run `curate run` first")
-            found = kept_uids(_local_tars(wh, wanted), rewritten=rewritten == "include")
-            stale = _unpublished(wh, wanted)
+            withheld = {} if as_published else _withheld(wh, wanted)
+            exported = [s for s in wanted if s not in withheld]
+            found = kept_uids(_local_tars(wh, exported), rewritten=rewritten == "include")
+            stale = _unpublished(wh, exported)
     except (InvalidShardName, StorageUnreachable, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         raise BadInput(str(exc)) from exc
+    for shard, why in withheld.items():
+        click.echo(f"  left out: {shard}: {why}", err=True)
+    if withheld and not exported:
+        raise Failed(f"every shard asked is left out ({len(withheld)}, named above): settle or re-run them "
+                     f"(`curate run --only-missing`), or export them as they stand with --as-published; {out} not "
+                     "written")
     if found.samples and not found.uids:  # an empty subset file would select nothing, and a script never notice
         if found.without_uid or found.bad_uid:
             raise BadInput(f"none of the {found.samples} curated samples in {found.shards} shards has a hex uid in "
@@ -1293,6 +1458,10 @@ def export_uids(warehouse, out, shards, rewritten) -> None:
         click.echo(f"  warning: {shard}: {why} (its uids are exported as the tar has them)", err=True)
     if found.without_uid or found.bad_uid:  # the subset misses published samples: a script must notice
         sys.exit(EXIT_BAD_INPUT)
+    if withheld:  # nor is it the pool's settled selection
+        click.echo(f"{len(withheld)} shard{'s' * (len(withheld) != 1)} left out (named above): settle or re-run "
+                   "them (`curate run --only-missing`) and export again, or --as-published", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 @main.command("evaluate")

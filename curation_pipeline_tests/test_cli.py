@@ -624,6 +624,10 @@ def test_keep_fraction_cuts_the_scored_pool_before_any_shard_is_decided(tmp_path
         assert sorted(r.event_log_entry.dagster_event.partition for r in decided) == names
         inside = sum(r.event_log_entry.asset_materialization.metadata["in_keep_fraction"].value for r in decided)
     assert inside == cut["kept"].value == cut["scored"].value // 2 > 0
+    # and the run says what the fraction became
+    ties = f"{cut['ties_kept'].value} of {cut['ties_at_cut'].value} pairs tied at it drawn by key"
+    assert (f"keep_fraction:  {inside} of {cut['scored'].value} scored pairs kept as is (top 50% by text_quality: "
+            f"cut score {cut['cut_score'].value:g}, {ties})") in result.output, result.output
 
 
 def test_keep_fraction_decides_an_empty_shard_too(tmp_path, monkeypatch):
@@ -1089,3 +1093,100 @@ def test_the_store_lost_between_runs_is_one_line_not_a_traceback(env, monkeypatc
     assert result.exit_code == EXIT_FAILED and isinstance(result.exception, SystemExit), result.output
     assert f"FAILED: cannot reach {env['wh']}: Could not connect to the endpoint URL" in result.output
     assert "curate run --only-missing` runs what is left" in result.output and "Traceback" not in result.output
+
+
+def test_a_run_that_mends_blocked_shards_ends_with_the_pool_settled(tmp_path, monkeypatch):
+    """Shards blocked by a strict drift check, run again under the default one: the duplicate index is built
+    between the passes while they are still blocked, so once they pass it is another pool's. The run settles it
+    again before it says done, as the settle sensor would, instead of leaving it unsettled for the next run."""
+    import dagster as dg
+
+    from curation_pipeline.assets.dedup import settle_requests
+    from curation_pipeline.definitions import build_definitions
+    from curation_pipeline.reporting.report import unsettled_shards
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    shards = ["sample-000000", "sample-000002"]  # a near copy across them: the index decides which is kept
+    raw, wh = raw_with(tmp_path, shards), tmp_path / "wh"
+
+    def run(*extra, code=0):
+        result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(wh), "--no-report", *extra])
+        assert result.exit_code == code, result.output
+        return result.output
+
+    blocked = run("--set", "policy.drift.mean_ratio_min=0.999", code=1)  # a cleaned credit shortens a caption
+    assert "caption_length_drift" in blocked, blocked
+    run(*[a for s in shards for a in ("--shard", s)])
+    assert unsettled_shards(Warehouse(str(wh))) == {}
+    defs = build_definitions(raw_root=str(raw), warehouse_root=str(wh))
+    with dg.DagsterInstance.get() as instance:
+        requests = settle_requests(instance, defs.resources["warehouse"], defs.resources["policy"])
+    assert requests == "duplicate index current for 2 shards; no shard is stale", requests  # nothing to request
+
+
+def test_only_missing_makes_a_damaged_table_file_again(tmp_path, monkeypatch):
+    """Dagster's records call a shard up to date, but a file of it was truncated: --only-missing runs it (a scoring
+    table) or re-decides it (final_captions) instead of calling it up to date and failing on the pool's next read.
+    Meanwhile lineage of another shard reads that shard alone; a look-up that must read the file fails naming it."""
+    from curation_pipeline.storage.warehouse import Warehouse
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    raw, wh = raw_with(tmp_path, ["sample-000000", "sample-000001"]), tmp_path / "wh"
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [*args, "--warehouse", str(wh)])
+
+    def damage(table, shard):
+        path = wh / table / f"{shard}.parquet"
+        path.write_bytes(path.read_bytes()[:100])
+
+    assert invoke("run", "--raw", str(raw), "--no-report").exit_code == 0
+    damage("final_captions", "sample-000001")
+    shown = invoke("lineage", "--shard", "sample-000000")
+    assert shown.exit_code == 0, shown.output  # sample-000001's file is not read
+    looked_up = invoke("lineage", "--key", "000010001")
+    assert looked_up.exit_code == 1, looked_up.output
+    assert "cannot read the tables of" in looked_up.output
+    assert "final_captions/sample-000001.parquet" in looked_up.output
+    damage("quality_scores", "sample-000000")
+
+    result = invoke("run", "--raw", str(raw), "--only-missing", "--no-report")
+    assert result.exit_code == 0, result.output
+    assert "to run: sample-000000 (its quality_scores file cannot be read" in result.output, result.output
+    assert "to re-decide: sample-000001 (its stored decisions, rewrites or final captions cannot be read" \
+        in result.output
+    for table, shard in (("quality_scores", "sample-000000"), ("final_captions", "sample-000001")):
+        assert len(Warehouse(str(wh)).read_table(table, shard)) == 40
+    # every run so far without a report: nothing to run, but the report is built rather than said to be as it was
+    assert not (wh / "quality.duckdb").exists()
+    result = invoke("run", "--raw", str(raw), "--only-missing")
+    assert result.exit_code == 0 and "(the report was missing: built)" in result.output, result.output
+    assert (wh / "quality.duckdb").is_file()
+    assert "(the report is as it was)" in invoke("run", "--raw", str(raw), "--only-missing").output
+
+
+def test_a_second_run_on_the_same_warehouse_waits_for_the_first(tmp_path):
+    """Two `curate run`s on one warehouse and home: the second waits, told who holds it, instead of deciding the
+    shards the first has scored beside it. Another warehouse is not held up."""
+    import threading
+
+    from curation_pipeline.cli import warehouse_lock
+
+    said, entered = [], threading.Event()
+
+    def second():
+        with warehouse_lock(tmp_path, "wh", say=said.append):
+            entered.set()
+
+    with warehouse_lock(tmp_path, "wh"):
+        with warehouse_lock(tmp_path, "other-wh"):  # not held up
+            pass
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        while not said and waiter.is_alive():
+            waiter.join(0.05)
+        assert said == [f"waiting for another `curate run` on wh (pid {os.getpid()}) to end"]
+        assert not entered.is_set()
+    waiter.join()
+    assert entered.is_set()  # once the first ended

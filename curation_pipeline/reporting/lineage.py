@@ -67,8 +67,9 @@ def caption_history(warehouse: Warehouse, key: str | None = None, shard: str | N
 def _history(warehouse: Warehouse, key: str | None, shard: str | None, rewritten_only: bool,
              seen: list) -> CaptionHistory:
     listed = {table: warehouse.shard_files(table) for table in TABLES}
-    files = {table: {s: warehouse.local_path(warehouse.table_path(table, s)) for s in listed[table]}
-             for table in TABLES}
+    # a shard asked for: its files alone (another shard's damaged file is no reason to fail, nor to read it all)
+    files = {table: {s: warehouse.local_path(warehouse.table_path(table, s)) for s in listed[table]
+                     if shard is None or s == shard} for table in TABLES}
     final_files = parquet_paths(list(files["final_captions"].values()))
     attempt_files = parquet_paths(list(files["rewritten_captions"].values()))
     if not final_files:

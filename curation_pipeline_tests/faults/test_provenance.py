@@ -112,25 +112,34 @@ def test_export_uids_says_which_tars_are_not_the_current_final_captions(hostile_
     assert "  warning: badjson: curated/badjson.tar is empty, though final_captions keeps " in result.output
 
 
-def test_export_uids_leaves_rewritten_samples_out_unless_asked(tmp_path):
-    """DataComp's resharder copies a selected sample from the original pool: a rewritten sample's uid would bring
-    back the weak caption its rewrite replaced. Left out by default (counted), exported only when asked."""
+def _with_uids(tmp_path, shards):
+    """A raw folder of these sample shards, each sample's json given a uid as DataComp's (32 hex digits)."""
     import hashlib
     import io
 
-    from curation_pipeline_tests.conftest import RAW_SAMPLES, run_pipeline
+    from curation_pipeline_tests.conftest import RAW_SAMPLES
 
     raw = tmp_path / "raw"
     raw.mkdir()
+    for shard in shards:
+        with tarfile.open(RAW_SAMPLES / f"{shard}.tar") as src, tarfile.open(raw / f"{shard}.tar", "w") as dst:
+            for member in src.getmembers():
+                data = src.extractfile(member).read()
+                if member.name.endswith(".json"):
+                    data = json.dumps({**json.loads(data), "uid": hashlib.md5(f"{shard}/{member.name}".encode())
+                                       .hexdigest()}).encode()
+                    member.size = len(data)
+                dst.addfile(member, io.BytesIO(data))
+    return raw
+
+
+def test_export_uids_leaves_rewritten_samples_out_unless_asked(tmp_path):
+    """DataComp's resharder copies a selected sample from the original pool: a rewritten sample's uid would bring
+    back the weak caption its rewrite replaced. Left out by default (counted), exported only when asked."""
+    from curation_pipeline_tests.conftest import run_pipeline
+
     shard = "sample-000001"  # captions the cleaner rewrites
-    with tarfile.open(RAW_SAMPLES / f"{shard}.tar") as src, tarfile.open(raw / f"{shard}.tar", "w") as dst:
-        for member in src.getmembers():
-            data = src.extractfile(member).read()
-            if member.name.endswith(".json"):  # as DataComp's: a 32-hex-digit uid per sample
-                meta = {**json.loads(data), "uid": hashlib.md5(member.name.encode()).hexdigest()}
-                data = json.dumps(meta).encode()
-                member.size = len(data)
-            dst.addfile(member, io.BytesIO(data))
+    raw = _with_uids(tmp_path, [shard])
     warehouse = tmp_path / "wh"
     _, results = run_pipeline(raw, warehouse, [shard], report=False)
     assert results[shard].success
@@ -154,3 +163,43 @@ def test_export_uids_leaves_rewritten_samples_out_unless_asked(tmp_path):
     subset = np.load(out)
     assert len(subset) == len(as_is | rewritten) and all(datacomp_selects(subset, u) for u in rewritten)
     assert f"{len(rewritten)} of them rewritten: the resharder copies their original captions" in result.output
+
+
+def test_export_uids_leaves_out_the_shards_the_report_holds_back(tmp_path):
+    """A shard decided against an older pool (unsettled: a cross-shard duplicate published twice) or blocked (its
+    tar an earlier run's) is not the pool's settled selection: left out, named as the report names it, exit 1;
+    --as-published exports the tars as they stand."""
+    from curation_pipeline.resources import DriftConfig, PolicyResource
+    from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY
+    from curation_pipeline.storage.warehouse import Warehouse
+    from curation_pipeline_tests.conftest import run_pipeline
+
+    shards = ["sample-000000", "sample-000002"]  # a near copy across them
+    raw, warehouse = _with_uids(tmp_path, shards), tmp_path / "wh"
+    instance, results = run_pipeline(raw, warehouse, shards, report=False, settle=False)  # one by one
+    assert all(r.success for r in results.values())
+
+    def export(*extra):
+        return CliRunner().invoke(main, ["export-uids", "--warehouse", str(warehouse), "--out",
+                                         str(tmp_path / "kept.npy"), *extra])
+
+    result = export()
+    assert result.exit_code == 1, result.output
+    assert "  left out: sample-000000: unsettled: decided against an older duplicate index" in result.output
+    assert "sample-000002" not in result.output.split("left out")[1].split("\n")[0]
+    assert "1 shard left out (named above)" in result.output
+    assert "uids from" in result.output and "in 1 shards" in result.output
+
+    # sample-000002 again under a drift check its rewrites fail: blocked, its earlier tar left in curated/
+    strict = PolicyResource(drift=DriftConfig(mean_ratio_min=0.999))
+    _, again = run_pipeline(raw, warehouse, ["sample-000002"], instance=instance, report=False, policy=strict)
+    wh = Warehouse(str(warehouse))
+    assert not again["sample-000002"].success
+    assert wh.table_metadata("final_captions", "sample-000002").get(FAILED_CHECKS_KEY)
+    result = export()
+    assert result.exit_code == 1, result.output
+    assert ("  left out: sample-000002: blocked: final_captions failed its blocking check(s) caption_length_drift, "
+            "so its tar is an earlier run's") in result.output
+    everything = export("--as-published")
+    assert everything.exit_code == 0 and "  left out:" not in everything.output, everything.output
+    assert "in 2 shards" in everything.output
