@@ -225,8 +225,12 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
         scores_there = all(statuses[asset] == StaleStatus.FRESH and key in stored[asset] for asset in SHARD_KEYS[:2])
         reason = None
         if StaleStatus.MISSING in statuses.values():
-            reason = "missing"
             never = [asset for asset in SHARD_KEYS if statuses[asset] == StaleStatus.MISSING]
+            # no record here, but the warehouse has every file: made under another Dagster home (another folder's
+            # default data/dagster_home), which this one cannot tell fresh
+            reason = ("missing" if no_file else "missing: never made under this Dagster home "
+                      f"({instance.root_directory or 'its storage'}), though the warehouse has its files (made "
+                      "under another DAGSTER_HOME?)")
             # a first run stopped or held after scoring: its decide half alone, once its scores are checked made
             # here and in order below (what not_made_here_in_order says of it, so said once)
             if all(asset in DECIDE_KEYS for asset in never) and scores_there:
@@ -246,7 +250,9 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
             if roots:
                 decide_only = all(c.asset_key in DECIDE_KEYS for c in roots)
                 reason = (SCORES_CURRENT if decide_only else "stale: ") + "; ".join(
-                    sorted({f"{c.asset_key.to_user_string()} {c.reason}" for c in roots}))
+                    sorted({f"{c.asset_key.to_user_string()} {c.reason}"
+                            + (_code_change(instance, graph, c.asset_key, key)
+                               if c.category == StaleCauseCategory.CODE else "") for c in roots}))
         if reason is None:
             fresh.append(key)
             continue
@@ -274,6 +280,32 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
         else:
             todo[key] = reason
     return todo, held, sorted(gone)
+
+
+def _code_change(instance: dg.DagsterInstance, graph, asset: dg.AssetKey, shard: str) -> str:
+    """What changed in an asset's code version since the shard's latest materialization, as `` (scorers a, b ->
+    a, b, c: another profile?)`` or `` (text_quality 12 -> 13)``; '' when unrecorded or not of that form. A code
+    version is ``<code>+<part>.<version>,...`` (the profile's scorers, a rewriter)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[shard]), limit=1).records
+    stored = records[0].event_log_entry.asset_materialization.tags.get("dagster/code_version") if records else None
+    current = graph.get(asset).code_version
+
+    def parts(version: str) -> tuple[str, dict[str, str]]:
+        code, _, rest = version.partition("+")
+        return code, dict(p.rsplit(".", 1) for p in rest.split(",") if "." in p)
+
+    if not stored or not current or stored == current:
+        return ""
+    (old_code, old), (new_code, new) = parts(stored), parts(current)
+    changes = []
+    if list(old) != list(new):
+        changes.append(f"{'scorers' if asset.path[-1] == 'quality_scores' else 'made by'} {', '.join(old) or '-'} -> "
+                       f"{', '.join(new) or '-'}: another profile or rewriter?")
+    changes += [f"{name} {old[name]} -> {new[name]}" for name in new if name in old and old[name] != new[name]]
+    if old_code != new_code:
+        changes.append(f"code {old_code} -> {new_code}")
+    return f" ({'; '.join(changes)})" if changes else ""
 
 
 def not_made_here_in_order(instance: dg.DagsterInstance, repository: dg.RepositoryDefinition, root: str,

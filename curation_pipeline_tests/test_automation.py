@@ -165,7 +165,13 @@ def test_a_changed_code_version_marks_curated_partitions_stale(tmp_path):
                                  schedules=[fill_missing_shards])
         todo = shards_to_refresh(instance, resource, changed.get_repository_def())
         # a table after the scores: its scores stand, and the schedule asks for the shard's decide half alone
-        assert todo == {"sample-000000": SCORES_CURRENT + "caption_decisions has a new code version"}
+        assert todo == {
+            "sample-000000": SCORES_CURRENT + "caption_decisions has a new code version (code 7 -> changed)"}
+        # another profile: the reason names the scorers each made it with, not only "a new code version"
+        offline = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse))
+        why = shards_to_refresh(instance, resource, offline.get_repository_def())["sample-000000"]
+        assert ("quality_scores has a new code version (scorers datacomp, text_quality -> datacomp, text_quality, "
+                "nsfw, ocr, image_quality, dup: another profile or rewriter?)") in why, why
         assert list(_tick(changed, instance)["sample-000000"].asset_selection) == DECIDE_KEYS
         bumped = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version="changed"))
                   if a.key == dg.AssetKey("quality_scores") else a for a in versioned_assets(defs.resources)]
@@ -510,7 +516,8 @@ def test_a_shard_left_half_made_is_asked_again(tmp_path, monkeypatch):
         (request,) = _tick(defs, instance).values()
         assert list(request.asset_selection) == DECIDE_KEYS, request
         assert request.tags["curation/reason"].startswith(
-            "stale, its scores current: rewritten_captions has a new code version; incomplete: caption_decisions "
+            "stale, its scores current: rewritten_captions has a new code version (cleaner 18 -> 99); incomplete: "
+            "caption_decisions "
             "is older than"), request
         # the score half out of order (pairs made again, its scores not): the decide half would refuse those
         # scores, so the whole shard runs (a decide half alone is only for scores made in order)
@@ -518,8 +525,9 @@ def test_a_shard_left_half_made_is_asked_again(tmp_path, monkeypatch):
             instance=instance, partition_key="sample-000000", asset_selection=[dg.AssetKey("pairs")]).success
         (request,) = _tick(defs, instance).values()
         assert request.asset_selection is None, request
-        assert request.tags["curation/reason"].startswith("stale: rewritten_captions has a new code version; "
-                                                          "incomplete: quality_scores is older than its input pairs")
+        assert request.tags["curation/reason"].startswith(
+            "stale: rewritten_captions has a new code version (cleaner 18 -> 99); incomplete: quality_scores is older "
+            "than its input pairs")
 
 
 def test_a_first_run_stopped_after_scoring_gets_its_decide_half_alone(tmp_path):
