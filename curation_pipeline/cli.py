@@ -694,11 +694,12 @@ def _check_decision_columns(scoring, quality_column: str, keep_expression: str |
 
 def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
                settings: dict[str, dict] | None = None, named: dict[str, dict] | None = None,
-               only_missing: bool = False) -> int:
+               only_missing: bool = False, own_settings: bool = False) -> int:
     """Register the shards as partitions, materialize each, then the report; returns an exit code.
     ``settings``: the resources' settings (``load_settings``), the rest their defaults; ``named``: those
     given on the command line (flags and --set), whose models must be ones the run loads; ``only_missing``:
-    only the shards that need a run (``_needing_a_run``)."""
+    only the shards that need a run (``_needing_a_run``); ``own_settings``: ``settings`` has more than the code
+    location's (--config), which the web UI's runs do not get."""
     from curation_pipeline import heap, helper
     from curation_pipeline.validation import _gx
 
@@ -830,6 +831,11 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         shown = next((shard for shard in curated if shard not in damaged), curated[0])
         click.echo(f"lineage:        {curate_command()} lineage --warehouse {quoted} --shard {shown}")
     click.echo(f"web UI:         {ui_command(raw, warehouse)}, then open http://127.0.0.1:3000")
+    # its Materialize, backfills and sensors would decide otherwise, and call this run's shards stale
+    if own_settings or any((named or {}).values()):
+        click.echo("                (its runs use the code location's settings"
+                   + (f", {os.environ[SETTINGS_FILE_ENV]}" if os.environ.get(SETTINGS_FILE_ENV) else ": the defaults")
+                   + ", not this run's --config / --set / flags: put those in the file CURATION_SETTINGS names)")
     # files of --raw passed over (a name that is no shard key, a .tar.gz, ...): the valid shards are curated,
     # then the exit code says bad input so a script notices; not when --shard named what to curate
     skipped = 0 if shards else len(rejected)
@@ -859,10 +865,15 @@ def _cut_summary(wh) -> str | None:
         return None
     line = (f"{record.get('kept', 0)} of {record.get('scored', 0)} scored pairs kept as is (top "
             f"{float(record['fraction']) * 100:g}% by {record['quality_column']}")
-    if record.get("cut_score") is None:
-        return line + ": none)"
-    return (line + f": cut score {record['cut_score']:g}, {record.get('ties_kept', 0)} of "
-            f"{record.get('ties_at_cut', 0)} pairs tied at it drawn by key)")
+    line += (": none)" if record.get("cut_score") is None else
+             f": cut score {record['cut_score']:g}, {record.get('ties_kept', 0)} of {record.get('ties_at_cut', 0)} "
+             "pairs tied at it drawn by key)")
+    frozen = record.get("frozen") or []
+    if frozen:  # scored shards whose raw file this --raw lacks: outside this cut, held to an earlier one
+        line += (f"; {len(frozen)} shard{'s' * (len(frozen) != 1)} of the warehouse not in --raw ("
+                 f"{', '.join(frozen[:5])}{', ...' if len(frozen) > 5 else ''}) stay under an earlier cut: run with "
+                 "the --raw that holds them, or keep one raw location")
+    return line
 
 
 DAMAGE_SAYS = {"unreadable_tar": "no sample read: not a tar, or damaged at its start",
@@ -1142,7 +1153,7 @@ def run(ctx, raw, warehouse, shards, no_report, only_missing, pairs, config_file
         location = os.environ.get(SETTINGS_FILE_ENV)  # the UI's settings, under this command's own
         code = run_shards(raw, warehouse, shards, not no_report, load_settings(pairs, config_file, given, location),
                           named=load_settings(pairs, None, given),  # what the command line itself names
-                          only_missing=only_missing)
+                          only_missing=only_missing, own_settings=config_file is not None)
     except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
     sys.exit(code)

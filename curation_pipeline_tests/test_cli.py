@@ -442,7 +442,8 @@ def test_only_missing_re_decides_shards_decided_under_other_settings_without_sco
     # a damaged decisions file: named and made again (the duplicate index, which reads every shard's, too)
     (tmp_path / "wh" / "caption_decisions" / f"{names[1]}.parquet").write_bytes(b"junk")
     output = run("--only-missing", *tuned)
-    assert f"to re-decide: {names[1]} (its stored decisions or rewrites cannot be read: " in output, output
+    assert (f"to re-decide: {names[1]} (its stored decisions, rewrites or final captions cannot be read: "
+            in output), output
     assert "nothing to run" in run("--only-missing", *tuned)
 
 
@@ -474,7 +475,8 @@ def test_only_missing_rewrites_again_without_scoring_a_shard_made_by_another_rew
     (tmp_path / "wh" / "caption_decisions" / "sample-000001.parquet").write_bytes(b"junk")
     result = CliRunner().invoke(main, [*run, "--only-missing"])
     assert result.exit_code == 0, result.output
-    assert "to re-decide: sample-000001 (its stored decisions or rewrites cannot be read: " in result.output
+    assert ("to re-decide: sample-000001 (its stored decisions, rewrites or final captions cannot be read: "
+            in result.output)
     assert made() == [1, 3, 3]
 
 
@@ -1190,3 +1192,23 @@ def test_a_second_run_on_the_same_warehouse_waits_for_the_first(tmp_path):
         assert not entered.is_set()
     waiter.join()
     assert entered.is_set()  # once the first ended
+
+
+def test_a_cut_over_another_raw_folder_names_the_shards_it_leaves_frozen(tmp_path, monkeypatch):
+    """Two raw folders into one warehouse: the second run's cut covers its own shards, the first folder's stay under
+    the earlier cut (frozen: no raw file here). The run says so, not only the report."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    first, second = tmp_path / "raw1", tmp_path / "raw2"
+    for folder, shard in ((first, "sample-000000"), (second, "sample-000002")):
+        folder.mkdir()
+        shutil.copy(RAW_SAMPLES / f"{shard}.tar", folder)
+
+    def run(raw):
+        result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--warehouse", str(tmp_path / "wh"), "--profile",
+                                           "text", "--set", "policy.keep_fraction=0.3", "--no-report"])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "not in --raw" not in run(first)
+    assert ("; 1 shard of the warehouse not in --raw (sample-000000) stay under an earlier cut: run with the --raw "
+            "that holds them, or keep one raw location") in run(second)

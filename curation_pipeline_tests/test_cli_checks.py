@@ -194,6 +194,9 @@ def test_raw_files_passed_over_give_bad_input_after_the_valid_shards_are_curated
     named = curate(env, "--profile", "text", "--no-report", "--shard", SHARD)
     assert named.exit_code == 0 and "skipped: shard file name 'x y.tar'" in named.output, named.output
     assert "not curated" not in named.output
+    # a setting of its own: the web UI's runs would not have it, and the run says so beside the UI's command
+    assert ("(its runs use the code location's settings: the defaults, not this run's --config / --set / flags: "
+            "put those in the file CURATION_SETTINGS names)") in named.output
 
 
 def test_a_run_whose_every_shard_failed_points_at_no_curated_shard(env):

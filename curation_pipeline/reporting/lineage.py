@@ -74,7 +74,9 @@ def _history(warehouse: Warehouse, key: str | None, shard: str | None, rewritten
     attempt_files = parquet_paths(list(files["rewritten_captions"].values()))
     if not final_files:
         why = unresolved(warehouse, shard) if shard is not None else None
-        raise FileNotFoundError(why or f"no final_captions under {warehouse.root}: run the pipeline first")
+        if why or not listed["final_captions"]:
+            raise FileNotFoundError(why or f"no final_captions under {warehouse.root}: run the pipeline first")
+        return CaptionHistory(final=pd.DataFrame(), attempts=pd.DataFrame())  # a shard the warehouse does not hold
     where = "($key IS NULL OR key = $key) AND ($shard IS NULL OR shard = $shard)"
     params = {"key": key, "shard": shard}
     import duckdb  # here, not at import: a run that never looks up lineage never pays for it
