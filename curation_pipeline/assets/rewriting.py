@@ -23,8 +23,8 @@ from curation_pipeline.resources import (ComputeResource, PolicyResource, Rewrit
                                          WarehouseResource)
 from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
 from curation_pipeline.rewriting.targets import (blind_judge_warning, judged_blind, known_embeddings, needed_columns,
-                                                 rescored_columns, rewrite_needs_images, rewrite_targets,
-                                                 target_batches)
+                                                 rescored_columns, rewrite_needs_images, rewrite_needs_of,
+                                                 rewrite_targets, target_batches)
 from curation_pipeline.scoring.run import score_batch
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
 from curation_pipeline.shards.writer import ROWS_DIGEST_KEY, rows_digest
@@ -37,7 +37,7 @@ from curation_pipeline.validation.lengths import caption_lengths
     ins={"caption_decisions": versioned(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     outs={"rewritten_captions": table_out(
-        "rewriting", "13",
+        "rewriting", "14",
         # code version: bump when the same inputs give different output (2: a rewrite must reach drop_threshold; 3: edit
         # and length ratios count the drift check's words; 4: the edit ratio ignores case and edge punctuation, a
         # placeholder-only caption is fresh, a cut tail and markup are judged anew; 5: full-width brackets and
@@ -57,7 +57,8 @@ from curation_pipeline.validation.lengths import caption_lengths
         # ("displaying", "offering") or on "vs" where the original went on is dangling; 13: a model's reply that it saw
         # no image or that the caption needs no edit, a generic "Answer:" label and a "(Removed ...)" note are
         # malformed; a period after No., Vol., Fig. (and pp, approx, ca, etc, inc, ltd, co, corp, dept, est) ends no
-        # sentence, and a link the original held whole is no link debris)
+        # sentence, and a link the original held whole is no link debris; 14: a rewrite under its pair's rewrite_needs,
+        # what publishes a pair outside the keep_fraction cut or failing keep_expression, is rejected)
         "Lineage of every rewrite attempt: original and candidate caption, rewriter and version, prompt hash, "
         "score before/after, edit ratio, length ratio, semantic similarity, accepted or not and why, run id and "
         "time. Only pairs decided `rewrite` are attempted.")},
@@ -126,7 +127,7 @@ def _rewrite(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sc
             shard=shard, rewriter=model, rescore=lambda b: score_batch(rescorers, b),
             quality_column=policy.quality_column,
             scores_before=dict(zip(targets["key"], targets["quality_before"].astype(float))),
-            rules=rules, run_id=context.run_id,
+            rules=rules, run_id=context.run_id, needs=rewrite_needs_of(targets),
             similarity=functools.partial(caption_similarity, known=known_embeddings(targets)))
     # the rules its rewrites were accepted under: a run of this step alone may tune them (curate run --only-missing
     # compares them with its own)

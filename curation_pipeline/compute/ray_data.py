@@ -360,7 +360,7 @@ class RewriteActor:
 
     def __init__(self, rewriter: dict, profile, needed: list[str], quality_column: str, rules, run_id: str,
                  shard: str, scores_before: dict[str, float], known: dict, threads: int, reuse=None,
-                 load_model: bool = True):
+                 load_model: bool = True, needs: dict[str, float] | None = None):
         limit_threads(threads)
         from curation_pipeline.resources import RewriterResource
         from curation_pipeline.rewriting.reuse import ReplyReuse
@@ -382,7 +382,7 @@ class RewriteActor:
         limit_torch_threads(threads)
         self.similarity = functools.partial(caption_similarity, known=known)  # as locally: originals' stored vectors
         self.quality_column, self.rules, self.run_id, self.shard = quality_column, rules, run_id, shard
-        self.scores_before = scores_before
+        self.scores_before, self.needs = scores_before, needs
 
     def __call__(self, block: pa.Table) -> pa.Table:
         from curation_pipeline.rewriting.attempts import rewrite_batches
@@ -398,7 +398,7 @@ class RewriteActor:
             result = _result(row, pairs, lambda: rewrite_batches(
                 [pairs], shard=self.shard, rewriter=self.model, rescore=lambda b: score_batch(self.rescorers, b),
                 quality_column=self.quality_column, scores_before=self.scores_before, rules=self.rules,
-                run_id=self.run_id, similarity=self.similarity))
+                run_id=self.run_id, similarity=self.similarity, needs=self.needs))
             reused = getattr(self.model, "reused", set())  # the batch's targets answered from stored replies
             out.append({**result, "reused": json.dumps([k for k in keys if k in reused]),
                         "not_reused": self.not_reused})
@@ -732,12 +732,13 @@ def rewrite_actor_kwargs(shard: str, targets: pd.DataFrame, *, rewriter: dict, p
                          quality_column: str, rules, run_id: str, threads: int, reuse=None,
                          load_model: bool = True) -> dict:
     """What each ``RewriteActor`` is built with."""
-    from curation_pipeline.rewriting.targets import known_embeddings
+    from curation_pipeline.rewriting.targets import known_embeddings, rewrite_needs_of
 
     scores_before = dict(zip(targets["key"], targets["quality_before"].astype(float)))
     return {"rewriter": rewriter, "profile": profile, "needed": sorted(needed), "quality_column": quality_column,
             "rules": rules, "run_id": run_id, "shard": shard, "scores_before": scores_before,
-            "known": known_embeddings(targets), "threads": threads, "reuse": reuse, "load_model": load_model}
+            "known": known_embeddings(targets), "threads": threads, "reuse": reuse, "load_model": load_model,
+            "needs": rewrite_needs_of(targets)}
 
 
 def rewrite_lineage(rows: list[dict], shard: str, targets: pd.DataFrame) -> tuple[pd.DataFrame, set[str], set[str]]:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from curation_pipeline.decisions.policy import (DROP, DROPPED, IN_CUT, IN_EXPRESSION, KEEP, KEPT, REWRITE,
                                                 REWRITE_NEEDS, REWRITTEN, DecisionPolicy, shown_below)
+from curation_pipeline.rewriting.verify import needs_shown
 from curation_pipeline.validation.lengths import caption_lengths
 
 FINAL_COLUMNS = [
@@ -97,8 +98,9 @@ def resolve_outcomes(decisions: pd.DataFrame, captions: pd.Series, lineage: pd.D
          # why it was up for a rewrite too: a kept "not_english" caption says so, not only that its rewrite failed
          df["reason"].astype(str) + "; rewrite rejected (" + rejection.fillna("not attempted").astype(str)
          + "); kept original",
-         df["reason"].astype(str) + "; rewrite scored " + shown_below(after, policy.drop_threshold)
-         + ", short of what that filter needs",
+         df["reason"].astype(str) + "; rewrite short of what that filter needs ("
+         + pd.Series([needs_shown(a, n) if a == a and n == n else "" for a, n in zip(after, needs)], index=df.index)
+         + ")",
          "caption still weak after rewriting (" + shown_below(after, policy.drop_threshold)
          + f" < {policy.drop_threshold:g})",
          df["reason"].astype(str) + "; rewrite rejected (" + rejection.fillna("not attempted").astype(str) + ")",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from curation_pipeline.rewriting.verify import MIN_IMPROVEMENT_SHARE, default_min_improvement
+from curation_pipeline.rewriting.verify import MIN_IMPROVEMENT_SHARE, default_min_improvement, need_text
 from curation_pipeline.scoring.columns import OPERATORS, Bound
 from curation_pipeline.scoring.registry import bounds, error_columns_of, score_columns, score_scales
 from curation_pipeline.scoring.selection import (GlobalCut, check_expression, columns_used, cut_needs, in_cut,
@@ -416,8 +416,16 @@ def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None =
     # the draw at the top of the scale): dropped now, not rewritten to be dropped
     hopeless = (action == REWRITE) & (needs.isna() | (needs > high)).to_numpy(dtype=bool)
     action = np.where(hopeless, DROP, action)
-    reason = np.where(hopeless, pd.Series(reason, dtype=object).astype(str)
-                      + f"; not rewritten: no {policy.quality_column} a rewrite could score publishes it", reason)
+    if hopeless.any():
+        failing = ~passes_keep_expression(df, policy).to_numpy(dtype=bool)
+        why = [None if not h else
+               f"; not rewritten: it would need {policy.quality_column} {need_text(n)}, past the top of its scale"
+               if not math.isnan(n) else
+               f"; not rewritten: no {policy.quality_column} score would publish it (" + (
+                   "keep_expression fails on its other scores as stored)" if f else "the keep_fraction cut keeps "
+                   "nothing)") for h, n, f in zip(hopeless, needs.to_numpy(dtype=float), failing)]
+        reason = np.where(hopeless, pd.Series(reason, dtype=object).astype(str) + pd.Series(why, dtype=object),
+                          reason)
     drop_at = np.inf if policy.nsfw_drop is None else policy.nsfw_drop
     review = _flag(df, "nsfw_prob", lambda s: (s >= policy.nsfw_review) & (s < drop_at))
     decisions = pd.DataFrame({"shard": df["shard"], "key": df["key"], "action": action, "reason": reason,

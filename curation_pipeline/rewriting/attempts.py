@@ -37,8 +37,9 @@ def empty_lineage() -> pd.DataFrame:
 def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewriter, rescore: Rescore,
                     quality_column: str, scores_before: dict[str, float], rules: AcceptanceRules,
                     run_id: str, similarity: Similarity | None = None, attempt: int = 1,
-                    prefetch_depth: int = DEFAULT_DEPTH) -> pd.DataFrame:
-    """One lineage row per pair handed in, accepted or not, with the reason.
+                    prefetch_depth: int = DEFAULT_DEPTH, needs: dict[str, float] | None = None) -> pd.DataFrame:
+    """One lineage row per pair handed in, accepted or not, with the reason. ``needs``: key -> the least score
+    that publishes the pair, where its decision records one above ``rules.min_quality`` (``rewrite_needs``).
 
     ``batches`` is consumed ``prefetch_depth`` batches ahead in a background thread, so reading
     and decoding the next targets overlaps the rewriter's generation (0: serially)."""
@@ -70,7 +71,8 @@ def rewrite_batches(batches: Iterable[PairBatch], *, shard: str, rewriter: Rewri
             length = length_ratio(original, cand.caption) if measured else math.nan
             if cand.caption:
                 accepted, reason = judge(before, float(after[i]), edit, length, float(sims[i]), rules,
-                                         original=original, candidate=cand.caption, fresh=fresh[i], weak=weak[i])
+                                         original=original, candidate=cand.caption, fresh=fresh[i], weak=weak[i],
+                                         needs=(needs or {}).get(key))
                 if cand.error:  # what else the reply got wrong (AITQE: a score that did not parse)
                     reason = f"{reason}; reply: {cand.error}"
             else:

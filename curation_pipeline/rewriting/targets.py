@@ -8,6 +8,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from curation_pipeline.decisions.policy import REWRITE_NEEDS
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.signals.duplicates import CAPTION_EMBEDDING
 from curation_pipeline.shards.fingerprint import RawFingerprint
@@ -15,11 +16,21 @@ from curation_pipeline.shards.reader import iter_pair_batches
 
 
 def rewrite_targets(decisions: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """key, quality_before and caption of every pair decided ``rewrite``, and the caption's stored
-    embedding when the profile made one."""
+    """key, quality_before and caption of every pair decided ``rewrite``, the least score that publishes it
+    where its decision records one (``rewrite_needs``), and the caption's stored embedding when the profile made
+    one."""
     stored = [CAPTION_EMBEDDING] if CAPTION_EMBEDDING in scores else []
-    return decisions.loc[decisions["action"].eq("rewrite"), ["key", "quality_before"]].merge(
+    needs = [REWRITE_NEEDS] if REWRITE_NEEDS in decisions else []
+    return decisions.loc[decisions["action"].eq("rewrite"), ["key", "quality_before", *needs]].merge(
         scores[["key", "caption", *stored]], on="key", how="left")
+
+
+def rewrite_needs_of(targets: pd.DataFrame) -> dict[str, float]:
+    """key -> the least score that publishes the pair (``rewrite_targets``' ``rewrite_needs``), what its rewrite
+    is judged against besides ``drop_threshold``; empty for decisions that record none."""
+    if REWRITE_NEEDS not in targets:
+        return {}
+    return {key: float(v) for key, v in zip(targets["key"], targets[REWRITE_NEEDS]) if not pd.isna(v)}
 
 
 def known_embeddings(targets: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -760,8 +760,11 @@ def changed_facts(original: str, candidate: str) -> str | None:
 
 def judge(quality_before: float, quality_after: float, edit: float, length: float, similarity: float,
           rules: AcceptanceRules, *, original: str | None = None,
-          candidate: str | None = None, fresh: bool | None = None, weak: str | None = None) -> tuple[bool, str]:
-    """Accepted or not, and the first reason that decided it. With ``candidate`` given and
+          candidate: str | None = None, fresh: bool | None = None, weak: str | None = None,
+          needs: float | None = None) -> tuple[bool, str]:
+    """Accepted or not, and the first reason that decided it. ``needs``: the least score that publishes the pair
+    (its decision's ``rewrite_needs``, above ``rules.min_quality`` outside the keep_fraction cut or failing
+    keep_expression); a rewrite under it is rejected, not accepted and then dropped. With ``candidate`` given and
     ``rules.check_wellformed`` on, the well-formedness check must pass too, whatever the score says.
     A fresh caption (``fresh``; when None: ``candidate`` given and no caption to edit in ``original``,
     ``base.no_caption_to_edit``) is not an edit: the edit-ratio, length and similarity bounds do not
@@ -793,6 +796,8 @@ def judge(quality_before: float, quality_after: float, edit: float, length: floa
     if rules.min_quality is not None and quality_after < rules.min_quality:
         floor_shown, after_shown = _shown(rules.min_quality, quality_after)
         return False, f"still weak after rewriting ({after_shown} < {floor_shown})"
+    if needs is not None and not math.isnan(needs) and quality_after < needs:
+        return False, f"short of what its filter needs ({needs_shown(quality_after, needs)})"
     if fresh:
         edit = length = similarity = math.nan
     if rules.max_edit_ratio is not None and not math.isnan(edit) and edit > rules.max_edit_ratio:
@@ -813,6 +818,25 @@ def _improved(before: float, after: float, margin: float) -> bool:
     gain = after - before
     tolerance = 1e-9 * max(1.0, abs(before), abs(after))
     return gain > tolerance if margin == 0 else gain >= margin - tolerance
+
+
+def need_text(needs: float) -> str:
+    """The least score that publishes a pair, as a reason says it: ``at least 95``, or ``above 100`` where it is
+    the float just above a plain number (a tie at the keep_fraction cut whose tie-break place is out)."""
+    below = math.nextafter(needs, -math.inf)
+    if float(f"{below:.12g}") == below and float(f"{needs:.12g}") != needs:
+        return f"above {below:g} (at {below:g} its tie-break place is outside the keep_fraction cut)"
+    return f"at least {needs:g}"
+
+
+def needs_shown(score: float, needs: float) -> str:
+    """``score`` against the least score that publishes a pair, as a reason prints them: ``90 < 95``, or ``90, not
+    above 90`` where the need is just above a score (a tie at the keep_fraction cut whose tie-break place is out)."""
+    below = math.nextafter(needs, -math.inf)
+    if float(f"{below:.12g}") == below and float(f"{needs:.12g}") != needs:  # the float just above a plain number
+        return f"{_shown(score, below)[0]}, not above {_shown(score, below)[1]}"
+    shown, need = _shown(score, needs)
+    return f"{shown} < {need}"
 
 
 def _shown(a: float, b: float) -> tuple[str, str]:

@@ -85,24 +85,29 @@ def test_a_keep_fraction_run_publishes_the_cut_and_the_accepted_rewrites_only(sc
     top = expected_top(warehouse, fraction)
     assert pairs(decisions[decisions[IN_CUT]]) == top
     assert pairs(final[final["outcome"] == "kept"]) == top - undecodable(warehouse)
-    # an accepted rewrite publishes a pair outside the cut only where its score puts it inside (its tie place too)
-    judged = lineage[lineage["accepted"].astype(bool)].merge(decisions[["shard", "key", REWRITE_NEEDS]])
-    saved = judged["quality_after"] >= judged[REWRITE_NEEDS]
-    accepted, short = pairs(judged[saved]), pairs(judged[~saved])
-    assert accepted and short  # the sample's cleaner saves some, and lifts others too little (to 90 under a cut of 100)
+    # a rewrite publishes a pair outside the cut only where its score puts it inside (its tie place too): one that
+    # lifts it too little (to 90 under a cut of 100) is rejected so, not accepted and then dropped
+    judged = lineage.merge(decisions[["shard", "key", REWRITE_NEEDS]])
+    accepted = pairs(judged[judged["accepted"].astype(bool)])
+    short = judged[judged["reason"].str.startswith("short of what its filter needs")]
+    assert accepted and len(short)
+    assert (short["quality_after"] < short[REWRITE_NEEDS]).all()
     assert pairs(final[final["outcome"] == "rewritten"]) == accepted and not accepted & top
     cut = GlobalCut.from_dict(json.loads((warehouse / "selection" / "keep_fraction_cut.json").read_text()))
-    assert in_cut(judged[saved].assign(text_quality=judged["quality_after"]), cut).all()
-    assert not in_cut(judged[~saved].assign(text_quality=judged["quality_after"]), cut).any()
-    assert final.set_index(["shard", "key"]).loc[sorted(short), "reason"].str.endswith(
-        "short of what that filter needs").all()
+    saved = judged[judged["accepted"].astype(bool)]
+    assert in_cut(saved.assign(text_quality=saved["quality_after"]), cut).all()
+    assert not in_cut(short.assign(text_quality=short["quality_after"]), cut).any()
+    assert final.set_index(["shard", "key"]).loc[sorted(pairs(short)), "reason"].str.contains(
+        "rewrite rejected (short of what its filter needs", regex=False).all()
     published = final[final["outcome"] != "dropped"]
     assert len(published) == len(top - undecodable(warehouse)) + len(accepted)
     # a pair tied at the cut score that lost the draw: no rewrite can put it inside, so none is tried
     lost = decisions[decisions["reason"].str.contains("not drawn")]
     assert len(lost) and lost["action"].eq("drop").all() and lost[REWRITE_NEEDS].gt(100).all()
     assert lost["reason"].str.contains(f"tied at the cut score 100, not drawn: {cut.ties_kept} of {cut.ties_at_cut} "
-                                       "ties kept\); not rewritten: no text_quality a rewrite could score").all()
+                                       "ties kept); not rewritten: it would need text_quality above 100 (at 100 its "
+                                       "tie-break place is outside the keep_fraction cut), past the top of its scale",
+                                       regex=False).all()
     # the cut's rejects whose rewrite was rejected (the cleaner changed nothing) are dropped, naming the cut
     rejected = final[(final["outcome"] == "dropped") & final["reason"].str.contains("rewrite rejected")]
     assert len(rejected) and rejected["reason"].str.contains("outside top 30% by text_quality; ").all()
@@ -124,8 +129,8 @@ def test_failing_keep_expression_only_a_rewrite_meeting_it_publishes():
     assert decisions[IN_EXPRESSION].tolist() == [True, True, False, False, False]
     assert decisions["action"].tolist() == ["keep", "rewrite", "rewrite", "rewrite", "drop"]
     np.testing.assert_array_equal(decisions[REWRITE_NEEDS], [65.0, 65.0, 90.0, 90.0, np.nan])
-    assert decisions["reason"][4] == ("fails: text_quality >= 90 and width >= 256; not rewritten: no text_quality a "
-                                      "rewrite could score publishes it")
+    assert decisions["reason"][4] == ("fails: text_quality >= 90 and width >= 256; not rewritten: no text_quality "
+                                      "score would publish it (keep_expression fails on its other scores as stored)")
     lineage = pd.DataFrame([_attempt("weak_in", None, np.nan, False, "no candidate: no change"),
                             _attempt("low_saved", "A clean caption.", 90.0, True, "improved"),
                             _attempt("low_short", "A cleaner caption.", 85.0, True, "improved")])
@@ -133,7 +138,7 @@ def test_failing_keep_expression_only_a_rewrite_meeting_it_publishes():
     assert out["outcome"].tolist() == ["kept", "kept", "rewritten", "dropped", "dropped"]
     assert out.loc["weak_in", "reason"].endswith("kept original")  # meets the expression: the fallback stands
     assert out.loc["low_short", "reason"] == ("low_text_quality=80.0; fails: text_quality >= 90 and width >= 256; "
-                                              "rewrite scored 85.0, short of what that filter needs")
+                                              "rewrite short of what that filter needs (85 < 90)")
     # what the duplicate index counts on being published whatever the rewriter does
     assert caption_published(scores, policy).tolist() == [True, True, False, False, False]
     with pytest.raises(ValueError, match="passes_keep_expression"):

@@ -93,7 +93,8 @@ def test_keep_expression_over_model_columns():
                                  require_image_rules=False, nsfw_drop=None)).set_index("key")
     # failing it on a score a text_quality rewrite does not re-score: no rewrite could publish it
     assert d.loc["dup", "action"] == "drop" and "fails: mlm_itm >= 66" in d.loc["dup", "reason"]
-    assert d.loc["dup", "reason"].endswith("not rewritten: no text_quality a rewrite could score publishes it")
+    assert d.loc["dup", "reason"].endswith("not rewritten: no text_quality score would publish it (keep_expression "
+                                           "fails on its other scores as stored)")
     assert d.loc["good", "action"] == "keep"
 
 

@@ -104,6 +104,19 @@ def test_a_gain_equal_to_the_margin_passes_and_a_tie_never_does():
         False, "still weak after rewriting (59.99 < 60)")
 
 
+def test_a_rewrite_under_what_its_filter_needs_is_rejected():
+    """A pair outside the keep_fraction cut or failing keep_expression is published only at its ``rewrite_needs``:
+    a rewrite under it is rejected saying so (a need just above the cut score is a tie-break place not drawn)."""
+    import math
+
+    rules = AcceptanceRules(min_improvement=1, min_quality=65)
+    assert judge(70, 85, 0, 1, 1, rules, needs=90.0) == (False, "short of what its filter needs (85 < 90)")
+    assert judge(70, 100, 0, 1, 1, rules, needs=math.nextafter(100.0, math.inf)) == (
+        False, "short of what its filter needs (100, not above 100)")
+    assert judge(70, 90, 0, 1, 1, rules, needs=90.0)[0] and judge(70, 90, 0, 1, 1, rules, needs=math.nan)[0]
+    assert judge(50, 60, 0, 1, 1, rules, needs=90.0) == (False, "still weak after rewriting (60 < 65)")
+
+
 def test_the_original_again_is_no_rewrite():
     """Accepted, an echo would publish unchanged a pair its decision filtered out (keep_fraction, keep_expression)."""
     rules = AcceptanceRules(min_improvement=0)
