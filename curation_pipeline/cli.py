@@ -349,9 +349,10 @@ def _materialize(defs, instance, selected: list[str], report: bool,
             # the reverse: a shard blocked when the index was built that passes now (decided again under new
             # settings) is another pool too. Settled again while the settle sensor's own test finds work (bounded:
             # a round that leaves the same requests would only repeat)
-            asked = None
-            while two_passes and (requests := _settle_requested(defs, instance)) and requests != asked:
-                asked = requests
+            asked: list[tuple[str, ...]] = []
+            while (two_passes and len(asked) < SETTLE_ROUNDS and (requests := _settle_requested(defs, instance))
+                   and requests not in asked):
+                asked.append(requests)
                 failed += [s for s in settle_duplicates(defs, instance, run_config, settled, stop_if_interrupted,
                                                         own=deciding) if s not in failed]
                 if cut and not no_cut:
@@ -368,6 +369,9 @@ def _materialize(defs, instance, selected: list[str], report: bool,
     # with keep_fraction on and no cut stored, the scored shards were never decided
     curated = [] if cut and no_cut else [s for s in deciding if s not in failed]
     return failed, reported, curated
+
+
+SETTLE_ROUNDS = 3  # a run's settling rounds after its decide pass: each changes the pool only by shards it mends
 
 
 def _settle_requested(defs, instance) -> tuple[str, ...]:
@@ -863,7 +867,7 @@ def _cut_summary(wh) -> str | None:
     record = read_cut_record(wh) or {}
     if record.get("status") != "on":
         return None
-    line = (f"{record.get('kept', 0)} of {record.get('scored', 0)} scored pairs kept as is (top "
+    line = (f"{record.get('kept', 0)} of {record.get('scored', 0)} scored pairs inside the cut (top "
             f"{float(record['fraction']) * 100:g}% by {record['quality_column']}")
     line += (": none)" if record.get("cut_score") is None else
              f": cut score {record['cut_score']:g}, {record.get('ties_kept', 0)} of {record.get('ties_at_cut', 0)} "
@@ -1185,7 +1189,7 @@ def lineage(warehouse, key, shard, rewritten_only, limit) -> None:
         raise BadInput(_missing_bucket(warehouse) or str(exc)) from exc
     except (NotADirectoryError, InvalidShardName, StorageUnreachable) as exc:
         raise BadInput(str(exc)) from exc
-    except duckdb.Error as exc:  # a damaged table file: DuckDB's message names it
+    except (duckdb.IOException, duckdb.InvalidInputException) as exc:  # a damaged file: DuckDB names it
         raise Failed(f"cannot read the tables of {warehouse}: {str(exc).splitlines()[0]}; `curate run "
                      "--only-missing` makes a damaged file again") from exc
     if history.final.empty and history.matched:  # --rewritten-only: the pairs are there, none rewritten

@@ -628,7 +628,7 @@ def test_keep_fraction_cuts_the_scored_pool_before_any_shard_is_decided(tmp_path
     assert inside == cut["kept"].value == cut["scored"].value // 2 > 0
     # and the run says what the fraction became
     ties = f"{cut['ties_kept'].value} of {cut['ties_at_cut'].value} pairs tied at it drawn by key"
-    assert (f"keep_fraction:  {inside} of {cut['scored'].value} scored pairs kept as is (top 50% by text_quality: "
+    assert (f"keep_fraction:  {inside} of {cut['scored'].value} scored pairs inside the cut (top 50% by text_quality: "
             f"cut score {cut['cut_score'].value:g}, {ties})") in result.output, result.output
 
 

@@ -51,10 +51,11 @@ def small_raw(tmp_path_factory) -> Path:
 def test_concurrent_curate_runs_never_break_a_fresh_dagster_home(small_raw, tmp_path):
     """Before: 3 `curate run` at once on a fresh home failed in 3 of 5 trials ("more than one head":
     two processes stamped the run storage's schema), and every later run exited 1. Now the home is set
-    up and partitions are registered under a lock: 3 runs at once all exit 0, and the instance opens."""
+    up and partitions are registered under a lock: 3 runs at once all exit 0, and the instance opens. Each into
+    its own warehouse: runs into one wait for each other (``warehouse_lock``), so the home would not be raced."""
     home = tmp_path / "home"
     env = dict(os.environ, DAGSTER_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    procs = [subprocess.Popen([CURATE, "run", "--raw", str(small_raw), "--warehouse", str(tmp_path / "wh"),
+    procs = [subprocess.Popen([CURATE, "run", "--raw", str(small_raw), "--warehouse", str(tmp_path / f"wh-{shard}"),
                                "--shard", shard, "--profile", "text", "--no-report"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for shard in ("s1", "s2", "s3")]
