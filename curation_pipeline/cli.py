@@ -464,14 +464,14 @@ def _needing_a_run(defs, instance, selected: list[str], raw: dict[str, str]
 SCORED_TABLES = ("pairs", "skips", "quality_scores")  # a shard's tables that only a run of the whole shard makes
 
 
-def _unreadable(defs, shards: list[str], tables: tuple[str, ...]) -> dict[str, str]:
-    """Shard -> which of its ``tables`` files cannot be read (its footer: one request each on object storage), for
-    the shards with such a file; a file the shard does not have is the schedule's to name missing."""
+def _by_footers(wh, shards: list[str], tables, judge) -> dict[str, str]:
+    """shard -> the first answer of ``judge(shard, table, metadata, error)`` that is not None, over the shard's files
+    of ``tables`` (their footers: a request each on object storage, a few at a time); only shards with one. A file
+    removed since the listing is passed over."""
     from concurrent.futures import ThreadPoolExecutor
 
     from curation_pipeline.storage.warehouse import READ_THREADS
 
-    wh = defs.resources["warehouse"].warehouse()
     listed = {table: set(wh.shards(table)) for table in tables}
 
     def why(shard: str) -> str | None:
@@ -479,16 +479,26 @@ def _unreadable(defs, shards: list[str], tables: tuple[str, ...]) -> dict[str, s
             if shard not in listed[table]:
                 continue
             try:
-                wh.table_metadata(table, shard)
-            except FileNotFoundError:  # removed since the listing: named missing next time
+                metadata, error = wh.table_metadata(table, shard), None
+            except FileNotFoundError:
                 continue
-            except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-                return f"its {table} file cannot be read ({wh.table_path(table, shard)}: {exc}): made again"
+            except (OSError, ValueError) as exc:  # damaged: pyarrow's ArrowInvalid is a ValueError
+                metadata, error = None, exc
+            said = judge(shard, table, metadata, error)
+            if said:
+                return said
         return None
 
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        reasons = dict(zip(shards, pool.map(why, shards)))
-    return {shard: reason for shard, reason in reasons.items() if reason}
+        return {shard: said for shard, said in zip(shards, pool.map(why, shards)) if said}
+
+
+def _unreadable(defs, shards: list[str], tables: tuple[str, ...]) -> dict[str, str]:
+    """Shard -> which of its ``tables`` files cannot be read, for the shards with such a file; a file the shard
+    does not have is the schedule's to name missing."""
+    wh = defs.resources["warehouse"].warehouse()
+    return _by_footers(wh, shards, tables, lambda shard, table, _, error: None if error is None else (
+        f"its {table} file cannot be read ({wh.table_path(table, shard)}: {error}): made again"))
 
 
 def _decided_otherwise(defs, shards: list[str]) -> dict[str, str]:
@@ -1346,30 +1356,19 @@ def _local_tars(wh, shards: list[str]):
 def _withheld(wh, shards: list[str]) -> dict[str, str]:
     """shard -> why its tar is not the pool's settled selection, as the report says it: blocked (a table of the
     shard failed a blocking check, so curated/ holds an earlier run's tar, if any) or unsettled (decided against
-    an older duplicate index or another keep_fraction cut). Table footers, a few at a time."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    an older duplicate index or another keep_fraction cut)."""
     from curation_pipeline.reporting.report import unsettled_shards
     from curation_pipeline.storage.provenance import FAILED_CHECKS_KEY
-    from curation_pipeline.storage.warehouse import READ_THREADS, TABLES
+    from curation_pipeline.storage.warehouse import TABLES
 
-    listed = {table: set(wh.shards(table)) for table in TABLES}
+    def blocked(_shard: str, table: str, metadata: dict | None, error: Exception | None) -> str | None:
+        if error is not None:
+            return f"its {table} cannot be read ({error})"
+        failed = metadata.get(FAILED_CHECKS_KEY)
+        return (f"blocked: {table} failed its blocking check(s) {failed.replace(',', ', ')}, so its tar is an "
+                "earlier run's") if failed else None
 
-    def blocked(shard: str) -> str | None:
-        for table in TABLES:
-            if shard not in listed[table]:
-                continue
-            try:
-                failed = wh.table_metadata(table, shard).get(FAILED_CHECKS_KEY)
-            except (OSError, ValueError) as exc:  # removed since the listing, or damaged
-                return f"its {table} cannot be read ({exc})"
-            if failed:
-                return (f"blocked: {table} failed its blocking check(s) {failed.replace(',', ', ')}, so its tar is "
-                        "an earlier run's")
-        return None
-
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        out = {shard: why for shard, why in zip(shards, pool.map(blocked, shards)) if why}
+    out = _by_footers(wh, shards, TABLES, blocked)
     for shard, why in unsettled_shards(wh).items():
         if shard in shards and shard not in out:
             out[shard] = f"unsettled: {why}"

@@ -29,6 +29,22 @@ def _one_shard(tmp_path) -> tuple[dg.Definitions, Warehouse]:
     return defs, Warehouse(str(wh_dir))
 
 
+def _runner(defs: dg.Definitions, instance: dg.DagsterInstance):
+    """Materialize SHARD's assets (all, or ``names``) under a policy config (the launchpad's), not raising."""
+    from curation_pipeline_tests.conftest import QUIET
+
+    instance.add_dynamic_partitions("shards", [SHARD])
+    job = defs.resolve_job_def("curate_shards")
+
+    def run(names=None, policy=None):
+        config = {**QUIET, **({"resources": {"policy": {"config": policy}}} if policy else {})}
+        keys = [dg.AssetKey(n) for n in names] if names else None
+        return job.execute_in_process(partition_key=SHARD, instance=instance, raise_on_error=False,
+                                      run_config=config, asset_selection=keys)
+
+    return run
+
+
 def _marked_stale(wh: Warehouse, history, why: str, mark: str) -> None:
     """Lineage heads its text with the shard's STALE line and marks each pair; the report says the same."""
     text = format_history(history, limit=100)
@@ -39,18 +55,10 @@ def _marked_stale(wh: Warehouse, history, why: str, mark: str) -> None:
 
 
 def test_rewritten_captions_made_again_alone_marks_the_shard_stale(tmp_path):
-    from curation_pipeline_tests.conftest import QUIET
-
     defs, wh = _one_shard(tmp_path)
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("shards", [SHARD])
-        job = defs.resolve_job_def("curate_shards")
-
-        def run(names=None, policy=None):
-            config = {**QUIET, **({"resources": {"policy": {"config": policy}}} if policy else {})}
-            keys = [dg.AssetKey(n) for n in names] if names else None
-            return job.execute_in_process(partition_key=SHARD, instance=instance, raise_on_error=False,
-                                          run_config=config, asset_selection=keys).success
+        runner = _runner(defs, instance)
+        run = lambda names=None, policy=None: runner(names, policy).success  # noqa: E731
 
         assert run()
         whole = caption_history(wh, shard=SHARD)
@@ -118,18 +126,9 @@ def test_final_captions_refuse_attempts_made_for_other_decisions(tmp_path):
     """Decided again alone, then final_captions and curated_shards alone (the UI selects assets freely): the stored
     attempts are the earlier decisions', so a pair newly marked ``rewrite`` would be dropped as "not attempted"
     unseen. The step fails naming the remedy, and nothing is published from them."""
-    from curation_pipeline_tests.conftest import QUIET
-
     defs, wh = _one_shard(tmp_path)
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("shards", [SHARD])
-        job = defs.resolve_job_def("curate_shards")
-
-        def run(names=None, policy=None):
-            config = {**QUIET, **({"resources": {"policy": {"config": policy}}} if policy else {})}
-            keys = [dg.AssetKey(n) for n in names] if names else None
-            return job.execute_in_process(partition_key=SHARD, instance=instance, raise_on_error=False,
-                                          run_config=config, asset_selection=keys)
+        run = _runner(defs, instance)
 
         assert run(policy={"keep_threshold": 65.0}).success
         published = wh.read_table("final_captions", SHARD)
