@@ -251,7 +251,7 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
                 decide_only = all(c.asset_key in DECIDE_KEYS for c in roots)
                 reason = (SCORES_CURRENT if decide_only else "stale: ") + "; ".join(
                     sorted({f"{c.asset_key.to_user_string()} {c.reason}"
-                            + (_code_change(instance, graph, c.asset_key, key)
+                            + (_code_change(resolver, graph, c.asset_key, key)
                                if c.category == StaleCauseCategory.CODE else "") for c in roots}))
         if reason is None:
             fresh.append(key)
@@ -282,13 +282,14 @@ def _refresh_plan(instance: dg.DagsterInstance, warehouse: WarehouseResource, re
     return todo, held, sorted(gone)
 
 
-def _code_change(instance: dg.DagsterInstance, graph, asset: dg.AssetKey, shard: str) -> str:
-    """What changed in an asset's code version since the shard's latest materialization, as `` (scorers a, b ->
-    a, b, c: another profile?)`` or `` (text_quality 12 -> 13)``; '' when unrecorded or not of that form. A code
-    version is ``<code>+<part>.<version>,...`` (the profile's scorers, a rewriter)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[shard]), limit=1).records
-    stored = records[0].event_log_entry.asset_materialization.tags.get("dagster/code_version") if records else None
+def _code_change(resolver, graph, asset: dg.AssetKey, shard: str) -> str:
+    """What changed in an asset's code version since the shard's latest materialization (the record the resolver
+    read, no query of its own: a version bump makes every shard stale), as `` (scorers a, b -> a, b, c: another
+    profile?)`` or `` (text_quality 12 -> 13)``; '' when unrecorded or not of that form. A code version is
+    ``<code>+<part>.<version>,...`` (the profile's scorers, a rewriter)."""
+    ids, records = resolver.latest_materializations(asset) or ({}, {})
+    record = records.get(ids.get(shard))
+    stored = record.event_log_entry.asset_materialization.tags.get("dagster/code_version") if record else None
     current = graph.get(asset).code_version
 
     def parts(version: str) -> tuple[str, dict[str, str]]:
