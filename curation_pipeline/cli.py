@@ -1458,7 +1458,7 @@ def export_uids(warehouse, out, shards, rewritten, as_published) -> None:
     except OSError as exc:  # a folder where the file should go, no permission, a full disk
         raise BadInput(f"cannot write {out}: {exc}") from exc
     click.echo(f"{len(array)} uids from {found.samples} curated samples in {found.shards} shards -> {out}")
-    if found.rewritten and found.rewritten_exported:
+    if found.rewritten and rewritten == "include":
         click.echo(f"  {len(found.rewritten)} of them rewritten: the resharder copies their original captions from "
                    "the pool; take their captions from the curated tars", err=True)
     elif found.rewritten:

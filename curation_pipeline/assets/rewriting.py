@@ -190,7 +190,7 @@ def require_attempts_for(decisions: pd.DataFrame, decided_by: str | None, lineag
             f"stored caption_decisions are run {decided_by[:8]}'s: the shard was decided again without rewriting; "
             + again), metadata={"shard": shard, "decisions_run": decided_by, "attempts_for_run": attempted_for})
     marked = decisions.loc[decisions["action"].eq("rewrite"), "key"]
-    missing = marked[~marked.isin(lineage["key"])] if len(marked) else marked
+    missing = marked[~marked.isin(lineage["key"])]
     if len(missing):
         raise dg.Failure(description=(
             f"{len(missing)} of the {len(marked)} pairs of shard {shard!r} decided 'rewrite' have no rewrite attempt "

@@ -380,23 +380,37 @@ def in_top_fraction(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut
     return in_cut(scores, cut)
 
 
-def rewrite_needs(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.Series:
+def _quality_scale(policy: DecisionPolicy) -> tuple[float, float]:
+    """The quality column's declared range, open where it declares none."""
+    return score_scales().get(policy.quality_column) or (-np.inf, np.inf)
+
+
+def rewrite_needs(df: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None, inside: pd.Series,
+                  passed: pd.Series) -> pd.Series:
     """Per pair, the least ``quality_column`` score its rewrite must reach to be published: ``drop_threshold``;
-    outside the keep_fraction cut, a score that puts it inside (``cut_needs``: its tie-break place counts); failing
-    keep_expression, one at which the expression holds with the pair's other scores as stored (``least_passing``:
-    a rewrite re-scores the quality column alone). NaN where no score would (a failing term on the image)."""
+    outside the keep_fraction cut (``inside`` False), a score that puts it inside (``cut_needs``: its tie-break place
+    counts); failing keep_expression (``passed`` False), one at which the expression holds with the pair's other
+    scores as stored (``least_passing``: a rewrite re-scores the quality column alone). NaN where no score would (a
+    failing term on the image)."""
     needs = pd.Series(float(policy.drop_threshold), index=df.index)
-    if policy.keep_fraction is not None:
-        inside = in_top_fraction(df, policy, cut)
+    if not inside.all():
         needs = needs.where(inside, np.maximum(needs, cut_needs(df, cut)))  # NaN (nothing kept) stays NaN
-    if policy.keep_expression:
-        passed = passes_keep_expression(df, policy)
-        if not passed.all():
-            low, high = score_scales().get(policy.quality_column) or (-np.inf, np.inf)
-            failing = ~passed
-            reach = least_passing(df[failing], policy.keep_expression, policy.quality_column, low, high)
-            needs[failing] = np.maximum(needs[failing], reach)
+    if not passed.all():
+        low, high = _quality_scale(policy)
+        failing = ~passed
+        reach = least_passing(df[failing], policy.keep_expression, policy.quality_column, low, high)
+        needs[failing] = np.maximum(needs[failing], reach)
     return needs
+
+
+def _not_rewritten(need: float, fails_expression: bool, policy: DecisionPolicy) -> str:
+    """Why a pair outside the filters is dropped unrewritten: the score it would need, or that none would do."""
+    column = policy.quality_column
+    if not math.isnan(need):
+        return f"; not rewritten: it would need {column} {need_text(need)}, past the top of its scale"
+    why = ("keep_expression fails on its other scores as stored" if fails_expression
+           else "the keep_fraction cut keeps nothing")
+    return f"; not rewritten: no {column} score would publish it ({why})"
 
 
 def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None = None) -> pd.DataFrame:
@@ -410,31 +424,23 @@ def decide(scores: pd.DataFrame, policy: DecisionPolicy, cut: GlobalCut | None =
     action = np.where(image_reason.notna(), DROP, np.where(weak.isna(), KEEP, REWRITE if policy.rewrite else DROP))
     good = f"{policy.quality_column}>={policy.keep_threshold:g}"
     reason = np.where(image_reason.notna(), image_reason, np.where(weak.isna(), good, weak))
-    needs = rewrite_needs(df, policy, cut)
-    high = (score_scales().get(policy.quality_column) or (-np.inf, np.inf))[1]
+    inside, passed = in_top_fraction(df, policy, cut), passes_keep_expression(df, policy)
+    needs = rewrite_needs(df, policy, cut, inside, passed)
     # outside the filters and no score a rewrite could reach publishes it (a term on the image fails, or it lost
     # the draw at the top of the scale): dropped now, not rewritten to be dropped
-    hopeless = (action == REWRITE) & (needs.isna() | (needs > high)).to_numpy(dtype=bool)
+    hopeless = (action == REWRITE) & (needs.isna() | (needs > _quality_scale(policy)[1])).to_numpy(dtype=bool)
     action = np.where(hopeless, DROP, action)
-    if hopeless.any():
-        failing = ~passes_keep_expression(df, policy).to_numpy(dtype=bool)
-        why = [None if not h else
-               f"; not rewritten: it would need {policy.quality_column} {need_text(n)}, past the top of its scale"
-               if not math.isnan(n) else
-               f"; not rewritten: no {policy.quality_column} score would publish it (" + (
-                   "keep_expression fails on its other scores as stored)" if f else "the keep_fraction cut keeps "
-                   "nothing)") for h, n, f in zip(hopeless, needs.to_numpy(dtype=float), failing)]
-        reason = np.where(hopeless, pd.Series(reason, dtype=object).astype(str) + pd.Series(why, dtype=object),
-                          reason)
+    reason = np.array([f"{r}{_not_rewritten(n, not p, policy)}" if h else r
+                       for r, h, n, p in zip(reason, hopeless, needs.to_numpy(dtype=float), passed)], dtype=object)
     drop_at = np.inf if policy.nsfw_drop is None else policy.nsfw_drop
     review = _flag(df, "nsfw_prob", lambda s: (s >= policy.nsfw_review) & (s < drop_at))
     decisions = pd.DataFrame({"shard": df["shard"], "key": df["key"], "action": action, "reason": reason,
                               "quality_column": policy.quality_column, "quality_before": quality,
                               "nsfw_review": review})
     if policy.keep_fraction is not None:  # the outcome reads it: outside the cut, no fallback to the original
-        decisions[IN_CUT] = in_top_fraction(df, policy, cut).to_numpy(dtype=bool)
+        decisions[IN_CUT] = inside.to_numpy(dtype=bool)
     if policy.keep_expression:  # the same for a pair failing the expression: a filter, as in MLM-Filter
-        decisions[IN_EXPRESSION] = passes_keep_expression(df, policy).to_numpy(dtype=bool)
+        decisions[IN_EXPRESSION] = passed.to_numpy(dtype=bool)
     decisions[REWRITE_NEEDS] = needs.to_numpy(dtype=float)
     for column in DUPLICATE_COLUMNS:  # which group a pair is in, and which copy it duplicates
         if column in df:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pandas as pd
 
 from curation_pipeline.decisions.outcome import resolve_outcomes
-from curation_pipeline.decisions.policy import REWRITE_NEEDS, DecisionPolicy, StillWeak, decide
+from curation_pipeline.decisions.policy import DecisionPolicy, StillWeak, decide
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
 from curation_pipeline.rewriting.base import Rewriter
-from curation_pipeline.rewriting.targets import rescored_columns, rewrite_needs_of
+from curation_pipeline.rewriting.targets import rescored_columns, rewrite_needs_of, rewrite_targets
 from curation_pipeline.rewriting.verify import AcceptanceRules
 
 
@@ -37,13 +37,12 @@ def curate_captions(keys: list[str], captions: list[str | None], *, policy: Deci
     scores.insert(1, "key", list(keys))
     scores["caption"] = list(captions)
     decisions = decide(scores, policy)
-    targets = decisions.loc[decisions["action"].eq("rewrite"), ["key", "quality_before", REWRITE_NEEDS]]
-    by_key = dict(zip(keys, captions))
+    targets = rewrite_targets(decisions, scores)
     if targets.empty:
         lineage = empty_lineage()
     else:
         rescorers = [s for s in scorers if rescored_columns({policy.quality_column}, rules) & set(s.columns)]
-        batch = PairBatch(targets["key"].tolist(), [by_key[k] for k in targets["key"]])
+        batch = PairBatch(targets["key"].tolist(), targets["caption"].tolist())
         lineage = rewrite_batches(batch.chunks(batch_size), shard=shard, rewriter=rewriter,
                                   rescore=lambda b: score_batch(rescorers, b), quality_column=policy.quality_column,
                                   scores_before=dict(zip(targets["key"], targets["quality_before"].astype(float))),

@@ -820,21 +820,28 @@ def _improved(before: float, after: float, margin: float) -> bool:
     return gain > tolerance if margin == 0 else gain >= margin - tolerance
 
 
-def need_text(needs: float) -> str:
-    """The least score that publishes a pair, as a reason says it: ``at least 95``, or ``above 100`` where it is
-    the float just above a plain number (a tie at the keep_fraction cut whose tie-break place is out)."""
+def _just_above(needs: float) -> float | None:
+    """The plain number ``needs`` is the float just above (a tie at the keep_fraction cut whose tie-break place is
+    out must score above the cut score), else None."""
     below = math.nextafter(needs, -math.inf)
-    if float(f"{below:.12g}") == below and float(f"{needs:.12g}") != needs:
+    return below if float(f"{below:.12g}") == below and float(f"{needs:.12g}") != needs else None
+
+
+def need_text(needs: float) -> str:
+    """The least score that publishes a pair, as a reason says it: ``at least 95``, or ``above 100 (...)``."""
+    below = _just_above(needs)
+    if below is not None:
         return f"above {below:g} (at {below:g} its tie-break place is outside the keep_fraction cut)"
     return f"at least {needs:g}"
 
 
 def needs_shown(score: float, needs: float) -> str:
     """``score`` against the least score that publishes a pair, as a reason prints them: ``90 < 95``, or ``90, not
-    above 90`` where the need is just above a score (a tie at the keep_fraction cut whose tie-break place is out)."""
-    below = math.nextafter(needs, -math.inf)
-    if float(f"{below:.12g}") == below and float(f"{needs:.12g}") != needs:  # the float just above a plain number
-        return f"{_shown(score, below)[0]}, not above {_shown(score, below)[1]}"
+    above 90``."""
+    below = _just_above(needs)
+    if below is not None:
+        shown, cut = _shown(score, below)
+        return f"{shown}, not above {cut}"
     shown, need = _shown(score, needs)
     return f"{shown} < {need}"
 

@@ -43,14 +43,13 @@ class UidExport:
     without_uid: list[str] = field(default_factory=list)  # shard/key of kept samples whose source has no uid
     bad_uid: list[str] = field(default_factory=list)
     rewritten: list[str] = field(default_factory=list)  # shard/key of rewritten samples: left out, or exported
-    rewritten_exported: bool = False
 
 
 def kept_uids(curated: Iterable[Path], rewritten: bool = False) -> UidExport:
     """The ``source.uid`` of every sample in the given curated tars (the published selection). A rewritten
     sample's uid only with ``rewritten``: DataComp's resharder copies a selected sample from the original pool,
     so its uid would bring back the weak original caption the rewrite replaced."""
-    out = UidExport(rewritten_exported=rewritten)
+    out = UidExport()
     for path in curated:
         out.shards += 1
         with tarfile.open(path, "r:") as tar:
