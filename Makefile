@@ -70,7 +70,8 @@ ui: setup
 # runs need the Flickr photos (../shared/evaldata, or CURATE_FLICKR_DIR); on a fresh clone run
 # `make benchmarks SMOKE=1` (each script's --smoke: seconds, no figures). data_juicer.py compares with
 # Data-Juicer, installed apart (see its --help): DJ_PROCESS=/path/to/dj-process, else it is skipped.
-benchmarks: setup
+# setup-scale: report_s3.py measures against s3rver and scale.py on a Ray cluster
+benchmarks: setup-scale
 	@for b in benchmarks/[!_]*.py; do \
 	  if [ "$$b" = benchmarks/data_juicer.py ] && [ -z "$$DJ_PROCESS" ] && [ -z "$(SMOKE)" ]; then \
 	    echo "== $$b skipped: set DJ_PROCESS to Data-Juicer's dj-process"; continue; fi; \

@@ -117,6 +117,12 @@ def main() -> None:
     parser.add_argument("--index-rows", type=int, default=1000, help="grouped pairs per shard in it")
     add_smoke_flag(parser, shards="3,6", pairs=50, index_shards=20, index_rows=50)
     args = parse_args(parser)
+    try:  # each pool grows the one before: a smaller size after a larger one would measure the larger pool
+        sizes = [int(s) for s in args.shards.split(",")]
+    except ValueError:
+        parser.error(f"--shards {args.shards!r}: comma-separated whole numbers")
+    if not sizes or sizes[0] < 1 or any(b <= a for a, b in zip(sizes, sizes[1:])):
+        parser.error(f"--shards {args.shards!r}: pool sizes of at least 1, strictly ascending")
     from curation_pipeline.storage.warehouse import Warehouse
 
     with tempfile.TemporaryDirectory(prefix="bench-dedup-") as folder:

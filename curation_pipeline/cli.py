@@ -736,8 +736,12 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
     except pydantic.ValidationError as exc:
         raise _invalid("warehouse", exc) from None
     Warehouse(warehouse).check_reachable()
-    for message in rejected:
+    from curation_pipeline.automation import LOGGED_REJECTS
+
+    for message in rejected[:LOGGED_REJECTS]:  # a subfolder of 10,000 shards is one line's worth
         click.echo(f"skipped: {message}", err=True)
+    if len(rejected) > LOGGED_REJECTS:
+        click.echo(f"skipped: and {len(rejected) - LOGGED_REJECTS} more raw file(s)", err=True)
     selected = list(dict.fromkeys(shards)) or sorted(found)  # `--shard a --shard a` runs it once
     unknown = [s for s in selected if s not in found]
     if unknown:

@@ -110,15 +110,24 @@ class WarehouseResource(dg.ConfigurableResource):
                                      "the .tar shards")
         found, rejected, stats = {}, [], {}
         listed = not is_local_fs(fs)
-        # listed, not globbed: a [, * or ? in the location's own path is a character; one level of
-        # subfolders too, only to say that shards there are not registered
-        # (a symlinked shard is listed as "other": it counts when it leads to a file)
+        # listed, not globbed: a [, * or ? in the location's own path is a character. On a disk one level of
+        # subfolders too, only to say that shards there are not registered; on an object store one listing of
+        # the folder itself (a listing a subfolder would be a request each, on every sensor tick), a subfolder
+        # said by name (a symlinked shard is listed as "other": it counts when it leads to a file)
         base = root.rstrip("/")
-        entries = fs.find(base, maxdepth=2, withdirs=True, detail=True)
+        if listed:
+            entries = {e["name"].rstrip("/"): e for e in fs.ls(base, detail=True)}
+            entries.pop(base, None)  # a folder marker object
+        else:
+            entries = fs.find(base, maxdepth=2, withdirs=True, detail=True)
         files = []
         for name, e in entries.items():
             if e.get("type") == "file" or (e.get("type") == "other" and fs.isfile(name)):
                 files.append(name)
+            elif listed and e.get("type") == "directory" and not name.lower().endswith(".tar"):
+                rejected.append(f"{name[len(base):].lstrip('/') + '/'!r} is a subfolder, not looked into: raw_root "
+                                f"must be the folder holding the shards ({self.raw_root}); point raw_root at it if "
+                                "shards are there")
             elif name.lower().endswith(".tar") and name.rstrip("/") != base:  # named as a shard, but no file
                 what = ("a folder" if e.get("type") == "directory" or fs.isdir(name) else "a link to nothing (an "
                         "unmounted disk?)" if e.get("islink") else "not a regular file")

@@ -40,22 +40,25 @@ def _known(mapping: dict) -> dict:
 
 
 def _results_table(report: dict) -> pd.DataFrame:
+    from curation_pipeline.evaluation.agreement import undefined_interval
+
     rows = []
     for r in report["results"]:
         row = {"protocol": r["label"], "rows": r["n"], "pairs": r["n_groups"]}
         for name in ("kendall_tau_c", "kendall_tau_b", "spearman", "pearson"):
             row[name] = r[name]["value"]
             row[f"{name}_ci"] = f"[{r[name]['ci_low']:.3f}, {r[name]['ci_high']:.3f}]"
+        row["no_interval"] = undefined_interval(r) or ""
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 @dg.asset(
     group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"},
-    code_version="6",  # bump when the same inputs give different output (3: a constant side fails, not NaN;
+    code_version="7",  # bump when the same inputs give different output (3: a constant side fails, not NaN;
     # 4: in any row, e.g. Expert's mean per pair; 5: a generic file's pair rated in several rows is drawn whole by
     # the bootstrap and counted once; a blank key cell names no key; 6: judged_pairs and matched_pairs count pairs,
-    # judged_rows and matched_rows the rows)
+    # judged_rows and matched_rows the rows; 7: no interval where over 1% of the resamples had no value)
     deps=[dg.AssetDep(quality_scores, partition_mapping=dg.AllPartitionMapping())],
     kinds={"json"},
     description="Agreement of a score column with human judgments (Flickr8k-Expert, Flickr8k-CrowdFlower or a "

@@ -62,6 +62,8 @@ def _score(context: dg.AssetExecutionContext, warehouse: WarehouseResource, scor
         scorers = scoring.scorers()
         batches = iter_pair_batches(warehouse.raw_url(shard), shard, batch_size=warehouse.batch_size,
                                     expected=expected, decode=decode_mode(scorers))
+        for caveat in (c for s in scorers for c in s.caveats):
+            context.log.warning(f"{shard}: {caveat}")
         scores = score_stream(scorers, batches, prefetch_depth=scoring.prefetch, faults=faults)
         versions = {s.name: s.version for s in scorers}
         if len(scores):  # the scorers' lazy models are loaded by now (an empty shard loads none), for good

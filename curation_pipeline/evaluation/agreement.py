@@ -15,6 +15,10 @@ import numpy as np
 from scipy import stats
 
 STATISTICS = ("kendall_tau_c", "kendall_tau_b", "spearman", "pearson")
+# resamples with no value (a side constant over the pairs drawn) at most this share: past it, the interval
+# of the rest would describe the draws that happened to vary (a score nonzero on 2 pairs of 200 looks tight),
+# so it is left undefined
+UNDEFINED_RESAMPLES_MAX = 0.01
 
 
 def comparable(human, metric) -> np.ndarray:
@@ -68,11 +72,24 @@ def correlations(human, metric, *, groups=None, n_boot: int = 1000, seed: int = 
                  # a side with one value over the rows: it ranks nothing, so every statistic is NaN
                  "constant": {side: (float(values[0]) if len(values) and np.ptp(values) == 0 else None)
                               for side, values in (("human", human), ("metric", metric))}}
+    undefined = 0
     for name in STATISTICS:
         values = np.asarray([v for v in draws[name] if not math.isnan(v)])
-        low, high = (np.quantile(values, [alpha, 1 - alpha]) if len(values) else (math.nan, math.nan))
+        undefined = max(undefined, len(draws[name]) - len(values))
+        usable = len(values) and len(draws[name]) - len(values) <= UNDEFINED_RESAMPLES_MAX * len(draws[name])
+        low, high = (np.quantile(values, [alpha, 1 - alpha]) if usable else (math.nan, math.nan))
         out[name] = {"value": point[name], "ci_low": float(low), "ci_high": float(high)}
+    out["bootstrap_undefined"] = undefined  # resamples a statistic had no value in (the interval counts none)
     return out
+
+
+def undefined_interval(result: dict) -> str | None:
+    """Why the intervals are left undefined where too many resamples had no value, else None."""
+    undefined, drawn = result.get("bootstrap_undefined", 0), result["bootstrap"]
+    if not undefined or undefined <= UNDEFINED_RESAMPLES_MAX * drawn:
+        return None
+    return (f"{undefined} of {drawn} bootstrap resamples drew pairs on which a side is constant (a score that varies "
+            f"on a few pairs only): no interval is given, as the rest would be a biased one")
 
 
 def constant_cause(result: dict, metric_name: str, option: str = "--score") -> str | None:
@@ -102,4 +119,5 @@ def format_correlations(rows: list[tuple[str, dict]], title: str = "") -> str:
         lines.append(f"{label:<34}{result['n']:>7}{result['n_groups']:>7}{cells}")
     lines.append(f"(x 100; [bootstrap {int(100 * rows[0][1]['confidence']) if rows else 95}% interval, "
                  f"{rows[0][1]['bootstrap'] if rows else 0} resamples of pairs])")
+    lines += [f"{label}: {why}" for label, why in ((label, undefined_interval(r)) for label, r in rows) if why]
     return "\n".join(lines)

@@ -359,11 +359,18 @@ def write_judgment_shards(judgments: pd.DataFrame, images_dir: str | Path, out_d
     from curation_pipeline.shards.writer import write_tar
 
     images_dir, out_dir = Path(images_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    for column in ("image", "caption"):  # a keyed file judges pairs already in a warehouse: nothing to shard
+        given = judgments[column].map(lambda v: isinstance(v, str) and bool(v.strip())) if column in judgments else None
+        if given is None or not given.all():
+            short = len(judgments) if given is None else int((~given).sum())
+            raise ValueError(f"--make-shards needs an image file name and a caption in every judged row: {short} of "
+                             f"{len(judgments)} rows have no {column} (a file keyed by sample key judges pairs "
+                             "already in a warehouse: evaluate them there with --warehouse)")
     unique = judgments.drop_duplicates(["image", "caption"])[["image", "caption"]].reset_index(drop=True)
     missing = [img for img in unique["image"].unique() if not (images_dir / img).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} judged images are not in {images_dir} (first: {missing[0]})")
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     def sample(i: int, image: str, caption: str) -> list[tuple[str, bytes]]:
         key, ext = f"{i:07d}", Path(image).suffix.lstrip(".").lower() or "jpg"

@@ -34,6 +34,9 @@ class Scorer(ABC):
     reads_pixels: bool = True
     outputs: tuple[ScoreColumn, ...] = ()
     bounds: tuple[Bound, ...] = ()
+    # what a user must know of this instance's scores (settings under which they are not the reference's):
+    # quality_scores logs each in its step
+    caveats: tuple[str, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:

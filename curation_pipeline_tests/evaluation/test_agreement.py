@@ -62,3 +62,20 @@ def test_table():
     x = np.arange(10, dtype=float)
     text = format_correlations([("pair", correlations(x, x, n_boot=5))], "title")
     assert text.startswith("title") and "100.0 [100.0,100.0]" in text
+
+
+def test_an_interval_over_few_varying_pairs_is_left_undefined():
+    """A score nonzero on one pair of 30: a third of the resamples miss that pair and have no correlation; the
+    interval of the rest would look tight and exclude 0, so it is not given, and the table says why."""
+    human = np.linspace(1, 4, 30)
+    metric = np.zeros(30)
+    metric[7] = 1.0
+    result = correlations(human, metric, n_boot=400)
+    assert not math.isnan(result["kendall_tau_c"]["value"])
+    assert 0.2 * 400 < result["bootstrap_undefined"] < 0.5 * 400
+    assert all(math.isnan(result[name]["ci_low"]) and math.isnan(result[name]["ci_high"]) for name in STATISTICS)
+    text = format_correlations([("pair", result)])
+    assert f"pair: {result['bootstrap_undefined']} of 400 bootstrap resamples" in text and "no interval" in text
+    varied = correlations(human, human + np.sin(np.arange(30)), n_boot=100)  # every resample has a value
+    assert varied["bootstrap_undefined"] == 0 and varied["spearman"]["ci_low"] < varied["spearman"]["ci_high"]
+    assert "no interval" not in format_correlations([("pair", varied)])

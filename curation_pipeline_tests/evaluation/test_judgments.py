@@ -326,6 +326,19 @@ def test_shards_of_judged_pairs(flickr_files, tmp_path):
         write_judgment_shards(judgments, tmp_path, tmp_path / "raw2")
 
 
+def test_make_shards_of_a_keyed_file_says_it_needs_images_and_captions(tmp_path):
+    """A file keyed by sample key judges pairs already in a warehouse: --make-shards has nothing to put in a
+    shard, and says so (exit 2) instead of a TypeError, leaving no empty folder behind."""
+    (tmp_path / "keyed.csv").write_text("key,score\n0000000,1\n0000001,2\n")
+    (tmp_path / "images").mkdir()
+    result = CliRunner().invoke(main, ["evaluate", "--judgments", str(tmp_path / "keyed.csv"), "--make-shards",
+                                       str(tmp_path / "shards"), "--images", str(tmp_path / "images")])
+    assert result.exit_code == 2, result.output
+    assert "--make-shards needs an image file name and a caption in every judged row: 2 of 2 rows have no image" \
+        in " ".join(result.output.split())
+    assert not (tmp_path / "shards").exists()
+
+
 def test_cli_evaluate(flickr_files, tmp_path):
     runner = CliRunner()
     judgments = read_judgments(flickr_files["expert"], captions_file=flickr_files["token"])

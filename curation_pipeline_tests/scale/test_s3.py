@@ -225,3 +225,68 @@ def test_the_new_shard_sensor_keys_runs_from_the_listing_not_a_request_per_file(
         requests = automation.new_shards_sensor(context).run_requests
     assert {r.partition_key: r.run_key for r in requests} == by_head
     assert all(key.startswith(f"shard:{k}:") and len(key.split(":")) == 4 for k, key in by_head.items())
+
+
+def test_a_raw_folder_on_s3_is_listed_in_one_request_whatever_its_subfolders(s3, monkeypatch):
+    """A listing a subfolder was a request each on every sensor tick (400 date folders: 400 requests a tick, for
+    messages only): the folder is listed once, each subfolder said by name, not looked into (10 list
+    requests here before)."""
+    import collections
+
+    import s3fs
+
+    from curation_pipeline.resources import WarehouseResource
+    from curation_pipeline_tests.scale.helpers import fresh_s3fs
+
+    server, fs = s3
+    for name in ("a-1", "b-2"):
+        fs.put(str(RAW_SAMPLES / "sample-000000.tar"), f"{server.bucket}/raw/{name}.tar")
+    for folder in range(6):
+        fs.put(str(RAW_SAMPLES / "sample-000000.tar"), f"{server.bucket}/raw/day-{folder}/x.tar")
+    fs.pipe(f"{server.bucket}/raw/README.md", b"notes")
+    fresh_s3fs()  # no listing cached from the uploads
+    made = collections.Counter()
+    real = s3fs.S3FileSystem._call_s3
+
+    async def counted(self, method, *a, **k):
+        made[method] += 1
+        return await real(self, method, *a, **k)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+    found, rejected, stats = WarehouseResource(raw_root=f"s3://{server.bucket}/raw", root="unused").list_raw_stats()
+    assert sorted(found) == ["a-1", "b-2"] and sorted(stats) == ["a-1", "b-2"]
+    assert made["list_objects_v2"] <= 2, made  # whether the location is a folder, then its listing
+    assert sorted(rejected) == [f"'day-{i}/' is a subfolder, not looked into: raw_root must be the folder holding the "
+                                f"shards (s3://{server.bucket}/raw); point raw_root at it if shards are there"
+                                for i in range(6)]
+
+
+def test_a_table_replaced_before_the_copy_is_not_overwritten_where_the_store_enforces_if_match(s3):
+    """AWS S3 refuses a copy whose If-Match no longer holds (412, nothing written); s3rver ignores the header, so
+    the store's answer is given here as AWS gives it, through botocore and s3fs as they handle it: the write fails
+    as FileChanged, and the table stays the other writer's."""
+    from botocore.awsrequest import AWSResponse
+
+    from curation_pipeline.storage.warehouse import FileChanged
+
+    server, fs = s3
+    wh = Warehouse(f"s3://{server.bucket}/wh")
+    wh.write_table("final_captions", "s1", pd.DataFrame({"key": ["a"], "caption": ["first"]}))
+    _, _, version = wh.read_table_versioned("final_captions", "s1")
+    conditions = []
+
+    def refused(params, **_):
+        conditions.append(params["headers"].get("If-Match"))
+        return (AWSResponse(None, 412, {}, None),
+                {"Error": {"Code": "PreconditionFailed", "Message": "At least one of the pre-conditions you "
+                           "specified did not hold"}, "ResponseMetadata": {"HTTPStatusCode": 412}})
+
+    wh.fs.connect()  # its client, to hear the copy on
+    wh.fs.s3.meta.events.register("before-call.s3.CopyObject", refused)
+    with pytest.raises(FileChanged, match="final_captions/s1.parquet was written again since it was read; not "
+                                          "replaced"):
+        wh.update_table_metadata("final_captions", "s1", {"note": "x"}, read_version=version)
+    wh.fs.s3.meta.events.unregister("before-call.s3.CopyObject", refused)
+    assert conditions == [version]  # the copy carried the version read
+    table, stored = wh.read_table_and_metadata("final_captions", "s1")
+    assert table["caption"].tolist() == ["first"] and "note" not in stored

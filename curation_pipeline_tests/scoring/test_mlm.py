@@ -373,6 +373,13 @@ def test_mlm_dtype_setting_reaches_the_released_model():
     scorer = MlmFilterScorer.from_profile(ScoringProfile(**profile, mlm_dtype="bfloat16"))
     assert scorer.dtype == torch.bfloat16 and {p.dtype for p in scorer.model.parameters()} == {torch.bfloat16}
     assert scorer.version.endswith(":bfloat16")  # scores of another precision are other scores (no parse_score)
+    # where its integers may not be the authors' (their one pass per pair and metric, in float32), it says so
+    assert len(scorer.caveats) == 1
+    assert "mlm.dtype: float32, or mlm.mode: generate with batch_size: 1" in scorer.caveats[0]
+    assert not MlmFilterScorer.from_profile(ScoringProfile(**profile)).caveats  # float32
+    one = MlmFilterScorer.from_profile(ScoringProfile(**profile, mlm_dtype="bfloat16", mlm_mode="generate",
+                                                      batch_size=1))
+    assert not one.caveats
     with pytest.raises(ValueError, match="mlm_dtype"):
         ScoringProfile(**profile, mlm_dtype="int8")
     from curation_pipeline.resources import ScoringResource  # the Dagster setting scoring.mlm.dtype

@@ -26,6 +26,7 @@ in the reference's float16, for cuts that never move.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,7 @@ from curation_pipeline.scoring.mlm.tree import TokenTree, TreeState
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger(__name__)
 _CAPTION_MARK = "\ue000caption\ue000"
 IMAGE_TOKEN = "<image>"  # where LLaVA's tokenizer_image_token splices the image into a released prompt
 _CRITERION_MARK = "\ue000criterion\ue000"
@@ -139,6 +141,14 @@ class MlmFilterScorer(Scorer):
         # replies read exactly as the authors' reader (first line unstripped for the v2 scripts, "," ";" at the ends
         # only, ints outside 0-100 kept)
         precision = [] if str(self.dtype) == "torch.float32" else [str(self.dtype).removeprefix("torch.")]
+        if self.released and precision and (mode == "logits" or batch_size > 1):
+            self.caveats = (
+                f"{model_ident(model)} runs in {precision[0]} with mlm.mode {mode!r} and batch_size {batch_size}: "
+                "its integers are the authors' in float32 only (a cached prefix, a tree of score tokens or the "
+                "batch's padding rounds otherwise than their one pass per pair and metric, so a near-tie can read "
+                "one integer off): set mlm.dtype: float32, or mlm.mode: generate with batch_size: 1, where a cut "
+                "must match theirs",)
+            log.warning(self.caveats[0])
         # a chat VLM's replies are read by parse_score, the released checkpoints' as their authors read them
         parser = [] if self.released else [f"parse{PARSE_VERSION}"]
         self.version = ":".join([f"{MlmFilterScorer.version}:{model_ident(model)}:{mode}:{self.prompts.name}",
