@@ -16,20 +16,25 @@ PY=${PYTHON:-python3.11}
 
 mkdir -p "$REFENV/src"
 
-extract() {  # extract() <mirror dir> <dest>: the code/text files of HEAD (media skipped; some media
-  local repo=$1 dest=$2 files  # blobs are missing from the mirrors, which makes a plain `git archive HEAD` fail)
+extract() {  # extract() <mirror dir> <pinned commit> <dest>: the code/text files of that commit, which the goldens
+  local repo=$1 commit=$2 dest=$3 files  # name as theirs (media skipped; some media blobs are missing from the
+  # mirrors, which makes a plain `git archive` fail). A mirror without the commit is refused, never another one used
+  if ! git -C "$repo" cat-file -e "$commit^{commit}" 2>/dev/null; then
+    echo "refusing: $repo has no commit $commit (the one the goldens are made from)" >&2; exit 1
+  fi
   rm -rf "$dest"; mkdir -p "$dest"
-  files=$(git -C "$repo" ls-tree -r HEAD | while read -r _mode _type hash path; do
+  files=$(git -C "$repo" ls-tree -r "$commit" | while read -r _mode _type hash path; do
             case "$path" in *.png|*.jpg|*.jpeg|*.gif|*.mp4|*.svg) continue ;; esac
             if git -C "$repo" cat-file -e "$hash" 2>/dev/null; then printf '%s\n' "$path"; fi
           done)
-  printf '%s\n' "$files" | xargs git -C "$repo" archive HEAD -- 2>/dev/null | tar -x -i -C "$dest"
-  echo "extracted $(git -C "$repo" rev-parse --short HEAD) -> $dest"
+  printf '%s\n' "$files" | xargs git -C "$repo" archive "$commit" -- 2>/dev/null | tar -x -i -C "$dest"
+  echo "extracted ${commit:0:7} -> $dest"
 }
 
-extract "$MIRRORS/Victorwz+LLaVA-Unified/repo" "$REFENV/src/LLaVA-Unified"
-extract "$MIRRORS/Victorwz+MLM_Filter/repo" "$REFENV/src/MLM_Filter"
-extract "$MIRRORS/hanhuang22+AITQE/repo" "$REFENV/src/AITQE"
+# the commits reference/run_mlm_filter.py and run_aitqe.py record in the goldens (METHODS.md's)
+extract "$MIRRORS/Victorwz+LLaVA-Unified/repo" 144bc93d85606c8a155183a9f9ffb2ceb56a98f7 "$REFENV/src/LLaVA-Unified"
+extract "$MIRRORS/Victorwz+MLM_Filter/repo" 7c4cd80fc1628278dcf09535b87269352c811961 "$REFENV/src/MLM_Filter"
+extract "$MIRRORS/hanhuang22+AITQE/repo" 2810aeeddb2abc64545e6cb1bbfd3edfe3ef9b6b "$REFENV/src/AITQE"
 
 install_torch() {
   local venv=$1
