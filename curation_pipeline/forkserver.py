@@ -36,6 +36,10 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # the helpers' timeouts, read only when a connection or call is made (the child takes the client's)
 VOLATILE_ENV = ("_", "PWD", "OLDPWD", "SHLVL", MODE_ENV, "CURATE_HELPER_CONNECT_TIMEOUT_S",
                 "CURATE_HELPER_CALL_TIMEOUT_S")
+# the pipeline's own settings (CURATION_RAW, CURATION_WAREHOUSE, CURATION_THREADS, ...) are read by each run from
+# the environment the child takes on, never at import: one server serves them all (a loop over warehouses started
+# a server per warehouse, none of them used). CURATION_AUTOMATION is read at import (sensors' default status)
+RUNTIME_ENV_PREFIX, IMPORT_TIME_SETTINGS = "CURATION_", ("CURATION_AUTOMATION",)
 PACKAGE = Path(__file__).resolve().parent
 
 
@@ -47,8 +51,8 @@ def enabled() -> bool:
 def _fingerprint() -> str:
     """What a server must share with its clients: the interpreter, every module file of this package,
     the installed packages (an install changes a ``sys.path`` folder), the environment (libraries read
-    some variables at import: HF_HUB_OFFLINE, GX_ANALYTICS_ENABLED, PYTHONPATH, ...), the namespaces
-    and the control group."""
+    some variables at import: HF_HUB_OFFLINE, GX_ANALYTICS_ENABLED, PYTHONPATH, ...) but for the pipeline's
+    run-time settings, the namespaces, the control group and the credentials."""
     digest = hashlib.sha256(f"{sys.executable}|{sys.version}|{sys.flags}".encode())
     for path in sorted(PACKAGE.rglob("*.py")):
         info = path.stat()
@@ -59,21 +63,28 @@ def _fingerprint() -> str:
             with contextlib.suppress(OSError):
                 stamp = str(os.stat(entry).st_mtime_ns)
         digest.update(f"{entry}|{stamp}".encode())
-    env = sorted((k, v) for k, v in os.environ.items() if k not in VOLATILE_ENV)
+    env = sorted((k, v) for k, v in os.environ.items() if k not in VOLATILE_ENV
+                 and (not k.startswith(RUNTIME_ENV_PREFIX) or k in IMPORT_TIME_SETTINGS))
     digest.update(repr(env).encode())
     digest.update(_confinement().encode())
     return digest.hexdigest()[:20]
 
 
 def _confinement() -> str:
-    """The namespaces (network, mounts, ...) and control group of this process: a child of a server
-    elsewhere (a run inside ``unshare -n`` or a container sharing /tmp) would run outside them."""
-    parts = []
+    """The namespaces (network, mounts, ...), control group and credentials (groups after ``newgrp``, capabilities,
+    no_new_privs, seccomp, the security label) of this process: a child of a server elsewhere (a run inside
+    ``unshare -n``, a container sharing /tmp, a shell whose group changed) would run outside them."""
+    parts = [f"{os.getuid()}:{os.geteuid()}:{os.getgid()}:{os.getegid()}:{sorted(os.getgroups())}"]
     for ns in ("net", "mnt", "pid", "user", "uts", "ipc", "cgroup"):
         with contextlib.suppress(OSError):
             parts.append(os.readlink(f"/proc/self/ns/{ns}"))
     with contextlib.suppress(OSError):
         parts.append(Path("/proc/self/cgroup").read_text())
+    with contextlib.suppress(OSError):
+        parts += [line for line in Path("/proc/self/status").read_text().splitlines()
+                  if line.startswith(("Cap", "NoNewPrivs", "Seccomp"))]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/self/attr/current").read_text())
     return "|".join(parts)
 
 
@@ -99,14 +110,15 @@ def delegate(argv: list[str]) -> int | None:
     if conn is None:  # started as this run ends: its imports would take a core from this run
         import atexit
 
-        atexit.register(_start_quietly, sock)
+        # in the environment the address was made from, not the one the run leaves (an absolute DAGSTER_HOME)
+        atexit.register(_start_quietly, sock, dict(os.environ))
         return None
     return _relay(conn, argv)
 
 
-def _start_quietly(sock: Path) -> None:
+def _start_quietly(sock: Path, env: dict[str, str]) -> None:
     with contextlib.suppress(Exception):
-        _start_server(sock)
+        _start_server(sock, env)
 
 
 def _connect(sock: Path):
@@ -326,15 +338,17 @@ def sock_error(sock: Path) -> Path:
     return sock.with_suffix(".error")
 
 
-def _start_server(sock: Path) -> None:
+def _start_server(sock: Path, env: dict[str, str] | None = None) -> None:
     """Start a server for ``sock`` in the background unless one is starting; never waits for it."""
     import fcntl
 
+    env = dict(os.environ) if env is None else env
+    _sweep(sock)
     with open(sock.with_suffix(".lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time: side-by-side runs start one server
         starting = sock.with_suffix(".starting")
         with contextlib.suppress(OSError, ValueError, KeyError):
-            if _alive(json.loads(starting.read_text())["pid"]):
+            if _alive(**_owner(json.loads(starting.read_text()))):
                 return  # one is importing
         if sock.exists() and _answers(sock):
             return
@@ -349,9 +363,48 @@ def _start_server(sock: Path) -> None:
         # from the package's folder, so ``-m`` imports this package (the one the address is keyed on)
         process = subprocess.Popen([sys.executable, "-m", "curation_pipeline.forkserver", str(sock)],
                                    cwd=str(PACKAGE.parent), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
-        home = os.environ.get("DAGSTER_HOME")
-        starting.write_text(json.dumps({"pid": process.pid, "home": str(Path(home).resolve()) if home else None}))
+                                   stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True, env=env)
+        home = env.get("DAGSTER_HOME")
+        starting.write_text(json.dumps({"pid": process.pid, "started": _start_time(process.pid),
+                                        "home": str(Path(home).resolve()) if home else None}))
+
+
+STALE_AFTER_S = 86400.0  # an address no server has used for a day: its files are swept
+
+
+def _sweep(keep: Path) -> None:
+    """Remove the files of addresses whose server is gone and that no run has used for ``STALE_AFTER_S``
+    (each code change or environment makes a new address): the folder is read whole by ``servers``."""
+    now = time.time()
+    for lock in keep.parent.glob("fork-*.lock"):
+        stem = lock.with_suffix("")
+        if stem == keep.with_suffix(""):
+            continue
+        with contextlib.suppress(OSError):
+            files = [f for f in keep.parent.glob(f"{stem.name}.*") if f.name.split(".", 1)[0] == stem.name]
+            if now - max(f.stat().st_mtime for f in files) < STALE_AFTER_S:
+                continue
+            owners = []
+            for marker in (".json", ".starting"):
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    owners.append(_alive(**_owner(json.loads(stem.with_suffix(marker).read_text()))))
+            if not any(owners):
+                for f in files:
+                    f.unlink(missing_ok=True)
+
+
+def _start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot): with the pid, it names one process, not whichever has that
+    number now (pids wrap)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _owner(info: dict) -> dict:
+    """The ``_alive`` arguments of a server's record (``.json``, ``.starting``)."""
+    return {"pid": info["pid"], "started": info.get("started")}
 
 
 def _answers(sock: Path) -> bool:
@@ -374,7 +427,7 @@ def servers(home: str | os.PathLike | None = None, suffix: str = ".sock") -> lis
     for sock in sorted(_folder().glob(f"fork-*{suffix}")):
         with contextlib.suppress(OSError, ValueError, KeyError):
             info = json.loads(sock.with_suffix(".json" if suffix == ".sock" else suffix).read_text())
-            if (home is None or info["home"] == str(Path(home).resolve())) and _alive(info["pid"]):
+            if (home is None or info["home"] == str(Path(home).resolve())) and _alive(**_owner(info)):
                 found.append(sock.with_suffix(".sock"))
     return found
 
@@ -411,9 +464,10 @@ def stop(home: str | os.PathLike, timeout_s: float = 30.0) -> int:
     pids = []
     for sock in servers(home, ".starting"):  # not serving yet: nothing to lose
         with contextlib.suppress(OSError, ValueError, KeyError):
-            pid = json.loads(sock.with_suffix(".starting").read_text())["pid"]
-            os.kill(pid, signal.SIGTERM)
-            pids.append(pid)
+            info = json.loads(sock.with_suffix(".starting").read_text())
+            if _alive(**_owner(info)):  # that process, not one that has its number since
+                os.kill(info["pid"], signal.SIGTERM)
+                pids.append(info["pid"])
     for sock in servers(home):
         with contextlib.suppress(OSError, ValueError, KeyError):
             pids.append(json.loads(sock.with_suffix(".json").read_text())["pid"])
@@ -426,7 +480,10 @@ def stop(home: str | os.PathLike, timeout_s: float = 30.0) -> int:
     return len(pids)
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, started: int | None = None) -> bool:
+    """Whether ``pid`` runs (a zombie does not), and is the process that started at ``started`` where given."""
+    if started is not None and _start_time(pid) not in (started, None):
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -493,7 +550,8 @@ def serve(sock: Path, idle_s: float) -> None:
     listener.listen(16)
     home = os.environ.get("DAGSTER_HOME")
     info = sock.with_suffix(".json")
-    info.write_text(json.dumps({"pid": os.getpid(), "home": str(Path(home).resolve()) if home else None}))
+    info.write_text(json.dumps({"pid": os.getpid(), "started": _start_time(os.getpid()),
+                                "home": str(Path(home).resolve()) if home else None}))
     os.replace(bound, sock)  # clients find it only now, warm
     mine = sock.stat().st_ino
     sock.with_suffix(".starting").unlink(missing_ok=True)
@@ -501,6 +559,12 @@ def serve(sock: Path, idle_s: float) -> None:
     # each child's client connection, kept until the child is reaped: only this process can see that
     # a signal killed the child (it sends nothing then), and it tells the client which
     children: dict[int, socket.socket] = {}
+    # and whether its client is still there, watched here too: a child stopped with its client (Ctrl-Z) cannot
+    # run its own watch (_die_with) when the client is then killed outright, and would hold its run forever.
+    # Only hang-ups are asked for: the child's handshake on that connection is never read here
+    poller = select.poll()
+    poller.register(listener, select.POLLIN)
+    watched: dict[int, int] = {}  # client fd -> child pid
     since = time.monotonic()
     while True:
         for pid, client in list(children.items()):
@@ -510,10 +574,19 @@ def serve(sock: Path, idle_s: float) -> None:
                     continue
                 if os.WIFSIGNALED(status):
                     _tell_killed(client, os.WTERMSIG(status))
+            if watched.pop(client.fileno(), None) is not None:
+                poller.unregister(client)
             client.close()  # the client reads to the end of the connection: now it comes
             del children[pid]
             since = time.monotonic()  # idle from the end of the last run, not its start: a long run is no idle time
-        if select.select([listener], [], [], 0.5)[0]:
+        events = dict(poller.poll(500))
+        for fd, pid in list(watched.items()):
+            if events.get(fd, 0) & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # stopped or not (SIGKILL needs no SIGCONT); reaped above next
+                poller.unregister(fd)
+                del watched[fd]
+        if events.get(listener.fileno(), 0) & select.POLLIN:
             client, _ = listener.accept()
             pid = os.fork()
             if pid == 0:
@@ -523,6 +596,8 @@ def serve(sock: Path, idle_s: float) -> None:
                 gc.enable()
                 _child(client, key, sock)  # never returns
             children[pid] = client
+            poller.register(client, select.POLLRDHUP)
+            watched[client.fileno()] = pid
             since = time.monotonic()
             continue
         try:

@@ -247,6 +247,46 @@ def test_ctrl_z_stops_the_served_run_with_its_client(warm, tmp_path):
             os.close(read)
 
 
+def test_a_run_stopped_with_its_client_dies_when_the_client_is_killed(warm, tmp_path):
+    """Ctrl-Z, then ``kill -9`` of the job: the stopped child cannot run its own watch of the client, so the server
+    kills it; else it held its run (and the warehouse's lock) for good."""
+    root, env = warm
+    read, write = _full_pipe()  # the run cannot end before the stop
+    try:
+        with open(tmp_path / "stderr", "w") as err:
+            client = subprocess.Popen(_command("wh-tstp-kill"), cwd=root, env=env, stdout=write, stderr=err,
+                                      process_group=0,
+                                      preexec_fn=lambda: signal.signal(signal.SIGTSTP, signal.SIG_DFL))
+        os.close(write)
+        child = None
+        try:
+            child = _until(lambda: _served(root, "wh-tstp-kill") or client.poll() is not None)
+            assert child is not True and client.poll() is None, "the run was not served, or ended first"
+            client.send_signal(signal.SIGTSTP)
+            assert _until(lambda: _state(client.pid) == "T" and _state(child) == "T"), \
+                (_state(client.pid), _state(child))
+            client.kill()
+            assert client.wait(timeout=60) == -signal.SIGKILL
+            assert _until(lambda: not _alive(child), within=60), f"the stopped run outlived its client: {_state(child)}"
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+            if isinstance(child, int) and _alive(child):
+                os.kill(child, signal.SIGKILL)
+    finally:
+        os.close(read)
+
+
+def test_a_process_is_alive_only_as_the_one_that_started_then():
+    """A start marker whose pid was reused by another process (pids wrap) names no server: no run waits for it,
+    and stop() sends that process nothing."""
+    started = forkserver._start_time(os.getpid())
+    assert started is not None
+    assert forkserver._alive(os.getpid(), started) and forkserver._alive(os.getpid())
+    assert not forkserver._alive(os.getpid(), started + 1)
+
+
 def test_the_idle_time_counts_from_the_end_of_the_last_run(tmp_path):
     """A run longer than CURATE_HELPER_IDLE_S is no idle time: the next run, right after it, is still served
     warm, and the server leaves once that long passed with no run. Its own home (the server is keyed on
@@ -385,8 +425,19 @@ def test_the_address_follows_the_environment_and_code(monkeypatch):
     monkeypatch.setenv("CURATE_HELPER_CONNECT_TIMEOUT_S", "2")  # read when dialling, by the client and child
     monkeypatch.setenv("CURATE_HELPER_CALL_TIMEOUT_S", "7")
     assert forkserver._fingerprint() == base
+    # the pipeline's settings are each run's, read from the environment its child takes on: one server for all
+    monkeypatch.setenv("CURATION_WAREHOUSE", "/elsewhere/wh")
+    monkeypatch.setenv("CURATION_THREADS", "1")
+    assert forkserver._fingerprint() == base
     monkeypatch.setenv("HF_HUB_OFFLINE", "0" if os.environ.get("HF_HUB_OFFLINE") == "1" else "1")
     assert forkserver._fingerprint() != base  # read at import by the libraries: another server
+    monkeypatch.undo()
+    monkeypatch.setenv("CURATION_AUTOMATION", "on" if os.environ.get("CURATION_AUTOMATION") != "on" else "off")
+    assert forkserver._fingerprint() != base  # read at import (the sensors' default status)
+    monkeypatch.undo()
+    groups = os.getgroups()
+    monkeypatch.setattr(os, "getgroups", lambda: [*groups, 4242])  # after newgrp: its files another group's
+    assert forkserver._fingerprint() != base
     monkeypatch.undo()
     module = Path(forkserver.__file__)
     stat = module.stat()
