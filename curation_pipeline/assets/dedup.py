@@ -169,7 +169,10 @@ def _policy_differences(stored: dict, ours: dict, whose: str) -> list[str]:
     shard's decisions and is no difference to report."""
     theirs, mine = (_flat({k: v for k, v in config.items() if k not in POLICY_DIGEST_IGNORES})
                     for config in (stored, ours))
-    return [f"{key}={theirs.get(key)!r} ({whose}: {mine.get(key)!r})" for key in sorted(set(mine) | set(theirs))
+    def said(value) -> str:  # an unset setting (keep_fraction, keep_expression) is off, as the README says it
+        return "off" if value is None else repr(value)
+
+    return [f"{key}={said(theirs.get(key))} ({whose}: {said(mine.get(key))})" for key in sorted(set(mine) | set(theirs))
             if theirs.get(key) != mine.get(key)]
 
 

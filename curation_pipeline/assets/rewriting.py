@@ -19,6 +19,8 @@ from curation_pipeline.decisions.outcome import ATTEMPT_RUNS_KEY, DECISIONS_RUN_
 from curation_pipeline.partitions import shard_partitions
 from curation_pipeline.reporting.charts import histogram_png, markdown_image
 from curation_pipeline.reporting.lineage import lineage_preview
+from curation_pipeline.reporting.markdown import counts_markdown
+from curation_pipeline.reporting.report import reason_signals
 from curation_pipeline.resources import (ComputeResource, PolicyResource, RewriterResource, ScoringResource,
                                          WarehouseResource)
 from curation_pipeline.rewriting.attempts import empty_lineage, rewrite_batches
@@ -235,8 +237,15 @@ def _resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource, po
                    "mean_quality_final": (float(pd.to_numeric(kept["quality_final"], errors="coerce").mean())
                                           if len(kept) else None)}),
         "caption_length_histogram": dg.MetadataValue.md(chart),
+        # every pair dropped, at whichever stage (caption_decisions' counts only those decided 'drop' there), counted
+        # by signal as the report's drop_reasons counts them
+        "drop_reasons": dg.MetadataValue.md(counts_markdown(
+            final.loc[final["outcome"].eq("dropped"), "reason"].map(reason_signals).explode().value_counts(),
+            "Drop reasons (all dropped pairs)")),
+        # by which model each was rewritten (its version: the model's revision and settings), beside from what and why
         "rewritten_preview": table(final.loc[final["rewritten"], ["key", "original_caption", "final_caption",
-                                                                   "quality_before", "quality_final", "reason"]]),
+                                                                   "quality_before", "quality_final", "rewriter",
+                                                                   "rewriter_version", "reason"]]),
         "rewritten_shown": shown(final.loc[final["rewritten"]], PREVIEW_ROWS, "rewritten pairs",
                                  f"curate lineage --shard {shard} --rewritten-only"),
     }

@@ -73,7 +73,7 @@ def test_settling_keeps_the_keep_fraction_the_pool_was_decided_with(scored, tmp_
 
     asked, why = settle(defs, instance)
     assert asked == [], [(r.job_name, r.partition_key) for r in asked]  # nothing undone
-    assert "keep_fraction=0.3 (code location: None)" in why and "no shard is stale" in why
+    assert "keep_fraction=0.3 (code location: off)" in why and "no shard is stale" in why
     assert outcome(wh) == decided
 
     # one shard run again with the code location's policy (a plain launch, the schedule): re-selected under

@@ -93,6 +93,40 @@ def test_the_uis_drop_reasons_count_signals_as_the_report_does(tmp_path):
     assert not any("=" in signal for signal in shown)  # a score's value is no reason of its own
 
 
+def test_the_uis_final_captions_count_every_drop_and_name_each_rewriter(curated):
+    """caption_decisions' drop_reasons count the pairs decided 'drop' only; a weak caption no rewrite saved is
+    dropped later, so the shard's every drop is counted on final_captions; and its rewritten preview says by which
+    model each caption was rewritten, beside from what and why."""
+    import re
+
+    import dagster as dg
+
+    from curation_pipeline.reporting.report import reason_signals
+
+    wh, instance = Warehouse(str(curated["warehouse"])), curated["instance"]
+    previewed = 0
+    for shard in curated["shards"]:
+        final = wh.read_table("final_captions", shard)
+        metadata = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("final_captions"), asset_partitions=[shard]), limit=1).records[0] \
+            .asset_materialization.metadata
+        shown = {k: int(v) for k, v in re.findall(r"^\| (.+?) \| (\d+) \|$", metadata["drop_reasons"].value, re.M)}
+        expected: dict[str, int] = {}
+        for reason in final.loc[final["outcome"].eq("dropped"), "reason"]:
+            for signal in reason_signals(reason):
+                expected[signal] = expected.get(signal, 0) + 1
+        assert shown == expected
+        preview = metadata["rewritten_preview"].value
+        assert {"rewriter", "rewriter_version"} <= {c.name for c in preview.schema.columns}
+        rewritten = final[final["rewritten"]].set_index("key")
+        for row in preview.records:
+            assert row.data["rewriter_version"] == rewritten.at[row.data["key"], "rewriter_version"]
+            previewed += 1
+    assert previewed, "the sample shards have rewritten captions"
+    drops = wh.read_table("final_captions", curated["shards"][0])
+    assert drops["outcome"].eq("dropped").sum() > drops["action"].eq("drop").sum()  # drops after the decisions
+
+
 def test_the_uis_previews_say_what_they_leave_out(curated):
     import dagster as dg
 
