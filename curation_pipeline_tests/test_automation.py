@@ -511,12 +511,13 @@ def test_a_shard_left_half_made_is_asked_again(tmp_path, monkeypatch):
         # a new rewriter too: its stale tables all come after the scores, which are in order: still that half
         from curation_pipeline.rewriting import base as rewriter_base
 
+        was = rewriter_base.CODE_VERSIONS["cleaner"]
         monkeypatch.setitem(rewriter_base.CODE_VERSIONS, "cleaner", "99")
         defs = build_definitions(raw_root=str(raw), warehouse_root=str(warehouse), **resources)
         (request,) = _tick(defs, instance).values()
         assert list(request.asset_selection) == DECIDE_KEYS, request
         assert request.tags["curation/reason"].startswith(
-            "stale, its scores current: rewritten_captions has a new code version (cleaner 18 -> 99); incomplete: "
+            f"stale, its scores current: rewritten_captions has a new code version (cleaner {was} -> 99); incomplete: "
             "caption_decisions "
             "is older than"), request
         # the score half out of order (pairs made again, its scores not): the decide half would refuse those
@@ -526,7 +527,7 @@ def test_a_shard_left_half_made_is_asked_again(tmp_path, monkeypatch):
         (request,) = _tick(defs, instance).values()
         assert request.asset_selection is None, request
         assert request.tags["curation/reason"].startswith(
-            "stale: rewritten_captions has a new code version (cleaner 18 -> 99); incomplete: quality_scores is older "
+            f"stale: rewritten_captions has a new code version (cleaner {was} -> 99); incomplete: quality_scores is older "
             "than its input pairs")
 
 

@@ -296,6 +296,7 @@ BOILERPLATE_RE = compiled.compile(
 _FOREIGN_MEDIA_LABEL = r"(?:fotograf(?:[ií]as?|ie)|bild(?:er)?|imag(?:en|em|ens)|immagine)"
 _MEDIA_LABEL = (r"(?:(?:photo(?:graph)?|image|picture|pic|foto|video|footage|illustration|artwork|graphic)s?"
                 rf"|{_FOREIGN_MEDIA_LABEL})")
+_PHOTO_LABEL = r"(?:photo(?:graph)?|image|picture|pic|foto)(?!s\b)"  # one photo's label, as a credit says it
 _CREDIT_WORD = r"cr[eé]dit(?:s|os?|i)?"  # credit, crédit(s), crédito(s), credito, crediti
 # "fuente" and "fonte" are a fountain as often as a source ("junto a la fuente - Plaza Mayor"): a credit only
 # starting its clause ("A dog. Fuente: EFE"), never after an article or any other word.
@@ -343,8 +344,9 @@ _BYLINE_NAME = (rf"(?-i:(?>(?!{_PLACE_START}){_NOT_STOP}{_NAME_WORD}"
 _FOREIGN_BYLINE = (rf"(?P<byline>(?:photo|foto|bild|image|imagen|immagine|fotograf(?:[ií]a|ie))s?\s+"
                    rf"(?:(?-i:par|por)\s+{_BYLINE_NAME}(?:\s*[/|]\s*{_NAME})?"
                    rf"|(?-i:von|de|di)\s+{_BYLINE_NAME}\s*[/|]\s*(?-i:{_AGENCIES})\b){_CREDIT_END})")
-# © 2019 Jane Doe. All rights reserved / (c) Jane Doe 2019 / © / photo © 2019 (its media label goes too)
-_COPYRIGHT_SIGN = (rf"(?:{_MEDIA_LABEL}\s*)?(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*(?:{_YEARS}[\s,]*)?(?:by\s+)?"
+# © 2019 Jane Doe. All rights reserved / (c) Jane Doe 2019 / © / photo © 2019 (its media label goes too, inside a
+# clause only a photo's in the singular: "old photos © 2019 Jane Doe" keeps the photos)
+_COPYRIGHT_SIGN = (rf"(?:(?:{_CLAUSE_START}{_MEDIA_LABEL}|{_PHOTO_LABEL})\s*)?(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*(?:{_YEARS}[\s,]*)?(?:by\s+)?"
                    rf"(?:{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?")
 # Where a credit may start: every credit starts with a letter, a digit or "@", but a sign, a "(c)" and a "via" after a
 # bracket. At a sign or a bracket only the sign's credit can match, tried first: the others are not tried in vain
@@ -364,12 +366,18 @@ _CREDIT_PATTERN = (
     rf"\s+{_HANDLE}{_CREDIT_END}"
     rf"|{_MEDIA_LABEL}\s+by\s+(?-i:@[\w.-]*\w|[a-z][a-z.-]*(?:\d|_)[\w.-]*[a-z\d]){_CREDIT_END}"
     # Photo: Jane Doe / Photo credit: Jane Doe/AP / Picture by Jane Doe / Image courtesy of NASA
-    rf"|{_MEDIA_LABEL}(?:\s+credits?)?\s*(?::|\bby\b|\bcourtesy(?:\s+of)?\b|©|\(c\))\s*{_CREDITED}"
+    # (inside a clause, only a photo's label in the singular: "a book of photos by Ansel Adams", "framed pictures by
+    # Vivian Maier", "old photos © 2019 Jane Doe" (the sign's credit alone) describe what is shown)
+    rf"|(?:{_CLAUSE_START}{_MEDIA_LABEL}|{_PHOTO_LABEL})(?:\s+credits?)?\s*(?::|\bby\b|\bcourtesy(?:\s+of)?\b|©|\(c\))"
+    rf"\s*{_CREDITED}"
     rf"|(?=[pfbi]){_CLAUSE_START}{_FOREIGN_BYLINE}"
     # Credit: Jane Doe/Reuters / Credits - Jane Doe / Source: Reuters / Image source: Wikimedia Commons /
     # Crédit photo : Jean Dupont / Quelle: dpa
-    rf"|(?:{_MEDIA_LABEL}\s+)?(?:{_CREDIT_WORD}(?:\s+{_MEDIA_LABEL})?|{_SOURCE_WORD}|via)\s*(?::|\s-)\s*"
-    rf"(?:{_CREDITED})?"
+    # (a source word before " - " inside a clause is a noun of it: "using a watering can as the water source - Alamy"
+    # keeps its source, and the agency after the dash is cut alone)
+    rf"|(?:{_MEDIA_LABEL}\s+)?(?:{_CREDIT_WORD}(?:\s+{_MEDIA_LABEL})?|via)\s*(?::|\s-)\s*(?:{_CREDITED})?"
+    rf"|(?:{_MEDIA_LABEL}\s+{_SOURCE_WORD}|(?=[sqbf]){_CLAUSE_START}{_SOURCE_WORD}|{_SOURCE_WORD}(?=\s*:))"
+    rf"\s*(?::|\s-)\s*(?:{_CREDITED})?"
     rf"|(?:photographer|author|artist|photo\s+editor)\s*:\s*{_CREDITED}"
     # Photo: courtesy of the artist / Photo courtesy Jane Doe
     rf"|(?:{_MEDIA_LABEL}\s*(?::\s*)?)?courtesy(?:\s+of)?\s+(?:the\s+(?:artist|photographer|author|owner|family|estate"
@@ -422,9 +430,16 @@ def __getattr__(name: str):
 _GRAPHIC_NOUN = (r"(?:banners?|posters?|flyers?|fliers?|tags?|stickers?|labels?|badges?|signs?|billboards?|templates?"
                  r"|coupons?|vouchers?|icons?|backgrounds?|stamps?|ribbons?|logos?|illustrations?|vectors?|graphics?"
                  r"|mock-?ups?|lettering|typography)")
+# Or the graphic does something, or is somewhere, in the sentence: "A huge 50% off banner hangs over the entrance",
+# "Free shipping sticker on a cardboard box", "A 50% off sign in a shop window" ("... tags on all jeans" stays an ad)
+_GRAPHIC_PLACED = (r"\s+(?:(?:hangs?|hanging|hung|reads?|reading|says?|saying|shows?|showing|displayed|is|are|was|were"
+                   r"|sits?|sitting|stands?|standing|covers?|covering|taped|stuck|posted|pinned|attached|glued|placed"
+                   r"|mounted|painted|printed|written)\b"
+                   r"|(?:on|in|at|over|above|below|under|behind|beside|near|outside|inside|against|across|next\s+to)"
+                   r"\s+(?:a|an|the|this|that|its|his|her|their|our|my|one)\b)")
 _AD_GRAPHIC = (r"(?!\s+(?:(?:sale|offer|deals?|discount|price|promo|web|square|round|neon|text)\s+){0,2}"
                rf"{_GRAPHIC_NOUN}(?:\s*(?:$|[|•·;,)\]]|[-–—]\s|[.!?…](?:\s|$))|\s+(?:with|design|template|vector|set"
-               rf"|isolated|concept|elements?|layout|collection|{_GRAPHIC_NOUN})\b))")
+               rf"|isolated|concept|elements?|layout|collection|{_GRAPHIC_NOUN})\b|{_GRAPHIC_PLACED}))")
 _AD_TRIGGERS = [
     r"click\s+(?:here|now|below|(?:on\s+)?(?:the|this)\s+link|(?:the\s+)?(?:image|photo|picture|button)\s+(?:to|for)"
     r"(?!\s+(?:enlarge|zoom|view|see\s+(?:larger|full)))"
@@ -442,7 +457,8 @@ _AD_TRIGGERS = [
     r"(?:call|text|contact|email|e-mail|whatsapp|dm|message)\s+(?:us|me)\s+(?:now|today|anytime|for\s+(?:an?\s+)?"
     r"(?:free\s+)?(?:quotes?|estimates?|details|info(?:rmation)?|more\s+(?:info(?:rmation)?|details)|prices?|pricing"
     r"|bookings?|appointments?|reservations?|enquiries|inquiries|orders?))",
-    r"(?:buy|get)\s+(?:\d+|one|two)\s+(?:get\s+(?:\d+|one)(?:\s+(?:free|half\s+price))?|for\s+(?:\d+|one|the\s+price))",
+    r"(?:buy|get)\s+(?:\d+|one|two)\s+(?:get\s+(?:\d+|one)(?:\s+(?:free|half\s+price))?+|for\s+(?:\d+|one|the\s+price))"
+    rf"{_AD_GRAPHIC}",  # ("free" taken whole: "Buy one get one free sign at a supermarket" is the sign's)
     r"\bbogo\b",
     r"(?:order|get|grab|buy|book|reserve|claim)\s+(?:yours|your\s+\w+(?:\s+\w+)?)\s+(?:now|today|here|online)",
     r"\*+\s*sale\b|\bsale\s*(?:!+|\*+)",
@@ -1231,12 +1247,15 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
         start = m.start()
         if start < covered:
             return False
-        # a name-first credit (its agency group matched: the others' pattern has none) after a place's word
-        if text[start - 1:start].isspace() and text[start - 2:start - 1] in _PLACE_WORD_ENDS and m.re is not others:
+        # a name-first credit (its agency group matched: the others' pattern has none) after a place's word, or whose
+        # "name" is the caption's own noun
+        if text[start - 1:start].isspace() and "agency" in m.re.groupindex:
             agency = m.start("agency")
             if agency < 0:
                 agency = m.start("agency_photo")
-            if agency >= 0 and _PLACE_BEFORE_RE.search(text, max(0, start - 12), start):
+            if agency >= 0 and ((text[start - 2:start - 1] in _PLACE_WORD_ENDS
+                                 and _PLACE_BEFORE_RE.search(text, max(0, start - 12), start))
+                                or _names_the_captions_own(text, start, agency)):
                 # the credit is the agency's own ("AFP PHOTO / JANE DOE" read whole), or the agency alone, unless
                 # it may be a state's or a region's abbreviation ("Farmhouse in Lancaster/PA")
                 again = others.match(text, agency)
@@ -1260,6 +1279,22 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
 
     spans = _label_spans(filter(kept, _credit_matches(text)), text)
     return sorted(spans + _label_spans(placed, text)) if placed else spans
+
+
+def _names_the_captions_own(text: str, start: int, agency: int) -> bool:
+    """Whether the capitalised words of a name-first credit (``text[start:agency]``, up to its agency) go on the
+    caption's own sentence rather than start a byline: before a bar a title's last part is the description's ("A man
+    holding a red Frisbee | Shutterstock": the site is the credit), and before a slash one capitalised word after a
+    lower-case one is a noun of it ("A dog catching two Frisbees / AFP"); a byline starts its clause ("A dog. Jane
+    Doe | AFP") or names a person in two words or more ("A dog on the beach Jane Doe/Getty Images")."""
+    before = text[:start].rstrip()
+    if not before or not before[-1].isalnum():  # the caption's start, a separator, a sentence's end, a comma
+        return False
+    glue = text[start:agency]
+    name = glue.rstrip("".join(_NAME_AGENCY_GLUE))
+    if "|" in glue[len(name):]:
+        return True
+    return " " not in name.strip() and (before[-1].islower() or before[-1].isdigit())
 
 
 # A name-first credit ("Jane Doe/AFP", "Jane Doe | AFP") right after one of these words names a place or a person

@@ -42,7 +42,7 @@ def hash_prompt(prompt: str | None) -> str | None:
 # Each rewriter kind's code version, known without importing its module (a model rewriter's imports torch):
 # bump when the same inputs give other rewrites (each class says why each was). rewritten_captions' code
 # version is made of the configured kind's; a model rewriter's ``version`` adds its model and settings.
-CODE_VERSIONS = {"cleaner": "18", "vlm": "6", "aitqe": "10"}
+CODE_VERSIONS = {"cleaner": "19", "vlm": "6", "aitqe": "10"}
 
 
 class Rewriter(ABC):

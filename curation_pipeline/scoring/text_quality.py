@@ -161,7 +161,9 @@ class CaptionTextQuality(Scorer):
     # 13: as the cleaner 18 reads them: an offer after a verb of what is shown ("displaying", "offering") is described,
     #    no ad; a name-first credit after "vs" is its agency alone; a doubled English word ("mahi mahi") is
     #    no repeat
-    version = "13"
+    # 14: credits and ads as the cleaner 19 reads them (a name-first credit's noun of the sentence, a media label in
+    #    the plural inside a clause, "source -" inside a clause, a placed graphic's sale words are none)
+    version = "14"
     needs_images = False
     outputs = (
         ScoreColumn("text_quality", "Caption text quality, 0-100 (rule-based: noise, length, casing, ...).",

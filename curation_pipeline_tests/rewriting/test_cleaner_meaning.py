@@ -68,6 +68,14 @@ PROSE = [
     # an offer as the object of what the picture shows: described, not advertised
     "Shop window displaying 50% off signs on Black Friday",
     "Shoppers wait outside a store offering free shipping on all orders",
+    # a graphic that does something, or is somewhere, with the sale's words it shows
+    "A huge 50% off banner hangs over the entrance of a mall",
+    "A 50% off sign in a shop window",
+    "Free shipping sticker on a cardboard box",
+    "Buy one get one free sign at a supermarket",
+    # a media noun in the plural inside a clause: what is shown, not a credit's label
+    "A gallery wall of framed pictures by Vivian Maier",
+    "A museum showing artwork by Banksy",
 ]
 
 
@@ -99,6 +107,15 @@ NOISE = {
     "A dog on the beach, image © 2019 Jane Doe": ("A dog on the beach", "remove_credits"),
     "A dog on the beach&nbsp;&ndash;&nbsp;photo &copy; 2019": (
         "A dog on the beach", "unescape_html,fix_whitespace,remove_credits"),
+    # a credit after the caption's own noun: the agency alone goes, never the noun ("A man holding a red")
+    "A man holding a red Frisbee | Shutterstock": ("A man holding a red Frisbee", "remove_credits"),
+    "A woman drinking Coca Cola | AP Photo": ("A woman drinking Coca Cola", "remove_credits"),
+    "A dog catching two Frisbees / AFP": ("A dog catching two Frisbees", "remove_credits"),
+    "A dog on the beach. Jane Doe | AFP": ("A dog on the beach.", "remove_credits"),  # a byline starting its clause
+    "A wall covered with old photos © 2019 Jane Doe": ("A wall covered with old photos", "remove_credits"),
+    "A person taking a shower, using a watering can as the water source - Alamy": (
+        "A person taking a shower, using a watering can as the water source", "remove_boilerplate"),
+    "A red dress, 50% off sale tags on all jeans": ("A red dress", "remove_ads"),  # no graphic shown: an ad
     # a verb's capitalised tag is its object: the word stays
     "A poster supporting #BlackLivesMatter": ("A poster supporting BlackLivesMatter", "remove_hashtags"),
     "Crowds in London celebrate #Eid": ("Crowds in London celebrate Eid", "remove_hashtags"),

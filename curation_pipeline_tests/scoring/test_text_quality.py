@@ -202,7 +202,7 @@ def test_scorer_columns_and_missing_captions():
     assert df["text_quality"].dtype == "float64"
     assert df["text_quality"].tolist() == [100.0, 0.0, 0.0]
     assert df["text_quality_rules"].tolist() == ["", "empty", "empty"]
-    assert scorer.needs_images is False and scorer.ident == "text_quality@13"
+    assert scorer.needs_images is False and scorer.ident == f"text_quality@{CaptionTextQuality.version}"
 
 
 def test_score_is_clamped():
