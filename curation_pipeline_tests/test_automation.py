@@ -527,8 +527,8 @@ def test_a_shard_left_half_made_is_asked_again(tmp_path, monkeypatch):
         (request,) = _tick(defs, instance).values()
         assert request.asset_selection is None, request
         assert request.tags["curation/reason"].startswith(
-            f"stale: rewritten_captions has a new code version (cleaner {was} -> 99); incomplete: quality_scores is older "
-            "than its input pairs")
+            f"stale: rewritten_captions has a new code version (cleaner {was} -> 99); incomplete: quality_scores is "
+            "older than its input pairs")
 
 
 def test_a_first_run_stopped_after_scoring_gets_its_decide_half_alone(tmp_path):

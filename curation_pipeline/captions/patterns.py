@@ -346,7 +346,8 @@ _FOREIGN_BYLINE = (rf"(?P<byline>(?:photo|foto|bild|image|imagen|immagine|fotogr
                    rf"|(?-i:von|de|di)\s+{_BYLINE_NAME}\s*[/|]\s*(?-i:{_AGENCIES})\b){_CREDIT_END})")
 # © 2019 Jane Doe. All rights reserved / (c) Jane Doe 2019 / © / photo © 2019 (its media label goes too, inside a
 # clause only a photo's in the singular: "old photos © 2019 Jane Doe" keeps the photos)
-_COPYRIGHT_SIGN = (rf"(?:(?:{_CLAUSE_START}{_MEDIA_LABEL}|{_PHOTO_LABEL})\s*)?(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*(?:{_YEARS}[\s,]*)?(?:by\s+)?"
+_COPYRIGHT_SIGN = (rf"(?:(?:{_CLAUSE_START}{_MEDIA_LABEL}|{_PHOTO_LABEL})\s*)?(?:©|\(c\))(?:\s*(?:©|\(c\)))?\s*"
+                   rf"(?:{_YEARS}[\s,]*)?(?:by\s+)?"
                    rf"(?:{_CREDITED})?(?:[\s,]*\d{{4}})?{_RIGHTS}?")
 # Where a credit may start: every credit starts with a letter, a digit or "@", but a sign, a "(c)" and a "via" after a
 # bracket. At a sign or a bracket only the sign's credit can match, tried first: the others are not tried in vain
