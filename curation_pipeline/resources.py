@@ -538,7 +538,7 @@ class ComputeResource(RayResource):
     address: str = _compute_setting("address", "Ray cluster: ray://<head>:10001 (Ray Client; e.g. KubeRay's head service), <head-ip>:6379 (from a node of the cluster), or auto; none starts a private local Ray.")
     actors: Optional[int] = _compute_setting("actors", "Model actors for scoring (each loads the models once).", ge=1)
     cpus_per_actor: Optional[float] = _compute_setting("cpus_per_actor", "CPUs Ray reserves for each model actor.", ge=0, allow_inf_nan=False)
-    gpus_per_actor: Optional[float] = _compute_setting("gpus_per_actor", "GPUs per scoring actor (0 = CPU; a fraction up to 1 shares a GPU, above 1 whole GPUs).", ge=0, allow_inf_nan=False)
+    gpus_per_actor: Optional[float] = _compute_setting("gpus_per_actor", "GPUs per scoring actor (0 = CPU; a fraction up to 1 shares a GPU; at most 1: an actor runs its models on one GPU).", ge=0, allow_inf_nan=False)
     threads_per_actor: Optional[int] = _compute_setting("threads_per_actor", "Intra-op threads of an actor's models (0 = its CPUs, rounded up).", ge=0)
     rewrite_actors: Optional[int] = _compute_setting("rewrite_actors", "Model actors for rewriting (0 = `actors`).", ge=0)
     rewrite_gpus_per_actor: Optional[float] = _compute_setting("rewrite_gpus_per_actor", "GPUs per rewriting actor (-1 = `gpus_per_actor`).", ge=-1, allow_inf_nan=False)
@@ -652,9 +652,11 @@ class ComputeResource(RayResource):
                 if attempt == 2:
                     # the port answered (else ``unreachable`` said so): a cluster that asks for a token this
                     # process does not hold, or another, times out alike, saying nothing of it
-                    message = (f"{exc} (a Ray cluster answers at {self.address}, yet no connection was made: if "
-                               "it runs with RAY_AUTH_MODE=token, this process needs the same RAY_AUTH_MODE and "
-                               "RAY_AUTH_TOKEN; on Kubernetes, the curation-ray-auth secret the chart names)")
+                    message = (f"{exc} (a Ray server answers at {self.address}, yet no connection was made: a "
+                               "ray:// address must name the head's Ray Client port (10001), a bare one its GCS port "
+                               "(6379); or, if the cluster runs with RAY_AUTH_MODE=token, this process needs the same "
+                               "RAY_AUTH_MODE and RAY_AUTH_TOKEN; on Kubernetes, the curation-ray-auth secret the chart "
+                               "names)")
                     try:
                         said = type(exc)(message)
                     except TypeError:  # a subclass built with other arguments: said as a plain ConnectionError

@@ -3,11 +3,14 @@
 ``ray.init`` retries an address where nothing listens 20 times, about 41 s each, before it raises; dagster-ray and
 ``ComputeResource.connect`` retry that again: a mistyped ``<head>:6379`` held every shard's run in resource set-up
 for about 41 minutes, saying nothing. A ``ray://`` address where nothing listens took about 96 s, then was blamed on
-a missing auth token. One TCP connection tells at once.
+a missing auth token. One TCP connection tells at once; and since both listen as gRPC servers (HTTP/2 in the clear
+unless ``RAY_USE_TLS``), one HTTP/2 greeting tells a port where something else answers (the dashboard's 8265, a
+Redis, a silent listener), which held the run in set-up for half an hour or more.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 
 DEFAULT_GCS_PORT = 6379  # what ``ray start --head`` listens on unless told otherwise
@@ -42,14 +45,53 @@ def head_endpoint(address: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def unreachable(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """Why nothing answers at ``address``'s port (refused, no route, timed out, a host not found), or None
-    where something does, or the address is not of those forms."""
+# an HTTP/2 client's connection preface and an empty SETTINGS frame: a gRPC server answers with its own SETTINGS
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_H2_SETTINGS = 4
+
+
+def unreachable(address: str, timeout_s: float | None = None) -> str | None:
+    """Why no Ray cluster answers at ``address``'s port: nothing does (refused, no route, timed out, a host not
+    found), or something that is no gRPC server (what it answered, if anything); None where a gRPC server does,
+    or the address is not of those forms."""
     endpoint = head_endpoint(address)
     if endpoint is None:
         return None
     try:
-        with socket.create_connection(endpoint, timeout=timeout_s):
-            return None
+        conn = socket.create_connection(endpoint, timeout=PROBE_TIMEOUT_S if timeout_s is None else timeout_s)
     except OSError as exc:
         return f"{type(exc).__name__}: {exc.strerror or exc}"
+    with conn:
+        if _truthy(os.environ.get("RAY_USE_TLS")):  # a TLS handshake first: the port answering is all told
+            return None
+        reply = b""
+        try:
+            conn.sendall(_H2_PREFACE)
+            while len(reply) < 9:
+                chunk = conn.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+        except TimeoutError:
+            return _not_ray(endpoint, "it took the connection but answered nothing")
+        except OSError:  # reset: it closed the connection on the greeting
+            pass
+        if len(reply) == 9 and reply[3] != _H2_SETTINGS:  # the rest of its first line, to say what it is
+            try:
+                conn.settimeout(1.0)
+                reply += conn.recv(120)
+            except OSError:
+                pass
+    if len(reply) == 9 and reply[3] == _H2_SETTINGS:
+        return None
+    said = reply.split(b"\r\n", 1)[0].decode("ascii", "replace").strip() if reply else ""
+    return _not_ray(endpoint, f"it answered {said!r}" if said else "it closed the connection")
+
+
+def _not_ray(endpoint: tuple[str, int], what: str) -> str:
+    return (f"something listens at port {endpoint[1]}, but not Ray's GCS or Ray Client server ({what}): the dashboard "
+            f"is 8265, the GCS {DEFAULT_GCS_PORT} (a bare head address), Ray Client {DEFAULT_CLIENT_PORT} (ray://)")
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")

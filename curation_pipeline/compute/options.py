@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 
 def check_gpus(name: str, gpus: float) -> None:
-    """Ray takes a fraction of one GPU (actors share it) or whole GPUs, never 1.5: refuse it here, with the
-    knob's name, not in the middle of a shard's step."""
-    if not math.isfinite(gpus) or gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
-        raise ValueError(f"{name} must be a fraction of one GPU (0 to 1) or a whole number of GPUs, got {gpus}")
+    """A fraction of one GPU (actors share it) or one whole GPU: refused here, with the knob's name, not in the
+    middle of a shard's step. Never more: an actor loads its models on one device, so a second GPU would be
+    reserved and left idle (a model too big for one GPU still runs out of memory on the first)."""
+    if not math.isfinite(gpus) or gpus < 0 or gpus > 1:
+        more = " (an actor runs its models on one GPU: for more GPUs, run more actors)" if gpus > 1 else ""
+        raise ValueError(f"{name} must be a fraction of one GPU (0 to 1) or 1, got {gpus}{more}")
 
 
 @dataclass(frozen=True)

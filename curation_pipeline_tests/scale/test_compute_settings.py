@@ -22,7 +22,7 @@ ENVIRONMENT = {
     "CURATION_RAY_GPUS_PER_ACTOR": ("gpus_per_actor", "0.5", 0.5),
     "CURATION_RAY_THREADS_PER_ACTOR": ("threads_per_actor", "3", 3),
     "CURATION_RAY_REWRITE_ACTORS": ("rewrite_actors", "2", 2),
-    "CURATION_RAY_REWRITE_GPUS_PER_ACTOR": ("rewrite_gpus_per_actor", "2", 2.0),
+    "CURATION_RAY_REWRITE_GPUS_PER_ACTOR": ("rewrite_gpus_per_actor", "1", 1.0),
     "CURATION_RAY_BATCH_SIZE": ("batch_size", "16", 16),
     "CURATION_RAY_DECODE_CONCURRENCY": ("decode_concurrency", "6", 6),
     "CURATION_RAY_SPREAD": ("spread", "false", False),
@@ -54,7 +54,7 @@ def test_every_compute_setting_comes_from_the_environment(deployment):
     assert score == RayOptions(batch_size=16, actors=4, cpus_per_actor=2.5, gpus_per_actor=0.5, threads_per_actor=3,
                                decode_concurrency=6, spread=False, max_tasks_in_flight=3, wait_for_actors_s=120,
                                max_retries=0, coordinator_memory_mb=2048, shard_timeout_s=900)
-    assert (rewrite.actors, rewrite.gpus_per_actor, rewrite.batch_size) == (2, 2.0, 16)
+    assert (rewrite.actors, rewrite.gpus_per_actor, rewrite.batch_size) == (2, 1.0, 16)
 
 
 def test_without_the_environment_the_defaults_hold(monkeypatch):
@@ -81,7 +81,7 @@ def test_a_launchpad_config_of_some_keys_keeps_the_environment_for_the_rest(depl
 
 
 @pytest.mark.parametrize("env, raw, message", [
-    ("CURATION_RAY_GPUS_PER_ACTOR", "1.5", "a fraction of one GPU (0 to 1) or a whole number of GPUs, got 1.5"),
+    ("CURATION_RAY_GPUS_PER_ACTOR", "1.5", "a fraction of one GPU (0 to 1) or 1, got 1.5"),
     ("CURATION_RAY_ACTORS", "0", "greater than or equal to 1"),
     ("CURATION_RAY_ACTORS", "four", "valid integer"),
     ("CURATION_RAY_THREADS_PER_ACTOR", "-1", "greater than or equal to 0"),
@@ -97,7 +97,9 @@ def test_a_bad_environment_value_names_its_variable(monkeypatch, env, raw, messa
 
 
 @pytest.mark.parametrize("setting, message", [
-    ({"gpus_per_actor": 1.5}, "gpus_per_actor must be a fraction of one GPU (0 to 1) or a whole number"),
+    ({"gpus_per_actor": 1.5}, "gpus_per_actor must be a fraction of one GPU (0 to 1) or 1"),
+    # an actor loads its models on one device: a second GPU would be reserved and idle
+    ({"gpus_per_actor": 2}, "got 2.0 (an actor runs its models on one GPU: for more GPUs, run more actors)"),
     ({"rewrite_gpus_per_actor": 2.5}, "rewrite_gpus_per_actor must be a fraction"),
     ({"rewrite_gpus_per_actor": -0.5}, "rewrite_gpus_per_actor must be a fraction"),
     ({"threads_per_actor": -1}, "threads_per_actor"),
@@ -116,19 +118,20 @@ def test_a_bad_setting_is_refused_when_the_resource_is_made(setting, message):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"gpus_per_actor": 1.5}, "whole number of GPUs, got 1.5"),
+    ({"gpus_per_actor": 1.5}, "or 1, got 1.5"),
+    ({"gpus_per_actor": 2}, "run more actors"),
     ({"gpus_per_actor": -1}, "got -1"),
     ({"threads_per_actor": -1}, "threads_per_actor cannot be negative"),
     ({"decode_concurrency": -1}, "decode_concurrency cannot be negative"),
     ({"wait_for_actors_s": -5}, "wait_for_actors_s cannot be negative"),
     ({"cpus_per_actor": float("inf")}, "cpus_per_actor must be a finite number >= 0, got inf"),
-    ({"gpus_per_actor": float("nan")}, "whole number of GPUs, got nan"),
+    ({"gpus_per_actor": float("nan")}, "or 1, got nan"),
     ({"shard_timeout_s": -1}, "shard_timeout_s cannot be negative"),
 ])
 def test_ray_options_refuse_what_ray_would_refuse_or_ignore(options, message):
     with pytest.raises(ValueError, match=message):
         RayOptions(**options)
-    assert RayOptions(gpus_per_actor=0.25).gpus_per_actor == 0.25 and RayOptions(gpus_per_actor=2).gpus_per_actor == 2
+    assert RayOptions(gpus_per_actor=0.25).gpus_per_actor == 0.25 and RayOptions(gpus_per_actor=1).gpus_per_actor == 1
 
 
 def test_the_charts_compute_values_reach_every_runs_resource(monkeypatch):
@@ -136,7 +139,7 @@ def test_the_charts_compute_values_reach_every_runs_resource(monkeypatch):
     from curation_pipeline_tests.scale.test_deploy import _env, _kind, _render
 
     values = {"actors": 4, "gpusPerActor": 0.5, "cpusPerActor": 2.5, "threadsPerActor": 3, "rewriteActors": 2,
-              "rewriteGpusPerActor": 2, "batchSize": 16, "decodeConcurrency": 6, "spread": False,
+              "rewriteGpusPerActor": 1, "batchSize": 16, "decodeConcurrency": 6, "spread": False,
               "maxTasksInFlight": 3, "waitForActorsS": 120, "maxRetries": 0, "coordinatorMemoryMb": 2048,
               "shardTimeoutS": 900}
     env = _env(_kind(_render({"compute": values}), "Deployment")["spec"]["template"]["spec"]["containers"][0])
@@ -166,7 +169,7 @@ def test_a_steps_metadata_shows_the_settings_it_resolved(deployment, monkeypatch
     assert limited.resolved("score", 32)["data_execution_options"] == {"resource_limits": (1, None, None),
                                                                        "use_polars": False}
     assert limited.options("score", 32).data_context == (("resource_limits", (1, None, None)), ("use_polars", False))
-    assert (compute.resolved("rewrite", 8)["actors"], compute.resolved("rewrite", 8)["gpus_per_actor"]) == (2, 2.0)
+    assert (compute.resolved("rewrite", 8)["actors"], compute.resolved("rewrite", 8)["gpus_per_actor"]) == (2, 1.0)
     monkeypatch.setenv("CURATION_COMPUTE", "local")
     assert _compute().resolved("score", 32) == {"engine": "local"}
 
