@@ -39,7 +39,7 @@ from curation_pipeline.validation.lengths import caption_lengths
     ins={"caption_decisions": versioned(),
          "quality_scores": columns("key", "caption", optional=(CAPTION_EMBEDDING,))},
     outs={"rewritten_captions": table_out(
-        "rewriting", "14",
+        "rewriting", "15",
         # code version: bump when the same inputs give different output (2: a rewrite must reach drop_threshold; 3: edit
         # and length ratios count the drift check's words; 4: the edit ratio ignores case and edge punctuation, a
         # placeholder-only caption is fresh, a cut tail and markup are judged anew; 5: full-width brackets and
@@ -60,7 +60,9 @@ from curation_pipeline.validation.lengths import caption_lengths
         # no image or that the caption needs no edit, a generic "Answer:" label and a "(Removed ...)" note are
         # malformed; a period after No., Vol., Fig. (and pp, approx, ca, etc, inc, ltd, co, corp, dept, est) ends no
         # sentence, and a link the original held whole is no link debris; 14: a rewrite under its pair's rewrite_needs,
-        # what publishes a pair outside the keep_fraction cut or failing keep_expression, is rejected)
+        # what publishes a pair outside the keep_fraction cut or failing keep_expression, is rejected; 15: keep_facts
+        # reads a figure moved to another word (counts swapped, a unit changed), digits of any script and Chinese
+        # and Japanese numerals)
         "Lineage of every rewrite attempt: original and candidate caption, rewriter and version, prompt hash, "
         "score before/after, edit ratio, length ratio, semantic similarity, accepted or not and why, run id and "
         "time. Only pairs decided `rewrite` are attempted.")},

@@ -676,13 +676,66 @@ def _negation(word: str) -> bool:
     return word in _NEGATIONS or word.endswith(("n't", "n’t"))
 
 
+# the numerals of Chinese and Japanese that stand for one digit each ("三只猫": three cats); a run of them (二十三) is
+# read as written
+_CJK_NUMERALS = "〇零一二三四五六七八九十百千万"
+_CJK_NUMERAL_RE = re.compile(f"[{_CJK_NUMERALS}]+")
+
+
+def _ascii_digits(text: str) -> str:
+    """Every decimal digit as its ASCII one: "٣ قطط" states the 3 of "3 قطط"."""
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() and not ch.isascii() else ch for ch in text)
+
+
 def _numbers(text: str) -> dict[tuple[str, ...], str]:
     """The figures a caption states, each as its digit runs ("10.30" and "10:30" alike, "1,000" as 1000, "three"
-    as 3) -> as written."""
+    as 3, "٣" as 3, "三" as 3) -> as written."""
+    text = _ascii_digits(text)
     found = {tuple(re.split(r"[.,:]", n)): n for n in _NUMBER_RE.findall(_THOUSANDS_RE.sub("", text))}
     for value, written in _number_words(_edit_words(text)):
         found.setdefault((str(value),), written)
+    for run in _CJK_NUMERAL_RE.findall(text):
+        found.setdefault((str(int(unicodedata.numeric(run))),) if len(run) == 1 else (run,), run)
     return found
+
+
+def _figures_with_words(text: str) -> list[tuple[tuple[str, ...], str]]:
+    """Each figure in digits or English words with the word after it ("3 dogs": ("3",), "dogs"), in order: what a
+    count or a measure is of."""
+    words = _edit_words(_ascii_digits(_THOUSANDS_RE.sub("", text)))
+    values = {written.split()[-1]: str(value) for value, written in _number_words(words)}
+    out = []
+    for i, word in enumerate(words[:-1]):
+        figure = tuple(re.split(r"[.,:]", word)) if _NUMBER_RE.fullmatch(word) else (
+            (values[word],) if word in values else None)
+        if figure is not None:
+            out.append((figure, words[i + 1]))
+    return out
+
+
+def _figure_moved(original: str, candidate: str) -> str | None:
+    """A figure the rewrite put on another word: one the original gave to a different figure ("Three dogs and two
+    cats" -> "Two dogs and three cats"), or a unit for another ("5 kg" -> "5 lb")."""
+    had = _figures_with_words(original)
+    for figure, word in _figures_with_words(candidate):
+        if (figure, word) in had:
+            continue
+        others = [f for f, w in had if w == word and f != figure]
+        if others:
+            return f"{' '.join(figure)} {word} (the original: {' '.join(others[0])} {word})"
+        was = [w for f, w in had if f == figure and w in _UNITS_OF_MEASURE]
+        if word in _UNITS_OF_MEASURE and was and word not in was:
+            return f"{' '.join(figure)} {word} (the original: {' '.join(figure)} {was[0]})"
+    return None
+
+
+_UNITS_OF_MEASURE = frozenset((
+    "mm cm m km in inch inches ft foot feet yd yard yards mi mile miles mg g kg t lb lbs pound pounds oz ounce ounces "
+    "ml l litre litres liter liters gal gallon gallons mph kph km/h kmh °c °f c f % percent s sec secs second seconds "
+    "min mins minute minutes h hr hrs hour hours day days week weeks month months year years yr yrs kw w v mah gb mb tb "
+    "ghz mhz hz mp px dpi").split())
 
 
 def _number_words(words: list[str]) -> list[tuple[int, str]]:
@@ -750,6 +803,8 @@ def changed_facts(original: str, candidate: str) -> str | None:
     new = [written for figure, written in _numbers(candidate).items() if figure not in had]
     if new:
         return f"a number the original does not have ({new[0]})"
+    if moved := _figure_moved(original, candidate):
+        return f"a number on another word ({moved})"
     before, after = _edit_words(original), _edit_words(candidate)
     if gone := _negation_gone(before, after):
         return f"a negation dropped ({gone})"

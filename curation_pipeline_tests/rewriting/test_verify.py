@@ -365,6 +365,16 @@ def test_the_cleaners_repairs_pass(original, expected):
     ("forty five-star hotels in Paris | Getty", "45 hotels in Paris.", "a number the original does not have (45)"),
     ("a dozen three-year-olds at a party | Getty", "15 kids at a party.",
      "a number the original does not have (15)"),
+    # the same figures on other words: counts swapped, or a measure's unit changed
+    ("Three dogs and two cats | Getty", "Two dogs and three cats", "a number on another word (2 dogs (the original: "
+     "3 dogs))"),
+    ("A 5 kg bag of rice | Getty", "A 5 lb bag of rice", "a number on another word (5 lb (the original: 5 kg))"),
+    ("A man with 2 kids | Getty", "A man with his 2 children", None),  # a word for the same count
+    ("two cats and two dogs | Getty", "two dogs and two cats", None),
+    # digits of other scripts state the same figure; Chinese and Japanese numerals are figures
+    ("٣ قطط | Getty", "3 قطط", None),
+    ("三只猫在沙发上 | Getty", "四只猫在沙发上", "a number the original does not have (四)"),
+    ("三只猫在沙发上 | Getty", "3只猫在沙发上", None),
 ])
 def test_changed_facts_are_a_number_added_or_a_negation_dropped(original, candidate, said):
     from curation_pipeline.rewriting.verify import changed_facts
