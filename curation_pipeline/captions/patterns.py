@@ -1743,3 +1743,57 @@ def clear_caption_caches() -> None:
     """Forget every caption's cached work (``CAPTION_CACHES``): a caption read again costs what a new one does."""
     for cache in CAPTION_CACHES:
         cache.cache_clear()
+
+
+# --- links and file names used as labels, not in a sentence: what the cleaner cuts and the scorer reads
+
+_CLAUSE_END_CHARS = set(CLAUSE_SEPARATORS) | set(SENTENCE_ENDS)
+_TRAILING_PUNCTUATION = ",;:.!?"
+_NEXT_WORDS = 120  # characters after a link read to tell whether its clause goes on describing
+_POSSESSIVE = ("'s", "’s")
+
+
+def _unless_in_a_sentence(matches, text: str) -> list[tuple[int, int]]:
+    """The spans of links or file names to cut: all but those inside a sentence (a word before, and the clause
+    going on with words that describe: "A website https://x.com is shown on a laptop") and text shown in the
+    image. What follows in the clause may be more noise ("#dog", "© Jane Doe", "stock photo", "(2019)", "@user"):
+    then the link is still a label. A comma the link's pattern took in ("https://x.com/a, with a ball") is
+    punctuation, not the link's."""
+    spans = []
+    for m in matches:
+        start, end = m.span()
+        core = end
+        while core > start and text[core - 1] in _TRAILING_PUNCTUATION:
+            core -= 1
+        if is_shown_text(text, start):
+            continue
+        before = text[:start].rstrip()
+        after = text[core:]
+        # "example.com's homepage" (the link's pattern may take the "'s" in): a name in the sentence
+        if text[core - 2:core] in _POSSESSIVE or (after[:2] in _POSSESSIVE and not after[2:3].isalnum()):
+            continue
+        starts_clause = not before or before[-1] in _CLAUSE_END_CHARS or before[-1] in "([{\"“"
+        rest = after[:_NEXT_WORDS]  # what follows decides; a bound keeps a caption of many matches linear
+        rest = rest[:next((i for i, ch in enumerate(rest) if ch in _CLAUSE_END_CHARS), len(rest))].strip()
+        described = bool(rest) and rest[0].isalpha() and rest[0].islower() and bool(noise_free_words(rest))
+        if starts_clause or not described:
+            spans.append((start, end))
+    return spans
+
+
+def _filenames_outside_links(text: str) -> list[re.Match]:
+    """``FILENAME_RE`` matches but those inside a link (a file name in its path): the link is cut or kept whole."""
+    links = [m.span() for m in URL_RE.finditer(text)] if "." in text else []
+    return [m for m in FILENAME_RE.finditer(text) if m.end() > m.start()
+            and not any(a <= m.start() and m.end() <= b for a, b in links)]
+
+
+def url_cuts(text: str) -> list[tuple[int, int]]:
+    """The links the cleaner cuts, and the only ones the scorer's ``url`` rule reads: a link used in a sentence
+    ("A website https://x.com is shown on a laptop") is the caption's."""
+    return _unless_in_a_sentence(labelled_url_matches(text), text)
+
+
+def filename_cuts(text: str) -> list[tuple[int, int]]:
+    """The file names the cleaner cuts ("A t-shirt printed with IMG_1234 on the front" keeps its), as ``url_cuts``."""
+    return _unless_in_a_sentence(_filenames_outside_links(text), text)

@@ -17,26 +17,24 @@ from typing import Callable
 
 from curation_pipeline.captions.patterns import (
     CLAUSE_SEPARATORS,
-    FILENAME_RE,
     SENTENCE_ENDS,
-    URL_RE,
     WHITESPACE_RE,
     ad_spans,
     boilerplate_spans,
     bracket_note_spans,
     collapse_repeats,
     credit_spans,
+    filename_cuts,
     has_bad_encoding,
     is_all_caps,
     is_shown_text,
-    labelled_url_matches,
-    noise_free_words,
     normalize_whitespace,
     remove_control_chars,
     remove_hashtags,
     remove_html_tags,
     unescape_html,
     unwrap_quotes,
+    url_cuts,
 )
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.rewriting.base import CODE_VERSIONS, RewriteCandidate, Rewriter
@@ -137,47 +135,6 @@ def _cutter(find: Callable[[str], list[tuple[int, int]]]) -> Callable[[str], str
     return remove
 
 
-_CLAUSE_END_CHARS = set(CLAUSE_SEPARATORS) | set(SENTENCE_ENDS)
-_TRAILING_PUNCTUATION = ",;:.!?"
-_NEXT_WORDS = 120  # characters after a link read to tell whether its clause goes on describing
-_POSSESSIVE = ("'s", "’s")
-
-
-def _unless_in_a_sentence(matches, text: str) -> list[tuple[int, int]]:
-    """The spans of links or file names to cut: all but those inside a sentence (a word before, and the clause
-    going on with words that describe: "A website https://x.com is shown on a laptop") and text shown in the
-    image. What follows in the clause may be more noise ("#dog", "© Jane Doe", "stock photo", "(2019)", "@user"):
-    then the link is still a label. A comma the link's pattern took in ("https://x.com/a, with a ball") is
-    punctuation, not the link's."""
-    spans = []
-    for m in matches:
-        start, end = m.span()
-        core = end
-        while core > start and text[core - 1] in _TRAILING_PUNCTUATION:
-            core -= 1
-        if is_shown_text(text, start):
-            continue
-        before = text[:start].rstrip()
-        after = text[core:]
-        # "example.com's homepage" (the link's pattern may take the "'s" in): a name in the sentence
-        if text[core - 2:core] in _POSSESSIVE or (after[:2] in _POSSESSIVE and not after[2:3].isalnum()):
-            continue
-        starts_clause = not before or before[-1] in _CLAUSE_END_CHARS or before[-1] in "([{\"“"
-        rest = after[:_NEXT_WORDS]  # what follows decides; a bound keeps a caption of many matches linear
-        rest = rest[:next((i for i, ch in enumerate(rest) if ch in _CLAUSE_END_CHARS), len(rest))].strip()
-        described = bool(rest) and rest[0].isalpha() and rest[0].islower() and bool(noise_free_words(rest))
-        if starts_clause or not described:
-            spans.append((start, end))
-    return spans
-
-
-def _filenames_outside_links(text: str) -> list[re.Match]:
-    """``FILENAME_RE`` matches but those inside a link (a file name in its path): the link is cut or kept whole."""
-    links = [m.span() for m in URL_RE.finditer(text)] if "." in text else []
-    return [m for m in FILENAME_RE.finditer(text) if m.end() > m.start()
-            and not any(a <= m.start() and m.end() <= b for a, b in links)]
-
-
 def _not_shown_text(find: Callable[[str], list[tuple[int, int]]]) -> Callable[[str], list[tuple[int, int]]]:
     """``find``'s spans, less those that are text shown in the image ("a shirt reading Order online")."""
     return lambda text: [(s, e) for s, e in find(text) if not is_shown_text(text, s)]
@@ -238,8 +195,8 @@ OPERATIONS: dict[str, Callable[[str], str]] = {
     "remove_ads": _cutter(_not_shown_text(ad_spans)),
     # a site named as a name stays ("a sign for Hotels.com"); a link or file name inside a sentence is part of what
     # it says ("A website https://x.com is shown on a laptop"): cut, it left a hole ("A is shown on a laptop")
-    "remove_urls": _cutter(lambda text: _unless_in_a_sentence(labelled_url_matches(text), text)),
-    "remove_filenames": _cutter(lambda text: _unless_in_a_sentence(_filenames_outside_links(text), text)),
+    "remove_urls": _cutter(url_cuts),
+    "remove_filenames": _cutter(filename_cuts),
     # the very spans the scorer's "credit" and "boilerplate" rules see
     "remove_credits": _cutter(credit_spans),
     "remove_boilerplate": _cutter(boilerplate_spans),

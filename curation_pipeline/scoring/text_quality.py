@@ -10,12 +10,11 @@ import unicodedata
 
 import pandas as pd
 
-from curation_pipeline.captions.patterns import (HASHTAG_RE, MARKED_WORD_RE, NO_SPACE_SCRIPT_RE, WORD_RE, has_ad,
-                                                 has_bad_encoding, has_boilerplate, has_control_chars, has_credit,
-                                                 has_droppable_hashtags, has_filename, has_html_entity,
-                                                 has_irregular_whitespace,
-                                                 has_repeat_run, has_url, is_all_caps, is_wrapped_in_quotes,
-                                                 noise_free_words)
+from curation_pipeline.captions.patterns import (HASHTAG_RE, MARKED_WORD_RE, NO_SPACE_SCRIPT_RE, WORD_RE,
+                                                 filename_cuts, has_ad, has_bad_encoding, has_boilerplate,
+                                                 has_control_chars, has_credit, has_droppable_hashtags, has_filename,
+                                                 has_html_entity, has_irregular_whitespace, has_repeat_run, has_url,
+                                                 is_all_caps, is_wrapped_in_quotes, noise_free_words)
 from curation_pipeline.pairs import PairBatch
 from curation_pipeline.scoring.base import Scorer
 from curation_pipeline.scoring.columns import ScoreColumn
@@ -82,7 +81,10 @@ def caption_rules(caption: str | None) -> list[str]:
     letters = sum(map(len, marked))
     non_space = sum(map(len, tokens))
     hashtags = len(HASHTAG_RE.findall(caption)) if "#" in caption else 0
-    filename = has_filename(caption)
+    # only a file name the cleaner would cut: one used in a sentence is the caption's own, and a pair penalised for it
+    # was dropped with "no change" from its rewrite (a link in a sentence is read as one still: "Buy mugs at
+    # mugshop.com now" is its page's)
+    filename = has_filename(caption) and bool(filename_cuts(caption))
     url = has_url(caption)
     boilerplate = has_boilerplate(caption)
     advertising = has_ad(caption, words)
@@ -162,7 +164,8 @@ class CaptionTextQuality(Scorer):
     #    no ad; a name-first credit after "vs" is its agency alone; a doubled English word ("mahi mahi") is
     #    no repeat
     # 14: credits and ads as the cleaner 19 reads them (a name-first credit's noun of the sentence, a media label in
-    #    the plural inside a clause, "source -" inside a clause, a placed graphic's sale words are none)
+    #    the plural inside a clause, "source -" inside a clause, a placed graphic's sale words are none); a file name
+    #    the cleaner keeps (used in a sentence) fires no filename rule
     version = "14"
     needs_images = False
     outputs = (

@@ -16,7 +16,7 @@ from curation_pipeline_tests.conftest import RAW_SAMPLES
 
 # name -> (the version its outputs below were made by, their digest)
 PINS = {
-    "text_quality": ("14", "17d830b57e28ff9f"),
+    "text_quality": ("14", "c96b70d5dff919df"),
     "cleaner": ("19", "e788c883417b7001"),
     "dup": ("3", "f583efe1c4abfb00"),
     "image_quality": ("2", "be48da6dd05a7af2"),
