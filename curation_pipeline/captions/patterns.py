@@ -179,7 +179,8 @@ _COMPANY_WORD = (
 )
 _STOCK_SITES = (
     r"(?:shutterstock|alamy|getty\s*images|istock(?:photo)?|dreamstime|depositphotos"
-    r"|123rf|adobe\s+stock|fotolia|bigstock(?:photo)?|pixabay|unsplash|pexels)(?:\.com)?"
+    r"|123rf|adobe\s+stock|fotolia|bigstock(?:photo)?|pixabay|unsplash|pexels|freepik|vecteezy|rawpixel|stocksy)"
+    r"(?:\.com)?"
 )
 # A word at a clause's edge: the caption's start or end, or next to a separator, a colon, a bracket or a
 # sentence end. A noise word that could also be prose ("downloads", "thumbnail") counts only as a whole clause.
@@ -229,7 +230,7 @@ BOILERPLATE_RE = compiled.compile(
     rf"(?:{_STOCK_ID}|{_CLAUSE_END}|(?=\s+(?:stock|royalty|free|{_MEDIA})\b))"
     rf"|(?=[sagid1fbpu]){_CLAUSE_START}{_STOCK_SITES}(?!['’]|\s+{_COMPANY_WORD})"
     rf"|royalty[\s-]free(?:\s+stock)?(?:\s+{_MEDIA})?{_STOCK_ID}?(?:\s+(?:of|for))?"
-    rf"|stock\s+{_MEDIA}{_STOCK_ID}?(?:\s+(?:of|for))?"
+    rf"|stock\s+{_MEDIA}(?:\s+(?:and|&)\s+{_MEDIA})?{_STOCK_ID}?(?:\s+(?:of|for))?"  # Alamy's "Stock Photos and Images"
     rf"|free\s+(?:stock\s+)?(?:photos?|images?|pictures?){_STOCK_ID}?(?:\s+(?:of|for))?"
     # A generated list of guesses: "Image may contain: coffee, indoor" is no caption, its list goes too.
     rf"|image\s+may\s+contain(?:\s*:?\s*[^|•·\n]*?{_LIST_END})?"
@@ -285,7 +286,9 @@ BOILERPLATE_RE = compiled.compile(
     rf"|(?=d){_CLAUSE_START}download\s+(?:for\s+)?free(?:\s+(?:hd|4k|full\s+hd|high[\s-](?:resolution|quality)))?"
     r"(?:\s+(?:wallpapers?|backgrounds?|images?|photos?|pictures?|pics|vectors?))?"
     rf"|(?=t){_CLAUSE_START}thumbnails?(?:\s+(?:image|photo|picture)s?)?\s+(?:of|for)"
-    rf"|(?=[dtip]){_CLAUSE_START}(?:downloads?|thumbnails?(?:\s+(?:image|photo|picture)s?)?|{_IMAGE_WORD}\s+\d{{3,}})"
+    # iStock's "Download Image Now", a wallpaper page's "Background Image", as their own clauses
+    rf"|(?=[dtipb]){_CLAUSE_START}(?:downloads?|thumbnails?(?:\s+(?:image|photo|picture)s?)?|{_IMAGE_WORD}\s+\d{{3,}}"
+    r"|download\s+(?:this\s+)?(?:image|photo|picture|vector|video)\s+now|background\s+(?:image|photo|picture)s?)"
     rf"{_CLAUSE_END}"
     r")(?!\w)",
     re.IGNORECASE, "boilerplate",

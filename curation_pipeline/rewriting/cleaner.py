@@ -274,7 +274,9 @@ class CaptionCleaner(Rewriter):
     #     after a lower-case one ("two Frisbees / AFP"); a media label inside a clause is a credit's only as one
     #     photo's ("old photos © 2019 Jane Doe" kept its photos, "framed pictures by Vivian Maier" stays); "source -"
     #     inside a clause is a noun ("as the water source - Alamy"); a sale's words naming a graphic that does
-    #     something or is somewhere are no ad ("A huge 50% off banner hangs over the entrance" was cut to "A huge")
+    #     something or is somewhere are no ad ("A huge 50% off banner hangs over the entrance" was cut to "A huge");
+    #     stock sites' title templates go whole ("- Download Image Now - iStock", "Stock Photos and Images - Alamy",
+    #     "Free Photo | Freepik", "| Background Image |")
     version = CODE_VERSIONS["cleaner"]
     needs_images = False
     prompt = None

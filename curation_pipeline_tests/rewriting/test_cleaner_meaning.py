@@ -76,6 +76,8 @@ PROSE = [
     # a media noun in the plural inside a clause: what is shown, not a credit's label
     "A gallery wall of framed pictures by Vivian Maier",
     "A museum showing artwork by Banksy",
+    "A background image of a phone",
+    "Freepik headquarters in Malaga",
 ]
 
 
@@ -116,6 +118,12 @@ NOISE = {
     "A person taking a shower, using a watering can as the water source - Alamy": (
         "A person taking a shower, using a watering can as the water source", "remove_boilerplate"),
     "A red dress, 50% off sale tags on all jeans": ("A red dress", "remove_ads"),  # no graphic shown: an ad
+    # stock and wallpaper sites' page titles, whole
+    "Beautiful Woman Portrait Stock Photo - Download Image Now - iStock": ("Beautiful Woman Portrait",
+                                                                          "remove_boilerplate"),
+    "Dog running on beach Stock Photos and Images - Alamy": ("Dog running on beach", "remove_boilerplate"),
+    "Beach sunset Free Photo | Freepik": ("Beach sunset", "remove_boilerplate"),
+    "Sunset beach HD Wallpaper | Background Image | 1920x1080": ("Sunset beach", "remove_boilerplate"),
     # a verb's capitalised tag is its object: the word stays
     "A poster supporting #BlackLivesMatter": ("A poster supporting BlackLivesMatter", "remove_hashtags"),
     "Crowds in London celebrate #Eid": ("Crowds in London celebrate Eid", "remove_hashtags"),
