@@ -122,8 +122,9 @@ NOISE = {
     "Beautiful Woman Portrait Stock Photo - Download Image Now - iStock": ("Beautiful Woman Portrait",
                                                                           "remove_boilerplate"),
     "Dog running on beach Stock Photos and Images - Alamy": ("Dog running on beach", "remove_boilerplate"),
-    "Beach sunset Free Photo | Freepik": ("Beach sunset", "remove_boilerplate"),
-    "Sunset beach HD Wallpaper | Background Image | 1920x1080": ("Sunset beach", "remove_boilerplate"),
+    "A sunset over a quiet beach Free Photo | Freepik": ("A sunset over a quiet beach", "remove_boilerplate"),
+    "A sunset over a quiet beach HD Wallpaper | Background Image | 1920x1080": ("A sunset over a quiet beach",
+                                                                                "remove_boilerplate"),
     # a verb's capitalised tag is its object: the word stays
     "A poster supporting #BlackLivesMatter": ("A poster supporting BlackLivesMatter", "remove_hashtags"),
     "Crowds in London celebrate #Eid": ("Crowds in London celebrate Eid", "remove_hashtags"),
