@@ -866,8 +866,8 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
         click.echo(f"done: {done} shard{'s' * (done != 1)} curated" if done or not settle else
                    "done: the pool settled (no shard needed a run of its own)")
     if skipped:
-        click.echo(f"skipped {skipped} file{'s' if skipped != 1 else ''} of {raw}, not curated (each named under "
-                   "'skipped:' above)", err=True)
+        click.echo(f"skipped {skipped} file{'s' if skipped != 1 else ''} of {raw}, not curated (named under "
+                   "'skipped:' above, the first 20)", err=True)
     if damaged:
         click.echo(f"{len(damaged)} raw file{'s' if len(damaged) != 1 else ''} read only up to damage (each named "
                    "under 'damaged:' above): replace them and run those shards again", err=True)

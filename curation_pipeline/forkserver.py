@@ -117,6 +117,11 @@ def delegate(argv: list[str]) -> int | None:
 
 
 def _start_quietly(sock: Path, env: dict[str, str]) -> None:
+    """``env``: the environment the address was made from, with the Dagster home the run used, as an absolute path
+    (the server runs in another folder: a relative one would name another home, a default one none)."""
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        env = {**env, "DAGSTER_HOME": os.path.abspath(home)}
     with contextlib.suppress(Exception):
         _start_server(sock, env)
 
@@ -581,7 +586,7 @@ def serve(sock: Path, idle_s: float) -> None:
             since = time.monotonic()  # idle from the end of the last run, not its start: a long run is no idle time
         events = dict(poller.poll(500))
         for fd, pid in list(watched.items()):
-            if events.get(fd, 0) & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+            if events.get(fd, 0) & (_HANGUP | select.POLLHUP | select.POLLERR):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)  # stopped or not (SIGKILL needs no SIGCONT); reaped above next
                 poller.unregister(fd)
@@ -596,7 +601,7 @@ def serve(sock: Path, idle_s: float) -> None:
                 gc.enable()
                 _child(client, key, sock)  # never returns
             children[pid] = client
-            poller.register(client, select.POLLRDHUP)
+            poller.register(client, _HANGUP)
             watched[client.fileno()] = pid
             since = time.monotonic()
             continue
@@ -620,6 +625,10 @@ def serve(sock: Path, idle_s: float) -> None:
             if json.loads(info.read_text())["pid"] == os.getpid():
                 info.unlink()
     os._exit(0)  # runs still going go on (they need nothing of the server); init reaps them
+
+
+# a peer's hang-up without reading its data (Linux); elsewhere only a full hang-up (POLLHUP, always reported)
+_HANGUP = getattr(__import__("select"), "POLLRDHUP", 0)
 
 
 def _tell_killed(client: socket.socket, signum: int) -> None:

@@ -112,8 +112,9 @@ class WarehouseResource(dg.ConfigurableResource):
         listed = not is_local_fs(fs)
         # listed, not globbed: a [, * or ? in the location's own path is a character. On a disk one level of
         # subfolders too, only to say that shards there are not registered; on an object store one listing of
-        # the folder itself (a listing a subfolder would be a request each, on every sensor tick), a subfolder
-        # said by name (a symlinked shard is listed as "other": it counts when it leads to a file)
+        # the folder itself (listing a subfolder would be a request each, on every sensor tick: its shards are not
+        # told), as a subfolder without shards is passed over on a disk (a symlinked shard is listed as "other": it
+        # counts when it leads to a file)
         base = root.rstrip("/")
         if listed:
             entries = {e["name"].rstrip("/"): e for e in fs.ls(base, detail=True)}
@@ -124,10 +125,6 @@ class WarehouseResource(dg.ConfigurableResource):
         for name, e in entries.items():
             if e.get("type") == "file" or (e.get("type") == "other" and fs.isfile(name)):
                 files.append(name)
-            elif listed and e.get("type") == "directory" and not name.lower().endswith(".tar"):
-                rejected.append(f"{name[len(base):].lstrip('/') + '/'!r} is a subfolder, not looked into: raw_root "
-                                f"must be the folder holding the shards ({self.raw_root}); point raw_root at it if "
-                                "shards are there")
             elif name.lower().endswith(".tar") and name.rstrip("/") != base:  # named as a shard, but no file
                 what = ("a folder" if e.get("type") == "directory" or fs.isdir(name) else "a link to nothing (an "
                         "unmounted disk?)" if e.get("islink") else "not a regular file")

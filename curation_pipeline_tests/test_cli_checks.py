@@ -189,7 +189,7 @@ def test_raw_files_passed_over_give_bad_input_after_the_valid_shards_are_curated
     assert result.exit_code == EXIT_BAD_INPUT, result.output
     assert "skipped: shard file name 'x y.tar'" in result.output and "done: 1 shard curated" in result.output
     assert result.output.rstrip().splitlines()[-1] == (
-        f"skipped 2 files of {env['raw']}, not curated (each named under 'skipped:' above)")
+        f"skipped 2 files of {env['raw']}, not curated (named under 'skipped:' above, the first 20)")
     assert Warehouse(str(env["wh"])).curated_shards() == {SHARD}
     named = curate(env, "--profile", "text", "--no-report", "--shard", SHARD)
     assert named.exit_code == 0 and "skipped: shard file name 'x y.tar'" in named.output, named.output

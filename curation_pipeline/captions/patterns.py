@@ -299,7 +299,8 @@ BOILERPLATE_RE = compiled.compile(
 _FOREIGN_MEDIA_LABEL = r"(?:fotograf(?:[ií]as?|ie)|bild(?:er)?|imag(?:en|em|ens)|immagine)"
 _MEDIA_LABEL = (r"(?:(?:photo(?:graph)?|image|picture|pic|foto|video|footage|illustration|artwork|graphic)s?"
                 rf"|{_FOREIGN_MEDIA_LABEL})")
-_PHOTO_LABEL = r"(?:photo(?:graph)?|image|picture|pic|foto)(?!s\b)"  # one photo's label, as a credit says it
+# one image's label, as a credit says it
+_PHOTO_LABEL = r"(?:photo(?:graph)?|image|picture|pic|foto|illustration)(?!s\b)"
 _CREDIT_WORD = r"cr[eé]dit(?:s|os?|i)?"  # credit, crédit(s), crédito(s), credito, crediti
 # "fuente" and "fonte" are a fountain as often as a source ("junto a la fuente - Plaza Mayor"): a credit only
 # starting its clause ("A dog. Fuente: EFE"), never after an article or any other word.
@@ -372,8 +373,9 @@ _CREDIT_PATTERN = (
     # Photo: Jane Doe / Photo credit: Jane Doe/AP / Picture by Jane Doe / Image courtesy of NASA
     # (inside a clause, only a photo's label in the singular: "a book of photos by Ansel Adams", "framed pictures by
     # Vivian Maier", "old photos © 2019 Jane Doe" (the sign's credit alone) describe what is shown)
-    rf"|(?:{_CLAUSE_START}{_MEDIA_LABEL}|{_PHOTO_LABEL})(?:\s+credits?)?\s*(?::|\bby\b|\bcourtesy(?:\s+of)?\b|©|\(c\))"
-    rf"\s*{_CREDITED}"
+    rf"|{_MEDIA_LABEL}(?:\s+credits?)?\s*:\s*{_CREDITED}"
+    rf"|{_MEDIA_LABEL}\s+credits?\s*(?:\bby\b|\bcourtesy(?:\s+of)?\b|©|\(c\))\s*{_CREDITED}"
+    rf"|(?:{_CLAUSE_START}{_MEDIA_LABEL}|{_PHOTO_LABEL})\s*(?:\bby\b|\bcourtesy(?:\s+of)?\b|©|\(c\))\s*{_CREDITED}"
     rf"|(?=[pfbi]){_CLAUSE_START}{_FOREIGN_BYLINE}"
     # Credit: Jane Doe/Reuters / Credits - Jane Doe / Source: Reuters / Image source: Wikimedia Commons /
     # Crédit photo : Jean Dupont / Quelle: dpa
@@ -436,11 +438,13 @@ _GRAPHIC_NOUN = (r"(?:banners?|posters?|flyers?|fliers?|tags?|stickers?|labels?|
                  r"|mock-?ups?|lettering|typography)")
 # Or the graphic does something, or is somewhere, in the sentence: "A huge 50% off banner hangs over the entrance",
 # "Free shipping sticker on a cardboard box", "A 50% off sign in a shop window" ("... tags on all jeans" stays an ad)
-_GRAPHIC_PLACED = (r"\s+(?:(?:hangs?|hanging|hung|reads?|reading|says?|saying|shows?|showing|displayed|is|are|was|were"
-                   r"|sits?|sitting|stands?|standing|covers?|covering|taped|stuck|posted|pinned|attached|glued|placed"
-                   r"|mounted|painted|printed|written)\b"
+_GRAPHIC_PLACED = (r"\s+(?:(?:hangs?|hanging|hung|reads?|reading|says?|saying|shows?|showing|displayed|sits?|sitting"
+                   r"|stands?|standing|covers?|covering|taped|stuck|posted|pinned|attached|glued|placed|mounted|painted"
+                   r"|printed|written)\b"
                    r"|(?:on|in|at|over|above|below|under|behind|beside|near|outside|inside|against|across|next\s+to)"
-                   r"\s+(?:a|an|the|this|that|its|his|her|their|our|my|one)\b)")
+                   # somewhere shown, not where a shopper redeems it ("20% off coupons at the checkout")
+                   r"\s+(?:a|an|the|this|that)\s+(?!(?:checkout|register|till|app|cart|basket|website|site|store"
+                   r"|shop(?!\s+window)|online|counter)\b))")
 _AD_GRAPHIC = (r"(?!\s+(?:(?:sale|offer|deals?|discount|price|promo|web|square|round|neon|text)\s+){0,2}"
                rf"{_GRAPHIC_NOUN}(?:\s*(?:$|[|•·;,)\]]|[-–—]\s|[.!?…](?:\s|$))|\s+(?:with|design|template|vector|set"
                rf"|isolated|concept|elements?|layout|collection|{_GRAPHIC_NOUN})\b|{_GRAPHIC_PLACED}))")
@@ -1257,14 +1261,15 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
             agency = m.start("agency")
             if agency < 0:
                 agency = m.start("agency_photo")
-            if agency >= 0 and ((text[start - 2:start - 1] in _PLACE_WORD_ENDS
-                                 and _PLACE_BEFORE_RE.search(text, max(0, start - 12), start))
-                                or _names_the_captions_own(text, start, agency)):
+            own = agency >= 0 and _names_the_captions_own(text, start, agency)
+            place = agency >= 0 and text[start - 2:start - 1] in _PLACE_WORD_ENDS \
+                and _PLACE_BEFORE_RE.search(text, max(0, start - 12), start) is not None
+            if own or place:
                 # the credit is the agency's own ("AFP PHOTO / JANE DOE" read whole), or the agency alone, unless
                 # it may be a state's or a region's abbreviation ("Farmhouse in Lancaster/PA")
                 again = others.match(text, agency)
                 if again is None or again.end() < m.end():
-                    if text[agency:m.end()] in _REGION_LIKE_AGENCIES:
+                    if text[agency:m.end()] in _REGION_LIKE_AGENCIES and (place or not own):
                         return False
                     again = _Cut(agency, m.end())
                 # from the separator that tied it to the place ("Kyiv/Reuters, 2022": not "Kyiv/, 2022")
@@ -1286,18 +1291,19 @@ def credit_spans(text: str) -> list[tuple[int, int]]:
 
 
 def _names_the_captions_own(text: str, start: int, agency: int) -> bool:
-    """Whether the capitalised words of a name-first credit (``text[start:agency]``, up to its agency) go on the
-    caption's own sentence rather than start a byline: before a bar a title's last part is the description's ("A man
-    holding a red Frisbee | Shutterstock": the site is the credit), and before a slash one capitalised word after a
-    lower-case one is a noun of it ("A dog catching two Frisbees / AFP"); a byline starts its clause ("A dog. Jane
-    Doe | AFP") or names a person in two words or more ("A dog on the beach Jane Doe/Getty Images")."""
+    """Whether the capitalised word of a name-first credit (``text[start:agency]``, up to its agency) goes on the
+    caption's own sentence rather than starts a byline: one capitalised word after a lower-case one, before a bar or a
+    spaced slash ("A man holding a red Frisbee | Shutterstock", "A dog catching two Frisbees / AFP"). A byline starts
+    its clause ("A dog. Jane Doe | AFP"), names a person in two words or more ("Kids in the park Jane Doe | Reuters")
+    or is tied to its agency ("Smith/AP")."""
     before = text[:start].rstrip()
     if not before or not before[-1].isalnum():  # the caption's start, a separator, a sentence's end, a comma
         return False
     glue = text[start:agency]
     name = glue.rstrip("".join(_NAME_AGENCY_GLUE))
-    if "|" in glue[len(name):]:
-        return True
+    joint = glue[len(name):]
+    if "|" not in joint and not joint.startswith(" "):  # "Smith/AP", "Jane Doe/Getty Images": a byline's slash
+        return False
     return " " not in name.strip() and (before[-1].islower() or before[-1].isdigit())
 
 

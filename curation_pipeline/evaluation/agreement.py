@@ -86,8 +86,9 @@ def correlations(human, metric, *, groups=None, n_boot: int = 1000, seed: int = 
 def undefined_interval(result: dict) -> str | None:
     """Why the intervals are left undefined where too many resamples had no value, else None."""
     undefined, drawn = result.get("bootstrap_undefined", 0), result["bootstrap"]
-    if not undefined or undefined <= UNDEFINED_RESAMPLES_MAX * drawn:
-        return None
+    if not undefined or undefined <= UNDEFINED_RESAMPLES_MAX * drawn or any(
+            v is not None for v in (result.get("constant") or {}).values()):
+        return None  # a side constant over every pair: constant_cause says why, there is no rest to speak of
     return (f"{undefined} of {drawn} bootstrap resamples drew pairs on which a side is constant (a score that varies "
             f"on a few pairs only): no interval is given, as the rest would be a biased one")
 

@@ -680,6 +680,7 @@ def _negation(word: str) -> bool:
 # read as written
 _CJK_NUMERALS = "〇零一二三四五六七八九十百千万"
 _CJK_NUMERAL_RE = re.compile(f"[{_CJK_NUMERALS}]+")
+_CJK_DIGITS = frozenset("〇零二三四五六七八九")
 
 
 def _ascii_digits(text: str) -> str:
@@ -697,22 +698,34 @@ def _numbers(text: str) -> dict[tuple[str, ...], str]:
     for value, written in _number_words(_edit_words(text)):
         found.setdefault((str(value),), written)
     for run in _CJK_NUMERAL_RE.findall(text):
+        if _CJK_DIGITS.isdisjoint(run):  # 一 alone is as often "a" (一只猫) or a word's (一起, 千葉): no figure
+            continue
         found.setdefault((str(int(unicodedata.numeric(run))),) if len(run) == 1 else (run,), run)
     return found
 
 
 def _figures_with_words(text: str) -> list[tuple[tuple[str, ...], str]]:
-    """Each figure in digits or English words with the word after it ("3 dogs": ("3",), "dogs"), in order: what a
-    count or a measure is of."""
+    """Each figure in digits or English words with the word after it ("3 dogs": ("3",), "dogs"; a unit as its
+    canonical spelling), in order: what a count or a measure is of. A figure followed by a joining word ("10 and
+    7") is of nothing told."""
     words = _edit_words(_ascii_digits(_THOUSANDS_RE.sub("", text)))
-    values = {written.split()[-1]: str(value) for value, written in _number_words(words)}
+    ends, pos = {}, 0  # the index of each figure-in-words' last word -> its value
+    for value, written in _number_words(words):
+        parts = written.split()
+        for j in range(pos, len(words) - len(parts) + 1):
+            if words[j:j + len(parts)] == parts:
+                ends[j + len(parts) - 1], pos = str(value), j + len(parts)
+                break
     out = []
     for i, word in enumerate(words[:-1]):
         figure = tuple(re.split(r"[.,:]", word)) if _NUMBER_RE.fullmatch(word) else (
-            (values[word],) if word in values else None)
-        if figure is not None:
-            out.append((figure, words[i + 1]))
+            (ends[i],) if i in ends else None)
+        if figure is not None and words[i + 1] not in _JOINING_WORDS:
+            out.append((figure, _UNIT_SPELLINGS.get(words[i + 1], words[i + 1])))
     return out
+
+
+_JOINING_WORDS = frozenset("and or & to of by x - – the a an".split())
 
 
 def _figure_moved(original: str, candidate: str) -> str | None:
@@ -722,8 +735,10 @@ def _figure_moved(original: str, candidate: str) -> str | None:
     for figure, word in _figures_with_words(candidate):
         if (figure, word) in had:
             continue
+        # it was on another word, and this word on another figure ("Players 10 and 7" tell no word of 10: a
+        # reordered list moves nothing)
         others = [f for f, w in had if w == word and f != figure]
-        if others:
+        if others and any(f == figure and w != word for f, w in had):
             return f"{' '.join(figure)} {word} (the original: {' '.join(others[0])} {word})"
         was = [w for f, w in had if f == figure and w in _UNITS_OF_MEASURE]
         if word in _UNITS_OF_MEASURE and was and word not in was:
@@ -731,11 +746,20 @@ def _figure_moved(original: str, candidate: str) -> str | None:
     return None
 
 
-_UNITS_OF_MEASURE = frozenset((
-    "mm cm m km in inch inches ft foot feet yd yard yards mi mile miles mg g kg t lb lbs pound pounds oz ounce ounces "
-    "ml l litre litres liter liters gal gallon gallons mph kph km/h kmh °c °f c f % percent s sec secs second seconds "
-    "min mins minute minutes h hr hrs hour hours day days week weeks month months year years yr yrs kw w v mah gb mb tb "
-    "ghz mhz hz mp px dpi").split())
+# each unit's spellings -> one: "5 lb" and "5 pounds" are the same measure
+_UNIT_SPELLINGS = {spelling: unit for unit, spellings in {
+    "mm": "mm millimetre millimetres millimeter millimeters", "cm": "cm centimetre centimetres centimeter centimeters",
+    "m": "m metre metres meter meters", "km": "km kilometre kilometres kilometer kilometers",
+    "in": "in inch inches", "ft": "ft foot feet", "yd": "yd yard yards", "mi": "mi mile miles",
+    "mg": "mg milligram milligrams", "g": "g gram grams", "kg": "kg kilo kilos kilogram kilograms",
+    "lb": "lb lbs pound pounds", "oz": "oz ounce ounces", "ml": "ml millilitre millilitres milliliter milliliters",
+    "l": "l litre litres liter liters", "gal": "gal gallon gallons", "mph": "mph", "kmh": "kph kmh km/h",
+    "°c": "°c celsius", "°f": "°f fahrenheit", "%": "% percent per cent", "s": "s sec secs second seconds",
+    "min": "min mins minute minutes", "h": "h hr hrs hour hours", "day": "day days", "week": "week weeks",
+    "month": "month months", "yr": "yr yrs year years", "w": "w watt watts", "v": "v volt volts",
+    "gb": "gb", "mb": "mb", "tb": "tb", "mp": "mp megapixel megapixels", "px": "px pixel pixels",
+}.items() for spelling in spellings.split()}
+_UNITS_OF_MEASURE = frozenset(_UNIT_SPELLINGS.values())
 
 
 def _number_words(words: list[str]) -> list[tuple[int, str]]:

@@ -79,3 +79,5 @@ def test_an_interval_over_few_varying_pairs_is_left_undefined():
     varied = correlations(human, human + np.sin(np.arange(30)), n_boot=100)  # every resample has a value
     assert varied["bootstrap_undefined"] == 0 and varied["spearman"]["ci_low"] < varied["spearman"]["ci_high"]
     assert "no interval" not in format_correlations([("pair", varied)])
+    constant = correlations(human, np.zeros(30), n_boot=50)  # every resample undefined: constant_cause tells why
+    assert constant["bootstrap_undefined"] == 50 and "no interval" not in format_correlations([("pair", constant)])

@@ -111,13 +111,19 @@ NOISE = {
         "A dog on the beach", "unescape_html,fix_whitespace,remove_credits"),
     # a credit after the caption's own noun: the agency alone goes, never the noun ("A man holding a red")
     "A man holding a red Frisbee | Shutterstock": ("A man holding a red Frisbee", "remove_credits"),
-    "A woman drinking Coca Cola | AP Photo": ("A woman drinking Coca Cola", "remove_credits"),
+    "Two dogs chase a Frisbee | AP Photo": ("Two dogs chase a Frisbee", "remove_credits"),
+    "A dog catching two Frisbees / AP": ("A dog catching two Frisbees", "remove_credits"),  # AP, no state here
+    # a byline: two words of a name, or tied to its agency
+    "Kids playing in the park Jane Doe | Reuters": ("Kids playing in the park", "remove_credits"),
+    "Crowds gather in the square Smith/AP": ("Crowds gather in the square", "remove_credits"),
+    "A dog on the beach Bild: dpa": ("A dog on the beach", "remove_credits"),  # any media label before a colon
     "A dog catching two Frisbees / AFP": ("A dog catching two Frisbees", "remove_credits"),
     "A dog on the beach. Jane Doe | AFP": ("A dog on the beach.", "remove_credits"),  # a byline starting its clause
     "A wall covered with old photos © 2019 Jane Doe": ("A wall covered with old photos", "remove_credits"),
     "A person taking a shower, using a watering can as the water source - Alamy": (
         "A person taking a shower, using a watering can as the water source", "remove_boilerplate"),
     "A red dress, 50% off sale tags on all jeans": ("A red dress", "remove_ads"),  # no graphic shown: an ad
+    "A pair of red leather shoes - 50% off tags at the register": ("A pair of red leather shoes", "remove_ads"),
     # stock and wallpaper sites' page titles, whole
     "Beautiful Woman Portrait Stock Photo - Download Image Now - iStock": ("Beautiful Woman Portrait",
                                                                           "remove_boilerplate"),

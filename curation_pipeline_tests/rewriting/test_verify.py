@@ -375,6 +375,13 @@ def test_the_cleaners_repairs_pass(original, expected):
     ("٣ قطط | Getty", "3 قطط", None),
     ("三只猫在沙发上 | Getty", "四只猫在沙发上", "a number the original does not have (四)"),
     ("三只猫在沙发上 | Getty", "3只猫在沙发上", None),
+    # the same facts: a unit spelled out, a list reordered, a figure of words, 一 as "a" or in a word
+    ("A 5 lb bag | Getty", "A 5 pounds bag", None),
+    ("A 6 ft tall man | Getty", "A 6 feet tall man", None),
+    ("Players 10 and 7 celebrate | Getty", "Players 7 and 10 celebrate", None),
+    ("twenty three dogs and three cats | Getty", "23 dogs and 3 cats", None),
+    ("猫在沙发上 | Getty", "一只猫在沙发上", None),
+    ("千葉の海 | Getty", "千葉の海辺", None),
 ])
 def test_changed_facts_are_a_number_added_or_a_negation_dropped(original, candidate, said):
     from curation_pipeline.rewriting.verify import changed_facts
