@@ -269,10 +269,10 @@ class CaptionCleaner(Rewriter):
     # 18: an offer after a verb of what is shown stays ("Shop window displaying 50% off signs" was cut to "Shop
     #     window displaying"); a name-first credit after "vs" or "versus" is its agency's alone ("USA vs
     #     Netherlands | AP Photo" was cut to "USA vs"); a doubled English word stays ("Mahi mahi fillet" lost a "mahi")
-    # 19: a name-first credit's "name" that goes on the caption's sentence is its own: before a bar always ("A man
-    #     holding a red Frisbee | Shutterstock" was cut to "A man holding a red"), before a slash one capitalised word
-    #     after a lower-case one ("two Frisbees / AFP"); a media label inside a clause is a credit's only as one
-    #     photo's ("old photos © 2019 Jane Doe" kept its photos, "framed pictures by Vivian Maier" stays); "source -"
+    # 19: a name-first credit's "name" that goes on the caption's sentence is its own: one capitalised word after a
+    #     lower-case one, before a bar or a spaced slash ("A man holding a red Frisbee | Shutterstock" was cut to "A man
+    #     holding a red"); before "by" or "©" a media label inside a clause is a credit's only as one image's ("old
+    #     photos © 2019 Jane Doe" kept its photos, "framed pictures by Vivian Maier" stays); "source -"
     #     inside a clause is a noun ("as the water source - Alamy"); a sale's words naming a graphic that does
     #     something or is somewhere are no ad ("A huge 50% off banner hangs over the entrance" was cut to "A huge");
     #     stock sites' title templates go whole ("- Download Image Now - iStock", "Stock Photos and Images - Alamy",
