@@ -249,7 +249,7 @@ def _node(cpus: float, gpus: float = 0, alive: bool = True) -> dict:
     ([_node(1), _node(1), _node(1)], dict(cpus_per_actor=2), "has 3 CPU and 0 GPU on 3 node(s), and no node holds one"),
     ([_node(8, 1)], dict(actors=2, gpus_per_actor=0.5), None),  # two actors share the GPU
     ([_node(8, 1)], dict(actors=2, gpus_per_actor=1), "needs 3 CPU and 2 GPU at once"),
-    ([_node(8, 1), _node(8, 1)], dict(gpus_per_actor=2), "and no node holds one model actor"),
+    ([_node(8, 1), _node(8, 1)], dict(cpus_per_actor=9, gpus_per_actor=1), "and no node holds one model actor"),
     ([_node(0.75)], dict(cpus_per_actor=0.25, decode_cpus=0.25), None),  # read's 0.5 CPU, then decode's 0.25
 ])
 def test_capacity_shortfall_counts_the_actors_beside_read_and_decode(nodes, options, short):
