@@ -212,26 +212,36 @@ def test_a_run_killed_by_a_signal_ends_its_client_by_that_signal(warm, tmp_path,
         os.close(read)
 
 
-def test_ctrl_z_stops_the_served_run_with_its_client(warm, tmp_path):
-    """The shell sees the client as the job: stopping it must stop the run, and continuing it go on."""
+@pytest.mark.parametrize("then", ["continue", "kill"])
+def test_ctrl_z_stops_the_served_run_with_its_client(warm, tmp_path, then):
+    """The shell sees the client as the job: stopping it must stop the run, and continuing it go on. Killed outright
+    while stopped (``kill -9`` of the job), the stopped child cannot run its own watch of the client, so the server
+    kills it; else it held its run (and the warehouse's lock) for good."""
     root, env = warm
+    warehouse = f"wh-tstp-{then}"
     read, write = _full_pipe()  # the run cannot end before the stop: it waits to write its output
     try:
         # its own process group, as a shell's job: the kernel drops a default SIGTSTP in an orphaned
         # group (pytest's may be one, under a CI runner), and the client would not stop at all
         with open(tmp_path / "stderr", "w") as err:
-            client = subprocess.Popen(_command("wh-tstp"), cwd=root, env=env, stdout=write, stderr=err,
+            client = subprocess.Popen(_command(warehouse), cwd=root, env=env, stdout=write, stderr=err,
                                       process_group=0,
                                       preexec_fn=lambda: signal.signal(signal.SIGTSTP, signal.SIG_DFL))
         os.close(write)
         child = None
         try:
-            child = _until(lambda: _served(root, "wh-tstp") or client.poll() is not None)
+            child = _until(lambda: _served(root, warehouse) or client.poll() is not None)
             assert child is not True and client.poll() is None, "the run was not served, or ended first"
             client.send_signal(signal.SIGTSTP)  # the client may not have read the child's pid yet: it
             # then stops the two as soon as it has; a stopped process stays stopped, so waiting is exact
             assert _until(lambda: _state(client.pid) == "T" and _state(child) == "T"), \
                 (_state(client.pid), _state(child))
+            if then == "kill":
+                client.kill()
+                assert client.wait(timeout=60) == -signal.SIGKILL
+                assert _until(lambda: not _alive(child), within=60), f"the stopped run outlived its client: " \
+                    f"{_state(child)}"
+                return
             client.send_signal(signal.SIGCONT)
             os.set_blocking(read, False)  # the read end is the test's alone
             _until(lambda: _drain(read) or client.poll() is not None, within=300)  # the run goes on to its end
@@ -245,37 +255,6 @@ def test_ctrl_z_stops_the_served_run_with_its_client(warm, tmp_path):
     finally:
         with contextlib.suppress(OSError):
             os.close(read)
-
-
-def test_a_run_stopped_with_its_client_dies_when_the_client_is_killed(warm, tmp_path):
-    """Ctrl-Z, then ``kill -9`` of the job: the stopped child cannot run its own watch of the client, so the server
-    kills it; else it held its run (and the warehouse's lock) for good."""
-    root, env = warm
-    read, write = _full_pipe()  # the run cannot end before the stop
-    try:
-        with open(tmp_path / "stderr", "w") as err:
-            client = subprocess.Popen(_command("wh-tstp-kill"), cwd=root, env=env, stdout=write, stderr=err,
-                                      process_group=0,
-                                      preexec_fn=lambda: signal.signal(signal.SIGTSTP, signal.SIG_DFL))
-        os.close(write)
-        child = None
-        try:
-            child = _until(lambda: _served(root, "wh-tstp-kill") or client.poll() is not None)
-            assert child is not True and client.poll() is None, "the run was not served, or ended first"
-            client.send_signal(signal.SIGTSTP)
-            assert _until(lambda: _state(client.pid) == "T" and _state(child) == "T"), \
-                (_state(client.pid), _state(child))
-            client.kill()
-            assert client.wait(timeout=60) == -signal.SIGKILL
-            assert _until(lambda: not _alive(child), within=60), f"the stopped run outlived its client: {_state(child)}"
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
-            if isinstance(child, int) and _alive(child):
-                os.kill(child, signal.SIGKILL)
-    finally:
-        os.close(read)
 
 
 def test_a_process_is_alive_only_as_the_one_that_started_then():
