@@ -867,7 +867,7 @@ def run_shards(raw: str, warehouse: str, shards: tuple[str, ...], report: bool,
                    "done: the pool settled (no shard needed a run of its own)")
     if skipped:
         click.echo(f"skipped {skipped} file{'s' if skipped != 1 else ''} of {raw}, not curated (named under "
-                   "'skipped:' above, the first 20)", err=True)
+                   f"'skipped:' above, the first {LOGGED_REJECTS})", err=True)
     if damaged:
         click.echo(f"{len(damaged)} raw file{'s' if len(damaged) != 1 else ''} read only up to damage (each named "
                    "under 'damaged:' above): replace them and run those shards again", err=True)

@@ -110,7 +110,7 @@ def delegate(argv: list[str]) -> int | None:
     if conn is None:  # started as this run ends: its imports would take a core from this run
         import atexit
 
-        # in the environment the address was made from, not the one the run leaves (an absolute DAGSTER_HOME)
+        # in the environment the address was made from, not the one the run leaves (CURATION_THREADS its --set made)
         atexit.register(_start_quietly, sock, dict(os.environ))
         return None
     return _relay(conn, argv)

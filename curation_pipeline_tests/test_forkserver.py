@@ -266,6 +266,30 @@ def test_a_process_is_alive_only_as_the_one_that_started_then():
     assert not forkserver._alive(os.getpid(), started + 1)
 
 
+def test_addresses_no_live_server_used_for_a_day_are_swept(tmp_path):
+    """Each code change or environment makes a new address, and ``servers`` reads the folder whole: an address's
+    files go once its server is gone and none were touched for a day; a live server's, or a fresh address's, stay."""
+    def address(name: str, pid: int, age_s: float) -> list[Path]:
+        files = [tmp_path / f"fork-{name}{suffix}" for suffix in (".lock", ".sock", ".key", ".log")]
+        for f in files:
+            f.write_text("")
+        info = tmp_path / f"fork-{name}.json"
+        info.write_text(json.dumps({"pid": pid, "started": forkserver._start_time(pid), "home": None}))
+        for f in [*files, info]:
+            os.utime(f, (time.time() - age_s, time.time() - age_s))
+        return [*files, info]
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = address("stale", gone.pid, 2 * forkserver.STALE_AFTER_S)
+    live = address("live", os.getpid(), 2 * forkserver.STALE_AFTER_S)  # this process: alive
+    fresh = address("fresh", gone.pid, 60)
+    mine = address("mine", gone.pid, 2 * forkserver.STALE_AFTER_S)
+    forkserver._sweep(tmp_path / "fork-mine.sock")
+    assert not any(f.exists() for f in stale)
+    assert all(f.exists() for f in live + fresh + mine)
+
+
 def test_the_idle_time_counts_from_the_end_of_the_last_run(tmp_path):
     """A run longer than CURATE_HELPER_IDLE_S is no idle time: the next run, right after it, is still served
     warm, and the server leaves once that long passed with no run. Its own home (the server is keyed on

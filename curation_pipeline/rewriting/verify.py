@@ -754,7 +754,7 @@ _UNIT_SPELLINGS = {spelling: unit for unit, spellings in {
     "mg": "mg milligram milligrams", "g": "g gram grams", "kg": "kg kilo kilos kilogram kilograms",
     "lb": "lb lbs pound pounds", "oz": "oz ounce ounces", "ml": "ml millilitre millilitres milliliter milliliters",
     "l": "l litre litres liter liters", "gal": "gal gallon gallons", "mph": "mph", "kmh": "kph kmh km/h",
-    "°c": "°c celsius", "°f": "°f fahrenheit", "%": "% percent per cent", "s": "s sec secs second seconds",
+    "°c": "°c celsius", "°f": "°f fahrenheit", "%": "% percent", "s": "s sec secs second seconds",
     "min": "min mins minute minutes", "h": "h hr hrs hour hours", "day": "day days", "week": "week weeks",
     "month": "month months", "yr": "yr yrs year years", "w": "w watt watts", "v": "v volt volts",
     "gb": "gb", "mb": "mb", "tb": "tb", "mp": "mp megapixel megapixels", "px": "px pixel pixels",
